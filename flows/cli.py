@@ -14,6 +14,440 @@ data_app = typer.Typer(no_args_is_help=True, help="List, inspect and fetch data 
 app.add_typer(data_app, name="data")
 
 
+@data_app.command("list")
+def data_list(
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+) -> None:
+    """List the known data sets and whether their files are in the data directory."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.datasets import DATASETS, dataset_dir
+    from pipeline.settings import SettingsError
+
+    try:
+        root = dataset_dir(Path(data_dir) if data_dir else None)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"data sets (data directory: {root})")
+    for column in ("name", "here", "description", "licence"):
+        table.add_column(column, overflow="fold")
+    for info in DATASETS.values():
+        required = [f for f in info.files if f.required]
+        if not info.files:
+            here = "built-in"
+        else:
+            found = sum(f.present_in(root) for f in required)
+            here = "yes" if found == len(required) else f"{found}/{len(required)} files"
+        table.add_row(info.name, here, f"{info.description} ({info.source})", info.licence)
+    Console().print(table)
+
+
+@data_app.command("info")
+def data_info(
+    name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay, nab:CAT/FILE.csv, ..."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+) -> None:
+    """Load a data set and print its shape, grid, graph and missing share."""
+    from collections import Counter
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.datasets import DatasetError, load_dataset
+    from pipeline.settings import SettingsError
+
+    try:
+        panel = load_dataset(
+            name,
+            data_dir=Path(data_dir) if data_dir else None,
+            adjacency=Path(adjacency) if adjacency else None,
+        )
+    except (DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=panel.name or name, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("sensors", f"{panel.n_nodes:,}")
+    table.add_row("steps", f"{panel.n_time:,}")
+    if panel.n_time > 1:
+        table.add_row("frequency", f"{panel.freq.total_seconds() / 60:g} min")
+    if panel.n_time:
+        table.add_row("time span", f"{panel.timestamps[0]} .. {panel.timestamps[-1]}")
+    graph = panel.graph
+    if graph is None:
+        table.add_row("graph", "none")
+    else:
+        known = getattr(graph, "has_distances", False)
+        lengths = "road lengths known" if known else "no distances: FFR counts hops"
+        table.add_row("graph edges", f"{graph.edge_index.shape[1]:,} directed links ({lengths})")
+    table.add_row("coordinates", "yes" if panel.coords is not None else "no")
+    table.add_row("missing share", f"{panel.missing_share:.2%}")
+    kinds = Counter(e.kind for e in panel.events)
+    if kinds:
+        table.add_row("events", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    Console().print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay or nab."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+    mirror: str = typer.Option(
+        None, "--mirror", help="Base URL to fetch DATA_DIR-relative paths from instead."
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds per connection attempt."),
+) -> None:
+    """Download a public data set into the data directory and check its sha256."""
+    from pathlib import Path
+
+    from pipeline.datasets import DatasetError
+    from pipeline.fetch import Fetched, FetchError, fetch_dataset
+    from pipeline.settings import SettingsError
+
+    def report(item: Fetched) -> None:
+        detail = f" ({item.detail})" if item.detail else ""
+        typer.echo(f"{item.status:>10}  {item.path}{detail}")
+
+    try:
+        fetch_dataset(
+            name,
+            data_dir=Path(data_dir) if data_dir else None,
+            mirror=mirror,
+            timeout=timeout,
+            progress=report,
+        )
+    except (FetchError, DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def broker(
+    port: int = typer.Option(None, "--port", help="Port to listen on (default: a free one)."),
+    log: str = typer.Option(None, "--log", help="Broker log file (default: in the temp dir)."),
+) -> None:
+    """Run an embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
+    from pipeline.broker import BrokerError, serve_forever
+
+    try:
+        serve_forever(port, log_path=log)
+    except BrokerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def replay(
+    data: str = typer.Argument(..., help="Dataset spec: los-loop, simulated, csv:PATH, ..."),
+    bootstrap: str = typer.Option(
+        None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
+    ),
+    speedup: float = typer.Option(
+        0.0, "--speedup", help="0 = as fast as possible; X = X x real time."
+    ),
+    limit: int = typer.Option(None, "--limit", help="Replay at most N time steps."),
+    topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency file for csv:PATH data."),
+) -> None:
+    """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
+    from pathlib import Path
+
+    from pipeline.clients import KafkaUnavailable, ensure_topics, make_producer
+    from pipeline.datasets import load_dataset
+    from pipeline.replay import ReplayError
+    from pipeline.replay import replay as run_replay
+    from pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(bootstrap_servers=bootstrap)
+        panel = load_dataset(data, adjacency=Path(adjacency) if adjacency else None)
+        target = topic or settings.topic_readings
+        ensure_topics(settings, topics=[target])
+        producer = make_producer(settings)
+        try:
+            stats = run_replay(panel, producer, target, speedup=speedup, limit=limit)
+        finally:
+            producer.close()
+    except (SettingsError, KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{stats.messages:,} readings of {stats.sensors} sensors over {stats.steps} steps "
+        f"-> {target} in {stats.seconds:.1f} s ({stats.rate:,.0f} msg/s); "
+        f"{stats.skipped_missing:,} missing readings not sent"
+    )
+
+
+@app.command()
+def demo(
+    data: str = typer.Option(
+        None, "--data", help="Dataset spec (default: los-loop, else simulated)."
+    ),
+    out: str = typer.Option("demo-out", "--out", help="Output directory for summary.json."),
+    limit: int = typer.Option(None, "--limit", help="Replay at most N time steps."),
+    speedup: float = typer.Option(0.0, "--speedup", help="0 = as fast as possible."),
+) -> None:
+    """Embedded broker -> replay -> consumer group -> summary (OUT/summary.json)."""
+    from pathlib import Path
+
+    from flows.demo import print_summary, run_demo
+
+    summary = run_demo(data, out=Path(out), limit=limit, speedup=speedup)
+    print_summary(summary)
+    typer.echo(f"wrote {Path(out) / 'summary.json'}")
+    if summary["lost"] or summary["invalid"]:
+        typer.echo(
+            f"error: {summary['lost']} messages lost, {summary['invalid']} invalid", err=True
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def explain(
+    bundle: str = typer.Argument(..., help="A tgclstm bundle directory (OUT/bundles/tgclstm)."),
+    sensor: str = typer.Option(None, "--sensor", help="Explain this sensor id only."),
+    top: int = typer.Option(10, "--top", help="Most influential sensors listed per sensor."),
+    out: str = typer.Option("explain-out", "--out", help="Directory for the CSV and the PNG."),
+) -> None:
+    """Which sensors influence each sensor, from a TGC-LSTM's learned graph weights."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.explain import explain as run_explain
+    from models.bundle import BundleError
+
+    try:
+        result = run_explain(bundle, out=out, sensor=sensor, top=top)
+    except (BundleError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = result.table
+    shown = table if sensor else table.nlargest(top, "influence")
+    what = f"sensor {sensor}" if sensor else f"the {len(shown)} strongest pairs of the network"
+    view = Table(title=f"learned influence: {what}")
+    for column in shown.columns:
+        view.add_column(column, justify="right" if column != "target" else "left")
+    for row in shown.itertuples(index=False):
+        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(view)
+    typer.echo(f"wrote {result.csv} ({len(table)} rows) and {result.png} ({result.layout})")
+
+
+def _load_panel(data: str, adjacency: str | None, data_dir: str | None):  # noqa: ANN202
+    """``load_dataset`` with CLI errors (shared by train and evaluate)."""
+    from pathlib import Path
+
+    from pipeline.datasets import DatasetError, load_dataset
+    from pipeline.settings import SettingsError
+
+    try:
+        return load_dataset(
+            data,
+            data_dir=Path(data_dir) if data_dir else None,
+            adjacency=Path(adjacency) if adjacency else None,
+        )
+    except (DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def train(
+    data: str = typer.Argument(..., help="Data set: los-loop, metr-la, csv:PATH, simulated..."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    models: str = typer.Option(
+        "persistence,seasonal,ar,lstm,gru", "--models", help="Comma-separated model names."
+    ),
+    window: int = typer.Option(12, "--window", help="Input steps (the protocol window)."),
+    horizon: int = typer.Option(12, "--horizon", help="Steps forecast."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per neural model (metrics averaged)."),
+    epochs: int = typer.Option(None, "--epochs", help="Max epochs (default: model's own)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
+    valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
+    out: str = typer.Option("runs/train", "--out", help="Output directory."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Fit, backtest and compare models; write bundles, metrics.json and a report."""
+    from rich.console import Console
+
+    from flows.train import TrainPlan, parse_models, train_models
+    from models.training import resolve_device
+
+    console = Console()
+    try:
+        resolve_device(device)
+        plan = TrainPlan(
+            models=parse_models(models),
+            window=window,
+            horizon=horizon,
+            seeds=seeds,
+            epochs=epochs,
+            device=device,
+            test=test,
+            valid=valid,
+            progress=progress,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    panel = _load_panel(data, adjacency, data_dir)
+    try:
+        document = train_models(panel, plan, out, dataset=data, log=console.print)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    from flows.report import comparison_rows
+
+    columns, rows = comparison_rows(document)
+    from rich.table import Table
+
+    table = Table(title=f"{data}: test-part errors (pooled), mean ± std over seeds")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
+
+
+@app.command()
+def evaluate(
+    bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
+    data: str = typer.Argument(..., help="The data set to score it on."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    window: int = typer.Option(12, "--window", help="Protocol input window (scored windows)."),
+    test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
+    valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
+    out: str = typer.Option(None, "--out", help="Write the metrics to this JSON file."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+) -> None:
+    """Score a saved bundle on the test part of a data set, as `roadcast train` does."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.train import evaluate_bundle
+
+    panel = _load_panel(data, adjacency, data_dir)
+    try:
+        result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window)
+    except ValueError as exc:  # BundleError included
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    freq = panel.freq.total_seconds() / 60
+    table = Table(title=f"{result['model']} on {data}: {result['windows']} test windows")
+    for column in ("horizon", "pooled MAE", "pooled RMSE", "pooled MAPE %", "step RMSE"):
+        table.add_column(column)
+    for h, m in result["pooled"].items():
+        table.add_row(
+            f"{h} ({int(h) * freq:g} min)",
+            f"{m['mae']:.4f}",
+            f"{m['rmse']:.4f}",
+            f"{m['mape']:.2f}" if m["mape"] is not None else "n/a",
+            f"{result['step'][h]['rmse']:.4f}",
+        )
+    Console().print(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@app.command()
+def serve(
+    models: str = typer.Option(
+        None, "--models", help="Bundles folder (OUT/bundles) or one bundle [ROADCAST_MODEL_DIR]."
+    ),
+    bootstrap: str = typer.Option(
+        None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
+    ),
+    group: str = typer.Option(None, "--group", help="Consumer group (default: roadcast)."),
+    tick: str = typer.Option("5min", "--tick", help="The data's time step, e.g. 5min."),
+    allowed_lateness: str = typer.Option(
+        "2min", "--allowed-lateness", help="How late a reading may arrive and still join its tick."
+    ),
+    store: str = typer.Option(None, "--store", help="SQLite store (default: ROADCAST_STORE_PATH)."),
+    only: str = typer.Option(None, "--only", help="Comma-separated model names to load."),
+    max_clock_skew: str = typer.Option(
+        "1h", "--max-clock-skew", help="Dead-letter readings this far ahead of the clock ('off')."
+    ),
+    poll_records: int = typer.Option(1000, "--poll-records", help="Records per poll batch."),
+    fast_store: bool = typer.Option(
+        False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
+    ),
+    log_level: str = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Run the forecasting service: readings in, forecasts of every model out (JSON logs)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from models.bundle import BundleError
+    from pipeline.bundles import BundleDirError
+    from pipeline.clients import KafkaUnavailable
+    from pipeline.jsonlog import configure_logging
+    from pipeline.service import ServiceConfig
+    from pipeline.service import serve as run_service
+    from pipeline.settings import SettingsError, load_settings
+    from pipeline.store import StoreError
+
+    try:
+        settings = load_settings(
+            bootstrap_servers=bootstrap,
+            consumer_group=group,
+            store_path=store,
+            model_dir=models,
+            log_level=log_level,
+        )
+        config = ServiceConfig(
+            tick=pd.Timedelta(tick),
+            allowed_lateness=pd.Timedelta(allowed_lateness),
+            max_clock_skew=None if max_clock_skew == "off" else pd.Timedelta(max_clock_skew),
+            only=tuple(n.strip() for n in (only or "").split(",") if n.strip()),
+            poll_records=poll_records,
+            durable=not fast_store,
+        )
+    except (SettingsError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    try:
+        run_service(settings, config, model_dir=Path(settings.model_dir))
+    except (BundleDirError, BundleError, KafkaUnavailable, StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    store: str = typer.Option(None, "--store", help="SQLite store (default: ROADCAST_STORE_PATH)."),
+    last: int = typer.Option(
+        288, "--last", help="Rolling accuracy over the last N ticks (0: everything)."
+    ),
+) -> None:
+    """Counters, tick latency and live accuracy per model and horizon, from the store."""
+    from flows.status import print_status
+    from pipeline.settings import SettingsError, load_settings
+    from pipeline.store import StoreError
+
+    try:
+        settings = load_settings(store_path=store)
+        print_status(settings.store_path, last_ticks=last or None)
+    except (SettingsError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

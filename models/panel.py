@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -138,7 +138,7 @@ class SensorPanel:
         values: np.ndarray,
         timestamps: pd.DatetimeIndex,
         sensor_ids: tuple[str, ...] | list[str],
-        **kwargs: object,
+        **kwargs: Any,
     ) -> SensorPanel:
         """Build a panel whose mask is "finite": NaN (or inf) readings become missing."""
         values = np.asarray(values, dtype=np.float32)
@@ -148,7 +148,7 @@ class SensorPanel:
             timestamps=timestamps,
             sensor_ids=tuple(sensor_ids),
             **kwargs,
-        )  # type: ignore[arg-type]
+        )
 
     @property
     def n_time(self) -> int:

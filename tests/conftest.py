@@ -30,3 +30,53 @@ def shared_data() -> Path:
             pytest.fail(f"CI must have the shared data: {reason}")
         pytest.skip(reason)
     return path
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    """A running embedded Tansu broker for the whole session (memory storage).
+
+    Tests share it: use ``unique_topic``/``kafka_settings`` for topics and groups of
+    their own. A test that needs to stop or restart a broker starts its own
+    ``EmbeddedBroker`` instead of touching this one.
+    """
+    from pipeline.broker import EmbeddedBroker
+
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log, handle_sigterm=False) as running:
+        yield running
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest):
+    """``unique_topic(label="")`` -> a Kafka topic name no other test uses."""
+    import re
+    import uuid
+
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
+
+    def make(label: str = "") -> str:
+        parts = ["t", base, label, uuid.uuid4().hex[:8]]
+        return ".".join(p for p in parts if p)
+
+    return make
+
+
+@pytest.fixture
+def kafka_settings(broker, unique_topic):
+    """Settings pointing at the session ``broker``, with this test's own topics and group."""
+    from pipeline.settings import load_settings
+
+    if not broker.is_running():  # a test killed it: give the next one a broker again
+        broker.start()
+    return load_settings(
+        bootstrap_servers=broker.bootstrap,
+        topic_readings=unique_topic("readings"),
+        topic_dlq=unique_topic("dlq"),
+        topic_forecasts=unique_topic("forecasts"),
+        topic_alerts=unique_topic("alerts"),
+        consumer_group=unique_topic("group"),
+    )

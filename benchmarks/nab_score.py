@@ -1,0 +1,422 @@
+"""NAB's scoring rules (Numenta Anomaly Benchmark v1.1), re-implemented from its source.
+
+Written from ``nab/sweeper.py``, ``nab/scorer.py``, ``nab/optimizer.py``, ``nab/runner.py``
+(``normalize``), ``nab/util.py`` (``getProbationPeriod``) and ``config/profiles.json`` of
+numenta/NAB, so that our numbers sit beside the published ones:
+
+* **Rows, not time.** Every original data row is scored; a row is a detection when its
+  ``anomaly_score >= threshold``.
+* **Probationary period.** The first ``min(floor(0.15 n), 0.15 * 5000)`` rows of each file
+  are not scored (detectors learn there).
+* **Windows.** A labelled window starts and ends on data rows. Inside a window of width
+  ``w`` whose last row is ``r``, a detection at row ``i`` earns
+  ``A_TP * S(-(r - i + 1) / w) / S(-1)`` with the scaled sigmoid
+  ``S(x) = 2 / (1 + exp(5x)) - 1`` (``-1`` for ``x > 3``): the earliest detection of a
+  window earns exactly ``A_TP``, a late one little. Only the best (earliest) detection
+  of a window counts; a window without detection costs ``-A_FN``.
+* **False positives.** Every detected row outside the windows costs
+  ``A_FP * S(|r_prev - i| / (w_prev - 1))`` after a window (``r_prev``, ``w_prev``: the
+  closest preceding window), so a detection just after a window costs almost nothing,
+  and ``-A_FP`` when no window precedes it.
+* **Threshold.** One threshold for all files of the corpus, the one that maximises the
+  summed raw score (NAB sweeps every distinct anomaly score; ties go to the highest).
+* **Normalisation.** ``100 * (raw - null) / (perfect - null)``: ``null`` is the raw score
+  of NAB's null detector (constant 0.5, threshold optimised: it never fires, so every
+  scorable window is a false negative), ``perfect`` is ``A_TP`` times the number of
+  windows. A detector that never fires scores 0; one that fires exactly at the start of
+  every window, and nowhere else, scores 100.
+
+Profiles (``config/profiles.json``): ``standard`` (A_TP 1, A_FP 0.11, A_FN 1),
+``reward_low_FP_rate`` (A_FP 0.22), ``reward_low_FN_rate`` (A_FN 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PROBATION_PERCENT = 0.15
+# NAB's runner starts the threshold sweep above every possible score: nothing detected.
+START_THRESHOLD = 1.1
+
+
+class NabFormatError(ValueError):
+    """A NAB data, window or result file that cannot be scored as NAB would."""
+
+
+@dataclass(frozen=True)
+class CostMatrix:
+    """Weights of one NAB application profile."""
+
+    tp: float
+    fp: float
+    fn: float
+    tn: float = 1.0
+
+
+PROFILES: dict[str, CostMatrix] = {
+    "standard": CostMatrix(tp=1.0, fp=0.11, fn=1.0),
+    "reward_low_FP_rate": CostMatrix(tp=1.0, fp=0.22, fn=1.0),
+    "reward_low_FN_rate": CostMatrix(tp=1.0, fp=0.11, fn=2.0),
+}
+
+
+def scaled_sigmoid(position: float) -> float:
+    """NAB's scaled sigmoid ``2 sigmoid(-5 x) - 1``, clamped to ``-1`` for ``x > 3``.
+
+    ``x = -1`` (the left edge of a window) gives 0.98661, ``x = 0`` (its right edge) 0,
+    ``x = 1`` (one window width after it) -0.98661.
+    """
+    if position > 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
+
+
+def probation_length(n_rows: int, percent: float = PROBATION_PERCENT) -> int:
+    """Rows at the start of a file that NAB does not score: 15 %, at most 750."""
+    return int(min(math.floor(percent * n_rows), percent * 5000))
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledFile:
+    """One NAB data file: its row timestamps and its labelled anomaly windows.
+
+    ``name`` is the corpus-relative path (``realTraffic/speed_6005.csv``); ``timestamps``
+    has one entry per original row (duplicates allowed, as in NAB's data); ``windows``
+    are ``(start, end)`` pairs, each starting and ending on a row timestamp.
+    """
+
+    name: str
+    timestamps: pd.DatetimeIndex
+    windows: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.timestamps)
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """Per-row facts of a :class:`LabeledFile` that do not depend on the detector.
+
+    ``window`` int64 ``[row]``: window number within the file, ``-1`` outside every
+    window. ``scorable`` bool ``[row]``: False in the probationary period. ``tp_value``
+    float64 ``[row]``: ``S(position) / S(-1)`` inside windows (earn ``A_TP`` times it);
+    ``fp_value`` float64 ``[row]``: ``S(distance)`` outside windows (earn ``A_FP`` times
+    it, a negative number).
+    """
+
+    name: str
+    window: np.ndarray
+    scorable: np.ndarray
+    tp_value: np.ndarray
+    fp_value: np.ndarray
+    n_windows: int
+
+
+def sweep(file: LabeledFile, probation_percent: float = PROBATION_PERCENT) -> Sweep:
+    """Walk the rows of ``file`` as NAB's ``Sweeper.calcSweepScore`` does.
+
+    Raises
+    ------
+    NabFormatError
+        When a window does not start and end on a row timestamp, or windows overlap or
+        are out of order: NAB would silently skip such windows.
+    """
+    stamps = list(file.timestamps)
+    first_row: dict[pd.Timestamp, int] = {}
+    for i, stamp in enumerate(stamps):
+        first_row.setdefault(stamp, i)
+    n = len(stamps)
+    window = np.full(n, -1, dtype=np.int64)  # [row]
+    tp_value = np.zeros(n)  # [row]
+    fp_value = np.zeros(n)  # [row]
+    max_tp = scaled_sigmoid(-1.0)
+    bounds: list[tuple[int, int]] = []
+    for start, end in file.windows:
+        if start not in first_row or end not in first_row:
+            raise NabFormatError(
+                f"{file.name}: window [{start}, {end}] does not start and end on data rows; "
+                "NAB windows must use timestamps of the file (NAB's labeler aligns them)"
+            )
+        left, right = first_row[start], first_row[end]
+        if right < left or (bounds and left <= bounds[-1][1]):
+            raise NabFormatError(
+                f"{file.name}: windows must be sorted and disjoint, got [{start}, {end}] "
+                f"after rows {bounds[-1] if bounds else ()}"
+            )
+        bounds.append((left, right))
+    # NAB leaves a window on the row whose timestamp equals the window end; with duplicate
+    # timestamps that is the first such row, which first_row gives.
+    prev_right: int | None = None
+    prev_width = 0.0
+    k = 0
+    i = 0
+    while i < n:
+        if k < len(bounds) and i == bounds[k][0]:
+            left, right = bounds[k]
+            width = float(right - left + 1)
+            for j in range(left, right + 1):
+                window[j] = k
+                tp_value[j] = scaled_sigmoid(-(right - j + 1) / width) / max_tp
+            prev_right, prev_width = right, width
+            k += 1
+            i = right + 1
+            continue
+        if prev_right is None:
+            fp_value[i] = -1.0
+        elif prev_width <= 1:
+            # NAB divides by (width - 1); a one-row window makes every later FP a full one.
+            fp_value[i] = -1.0
+        else:
+            fp_value[i] = scaled_sigmoid(abs(prev_right - i) / (prev_width - 1.0))
+        i += 1
+    scorable = np.arange(n) >= probation_length(n, probation_percent)
+    return Sweep(file.name, window, scorable, tp_value, fp_value, len(bounds))
+
+
+@dataclass(frozen=True)
+class ThresholdScore:
+    """Raw NAB score of a corpus at one threshold, with the row counts."""
+
+    threshold: float
+    score: float
+    tp: int
+    tn: int
+    fp: int
+    fn: int
+
+
+def _check_scores(sweeps: Sequence[Sweep], scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    if len(sweeps) != len(scores):
+        raise NabFormatError(f"{len(scores)} score arrays for {len(sweeps)} files")
+    checked = []
+    for s, a in zip(sweeps, scores, strict=True):
+        arr = np.asarray(a, dtype=np.float64)
+        if arr.shape != s.window.shape:
+            raise NabFormatError(
+                f"{s.name}: {arr.shape[0] if arr.ndim else 0} anomaly scores for "
+                f"{s.window.shape[0]} rows; NAB needs one score per original row"
+            )
+        if not np.isfinite(arr).all() or arr.min(initial=0.0) < 0 or arr.max(initial=0.0) > 1:
+            raise NabFormatError(f"{s.name}: anomaly scores must be finite and in [0, 1]")
+        checked.append(arr)
+    return checked
+
+
+def threshold_scores(
+    sweeps: Sequence[Sweep], scores: Sequence[np.ndarray], cost: CostMatrix
+) -> list[ThresholdScore]:
+    """Raw corpus score at every distinct anomaly score, highest threshold first.
+
+    The first entry is NAB's start threshold 1.1 (nothing detected); entry ``k`` counts
+    every scorable row whose score is ``>=`` its threshold as a detection
+    (``Sweeper.calcScoreByThreshold`` over the rows of all files).
+    """
+    arrays = _check_scores(sweeps, scores)
+    score_parts, in_window, value, window_key = [], [], [], []
+    offset = 0
+    n_windows = 0
+    for s, a in zip(sweeps, arrays, strict=True):
+        keep = s.scorable
+        score_parts.append(a[keep])
+        inside = s.window[keep] >= 0
+        in_window.append(inside)
+        value.append(np.where(inside, s.tp_value[keep] * cost.tp, s.fp_value[keep] * cost.fp))
+        window_key.append(np.where(inside, s.window[keep] + offset, -1))
+        offset += s.n_windows
+        # Only windows with a scorable row take part (NAB's _prepareScoreByThresholdParts).
+        n_windows += len(np.unique(s.window[keep][inside]))
+    flat_score = np.concatenate(score_parts) if score_parts else np.empty(0)
+    inside_all = np.concatenate(in_window) if in_window else np.empty(0, dtype=bool)
+    value_all = np.concatenate(value) if value else np.empty(0)
+    key_all = np.concatenate(window_key) if window_key else np.empty(0, dtype=np.int64)
+
+    order = np.argsort(-flat_score, kind="stable")  # highest score first, as NAB sorts
+    sorted_score = flat_score[order]
+    sorted_inside = inside_all[order]
+    sorted_value = value_all[order]
+    sorted_key = key_all[order]
+    # Gain of each processed row: an FP adds its (negative) value; a TP raises its window's
+    # part from -A_FN to the best value seen so far in that window.
+    gain = np.where(sorted_inside, 0.0, sorted_value)
+    best: dict[int, float] = {}
+    for pos in np.nonzero(sorted_inside)[0]:
+        key = int(sorted_key[pos])
+        old = best.get(key, -cost.fn)
+        new = max(old, float(sorted_value[pos]))
+        gain[pos] = new - old
+        best[key] = new
+    running = -cost.fn * n_windows + np.cumsum(gain)
+    tp_run = np.cumsum(sorted_inside)
+    fp_run = np.cumsum(~sorted_inside)
+    n_in = int(inside_all.sum())
+    n_out = int((~inside_all).sum())
+    results = [ThresholdScore(START_THRESHOLD, -cost.fn * n_windows, 0, n_out, 0, n_in)]
+    if len(sorted_score):
+        last_of_group = np.nonzero(np.diff(sorted_score) != 0)[0]
+        ends = np.append(last_of_group, len(sorted_score) - 1)
+        for end in ends:
+            tp, fp = int(tp_run[end]), int(fp_run[end])
+            results.append(
+                ThresholdScore(
+                    float(sorted_score[end]), float(running[end]), tp, n_out - fp, fp, n_in - tp
+                )
+            )
+    return results
+
+
+def best_threshold(
+    sweeps: Sequence[Sweep], scores: Sequence[np.ndarray], cost: CostMatrix
+) -> ThresholdScore:
+    """The threshold with the highest raw corpus score (NAB's ``optimizeThreshold``)."""
+    table = threshold_scores(sweeps, scores, cost)
+    return max(table, key=lambda row: row.score)  # first maximum: the highest threshold
+
+
+def score_at(
+    sweeps: Sequence[Sweep], scores: Sequence[np.ndarray], cost: CostMatrix, threshold: float
+) -> list[ThresholdScore]:
+    """Raw score of each file when its scorable rows with ``score >= threshold`` are
+    detections (NAB's ``Sweeper.scoreDataSet``)."""
+    out = []
+    for s, a in zip(sweeps, _check_scores(sweeps, scores), strict=True):
+        detected = s.scorable & (a >= threshold)
+        inside = s.window >= 0
+        total = float(np.sum(s.fp_value[detected & ~inside]) * cost.fp)
+        for k in np.unique(s.window[s.scorable & inside]):
+            hits = detected & (s.window == k)
+            total += float(s.tp_value[hits].max()) * cost.tp if hits.any() else -cost.fn
+        tp = int((detected & inside).sum())
+        fp = int((detected & ~inside).sum())
+        n_in = int((s.scorable & inside).sum())
+        n_out = int((s.scorable & ~inside).sum())
+        out.append(ThresholdScore(threshold, total, tp, n_out - fp, fp, n_in - tp))
+    return out
+
+
+@dataclass(frozen=True)
+class NabResult:
+    """A detector's NAB result on one profile."""
+
+    profile: str
+    threshold: float
+    raw: float
+    null: float
+    perfect: float
+    score: float
+    tp: int
+    fp: int
+    fn: int
+    windows_detected: int
+    windows: int
+    per_file: dict[str, float]
+
+
+def windows_detected(
+    sweeps: Sequence[Sweep], scores: Sequence[np.ndarray], threshold: float
+) -> int:
+    """Scorable windows with at least one detection at ``threshold``."""
+    found = 0
+    for s, a in zip(sweeps, _check_scores(sweeps, scores), strict=True):
+        hit = s.scorable & (s.window >= 0) & (a >= threshold)
+        found += len(np.unique(s.window[hit]))
+    return found
+
+
+def nab_score(
+    sweeps: Sequence[Sweep], scores: Sequence[np.ndarray], profile: str = "standard"
+) -> NabResult:
+    """Normalised NAB score of one detector on a corpus, threshold optimised on that corpus.
+
+    Parameters
+    ----------
+    sweeps : one :class:`Sweep` per file (from :func:`sweep`).
+    scores : one float array ``[row]`` of anomaly scores in [0, 1] per file.
+    profile : a key of :data:`PROFILES`.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown NAB profile {profile!r}; known: {', '.join(PROFILES)}")
+    cost = PROFILES[profile]
+    best = best_threshold(sweeps, scores, cost)
+    null = best_threshold(sweeps, [np.full(s.window.shape, 0.5) for s in sweeps], cost).score
+    perfect = cost.tp * sum(s.n_windows for s in sweeps)
+    if perfect == null:
+        raise NabFormatError("the corpus has no scorable window; NAB cannot normalise its score")
+    per_file = score_at(sweeps, scores, cost, best.threshold)
+    return NabResult(
+        profile=profile,
+        threshold=best.threshold,
+        raw=best.score,
+        null=null,
+        perfect=perfect,
+        score=100.0 * (best.score - null) / (perfect - null),
+        tp=best.tp,
+        fp=best.fp,
+        fn=best.fn,
+        windows_detected=windows_detected(sweeps, scores, best.threshold),
+        windows=sum(s.n_windows for s in sweeps),
+        per_file={s.name: r.score for s, r in zip(sweeps, per_file, strict=True)},
+    )
+
+
+# --- NAB files on disk -------------------------------------------------------------------
+
+
+def read_nab_csv(path: str | Path) -> pd.DataFrame:
+    """A NAB data file (``timestamp,value``) with parsed timestamps, rows as in the file."""
+    frame = pd.read_csv(path)
+    missing = {"timestamp", "value"} - set(frame.columns)
+    if missing:
+        raise NabFormatError(f"{path}: missing NAB columns {sorted(missing)}")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    return frame
+
+
+def read_windows(path: str | Path) -> dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]:
+    """NAB's ``combined_windows.json`` format: ``{"category/file.csv": [[start, end], ...]}``."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NabFormatError(f"cannot read NAB windows {path}: {exc}") from None
+    return {
+        name: tuple((pd.Timestamp(a), pd.Timestamp(b)) for a, b in pairs)
+        for name, pairs in raw.items()
+    }
+
+
+def labeled_files(
+    data_dir: str | Path, windows: dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]
+) -> list[LabeledFile]:
+    """Every file named in ``windows`` that exists under ``data_dir``, in name order."""
+    root = Path(data_dir)
+    files = []
+    for name in sorted(windows):
+        path = root / name
+        if not path.is_file():
+            continue
+        stamps = pd.DatetimeIndex(read_nab_csv(path)["timestamp"])
+        files.append(LabeledFile(name, stamps, windows[name]))
+    if not files:
+        raise NabFormatError(f"none of the {len(windows)} labelled files exists under {root}")
+    return files
+
+
+def read_result_scores(results_dir: str | Path, detector: str, file: LabeledFile) -> np.ndarray:
+    """Anomaly scores from ``<results>/<category>/<detector>_<file>.csv`` for ``file``."""
+    category, _, base = file.name.rpartition("/")
+    path = Path(results_dir) / category / f"{detector}_{base}"
+    if not path.is_file():
+        raise NabFormatError(f"no result file {path}; run `roadcast detect` first")
+    frame = pd.read_csv(path)
+    if list(frame.columns[:3]) != ["timestamp", "value", "anomaly_score"]:
+        raise NabFormatError(f"{path}: columns must start timestamp,value,anomaly_score")
+    if len(frame) != file.n_rows:
+        raise NabFormatError(f"{path}: {len(frame)} rows, the data file has {file.n_rows}")
+    return frame["anomaly_score"].to_numpy(dtype=np.float64)

@@ -1,0 +1,455 @@
+"""TGC-LSTM speed and memory: against the plain LSTM, against the authors' dense layer,
+and on road networks of 200, 2,000 and 20,000 sensors.
+
+What is measured (one run, this machine, CPU unless a GPU is present)
+--------------------------------------------------------------------
+1. ``los-loop`` (207 sensors, window 12, horizon 12, batch 64): seconds per training
+   epoch (every window of the training part, forward + backward + AdamW step, batches
+   gathered as the training engine gathers them) and milliseconds per inference window
+   (one window alone, and amortised over a batch of 64) for
+
+   * ``tgclstm``: this project's TGC-LSTM (``models.tgclstm.TGCLSTMNet``) with the default
+     configuration (``gates="shared"``: per-sensor state of ``hidden`` units),
+   * ``tgclstm-dense``: the same sparse graph convolution with the paper's dense gates
+     (hidden size N = one unit per sensor),
+   * ``lstm``: the project's network-wide LSTM (``models.rnn.NetworkRNN``) with hidden
+     size N = 207. "Same hidden size" follows the paper: its TGC-LSTM and LSTM both have
+     one hidden unit per sensor (hidden = N); the per-sensor form of ``tgclstm`` carries
+     ``hidden`` units per sensor instead, i.e. ``hidden`` x more state, and is compared
+     against the same LSTM,
+   * ``naive-dense``: the authors' original layer, written here only as the comparison
+     point: per hop an N x N weight multiplied by the dense ``Ã^k ⊙ FFR`` mask at every
+     step, four separate gate layers ``Linear((K+1) N -> N)``, the neighbour term as a
+     dense matrix-vector product, and a linear head to ``horizon`` steps.
+
+2. The 2,000-sensor simulated network, batch 64: seconds per training batch of
+   ``tgclstm`` and ``naive-dense``, times the number of batches of one epoch (the
+   training part of one simulated week), so the epoch figure is an estimate from the
+   median batch.
+
+3. Scaling on simulated networks of 200, 2,000 and 20,000 sensors: seconds per training
+   batch and peak memory of ``tgclstm`` (and of ``naive-dense`` where its weights fit).
+   Each size runs in a fresh subprocess. Memory method: torch's CPU allocations are
+   invisible to ``tracemalloc``, so the peak resident set size is read from
+   ``/proc/self/status`` (``VmHWM``) after the peak is reset (``/proc/self/clear_refs``)
+   once the data and graph are built; the reported number is that peak minus the resident
+   size before the model was created: model, optimiser state and the activations of
+   training batches. The dense layer's weight memory ``K N² 4`` bytes is shown beside it.
+
+The shared 2-core machine makes timings noisy: every figure is the median of repeated
+measurements and the JSON records the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from benchmarks.common import print_table, write_result
+from models.base import window_origins
+from models.panel import SensorPanel, chronological_split
+from models.rnn import NetworkRNN
+from models.tgclstm import TGCLSTMConfig, TGCLSTMNet
+from models.training import InputSpec, PanelTensors, Scaler
+
+NAME = "tgclstm_speed"
+WINDOW, HORIZON = 12, 12
+
+
+class NaiveDenseTGCLSTM(nn.Module):
+    """The authors' original TGC-LSTM layer (dense), for comparison only.
+
+    Per hop a full N x N weight is masked by ``Ã^k ⊙ FFR`` at every step
+    (``FilterLinear``), the K results and ``h`` feed four separate gate layers, and the
+    neighbour term is ``C ⊙ ((Ã^K ⊙ FFR) w_N)``. The last hidden state (N units) goes
+    through a linear head to ``horizon`` steps, plus the last value (as our models do).
+    """
+
+    def __init__(self, hops: Sequence[np.ndarray], num_nodes: int, horizon: int) -> None:
+        super().__init__()
+        n, k = num_nodes, len(hops)
+        masks = torch.zeros(k, n, n)  # [K, N, N]: the dense Ã^k ⊙ FFR
+        for h, pairs in enumerate(hops):
+            masks[h, torch.tensor(pairs[1]), torch.tensor(pairs[0])] = 1.0
+        self.register_buffer("masks", masks)
+        bound = n**-0.5
+        self.gc = nn.ParameterList(
+            nn.Parameter(torch.empty(n, n).uniform_(-bound, bound)) for _ in range(k)
+        )
+        self.fl, self.il, self.ol, self.cl = (nn.Linear((k + 1) * n, n) for _ in range(4))
+        self.neighbour = nn.Parameter(torch.empty(n).uniform_(-bound, bound))
+        self.head = nn.Linear(n, horizon * n)
+        self.n, self.horizon = n, horizon
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, window = x.shape[:2]
+        speed = x[..., 0]  # [batch, window, node]
+        h = speed.new_zeros(batch, self.n)  # [batch, node]
+        c = speed.new_zeros(batch, self.n)
+        for t in range(window):
+            xt = speed[:, t]
+            gc = torch.cat(
+                [nn.functional.linear(xt, w * m) for w, m in zip(self.gc, self.masks, strict=True)],
+                dim=1,
+            )  # [batch, K * node]
+            combined = torch.cat([gc, h], dim=1)
+            f = torch.sigmoid(self.fl(combined))
+            i = torch.sigmoid(self.il(combined))
+            o = torch.sigmoid(self.ol(combined))
+            c_tilde = torch.tanh(self.cl(combined))
+            nc = c * torch.mv(self.masks[-1], self.neighbour)
+            c = f * nc + i * c_tilde
+            h = o * torch.tanh(c)
+        out = self.head(h).view(batch, self.horizon, self.n)
+        return out + speed[:, -1].unsqueeze(1)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def hop_lists(panel: SensorPanel, config: TGCLSTMConfig) -> list[np.ndarray]:
+    """``Ã^k ⊙ FFR`` for k = 1..K as the model would build them (FFR = one grid step)."""
+    assert panel.graph is not None
+    minutes = config.ffr_minutes or panel.freq.total_seconds() / 60.0
+    return [
+        np.asarray(panel.graph.hops(k, minutes=minutes, free_flow_kmh=config.free_flow_kmh))
+        for k in range(1, config.hops + 1)
+    ]
+
+
+def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec) -> nn.Module:
+    """One of the compared modules for ``panel`` (seeded, CPU)."""
+    torch.manual_seed(0)
+    n = panel.n_nodes
+    if kind == "lstm":
+        return NetworkRNN(n, spec, hidden=n, horizon=HORIZON, kind="lstm")
+    hops = hop_lists(panel, config)
+    if kind == "naive-dense":
+        return NaiveDenseTGCLSTM(hops, n, HORIZON)
+    gates = "dense" if kind == "tgclstm-dense" else config.gates
+    return TGCLSTMNet(
+        hops,
+        n,
+        n_features=spec.n_features,
+        time_features=[spec.names.index(name) for name in spec.time_names],
+        horizon=HORIZON,
+        hidden=config.hidden,
+        embed=config.embed,
+        gates=gates,
+        residual=config.residual,
+        dropout=config.dropout,
+    )
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def train_batch_fn(
+    module: nn.Module, data: PanelTensors, origins: Tensor, spec: InputSpec, batch: int
+) -> Callable[[int], None]:
+    """A function that trains ``module`` on batch number ``b`` (forward, backward, AdamW)."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    module.train()
+
+    def step(b: int) -> None:
+        idx = origins[b * batch : (b + 1) * batch]
+        x = data.inputs(idx, WINDOW, spec)  # [batch, window, node, feature]
+        y, m = data.targets(idx, HORIZON)  # [batch, horizon, node]
+        pred = module(x)
+        loss = torch.where(m, (pred - y) ** 2, torch.zeros_like(y)).sum() / m.sum().clamp(min=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def epoch_seconds(step: Callable[[int], None], n_batches: int, *, repeats: int) -> float:
+    """Median wall time of a full epoch of ``n_batches`` batches (after one warm-up batch)."""
+    step(0)
+    return _median_seconds(lambda: [step(b) for b in range(n_batches)], repeats)
+
+
+def inference_ms(
+    module: nn.Module, data: PanelTensors, origins: Tensor, spec: InputSpec, *, repeats: int
+) -> tuple[float, float]:
+    """(ms for one window alone, ms per window in a batch of 64), forward only."""
+    module.eval()
+    one = data.inputs(origins[:1], WINDOW, spec)
+    many = data.inputs(origins[:64], WINDOW, spec)
+    with torch.no_grad():
+        module(one)
+        single = _median_seconds(lambda: module(one), repeats * 4)
+        batched = _median_seconds(lambda: module(many), repeats)
+    return 1e3 * single, 1e3 * batched / len(many)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, Any]]:
+    """Epoch and inference times of the four modules on los-loop."""
+    from pipeline.datasets import load_dataset
+
+    panel = load_dataset("los-loop")
+    train = chronological_split(panel, test=0.2, valid=0.1).train
+    spec = config.inputs
+    data = PanelTensors.build(train, Scaler.fit(train), spec)
+    gen = torch.Generator().manual_seed(0)
+    origins = torch.from_numpy(window_origins(train.n_time, WINDOW, HORIZON))
+    origins = origins[torch.randperm(len(origins), generator=gen)]
+    n_batches = 3 if quick else -(-len(origins) // 64)
+    rows = []
+    for kind in ("tgclstm", "tgclstm-dense", "lstm", "naive-dense"):
+        module = build(kind, train, config, spec)
+        step = train_batch_fn(module, data, origins, spec, 64)
+        epoch = epoch_seconds(step, n_batches, repeats=1 if quick else 2)
+        single, per_window = inference_ms(module, data, origins, spec, repeats=2 if quick else 5)
+        rows.append(
+            {
+                "model": kind,
+                "sensors": panel.n_nodes,
+                "params": n_params(module),
+                "batches_per_epoch": n_batches,
+                "epoch_s": epoch,
+                "batch_s": epoch / n_batches,
+                "infer_ms_single": single,
+                "infer_ms_per_window_b64": per_window,
+            }
+        )
+        print(f"  los-loop {kind}: {epoch:.2f} s/epoch", flush=True)
+    return rows
+
+
+def simulated_panel(sensors: int, days: float) -> SensorPanel:
+    from pipeline.simulate import simulate_network
+
+    return simulate_network(sensors, days=days, seed=1)
+
+
+def large_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, Any]]:
+    """Per-batch training time on the 2,000-sensor network; epoch = batch x batches."""
+    sensors = 500 if quick else 2000
+    panel = simulated_panel(sensors, days=7)
+    train = chronological_split(panel, test=0.2, valid=0.1).train
+    spec = config.inputs
+    data = PanelTensors.build(train, Scaler.fit(train), spec)
+    origins = torch.from_numpy(window_origins(train.n_time, WINDOW, HORIZON))
+    epoch_batches = -(-len(origins) // 64)
+    rows = []
+    for kind in ("tgclstm", "naive-dense"):
+        module = build(kind, train, config, spec)
+        step = train_batch_fn(module, data, origins, spec, 64)
+        step(0)
+        per_batch = _median_seconds(lambda step=step: step(1), 1 if quick else 3)
+        rows.append(
+            {
+                "model": kind,
+                "sensors": sensors,
+                "params": n_params(module),
+                "batch_s": per_batch,
+                "batches_per_epoch": epoch_batches,
+                "epoch_s_estimated": per_batch * epoch_batches,
+            }
+        )
+        print(f"  {sensors} sensors {kind}: {per_batch:.2f} s/batch", flush=True)
+    return rows
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def scale_worker(sensors: int, kind: str, batch: int, repeats: int) -> dict[str, Any]:
+    """Run in a fresh subprocess: batch time and peak memory of one model at one size."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    config = TGCLSTMConfig()
+    spec = config.inputs
+    panel = simulated_panel(sensors, days=1)
+    data = PanelTensors.build(panel, Scaler.fit(panel), spec)
+    origins = torch.from_numpy(window_origins(panel.n_time, WINDOW, HORIZON))
+    hops = hop_lists(panel, config)
+    edges = sum(h.shape[1] for h in hops)
+    # Peak from here on: model, optimiser state, activations (not the data or the graph).
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    module = build(kind, panel, config, spec)
+    step = train_batch_fn(module, data, origins, spec, batch)
+    step(0)
+    per_batch = _median_seconds(lambda: step(1), repeats)
+    peak = _status_kib("VmHWM")
+    return {
+        "model": kind,
+        "sensors": sensors,
+        "edges": edges,
+        "params": n_params(module),
+        "batch": batch,
+        "batch_s": per_batch,
+        "peak_mb": (peak - before) / 1024,
+        "dense_gc_weights_mb": config.hops * sensors**2 * 4 / 2**20,
+    }
+
+
+def scaling_section(sizes: Sequence[int], *, batch: int, repeats: int) -> list[dict[str, Any]]:
+    """One subprocess per (size, model); the dense model only where its weights fit."""
+    rows = []
+    for sensors in sizes:
+        for kind in ("tgclstm", "naive-dense"):
+            dense_gb = 4 * (3 * sensors**2 + 4 * 4 * sensors**2) / 2**30  # GC + gate weights
+            if kind == "naive-dense" and dense_gb > 2.0:
+                rows.append(
+                    {
+                        "model": kind,
+                        "sensors": sensors,
+                        "skipped": f"weights alone need {dense_gb:.1f} GB "
+                        "(plus gradients and Adam state: x4)",
+                        "dense_gc_weights_mb": 3 * sensors**2 * 4 / 2**20,
+                    }
+                )
+                continue
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.tgclstm_speed",
+                "--worker",
+                json.dumps({"sensors": sensors, "kind": kind, "batch": batch, "repeats": repeats}),
+            ]
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+            if done.returncode != 0:
+                rows.append(
+                    {
+                        "model": kind,
+                        "sensors": sensors,
+                        "error": done.stderr.strip().splitlines()[-1:],
+                    }
+                )
+                continue
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(
+                f"  scaling {kind} {sensors}: {rows[-1]['batch_s']:.2f} s/batch, "
+                f"{rows[-1]['peak_mb']:.0f} MB",
+                flush=True,
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--sizes", default=None, help="scaling sizes, e.g. 200,2000,20000")
+    parser.add_argument("--scale-batch", type=int, default=8, help="batch size for scaling")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        options = json.loads(args.worker)
+        print(json.dumps(scale_worker(**options)))
+        return
+
+    config = TGCLSTMConfig()
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([200, 2000] if args.quick else [200, 2000, 20000])
+    )
+    started = time.perf_counter()
+    los = los_loop_section(config, quick=args.quick)
+    large = large_section(config, quick=args.quick)
+    scaling = scaling_section(sizes, batch=args.scale_batch, repeats=1 if args.quick else 3)
+
+    by = {r["model"]: r for r in los}
+    big = {r["model"]: r for r in large}
+    summary = {
+        "tgclstm_over_lstm_epoch": by["tgclstm"]["epoch_s"] / by["lstm"]["epoch_s"],
+        "tgclstm_dense_over_lstm_epoch": by["tgclstm-dense"]["epoch_s"] / by["lstm"]["epoch_s"],
+        "naive_over_tgclstm_epoch_los_loop": by["naive-dense"]["epoch_s"]
+        / by["tgclstm"]["epoch_s"],
+        "naive_over_tgclstm_dense_epoch_los_loop": by["naive-dense"]["epoch_s"]
+        / by["tgclstm-dense"]["epoch_s"],
+        f"naive_over_tgclstm_epoch_{big['tgclstm']['sensors']}": big["naive-dense"]["batch_s"]
+        / big["tgclstm"]["batch_s"],
+    }
+    payload = {
+        "quick": args.quick,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "config": {k: v for k, v in config.hyper().items()},
+        "los_loop": los,
+        "large": large,
+        "scaling": scaling,
+        "summary": summary,
+        "seconds": time.perf_counter() - started,
+    }
+    path = write_result(NAME, payload)
+
+    print_table(
+        "los-loop (207 sensors, window 12, batch 64)",
+        ["model", "params", "s/epoch", "ms/window (1)", "ms/window (b64)"],
+        [
+            [
+                r["model"],
+                r["params"],
+                r["epoch_s"],
+                r["infer_ms_single"],
+                r["infer_ms_per_window_b64"],
+            ]
+            for r in los
+        ],
+    )
+    print_table(
+        f"{big['tgclstm']['sensors']}-sensor simulated network, batch 64",
+        ["model", "params", "s/batch", "s/epoch (est.)"],
+        [[r["model"], r["params"], r["batch_s"], r["epoch_s_estimated"]] for r in large],
+    )
+    print_table(
+        f"scaling (batch {args.scale_batch})",
+        ["model", "sensors", "edges", "s/batch", "peak MB", "dense GC weights MB"],
+        [
+            [
+                r["model"],
+                r["sensors"],
+                r.get("edges", ""),
+                r.get("batch_s", r.get("skipped", "")),
+                r.get("peak_mb", r.get("error", "")),
+                r.get("dense_gc_weights_mb", ""),
+            ]
+            for r in scaling
+        ],
+    )
+    print_table("ratios", ["what", "ratio"], [[k, v] for k, v in summary.items()])
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""``roadcast status``: what the service has done, read from its store.
+
+Counters (consumed, valid, dead-lettered by reason, late, duplicate, ticks, forecasts,
+alerts), the tick latency (exact p50/p99 and a histogram) and the live accuracy of
+every model per horizon step over the last ticks. Works while the service runs (the
+store is opened read-only; WAL lets readers and the writer proceed together).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.latency import LatencyHistogram, percentiles
+from pipeline.store import Store
+
+
+def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> dict[str, Any]:
+    """Counters, latency and rolling accuracy as one JSON-ready dict.
+
+    ``accuracy`` is ``{model: {step: {"n", "mae", "rmse"}}}`` over the last
+    ``last_ticks`` targets (all when None).
+    """
+    with Store(store_path, readonly=True) as store:
+        counters = store.counters()
+        latencies = store.latencies_ms()
+        accuracy = store.rolling_accuracy(last_ticks=last_ticks)
+        ticks = store.last_ticks(1)
+    by_model: dict[str, dict[int, dict[str, float]]] = {}
+    for row in accuracy.itertuples(index=False):
+        by_model.setdefault(str(row.model), {})[int(row.step)] = {
+            "n": int(row.n),
+            "mae": float(row.mae),
+            "rmse": float(row.rmse),
+        }
+    histogram = LatencyHistogram()
+    histogram.add(latencies)
+    return {
+        "counters": counters,
+        "last_tick_ms": ticks[0].ts_ms if ticks else None,
+        "latency_ms": {**percentiles(latencies), "count": len(latencies)},
+        "latency_histogram": histogram.rows(),
+        "accuracy": by_model,
+    }
+
+
+def print_status(
+    store_path: str | Path, *, last_ticks: int | None = 288, console: Console | None = None
+) -> dict[str, Any]:
+    """Print :func:`status_summary` as tables; returns it."""
+    console = console or Console()
+    summary = status_summary(store_path, last_ticks=last_ticks)
+    counters = Table(title=f"roadcast service: {store_path}")
+    counters.add_column("counter")
+    counters.add_column("value", justify="right")
+    for name in sorted(summary["counters"]):
+        counters.add_row(name, f"{summary['counters'][name]:,}")
+    console.print(counters)
+    lat = summary["latency_ms"]
+    latency = Table(
+        title=f"tick latency (last reading -> forecasts published), {lat['count']:,} ticks: "
+        f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms"
+    )
+    latency.add_column("bucket")
+    latency.add_column("ticks", justify="right")
+    latency.add_column("cumulative", justify="right")
+    for label, count, running in summary["latency_histogram"]:
+        if count:
+            latency.add_row(label, f"{count:,}", f"{running:,}")
+    console.print(latency)
+    span = f"last {last_ticks} ticks" if last_ticks else "all ticks"
+    accuracy = Table(title=f"live accuracy ({span}): MAE / RMSE per horizon step")
+    accuracy.add_column("model")
+    steps = sorted({s for per in summary["accuracy"].values() for s in per})
+    for step in steps:
+        accuracy.add_column(f"h={step}", justify="right")
+    for model, per in sorted(summary["accuracy"].items()):
+        cells = [f"{per[s]['mae']:.3f} / {per[s]['rmse']:.3f}" if s in per else "-" for s in steps]
+        accuracy.add_row(model, *cells)
+    console.print(accuracy)
+    return summary

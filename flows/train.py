@@ -1,0 +1,314 @@
+"""Train, backtest and compare models on one data set (``roadcast train`` / ``evaluate``).
+
+The protocol (DESIGN.md): a chronological split ``[train | valid][test]``; every model
+is fitted on the training part, early-stopped and calibrated on the validation part,
+and scored on the test part with T-GCN's windows (``window`` inputs and ``horizon``
+targets inside the test part; see ``models.evaluation``). Neural models are fitted
+once per seed and their metrics averaged; deterministic models once. The bundle kept
+for a model is the seed with the best *validation* pooled RMSE, never the test one.
+
+Plain functions for now; a later issue wraps them in Prefect tasks and flows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.base import Forecaster
+from models.evaluation import Backtest, backtest, validation_backtest
+from models.factory import build_model, is_stochastic
+from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
+from models.panel import SensorPanel, Split, chronological_split
+from models.registry import MODELS
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What ``roadcast train`` runs."""
+
+    models: tuple[str, ...] = ("persistence", "seasonal", "ar", "lstm", "gru")
+    window: int = 12
+    horizon: int = 12
+    seeds: int = 3
+    epochs: int | None = None  # None: each model's default (early stopping decides)
+    device: str = "auto"
+    test: float = 0.2
+    valid: float = 0.1
+    horizons: tuple[int, ...] = DEFAULT_HORIZONS
+    progress: bool = True
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ValueError(
+                f"unknown model(s) {unknown}; known models: {', '.join(sorted(MODELS))}"
+            )
+        if not self.models:
+            raise ValueError("no model to train; pass e.g. --models persistence,ar,lstm")
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.window < 1 or self.horizon < 1:
+            raise ValueError(f"--window and --horizon must be >= 1, got {self.window}, "
+                             f"{self.horizon}")
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``"persistence, ar,lstm"`` -> ``("persistence", "ar", "lstm")`` (order kept, no dups)."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class SeedRun:
+    """One fitted model (one seed) with its validation and test scores."""
+
+    seed: int
+    model: Forecaster
+    valid_rmse: float
+    test: Backtest
+    fit_seconds: float
+
+
+@dataclass
+class ModelResult:
+    """Every seed of one model; ``best`` is the run with the lowest validation RMSE."""
+
+    name: str
+    runs: list[SeedRun]
+    device: str
+
+    @property
+    def best(self) -> SeedRun:
+        return min(self.runs, key=lambda r: (np.nan_to_num(r.valid_rmse, nan=np.inf), r.seed))
+
+
+def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
+    """The protocol's chronological split of ``panel``."""
+    return chronological_split(panel, test=plan.test, valid=plan.valid)
+
+
+def _device_of(model: Forecaster) -> str:
+    device = getattr(model, "device", None)
+    return str(getattr(device, "type", device) or "cpu")
+
+
+def fit_seeds(
+    name: str, panel: SensorPanel, split: Split, plan: TrainPlan, log: Log = print
+) -> ModelResult:
+    """Fit ``name`` once per seed (once if deterministic) and backtest each on the test part."""
+    seeds = range(plan.seeds) if is_stochastic(name) else range(1)
+    test_start = split.train.n_time + split.valid.n_time
+    runs: list[SeedRun] = []
+    for seed in seeds:
+        model = build_model(
+            name,
+            window=plan.window,
+            horizon=plan.horizon,
+            seed=seed,
+            device=plan.device,
+            epochs=plan.epochs,
+            progress=plan.progress,
+            **plan.overrides.get(name, {}),
+        )
+        began = time.perf_counter()
+        model.fit(split.train, valid=split.valid)
+        fit_seconds = time.perf_counter() - began
+        valid = validation_backtest(model, split.train, split.valid)
+        valid_rmse = (
+            float(valid.metrics["pooled"][str(plan.horizon)]["rmse"]) if valid else float("nan")
+        )
+        test = backtest(
+            model,
+            panel,
+            start=test_start,
+            inputs_inside=plan.window,
+            horizons=[h for h in plan.horizons if h <= plan.horizon] or [plan.horizon],
+        )
+        log(
+            f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE {valid_rmse:.4f}, "
+            f"test RMSE@{plan.horizon} {test.metrics['pooled'][str(plan.horizon)]['rmse']:.4f}"
+            if str(plan.horizon) in test.metrics["pooled"]
+            else f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE {valid_rmse:.4f}"
+        )
+        runs.append(SeedRun(seed, model, valid_rmse, test, fit_seconds))
+    return ModelResult(name, runs, _device_of(runs[0].model))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    if np.isnan(arr).all():
+        return float("nan"), float("nan")
+    std = float(np.nanstd(arr, ddof=1)) if np.isfinite(arr).sum() > 1 else 0.0
+    return float(np.nanmean(arr)), std
+
+
+def summarise(result: ModelResult) -> dict[str, Any]:
+    """The ``metrics.json`` entry of one model: means over seeds, their std under ``std``
+    (sample standard deviation, 0 for one seed), plus the error curve over all steps."""
+    metrics = [r.test.metrics for r in result.runs]
+    out: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for kind in ("pooled", "step"):
+        out[kind], std[kind] = {}, {}
+        for h in metrics[0][kind]:
+            out[kind][h], std[kind][h] = {}, {}
+            for key in ("mae", "rmse", "mape", "accuracy", "r2"):
+                mean, sd = _mean_std([m[kind][h][key] for m in metrics])
+                out[kind][h][key] = mean
+                std[kind][h][key] = sd
+            out[kind][h]["count"] = metrics[0][kind][h]["count"]
+    curves = [
+        score_batch(r.test.actual, r.test.forecast.mean, range(1, r.test.actual.shape[1] + 1))
+        for r in result.runs
+    ]
+    steps = [str(h) for h in range(1, result.runs[0].test.actual.shape[1] + 1)]
+    fit_mean, fit_std = _mean_std([r.fit_seconds for r in result.runs])
+    best = result.best
+    return {
+        **out,
+        "seeds": len(result.runs),
+        "std": std,
+        "curve": {
+            key: [float(np.mean([c["step"][s][key] for c in curves])) for s in steps]
+            for key in ("mae", "rmse")
+        },
+        "fit_seconds": fit_mean,
+        "fit_seconds_std": fit_std,
+        "predict_ms_per_window": _mean_std([r.test.predict_ms_per_window for r in result.runs])[0],
+        "predict_ms_single": _mean_std([r.test.predict_ms_single for r in result.runs])[0],
+        "device": result.device,
+        "windows": best.test.n_windows,
+        "valid_rmse": [r.valid_rmse for r in result.runs],
+        "best_seed": best.seed,
+        "epochs_run": [
+            getattr(getattr(r.model, "history", None), "epochs_run", None) for r in result.runs
+        ],
+        "window": best.model.window,
+    }
+
+
+def _json_ready(obj: Any) -> Any:
+    """NaN -> None so that metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def train_models(
+    panel: SensorPanel,
+    plan: TrainPlan,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    report: bool = True,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Fit, backtest and compare ``plan.models`` on ``panel``; write everything to ``out``.
+
+    Writes ``out/bundles/<model>`` (best-validation seed), ``out/metrics.json`` and,
+    with ``report``, ``out/report.md`` and ``out/report.html``. Returns the metrics
+    document (``metrics.json``'s content).
+
+    Raises
+    ------
+    ValueError
+        For a model that needs a road graph on a panel without one, or a panel too
+        short for the split and windows.
+    """
+    out = Path(out)
+    for name in plan.models:
+        if MODELS[name].USES_GRAPH and panel.graph is None:
+            raise ValueError(
+                f"{name} needs a road graph and {panel.name or 'this data set'} has none; "
+                "pass --adjacency PATH or drop it from --models"
+            )
+    split = split_panel(panel, plan)
+    log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
+    results: dict[str, ModelResult] = {}
+    for name in plan.models:
+        log(f"{name}:")
+        results[name] = fit_seeds(name, panel, split, plan, log)
+        results[name].best.model.save(out / "bundles" / name)
+    document = {
+        "dataset": dataset or panel.name,
+        "window": plan.window,
+        "horizon": plan.horizon,
+        "freq_minutes": panel.freq.total_seconds() / 60.0,
+        "split": split.sizes(),
+        "models": {name: summarise(result) for name, result in results.items()},
+    }
+    document = _json_ready(document)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
+    if report:
+        from flows.report import build_figures, write_report
+
+        figures = build_figures(panel, {n: r.best.test for n, r in results.items()}, document)
+        write_report(out, document, figures)
+    return document
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    panel: SensorPanel,
+    *,
+    test: float = 0.2,
+    valid: float = 0.1,
+    window: int = 12,
+    horizons: Sequence[int] = DEFAULT_HORIZONS,
+) -> dict[str, Any]:
+    """Score a saved bundle on the test part of ``panel`` exactly as ``train`` does.
+
+    The panel's sensors are put in the bundle's order (extra sensors are dropped; a
+    sensor of the bundle that the panel lacks is an error).
+    """
+    from models.bundle import load_model
+
+    model = load_model(bundle_dir)
+    missing = [s for s in model.sensor_ids if s not in set(panel.sensor_ids)]
+    if missing:
+        raise ValueError(
+            f"the data lack {len(missing)} sensors of the bundle (e.g. {missing[:5]}); "
+            "evaluate on the data set the bundle was trained on"
+        )
+    if panel.sensor_ids != model.sensor_ids:
+        # Bundles carry what they need of the graph; prediction never reads panel.graph.
+        panel = panel.select(list(model.sensor_ids))
+    split = chronological_split(panel, test=test, valid=valid)
+    start = split.train.n_time + split.valid.n_time
+    result = backtest(
+        model,
+        panel,
+        start=start,
+        inputs_inside=window,
+        horizons=report_horizons(model.horizon, horizons),
+    )
+    return _json_ready(
+        {
+            "bundle": str(bundle_dir),
+            "model": model.name,
+            "dataset": panel.name,
+            "window": window,
+            "horizon": model.horizon,
+            "split": split.sizes(),
+            "windows": result.n_windows,
+            "pooled": result.metrics["pooled"],
+            "step": result.metrics["step"],
+            "predict_ms_per_window": result.predict_ms_per_window,
+            "predict_ms_single": result.predict_ms_single,
+        }
+    )

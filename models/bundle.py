@@ -1,0 +1,304 @@
+"""Model bundles on disk: a directory a model can be rebuilt from, without pickle.
+
+Layout (``FORMAT_VERSION`` 1)::
+
+    config.json          model name, format_version, sensor ids, window, horizon,
+                         hyper-parameters, scaler, training-data fingerprint, metrics
+    weights.safetensors  arrays (network weights), when the model has any
+    params.json          plain JSON parameters (statsmodels fits), when it has any
+    manifest.json        {"format_version": 1, "files": {name: sha256}}
+
+:func:`save_bundle` writes into a temporary sibling directory and renames it into
+place, so a crash leaves either the old bundle or the new one, never half of one.
+:func:`read_bundle` checks the manifest (every listed file present, every sha256
+equal) and the format version before it parses anything. Arrays are saved from CPU
+numpy, so a bundle trained on CUDA loads on a CPU-only machine; nothing here unpickles
+or calls ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.base import Forecaster
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "weights.safetensors"
+PARAMS = "params.json"
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("model", "sensor_ids", "window", "horizon")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be loaded; the message says what to do about it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A verified bundle: ``config``, ``tensors`` (name -> numpy array, CPU) and ``params``."""
+
+    directory: Path
+    config: dict[str, Any]
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> str:
+        return str(self.config["model"])
+
+    def tensor(self, name: str) -> np.ndarray:
+        """One array by name, or a :class:`BundleError` naming the missing key."""
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise BundleError(
+                f"bundle {self.directory} has no tensor {name!r} (has {sorted(self.tensors)[:8]}); "
+                "it was written by another model version: retrain it"
+            ) from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _json_bytes(obj: Any, what: str) -> bytes:
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise BundleError(
+            f"{what} holds NaN or infinity ({exc}); replace them (e.g. with null) before saving"
+        ) from None
+    except TypeError as exc:
+        raise BundleError(f"{what} is not JSON-serialisable: {exc}") from None
+    return (text + "\n").encode()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def save_bundle(
+    directory: str | Path,
+    *,
+    config: dict[str, Any],
+    tensors: dict[str, np.ndarray] | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Write a bundle atomically to ``directory`` (replacing an existing one).
+
+    Parameters
+    ----------
+    config : must hold ``model``, ``sensor_ids``, ``window`` and ``horizon``; the
+        ``format_version`` is added here. Everything else (hyper-parameters, scaler,
+        fingerprint, metrics) is the model's to add.
+    tensors : name -> numpy array, saved to ``weights.safetensors`` (CPU arrays only:
+        use ``models.training.module_tensors`` for a torch module).
+    params : JSON parameters (statsmodels fits) saved to ``params.json``.
+
+    Raises
+    ------
+    BundleError
+        When a required config key is missing, or config/params hold NaN or
+        non-serialisable objects, or a tensor is not a numpy array.
+    """
+    directory = Path(directory)
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise BundleError(f"bundle config lacks {missing}; every model must record them")
+    config = {**config, "format_version": FORMAT_VERSION}
+    files: dict[str, bytes] = {CONFIG: _json_bytes(config, "config")}
+    if params is not None:
+        files[PARAMS] = _json_bytes(params, "params")
+    if tensors:
+        from safetensors.numpy import save as save_arrays
+
+        bad = [k for k, v in tensors.items() if not isinstance(v, np.ndarray)]
+        if bad:
+            raise BundleError(
+                f"tensors {bad[:5]} are not numpy arrays; convert torch tensors with "
+                "models.training.module_tensors(module) (it copies them to the CPU)"
+            )
+        files[WEIGHTS] = save_arrays({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        for name, data in files.items():
+            _write_bytes(tmp / name, data)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        }
+        _write_bytes(tmp / MANIFEST, _json_bytes(manifest, "manifest"))
+        old: Path | None = None
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+            old.rmdir()
+            directory.rename(old)
+        tmp.rename(directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{what} {path} is not valid JSON ({exc}); the bundle is corrupted: "
+                          "retrain it or copy it again") from None
+
+
+def read_bundle(directory: str | Path) -> Bundle:
+    """Read and verify the bundle in ``directory``.
+
+    Raises
+    ------
+    BundleError
+        No bundle there, a listed file missing, a sha256 mismatch (corrupted or edited
+        file), or a bundle of another format version.
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"no model bundle at {directory} ({MANIFEST} missing); train one with "
+            "`roadcast train DATA --out DIR` and pass DIR/bundles/<model>"
+        )
+    manifest = _read_json(manifest_path, "manifest")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {directory} has format version {version}, this roadcast reads version "
+            f"{FORMAT_VERSION}; retrain the model with this roadcast version (or load it with "
+            "the version that wrote it)"
+        )
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or CONFIG not in listed:
+        raise BundleError(f"manifest of {directory} lists no {CONFIG}; the bundle is corrupted")
+    for name, digest in listed.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(
+                f"bundle {directory} is missing {name}; copy the whole bundle directory again "
+                "or retrain it"
+            )
+        if _sha256(path) != digest:
+            raise BundleError(
+                f"bundle file {path} is corrupted (sha256 differs from the manifest); copy the "
+                "bundle again or retrain it"
+            )
+    config = _read_json(directory / CONFIG, "config")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle config format version {config.get('format_version')} differs from "
+            f"{FORMAT_VERSION}; retrain the model with this roadcast version"
+        )
+    tensors: dict[str, np.ndarray] = {}
+    if WEIGHTS in listed:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(directory / WEIGHTS))
+    params = _read_json(directory / PARAMS, "params") if PARAMS in listed else None
+    return Bundle(directory=directory, config=config, tensors=tensors, params=params)
+
+
+def read_model_bundle(directory: str | Path, name: str) -> Bundle:
+    """:func:`read_bundle`, refusing a bundle of another model than ``name``."""
+    bundle = read_bundle(directory)
+    if bundle.model != name:
+        raise BundleError(
+            f"bundle {directory} holds a {bundle.model!r} model, not {name!r}; load it with "
+            "models.bundle.load_model(directory)"
+        )
+    return bundle
+
+
+def load_model(directory: str | Path) -> Forecaster:
+    """Rebuild the model saved in ``directory``, whatever its kind (via the registry)."""
+    from models.registry import model_class
+
+    bundle = read_bundle(directory)
+    try:
+        cls = model_class(bundle.model)
+    except ValueError as exc:
+        raise BundleError(f"bundle {directory}: {exc}") from None
+    return cls.load(directory)
+
+
+def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The ``config.json`` keys every model records, plus ``extra`` (scaler, history...).
+
+    Reads ``model.name``, ``sensor_ids``, ``window``, ``horizon``, ``level``,
+    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``fingerprint`` and
+    ``valid_metrics`` (set by ``models.evaluation.finish_fit``).
+    """
+    if not model.sensor_ids:
+        raise BundleError(f"{model.name}: call fit() before save()")
+    halfwidth = getattr(model, "halfwidth", None)
+    config = {
+        "model": model.name,
+        "sensor_ids": list(model.sensor_ids),
+        "window": int(model.window),
+        "horizon": int(model.horizon),
+        "level": float(model.level),
+        "hyper": hyper,
+        "fingerprint": getattr(model, "fingerprint", None),
+        "metrics": {"valid": getattr(model, "valid_metrics", None)},
+        "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
+        **extra,
+    }
+    # A diverged loss or an undefined metric must not make the bundle unwritable.
+    return _finite_or_none(config)
+
+
+def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
+    """Set the attributes :func:`forecaster_config` recorded back on ``model``."""
+    model.sensor_ids = tuple(str(s) for s in config["sensor_ids"])
+    model.window = int(config["window"])
+    model.horizon = int(config["horizon"])
+    model.level = float(config.get("level", 0.9))
+    halfwidth = config.get("halfwidth")
+    model.halfwidth = None if halfwidth is None else np.asarray(halfwidth, dtype=np.float32)
+    model.fingerprint = config.get("fingerprint")
+    model.valid_metrics = (config.get("metrics") or {}).get("valid")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Nested dicts/lists with NaN and infinities replaced by None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,510 @@
+"""Tick assembly: individual sensor readings in, closed network-wide ticks out.
+
+The service receives one reading per sensor per time step, in any order within
+each sensor's partition and with stragglers. This module turns them into rows of a
+regular grid (one row per *tick*, one column per sensor) and decides when a row is
+final. All decisions are made on whole poll batches with numpy, never per reading
+in Python, except for the rare late readings.
+
+Rules (the service's documented semantics)
+------------------------------------------
+* **Grid.** Tick ``k`` is the instant ``origin + k * freq`` (``origin`` defaults to
+  the Unix epoch, so 5-minute ticks sit on :00, :05, ...). A reading belongs to the
+  tick at or before its timestamp (floored): an off-grid reading at 10:03 is the
+  sensor's value for the 10:00 step.
+* **Watermark.** ``max event time seen - allowed_lateness``, moved forward (never
+  back) by :meth:`TickAssembler.advance`, once per poll batch (micro-batch
+  semantics: the readings of one batch are judged against the watermark the previous
+  batch left). The caller may cap the event time with ``limit_ns``: the service
+  passes the smallest newest-event-time among the Kafka partitions that still have a
+  backlog, so that one partition read ahead of the others (Kafka returns partitions
+  in chunks) does not make the others' readings late. Partitions that have caught up
+  do not hold the watermark back (idleness, as in Flink and Kafka Streams).
+* **Closing.** Ticks close in time order. An open tick closes when every sensor has
+  reported (``complete``) or when the watermark has passed its instant
+  (``watermark``), but never before an earlier open tick. A tick nobody reported
+  for does not exist: no forecast is issued for it, and it stands in the rolling
+  window as a row of missing values.
+* **Missing sensors.** NaN in ``values`` and False in ``mask``; never zero.
+* **Duplicates.** The same sensor and tick again with the same value (float32
+  equality) is counted as ``duplicate`` and changes nothing. With a different value
+  it is counted as ``conflict`` and *the later arrival wins* (a re-sent reading is a
+  correction by its sensor). Because Kafka keeps each sensor's readings ordered
+  (key = sensor id), a redelivery after a crash replays the same sequence and ends
+  in the same state.
+* **Late readings.** A reading whose tick has already closed, or whose instant was
+  already behind the watermark when its batch arrived, is ``late``: the tick is not
+  re-forecast. The value is returned for the store's corrections table and, when
+  the tick is still inside the rolling window, it replaces the window's cell so
+  later forecasts see the best-known data. A late reading equal to the window's
+  value is a ``duplicate``. Readings older than the first tick the service ever saw
+  follow the same rule (they are late).
+* **Future readings.** A reading stamped more than ``max_clock_skew`` after the wall
+  clock is rejected as ``future``: a sensor with a broken clock must not drag the
+  watermark forward and close every open tick. (Replayed historical data is always
+  in the past, so this never fires on replays.)
+* **Rolling window.** The last ``window`` closed ticks are kept (bounded memory).
+  :meth:`TickAssembler.advance` returns the ticks it closed together with a
+  :class:`~models.panel.SensorPanel` spanning them and the ``window - 1`` ticks
+  before, so every closed tick can be forecast with one ``predict_batch`` call per
+  model. Rows before the service's first tick are missing values (NaN, mask False),
+  which the models fill like any other gap, so the first tick is forecast too.
+* **Restart.** :meth:`TickAssembler.restore` rebuilds the window and the open ticks
+  from stored readings, so a restarted service forecasts at once (no cold start).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from models.panel import SensorPanel
+
+# Status codes of one reading after :meth:`TickAssembler.add`.
+NEW = 0
+DUPLICATE = 1
+CONFLICT = 2
+LATE = 3
+FUTURE = 4
+STATUS_NAMES = ("new", "duplicate", "conflict", "late", "future")
+
+_ZERO = pd.Timedelta(0)
+_ONE_HOUR = pd.Timedelta("1h")
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+@dataclass(frozen=True)
+class AssemblerConfig:
+    """How readings become ticks.
+
+    Attributes
+    ----------
+    freq : the grid step (e.g. ``Timedelta('5min')``); a whole number of milliseconds.
+    allowed_lateness : how far behind the newest event time a reading may arrive and
+        still be part of its tick.
+    window : rolling window length in ticks (the largest input window of the models).
+    max_clock_skew : how far after the wall clock a timestamp may lie before the
+        reading is rejected as ``future``; None disables the check.
+    origin : the instant of tick 0.
+    """
+
+    freq: pd.Timedelta
+    allowed_lateness: pd.Timedelta = _ZERO
+    window: int = 12
+    max_clock_skew: pd.Timedelta | None = _ONE_HOUR
+    origin: pd.Timestamp = _EPOCH
+
+    def __post_init__(self) -> None:
+        freq = pd.Timedelta(self.freq)
+        if freq <= pd.Timedelta(0) or freq.value % 1_000_000:
+            raise ValueError(f"tick frequency must be a positive whole number of ms, got {freq}")
+        lateness = pd.Timedelta(self.allowed_lateness)
+        if lateness < pd.Timedelta(0):
+            raise ValueError(f"allowed lateness must be >= 0, got {lateness}")
+        if self.window < 1:
+            raise ValueError(f"window must be at least 1 tick, got {self.window}")
+        origin = pd.Timestamp(self.origin)
+        origin = origin.tz_localize("UTC") if origin.tz is None else origin.tz_convert("UTC")
+        object.__setattr__(self, "freq", freq)
+        object.__setattr__(self, "allowed_lateness", lateness)
+        object.__setattr__(self, "origin", origin)
+        if self.max_clock_skew is not None:
+            object.__setattr__(self, "max_clock_skew", pd.Timedelta(self.max_clock_skew))
+
+    def tick_of(self, ts_ns: np.ndarray) -> np.ndarray:
+        """Tick index of each timestamp (ns since the epoch), floored onto the grid."""
+        return (np.asarray(ts_ns, dtype=np.int64) - self.origin.value) // self.freq.value
+
+    def tick_ns(self, tick: int | np.ndarray) -> np.ndarray:
+        """The instant of tick(s) ``tick`` in ns since the epoch."""
+        return self.origin.value + np.asarray(tick, dtype=np.int64) * self.freq.value
+
+
+@dataclass
+class _OpenTick:
+    values: np.ndarray  # [node] float32, NaN until reported
+    seen: np.ndarray  # [node] bool
+    last_record_ms: int = -1  # newest Kafka record timestamp among its readings
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.seen.all())
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :meth:`TickAssembler.add` did with each reading (arrays in input order).
+
+    ``status`` int8 ``[n]`` holds ``NEW``/``DUPLICATE``/``CONFLICT``/``LATE``/``FUTURE``;
+    ``ticks`` int64 ``[n]`` the tick of each reading; ``values`` the float32 value kept.
+    """
+
+    status: np.ndarray
+    ticks: np.ndarray
+    values: np.ndarray
+
+    def count(self, code: int) -> int:
+        return int(np.count_nonzero(self.status == code))
+
+    def counts(self) -> dict[str, int]:
+        """``{status name: how many}`` for the counters."""
+        codes = np.bincount(self.status.astype(np.int64), minlength=len(STATUS_NAMES))
+        return {name: int(codes[i]) for i, name in enumerate(STATUS_NAMES)}
+
+
+@dataclass(frozen=True)
+class ClosedTick:
+    """One tick that has just become final."""
+
+    tick: int
+    ts: pd.Timestamp
+    position: int  # its row in the run's panel
+    values: np.ndarray  # [node] float32, NaN where missing
+    mask: np.ndarray  # [node] bool
+    reason: str  # "complete" or "watermark"
+    last_record_ms: int  # newest Kafka record timestamp of its readings (-1: unknown)
+
+    @property
+    def observed(self) -> int:
+        return int(self.mask.sum())
+
+
+@dataclass(frozen=True)
+class ClosedRun:
+    """Consecutive closed ticks with the window before them, ready for ``predict_batch``.
+
+    ``panel`` covers the ``window - 1`` ticks before the first closed tick through
+    the last one; ``ticks[i].position`` is the origin index of tick ``i``. Rows before
+    the service's first tick are missing values.
+    """
+
+    panel: SensorPanel
+    ticks: tuple[ClosedTick, ...]
+
+    @property
+    def origins(self) -> np.ndarray:
+        return np.array([t.position for t in self.ticks], dtype=np.int64)
+
+
+@dataclass
+class _Segment:
+    start_tick: int
+    rows_values: list[np.ndarray] = field(default_factory=list)
+    rows_mask: list[np.ndarray] = field(default_factory=list)
+    ticks: list[ClosedTick] = field(default_factory=list)
+
+
+class TickAssembler:
+    """Assembles readings of ``sensor_ids`` into ticks (see the module docstring).
+
+    Readings are given by column index (position in ``sensor_ids``); mapping ids to
+    columns, and dead-lettering unknown ids, is the caller's job.
+    """
+
+    def __init__(self, sensor_ids: Iterable[str], config: AssemblerConfig) -> None:
+        self.sensor_ids: tuple[str, ...] = tuple(str(s) for s in sensor_ids)
+        if not self.sensor_ids:
+            raise ValueError("the assembler needs at least one sensor")
+        if len(set(self.sensor_ids)) != len(self.sensor_ids):
+            raise ValueError("sensor ids must be unique")
+        self.config = config
+        self.n_nodes = len(self.sensor_ids)
+        self._open: dict[int, _OpenTick] = {}
+        # Rolling window of closed ticks: row -1 is `last_closed`.
+        shape = (config.window, self.n_nodes)
+        self._hist_values = np.full(shape, np.nan, np.float32)  # [time, node]
+        self._hist_mask = np.zeros(shape, bool)  # [time, node]
+        self.first_tick: int | None = None
+        self.last_closed: int | None = None
+        self.max_ts_ns: int | None = None
+        self._watermark_ns: int | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def watermark_ns(self) -> int | None:
+        """The watermark (ns) as of the last :meth:`advance`; None before the first."""
+        return self._watermark_ns
+
+    @property
+    def open_ticks(self) -> list[int]:
+        return sorted(self._open)
+
+    def window_panel(self) -> SensorPanel | None:
+        """The last ``window`` closed ticks as a panel (None before the first close)."""
+        if self.last_closed is None:
+            return None
+        start = self.last_closed - self.config.window + 1
+        return self._panel(start, self._hist_values.copy(), self._hist_mask.copy())
+
+    # -------------------------------------------------------------------- add
+    def add(
+        self,
+        cols: np.ndarray,
+        ts_ns: np.ndarray,
+        values: np.ndarray,
+        record_ms: np.ndarray | None = None,
+        *,
+        now_ns: int | None = None,
+    ) -> AddResult:
+        """Add a batch of readings; returns what happened to each.
+
+        Parameters
+        ----------
+        cols : int ``[n]`` sensor column of each reading.
+        ts_ns : int64 ``[n]`` event time, ns since the epoch (UTC).
+        values : float ``[n]`` finite readings (validation happens before).
+        record_ms : int64 ``[n]`` Kafka record timestamps (ms), for the latency measure.
+        now_ns : wall clock for the ``future`` rule (default: ``time.time_ns()``).
+        """
+        cols = np.asarray(cols, dtype=np.int64)
+        ts_ns = np.asarray(ts_ns, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float32)
+        n = len(cols)
+        if not (len(ts_ns) == len(vals) == n):
+            raise ValueError(
+                f"cols, ts_ns and values differ in length: {n}, {len(ts_ns)}, {len(vals)}"
+            )
+        rec = (
+            np.full(n, -1, np.int64) if record_ms is None else np.asarray(record_ms, dtype=np.int64)
+        )
+        if n and (cols.min() < 0 or cols.max() >= self.n_nodes):
+            raise ValueError(f"sensor column out of range 0..{self.n_nodes - 1}")
+        if n and not np.isfinite(vals).all():
+            raise ValueError("non-finite reading values must be dead-lettered before assembly")
+        status = np.full(n, NEW, np.int8)  # [n]
+        ticks = self.config.tick_of(ts_ns)  # [n]
+        if n == 0:
+            return AddResult(status, ticks, vals)
+
+        skew = self.config.max_clock_skew
+        if skew is not None:
+            now = time.time_ns() if now_ns is None else now_ns
+            status[ts_ns > now + skew.value] = FUTURE
+
+        late = np.zeros(n, bool)  # [n]
+        if self.last_closed is not None:
+            late |= ticks <= self.last_closed
+        watermark = self.watermark_ns
+        if watermark is not None:
+            late |= self.config.tick_ns(ticks) < watermark
+        late &= status != FUTURE
+        if late.any():
+            self._add_late(np.nonzero(late)[0], cols, ticks, vals, status)
+
+        on_time = np.nonzero(status == NEW)[0]
+        on_time = on_time[~late[on_time]]
+        if len(on_time):
+            self._add_on_time(on_time, cols, ticks, vals, rec, status)
+            newest = int(ts_ns[on_time].max())
+            self.max_ts_ns = newest if self.max_ts_ns is None else max(self.max_ts_ns, newest)
+            if self.first_tick is None:
+                self.first_tick = int(ticks[on_time].min())
+        return AddResult(status, ticks, vals)
+
+    def _add_on_time(
+        self,
+        idx: np.ndarray,
+        cols: np.ndarray,
+        ticks: np.ndarray,
+        vals: np.ndarray,
+        rec: np.ndarray,
+        status: np.ndarray,
+    ) -> None:
+        # Sort by (tick, column, arrival) so that the previous occurrence of each
+        # (tick, column) slot is the neighbour: sequential semantics, vectorised.
+        order = idx[np.lexsort((idx, cols[idx], ticks[idx]))]
+        t, c, v = ticks[order], cols[order], vals[order]
+        same_slot = np.zeros(len(order), bool)  # [m] previous element is the same slot
+        same_slot[1:] = (t[1:] == t[:-1]) & (c[1:] == c[:-1])
+        last_of_slot = np.ones(len(order), bool)  # [m]
+        last_of_slot[:-1] = ~same_slot[1:]
+        bounds = np.flatnonzero(np.diff(t)) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)], strict=True):
+            tick = int(t[lo])
+            open_tick = self._open.get(tick)
+            if open_tick is None:
+                open_tick = _OpenTick(
+                    values=np.full(self.n_nodes, np.nan, np.float32),  # [node]
+                    seen=np.zeros(self.n_nodes, bool),  # [node]
+                )
+                self._open[tick] = open_tick
+            gc, gv, gsame = c[lo:hi], v[lo:hi], same_slot[lo:hi]
+            # The value this reading is compared with: the previous reading of the
+            # slot in this batch, else what the open tick already holds.
+            prev_seen = np.where(gsame, True, open_tick.seen[gc])
+            prev_val = np.where(gsame, np.roll(gv, 1), open_tick.values[gc])
+            repeat = np.where(prev_val == gv, DUPLICATE, CONFLICT)
+            status[order[lo:hi]] = np.where(prev_seen, repeat, NEW)
+            keep = last_of_slot[lo:hi]
+            open_tick.values[gc[keep]] = gv[keep]
+            open_tick.seen[gc] = True
+            open_tick.last_record_ms = max(open_tick.last_record_ms, int(rec[order[lo:hi]].max()))
+
+    def _add_late(
+        self,
+        idx: np.ndarray,
+        cols: np.ndarray,
+        ticks: np.ndarray,
+        vals: np.ndarray,
+        status: np.ndarray,
+    ) -> None:
+        status[idx] = LATE
+        if self.last_closed is None:
+            return
+        # Rare by construction: a plain loop keeps the sequential semantics obvious.
+        oldest = self.last_closed - self.config.window + 1
+        for i in idx:
+            tick = int(ticks[i])
+            if tick < oldest or tick > self.last_closed:
+                continue
+            row, col = tick - oldest, int(cols[i])
+            if self._hist_mask[row, col] and self._hist_values[row, col] == vals[i]:
+                status[i] = DUPLICATE
+            else:
+                self._hist_values[row, col] = vals[i]
+                self._hist_mask[row, col] = True
+
+    # ---------------------------------------------------------------- advance
+    def advance(self, limit_ns: int | None = None) -> list[ClosedRun]:
+        """Move the watermark, close every tick that is ready; returns them grouped in runs.
+
+        Parameters
+        ----------
+        limit_ns : cap on the event time the watermark may reach (ns), e.g. the newest
+            event time of the slowest source with a backlog; None: no cap.
+
+        Usually one run. Ticks separated by more than a window of empty ticks start a
+        new run, so that a long gap never builds a long panel of NaN.
+        """
+        if self.max_ts_ns is not None:
+            event_time = self.max_ts_ns if limit_ns is None else min(self.max_ts_ns, limit_ns)
+            candidate = event_time - self.config.allowed_lateness.value
+            if self._watermark_ns is None or candidate > self._watermark_ns:
+                self._watermark_ns = candidate
+        watermark = self._watermark_ns
+        ready: list[tuple[int, str]] = []
+        for tick in sorted(self._open):
+            if self._open[tick].complete:
+                ready.append((tick, "complete"))
+            elif watermark is not None and int(self.config.tick_ns(tick)) < watermark:
+                ready.append((tick, "watermark"))
+            else:
+                break
+        if not ready:
+            return []
+        window = self.config.window
+        runs: list[ClosedRun] = []
+        segment: _Segment | None = None
+        for tick, reason in ready:
+            gap = 0 if self.last_closed is None else tick - self.last_closed - 1
+            if segment is None or gap >= window:
+                if segment is not None:
+                    runs.append(self._finish(segment))
+                self._shift(gap + 1)
+                segment = _Segment(start_tick=tick - window + 1)
+                segment.rows_values.extend(self._hist_values[:-1])
+                segment.rows_mask.extend(self._hist_mask[:-1])
+            else:
+                for _ in range(gap):
+                    segment.rows_values.append(np.full(self.n_nodes, np.nan, np.float32))
+                    segment.rows_mask.append(np.zeros(self.n_nodes, bool))
+                self._shift(gap + 1)
+            open_tick = self._open.pop(tick)
+            self._hist_values[-1] = open_tick.values
+            self._hist_mask[-1] = open_tick.seen
+            self.last_closed = tick
+            if self.first_tick is None or tick < self.first_tick:
+                self.first_tick = tick
+            position = len(segment.rows_values)
+            segment.rows_values.append(open_tick.values)
+            segment.rows_mask.append(open_tick.seen.copy())
+            segment.ticks.append(
+                ClosedTick(
+                    tick=tick,
+                    ts=pd.Timestamp(int(self.config.tick_ns(tick)), tz="UTC"),
+                    position=position,
+                    values=open_tick.values,
+                    mask=open_tick.seen,
+                    reason=reason,
+                    last_record_ms=open_tick.last_record_ms,
+                )
+            )
+        assert segment is not None
+        runs.append(self._finish(segment))
+        return runs
+
+    def _shift(self, steps: int) -> None:
+        """Move the window ``steps`` ticks forward, filling new rows as missing."""
+        steps = min(steps, self.config.window)
+        self._hist_values = np.roll(self._hist_values, -steps, axis=0)
+        self._hist_mask = np.roll(self._hist_mask, -steps, axis=0)
+        self._hist_values[-steps:] = np.nan
+        self._hist_mask[-steps:] = False
+
+    def _finish(self, segment: _Segment) -> ClosedRun:
+        values = np.stack(segment.rows_values)  # [time, node]
+        mask = np.stack(segment.rows_mask)  # [time, node]
+        return ClosedRun(self._panel(segment.start_tick, values, mask), tuple(segment.ticks))
+
+    def _panel(self, start_tick: int, values: np.ndarray, mask: np.ndarray) -> SensorPanel:
+        timestamps = pd.date_range(
+            pd.Timestamp(int(self.config.tick_ns(start_tick)), tz="UTC"),
+            periods=len(values),
+            freq=self.config.freq,
+        )
+        return SensorPanel(values, mask, timestamps, self.sensor_ids)
+
+    # ---------------------------------------------------------------- restore
+    def restore(
+        self,
+        *,
+        first_tick: int | None,
+        last_closed: int | None,
+        max_ts_ns: int | None,
+        watermark_ns: int | None,
+        cols: np.ndarray,
+        ticks: np.ndarray,
+        values: np.ndarray,
+        record_ms: np.ndarray | None = None,
+    ) -> None:
+        """Rebuild state from stored readings (window rows and open ticks).
+
+        ``cols``/``ticks``/``values`` are the stored readings of the last ``window``
+        closed ticks (corrections applied) and of every open tick (tick after
+        ``last_closed``). Older readings are ignored. Counters are not touched: these
+        readings were counted when they first arrived.
+        """
+        if self._open or self.last_closed is not None or self.max_ts_ns is not None:
+            raise RuntimeError("restore() must be called on a fresh assembler")
+        cols = np.asarray(cols, dtype=np.int64)
+        ticks = np.asarray(ticks, dtype=np.int64)
+        vals = np.asarray(values, dtype=np.float32)
+        rec = (
+            np.full(len(cols), -1, np.int64)
+            if record_ms is None
+            else np.asarray(record_ms, dtype=np.int64)
+        )
+        self.first_tick, self.last_closed, self.max_ts_ns = first_tick, last_closed, max_ts_ns
+        self._watermark_ns = watermark_ns
+        if last_closed is not None:
+            oldest = last_closed - self.config.window + 1
+            inside = (ticks >= oldest) & (ticks <= last_closed)
+            self._hist_values[ticks[inside] - oldest, cols[inside]] = vals[inside]
+            self._hist_mask[ticks[inside] - oldest, cols[inside]] = True
+            pending = ticks > last_closed
+        else:
+            pending = np.ones(len(ticks), bool)
+        for tick in np.unique(ticks[pending]):
+            sel = pending & (ticks == tick)
+            open_tick = _OpenTick(
+                values=np.full(self.n_nodes, np.nan, np.float32),  # [node]
+                seen=np.zeros(self.n_nodes, bool),  # [node]
+                last_record_ms=int(rec[sel].max()),
+            )
+            open_tick.values[cols[sel]] = vals[sel]
+            open_tick.seen[cols[sel]] = True
+            self._open[int(tick)] = open_tick

@@ -1,0 +1,39 @@
+"""Structured logs: one JSON object per line (``ts``, ``level``, ``event``, fields).
+
+Modules log an event name as the message and their data in ``extra={"fields": {...}}``
+so that log shippers can index them. Nothing here formats settings: callers pass only
+what is safe to show (bootstrap servers, topics), never passwords.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event, and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
+    """Send the ``roadcast`` loggers' records to stderr (or ``stream``) as JSON lines."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("roadcast")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

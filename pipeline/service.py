@@ -1,0 +1,853 @@
+"""The forecasting service: readings in from Kafka, every model's forecasts out.
+
+``roadcast serve`` runs :func:`serve`. One loop, one thread::
+
+    poll a batch (manual commits, consumer group)
+      -> drop records the store already holds (redelivered after a crash)
+      -> decode + validate each record   --bad--> dead-letter topic (+ error headers)
+      -> assemble ticks (pipeline.assembler)
+      -> every loaded model forecasts every closed tick (one predict_batch per model)
+      -> publish one Forecast per model and sensor, then alerts (if a hook is set)
+      -> producer.flush()                                  (everything acknowledged)
+      -> store readings, forecasts, ticks, accuracy, counters, offsets: one transaction
+      -> commit the batch's offsets to Kafka
+
+Delivery guarantees
+-------------------
+* **At-least-once.** Offsets are committed only after the batch's forecasts, alerts
+  and dead letters are acknowledged by the broker and the batch is stored. A crash
+  anywhere before the store transaction replays the batch: the forecasts are
+  published again with the same key, ``issued_at`` and values, and the store's
+  upserts make the second copy a no-op.
+* **Exact counters across crashes.** The store records, in the batch's transaction,
+  the next offset of every partition. Records below it are skipped on redelivery
+  (counted as ``redelivered``), so a crash between the store and the Kafka commit
+  neither double-counts nor re-forecasts.
+* **Publish failures.** If the broker does not acknowledge a batch (flush timeout,
+  failed send), nothing of the batch is stored or committed: the service reloads its
+  state from the store, rewinds the consumer to the stored offsets and tries again,
+  as a restarted process would.
+* **SIGTERM / SIGINT.** The current batch is finished (published, stored,
+  committed), the consumer leaves its group, the process exits 0.
+* **Rebalance.** On revocation the listener commits (asynchronously: kafka-python 3
+  calls it on its network thread) the offsets of finished batches whose commit had not
+  gone through; a new assignment is adopted in the service loop, which moves each
+  partition to its stored offset when that is ahead (see :mod:`pipeline.partitions`).
+* **Event time across partitions.** The watermark is capped by the slowest partition
+  that still has a backlog, so a partition read ahead does not make the others late.
+* **Broker restart.** Tansu keeps data in memory only, so a restarted embedded
+  broker is empty: no topics, no committed offsets. While idle the service re-creates
+  missing topics every few seconds; kafka-python reconnects by itself; the group
+  re-forms and, with no committed offset, reads the new log from the start
+  (``auto_offset_reset=earliest``). Stored offsets are keyed by the topic's id, which
+  a re-created topic does not share, so the old offsets never hide new records.
+  Readings that were in the old broker and not yet consumed are gone with it: that
+  is the broker's loss, not the service's (a real Kafka cluster keeps its log).
+
+State survives restarts in the store: the rolling window, the open ticks and the
+recent forecasts (for live accuracy) are rebuilt from it, so a restarted service
+forecasts from its first closed tick (no cold start).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from models.base import Forecast, Forecaster
+from models.panel import SensorPanel
+from pipeline.assembler import (
+    CONFLICT,
+    DUPLICATE,
+    FUTURE,
+    LATE,
+    NEW,
+    AssemblerConfig,
+    ClosedRun,
+    ClosedTick,
+    TickAssembler,
+)
+from pipeline.forecast_wire import ForecastEncoder
+from pipeline.latency import percentiles
+from pipeline.live_accuracy import LiveScorer, Targeted
+from pipeline.outbox import Outbox, PublishError, dead_letter_headers
+from pipeline.partitions import PartitionTracker, RebalanceListener
+from pipeline.schema import AlertMessage, SchemaError, decode_readings, encode_alert
+from pipeline.settings import Settings
+from pipeline.store import (
+    AccuracyRows,
+    AlertRow,
+    Batch,
+    ForecastRows,
+    ReadingRows,
+    Store,
+    TickRow,
+)
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+log = logging.getLogger("roadcast.service")
+
+# Dead-letter reasons the service adds to the schema's (pipeline.schema.REASONS).
+UNKNOWN_SENSOR = "unknown_sensor"
+FUTURE_TIMESTAMP = "future_timestamp"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_FIVE_MIN = pd.Timedelta("5min")
+_TWO_MIN = pd.Timedelta("2min")
+_ONE_HOUR = pd.Timedelta("1h")
+# How long a send may wait for metadata (a topic that a fresh broker lacks) before the
+# batch is abandoned and replayed.
+_MAX_BLOCK_MS = 10_000
+# Counters shown in the periodic "stats" log line.
+_STATS = (
+    "consumed", "valid", "dead_lettered", "late", "duplicate", "conflict", "ticks_closed",
+    "forecasts_published", "alerts_published", "redelivered",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the service runs (connection, topics and store path come from :class:`Settings`).
+
+    Attributes
+    ----------
+    tick : the grid step of the data (the models' time step).
+    allowed_lateness : how long after the newest event time a reading may arrive
+        and still join its tick (see :mod:`pipeline.assembler`).
+    max_clock_skew : readings stamped further than this after the wall clock are
+        dead-lettered (``future_timestamp``); None disables the check.
+    only : load only these model names from the model directory (all when empty).
+    poll_records : at most this many records per poll batch.
+    poll_timeout_ms : how long one poll waits for records.
+    flush_timeout_s : how long the broker may take to acknowledge a batch's output.
+    durable : the store's ``synchronous=FULL`` (see :class:`pipeline.store.Store`).
+    stats_every_s : how often a ``stats`` log line is written.
+    topic_check_every_s : while idle, how often missing topics are re-created.
+    """
+
+    tick: pd.Timedelta = _FIVE_MIN
+    allowed_lateness: pd.Timedelta = _TWO_MIN
+    max_clock_skew: pd.Timedelta | None = _ONE_HOUR
+    only: tuple[str, ...] = ()
+    poll_records: int = 1000
+    poll_timeout_ms: int = 100
+    flush_timeout_s: float = 30.0
+    durable: bool = True
+    stats_every_s: float = 10.0
+    topic_check_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.poll_records < 1:
+            raise ValueError(f"poll_records must be >= 1, got {self.poll_records}")
+        if self.flush_timeout_s <= 0:
+            raise ValueError(f"flush_timeout_s must be > 0, got {self.flush_timeout_s}")
+        object.__setattr__(self, "tick", pd.Timedelta(self.tick))
+        object.__setattr__(self, "allowed_lateness", pd.Timedelta(self.allowed_lateness))
+
+
+@dataclass(frozen=True)
+class TickContext:
+    """What an alert hook sees when a tick closes.
+
+    Attributes
+    ----------
+    tick : the closed tick (values, mask, reason).
+    window : the rolling window ending at this tick (``[window, node]``).
+    issued : the forecasts every model issued at this tick.
+    targeted : per model, the earlier forecasts whose target is this tick (with their
+        intervals): what a forecast-interval detector compares the tick with.
+    """
+
+    tick: ClosedTick
+    window: SensorPanel
+    issued: Mapping[str, Forecast]
+    targeted: Mapping[str, Targeted]
+
+
+class AlertHook(Protocol):
+    """Turns closed ticks into alert state changes (the anomaly detectors plug in here).
+
+    Called once per closed tick, in time order, after the tick's forecasts are
+    computed; returns the ``firing``/``resolved`` messages to publish to
+    ``roadcast.alerts`` (key = sensor id) and to store. It should be deterministic in
+    its input, so that a replayed batch produces the same alerts (the store keys them
+    by ``alert_id`` and ``status``).
+    """
+
+    def __call__(self, context: TickContext) -> Sequence[AlertMessage]: ...
+
+
+@dataclass
+class _Model:
+    name: str
+    model: Forecaster
+    cols: np.ndarray | None  # assembler column of each model sensor; None: same order
+    store_sensors: np.ndarray  # int64 [model node]
+    encoder: ForecastEncoder
+
+
+@dataclass
+class BatchReport:
+    """What one poll batch did (for logs, tests and benchmarks)."""
+
+    records: int = 0
+    ticks: list[ClosedTick] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Decoded:
+    """The valid readings of a batch as columns, and the messages they came from."""
+
+    cols: list[int] = field(default_factory=list)
+    ts_ns: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    record_ms: list[int] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)  # index in `messages` of each reading
+    messages: list[Any] = field(default_factory=list)  # ConsumerRecord
+    partition: list[Any] = field(default_factory=list)  # TopicPartition of each message
+
+
+class ForecastService:
+    """The service's state and its per-batch logic; :meth:`run` is the Kafka loop.
+
+    Parameters
+    ----------
+    settings : bootstrap servers, topics, consumer group, store path.
+    config : tick grid, lateness, batching.
+    models : ``{name: model}`` to forecast with (see :func:`pipeline.bundles.load_bundles`).
+    alert_hook : optional detector pipeline called for every closed tick.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ServiceConfig,
+        models: Mapping[str, Forecaster],
+        *,
+        alert_hook: AlertHook | None = None,
+    ) -> None:
+        from pipeline.bundles import union_sensors
+
+        if not models:
+            raise ValueError("the service needs at least one model; train some with roadcast train")
+        self.settings = settings
+        self.config = config
+        self.alert_hook = alert_hook
+        self.sensor_ids = union_sensors(dict(models))
+        self.column = {s: i for i, s in enumerate(self.sensor_ids)}
+        self.window = max(m.window for m in models.values())
+        self.freq_ms = int(config.tick.value // 1_000_000)
+        self.asm_config = AssemblerConfig(
+            freq=config.tick,
+            allowed_lateness=config.allowed_lateness,
+            window=self.window,
+            max_clock_skew=config.max_clock_skew,
+        )
+        self.store = Store(settings.store_path, durable=config.durable)
+        self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
+        self.models: list[_Model] = []
+        for name, model in models.items():
+            cols = np.array([self.column[s] for s in model.sensor_ids], dtype=np.int64)
+            same = len(cols) == len(self.sensor_ids) and bool((cols == np.arange(len(cols))).all())
+            encoder = ForecastEncoder(model.sensor_ids)
+            self.models.append(
+                _Model(name, model, None if same else cols, self.store_ids[cols], encoder)
+            )
+        self.counters: Counter[str] = Counter(self.store.counters())
+        self.latencies: deque[float] = deque(maxlen=10_000)
+        self.partitions = PartitionTracker()
+        self._ts_cache: dict[datetime, int] = {}
+        self._restore()
+
+    # ----------------------------------------------------------------- state
+    def _restore(self) -> None:
+        """Rebuild the assembler and the live scorer from the store (no cold start)."""
+        self.assembler = TickAssembler(self.sensor_ids, self.asm_config)
+        self.scorer = LiveScorer({m.name: m.model.horizon for m in self.models})
+        state = self.store.state()
+        tick_ms = state.get("tick_ms")
+        if tick_ms is not None and int(tick_ms) != self.freq_ms:
+            raise ValueError(
+                f"the store {self.settings.store_path} was written with ticks of {tick_ms} ms, "
+                f"not {self.freq_ms} ms; pass --tick {pd.Timedelta(int(tick_ms), 'ms')} or "
+                "use another --store"
+            )
+        if state.get("max_ts_ns") is None:
+            return  # a new store
+        last_closed = _int_or_none(state.get("last_closed"))
+        since_ms = 0
+        if last_closed is not None:
+            since_ms = int(self.asm_config.tick_ns(last_closed - self.window + 1)) // 1_000_000
+        rows = self.store.readings_since(since_ms)
+        col_of_store = {int(sid): col for col, sid in enumerate(self.store_ids)}
+        cols = np.array([col_of_store.get(int(s), -1) for s in rows.sensors], dtype=np.int64)
+        keep = cols >= 0  # sensors of bundles no longer loaded are left out
+        self.assembler.restore(
+            first_tick=_int_or_none(state.get("first_tick")),
+            last_closed=last_closed,
+            max_ts_ns=_int_or_none(state.get("max_ts_ns")),
+            watermark_ns=_int_or_none(state.get("watermark_ns")),
+            cols=cols[keep],
+            ticks=self.asm_config.tick_of(rows.ts_ms[keep] * 1_000_000),
+            values=rows.values[keep],
+            record_ms=rows.arrived_ms[keep],
+        )
+        if last_closed is not None:
+            for m in self.models:
+                first_ms = (
+                    int(self.asm_config.tick_ns(last_closed - m.model.horizon + 1)) // 1_000_000
+                )
+                issued, means, lows, highs = self.store.recent_forecasts(
+                    m.name, first_ms, m.store_sensors, m.model.horizon
+                )
+                for k, ms in enumerate(issued.tolist()):
+                    self.scorer.record(
+                        m.name,
+                        int(self.asm_config.tick_of(ms * 1_000_000)),
+                        means[k],
+                        None if lows is None else lows[k],
+                        None if highs is None else highs[k],
+                    )
+        log.info(
+            "restored",
+            extra={
+                "fields": {
+                    "last_closed": _iso(self.asm_config, last_closed),
+                    "open_ticks": len(self.assembler.open_ticks),
+                    "readings": int(keep.sum()),
+                }
+            },
+        )
+
+    # ----------------------------------------------------------------- batch
+    def process(
+        self,
+        batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+        outbox: Outbox,
+        *,
+        highwater: Callable[[TopicPartition], int | None] | None = None,
+        now_ns: int | None = None,
+    ) -> tuple[BatchReport, Batch]:
+        """Validate, assemble, forecast and publish one poll batch (not flushed, not stored).
+
+        Parameters
+        ----------
+        batches : records per partition, as ``KafkaConsumer.poll`` returns them.
+        outbox : where forecasts, alerts and dead letters are sent.
+        highwater : the consumer's high watermark per partition, to cap the event-time
+            watermark by partitions with a backlog; None treats every partition as
+            caught up.
+        now_ns : wall clock for the future-timestamp rule (tests).
+
+        Returns the report and the store batch; :meth:`handle` flushes, stores, commits.
+        """
+        report = BatchReport(records=sum(len(r) for r in batches.values()))
+        batch = Batch()
+        decoded = _Decoded()
+        for tp, records in batches.items():
+            fresh = self.partitions.fresh(tp, records)
+            report.counts["redelivered"] += len(records) - len(fresh)
+            if records:
+                batch.offsets[self.partitions.key(tp)] = records[-1].offset + 1
+            for record in fresh:
+                self._decode(tp, record, decoded, outbox, report.counts)
+        newest = self._assemble(decoded, outbox, batch, report.counts, now_ns)
+        for tp, records in batches.items():
+            if records:
+                self.partitions.observe(tp, records[-1].offset + 1, newest.get(tp))
+        limit = None if highwater is None else self.partitions.limit_ns(highwater)
+        for run in self.assembler.advance(limit):
+            self._forecast_run(run, outbox, batch, report)
+        batch.state.update(
+            tick_ms=self.freq_ms,
+            first_tick=self.assembler.first_tick,
+            last_closed=self.assembler.last_closed,
+            max_ts_ns=self.assembler.max_ts_ns,
+            watermark_ns=self.assembler.watermark_ns,
+        )
+        return report, batch
+
+    def _decode(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord,
+        decoded: _Decoded,
+        outbox: Outbox,
+        counts: Counter[str],
+    ) -> None:
+        counts["consumed"] += 1
+        try:
+            readings = decode_readings(record.value)
+        except SchemaError as exc:
+            self._dead_letter(outbox, record, exc.reason, exc.detail, counts)
+            return
+        column = self.column
+        unknown = next((r.sensor for r in readings if r.sensor not in column), None)
+        if unknown is not None:
+            detail = (
+                f"sensor {unknown[:80]!r} is not in the loaded model bundles; retrain with it "
+                "or send it to another topic"
+            )
+            self._dead_letter(outbox, record, UNKNOWN_SENSOR, detail, counts)
+            return
+        index = len(decoded.messages)
+        decoded.messages.append(record)
+        decoded.partition.append(tp)
+        for reading in readings:
+            decoded.cols.append(column[reading.sensor])
+            decoded.ts_ns.append(self._ns(reading.ts))
+            decoded.values.append(reading.value)
+            decoded.record_ms.append(record.timestamp)
+            decoded.owner.append(index)
+
+    def _ns(self, ts: datetime) -> int:
+        """ns since the epoch, exact (a float timestamp would round); cached per instant."""
+        cached = self._ts_cache.get(ts)
+        if cached is None:
+            if len(self._ts_cache) > 4096:
+                self._ts_cache.clear()
+            cached = (ts - _EPOCH) // _ONE_US * 1000
+            self._ts_cache[ts] = cached
+        return cached
+
+    def _dead_letter(
+        self,
+        outbox: Outbox,
+        record: ConsumerRecord,
+        reason: str,
+        detail: str,
+        counts: Counter[str],
+    ) -> None:
+        headers = dead_letter_headers(reason, detail, record.topic, record.partition, record.offset)
+        outbox.send(self.settings.topic_dlq, record.key, record.value, headers)
+        counts["dead_lettered"] += 1
+        counts[f"dead_lettered.{reason}"] += 1
+
+    def _assemble(
+        self,
+        decoded: _Decoded,
+        outbox: Outbox,
+        batch: Batch,
+        counts: Counter[str],
+        now_ns: int | None,
+    ) -> dict[Any, int]:
+        """Add the readings to the assembler; returns the newest event time per partition."""
+        if not decoded.cols:
+            return {}
+        cols = np.asarray(decoded.cols, dtype=np.int64)
+        ts_ns = np.asarray(decoded.ts_ns, dtype=np.int64)
+        rec_ms = np.asarray(decoded.record_ms, dtype=np.int64)
+        owner = np.asarray(decoded.owner, dtype=np.int64)
+        result = self.assembler.add(cols, ts_ns, decoded.values, rec_ms, now_ns=now_ns)
+        status = result.status
+        future = np.unique(owner[status == FUTURE])
+        for index in future.tolist():
+            detail = (
+                f"timestamp more than {self.config.max_clock_skew} after this machine's clock; "
+                "fix the sensor's clock"
+            )
+            self._dead_letter(outbox, decoded.messages[index], FUTURE_TIMESTAMP, detail, counts)
+        counts["valid"] += len(decoded.messages) - len(future)
+        counts["readings"] += int(np.count_nonzero(status != FUTURE))
+        counts["duplicate"] += int(np.count_nonzero(status == DUPLICATE))
+        counts["conflict"] += int(np.count_nonzero(status == CONFLICT))
+        counts["late"] += int(np.count_nonzero(status == LATE))
+        tick_ms = self.asm_config.tick_ns(result.ticks) // 1_000_000
+        for rows, chosen in (
+            (batch.readings, (status == NEW) | (status == CONFLICT)),
+            (batch.corrections, status == LATE),
+        ):
+            if chosen.any():
+                sensors = self.store_ids[cols[chosen]]
+                rows.append(
+                    ReadingRows(sensors, tick_ms[chosen], result.values[chosen], rec_ms[chosen])
+                )
+        newest: dict[Any, int] = {}
+        partitions = list(dict.fromkeys(decoded.partition))
+        slot = {tp: i for i, tp in enumerate(partitions)}
+        reading_part = np.asarray([slot[tp] for tp in decoded.partition], np.int64)[owner]  # [n]
+        accepted = status != FUTURE
+        for i, tp in enumerate(partitions):
+            mine = accepted & (reading_part == i)
+            if mine.any():
+                newest[tp] = int(ts_ns[mine].max())
+        return newest
+
+    def _forecast_run(
+        self, run: ClosedRun, outbox: Outbox, batch: Batch, report: BatchReport
+    ) -> None:
+        """Forecast every tick of ``run`` with every model, publish, score, alert."""
+        issued_ms = self.asm_config.tick_ns([t.tick for t in run.ticks]) // 1_000_000
+        predictions: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
+        for m in self.models:
+            panel = run.panel if m.cols is None else run.panel.select(m.model.sensor_ids)
+            try:
+                fc = m.model.predict_batch(panel, run.origins)
+            except Exception as exc:  # one broken model must not stop the others
+                report.counts[f"model_errors.{m.name}"] += 1
+                log.error(
+                    "model_failed",
+                    extra={"fields": {"model": m.name, "error": f"{type(exc).__name__}: {exc}"}},
+                )
+                continue
+            predictions[m.name] = (fc.mean, fc.lower, fc.upper)
+            batch.forecasts.append(
+                ForecastRows(
+                    m.name, issued_ms, fc.mean, m.store_sensors, self.freq_ms, fc.lower, fc.upper
+                )
+            )
+        for k, tick in enumerate(run.ticks):
+            self._score(tick, batch)
+            issued: dict[str, Forecast] = {}
+            for m in self.models:
+                if m.name not in predictions:
+                    continue
+                mean, lower, upper = (None if a is None else a[k] for a in predictions[m.name])
+                assert mean is not None
+                targets = pd.date_range(
+                    tick.ts + self.config.tick, periods=len(mean), freq=self.config.tick
+                )
+                messages, skipped = m.encoder.encode(m.name, tick.ts, targets, mean, lower, upper)
+                for key, value in messages:
+                    outbox.send(self.settings.topic_forecasts, key, value)
+                report.counts["forecasts_published"] += len(messages)
+                report.counts["forecasts_nonfinite"] += len(skipped)
+                self.scorer.record(m.name, tick.tick, mean, lower, upper)
+                issued[m.name] = Forecast(
+                    m.name, m.model.sensor_ids, tick.ts, targets, mean, lower, upper
+                )
+            if self.alert_hook is not None:
+                self._alerts(run, tick, issued, outbox, batch, report)
+            report.ticks.append(tick)
+            report.counts["ticks_closed"] += 1
+            report.counts[f"ticks_closed.{tick.reason}"] += 1
+
+    def _score(self, tick: ClosedTick, batch: Batch) -> None:
+        target_ms = int(tick.ts.value // 1_000_000)
+        for m in self.models:
+            values = tick.values if m.cols is None else tick.values[m.cols]
+            mask = tick.mask if m.cols is None else tick.mask[m.cols]
+            errors = self.scorer.score(m.name, tick.tick, values, mask)
+            if errors is not None:
+                batch.accuracy.append(
+                    AccuracyRows(
+                        m.name,
+                        steps=errors.steps,
+                        targets_ms=np.full(len(errors.steps), target_ms, np.int64),
+                        n=errors.n,
+                        sum_abs=errors.sum_abs,
+                        sum_sq=errors.sum_sq,
+                    )
+                )
+
+    def _alerts(
+        self,
+        run: ClosedRun,
+        tick: ClosedTick,
+        issued: dict[str, Forecast],
+        outbox: Outbox,
+        batch: Batch,
+        report: BatchReport,
+    ) -> None:
+        assert self.alert_hook is not None
+        start = max(0, tick.position - self.window + 1)
+        context = TickContext(
+            tick=tick,
+            window=run.panel.slice(start, tick.position + 1),
+            issued=issued,
+            targeted={m.name: self.scorer.targeted(m.name, tick.tick) for m in self.models},
+        )
+        for alert in self.alert_hook(context):
+            payload = encode_alert(alert)
+            outbox.send(self.settings.topic_alerts, alert.sensor.encode(), payload)
+            ts_ms = (alert.ts - _EPOCH) // timedelta(milliseconds=1)
+            batch.alerts.append(
+                AlertRow(
+                    alert.alert_id, alert.status, alert.dedup_key, alert.severity, alert.sensor,
+                    ts_ms, alert.detector, alert.score, payload.decode(),
+                )
+            )  # fmt: skip
+            report.counts["alerts_published"] += 1
+
+    def finish(self, report: BatchReport, batch: Batch, *, flushed_at_ms: int) -> None:
+        """After the flush: the ticks' latencies, then the batch into the store (atomic)."""
+        for tick in report.ticks:
+            latency = None
+            if tick.last_record_ms >= 0:
+                latency = float(flushed_at_ms - tick.last_record_ms)
+                report.latencies_ms.append(latency)
+                self.latencies.append(latency)
+            ts_ms = int(tick.ts.value // 1_000_000)
+            batch.ticks.append(TickRow(ts_ms, tick.observed, tick.reason, flushed_at_ms, latency))
+        batch.counters.update(report.counts)
+        self.store.write(batch)
+        self.counters.update(report.counts)
+        self.partitions.stored(batch.offsets)
+
+    def handle(
+        self,
+        records: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+        outbox: Outbox,
+        consumer: KafkaConsumer,
+    ) -> BatchReport:
+        """One poll batch end to end: process, flush, store, commit.
+
+        Raises
+        ------
+        PublishError
+            When the broker did not take the batch's output: nothing was stored or
+            committed, the caller recovers (:meth:`recover`).
+        """
+        report, batch = self.process(records, outbox, highwater=consumer.highwater)
+        outbox.flush(self.config.flush_timeout_s)
+        self.finish(report, batch, flushed_at_ms=time.time_ns() // 1_000_000)
+        for tp, part in records.items():
+            if part:
+                self.partitions.pending_commit[tp] = part[-1].offset + 1
+        self.commit(consumer)
+        return report
+
+    def commit(self, consumer: KafkaConsumer) -> None:
+        """Commit the stored-but-uncommitted offsets (a failure is retried next batch)."""
+        pending = self.partitions.pending_commit
+        if not pending:
+            return
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in pending.items()}
+        try:
+            consumer.commit(offsets)
+        except KafkaError as exc:
+            # The store already holds the batch: a redelivery is skipped, nothing is lost.
+            log.warning("commit_failed", extra={"fields": {"error": str(exc)}})
+            return
+        pending.clear()
+
+    # ------------------------------------------------------------------ Kafka
+    def run(
+        self, *, stop: threading.Event | None = None, handle_signals: bool = True
+    ) -> dict[str, int]:
+        """Consume until ``stop`` is set (or SIGTERM/SIGINT arrives); returns the counters.
+
+        Raises
+        ------
+        pipeline.clients.KafkaUnavailable
+            When no broker answers at start-up.
+        """
+        from kafka.errors import KafkaError
+
+        from pipeline.clients import ensure_topics, make_consumer
+
+        stop = stop or threading.Event()
+        previous = _install_signal_handlers(stop) if handle_signals else {}
+        consumer = None
+        outbox = None
+        try:
+            ensure_topics(self.settings)
+            consumer = make_consumer(
+                self.settings,
+                group_id=self.settings.consumer_group,
+                max_poll_records=self.config.poll_records,
+            )
+            consumer.subscribe(
+                [self.settings.topic_readings],
+                listener=RebalanceListener(self.partitions, consumer),
+            )
+            outbox = self._new_outbox()
+            self._log_started()
+            last_stats = last_check = time.monotonic()
+            while not stop.is_set():
+                try:
+                    records = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+                    if self.partitions.changed:
+                        self.partitions.adopt(consumer, self._describe_topic, self.store.offsets)
+                except KafkaError as exc:  # the client reconnects by itself: wait and retry
+                    log.warning("poll_failed", extra={"fields": {"error": str(exc)}})
+                    stop.wait(1.0)
+                    continue
+                now = time.monotonic()
+                if records:
+                    try:
+                        self.handle(records, outbox, consumer)
+                    except PublishError as exc:
+                        log.error("publish_failed", extra={"fields": {"error": str(exc)}})
+                        outbox = self.recover(consumer, outbox, stop)
+                elif now - last_check >= self.config.topic_check_every_s:
+                    last_check = now
+                    self._check_topics()
+                if now - last_stats >= self.config.stats_every_s:
+                    last_stats = now
+                    self._log_stats()
+        finally:
+            if consumer is not None:
+                self.commit(consumer)
+                consumer.close()
+            if outbox is not None:
+                outbox.close(self.config.flush_timeout_s)
+            _restore_signal_handlers(previous)
+            self._log_stats()
+            log.info("stopped", extra={"fields": {"counters": dict(self.counters)}})
+            self.store.close()
+        return dict(self.counters)
+
+    def _new_outbox(self) -> Outbox:
+        from pipeline.clients import make_producer
+
+        return Outbox(make_producer(self.settings, max_block_ms=_MAX_BLOCK_MS))
+
+    def recover(self, consumer: KafkaConsumer, outbox: Outbox, stop: threading.Event) -> Outbox:
+        """Forget a batch the broker did not take: state from the store, the consumer back
+        to the stored offsets, missing topics re-created, a new producer (the old one may
+        hold a dead broker's producer id). Returns the new outbox."""
+        from pipeline.clients import KafkaUnavailable
+
+        outbox.close(1.0)
+        self.partitions.pending_commit.clear()
+        self._restore()
+        for tp in consumer.assignment():
+            offset = self.partitions.next_offset.get(self.partitions.key(tp))
+            committed = offset if offset is not None else consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+            else:
+                consumer.seek_to_beginning(tp)
+        self.store.write(Batch(counters={"recoveries": 1}))
+        self.counters["recoveries"] += 1
+        while True:
+            self._check_topics()
+            try:
+                return self._new_outbox()
+            except KafkaUnavailable as exc:
+                log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
+                if stop.wait(1.0):
+                    raise
+
+    def _describe_topic(self, topic: str) -> str:
+        """``topic@<topic id>``: a re-created topic (fresh broker) gets another key."""
+        from kafka.errors import KafkaError
+
+        from pipeline.clients import KafkaUnavailable, make_admin
+
+        try:
+            admin = make_admin(self.settings)
+            try:
+                described = admin.describe_topics([topic])
+            finally:
+                admin.close()
+        except (KafkaError, KafkaUnavailable, OSError) as exc:
+            log.warning("describe_failed", extra={"fields": {"topic": topic, "error": str(exc)}})
+            return self.partitions.topic_keys.get(topic, topic)
+        topic_id = described[0].get("topic_id") if described else None
+        return f"{topic}@{topic_id}" if topic_id else topic
+
+    def _check_topics(self) -> None:
+        from kafka.errors import KafkaError
+
+        from pipeline.clients import KafkaUnavailable, ensure_topics
+
+        try:
+            created = ensure_topics(self.settings)
+        except (KafkaError, KafkaUnavailable, OSError) as exc:
+            log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
+            return
+        if created:
+            self.store.write(Batch(counters={"topics_recreated": len(created)}))
+            self.counters["topics_recreated"] += len(created)
+            log.warning("topics_recreated", extra={"fields": {"topics": created}})
+
+    def _log_started(self) -> None:
+        fields = {
+            "bootstrap": self.settings.bootstrap_servers,
+            "topic": self.settings.topic_readings,
+            "group": self.settings.consumer_group,
+            "models": [m.name for m in self.models],
+            "sensors": len(self.sensor_ids),
+            "window": self.window,
+            "tick": str(self.config.tick),
+            "store": str(self.settings.store_path),
+        }
+        log.info("started", extra={"fields": fields})
+
+    def _log_stats(self) -> None:
+        fields: dict[str, Any] = {k: self.counters.get(k, 0) for k in _STATS}
+        for name, value in percentiles(self.latencies).items():
+            fields[f"latency_{name}_ms"] = None if np.isnan(value) else round(value, 1)
+        fields["open_ticks"] = len(self.assembler.open_ticks)
+        log.info("stats", extra={"fields": fields})
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _iso(config: AssemblerConfig, tick: int | None) -> str | None:
+    if tick is None:
+        return None
+    return pd.Timestamp(int(config.tick_ns(tick)), tz="UTC").isoformat()
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM/SIGINT -> finish the batch and stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("signal", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop.set()
+
+    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def serve(
+    settings: Settings,
+    config: ServiceConfig,
+    *,
+    model_dir: Path | None = None,
+    stop: threading.Event | None = None,
+    alert_hook: AlertHook | None = None,
+) -> dict[str, int]:
+    """Load the bundles and run the service until stopped (``roadcast serve``).
+
+    Parameters
+    ----------
+    settings : connection, topics, consumer group, store path, default model dir.
+    config : the service's behaviour.
+    model_dir : bundles to load (default ``settings.model_dir``).
+    stop : set it to stop the service from another thread.
+    alert_hook : anomaly detectors, called per closed tick.
+    """
+    from pipeline.bundles import load_bundles
+
+    stop = stop or threading.Event()
+    # Before the slow part (loading torch and the bundles): a SIGTERM during start-up
+    # must stop the service cleanly too, not kill it.
+    previous = _install_signal_handlers(stop)
+    try:
+        models = load_bundles(model_dir or settings.model_dir, only=config.only or None)
+        service = ForecastService(settings, config, models, alert_hook=alert_hook)
+        return service.run(stop=stop, handle_signals=False)
+    finally:
+        _restore_signal_handlers(previous)

@@ -1,0 +1,172 @@
+"""Shared pieces of the service tests: tiny bundles, reading topics back, running the
+service in a thread or as a real ``roadcast serve`` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.panel import SensorPanel
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+HORIZON = 3
+
+
+@dataclass(frozen=True)
+class TinyWorld:
+    """A small simulated network, its bundles, and the part the tests stream."""
+
+    bundles: Path
+    live: SensorPanel  # the steps replayed into Kafka (after the training part)
+    models: tuple[str, ...]
+
+
+def make_world(root: Path, *, sensors: int = 6, live_steps: int = 40) -> TinyWorld:
+    """Fit persistence and AR(p) on a tiny simulated network; save their bundles."""
+    from models.ar import AutoRegressive
+    from models.baselines import Persistence
+    from pipeline.simulate import simulate_network
+
+    panel = simulate_network(sensors=sensors, days=1.5, seed=3, faults_per_day=0.0, dropout=0.0)
+    train_end = 300
+    train, valid = panel.slice(0, train_end - 40), panel.slice(train_end - 40, train_end)
+    for model in (
+        Persistence(window=4, horizon=HORIZON),
+        AutoRegressive(window=3, horizon=HORIZON),
+    ):
+        model.fit(train, valid=valid)
+        model.save(root / model.name)
+    live = panel.slice(train_end, train_end + live_steps)
+    return TinyWorld(bundles=root, live=live, models=("ar", "persistence"))
+
+
+def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list[Any]:
+    """Every record of every partition of ``topic``, from the start to the current end."""
+    from kafka import TopicPartition
+
+    from pipeline.clients import make_consumer
+
+    consumer = make_consumer(settings, group_id="")
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        end = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(consumer.position(tp) >= end[tp] for tp in tps):
+                break
+            for records in consumer.poll(timeout_ms=200).values():
+                out.extend(records)
+        time.sleep(settle_s)
+        return out
+    finally:
+        consumer.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def store_counters(path: Path) -> dict[str, int]:
+    """The service's counters, read from its store (empty before it exists)."""
+    from pipeline.store import Store, StoreError
+
+    try:
+        with Store(path, readonly=True) as store:
+            return store.counters()
+    except (StoreError, Exception):  # the writer may be creating the schema right now
+        return {}
+
+
+@contextmanager
+def service_thread(service: Any) -> Iterator[threading.Event]:
+    """Run ``service.run`` in a thread; stop it (and re-raise its error) on exit."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run(stop=stop, handle_signals=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="roadcast-service", daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    assert not thread.is_alive(), "the service did not stop within 60 s"
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """Environment of a ``roadcast serve`` process using ``settings``' topics and group."""
+    env = dict(os.environ)
+    env.update(
+        ROADCAST_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        ROADCAST_TOPIC_READINGS=settings.topic_readings,
+        ROADCAST_TOPIC_DLQ=settings.topic_dlq,
+        ROADCAST_TOPIC_FORECASTS=settings.topic_forecasts,
+        ROADCAST_TOPIC_ALERTS=settings.topic_alerts,
+        ROADCAST_CONSUMER_GROUP=settings.consumer_group,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def start_service(
+    settings: Settings, bundles: Path, store: Path, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """``roadcast serve`` as a real process (logs appended to ``log``)."""
+    args = [
+        sys.executable, "-m", "flows.cli", "serve", "--models", str(bundles),
+        "--store", str(store), "--allowed-lateness", "0min", *extra,
+    ]  # fmt: skip
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            args, cwd=REPO, env=service_env(settings), stdout=sink, stderr=subprocess.STDOUT
+        )
+
+
+def wait_started(log: Path, timeout_s: float = 90) -> None:
+    """Wait until the process logging to ``log`` has joined its group."""
+    wait_until(
+        lambda: log.is_file() and '"event": "partitions_assigned"' in log.read_text(),
+        timeout_s,
+        f"the service to join its group ({log})",
+    )
+
+
+def stop_service(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` and wait for the exit code (SIGKILL after 60 s)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError("the service did not exit within 60 s of the signal") from None

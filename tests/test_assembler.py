@@ -1,0 +1,292 @@
+"""Tick assembly: grid, watermark, missing/duplicate/late/future readings, window, restore."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.assembler import (
+    CONFLICT,
+    DUPLICATE,
+    FUTURE,
+    LATE,
+    NEW,
+    AssemblerConfig,
+    TickAssembler,
+)
+
+FREQ = pd.Timedelta("5min")
+T0 = pd.Timestamp("2012-03-01", tz="UTC")
+SENSORS = ("a", "b", "c")
+
+
+def ns(step: float) -> int:
+    """Event time of grid step ``step`` after T0, in ns."""
+    return int((T0 + step * FREQ).value)
+
+
+def make(window: int = 3, lateness: str = "0min", **kw) -> TickAssembler:
+    config = AssemblerConfig(
+        freq=FREQ, allowed_lateness=pd.Timedelta(lateness), window=window, **kw
+    )
+    return TickAssembler(SENSORS, config)
+
+
+def add(asm: TickAssembler, rows: list[tuple[int, float, float]], now_ns: int | None = None):
+    """rows: (col, step, value)."""
+    cols = np.array([r[0] for r in rows])
+    ts = np.array([ns(r[1]) for r in rows], dtype=np.int64)
+    vals = np.array([r[2] for r in rows], dtype=np.float32)
+    return asm.add(cols, ts, vals, np.arange(len(rows)), now_ns=now_ns)
+
+
+def full_tick(step: int, base: float = 0.0) -> list[tuple[int, float, float]]:
+    return [(c, step, base + 10 * step + c) for c in range(len(SENSORS))]
+
+
+def test_complete_tick_closes_at_once():
+    asm = make()
+    res = add(asm, full_tick(0))
+    assert list(res.status) == [NEW] * 3
+    runs = asm.advance()
+    assert len(runs) == 1
+    (tick,) = runs[0].ticks
+    assert tick.reason == "complete" and tick.observed == 3
+    assert tick.ts == T0
+    np.testing.assert_array_equal(tick.values, [0, 1, 2])
+    assert asm.open_ticks == []
+
+
+def test_incomplete_tick_waits_for_watermark_then_masks_missing():
+    asm = make(lateness="2min")
+    add(asm, [(0, 0, 1.0), (1, 0, 2.0)])
+    assert asm.advance() == []  # sensor c may still come
+    add(asm, [(0, 1, 3.0)])  # watermark = 5min - 2min = 3min > tick 0
+    (run,) = asm.advance()
+    (tick,) = run.ticks
+    assert tick.reason == "watermark"
+    assert tick.mask.tolist() == [True, True, False]
+    assert np.isnan(tick.values[2])  # missing is NaN, never zero
+    last = run.panel.values[tick.position]
+    assert np.isnan(last[2]) and not run.panel.mask[tick.position, 2]
+
+
+def test_within_lateness_out_of_order_is_on_time():
+    asm = make(lateness="6min")
+    add(asm, [(0, 1, 1.0), (1, 1, 1.0), (2, 1, 1.0)])  # tick 1 complete, tick 0 never seen
+    add(asm, [(0, 0, 5.0)])  # older, but within lateness: opens tick 0
+    runs = asm.advance()
+    closed = [t.tick for r in runs for t in r.ticks]
+    # tick 1 is complete, but ticks close in order and tick 0 is still within lateness
+    assert closed == []
+    add(asm, [(1, 0, 6.0), (2, 0, 7.0)])
+    runs = asm.advance()
+    closed = [(t.tick - runs[0].ticks[0].tick, t.reason) for r in runs for t in r.ticks]
+    assert closed == [(0, "complete"), (1, "complete")]
+
+
+def test_duplicates_are_idempotent_and_conflicts_take_the_later_value():
+    asm = make()
+    res = add(asm, [(0, 0, 1.0), (0, 0, 1.0), (1, 0, 2.0), (1, 0, 9.0), (1, 0, 2.0)])
+    assert list(res.status) == [NEW, DUPLICATE, NEW, CONFLICT, CONFLICT]
+    res = add(asm, [(0, 0, 1.0), (1, 0, 2.0)])  # across batches too
+    assert list(res.status) == [DUPLICATE, DUPLICATE]
+    add(asm, [(2, 0, 3.0)])
+    (run,) = asm.advance()
+    np.testing.assert_array_equal(run.ticks[0].values, [1.0, 2.0, 3.0])
+    assert res.counts() == {"new": 0, "duplicate": 2, "conflict": 0, "late": 0, "future": 0}
+
+
+def test_late_reading_is_counted_not_reforecast_and_fills_the_window():
+    asm = make(window=3)
+    add(asm, [(0, 0, 1.0), (1, 0, 2.0)])
+    add(asm, full_tick(1))
+    runs = asm.advance()
+    assert [t.reason for r in runs for t in r.ticks] == ["watermark", "complete"]
+    res = add(asm, [(2, 0, 7.0)])  # tick 0 closed
+    assert list(res.status) == [LATE]
+    assert asm.advance() == []  # nothing re-forecast
+    window = asm.window_panel()
+    assert window is not None and window.values[-2, 2] == 7.0  # later forecasts see it
+    res = add(asm, [(2, 0, 7.0)])
+    assert list(res.status) == [DUPLICATE]  # the same late value again
+
+
+def test_late_reading_older_than_the_window_is_late():
+    asm = make(window=2)
+    for step in range(5):
+        add(asm, full_tick(step))
+    asm.advance()
+    res = add(asm, [(0, 0, 99.0), (0, -10, 1.0)])  # before the first tick ever, too
+    assert list(res.status) == [LATE, LATE]
+
+
+def test_future_reading_is_rejected_and_does_not_move_the_watermark():
+    asm = make(lateness="0min")
+    add(asm, [(0, 0, 1.0)])
+    now = ns(0)
+    res = add(asm, [(1, 1000, 5.0)], now_ns=now)  # 1000 ticks ahead of the wall clock
+    assert list(res.status) == [FUTURE]
+    assert asm.advance() == []  # tick 0 still open: the watermark did not jump
+    assert asm.max_ts_ns == ns(0)
+
+
+def test_future_check_can_be_disabled():
+    asm = make(max_clock_skew=None)
+    res = add(asm, full_tick(10), now_ns=ns(0))
+    assert list(res.status) == [NEW] * 3
+
+
+def test_limit_holds_the_watermark_back_and_it_never_moves_back():
+    asm = make(lateness="0min")
+    add(asm, [(0, 0, 1.0), (1, 0, 1.0)])  # sensor c is on a slower partition
+    add(asm, [(0, 5, 1.0)])  # the fast partition is five ticks ahead
+    assert asm.advance(limit_ns=ns(0)) == []  # the slow one has only reached tick 0
+    res = add(asm, [(2, 0, 3.0)])
+    assert list(res.status) == [NEW]  # not late: the watermark waited for it
+    (run,) = asm.advance(limit_ns=ns(0))
+    assert [t.reason for t in run.ticks] == ["complete"]
+    asm.advance()  # the slow partition caught up: no cap
+    assert asm.watermark_ns == ns(5)
+    asm.advance(limit_ns=ns(1))
+    assert asm.watermark_ns == ns(5)  # monotonic
+
+
+def test_gap_rows_are_missing_and_long_gaps_start_a_new_run():
+    asm = make(window=3)
+    add(asm, full_tick(0))
+    add(asm, full_tick(2))  # tick 1 had no reading at all
+    runs = asm.advance()
+    assert len(runs) == 1
+    run = runs[0]
+    assert [t.position for t in run.ticks] == [2, 4]
+    assert not run.panel.mask[3].any()  # the empty tick is a row of missing values
+    assert run.panel.timestamps.freq == FREQ
+    add(asm, full_tick(50))  # far beyond the window: a new run, no 48 NaN rows
+    (run2,) = asm.advance()
+    assert run2.panel.n_time == 3 and run2.ticks[0].position == 2
+    assert run2.panel.timestamps[-1] == T0 + 50 * FREQ
+
+
+def test_run_panel_holds_the_window_before_each_closed_tick():
+    asm = make(window=3)
+    for step in range(4):
+        add(asm, full_tick(step))
+    runs = asm.advance()
+    assert len(runs) == 1
+    run = runs[0]
+    assert not run.panel.mask[:2].any()  # two padding rows before the first tick ever
+    assert list(run.origins) == [2, 3, 4, 5]
+    assert run.panel.n_time == 6
+    np.testing.assert_array_equal(run.panel.values[2:, 0], [0, 10, 20, 30])
+    window = asm.window_panel()
+    assert window is not None
+    np.testing.assert_array_equal(window.values[:, 1], [11, 21, 31])
+    # a second batch: its run starts with the previous closed ticks, not padding
+    add(asm, full_tick(4))
+    (run,) = asm.advance()
+    assert run.panel.mask.all()
+    np.testing.assert_array_equal(run.panel.values[:, 0], [20, 30, 40])
+
+
+def test_restore_rebuilds_window_and_open_ticks():
+    asm = make(window=3, lateness="1min")
+    for step in range(4):
+        add(asm, full_tick(step))
+    add(asm, [(0, 4, 40.0)])  # open tick 4
+    asm.advance()
+    fresh = make(window=3, lateness="1min")
+    cols = np.array([c for s in range(1, 4) for c in range(3)] + [0])
+    ticks = asm.config.tick_of(
+        np.array([ns(s) for s in range(1, 4) for _ in range(3)] + [ns(4)], dtype=np.int64)
+    )
+    vals = np.array([10 * s + c for s in range(1, 4) for c in range(3)] + [40.0])
+    fresh.restore(
+        first_tick=asm.first_tick,
+        last_closed=asm.last_closed,
+        max_ts_ns=asm.max_ts_ns,
+        watermark_ns=asm.watermark_ns,
+        cols=cols,
+        ticks=ticks,
+        values=vals,
+    )
+    a, b = asm.window_panel(), fresh.window_panel()
+    assert a is not None and b is not None
+    np.testing.assert_array_equal(a.values, b.values)
+    assert fresh.open_ticks == asm.open_ticks
+    add(fresh, [(1, 4, 41.0), (2, 4, 42.0)])
+    (run,) = fresh.advance()
+    np.testing.assert_array_equal(run.ticks[0].values, [40, 41, 42])
+    assert run.panel.mask[:-1].all()  # no cold start: the window is the restored one
+    with pytest.raises(RuntimeError, match="fresh"):
+        fresh.restore(
+            first_tick=None,
+            last_closed=None,
+            max_ts_ns=None,
+            watermark_ns=None,
+            cols=[],
+            ticks=[],
+            values=[],
+        )
+
+
+def test_bad_input_is_a_clear_error():
+    asm = make()
+    with pytest.raises(ValueError, match="out of range"):
+        add(asm, [(7, 0, 1.0)])
+    with pytest.raises(ValueError, match="dead-lettered"):
+        add(asm, [(0, 0, float("nan"))])
+    with pytest.raises(ValueError, match="length"):
+        asm.add(np.array([0]), np.array([1, 2]), np.array([1.0]))
+    with pytest.raises(ValueError, match="whole number of ms"):
+        AssemblerConfig(freq=pd.Timedelta("1us"))
+    with pytest.raises(ValueError, match="lateness"):
+        AssemblerConfig(freq=FREQ, allowed_lateness=pd.Timedelta("-1min"))
+    with pytest.raises(ValueError, match="unique"):
+        TickAssembler(["a", "a"], AssemblerConfig(freq=FREQ))
+
+
+def test_off_grid_readings_floor_onto_their_tick():
+    asm = make()
+    cols = np.array([0, 1, 2])
+    ts = np.array([ns(0) + 60_000_000_000 * k for k in (0, 2, 4)], dtype=np.int64)
+    asm.add(cols, ts, np.array([1.0, 2.0, 3.0]))
+    (run,) = asm.advance()
+    assert run.ticks[0].ts == T0 and run.ticks[0].reason == "complete"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 8), st.sampled_from([1.0, 2.0])),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 10),
+)
+def test_no_reading_is_lost_and_state_matches_sequential_replay(rows, batch):
+    """Property: every reading gets exactly one status; each tick closes once, in order;
+    the value kept for each on-time slot is the last one that arrived."""
+    asm = make(window=4, lateness="7min", max_clock_skew=None)
+    closed: list[int] = []
+    last_value: dict[tuple[int, int], float] = {}
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        res = add(asm, chunk)
+        assert len(res.status) == len(chunk)
+        for (col, step, value), code in zip(chunk, res.status, strict=True):
+            if code in (NEW, CONFLICT):
+                last_value[(step, col)] = value
+        for run in asm.advance():
+            for t in run.ticks:
+                closed.append(t.tick)
+                step = t.tick - asm.config.tick_of(np.array([ns(0)]))[0]
+                for col in range(3):
+                    if (step, col) in last_value:
+                        assert t.values[col] == last_value[(step, col)]
+                    else:
+                        assert not t.mask[col]
+    assert closed == sorted(set(closed))

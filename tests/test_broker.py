@@ -1,0 +1,330 @@
+"""The embedded broker and the client factories, through the real Kafka protocol."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import BrokerError, EmbeddedBroker, free_port, kafka_responds
+from pipeline.clients import (
+    KafkaUnavailable,
+    ensure_topics,
+    make_admin,
+    make_consumer,
+    make_producer,
+)
+from pipeline.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_dead(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+# --------------------------------------------------------------------------- no broker
+
+
+def test_unreachable_bootstrap_names_the_fix() -> None:
+    settings = load_settings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    with pytest.raises(KafkaUnavailable, match="ROADCAST_BOOTSTRAP_SERVERS"):
+        make_producer(settings, bootstrap_timeout_ms=300)
+    with pytest.raises(KafkaUnavailable, match="roadcast broker"):
+        make_admin(settings, bootstrap_timeout_ms=300)
+    assert not kafka_responds(settings.bootstrap_servers, timeout_s=0.3)
+
+
+def test_ensure_topics_rejects_bad_counts() -> None:
+    settings = load_settings(bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(ValueError, match="partitions"):
+        ensure_topics(settings, partitions=0)
+
+
+def test_broker_needs_a_valid_port() -> None:
+    with pytest.raises(ValueError, match="port"):
+        EmbeddedBroker(port=70000)
+    with pytest.raises(BrokerError, match="start"):
+        _ = EmbeddedBroker().bootstrap
+
+
+# --------------------------------------------------------------------------- with a broker
+
+
+@pytest.mark.integration
+def test_session_broker_answers_kafka_requests(broker: EmbeddedBroker) -> None:
+    assert broker.healthy()
+    host, port = broker.bootstrap.split(":")
+    assert host == "127.0.0.1" and int(port) == broker.port
+    assert broker.log_path.is_file()
+
+
+@pytest.mark.integration
+def test_ensure_topics_is_idempotent(kafka_settings) -> None:
+    created = ensure_topics(kafka_settings, partitions=2)
+    assert sorted(created) == sorted(kafka_settings.topics.values())
+    assert ensure_topics(kafka_settings, partitions=2) == []
+    admin = make_admin(kafka_settings)
+    try:
+        described = admin.describe_topics([kafka_settings.topic_readings])
+    finally:
+        admin.close()
+    assert len(described[0]["partitions"]) == 2
+
+
+@pytest.mark.integration
+def test_produce_consume_commit_and_read_committed_offsets(kafka_settings) -> None:
+    from kafka import TopicPartition
+
+    topic = kafka_settings.topic_readings
+    ensure_topics(kafka_settings, topics=[topic], partitions=3)
+    producer = make_producer(kafka_settings)
+    n = 300
+    for i in range(n):
+        producer.send(topic, key=f"s{i % 7}".encode(), value=f"{i}".encode())
+    producer.flush(10)
+    producer.close()
+
+    consumer = make_consumer(kafka_settings, topic)
+    got: dict[bytes, list[int]] = {}
+    deadline = time.monotonic() + 30
+    while sum(map(len, got.values())) < n and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                got.setdefault(record.key, []).append(int(record.value))
+        consumer.commit()
+    consumer.close()
+
+    assert sum(map(len, got.values())) == n
+    # One key stays on one partition, so its messages arrive in the order sent.
+    for key, values in got.items():
+        assert values == sorted(values), key
+    admin = make_admin(kafka_settings)
+    try:
+        offsets = admin.list_group_offsets(kafka_settings.consumer_group)
+    finally:
+        admin.close()
+    committed = offsets[kafka_settings.consumer_group]
+    assert set(committed) == {TopicPartition(topic, p) for p in range(3)}
+    assert sum(meta.offset for meta in committed.values()) == n
+
+    # The group resumes from its commits: a new member finds nothing left to read.
+    again = make_consumer(kafka_settings, topic)
+    try:
+        leftovers = 0
+        end = time.monotonic() + 15
+        while not again.assignment() and time.monotonic() < end:
+            leftovers += sum(len(r) for r in again.poll(timeout_ms=200).values())
+        assert again.assignment(), "the second consumer never joined the group"
+        leftovers += sum(len(r) for r in again.poll(timeout_ms=500).values())
+        assert leftovers == 0
+        assert sum(again.position(tp) for tp in again.assignment()) == n
+    finally:
+        again.close()
+
+
+@pytest.mark.integration
+def test_restart_gives_a_fresh_broker_on_the_same_port(tmp_path: Path) -> None:
+    with EmbeddedBroker(log_path=tmp_path / "b.log") as own:
+        settings = load_settings(bootstrap_servers=own.bootstrap)
+        ensure_topics(settings, topics=["kept.until.restart"])
+        port, first_pid = own.port, own.pid
+        assert first_pid is not None
+        own.restart()
+        assert own.port == port and own.pid != first_pid
+        assert own.healthy()
+        assert not alive(first_pid)
+        admin = make_admin(settings)
+        try:
+            assert "kept.until.restart" not in admin.list_topics()
+        finally:
+            admin.close()
+    assert not own.is_running() and not own.healthy(timeout_s=0.3)
+    assert "stopped" in (tmp_path / "b.log").read_text()
+
+
+@pytest.mark.integration
+def test_stop_is_idempotent_and_leaves_no_process(tmp_path: Path) -> None:
+    own = EmbeddedBroker(log_path=tmp_path / "b.log").start()
+    pid = own.pid
+    assert pid is not None and alive(pid)
+    own.stop()
+    own.stop()
+    assert not alive(pid)
+    assert "EmbeddedBroker" in repr(own) and "stopped" in repr(own)
+
+
+@pytest.mark.integration
+def test_a_taken_fixed_port_names_the_fix() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(BrokerError, match="already in use"):
+            EmbeddedBroker(port=port).start()
+
+
+@pytest.mark.integration
+def test_a_dead_broker_is_reported(tmp_path: Path) -> None:
+    own = EmbeddedBroker(log_path=tmp_path / "b.log").start()
+    try:
+        assert own.pid is not None
+        os.kill(own.pid, signal.SIGKILL)
+        assert wait_dead(own.pid)
+        assert not own.healthy(timeout_s=0.3)
+    finally:
+        own.stop()
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pipeline.broker import EmbeddedBroker
+    broker = EmbeddedBroker(log_path=sys.argv[1]).start()
+    print(broker.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _start_child(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / "child.log")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.strip().isdigit(), f"child did not start a broker: {line!r}"
+    return child, int(line)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux-only")
+def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    child, broker_pid = _start_child(tmp_path)
+    assert alive(broker_pid)
+    child.kill()  # SIGKILL: no Python cleanup runs; the kernel must take the broker down
+    child.wait(10)
+    assert wait_dead(broker_pid), "the broker outlived its parent"
+
+
+@pytest.mark.integration
+def test_sigterm_to_the_parent_stops_the_broker(tmp_path: Path) -> None:
+    child, broker_pid = _start_child(tmp_path)
+    child.terminate()
+    assert child.wait(15) == 128 + signal.SIGTERM
+    assert wait_dead(broker_pid)
+    assert "stopped" in (tmp_path / "child.log").read_text()
+
+
+@pytest.mark.integration
+def test_client_defaults_and_overrides(kafka_settings) -> None:
+    consumer = make_consumer(kafka_settings, group_id="", fetch_max_wait_ms=7)
+    producer = make_producer(kafka_settings, linger_ms=1)
+    try:
+        assert consumer.config["session_timeout_ms"] == 6000
+        assert consumer.config["enable_auto_commit"] is False
+        assert consumer.config["group_id"] is None
+        assert consumer.config["fetch_max_wait_ms"] == 7
+        assert producer.config["linger_ms"] == 1
+        assert producer.config["batch_size"] == 256 * 1024
+    finally:
+        consumer.close()
+        producer.close()
+
+
+@pytest.mark.integration
+def test_broker_command_runs_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "broker",
+            "--port",
+            str(port),
+            "--log",
+            str(tmp_path / "b.log"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert f"127.0.0.1:{port}" in first, first
+        assert kafka_responds(f"127.0.0.1:{port}")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not kafka_responds(f"127.0.0.1:{port}", timeout_s=0.3)
+
+
+@pytest.mark.integration
+def test_replay_command_produces_a_simulated_network(kafka_settings) -> None:
+    pytest.importorskip("pipeline.datasets")
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    topic = kafka_settings.topic_readings
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            "simulated:sensors=4,days=0.1",
+            "--bootstrap",
+            kafka_settings.bootstrap_servers,
+            "--topic",
+            topic,
+            "--limit",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 steps" in result.output and topic in result.output
+    admin = make_admin(kafka_settings)
+    try:
+        assert topic in admin.list_topics()
+    finally:
+        admin.close()
+
+
+def test_replay_command_reports_an_unreachable_broker(monkeypatch) -> None:
+    pytest.importorskip("pipeline.datasets")
+    monkeypatch.setattr("pipeline.clients.BOOTSTRAP_TIMEOUT_MS", 300)  # not 10 s
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(
+        app, ["replay", "simulated:sensors=2,days=0.01", "--bootstrap", f"127.0.0.1:{free_port()}"]
+    )
+    assert result.exit_code == 1
+    assert "roadcast broker" in result.output

@@ -1,0 +1,114 @@
+"""Bundles: atomic writes, manifest checks, typed errors that name the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import (
+    FORMAT_VERSION,
+    MANIFEST,
+    BundleError,
+    load_model,
+    read_bundle,
+    read_model_bundle,
+    save_bundle,
+)
+
+CONFIG = {"model": "persistence", "sensor_ids": ["a", "b"], "window": 3, "horizon": 2}
+
+
+def test_round_trip_of_config_tensors_and_params(tmp_path: Path):
+    tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "i": np.array([1, 2])}
+    save_bundle(tmp_path / "b", config=CONFIG, tensors=tensors, params={"coef": [0.5, 0.25]})
+    bundle = read_bundle(tmp_path / "b")
+    assert bundle.config["format_version"] == FORMAT_VERSION
+    assert bundle.config["sensor_ids"] == ["a", "b"]
+    np.testing.assert_array_equal(bundle.tensor("w"), tensors["w"])
+    assert bundle.tensors["i"].dtype == tensors["i"].dtype
+    assert bundle.params == {"coef": [0.5, 0.25]}
+    with pytest.raises(BundleError, match="no tensor 'x'"):
+        bundle.tensor("x")
+
+
+def test_saving_again_replaces_the_bundle_and_leaves_no_temporary_dirs(tmp_path: Path):
+    save_bundle(tmp_path / "b", config=CONFIG, tensors={"w": np.zeros(3, np.float32)})
+    save_bundle(tmp_path / "b", config={**CONFIG, "window": 5})
+    bundle = read_bundle(tmp_path / "b")
+    assert bundle.config["window"] == 5 and bundle.tensors == {}
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_a_failed_save_leaves_the_old_bundle_intact(tmp_path: Path):
+    save_bundle(tmp_path / "b", config=CONFIG, params={"x": 1.0})
+    with pytest.raises(BundleError, match="NaN or infinity"):
+        save_bundle(tmp_path / "b", config=CONFIG, params={"x": float("nan")})
+    assert read_bundle(tmp_path / "b").params == {"x": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_bad_inputs_to_save(tmp_path: Path):
+    with pytest.raises(BundleError, match=r"lacks \['window', 'horizon'\]"):
+        save_bundle(tmp_path / "b", config={"model": "x", "sensor_ids": []})
+    with pytest.raises(BundleError, match="not numpy arrays"):
+        save_bundle(tmp_path / "b", config=CONFIG, tensors={"w": [1.0, 2.0]})  # type: ignore[dict-item]
+    with pytest.raises(BundleError, match="not JSON-serialisable"):
+        save_bundle(tmp_path / "b", config={**CONFIG, "x": object()})
+
+
+def test_missing_bundle_and_missing_file_are_refused(tmp_path: Path):
+    with pytest.raises(BundleError, match="no model bundle at .*roadcast train"):
+        read_bundle(tmp_path / "nothing")
+    save_bundle(tmp_path / "b", config=CONFIG, params={"x": 1})
+    (tmp_path / "b" / "params.json").unlink()
+    with pytest.raises(BundleError, match="missing params.json"):
+        read_bundle(tmp_path / "b")
+
+
+def test_edited_config_is_refused_as_corrupted(tmp_path: Path):
+    save_bundle(tmp_path / "b", config=CONFIG)
+    path = tmp_path / "b" / "config.json"
+    path.write_text(path.read_text().replace('"window": 3', '"window": 4'))
+    with pytest.raises(BundleError, match="config.json is corrupted"):
+        read_bundle(tmp_path / "b")
+
+
+def test_garbled_manifest_is_refused(tmp_path: Path):
+    save_bundle(tmp_path / "b", config=CONFIG)
+    (tmp_path / "b" / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        read_bundle(tmp_path / "b")
+
+
+def test_config_with_other_format_version_is_refused_even_with_a_valid_manifest(tmp_path: Path):
+    import hashlib
+
+    save_bundle(tmp_path / "b", config=CONFIG)
+    cfg = tmp_path / "b" / "config.json"
+    data = json.loads(cfg.read_text())
+    data["format_version"] = 2
+    cfg.write_text(json.dumps(data))
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(cfg.read_bytes()).hexdigest()
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 2"):
+        read_bundle(tmp_path / "b")
+
+
+def test_unknown_model_and_wrong_model_are_refused(tmp_path: Path):
+    save_bundle(tmp_path / "b", config={**CONFIG, "model": "prophet"})
+    with pytest.raises(BundleError, match="unknown model 'prophet'"):
+        load_model(tmp_path / "b")
+    with pytest.raises(BundleError, match="holds a 'prophet' model, not 'ar'"):
+        read_model_bundle(tmp_path / "b", "ar")
+
+
+def test_no_pickle_and_no_torch_load_in_the_model_layer():
+    source = "".join(p.read_text() for p in Path("models").glob("*.py"))
+    assert "import pickle" not in source
+    for line in source.splitlines():
+        if "torch.load(" in line:
+            assert "weights_only=True" in line, line

@@ -1,0 +1,457 @@
+"""Data sets -> SensorPanel: real files, DCRNN and CSV formats, bad input, fetch, CLI."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, load_dataset
+from pipeline.fetch import FetchError, fetch_dataset, sha256_of
+from pipeline.graph import RoadGraph
+from pipeline.readers import read_adjacency_csv
+
+UNREACHABLE = "http://127.0.0.1:9"  # discard port: refused at once, no timeout to wait out
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def pairs(graph: RoadGraph) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for a, b in graph.edge_index.T}
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_los_loop(shared_data):
+    panel = load_dataset("los-loop", data_dir=shared_data)
+    assert panel.values.shape == (2016, 207)
+    assert panel.freq == pd.Timedelta("5min")
+    assert panel.timestamps[0] == pd.Timestamp("2012-03-01 00:00", tz="UTC")
+    assert panel.timestamps[-1] == pd.Timestamp("2012-03-07 23:55", tz="UTC")
+    assert panel.sensor_ids[:3] == ("773869", "767541", "767542")
+    assert panel.mask.all()  # the publisher imputed the gaps
+    assert 10.0 < float(np.median(panel.values)) < 80.0  # mph
+    graph = panel.graph
+    assert graph.num_edges == 2626  # 2833 non-zeros minus the 207 diagonal self loops
+    assert graph.is_symmetric and graph.has_distances
+    assert panel.coords.shape == (207, 2)
+    assert np.all((panel.coords[:, 0] > 33.5) & (panel.coords[:, 0] < 34.5))
+    assert graph.hops(1).shape[1] == 2626 + 207
+
+
+def test_nab_series_and_windows(shared_data):
+    panel = load_dataset("nab:realTraffic/speed_7578.csv", data_dir=shared_data)
+    assert panel.sensor_ids == ("speed_7578",)
+    assert panel.freq == pd.Timedelta("5min")  # median spacing of the file
+    windows = [e for e in panel.events if e.kind == "anomaly_window"]
+    assert len(windows) == 4
+    assert windows[0].start == pd.Timestamp("2015-09-11 15:34", tz="UTC")
+    raw = pd.read_csv(shared_data / "nab" / "realTraffic" / "speed_7578.csv")
+    times = pd.to_datetime(raw["timestamp"]).dt.tz_localize("UTC")
+    # Every reading lands in its floor cell; empty cells are missing, never filled.
+    cells = panel.timestamps.get_indexer(times.dt.floor("5min"))
+    assert (cells >= 0).all()
+    assert panel.mask.sum() == len(np.unique(cells))
+    once = ~pd.Series(cells).duplicated(keep=False).to_numpy()
+    np.testing.assert_allclose(panel.values[cells[once], 0], raw["value"].to_numpy()[once])
+    assert not panel.mask.all()
+
+
+# ---------------------------------------------------------------- specs
+
+
+def test_simulated_spec_options():
+    panel = load_dataset("simulated:sensors=30,hours=6,seed=2,freq=10")
+    assert panel.values.shape == (36, 30)
+    assert panel.freq == pd.Timedelta("10min")
+    assert np.array_equal(
+        panel.values,
+        load_dataset("simulated:sensors=30,hours=6,seed=2,freq=10").values,
+        equal_nan=True,
+    )
+    assert load_dataset("simulated").values.shape == (2016, 200)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("foo", "unknown data set 'foo'"),
+        ("simulated:colour=red", "keys sensors, days"),
+        ("simulated:sensors=many", "not a number"),
+        ("simulated:sensors=0", "sensors must be"),
+        ("nab:", "nab needs a file"),
+        ("nab:speed.csv", "nab:<category>/<file>.csv"),
+        ("csv:", "csv needs a path"),
+    ],
+)
+def test_bad_specs(spec, message, tmp_path):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(spec, data_dir=tmp_path)
+
+
+def test_adjacency_only_for_csv(tmp_path):
+    with pytest.raises(DatasetError, match="only for csv"):
+        load_dataset("simulated", adjacency=tmp_path / "a.csv")
+
+
+@pytest.mark.parametrize("name", ["los-loop", "metr-la", "pems-bay", "nab:realTraffic/x.csv"])
+def test_missing_files_name_path_and_fetch(name, tmp_path):
+    with pytest.raises(DatasetError) as info:
+        load_dataset(name, data_dir=tmp_path)
+    text = str(info.value)
+    assert str(tmp_path) in text
+    assert f"roadcast data fetch {name.split(':')[0]}" in text
+
+
+def test_data_dir_defaults_to_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROADCAST_DATA_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(DatasetError, match="elsewhere"):
+        load_dataset("los-loop")
+
+
+# ---------------------------------------------------------------- DCRNN format
+
+
+def write_dcrnn(root: Path, name: str, h5: str, pkl: str, *, python2: bool = False) -> None:
+    ids = ["400001", "400017", "400030"]
+    index = pd.date_range("2017-01-01", periods=6, freq="5min")
+    frame = pd.DataFrame(
+        [[60.0, 0.0, 55.0], [61, 62, 0], [0, 0, 0], [62, 63, 64], [60, 61, 59], [65, 66, 0]],
+        index=index,
+        columns=[int(s) for s in ids],  # DCRNN's columns are integer ids
+    )
+    (root / name).mkdir(parents=True)
+    frame.to_hdf(root / name / h5, key="df")
+    adj = np.eye(3, dtype=np.float32)
+    adj[0, 1] = 0.7  # road from sensor 400001 to 400017
+    order = [2, 0, 1]  # the pickle lists sensors in another order than the table
+    ids_p = [ids[k] for k in order]
+    content = (ids_p, {s: k for k, s in enumerate(ids_p)}, adj[np.ix_(order, order)])
+    with (root / name / pkl).open("wb") as f:
+        pickle.dump(content, f, protocol=2 if python2 else 4)
+
+
+def test_dcrnn_metr_la_format(tmp_path):
+    write_dcrnn(tmp_path, "metr-la", "metr-la.h5", "adj_mx.pkl")
+    write(
+        tmp_path / "metr-la" / "graph_sensor_locations.csv",
+        "index,sensor_id,latitude,longitude\n0,400001,34.1,-118.3\n"
+        "1,400017,34.11,-118.3\n2,400030,34.12,-118.31\n",
+    )
+    panel = load_dataset("metr-la", data_dir=tmp_path)
+    assert panel.sensor_ids == ("400001", "400017", "400030")
+    assert panel.freq == pd.Timedelta("5min")
+    # Zeros are DCRNN's "no reading": missing, NaN.
+    assert not panel.mask[0, 1] and np.isnan(panel.values[0, 1])
+    assert not panel.mask[2].any()
+    assert panel.mask[3].all()
+    # adj_mx[i, j] is the road i -> j: link 0 -> 1 only (diagonal dropped).
+    assert pairs(panel.graph) == {(0, 1)}
+    assert panel.graph.has_distances and panel.coords.shape == (3, 2)
+
+
+def test_dcrnn_pems_bay_headerless_locations(tmp_path):
+    write_dcrnn(tmp_path, "pems-bay", "pems-bay.h5", "adj_mx_bay.pkl", python2=True)
+    write(
+        tmp_path / "pems-bay" / "graph_sensor_locations_bay.csv",
+        "400001,37.364085,-121.901149\n400017,37.253303,-121.945440\n"
+        "400030,37.359087,-121.906538\n",
+    )
+    panel = load_dataset("pems-bay", data_dir=tmp_path)
+    np.testing.assert_allclose(panel.coords[1], [37.253303, -121.945440])
+    assert pairs(panel.graph) == {(0, 1)}
+
+
+def test_dcrnn_bad_pickle(tmp_path):
+    write_dcrnn(tmp_path, "metr-la", "metr-la.h5", "adj_mx.pkl")
+    (tmp_path / "metr-la" / "adj_mx.pkl").write_bytes(pickle.dumps({"not": "dcrnn"}))
+    with pytest.raises(DatasetError, match="sensor_id_to_ind"):
+        load_dataset("metr-la", data_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- CSV panels
+
+
+def test_csv_with_timestamps_and_nan_missing(tmp_path):
+    path = write(
+        tmp_path / "s.csv",
+        "timestamp,a,b\n2024-01-01 00:00,1.5,2\n2024-01-01 00:05,NaN,3\n"
+        "2024-01-01 00:10,,4\n2024-01-01 00:15,inf,null\n",
+    )
+    panel = load_dataset(f"csv:{path}")
+    assert panel.sensor_ids == ("a", "b")
+    assert panel.freq == pd.Timedelta("5min")
+    assert panel.timestamps[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    np.testing.assert_array_equal(panel.mask[:, 0], [True, False, False, False])
+    np.testing.assert_array_equal(panel.mask[:, 1], [True, True, True, False])
+    assert np.isnan(panel.values[1:, 0]).all()
+    assert panel.name == "s"
+
+
+def test_csv_without_time_column_uses_default_grid(tmp_path):
+    path = write(tmp_path / "plain.csv", "101,102\n1,2\n3,4\n5,6\n")
+    panel = load_dataset(f"csv:{path}")
+    assert panel.sensor_ids == ("101", "102")
+    assert panel.timestamps[0] == pd.Timestamp("2000-01-01", tz="UTC")
+    assert panel.freq == pd.Timedelta("5min")
+    np.testing.assert_array_equal(panel.values[:, 0], [1, 3, 5])
+
+
+def test_csv_index_column_is_dropped(tmp_path):
+    path = write(tmp_path / "indexed.csv", ",x,y\n0,1,2\n1,3,4\n")
+    panel = load_dataset(f"csv:{path}")
+    assert panel.sensor_ids == ("x", "y")
+    np.testing.assert_array_equal(panel.values, [[1, 2], [3, 4]])
+
+
+def test_csv_timezone_offsets_become_utc(tmp_path):
+    path = write(
+        tmp_path / "tz.csv", "time,a\n2024-01-01T01:00+01:00,1\n2024-01-01T01:10+01:00,2\n"
+    )
+    panel = load_dataset(f"csv:{path}")
+    assert panel.timestamps[0] == pd.Timestamp("2024-01-01 00:00", tz="UTC")
+    assert panel.freq == pd.Timedelta("10min")
+
+
+def test_csv_unsorted_rows_are_sorted(tmp_path):
+    path = write(
+        tmp_path / "u.csv",
+        "timestamp,a\n2024-01-01 00:10,3\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n",
+    )
+    panel = load_dataset(f"csv:{path}")
+    np.testing.assert_array_equal(panel.values[:, 0], [1, 2, 3])
+
+
+def test_csv_gaps_become_missing_rows(tmp_path):
+    path = write(
+        tmp_path / "g.csv",
+        "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n"
+        "2024-01-01 00:20,5\n2024-01-01 00:25,6\n",
+    )
+    panel = load_dataset(f"csv:{path}")
+    assert panel.n_time == 6
+    np.testing.assert_array_equal(panel.mask[:, 0], [True, True, False, False, True, True])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("\n\n", "empty"),
+        ("timestamp,a,b\n", "no data rows"),
+        ("a,b\n1,2\n3\n", "ragged row at line 3: 1 fields, the header has 2"),
+        ("a,b\n1,2\n3,4,5\n", "ragged row at line 3: 3 fields"),
+        ("a,b\n1,2\n3,x7\n", "non-numeric value 'x7' at line 3, column 'b'"),
+        ("timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:00,2\n", "duplicate timestamp"),
+        (
+            "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n2024-01-01 00:10,3\n"
+            "2024-01-01 00:17,3\n",
+            "irregular timestamps: line 5 is 0 days 00:07:00 after",
+        ),
+        ("timestamp,a\n2024-01-01 00:00,1\nnot a time,2\n", "'not a time' at line 3"),
+        ("a,a\n1,2\n", "sensor 'a' appears twice"),
+        ("a,\n1,2\n", "column 2 has no name"),
+    ],
+)
+def test_csv_bad_input(tmp_path, text, message):
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"csv:{path}")
+
+
+def test_csv_missing_file(tmp_path):
+    with pytest.raises(DatasetError, match=r"missing file .*nope\.csv"):
+        load_dataset(f"csv:{tmp_path / 'nope.csv'}")
+
+
+# ---------------------------------------------------------------- adjacency CSVs
+
+IDS = ("a", "b", "c")
+
+
+def test_adjacency_matrix_without_header(tmp_path):
+    path = write(tmp_path / "m.csv", "1,0.5,0\n0.5,1,0\n0,0,1\n")
+    graph = read_adjacency_csv(path, IDS)
+    assert pairs(graph) == {(0, 1), (1, 0)}
+    np.testing.assert_allclose(graph.edge_weight, [0.5, 0.5])
+
+
+def test_adjacency_matrix_header_reorders(tmp_path):
+    # Header in another order: row/col "c" first. Link from b to c: A[c, b] = 2.
+    path = write(tmp_path / "m.csv", "c,a,b\n0,0,2\n0,0,0\n0,0,0\n")
+    graph = read_adjacency_csv(path, IDS)
+    assert pairs(graph) == {(1, 2)}  # b -> c in IDS numbering
+    indexed = write(tmp_path / "mi.csv", ",c,a,b\nc,0,0,2\na,0,0,0\nb,0,0,0\n")
+    assert pairs(read_adjacency_csv(indexed, IDS)) == {(1, 2)}
+
+
+def test_adjacency_edge_list_with_and_without_header(tmp_path):
+    with_header = write(tmp_path / "e.csv", "src,dst,weight\na,b,0.3\nb,c,1\n")
+    graph = read_adjacency_csv(with_header, IDS)
+    assert pairs(graph) == {(0, 1), (1, 2)}
+    np.testing.assert_allclose(sorted(graph.edge_weight), [0.3, 1.0])
+    bare = write(tmp_path / "e2.csv", "a,b\nc,a\n")
+    assert pairs(read_adjacency_csv(bare, IDS)) == {(0, 1), (2, 0)}
+    dist = write(tmp_path / "e3.csv", "from,to,weight,distance_km\na,b,1,2.5\n")
+    assert read_adjacency_csv(dist, IDS).distance_km.tolist() == [2.5]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("src,dst\na,zz\n", "line 2 names sensor 'zz'"),
+        ("1,2,3,4,5\n1,2,3,4,5\n", "got 2 rows x 5 columns"),
+        ("1,0,0\n0,x,0\n0,0,1\n", "non-numeric value 'x' at line 2"),
+        ("a,b,zz\n0,1,0\n0,0,0\n0,0,0\n", "unknown: \\['zz'\\]"),
+        ("src,dst\na,b\na,b\n", "duplicate link"),
+        ("1,0,0\n0,1\n0,0,1\n", "ragged row at line 2: 2 fields, line 1 has 3"),
+    ],
+)
+def test_adjacency_bad_input(tmp_path, text, message):
+    path = write(tmp_path / "adj.csv", text)
+    with pytest.raises(DatasetError, match=message):
+        read_adjacency_csv(path, IDS)
+
+
+def test_csv_with_adjacency_spec(tmp_path):
+    data = write(tmp_path / "d.csv", "a,b,c\n1,2,3\n4,5,6\n")
+    adj = write(tmp_path / "adj.csv", "src,dst\na,b\nb,a\n")
+    panel = load_dataset(f"csv:{data}", adjacency=adj)
+    assert pairs(panel.graph) == {(0, 1), (1, 0)}
+
+
+# ---------------------------------------------------------------- NAB rules
+
+
+def test_nab_resampling_rule_and_missing_windows(tmp_path):
+    nab = tmp_path / "nab"
+    write(
+        nab / "cat" / "x.csv",
+        "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,2\n"
+        "2020-01-01 00:07:00,4\n2020-01-01 00:20:00,5\n2020-01-01 00:25:00,6\n",
+    )
+    with pytest.raises(DatasetError, match="missing NAB windows"):
+        load_dataset("nab:cat/x.csv", data_dir=tmp_path)
+    write(
+        nab / "combined_windows.json",
+        json.dumps({"cat/x.csv": [["2020-01-01 00:05:00.000000", "2020-01-01 00:10:00.000000"]]}),
+    )
+    panel = load_dataset("nab:cat/x.csv", data_dir=tmp_path)
+    assert panel.freq == pd.Timedelta("5min")
+    # 00:05 and 00:07 share the 00:05 cell: averaged; 00:10 and 00:15 have no reading.
+    np.testing.assert_array_equal(panel.mask[:, 0], [True, True, False, False, True, True])
+    assert panel.values[1, 0] == pytest.approx(3.0)
+    assert panel.events[0].end == pd.Timestamp("2020-01-01 00:10", tz="UTC")
+
+
+# ---------------------------------------------------------------- fetch
+
+
+def test_fetch_unreachable_lists_files_to_place(tmp_path):
+    with pytest.raises(FetchError) as info:
+        fetch_dataset("los-loop", data_dir=tmp_path, mirror=UNREACHABLE, timeout=2)
+    text = str(info.value)
+    assert str(tmp_path / "los-loop" / "los_speed.csv") in text
+    assert str(tmp_path / "los-loop" / "los_adj.csv") in text
+    assert not (tmp_path / "los-loop").exists()  # no empty folders left behind
+
+
+def test_fetch_manual_file_says_where_to_get_it(tmp_path):
+    with pytest.raises(FetchError, match=r"drive\.google\.com"):
+        fetch_dataset("metr-la", data_dir=tmp_path, mirror=UNREACHABLE, timeout=2)
+
+
+def test_fetch_checks_sha256(tmp_path):
+    origin = write(tmp_path / "origin" / "set" / "f.csv", "a\n1\n")
+    good = sha256_of(origin)
+    mirror = (tmp_path / "origin").as_uri()
+    info = DatasetInfo("set", "test", (RemoteFile("set/f.csv", sha256=good),), "MIT", "here")
+    out = tmp_path / "data"
+    result = fetch_dataset(info, data_dir=out, mirror=mirror)
+    assert [r.status for r in result] == ["downloaded"]
+    assert (out / "set" / "f.csv").read_text() == "a\n1\n"
+    assert [r.status for r in fetch_dataset(info, data_dir=out, mirror=mirror)] == ["present"]
+    bad = DatasetInfo("set", "test", (RemoteFile("set/g.csv", sha256="0" * 64),), "MIT", "here")
+    write(tmp_path / "origin" / "set" / "g.csv", "tampered")
+    with pytest.raises(FetchError, match="sha256 mismatch"):
+        fetch_dataset(bad, data_dir=out, mirror=mirror)
+    assert not (out / "set" / "g.csv").exists() and not (out / "set" / "g.csv.part").exists()
+
+
+def test_fetch_from_mirror_with_real_checksums(shared_data, tmp_path):
+    result = fetch_dataset("los-loop", data_dir=tmp_path, mirror=shared_data.as_uri())
+    assert {r.status for r in result} == {"downloaded"}
+    assert load_dataset("los-loop", data_dir=tmp_path).n_nodes == 207
+
+
+def test_catalogue_is_complete():
+    assert set(DATASETS) == {"los-loop", "metr-la", "pems-bay", "nab", "simulated"}
+    for info in DATASETS.values():
+        for remote in info.files:
+            assert remote.url or info.manual, f"{remote.path} has no URL and no instructions"
+            assert remote.sha256 is None or len(remote.sha256) == 64
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_data_info_los_loop(shared_data, monkeypatch):
+    monkeypatch.setenv("ROADCAST_DATA_DIR", str(shared_data))
+    result = CliRunner().invoke(app, ["data", "info", "los-loop"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "sensors │ 207" in out
+    assert "steps │ 2,016" in out
+    assert "frequency │ 5 min" in out
+    assert "2,626 directed links" in out
+    assert "2012-03-01 00:00:00+00:00 .. 2012-03-07 23:55:00+00:00" in out
+
+
+def test_cli_data_info_csv_and_errors(tmp_path):
+    data = write(tmp_path / "d.csv", "timestamp,a,b\n2024-01-01 00:00,1,\n2024-01-01 00:15,3,4\n")
+    adj = write(tmp_path / "adj.csv", "a,b\nb,a\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "info", f"csv:{data}", "--adjacency", str(adj)])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "frequency │ 15 min" in out and "missing share │ 25.00%" in out
+    assert "2 directed links" in out
+    bad = runner.invoke(app, ["data", "info", "nosuch"])
+    assert bad.exit_code == 1 and "unknown data set" in bad.output
+
+
+def test_cli_data_list_and_fetch_failure(tmp_path):
+    runner = CliRunner()
+    listing = runner.invoke(app, ["data", "list", "--data-dir", str(tmp_path)])
+    assert listing.exit_code == 0, listing.output
+    for name in DATASETS:
+        assert name in listing.output
+    fetch = runner.invoke(
+        app,
+        [
+            "data",
+            "fetch",
+            "los-loop",
+            "--data-dir",
+            str(tmp_path),
+            "--mirror",
+            UNREACHABLE,
+            "--timeout",
+            "2",
+        ],
+    )
+    assert fetch.exit_code == 1
+    assert "put these files there by hand" in fetch.output
+    assert "los_speed.csv" in fetch.output

@@ -1,0 +1,158 @@
+"""The service against the real embedded broker: end to end, and every kind of bad input
+in the dead-letter topic with its reason while good readings flow."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.bundles import load_bundles
+from pipeline.clients import ensure_topics, make_producer
+from pipeline.replay import replay
+from pipeline.schema import decode_forecast
+from pipeline.service import ForecastService, ServiceConfig
+from pipeline.store import Store
+from tests.service_support import HORIZON, make_world, read_topic, service_thread, wait_until
+
+pytestmark = pytest.mark.integration
+
+CONFIG = ServiceConfig(allowed_lateness="0min", durable=False, poll_timeout_ms=50)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("bundles"))
+
+
+def test_end_to_end_forecasts_for_every_sensor_model_and_tick(world, kafka_settings, tmp_path):
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    stats = replay(world.live, producer, settings.topic_readings, progress=False)
+    producer.close()
+    service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
+    steps, sensors = world.live.n_time, world.live.n_nodes
+    with service_thread(service):
+        wait_until(lambda: service.counters["ticks_closed"] >= steps, 60, f"{steps} ticks")
+    assert service.counters["consumed"] == stats.messages
+    assert service.counters["valid"] == stats.messages
+    assert service.counters["dead_lettered"] == 0
+    assert service.counters["late"] == 0  # partitions read unevenly do not make readings late
+
+    records = read_topic(settings, settings.topic_forecasts)
+    seen = Counter()
+    for record in records:
+        message = decode_forecast(record.value)
+        assert record.key == message.sensor.encode()
+        assert len(message.yhat) == HORIZON and message.lo is not None
+        assert all(
+            lo <= y <= hi for lo, y, hi in zip(message.lo, message.yhat, message.hi, strict=True)
+        )
+        seen[(message.model, message.sensor, message.issued_at)] += 1
+    expected = {
+        (model, sensor, ts.to_pydatetime())
+        for model in world.models
+        for sensor in world.live.sensor_ids
+        for ts in world.live.timestamps
+    }
+    assert set(seen) == expected
+    assert len(records) == len(world.models) * sensors * steps
+
+    with Store(settings.store_path, readonly=True) as store:
+        assert store.tick_count() == steps
+        assert store.count("readings") == stats.messages
+        assert store.count("forecasts") == len(world.models) * sensors * steps * HORIZON
+        accuracy = store.rolling_accuracy()
+        assert set(accuracy.model) == set(world.models)
+        assert (accuracy.n > 0).all() and np.isfinite(accuracy.mae).all()
+        # live errors equal a fresh join of the stored forecasts with the readings
+        joined = store.score()
+        np.testing.assert_allclose(accuracy.mae, joined.mae, rtol=1e-5)
+        latencies = store.latencies_ms()
+        assert len(latencies) == steps and (latencies >= 0).all()
+
+
+def _bad_messages(sensor: str, ts: str) -> dict[str, tuple[bytes | None, bytes | None]]:
+    """reason -> (key, value) of one malformed message each."""
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    key = sensor.encode()
+
+    def reading(**fields: object) -> bytes:
+        return json.dumps({"v": 1, "sensor": sensor, "ts": ts, "value": 1.0, **fields}).encode()
+
+    missing_ts = json.dumps({"v": 1, "sensor": sensor, "value": 1.0}).encode()
+    nan = f'{{"v":1,"sensor":"{sensor}","ts":"{ts}","value":NaN}}'.encode()
+    return {
+        "bad_json": (b"k1", b'{"v":1,"sensor":'),
+        "not_utf8": (b"k2", b"\xff\xfe\x00"),
+        "bad_type": (key, reading(value="fast")),
+        "non_finite": (key, nan),
+        "no_timezone": (key, reading(ts=ts[:-1])),
+        "bad_version": (key, reading(v=2)),
+        "unknown_sensor": (b"nope", reading(sensor="nope")),
+        "future_timestamp": (key, reading(ts=future)),
+        "missing_field": (key, missing_ts),
+    }
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic_while_good_ones_flow(
+    world, kafka_settings, tmp_path
+):
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    live = world.live.slice(0, 10)
+    sensor = live.sensor_ids[0]
+    ts = live.timestamps[3].isoformat().replace("+00:00", "Z")
+    bad = _bad_messages(sensor, ts)
+    producer = make_producer(settings)
+    stats = replay(live.slice(0, 5), producer, settings.topic_readings, progress=False)
+    for key, value in bad.values():
+        producer.send(settings.topic_readings, key=key, value=value)
+    producer.send(settings.topic_readings, key=b"tomb", value=None)  # a tombstone
+    stats2 = replay(live.slice(5, 10), producer, settings.topic_readings, progress=False)
+    producer.flush()
+    producer.close()
+    produced = stats.messages + stats2.messages + len(bad) + 1
+
+    service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
+    with service_thread(service):
+        wait_until(lambda: service.counters["consumed"] >= produced, 60, "every message")
+        wait_until(lambda: service.counters["ticks_closed"] >= 10, 30, "10 ticks")
+    counters = service.counters
+    assert counters["dead_lettered"] == len(bad) + 1
+    assert counters["valid"] == stats.messages + stats2.messages
+    assert counters["valid"] + counters["dead_lettered"] == produced  # nothing lost
+
+    letters = read_topic(settings, settings.topic_dlq)
+    by_reason: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
+    for record in letters:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["source.topic"] == settings.topic_readings
+        assert int(headers["source.offset"]) >= 0 and headers["error.message"]
+        by_reason.setdefault(headers["error"], []).append((record.key, record.value))
+    assert set(by_reason) == set(bad)
+    for reason, (key, value) in bad.items():
+        assert (key, value) in by_reason[reason], reason  # the original bytes and key
+    assert (b"tomb", None) in by_reason["bad_type"]  # a tombstone is no reading either
+    forecasts = read_topic(settings, settings.topic_forecasts)
+    assert len(forecasts) == len(world.models) * live.n_nodes * 10
+
+
+def test_service_config_and_bundle_errors_name_the_fix(tmp_path: Path, world):
+    from pipeline.bundles import BundleDirError
+
+    with pytest.raises(BundleDirError, match="roadcast train"):
+        load_bundles(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleDirError, match="no model bundles"):
+        load_bundles(tmp_path / "empty")
+    with pytest.raises(BundleDirError, match="no bundle for model"):
+        load_bundles(world.bundles, only=["gru"])
+    assert list(load_bundles(world.bundles, only=["ar"])) == ["ar"]
+    with pytest.raises(ValueError, match="poll_records"):
+        ServiceConfig(poll_records=0)

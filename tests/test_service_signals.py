@@ -1,0 +1,190 @@
+"""The service as a real process: SIGKILL mid-stream and restart, SIGTERM drains, and a
+broker that disappears and comes back empty."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+
+import pytest
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.bundles import load_bundles
+from pipeline.clients import ensure_topics, make_admin, make_producer
+from pipeline.replay import replay
+from pipeline.schema import decode_forecast
+from pipeline.service import ForecastService, ServiceConfig
+from pipeline.settings import load_settings
+from pipeline.store import Store
+from tests.service_support import (
+    HORIZON,
+    make_world,
+    read_topic,
+    service_thread,
+    start_service,
+    stop_service,
+    store_counters,
+    wait_started,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# One 5-minute step every 100 ms of wall time: the stream lasts seconds, not minutes.
+SPEEDUP = 300 / 0.1
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("bundles"), live_steps=60)
+
+
+def _replay_in_background(settings, panel) -> tuple[threading.Thread, list]:
+    done: list = []
+
+    def produce() -> None:
+        producer = make_producer(settings)
+        try:
+            done.append(
+                replay(panel, producer, settings.topic_readings, speedup=SPEEDUP, progress=False)
+            )
+        finally:
+            producer.close()
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(world, kafka_settings, tmp_path):
+    settings = kafka_settings
+    ensure_topics(settings)
+    store, log = tmp_path / "store.sqlite", tmp_path / "first.log"
+    first = start_service(settings, world.bundles, store, log)
+    wait_started(log)
+    producer_thread, stats = _replay_in_background(settings, world.live)
+    try:
+        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= 15, 90, "15 ticks")
+    finally:
+        code = stop_service(first, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    steps = world.live.n_time
+    assert store_counters(store)["ticks_closed"] < steps  # killed mid-stream
+    producer_thread.join(timeout=60)
+    (produced,) = stats
+    log = tmp_path / "second.log"
+    second = start_service(settings, world.bundles, store, log)
+    wait_started(log)
+    try:
+        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= steps, 120, "all ticks")
+    finally:
+        assert stop_service(second) == 0, log.read_text()[-3000:]
+    assert '"event": "restored"' in log.read_text()  # window and open ticks from the store
+
+    counters = store_counters(store)
+    # Exact counters despite the crash: redelivered records are recognised, not recounted.
+    assert counters["consumed"] == produced.messages
+    assert counters["valid"] == produced.messages
+    assert counters["ticks_closed"] == steps
+    with Store(store, readonly=True) as db:
+        assert db.count("readings") == produced.messages  # no reading lost
+        assert db.tick_count() == steps  # every tick closed once
+        assert db.count("forecasts") == len(world.models) * world.live.n_nodes * steps * HORIZON
+    seen = Counter()
+    for record in read_topic(settings, settings.topic_forecasts):
+        message = decode_forecast(record.value)
+        seen[(message.model, message.sensor, message.issued_at)] += 1
+    expected = {
+        (model, sensor, ts.to_pydatetime())
+        for model in world.models
+        for sensor in world.live.sensor_ids
+        for ts in world.live.timestamps
+    }
+    assert set(seen) == expected  # every tick ends with forecasts; duplicates are harmless
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_zero(world, kafka_settings, tmp_path):
+    settings = kafka_settings
+    ensure_topics(settings)
+    store, log = tmp_path / "store.sqlite", tmp_path / "service.log"
+    proc = start_service(settings, world.bundles, store, log)
+    wait_started(log)
+    producer_thread, stats = _replay_in_background(settings, world.live.slice(0, 30))
+    try:
+        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= 5, 90, "5 ticks")
+    finally:
+        code = stop_service(proc, signal.SIGTERM)
+    assert code == 0, log.read_text()[-3000:]
+    assert '"event": "stopped"' in log.read_text()
+    producer_thread.join(timeout=60)
+
+    # What the store holds is exactly what Kafka has committed for the group.
+    admin = make_admin(settings)
+    try:
+        committed = admin.list_group_offsets(settings.consumer_group)[settings.consumer_group]
+    finally:
+        admin.close()
+    with Store(store, readonly=True) as db:
+        stored = {
+            partition: offset
+            for (key, partition), offset in db.all_offsets().items()
+            if key.split("@")[0] == settings.topic_readings
+        }
+    committed_by_partition = {tp.partition: meta.offset for tp, meta in committed.items()}
+    assert stored and committed_by_partition == stored
+
+    # A restart carries on from there: nothing is consumed twice.
+    again = start_service(settings, world.bundles, store, tmp_path / "again.log")
+    try:
+        wait_until(
+            lambda: store_counters(store).get("consumed", 0) >= stats[0].messages, 90, "the rest"
+        )
+    finally:
+        assert stop_service(again) == 0
+    counters = store_counters(store)
+    assert counters["consumed"] == stats[0].messages
+    assert counters.get("redelivered", 0) == 0
+
+
+def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_path):
+    with EmbeddedBroker(log_path=tmp_path / "broker.log", handle_sigterm=False) as broker:
+        settings = load_settings(
+            bootstrap_servers=broker.bootstrap,
+            consumer_group="restart-test",
+            store_path=tmp_path / "store.sqlite",
+        )
+        ensure_topics(settings)
+        config = ServiceConfig(
+            allowed_lateness="0min", durable=False, topic_check_every_s=1.0, flush_timeout_s=10.0
+        )
+        service = ForecastService(settings, config, load_bundles(world.bundles))
+        first, second = world.live.slice(0, 10), world.live.slice(10, 20)
+        with service_thread(service):
+            producer = make_producer(settings)
+            replay(first, producer, settings.topic_readings, progress=False)
+            producer.close()
+            wait_until(lambda: service.counters["ticks_closed"] >= 10, 60, "the first 10 ticks")
+
+            broker.restart()  # a fresh, empty broker on the same port
+
+            def topics_back() -> bool:
+                try:
+                    admin = make_admin(settings)
+                except Exception:  # still starting
+                    return False
+                try:
+                    return settings.topic_readings in admin.list_topics()
+                finally:
+                    admin.close()
+
+            wait_until(topics_back, 60, "the service to re-create its topics")
+            producer = make_producer(settings)
+            replay(second, producer, settings.topic_readings, progress=False)
+            producer.close()
+            wait_until(lambda: service.counters["ticks_closed"] >= 20, 120, "ticks after restart")
+        assert service.counters["topics_recreated"] >= 1
+        assert service.counters["consumed"] == first.n_time * first.n_nodes * 2
+        forecasts = read_topic(settings, settings.topic_forecasts)
+        issued = {decode_forecast(r.value).issued_at for r in forecasts}
+        assert issued == {ts.to_pydatetime() for ts in second.timestamps}  # the new broker's

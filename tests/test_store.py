@@ -1,0 +1,184 @@
+"""The SQLite store: atomic batches, idempotent upserts, restore queries, live accuracy."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from pipeline.store import (
+    AccuracyRows,
+    AlertRow,
+    Batch,
+    ForecastRows,
+    ReadingRows,
+    Store,
+    StoreError,
+    TickRow,
+)
+
+FREQ_MS = 300_000
+
+
+def readings(sensors, ts, values) -> ReadingRows:
+    n = len(sensors)
+    return ReadingRows(
+        sensors=np.asarray(sensors, np.int64),
+        ts_ms=np.asarray(ts, np.int64),
+        values=np.asarray(values, np.float32),
+        arrived_ms=np.zeros(n, np.int64),
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "s.sqlite", durable=False) as s:
+        yield s
+
+
+def test_sensor_and_model_keys_are_stable(store, tmp_path):
+    keys = store.sensor_keys(["x", "y"])
+    assert list(store.sensor_keys(["y", "x", "z"])[:2]) == [keys[1], keys[0]]
+    mid = store.model_key("ar")
+    store.close()
+    with Store(tmp_path / "s.sqlite") as again:
+        assert list(again.sensor_keys(["x", "y"])) == list(keys)
+        assert again.model_key("ar") == mid
+
+
+def test_readings_upsert_and_corrections_override(store):
+    s = store.sensor_keys(["a", "b"])
+    batch = Batch(readings=[readings(s, [0, 0], [1.0, 2.0])])
+    store.write(batch)
+    store.write(batch)  # redelivered: same rows
+    assert store.count("readings") == 2
+    store.write(Batch(readings=[readings(s[:1], [0], [5.0])]))  # conflict: later wins
+    store.write(Batch(corrections=[readings(s[1:], [0], [7.0]), readings(s[:1], [FREQ_MS], [3.0])]))
+    got = store.readings_since(0)
+    pairs = sorted(zip(got.sensors.tolist(), got.ts_ms.tolist(), got.values.tolist(), strict=True))
+    # the correction replaces b's value; a's correction at a slot missing at close is returned too
+    assert pairs == sorted([(s[0], 0, 5.0), (s[1], 0, 7.0), (s[0], FREQ_MS, 3.0)])
+    raw = store.readings_since(0, corrected=False)
+    assert sorted(raw.values.tolist()) == [2.0, 5.0]
+
+
+def test_batch_is_atomic(store):
+    s = store.sensor_keys(["a"])
+    bad = Batch(
+        readings=[readings(s, [0], [1.0])],
+        counters={"consumed": 1},
+        ticks=[TickRow(0, 1, "complete", 5, None), TickRow(0, 1, "complete", 5, None)],
+    )
+    bad.ticks.append(TickRow(0, None, "x", 0, None))  # type: ignore[arg-type]  # NOT NULL
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write(bad)
+    assert store.count("readings") == 0 and store.counters() == {}
+    assert store.count("ticks") == 0
+
+
+def test_counters_add_offsets_overwrite_state_kept(store):
+    store.write(Batch(counters={"consumed": 3, "valid": 2}, offsets={("t", 0): 3}, state={"k": 1}))
+    store.write(Batch(counters={"consumed": 2}, offsets={("t", 0): 5, ("t", 1): 1}))
+    assert store.counters() == {"consumed": 5, "valid": 2}
+    assert store.offsets("t") == {0: 5, 1: 1}
+    assert store.state() == {"k": 1}
+    store.forget_offsets("t")
+    assert store.offsets("t") == {}
+
+
+def test_forecasts_roundtrip_and_score_against_actuals(store):
+    s = store.sensor_keys(["a", "b"])
+    yhat = np.array([[[10.0, 20.0], [11.0, 21.0]]], np.float32)  # [k=1, h=2, node=2]
+    fc = ForecastRows("ar", np.array([0]), yhat, s, FREQ_MS, lo=yhat - 1, hi=yhat + 1)
+    store.write(Batch(forecasts=[fc]))
+    store.write(Batch(forecasts=[fc]))  # idempotent
+    assert store.count("forecasts") == 4
+    # actuals: step 1 target = 300000, step 2 target = 600000
+    store.write(
+        Batch(
+            readings=[
+                readings(s, [FREQ_MS, FREQ_MS], [12.0, 20.0]),
+                readings(s[:1], [2 * FREQ_MS], [11.0]),
+            ]
+        )
+    )
+    score = store.score()
+    row1 = score[score.step == 1].iloc[0]
+    assert row1.n == 2 and row1.mae == pytest.approx(1.0)
+    assert row1.rmse == pytest.approx(np.sqrt(2.0))
+    row2 = score[score.step == 2].iloc[0]
+    assert row2.n == 1 and row2.mae == 0.0  # b's step-2 target was never observed
+    # a late correction changes the score
+    store.write(Batch(corrections=[readings(s[:1], [FREQ_MS], [10.0])]))
+    assert store.score().query("step == 1").mae.iloc[0] == pytest.approx(0.0)
+    issued, means, lo, hi = store.recent_forecasts("ar", 0, s[::-1], 2)
+    assert issued.tolist() == [0]
+    np.testing.assert_array_equal(means[0], yhat[0][:, ::-1])
+    assert lo is not None and hi is not None
+    np.testing.assert_array_equal(hi[0] - lo[0], np.full((2, 2), 2.0))
+    none_issued, _, no_lo, _ = store.recent_forecasts("gru", 0, s, 2)
+    assert len(none_issued) == 0 and no_lo is None
+
+
+def test_nan_forecasts_are_stored_as_null(store):
+    s = store.sensor_keys(["a"])
+    yhat = np.array([[[np.nan]]], np.float32)
+    store.write(Batch(forecasts=[ForecastRows("m", np.array([0]), yhat, s, FREQ_MS)]))
+    assert store.count("forecasts") == 1
+    assert store.score().empty
+
+
+def test_rolling_accuracy_over_last_ticks(store):
+    ticks = [TickRow(t * FREQ_MS, 2, "complete", 0, float(t)) for t in range(4)]
+    acc = AccuracyRows(
+        "ar",
+        steps=np.array([1, 1, 1, 1]),
+        targets_ms=np.arange(4) * FREQ_MS,
+        n=np.array([2, 2, 2, 2]),
+        sum_abs=np.array([2.0, 2.0, 4.0, 4.0]),
+        sum_sq=np.array([2.0, 2.0, 8.0, 8.0]),
+    )
+    store.write(Batch(ticks=ticks, accuracy=[acc]))
+    every = store.rolling_accuracy()
+    assert every.mae.iloc[0] == pytest.approx(12.0 / 8)
+    last2 = store.rolling_accuracy(last_ticks=2)
+    assert last2.n.iloc[0] == 4 and last2.mae.iloc[0] == pytest.approx(2.0)
+    assert last2.rmse.iloc[0] == pytest.approx(2.0)
+    np.testing.assert_array_equal(store.latencies_ms(), [0.0, 1.0, 2.0, 3.0])
+    assert [t.ts_ms for t in store.last_ticks(2)] == [2 * FREQ_MS, 3 * FREQ_MS]
+
+
+def test_alerts_are_keyed_by_id_and_status(store):
+    row = AlertRow("id1", "firing", "a:interval", "warning", "a", 5, "interval", 0.7, "{}")
+    store.write(Batch(alerts=[row, row]))
+    resolved = AlertRow("id1", "resolved", "a:interval", "info", "a", 9, "interval", 0.1, "{}")
+    store.write(Batch(alerts=[resolved]))
+    assert [a.status for a in store.alerts()] == ["resolved", "firing"]
+
+
+def test_readonly_and_version_errors(tmp_path):
+    with pytest.raises(StoreError, match="roadcast serve"):
+        Store(tmp_path / "none.sqlite", readonly=True)
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="delete the file"):
+        Store(path)
+    with pytest.raises(ValueError, match="unknown table"):
+        Store(tmp_path / "ok.sqlite").count("sqlite_master")
+
+
+def test_reader_sees_writes_while_writer_is_open(tmp_path):
+    path = tmp_path / "s.sqlite"
+    writer = Store(path)
+    writer.write(Batch(counters={"consumed": 1}))
+    reader = Store(path, readonly=True)
+    assert reader.counters() == {"consumed": 1}
+    writer.write(Batch(counters={"consumed": 1}))
+    assert reader.counters() == {"consumed": 2}
+    reader.close()
+    writer.close()

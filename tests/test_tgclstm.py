@@ -1,0 +1,344 @@
+"""TGC-LSTM: the sparse layer against its dense definition, the network, the forecaster."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.panel import SensorPanel
+from models.tgclstm import (
+    TGCLSTM,
+    NeighbourScale,
+    SparseHopConv,
+    TGCLSTMConfig,
+    TGCLSTMNet,
+)
+from models.training import TrainConfig
+from pipeline.graph import RoadGraph
+
+
+def random_hops(n: int, k: int, density: float, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """K random nested patterns with self loops, as pair lists and as a dense mask [K, N, N]
+    (mask[k, i, j] = 1 when j feeds i at hop k+1), the way clamp(Ã^k) ⊙ FFR looks."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((k, n, n), dtype=bool)
+    current = np.eye(n, dtype=bool)
+    for h in range(k):
+        current = current | (rng.random((n, n)) < density)
+        masks[h] = current
+    hops = []
+    for h in range(k):
+        target, source = np.nonzero(masks[h])
+        order = rng.permutation(len(source))  # the layer must not rely on the input order
+        hops.append(np.stack([source[order], target[order]]))
+    return hops, masks
+
+
+def dense_reference(weights: torch.Tensor, masks: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """``GC^k = (W^k ⊙ Ã^k ⊙ FFR) x`` for every hop with dense [K, N, N] weights, the
+    paper's definition: ``x`` [..., node, f] -> [..., node, K * f] (hop-major)."""
+    masked = weights * torch.from_numpy(masks).to(weights.dtype)  # [K, N, N]
+    out = torch.einsum("kij,...jf->...ikf", masked, x)  # [..., node, K, f]
+    return out.reshape(*x.shape[:-1], -1)
+
+
+def sparse_to_dense(conv: SparseHopConv) -> torch.Tensor:
+    """The layer's per-edge weights scattered into [K, N, N] (differentiably)."""
+    n, k = conv.num_nodes, conv.num_hops
+    dense = torch.zeros(k, n, n, dtype=conv.weight.dtype)
+    return dense.index_put((conv.hop_of_edge() - 1, conv.targets(), conv.col), conv.weight)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_layer_equals_dense_reference_values_and_gradients(seed):
+    n, k = 23, 3
+    hops, masks = random_hops(n, k, density=0.12, seed=seed)
+    conv = SparseHopConv(hops, n)
+    assert conv.num_edges == int(masks.sum())  # one weight per reachable pair and hop
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.num_edges, generator=gen))
+    x = torch.randn(4, 5, n, 2, generator=gen, requires_grad=True)  # [batch, time, node, f]
+    upstream = torch.randn(4, 5, n, k * 2, generator=gen)
+
+    out = conv(x)
+    (out * upstream).sum().backward()
+    grad_x, grad_w = x.grad.clone(), conv.weight.grad.clone()
+
+    x.grad = None
+    dense_w = torch.randn(k, n, n, generator=gen)
+    with torch.no_grad():  # the dense weights equal the sparse ones on the pattern
+        dense_w[torch.from_numpy(masks)] = 0.0
+        dense_w += sparse_to_dense(conv).detach()
+    dense_w.requires_grad_(True)
+    ref = dense_reference(dense_w, masks, x)
+    (ref * upstream).sum().backward()
+
+    assert out.shape == (4, 5, n, k * 2)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_x, x.grad, atol=1e-5, rtol=1e-5)
+    # The dense gradient on the reachable pairs is the sparse gradient; off them it is 0.
+    hop, tgt, src = conv.hop_of_edge() - 1, conv.targets(), conv.col
+    torch.testing.assert_close(grad_w, dense_w.grad[hop, tgt, src], atol=1e-5, rtol=1e-5)
+    assert float(dense_w.grad[torch.from_numpy(~masks)].abs().max()) == 0.0
+
+
+def test_neighbour_scale_equals_dense_product():
+    n = 17
+    hops, masks = random_hops(n, 3, density=0.1, seed=4)
+    scale = NeighbourScale(hops[-1], n)
+    with torch.no_grad():
+        scale.weight.copy_(torch.randn(n))
+    out = scale()
+    ref = torch.from_numpy(masks[-1]).float() @ scale.weight
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    (out * torch.arange(n)).sum().backward()
+    torch.testing.assert_close(
+        scale.weight.grad, torch.from_numpy(masks[-1]).float().T @ torch.arange(n).float()
+    )
+
+
+def test_layer_starts_as_neighbourhood_mean():
+    hops, masks = random_hops(9, 2, density=0.3, seed=5)
+    conv = SparseHopConv(hops, 9)
+    x = torch.randn(3, 9, 1)
+    out = conv(x)  # [3, 9, 2]
+    for h in range(2):
+        expected = (torch.from_numpy(masks[h]).float() @ x[..., 0].T).T
+        expected = expected / torch.from_numpy(masks[h].sum(1)).float()
+        torch.testing.assert_close(out[..., h], expected.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_hops_round_trip_through_the_saved_state():
+    hops, masks = random_hops(11, 3, density=0.2, seed=6)
+    net = TGCLSTMNet(hops, 11, n_features=2, horizon=3, hidden=4, embed=2)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    back = TGCLSTMNet.hops_from_state(state)
+    assert len(back) == 3
+    for h, pairs in enumerate(back):
+        rebuilt = np.zeros((11, 11), dtype=bool)
+        rebuilt[pairs[1], pairs[0]] = True
+        assert np.array_equal(rebuilt, masks[h])
+
+
+@pytest.mark.parametrize("gates", ["shared", "dense"])
+def test_network_shapes_and_persistence_start(gates):
+    n, horizon = 8, 4
+    hops, _ = random_hops(n, 3, density=0.2, seed=7)
+    net = TGCLSTMNet(
+        hops, n, n_features=3, time_features=[1], horizon=horizon, hidden=5, embed=2, gates=gates
+    )
+    x = torch.randn(2, 6, n, 3)  # [batch, window, node, feature]
+    out = net(x)
+    assert out.shape == (2, horizon, n)
+    # Zero head + residual: the untrained network forecasts the last input value.
+    torch.testing.assert_close(out, x[:, -1:, :, 0].expand(-1, horizon, -1))
+    loss = out.pow(2).mean() + net.penalty(1e-3, 1e-3)
+    loss.backward()
+    assert net.conv.weight.grad is not None and net.neighbour.weight.grad is not None
+
+
+def test_penalty_is_l1_of_graph_weights_plus_l2_of_neighbour_weights():
+    hops, _ = random_hops(6, 2, density=0.3, seed=8)
+    net = TGCLSTMNet(hops, 6, hidden=3, embed=0)
+    expected = 0.5 * net.conv.weight.abs().sum() + 0.25 * net.neighbour.weight.pow(2).sum()
+    torch.testing.assert_close(net.penalty(0.5, 0.25), expected)
+
+
+def test_bad_inputs_are_refused_with_clear_errors():
+    hops, _ = random_hops(5, 2, density=0.3, seed=9)
+    net = TGCLSTMNet(hops, 5, n_features=1, horizon=2, hidden=3)
+    with pytest.raises(ValueError, match=r"expected x \[batch, window, 5, 1\]"):
+        net(torch.randn(2, 4, 6, 1))
+    with pytest.raises(ValueError, match="refers to node"):
+        SparseHopConv([np.array([[0, 7], [0, 1]])], 5)
+    with pytest.raises(ValueError, match="duplicate"):
+        SparseHopConv([np.array([[0, 0], [1, 1]])], 5)
+    with pytest.raises(ValueError, match=r"\[2, E\]"):
+        SparseHopConv([np.array([0, 1, 2])], 5)
+    with pytest.raises(ValueError, match="gates='shared'"):
+        TGCLSTMNet(hops, 5, gates="dense", dense_max_nodes=4)
+    with pytest.raises(ValueError, match="gates must be"):
+        TGCLSTMNet(hops, 5, gates="sparse")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown TGC-LSTM option"):
+        TGCLSTM(hiden=3)
+    with pytest.raises(ValueError, match="hops"):
+        TGCLSTMConfig(hops=0)
+    with pytest.raises(ValueError, match="ffr_minutes"):
+        TGCLSTMConfig(ffr_minutes=-1.0)
+
+
+# ---------------------------------------------------------------------- the forecaster
+
+
+def ring_panel(n: int = 6, steps: int = 240, *, coords: bool = True, seed: int = 0) -> SensorPanel:
+    """A small ring road whose congestion wave moves from sensor to sensor."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)[:, None]
+    phase = np.arange(n)[None, :] * 3
+    values = 60 - 15 * np.sin(2 * np.pi * (t - phase) / 48) + rng.normal(0, 1, (steps, n))
+    values[rng.random(values.shape) < 0.03] = np.nan  # some missing readings
+    src = np.arange(n)
+    dst = (src + 1) % n
+    xy = np.stack([34 + 0.01 * np.cos(2 * np.pi * src / n), -118 + 0.01 * np.sin(src)], 1)
+    graph = (
+        RoadGraph.from_coordinates(xy, src, dst, both_directions=True)
+        if coords
+        else RoadGraph.from_edges(
+            np.concatenate([src, dst]), np.concatenate([dst, src]), num_nodes=n
+        )
+    )
+    ts = pd.date_range("2024-01-01", periods=steps, freq="5min", tz="UTC")
+    return SensorPanel.from_values(
+        values, ts, [f"s{i}" for i in range(n)], graph=graph, coords=xy if coords else None
+    )
+
+
+SMALL = {"hidden": 8, "embed": 2, "window": 6, "horizon": 3}
+TRAIN = TrainConfig(epochs=2, progress=False, device="cpu")
+
+
+def test_forecaster_fits_predicts_and_round_trips(tmp_path):
+    panel = ring_panel()
+    train, valid = panel.slice(0, 180), panel.slice(180, 240)
+    model = TGCLSTM(train=TRAIN, **SMALL).fit(train, valid=valid)
+    forecast = model.predict(valid)
+    assert forecast.mean.shape == (3, 6)
+    assert np.isfinite(forecast.mean).all() and forecast.lower is not None
+
+    model.save(tmp_path / "b")
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["graph"]["ffr"] == "road distances"
+    assert config["graph"]["ffr_minutes"] == 5.0
+    assert len(config["coords"]) == 6
+    loaded = TGCLSTM.load(tmp_path / "b")
+    again = loaded.predict(valid)
+    np.testing.assert_array_equal(forecast.mean, again.mean)
+    np.testing.assert_array_equal(forecast.lower, again.lower)
+    influence = loaded.influence()
+    assert set(influence) == {"hop", "source", "target", "weight"}
+    assert len(influence["weight"]) == sum(config["graph"]["edges_per_hop"])
+
+
+def test_graph_without_distances_falls_back_to_hop_counts_and_says_so(tmp_path):
+    panel = ring_panel(coords=False)
+    model = TGCLSTM(train=replace(TRAIN, epochs=1), **SMALL).fit(panel.slice(0, 200))
+    assert model.graph_info["ffr"].startswith("hop-count fallback")
+    model.save(tmp_path / "b")
+    assert "hop-count" in json.loads((tmp_path / "b" / "config.json").read_text())["graph"]["ffr"]
+
+
+def test_forecaster_refuses_a_panel_without_graph():
+    panel = ring_panel()
+    bare = SensorPanel(panel.values, panel.mask, panel.timestamps, panel.sensor_ids)
+    with pytest.raises(ValueError, match="needs a road graph"):
+        TGCLSTM(train=TRAIN, **SMALL).fit(bare)
+
+
+# ---------------------------------------------------------------------- explain
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """A tiny trained TGC-LSTM bundle with coordinates, one without, and an LSTM bundle."""
+    from models.rnn import LSTMForecaster
+
+    root = tmp_path_factory.mktemp("bundles")
+    with_xy, without_xy = ring_panel(n=8), ring_panel(n=8, coords=False)
+    TGCLSTM(train=TRAIN, **SMALL).fit(with_xy.slice(0, 200)).save(root / "xy")
+    TGCLSTM(train=TRAIN, **SMALL).fit(without_xy.slice(0, 200)).save(root / "plain")
+    LSTMForecaster(window=6, horizon=3, hidden=4, train=TRAIN).fit(with_xy).save(root / "lstm")
+    return root
+
+
+def test_explain_writes_table_and_map_from_coordinates(bundles, tmp_path):
+    from flows.explain import explain
+
+    result = explain(bundles / "xy", out=tmp_path, top=3)
+    assert result.layout == "coordinates"
+    table = pd.read_csv(result.csv)
+    assert list(table.columns[:5]) == ["target", "rank", "source", "influence", "share"]
+    assert {"hop_1", "hop_2", "hop_3", "distance_km"} <= set(table.columns)
+    assert (table.groupby("target")["rank"].max() <= 3).all()
+    assert (table["target"] != table["source"]).all()
+    # Ranked by influence, which is Σ_k |W_gc^k| over the hop columns.
+    hops = table[["hop_1", "hop_2", "hop_3"]].abs().sum(axis=1)
+    np.testing.assert_allclose(table["influence"], hops, rtol=1e-5)
+    for _, rows in table.groupby("target"):
+        assert rows["influence"].is_monotonic_decreasing
+    assert result.png.stat().st_size > 10_000
+    assert result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explain_one_sensor_without_coordinates_uses_a_graph_layout(bundles, tmp_path):
+    from flows.explain import explain
+
+    result = explain(bundles / "plain", out=tmp_path, sensor="s2", top=4)
+    assert result.layout == "graph layout"
+    table = pd.read_csv(result.csv)
+    assert set(table["target"]) == {"s2"} and len(table) <= 4
+    assert "distance_km" not in table.columns
+    assert result.png.is_file()
+
+
+def test_explain_refuses_unknown_sensor_and_other_models(bundles, tmp_path):
+    from flows.explain import explain
+    from models.bundle import BundleError
+
+    with pytest.raises(ValueError, match="not in this bundle"):
+        explain(bundles / "xy", out=tmp_path, sensor="nope")
+    with pytest.raises(ValueError, match="--top"):
+        explain(bundles / "xy", out=tmp_path, top=0)
+    with pytest.raises(BundleError, match="holds a 'lstm' model"):
+        explain(bundles / "lstm", out=tmp_path)
+    with pytest.raises(BundleError, match="no model bundle"):
+        explain(tmp_path / "missing", out=tmp_path)
+
+
+def test_explain_command_prints_the_table(bundles, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["explain", str(bundles / "xy"), "--sensor", "s1", "--top", "2", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "learned influence" in result.output and "s1" in result.output
+    assert (tmp_path / "influence.csv").is_file() and (tmp_path / "influence_map.png").is_file()
+    bad = runner.invoke(app, ["explain", str(bundles / "lstm"), "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "tgclstm" in bad.output
+
+
+# ---------------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+def test_trains_on_los_loop_and_validation_loss_falls(shared_data):
+    from models.base import target_windows, window_origins
+    from models.metrics import score_batch
+    from models.panel import chronological_split
+    from pipeline.datasets import load_dataset
+
+    panel = load_dataset("los-loop", data_dir=shared_data)
+    assert panel.graph is not None and panel.coords is not None
+    split = chronological_split(panel, test=0.2, valid=0.1)
+    train = TrainConfig(epochs=4, patience=4, progress=False, device="cpu", lr=2e-3)
+    model = TGCLSTM(hidden=16, embed=4, train=train).fit(split.train, valid=split.valid)
+    losses = model.history.valid_loss
+    assert len(losses) == 4 and min(losses[1:]) < losses[0]
+    assert model.graph_info["ffr"] == "road distances"
+    # Better than persistence on the validation windows already.
+    origins = window_origins(split.valid.n_time, model.window, model.horizon)
+    actual = target_windows(split.valid.values, origins, model.horizon)
+    ours = score_batch(actual, model.predict_batch(split.valid, origins).mean)
+    last = np.repeat(split.valid.values[origins][:, None], model.horizon, axis=1)
+    persistence = score_batch(actual, last)
+    assert ours["pooled"]["12"]["rmse"] < persistence["pooled"]["12"]["rmse"]
