@@ -53,18 +53,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="default: each model's own")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch and BLAS (1: these models are small, and on shared "
+        "cores extra threads spin-wait; see flows.train.limit_threads)",
+    )
     parser.add_argument("--data-dir", default=None, help="default: ROADCAST_DATA_DIR")
     parser.add_argument("--out", default=None, help="keep bundles and the report here")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from flows.report import REFERENCE_LOS_LOOP, REFERENCE_SOURCE, comparison_rows
-    from flows.train import TrainPlan, parse_models, train_models
+    from flows.report import REFERENCE_LOS_LOOP, REFERENCE_SOURCE, compact_rows
+    from flows.train import TrainPlan, limit_threads, parse_models, train_models
     from pipeline.datasets import load_dataset
 
-    torch.set_num_threads(args.threads)
     data_dir = Path(args.data_dir) if args.data_dir else None
     if data_dir is None and not os.environ.get("ROADCAST_DATA_DIR"):
         shared = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -77,23 +80,38 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         progress=False,
     )
-    with tempfile.TemporaryDirectory(prefix="forecast_accuracy-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="forecast_accuracy-") as tmp,
+        limit_threads(args.threads),
+    ):
         out = Path(args.out) if args.out else Path(tmp)
         document = train_models(panel, plan, out, dataset="los-loop", report=bool(args.out))
 
-    columns, rows = comparison_rows(document)
-    for name, values in REFERENCE_LOS_LOOP.items():
-        row = [name]
-        for h in (3, 6, 9, 12):
-            row += [f"{values[h][1]:.4g}", f"{values[h][0]:.4g}"] if h in values else ["", ""]
-        rows.append(row + ["", "", ""])
-    print_table("los-loop: test-part pooled errors (ours: mean ± std over seeds)", columns, rows)
+    print_table(
+        "los-loop test part: pooled MAE / RMSE (mean ± std over seeds)",
+        *compact_rows(document, reference=True),
+    )
+    print_table(
+        "cost",
+        ["model", "seeds", "fit s (mean)", "predict ms/window (batched)", "predict ms (1 window)"],
+        [
+            [
+                name,
+                str(e["seeds"]),
+                f"{e['fit_seconds']:.1f}",
+                f"{e['predict_ms_per_window']:.3f}",
+                f"{e['predict_ms_single']:.2f}",
+            ]
+            for name, e in document["models"].items()
+        ],
+    )
     checks = _checks(document["models"])
     print_table("checks", ["check", "passed"], [[k, str(v)] for k, v in checks.items()])
     write_result(
         "forecast_accuracy",
         {
             "quick": args.quick,
+            "threads": args.threads,
             "command": "python -m benchmarks.forecast_accuracy"
             + (" --quick" if args.quick else "")
             + (f" --seeds {args.seeds}" if args.seeds != 3 else ""),

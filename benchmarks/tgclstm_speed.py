@@ -8,27 +8,31 @@ What is measured (one run, this machine, CPU unless a GPU is present)
    gathered as the training engine gathers them) and milliseconds per inference window
    (one window alone, and amortised over a batch of 64) for
 
-   * ``tgclstm``: this project's TGC-LSTM (``models.tgclstm.TGCLSTMNet``) with the default
-     configuration (``gates="shared"``: per-sensor state of ``hidden`` units),
-   * ``tgclstm-dense``: the same sparse graph convolution with the paper's dense gates
-     (hidden size N = one unit per sensor),
-   * ``lstm``: the project's network-wide LSTM (``models.rnn.NetworkRNN``) with hidden
-     size N = 207. "Same hidden size" follows the paper: its TGC-LSTM and LSTM both have
-     one hidden unit per sensor (hidden = N); the per-sensor form of ``tgclstm`` carries
-     ``hidden`` units per sensor instead, i.e. ``hidden`` x more state, and is compared
-     against the same LSTM,
+   * ``tgclstm``: this project's TGC-LSTM (``models.tgclstm.TGCLSTMNet``) in its default
+     configuration: ``gates="auto"``, which on 207 sensors is the paper's form (sparse
+     graph convolution, one fused dense gate matrix, hidden size N = one unit per sensor),
+   * ``tgclstm-shared``: the scalable form (per-sensor state of ``hidden`` units, gates
+     shared by all sensors), the default above ``dense_max_nodes`` sensors,
+   * ``lstm``: the project's network-wide LSTM (``models.rnn.NetworkRNN``, linear skip,
+     same dropout) with hidden size N = 207. "Same hidden size" follows the paper: its
+     TGC-LSTM and its LSTM both have one hidden unit per sensor (hidden = N). The
+     per-sensor form carries ``hidden`` units per sensor, i.e. ``hidden`` x more state,
+     and is timed against the same LSTM,
    * ``naive-dense``: the authors' original layer, written here only as the comparison
      point: per hop an N x N weight multiplied by the dense ``Ã^k ⊙ FFR`` mask at every
      step, four separate gate layers ``Linear((K+1) N -> N)``, the neighbour term as a
      dense matrix-vector product, and a linear head to ``horizon`` steps.
 
 2. The 2,000-sensor simulated network, batch 64: seconds per training batch of
-   ``tgclstm`` and ``naive-dense``, times the number of batches of one epoch (the
+   ``tgclstm`` (default configuration, which is the shared form at this size) and
+   ``naive-dense``, times the number of batches of one epoch (the
    training part of one simulated week), so the epoch figure is an estimate from the
    median batch.
 
 3. Scaling on simulated networks of 200, 2,000 and 20,000 sensors: seconds per training
-   batch and peak memory of ``tgclstm`` (and of ``naive-dense`` where its weights fit).
+   batch and peak memory of ``tgclstm-shared``, the form that must scale (and of
+   ``naive-dense`` where its weights fit), at a smaller batch (8 by default) so that
+   20,000 sensors fit this machine's memory.
    Each size runs in a fresh subprocess. Memory method: torch's CPU allocations are
    invisible to ``tracemalloc``, so the peak resident set size is read from
    ``/proc/self/status`` (``VmHWM``) after the peak is reset (``/proc/self/clear_refs``)
@@ -129,15 +133,30 @@ def hop_lists(panel: SensorPanel, config: TGCLSTMConfig) -> list[np.ndarray]:
 
 
 def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec) -> nn.Module:
-    """One of the compared modules for ``panel`` (seeded, CPU)."""
+    """One of the compared modules for ``panel`` (seeded, CPU).
+
+    ``tgclstm`` is the default configuration (``gates="auto"``: dense gates up to
+    ``dense_max_nodes`` sensors, shared above); ``tgclstm-shared`` and ``tgclstm-dense``
+    force one form.
+    """
     torch.manual_seed(0)
     n = panel.n_nodes
     if kind == "lstm":
-        return NetworkRNN(n, spec, hidden=n, horizon=HORIZON, kind="lstm")
+        return NetworkRNN(
+            n,
+            spec,
+            hidden=n,
+            horizon=HORIZON,
+            kind="lstm",
+            dropout=config.dropout,
+            skip="linear",
+            window=WINDOW,
+        )
     hops = hop_lists(panel, config)
     if kind == "naive-dense":
         return NaiveDenseTGCLSTM(hops, n, HORIZON)
-    gates = "dense" if kind == "tgclstm-dense" else config.gates
+    forced = {"tgclstm-dense": "dense", "tgclstm-shared": "shared"}
+    gates = forced.get(kind, config.gates_for(n))
     return TGCLSTMNet(
         hops,
         n,
@@ -147,7 +166,8 @@ def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec)
         hidden=config.hidden,
         embed=config.embed,
         gates=gates,
-        residual=config.residual,
+        skip=config.skip,
+        window=WINDOW,
         dropout=config.dropout,
     )
 
@@ -221,7 +241,7 @@ def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, An
     origins = origins[torch.randperm(len(origins), generator=gen)]
     n_batches = 3 if quick else -(-len(origins) // 64)
     rows = []
-    for kind in ("tgclstm", "tgclstm-dense", "lstm", "naive-dense"):
+    for kind in ("tgclstm", "tgclstm-shared", "lstm", "naive-dense"):
         module = build(kind, train, config, spec)
         step = train_batch_fn(module, data, origins, spec, 64)
         epoch = epoch_seconds(step, n_batches, repeats=1 if quick else 2)
@@ -284,9 +304,9 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def scale_worker(sensors: int, kind: str, batch: int, repeats: int) -> dict[str, Any]:
+def scale_worker(sensors: int, kind: str, batch: int, repeats: int, threads: int) -> dict[str, Any]:
     """Run in a fresh subprocess: batch time and peak memory of one model at one size."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(threads)
     config = TGCLSTMConfig()
     spec = config.inputs
     panel = simulated_panel(sensors, days=1)
@@ -314,11 +334,13 @@ def scale_worker(sensors: int, kind: str, batch: int, repeats: int) -> dict[str,
     }
 
 
-def scaling_section(sizes: Sequence[int], *, batch: int, repeats: int) -> list[dict[str, Any]]:
+def scaling_section(
+    sizes: Sequence[int], *, batch: int, repeats: int, threads: int
+) -> list[dict[str, Any]]:
     """One subprocess per (size, model); the dense model only where its weights fit."""
     rows = []
     for sensors in sizes:
-        for kind in ("tgclstm", "naive-dense"):
+        for kind in ("tgclstm-shared", "naive-dense"):
             dense_gb = 4 * (3 * sensors**2 + 4 * 4 * sensors**2) / 2**30  # GC + gate weights
             if kind == "naive-dense" and dense_gb > 2.0:
                 rows.append(
@@ -336,7 +358,15 @@ def scaling_section(sizes: Sequence[int], *, batch: int, repeats: int) -> list[d
                 "-m",
                 "benchmarks.tgclstm_speed",
                 "--worker",
-                json.dumps({"sensors": sensors, "kind": kind, "batch": batch, "repeats": repeats}),
+                json.dumps(
+                    {
+                        "sensors": sensors,
+                        "kind": kind,
+                        "batch": batch,
+                        "repeats": repeats,
+                        "threads": threads,
+                    }
+                ),
             ]
             done = subprocess.run(
                 cmd,
@@ -386,17 +416,19 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     los = los_loop_section(config, quick=args.quick)
     large = large_section(config, quick=args.quick)
-    scaling = scaling_section(sizes, batch=args.scale_batch, repeats=1 if args.quick else 3)
+    scaling = scaling_section(
+        sizes, batch=args.scale_batch, repeats=1 if args.quick else 3, threads=args.threads
+    )
 
     by = {r["model"]: r for r in los}
     big = {r["model"]: r for r in large}
     summary = {
         "tgclstm_over_lstm_epoch": by["tgclstm"]["epoch_s"] / by["lstm"]["epoch_s"],
-        "tgclstm_dense_over_lstm_epoch": by["tgclstm-dense"]["epoch_s"] / by["lstm"]["epoch_s"],
+        "tgclstm_shared_over_lstm_epoch": by["tgclstm-shared"]["epoch_s"] / by["lstm"]["epoch_s"],
         "naive_over_tgclstm_epoch_los_loop": by["naive-dense"]["epoch_s"]
         / by["tgclstm"]["epoch_s"],
-        "naive_over_tgclstm_dense_epoch_los_loop": by["naive-dense"]["epoch_s"]
-        / by["tgclstm-dense"]["epoch_s"],
+        "naive_over_tgclstm_shared_epoch_los_loop": by["naive-dense"]["epoch_s"]
+        / by["tgclstm-shared"]["epoch_s"],
         f"naive_over_tgclstm_epoch_{big['tgclstm']['sensors']}": big["naive-dense"]["batch_s"]
         / big["tgclstm"]["batch_s"],
     }

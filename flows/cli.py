@@ -190,22 +190,43 @@ def demo(
     data: str = typer.Option(
         None, "--data", help="Dataset spec (default: los-loop, else simulated)."
     ),
-    out: str = typer.Option("demo-out", "--out", help="Output directory for summary.json."),
-    limit: int = typer.Option(None, "--limit", help="Replay at most N time steps."),
-    speedup: float = typer.Option(0.0, "--speedup", help="0 = as fast as possible."),
+    out: str = typer.Option("demo-out", "--out", help="Output directory (bundles, store, report)."),
+    max_ticks: int = typer.Option(
+        144, "--max-ticks", help="Replay at most N ticks of the test part (0: all)."
+    ),
+    speedup: float = typer.Option(
+        600.0, "--speedup", help="Replay pace, x real time (0 = as fast as possible)."
+    ),
+    models: str = typer.Option(
+        None, "--models", help="Bundles to reuse (default OUT/bundles; trained when unusable)."
+    ),
+    epochs: int = typer.Option(1, "--epochs", help="Epochs of the neural models it trains."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
 ) -> None:
-    """Embedded broker -> replay -> consumer group -> summary (OUT/summary.json)."""
+    """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
     from pathlib import Path
 
-    from flows.demo import print_summary, run_demo
+    from flows.demo import DemoError, print_summary, run_demo
+    from pipeline.broker import BrokerError
+    from pipeline.datasets import DatasetError
 
-    summary = run_demo(data, out=Path(out), limit=limit, speedup=speedup)
-    print_summary(summary)
-    typer.echo(f"wrote {Path(out) / 'summary.json'}")
-    if summary["lost"] or summary["invalid"]:
-        typer.echo(
-            f"error: {summary['lost']} messages lost, {summary['invalid']} invalid", err=True
+    try:
+        summary = run_demo(
+            data,
+            out=Path(out),
+            max_ticks=max_ticks or None,
+            speedup=speedup,
+            model_dir=Path(models) if models else None,
+            epochs=epochs,
+            progress=progress,
         )
+    except (DemoError, BrokerError, DatasetError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    print_summary(summary)
+    typer.echo(f"wrote {Path(out) / 'summary.json'} and {Path(out) / 'report.md'}")
+    if summary["lost"]:
+        typer.echo(f"error: {summary['lost']} readings lost", err=True)
         raise typer.Exit(1)
 
 
@@ -230,17 +251,24 @@ def explain(
         raise typer.Exit(1) from None
     table = result.table
     shown = table if sensor else table.nlargest(top, "influence")
-    what = f"sensor {sensor}" if sensor else f"the {len(shown)} strongest pairs of the network"
+    what = (
+        f"sources of sensor {sensor}"
+        if sensor
+        else f"the {len(shown)} strongest pairs of the network"
+    )
+    # The CSV has every column at full precision; the printed table stays narrow.
+    drop = ["target", "share"] if sensor else ["rank", "share"]
+    shown = shown.drop(columns=drop).rename(columns={"distance_km": "km"})
     view = Table(title=f"learned influence: {what}")
     for column in shown.columns:
-        view.add_column(column, justify="right" if column != "target" else "left")
+        view.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for row in shown.itertuples(index=False):
-        view.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        view.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
     Console().print(view)
     typer.echo(f"wrote {result.csv} ({len(table)} rows) and {result.png} ({result.layout})")
 
 
-def _load_panel(data: str, adjacency: str | None, data_dir: str | None):  # noqa: ANN202
+def _load_panel(data: str, adjacency: str | None, data_dir: str | None):
     """``load_dataset`` with CLI errors (shared by train and evaluate)."""
     from pathlib import Path
 
@@ -275,11 +303,14 @@ def train(
     out: str = typer.Option("runs/train", "--out", help="Output directory."),
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    threads: int = typer.Option(
+        None, "--threads", help="torch CPU threads (default: torch's; 1 is best on busy cores)."
+    ),
 ) -> None:
     """Fit, backtest and compare models; write bundles, metrics.json and a report."""
     from rich.console import Console
 
-    from flows.train import TrainPlan, parse_models, train_models
+    from flows.train import TrainPlan, limit_threads, parse_models, train_models
     from models.training import resolve_device
 
     console = Console()
@@ -301,16 +332,17 @@ def train(
         raise typer.Exit(2) from None
     panel = _load_panel(data, adjacency, data_dir)
     try:
-        document = train_models(panel, plan, out, dataset=data, log=console.print)
+        with limit_threads(threads):
+            document = train_models(panel, plan, out, dataset=data, log=console.print)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    from flows.report import comparison_rows
-
-    columns, rows = comparison_rows(document)
     from rich.table import Table
 
-    table = Table(title=f"{data}: test-part errors (pooled), mean ± std over seeds")
+    from flows.report import compact_rows
+
+    columns, rows = compact_rows(document, reference=document.get("dataset") == "los-loop")
+    table = Table(title=f"{data}: test-part pooled MAE / RMSE (± std over seeds)")
     for column in columns:
         table.add_column(column)
     for row in rows:
@@ -446,6 +478,108 @@ def status(
     except (SettingsError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def detect(
+    nab_dir: str = typer.Option(..., "--nab-dir", help="NAB data directory (<category>/*.csv)."),
+    out: str = typer.Option(..., "--out", help="Results directory (<category>/<det>_<file>)."),
+    detector: str = typer.Option(
+        "interval_range",
+        "--detector",
+        help="interval, interval_range, autoencoder or combined (see flows/detect.py).",
+    ),
+) -> None:
+    """Score every NAB file in streaming order and write NAB result files."""
+    from flows.detect import DetectRunError, detect_nab
+
+    try:
+        written = detect_nab(nab_dir, out, detector, progress=typer.echo)
+    except (DetectRunError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")
+
+
+@app.command()
+def alerts(
+    store: str = typer.Option(None, "--store", help="Store file (default: ROADCAST_STORE_PATH)."),
+    limit: int = typer.Option(20, "--limit", help="Most recent alert state changes shown."),
+) -> None:
+    """List the most recent alerts (firing / resolved) from the service's store."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.settings import SettingsError, load_settings
+    from pipeline.store import Store, StoreError
+
+    try:
+        path = Path(store) if store else load_settings().store_path
+        if not path.is_file():
+            typer.echo(
+                f"error: no store at {path}; run the service first or pass --store", err=True
+            )
+            raise typer.Exit(1)
+        with Store(path, readonly=True) as db:
+            rows = db.alerts(limit=limit)
+    except (SettingsError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"latest {len(rows)} alert changes ({path})")
+    for column in ("time (UTC)", "status", "severity", "sensor", "detector", "score", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        reason = json.loads(row.payload).get("reason", "") if row.payload else ""
+        when = pd.Timestamp(row.ts_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            when, row.status, row.severity, row.sensor, row.detector, f"{row.score:.4f}", reason
+        )
+    Console().print(table)
+
+
+@app.command()
+def deploy(
+    serve: bool = typer.Option(
+        False, "--serve", help="Serve the deployments from this process (needs PREFECT_API_URL)."
+    ),
+    write_yaml: str = typer.Option(
+        None, "--write-yaml", help="Write the deployments as a prefect.yaml to this path."
+    ),
+    limit: int = typer.Option(None, "--limit", help="With --serve: at most N flow runs at once."),
+) -> None:
+    """roadcast's Prefect deployments (train, forecast, report, replay): list, write or serve."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.deploy import DEPLOYMENTS, DeployError, describe
+
+    if write_yaml:
+        from flows.deploy import write_yaml as write
+
+        typer.echo(f"wrote {write(write_yaml)}")
+    if serve:
+        from flows.deploy import serve_deployments
+
+        try:
+            serve_deployments(DEPLOYMENTS, limit=limit)
+        except DeployError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo("stopped serving; schedules stay active on the server")
+        return
+    if write_yaml:
+        return
+    rows = describe(DEPLOYMENTS)
+    table = Table(title="roadcast deployments (serve: roadcast deploy --serve)")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,69 @@ def _positions(model: TGCLSTM) -> tuple[np.ndarray, str]:
     return np.array([layout[i] for i in range(len(model.sensor_ids))]), "graph layout"
 
 
+def _aspect(pos: np.ndarray, layout: str) -> float:
+    """y/x scale that makes a degree of longitude as long as it is at this latitude."""
+    return 1.0 / np.cos(np.radians(pos[:, 1].mean())) if layout == "coordinates" else 1.0
+
+
+def _draw_layer(
+    ax: Any,
+    pos: np.ndarray,
+    road: np.ndarray,
+    shown: pd.DataFrame,
+    exerted: np.ndarray,
+    *,
+    vmax: float,
+    arrows: bool,
+) -> tuple[Any, Any]:
+    """Road links (grey), influence lines (coloured by strength) and the sensors."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(road, colors="0.85", linewidths=0.6, zorder=1))
+    norm = plt.Normalize(vmin=0.0, vmax=vmax)
+    cmap = plt.get_cmap("viridis")
+    strength = shown["influence"].to_numpy()
+    order = np.argsort(strength)  # strongest drawn last, on top
+    src = pos[shown.source_i.to_numpy()[order]]
+    dst = pos[shown.target_i.to_numpy()[order]]
+    widths = 0.5 + 3.5 * strength[order] / vmax
+    lines = LineCollection(
+        np.stack([src, dst], axis=1), cmap=cmap, norm=norm, linewidths=widths, alpha=0.85, zorder=2
+    )
+    lines.set_array(strength[order])
+    if arrows:  # one target: arrows show the direction source -> target
+        for a, b, w, v in zip(src, dst, widths, strength[order], strict=True):
+            ax.annotate(
+                "",
+                xy=b,
+                xytext=a,
+                zorder=2,
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "mutation_scale": 14,
+                    "color": cmap(norm(v)),
+                    "lw": 0.7 * w,
+                    "alpha": 0.9,
+                    "shrinkA": 2,
+                    "shrinkB": 6,
+                },
+            )
+    else:
+        ax.add_collection(lines)
+    dots = ax.scatter(
+        pos[:, 0],
+        pos[:, 1],
+        s=14,
+        c=exerted,
+        cmap="magma_r",
+        edgecolors="0.3",
+        linewidths=0.3,
+        zorder=3,
+    )
+    return lines, dots
+
+
 def draw_influence_map(
     model: TGCLSTM,
     table: pd.DataFrame,
@@ -141,95 +205,99 @@ def draw_influence_map(
     """Write the influence map PNG to ``path``; returns the layout used.
 
     Grey lines are the road links (hop 1); coloured lines are, for every target, its
-    ``per_sensor`` strongest sources (all ``table`` rows with ``sensor``), width and
-    colour by influence; nodes are coloured by the total influence they exert on others.
+    ``per_sensor`` strongest sources (with ``sensor``: all of that sensor's rows in
+    ``table``, as arrows, plus a zoomed panel with their ids), width and colour by learned
+    influence; sensors are coloured by the total influence they exert on the others.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
 
     pos, layout = _positions(model)
     edges = model.influence()
     links = (edges["hop"] == 1) & (edges["source"] != edges["target"])
-    fig, ax = plt.subplots(figsize=(10, 8), dpi=120)
     road = np.stack([pos[edges["source"][links]], pos[edges["target"][links]]], axis=1)
-    ax.add_collection(LineCollection(road, colors="0.85", linewidths=0.6, zorder=1))
-
-    shown = table if sensor is not None else table[table["rank"] <= per_sensor]
-    if len(shown):
-        strength = shown["influence"].to_numpy()
-        segs = np.stack(
-            [pos[shown.source_i.to_numpy()], pos[shown.target_i.to_numpy()]], axis=1
-        )  # [edge, 2, 2]
-        norm = plt.Normalize(vmin=0.0, vmax=float(strength.max()) or 1.0)
-        order = np.argsort(strength)  # strongest drawn last, on top
-        lines = LineCollection(
-            segs[order],
-            cmap="viridis",
-            norm=norm,
-            linewidths=0.5 + 3.5 * strength[order] / (strength.max() or 1.0),
-            alpha=0.85,
-            zorder=2,
-        )
-        lines.set_array(strength[order])
-        ax.add_collection(lines)
-        fig.colorbar(lines, ax=ax, shrink=0.7, label="learned influence Σ_k |W_gc^k[i, j]|")
-
+    full = table if sensor is None else influence_table(model, top=len(model.sensor_ids))
     exerted = np.zeros(len(model.sensor_ids))
-    full = influence_table(model, top=len(model.sensor_ids)) if sensor is not None else table
     np.add.at(exerted, full.source_i.to_numpy(), full["influence"].to_numpy())
-    ax.scatter(
-        pos[:, 0],
-        pos[:, 1],
-        s=14,
-        c=exerted,
-        cmap="magma_r",
-        edgecolors="0.3",
-        linewidths=0.3,
-        zorder=3,
+    shown = table if sensor is not None else table[table["rank"] <= per_sensor]
+    vmax = float(shown["influence"].max()) if len(shown) else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    span = np.ptp(pos, axis=0) + 1e-9
+    aspect = _aspect(pos, layout)
+    height = float(np.clip(8.0 * span[1] * aspect / span[0], 4.0, 10.0))
+    panels = 2 if sensor is not None and len(shown) else 1
+    fig, axes = plt.subplots(
+        1, panels, figsize=(9.0 * panels + 1.5, height + 1.2), dpi=120, squeeze=False
     )
-    if sensor is not None and len(shown):
+    ax = axes[0, 0]
+    lines, dots = _draw_layer(ax, pos, road, shown, exerted, vmax=vmax, arrows=False)
+    if panels == 2:
         target = int(shown.target_i.iloc[0])
-        ax.scatter(
+        ax.scatter(*pos[target], s=220, marker="*", c="red", edgecolors="k", zorder=5)
+        zoom = axes[0, 1]
+        _draw_layer(zoom, pos, road, shown, exerted, vmax=vmax, arrows=True)
+        zoom.scatter(
             *pos[target],
-            s=220,
+            s=260,
             marker="*",
             c="red",
             edgecolors="k",
             zorder=5,
             label=f"sensor {sensor}",
         )
+        # A square window (in ground distance) around the sensor and its sources.
+        near = pos[np.concatenate([[target], shown.source_i.to_numpy()])]
+        centre = (near.min(axis=0) + near.max(axis=0)) / 2
+        zoom_aspect = _aspect(pos, layout)
+        half = 0.6 * max(np.ptp(near[:, 0]), np.ptp(near[:, 1]) * zoom_aspect, 1e-3)
+        zoom.set_xlim(centre[0] - half, centre[0] + half)
+        zoom.set_ylim(centre[1] - half / zoom_aspect, centre[1] + half / zoom_aspect)
         for row in shown.itertuples():
-            ax.annotate(
-                str(row.source),
+            zoom.annotate(
+                f"{row.rank}: {row.source}",
                 pos[row.source_i],
                 fontsize=7,
                 zorder=6,
-                xytext=(3, 3),
+                xytext=(4, 4),
                 textcoords="offset points",
             )
-        ax.legend(loc="best")
+        zoom.set_aspect(zoom_aspect)
+        zoom.legend(loc="upper left")
+        zoom.set_title(f"zoom: sources of sensor {sensor} (rank: id)")
+    for a in axes[0]:
+        if layout == "coordinates":
+            a.set_xlabel("longitude")
+            a.set_ylabel("latitude")
+        else:
+            a.set_xticks([])
+            a.set_yticks([])
     ax.autoscale()
-    ax.set_aspect(
-        "equal" if layout == "graph layout" else 1.0 / np.cos(np.radians(pos[:, 1].mean()))
-    )
-    if layout == "coordinates":
-        ax.set_xlabel("longitude")
-        ax.set_ylabel("latitude")
-    else:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    ax.set_aspect(aspect)
     what = (
         f"the {len(shown)} strongest sources of sensor {sensor}"
         if sensor
-        else (f"each sensor's {per_sensor} strongest sources")
+        else f"each sensor's {per_sensor} strongest sources"
     )
     ax.set_title(f"TGC-LSTM learned influence: {what}\n({layout}; grey: road links)")
-    fig.tight_layout()
+    fig.colorbar(
+        lines,
+        ax=axes[0, -1],
+        shrink=0.6,
+        pad=0.02,
+        label="learned influence of j on i: Σ_k |W_gc^k[i, j]|",
+    )
+    fig.colorbar(
+        dots,
+        ax=axes[0, -1],
+        shrink=0.6,
+        pad=0.01,
+        label="sensor: total influence exerted on others",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return layout
 

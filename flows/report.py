@@ -30,7 +30,8 @@ REFERENCE_SOURCE = (
     "published numbers as listed in shared/data/README.md: T-GCN (Zhao et al., IEEE T-ITS "
     "2019; 15-min row re-scored from the authors' saved predictions, 60-min row not "
     "verified), A3T-GCN and its GRU baseline (Zhu et al., ISPRS IJGI 2021). Not re-run "
-    "here; their epoch selection is not this validation-only protocol."
+    "here; they come from the authors' own training choices (e.g. how epochs were "
+    "selected), which may differ from this validation-only protocol."
 )
 REFERENCE_LOS_LOOP: dict[str, dict[int, tuple[float, float]]] = {
     "T-GCN (published)": {3: (5.1264, 3.1802), 12: (7.27, 4.60)},
@@ -76,6 +77,39 @@ def comparison_rows(document: Mapping[str, Any]) -> tuple[list[str], list[list[s
             f"{entry['predict_ms_per_window']:.3f}",
         ]
         rows.append(row)
+    return columns, rows
+
+
+def compact_rows(
+    document: Mapping[str, Any], *, reference: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """A narrow table for terminals: one row per model, one column per reported horizon,
+    cells ``MAE / RMSE`` (± std over seeds); with ``reference``, the published los-loop
+    rows at the end."""
+    freq = float(document.get("freq_minutes", 5.0))
+    models = document["models"]
+    horizons = list(next(iter(models.values()))["pooled"]) if models else []
+    columns = ["model", *(horizon_label(h, freq) for h in horizons)]
+    rows = []
+    for name, e in document["models"].items():
+        cells = []
+        for h in horizons:
+            if h not in e["pooled"]:
+                cells.append("")
+                continue
+            mae, rmse = e["pooled"][h]["mae"], e["pooled"][h]["rmse"]
+            sd_mae, sd_rmse = e["std"]["pooled"][h]["mae"], e["std"]["pooled"][h]["rmse"]
+            spread = f" (±{sd_mae:.2f} / ±{sd_rmse:.2f})" if e["seeds"] > 1 else ""
+            cells.append(f"{mae:.3f} / {rmse:.3f}{spread}")
+        rows.append([name, *cells])
+    for name, values in REFERENCE_LOS_LOOP.items() if reference else ():
+        rows.append(
+            [name]
+            + [
+                f"{values[int(h)][1]:.4g} / {values[int(h)][0]:.4g}" if int(h) in values else ""
+                for h in horizons
+            ]
+        )
     return columns, rows
 
 
@@ -164,8 +198,13 @@ def plot_forecasts(
     times = panel.timestamps[targets].tz_convert(None)
     span = slice(int(targets[0]), int(targets[-1]) + 1)
     for ax, node in zip(axes, sensors, strict=True):
-        ax.plot(panel.timestamps[span].tz_convert(None), panel.values[span, node], color="black",
-                linewidth=1.2, label="actual")
+        ax.plot(
+            panel.timestamps[span].tz_convert(None),
+            panel.values[span, node],
+            color="black",
+            linewidth=1.2,
+            label="actual",
+        )
         if band_model is not None and band_model in backtests:
             bt = backtests[band_model]
             if bt.forecast.lower is not None and bt.forecast.upper is not None:
@@ -177,8 +216,12 @@ def plot_forecasts(
                     label=f"{band_model} {bt.forecast.level:.0%} interval",
                 )
         for name, bt in backtests.items():
-            ax.plot(panel.timestamps[bt.forecast.origins + step].tz_convert(None),
-                    bt.forecast.mean[:, step - 1, node], linewidth=0.9, label=name)
+            ax.plot(
+                panel.timestamps[bt.forecast.origins + step].tz_convert(None),
+                bt.forecast.mean[:, step - 1, node],
+                linewidth=0.9,
+                label=name,
+            )
         ax.set_ylabel(f"sensor {panel.sensor_ids[node]}")
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{step}-step-ahead forecasts on the test part (UTC)")
@@ -204,6 +247,7 @@ def build_figures(
     if backtests:
         horizon = int(document["horizon"])
         step = 3 if horizon >= 3 else horizon
+
         # The band shows the model with the best *validation* score (the test part only
         # scores; it never chooses, not even what a plot highlights).
         def valid_score(name: str) -> float:
@@ -231,8 +275,11 @@ def _header(document: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [
         ("data set", str(document.get("dataset"))),
         ("split (steps)", ", ".join(f"{k} {v}" for k, v in split.items())),
-        ("input window / horizon", f"{document['window']} / {document['horizon']} steps "
-                                   f"of {document.get('freq_minutes', 5):g} min"),
+        (
+            "input window / horizon",
+            f"{document['window']} / {document['horizon']} steps "
+            f"of {document.get('freq_minutes', 5):g} min",
+        ),
         ("device", ", ".join(devices)),
         ("written", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
     ]
@@ -258,11 +305,23 @@ def render_markdown(document: Mapping[str, Any], figure_files: Mapping[str, str]
     parts += [markdown_table(columns, rows), ""]
     reference = reference_rows(document)
     if reference is not None:
-        parts += ["## Published reference (los-loop)", "", markdown_table(*reference), "",
-                  f"Source: {REFERENCE_SOURCE}", ""]
+        parts += [
+            "## Published reference (los-loop)",
+            "",
+            markdown_table(*reference),
+            "",
+            f"Source: {REFERENCE_SOURCE}",
+            "",
+        ]
     for name, path in figure_files.items():
-        parts += [f"## {name.replace('_', ' ')}", "", f"![{name}]({path})", "",
-                  _CAPTIONS.get(name, ""), ""]
+        parts += [
+            f"## {name.replace('_', ' ')}",
+            "",
+            f"![{name}]({path})",
+            "",
+            _CAPTIONS.get(name, ""),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -287,8 +346,11 @@ def render_html(document: Mapping[str, Any], figures: Mapping[str, bytes]) -> st
     ]
     reference = reference_rows(document)
     if reference is not None:
-        parts += ["<h2>Published reference (los-loop)</h2>", html_table(*reference),
-                  f"<p><small>Source: {html.escape(REFERENCE_SOURCE)}</small></p>"]
+        parts += [
+            "<h2>Published reference (los-loop)</h2>",
+            html_table(*reference),
+            f"<p><small>Source: {html.escape(REFERENCE_SOURCE)}</small></p>",
+        ]
     for name, png in figures.items():
         encoded = base64.b64encode(png).decode("ascii")
         parts += [

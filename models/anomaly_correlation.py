@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from models.anomaly import (
     REASON_MIN_SCORE,
     Detection,
+    DetectionBatch,
     DetectorError,
     check_tick,
     describe_config,
@@ -58,12 +59,16 @@ class CorrelationConfig:
     """Settings of :class:`CorrelationDetector`.
 
     corr_window : readings per correlation matrix. sequence : past matrices the ConvLSTM
-    reads. hidden, kernel : ConvLSTM channels and kernel size. epochs, batch_size, lr,
-    patience, max_windows : training. online : keep calibrating on the stream.
+    reads, ``stride`` ticks apart (default ``corr_window``: disjoint past windows, so the
+    prediction of the current window's matrix shares no reading with its input and says
+    what the correlations *should* be, not what they were a minute ago). hidden, kernel :
+    ConvLSTM channels and kernel size. epochs, batch_size, lr, patience, max_windows :
+    training. online : keep calibrating on the stream.
     """
 
     corr_window: int = 30
     sequence: int = 6
+    stride: int | None = None
     hidden: int = 16
     kernel: int = 3
     epochs: int = 30
@@ -83,6 +88,18 @@ class CorrelationConfig:
             raise DetectorError(f"corr_window must be >= 3 readings, got {self.corr_window}")
         if self.sequence < 1 or self.hidden < 1 or self.kernel < 1 or self.kernel % 2 == 0:
             raise DetectorError("sequence and hidden must be >= 1 and kernel odd")
+        if self.stride is not None and self.stride < 1:
+            raise DetectorError(f"stride must be >= 1, got {self.stride}")
+
+    @property
+    def step(self) -> int:
+        """Ticks between the matrices the ConvLSTM reads."""
+        return self.corr_window if self.stride is None else self.stride
+
+    @property
+    def history(self) -> int:
+        """Ticks before the first scored one: a full window and ``sequence`` past ones."""
+        return self.corr_window - 1 + self.sequence * self.step
 
 
 def correlation_matrices(values: np.ndarray, mask: np.ndarray, window: int) -> np.ndarray:
@@ -93,7 +110,8 @@ def correlation_matrices(values: np.ndarray, mask: np.ndarray, window: int) -> n
     Missing readings are filled with the last observed one of the same channel; a channel
     that is constant in the window correlates 0 with the others (1 with itself).
     """
-    filled = pd.DataFrame(np.where(mask, values, np.nan).reshape(values.shape[0], -1)).ffill()
+    observed = np.where(mask, values.astype(np.float64), np.nan)  # float64: moments cancel
+    filled = pd.DataFrame(observed.reshape(values.shape[0], -1)).ffill()
     x = np.nan_to_num(filled.to_numpy().reshape(values.shape), nan=0.0)  # [time, node, ch]
     t_len, n_nodes, ch = x.shape
     out = np.full((t_len, n_nodes, ch, ch), np.nan, dtype=np.float32)
@@ -128,9 +146,11 @@ class ConvLSTMCell(nn.Module):
         self.peep_i = nn.Parameter(torch.zeros(hidden, size, size))
         self.peep_f = nn.Parameter(torch.zeros(hidden, size, size))
         self.peep_o = nn.Parameter(torch.zeros(hidden, size, size))
+        bias = self.conv.bias
+        assert bias is not None
         with torch.no_grad():
-            self.conv.bias.zero_()
-            self.conv.bias[hidden : 2 * hidden].fill_(1.0)  # remember by default
+            bias.zero_()
+            bias[hidden : 2 * hidden].fill_(1.0)  # remember by default
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         h, c = state
@@ -173,8 +193,10 @@ class CorrelationDetector:
         self.module: CorrelationPredictor | None = None
         self.errors: ConformalPool | None = None
         self.train_loss: list[float] = []
+        self.entry_scale = np.ones((0, 0))  # [ch, ch], typical error of each entry
         self._buffer: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self._matrices: deque[np.ndarray] = deque()
+        self._last = np.empty((0, 0))
 
     @property
     def n_nodes(self) -> int:
@@ -193,12 +215,11 @@ class CorrelationDetector:
         node-major (samples of node 0 first)."""
         c = self.config
         mats = correlation_matrices(panel.values, panel.mask, c.corr_window)  # [t, node, ch, ch]
-        first = c.corr_window - 1
-        targets = np.arange(first + c.sequence, panel.n_time)
+        targets = np.arange(c.history, panel.n_time)
         if not len(targets):
             empty = np.empty((0, c.sequence, self.n_channels, self.n_channels), np.float32)
             return empty, empty[:, 0]
-        idx = targets[:, None] - np.arange(c.sequence, 0, -1)[None, :]  # [n, sequence]
+        idx = targets[:, None] - c.step * np.arange(c.sequence, 0, -1)[None, :]  # [n, sequence]
         seq = mats[idx].transpose(2, 0, 1, 3, 4)  # [node, n, sequence, ch, ch]
         tgt = mats[targets].transpose(1, 0, 2, 3)  # [node, n, ch, ch]
         return (
@@ -218,8 +239,12 @@ class CorrelationDetector:
         return out
 
     def _statistic(self, predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+        """Mean squared prediction error of the off-diagonal entries, each in units of its
+        typical error on training data: a pair that is normally stable (heart rate and
+        R-R interval) counts more when it breaks than a pair that is always noisy."""
         off = ~np.eye(self.n_channels, dtype=bool)
-        return ((predicted - actual) ** 2)[:, off].mean(axis=1)  # [n]
+        scaled = (predicted - actual) / self.entry_scale  # [n, ch, ch]
+        return (scaled**2)[:, off].mean(axis=1)  # [n]
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Train the ConvLSTM on ``panel``, calibrate on ``valid`` (default: last 20 %)."""
@@ -234,7 +259,7 @@ class CorrelationDetector:
         seq, tgt = self._samples(panel)
         v_seq, v_tgt = self._samples(valid)
         if len(seq) == 0 or len(v_seq) == 0:
-            need = c.corr_window + c.sequence
+            need = c.history + 1
             raise DetectorError(
                 f"correlation detector needs more than {need} training and validation steps, "
                 f"got {panel.n_time} and {valid.n_time}; use a shorter corr_window or sequence"
@@ -246,7 +271,10 @@ class CorrelationDetector:
         device = resolve_device(c.device)
         with seeded(c.seed):
             self.module = CorrelationPredictor(self.n_channels, c.hidden, c.kernel).to(device)
+        self.entry_scale = np.ones((self.n_channels, self.n_channels))
         self._train(seq, tgt, v_seq, v_tgt, device, rng)
+        fit_rmse = np.sqrt(np.mean((self._predict(seq) - tgt) ** 2, axis=0))  # [ch, ch]
+        self.entry_scale = np.maximum(fit_rmse, 1e-3)
         self.errors = ConformalPool(self.n_nodes, c.capacity, c.min_count)
         stat = self._statistic(self._predict(v_seq), v_tgt)
         self.errors.extend(stat.reshape(self.n_nodes, -1).T)
@@ -302,6 +330,54 @@ class CorrelationDetector:
     def reset(self) -> None:
         self._buffer.clear()
         self._matrices.clear()
+        self._last = np.full((self.n_nodes, self.n_channels), np.nan)  # [node, ch]
+
+    def score_batch(self, panel: SensorPanel) -> DetectionBatch:
+        """What :func:`models.anomaly.score_panel` returns (without reasons), with every
+        matrix and prediction computed in one batch; only the calibration pool is
+        updated tick by tick. The streaming state is left at the end of ``panel``."""
+        if self.module is None or self.errors is None:
+            raise DetectorError("the correlation detector is not fitted; call fit() first")
+        self._check_panel(panel)
+        c = self.config
+        mats = correlation_matrices(panel.values, panel.mask, c.corr_window)
+        score = np.zeros((panel.n_time, self.n_nodes), np.float32)  # [time, node]
+        targets = np.arange(c.history, panel.n_time)
+        if len(targets):
+            idx = targets[:, None] - c.step * np.arange(c.sequence, 0, -1)[None, :]
+            seq = mats[idx].transpose(0, 2, 1, 3, 4)  # [n, node, sequence, ch, ch]
+            flat = seq.reshape(-1, c.sequence, self.n_channels, self.n_channels)
+            predicted = self._predict(flat)
+            actual = mats[targets].reshape(-1, self.n_channels, self.n_channels)
+            stats = self._statistic(predicted, actual).reshape(len(targets), self.n_nodes)
+            for k, target in enumerate(targets):
+                p = self.errors.pvalues(stats[k])
+                score[target] = np.where(np.isfinite(p), 1.0 - p, 0.0)
+                if c.online:
+                    self.errors.append(stats[k])
+        # Leave the streaming state where a tick-by-tick run would have left it.
+        self.reset()
+        tail = max(panel.n_time - c.history - 1, 0)
+        if tail:
+            before = np.where(panel.mask[:tail], panel.values[:tail], np.nan)
+            last = pd.DataFrame(before.reshape(tail, -1).astype(np.float64)).ffill()
+            self._last = last.to_numpy()[-1].reshape(self.n_nodes, self.n_channels)
+        for t in range(tail, panel.n_time):
+            x, m = check_tick(panel.values[t], panel.mask[t], self.n_nodes, self.n_channels)
+            self._last = np.where(m, x, self._last)
+            filled = np.where(m, x, self._last)
+            self._buffer.append((filled, np.isfinite(filled)))
+            while len(self._buffer) > c.corr_window:
+                self._buffer.popleft()
+            if len(self._buffer) == c.corr_window:
+                self._matrices.append(mats[t])
+                while len(self._matrices) > c.sequence * c.step:
+                    self._matrices.popleft()
+        f = min(c.feature, self.n_channels - 1)
+        observed = np.where(panel.mask[:, :, f], panel.values[:, :, f], np.nan)
+        return DetectionBatch(
+            self.name, panel.timestamps, panel.sensor_ids, score, observed.astype(np.float32)
+        )
 
     def update(self, ts: pd.Timestamp, values: np.ndarray, mask: np.ndarray) -> Detection:
         """Score the correlation matrix of the window ending at this tick."""
@@ -309,7 +385,11 @@ class CorrelationDetector:
             raise DetectorError("the correlation detector is not fitted; call fit() first")
         c = self.config
         x, m = check_tick(values, mask, self.n_nodes, self.n_channels)
-        self._buffer.append((x, m))
+        # A missing reading repeats the channel's last observed one, even from before the
+        # window: the same filling as correlation_matrices over a whole panel.
+        self._last = np.where(m, x, self._last)
+        filled = np.where(m, x, self._last)
+        self._buffer.append((filled, np.isfinite(filled)))
         while len(self._buffer) > c.corr_window:
             self._buffer.popleft()
         observed = x[:, min(c.feature, self.n_channels - 1)].astype(np.float32)
@@ -320,16 +400,20 @@ class CorrelationDetector:
         msk = np.stack([k for _, k in self._buffer])
         current = correlation_matrices(vals, msk, c.corr_window)[-1]  # [node, ch, ch]
         stat = np.full(self.n_nodes, np.nan)
-        if len(self._matrices) == c.sequence:
-            seq = np.stack(list(self._matrices), axis=1)  # [node, sequence, ch, ch]
-            predicted = self._predict(seq)
+        predicted = np.full_like(current, np.nan)
+        span = c.sequence * c.step
+        if len(self._matrices) == span:
+            past = list(self._matrices)
+            # Matrices step, 2 step, ... sequence step ticks ago, oldest first.
+            seq = np.stack([past[span - k * c.step] for k in range(c.sequence, 0, -1)], axis=1)
+            predicted = self._predict(seq)  # [node, ch, ch]
             stat = self._statistic(predicted, current)
             p = self.errors.pvalues(stat)
             score = np.where(np.isfinite(p), 1.0 - p, 0.0).astype(np.float32)
             if c.online:
                 self.errors.append(stat)
         self._matrices.append(current)
-        while len(self._matrices) > c.sequence:
+        while len(self._matrices) > span:
             self._matrices.popleft()
         reasons: tuple[str, ...] = ()
         if (score >= REASON_MIN_SCORE).any():
@@ -357,10 +441,11 @@ class CorrelationDetector:
             raise DetectorError("fit the correlation detector before saving it")
         tensors = {f"module.{k}": v for k, v in module_tensors(self.module).items()}
         tensors.update(self.errors.state("errors"))
+        tensors["entry_scale"] = self.entry_scale.astype(np.float64)
         config: dict[str, Any] = {
             "model": f"detector:{self.name}",
             "sensor_ids": list(self.sensor_ids),
-            "window": self.config.corr_window + self.config.sequence,
+            "window": self.config.history + 1,
             "horizon": 0,
             "detector": describe_config(self.config),
             "channels": list(self.channels),
@@ -388,6 +473,7 @@ class CorrelationDetector:
         module.eval()
         detector.module = module
         detector.errors = ConformalPool.from_state(bundle.tensors, "errors")
+        detector.entry_scale = bundle.tensor("entry_scale")
         return detector
 
     def start(self, panel: SensorPanel) -> Self:

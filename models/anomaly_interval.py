@@ -438,7 +438,3 @@ class ForecastIntervalDetector:
         detector.lower_range = ConformalPool.from_state(bundle.tensors, "lower_range")
         detector._refresh_width()
         return detector
-
-    def with_config(self, **changes: Any) -> IntervalConfig:
-        """A copy of the config with ``changes`` (for sweeps and tests)."""
-        return replace(self.config, **changes)

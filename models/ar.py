@@ -113,8 +113,9 @@ def fit_sensor(y: np.ndarray, *, max_lag: int, ic: InfoCriterion, fallback: floa
         if observed.all():
             res = AutoReg(y, lags=p, trend="c").fit()
             params = np.asarray(res.params, dtype=np.float64)
-            return SensorAR(float(params[0]), tuple(params[1:].tolist()), float(res.sigma2),
-                            "autoreg")
+            return SensorAR(
+                float(params[0]), tuple(params[1:].tolist()), float(res.sigma2), "autoreg"
+            )
     design, target = _lag_rows(y, runs, p)
     if len(target) <= p + 1:
         return mean_model

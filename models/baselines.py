@@ -103,8 +103,9 @@ def period_steps(freq: pd.Timedelta, period: str | int | None, train_steps: int)
         return per_day
     if period == "week":
         return per_day * 7
-    raise ValueError(f"seasonal period must be 'day', 'week', a number of steps or None, "
-                     f"got {period!r}")
+    raise ValueError(
+        f"seasonal period must be 'day', 'week', a number of steps or None, got {period!r}"
+    )
 
 
 class Seasonal(ForecasterBase):

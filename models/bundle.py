@@ -149,6 +149,7 @@ def save_bundle(
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is read by other services
     try:
         for name, data in files.items():
             _write_bytes(tmp / name, data)
@@ -174,8 +175,10 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{what} {path} is not valid JSON ({exc}); the bundle is corrupted: "
-                          "retrain it or copy it again") from None
+        raise BundleError(
+            f"{what} {path} is not valid JSON ({exc}); the bundle is corrupted: "
+            "retrain it or copy it again"
+        ) from None
 
 
 def read_bundle(directory: str | Path) -> Bundle:

@@ -52,8 +52,10 @@ def join_panels(first: SensorPanel, second: SensorPanel) -> SensorPanel:
     """``first`` followed by ``second`` (consecutive slices of one panel, same sensors)."""
     if first.sensor_ids != second.sensor_ids:
         raise ValueError("panels to join must have the same sensors in the same order")
-    if first.n_time and second.n_time and (
-        second.timestamps[0] != first.timestamps[-1] + first.freq
+    if (
+        first.n_time
+        and second.n_time
+        and (second.timestamps[0] != first.timestamps[-1] + first.freq)
     ):
         raise ValueError(
             f"panels are not consecutive: {first.timestamps[-1]} then {second.timestamps[0]}"

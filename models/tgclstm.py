@@ -78,6 +78,7 @@ from models.training import (
 from models.windows import check_2d, check_origins
 
 GateMode = Literal["shared", "dense"]
+SkipKind = Literal["graph", "linear", "last", "none"]
 
 
 def _csr_from_pairs(pairs: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -243,8 +244,15 @@ class TGCLSTMNet(nn.Module):
         whose hidden size is N as in the paper.
     embed : size of the learned per-sensor embedding (``"shared"`` only; 0 for none).
     gates : ``"shared"`` (scalable, default) or ``"dense"`` (the paper's O(N²) gates).
-    residual : forecast the change from the last input value (persistence + learned delta).
-    dropout : dropout on the head's input during training.
+    skip : what the output adds to the network's forecast, per sensor, all initialised to
+        persistence: ``"graph"`` a learned linear map of the sensor's own ``window`` values
+        *and* its K graph-convolution features (its neighbours' readings) to its
+        ``horizon`` outputs (LSTNet's autoregressive highway, Lai et al. 2018, extended
+        to the graph); ``"linear"`` the same on the sensor's own values only (as
+        ``models.rnn`` does); ``"last"`` the last value (persistence + learned change);
+        ``"none"`` nothing.
+    window : input steps (the size of the ``"graph"`` and ``"linear"`` skips).
+    dropout : dropout on the gate input and on the last hidden state during training.
     dense_max_nodes : refuse ``gates="dense"`` above this many sensors (its weights are N²).
     """
 
@@ -259,13 +267,16 @@ class TGCLSTMNet(nn.Module):
         hidden: int = 32,
         embed: int = 8,
         gates: GateMode = "shared",
-        residual: bool = True,
+        skip: SkipKind = "linear",
+        window: int = 12,
         dropout: float = 0.0,
         dense_max_nodes: int = 2000,
     ) -> None:
         super().__init__()
         if gates not in ("shared", "dense"):
             raise ValueError(f"gates must be 'shared' or 'dense', got {gates!r}")
+        if skip not in ("graph", "linear", "last", "none"):
+            raise ValueError(f"skip must be 'graph', 'linear', 'last' or 'none', got {skip!r}")
         if n_features < 1 or horizon < 1 or hidden < 1 or embed < 0:
             raise ValueError(
                 f"need n_features >= 1, horizon >= 1, hidden >= 1 and embed >= 0; got "
@@ -284,7 +295,8 @@ class TGCLSTMNet(nn.Module):
         self.n_features = n_features
         self.horizon = horizon
         self.gates = gates
-        self.residual = residual
+        self.skip = skip
+        self.window = window
         k = len(hops)
         self.conv = SparseHopConv(hops, num_nodes)
         self.neighbour = NeighbourScale(hops[-1], num_nodes)
@@ -303,13 +315,21 @@ class TGCLSTMNet(nn.Module):
             width = num_nodes * (k + len(per_node)) + len(time_features)
             self.cell = GatedCell(width, num_nodes, "lstm")
             self.head = nn.Linear(num_nodes, horizon * num_nodes)
-        # A zero head makes the untrained network the persistence forecast (with residual).
+        if skip == "linear":
+            init = torch.zeros(num_nodes, horizon, window)  # [node, horizon, window]
+            init[:, :, -1] = 1.0  # persistence: weight 1 on the last input step
+            self.skip_weight = nn.Parameter(init)
+        elif skip == "graph":
+            init = torch.zeros(num_nodes, horizon, window, 1 + k)  # [node, h, window, 1 + K]
+            init[:, :, -1, 0] = 1.0  # persistence: the sensor's own last value
+            self.skip_weight = nn.Parameter(init)
+        # A zero head makes the untrained network the persistence forecast (with a skip).
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def gate_input(self, x: Tensor) -> Tensor:
-        """What the gates see at each step: the graph convolution plus the other features."""
-        gc = self.conv(x[..., :1])  # [batch, time, node, K]
+    def gate_input(self, x: Tensor, gc: Tensor) -> Tensor:
+        """What the gates see at each step: the graph convolution ``gc`` ``[b, t, node, K]``
+        of the readings plus the other features of ``x``."""
         if self.gates == "shared":
             parts = [gc, x[..., 1:]]
             if self.embedding.shape[1]:
@@ -321,15 +341,23 @@ class TGCLSTMNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Forecast ``[batch, horizon, node]`` (scaled) from ``x`` ``[batch, window, node, F]``."""
-        if x.ndim != 4 or x.shape[2] != self.num_nodes or x.shape[3] != self.n_features:
+        fixed_window = self.skip in ("graph", "linear")  # one skip weight per input step
+        if (
+            x.ndim != 4
+            or x.shape[2:] != (self.num_nodes, self.n_features)
+            or (fixed_window and x.shape[1] != self.window)
+        ):
+            want = self.window if fixed_window else "window"
             raise ValueError(
-                f"expected x [batch, window, {self.num_nodes}, {self.n_features}], "
+                f"expected x [batch, {want}, {self.num_nodes}, {self.n_features}], "
                 f"got {tuple(x.shape)}"
             )
         scale = self.neighbour()  # [node]
         if self.gates == "shared":
             scale = scale.unsqueeze(1)  # [node, 1]: broadcast over each sensor's hidden units
-        _, (h, _) = run_cell(self.cell, self.gate_input(x), cell_scale=scale.to(x.dtype))
+        gc = self.conv(x[..., :1])  # [batch, time, node, K]
+        inputs = self.dropout(self.gate_input(x, gc))
+        _, (h, _) = run_cell(self.cell, inputs, cell_scale=scale.to(x.dtype))
         batch = x.shape[0]
         if self.gates == "shared":
             if self.embedding.shape[1]:
@@ -337,8 +365,13 @@ class TGCLSTMNet(nn.Module):
             out = self.head(self.dropout(h)).transpose(1, 2)  # [batch, horizon, node]
         else:
             out = self.head(self.dropout(h)).view(batch, self.horizon, self.num_nodes)
-        if self.residual:
+        if self.skip == "last":
             out = out + x[:, -1, :, 0].unsqueeze(1)  # [batch, horizon, node]
+        elif self.skip == "linear":
+            out = out + torch.einsum("bwn,nhw->bhn", x[..., 0], self.skip_weight)
+        elif self.skip == "graph":
+            channels = torch.cat([x[..., :1], gc], dim=-1)  # [batch, window, node, 1 + K]
+            out = out + torch.einsum("bwnc,nhwc->bhn", channels, self.skip_weight)
         return out
 
     def penalty(self, lambda_gc: float, lambda_nb: float) -> Tensor:
@@ -387,9 +420,13 @@ class TGCLSTMConfig:
     free_flow_kmh : free-flow speed of FFR.
     hidden : recurrent state per sensor (``gates="shared"``).
     embed : learned per-sensor embedding size (``gates="shared"``; 0 for none).
-    gates : ``"shared"`` (O(edges + N·hidden), default) or ``"dense"`` (the paper's O(N²)).
-    residual : forecast the change from the last observed value.
-    dropout : dropout on the output head's input.
+    gates : ``"auto"`` (default): ``"dense"`` up to ``dense_max_nodes`` sensors, where the
+        paper's O(N²) gates are affordable and were more accurate on los-loop, else
+        ``"shared"`` (O(edges + N·hidden)); or either form explicitly.
+    dense_max_nodes : largest network ``"auto"`` gives dense gates.
+    skip : per-sensor output skip (see :class:`TGCLSTMNet`): ``"graph"``, ``"linear"``,
+        ``"last"`` or ``"none"``.
+    dropout : dropout on the gate input and on the last hidden state.
     lambda_gc : λ1, weight of the L1 norm of the graph-convolution weights.
     lambda_nb : λ2, weight of the squared L2 norm of the neighbour weights.
     time_of_day, day_of_week, mask : input features besides the reading (see
@@ -403,11 +440,12 @@ class TGCLSTMConfig:
     hops: int = 3
     ffr_minutes: float | None = None
     free_flow_kmh: float = 100.0
-    hidden: int = 32
+    hidden: int = 16
     embed: int = 8
-    gates: GateMode = "shared"
-    residual: bool = True
-    dropout: float = 0.0
+    gates: GateMode | Literal["auto"] = "auto"
+    dense_max_nodes: int = 1000
+    skip: SkipKind = "linear"
+    dropout: float = 0.5
     lambda_gc: float = 1e-5
     lambda_nb: float = 1e-4
     time_of_day: bool = True
@@ -432,13 +470,23 @@ class TGCLSTMConfig:
             raise ValueError(f"λ1 and λ2 must be >= 0, got {self.lambda_gc}, {self.lambda_nb}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.gates not in ("shared", "dense"):
-            raise ValueError(f"gates must be 'shared' or 'dense', got {self.gates!r}")
+        if self.gates not in ("auto", "shared", "dense"):
+            raise ValueError(f"gates must be 'auto', 'shared' or 'dense', got {self.gates!r}")
+        if self.dense_max_nodes < 1:
+            raise ValueError(f"dense_max_nodes must be >= 1, got {self.dense_max_nodes}")
+        if self.skip not in ("graph", "linear", "last", "none"):
+            raise ValueError(f"skip must be 'graph', 'linear', 'last' or 'none', got {self.skip!r}")
 
     @property
     def inputs(self) -> InputSpec:
         """The input features the network sees."""
         return InputSpec(time_of_day=self.time_of_day, day_of_week=self.day_of_week, mask=self.mask)
+
+    def gates_for(self, num_nodes: int) -> GateMode:
+        """The gate form used for a network of ``num_nodes`` sensors (resolves ``"auto"``)."""
+        if self.gates != "auto":
+            return self.gates
+        return "dense" if num_nodes <= self.dense_max_nodes else "shared"
 
     def hyper(self) -> dict[str, Any]:
         """The model's hyper-parameters without the training options (``config.json``)."""
@@ -459,7 +507,7 @@ class TGCLSTM(ForecasterBase):
     name: ClassVar[str] = "tgclstm"
     USES_GRAPH: ClassVar[bool] = True
     PROBABILISTIC: ClassVar[bool] = False
-    DEFAULT_TRAIN: ClassVar[TrainConfig] = TrainConfig()
+    DEFAULT_TRAIN: ClassVar[TrainConfig] = TrainConfig(epochs=200, patience=20, loss="huber")
 
     def __init__(
         self, config: TGCLSTMConfig | None = None, *, train: TrainConfig | None = None, **hyper: Any
@@ -523,11 +571,15 @@ class TGCLSTM(ForecasterBase):
             "ffr": ffr,
             "edges_per_hop": [int(h.shape[1]) for h in hops],
             "num_nodes": int(graph.num_nodes),
+            "gates": self.config.gates_for(int(graph.num_nodes)),
         }
         return hops, info
 
-    def build_net(self, hops: Sequence[np.ndarray], num_nodes: int) -> TGCLSTMNet:
-        """A fresh network for these hop lists (initial weights from ``train.seed``)."""
+    def build_net(
+        self, hops: Sequence[np.ndarray], num_nodes: int, gates: GateMode | None = None
+    ) -> TGCLSTMNet:
+        """A fresh network for these hop lists (initial weights from ``train.seed``);
+        ``gates`` overrides the form ``config.gates_for(num_nodes)`` picks."""
         cfg = self.config
         with seeded(cfg.train.seed):
             return TGCLSTMNet(
@@ -538,8 +590,9 @@ class TGCLSTM(ForecasterBase):
                 horizon=cfg.horizon,
                 hidden=cfg.hidden,
                 embed=cfg.embed,
-                gates=cfg.gates,
-                residual=cfg.residual,
+                gates=gates or cfg.gates_for(num_nodes),
+                skip=cfg.skip,
+                window=cfg.window,
                 dropout=cfg.dropout,
             )
 
@@ -644,12 +697,14 @@ class TGCLSTM(ForecasterBase):
             hops = TGCLSTMNet.hops_from_state(bundle.tensors)
             graph = dict(config.get("graph") or {})
             coords = config.get("coords")
+            gates = graph["gates"]
         except (KeyError, TypeError) as exc:
             raise ValueError(
                 f"bundle {directory} lacks or mangles {exc}; it was written by another "
                 "version of tgclstm: retrain it"
             ) from None
-        net = model.build_net(hops, len(model.sensor_ids))
+        # The form the bundle was trained with, whatever "auto" would pick in this version.
+        net = model.build_net(hops, len(model.sensor_ids), gates=gates)
         load_module_tensors(net, bundle.tensors)
         model.device = resolve_device("auto")
         model.net = net.to(model.device).eval()

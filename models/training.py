@@ -225,13 +225,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
-                             f"{self.batch_size}")
+            raise ValueError(
+                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.lr_schedule not in ("plateau", "cosine", "none"):
-            raise ValueError(f"lr_schedule must be plateau, cosine or none, got "
-                             f"{self.lr_schedule!r}")
+            raise ValueError(
+                f"lr_schedule must be plateau, cosine or none, got {self.lr_schedule!r}"
+            )
         if self.loss not in ("mse", "mae", "huber"):
             raise ValueError(f"loss must be mse, mae or huber, got {self.loss!r}")
 
@@ -341,7 +343,10 @@ class PanelTensors:
         return table.index_select(0, steps.reshape(-1)).view(*steps.shape, *table.shape[1:])
 
     def inputs(self, origins: Tensor, window: int, spec: InputSpec) -> Tensor:
-        """Input windows ending at ``origins`` (int64 ``[batch]``): ``[batch, window, node, feature]``."""
+        """Input windows ending at ``origins`` (int64 ``[batch]``).
+
+        Returns float32 ``[batch, window, node, feature]``.
+        """
         offsets = torch.arange(-window + 1, 1, device=origins.device)
         steps = origins[:, None] + offsets  # [batch, window]
         vals = self._rows(self.values, steps)  # [batch, window, node]
@@ -484,21 +489,17 @@ def fit_network(
     )
     use_valid = len(valid_origins_np) > 0
 
-    resident = device.type != "cuda"
-
-    def place(panel: SensorPanel) -> PanelTensors:
-        nonlocal resident
-        data = PanelTensors.build(panel, scaler, spec)
-        if device.type == "cuda":
-            if data.nbytes < _DEVICE_RESIDENT_BYTES:
-                resident = True
-                return data.to(device)
-            resident = False
-            return data.pin()
-        return data
-
-    train_data = place(train)
-    valid_data = place(valid) if use_valid and valid is not None else None
+    train_data = PanelTensors.build(train, scaler, spec)
+    valid_data = (
+        PanelTensors.build(valid, scaler, spec) if use_valid and valid is not None else None
+    )
+    # One decision for both parts, so that the batch indices live where the data live.
+    total_bytes = train_data.nbytes + (valid_data.nbytes if valid_data is not None else 0)
+    resident = device.type != "cuda" or total_bytes < _DEVICE_RESIDENT_BYTES
+    if device.type == "cuda":
+        move = (lambda d: d.to(device)) if resident else (lambda d: d.pin())
+        train_data = move(train_data)
+        valid_data = move(valid_data) if valid_data is not None else None
     index_device = device if resident else torch.device("cpu")
 
     def to_device(t: Tensor) -> Tensor:
@@ -507,13 +508,12 @@ def fit_network(
         if not resident:
             t = t.pin_memory()
         return t.to(device, non_blocking=True)
+
     train_origins = torch.from_numpy(train_origins_np).to(index_device)
     valid_origins = torch.from_numpy(valid_origins_np.astype(np.int64)).to(index_device)
 
     use_amp = config.amp and device.type == "cuda"
-    amp_dtype = (
-        torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    )
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     def autocast() -> contextlib.AbstractContextManager[Any]:
@@ -560,9 +560,7 @@ def fit_network(
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
         with seeded(config.seed), progress:
-            task = progress.add_task(
-                f"train {type(module).__name__}", total=config.epochs, info=""
-            )
+            task = progress.add_task(f"train {type(module).__name__}", total=config.epochs, info="")
             for epoch in range(1, config.epochs + 1):
                 module.train()
                 perm = torch.randperm(len(train_origins), generator=generator).to(index_device)
@@ -576,7 +574,8 @@ def fit_network(
                         pred = module(x)
                     terms = _loss_terms(pred, y, m, config.loss)
                     n_obs = m.sum()
-                    loss = terms.sum() / n_obs.clamp(min=1)
+                    batch_sum = terms.sum()
+                    loss = batch_sum / n_obs.clamp(min=1)
                     if extra_loss is not None:
                         loss = loss + extra_loss(module)
                     optimizer.zero_grad(set_to_none=True)
@@ -586,7 +585,7 @@ def fit_network(
                         nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
                     grad_scaler.step(optimizer)
                     grad_scaler.update()
-                    loss_sum += terms.sum().detach()
+                    loss_sum += batch_sum.detach()
                     count_sum += n_obs
                 # One host synchronisation per epoch.
                 history.train_loss.append(float((loss_sum / count_sum.clamp(min=1)).item()))
@@ -609,7 +608,9 @@ def fit_network(
                     )
                     history.valid_loss.append(v_loss)
                     info += f"  valid {v_loss:.4f}"
-                    if v_loss < best_loss - 1e-7 * abs(best_loss if math.isfinite(best_loss) else 0):
+                    if v_loss < best_loss - 1e-7 * abs(
+                        best_loss if math.isfinite(best_loss) else 0
+                    ):
                         best_loss = v_loss
                         best_state = _state_copy(module)
                         history.best_epoch = epoch

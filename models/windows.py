@@ -54,9 +54,7 @@ def fill_forward(values: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> 
     return np.where(last >= 0, filled, np.broadcast_to(fallback, (n, window, nodes)))
 
 
-def last_observed(
-    values: np.ndarray, mask: np.ndarray, fallback: np.ndarray
-) -> np.ndarray:
+def last_observed(values: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """The last observed value of each window and sensor (else ``fallback``): ``[n, node]``."""
     return fill_forward(values, mask, fallback)[:, -1, :]
 

@@ -52,7 +52,7 @@ def load_bundles(
     models.bundle.BundleError
         When a bundle is corrupt (checksum, version): the message says to retrain.
     """
-    from models.bundle import load_model
+    from models.bundle import BundleError, load_model
 
     paths = discover_bundles(model_dir)
     if not paths:
@@ -62,7 +62,15 @@ def load_bundles(
         )
     models: dict[str, Forecaster] = {}
     for path in paths:
-        model = load_model(path)
+        try:
+            model = load_model(path)
+        except BundleError:
+            raise
+        except Exception as exc:  # a bundle written by another version of the model code
+            raise BundleDirError(
+                f"bundle {path} could not be loaded ({type(exc).__name__}: {exc}); retrain it "
+                "with this version (roadcast train) or remove it"
+            ) from exc
         name = model.name
         if name in models:
             raise BundleDirError(

@@ -2,22 +2,26 @@
 
 The service publishes ``models x sensors`` messages for every tick (6 x 207 = 1242 on
 ``los-loop``). :func:`pipeline.schema.encode_forecast` builds a dict, re-validates it
-and runs ``json.dumps`` for each: correct, but its cost per message is paid 1242 times
-per tick. Here the parts every message of one (model, tick) shares (model name,
-``issued_at``, the targets) are formatted once, and the numbers of all sensors at once
-with numpy (``float32 -> str`` is the shortest decimal that round-trips, as in
-``pipeline.replay``). The output is the same v1 wire format, with the same key order;
+and runs ``json.dumps`` for each: correct, but paid 1242 times per tick. Here the
+parts that every message of one (model, tick) shares (model name, ``issued_at``, the
+targets) are formatted once, and the numbers of all sensors at once with numpy
+(``float32 -> str`` is the shortest decimal that round-trips, as in
+``pipeline.replay``). The output is the same v1 wire format with the same key order;
 ``tests/test_service_unit.py`` decodes it with :func:`pipeline.schema.decode_forecast`.
+The JSON arrays are returned too: the store keeps exactly what was published.
 
 A sensor whose forecast (or interval) is not finite, or whose interval is inverted, is
 not published: the schema rejects both, and a made-up number would be worse than none.
-Its index is returned so the service can count it.
+Its column is returned so the service can count it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -25,10 +29,41 @@ import pandas as pd
 from pipeline.schema import SCHEMA_VERSION, format_timestamp
 
 
+@dataclass(frozen=True)
+class EncodedForecast:
+    """One model's forecast at one tick, ready to publish and to store.
+
+    ``messages`` are ``(key, value)`` bytes, one per published sensor, in column order;
+    ``columns`` int64 ``[m]`` their sensor columns; ``yhat``/``lo``/``hi`` their JSON
+    arrays (``lo``/``hi`` None without intervals); ``skipped`` the columns left out.
+    """
+
+    messages: list[tuple[bytes, bytes]]
+    columns: np.ndarray
+    yhat: list[str]
+    lo: list[str] | None
+    hi: list[str] | None
+    skipped: np.ndarray
+
+
 def _numbers(array: np.ndarray) -> list[str]:
     """``[horizon, node]`` float -> one comma-joined JSON number list per node."""
     text = array.astype(np.float32).T.astype(str).tolist()  # [node][horizon]
     return [",".join(row) for row in text]
+
+
+def json_arrays(array: np.ndarray) -> list[str]:
+    """``[horizon, node]`` finite floats -> one JSON array (``"[55.1,54.9]"``) per node."""
+    return [f"[{row}]" for row in _numbers(array)]
+
+
+@lru_cache(maxsize=256)
+def _stamps(issued_ns: int, freq_ns: int, horizon: int) -> tuple[str, str]:
+    """``issued_at`` and the comma-joined quoted targets, formatted once per tick."""
+    issued = pd.Timestamp(issued_ns, tz="UTC").to_pydatetime()
+    step = timedelta(microseconds=freq_ns // 1000)
+    targets = ",".join(f'"{format_timestamp(issued + k * step)}"' for k in range(1, horizon + 1))
+    return format_timestamp(issued), targets
 
 
 class ForecastEncoder:
@@ -53,49 +88,69 @@ class ForecastEncoder:
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
     ) -> tuple[list[tuple[bytes, bytes]], np.ndarray]:
-        """Messages of one model's forecast issued at one tick.
+        """``(messages, skipped columns)`` of one forecast with regular ``targets``."""
+        if len(targets) != mean.shape[0] or len(targets) == 0:
+            raise ValueError(f"{len(targets)} targets for a forecast of shape {mean.shape}")
+        freq = pd.Timestamp(targets[0]) - pd.Timestamp(issued_at)
+        expected = pd.Timestamp(issued_at) + freq * np.arange(1, len(targets) + 1)
+        if freq <= pd.Timedelta(0) or not (pd.DatetimeIndex(targets) == expected).all():
+            raise ValueError("targets must be issued_at + k * step for k = 1..horizon")
+        encoded = self.encode_rows(model, issued_at, freq, mean, lower, upper)
+        return encoded.messages, encoded.skipped
+
+    def encode_rows(
+        self,
+        model: str,
+        issued_at: pd.Timestamp,
+        freq: pd.Timedelta,
+        mean: np.ndarray,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
+    ) -> EncodedForecast:
+        """Messages of one model's forecast issued at one tick, and the rows to store.
 
         Parameters
         ----------
         model : the model name.
         issued_at : the tick the forecast was made at (its last input step).
-        targets : the ``horizon`` forecast instants.
-        mean, lower, upper : float ``[horizon, node]`` (bounds may be None together).
-
-        Returns
-        -------
-        (messages, skipped)
-            ``messages`` is a list of ``(key, value)`` bytes, one per sensor with a finite
-            forecast, in sensor order; ``skipped`` int64 ``[m]`` the columns left out.
+        freq : the grid step; target ``k`` is ``issued_at + k * freq``.
+        mean, lower, upper : float ``[horizon, node]`` (bounds are given together or not).
         """
         horizon, nodes = mean.shape
-        if nodes != len(self.sensor_ids) or len(targets) != horizon:
-            raise ValueError(
-                f"forecast is {mean.shape} for {len(targets)} targets and "
-                f"{len(self.sensor_ids)} sensors"
-            )
+        if nodes != len(self.sensor_ids):
+            raise ValueError(f"forecast is {mean.shape} for {len(self.sensor_ids)} sensors")
         if (lower is None) != (upper is None):
             raise ValueError("lower and upper bounds come together: give both or neither")
         finite = np.isfinite(mean).all(axis=0)  # [node]
         if lower is not None and upper is not None:
             finite &= np.isfinite(lower).all(axis=0) & np.isfinite(upper).all(axis=0)
             finite &= (lower <= upper).all(axis=0)  # the schema rejects lo > hi
+        issued, targets = _stamps(
+            int(pd.Timestamp(issued_at).value), int(pd.Timedelta(freq).value), horizon
+        )
         head = f'{{"v":{SCHEMA_VERSION},"model":{json.dumps(model, ensure_ascii=False)},"sensor":'
-        stamps = ",".join(f'"{format_timestamp(t.to_pydatetime())}"' for t in targets)
-        issued = format_timestamp(pd.Timestamp(issued_at).to_pydatetime())
-        mid = f',"issued_at":"{issued}","targets":[{stamps}],"yhat":['
-        yhat = _numbers(mean)
+        mid = f',"issued_at":"{issued}","targets":[{targets}],"yhat":['
+        columns = np.flatnonzero(finite)
+        numbers = _numbers(mean)
+        yhat = [numbers[i] for i in columns.tolist()]
         messages: list[tuple[bytes, bytes]] = []
         if lower is None or upper is None:
-            for i in np.flatnonzero(finite).tolist():
-                text = head + self._sensor_json[i] + mid + yhat[i] + '],"lo":null,"hi":null}'
+            for i, y in zip(columns.tolist(), yhat, strict=True):
+                text = head + self._sensor_json[i] + mid + y + '],"lo":null,"hi":null}'
                 messages.append((self.keys[i], text.encode("utf-8")))
-        else:
-            lo, hi = _numbers(lower), _numbers(upper)
-            for i in np.flatnonzero(finite).tolist():
-                text = (
-                    head + self._sensor_json[i] + mid + yhat[i]
-                    + '],"lo":[' + lo[i] + '],"hi":[' + hi[i] + "]}"
-                )  # fmt: skip
-                messages.append((self.keys[i], text.encode("utf-8")))
-        return messages, np.flatnonzero(~finite)
+            return EncodedForecast(
+                messages, columns, _arrays(yhat), None, None, np.flatnonzero(~finite)
+            )
+        lows, highs = _numbers(lower), _numbers(upper)
+        lo = [lows[i] for i in columns.tolist()]
+        hi = [highs[i] for i in columns.tolist()]
+        for i, y, a, b in zip(columns.tolist(), yhat, lo, hi, strict=True):
+            text = head + self._sensor_json[i] + mid + y + '],"lo":[' + a + '],"hi":[' + b + "]}"
+            messages.append((self.keys[i], text.encode("utf-8")))
+        return EncodedForecast(
+            messages, columns, _arrays(yhat), _arrays(lo), _arrays(hi), np.flatnonzero(~finite)
+        )
+
+
+def _arrays(rows: list[str]) -> list[str]:
+    return [f"[{row}]" for row in rows]

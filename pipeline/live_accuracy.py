@@ -1,7 +1,7 @@
 """Live accuracy: score each model's forecasts as the ticks they target close.
 
-The service keeps, per model, the forecasts issued during the last ``horizon`` ticks
-(bounded memory: ``horizon x node`` floats per tick and model). When tick ``t`` closes
+The service keeps, per model, the forecasts issued during the last ``horizon + 1``
+ticks (bounded memory: ``horizon x node`` floats per tick and model). When tick ``t`` closes
 with its observed values, every forecast whose step ``h`` targets ``t`` (issued at
 ``t - h``) is scored on the observed sensors, and the error sums per model and step
 go to the store's ``accuracy`` table; rolling MAE/RMSE over any span are then sums
@@ -70,7 +70,9 @@ class LiveScorer:
             raise ValueError(f"{model}: forecast shape {mean.shape} is not [{horizon}, node]")
         ring = self._issued[model]
         ring[tick] = (mean, lower, upper)
-        for old in [t for t in ring if t <= tick - horizon]:
+        # Keep ticks tick - horizon .. tick: the tick being closed right now is still
+        # the target of the one issued ``horizon`` ticks before it.
+        for old in [t for t in ring if t < tick - horizon]:
             del ring[old]
 
     def targeted(self, model: str, tick: int) -> Targeted:

@@ -7,10 +7,15 @@
   skipped when Kafka redelivers them (exact counters, no re-forecast). Stored offsets
   are keyed ``topic@<topic id>``: a topic that was deleted and created again (a fresh
   embedded broker) has another id, so old offsets never hide its new records;
-* the **position** (next offset this consumer will receive) and the **newest event
-  time** seen, which give the event-time cap of the watermark
-  (:meth:`PartitionTracker.limit_ns`): the slowest partition that still has a
-  backlog holds the watermark back; a partition that has caught up does not;
+* the **newest event time** seen and when the partition last delivered a record,
+  which give the event-time cap of the watermark (:meth:`PartitionTracker.limit_ns`):
+  the slowest *active* partition holds the watermark back, so a partition read ahead
+  of the others (Kafka hands out records partition by partition) does not make their
+  readings late. A partition that delivered nothing for ``idle_s`` seconds is idle
+  and does not hold it back (Flink's ``withIdleness``): otherwise a partition whose
+  sensors all went quiet would stop every tick from closing. The consumer's high
+  watermark is no use here: it is only as fresh as the partition's last fetch, so a
+  partition whose next records are still on their way looks "caught up";
 * offsets processed but **not yet committed** (a failed commit): committed again on
   the next batch or when the partition is revoked.
 
@@ -40,13 +45,16 @@ NO_EVENT_TIME = -(2**62)
 class PartitionTracker:
     """Per-partition offsets and event times (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_s: float = 5.0) -> None:
+        if idle_s <= 0:
+            raise ValueError(f"idle_s must be > 0, got {idle_s}")
+        self.idle_s = idle_s
         self.assigned: set[TopicPartition] = set()
         self.changed = False
         self.topic_keys: dict[str, str] = {}
         self.next_offset: dict[tuple[str, int], int] = {}
-        self.position: dict[TopicPartition, int] = {}
         self.max_event_ns: dict[TopicPartition, int] = {}
+        self.last_seen: dict[TopicPartition, float] = {}  # monotonic time of the last record
         self.pending_commit: dict[TopicPartition, int] = {}
 
     def key(self, tp: TopicPartition) -> tuple[str, int]:
@@ -58,9 +66,10 @@ class PartitionTracker:
         start = self.next_offset.get(self.key(tp), -1)
         return [r for r in records if r.offset >= start] if start > 0 else list(records)
 
-    def observe(self, tp: TopicPartition, next_offset: int, max_event_ns: int | None) -> None:
-        """Record that ``tp`` was read up to ``next_offset`` (and its newest event time)."""
-        self.position[tp] = next_offset
+    def observe(self, tp: TopicPartition, max_event_ns: int | None, now: float) -> None:
+        """Record that ``tp`` delivered records at ``now`` (newest event time ``max_event_ns``,
+        None when none of them was a valid reading)."""
+        self.last_seen[tp] = now
         if max_event_ns is not None:
             self.max_event_ns[tp] = max(self.max_event_ns.get(tp, NO_EVENT_TIME), max_event_ns)
 
@@ -68,14 +77,14 @@ class PartitionTracker:
         """The store now holds everything below ``offsets``."""
         self.next_offset.update(offsets)
 
-    def limit_ns(self, highwater: Callable[[TopicPartition], int | None]) -> int | None:
-        """Event-time cap for the watermark: the newest event time of the slowest
-        partition with a backlog; None when every partition has caught up."""
+    def limit_ns(self, now: float) -> int | None:
+        """Event-time cap for the watermark: the newest event time of the slowest active
+        partition (:data:`NO_EVENT_TIME` for one that has delivered no reading yet);
+        None when every partition is idle."""
         limit: int | None = None
         for tp in self.assigned:
-            hw, pos = highwater(tp), self.position.get(tp)
-            if hw is not None and pos is not None and pos >= hw:
-                continue  # caught up: new records will be newer than what we have
+            if now - self.last_seen.get(tp, now) >= self.idle_s:
+                continue  # idle: its next records will be newer than what we have
             newest = self.max_event_ns.get(tp, NO_EVENT_TIME)
             limit = newest if limit is None else min(limit, newest)
         return limit
@@ -85,27 +94,51 @@ class PartitionTracker:
         consumer: KafkaConsumer,
         describe: Callable[[str], str],
         stored_offsets: Callable[[str], dict[int, int]],
+        now: float,
     ) -> None:
-        """Take over a new assignment (service thread): topic ids, stored offsets,
-        positions; partitions whose stored offset is ahead are moved there."""
-        self.changed = False
-        self.next_offset = {}
-        for topic in sorted({tp.topic for tp in self.assigned}):
-            self.topic_keys[topic] = describe(topic)
-            for partition, offset in stored_offsets(self.topic_keys[topic]).items():
-                self.next_offset[(self.topic_keys[topic], partition)] = offset
-        for tp in self.assigned:
+        """Take over a new assignment (service thread, may block on the broker).
+
+        Looks up each topic's id and the stored offsets under it. A topic whose id
+        changed since the last assignment was deleted and created again (a fresh
+        embedded broker): the consumer may still hold positions in the old log, so its
+        partitions are read from the start. (The log-end offsets cannot decide this:
+        Tansu answers ListOffsets with a wrong end.) Partitions whose stored offset is
+        ahead of their position are moved there: the store already has those records.
+
+        Raises
+        ------
+        kafka.errors.KafkaError, ConnectionError
+            When the broker does not answer; ``changed`` stays set, so the caller
+            retries after its next poll.
+        """
+        assigned = sorted(self.assigned)
+        keys = {topic: describe(topic) for topic in sorted({tp.topic for tp in assigned})}
+        next_offset: dict[tuple[str, int], int] = {}
+        for key in keys.values():
+            for partition, offset in stored_offsets(key).items():
+                next_offset[(key, partition)] = offset
+        for tp in assigned:
+            self.last_seen.setdefault(tp, now)  # active until it proves idle
+            previous = self.topic_keys.get(tp.topic)
+            if previous is not None and previous != keys[tp.topic]:
+                log.warning(
+                    "topic_recreated",
+                    extra={"fields": {"partition": f"{tp.topic}[{tp.partition}]"}},
+                )
+                consumer.seek_to_beginning(tp)
+                self.max_event_ns.pop(tp, None)
+                continue
+            stored = next_offset.get((keys[tp.topic], tp.partition))
             position = consumer.position(tp)
-            stored = self.next_offset.get(self.key(tp))
             if stored is not None and position is not None and stored > position:
                 consumer.seek(tp, stored)  # skip what the store already holds
-                position = stored
-            if position is not None:
-                self.position[tp] = position
+        self.topic_keys.update(keys)
+        self.next_offset = next_offset
+        self.changed = False
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
-            self.position.pop(tp, None)
+            self.last_seen.pop(tp, None)
             self.max_event_ns.pop(tp, None)
 
 

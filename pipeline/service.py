@@ -33,8 +33,9 @@ Delivery guarantees
   calls it on its network thread) the offsets of finished batches whose commit had not
   gone through; a new assignment is adopted in the service loop, which moves each
   partition to its stored offset when that is ahead (see :mod:`pipeline.partitions`).
-* **Event time across partitions.** The watermark is capped by the slowest partition
-  that still has a backlog, so a partition read ahead does not make the others late.
+* **Event time across partitions.** The watermark is capped by the slowest active
+  partition, so a partition read ahead does not make the others' readings late; a
+  partition silent for ``partition_idle_s`` does not hold it back.
 * **Broker restart.** Tansu keeps data in memory only, so a restarted embedded
   broker is empty: no topics, no committed offsets. While idle the service re-creates
   missing topics every few seconds; kafka-python reconnects by itself; the group
@@ -42,7 +43,9 @@ Delivery guarantees
   (``auto_offset_reset=earliest``). Stored offsets are keyed by the topic's id, which
   a re-created topic does not share, so the old offsets never hide new records.
   Readings that were in the old broker and not yet consumed are gone with it: that
-  is the broker's loss, not the service's (a real Kafka cluster keeps its log).
+  is the broker's loss, not the service's (a real Kafka cluster keeps its log). Tansu
+  also creates a topic on first use, so sends in flight during the restart usually
+  succeed against the new broker; when they do not, the batch is replayed as above.
 
 State survives restarts in the store: the rolling window, the open ticks and the
 recent forecasts (for live accuracy) are rebuilt from it, so a restarted service
@@ -56,7 +59,8 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,6 +142,8 @@ class ServiceConfig:
     durable : the store's ``synchronous=FULL`` (see :class:`pipeline.store.Store`).
     stats_every_s : how often a ``stats`` log line is written.
     topic_check_every_s : while idle, how often missing topics are re-created.
+    partition_idle_s : a partition that delivered nothing for this long no longer holds
+        the watermark back (see :mod:`pipeline.partitions`).
     """
 
     tick: pd.Timedelta = _FIVE_MIN
@@ -150,6 +156,7 @@ class ServiceConfig:
     durable: bool = True
     stats_every_s: float = 10.0
     topic_check_every_s: float = 5.0
+    partition_idle_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.poll_records < 1:
@@ -184,9 +191,11 @@ class AlertHook(Protocol):
 
     Called once per closed tick, in time order, after the tick's forecasts are
     computed; returns the ``firing``/``resolved`` messages to publish to
-    ``roadcast.alerts`` (key = sensor id) and to store. It should be deterministic in
-    its input, so that a replayed batch produces the same alerts (the store keys them
-    by ``alert_id`` and ``status``).
+    ``roadcast.alerts`` (key = sensor id) and to store (keyed by ``alert_id`` and
+    ``status``). At-least-once applies here too: after a publish failure the service
+    restores its state from the store and the hook sees the batch's ticks again, so a
+    stateful hook should key its state by tick time (a repeated tick is then a no-op)
+    and derive ``alert_id`` from the condition, not from a counter.
     """
 
     def __call__(self, context: TickContext) -> Sequence[AlertMessage]: ...
@@ -272,7 +281,12 @@ class ForecastService:
             )
         self.counters: Counter[str] = Counter(self.store.counters())
         self.latencies: deque[float] = deque(maxlen=10_000)
-        self.partitions = PartitionTracker()
+        # Seconds spent per stage (decode, assemble, predict.<model>, encode, send, flush,
+        # store...) since start: where a tick's time goes, for the logs and benchmarks.
+        self.stage_s: dict[str, float] = {}
+        self._logged_stage_s: dict[str, float] = {}
+        self._logged_ticks = 0
+        self.partitions = PartitionTracker(idle_s=config.partition_idle_s)
         self._ts_cache: dict[datetime, int] = {}
         self._restore()
 
@@ -336,13 +350,20 @@ class ForecastService:
             },
         )
 
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - start
+
     # ----------------------------------------------------------------- batch
     def process(
         self,
         batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
         outbox: Outbox,
         *,
-        highwater: Callable[[TopicPartition], int | None] | None = None,
         now_ns: int | None = None,
     ) -> tuple[BatchReport, Batch]:
         """Validate, assemble, forecast and publish one poll batch (not flushed, not stored).
@@ -351,29 +372,33 @@ class ForecastService:
         ----------
         batches : records per partition, as ``KafkaConsumer.poll`` returns them.
         outbox : where forecasts, alerts and dead letters are sent.
-        highwater : the consumer's high watermark per partition, to cap the event-time
-            watermark by partitions with a backlog; None treats every partition as
-            caught up.
         now_ns : wall clock for the future-timestamp rule (tests).
 
         Returns the report and the store batch; :meth:`handle` flushes, stores, commits.
         """
         report = BatchReport(records=sum(len(r) for r in batches.values()))
         batch = Batch()
+        outbox.refresh()
         decoded = _Decoded()
-        for tp, records in batches.items():
-            fresh = self.partitions.fresh(tp, records)
-            report.counts["redelivered"] += len(records) - len(fresh)
-            if records:
-                batch.offsets[self.partitions.key(tp)] = records[-1].offset + 1
-            for record in fresh:
-                self._decode(tp, record, decoded, outbox, report.counts)
-        newest = self._assemble(decoded, outbox, batch, report.counts, now_ns)
-        for tp, records in batches.items():
-            if records:
-                self.partitions.observe(tp, records[-1].offset + 1, newest.get(tp))
-        limit = None if highwater is None else self.partitions.limit_ns(highwater)
-        for run in self.assembler.advance(limit):
+        with self._timed("decode"):
+            for tp, records in batches.items():
+                fresh = self.partitions.fresh(tp, records)
+                report.counts["redelivered"] += len(records) - len(fresh)
+                if records:
+                    key = self.partitions.key(tp)
+                    # Never behind what is stored: a redelivered batch must not rewind it.
+                    stored = self.partitions.next_offset.get(key, 0)
+                    batch.offsets[key] = max(stored, records[-1].offset + 1)
+                for record in fresh:
+                    self._decode(tp, record, decoded, outbox, report.counts)
+        with self._timed("assemble"):
+            newest = self._assemble(decoded, outbox, batch, report.counts, now_ns)
+            now = time.monotonic()
+            for tp, records in batches.items():
+                if records:
+                    self.partitions.observe(tp, newest.get(tp), now)
+            runs = self.assembler.advance(self.partitions.limit_ns(now))
+        for run in runs:
             self._forecast_run(run, outbox, batch, report)
         batch.state.update(
             tick_ms=self.freq_ms,
@@ -455,7 +480,8 @@ class ForecastService:
         ts_ns = np.asarray(decoded.ts_ns, dtype=np.int64)
         rec_ms = np.asarray(decoded.record_ms, dtype=np.int64)
         owner = np.asarray(decoded.owner, dtype=np.int64)
-        result = self.assembler.add(cols, ts_ns, decoded.values, rec_ms, now_ns=now_ns)
+        values = np.asarray(decoded.values, dtype=np.float64)
+        result = self.assembler.add(cols, ts_ns, values, rec_ms, now_ns=now_ns)
         status = result.status
         future = np.unique(owner[status == FUTURE])
         for index in future.tolist():
@@ -493,13 +519,14 @@ class ForecastService:
     def _forecast_run(
         self, run: ClosedRun, outbox: Outbox, batch: Batch, report: BatchReport
     ) -> None:
-        """Forecast every tick of ``run`` with every model, publish, score, alert."""
-        issued_ms = self.asm_config.tick_ns([t.tick for t in run.ticks]) // 1_000_000
+        """Forecast every tick of ``run`` with every model (one ``predict_batch`` each),
+        then per tick: score, publish, store, alert."""
         predictions: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
         for m in self.models:
             panel = run.panel if m.cols is None else run.panel.select(m.model.sensor_ids)
             try:
-                fc = m.model.predict_batch(panel, run.origins)
+                with self._timed(f"predict.{m.name}"):
+                    fc = m.model.predict_batch(panel, run.origins)
             except Exception as exc:  # one broken model must not stop the others
                 report.counts[f"model_errors.{m.name}"] += 1
                 log.error(
@@ -508,33 +535,45 @@ class ForecastService:
                 )
                 continue
             predictions[m.name] = (fc.mean, fc.lower, fc.upper)
-            batch.forecasts.append(
-                ForecastRows(
-                    m.name, issued_ms, fc.mean, m.store_sensors, self.freq_ms, fc.lower, fc.upper
-                )
-            )
+        freq = self.config.tick
         for k, tick in enumerate(run.ticks):
-            self._score(tick, batch)
+            with self._timed("score"):
+                self._score(tick, batch)
+            issued_ms = int(tick.ts.value // 1_000_000)
             issued: dict[str, Forecast] = {}
             for m in self.models:
                 if m.name not in predictions:
                     continue
-                mean, lower, upper = (None if a is None else a[k] for a in predictions[m.name])
-                assert mean is not None
-                targets = pd.date_range(
-                    tick.ts + self.config.tick, periods=len(mean), freq=self.config.tick
+                all_mean, all_lower, all_upper = predictions[m.name]
+                mean = all_mean[k]
+                lower = None if all_lower is None else all_lower[k]
+                upper = None if all_upper is None else all_upper[k]
+                with self._timed("encode"):
+                    encoded = m.encoder.encode_rows(m.name, tick.ts, freq, mean, lower, upper)
+                with self._timed("send"):
+                    for key, value in encoded.messages:
+                        outbox.send(self.settings.topic_forecasts, key, value)
+                batch.forecasts.append(
+                    ForecastRows(
+                        m.name,
+                        issued_ms,
+                        m.store_sensors[encoded.columns],
+                        encoded.yhat,
+                        encoded.lo,
+                        encoded.hi,
+                    )
                 )
-                messages, skipped = m.encoder.encode(m.name, tick.ts, targets, mean, lower, upper)
-                for key, value in messages:
-                    outbox.send(self.settings.topic_forecasts, key, value)
-                report.counts["forecasts_published"] += len(messages)
-                report.counts["forecasts_nonfinite"] += len(skipped)
+                report.counts["forecasts_published"] += len(encoded.messages)
+                report.counts["forecasts_nonfinite"] += len(encoded.skipped)
                 self.scorer.record(m.name, tick.tick, mean, lower, upper)
-                issued[m.name] = Forecast(
-                    m.name, m.model.sensor_ids, tick.ts, targets, mean, lower, upper
-                )
+                if self.alert_hook is not None:
+                    targets = pd.date_range(tick.ts + freq, periods=len(mean), freq=freq)
+                    issued[m.name] = Forecast(
+                        m.name, m.model.sensor_ids, tick.ts, targets, mean, lower, upper
+                    )
             if self.alert_hook is not None:
-                self._alerts(run, tick, issued, outbox, batch, report)
+                with self._timed("alerts"):
+                    self._alerts(run, tick, issued, outbox, batch, report)
             report.ticks.append(tick)
             report.counts["ticks_closed"] += 1
             report.counts[f"ticks_closed.{tick.reason}"] += 1
@@ -615,13 +654,16 @@ class ForecastService:
             When the broker did not take the batch's output: nothing was stored or
             committed, the caller recovers (:meth:`recover`).
         """
-        report, batch = self.process(records, outbox, highwater=consumer.highwater)
-        outbox.flush(self.config.flush_timeout_s)
-        self.finish(report, batch, flushed_at_ms=time.time_ns() // 1_000_000)
+        report, batch = self.process(records, outbox)
+        with self._timed("flush"):
+            outbox.flush(self.config.flush_timeout_s)
+        with self._timed("store"):
+            self.finish(report, batch, flushed_at_ms=time.time_ns() // 1_000_000)
         for tp, part in records.items():
             if part:
                 self.partitions.pending_commit[tp] = part[-1].offset + 1
-        self.commit(consumer)
+        with self._timed("commit"):
+            self.commit(consumer)
         return report
 
     def commit(self, consumer: KafkaConsumer) -> None:
@@ -661,6 +703,7 @@ class ForecastService:
         consumer = None
         outbox = None
         try:
+            self.warm_up()
             ensure_topics(self.settings)
             consumer = make_consumer(
                 self.settings,
@@ -677,10 +720,11 @@ class ForecastService:
             while not stop.is_set():
                 try:
                     records = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
-                    if self.partitions.changed:
-                        self.partitions.adopt(consumer, self._describe_topic, self.store.offsets)
                 except KafkaError as exc:  # the client reconnects by itself: wait and retry
                     log.warning("poll_failed", extra={"fields": {"error": str(exc)}})
+                    stop.wait(1.0)
+                    continue
+                if self.partitions.changed and not self._adopt(consumer, records):
                     stop.wait(1.0)
                     continue
                 now = time.monotonic()
@@ -708,6 +752,49 @@ class ForecastService:
             self.store.close()
         return dict(self.counters)
 
+    def warm_up(self) -> None:
+        """One forecast per model on an empty window before the first tick, so the first
+        tick does not pay one-time costs (lazy imports, first torch calls, caches)."""
+        started = time.perf_counter()
+        empty = np.full((self.window, len(self.sensor_ids)), np.nan, np.float32)  # [time, node]
+        stamps = pd.date_range("2000-01-01", periods=self.window, freq=self.config.tick, tz="UTC")
+        panel = SensorPanel(empty, np.zeros(empty.shape, bool), stamps, self.sensor_ids)
+        origin = np.array([self.window - 1], dtype=np.int64)
+        for m in self.models:
+            try:
+                own = panel if m.cols is None else panel.select(m.model.sensor_ids)
+                m.model.predict_batch(own, origin)
+            except Exception as exc:  # reported again, per tick, if it persists
+                log.warning(
+                    "warm_up_failed", extra={"fields": {"model": m.name, "error": repr(exc)}}
+                )
+        log.info(
+            "warmed_up", extra={"fields": {"seconds": round(time.perf_counter() - started, 3)}}
+        )
+
+    def _adopt(
+        self,
+        consumer: KafkaConsumer,
+        records: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+    ) -> bool:
+        """Adopt a new assignment before processing ``records``; False (and the records
+        handed back to the consumer) when the broker did not answer."""
+        from kafka.errors import KafkaError
+
+        from pipeline.clients import KafkaUnavailable
+
+        try:
+            self.partitions.adopt(
+                consumer, self._describe_topic, self.store.offsets, time.monotonic()
+            )
+            return True
+        except (KafkaError, KafkaUnavailable) as exc:
+            log.warning("assignment_deferred", extra={"fields": {"error": str(exc)}})
+            for tp, part in records.items():  # not processed: read them again next time
+                if part and tp in consumer.assignment():
+                    consumer.seek(tp, part[0].offset)
+            return False
+
     def _new_outbox(self) -> Outbox:
         from pipeline.clients import make_producer
 
@@ -717,6 +804,8 @@ class ForecastService:
         """Forget a batch the broker did not take: state from the store, the consumer back
         to the stored offsets, missing topics re-created, a new producer (the old one may
         hold a dead broker's producer id). Returns the new outbox."""
+        from kafka.errors import KafkaError
+
         from pipeline.clients import KafkaUnavailable
 
         outbox.close(1.0)
@@ -724,9 +813,13 @@ class ForecastService:
         self._restore()
         for tp in consumer.assignment():
             offset = self.partitions.next_offset.get(self.partitions.key(tp))
-            committed = offset if offset is not None else consumer.committed(tp)
-            if committed is not None:
-                consumer.seek(tp, committed)
+            if offset is None:  # nothing of it stored yet: where the group left it
+                try:
+                    offset = consumer.committed(tp, timeout_ms=5000)
+                except KafkaError:  # broker away: replay it all (at least once)
+                    offset = None
+            if offset is not None:
+                consumer.seek(tp, offset)
             else:
                 consumer.seek_to_beginning(tp)
         self.store.write(Batch(counters={"recoveries": 1}))
@@ -741,20 +834,17 @@ class ForecastService:
                     raise
 
     def _describe_topic(self, topic: str) -> str:
-        """``topic@<topic id>``: a re-created topic (fresh broker) gets another key."""
-        from kafka.errors import KafkaError
+        """``topic@<topic id>``: a re-created topic (fresh broker) gets another key.
 
-        from pipeline.clients import KafkaUnavailable, make_admin
+        Raises ``KafkaError`` or ``KafkaUnavailable`` when the broker does not answer.
+        """
+        from pipeline.clients import make_admin
 
+        admin = make_admin(self.settings)
         try:
-            admin = make_admin(self.settings)
-            try:
-                described = admin.describe_topics([topic])
-            finally:
-                admin.close()
-        except (KafkaError, KafkaUnavailable, OSError) as exc:
-            log.warning("describe_failed", extra={"fields": {"topic": topic, "error": str(exc)}})
-            return self.partitions.topic_keys.get(topic, topic)
+            described = admin.describe_topics([topic])
+        finally:
+            admin.close()
         topic_id = described[0].get("topic_id") if described else None
         return f"{topic}@{topic_id}" if topic_id else topic
 
@@ -791,6 +881,14 @@ class ForecastService:
         for name, value in percentiles(self.latencies).items():
             fields[f"latency_{name}_ms"] = None if np.isnan(value) else round(value, 1)
         fields["open_ticks"] = len(self.assembler.open_ticks)
+        ticks = self.counters.get("ticks_closed", 0) - self._logged_ticks
+        if ticks > 0:  # where the time of a tick went since the last stats line
+            fields["ms_per_tick"] = {
+                k: round(1000 * (v - self._logged_stage_s.get(k, 0.0)) / ticks, 2)
+                for k, v in sorted(self.stage_s.items())
+            }
+        self._logged_stage_s = dict(self.stage_s)
+        self._logged_ticks = self.counters.get("ticks_closed", 0)
         log.info("stats", extra={"fields": fields})
 
 

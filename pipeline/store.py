@@ -20,9 +20,13 @@ names and ISO times for people and reports):
 ``ticks(ts, observed, reason, closed_ms, latency_ms)``
     Every closed tick: how many sensors reported, why it closed, and the latency from
     its last reading's Kafka record timestamp to its forecasts being published.
-``forecasts(model, issued_at, step, sensor, target, yhat, lo, hi)``
-    One row per model, origin, step and sensor, keyed by all four (an upsert), so a
-    forecast re-issued after a redelivery overwrites itself.
+``forecasts(model, issued_at, sensor, yhat, lo, hi)``
+    One row per published forecast message, keyed by model, origin and sensor (an
+    upsert, so a forecast re-issued after a redelivery overwrites itself); ``yhat``,
+    ``lo`` and ``hi`` are the JSON arrays of the message, step 1 first. One row per
+    message rather than per target step is 12x fewer rows on the service's hot path;
+    the ``forecast_steps`` view expands them to one row per (model, issued_at, sensor,
+    step, target) for SQL joins with the actuals.
 ``accuracy(model, step, target, n, sum_abs, sum_sq)``
     Error sums of every forecast scored when its target tick closed: rolling MAE/RMSE
     per model and horizon without re-joining millions of rows.
@@ -37,7 +41,7 @@ names and ISO times for people and reports):
 
 from __future__ import annotations
 
-import math
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,9 +69,9 @@ CREATE TABLE IF NOT EXISTS ticks(
     ts INTEGER PRIMARY KEY, observed INTEGER NOT NULL, reason TEXT NOT NULL,
     closed_ms INTEGER NOT NULL, latency_ms REAL);
 CREATE TABLE IF NOT EXISTS forecasts(
-    model INTEGER NOT NULL, issued_at INTEGER NOT NULL, step INTEGER NOT NULL,
-    sensor INTEGER NOT NULL, target INTEGER NOT NULL, yhat REAL, lo REAL, hi REAL,
-    PRIMARY KEY(model, issued_at, step, sensor)) WITHOUT ROWID;
+    model INTEGER NOT NULL, issued_at INTEGER NOT NULL, sensor INTEGER NOT NULL,
+    yhat TEXT NOT NULL, lo TEXT, hi TEXT,
+    PRIMARY KEY(model, issued_at, sensor)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS accuracy(
     model INTEGER NOT NULL, step INTEGER NOT NULL, target INTEGER NOT NULL,
     n INTEGER NOT NULL, sum_abs REAL NOT NULL, sum_sq REAL NOT NULL,
@@ -88,12 +92,18 @@ CREATE VIEW IF NOT EXISTS readings_v AS
            COALESCE(c.value, r.value) AS value, c.value IS NOT NULL AS corrected
     FROM readings r JOIN sensors s ON s.id = r.sensor
     LEFT JOIN corrections c ON c.ts = r.ts AND c.sensor = r.sensor;
+CREATE VIEW IF NOT EXISTS forecast_steps AS
+    SELECT f.model, f.issued_at, f.sensor, j.key + 1 AS step,
+           f.issued_at + (j.key + 1) * (SELECT value FROM state WHERE key = 'tick_ms') AS target,
+           j.value AS yhat, json_extract(f.lo, '$[' || j.key || ']') AS lo,
+           json_extract(f.hi, '$[' || j.key || ']') AS hi
+    FROM forecasts f, json_each(f.yhat) j;
 CREATE VIEW IF NOT EXISTS forecasts_v AS
     SELECT m.name AS model, s.name AS sensor,
            strftime('%Y-%m-%dT%H:%M:%fZ', f.issued_at / 1000.0, 'unixepoch') AS issued_at,
            f.step, strftime('%Y-%m-%dT%H:%M:%fZ', f.target / 1000.0, 'unixepoch') AS target,
            f.yhat, f.lo, f.hi
-    FROM forecasts f JOIN models m ON m.id = f.model JOIN sensors s ON s.id = f.sensor;
+    FROM forecast_steps f JOIN models m ON m.id = f.model JOIN sensors s ON s.id = f.sensor;
 """
 
 
@@ -103,20 +113,42 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class ForecastRows:
-    """One model's forecasts for some ticks, as arrays (the service's batch form).
+    """One model's published forecasts at one tick.
 
-    ``issued_ms`` int64 ``[k]``; ``yhat``/``lo``/``hi`` float32 ``[k, horizon, node]``
-    (``lo``/``hi`` None without intervals); ``sensors`` int64 ``[node]`` store ids of the
-    columns; ``freq_ms`` the grid step (targets are ``issued + step * freq``).
+    ``sensors`` int64 ``[m]`` store ids; ``yhat``/``lo``/``hi`` one JSON array text per
+    sensor, step 1 first (``lo``/``hi`` None without intervals).
     """
 
     model: str
-    issued_ms: np.ndarray
-    yhat: np.ndarray
+    issued_ms: int
     sensors: np.ndarray
-    freq_ms: int
-    lo: np.ndarray | None = None
-    hi: np.ndarray | None = None
+    yhat: Sequence[str]
+    lo: Sequence[str] | None = None
+    hi: Sequence[str] | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        model: str,
+        issued_ms: int,
+        sensors: np.ndarray,
+        mean: np.ndarray,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
+    ) -> ForecastRows:
+        """Rows from ``[horizon, node]`` arrays; sensors with a non-finite value are left
+        out (as the service leaves them out of what it publishes)."""
+        from pipeline.forecast_wire import json_arrays
+
+        keep = np.isfinite(mean).all(axis=0)  # [node]
+        bounds = [b for b in (lower, upper) if b is not None]
+        for bound in bounds:
+            keep &= np.isfinite(bound).all(axis=0)
+        cols = np.flatnonzero(keep)
+        lo = None if lower is None or upper is None else json_arrays(lower[:, cols])
+        hi = None if lower is None or upper is None else json_arrays(upper[:, cols])
+        sensors = np.asarray(sensors, dtype=np.int64)[cols]
+        return cls(model, int(issued_ms), sensors, json_arrays(mean[:, cols]), lo, hi)
 
 
 @dataclass(frozen=True)
@@ -193,14 +225,6 @@ def _ms(ts: pd.Timestamp | str | int) -> int:
     stamp = pd.Timestamp(ts)
     stamp = stamp.tz_localize("UTC") if stamp.tz is None else stamp
     return int(stamp.value // 1_000_000)
-
-
-def _nullable(array: np.ndarray) -> list[float | None]:
-    """float array -> list with None where NaN (SQLite has no NaN)."""
-    out: list[float | None] = array.astype(np.float64).tolist()
-    if not np.isfinite(array).all():
-        out = [None if (x is None or not math.isfinite(x)) else x for x in out]
-    return out
 
 
 class Store:
@@ -323,9 +347,18 @@ class Store:
                     ],
                 )
             for fc in batch.forecasts:
+                none = [None] * len(fc.sensors)
                 db.executemany(
-                    "INSERT OR REPLACE INTO forecasts VALUES(?,?,?,?,?,?,?,?)",
-                    _forecast_tuples(model_ids[fc.model], fc),
+                    "INSERT OR REPLACE INTO forecasts VALUES(?,?,?,?,?,?)",
+                    zip(
+                        [model_ids[fc.model]] * len(fc.sensors),
+                        [int(fc.issued_ms)] * len(fc.sensors),
+                        fc.sensors.tolist(),
+                        fc.yhat,
+                        none if fc.lo is None else fc.lo,
+                        none if fc.hi is None else fc.hi,
+                        strict=True,
+                    ),
                 )
             for acc in batch.accuracy:
                 mid = model_ids[acc.model]
@@ -456,34 +489,30 @@ class Store:
         no interval.
         """
         empty = np.empty((0, horizon, len(sensors)), np.float32)  # [k, horizon, node]
-        if model not in self._model_ids:
-            row = self._db.execute("SELECT id FROM models WHERE name=?", (model,)).fetchone()
-            if row is None:
-                return np.empty(0, np.int64), empty, None, None
-            self._model_ids[model] = int(row[0])
+        row = self._db.execute("SELECT id FROM models WHERE name=?", (model,)).fetchone()
+        if row is None:
+            return np.empty(0, np.int64), empty, None, None
         rows = self._db.execute(
-            "SELECT issued_at, step, sensor, yhat, lo, hi FROM forecasts WHERE model=? "
-            "AND issued_at>=? AND step<=?",
-            (self._model_ids[model], since_ms, horizon),
+            "SELECT issued_at, sensor, yhat, lo, hi FROM forecasts WHERE model=? AND issued_at>=?",
+            (int(row[0]), since_ms),
         ).fetchall()
         if not rows:
             return np.empty(0, np.int64), empty, None, None
-        arr = np.array(rows, dtype=np.float64)  # [m, 6], None -> NaN
-        issued = np.unique(arr[:, 0].astype(np.int64))
+        issued = np.unique(np.array([r[0] for r in rows], np.int64))
         col_of = {int(s): i for i, s in enumerate(sensors)}
-        cols = np.array([col_of.get(int(s), -1) for s in arr[:, 2]])
-        keep = cols >= 0
-        where = (
-            np.searchsorted(issued, arr[keep, 0].astype(np.int64)),
-            arr[keep, 1].astype(np.int64) - 1,
-            cols[keep],
-        )
-        out = []
-        for column in (3, 4, 5):
-            grid = np.full((len(issued), horizon, len(sensors)), np.nan, np.float32)  # [k, h, node]
-            grid[where] = arr[keep, column]
-            out.append(grid)
-        has_bounds = bool(np.isfinite(arr[:, 4]).any())
+        shape = (len(issued), horizon, len(sensors))
+        out = [np.full(shape, np.nan, np.float32) for _ in range(3)]  # [k, horizon, node] x3
+        has_bounds = False
+        for issued_ms, sensor, *arrays in rows:
+            col = col_of.get(int(sensor))
+            if col is None:
+                continue
+            k = int(np.searchsorted(issued, issued_ms))
+            for grid, text in zip(out, arrays, strict=True):
+                if text is not None:
+                    values = json.loads(text)[:horizon]
+                    grid[k, : len(values), col] = values
+            has_bounds = has_bounds or arrays[1] is not None
         return issued, out[0], out[1] if has_bounds else None, out[2] if has_bounds else None
 
     def rolling_accuracy(self, *, last_ticks: int | None = None) -> pd.DataFrame:
@@ -514,13 +543,13 @@ class Store:
     def score(self, *, since_ms: int | None = None, model: str | None = None) -> pd.DataFrame:
         """MAE and RMSE per model and step, joining stored forecasts to the actuals.
 
-        Unlike :meth:`rolling_accuracy` this re-joins every forecast (targets at or
+        Unlike :meth:`rolling_accuracy` this re-joins every forecast (issued at or
         after ``since_ms``) with the best-known actual value: a late correction
         overrides the reading the tick closed with. Columns ``model, step, n, mae,
-        rmse``.
+        rmse``. Slower (it expands the JSON arrays): for reports, not the hot path.
         """
         params: list[Any] = [since_ms if since_ms is not None else -(2**62)]
-        where = "f.target >= ?"
+        where = "f.issued_at >= ?"
         if model is not None:
             where += " AND m.name = ?"
             params.append(model)
@@ -531,10 +560,9 @@ class Store:
             " (SELECT 1 FROM corrections c WHERE c.ts = r.ts AND c.sensor = r.sensor))"
             " SELECT m.name, f.step, COUNT(*), AVG(ABS(f.yhat - a.value)),"
             " AVG((f.yhat - a.value) * (f.yhat - a.value))"
-            " FROM forecasts f JOIN models m ON m.id = f.model"
+            " FROM forecast_steps f JOIN models m ON m.id = f.model"
             " JOIN actual a ON a.ts = f.target AND a.sensor = f.sensor"
-            f" WHERE {where} AND f.yhat IS NOT NULL GROUP BY m.name, f.step"
-            " ORDER BY m.name, f.step",
+            f" WHERE {where} GROUP BY m.name, f.step ORDER BY m.name, f.step",
             params,
         ).fetchall()
         frame = pd.DataFrame(rows, columns=["model", "step", "n", "mae", "mse"])
@@ -568,26 +596,5 @@ def _reading_tuples(rows: ReadingRows) -> Iterable[tuple[Any, ...]]:
         rows.sensors.tolist(),
         rows.values.astype(np.float64).tolist(),
         rows.arrived_ms.tolist(),
-        strict=True,
-    )
-
-
-def _forecast_tuples(model_id: int, fc: ForecastRows) -> Iterable[tuple[Any, ...]]:
-    k, horizon, nodes = fc.yhat.shape
-    # Rows in primary-key order (issued, step, sensor) so the B-tree only appends.
-    issued = np.repeat(fc.issued_ms.astype(np.int64), horizon * nodes)  # [k*h*n]
-    steps = np.tile(np.repeat(np.arange(1, horizon + 1, dtype=np.int64), nodes), k)  # [k*h*n]
-    sensors = np.tile(fc.sensors.astype(np.int64), k * horizon)  # [k*h*n]
-    targets = issued + steps * int(fc.freq_ms)  # [k*h*n]
-    none = [None] * (k * horizon * nodes)
-    return zip(
-        [model_id] * len(issued),
-        issued.tolist(),
-        steps.tolist(),
-        sensors.tolist(),
-        targets.tolist(),
-        _nullable(fc.yhat.reshape(-1)),
-        none if fc.lo is None else _nullable(fc.lo.reshape(-1)),
-        none if fc.hi is None else _nullable(fc.hi.reshape(-1)),
         strict=True,
     )

@@ -11,6 +11,10 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Tests run tiny models on a few shared cores: torch's intra-op threads spin-wait when
+# the cores are busy and made a small GRU step ~10x slower with 2 threads than with 1.
+# Set before torch is imported; override with OMP_NUM_THREADS.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,3 +84,111 @@ def kafka_settings(broker, unique_topic):
         topic_alerts=unique_topic("alerts"),
         consumer_group=unique_topic("group"),
     )
+
+
+# --------------------------------------------------------------------------- anomalies
+
+
+@pytest.fixture(scope="session")
+def daily_series():
+    """``daily_series(days, seed, anomalies=())`` -> ``(panel, spans)``: one sensor on a
+    5-minute grid, ``60 + 10 sin(day) + N(0, 1)``. ``anomalies`` are ``(kind, start,
+    length)`` with kind ``spike`` (+15 at one step), ``shift`` (-10 for ``length`` steps)
+    or ``context`` (the values of 12 hours earlier: normal levels at the wrong time);
+    ``spans`` maps each kind to its ``(start, stop)`` steps."""
+    import numpy as np
+    import pandas as pd
+
+    from models.panel import SensorPanel
+
+    def make(days: int, seed: int, anomalies=()):
+        rng = np.random.default_rng(seed)
+        n = days * 288
+        x = 60 + 10 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 1, n)
+        spans = {}
+        for kind, start, length in anomalies:
+            if kind == "spike":
+                x[start] += 15
+                length = 1
+            elif kind == "shift":
+                x[start : start + length] -= 10
+            elif kind == "context":
+                x[start : start + length] = x[start - 144 : start - 144 + length]
+            else:
+                raise ValueError(f"unknown anomaly kind {kind!r}")
+            spans[kind] = (start, start + length)
+        stamps = pd.date_range("2024-03-04", periods=n, freq="5min", tz="UTC")
+        return SensorPanel.from_values(x[:, None], stamps, ("s0",)), spans
+
+    return make
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect server (SQLite in a temp dir) for the whole session: flows
+    called in tests run against it, and ``prefect.get_client()`` reads it back. Started
+    once (about 15 s), only by the tests that ask for it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``prefect server start`` process (own PREFECT_HOME, SQLite, a free port,
+    no UI, no scheduler: tests check what is registered, not when it fires).
+
+    Yields the environment a subprocess needs to talk to it (``PREFECT_API_URL`` set).
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = dict(os.environ)
+    for key in [k for k in env if k.startswith("PREFECT_")]:
+        del env[key]  # the harness of other tests must not leak into this server
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+    )
+    log = home / "server.log"
+    args = [
+        sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+        "--port", str(port), "--no-scheduler", "--no-ui",
+    ]  # fmt: skip
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(args, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield {**env, "PREFECT_API_URL": url}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

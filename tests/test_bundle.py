@@ -60,11 +60,11 @@ def test_bad_inputs_to_save(tmp_path: Path):
 
 
 def test_missing_bundle_and_missing_file_are_refused(tmp_path: Path):
-    with pytest.raises(BundleError, match="no model bundle at .*roadcast train"):
+    with pytest.raises(BundleError, match=r"no model bundle at .*roadcast train"):
         read_bundle(tmp_path / "nothing")
     save_bundle(tmp_path / "b", config=CONFIG, params={"x": 1})
     (tmp_path / "b" / "params.json").unlink()
-    with pytest.raises(BundleError, match="missing params.json"):
+    with pytest.raises(BundleError, match=r"missing params\.json"):
         read_bundle(tmp_path / "b")
 
 
@@ -72,7 +72,7 @@ def test_edited_config_is_refused_as_corrupted(tmp_path: Path):
     save_bundle(tmp_path / "b", config=CONFIG)
     path = tmp_path / "b" / "config.json"
     path.write_text(path.read_text().replace('"window": 3', '"window": 4'))
-    with pytest.raises(BundleError, match="config.json is corrupted"):
+    with pytest.raises(BundleError, match=r"config\.json is corrupted"):
         read_bundle(tmp_path / "b")
 
 

@@ -1,53 +1,63 @@
-"""The demo, end to end on a small panel: broker -> replay -> consumer group -> summary."""
+"""The main job end to end on a small simulated network: quick models, the embedded
+broker, the service as a real process, a replay, the summary and the report."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from flows.demo import run_demo
-from models.panel import SensorPanel
 
-
-def panel(steps: int = 12, sensors: int = 5) -> SensorPanel:
-    rng = np.random.default_rng(0)
-    values = rng.uniform(20, 70, size=(steps, sensors)).astype(np.float32)  # [time, node]
-    values[3, 1] = np.nan
-    ts = pd.date_range("2024-03-04", periods=steps, freq="5min", tz="UTC")
-    return SensorPanel.from_values(values, ts, [f"s{i}" for i in range(sensors)], name="tiny")
+DATA = "simulated:sensors=8,days=2,seed=5"
+KEYS = {
+    "readings_produced", "readings_valid", "dead_lettered", "ticks", "forecasts_published",
+    "alerts_published", "latency_ms", "accuracy", "lost",
+}  # fmt: skip
 
 
 @pytest.mark.integration
-def test_demo_reads_back_everything_it_replayed(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_demo_trains_streams_and_summarises_then_reuses_its_bundles(tmp_path: Path) -> None:
     lines: list[str] = []
-    summary = run_demo(panel(), out=tmp_path, limit=10, progress=False, log=lines.append)
-    assert summary["messages_produced"] == 10 * 5 - 1
-    assert summary["messages_consumed"] == summary["messages_produced"]
-    assert summary["lost"] == 0 and summary["invalid"] == 0
-    assert summary["sensors_seen"] == 5 and summary["steps"] == 10
-    assert summary["first_ts"] == "2024-03-04T00:00:00Z"
-    assert summary["last_ts"] == "2024-03-04T00:45:00Z"
-    assert summary["commits"] >= 1
+    summary = run_demo(
+        DATA,
+        out=tmp_path,
+        max_ticks=15,
+        speedup=0,
+        models=("persistence", "ar"),
+        progress=False,
+        log=lines.append,
+    )
+    assert set(summary) >= KEYS
+    assert summary["lost"] == 0 and summary["dead_lettered"] == 0
+    assert summary["readings_valid"] == summary["readings_produced"] > 0
+    ticks = summary["ticks"]
+    assert ticks >= 15 + 12 - 1  # the warm-up window and the test ticks (the last may stay open)
+    assert summary["forecasts_published"] == 2 * 8 * ticks
+    assert set(summary["accuracy"]) == {"ar", "persistence"}
+    for per in summary["accuracy"].values():
+        assert set(per) == {str(h) for h in range(1, 13)}
+        assert all(m["n"] > 0 and m["rmse"] >= m["mae"] >= 0 for m in per.values())
+    assert summary["latency_ms"]["p50"] is not None
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    assert (tmp_path / "broker.log").is_file()
-    assert any("replayed 49 readings" in line for line in lines)
+    report = (tmp_path / "report.md").read_text()
+    assert "| ar |" in report and (tmp_path / "error_by_horizon.png").is_file()
+    assert '"event": "stopped"' in (tmp_path / "service.log").read_text()  # SIGTERM drained
+    assert any("training" in line for line in lines)
+
+    again: list[str] = []
+    second = run_demo(DATA, out=tmp_path, max_ticks=5, speedup=0, progress=False, log=again.append)
+    assert any("reusing ['ar', 'persistence']" in line for line in again)
+    assert second["lost"] == 0 and second["ticks"] >= 5 + 12 - 1  # a fresh store, not "late"
 
 
-@pytest.mark.integration
-def test_demo_cli_on_a_small_simulated_network(tmp_path: Path) -> None:
-    pytest.importorskip("pipeline.datasets")
+def test_demo_cli_reports_a_bad_data_spec(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from flows.cli import app
 
-    result = CliRunner().invoke(
-        app,
-        ["demo", "--data", "simulated:sensors=10,days=0.1", "--limit", "3", "--out", str(tmp_path)],
-    )
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["lost"] == 0 and summary["sensors"] == 10 and summary["steps"] == 3
+    result = CliRunner().invoke(app, ["demo", "--data", "nosuchdata", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "error:" in result.output

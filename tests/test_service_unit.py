@@ -26,8 +26,12 @@ def test_fast_encoding_decodes_to_the_same_forecast_as_the_schema_encoder():
     mean = np.array([[55.1, 60.0, 1e-5], [54.25, 61.5, 70.0]], np.float32)  # [h, node]
     lower, upper = mean - 2.5, mean + 2.5
     targets = pd.date_range(T0 + FREQ, periods=2, freq=FREQ)
-    messages, skipped = ForecastEncoder(sensors).encode("ar", T0, targets, mean, lower, upper)
-    assert len(skipped) == 0 and [k for k, _ in messages] == [s.encode() for s in sensors]
+    encoded = ForecastEncoder(sensors).encode_rows("ar", T0, FREQ, mean, lower, upper)
+    messages = encoded.messages
+    simple, skipped = ForecastEncoder(sensors).encode("ar", T0, targets, mean, lower, upper)
+    assert simple == messages and len(skipped) == 0
+    assert len(encoded.skipped) == 0 and [k for k, _ in messages] == [s.encode() for s in sensors]
+    assert [json.loads(y) for y in encoded.yhat] == [json.loads(m)["yhat"] for _, m in messages]
     for i, (_, value) in enumerate(messages):
         fast = decode_forecast(value)
         reference = decode_forecast(
@@ -49,20 +53,27 @@ def test_fast_encoding_decodes_to_the_same_forecast_as_the_schema_encoder():
 
 def test_encoding_without_intervals_and_skipping_non_finite_sensors():
     mean = np.array([[1.0, np.nan, 3.0]], np.float32)
-    targets = pd.date_range(T0 + FREQ, periods=1, freq=FREQ)
     encoder = ForecastEncoder(("a", "b", "c"))
-    messages, skipped = encoder.encode("persistence", T0, targets, mean)
-    assert [k for k, _ in messages] == [b"a", b"c"] and skipped.tolist() == [1]
-    assert decode_forecast(messages[0][1]).lo is None
+    encoded = encoder.encode_rows("persistence", T0, FREQ, mean)
+    assert [k for k, _ in encoded.messages] == [b"a", b"c"] and encoded.skipped.tolist() == [1]
+    assert encoded.columns.tolist() == [0, 2] and encoded.lo is None
+    assert decode_forecast(encoded.messages[0][1]).lo is None
     lower = mean - 1
     upper = mean + 1
     upper[0, 2] = -10  # inverted interval: the schema would reject it
-    messages, skipped = encoder.encode("ar", T0, targets, mean, lower, upper)
-    assert [k for k, _ in messages] == [b"a"] and skipped.tolist() == [1, 2]
+    encoded = encoder.encode_rows("ar", T0, FREQ, mean, lower, upper)
+    assert [k for k, _ in encoded.messages] == [b"a"] and encoded.skipped.tolist() == [1, 2]
+    assert encoded.lo == ["[0.0]"] and encoded.hi == ["[2.0]"]
     with pytest.raises(ValueError, match="come together"):
-        encoder.encode("ar", T0, targets, mean, lower, None)
+        encoder.encode_rows("ar", T0, FREQ, mean, lower, None)
+    with pytest.raises(ValueError, match="sensors"):
+        encoder.encode_rows("ar", T0, FREQ, mean[:, :2])
+    targets = pd.date_range(T0 + FREQ, periods=1, freq=FREQ)
     with pytest.raises(ValueError, match="targets"):
         encoder.encode("ar", T0, targets[:0], mean)
+    irregular = pd.DatetimeIndex([T0 + FREQ, T0 + 3 * FREQ])
+    with pytest.raises(ValueError, match="issued_at \\+ k"):
+        encoder.encode("ar", T0, irregular, np.vstack([mean, mean]))
 
 
 def test_live_scorer_scores_each_step_when_its_target_closes():
@@ -76,7 +87,9 @@ def test_live_scorer_scores_each_step_when_its_target_closes():
     assert errors.n.tolist() == [1, 1]  # the second sensor is missing: not scored
     np.testing.assert_allclose(errors.sum_abs, [1.0, 1.0])
     np.testing.assert_allclose(errors.sum_sq, [1.0, 1.0])
-    scorer.record("m", 13, np.zeros((2, 2), np.float32))  # drops tick 10 and 11's (bounded)
+    scorer.record("m", 12, np.zeros((2, 2), np.float32))  # still targets 12 via tick 10
+    assert list(scorer.targeted("m", 12).steps) == [1, 2]
+    scorer.record("m", 14, np.zeros((2, 2), np.float32))  # drops ticks 10 and 11 (bounded)
     assert scorer.score("m", 12, np.zeros(2), np.ones(2, bool)) is None
     with pytest.raises(ValueError, match="not \\[2, node\\]"):
         scorer.record("m", 14, np.zeros((3, 2), np.float32))

@@ -89,11 +89,14 @@ def test_counters_add_offsets_overwrite_state_kept(store):
 
 def test_forecasts_roundtrip_and_score_against_actuals(store):
     s = store.sensor_keys(["a", "b"])
-    yhat = np.array([[[10.0, 20.0], [11.0, 21.0]]], np.float32)  # [k=1, h=2, node=2]
-    fc = ForecastRows("ar", np.array([0]), yhat, s, FREQ_MS, lo=yhat - 1, hi=yhat + 1)
+    store.write(Batch(state={"tick_ms": FREQ_MS}))
+    # model "ar" issued at 0: a -> [10, 11], b -> [20, 21] (steps 1, 2)
+    fc = ForecastRows(
+        "ar", 0, s, ["[10.0,11.0]", "[20.0,21.0]"], ["[9,10]", "[19,20]"], ["[11,12]", "[21,22]"]
+    )
     store.write(Batch(forecasts=[fc]))
     store.write(Batch(forecasts=[fc]))  # idempotent
-    assert store.count("forecasts") == 4
+    assert store.count("forecasts") == 2
     # actuals: step 1 target = 300000, step 2 target = 600000
     store.write(
         Batch(
@@ -114,19 +117,29 @@ def test_forecasts_roundtrip_and_score_against_actuals(store):
     assert store.score().query("step == 1").mae.iloc[0] == pytest.approx(0.0)
     issued, means, lo, hi = store.recent_forecasts("ar", 0, s[::-1], 2)
     assert issued.tolist() == [0]
-    np.testing.assert_array_equal(means[0], yhat[0][:, ::-1])
+    np.testing.assert_array_equal(means[0], [[20.0, 10.0], [21.0, 11.0]])  # [step, node]
     assert lo is not None and hi is not None
     np.testing.assert_array_equal(hi[0] - lo[0], np.full((2, 2), 2.0))
     none_issued, _, no_lo, _ = store.recent_forecasts("gru", 0, s, 2)
     assert len(none_issued) == 0 and no_lo is None
+    with sqlite3.connect(store.path) as db:  # the view, as a report would query it
+        view = db.execute(
+            "SELECT model, sensor, step, target, yhat, lo FROM forecasts_v ORDER BY sensor, step"
+        ).fetchall()
+    assert view[0] == ("ar", "a", 1, "1970-01-01T00:05:00.000Z", 10.0, 9)
 
 
-def test_nan_forecasts_are_stored_as_null(store):
-    s = store.sensor_keys(["a"])
-    yhat = np.array([[[np.nan]]], np.float32)
-    store.write(Batch(forecasts=[ForecastRows("m", np.array([0]), yhat, s, FREQ_MS)]))
-    assert store.count("forecasts") == 1
-    assert store.score().empty
+def test_forecasts_without_intervals_and_from_arrays(store):
+    s = store.sensor_keys(["a", "b"])
+    mean = np.array([[1.5, np.nan], [2.5, 3.0]], np.float32)  # [horizon, node]
+    rows = ForecastRows.from_arrays("m", 0, s, mean)
+    assert rows.yhat == ["[1.5,2.5]"] and rows.sensors.tolist() == [s[0]]  # b has a NaN
+    store.write(Batch(forecasts=[rows]))
+    _, means, lo, hi = store.recent_forecasts("m", 0, s, 2)
+    assert means[0, :, 0].tolist() == [1.5, 2.5] and np.isnan(means[0, :, 1]).all()
+    assert lo is None and hi is None
+    bounded = ForecastRows.from_arrays("m", 0, s[:1], mean[:, :1], mean[:, :1] - 1, mean[:, :1] + 1)
+    assert bounded.lo == ["[0.5,1.5]"] and bounded.hi == ["[2.5,3.5]"]
 
 
 def test_rolling_accuracy_over_last_ticks(store):

@@ -127,16 +127,27 @@ def test_hops_round_trip_through_the_saved_state():
 
 
 @pytest.mark.parametrize("gates", ["shared", "dense"])
-def test_network_shapes_and_persistence_start(gates):
+@pytest.mark.parametrize("skip", ["graph", "linear", "last"])
+def test_network_shapes_and_persistence_start(gates, skip):
     n, horizon = 8, 4
     hops, _ = random_hops(n, 3, density=0.2, seed=7)
     net = TGCLSTMNet(
-        hops, n, n_features=3, time_features=[1], horizon=horizon, hidden=5, embed=2, gates=gates
+        hops,
+        n,
+        n_features=3,
+        time_features=[1],
+        horizon=horizon,
+        hidden=5,
+        embed=2,
+        gates=gates,
+        skip=skip,
+        window=6,
     )
     x = torch.randn(2, 6, n, 3)  # [batch, window, node, feature]
     out = net(x)
     assert out.shape == (2, horizon, n)
-    # Zero head + residual: the untrained network forecasts the last input value.
+    # Zero head + a skip that starts as persistence: the untrained network forecasts the
+    # last input value.
     torch.testing.assert_close(out, x[:, -1:, :, 0].expand(-1, horizon, -1))
     loss = out.pow(2).mean() + net.penalty(1e-3, 1e-3)
     loss.backward()
@@ -153,8 +164,12 @@ def test_penalty_is_l1_of_graph_weights_plus_l2_of_neighbour_weights():
 def test_bad_inputs_are_refused_with_clear_errors():
     hops, _ = random_hops(5, 2, density=0.3, seed=9)
     net = TGCLSTMNet(hops, 5, n_features=1, horizon=2, hidden=3)
-    with pytest.raises(ValueError, match=r"expected x \[batch, window, 5, 1\]"):
-        net(torch.randn(2, 4, 6, 1))
+    with pytest.raises(ValueError, match=r"expected x \[batch, 12, 5, 1\]"):
+        net(torch.randn(2, 12, 6, 1))
+    with pytest.raises(ValueError, match=r"expected x \[batch, 12, 5, 1\]"):
+        net(torch.randn(2, 4, 5, 1))  # the linear skip has one weight per input step
+    with pytest.raises(ValueError, match="skip must be"):
+        TGCLSTMNet(hops, 5, skip="persistence")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="refers to node"):
         SparseHopConv([np.array([[0, 7], [0, 1]])], 5)
     with pytest.raises(ValueError, match="duplicate"):
@@ -171,6 +186,14 @@ def test_bad_inputs_are_refused_with_clear_errors():
         TGCLSTMConfig(hops=0)
     with pytest.raises(ValueError, match="ffr_minutes"):
         TGCLSTMConfig(ffr_minutes=-1.0)
+    with pytest.raises(ValueError, match="gates must be"):
+        TGCLSTMConfig(gates="sparse")  # type: ignore[arg-type]
+
+
+def test_auto_gates_are_dense_on_small_networks_and_shared_on_large_ones():
+    config = TGCLSTMConfig(dense_max_nodes=100)
+    assert config.gates_for(100) == "dense" and config.gates_for(101) == "shared"
+    assert TGCLSTMConfig(gates="shared").gates_for(5) == "shared"
 
 
 # ---------------------------------------------------------------------- the forecaster
@@ -203,10 +226,12 @@ SMALL = {"hidden": 8, "embed": 2, "window": 6, "horizon": 3}
 TRAIN = TrainConfig(epochs=2, progress=False, device="cpu")
 
 
-def test_forecaster_fits_predicts_and_round_trips(tmp_path):
+@pytest.mark.parametrize("gates", ["auto", "shared", "dense"])
+def test_forecaster_fits_predicts_and_round_trips(tmp_path, gates):
     panel = ring_panel()
     train, valid = panel.slice(0, 180), panel.slice(180, 240)
-    model = TGCLSTM(train=TRAIN, **SMALL).fit(train, valid=valid)
+    model = TGCLSTM(train=TRAIN, gates=gates, **SMALL).fit(train, valid=valid)
+    assert model.graph_info["gates"] == ("dense" if gates == "auto" else gates)
     forecast = model.predict(valid)
     assert forecast.mean.shape == (3, 6)
     assert np.isfinite(forecast.mean).all() and forecast.lower is not None
@@ -220,6 +245,7 @@ def test_forecaster_fits_predicts_and_round_trips(tmp_path):
     again = loaded.predict(valid)
     np.testing.assert_array_equal(forecast.mean, again.mean)
     np.testing.assert_array_equal(forecast.lower, again.lower)
+    assert loaded.net.gates == model.net.gates
     influence = loaded.influence()
     assert set(influence) == {"hop", "source", "target", "weight"}
     assert len(influence["weight"]) == sum(config["graph"]["edges_per_hop"])

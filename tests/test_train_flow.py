@@ -33,8 +33,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, SensorPan
     out = tmp_path_factory.mktemp("train")
     panel = toy_panel()
     plan = TrainPlan(
-        models=("persistence", "seasonal", "ar", "gru"), window=6, horizon=6, seeds=2,
-        epochs=2, device="cpu", progress=False, horizons=(3, 6),
+        models=("persistence", "seasonal", "ar", "gru"),
+        window=6,
+        horizon=6,
+        seeds=2,
+        epochs=2,
+        device="cpu",
+        progress=False,
+        horizons=(3, 6),
     )
     document = train_models(panel, plan, out, log=lambda _: None)
     return out, document, panel
@@ -67,8 +73,9 @@ def test_bundles_keep_the_best_validation_seed(run):
         assert load_model(out / "bundles" / name).name == name
     gru = document["models"]["gru"]
     assert gru["best_seed"] == int(np.argmin(gru["valid_rmse"]))
-    assert json.loads((out / "bundles" / "gru" / "config.json").read_text())["train"]["seed"] == (
-        gru["best_seed"]
+    assert (
+        json.loads((out / "bundles" / "gru" / "config.json").read_text())["train"]["seed"]
+        == (gru["best_seed"])
     )
 
 
@@ -89,7 +96,9 @@ def test_report_has_table_and_embedded_plots(run):
 def test_evaluate_scores_a_bundle_like_train(run):
     out, document, panel = run
     result = evaluate_bundle(out / "bundles" / "ar", panel, window=6, horizons=(3, 6))
-    assert result["pooled"]["6"]["rmse"] == pytest.approx(document["models"]["ar"]["pooled"]["6"]["rmse"])
+    assert result["pooled"]["6"]["rmse"] == pytest.approx(
+        document["models"]["ar"]["pooled"]["6"]["rmse"]
+    )
     reordered = panel.select(list(reversed(panel.sensor_ids)))
     again = evaluate_bundle(out / "bundles" / "ar", reordered, window=6, horizons=(3, 6))
     assert again["pooled"]["6"]["rmse"] == pytest.approx(result["pooled"]["6"]["rmse"])
@@ -116,15 +125,41 @@ def test_cli_train_and_evaluate(tmp_path: Path):
     _write_csv(csv, toy_panel(300, 3))
     out = tmp_path / "run"
     runner = CliRunner()
-    result = runner.invoke(app, [
-        "train", f"csv:{csv}", "--models", "persistence,ar", "--window", "6", "--horizon", "3",
-        "--seeds", "1", "--device", "cpu", "--out", str(out), "--no-progress",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            f"csv:{csv}",
+            "--models",
+            "persistence,ar",
+            "--window",
+            "6",
+            "--horizon",
+            "3",
+            "--seeds",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "metrics.json").is_file() and (out / "bundles" / "ar" / "config.json").is_file()
     scored = tmp_path / "eval.json"
-    result = runner.invoke(app, ["evaluate", str(out / "bundles" / "ar"), f"csv:{csv}",
-                                 "--window", "6", "--out", str(scored)])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(out / "bundles" / "ar"),
+            f"csv:{csv}",
+            "--window",
+            "6",
+            "--out",
+            str(scored),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(scored.read_text())["model"] == "ar"
 

@@ -24,7 +24,9 @@ from models.training import (
 )
 
 
-def panel_from(values: np.ndarray, start: str = "2024-03-01 23:00", freq: str = "1h") -> SensorPanel:
+def panel_from(
+    values: np.ndarray, start: str = "2024-03-01 23:00", freq: str = "1h"
+) -> SensorPanel:
     stamps = pd.date_range(start, periods=len(values), freq=freq, tz="UTC")
     return SensorPanel.from_values(values, stamps, [f"s{i}" for i in range(values.shape[1])])
 
@@ -46,7 +48,9 @@ class Tiny(nn.Module):
     def __init__(self, window: int, nodes: int, features: int, horizon: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(window * nodes * features, 64), nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(window * nodes * features, 64),
+            nn.Tanh(),
             nn.Linear(64, horizon * nodes),
         )
         self.shape = (horizon, nodes)
@@ -59,7 +63,9 @@ def test_scaler_is_masked_per_sensor_and_round_trips():
     values = np.array([[1.0, 10.0, np.nan], [3.0, np.nan, np.nan], [5.0, 10.0, np.nan]])
     scaler = Scaler.fit(panel_from(values))
     np.testing.assert_allclose(scaler.mean, [3.0, 10.0, 0.0])
-    np.testing.assert_allclose(scaler.std, [np.sqrt(8 / 3), 1.0, 1.0], rtol=1e-6)  # constant, unseen -> 1
+    np.testing.assert_allclose(
+        scaler.std, [np.sqrt(8 / 3), 1.0, 1.0], rtol=1e-6
+    )  # constant, unseen -> 1
     again = Scaler.from_dict(scaler.to_dict())
     np.testing.assert_array_equal(again.mean, scaler.mean)
     np.testing.assert_array_equal(again.std, scaler.std)
@@ -81,12 +87,17 @@ def test_make_inputs_fills_inside_the_window_and_flags_it():
     np.testing.assert_array_equal(x[2, :, 0, 4], [0.0, 0.0, 1.0])
     # step 0 is Friday 23:00; step 1 Saturday 00:00 (weekend, angle 0)
     np.testing.assert_allclose(x[0, 1, 0, 1:4], [0.0, 1.0, 1.0], atol=1e-6)
-    np.testing.assert_allclose(x[0, 0, 0, 1:4], [np.sin(2 * np.pi * 23 / 24),
-                                                  np.cos(2 * np.pi * 23 / 24), 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        x[0, 0, 0, 1:4], [np.sin(2 * np.pi * 23 / 24), np.cos(2 * np.pi * 23 / 24), 0.0], atol=1e-6
+    )
     with pytest.raises(ValueError, match="origins must lie in"):
         make_inputs(panel, np.array([1]), 3, scaler, spec)
     assert make_inputs(panel, np.array([5]), 3, scaler, InputSpec(False, False, False)).shape == (
-        1, 3, 1, 1)
+        1,
+        3,
+        1,
+        1,
+    )
 
 
 def test_masked_loss_ignores_missing_targets():
@@ -97,8 +108,16 @@ def test_masked_loss_ignores_missing_targets():
     scaler = Scaler.fit(panel)
     window, horizon = 4, 2
     config = TrainConfig(epochs=1, batch_size=7, lr=1e-12, progress=False, device="cpu")
-    history = fit_network(Bias(horizon, 3), panel, None, window=window, horizon=horizon,
-                          scaler=scaler, spec=InputSpec(), config=config)
+    history = fit_network(
+        Bias(horizon, 3),
+        panel,
+        None,
+        window=window,
+        horizon=horizon,
+        scaler=scaler,
+        spec=InputSpec(),
+        config=config,
+    )
     origins = window_origins(panel.n_time, window, horizon)
     steps = origins[:, None] + np.arange(1, horizon + 1)
     scaled = scaler.transform(values)[steps]  # [n, horizon, node], NaN where missing
@@ -109,8 +128,15 @@ def test_masked_loss_ignores_missing_targets():
 
 def _valid_mse(module, valid, scaler, window, horizon):
     origins = window_origins(valid.n_time, window, horizon)
-    pred = predict_network(module, valid, origins, window=window, scaler=scaler,
-                           spec=InputSpec(), device=torch.device("cpu"))
+    pred = predict_network(
+        module,
+        valid,
+        origins,
+        window=window,
+        scaler=scaler,
+        spec=InputSpec(),
+        device=torch.device("cpu"),
+    )
     steps = origins[:, None] + np.arange(1, horizon + 1)
     actual = valid.values[steps]
     return float(np.nanmean(((pred - actual) / scaler.std) ** 2))
@@ -124,10 +150,25 @@ def test_early_stopping_restores_the_best_validation_weights():
     window, horizon = 4, 2
     with seeded(0):
         module = Tiny(window, 4, InputSpec().n_features, horizon)
-    config = TrainConfig(epochs=60, batch_size=16, lr=0.01, patience=5, progress=False,
-                         device="cpu", lr_schedule="none")
-    history = fit_network(module, train, valid, window=window, horizon=horizon, scaler=scaler,
-                          spec=InputSpec(), config=config)
+    config = TrainConfig(
+        epochs=60,
+        batch_size=16,
+        lr=0.01,
+        patience=5,
+        progress=False,
+        device="cpu",
+        lr_schedule="none",
+    )
+    history = fit_network(
+        module,
+        train,
+        valid,
+        window=window,
+        horizon=horizon,
+        scaler=scaler,
+        spec=InputSpec(),
+        config=config,
+    )
     best = int(np.argmin(history.valid_loss))
     assert history.best_epoch == best + 1
     assert history.stopped_early and history.epochs_run == history.best_epoch + config.patience
@@ -135,7 +176,8 @@ def test_early_stopping_restores_the_best_validation_weights():
     assert history.valid_loss[-1] > history.best_valid_loss  # the last weights were worse ...
     # ... and the module holds the best ones
     assert _valid_mse(module, valid, scaler, window, horizon) == pytest.approx(
-        history.best_valid_loss, rel=1e-4)
+        history.best_valid_loss, rel=1e-4
+    )
     assert not module.training
 
 
@@ -145,10 +187,18 @@ def test_extra_loss_is_added_and_schedules_run():
     scaler = Scaler.fit(panel)
     for schedule in ("plateau", "cosine", "none"):
         module = Bias(2, 2)
-        config = TrainConfig(epochs=3, lr=0.1, progress=False, device="cpu",
-                             lr_schedule=schedule)
-        fit_network(module, panel, panel, window=3, horizon=2, scaler=scaler, spec=InputSpec(),
-                    config=config, extra_loss=lambda m: 100.0 * m.bias.abs().sum())
+        config = TrainConfig(epochs=3, lr=0.1, progress=False, device="cpu", lr_schedule=schedule)
+        fit_network(
+            module,
+            panel,
+            panel,
+            window=3,
+            horizon=2,
+            scaler=scaler,
+            spec=InputSpec(),
+            config=config,
+            extra_loss=lambda m: 100.0 * m.bias.abs().sum(),
+        )
         assert module.bias.abs().max() < 0.2  # the L1 term dominates and pins it near 0
 
 
@@ -156,8 +206,16 @@ def test_cosine_schedule_decays_the_learning_rate():
     values = np.random.default_rng(3).normal(0, 1, (40, 2)).astype(np.float32)
     panel = panel_from(values)
     config = TrainConfig(epochs=4, lr=0.1, progress=False, device="cpu", lr_schedule="cosine")
-    history = fit_network(Bias(2, 2), panel, None, window=3, horizon=2,
-                          scaler=Scaler.fit(panel), spec=InputSpec(), config=config)
+    history = fit_network(
+        Bias(2, 2),
+        panel,
+        None,
+        window=3,
+        horizon=2,
+        scaler=Scaler.fit(panel),
+        spec=InputSpec(),
+        config=config,
+    )
     assert history.lr[0] == pytest.approx(0.1) and history.lr[-1] < history.lr[0]
     assert history.best_epoch == 0 and history.best_valid_loss is None
 
@@ -171,8 +229,16 @@ def test_deterministic_mode_is_reproducible_and_restores_the_global_flag():
     for _ in range(2):
         with seeded(config.seed):
             module = Tiny(3, 3, InputSpec().n_features, 2)
-        fit_network(module, panel, panel, window=3, horizon=2, scaler=scaler, spec=InputSpec(),
-                    config=config)
+        fit_network(
+            module,
+            panel,
+            panel,
+            window=3,
+            horizon=2,
+            scaler=scaler,
+            spec=InputSpec(),
+            config=config,
+        )
         outputs.append(module_tensors(module))
     for key in outputs[0]:
         np.testing.assert_array_equal(outputs[0][key], outputs[1][key])
@@ -182,8 +248,16 @@ def test_deterministic_mode_is_reproducible_and_restores_the_global_flag():
 def test_training_needs_a_complete_window():
     panel = panel_from(np.zeros((5, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="has no window"):
-        fit_network(Bias(3, 2), panel, None, window=4, horizon=3, scaler=Scaler.fit(panel),
-                    spec=InputSpec(), config=TrainConfig(progress=False, device="cpu"))
+        fit_network(
+            Bias(3, 2),
+            panel,
+            None,
+            window=4,
+            horizon=3,
+            scaler=Scaler.fit(panel),
+            spec=InputSpec(),
+            config=TrainConfig(progress=False, device="cpu"),
+        )
 
 
 def test_resolve_device():

@@ -1,0 +1,282 @@
+"""roadcast's Prefect deployments: one list, served by ``roadcast deploy --serve`` and
+written to ``deploy/prefect.yaml``.
+
+:data:`DEPLOYMENTS` is the single source of truth for names, schedules, parameters and
+concurrency. ``roadcast deploy --write-yaml deploy/prefect.yaml`` renders it as a
+``prefect.yaml`` for ``prefect deploy --all`` and a process work pool (a test checks that
+the committed file still equals the rendering), and ``roadcast deploy --serve`` builds
+the same deployments with ``Flow.to_deployment`` and serves them from one process
+(:func:`prefect.serve`, ``pause_on_shutdown=False``) against the Prefect server named by
+``PREFECT_API_URL``.
+
+Schedules are cron strings in UTC: train weekly (Monday 03:00), forecast every five
+minutes, report daily (00:15, over the last 24 hours); replay has no schedule (a backfill
+is started by hand). Entry points are module paths (``flows.train_flow.train_flow``), so
+a worker or a served process finds the flows wherever roadcast is installed, whatever
+its working directory. Parameters left out take the flows' defaults, which read the
+``ROADCAST_*`` settings (model directory, store, bootstrap servers) on the machine that
+runs the flow: one deployment serves every environment.
+
+Prefect's embedded temporary server runs no schedules, so serving needs a real one
+(``prefect server start``); :func:`serve_deployments` refuses to start without
+``PREFECT_API_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+WORK_POOL = "roadcast-process"
+TIMEZONE = "UTC"
+YAML_HEADER = """\
+# roadcast's Prefect deployments, for `prefect deploy --all --prefect-file deploy/prefect.yaml`
+# (run it from the directory the worker should run flows in) and a worker of the process
+# work pool below: `prefect work-pool create roadcast-process --type process` then
+# `prefect worker start --pool roadcast-process`. `roadcast deploy --serve` serves the same
+# deployments from one process without a worker.
+#
+# GENERATED from flows/deploy.py (DEPLOYMENTS), the single source of truth; do not edit by
+# hand: `roadcast deploy --write-yaml deploy/prefect.yaml` (tests/test_deploy.py checks it).
+"""
+
+
+class DeployError(RuntimeError):
+    """The deployments cannot be served here; the message says what to set or start."""
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """A deployment's own concurrency limit (Prefect's ``concurrency_limit``).
+
+    ``collision_strategy``: ``ENQUEUE`` (wait for the running one) or ``CANCEL_NEW``
+    (skip a run while one is still going: right for a schedule that fires often).
+    """
+
+    limit: int = 1
+    collision_strategy: str = "ENQUEUE"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment of one flow.
+
+    Attributes
+    ----------
+    entrypoint : module path of the flow function, ``package.module.function``.
+    name : deployment name (the UI shows ``<flow name>/<name>``).
+    description : one line for the UI.
+    cron : a cron string in :data:`TIMEZONE`, or None for runs started by hand.
+    parameters : flow parameters that differ from the flow's defaults.
+    concurrency : at most this many runs at once, or None for no limit.
+    tags : Prefect tags.
+    """
+
+    entrypoint: str
+    name: str
+    description: str
+    cron: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    concurrency: Concurrency | None = None
+    tags: tuple[str, ...] = ("roadcast",)
+
+    @property
+    def flow_function(self) -> str:
+        """The flow function's name (the last part of the entry point)."""
+        return self.entrypoint.rsplit(".", 1)[1]
+
+
+DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
+    DeploymentSpec(
+        entrypoint="flows.train_flow.train_flow",
+        name="weekly",
+        description="Fit, backtest and compare every model; write bundles, promote a champion.",
+        cron="0 3 * * 1",
+        parameters={
+            "data": "los-loop",
+            "models": ["persistence", "seasonal", "ar", "lstm", "gru", "tgclstm"],
+            "window": 12,
+            "horizon": 12,
+            "seeds": 3,
+            "device": "auto",
+        },
+        concurrency=Concurrency(1, "ENQUEUE"),
+        tags=("roadcast", "train", "gpu"),
+    ),
+    DeploymentSpec(
+        entrypoint="flows.forecast_flow.forecast_flow",
+        name="every-5-minutes",
+        description="Champion and challengers forecast the latest window of the store.",
+        cron="*/5 * * * *",
+        concurrency=Concurrency(1, "CANCEL_NEW"),
+        tags=("roadcast", "forecast"),
+    ),
+    DeploymentSpec(
+        entrypoint="flows.report_flow.report_flow",
+        name="daily",
+        description="Live accuracy of every model and the alerts of the last day, as a report.",
+        cron="15 0 * * *",
+        parameters={"since": "24h"},
+        concurrency=Concurrency(1, "CANCEL_NEW"),
+        tags=("roadcast", "report"),
+    ),
+    DeploymentSpec(
+        entrypoint="flows.replay_flow.replay_flow",
+        name="backfill",
+        description="Replay a data set into the readings topic (started by hand).",
+        parameters={"data": "los-loop", "speedup": 0.0},
+        tags=("roadcast", "replay"),
+    ),
+)
+
+
+def load_flow(spec: DeploymentSpec) -> Any:
+    """The Prefect flow object that ``spec`` deploys (imports its module)."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(spec.entrypoint, use_placeholder_flow=False)
+
+
+def prefect_yaml(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> dict[str, Any]:
+    """``specs`` as a ``prefect.yaml`` document (a plain dict, ready for ``yaml.safe_dump``).
+
+    No ``pull`` section: ``prefect deploy`` then adds a ``set_working_directory`` step
+    for the directory it runs in, which is what a process worker needs.
+    """
+    deployments = []
+    for spec in specs:
+        flow = load_flow(spec)
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "description": spec.description,
+            "entrypoint": spec.entrypoint,
+            "flow_name": flow.name,
+            "tags": list(spec.tags),
+            "parameters": dict(spec.parameters),
+            "schedules": (
+                [{"cron": spec.cron, "timezone": TIMEZONE, "active": True}] if spec.cron else []
+            ),
+            "work_pool": {"name": WORK_POOL, "work_queue_name": "default", "job_variables": {}},
+        }
+        if spec.concurrency is not None:
+            entry["concurrency_limit"] = {
+                "limit": spec.concurrency.limit,
+                "collision_strategy": spec.concurrency.collision_strategy,
+            }
+        deployments.append(entry)
+    return {
+        "name": "roadcast",
+        "build": None,
+        "push": None,
+        "deployments": deployments,
+    }
+
+
+def render_yaml(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> str:
+    """The text of ``deploy/prefect.yaml``: a header comment, then :func:`prefect_yaml`."""
+    import yaml
+
+    body = yaml.safe_dump(prefect_yaml(specs), sort_keys=False, default_flow_style=False)
+    return YAML_HEADER + "\n" + body
+
+
+def write_yaml(path: str | Path, specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> Path:
+    """Write :func:`render_yaml` to ``path`` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_yaml(specs))
+    return path
+
+
+def runner_deployments(
+    specs: Sequence[DeploymentSpec] = DEPLOYMENTS,
+) -> list[RunnerDeployment]:
+    """``specs`` as deployments a :class:`prefect.runner.Runner` can serve."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    out = []
+    for spec in specs:
+        limit = None
+        if spec.concurrency is not None:
+            limit = ConcurrencyLimitConfig(
+                limit=spec.concurrency.limit,
+                collision_strategy=ConcurrencyLimitStrategy(spec.concurrency.collision_strategy),
+            )
+        out.append(
+            load_flow(spec).to_deployment(
+                name=spec.name,
+                description=spec.description,
+                schedules=[Cron(spec.cron, timezone=TIMEZONE)] if spec.cron else None,
+                parameters=dict(spec.parameters),
+                concurrency_limit=limit,
+                tags=list(spec.tags),
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+    return out
+
+
+def api_url() -> str | None:
+    """The Prefect server this process talks to (``PREFECT_API_URL``), or None."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def serve_deployments(
+    specs: Sequence[DeploymentSpec] = DEPLOYMENTS, *, limit: int | None = None
+) -> None:
+    """Serve ``specs`` from this process until SIGTERM or SIGINT (then return).
+
+    Flow runs execute in subprocesses of this one; schedules stay active when it
+    stops (``pause_on_shutdown=False``), so a restarted server process picks up where
+    this one left off.
+
+    Raises
+    ------
+    DeployError
+        When ``PREFECT_API_URL`` is not set: the embedded temporary server would accept
+        the deployments but never schedule them.
+    """
+    from prefect import serve
+
+    url = api_url()
+    if not url:
+        raise DeployError(
+            "PREFECT_API_URL is not set: Prefect's embedded temporary server runs no "
+            "schedules. Start a server (`prefect server start`) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
+
+
+def describe(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> list[dict[str, str]]:
+    """One row per deployment for ``roadcast deploy``'s table (no Prefect import)."""
+    rows = []
+    for spec in specs:
+        module = spec.entrypoint.rsplit(".", 2)[1]
+        flow_name = "roadcast-" + module.removesuffix("_flow")
+        rows.append(
+            {
+                "deployment": f"{flow_name}/{spec.name}",
+                "schedule (UTC)": spec.cron or "by hand",
+                "parameters": ", ".join(
+                    f"{k}={','.join(v) if isinstance(v, list | tuple) else v}"
+                    for k, v in spec.parameters.items()
+                )
+                or "-",
+                "concurrency": (
+                    f"{spec.concurrency.limit} ({spec.concurrency.collision_strategy})"
+                    if spec.concurrency
+                    else "-"
+                ),
+            }
+        )
+    return rows

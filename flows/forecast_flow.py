@@ -1,0 +1,212 @@
+"""``forecast_flow``: scheduled batch forecasts of the champion and its challengers.
+
+Every run (every five minutes when deployed):
+
+1. loads every bundle of the model directory and reads ``champion.json`` (which one
+   is the champion; the others are challengers);
+2. reads the newest closed window of the service's store (:mod:`pipeline.store_reads`);
+3. forecasts it with every model;
+4. publishes one ``Forecast`` message per model and sensor to ``roadcast.forecasts``
+   (keyed by sensor id, the service's wire format and encoder);
+5. stores the forecasts in the store, so the report flow scores them like the
+   service's own;
+6. records a table artifact (``roadcast-forecast-latest``).
+
+Where this helps: a service running only the champion (``roadcast serve --only``)
+while the flow forecasts the challengers in batch (shadow mode), or a deployment
+without the always-on service. Forecasts are keyed by (model, issue tick, step,
+sensor) in the store and by sensor on Kafka: when the service already forecast the
+same tick with the same bundle, the flow's copy is the same forecast again, and the
+store's upsert makes it a no-op.
+
+Loading bundles and reading the store are retried (I/O); forecasting is not; publishing
+is retried (a re-sent forecast has the same key, issue time and values).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows.artifacts import KEYS, publish_table
+from flows.model_dir import bundles_dir, read_champion
+from models.base import Forecast, Forecaster
+from models.panel import SensorPanel
+
+
+@task(name="load-models", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
+    """Every bundle of ``models_dir`` (champion first) and the champion's name (or None)."""
+    from pipeline.bundles import load_bundles
+
+    folder = bundles_dir(models_dir)
+    models = load_bundles(folder)
+    champion = read_champion(folder)
+    name = champion.champion if champion is not None and champion.champion in models else None
+    if name is not None:
+        models = {name: models[name], **{k: v for k, v in models.items() if k != name}}
+    return models, name
+
+
+@task(name="read-latest-window", retries=2, retry_delay_seconds=2, cache_policy=NONE)
+def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> SensorPanel:
+    """The newest ``window`` closed ticks of ``sensor_ids`` from the store."""
+    from pipeline.store import Store
+    from pipeline.store_reads import latest_window
+
+    with Store(store_path, readonly=True) as store:
+        return latest_window(store, sensor_ids, window)
+
+
+@task(name="forecast", cache_policy=NONE)
+def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str, Forecast]:
+    """Every model's forecast from the end of ``window`` (each on its own sensors)."""
+    out = {}
+    for name, model in models.items():
+        own = window if window.sensor_ids == model.sensor_ids else window.select(model.sensor_ids)
+        out[name] = model.predict(own)
+    return out
+
+
+@task(name="publish-forecasts", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, dict[str, int]]:
+    """Send one message per model and sensor; returns ``{model: {published, skipped}}``."""
+    from pipeline.clients import ensure_topics, make_producer
+    from pipeline.forecast_wire import ForecastEncoder
+    from pipeline.outbox import Outbox
+    from pipeline.settings import load_settings
+
+    settings = load_settings(bootstrap_servers=bootstrap)
+    ensure_topics(settings, topics=[settings.topic_forecasts])
+    # The service's outbox: a send the broker rejects fails the task (and its retry),
+    # instead of vanishing in a future nobody reads.
+    outbox = Outbox(make_producer(settings))
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        for name, fc in forecasts.items():
+            messages, skipped = ForecastEncoder(fc.sensor_ids).encode(
+                name, fc.issued_at, fc.targets, fc.mean, fc.lower, fc.upper
+            )
+            for key, value in messages:
+                outbox.send(settings.topic_forecasts, key, value)
+            counts[name] = {"published": len(messages), "skipped": len(skipped)}
+        outbox.flush(30.0)
+    finally:
+        outbox.close(10.0)
+    return counts
+
+
+@task(name="store-forecasts", retries=2, retry_delay_seconds=2, cache_policy=NONE)
+def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> int:
+    """Upsert the forecasts into the store (one transaction); returns the rows written
+    (one per model and sensor with a finite forecast, as the service stores them)."""
+    from pipeline.store import Batch, ForecastRows, Store
+
+    with Store(store_path) as store:
+        batch = Batch()
+        for name, fc in forecasts.items():
+            batch.forecasts.append(
+                ForecastRows.from_arrays(
+                    name,
+                    int(fc.issued_at.value // 1_000_000),
+                    store.sensor_keys(list(fc.sensor_ids)),
+                    fc.mean,
+                    fc.lower,
+                    fc.upper,
+                )
+            )
+        store.write(batch)
+    return sum(len(rows.sensors) for rows in batch.forecasts)
+
+
+def summary_rows(
+    forecasts: dict[str, Forecast], champion: str | None, counts: dict[str, dict[str, int]]
+) -> list[dict[str, Any]]:
+    """One artifact row per model: role, issue time, network-mean forecast by lead time."""
+    rows = []
+    for name, fc in forecasts.items():
+        row: dict[str, Any] = {
+            "model": name,
+            "role": "champion" if name == champion else "challenger",
+            "issued_at": fc.issued_at.isoformat(),
+            "sensors": len(fc.sensor_ids),
+            "published": counts.get(name, {}).get("published", 0),
+            "not published (non-finite)": counts.get(name, {}).get("skipped", 0),
+        }
+        freq = fc.targets[1] - fc.targets[0] if len(fc.targets) > 1 else None
+        for step in sorted({1, 3, 6, 12, fc.horizon}):
+            if step > fc.horizon:
+                continue
+            lead = f"+{int(step * freq.total_seconds() / 60)} min" if freq else f"+{step}"
+            row[f"mean {lead}"] = round(float(np.nanmean(fc.mean[step - 1])), 3)
+        if fc.lower is not None and fc.upper is not None:
+            width = float(np.nanmean(fc.upper[-1] - fc.lower[-1]))
+            row[f"mean {fc.level:.0%} interval width at the horizon"] = round(width, 3)
+        rows.append(row)
+    return rows
+
+
+@flow(name="roadcast-forecast", log_prints=True)
+def forecast_flow(
+    models_dir: str | None = None,
+    store: str | None = None,
+    bootstrap: str | None = None,
+    publish_to_kafka: bool = True,
+) -> dict[str, Any]:
+    """Forecast the store's latest window with the champion and the challengers.
+
+    Parameters
+    ----------
+    models_dir : a ``roadcast train`` output or its ``bundles/``; default
+        ``ROADCAST_MODEL_DIR``.
+    store : the service's SQLite store; default ``ROADCAST_STORE_PATH``.
+    bootstrap : Kafka ``HOST:PORT[,...]``; default ``ROADCAST_BOOTSTRAP_SERVERS``.
+    publish_to_kafka : False stores and reports without publishing (no broker needed).
+
+    Returns ``{"issued_at", "champion", "models": {name: {published, skipped}},
+    "stored_rows"}``.
+    """
+    from pipeline.settings import load_settings
+
+    settings = load_settings(model_dir=models_dir, store_path=store, bootstrap_servers=bootstrap)
+    log = get_run_logger()
+    models, champion = load_models(str(settings.model_dir))
+    if champion is None:
+        log.warning(
+            "no champion.json in %s: every model is a challenger (train with the train flow "
+            "to promote one)",
+            settings.model_dir,
+        )
+    union: dict[str, None] = {}
+    for model in models.values():
+        union.update(dict.fromkeys(model.sensor_ids))
+    window = read_window(
+        str(settings.store_path), tuple(union), max(m.window for m in models.values())
+    )
+    forecasts = forecast_all(models, window)
+    counts = (
+        publish(forecasts, settings.bootstrap_servers)
+        if publish_to_kafka
+        else {name: {"published": 0, "skipped": 0} for name in forecasts}
+    )
+    rows = store_forecasts(str(settings.store_path), forecasts)
+    issued = next(iter(forecasts.values())).issued_at
+    publish_table(
+        KEYS["forecast_latest"],
+        summary_rows(forecasts, champion, counts),
+        description=f"Forecasts issued at {issued.isoformat()} from {Path(settings.model_dir)}",
+    )
+    print(
+        f"forecast issued at {issued.isoformat()} by {len(forecasts)} models "
+        f"(champion: {champion or 'none'}); {rows:,} forecasts stored"
+    )
+    return {
+        "issued_at": issued.isoformat(),
+        "champion": champion,
+        "models": counts,
+        "stored_rows": rows,
+    }

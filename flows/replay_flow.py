@@ -1,0 +1,93 @@
+"""``replay_flow``: backfill a data set into the readings topic, as a Prefect flow.
+
+It wires :func:`pipeline.datasets.load_dataset`, :func:`pipeline.clients.ensure_topics`
+and :func:`pipeline.replay.replay`, and records what it sent as a table artifact
+(``roadcast-replay``). Loading is retried (a data directory on a network share can
+blink); the replay itself is not: a retry would send every reading again. The service
+would count them as duplicates and forecast nothing twice, but a backfill that failed
+halfway is better re-run by a person who knows why it failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from flows.artifacts import KEYS, publish_table
+from models.panel import SensorPanel
+
+
+@task(name="load-data", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def load_data(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
+    """The data set to replay (retried: reading files is I/O)."""
+    from pipeline.datasets import load_dataset
+
+    return load_dataset(
+        data,
+        data_dir=Path(data_dir) if data_dir else None,
+        adjacency=Path(adjacency) if adjacency else None,
+    )
+
+
+@task(name="replay-readings", cache_policy=NONE)
+def replay_readings(
+    panel: SensorPanel,
+    bootstrap: str | None,
+    topic: str | None,
+    speedup: float,
+    limit: int | None,
+) -> dict[str, Any]:
+    """Send the panel's readings to Kafka; returns :meth:`ReplayStats.as_dict` + topic."""
+    from pipeline.clients import ensure_topics, make_producer
+    from pipeline.replay import replay
+    from pipeline.settings import load_settings
+
+    settings = load_settings(bootstrap_servers=bootstrap)
+    target = topic or settings.topic_readings
+    ensure_topics(settings, topics=[target])
+    producer = make_producer(settings)
+    try:
+        stats = replay(panel, producer, target, speedup=speedup, limit=limit, progress=False)
+    finally:
+        producer.close()
+    return {"topic": target, "bootstrap": settings.bootstrap_servers, **stats.as_dict()}
+
+
+@flow(name="roadcast-replay", log_prints=True)
+def replay_flow(
+    data: str = "los-loop",
+    bootstrap: str | None = None,
+    speedup: float = 0.0,
+    limit: int | None = None,
+    topic: str | None = None,
+    adjacency: str | None = None,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Replay ``data`` into Kafka (the readings topic of the settings, or ``topic``).
+
+    Parameters
+    ----------
+    data : a data set spec (``los-loop``, ``simulated:sensors=20,days=1``, ``csv:PATH``).
+    bootstrap : ``HOST:PORT[,...]``; default ``ROADCAST_BOOTSTRAP_SERVERS``.
+    speedup : 0 = as fast as possible; X = X times real time.
+    limit : replay at most this many time steps.
+    topic : default: the settings' readings topic.
+    adjacency, data_dir : as for ``roadcast replay``.
+
+    Returns the replay statistics (messages, steps, rate, first and last timestamps).
+    """
+    panel = load_data(data, adjacency, data_dir)
+    stats = replay_readings(panel, bootstrap, topic, speedup, limit)
+    publish_table(
+        KEYS["replay"],
+        [{"data": data, **stats}],
+        description=f"Readings of {data} replayed into {stats['topic']}",
+    )
+    print(
+        f"{stats['messages']:,} readings of {stats['sensors']} sensors over {stats['steps']} "
+        f"steps -> {stats['topic']} ({stats['rate']:,.0f} msg/s)"
+    )
+    return stats

@@ -1,0 +1,319 @@
+"""``report_flow``: the scheduled forecast report, from what the service stored.
+
+Every run (daily when deployed):
+
+1. reads the period (``since``: a duration such as ``"24h"`` back from the newest
+   closed tick, or a time) from the service's store;
+2. scores every model's stored forecasts against the stored actual values
+   (:func:`pipeline.store_reads.stored_backtest`: corrections applied, a forecast
+   scored when all its targets are closed ticks of the period), per model, per
+   horizon and per sensor;
+3. summarises the alerts of the period;
+4. renders the forecast report (:mod:`flows.forecast_report`): ``report.html``,
+   ``report.md``, figures, ``live_metrics.json`` and ``sensor_errors.csv`` (model,
+   horizon, sensor) in ``out``;
+5. publishes the comparison table, the alerts and the Markdown report as Prefect
+   artifacts (``roadcast-live-accuracy``, ``roadcast-alerts``,
+   ``roadcast-live-report``).
+
+The champion (``champion.json``) picks the sensors plotted and colours the map; the
+model directory also gives each model's horizon and the sensors' coordinates
+(``network.json``). Without a model directory the report still scores every model in
+the store, at the ``horizon`` given.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows.artifacts import KEYS, publish_markdown, publish_table
+from flows.forecast_report import (
+    Report,
+    artifact_markdown,
+    build_report,
+    comparison_records,
+    sensor_scores,
+    write_report,
+)
+from flows.report import horizon_label
+from models.evaluation import Backtest
+from models.metrics import report_horizons, score_batch
+from models.panel import SensorPanel
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model directory says about the models (all optional)."""
+
+    horizons: dict[str, int]
+    sensor_ids: tuple[str, ...]
+    champion: str | None
+    coords: np.ndarray | None  # float64 [node, 2], in ``sensor_ids`` order
+    dataset: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The period's actual values and every model's scored forecasts."""
+
+    first: pd.Timestamp
+    last: pd.Timestamp
+    ticks: int
+    panel: SensorPanel
+    backtests: dict[str, Backtest]
+    alerts: list[Any]
+
+
+@task(name="read-model-dir", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def read_model_info(models_dir: str) -> ModelInfo:
+    """Horizons, sensors, champion and coordinates from the model directory, when it has
+    bundles; empty otherwise (the report then relies on the store alone)."""
+    from flows.model_dir import bundles_dir, read_champion, read_network
+    from pipeline.bundles import BundleDirError, load_bundles
+
+    folder = bundles_dir(models_dir)
+    try:
+        models = load_bundles(folder)
+    except BundleDirError:
+        return ModelInfo({}, (), None, None, "")
+    union: dict[str, None] = {}
+    for model in models.values():
+        union.update(dict.fromkeys(model.sensor_ids))
+    sensors = tuple(union)
+    champion = read_champion(folder)
+    network = read_network(folder)
+    coords = None
+    if network is not None and network.coords is not None:
+        where = {s: i for i, s in enumerate(network.sensor_ids)}
+        if all(s in where for s in sensors):
+            coords = network.coords[[where[s] for s in sensors]]
+    return ModelInfo(
+        horizons={name: m.horizon for name, m in models.items()},
+        sensor_ids=sensors,
+        champion=None if champion is None else champion.champion,
+        coords=coords,
+        dataset=network.dataset if network is not None else "",
+    )
+
+
+@task(name="score-stored-forecasts", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> Scored:
+    """Every model's stored forecasts of the period, scored, and the period's alerts."""
+    from pipeline.store import Store
+    from pipeline.store_reads import alerts_between, period_since, stored_backtest
+
+    with Store(store_path, readonly=True) as store:
+        period = period_since(store, since)
+        sensors = info.sensor_ids or tuple(store.sensor_names().values())
+        names = sorted(store.model_names().values())
+        if info.horizons:
+            names = [n for n in info.horizons if n in names] + [
+                n for n in names if n not in info.horizons
+            ]
+        panel = None
+        backtests = {}
+        for name in names:
+            panel, backtests[name] = stored_backtest(
+                store, name, sensors, period, info.horizons.get(name, horizon), actuals=panel
+            )
+        if panel is None:  # no model in the store yet: the actuals alone
+            from pipeline.store_reads import period_panel
+
+            panel = period_panel(store, period.first_ms - period.step_ms, period.last_ms, sensors)
+        alerts = alerts_between(store, period)
+    first, last = period.bounds()
+    return Scored(first, last, period.ticks, panel, backtests, alerts)
+
+
+def live_document(scored: Scored, *, dataset: str) -> dict[str, Any]:
+    """The scores in the shape of ``metrics.json`` (so the report layout is shared)."""
+    freq = scored.panel.freq.total_seconds() / 60.0 if scored.panel.n_time > 1 else 5.0
+    models: dict[str, Any] = {}
+    for name, bt in scored.backtests.items():
+        horizon = bt.forecast.mean.shape[1]
+        predicted = np.where(np.isfinite(bt.actual), bt.forecast.mean, 0.0)  # [n, h, node]
+        steps = score_batch(bt.actual, predicted, range(1, horizon + 1))["step"]
+        models[name] = {
+            "pooled": bt.metrics["pooled"],
+            "step": bt.metrics["step"],
+            "curve": {
+                key: [_finite(steps[str(h)][key]) for h in range(1, horizon + 1)]
+                for key in ("mae", "rmse")
+            },
+            "windows": bt.n_windows,
+            "horizon": horizon,
+        }
+    horizons = {m["horizon"] for m in models.values()}
+    return _json_ready(
+        {
+            "dataset": dataset or "live",
+            "period": {
+                "first": scored.first.isoformat(),
+                "last": scored.last.isoformat(),
+                "ticks": scored.ticks,
+            },
+            "freq_minutes": freq,
+            "horizon": max(horizons) if horizons else None,
+            "models": models,
+        }
+    )
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _json_ready(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def sensor_errors(scored: Scored) -> pd.DataFrame:
+    """Per model, horizon (pooled over steps 1..h) and sensor: n, MAE, RMSE, MAPE."""
+    frames = []
+    for name, bt in scored.backtests.items():
+        for h in report_horizons(bt.forecast.mean.shape[1]):
+            frame = sensor_scores(bt, scored.panel.sensor_ids, steps=h)
+            frame.insert(0, "horizon_steps", h)
+            frame.insert(0, "model", name)
+            frames.append(frame)
+    columns = ["model", "horizon_steps", "sensor", "n", "mae", "rmse", "mape"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def make_report(
+    scored: Scored, info: ModelInfo, document: dict[str, Any], *, since: str, store_path: str,
+    models_dir: str,
+) -> Report:  # fmt: skip
+    """The live forecast report of ``scored``."""
+    freq = float(document["freq_minutes"])
+    what = f"live, {scored.first:%Y-%m-%d %H:%M} to {scored.last:%Y-%m-%d %H:%M} UTC"
+    horizons = sorted({m["horizon"] for m in document["models"].values()})
+    facts = [
+        ("data", info.dataset or "readings in the store"),
+        ("period (UTC)", f"{scored.first:%Y-%m-%d %H:%M} .. {scored.last:%Y-%m-%d %H:%M}"),
+        ("closed ticks", f"{scored.ticks:,} of {freq:g} min"),
+        ("sensors", f"{scored.panel.n_nodes:,}"),
+        ("models", ", ".join(document["models"]) or "none in the store"),
+        ("horizon", ", ".join(f"{h} steps ({horizon_label(h, freq)})" for h in horizons) or "-"),
+    ]
+    intro = (
+        "Every forecast the models stored in this period is scored against the values the "
+        "sensors reported (late corrections applied), on the original scale. A forecast "
+        "counts when all its targets are closed ticks of the period; missing readings are "
+        "not scored. Errors at 15/30/45/60 minutes are pooled over steps 1..h, as in "
+        "training, so live and backtest numbers can be compared."
+    )
+    provenance = [
+        ("report window", f"since={since}"),
+        ("store", store_path),
+        ("model directory", models_dir),
+        ("champion chosen by", "validation RMSE at training (champion.json)"),
+    ]
+    return build_report(
+        title=f"Live forecast report: {scored.first:%Y-%m-%d} to {scored.last:%Y-%m-%d}",
+        what=what,
+        document=document,
+        backtests=scored.backtests,
+        panel=scored.panel,
+        champion=info.champion,
+        facts=facts,
+        intro=intro,
+        coords=info.coords if info.sensor_ids == scored.panel.sensor_ids else None,
+        alerts=scored.alerts,
+        provenance=provenance,
+    )
+
+
+@task(name="write-report", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+def write_outputs(
+    out: str, report: Report, document: dict[str, Any], errors: pd.DataFrame
+) -> dict[str, str]:
+    """Write the report, its metrics and the per-sensor errors to ``out``."""
+    folder = Path(out)
+    md, page = write_report(folder, report)
+    metrics = folder / "live_metrics.json"
+    metrics.write_text(json.dumps(document, indent=2) + "\n")
+    table = folder / "sensor_errors.csv"
+    errors.to_csv(table, index=False, float_format="%.6g")
+    return {"html": str(page), "markdown": str(md), "metrics": str(metrics), "sensors": str(table)}
+
+
+@flow(name="roadcast-report", log_prints=True)
+def report_flow(
+    since: str = "24h",
+    store: str | None = None,
+    models_dir: str | None = None,
+    out: str | None = None,
+    horizon: int = 12,
+) -> dict[str, Any]:
+    """Score the stored forecasts of a period and write the forecast report.
+
+    Parameters
+    ----------
+    since : ``"24h"`` (a duration back from the newest closed tick) or an ISO time.
+    store : the service's SQLite store; default ``ROADCAST_STORE_PATH``.
+    models_dir : a ``roadcast train`` output or its ``bundles/``; default
+        ``ROADCAST_MODEL_DIR`` (horizons, champion, coordinates).
+    out : output folder; default ``reports/<UTC time of the newest tick>`` next to the
+        store.
+    horizon : forecast steps of models the model directory does not describe.
+
+    Returns the written paths and the pooled RMSE per model at the longest horizon.
+    """
+    from pipeline.settings import load_settings
+
+    settings = load_settings(store_path=store, model_dir=models_dir)
+    log = get_run_logger()
+    info = read_model_info(str(settings.model_dir))
+    scored = score_store(str(settings.store_path), since, info, horizon)
+    document = live_document(scored, dataset=info.dataset)
+    report = make_report(
+        scored, info, document, since=since, store_path=str(settings.store_path),
+        models_dir=str(settings.model_dir),
+    )  # fmt: skip
+    folder = out or str(
+        Path(settings.store_path).parent / "reports" / scored.last.strftime("%Y-%m-%dT%H%MZ")
+    )
+    paths = write_outputs(folder, report, document, sensor_errors(scored))
+    publish_table(
+        KEYS["live_accuracy"],
+        comparison_records(report),
+        description=f"Live accuracy per model ({report.comparison.title})",
+    )
+    alert_table = next((t for t in report.tables if t.title == "Alerts in the period"), None)
+    if alert_table is not None:
+        publish_table(
+            KEYS["alerts"],
+            [dict(zip(alert_table.columns, row, strict=True)) for row in alert_table.rows],
+            description=f"Alert state changes, {scored.first:%Y-%m-%d %H:%M} to "
+            f"{scored.last:%Y-%m-%d %H:%M} UTC",
+        )
+    publish_markdown(
+        KEYS["live_report"],
+        artifact_markdown(report, paths["html"]),
+        description=report.title,
+    )
+    if not scored.backtests:
+        log.warning("the store holds no forecasts yet; the report shows actual values only")
+    print(f"wrote {paths['html']} ({time.strftime('%H:%M:%S')})")
+    pooled = {
+        name: entry["pooled"][str(entry["horizon"])]["rmse"]
+        for name, entry in document["models"].items()
+        if str(entry["horizon"]) in entry["pooled"]
+    }
+    return {**paths, "rmse": pooled, "ticks": scored.ticks}

@@ -1,0 +1,252 @@
+"""The detector contract, conformal calibration, score combination and the
+forecast-interval detector (spike, level shift, context anomaly, quiet on clean data,
+no look-ahead, save/load)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.anomaly import (
+    Detection,
+    DetectorError,
+    RepeatSuppressor,
+    check_tick,
+    combine,
+    combine_scores,
+    score_panel,
+)
+from models.anomaly_calibration import ConformalPool
+from models.anomaly_interval import ForecastIntervalDetector, IntervalConfig
+from models.registry import model_class
+
+FLAG = 0.99  # a detector "flags" a tick at this score (p <= 0.01)
+QUIET = 0.02  # share of clean ticks allowed at FLAG or above (calibrated: 0.01)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_conformal_pvalues_are_ranks_with_an_exponential_tail() -> None:
+    pool = ConformalPool(1, capacity=100, min_count=5)
+    pool.extend(np.arange(1.0, 100.0)[:, None])  # 1 .. 99
+    p = [float(pool.pvalues(np.array([a]))[0]) for a in (0.0, 50.0, 99.0, 100.0, 120.0)]
+    assert p[0] == 1.0
+    assert p[1] == pytest.approx(51 / 100)  # 1 + #{>= 50} = 1 + 50
+    assert p[2] == pytest.approx(2 / 100)
+    # Beyond the maximum the p-value keeps falling with the distance.
+    assert p[2] > p[3] > p[4] > 0
+
+
+def test_conformal_pvalues_are_uniform_on_exchangeable_data() -> None:
+    rng = np.random.default_rng(0)
+    pool = ConformalPool(1, capacity=5000)
+    pool.extend(rng.normal(size=(2000, 1)))
+    p = np.array([pool.pvalues(rng.normal(size=1))[0] for _ in range(2000)])
+    assert abs((p <= 0.1).mean() - 0.1) < 0.025
+    assert abs((p <= 0.5).mean() - 0.5) < 0.05
+
+
+def test_pool_needs_min_count_drops_oldest_and_round_trips() -> None:
+    pool = ConformalPool(2, capacity=4, min_count=3)
+    pool.append(np.array([1.0, np.nan]))
+    assert np.isnan(pool.pvalues(np.array([1.0, 1.0]))).all()
+    for v in (2.0, 3.0, 4.0, 5.0):
+        pool.append(np.array([v, v]))
+    assert list(pool.counts) == [4, 4]
+    # 1.0 was dropped from row 0: four values 2..5 remain, all >= 1.5
+    assert pool.pvalues(np.array([1.5, 1.5]))[0] == pytest.approx(1.0)
+    again = ConformalPool.from_state(pool.state("x"), "x")
+    np.testing.assert_array_equal(
+        again.pvalues(np.array([4.5, 3.0])), pool.pvalues(np.array([4.5, 3.0]))
+    )
+    assert pool.quantile(0.5)[0] == pytest.approx(4.0)
+    with pytest.raises(DetectorError, match=r"inconsistent|lacks"):
+        ConformalPool.from_state({"x.data": np.zeros((1, 2))}, "x")
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def det(score: list[float], name: str = "d", reasons: tuple[str, ...] = ()) -> Detection:
+    s = np.array(score, dtype=np.float32)
+    return Detection(
+        name, pd.Timestamp("2024-01-01", tz="UTC"), s, np.zeros_like(s), reasons=reasons
+    )
+
+
+def test_bonferroni_combination() -> None:
+    combined = combine_scores([np.array([0.999, 0.5]), np.array([0.9, 0.2])])
+    np.testing.assert_allclose(combined, [1 - 2 * 0.001, 0.0], atol=1e-6)
+    one = combine([det([0.999, 0.5], "a", ("big", "")), det([0.9, 0.995], "b", ("", "mid"))])
+    assert one.detector == "combined"
+    np.testing.assert_allclose(one.score, [0.998, 0.99], atol=1e-6)
+    assert one.reasons == ("a: big", "b: mid")
+    with pytest.raises(DetectorError):
+        combine([])
+
+
+def test_repeat_suppressor_keeps_onsets_only() -> None:
+    sup = RepeatSuppressor(1, window=3, factor=0.5)
+    out = [float(sup(np.array([s]))[0]) for s in (0.2, 0.99, 0.98, 0.995, 0.1, 0.1, 0.1, 0.1)]
+    assert out[1] == pytest.approx(0.99)  # onset
+    assert out[2] == pytest.approx(0.49)  # repeat within the window: halved
+    assert out[3] == pytest.approx(0.995)  # more anomalous than before: kept
+    assert out[-1] == pytest.approx(0.05)
+
+
+def test_check_tick_rejects_bad_input() -> None:
+    with pytest.raises(DetectorError, match="shape"):
+        check_tick(np.zeros(3), np.ones(3, bool), 2)
+    with pytest.raises(DetectorError, match="non-finite"):
+        check_tick(np.array([np.nan, 1.0]), np.ones(2, bool), 2)
+    values, mask = check_tick(np.array([5.0, 1.0]), np.array([False, True]), 2)
+    assert np.isnan(values[0]) and mask.tolist() == [False, True]
+
+
+# --------------------------------------------------------------------------- interval
+
+
+def fitted_interval(panel, forecaster: str = "persistence", **config) -> ForecastIntervalDetector:
+    cut = int(panel.n_time * 0.75)
+    train, valid = panel.slice(0, cut), panel.slice(cut, panel.n_time)
+    if forecaster == "persistence":
+        model = model_class("persistence")(window=1, horizon=3)
+    else:
+        model = model_class("seasonal")(horizon=3, period="day")
+    model.fit(train, valid=valid)
+    detector = ForecastIntervalDetector(model, IntervalConfig(horizon=3, **config))
+    return detector.fit(train, valid=valid)
+
+
+@pytest.fixture(scope="module")
+def interval_case(daily_series):
+    train, _ = daily_series(6, 1)
+    test, spans = daily_series(4, 2, [("spike", 400, 1), ("shift", 600, 36), ("context", 900, 24)])
+    clean, _ = daily_series(4, 3)
+    return train, test, spans, clean
+
+
+@pytest.mark.parametrize("forecaster", ["persistence", "seasonal"])
+def test_interval_flags_spike_shift_context_and_stays_quiet(interval_case, forecaster) -> None:
+    train, test, spans, clean = interval_case
+    detector = fitted_interval(train, forecaster)
+    scores = score_panel(detector, test).score[:, 0]
+    for kind, (start, stop) in spans.items():
+        assert scores[start : stop + 3].max() >= FLAG, f"{forecaster} missed the {kind}"
+    quiet = score_panel(detector, clean).score[:, 0]
+    assert (quiet >= FLAG).mean() <= QUIET  # calibrated: 1 % of normal ticks, plus slack
+
+
+def test_interval_detection_says_why(interval_case) -> None:
+    train, test, spans, _ = interval_case
+    detector = fitted_interval(train)
+    batch = score_panel(detector, test)
+    t = spans["spike"][0]
+    assert batch.observed[t, 0] > batch.upper[t, 0] > batch.expected[t, 0] > batch.lower[t, 0]
+    assert "above the 90% interval" in batch.reasons[t][0]
+    assert "of 3 forecasts" in batch.reasons[t][0]
+
+
+def test_interval_has_no_look_ahead(interval_case) -> None:
+    train, test, _, _ = interval_case
+    detector = fitted_interval(train)
+    full = score_panel(detector, test).score
+    prefix = score_panel(detector, test.slice(0, 500)).score
+    np.testing.assert_array_equal(full[:500], prefix)
+    changed = test.values.copy()
+    changed[500:] += 50.0  # a different future
+    future = type(test).from_values(changed, test.timestamps, test.sensor_ids)
+    np.testing.assert_array_equal(score_panel(detector, future).score[:500], full[:500])
+
+
+def test_interval_uses_forecasts_given_by_a_service(interval_case) -> None:
+    """observe_forecast with the service's forecasts gives the self-forecast scores."""
+    train, test, _, _ = interval_case
+    detector = fitted_interval(train)
+    expected = score_panel(detector, test.slice(0, 200)).score[:, 0]
+    model = detector.forecaster
+    assert model is not None
+    service = ForecastIntervalDetector(model, detector.config, self_forecast=False)
+    cut = int(train.n_time * 0.75)
+    service.fit(train.slice(0, cut), valid=train.slice(cut, train.n_time))
+    got = []
+    for t in range(200):
+        got.append(service.update(test.timestamps[t], test.values[t], test.mask[t]).score[0])
+        service.observe_forecast(model.predict(test.slice(t, t + 1)))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_interval_missing_readings_are_not_scored(interval_case) -> None:
+    train, test, _, _ = interval_case
+    detector = fitted_interval(train)
+    values = test.values.copy()
+    values[100:110] = np.nan
+    gappy = type(test).from_values(values, test.timestamps, test.sensor_ids)
+    batch = score_panel(detector, gappy)
+    assert (batch.score[100:110] == 0).all()
+    assert np.isnan(batch.observed[100:110]).all()
+
+
+def test_interval_save_load_round_trip(interval_case, tmp_path) -> None:
+    train, test, _, _ = interval_case
+    detector = fitted_interval(train, range_check=True)
+    detector.save(tmp_path / "det")
+    loaded = ForecastIntervalDetector.load(tmp_path / "det")
+    with pytest.raises(DetectorError, match="attach"):
+        loaded.update(test.timestamps[0], test.values[0], test.mask[0])
+    loaded.reset()
+    assert detector.forecaster is not None
+    loaded.attach(detector.forecaster)
+    np.testing.assert_array_equal(
+        score_panel(loaded, test).score, score_panel(detector, test).score
+    )
+    other = model_class("seasonal")(horizon=3, period="day")
+    other.fit(train)
+    with pytest.raises(DetectorError, match="recalibrate"):
+        loaded.attach(other)
+
+
+def test_interval_online_mode_learns_from_the_stream(daily_series) -> None:
+    panel, _ = daily_series(3, 4, [("spike", 700, 1)])
+    model = model_class("persistence")(window=1, horizon=3)
+    model.fit(panel.slice(0, 100))
+    detector = ForecastIntervalDetector(model, IntervalConfig(horizon=3)).start(
+        panel.sensor_ids, panel.freq
+    )
+    scores = score_panel(detector, panel).score[:, 0]
+    assert (scores[:20] == 0).all()  # not scored until min_count residuals were seen
+    assert scores[700] >= 0.999
+
+
+def test_interval_rejects_misuse(interval_case) -> None:
+    train = interval_case[0]
+    with pytest.raises(DetectorError, match="no forecaster"):
+        ForecastIntervalDetector().fit(train)
+    short = model_class("persistence")(window=1, horizon=2)
+    short.fit(train)
+    with pytest.raises(DetectorError, match="horizon"):
+        ForecastIntervalDetector(short, IntervalConfig(horizon=3)).fit(train)
+    detector = fitted_interval(train)
+    with pytest.raises(DetectorError, match=r"\[horizon, 1\]"):
+        detector.observe_forecast(np.zeros((3, 2)))
+    with pytest.raises(DetectorError, match="agreement"):
+        IntervalConfig(agreement="most")  # type: ignore[arg-type]
+
+
+def test_registry_loads_any_saved_detector(interval_case, tmp_path) -> None:
+    from models.anomaly_registry import DETECTORS, detector_class, load_detector
+
+    assert set(DETECTORS) == {"interval", "autoencoder", "correlation"}
+    train = interval_case[0]
+    detector = fitted_interval(train)
+    detector.save(tmp_path / "d")
+    loaded = load_detector(tmp_path / "d")
+    assert isinstance(loaded, ForecastIntervalDetector) and loaded.sensor_ids == ("s0",)
+    with pytest.raises(DetectorError, match="unknown detector"):
+        detector_class("nope")
+    assert detector.forecaster is not None
+    detector.forecaster.save(tmp_path / "f")
+    with pytest.raises(DetectorError, match="not a detector"):
+        load_detector(tmp_path / "f")

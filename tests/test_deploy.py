@@ -1,0 +1,291 @@
+"""Deployments: ``deploy/prefect.yaml`` is the rendering of ``flows.deploy.DEPLOYMENTS`` and
+names real flows; the compose file, Dockerfile and systemd unit hold together (Docker
+is not run here: they are checked as files); ``roadcast deploy --serve`` registers the
+deployments with their schedules on a real Prefect server, runs a flow run, and stops
+cleanly on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import configparser
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.deploy import DEPLOYMENTS, TIMEZONE, WORK_POOL, describe, load_flow, prefect_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+
+
+@pytest.fixture(scope="module")
+def prefect_file() -> dict:
+    return yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
+
+
+def test_prefect_yaml_is_generated_from_the_deployment_list(prefect_file):
+    assert prefect_file == prefect_yaml(DEPLOYMENTS), (
+        "deploy/prefect.yaml is out of date: run `roadcast deploy --write-yaml deploy/prefect.yaml`"
+    )
+
+
+def test_prefect_yaml_passes_prefects_own_schema(prefect_file):
+    models = pytest.importorskip("prefect.cli.deploy._models")
+    parsed = models.PrefectYamlModel.model_validate(prefect_file)
+    assert len(parsed.deployments) == 4
+    for deployment in parsed.deployments:
+        assert deployment.work_pool is not None and deployment.work_pool.name == WORK_POOL
+
+
+def test_every_entrypoint_names_a_flow_that_takes_its_parameters(prefect_file):
+    from prefect import Flow
+    from prefect.flows import load_flow_from_entrypoint
+
+    for entry in prefect_file["deployments"]:
+        flow = load_flow_from_entrypoint(entry["entrypoint"], use_placeholder_flow=False)
+        assert isinstance(flow, Flow)
+        assert flow.name == entry["flow_name"]
+        accepted = set(inspect.signature(flow.fn).parameters)
+        assert set(entry["parameters"]) <= accepted, entry["name"]
+        flow.validate_parameters(dict(entry["parameters"]))  # types check too
+
+
+def test_schedules_train_weekly_forecast_every_5_minutes_report_daily(prefect_file):
+    cron = {
+        e["flow_name"]: [s["cron"] for s in e["schedules"]] for e in prefect_file["deployments"]
+    }
+    assert cron["roadcast-forecast"] == ["*/5 * * * *"]
+    (train,) = cron["roadcast-train"]
+    minute, hour, day, month, weekday = train.split()
+    assert day == month == "*" and weekday not in ("*", "?") and "," not in weekday
+    (report,) = cron["roadcast-report"]
+    minute, hour, day, month, weekday = report.split()
+    assert day == month == weekday == "*" and hour.isdigit() and minute.isdigit()
+    assert cron["roadcast-replay"] == []
+    for entry in prefect_file["deployments"]:
+        assert all(s["timezone"] == TIMEZONE for s in entry["schedules"])
+
+
+def test_cli_table_names_match_the_flows():
+    rows = describe(DEPLOYMENTS)
+    assert [r["deployment"] for r in rows] == [
+        f"{load_flow(spec).name}/{spec.name}" for spec in DEPLOYMENTS
+    ]
+
+
+def test_compose_has_kafka_kraft_prefect_postgres_worker_and_service():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "postgres", "prefect-server", "prefect-worker", "roadcast"} <= set(services)
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    env = kafka["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "ZOOKEEPER" not in " ".join(env)  # KRaft: no ZooKeeper anywhere
+    server = services["prefect-server"]
+    assert (
+        "postgresql+asyncpg://" in server["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    )
+    assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+    worker = services["prefect-worker"]
+    assert worker["command"][:4] == ["prefect", "worker", "start", "--pool"]
+    assert worker["command"][4] == WORK_POOL
+    deploy = " ".join(services["deploy"]["command"])
+    assert "deploy/prefect.yaml" in deploy and f"create {WORK_POOL} --type process" in deploy
+    roadcast = services["roadcast"]
+    assert roadcast["command"][:2] == ["roadcast", "serve"]
+    assert roadcast["stop_signal"] == "SIGTERM"
+    for name in ("prefect-worker", "roadcast"):
+        env = services[name]["environment"]
+        assert env["ROADCAST_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+        assert "roadcast-state:/var/lib/roadcast" in services[name]["volumes"]
+    # the image they run is the one the Dockerfile builds
+    assert services["deploy"]["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert {services[n]["image"] for n in ("deploy", "prefect-worker", "roadcast")} == {
+        services["deploy"]["image"]
+    }
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+    for volume in {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}:
+        assert volume in compose["volumes"]
+
+
+def test_dockerfile_pins_cpu_torch_with_a_cuda_build_argument():
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in text
+    import torch
+
+    pinned = next(line for line in text.splitlines() if line.startswith("ARG TORCH_VERSION="))
+    assert pinned.split("=", 1)[1] == torch.__version__.split("+")[0]
+    for folder in ("pipeline", "models", "flows", "deploy"):
+        assert f"COPY {folder} ./{folder}" in text
+    assert 'CMD ["roadcast", "serve"]' in text and "USER roadcast" in text
+
+
+def test_systemd_unit_runs_the_service_and_stops_it_with_sigterm():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # keys are case-sensitive in systemd
+    unit.read_string((DEPLOY / "roadcast-serve.service").read_text())
+    service = unit["Service"]
+    command = service["ExecStart"].split()
+    assert Path(command[0]).name == "roadcast" and command[1] == "serve"
+    # the bundles the train flow writes under ROADCAST_MODEL_DIR
+    text = (DEPLOY / "roadcast-serve.service").read_text()
+    assert "Environment=ROADCAST_MODEL_DIR=/var/lib/roadcast/models\n" in text
+    assert command[2:] == ["--models", "/var/lib/roadcast/models/bundles"]
+    assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
+    assert int(service["TimeoutStopSec"]) >= 30
+    assert service["EnvironmentFile"].lstrip("-").startswith("/etc/roadcast/")
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert "network-online.target" in unit["Unit"]["After"]
+
+
+def test_deploy_readme_covers_what_the_issue_asks():
+    text = (DEPLOY / "README.md").read_text()
+    for topic in ("prefect server start", "SQLite", "Postgres", "runs no schedules",
+                  "ROADCAST_SECURITY_PROTOCOL", "partitions", "consumer group", "GPU",
+                  "roadcast deploy --serve"):  # fmt: skip
+        assert topic in text, topic
+
+
+# --------------------------------------------------------------------- serving
+
+
+def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "deploy", "--serve"],
+            cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _client(env: dict[str, str]):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class Session:
+        def __enter__(self):
+            self._settings = temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]})
+            self._settings.__enter__()
+            self._client = get_client(sync_client=True)
+            return self._client.__enter__()
+
+        def __exit__(self, *exc):
+            self._client.__exit__(*exc)
+            self._settings.__exit__(*exc)
+
+    return Session()
+
+
+def _deployments(env: dict[str, str]) -> dict[str, object]:
+    with _client(env) as client:
+        found = client.read_deployments()
+        flows = {f.id: f.name for f in client.read_flows()}
+    return {f"{flows[d.flow_id]}/{d.name}": d for d in found}
+
+
+def _wait(condition, timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, log: Path) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError(
+            f"not stopped 60 s after {sig}; log:\n{log.read_text()[-3000:]}"
+        ) from None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serve_registers_runs_and_stops_on_sigterm(prefect_server, broker, tmp_path):
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.settings import load_settings
+    from tests.service_support import read_topic
+
+    env = {**prefect_server, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "serve.log"
+    proc = _serve(env, log)
+    try:
+        wanted = {f"{load_flow(s).name}/{s.name}" for s in DEPLOYMENTS}
+        _wait(lambda: set(_deployments(env)) >= wanted, 120, "the four deployments", log)
+        found = _deployments(env)
+        for spec in DEPLOYMENTS:
+            deployment = found[f"{load_flow(spec).name}/{spec.name}"]
+            crons = [s.schedule.cron for s in deployment.schedules]
+            assert crons == ([spec.cron] if spec.cron else [])
+            assert all(s.schedule.timezone == TIMEZONE and s.active for s in deployment.schedules)
+            assert deployment.parameters == dict(spec.parameters)
+            assert deployment.entrypoint == spec.entrypoint
+            if spec.concurrency is not None:
+                assert deployment.global_concurrency_limit.limit == spec.concurrency.limit
+                strategy = deployment.concurrency_options.collision_strategy
+                assert str(strategy.value) == spec.concurrency.collision_strategy
+        # the served process executes runs: a small backfill into the session broker
+        topic = f"t.serve.readings.{os.getpid()}.{int(time.time())}"
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            run = run_deployment(
+                "roadcast-replay/backfill",
+                parameters={"data": "simulated:sensors=3,hours=1", "bootstrap": broker.bootstrap,
+                            "topic": topic},
+                timeout=180,
+            )  # fmt: skip
+        assert run.state is not None and run.state.is_completed(), (run.state, log.read_text())
+        settings = load_settings(bootstrap_servers=broker.bootstrap)
+        assert len(read_topic(settings, topic)) == 3 * 12
+        assert _stop(proc, signal.SIGTERM, log) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # pause_on_shutdown=False: the schedules stay active for the next server process
+    after = _deployments(env)
+    assert all(not d.paused for d in after.values())
+    assert "stopped serving" in log.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serve_stops_cleanly_on_sigint(prefect_server, tmp_path):
+    env = {**prefect_server, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "serve.log"
+    proc = _serve(env, log)
+    try:
+        _wait(lambda: b"roadcast-forecast" in log.read_bytes() if log.exists() else False,
+              120, "the serve banner", log)  # fmt: skip
+        assert _stop(proc, signal.SIGINT, log) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_serve_refuses_without_a_prefect_server(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "deploy", "--serve"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "PREFECT_API_URL is not set" in done.stderr and "prefect server start" in done.stderr

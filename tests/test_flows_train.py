@@ -1,0 +1,165 @@
+"""``train_flow`` end to end on a small simulated network, against a Prefect server:
+one task per model, bundles, champion by validation, report, artifacts; and the GPU
+training slot (a Prefect global concurrency limit)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from flows.artifacts import KEYS
+from flows.model_dir import read_champion, read_network, validation_score
+from models.bundle import load_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DATA = "simulated:sensors=5,days=2,seed=4,incidents=0,faults=0"
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_harness, tmp_path_factory):
+    from flows.train_flow import train_flow
+
+    out = tmp_path_factory.mktemp("train-flow")
+    state = train_flow(
+        data=DATA, models=["persistence", "ar", "gru"], window=6, horizon=6, seeds=2,
+        epochs=2, device="cpu", out=str(out), return_state=True,
+    )  # fmt: skip
+    return out, state
+
+
+def _client():
+    from prefect import get_client
+
+    return get_client(sync_client=True)
+
+
+def _latest_artifact(key: str):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with _client() as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert found, f"no artifact {key}"
+    return max(found, key=lambda a: a.created)
+
+
+def test_flow_writes_bundles_metrics_and_promotes_the_best_validation_model(trained):
+    out, state = trained
+    assert state.is_completed()
+    result = state.result()
+    document = json.loads((out / "metrics.json").read_text())
+    assert result["document"] == document
+    assert set(document["models"]) == {"persistence", "ar", "gru"}
+    assert document["models"]["gru"]["seeds"] == 2
+    for name in document["models"]:
+        assert load_model(out / "bundles" / name).name == name
+    champion = read_champion(out)
+    assert champion is not None and result["champion"] == champion.champion
+    scores = {n: validation_score(e) for n, e in document["models"].items()}
+    assert champion.champion == min((s, n) for n, s in scores.items() if s is not None)[1]
+    assert champion.scores == pytest.approx(scores)
+    assert set(champion.challengers) == set(document["models"]) - {champion.champion}
+    network = read_network(out)
+    assert network is not None and network.coords is not None
+    assert len(network.sensor_ids) == 5 and network.coords.shape == (5, 2)
+
+
+def test_one_task_per_model_fit(trained):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _, state = trained
+    with _client() as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    names = sorted(r.name for r in runs if r.name.startswith("fit-"))
+    assert names == ["fit-ar", "fit-gru", "fit-persistence"]
+    assert all(r.state.is_completed() for r in runs)
+
+
+def test_report_and_artifacts(trained):
+    out, _ = trained
+    page = (out / "report.html").read_text()
+    for section in ("Model comparison (test part)", "Error by horizon",
+                    "best and worst sensor", "Error across the network",
+                    "What produced this report"):  # fmt: skip
+        assert section in page, section
+    assert "Published reference" not in page  # only for los-loop
+    md = (out / "report.md").read_text()
+    assert "| model | 15 min MAE | 15 min RMSE | 15 min MAPE % | 30 min MAE |" in md
+    for name in ("error_by_horizon", "forecasts", "network_map"):
+        assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    table = _latest_artifact(KEYS["train_comparison"]).data
+    rows = table if isinstance(table, list) else json.loads(table)
+    assert {r["model"] for r in rows} == {"persistence", "ar", "gru"}
+    assert "15 min MAPE %" in rows[0]
+    champion = _latest_artifact(KEYS["champion"]).data
+    rows = champion if isinstance(champion, list) else json.loads(champion)
+    assert [r["role"] for r in rows].count("champion") == 1
+    assert "Model comparison" in _latest_artifact(KEYS["train_report"]).data
+
+
+def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from flows.train_flow import train_flow
+
+    with pytest.raises(ValueError, match="unknown model"):
+        train_flow(data=DATA, models="arima", out=str(tmp_path))
+    # a CSV data set has no road graph: tgclstm is refused before anything is fitted
+    stamps = pd.date_range("2024-03-01", periods=200, freq="5min", tz="UTC")
+    values = np.random.default_rng(0).normal(60, 3, (200, 3))
+    frame = pd.DataFrame(values, columns=["a", "b", "c"])
+    frame.insert(0, "timestamp", stamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(tmp_path / "speeds.csv", index=False)
+    with pytest.raises(ValueError, match="needs a road graph"):
+        train_flow(data=f"csv:{tmp_path / 'speeds.csv'}", models="tgclstm", out=str(tmp_path))
+    assert not (tmp_path / "bundles").exists()
+
+
+def test_gpu_slot_is_a_global_limit_that_serialises(prefect_harness):
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.gpu import GPU_LIMIT, ensure_gpu_limit, training_slot
+
+    # CPU fits never touch (or create) the GPU limit
+    with training_slot("cpu"), _client() as client, pytest.raises(ObjectNotFound):
+        client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with training_slot("cuda"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(60), "the first fit never got the GPU slot"
+        with _client() as client:
+            limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        assert limit.limit == 1 and limit.active_slots == 1
+        began = time.monotonic()
+        with pytest.raises(TimeoutError), training_slot("cuda", timeout_s=2):
+            pass
+        assert time.monotonic() - began >= 1.5
+    finally:
+        release.set()
+        thread.join(30)
+    with training_slot("cuda", timeout_s=30):  # free again once the first fit is done
+        pass
+    with _client() as client:
+        client.update_global_concurrency_limit(GPU_LIMIT, GlobalConcurrencyLimitUpdate(limit=2))
+    assert ensure_gpu_limit() is False  # an operator's setting is never overwritten
+    with _client() as client:
+        assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit == 2

@@ -1,0 +1,210 @@
+"""NAB scoring rules on cases with answers derived by hand (and NAB's own unit tests)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.nab_score import (
+    PROFILES,
+    CostMatrix,
+    LabeledFile,
+    NabFormatError,
+    best_threshold,
+    labeled_files,
+    nab_score,
+    probation_length,
+    read_windows,
+    scaled_sigmoid,
+    score_at,
+    sweep,
+    threshold_scores,
+)
+
+UNIT = CostMatrix(tp=1.0, fp=1.0, fn=1.0)  # NAB's own unit tests use all-ones weights
+
+
+def make_file(n: int, windows: list[tuple[int, int]], name: str = "cat/f.csv") -> LabeledFile:
+    stamps = pd.date_range("2024-01-01", periods=n, freq="5min")
+    return LabeledFile(name, stamps, tuple((stamps[a], stamps[b]) for a, b in windows))
+
+
+def onehot(n: int, rows: list[int]) -> np.ndarray:
+    a = np.zeros(n)
+    a[rows] = 1.0
+    return a
+
+
+def raw(file: LabeledFile, scores: np.ndarray, cost: CostMatrix, probation: float = 0.0) -> float:
+    s = sweep(file, probation)
+    return score_at([s], [scores], cost, 0.5)[0].score
+
+
+def test_scaled_sigmoid_matches_nab_docstring() -> None:
+    assert scaled_sigmoid(-1.0) == pytest.approx(0.98661, abs=1e-5)
+    assert scaled_sigmoid(-0.5) == pytest.approx(0.84828, abs=1e-5)
+    assert scaled_sigmoid(0.0) == 0.0
+    assert scaled_sigmoid(1.0) == pytest.approx(-0.98661, abs=1e-5)
+    assert scaled_sigmoid(3.5) == -1.0
+
+
+def test_probation_is_fifteen_percent_capped_at_750() -> None:
+    assert probation_length(2500) == 375
+    assert probation_length(1127) == 169
+    assert probation_length(100_000) == 750
+
+
+def test_first_row_of_window_earns_exactly_tp_weight() -> None:
+    f = make_file(10, [(4, 5)])
+    assert raw(f, onehot(10, [4]), UNIT) == pytest.approx(1.0)
+
+
+def test_last_row_of_window_earns_the_sigmoid_of_one_over_width() -> None:
+    f = make_file(100, [(40, 49)])  # width 10
+    expected = scaled_sigmoid(-1 / 10) / scaled_sigmoid(-1.0)
+    assert raw(f, onehot(100, [49]), UNIT) == pytest.approx(expected)
+    assert raw(f, onehot(100, [40]), UNIT) > raw(f, onehot(100, [45]), UNIT) > expected
+
+
+def test_only_the_earliest_detection_in_a_window_counts() -> None:
+    f = make_file(100, [(40, 49)])
+    assert raw(f, onehot(100, [40, 41, 45]), UNIT) == pytest.approx(1.0)
+
+
+def test_false_negatives_cost_fn_weight_per_window() -> None:
+    f = make_file(2000, [(100, 109), (500, 509), (900, 909), (1300, 1309)])
+    cost = CostMatrix(tp=1.0, fp=0.11, fn=2.0)
+    assert raw(f, np.zeros(2000), cost) == pytest.approx(-8.0)
+
+
+def test_false_positive_before_any_window_costs_full_fp_weight() -> None:
+    f = make_file(1000, [(500, 509)])
+    assert raw(f, onehot(1000, [10]), UNIT) == pytest.approx(-1.0 - 1.0)  # FP and FN
+    assert raw(f, onehot(1000, [10, 20]), UNIT) == pytest.approx(-2.0 - 1.0)
+
+
+def test_false_positive_right_after_a_window_costs_little() -> None:
+    f = make_file(1000, [(500, 509)])  # width 10, last row 509
+    after = raw(f, onehot(1000, [500, 510]), UNIT) - 1.0
+    assert after == pytest.approx(scaled_sigmoid(1 / 9))
+    far = raw(f, onehot(1000, [500, 900]), UNIT) - 1.0
+    assert far == pytest.approx(-1.0)
+    assert far < after < 0
+
+
+def test_probationary_rows_are_not_scored() -> None:
+    f = make_file(1000, [(50, 59), (500, 509)])  # first window inside the 15 % probation
+    scores = onehot(1000, [10, 55, 500])
+    s = sweep(f, 0.15)
+    total = score_at([s], [scores], UNIT, 0.5)[0].score
+    assert total == pytest.approx(1.0)  # the probationary window and FP are ignored
+
+
+def test_threshold_sweep_counts_and_scores() -> None:
+    f = make_file(100, [(40, 49)])
+    scores = np.zeros(100)
+    scores[40], scores[10] = 0.9, 0.6
+    table = threshold_scores([sweep(f, 0.0)], [scores], UNIT)
+    assert [round(r.threshold, 2) for r in table] == [1.1, 0.9, 0.6, 0.0]
+    assert table[0].score == -1.0 and table[0].fn == 10 and table[0].tn == 90
+    assert table[1].score == pytest.approx(1.0) and table[1].tp == 1
+    assert table[2].score == pytest.approx(0.0) and table[2].fp == 1
+    best = best_threshold([sweep(f, 0.0)], [scores], UNIT)
+    assert best.threshold == pytest.approx(0.9)
+
+
+def test_ties_in_the_best_score_take_the_highest_threshold() -> None:
+    f = make_file(100, [(40, 49)])
+    scores = np.zeros(100)
+    scores[40], scores[41] = 0.9, 0.7  # 0.7 adds a later TP of the same window: no gain
+    assert best_threshold([sweep(f, 0.0)], [scores], UNIT).threshold == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_never_firing_scores_0_and_firing_at_window_starts_scores_100(profile: str) -> None:
+    files = [make_file(1000, [(300, 349), (700, 749)], "a/x.csv"), make_file(800, [(400, 459)])]
+    sweeps = [sweep(f) for f in files]
+    never = [np.zeros(f.n_rows) for f in files]
+    starts = [onehot(1000, [300, 700]), onehot(800, [400])]
+    assert nab_score(sweeps, never, profile).score == pytest.approx(0.0)
+    perfect = nab_score(sweeps, starts, profile)
+    assert perfect.score == pytest.approx(100.0)
+    assert perfect.windows_detected == perfect.windows == 3
+
+
+def test_normalised_score_of_a_hand_computed_case() -> None:
+    """One window found at its start, the other missed, one FP long after: standard."""
+    files = [make_file(1000, [(300, 349), (700, 749)])]
+    scores = [onehot(1000, [300, 900])]
+    result = nab_score([sweep(f) for f in files], scores, "standard")
+    raw_expected = 1.0 - 1.0 - 0.11 * 1.0  # TP, FN, FP more than 3 widths past a window
+    assert result.raw == pytest.approx(raw_expected)
+    assert result.null == pytest.approx(-2.0) and result.perfect == 2.0
+    assert result.score == pytest.approx(100 * (raw_expected + 2) / 4)
+
+
+def test_reward_low_fn_profile_prefers_a_lower_threshold() -> None:
+    """Catching the second window (mid-window: +0.86, and no FN) costs 20 FPs far from any
+    window (20 x 0.11 = 2.2): a loss when a FN costs 1, a gain when it costs 2."""
+    f = make_file(2000, [(400, 409), (1200, 1209)])
+    scores = np.zeros(2000)
+    scores[400] = 0.9
+    scores[[1205, *range(1300, 1900, 30)]] = 0.6
+    sweeps = [sweep(f)]
+    assert nab_score(sweeps, [scores], "standard").threshold == pytest.approx(0.9)
+    assert nab_score(sweeps, [scores], "reward_low_FN_rate").threshold == pytest.approx(0.6)
+
+
+def test_format_errors_are_typed() -> None:
+    f = make_file(100, [(40, 49)])
+    s = sweep(f, 0.0)
+    with pytest.raises(NabFormatError, match="one score per original row"):
+        score_at([s], [np.zeros(99)], UNIT, 0.5)
+    with pytest.raises(NabFormatError, match=r"in \[0, 1\]"):
+        score_at([s], [np.full(100, 1.5)], UNIT, 0.5)
+    with pytest.raises(NabFormatError, match="finite"):
+        score_at([s], [np.full(100, np.nan)], UNIT, 0.5)
+    stamps = pd.date_range("2024-01-01", periods=10, freq="5min")
+    off_grid = LabeledFile("c/f.csv", stamps, ((stamps[2] + pd.Timedelta("1min"), stamps[5]),))
+    with pytest.raises(NabFormatError, match="data rows"):
+        sweep(off_grid)
+    overlapping = LabeledFile("c/f.csv", stamps, ((stamps[2], stamps[5]), (stamps[4], stamps[6])))
+    with pytest.raises(NabFormatError, match="sorted and disjoint"):
+        sweep(overlapping)
+    with pytest.raises(ValueError, match="unknown NAB profile"):
+        nab_score([s], [np.zeros(100)], "nope")
+
+
+def test_duplicate_timestamps_use_the_first_row_as_nab_does() -> None:
+    stamps = pd.DatetimeIndex(
+        list(pd.date_range("2024-01-01", periods=5, freq="5min")) * 1
+        + [pd.Timestamp("2024-01-01 00:20")]
+        + list(pd.date_range("2024-01-01 00:25", periods=4, freq="5min"))
+    )
+    f = LabeledFile("c/f.csv", stamps, ((stamps[3], stamps[4]),))
+    s = sweep(f, 0.0)
+    assert list(np.nonzero(s.window >= 0)[0]) == [3, 4]
+
+
+@pytest.mark.slow
+def test_real_nab_windows_align_and_anchor_the_scale(shared_data) -> None:
+    nab = shared_data / "nab"
+    files = labeled_files(nab, read_windows(nab / "realTraffic_windows.json"))
+    assert len(files) == 7
+    sweeps = [sweep(f) for f in files]
+    assert sum(s.n_windows for s in sweeps) == 14
+    never = [np.zeros(f.n_rows) for f in files]
+    assert nab_score(sweeps, never).score == pytest.approx(0.0)
+    starts = []
+    for s in sweeps:
+        a = np.zeros(len(s.window))
+        for k in range(s.n_windows):
+            a[np.nonzero(s.window == k)[0][0]] = 1.0
+        starts.append(a)
+    assert nab_score(sweeps, starts).score == pytest.approx(100.0)
+    rng = np.random.default_rng(0)
+    random = nab_score(sweeps, [rng.random(f.n_rows) for f in files]).score
+    assert 0.0 < random < 50.0 and math.isfinite(random)

@@ -1,0 +1,221 @@
+"""The forecast report's pieces without Prefect: tables (MAPE, reference rows), per-sensor
+errors and the best/worst choice, the map, rendering; the champion and network files;
+the stable artifact keys."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.artifacts import KEYS, check_key, table_records
+from flows.forecast_report import (
+    REFERENCE_LOS_LOOP,
+    best_and_worst,
+    build_report,
+    comparison_records,
+    comparison_table,
+    reference_table,
+    render_html,
+    render_markdown,
+    sensor_scores,
+    write_report,
+)
+from flows.model_dir import (
+    ChampionError,
+    bundles_dir,
+    choose_champion,
+    promote,
+    read_champion,
+    read_network,
+    write_network,
+)
+from models.base import BatchForecast
+from models.evaluation import Backtest
+from models.metrics import score_batch
+from models.panel import SensorPanel
+from pipeline.store_reads import AlertChange
+
+
+def _panel(n: int = 60, nodes: int = 4, coords: bool = True) -> SensorPanel:
+    t = np.arange(n)
+    values = 50 + 5 * np.sin(t / 6)[:, None] + np.arange(nodes)[None, :]  # [time, node]
+    stamps = pd.date_range("2024-03-04", periods=n, freq="5min", tz="UTC")
+    xy = np.c_[34.0 + 0.01 * np.arange(nodes), -118.2 + 0.02 * np.arange(nodes)]
+    return SensorPanel.from_values(
+        values, stamps, [f"s{i}" for i in range(nodes)], coords=xy if coords else None,
+        name="toy",
+    )  # fmt: skip
+
+
+def _backtest(panel: SensorPanel, name: str, bias: np.ndarray, horizon: int = 3) -> Backtest:
+    """Forecasts equal to the actual values plus a per-sensor ``bias`` (known errors)."""
+    origins = np.arange(5, panel.n_time - horizon, dtype=np.int64)
+    steps = origins[:, None] + np.arange(1, horizon + 1)[None, :]  # [n, h]
+    actual = panel.values[steps]  # [n, h, node]
+    mean = (actual + bias[None, None, :]).astype(np.float32)
+    forecast = BatchForecast(name, origins, mean, mean - 1, mean + 1)
+    return Backtest(score_batch(actual, mean, (3,)), forecast, actual, panel.timestamps, 0.1, 0.2)
+
+
+def _document(backtests: dict[str, Backtest]) -> dict:
+    models = {}
+    for name, bt in backtests.items():
+        curve = score_batch(bt.actual, bt.forecast.mean, (1, 2, 3))["step"]
+        models[name] = {
+            "pooled": bt.metrics["pooled"],
+            "step": bt.metrics["step"],
+            "curve": {k: [curve[s][k] for s in ("1", "2", "3")] for k in ("mae", "rmse")},
+        }
+    return {"dataset": "toy", "freq_minutes": 5.0, "horizon": 3, "models": models}
+
+
+@pytest.fixture
+def world():
+    panel = _panel()
+    backtests = {
+        "good": _backtest(panel, "good", np.array([0.1, 0.5, 2.0, 0.3])),
+        "bad": _backtest(panel, "bad", np.array([3.0, 3.0, 3.0, 3.0])),
+    }
+    return panel, backtests, _document(backtests)
+
+
+def test_comparison_table_has_mae_rmse_mape_per_horizon(world):
+    _, _, document = world
+    document["models"]["good"]["std"] = {"pooled": {"3": {"mae": 0.01, "rmse": 0.02}}}
+    document["models"]["good"]["seeds"] = 3
+    table = comparison_table(document, what="test part")
+    assert table.columns == ["model", "15 min MAE", "15 min RMSE", "15 min MAPE %", "seeds",
+                             "scored"]  # fmt: skip
+    good, bad = table.rows
+    assert good[1].endswith("± 0.010") and good[4] == "3" and bad[4] == "n/a"
+    assert bad[2] == "3.000" and float(bad[3]) == pytest.approx(
+        document["models"]["bad"]["pooled"]["3"]["mape"], abs=0.01
+    )
+    assert reference_table(document) is None
+    document["dataset"] = "los-loop"
+    reference = reference_table(document)
+    assert [r[0] for r in reference.rows] == list(REFERENCE_LOS_LOOP)
+    assert reference.rows[0][1:3] == ["3.18", "5.126"]  # T-GCN 15 min MAE, RMSE
+
+
+def test_sensor_scores_and_best_worst(world):
+    panel, backtests, _ = world
+    scores = sensor_scores(backtests["good"], panel.sensor_ids)
+    np.testing.assert_allclose(scores["rmse"], [0.1, 0.5, 2.0, 0.3], rtol=1e-4)
+    assert best_and_worst(scores) == (0, 2)
+    # a sensor scored on far fewer targets than the others is neither best nor worst
+    thin = scores.copy()
+    thin.loc[0, "n"] = 2
+    assert best_and_worst(thin) == (3, 2)
+    assert best_and_worst(scores.assign(rmse=np.nan)) is None
+
+
+def test_report_sections_figures_and_escaping(world, tmp_path):
+    panel, backtests, document = world
+    alerts = [
+        AlertChange("s2:x@1", "firing", "critical", "s2", panel.timestamps[30], "x", 0.999,
+                    80.0, 52.0),
+    ]  # fmt: skip
+    report = build_report(
+        title="Live <report>", what="live", document=document, backtests=backtests,
+        panel=panel, champion="good", facts=[("data", "toy & co")], intro="How.",
+        coords=panel.coords, alerts=alerts, provenance=[("store", "/x")],
+    )  # fmt: skip
+    assert [f.name for f in report.figures] == ["error_by_horizon", "forecasts", "network_map"]
+    assert "erred least (RMSE 0.100) and most (RMSE 2.000)" in report.figures[1].caption
+    page = render_html(report)
+    assert "Live &lt;report&gt;" in page and "toy &amp; co" in page
+    assert not re.search(r"(src|href)=['\"]https?:", page)  # self-contained
+    images = [base64.b64decode(i.split("'")[0]) for i in page.split("base64,")[1:]]
+    assert len(images) == 3 and all(i.startswith(b"\x89PNG") for i in images)
+    assert "<tr class='champion'><td>good</td>" in page
+    md, html_path = write_report(tmp_path, report)
+    text = md.read_text()
+    assert "![network_map](figures/network_map.png)" in text
+    assert "| 2024-03-04 02:30 | s2 | x | critical | firing |" in text
+    assert (tmp_path / "figures" / "forecasts.png").is_file() and html_path.is_file()
+    assert "![" not in render_markdown(report)  # artifact form: no image links
+    records = comparison_records(report)
+    assert [r["model"] for r in records] == ["good", "bad"]
+
+
+def test_report_without_coordinates_or_scored_forecasts(world):
+    panel, backtests, document = world
+    plain = _panel(coords=False)
+    report = build_report(
+        title="t", what="w", document=document, backtests=backtests, panel=plain,
+        champion=None, facts=[], intro="", coords=None,
+    )  # fmt: skip
+    assert [f.name for f in report.figures] == ["error_by_horizon", "forecasts"]
+    assert any("no map" in n for n in report.notes)
+    assert dict(report.facts)["champion"] == "none promoted"
+    # no champion: the lowest error here picks the sensors
+    assert "good's" in report.figures[1].caption
+    empty = {name: _backtest(panel, name, np.zeros(4)) for name in ("m",)}
+    bare = Backtest(
+        empty["m"].metrics, BatchForecast("m", np.empty(0, np.int64),
+                                          np.empty((0, 3, 4), np.float32)),
+        np.empty((0, 3, 4), np.float32), panel.timestamps, float("nan"), float("nan"),
+    )  # fmt: skip
+    report = build_report(
+        title="t", what="w", document=_document(empty), backtests={"m": bare}, panel=panel,
+        champion="m", facts=[], intro="",
+    )  # fmt: skip
+    assert [f.name for f in report.figures] == ["error_by_horizon"]
+    assert any("No forecast was scored" in n for n in report.notes)
+
+
+def test_champion_is_the_best_validation_score_never_the_test_one(tmp_path):
+    document = {
+        "dataset": "toy",
+        "horizon": 12,
+        "models": {
+            "ar": {"valid_rmse": [4.0], "pooled": {"12": {"rmse": 9.0}}},
+            "gru": {"valid_rmse": [5.0, 3.5, None], "pooled": {"12": {"rmse": 1.0}}},
+            "seasonal": {"valid_rmse": [None], "pooled": {"12": {"rmse": 0.5}}},
+        },
+    }
+    champion = choose_champion(document)
+    assert champion.champion == "gru" and champion.scores == {
+        "ar": 4.0, "gru": 3.5, "seasonal": None,
+    }  # fmt: skip
+    assert champion.challengers == ("ar", "seasonal")
+    (tmp_path / "bundles").mkdir()
+    path = promote(tmp_path, champion)
+    assert path == tmp_path / "bundles" / "champion.json"
+    assert read_champion(tmp_path) == champion == read_champion(tmp_path / "bundles")
+    assert bundles_dir(tmp_path) == tmp_path / "bundles"
+    path.write_text("{not json")
+    with pytest.raises(ChampionError, match="delete it or retrain"):
+        read_champion(tmp_path)
+    with pytest.raises(ChampionError, match="validation part"):
+        choose_champion({"horizon": 3, "models": {"ar": {"valid_rmse": [None]}}})
+    assert read_champion(tmp_path / "elsewhere") is None
+
+
+def test_network_file_round_trip(tmp_path):
+    panel = _panel()
+    write_network(tmp_path, panel)
+    network = read_network(tmp_path)
+    assert network.sensor_ids == panel.sensor_ids and network.dataset == "toy"
+    np.testing.assert_array_equal(network.coords, panel.coords)
+    write_network(tmp_path, _panel(coords=False))
+    assert read_network(tmp_path).coords is None
+    (tmp_path / "network.json").write_text(json.dumps({"sensor_ids": ["a"], "coords": [[1]]}))
+    assert read_network(tmp_path) is None  # a bad file costs the map, nothing else
+
+
+def test_artifact_keys_are_stable_and_valid():
+    assert all(check_key(k) == k for k in KEYS.values())
+    assert len(set(KEYS.values())) == len(KEYS)
+    for bad in ("Roadcast", "roadcast_live", "roadcast--x", "-x", ""):
+        with pytest.raises(ValueError, match="lowercase"):
+            check_key(bad)
+    assert table_records(["a", "b"], [[1, float("nan")]]) == [{"a": 1, "b": None}]
+    with pytest.raises(ValueError, match="2 columns"):
+        table_records(["a", "b"], [[1]])
