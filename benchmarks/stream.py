@@ -18,8 +18,12 @@ One run, two phases, each on fresh topics, a fresh consumer group and a fresh st
    registered model on CPU).
 
 ``lost`` = readings produced - valid - dead-lettered, over both phases (must be 0).
-With ``--profile`` the throughput phase runs under cProfile and the top functions go
-to ``benchmarks/results/stream_profile.txt``: where the time goes.
+Where the time goes: the service times its stages (decode, assemble, each model's
+``predict``, encode, send, flush, store, commit) and the table ``ms per tick`` shows
+them for both phases (``counters.*.ms_per_tick`` in the JSON). For a finer view,
+``--profile`` runs the throughput phase under cProfile and writes the top functions to
+``benchmarks/results/stream_profile.txt`` (that run's rates are then not comparable,
+so its JSON goes to ``stream_profiled.json``, leaving ``stream.json`` alone).
 
 Bundles come from ``--models DIR``, or are trained first (every registered model, one
 seed, ``--epochs`` epochs; ``--quick``: persistence and AR only on fewer steps).
@@ -280,8 +284,10 @@ def main(argv: list[str] | None = None) -> None:
         "latency_ticks": len(latencies),
         "tick_interval_s": interval,
         "latency_ms": {k: round(v, 1) for k, v in lat_p.items()} | {"max": max(latencies)},
+        "latencies_ms": latencies,  # per tick, in time order: where the tail comes from
         "lost": lost,
         "goals": {"ratio": 0.5, "latency_p99_ms": 100.0, "lost": 0},
+        "profiled": profile is not None,
         "counters": {"throughput": thr_counters, "latency": lat_counters},
     }
     if profile is not None:
@@ -290,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(30)
         (RESULTS_DIR / "stream_profile.txt").write_text(text.getvalue())
         result["profile"] = str(RESULTS_DIR / "stream_profile.txt")
-    path = write_result("stream", result)
+    # A profiled run's rates are slower than real: keep them out of stream.json.
+    path = write_result("stream_profiled" if profile is not None else "stream", result)
     print_table(
         f"stream: {panel.n_nodes} sensors x {len(models)} models ({', '.join(sorted(models))})",
         ["metric", "value", "goal"],

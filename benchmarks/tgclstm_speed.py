@@ -11,6 +11,9 @@ What is measured (one run, this machine, CPU unless a GPU is present)
    * ``tgclstm``: this project's TGC-LSTM (``models.tgclstm.TGCLSTMNet``) in its default
      configuration: ``gates="auto"``, which on 207 sensors is the paper's form (sparse
      graph convolution, one fused dense gate matrix, hidden size N = one unit per sensor),
+   * ``tgclstm-layer``: the same network on the naive layer's inputs (speeds only, no
+     calendar or mask features, last-value skip, no dropout): the like-for-like timing
+     of the layer against ``naive-dense``,
    * ``tgclstm-shared``: the scalable form (per-sensor state of ``hidden`` units, gates
      shared by all sensors), the default above ``dense_max_nodes`` sensors,
    * ``lstm``: the project's network-wide LSTM (``models.rnn.NetworkRNN``, linear skip,
@@ -36,9 +39,10 @@ What is measured (one run, this machine, CPU unless a GPU is present)
    Each size runs in a fresh subprocess. Memory method: torch's CPU allocations are
    invisible to ``tracemalloc``, so the peak resident set size is read from
    ``/proc/self/status`` (``VmHWM``) after the peak is reset (``/proc/self/clear_refs``)
-   once the data and graph are built; the reported number is that peak minus the resident
-   size before the model was created: model, optimiser state and the activations of
-   training batches. The dense layer's weight memory ``K N² 4`` bytes is shown beside it.
+   once the data and graph are built and freed heap memory is returned to the OS
+   (``malloc_trim``); the reported number is that peak minus the resident size before the
+   model was created: model, optimiser state and the activations of training batches.
+   The dense layer's weight memory ``K N² 4`` bytes is shown beside it.
 
 The shared 2-core machine makes timings noisy: every figure is the median of repeated
 measurements and the JSON records the machine.
@@ -47,6 +51,8 @@ measurements and the JSON records the machine.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import statistics
 import subprocess
@@ -119,6 +125,17 @@ class NaiveDenseTGCLSTM(nn.Module):
         return out + speed[:, -1].unsqueeze(1)
 
 
+class SpeedsOnly(nn.Module):
+    """Feed only feature 0 (the speeds) to ``module``, as the naive layer reads its input."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x[..., :1])
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -155,6 +172,19 @@ def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec)
     hops = hop_lists(panel, config)
     if kind == "naive-dense":
         return NaiveDenseTGCLSTM(hops, n, HORIZON)
+    if kind == "tgclstm-layer":  # like for like with naive-dense: speeds in, no extras
+        layer = TGCLSTMNet(
+            hops,
+            n,
+            n_features=1,
+            horizon=HORIZON,
+            gates=config.gates_for(n),
+            skip="last",
+            dropout=0.0,
+            hidden=config.hidden,
+            embed=config.embed,
+        )
+        return SpeedsOnly(layer)
     forced = {"tgclstm-dense": "dense", "tgclstm-shared": "shared"}
     gates = forced.get(kind, config.gates_for(n))
     return TGCLSTMNet(
@@ -241,7 +271,7 @@ def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, An
     origins = origins[torch.randperm(len(origins), generator=gen)]
     n_batches = 3 if quick else -(-len(origins) // 64)
     rows = []
-    for kind in ("tgclstm", "tgclstm-shared", "lstm", "naive-dense"):
+    for kind in ("tgclstm", "tgclstm-layer", "tgclstm-shared", "lstm", "naive-dense"):
         module = build(kind, train, config, spec)
         step = train_batch_fn(module, data, origins, spec, 64)
         epoch = epoch_seconds(step, n_batches, repeats=1 if quick else 2)
@@ -315,6 +345,10 @@ def scale_worker(sensors: int, kind: str, batch: int, repeats: int, threads: int
     hops = hop_lists(panel, config)
     edges = sum(h.shape[1] for h in hops)
     # Peak from here on: model, optimiser state, activations (not the data or the graph).
+    # Freed heap pages first go back to the OS: otherwise the model would reuse them
+    # without raising the resident size, and small networks would look free.
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
     module = build(kind, panel, config, spec)
@@ -427,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         "tgclstm_shared_over_lstm_epoch": by["tgclstm-shared"]["epoch_s"] / by["lstm"]["epoch_s"],
         "naive_over_tgclstm_epoch_los_loop": by["naive-dense"]["epoch_s"]
         / by["tgclstm"]["epoch_s"],
+        "naive_over_tgclstm_layer_epoch_los_loop": by["naive-dense"]["epoch_s"]
+        / by["tgclstm-layer"]["epoch_s"],
         "naive_over_tgclstm_shared_epoch_los_loop": by["naive-dense"]["epoch_s"]
         / by["tgclstm-shared"]["epoch_s"],
         f"naive_over_tgclstm_epoch_{big['tgclstm']['sensors']}": big["naive-dense"]["batch_s"]

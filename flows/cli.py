@@ -307,15 +307,20 @@ def train(
         None, "--threads", help="torch CPU threads (default: torch's; 1 is best on busy cores)."
     ),
 ) -> None:
-    """Fit, backtest and compare models; write bundles, metrics.json and a report."""
+    """Fit, backtest and compare models; write bundles, champion, metrics.json and a report.
+
+    Runs the Prefect train flow: against PREFECT_API_URL when set, else on Prefect's
+    temporary embedded server (started for the run, about 15 s)."""
     from rich.console import Console
 
-    from flows.train import TrainPlan, limit_threads, parse_models, train_models
+    from flows.train import TrainPlan, limit_threads, parse_models
     from models.training import resolve_device
+    from pipeline.datasets import parse_spec
 
     console = Console()
     try:
         resolve_device(device)
+        parse_spec(data)  # an unknown data set fails here, before Prefect starts
         plan = TrainPlan(
             models=parse_models(models),
             window=window,
@@ -330,13 +335,30 @@ def train(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    panel = _load_panel(data, adjacency, data_dir)
+    from flows.train_flow import train_flow
+    from pipeline.settings import SettingsError
+
     try:
         with limit_threads(threads):
-            document = train_models(panel, plan, out, dataset=data, log=console.print)
-    except ValueError as exc:
+            result = train_flow(
+                data=data,
+                models=list(plan.models),
+                window=window,
+                horizon=horizon,
+                seeds=seeds,
+                epochs=epochs,
+                device=device,
+                test=test,
+                valid=valid,
+                out=out,
+                adjacency=adjacency,
+                data_dir=data_dir,
+                progress=progress,
+            )
+    except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    document = result["document"]
     from rich.table import Table
 
     from flows.report import compact_rows
@@ -348,6 +370,7 @@ def train(
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    console.print(f"champion (best validation score): {result['champion']}")
     console.print(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
 
 
@@ -487,7 +510,8 @@ def detect(
     detector: str = typer.Option(
         "interval_range",
         "--detector",
-        help="interval, interval_range, autoencoder or combined (see flows/detect.py).",
+        help="interval, interval_range, interval_h6, likelihood, windowed_gaussian, "
+        "autoencoder or combined (see flows/detect.py).",
     ),
 ) -> None:
     """Score every NAB file in streaming order and write NAB result files."""

@@ -33,12 +33,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_table
+from flows.io_tasks import IO_TASK
 from flows.model_dir import bundles_dir, read_champion
 from models.base import Forecast, Forecaster
 from models.panel import SensorPanel
 
 
-@task(name="load-models", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+@task(name="load-models", **IO_TASK)
 def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
     """Every bundle of ``models_dir`` (champion first) and the champion's name (or None)."""
     from pipeline.bundles import load_bundles
@@ -52,7 +53,7 @@ def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
     return models, name
 
 
-@task(name="read-latest-window", retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="read-latest-window", **IO_TASK)
 def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> SensorPanel:
     """The newest ``window`` closed ticks of ``sensor_ids`` from the store."""
     from pipeline.store import Store
@@ -72,7 +73,7 @@ def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str
     return out
 
 
-@task(name="publish-forecasts", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+@task(name="publish-forecasts", **IO_TASK)
 def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, dict[str, int]]:
     """Send one message per model and sensor; returns ``{model: {published, skipped}}``."""
     from pipeline.clients import ensure_topics, make_producer
@@ -100,7 +101,7 @@ def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, 
     return counts
 
 
-@task(name="store-forecasts", retries=2, retry_delay_seconds=2, cache_policy=NONE)
+@task(name="store-forecasts", **IO_TASK)
 def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> int:
     """Upsert the forecasts into the store (one transaction); returns the rows written
     (one per model and sensor with a finite forecast, as the service stores them)."""

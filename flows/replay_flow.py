@@ -1,35 +1,23 @@
 """``replay_flow``: backfill a data set into the readings topic, as a Prefect flow.
 
-It wires :func:`pipeline.datasets.load_dataset`, :func:`pipeline.clients.ensure_topics`
-and :func:`pipeline.replay.replay`, and records what it sent as a table artifact
-(``roadcast-replay``). Loading is retried (a data directory on a network share can
-blink); the replay itself is not: a retry would send every reading again. The service
-would count them as duplicates and forecast nothing twice, but a backfill that failed
-halfway is better re-run by a person who knows why it failed.
+It wires :func:`pipeline.datasets.load_dataset` (:func:`flows.io_tasks.load_data`),
+:func:`pipeline.clients.ensure_topics` and :func:`pipeline.replay.replay`, and records
+what it sent as a table artifact (``roadcast-replay``). Loading is retried on transient
+I/O errors; the replay itself is not: a retry would send every reading again. The
+service would count them as duplicates and forecast nothing twice, but a backfill that
+failed halfway is better re-run by a person who knows why it failed.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_table
+from flows.io_tasks import load_data
 from models.panel import SensorPanel
-
-
-@task(name="load-data", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def load_data(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
-    """The data set to replay (retried: reading files is I/O)."""
-    from pipeline.datasets import load_dataset
-
-    return load_dataset(
-        data,
-        data_dir=Path(data_dir) if data_dir else None,
-        adjacency=Path(adjacency) if adjacency else None,
-    )
 
 
 @task(name="replay-readings", cache_policy=NONE)

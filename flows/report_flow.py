@@ -9,7 +9,7 @@ Every run (daily when deployed):
    scored when all its targets are closed ticks of the period), per model, per
    horizon and per sensor;
 3. summarises the alerts of the period;
-4. renders the forecast report (:mod:`flows.forecast_report`): ``report.html``,
+4. renders the forecast report (:mod:`flows.report`): ``report.html``,
    ``report.md``, figures, ``live_metrics.json`` and ``sensor_errors.csv`` (model,
    horizon, sensor) in ``out``;
 5. publishes the comparison table, the alerts and the Markdown report as Prefect
@@ -33,18 +33,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
-from flows.forecast_report import (
+from flows.io_tasks import IO_TASK
+from flows.report import (
     Report,
     artifact_markdown,
     build_report,
     comparison_records,
+    horizon_label,
     sensor_scores,
     write_report,
 )
-from flows.report import horizon_label
 from models.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
@@ -73,7 +73,7 @@ class Scored:
     alerts: list[Any]
 
 
-@task(name="read-model-dir", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+@task(name="read-model-dir", **IO_TASK)
 def read_model_info(models_dir: str) -> ModelInfo:
     """Horizons, sensors, champion and coordinates from the model directory, when it has
     bundles; empty otherwise (the report then relies on the store alone)."""
@@ -105,7 +105,7 @@ def read_model_info(models_dir: str) -> ModelInfo:
     )
 
 
-@task(name="score-stored-forecasts", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+@task(name="score-stored-forecasts", **IO_TASK)
 def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> Scored:
     """Every model's stored forecasts of the period, scored, and the period's alerts."""
     from pipeline.store import Store
@@ -239,7 +239,7 @@ def make_report(
     )
 
 
-@task(name="write-report", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+@task(name="write-report", **IO_TASK)
 def write_outputs(
     out: str, report: Report, document: dict[str, Any], errors: pd.DataFrame
 ) -> dict[str, str]:

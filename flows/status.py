@@ -72,9 +72,10 @@ def print_status(
             latency.add_row(label, f"{count:,}", f"{running:,}")
     console.print(latency)
     span = f"last {last_ticks} ticks" if last_ticks else "all ticks"
-    accuracy = Table(title=f"live accuracy ({span}): MAE / RMSE per horizon step")
+    accuracy = Table(title=f"live accuracy ({span}): MAE / RMSE by horizon step")
     accuracy.add_column("model")
-    steps = sorted({s for per in summary["accuracy"].values() for s in per})
+    every = sorted({s for per in summary["accuracy"].values() for s in per})
+    steps = [s for s in every if s in (1, 3, 6, 9, 12)] or every  # the reported lead times
     for step in steps:
         accuracy.add_column(f"h={step}", justify="right")
     for model, per in sorted(summary["accuracy"].items()):

@@ -5,9 +5,15 @@ is fitted on the training part, early-stopped and calibrated on the validation p
 and scored on the test part with T-GCN's windows (``window`` inputs and ``horizon``
 targets inside the test part; see ``models.evaluation``). Neural models are fitted
 once per seed and their metrics averaged; deterministic models once. The bundle kept
-for a model is the seed with the best *validation* pooled RMSE, never the test one.
+for a model is the seed with the best *validation* pooled RMSE, never the test one,
+and the champion is the model with the best validation score
+(:func:`flows.model_dir.choose_champion`).
 
-Plain functions for now; a later issue wraps them in Prefect tasks and flows.
+These are plain functions, one per step: :func:`check_graphs`, :func:`split_panel`,
+:func:`fit_runs` (fits and validation scores), :func:`backtest_runs` (test backtests),
+:func:`metrics_document`, :func:`write_bundles`, :func:`train_report`.
+:func:`train_models` runs them in order (benchmarks); the Prefect train flow
+(:mod:`flows.train_flow`, behind ``roadcast train``) runs each as a task.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +34,9 @@ from models.factory import build_model, is_stochastic
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel, Split, chronological_split
 from models.registry import MODELS
+
+if TYPE_CHECKING:
+    from flows.report import Report
 
 Log = Callable[[str], None]
 
@@ -101,6 +110,16 @@ def parse_models(text: str) -> tuple[str, ...]:
 
 
 @dataclass
+class FitRun:
+    """One fitted model (one seed) with its validation score."""
+
+    seed: int
+    model: Forecaster
+    valid_rmse: float
+    fit_seconds: float
+
+
+@dataclass
 class SeedRun:
     """One fitted model (one seed) with its validation and test scores."""
 
@@ -124,6 +143,16 @@ class ModelResult:
         return min(self.runs, key=lambda r: (np.nan_to_num(r.valid_rmse, nan=np.inf), r.seed))
 
 
+def check_graphs(panel: SensorPanel, plan: TrainPlan) -> None:
+    """Refuse, before fitting anything, a model that needs a road graph the data lack."""
+    for name in plan.models:
+        if MODELS[name].USES_GRAPH and panel.graph is None:
+            raise ValueError(
+                f"{name} needs a road graph and {panel.name or 'this data set'} has none; "
+                "pass --adjacency PATH or drop it from --models"
+            )
+
+
 def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
     """The protocol's chronological split of ``panel``."""
     return chronological_split(panel, test=plan.test, valid=plan.valid)
@@ -134,13 +163,11 @@ def _device_of(model: Forecaster) -> str:
     return str(getattr(device, "type", device) or "cpu")
 
 
-def fit_seeds(
-    name: str, panel: SensorPanel, split: Split, plan: TrainPlan, log: Log = print
-) -> ModelResult:
-    """Fit ``name`` once per seed (once if deterministic) and backtest each on the test part."""
+def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list[FitRun]:
+    """Fit ``name`` once per seed (once if deterministic) on the training part; score each
+    on the validation part (pooled RMSE over the full horizon)."""
     seeds = range(plan.seeds) if is_stochastic(name) else range(1)
-    test_start = split.train.n_time + split.valid.n_time
-    runs: list[SeedRun] = []
+    runs: list[FitRun] = []
     for seed in seeds:
         model = build_model(
             name,
@@ -159,8 +186,28 @@ def fit_seeds(
         valid_rmse = (
             float(valid.metrics["pooled"][str(plan.horizon)]["rmse"]) if valid else float("nan")
         )
+        log(
+            f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE@{plan.horizon} "
+            f"{valid_rmse:.4f}"
+        )
+        runs.append(FitRun(seed, model, valid_rmse, fit_seconds))
+    return runs
+
+
+def backtest_runs(
+    name: str,
+    runs: Sequence[FitRun],
+    panel: SensorPanel,
+    split: Split,
+    plan: TrainPlan,
+    log: Log = print,
+) -> ModelResult:
+    """Backtest every fitted run on the test part of ``panel`` (T-GCN's windows)."""
+    test_start = split.train.n_time + split.valid.n_time
+    scored: list[SeedRun] = []
+    for run in runs:
         test = backtest(
-            model,
+            run.model,
             panel,
             start=test_start,
             inputs_inside=plan.window,
@@ -168,11 +215,17 @@ def fit_seeds(
         )
         last = max(test.metrics["pooled"], key=int)
         log(
-            f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE@{plan.horizon} "
-            f"{valid_rmse:.4f}, test RMSE@{last} {test.metrics['pooled'][last]['rmse']:.4f}"
+            f"  {name} seed {run.seed}: test RMSE@{last} {test.metrics['pooled'][last]['rmse']:.4f}"
         )
-        runs.append(SeedRun(seed, model, valid_rmse, test, fit_seconds))
-    return ModelResult(name, runs, _device_of(runs[0].model))
+        scored.append(SeedRun(run.seed, run.model, run.valid_rmse, test, run.fit_seconds))
+    return ModelResult(name, scored, _device_of(scored[0].model))
+
+
+def fit_seeds(
+    name: str, panel: SensorPanel, split: Split, plan: TrainPlan, log: Log = print
+) -> ModelResult:
+    """Fit ``name`` once per seed (once if deterministic) and backtest each on the test part."""
+    return backtest_runs(name, fit_runs(name, split, plan, log), panel, split, plan, log)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -239,6 +292,108 @@ def _json_ready(obj: Any) -> Any:
     return obj
 
 
+def metrics_document(
+    results: dict[str, ModelResult],
+    panel: SensorPanel,
+    split: Split,
+    plan: TrainPlan,
+    dataset: str | None = None,
+) -> dict[str, Any]:
+    """The ``metrics.json`` document: every model's test metrics (means over seeds, std
+    under ``std``), validation scores, timings; strict JSON (NaN -> null)."""
+    return _json_ready(
+        {
+            "dataset": dataset or panel.name,
+            "window": plan.window,
+            "horizon": plan.horizon,
+            "freq_minutes": panel.freq.total_seconds() / 60.0,
+            "split": split.sizes(),
+            "models": {name: summarise(result) for name, result in results.items()},
+        }
+    )
+
+
+def write_bundles(
+    results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str | Path
+) -> Path:
+    """``out/bundles/<model>`` (each model's best-validation seed), ``out/metrics.json`` and
+    ``out/bundles/network.json`` (sensors and coordinates); returns the bundles folder.
+
+    Each bundle is written atomically, so a service reading the folder sees either the
+    old or the new bundle of a model, never half of one.
+    """
+    from flows.model_dir import BUNDLES, write_network
+
+    out = Path(out)
+    for name, result in results.items():
+        result.best.model.save(out / BUNDLES / name)
+    (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
+    write_network(out / BUNDLES, panel)
+    return out / BUNDLES
+
+
+def train_report(
+    document: dict[str, Any],
+    results: dict[str, ModelResult],
+    panel: SensorPanel,
+    plan: TrainPlan,
+    champion: str | None,
+    out: str | Path,
+) -> Report:
+    """The forecast report of a training run: test-part backtests of the kept seeds."""
+    from flows.report import build_report, horizon_label
+
+    freq = float(document["freq_minutes"])
+    devices = sorted({str(e.get("device")) for e in document["models"].values()})
+    facts = [
+        ("data set", str(document["dataset"])),
+        ("sensors", f"{panel.n_nodes:,}"),
+        ("split (steps)", ", ".join(f"{k} {v}" for k, v in document["split"].items())),
+        (
+            "input window / horizon",
+            f"{plan.window} / {plan.horizon} steps of {freq:g} min "
+            f"({horizon_label(plan.horizon, freq)})",
+        ),
+        ("device", ", ".join(devices)),
+    ]
+    intro = (
+        "Chronological split; validation is the end of the training part and chooses epochs, "
+        "the kept seed, the interval widths and the champion; the test part is only scored. "
+        "Scored windows have their input window and all targets inside the test part "
+        "(T-GCN's protocol); models that need a longer history read it from before the "
+        "test part, so every model is scored on the same targets. Metrics are on the "
+        "original scale, pooled over steps 1..h, missing targets not scored; mean ± sample "
+        "std over seeds for neural models."
+    )
+    first, last = panel.timestamps[0], panel.timestamps[-1]
+    provenance = [
+        (
+            "data",
+            f"{document['dataset']}: {panel.n_time:,} steps from {first:%Y-%m-%d %H:%M} to "
+            f"{last:%Y-%m-%d %H:%M} UTC, {panel.missing_share:.2%} missing",
+        ),
+        ("data fingerprint", panel.fingerprint()[:16]),
+        ("models", ", ".join(plan.models)),
+        ("seeds per neural model", str(plan.seeds)),
+        ("max epochs", "model default" if plan.epochs is None else str(plan.epochs)),
+        ("test / validation share", f"{plan.test:g} / {plan.valid:g}"),
+        ("output", str(out)),
+        ("champion chosen by", "lowest validation RMSE (flows.model_dir)"),
+    ]
+    return build_report(
+        title=f"Forecast comparison: {document['dataset']}",
+        what="test part",
+        document=document,
+        backtests={name: r.best.test for name, r in results.items()},
+        panel=panel,
+        champion=champion,
+        facts=facts,
+        intro=intro,
+        coords=panel.coords,
+        provenance=provenance,
+    )
+
+
 def train_models(
     panel: SensorPanel,
     plan: TrainPlan,
@@ -250,9 +405,10 @@ def train_models(
 ) -> dict[str, Any]:
     """Fit, backtest and compare ``plan.models`` on ``panel``; write everything to ``out``.
 
-    Writes ``out/bundles/<model>`` (best-validation seed), ``out/metrics.json`` and,
-    with ``report``, ``out/report.md`` and ``out/report.html``. Returns the metrics
-    document (``metrics.json``'s content).
+    The same steps as the train flow, without Prefect: writes ``out/bundles/<model>``
+    (best-validation seed), ``out/bundles/champion.json``, ``out/bundles/network.json``,
+    ``out/metrics.json`` and, with ``report``, ``out/report.md`` and ``out/report.html``.
+    Returns the metrics document (``metrics.json``'s content).
 
     Raises
     ------
@@ -260,37 +416,36 @@ def train_models(
         For a model that needs a road graph on a panel without one, or a panel too
         short for the split and windows.
     """
-    out = Path(out)
-    for name in plan.models:
-        if MODELS[name].USES_GRAPH and panel.graph is None:
-            raise ValueError(
-                f"{name} needs a road graph and {panel.name or 'this data set'} has none; "
-                "pass --adjacency PATH or drop it from --models"
-            )
+    from flows.model_dir import ChampionError
+
+    check_graphs(panel, plan)
     split = split_panel(panel, plan)
     log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
     results: dict[str, ModelResult] = {}
     for name in plan.models:
         log(f"{name}:")
         results[name] = fit_seeds(name, panel, split, plan, log)
-        results[name].best.model.save(out / "bundles" / name)
-    document = {
-        "dataset": dataset or panel.name,
-        "window": plan.window,
-        "horizon": plan.horizon,
-        "freq_minutes": panel.freq.total_seconds() / 60.0,
-        "split": split.sizes(),
-        "models": {name: summarise(result) for name, result in results.items()},
-    }
-    document = _json_ready(document)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
+    document = metrics_document(results, panel, split, plan, dataset)
+    bundles = write_bundles(results, document, panel, out)
+    try:
+        champion: str | None = promote_champion(document, bundles)
+    except ChampionError as exc:
+        log(f"no champion promoted: {exc}")
+        champion = None
     if report:
-        from flows.report import build_figures, write_report
+        from flows.report import write_report
 
-        figures = build_figures(panel, {n: r.best.test for n, r in results.items()}, document)
-        write_report(out, document, figures)
+        write_report(out, train_report(document, results, panel, plan, champion, out))
     return document
+
+
+def promote_champion(document: dict[str, Any], bundles: str | Path) -> str:
+    """Choose the champion on validation scores, write ``champion.json``; returns its name."""
+    from flows.model_dir import choose_champion, promote
+
+    champion = choose_champion(document)
+    promote(bundles, champion)
+    return champion.champion
 
 
 def evaluate_bundle(

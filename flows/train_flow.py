@@ -1,18 +1,20 @@
 """``train_flow``: fit, backtest and compare models as a Prefect flow (``roadcast train``).
 
-load -> split -> one task per model (its fits, one per seed, each backtested on the test
-part) -> comparison (``metrics.json``) -> bundles written -> champion promoted -> report.
+load -> split -> one task per model fit (its seeds) -> one backtest task per model ->
+comparison (``metrics.json``) -> bundles written -> champion promoted -> report.
 
-* It wires :mod:`flows.train` (the protocol: split, seeds, best-validation bundle,
-  ``metrics.json``), :mod:`flows.model_dir` (champion, network) and
-  :mod:`flows.forecast_report` (the report); it re-implements none of them.
+* Each task wires one step of :mod:`flows.train` (the protocol: split, seeds, the
+  best-validation bundle, ``metrics.json``, the report), :mod:`flows.model_dir` (the
+  champion) and :mod:`flows.report`; the flow re-implements none of them.
 * The model tasks run one after the other: each reports its fit time, and fits sharing
-  the cores (or the GIL) would report the sum of both (measured on this 2-core machine:
-  AR's fit on los-loop took 318 s next to a GRU fit in another thread, 5 s alone).
-  Neural fits on CUDA also hold a slot of the Prefect global concurrency limit ``gpu``
-  (:mod:`flows.gpu`), which serialises GPU training across flow runs and workers.
-* Retries only where a retry can help: reading the data set and writing files. A fit
-  that failed would fail again.
+  the cores (or the GIL) would each report the time of both (measured on this 2-core
+  machine: AR's fit on los-loop took 318 s next to a GRU fit in another thread, 5 s
+  alone). Neural fits on CUDA hold a slot of the Prefect global concurrency limit
+  ``gpu`` (:mod:`flows.gpu`), which serialises GPU training across flow runs and
+  workers.
+* Retries only on I/O (reading the data set, writing bundles and the report), and
+  only for failures that can pass (:mod:`flows.io_tasks`). A fit that failed would
+  fail again.
 * No caching: the inputs are panels and fitted models, which Prefect cannot hash
   (``cache_policy=NONE``); results stay in memory.
 * The champion is the best *validation* score (:func:`flows.model_dir.choose_champion`);
@@ -21,7 +23,6 @@ part) -> comparison (``metrics.json``) -> bundles written -> champion promoted -
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,180 +31,100 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
-from flows.forecast_report import (
-    Report,
-    artifact_markdown,
-    build_report,
-    comparison_records,
-    write_report,
+from flows.io_tasks import IO_TASK, load_data
+from flows.model_dir import Champion, choose_champion, promote
+from flows.report import artifact_markdown, comparison_records, write_report
+from flows.train import (
+    FitRun,
+    ModelResult,
+    TrainPlan,
+    backtest_runs,
+    check_graphs,
+    fit_runs,
+    metrics_document,
+    parse_models,
+    split_panel,
+    train_report,
+    write_bundles,
 )
-from flows.model_dir import BUNDLES, Champion, choose_champion, promote, write_network
-from flows.report import horizon_label
-from flows.train import ModelResult, TrainPlan, fit_seeds, parse_models, split_panel, summarise
 from models.panel import SensorPanel, Split
 
 DEFAULT_MODELS = ("persistence", "seasonal", "ar", "lstm", "gru")
 
 
-@task(name="load-data", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def load_panel(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
-    """The data set (retried: reading files is I/O)."""
-    from pipeline.datasets import load_dataset
-
-    return load_dataset(
-        data,
-        data_dir=Path(data_dir) if data_dir else None,
-        adjacency=Path(adjacency) if adjacency else None,
-    )
-
-
 @task(name="split", cache_policy=NONE)
 def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
-    """The protocol's chronological split (validation = the end of the training part)."""
-    for name in plan.models:
-        from models.registry import MODELS
-
-        if MODELS[name].USES_GRAPH and panel.graph is None:
-            raise ValueError(
-                f"{name} needs a road graph and {panel.name or 'this data set'} has none; "
-                "pass an adjacency file or drop it from the models"
-            )
+    """The protocol's chronological split; refuses graph models on graphless data first."""
+    check_graphs(panel, plan)
     return split_panel(panel, plan)
 
 
 @task(name="fit-model", task_run_name="fit-{name}", cache_policy=NONE)
-def fit_model(name: str, panel: SensorPanel, split: Split, plan: TrainPlan) -> ModelResult:
-    """Every seed of ``name`` fitted and backtested (a neural fit on CUDA holds a GPU slot)."""
+def fit_task(name: str, split: Split, plan: TrainPlan) -> list[FitRun]:
+    """Every seed of ``name`` fitted and scored on validation (a CUDA fit holds a GPU slot)."""
     from flows.gpu import training_slot
     from models.factory import is_stochastic
     from models.training import resolve_device
 
-    log = get_run_logger()
     device = resolve_device(plan.device).type if is_stochastic(name) else "cpu"
     with training_slot(device):
-        return fit_seeds(name, panel, split, plan, log=log.info)
+        return fit_runs(name, split, plan, log=get_run_logger().info)
+
+
+@task(name="backtest-model", task_run_name="backtest-{name}", cache_policy=NONE)
+def backtest_task(
+    name: str, runs: list[FitRun], panel: SensorPanel, split: Split, plan: TrainPlan
+) -> ModelResult:
+    """Every fitted seed of ``name`` scored on the test part."""
+    return backtest_runs(name, runs, panel, split, plan, log=get_run_logger().info)
 
 
 @task(name="compare", cache_policy=NONE)
-def compare(
+def compare_task(
     results: dict[str, ModelResult], panel: SensorPanel, split: Split, plan: TrainPlan,
     dataset: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """The ``metrics.json`` document: every model's test metrics, means over seeds."""
-    from flows.train import _json_ready
-
-    return _json_ready(
-        {
-            "dataset": dataset,
-            "window": plan.window,
-            "horizon": plan.horizon,
-            "freq_minutes": panel.freq.total_seconds() / 60.0,
-            "split": split.sizes(),
-            "models": {name: summarise(result) for name, result in results.items()},
-        }
-    )
+    """The ``metrics.json`` document."""
+    return metrics_document(results, panel, split, plan, dataset)
 
 
-@task(name="write-bundles", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def write_bundles(
+@task(name="write-bundles", **IO_TASK)
+def write_bundles_task(
     results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str
 ) -> Path:
-    """Each model's best-validation bundle, ``metrics.json`` and ``network.json``.
-
-    Bundles are written atomically, one by one, so a service reading the folder sees
-    either the old or the new bundle of a model, never half of one.
-    """
-    folder = Path(out)
-    for name, result in results.items():
-        result.best.model.save(folder / BUNDLES / name)
-    (folder / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
-    write_network(folder / BUNDLES, panel)
-    return folder / BUNDLES
+    """Bundles (atomically, one per model), ``metrics.json`` and ``network.json``."""
+    return write_bundles(results, document, panel, out)
 
 
-@task(name="promote-champion", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def promote_champion(document: dict[str, Any], bundles: Path) -> Champion:
-    """Choose the champion on validation scores and record it in ``champion.json``."""
+@task(name="promote-champion", **IO_TASK)
+def promote_task(document: dict[str, Any], bundles: Path) -> Champion:
+    """Choose the champion on validation scores, record it, and publish the candidates."""
     champion = choose_champion(document)
     promote(bundles, champion)
+    ranked = sorted(champion.scores.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0, kv[0]))
     rows = [
         {
             "model": name,
             "role": "champion" if name == champion.champion else "challenger",
             "validation RMSE": score,
         }
-        for name, score in sorted(
-            champion.scores.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0, kv[0])
-        )
+        for name, score in ranked
     ]
     publish_table(KEYS["champion"], rows, description=f"Champion: {champion.metric}")
     return champion
 
 
-def train_report(
+@task(name="write-report", **IO_TASK)
+def report_task(
     document: dict[str, Any],
     results: dict[str, ModelResult],
     panel: SensorPanel,
     plan: TrainPlan,
-    champion: str | None,
+    champion: str,
     out: str,
-) -> Report:
-    """The forecast report of a training run (test-part backtests)."""
-    freq = float(document["freq_minutes"])
-    split = document["split"]
-    devices = sorted({str(e.get("device")) for e in document["models"].values()})
-    facts = [
-        ("data set", str(document["dataset"])),
-        ("sensors", f"{panel.n_nodes:,}"),
-        ("split (steps)", ", ".join(f"{k} {v}" for k, v in split.items())),
-        (
-            "input window / horizon",
-            f"{plan.window} / {plan.horizon} steps of {freq:g} min "
-            f"({horizon_label(plan.horizon, freq)})",
-        ),
-        ("device", ", ".join(devices)),
-    ]
-    intro = (
-        "Chronological split; validation is the end of the training part and chooses epochs, "
-        "the kept seed, the interval widths and the champion; the test part is only scored. "
-        "Scored windows have their input window and all targets inside the test part "
-        "(T-GCN's protocol); models that need a longer history read it from before the "
-        "test part, so every model is scored on the same targets. Metrics are on the "
-        "original scale, pooled over steps 1..h, missing targets not scored; mean ± sample "
-        "std over seeds for neural models."
-    )
-    provenance = [
-        (
-            "data",
-            f"{document['dataset']}: {panel.n_time:,} steps from "
-            f"{panel.timestamps[0]:%Y-%m-%d %H:%M} to {panel.timestamps[-1]:%Y-%m-%d %H:%M} "
-            f"UTC, {panel.missing_share:.2%} missing",
-        ),
-        ("data fingerprint", panel.fingerprint()[:16]),
-        ("models", ", ".join(plan.models)),
-        ("seeds per neural model", str(plan.seeds)),
-        ("max epochs", "model default" if plan.epochs is None else str(plan.epochs)),
-        ("test / validation share", f"{plan.test:g} / {plan.valid:g}"),
-        ("output", out),
-        ("champion chosen by", "lowest validation RMSE (flows.model_dir)"),
-    ]
-    return build_report(
-        title=f"Forecast comparison: {document['dataset']}",
-        what="test part",
-        document=document,
-        backtests={name: r.best.test for name, r in results.items()},
-        panel=panel,
-        champion=champion,
-        facts=facts,
-        intro=intro,
-        coords=panel.coords,
-        provenance=provenance,
-    )
-
-
-@task(name="write-report", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-def write_train_report(out: str, report: Report) -> dict[str, str]:
+) -> dict[str, str]:
     """``report.html``, ``report.md`` and ``figures/`` in ``out``, plus the artifacts."""
+    report = train_report(document, results, panel, plan, champion, out)
     md, page = write_report(out, report)
     publish_table(
         KEYS["train_comparison"], comparison_records(report), description=report.comparison.title
@@ -255,15 +176,17 @@ def train_flow(
     )  # fmt: skip
     resolve_device(device)  # fail before loading anything when CUDA is asked for and absent
     folder = str(out or load_settings().model_dir)
-    panel = load_panel(data, adjacency, data_dir)
+    panel = load_data(data, adjacency, data_dir)
     split = split_task(panel, plan)
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")
-    results = {name: fit_model(name, panel, split, plan) for name in plan.models}
-    document = compare(results, panel, split, plan, data)
-    bundles = write_bundles(results, document, panel, folder)
-    champion = promote_champion(document, bundles)
-    report = train_report(document, results, panel, plan, champion.champion, folder)
-    paths = write_train_report(folder, report)
+    results = {
+        name: backtest_task(name, fit_task(name, split, plan), panel, split, plan)
+        for name in plan.models
+    }
+    document = compare_task(results, panel, split, plan, data)
+    bundles = write_bundles_task(results, document, panel, folder)
+    champion = promote_task(document, bundles)
+    paths = report_task(document, results, panel, plan, champion.champion, folder)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")
     return {
         "document": document,

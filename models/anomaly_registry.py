@@ -12,6 +12,7 @@ from pathlib import Path
 from models.anomaly import DetectorError, StreamingDetector
 from models.anomaly_autoencoder import AutoencoderDetector
 from models.anomaly_correlation import CorrelationDetector
+from models.anomaly_gaussian import WindowedGaussianDetector
 from models.anomaly_interval import ForecastIntervalDetector
 from models.bundle import read_bundle
 
@@ -19,6 +20,7 @@ DETECTORS: dict[str, type[StreamingDetector]] = {
     "interval": ForecastIntervalDetector,
     "autoencoder": AutoencoderDetector,
     "correlation": CorrelationDetector,
+    "gaussian": WindowedGaussianDetector,
 }
 
 

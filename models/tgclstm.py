@@ -252,7 +252,8 @@ class TGCLSTMNet(nn.Module):
         ``models.rnn`` does); ``"last"`` the last value (persistence + learned change);
         ``"none"`` nothing.
     window : input steps (the size of the ``"graph"`` and ``"linear"`` skips).
-    dropout : dropout on the gate input and on the last hidden state during training.
+    dropout : time-locked dropout on the gate input (one mask per sequence) and dropout on
+        the last hidden state, during training.
     dense_max_nodes : refuse ``gates="dense"`` above this many sensors (its weights are N²).
     """
 
@@ -339,6 +340,18 @@ class TGCLSTMNet(nn.Module):
         calendar = x[:, :, 0].index_select(-1, self.time_idx)  # [batch, time, time_feature]
         return torch.cat([per_node, calendar], dim=-1)  # [batch, time, node * (K + f) + t_f]
 
+    def time_locked_dropout(self, inputs: Tensor) -> Tensor:
+        """Dropout on the gate input ``[batch, time, ...]`` with one mask per sequence, the
+        same at every step (variational dropout, Gal & Ghahramani 2016): the usual choice for
+        recurrent inputs, and T times fewer random numbers, which matters on CPU at
+        thousands of sensors (a fresh mask per step cost ~10% of a training batch)."""
+        p = self.dropout.p
+        if not self.training or p == 0.0:
+            return inputs
+        shape = (inputs.shape[0], 1, *inputs.shape[2:])  # [batch, 1, ...]: shared over time
+        keep = torch.empty(shape, device=inputs.device, dtype=inputs.dtype).bernoulli_(1 - p)
+        return inputs * keep / (1 - p)
+
     def forward(self, x: Tensor) -> Tensor:
         """Forecast ``[batch, horizon, node]`` (scaled) from ``x`` ``[batch, window, node, F]``."""
         fixed_window = self.skip in ("graph", "linear")  # one skip weight per input step
@@ -356,7 +369,7 @@ class TGCLSTMNet(nn.Module):
         if self.gates == "shared":
             scale = scale.unsqueeze(1)  # [node, 1]: broadcast over each sensor's hidden units
         gc = self.conv(x[..., :1])  # [batch, time, node, K]
-        inputs = self.dropout(self.gate_input(x, gc))
+        inputs = self.time_locked_dropout(self.gate_input(x, gc))
         _, (h, _) = run_cell(self.cell, inputs, cell_scale=scale.to(x.dtype))
         batch = x.shape[0]
         if self.gates == "shared":
@@ -426,7 +439,7 @@ class TGCLSTMConfig:
     dense_max_nodes : largest network ``"auto"`` gives dense gates.
     skip : per-sensor output skip (see :class:`TGCLSTMNet`): ``"graph"``, ``"linear"``,
         ``"last"`` or ``"none"``.
-    dropout : dropout on the gate input and on the last hidden state.
+    dropout : time-locked dropout on the gate input and dropout on the last hidden state.
     lambda_gc : λ1, weight of the L1 norm of the graph-convolution weights.
     lambda_nb : λ2, weight of the squared L2 norm of the neighbour weights.
     time_of_day, day_of_week, mask : input features besides the reading (see

@@ -1,8 +1,10 @@
 """Find and load the model bundles the service forecasts with.
 
-A model directory is either one bundle (it holds ``config.json``) or a folder of
+A model directory is either one bundle (it holds ``config.json``), a folder of
 bundles, one per sub-directory (``OUT/bundles/<model>``, as ``roadcast train``
-writes them). Every bundle is loaded through the registry
+writes them), or a ``roadcast train`` output ``OUT`` itself (its ``bundles/`` folder
+is used), so that one ``ROADCAST_MODEL_DIR`` serves the train flow, the service and
+the forecast flow alike. Every bundle is loaded through the registry
 (:func:`models.bundle.load_model`), so the service runs whatever models are
 registered without knowing any of them.
 """
@@ -22,7 +24,8 @@ class BundleDirError(ValueError):
 
 
 def discover_bundles(model_dir: str | Path) -> list[Path]:
-    """Bundle directories under ``model_dir`` (itself, or its direct children), sorted."""
+    """Bundle directories under ``model_dir`` (itself, or its direct children, or those of
+    its ``bundles/`` folder when it is a ``roadcast train`` output), sorted."""
     root = Path(model_dir)
     if not root.is_dir():
         raise BundleDirError(
@@ -31,7 +34,10 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
         )
     if (root / CONFIG).is_file():
         return [root]
-    return sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
+    found = sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
+    if not found and (root / "bundles").is_dir():
+        return discover_bundles(root / "bundles")
+    return found
 
 
 def load_bundles(

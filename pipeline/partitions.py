@@ -7,15 +7,18 @@
   skipped when Kafka redelivers them (exact counters, no re-forecast). Stored offsets
   are keyed ``topic@<topic id>``: a topic that was deleted and created again (a fresh
   embedded broker) has another id, so old offsets never hide its new records;
-* the **newest event time** seen and when the partition last delivered a record,
-  which give the event-time cap of the watermark (:meth:`PartitionTracker.limit_ns`):
-  the slowest *active* partition holds the watermark back, so a partition read ahead
-  of the others (Kafka hands out records partition by partition) does not make their
-  readings late. A partition that delivered nothing for ``idle_s`` seconds is idle
-  and does not hold it back (Flink's ``withIdleness``): otherwise a partition whose
-  sensors all went quiet would stop every tick from closing. The consumer's high
-  watermark is no use here: it is only as fresh as the partition's last fetch, so a
-  partition whose next records are still on their way looks "caught up";
+* the **newest event time** seen, the position, and when the partition last
+  delivered a record, which give the event-time cap of the watermark
+  (:meth:`PartitionTracker.limit_ns`): the slowest *active* partition holds the
+  watermark back, so a partition read ahead of the others (Kafka hands out records
+  partition by partition, a megabyte at a time) does not make their readings late.
+  A partition is *idle*, and no longer holds it back, when it delivered nothing for
+  ``idle_s`` seconds **and** has no backlog (its position has reached the high
+  watermark of its last fetch): otherwise a partition whose sensors all went quiet
+  would stop every tick from closing (Flink's ``withIdleness``). Neither test is
+  enough alone: the high watermark is only as fresh as the last fetch (records on
+  their way look "caught up"), and a service working through a backlog may not get
+  to a partition's buffered records for many seconds;
 * offsets processed but **not yet committed** (a failed commit): committed again on
   the next batch or when the partition is revoked.
 
@@ -54,6 +57,7 @@ class PartitionTracker:
         self.topic_keys: dict[str, str] = {}
         self.next_offset: dict[tuple[str, int], int] = {}
         self.max_event_ns: dict[TopicPartition, int] = {}
+        self.position: dict[TopicPartition, int] = {}  # next offset this consumer gets
         self.last_seen: dict[TopicPartition, float] = {}  # monotonic time of the last record
         self.pending_commit: dict[TopicPartition, int] = {}
 
@@ -66,10 +70,13 @@ class PartitionTracker:
         start = self.next_offset.get(self.key(tp), -1)
         return [r for r in records if r.offset >= start] if start > 0 else list(records)
 
-    def observe(self, tp: TopicPartition, max_event_ns: int | None, now: float) -> None:
-        """Record that ``tp`` delivered records at ``now`` (newest event time ``max_event_ns``,
-        None when none of them was a valid reading)."""
+    def observe(
+        self, tp: TopicPartition, next_offset: int, max_event_ns: int | None, now: float
+    ) -> None:
+        """Record that ``tp`` delivered records up to ``next_offset`` at ``now`` (newest
+        event time ``max_event_ns``, None when none of them was a valid reading)."""
         self.last_seen[tp] = now
+        self.position[tp] = next_offset
         if max_event_ns is not None:
             self.max_event_ns[tp] = max(self.max_event_ns.get(tp, NO_EVENT_TIME), max_event_ns)
 
@@ -77,13 +84,17 @@ class PartitionTracker:
         """The store now holds everything below ``offsets``."""
         self.next_offset.update(offsets)
 
-    def limit_ns(self, now: float) -> int | None:
+    def limit_ns(self, now: float, highwater: Callable[[TopicPartition], int | None]) -> int | None:
         """Event-time cap for the watermark: the newest event time of the slowest active
         partition (:data:`NO_EVENT_TIME` for one that has delivered no reading yet);
-        None when every partition is idle."""
+        None when every partition is idle. ``highwater`` is the consumer's last known
+        high watermark of a partition (None before its first fetch)."""
         limit: int | None = None
         for tp in self.assigned:
-            if now - self.last_seen.get(tp, now) >= self.idle_s:
+            quiet = now - self.last_seen.get(tp, now) >= self.idle_s
+            hw, position = highwater(tp), self.position.get(tp)
+            caught_up = hw is not None and (position or 0) >= hw
+            if quiet and caught_up:
                 continue  # idle: its next records will be newer than what we have
             newest = self.max_event_ns.get(tp, NO_EVENT_TIME)
             limit = newest if limit is None else min(limit, newest)
@@ -127,11 +138,15 @@ class PartitionTracker:
                 )
                 consumer.seek_to_beginning(tp)
                 self.max_event_ns.pop(tp, None)
+                self.position[tp] = 0
                 continue
             stored = next_offset.get((keys[tp.topic], tp.partition))
             position = consumer.position(tp)
             if stored is not None and position is not None and stored > position:
                 consumer.seek(tp, stored)  # skip what the store already holds
+                position = stored
+            if position is not None:
+                self.position[tp] = position
         self.topic_keys.update(keys)
         self.next_offset = next_offset
         self.changed = False
@@ -139,6 +154,7 @@ class PartitionTracker:
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self.last_seen.pop(tp, None)
+            self.position.pop(tp, None)
             self.max_event_ns.pop(tp, None)
 
 

@@ -59,7 +59,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -114,9 +114,13 @@ _ONE_US = timedelta(microseconds=1)
 _FIVE_MIN = pd.Timedelta("5min")
 _TWO_MIN = pd.Timedelta("2min")
 _ONE_HOUR = pd.Timedelta("1h")
-# How long a send may wait for metadata (a topic that a fresh broker lacks) before the
-# batch is abandoned and replayed.
-_MAX_BLOCK_MS = 10_000
+# The service's producer. Every batch ends with a flush, so records need not linger to be
+# batched: a long linger keeps kafka-python's network thread idle (and off the GIL) while
+# the batch's forecasts are encoded and queued, then the flush sends them in a few large
+# requests. Measured with 207 sensors x 4 models: latency p99 136-142 ms instead of
+# 237-242 ms with the 5 ms default. ``max_block_ms``: how long a send may wait for
+# metadata (a topic a fresh broker lacks) before the batch is abandoned and replayed.
+_PRODUCER = {"linger_ms": 1000, "batch_size": 1 << 20, "max_block_ms": 10_000}
 # Counters shown in the periodic "stats" log line.
 _STATS = (
     "consumed", "valid", "dead_lettered", "late", "duplicate", "conflict", "ticks_closed",
@@ -364,6 +368,7 @@ class ForecastService:
         batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
         outbox: Outbox,
         *,
+        highwater: Callable[[TopicPartition], int | None] | None = None,
         now_ns: int | None = None,
     ) -> tuple[BatchReport, Batch]:
         """Validate, assemble, forecast and publish one poll batch (not flushed, not stored).
@@ -372,6 +377,8 @@ class ForecastService:
         ----------
         batches : records per partition, as ``KafkaConsumer.poll`` returns them.
         outbox : where forecasts, alerts and dead letters are sent.
+        highwater : the consumer's last known high watermark of a partition (a partition
+            with a backlog never counts as idle); None: unknown for every partition.
         now_ns : wall clock for the future-timestamp rule (tests).
 
         Returns the report and the store batch; :meth:`handle` flushes, stores, commits.
@@ -396,8 +403,9 @@ class ForecastService:
             now = time.monotonic()
             for tp, records in batches.items():
                 if records:
-                    self.partitions.observe(tp, newest.get(tp), now)
-            runs = self.assembler.advance(self.partitions.limit_ns(now))
+                    self.partitions.observe(tp, records[-1].offset + 1, newest.get(tp), now)
+            limit = self.partitions.limit_ns(now, highwater or (lambda tp: None))
+            runs = self.assembler.advance(limit)
         for run in runs:
             self._forecast_run(run, outbox, batch, report)
         batch.state.update(
@@ -654,7 +662,7 @@ class ForecastService:
             When the broker did not take the batch's output: nothing was stored or
             committed, the caller recovers (:meth:`recover`).
         """
-        report, batch = self.process(records, outbox)
+        report, batch = self.process(records, outbox, highwater=_highwater(consumer))
         with self._timed("flush"):
             outbox.flush(self.config.flush_timeout_s)
         with self._timed("store"):
@@ -798,7 +806,7 @@ class ForecastService:
     def _new_outbox(self) -> Outbox:
         from pipeline.clients import make_producer
 
-        return Outbox(make_producer(self.settings, max_block_ms=_MAX_BLOCK_MS))
+        return Outbox(make_producer(self.settings, **_PRODUCER))
 
     def recover(self, consumer: KafkaConsumer, outbox: Outbox, stop: threading.Event) -> Outbox:
         """Forget a batch the broker did not take: state from the store, the consumer back
@@ -890,6 +898,18 @@ class ForecastService:
         self._logged_stage_s = dict(self.stage_s)
         self._logged_ticks = self.counters.get("ticks_closed", 0)
         log.info("stats", extra={"fields": fields})
+
+
+def _highwater(consumer: KafkaConsumer) -> Callable[[TopicPartition], int | None]:
+    """The consumer's last known high watermark of a partition (None when unknown)."""
+
+    def highwater(tp: TopicPartition) -> int | None:
+        try:
+            return consumer.highwater(tp)
+        except Exception:  # no longer assigned (a rebalance in between): unknown
+            return None
+
+    return highwater
 
 
 def _int_or_none(value: object) -> int | None:

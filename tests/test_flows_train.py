@@ -4,6 +4,7 @@ training slot (a Prefect global concurrency limit)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -69,7 +70,7 @@ def test_flow_writes_bundles_metrics_and_promotes_the_best_validation_model(trai
     assert len(network.sensor_ids) == 5 and network.coords.shape == (5, 2)
 
 
-def test_one_task_per_model_fit(trained):
+def test_one_task_per_model_fit_and_backtest(trained):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     _, state = trained
@@ -79,9 +80,17 @@ def test_one_task_per_model_fit(trained):
                 id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
             )
         )
-    names = sorted(r.name for r in runs if r.name.startswith("fit-"))
-    assert names == ["fit-ar", "fit-gru", "fit-persistence"]
+    names = {r.name for r in runs}
+    models = ("persistence", "ar", "gru")
+    assert {f"fit-{m}" for m in models} | {f"backtest-{m}" for m in models} <= names
+    assert {n.split("-")[0] for n in names if n[-1].isdigit()} >= {
+        "load", "split", "compare", "write", "promote"
+    }  # fmt: skip
     assert all(r.state.is_completed() for r in runs)
+    # one after the other: every fit ends before the next model's fit starts
+    fits = sorted((r for r in runs if r.name.startswith("fit-")), key=lambda r: r.start_time)
+    for before, after in itertools.pairwise(fits):
+        assert before.end_time <= after.start_time
 
 
 def test_report_and_artifacts(trained):

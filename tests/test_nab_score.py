@@ -49,6 +49,33 @@ def test_scaled_sigmoid_matches_nab_docstring() -> None:
     assert scaled_sigmoid(0.0) == 0.0
     assert scaled_sigmoid(1.0) == pytest.approx(-0.98661, abs=1e-5)
     assert scaled_sigmoid(3.5) == -1.0
+    # NAB v1.1's sweeper clamps from 3 on (``>= 3.0``), its older scorer only beyond 3
+    assert scaled_sigmoid(3.0) == -1.0
+    assert scaled_sigmoid(2.999) > -1.0
+
+
+def test_row_scores_equal_nab_stored_s_t_values() -> None:
+    """NAB's own S(t) columns of results/contextOSE/realTraffic/contextOSE_speed_7578.csv.
+
+    That file has 1127 rows and windows on rows 303-331, 740-768, 909-937 and 945-973;
+    contextOSE's first detection in the first window is row 317, NAB stored its TP as
+    0.871604206333. A detection at row 363 (32 rows after a 29-row window) is an FP NAB
+    stored as -0.109276714495 on reward_low_FN_rate (A_FP 0.11), and one at row 624 as
+    -0.22 / -0.11 / -0.11 on the three profiles.
+    """
+    f = make_file(1127, [(303, 331), (740, 768), (909, 937), (945, 973)])
+    s = sweep(f)
+    assert s.tp_value[317] == pytest.approx(0.871604206333, abs=1e-12)
+    low_fn = PROFILES["reward_low_FN_rate"]
+    assert s.fp_value[363] * low_fn.fp == pytest.approx(-0.109276714495, abs=1e-12)
+    assert [s.fp_value[624] * PROFILES[p].fp for p in PROFILES] == pytest.approx(
+        [-0.11, -0.22, -0.11]
+    )
+    # the whole file at NAB's contextOSE standard threshold: these three detections
+    scores = onehot(1127, [317, 363, 624])
+    detected_windows = 1.0 * s.tp_value[317] - 3.0  # one TP, three FNs
+    expected = detected_windows + 0.11 * (s.fp_value[363] + s.fp_value[624])
+    assert score_at([s], [scores], PROFILES["standard"], 0.5)[0].score == pytest.approx(expected)
 
 
 def test_probation_is_fifteen_percent_capped_at_750() -> None:
@@ -208,3 +235,21 @@ def test_real_nab_windows_align_and_anchor_the_scale(shared_data) -> None:
     rng = np.random.default_rng(0)
     random = nab_score(sweeps, [rng.random(f.n_rows) for f in files]).score
     assert 0.0 < random < 50.0 and math.isfinite(random)
+
+
+@pytest.mark.slow
+def test_nab_reference_detectors_reproduce_the_published_realtraffic_scores(shared_data) -> None:
+    """NAB's random detector (seed 42 per file) and windowedGaussian, scored here with
+    thresholds optimised on realTraffic alone, give the published 24.4 and 82.0."""
+    from benchmarks.anomaly import nab_random_scores
+    from benchmarks.nab_score import read_nab_csv
+    from models.anomaly_gaussian import gaussian_scores
+
+    nab = shared_data / "nab"
+    files = labeled_files(nab, read_windows(nab / "realTraffic_windows.json"))
+    sweeps = [sweep(f) for f in files]
+    random_scores = [nab_random_scores(f.n_rows) for f in files]
+    assert nab_score(sweeps, random_scores).score == pytest.approx(24.40, abs=0.005)
+    values = [read_nab_csv(nab / f.name)["value"].to_numpy(dtype=float) for f in files]
+    gaussian = [gaussian_scores(v) for v in values]
+    assert nab_score(sweeps, gaussian).score == pytest.approx(81.95, abs=0.005)

@@ -157,3 +157,29 @@ def test_status_summary_reads_the_store(tmp_path):
     assert summary["latency_ms"]["p50"] == pytest.approx(21.0)
     assert summary["accuracy"]["ar"][1] == {"n": 3, "mae": 1.0, "rmse": pytest.approx(2**0.5)}
     assert "h=1" in console.file.getvalue()
+
+
+def test_slowest_active_partition_caps_the_watermark_and_idle_ones_do_not():
+    from kafka import TopicPartition
+
+    from pipeline.partitions import NO_EVENT_TIME, PartitionTracker
+
+    a, b, c = (TopicPartition("readings", p) for p in range(3))
+    tracker = PartitionTracker(idle_s=5.0)
+    tracker.assigned = {a, b, c}
+    highwater = {a: 100, b: 50, c: None}.get
+    tracker.observe(a, 100, 3_000, now=0.0)  # read to its end
+    tracker.observe(b, 40, 1_000, now=0.0)  # a backlog of 10 records
+    # c has never delivered: it may hold readings of any time
+    assert tracker.limit_ns(1.0, highwater) == NO_EVENT_TIME
+    tracker.observe(c, 7, 2_000, now=1.0)
+    assert tracker.limit_ns(1.0, {a: 100, b: 50, c: 7}.get) == 1_000  # b is the slowest
+    # ten quiet seconds later b still has a backlog, so it still holds the watermark
+    assert tracker.limit_ns(11.0, {a: 100, b: 50, c: 7}.get) == 1_000
+    # once b has caught up and stayed quiet, only c (heard from recently) is active
+    tracker.observe(b, 50, 1_500, now=2.0)
+    tracker.observe(c, 9, 2_500, now=9.0)
+    assert tracker.limit_ns(10.0, {a: 100, b: 50, c: 9}.get) == 2_500
+    assert tracker.limit_ns(20.0, {a: 100, b: 50, c: 9}.get) is None  # all idle: no cap
+    with pytest.raises(ValueError, match="idle_s"):
+        PartitionTracker(idle_s=0)

@@ -82,7 +82,7 @@ def test_bundles_keep_the_best_validation_seed(run):
 def test_report_has_table_and_embedded_plots(run):
     out, _, _ = run
     md = (out / "report.md").read_text()
-    assert "| model | 3 h MAE | 3 h RMSE | 6 h MAE" in md  # 3 steps of 1 h
+    assert "| model | 3 h MAE | 3 h RMSE | 3 h MAPE % | 6 h MAE" in md  # 3 steps of 1 h
     assert "gru" in md and "figures/error_by_horizon.png" in md
     for name in ("error_by_horizon", "forecasts"):
         png = (out / "figures" / f"{name}.png").read_bytes()
@@ -120,7 +120,19 @@ def _write_csv(path: Path, panel: SensorPanel) -> None:
     frame.to_csv(path, index=False)
 
 
-def test_cli_train_and_evaluate(tmp_path: Path):
+def test_bundles_dir_holds_the_champion_by_validation(run):
+    from flows.model_dir import read_champion, read_network, validation_score
+
+    out, document, panel = run
+    champion = read_champion(out)
+    scores = {n: validation_score(e) for n, e in document["models"].items()}
+    assert champion.champion == min((s, n) for n, s in scores.items() if s is not None)[1]
+    assert read_network(out).sensor_ids == panel.sensor_ids
+
+
+@pytest.mark.integration
+def test_cli_train_and_evaluate(tmp_path: Path, prefect_harness):
+    """``roadcast train`` runs the Prefect train flow (here against the test server)."""
     csv = tmp_path / "speeds.csv"
     _write_csv(csv, toy_panel(300, 3))
     out = tmp_path / "run"
@@ -147,6 +159,7 @@ def test_cli_train_and_evaluate(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert (out / "metrics.json").is_file() and (out / "bundles" / "ar" / "config.json").is_file()
+    assert (out / "bundles" / "champion.json").is_file() and "champion" in result.output
     scored = tmp_path / "eval.json"
     result = runner.invoke(
         app,
@@ -168,5 +181,7 @@ def test_cli_errors_are_clear(tmp_path: Path):
     runner = CliRunner()
     result = runner.invoke(app, ["train", "simulated", "--models", "arima", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown model" in result.output
+    result = runner.invoke(app, ["train", "nosuchdata", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown data set" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), "simulated"])
     assert result.exit_code == 1 and "no model bundle" in result.output

@@ -1,6 +1,5 @@
 """The forecast report's pieces without Prefect: tables (MAPE, reference rows), per-sensor
-errors and the best/worst choice, the map, rendering; the champion and network files;
-the stable artifact keys."""
+errors and the best/worst choice, the map, rendering; the stable artifact keys."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 
 from flows.artifacts import KEYS, check_key, table_records
-from flows.forecast_report import (
+from flows.report import (
     REFERENCE_LOS_LOOP,
     best_and_worst,
     build_report,
@@ -24,15 +23,6 @@ from flows.forecast_report import (
     render_markdown,
     sensor_scores,
     write_report,
-)
-from flows.model_dir import (
-    ChampionError,
-    bundles_dir,
-    choose_champion,
-    promote,
-    read_champion,
-    read_network,
-    write_network,
 )
 from models.base import BatchForecast
 from models.evaluation import Backtest
@@ -168,46 +158,6 @@ def test_report_without_coordinates_or_scored_forecasts(world):
     )  # fmt: skip
     assert [f.name for f in report.figures] == ["error_by_horizon"]
     assert any("No forecast was scored" in n for n in report.notes)
-
-
-def test_champion_is_the_best_validation_score_never_the_test_one(tmp_path):
-    document = {
-        "dataset": "toy",
-        "horizon": 12,
-        "models": {
-            "ar": {"valid_rmse": [4.0], "pooled": {"12": {"rmse": 9.0}}},
-            "gru": {"valid_rmse": [5.0, 3.5, None], "pooled": {"12": {"rmse": 1.0}}},
-            "seasonal": {"valid_rmse": [None], "pooled": {"12": {"rmse": 0.5}}},
-        },
-    }
-    champion = choose_champion(document)
-    assert champion.champion == "gru" and champion.scores == {
-        "ar": 4.0, "gru": 3.5, "seasonal": None,
-    }  # fmt: skip
-    assert champion.challengers == ("ar", "seasonal")
-    (tmp_path / "bundles").mkdir()
-    path = promote(tmp_path, champion)
-    assert path == tmp_path / "bundles" / "champion.json"
-    assert read_champion(tmp_path) == champion == read_champion(tmp_path / "bundles")
-    assert bundles_dir(tmp_path) == tmp_path / "bundles"
-    path.write_text("{not json")
-    with pytest.raises(ChampionError, match="delete it or retrain"):
-        read_champion(tmp_path)
-    with pytest.raises(ChampionError, match="validation part"):
-        choose_champion({"horizon": 3, "models": {"ar": {"valid_rmse": [None]}}})
-    assert read_champion(tmp_path / "elsewhere") is None
-
-
-def test_network_file_round_trip(tmp_path):
-    panel = _panel()
-    write_network(tmp_path, panel)
-    network = read_network(tmp_path)
-    assert network.sensor_ids == panel.sensor_ids and network.dataset == "toy"
-    np.testing.assert_array_equal(network.coords, panel.coords)
-    write_network(tmp_path, _panel(coords=False))
-    assert read_network(tmp_path).coords is None
-    (tmp_path / "network.json").write_text(json.dumps({"sensor_ids": ["a"], "coords": [[1]]}))
-    assert read_network(tmp_path) is None  # a bad file costs the map, nothing else
 
 
 def test_artifact_keys_are_stable_and_valid():
