@@ -4,7 +4,6 @@ errors and the best/worst choice, the map, rendering; the stable artifact keys."
 from __future__ import annotations
 
 import base64
-import json
 import re
 
 import numpy as np
