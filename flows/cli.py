@@ -441,13 +441,24 @@ def serve(
         False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
     ),
     log_level: str = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    detectors: str = typer.Option(
+        "auto",
+        "--detectors",
+        help="Anomaly alerts: auto (interval + saved detectors), none, or e.g. "
+        "interval,autoencoder (see pipeline/alerting.py).",
+    ),
+    alert_model: str = typer.Option(
+        None, "--alert-model", help="Model whose forecasts the interval detector judges."
+    ),
 ) -> None:
-    """Run the forecasting service: readings in, forecasts of every model out (JSON logs)."""
+    """Run the forecasting service: readings in, forecasts of every model out, anomaly
+    alerts on roadcast.alerts (JSON logs)."""
     from pathlib import Path
 
     import pandas as pd
 
     from models.bundle import BundleError
+    from pipeline.alerting import AlertingConfig
     from pipeline.bundles import BundleDirError
     from pipeline.clients import KafkaUnavailable
     from pipeline.jsonlog import configure_logging
@@ -472,12 +483,13 @@ def serve(
             poll_records=poll_records,
             durable=not fast_store,
         )
+        alerting = AlertingConfig.parse(detectors, alert_model)
     except (SettingsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level)
     try:
-        run_service(settings, config, model_dir=Path(settings.model_dir))
+        run_service(settings, config, model_dir=Path(settings.model_dir), alerting=alerting)
     except (BundleDirError, BundleError, KafkaUnavailable, StoreError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

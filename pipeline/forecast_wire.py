@@ -4,11 +4,13 @@ The service publishes ``models x sensors`` messages for every tick (6 x 207 = 12
 ``los-loop``). :func:`pipeline.schema.encode_forecast` builds a dict, re-validates it
 and runs ``json.dumps`` for each: correct, but paid 1242 times per tick. Here the
 parts that every message of one (model, tick) shares (model name, ``issued_at``, the
-targets) are formatted once, and the numbers of all sensors at once with numpy
-(``float32 -> str`` is the shortest decimal that round-trips, as in
-``pipeline.replay``). The output is the same v1 wire format with the same key order;
-``tests/test_service_unit.py`` decodes it with :func:`pipeline.schema.decode_forecast`.
-The JSON arrays are returned too: the store keeps exactly what was published.
+targets) are formatted once, as bytes, and the numbers of all sensors (mean, lower and
+upper bound together) in one vectorised pass of :func:`pipeline.decimal_text.json_rows`:
+each value to 7 significant digits (float32, the models' output, carries about 7.2),
+written in plain decimal notation. The output is the same v1 wire format with the same
+key order; ``tests/test_service_unit.py`` decodes it with
+:func:`pipeline.schema.decode_forecast`. The JSON arrays are returned too: the store
+keeps exactly what was published.
 
 A sensor whose forecast (or interval) is not finite, or whose interval is inverted, is
 not published: the schema rejects both, and a made-up number would be worse than none.
@@ -26,7 +28,13 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from pipeline.decimal_text import json_rows
 from pipeline.schema import SCHEMA_VERSION, format_timestamp
+
+_LO = b',"lo":'
+_HI = b',"hi":'
+_NO_BOUNDS = b',"lo":null,"hi":null}'
+_END = b"}"
 
 
 @dataclass(frozen=True)
@@ -46,15 +54,11 @@ class EncodedForecast:
     skipped: np.ndarray
 
 
-def _numbers(array: np.ndarray) -> list[str]:
-    """``[horizon, node]`` float -> one comma-joined JSON number list per node."""
-    text = array.astype(np.float32).T.astype(str).tolist()  # [node][horizon]
-    return [",".join(row) for row in text]
-
-
 def json_arrays(array: np.ndarray) -> list[str]:
     """``[horizon, node]`` finite floats -> one JSON array (``"[55.1,54.9]"``) per node."""
-    return [f"[{row}]" for row in _numbers(array)]
+    buffer, offsets = json_rows(np.asarray(array).T)
+    text = buffer.decode("ascii")
+    return [text[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 @lru_cache(maxsize=256)
@@ -76,7 +80,9 @@ class ForecastEncoder:
 
     def __init__(self, sensor_ids: Sequence[str]) -> None:
         self.sensor_ids = tuple(sensor_ids)
-        self._sensor_json = [json.dumps(s, ensure_ascii=False) for s in self.sensor_ids]
+        self._sensor_json = [
+            json.dumps(s, ensure_ascii=False).encode("utf-8") for s in self.sensor_ids
+        ]
         self.keys = [s.encode("utf-8") for s in self.sensor_ids]
 
     def encode(
@@ -128,29 +134,52 @@ class ForecastEncoder:
         issued, targets = _stamps(
             int(pd.Timestamp(issued_at).value), int(pd.Timedelta(freq).value), horizon
         )
-        head = f'{{"v":{SCHEMA_VERSION},"model":{json.dumps(model, ensure_ascii=False)},"sensor":'
-        mid = f',"issued_at":"{issued}","targets":[{targets}],"yhat":['
+        model_json = json.dumps(model, ensure_ascii=False)
+        head = f'{{"v":{SCHEMA_VERSION},"model":{model_json},"sensor":'.encode()
+        mid = f',"issued_at":"{issued}","targets":[{targets}],"yhat":'.encode()
         columns = np.flatnonzero(finite)
-        numbers = _numbers(mean)
-        yhat = [numbers[i] for i in columns.tolist()]
+        skipped = np.flatnonzero(~finite)
+        count = len(columns)
+        if count == 0:
+            bounds: list[str] | None = None if lower is None else []
+            return EncodedForecast([], columns, [], bounds, bounds, skipped)
+        parts = [mean[:, columns].T]  # [node, horizon]
+        if lower is not None and upper is not None:
+            parts += [lower[:, columns].T, upper[:, columns].T]
+        # Mean, lower and upper of every published sensor in one pass: rows
+        # [0, count) are the means, then the lower bounds, then the upper ones.
+        buffer, offsets = json_rows(np.concatenate(parts))
+        cuts = offsets.tolist()
+        rows = [buffer[cuts[r] : cuts[r + 1]] for r in range(len(cuts) - 1)]
+        text = buffer.decode("ascii")
+        arrays = [text[cuts[r] : cuts[r + 1]] for r in range(len(cuts) - 1)]
+        sensors, keys, join = self._sensor_json, self.keys, b"".join
         messages: list[tuple[bytes, bytes]] = []
-        if lower is None or upper is None:
-            for i, y in zip(columns.tolist(), yhat, strict=True):
-                text = head + self._sensor_json[i] + mid + y + '],"lo":null,"hi":null}'
-                messages.append((self.keys[i], text.encode("utf-8")))
-            return EncodedForecast(
-                messages, columns, _arrays(yhat), None, None, np.flatnonzero(~finite)
+        if len(parts) == 1:
+            for j, i in enumerate(columns.tolist()):
+                value = join((head, sensors[i], mid, rows[j], _NO_BOUNDS))
+                messages.append((keys[i], value))
+            return EncodedForecast(messages, columns, arrays, None, None, skipped)
+        for j, i in enumerate(columns.tolist()):
+            value = join(
+                (
+                    head,
+                    sensors[i],
+                    mid,
+                    rows[j],
+                    _LO,
+                    rows[count + j],
+                    _HI,
+                    rows[2 * count + j],
+                    _END,
+                )
             )
-        lows, highs = _numbers(lower), _numbers(upper)
-        lo = [lows[i] for i in columns.tolist()]
-        hi = [highs[i] for i in columns.tolist()]
-        for i, y, a, b in zip(columns.tolist(), yhat, lo, hi, strict=True):
-            text = head + self._sensor_json[i] + mid + y + '],"lo":[' + a + '],"hi":[' + b + "]}"
-            messages.append((self.keys[i], text.encode("utf-8")))
+            messages.append((keys[i], value))
         return EncodedForecast(
-            messages, columns, _arrays(yhat), _arrays(lo), _arrays(hi), np.flatnonzero(~finite)
+            messages,
+            columns,
+            arrays[:count],
+            arrays[count : 2 * count],
+            arrays[2 * count :],
+            skipped,
         )
-
-
-def _arrays(rows: list[str]) -> list[str]:
-    return [f"[{row}]" for row in rows]

@@ -11,11 +11,18 @@ once per key and topic instead of once per message: the service sends the same 2
 keys every tick, and hashing them in pure Python was a sixth of the send cost. The
 partition list is re-read at every batch (:meth:`Outbox.refresh`), so a topic that
 gains partitions is picked up.
+
+:meth:`Outbox.send_many` queues a list of keyed records (a tick's forecasts) through
+:class:`pipeline.record_batches.BulkAppender` when the installed kafka-python supports
+it (one bulk write per partition, about 1 us a record instead of 20-35 us through
+``send()``), and through ``send()`` otherwise. Either way the records end up in the
+same batches with the same bytes, and :meth:`Outbox.flush` checks every future.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,13 +53,23 @@ def dead_letter_headers(
 
 
 class Outbox:
-    """Sends through one producer and remembers whether every send succeeded."""
+    """Sends through one producer and remembers whether every send succeeded.
 
-    def __init__(self, producer: KafkaProducer) -> None:
+    Parameters
+    ----------
+    producer : the producer (bytes keys and values, no serializers).
+    bulk : use the bulk path of :meth:`send_many` when kafka-python supports it.
+    """
+
+    def __init__(self, producer: KafkaProducer, *, bulk: bool = True) -> None:
+        from pipeline.record_batches import BulkAppender, supported
+
         self.producer = producer
         self._futures: list[Any] = []  # of this batch, checked after the flush
         self._partitions: dict[str, list[int]] = {}
         self._keyed: dict[str, tuple[int, dict[bytes, int]]] = {}  # (partition count, cache)
+        self._tps: dict[tuple[str, int], Any] = {}  # TopicPartition objects, made once
+        self.bulk = BulkAppender(producer) if bulk and supported(producer) else None
 
     def refresh(self) -> None:
         """Forget the partition lists (re-read on the next send; keys kept if unchanged)."""
@@ -100,6 +117,34 @@ class Outbox:
             raise PublishError(f"could not send to {topic}: {exc}") from exc
         self._futures.append(future)
 
+    def send_many(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Queue keyed records (non-empty bytes keys and values), in order per partition.
+
+        Raises :class:`PublishError` when they cannot even be queued.
+        """
+        if self.bulk is None:
+            for key, value in messages:
+                self.send(topic, key, value)
+            return
+        from kafka.errors import KafkaError
+        from kafka.structs import TopicPartition
+
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for message in messages:
+            partition = self._partition(topic, message[0])
+            group = by_partition.get(partition)
+            if group is None:
+                by_partition[partition] = group = []
+            group.append(message)
+        for partition, group in by_partition.items():
+            tp = self._tps.get((topic, partition))
+            if tp is None:
+                tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+            try:
+                self._futures.extend(self.bulk.append(tp, group))
+            except KafkaError as exc:  # e.g. the producer was closed under us
+                raise PublishError(f"could not queue records for {topic}: {exc}") from exc
+
     def flush(self, timeout_s: float) -> None:
         """Wait until the broker acknowledged everything queued so far.
 
@@ -115,8 +160,9 @@ class Outbox:
             self.producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise PublishError(f"broker did not acknowledge the batch: {exc}") from exc
-        # Checking the futures once here is cheaper than a callback on each of them.
-        failed = [f for f in futures if not f.succeeded()]
+        # Checking the futures once here is cheaper than a callback on each of them. The
+        # bulk path returns each batch's future once per bulk write: check each one once.
+        failed = [f for f in {id(f): f for f in futures}.values() if not f.succeeded()]
         if failed:
             reason = failed[0].exception or "not acknowledged"
             raise PublishError(f"{len(failed)} sends of this batch failed: {reason!r}")

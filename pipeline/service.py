@@ -64,13 +64,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from models.base import Forecast, Forecaster
 from models.panel import SensorPanel
+from pipeline.alerts import AlertEvent
 from pipeline.assembler import (
     CONFLICT,
     DUPLICATE,
@@ -103,6 +104,8 @@ if TYPE_CHECKING:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.consumer.fetcher import ConsumerRecord
 
+    from pipeline.alerting import AlertingConfig
+
 log = logging.getLogger("roadcast.service")
 
 # Dead-letter reasons the service adds to the schema's (pipeline.schema.REASONS).
@@ -121,6 +124,8 @@ _ONE_HOUR = pd.Timedelta("1h")
 # 237-242 ms with the 5 ms default. ``max_block_ms``: how long a send may wait for
 # metadata (a topic a fresh broker lacks) before the batch is abandoned and replayed.
 _PRODUCER = {"linger_ms": 1000, "batch_size": 1 << 20, "max_block_ms": 10_000}
+# The Kafka header of an alert record that names its incident (pipeline.alerting).
+GROUP_HEADER = "group"
 # Counters shown in the periodic "stats" log line.
 _STATS = (
     "consumed", "valid", "dead_lettered", "late", "duplicate", "conflict", "ticks_closed",
@@ -196,13 +201,45 @@ class AlertHook(Protocol):
     Called once per closed tick, in time order, after the tick's forecasts are
     computed; returns the ``firing``/``resolved`` messages to publish to
     ``roadcast.alerts`` (key = sensor id) and to store (keyed by ``alert_id`` and
-    ``status``). At-least-once applies here too: after a publish failure the service
-    restores its state from the store and the hook sees the batch's ticks again, so a
-    stateful hook should key its state by tick time (a repeated tick is then a no-op)
-    and derive ``alert_id`` from the condition, not from a counter.
+    ``status``). An :class:`pipeline.alerts.AlertEvent` carries its incident's
+    ``group_key`` too: it is sent as the Kafka header ``group`` and stored in the
+    ``group_key`` column. At-least-once applies here too: after a publish failure the
+    service restores its state from the store and the hook sees the batch's ticks again,
+    so a stateful hook should either implement :class:`RestorableAlertHook` (its state
+    is then rebuilt from the store) or key its state by tick time (a repeated tick is a
+    no-op); either way it derives ``alert_id`` from the condition, not from a counter.
     """
 
-    def __call__(self, context: TickContext) -> Sequence[AlertMessage]: ...
+    def __call__(self, context: TickContext) -> Sequence[AlertMessage | AlertEvent]: ...
+
+
+@dataclass(frozen=True)
+class AlertRestore:
+    """What a hook needs to rebuild its state from the store (see :class:`RestorableAlertHook`).
+
+    Attributes
+    ----------
+    store : the service's store (readings, ticks, forecasts and alerts of the past).
+    sensor_ids : the service's sensors, in its column order.
+    store_ids : int64 ``[node]``, their ids in the store.
+    last_closed : the newest closed tick in the store (None: nothing closed yet).
+    """
+
+    store: Store
+    sensor_ids: tuple[str, ...]
+    store_ids: np.ndarray
+    last_closed: pd.Timestamp | None
+
+
+@runtime_checkable
+class RestorableAlertHook(AlertHook, Protocol):
+    """An alert hook whose state the service rebuilds whenever it restores its own: at
+    start-up and after a batch the broker did not take (the hook then sees that batch's
+    ticks again, from the state the store holds)."""
+
+    def restore(self, source: AlertRestore) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -308,6 +345,7 @@ class ForecastService:
                 "use another --store"
             )
         if state.get("max_ts_ns") is None:
+            self._restore_alerts(None)
             return  # a new store
         last_closed = _int_or_none(state.get("last_closed"))
         since_ms = 0
@@ -353,6 +391,19 @@ class ForecastService:
                 }
             },
         )
+        self._restore_alerts(last_closed)
+
+    def _restore_alerts(self, last_closed: int | None) -> None:
+        """Rebuild a restorable alert hook's state from the store (see the hook's docs)."""
+        if not isinstance(self.alert_hook, RestorableAlertHook):
+            return
+        stamp = None
+        if last_closed is not None:
+            stamp = pd.Timestamp(int(self.asm_config.tick_ns(last_closed)), tz="UTC")
+        with self._timed("alerts_restore"):
+            self.alert_hook.restore(
+                AlertRestore(self.store, self.sensor_ids, self.store_ids, stamp)
+            )
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -559,8 +610,7 @@ class ForecastService:
                 with self._timed("encode"):
                     encoded = m.encoder.encode_rows(m.name, tick.ts, freq, mean, lower, upper)
                 with self._timed("send"):
-                    for key, value in encoded.messages:
-                        outbox.send(self.settings.topic_forecasts, key, value)
+                    outbox.send_many(self.settings.topic_forecasts, encoded.messages)
                 batch.forecasts.append(
                     ForecastRows(
                         m.name,
@@ -621,17 +671,27 @@ class ForecastService:
             issued=issued,
             targeted={m.name: self.scorer.targeted(m.name, tick.tick) for m in self.models},
         )
-        for alert in self.alert_hook(context):
-            payload = encode_alert(alert)
-            outbox.send(self.settings.topic_alerts, alert.sensor.encode(), payload)
+        for item in self.alert_hook(context):
+            alert, group = (
+                (item.message, item.group_key) if isinstance(item, AlertEvent) else (item, None)
+            )
+            try:
+                payload = encode_alert(alert)
+            except SchemaError as exc:  # a detector bug must not stop the forecasts
+                report.counts["alerts_invalid"] += 1
+                log.error("alert_invalid", extra={"fields": {"error": str(exc)}})
+                continue
+            headers = [(GROUP_HEADER, group.encode())] if group else None
+            outbox.send(self.settings.topic_alerts, alert.sensor.encode(), payload, headers)
             ts_ms = (alert.ts - _EPOCH) // timedelta(milliseconds=1)
             batch.alerts.append(
                 AlertRow(
                     alert.alert_id, alert.status, alert.dedup_key, alert.severity, alert.sensor,
-                    ts_ms, alert.detector, alert.score, payload.decode(),
+                    ts_ms, alert.detector, alert.score, payload.decode(), group,
                 )
             )  # fmt: skip
             report.counts["alerts_published"] += 1
+            report.counts[f"alerts_published.{alert.status}"] += 1
 
     def finish(self, report: BatchReport, batch: Batch, *, flushed_at_ms: int) -> None:
         """After the flush: the ticks' latencies, then the batch into the store (atomic)."""
@@ -882,6 +942,10 @@ class ForecastService:
             "tick": str(self.config.tick),
             "store": str(self.settings.store_path),
         }
+        if isinstance(self.alert_hook, RestorableAlertHook):
+            fields["alerts"] = self.alert_hook.describe()
+        elif self.alert_hook is not None:
+            fields["alerts"] = "custom hook"
         log.info("started", extra={"fields": fields})
 
     def _log_stats(self) -> None:
@@ -946,6 +1010,7 @@ def serve(
     model_dir: Path | None = None,
     stop: threading.Event | None = None,
     alert_hook: AlertHook | None = None,
+    alerting: AlertingConfig | None = None,
 ) -> dict[str, int]:
     """Load the bundles and run the service until stopped (``roadcast serve``).
 
@@ -955,16 +1020,27 @@ def serve(
     config : the service's behaviour.
     model_dir : bundles to load (default ``settings.model_dir``).
     stop : set it to stop the service from another thread.
-    alert_hook : anomaly detectors, called per closed tick.
+    alert_hook : your own anomaly detectors, called per closed tick.
+    alerting : the built-in detectors and alert rules (:mod:`pipeline.alerting`; what
+        ``roadcast serve`` uses, on by default there); None: none of them.
     """
-    from pipeline.bundles import load_bundles
+    from pipeline.bundles import load_bundles, union_sensors
 
+    if alert_hook is not None and alerting is not None and alerting.enabled:
+        raise ValueError("pass either alert_hook or alerting, not both")
     stop = stop or threading.Event()
     # Before the slow part (loading torch and the bundles): a SIGTERM during start-up
     # must stop the service cleanly too, not kill it.
     previous = _install_signal_handlers(stop)
     try:
-        models = load_bundles(model_dir or settings.model_dir, only=config.only or None)
+        directory = model_dir or settings.model_dir
+        models = load_bundles(directory, only=config.only or None)
+        if alerting is not None:
+            from pipeline.alerting import build_alerting
+
+            alert_hook = build_alerting(
+                directory, models, union_sensors(dict(models)), config.tick, alerting
+            )
         service = ForecastService(settings, config, models, alert_hook=alert_hook)
         return service.run(stop=stop, handle_signals=False)
     finally:

@@ -30,9 +30,13 @@ names and ISO times for people and reports):
 ``accuracy(model, step, target, n, sum_abs, sum_sq)``
     Error sums of every forecast scored when its target tick closed: rolling MAE/RMSE
     per model and horizon without re-joining millions of rows.
-``alerts(alert_id, status, ...)``
+``alerts(alert_id, status, ..., group_key)``
     Alert state changes (the anomaly issue's lifecycle), keyed by ``alert_id`` and
-    ``status``.
+    ``status`` (a repeated ``firing`` message of one episode overwrites the earlier
+    one). ``group_key`` is the incident the alert belongs to (graph neighbours alerting
+    together, see :mod:`pipeline.alerts`); the wire message carries it in the Kafka
+    header ``group``. Stores written before the column existed gain it when a service
+    opens them (NULL for their old rows).
 ``counters(name, value)``, ``offsets(topic, partition, next_offset)``, ``state(key, value)``
     Service counters, the next offset to read per partition (written with the data of
     the batch, so a restarted service recognises redelivered records), and scalars such
@@ -79,7 +83,7 @@ CREATE TABLE IF NOT EXISTS accuracy(
 CREATE TABLE IF NOT EXISTS alerts(
     alert_id TEXT NOT NULL, status TEXT NOT NULL, dedup_key TEXT NOT NULL,
     severity TEXT NOT NULL, sensor TEXT NOT NULL, ts INTEGER NOT NULL,
-    detector TEXT NOT NULL, score REAL NOT NULL, payload TEXT NOT NULL,
+    detector TEXT NOT NULL, score REAL NOT NULL, payload TEXT NOT NULL, group_key TEXT,
     PRIMARY KEY(alert_id, status));
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts(ts);
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -187,7 +191,8 @@ class TickRow:
 
 @dataclass(frozen=True)
 class AlertRow:
-    """One alert state change; ``payload`` is the encoded wire message (JSON text)."""
+    """One alert state change; ``payload`` is the encoded wire message (JSON text),
+    ``group_key`` its incident (None when the detector pipeline groups nothing)."""
 
     alert_id: str
     status: str
@@ -198,6 +203,7 @@ class AlertRow:
     detector: str
     score: float
     payload: str
+    group_key: str | None = None
 
 
 @dataclass
@@ -262,7 +268,11 @@ class Store:
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
             self._check_version()
+            self._add_missing_columns()
         self._lock = threading.Lock()
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        # A read-only view of a store from before the column existed reads NULL for it.
+        self._group_column = "group_key" if "group_key" in columns else "NULL"
         self._sensor_ids: dict[str, int] = {}
         self._model_ids: dict[str, int] = {}
 
@@ -275,6 +285,12 @@ class Store:
                 f"{self.path} has store schema {row[0]}, this roadcast writes {SCHEMA_VERSION}; "
                 "use another --store path or delete the file"
             )
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a store's schema version was fixed (old rows get NULL)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        if "group_key" not in columns:
+            self._db.execute("ALTER TABLE alerts ADD COLUMN group_key TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -376,10 +392,11 @@ class Store:
                 )
             if batch.alerts:
                 db.executemany(
-                    "INSERT OR REPLACE INTO alerts VALUES(?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO alerts(alert_id, status, dedup_key, severity, sensor, "
+                    "ts, detector, score, payload, group_key) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     [
                         (a.alert_id, a.status, a.dedup_key, a.severity, a.sensor, a.ts_ms,
-                         a.detector, a.score, a.payload)
+                         a.detector, a.score, a.payload, a.group_key)
                         for a in batch.alerts
                     ],
                 )  # fmt: skip
@@ -572,11 +589,27 @@ class Store:
     def alerts(self, *, limit: int = 50) -> list[AlertRow]:
         """The most recent alert state changes, newest first."""
         rows = self._db.execute(
-            "SELECT alert_id, status, dedup_key, severity, sensor, ts, detector, score, payload "
-            "FROM alerts ORDER BY ts DESC, rowid DESC LIMIT ?",
+            "SELECT alert_id, status, dedup_key, severity, sensor, ts, detector, score, payload, "
+            f"{self._group_column} FROM alerts ORDER BY ts DESC, rowid DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [AlertRow(*r) for r in rows]
+
+    def open_alerts(self) -> list[AlertRow]:
+        """The latest ``firing`` row of every alert episode with no ``resolved`` row yet,
+        oldest first (what a restarted service must still resolve)."""
+        rows = self._db.execute(
+            "SELECT alert_id, status, dedup_key, severity, sensor, ts, detector, score, payload, "
+            f"{self._group_column} FROM alerts a WHERE status = 'firing' AND NOT EXISTS "
+            "(SELECT 1 FROM alerts r WHERE r.alert_id = a.alert_id AND r.status = 'resolved') "
+            "ORDER BY ts, alert_id"
+        ).fetchall()
+        return [AlertRow(*r) for r in rows]
+
+    def closed_ticks(self, since_ms: int) -> np.ndarray:
+        """Times (ms) of the closed ticks at or after ``since_ms``, ascending, int64 ``[n]``."""
+        rows = self._db.execute("SELECT ts FROM ticks WHERE ts >= ? ORDER BY ts", (since_ms,))
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def count(self, table: str) -> int:
         """Row count of one of the store's tables."""

@@ -50,6 +50,38 @@ def make_world(root: Path, *, sensors: int = 6, live_steps: int = 40) -> TinyWor
     return TinyWorld(bundles=root, live=live, models=("ar", "persistence"))
 
 
+@dataclass(frozen=True)
+class IncidentWorld:
+    """A simulated network with one labelled incident in the streamed part, an AR bundle,
+    and the interval detector calibrated on its validation residuals next to it."""
+
+    bundles: Path
+    panel: SensorPanel  # the whole simulation (events included)
+    live: SensorPanel  # the steps replayed into Kafka
+    incident: Any  # models.panel.LabeledEvent, inside `live`
+
+
+def make_incident_world(root: Path) -> IncidentWorld:
+    """8 sensors, 2 days; an incident on 7 of them at step 431-447 (seed 3). AR(6) is
+    trained on steps 0-329, validated and the detector calibrated on 330-399; steps
+    405-464 are streamed (the incident and its recovery)."""
+    from models.ar import AutoRegressive
+    from pipeline.alerting import calibrate_interval, save_neighbours
+    from pipeline.simulate import simulate_network
+
+    panel = simulate_network(
+        sensors=8, days=2, seed=3, incidents_per_day=6.0, faults_per_day=0.0, dropout=0.0
+    )
+    train, valid = panel.slice(0, 330), panel.slice(330, 400)
+    model = AutoRegressive(window=6, horizon=HORIZON)
+    model.fit(train, valid=valid)
+    model.save(root / model.name)
+    calibrate_interval(root, model, train, valid)
+    save_neighbours(root, panel)
+    (incident,) = [e for e in panel.events if e.kind == "incident"]
+    return IncidentWorld(root, panel, panel.slice(405, 465), incident)
+
+
 def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list[Any]:
     """Every record of every partition of ``topic``, from the start to the current end."""
     from kafka import TopicPartition
