@@ -200,7 +200,9 @@ def demo(
     models: str = typer.Option(
         None, "--models", help="Bundles to reuse (default OUT/bundles; trained when unusable)."
     ),
-    epochs: int = typer.Option(1, "--epochs", help="Epochs of the neural models it trains."),
+    epochs: int = typer.Option(
+        20, "--epochs", help="At most N epochs of the neural models it trains."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
 ) -> None:
     """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
@@ -566,14 +568,16 @@ def alerts(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     table = Table(title=f"latest {len(rows)} alert changes ({path})")
-    for column in ("time (UTC)", "status", "severity", "sensor", "detector", "score", "reason"):
+    columns = ("time (UTC)", "status", "severity", "sensor", "detector", "score", "incident")
+    for column in (*columns, "reason"):
         table.add_column(column, overflow="fold")
     for row in rows:
         reason = json.loads(row.payload).get("reason", "") if row.payload else ""
         when = pd.Timestamp(row.ts_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
         table.add_row(
-            when, row.status, row.severity, row.sensor, row.detector, f"{row.score:.4f}", reason
-        )
+            when, row.status, row.severity, row.sensor, row.detector, f"{row.score:.4f}",
+            row.group_key or "", reason,
+        )  # fmt: skip
     Console().print(table)
 
 

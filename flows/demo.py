@@ -3,15 +3,21 @@
 1. Load the data (``los-loop`` when the data directory has it, else ``simulated``).
 2. Reuse the bundles in the model directory when they cover the data's sensors;
    otherwise train quick ones there (persistence, AR(p), LSTM, and TGC-LSTM when it
-   is registered and the data has a road graph; one seed, ``epochs`` epochs).
-3. Start the embedded broker, create the topics, start ``roadcast serve`` as a real
-   process (JSON logs in ``OUT/service.log``, its store in ``OUT/store.sqlite``).
-4. Replay the test part of the data (never trained on; the ``window`` steps before it
+   is registered and the data has a road graph; one seed, at most ``epochs`` epochs,
+   one CPU thread).
+3. Calibrate the forecast-interval anomaly detector on the validation part of the data
+   (the residuals of the AR(p) bundle's forecasts, :func:`pipeline.alerting.calibrate_interval`)
+   and record the road graph's neighbours, next to the bundles, unless they are there.
+4. Start the embedded broker, create the topics, start ``roadcast serve`` as a real
+   process with its default alerting (JSON logs in ``OUT/service.log``, its store in
+   ``OUT/store.sqlite``).
+5. Replay the test part of the data (never trained on; the ``window`` steps before it
    are replayed first so the first forecasts have full inputs) at ``speedup`` times
    real time, showing live progress: ticks, forecasts, latency, rolling accuracy.
-5. When every reading is consumed, stop the service with SIGTERM (it drains and
-   exits 0), then write ``OUT/summary.json``, ``OUT/report.md`` and an
-   error-by-horizon plot.
+6. When every reading is consumed, stop the service with SIGTERM (it drains and
+   exits 0), then write ``OUT/summary.json``, ``OUT/report.md`` (with the alerts the
+   service published, matched against the data's labelled incidents when it has any)
+   and an error-by-horizon plot.
 
 ``lost`` in the summary is readings produced minus valid minus dead-lettered (as
 counted by the service, exactly once each even across restarts): it must be 0.
@@ -40,6 +46,10 @@ DEFAULT_MAX_TICKS = 144  # half a day of 5-minute ticks
 # a backlog's, even while the machine is busy with other work.
 DEFAULT_SPEEDUP = 600.0
 WARMUP_STEPS = 12  # replayed before the test part: the models' input window
+# On los-loop with one thread: LSTM and TGC-LSTM train in about 40 s together (20 epochs;
+# validation RMSE@12 of about 6.5 against AR(p)'s 6.9; one epoch gives 7.3-7.4, barely
+# better than persistence's 7.7), so the whole demo stays well under 5 minutes.
+DEFAULT_EPOCHS = 20
 Log = Callable[[str], None]
 
 
@@ -90,7 +100,7 @@ def ensure_bundles(
     """A bundle directory for ``panel``: ``reuse`` (default ``OUT/bundles``) when its
     bundles cover the panel's sensors, else quick ones trained into ``OUT/bundles``
     (one seed, ``epochs`` epochs). Returns the directory and the model names."""
-    from flows.train import TrainPlan, train_models
+    from flows.train import TrainPlan, limit_threads, train_models
     from pipeline.bundles import BundleDirError, load_bundles
 
     target = out / "bundles"
@@ -105,9 +115,48 @@ def ensure_bundles(
         log(f"models: none usable in {candidate} ({str(exc).split(';')[0]}); training")
     plan = TrainPlan(models=models, seeds=1, epochs=epochs, device=device, progress=progress)
     started = time.monotonic()
-    train_models(panel, plan, out, report=False, log=log)
+    # One thread: the demo's models are small, and on this project's shared 2 cores a
+    # second thread spin-waits for a busy core (a 1-epoch LSTM took 1.5 s idle, 36-147 s
+    # with 2 threads beside another job).
+    with limit_threads(1):
+        train_models(panel, plan, out, report=False, log=log)
     log(f"models: trained {list(models)} in {time.monotonic() - started:.0f} s -> {target}")
     return target, sorted(load_bundles(target))
+
+
+def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:
+    """The interval detector the service will use, calibrated on the validation part of
+    ``panel`` (the split ``roadcast train`` validates on) unless one for the same
+    forecaster and sensors is saved already; and the road graph's neighbours for
+    grouping. Returns the forecaster's name."""
+    from models.panel import chronological_split
+    from pipeline.alerting import (
+        calibrate_interval,
+        choose_forecaster,
+        detectors_dir,
+        save_neighbours,
+        saved_interval_forecaster,
+    )
+    from pipeline.bundles import load_bundles
+
+    models = load_bundles(model_dir)
+    name = choose_forecaster(list(models))
+    target = detectors_dir(model_dir)
+    saved = target / "interval" / "config.json"
+    if saved_interval_forecaster(model_dir) == name:
+        sensors = json.loads(saved.read_text()).get("sensor_ids")
+        if sensors == list(models[name].sensor_ids):
+            log(f"alerts: reusing the interval detector on {name} in {target}")
+            return name
+    split = chronological_split(panel)
+    started = time.monotonic()
+    path = calibrate_interval(model_dir, models[name], split.train, split.valid)
+    save_neighbours(model_dir, panel)
+    log(
+        f"alerts: interval detector calibrated on {name}'s validation residuals in "
+        f"{time.monotonic() - started:.1f} s -> {path}"
+    )
+    return name
 
 
 @dataclass
@@ -218,6 +267,7 @@ def _live_table(
         "late",
         "ticks_closed",
         "forecasts_published",
+        "alerts_published",
     ):
         table.add_row(name.replace("_", " "), f"{counters.get(name, 0):,}")
     if latency.get("count"):
@@ -240,7 +290,7 @@ def run_demo(
     speedup: float = DEFAULT_SPEEDUP,
     model_dir: Path | None = None,
     models: tuple[str, ...] | None = None,
-    epochs: int = 1,
+    epochs: int = DEFAULT_EPOCHS,
     settings: Settings | None = None,
     progress: bool = True,
     log: Log = print,
@@ -258,7 +308,8 @@ def run_demo(
     model_dir : bundles to reuse when they fit the data (default ``OUT/bundles``);
         otherwise quick ones are trained into ``OUT/bundles``.
     models : models to train when there are no bundles (default :func:`demo_models`).
-    epochs : training epochs of the neural models.
+    epochs : at most this many training epochs of the neural models (early stopping on
+        the validation part may stop them sooner).
     settings : topic names, consumer group, device (the bootstrap servers are the
         embedded broker's).
     progress : show live progress and training bars.
@@ -290,6 +341,7 @@ def run_demo(
         progress=progress,
         log=log,
     )
+    ensure_detector(panel, model_dir, log=log)
     train_s = time.monotonic() - train_started
     test_start = chronological_split(panel).test.timestamps[0]
     first = max(0, int(panel.timestamps.get_loc(test_start)) - WARMUP_STEPS)
@@ -334,6 +386,7 @@ def run_demo(
     if snapshot is None:
         raise DemoError(f"the service wrote no store at {store_path}; see {service_log}")
     summary = _summary(panel, live, names, snapshot, produced, speedup, train_s, stream_s, started)
+    summary["alerts"] = alert_summary(store_path, live)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(summary, out)
     return summary
@@ -456,6 +509,63 @@ def _summary(
     }
 
 
+def alert_summary(store_path: Path, live: SensorPanel, *, latest: int = 15) -> dict[str, Any]:
+    """The alerts the service stored: counts, the latest changes, and, when the replayed
+    data has labelled events, how the alert episodes match them (an episode matches an
+    event when its sensor is in it and it fired between its start and 30 minutes after
+    its end, as ``benchmarks/anomaly.py`` scores them)."""
+    import pandas as pd
+
+    from pipeline.schema import decode_alert
+    from pipeline.store import Store
+
+    with Store(store_path, readonly=True) as store:
+        rows = store.alerts(limit=1_000_000)
+    changes = []
+    first_seen: dict[str, pd.Timestamp] = {}
+    for row in rows:
+        message = decode_alert(row.payload)
+        first_seen[row.alert_id] = pd.Timestamp(message.first_seen)
+        changes.append(
+            {
+                "ts": message.ts.isoformat().replace("+00:00", "Z"),
+                "status": row.status,
+                "sensor": row.sensor,
+                "severity": row.severity,
+                "score": round(row.score, 5),
+                "incident": row.group_key,
+                "reason": message.reason,
+            }
+        )
+    fired = {r.alert_id: r for r in rows if r.status == "firing"}
+    out: dict[str, Any] = {
+        "firing": sum(r.status == "firing" for r in rows),
+        "resolved": sum(r.status == "resolved" for r in rows),
+        "episodes": len(fired),
+        "incidents": len({r.group_key for r in fired.values() if r.group_key}),
+        "latest": changes[:latest],
+    }
+    start, end = live.timestamps[0], live.timestamps[-1]
+    events = [e for e in live.events if start <= e.start <= end]
+    if events:
+        grace = pd.Timedelta(minutes=30)
+        firsts = [(r.sensor, first_seen[r.alert_id]) for r in fired.values()]
+
+        def hits(sensor: str, at: pd.Timestamp, event: Any) -> bool:
+            return sensor in event.sensors and event.start <= at <= event.end + grace
+
+        matched = sum(any(hits(s, t, e) for e in events) for s, t in firsts)
+        found = sum(any(hits(s, t, e) for s, t in firsts) for e in events)
+        out["labelled_events"] = {
+            "events": len(events),
+            "found": found,
+            "episodes_matching_an_event": matched,
+            "precision": round(matched / len(firsts), 3) if firsts else None,
+            "recall": round(found / len(events), 3),
+        }
+    return out
+
+
 def _round(value: float | None) -> float | None:
     import math
 
@@ -524,9 +634,8 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
     lines += _markdown_table(
         ["model"] + [f"{lead_minutes[s]:g} min MAE / RMSE" for s in shown], rows
     )
+    lines += ["", "![error by lead time](error_by_horizon.png)", "", *_alert_lines(summary)]
     lines += [
-        "",
-        "![error by lead time](error_by_horizon.png)",
         "",
         f"Training {summary['train_s']:.0f} s, streaming {summary['stream_s']:.0f} s, "
         f"total {summary['wall_s']:.0f} s.",
@@ -535,6 +644,40 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _alert_lines(summary: dict[str, Any]) -> list[str]:
+    alerts = summary.get("alerts")
+    if not alerts:
+        return []
+    lines = [
+        "## Anomaly alerts",
+        "",
+        f"{alerts['firing']} firing and {alerts['resolved']} resolved messages: "
+        f"{alerts['episodes']} alert episodes in {alerts['incidents']} incidents "
+        "(forecast-interval detector, default alert rules).",
+        "",
+    ]
+    matching = alerts.get("labelled_events")
+    if matching:
+        lines += [
+            f"Labelled events in the replayed part: {matching['events']}, found "
+            f"{matching['found']} (recall {matching['recall']}); episodes matching an event "
+            f"{matching['episodes_matching_an_event']} of {alerts['episodes']} "
+            f"(precision {matching['precision']}).",
+            "",
+        ]
+    if alerts["latest"]:
+        rows = [
+            [a["ts"], a["status"], a["sensor"], a["severity"], f"{a['score']:.4f}",
+             a["incident"] or "-"]
+            for a in alerts["latest"]
+        ]  # fmt: skip
+        lines += _markdown_table(
+            ["time (UTC)", "status", "sensor", "severity", "score", "incident"], rows, "---"
+        )
+        lines.append("")
+    return lines
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -558,4 +701,14 @@ def print_summary(summary: dict[str, Any]) -> None:
             if int(s) in (1, 3, 6, 12)
         ]
         table.add_row(f"{model} MAE/RMSE", "  ".join(cells))
+    alerts = summary.get("alerts")
+    if alerts:
+        text = (
+            f"{alerts['episodes']} episodes, {alerts['incidents']} incidents "
+            f"({alerts['firing']} firing / {alerts['resolved']} resolved)"
+        )
+        if "labelled_events" in alerts:
+            m = alerts["labelled_events"]
+            text += f"; events found {m['found']}/{m['events']}, precision {m['precision']}"
+        table.add_row("alerts", text)
     Console().print(table)

@@ -383,7 +383,8 @@ class ServiceAlerts:
         from pipeline.schema import SchemaError, decode_alert
 
         self._reset()
-        return
+        if source.last_closed is None:
+            return
         freq_ms = int(self.freq.value // 1_000_000)
         last_ms = int(pd.Timestamp(source.last_closed).value // 1_000_000)
         since_ms = last_ms - self.config.history_ticks * freq_ms

@@ -11,7 +11,7 @@ plain positional notation with trailing zeros dropped (``55.1``, ``0.00001``, ``
 ``1234567.0``): valid JSON numbers that any parser reads, the decimal nearest the
 value at that precision (float32, the models' output type, carries about 7.2 digits,
 so the published value is within half a unit in the 7th digit of the model's number).
-Magnitudes of 1e15 and above, or below 1e-15, do not fit the integer arithmetic; the
+Magnitudes of 1e14 and above, or below 1e-15, do not fit the integer arithmetic; the
 rows holding them are written with Python's ``repr`` instead (the same digits rule
 does not apply to them: they are written exactly).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 SIGNIFICANT = 7
-_MAX_DECIMALS = 15
+_MAX_DECIMALS = 21  # 7 significant digits down to 1e-15
 _LIMIT = 1e14  # |x| below this: rint(|x| * 10**decimals) is below 2**53, exact
 _POW10F = 10.0 ** np.arange(32)  # [32], exact powers of ten as floats up to 1e22
 _ZERO, _DOT, _MINUS, _COMMA, _OPEN, _CLOSE = (ord(c) for c in "0.-,[]")
@@ -50,7 +50,8 @@ def json_rows(values: np.ndarray) -> tuple[bytes, np.ndarray]:
     if not np.isfinite(x).all():
         raise ValueError("json_rows formats finite values only; leave out non-finite rows")
     mag = np.abs(x)
-    odd = ((mag >= _LIMIT) | ((mag < 10.0**-_MAX_DECIMALS) & (mag > 0))).any(axis=1)  # [row]
+    tiny = (mag < 10.0 ** (SIGNIFICANT - 1 - _MAX_DECIMALS)) & (mag > 0)
+    odd = ((mag >= _LIMIT) | tiny).any(axis=1)  # [row]
     if odd.any():
         return _mixed(x, odd)
     return _fast(x)

@@ -22,7 +22,7 @@ same batches with the same bytes, and :meth:`Outbox.flush` checks every future.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,6 +52,17 @@ def dead_letter_headers(
     ]
 
 
+def _picker(indices: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """A function picking ``indices`` out of a sequence, as a sequence (itemgetter is the
+    fast way, but returns a bare item for a single index)."""
+    from operator import itemgetter
+
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda items: (items[only],)
+    return itemgetter(*indices)
+
+
 class Outbox:
     """Sends through one producer and remembers whether every send succeeded.
 
@@ -69,6 +80,7 @@ class Outbox:
         self._partitions: dict[str, list[int]] = {}
         self._keyed: dict[str, tuple[int, dict[bytes, int]]] = {}  # (partition count, cache)
         self._tps: dict[tuple[str, int], Any] = {}  # TopicPartition objects, made once
+        self._layouts: dict[tuple[str, int, tuple[bytes, ...]], list[tuple[int, Any]]] = {}
         self.bulk = BulkAppender(producer) if bulk and supported(producer) else None
 
     def refresh(self) -> None:
@@ -129,21 +141,33 @@ class Outbox:
         from kafka.errors import KafkaError
         from kafka.structs import TopicPartition
 
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for message in messages:
-            partition = self._partition(topic, message[0])
-            group = by_partition.get(partition)
-            if group is None:
-                by_partition[partition] = group = []
-            group.append(message)
-        for partition, group in by_partition.items():
+        if not messages:
+            return
+        self._partition(topic, messages[0][0])  # metadata first: raises when it is missing
+        for partition, pick in self._layout(topic, messages):
             tp = self._tps.get((topic, partition))
             if tp is None:
                 tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
             try:
-                self._futures.extend(self.bulk.append(tp, group))
+                self._futures.extend(self.bulk.append(tp, pick(messages)))
             except KafkaError as exc:  # e.g. the producer was closed under us
                 raise PublishError(f"could not queue records for {topic}: {exc}") from exc
+
+    def _layout(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, Any]]:
+        """``(partition, picker of its messages)`` for a sequence of keys, cached: the
+        service sends the same sensors in the same order every tick."""
+        keys = tuple(m[0] for m in messages)
+        cache_key = (topic, len(self._partitions[topic]), keys)
+        layout = self._layouts.get(cache_key)
+        if layout is None:
+            indices: dict[int, list[int]] = {}
+            for i, key in enumerate(keys):
+                indices.setdefault(self._partition(topic, key), []).append(i)
+            layout = [(p, _picker(idx)) for p, idx in indices.items()]
+            if len(self._layouts) >= 256:  # bounded: key sets that keep changing
+                self._layouts.clear()
+            self._layouts[cache_key] = layout
+        return layout
 
     def flush(self, timeout_s: float) -> None:
         """Wait until the broker acknowledged everything queued so far.

@@ -7,7 +7,9 @@
       -> decode + validate each record   --bad--> dead-letter topic (+ error headers)
       -> assemble ticks (pipeline.assembler)
       -> every loaded model forecasts every closed tick (one predict_batch per model)
-      -> publish one Forecast per model and sensor, then alerts (if a hook is set)
+      -> publish one Forecast per model and sensor
+      -> anomaly detectors + alert lifecycle (pipeline.alerting, on by default in
+         ``roadcast serve``) --firing/resolved--> roadcast.alerts (header ``group``)
       -> producer.flush()                                  (everything acknowledged)
       -> store readings, forecasts, ticks, accuracy, counters, offsets: one transaction
       -> commit the batch's offsets to Kafka
@@ -49,13 +51,40 @@ Delivery guarantees
 
 State survives restarts in the store: the rolling window, the open ticks and the
 recent forecasts (for live accuracy) are rebuilt from it, so a restarted service
-forecasts from its first closed tick (no cold start).
+forecasts from its first closed tick (no cold start). An alert hook that implements
+:class:`RestorableAlertHook` rebuilds its own state from the store at the same moments
+(:mod:`pipeline.alerting` replays the recent ticks: alerts that were firing resolve
+under their original ids).
+
+Where a tick's time goes
+------------------------
+The service times its stages (``stage_s``; the ``stats`` log line and
+``benchmarks/stream.py`` show milliseconds per tick). What keeps a tick of 207 sensors
+and 6 models at about 30 ms on this project's 2-core machine (it was 70-80 ms):
+
+* forecasts are formatted as text in one vectorised pass per model and tick
+  (:mod:`pipeline.decimal_text`, 7 significant digits) instead of per number;
+* the 1242 records of a tick are queued per partition in one bulk write into
+  kafka-python's open batches (:mod:`pipeline.record_batches`, about 1 us a record
+  against 12-25 us for ``send()``), with a ``send()`` fallback;
+* after warm-up the long-lived heap is frozen out of the garbage collector and young
+  collections are rarer (``ServiceConfig.tune_gc``): full collections were the
+  latency tail; collector pauses are timed as stages ``gc.gen*``;
+* neural models forecast with one torch thread (``ServiceConfig.torch_threads``): a
+  second thread waits on a busy core.
+
+The store's ``synchronous=FULL`` (``durable=True``, the default) costs an fsync per
+batch; ``--fast-store`` (``NORMAL``) keeps every committed batch through a process
+crash but not through a power cut, after which the committed Kafka offsets could
+point past readings the store lost.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -124,6 +153,8 @@ _ONE_HOUR = pd.Timedelta("1h")
 # 237-242 ms with the 5 ms default. ``max_block_ms``: how long a send may wait for
 # metadata (a topic a fresh broker lacks) before the batch is abandoned and replayed.
 _PRODUCER = {"linger_ms": 1000, "batch_size": 1 << 20, "max_block_ms": 10_000}
+# Allocations between young-generation collections once the heap is frozen (default 700).
+GC_THRESHOLD = 20_000
 # The Kafka header of an alert record that names its incident (pipeline.alerting).
 GROUP_HEADER = "group"
 # Counters shown in the periodic "stats" log line.
@@ -153,6 +184,15 @@ class ServiceConfig:
     topic_check_every_s : while idle, how often missing topics are re-created.
     partition_idle_s : a partition that delivered nothing for this long no longer holds
         the watermark back (see :mod:`pipeline.partitions`).
+    torch_threads : intra-op threads of the neural models' forecasts (None: leave
+        torch's setting). One is enough for one tick's batch; more make every operation
+        wait for the slowest thread, which on a busy machine is a descheduled one.
+    bulk_publish : queue a tick's forecasts through :mod:`pipeline.record_batches` (where
+        kafka-python supports it) rather than one ``send()`` per record.
+    tune_gc : after warm-up, freeze the objects that live for the whole run (models,
+        modules) out of the garbage collector and collect the young generation less
+        often: a tick allocates thousands of short-lived, acyclic objects, and full
+        collections over the long-lived heap were latency spikes.
     """
 
     tick: pd.Timedelta = _FIVE_MIN
@@ -166,12 +206,17 @@ class ServiceConfig:
     stats_every_s: float = 10.0
     topic_check_every_s: float = 5.0
     partition_idle_s: float = 5.0
+    torch_threads: int | None = 1
+    bulk_publish: bool = True
+    tune_gc: bool = True
 
     def __post_init__(self) -> None:
         if self.poll_records < 1:
             raise ValueError(f"poll_records must be >= 1, got {self.poll_records}")
         if self.flush_timeout_s <= 0:
             raise ValueError(f"flush_timeout_s must be > 0, got {self.flush_timeout_s}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
         object.__setattr__(self, "tick", pd.Timedelta(self.tick))
         object.__setattr__(self, "allowed_lateness", pd.Timedelta(self.allowed_lateness))
 
@@ -400,10 +445,10 @@ class ForecastService:
         stamp = None
         if last_closed is not None:
             stamp = pd.Timestamp(int(self.asm_config.tick_ns(last_closed)), tz="UTC")
-        with self._timed("alerts_restore"):
-            self.alert_hook.restore(
-                AlertRestore(self.store, self.sensor_ids, self.store_ids, stamp)
-            )
+        started = time.perf_counter()
+        self.alert_hook.restore(AlertRestore(self.store, self.sensor_ids, self.store_ids, stamp))
+        seconds = round(time.perf_counter() - started, 3)
+        log.info("alerts_state_restored", extra={"fields": {"seconds": seconds}})
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -770,8 +815,12 @@ class ForecastService:
         previous = _install_signal_handlers(stop) if handle_signals else {}
         consumer = None
         outbox = None
+        gc_hook = None
         try:
             self.warm_up()
+            if self.config.tune_gc:
+                _tune_gc()
+            gc_hook = self._track_gc()  # after the start-up collection: pauses while serving
             ensure_topics(self.settings)
             consumer = make_consumer(
                 self.settings,
@@ -809,6 +858,8 @@ class ForecastService:
                     last_stats = now
                     self._log_stats()
         finally:
+            if gc_hook is not None:
+                gc.callbacks.remove(gc_hook)
             if consumer is not None:
                 self.commit(consumer)
                 consumer.close()
@@ -820,9 +871,29 @@ class ForecastService:
             self.store.close()
         return dict(self.counters)
 
+    def _track_gc(self) -> Callable[[str, dict[str, int]], None]:
+        """Count the garbage collector's pauses as stages ``gc.gen0``.. (where ticks wait)."""
+        started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                stage = f"gc.gen{info.get('generation', 0)}"
+                self.stage_s[stage] = self.stage_s.get(stage, 0.0) + (
+                    time.perf_counter() - started[0]
+                )
+
+        gc.callbacks.append(on_gc)
+        return on_gc
+
     def warm_up(self) -> None:
         """One forecast per model on an empty window before the first tick, so the first
         tick does not pay one-time costs (lazy imports, first torch calls, caches)."""
+        if self.config.torch_threads is not None and "torch" in sys.modules:
+            import torch
+
+            torch.set_num_threads(self.config.torch_threads)
         started = time.perf_counter()
         empty = np.full((self.window, len(self.sensor_ids)), np.nan, np.float32)  # [time, node]
         stamps = pd.date_range("2000-01-01", periods=self.window, freq=self.config.tick, tz="UTC")
@@ -866,7 +937,7 @@ class ForecastService:
     def _new_outbox(self) -> Outbox:
         from pipeline.clients import make_producer
 
-        return Outbox(make_producer(self.settings, **_PRODUCER))
+        return Outbox(make_producer(self.settings, **_PRODUCER), bulk=self.config.bulk_publish)
 
     def recover(self, consumer: KafkaConsumer, outbox: Outbox, stop: threading.Event) -> Outbox:
         """Forget a batch the broker did not take: state from the store, the consumer back
@@ -962,6 +1033,15 @@ class ForecastService:
         self._logged_stage_s = dict(self.stage_s)
         self._logged_ticks = self.counters.get("ticks_closed", 0)
         log.info("stats", extra={"fields": fields})
+
+
+def _tune_gc() -> None:
+    """Collect once, freeze the survivors (the long-lived heap) and raise the young
+    generation's threshold (see ``ServiceConfig.tune_gc``)."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, second, third)
 
 
 def _highwater(consumer: KafkaConsumer) -> Callable[[TopicPartition], int | None]:

@@ -99,12 +99,19 @@ def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list
         end = consumer.end_offsets(tps)
         out: list[Any] = []
         deadline = time.monotonic() + 20
+        quiet_since = None
+        # Until every partition reached the end offset it reported, and then nothing more
+        # came for `settle_s`: the embedded broker's end offsets can lag its log.
         while time.monotonic() < deadline:
-            if all(consumer.position(tp) >= end[tp] for tp in tps):
-                break
-            for records in consumer.poll(timeout_ms=200).values():
+            got = consumer.poll(timeout_ms=100)
+            for records in got.values():
                 out.extend(records)
-        time.sleep(settle_s)
+            if got or not all(consumer.position(tp) >= end[tp] for tp in tps):
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle_s:
+                break
         return out
     finally:
         consumer.close()

@@ -44,12 +44,19 @@ def test_demo_trains_streams_and_summarises_then_reuses_its_bundles(tmp_path: Pa
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     report = (tmp_path / "report.md").read_text()
     assert "| ar |" in report and (tmp_path / "error_by_horizon.png").is_file()
+    # Alerting ran with the interval detector calibrated on the validation part.
+    assert (tmp_path / "bundles" / "detectors" / "interval" / "config.json").is_file()
+    alerts = summary["alerts"]
+    assert alerts["firing"] + alerts["resolved"] == summary["alerts_published"]
+    assert "## Anomaly alerts" in report
+    assert any("interval detector calibrated on ar" in line for line in lines)
     assert '"event": "stopped"' in (tmp_path / "service.log").read_text()  # SIGTERM drained
     assert any("training" in line for line in lines)
 
     again: list[str] = []
     second = run_demo(DATA, out=tmp_path, max_ticks=5, speedup=0, progress=False, log=again.append)
     assert any("reusing ['ar', 'persistence']" in line for line in again)
+    assert any("reusing the interval detector on ar" in line for line in again)
     assert second["lost"] == 0 and second["ticks"] >= 5 + 12 - 1  # a fresh store, not "late"
 
 

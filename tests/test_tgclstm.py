@@ -259,6 +259,11 @@ def test_graph_without_distances_falls_back_to_hop_counts_and_says_so(tmp_path):
     assert "hop-count" in json.loads((tmp_path / "b" / "config.json").read_text())["graph"]["ffr"]
 
 
+def test_explicit_dense_gates_are_refused_above_dense_max_nodes():
+    with pytest.raises(ValueError, match="dense_max_nodes"):
+        TGCLSTM(train=TRAIN, gates="dense", dense_max_nodes=3, **SMALL).fit(ring_panel())
+
+
 def test_forecaster_refuses_a_panel_without_graph():
     panel = ring_panel()
     bare = SensorPanel(panel.values, panel.mask, panel.timestamps, panel.sensor_ids)
@@ -368,3 +373,71 @@ def test_trains_on_los_loop_and_validation_loss_falls(shared_data):
     last = np.repeat(split.valid.values[origins][:, None], model.horizon, axis=1)
     persistence = score_batch(actual, last)
     assert ours["pooled"]["12"]["rmse"] < persistence["pooled"]["12"]["rmse"]
+
+
+def test_input_dropout_keeps_one_mask_per_sequence():
+    hops, _ = random_hops(6, 2, density=0.3, seed=10)
+    net = TGCLSTMNet(hops, 6, n_features=2, horizon=2, hidden=3, embed=0, dropout=0.5)
+    inputs = torch.ones(4, 7, 6, 5)  # [batch, time, node, gate input]
+    net.train()
+    dropped = net.time_locked_dropout(inputs)
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}  # inverted dropout scaling
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same mask every step
+    net.eval()
+    assert torch.equal(net.time_locked_dropout(inputs), inputs)
+
+
+@pytest.mark.parametrize("gates", ["shared", "dense"])
+def test_network_runs_under_autocast_with_float32_sparse_products(gates):
+    hops, _ = random_hops(9, 3, density=0.2, seed=11)
+    net = TGCLSTMNet(hops, 9, n_features=2, horizon=3, hidden=4, embed=2, gates=gates)
+    with torch.no_grad():
+        net.head.weight.normal_()  # a non-trivial forecast, not just the skip
+    x = torch.randn(3, 12, 9, 2)
+    reference = net(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = net(x)
+        gc = net.conv(x[..., :1])
+    assert gc.dtype == torch.float32  # the sparse product left autocast alone
+    assert torch.isfinite(mixed).all()
+    torch.testing.assert_close(mixed.float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_backward_never_allocates_a_dense_node_by_node_matrix():
+    """torch's own backward through a CSR constructor densifies the gradient ([rows, cols]);
+    the layer's must stay O(edges): no single allocation near N x N floats."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 3000
+    rng = np.random.default_rng(12)
+    key = np.unique(rng.integers(0, n, 8 * n) * n + rng.integers(0, n, 8 * n))
+    pairs = np.stack([key % n, key // n])
+    conv = SparseHopConv([pairs, pairs, pairs], n)
+    scale = NeighbourScale(pairs, n)
+    x = torch.randn(4, n, 1, requires_grad=True)  # [batch, node, feature]
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        (conv(x).sum() + scale().sum()).backward()
+    largest = max(event.cpu_memory_usage for event in prof.events())
+    assert conv.weight.grad is not None and scale.weight.grad is not None
+    assert largest < n * n, f"an op allocated {largest / 2**20:.0f} MiB"
+
+
+def test_ensemble_averages_independent_members_and_round_trips(tmp_path):
+    panel = ring_panel()
+    train, valid = panel.slice(0, 180), panel.slice(180, 240)
+    model = TGCLSTM(train=replace(TRAIN, seed=1), ensemble=2, **SMALL).fit(train, valid=valid)
+    members = model.net.members
+    assert len(members) == 2 and len(model.histories) == 2
+    assert [model.member_seed(m) for m in (0, 1)] == [2, 3]
+    assert not torch.equal(members[0].conv.weight, members[1].conv.weight)
+    x = torch.randn(3, 6, 6, model.config.inputs.n_features)
+    with torch.no_grad():
+        torch.testing.assert_close(model.net(x), (members[0](x) + members[1](x)) / 2)
+    model.save(tmp_path / "b")
+    loaded = TGCLSTM.load(tmp_path / "b")
+    origins = np.arange(10, 50)
+    np.testing.assert_array_equal(
+        model.predict_batch(valid, origins).mean, loaded.predict_batch(valid, origins).mean
+    )
+    expected = (members[0].conv.weight + members[1].conv.weight).detach().numpy() / 2
+    np.testing.assert_allclose(loaded.influence()["weight"], expected, rtol=1e-6)
