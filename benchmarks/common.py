@@ -38,8 +38,9 @@ def machine() -> dict[str, Any]:
 
 
 def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = None) -> Path:
-    """Write ``payload`` (plus machine facts) to ``benchmarks/results/<name>.json``."""
-    out_dir = results_dir or RESULTS_DIR
+    """Write ``payload`` (plus machine facts) to ``benchmarks/results/<name>.json``, or
+    under ``$ROADCAST_BENCH_RESULTS`` when set (smoke runs must not replace measured results)."""
+    out_dir = results_dir or Path(os.environ.get("ROADCAST_BENCH_RESULTS") or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     document = {"benchmark": name, "machine": machine(), **payload}

@@ -406,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     lat_p = percentiles(latencies, (50, 90, 99))
     result: dict[str, Any] = {
+        "quick": args.quick,
         "data": panel.name,
         "sensors": panel.n_nodes,
         "models": sorted(models),

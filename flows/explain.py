@@ -150,7 +150,7 @@ def _draw_layer(
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
-    ax.add_collection(LineCollection(road, colors="0.85", linewidths=0.6, zorder=1))
+    ax.add_collection(LineCollection(list(road), colors="0.85", linewidths=0.6, zorder=1))
     norm = plt.Normalize(vmin=0.0, vmax=vmax)
     cmap = plt.get_cmap("viridis")
     strength = shown["influence"].to_numpy()
@@ -159,7 +159,12 @@ def _draw_layer(
     dst = pos[shown.target_i.to_numpy()[order]]
     widths = 0.5 + 3.5 * strength[order] / vmax
     lines = LineCollection(
-        np.stack([src, dst], axis=1), cmap=cmap, norm=norm, linewidths=widths, alpha=0.85, zorder=2
+        list(np.stack([src, dst], axis=1)),
+        cmap=cmap,
+        norm=norm,
+        linewidths=widths,
+        alpha=0.85,
+        zorder=2,
     )
     lines.set_array(strength[order])
     if arrows:  # one target: arrows show the direction source -> target

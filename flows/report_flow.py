@@ -45,6 +45,7 @@ from flows.report import (
     sensor_scores,
     write_report,
 )
+from models.bundle import finite_or_none
 from models.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
@@ -153,7 +154,7 @@ def live_document(scored: Scored, *, dataset: str) -> dict[str, Any]:
             "horizon": horizon,
         }
     horizons = {m["horizon"] for m in models.values()}
-    return _json_ready(
+    return finite_or_none(
         {
             "dataset": dataset or "live",
             "period": {
@@ -170,16 +171,6 @@ def live_document(scored: Scored, *, dataset: str) -> dict[str, Any]:
 
 def _finite(value: Any) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
-
-
-def _json_ready(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def sensor_errors(scored: Scored) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.base import Forecaster
+from models.bundle import finite_or_none
 from models.evaluation import Backtest, backtest, validation_backtest
 from models.factory import build_model, is_stochastic
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
@@ -281,17 +282,6 @@ def summarise(result: ModelResult) -> dict[str, Any]:
     }
 
 
-def _json_ready(obj: Any) -> Any:
-    """NaN -> None so that metrics.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 def metrics_document(
     results: dict[str, ModelResult],
     panel: SensorPanel,
@@ -301,7 +291,7 @@ def metrics_document(
 ) -> dict[str, Any]:
     """The ``metrics.json`` document: every model's test metrics (means over seeds, std
     under ``std``), validation scores, timings; strict JSON (NaN -> null)."""
-    return _json_ready(
+    return finite_or_none(
         {
             "dataset": dataset or panel.name,
             "window": plan.window,
@@ -483,7 +473,7 @@ def evaluate_bundle(
         inputs_inside=window,
         horizons=report_horizons(model.horizon, horizons),
     )
-    return _json_ready(
+    return finite_or_none(
         {
             "bundle": str(bundle_dir),
             "model": model.name,

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from models.bundle import Bundle, read_bundle, save_bundle
 from models.panel import SensorPanel
 
 # Reasons are only worded where a sensor is at least this anomalous: wording every
@@ -302,3 +303,57 @@ def describe_config(config: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+# ------------------------------------------------------------------------- bundles
+
+
+def save_detector_bundle(
+    directory: str | Path,
+    detector: StreamingDetector,
+    *,
+    window: int,
+    settings: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    horizon: int = 0,
+    **extra: Any,
+) -> None:
+    """Save ``detector`` as a bundle whose ``config.json`` names it ``detector:<name>``.
+
+    Parameters
+    ----------
+    detector : a fitted detector (its ``name`` and ``sensor_ids`` are recorded).
+    window, horizon : the keys every bundle records (``horizon`` 0: forecasts nothing).
+    settings : its settings, saved under ``"detector"`` (e.g. :func:`describe_config`).
+    tensors : arrays saved to ``weights.safetensors``.
+    extra : further ``config.json`` keys the detector's ``load`` reads back.
+    """
+    config: dict[str, Any] = {
+        "model": f"detector:{detector.name}",
+        "sensor_ids": list(detector.sensor_ids),
+        "window": window,
+        "horizon": horizon,
+        "detector": settings,
+        **extra,
+    }
+    save_bundle(directory, config=config, tensors=tensors)
+
+
+def read_detector_bundle(directory: str | Path, name: str) -> Bundle:
+    """The verified bundle in ``directory``, refused unless it holds detector ``name``.
+
+    Raises
+    ------
+    DetectorError
+        The bundle holds another detector or a forecaster.
+    models.bundle.BundleError
+        No bundle there, or a corrupted one.
+    """
+    bundle = read_bundle(directory)
+    model = bundle.config.get("model")
+    if model != f"detector:{name}":
+        raise DetectorError(
+            f"{directory} holds {model!r}, not 'detector:{name}'; load it with "
+            "models.anomaly_registry.load_detector(directory)"
+        )
+    return bundle

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -39,40 +39,36 @@ from models.anomaly import (
     DetectorError,
     check_tick,
     describe_config,
+    read_detector_bundle,
+    save_detector_bundle,
 )
 from models.anomaly_calibration import ConformalPool
-from models.bundle import read_bundle, save_bundle
+from models.anomaly_training import (
+    NetworkDetectorConfig,
+    load_network_tensors,
+    network_tensors,
+    split_valid,
+    train_network,
+)
 from models.panel import SensorPanel
 from models.recurrent import GatedCell, run_cell
-from models.training import load_module_tensors, module_tensors, resolve_device, seeded
+from models.training import resolve_device, seeded
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
+class AutoencoderConfig(NetworkDetectorConfig):
     """Settings of :class:`AutoencoderDetector` (defaults: the lecture's architecture).
 
     window : steps per window. encoder / bottleneck : LSTM sizes (64, 32).
-    dropout : after the first encoder and the decoder LSTM. epochs, batch_size, lr,
-    patience : training (Adam, early stopping on the validation loss). max_windows :
-    training windows sampled at most (large networks). online : keep calibrating on the
-    stream. feature : the feature reported as observed/expected for 3-D panels.
+    dropout : after the first encoder and the decoder LSTM. Training, calibration and
+    device settings: :class:`models.anomaly_training.NetworkDetectorConfig` (early
+    stopping on the mean reconstruction error of the validation windows).
     """
 
     window: int = 12
     encoder: int = 64
     bottleneck: int = 32
     dropout: float = 0.2
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    patience: int = 5
-    max_windows: int = 20000
-    seed: int = 0
-    online: bool = False
-    capacity: int = 4096
-    min_count: int = 20
-    feature: int = 0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -182,9 +178,7 @@ class AutoencoderDetector:
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Train on ``panel``'s windows, calibrate on ``valid``'s (default: last 20 %)."""
         c = self.config
-        if valid is None:
-            cut = int(panel.n_time * 0.8)
-            panel, valid = panel.slice(0, cut), panel.slice(cut, panel.n_time)
+        panel, valid = split_valid(panel, valid)
         if panel.n_time < c.window + 1 or valid.n_time < c.window:
             raise DetectorError(
                 f"autoencoder needs more than {c.window} training and {c.window} validation "
@@ -226,49 +220,32 @@ class AutoencoderDetector:
         device: torch.device,
         rng: np.random.Generator,
     ) -> None:
-        assert self.module is not None
-        c = self.config
+        module = self.module
+        assert module is not None
         x_all = torch.as_tensor(_fill(win, msk), dtype=torch.float32, device=device)
         m_all = torch.as_tensor(msk, dtype=torch.float32, device=device)
         target = torch.where(
             m_all > 0, torch.as_tensor(win, dtype=torch.float32, device=device).nan_to_num(), 0.0
         )
-        optim = torch.optim.Adam(self.module.parameters(), lr=c.lr)
-        best, best_state, stale = float("inf"), None, 0
-        self.train_loss = []
-        with seeded(c.seed):
-            for _ in range(c.epochs):
-                self.module.train()
-                order = torch.as_tensor(rng.permutation(len(win)), device=device)
-                total = torch.zeros((), device=device)
-                for start in range(0, len(win), c.batch_size):
-                    b = order[start : start + c.batch_size]
-                    recon = self.module(x_all[b])  # [batch, window, feature]
-                    loss = (((recon - target[b]) ** 2) * m_all[b]).sum() / m_all[b].sum().clamp(
-                        min=1.0
-                    )
-                    optim.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
-                    optim.step()
-                    total += loss.detach() * len(b)
-                self.train_loss.append(float(total) / max(len(win), 1))
-                if len(valid_w) == 0:
-                    continue
-                stat, _ = self._errors(valid_w, valid_m)
-                score = float(np.nanmean(stat)) if np.isfinite(stat).any() else float("inf")
-                if score < best - 1e-6:
-                    best, stale = score, 0
-                    best_state = {
-                        k: v.detach().clone() for k, v in self.module.state_dict().items()
-                    }
-                else:
-                    stale += 1
-                    if stale >= c.patience:
-                        break
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        self.module.eval()
+
+        def batch_loss(b: Tensor) -> Tensor:
+            recon = module(x_all[b])  # [batch, window, feature]
+            return (((recon - target[b]) ** 2) * m_all[b]).sum() / m_all[b].sum().clamp(min=1.0)
+
+        def valid_score() -> float:
+            stat, _ = self._errors(valid_w, valid_m)
+            return float(np.nanmean(stat)) if np.isfinite(stat).any() else float("inf")
+
+        self.train_loss = train_network(
+            module,
+            len(win),
+            batch_loss,
+            valid_score if len(valid_w) else None,
+            self.config,
+            rng,
+            device,
+            min_gain=1e-6,
+        )
 
     def calibrate(self, valid: SensorPanel) -> None:
         """Add the reconstruction errors of ``valid``'s windows to the calibration pools."""
@@ -370,28 +347,23 @@ class AutoencoderDetector:
         """Weights, scaler and calibration pools (safetensors) plus config (JSON)."""
         if self.module is None or self.errors is None:
             raise DetectorError("fit the autoencoder detector before saving it")
-        tensors = {f"module.{k}": v for k, v in module_tensors(self.module).items()}
+        tensors = network_tensors(self.module)
         tensors.update(self.errors.state("errors"))
         tensors["scaler.mean"] = self.mean.astype(np.float64)
         tensors["scaler.std"] = self.std.astype(np.float64)
-        config: dict[str, Any] = {
-            "model": f"detector:{self.name}",
-            "sensor_ids": list(self.sensor_ids),
-            "window": self.config.window,
-            "horizon": 0,
-            "detector": describe_config(self.config),
-            "n_features": self.n_features,
-        }
-        save_bundle(directory, config=config, tensors=tensors)
+        save_detector_bundle(
+            directory,
+            self,
+            window=self.config.window,
+            settings=describe_config(self.config),
+            tensors=tensors,
+            n_features=self.n_features,
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         """A saved detector, on the CPU whatever device it was trained on."""
-        bundle = read_bundle(directory)
-        if bundle.config.get("model") != f"detector:{cls.name}":
-            raise DetectorError(
-                f"{directory} holds {bundle.config.get('model')!r}, not an autoencoder detector"
-            )
+        bundle = read_detector_bundle(directory, cls.name)
         config = AutoencoderConfig(**{**bundle.config["detector"], "device": "cpu"})
         detector = cls(config)
         detector.sensor_ids = tuple(bundle.config["sensor_ids"])
@@ -401,11 +373,7 @@ class AutoencoderDetector:
         module = LSTMAutoencoder(
             detector.n_features, config.window, config.encoder, config.bottleneck, config.dropout
         )
-        load_module_tensors(
-            module,
-            {k[len("module.") :]: v for k, v in bundle.tensors.items() if k.startswith("module.")},
-        )
-        module.eval()
+        load_network_tensors(module, bundle.tensors)
         detector.module = module
         detector.errors = ConformalPool.from_state(bundle.tensors, "errors")
         return detector

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -47,23 +47,32 @@ from models.anomaly import (
     DetectorError,
     check_tick,
     describe_config,
+    read_detector_bundle,
+    save_detector_bundle,
 )
 from models.anomaly_calibration import ConformalPool
-from models.bundle import read_bundle, save_bundle
+from models.anomaly_training import (
+    NetworkDetectorConfig,
+    load_network_tensors,
+    network_tensors,
+    split_valid,
+    train_network,
+)
 from models.panel import SensorPanel
-from models.training import load_module_tensors, module_tensors, resolve_device, seeded
+from models.training import resolve_device, seeded
 
 
 @dataclass(frozen=True)
-class CorrelationConfig:
+class CorrelationConfig(NetworkDetectorConfig):
     """Settings of :class:`CorrelationDetector`.
 
     corr_window : readings per correlation matrix. sequence : past matrices the ConvLSTM
     reads, ``stride`` ticks apart (default ``corr_window``: disjoint past windows, so the
     prediction of the current window's matrix shares no reading with its input and says
     what the correlations *should* be, not what they were a minute ago). hidden, kernel :
-    ConvLSTM channels and kernel size. epochs, batch_size, lr, patience, max_windows :
-    training. online : keep calibrating on the stream.
+    ConvLSTM channels and kernel size. Training, calibration and device settings:
+    :class:`models.anomaly_training.NetworkDetectorConfig` (early stopping on the mean
+    statistic of the validation samples).
     """
 
     corr_window: int = 30
@@ -71,17 +80,6 @@ class CorrelationConfig:
     stride: int | None = None
     hidden: int = 16
     kernel: int = 3
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    patience: int = 5
-    max_windows: int = 20000
-    seed: int = 0
-    online: bool = False
-    capacity: int = 4096
-    min_count: int = 20
-    feature: int = 0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.corr_window < 3:
@@ -250,9 +248,7 @@ class CorrelationDetector:
         """Train the ConvLSTM on ``panel``, calibrate on ``valid`` (default: last 20 %)."""
         self._check_panel(panel)
         c = self.config
-        if valid is None:
-            cut = int(panel.n_time * 0.8)
-            panel, valid = panel.slice(0, cut), panel.slice(cut, panel.n_time)
+        panel, valid = split_valid(panel, valid)
         self.sensor_ids = tuple(panel.sensor_ids)
         self.n_channels = panel.values.shape[2]
         self.channels = tuple(panel.features) or tuple(f"ch{i}" for i in range(self.n_channels))
@@ -290,40 +286,20 @@ class CorrelationDetector:
         device: torch.device,
         rng: np.random.Generator,
     ) -> None:
-        assert self.module is not None
-        c = self.config
+        module = self.module
+        assert module is not None
         x = torch.as_tensor(seq, dtype=torch.float32, device=device)
         y = torch.as_tensor(tgt, dtype=torch.float32, device=device)
-        optim = torch.optim.Adam(self.module.parameters(), lr=c.lr)
-        best, best_state, stale = float("inf"), None, 0
-        self.train_loss = []
-        with seeded(c.seed):
-            for _ in range(c.epochs):
-                self.module.train()
-                order = torch.as_tensor(rng.permutation(len(x)), device=device)
-                total = torch.zeros((), device=device)
-                for s in range(0, len(x), c.batch_size):
-                    b = order[s : s + c.batch_size]
-                    loss = ((self.module(x[b]) - y[b]) ** 2).mean()
-                    optim.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
-                    optim.step()
-                    total += loss.detach() * len(b)
-                self.train_loss.append(float(total) / len(x))
-                v_loss = float(np.mean(self._statistic(self._predict(v_seq), v_tgt)))
-                if v_loss < best - 1e-7:
-                    best, stale = v_loss, 0
-                    best_state = {
-                        k: v.detach().clone() for k, v in self.module.state_dict().items()
-                    }
-                else:
-                    stale += 1
-                    if stale >= c.patience:
-                        break
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
-        self.module.eval()
+
+        def batch_loss(b: Tensor) -> Tensor:
+            return ((module(x[b]) - y[b]) ** 2).mean()
+
+        def valid_score() -> float:
+            return float(np.mean(self._statistic(self._predict(v_seq), v_tgt)))
+
+        self.train_loss = train_network(
+            module, len(x), batch_loss, valid_score, self.config, rng, device, min_gain=1e-7
+        )
 
     # --- streaming --------------------------------------------------------------------
 
@@ -439,38 +415,29 @@ class CorrelationDetector:
         """ConvLSTM weights and calibration pool (safetensors) plus config (JSON)."""
         if self.module is None or self.errors is None:
             raise DetectorError("fit the correlation detector before saving it")
-        tensors = {f"module.{k}": v for k, v in module_tensors(self.module).items()}
+        tensors = network_tensors(self.module)
         tensors.update(self.errors.state("errors"))
         tensors["entry_scale"] = self.entry_scale.astype(np.float64)
-        config: dict[str, Any] = {
-            "model": f"detector:{self.name}",
-            "sensor_ids": list(self.sensor_ids),
-            "window": self.config.history + 1,
-            "horizon": 0,
-            "detector": describe_config(self.config),
-            "channels": list(self.channels),
-        }
-        save_bundle(directory, config=config, tensors=tensors)
+        save_detector_bundle(
+            directory,
+            self,
+            window=self.config.history + 1,
+            settings=describe_config(self.config),
+            tensors=tensors,
+            channels=list(self.channels),
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         """A saved detector, on the CPU."""
-        bundle = read_bundle(directory)
-        if bundle.config.get("model") != f"detector:{cls.name}":
-            raise DetectorError(
-                f"{directory} holds {bundle.config.get('model')!r}, not a correlation detector"
-            )
+        bundle = read_detector_bundle(directory, cls.name)
         config = CorrelationConfig(**{**bundle.config["detector"], "device": "cpu"})
         detector = cls(config)
         detector.sensor_ids = tuple(bundle.config["sensor_ids"])
         detector.channels = tuple(bundle.config["channels"])
         detector.n_channels = len(detector.channels)
         module = CorrelationPredictor(detector.n_channels, config.hidden, config.kernel)
-        load_module_tensors(
-            module,
-            {k[len("module.") :]: v for k, v in bundle.tensors.items() if k.startswith("module.")},
-        )
-        module.eval()
+        load_network_tensors(module, bundle.tensors)
         detector.module = module
         detector.errors = ConformalPool.from_state(bundle.tensors, "errors")
         detector.entry_scale = bundle.tensor("entry_scale")

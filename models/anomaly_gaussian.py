@@ -20,14 +20,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
 
-from models.anomaly import REASON_MIN_SCORE, Detection, DetectorError, check_tick
+from models.anomaly import (
+    REASON_MIN_SCORE,
+    Detection,
+    DetectorError,
+    check_tick,
+    read_detector_bundle,
+    save_detector_bundle,
+)
 from models.anomaly_likelihood import tail_probability
-from models.bundle import read_bundle, save_bundle
 from models.panel import SensorPanel
 
 # lower/upper are shown as mean -+ this many standard deviations (a 99 % normal interval)
@@ -223,23 +229,18 @@ class WindowedGaussianDetector:
             "buffers": buffers,
             "buffer_len": np.array([len(b) for b in state.buffers], dtype=np.int64),
         }
-        config: dict[str, Any] = {
-            "model": f"detector:{self.name}",
-            "sensor_ids": list(self.sensor_ids),
-            "window": c.window,
-            "horizon": 0,
-            "detector": {"window": c.window, "step": c.step, "min_std": c.min_std},
-        }
-        save_bundle(directory, config=config, tensors=tensors)
+        save_detector_bundle(
+            directory,
+            self,
+            window=c.window,
+            settings={"window": c.window, "step": c.step, "min_std": c.min_std},
+            tensors=tensors,
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         """A saved detector, reset to its fitted windows."""
-        bundle = read_bundle(directory)
-        if bundle.config.get("model") != f"detector:{cls.name}":
-            raise DetectorError(
-                f"{directory} holds {bundle.config.get('model')!r}, not a Gaussian detector"
-            )
+        bundle = read_detector_bundle(directory, cls.name)
         detector = cls(GaussianConfig(**bundle.config["detector"]))
         detector._begin(tuple(bundle.config["sensor_ids"]))
         windows, buffers = bundle.tensor("windows"), bundle.tensor("buffers")

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -48,10 +48,11 @@ from models.anomaly import (
     DetectorError,
     check_tick,
     describe_config,
+    read_detector_bundle,
+    save_detector_bundle,
 )
 from models.anomaly_calibration import ConformalPool
 from models.base import Forecast, Forecaster, target_windows, window_origins
-from models.bundle import read_bundle, save_bundle
 from models.panel import SensorPanel
 
 Agreement = Literal["all", "half"]
@@ -407,26 +408,22 @@ class ForecastIntervalDetector:
             **self.upper_range.state("upper_range"),
             **self.lower_range.state("lower_range"),
         }
-        config: dict[str, Any] = {
-            "model": f"detector:{self.name}",
-            "sensor_ids": list(self.sensor_ids),
-            "window": 0,
-            "horizon": self.config.horizon,
-            "detector": describe_config(self.config),
-            "forecaster": self.forecaster_name,
-            "freq": None if self.freq is None else str(self.freq),
-            "self_forecast": self.self_forecast,
-        }
-        save_bundle(directory, config=config, tensors=tensors)
+        save_detector_bundle(
+            directory,
+            self,
+            window=0,
+            horizon=self.config.horizon,
+            settings=describe_config(self.config),
+            tensors=tensors,
+            forecaster=self.forecaster_name,
+            freq=None if self.freq is None else str(self.freq),
+            self_forecast=self.self_forecast,
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         """A saved detector; :meth:`attach` its forecaster before scoring."""
-        bundle = read_bundle(directory)
-        if bundle.config.get("model") != f"detector:{cls.name}":
-            raise DetectorError(
-                f"{directory} holds {bundle.config.get('model')!r}, not an interval detector"
-            )
+        bundle = read_detector_bundle(directory, cls.name)
         config = IntervalConfig(**bundle.config["detector"])
         detector = cls(None, config, self_forecast=bool(bundle.config["self_forecast"]))
         detector.sensor_ids = tuple(bundle.config["sensor_ids"])

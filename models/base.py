@@ -160,6 +160,10 @@ class ForecasterBase:
                 "reorder with panel.select(model.sensor_ids)"
             )
 
+    def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
+        """Forecasts issued at ``origins`` of ``panel`` (see :class:`Forecaster`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement predict_batch")
+
     def predict(self, window: SensorPanel) -> Forecast:
         """Forecast the ``horizon`` steps after the last step of ``window``."""
         self.check_panel(window)

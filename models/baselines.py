@@ -35,15 +35,14 @@ def _check_horizon(horizon: int, level: float) -> None:
         raise ValueError(f"interval level must be in (0, 1), got {level}")
 
 
-class Persistence(ForecasterBase):
-    """Last observed value, repeated over the horizon."""
+class _Baseline(ForecasterBase):
+    """What both baselines share: their state, and a bundle of the common config plus the
+    training means."""
 
-    name: ClassVar[str] = "persistence"
+    fallback: np.ndarray  # float64 [node], training mean per sensor
 
-    def __init__(self, *, window: int = 12, horizon: int = 12, level: float = 0.9) -> None:
+    def __init__(self, *, window: int, horizon: int, level: float) -> None:
         _check_horizon(horizon, level)
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
         self.horizon = horizon
         self.level = level
@@ -52,6 +51,35 @@ class Persistence(ForecasterBase):
         self.fallback = np.empty(0)
         self.fingerprint: str | None = None
         self.valid_metrics: dict[str, Any] | None = None
+
+    def bundle_extra(self) -> dict[str, Any]:
+        """Keys ``save`` adds to ``config.json`` besides the fallback (override to add)."""
+        return {}
+
+    def save(self, directory: str | Path) -> None:
+        config = forecaster_config(
+            self, self.describe(), fallback=self.fallback.tolist(), **self.bundle_extra()
+        )
+        save_bundle(directory, config=config)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        config = read_model_bundle(directory, cls.name).config
+        model = cls(**config["hyper"])
+        restore_forecaster(model, config)
+        model.fallback = np.asarray(config["fallback"], dtype=np.float64)
+        return model
+
+
+class Persistence(_Baseline):
+    """Last observed value, repeated over the horizon."""
+
+    name: ClassVar[str] = "persistence"
+
+    def __init__(self, *, window: int = 12, horizon: int = 12, level: float = 0.9) -> None:
+        super().__init__(window=window, horizon=horizon, level=level)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         check_2d(panel, self.name)
@@ -67,18 +95,6 @@ class Persistence(ForecasterBase):
         last = fill_forward(values, mask, self.fallback)[:, -1, :]  # [n, node]
         mean = np.repeat(last[:, None, :], self.horizon, axis=1)  # [n, horizon, node]
         return self.with_intervals(origins, mean.astype(np.float32))
-
-    def save(self, directory: str | Path) -> None:
-        config = forecaster_config(self, self.describe(), fallback=self.fallback.tolist())
-        save_bundle(directory, config=config)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        config = read_model_bundle(directory, cls.name).config
-        model = cls(**config["hyper"])
-        restore_forecaster(model, config)
-        model.fallback = np.asarray(config["fallback"], dtype=np.float64)
-        return model
 
 
 def period_steps(freq: pd.Timedelta, period: str | int | None, train_steps: int) -> int:
@@ -108,7 +124,7 @@ def period_steps(freq: pd.Timedelta, period: str | int | None, train_steps: int)
     )
 
 
-class Seasonal(ForecasterBase):
+class Seasonal(_Baseline):
     """Seasonal naive: the value one period before each target step."""
 
     name: ClassVar[str] = "seasonal"
@@ -123,16 +139,8 @@ class Seasonal(ForecasterBase):
     ) -> None:
         """``window`` is accepted for a uniform constructor and ignored: the input window
         of a seasonal model is its period, known once ``fit`` sees the data's frequency."""
-        _check_horizon(horizon, level)
-        self.horizon = horizon
+        super().__init__(window=0, horizon=horizon, level=level)
         self.period = period
-        self.level = level
-        self.window = 0
-        self.sensor_ids = ()
-        self.halfwidth = None
-        self.fallback = np.empty(0)
-        self.fingerprint: str | None = None
-        self.valid_metrics: dict[str, Any] | None = None
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         check_2d(panel, self.name)
@@ -162,16 +170,5 @@ class Seasonal(ForecasterBase):
     def describe(self) -> dict[str, Any]:
         return {"horizon": self.horizon, "level": self.level, "period": self.period}
 
-    def save(self, directory: str | Path) -> None:
-        config = forecaster_config(
-            self, self.describe(), fallback=self.fallback.tolist(), period_steps=self.window
-        )
-        save_bundle(directory, config=config)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        config = read_model_bundle(directory, cls.name).config
-        model = cls(**config["hyper"])
-        restore_forecaster(model, config)
-        model.fallback = np.asarray(config["fallback"], dtype=np.float64)
-        return model
+    def bundle_extra(self) -> dict[str, Any]:
+        return {"period_steps": self.window}

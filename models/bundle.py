@@ -281,7 +281,7 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
         **extra,
     }
     # A diverged loss or an undefined metric must not make the bundle unwritable.
-    return _finite_or_none(config)
+    return finite_or_none(config)
 
 
 def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
@@ -296,12 +296,15 @@ def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
     model.valid_metrics = (config.get("metrics") or {}).get("valid")
 
 
-def _finite_or_none(obj: Any) -> Any:
-    """Nested dicts/lists with NaN and infinities replaced by None (JSON has no NaN)."""
+def finite_or_none(obj: Any) -> Any:
+    """Nested dicts/lists with NaN and infinities replaced by None (JSON has no NaN).
+
+    Tuples become lists, as ``json.dumps`` writes them anyway.
+    """
     if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
+        return {k: finite_or_none(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite_or_none(v) for v in obj]
+        return [finite_or_none(v) for v in obj]
     if isinstance(obj, float | np.floating) and not np.isfinite(obj):
         return None
     return obj

@@ -33,18 +33,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.base import BatchForecast, ForecasterBase
 from models.bundle import (
-    forecaster_config,
     read_model_bundle,
     restore_forecaster,
-    save_bundle,
 )
-from models.evaluation import finish_fit
+from models.network_forecaster import NetworkForecaster
 from models.panel import SensorPanel
 from models.recurrent import CellKind, GatedCell, run_cell
 from models.training import (
@@ -54,12 +50,9 @@ from models.training import (
     TrainHistory,
     fit_network,
     load_module_tensors,
-    module_tensors,
-    predict_network,
-    resolve_device,
     seeded,
 )
-from models.windows import check_2d, check_origins
+from models.windows import check_2d
 
 SkipKind = Literal["linear", "last", "none"]
 
@@ -128,7 +121,7 @@ class NetworkRNN(nn.Module):
         return out
 
 
-class RecurrentForecaster(ForecasterBase):
+class RecurrentForecaster(NetworkForecaster):
     """Shared code of the LSTM and GRU forecasters (``KIND`` picks the cell)."""
 
     KIND: ClassVar[CellKind] = "lstm"
@@ -204,25 +197,14 @@ class RecurrentForecaster(ForecasterBase):
             spec=self.spec,
             config=self.train,
         )
-        self.device = resolve_device(self.train.device)
-        finish_fit(self, panel, valid)
+        self.finish_network_fit(panel, valid, self.train.device)
         return self
 
-    def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
-        self.check_panel(panel)
-        if self.module is None or self.scaler is None:
-            raise RuntimeError(f"{self.name}: call fit() or load() before predicting")
-        origins = check_origins(panel, origins, self.window)
-        mean = predict_network(
-            self.module,
-            panel,
-            origins,
-            window=self.window,
-            scaler=self.scaler,
-            spec=self.spec,
-            device=self.device,
-        )
-        return self.with_intervals(origins, mean)
+    def network(self) -> NetworkRNN | None:
+        return self.module
+
+    def input_spec(self) -> InputSpec:
+        return self.spec
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -238,17 +220,8 @@ class RecurrentForecaster(ForecasterBase):
         }
 
     def save(self, directory: str | Path) -> None:
-        if self.module is None or self.scaler is None:
-            raise RuntimeError(f"{self.name}: call fit() before save()")
-        config = forecaster_config(
-            self,
-            self.describe(),
-            scaler=self.scaler.to_dict(),
-            inputs=list(self.spec.names),
-            train=self.train.to_dict(),
-            history=None if self.history is None else self.history.to_dict(),
-        )
-        save_bundle(directory, config=config, tensors=module_tensors(self.module))
+        history = None if self.history is None else self.history.to_dict()
+        self.save_network(directory, self.train, history=history)
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
@@ -262,8 +235,7 @@ class RecurrentForecaster(ForecasterBase):
         model.scaler = Scaler.from_dict(config["scaler"])
         module = model._build(len(model.sensor_ids))
         load_module_tensors(module, bundle.tensors)
-        model.device = resolve_device("auto")
-        model.module = module.to(model.device).eval()
+        model.module = model.place_loaded(module)
         return model
 
 

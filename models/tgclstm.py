@@ -104,9 +104,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.base import BatchForecast, ForecasterBase
-from models.bundle import forecaster_config, read_model_bundle, restore_forecaster, save_bundle
-from models.evaluation import finish_fit
+from models.bundle import read_model_bundle, restore_forecaster
+from models.network_forecaster import NetworkForecaster
 from models.panel import SensorPanel
 from models.recurrent import GatedCell, run_cell
 from models.training import (
@@ -116,12 +115,9 @@ from models.training import (
     TrainHistory,
     fit_network,
     load_module_tensors,
-    module_tensors,
-    predict_network,
-    resolve_device,
     seeded,
 )
-from models.windows import check_2d, check_origins
+from models.windows import check_2d
 
 GateMode = Literal["shared", "dense"]
 SkipKind = Literal["graph", "linear", "last", "none"]
@@ -250,6 +246,13 @@ class SparseHopConv(nn.Module):
     order; all hops form one CSR matrix ``[K*N, N]`` so one sparse product serves them all.
     """
 
+    crow: Tensor  # buffers, declared for type checkers
+    col: Tensor
+    hop_ptr: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    perm: Tensor
+
     def __init__(self, hops: Sequence[np.ndarray], num_nodes: int) -> None:
         super().__init__()
         if len(hops) < 1:
@@ -325,6 +328,12 @@ class NeighbourScale(nn.Module):
     the paper's L2 penalty on ``w_N`` then pulls it towards forgetting.
     """
 
+    crow: Tensor  # buffers, declared for type checkers
+    col: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    perm: Tensor
+
     def __init__(self, pairs: np.ndarray, num_nodes: int) -> None:
         super().__init__()
         crow, col = _csr_from_pairs(pairs, num_nodes)
@@ -379,6 +388,9 @@ class TGCLSTMNet(nn.Module):
         the last hidden state, during training.
     dense_max_nodes : refuse ``gates="dense"`` above this many sensors (its weights are N²).
     """
+
+    node_idx: Tensor  # buffers, declared for type checkers
+    time_idx: Tensor
 
     def __init__(
         self,
@@ -553,19 +565,26 @@ class TGCLSTMEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one member network")
         self.members = nn.ModuleList(members)
 
+    def member(self, index: int) -> TGCLSTMNet:
+        """Member network ``index``."""
+        net = self.members[index]
+        assert isinstance(net, TGCLSTMNet)
+        return net
+
     def forward(self, x: Tensor) -> Tensor:
         """``[batch, horizon, node]``: the members' mean forecast of ``x``."""
         if len(self.members) == 1:
-            return self.members[0](x)
+            return self.member(0)(x)
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
     @property
     def gates(self) -> GateMode:
-        return self.members[0].gates
+        return self.member(0).gates
 
     def graph_weights(self) -> Tensor:
         """The members' mean graph-convolution weight per edge, ``[E]``."""
-        return torch.stack([m.conv.weight.detach().float() for m in self.members]).mean(dim=0)
+        weights = [self.member(m).conv.weight.detach().float() for m in range(len(self.members))]
+        return torch.stack(weights).mean(dim=0)
 
 
 @dataclass(frozen=True)
@@ -662,7 +681,7 @@ class TGCLSTMConfig:
         return {k: v for k, v in asdict(self).items() if k != "train"}
 
 
-class TGCLSTM(ForecasterBase):
+class TGCLSTM(NetworkForecaster):
     """The registered TGC-LSTM forecaster (``"tgclstm"``); it needs ``panel.graph``.
 
     Parameters
@@ -807,29 +826,17 @@ class TGCLSTM(ForecasterBase):
             members.append(net)
         self.net = TGCLSTMEnsemble(members)
         self.history = self.histories[0]
-        self.device = resolve_device(cfg.train.device)
         self.graph_info = info
         self.coords = None if panel.coords is None else np.array(panel.coords)
-        finish_fit(self, panel, valid)
+        self.finish_network_fit(panel, valid, cfg.train.device)
         return self
 
     # ------------------------------------------------------------------ prediction
-    def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
-        """Forecasts ``[n, horizon, node]`` from each origin of ``panel`` (original scale)."""
-        self.check_panel(panel)
-        if self.net is None or self.scaler is None:
-            raise RuntimeError(f"{self.name}: call fit() or load() before predicting")
-        origins = check_origins(panel, origins, self.window)
-        mean = predict_network(
-            self.net,
-            panel,
-            origins,
-            window=self.window,
-            scaler=self.scaler,
-            spec=self.config.inputs,
-            device=self.device,
-        )
-        return self.with_intervals(origins, mean)
+    def network(self) -> TGCLSTMEnsemble | None:
+        return self.net
+
+    def input_spec(self) -> InputSpec:
+        return self.config.inputs
 
     def influence(self) -> dict[str, np.ndarray]:
         """The learned graph-convolution weights, one per (hop, source, target) edge.
@@ -842,7 +849,7 @@ class TGCLSTM(ForecasterBase):
         """
         if self.net is None:
             raise RuntimeError(f"{self.name}: call fit() or load() before influence()")
-        conv = self.net.members[0].conv
+        conv = self.net.member(0).conv
         with torch.no_grad():
             return {
                 "hop": conv.hop_of_edge().cpu().numpy(),
@@ -857,20 +864,14 @@ class TGCLSTM(ForecasterBase):
 
     def save(self, directory: str | Path) -> None:
         """Write the bundle: weights (with the hop edge lists) and ``config.json``."""
-        if self.net is None or self.scaler is None:
-            raise RuntimeError(f"{self.name}: call fit() before save()")
-        config = forecaster_config(
-            self,
-            self.describe(),
-            scaler=self.scaler.to_dict(),
-            inputs=list(self.config.inputs.names),
-            train=self.config.train.to_dict(),
+        self.save_network(
+            directory,
+            self.config.train,
             graph=self.graph_info,
             coords=None if self.coords is None else self.coords.tolist(),
             history=None if self.history is None else self.history.to_dict(),
             histories=[h.to_dict() for h in self.histories],
         )
-        save_bundle(directory, config=config, tensors=module_tensors(self.net))
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
@@ -898,8 +899,7 @@ class TGCLSTM(ForecasterBase):
             [model.build_net(hops, n, gates=gates, member=m) for m in range(model.config.ensemble)]
         )
         load_module_tensors(net, bundle.tensors)
-        model.device = resolve_device("auto")
-        model.net = net.to(model.device).eval()
+        model.net = model.place_loaded(net)
         model.graph_info = graph
         model.coords = None if coords is None else np.asarray(coords, dtype=np.float64)
         return model

@@ -51,7 +51,7 @@ def json_rows(values: np.ndarray) -> tuple[bytes, np.ndarray]:
         raise ValueError("json_rows formats finite values only; leave out non-finite rows")
     mag = np.abs(x)
     tiny = (mag < 10.0 ** (SIGNIFICANT - 1 - _MAX_DECIMALS)) & (mag > 0)
-    odd = ((mag >= _LIMIT) | tiny).any(axis=1)  # [row]
+    odd = np.asarray(((mag >= _LIMIT) | tiny).any(axis=1))  # [row]
     if odd.any():
         return _mixed(x, odd)
     return _fast(x)

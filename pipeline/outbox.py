@@ -197,3 +197,11 @@ class Outbox:
             self.producer.close(timeout=timeout_s)
         except Exception as exc:  # replacing a broken producer must not fail
             log.warning("producer_close_failed", extra={"fields": {"error": repr(exc)}})
+            # kafka-python 3.0's close() raises from its flush() before it stops the sender
+            # thread, so the producer would linger and raise again from __del__. Finish
+            # what close() would have done: abort the unsent batches (the caller replays
+            # them from the store) and mark it closed.
+            sender = getattr(self.producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+            self.producer._closed = True

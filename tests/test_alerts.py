@@ -46,6 +46,7 @@ RULES = AlertRules(
     for_=pd.Timedelta(minutes=10),  # two ticks after the first
     repeat_interval=pd.Timedelta(minutes=30),
     resolve_after=pd.Timedelta(minutes=10),
+    critical=0.999,
 )
 
 
@@ -200,3 +201,14 @@ def test_bad_input_is_a_typed_error() -> None:
         AlertRules(repeat_interval=pd.Timedelta(0))
     with pytest.raises(AlertError, match="unique"):
         AlertManager(["a", "a"])
+
+
+def test_default_rules_tell_warning_from_critical() -> None:
+    manager = AlertManager(["a", "b"], AlertRules())
+    events = manager.evaluate(tick(0, [0.9995, 0.999995]))
+    assert sorted((e.message.sensor, e.message.severity) for e in events) == [
+        ("a", "warning"),
+        ("b", "critical"),
+    ]
+    with pytest.raises(AlertError):
+        AlertRules(critical=1.5)

@@ -250,3 +250,8 @@ def test_registry_loads_any_saved_detector(interval_case, tmp_path) -> None:
     detector.forecaster.save(tmp_path / "f")
     with pytest.raises(DetectorError, match="not a detector"):
         load_detector(tmp_path / "f")
+    # a class's own load refuses another detector's bundle and a forecaster's alike
+    with pytest.raises(DetectorError, match="'detector:interval', not 'detector:gaussian'"):
+        detector_class("gaussian").load(tmp_path / "d")
+    with pytest.raises(DetectorError, match="not 'detector:interval'; load it with"):
+        ForecastIntervalDetector.load(tmp_path / "f")
