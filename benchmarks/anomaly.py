@@ -11,7 +11,7 @@
 
    *Reference check.* Two of NAB's own detectors run here as well: NAB's random
    detector (Python's ``random`` seeded with 42 per file, as NAB's code does) and its
-   windowedGaussian baseline (:mod:`models.anomaly_gaussian`). Scored by our scorer they
+   windowedGaussian baseline (:mod:`models.anomaly.gaussian`). Scored by our scorer they
    must give the published 24.4 and 82.0; :data:`REFERENCE_CHECK` records what was
    measured offline against NAB's stored result files and code (not downloadable at
    benchmark time).
@@ -19,10 +19,10 @@
    incidents and faults, NAB's window rule). Every preset is scored there too; the
    preset with the best standard score there is the one a rule that never looks at
    realTraffic would pick, and its realTraffic score is the honest number.
-3. **Alerts on the simulated network** (``pipeline.simulate``, labelled incidents and
+3. **Alerts on the simulated network** (``pipeline.data.simulate``, labelled incidents and
    sensor faults): the forecast-interval detector on persistence and AR(p) forecasts,
    the LSTM autoencoder, and both combined (full run only), each through
-   :class:`pipeline.alerts.AlertManager` with two rule sets, evaluated on the
+   :class:`pipeline.alerts.lifecycle.AlertManager` with two rule sets, evaluated on the
    test part (the last third): an alert *episode* is a true positive when its sensor is
    in a labelled event and it fires between the event's start and 30 minutes after its
    end; precision over episodes, recall per event kind, median delay from event start
@@ -54,9 +54,9 @@ from benchmarks.nab_score import (
 )
 
 if TYPE_CHECKING:
-    from models.anomaly import DetectionBatch
+    from models.anomaly.base import DetectionBatch
     from models.panel import LabeledEvent
-    from pipeline.alerts import AlertRules
+    from pipeline.alerts.lifecycle import AlertRules
 
 PUBLISHED_STANDARD = {
     "contextOSE": 91.2,
@@ -192,7 +192,7 @@ def nab_part(nab_dir: Path, detectors: Sequence[str]) -> dict[str, Any]:
         }
     }
     if "windowed_gaussian" in results:
-        reference["windowedGaussian (models.anomaly_gaussian via roadcast detect)"] = {
+        reference["windowedGaussian (models.anomaly.gaussian via roadcast detect)"] = {
             "published_standard": PUBLISHED_STANDARD["windowedGaussian"],
             "profiles": results["windowed_gaussian"]["profiles"],
         }
@@ -259,8 +259,8 @@ def alert_episodes(
     neighbours: Mapping[str, Iterable[str]],
 ) -> list[Episode]:
     """Run a :class:`DetectionBatch` through an AlertManager; the first firing of each alert."""
-    from models.anomaly import Detection
-    from pipeline.alerts import AlertManager
+    from models.anomaly.base import Detection
+    from pipeline.alerts.lifecycle import AlertManager
 
     manager = AlertManager(sensor_ids, rules, neighbours)
     seen: dict[str, Episode] = {}
@@ -314,12 +314,12 @@ def match_events(episodes: Sequence[Episode], events: Sequence[LabeledEvent]) ->
 
 def simulated_part(quick: bool) -> dict[str, Any]:
     """Alert quality of the interval detector on the simulated network (see module doc)."""
-    from models.anomaly import score_panel
-    from models.anomaly_interval import ForecastIntervalDetector, IntervalConfig
+    from models.anomaly.base import score_panel
+    from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
+    from models.forecasters.registry import model_class
     from models.panel import chronological_split
-    from models.registry import model_class
-    from pipeline.alerts import AlertRules, neighbours_from_graph
-    from pipeline.simulate import simulate_network
+    from pipeline.alerts.lifecycle import AlertRules, neighbours_from_graph
+    from pipeline.data.simulate import simulate_network
 
     sensors, days = (80, 9) if quick else (200, 21)
     # More incidents than the simulator's default (1 per 100 sensors and day), so that
@@ -351,8 +351,8 @@ def simulated_part(quick: bool) -> dict[str, Any]:
     if not quick:
         import torch
 
-        from models.anomaly import DetectionBatch, combine_scores
-        from models.anomaly_autoencoder import AutoencoderConfig, AutoencoderDetector
+        from models.anomaly.autoencoder import AutoencoderConfig, AutoencoderDetector
+        from models.anomaly.base import DetectionBatch, combine_scores
 
         torch.set_num_threads(min(2, torch.get_num_threads()))
         started = time.perf_counter()

@@ -16,7 +16,7 @@ import tracemalloc
 from typing import Any
 
 from benchmarks.common import print_table, write_result
-from pipeline.graph import RoadGraph
+from pipeline.data.graph import RoadGraph
 
 K_HOPS = 3
 FFR_MINUTES = 5.0
@@ -31,7 +31,7 @@ def _fresh(graph: RoadGraph) -> RoadGraph:
 
 def measure(sensors: int, days: float, seed: int = 0) -> dict[str, Any]:
     """Time the simulator and the graph neighbourhoods for one network size."""
-    from pipeline.simulate import simulate_network
+    from pipeline.data.simulate import simulate_network
 
     started = time.perf_counter()
     panel = simulate_network(sensors, days, seed=seed)
@@ -71,7 +71,7 @@ def measure(sensors: int, days: float, seed: int = 0) -> dict[str, Any]:
 
 def measure_los_loop() -> dict[str, Any] | None:
     """Load time of the real ``los-loop`` panel, or None without the data."""
-    from pipeline.datasets import DatasetError, load_dataset
+    from pipeline.data.datasets import DatasetError, load_dataset
 
     try:
         started = time.perf_counter()

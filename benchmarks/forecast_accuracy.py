@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from flows.report import REFERENCE_LOS_LOOP, REFERENCE_SOURCE, compact_rows
     from flows.train import TrainPlan, limit_threads, parse_models, train_models
-    from pipeline.datasets import load_dataset
+    from pipeline.data.datasets import load_dataset
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     if data_dir is None and not os.environ.get("ROADCAST_DATA_DIR"):

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.common import print_table, write_result
-from pipeline.broker import EmbeddedBroker
-from pipeline.clients import (
+from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.clients import (
     CONSUMER_DEFAULTS,
     PRODUCER_DEFAULTS,
     crc32c_backend,

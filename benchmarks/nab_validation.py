@@ -2,7 +2,7 @@
 
 NAB's ``realTraffic`` files are the test set: a detector setting chosen by its score
 there is tuned on 14 windows. This module builds *other* labelled files in NAB's format
-from :func:`pipeline.simulate.simulate_network`, so that choices can be validated
+from :func:`pipeline.data.simulate.simulate_network`, so that choices can be validated
 elsewhere first:
 
 * **Series.** One file per sensor that has at least one labelled event (incident or
@@ -84,7 +84,7 @@ def nab_windows(n_rows: int, label_rows: list[int]) -> list[tuple[int, int]]:
 
 def validation_corpus(config: ValidationCorpusConfig | None = None) -> list[ValidationFile]:
     """The simulated validation corpus (see module doc), same config, same files."""
-    from pipeline.simulate import simulate_network
+    from pipeline.data.simulate import simulate_network
 
     c = config or ValidationCorpusConfig()
     files: list[ValidationFile] = []

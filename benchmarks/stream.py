@@ -22,7 +22,7 @@ One run, two phases, each on fresh topics, a fresh consumer group and a fresh st
    exceed a sixth of what the producer alone manages. The forecasts the throughput phase
    published are read back and produced again to a fresh topic, (a) one
    ``KafkaProducer.send`` per record (``produce_send_per_s``) and (b) through the
-   service's bulk path (``produce_bulk_per_s``, :mod:`pipeline.record_batches`), each
+   service's bulk path (``produce_bulk_per_s``, :mod:`pipeline.kafka.record_batches`), each
    flushed; ``ceiling_readings_per_s`` = the bulk rate / forecasts per reading, and
    ``share_of_ceiling`` = service_per_s / that.
 
@@ -59,9 +59,9 @@ from typing import Any
 import torch
 
 from benchmarks.common import RESULTS_DIR, print_table, write_result
-from models.base import Forecaster
+from models.forecasters.base import Forecaster
 from models.panel import SensorPanel
-from pipeline.broker import EmbeddedBroker
+from pipeline.kafka.broker import EmbeddedBroker
 from pipeline.settings import Settings, load_settings
 
 
@@ -75,7 +75,7 @@ def _bundles(
     panel: SensorPanel, models_dir: Path | None, names: tuple[str, ...], epochs: int, out: Path
 ) -> tuple[dict[str, Forecaster], Path]:
     from flows.train import TrainPlan, limit_threads, train_models
-    from pipeline.bundles import load_bundles
+    from pipeline.model_dir import load_bundles
 
     if models_dir is None:
         plan = TrainPlan(models=names, seeds=1, epochs=epochs, progress=False, device="cpu")
@@ -99,13 +99,13 @@ def _alert_hooks(
     calibrated on the validation part (saved next to the bundles, as ``roadcast demo``
     does) and the road graph's neighbours for grouping."""
     from models.panel import chronological_split
-    from pipeline.alerting import (
+    from pipeline.alerts.detection import (
         build_alerting,
         calibrate_interval,
         choose_forecaster,
         save_neighbours,
     )
-    from pipeline.bundles import union_sensors
+    from pipeline.model_dir import union_sensors
 
     name = choose_forecaster(list(models))
     split = chronological_split(panel)
@@ -121,9 +121,9 @@ def produce_rates(
 ) -> dict[str, float]:
     """Records/s of the producer alone for ``messages``: one ``send()`` each, and the
     service's bulk path; each flushed, best of ``repeats`` (fresh topic each time)."""
-    from pipeline.clients import ensure_topics, make_producer
-    from pipeline.outbox import Outbox
-    from pipeline.service import _PRODUCER
+    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.outbox import Outbox
+    from pipeline.service.core import _PRODUCER
 
     rates: dict[str, float] = {}
     for mode in ("send", "bulk"):
@@ -156,7 +156,7 @@ def read_back(
     """The ``(key, value)`` of the first ``expected`` records of the forecasts topic."""
     from kafka import TopicPartition
 
-    from pipeline.clients import make_consumer
+    from pipeline.kafka.clients import make_consumer
 
     consumer = make_consumer(settings, group_id="", max_poll_records=5000)
     out: list[tuple[bytes, bytes]] = []
@@ -188,8 +188,8 @@ def _fresh(settings: Settings, label: str, store: Path) -> Settings:
 
 
 def _produce(settings: Settings, panel: SensorPanel, speedup: float) -> int:
-    from pipeline.clients import make_producer
-    from pipeline.replay import replay
+    from pipeline.kafka.clients import make_producer
+    from pipeline.kafka.replay import replay
 
     producer = make_producer(settings)
     try:
@@ -202,7 +202,7 @@ def _produce(settings: Settings, panel: SensorPanel, speedup: float) -> int:
 
 def raw_consume(settings: Settings, expected: int, timeout_s: float = 300) -> float:
     """Messages/s of a plain consumer in a group (commit per poll batch), first to last."""
-    from pipeline.clients import make_consumer
+    from pipeline.kafka.clients import make_consumer
 
     consumer = make_consumer(
         settings, settings.topic_readings, group_id=f"{settings.consumer_group}.raw"
@@ -272,7 +272,7 @@ def service_throughput(
     alert_hook: Any = None,
 ) -> tuple[float, dict[str, Any]]:
     """Readings/s of the service over the same messages, first batch to last."""
-    from pipeline.service import ForecastService, ServiceConfig
+    from pipeline.service.core import ForecastService, ServiceConfig
 
     service = ForecastService(settings, ServiceConfig(), models, alert_hook=alert_hook)
     running = _Running(service, profile)
@@ -301,8 +301,8 @@ def service_latency(
     alert_hook: Any = None,
 ) -> tuple[list[float], dict[str, Any], int]:
     """Per-tick latencies (ms) with the producer pacing one step per ``interval_s``."""
-    from pipeline.service import ForecastService, ServiceConfig
-    from pipeline.store import Store
+    from pipeline.service.core import ForecastService, ServiceConfig
+    from pipeline.service.store import Store
 
     service = ForecastService(settings, ServiceConfig(), models, alert_hook=alert_hook)
     running = _Running(service)
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-alerts", action="store_true", help="run the service without alerts")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    from models.registry import MODELS
+    from models.forecasters.registry import MODELS
 
     steps = args.steps or (30 if args.quick else 150)
     latency_ticks = args.latency_ticks or (20 if args.quick else 100)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         # One hook per phase: each phase starts from its own empty store.
         hooks = [None, None] if args.no_alerts else _alert_hooks(models, panel, bundles, 2)
         with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-            from pipeline.clients import ensure_topics
+            from pipeline.kafka.clients import ensure_topics
 
             base = load_settings(bootstrap_servers=broker.bootstrap)
             thr = _fresh(base, "throughput", tmp / "throughput.sqlite")
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
             latencies, lat_counters, produced_lat = service_latency(
                 lat, models, latency_panel, interval, hooks[1]
             )
-    from pipeline.latency import percentiles
+    from pipeline.service.latency import percentiles
 
     lost = sum(
         produced - int(c.get("valid", 0)) - int(c.get("dead_lettered", 0))

@@ -8,7 +8,7 @@ What is measured (one run, this machine, CPU unless a GPU is present)
    gathered as the training engine gathers them) and milliseconds per inference window
    (one window alone, and amortised over a batch of 64) for
 
-   * ``tgclstm``: this project's TGC-LSTM (``models.tgclstm.TGCLSTMNet``) in its default
+   * ``tgclstm``: this project's TGC-LSTM (``models.forecasters.tgclstm.TGCLSTMNet``) in its default
      configuration: ``gates="auto"``, which on 207 sensors is the paper's form (sparse
      graph convolution, one fused dense gate matrix, hidden size N = one unit per sensor),
    * ``tgclstm-layer``: the same network on the naive layer's inputs (speeds only, no
@@ -16,7 +16,7 @@ What is measured (one run, this machine, CPU unless a GPU is present)
      of the layer against ``naive-dense``,
    * ``tgclstm-shared``: the scalable form (per-sensor state of ``hidden`` units, gates
      shared by all sensors), the default above ``dense_max_nodes`` sensors,
-   * ``lstm``: the project's network-wide LSTM (``models.rnn.NetworkRNN``, linear skip,
+   * ``lstm``: the project's network-wide LSTM (``models.forecasters.rnn.NetworkRNN``, linear skip,
      same dropout) with hidden size N = 207. "Same hidden size" follows the paper: its
      TGC-LSTM and its LSTM both have one hidden unit per sensor (hidden = N). The
      per-sensor form carries ``hidden`` units per sensor, i.e. ``hidden`` x more state,
@@ -67,11 +67,11 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import print_table, write_result
-from models.base import window_origins
+from models.forecasters.base import window_origins
+from models.forecasters.rnn import NetworkRNN
+from models.forecasters.tgclstm import TGCLSTMConfig, TGCLSTMNet
+from models.nn.training import InputSpec, PanelTensors, Scaler
 from models.panel import SensorPanel, chronological_split
-from models.rnn import NetworkRNN
-from models.tgclstm import TGCLSTMConfig, TGCLSTMNet
-from models.training import InputSpec, PanelTensors, Scaler
 
 NAME = "tgclstm_speed"
 WINDOW, HORIZON = 12, 12
@@ -260,7 +260,7 @@ def n_params(module: nn.Module) -> int:
 
 def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, Any]]:
     """Epoch and inference times of the four modules on los-loop."""
-    from pipeline.datasets import load_dataset
+    from pipeline.data.datasets import load_dataset
 
     panel = load_dataset("los-loop")
     train = chronological_split(panel, test=0.2, valid=0.1).train
@@ -293,7 +293,7 @@ def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, An
 
 
 def simulated_panel(sensors: int, days: float) -> SensorPanel:
-    from pipeline.simulate import simulate_network
+    from pipeline.data.simulate import simulate_network
 
     return simulate_network(sensors, days=days, seed=1)
 

@@ -24,7 +24,7 @@ def data_list(
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.datasets import DATASETS, dataset_dir
+    from pipeline.data.datasets import DATASETS, dataset_dir
     from pipeline.settings import SettingsError
 
     try:
@@ -59,7 +59,7 @@ def data_info(
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.datasets import DatasetError, load_dataset
+    from pipeline.data.datasets import DatasetError, load_dataset
     from pipeline.settings import SettingsError
 
     try:
@@ -107,8 +107,8 @@ def data_fetch(
     """Download a public data set into the data directory and check its sha256."""
     from pathlib import Path
 
-    from pipeline.datasets import DatasetError
-    from pipeline.fetch import Fetched, FetchError, fetch_dataset
+    from pipeline.data.datasets import DatasetError
+    from pipeline.data.fetch import Fetched, FetchError, fetch_dataset
     from pipeline.settings import SettingsError
 
     def report(item: Fetched) -> None:
@@ -134,7 +134,7 @@ def broker(
     log: str = typer.Option(None, "--log", help="Broker log file (default: in the temp dir)."),
 ) -> None:
     """Run an embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
-    from pipeline.broker import BrokerError, serve_forever
+    from pipeline.kafka.broker import BrokerError, serve_forever
 
     try:
         serve_forever(port, log_path=log)
@@ -159,10 +159,10 @@ def replay(
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     from pathlib import Path
 
-    from pipeline.clients import KafkaUnavailable, ensure_topics, make_producer
-    from pipeline.datasets import load_dataset
-    from pipeline.replay import ReplayError
-    from pipeline.replay import replay as run_replay
+    from pipeline.data.datasets import load_dataset
+    from pipeline.kafka.clients import KafkaUnavailable, ensure_topics, make_producer
+    from pipeline.kafka.replay import ReplayError
+    from pipeline.kafka.replay import replay as run_replay
     from pipeline.settings import SettingsError, load_settings
 
     try:
@@ -209,8 +209,8 @@ def demo(
     from pathlib import Path
 
     from flows.demo import DemoError, print_summary, run_demo
-    from pipeline.broker import BrokerError
-    from pipeline.datasets import DatasetError
+    from pipeline.data.datasets import DatasetError
+    from pipeline.kafka.broker import BrokerError
 
     try:
         summary = run_demo(
@@ -274,7 +274,7 @@ def _load_panel(data: str, adjacency: str | None, data_dir: str | None):
     """``load_dataset`` with CLI errors (shared by train and evaluate)."""
     from pathlib import Path
 
-    from pipeline.datasets import DatasetError, load_dataset
+    from pipeline.data.datasets import DatasetError, load_dataset
     from pipeline.settings import SettingsError
 
     try:
@@ -316,8 +316,8 @@ def train(
     from rich.console import Console
 
     from flows.train import TrainPlan, limit_threads, parse_models
-    from models.training import resolve_device
-    from pipeline.datasets import parse_spec
+    from models.nn.training import resolve_device
+    from pipeline.data.datasets import parse_spec
 
     console = Console()
     try:
@@ -447,7 +447,7 @@ def serve(
         "auto",
         "--detectors",
         help="Anomaly alerts: auto (interval + saved detectors), none, or e.g. "
-        "interval,autoencoder (see pipeline/alerting.py).",
+        "interval,autoencoder (see pipeline/alerts/detection.py).",
     ),
     alert_model: str = typer.Option(
         None, "--alert-model", help="Model whose forecasts the interval detector judges."
@@ -460,14 +460,14 @@ def serve(
     import pandas as pd
 
     from models.bundle import BundleError
-    from pipeline.alerting import AlertingConfig
-    from pipeline.bundles import BundleDirError
-    from pipeline.clients import KafkaUnavailable
+    from pipeline.alerts.detection import AlertingConfig
     from pipeline.jsonlog import configure_logging
-    from pipeline.service import ServiceConfig
-    from pipeline.service import serve as run_service
+    from pipeline.kafka.clients import KafkaUnavailable
+    from pipeline.model_dir import BundleDirError
+    from pipeline.service.core import ServiceConfig
+    from pipeline.service.core import serve as run_service
+    from pipeline.service.store import StoreError
     from pipeline.settings import SettingsError, load_settings
-    from pipeline.store import StoreError
 
     try:
         settings = load_settings(
@@ -506,8 +506,8 @@ def status(
 ) -> None:
     """Counters, tick latency and live accuracy per model and horizon, from the store."""
     from flows.status import print_status
+    from pipeline.service.store import StoreError
     from pipeline.settings import SettingsError, load_settings
-    from pipeline.store import StoreError
 
     try:
         settings = load_settings(store_path=store)
@@ -552,8 +552,8 @@ def alerts(
     from rich.console import Console
     from rich.table import Table
 
+    from pipeline.service.store import Store, StoreError
     from pipeline.settings import SettingsError, load_settings
-    from pipeline.store import Store, StoreError
 
     try:
         path = Path(store) if store else load_settings().store_path

@@ -6,8 +6,9 @@
    is registered and the data has a road graph; one seed, at most ``epochs`` epochs,
    one CPU thread).
 3. Calibrate the forecast-interval anomaly detector on the validation part of the data
-   (the residuals of the AR(p) bundle's forecasts, :func:`pipeline.alerting.calibrate_interval`)
-   and record the road graph's neighbours, next to the bundles, unless they are there.
+   (the residuals of the AR(p) bundle's forecasts,
+   :func:`pipeline.alerts.detection.calibrate_interval`) and record the road graph's
+   neighbours, next to the bundles, unless they are there.
 4. Start the embedded broker, create the topics, start ``roadcast serve`` as a real
    process with its default alerting (JSON logs in ``OUT/service.log``, its store in
    ``OUT/store.sqlite``).
@@ -65,7 +66,7 @@ def choose_panel(data: str | SensorPanel | None, *, data_dir: Path | None = None
     """
     if isinstance(data, SensorPanel):
         return data
-    from pipeline.datasets import load_dataset
+    from pipeline.data.datasets import load_dataset
 
     if data:
         return load_dataset(data, data_dir=data_dir)
@@ -78,7 +79,7 @@ def choose_panel(data: str | SensorPanel | None, *, data_dir: Path | None = None
 def demo_models(panel: SensorPanel) -> tuple[str, ...]:
     """The models the demo trains: the baselines every comparison needs, AR(p), LSTM,
     and TGC-LSTM when it is registered and the data has a road graph."""
-    from models.registry import MODELS
+    from models.forecasters.registry import MODELS
 
     names = ["persistence", "ar", "lstm"]
     if "tgclstm" in MODELS and panel.graph is not None:
@@ -101,7 +102,7 @@ def ensure_bundles(
     bundles cover the panel's sensors, else quick ones trained into ``OUT/bundles``
     (one seed, ``epochs`` epochs). Returns the directory and the model names."""
     from flows.train import TrainPlan, limit_threads, train_models
-    from pipeline.bundles import BundleDirError, load_bundles
+    from pipeline.model_dir import BundleDirError, load_bundles
 
     target = out / "bundles"
     candidate = reuse or target
@@ -130,14 +131,14 @@ def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:
     forecaster and sensors is saved already; and the road graph's neighbours for
     grouping. Returns the forecaster's name."""
     from models.panel import chronological_split
-    from pipeline.alerting import (
+    from pipeline.alerts.detection import (
         calibrate_interval,
         choose_forecaster,
         detectors_dir,
         save_neighbours,
         saved_interval_forecaster,
     )
-    from pipeline.bundles import load_bundles
+    from pipeline.model_dir import load_bundles
 
     models = load_bundles(model_dir)
     name = choose_forecaster(list(models))
@@ -171,8 +172,8 @@ class _Replay:
 def _start_replay(
     settings: Settings, panel: SensorPanel, speedup: float
 ) -> tuple[threading.Thread, _Replay]:
-    from pipeline.clients import make_producer
-    from pipeline.replay import replay
+    from pipeline.kafka.clients import make_producer
+    from pipeline.kafka.replay import replay
 
     state = _Replay()
 
@@ -226,7 +227,7 @@ def _wait_for(
 
 def _consumed(store_path: Path) -> int:
     """The service's ``consumed`` counter (0 before its store exists): a cheap read."""
-    from pipeline.store import Store
+    from pipeline.service.store import Store
 
     if not store_path.is_file():
         return 0
@@ -321,8 +322,8 @@ def run_demo(
         When the service fails or does not consume everything in time.
     """
     from models.panel import chronological_split
-    from pipeline.broker import EmbeddedBroker
-    from pipeline.clients import ensure_topics
+    from pipeline.kafka.broker import EmbeddedBroker
+    from pipeline.kafka.clients import ensure_topics
 
     started = time.monotonic()
     out = Path(out)
@@ -516,8 +517,8 @@ def alert_summary(store_path: Path, live: SensorPanel, *, latest: int = 15) -> d
     its end, as ``benchmarks/anomaly.py`` scores them)."""
     import pandas as pd
 
-    from pipeline.schema import decode_alert
-    from pipeline.store import Store
+    from pipeline.kafka.schema import decode_alert
+    from pipeline.service.store import Store
 
     with Store(store_path, readonly=True) as store:
         rows = store.alerts(limit=1_000_000)

@@ -39,17 +39,17 @@ scores every preset there as well as on ``realTraffic``.
   are not what NAB's labellers marked in these files, so validation there did not
   transfer (see ``benchmarks/results/anomaly.json``).
 * ``likelihood``: Numenta's NAB recipe with its published defaults, nothing tuned: the
-  interval score as raw score, HTM's anomaly likelihood (:mod:`models.anomaly_likelihood`,
+  interval score as raw score, HTM's anomaly likelihood (:mod:`models.anomaly.likelihood`,
   learning period half the probation) and its new-extreme rule
-  (:mod:`models.anomaly_range`, 5 % tolerance) that scores 1.
+  (:mod:`models.anomaly.range`, 5 % tolerance) that scores 1.
 * ``windowed_gaussian``: NAB's own ``windowedGaussian`` baseline
-  (:mod:`models.anomaly_gaussian`), a reference: it reproduces NAB's published
+  (:mod:`models.anomaly.gaussian`), a reference: it reproduces NAB's published
   realTraffic score (82.0) through this runner and our scorer.
 * ``autoencoder`` and ``combined``: the LSTM autoencoder trained on the probationary rows,
   and its Bonferroni combination with ``interval_range``.
 
 Presets other than ``windowed_gaussian`` and ``likelihood`` end with
-:class:`models.anomaly.RepeatSuppressor`: after an episode's first anomalous row, rows
+:class:`models.anomaly.base.RepeatSuppressor`: after an episode's first anomalous row, rows
 that are no more anomalous than the last ``window`` rows report ``factor`` times their
 score, as an alert that already fired would stay quiet.
 """
@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.anomaly import RepeatSuppressor, StreamingDetector, combine_scores, score_panel
+from models.anomaly.base import RepeatSuppressor, StreamingDetector, combine_scores, score_panel
 from models.panel import SensorPanel
 
 PROBATION_PERCENT = 0.15
@@ -123,8 +123,8 @@ def _interval(
     range_check: bool, horizon: int = 3
 ) -> Callable[[SensorPanel], list[StreamingDetector]]:
     def build(head: SensorPanel) -> list[StreamingDetector]:
-        from models.anomaly_interval import ForecastIntervalDetector, IntervalConfig
-        from models.registry import model_class
+        from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
+        from models.forecasters.registry import model_class
 
         forecaster = model_class("persistence")(window=1, horizon=horizon)  # type: ignore[call-arg]
         forecaster.fit(head)
@@ -140,7 +140,7 @@ def _interval(
 def _autoencoder(head: SensorPanel) -> list[StreamingDetector]:
     import torch
 
-    from models.anomaly_autoencoder import AutoencoderConfig, AutoencoderDetector
+    from models.anomaly.autoencoder import AutoencoderConfig, AutoencoderDetector
 
     # Batches of a few hundred short windows: one thread beats two fighting for a shared CPU.
     torch.set_num_threads(1)
@@ -152,7 +152,7 @@ def _combined(head: SensorPanel) -> list[StreamingDetector]:
 
 
 def _gaussian(values: np.ndarray) -> np.ndarray:
-    from models.anomaly_gaussian import gaussian_scores
+    from models.anomaly.gaussian import gaussian_scores
 
     return gaussian_scores(values)
 
@@ -173,8 +173,8 @@ def _suppressed(window: int, factor: float) -> Callable[[int], PostProcess]:
 
 def _htm_likelihood(n_rows: int) -> PostProcess:
     def run(values: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        from models.anomaly_likelihood import AnomalyLikelihood, LikelihoodConfig
-        from models.anomaly_range import RangeExceedance
+        from models.anomaly.likelihood import AnomalyLikelihood, LikelihoodConfig
+        from models.anomaly.range import RangeExceedance
 
         likelihood = AnomalyLikelihood(1, LikelihoodConfig.for_nab(probation_rows(n_rows)))
         extreme = RangeExceedance(1)

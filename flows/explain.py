@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.bundle import BundleError, load_model
-from models.tgclstm import TGCLSTM
+from models.bundle import BundleError
+from models.forecasters.registry import load_model
+from models.forecasters.tgclstm import TGCLSTM
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +99,7 @@ def influence_table(model: TGCLSTM, *, sensor: str | None = None, top: int = 10)
     wide["rank"] = wide.groupby("target_i").cumcount() + 1
     wide = wide[wide["rank"] <= top]
     if model.coords is not None:
-        from pipeline.graph import haversine_km
+        from pipeline.data.graph import haversine_km
 
         c = model.coords
         t, s = wide.target_i.to_numpy(), wide.source_i.to_numpy()

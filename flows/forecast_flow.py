@@ -4,7 +4,7 @@ Every run (every five minutes when deployed):
 
 1. loads every bundle of the model directory and reads ``champion.json`` (which one
    is the champion; the others are challengers);
-2. reads the newest closed window of the service's store (:mod:`pipeline.store_reads`);
+2. reads the newest closed window of the service's store (:mod:`pipeline.service.store_reads`);
 3. forecasts it with every model;
 4. publishes one ``Forecast`` message per model and sensor to ``roadcast.forecasts``
    (keyed by sensor id, the service's wire format and encoder);
@@ -34,15 +34,15 @@ from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_table
 from flows.io_tasks import IO_TASK
-from flows.model_dir import bundles_dir, read_champion
-from models.base import Forecast, Forecaster
+from models.forecasters.base import Forecast, Forecaster
 from models.panel import SensorPanel
+from pipeline.model_dir import bundles_dir, read_champion
 
 
 @task(name="load-models", **IO_TASK)
 def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
     """Every bundle of ``models_dir`` (champion first) and the champion's name (or None)."""
-    from pipeline.bundles import load_bundles
+    from pipeline.model_dir import load_bundles
 
     folder = bundles_dir(models_dir)
     models = load_bundles(folder)
@@ -56,8 +56,8 @@ def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
 @task(name="read-latest-window", **IO_TASK)
 def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> SensorPanel:
     """The newest ``window`` closed ticks of ``sensor_ids`` from the store."""
-    from pipeline.store import Store
-    from pipeline.store_reads import latest_window
+    from pipeline.service.store import Store
+    from pipeline.service.store_reads import latest_window
 
     with Store(store_path, readonly=True) as store:
         return latest_window(store, sensor_ids, window)
@@ -76,9 +76,9 @@ def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str
 @task(name="publish-forecasts", **IO_TASK)
 def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, dict[str, int]]:
     """Send one message per model and sensor; returns ``{model: {published, skipped}}``."""
-    from pipeline.clients import ensure_topics, make_producer
-    from pipeline.forecast_wire import ForecastEncoder
-    from pipeline.outbox import Outbox
+    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.forecast_wire import ForecastEncoder
+    from pipeline.kafka.outbox import Outbox
     from pipeline.settings import load_settings
 
     settings = load_settings(bootstrap_servers=bootstrap)
@@ -105,7 +105,7 @@ def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, 
 def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> int:
     """Upsert the forecasts into the store (one transaction); returns the rows written
     (one per model and sensor with a finite forecast, as the service stores them)."""
-    from pipeline.store import Batch, ForecastRows, Store
+    from pipeline.service.store import Batch, ForecastRows, Store
 
     with Store(store_path) as store:
         batch = Batch()

@@ -27,7 +27,7 @@ def is_transient(error: BaseException) -> bool:
 
     from kafka.errors import KafkaError
 
-    from pipeline.outbox import PublishError
+    from pipeline.kafka.outbox import PublishError
 
     if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
         return False
@@ -52,8 +52,8 @@ IO_TASK: dict[str, Any] = {
 
 @task(name="load-data", **IO_TASK)
 def load_data(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
-    """The data set ``data`` (a :func:`pipeline.datasets.load_dataset` spec)."""
-    from pipeline.datasets import load_dataset
+    """The data set ``data`` (a :func:`pipeline.data.datasets.load_dataset` spec)."""
+    from pipeline.data.datasets import load_dataset
 
     return load_dataset(
         data,

@@ -1,7 +1,7 @@
 """``replay_flow``: backfill a data set into the readings topic, as a Prefect flow.
 
-It wires :func:`pipeline.datasets.load_dataset` (:func:`flows.io_tasks.load_data`),
-:func:`pipeline.clients.ensure_topics` and :func:`pipeline.replay.replay`, and records
+It wires :func:`pipeline.data.datasets.load_dataset` (:func:`flows.io_tasks.load_data`),
+:func:`pipeline.kafka.clients.ensure_topics` and :func:`pipeline.kafka.replay.replay`, and records
 what it sent as a table artifact (``roadcast-replay``). Loading is retried on transient
 I/O errors; the replay itself is not: a retry would send every reading again. The
 service would count them as duplicates and forecast nothing twice, but a backfill that
@@ -29,8 +29,8 @@ def replay_readings(
     limit: int | None,
 ) -> dict[str, Any]:
     """Send the panel's readings to Kafka; returns :meth:`ReplayStats.as_dict` + topic."""
-    from pipeline.clients import ensure_topics, make_producer
-    from pipeline.replay import replay
+    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.replay import replay
     from pipeline.settings import load_settings
 
     settings = load_settings(bootstrap_servers=bootstrap)

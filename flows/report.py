@@ -2,10 +2,10 @@
 
 A report is built from a *document* in the shape of ``metrics.json`` (per model:
 ``pooled`` and ``step`` metrics keyed by horizon, and the per-step ``curve``) plus
-the :class:`models.evaluation.Backtest` of each model on a panel of actual values.
+the :class:`models.forecasters.evaluation.Backtest` of each model on a panel of actual values.
 ``roadcast train`` (the train flow) makes them from the test part; the report flow
 makes them from the forecasts and readings in the service's store
-(:func:`pipeline.store_reads.stored_backtest`). The sections, in order:
+(:func:`pipeline.service.store_reads.stored_backtest`). The sections, in order:
 
 1. what the report covers (data set, period or split, window, horizon, champion);
 2. the comparison table: MAE, RMSE and MAPE at 15, 30, 45 and 60 minutes (pooled over
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.evaluation import Backtest
+from models.forecasters.evaluation import Backtest
 from models.metrics import error_metrics
 from models.panel import SensorPanel
 

@@ -5,7 +5,7 @@ Every run (daily when deployed):
 1. reads the period (``since``: a duration such as ``"24h"`` back from the newest
    closed tick, or a time) from the service's store;
 2. scores every model's stored forecasts against the stored actual values
-   (:func:`pipeline.store_reads.stored_backtest`: corrections applied, a forecast
+   (:func:`pipeline.service.store_reads.stored_backtest`: corrections applied, a forecast
    scored when all its targets are closed ticks of the period), per model, per
    horizon and per sensor;
 3. summarises the alerts of the period;
@@ -46,7 +46,7 @@ from flows.report import (
     write_report,
 )
 from models.bundle import finite_or_none
-from models.evaluation import Backtest
+from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
 
@@ -78,8 +78,13 @@ class Scored:
 def read_model_info(models_dir: str) -> ModelInfo:
     """Horizons, sensors, champion and coordinates from the model directory, when it has
     bundles; empty otherwise (the report then relies on the store alone)."""
-    from flows.model_dir import bundles_dir, read_champion, read_network
-    from pipeline.bundles import BundleDirError, load_bundles
+    from pipeline.model_dir import (
+        BundleDirError,
+        bundles_dir,
+        load_bundles,
+        read_champion,
+        read_network,
+    )
 
     folder = bundles_dir(models_dir)
     try:
@@ -109,8 +114,8 @@ def read_model_info(models_dir: str) -> ModelInfo:
 @task(name="score-stored-forecasts", **IO_TASK)
 def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> Scored:
     """Every model's stored forecasts of the period, scored, and the period's alerts."""
-    from pipeline.store import Store
-    from pipeline.store_reads import alerts_between, period_since, stored_backtest
+    from pipeline.service.store import Store
+    from pipeline.service.store_reads import alerts_between, period_since, stored_backtest
 
     with Store(store_path, readonly=True) as store:
         period = period_since(store, since)
@@ -127,7 +132,7 @@ def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> S
                 store, name, sensors, period, info.horizons.get(name, horizon), actuals=panel
             )
         if panel is None:  # no model in the store yet: the actuals alone
-            from pipeline.store_reads import period_panel
+            from pipeline.service.store_reads import period_panel
 
             panel = period_panel(store, period.first_ms - period.step_ms, period.last_ms, sensors)
         alerts = alerts_between(store, period)

@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.latency import LatencyHistogram, percentiles
-from pipeline.store import Store
+from pipeline.service.latency import LatencyHistogram, percentiles
+from pipeline.service.store import Store
 
 
 def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> dict[str, Any]:

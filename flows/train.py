@@ -3,11 +3,11 @@
 The protocol (DESIGN.md): a chronological split ``[train | valid][test]``; every model
 is fitted on the training part, early-stopped and calibrated on the validation part,
 and scored on the test part with T-GCN's windows (``window`` inputs and ``horizon``
-targets inside the test part; see ``models.evaluation``). Neural models are fitted
+targets inside the test part; see ``models.forecasters.evaluation``). Neural models are fitted
 once per seed and their metrics averaged; deterministic models once. The bundle kept
 for a model is the seed with the best *validation* pooled RMSE, never the test one,
 and the champion is the model with the best validation score
-(:func:`flows.model_dir.choose_champion`).
+(:func:`pipeline.model_dir.choose_champion`).
 
 These are plain functions, one per step: :func:`check_graphs`, :func:`split_panel`,
 :func:`fit_runs` (fits and validation scores), :func:`backtest_runs` (test backtests),
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.base import Forecaster
 from models.bundle import finite_or_none
-from models.evaluation import Backtest, backtest, validation_backtest
-from models.factory import build_model, is_stochastic
+from models.forecasters.base import Forecaster
+from models.forecasters.evaluation import Backtest, backtest, validation_backtest
+from models.forecasters.factory import build_model, is_stochastic
+from models.forecasters.registry import MODELS
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel, Split, chronological_split
-from models.registry import MODELS
 
 if TYPE_CHECKING:
     from flows.report import Report
@@ -312,7 +312,7 @@ def write_bundles(
     Each bundle is written atomically, so a service reading the folder sees either the
     old or the new bundle of a model, never half of one.
     """
-    from flows.model_dir import BUNDLES, write_network
+    from pipeline.model_dir import BUNDLES, write_network
 
     out = Path(out)
     for name, result in results.items():
@@ -368,7 +368,7 @@ def train_report(
         ("max epochs", "model default" if plan.epochs is None else str(plan.epochs)),
         ("test / validation share", f"{plan.test:g} / {plan.valid:g}"),
         ("output", str(out)),
-        ("champion chosen by", "lowest validation RMSE (flows.model_dir)"),
+        ("champion chosen by", "lowest validation RMSE (pipeline.model_dir)"),
     ]
     return build_report(
         title=f"Forecast comparison: {document['dataset']}",
@@ -406,7 +406,7 @@ def train_models(
         For a model that needs a road graph on a panel without one, or a panel too
         short for the split and windows.
     """
-    from flows.model_dir import ChampionError
+    from pipeline.model_dir import ChampionError
 
     check_graphs(panel, plan)
     split = split_panel(panel, plan)
@@ -431,7 +431,7 @@ def train_models(
 
 def promote_champion(document: dict[str, Any], bundles: str | Path) -> str:
     """Choose the champion on validation scores, write ``champion.json``; returns its name."""
-    from flows.model_dir import choose_champion, promote
+    from pipeline.model_dir import choose_champion, promote
 
     champion = choose_champion(document)
     promote(bundles, champion)
@@ -452,7 +452,7 @@ def evaluate_bundle(
     The panel's sensors are put in the bundle's order (extra sensors are dropped; a
     sensor of the bundle that the panel lacks is an error).
     """
-    from models.bundle import load_model
+    from models.forecasters.registry import load_model
 
     model = load_model(bundle_dir)
     missing = [s for s in model.sensor_ids if s not in set(panel.sensor_ids)]

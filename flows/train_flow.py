@@ -4,7 +4,7 @@ load -> split -> one task per model fit (its seeds) -> one backtest task per mod
 comparison (``metrics.json``) -> bundles written -> champion promoted -> report.
 
 * Each task wires one step of :mod:`flows.train` (the protocol: split, seeds, the
-  best-validation bundle, ``metrics.json``, the report), :mod:`flows.model_dir` (the
+  best-validation bundle, ``metrics.json``, the report), :mod:`pipeline.model_dir` (the
   champion) and :mod:`flows.report`; the flow re-implements none of them.
 * The model tasks run one after the other: each reports its fit time, and fits sharing
   the cores (or the GIL) would each report the time of both (measured on this 2-core
@@ -17,7 +17,7 @@ comparison (``metrics.json``) -> bundles written -> champion promoted -> report.
   fail again.
 * No caching: the inputs are panels and fitted models, which Prefect cannot hash
   (``cache_policy=NONE``); results stay in memory.
-* The champion is the best *validation* score (:func:`flows.model_dir.choose_champion`);
+* The champion is the best *validation* score (:func:`pipeline.model_dir.choose_champion`);
   the test part only reports.
 """
 
@@ -32,7 +32,6 @@ from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
 from flows.io_tasks import IO_TASK, load_data
-from flows.model_dir import Champion, choose_champion, promote
 from flows.report import artifact_markdown, comparison_records, write_report
 from flows.train import (
     FitRun,
@@ -48,6 +47,7 @@ from flows.train import (
     write_bundles,
 )
 from models.panel import SensorPanel, Split
+from pipeline.model_dir import Champion, choose_champion, promote
 
 DEFAULT_MODELS = ("persistence", "seasonal", "ar", "lstm", "gru")
 
@@ -63,8 +63,8 @@ def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
 def fit_task(name: str, split: Split, plan: TrainPlan) -> list[FitRun]:
     """Every seed of ``name`` fitted and scored on validation (a CUDA fit holds a GPU slot)."""
     from flows.gpu import training_slot
-    from models.factory import is_stochastic
-    from models.training import resolve_device
+    from models.forecasters.factory import is_stochastic
+    from models.nn.training import resolve_device
 
     device = resolve_device(plan.device).type if is_stochastic(name) else "cpu"
     with training_slot(device):
@@ -166,7 +166,7 @@ def train_flow(
 
     Returns ``{"document": metrics.json, "champion": name, "out": folder, "report": path}``.
     """
-    from models.training import resolve_device
+    from models.nn.training import resolve_device
     from pipeline.settings import load_settings
 
     names = parse_models(models) if isinstance(models, str) else tuple(dict.fromkeys(models))

@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Forecaster
-
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
@@ -119,7 +117,7 @@ def save_bundle(
         ``format_version`` is added here. Everything else (hyper-parameters, scaler,
         fingerprint, metrics) is the model's to add.
     tensors : name -> numpy array, saved to ``weights.safetensors`` (CPU arrays only:
-        use ``models.training.module_tensors`` for a torch module).
+        use ``models.nn.training.module_tensors`` for a torch module).
     params : JSON parameters (statsmodels fits) saved to ``params.json``.
 
     Raises
@@ -143,7 +141,7 @@ def save_bundle(
         if bad:
             raise BundleError(
                 f"tensors {bad[:5]} are not numpy arrays; convert torch tensors with "
-                "models.training.module_tensors(module) (it copies them to the CPU)"
+                "models.nn.training.module_tensors(module) (it copies them to the CPU)"
             )
         files[WEIGHTS] = save_arrays({k: np.ascontiguousarray(v) for k, v in tensors.items()})
 
@@ -241,59 +239,9 @@ def read_model_bundle(directory: str | Path, name: str) -> Bundle:
     if bundle.model != name:
         raise BundleError(
             f"bundle {directory} holds a {bundle.model!r} model, not {name!r}; load it with "
-            "models.bundle.load_model(directory)"
+            "models.forecasters.registry.load_model(directory)"
         )
     return bundle
-
-
-def load_model(directory: str | Path) -> Forecaster:
-    """Rebuild the model saved in ``directory``, whatever its kind (via the registry)."""
-    from models.registry import model_class
-
-    bundle = read_bundle(directory)
-    try:
-        cls = model_class(bundle.model)
-    except ValueError as exc:
-        raise BundleError(f"bundle {directory}: {exc}") from None
-    return cls.load(directory)
-
-
-def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The ``config.json`` keys every model records, plus ``extra`` (scaler, history...).
-
-    Reads ``model.name``, ``sensor_ids``, ``window``, ``horizon``, ``level``,
-    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``fingerprint`` and
-    ``valid_metrics`` (set by ``models.evaluation.finish_fit``).
-    """
-    if not model.sensor_ids:
-        raise BundleError(f"{model.name}: call fit() before save()")
-    halfwidth = getattr(model, "halfwidth", None)
-    config = {
-        "model": model.name,
-        "sensor_ids": list(model.sensor_ids),
-        "window": int(model.window),
-        "horizon": int(model.horizon),
-        "level": float(model.level),
-        "hyper": hyper,
-        "fingerprint": getattr(model, "fingerprint", None),
-        "metrics": {"valid": getattr(model, "valid_metrics", None)},
-        "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
-        **extra,
-    }
-    # A diverged loss or an undefined metric must not make the bundle unwritable.
-    return finite_or_none(config)
-
-
-def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
-    """Set the attributes :func:`forecaster_config` recorded back on ``model``."""
-    model.sensor_ids = tuple(str(s) for s in config["sensor_ids"])
-    model.window = int(config["window"])
-    model.horizon = int(config["horizon"])
-    model.level = float(config.get("level", 0.9))
-    halfwidth = config.get("halfwidth")
-    model.halfwidth = None if halfwidth is None else np.asarray(halfwidth, dtype=np.float32)
-    model.fingerprint = config.get("fingerprint")
-    model.valid_metrics = (config.get("metrics") or {}).get("valid")
 
 
 def finite_or_none(obj: Any) -> Any:

@@ -7,7 +7,7 @@ bool array of the same shape (True = observed). A missing reading is NaN in
 read-only so that no model can mutate its input by accident.
 
 ``models`` must not import ``pipeline``: the road graph is reached through the
-small :class:`GraphLike` protocol, which ``pipeline.graph.RoadGraph`` implements.
+small :class:`GraphLike` protocol, which ``pipeline.data.graph.RoadGraph`` implements.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 
 @runtime_checkable
 class GraphLike(Protocol):
-    """What a model may ask of a road graph (implemented by ``pipeline.graph.RoadGraph``).
+    """What a model may ask of a road graph (implemented by ``pipeline.data.graph.RoadGraph``).
 
     Edge convention (torch-geometric): ``edge_index[0]`` is the source sensor j,
     ``edge_index[1]`` the target sensor i, so that a message passes j -> i and

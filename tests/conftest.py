@@ -47,7 +47,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
     their own. A test that needs to stop or restart a broker starts its own
     ``EmbeddedBroker`` instead of touching this one.
     """
-    from pipeline.broker import EmbeddedBroker
+    from pipeline.kafka.broker import EmbeddedBroker
 
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log, handle_sigterm=False) as running:

@@ -33,9 +33,9 @@ class TinyWorld:
 
 def make_world(root: Path, *, sensors: int = 6, live_steps: int = 40) -> TinyWorld:
     """Fit persistence and AR(p) on a tiny simulated network; save their bundles."""
-    from models.ar import AutoRegressive
-    from models.baselines import Persistence
-    from pipeline.simulate import simulate_network
+    from models.forecasters.ar import AutoRegressive
+    from models.forecasters.baselines import Persistence
+    from pipeline.data.simulate import simulate_network
 
     panel = simulate_network(sensors=sensors, days=1.5, seed=3, faults_per_day=0.0, dropout=0.0)
     train_end = 300
@@ -65,9 +65,9 @@ def make_incident_world(root: Path) -> IncidentWorld:
     """8 sensors, 2 days; an incident on 7 of them at step 431-447 (seed 3). AR(6) is
     trained on steps 0-329, validated and the detector calibrated on 330-399; steps
     405-464 are streamed (the incident and its recovery)."""
-    from models.ar import AutoRegressive
-    from pipeline.alerting import calibrate_interval, save_neighbours
-    from pipeline.simulate import simulate_network
+    from models.forecasters.ar import AutoRegressive
+    from pipeline.alerts.detection import calibrate_interval, save_neighbours
+    from pipeline.data.simulate import simulate_network
 
     panel = simulate_network(
         sensors=8, days=2, seed=3, incidents_per_day=6.0, faults_per_day=0.0, dropout=0.0
@@ -86,7 +86,7 @@ def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list
     """Every record of every partition of ``topic``, from the start to the current end."""
     from kafka import TopicPartition
 
-    from pipeline.clients import make_consumer
+    from pipeline.kafka.clients import make_consumer
 
     consumer = make_consumer(settings, group_id="")
     try:
@@ -128,7 +128,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
 
 def store_counters(path: Path) -> dict[str, int]:
     """The service's counters, read from its store (empty before it exists)."""
-    from pipeline.store import Store, StoreError
+    from pipeline.service.store import Store, StoreError
 
     try:
         with Store(path, readonly=True) as store:

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.ar import AutoRegressive
-from models.baselines import Persistence
+from models.forecasters.ar import AutoRegressive
+from models.forecasters.baselines import Persistence
 from models.panel import SensorPanel
-from pipeline.alerting import (
+from pipeline.alerts.detection import (
     AlertingConfig,
     AlertingError,
     build_alerting,
@@ -21,8 +21,8 @@ from pipeline.alerting import (
     choose_forecaster,
     detectors_dir,
 )
-from pipeline.simulate import simulate_network
-from pipeline.store import AlertRow, Batch, Store
+from pipeline.data.simulate import simulate_network
+from pipeline.service.store import AlertRow, Batch, Store
 
 FREQ = pd.Timedelta("5min")
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.anomaly import Detection
-from pipeline.alerts import AlertError, AlertManager, AlertRules, neighbours_from_graph
-from pipeline.schema import decode_alert, encode_alert
+from models.anomaly.base import Detection
+from pipeline.alerts.lifecycle import AlertError, AlertManager, AlertRules, neighbours_from_graph
+from pipeline.kafka.schema import decode_alert, encode_alert
 
 T0 = pd.Timestamp("2024-03-04 08:00", tz="UTC")
 STEP = pd.Timedelta(minutes=5)
@@ -173,7 +173,7 @@ def test_incidents_close_after_the_group_window() -> None:
 
 
 def test_neighbours_from_graph() -> None:
-    from pipeline.graph import RoadGraph
+    from pipeline.data.graph import RoadGraph
 
     graph = RoadGraph(3, np.array([[0, 1], [1, 2]]))  # links 0->1 and 1->2
     assert neighbours_from_graph(graph, ["x", "y", "w"]) == {

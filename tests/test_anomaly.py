@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.anomaly import (
+from models.anomaly.base import (
     Detection,
     DetectorError,
     RepeatSuppressor,
@@ -17,9 +17,9 @@ from models.anomaly import (
     combine_scores,
     score_panel,
 )
-from models.anomaly_calibration import ConformalPool
-from models.anomaly_interval import ForecastIntervalDetector, IntervalConfig
-from models.registry import model_class
+from models.anomaly.calibration import ConformalPool
+from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
+from models.forecasters.registry import model_class
 
 FLAG = 0.99  # a detector "flags" a tick at this score (p <= 0.01)
 QUIET = 0.02  # share of clean ticks allowed at FLAG or above (calibrated: 0.01)
@@ -236,7 +236,7 @@ def test_interval_rejects_misuse(interval_case) -> None:
 
 
 def test_registry_loads_any_saved_detector(interval_case, tmp_path) -> None:
-    from models.anomaly_registry import DETECTORS, detector_class, load_detector
+    from models.anomaly.registry import DETECTORS, detector_class, load_detector
 
     assert set(DETECTORS) == {"interval", "autoencoder", "correlation", "gaussian"}
     train = interval_case[0]

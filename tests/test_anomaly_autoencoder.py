@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.anomaly import DetectorError, score_panel
-from models.anomaly_autoencoder import AutoencoderConfig, AutoencoderDetector, LSTMAutoencoder
+from models.anomaly.autoencoder import AutoencoderConfig, AutoencoderDetector, LSTMAutoencoder
+from models.anomaly.base import DetectorError, score_panel
 
 FLAG = 0.99  # a detector "flags" a tick at this score (p <= 0.01)
 QUIET = 0.02  # share of clean ticks allowed at FLAG or above (calibrated: 0.01)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.anomaly import DetectorError, score_panel
-from models.anomaly_body import CHANNELS, simulate_body
-from models.anomaly_correlation import (
+from models.anomaly.base import DetectorError, score_panel
+from models.anomaly.correlation import (
     ConvLSTMCell,
     CorrelationConfig,
     CorrelationDetector,
     correlation_matrices,
 )
+from tests.body_network import CHANNELS, simulate_body
 
 FLAG = 0.99  # a detector "flags" a tick at this score (p <= 0.01)
 QUIET = 0.02  # share of clean ticks allowed at FLAG or above (calibrated: 0.01)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.anomaly import DetectorError, score_panel
-from models.anomaly_gaussian import GaussianConfig, WindowedGaussianDetector, gaussian_scores
+from models.anomaly.base import DetectorError, score_panel
+from models.anomaly.gaussian import GaussianConfig, WindowedGaussianDetector, gaussian_scores
 from models.panel import SensorPanel
 
 
@@ -81,7 +81,7 @@ def test_fit_fills_the_window_and_save_load_round_trip(tmp_path) -> None:
     before = score_panel(detector, test)
     assert before.score[0].min() > 0.0  # the first test reading is already scored
     detector.save(tmp_path / "g")
-    from models.anomaly_registry import load_detector
+    from models.anomaly.registry import load_detector
 
     loaded = load_detector(tmp_path / "g")
     assert isinstance(loaded, WindowedGaussianDetector)

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from models.anomaly import DetectorError
-from models.anomaly_likelihood import (
+from models.anomaly.base import DetectorError
+from models.anomaly.likelihood import (
     AnomalyLikelihood,
     LikelihoodConfig,
     log_likelihood,
     tail_probability,
 )
-from models.anomaly_range import RangeExceedance
+from models.anomaly.range import RangeExceedance
 
 SMALL = LikelihoodConfig(learning_period=50, estimation_samples=50, reestimation_period=25)
 

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 from statsmodels.tsa.ar_model import AutoReg, ar_select_order
 
-from models.ar import AutoRegressive, _lag_rows, _stretches, ar_forecast, fit_sensor, psi_weights
+from models.forecasters.ar import (
+    AutoRegressive,
+    _lag_rows,
+    _stretches,
+    ar_forecast,
+    fit_sensor,
+    psi_weights,
+)
 from models.panel import SensorPanel
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.assembler import (
+from pipeline.service.assembler import (
     CONFLICT,
     DUPLICATE,
     FUTURE,

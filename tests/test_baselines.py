@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import Persistence, Seasonal, period_steps
+from models.forecasters.baselines import Persistence, Seasonal, period_steps
 from models.panel import SensorPanel
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.broker import BrokerError, EmbeddedBroker, free_port, kafka_responds
-from pipeline.clients import (
+from pipeline.kafka.broker import BrokerError, EmbeddedBroker, free_port, kafka_responds
+from pipeline.kafka.clients import (
     KafkaUnavailable,
     ensure_topics,
     make_admin,
@@ -198,7 +198,7 @@ def test_a_dead_broker_is_reported(tmp_path: Path) -> None:
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from pipeline.broker import EmbeddedBroker
+    from pipeline.kafka.broker import EmbeddedBroker
     broker = EmbeddedBroker(log_path=sys.argv[1]).start()
     print(broker.pid, flush=True)
     time.sleep(120)
@@ -288,7 +288,7 @@ def test_broker_command_runs_in_the_foreground_until_ctrl_c(tmp_path: Path) -> N
 
 @pytest.mark.integration
 def test_replay_command_produces_a_simulated_network(kafka_settings) -> None:
-    pytest.importorskip("pipeline.datasets")
+    pytest.importorskip("pipeline.data.datasets")
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -317,8 +317,8 @@ def test_replay_command_produces_a_simulated_network(kafka_settings) -> None:
 
 
 def test_replay_command_reports_an_unreachable_broker(monkeypatch) -> None:
-    pytest.importorskip("pipeline.datasets")
-    monkeypatch.setattr("pipeline.clients.BOOTSTRAP_TIMEOUT_MS", 300)  # not 10 s
+    pytest.importorskip("pipeline.data.datasets")
+    monkeypatch.setattr("pipeline.kafka.clients.BOOTSTRAP_TIMEOUT_MS", 300)  # not 10 s
     from typer.testing import CliRunner
 
     from flows.cli import app

@@ -12,11 +12,11 @@ from models.bundle import (
     FORMAT_VERSION,
     MANIFEST,
     BundleError,
-    load_model,
     read_bundle,
     read_model_bundle,
     save_bundle,
 )
+from models.forecasters.registry import load_model
 
 CONFIG = {"model": "persistence", "sensor_ids": ["a", "b"], "window": 3, "horizon": 2}
 

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, load_dataset
-from pipeline.fetch import FetchError, fetch_dataset, sha256_of
-from pipeline.graph import RoadGraph
-from pipeline.readers import read_adjacency_csv
+from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, load_dataset
+from pipeline.data.fetch import FetchError, fetch_dataset, sha256_of
+from pipeline.data.graph import RoadGraph
+from pipeline.data.readers import read_adjacency_csv
 
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: refused at once, no timeout to wait out
 

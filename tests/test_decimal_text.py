@@ -1,4 +1,4 @@
-"""Vectorised decimal text of forecast arrays (pipeline.decimal_text)."""
+"""Vectorised decimal text of forecast arrays (pipeline.kafka.decimal_text)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.decimal_text import SIGNIFICANT, json_rows
+from pipeline.kafka.decimal_text import SIGNIFICANT, json_rows
 
 NUMBER = re.compile(r"-?(0|[1-9]\d*)\.\d+")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import Persistence, Seasonal
-from models.evaluation import backtest, finish_fit, join_panels, part_origins
+from models.forecasters.baselines import Persistence, Seasonal
+from models.forecasters.evaluation import backtest, finish_fit, join_panels, part_origins
 from models.panel import SensorPanel, chronological_split
 
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from flows.artifacts import KEYS
-from flows.model_dir import Champion, promote, write_network
-from pipeline.schema import AlertMessage, decode_forecast, encode_alert
-from pipeline.store import AlertRow, Batch, Store
+from pipeline.kafka.schema import AlertMessage, decode_forecast, encode_alert
+from pipeline.model_dir import Champion, promote, write_network
+from pipeline.service.store import AlertRow, Batch, Store
 from tests.service_support import HORIZON, make_world, read_topic, service_thread, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,10 +67,10 @@ def _alert(sensor: str, ts: datetime, status: str) -> AlertRow:
 def live(broker, tmp_path_factory):
     """A tiny world whose readings went through the real service into a store, with a
     champion, the network's coordinates and two alerts recorded."""
-    from pipeline.bundles import load_bundles
-    from pipeline.clients import ensure_topics, make_producer
-    from pipeline.replay import replay
-    from pipeline.service import ForecastService, ServiceConfig
+    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.replay import replay
+    from pipeline.model_dir import load_bundles
+    from pipeline.service.core import ForecastService, ServiceConfig
 
     tmp = tmp_path_factory.mktemp("live")
     world = make_world(tmp / "bundles")
@@ -151,8 +151,8 @@ def test_forecast_flow_stores_a_challenger_the_service_does_not_run(
     import shutil
 
     from flows.forecast_flow import forecast_flow
-    from models.factory import build_model
-    from pipeline.simulate import simulate_network
+    from models.forecasters.factory import build_model
+    from pipeline.data.simulate import simulate_network
 
     world, settings = live
     panel = simulate_network(sensors=6, days=1.5, seed=3, faults_per_day=0.0, dropout=0.0)
@@ -232,7 +232,7 @@ def test_report_flow_scores_every_model_and_writes_the_report(live, prefect_harn
 
 def test_report_flow_names_the_fix_for_an_empty_store(prefect_harness, tmp_path):
     from flows.report_flow import report_flow
-    from pipeline.store_reads import StoreReadError
+    from pipeline.service.store_reads import StoreReadError
 
     Store(tmp_path / "empty.sqlite").close()
     with pytest.raises(StoreReadError, match="roadcast serve"):

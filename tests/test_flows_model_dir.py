@@ -9,17 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.model_dir import (
+from models.panel import SensorPanel
+from pipeline.model_dir import (
+    BundleDirError,
     ChampionError,
     bundles_dir,
     choose_champion,
+    discover_bundles,
+    load_bundles,
     promote,
     read_champion,
     read_network,
     write_network,
 )
-from models.panel import SensorPanel
-from pipeline.bundles import BundleDirError, discover_bundles, load_bundles
 
 
 def _panel(coords: bool = True) -> SensorPanel:
@@ -72,7 +74,7 @@ def test_network_file_round_trip(tmp_path):
 
 
 def test_the_service_finds_the_bundles_of_a_train_output(tmp_path):
-    from models.baselines import Persistence
+    from models.forecasters.baselines import Persistence
 
     panel = _panel()
     model = Persistence(window=2, horizon=3)

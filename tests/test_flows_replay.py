@@ -8,8 +8,8 @@ import json
 import pytest
 
 from flows.artifacts import KEYS
-from pipeline.datasets import load_dataset
-from pipeline.schema import decode_readings
+from pipeline.data.datasets import load_dataset
+from pipeline.kafka.schema import decode_readings
 from tests.service_support import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,7 +43,7 @@ def test_replay_flow_backfills_the_topic(prefect_harness, kafka_settings):
 
 def test_replay_flow_fails_with_the_fix_for_an_unreachable_broker(prefect_harness):
     from flows.replay_flow import replay_flow
-    from pipeline.clients import KafkaUnavailable
+    from pipeline.kafka.clients import KafkaUnavailable
 
     with pytest.raises(KafkaUnavailable, match="ROADCAST_BOOTSTRAP_SERVERS"):
         replay_flow(data=DATA, bootstrap="127.0.0.1:1", limit=2)

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from flows.artifacts import KEYS
-from flows.model_dir import read_champion, read_network, validation_score
-from models.bundle import load_model
+from models.forecasters.registry import load_model
+from pipeline.model_dir import read_champion, read_network, validation_score
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

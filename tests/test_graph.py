@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.panel import GraphLike
-from pipeline.graph import DEFAULT_FREE_FLOW_KMH, GraphError, RoadGraph, haversine_km
+from pipeline.data.graph import DEFAULT_FREE_FLOW_KMH, GraphError, RoadGraph, haversine_km
 
 
 def chain(n: int, km: float | None = 1.0) -> RoadGraph:

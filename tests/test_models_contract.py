@@ -1,4 +1,4 @@
-"""The Forecaster contract, checked for EVERY model in ``models.registry.MODELS``.
+"""The Forecaster contract, checked for EVERY model in ``models.forecasters.registry.MODELS``.
 
 A new model joins these tests by being registered. Panels are tiny (hourly steps, so
 a seasonal day is 24 steps) and neural models train for 2 epochs.
@@ -13,20 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import Forecast, window_origins
-from models.bundle import MANIFEST, WEIGHTS, BundleError, load_model, read_bundle
-from models.factory import build_model, is_stochastic
+from models.bundle import MANIFEST, WEIGHTS, BundleError, read_bundle
+from models.forecasters.base import Forecast, window_origins
+from models.forecasters.factory import build_model, is_stochastic
+from models.forecasters.registry import MODELS, load_model
 from models.panel import SensorPanel, chronological_split
-from models.registry import MODELS
 
 NAMES = sorted(MODELS)
 WINDOW, HORIZON, N_NODES, N_TIME = 6, 3, 6, 300
 
 
 def make_graph(n: int) -> object | None:
-    """A two-way chain with coordinates (a small corridor), or None without pipeline.graph."""
+    """A two-way chain with coordinates (a small corridor), or None without pipeline.data.graph."""
     try:
-        from pipeline.graph import RoadGraph
+        from pipeline.data.graph import RoadGraph
     except ImportError:
         return None
     coords = np.stack([34.0 + 0.01 * np.arange(n), np.full(n, -118.2)], axis=1)
@@ -54,7 +54,7 @@ def make_panel(missing: float = 0.0, seed: int = 0, n_time: int = N_TIME) -> Sen
 def build(name: str, seed: int = 0):
     cls = MODELS[name]
     if cls.USES_GRAPH and make_graph(2) is None:
-        pytest.skip(f"{name} needs a road graph and pipeline.graph.RoadGraph is not available")
+        pytest.skip(f"{name} needs a road graph and pipeline.data.graph.RoadGraph is not available")
     return build_model(
         name, window=WINDOW, horizon=HORIZON, seed=seed, device="cpu", epochs=2, progress=False
     )

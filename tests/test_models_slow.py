@@ -6,17 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.evaluation import backtest
-from models.factory import build_model
+from models.forecasters.evaluation import backtest
+from models.forecasters.factory import build_model
+from models.forecasters.registry import MODELS
 from models.panel import chronological_split
-from models.registry import MODELS
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def los_loop(shared_data):
-    from pipeline.datasets import load_dataset
+    from pipeline.data.datasets import load_dataset
 
     panel = load_dataset("los-loop", data_dir=shared_data)
     assert (panel.n_time, panel.n_nodes) == (2016, 207)

@@ -243,7 +243,7 @@ def test_nab_reference_detectors_reproduce_the_published_realtraffic_scores(shar
     thresholds optimised on realTraffic alone, give the published 24.4 and 82.0."""
     from benchmarks.anomaly import nab_random_scores
     from benchmarks.nab_score import read_nab_csv
-    from models.anomaly_gaussian import gaussian_scores
+    from models.anomaly.gaussian import gaussian_scores
 
     nab = shared_data / "nab"
     files = labeled_files(nab, read_windows(nab / "realTraffic_windows.json"))

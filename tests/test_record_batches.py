@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-from pipeline.clients import ensure_topics, make_producer
-from pipeline.outbox import Outbox
-from pipeline.record_batches import BulkAppender, supported
+from pipeline.kafka.clients import ensure_topics, make_producer
+from pipeline.kafka.outbox import Outbox
+from pipeline.kafka.record_batches import BulkAppender, supported
 from tests.service_support import read_topic
 
 pytestmark = pytest.mark.integration

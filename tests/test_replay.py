@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from models.panel import SensorPanel
-from pipeline.broker import EmbeddedBroker
-from pipeline.clients import ensure_topics, make_consumer, make_producer
-from pipeline.replay import ReplayError, ReplayStats, replay
-from pipeline.schema import Reading, decode_readings
+from pipeline.kafka.broker import EmbeddedBroker
+from pipeline.kafka.clients import ensure_topics, make_consumer, make_producer
+from pipeline.kafka.replay import ReplayError, ReplayStats, replay
+from pipeline.kafka.schema import Reading, decode_readings
 from pipeline.settings import Settings, load_settings
 
 SENSORS = ("773869", "767541", "767542")

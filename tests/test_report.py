@@ -23,11 +23,11 @@ from flows.report import (
     sensor_scores,
     write_report,
 )
-from models.base import BatchForecast
-from models.evaluation import Backtest
+from models.forecasters.base import BatchForecast
+from models.forecasters.evaluation import Backtest
 from models.metrics import score_batch
 from models.panel import SensorPanel
-from pipeline.store_reads import AlertChange
+from pipeline.service.store_reads import AlertChange
 
 
 def _panel(n: int = 60, nodes: int = 4, coords: bool = True) -> SensorPanel:

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from models.base import Forecast
-from pipeline.schema import (
+from models.forecasters.base import Forecast
+from pipeline.kafka.schema import (
     MAX_MESSAGE_BYTES,
     REASONS,
     AlertMessage,

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.bundles import load_bundles
-from pipeline.clients import ensure_topics, make_producer
-from pipeline.replay import replay
-from pipeline.schema import decode_forecast
-from pipeline.service import ForecastService, ServiceConfig
-from pipeline.store import Store
+from pipeline.kafka.clients import ensure_topics, make_producer
+from pipeline.kafka.replay import replay
+from pipeline.kafka.schema import decode_forecast
+from pipeline.model_dir import load_bundles
+from pipeline.service.core import ForecastService, ServiceConfig
+from pipeline.service.store import Store
 from tests.service_support import HORIZON, make_world, read_topic, service_thread, wait_until
 
 pytestmark = pytest.mark.integration
@@ -145,7 +145,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_while_good_ones_flow(
 
 
 def test_service_config_and_bundle_errors_name_the_fix(tmp_path: Path, world):
-    from pipeline.bundles import BundleDirError
+    from pipeline.model_dir import BundleDirError
 
     with pytest.raises(BundleDirError, match="roadcast train"):
         load_bundles(tmp_path / "missing")
@@ -166,8 +166,8 @@ def test_a_redelivered_batch_is_recognised_and_does_not_rewind_the_store(
     the records are skipped, counted as redelivered, and nothing is published twice."""
     from kafka import TopicPartition
 
-    from pipeline.clients import make_consumer
-    from pipeline.outbox import Outbox
+    from pipeline.kafka.clients import make_consumer
+    from pipeline.kafka.outbox import Outbox
 
     settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
     ensure_topics(settings, partitions=1)
@@ -206,7 +206,7 @@ def test_a_redelivered_batch_is_recognised_and_does_not_rewind_the_store(
 def test_alert_hook_sees_every_tick_and_its_alerts_are_published_and_stored(
     world, kafka_settings, tmp_path
 ):
-    from pipeline.schema import AlertMessage, decode_alert
+    from pipeline.kafka.schema import AlertMessage, decode_alert
 
     settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
     ensure_topics(settings)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.alerting import build_alerting
-from pipeline.bundles import load_bundles, union_sensors
-from pipeline.clients import ensure_topics, make_producer
-from pipeline.replay import replay
-from pipeline.schema import decode_alert
-from pipeline.service import ForecastService, ServiceConfig
-from pipeline.store import Store
+from pipeline.alerts.detection import build_alerting
+from pipeline.kafka.clients import ensure_topics, make_producer
+from pipeline.kafka.replay import replay
+from pipeline.kafka.schema import decode_alert
+from pipeline.model_dir import load_bundles, union_sensors
+from pipeline.service.core import ForecastService, ServiceConfig
+from pipeline.service.store import Store
 from tests.service_support import make_incident_world, read_topic, service_thread, wait_until
 
 pytestmark = pytest.mark.integration

@@ -10,14 +10,14 @@ from collections import Counter
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker, free_port
-from pipeline.bundles import load_bundles
-from pipeline.clients import ensure_topics, make_admin, make_producer
-from pipeline.replay import replay
-from pipeline.schema import decode_forecast
-from pipeline.service import ForecastService, ServiceConfig
+from pipeline.kafka.broker import EmbeddedBroker, free_port
+from pipeline.kafka.clients import ensure_topics, make_admin, make_producer
+from pipeline.kafka.replay import replay
+from pipeline.kafka.schema import decode_forecast
+from pipeline.model_dir import load_bundles
+from pipeline.service.core import ForecastService, ServiceConfig
+from pipeline.service.store import Store
 from pipeline.settings import load_settings
-from pipeline.store import Store
 from tests.service_support import (
     make_world,
     read_topic,

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.forecast_wire import ForecastEncoder
-from pipeline.latency import LatencyHistogram, percentiles
-from pipeline.live_accuracy import LiveScorer
-from pipeline.outbox import dead_letter_headers
-from pipeline.schema import ForecastMessage, decode_forecast, encode_forecast
+from pipeline.kafka.forecast_wire import ForecastEncoder
+from pipeline.kafka.outbox import dead_letter_headers
+from pipeline.kafka.schema import ForecastMessage, decode_forecast, encode_forecast
+from pipeline.service.latency import LatencyHistogram, percentiles
+from pipeline.service.live_accuracy import LiveScorer
 
 T0 = pd.Timestamp("2012-03-01 08:00", tz="UTC")
 FREQ = pd.Timedelta("5min")
@@ -131,7 +131,7 @@ def test_json_logs_are_one_object_per_line():
 
 def test_status_summary_reads_the_store(tmp_path):
     from flows.status import print_status
-    from pipeline.store import AccuracyRows, Batch, Store, TickRow
+    from pipeline.service.store import AccuracyRows, Batch, Store, TickRow
 
     path = tmp_path / "s.sqlite"
     with Store(path) as store:
@@ -163,7 +163,7 @@ def test_status_summary_reads_the_store(tmp_path):
 def test_slowest_active_partition_caps_the_watermark_and_idle_ones_do_not():
     from kafka import TopicPartition
 
-    from pipeline.partitions import NO_EVENT_TIME, PartitionTracker
+    from pipeline.service.partitions import NO_EVENT_TIME, PartitionTracker
 
     a, b, c = (TopicPartition("readings", p) for p in range(3))
     tracker = PartitionTracker(idle_s=5.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.graph import RoadGraph
-from pipeline.simulate import LA_BOX, SimulationError, simulate_network
+from pipeline.data.graph import RoadGraph
+from pipeline.data.simulate import LA_BOX, SimulationError, simulate_network
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from pipeline.store import (
+from pipeline.service.store import (
     AccuracyRows,
     AlertRow,
     Batch,

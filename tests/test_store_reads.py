@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.schema import AlertMessage, encode_alert
-from pipeline.store import AlertRow, Batch, ForecastRows, ReadingRows, Store, TickRow
-from pipeline.store_reads import (
+from pipeline.kafka.schema import AlertMessage, encode_alert
+from pipeline.service.store import AlertRow, Batch, ForecastRows, ReadingRows, Store, TickRow
+from pipeline.service.store_reads import (
     StoreReadError,
     alerts_between,
     latest_window,

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from models.panel import SensorPanel
-from models.tgclstm import (
+from models.forecasters.tgclstm import (
     TGCLSTM,
     NeighbourScale,
     SparseHopConv,
     TGCLSTMConfig,
     TGCLSTMNet,
 )
-from models.training import TrainConfig
-from pipeline.graph import RoadGraph
+from models.nn.training import TrainConfig
+from models.panel import SensorPanel
+from pipeline.data.graph import RoadGraph
 
 
 def random_hops(n: int, k: int, density: float, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -277,7 +277,7 @@ def test_forecaster_refuses_a_panel_without_graph():
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """A tiny trained TGC-LSTM bundle with coordinates, one without, and an LSTM bundle."""
-    from models.rnn import LSTMForecaster
+    from models.forecasters.rnn import LSTMForecaster
 
     root = tmp_path_factory.mktemp("bundles")
     with_xy, without_xy = ring_panel(n=8), ring_panel(n=8, coords=False)
@@ -353,10 +353,10 @@ def test_explain_command_prints_the_table(bundles, tmp_path):
 
 @pytest.mark.slow
 def test_trains_on_los_loop_and_validation_loss_falls(shared_data):
-    from models.base import target_windows, window_origins
+    from models.forecasters.base import target_windows, window_origins
     from models.metrics import score_batch
     from models.panel import chronological_split
-    from pipeline.datasets import load_dataset
+    from pipeline.data.datasets import load_dataset
 
     panel = load_dataset("los-loop", data_dir=shared_data)
     assert panel.graph is not None and panel.coords is not None

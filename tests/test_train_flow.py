@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.train import TrainPlan, evaluate_bundle, parse_models, train_models
-from models.bundle import load_model
+from models.forecasters.registry import load_model
 from models.panel import SensorPanel
 
 
@@ -121,7 +121,7 @@ def _write_csv(path: Path, panel: SensorPanel) -> None:
 
 
 def test_bundles_dir_holds_the_champion_by_validation(run):
-    from flows.model_dir import read_champion, read_network, validation_score
+    from pipeline.model_dir import read_champion, read_network, validation_score
 
     out, document, panel = run
     champion = read_champion(out)

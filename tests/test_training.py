@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.base import window_origins
-from models.panel import SensorPanel
-from models.training import (
+from models.forecasters.base import window_origins
+from models.nn.training import (
     InputSpec,
     Scaler,
     TrainConfig,
@@ -22,6 +21,7 @@ from models.training import (
     resolve_device,
     seeded,
 )
+from models.panel import SensorPanel
 
 
 def panel_from(

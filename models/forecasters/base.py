@@ -1,0 +1,247 @@
+"""The Forecaster contract shared by every model, and the forecast it returns.
+
+Every model is registered by name in ``models.forecasters.registry.MODELS`` and implements
+:class:`Forecaster`. Capabilities are class constants (``USES_GRAPH``,
+``PROBABILISTIC``), not a class tree. :class:`ForecasterBase` only holds the few
+pieces every model would otherwise write again (``predict`` from
+``predict_batch``, the sensor check, split-conformal intervals).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from models.bundle import BundleError, finite_or_none
+from models.panel import SensorPanel
+
+
+@dataclass(frozen=True, eq=False)
+class Forecast:
+    """A forecast of every sensor for the next ``horizon`` steps after ``issued_at``.
+
+    ``mean``, ``lower`` and ``upper`` are float32 ``[horizon, node]``; the bounds are a
+    central prediction interval at ``level`` (e.g. 0.9), or None when the model has none.
+    """
+
+    model: str
+    sensor_ids: tuple[str, ...]
+    issued_at: pd.Timestamp
+    targets: pd.DatetimeIndex
+    mean: np.ndarray
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    level: float = 0.9
+
+    @property
+    def horizon(self) -> int:
+        return int(self.mean.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class BatchForecast:
+    """Forecasts from many origins at once (backtests, evaluation).
+
+    ``origins`` int64 ``[n]`` are indices, in the panel given to ``predict_batch``, of the
+    last input step of each window; ``mean``/``lower``/``upper`` are ``[n, horizon, node]``
+    and row ``k`` forecasts steps ``origins[k] + 1 .. origins[k] + horizon``.
+    """
+
+    model: str
+    origins: np.ndarray
+    mean: np.ndarray
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    level: float = 0.9
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """What every registered model provides (see DESIGN.md, "Contracts")."""
+
+    name: ClassVar[str]
+    USES_GRAPH: ClassVar[bool]
+    PROBABILISTIC: ClassVar[bool]
+
+    window: int  # input steps a forecast needs
+    horizon: int  # steps forecast
+    sensor_ids: tuple[str, ...]
+
+    def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self: ...
+
+    def predict(self, window: SensorPanel) -> Forecast: ...
+
+    def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast: ...
+
+    def save(self, directory: str | Path) -> None: ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self: ...
+
+
+def window_origins(n_time: int, window: int, horizon: int, *, targets: bool = True) -> np.ndarray:
+    """Every origin whose input window fits in ``n_time`` steps (and, with ``targets``,
+    whose ``horizon`` target steps fit too), as int64 ``[n]``."""
+    last = n_time - 1 - (horizon if targets else 0)
+    if last < window - 1:
+        return np.empty(0, dtype=np.int64)
+    return np.arange(window - 1, last + 1, dtype=np.int64)
+
+
+def target_windows(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """The actual values after each origin: ``[n, horizon, ...]`` (NaN stays NaN)."""
+    steps = origins[:, None] + np.arange(1, horizon + 1)[None, :]  # [n, horizon]
+    return values[steps]
+
+
+def conformal_halfwidth(residuals: np.ndarray, level: float, *, min_count: int = 10) -> np.ndarray:
+    """Split-conformal half-widths from validation residuals.
+
+    ``residuals`` is ``[n, horizon, node]`` (NaN where the target was missing). Returns
+    float32 ``[horizon, node]``: the ``ceil((n+1) level) / n`` empirical quantile of
+    ``|residual|`` per step and sensor. A sensor with fewer than ``min_count`` scored
+    residuals at a step takes the pooled quantile of that step, so intervals exist for
+    every sensor.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"interval level must be in (0, 1), got {level}")
+    abs_res = np.abs(residuals.astype(np.float64))
+    count = np.isfinite(abs_res).sum(axis=0)  # [horizon, node]
+    q = np.minimum(1.0, np.ceil((count + 1) * level) / np.maximum(count, 1))
+    per_sensor = np.full(count.shape, np.nan)
+    for h in range(abs_res.shape[1]):
+        col = abs_res[:, h, :]
+        sorted_col = np.sort(col, axis=0)  # NaN sorts last
+        idx = np.clip(np.ceil(q[h] * count[h]).astype(int) - 1, 0, None)
+        ok = count[h] >= min_count
+        per_sensor[h, ok] = sorted_col[idx[ok], np.nonzero(ok)[0]]
+        pooled = col[np.isfinite(col)]
+        fallback = (
+            np.quantile(pooled, min(1.0, level * (1 + 1 / max(len(pooled), 1))))
+            if len(pooled)
+            else 0.0
+        )
+        per_sensor[h, ~ok] = fallback
+    return per_sensor.astype(np.float32)
+
+
+class ForecasterBase:
+    """Shared behaviour for registered models. Subclasses set the class constants,
+    implement ``fit``, ``predict_batch``, ``save`` and ``load``."""
+
+    name: ClassVar[str] = ""
+    USES_GRAPH: ClassVar[bool] = False
+    PROBABILISTIC: ClassVar[bool] = False
+
+    window: int
+    horizon: int
+    sensor_ids: tuple[str, ...] = ()
+    level: float = 0.9
+    halfwidth: np.ndarray | None = None  # float32 [horizon, node], split-conformal
+
+    def check_panel(self, panel: SensorPanel) -> None:
+        """Refuse a panel whose sensors differ from the ones this model was trained on."""
+        if not self.sensor_ids:
+            raise RuntimeError(f"{self.name}: call fit() or load() before predicting")
+        if panel.sensor_ids != self.sensor_ids:
+            unknown = [s for s in panel.sensor_ids if s not in set(self.sensor_ids)]
+            absent = [s for s in self.sensor_ids if s not in set(panel.sensor_ids)]
+            if unknown or absent:
+                raise ValueError(
+                    f"{self.name}: window sensors do not match the trained bundle "
+                    f"(unknown: {unknown[:5]}, absent: {absent[:5]}); retrain on these sensors "
+                    "or select the trained ones with panel.select(model.sensor_ids)"
+                )
+            raise ValueError(
+                f"{self.name}: window sensors are in another order than the trained bundle; "
+                "reorder with panel.select(model.sensor_ids)"
+            )
+
+    def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
+        """Forecasts issued at ``origins`` of ``panel`` (see :class:`Forecaster`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement predict_batch")
+
+    def predict(self, window: SensorPanel) -> Forecast:
+        """Forecast the ``horizon`` steps after the last step of ``window``."""
+        self.check_panel(window)
+        if window.n_time < self.window:
+            raise ValueError(
+                f"{self.name}: needs {self.window} input steps, window has {window.n_time}"
+            )
+        batch = self.predict_batch(window, np.array([window.n_time - 1], dtype=np.int64))
+        issued = window.timestamps[-1]
+        targets = pd.date_range(issued + window.freq, periods=self.horizon, freq=window.freq)
+        pick = lambda a: None if a is None else a[0]  # noqa: E731
+        return Forecast(
+            model=self.name,
+            sensor_ids=self.sensor_ids,
+            issued_at=issued,
+            targets=targets,
+            mean=batch.mean[0],
+            lower=pick(batch.lower),
+            upper=pick(batch.upper),
+            level=batch.level,
+        )
+
+    def calibrate(self, valid: SensorPanel) -> None:
+        """Fit split-conformal half-widths on the validation part (never the test part)."""
+        origins = window_origins(valid.n_time, self.window, self.horizon)
+        if len(origins) == 0:
+            return
+        batch = self.predict_batch(valid, origins)
+        residuals = target_windows(valid.values, origins, self.horizon) - batch.mean
+        self.halfwidth = conformal_halfwidth(residuals, self.level)
+
+    def with_intervals(self, origins: np.ndarray, mean: np.ndarray) -> BatchForecast:
+        """A :class:`BatchForecast` with the conformal interval around ``mean`` when calibrated."""
+        if self.halfwidth is None:
+            return BatchForecast(self.name, origins, mean, level=self.level)
+        return BatchForecast(
+            self.name, origins, mean, mean - self.halfwidth, mean + self.halfwidth, level=self.level
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Hyper-parameters for ``config.json`` and reports (override to add more)."""
+        return {"window": self.window, "horizon": self.horizon, "level": self.level}
+
+
+def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The ``config.json`` keys every model records, plus ``extra`` (scaler, history...).
+
+    Reads ``model.name``, ``sensor_ids``, ``window``, ``horizon``, ``level``,
+    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``fingerprint`` and
+    ``valid_metrics`` (set by ``models.forecasters.evaluation.finish_fit``).
+    """
+    if not model.sensor_ids:
+        raise BundleError(f"{model.name}: call fit() before save()")
+    halfwidth = getattr(model, "halfwidth", None)
+    config = {
+        "model": model.name,
+        "sensor_ids": list(model.sensor_ids),
+        "window": int(model.window),
+        "horizon": int(model.horizon),
+        "level": float(model.level),
+        "hyper": hyper,
+        "fingerprint": getattr(model, "fingerprint", None),
+        "metrics": {"valid": getattr(model, "valid_metrics", None)},
+        "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
+        **extra,
+    }
+    # A diverged loss or an undefined metric must not make the bundle unwritable.
+    return finite_or_none(config)
+
+
+def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
+    """Set the attributes :func:`forecaster_config` recorded back on ``model``."""
+    model.sensor_ids = tuple(str(s) for s in config["sensor_ids"])
+    model.window = int(config["window"])
+    model.horizon = int(config["horizon"])
+    model.level = float(config.get("level", 0.9))
+    halfwidth = config.get("halfwidth")
+    model.halfwidth = None if halfwidth is None else np.asarray(halfwidth, dtype=np.float32)
+    model.fingerprint = config.get("fingerprint")
+    model.valid_metrics = (config.get("metrics") or {}).get("valid")

@@ -1,0 +1,458 @@
+"""Data sets -> :class:`~models.panel.SensorPanel`: one entry point, :func:`load_dataset`.
+
+Specs
+-----
+``los-loop``
+    ``los-loop/los_speed.csv`` (2016 x 207 speeds in mph, header = sensor ids, no time
+    column: row k is 2012-03-01 00:00 UTC + 5 min * k) and ``los-loop/los_adj.csv``
+    (207 x 207 symmetric weights; its diagonal of 1s is dropped). Coordinates come from
+    ``metr-la/graph_sensor_locations.csv`` when present, so road lengths are haversine
+    distances along the links.
+``metr-la`` / ``pems-bay``
+    DCRNN format: ``metr-la/metr-la.h5`` (pandas HDF5 table, DatetimeIndex, one column
+    per sensor) with ``metr-la/adj_mx.pkl``; ``pems-bay/pems-bay.h5`` with
+    ``pems-bay/adj_mx_bay.pkl``. In DCRNN data a speed of 0 means "no reading", so
+    zeros become missing (mask False). ``adj_mx[i, j]`` weighs the road from sensor i
+    to sensor j, so the links are i -> j. Needs pytables (``pip install tables``).
+``nab:<category>/<file>.csv``
+    A Numenta Anomaly Benchmark series (``timestamp,value``, irregular steps) with its
+    windows from ``nab/<category>_windows.json`` (or NAB's ``nab/combined_windows.json``)
+    as ``LabeledEvent(kind="anomaly_window")``. Resampled onto a grid whose step is the
+    median spacing: reading at time t goes to cell ``t.floor(step)`` (so the grid index
+    of an original timestamp is ``panel.timestamps.get_indexer([t.floor(step)])``);
+    readings sharing a cell are averaged; a cell without a reading is missing, never
+    filled. The sensor id is the file's stem.
+``csv:PATH``
+    A wide CSV (see :mod:`pipeline.data.readers` for every rule) with an optional adjacency
+    (``adjacency=``: square matrix CSV or edge list ``src,dst[,weight]``).
+``simulated`` / ``simulated:sensors=2000,days=7,seed=1``
+    The built-in simulator (:func:`pipeline.data.simulate.simulate_network`); options are
+    ``sensors, days, hours, seed, freq`` (minutes), ``incidents, faults`` (per day per
+    100 sensors). ``hours`` replaces ``days``.
+
+Files are read from ``data_dir`` (default: the ``ROADCAST_DATA_DIR`` setting). Pickles
+are only ever read from that local directory: never point it at files you do not trust.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.panel import LabeledEvent, SensorPanel
+from pipeline.data.graph import GraphError, RoadGraph
+from pipeline.data.readers import (
+    DatasetError,
+    parse_times,
+    read_adjacency_csv,
+    read_coordinates,
+    read_table,
+    read_wide_csv,
+    require_file,
+    to_regular_grid,
+)
+from pipeline.data.simulate import SimulationError, simulate_network
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetInfo",
+    "RemoteFile",
+    "dataset_dir",
+    "load_dataset",
+    "parse_spec",
+]
+
+LOS_LOOP_START = pd.Timestamp("2012-03-01 00:00", tz="UTC")
+LOS_LOOP_FREQ = pd.Timedelta("5min")
+
+_TGCN = "https://raw.githubusercontent.com/lehaifeng/T-GCN/master/data"
+_DCRNN = "https://raw.githubusercontent.com/liyaguang/DCRNN/master/data/sensor_graph"
+_DCRNN_DRIVE = "https://drive.google.com/open?id=10FOTa6HXPqX8Pf5WRoRwcFnW9BrNZEIX"
+_NAB = "https://raw.githubusercontent.com/numenta/NAB/master"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a data set: where it goes under the data directory, where it comes from.
+
+    ``sha256`` is checked after a download when known (the hashes here are those of
+    the copies in the project's shared data); ``url`` None means a manual download.
+    ``alternatives`` are other paths that serve the same purpose (the file counts as
+    present when one of them exists).
+    """
+
+    path: str
+    url: str | None = None
+    sha256: str | None = None
+    required: bool = True
+    alternatives: tuple[str, ...] = ()
+
+    def present_in(self, root: Path) -> bool:
+        """True when the file, or one of its alternatives, exists under ``root``."""
+        return any((root / p).is_file() for p in (self.path, *self.alternatives))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Metadata for ``roadcast data list`` and ``roadcast data fetch``."""
+
+    name: str
+    description: str
+    files: tuple[RemoteFile, ...]
+    licence: str
+    source: str
+    manual: str = ""  # how to get the files that have no URL
+
+
+def _nab_files() -> tuple[RemoteFile, ...]:
+    sha = {
+        "TravelTime_387": "38e70e9ead8227fd023bff6e93247d5bc01ee008f781b921a156962419b399bb",
+        "TravelTime_451": "7c174adfc457b201cd111d60688f7ec37eb7201c8080790dc41eeff477bd7345",
+        "occupancy_6005": "cd357d7820d675074270fd976d4af1fc1e7854ecb764783028cbcb18d980c91d",
+        "occupancy_t4013": "5663a8122a300360eb51fbbd0f21706da05af1af55262926d6a226bb6d071704",
+        "speed_6005": "7976e7596cd1e579696c737576e96a26fe041484472ed7d0a463ce2b094d7aa7",
+        "speed_7578": "15ba994384730cb5a2e6818f17ded1430b40d92eb7a08e5b1a48a445c8c350f6",
+        "speed_t4013": "fa5532d6f7db36cadc73e657fd4dfef05cb1ec44d4010243b314d3f1bbd6a7b5",
+    }
+    files = tuple(
+        RemoteFile(f"nab/realTraffic/{stem}.csv", f"{_NAB}/data/realTraffic/{stem}.csv", digest)
+        for stem, digest in sha.items()
+    )
+    return (
+        *files,
+        RemoteFile(
+            "nab/combined_windows.json",
+            f"{_NAB}/labels/combined_windows.json",
+            alternatives=("nab/realTraffic_windows.json",),
+        ),
+        RemoteFile("nab/LICENSE.txt", f"{_NAB}/LICENSE.txt", required=False),
+    )
+
+
+DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
+    {
+        "los-loop": DatasetInfo(
+            name="los-loop",
+            description="Loop-detector speeds (mph), 207 LA freeway sensors, 5 min, "
+            "2012-03-01..07, with a weighted adjacency (T-GCN's subset of METR-LA)",
+            files=(
+                RemoteFile(
+                    "los-loop/los_speed.csv",
+                    f"{_TGCN}/los_speed.csv",
+                    "7b732d86ae32b2930595becba28aff39dacbfb2197e250fc0332e1744ce2cbf4",
+                ),
+                RemoteFile(
+                    "los-loop/los_adj.csv",
+                    f"{_TGCN}/los_adj.csv",
+                    "7a6eb41e10677992b5af50f5ab187c6c05c5c3a92cb973950cfddbf857361e76",
+                ),
+                RemoteFile(
+                    "metr-la/graph_sensor_locations.csv",
+                    f"{_DCRNN}/graph_sensor_locations.csv",
+                    "eb8ea96e07358b45d0e4ba3b89c2673fa20c54af50150249e627389e749ade6f",
+                    required=False,
+                ),
+            ),
+            licence="research use (T-GCN repository); METR-LA locations MIT (DCRNN)",
+            source="https://github.com/lehaifeng/T-GCN",
+        ),
+        "metr-la": DatasetInfo(
+            name="metr-la",
+            description="METR-LA: 207 LA sensors, 5 min, 2012-03..06, DCRNN format",
+            files=(
+                RemoteFile("metr-la/metr-la.h5"),
+                RemoteFile(
+                    "metr-la/adj_mx.pkl",
+                    f"{_DCRNN}/adj_mx.pkl",
+                    "64997ab26db6ffdd2f6d57c8c12da6aedcb3efc2729b46ab4cc48e8c7ad1e5e8",
+                ),
+                RemoteFile(
+                    "metr-la/graph_sensor_locations.csv",
+                    f"{_DCRNN}/graph_sensor_locations.csv",
+                    "eb8ea96e07358b45d0e4ba3b89c2673fa20c54af50150249e627389e749ade6f",
+                    required=False,
+                ),
+            ),
+            licence="MIT (DCRNN)",
+            source="https://github.com/liyaguang/DCRNN",
+            manual=f"download metr-la.h5 from the DCRNN Google Drive folder {_DCRNN_DRIVE}",
+        ),
+        "pems-bay": DatasetInfo(
+            name="pems-bay",
+            description="PEMS-BAY: 325 Bay Area sensors, 5 min, 2017-01..05, DCRNN format",
+            files=(
+                RemoteFile("pems-bay/pems-bay.h5"),
+                RemoteFile("pems-bay/adj_mx_bay.pkl", f"{_DCRNN}/adj_mx_bay.pkl"),
+                RemoteFile(
+                    "pems-bay/graph_sensor_locations_bay.csv",
+                    f"{_DCRNN}/graph_sensor_locations_pems_bay.csv",
+                    required=False,
+                ),
+            ),
+            licence="MIT (DCRNN)",
+            source="https://github.com/liyaguang/DCRNN",
+            manual=f"download pems-bay.h5 from the DCRNN Google Drive folder {_DCRNN_DRIVE}",
+        ),
+        "nab": DatasetInfo(
+            name="nab",
+            description="Numenta Anomaly Benchmark realTraffic series (Minnesota DOT) with "
+            "anomaly windows; load one as nab:realTraffic/<file>.csv",
+            files=_nab_files(),
+            licence="MIT (numenta/NAB)",
+            source="https://github.com/numenta/NAB",
+        ),
+        "simulated": DatasetInfo(
+            name="simulated",
+            description="Built-in road-network simulator (corridors around LA, peaks, "
+            "upstream congestion, labelled incidents and sensor faults); options "
+            "simulated:sensors=2000,days=7,seed=1",
+            files=(),
+            licence="MIT (generated)",
+            source="pipeline/data/simulate.py",
+        ),
+    }
+)
+
+_SIM_OPTIONS: dict[str, tuple[str, Callable[[str], float]]] = {
+    "sensors": ("sensors", int),
+    "days": ("days", float),
+    "hours": ("days", lambda v: float(v) / 24.0),
+    "seed": ("seed", int),
+    "freq": ("freq_minutes", int),
+    "incidents": ("incidents_per_day", float),
+    "faults": ("faults_per_day", float),
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``"name:argument"`` into ``(name, argument)``; the argument may be empty."""
+    name, _, arg = spec.strip().partition(":")
+    name = name.strip().lower()
+    if name not in DATASETS and name != "csv":
+        known = ", ".join([*DATASETS, "csv:PATH"])
+        raise DatasetError(f"unknown data set {spec!r}; known: {known}")
+    return name, arg.strip()
+
+
+def dataset_dir(data_dir: Path | None = None) -> Path:
+    """``data_dir``, or the ``ROADCAST_DATA_DIR`` setting."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    from pipeline.settings import load_settings
+
+    return load_settings().data_dir
+
+
+def load_dataset(
+    spec: str, *, data_dir: Path | None = None, adjacency: Path | None = None
+) -> SensorPanel:
+    """Load a data set as a :class:`SensorPanel` (see the module doc for the specs).
+
+    Parameters
+    ----------
+    spec : ``los-loop``, ``metr-la``, ``pems-bay``, ``nab:<category>/<file>.csv``,
+        ``csv:PATH``, ``simulated`` or ``simulated:key=value,...``.
+    data_dir : where the files are; defaults to ``ROADCAST_DATA_DIR``.
+    adjacency : for ``csv:PATH`` only, a matrix or edge-list CSV.
+
+    Raises
+    ------
+    DatasetError
+        Unknown spec, missing file (naming the path and ``roadcast data fetch``), or
+        invalid content (naming the line and column).
+    """
+    name, arg = parse_spec(spec)
+    if adjacency is not None and name != "csv":
+        raise DatasetError(f"--adjacency is only for csv:PATH; {name} has its own graph")
+    if name == "simulated":
+        return _simulated(arg)
+    if name == "csv":
+        if not arg:
+            raise DatasetError("csv needs a path: csv:PATH, e.g. csv:data/speeds.csv")
+        return load_csv(Path(arg).expanduser(), adjacency=adjacency)
+    root = dataset_dir(data_dir)
+    if name == "los-loop":
+        return load_los_loop(root)
+    if name in ("metr-la", "pems-bay"):
+        return load_dcrnn(name, root)
+    if not arg:
+        raise DatasetError(
+            "nab needs a file: nab:<category>/<file>.csv, e.g. nab:realTraffic/speed_7578.csv"
+        )
+    return load_nab(arg, root)
+
+
+def _hint(name: str, root: Path) -> str:
+    info = DATASETS[name]
+    where = ", ".join(f.path for f in info.files if f.required)
+    manual = f"; {info.manual}" if info.manual else ""
+    return (
+        f"run `roadcast data fetch {name}` or put {where} under {root} "
+        f"(or set ROADCAST_DATA_DIR to a folder that has them){manual}"
+    )
+
+
+def load_los_loop(root: Path) -> SensorPanel:
+    """The ``los-loop`` panel from ``root`` (see the module doc)."""
+    speed = require_file(root / "los-loop" / "los_speed.csv", _hint("los-loop", root))
+    adj = require_file(root / "los-loop" / "los_adj.csv", _hint("los-loop", root))
+    timestamps, values, ids = read_wide_csv(
+        speed, start=LOS_LOOP_START, freq=LOS_LOOP_FREQ, has_time=False
+    )
+    locations = root / "metr-la" / "graph_sensor_locations.csv"
+    coords = read_coordinates(locations, ids) if locations.is_file() else None
+    graph = read_adjacency_csv(adj, ids, coords=coords)
+    return SensorPanel.from_values(
+        values, timestamps, ids, graph=graph, coords=coords, name="los-loop"
+    )
+
+
+def load_dcrnn(name: str, root: Path) -> SensorPanel:
+    """``metr-la`` or ``pems-bay`` in DCRNN format; zeros are missing readings."""
+    files = {
+        "metr-la": ("metr-la.h5", "adj_mx.pkl", "graph_sensor_locations.csv"),
+        "pems-bay": ("pems-bay.h5", "adj_mx_bay.pkl", "graph_sensor_locations_bay.csv"),
+    }[name]
+    folder = root / name
+    h5 = require_file(folder / files[0], _hint(name, root))
+    pkl = require_file(folder / files[1], _hint(name, root))
+    try:
+        frame = pd.read_hdf(h5)
+    except ImportError as exc:
+        raise DatasetError(f"reading {h5} needs pytables: pip install tables ({exc})") from None
+    except (ValueError, KeyError, OSError) as exc:
+        raise DatasetError(f"{h5}: not a pandas HDF5 table ({exc})") from None
+    if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
+        raise DatasetError(f"{h5}: expected a DataFrame with a DatetimeIndex (DCRNN format)")
+    ids = tuple(str(c) for c in frame.columns)
+    values = frame.to_numpy(dtype=np.float64, copy=True)  # [time, node]
+    values[values == 0.0] = np.nan  # DCRNN writes 0 for "no reading"
+    times = frame.index.tz_localize("UTC") if frame.index.tz is None else frame.index
+    timestamps, values = to_regular_grid(times.tz_convert("UTC"), values, source=str(h5))
+    adj = _dcrnn_adjacency(pkl, ids)
+    loc_path = folder / files[2]
+    coords = read_coordinates(loc_path, ids) if loc_path.is_file() else None
+    try:
+        graph = RoadGraph.from_adjacency(adj.T, coords=coords)  # adj[i, j]: road i -> j
+    except GraphError as exc:
+        raise DatasetError(f"{pkl}: {exc}") from None
+    return SensorPanel.from_values(values, timestamps, ids, graph=graph, coords=coords, name=name)
+
+
+def _dcrnn_adjacency(path: Path, ids: tuple[str, ...]) -> np.ndarray:
+    """DCRNN's pickled (sensor_ids, sensor_id_to_ind, adj_mx), reordered to ``ids``.
+
+    A pickle can run code: only files from the local data directory are read here.
+    """
+    with path.open("rb") as f:
+        try:
+            content = pickle.load(f)
+        except UnicodeDecodeError:  # written by Python 2
+            f.seek(0)
+            content = pickle.load(f, encoding="latin1")
+        except (pickle.UnpicklingError, EOFError) as exc:
+            raise DatasetError(f"{path}: not a DCRNN adjacency pickle ({exc})") from None
+    try:
+        _, id_to_ind, adj = content
+        id_to_ind = {str(k): int(v) for k, v in id_to_ind.items()}
+        adj = np.asarray(adj, dtype=np.float64)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DatasetError(
+            f"{path}: expected (sensor_ids, sensor_id_to_ind, adj_mx) as DCRNN writes ({exc})"
+        ) from None
+    missing = [s for s in ids if s not in id_to_ind]
+    if missing:
+        raise DatasetError(f"{path}: sensors {missing[:5]} of the speed table are not in it")
+    order = np.array([id_to_ind[s] for s in ids])
+    return adj[np.ix_(order, order)]
+
+
+def load_nab(relative: str, root: Path) -> SensorPanel:
+    """One NAB series ``<category>/<file>.csv`` with its anomaly windows."""
+    rel = Path(relative)
+    if len(rel.parts) != 2 or rel.suffix != ".csv":
+        raise DatasetError(
+            f"nab:{relative}: expected nab:<category>/<file>.csv, e.g. "
+            "nab:realTraffic/speed_7578.csv"
+        )
+    path = require_file(root / "nab" / rel, _hint("nab", root))
+    table = read_table(path, drop_first=True)
+    if table.columns != ("value",) or (table.first_name or "").lower() != "timestamp":
+        raise DatasetError(f"{path}: expected the NAB header timestamp,value")
+    times = parse_times(path, table.first, table.lines, "timestamp")  # type: ignore[arg-type]
+    timestamps, values = to_regular_grid(
+        times, table.values, source=str(path), lines=table.lines, irregular="resample"
+    )
+    sensor = rel.stem
+    events = tuple(
+        LabeledEvent(start=s, end=e, sensors=(sensor,), kind="anomaly_window")
+        for s, e in _nab_windows(root, rel)
+    )
+    return SensorPanel.from_values(
+        values, timestamps, (sensor,), events=events, name=f"nab:{rel.as_posix()}"
+    )
+
+
+def _nab_windows(root: Path, rel: Path) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    category = rel.parts[0]
+    candidates = [root / "nab" / f"{category}_windows.json", root / "nab" / "combined_windows.json"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise DatasetError(
+            f"missing NAB windows: neither {candidates[0]} nor {candidates[1]} exists; "
+            "run `roadcast data fetch nab` or copy NAB's labels/combined_windows.json there"
+        )
+    try:
+        windows = json.loads(found.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{found}: invalid JSON ({exc})") from None
+    key = rel.as_posix()
+    if key not in windows:
+        raise DatasetError(f"{found}: no windows for {key!r}; is the file name right?")
+    out = []
+    for pair in windows[key]:
+        start, end = (pd.Timestamp(v, tz="UTC") for v in pair)
+        out.append((start, end))
+    return out
+
+
+def load_csv(path: Path, *, adjacency: Path | None = None) -> SensorPanel:
+    """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency."""
+    require_file(path, "check the path given after csv:")
+    timestamps, values, ids = read_wide_csv(path)
+    graph = None
+    if adjacency is not None:
+        adjacency = Path(adjacency).expanduser()
+        require_file(adjacency, "check the --adjacency path")
+        graph = read_adjacency_csv(adjacency, ids)
+    return SensorPanel.from_values(values, timestamps, ids, graph=graph, name=path.stem)
+
+
+def _simulated(options: str) -> SensorPanel:
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in options.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in _SIM_OPTIONS:
+            allowed = ", ".join(_SIM_OPTIONS)
+            raise DatasetError(
+                f"simulated option {item!r} not understood; use key=value with keys {allowed}"
+            )
+        target, convert = _SIM_OPTIONS[key]
+        try:
+            kwargs[target] = convert(raw.strip())
+        except ValueError:
+            raise DatasetError(f"simulated option {key}={raw!r}: not a number") from None
+    try:
+        return simulate_network(**kwargs)
+    except SimulationError as exc:
+        raise DatasetError(f"simulated: {exc}") from None

@@ -1,0 +1,154 @@
+"""Download a public data set into the data directory and check its sha256.
+
+Each file is written to a temporary name and only renamed into place once its sha256
+matches (when known), so an interrupted or tampered download never looks like data.
+Files already present with the right checksum are not downloaded again. When a file
+cannot be downloaded (no network, no URL), :class:`FetchError` lists exactly which
+files to put where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, dataset_dir
+
+_CHUNK = 1 << 20
+_UNREACHABLE = "cannot reach the server"
+
+
+class FetchError(DatasetError):
+    """Some files could not be fetched; the message says where to put them by hand."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What happened to one file: ``"present"``, ``"downloaded"`` or ``"failed"``."""
+
+    file: RemoteFile
+    path: Path
+    status: str
+    detail: str = ""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_dataset(
+    dataset: str | DatasetInfo,
+    *,
+    data_dir: Path | None = None,
+    mirror: str | None = None,
+    timeout: float = 30.0,
+    progress: Callable[[Fetched], None] | None = None,
+) -> list[Fetched]:
+    """Download the files of ``dataset`` into ``data_dir`` (default ``ROADCAST_DATA_DIR``).
+
+    Parameters
+    ----------
+    dataset : a name from :data:`DATASETS` or a :class:`DatasetInfo`.
+    data_dir : target directory; files go to ``data_dir / file.path``.
+    mirror : optional base URL replacing each file's origin: the file is fetched from
+        ``mirror + "/" + file.path`` (for a local or company mirror).
+    timeout : seconds per connection attempt.
+    progress : called once per file as it is handled.
+
+    Returns
+    -------
+    list of Fetched, one per file.
+
+    Raises
+    ------
+    FetchError
+        When a required file is still missing afterwards; the message lists each
+        missing file, its target path and where it comes from.
+    """
+    info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
+    if info is None:
+        raise DatasetError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
+    root = dataset_dir(data_dir)
+    results = []
+    unreachable: str | None = None
+    for remote in info.files:
+        if unreachable is not None and not remote.present_in(root):
+            # One refused or unresolvable host is enough: do not wait out every timeout.
+            result = Fetched(remote, root / remote.path, "failed", f"not tried: {unreachable}")
+        else:
+            result = _fetch_one(remote, root, mirror, timeout)
+            if result.detail.startswith(_UNREACHABLE):
+                unreachable = result.detail
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    failed = [r for r in results if r.status == "failed" and r.file.required]
+    if failed:
+        lines = [f"could not fetch {info.name} into {root}; put these files there by hand:"]
+        for r in failed:
+            origin = r.file.url or info.manual or info.source
+            lines.append(f"  {r.path}  <- {origin}  ({r.detail})")
+        if info.manual:
+            lines.append(f"  ({info.manual})")
+        raise FetchError("\n".join(lines))
+    return results
+
+
+def _fetch_one(remote: RemoteFile, root: Path, mirror: str | None, timeout: float) -> Fetched:
+    target = root / remote.path
+    if target.is_file() and (remote.sha256 is None or sha256_of(target) == remote.sha256):
+        return Fetched(remote, target, "present")
+    if not target.is_file() and remote.present_in(root):
+        return Fetched(remote, target, "present", "an equivalent file is there")
+    url = f"{mirror.rstrip('/')}/{remote.path}" if mirror else remote.url
+    if url is None:
+        return Fetched(remote, target, "failed", "no public URL: manual download")
+    partial = target.with_name(target.name + ".part")
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+    except urllib.error.HTTPError as exc:  # the server answered: try the other files
+        partial.unlink(missing_ok=True)
+        _remove_empty(created)
+        return Fetched(remote, target, "failed", f"download failed: HTTP {exc.code} {exc.reason}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        _remove_empty(created)
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, FileNotFoundError):  # a file:// mirror without that file
+            return Fetched(remote, target, "failed", f"download failed: not found at {url}")
+        return Fetched(remote, target, "failed", f"{_UNREACHABLE}: {reason}")
+    if remote.sha256 is not None:
+        got = sha256_of(partial)
+        if got != remote.sha256:
+            partial.unlink(missing_ok=True)
+            _remove_empty(created)
+            return Fetched(
+                remote,
+                target,
+                "failed",
+                f"sha256 mismatch: got {got[:12]}..., expected {remote.sha256[:12]}...",
+            )
+    partial.replace(target)
+    return Fetched(remote, target, "downloaded")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this download created (innermost first) if still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another file landed there) or already gone

@@ -1,0 +1,457 @@
+"""Readers that turn files into arrays on a regular time grid, with errors that name the
+line and column to fix. Everything here raises :class:`DatasetError`.
+
+Rules (each one tested):
+
+* **Missing cells** (empty, ``nan``, ``na``, ``null``, ``none``, ``n/a``, any case) and
+  non-finite numbers stay missing: NaN in ``values``, False in ``mask``.
+* **Ragged rows, non-numeric cells, empty files** are rejected, naming the line (1 is
+  the header) and the column.
+* **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
+  with an offset they are converted to UTC. Unsorted rows are sorted (row order in a
+  timestamped file carries no information). Duplicate timestamps are rejected in a
+  wide CSV (which reading is right is unknowable) and averaged when resampling.
+* **Grid**: the step is the median spacing. When every spacing is a whole multiple of
+  it, skipped steps become missing rows (mask False), never filled. Otherwise the file
+  is irregular: rejected by default, or with ``irregular="resample"`` each reading goes
+  to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB).
+* **No timestamp column**: a first column named ``""``/``index`` holding integers is a
+  row index and dropped; rows are then placed on ``start + k * freq``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.graph import GraphError, RoadGraph
+
+MISSING_TOKENS = frozenset({"", "nan", "na", "null", "none", "n/a", "-nan"})
+TIME_NAMES = frozenset({"timestamp", "time", "datetime", "date", "ts", "date_time"})
+INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
+SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
+DEFAULT_START = pd.Timestamp("2000-01-01", tz="UTC")
+DEFAULT_FREQ = pd.Timedelta("5min")
+
+
+class DatasetError(ValueError):
+    """A data set cannot be read; the message names the file, line or column to fix."""
+
+
+class Table:
+    """A validated wide table: numeric values with the file lines they came from."""
+
+    def __init__(
+        self,
+        columns: tuple[str, ...],
+        values: np.ndarray,
+        lines: np.ndarray,
+        first: pd.Series | None,
+        first_name: str | None,
+    ) -> None:
+        self.columns = columns  # sensor columns
+        self.values = values  # float64 [row, column], NaN where missing
+        self.lines = lines  # int64 [row] line number of each row in the file
+        self.first = first  # the first column (raw strings) when it is not a sensor
+        self.first_name = first_name
+
+
+def require_file(path: Path, hint: str) -> Path:
+    """Return ``path`` when it is a file, else raise naming it and how to get it."""
+    if not path.is_file():
+        raise DatasetError(f"missing file {path}: {hint}")
+    return path
+
+
+def read_table(path: Path, *, drop_first: bool | None = None) -> Table:
+    """Read a wide CSV with one header line into a :class:`Table`.
+
+    ``drop_first`` says whether the first column is a time or index column (True), a
+    sensor (False) or to decide by its name and content (None, see the module doc).
+    """
+    header, lines = _scan(path)
+    if not lines.size:
+        raise DatasetError(f"{path}: the header has no data rows under it")
+    raw = pd.read_csv(
+        path,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=True,
+        header=0,
+        names=[f"c{k}" for k in range(len(header))],
+        skipinitialspace=True,
+    )
+    if len(raw) != len(lines):  # the two parsers disagree (odd quoting): refuse to guess
+        raise DatasetError(
+            f"{path}: could not align rows ({len(raw)} vs {len(lines)}); "
+            "check quoting and line endings"
+        )
+    first_name = header[0].strip()
+    if drop_first is None:
+        drop_first = _is_time_or_index(first_name, raw.iloc[:, 0])
+    start = 1 if drop_first else 0
+    columns = tuple(h.strip() for h in header[start:])
+    if not columns:
+        raise DatasetError(f"{path}: no sensor columns after the {first_name!r} column")
+    for k, name in enumerate(columns):
+        if not name:
+            raise DatasetError(f"{path}: column {k + start + 1} has no name in the header")
+    seen: dict[str, int] = {}
+    for k, name in enumerate(columns):
+        if name in seen:
+            raise DatasetError(
+                f"{path}: sensor {name!r} appears twice in the header "
+                f"(columns {seen[name] + start + 1} and {k + start + 1})"
+            )
+        seen[name] = k
+    values = _numeric(path, raw.iloc[:, start:], columns, lines)
+    first = raw.iloc[:, 0] if drop_first else None
+    return Table(columns, values, lines, first, first_name if drop_first else None)
+
+
+def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarray]:
+    """Header fields and the line number of every data row; rejects ragged rows."""
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
+    lines: list[int] = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header: list[str] | None = None
+        try:
+            for row in reader:
+                if not row or (all(not cell.strip() for cell in row) and len(row) <= 1):
+                    continue  # blank line
+                if header is None:
+                    header = row
+                    continue
+                if len(row) != len(header):
+                    raise DatasetError(
+                        f"{path}: ragged row at line {reader.line_num}: {len(row)} fields, "
+                        f"{first} has {len(header)}"
+                    )
+                lines.append(reader.line_num)
+        except csv.Error as exc:
+            raise DatasetError(f"{path}: unreadable CSV at line {reader.line_num}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    if header is None:
+        raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
+    return header, np.asarray(lines, dtype=np.int64)  # [row]
+
+
+def _is_time_or_index(name: str, column: pd.Series) -> bool:
+    lowered = name.strip().lower()
+    if lowered in TIME_NAMES:
+        return True
+    numeric = pd.to_numeric(column.str.strip(), errors="coerce")
+    if lowered in INDEX_NAMES and numeric.notna().all():
+        return True
+    if numeric.notna().any():
+        return False  # numbers are readings (pandas would also read them as epoch times)
+    parsed = pd.to_datetime(column.str.strip(), errors="coerce", utc=True, format="mixed")
+    return bool(parsed.notna().all())
+
+
+def _numeric(
+    path: Path, cells: pd.DataFrame, columns: Sequence[str], lines: np.ndarray
+) -> np.ndarray:
+    n_rows, n_cols = cells.shape
+    text = pd.Series(cells.to_numpy(dtype=object).ravel()).str.strip()  # [row * column]
+    missing = text.str.lower().isin(MISSING_TOKENS).to_numpy()
+    number = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(
+        dtype=np.float64, copy=True
+    )
+    bad = np.isnan(number) & ~missing
+    if bad.any():
+        r, c = divmod(int(np.flatnonzero(bad)[0]), n_cols)
+        raise DatasetError(
+            f"{path}: non-numeric value {text.iloc[r * n_cols + c]!r} at line {lines[r]}, "
+            f"column {columns[c]!r}; use a number or leave the cell empty for missing"
+        )
+    out = number.reshape(n_rows, n_cols)  # [row, column]
+    out[~np.isfinite(out)] = np.nan  # inf is not a reading either
+    return out
+
+
+def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> pd.DatetimeIndex:
+    """Parse a timestamp column to UTC, naming the first line that does not parse."""
+    text = column.astype(str).str.strip()
+    try:  # one inferred format is fast; fall back to per-value parsing to find the culprit
+        return pd.DatetimeIndex(pd.to_datetime(text, utc=True)).as_unit("ns")
+    except (ValueError, OverflowError):
+        pass
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+    except (ValueError, OverflowError) as exc:
+        raise DatasetError(f"{path}: column {name!r} is not a timestamp column: {exc}") from None
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DatasetError(
+            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; "
+            "use ISO-8601, e.g. 2012-03-01 00:05:00"
+        )
+    return pd.DatetimeIndex(parsed).as_unit("ns")
+
+
+def to_regular_grid(
+    times: pd.DatetimeIndex,
+    values: np.ndarray,
+    *,
+    source: str,
+    lines: np.ndarray | None = None,
+    irregular: Literal["error", "resample"] = "error",
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Place rows stamped ``times`` (UTC) on a regular grid; see the module doc for rules.
+
+    Parameters
+    ----------
+    times : one timestamp per row of ``values`` (any order).
+    values : float ``[row, node]``; NaN where missing.
+    source : what to name in errors (a path).
+    lines : file line of each row, for errors.
+    irregular : "error" rejects irregular spacing; "resample" averages into cells.
+
+    Returns
+    -------
+    grid : DatetimeIndex (UTC) with a ``freq``.
+    values : float64 ``[grid, node]``, NaN where no reading.
+    """
+    lines = np.arange(2, len(times) + 2) if lines is None else lines
+    times = pd.DatetimeIndex(times).as_unit("ns")
+    order = np.argsort(times.asi8, kind="stable")
+    t = times.asi8[order]
+    values, lines = values[order], lines[order]
+    if len(t) == 1:
+        return pd.DatetimeIndex(times[:1]).as_unit("ns"), values.copy()
+    diffs = np.diff(t)
+    same = diffs == 0
+    if same.any() and irregular == "error":
+        k = int(np.flatnonzero(same)[0])
+        raise DatasetError(
+            f"{source}: duplicate timestamp {pd.Timestamp(t[k], tz='UTC')} at lines "
+            f"{lines[k]} and {lines[k + 1]}; keep one reading per time"
+        )
+    positive = diffs[diffs > 0]
+    if not positive.size:
+        raise DatasetError(f"{source}: all rows have the same timestamp")
+    step = int(np.median(positive))
+    if irregular == "error":
+        off = diffs % step != 0
+        if off.any():
+            k = int(np.flatnonzero(off)[0])
+            raise DatasetError(
+                f"{source}: irregular timestamps: line {lines[k + 1]} is "
+                f"{pd.Timedelta(int(diffs[k]), unit='ns')} after the previous row, not a "
+                f"multiple of the step {pd.Timedelta(step, unit='ns')}; resample to a "
+                "regular grid first"
+            )
+        origin = t[0]
+    else:
+        freq = pd.tseries.frequencies.to_offset(pd.Timedelta(step, unit="ns"))
+        origin = pd.Timestamp(t[0], tz="UTC").floor(freq).value
+    cell = (t - origin) // step  # [row]
+    n_cells = int(cell[-1]) + 1
+    grid = pd.date_range(
+        pd.Timestamp(origin, tz="UTC"), periods=n_cells, freq=pd.Timedelta(step, unit="ns")
+    )
+    total = np.zeros((n_cells, values.shape[1]))  # [grid, node]
+    count = np.zeros((n_cells, values.shape[1]))
+    seen = np.isfinite(values)
+    np.add.at(total, cell, np.where(seen, values, 0.0))
+    np.add.at(count, cell, seen)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return grid, out
+
+
+def read_wide_csv(
+    path: Path,
+    *,
+    start: pd.Timestamp | str = DEFAULT_START,
+    freq: pd.Timedelta | str = DEFAULT_FREQ,
+    irregular: Literal["error", "resample"] = "error",
+    has_time: bool | None = None,
+) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...]]:
+    """Read a wide CSV (optional time column, one column per sensor) onto a regular grid.
+
+    Returns ``(timestamps, values [time, sensor] float64 with NaN, sensor ids)``.
+    Without a time column, row k is at ``start + k * freq``.
+    """
+    table = read_table(path, drop_first=has_time)
+    if table.first is not None and _is_time_column(table):
+        times = parse_times(path, table.first, table.lines, table.first_name or "")
+        grid, values = to_regular_grid(
+            times, table.values, source=str(path), lines=table.lines, irregular=irregular
+        )
+        return grid, values, table.columns
+    t0 = pd.Timestamp(start)
+    t0 = t0.tz_localize("UTC") if t0.tz is None else t0.tz_convert("UTC")
+    grid = pd.date_range(t0, periods=len(table.values), freq=pd.Timedelta(freq))
+    return grid, table.values, table.columns
+
+
+def _is_time_column(table: Table) -> bool:
+    assert table.first is not None
+    name = (table.first_name or "").lower()
+    if name in TIME_NAMES:
+        return True
+    return pd.to_numeric(table.first.str.strip(), errors="coerce").isna().any()
+
+
+def read_adjacency_csv(
+    path: Path, sensor_ids: Sequence[str], *, coords: np.ndarray | None = None
+) -> RoadGraph:
+    """A road graph over ``sensor_ids`` from a square matrix CSV or an edge list CSV.
+
+    Matrix: ``N x N`` numbers (``A[i, j]`` = link j -> i, diagonal dropped), optionally
+    with a header row of sensor ids (and then an optional index column); a header
+    reorders the matrix to ``sensor_ids``. Edge list: columns ``src,dst[,weight]
+    [,distance_km]`` naming sensor ids, with or without that header; links are
+    directed ``src -> dst`` as written.
+
+    A file with 2-4 columns is read as an edge list when its first line is a
+    ``src,dst`` header (``source``/``from`` also work) or when every entry of its first
+    two columns is a sensor id; otherwise, when its shape fits, as a matrix. A header
+    line removes any doubt.
+    """
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path}: the adjacency file is empty")
+    _scan(path, first="line 1")  # ragged rows: pandas would pad them silently
+    try:
+        raw = pd.read_csv(
+            path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True
+        )
+    except pd.errors.ParserError as exc:
+        raise DatasetError(f"{path}: ragged adjacency CSV: {_parser_detail(exc)}") from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path}: the adjacency file is empty") from None
+    raw = raw.apply(lambda col: col.str.strip())
+    n = len(sensor_ids)
+    rows, cols = raw.shape
+    ids = [str(s) for s in sensor_ids]
+    known = set(ids)
+    edge_shaped = 2 <= cols <= 4
+    named = raw.iloc[0, 0].lower() in SRC_NAMES
+    ends_are_ids = edge_shaped and bool(raw.iloc[:, :2].isin(known).all().all())
+    try:
+        if edge_shaped and (named or ends_are_ids):
+            return _edge_list(path, raw, ids, coords)
+        if (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
+            return _matrix(path, raw, ids, coords)
+        if edge_shaped:
+            return _edge_list(path, raw, ids, coords)
+    except GraphError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+    raise DatasetError(
+        f"{path}: expected a {n} x {n} matrix (one row and column per sensor) or an edge "
+        f"list src,dst[,weight]; got {rows} rows x {cols} columns"
+    )
+
+
+def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None) -> RoadGraph:
+    n = len(ids)
+    body, order = raw, None
+    if len(raw) == n + 1:
+        header = list(raw.iloc[0])
+        if raw.shape[1] == n + 1:
+            header, body = header[1:], raw.iloc[1:, 1:]
+        else:
+            body = raw.iloc[1:]
+        if sorted(header) != sorted(ids):
+            unknown = sorted(set(header) - set(ids))[:5]
+            raise DatasetError(
+                f"{path}: the matrix header does not list the data's sensors "
+                f"(unknown: {unknown}); use the same ids as the data columns"
+            )
+        position = {s: k for k, s in enumerate(header)}
+        order = np.array([position[s] for s in ids])
+    lines = np.arange(len(raw) - len(body) + 1, len(raw) + 1)
+    names = [f"column {k + 1}" for k in range(n)]
+    matrix = _numeric(path, body, names, lines)
+    if np.isnan(matrix).any():
+        r, c = np.argwhere(np.isnan(matrix))[0]
+        raise DatasetError(f"{path}: empty adjacency entry at line {lines[r]}, column {c + 1}")
+    if order is not None:
+        matrix = matrix[np.ix_(order, order)]
+    return RoadGraph.from_adjacency(matrix, coords=coords)
+
+
+def _edge_list(
+    path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None
+) -> RoadGraph:
+    names = ["src", "dst", "weight", "distance_km"][: raw.shape[1]]
+    body, first_line = raw, 1
+    if raw.iloc[0, 0].lower() in SRC_NAMES:
+        names = [c.lower() for c in raw.iloc[0]]
+        body, first_line = raw.iloc[1:], 2
+    lines = np.arange(first_line, first_line + len(body))
+    position = {s: k for k, s in enumerate(ids)}
+    ends = []
+    for k in (0, 1):
+        col = body.iloc[:, k]
+        idx = col.map(position)
+        if idx.isna().any():
+            r = int(np.flatnonzero(idx.isna().to_numpy())[0])
+            raise DatasetError(
+                f"{path}: line {lines[r]} names sensor {col.iloc[r]!r}, which is not in the "
+                "data; use the data's sensor ids"
+            )
+        ends.append(idx.to_numpy(dtype=np.int64))
+    extra = {}
+    for k in range(2, raw.shape[1]):
+        key = "distance_km" if "dist" in names[k] else "weight"
+        vals = _numeric(path, body.iloc[:, [k]], [names[k]], lines)[:, 0]
+        if np.isnan(vals).any():
+            r = int(np.flatnonzero(np.isnan(vals))[0])
+            raise DatasetError(f"{path}: empty {names[k]} at line {lines[r]}")
+        extra[key] = vals
+    return RoadGraph.from_edges(
+        ends[0],
+        ends[1],
+        num_nodes=len(ids),
+        coords=coords,
+        weight=extra.get("weight"),
+        distance_km=extra.get("distance_km"),
+    )
+
+
+def read_coordinates(path: Path, sensor_ids: Sequence[str]) -> np.ndarray | None:
+    """float64 ``[node, 2]`` (lat, lon) for ``sensor_ids`` from a DCRNN locations CSV.
+
+    Accepts ``index,sensor_id,latitude,longitude`` (METR-LA) and headerless
+    ``sensor_id,latitude,longitude`` (PEMS-BAY). Returns None when a sensor is not
+    listed: partial coordinates would give wrong road distances.
+    """
+    raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+    head = [c.strip().lower() for c in raw.iloc[0]]
+    if "latitude" in head and "sensor_id" in head:
+        table = raw.iloc[1:]
+        sid, lat, lon = (head.index(c) for c in ("sensor_id", "latitude", "longitude"))
+    elif raw.shape[1] == 3:
+        table, sid, lat, lon = raw, 0, 1, 2
+    else:
+        raise DatasetError(
+            f"{path}: expected columns sensor_id,latitude,longitude (with or without header)"
+        )
+    where = {
+        s.strip(): (float(a), float(b))
+        for s, a, b in zip(table.iloc[:, sid], table.iloc[:, lat], table.iloc[:, lon], strict=True)
+    }
+    if any(str(s) not in where for s in sensor_ids):
+        return None
+    return np.array([where[str(s)] for s in sensor_ids], dtype=np.float64)  # [node, 2]
+
+
+def _parser_detail(exc: Exception) -> str:
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+    if match:
+        want, line, got = match.groups()
+        return f"line {line} has {got} fields, expected {want}"
+    return str(exc).strip()

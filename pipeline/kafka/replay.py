@@ -1,0 +1,221 @@
+"""Replay a :class:`~models.panel.SensorPanel` into Kafka as JSON ``Reading`` messages.
+
+Readings go out in timestamp order, all sensors of a step before the next step, keyed
+by sensor id (so each sensor stays ordered on its partition) and stamped with the
+panel's own timestamps. Missing readings are not sent: a sensor that did not report
+is absent from the stream, exactly as a real one would be, never a NaN on the wire.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.panel import SensorPanel
+from pipeline.kafka.schema import Reading, encode_reading, format_timestamp
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+
+
+class ReplayError(RuntimeError):
+    """Messages could not be delivered to Kafka during a replay."""
+
+
+@dataclass(frozen=True)
+class ReplayStats:
+    """What a replay produced.
+
+    Attributes
+    ----------
+    messages : readings sent (and acknowledged by the broker).
+    steps : time steps replayed.
+    sensors : sensors in the panel.
+    skipped_missing : readings not sent because the panel marks them missing.
+    first_ts, last_ts : the panel timestamps of the first and last step replayed.
+    seconds : wall time, including the final flush.
+    bytes : total size of the message values.
+    """
+
+    messages: int
+    steps: int
+    sensors: int
+    skipped_missing: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    seconds: float
+    bytes: int
+
+    @property
+    def rate(self) -> float:
+        """Messages per second of wall time."""
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO-8601 UTC strings, plus ``rate``."""
+        out = asdict(self)
+        for key in ("first_ts", "last_ts"):
+            if out[key] is not None:
+                out[key] = format_timestamp(out[key])
+        out["rate"] = self.rate
+        return out
+
+
+class _Failures:
+    """Counts failed sends; kafka-python reports them on the futures, not on flush()."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: BaseException | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = exc
+
+
+def _decimal_row(row: np.ndarray) -> list[float]:
+    """float32 -> the float64 of its shortest decimal: 55.1 goes out as 55.1, not 55.0999984."""
+    return row.astype(str).astype(np.float64).tolist()
+
+
+def replay(
+    panel: SensorPanel,
+    producer: KafkaProducer,
+    topic: str,
+    *,
+    speedup: float = 0.0,
+    limit: int | None = None,
+    progress: bool = True,
+    flush_timeout_s: float = 60.0,
+) -> ReplayStats:
+    """Produce the panel's readings to ``topic``, step by step.
+
+    Parameters
+    ----------
+    panel
+        A ``[time, node]`` panel; a ``[time, node, feature]`` panel must select one
+        feature first.
+    producer
+        A kafka-python producer (bytes keys and values), e.g. from
+        :func:`pipeline.kafka.clients.make_producer`. It is flushed, not closed.
+    topic
+        The readings topic.
+    speedup
+        0 sends as fast as possible; ``X > 0`` paces the steps at X times real time by
+        the panel's timestamps (X = 60 plays a 5-minute step every 5 seconds) and
+        flushes after each step so that it arrives on time.
+    limit
+        Replay at most this many time steps (all sensors of each), from the start.
+    progress
+        Show a progress bar (rich).
+    flush_timeout_s
+        How long the final flush may wait for the broker's acknowledgements.
+
+    Returns
+    -------
+    ReplayStats
+
+    Raises
+    ------
+    ValueError
+        For a 3-D panel, a negative ``speedup`` or ``limit``.
+    ReplayError
+        When the broker rejected or never acknowledged some messages; it says how many.
+    """
+    if panel.values.ndim != 2:
+        raise ValueError(
+            f"replay needs a [time, node] panel, got shape {panel.values.shape}; "
+            "select one feature first"
+        )
+    if speedup < 0 or not np.isfinite(speedup):
+        raise ValueError(f"speedup must be 0 (as fast as possible) or > 0, got {speedup}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 steps, got {limit}")
+    from kafka.errors import KafkaError
+
+    n_steps = panel.n_time if limit is None else min(limit, panel.n_time)
+    keys = [s.encode() for s in panel.sensor_ids]
+    sensors = panel.sensor_ids
+    stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
+    failures = _Failures()
+    sent = skipped = size = 0
+    started = time.monotonic()
+    bar = _progress_bar(progress)
+    with bar if bar is not None else nullcontext():
+        task = bar.add_task(f"replay -> {topic}", total=n_steps) if bar is not None else None
+        for step in range(n_steps):
+            ts = stamps[step]
+            if speedup > 0:
+                due = started + (ts - stamps[0]).total_seconds() / speedup
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
+            observed = panel.mask[step]
+            values = _decimal_row(panel.values[step])
+            for node in np.flatnonzero(observed).tolist():
+                payload = encode_reading(Reading(sensors[node], ts, values[node]))
+                try:
+                    future = producer.send(topic, key=keys[node], value=payload)
+                except KafkaError as exc:
+                    raise ReplayError(
+                        f"could not send to {topic!r} after {sent} messages: {exc}; is the "
+                        "broker reachable and does the topic exist (roadcast broker, "
+                        "ensure_topics)?"
+                    ) from exc
+                future.add_errback(failures)
+                sent += 1
+                size += len(payload)
+            skipped += len(keys) - int(observed.sum())
+            if speedup > 0:
+                producer.flush(timeout=flush_timeout_s)
+            if bar is not None and task is not None:
+                bar.update(task, advance=1, description=f"replay -> {topic} ({sent:,} msgs)")
+        try:
+            producer.flush(timeout=flush_timeout_s)
+        except KafkaError as exc:
+            raise ReplayError(
+                f"{topic!r}: the broker did not acknowledge all of {sent} messages within "
+                f"{flush_timeout_s:.0f} s ({exc})"
+            ) from exc
+    if failures.count:
+        raise ReplayError(
+            f"{failures.count} of {sent} messages to {topic!r} failed; first error: "
+            f"{failures.first!r}"
+        )
+    return ReplayStats(
+        messages=sent,
+        steps=n_steps,
+        sensors=panel.n_nodes,
+        skipped_missing=skipped,
+        first_ts=stamps[0] if stamps else None,
+        last_ts=stamps[-1] if stamps else None,
+        seconds=time.monotonic() - started,
+        bytes=size,
+    )
+
+
+def _progress_bar(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )

@@ -1,0 +1,286 @@
+"""The layout of a model directory, and the champion kept in it.
+
+``roadcast train --out DIR`` (the train flow) writes::
+
+    DIR/metrics.json, DIR/report.md, DIR/report.html, DIR/figures/
+    DIR/bundles/<model>/          one bundle per model (the best-validation seed)
+    DIR/bundles/champion.json     which bundle is the champion, and why
+    DIR/bundles/network.json      sensor ids and coordinates (maps in reports)
+
+Both JSON files sit *inside* ``bundles/`` so that whichever directory a consumer is
+given (``DIR`` or ``DIR/bundles``, e.g. ``roadcast serve --models DIR/bundles``) holds
+them; they are files, not bundle directories, so the service's bundle discovery
+ignores them.
+
+The champion is the model whose kept bundle has the lowest *validation* RMSE pooled
+over the full horizon (ties: the name). The test part never chooses it. The kept bundle
+of a neural model is already its best-validation seed, so its score is that seed's;
+this slightly favours models fitted with several seeds, which is what deploying the
+best seed means. A JSON file rather than a symlink: it works on every filesystem and
+volume, and it records the scores that made the choice.
+
+Loading: A model directory is either one bundle (it holds ``config.json``), a folder of
+bundles, one per sub-directory (``OUT/bundles/<model>``, as ``roadcast train``
+writes them), or a ``roadcast train`` output ``OUT`` itself (its ``bundles/`` folder
+is used), so that one ``ROADCAST_MODEL_DIR`` serves the train flow, the service and
+the forecast flow alike. Every bundle is loaded through the registry
+(:func:`models.forecasters.registry.load_model`), so the service runs whatever models are
+registered without knowing any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.forecasters.base import Forecaster
+from models.panel import SensorPanel
+
+BUNDLES = "bundles"
+CHAMPION_FILE = "champion.json"
+NETWORK_FILE = "network.json"
+CONFIG = "config.json"
+
+
+class ChampionError(ValueError):
+    """No champion can be chosen or read; the message says how to get one."""
+
+
+def bundles_dir(models_dir: str | Path) -> Path:
+    """``models_dir/bundles`` when ``models_dir`` is a train output, else ``models_dir``."""
+    root = Path(models_dir).expanduser()
+    return root / BUNDLES if (root / BUNDLES).is_dir() else root
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The promoted model and the scores it was chosen on.
+
+    ``scores`` maps every candidate to its validation RMSE (None: no validation
+    score, never chosen); ``challengers`` are the other models with bundles.
+    """
+
+    champion: str
+    challengers: tuple[str, ...]
+    scores: dict[str, float | None]
+    metric: str
+    dataset: str
+    promoted_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["challengers"] = list(self.challengers)
+        return out
+
+
+def validation_score(entry: Mapping[str, Any]) -> float | None:
+    """The kept bundle's validation RMSE of one ``metrics.json`` model entry."""
+    scores = [v for v in entry.get("valid_rmse") or [] if v is not None and math.isfinite(v)]
+    return float(min(scores)) if scores else None
+
+
+def choose_champion(document: Mapping[str, Any]) -> Champion:
+    """The model of ``document`` (``metrics.json``) with the best validation score.
+
+    Raises
+    ------
+    ChampionError
+        When no model has a validation score (a validation part shorter than the
+        horizon): lengthen it with ``--valid``.
+    """
+    scores = {name: validation_score(entry) for name, entry in document["models"].items()}
+    ranked = sorted((s, n) for n, s in scores.items() if s is not None)
+    if not ranked:
+        raise ChampionError(
+            "no model has a validation score, so none can be promoted; make the validation "
+            "part longer than the horizon (--valid) or the horizon shorter"
+        )
+    best = ranked[0][1]
+    return Champion(
+        champion=best,
+        challengers=tuple(n for n in document["models"] if n != best),
+        scores=scores,
+        metric=f"validation RMSE pooled over steps 1..{document['horizon']} (kept seed)",
+        dataset=str(document.get("dataset")),
+        promoted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+
+
+def promote(models_dir: str | Path, champion: Champion) -> Path:
+    """Write ``champion.json`` into the bundles folder of ``models_dir``; returns its path."""
+    path = bundles_dir(models_dir) / CHAMPION_FILE
+    _write_json(path, champion.to_dict())
+    return path
+
+
+def read_champion(models_dir: str | Path) -> Champion | None:
+    """The champion recorded in ``models_dir`` (or its ``bundles/``), None if none is.
+
+    Raises
+    ------
+    ChampionError
+        When ``champion.json`` exists but cannot be read.
+    """
+    path = bundles_dir(models_dir) / CHAMPION_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return Champion(
+            champion=str(raw["champion"]),
+            challengers=tuple(raw.get("challengers", ())),
+            scores=dict(raw.get("scores", {})),
+            metric=str(raw.get("metric", "")),
+            dataset=str(raw.get("dataset", "")),
+            promoted_at=str(raw.get("promoted_at", "")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ChampionError(
+            f"{path} is unreadable ({exc}); delete it or retrain with `roadcast train`"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Network:
+    """The sensors a model directory was trained on, with coordinates when known."""
+
+    dataset: str
+    sensor_ids: tuple[str, ...]
+    coords: np.ndarray | None  # float64 [node, 2] (latitude, longitude)
+
+
+def write_network(models_dir: str | Path, panel: SensorPanel) -> Path:
+    """Record ``panel``'s sensor ids and coordinates next to the bundles."""
+    coords = None if panel.coords is None else np.asarray(panel.coords).tolist()
+    path = bundles_dir(models_dir) / NETWORK_FILE
+    _write_json(
+        path, {"dataset": panel.name, "sensor_ids": list(panel.sensor_ids), "coords": coords}
+    )
+    return path
+
+
+def read_network(models_dir: str | Path) -> Network | None:
+    """The network recorded in ``models_dir``, None when there is no (readable) record."""
+    path = bundles_dir(models_dir) / NETWORK_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        ids = tuple(str(s) for s in raw["sensor_ids"])
+        coords = raw.get("coords")
+        array = None if coords is None else np.asarray(coords, dtype=np.float64)
+        if array is not None and array.shape != (len(ids), 2):
+            return None
+        return Network(dataset=str(raw.get("dataset", "")), sensor_ids=ids, coords=array)
+    except (ValueError, KeyError, TypeError):
+        return None  # a map is optional: a bad file only costs the map
+
+
+class BundleDirError(ValueError):
+    """The model directory has no usable bundles; the message says how to make some."""
+
+
+def discover_bundles(model_dir: str | Path) -> list[Path]:
+    """Bundle directories under ``model_dir`` (itself, or its direct children, or those of
+    its ``bundles/`` folder when it is a ``roadcast train`` output), sorted."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise BundleDirError(
+            f"model directory {root} does not exist; train bundles with `roadcast train "
+            "--out DIR` (or `roadcast demo`) and pass --models DIR/bundles"
+        )
+    if (root / CONFIG).is_file():
+        return [root]
+    found = sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
+    if not found and (root / "bundles").is_dir():
+        return discover_bundles(root / "bundles")
+    return found
+
+
+def load_bundles(
+    model_dir: str | Path, *, only: Sequence[str] | None = None
+) -> dict[str, Forecaster]:
+    """Load every bundle under ``model_dir`` as ``{model name: model}``.
+
+    Parameters
+    ----------
+    model_dir : one bundle, or a folder of bundles.
+    only : keep only these model names (an unknown name is an error).
+
+    Raises
+    ------
+    BundleDirError
+        When there is no bundle, two bundles hold the same model name, or a name in
+        ``only`` has no bundle.
+    models.bundle.BundleError
+        When a bundle is corrupt (checksum, version): the message says to retrain.
+    """
+    from models.bundle import BundleError
+    from models.forecasters.registry import load_model
+
+    paths = discover_bundles(model_dir)
+    if not paths:
+        raise BundleDirError(
+            f"no model bundles (directories with {CONFIG}) in {model_dir}; train some with "
+            "`roadcast train --out DIR` and pass --models DIR/bundles"
+        )
+    models: dict[str, Forecaster] = {}
+    for path in paths:
+        try:
+            model = load_model(path)
+        except BundleError:
+            raise
+        except Exception as exc:  # a bundle written by another version of the model code
+            raise BundleDirError(
+                f"bundle {path} could not be loaded ({type(exc).__name__}: {exc}); retrain it "
+                "with this version (roadcast train) or remove it"
+            ) from exc
+        name = model.name
+        if name in models:
+            raise BundleDirError(
+                f"two bundles of model {name!r} in {model_dir}; keep one (the service "
+                "publishes one forecast per model and sensor)"
+            )
+        models[name] = model
+    if only:
+        unknown = sorted(set(only) - set(models))
+        if unknown:
+            raise BundleDirError(
+                f"no bundle for model(s) {unknown} in {model_dir}; it has {sorted(models)}"
+            )
+        models = {name: models[name] for name in only}
+    return models
+
+
+def union_sensors(models: dict[str, Forecaster]) -> tuple[str, ...]:
+    """All sensors of the models, in the first model's order, then new ones as they come."""
+    seen: dict[str, None] = {}
+    for model in models.values():
+        for sensor in model.sensor_ids:
+            seen.setdefault(sensor, None)
+    if not seen:
+        raise BundleDirError("the loaded bundles list no sensors; retrain them")
+    return tuple(seen)

@@ -1,0 +1,275 @@
+"""The service's store read back as panels and backtests, for scheduled forecasts and reports.
+
+Only the public :class:`pipeline.service.store.Store` API is used (``last_ticks``,
+``readings_since``, ``recent_forecasts``, ``alerts``, ...), so these reads work on a
+store the service is writing (WAL: readers never block it).
+
+* :func:`latest_window` -- the newest ``window`` closed ticks as a ``[window, node]``
+  panel: what the forecast flow predicts from.
+* :func:`period_panel` -- every closed tick of a period (corrections applied).
+* :func:`stored_backtest` -- one model's stored forecasts scored against the stored
+  actuals, as a :class:`models.forecasters.evaluation.Backtest`, so that live accuracy goes through
+  the same metrics, tables and plots as a training backtest. A forecast is scored when
+  all its ``horizon`` targets are closed ticks inside the period (the backtest
+  protocol); a target the service never received is missing, and a sensor the model
+  stored no forecast for is not scored either.
+* :func:`alerts_between` -- the alert state changes of a period.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.forecasters.base import BatchForecast
+from models.forecasters.evaluation import Backtest
+from models.metrics import report_horizons, score_batch
+from models.panel import SensorPanel
+from pipeline.service.store import Store
+
+
+class StoreReadError(ValueError):
+    """The store does not (yet) hold what was asked for; the message says why."""
+
+
+def tick_ms(store: Store) -> int:
+    """The store's tick grid step in milliseconds (written by the service)."""
+    value = store.state().get("tick_ms")
+    if value is None:
+        raise _no_ticks(store)
+    return int(value)
+
+
+def _no_ticks(store: Store) -> StoreReadError:
+    return StoreReadError(
+        f"the store {store.path} has no closed tick yet; start `roadcast serve` (with "
+        "readings flowing into its topic) before forecasting or reporting from it"
+    )
+
+
+def last_closed_ms(store: Store) -> int:
+    """Timestamp (ms since the epoch) of the newest closed tick."""
+    ticks = store.last_ticks(1)
+    if not ticks:
+        raise _no_ticks(store)
+    return int(ticks[-1].ts_ms)
+
+
+def _timestamps(first_ms: int, count: int, step_ms: int) -> pd.DatetimeIndex:
+    return pd.date_range(
+        pd.Timestamp(first_ms, unit="ms", tz="UTC"), periods=count, freq=pd.Timedelta(step_ms, "ms")
+    )
+
+
+def period_panel(
+    store: Store,
+    first_ms: int,
+    last_ms: int,
+    sensor_ids: Sequence[str],
+    *,
+    name: str = "store",
+) -> SensorPanel:
+    """Readings of ``sensor_ids`` at every tick from ``first_ms`` to ``last_ms`` (inclusive).
+
+    ``first_ms`` and ``last_ms`` must lie on the store's tick grid. Ticks or sensors
+    without a reading are missing (NaN, mask False); corrections replace the values the
+    ticks closed with; sensors unknown to the store are entirely missing.
+    """
+    step = tick_ms(store)
+    if (last_ms - first_ms) % step:
+        raise ValueError(f"{first_ms} .. {last_ms} is not a whole number of {step} ms ticks")
+    count = (last_ms - first_ms) // step + 1
+    if count < 1:
+        raise ValueError(f"empty period: {first_ms} .. {last_ms}")
+    values = np.full((count, len(sensor_ids)), np.nan, np.float32)  # [time, node]
+    rows = store.readings_since(first_ms)
+    column = {name: i for i, name in enumerate(sensor_ids)}
+    col_of_id = {sid: column.get(name, -1) for sid, name in store.sensor_names().items()}
+    cols = np.array([col_of_id.get(int(s), -1) for s in rows.sensors], dtype=np.int64)
+    offset = rows.ts_ms - first_ms
+    keep = (cols >= 0) & (rows.ts_ms <= last_ms) & (offset % step == 0)
+    values[(offset[keep] // step), cols[keep]] = rows.values[keep]
+    return SensorPanel.from_values(
+        values, _timestamps(first_ms, count, step), list(sensor_ids), name=name
+    )
+
+
+def latest_window(store: Store, sensor_ids: Sequence[str], window: int) -> SensorPanel:
+    """The newest ``window`` closed ticks of ``sensor_ids``: ``[window, node]``."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1 step, got {window}")
+    last = last_closed_ms(store)
+    first = last - (window - 1) * tick_ms(store)
+    return period_panel(store, first, last, sensor_ids, name="latest window")
+
+
+@dataclass(frozen=True)
+class Period:
+    """The ticks ``[first_ms, last_ms]`` a report covers (both on the tick grid)."""
+
+    first_ms: int
+    last_ms: int
+    step_ms: int
+
+    @property
+    def ticks(self) -> int:
+        return (self.last_ms - self.first_ms) // self.step_ms + 1
+
+    def bounds(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        return (
+            pd.Timestamp(self.first_ms, unit="ms", tz="UTC"),
+            pd.Timestamp(self.last_ms, unit="ms", tz="UTC"),
+        )
+
+
+def parse_since(text: str) -> pd.Timedelta | pd.Timestamp:
+    """``"24h"``, ``"7d"``, ``"90min"`` -> a duration; an ISO time -> a timestamp.
+
+    Raises
+    ------
+    ValueError
+        When ``text`` is neither (the message shows both forms).
+    """
+    # pandas deprecates the lowercase day unit; people write "7d".
+    normalised = re.sub(r"(?<=\d)\s*d(ays?)?\b", "D", text.strip())
+    try:
+        return pd.Timedelta(normalised)
+    except ValueError:
+        pass
+    try:
+        return pd.Timestamp(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"since={text!r} is neither a duration ('24h', '7d') nor a time ('2024-03-05T00:00Z')"
+        ) from None
+
+
+def period_since(store: Store, since: pd.Timestamp | pd.Timedelta | str) -> Period:
+    """The closed ticks from ``since`` to the newest closed tick.
+
+    ``since`` is a duration back from the newest closed tick (``"24h"``: the last 288
+    five-minute ticks) or a time (the ticks at or after it). The period never starts
+    before the oldest closed tick in the store.
+
+    Raises
+    ------
+    StoreReadError
+        When the store has no closed tick, or none at or after ``since``.
+    """
+    last = last_closed_ms(store)
+    step = tick_ms(store)
+    if isinstance(since, str):
+        since = parse_since(since)
+    if isinstance(since, pd.Timedelta):
+        span_ms = int(since.total_seconds() * 1000)
+        if span_ms <= 0:
+            raise ValueError(f"since must be a positive duration, got {since}")
+        count = -(-span_ms // step)  # ticks in (last - span, last]
+    else:
+        stamp = since if since.tz is not None else since.tz_localize("UTC")
+        start_ms = int(stamp.value // 1_000_000)
+        if start_ms > last:
+            raise StoreReadError(
+                f"no closed tick at or after {stamp.isoformat()}; the newest is "
+                f"{pd.Timestamp(last, unit='ms', tz='UTC').isoformat()}"
+            )
+        count = (last - start_ms) // step + 1
+    stored = store.last_ticks(count)
+    first = max(last - (count - 1) * step, int(stored[0].ts_ms))
+    return Period(first_ms=first, last_ms=last, step_ms=step)
+
+
+def stored_backtest(
+    store: Store,
+    model: str,
+    sensor_ids: Sequence[str],
+    period: Period,
+    horizon: int,
+    *,
+    horizons: Sequence[int] | None = None,
+    actuals: SensorPanel | None = None,
+) -> tuple[SensorPanel, Backtest]:
+    """``model``'s stored forecasts whose targets lie in ``period``, scored.
+
+    Returns the actuals panel (one row per tick of the period, plus the tick before it,
+    where the first scored forecasts were issued) and a :class:`Backtest` whose
+    ``forecast.origins`` index into that panel. Pass ``actuals`` (from an earlier call
+    with the same period and sensors) to skip re-reading them.
+    """
+    step = period.step_ms
+    first_ms = period.first_ms - step  # a forecast issued here targets the first tick
+    if actuals is None:
+        actuals = period_panel(store, first_ms, period.last_ms, sensor_ids, name="live")
+    ids_of = {name: sid for sid, name in store.sensor_names().items()}
+    store_ids = np.array([ids_of.get(s, -1) for s in sensor_ids], dtype=np.int64)
+    issued, mean, lower, upper = store.recent_forecasts(model, first_ms, store_ids, horizon)
+    last_origin_ms = period.last_ms - horizon * step
+    keep = (issued <= last_origin_ms) & ((issued - first_ms) % step == 0)
+    origins = ((issued[keep] - first_ms) // step).astype(np.int64)  # [n]
+    mean = mean[keep]
+    lower = None if lower is None else lower[keep]
+    upper = None if upper is None else upper[keep]
+    targets = origins[:, None] + np.arange(1, horizon + 1)[None, :]  # [n, horizon]
+    actual = actuals.values[targets] if len(origins) else np.empty((0, horizon, len(sensor_ids)))
+    # A sensor without a stored forecast is not scored (it is counted, not guessed).
+    actual = np.where(np.isfinite(mean), actual, np.nan).astype(np.float32)  # [n, h, node]
+    chosen = tuple(horizons) if horizons is not None else report_horizons(horizon)
+    metrics = score_batch(actual, np.nan_to_num(mean, nan=0.0), chosen)
+    forecast = BatchForecast(model, origins, mean, lower, upper)
+    backtest = Backtest(
+        metrics=metrics,
+        forecast=forecast,
+        actual=actual,
+        timestamps=actuals.timestamps,
+        predict_ms_per_window=float("nan"),
+        predict_ms_single=float("nan"),
+    )
+    return actuals, backtest
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """One alert state change read from the store (``payload`` decoded)."""
+
+    alert_id: str
+    status: str
+    severity: str
+    sensor: str
+    ts: pd.Timestamp
+    detector: str
+    score: float
+    observed: float | None
+    expected: float | None
+
+
+def alerts_between(store: Store, period: Period, *, limit: int = 100_000) -> list[AlertChange]:
+    """Alert state changes stamped inside ``period``, oldest first."""
+    first, last = period.first_ms, period.last_ms
+    out = []
+    for row in store.alerts(limit=limit):
+        if not first <= row.ts_ms <= last:
+            continue
+        try:
+            payload = json.loads(row.payload)
+        except ValueError:
+            payload = {}
+        out.append(
+            AlertChange(
+                alert_id=row.alert_id,
+                status=row.status,
+                severity=row.severity,
+                sensor=row.sensor,
+                ts=pd.Timestamp(row.ts_ms, unit="ms", tz="UTC"),
+                detector=row.detector,
+                score=float(row.score),
+                observed=payload.get("observed"),
+                expected=payload.get("expected"),
+            )
+        )
+    out.sort(key=lambda a: (a.ts, a.alert_id, a.status))
+    return out
