@@ -12,9 +12,8 @@
    *Reference check.* Two of NAB's own detectors run here as well: NAB's random
    detector (Python's ``random`` seeded with 42 per file, as NAB's code does) and its
    windowedGaussian baseline (:mod:`models.anomaly.gaussian`). Scored by our scorer they
-   must give the published 24.4 and 82.0; :data:`REFERENCE_CHECK` records what was
-   measured offline against NAB's stored result files and code (not downloadable at
-   benchmark time).
+   must give the published 24.4 and 82.0. :data:`REFERENCE_CHECK` says which reference
+   scores are computed here and which are cited.
 2. **NAB-style validation corpus** (:mod:`benchmarks.nab_validation`: simulated
    incidents and faults, NAB's window rule). Every preset is scored there too; the
    preset with the best standard score there is the one a rule that never looks at
@@ -23,10 +22,10 @@
    sensor faults): the forecast-interval detector on persistence and AR(p) forecasts,
    the LSTM autoencoder, and both combined (full run only), each through
    :class:`pipeline.alerts.lifecycle.AlertManager` with two rule sets, evaluated on the
-   test part (the last third): an alert *episode* is a true positive when its sensor is
-   in a labelled event and it fires between the event's start and 30 minutes after its
-   end; precision over episodes, recall per event kind, median delay from event start
-   to the first matching firing.
+   test part (the last third) with :mod:`models.anomaly.events`: an alert *episode* is a
+   true positive when its sensor is in a labelled event and it fires between the event's
+   start and 30 minutes after its end; precision over episodes, recall per event kind,
+   median delay from event start to the first matching firing.
 """
 
 from __future__ import annotations
@@ -35,14 +34,13 @@ import argparse
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import write_result
 from benchmarks.nab_score import (
     PROFILES,
     Sweep,
@@ -52,81 +50,37 @@ from benchmarks.nab_score import (
     read_windows,
     sweep,
 )
+from flows.reporting.text import print_table
+from models.anomaly.events import MATCH_GRACE, Episode, match_events
+from pipeline.data.published import NAB_REALTRAFFIC
 
 if TYPE_CHECKING:
     from models.anomaly.base import DetectionBatch
     from models.panel import LabeledEvent
     from pipeline.alerts.lifecycle import AlertRules
 
-PUBLISHED_STANDARD = {
-    "contextOSE": 91.2,
-    "ARTime": 88.3,
-    "Numenta HTM": 83.2,
-    "windowedGaussian": 82.0,
-    "randomCutForest": 81.0,
-    "random": 24.4,
-}
-PUBLISHED_SOURCE = (
-    "data/README.md: NAB's own scorer, thresholds optimised on the 7 realTraffic files "
-    "alone (one threshold per detector and profile; normalised by the null detector, -14 "
-    "raw, and a perfect one, +14: 100 * (raw + 14) / 28 on the standard profile)"
-)
+PUBLISHED_STANDARD = NAB_REALTRAFFIC.standard
+PUBLISHED_SOURCE = NAB_REALTRAFFIC.source
 REFERENCE_CHECK: dict[str, Any] = {
-    "how": (
-        "Measured offline by the helper that validated benchmarks/nab_score.py (numenta/NAB "
-        "read through a code index; nothing downloadable at benchmark time). NAB's detector "
-        "code for random, windowedGaussian and contextOSE was transcribed and re-run on "
-        "../shared/data/nab/realTraffic; spot-checked rows equal NAB's stored result files "
-        "(results/<detector>/realTraffic/*.csv) to 12 digits: windowedGaussian at the "
-        "version of commit bf2de21c, random (seed 42) at its last rows, contextOSE only "
-        "when run under Python 2.7 (its context ordering uses Python 2 tuple hashes). "
-        "Scored with benchmarks/nab_score.py, thresholds optimised on the 7 files alone."
+    "computed_here": (
+        "NAB's random detector (Python's random seeded with 42 per file) and windowedGaussian "
+        "(models.anomaly.gaussian) are run by this benchmark and scored by "
+        "benchmarks/nab_score.py with thresholds optimised on the 7 files alone; "
+        "tests/test_nab_score.py checks 24.40 (published 24.4) and 81.95 (published 82.0)"
     ),
-    "standard_profile": {
-        "random": {"ours": 24.40, "published": 24.4},
-        "windowedGaussian": {"ours": 81.95, "published": 82.0},
-        "contextOSE": {"ours": 91.17, "published": 91.2},
-    },
-    "all_profiles_ours": {
-        "random": {"standard": 24.40, "reward_low_FP_rate": 19.72, "reward_low_FN_rate": 28.17},
-        "windowedGaussian": {
-            "standard": 81.95,
-            "reward_low_FP_rate": 73.48,
-            "reward_low_FN_rate": 87.97,
-        },
-        "contextOSE": {
-            "standard": 91.17,
-            "reward_low_FP_rate": 88.42,
-            "reward_low_FN_rate": 94.11,
-        },
-    },
+    "cited_not_computed": (
+        "contextOSE 91.2, ARTime 88.3 and Numenta HTM 83.2 are NAB's published scores "
+        "(../shared/data/README.md); this benchmark does not run those detectors. NAB gives "
+        "every detector the file's minimum and maximum before it runs "
+        "(AnomalyDetector.inputMin/inputMax); the published scores use that convention"
+    ),
     "row_level_S(t)": (
         "NAB's stored S(t) columns of results/contextOSE/realTraffic/contextOSE_speed_7578.csv "
-        "(thresholds of config/thresholds.json) equal ours: first window's TP 0.871604206333 "
-        "(detection at row 317 of the 29-row window 303-331), an FP 32 rows after it on "
-        "reward_low_FN_rate -0.109276714495, far FPs -0.22/-0.11/-0.11; see "
+        "(thresholds of config/thresholds.json) equal ours: first window's TP 0.871604206333, "
+        "an FP 32 rows after it on reward_low_FN_rate -0.109276714495; see "
         "tests/test_nab_score.py"
     ),
-    "not_reproduced": (
-        "Numenta HTM 83.2, ARTime 88.3 and randomCutForest 81.0 need NuPIC, Julia or AWS and "
-        "their result files were not read in full; they were not checked"
-    ),
-    "contextOSE_without_look_ahead": (
-        "NAB gives every detector the minimum and maximum of the whole file before it runs "
-        "(AnomalyDetector.inputMin/inputMax); contextOSE bins values with them. Binned with "
-        "the probationary rows' range instead (data up to t only, as roadcast's detectors "
-        "must), the same code scores 76.42 standard (Python 3), not 91.6 (Python 3 with "
-        "the whole-file range)"
-    ),
-    "earlier_note_corrected": (
-        "An earlier version of this benchmark said NAB's windowedGaussian result files score "
-        "at most 71.4 here. It read an old version of "
-        "results/windowedGaussian/realTraffic/windowedGaussian_speed_7578.csv written by a "
-        "one-sided detector (speed dips scored 0.0); NAB's current detector and the later "
-        "result files score both tails, and reproduce 82.0"
-    ),
 }
-MATCH_GRACE = pd.Timedelta(minutes=30)
 
 
 def data_dir() -> Path:
@@ -205,7 +159,7 @@ def nab_part(nab_dir: Path, detectors: Sequence[str]) -> dict[str, Any]:
         "published_standard": PUBLISHED_STANDARD,
         "published_source": PUBLISHED_SOURCE,
         "reference_check_at_benchmark_time": reference,
-        "reference_check_offline": REFERENCE_CHECK,
+        "reference_check": REFERENCE_CHECK,
     }
 
 
@@ -242,16 +196,6 @@ def validation_part(detectors: Sequence[str], quick: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- alerts
 
 
-@dataclass(frozen=True)
-class Episode:
-    """One alert episode: its sensor and when it first fired."""
-
-    alert_id: str
-    sensor: str
-    fired: pd.Timestamp
-    group_key: str
-
-
 def alert_episodes(
     batch: DetectionBatch,
     sensor_ids: Sequence[str],
@@ -278,43 +222,25 @@ def alert_episodes(
         for event in manager.evaluate(detection):
             m = event.message
             if m.status == "firing" and m.alert_id not in seen:
-                seen[m.alert_id] = Episode(
-                    m.alert_id, m.sensor, pd.Timestamp(m.ts), event.group_key
-                )
+                seen[m.alert_id] = Episode(m.sensor, pd.Timestamp(m.ts), event.group_key)
     return list(seen.values())
 
 
-def match_events(episodes: Sequence[Episode], events: Sequence[LabeledEvent]) -> dict[str, Any]:
+def match_summary(episodes: Sequence[Episode], events: Sequence[LabeledEvent]) -> dict[str, Any]:
     """Precision over episodes, recall per event kind, median detection delay (minutes)."""
-
-    def hits(ep: Episode, e: LabeledEvent) -> bool:
-        return ep.sensor in e.sensors and e.start <= ep.fired <= e.end + MATCH_GRACE
-
-    true_pos = sum(any(hits(ep, e) for e in events) for ep in episodes)
-    recall: dict[str, float] = {}
-    delays = []
-    for kind in sorted({e.kind for e in events}):
-        of_kind = [e for e in events if e.kind == kind]
-        found = 0
-        for e in of_kind:
-            fired = [ep.fired for ep in episodes if hits(ep, e)]
-            if fired:
-                found += 1
-                delays.append((min(fired) - e.start) / pd.Timedelta(minutes=1))
-        recall[kind] = round(found / len(of_kind), 3)
+    match = match_events(episodes, events)
     return {
         "alerts": len(episodes),
-        "incident_groups": len({ep.group_key for ep in episodes}),
-        "precision": round(true_pos / len(episodes), 3) if episodes else None,
-        "recall": recall,
-        "median_delay_min": float(np.median(delays)) if delays else None,
-        "events": {k: sum(e.kind == k for e in events) for k in recall},
+        "incident_groups": len({ep.group for ep in episodes}),
+        "precision": None if match.precision is None else round(match.precision, 3),
+        "recall": {kind: round(match.recall_of(kind), 3) for kind in match.events},
+        "median_delay_min": match.median_delay_min,
+        "events": match.events,
     }
 
 
 def simulated_part(quick: bool) -> dict[str, Any]:
     """Alert quality of the interval detector on the simulated network (see module doc)."""
-    from models.anomaly.base import score_panel
     from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
     from models.forecasters.registry import model_class
     from models.panel import chronological_split
@@ -346,7 +272,7 @@ def simulated_part(quick: bool) -> dict[str, Any]:
         model.fit(split.train, valid=split.valid)
         detector = ForecastIntervalDetector(model, IntervalConfig(horizon=3))
         detector.fit(split.train, valid=split.valid)
-        batch = score_panel(detector, split.test)
+        batch = detector.score_panel(split.test)
         batches[("interval", name)] = (batch, time.perf_counter() - started)
     if not quick:
         import torch
@@ -381,7 +307,7 @@ def simulated_part(quick: bool) -> dict[str, Any]:
                     "forecaster": forecaster,
                     "rules": rules_name,
                     "seconds": round(seconds, 1),
-                    **match_events(episodes, events),
+                    **match_summary(episodes, events),
                 }
             )
     return {

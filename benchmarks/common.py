@@ -1,4 +1,6 @@
-"""What every benchmark shares: where results go, machine facts, and a printed table."""
+"""What every benchmark shares: where results go and the machine facts beside them.
+
+Tables are printed with :func:`flows.reporting.text.print_table`, as the CLI prints them."""
 
 from __future__ import annotations
 
@@ -7,12 +9,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -46,13 +44,3 @@ def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = 
     document = {"benchmark": name, "machine": machine(), **payload}
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=float) + "\n")
     return path
-
-
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print rows as a table; floats get 4 significant digits."""
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)

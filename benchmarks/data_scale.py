@@ -15,7 +15,8 @@ import time
 import tracemalloc
 from typing import Any
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import write_result
+from flows.reporting.text import print_table
 from pipeline.data.graph import RoadGraph
 
 K_HOPS = 3

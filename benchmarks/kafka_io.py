@@ -24,7 +24,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import write_result
+from flows.reporting.text import print_table
 from pipeline.kafka.broker import EmbeddedBroker
 from pipeline.kafka.clients import (
     CONSUMER_DEFAULTS,

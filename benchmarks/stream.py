@@ -58,7 +58,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, print_table, write_result
+from benchmarks.common import RESULTS_DIR, write_result
+from flows.reporting.text import print_table
 from models.forecasters.base import Forecaster
 from models.panel import SensorPanel
 from pipeline.kafka.broker import EmbeddedBroker
@@ -66,7 +67,7 @@ from pipeline.settings import Settings, load_settings
 
 
 def _panel(spec: str | None) -> SensorPanel:
-    from flows.demo import choose_panel
+    from flows.demo.setup import choose_panel
 
     return choose_panel(spec, data_dir=load_settings().data_dir)
 
@@ -74,7 +75,9 @@ def _panel(spec: str | None) -> SensorPanel:
 def _bundles(
     panel: SensorPanel, models_dir: Path | None, names: tuple[str, ...], epochs: int, out: Path
 ) -> tuple[dict[str, Forecaster], Path]:
-    from flows.train import TrainPlan, limit_threads, train_models
+    from flows.threads import limit_threads
+    from flows.train_models import train_models
+    from models.forecasters.comparison import TrainPlan
     from pipeline.model_dir import load_bundles
 
     if models_dir is None:
@@ -99,12 +102,9 @@ def _alert_hooks(
     calibrated on the validation part (saved next to the bundles, as ``roadcast demo``
     does) and the road graph's neighbours for grouping."""
     from models.panel import chronological_split
-    from pipeline.alerts.detection import (
-        build_alerting,
-        calibrate_interval,
-        choose_forecaster,
-        save_neighbours,
-    )
+    from pipeline.alerts.build import build_alerting
+    from pipeline.alerts.config import choose_forecaster
+    from pipeline.alerts.saved import calibrate_interval, save_neighbours
     from pipeline.model_dir import union_sensors
 
     name = choose_forecaster(list(models))
@@ -123,7 +123,7 @@ def produce_rates(
     service's bulk path; each flushed, best of ``repeats`` (fresh topic each time)."""
     from pipeline.kafka.clients import ensure_topics, make_producer
     from pipeline.kafka.outbox import Outbox
-    from pipeline.service.core import _PRODUCER
+    from pipeline.service.loop import PRODUCER_CONFIG
 
     rates: dict[str, float] = {}
     for mode in ("send", "bulk"):
@@ -133,7 +133,7 @@ def produce_rates(
                 update={"topic_forecasts": f"{settings.topic_forecasts}.{mode}{rep}"}
             )
             ensure_topics(target)
-            outbox = Outbox(make_producer(target, **_PRODUCER), bulk=mode == "bulk")
+            outbox = Outbox(make_producer(target, **PRODUCER_CONFIG), bulk=mode == "bulk")
             outbox.send(target.topic_forecasts, messages[0][0], messages[0][1])
             outbox.flush(30)  # metadata and connection ready: time the records only
             started = time.perf_counter()
@@ -272,7 +272,8 @@ def service_throughput(
     alert_hook: Any = None,
 ) -> tuple[float, dict[str, Any]]:
     """Readings/s of the service over the same messages, first batch to last."""
-    from pipeline.service.core import ForecastService, ServiceConfig
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.loop import ForecastService
 
     service = ForecastService(settings, ServiceConfig(), models, alert_hook=alert_hook)
     running = _Running(service, profile)
@@ -301,7 +302,8 @@ def service_latency(
     alert_hook: Any = None,
 ) -> tuple[list[float], dict[str, Any], int]:
     """Per-tick latencies (ms) with the producer pacing one step per ``interval_s``."""
-    from pipeline.service.core import ForecastService, ServiceConfig
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.loop import ForecastService
     from pipeline.service.store import Store
 
     service = ForecastService(settings, ServiceConfig(), models, alert_hook=alert_hook)

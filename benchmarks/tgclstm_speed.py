@@ -66,11 +66,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import write_result
+from flows.reporting.text import print_table
 from models.forecasters.base import window_origins
 from models.forecasters.rnn import NetworkRNN
 from models.forecasters.tgclstm import TGCLSTMConfig, TGCLSTMNet
-from models.nn.training import InputSpec, PanelTensors, Scaler
+from models.nn.inputs import InputSpec, PanelTensors, Scaler
 from models.panel import SensorPanel, chronological_split
 
 NAME = "tgclstm_speed"

@@ -19,25 +19,21 @@ NAB's protocol, followed here
 
 How the presets were chosen
 ---------------------------
-Every preset is one setting for all files; nothing is chosen per file, and a file's
-labels are never read while it is scored. *Which* preset to trust is decided on other
-data: :mod:`benchmarks.nab_validation` builds NAB-style files (windows by NAB's rule)
-from the road simulator's labelled incidents and faults, and ``benchmarks/anomaly.py``
-scores every preset there as well as on ``realTraffic``.
+*Which* preset to trust is decided on other data: :mod:`benchmarks.nab_validation`
+builds NAB-style files (windows by NAB's rule) from the road simulator's labelled
+incidents and faults, and ``benchmarks/anomaly.py`` scores every preset there as well
+as on ``realTraffic`` (``benchmarks/results/anomaly.json``; the choices and their
+scores: ``docs/decisions.md``, "NAB detector presets").
 
 * ``interval`` and ``interval_range``: the forecast-interval detector on persistence
   forecasts, 3 horizons that must all agree (its design defaults). The normal-range
-  check of ``interval_range`` and the repeat suppression (window 6, factor 0.5) were
-  kept by an earlier helper *because they raised the realTraffic score*: in-sample
-  choices (standard 79.3 -> 83.3 and 82.1 -> 83.3).
+  check of ``interval_range`` and the repeat suppression (window 6, factor 0.5) are
+  in-sample choices: they raise the realTraffic score.
 * ``interval_h6``: the best standard score on the simulated validation corpus among a
-  grid of 40 interval settings (1, 3 or 6 horizons, all or half agreeing, with or
-  without the range check, suppression window 6 or 36; and 6 or 12 horizons, all, no
-  range check, window 6, 12, 36, 72 or 144): 6 horizons, all agree, no range check,
-  suppression window 36 with factor 0 (validation 73.3 standard). Chosen there, it is
-  *worse* on realTraffic than the in-sample ``interval_range``: the simulated incidents
-  are not what NAB's labellers marked in these files, so validation there did not
-  transfer (see ``benchmarks/results/anomaly.json``).
+  grid of 40 interval settings: 6 horizons, all agree, no range check, suppression
+  window 36 with factor 0. It is *worse* on realTraffic than the in-sample
+  ``interval_range``: the simulated incidents are not what NAB's labellers marked in
+  these files, so validation there does not transfer.
 * ``likelihood``: Numenta's NAB recipe with its published defaults, nothing tuned: the
   interval score as raw score, HTM's anomaly likelihood (:mod:`models.anomaly.likelihood`,
   learning period half the probation) and its new-extreme rule
@@ -64,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.anomaly.base import RepeatSuppressor, StreamingDetector, combine_scores, score_panel
+from models.anomaly.base import RepeatSuppressor, StreamingDetector, combine_scores
 from models.panel import SensorPanel
 
 PROBATION_PERCENT = 0.15
@@ -132,7 +128,7 @@ def _interval(
             forecaster,
             IntervalConfig(horizon=horizon, agreement="all", range_check=range_check),
         )
-        return [detector.start(head.sensor_ids, head.freq)]
+        return [detector.start(head)]
 
     return build
 
@@ -274,8 +270,9 @@ def score_rows(
         head = panel.slice(0, max(probation_rows(len(values)), 2))
         per_detector = []
         for d in preset.build(head):
+            # the neural detectors' score_batch: score_panel's scores in one batch
             fast = getattr(d, "score_batch", None)
-            batch = fast(panel) if callable(fast) else score_panel(d, panel)
+            batch = fast(panel) if callable(fast) else d.score_panel(panel)
             per_detector.append(batch.score[:, 0])
         combined = combine_scores(per_detector)  # [row]
     return np.clip(preset.post(len(values))(values, combined), 0.0, 1.0)

@@ -105,7 +105,8 @@ def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, 
 def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> int:
     """Upsert the forecasts into the store (one transaction); returns the rows written
     (one per model and sensor with a finite forecast, as the service stores them)."""
-    from pipeline.service.store import Batch, ForecastRows, Store
+    from pipeline.service.store import Store
+    from pipeline.service.store_rows import Batch, ForecastRows
 
     with Store(store_path) as store:
         batch = Batch()

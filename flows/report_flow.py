@@ -9,7 +9,7 @@ Every run (daily when deployed):
    scored when all its targets are closed ticks of the period), per model, per
    horizon and per sensor;
 3. summarises the alerts of the period;
-4. renders the forecast report (:mod:`flows.report`): ``report.html``,
+4. renders the forecast report (:mod:`flows.reporting`): ``report.html``,
    ``report.md``, figures, ``live_metrics.json`` and ``sensor_errors.csv`` (model,
    horizon, sensor) in ``out``;
 5. publishes the comparison table, the alerts and the Markdown report as Prefect
@@ -36,15 +36,9 @@ from prefect import flow, get_run_logger, task
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
 from flows.io_tasks import IO_TASK
-from flows.report import (
-    Report,
-    artifact_markdown,
-    build_report,
-    comparison_records,
-    horizon_label,
-    sensor_scores,
-    write_report,
-)
+from flows.reporting.build import Report, build_report
+from flows.reporting.render import artifact_markdown, comparison_records, write_report
+from flows.reporting.tables import horizon_label, sensor_scores
 from models.bundle import finite_or_none
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch

@@ -3,15 +3,13 @@
 load -> split -> one task per model fit (its seeds) -> one backtest task per model ->
 comparison (``metrics.json``) -> bundles written -> champion promoted -> report.
 
-* Each task wires one step of :mod:`flows.train` (the protocol: split, seeds, the
-  best-validation bundle, ``metrics.json``, the report), :mod:`pipeline.model_dir` (the
-  champion) and :mod:`flows.report`; the flow re-implements none of them.
-* The model tasks run one after the other: each reports its fit time, and fits sharing
-  the cores (or the GIL) would each report the time of both (measured on this 2-core
-  machine: AR's fit on los-loop took 318 s next to a GRU fit in another thread, 5 s
-  alone). Neural fits on CUDA hold a slot of the Prefect global concurrency limit
-  ``gpu`` (:mod:`flows.gpu`), which serialises GPU training across flow runs and
-  workers.
+* Each task wires one step of :mod:`models.forecasters.comparison` (the protocol),
+  :mod:`flows.train_models` (bundles), :mod:`pipeline.model_dir` (the champion) or
+  :mod:`flows.reporting` (the report); the flow re-implements none of them.
+* The model tasks run one after the other, so that each reports its own fit time
+  (fits sharing the cores would each report the time of both). Neural fits on CUDA
+  hold a slot of the Prefect global concurrency limit ``gpu`` (:mod:`flows.gpu`),
+  which serialises GPU training across flow runs and workers.
 * Retries only on I/O (reading the data set, writing bundles and the report), and
   only for failures that can pass (:mod:`flows.io_tasks`). A fit that failed would
   fail again.
@@ -32,8 +30,10 @@ from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
 from flows.io_tasks import IO_TASK, load_data
-from flows.report import artifact_markdown, comparison_records, write_report
-from flows.train import (
+from flows.reporting.render import artifact_markdown, comparison_records, write_report
+from flows.reporting.training import train_report
+from flows.train_models import write_bundles
+from models.forecasters.comparison import (
     FitRun,
     ModelResult,
     TrainPlan,
@@ -43,8 +43,6 @@ from flows.train import (
     metrics_document,
     parse_models,
     split_panel,
-    train_report,
-    write_bundles,
 )
 from models.panel import SensorPanel, Split
 from pipeline.model_dir import Champion, choose_champion, promote
@@ -64,7 +62,7 @@ def fit_task(name: str, split: Split, plan: TrainPlan) -> list[FitRun]:
     """Every seed of ``name`` fitted and scored on validation (a CUDA fit holds a GPU slot)."""
     from flows.gpu import training_slot
     from models.forecasters.factory import is_stochastic
-    from models.nn.training import resolve_device
+    from models.nn.devices import resolve_device
 
     device = resolve_device(plan.device).type if is_stochastic(name) else "cpu"
     with training_slot(device):
@@ -166,7 +164,7 @@ def train_flow(
 
     Returns ``{"document": metrics.json, "champion": name, "out": folder, "report": path}``.
     """
-    from models.nn.training import resolve_device
+    from models.nn.devices import resolve_device
     from pipeline.settings import load_settings
 
     names = parse_models(models) if isinstance(models, str) else tuple(dict.fromkeys(models))

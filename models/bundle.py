@@ -117,7 +117,7 @@ def save_bundle(
         ``format_version`` is added here. Everything else (hyper-parameters, scaler,
         fingerprint, metrics) is the model's to add.
     tensors : name -> numpy array, saved to ``weights.safetensors`` (CPU arrays only:
-        use ``models.nn.training.module_tensors`` for a torch module).
+        use ``models.nn.weights.module_tensors`` for a torch module).
     params : JSON parameters (statsmodels fits) saved to ``params.json``.
 
     Raises
@@ -141,7 +141,7 @@ def save_bundle(
         if bad:
             raise BundleError(
                 f"tensors {bad[:5]} are not numpy arrays; convert torch tensors with "
-                "models.nn.training.module_tensors(module) (it copies them to the CPU)"
+                "models.nn.weights.module_tensors(module) (it copies them to the CPU)"
             )
         files[WEIGHTS] = save_arrays({k: np.ascontiguousarray(v) for k, v in tensors.items()})
 

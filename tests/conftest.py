@@ -1,6 +1,8 @@
-"""Shared fixtures. Real services (broker, Prefect server) are started by fixtures,
-never mocked. Tests that need ``../shared/data`` skip on a user's machine without it
-but fail under CI (``CI=true``), where a silent skip would hide breakage."""
+"""Shared fixtures and the suite's Hypothesis profile. Real services (broker, Prefect
+server) are started by fixtures, never mocked. Tests that need ``../shared/data`` skip
+on a user's machine without it but fail under CI (``CI=true``), where a silent skip
+would hide breakage. Waits use :mod:`tests.waiting`: a slow machine waits longer, it
+does not fail."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.waiting import WAIT_S, wait_until
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -17,6 +22,32 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# One Hypothesis profile for the suite: no health check or deadline that depends on the
+# machine's speed; the same examples on every CI run, fresh ones on a developer's machine.
+settings.register_profile(
+    "roadcast",
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.large_base_example,
+        HealthCheck.data_too_large,
+    ],
+    derandomize=IN_CI,
+    database=None if IN_CI else settings.default.database,
+    print_blob=True,
+)
+settings.load_profile("roadcast")
+
+
+def skip_locally_fail_in_ci(reason: str) -> None:
+    """Skip the test with ``reason`` on a user's machine; fail it under CI, where a
+    missing prerequisite (data, a Debian package) would otherwise hide breakage."""
+    if IN_CI:
+        pytest.fail(f"CI must have it: {reason}")
+    pytest.skip(reason)
 
 
 def _shared_data_dir() -> Path:
@@ -29,10 +60,9 @@ def shared_data() -> Path:
     """The real data sets (``ROADCAST_DATA_DIR``, default ``../shared/data``)."""
     path = _shared_data_dir()
     if not (path / "los-loop" / "los_speed.csv").is_file():
-        reason = f"real data not found in {path}; set ROADCAST_DATA_DIR=../shared/data"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI must have the shared data: {reason}")
-        pytest.skip(reason)
+        skip_locally_fail_in_ci(
+            f"real data not found in {path}; set ROADCAST_DATA_DIR=../shared/data"
+        )
     return path
 
 
@@ -50,7 +80,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
     from pipeline.kafka.broker import EmbeddedBroker
 
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log, handle_sigterm=False) as running:
+    with EmbeddedBroker(log_path=log, handle_sigterm=False, startup_timeout_s=WAIT_S) as running:
         yield running
 
 
@@ -133,7 +163,7 @@ def prefect_harness():
     once (about 15 s), only by the tests that ask for it."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=int(WAIT_S)):
         yield
 
 
@@ -147,7 +177,6 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     import socket
     import subprocess
     import sys
-    import time
     import urllib.request
 
     with socket.socket() as sock:
@@ -172,23 +201,25 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     with open(log, "wb") as sink:
         proc = subprocess.Popen(args, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=WAIT_S) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_until(
+            up, what="the Prefect server", poll_s=0.5, details=lambda: log.read_text()[-2000:]
+        )
         yield {**env, "PREFECT_API_URL": url}
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=WAIT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait()

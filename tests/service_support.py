@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 from models.panel import SensorPanel
 from pipeline.settings import Settings
+from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 HORIZON = 3
@@ -66,7 +67,7 @@ def make_incident_world(root: Path) -> IncidentWorld:
     trained on steps 0-329, validated and the detector calibrated on 330-399; steps
     405-464 are streamed (the incident and its recovery)."""
     from models.forecasters.ar import AutoRegressive
-    from pipeline.alerts.detection import calibrate_interval, save_neighbours
+    from pipeline.alerts.saved import calibrate_interval, save_neighbours
     from pipeline.data.simulate import simulate_network
 
     panel = simulate_network(
@@ -83,7 +84,11 @@ def make_incident_world(root: Path) -> IncidentWorld:
 
 
 def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list[Any]:
-    """Every record of every partition of ``topic``, from the start to the current end."""
+    """Every record of every partition of ``topic``, from the start to the current end.
+
+    Done once every partition reached its end offset, nothing more came for ``settle_s``
+    and the end offsets, asked again, have not moved: the embedded broker's end offsets
+    can lag its log. Fails when that does not happen within ``tests.waiting.WAIT_S``."""
     from kafka import TopicPartition
 
     from pipeline.kafka.clients import make_consumer
@@ -98,11 +103,10 @@ def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list
         consumer.seek_to_beginning()
         end = consumer.end_offsets(tps)
         out: list[Any] = []
-        deadline = time.monotonic() + 20
-        quiet_since = None
-        # Until every partition reached the end offset it reported, and then nothing more
-        # came for `settle_s`: the embedded broker's end offsets can lag its log.
-        while time.monotonic() < deadline:
+        quiet_since: float | None = None
+
+        def read_to_the_end() -> bool:
+            nonlocal end, quiet_since
             got = consumer.poll(timeout_ms=100)
             for records in got.values():
                 out.extend(records)
@@ -111,19 +115,15 @@ def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list
             elif quiet_since is None:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= settle_s:
-                break
+                end = consumer.end_offsets(tps)
+                quiet_since = None
+                return all(consumer.position(tp) >= end[tp] for tp in tps)
+            return False
+
+        wait_until(read_to_the_end, what=f"{topic} to be read to its end", poll_s=0)
         return out
     finally:
         consumer.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def store_counters(path: Path) -> dict[str, int]:
@@ -155,10 +155,10 @@ def service_thread(service: Any) -> Iterator[threading.Event]:
         yield stop
     finally:
         stop.set()
-        thread.join(timeout=60)
+        thread.join(timeout=WAIT_S)
     if errors:
         raise errors[0]
-    assert not thread.is_alive(), "the service did not stop within 60 s"
+    assert not thread.is_alive(), f"the service did not stop within {WAIT_S:.0f} s"
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -190,22 +190,24 @@ def start_service(
         )
 
 
-def wait_started(log: Path, timeout_s: float = 90) -> None:
+def wait_started(log: Path) -> None:
     """Wait until the process logging to ``log`` has joined its group."""
     wait_until(
         lambda: log.is_file() and '"event": "partitions_assigned"' in log.read_text(),
-        timeout_s,
-        f"the service to join its group ({log})",
+        what=f"the service to join its group ({log})",
+        details=lambda: log.read_text()[-3000:] if log.is_file() else "",
     )
 
 
 def stop_service(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    """Send ``sig`` and wait for the exit code (SIGKILL after 60 s)."""
+    """Send ``sig`` and wait for the exit code (SIGKILL after ``tests.waiting.WAIT_S``)."""
     if proc.poll() is None:
         proc.send_signal(sig)
     try:
-        return proc.wait(timeout=60)
+        return proc.wait(timeout=WAIT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=10)
-        raise AssertionError("the service did not exit within 60 s of the signal") from None
+        proc.wait()
+        raise AssertionError(
+            f"the service did not exit within {WAIT_S:.0f} s of the signal"
+        ) from None

@@ -13,16 +13,12 @@ import pytest
 from models.forecasters.ar import AutoRegressive
 from models.forecasters.baselines import Persistence
 from models.panel import SensorPanel
-from pipeline.alerts.detection import (
-    AlertingConfig,
-    AlertingError,
-    build_alerting,
-    calibrate_interval,
-    choose_forecaster,
-    detectors_dir,
-)
+from pipeline.alerts.build import build_alerting
+from pipeline.alerts.config import AlertingConfig, AlertingError, choose_forecaster
+from pipeline.alerts.saved import calibrate_interval, detectors_dir
 from pipeline.data.simulate import simulate_network
-from pipeline.service.store import AlertRow, Batch, Store
+from pipeline.service.store import Store
+from pipeline.service.store_rows import AlertRow, Batch
 
 FREQ = pd.Timedelta("5min")
 

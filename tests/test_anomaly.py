@@ -1,6 +1,6 @@
-"""The detector contract, conformal calibration, score combination and the
-forecast-interval detector (spike, level shift, context anomaly, quiet on clean data,
-no look-ahead, save/load)."""
+"""Conformal calibration, score combination and the forecast-interval detector (spike,
+level shift, context anomaly, quiet on clean data, forecasts given by a service, attach
+after load). The contract every detector keeps: tests/test_detectors_contract.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from models.anomaly.base import (
     check_tick,
     combine,
     combine_scores,
-    score_panel,
 )
 from models.anomaly.calibration import ConformalPool
 from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
@@ -66,7 +65,7 @@ def test_pool_needs_min_count_drops_oldest_and_round_trips() -> None:
         ConformalPool.from_state({"x.data": np.zeros((1, 2))}, "x")
 
 
-# --------------------------------------------------------------------------- contract
+# --------------------------------------------------------------------------- combination
 
 
 def det(score: list[float], name: str = "d", reasons: tuple[str, ...] = ()) -> Detection:
@@ -132,40 +131,28 @@ def interval_case(daily_series):
 def test_interval_flags_spike_shift_context_and_stays_quiet(interval_case, forecaster) -> None:
     train, test, spans, clean = interval_case
     detector = fitted_interval(train, forecaster)
-    scores = score_panel(detector, test).score[:, 0]
+    scores = detector.score_panel(test).score[:, 0]
     for kind, (start, stop) in spans.items():
         assert scores[start : stop + 3].max() >= FLAG, f"{forecaster} missed the {kind}"
-    quiet = score_panel(detector, clean).score[:, 0]
+    quiet = detector.score_panel(clean).score[:, 0]
     assert (quiet >= FLAG).mean() <= QUIET  # calibrated: 1 % of normal ticks, plus slack
 
 
 def test_interval_detection_says_why(interval_case) -> None:
     train, test, spans, _ = interval_case
     detector = fitted_interval(train)
-    batch = score_panel(detector, test)
+    batch = detector.score_panel(test)
     t = spans["spike"][0]
     assert batch.observed[t, 0] > batch.upper[t, 0] > batch.expected[t, 0] > batch.lower[t, 0]
     assert "above the 90% interval" in batch.reasons[t][0]
     assert "of 3 forecasts" in batch.reasons[t][0]
 
 
-def test_interval_has_no_look_ahead(interval_case) -> None:
-    train, test, _, _ = interval_case
-    detector = fitted_interval(train)
-    full = score_panel(detector, test).score
-    prefix = score_panel(detector, test.slice(0, 500)).score
-    np.testing.assert_array_equal(full[:500], prefix)
-    changed = test.values.copy()
-    changed[500:] += 50.0  # a different future
-    future = type(test).from_values(changed, test.timestamps, test.sensor_ids)
-    np.testing.assert_array_equal(score_panel(detector, future).score[:500], full[:500])
-
-
 def test_interval_uses_forecasts_given_by_a_service(interval_case) -> None:
     """observe_forecast with the service's forecasts gives the self-forecast scores."""
     train, test, _, _ = interval_case
     detector = fitted_interval(train)
-    expected = score_panel(detector, test.slice(0, 200)).score[:, 0]
+    expected = detector.score_panel(test.slice(0, 200)).score[:, 0]
     model = detector.forecaster
     assert model is not None
     service = ForecastIntervalDetector(model, detector.config, self_forecast=False)
@@ -184,12 +171,12 @@ def test_interval_missing_readings_are_not_scored(interval_case) -> None:
     values = test.values.copy()
     values[100:110] = np.nan
     gappy = type(test).from_values(values, test.timestamps, test.sensor_ids)
-    batch = score_panel(detector, gappy)
+    batch = detector.score_panel(gappy)
     assert (batch.score[100:110] == 0).all()
     assert np.isnan(batch.observed[100:110]).all()
 
 
-def test_interval_save_load_round_trip(interval_case, tmp_path) -> None:
+def test_interval_needs_attach_after_load(interval_case, tmp_path) -> None:
     train, test, _, _ = interval_case
     detector = fitted_interval(train, range_check=True)
     detector.save(tmp_path / "det")
@@ -199,9 +186,7 @@ def test_interval_save_load_round_trip(interval_case, tmp_path) -> None:
     loaded.reset()
     assert detector.forecaster is not None
     loaded.attach(detector.forecaster)
-    np.testing.assert_array_equal(
-        score_panel(loaded, test).score, score_panel(detector, test).score
-    )
+    np.testing.assert_array_equal(loaded.score_panel(test).score, detector.score_panel(test).score)
     other = model_class("seasonal")(horizon=3, period="day")
     other.fit(train)
     with pytest.raises(DetectorError, match="recalibrate"):
@@ -212,10 +197,8 @@ def test_interval_online_mode_learns_from_the_stream(daily_series) -> None:
     panel, _ = daily_series(3, 4, [("spike", 700, 1)])
     model = model_class("persistence")(window=1, horizon=3)
     model.fit(panel.slice(0, 100))
-    detector = ForecastIntervalDetector(model, IntervalConfig(horizon=3)).start(
-        panel.sensor_ids, panel.freq
-    )
-    scores = score_panel(detector, panel).score[:, 0]
+    detector = ForecastIntervalDetector(model, IntervalConfig(horizon=3)).start(panel.slice(0, 100))
+    scores = detector.score_panel(panel).score[:, 0]
     assert (scores[:20] == 0).all()  # not scored until min_count residuals were seen
     assert scores[700] >= 0.999
 

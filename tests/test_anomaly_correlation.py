@@ -1,13 +1,14 @@
 """Multi-sensor correlation detector (ConvLSTM, Albattah and Rassam) on the simulated
 body-sensor stream: context anomalies (normal alone, abnormal together), spikes and
-level shifts are flagged; clean data stays quiet; no look-ahead; save/load."""
+level shifts are flagged; clean data stays quiet; score_batch == streaming. The contract
+every detector keeps: tests/test_detectors_contract.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.anomaly.base import DetectorError, score_panel
+from models.anomaly.base import DetectorError
 from models.anomaly.correlation import (
     ConvLSTMCell,
     CorrelationConfig,
@@ -70,7 +71,7 @@ def test_convlstm_cell_shapes() -> None:
 
 def test_flags_context_spike_shift_and_stays_quiet(case) -> None:
     detector, test, clean = case
-    scores = detector.score_batch(test).score  # == streaming, see test_batch_equals_streaming
+    scores = detector.score_batch(test).score  # == streaming, see test_score_batch_equals_streaming
     spans = {"context": (0, 400, 460), "spike": (1, 700, 701), "level_shift": (0, 1000, 1001)}
     for kind, (person, start, stop) in spans.items():
         window = scores[start : stop + CONFIG.corr_window, person]
@@ -82,13 +83,13 @@ def test_flags_context_spike_shift_and_stays_quiet(case) -> None:
 def test_reason_names_the_broken_pair(case) -> None:
     detector, test, _ = case
     part = test.slice(0, 470)
-    batch = score_panel(detector, part)
+    batch = detector.score_panel(part)
     t = 400 + int(np.argmax(batch.score[400:470, 0]))
     assert "heart_rate" in batch.reasons[t][0]
     assert "correlation of" in batch.reasons[t][0]
 
 
-def test_batch_equals_streaming_without_look_ahead(case) -> None:
+def test_score_batch_equals_streaming(case) -> None:
     detector, test, _ = case
     values = test.values.copy()
     values[300:305, 0, 1] = np.nan  # missing readings are filled the same way in both
@@ -97,7 +98,7 @@ def test_batch_equals_streaming_without_look_ahead(case) -> None:
         .from_values(values, test.timestamps, test.sensor_ids, features=test.features)
         .slice(0, 480)
     )
-    stream = score_panel(detector, part).score
+    stream = detector.score_panel(part).score
     np.testing.assert_allclose(detector.score_batch(part).score, stream, atol=1e-5)
     # the state a batch leaves behind continues exactly like the stream's
     detector.score_batch(part.slice(0, 450))
@@ -106,17 +107,6 @@ def test_batch_equals_streaming_without_look_ahead(case) -> None:
         for t in range(450, 480)
     ]
     np.testing.assert_allclose(np.stack(cont), stream[450:480], atol=1e-5)
-    prefix = score_panel(detector, part.slice(0, 420)).score
-    np.testing.assert_array_equal(stream[:420], prefix)
-
-
-def test_save_load_round_trip(case, tmp_path) -> None:
-    detector, test, _ = case
-    detector.save(tmp_path / "corr")
-    loaded = CorrelationDetector.load(tmp_path / "corr")
-    np.testing.assert_allclose(
-        loaded.score_batch(test).score, detector.score_batch(test).score, atol=1e-6
-    )
 
 
 def test_needs_several_channels(daily_series) -> None:

@@ -258,7 +258,7 @@ def test_off_grid_readings_floor_onto_their_tick():
     assert run.ticks[0].ts == T0 and run.ticks[0].reason == "complete"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     st.lists(
         st.tuples(st.integers(0, 2), st.integers(0, 8), st.sampled_from([1.0, 2.0])),

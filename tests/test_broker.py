@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from pipeline.kafka.clients import (
     make_producer,
 )
 from pipeline.settings import load_settings
+from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,11 +35,9 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_dead(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not alive(pid)
+def wait_dead(pid: int, what: str) -> None:
+    """Wait until process ``pid`` is gone; ``what`` says which process it is."""
+    wait_until(lambda: not alive(pid), what=f"{what} (pid {pid}) to exit", poll_s=0.05)
 
 
 # --------------------------------------------------------------------------- no broker
@@ -72,7 +70,7 @@ def test_broker_needs_a_valid_port() -> None:
 
 @pytest.mark.integration
 def test_session_broker_answers_kafka_requests(broker: EmbeddedBroker) -> None:
-    assert broker.healthy()
+    assert broker.healthy(timeout_s=WAIT_S)
     host, port = broker.bootstrap.split(":")
     assert host == "127.0.0.1" and int(port) == broker.port
     assert broker.log_path.is_file()
@@ -101,17 +99,20 @@ def test_produce_consume_commit_and_read_committed_offsets(kafka_settings) -> No
     n = 300
     for i in range(n):
         producer.send(topic, key=f"s{i % 7}".encode(), value=f"{i}".encode())
-    producer.flush(10)
+    producer.flush(WAIT_S)
     producer.close()
 
     consumer = make_consumer(kafka_settings, topic)
     got: dict[bytes, list[int]] = {}
-    deadline = time.monotonic() + 30
-    while sum(map(len, got.values())) < n and time.monotonic() < deadline:
+
+    def consume() -> bool:
         for records in consumer.poll(timeout_ms=200).values():
             for record in records:
                 got.setdefault(record.key, []).append(int(record.value))
         consumer.commit()
+        return sum(map(len, got.values())) >= n
+
+    wait_until(consume, what=f"{n} messages", poll_s=0)
     consumer.close()
 
     assert sum(map(len, got.values())) == n
@@ -131,10 +132,13 @@ def test_produce_consume_commit_and_read_committed_offsets(kafka_settings) -> No
     again = make_consumer(kafka_settings, topic)
     try:
         leftovers = 0
-        end = time.monotonic() + 15
-        while not again.assignment() and time.monotonic() < end:
+
+        def joined() -> bool:
+            nonlocal leftovers
             leftovers += sum(len(r) for r in again.poll(timeout_ms=200).values())
-        assert again.assignment(), "the second consumer never joined the group"
+            return bool(again.assignment())
+
+        wait_until(joined, what="the second consumer to join the group", poll_s=0)
         leftovers += sum(len(r) for r in again.poll(timeout_ms=500).values())
         assert leftovers == 0
         assert sum(again.position(tp) for tp in again.assignment()) == n
@@ -144,14 +148,14 @@ def test_produce_consume_commit_and_read_committed_offsets(kafka_settings) -> No
 
 @pytest.mark.integration
 def test_restart_gives_a_fresh_broker_on_the_same_port(tmp_path: Path) -> None:
-    with EmbeddedBroker(log_path=tmp_path / "b.log") as own:
+    with EmbeddedBroker(log_path=tmp_path / "b.log", startup_timeout_s=WAIT_S) as own:
         settings = load_settings(bootstrap_servers=own.bootstrap)
         ensure_topics(settings, topics=["kept.until.restart"])
         port, first_pid = own.port, own.pid
         assert first_pid is not None
         own.restart()
         assert own.port == port and own.pid != first_pid
-        assert own.healthy()
+        assert own.healthy(timeout_s=WAIT_S)
         assert not alive(first_pid)
         admin = make_admin(settings)
         try:
@@ -164,7 +168,7 @@ def test_restart_gives_a_fresh_broker_on_the_same_port(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_stop_is_idempotent_and_leaves_no_process(tmp_path: Path) -> None:
-    own = EmbeddedBroker(log_path=tmp_path / "b.log").start()
+    own = EmbeddedBroker(log_path=tmp_path / "b.log", startup_timeout_s=WAIT_S).start()
     pid = own.pid
     assert pid is not None and alive(pid)
     own.stop()
@@ -185,11 +189,11 @@ def test_a_taken_fixed_port_names_the_fix() -> None:
 
 @pytest.mark.integration
 def test_a_dead_broker_is_reported(tmp_path: Path) -> None:
-    own = EmbeddedBroker(log_path=tmp_path / "b.log").start()
+    own = EmbeddedBroker(log_path=tmp_path / "b.log", startup_timeout_s=WAIT_S).start()
     try:
         assert own.pid is not None
         os.kill(own.pid, signal.SIGKILL)
-        assert wait_dead(own.pid)
+        wait_dead(own.pid, "the killed broker")
         assert not own.healthy(timeout_s=0.3)
     finally:
         own.stop()
@@ -199,16 +203,16 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pipeline.kafka.broker import EmbeddedBroker
-    broker = EmbeddedBroker(log_path=sys.argv[1]).start()
+    broker = EmbeddedBroker(log_path=sys.argv[1], startup_timeout_s=float(sys.argv[2])).start()
     print(broker.pid, flush=True)
-    time.sleep(120)
+    time.sleep(3600)  # until the test kills this process
     """
 )
 
 
 def _start_child(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path / "child.log")],
+        [sys.executable, "-c", CHILD, str(tmp_path / "child.log"), str(WAIT_S)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -225,16 +229,16 @@ def test_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
     child, broker_pid = _start_child(tmp_path)
     assert alive(broker_pid)
     child.kill()  # SIGKILL: no Python cleanup runs; the kernel must take the broker down
-    child.wait(10)
-    assert wait_dead(broker_pid), "the broker outlived its parent"
+    child.wait(WAIT_S)
+    wait_dead(broker_pid, "the broker of a killed parent")
 
 
 @pytest.mark.integration
 def test_sigterm_to_the_parent_stops_the_broker(tmp_path: Path) -> None:
     child, broker_pid = _start_child(tmp_path)
     child.terminate()
-    assert child.wait(15) == 128 + signal.SIGTERM
-    assert wait_dead(broker_pid)
+    assert child.wait(WAIT_S) == 128 + signal.SIGTERM
+    wait_dead(broker_pid, "the broker of a terminated parent")
     assert "stopped" in (tmp_path / "child.log").read_text()
 
 
@@ -277,9 +281,9 @@ def test_broker_command_runs_in_the_foreground_until_ctrl_c(tmp_path: Path) -> N
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert f"127.0.0.1:{port}" in first, first
-        assert kafka_responds(f"127.0.0.1:{port}")
+        assert kafka_responds(f"127.0.0.1:{port}", timeout_s=WAIT_S)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
+        assert proc.wait(WAIT_S) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -288,7 +292,6 @@ def test_broker_command_runs_in_the_foreground_until_ctrl_c(tmp_path: Path) -> N
 
 @pytest.mark.integration
 def test_replay_command_produces_a_simulated_network(kafka_settings) -> None:
-    pytest.importorskip("pipeline.data.datasets")
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -317,7 +320,6 @@ def test_replay_command_produces_a_simulated_network(kafka_settings) -> None:
 
 
 def test_replay_command_reports_an_unreachable_broker(monkeypatch) -> None:
-    pytest.importorskip("pipeline.data.datasets")
     monkeypatch.setattr("pipeline.kafka.clients.BOOTSTRAP_TIMEOUT_MS", 300)  # not 10 s
     from typer.testing import CliRunner
 

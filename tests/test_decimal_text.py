@@ -31,7 +31,7 @@ def test_known_values_are_plain_short_decimals():
     assert _rows(np.array([[55.1, 0.3]], np.float32)) == ["[55.1,0.3]"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     arrays(
         np.float64,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.demo import run_demo
+from flows.demo.run import run_demo
 
 DATA = "simulated:sensors=8,days=2,seed=5"
 KEYS = {

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from flows.deploy import DEPLOYMENTS, TIMEZONE, WORK_POOL, describe, load_flow, prefect_yaml
+from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -35,12 +36,37 @@ def test_prefect_yaml_is_generated_from_the_deployment_list(prefect_file):
     )
 
 
-def test_prefect_yaml_passes_prefects_own_schema(prefect_file):
-    models = pytest.importorskip("prefect.cli.deploy._models")
-    parsed = models.PrefectYamlModel.model_validate(prefect_file)
-    assert len(parsed.deployments) == 4
-    for deployment in parsed.deployments:
-        assert deployment.work_pool is not None and deployment.work_pool.name == WORK_POOL
+# The keys `prefect deploy` reads from prefect.yaml (Prefect's own model of the file is
+# private and ignores unknown keys, so a misspelt key would pass it unnoticed).
+PREFECT_YAML_KEYS = {"name", "prefect-version", "build", "push", "pull", "deployments"}
+DEPLOYMENT_KEYS = {
+    "name", "version", "version_type", "tags", "description", "schedule", "schedules", "paused",
+    "concurrency_limit", "flow_name", "entrypoint", "parameters", "enforce_parameter_schema",
+    "build", "push", "pull", "work_pool", "triggers", "sla",
+}  # fmt: skip
+WORK_POOL_KEYS = {"name", "work_queue_name", "job_variables"}
+
+
+def test_prefect_yaml_has_only_keys_prefect_reads_and_valid_schedules(prefect_file):
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.objects import ConcurrencyOptions
+    from prefect.client.schemas.schedules import CronSchedule
+
+    assert set(prefect_file) <= PREFECT_YAML_KEYS
+    assert len(prefect_file["deployments"]) == 4
+    for entry in prefect_file["deployments"]:
+        assert set(entry) <= DEPLOYMENT_KEYS, entry["name"]
+        assert {"name", "entrypoint", "flow_name", "work_pool"} <= set(entry)
+        assert set(entry["work_pool"]) <= WORK_POOL_KEYS
+        assert entry["work_pool"]["name"] == WORK_POOL
+        for schedule in entry["schedules"]:
+            options = {k: v for k, v in schedule.items() if k not in ("cron", "timezone")}
+            cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+            DeploymentScheduleCreate(schedule=cron, **options)
+        if "concurrency_limit" in entry:
+            limit = dict(entry["concurrency_limit"])
+            assert isinstance(limit.pop("limit"), int)
+            ConcurrencyOptions(**limit)
 
 
 def test_every_entrypoint_names_a_flow_that_takes_its_parameters(prefect_file):
@@ -194,24 +220,24 @@ def _deployments(env: dict[str, str]) -> dict[str, object]:
     return {f"{flows[d.flow_id]}/{d.name}": d for d in found}
 
 
-def _wait(condition, timeout_s: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text()[-3000:]}")
+def _wait(condition, what: str, log: Path) -> None:
+    wait_until(
+        condition,
+        what=what,
+        poll_s=0.5,
+        details=lambda: f"log:\n{log.read_text()[-3000:] if log.exists() else ''}",
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int, log: Path) -> int:
     proc.send_signal(sig)
     try:
-        return proc.wait(timeout=60)
+        return proc.wait(timeout=WAIT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait()
         raise AssertionError(
-            f"not stopped 60 s after {sig}; log:\n{log.read_text()[-3000:]}"
+            f"not stopped {WAIT_S:.0f} s after {sig}; log:\n{log.read_text()[-3000:]}"
         ) from None
 
 
@@ -229,7 +255,7 @@ def test_serve_registers_runs_and_stops_on_sigterm(prefect_server, broker, tmp_p
     proc = _serve(env, log)
     try:
         wanted = {f"{load_flow(s).name}/{s.name}" for s in DEPLOYMENTS}
-        _wait(lambda: set(_deployments(env)) >= wanted, 120, "the four deployments", log)
+        _wait(lambda: set(_deployments(env)) >= wanted, "the four deployments", log)
         found = _deployments(env)
         for spec in DEPLOYMENTS:
             deployment = found[f"{load_flow(spec).name}/{spec.name}"]
@@ -249,7 +275,7 @@ def test_serve_registers_runs_and_stops_on_sigterm(prefect_server, broker, tmp_p
                 "roadcast-replay/backfill",
                 parameters={"data": "simulated:sensors=3,hours=1", "bootstrap": broker.bootstrap,
                             "topic": topic},
-                timeout=180,
+                timeout=WAIT_S,
             )  # fmt: skip
         assert run.state is not None and run.state.is_completed(), (run.state, log.read_text())
         settings = load_settings(bootstrap_servers=broker.bootstrap)
@@ -271,8 +297,8 @@ def test_serve_stops_cleanly_on_sigint(prefect_server, tmp_path):
     log = tmp_path / "serve.log"
     proc = _serve(env, log)
     try:
-        _wait(lambda: b"roadcast-forecast" in log.read_bytes() if log.exists() else False,
-              120, "the serve banner", log)  # fmt: skip
+        _wait(lambda: log.exists() and b"roadcast-forecast" in log.read_bytes(),
+              "the serve banner", log)  # fmt: skip
         assert _stop(proc, signal.SIGINT, log) == 0
     finally:
         if proc.poll() is None:
@@ -285,7 +311,7 @@ def test_serve_refuses_without_a_prefect_server(tmp_path):
     env.update(PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "deploy", "--serve"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=WAIT_S,
     )  # fmt: skip
     assert done.returncode == 2
     assert "PREFECT_API_URL is not set" in done.stderr and "prefect server start" in done.stderr

@@ -18,8 +18,10 @@ import pytest
 from flows.artifacts import KEYS
 from pipeline.kafka.schema import AlertMessage, decode_forecast, encode_alert
 from pipeline.model_dir import Champion, promote, write_network
-from pipeline.service.store import AlertRow, Batch, Store
-from tests.service_support import HORIZON, make_world, read_topic, service_thread, wait_until
+from pipeline.service.store import Store
+from pipeline.service.store_rows import AlertRow, Batch
+from tests.service_support import HORIZON, make_world, read_topic, service_thread
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,7 +72,8 @@ def live(broker, tmp_path_factory):
     from pipeline.kafka.clients import ensure_topics, make_producer
     from pipeline.kafka.replay import replay
     from pipeline.model_dir import load_bundles
-    from pipeline.service.core import ForecastService, ServiceConfig
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.loop import ForecastService
 
     tmp = tmp_path_factory.mktemp("live")
     world = make_world(tmp / "bundles")
@@ -82,7 +85,7 @@ def live(broker, tmp_path_factory):
     config = ServiceConfig(allowed_lateness="0min", durable=False, poll_timeout_ms=50)
     service = ForecastService(settings, config, load_bundles(world.bundles))
     with service_thread(service):
-        wait_until(lambda: service.counters["ticks_closed"] >= world.live.n_time, 60, "ticks")
+        wait_until(lambda: service.counters["ticks_closed"] >= world.live.n_time, what="ticks")
     scores = {"ar": 1.0, "persistence": 2.0}
     promote(world.bundles, Champion("ar", ("persistence",), scores, "test", "sim", "now"))
     write_network(world.bundles, world.live)

@@ -71,7 +71,7 @@ def test_edges_sorted_by_target_then_source_and_read_only():
         graph.edge_index[0, 0] = 5
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     n=st.integers(1, 9),
     density=st.floats(0.0, 0.6),

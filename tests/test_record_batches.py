@@ -11,6 +11,7 @@ from pipeline.kafka.clients import ensure_topics, make_producer
 from pipeline.kafka.outbox import Outbox
 from pipeline.kafka.record_batches import BulkAppender, supported
 from tests.service_support import read_topic
+from tests.waiting import WAIT_S
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def test_send_many_writes_what_send_writes(kafka_settings, bulk):
     outbox.send_many(topic, second)
     outbox.send_many(topic, few)  # one record per partition
     outbox.send_many(topic, [])
-    outbox.flush(30)
+    outbox.flush(WAIT_S)
     outbox.close(10)
     got = _by_partition(read_topic(kafka_settings, topic))
     partitions = {p: i for i, p in enumerate(sorted(got))}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from kafka.errors import KafkaError
 
 from models.panel import SensorPanel
 from pipeline.kafka.broker import EmbeddedBroker
@@ -15,6 +15,7 @@ from pipeline.kafka.clients import ensure_topics, make_consumer, make_producer
 from pipeline.kafka.replay import ReplayError, ReplayStats, replay
 from pipeline.kafka.schema import Reading, decode_readings
 from pipeline.settings import Settings, load_settings
+from tests.waiting import WAIT_S, wait_until
 
 SENSORS = ("773869", "767541", "767542")
 
@@ -36,12 +37,15 @@ def read_all(settings: Settings, topic: str, expected: int) -> list[tuple[bytes,
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     out: list[tuple[bytes, Reading]] = []
-    deadline = time.monotonic() + 15
+
+    def read() -> bool:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                out.extend((record.key, r) for r in decode_readings(record.value))
+        return len(out) >= expected
+
     try:
-        while len(out) < expected and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    out.extend((record.key, r) for r in decode_readings(record.value))
+        wait_until(read, what=f"{expected} readings on {topic}", poll_s=0)
         # Anything beyond `expected` would be a duplicate: give it a moment to show up.
         for records in consumer.poll(timeout_ms=300).values():
             out.extend((rec.key, r) for rec in records for r in decode_readings(rec.value))
@@ -135,7 +139,7 @@ def test_replay_rejects_a_3d_panel() -> None:
 
 @pytest.mark.integration
 def test_replay_to_a_dead_broker_raises(tmp_path: Path) -> None:
-    with EmbeddedBroker(log_path=tmp_path / "b.log") as own:
+    with EmbeddedBroker(log_path=tmp_path / "b.log", startup_timeout_s=WAIT_S) as own:
         settings = load_settings(bootstrap_servers=own.bootstrap)
         ensure_topics(settings, topics=["doomed"], partitions=1)
         producer = make_producer(
@@ -145,7 +149,15 @@ def test_replay_to_a_dead_broker_raises(tmp_path: Path) -> None:
             delivery_timeout_ms=1500,
             reconnect_backoff_max_ms=200,
         )
-        producer.send("doomed", b"warm-up").get(10)
+
+        def warmed_up() -> bool:  # the short timeouts above are for the dead broker
+            try:
+                producer.send("doomed", b"warm-up").get(WAIT_S)
+            except KafkaError:
+                return False
+            return True
+
+        wait_until(warmed_up, what="a first message to the live broker")
         own.stop()
         try:
             with pytest.raises(ReplayError, match="doomed"):

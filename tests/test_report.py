@@ -11,22 +11,20 @@ import pandas as pd
 import pytest
 
 from flows.artifacts import KEYS, check_key, table_records
-from flows.report import (
-    REFERENCE_LOS_LOOP,
+from flows.reporting.build import build_report
+from flows.reporting.render import comparison_records, render_html, render_markdown, write_report
+from flows.reporting.tables import (
     best_and_worst,
-    build_report,
-    comparison_records,
     comparison_table,
     reference_table,
-    render_html,
-    render_markdown,
     sensor_scores,
-    write_report,
 )
+from flows.reporting.text import markdown_table
 from models.forecasters.base import BatchForecast
 from models.forecasters.evaluation import Backtest
 from models.metrics import score_batch
 from models.panel import SensorPanel
+from pipeline.data.published import LOS_LOOP
 from pipeline.service.store_reads import AlertChange
 
 
@@ -88,7 +86,7 @@ def test_comparison_table_has_mae_rmse_mape_per_horizon(world):
     assert reference_table(document) is None
     document["dataset"] = "los-loop"
     reference = reference_table(document)
-    assert [r[0] for r in reference.rows] == list(REFERENCE_LOS_LOOP)
+    assert [r[0] for r in reference.rows] == list(LOS_LOOP.rows)
     assert reference.rows[0][1:3] == ["3.18", "5.126"]  # T-GCN 15 min MAE, RMSE
 
 
@@ -168,3 +166,9 @@ def test_artifact_keys_are_stable_and_valid():
     assert table_records(["a", "b"], [[1, float("nan")]]) == [{"a": 1, "b": None}]
     with pytest.raises(ValueError, match="2 columns"):
         table_records(["a", "b"], [[1]])
+
+
+def test_markdown_table_escapes_pipes_and_aligns_numbers():
+    assert markdown_table(["a", "b"], [["x|y", "1"]]) == "| a | b |\n|---|---|\n| x\\|y | 1 |"
+    right = markdown_table(["model", "MAE", "RMSE"], [["ar", "1.0", "2.0"]], numbers_right=True)
+    assert right.splitlines()[1] == "|---|---:|---:|"

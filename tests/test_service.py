@@ -4,7 +4,6 @@ in the dead-letter topic with its reason while good readings flow."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +15,11 @@ from pipeline.kafka.clients import ensure_topics, make_producer
 from pipeline.kafka.replay import replay
 from pipeline.kafka.schema import decode_forecast
 from pipeline.model_dir import load_bundles
-from pipeline.service.core import ForecastService, ServiceConfig
+from pipeline.service.config import ServiceConfig
+from pipeline.service.loop import ForecastService
 from pipeline.service.store import Store
-from tests.service_support import HORIZON, make_world, read_topic, service_thread, wait_until
+from tests.service_support import HORIZON, make_world, read_topic, service_thread
+from tests.waiting import WAIT_S, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def test_end_to_end_forecasts_for_every_sensor_model_and_tick(world, kafka_setti
     service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
     steps, sensors = world.live.n_time, world.live.n_nodes
     with service_thread(service):
-        wait_until(lambda: service.counters["ticks_closed"] >= steps, 60, f"{steps} ticks")
+        wait_until(lambda: service.counters["ticks_closed"] >= steps, what=f"{steps} ticks")
     assert service.counters["consumed"] == stats.messages
     assert service.counters["valid"] == stats.messages
     assert service.counters["dead_lettered"] == 0
@@ -122,8 +123,8 @@ def test_malformed_messages_go_to_the_dead_letter_topic_while_good_ones_flow(
 
     service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
     with service_thread(service):
-        wait_until(lambda: service.counters["consumed"] >= produced, 60, "every message")
-        wait_until(lambda: service.counters["ticks_closed"] >= 10, 30, "10 ticks")
+        wait_until(lambda: service.counters["consumed"] >= produced, what="every message")
+        wait_until(lambda: service.counters["ticks_closed"] >= 10, what="10 ticks")
     counters = service.counters
     assert counters["dead_lettered"] == len(bad) + 1
     assert counters["valid"] == stats.messages + stats2.messages
@@ -177,10 +178,13 @@ def test_a_redelivered_batch_is_recognised_and_does_not_rewind_the_store(
     consumer = make_consumer(settings, group_id="")
     tp = TopicPartition(settings.topic_readings, 0)
     consumer.assign([tp])
-    records = []
-    deadline = time.monotonic() + 30
-    while len(records) < stats.messages and time.monotonic() < deadline:
+    records: list = []
+
+    def read() -> bool:
         records.extend(r for rs in consumer.poll(timeout_ms=200).values() for r in rs)
+        return len(records) >= stats.messages
+
+    wait_until(read, what=f"{stats.messages} readings", poll_s=0)
     assert len(records) == stats.messages
     consumer.close()
     service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
@@ -188,11 +192,11 @@ def test_a_redelivered_batch_is_recognised_and_does_not_rewind_the_store(
     first, second = records[: len(records) // 2], records[len(records) // 2 :]
     for part in (first, second):
         report, batch = service.process({tp: part}, outbox)
-        outbox.flush(10)
+        outbox.flush(WAIT_S)
         service.finish(report, batch, flushed_at_ms=0)
     published = service.counters["forecasts_published"]
     report, batch = service.process({tp: first}, outbox)  # the first half, again
-    outbox.flush(10)
+    outbox.flush(WAIT_S)
     service.finish(report, batch, flushed_at_ms=0)
     assert report.counts["redelivered"] == len(first) and report.counts["consumed"] == 0
     assert service.counters["forecasts_published"] == published
@@ -245,7 +249,7 @@ def test_alert_hook_sees_every_tick_and_its_alerts_are_published_and_stored(
 
     service = ForecastService(settings, CONFIG, load_bundles(world.bundles), alert_hook=detector)
     with service_thread(service):
-        wait_until(lambda: service.counters["ticks_closed"] >= 8, 60, "8 ticks")
+        wait_until(lambda: service.counters["ticks_closed"] >= 8, what="8 ticks")
     assert [c.tick.ts for c in seen] == list(live.timestamps)  # every tick, in order
     last = seen[-1]
     assert (

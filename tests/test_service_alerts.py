@@ -7,14 +7,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.alerts.detection import build_alerting
+from pipeline.alerts.build import build_alerting
 from pipeline.kafka.clients import ensure_topics, make_producer
 from pipeline.kafka.replay import replay
 from pipeline.kafka.schema import decode_alert
 from pipeline.model_dir import load_bundles, union_sensors
-from pipeline.service.core import ForecastService, ServiceConfig
+from pipeline.service.config import ServiceConfig
+from pipeline.service.loop import ForecastService
 from pipeline.service.store import Store
-from tests.service_support import make_incident_world, read_topic, service_thread, wait_until
+from tests.service_support import make_incident_world, read_topic, service_thread
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +44,7 @@ def _stream(world, settings, start: int, stop: int) -> int:
     # The last step stays open: nothing after it moves the watermark past it.
     with service_thread(service):
         wait_until(
-            lambda: service.counters["ticks_closed"] >= stop - 1, 60, f"{stop - 1} ticks closed"
+            lambda: service.counters["ticks_closed"] >= stop - 1, what=f"{stop - 1} ticks closed"
         )
     return service.counters["alerts_published"]
 

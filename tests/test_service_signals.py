@@ -15,7 +15,8 @@ from pipeline.kafka.clients import ensure_topics, make_admin, make_producer
 from pipeline.kafka.replay import replay
 from pipeline.kafka.schema import decode_forecast
 from pipeline.model_dir import load_bundles
-from pipeline.service.core import ForecastService, ServiceConfig
+from pipeline.service.config import ServiceConfig
+from pipeline.service.loop import ForecastService
 from pipeline.service.store import Store
 from pipeline.settings import load_settings
 from tests.service_support import (
@@ -26,8 +27,8 @@ from tests.service_support import (
     stop_service,
     store_counters,
     wait_started,
-    wait_until,
 )
+from tests.waiting import WAIT_S, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,19 +66,19 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(world, kafka_settings, tm
     wait_started(log)
     producer_thread, stats = _replay_in_background(settings, world.live)
     try:
-        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= 15, 90, "15 ticks")
+        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= 15, what="15 ticks")
     finally:
         code = stop_service(first, signal.SIGKILL)
     assert code == -signal.SIGKILL
     steps = world.live.n_time
     assert store_counters(store)["ticks_closed"] < steps  # killed mid-stream
-    producer_thread.join(timeout=60)
+    producer_thread.join(timeout=WAIT_S)
     (produced,) = stats
     log = tmp_path / "second.log"
     second = start_service(settings, world.bundles, store, log)
     wait_started(log)
     try:
-        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= steps, 120, "all ticks")
+        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= steps, what="all ticks")
     finally:
         assert stop_service(second) == 0, log.read_text()[-3000:]
     assert '"event": "restored"' in log.read_text()  # window and open ticks from the store
@@ -112,12 +113,12 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(world, kafka_settings
     wait_started(log)
     producer_thread, stats = _replay_in_background(settings, world.live.slice(0, 30))
     try:
-        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= 5, 90, "5 ticks")
+        wait_until(lambda: store_counters(store).get("ticks_closed", 0) >= 5, what="5 ticks")
     finally:
         code = stop_service(proc, signal.SIGTERM)
     assert code == 0, log.read_text()[-3000:]
     assert '"event": "stopped"' in log.read_text()
-    producer_thread.join(timeout=60)
+    producer_thread.join(timeout=WAIT_S)
 
     # What the store holds is exactly what Kafka has committed for the group.
     admin = make_admin(settings)
@@ -138,7 +139,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(world, kafka_settings
     again = start_service(settings, world.bundles, store, tmp_path / "again.log")
     try:
         wait_until(
-            lambda: store_counters(store).get("consumed", 0) >= stats[0].messages, 90, "the rest"
+            lambda: store_counters(store).get("consumed", 0) >= stats[0].messages, what="the rest"
         )
     finally:
         assert stop_service(again) == 0
@@ -148,7 +149,8 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(world, kafka_settings
 
 
 def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_path):
-    with EmbeddedBroker(log_path=tmp_path / "broker.log", handle_sigterm=False) as broker:
+    log = tmp_path / "broker.log"
+    with EmbeddedBroker(log_path=log, handle_sigterm=False, startup_timeout_s=WAIT_S) as broker:
         settings = load_settings(
             bootstrap_servers=broker.bootstrap,
             consumer_group="restart-test",
@@ -164,7 +166,7 @@ def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_pa
             producer = make_producer(settings)
             replay(first, producer, settings.topic_readings, progress=False)
             producer.close()
-            wait_until(lambda: service.counters["ticks_closed"] >= 10, 60, "the first 10 ticks")
+            wait_until(lambda: service.counters["ticks_closed"] >= 10, what="the first 10 ticks")
 
             broker.restart()  # a fresh, empty broker on the same port
 
@@ -178,11 +180,11 @@ def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_pa
                 finally:
                     admin.close()
 
-            wait_until(topics_back, 60, "the service to re-create its topics")
+            wait_until(topics_back, what="the service to re-create its topics")
             producer = make_producer(settings)
             replay(second, producer, settings.topic_readings, progress=False)
             producer.close()
-            wait_until(lambda: service.counters["ticks_closed"] >= 20, 120, "ticks after restart")
+            wait_until(lambda: service.counters["ticks_closed"] >= 20, what="ticks after restart")
         assert service.counters["topics_recreated"] >= 1
         assert service.counters["consumed"] == first.n_time * first.n_nodes * 2
         forecasts = read_topic(settings, settings.topic_forecasts)
@@ -195,7 +197,12 @@ def test_broker_lost_mid_batch_the_batch_is_replayed_from_the_store(tmp_path):
     cannot publish is neither stored nor committed; the service restores its state from
     the store, waits for a broker, and carries on with the readings that come next."""
     world = make_world(tmp_path / "bundles", sensors=6, live_steps=200)
-    broker = EmbeddedBroker(free_port(), log_path=tmp_path / "broker.log", handle_sigterm=False)
+    broker = EmbeddedBroker(
+        free_port(),
+        log_path=tmp_path / "broker.log",
+        handle_sigterm=False,
+        startup_timeout_s=WAIT_S,
+    )
     with broker:
         settings = load_settings(
             bootstrap_servers=broker.bootstrap,
@@ -223,9 +230,9 @@ def test_broker_lost_mid_batch_the_batch_is_replayed_from_the_store(tmp_path):
             settings, config, load_bundles(world.bundles), alert_hook=slow_detector
         )
         with service_thread(service):
-            wait_until(lambda: service.counters["ticks_closed"] >= 5, 60, "the first ticks")
+            wait_until(lambda: service.counters["ticks_closed"] >= 5, what="the first ticks")
             broker.stop()  # the next flush fails: that batch must not count as done
-            wait_until(lambda: service.counters["recoveries"] >= 1, 60, "a recovery")
+            wait_until(lambda: service.counters["recoveries"] >= 1, what="a recovery")
             with Store(settings.store_path, readonly=True) as db:
                 stored_ticks = db.tick_count()
                 assert db.counters()["ticks_closed"] == stored_ticks  # nothing half-stored
@@ -235,8 +242,7 @@ def test_broker_lost_mid_batch_the_batch_is_replayed_from_the_store(tmp_path):
             producer.close()
             wait_until(
                 lambda: service.counters["ticks_closed"] >= stored_ticks + after.n_time - 1,
-                120,
-                "ticks after the broker came back",
+                what="ticks after the broker came back",
             )
         with Store(settings.store_path, readonly=True) as db:
             stored = {t.ts_ms for t in db.last_ticks(10_000)}

@@ -131,7 +131,8 @@ def test_json_logs_are_one_object_per_line():
 
 def test_status_summary_reads_the_store(tmp_path):
     from flows.status import print_status
-    from pipeline.service.store import AccuracyRows, Batch, Store, TickRow
+    from pipeline.service.store import Store
+    from pipeline.service.store_rows import AccuracyRows, Batch, TickRow
 
     path = tmp_path / "s.sqlite"
     with Store(path) as store:

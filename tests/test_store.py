@@ -7,14 +7,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from pipeline.service.store import (
+from pipeline.service.store import Store, StoreError
+from pipeline.service.store_rows import (
     AccuracyRows,
     AlertRow,
     Batch,
     ForecastRows,
     ReadingRows,
-    Store,
-    StoreError,
     TickRow,
 )
 

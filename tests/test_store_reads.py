@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.kafka.schema import AlertMessage, encode_alert
-from pipeline.service.store import AlertRow, Batch, ForecastRows, ReadingRows, Store, TickRow
+from pipeline.service.store import Store
 from pipeline.service.store_reads import (
     StoreReadError,
     alerts_between,
@@ -18,6 +18,7 @@ from pipeline.service.store_reads import (
     period_since,
     stored_backtest,
 )
+from pipeline.service.store_rows import AlertRow, Batch, ForecastRows, ReadingRows, TickRow
 
 STEP = 300_000  # 5 minutes
 T0 = int(pd.Timestamp("2024-03-04T00:00Z").value // 1_000_000)

@@ -10,13 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.forecasters.tgclstm import (
-    TGCLSTM,
-    NeighbourScale,
-    SparseHopConv,
-    TGCLSTMConfig,
-    TGCLSTMNet,
-)
+from models.forecasters.tgclstm import TGCLSTM, TGCLSTMConfig, TGCLSTMNet
+from models.nn.sparse_graph import NeighbourScale, SparseHopConv
 from models.nn.training import TrainConfig
 from models.panel import SensorPanel
 from pipeline.data.graph import RoadGraph

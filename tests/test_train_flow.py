@@ -1,187 +1,174 @@
-"""``roadcast train`` / ``evaluate``: metrics.json shape, bundles, report, CLI."""
+"""``train_flow`` end to end on a small simulated network, against a Prefect server:
+one task per model, bundles, champion by validation, report, artifacts; and the GPU
+training slot (a Prefect global concurrency limit)."""
 
 from __future__ import annotations
 
-import base64
+import itertools
 import json
-from pathlib import Path
+import threading
+import time
 
-import numpy as np
-import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.train import TrainPlan, evaluate_bundle, parse_models, train_models
+from flows.artifacts import KEYS
 from models.forecasters.registry import load_model
-from models.panel import SensorPanel
+from pipeline.model_dir import read_champion, read_network, validation_score
+from tests.waiting import WAIT_S
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-def toy_panel(n: int = 400, nodes: int = 4) -> SensorPanel:
-    rng = np.random.default_rng(0)
-    t = np.arange(n)
-    values = 50 + 8 * np.sin(2 * np.pi * t / 24)[:, None] + rng.normal(0, 1, (n, nodes))
-    values[rng.random(values.shape) < 0.05] = np.nan
-    stamps = pd.date_range("2024-03-01", periods=n, freq="1h", tz="UTC")
-    return SensorPanel.from_values(
-        values.astype(np.float32), stamps, [f"s{i}" for i in range(nodes)], name="toy"
-    )
+DATA = "simulated:sensors=5,days=2,seed=4,incidents=0,faults=0"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, SensorPanel]:
-    out = tmp_path_factory.mktemp("train")
-    panel = toy_panel()
-    plan = TrainPlan(
-        models=("persistence", "seasonal", "ar", "gru"),
-        window=6,
-        horizon=6,
-        seeds=2,
-        epochs=2,
-        device="cpu",
-        progress=False,
-        horizons=(3, 6),
-    )
-    document = train_models(panel, plan, out, log=lambda _: None)
-    return out, document, panel
+def trained(prefect_harness, tmp_path_factory):
+    from flows.train_flow import train_flow
+
+    out = tmp_path_factory.mktemp("train-flow")
+    state = train_flow(
+        data=DATA, models=["persistence", "ar", "gru"], window=6, horizon=6, seeds=2,
+        epochs=2, device="cpu", out=str(out), return_state=True,
+    )  # fmt: skip
+    return out, state
 
 
-def test_metrics_json_has_the_shape_of_the_issue(run):
-    out, document, _ = run
-    on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == document
-    assert on_disk["dataset"] == "toy" and on_disk["window"] == 6 and on_disk["horizon"] == 6
-    assert set(on_disk["split"]) == {"train", "valid", "test"}
-    assert set(on_disk["models"]) == {"persistence", "seasonal", "ar", "gru"}
-    for name, entry in on_disk["models"].items():
-        for kind in ("pooled", "step"):
-            assert set(entry[kind]) == {"3", "6"}
-            assert {"mae", "rmse", "mape"} <= set(entry[kind]["3"])
-        assert {"mae", "rmse"} <= set(entry["std"]["pooled"]["3"])
-        assert entry["seeds"] == (2 if name == "gru" else 1)
-        assert entry["fit_seconds"] >= 0 and entry["predict_ms_per_window"] > 0
-        assert entry["device"] == "cpu"
-        assert len(entry["curve"]["rmse"]) == 6
-    assert on_disk["models"]["persistence"]["std"]["pooled"]["3"]["rmse"] == 0.0
-    # every model is scored on the same windows
-    assert len({e["pooled"]["6"]["count"] for e in on_disk["models"].values()}) == 1
+def _client():
+    from prefect import get_client
+
+    return get_client(sync_client=True)
 
 
-def test_bundles_keep_the_best_validation_seed(run):
-    out, document, _ = run
+def _latest_artifact(key: str):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with _client() as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert found, f"no artifact {key}"
+    return max(found, key=lambda a: a.created)
+
+
+def test_flow_writes_bundles_metrics_and_promotes_the_best_validation_model(trained):
+    out, state = trained
+    assert state.is_completed()
+    result = state.result()
+    document = json.loads((out / "metrics.json").read_text())
+    assert result["document"] == document
+    assert set(document["models"]) == {"persistence", "ar", "gru"}
+    assert document["models"]["gru"]["seeds"] == 2
     for name in document["models"]:
         assert load_model(out / "bundles" / name).name == name
-    gru = document["models"]["gru"]
-    assert gru["best_seed"] == int(np.argmin(gru["valid_rmse"]))
-    assert (
-        json.loads((out / "bundles" / "gru" / "config.json").read_text())["train"]["seed"]
-        == (gru["best_seed"])
-    )
-
-
-def test_report_has_table_and_embedded_plots(run):
-    out, _, _ = run
-    md = (out / "report.md").read_text()
-    assert "| model | 3 h MAE | 3 h RMSE | 3 h MAPE % | 6 h MAE" in md  # 3 steps of 1 h
-    assert "gru" in md and "figures/error_by_horizon.png" in md
-    for name in ("error_by_horizon", "forecasts"):
-        png = (out / "figures" / f"{name}.png").read_bytes()
-        assert png.startswith(b"\x89PNG")
-    page = (out / "report.html").read_text()
-    encoded = page.split("data:image/png;base64,")[1].split("'")[0]
-    assert base64.b64decode(encoded).startswith(b"\x89PNG")
-    assert "Published reference" not in page  # only for los-loop
-
-
-def test_evaluate_scores_a_bundle_like_train(run):
-    out, document, panel = run
-    result = evaluate_bundle(out / "bundles" / "ar", panel, window=6, horizons=(3, 6))
-    assert result["pooled"]["6"]["rmse"] == pytest.approx(
-        document["models"]["ar"]["pooled"]["6"]["rmse"]
-    )
-    reordered = panel.select(list(reversed(panel.sensor_ids)))
-    again = evaluate_bundle(out / "bundles" / "ar", reordered, window=6, horizons=(3, 6))
-    assert again["pooled"]["6"]["rmse"] == pytest.approx(result["pooled"]["6"]["rmse"])
-    with pytest.raises(ValueError, match="lack 1 sensors"):
-        evaluate_bundle(out / "bundles" / "ar", panel.select(["s0", "s1", "s2"]))
-
-
-def test_plan_validation():
-    assert parse_models(" ar, lstm,ar ,") == ("ar", "lstm")
-    with pytest.raises(ValueError, match="unknown model"):
-        TrainPlan(models=("arima",))
-    with pytest.raises(ValueError, match="seeds"):
-        TrainPlan(seeds=0)
-
-
-def _write_csv(path: Path, panel: SensorPanel) -> None:
-    frame = pd.DataFrame(panel.values, columns=list(panel.sensor_ids))
-    frame.insert(0, "timestamp", panel.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    frame.to_csv(path, index=False)
-
-
-def test_bundles_dir_holds_the_champion_by_validation(run):
-    from pipeline.model_dir import read_champion, read_network, validation_score
-
-    out, document, panel = run
     champion = read_champion(out)
+    assert champion is not None and result["champion"] == champion.champion
     scores = {n: validation_score(e) for n, e in document["models"].items()}
     assert champion.champion == min((s, n) for n, s in scores.items() if s is not None)[1]
-    assert read_network(out).sensor_ids == panel.sensor_ids
+    assert champion.scores == pytest.approx(scores)
+    assert set(champion.challengers) == set(document["models"]) - {champion.champion}
+    network = read_network(out)
+    assert network is not None and network.coords is not None
+    assert len(network.sensor_ids) == 5 and network.coords.shape == (5, 2)
 
 
-@pytest.mark.integration
-def test_cli_train_and_evaluate(tmp_path: Path, prefect_harness):
-    """``roadcast train`` runs the Prefect train flow (here against the test server)."""
-    csv = tmp_path / "speeds.csv"
-    _write_csv(csv, toy_panel(300, 3))
-    out = tmp_path / "run"
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            f"csv:{csv}",
-            "--models",
-            "persistence,ar",
-            "--window",
-            "6",
-            "--horizon",
-            "3",
-            "--seeds",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert (out / "metrics.json").is_file() and (out / "bundles" / "ar" / "config.json").is_file()
-    assert (out / "bundles" / "champion.json").is_file() and "champion" in result.output
-    scored = tmp_path / "eval.json"
-    result = runner.invoke(
-        app,
-        [
-            "evaluate",
-            str(out / "bundles" / "ar"),
-            f"csv:{csv}",
-            "--window",
-            "6",
-            "--out",
-            str(scored),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(scored.read_text())["model"] == "ar"
+def test_one_task_per_model_fit_and_backtest(trained):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _, state = trained
+    with _client() as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    names = {r.name for r in runs}
+    models = ("persistence", "ar", "gru")
+    assert {f"fit-{m}" for m in models} | {f"backtest-{m}" for m in models} <= names
+    steps = {"load-data", "split", "compare", "write-bundles", "promote-champion", "write-report"}
+    assert {n.rsplit("-", 1)[0] for n in names} >= steps  # runs are "<task>-<3 hex>"
+    assert all(r.state.is_completed() for r in runs)
+    # one after the other: every fit ends before the next model's fit starts
+    fits = sorted((r for r in runs if r.name.startswith("fit-")), key=lambda r: r.start_time)
+    for before, after in itertools.pairwise(fits):
+        assert before.end_time <= after.start_time
 
 
-def test_cli_errors_are_clear(tmp_path: Path):
-    runner = CliRunner()
-    result = runner.invoke(app, ["train", "simulated", "--models", "arima", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "unknown model" in result.output
-    result = runner.invoke(app, ["train", "nosuchdata", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "unknown data set" in result.output
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), "simulated"])
-    assert result.exit_code == 1 and "no model bundle" in result.output
+def test_report_and_artifacts(trained):
+    out, _ = trained
+    page = (out / "report.html").read_text()
+    for section in ("Model comparison (test part)", "Error by horizon",
+                    "best and worst sensor", "Error across the network",
+                    "What produced this report"):  # fmt: skip
+        assert section in page, section
+    assert "Published reference" not in page  # only for los-loop
+    md = (out / "report.md").read_text()
+    assert "| model | 15 min MAE | 15 min RMSE | 15 min MAPE % | 30 min MAE |" in md
+    for name in ("error_by_horizon", "forecasts", "network_map"):
+        assert (out / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    table = _latest_artifact(KEYS["train_comparison"]).data
+    rows = table if isinstance(table, list) else json.loads(table)
+    assert {r["model"] for r in rows} == {"persistence", "ar", "gru"}
+    assert "15 min MAPE %" in rows[0]
+    champion = _latest_artifact(KEYS["champion"]).data
+    rows = champion if isinstance(champion, list) else json.loads(champion)
+    assert [r["role"] for r in rows].count("champion") == 1
+    assert "Model comparison" in _latest_artifact(KEYS["train_report"]).data
+
+
+def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from flows.train_flow import train_flow
+
+    with pytest.raises(ValueError, match="unknown model"):
+        train_flow(data=DATA, models="arima", out=str(tmp_path))
+    # a CSV data set has no road graph: tgclstm is refused before anything is fitted
+    stamps = pd.date_range("2024-03-01", periods=200, freq="5min", tz="UTC")
+    values = np.random.default_rng(0).normal(60, 3, (200, 3))
+    frame = pd.DataFrame(values, columns=["a", "b", "c"])
+    frame.insert(0, "timestamp", stamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(tmp_path / "speeds.csv", index=False)
+    with pytest.raises(ValueError, match="needs a road graph"):
+        train_flow(data=f"csv:{tmp_path / 'speeds.csv'}", models="tgclstm", out=str(tmp_path))
+    assert not (tmp_path / "bundles").exists()
+
+
+def test_gpu_slot_is_a_global_limit_that_serialises(prefect_harness):
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.gpu import GPU_LIMIT, ensure_gpu_limit, training_slot
+
+    # CPU fits never touch (or create) the GPU limit
+    with training_slot("cpu"), _client() as client, pytest.raises(ObjectNotFound):
+        client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with training_slot("cuda"):
+            held.set()
+            release.wait(WAIT_S)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(WAIT_S), "the first fit never got the GPU slot"
+        with _client() as client:
+            limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        assert limit.limit == 1 and limit.active_slots == 1
+        began = time.monotonic()
+        with pytest.raises(TimeoutError), training_slot("cuda", timeout_s=2):
+            pass
+        assert time.monotonic() - began >= 1.5
+    finally:
+        release.set()
+        thread.join(WAIT_S)
+    with training_slot("cuda", timeout_s=WAIT_S):  # free again once the first fit is done
+        pass
+    with _client() as client:
+        client.update_global_concurrency_limit(GPU_LIMIT, GlobalConcurrencyLimitUpdate(limit=2))
+    assert ensure_gpu_limit() is False  # an operator's setting is never overwritten
+    with _client() as client:
+        assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit == 2

@@ -1,4 +1,4 @@
-"""The training engine: scaler, input assembly, masked loss, early stopping, devices."""
+"""The training engine: scaler, input assembly, masked loss, the training loop, devices."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import torch
 from torch import nn
 
 from models.forecasters.base import window_origins
-from models.nn.training import (
-    InputSpec,
-    Scaler,
-    TrainConfig,
-    fit_network,
-    load_module_tensors,
-    make_inputs,
-    module_tensors,
-    predict_network,
-    resolve_device,
-    seeded,
-)
+from models.nn.devices import resolve_device, seeded
+from models.nn.inputs import InputSpec, Scaler, make_inputs
+from models.nn.loop import BatchLoss, LoopSettings, train_loop
+from models.nn.training import TrainConfig, fit_network, predict_network
+from models.nn.weights import load_module_tensors, module_tensors
 from models.panel import SensorPanel
 
 
@@ -290,3 +283,76 @@ def test_module_tensors_are_host_copies_and_load_strictly():
     assert float(fresh.bias.detach().abs().sum()) == 0.0
     with pytest.raises(ValueError, match="do not fit the Bias architecture"):
         load_module_tensors(Bias(3, 3), arrays)
+
+
+class Scalar(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+
+def test_loop_batches_its_order_and_restores_the_weights_of_the_best_real_gain():
+    module = Scalar()
+    seen: list[list[int]] = []
+    weights: list[float] = []
+    scores = iter([3.0, 2.0, 1.995, 2.5, 0.0])  # 1.995 is not a gain of more than 0.01
+
+    def batch_loss(rows: torch.Tensor) -> BatchLoss:
+        seen.append(rows.tolist())
+        loss = (module.w - 1.0) ** 2
+        return BatchLoss(loss, loss.detach() * len(rows), len(rows))
+
+    def valid_score() -> float:
+        weights.append(float(module.w.detach()))
+        return next(scores)
+
+    settings = LoopSettings(epochs=5, batch_size=2, seed=0, patience=2, min_gain=0.01)
+    result = train_loop(
+        module,
+        torch.optim.SGD(module.parameters(), lr=0.1),
+        order=lambda: torch.tensor([4, 0, 3, 1, 2]),
+        batch_loss=batch_loss,
+        valid_score=valid_score,
+        settings=settings,
+        device=torch.device("cpu"),
+    )
+    assert seen[:3] == [[4, 0], [3, 1], [2]]
+    assert result.best_epoch == 2 and result.best_score == 2.0
+    assert result.stopped_early and len(result.train_loss) == 4
+    assert result.valid_score == [3.0, 2.0, 1.995, 2.5]
+    assert float(module.w.detach()) == weights[1] and not module.training
+    # The epoch mean weighs every batch by its count: three batches, one weight value each.
+    assert result.train_loss[0] == pytest.approx((1.0 * 2 + 0.8**2 * 2 + 0.64**2) / 5)
+
+
+def test_loop_without_validation_runs_every_epoch_and_refuses_a_plateau_schedule():
+    module = Scalar()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+
+    def batch_loss(rows: torch.Tensor) -> BatchLoss:
+        loss = (module.w - 1.0) ** 2
+        return BatchLoss(loss, loss.detach(), torch.ones(()))
+
+    settings = LoopSettings(epochs=3, batch_size=4, seed=0, patience=1)
+    result = train_loop(
+        module,
+        optimizer,
+        order=lambda: torch.arange(4),
+        batch_loss=batch_loss,
+        valid_score=None,
+        settings=settings,
+        device=torch.device("cpu"),
+    )
+    assert len(result.train_loss) == 3 and not result.stopped_early
+    assert result.best_epoch == 0 and result.best_score is None
+    with pytest.raises(ValueError, match="plateau"):
+        train_loop(
+            module,
+            optimizer,
+            order=lambda: torch.arange(4),
+            batch_loss=batch_loss,
+            valid_score=None,
+            settings=settings,
+            device=torch.device("cpu"),
+            scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer),
+        )

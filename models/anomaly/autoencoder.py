@@ -23,7 +23,8 @@ a full window. Missing entries are filled with the last observed value of the wi
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from copy import deepcopy
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -37,6 +38,7 @@ from models.anomaly.base import (
     Detection,
     DetectionBatch,
     DetectorError,
+    StreamingDetector,
     check_tick,
     describe_config,
     read_detector_bundle,
@@ -50,8 +52,8 @@ from models.anomaly.neural import (
     split_valid,
     train_network,
 )
+from models.nn.devices import resolve_device, seeded
 from models.nn.recurrent import GatedCell, run_cell
-from models.nn.training import resolve_device, seeded
 from models.panel import SensorPanel
 
 
@@ -118,7 +120,7 @@ def _fill(windows: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.take_along_axis(observed, last, axis=1)
 
 
-class AutoencoderDetector:
+class AutoencoderDetector(StreamingDetector):
     """Reconstruction-error detector (see module doc)."""
 
     name: ClassVar[str] = "autoencoder"
@@ -131,6 +133,7 @@ class AutoencoderDetector:
         self.std = np.ones((0, 1))  # [node, feature]
         self.module: LSTMAutoencoder | None = None
         self.errors: ConformalPool | None = None
+        self._fitted_errors: ConformalPool | None = None  # what reset returns to
         self.train_loss: list[float] = []
         self._buffer: deque[tuple[np.ndarray, np.ndarray]] = deque()
 
@@ -207,7 +210,8 @@ class AutoencoderDetector:
         valid_w, valid_m = self._windows(valid)
         self._train(train_w, train_m, valid_w, valid_m, device, rng)
         self.errors = ConformalPool(self.n_nodes, c.capacity, c.min_count)
-        self.calibrate(valid)
+        self._calibrate(valid)
+        self._fitted_errors = deepcopy(self.errors)
         self.reset()
         return self
 
@@ -247,7 +251,7 @@ class AutoencoderDetector:
             min_gain=1e-6,
         )
 
-    def calibrate(self, valid: SensorPanel) -> None:
+    def _calibrate(self, valid: SensorPanel) -> None:
         """Add the reconstruction errors of ``valid``'s windows to the calibration pools."""
         if self.errors is None or self.module is None:
             raise DetectorError("fit the autoencoder detector before calibrating it")
@@ -256,22 +260,23 @@ class AutoencoderDetector:
         per_node = stat.reshape(self.n_nodes, -1).T  # [n_windows, node]
         self.errors.extend(per_node)
 
-    def start(self, panel: SensorPanel) -> Self:
-        """Fit on ``panel`` (NAB's probationary rows) and keep calibrating online."""
-        from dataclasses import replace
-
+    def start(self, head: SensorPanel) -> Self:
+        """Fit on ``head``'s rows (NAB's probationary rows) and keep calibrating online."""
         self.config = replace(self.config, online=True)
-        return self.fit(panel)
+        return self.fit(head)
 
     # --- streaming --------------------------------------------------------------------
 
     def reset(self) -> None:
+        """Forget the recent window and what the stream calibrated."""
         self._buffer.clear()
+        if self._fitted_errors is not None:
+            self.errors = deepcopy(self._fitted_errors)
 
     def update(self, ts: pd.Timestamp, values: np.ndarray, mask: np.ndarray) -> Detection:
         """Score the window that ends with this tick."""
         if self.module is None or self.errors is None:
-            raise DetectorError("the autoencoder detector is not fitted; call fit() first")
+            raise DetectorError("the autoencoder detector is not fitted; call fit() or start()")
         values = np.asarray(values, dtype=np.float64)
         mask = np.asarray(mask, dtype=bool)
         if values.ndim == 1:
@@ -312,11 +317,11 @@ class AutoencoderDetector:
         )
 
     def score_batch(self, panel: SensorPanel) -> DetectionBatch:
-        """What :func:`models.anomaly.base.score_panel` returns (without reasons), with every
-        window reconstructed in one batch: the statistic of a window does not depend on
-        the state, only the calibration pool does, and it is updated tick by tick."""
+        """What :meth:`score_panel` returns (without reasons), with every window
+        reconstructed in one batch: the statistic of a window does not depend on the
+        state, only the calibration pool does, and it is updated tick by tick."""
         if self.module is None or self.errors is None:
-            raise DetectorError("the autoencoder detector is not fitted; call fit() first")
+            raise DetectorError("the autoencoder detector is not fitted; call fit() or start()")
         self.reset()
         w, f = self.config.window, (self.config.feature if self.n_features > 1 else 0)
         values, mask = _as_3d(panel)
@@ -344,11 +349,11 @@ class AutoencoderDetector:
     # --- persistence ------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> None:
-        """Weights, scaler and calibration pools (safetensors) plus config (JSON)."""
-        if self.module is None or self.errors is None:
+        """Weights, scaler and fitted calibration pools (safetensors) plus config (JSON)."""
+        if self.module is None or self._fitted_errors is None:
             raise DetectorError("fit the autoencoder detector before saving it")
         tensors = network_tensors(self.module)
-        tensors.update(self.errors.state("errors"))
+        tensors.update(self._fitted_errors.state("errors"))
         tensors["scaler.mean"] = self.mean.astype(np.float64)
         tensors["scaler.std"] = self.std.astype(np.float64)
         save_detector_bundle(
@@ -376,4 +381,5 @@ class AutoencoderDetector:
         load_network_tensors(module, bundle.tensors)
         detector.module = module
         detector.errors = ConformalPool.from_state(bundle.tensors, "errors")
+        detector._fitted_errors = deepcopy(detector.errors)
         return detector

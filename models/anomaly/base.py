@@ -1,11 +1,13 @@
 """The anomaly-detector contract: streaming scores in [0, 1], their combination, batch runs.
 
-Every detector (``models/anomaly_*.py``) is *streaming*: :meth:`StreamingDetector.update`
-receives one tick (``values`` ``[node]`` or ``[node, feature]`` and its mask) and returns
-a :class:`Detection` for that tick computed from data up to that tick only. The service
-calls ``update`` once per assembled tick; :func:`score_panel` runs the same ``update``
-over a whole panel for benchmarks and tests, so batch and streaming scores are the same
-numbers by construction.
+Every registered detector (:mod:`models.anomaly.registry`) is a :class:`StreamingDetector`:
+it is prepared with :meth:`~StreamingDetector.fit` (normal data, calibrated on validation
+data) or :meth:`~StreamingDetector.start` (only the rows before the stream), then
+:meth:`~StreamingDetector.update` receives one tick (``values`` ``[node]`` or ``[node,
+feature]`` and its mask) and returns a :class:`Detection` for that tick computed from data
+up to that tick only. The service calls ``update`` once per assembled tick;
+:meth:`~StreamingDetector.score_panel` runs the same ``update`` over a whole panel for
+benchmarks and tests, so batch and streaming scores are the same numbers by construction.
 
 Scores are calibrated p-values
 ------------------------------
@@ -28,10 +30,11 @@ the detector with the smallest p-value.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -79,28 +82,99 @@ class Detection:
         return 1.0 - self.score.astype(np.float64)
 
 
-@runtime_checkable
-class StreamingDetector(Protocol):
-    """What every registered detector provides.
+@dataclass(frozen=True, eq=False)
+class DetectionBatch:
+    """Detections of every tick of a panel: arrays ``[time, node]``."""
 
-    ``fit`` learns from normal data and calibrates on ``valid`` (never on test data);
-    ``reset`` forgets the streaming state (recent window, pending forecasts) but keeps
-    what was fitted; ``update`` scores one tick using that tick and the past only.
+    detector: str
+    timestamps: pd.DatetimeIndex
+    sensor_ids: tuple[str, ...]
+    score: np.ndarray
+    observed: np.ndarray
+    expected: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    reasons: list[tuple[str, ...]] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        """Scores as a DataFrame (rows: timestamps, columns: sensor ids)."""
+        return pd.DataFrame(self.score, index=self.timestamps, columns=list(self.sensor_ids))
+
+
+class StreamingDetector(ABC):
+    """The contract every registered detector implements.
+
+    * ``start(head)`` prepares streaming from ``head`` alone: its sensors, its step and
+      its rows (the only past a detector may learn from; a detector may also ignore
+      them). Calibration then continues online on the stream.
+    * ``fit(panel, valid=)`` learns from normal data and calibrates on ``valid`` (never
+      on test data).
+    * ``reset()`` returns to the state ``fit``/``start``/``load`` left: the recent
+      window, pending forecasts and whatever the stream taught are forgotten.
+    * ``update(ts, values, mask)`` scores one tick from that tick and the past only.
+    * ``score_panel(panel)`` is ``reset`` and then ``update`` over every tick.
+    * ``save(directory)`` writes the fitted state (what ``reset`` returns to) as a
+      bundle; ``load(directory)`` reads it back.
+
+    Misuse (wrong shapes, NaN marked observed, streaming before fitting) raises
+    :class:`DetectorError`.
     """
 
     name: ClassVar[str]
     sensor_ids: tuple[str, ...]
 
+    @abstractmethod
+    def start(self, head: SensorPanel) -> Self: ...
+
+    @abstractmethod
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self: ...
 
+    @abstractmethod
     def reset(self) -> None: ...
 
+    @abstractmethod
     def update(self, ts: pd.Timestamp, values: np.ndarray, mask: np.ndarray) -> Detection: ...
 
+    @abstractmethod
     def save(self, directory: str | Path) -> None: ...
 
     @classmethod
+    @abstractmethod
     def load(cls, directory: str | Path) -> Self: ...
+
+    def score_panel(self, panel: SensorPanel) -> DetectionBatch:
+        """Reset, then run :meth:`update` over every tick of ``panel`` in time order.
+
+        The streaming state is left at the end of the panel, so a service can continue
+        from there. Because this is the streaming code path, a score at time ``t``
+        depends on ticks ``<= t`` only.
+        """
+        if tuple(panel.sensor_ids) != tuple(self.sensor_ids):
+            raise DetectorError(
+                f"{self.name}: panel sensors differ from the fitted ones; "
+                "select them with panel.select(detector.sensor_ids)"
+            )
+        self.reset()
+        out = [
+            self.update(panel.timestamps[t], panel.values[t], panel.mask[t])
+            for t in range(panel.n_time)
+        ]
+        return stack(out, panel.sensor_ids)
+
+
+def empty_head(
+    sensor_ids: Sequence[str], freq: pd.Timedelta, n_features: int | None = None
+) -> SensorPanel:
+    """A ``head`` for :meth:`StreamingDetector.start` without rows: sensors and step only."""
+    n = len(sensor_ids)
+    shape: tuple[int, ...] = (0, n) if n_features is None else (0, n, n_features)
+    stamps = pd.date_range("1970-01-01", periods=0, freq=pd.Timedelta(freq), tz="UTC")
+    return SensorPanel(
+        values=np.empty(shape, np.float32),
+        mask=np.zeros(shape, bool),
+        timestamps=stamps,
+        sensor_ids=tuple(sensor_ids),
+    )
 
 
 def check_tick(
@@ -197,25 +271,6 @@ def combine(detections: Sequence[Detection]) -> Detection:
 # ------------------------------------------------------------------------- batch runs
 
 
-@dataclass(frozen=True, eq=False)
-class DetectionBatch:
-    """Detections of every tick of a panel: arrays ``[time, node]``."""
-
-    detector: str
-    timestamps: pd.DatetimeIndex
-    sensor_ids: tuple[str, ...]
-    score: np.ndarray
-    observed: np.ndarray
-    expected: np.ndarray | None = None
-    lower: np.ndarray | None = None
-    upper: np.ndarray | None = None
-    reasons: list[tuple[str, ...]] = field(default_factory=list)
-
-    def frame(self) -> pd.DataFrame:
-        """Scores as a DataFrame (rows: timestamps, columns: sensor ids)."""
-        return pd.DataFrame(self.score, index=self.timestamps, columns=list(self.sensor_ids))
-
-
 def stack(detections: Sequence[Detection], sensor_ids: tuple[str, ...]) -> DetectionBatch:
     """Stack per-tick detections into a :class:`DetectionBatch`."""
     if not detections:
@@ -244,26 +299,6 @@ def stack(detections: Sequence[Detection], sensor_ids: tuple[str, ...]) -> Detec
         upper=arr("upper"),
         reasons=[d.reasons for d in detections],
     )
-
-
-def score_panel(detector: StreamingDetector, panel: SensorPanel) -> DetectionBatch:
-    """Run ``detector.update`` over every tick of ``panel``, in time order.
-
-    The detector's streaming state is reset first and left at the end of the panel, so
-    a service can continue from there. Because this is the streaming code path, a score
-    at time ``t`` depends on ticks ``<= t`` only.
-    """
-    if tuple(panel.sensor_ids) != tuple(detector.sensor_ids):
-        raise DetectorError(
-            f"{detector.name}: panel sensors differ from the fitted ones; "
-            "select them with panel.select(detector.sensor_ids)"
-        )
-    detector.reset()
-    out = [
-        detector.update(panel.timestamps[t], panel.values[t], panel.mask[t])
-        for t in range(panel.n_time)
-    ]
-    return stack(out, panel.sensor_ids)
 
 
 # ------------------------------------------------------------------------- post-processing

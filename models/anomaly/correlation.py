@@ -31,6 +31,7 @@ bias of 1.
 from __future__ import annotations
 
 from collections import deque
+from copy import deepcopy
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Self
@@ -45,6 +46,7 @@ from models.anomaly.base import (
     Detection,
     DetectionBatch,
     DetectorError,
+    StreamingDetector,
     check_tick,
     describe_config,
     read_detector_bundle,
@@ -58,7 +60,7 @@ from models.anomaly.neural import (
     split_valid,
     train_network,
 )
-from models.nn.training import resolve_device, seeded
+from models.nn.devices import resolve_device, seeded
 from models.panel import SensorPanel
 
 
@@ -109,9 +111,9 @@ def correlation_matrices(values: np.ndarray, mask: np.ndarray, window: int) -> n
     that is constant in the window correlates 0 with the others (1 with itself).
     """
     observed = np.where(mask, values.astype(np.float64), np.nan)  # float64: moments cancel
-    filled = pd.DataFrame(observed.reshape(values.shape[0], -1)).ffill()
+    t_len, n_nodes, ch = values.shape
+    filled = pd.DataFrame(observed.reshape(t_len, n_nodes * ch)).ffill()
     x = np.nan_to_num(filled.to_numpy().reshape(values.shape), nan=0.0)  # [time, node, ch]
-    t_len, n_nodes, ch = x.shape
     out = np.full((t_len, n_nodes, ch, ch), np.nan, dtype=np.float32)
     if t_len < window:
         return out
@@ -178,7 +180,7 @@ class CorrelationPredictor(nn.Module):
         return torch.tanh(self.head(h))[:, 0]  # [batch, ch, ch], correlations in [-1, 1]
 
 
-class CorrelationDetector:
+class CorrelationDetector(StreamingDetector):
     """ConvLSTM correlation-matrix detector for ``[time, node, channel]`` panels."""
 
     name: ClassVar[str] = "correlation"
@@ -190,6 +192,7 @@ class CorrelationDetector:
         self.n_channels = 0
         self.module: CorrelationPredictor | None = None
         self.errors: ConformalPool | None = None
+        self._fitted_errors: ConformalPool | None = None  # what reset returns to
         self.train_loss: list[float] = []
         self.entry_scale = np.ones((0, 0))  # [ch, ch], typical error of each entry
         self._buffer: deque[tuple[np.ndarray, np.ndarray]] = deque()
@@ -274,6 +277,7 @@ class CorrelationDetector:
         self.errors = ConformalPool(self.n_nodes, c.capacity, c.min_count)
         stat = self._statistic(self._predict(v_seq), v_tgt)
         self.errors.extend(stat.reshape(self.n_nodes, -1).T)
+        self._fitted_errors = deepcopy(self.errors)
         self.reset()
         return self
 
@@ -304,16 +308,19 @@ class CorrelationDetector:
     # --- streaming --------------------------------------------------------------------
 
     def reset(self) -> None:
+        """Forget the recent readings and matrices and what the stream calibrated."""
         self._buffer.clear()
         self._matrices.clear()
         self._last = np.full((self.n_nodes, self.n_channels), np.nan)  # [node, ch]
+        if self._fitted_errors is not None:
+            self.errors = deepcopy(self._fitted_errors)
 
     def score_batch(self, panel: SensorPanel) -> DetectionBatch:
-        """What :func:`models.anomaly.base.score_panel` returns (without reasons), with every
-        matrix and prediction computed in one batch; only the calibration pool is
-        updated tick by tick. The streaming state is left at the end of ``panel``."""
+        """What :meth:`score_panel` returns (without reasons), with every matrix and
+        prediction computed in one batch; only the calibration pool is updated tick by
+        tick. The streaming state is left at the end of ``panel``."""
         if self.module is None or self.errors is None:
-            raise DetectorError("the correlation detector is not fitted; call fit() first")
+            raise DetectorError("the correlation detector is not fitted; call fit() or start()")
         self._check_panel(panel)
         c = self.config
         mats = correlation_matrices(panel.values, panel.mask, c.corr_window)
@@ -358,7 +365,7 @@ class CorrelationDetector:
     def update(self, ts: pd.Timestamp, values: np.ndarray, mask: np.ndarray) -> Detection:
         """Score the correlation matrix of the window ending at this tick."""
         if self.module is None or self.errors is None:
-            raise DetectorError("the correlation detector is not fitted; call fit() first")
+            raise DetectorError("the correlation detector is not fitted; call fit() or start()")
         c = self.config
         x, m = check_tick(values, mask, self.n_nodes, self.n_channels)
         # A missing reading repeats the channel's last observed one, even from before the
@@ -412,12 +419,12 @@ class CorrelationDetector:
     # --- persistence ------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> None:
-        """ConvLSTM weights and calibration pool (safetensors) plus config (JSON)."""
-        if self.module is None or self.errors is None:
+        """ConvLSTM weights and fitted calibration pool (safetensors) plus config (JSON)."""
+        if self.module is None or self._fitted_errors is None:
             raise DetectorError("fit the correlation detector before saving it")
         tensors = network_tensors(self.module)
-        tensors.update(self.errors.state("errors"))
-        tensors["entry_scale"] = self.entry_scale.astype(np.float64)
+        tensors.update(self._fitted_errors.state("errors"))
+        tensors["entry_scale"] = self.entry_scale.astype(np.float32)
         save_detector_bundle(
             directory,
             self,
@@ -440,10 +447,13 @@ class CorrelationDetector:
         load_network_tensors(module, bundle.tensors)
         detector.module = module
         detector.errors = ConformalPool.from_state(bundle.tensors, "errors")
-        detector.entry_scale = bundle.tensor("entry_scale")
+        detector._fitted_errors = deepcopy(detector.errors)
+        # float32, as fit computes it: the loaded detector's scores are the same numbers
+        detector.entry_scale = bundle.tensor("entry_scale").astype(np.float32)
+        detector.reset()
         return detector
 
-    def start(self, panel: SensorPanel) -> Self:
-        """Fit on ``panel`` and keep calibrating online from then on."""
+    def start(self, head: SensorPanel) -> Self:
+        """Fit on ``head``'s rows and keep calibrating online from then on."""
         self.config = replace(self.config, online=True)
-        return self.fit(panel)
+        return self.fit(head)

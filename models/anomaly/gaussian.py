@@ -13,7 +13,8 @@ here from its description so that our runner can score NAB's own reference detec
 
 It is a reference point, not a calibrated detector: its scores are Gaussian tail
 probabilities, not conformal p-values. ``fit`` fills the window from training data;
-``start`` begins empty, as NAB does (every row is learned from, in order).
+``start(head)`` takes the head's sensors only and begins empty, as NAB does: every row
+of the stream is learned from, in order (NAB streams the head's rows as well).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from models.anomaly.base import (
     REASON_MIN_SCORE,
     Detection,
     DetectorError,
+    StreamingDetector,
     check_tick,
+    empty_head,
     read_detector_bundle,
     save_detector_bundle,
 )
@@ -70,7 +73,7 @@ class _State:
     std: tuple[float, ...]
 
 
-class WindowedGaussianDetector:
+class WindowedGaussianDetector(StreamingDetector):
     """Scores readings by their Gaussian tail against a sliding window of past readings."""
 
     name: ClassVar[str] = "gaussian"
@@ -108,9 +111,10 @@ class WindowedGaussianDetector:
             tuple(float(s) for s in self._std),
         )
 
-    def start(self, sensor_ids: tuple[str, ...]) -> Self:
-        """Begin with empty windows and learn from the stream only (NAB's protocol)."""
-        self._begin(sensor_ids)
+    def start(self, head: SensorPanel) -> Self:
+        """Begin with empty windows for ``head``'s sensors and learn from the stream only
+        (NAB's protocol: ``head``'s rows are not learned from)."""
+        self._begin(tuple(head.sensor_ids))
         self._fitted = self._snapshot()
         return self
 
@@ -259,5 +263,6 @@ class WindowedGaussianDetector:
 def gaussian_scores(values: np.ndarray, config: GaussianConfig | None = None) -> np.ndarray:
     """Scores ``[row]`` of one series from an empty window (NAB's run of the baseline)."""
     values = np.asarray(values, dtype=np.float64)
-    detector = WindowedGaussianDetector(config).start(("series",))
+    # one sensor; the step is unused by this detector
+    detector = WindowedGaussianDetector(config).start(empty_head(("series",), pd.Timedelta("5min")))
     return np.array([detector.score_and_learn(values[t : t + 1])[0] for t in range(len(values))])

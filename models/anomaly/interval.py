@@ -35,6 +35,7 @@ observed right after tick ``k`` predicts ticks ``k+1 .. k+horizon``.
 from __future__ import annotations
 
 from collections import deque
+from copy import deepcopy
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Literal, Self
@@ -46,6 +47,7 @@ from models.anomaly.base import (
     REASON_MIN_SCORE,
     Detection,
     DetectorError,
+    StreamingDetector,
     check_tick,
     describe_config,
     read_detector_bundle,
@@ -98,13 +100,16 @@ def _values_2d(panel: SensorPanel, feature: int) -> tuple[np.ndarray, np.ndarray
     return panel.values[:, :, feature], panel.mask[:, :, feature]
 
 
-class ForecastIntervalDetector:
+class ForecastIntervalDetector(StreamingDetector):
     """Flags readings outside the calibrated intervals of the forecasts made for them.
+
+    Besides the detector contract it needs a fitted forecaster: passed to the
+    constructor, or given to a loaded detector with :meth:`attach`.
 
     Parameters
     ----------
-    forecaster : a fitted forecaster of the same sensors (needed by ``fit`` and by
-        ``self_forecast``; a loaded detector gets it with :meth:`attach`).
+    forecaster : a fitted forecaster of the same sensors (needed by ``fit``, ``start``
+        and ``self_forecast``).
     config : :class:`IntervalConfig`.
     self_forecast : forecast after every tick (False when a service supplies forecasts
         through :meth:`observe_forecast`).
@@ -129,6 +134,7 @@ class ForecastIntervalDetector:
         self.upper_range: ConformalPool | None = None
         self.lower_range: ConformalPool | None = None
         self.halfwidth: np.ndarray | None = None  # [horizon, node]
+        self._fitted: tuple[ConformalPool, ConformalPool, ConformalPool] | None = None
         self._ticks = 0
         self._forecasts: deque[tuple[int, np.ndarray]] = deque()
         self._window: deque[tuple[pd.Timestamp, np.ndarray, np.ndarray]] = deque()
@@ -179,15 +185,15 @@ class ForecastIntervalDetector:
             panel, valid = panel.slice(0, cut), panel.slice(cut, panel.n_time)
         self.freq = valid.freq if valid.n_time > 1 else panel.freq
         self._new_pools()
-        self.calibrate(valid)
+        self._calibrate(valid)
         for part in (panel, valid):
             values, _ = _values_2d(part, self.config.feature)
             self._add_range(values)
-        self._refresh_width()
+        self._keep_fitted()
         self.reset()
         return self
 
-    def calibrate(self, valid: SensorPanel) -> None:
+    def _calibrate(self, valid: SensorPanel) -> None:
         """Add the forecaster's residuals on ``valid`` to the calibration pools."""
         forecaster = self._check_forecaster()
         h = self.config.horizon
@@ -205,7 +211,6 @@ class ForecastIntervalDetector:
         actual = target_windows(values, origins, h)  # [n, horizon, node]
         stats = np.abs(actual - batch.mean[:, :h, :])  # [n, horizon, node]
         self.residuals.extend(stats.reshape(len(origins), -1))
-        self._refresh_width()
 
     def _add_range(self, values: np.ndarray) -> None:
         assert self.upper_range is not None and self.lower_range is not None
@@ -218,19 +223,27 @@ class ForecastIntervalDetector:
         self.halfwidth = width.reshape(self.config.horizon, self.n_nodes)
         self._since_width = 0
 
-    def start(self, sensor_ids: tuple[str, ...], freq: pd.Timedelta) -> Self:
-        """Begin with empty calibration pools and learn online from the stream.
+    def _keep_fitted(self) -> None:
+        """Keep the pools as they are now: what ``reset`` returns to and ``save`` writes."""
+        assert self.residuals is not None
+        assert self.upper_range is not None and self.lower_range is not None
+        self._fitted = deepcopy((self.residuals, self.upper_range, self.lower_range))
+
+    def start(self, head: SensorPanel) -> Self:
+        """Begin with empty calibration pools for ``head``'s sensors and step, and learn
+        online from the stream.
 
         NAB's protocol: no validation data, the detector calibrates on what it has seen
-        (``online`` is switched on). Sensors are not scored until their pools hold
-        ``min_count`` residuals.
+        (``online`` is switched on). ``head``'s rows are not used (the forecaster was
+        fitted on them). Sensors are not scored until their pools hold ``min_count``
+        residuals.
         """
         self._check_forecaster()
-        self.sensor_ids = tuple(sensor_ids)
-        self.freq = pd.Timedelta(freq)
+        self.sensor_ids = tuple(head.sensor_ids)
+        self.freq = head.freq
         self.config = replace(self.config, online=True)
         self._new_pools()
-        self._refresh_width()
+        self._keep_fitted()
         self.reset()
         return self
 
@@ -252,9 +265,13 @@ class ForecastIntervalDetector:
     # --- streaming --------------------------------------------------------------------
 
     def reset(self) -> None:
+        """Forget pending forecasts, the forecaster's window and what the stream calibrated."""
         self._ticks = 0
         self._forecasts.clear()
         self._window.clear()
+        if self._fitted is not None:
+            self.residuals, self.upper_range, self.lower_range = deepcopy(self._fitted)
+            self._refresh_width()
 
     def observe_forecast(self, forecast: Forecast | np.ndarray) -> None:
         """Record the forecast issued right after the latest tick.
@@ -300,12 +317,9 @@ class ForecastIntervalDetector:
     def update(self, ts: pd.Timestamp, values: np.ndarray, mask: np.ndarray) -> Detection:
         """Score the tick ``ts`` against the forecasts made for it, then forecast onwards."""
         if self.residuals is None or self.halfwidth is None:
-            raise DetectorError("the interval detector is not fitted; call fit() first")
+            raise DetectorError("the interval detector is not fitted; call fit() or start()")
         assert self.upper_range is not None and self.lower_range is not None
-        values = np.asarray(values)
-        if values.ndim == 2 and values.shape[1] > 1:
-            values = values[:, self.config.feature]
-            mask = np.asarray(mask)[:, self.config.feature]
+        values, mask = self._judged(np.asarray(values), np.asarray(mask))
         x, mask = check_tick(values, mask, self.n_nodes)
         self._ticks += 1
         h_max, n = self.config.horizon, self.n_nodes
@@ -351,6 +365,18 @@ class ForecastIntervalDetector:
             upper.astype(np.float32),
             reasons,
         )
+
+    def _judged(self, values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The judged feature of a ``[node, feature]`` tick (``[node]`` ticks as given)."""
+        if values.ndim != 2 or values.shape[1] == 1:
+            return values, mask
+        f = self.config.feature
+        if mask.shape != values.shape or not 0 <= f < values.shape[1]:
+            raise DetectorError(
+                f"tick values {values.shape} with mask {mask.shape}: need the same "
+                f"[node, feature] shape holding feature {f}"
+            )
+        return values[:, f], mask[:, f]
 
     def _agree(self, p_h: np.ndarray, available: np.ndarray) -> np.ndarray:
         """Combine the per-horizon p-values ``[horizon, node]`` into one per node."""
@@ -400,13 +426,15 @@ class ForecastIntervalDetector:
     # --- persistence ------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> None:
-        """Calibration pools (safetensors) and config (JSON); the forecaster is its own bundle."""
-        if self.residuals is None or self.upper_range is None or self.lower_range is None:
+        """Fitted calibration pools (safetensors) and config (JSON); the forecaster is its
+        own bundle."""
+        if self._fitted is None:
             raise DetectorError("fit the interval detector before saving it")
+        residuals, upper_range, lower_range = self._fitted
         tensors = {
-            **self.residuals.state("residuals"),
-            **self.upper_range.state("upper_range"),
-            **self.lower_range.state("lower_range"),
+            **residuals.state("residuals"),
+            **upper_range.state("upper_range"),
+            **lower_range.state("lower_range"),
         }
         save_detector_bundle(
             directory,
@@ -433,5 +461,6 @@ class ForecastIntervalDetector:
         detector.residuals = ConformalPool.from_state(bundle.tensors, "residuals")
         detector.upper_range = ConformalPool.from_state(bundle.tensors, "upper_range")
         detector.lower_range = ConformalPool.from_state(bundle.tensors, "lower_range")
+        detector._keep_fitted()
         detector._refresh_width()
         return detector

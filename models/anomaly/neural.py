@@ -1,9 +1,10 @@
-"""What the neural detectors share: their training settings and their training loop.
+"""What the neural detectors share: their settings, bundle weights and training.
 
 The LSTM autoencoder (:mod:`models.anomaly.autoencoder`) and the ConvLSTM correlation
 detector (:mod:`models.anomaly.correlation`) differ in their network, samples and loss,
-but train alike: Adam with gradient clipping over shuffled mini-batches, and early
-stopping on a validation score, keeping the best weights.
+but train alike in :func:`models.nn.loop.train_loop`: Adam with gradient clipping over
+mini-batches shuffled by a numpy generator, and early stopping on a validation score,
+keeping the best weights.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.nn.training import load_module_tensors, module_tensors, seeded
+from models.nn.loop import BatchLoss, LoopSettings, train_loop
+from models.nn.weights import load_module_tensors, module_tensors
 from models.panel import SensorPanel
 
 # Weights sit under this prefix in a detector bundle, beside its calibration pools.
 _PREFIX = "module."
+# Max global gradient norm of every detector network.
+_GRAD_CLIP = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,34 +102,27 @@ def train_network(
     The weights of the best validation score are restored at the end, and the module is
     left in eval mode.
     """
-    optim = torch.optim.Adam(module.parameters(), lr=config.lr)
-    best, best_state, stale = float("inf"), None, 0
-    train_loss: list[float] = []
-    with seeded(config.seed):
-        for _ in range(config.epochs):
-            module.train()
-            order = torch.as_tensor(rng.permutation(n_samples), device=device)
-            total = torch.zeros((), device=device)
-            for start in range(0, n_samples, config.batch_size):
-                b = order[start : start + config.batch_size]
-                loss = batch_loss(b)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-                optim.step()
-                total += loss.detach() * len(b)
-            train_loss.append(float(total) / max(n_samples, 1))
-            if valid_score is None:
-                continue
-            score = valid_score()
-            if score < best - min_gain:
-                best, stale = score, 0
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return train_loss
+
+    def batch(rows: Tensor) -> BatchLoss:
+        loss = batch_loss(rows)
+        return BatchLoss(loss, loss.detach() * len(rows), len(rows))
+
+    settings = LoopSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        # Training stops only after an epoch without a gain: a patience below 1 acts as 1.
+        patience=max(config.patience, 1),
+        min_gain=min_gain,
+        grad_clip=_GRAD_CLIP,
+    )
+    result = train_loop(
+        module,
+        torch.optim.Adam(module.parameters(), lr=config.lr),
+        order=lambda: torch.as_tensor(rng.permutation(n_samples), device=device),
+        batch_loss=batch,
+        valid_score=valid_score,
+        settings=settings,
+        device=device,
+    )
+    return result.train_loss

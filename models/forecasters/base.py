@@ -61,7 +61,7 @@ class BatchForecast:
 
 @runtime_checkable
 class Forecaster(Protocol):
-    """What every registered model provides (see DESIGN.md, "Contracts")."""
+    """What every registered model provides (docs/architecture.md, "Layers")."""
 
     name: ClassVar[str]
     USES_GRAPH: ClassVar[bool]

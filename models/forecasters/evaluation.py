@@ -1,6 +1,6 @@
 """Scoring a fitted model on a part of a panel: validation and test backtests.
 
-Protocol (DESIGN.md, "Evaluation protocol"): a part (validation or test) is a range
+Protocol: a part (validation or test) is a range
 ``[start, stop)`` of time steps of a longer panel that also holds the history before
 it. A window is scored when its ``horizon`` targets lie inside the part and its last
 ``inputs_inside`` input steps do too. For the test part ``inputs_inside`` is the

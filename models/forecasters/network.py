@@ -1,7 +1,7 @@
 """What the forecasters around one torch network share (LSTM/GRU, TGC-LSTM).
 
 Each trains its network with :func:`models.nn.training.fit_network` and says which module
-and which :class:`~models.nn.training.InputSpec` it uses (:meth:`NetworkForecaster.network`,
+and which :class:`~models.nn.inputs.InputSpec` it uses (:meth:`NetworkForecaster.network`,
 :meth:`NetworkForecaster.input_spec`); prediction, the end of ``fit``, the bundle's common
 keys and the placement of a loaded network are the same for all of them.
 """
@@ -19,14 +19,10 @@ from models.bundle import save_bundle
 from models.forecasters.base import BatchForecast, ForecasterBase, forecaster_config
 from models.forecasters.evaluation import finish_fit
 from models.forecasters.windows import check_origins
-from models.nn.training import (
-    InputSpec,
-    Scaler,
-    TrainConfig,
-    module_tensors,
-    predict_network,
-    resolve_device,
-)
+from models.nn.devices import resolve_device
+from models.nn.inputs import InputSpec, Scaler
+from models.nn.training import TrainConfig, predict_network
+from models.nn.weights import module_tensors
 from models.panel import SensorPanel
 
 M = TypeVar("M", bound=nn.Module)

@@ -14,17 +14,9 @@ correction to persistence), ``"linear"`` adds a learned linear map of each senso
 "autoregressive highway" of LSTNet, Lai et al., SIGIR 2018): a per-sensor AR part that
 can decay towards the network's forecast at long horizons; ``"none"`` adds nothing.
 
-Defaults were chosen on the los-loop validation part only (pooled RMSE over 3 / 12
-steps, GRU, one seed unless noted; persistence 5.26 / 7.72, AR(p) 4.85 / 6.91):
-``skip="last"`` 5.24 / 7.25; ``"none"`` 5.88 / 6.84; ``"linear"`` 5.04 / 7.01. With the
-linear skip, dropout 0.2 / 0.3 / 0.4 / 0.5 / 0.6: 4.88 / 6.77, 4.80 / 6.56, 4.77 / 6.48,
-4.71 / 6.28, 4.70 / 6.24; Huber instead of MSE loss at dropout 0.5: 4.67 / 6.24 (and a
-lower MAE); up to 200 epochs with patience 20: 4.64 / 6.12; at that setting dropout 0.6
-vs 0.5 over seeds 1-2: 4.64 / 6.07 vs 4.68 / 6.24; dropout 0.7: worse (4.71 / 6.31).
-Hidden 64 or 256 instead of 128, no time-of-day input, weight decay 0.01, a 3x larger
-learning rate and a cosine schedule did not help. The LSTM behaves like the GRU
-(4.67 / 6.19 at dropout 0.5, Huber) and shares the defaults.
-Training, scaling and missing-value handling are the engine's (``models.nn.training``).
+The defaults were chosen on the los-loop validation part only (``docs/decisions.md``,
+LSTM and GRU forecasters). Training is :func:`models.nn.training.fit_network`; scaling
+and missing-value handling are :mod:`models.nn.inputs`.
 """
 
 from __future__ import annotations
@@ -40,16 +32,11 @@ from models.bundle import read_model_bundle
 from models.forecasters.base import restore_forecaster
 from models.forecasters.network import NetworkForecaster
 from models.forecasters.windows import check_2d
+from models.nn.devices import seeded
+from models.nn.inputs import InputSpec, Scaler
 from models.nn.recurrent import CellKind, GatedCell, run_cell
-from models.nn.training import (
-    InputSpec,
-    Scaler,
-    TrainConfig,
-    TrainHistory,
-    fit_network,
-    load_module_tensors,
-    seeded,
-)
+from models.nn.training import TrainConfig, TrainHistory, fit_network
+from models.nn.weights import load_module_tensors
 from models.panel import SensorPanel
 
 SkipKind = Literal["linear", "last", "none"]
@@ -61,7 +48,7 @@ class NetworkRNN(nn.Module):
     Parameters
     ----------
     n_nodes : sensors in the network.
-    spec : the input features (``models.nn.training.InputSpec``).
+    spec : the input features (``models.nn.inputs.InputSpec``).
     hidden : size of the recurrent state.
     horizon : steps forecast.
     kind : ``"lstm"`` or ``"gru"``.
@@ -123,7 +110,7 @@ class RecurrentForecaster(NetworkForecaster):
     """Shared code of the LSTM and GRU forecasters (``KIND`` picks the cell)."""
 
     KIND: ClassVar[CellKind] = "lstm"
-    # Chosen on the los-loop *validation* part (see the module docstring).
+    # Chosen on the los-loop *validation* part (docs/decisions.md).
     DEFAULT_TRAIN: ClassVar[TrainConfig] = TrainConfig(epochs=200, patience=20, loss="huber")
 
     def __init__(

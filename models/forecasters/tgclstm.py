@@ -9,92 +9,35 @@ The paper's model, per time step ``t`` and hop ``k = 1..K``::
 
 ``Ã^k`` is the k-hop adjacency with self loops clamped to 1, ``FFR`` the free-flow
 reachability (1 where one sensor can be driven to from the other within ``ffr_minutes``
-at ``free_flow_kmh``). In the authors' code ``w_N`` is a vector of length N, so the
+at ``free_flow_kmh``). As in the authors' code ``w_N`` is a vector of length N, so the
 neighbour term is a per-sensor scale of the previous cell state.
 
-How this implementation stays sparse
-------------------------------------
-The weights ``W_gc^k`` exist only on the pairs that ``Ã^k ⊙ FFR`` allows: they are stored
-per edge, and the K hops are one stacked CSR matrix ``[K*N, N]`` applied with a single
-``torch.sparse.mm`` (forward, and backward for both the input and the edge weights,
-without any N x N tensor). The neighbour scale ``(Ã^K ⊙ FFR) w_N`` is one more sparse
-product per forward pass. Memory grows with the number of edges, not with N².
+The graph convolution and the neighbour term are the sparse layers of
+:mod:`models.nn.sparse_graph` (weights only on the pairs ``Ã^k ⊙ FFR`` allows; memory
+grows with the edges, not with N²). The gates are :class:`models.nn.recurrent.GatedCell`
+run by :func:`models.nn.recurrent.run_cell`, the cell and time loop of the plain LSTM,
+with the graph convolution as gate input and the neighbour term as ``cell_scale``. The
+gates come in two forms:
 
-Deviations from the paper, and why
-----------------------------------
-*Gates.* In the paper the hidden size equals N (one hidden unit per sensor) and the gates
-are dense ``Linear((K+1) N -> N)``: O(N²) parameters, 4.8 GB of weights at 20,000 sensors.
-Two forms are implemented, both with the graph convolution and the neighbour term exactly
-as above and both with one fused gate matrix:
-
-* ``gates="dense"``, the paper's form: the K graph-convolution outputs of all sensors (plus
-  each sensor's observed flag and the time of day, once) feed the gates, hidden size N.
-* ``gates="shared"``, the scalable form: every sensor has its own recurrent state
+* ``gates="dense"``, the paper's: the K graph-convolution outputs of all sensors (plus
+  each sensor's observed flag and the time of day, once) feed the gates, hidden size N:
+  O(N²) parameters.
+* ``gates="shared"``, the scalable one: every sensor has its own recurrent state
   ``[batch, node, hidden]``; one gate matrix shared by all sensors sees
   ``[GC_t(i) (K values), other inputs of i, e_i, h_{t-1}(i)]``, where ``e_i`` is a small
-  learned per-sensor embedding. Parameters and memory are O(edges + N·hidden).
+  learned per-sensor embedding: O(edges + N·hidden) parameters.
 
-``gates="auto"`` (the default) takes the dense form up to ``dense_max_nodes`` (1,000)
-sensors and the shared form above. On los-loop the dense form was clearly more accurate
-(below) and, at 207 sensors, about 2x cheaper per epoch than the shared one; on large networks
-only the shared form fits in memory (``benchmarks/tgclstm_speed.py``).
-
-*Output.* A direct multi-output head maps the last hidden state to all ``horizon`` steps at
-once, plus a per-sensor skip that starts as persistence (``skip="linear"``: LSTNet's
-autoregressive highway, Lai et al. 2018, as ``models.forecasters.rnn`` uses it). An encoder-decoder
-that feeds its own forecasts back through the graph convolution for 12 more steps was
-worse on validation at every horizon and took twice as long to train (below).
-
-*Regularisation.* The paper's λ1 L1 (graph-convolution weights) and λ2 L2 (neighbour
-weights) are implemented (``lambda_gc``, ``lambda_nb``, added to the loss through the
-engine's ``extra_loss``) but default to 0: they only hurt on validation, even λ1 = 1e-7
-(0.13 RMSE at 60 minutes, below). A likely reason: Adam normalises each weight's step,
-so a small but constant L1 gradient still moves weakly used weights by about the learning
-rate per step, towards zero; a proximal (soft-threshold) L1 step would avoid that.
-Dropout is time-locked (one mask per input sequence, Gal & Ghahramani 2016) on the gate
-input, plus dropout on the last hidden state.
-
-*Ensembles.* ``ensemble=M`` trains M networks independently and averages their forecasts.
-Three members gained 0.02 / 0.06 RMSE at 15 / 60 minutes on validation for three times the
-training and prediction cost, so the default is one.
-
-Both gate forms use :class:`models.nn.recurrent.GatedCell` and
-:func:`models.nn.recurrent.run_cell`, the cell and time loop of the plain LSTM: the gate
-input (the graph convolution) and the ``cell_scale`` (the neighbour term) are the only
-differences.
-
-Measured on los-loop validation (never the test part)
-------------------------------------------------------
-Pooled RMSE at 3 / 12 steps (15 / 60 min) of ``validation_backtest``, mean of seeds 0-2
-unless marked (s0 = seed 0 only); each row changes one thing from the row it cites:
-
-==============================================================  ===============
-dense gates, last-value skip, no dropout, MSE (s0)              5.146 / 6.982
-  + linear skip (s0)                                            4.929 / 6.752
-  + dropout 0.5 per step, Huber loss, patience 20 (s0)          4.654 / 6.186
-  same, seeds 1-2 only                                          4.687 / 6.311
-  same, graph skip (own + neighbours' windows) (s0)             4.695 / 6.285
-  same, encoder-decoder instead of direct head (s0)             4.921 / 6.360
-  same, K = 2 hops (s0)                                         4.729 / 6.582
-  same, FFR off (k-hop only) (s0)                               4.663 / 6.252
-  same, λ1 = 1e-4 (s0)                                          4.706 / 6.423
-  same, dropout 0.6 (s0)                                        4.712 / 6.416
-time-locked dropout instead of per-step                         4.644 / 6.208
-  + λ1 = λ2 = 0 (the default)                                   4.558 / 5.839
-  λ1 = 1e-7, λ2 = 1e-6 instead                                  4.581 / 5.966
-  + weekend input (``day_of_week``)                             4.561 / 5.934
-  mean forecast of the 3 seeds (``ensemble=3``) of the default  4.534 / 5.781
-shared gates, hidden 16, default settings (s0)                  4.807 / 6.881
-shared gates, hidden 16, dropout 0.3 per step, λ1 = 1e-5 (s0)   4.817 / 6.653
-==============================================================  ===============
-
-For comparison the network-wide LSTM and GRU (``models.forecasters.rnn``, tuned the same way) scored
-about 4.64-4.67 / 6.12-6.19.
+``gates="auto"`` takes the dense form up to ``dense_max_nodes`` sensors and the shared
+one above. A direct head maps the last hidden state to all ``horizon`` steps, plus a
+per-sensor skip that starts as persistence (LSTNet's autoregressive highway, Lai et al.
+2018). Dropout is time-locked on the gate input (Gal & Ghahramani 2016) and applied to
+the last hidden state. λ1 and λ2 are implemented (``lambda_gc``, ``lambda_nb``) but
+default to 0, and ``ensemble`` averages independently trained networks; the
+measurements behind these defaults are in ``docs/decisions.md`` (TGC-LSTM).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -108,253 +51,16 @@ from models.bundle import read_model_bundle
 from models.forecasters.base import restore_forecaster
 from models.forecasters.network import NetworkForecaster
 from models.forecasters.windows import check_2d
+from models.nn.devices import seeded
+from models.nn.inputs import InputSpec, Scaler
 from models.nn.recurrent import GatedCell, run_cell
-from models.nn.training import (
-    InputSpec,
-    Scaler,
-    TrainConfig,
-    TrainHistory,
-    fit_network,
-    load_module_tensors,
-    seeded,
-)
+from models.nn.sparse_graph import NeighbourScale, SparseHopConv
+from models.nn.training import TrainConfig, TrainHistory, fit_network
+from models.nn.weights import load_module_tensors
 from models.panel import SensorPanel
 
 GateMode = Literal["shared", "dense"]
 SkipKind = Literal["graph", "linear", "last", "none"]
-
-
-def _csr_from_pairs(pairs: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row pointers and column indices of the pattern ``pairs`` (int64 ``[2, E]``: src j,
-    dst i), rows = targets i. Pairs are sorted by (target, source) here, whatever their order."""
-    pairs = np.asarray(pairs, dtype=np.int64)
-    if pairs.ndim != 2 or pairs.shape[0] != 2:
-        raise ValueError(f"hop edge lists must be int [2, E] (src, dst), got shape {pairs.shape}")
-    outside = (pairs < 0) | (pairs >= num_nodes)
-    if outside.any():
-        raise ValueError(
-            f"hop edge list refers to node {int(pairs[outside][0])} in a graph of "
-            f"{num_nodes} nodes; rebuild the graph for these sensors"
-        )
-    src, dst = pairs
-    order = np.lexsort((src, dst))
-    src, dst = src[order], dst[order]
-    if len(src) > 1:
-        dup = (np.diff(dst) == 0) & (np.diff(src) == 0)
-        if dup.any():
-            raise ValueError("hop edge list has duplicate (src, dst) pairs; deduplicate the graph")
-    crow = np.zeros(num_nodes + 1, dtype=np.int64)  # [N + 1]
-    np.cumsum(np.bincount(dst, minlength=num_nodes), out=crow[1:])
-    return crow, src
-
-
-def _transpose_pattern(crow: np.ndarray, col: np.ndarray, n_cols: int) -> dict[str, Tensor]:
-    """What the backward pass needs to multiply by ``S^T`` without building it densely:
-    row pointers and columns of the transposed pattern, and ``perm`` such that
-    ``values[perm]`` are the values of ``S^T`` in its CSR order."""
-    rows = np.repeat(np.arange(len(crow) - 1, dtype=np.int64), np.diff(crow))  # [E]
-    perm = np.lexsort((rows, col))  # by (column, row): the CSR order of S^T
-    crow_t = np.zeros(n_cols + 1, dtype=np.int64)  # [n_cols + 1]
-    np.cumsum(np.bincount(col, minlength=n_cols), out=crow_t[1:])
-    return {
-        "crow_t": torch.from_numpy(crow_t),
-        "col_t": torch.from_numpy(rows[perm]),
-        "perm": torch.from_numpy(perm.astype(np.int64)),
-    }
-
-
-def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():
-        # torch flags CSR tensors as "beta" on first use; the ops used here are tested.
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        # The pattern is checked once, when the layer is built; per call it would cost time.
-        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-
-
-class _CSRMatmul(torch.autograd.Function):
-    """``S @ x`` with a differentiable CSR ``S`` whose backward stays O(edges).
-
-    torch's own backward through ``torch.sparse_csr_tensor(..., values)`` turns the
-    gradient into a dense ``[rows, cols]`` matrix before masking it (``sparse_mask`` of a
-    ``to_dense``): 4.8 GB for the 3-hop matrix of 20,000 sensors. Here the gradient of the
-    values is the sampled product ``(grad @ x^T)`` on the pattern only (SDDMM,
-    ``torch.sparse.sampled_addmm``) and the gradient of ``x`` is ``S^T @ grad`` with the
-    transposed pattern prepared once by the layer.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        values: Tensor,
-        x: Tensor,
-        crow: Tensor,
-        col: Tensor,
-        crow_t: Tensor,
-        col_t: Tensor,
-        perm: Tensor,
-        n_rows: int,
-        n_cols: int,
-    ) -> Tensor:
-        ctx.save_for_backward(values, x, crow, col, crow_t, col_t, perm)
-        ctx.shape = (n_rows, n_cols)
-        return torch.sparse.mm(_csr(crow, col, values, (n_rows, n_cols)), x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        values, x, crow, col, crow_t, col_t, perm = ctx.saved_tensors
-        n_rows, n_cols = ctx.shape
-        grad_values = grad_x = None
-        if ctx.needs_input_grad[0]:
-            pattern = _csr(crow, col, torch.zeros_like(values), (n_rows, n_cols))
-            sampled = torch.sparse.sampled_addmm(pattern, grad.contiguous(), x.T.contiguous())
-            grad_values = sampled.values()  # [E], in the order of ``values``
-        if ctx.needs_input_grad[1]:
-            transposed = _csr(crow_t, col_t, values[perm], (n_cols, n_rows))
-            grad_x = torch.sparse.mm(transposed, grad.contiguous())
-        return grad_values, grad_x, None, None, None, None, None, None, None
-
-
-def _csr_matmul(module: nn.Module, values: Tensor, shape: tuple[int, int], x: Tensor) -> Tensor:
-    """``S @ x`` for the CSR pattern held by ``module`` (buffers ``crow``, ``col``, ``crow_t``,
-    ``col_t``, ``perm``) with ``values`` (which may require grad), in float32.
-
-    Sparse products are not autocast-safe (cuSPARSE has no half kernels for every op), so
-    autocast is switched off here and the inputs are cast to float32 explicitly.
-    """
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return _CSRMatmul.apply(
-            values.float(),
-            x.float(),
-            module.crow,
-            module.col,
-            module.crow_t,
-            module.col_t,
-            module.perm,
-            *shape,
-        )
-
-
-class SparseHopConv(nn.Module):
-    """The K-hop graph convolution ``GC^k = (W^k ⊙ Ã^k ⊙ FFR) x`` with weights per edge.
-
-    Parameters
-    ----------
-    hops : K int64 arrays ``[2, E_k]`` of pairs (source j, target i), the support of
-        ``clamp(Ã^k, 1) ⊙ FFR`` for k = 1..K (as ``GraphLike.hops`` returns them).
-    num_nodes : N.
-
-    The weights of hop k live in ``weight[hop_ptr[k-1]:hop_ptr[k]]``, in (target, source)
-    order; all hops form one CSR matrix ``[K*N, N]`` so one sparse product serves them all.
-    """
-
-    crow: Tensor  # buffers, declared for type checkers
-    col: Tensor
-    hop_ptr: Tensor
-    crow_t: Tensor
-    col_t: Tensor
-    perm: Tensor
-
-    def __init__(self, hops: Sequence[np.ndarray], num_nodes: int) -> None:
-        super().__init__()
-        if len(hops) < 1:
-            raise ValueError("TGC-LSTM needs at least one hop (K >= 1)")
-        if num_nodes < 1:
-            raise ValueError(f"graph must have at least one node, got {num_nodes}")
-        self.num_nodes = num_nodes
-        self.num_hops = len(hops)
-        crows, cols, sizes = [], [], [0]
-        for k, pairs in enumerate(hops):
-            crow, col = _csr_from_pairs(pairs, num_nodes)
-            crows.append(crow[1:] + sizes[-1] if k else crow + sizes[-1])
-            cols.append(col)
-            sizes.append(sizes[-1] + len(col))
-        # [K*N + 1] row pointers and [E] source columns of the stacked matrix [K*N, N].
-        crow_all, col_all = np.concatenate(crows), np.concatenate(cols)
-        self.register_buffer("crow", torch.from_numpy(crow_all))
-        self.register_buffer("col", torch.from_numpy(col_all))
-        self.register_buffer("hop_ptr", torch.tensor(sizes, dtype=torch.int64))  # [K + 1]
-        # Derived from crow/col (not saved): the transposed pattern for the backward pass.
-        for name, tensor in _transpose_pattern(crow_all, col_all, num_nodes).items():
-            self.register_buffer(name, tensor, persistent=False)
-        self.weight = nn.Parameter(torch.empty(sizes[-1]))  # [E], one weight per (hop, j, i)
-        self.reset_parameters()
-
-    @property
-    def num_edges(self) -> int:
-        return int(self.col.numel())
-
-    def targets(self) -> Tensor:
-        """Target node i of every stored weight, int64 ``[E]`` (rows of the stacked matrix)."""
-        counts = self.crow.diff()  # [K*N]
-        rows = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-        return rows % self.num_nodes
-
-    def hop_of_edge(self) -> Tensor:
-        """Hop number (1..K) of every stored weight, int64 ``[E]``."""
-        sizes = self.hop_ptr.diff()  # [K]
-        hops = torch.arange(1, self.num_hops + 1, device=sizes.device)
-        return torch.repeat_interleave(hops, sizes)
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        # Start as the neighbourhood mean (weight 1 / in-degree): GC outputs keep the scale
-        # of the input, so the gates see values of a known size whatever the degree.
-        counts = self.crow.diff().clamp(min=1).to(self.weight.dtype)  # [K*N]
-        self.weight.copy_(torch.repeat_interleave(1.0 / counts, self.crow.diff()))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Convolve ``x`` ``[..., node, feature]`` over every hop: ``[..., node, K * feature]``,
-        hop-major (all features of hop 1, then of hop 2, ...)."""
-        if x.shape[-2] != self.num_nodes:
-            raise ValueError(
-                f"input has {x.shape[-2]} nodes on axis -2, the graph has {self.num_nodes}"
-            )
-        lead = x.shape[:-2]
-        n, f = self.num_nodes, x.shape[-1]
-        flat = x.reshape(-1, n, f).permute(1, 0, 2).reshape(n, -1)  # [node, rest * feature]
-        k = self.num_hops
-        out = _csr_matmul(self, self.weight, (k * n, n), flat)  # [K*node, rest*f]
-        out = out.to(x.dtype).reshape(k, n, -1, f).permute(2, 1, 0, 3)  # [rest, node, K, f]
-        return out.reshape(*lead, n, k * f)
-
-    def penalty(self) -> Tensor:
-        """λ1's term: the L1 norm of all graph-convolution weights (a scalar)."""
-        return self.weight.abs().sum()
-
-
-class NeighbourScale(nn.Module):
-    """The neighbour term ``(Ã^K ⊙ FFR) w_N``: one scale of ``C_{t-1}`` per sensor.
-
-    ``w_N`` starts at ``1 / mean in-degree`` so that the scale starts near 1 (a plain LSTM);
-    the paper's L2 penalty on ``w_N`` then pulls it towards forgetting.
-    """
-
-    crow: Tensor  # buffers, declared for type checkers
-    col: Tensor
-    crow_t: Tensor
-    col_t: Tensor
-    perm: Tensor
-
-    def __init__(self, pairs: np.ndarray, num_nodes: int) -> None:
-        super().__init__()
-        crow, col = _csr_from_pairs(pairs, num_nodes)
-        self.num_nodes = num_nodes
-        self.register_buffer("crow", torch.from_numpy(crow))  # [N + 1]
-        self.register_buffer("col", torch.from_numpy(col))  # [E_K]
-        for name, tensor in _transpose_pattern(crow, col, num_nodes).items():
-            self.register_buffer(name, tensor, persistent=False)
-        mean_degree = max(len(col) / num_nodes, 1.0)
-        self.weight = nn.Parameter(torch.full((num_nodes,), 1.0 / mean_degree))  # [N], w_N
-
-    def forward(self) -> Tensor:
-        """The per-sensor scale, float32 ``[node]``."""
-        ones = torch.ones(len(self.col), device=self.weight.device)  # [E_K]: Ã^K ⊙ FFR is 0/1
-        w = self.weight.unsqueeze(1)  # [N, 1]
-        return _csr_matmul(self, ones, (self.num_nodes,) * 2, w).squeeze(1)
-
-    def penalty(self) -> Tensor:
-        """λ2's term: the squared L2 norm of ``w_N`` (a scalar)."""
-        return self.weight.pow(2).sum()
 
 
 class TGCLSTMNet(nn.Module):
@@ -480,7 +186,7 @@ class TGCLSTMNet(nn.Module):
         """Dropout on the gate input ``[batch, time, ...]`` with one mask per sequence, the
         same at every step (variational dropout, Gal & Ghahramani 2016): the usual choice for
         recurrent inputs, and T times fewer random numbers, which matters on CPU at
-        thousands of sensors (a fresh mask per step cost ~10% of a training batch)."""
+        thousands of sensors."""
         p = self.dropout.p
         if not self.training or p == 0.0:
             return inputs
@@ -603,7 +309,7 @@ class TGCLSTMConfig:
     hidden : recurrent state per sensor (``gates="shared"``).
     embed : learned per-sensor embedding size (``gates="shared"``; 0 for none).
     gates : ``"auto"`` (default): ``"dense"`` up to ``dense_max_nodes`` sensors, where the
-        paper's O(N²) gates are affordable and were more accurate on los-loop, else
+        paper's O(N²) gates are affordable and are more accurate on los-loop, else
         ``"shared"`` (O(edges + N·hidden)); or either form explicitly.
     dense_max_nodes : largest network given dense gates (by ``"auto"``, and allowed for an
         explicit ``"dense"``: its weights grow with N²).
@@ -611,10 +317,10 @@ class TGCLSTMConfig:
         ``"last"`` or ``"none"``.
     dropout : time-locked dropout on the gate input and dropout on the last hidden state.
     lambda_gc : λ1, weight of the L1 norm of the graph-convolution weights (0 by default:
-        see the module docstring).
+        see ``docs/decisions.md``).
     lambda_nb : λ2, weight of the squared L2 norm of the neighbour weights (0 by default).
     time_of_day, day_of_week, mask : input features besides the reading (see
-        ``models.nn.training.InputSpec``).
+        ``models.nn.inputs.InputSpec``).
     ensemble : networks trained independently (seeds ``train.seed * ensemble + m``) whose
         forecasts are averaged; training and prediction cost grow with it.
     train : optimiser, epochs, early stopping, seed, device.

@@ -1,6 +1,6 @@
 """Input windows as numpy arrays, and the one missing-value fill the classical models use.
 
-The rule matches the neural engine's (``models.nn.training``): a missing reading takes
+The rule matches the neural engine's (``models.nn.inputs``): a missing reading takes
 the last observed value of the same sensor *inside the window*; with no observation in
 the window it takes a per-sensor fallback (the training mean). Window-local filling
 means a forecast depends only on its input window, in a backtest as in the service.

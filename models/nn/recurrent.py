@@ -72,9 +72,8 @@ class GatedCell(nn.Module):
         if self.kind == "lstm":
             gates = x_proj + self.hidden_proj(h)  # [..., 4 * hidden]
             n = self.hidden_size
-            # One sigmoid over the [f, i, o] block (same values as three calls): on a
-            # per-sensor state with a small hidden size, three calls on strided chunks
-            # were ~6x slower (TGC-LSTM, 2,000 sensors).
+            # One sigmoid over the [f, i, o] block (same values as three calls): three
+            # calls on strided chunks of a small per-sensor state are several times slower.
             f, i, o = torch.sigmoid(gates[..., : 3 * n]).chunk(3, dim=-1)
             c_prev = state[1] if cell_scale is None else state[1] * cell_scale
             c = f * c_prev + i * torch.tanh(gates[..., 3 * n :])
@@ -104,8 +103,7 @@ def run_cell(
         state = cell.initial_state(inputs[:, 0])
     outputs = []
     # unbind, not x_proj[:, t]: the backward of T slices would write T zero-filled copies
-    # of the whole x_proj (measured 2x slower per batch for TGC-LSTM on los-loop);
-    # unbind's backward stacks the T step gradients once.
+    # of the whole x_proj; unbind's backward stacks the T step gradients once.
     for x_t in x_proj.unbind(1):
         state = cell.step(x_t, state, cell_scale)
         outputs.append(state[0])

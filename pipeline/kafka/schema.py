@@ -29,6 +29,10 @@ Rules, the same for every message:
 Any input, including arbitrary bytes, either decodes or raises exactly one error type,
 :class:`SchemaError`, whose ``reason`` is one of :data:`REASONS` (the service puts it in
 the dead-letter headers). Decoding avoids pydantic: the service decodes every reading.
+
+One module on purpose: the shared rules and the three messages are one versioned contract
+that changes as a whole (a new field is a new version of all of it), and the field checks
+stay private to it.
 """
 
 from __future__ import annotations

@@ -31,16 +31,19 @@ names and ISO times for people and reports):
     Error sums of every forecast scored when its target tick closed: rolling MAE/RMSE
     per model and horizon without re-joining millions of rows.
 ``alerts(alert_id, status, ..., group_key)``
-    Alert state changes (the anomaly issue's lifecycle), keyed by ``alert_id`` and
-    ``status`` (a repeated ``firing`` message of one episode overwrites the earlier
-    one). ``group_key`` is the incident the alert belongs to (graph neighbours alerting
-    together, see :mod:`pipeline.alerts.lifecycle`); the wire message carries it in the Kafka
-    header ``group``. Stores written before the column existed gain it when a service
-    opens them (NULL for their old rows).
+    Alert state changes, keyed by ``alert_id`` and ``status`` (a repeated ``firing``
+    message of one episode overwrites the earlier one). ``group_key`` is the incident
+    the alert belongs to (graph neighbours alerting together, see
+    :mod:`pipeline.alerts.lifecycle`); the wire message carries it in the Kafka header
+    ``group``. Stores written before the column existed gain it when a service opens
+    them (NULL for their old rows).
 ``counters(name, value)``, ``offsets(topic, partition, next_offset)``, ``state(key, value)``
     Service counters, the next offset to read per partition (written with the data of
     the batch, so a restarted service recognises redelivered records), and scalars such
     as the tick grid and the watermark.
+
+The row types that :meth:`Store.write` takes and the reads return are in
+:mod:`pipeline.service.store_rows`.
 """
 
 from __future__ import annotations
@@ -50,12 +53,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from pipeline.service.store_rows import AlertRow, Batch, ReadingRows, TickRow
 
 SCHEMA_VERSION = 1
 
@@ -113,124 +117,6 @@ CREATE VIEW IF NOT EXISTS forecasts_v AS
 
 class StoreError(RuntimeError):
     """The store file is unusable (another schema version, or not a roadcast store)."""
-
-
-@dataclass(frozen=True)
-class ForecastRows:
-    """One model's published forecasts at one tick.
-
-    ``sensors`` int64 ``[m]`` store ids; ``yhat``/``lo``/``hi`` one JSON array text per
-    sensor, step 1 first (``lo``/``hi`` None without intervals).
-    """
-
-    model: str
-    issued_ms: int
-    sensors: np.ndarray
-    yhat: Sequence[str]
-    lo: Sequence[str] | None = None
-    hi: Sequence[str] | None = None
-
-    @classmethod
-    def from_arrays(
-        cls,
-        model: str,
-        issued_ms: int,
-        sensors: np.ndarray,
-        mean: np.ndarray,
-        lower: np.ndarray | None = None,
-        upper: np.ndarray | None = None,
-    ) -> ForecastRows:
-        """Rows from ``[horizon, node]`` arrays; sensors with a non-finite value are left
-        out (as the service leaves them out of what it publishes)."""
-        from pipeline.kafka.forecast_wire import json_arrays
-
-        keep = np.isfinite(mean).all(axis=0)  # [node]
-        bounds = [b for b in (lower, upper) if b is not None]
-        for bound in bounds:
-            keep &= np.isfinite(bound).all(axis=0)
-        cols = np.flatnonzero(keep)
-        lo = None if lower is None or upper is None else json_arrays(lower[:, cols])
-        hi = None if lower is None or upper is None else json_arrays(upper[:, cols])
-        sensors = np.asarray(sensors, dtype=np.int64)[cols]
-        return cls(model, int(issued_ms), sensors, json_arrays(mean[:, cols]), lo, hi)
-
-
-@dataclass(frozen=True)
-class AccuracyRows:
-    """Error sums per model, step and target tick (arrays of equal length)."""
-
-    model: str
-    steps: np.ndarray  # int64 [m], 1-based
-    targets_ms: np.ndarray  # int64 [m]
-    n: np.ndarray  # int64 [m]
-    sum_abs: np.ndarray  # float64 [m]
-    sum_sq: np.ndarray  # float64 [m]
-
-
-@dataclass(frozen=True)
-class ReadingRows:
-    """Readings (or corrections) as arrays: store sensor ids, tick ms, values, arrival ms."""
-
-    sensors: np.ndarray
-    ts_ms: np.ndarray
-    values: np.ndarray
-    arrived_ms: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.sensors)
-
-
-@dataclass(frozen=True)
-class TickRow:
-    ts_ms: int
-    observed: int
-    reason: str
-    closed_ms: int
-    latency_ms: float | None
-
-
-@dataclass(frozen=True)
-class AlertRow:
-    """One alert state change; ``payload`` is the encoded wire message (JSON text),
-    ``group_key`` its incident (None when the detector pipeline groups nothing)."""
-
-    alert_id: str
-    status: str
-    dedup_key: str
-    severity: str
-    sensor: str
-    ts_ms: int
-    detector: str
-    score: float
-    payload: str
-    group_key: str | None = None
-
-
-@dataclass
-class Batch:
-    """Everything one poll batch writes; :meth:`Store.write` stores it atomically."""
-
-    readings: list[ReadingRows] = field(default_factory=list)
-    corrections: list[ReadingRows] = field(default_factory=list)
-    ticks: list[TickRow] = field(default_factory=list)
-    forecasts: list[ForecastRows] = field(default_factory=list)
-    accuracy: list[AccuracyRows] = field(default_factory=list)
-    alerts: list[AlertRow] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-
-    def count(self, name: str, amount: int = 1) -> None:
-        if amount:
-            self.counters[name] = self.counters.get(name, 0) + int(amount)
-
-
-def _ms(ts: pd.Timestamp | str | int) -> int:
-    if isinstance(ts, int | np.integer):
-        return int(ts)
-    stamp = pd.Timestamp(ts)
-    stamp = stamp.tz_localize("UTC") if stamp.tz is None else stamp
-    return int(stamp.value // 1_000_000)
 
 
 class Store:

@@ -1,30 +1,26 @@
-"""Train, backtest and compare models on one data set (``roadcast train`` / ``evaluate``).
+"""The comparison protocol of ``roadcast train``: split, fit per seed, backtest, summarise.
 
-The protocol (DESIGN.md): a chronological split ``[train | valid][test]``; every model
-is fitted on the training part, early-stopped and calibrated on the validation part,
-and scored on the test part with T-GCN's windows (``window`` inputs and ``horizon``
-targets inside the test part; see ``models.forecasters.evaluation``). Neural models are fitted
-once per seed and their metrics averaged; deterministic models once. The bundle kept
-for a model is the seed with the best *validation* pooled RMSE, never the test one,
-and the champion is the model with the best validation score
-(:func:`pipeline.model_dir.choose_champion`).
+A chronological split ``[train | valid][test]``: every model is fitted on the training
+part, early-stopped and calibrated on the validation part, and scored on the test part
+with T-GCN's windows (``window`` inputs and ``horizon`` targets inside the test part;
+see :mod:`models.forecasters.evaluation`). Neural models are fitted once per seed and
+their metrics averaged; deterministic models once. The run kept for a model is the seed
+with the best *validation* pooled RMSE, never the test one.
 
-These are plain functions, one per step: :func:`check_graphs`, :func:`split_panel`,
-:func:`fit_runs` (fits and validation scores), :func:`backtest_runs` (test backtests),
-:func:`metrics_document`, :func:`write_bundles`, :func:`train_report`.
-:func:`train_models` runs them in order (benchmarks); the Prefect train flow
-(:mod:`flows.train_flow`, behind ``roadcast train``) runs each as a task.
+One plain function per step: :func:`check_graphs`, :func:`split_panel`, :func:`fit_runs`
+(fits and validation scores), :func:`backtest_runs` (test backtests) and
+:func:`metrics_document` (``metrics.json``); :func:`evaluate_bundle` scores a saved
+bundle the same way. The train flow runs each step as a Prefect task, and
+``flows.train_models.train_models`` runs them in one call.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -32,12 +28,9 @@ from models.bundle import finite_or_none
 from models.forecasters.base import Forecaster
 from models.forecasters.evaluation import Backtest, backtest, validation_backtest
 from models.forecasters.factory import build_model, is_stochastic
-from models.forecasters.registry import MODELS
+from models.forecasters.registry import MODELS, load_model
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel, Split, chronological_split
-
-if TYPE_CHECKING:
-    from flows.report import Report
 
 Log = Callable[[str], None]
 
@@ -72,36 +65,6 @@ class TrainPlan:
             raise ValueError(
                 f"--window and --horizon must be >= 1, got {self.window}, {self.horizon}"
             )
-
-
-@contextlib.contextmanager
-def limit_threads(threads: int | None) -> Iterator[None]:
-    """Use ``threads`` CPU threads for torch and for numpy's BLAS (statsmodels' fits)
-    inside the block; both are restored afterwards.
-
-    Small models gain little from threads, and on shared cores idle threads spin-wait:
-    on this project's 2 busy cores a GRU step was ~10x and an AR(p) fit of los-loop
-    ~10x slower with 2 threads than with 1. ``None`` keeps the defaults. The BLAS limit
-    needs ``threadpoolctl`` (installed alongside scipy's ecosystem); without it only
-    torch is limited.
-    """
-    if not threads:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            yield
-        else:
-            with threadpool_limits(limits=threads):
-                yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def parse_models(text: str) -> tuple[str, ...]:
@@ -303,141 +266,6 @@ def metrics_document(
     )
 
 
-def write_bundles(
-    results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str | Path
-) -> Path:
-    """``out/bundles/<model>`` (each model's best-validation seed), ``out/metrics.json`` and
-    ``out/bundles/network.json`` (sensors and coordinates); returns the bundles folder.
-
-    Each bundle is written atomically, so a service reading the folder sees either the
-    old or the new bundle of a model, never half of one.
-    """
-    from pipeline.model_dir import BUNDLES, write_network
-
-    out = Path(out)
-    for name, result in results.items():
-        result.best.model.save(out / BUNDLES / name)
-    (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
-    write_network(out / BUNDLES, panel)
-    return out / BUNDLES
-
-
-def train_report(
-    document: dict[str, Any],
-    results: dict[str, ModelResult],
-    panel: SensorPanel,
-    plan: TrainPlan,
-    champion: str | None,
-    out: str | Path,
-) -> Report:
-    """The forecast report of a training run: test-part backtests of the kept seeds."""
-    from flows.report import build_report, horizon_label
-
-    freq = float(document["freq_minutes"])
-    devices = sorted({str(e.get("device")) for e in document["models"].values()})
-    facts = [
-        ("data set", str(document["dataset"])),
-        ("sensors", f"{panel.n_nodes:,}"),
-        ("split (steps)", ", ".join(f"{k} {v}" for k, v in document["split"].items())),
-        (
-            "input window / horizon",
-            f"{plan.window} / {plan.horizon} steps of {freq:g} min "
-            f"({horizon_label(plan.horizon, freq)})",
-        ),
-        ("device", ", ".join(devices)),
-    ]
-    intro = (
-        "Chronological split; validation is the end of the training part and chooses epochs, "
-        "the kept seed, the interval widths and the champion; the test part is only scored. "
-        "Scored windows have their input window and all targets inside the test part "
-        "(T-GCN's protocol); models that need a longer history read it from before the "
-        "test part, so every model is scored on the same targets. Metrics are on the "
-        "original scale, pooled over steps 1..h, missing targets not scored; mean ± sample "
-        "std over seeds for neural models."
-    )
-    first, last = panel.timestamps[0], panel.timestamps[-1]
-    provenance = [
-        (
-            "data",
-            f"{document['dataset']}: {panel.n_time:,} steps from {first:%Y-%m-%d %H:%M} to "
-            f"{last:%Y-%m-%d %H:%M} UTC, {panel.missing_share:.2%} missing",
-        ),
-        ("data fingerprint", panel.fingerprint()[:16]),
-        ("models", ", ".join(plan.models)),
-        ("seeds per neural model", str(plan.seeds)),
-        ("max epochs", "model default" if plan.epochs is None else str(plan.epochs)),
-        ("test / validation share", f"{plan.test:g} / {plan.valid:g}"),
-        ("output", str(out)),
-        ("champion chosen by", "lowest validation RMSE (pipeline.model_dir)"),
-    ]
-    return build_report(
-        title=f"Forecast comparison: {document['dataset']}",
-        what="test part",
-        document=document,
-        backtests={name: r.best.test for name, r in results.items()},
-        panel=panel,
-        champion=champion,
-        facts=facts,
-        intro=intro,
-        coords=panel.coords,
-        provenance=provenance,
-    )
-
-
-def train_models(
-    panel: SensorPanel,
-    plan: TrainPlan,
-    out: str | Path,
-    *,
-    dataset: str | None = None,
-    report: bool = True,
-    log: Log = print,
-) -> dict[str, Any]:
-    """Fit, backtest and compare ``plan.models`` on ``panel``; write everything to ``out``.
-
-    The same steps as the train flow, without Prefect: writes ``out/bundles/<model>``
-    (best-validation seed), ``out/bundles/champion.json``, ``out/bundles/network.json``,
-    ``out/metrics.json`` and, with ``report``, ``out/report.md`` and ``out/report.html``.
-    Returns the metrics document (``metrics.json``'s content).
-
-    Raises
-    ------
-    ValueError
-        For a model that needs a road graph on a panel without one, or a panel too
-        short for the split and windows.
-    """
-    from pipeline.model_dir import ChampionError
-
-    check_graphs(panel, plan)
-    split = split_panel(panel, plan)
-    log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
-    results: dict[str, ModelResult] = {}
-    for name in plan.models:
-        log(f"{name}:")
-        results[name] = fit_seeds(name, panel, split, plan, log)
-    document = metrics_document(results, panel, split, plan, dataset)
-    bundles = write_bundles(results, document, panel, out)
-    try:
-        champion: str | None = promote_champion(document, bundles)
-    except ChampionError as exc:
-        log(f"no champion promoted: {exc}")
-        champion = None
-    if report:
-        from flows.report import write_report
-
-        write_report(out, train_report(document, results, panel, plan, champion, out))
-    return document
-
-
-def promote_champion(document: dict[str, Any], bundles: str | Path) -> str:
-    """Choose the champion on validation scores, write ``champion.json``; returns its name."""
-    from pipeline.model_dir import choose_champion, promote
-
-    champion = choose_champion(document)
-    promote(bundles, champion)
-    return champion.champion
-
-
 def evaluate_bundle(
     bundle_dir: str | Path,
     panel: SensorPanel,
@@ -452,8 +280,6 @@ def evaluate_bundle(
     The panel's sensors are put in the bundle's order (extra sensors are dropped; a
     sensor of the bundle that the panel lacks is an error).
     """
-    from models.forecasters.registry import load_model
-
     model = load_model(bundle_dir)
     missing = [s for s in model.sensor_ids if s not in set(panel.sensor_ids)]
     if missing:

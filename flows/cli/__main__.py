@@ -1,0 +1,5 @@
+"""``python -m flows.cli``: the ``roadcast`` command line."""
+
+from flows.cli import main
+
+main()

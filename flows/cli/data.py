@@ -1,0 +1,121 @@
+"""``roadcast data``: list, inspect and fetch data sets."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="List, inspect and fetch data sets.")
+
+
+@app.command("list")
+def data_list(
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+) -> None:
+    """List the known data sets and whether their files are in the data directory."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.data.datasets import DATASETS, dataset_dir
+    from pipeline.settings import SettingsError
+
+    try:
+        root = dataset_dir(Path(data_dir) if data_dir else None)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"data sets (data directory: {root})")
+    for column in ("name", "here", "description", "licence"):
+        table.add_column(column, overflow="fold")
+    for info in DATASETS.values():
+        required = [f for f in info.files if f.required]
+        if not info.files:
+            here = "built-in"
+        else:
+            found = sum(f.present_in(root) for f in required)
+            here = "yes" if found == len(required) else f"{found}/{len(required)} files"
+        table.add_row(info.name, here, f"{info.description} ({info.source})", info.licence)
+    Console().print(table)
+
+
+@app.command("info")
+def data_info(
+    name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay, nab:CAT/FILE.csv, ..."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+) -> None:
+    """Load a data set and print its shape, grid, graph and missing share."""
+    from collections import Counter
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.data.datasets import DatasetError, load_dataset
+    from pipeline.settings import SettingsError
+
+    try:
+        panel = load_dataset(
+            name,
+            data_dir=Path(data_dir) if data_dir else None,
+            adjacency=Path(adjacency) if adjacency else None,
+        )
+    except (DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=panel.name or name, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("sensors", f"{panel.n_nodes:,}")
+    table.add_row("steps", f"{panel.n_time:,}")
+    if panel.n_time > 1:
+        table.add_row("frequency", f"{panel.freq.total_seconds() / 60:g} min")
+    if panel.n_time:
+        table.add_row("time span", f"{panel.timestamps[0]} .. {panel.timestamps[-1]}")
+    graph = panel.graph
+    if graph is None:
+        table.add_row("graph", "none")
+    else:
+        known = getattr(graph, "has_distances", False)
+        lengths = "road lengths known" if known else "no distances: FFR counts hops"
+        table.add_row("graph edges", f"{graph.edge_index.shape[1]:,} directed links ({lengths})")
+    table.add_row("coordinates", "yes" if panel.coords is not None else "no")
+    table.add_row("missing share", f"{panel.missing_share:.2%}")
+    kinds = Counter(e.kind for e in panel.events)
+    if kinds:
+        table.add_row("events", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    Console().print(table)
+
+
+@app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay or nab."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+    mirror: str = typer.Option(
+        None, "--mirror", help="Base URL to fetch DATA_DIR-relative paths from instead."
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds per connection attempt."),
+) -> None:
+    """Download a public data set into the data directory and check its sha256."""
+    from pathlib import Path
+
+    from pipeline.data.datasets import DatasetError
+    from pipeline.data.fetch import Fetched, FetchError, fetch_dataset
+    from pipeline.settings import SettingsError
+
+    def report(item: Fetched) -> None:
+        detail = f" ({item.detail})" if item.detail else ""
+        typer.echo(f"{item.status:>10}  {item.path}{detail}")
+
+    try:
+        fetch_dataset(
+            name,
+            data_dir=Path(data_dir) if data_dir else None,
+            mirror=mirror,
+            timeout=timeout,
+            progress=report,
+        )
+    except (FetchError, DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -1,0 +1,45 @@
+"""``roadcast deploy``: roadcast's Prefect deployments: list, write or serve them."""
+
+from __future__ import annotations
+
+import typer
+
+
+def deploy(
+    serve: bool = typer.Option(
+        False, "--serve", help="Serve the deployments from this process (needs PREFECT_API_URL)."
+    ),
+    write_yaml: str = typer.Option(
+        None, "--write-yaml", help="Write the deployments as a prefect.yaml to this path."
+    ),
+    limit: int = typer.Option(None, "--limit", help="With --serve: at most N flow runs at once."),
+) -> None:
+    """roadcast's Prefect deployments (train, forecast, report, replay): list, write or serve."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.deploy import DEPLOYMENTS, DeployError, describe
+
+    if write_yaml:
+        from flows.deploy import write_yaml as write
+
+        typer.echo(f"wrote {write(write_yaml)}")
+    if serve:
+        from flows.deploy import serve_deployments
+
+        try:
+            serve_deployments(DEPLOYMENTS, limit=limit)
+        except DeployError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo("stopped serving; schedules stay active on the server")
+        return
+    if write_yaml:
+        return
+    rows = describe(DEPLOYMENTS)
+    table = Table(title="roadcast deployments (serve: roadcast deploy --serve)")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row.values())
+    Console().print(table)

@@ -1,0 +1,210 @@
+"""Commands that fit and score models offline: ``train``, ``evaluate``, ``explain``, ``detect``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from models.panel import SensorPanel
+
+
+def explain(
+    bundle: str = typer.Argument(..., help="A tgclstm bundle directory (OUT/bundles/tgclstm)."),
+    sensor: str = typer.Option(None, "--sensor", help="Explain this sensor id only."),
+    top: int = typer.Option(10, "--top", help="Most influential sensors listed per sensor."),
+    out: str = typer.Option("explain-out", "--out", help="Directory for the CSV and the PNG."),
+) -> None:
+    """Which sensors influence each sensor, from a TGC-LSTM's learned graph weights."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.explain import explain as run_explain
+    from models.bundle import BundleError
+
+    try:
+        result = run_explain(bundle, out=out, sensor=sensor, top=top)
+    except (BundleError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = result.table
+    shown = table if sensor else table.nlargest(top, "influence")
+    what = (
+        f"sources of sensor {sensor}"
+        if sensor
+        else f"the {len(shown)} strongest pairs of the network"
+    )
+    # The CSV has every column at full precision; the printed table stays narrow.
+    drop = ["target", "share"] if sensor else ["rank", "share"]
+    shown = shown.drop(columns=drop).rename(columns={"distance_km": "km"})
+    view = Table(title=f"learned influence: {what}")
+    for column in shown.columns:
+        view.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
+    for row in shown.itertuples(index=False):
+        view.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(view)
+    typer.echo(f"wrote {result.csv} ({len(table)} rows) and {result.png} ({result.layout})")
+
+
+def train(
+    data: str = typer.Argument(..., help="Data set: los-loop, metr-la, csv:PATH, simulated..."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    models: str = typer.Option(
+        "persistence,seasonal,ar,lstm,gru", "--models", help="Comma-separated model names."
+    ),
+    window: int = typer.Option(12, "--window", help="Input steps (the protocol window)."),
+    horizon: int = typer.Option(12, "--horizon", help="Steps forecast."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per neural model (metrics averaged)."),
+    epochs: int = typer.Option(None, "--epochs", help="Max epochs (default: model's own)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
+    valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
+    out: str = typer.Option("runs/train", "--out", help="Output directory."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    threads: int = typer.Option(
+        None, "--threads", help="torch CPU threads (default: torch's; 1 is best on busy cores)."
+    ),
+) -> None:
+    """Fit, backtest and compare models; write bundles, champion, metrics.json and a report.
+
+    Runs the Prefect train flow: against PREFECT_API_URL when set, else on Prefect's
+    temporary embedded server (started for the run, about 15 s)."""
+    from rich.console import Console
+
+    from flows.threads import limit_threads
+    from models.forecasters.comparison import TrainPlan, parse_models
+    from models.nn.devices import resolve_device
+    from pipeline.data.datasets import parse_spec
+
+    console = Console()
+    try:
+        resolve_device(device)
+        parse_spec(data)  # an unknown data set fails here, before Prefect starts
+        plan = TrainPlan(
+            models=parse_models(models),
+            window=window,
+            horizon=horizon,
+            seeds=seeds,
+            epochs=epochs,
+            device=device,
+            test=test,
+            valid=valid,
+            progress=progress,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from flows.train_flow import train_flow
+    from pipeline.settings import SettingsError
+
+    try:
+        with limit_threads(threads):
+            result = train_flow(
+                data=data,
+                models=list(plan.models),
+                window=window,
+                horizon=horizon,
+                seeds=seeds,
+                epochs=epochs,
+                device=device,
+                test=test,
+                valid=valid,
+                out=out,
+                adjacency=adjacency,
+                data_dir=data_dir,
+                progress=progress,
+            )
+    except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    from flows.reporting.tables import compact_rows
+    from flows.reporting.text import print_table
+
+    columns, rows = compact_rows(result["document"], reference=True)
+    print_table(f"{data}: test-part pooled MAE / RMSE (± std over seeds)", columns, rows)
+    console.print(f"champion (best validation score): {result['champion']}")
+    console.print(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
+
+
+def evaluate(
+    bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
+    data: str = typer.Argument(..., help="The data set to score it on."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    window: int = typer.Option(12, "--window", help="Protocol input window (scored windows)."),
+    test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
+    valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
+    out: str = typer.Option(None, "--out", help="Write the metrics to this JSON file."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+) -> None:
+    """Score a saved bundle on the test part of a data set, as `roadcast train` does."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.forecasters.comparison import evaluate_bundle
+
+    panel = _load_panel(data, adjacency, data_dir)
+    try:
+        result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window)
+    except ValueError as exc:  # BundleError included
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    freq = panel.freq.total_seconds() / 60
+    table = Table(title=f"{result['model']} on {data}: {result['windows']} test windows")
+    for column in ("horizon", "pooled MAE", "pooled RMSE", "pooled MAPE %", "step RMSE"):
+        table.add_column(column)
+    for h, m in result["pooled"].items():
+        table.add_row(
+            f"{h} ({int(h) * freq:g} min)",
+            f"{m['mae']:.4f}",
+            f"{m['rmse']:.4f}",
+            f"{m['mape']:.2f}" if m["mape"] is not None else "n/a",
+            f"{result['step'][h]['rmse']:.4f}",
+        )
+    Console().print(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _load_panel(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
+    """``load_dataset``, its errors printed as CLI errors."""
+    from pathlib import Path
+
+    from pipeline.data.datasets import DatasetError, load_dataset
+    from pipeline.settings import SettingsError
+
+    try:
+        return load_dataset(
+            data,
+            data_dir=Path(data_dir) if data_dir else None,
+            adjacency=Path(adjacency) if adjacency else None,
+        )
+    except (DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def detect(
+    nab_dir: str = typer.Option(..., "--nab-dir", help="NAB data directory (<category>/*.csv)."),
+    out: str = typer.Option(..., "--out", help="Results directory (<category>/<det>_<file>)."),
+    detector: str = typer.Option(
+        "interval_range",
+        "--detector",
+        help="interval, interval_range, interval_h6, likelihood, windowed_gaussian, "
+        "autoencoder or combined (see flows/detect.py).",
+    ),
+) -> None:
+    """Score every NAB file in streaming order and write NAB result files."""
+    from flows.detect import DetectRunError, detect_nab
+
+    try:
+        written = detect_nab(nab_dir, out, detector, progress=typer.echo)
+    except (DetectRunError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")

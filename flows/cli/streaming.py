@@ -1,0 +1,244 @@
+"""Commands of the streaming side: ``broker``, ``replay``, ``serve``, ``status``, ``alerts``
+and ``demo`` (all of them together on one machine)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def broker(
+    port: int = typer.Option(None, "--port", help="Port to listen on (default: a free one)."),
+    log: str = typer.Option(None, "--log", help="Broker log file (default: in the temp dir)."),
+) -> None:
+    """Run an embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
+    from pipeline.kafka.broker import BrokerError, serve_forever
+
+    try:
+        serve_forever(port, log_path=log)
+    except BrokerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def replay(
+    data: str = typer.Argument(..., help="Dataset spec: los-loop, simulated, csv:PATH, ..."),
+    bootstrap: str = typer.Option(
+        None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
+    ),
+    speedup: float = typer.Option(
+        0.0, "--speedup", help="0 = as fast as possible; X = X x real time."
+    ),
+    limit: int = typer.Option(None, "--limit", help="Replay at most N time steps."),
+    topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
+    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency file for csv:PATH data."),
+) -> None:
+    """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
+    from pathlib import Path
+
+    from pipeline.data.datasets import load_dataset
+    from pipeline.kafka.clients import KafkaUnavailable, ensure_topics, make_producer
+    from pipeline.kafka.replay import ReplayError
+    from pipeline.kafka.replay import replay as run_replay
+    from pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(bootstrap_servers=bootstrap)
+        panel = load_dataset(data, adjacency=Path(adjacency) if adjacency else None)
+        target = topic or settings.topic_readings
+        ensure_topics(settings, topics=[target])
+        producer = make_producer(settings)
+        try:
+            stats = run_replay(panel, producer, target, speedup=speedup, limit=limit)
+        finally:
+            producer.close()
+    except (SettingsError, KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{stats.messages:,} readings of {stats.sensors} sensors over {stats.steps} steps "
+        f"-> {target} in {stats.seconds:.1f} s ({stats.rate:,.0f} msg/s); "
+        f"{stats.skipped_missing:,} missing readings not sent"
+    )
+
+
+def demo(
+    data: str = typer.Option(
+        None, "--data", help="Dataset spec (default: los-loop, else simulated)."
+    ),
+    out: str = typer.Option("demo-out", "--out", help="Output directory (bundles, store, report)."),
+    max_ticks: int = typer.Option(
+        144, "--max-ticks", help="Replay at most N ticks of the test part (0: all)."
+    ),
+    speedup: float = typer.Option(
+        600.0, "--speedup", help="Replay pace, x real time (0 = as fast as possible)."
+    ),
+    models: str = typer.Option(
+        None, "--models", help="Bundles to reuse (default OUT/bundles; trained when unusable)."
+    ),
+    epochs: int = typer.Option(
+        20, "--epochs", help="At most N epochs of the neural models it trains."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
+) -> None:
+    """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
+    from pathlib import Path
+
+    from flows.demo.console import print_summary
+    from flows.demo.run import DemoError, run_demo
+    from pipeline.data.datasets import DatasetError
+    from pipeline.kafka.broker import BrokerError
+
+    try:
+        summary = run_demo(
+            data,
+            out=Path(out),
+            max_ticks=max_ticks or None,
+            speedup=speedup,
+            model_dir=Path(models) if models else None,
+            epochs=epochs,
+            progress=progress,
+        )
+    except (DemoError, BrokerError, DatasetError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    print_summary(summary)
+    typer.echo(f"wrote {Path(out) / 'summary.json'} and {Path(out) / 'report.md'}")
+    if summary["lost"]:
+        typer.echo(f"error: {summary['lost']} readings lost", err=True)
+        raise typer.Exit(1)
+
+
+def serve(
+    models: str = typer.Option(
+        None, "--models", help="Bundles folder (OUT/bundles) or one bundle [ROADCAST_MODEL_DIR]."
+    ),
+    bootstrap: str = typer.Option(
+        None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
+    ),
+    group: str = typer.Option(None, "--group", help="Consumer group (default: roadcast)."),
+    tick: str = typer.Option("5min", "--tick", help="The data's time step, e.g. 5min."),
+    allowed_lateness: str = typer.Option(
+        "2min", "--allowed-lateness", help="How late a reading may arrive and still join its tick."
+    ),
+    store: str = typer.Option(None, "--store", help="SQLite store (default: ROADCAST_STORE_PATH)."),
+    only: str = typer.Option(None, "--only", help="Comma-separated model names to load."),
+    max_clock_skew: str = typer.Option(
+        "1h", "--max-clock-skew", help="Dead-letter readings this far ahead of the clock ('off')."
+    ),
+    poll_records: int = typer.Option(1000, "--poll-records", help="Records per poll batch."),
+    fast_store: bool = typer.Option(
+        False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
+    ),
+    log_level: str = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    detectors: str = typer.Option(
+        "auto",
+        "--detectors",
+        help="Anomaly alerts: auto (interval + saved detectors), none, or e.g. "
+        "interval,autoencoder (see pipeline/alerts/build.py).",
+    ),
+    alert_model: str = typer.Option(
+        None, "--alert-model", help="Model whose forecasts the interval detector judges."
+    ),
+) -> None:
+    """Run the forecasting service: readings in, forecasts of every model out, anomaly
+    alerts on roadcast.alerts (JSON logs)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from models.bundle import BundleError
+    from pipeline.alerts.config import AlertingConfig
+    from pipeline.jsonlog import configure_logging
+    from pipeline.kafka.clients import KafkaUnavailable
+    from pipeline.model_dir import BundleDirError
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.loop import serve as run_service
+    from pipeline.service.store import StoreError
+    from pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(
+            bootstrap_servers=bootstrap,
+            consumer_group=group,
+            store_path=store,
+            model_dir=models,
+            log_level=log_level,
+        )
+        config = ServiceConfig(
+            tick=pd.Timedelta(tick),
+            allowed_lateness=pd.Timedelta(allowed_lateness),
+            max_clock_skew=None if max_clock_skew == "off" else pd.Timedelta(max_clock_skew),
+            only=tuple(n.strip() for n in (only or "").split(",") if n.strip()),
+            poll_records=poll_records,
+            durable=not fast_store,
+        )
+        alerting = AlertingConfig.parse(detectors, alert_model)
+    except (SettingsError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    try:
+        run_service(settings, config, model_dir=Path(settings.model_dir), alerting=alerting)
+    except (BundleDirError, BundleError, KafkaUnavailable, StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def status(
+    store: str = typer.Option(None, "--store", help="SQLite store (default: ROADCAST_STORE_PATH)."),
+    last: int = typer.Option(
+        288, "--last", help="Rolling accuracy over the last N ticks (0: everything)."
+    ),
+) -> None:
+    """Counters, tick latency and live accuracy per model and horizon, from the store."""
+    from flows.status import print_status
+    from pipeline.service.store import StoreError
+    from pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(store_path=store)
+        print_status(settings.store_path, last_ticks=last or None)
+    except (SettingsError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def alerts(
+    store: str = typer.Option(None, "--store", help="Store file (default: ROADCAST_STORE_PATH)."),
+    limit: int = typer.Option(20, "--limit", help="Most recent alert state changes shown."),
+) -> None:
+    """List the most recent alerts (firing / resolved) from the service's store."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.service.store import Store, StoreError
+    from pipeline.settings import SettingsError, load_settings
+
+    try:
+        path = Path(store) if store else load_settings().store_path
+        if not path.is_file():
+            typer.echo(
+                f"error: no store at {path}; run the service first or pass --store", err=True
+            )
+            raise typer.Exit(1)
+        with Store(path, readonly=True) as db:
+            rows = db.alerts(limit=limit)
+    except (SettingsError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"latest {len(rows)} alert changes ({path})")
+    columns = ("time (UTC)", "status", "severity", "sensor", "detector", "score", "incident")
+    for column in (*columns, "reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        reason = json.loads(row.payload).get("reason", "") if row.payload else ""
+        when = pd.Timestamp(row.ts_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            when, row.status, row.severity, row.sensor, row.detector, f"{row.score:.4f}",
+            row.group_key or "", reason,
+        )  # fmt: skip
+    Console().print(table)

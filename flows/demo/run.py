@@ -1,0 +1,288 @@
+"""The demo's run: embedded broker, ``roadcast serve`` as a process, a replay, the outputs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flows.demo.console import live_table, report_steps
+from flows.demo.report import write_report
+from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ensure_detector
+from flows.demo.summary import alert_summary, build_summary, snapshot
+from models.panel import SensorPanel, chronological_split
+from pipeline.settings import Settings, load_settings
+
+DEFAULT_OUT = Path("demo-out")
+DEFAULT_MAX_TICKS = 144  # half a day of 5-minute ticks
+# A 5-minute tick every 0.5 s: about 3x the service's time per tick of 207 sensors and
+# four models on 2 cores, so latencies are the service's, not a backlog's.
+DEFAULT_SPEEDUP = 600.0
+WARMUP_STEPS = 12  # replayed before the test part: the models' input window
+# Enough for LSTM and TGC-LSTM to beat AR(p) on los-loop's validation part while the
+# demo stays well under 5 minutes (docs/decisions.md, "Flows: demo defaults").
+DEFAULT_EPOCHS = 20
+
+
+class DemoError(RuntimeError):
+    """The demo could not run to the end; the message says what failed and where to look."""
+
+
+def run_demo(
+    data: str | SensorPanel | None = None,
+    *,
+    out: Path = DEFAULT_OUT,
+    max_ticks: int | None = DEFAULT_MAX_TICKS,
+    speedup: float = DEFAULT_SPEEDUP,
+    model_dir: Path | None = None,
+    models: tuple[str, ...] | None = None,
+    epochs: int = DEFAULT_EPOCHS,
+    settings: Settings | None = None,
+    progress: bool = True,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Run the demo end to end; returns the summary (also ``OUT/summary.json``).
+
+    Parameters
+    ----------
+    data : a dataset spec, a panel, or None (``los-loop`` when available, else
+        ``simulated``).
+    out : output directory: bundles (unless ``model_dir``), store, logs, summary, report.
+    max_ticks : replay at most this many ticks of the test part (None: all of it).
+    speedup : replay pace, times real time (0 = as fast as possible; latencies then
+        include the backlog).
+    model_dir : bundles to reuse when they fit the data (default ``OUT/bundles``);
+        otherwise quick ones are trained into ``OUT/bundles``.
+    models : models to train when there are no bundles (default :func:`demo_models`).
+    epochs : at most this many training epochs of the neural models (early stopping on
+        the validation part may stop them sooner).
+    settings : topic names, consumer group, device (the bootstrap servers are the
+        embedded broker's).
+    progress : show live progress and training bars.
+    log : where progress lines go.
+
+    Raises
+    ------
+    DemoError
+        When the service fails or does not consume everything in time.
+    """
+    from pipeline.kafka.broker import EmbeddedBroker
+    from pipeline.kafka.clients import ensure_topics
+
+    started = time.monotonic()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = settings or load_settings()
+    panel = choose_panel(data, data_dir=base.data_dir)
+    log(f"data: {panel.name}: {panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}")
+    train_started = time.monotonic()
+    model_dir, names = ensure_bundles(
+        panel,
+        out,
+        reuse=Path(model_dir) if model_dir is not None else None,
+        models=models or demo_models(panel),
+        epochs=epochs,
+        device=base.device,
+        progress=progress,
+        log=log,
+    )
+    ensure_detector(panel, model_dir, log=log)
+    train_s = time.monotonic() - train_started
+    test_start = chronological_split(panel).test.timestamps[0]
+    first = max(0, int(panel.timestamps.get_loc(test_start)) - WARMUP_STEPS)
+    last = (
+        panel.n_time if max_ticks is None else min(panel.n_time, first + WARMUP_STEPS + max_ticks)
+    )
+    live = panel.slice(first, last)
+    store_path = out / "store.sqlite"
+    for stale in (store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm")):
+        stale.unlink(missing_ok=True)  # a fresh broker: the old store's ticks would be "late"
+    service_log = out / "service.log"
+    with EmbeddedBroker(log_path=out / "broker.log") as broker:
+        cfg = base.model_copy(
+            update={"bootstrap_servers": broker.bootstrap, "store_path": store_path}
+        )
+        ensure_topics(cfg)
+        log(f"broker: {broker.bootstrap}; service log: {service_log}")
+        args = [
+            sys.executable, "-m", "flows.cli", "serve", "--models", str(model_dir),
+            "--store", str(store_path), "--tick", str(panel.freq), "--fast-store",
+        ]  # fmt: skip
+        with open(service_log, "ab") as sink:
+            proc = subprocess.Popen(
+                args, env=_service_env(cfg), stdout=sink, stderr=subprocess.STDOUT
+            )
+        try:
+            stream_started, produced = _stream(
+                cfg, proc, live, speedup, store_path, service_log, progress, log
+            )
+            stream_s = time.monotonic() - stream_started
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait(timeout=10)
+        if code != 0:
+            raise DemoError(f"the service exited with code {code} after SIGTERM; see {service_log}")
+    state = snapshot(store_path)
+    if state is None:
+        raise DemoError(f"the service wrote no store at {store_path}; see {service_log}")
+    summary = build_summary(
+        panel, live, names, state, produced, speedup, train_s, stream_s, started
+    )
+    summary["alerts"] = alert_summary(store_path, live)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(summary, out)
+    return summary
+
+
+def _stream(
+    cfg: Settings,
+    proc: Any,
+    live: SensorPanel,
+    speedup: float,
+    store_path: Path,
+    service_log: Path,
+    progress: bool,
+    log: Log,
+) -> tuple[float, int]:
+    """Replay ``live`` once the service has joined its group; wait until it consumed it."""
+    _wait_for(
+        lambda: (
+            service_log.is_file() and '"event": "partitions_assigned"' in service_log.read_text()
+        ),
+        120,
+        "joining the consumer group",
+        proc,
+        service_log,
+    )
+    expected = int(live.mask.sum())
+    log(f"replay: {live.n_time} ticks ({expected:,} readings) at {speedup:g}x real time")
+    stream_started = time.monotonic()
+    thread, state = _start_replay(cfg, live, speedup)
+    steps = report_steps(12)
+
+    def finished() -> bool:
+        if state.error is not None:
+            raise DemoError(f"the replay failed: {state.error}") from state.error
+        return state.done and _consumed(store_path) >= state.messages
+
+    deadline_s = 120 + (live.n_time * live.freq.total_seconds() / speedup if speedup > 0 else 0) * 2
+    if progress:
+        from rich.live import Live
+
+        with Live(live_table(None, 0, expected, steps), refresh_per_second=2) as view:
+            end = time.monotonic() + deadline_s
+            while not finished():
+                if proc.poll() is not None or time.monotonic() > end:
+                    break
+                view.update(
+                    live_table(
+                        snapshot(store_path),
+                        _produced(state, live, stream_started, speedup),
+                        expected,
+                        steps,
+                    )
+                )
+                time.sleep(1.0)
+            view.update(live_table(snapshot(store_path), state.messages, expected, steps))
+    _wait_for(finished, deadline_s, "consuming every reading", proc, service_log)
+    thread.join(timeout=30)
+    return stream_started, state.messages
+
+
+def _produced(state: _Replay, live: SensorPanel, started: float, speedup: float) -> int:
+    """Readings produced so far (estimated from the pace while the replay runs)."""
+    if state.done or speedup <= 0:
+        return state.messages
+    per_tick = live.mask.sum() / max(live.n_time, 1)
+    ticks = min(live.n_time, (time.monotonic() - started) * speedup / live.freq.total_seconds())
+    return int(ticks * per_tick)
+
+
+@dataclass
+class _Replay:
+    """The replay thread's outcome."""
+
+    messages: int = 0
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _start_replay(
+    settings: Settings, panel: SensorPanel, speedup: float
+) -> tuple[threading.Thread, _Replay]:
+    from pipeline.kafka.clients import make_producer
+    from pipeline.kafka.replay import replay
+
+    state = _Replay()
+
+    def run() -> None:
+        producer = make_producer(settings)
+        try:
+            stats = replay(
+                panel, producer, settings.topic_readings, speedup=speedup, progress=False
+            )
+            state.messages = stats.messages
+        except BaseException as exc:
+            state.error = exc
+        finally:
+            producer.close()
+            state.done = True
+
+    thread = threading.Thread(target=run, name="demo-replay", daemon=True)
+    thread.start()
+    return thread, state
+
+
+def _service_env(settings: Settings) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env.update(
+        ROADCAST_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        ROADCAST_CONSUMER_GROUP=settings.consumer_group,
+        ROADCAST_TOPIC_READINGS=settings.topic_readings,
+        ROADCAST_TOPIC_DLQ=settings.topic_dlq,
+        ROADCAST_TOPIC_FORECASTS=settings.topic_forecasts,
+        ROADCAST_TOPIC_ALERTS=settings.topic_alerts,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _wait_for(
+    condition: Callable[[], bool], timeout_s: float, what: str, proc: Any, log_path: Path
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if proc.poll() is not None:
+            raise DemoError(
+                f"the service exited with code {proc.returncode} while {what}; see {log_path}"
+            )
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")
+        time.sleep(0.25)
+
+
+def _consumed(store_path: Path) -> int:
+    """The service's ``consumed`` counter (0 before its store exists): a cheap read."""
+    from pipeline.service.store import Store
+
+    if not store_path.is_file():
+        return 0
+    try:
+        with Store(store_path, readonly=True) as store:
+            return int(store.counters().get("consumed", 0))
+    except Exception:  # the service may be creating its tables right now: next time
+        return 0

@@ -1,0 +1,114 @@
+"""The demo's inputs: its data, its bundles (reused or trained quickly) and its detector."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from models.panel import SensorPanel, chronological_split
+
+Log = Callable[[str], None]
+
+
+def choose_panel(data: str | SensorPanel | None, *, data_dir: Path | None = None) -> SensorPanel:
+    """The demo's data: ``data`` if given, else ``los-loop`` when it loads, else ``simulated``.
+
+    Any failure to load ``los-loop`` (files absent, unreadable) falls back to the
+    simulator, which always works offline; an explicit ``data`` spec never falls back.
+    """
+    if isinstance(data, SensorPanel):
+        return data
+    from pipeline.data.datasets import load_dataset
+
+    if data:
+        return load_dataset(data, data_dir=data_dir)
+    try:
+        return load_dataset("los-loop", data_dir=data_dir)
+    except Exception:  # any failure means: not available here, so simulate
+        return load_dataset("simulated", data_dir=data_dir)
+
+
+def demo_models(panel: SensorPanel) -> tuple[str, ...]:
+    """The models the demo trains: the baselines every comparison needs, AR(p), LSTM,
+    and TGC-LSTM when it is registered and the data has a road graph."""
+    from models.forecasters.registry import MODELS
+
+    names = ["persistence", "ar", "lstm"]
+    if "tgclstm" in MODELS and panel.graph is not None:
+        names.append("tgclstm")
+    return tuple(n for n in names if n in MODELS)
+
+
+def ensure_bundles(
+    panel: SensorPanel,
+    out: Path,
+    *,
+    reuse: Path | None,
+    models: tuple[str, ...],
+    epochs: int,
+    device: str,
+    progress: bool,
+    log: Log,
+) -> tuple[Path, list[str]]:
+    """A bundle directory for ``panel``: ``reuse`` (default ``OUT/bundles``) when its
+    bundles cover the panel's sensors, else quick ones trained into ``OUT/bundles``
+    (one seed, ``epochs`` epochs). Returns the directory and the model names."""
+    from flows.threads import limit_threads
+    from flows.train_models import train_models
+    from models.forecasters.comparison import TrainPlan
+    from pipeline.model_dir import BundleDirError, load_bundles
+
+    target = out / "bundles"
+    candidate = reuse or target
+    try:
+        loaded = load_bundles(candidate)
+        if all(set(m.sensor_ids) == set(panel.sensor_ids) for m in loaded.values()):
+            log(f"models: reusing {sorted(loaded)} from {candidate}")
+            return candidate, sorted(loaded)
+        log(f"models: the bundles in {candidate} are for other sensors; training new ones")
+    except (BundleDirError, ValueError) as exc:
+        log(f"models: none usable in {candidate} ({str(exc).split(';')[0]}); training")
+    plan = TrainPlan(models=models, seeds=1, epochs=epochs, device=device, progress=progress)
+    started = time.monotonic()
+    # One thread: the models are small, and on busy shared cores a second thread
+    # spin-waits (docs/decisions.md, "Flows: CPU threads and task order").
+    with limit_threads(1):
+        train_models(panel, plan, out, report=False, log=log)
+    log(f"models: trained {list(models)} in {time.monotonic() - started:.0f} s -> {target}")
+    return target, sorted(load_bundles(target))
+
+
+def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:
+    """The interval detector the service will use, calibrated on the validation part of
+    ``panel`` (the split ``roadcast train`` validates on) unless one for the same
+    forecaster and sensors is saved already; and the road graph's neighbours for
+    grouping. Returns the forecaster's name."""
+    from pipeline.alerts.config import choose_forecaster
+    from pipeline.alerts.saved import (
+        calibrate_interval,
+        detectors_dir,
+        save_neighbours,
+        saved_interval_forecaster,
+    )
+    from pipeline.model_dir import load_bundles
+
+    models = load_bundles(model_dir)
+    name = choose_forecaster(list(models))
+    target = detectors_dir(model_dir)
+    saved = target / "interval" / "config.json"
+    if saved_interval_forecaster(model_dir) == name:
+        sensors = json.loads(saved.read_text()).get("sensor_ids")
+        if sensors == list(models[name].sensor_ids):
+            log(f"alerts: reusing the interval detector on {name} in {target}")
+            return name
+    split = chronological_split(panel)
+    started = time.monotonic()
+    path = calibrate_interval(model_dir, models[name], split.train, split.valid)
+    save_neighbours(model_dir, panel)
+    log(
+        f"alerts: interval detector calibrated on {name}'s validation residuals in "
+        f"{time.monotonic() - started:.1f} s -> {path}"
+    )
+    return name

@@ -1,0 +1,265 @@
+"""The report's tables: model comparison, published reference rows, per-sensor errors,
+alerts; and the narrow comparison table that ``roadcast train`` prints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.forecasters.evaluation import Backtest
+from models.metrics import error_metrics
+from pipeline.data.published import FORECASTS
+
+
+def horizon_label(steps: int | str, freq_minutes: float) -> str:
+    """``3`` steps of 5 minutes -> ``"15 min"``."""
+    minutes = int(steps) * freq_minutes
+    return f"{minutes:g} min" if minutes < 120 else f"{minutes / 60:g} h"
+
+
+def compact_rows(
+    document: Mapping[str, Any], *, reference: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """A narrow table for terminals: one row per model, one column per reported horizon,
+    cells ``MAE / RMSE`` (± std over seeds); with ``reference``, the published rows of the
+    document's data set at the end (:mod:`pipeline.data.published`)."""
+    freq = float(document.get("freq_minutes", 5.0))
+    models = document["models"]
+    horizons = list(next(iter(models.values()))["pooled"]) if models else []
+    columns = ["model", *(horizon_label(h, freq) for h in horizons)]
+    rows = []
+    for name, e in document["models"].items():
+        cells = []
+        for h in horizons:
+            if h not in e["pooled"]:
+                cells.append("")
+                continue
+            mae, rmse = e["pooled"][h]["mae"], e["pooled"][h]["rmse"]
+            sd_mae, sd_rmse = e["std"]["pooled"][h]["mae"], e["std"]["pooled"][h]["rmse"]
+            spread = f" (±{sd_mae:.2f} / ±{sd_rmse:.2f})" if e["seeds"] > 1 else ""
+            cells.append(f"{mae:.3f} / {rmse:.3f}{spread}")
+        rows.append([name, *cells])
+    published = FORECASTS.get(str(document.get("dataset"))) if reference else None
+    for name, values in published.rows.items() if published is not None else ():
+        rows.append(
+            [name]
+            + [
+                f"{values[int(h)][1]:.4g} / {values[int(h)][0]:.4g}" if int(h) in values else ""
+                for h in horizons
+            ]
+        )
+    return columns, rows
+
+
+# A sensor needs at least this share of the median scored count to be called the best
+# or the worst: a sensor scored on three targets is not "the best sensor".
+MIN_SCORED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table of text cells.
+
+    ``groups`` optionally spans the HTML header: ``(label, span)`` pairs covering the
+    columns in order; a column under label ``""`` stands alone, the columns of a group
+    are shown without the label prefix (``"15 min MAE"`` under ``"15 min"`` -> ``MAE``).
+    Markdown and artifacts keep the flat column names.
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    groups: tuple[tuple[str, int], ...] = ()
+    align_left: bool = False
+
+
+def format_number(value: float | None, digits: int = 3, std: float | None = None) -> str:
+    """``value`` with ``digits`` decimals (``± std`` when non-zero); ``n/a`` if missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if std:
+        return f"{value:.{digits}f} ± {std:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
+def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
+    """MAE, RMSE and MAPE (%) per model at each reported horizon (pooled over steps 1..h).
+
+    Neural models trained with several seeds show mean ± sample std; extra columns
+    (seeds, fit seconds, predict ms per window) appear when the document has them.
+    """
+    freq = float(document.get("freq_minutes", 5.0))
+    models = document["models"]
+    horizons = list(next(iter(models.values()))["pooled"]) if models else []
+    columns = ["model"]
+    for h in horizons:
+        label = horizon_label(h, freq)
+        columns += [f"{label} MAE", f"{label} RMSE", f"{label} MAPE %"]
+    extras = [
+        (key, title)
+        for key, title in (
+            ("seeds", "seeds"),
+            ("fit_seconds", "fit s"),
+            ("predict_ms_per_window", "predict ms/window"),
+        )
+        if any(key in entry for entry in models.values())
+    ]
+    columns += [title for _, title in extras] + ["scored"]
+    groups = (
+        ("", 1),
+        *((horizon_label(h, freq), 3) for h in horizons),
+        *(("", 1) for _ in range(len(extras) + 1)),
+    )
+    rows = []
+    for name, entry in models.items():
+        std = entry.get("std", {}).get("pooled", {})
+        row = [name]
+        for h in horizons:
+            m = entry["pooled"][h]
+            s = std.get(h, {})
+            row += [
+                format_number(m.get("mae"), std=s.get("mae")),
+                format_number(m.get("rmse"), std=s.get("rmse")),
+                format_number(m.get("mape"), 2, std=s.get("mape")),
+            ]
+        for key, _ in extras:
+            value = entry.get(key)
+            if key == "seeds":
+                row.append("n/a" if value is None else str(value))
+            else:
+                row.append(format_number(value, 1 if key == "fit_seconds" else 3))
+        last = entry["pooled"][horizons[-1]] if horizons else {}
+        row.append(f"{int(last.get('count') or 0):,}")
+        rows.append(row)
+    note = (
+        "Pooled over steps 1..h, original scale, missing targets not scored; MAPE skips "
+        "targets below 1 (stopped traffic, faulty zeros). 'scored' counts the targets "
+        "at the longest horizon."
+    )
+    return Table(f"Model comparison ({what})", columns, rows, note, groups=groups)
+
+
+def reference_table(document: Mapping[str, Any]) -> Table | None:
+    """The published rows of the document's data set in the comparison table's layout
+    (:mod:`pipeline.data.published`), else None."""
+    published = FORECASTS.get(str(document.get("dataset")))
+    if published is None:
+        return None
+    freq = float(document.get("freq_minutes", 5.0))
+    horizons = sorted({h for values in published.rows.values() for h in values})
+    columns = ["model"]
+    for h in horizons:
+        label = horizon_label(h, freq)
+        columns += [f"{label} MAE", f"{label} RMSE", f"{label} MAPE %"]
+    rows = []
+    for name, values in published.rows.items():
+        row = [name]
+        for h in horizons:
+            if h not in values:
+                row += ["n/a", "n/a", "n/a"]
+                continue
+            rmse, mae = values[h]
+            row += [f"{mae:.4g}", f"{rmse:.4g}", "n/a"]
+        rows.append(row)
+    groups = (("", 1), *((horizon_label(h, freq), 3) for h in horizons))
+    return Table(
+        f"Published reference ({published.dataset})",
+        columns,
+        rows,
+        f"Source: {published.source}",
+        groups,
+    )
+
+
+def sensor_scores(
+    backtest: Backtest, sensor_ids: Sequence[str], *, steps: int | None = None
+) -> pd.DataFrame:
+    """Per-sensor MAE, RMSE and MAPE of one backtest, pooled over steps ``1..steps``
+    (default: every step).
+
+    Columns ``sensor, n, mae, rmse, mape`` (one row per sensor, NaN where nothing
+    was scored).
+    """
+    actual = backtest.actual[:, :steps]
+    predicted = np.where(
+        np.isfinite(actual), backtest.forecast.mean[:, :steps], 0.0
+    )  # [n, h, node]
+    rows = []
+    for j, sensor in enumerate(sensor_ids):
+        m = error_metrics(actual[..., j], predicted[..., j])
+        rows.append(
+            {"sensor": sensor, "n": m["count"], "mae": m["mae"], "rmse": m["rmse"],
+             "mape": m["mape"]}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=["sensor", "n", "mae", "rmse", "mape"])
+
+
+def best_and_worst(scores: pd.DataFrame) -> tuple[int, int] | None:
+    """Row positions of the sensors with the lowest and the highest RMSE (among those
+    scored on at least :data:`MIN_SCORED_SHARE` of the median count), or None."""
+    scored = scores[np.isfinite(scores["rmse"]) & (scores["n"] > 0)]
+    if scored.empty:
+        return None
+    enough = scored[scored["n"] >= MIN_SCORED_SHARE * scored["n"].median()]
+    pool = enough if not enough.empty else scored
+    order = pool.sort_values(["rmse", "sensor"], kind="stable")
+    return int(order.index[0]), int(order.index[-1])
+
+
+def worst_sensors_table(scores: pd.DataFrame, model: str, *, top: int = 10) -> Table:
+    """The ``top`` sensors with the largest RMSE in ``scores`` (:func:`sensor_scores`)."""
+    worst = scores.sort_values("rmse", ascending=False, kind="stable").head(top)
+    return Table(
+        f"Sensors with the largest {model} errors",
+        ["sensor", "RMSE", "MAE", "MAPE %", "scored"],
+        [
+            [r.sensor, format_number(r.rmse), format_number(r.mae), format_number(r.mape, 2),
+             f"{r.n:,}"]
+            for r in worst.itertuples(index=False)
+            if math.isfinite(r.rmse)
+        ],
+    )  # fmt: skip
+
+
+def alerts_tables(alerts: Sequence[Any], *, latest: int = 30) -> list[Table]:
+    """A summary (per detector, severity and status) and the latest state changes."""
+    if not alerts:
+        return [Table("Alerts in the period", ["alerts"], [["none"]])]
+    frame = pd.DataFrame(
+        {
+            "detector": [a.detector for a in alerts],
+            "severity": [a.severity for a in alerts],
+            "status": [a.status for a in alerts],
+            "sensor": [a.sensor for a in alerts],
+        }
+    )
+    counts = (
+        frame.groupby(["detector", "severity", "status"]).agg(
+            changes=("sensor", "size"), sensors=("sensor", "nunique")
+        )
+    ).reset_index()
+    summary = Table(
+        "Alerts in the period",
+        ["detector", "severity", "status", "changes", "sensors"],
+        [[str(v) for v in row] for row in counts.itertuples(index=False)],
+        f"{len(alerts):,} alert state changes on {frame['sensor'].nunique()} sensors.",
+    )
+    rows = []
+    for a in sorted(alerts, key=lambda a: a.ts, reverse=True)[:latest]:
+        rows.append(
+            [a.ts.strftime("%Y-%m-%d %H:%M"), a.sensor, a.detector, a.severity, a.status,
+             format_number(a.score, 2), format_number(a.observed, 2), format_number(a.expected, 2)]
+        )  # fmt: skip
+    recent = Table(
+        f"Latest {len(rows)} alert state changes",
+        ["time (UTC)", "sensor", "detector", "severity", "status", "score", "observed",
+         "expected"],
+        rows,
+    )  # fmt: skip
+    return [summary, recent]

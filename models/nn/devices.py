@@ -1,0 +1,44 @@
+"""Which device a network runs on, and seeded construction of its initial weights."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"`` / ``"cuda:N"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown spec, or ``cuda`` on a machine without a usable CUDA device.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {spec!r} requested but CUDA is not available (torch "
+                f"{torch.__version__}); use --device cpu or --device auto, or install a CUDA "
+                "build of torch"
+            )
+        return torch.device(spec)
+    raise ValueError(f"unknown device {spec!r}; use 'auto', 'cpu' or 'cuda'")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global RNGs seeded by ``seed``, then restore them.
+
+    Build a module inside it so that its initial weights depend only on ``seed``.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

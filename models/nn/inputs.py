@@ -1,0 +1,261 @@
+"""What a neural forecaster's network reads: scaled readings, calendar features, a mask.
+
+A network takes ``x`` float32 ``[batch, window, node, feature]``; the features are, in this
+order (see :attr:`InputSpec.names`):
+
+``value``
+    the reading scaled per sensor (:class:`Scaler`). A missing reading is filled with the
+    last observed value of the same sensor *inside the window*; when the window holds no
+    observation of that sensor it is 0, the sensor's training mean. Filling is
+    window-local so that a forecast depends only on its ``window`` input steps (the same
+    numbers in a backtest over a long panel and in the streaming service).
+``tod_sin``, ``tod_cos`` (``time_of_day``)
+    the time of day of the step (UTC clock of the panel) on the unit circle, so that
+    23:55 and 00:00 are neighbours.
+``weekend`` (``day_of_week``)
+    1.0 on Saturday and Sunday. Traffic differs mainly between working days and
+    weekends; a cyclic weekday code would ask a week-long data set (los-loop) to
+    extrapolate to weekdays it never saw in training.
+``mask`` (``mask``)
+    1.0 where the reading was observed, 0.0 where it was filled.
+
+Time features are the same for every node (they are broadcast over the node axis);
+a network-wide model may read them from node 0. Batches are gathered from
+:class:`PanelTensors`, the panel held as ``[time, node]`` tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from models.panel import SensorPanel
+
+
+@dataclass(frozen=True, eq=False)
+class Scaler:
+    """Per-sensor standardisation fitted on observed training values only.
+
+    ``mean`` and ``std`` are float32 ``[node]``. A sensor with no observation gets mean 0
+    and std 1; a constant sensor gets std 1 (so its scaled value is 0, not a division
+    by zero).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, panel: SensorPanel) -> Scaler:
+        """Masked per-sensor mean and standard deviation of ``panel`` (the training part)."""
+        if panel.values.ndim != 2:
+            raise ValueError(
+                f"the neural models take [time, node] panels, got {panel.values.shape}; "
+                "select one feature first"
+            )
+        values = np.where(panel.mask, panel.values, 0.0).astype(np.float64)
+        count = panel.mask.sum(axis=0)  # [node]
+        mean = values.sum(axis=0) / np.maximum(count, 1)
+        var = (np.where(panel.mask, panel.values - mean, 0.0) ** 2).sum(axis=0) / np.maximum(
+            count, 1
+        )
+        std = np.sqrt(var)
+        std = np.where((count > 1) & (std > 1e-6), std, 1.0)
+        mean = np.where(count > 0, mean, 0.0)
+        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Scale ``values`` ``[..., node]`` (NaN stays NaN)."""
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, scaled: np.ndarray) -> np.ndarray:
+        """Back to the original scale: ``scaled * std + mean`` for ``[..., node]``."""
+        return (scaled * self.std + self.mean).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready form for ``config.json`` (float32 values round-trip exactly)."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scaler:
+        """Inverse of :meth:`to_dict`."""
+        mean = np.asarray(data["mean"], dtype=np.float32)
+        std = np.asarray(data["std"], dtype=np.float32)
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise ValueError(f"scaler mean {mean.shape} and std {std.shape} must be [node]")
+        return cls(mean=mean, std=std)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Which input features the module sees (feature 0 is always the scaled value)."""
+
+    time_of_day: bool = True
+    day_of_week: bool = True
+    mask: bool = True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature names in order along the last axis of the input."""
+        names = ["value"]
+        if self.time_of_day:
+            names += ["tod_sin", "tod_cos"]
+        if self.day_of_week:
+            names.append("weekend")
+        if self.mask:
+            names.append("mask")
+        return tuple(names)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    @property
+    def time_names(self) -> tuple[str, ...]:
+        """The features that are the same for every node (the calendar ones)."""
+        return tuple(n for n in self.names if n in ("tod_sin", "tod_cos", "weekend"))
+
+    def to_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        return cls(**{k: bool(v) for k, v in data.items()})
+
+
+def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
+    """Calendar features of each step: float32 ``[time, len(spec.time_names)]``."""
+    cols: list[np.ndarray] = []
+    if spec.time_of_day:
+        seconds = (
+            timestamps.hour.to_numpy() * 3600
+            + timestamps.minute.to_numpy() * 60
+            + timestamps.second.to_numpy()
+        )
+        phase = 2.0 * np.pi * seconds / 86400.0
+        cols += [np.sin(phase), np.cos(phase)]
+    if spec.day_of_week:
+        cols.append((timestamps.day_of_week.to_numpy() >= 5).astype(np.float64))
+    if not cols:
+        return np.zeros((len(timestamps), 0), dtype=np.float32)  # [time, 0]
+    return np.stack(cols, axis=1).astype(np.float32)  # [time, time_feature]
+
+
+@dataclass(frozen=True, eq=False)
+class PanelTensors:
+    """A panel as the tensors batches are gathered from.
+
+    ``values`` float32 ``[time, node]`` scaled, 0 where missing; ``mask`` bool
+    ``[time, node]``; ``calendar`` float32 ``[time, time_feature]``.
+    """
+
+    values: Tensor
+    mask: Tensor
+    calendar: Tensor
+    complete: bool = False  # no missing reading at all: the fill can be skipped
+
+    @classmethod
+    def build(cls, panel: SensorPanel, scaler: Scaler, spec: InputSpec) -> PanelTensors:
+        """``panel`` scaled by ``scaler``, with the calendar features ``spec`` asks for."""
+        if panel.values.ndim != 2:
+            raise ValueError(
+                f"the neural models take [time, node] panels, got {panel.values.shape}; "
+                "select one feature first"
+            )
+        if scaler.mean.shape[0] != panel.n_nodes:
+            raise ValueError(
+                f"scaler has {scaler.mean.shape[0]} sensors, panel has {panel.n_nodes}; "
+                "use the panel the model was trained on (panel.select(model.sensor_ids))"
+            )
+        scaled = np.where(panel.mask, scaler.transform(panel.values), 0.0)  # [time, node]
+        return cls(
+            values=torch.from_numpy(np.ascontiguousarray(scaled, dtype=np.float32)),
+            mask=torch.from_numpy(np.array(panel.mask, dtype=bool)),  # writable copy
+            calendar=torch.from_numpy(time_features(panel.timestamps, spec)),
+            complete=bool(panel.mask.all()),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Memory taken by the tensors."""
+        return sum(t.element_size() * t.numel() for t in (self.values, self.mask, self.calendar))
+
+    def to(self, device: torch.device) -> PanelTensors:
+        """The same tensors on ``device``."""
+        return PanelTensors(
+            self.values.to(device), self.mask.to(device), self.calendar.to(device), self.complete
+        )
+
+    def pin(self) -> PanelTensors:
+        """The same tensors in pinned host memory (asynchronous copies to a GPU)."""
+        return PanelTensors(
+            self.values.pin_memory(),
+            self.mask.pin_memory(),
+            self.calendar.pin_memory(),
+            self.complete,
+        )
+
+    def _rows(self, table: Tensor, steps: Tensor) -> Tensor:
+        """``table[steps]`` for int64 ``steps`` ``[batch, k]``: ``[batch, k, ...]``
+        (``index_select`` on the flat index is several times faster than fancy indexing)."""
+        return table.index_select(0, steps.reshape(-1)).view(*steps.shape, *table.shape[1:])
+
+    def inputs(self, origins: Tensor, window: int, spec: InputSpec) -> Tensor:
+        """Input windows ending at ``origins`` (int64 ``[batch]``).
+
+        Returns float32 ``[batch, window, node, feature]``.
+        """
+        offsets = torch.arange(-window + 1, 1, device=origins.device)
+        steps = origins[:, None] + offsets  # [batch, window]
+        vals = self._rows(self.values, steps)  # [batch, window, node]
+        seen = self._rows(self.mask, steps)  # [batch, window, node]
+        if self.complete:
+            filled = vals
+        else:
+            # Window-local forward fill: index of the last observed step so far, -1 if none.
+            pos = torch.arange(window, device=origins.device).view(1, window, 1)
+            last = torch.where(seen, pos, torch.full_like(pos, -1)).cummax(dim=1).values
+            filled = torch.gather(vals, 1, last.clamp(min=0))  # [batch, window, node]
+            filled = torch.where(last >= 0, filled, torch.zeros_like(filled))
+        parts = [filled.unsqueeze(-1)]
+        if self.calendar.shape[1]:
+            cal = self._rows(self.calendar, steps)  # [batch, window, time_feature]
+            parts.append(cal.unsqueeze(2).expand(-1, -1, vals.shape[2], -1))
+        if spec.mask:
+            parts.append(seen.unsqueeze(-1).to(filled.dtype))
+        return torch.cat(parts, dim=-1)  # [batch, window, node, feature]
+
+    def targets(self, origins: Tensor, horizon: int) -> tuple[Tensor, Tensor]:
+        """Scaled targets after ``origins`` and their mask, both ``[batch, horizon, node]``."""
+        steps = origins[:, None] + torch.arange(1, horizon + 1, device=origins.device)
+        return self._rows(self.values, steps), self._rows(self.mask, steps)  # [b, h, node] x2
+
+
+def checked_origins(origins: np.ndarray, window: int, n_time: int) -> np.ndarray:
+    """``origins`` as int64 ``[n]``, or a ValueError when a window would leave ``n_time``."""
+    origins = np.asarray(origins, dtype=np.int64)
+    if origins.ndim != 1:
+        raise ValueError(f"origins must be a 1-D array of step indices, got {origins.shape}")
+    if len(origins) and (origins.min() < window - 1 or origins.max() >= n_time):
+        raise ValueError(
+            f"origins must lie in [{window - 1}, {n_time - 1}] so that a {window}-step input "
+            f"window fits the panel; got [{origins.min()}, {origins.max()}]"
+        )
+    return origins
+
+
+def make_inputs(
+    panel: SensorPanel, origins: np.ndarray, window: int, scaler: Scaler, spec: InputSpec
+) -> np.ndarray:
+    """The network's input for each origin: float32 ``[n, window, node, feature]``.
+
+    ``origins`` are indices of the last input step of each window in ``panel``.
+    Missing readings are filled as the module docstring says and flagged by ``mask``.
+    """
+    origins = checked_origins(origins, window, panel.n_time)
+    tensors = PanelTensors.build(panel, scaler, spec)
+    return tensors.inputs(torch.from_numpy(origins), window, spec).numpy()

@@ -1,0 +1,72 @@
+"""How the forecasting service runs: :class:`ServiceConfig` (``roadcast serve``'s options).
+
+Connection, topics and the store path come from :class:`pipeline.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+_FIVE_MIN = pd.Timedelta("5min")
+_TWO_MIN = pd.Timedelta("2min")
+_ONE_HOUR = pd.Timedelta("1h")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the service runs (connection, topics and store path come from ``Settings``).
+
+    Attributes
+    ----------
+    tick : the grid step of the data (the models' time step).
+    allowed_lateness : how long after the newest event time a reading may arrive
+        and still join its tick (see :mod:`pipeline.service.assembler`).
+    max_clock_skew : readings stamped further than this after the wall clock are
+        dead-lettered (``future_timestamp``); None disables the check.
+    only : load only these model names from the model directory (all when empty).
+    poll_records : at most this many records per poll batch.
+    poll_timeout_ms : how long one poll waits for records.
+    flush_timeout_s : how long the broker may take to acknowledge a batch's output.
+    durable : the store's ``synchronous=FULL`` (see :class:`pipeline.service.store.Store`).
+    stats_every_s : how often a ``stats`` log line is written.
+    topic_check_every_s : while idle, how often missing topics are re-created.
+    partition_idle_s : a partition that delivered nothing for this long no longer holds
+        the watermark back (see :mod:`pipeline.service.partitions`).
+    torch_threads : intra-op threads of the neural models' forecasts (None: leave
+        torch's setting). One is enough for one tick's batch; more make every operation
+        wait for the slowest thread, which on a busy machine is a descheduled one.
+    bulk_publish : queue a tick's forecasts through :mod:`pipeline.kafka.record_batches`
+        (where kafka-python supports it) rather than one ``send()`` per record.
+    tune_gc : after warm-up, freeze the objects that live for the whole run (models,
+        modules) out of the garbage collector and collect the young generation less
+        often (see :mod:`pipeline.service.runtime`): a tick allocates thousands of
+        short-lived, acyclic objects, and full collections over the long-lived heap
+        are latency spikes.
+    """
+
+    tick: pd.Timedelta = _FIVE_MIN
+    allowed_lateness: pd.Timedelta = _TWO_MIN
+    max_clock_skew: pd.Timedelta | None = _ONE_HOUR
+    only: tuple[str, ...] = ()
+    poll_records: int = 1000
+    poll_timeout_ms: int = 100
+    flush_timeout_s: float = 30.0
+    durable: bool = True
+    stats_every_s: float = 10.0
+    topic_check_every_s: float = 5.0
+    partition_idle_s: float = 5.0
+    torch_threads: int | None = 1
+    bulk_publish: bool = True
+    tune_gc: bool = True
+
+    def __post_init__(self) -> None:
+        if self.poll_records < 1:
+            raise ValueError(f"poll_records must be >= 1, got {self.poll_records}")
+        if self.flush_timeout_s <= 0:
+            raise ValueError(f"flush_timeout_s must be > 0, got {self.flush_timeout_s}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
+        object.__setattr__(self, "tick", pd.Timedelta(self.tick))
+        object.__setattr__(self, "allowed_lateness", pd.Timedelta(self.allowed_lateness))

@@ -1,0 +1,127 @@
+"""The rows the service writes to its store, and :class:`Batch`, one poll batch's worth.
+
+Plain data: :class:`pipeline.service.processor.PollProcessor` fills a :class:`Batch` and
+:meth:`pipeline.service.store.Store.write` stores it in one transaction; the store's reads
+return the same row types. Times are integer milliseconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ForecastRows:
+    """One model's published forecasts at one tick.
+
+    ``sensors`` int64 ``[m]`` store ids; ``yhat``/``lo``/``hi`` one JSON array text per
+    sensor, step 1 first (``lo``/``hi`` None without intervals).
+    """
+
+    model: str
+    issued_ms: int
+    sensors: np.ndarray
+    yhat: Sequence[str]
+    lo: Sequence[str] | None = None
+    hi: Sequence[str] | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        model: str,
+        issued_ms: int,
+        sensors: np.ndarray,
+        mean: np.ndarray,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
+    ) -> ForecastRows:
+        """Rows from ``[horizon, node]`` arrays; sensors with a non-finite value are left
+        out (as the service leaves them out of what it publishes)."""
+        from pipeline.kafka.forecast_wire import json_arrays
+
+        keep = np.isfinite(mean).all(axis=0)  # [node]
+        bounds = [b for b in (lower, upper) if b is not None]
+        for bound in bounds:
+            keep &= np.isfinite(bound).all(axis=0)
+        cols = np.flatnonzero(keep)
+        lo = None if lower is None or upper is None else json_arrays(lower[:, cols])
+        hi = None if lower is None or upper is None else json_arrays(upper[:, cols])
+        sensors = np.asarray(sensors, dtype=np.int64)[cols]
+        return cls(model, int(issued_ms), sensors, json_arrays(mean[:, cols]), lo, hi)
+
+
+@dataclass(frozen=True)
+class AccuracyRows:
+    """Error sums per model, step and target tick (arrays of equal length)."""
+
+    model: str
+    steps: np.ndarray  # int64 [m], 1-based
+    targets_ms: np.ndarray  # int64 [m]
+    n: np.ndarray  # int64 [m]
+    sum_abs: np.ndarray  # float64 [m]
+    sum_sq: np.ndarray  # float64 [m]
+
+
+@dataclass(frozen=True)
+class ReadingRows:
+    """Readings (or corrections) as arrays: store sensor ids, tick ms, values, arrival ms."""
+
+    sensors: np.ndarray
+    ts_ms: np.ndarray
+    values: np.ndarray
+    arrived_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sensors)
+
+
+@dataclass(frozen=True)
+class TickRow:
+    """One closed tick: its time, how many sensors reported, why it closed, when it was
+    stored and its latency (all times ms since the epoch; latency None when unknown)."""
+
+    ts_ms: int
+    observed: int
+    reason: str
+    closed_ms: int
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One alert state change; ``payload`` is the encoded wire message (JSON text),
+    ``group_key`` its incident (None when the detector pipeline groups nothing)."""
+
+    alert_id: str
+    status: str
+    dedup_key: str
+    severity: str
+    sensor: str
+    ts_ms: int
+    detector: str
+    score: float
+    payload: str
+    group_key: str | None = None
+
+
+@dataclass
+class Batch:
+    """Everything one poll batch writes; :meth:`Store.write` stores it atomically."""
+
+    readings: list[ReadingRows] = field(default_factory=list)
+    corrections: list[ReadingRows] = field(default_factory=list)
+    ticks: list[TickRow] = field(default_factory=list)
+    forecasts: list[ForecastRows] = field(default_factory=list)
+    accuracy: list[AccuracyRows] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        if amount:
+            self.counters[name] = self.counters.get(name, 0) + int(amount)

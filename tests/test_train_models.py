@@ -1,0 +1,189 @@
+"""``train_models`` (the comparison protocol without Prefect) and ``roadcast train`` /
+``evaluate``: metrics.json shape, bundles, champion, report, CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.train_models import train_models
+from models.forecasters.comparison import TrainPlan, evaluate_bundle, parse_models
+from models.forecasters.registry import load_model
+from models.panel import SensorPanel
+
+
+def toy_panel(n: int = 400, nodes: int = 4) -> SensorPanel:
+    rng = np.random.default_rng(0)
+    t = np.arange(n)
+    values = 50 + 8 * np.sin(2 * np.pi * t / 24)[:, None] + rng.normal(0, 1, (n, nodes))
+    values[rng.random(values.shape) < 0.05] = np.nan
+    stamps = pd.date_range("2024-03-01", periods=n, freq="1h", tz="UTC")
+    return SensorPanel.from_values(
+        values.astype(np.float32), stamps, [f"s{i}" for i in range(nodes)], name="toy"
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, SensorPanel]:
+    out = tmp_path_factory.mktemp("train")
+    panel = toy_panel()
+    plan = TrainPlan(
+        models=("persistence", "seasonal", "ar", "gru"),
+        window=6,
+        horizon=6,
+        seeds=2,
+        epochs=2,
+        device="cpu",
+        progress=False,
+        horizons=(3, 6),
+    )
+    document = train_models(panel, plan, out, log=lambda _: None)
+    return out, document, panel
+
+
+def test_metrics_json_has_the_shape_of_the_issue(run):
+    out, document, _ = run
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == document
+    assert on_disk["dataset"] == "toy" and on_disk["window"] == 6 and on_disk["horizon"] == 6
+    assert set(on_disk["split"]) == {"train", "valid", "test"}
+    assert set(on_disk["models"]) == {"persistence", "seasonal", "ar", "gru"}
+    for name, entry in on_disk["models"].items():
+        for kind in ("pooled", "step"):
+            assert set(entry[kind]) == {"3", "6"}
+            assert {"mae", "rmse", "mape"} <= set(entry[kind]["3"])
+        assert {"mae", "rmse"} <= set(entry["std"]["pooled"]["3"])
+        assert entry["seeds"] == (2 if name == "gru" else 1)
+        assert entry["fit_seconds"] >= 0 and entry["predict_ms_per_window"] > 0
+        assert entry["device"] == "cpu"
+        assert len(entry["curve"]["rmse"]) == 6
+    assert on_disk["models"]["persistence"]["std"]["pooled"]["3"]["rmse"] == 0.0
+    # every model is scored on the same windows
+    assert len({e["pooled"]["6"]["count"] for e in on_disk["models"].values()}) == 1
+
+
+def test_bundles_keep_the_best_validation_seed(run):
+    out, document, _ = run
+    for name in document["models"]:
+        assert load_model(out / "bundles" / name).name == name
+    gru = document["models"]["gru"]
+    assert gru["best_seed"] == int(np.argmin(gru["valid_rmse"]))
+    assert (
+        json.loads((out / "bundles" / "gru" / "config.json").read_text())["train"]["seed"]
+        == (gru["best_seed"])
+    )
+
+
+def test_report_has_table_and_embedded_plots(run):
+    out, _, _ = run
+    md = (out / "report.md").read_text()
+    assert "| model | 3 h MAE | 3 h RMSE | 3 h MAPE % | 6 h MAE" in md  # 3 steps of 1 h
+    assert "gru" in md and "figures/error_by_horizon.png" in md
+    for name in ("error_by_horizon", "forecasts"):
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    encoded = page.split("data:image/png;base64,")[1].split("'")[0]
+    assert base64.b64decode(encoded).startswith(b"\x89PNG")
+    assert "Published reference" not in page  # only for los-loop
+
+
+def test_evaluate_scores_a_bundle_like_train(run):
+    out, document, panel = run
+    result = evaluate_bundle(out / "bundles" / "ar", panel, window=6, horizons=(3, 6))
+    assert result["pooled"]["6"]["rmse"] == pytest.approx(
+        document["models"]["ar"]["pooled"]["6"]["rmse"]
+    )
+    reordered = panel.select(list(reversed(panel.sensor_ids)))
+    again = evaluate_bundle(out / "bundles" / "ar", reordered, window=6, horizons=(3, 6))
+    assert again["pooled"]["6"]["rmse"] == pytest.approx(result["pooled"]["6"]["rmse"])
+    with pytest.raises(ValueError, match="lack 1 sensors"):
+        evaluate_bundle(out / "bundles" / "ar", panel.select(["s0", "s1", "s2"]))
+
+
+def test_plan_validation():
+    assert parse_models(" ar, lstm,ar ,") == ("ar", "lstm")
+    with pytest.raises(ValueError, match="unknown model"):
+        TrainPlan(models=("arima",))
+    with pytest.raises(ValueError, match="seeds"):
+        TrainPlan(seeds=0)
+
+
+def _write_csv(path: Path, panel: SensorPanel) -> None:
+    frame = pd.DataFrame(panel.values, columns=list(panel.sensor_ids))
+    frame.insert(0, "timestamp", panel.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(path, index=False)
+
+
+def test_bundles_dir_holds_the_champion_by_validation(run):
+    from pipeline.model_dir import read_champion, read_network, validation_score
+
+    out, document, panel = run
+    champion = read_champion(out)
+    scores = {n: validation_score(e) for n, e in document["models"].items()}
+    assert champion.champion == min((s, n) for n, s in scores.items() if s is not None)[1]
+    assert read_network(out).sensor_ids == panel.sensor_ids
+
+
+@pytest.mark.integration
+def test_cli_train_and_evaluate(tmp_path: Path, prefect_harness):
+    """``roadcast train`` runs the Prefect train flow (here against the test server)."""
+    csv = tmp_path / "speeds.csv"
+    _write_csv(csv, toy_panel(300, 3))
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            f"csv:{csv}",
+            "--models",
+            "persistence,ar",
+            "--window",
+            "6",
+            "--horizon",
+            "3",
+            "--seeds",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "metrics.json").is_file() and (out / "bundles" / "ar" / "config.json").is_file()
+    assert (out / "bundles" / "champion.json").is_file() and "champion" in result.output
+    scored = tmp_path / "eval.json"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(out / "bundles" / "ar"),
+            f"csv:{csv}",
+            "--window",
+            "6",
+            "--out",
+            str(scored),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(scored.read_text())["model"] == "ar"
+
+
+def test_cli_errors_are_clear(tmp_path: Path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "simulated", "--models", "arima", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown model" in result.output
+    result = runner.invoke(app, ["train", "nosuchdata", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown data set" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), "simulated"])
+    assert result.exit_code == 1 and "no model bundle" in result.output
