@@ -10,7 +10,24 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ("data_scale", "kafka_io", "forecast_accuracy", "tgclstm_speed", "stream", "anomaly")
+BENCHMARKS = (
+    "data_scale",
+    "kafka_io",
+    "forecast_accuracy",
+    "generalization",
+    "tgclstm_speed",
+    "graph_training",
+    "stream",
+    "startup",
+    "metrics_cost",
+    "wire",
+    "scale",
+    "anomaly",
+    "alert_delivery",
+    "fuzz",
+    "hot_reload",
+    "drift",
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,9 +8,10 @@ What is measured (one run, this machine, CPU unless a GPU is present)
    gathered as the training engine gathers them) and milliseconds per inference window
    (one window alone, and amortised over a batch of 64) for
 
-   * ``tgclstm``: this project's TGC-LSTM (``models.forecasters.tgclstm.TGCLSTMNet``) in its default
-     configuration: ``gates="auto"``, which on 207 sensors is the paper's form (sparse
-     graph convolution, one fused dense gate matrix, hidden size N = one unit per sensor),
+   * ``tgclstm``: this project's TGC-LSTM (``models.nn.tgclstm_net.TGCLSTMNet``) in its
+     default configuration: ``form="hybrid"``, the network-wide LSTM plus the graph path
+     (sparse graph convolution and neighbour term, a state per sensor, gates shared by
+     all sensors) entering through a zero-initialised head,
    * ``tgclstm-layer``: the same network on the naive layer's inputs (speeds only, no
      calendar or mask features, last-value skip, no dropout): the like-for-like timing
      of the layer against ``naive-dense``,
@@ -153,9 +154,9 @@ def hop_lists(panel: SensorPanel, config: TGCLSTMConfig) -> list[np.ndarray]:
 def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec) -> nn.Module:
     """One of the compared modules for ``panel`` (seeded, CPU).
 
-    ``tgclstm`` is the default configuration (``gates="auto"``: dense gates up to
-    ``dense_max_nodes`` sensors, shared above); ``tgclstm-shared`` and ``tgclstm-dense``
-    force one form.
+    ``tgclstm`` is the default configuration (``form="hybrid"`` with the shared graph
+    cell); ``tgclstm-shared`` and ``tgclstm-dense`` are the graph path alone (shared) and
+    the paper's form.
     """
     torch.manual_seed(0)
     n = panel.n_nodes
@@ -177,29 +178,31 @@ def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec)
         layer = TGCLSTMNet(
             hops,
             n,
-            n_features=1,
+            spec=InputSpec(time_of_day=False, day_of_week=False, mask=False),
             horizon=HORIZON,
-            gates=config.gates_for(n),
+            form="paper",
             skip="last",
-            dropout=0.0,
-            hidden=config.hidden,
-            embed=config.embed,
+            window=WINDOW,
+            dense_max_nodes=max(n, config.dense_max_nodes),
         )
         return SpeedsOnly(layer)
-    forced = {"tgclstm-dense": "dense", "tgclstm-shared": "shared"}
-    gates = forced.get(kind, config.gates_for(n))
+    form = {"tgclstm-dense": "paper", "tgclstm-shared": "shared"}.get(kind, config.form)
+    n_dense = config.dense_max_nodes
     return TGCLSTMNet(
         hops,
         n,
-        n_features=spec.n_features,
-        time_features=[spec.names.index(name) for name in spec.time_names],
+        spec=spec,
         horizon=HORIZON,
-        hidden=config.hidden,
-        embed=config.embed,
-        gates=gates,
-        skip=config.skip,
         window=WINDOW,
+        form=form,  # type: ignore[arg-type]
+        hidden=config.hidden,
+        graph_hidden=config.graph_hidden,
+        embed=config.embed,
+        skip=config.skip,
         dropout=config.dropout,
+        graph_dropout=config.graph_dropout,
+        graph_cell=config.graph_cell,
+        dense_max_nodes=max(n, n_dense) if form == "paper" else n_dense,
     )
 
 

@@ -22,6 +22,7 @@ KEYS: dict[str, str] = {
     "live_report": "roadcast-live-report",
     "alerts": "roadcast-alerts",
     "replay": "roadcast-replay",
+    "drift": "roadcast-drift",
 }
 
 _KEY = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

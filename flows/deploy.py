@@ -10,12 +10,21 @@ the same deployments with ``Flow.to_deployment`` and serves them from one proces
 ``PREFECT_API_URL``.
 
 Schedules are cron strings in UTC: train weekly (Monday 03:00), forecast every five
-minutes, report daily (00:15, over the last 24 hours); replay has no schedule (a backfill
-is started by hand). Entry points are module paths (``flows.train_flow.train_flow``), so
-a worker or a served process finds the flows wherever roadcast is installed, whatever
-its working directory. Parameters left out take the flows' defaults, which read the
-``ROADCAST_*`` settings (model directory, store, bootstrap servers) on the machine that
-runs the flow: one deployment serves every environment.
+minutes, report daily (00:15, over the last 24 hours), watch for drift every fifteen
+minutes; replay has no schedule (a backfill is started by hand).
+
+Automations: the train deployment carries an event trigger (:class:`EventTriggerSpec`)
+on the drift watcher's event (``roadcast.model.drift``, :mod:`flows.drift_flow`), so a
+model whose live accuracy degraded is retrained without waiting for Monday. It is a
+Prefect deployment trigger: ``prefect deploy`` (from ``prefect.yaml``) and ``roadcast
+deploy --serve`` create it as an automation (an ``EventTrigger`` with a
+``RunDeployment`` action for the train deployment).
+
+Entry points are module paths (``flows.train_flow.train_flow``), so a worker or a served
+process finds the flows wherever roadcast is installed, whatever its working directory.
+Parameters left out take the flows' defaults, which read the ``ROADCAST_*`` settings
+(model directory, store, bootstrap servers) on the machine that runs the flow: one
+deployment serves every environment.
 
 Prefect's embedded temporary server runs no schedules, so serving needs a real one
 (``prefect server start``); :func:`serve_deployments` refuses to start without
@@ -63,6 +72,44 @@ class Concurrency:
 
 
 @dataclass(frozen=True)
+class EventTriggerSpec:
+    """An automation that runs its deployment when an event arrives (Prefect's
+    deployment event trigger, reactive, one event is enough).
+
+    Attributes
+    ----------
+    name : the automation's name.
+    description : one line for the UI.
+    expect : event names that fire it.
+    match : labels the event's resource must have (``*`` wildcards allowed).
+    parameters : flow parameters of the run it starts (Jinja over ``event`` allowed),
+        on top of the deployment's.
+    """
+
+    name: str
+    description: str
+    expect: tuple[str, ...]
+    match: Mapping[str, str]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_yaml(self) -> dict[str, Any]:
+        """The trigger as a ``prefect.yaml`` entry."""
+        return {
+            "type": "event",
+            "name": self.name,
+            "description": self.description,
+            "enabled": True,
+            "match": dict(self.match),
+            "expect": list(self.expect),
+            "for_each": ["prefect.resource.id"],
+            "posture": "Reactive",
+            "threshold": 1,
+            "within": 0,
+            "parameters": dict(self.parameters),
+        }
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     """One deployment of one flow.
 
@@ -75,6 +122,7 @@ class DeploymentSpec:
     parameters : flow parameters that differ from the flow's defaults.
     concurrency : at most this many runs at once, or None for no limit.
     tags : Prefect tags.
+    triggers : automations that run this deployment on an event.
     """
 
     entrypoint: str
@@ -84,6 +132,7 @@ class DeploymentSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     concurrency: Concurrency | None = None
     tags: tuple[str, ...] = ("roadcast",)
+    triggers: tuple[EventTriggerSpec, ...] = ()
 
     @property
     def flow_function(self) -> str:
@@ -107,6 +156,15 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         },
         concurrency=Concurrency(1, "ENQUEUE"),
         tags=("roadcast", "train", "gpu"),
+        triggers=(
+            EventTriggerSpec(
+                name="roadcast-retrain-on-drift",
+                description="Retrain when the drift watcher says a served model degraded.",
+                expect=("roadcast.model.drift",),
+                match={"prefect.resource.id": "roadcast.model.*"},
+                parameters={"label": "retrained on drift of {{ event.payload.model }}"},
+            ),
+        ),
     ),
     DeploymentSpec(
         entrypoint="flows.forecast_flow.forecast_flow",
@@ -124,6 +182,14 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         parameters={"since": "24h"},
         concurrency=Concurrency(1, "CANCEL_NEW"),
         tags=("roadcast", "report"),
+    ),
+    DeploymentSpec(
+        entrypoint="flows.drift_flow.drift_flow",
+        name="every-15-minutes",
+        description="Live accuracy against validation and baseline; a drift event retrains.",
+        cron="*/15 * * * *",
+        concurrency=Concurrency(1, "CANCEL_NEW"),
+        tags=("roadcast", "drift"),
     ),
     DeploymentSpec(
         entrypoint="flows.replay_flow.replay_flow",
@@ -168,6 +234,8 @@ def prefect_yaml(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> dict[str, Any
                 "limit": spec.concurrency.limit,
                 "collision_strategy": spec.concurrency.collision_strategy,
             }
+        if spec.triggers:
+            entry["triggers"] = [t.as_yaml() for t in spec.triggers]
         deployments.append(entry)
     return {
         "name": "roadcast",
@@ -218,9 +286,19 @@ def runner_deployments(
                 concurrency_limit=limit,
                 tags=list(spec.tags),
                 entrypoint_type=EntrypointType.MODULE_PATH,
+                triggers=[_deployment_trigger(t) for t in spec.triggers],
             )
         )
     return out
+
+
+def _deployment_trigger(spec: EventTriggerSpec) -> Any:
+    """``spec`` as the Prefect deployment trigger a runner deployment applies."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger.model_validate(
+        {k: v for k, v in spec.as_yaml().items() if k != "type"}
+    )
 
 
 def api_url() -> str | None:
@@ -266,7 +344,8 @@ def describe(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> list[dict[str, st
         rows.append(
             {
                 "deployment": f"{flow_name}/{spec.name}",
-                "schedule (UTC)": spec.cron or "by hand",
+                "schedule (UTC)": (spec.cron or "by hand")
+                + "".join(f"; on {', '.join(t.expect)}" for t in spec.triggers),
                 "parameters": ", ".join(
                     f"{k}={','.join(v) if isinstance(v, list | tuple) else v}"
                     for k, v in spec.parameters.items()

@@ -1,94 +1,68 @@
-"""Run anomaly detectors over NAB data files, in streaming order, and write NAB result files.
+"""Run anomaly detectors over NAB data files in streaming order and write NAB result files.
 
-``roadcast detect --nab-dir DIR --out OUT [--detector NAME]`` reads every ``*.csv`` under
-``DIR`` (a NAB ``data`` directory: ``<category>/<file>.csv`` with ``timestamp,value``)
-and writes ``OUT/<category>/<detector>_<file>.csv`` with ``timestamp,value,anomaly_score``,
-one row per original row, timestamps as in the input: the files NAB's own scorer reads.
+``roadcast detect --nab-dir DIR --out OUT [--detector NAME] [--nab-range] [--score]``
+reads every ``<category>/<file>.csv`` (``timestamp,value``) under ``DIR`` and writes
+``OUT/<detector>/<category>/<detector>_<file>.csv`` with ``timestamp,value,anomaly_score``,
+one row per original row: NAB's results layout, which NAB's own scorer reads. Detector
+names have no underscore (NAB splits result file names on them). ``--score`` prints
+NAB's table for the categories found (:mod:`flows.nab_table`).
 
 NAB's protocol, followed here
 -----------------------------
 * Rows are scored one by one, each from the rows up to it (the detectors' streaming
-  ``update``); the detector sees the rows as consecutive steps (NAB scores rows, and its
-  timestamps are irregular).
-* The first 15 % of a file (NAB's probationary period, at most 750 rows) is the only
-  data a detector may *fit* on: forecasters and autoencoders are trained there. All
-  detectors also keep calibrating online on every row they have scored, as NAB's
-  detectors do.
-* One setting for every file: the presets in :data:`NAB_DETECTORS` are fixed in code;
-  nothing is chosen per file, and a file's labels are never read while it is scored.
+  ``update``); consecutive rows are consecutive steps (NAB scores rows; its timestamps
+  are irregular and may repeat).
+* The probationary rows, ``min(floor(0.15 n), 750)``, are the only rows a detector may
+  train on (the interval detector's forecaster, the GAN); every detector also keeps
+  calibrating online on the rows it has scored.
+* One setting for every file, fixed in code; a file's labels are never read here.
+* **NAB's min/max convention** (``nab_range=True``, ``--nab-range``): NAB's base detector
+  hands every detector the file's minimum and maximum before it starts (its published
+  scores use that). Here only the detectors that scale their input use it (``gan``);
+  the others are unit-free, so their scores do not change. Without it, scales come from
+  the probationary rows.
 
-How the presets were chosen
----------------------------
-*Which* preset to trust is decided on other data: :mod:`benchmarks.nab_validation`
-builds NAB-style files (windows by NAB's rule) from the road simulator's labelled
-incidents and faults, and ``benchmarks/anomaly.py`` scores every preset there as well
-as on ``realTraffic`` (``benchmarks/results/anomaly.json``; the choices and their
-scores: ``docs/decisions.md``, "NAB detector presets").
+Detectors
+---------
+``ensemble`` (the default) merges calibrated member scores with the alarm rule
+:data:`DEFAULT_RULE` (:mod:`models.anomaly.ensemble`: weighted Bonferroni, then a rest
+period of :data:`DEFAULT_REST_SHARE` of the probationary rows). Its members, their
+false-alarm shares and the rest period were chosen by ``benchmarks/nab_validation.py``
+on all six NAB categories of ``../shared/data/nab`` for data it has not seen; the
+leave-one-category-out scores of that selection are the honest estimate
+(``docs/decisions.md``, "NAB ensemble").
 
-* ``interval`` and ``interval_range``: the forecast-interval detector on persistence
-  forecasts, 3 horizons that must all agree (its design defaults). The normal-range
-  check of ``interval_range`` and the repeat suppression (window 6, factor 0.5) are
-  in-sample choices: they raise the realTraffic score.
-* ``interval_h6``: the best standard score on the simulated validation corpus among a
-  grid of 40 interval settings: 6 horizons, all agree, no range check, suppression
-  window 36 with factor 0. It is *worse* on realTraffic than the in-sample
-  ``interval_range``: the simulated incidents are not what NAB's labellers marked in
-  these files, so validation there does not transfer.
-* ``likelihood``: Numenta's NAB recipe with its published defaults, nothing tuned: the
-  interval score as raw score, HTM's anomaly likelihood (:mod:`models.anomaly.likelihood`,
-  learning period half the probation) and its new-extreme rule
-  (:mod:`models.anomaly.range`, 5 % tolerance) that scores 1.
-* ``windowed_gaussian``: NAB's own ``windowedGaussian`` baseline
-  (:mod:`models.anomaly.gaussian`), a reference: it reproduces NAB's published
-  realTraffic score (82.0) through this runner and our scorer.
-* ``autoencoder`` and ``combined``: the LSTM autoencoder trained on the probationary rows,
-  and its Bonferroni combination with ``interval_range``.
-
-Presets other than ``windowed_gaussian`` and ``likelihood`` end with
-:class:`models.anomaly.base.RepeatSuppressor`: after an episode's first anomalous row, rows
-that are no more anomalous than the last ``window`` rows report ``factor`` times their
-score, as an alert that already fired would stay quiet.
+Every member is also a preset of its own (its calibrated scores as they are): ``context``,
+``extreme``, ``changepoint``, ``spectral``, ``interval`` (persistence forecasts, 3 horizons),
+``gan``. References: ``gaussian`` (NAB's windowedGaussian, reimplemented), ``likelihood``
+(Numenta's recipe on the interval score: HTM's anomaly likelihood and its new-extreme
+rule, published defaults).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from models.anomaly.base import RepeatSuppressor, StreamingDetector, combine_scores
+from models.anomaly.base import DetectorError, StreamingDetector
+from models.anomaly.ensemble import AlarmRule, ensemble_series
 from models.panel import SensorPanel
 
 PROBATION_PERCENT = 0.15
 
-PostProcess = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``(values [row], scores [row]) -> scores [row]``, computed row by row (streaming)."""
+# Chosen by benchmarks/nab_validation.py on all six NAB categories (docs/decisions.md).
+DEFAULT_RULE = AlarmRule((("context", 0.1), ("extreme", 0.01)))
+DEFAULT_REST_SHARE = 0.2
+DEFAULT_DETECTOR = "ensemble"
 
 
 class DetectRunError(ValueError):
-    """A NAB directory or detector name that cannot be run; the message names the fix."""
-
-
-@dataclass(frozen=True)
-class NabDetector:
-    """A named detector preset for NAB files.
-
-    build : the streaming detectors of a file, given its probationary rows (their scores
-        are combined with the Bonferroni rule); None when ``direct`` scores the rows.
-    post : the post-processing of a file of ``n_rows`` rows.
-    direct : float64 scores ``[row]`` straight from the values, row by row (a detector
-        whose score must not be rounded to a :class:`Detection`'s float32).
-    """
-
-    name: str
-    description: str
-    build: Callable[[SensorPanel], list[StreamingDetector]] | None
-    post: Callable[[int], PostProcess]
-    direct: Callable[[np.ndarray], np.ndarray] | None = None
+    """A NAB directory, file or detector name that cannot be run; the message names the fix."""
 
 
 def probation_rows(n_rows: int) -> int:
@@ -96,10 +70,16 @@ def probation_rows(n_rows: int) -> int:
     return int(min(math.floor(PROBATION_PERCENT * n_rows), PROBATION_PERCENT * 5000))
 
 
+def rest_rows(n_rows: int, share: float = DEFAULT_REST_SHARE) -> int:
+    """The ensemble's rest period in a file of ``n_rows``: ``share`` of its probation."""
+    return round(share * probation_rows(n_rows))
+
+
 def rows_panel(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> SensorPanel:
     """NAB rows as a one-sensor panel on a regular grid of the file's median step.
 
     NAB scores rows, not time: a detector sees consecutive rows as consecutive steps.
+    NaN values are missing readings (masked).
     """
     stamps = pd.DatetimeIndex(timestamps)
     step = pd.Series(stamps).diff().median() if len(stamps) > 1 else pd.Timedelta(minutes=5)
@@ -112,170 +92,210 @@ def rows_panel(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> S
     )
 
 
-# --- detectors ---------------------------------------------------------------------------
+# --- members: one calibrated detector each ---------------------------------------------
 
 
-def _interval(
-    range_check: bool, horizon: int = 3
-) -> Callable[[SensorPanel], list[StreamingDetector]]:
-    def build(head: SensorPanel) -> list[StreamingDetector]:
-        from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
-        from models.forecasters.registry import model_class
+@dataclass(frozen=True)
+class FileInfo:
+    """What a member may know of a file before it runs: its probationary rows (``head``),
+    its length, and under NAB's convention its minimum and maximum."""
 
-        forecaster = model_class("persistence")(window=1, horizon=horizon)  # type: ignore[call-arg]
-        forecaster.fit(head)
-        detector = ForecastIntervalDetector(
-            forecaster,
-            IntervalConfig(horizon=horizon, agreement="all", range_check=range_check),
-        )
-        return [detector.start(head)]
-
-    return build
+    head: SensorPanel
+    n_rows: int
+    value_range: tuple[float, float] | None
 
 
-def _autoencoder(head: SensorPanel) -> list[StreamingDetector]:
+def _context(info: FileInfo) -> StreamingDetector:
+    from models.anomaly.context import ContextConfig, ContextDetector
+
+    # Block lengths of 1 row and of 1 % and 3.3 % of the probation (ARTime's time scale).
+    probation = info.head.n_time
+    scales = (1, max(1, probation // 100), max(1, probation // 30))
+    return ContextDetector(ContextConfig(window=8, scales=scales, memory=3000)).start(info.head)
+
+
+def _extreme(info: FileInfo) -> StreamingDetector:
+    from models.anomaly.extreme import ExtremeConfig, ExtremeDetector
+
+    # Every earlier reading of a NAB file defines its range, as HTM's rule has it.
+    return ExtremeDetector(ExtremeConfig(memory=20000)).start(info.head)
+
+
+def _changepoint(info: FileInfo) -> StreamingDetector:
+    from models.anomaly.changepoint import ChangepointConfig, ChangepointDetector
+
+    return ChangepointDetector(ChangepointConfig()).start(info.head)
+
+
+def _spectral(info: FileInfo) -> StreamingDetector:
+    from models.anomaly.spectral import SpectralConfig, SpectralDetector
+
+    return SpectralDetector(SpectralConfig()).start(info.head)
+
+
+def _interval(info: FileInfo) -> StreamingDetector:
+    from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
+    from models.forecasters.registry import model_class
+
+    forecaster = model_class("persistence")(window=1, horizon=3)  # type: ignore[call-arg]
+    forecaster.fit(info.head)
+    detector = ForecastIntervalDetector(forecaster, IntervalConfig(horizon=3, agreement="all"))
+    return detector.start(info.head)
+
+
+def _gan(info: FileInfo) -> StreamingDetector:
     import torch
 
-    from models.anomaly.autoencoder import AutoencoderConfig, AutoencoderDetector
+    from models.anomaly.gan import GanConfig, GanDetector
 
-    # Batches of a few hundred short windows: one thread beats two fighting for a shared CPU.
-    torch.set_num_threads(1)
-    return [AutoencoderDetector(AutoencoderConfig(window=12)).start(head)]
+    torch.set_num_threads(1)  # small batches: one thread beats two fighting for a shared CPU
+    window = int(np.clip(info.head.n_time // 8, 2, 32))
+    config = GanConfig(
+        window=window, epochs=100, patience=10, batch_size=32, value_range=info.value_range
+    )
+    return GanDetector(config).start(info.head)
 
 
-def _combined(head: SensorPanel) -> list[StreamingDetector]:
-    return _interval(range_check=True)(head) + _autoencoder(head)
+MEMBERS: dict[str, tuple[str, Callable[[FileInfo], StreamingDetector]]] = {
+    "context": ("context novelty, window 8 at three block lengths (kNN, conformal)", _context),
+    "extreme": ("two-sided conformal rank among the earlier readings", _extreme),
+    "changepoint": ("surprise under Bayesian online changepoint detection", _changepoint),
+    "spectral": ("spectral-residual saliency of the latest reading, window 64", _spectral),
+    "interval": ("persistence forecast residuals, 3 horizons that must all agree", _interval),
+    "gan": ("BeatGAN-style reconstruction and critic score, trained on the probation", _gan),
+}
 
 
-def _gaussian(values: np.ndarray) -> np.ndarray:
+# Members that scale their input and so use NAB's min/max convention when it is given.
+RANGE_MEMBERS = frozenset({"gan"})
+
+
+def file_info(
+    values: np.ndarray, timestamps: pd.DatetimeIndex, name: str, nab_range: bool
+) -> FileInfo:
+    """The :class:`FileInfo` of one file (``nab_range``: NAB's min/max convention)."""
+    panel = rows_panel(values, timestamps, name)
+    head = panel.slice(0, max(probation_rows(len(values)), min(2, len(values))))
+    finite = values[np.isfinite(values)]
+    value_range = (float(finite.min()), float(finite.max())) if nab_range and len(finite) else None
+    return FileInfo(head, len(values), value_range)
+
+
+def member_scores(
+    values: np.ndarray,
+    timestamps: pd.DatetimeIndex,
+    member: str,
+    name: str = "series",
+    *,
+    nab_range: bool = False,
+) -> np.ndarray:
+    """Calibrated scores ``[row]`` (float64, ``1 - p``) of one member on one series."""
+    if member not in MEMBERS:
+        raise DetectRunError(f"unknown member {member!r}; choose one of {', '.join(MEMBERS)}")
+    values = _checked(values, timestamps, name)
+    info = file_info(values, timestamps, name, nab_range)
+    try:
+        detector = MEMBERS[member][1](info)
+    except DetectorError:
+        # Too few probationary rows to train on: this member has nothing to say.
+        return np.zeros(len(values))
+    panel = rows_panel(values, timestamps, name)
+    fast = getattr(detector, "score_batch", None)  # a neural detector's batched scoring
+    batch = fast(panel) if callable(fast) else detector.score_panel(panel)
+    return np.clip(batch.score[:, 0].astype(np.float64), 0.0, 1.0)
+
+
+# --- presets: what `roadcast detect --detector NAME` writes ------------------------------
+
+
+def ensemble_scores(
+    member_values: dict[str, np.ndarray], n_rows: int, rule: AlarmRule, rest_share: float
+) -> np.ndarray:
+    """The ensemble's reported scores ``[row]`` from its members' scores ``[row]``."""
+    pvalues = {m: 1.0 - member_values[m] for m in rule.members}
+    return ensemble_series(rule, pvalues, rest_rows(n_rows, rest_share))
+
+
+def _gaussian_scores(values: np.ndarray) -> np.ndarray:
     from models.anomaly.gaussian import gaussian_scores
 
     return gaussian_scores(values)
 
 
-# --- post-processing ---------------------------------------------------------------------
+def _likelihood_scores(values: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    from models.anomaly.likelihood import AnomalyLikelihood, LikelihoodConfig
+    from models.anomaly.range import RangeExceedance
+
+    likelihood = AnomalyLikelihood(1, LikelihoodConfig.for_nab(probation_rows(len(values))))
+    extreme = RangeExceedance(1)
+    out = np.zeros(len(values))  # [row]
+    for t in range(len(values)):
+        out[t] = likelihood(raw[t : t + 1])[0]
+        if np.isfinite(values[t]) and extreme(values[t : t + 1])[0]:
+            out[t] = 1.0
+    return out
 
 
-def _suppressed(window: int, factor: float) -> Callable[[int], PostProcess]:
-    def make(n_rows: int) -> PostProcess:
-        def run(values: np.ndarray, scores: np.ndarray) -> np.ndarray:
-            suppress = RepeatSuppressor(1, window, factor)
-            return np.array([float(suppress(scores[t : t + 1])[0]) for t in range(len(scores))])
-
-        return run
-
-    return make
-
-
-def _htm_likelihood(n_rows: int) -> PostProcess:
-    def run(values: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        from models.anomaly.likelihood import AnomalyLikelihood, LikelihoodConfig
-        from models.anomaly.range import RangeExceedance
-
-        likelihood = AnomalyLikelihood(1, LikelihoodConfig.for_nab(probation_rows(n_rows)))
-        extreme = RangeExceedance(1)
-        out = np.zeros(len(scores))  # [row]
-        for t in range(len(scores)):
-            out[t] = likelihood(scores[t : t + 1])[0]
-            if extreme(values[t : t + 1])[0]:
-                out[t] = 1.0
-        return out
-
-    return run
-
-
-def _unchanged(n_rows: int) -> PostProcess:
-    return lambda values, scores: np.asarray(scores, dtype=np.float64)
-
-
-SUPPRESS = _suppressed(6, 0.5)
-
-NAB_DETECTORS: dict[str, NabDetector] = {
-    "interval": NabDetector(
-        "interval",
-        "forecast-interval detector on persistence forecasts, 3 horizons, all must agree",
-        _interval(range_check=False),
-        SUPPRESS,
-    ),
-    "interval_range": NabDetector(
-        "interval_range",
-        "the interval detector that also requires a value outside the normal range "
-        "(chosen in-sample on realTraffic)",
-        _interval(range_check=True),
-        SUPPRESS,
-    ),
-    "interval_h6": NabDetector(
-        "interval_h6",
-        "interval detector, 6 horizons, suppression window 36 (chosen on the simulated "
-        "validation corpus)",
-        _interval(range_check=False, horizon=6),
-        _suppressed(36, 0.0),
-    ),
-    "likelihood": NabDetector(
-        "likelihood",
-        "Numenta's NAB recipe on the interval score: HTM anomaly likelihood and new "
-        "extremes (published defaults)",
-        _interval(range_check=False),
-        _htm_likelihood,
-    ),
-    "windowed_gaussian": NabDetector(
-        "windowed_gaussian",
-        "NAB's windowedGaussian baseline (reference)",
-        None,
-        _unchanged,
-        _gaussian,
-    ),
-    "autoencoder": NabDetector(
-        "autoencoder",
-        "LSTM autoencoder (64-32-64, window 12) trained on the probationary rows",
-        _autoencoder,
-        SUPPRESS,
-    ),
-    "combined": NabDetector(
-        "combined",
-        "interval_range and autoencoder, combined with the Bonferroni rule",
-        _combined,
-        SUPPRESS,
-    ),
+PRESETS: dict[str, str] = {
+    "ensemble": "the members of DEFAULT_RULE merged (weighted Bonferroni) with a rest period",
+    **{name: description for name, (description, _) in MEMBERS.items()},
+    "gaussian": "NAB's windowedGaussian baseline, reimplemented (reference)",
+    "likelihood": "Numenta's recipe on the interval score: HTM anomaly likelihood and new extremes",
 }
 
 
-def nab_detector(name: str) -> NabDetector:
-    """The preset ``name`` or a DetectRunError listing the known ones."""
-    try:
-        return NAB_DETECTORS[name]
-    except KeyError:
-        raise DetectRunError(
-            f"unknown detector {name!r}; choose one of {', '.join(NAB_DETECTORS)}"
-        ) from None
+def check_detector(name: str) -> str:
+    """``name`` if it is a preset, else a DetectRunError listing them."""
+    if name not in PRESETS:
+        raise DetectRunError(f"unknown detector {name!r}; choose one of {', '.join(PRESETS)}")
+    return name
 
 
-def score_rows(
-    values: np.ndarray, timestamps: pd.DatetimeIndex, detector: str, name: str = "series"
-) -> np.ndarray:
-    """Anomaly scores ``[row]`` in [0, 1] of one NAB series, computed row by row.
-
-    Detectors are fitted on the probationary rows only, then every row is scored in
-    order (including the probationary ones, which NAB does not score).
-    """
-    preset = nab_detector(detector)
+def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) != len(timestamps):
         raise DetectRunError(f"{name}: need one value per timestamp, got {values.shape}")
-    if preset.direct is not None:
-        combined = preset.direct(values)
+    if not len(values):
+        raise DetectRunError(f"{name}: no rows to score")
+    if np.isinf(values).any():
+        raise DetectRunError(
+            f"{name}: infinite values in rows {list(np.nonzero(np.isinf(values))[0][:5])}"
+        )
+    return values
+
+
+def score_rows(
+    values: np.ndarray,
+    timestamps: pd.DatetimeIndex,
+    detector: str = DEFAULT_DETECTOR,
+    name: str = "series",
+    *,
+    nab_range: bool = False,
+    rule: AlarmRule = DEFAULT_RULE,
+    rest_share: float = DEFAULT_REST_SHARE,
+) -> np.ndarray:
+    """Anomaly scores ``[row]`` in [0, 1] of one NAB series, computed row by row.
+
+    Missing values (NaN) score 0. The probationary rows are scored too (NAB ignores them).
+    """
+    check_detector(detector)
+    values = _checked(values, timestamps, name)
+    if detector == "ensemble":
+        members = {
+            m: member_scores(values, timestamps, m, name, nab_range=nab_range) for m in rule.members
+        }
+        scores = ensemble_scores(members, len(values), rule, rest_share)
+    elif detector == "gaussian":
+        scores = _gaussian_scores(values)
+    elif detector == "likelihood":
+        raw = member_scores(values, timestamps, "interval", name, nab_range=nab_range)
+        scores = _likelihood_scores(values, raw)
     else:
-        assert preset.build is not None
-        panel = rows_panel(values, timestamps, name)
-        head = panel.slice(0, max(probation_rows(len(values)), 2))
-        per_detector = []
-        for d in preset.build(head):
-            # the neural detectors' score_batch: score_panel's scores in one batch
-            fast = getattr(d, "score_batch", None)
-            batch = fast(panel) if callable(fast) else d.score_panel(panel)
-            per_detector.append(batch.score[:, 0])
-        combined = combine_scores(per_detector)  # [row]
-    return np.clip(preset.post(len(values))(values, combined), 0.0, 1.0)
+        scores = member_scores(values, timestamps, detector, name, nab_range=nab_range)
+    return np.clip(np.where(np.isfinite(values), scores, 0.0), 0.0, 1.0)
+
+
+# --- files -------------------------------------------------------------------------------
 
 
 def nab_data_files(nab_dir: str | Path) -> list[Path]:
@@ -292,51 +312,63 @@ def nab_data_files(nab_dir: str | Path) -> list[Path]:
     return files
 
 
-def read_nab_rows(path: Path) -> pd.DataFrame:
-    """A NAB data file as read, with the original timestamp strings kept for output."""
-    frame = pd.read_csv(path, dtype={"timestamp": str})
+def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    """A NAB data file as read (timestamp strings kept for output) and its parsed timestamps.
+
+    Empty values are missing readings (NaN); anything else that is not a number, or a
+    timestamp that does not parse, is refused naming the row.
+    """
+    try:
+        frame = pd.read_csv(path, dtype={"timestamp": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DetectRunError(f"{path}: not a NAB CSV file ({exc})") from None
     if list(frame.columns[:2]) != ["timestamp", "value"]:
         raise DetectRunError(f"{path}: expected NAB's header timestamp,value")
-    if frame["value"].isna().any():
+    numbers = pd.to_numeric(frame["value"], errors="coerce")
+    bad = numbers.isna() & frame["value"].notna()
+    if bad.any():
+        row = int(np.nonzero(bad.to_numpy())[0][0])
         raise DetectRunError(
-            f"{path}: empty values in rows {list(np.nonzero(frame['value'].isna())[0][:5])}"
+            f"{path}: value {frame['value'][row]!r} in data row {row + 1} is not a number"
         )
-    return frame
+    frame["value"] = numbers.astype(np.float64)
+    stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
+    if stamps.isna().any():
+        row = int(np.nonzero(stamps.isna().to_numpy())[0][0])
+        raise DetectRunError(
+            f"{path}: timestamp {frame['timestamp'][row]!r} in data row {row + 1} does not parse"
+        )
+    return frame, pd.DatetimeIndex(stamps)
+
+
+def result_path(out_dir: str | Path, detector: str, data_file: Path) -> Path:
+    """``OUT/<detector>/<category>/<detector>_<file>.csv``: where NAB's scorer looks."""
+    return Path(out_dir) / detector / data_file.parent.name / f"{detector}_{data_file.name}"
 
 
 def detect_nab(
     nab_dir: str | Path,
     out_dir: str | Path,
-    detector: str = "interval_range",
+    detector: str = DEFAULT_DETECTOR,
     *,
+    nab_range: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Write ``OUT/<category>/<detector>_<file>.csv`` for every NAB file under ``nab_dir``."""
-    nab_detector(detector)
-    out_root = Path(out_dir)
+    """Write a NAB result file for every data file under ``nab_dir`` (see module doc)."""
+    check_detector(detector)
     written = []
     for path in nab_data_files(nab_dir):
-        category = path.parent.name
-        frame = read_nab_rows(path)
-        stamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"]))
-        scores = score_rows(frame["value"].to_numpy(), stamps, detector, f"{category}/{path.name}")
-        out = out_root / category / f"{detector}_{path.name}"
+        frame, stamps = read_nab_rows(path)
+        key = f"{path.parent.name}/{path.name}"
+        if not len(frame):
+            raise DetectRunError(f"{path}: no data rows")
+        scores = score_rows(frame["value"].to_numpy(), stamps, detector, key, nab_range=nab_range)
+        out = result_path(out_dir, detector, path)
         out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(
             {"timestamp": frame["timestamp"], "value": frame["value"], "anomaly_score": scores}
         ).to_csv(out, index=False)
         written.append(out)
         if progress is not None:
-            progress(f"{category}/{path.name}: {len(frame)} rows -> {out}")
+            progress(f"{key}: {len(frame)} rows -> {out}")
     return written
-
-
-def score_files(files: Sequence[Path], detector: str) -> dict[str, np.ndarray]:
-    """Anomaly scores per ``category/file.csv`` (for benchmarks, without writing files)."""
-    out = {}
-    for path in files:
-        frame = read_nab_rows(path)
-        stamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"]))
-        key = f"{path.parent.name}/{path.name}"
-        out[key] = score_rows(frame["value"].to_numpy(), stamps, detector, key)
-    return out

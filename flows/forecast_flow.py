@@ -6,8 +6,9 @@ Every run (every five minutes when deployed):
    is the champion; the others are challengers);
 2. reads the newest closed window of the service's store (:mod:`pipeline.service.store_reads`);
 3. forecasts it with every model;
-4. publishes one ``Forecast`` message per model and sensor to ``roadcast.forecasts``
-   (keyed by sensor id, the service's wire format and encoder);
+4. publishes every model's forecast to ``roadcast.forecasts`` through the service's
+   encoder, in the deployment's wire (``ROADCAST_FORECAST_WIRE``: v1 one record per
+   sensor keyed by sensor id, v2 one frame per model);
 5. stores the forecasts in the store, so the report flow scores them like the
    service's own;
 6. records a table artifact (``roadcast-forecast-latest``).
@@ -75,9 +76,10 @@ def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str
 
 @task(name="publish-forecasts", **IO_TASK)
 def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, dict[str, int]]:
-    """Send one message per model and sensor; returns ``{model: {published, skipped}}``."""
+    """Publish every model's forecast in the deployment's wire (``ROADCAST_FORECAST_WIRE``,
+    the service's encoder); returns ``{model: {published, skipped}}`` in sensors."""
     from pipeline.kafka.clients import ensure_topics, make_producer
-    from pipeline.kafka.forecast_wire import ForecastEncoder
+    from pipeline.kafka.forecast_wire import ForecastEncoder, send_forecast
     from pipeline.kafka.outbox import Outbox
     from pipeline.settings import load_settings
 
@@ -89,12 +91,12 @@ def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, 
     counts: dict[str, dict[str, int]] = {}
     try:
         for name, fc in forecasts.items():
-            messages, skipped = ForecastEncoder(fc.sensor_ids).encode(
-                name, fc.issued_at, fc.targets, fc.mean, fc.lower, fc.upper
-            )
-            for key, value in messages:
-                outbox.send(settings.topic_forecasts, key, value)
-            counts[name] = {"published": len(messages), "skipped": len(skipped)}
+            encoded = ForecastEncoder(fc.sensor_ids, settings.forecast_wire).encode(
+                name, fc.issued_at, fc.targets, fc.mean, fc.lower, fc.upper,
+                max_bytes=outbox.max_message_bytes,
+            )  # fmt: skip
+            send_forecast(outbox, settings.topic_forecasts, encoded)
+            counts[name] = {"published": len(encoded.columns), "skipped": len(encoded.skipped)}
         outbox.flush(30.0)
     finally:
         outbox.close(10.0)

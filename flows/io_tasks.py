@@ -51,7 +51,13 @@ IO_TASK: dict[str, Any] = {
 
 
 @task(name="load-data", **IO_TASK)
-def load_data(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
+def load_data(
+    data: str,
+    adjacency: str | None,
+    data_dir: str | None,
+    index_col: str | None = None,
+    no_index: bool = False,
+) -> SensorPanel:
     """The data set ``data`` (a :func:`pipeline.data.datasets.load_dataset` spec)."""
     from pipeline.data.datasets import load_dataset
 
@@ -59,4 +65,6 @@ def load_data(data: str, adjacency: str | None, data_dir: str | None) -> SensorP
         data,
         data_dir=Path(data_dir) if data_dir else None,
         adjacency=Path(adjacency) if adjacency else None,
+        index_col=index_col,
+        no_index=no_index,
     )

@@ -1,20 +1,25 @@
 """``roadcast status``: what the service has done, read from its store.
 
 Counters (consumed, valid, dead-lettered by reason, late, duplicate, ticks, forecasts,
-alerts), the tick latency (exact p50/p99 and a histogram) and the live accuracy of
-every model per horizon step over the last ticks. Works while the service runs (the
-store is opened read-only; WAL lets readers and the writer proceed together).
+alerts), the sensors that are down (silent for ``down_after`` ticks, see
+:mod:`pipeline.service.liveness`), the tick latency (exact p50/p99 and a histogram)
+and the live accuracy of every model per horizon step over the last ticks. Works while
+the service runs (the store is opened read-only; WAL lets readers and the writer
+proceed together).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.service.latency import LatencyHistogram, percentiles
+from pipeline.service.liveness import DOWN_KEY
 from pipeline.service.store import Store
 
 
@@ -22,9 +27,11 @@ def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> d
     """Counters, latency and rolling accuracy as one JSON-ready dict.
 
     ``accuracy`` is ``{model: {step: {"n", "mae", "rmse"}}}`` over the last
-    ``last_ticks`` targets (all when None).
+    ``last_ticks`` targets (all when None); ``sensors_down`` is ``[{"sensor", "since"}]``
+    (ISO time of the first tick each one missed), longest silent first.
     """
     with Store(store_path, readonly=True) as store:
+        down: dict[str, int] = json.loads(store.state().get(DOWN_KEY) or "{}")
         counters = store.counters()
         latencies = store.latencies_ms()
         accuracy = store.rolling_accuracy(last_ticks=last_ticks)
@@ -44,6 +51,10 @@ def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> d
         "latency_ms": {**percentiles(latencies), "count": len(latencies)},
         "latency_histogram": histogram.rows(),
         "accuracy": by_model,
+        "sensors_down": [
+            {"sensor": sensor, "since": pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()}
+            for sensor, ms in sorted(down.items(), key=lambda item: (item[1], item[0]))
+        ],
     }
 
 
@@ -59,6 +70,16 @@ def print_status(
     for name in sorted(summary["counters"]):
         counters.add_row(name, f"{summary['counters'][name]:,}")
     console.print(counters)
+    down = summary["sensors_down"]
+    if down:
+        silent = Table(title=f"{len(down)} sensors down (no reading in the last ticks)")
+        silent.add_column("sensor")
+        silent.add_column("silent since (UTC)")
+        for row in down:
+            silent.add_row(row["sensor"], row["since"])
+        console.print(silent)
+    else:
+        console.print("sensors down: none")
     lat = summary["latency_ms"]
     latency = Table(
         title=f"tick latency (last reading -> forecasts published), {lat['count']:,} ticks: "

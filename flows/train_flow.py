@@ -1,15 +1,20 @@
 """``train_flow``: fit, backtest and compare models as a Prefect flow (``roadcast train``).
 
-load -> split -> one task per model fit (its seeds) -> one backtest task per model ->
-comparison (``metrics.json``) -> bundles written -> champion promoted -> report.
+load -> split -> (with ``tune``: one task per model searching its settings, one task per
+trial) -> one task per model fit (its seeds) -> one backtest task per model -> comparison
+(``metrics.json``) -> model versions registered -> champion chosen and the versions
+served (:mod:`pipeline.registry`; ``promote=False`` only registers them) -> report.
 
 * Each task wires one step of :mod:`models.forecasters.comparison` (the protocol),
   :mod:`flows.train_models` (bundles), :mod:`pipeline.model_dir` (the champion) or
   :mod:`flows.reporting` (the report); the flow re-implements none of them.
 * The model tasks run one after the other, so that each reports its own fit time
-  (fits sharing the cores would each report the time of both). Neural fits on CUDA
-  hold a slot of the Prefect global concurrency limit ``gpu`` (:mod:`flows.gpu`),
-  which serialises GPU training across flow runs and workers.
+  (fits sharing the cores would each report the time of both), unless
+  ``ROADCAST_DASK_ADDRESS`` names a Dask cluster (or ``local``): then the fits and the
+  per-model tuning run side by side on it through prefect-dask (:mod:`flows.fanout`).
+  Neural fits on CUDA hold a slot of the Prefect global concurrency limit ``gpu``
+  (:mod:`flows.gpu`), which serialises GPU training across flow runs, workers and
+  Dask workers.
 * Retries only on I/O (reading the data set, writing bundles and the report), and
   only for failures that can pass (:mod:`flows.io_tasks`). A fit that failed would
   fail again.
@@ -23,16 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
+from flows.fanout import dask_runner, fan_out, started
 from flows.io_tasks import IO_TASK, load_data
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.training import train_report
-from flows.train_models import write_bundles
+from flows.train_models import serve_run, write_bundles
 from models.forecasters.comparison import (
     FitRun,
     ModelResult,
@@ -44,16 +50,61 @@ from models.forecasters.comparison import (
     parse_models,
     split_panel,
 )
+from models.forecasters.factory import is_stochastic
+from models.forecasters.tuning import (
+    Budget,
+    TuneResult,
+    check_validation,
+    parse_budget,
+    run_trial,
+    time_shares,
+    tunable,
+    tune_model,
+    tune_models,
+    tuned_plan,
+)
 from models.panel import SensorPanel, Split
-from pipeline.model_dir import Champion, choose_champion, promote
+from pipeline.model_dir import Champion, choose_champion
+
+if TYPE_CHECKING:
+    import optuna
+    from prefect.task_runners import TaskRunner
 
 DEFAULT_MODELS = ("persistence", "seasonal", "ar", "lstm", "gru")
+
+
+def _tune_submit(
+    name: str, split: Split, plan: TrainPlan, budget: Budget, *, seconds: float | None, log: Any
+) -> TuneResult:
+    """The tuning of one model as a Prefect task (``log`` is the task's logger there)."""
+    del log
+    return tune_task(name, split, plan, budget, seconds)
+
+
+def _tune_all(
+    split: Split, plan: TrainPlan, budget: Budget, runner: TaskRunner | None
+) -> dict[str, TuneResult]:
+    """Every tunable model's search: one after the other here, or side by side on the
+    Dask cluster (each model's trials stay in order: Optuna's sampler learns from them)."""
+    if runner is None:
+        return tune_models(split, plan, budget, tuner=_tune_submit, log=print)
+    names = [n for n in plan.models if tunable(n)]
+    if not names:
+        return {}
+    check_validation(split, plan)
+    share = time_shares(budget, names)
+    calls = {
+        n: {"name": n, "split": split, "plan": plan, "budget": budget, "seconds": share}
+        for n in names
+    }
+    return fan_out(runner, tune_task, calls)
 
 
 @task(name="split", cache_policy=NONE)
 def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
     """The protocol's chronological split; refuses graph models on graphless data first."""
-    check_graphs(panel, plan)
+    for note in check_graphs(panel, plan):
+        get_run_logger().warning(note)
     return split_panel(panel, plan)
 
 
@@ -69,6 +120,42 @@ def fit_task(name: str, split: Split, plan: TrainPlan) -> list[FitRun]:
         return fit_runs(name, split, plan, log=get_run_logger().info)
 
 
+@task(name="tune-trial", task_run_name="trial-{name}-{number}", cache_policy=NONE)
+def trial_task(
+    name: str, number: int, trial: optuna.Trial, split: Split, plan: TrainPlan
+) -> dict[str, Any]:
+    """One trial of ``--tune``: its validation RMSE, or the epoch it was pruned at."""
+    import optuna
+
+    try:
+        return {"value": run_trial(name, trial, split, plan)}
+    except optuna.TrialPruned as exc:
+        return {"pruned": str(exc)}
+
+
+@task(name="tune-model", task_run_name="tune-{name}", cache_policy=NONE)
+def tune_task(
+    name: str, split: Split, plan: TrainPlan, budget: Budget, seconds: float | None
+) -> TuneResult:
+    """Search ``name``'s settings on the validation part; each trial is a task."""
+    import optuna
+
+    def run(name: str, trial: optuna.Trial, split: Split, plan: TrainPlan) -> float:
+        outcome = trial_task(name, trial.number, trial, split, plan)
+        if "pruned" in outcome:
+            raise optuna.TrialPruned(outcome["pruned"])
+        return float(outcome["value"])
+
+    from flows.gpu import training_slot
+    from models.nn.devices import resolve_device
+
+    device = resolve_device(plan.device).type if is_stochastic(name) else "cpu"
+    with training_slot(device):
+        return tune_model(
+            name, split, plan, budget, seconds=seconds, run=run, log=get_run_logger().info
+        )
+
+
 @task(name="backtest-model", task_run_name="backtest-{name}", cache_policy=NONE)
 def backtest_task(
     name: str, runs: list[FitRun], panel: SensorPanel, split: Split, plan: TrainPlan
@@ -80,25 +167,31 @@ def backtest_task(
 @task(name="compare", cache_policy=NONE)
 def compare_task(
     results: dict[str, ModelResult], panel: SensorPanel, split: Split, plan: TrainPlan,
-    dataset: str,
+    dataset: str, tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The ``metrics.json`` document."""
-    return metrics_document(results, panel, split, plan, dataset)
+    return metrics_document(results, panel, split, plan, dataset, tuning)
 
 
 @task(name="write-bundles", **IO_TASK)
 def write_bundles_task(
-    results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str
-) -> Path:
-    """Bundles (atomically, one per model), ``metrics.json`` and ``network.json``."""
-    return write_bundles(results, document, panel, out)
+    results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str,
+    run_id: str, label: str | None,
+) -> Path:  # fmt: skip
+    """A registered version per model (atomically), ``metrics.json`` and ``network.json``."""
+    return write_bundles(results, document, panel, out, run_id=run_id, label=label)
 
 
 @task(name="promote-champion", **IO_TASK)
-def promote_task(document: dict[str, Any], bundles: Path) -> Champion:
-    """Choose the champion on validation scores, record it, and publish the candidates."""
+def promote_task(
+    document: dict[str, Any], bundles: Path, run_id: str, serve: bool = True
+) -> Champion:
+    """Choose the champion on validation scores; with ``serve``, make this run's versions
+    the serving set (a running service swaps them in); publish the candidates."""
     champion = choose_champion(document)
-    promote(bundles, champion)
+    if serve:
+        versions = serve_run(document, bundles, run_id, champion)
+        get_run_logger().info(f"serving {versions} (run {run_id})")
     ranked = sorted(champion.scores.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0, kv[0]))
     rows = [
         {
@@ -146,6 +239,11 @@ def train_flow(
     adjacency: str | None = None,
     data_dir: str | None = None,
     progress: bool = False,
+    tune: str | None = None,
+    index_col: str | None = None,
+    no_index: bool = False,
+    label: str | None = None,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Fit, backtest and compare ``models`` on ``data``; write bundles, promote a champion.
 
@@ -161,10 +259,19 @@ def train_flow(
     out : output folder; default ``ROADCAST_MODEL_DIR`` (bundles in ``out/bundles``).
     adjacency, data_dir : for ``csv:PATH`` data and the data directory.
     progress : progress bars (off in deployments: logs are the UI there).
+    tune : search each model's settings on the validation part first: trials per model
+        (``"30"``) or a time for the whole search (``"20m"``); each trial is a task.
+    index_col, no_index : for ``csv:PATH``, the time or row-index column, or none.
+    label : the label of the new model versions (default: the data set and the date).
+    promote : make the new versions the serving set (``serving.json``); False only
+        registers them (``roadcast models promote`` serves them later).
 
     Returns ``{"document": metrics.json, "champion": name, "out": folder, "report": path}``.
     """
+    from prefect.runtime import flow_run
+
     from models.nn.devices import resolve_device
+    from pipeline.registry.versions import new_run_id
     from pipeline.settings import load_settings
 
     names = parse_models(models) if isinstance(models, str) else tuple(dict.fromkeys(models))
@@ -173,17 +280,26 @@ def train_flow(
         device=device, test=test, valid=valid, progress=progress,
     )  # fmt: skip
     resolve_device(device)  # fail before loading anything when CUDA is asked for and absent
-    folder = str(out or load_settings().model_dir)
-    panel = load_data(data, adjacency, data_dir)
+    budget = parse_budget(tune) if tune is not None else None
+    settings = load_settings()
+    folder = str(out or settings.model_dir)
+    runner = dask_runner(settings)  # an unreachable scheduler fails here, before any work
+    panel = load_data(data, adjacency, data_dir, index_col, no_index)
     split = split_task(panel, plan)
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")
-    results = {
-        name: backtest_task(name, fit_task(name, split, plan), panel, split, plan)
-        for name in plan.models
-    }
-    document = compare_task(results, panel, split, plan, data)
-    bundles = write_bundles_task(results, document, panel, folder)
-    champion = promote_task(document, bundles)
+    tuned = {}
+    with started(runner) as active:  # None: today's sequential fits
+        if budget is not None:
+            tuned = _tune_all(split, plan, budget, active)
+            plan = tuned_plan(plan, tuned)
+        calls = {name: {"name": name, "split": split, "plan": plan} for name in plan.models}
+        fits = fan_out(active, fit_task, calls)
+    results = {name: backtest_task(name, fits[name], panel, split, plan) for name in plan.models}
+    tuning = {n: r.to_dict() for n, r in tuned.items()} or None
+    document = compare_task(results, panel, split, plan, data, tuning)
+    run_id = str(flow_run.get_id() or new_run_id())
+    bundles = write_bundles_task(results, document, panel, folder, run_id, label)
+    champion = promote_task(document, bundles, run_id, promote)
     paths = report_task(document, results, panel, plan, champion.champion, folder)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")
     return {

@@ -9,6 +9,7 @@ then the outputs both share: bundles, ``metrics.json`` and ``network.json``
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from models.forecasters.comparison import (
     metrics_document,
     split_panel,
 )
+from models.forecasters.tuning import Budget, tune_models, tuned_plan
 from models.panel import SensorPanel
-from pipeline.model_dir import BUNDLES, ChampionError, choose_champion, promote, write_network
+from pipeline.model_dir import BUNDLES, Champion, ChampionError, choose_champion, write_network
+from pipeline.registry.versions import new_run_id
 
 
 def train_models(
@@ -34,13 +37,18 @@ def train_models(
     *,
     dataset: str | None = None,
     report: bool = True,
+    tune: Budget | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Fit, backtest and compare ``plan.models`` on ``panel``; write everything to ``out``.
 
-    The same steps as the train flow, without Prefect: writes ``out/bundles/<model>``
-    (best-validation seed), ``out/bundles/champion.json``, ``out/bundles/network.json``,
-    ``out/metrics.json`` and, with ``report``, ``out/report.md`` and ``out/report.html``.
+    The same steps as the train flow, without Prefect: registers a version of each model
+    (best-validation seed) in ``out/bundles`` and serves them (:func:`write_bundles`,
+    :func:`promote_champion`), writes ``out/bundles/champion.json``,
+    ``out/bundles/network.json``, ``out/metrics.json`` and, with ``report``,
+    ``out/report.md`` and ``out/report.html``.
+    With ``tune``, each model's settings are first searched on the validation part
+    (:mod:`models.forecasters.tuning`) and the chosen ones are trained and recorded.
     Returns the metrics document (``metrics.json``'s content).
 
     Raises
@@ -49,17 +57,23 @@ def train_models(
         For a model that needs a road graph on a panel without one, or a panel too
         short for the split and windows.
     """
-    check_graphs(panel, plan)
+    for note in check_graphs(panel, plan):
+        log(note)
     split = split_panel(panel, plan)
     log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
+    tuned = tune_models(split, plan, tune, log=log) if tune is not None else {}
+    plan = tuned_plan(plan, tuned)
     results: dict[str, ModelResult] = {}
     for name in plan.models:
         log(f"{name}:")
         results[name] = fit_seeds(name, panel, split, plan, log)
-    document = metrics_document(results, panel, split, plan, dataset)
-    bundles = write_bundles(results, document, panel, out)
+    document = metrics_document(
+        results, panel, split, plan, dataset, {n: r.to_dict() for n, r in tuned.items()}
+    )
+    run_id = new_run_id()
+    bundles = write_bundles(results, document, panel, out, run_id=run_id)
     try:
-        champion: str | None = promote_champion(document, bundles)
+        champion: str | None = promote_champion(document, bundles, run_id=run_id)
     except ChampionError as exc:
         log(f"no champion promoted: {exc}")
         champion = None
@@ -68,25 +82,67 @@ def train_models(
     return document
 
 
-def promote_champion(document: dict[str, Any], bundles: str | Path) -> str:
-    """Choose the champion on validation scores, write ``champion.json``; returns its name."""
-    champion = choose_champion(document)
-    promote(bundles, champion)
+def promote_champion(
+    document: dict[str, Any], bundles: str | Path, *, run_id: str | None = None
+) -> str:
+    """Serve the versions of ``document``'s models that run ``run_id`` registered (the
+    newest of each when None), with the champion chosen on validation scores
+    (``champion.json``); returns the champion's name.
+
+    Raises
+    ------
+    ChampionError
+        When no model has a validation score; the versions are served all the same.
+    """
+    try:
+        champion = choose_champion(document)
+    except ChampionError:
+        serve_run(document, bundles, run_id, None)
+        raise
+    serve_run(document, bundles, run_id, champion)
     return champion.champion
 
 
+def serve_run(
+    document: dict[str, Any], bundles: str | Path, run_id: str | None, champion: Champion | None
+) -> dict[str, str]:
+    """Make the versions of run ``run_id`` (the newest when None) of ``document``'s models
+    the serving set, with ``champion``; returns ``{model: version}``."""
+    from pipeline.registry.serving import promote
+    from pipeline.registry.versions import versions_of_run
+
+    ran = versions_of_run(bundles, run_id) if run_id is not None else {}
+    chosen = {name: ran[name].version if name in ran else None for name in document["models"]}
+    reason = f"train run {run_id}" if run_id is not None else "trained"
+    return promote(bundles, chosen, champion=champion, replace=True, reason=reason).models
+
+
 def write_bundles(
-    results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str | Path
+    results: dict[str, ModelResult],
+    document: dict[str, Any],
+    panel: SensorPanel,
+    out: str | Path,
+    *,
+    run_id: str | None = None,
+    label: str | None = None,
 ) -> Path:
-    """``out/bundles/<model>`` (each model's best-validation seed), ``out/metrics.json`` and
+    """A new version of each model (its best-validation seed) in the registry of
+    ``out/bundles`` (:mod:`pipeline.registry.versions`), ``out/metrics.json`` and
     ``out/bundles/network.json`` (sensors and coordinates); returns the bundles folder.
 
-    Each bundle is written atomically, so a service reading the folder sees either the
-    old or the new bundle of a model, never half of one.
+    Versions are registered atomically and served only once promoted
+    (:func:`promote_champion`), so a service reading the folder never sees half of one.
+    ``run_id`` and ``label`` are recorded with each version (default: a new id, and the
+    data set with the UTC date).
     """
+    from pipeline.registry.versions import register
+
     out = Path(out)
-    for name, result in results.items():
-        result.best.model.save(out / BUNDLES / name)
+    bundles = out / BUNDLES
+    label = label or f"{document.get('dataset') or panel.name} {time.strftime('%Y-%m-%d')}"
+    run_id = run_id or new_run_id()
+    for result in results.values():
+        register(bundles, result.best.model, label=label, run_id=run_id)
     (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
-    write_network(out / BUNDLES, panel)
-    return out / BUNDLES
+    write_network(bundles, panel)
+    return bundles

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import reprlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -186,7 +187,9 @@ def read_bundle(directory: str | Path) -> Bundle:
     ------
     BundleError
         No bundle there, a listed file missing, a sha256 mismatch (corrupted or edited
-        file), or a bundle of another format version.
+        file), a bundle of another format version, or a config whose common keys
+        (``model``, ``sensor_ids``, ``window``, ``horizon``) have the wrong type (naming
+        the field).
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -199,7 +202,7 @@ def read_bundle(directory: str | Path) -> Bundle:
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise BundleError(
-            f"bundle {directory} has format version {version}, this roadcast reads version "
+            f"bundle {directory} has format version {version!r}, this roadcast reads version "
             f"{FORMAT_VERSION}; retrain the model with this roadcast version (or load it with "
             "the version that wrote it)"
         )
@@ -219,11 +222,14 @@ def read_bundle(directory: str | Path) -> Bundle:
                 "bundle again or retrain it"
             )
     config = _read_json(directory / CONFIG, "config")
+    if not isinstance(config, dict):
+        raise BundleError(f"bundle {directory}: {CONFIG} is not a JSON object; retrain it")
     if config.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"bundle config format version {config.get('format_version')} differs from "
-            f"{FORMAT_VERSION}; retrain the model with this roadcast version"
+            f"bundle {directory}: {CONFIG} format version {config.get('format_version')!r} "
+            f"differs from {FORMAT_VERSION}; retrain the model with this roadcast version"
         )
+    _check_config(directory, config)
     tensors: dict[str, np.ndarray] = {}
     if WEIGHTS in listed:
         from safetensors.numpy import load_file
@@ -231,6 +237,36 @@ def read_bundle(directory: str | Path) -> Bundle:
         tensors = load_file(str(directory / WEIGHTS))
     params = _read_json(directory / PARAMS, "params") if PARAMS in listed else None
     return Bundle(directory=directory, config=config, tensors=tensors, params=params)
+
+
+def _check_config(directory: Path, config: dict[str, Any]) -> None:
+    """The keys every bundle records have the types their readers expect.
+
+    Raises :class:`BundleError` naming the bundle and the field, e.g. for a config that
+    was edited (and its manifest re-hashed) after training.
+    """
+
+    def wrong(key: str, expected: str) -> BundleError:
+        got = reprlib.repr(config[key]) if key in config else "nothing"
+        return BundleError(
+            f"bundle {directory}: {CONFIG} field {key!r} must be {expected}, got {got} "
+            "(edited after training?); retrain the model or copy the bundle again"
+        )
+
+    if not isinstance(config.get("model"), str) or not config["model"]:
+        raise wrong("model", "a model name")
+    ids = config.get("sensor_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(s, str) for s in ids):
+        raise wrong("sensor_ids", "a non-empty list of sensor id strings")
+    if len(set(ids)) != len(ids):
+        raise wrong("sensor_ids", "a list without duplicates")
+    for key in ("window", "horizon"):
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise wrong(key, "a non-negative integer")
+    level = config.get("level", 0.5)
+    if not isinstance(level, int | float) or isinstance(level, bool) or not 0 < level < 1:
+        raise wrong("level", "a number between 0 and 1")
 
 
 def read_model_bundle(directory: str | Path, name: str) -> Bundle:

@@ -7,7 +7,9 @@ bool array of the same shape (True = observed). A missing reading is NaN in
 read-only so that no model can mutate its input by accident.
 
 ``models`` must not import ``pipeline``: the road graph is reached through the
-small :class:`GraphLike` protocol, which ``pipeline.data.graph.RoadGraph`` implements.
+small :class:`GraphLike` protocol, which ``pipeline.data.graph.RoadGraph`` implements; a
+``torch_geometric.data.Data`` given as ``graph`` is read through
+:class:`models.graph.PyGGraph`, and ``graph.to_pyg()`` hands any graph to PyG.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+
+from models.graph import as_graph
 
 
 @runtime_checkable
@@ -54,6 +58,11 @@ class GraphLike(Protocol):
         """
         ...
 
+    def to_pyg(self) -> Any:
+        """The graph as a ``torch_geometric.data.Data`` (``edge_index``, ``edge_weight``,
+        ``num_nodes``; ``edge_km`` and ``pos`` when known): see :mod:`models.graph`."""
+        ...
+
 
 @dataclass(frozen=True)
 class LabeledEvent:
@@ -75,7 +84,8 @@ class SensorPanel:
     mask : bool, same shape as ``values``; True where observed.
     timestamps : tz-aware (UTC) DatetimeIndex with a fixed ``freq``.
     sensor_ids : ids of the nodes, in column order (strings).
-    graph : optional road graph over the same nodes.
+    graph : optional road graph over the same nodes: a :class:`GraphLike` or a
+        ``torch_geometric.data.Data`` (read through :class:`models.graph.PyGGraph`).
     coords : optional float64 ``[node, 2]`` (latitude, longitude).
     features : names of the feature axis when ``values`` is 3-D.
     events : labelled ground truth (incidents, anomaly windows), may be empty.
@@ -113,6 +123,8 @@ class SensorPanel:
             raise ValueError("timestamps must be a regular grid with a freq (resample first)")
         if self.timestamps.tz is None:
             raise ValueError("timestamps must be timezone-aware (UTC)")
+        if self.graph is not None:
+            object.__setattr__(self, "graph", as_graph(self.graph))
         if self.graph is not None and self.graph.num_nodes != values.shape[1]:
             raise ValueError(f"graph has {self.graph.num_nodes} nodes, panel has {values.shape[1]}")
         observed_nan = mask & ~np.isfinite(values)

@@ -3,11 +3,17 @@
 ``roadcast train --out DIR`` (the train flow) writes::
 
     DIR/metrics.json, DIR/report.md, DIR/report.html, DIR/figures/
-    DIR/bundles/<model>/          one bundle per model (the best-validation seed)
-    DIR/bundles/champion.json     which bundle is the champion, and why
+    DIR/bundles/versions/<model>/<version>/   every version ever trained (never modified)
+    DIR/bundles/serving.json      the serving set: a version per model, and the sets before
+    DIR/bundles/<model>           a link to the serving version of each model
+    DIR/bundles/champion.json     which model is the champion, and why
     DIR/bundles/network.json      sensor ids and coordinates (maps in reports)
 
-Both JSON files sit *inside* ``bundles/`` so that whichever directory a consumer is
+The versions and the serving set are managed by :mod:`pipeline.registry`; this module
+knows where they are (:func:`read_serving`, :func:`version_path`). A folder without
+``serving.json`` is read as before the registry existed: one bundle per sub-directory
+(``DIR/bundles/<model>``, what older ``roadcast train`` runs and hand-made folders hold).
+The JSON files sit *inside* ``bundles/`` so that whichever directory a consumer is
 given (``DIR`` or ``DIR/bundles``, e.g. ``roadcast serve --models DIR/bundles``) holds
 them; they are files, not bundle directories, so the service's bundle discovery
 ignores them.
@@ -48,6 +54,8 @@ from models.panel import SensorPanel
 BUNDLES = "bundles"
 CHAMPION_FILE = "champion.json"
 NETWORK_FILE = "network.json"
+SERVING_FILE = "serving.json"
+VERSIONS = "versions"
 CONFIG = "config.json"
 
 
@@ -61,14 +69,17 @@ def bundles_dir(models_dir: str | Path) -> Path:
     return root / BUNDLES if (root / BUNDLES).is_dir() else root
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     """Write atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from a service of another user
         with os.fdopen(fd, "w") as handle:
             json.dump(obj, handle, indent=2)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())  # a power cut must not leave an empty file behind
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -132,7 +143,7 @@ def choose_champion(document: Mapping[str, Any]) -> Champion:
 def promote(models_dir: str | Path, champion: Champion) -> Path:
     """Write ``champion.json`` into the bundles folder of ``models_dir``; returns its path."""
     path = bundles_dir(models_dir) / CHAMPION_FILE
-    _write_json(path, champion.to_dict())
+    write_json(path, champion.to_dict())
     return path
 
 
@@ -176,7 +187,7 @@ def write_network(models_dir: str | Path, panel: SensorPanel) -> Path:
     """Record ``panel``'s sensor ids and coordinates next to the bundles."""
     coords = None if panel.coords is None else np.asarray(panel.coords).tolist()
     path = bundles_dir(models_dir) / NETWORK_FILE
-    _write_json(
+    write_json(
         path, {"dataset": panel.name, "sensor_ids": list(panel.sensor_ids), "coords": coords}
     )
     return path
@@ -203,9 +214,95 @@ class BundleDirError(ValueError):
     """The model directory has no usable bundles; the message says how to make some."""
 
 
+@dataclass(frozen=True)
+class Serving:
+    """The serving set of a model directory (``serving.json``).
+
+    ``models`` maps each served model to its version; ``champion`` is the champion
+    record (:class:`Champion` as a dict) promoted with the set, if any; ``history``
+    holds the sets served before, newest first, in the same form (without history).
+    """
+
+    models: dict[str, str]
+    champion: dict[str, Any] | None
+    promoted_at: str
+    reason: str
+    history: tuple[dict[str, Any], ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """This set as one history entry (no history of its own)."""
+        return {
+            "models": dict(self.models),
+            "champion": self.champion,
+            "promoted_at": self.promoted_at,
+            "reason": self.reason,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.record(), "history": list(self.history)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Serving:
+        """Parse a record; raises ``KeyError``, ``TypeError`` or ``ValueError`` when malformed."""
+        models = raw["models"]
+        if not isinstance(models, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in models.items()
+        ):
+            raise ValueError("'models' must map model names to version ids")
+        champion = raw.get("champion")
+        if champion is not None and not isinstance(champion, dict):
+            raise TypeError("'champion' must be an object or null")
+        history = raw.get("history") or []
+        if not isinstance(history, list):
+            raise TypeError("'history' must be a list")
+        return cls(
+            models=dict(models),
+            champion=champion,
+            promoted_at=str(raw.get("promoted_at", "")),
+            reason=str(raw.get("reason", "")),
+            history=tuple(history),
+        )
+
+
+def version_path(models_dir: str | Path, model: str, version: str) -> Path:
+    """Where version ``version`` of ``model`` lives: ``<bundles>/versions/<model>/<version>``."""
+    return bundles_dir(models_dir) / VERSIONS / model / version
+
+
+def read_serving(models_dir: str | Path) -> Serving | None:
+    """The serving set of ``models_dir`` (or its ``bundles/``); None when it has none
+    (a folder of unversioned bundles).
+
+    Raises
+    ------
+    BundleDirError
+        When ``serving.json`` exists but cannot be read.
+    """
+    path = bundles_dir(models_dir) / SERVING_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return Serving.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleDirError(
+            f"{path} is unreadable ({exc}); roll back with `roadcast models rollback` or "
+            "promote a version with `roadcast models promote`"
+        ) from None
+
+
+def write_serving(models_dir: str | Path, serving: Serving) -> Path:
+    """Replace ``serving.json`` atomically (readers see the old set or the new one)."""
+    path = bundles_dir(models_dir) / SERVING_FILE
+    write_json(path, serving.to_dict())
+    return path
+
+
 def discover_bundles(model_dir: str | Path) -> list[Path]:
-    """Bundle directories under ``model_dir`` (itself, or its direct children, or those of
-    its ``bundles/`` folder when it is a ``roadcast train`` output), sorted."""
+    """Bundle directories under ``model_dir``: the versions its ``serving.json`` names
+    (sorted by model), else itself, or its direct children, or those of its ``bundles/``
+    folder when it is a ``roadcast train`` output (sorted)."""
     root = Path(model_dir)
     if not root.is_dir():
         raise BundleDirError(
@@ -214,6 +311,16 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
         )
     if (root / CONFIG).is_file():
         return [root]
+    serving = read_serving(root)
+    if serving is not None:
+        paths = [version_path(root, m, v) for m, v in sorted(serving.models.items())]
+        missing = [str(p) for p in paths if not p.is_dir()]
+        if missing:
+            raise BundleDirError(
+                f"{bundles_dir(root) / SERVING_FILE} names versions that do not exist "
+                f"({', '.join(missing[:3])}); roll back with `roadcast models rollback`"
+            )
+        return paths
     found = sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
     if not found and (root / "bundles").is_dir():
         return discover_bundles(root / "bundles")
@@ -221,7 +328,10 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
 
 
 def load_bundles(
-    model_dir: str | Path, *, only: Sequence[str] | None = None
+    model_dir: str | Path,
+    *,
+    only: Sequence[str] | None = None,
+    paths: Sequence[Path] | None = None,
 ) -> dict[str, Forecaster]:
     """Load every bundle under ``model_dir`` as ``{model name: model}``.
 
@@ -229,25 +339,28 @@ def load_bundles(
     ----------
     model_dir : one bundle, or a folder of bundles.
     only : keep only these model names (an unknown name is an error).
+    paths : the bundles to load, when already discovered (:func:`discover_bundles`).
 
     Raises
     ------
     BundleDirError
-        When there is no bundle, two bundles hold the same model name, or a name in
-        ``only`` has no bundle.
+        When there is no bundle, two bundles hold the same model name, a name in
+        ``only`` has no bundle, or the bundles are of different sensor networks
+        (:func:`check_one_network`).
     models.bundle.BundleError
         When a bundle is corrupt (checksum, version): the message says to retrain.
     """
     from models.bundle import BundleError
     from models.forecasters.registry import load_model
 
-    paths = discover_bundles(model_dir)
+    paths = discover_bundles(model_dir) if paths is None else list(paths)
     if not paths:
         raise BundleDirError(
             f"no model bundles (directories with {CONFIG}) in {model_dir}; train some with "
             "`roadcast train --out DIR` and pass --models DIR/bundles"
         )
     models: dict[str, Forecaster] = {}
+    where: dict[str, Path] = {}
     for path in paths:
         try:
             model = load_model(path)
@@ -265,6 +378,7 @@ def load_bundles(
                 "publishes one forecast per model and sensor)"
             )
         models[name] = model
+        where[name] = path
     if only:
         unknown = sorted(set(only) - set(models))
         if unknown:
@@ -272,7 +386,52 @@ def load_bundles(
                 f"no bundle for model(s) {unknown} in {model_dir}; it has {sorted(models)}"
             )
         models = {name: models[name] for name in only}
+    check_one_network(models, where, model_dir)
     return models
+
+
+def _network_text(sensors: set[str], other: set[str]) -> str:
+    extra = sorted(sensors - other)
+    shown = ", ".join(extra[:3]) + (", ..." if len(extra) > 3 else "")
+    return f"{len(sensors)} sensors" + (
+        f", {len(extra)} not in the other ({shown})" if extra else ""
+    )
+
+
+def check_one_network(
+    models: Mapping[str, Forecaster], paths: Mapping[str, Path], model_dir: str | Path
+) -> None:
+    """Refuse bundles that forecast different sensor networks, or a network other than
+    the one ``network.json`` records: a service fed both would forecast their union.
+
+    Raises
+    ------
+    BundleDirError
+        Naming both bundles (or the bundle and ``network.json``) and how they differ.
+    """
+    names = list(models)
+    if not names:
+        return
+    first = names[0]
+    sensors = set(models[first].sensor_ids)
+    for name in names[1:]:
+        other = set(models[name].sensor_ids)
+        if other != sensors:
+            raise BundleDirError(
+                f"bundles {paths[first]} ({_network_text(sensors, other)}) and {paths[name]} "
+                f"({_network_text(other, sensors)}) forecast different sensor networks; keep "
+                "the bundles of one network per folder (train them together with `roadcast "
+                "train --out DIR`) or pick some with --only"
+            )
+    network = read_network(model_dir)
+    if network is not None and set(network.sensor_ids) != sensors:
+        recorded = set(network.sensor_ids)
+        raise BundleDirError(
+            f"bundle {paths[first]} ({_network_text(sensors, recorded)}) is not of the network "
+            f"in {bundles_dir(model_dir) / NETWORK_FILE} ({_network_text(recorded, sensors)}, "
+            f"data set {network.dataset!r}); put the bundles of each network in a folder of "
+            "its own"
+        )
 
 
 def union_sensors(models: dict[str, Forecaster]) -> tuple[str, ...]:

@@ -10,11 +10,17 @@ defaults. Secrets are ``SecretStr``: they never appear in logs, reprs or errors.
 
 from __future__ import annotations
 
+import base64
+import difflib
 import os
+import re
+import string
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +30,13 @@ from pydantic_settings import (
 
 ENV_PREFIX = "ROADCAST_"
 DEFAULT_CACHE = Path.home() / ".cache" / "roadcast"
+# ROADCAST_* variables that are not settings: the TOML file, the CLI's --debug, and the
+# test suite's and benchmarks' own knobs.
+OTHER_VARIABLES = frozenset(
+    f"{ENV_PREFIX}{name}" for name in ("CONFIG", "DEBUG", "TEST_WAIT_S", "BENCH_RESULTS")
+)
+# Kafka's legal topic (and, here, group) names: 1-249 of these characters, not . or ..
+_KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 class SettingsError(ValueError):
@@ -57,6 +70,36 @@ class Settings(BaseSettings):
     store_path: Path = DEFAULT_CACHE / "roadcast.sqlite"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Alert delivery (pipeline/alerts/delivery.py): off while no URL is set
+    alertmanager_urls: str = ""
+    webhook_urls: str = ""
+    webhook_secret: SecretStr | None = None
+    alert_timeout_s: float = Field(10.0, gt=0)
+    alert_resend_interval_s: float = Field(60.0, gt=0)
+    alert_generator_url: str = "roadcast://alerts/{alert_id}"
+    # Forecasts on Kafka (pipeline/kafka/forecast_wire.py): v1 a JSON record per sensor
+    # and model, v2 one compact frame per model and tick (pipeline/kafka/frames.py)
+    forecast_wire: Literal["v1", "v2"] = "v1"
+    # Training fan-out (flows/fanout.py): a Dask scheduler address, "local" for a
+    # LocalCluster, unset for the train flow's sequential fits
+    dask_address: str | None = None
+    dask_fallback_local: bool = False  # an address that does not answer: use a LocalCluster
+    dask_timeout_s: float = Field(10.0, gt=0)  # deadline to reach the scheduler
+    # The service's HTTP endpoints (pipeline/service/health.py): /metrics for Prometheus,
+    # /healthz and /readyz; 9478: in the exporters' range 9100-9999, unused by the compose
+    # file's other services (docs/decisions.md, "Service metrics")
+    metrics_enabled: bool = True
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9478
+    # Drift watcher (flows/drift_flow.py, pipeline/drift.py): live MAE over the last
+    # window of ticks against the validation MAE and the ticks before it; the defaults
+    # were chosen on validation data (benchmarks/drift.py, docs/decisions.md)
+    drift_ratio: float = Field(2.0, gt=1)
+    drift_baseline_ratio: float = Field(2.1, gt=1)
+    drift_min_count: int = Field(500, ge=1)
+    drift_window_ticks: int = Field(24, ge=1)
+    drift_baseline_ticks: int = Field(72, ge=1)
+    drift_cooldown_h: float = Field(24.0, ge=0)  # no second event for the same version sooner
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -64,11 +107,108 @@ class Settings(BaseSettings):
         servers = [s.strip() for s in value.split(",") if s.strip()]
         for server in servers:
             host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit():
+            if not sep or not host or not port.isdigit() or any(c.isspace() for c in host):
                 raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {server!r}")
+            if not 1 <= int(port) <= 65535:
+                raise ValueError(f"port {int(port)} of {server!r} is outside 1-65535")
         if not servers:
             raise ValueError("at least one HOST:PORT is needed")
         return ",".join(servers)
+
+    @field_validator("topic_readings", "topic_dlq", "topic_forecasts", "topic_alerts")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return _kafka_name(value, "topic")
+
+    @field_validator("consumer_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        return _kafka_name(value, "consumer group")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        topics = list(self.topics.values())
+        if len(set(topics)) < len(topics):
+            raise ValueError(f"the four topics must differ, got {self.topics}")
+        sasl = self.security_protocol.startswith("SASL") and self.sasl_mechanism != "OAUTHBEARER"
+        if sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                f"{self.security_protocol} needs ROADCAST_SASL_USERNAME and ROADCAST_SASL_PASSWORD"
+            )
+        if self.security_protocol.endswith("SSL"):
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                path = getattr(self, name)
+                if path is not None and not Path(path).expanduser().is_file():
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file {path}")
+            if self.ssl_keyfile is not None and self.ssl_certfile is None:
+                raise ValueError("ROADCAST_SSL_KEYFILE needs ROADCAST_SSL_CERTFILE")
+        return self
+
+    @field_validator("alertmanager_urls", "webhook_urls")
+    @classmethod
+    def _urls(cls, value: str) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected http(s)://HOST[:PORT][/PATH][,...], got {url!r}")
+        return ",".join(urls)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value().removeprefix("whsec_")
+            try:
+                key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+            except ValueError:
+                key = b""
+            if len(key) < 16:
+                raise ValueError(
+                    "expected whsec_ followed by the base64 of at least 16 random bytes "
+                    "(a Standard Webhooks secret; see the README)"
+                )
+        return value
+
+    @field_validator("alert_generator_url")
+    @classmethod
+    def _generator_url(cls, value: str) -> str:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        if not fields <= {"sensor", "detector", "alert_id"}:
+            raise ValueError(
+                f"placeholders may be {{sensor}}, {{detector}}, {{alert_id}}; got {sorted(fields)}"
+            )
+        return value
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value == "local":
+            return value
+        parts = urlsplit(value if "://" in value else f"tcp://{value}")
+        if parts.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not parts.hostname:
+            raise ValueError(
+                f"expected local or [tcp://]HOST:PORT of a Dask scheduler, got {value!r}"
+            )
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"port {value} is outside 1-65535")
+        return value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        host = value.strip().removeprefix("[").removesuffix("]")
+        if not host or any(c.isspace() or c in "/?#@" for c in host):
+            raise ValueError(f"expected an address to listen on, e.g. 0.0.0.0, got {value!r}")
+        return host
 
     @field_validator("data_dir", "model_dir", "store_path")
     @classmethod
@@ -91,7 +231,12 @@ class Settings(BaseSettings):
         if toml_file:
             if not Path(toml_file).is_file():
                 raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file {toml_file}")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{toml_file}: invalid TOML: {exc}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"{toml_file}: cannot read it ({exc})") from None
         return tuple(sources)
 
     def kafka_config(self) -> dict[str, Any]:
@@ -124,18 +269,56 @@ class Settings(BaseSettings):
         }
 
 
+def _kafka_name(value: str, what: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ValueError(f"the {what} name is empty")
+    if not _KAFKA_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"{name!r} is not a legal {what} name (1-249 of A-Z a-z 0-9 . _ -, not . or ..)"
+        )
+    return name
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """One line per ``ROADCAST_*`` variable that is not a setting, with the closest name."""
+    env = os.environ if environ is None else environ
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    lines = []
+    for variable in sorted(env):
+        upper = variable.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known and upper not in OTHER_VARIABLES:
+            suggestion = _closest(upper, [*known, *OTHER_VARIABLES])
+            lines.append(f"{variable}: not a roadcast setting{suggestion}")
+    return lines
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and TOML file), with ``overrides`` on top.
 
     Raises :class:`SettingsError` with one line per invalid field, each naming the
-    ``ROADCAST_`` variable to fix; secret values are never echoed.
+    ``ROADCAST_`` variable to fix (and, for a misspelled variable or TOML key, the
+    closest valid name); secret values are never echoed.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    lines = unknown_variables()
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        lines = []
+        fields = list(Settings.model_fields)
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if err["type"] == "extra_forbidden":
+                lines.append(f"unknown setting {field!r}{_closest(field, fields)}")
+            else:
+                message = str(err["msg"]).removeprefix("Value error, ")
+                lines.append(f"{ENV_PREFIX}{field.upper()}: {message}" if field else message)
+    else:
+        if not lines:
+            return settings
+    raise SettingsError("invalid settings:\n  " + "\n  ".join(lines))

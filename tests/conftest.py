@@ -6,6 +6,7 @@ does not fail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,6 +21,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # the cores are busy and made a small GRU step ~10x slower with 2 threads than with 1.
 # Set before torch is imported; override with OMP_NUM_THREADS.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# `roadcast serve` listens on ROADCAST_METRICS_PORT (9478) by default; tests run services
+# side by side, so their endpoints are off unless a test turns them on (on a free port).
+os.environ.setdefault("ROADCAST_METRICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -40,6 +44,20 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("roadcast")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Create the logging handlers that Prefect and torch create on first use, once,
+    before any test runs. Such a handler writes to the ``sys.stderr`` of the moment it
+    was made; made inside a Typer ``CliRunner`` invoke (a command imports Prefect or torch
+    lazily), that is the runner's stream, closed after the invoke, and every later log
+    record of a flow failed, Prefect's console handler recursing into itself through the
+    flow's print capture (a RecursionError in whichever flow test ran next). Upstream, the
+    same stale-stream handlers: PrefectHQ/prefect#14483, #16626."""
+    import torch  # noqa: F401  (its loggers get their handlers on import)
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
 
 
 def skip_locally_fail_in_ci(reason: str) -> None:
@@ -167,6 +185,24 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture
+def no_gpu_limit(prefect_harness):
+    """The session server without the ``gpu`` global concurrency limit, before and after
+    the test: tests that create or change it stay independent of their order."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.gpu import GPU_LIMIT
+
+    def drop() -> None:
+        with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+
+    drop()
+    yield
+    drop()
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``prefect server start`` process (own PREFECT_HOME, SQLite, a free port,
@@ -223,3 +259,70 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """The ``prometheus`` executable (Debian package ``prometheus``)."""
+    from tests.prometheus_support import prometheus_binary
+
+    path = prometheus_binary()
+    if path is None:
+        skip_locally_fail_in_ci("prometheus not found; `apt-get install prometheus`")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool_bin() -> str:
+    """``promtool``, which the ``prometheus`` package ships."""
+    from tests.prometheus_support import promtool_binary
+
+    path = promtool_binary()
+    if path is None:
+        skip_locally_fail_in_ci("promtool not found; `apt-get install prometheus`")
+    assert path is not None
+    return path
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin() -> str:
+    """The ``prometheus-alertmanager`` executable (Debian package of that name)."""
+    from tests.alertmanager_support import alertmanager_binary
+
+    path = alertmanager_binary()
+    if path is None:
+        skip_locally_fail_in_ci(
+            "prometheus-alertmanager not found; `apt-get install prometheus-alertmanager`"
+        )
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def am_notifications():
+    """An HTTP server recording the webhook notifications of the session's Alertmanager
+    (path ``/am``)."""
+    from tests.alertmanager_support import HttpRecorder
+
+    recorder = HttpRecorder()
+    yield recorder
+    recorder.close()
+
+
+@pytest.fixture(scope="session")
+def alertmanager(alertmanager_bin, am_notifications, tmp_path_factory):
+    """A real Alertmanager for the session (free port, temp config and storage), routing
+    every alert to ``am_notifications`` with short group and repeat intervals."""
+    from tests.alertmanager_support import Alertmanager
+
+    root = tmp_path_factory.mktemp("alertmanager")
+    manager = Alertmanager(alertmanager_bin, root, f"{am_notifications.url}/am").start()
+    yield manager
+    manager.stop()

@@ -221,7 +221,17 @@ def test_interval_rejects_misuse(interval_case) -> None:
 def test_registry_loads_any_saved_detector(interval_case, tmp_path) -> None:
     from models.anomaly.registry import DETECTORS, detector_class, load_detector
 
-    assert set(DETECTORS) == {"interval", "autoencoder", "correlation", "gaussian"}
+    assert set(DETECTORS) == {
+        "interval",
+        "autoencoder",
+        "correlation",
+        "gaussian",
+        "context",
+        "extreme",
+        "changepoint",
+        "spectral",
+        "gan",
+    }
     train = interval_case[0]
     detector = fitted_interval(train)
     detector.save(tmp_path / "d")

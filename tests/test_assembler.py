@@ -64,7 +64,7 @@ def test_incomplete_tick_waits_for_watermark_then_masks_missing():
     asm = make(lateness="2min")
     add(asm, [(0, 0, 1.0), (1, 0, 2.0)])
     assert asm.advance() == []  # sensor c may still come
-    add(asm, [(0, 1, 3.0)])  # watermark = 5min - 2min = 3min > tick 0
+    add(asm, [(0, 1, 3.0), (1, 1, 4.0)])  # most sensors at 5min: watermark 3min > tick 0
     (run,) = asm.advance()
     (tick,) = run.ticks
     assert tick.reason == "watermark"
@@ -143,7 +143,7 @@ def test_future_check_can_be_disabled():
 def test_limit_holds_the_watermark_back_and_it_never_moves_back():
     asm = make(lateness="0min")
     add(asm, [(0, 0, 1.0), (1, 0, 1.0)])  # sensor c is on a slower partition
-    add(asm, [(0, 5, 1.0)])  # the fast partition is five ticks ahead
+    add(asm, [(0, 5, 1.0), (1, 5, 1.0)])  # the fast partition is five ticks ahead
     assert asm.advance(limit_ns=ns(0)) == []  # the slow one has only reached tick 0
     res = add(asm, [(2, 0, 3.0)])
     assert list(res.status) == [NEW]  # not late: the watermark waited for it
@@ -266,21 +266,24 @@ def test_off_grid_readings_floor_onto_their_tick():
         max_size=60,
     ),
     st.integers(1, 10),
+    st.sampled_from([None, 1, 2]),
+    st.sampled_from([None, 0.5]),
 )
-def test_no_reading_is_lost_and_state_matches_sequential_replay(rows, batch):
+def test_no_reading_is_lost_and_state_matches_sequential_replay(rows, batch, down_after, grace):
     """Property: every reading gets exactly one status; each tick closes once, in order;
-    the value kept for each on-time slot is the last one that arrived."""
-    asm = make(window=4, lateness="7min", max_clock_skew=None)
+    the value kept for each on-time slot is the last one that arrived (with sensors going
+    down and the grace closing ticks, too)."""
+    asm = make(window=4, lateness="7min", max_clock_skew=None, down_after=down_after, grace_s=grace)
     closed: list[int] = []
     last_value: dict[tuple[int, int], float] = {}
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
-        res = add(asm, chunk)
+        res = add_at(asm, chunk, now_s=float(i))
         assert len(res.status) == len(chunk)
         for (col, step, value), code in zip(chunk, res.status, strict=True):
             if code in (NEW, CONFLICT):
                 last_value[(step, col)] = value
-        for run in asm.advance():
+        for run in asm.advance(now_s=float(i)):
             for t in run.ticks:
                 closed.append(t.tick)
                 step = t.tick - asm.config.tick_of(np.array([ns(0)]))[0]
@@ -290,3 +293,245 @@ def test_no_reading_is_lost_and_state_matches_sequential_replay(rows, batch):
                     else:
                         assert not t.mask[col]
     assert closed == sorted(set(closed))
+
+
+# ----------------------------------------------------------- event time you can trust
+
+SIX = tuple("abcdef")
+
+
+def make_six(**kw) -> TickAssembler:
+    return TickAssembler(SIX, AssemblerConfig(freq=FREQ, window=3, **kw))
+
+
+def add_six(asm: TickAssembler, rows, now_ns: int | None = None, now_s: float = 0.0):
+    cols = np.array([r[0] for r in rows])
+    ts = np.array([ns(r[1]) for r in rows], dtype=np.int64)
+    vals = np.array([r[2] for r in rows], dtype=np.float32)
+    return asm.add(cols, ts, vals, now_ns=now_ns, now_s=now_s)
+
+
+def test_one_reading_ahead_of_the_network_does_not_move_the_watermark():
+    """Issue 11, case 4: a reading 55 minutes ahead (inside the clock-skew allowance) left
+    the watermark at its time; the current tick closed with 1 sensor and the next readings
+    were all late. The network's event time is what most sensors have reached."""
+    asm = make_six(grace_s=2.0)
+    now = ns(3)  # the wall clock: tick 3 is the current one
+    for step in range(3):
+        add_six(asm, [(c, step, 1.0) for c in range(6)], now_ns=now)
+    asm.advance(now_s=0.0)
+    add_six(asm, [(0, 3, 1.0)], now_ns=now, now_s=1.0)  # the current tick begins
+    res = add_six(asm, [(1, 3 + 11, 9.0)], now_ns=now, now_s=1.0)  # 55 minutes ahead
+    assert list(res.status) == [NEW]  # within the skew: kept
+    assert asm.advance(now_s=1.0) == []  # tick 3 stays open
+    assert asm.watermark_ns == ns(2)
+    res = add_six(asm, [(c, 3, 1.0) for c in range(1, 6)], now_ns=now, now_s=1.5)
+    assert list(res.status) == [NEW] * 5  # not late
+    (run,) = asm.advance(now_s=1.5)
+    assert [(t.tick - asm.config.tick_of(np.array([ns(0)]))[0], t.reason) for t in run.ticks] == [
+        (3, "complete")
+    ]
+    assert run.ticks[0].observed == 6
+    for step in (4, 5):  # the following ticks close normally too
+        res = add_six(asm, [(c, step, 1.0) for c in range(6)], now_ns=now, now_s=10.0 * step)
+        assert list(res.status) == [NEW] * 6
+        (run,) = asm.advance(now_s=10.0 * step + 100)
+        assert [(t.observed, t.reason) for t in run.ticks] == [(6, "complete")]
+    # the tick ahead has one reading: the grace never closes it, whatever the time
+    assert asm.advance(now_s=1e9) == [] and len(asm.open_ticks) == 1
+
+
+def test_the_event_time_is_what_more_than_half_of_the_sensors_reached():
+    asm = make_six()
+    add_six(asm, [(c, 0, 1.0) for c in range(6)])
+    add_six(asm, [(0, 9, 1.0), (1, 8, 1.0), (2, 1, 1.0)])  # two sensors far ahead
+    asm.advance()
+    assert asm.watermark_ns == ns(0)  # only 3 of 6 sensors have reached tick 1
+    add_six(asm, [(3, 1, 1.0)])
+    asm.advance()
+    assert asm.watermark_ns == ns(1)  # 4 of 6 have
+    add_six(asm, [(3, 2, 1.0), (4, 2, 1.0), (5, 2, 1.0)])
+    asm.advance()
+    assert asm.watermark_ns == ns(2)
+
+
+def test_clock_skew_and_the_new_settings_are_validated():
+    for bad, match in (
+        ({"max_clock_skew": pd.Timedelta("-1h")}, "clock skew must be positive"),
+        ({"max_clock_skew": pd.Timedelta(0)}, "clock skew must be positive"),
+        ({"grace_s": 0.0}, "grace"),
+        ({"down_after": 0}, "down_after"),
+        ({"quorum": 1.0}, "quorum"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            AssemblerConfig(freq=FREQ, **bad)
+
+
+# ------------------------------------------------------ silent sensors and the grace
+
+
+def tick_steps(runs) -> list[tuple[int, str, int]]:
+    """(step after T0, reason, observed) of every closed tick."""
+    base = int((T0.value - AssemblerConfig(freq=FREQ).origin.value) // FREQ.value)
+    return [(t.tick - base, t.reason, t.observed) for r in runs for t in r.ticks]
+
+
+def test_a_silent_sensor_goes_down_after_n_ticks_and_stops_holding_ticks():
+    asm = make(down_after=2, max_clock_skew=None)
+    add(asm, [(0, 0, 1.0), (1, 0, 1.0)])
+    assert asm.advance() == []  # c is silent: the tick waits for the watermark
+    add(asm, [(0, 1, 1.0), (1, 1, 1.0)])
+    assert tick_steps(asm.advance()) == [(0, "watermark", 2)]
+    assert asm.take_changes() == [] and not asm.down.any()
+    add(asm, [(0, 2, 1.0), (1, 2, 1.0)])
+    # the second tick c missed: c is down, and tick 2 is complete without it at once
+    assert tick_steps(asm.advance()) == [(1, "watermark", 2), (2, "complete", 2)]
+    (change,) = asm.take_changes()
+    assert change.col == 2 and change.down
+    assert (change.since, change.tick) == (asm.first_tick, asm.first_tick + 1)
+    assert asm.down.tolist() == [False, False, True]
+    add(asm, [(0, 3, 1.0), (1, 3, 1.0)])
+    assert tick_steps(asm.advance()) == [(3, "complete", 2)]  # no wait for c
+    assert asm.take_changes() == []
+
+
+def test_a_down_sensor_comes_back_when_a_tick_with_its_reading_closes():
+    asm = make(down_after=1, max_clock_skew=None)
+    add(asm, [(0, 0, 1.0), (1, 0, 1.0)])
+    add(asm, [(0, 1, 1.0), (1, 1, 1.0)])
+    assert tick_steps(asm.advance()) == [(0, "watermark", 2), (1, "complete", 2)]
+    (down,) = asm.take_changes()
+    assert down.down and down.col == 2
+    add(asm, [(2, 10, 5.0)])  # ahead of the network: not back until its tick closes
+    assert asm.advance() == []
+    assert asm.take_changes() == [] and asm.down[2]
+    add(asm, full_tick(2))
+    assert tick_steps(asm.advance()) == [(2, "complete", 3)]
+    (back,) = asm.take_changes()
+    assert not back.down and back.col == 2 and back.since == down.since
+    assert not asm.down.any()
+
+
+def test_a_late_reading_brings_a_down_sensor_back():
+    asm = make(down_after=1, max_clock_skew=None)
+    add(asm, [(0, 0, 1.0), (1, 0, 1.0)])
+    add(asm, [(0, 1, 1.0), (1, 1, 1.0)])
+    asm.advance()
+    assert [c.down for c in asm.take_changes()] == [True]
+    res = add(asm, [(2, 0, 7.0)])
+    assert list(res.status) == [LATE]
+    (back,) = asm.take_changes()
+    assert not back.down and not asm.down.any()
+
+
+def test_grace_closes_a_tick_whose_up_sensors_have_not_all_reported():
+    asm = make(grace_s=2.0, max_clock_skew=None)
+    add_at(asm, [(0, 0, 1.0), (1, 0, 2.0)], now_s=10.0)
+    assert asm.advance(now_s=11.9) == []
+    assert asm.grace_deadline() == 12.0
+    assert tick_steps(asm.advance(now_s=12.0)) == [(0, "grace", 2)]
+    res = add_at(asm, [(2, 0, 3.0)], now_s=12.5)  # c's reading comes too late for it
+    assert list(res.status) == [LATE]
+
+
+def test_grace_needs_more_than_half_of_the_up_sensors():
+    asm = make(grace_s=2.0, max_clock_skew=None)
+    add_at(asm, [(0, 0, 1.0)], now_s=0.0)
+    assert asm.grace_deadline() is None
+    assert asm.advance(now_s=1e6) == []  # one sensor of three: it waits
+    add_at(asm, [(1, 0, 1.0)], now_s=1e6)
+    assert tick_steps(asm.advance(now_s=1e6)) == [(0, "grace", 2)]  # timed from its first
+
+
+def test_grace_never_fires_during_a_backlog():
+    asm = make(grace_s=2.0, max_clock_skew=None)
+    add_at(asm, [(0, 0, 1.0), (1, 0, 2.0)], now_s=0.0)
+    assert asm.advance(now_s=100.0, backlog=True) == []
+    add_at(asm, [(2, 0, 3.0)], now_s=100.0)  # read from the backlog: on time
+    assert tick_steps(asm.advance(now_s=100.0, backlog=True)) == [(0, "complete", 3)]
+    add_at(asm, [(0, 1, 1.0), (1, 1, 2.0)], now_s=101.0)
+    assert asm.advance(now_s=200.0, backlog=True) == []
+    assert tick_steps(asm.advance(now_s=200.0)) == [(1, "grace", 2)]  # caught up
+
+
+def test_restore_keeps_down_sensors_and_counts_missed_ticks_again():
+    asm = make(window=4, down_after=2, max_clock_skew=None)
+    for step in range(3):  # c misses ticks 0-2: down since tick 0
+        add(asm, [(0, step, 1.0), (1, step, 1.0)])
+        add(asm, [(0, step + 1, 1.0), (1, step + 1, 1.0)])
+        asm.advance()
+    asm.take_changes()
+    fresh = make(window=4, down_after=2, max_clock_skew=None)
+    rows = [(c, s) for s in range(4) for c in (0, 1)]
+    fresh.restore(
+        first_tick=asm.first_tick,
+        last_closed=asm.last_closed,
+        max_ts_ns=asm.max_ts_ns,
+        watermark_ns=asm.watermark_ns,
+        cols=np.array([c for c, _ in rows]),
+        ticks=asm.config.tick_of(np.array([ns(s) for _, s in rows], dtype=np.int64)),
+        values=np.ones(len(rows)),
+        down_since=asm.liveness.down_since(),
+    )
+    assert fresh.down.tolist() == asm.down.tolist() == [False, False, True]
+    assert fresh.liveness.down_since() == asm.liveness.down_since()
+    assert fresh.take_changes() == []
+    add(fresh, full_tick(4))  # c is back with tick 4
+    assert tick_steps(fresh.advance()) == [(4, "complete", 3)]
+    (back,) = fresh.take_changes()
+    assert not back.down and back.since == asm.liveness.down_since()[2]
+
+
+def add_at(asm: TickAssembler, rows, now_s: float):
+    cols = np.array([r[0] for r in rows])
+    ts = np.array([ns(r[1]) for r in rows], dtype=np.int64)
+    vals = np.array([r[2] for r in rows], dtype=np.float32)
+    return asm.add(cols, ts, vals, now_s=now_s)
+
+
+def test_missed_ticks_before_a_restart_still_count():
+    def run(asm: TickAssembler, steps) -> None:
+        for step in steps:
+            add(asm, [(0, step, 1.0), (1, step, 1.0)])
+            asm.advance()
+
+    asm = make(window=4, down_after=3, max_clock_skew=None)
+    run(asm, range(3))  # c missed ticks 0 and 1 (tick 2 is open)
+    assert not asm.down.any()
+    fresh = make(window=4, down_after=3, max_clock_skew=None)
+    rows = [(c, s) for s in range(3) for c in (0, 1)]
+    fresh.restore(
+        first_tick=asm.first_tick,
+        last_closed=asm.last_closed,
+        max_ts_ns=asm.max_ts_ns,
+        watermark_ns=asm.watermark_ns,
+        cols=np.array([c for c, _ in rows]),
+        ticks=asm.config.tick_of(np.array([ns(s) for _, s in rows], dtype=np.int64)),
+        values=np.ones(len(rows)),
+    )
+    run(fresh, [3])  # closes tick 2: the third in a row without c
+    (change,) = fresh.take_changes()
+    assert change.down and change.col == 2 and change.since == asm.first_tick
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-clock-skew", "-1h"], "skew"),
+        (["--grace", "0s"], "--grace"),
+        (["--down-after", "-1"], "--down-after"),
+    ],
+)
+def test_serve_refuses_a_negative_skew_and_a_bad_grace(tmp_path, args, message):
+    """Issue 11: ``--max-clock-skew -1h`` was accepted, then every current reading was
+    dead-lettered."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from pipeline.service.config import ServiceConfig
+
+    result = CliRunner().invoke(app, ["serve", "--models", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    for bad in ({"max_clock_skew": "-1h"}, {"grace": "0s"}, {"down_after": 0}):
+        with pytest.raises(ValueError):
+            ServiceConfig(**bad)

@@ -35,11 +35,61 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
         {"ar", "lstm", "tgclstm"} <= set(d["metrics"]["models"])
         and all(_positive(m["pooled"]["12"]["rmse"]) for m in d["metrics"]["models"].values())
     ),
+    "generalization": lambda d: (
+        len(d["networks"]) == 2
+        and all(
+            set(n["relative"]["12"]) == {"persistence", "ar", "lstm", "tgclstm"}
+            and min(n["relative"]["12"].values()) == 1.0
+            for n in d["networks"].values()
+        )
+    ),
     "tgclstm_speed": lambda d: all(_positive(r["epoch_s"]) for r in d["los_loop"]),
+    "graph_training": lambda d: (
+        all(_positive(r["csr_ms"]) and _positive(r["auto_ms"]) for r in d["kernels"])
+        and all("error" not in r and _positive(r["peak_mb"]) for r in d["fits"])
+    ),
     "stream": lambda d: d["lost"] == 0 and _positive(d["service_per_s"]),
-    "anomaly": lambda d: all(
-        0 <= v["profiles"]["standard"]["score"] <= 100
-        for v in d["nab_realTraffic"]["detectors"].values()
+    "startup": lambda d: (
+        all(_positive(r["first_forecast_s"]) and "group_joined" in r for r in d["runs"])
+        and _positive(d["join_median_s"])
+    ),
+    "metrics_cost": lambda d: (
+        _positive(d["throughput_ratio"]) and _positive(d["metrics_ms_per_tick"])
+    ),
+    "wire": lambda d: all(
+        r["numbers"]["orjson"]["float32_exact_share"] == 1.0 and r["encoder"]["v2"]["records"] >= 1
+        for r in d["runs"].values()
+    ),
+    "scale": lambda d: all(
+        "error" not in fit and _positive(run["service"]["catch_up_readings_per_s"])
+        for run in d["runs"]
+        for fit in run["training"]
+    ),
+    "anomaly": lambda d: (
+        all(
+            math.isfinite(v) and v <= 100
+            for v in d["nab"]["loco"]["ensemble"]["plain"]["per_category"].values()
+        )
+        and len(d["nab"]["loco"]["ensemble"]["plain"]["per_category"]) == 5
+        and all(_positive(r["test"]["alerts"]) for r in d["simulated_alerts"]["results"])
+    ),
+    "alert_delivery": lambda d: (
+        d["throughput"]["committed"]
+        == d["throughput"]["alerts"]
+        == d["throughput"]["in_alertmanager"]
+        and all(r["requests"] >= 1 for r in d["policy"])
+    ),
+    "fuzz": lambda d: d["lost"] == 0 and d["alive"] and all(d["invariants"].values()),
+    "hot_reload": lambda d: (
+        d["forecasts_stored"] == d["forecasts_expected"] and _positive(d["swap_ms"])
+    ),
+    "drift": lambda d: (
+        d["chosen"]["ratio"] > 1
+        and all(
+            e[rule]["delay_ticks"] is not None
+            for e in d["results"].values()
+            for rule in ("valid", "baseline")
+        )
     ),
 }
 
@@ -67,7 +117,7 @@ def test_benchmark_quick_run_writes_its_result(
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,  # a hang guard, as pytest-timeout's
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     document = json.loads((tmp_path / f"{name}.json").read_text())

@@ -21,6 +21,7 @@ from pipeline.kafka.clients import (
     make_producer,
 )
 from pipeline.settings import load_settings
+from tests.processes import default_sigint
 from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,6 +277,7 @@ def test_broker_command_runs_in_the_foreground_until_ctrl_c(tmp_path: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         assert proc.stdout is not None

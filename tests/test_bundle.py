@@ -112,3 +112,48 @@ def test_no_pickle_and_no_torch_load_in_the_model_layer():
     for line in source.splitlines():
         if "torch.load(" in line:
             assert "weights_only=True" in line, line
+
+
+def rehash(directory: Path, **changes) -> None:
+    """Edit ``config.json`` and re-hash it in the manifest, as a careless edit would."""
+    import hashlib
+
+    cfg = directory / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **changes}))
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(cfg.read_bytes()).hexdigest()
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"window": "12"}, "window"),
+        ({"horizon": 1.5}, "horizon"),
+        ({"horizon": -1}, "horizon"),
+        ({"sensor_ids": "a,b"}, "sensor_ids"),
+        ({"sensor_ids": ["a", 2]}, "sensor_ids"),
+        ({"sensor_ids": ["a", "a"]}, "sensor_ids"),
+        ({"model": 7}, "model"),
+        ({"level": "0.9"}, "level"),
+    ],
+)
+def test_rehashed_config_with_a_wrong_type_names_bundle_and_field(tmp_path: Path, changes, field):
+    import pandas as pd
+
+    from models.forecasters.baselines import Persistence
+    from models.panel import SensorPanel
+    from pipeline.model_dir import load_bundles
+
+    bundle = tmp_path / "bundles" / "persistence"
+    panel = SensorPanel.from_values(
+        np.arange(40, dtype=np.float64).reshape(20, 2),
+        pd.date_range("2024-01-01", periods=20, freq="5min", tz="UTC"),
+        ("a", "b"),
+    )
+    Persistence(window=3, horizon=2).fit(panel).save(bundle)
+    load_bundles(tmp_path)  # loads before the edit
+    rehash(bundle, **changes)
+    with pytest.raises(BundleError) as info:
+        load_bundles(tmp_path)
+    assert str(bundle) in str(info.value) and f"field {field!r}" in str(info.value)

@@ -41,6 +41,8 @@ def test_demo_trains_streams_and_summarises_then_reuses_its_bundles(tmp_path: Pa
         assert set(per) == {str(h) for h in range(1, 13)}
         assert all(m["n"] > 0 and m["rmse"] >= m["mae"] >= 0 for m in per.values())
     assert summary["latency_ms"]["p50"] is not None
+    assert "persistence" in summary["versus_persistence"]
+    assert summary["versus_persistence"] in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     report = (tmp_path / "report.md").read_text()
     assert "| ar |" in report and (tmp_path / "error_by_horizon.png").is_file()
@@ -68,3 +70,18 @@ def test_demo_cli_reports_a_bad_data_spec(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--data", "nosuchdata", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "error:" in result.output
+
+
+def test_the_summary_says_plainly_whether_models_beat_persistence() -> None:
+    from flows.demo.summary import persistence_verdict
+
+    def per(*rmse: float) -> dict[str, dict[str, float]]:
+        return {str(k + 1): {"rmse": r, "mae": r} for k, r in enumerate(rmse)}
+
+    good = {"persistence": per(1.0, 2.0, 3.0), "lstm": per(1.1, 1.5, 2.0)}
+    assert persistence_verdict(good).startswith("Every model (lstm) beats persistence")
+    bad = {"persistence": per(1.0, 2.0, 3.0), "lstm": per(0.9, 2.5, 2.0), "ar": per(1, 1, 1)}
+    text = persistence_verdict(bad)
+    assert text.startswith("Not every model beats persistence: lstm at 2 step(s)")
+    assert "quick training" in text
+    assert "No persistence baseline" in persistence_verdict({"lstm": per(1.0)})

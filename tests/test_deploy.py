@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from flows.deploy import DEPLOYMENTS, TIMEZONE, WORK_POOL, describe, load_flow, prefect_yaml
+from tests.processes import default_sigint
 from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def test_prefect_yaml_has_only_keys_prefect_reads_and_valid_schedules(prefect_fi
     from prefect.client.schemas.schedules import CronSchedule
 
     assert set(prefect_file) <= PREFECT_YAML_KEYS
-    assert len(prefect_file["deployments"]) == 4
+    assert len(prefect_file["deployments"]) == len(DEPLOYMENTS)
     for entry in prefect_file["deployments"]:
         assert set(entry) <= DEPLOYMENT_KEYS, entry["name"]
         assert {"name", "entrypoint", "flow_name", "work_pool"} <= set(entry)
@@ -94,8 +95,27 @@ def test_schedules_train_weekly_forecast_every_5_minutes_report_daily(prefect_fi
     minute, hour, day, month, weekday = report.split()
     assert day == month == weekday == "*" and hour.isdigit() and minute.isdigit()
     assert cron["roadcast-replay"] == []
+    assert cron["roadcast-drift"] == ["*/15 * * * *"]
     for entry in prefect_file["deployments"]:
         assert all(s["timezone"] == TIMEZONE for s in entry["schedules"])
+
+
+def test_the_train_deployment_retrains_on_the_drift_event(prefect_file):
+    """The automation in prefect.yaml is a valid Prefect deployment trigger on the event the
+    drift watcher emits, for every model's resource, and its parameters are the flow's."""
+    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    from flows.drift_flow import EVENT, RESOURCE_PREFIX
+    from flows.train_flow import train_flow
+
+    triggered = {e["flow_name"]: e.get("triggers", []) for e in prefect_file["deployments"]}
+    assert [n for n, t in triggered.items() if t] == ["roadcast-train"]
+    (raw,) = triggered["roadcast-train"]
+    trigger = TypeAdapter(DeploymentTriggerTypes).validate_python(raw)
+    assert trigger.expect == {EVENT}
+    assert trigger.match.root == {"prefect.resource.id": f"{RESOURCE_PREFIX}*"}
+    assert set(raw["parameters"]) <= set(inspect.signature(train_flow.fn).parameters)
 
 
 def test_cli_table_names_match_the_flows():
@@ -192,6 +212,7 @@ def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "deploy", "--serve"],
             cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=default_sigint,
         )  # fmt: skip
 
 
@@ -255,7 +276,7 @@ def test_serve_registers_runs_and_stops_on_sigterm(prefect_server, broker, tmp_p
     proc = _serve(env, log)
     try:
         wanted = {f"{load_flow(s).name}/{s.name}" for s in DEPLOYMENTS}
-        _wait(lambda: set(_deployments(env)) >= wanted, "the four deployments", log)
+        _wait(lambda: set(_deployments(env)) >= wanted, "the deployments", log)
         found = _deployments(env)
         for spec in DEPLOYMENTS:
             deployment = found[f"{load_flow(spec).name}/{spec.name}"]
@@ -268,6 +289,13 @@ def test_serve_registers_runs_and_stops_on_sigterm(prefect_server, broker, tmp_p
                 assert deployment.global_concurrency_limit.limit == spec.concurrency.limit
                 strategy = deployment.concurrency_options.collision_strategy
                 assert str(strategy.value) == spec.concurrency.collision_strategy
+        # the drift trigger of the train deployment became an automation running it
+        with _client(env) as client:
+            automations = {a.name: a for a in client.read_automations()}
+        train = found["roadcast-train/weekly"]
+        retrain = automations["roadcast-retrain-on-drift"]
+        assert retrain.enabled and retrain.trigger.expect == {"roadcast.model.drift"}
+        assert [a.deployment_id for a in retrain.actions] == [train.id]
         # the served process executes runs: a small backfill into the session broker
         topic = f"t.serve.readings.{os.getpid()}.{int(time.time())}"
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):

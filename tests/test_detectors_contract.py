@@ -25,10 +25,15 @@ from models.anomaly.base import (
     empty_head,
     stack,
 )
+from models.anomaly.changepoint import ChangepointConfig, ChangepointDetector
+from models.anomaly.context import ContextConfig, ContextDetector
 from models.anomaly.correlation import CorrelationConfig, CorrelationDetector
+from models.anomaly.extreme import ExtremeConfig, ExtremeDetector
+from models.anomaly.gan import GanConfig, GanDetector
 from models.anomaly.gaussian import GaussianConfig, WindowedGaussianDetector
 from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
 from models.anomaly.registry import DETECTORS, load_detector
+from models.anomaly.spectral import SpectralConfig, SpectralDetector
 from models.bundle import read_bundle
 from models.forecasters.base import Forecaster
 from models.forecasters.registry import model_class
@@ -45,13 +50,13 @@ CHANNELS = {"correlation": 2}
 
 def make_panel(name: str, n_time: int, seed: int, spikes: tuple[int, ...] = ()) -> SensorPanel:
     """A 4-hour cycle per sensor plus noise (a second channel follows the first), with
-    +15 spikes at ``spikes``."""
+    +40 spikes (beyond the range of every sensor) at ``spikes``."""
     rng = np.random.default_rng(seed)
     t = np.arange(n_time)
     level = 60 + 10 * np.sin(2 * np.pi * t / 48)[:, None] + 2 * np.arange(N_NODES)[None, :]
     values = level + rng.normal(0, 1, (n_time, N_NODES))  # [time, node]
     for s in spikes:
-        values[s] += 15.0
+        values[s] += 40.0
     channels = CHANNELS.get(name, 1)
     if channels > 1:
         second = 100 - 0.8 * values + rng.normal(0, 0.5, values.shape)
@@ -84,6 +89,16 @@ def unprepared(name: str, forecaster_data: SensorPanel | None = None) -> Streami
         )
     if name == "gaussian":
         return WindowedGaussianDetector(GaussianConfig(window=50, step=10))
+    if name == "context":
+        return ContextDetector(ContextConfig(window=4, scales=(1, 3), memory=64, min_count=5))
+    if name == "extreme":
+        return ExtremeDetector(ExtremeConfig(capacity=128, min_count=5))
+    if name == "changepoint":
+        return ChangepointDetector(ChangepointConfig(max_run=32, min_count=5))
+    if name == "spectral":
+        return SpectralDetector(SpectralConfig(window=16, local=5, min_count=5))
+    if name == "gan":
+        return GanDetector(GanConfig(window=6, hidden=8, code=4, epochs=2, min_count=5))
     raise AssertionError(f"give the new detector {name!r} a small setting in unprepared()")
 
 
@@ -126,7 +141,17 @@ def assert_same(a: DetectionBatch, b: DetectionBatch) -> None:
 
 
 def test_registry_holds_the_detectors_under_their_names() -> None:
-    assert {"interval", "autoencoder", "correlation", "gaussian"} <= set(DETECTORS)
+    assert {
+        "interval",
+        "autoencoder",
+        "correlation",
+        "gaussian",
+        "context",
+        "extreme",
+        "changepoint",
+        "spectral",
+        "gan",
+    } <= set(DETECTORS)
     for name, cls in DETECTORS.items():
         assert cls.name == name
         assert issubclass(cls, StreamingDetector)

@@ -16,8 +16,11 @@ from hypothesis import strategies as st
 
 from models.forecasters.base import Forecast
 from pipeline.kafka.schema import (
+    FLOAT32_MAX,
     MAX_MESSAGE_BYTES,
     REASONS,
+    TS_MAX,
+    TS_MIN,
     AlertMessage,
     ForecastMessage,
     Reading,
@@ -131,7 +134,20 @@ def test_timestamps_are_converted_to_utc(ts: str, expected: datetime) -> None:
         (reading_bytes(ts="2012-03-01"), "no_timezone"),
         (reading_bytes(ts="yesterday"), "bad_timestamp"),
         (reading_bytes(ts="2012-13-01T00:00:00Z"), "bad_timestamp"),
-        (reading_bytes(ts="0001-01-01T00:00:00+01:00"), "bad_timestamp"),
+        (reading_bytes(ts="0001-01-01T00:00:00+01:00"), "timestamp_out_of_range"),
+        (reading_bytes(ts="0001-01-01T00:00:00Z"), "timestamp_out_of_range"),
+        (reading_bytes(ts="1677-09-21T00:12:43Z"), "timestamp_out_of_range"),
+        (reading_bytes(ts="1699-12-31T23:59:59.999999Z"), "timestamp_out_of_range"),
+        (reading_bytes(ts="2250-01-01T00:00:00Z"), "timestamp_out_of_range"),
+        (reading_bytes(ts="2249-12-31T23:00:00-01:00"), "timestamp_out_of_range"),
+        (reading_bytes(ts="2300-01-01T00:00:00Z"), "timestamp_out_of_range"),
+        (reading_bytes(ts="9999-12-31T23:59:59-05:00"), "timestamp_out_of_range"),
+        (reading_bytes(value=1e308), "value_out_of_range"),
+        (reading_bytes(value=1e39), "value_out_of_range"),
+        (reading_bytes(value=-3.5e38), "value_out_of_range"),
+        (reading_bytes(value=10**39), "value_out_of_range"),
+        (b'{"v":1,"ts":"2012-03-01T00:00:00Z","values":{"a":1,"b":-1e300}}', "value_out_of_range"),
+        (b'{"v":1,"ts":"2300-01-01T00:00:00Z","values":{"a":1}}', "timestamp_out_of_range"),
         (reading_bytes(ts="2012-03-01T00:00:00Z" + " " * 100), "bad_timestamp"),
         (reading_bytes(ts=1330560000), "bad_type"),
         (reading_bytes(sensor=""), "bad_sensor"),
@@ -151,6 +167,36 @@ def test_timestamps_are_converted_to_utc(ts: str, expected: datetime) -> None:
 )
 def test_bad_readings_give_their_reason(raw: bytes | None, reason: str) -> None:
     assert reason_of(raw) == reason
+
+
+def test_the_supported_range_is_what_float32_and_nanosecond_clocks_hold() -> None:
+    assert np.float32(FLOAT32_MAX) == np.finfo(np.float32).max
+    edge = [FLOAT32_MAX, -FLOAT32_MAX, 1e-45, -0.0]
+    for value in edge:  # the edge itself decodes, and stays finite as float32
+        [r] = decode_readings(reading_bytes(value=value))
+        assert np.isfinite(np.float32(r.value))
+    assert reason_of(reading_bytes(value=np.nextafter(FLOAT32_MAX, np.inf))) == (
+        "value_out_of_range"
+    )
+    first, last = "1700-01-01T00:00:00Z", "2249-12-31T23:59:59.999999Z"
+    assert decode_readings(reading_bytes(ts=first))[0].ts == TS_MIN
+    assert decode_readings(reading_bytes(ts=last))[0].ts == TS_MAX - timedelta(microseconds=1)
+    # nanosecond clocks hold the range (with years to spare for windows and horizons)
+    lowest, highest = pd.Timestamp.min.tz_localize(UTC), pd.Timestamp.max.tz_localize(UTC)
+    assert lowest + pd.Timedelta(days=365 * 20) < pd.Timestamp(TS_MIN)
+    assert pd.Timestamp(TS_MAX) + pd.Timedelta(days=365 * 10) < highest
+    for reason in ("value_out_of_range", "timestamp_out_of_range"):
+        assert reason in REASONS
+
+
+@pytest.mark.parametrize("ts", [TS_MIN - timedelta(days=1), TS_MAX])
+def test_encoders_refuse_timestamps_out_of_range(ts: datetime) -> None:
+    with pytest.raises(SchemaError) as info:
+        encode_reading(Reading("a", ts, 1.0))
+    assert info.value.reason == "timestamp_out_of_range"
+    with pytest.raises(SchemaError) as info:
+        encode_forecast(make_forecast(issued_at=ts, targets=(ts + timedelta(minutes=5),)))
+    assert info.value.reason == "timestamp_out_of_range"
 
 
 def test_schema_error_is_a_value_error_with_a_readable_message() -> None:
@@ -187,6 +233,8 @@ def test_encode_accepts_numpy_scalars() -> None:
         (Reading("a", T0, float("nan")), "non_finite"),
         (Reading("a", T0, np.float32("inf")), "non_finite"),  # type: ignore[arg-type]
         (Reading("a", T0, True), "bad_type"),  # type: ignore[arg-type]
+        (Reading("a", T0, 1e39), "value_out_of_range"),
+        (Reading("a", T0, np.float64(-1e300)), "value_out_of_range"),  # type: ignore[arg-type]
         (Reading("a", datetime(2012, 3, 1), 1.0), "no_timezone"),
         (Reading("", T0, 1.0), "bad_sensor"),
         (Reading("a", "2012-03-01", 1.0), "bad_type"),  # type: ignore[arg-type]
@@ -446,13 +494,14 @@ def test_mutated_valid_messages_never_crash(base: bytes, data: st.DataObject) ->
 
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
+readable = st.floats(-FLOAT32_MAX, FLOAT32_MAX)  # what a reading may hold
 sensor_ids = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() == s)
 aware = st.datetimes(
     min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=zones
 )
 
 
-@given(sensor=sensor_ids, ts=aware, value=finite)
+@given(sensor=sensor_ids, ts=aware, value=readable)
 def test_reading_round_trip(sensor: str, ts: datetime, value: float) -> None:
     [back] = decode_readings(encode_reading(Reading(sensor, ts, value)))
     # Compared in UTC: PEP 495 makes == False across zones for times in a DST fold or gap.
@@ -460,7 +509,7 @@ def test_reading_round_trip(sensor: str, ts: datetime, value: float) -> None:
     assert back.ts.tzinfo is UTC
 
 
-@given(ts=aware, values=st.dictionaries(sensor_ids, finite, max_size=10))
+@given(ts=aware, values=st.dictionaries(sensor_ids, readable, max_size=10))
 def test_batch_round_trip(ts: datetime, values: dict[str, float]) -> None:
     back = decode_readings(encode_readings_batch(ts, values))
     assert [(r.sensor, r.value) for r in back] == list(values.items())

@@ -1,4 +1,4 @@
-"""The service's small parts without a broker: forecast encoding, live accuracy, latency,
+"""The service's small parts without a broker: live accuracy, latency,
 dead-letter headers, JSON logs, bundle discovery and the status summary."""
 
 from __future__ import annotations
@@ -11,70 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.kafka.forecast_wire import ForecastEncoder
-from pipeline.kafka.outbox import dead_letter_headers
-from pipeline.kafka.schema import ForecastMessage, decode_forecast, encode_forecast
+from pipeline.kafka.dead_letters import dead_letter_headers
 from pipeline.service.latency import LatencyHistogram, percentiles
 from pipeline.service.live_accuracy import LiveScorer
 
 T0 = pd.Timestamp("2012-03-01 08:00", tz="UTC")
 FREQ = pd.Timedelta("5min")
-
-
-def test_fast_encoding_decodes_to_the_same_forecast_as_the_schema_encoder():
-    sensors = ("773869", 'odd "id" é', "3")
-    mean = np.array([[55.1, 60.0, 1e-5], [54.25, 61.5, 70.0]], np.float32)  # [h, node]
-    lower, upper = mean - 2.5, mean + 2.5
-    targets = pd.date_range(T0 + FREQ, periods=2, freq=FREQ)
-    encoded = ForecastEncoder(sensors).encode_rows("ar", T0, FREQ, mean, lower, upper)
-    messages = encoded.messages
-    simple, skipped = ForecastEncoder(sensors).encode("ar", T0, targets, mean, lower, upper)
-    assert simple == messages and len(skipped) == 0
-    assert len(encoded.skipped) == 0 and [k for k, _ in messages] == [s.encode() for s in sensors]
-    assert [json.loads(y) for y in encoded.yhat] == [json.loads(m)["yhat"] for _, m in messages]
-    for i, (_, value) in enumerate(messages):
-        fast = decode_forecast(value)
-        reference = decode_forecast(
-            encode_forecast(
-                ForecastMessage(
-                    model="ar",
-                    sensor=sensors[i],
-                    issued_at=T0.to_pydatetime(),
-                    targets=tuple(t.to_pydatetime() for t in targets),
-                    yhat=tuple(float(f"{x:.7g}") for x in mean[:, i]),
-                    lo=tuple(float(f"{x:.7g}") for x in lower[:, i]),
-                    hi=tuple(float(f"{x:.7g}") for x in upper[:, i]),
-                )
-            )
-        )
-        assert fast == reference  # 7 significant digits, as float32 carries
-        np.testing.assert_allclose(fast.yhat, mean[:, i], rtol=5e-7)
-    assert b'"yhat":[55.1,54.25]' in messages[0][1]  # plain decimals, no float32 noise
-
-
-def test_encoding_without_intervals_and_skipping_non_finite_sensors():
-    mean = np.array([[1.0, np.nan, 3.0]], np.float32)
-    encoder = ForecastEncoder(("a", "b", "c"))
-    encoded = encoder.encode_rows("persistence", T0, FREQ, mean)
-    assert [k for k, _ in encoded.messages] == [b"a", b"c"] and encoded.skipped.tolist() == [1]
-    assert encoded.columns.tolist() == [0, 2] and encoded.lo is None
-    assert decode_forecast(encoded.messages[0][1]).lo is None
-    lower = mean - 1
-    upper = mean + 1
-    upper[0, 2] = -10  # inverted interval: the schema would reject it
-    encoded = encoder.encode_rows("ar", T0, FREQ, mean, lower, upper)
-    assert [k for k, _ in encoded.messages] == [b"a"] and encoded.skipped.tolist() == [1, 2]
-    assert encoded.lo == ["[0.0]"] and encoded.hi == ["[2.0]"]
-    with pytest.raises(ValueError, match="come together"):
-        encoder.encode_rows("ar", T0, FREQ, mean, lower, None)
-    with pytest.raises(ValueError, match="sensors"):
-        encoder.encode_rows("ar", T0, FREQ, mean[:, :2])
-    targets = pd.date_range(T0 + FREQ, periods=1, freq=FREQ)
-    with pytest.raises(ValueError, match="targets"):
-        encoder.encode("ar", T0, targets[:0], mean)
-    irregular = pd.DatetimeIndex([T0 + FREQ, T0 + 3 * FREQ])
-    with pytest.raises(ValueError, match="issued_at \\+ k"):
-        encoder.encode("ar", T0, irregular, np.vstack([mean, mean]))
 
 
 def test_live_scorer_scores_each_step_when_its_target_closes():
@@ -185,3 +127,19 @@ def test_slowest_active_partition_caps_the_watermark_and_idle_ones_do_not():
     assert tracker.limit_ns(20.0, {a: 100, b: 50, c: 9}.get) is None  # all idle: no cap
     with pytest.raises(ValueError, match="idle_s"):
         PartitionTracker(idle_s=0)
+
+
+def test_a_partition_behind_its_high_watermark_or_not_fetched_yet_is_a_backlog():
+    from kafka import TopicPartition
+
+    from pipeline.service.partitions import PartitionTracker
+
+    a, b = (TopicPartition("readings", p) for p in range(2))
+    tracker = PartitionTracker(idle_s=5.0)
+    assert not tracker.backlog({}.get)  # nothing assigned
+    tracker.assigned = {a, b}
+    tracker.observe(a, 100, 3_000, now=0.0)
+    tracker.observe(b, 40, 1_000, now=0.0)
+    assert tracker.backlog({a: 100, b: 50}.get)  # b has 10 records to read
+    assert tracker.backlog({a: 100}.get)  # b's end not known yet
+    assert not tracker.backlog({a: 100, b: 40}.get)  # both read to their end

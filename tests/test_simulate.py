@@ -161,3 +161,76 @@ def test_scales_to_20k_sensors_for_a_few_hours():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(SimulationError, match=message):
         simulate_network(**kwargs)
+
+
+# ---------------------------------------------------------------------- regimes
+
+
+def test_counts_regime_has_a_strong_daily_cycle_of_whole_numbers():
+    panel = simulate_network(40, 7.0, seed=2, kind="counts", coupling=0.3, faults_per_day=0.0)
+    observed = panel.values[panel.mask]
+    assert observed.min() >= 0 and np.all(observed == np.round(observed))
+    hourly = pd.Series(np.nanmean(panel.values, axis=1), index=panel.timestamps)
+    weekday = hourly[panel.timestamps.day_of_week < 5]
+    by_hour = weekday.groupby(weekday.index.hour).mean()
+    assert by_hour.loc[[8, 17]].min() > 2.5 * by_hour.loc[[2, 3]].mean()  # peaks vs night
+
+
+def test_service_hours_cut_the_night_so_days_abut():
+    panel = simulate_network(10, 3.0, seed=1, service_hours=(6.0, 23.0), faults_per_day=0.0)
+    assert panel.n_time == 3 * 17 * 12  # 17 service hours a day, 5-minute steps
+    assert panel.freq == pd.Timedelta("5min")  # a regular grid, as a CSV without times reads
+    events = simulate_network(10, 3.0, seed=1, service_hours=(6.0, 23.0), incidents_per_day=30)
+    assert all(events.timestamps[0] <= e.start <= e.end for e in events.events)
+
+
+def test_coupling_makes_neighbours_move_together():
+    from pipeline.data.simulate_regimes import coupled_field
+
+    graph = simulate_network(50, 0.5, seed=3).graph
+    src, dst = graph.edge_index
+
+    def neighbour_corr(coupling: float) -> float:
+        z = coupled_field(graph, 2000, coupling, np.random.default_rng(0), sd=2.0)
+        assert abs(float(z.std()) - 2.0) < 1e-3  # rescaled to the asked sd
+        pairs = zip(src, dst, strict=True)
+        return float(np.mean([np.corrcoef(z[:, s], z[:, t])[0, 1] for s, t in pairs]))
+
+    assert neighbour_corr(0.0) < 0.1 < 0.25 < neighbour_corr(0.9)
+
+
+def test_random_and_plain_graphs_and_gaps():
+    road = simulate_network(60, 2.0, seed=4)
+    plain = simulate_network(60, 2.0, seed=4, graph="plain")
+    assert not plain.graph.has_distances and plain.coords is None
+    assert plain.graph.num_edges == road.graph.num_edges
+    noise = simulate_network(60, 2.0, seed=4, graph="random")
+    assert noise.graph.num_edges >= road.graph.num_edges - 2
+    assert set(map(tuple, noise.graph.edge_index.T)) != set(map(tuple, road.graph.edge_index.T))
+    linked = np.zeros(60, dtype=bool)
+    linked[noise.graph.edge_index.ravel()] = True
+    assert linked.all()  # no isolated sensor
+    gappy = simulate_network(20, 10.0, seed=5, gaps=1.0, faults_per_day=0.0, dropout=0.0)
+    outage = ~gappy.mask.any(axis=1)  # steps where every sensor is missing
+    assert outage.sum() >= 10 * 2 * 12  # at least two hours a day
+
+
+def test_spec_options_and_presets():
+    from pipeline.data.simulate_spec import simulate_spec
+
+    metro = simulate_spec("regime=metro,days=2")
+    assert metro.n_nodes == 80 and metro.name == "simulated-metro"
+    assert not metro.graph.has_distances and metro.n_time == 2 * 17 * 12
+    plain = simulate_spec("sensors=5,hours=2")
+    assert plain.timestamps[0].day_of_week == 2  # specs start on a Wednesday
+    for bad, message in [
+        ("regime=tram", "unknown regime"),
+        ("coupling=2", "coupling"),
+        ("service=23-6", "service hours"),
+        ("service=abc", "FIRST-LAST"),
+        ("kind=flow", "kind"),
+        ("graph=full", "graph"),
+        ("gaps=x", "not a number"),
+    ]:
+        with pytest.raises(SimulationError, match=message):
+            simulate_spec(bad)

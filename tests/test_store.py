@@ -194,3 +194,18 @@ def test_reader_sees_writes_while_writer_is_open(tmp_path):
     assert reader.counters() == {"consumed": 2}
     reader.close()
     writer.close()
+
+
+@pytest.mark.parametrize("name", ["a#b.sqlite", "50%.sqlite", "50%25.sqlite", "q?x=1.sqlite"])
+def test_store_paths_are_paths_not_uris(tmp_path, name):
+    folder = tmp_path / "dir #1 %20"
+    path = folder / name
+    with Store(path) as writer:
+        writer.write(Batch(counters={"consumed": 3}))
+    with Store(path, readonly=True) as reader:
+        assert reader.counters() == {"consumed": 3}
+    # Only that database (and SQLite's -wal/-shm beside it): no other file was opened.
+    assert {p.name.removesuffix("-wal").removesuffix("-shm") for p in folder.iterdir()} == {name}
+    with pytest.raises(StoreError, match="no store"):
+        Store(folder / name.replace(".sqlite", "-other.sqlite"), readonly=True)
+    assert {p.name.removesuffix("-wal").removesuffix("-shm") for p in folder.iterdir()} == {name}

@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from models.forecasters.tgclstm import TGCLSTM, TGCLSTMConfig, TGCLSTMNet
+from models.nn.devices import seeded
+from models.nn.inputs import InputSpec
+from models.nn.rnn_net import NetworkRNN
 from models.nn.sparse_graph import NeighbourScale, SparseHopConv
+from models.nn.tgclstm_net import time_locked_dropout
 from models.nn.training import TrainConfig
 from models.panel import SensorPanel
 from pipeline.data.graph import RoadGraph
@@ -76,6 +80,8 @@ def test_sparse_layer_equals_dense_reference_values_and_gradients(seed):
 
     assert out.shape == (4, 5, n, k * 2)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # no weight gradient: PyG's spmm instead of the CSR kernel
+        torch.testing.assert_close(conv(x), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad_x, x.grad, atol=1e-5, rtol=1e-5)
     # The dense gradient on the reachable pairs is the sparse gradient; off them it is 0.
     hop, tgt, src = conv.hop_of_edge() - 1, conv.targets(), conv.col
@@ -111,7 +117,7 @@ def test_layer_starts_as_neighbourhood_mean():
 
 def test_hops_round_trip_through_the_saved_state():
     hops, masks = random_hops(11, 3, density=0.2, seed=6)
-    net = TGCLSTMNet(hops, 11, n_features=2, horizon=3, hidden=4, embed=2)
+    net = TGCLSTMNet(hops, 11, spec=SPEC, horizon=3, hidden=4, embed=2)
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     back = TGCLSTMNet.hops_from_state(state)
     assert len(back) == 3
@@ -121,74 +127,146 @@ def test_hops_round_trip_through_the_saved_state():
         assert np.array_equal(rebuilt, masks[h])
 
 
-@pytest.mark.parametrize("gates", ["shared", "dense"])
-@pytest.mark.parametrize("skip", ["graph", "linear", "last"])
-def test_network_shapes_and_persistence_start(gates, skip):
+SPEC = InputSpec(time_of_day=False, day_of_week=False, mask=True)  # value, mask
+FULL = InputSpec(time_of_day=True, day_of_week=False, mask=True)  # value, tod x2, mask
+
+
+@pytest.mark.parametrize("form", ["hybrid", "paper", "shared"])
+@pytest.mark.parametrize("skip", ["linear", "last"])
+def test_network_shapes_and_persistence_start(form, skip):
     n, horizon = 8, 4
     hops, _ = random_hops(n, 3, density=0.2, seed=7)
     net = TGCLSTMNet(
-        hops,
-        n,
-        n_features=3,
-        time_features=[1],
-        horizon=horizon,
-        hidden=5,
-        embed=2,
-        gates=gates,
-        skip=skip,
-        window=6,
-    )
-    x = torch.randn(2, 6, n, 3)  # [batch, window, node, feature]
+        hops, n, spec=FULL, horizon=horizon, hidden=5, graph_hidden=3, embed=2, form=form,
+        skip=skip, window=6,
+    )  # fmt: skip
+    if net.lstm is not None:
+        with torch.no_grad():
+            net.lstm.head.weight.zero_()  # the LSTM path's head is random: silence it here
+            net.lstm.head.bias.zero_()
+    x = torch.randn(2, 6, n, FULL.n_features)  # [batch, window, node, feature]
     out = net(x)
     assert out.shape == (2, horizon, n)
-    # Zero head + a skip that starts as persistence: the untrained network forecasts the
-    # last input value.
+    # Zero graph head + a skip that starts as persistence: the untrained network
+    # forecasts the last input value.
     torch.testing.assert_close(out, x[:, -1:, :, 0].expand(-1, horizon, -1))
-    loss = out.pow(2).mean() + net.penalty(1e-3, 1e-3)
+    with torch.no_grad():
+        net.graph.head.weight.normal_()
+    loss = net(x).pow(2).mean() + net.penalty(1e-3, 1e-3)
     loss.backward()
     assert net.conv.weight.grad is not None and net.neighbour.weight.grad is not None
 
 
+@pytest.mark.parametrize("skip", ["linear", "none"])
+def test_hybrid_form_starts_as_the_lstm_of_the_same_seed(skip):
+    """The graph path enters through a zero head: at initialisation the hybrid TGC-LSTM is
+    the network-wide LSTM (same weights for the same seed, same forecasts)."""
+    n = 7
+    hops, _ = random_hops(n, 3, density=0.3, seed=3)
+    with seeded(5):
+        lstm = NetworkRNN(n, FULL, hidden=6, horizon=3, kind="lstm", skip=skip, window=5)
+    with seeded(5):
+        net = TGCLSTMNet(hops, n, spec=FULL, horizon=3, window=5, hidden=6, skip=skip)
+    x = torch.randn(4, 5, n, FULL.n_features)
+    lstm.eval(), net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), lstm(x))
+    # Training moves the graph path: its head gets a gradient from the first step.
+    net.train()
+    net(x).pow(2).mean().backward()
+    assert float(net.graph.head.weight.grad.abs().sum()) > 0
+
+
+def test_hybrid_graph_cell_is_shared_by_default_and_dense_on_request():
+    assert TGCLSTMConfig().graph_cell == "shared"
+    hops, _ = random_hops(6, 2, density=0.3, seed=1)
+    shared = TGCLSTMNet(hops, 6, spec=SPEC, graph_hidden=3)
+    assert shared.graph.cell.hidden_size == 3  # a state per sensor, gates shared
+    dense = TGCLSTMNet(hops, 6, spec=SPEC, graph_cell="dense")
+    assert dense.graph.cell.hidden_size == 6  # the paper's cell: one unit per sensor
+    with pytest.raises(ValueError, match="graph_cell must be"):
+        TGCLSTMConfig(graph_cell="sparse")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("before", "after", "kept"), [(1.0, 0.9, True), (1.0, 1.0, False)])
+def test_hybrid_trains_the_lstm_then_keeps_the_graph_path_only_if_validation_gains(
+    before, after, kept
+):
+    from models.nn.training import TrainHistory
+
+    hops, _ = random_hops(6, 2, density=0.3, seed=4)
+    net = TGCLSTMNet(hops, 6, spec=SPEC, window=4, horizon=2, hidden=3)
+    stages: list[set[str]] = []
+
+    def train(module, member):
+        trained = {n for n, p in module.named_parameters() if p.requires_grad}
+        stages.append(trained)
+        with torch.no_grad():
+            module.graph.head.weight.add_(1.0)  # stage 2 "learns" a graph path
+        loss = before if len(stages) == 1 else after
+        return TrainHistory(
+            train_loss=[loss], valid_loss=[loss], best_epoch=1, best_valid_loss=loss
+        )
+
+    history = TGCLSTM._fit_hybrid(net, train, 0, validated=True)
+    assert all(not n.startswith(("graph.", "conv.")) for n in stages[0])  # the LSTM alone
+    assert stages[1] and all(n.startswith(("graph.", "conv.")) for n in stages[1])
+    assert net.use_graph is kept
+    assert bool(net.graph.head.weight.abs().sum() > 0) is kept  # dropped = zero head
+    assert history.best_valid_loss == min(before, after) and len(history.valid_loss) == 2
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_paper_form_has_one_unit_per_sensor_and_dense_gates():
+    n = 9
+    hops, _ = random_hops(n, 3, density=0.2, seed=2)
+    net = TGCLSTMNet(hops, n, spec=FULL, horizon=2, window=4, form="paper")
+    cell = net.graph.cell
+    assert cell.hidden_size == n  # the paper's hidden size N
+    # Gate input: K graph convolutions and the mask of every sensor, the calendar once.
+    assert cell.input_proj.in_features == n * (3 + 1) + 2
+    assert net.lstm is None
+
+
 def test_penalty_is_l1_of_graph_weights_plus_l2_of_neighbour_weights():
     hops, _ = random_hops(6, 2, density=0.3, seed=8)
-    net = TGCLSTMNet(hops, 6, hidden=3, embed=0)
+    net = TGCLSTMNet(hops, 6, spec=SPEC, hidden=3, embed=0)
     expected = 0.5 * net.conv.weight.abs().sum() + 0.25 * net.neighbour.weight.pow(2).sum()
     torch.testing.assert_close(net.penalty(0.5, 0.25), expected)
 
 
 def test_bad_inputs_are_refused_with_clear_errors():
     hops, _ = random_hops(5, 2, density=0.3, seed=9)
-    net = TGCLSTMNet(hops, 5, n_features=1, horizon=2, hidden=3)
+    one = InputSpec(time_of_day=False, day_of_week=False, mask=False)
+    net = TGCLSTMNet(hops, 5, spec=one, horizon=2, hidden=3)
     with pytest.raises(ValueError, match=r"expected x \[batch, 12, 5, 1\]"):
         net(torch.randn(2, 12, 6, 1))
     with pytest.raises(ValueError, match=r"expected x \[batch, 12, 5, 1\]"):
         net(torch.randn(2, 4, 5, 1))  # the linear skip has one weight per input step
     with pytest.raises(ValueError, match="skip must be"):
-        TGCLSTMNet(hops, 5, skip="persistence")  # type: ignore[arg-type]
+        TGCLSTMNet(hops, 5, spec=one, skip="persistence")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="refers to node"):
         SparseHopConv([np.array([[0, 7], [0, 1]])], 5)
     with pytest.raises(ValueError, match="duplicate"):
         SparseHopConv([np.array([[0, 0], [1, 1]])], 5)
     with pytest.raises(ValueError, match=r"\[2, E\]"):
         SparseHopConv([np.array([0, 1, 2])], 5)
-    with pytest.raises(ValueError, match="gates='shared'"):
-        TGCLSTMNet(hops, 5, gates="dense", dense_max_nodes=4)
-    with pytest.raises(ValueError, match="gates must be"):
-        TGCLSTMNet(hops, 5, gates="sparse")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="graph_cell='shared'"):
+        TGCLSTMNet(hops, 5, spec=one, form="paper", dense_max_nodes=4)
+    with pytest.raises(ValueError, match="dense_max_nodes"):
+        TGCLSTMNet(hops, 5, spec=one, graph_cell="dense", dense_max_nodes=4)
+    with pytest.raises(ValueError, match="form must be"):
+        TGCLSTMNet(hops, 5, spec=one, form="sparse")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unknown TGC-LSTM option"):
         TGCLSTM(hiden=3)
     with pytest.raises(ValueError, match="hops"):
         TGCLSTMConfig(hops=0)
     with pytest.raises(ValueError, match="ffr_minutes"):
         TGCLSTMConfig(ffr_minutes=-1.0)
-    with pytest.raises(ValueError, match="gates must be"):
-        TGCLSTMConfig(gates="sparse")  # type: ignore[arg-type]
-
-
-def test_auto_gates_are_dense_on_small_networks_and_shared_on_large_ones():
-    config = TGCLSTMConfig(dense_max_nodes=100)
-    assert config.gates_for(100) == "dense" and config.gates_for(101) == "shared"
-    assert TGCLSTMConfig(gates="shared").gates_for(5) == "shared"
+    with pytest.raises(ValueError, match="form must be"):
+        TGCLSTMConfig(form="dense")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="graph_dropout"):
+        TGCLSTMConfig(graph_dropout=1.0)
 
 
 # ---------------------------------------------------------------------- the forecaster
@@ -217,16 +295,16 @@ def ring_panel(n: int = 6, steps: int = 240, *, coords: bool = True, seed: int =
     )
 
 
-SMALL = {"hidden": 8, "embed": 2, "window": 6, "horizon": 3}
+SMALL = {"hidden": 8, "graph_hidden": 4, "embed": 2, "window": 6, "horizon": 3}
 TRAIN = TrainConfig(epochs=2, progress=False, device="cpu")
 
 
-@pytest.mark.parametrize("gates", ["auto", "shared", "dense"])
-def test_forecaster_fits_predicts_and_round_trips(tmp_path, gates):
+@pytest.mark.parametrize("form", ["hybrid", "paper", "shared"])
+def test_forecaster_fits_predicts_and_round_trips(tmp_path, form):
     panel = ring_panel()
     train, valid = panel.slice(0, 180), panel.slice(180, 240)
-    model = TGCLSTM(train=TRAIN, gates=gates, **SMALL).fit(train, valid=valid)
-    assert model.graph_info["gates"] == ("dense" if gates == "auto" else gates)
+    model = TGCLSTM(train=TRAIN, form=form, **SMALL).fit(train, valid=valid)
+    assert model.graph_info["form"] == form
     forecast = model.predict(valid)
     assert forecast.mean.shape == (3, 6)
     assert np.isfinite(forecast.mean).all() and forecast.lower is not None
@@ -240,10 +318,43 @@ def test_forecaster_fits_predicts_and_round_trips(tmp_path, gates):
     again = loaded.predict(valid)
     np.testing.assert_array_equal(forecast.mean, again.mean)
     np.testing.assert_array_equal(forecast.lower, again.lower)
-    assert loaded.net.gates == model.net.gates
+    assert loaded.net.form == model.net.form
     influence = loaded.influence()
     assert set(influence) == {"hop", "source", "target", "weight"}
     assert len(influence["weight"]) == sum(config["graph"]["edges_per_hop"])
+
+
+def test_hybrid_takes_a_fitted_lstm_as_its_first_stage():
+    """Given the LSTM forecaster fitted with its LSTM settings and seed, the hybrid skips
+    its first stage and ends exactly where training both stages itself ends."""
+    from models.forecasters.rnn import LSTMForecaster
+
+    panel = ring_panel()
+    train, valid = panel.slice(0, 180), panel.slice(180, 240)
+    own = TGCLSTM(train=TRAIN, **SMALL).fit(train, valid=valid)
+    first = LSTMForecaster(train=TRAIN, **own.first_stage_settings()).fit(train, valid=valid)
+    shared = TGCLSTM(train=TRAIN, **SMALL).fit(train, valid=valid, lstm=first)
+    assert shared.history.valid_loss == own.history.valid_loss
+    np.testing.assert_allclose(shared.predict(valid).mean, own.predict(valid).mean, rtol=1e-5)
+    other = LSTMForecaster(train=replace(TRAIN, seed=1), **own.first_stage_settings())
+    other.fit(train, valid=valid)
+    with pytest.raises(ValueError, match="not this hybrid's first stage"):
+        TGCLSTM(train=TRAIN, **SMALL).fit(train, valid=valid, lstm=other)
+
+
+def test_second_stage_trains_the_graph_path_on_the_lstm_path_in_eval_mode():
+    """The frozen LSTM path makes, while the graph path trains, the forecasts it makes at
+    prediction time (no dropout), so the graph path learns to correct those."""
+    hops, _ = random_hops(6, 2, density=0.3, seed=4)
+    net = TGCLSTMNet(hops, 6, spec=SPEC, window=4, horizon=2, hidden=3, dropout=0.5)
+    net.train_only("graph")
+    net.train()
+    assert not net.lstm.training and net.graph.training
+    x = torch.randn(2, 4, 6, SPEC.n_features)
+    torch.testing.assert_close(net.lstm(x), net.lstm(x))  # deterministic: no dropout
+    net.train_only("lstm")
+    net.train()
+    assert net.lstm.training
 
 
 def test_graph_without_distances_falls_back_to_hop_counts_and_says_so(tmp_path):
@@ -254,9 +365,9 @@ def test_graph_without_distances_falls_back_to_hop_counts_and_says_so(tmp_path):
     assert "hop-count" in json.loads((tmp_path / "b" / "config.json").read_text())["graph"]["ffr"]
 
 
-def test_explicit_dense_gates_are_refused_above_dense_max_nodes():
+def test_paper_form_is_refused_above_dense_max_nodes():
     with pytest.raises(ValueError, match="dense_max_nodes"):
-        TGCLSTM(train=TRAIN, gates="dense", dense_max_nodes=3, **SMALL).fit(ring_panel())
+        TGCLSTM(train=TRAIN, form="paper", dense_max_nodes=3, **SMALL).fit(ring_panel())
 
 
 def test_forecaster_refuses_a_panel_without_graph():
@@ -358,8 +469,9 @@ def test_trains_on_los_loop_and_validation_loss_falls(shared_data):
     split = chronological_split(panel, test=0.2, valid=0.1)
     train = TrainConfig(epochs=4, patience=4, progress=False, device="cpu", lr=2e-3)
     model = TGCLSTM(hidden=16, embed=4, train=train).fit(split.train, valid=split.valid)
-    losses = model.history.valid_loss
-    assert len(losses) == 4 and min(losses[1:]) < losses[0]
+    losses = model.history.valid_loss  # the LSTM stage's 4 epochs, then the graph path's
+    assert len(losses) == 8 and min(losses[1:4]) < losses[0]
+    assert model.history.best_valid_loss <= min(losses[:4])
     assert model.graph_info["ffr"] == "road distances"
     # Better than persistence on the validation windows already.
     origins = window_origins(split.valid.n_time, model.window, model.horizon)
@@ -372,22 +484,20 @@ def test_trains_on_los_loop_and_validation_loss_falls(shared_data):
 
 def test_input_dropout_keeps_one_mask_per_sequence():
     hops, _ = random_hops(6, 2, density=0.3, seed=10)
-    net = TGCLSTMNet(hops, 6, n_features=2, horizon=2, hidden=3, embed=0, dropout=0.5)
+    del hops
     inputs = torch.ones(4, 7, 6, 5)  # [batch, time, node, gate input]
-    net.train()
-    dropped = net.time_locked_dropout(inputs)
+    dropped = time_locked_dropout(inputs, 0.5, training=True)
     assert set(dropped.unique().tolist()) == {0.0, 2.0}  # inverted dropout scaling
     assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same mask every step
-    net.eval()
-    assert torch.equal(net.time_locked_dropout(inputs), inputs)
+    assert torch.equal(time_locked_dropout(inputs, 0.5, training=False), inputs)
 
 
-@pytest.mark.parametrize("gates", ["shared", "dense"])
-def test_network_runs_under_autocast_with_float32_sparse_products(gates):
+@pytest.mark.parametrize("form", ["hybrid", "paper", "shared"])
+def test_network_runs_under_autocast_with_float32_sparse_products(form):
     hops, _ = random_hops(9, 3, density=0.2, seed=11)
-    net = TGCLSTMNet(hops, 9, n_features=2, horizon=3, hidden=4, embed=2, gates=gates)
+    net = TGCLSTMNet(hops, 9, spec=SPEC, horizon=3, hidden=4, embed=2, form=form)
     with torch.no_grad():
-        net.head.weight.normal_()  # a non-trivial forecast, not just the skip
+        net.graph.head.weight.normal_()  # a non-trivial forecast, not just the skip
     x = torch.randn(3, 12, 9, 2)
     reference = net(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -134,7 +134,7 @@ def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
     assert not (tmp_path / "bundles").exists()
 
 
-def test_gpu_slot_is_a_global_limit_that_serialises(prefect_harness):
+def test_gpu_slot_is_a_global_limit_that_serialises(no_gpu_limit):
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
@@ -172,3 +172,44 @@ def test_gpu_slot_is_a_global_limit_that_serialises(prefect_harness):
     assert ensure_gpu_limit() is False  # an operator's setting is never overwritten
     with _client() as client:
         assert client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit == 2
+
+
+def test_tune_runs_a_task_per_model_and_per_trial(prefect_harness, tmp_path):
+    """``train_flow(tune=...)``: the chosen settings reach metrics.json and the bundle; each
+    model's search is a task and each trial a task (so a work pool could fan them out)."""
+    from flows.train_flow import train_flow
+
+    out = tmp_path / "tuned"
+    result = train_flow(
+        data=DATA, models=["persistence", "lstm"], window=6, horizon=3, seeds=1, epochs=2,
+        device="cpu", out=str(out), tune="2",
+    )  # fmt: skip
+    tuning = result["document"]["tuning"]
+    assert set(tuning) == {"lstm"} and tuning["lstm"]["trials"] == 2
+    config = json.loads((out / "bundles" / "lstm" / "config.json").read_text())
+    assert config["hyper"]["hidden"] == tuning["lstm"]["params"]["hidden"]
+    names = [t.name for t in _client().read_task_runs()]
+    assert "tune-lstm" in names and sum(n.startswith("trial-lstm-") for n in names) >= 2
+
+
+def test_the_flow_registers_versions_under_its_run_and_serves_them(trained):
+    """Every model's bundle becomes a version labelled with the run; the serving set is
+    exactly the run's versions. With ``promote=False`` a run only registers."""
+    from flows.train_flow import train_flow
+    from pipeline.model_dir import read_serving
+    from pipeline.registry.versions import list_versions, versions_of_run
+
+    out, state = trained
+    run_id = str(state.state_details.flow_run_id)
+    ran = versions_of_run(out / "bundles", run_id)
+    assert set(ran) == {"persistence", "ar", "gru"}
+    serving = read_serving(out)
+    assert serving is not None and serving.models == {m: v.version for m, v in ran.items()}
+    assert serving.champion is not None and serving.reason == f"train run {run_id}"
+    assert all(v.label.startswith("simulated:") for v in ran.values())
+    train_flow(
+        data=DATA, models=["persistence", "seasonal"], window=6, horizon=6, seeds=1,
+        device="cpu", out=str(out), label="candidate", promote=False,
+    )  # fmt: skip
+    assert read_serving(out) == serving
+    assert [v.label for v in list_versions(out / "bundles", "seasonal")] == ["candidate"]

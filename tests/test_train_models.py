@@ -69,6 +69,30 @@ def test_metrics_json_has_the_shape_of_the_issue(run):
     assert len({e["pooled"]["6"]["count"] for e in on_disk["models"].values()}) == 1
 
 
+def test_metrics_json_tests_each_model_against_the_champion_and_gives_its_regret(run):
+    out, document, _ = run
+    champion = document["champion"]
+    assert champion == min(
+        document["models"], key=lambda n: min(document["models"][n]["valid_rmse"])
+    )
+    assert set(document["significance"]) == set(document["models"]) - {champion}
+    for tests in document["significance"].values():
+        assert set(tests) == {"3", "6"}
+        for test in tests.values():
+            assert 0.0 <= test["p_value"] <= 1.0 and test["windows"] > 0
+            assert test["hac_lag"] >= 6  # covers the horizon and the window: windows overlap
+            assert test["verdict"] in (
+                "ahead (p < 0.05)",
+                "behind (p < 0.05)",
+                "no significant difference",
+            )
+    for h, regret in document["regret"].items():
+        best = min(e["pooled"][h]["rmse"] for e in document["models"].values())
+        assert regret["regret"] >= 1.0 and regret["best_rmse"] == best
+    report = (out / "report.md").read_text()
+    assert f"Against the champion ({champion})" in report and "regret of" in report
+
+
 def test_bundles_keep_the_best_validation_seed(run):
     out, document, _ = run
     for name in document["models"]:

@@ -96,12 +96,18 @@ def data_fetch(
         None, "--mirror", help="Base URL to fetch DATA_DIR-relative paths from instead."
     ),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds per connection attempt."),
+    sha256: list[str] | None = typer.Option(  # noqa: B008 (Typer reads the default)
+        None,
+        "--sha256",
+        help="PATH=HEX: accept the file at PATH (as listed) with this sha256; for files "
+        "with no published checksum. Repeatable.",
+    ),
 ) -> None:
-    """Download a public data set into the data directory and check its sha256."""
+    """Download a public data set into the data directory and check its checksums."""
     from pathlib import Path
 
     from pipeline.data.datasets import DatasetError
-    from pipeline.data.fetch import Fetched, FetchError, fetch_dataset
+    from pipeline.data.fetch import Fetched, FetchError, fetch_dataset, parse_sha256_options
     from pipeline.settings import SettingsError
 
     def report(item: Fetched) -> None:
@@ -115,6 +121,7 @@ def data_fetch(
             mirror=mirror,
             timeout=timeout,
             progress=report,
+            sha256=parse_sha256_options(sha256 or [], name),
         )
     except (FetchError, DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -66,6 +66,27 @@ def train(
     threads: int = typer.Option(
         None, "--threads", help="torch CPU threads (default: torch's; 1 is best on busy cores)."
     ),
+    tune: str = typer.Option(
+        None,
+        "--tune",
+        help="Search each model's settings on the validation part first (Optuna): trials "
+        "per model (30) or a time for the whole search (20m, 90s, 1h).",
+    ),
+    index_col: str = typer.Option(
+        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+    ),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+    ),
+    label: str = typer.Option(
+        None, "--label", help="Label of the new model versions (default: data set and date)."
+    ),
+    promote: bool = typer.Option(
+        True,
+        "--promote/--no-promote",
+        help="Serve the new versions (a running service swaps them in); --no-promote only "
+        "registers them (roadcast models promote).",
+    ),
 ) -> None:
     """Fit, backtest and compare models; write bundles, champion, metrics.json and a report.
 
@@ -75,6 +96,7 @@ def train(
 
     from flows.threads import limit_threads
     from models.forecasters.comparison import TrainPlan, parse_models
+    from models.forecasters.tuning import parse_budget
     from models.nn.devices import resolve_device
     from pipeline.data.datasets import parse_spec
 
@@ -82,6 +104,10 @@ def train(
     try:
         resolve_device(device)
         parse_spec(data)  # an unknown data set fails here, before Prefect starts
+        if tune is not None:
+            parse_budget(tune)
+        if index_col is not None and no_index:
+            raise ValueError("--index-col and --no-index contradict each other; give one")
         plan = TrainPlan(
             models=parse_models(models),
             window=window,
@@ -96,9 +122,16 @@ def train(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    import os
+
+    from flows.cli.errors import quiet_prefect_tracebacks
     from flows.train_flow import train_flow
     from pipeline.settings import SettingsError
 
+    if not os.environ.get("PREFECT_API_URL"):
+        # The temporary server's usage telemetry only adds "database is locked" noise.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    quiet_prefect_tracebacks()
     try:
         with limit_threads(threads):
             result = train_flow(
@@ -115,16 +148,28 @@ def train(
                 adjacency=adjacency,
                 data_dir=data_dir,
                 progress=progress,
+                tune=tune,
+                index_col=index_col,
+                no_index=no_index,
+                label=label,
+                promote=promote,
             )
     except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    from flows.reporting.tables import compact_rows
+    from flows.reporting.tables import claims_rows, compact_rows
     from flows.reporting.text import print_table
 
     columns, rows = compact_rows(result["document"], reference=True)
     print_table(f"{data}: test-part pooled MAE / RMSE (± std over seeds)", columns, rows)
     console.print(f"champion (best validation score): {result['champion']}")
+    columns, rows = claims_rows(result["document"])
+    if rows:
+        print_table(
+            "against the champion (paired Diebold-Mariano test over the test windows)",
+            columns,
+            rows,
+        )
     console.print(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
 
 
@@ -132,6 +177,12 @@ def evaluate(
     bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
     data: str = typer.Argument(..., help="The data set to score it on."),
     adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    index_col: str = typer.Option(
+        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+    ),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+    ),
     window: int = typer.Option(12, "--window", help="Protocol input window (scored windows)."),
     test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
     valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
@@ -147,7 +198,7 @@ def evaluate(
 
     from models.forecasters.comparison import evaluate_bundle
 
-    panel = _load_panel(data, adjacency, data_dir)
+    panel = _load_panel(data, adjacency, data_dir, index_col, no_index)
     try:
         result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window)
     except ValueError as exc:  # BundleError included
@@ -171,7 +222,13 @@ def evaluate(
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def _load_panel(data: str, adjacency: str | None, data_dir: str | None) -> SensorPanel:
+def _load_panel(
+    data: str,
+    adjacency: str | None,
+    data_dir: str | None,
+    index_col: str | None = None,
+    no_index: bool = False,
+) -> SensorPanel:
     """``load_dataset``, its errors printed as CLI errors."""
     from pathlib import Path
 
@@ -183,6 +240,8 @@ def _load_panel(data: str, adjacency: str | None, data_dir: str | None) -> Senso
             data,
             data_dir=Path(data_dir) if data_dir else None,
             adjacency=Path(adjacency) if adjacency else None,
+            index_col=index_col,
+            no_index=no_index,
         )
     except (DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -191,20 +250,55 @@ def _load_panel(data: str, adjacency: str | None, data_dir: str | None) -> Senso
 
 def detect(
     nab_dir: str = typer.Option(..., "--nab-dir", help="NAB data directory (<category>/*.csv)."),
-    out: str = typer.Option(..., "--out", help="Results directory (<category>/<det>_<file>)."),
+    out: str = typer.Option(
+        ..., "--out", help="Results directory (<detector>/<category>/<detector>_<file>)."
+    ),
     detector: str = typer.Option(
-        "interval_range",
+        "ensemble",
         "--detector",
-        help="interval, interval_range, interval_h6, likelihood, windowed_gaussian, "
-        "autoencoder or combined (see flows/detect.py).",
+        help="ensemble, context, extreme, changepoint, spectral, interval, gan, gaussian or "
+        "likelihood (see flows/detect.py).",
+    ),
+    nab_range: bool = typer.Option(
+        False,
+        "--nab-range",
+        help="NAB's convention: give detectors each file's min and max before they run.",
+    ),
+    score: bool = typer.Option(
+        False, "--score", help="Print NAB's table for the categories found (needs label windows)."
     ),
 ) -> None:
     """Score every NAB file in streaming order and write NAB result files."""
-    from flows.detect import DetectRunError, detect_nab
+    from flows.detect import DEFAULT_RULE, DetectRunError, detect_nab
 
     try:
-        written = detect_nab(nab_dir, out, detector, progress=typer.echo)
+        written = detect_nab(nab_dir, out, detector, nab_range=nab_range, progress=typer.echo)
     except (DetectRunError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")
+    if not score:
+        return
+    from flows.nab_table import score_results
+    from flows.reporting.text import print_table
+
+    threshold = DEFAULT_RULE.threshold if detector == "ensemble" else None
+    try:
+        rows = score_results(nab_dir, out, detector, threshold)
+    except (DetectRunError, OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    profiles = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+    columns = ["category", "files", "windows"] + [f"{p} (NAB threshold)" for p in profiles]
+    if threshold is not None:
+        columns += [f"{p} (fixed {threshold:.4g})" for p in profiles] + ["FP rows (fixed)"]
+    table = []
+    for r in rows:
+        line: list[object] = [r.category, r.files, r.windows]
+        line += [r.nab_threshold.get(p, "n/a") for p in profiles]
+        if threshold is not None:
+            line += [r.fixed_threshold.get(p, "n/a") for p in profiles] + [r.false_positives]
+        table.append(line)
+    print_table(
+        f"NAB scores of {detector!r} (normalised, 100 = perfect, 0 = never fires)", columns, table
+    )

@@ -125,6 +125,18 @@ def serve(
     max_clock_skew: str = typer.Option(
         "1h", "--max-clock-skew", help="Dead-letter readings this far ahead of the clock ('off')."
     ),
+    grace: str = typer.Option(
+        "2s",
+        "--grace",
+        help="Close a tick this long after its first reading once most sensors reported it "
+        "('off': wait for every sensor or the watermark).",
+    ),
+    down_after: int = typer.Option(
+        3,
+        "--down-after",
+        min=0,
+        help="Ticks in a row without a reading before a sensor is down (0: never).",
+    ),
     poll_records: int = typer.Option(1000, "--poll-records", help="Records per poll batch."),
     fast_store: bool = typer.Option(
         False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
@@ -139,21 +151,25 @@ def serve(
     alert_model: str = typer.Option(
         None, "--alert-model", help="Model whose forecasts the interval detector judges."
     ),
+    deliver_alerts: bool = typer.Option(
+        True,
+        "--deliver-alerts/--no-deliver-alerts",
+        help="Deliver roadcast.alerts to ROADCAST_ALERTMANAGER_URLS / ROADCAST_WEBHOOK_URLS "
+        "in a thread of this process, when any is set (or run `roadcast alerts deliver`).",
+    ),
 ) -> None:
     """Run the forecasting service: readings in, forecasts of every model out, anomaly
     alerts on roadcast.alerts (JSON logs)."""
+    import threading
     from pathlib import Path
 
     import pandas as pd
 
-    from models.bundle import BundleError
-    from pipeline.alerts.config import AlertingConfig
+    from flows.cli.options import parse_duration
     from pipeline.jsonlog import configure_logging
-    from pipeline.kafka.clients import KafkaUnavailable
-    from pipeline.model_dir import BundleDirError
     from pipeline.service.config import ServiceConfig
-    from pipeline.service.loop import serve as run_service
-    from pipeline.service.store import StoreError
+    from pipeline.service.joining import GroupJoin
+    from pipeline.service.partitions import PartitionTracker
     from pipeline.settings import SettingsError, load_settings
 
     try:
@@ -165,23 +181,77 @@ def serve(
             log_level=log_level,
         )
         config = ServiceConfig(
-            tick=pd.Timedelta(tick),
-            allowed_lateness=pd.Timedelta(allowed_lateness),
+            tick=parse_duration(tick, "--tick"),
+            allowed_lateness=parse_duration(
+                allowed_lateness, "--allowed-lateness", allow_zero=True
+            ),
             max_clock_skew=None if max_clock_skew == "off" else pd.Timedelta(max_clock_skew),
             only=tuple(n.strip() for n in (only or "").split(",") if n.strip()),
             poll_records=poll_records,
             durable=not fast_store,
+            grace=parse_duration(grace, "--grace", allow_off=True),
+            down_after=down_after or None,
         )
-        alerting = AlertingConfig.parse(detectors, alert_model)
     except (SettingsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level)
+    endpoints = None
+    if settings.metrics_enabled:  # first: a taken port fails before anything connects
+        from pipeline.service.health import EndpointError, start_endpoints
+
+        try:
+            endpoints = start_endpoints(settings)
+        except EndpointError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(
+            f"roadcast serve: metrics at {endpoints.url}/metrics, health at "
+            f"{endpoints.url}/healthz and /readyz (ROADCAST_METRICS_PORT)"
+        )
+    # The group join takes seconds: it runs while the rest (torch, the bundles) loads.
+    stop = threading.Event()
+    partitions = PartitionTracker(idle_s=config.partition_idle_s)
+    joining = GroupJoin(settings, partitions, config.poll_records, stop)
     try:
-        run_service(settings, config, model_dir=Path(settings.model_dir), alerting=alerting)
+        from pipeline.alerts.config import AlertingConfig
+
+        alerting = AlertingConfig.parse(detectors, alert_model)
+        if deliver_alerts:
+            from pipeline.alerts.delivery import receivers_from_settings
+
+            receivers_from_settings(settings)  # a configuration that cannot work: say so now
+    except (SettingsError, ValueError) as exc:
+        joining.cancel()
+        if endpoints is not None:
+            endpoints.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from models.bundle import BundleError
+    from pipeline.kafka.clients import KafkaUnavailable
+    from pipeline.model_dir import BundleDirError
+    from pipeline.service.loop import serve as run_service
+    from pipeline.service.store import StoreError
+
+    delivery = None
+    if deliver_alerts:
+        from pipeline.alerts.delivery import start_delivery_thread
+
+        delivery = start_delivery_thread(settings, stop)
+    try:
+        run_service(
+            settings, config, model_dir=Path(settings.model_dir), alerting=alerting, stop=stop,
+            endpoints=endpoints, joining=joining,
+        )  # fmt: skip
     except (BundleDirError, BundleError, KafkaUnavailable, StoreError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        stop.set()
+        if delivery is not None:
+            delivery.join(timeout=2 * settings.alert_timeout_s + 10.0)
+        if endpoints is not None:
+            endpoints.close()
 
 
 def status(
@@ -203,11 +273,125 @@ def status(
         raise typer.Exit(1) from None
 
 
+def health(
+    ready: bool = typer.Option(
+        False, "--ready", help="Ask /readyz (ready to forecast) instead of /healthz (alive)."
+    ),
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="The service's endpoints (default http://127.0.0.1:ROADCAST_METRICS_PORT).",
+    ),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0.0, help="Ask again for up to this many seconds until it says yes."
+    ),
+    timeout: float = typer.Option(2.0, "--timeout", min=0.1, help="Deadline of one request (s)."),
+) -> None:
+    """Ask a running `roadcast serve` whether it is alive (or ready): exit 0 if it is, 1 if
+    not (for systemd and Docker health checks)."""
+    import time
+
+    import httpx
+
+    from pipeline.settings import SettingsError, load_settings
+
+    if url is None:
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        host = settings.metrics_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        url = f"http://{f'[{host}]' if ':' in host else host}:{settings.metrics_port}"
+    target = f"{url.rstrip('/')}/{'readyz' if ready else 'healthz'}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            answer = httpx.get(target, timeout=timeout)
+            said, ok = answer.text.strip(), answer.status_code == 200
+        except httpx.HTTPError as exc:
+            said, ok = f"no answer from {target}: {exc}", False
+        if ok or time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    typer.echo(said, err=not ok)
+    if not ok:
+        raise typer.Exit(1)
+
+
+alerts_app = typer.Typer(
+    help="Alerts: `roadcast alerts` lists the latest from the store; `roadcast alerts "
+    "deliver` sends roadcast.alerts to Alertmanager and webhooks.",
+    no_args_is_help=False,
+)
+
+
+@alerts_app.command("deliver")
+def deliver(
+    alertmanager: str = typer.Option(
+        None,
+        "--alertmanager",
+        help="Alertmanager URL(s), comma-separated [ROADCAST_ALERTMANAGER_URLS].",
+    ),
+    webhook: str = typer.Option(
+        None,
+        "--webhook",
+        help="Webhook URL(s), comma-separated [ROADCAST_WEBHOOK_URLS]; signed with "
+        "ROADCAST_WEBHOOK_SECRET.",
+    ),
+    bootstrap: str = typer.Option(
+        None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
+    ),
+    group: str = typer.Option(
+        None, "--group", help="The service's consumer group; delivery uses GROUP.alert-delivery."
+    ),
+    log_level: str = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Deliver roadcast.alerts to Alertmanager (API v2) and signed webhooks until Ctrl-C.
+
+    Each alert is committed once every receiver has taken it (pipeline/alerts/delivery.py)."""
+    import threading
+
+    from pipeline.alerts.delivery import AlertDelivery
+    from pipeline.jsonlog import configure_logging
+    from pipeline.kafka.clients import KafkaUnavailable
+    from pipeline.service.runtime import install_signal_handlers, restore_signal_handlers
+    from pipeline.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(
+            bootstrap_servers=bootstrap,
+            consumer_group=group,
+            alertmanager_urls=alertmanager,
+            webhook_urls=webhook,
+            log_level=log_level,
+        )
+        delivery = AlertDelivery(settings)
+    except (SettingsError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+    previous = install_signal_handlers(stop)
+    try:
+        delivery.run(stop)
+    except KafkaUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        restore_signal_handlers(previous)
+
+
+@alerts_app.callback(invoke_without_command=True)
 def alerts(
+    ctx: typer.Context,
     store: str = typer.Option(None, "--store", help="Store file (default: ROADCAST_STORE_PATH)."),
     limit: int = typer.Option(20, "--limit", help="Most recent alert state changes shown."),
 ) -> None:
     """List the most recent alerts (firing / resolved) from the service's store."""
+    if ctx.invoked_subcommand is not None:
+        return
     import json
     from pathlib import Path
 

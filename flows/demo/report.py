@@ -64,6 +64,8 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
     ]  # fmt: skip
     columns = ["model"] + [f"{lead_minutes[s]:g} min MAE / RMSE" for s in shown]
     lines.append(markdown_table(columns, rows, numbers_right=True))
+    if summary.get("versus_persistence"):
+        lines += ["", summary["versus_persistence"]]
     lines += ["", "![error by lead time](error_by_horizon.png)", "", *_alert_lines(summary)]
     lines += [
         "",

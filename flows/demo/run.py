@@ -258,6 +258,10 @@ def _service_env(settings: Settings) -> dict[str, str]:
         ROADCAST_TOPIC_ALERTS=settings.topic_alerts,
         PYTHONUNBUFFERED="1",
     )
+    if "ROADCAST_METRICS_PORT" not in env:  # not 9478: a `roadcast serve` may hold it
+        from pipeline.kafka.broker import free_port
+
+        env["ROADCAST_METRICS_PORT"] = str(free_port())
     return env
 
 

@@ -71,11 +71,44 @@ def build_summary(
         "alerts_published": int(counters.get("alerts_published", 0)),
         "latency_ms": {"p50": _round(latency.get("p50")), "p99": _round(latency.get("p99"))},
         "accuracy": accuracy,
+        "versus_persistence": persistence_verdict(accuracy),
         "lost": produced - valid - dead,
         "train_s": round(train_s, 1),
         "stream_s": round(stream_s, 1),
         "wall_s": round(time.monotonic() - started, 1),
     }
+
+
+def persistence_verdict(accuracy: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One plain sentence: do the models beat persistence (live RMSE) at every lead past
+    the first, and if not, where not and the likely reason."""
+    base = accuracy.get("persistence")
+    models = [m for m in accuracy if m != "persistence"]
+    if not base or not models:
+        return "No persistence baseline was served, so the models are not compared with it."
+    leads = sorted((int(s) for s in base if int(s) > 1), key=int)
+    losing = {
+        m: [
+            s
+            for s in leads
+            if str(s) in accuracy[m] and accuracy[m][str(s)]["rmse"] >= base[str(s)]["rmse"]
+        ]
+        for m in models
+    }
+    if not any(losing.values()):
+        return (
+            f"Every model ({', '.join(models)}) beats persistence (live RMSE) at every lead "
+            "past the first."
+        )
+    worse = "; ".join(
+        f"{m} at {', '.join(str(s) for s in steps)} step(s)" for m, steps in losing.items() if steps
+    )
+    return (
+        f"Not every model beats persistence: {worse} (live RMSE). Persistence is hard to "
+        "beat on a short or quiet replay (few peaks or incidents in the streamed part) and "
+        "with the demo's quick training (few epochs, one seed); `roadcast train` with its "
+        "defaults trains longer."
+    )
 
 
 def alert_summary(store_path: Path, live: SensorPanel, *, latest: int = 15) -> dict[str, Any]:

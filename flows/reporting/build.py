@@ -89,6 +89,7 @@ def build_report(
     coords: np.ndarray | None = None,
     alerts: Sequence[Any] | None = None,
     provenance: Sequence[tuple[str, str]] = (),
+    extra_tables: Sequence[Table] = (),
 ) -> Report:
     """Assemble a :class:`Report`.
 
@@ -107,11 +108,12 @@ def build_report(
     coords : ``[node, 2]`` latitude/longitude of ``panel``'s sensors, for the map.
     alerts : alert state changes of the period (None: the section is left out).
     provenance : the "what produced it" lines (data, settings, versions).
+    extra_tables : tables shown first (significance against the champion, tuning).
     """
     freq = float(document.get("freq_minutes", 5.0))
     notes: list[str] = []
     figures: list[Figure] = []
-    tables: list[Table] = []
+    tables: list[Table] = list(extra_tables)
     curves = {n: e["curve"] for n, e in document["models"].items() if e.get("curve")}
     if curves:
         figures.append(

@@ -263,3 +263,92 @@ def alerts_tables(alerts: Sequence[Any], *, latest: int = 30) -> list[Table]:
         rows,
     )  # fmt: skip
     return [summary, recent]
+
+
+def claims_rows(document: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each model against the validation champion per horizon (the paired test's verdict
+    and p-value), then the champion's regret: for terminals and reports."""
+    champion = document.get("champion")
+    significance = document.get("significance") or {}
+    regret = document.get("regret") or {}
+    if not champion or not (significance or regret):
+        return [], []
+    freq = float(document.get("freq_minutes", 5.0))
+    horizons = list(regret) or list(next(iter(significance.values())))
+    columns = ["model", *(horizon_label(h, freq) for h in horizons)]
+    rows = []
+    for name, tests in significance.items():
+        cells = []
+        for h in horizons:
+            test = tests.get(h) or {}
+            p = test.get("p_value")
+            if p is None:
+                cells.append("n/a")
+                continue
+            verdict = str(test.get("verdict", ""))
+            if verdict.startswith("ahead"):
+                text = "ahead of the champion"
+            elif verdict.startswith("behind"):
+                text = "champion ahead"
+            else:
+                text = "no significant difference"
+            cells.append(f"{text} (p = {p:.3g})")
+        rows.append([name, *cells])
+    rows.append(
+        [
+            f"regret of {champion} (champion)",
+            *(
+                f"{regret[h]['regret']:.3f} (best: {regret[h]['best']})" if h in regret else "n/a"
+                for h in horizons
+            ),
+        ]
+    )
+    return columns, rows
+
+
+def claims_table(document: Mapping[str, Any]) -> Table | None:
+    """:func:`claims_rows` as a report table (None without a champion)."""
+    columns, rows = claims_rows(document)
+    if not rows:
+        return None
+    return Table(
+        f"Against the champion ({document.get('champion')})",
+        columns,
+        rows,
+        "Per horizon, a Diebold-Mariano test of each model's per-window loss (squared error "
+        "pooled over steps 1..h and sensors, mean over seeds) against the champion's over "
+        "the same test windows, with a Newey-West variance whose lag covers the overlap of "
+        "windows; two-sided, 'ahead' or 'champion ahead' at p < 0.05. Regret: the "
+        "champion's test RMSE over the best model's (1 = validation chose the test's best).",
+    )
+
+
+def tuning_table(document: Mapping[str, Any]) -> Table | None:
+    """The settings ``--tune`` chose per model (None when nothing was tuned)."""
+    tuning = document.get("tuning")
+    if not tuning:
+        return None
+    rows = []
+    for name, entry in tuning.items():
+        params = {k: v for k, v in entry["params"].items() if k != "train"}
+        params.update(entry["params"].get("train", {}))
+        settings = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        )
+        rows.append(
+            [
+                name,
+                settings,
+                format_number(entry.get("best_valid_rmse")),
+                f"{entry['trials']} ({entry['completed']} done, {entry['pruned']} pruned)",
+                format_number(entry.get("seconds"), 0),
+            ]
+        )
+    return Table(
+        "Settings chosen by --tune (validation part only)",
+        ["model", "settings", "validation RMSE", "trials", "seconds"],
+        rows,
+        "Optuna TPE search, trials pruned on their validation curves (median rule); the "
+        "test part was not read.",
+        align_left=True,
+    )

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.reporting.build import Report, build_report
-from flows.reporting.tables import horizon_label
+from flows.reporting.tables import claims_table, horizon_label, tuning_table
 from models.forecasters.comparison import ModelResult, TrainPlan
 from models.panel import SensorPanel
 
@@ -56,6 +56,10 @@ def train_report(
         ("test / validation share", f"{plan.test:g} / {plan.valid:g}"),
         ("output", str(out)),
         ("champion chosen by", "lowest validation RMSE (pipeline.model_dir)"),
+        (
+            "settings",
+            "searched on the validation part (--tune)" if document.get("tuning") else "defaults",
+        ),
     ]
     return build_report(
         title=f"Forecast comparison: {document['dataset']}",
@@ -68,4 +72,5 @@ def train_report(
         intro=intro,
         coords=panel.coords,
         provenance=provenance,
+        extra_tables=[t for t in (claims_table(document), tuning_table(document)) if t],
     )

@@ -11,9 +11,14 @@ from pathlib import Path
 
 from models.anomaly.autoencoder import AutoencoderDetector
 from models.anomaly.base import DetectorError, StreamingDetector
+from models.anomaly.changepoint import ChangepointDetector
+from models.anomaly.context import ContextDetector
 from models.anomaly.correlation import CorrelationDetector
+from models.anomaly.extreme import ExtremeDetector
+from models.anomaly.gan import GanDetector
 from models.anomaly.gaussian import WindowedGaussianDetector
 from models.anomaly.interval import ForecastIntervalDetector
+from models.anomaly.spectral import SpectralDetector
 from models.bundle import read_bundle
 
 DETECTORS: dict[str, type[StreamingDetector]] = {
@@ -21,6 +26,11 @@ DETECTORS: dict[str, type[StreamingDetector]] = {
     "autoencoder": AutoencoderDetector,
     "correlation": CorrelationDetector,
     "gaussian": WindowedGaussianDetector,
+    "context": ContextDetector,
+    "extreme": ExtremeDetector,
+    "changepoint": ChangepointDetector,
+    "spectral": SpectralDetector,
+    "gan": GanDetector,
 }
 
 

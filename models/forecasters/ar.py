@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri  # the normal quantile; scipy.stats takes ~1 s to import
 
 from models.bundle import BundleError, read_model_bundle, save_bundle
 from models.forecasters.base import (
@@ -207,7 +207,7 @@ class AutoRegressive(ForecasterBase):
         self.sigma2 = np.array([f.sigma2 for f in self.fits])  # [node]
         self.window = order
         psi = psi_weights(self.coef, self.horizon)  # [node, horizon]
-        z = norm.ppf(0.5 + self.level / 2.0)
+        z = ndtri(0.5 + self.level / 2.0)
         self.ar_halfwidth = (z * np.sqrt(self.sigma2[:, None] * np.cumsum(psi**2, axis=1))).T
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:

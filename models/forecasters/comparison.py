@@ -17,7 +17,7 @@ bundle the same way. The train flow runs each step as a Prefect task, and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 
 from models.bundle import finite_or_none
 from models.forecasters.base import Forecaster
+from models.forecasters.claims import champion_claims, validation_champion
 from models.forecasters.evaluation import Backtest, backtest, validation_backtest
 from models.forecasters.factory import build_model, is_stochastic
 from models.forecasters.registry import MODELS, load_model
@@ -107,19 +108,64 @@ class ModelResult:
         return min(self.runs, key=lambda r: (np.nan_to_num(r.valid_rmse, nan=np.inf), r.seed))
 
 
-def check_graphs(panel: SensorPanel, plan: TrainPlan) -> None:
-    """Refuse, before fitting anything, a model that needs a road graph the data lack."""
+def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
+    """Refuse, before fitting anything, a model that needs a road graph the data lack.
+
+    Returns notes to show the user: sensors with no link at all, whose graph convolution
+    sees only themselves (often a sensor missing from the adjacency; los-loop has one).
+    """
+    notes: list[str] = []
     for name in plan.models:
-        if MODELS[name].USES_GRAPH and panel.graph is None:
+        if not MODELS[name].USES_GRAPH:
+            continue
+        if panel.graph is None:
             raise ValueError(
                 f"{name} needs a road graph and {panel.name or 'this data set'} has none; "
                 "pass --adjacency PATH or drop it from --models"
             )
+        if not notes:
+            edges = np.asarray(panel.graph.edge_index)
+            linked = np.zeros(panel.n_nodes, dtype=bool)
+            linked[edges.ravel()] = True
+            alone = [panel.sensor_ids[k] for k in np.flatnonzero(~linked)]
+            if alone:
+                notes.append(
+                    f"note: {len(alone)} sensor(s) have no link in the graph, e.g. {alone[:5]}: "
+                    "graph models see only their own readings there (is the adjacency missing "
+                    "them?)"
+                )
+    return notes
+
+
+def check_sensors(split: Split) -> None:
+    """Refuse a sensor that the training part never observed, or observed at one constant
+    value: no model can learn it (name it so it can be fixed or dropped)."""
+    train = split.train
+    mask = train.mask.reshape(train.n_time, train.n_nodes, -1)  # [time, node, feature]
+    seen = mask.sum(axis=(0, 2))  # [node]
+    empty = [train.sensor_ids[k] for k in np.flatnonzero(seen == 0)]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} sensor(s) have no reading in the training part, e.g. {empty[:5]}; "
+            "drop them from the data (or give more data)"
+        )
+    values = np.where(mask, train.values.reshape(mask.shape), np.nan)
+    with np.errstate(invalid="ignore"):
+        spread = np.nanmax(values, axis=(0, 2)) - np.nanmin(values, axis=(0, 2))
+    constant = [train.sensor_ids[k] for k in np.flatnonzero(spread == 0)]
+    if constant:
+        raise ValueError(
+            f"{len(constant)} sensor(s) report one constant value in the whole training part, "
+            f"e.g. {constant[:5]}; a stuck or dead sensor: drop it from the data"
+        )
 
 
 def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
-    """The protocol's chronological split of ``panel``."""
-    return chronological_split(panel, test=plan.test, valid=plan.valid)
+    """The protocol's chronological split of ``panel``; refuses sensors no model can learn
+    (:func:`check_sensors`)."""
+    split = chronological_split(panel, test=plan.test, valid=plan.valid)
+    check_sensors(split)
+    return split
 
 
 def _device_of(model: Forecaster) -> str:
@@ -135,13 +181,12 @@ def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list
     for seed in seeds:
         model = build_model(
             name,
-            window=plan.window,
             horizon=plan.horizon,
             seed=seed,
             device=plan.device,
             epochs=plan.epochs,
             progress=plan.progress,
-            **plan.overrides.get(name, {}),
+            **{"window": plan.window, **plan.overrides.get(name, {})},
         )
         began = time.perf_counter()
         model.fit(split.train, valid=split.valid)
@@ -251,9 +296,24 @@ def metrics_document(
     split: Split,
     plan: TrainPlan,
     dataset: str | None = None,
+    tuning: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.json`` document: every model's test metrics (means over seeds, std
-    under ``std``), validation scores, timings; strict JSON (NaN -> null)."""
+    under ``std``), validation scores, timings, the validation champion, each model's
+    paired test against it and the champion's regret per horizon
+    (:mod:`models.forecasters.claims`), and ``tuning`` (the settings ``--tune`` chose)
+    when given; strict JSON (NaN -> null)."""
+    models = {name: summarise(result) for name, result in results.items()}
+    champion = validation_champion({n: e["valid_rmse"] for n, e in models.items()})
+    claims = champion_claims(
+        {
+            n: [(r.test.actual, r.test.forecast.mean) for r in res.runs]
+            for n, res in results.items()
+        },
+        {n: {h: m["rmse"] for h, m in e["pooled"].items()} for n, e in models.items()},
+        champion,
+        window=plan.window,
+    )
     return finite_or_none(
         {
             "dataset": dataset or panel.name,
@@ -261,7 +321,9 @@ def metrics_document(
             "horizon": plan.horizon,
             "freq_minutes": panel.freq.total_seconds() / 60.0,
             "split": split.sizes(),
-            "models": {name: summarise(result) for name, result in results.items()},
+            "models": models,
+            **claims,
+            **({"tuning": dict(tuning)} if tuning else {}),
         }
     )
 

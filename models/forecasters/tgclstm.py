@@ -1,44 +1,21 @@
-"""TGC-LSTM: the traffic graph-convolutional LSTM of Cui et al. (IEEE T-ITS, 2019), sparse.
+"""TGC-LSTM, the traffic graph-convolutional LSTM of Cui et al. (IEEE T-ITS, 2019), as a
+forecaster.
 
-The paper's model, per time step ``t`` and hop ``k = 1..K``::
-
-    GC_t^k = (W_gc^k ⊙ Ã^k ⊙ FFR) x_t                  graph convolution, one weight per pair
-    gates  = σ(W [GC_t^1, .., GC_t^K, h_{t-1}] + b)     f, i, o and C̃ as in any LSTM
-    C_t    = f_t ⊙ (Ã^K ⊙ FFR · w_N) ⊙ C_{t-1} + i_t ⊙ C̃_t
-    loss   = prediction loss + λ1 Σ_k |W_gc^k|_1 + λ2 |w_N|_2²
-
-``Ã^k`` is the k-hop adjacency with self loops clamped to 1, ``FFR`` the free-flow
-reachability (1 where one sensor can be driven to from the other within ``ffr_minutes``
-at ``free_flow_kmh``). As in the authors' code ``w_N`` is a vector of length N, so the
-neighbour term is a per-sensor scale of the previous cell state.
-
-The graph convolution and the neighbour term are the sparse layers of
-:mod:`models.nn.sparse_graph` (weights only on the pairs ``Ã^k ⊙ FFR`` allows; memory
-grows with the edges, not with N²). The gates are :class:`models.nn.recurrent.GatedCell`
-run by :func:`models.nn.recurrent.run_cell`, the cell and time loop of the plain LSTM,
-with the graph convolution as gate input and the neighbour term as ``cell_scale``. The
-gates come in two forms:
-
-* ``gates="dense"``, the paper's: the K graph-convolution outputs of all sensors (plus
-  each sensor's observed flag and the time of day, once) feed the gates, hidden size N:
-  O(N²) parameters.
-* ``gates="shared"``, the scalable one: every sensor has its own recurrent state
-  ``[batch, node, hidden]``; one gate matrix shared by all sensors sees
-  ``[GC_t(i) (K values), other inputs of i, e_i, h_{t-1}(i)]``, where ``e_i`` is a small
-  learned per-sensor embedding: O(edges + N·hidden) parameters.
-
-``gates="auto"`` takes the dense form up to ``dense_max_nodes`` sensors and the shared
-one above. A direct head maps the last hidden state to all ``horizon`` steps, plus a
-per-sensor skip that starts as persistence (LSTNet's autoregressive highway, Lai et al.
-2018). Dropout is time-locked on the gate input (Gal & Ghahramani 2016) and applied to
-the last hidden state. λ1 and λ2 are implemented (``lambda_gc``, ``lambda_nb``) but
-default to 0, and ``ensemble`` averages independently trained networks; the
-measurements behind these defaults are in ``docs/decisions.md`` (TGC-LSTM).
+The network and its forms are :mod:`models.nn.tgclstm_net`: by default (``form="hybrid"``)
+the network-wide LSTM of :mod:`models.forecasters.rnn` plus the paper's graph path (K-hop,
+free-flow-reachability-masked graph convolution and neighbour cell term) entering through
+a head that starts at zero, so the untrained model is the LSTM and training decides how
+much graph to use; ``form="paper"`` is the paper's exact form (hidden size N, dense
+gates), ``form="shared"`` the graph path alone. ``Ã^k ⊙ FFR`` comes from the panel's road
+graph (:meth:`TGCLSTM.hop_lists`); the bundle keeps the edge lists, so it loads without
+the graph. λ1 and λ2 (``lambda_gc``, ``lambda_nb``) are the paper's regularisers;
+``ensemble`` averages independently trained networks. The measurements behind the
+defaults are in ``docs/decisions.md`` (TGC-LSTM).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -50,248 +27,17 @@ from torch import Tensor, nn
 from models.bundle import read_model_bundle
 from models.forecasters.base import restore_forecaster
 from models.forecasters.network import NetworkForecaster
+from models.forecasters.rnn import RecurrentForecaster
 from models.forecasters.windows import check_2d
 from models.nn.devices import seeded
 from models.nn.inputs import InputSpec, Scaler
-from models.nn.recurrent import GatedCell, run_cell
-from models.nn.sparse_graph import NeighbourScale, SparseHopConv
+from models.nn.subgraphs import Partition, partition
+from models.nn.tgclstm_net import FORMS, Form, SkipKind, TGCLSTMEnsemble, TGCLSTMNet
 from models.nn.training import TrainConfig, TrainHistory, fit_network
 from models.nn.weights import load_module_tensors
 from models.panel import SensorPanel
 
-GateMode = Literal["shared", "dense"]
-SkipKind = Literal["graph", "linear", "last", "none"]
-
-
-class TGCLSTMNet(nn.Module):
-    """The TGC-LSTM network: ``x`` ``[batch, window, node, feature]`` -> ``[batch, horizon, node]``.
-
-    Feature 0 of ``x`` is the scaled reading; it is the one that passes through the graph
-    convolution. Any further features (time of day, weekend, observed mask) reach the
-    gates directly: per sensor with ``gates="shared"``; with ``gates="dense"`` the
-    per-sensor ones (mask) for every sensor and the ``time_features`` (the same for all
-    sensors) once.
-
-    Parameters
-    ----------
-    hops : K int64 arrays ``[2, E_k]`` (src j, dst i): the support of ``Ã^k ⊙ FFR``.
-    num_nodes : N.
-    n_features : features per sensor and step in ``x``.
-    time_features : indices of the features that are the same for every sensor (calendar).
-    horizon : steps forecast.
-    hidden : recurrent state per sensor (``gates="shared"``); ignored by ``"dense"``,
-        whose hidden size is N as in the paper.
-    embed : size of the learned per-sensor embedding (``"shared"`` only; 0 for none).
-    gates : ``"shared"`` (scalable, default) or ``"dense"`` (the paper's O(N²) gates).
-    skip : what the output adds to the network's forecast, per sensor, all initialised to
-        persistence: ``"graph"`` a learned linear map of the sensor's own ``window`` values
-        *and* its K graph-convolution features (its neighbours' readings) to its
-        ``horizon`` outputs (LSTNet's autoregressive highway, Lai et al. 2018, extended
-        to the graph); ``"linear"`` the same on the sensor's own values only (as
-        ``models.forecasters.rnn`` does); ``"last"`` the last value (persistence + learned change);
-        ``"none"`` nothing.
-    window : input steps (the size of the ``"graph"`` and ``"linear"`` skips).
-    dropout : time-locked dropout on the gate input (one mask per sequence) and dropout on
-        the last hidden state, during training.
-    dense_max_nodes : refuse ``gates="dense"`` above this many sensors (its weights are N²).
-    """
-
-    node_idx: Tensor  # buffers, declared for type checkers
-    time_idx: Tensor
-
-    def __init__(
-        self,
-        hops: Sequence[np.ndarray],
-        num_nodes: int,
-        *,
-        n_features: int = 1,
-        time_features: Sequence[int] = (),
-        horizon: int = 12,
-        hidden: int = 32,
-        embed: int = 8,
-        gates: GateMode = "shared",
-        skip: SkipKind = "linear",
-        window: int = 12,
-        dropout: float = 0.0,
-        dense_max_nodes: int = 2000,
-    ) -> None:
-        super().__init__()
-        if gates not in ("shared", "dense"):
-            raise ValueError(f"gates must be 'shared' or 'dense', got {gates!r}")
-        if skip not in ("graph", "linear", "last", "none"):
-            raise ValueError(f"skip must be 'graph', 'linear', 'last' or 'none', got {skip!r}")
-        if n_features < 1 or horizon < 1 or hidden < 1 or embed < 0:
-            raise ValueError(
-                f"need n_features >= 1, horizon >= 1, hidden >= 1 and embed >= 0; got "
-                f"{n_features=}, {horizon=}, {hidden=}, {embed=}"
-            )
-        if any(not 0 < f < n_features for f in time_features):
-            raise ValueError(
-                f"time_features {list(time_features)} must index features 1..{n_features - 1}"
-            )
-        if gates == "dense" and num_nodes > dense_max_nodes:
-            raise ValueError(
-                f"gates='dense' needs O(N²) = {num_nodes}² weights; use gates='shared' above "
-                f"{dense_max_nodes} sensors (or raise dense_max_nodes)"
-            )
-        self.num_nodes = num_nodes
-        self.n_features = n_features
-        self.horizon = horizon
-        self.gates = gates
-        self.skip = skip
-        self.window = window
-        k = len(hops)
-        self.conv = SparseHopConv(hops, num_nodes)
-        self.neighbour = NeighbourScale(hops[-1], num_nodes)
-        self.dropout = nn.Dropout(dropout)
-        per_node = [f for f in range(1, n_features) if f not in set(time_features)]
-        self.register_buffer("node_idx", torch.tensor(per_node, dtype=torch.long), persistent=False)
-        self.register_buffer(
-            "time_idx", torch.tensor(list(time_features), dtype=torch.long), persistent=False
-        )
-        if gates == "shared":
-            self.embedding = nn.Parameter(torch.randn(num_nodes, embed) * 0.1)  # [N, embed]
-            self.cell = GatedCell(k + (n_features - 1) + embed, hidden, "lstm")
-            self.head = nn.Linear(hidden + embed, horizon)
-        else:
-            self.register_parameter("embedding", None)
-            width = num_nodes * (k + len(per_node)) + len(time_features)
-            self.cell = GatedCell(width, num_nodes, "lstm")
-            self.head = nn.Linear(num_nodes, horizon * num_nodes)
-        if skip == "linear":
-            init = torch.zeros(num_nodes, horizon, window)  # [node, horizon, window]
-            init[:, :, -1] = 1.0  # persistence: weight 1 on the last input step
-            self.skip_weight = nn.Parameter(init)
-        elif skip == "graph":
-            init = torch.zeros(num_nodes, horizon, window, 1 + k)  # [node, h, window, 1 + K]
-            init[:, :, -1, 0] = 1.0  # persistence: the sensor's own last value
-            self.skip_weight = nn.Parameter(init)
-        # A zero head makes the untrained network the persistence forecast (with a skip).
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-
-    def gate_input(self, x: Tensor, gc: Tensor) -> Tensor:
-        """What the gates see at each step: the graph convolution ``gc`` ``[b, t, node, K]``
-        of the readings plus the other features of ``x``."""
-        if self.gates == "shared":
-            parts = [gc, x[..., 1:]]
-            if self.embedding.shape[1]:
-                parts.append(self.embedding.expand(*x.shape[:2], -1, -1))  # [b, t, node, e]
-            return torch.cat(parts, dim=-1)  # [batch, time, node, K + F - 1 + embed]
-        per_node = torch.cat([gc, x.index_select(-1, self.node_idx)], dim=-1).flatten(2)
-        calendar = x[:, :, 0].index_select(-1, self.time_idx)  # [batch, time, time_feature]
-        return torch.cat([per_node, calendar], dim=-1)  # [batch, time, node * (K + f) + t_f]
-
-    def time_locked_dropout(self, inputs: Tensor) -> Tensor:
-        """Dropout on the gate input ``[batch, time, ...]`` with one mask per sequence, the
-        same at every step (variational dropout, Gal & Ghahramani 2016): the usual choice for
-        recurrent inputs, and T times fewer random numbers, which matters on CPU at
-        thousands of sensors."""
-        p = self.dropout.p
-        if not self.training or p == 0.0:
-            return inputs
-        shape = (inputs.shape[0], 1, *inputs.shape[2:])  # [batch, 1, ...]: shared over time
-        keep = torch.empty(shape, device=inputs.device, dtype=inputs.dtype).bernoulli_(1 - p)
-        return inputs * keep / (1 - p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Forecast ``[batch, horizon, node]`` (scaled) from ``x`` ``[batch, window, node, F]``."""
-        fixed_window = self.skip in ("graph", "linear")  # one skip weight per input step
-        if (
-            x.ndim != 4
-            or x.shape[2:] != (self.num_nodes, self.n_features)
-            or (fixed_window and x.shape[1] != self.window)
-        ):
-            want = self.window if fixed_window else "window"
-            raise ValueError(
-                f"expected x [batch, {want}, {self.num_nodes}, {self.n_features}], "
-                f"got {tuple(x.shape)}"
-            )
-        scale = self.neighbour()  # [node]
-        if self.gates == "shared":
-            scale = scale.unsqueeze(1)  # [node, 1]: broadcast over each sensor's hidden units
-        gc = self.conv(x[..., :1])  # [batch, time, node, K]
-        inputs = self.time_locked_dropout(self.gate_input(x, gc))
-        _, (h, _) = run_cell(self.cell, inputs, cell_scale=scale.to(x.dtype))
-        batch = x.shape[0]
-        if self.gates == "shared":
-            if self.embedding.shape[1]:
-                h = torch.cat([h, self.embedding.expand(batch, -1, -1)], dim=-1)
-            out = self.head(self.dropout(h)).transpose(1, 2)  # [batch, horizon, node]
-        else:
-            out = self.head(self.dropout(h)).view(batch, self.horizon, self.num_nodes)
-        if self.skip == "last":
-            out = out + x[:, -1, :, 0].unsqueeze(1)  # [batch, horizon, node]
-        elif self.skip == "linear":
-            out = out + torch.einsum("bwn,nhw->bhn", x[..., 0], self.skip_weight)
-        elif self.skip == "graph":
-            channels = torch.cat([x[..., :1], gc], dim=-1)  # [batch, window, node, 1 + K]
-            out = out + torch.einsum("bwnc,nhwc->bhn", channels, self.skip_weight)
-        return out
-
-    def penalty(self, lambda_gc: float, lambda_nb: float) -> Tensor:
-        """``λ1 |W_gc|_1 + λ2 |w_N|_2²``: the paper's regularisation, added to the loss."""
-        return lambda_gc * self.conv.penalty() + lambda_nb * self.neighbour.penalty()
-
-    @staticmethod
-    def hops_from_state(state: dict[str, np.ndarray], prefix: str = "") -> list[np.ndarray]:
-        """The K hop edge lists ``[2, E_k]`` stored in a saved state (so a bundle loads
-        without its road graph): the inverse of what ``SparseHopConv`` keeps as buffers.
-        ``prefix`` is the network's key prefix in ``state`` (e.g. ``"members.0."``)."""
-        try:
-            crow = np.asarray(state[f"{prefix}conv.crow"], dtype=np.int64)
-            col = np.asarray(state[f"{prefix}conv.col"], dtype=np.int64)
-            hop_ptr = np.asarray(state[f"{prefix}conv.hop_ptr"], dtype=np.int64)
-        except KeyError as exc:
-            raise ValueError(
-                f"saved TGC-LSTM state lacks {exc.args[0]!r}; the bundle was written by another "
-                "version: retrain it"
-            ) from None
-        k = len(hop_ptr) - 1
-        if k < 1 or (len(crow) - 1) % k:
-            raise ValueError(
-                f"saved TGC-LSTM graph is inconsistent ({len(crow) - 1} rows for {k} hops); "
-                "the bundle is corrupted: retrain it"
-            )
-        n = (len(crow) - 1) // k
-        rows = np.repeat(np.arange(k * n, dtype=np.int64), np.diff(crow))  # [E]
-        hops = []
-        for h in range(k):
-            sl = slice(int(hop_ptr[h]), int(hop_ptr[h + 1]))
-            hops.append(np.stack([col[sl], rows[sl] - h * n]))  # [2, E_k]
-        return hops
-
-
-class TGCLSTMEnsemble(nn.Module):
-    """The mean forecast of independently trained :class:`TGCLSTMNet` members (one member
-    is the plain network). Members share the graph, hence the edge order of their weights."""
-
-    def __init__(self, members: Sequence[TGCLSTMNet]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member network")
-        self.members = nn.ModuleList(members)
-
-    def member(self, index: int) -> TGCLSTMNet:
-        """Member network ``index``."""
-        net = self.members[index]
-        assert isinstance(net, TGCLSTMNet)
-        return net
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``[batch, horizon, node]``: the members' mean forecast of ``x``."""
-        if len(self.members) == 1:
-            return self.member(0)(x)
-        return torch.stack([member(x) for member in self.members]).mean(dim=0)
-
-    @property
-    def gates(self) -> GateMode:
-        return self.member(0).gates
-
-    def graph_weights(self) -> Tensor:
-        """The members' mean graph-convolution weight per edge, ``[E]``."""
-        weights = [self.member(m).conv.weight.detach().float() for m in range(len(self.members))]
-        return torch.stack(weights).mean(dim=0)
+__all__ = ["TGCLSTM", "TGCLSTMConfig", "TGCLSTMEnsemble", "TGCLSTMNet"]
 
 
 @dataclass(frozen=True)
@@ -306,19 +52,25 @@ class TGCLSTMConfig:
     ffr_minutes : free-flow travel-time budget of FFR; None = one step of the panel's grid
         (the paper's "reachable within one time interval"); 0 turns FFR off (k-hop only).
     free_flow_kmh : free-flow speed of FFR.
-    hidden : recurrent state per sensor (``gates="shared"``).
-    embed : learned per-sensor embedding size (``gates="shared"``; 0 for none).
-    gates : ``"auto"`` (default): ``"dense"`` up to ``dense_max_nodes`` sensors, where the
-        paper's O(N²) gates are affordable and are more accurate on los-loop, else
-        ``"shared"`` (O(edges + N·hidden)); or either form explicitly.
-    dense_max_nodes : largest network given dense gates (by ``"auto"``, and allowed for an
-        explicit ``"dense"``: its weights grow with N²).
-    skip : per-sensor output skip (see :class:`TGCLSTMNet`): ``"graph"``, ``"linear"``,
-        ``"last"`` or ``"none"``.
-    dropout : time-locked dropout on the gate input and dropout on the last hidden state.
-    lambda_gc : λ1, weight of the L1 norm of the graph-convolution weights (0 by default:
-        see ``docs/decisions.md``).
-    lambda_nb : λ2, weight of the squared L2 norm of the neighbour weights (0 by default).
+    form : ``"hybrid"`` (the LSTM plus a graph path that starts at zero), ``"paper"`` (the
+        paper's exact form: hidden size N, dense gates) or ``"shared"`` (the graph path
+        alone); see :mod:`models.nn.tgclstm_net`.
+    hidden : the LSTM path's state (``"hybrid"``; the LSTM forecaster's default).
+    graph_cell : the hybrid's graph path: ``"shared"`` (a state per sensor, one gate
+        matrix for all) or ``"dense"`` (the paper's cell: one unit per sensor, dense gates).
+    graph_hidden : each sensor's state in the shared graph cell.
+    embed : the shared graph cell's learned per-sensor embedding size (0 for none).
+    dense_max_nodes : largest network given dense gates (their weights grow with N²).
+    subgraph_nodes : networks of more sensors train the graph path by subgraph: METIS
+        parts of about this many sensors plus the halo their forecasts read
+        (:mod:`models.nn.subgraphs`), one part per step, so that memory stays that of one
+        part; 0 always trains on the whole graph. The dense forms cannot (their gates
+        read every sensor) and are refused above it.
+    skip : per-sensor output skip: ``"linear"``, ``"last"`` or ``"none"``.
+    dropout : the LSTM path's dropout (the paper form's time-locked input dropout).
+    graph_dropout : the graph path's time-locked input dropout and output dropout.
+    lambda_gc : λ1, weight of the L1 norm of the graph-convolution weights.
+    lambda_nb : λ2, weight of the squared L2 norm of the neighbour weights.
     time_of_day, day_of_week, mask : input features besides the reading (see
         ``models.nn.inputs.InputSpec``).
     ensemble : networks trained independently (seeds ``train.seed * ensemble + m``) whose
@@ -332,12 +84,16 @@ class TGCLSTMConfig:
     hops: int = 3
     ffr_minutes: float | None = None
     free_flow_kmh: float = 100.0
-    hidden: int = 16
-    embed: int = 8
-    gates: GateMode | Literal["auto"] = "auto"
+    form: Form = "hybrid"
+    hidden: int = 128
+    graph_cell: Literal["dense", "shared"] = "shared"
+    graph_hidden: int = 8
+    embed: int = 4
     dense_max_nodes: int = 1000
+    subgraph_nodes: int = 1000
     skip: SkipKind = "linear"
-    dropout: float = 0.5
+    dropout: float = 0.6
+    graph_dropout: float = 0.1
     lambda_gc: float = 0.0
     lambda_nb: float = 0.0
     time_of_day: bool = True
@@ -359,29 +115,31 @@ class TGCLSTMConfig:
             raise ValueError(f"ffr_minutes must be >= 0 or None, got {self.ffr_minutes}")
         if not self.free_flow_kmh > 0:
             raise ValueError(f"free_flow_kmh must be > 0, got {self.free_flow_kmh}")
-        if self.hidden < 1 or self.embed < 0:
-            raise ValueError(f"hidden must be >= 1 and embed >= 0, got {self.hidden}, {self.embed}")
+        if self.hidden < 1 or self.graph_hidden < 1 or self.embed < 0:
+            raise ValueError(
+                f"hidden and graph_hidden must be >= 1 and embed >= 0, got {self.hidden}, "
+                f"{self.graph_hidden}, {self.embed}"
+            )
         if self.lambda_gc < 0 or self.lambda_nb < 0:
             raise ValueError(f"λ1 and λ2 must be >= 0, got {self.lambda_gc}, {self.lambda_nb}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.gates not in ("auto", "shared", "dense"):
-            raise ValueError(f"gates must be 'auto', 'shared' or 'dense', got {self.gates!r}")
+        for name in ("dropout", "graph_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.dense_max_nodes < 1:
             raise ValueError(f"dense_max_nodes must be >= 1, got {self.dense_max_nodes}")
-        if self.skip not in ("graph", "linear", "last", "none"):
-            raise ValueError(f"skip must be 'graph', 'linear', 'last' or 'none', got {self.skip!r}")
+        if self.subgraph_nodes < 0:
+            raise ValueError(f"subgraph_nodes must be >= 0 (0: never), got {self.subgraph_nodes}")
+        if self.skip not in ("linear", "last", "none"):
+            raise ValueError(f"skip must be 'linear', 'last' or 'none', got {self.skip!r}")
+        if self.graph_cell not in ("dense", "shared"):
+            raise ValueError(f"graph_cell must be 'dense' or 'shared', got {self.graph_cell!r}")
 
     @property
     def inputs(self) -> InputSpec:
         """The input features the network sees."""
         return InputSpec(time_of_day=self.time_of_day, day_of_week=self.day_of_week, mask=self.mask)
-
-    def gates_for(self, num_nodes: int) -> GateMode:
-        """The gate form used for a network of ``num_nodes`` sensors (resolves ``"auto"``)."""
-        if self.gates != "auto":
-            return self.gates
-        return "dense" if num_nodes <= self.dense_max_nodes else "shared"
 
     def hyper(self) -> dict[str, Any]:
         """The model's hyper-parameters without the training options (``config.json``)."""
@@ -468,7 +226,8 @@ class TGCLSTM(NetworkForecaster):
             "ffr": ffr,
             "edges_per_hop": [int(h.shape[1]) for h in hops],
             "num_nodes": int(graph.num_nodes),
-            "gates": self.config.gates_for(int(graph.num_nodes)),
+            "form": self.config.form,
+            "graph_cell": self.config.graph_cell,
         }
         return hops, info
 
@@ -477,67 +236,175 @@ class TGCLSTM(NetworkForecaster):
         ``train.seed`` of different fits (``roadcast train --seeds``)."""
         return self.config.train.seed * self.config.ensemble + member
 
-    def build_net(
-        self,
-        hops: Sequence[np.ndarray],
-        num_nodes: int,
-        gates: GateMode | None = None,
-        member: int = 0,
-    ) -> TGCLSTMNet:
-        """A fresh network for these hop lists (initial weights from ``member_seed``);
-        ``gates`` overrides the form ``config.gates_for(num_nodes)`` picks."""
+    def subgraphs(self, hops: Sequence[np.ndarray], num_nodes: int) -> Partition | None:
+        """The parts the graph path trains on (None: the whole graph), see
+        ``TGCLSTMConfig.subgraph_nodes``."""
+        cfg = self.config
+        if not cfg.subgraph_nodes or num_nodes <= cfg.subgraph_nodes:
+            return None
+        if cfg.form == "paper" or (cfg.form == "hybrid" and cfg.graph_cell == "dense"):
+            raise ValueError(
+                f"{num_nodes} sensors are more than subgraph_nodes={cfg.subgraph_nodes}, but "
+                "the dense gates (form='paper' or graph_cell='dense') read every sensor and "
+                "cannot train by subgraph: use graph_cell='shared', or subgraph_nodes=0 to "
+                "train on the whole graph"
+            )
+        return partition(hops, num_nodes, cfg.subgraph_nodes, seed=cfg.train.seed)
+
+    def build_net(self, hops: Sequence[np.ndarray], num_nodes: int, member: int = 0) -> TGCLSTMNet:
+        """A fresh network for these hop lists (initial weights from ``member_seed``)."""
         cfg = self.config
         with seeded(self.member_seed(member)):
             return TGCLSTMNet(
                 hops,
                 num_nodes,
-                n_features=cfg.inputs.n_features,
-                time_features=[cfg.inputs.names.index(n) for n in cfg.inputs.time_names],
+                spec=cfg.inputs,
                 horizon=cfg.horizon,
-                hidden=cfg.hidden,
-                embed=cfg.embed,
-                gates=gates or cfg.gates_for(num_nodes),
-                dense_max_nodes=max(cfg.dense_max_nodes, num_nodes if gates else 0),
-                skip=cfg.skip,
                 window=cfg.window,
+                form=cfg.form,
+                hidden=cfg.hidden,
+                graph_hidden=cfg.graph_hidden,
+                embed=cfg.embed,
+                skip=cfg.skip,
                 dropout=cfg.dropout,
+                graph_dropout=cfg.graph_dropout,
+                graph_cell=cfg.graph_cell,
+                dense_max_nodes=cfg.dense_max_nodes,
             )
 
-    def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
-        """Train on ``panel``; with ``valid``, early-stop on it and calibrate intervals."""
+    def fit(
+        self,
+        panel: SensorPanel,
+        *,
+        valid: SensorPanel | None = None,
+        lstm: RecurrentForecaster | None = None,
+    ) -> Self:
+        """Train on ``panel``; with ``valid``, early-stop on it and calibrate intervals.
+
+        ``lstm``: an LSTM forecaster fitted on the same data with this model's LSTM
+        settings and seed (:meth:`first_stage_settings`), used as the hybrid's first stage
+        instead of training the same network again (a benchmark that fits both models).
+        """
         check_2d(panel, self.name)
+        if lstm is not None:
+            self._check_first_stage(lstm, panel)
         hops, info = self.hop_lists(panel)
         cfg = self.config
         self.sensor_ids = panel.sensor_ids
         self.scaler = Scaler.fit(panel)
         lambdas = (cfg.lambda_gc, cfg.lambda_nb)
+        parts = self.subgraphs(hops, panel.n_nodes)
 
         def penalty(module: nn.Module) -> Tensor:
             return module.penalty(*lambdas)  # type: ignore[operator]
 
-        members, self.histories = [], []
+        def train(net: TGCLSTMNet, member: int) -> TrainHistory:
+            return fit_network(
+                net,
+                panel,
+                valid,
+                window=cfg.window,
+                horizon=cfg.horizon,
+                scaler=self.scaler,  # type: ignore[arg-type]
+                spec=cfg.inputs,
+                config=replace(cfg.train, seed=self.member_seed(member)),
+                extra_loss=penalty if any(lambdas) else None,
+                parts=parts if net.trains_by_part else None,
+            )
+
+        members, self.histories, kept = [], [], []
         for member in range(cfg.ensemble):
             net = self.build_net(hops, panel.n_nodes, member=member)
-            self.histories.append(
-                fit_network(
-                    net,
-                    panel,
-                    valid,
-                    window=cfg.window,
-                    horizon=cfg.horizon,
-                    scaler=self.scaler,
-                    spec=cfg.inputs,
-                    config=replace(cfg.train, seed=self.member_seed(member)),
-                    extra_loss=penalty if any(lambdas) else None,
+            if net.lstm is None:
+                self.histories.append(train(net, member))
+            else:
+                first = None
+                if lstm is not None and lstm.module is not None and lstm.history is not None:
+                    net.load_lstm(lstm.module)
+                    first = lstm.history
+                self.histories.append(
+                    self._fit_hybrid(net, train, member, valid is not None, first=first)
                 )
-            )
+                kept.append(net.use_graph)
             members.append(net)
         self.net = TGCLSTMEnsemble(members)
         self.history = self.histories[0]
-        self.graph_info = info
+        self.graph_info = {**info, **({"graph_path_kept": kept} if kept else {})}
+        if parts is not None:
+            self.graph_info["subgraphs"] = parts.describe()
         self.coords = None if panel.coords is None else np.array(panel.coords)
         self.finish_network_fit(panel, valid, cfg.train.device)
         return self
+
+    def first_stage_settings(self) -> dict[str, Any]:
+        """The LSTM forecaster keywords whose network is this hybrid's first stage."""
+        cfg = self.config
+        return {
+            "window": cfg.window, "horizon": cfg.horizon, "hidden": cfg.hidden,
+            "dropout": cfg.dropout, "skip": cfg.skip, "time_of_day": cfg.time_of_day,
+            "day_of_week": cfg.day_of_week, "mask": cfg.mask,
+        }  # fmt: skip
+
+    def _check_first_stage(self, lstm: RecurrentForecaster, panel: SensorPanel) -> None:
+        """Refuse an LSTM that is not what this model's first stage would train."""
+        cfg = self.config
+        ours = {**self.first_stage_settings(), "level": lstm.level}
+        theirs = lstm.describe()
+        same_train = replace(lstm.train, progress=False, device="auto") == replace(
+            cfg.train, seed=self.member_seed(0), progress=False, device="auto"
+        )
+        if (
+            lstm.name != "lstm"
+            or cfg.form != "hybrid"
+            or cfg.ensemble != 1
+            or theirs != ours
+            or not same_train
+            or lstm.sensor_ids != panel.sensor_ids
+        ):
+            raise ValueError(
+                "the given LSTM is not this hybrid's first stage: it needs form='hybrid', one "
+                f"member, an LSTM with {self.first_stage_settings()} and the same training "
+                "options, seed and sensors"
+            )
+
+    @staticmethod
+    def _fit_hybrid(
+        net: TGCLSTMNet,
+        train: Callable[[TGCLSTMNet, int], TrainHistory],
+        member: int,
+        validated: bool,
+        first: TrainHistory | None = None,
+    ) -> TrainHistory:
+        """The hybrid in two stages: its LSTM path (and skip) alone, then the graph path
+        on top of the frozen LSTM; the graph path is dropped (its head zeroed) unless it
+        lowered the validation loss, so on validation the result is never worse than the
+        LSTM stage. ``first``: the history of an LSTM path already trained (loaded with
+        :meth:`TGCLSTMNet.load_lstm`). Returns the history of both stages, one after the
+        other."""
+        if first is None:
+            net.train_only("lstm")
+            first = train(net, member)
+        net.train_only("graph")
+        second = train(net, member)
+        net.lstm_frozen = False
+        for param in net.parameters():
+            param.requires_grad_(True)
+        before, after = first.best_valid_loss, second.best_valid_loss
+        if validated and (after is None or before is None or after >= before):
+            net.drop_graph()
+            net.use_graph = False
+        return TrainHistory(
+            train_loss=first.train_loss + second.train_loss,
+            valid_loss=first.valid_loss + second.valid_loss,
+            lr=first.lr + second.lr,
+            best_epoch=first.best_epoch
+            if not net.use_graph
+            else len(first.train_loss) + second.best_epoch,
+            best_valid_loss=before if not net.use_graph else after,
+            stopped_early=second.stopped_early,
+            seconds=first.seconds + second.seconds,
+            device=second.device,
+        )
 
     # ------------------------------------------------------------------ prediction
     def network(self) -> TGCLSTMEnsemble | None:
@@ -595,18 +462,18 @@ class TGCLSTM(NetworkForecaster):
             hops = TGCLSTMNet.hops_from_state(bundle.tensors, prefix="members.0.")
             graph = dict(config.get("graph") or {})
             coords = config.get("coords")
-            gates = graph["gates"]
         except (KeyError, TypeError) as exc:
             raise ValueError(
                 f"bundle {directory} lacks or mangles {exc}; it was written by another "
                 "version of tgclstm: retrain it"
             ) from None
-        # The form the bundle was trained with, whatever "auto" would pick in this version.
         n = len(model.sensor_ids)
         net = TGCLSTMEnsemble(
-            [model.build_net(hops, n, gates=gates, member=m) for m in range(model.config.ensemble)]
+            [model.build_net(hops, n, member=m) for m in range(model.config.ensemble)]
         )
         load_module_tensors(net, bundle.tensors)
+        for m, kept in enumerate(graph.get("graph_path_kept") or []):
+            net.member(m).use_graph = bool(kept)  # a dropped graph path is not computed
         model.net = model.place_loaded(net)
         model.graph_info = graph
         model.coords = None if coords is None else np.asarray(coords, dtype=np.float64)

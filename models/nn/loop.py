@@ -7,6 +7,10 @@ brings the optimiser, the learning-rate schedule, the loss and the sources of
 randomness; the loop fixes the order in which they are used, so a seeded fit is
 reproducible.
 
+An observer (hyper-parameter search with pruning) sees every validation score through
+:func:`observe_epochs`, a context in which :func:`train_loop` calls it after each
+validated epoch; the observer may stop the fit by raising.
+
 Mixed precision (:class:`MixedPrecision`) is for CUDA: bfloat16 where the GPU supports
 it (no loss scaling, hence no host synchronisation), else float16 with a ``GradScaler``
 (whose overflow check synchronises once per step; unavoidable with float16). Training
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -54,6 +59,21 @@ class MixedPrecision:
 
 
 NO_AUTOCAST = MixedPrecision.choose(torch.device("cpu"), amp=False)
+
+EpochObserver = Callable[[int, float], None]
+_OBSERVER: ContextVar[EpochObserver | None] = ContextVar("epoch_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_epochs(observer: EpochObserver) -> Iterator[None]:
+    """Inside this context every :func:`train_loop` calls ``observer(epoch, score)`` after
+    each validated epoch (1-based epoch, the validation score); an exception it raises
+    (e.g. ``optuna.TrialPruned``) ends the fit and propagates."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 class BatchLoss(NamedTuple):
@@ -122,6 +142,7 @@ def train_loop(
     device: torch.device,
     scheduler: LRScheduler | ReduceLROnPlateau | None = None,
     precision: MixedPrecision = NO_AUTOCAST,
+    after_step: Callable[[Tensor], None] | None = None,
 ) -> LoopResult:
     """Train ``module`` in place; leave it in eval mode with the best weights.
 
@@ -134,6 +155,8 @@ def train_loop(
     device : where the epoch's loss sums are kept.
     scheduler : stepped once per epoch, a plateau schedule with the validation score.
     precision : the loss scaling of mixed precision (the caller autocasts its forward).
+    after_step : called with the batch's indices after each optimiser step: a second
+        model's own step, e.g. a GAN's discriminator (its optimiser is the caller's).
     """
     if isinstance(scheduler, ReduceLROnPlateau) and valid_score is None:
         raise ValueError("a plateau learning-rate schedule needs a validation score")
@@ -150,7 +173,14 @@ def train_loop(
             for epoch in range(1, settings.epochs + 1):
                 module.train()
                 train_loss = _train_epoch(
-                    module, optimizer, grad_scaler, order(), batch_loss, settings, device
+                    module,
+                    optimizer,
+                    grad_scaler,
+                    order(),
+                    batch_loss,
+                    settings,
+                    device,
+                    after_step,
                 )
                 result.train_loss.append(train_loss)
                 result.lr.append(float(optimizer.param_groups[0]["lr"]))
@@ -166,6 +196,9 @@ def train_loop(
                     info += f"  valid {score:.4f}  best {best:.4f}@{result.best_epoch}"
                     if isinstance(scheduler, ReduceLROnPlateau):
                         scheduler.step(score)
+                    observer = _OBSERVER.get()
+                    if observer is not None:
+                        observer(epoch, score)
                 if scheduler is not None and not isinstance(scheduler, ReduceLROnPlateau):
                     scheduler.step()
                 bar(info)
@@ -189,13 +222,15 @@ def _train_epoch(
     batch_loss: Callable[[Tensor], BatchLoss],
     settings: LoopSettings,
     device: torch.device,
+    after_step: Callable[[Tensor], None] | None = None,
 ) -> float:
     """One optimiser step per batch of ``samples``; the epoch's mean training loss."""
     loss_sum = torch.zeros((), device=device)
     device_terms = torch.zeros((), device=device)
     host_terms = 0
     for start in range(0, len(samples), settings.batch_size):
-        batch = batch_loss(samples[start : start + settings.batch_size])
+        batch_rows = samples[start : start + settings.batch_size]
+        batch = batch_loss(batch_rows)
         optimizer.zero_grad(set_to_none=True)
         grad_scaler.scale(batch.loss).backward()
         if settings.grad_clip > 0:
@@ -203,6 +238,8 @@ def _train_epoch(
             nn.utils.clip_grad_norm_(module.parameters(), settings.grad_clip)
         grad_scaler.step(optimizer)
         grad_scaler.update()
+        if after_step is not None:
+            after_step(batch_rows)
         loss_sum += batch.total.detach()
         if isinstance(batch.n_terms, Tensor):
             device_terms += batch.n_terms

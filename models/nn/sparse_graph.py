@@ -3,19 +3,35 @@
 A graph pattern is stored as CSR (row pointers and columns, rows = target sensors) and
 its weights per edge, so memory grows with the number of edges, not with N².
 :class:`SparseHopConv` applies K hop patterns as one stacked CSR matrix ``[K*N, N]``
-with a single ``torch.sparse.mm``; :class:`NeighbourScale` is one more sparse product.
-Both multiply through :class:`_CSRMatmul`, whose backward never builds an N x N tensor.
+with a single sparse product; :class:`NeighbourScale` is one more sparse product. Both
+run on the whole graph or on one :class:`~models.nn.subgraphs.Part` (its core and halo:
+the pattern restricted to the part's sensors with torch-geometric's ``subgraph``, the
+weights of those edges gathered from the global ones).
+
+Which kernel multiplies (:func:`sparse_product`; measured side by side in
+``benchmarks/graph_training.py``, decisions.md "Graph convolution kernel"):
+torch-geometric's ``spmm`` (a ``torch.sparse`` CSR product) wherever no gradient flows to
+the entries (inference, the neighbour term's 0/1 pattern); :class:`_CSRMatmul` where the
+per-edge weights are trained, because it was faster at every size measured: torch's
+backward through ``spmm`` writes a dense ``[rows, cols]`` gradient before masking it
+(1.6x slower at 2,000 sensors, 4.8 GB at 20,000), while ``_CSRMatmul``'s is a sampled
+product (SDDMM) on the pattern. PyG's own trainable-weight paths (``MessagePassing``,
+``EdgeIndex.matmul``) gather and scatter per edge without the torch-sparse extension,
+5 to 20 times slower on CPU.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from models.nn.subgraphs import Part
 
 
 def _csr_from_pairs(pairs: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,24 +124,92 @@ class _CSRMatmul(torch.autograd.Function):
         return grad_values, grad_x, None, None, None, None, None, None, None
 
 
-def _csr_matmul(module: nn.Module, values: Tensor, shape: tuple[int, int], x: Tensor) -> Tensor:
-    """``S @ x`` for the CSR pattern held by ``module`` (buffers ``crow``, ``col``, ``crow_t``,
-    ``col_t``, ``perm``) with ``values`` (which may require grad), in float32.
+@dataclass(frozen=True, eq=False)
+class Pattern:
+    """A CSR pattern ``[rows, cols]`` and its transpose (for :class:`_CSRMatmul`'s
+    backward); ``edges`` are the positions of its entries in the layer's weight vector
+    (None: all of them, in order)."""
+
+    crow: Tensor
+    col: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    perm: Tensor
+    shape: tuple[int, int]
+    edges: Tensor | None = None
+
+    def values(self, weight: Tensor) -> Tensor:
+        """This pattern's entries of a per-edge ``weight`` vector (differentiably)."""
+        return weight if self.edges is None else weight.index_select(0, self.edges)
+
+
+def sparse_product(pattern: Pattern, values: Tensor, x: Tensor) -> Tensor:
+    """``S @ x`` for the CSR ``pattern`` with entries ``values`` (which may require grad),
+    in float32, through the faster kernel for the case (module docstring).
 
     Sparse products are not autocast-safe (cuSPARSE has no half kernels for every op), so
     autocast is switched off here and the inputs are cast to float32 explicitly.
     """
+    rows, cols = pattern.shape
     with torch.autocast(device_type=x.device.type, enabled=False):
+        values, x = values.float(), x.float()
+        if not (values.requires_grad and torch.is_grad_enabled()):
+            from torch_geometric.utils import spmm
+
+            return spmm(_csr(pattern.crow, pattern.col, values, pattern.shape), x)
         return _CSRMatmul.apply(
-            values.float(),
-            x.float(),
-            module.crow,
-            module.col,
-            module.crow_t,
-            module.col_t,
-            module.perm,
-            *shape,
-        )
+            values, x, pattern.crow, pattern.col, pattern.crow_t, pattern.col_t, pattern.perm,
+            rows, cols,
+        )  # fmt: skip
+
+
+def _whole(module: SparseHopConv | NeighbourScale, shape: tuple[int, int]) -> Pattern:
+    """The full-graph pattern held as buffers by ``module``."""
+    return Pattern(module.crow, module.col, module.crow_t, module.col_t, module.perm, shape)
+
+
+def restrict(crow: Tensor, col: Tensor, num_nodes: int, part: Part) -> Pattern:
+    """A stacked pattern ``[B*N, N]`` (B blocks of N target rows) restricted to the
+    sensors of ``part`` (torch-geometric's ``subgraph``): ``[B*n_sub, n_sub]`` with the
+    edges whose source and target both lie in the part, in the same order."""
+    from torch_geometric.utils import subgraph
+
+    device = crow.device
+    crow, col = crow.cpu(), col.cpu()
+    rows = torch.repeat_interleave(torch.arange(len(crow) - 1), crow.diff())  # [E]
+    blocks, n_sub = (len(crow) - 1) // num_nodes, part.n_sub
+    local, _, mask = subgraph(
+        part.nodes.cpu(),
+        torch.stack([col, rows % num_nodes]),
+        relabel_nodes=True,
+        num_nodes=num_nodes,
+        return_edge_mask=True,
+    )
+    edges = torch.nonzero(mask).flatten()  # [E_sub], ascending: the CSR order is kept
+    local_rows = (rows[edges] // num_nodes) * n_sub + local[1]
+    crow_sub = torch.zeros(blocks * n_sub + 1, dtype=torch.long)
+    crow_sub[1:] = torch.bincount(local_rows, minlength=blocks * n_sub).cumsum(0)
+    moved = {"crow": crow_sub, "col": local[0], "edges": edges}
+    moved |= _transpose_pattern(crow_sub.numpy(), local[0].numpy(), n_sub)
+    on = {k: v.to(device) for k, v in moved.items()}
+    return Pattern(
+        on["crow"], on["col"], on["crow_t"], on["col_t"], on["perm"], (blocks * n_sub, n_sub),
+        on["edges"],
+    )  # fmt: skip
+
+
+class _PartPatterns:
+    """A layer's patterns per :class:`Part` and device, built on first use."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, str], tuple[Part, Pattern]] = {}
+
+    def get(self, module: SparseHopConv | NeighbourScale, part: Part, num_nodes: int) -> Pattern:
+        key = (id(part), str(module.crow.device))
+        if key not in self._cache:
+            pattern = restrict(module.crow, module.col, num_nodes, part)
+            self._cache[key] = (part, pattern)
+        return self._cache[key][1]
 
 
 class SparseHopConv(nn.Module):
@@ -171,6 +255,7 @@ class SparseHopConv(nn.Module):
         for name, tensor in _transpose_pattern(crow_all, col_all, num_nodes).items():
             self.register_buffer(name, tensor, persistent=False)
         self.weight = nn.Parameter(torch.empty(sizes[-1]))  # [E], one weight per (hop, j, i)
+        self._parts = _PartPatterns()
         self.reset_parameters()
 
     @property
@@ -196,18 +281,22 @@ class SparseHopConv(nn.Module):
         counts = self.crow.diff().clamp(min=1).to(self.weight.dtype)  # [K*N]
         self.weight.copy_(torch.repeat_interleave(1.0 / counts, self.crow.diff()))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, part: Part | None = None) -> Tensor:
         """Convolve ``x`` ``[..., node, feature]`` over every hop: ``[..., node, K * feature]``,
-        hop-major (all features of hop 1, then of hop 2, ...)."""
-        if x.shape[-2] != self.num_nodes:
-            raise ValueError(
-                f"input has {x.shape[-2]} nodes on axis -2, the graph has {self.num_nodes}"
-            )
-        lead = x.shape[:-2]
-        n, f = self.num_nodes, x.shape[-1]
+        hop-major (all features of hop 1, then of hop 2, ...). With ``part``, ``x`` holds the
+        part's sensors (``part.nodes``) and only the edges among them are used: exact for
+        the part's core, whose sources are all in its halo."""
+        n = self.num_nodes if part is None else part.n_sub
+        if x.shape[-2] != n:
+            raise ValueError(f"input has {x.shape[-2]} nodes on axis -2, the graph has {n}")
+        lead, f, k = x.shape[:-2], x.shape[-1], self.num_hops
         flat = x.reshape(-1, n, f).permute(1, 0, 2).reshape(n, -1)  # [node, rest * feature]
-        k = self.num_hops
-        out = _csr_matmul(self, self.weight, (k * n, n), flat)  # [K*node, rest*f]
+        pattern = (
+            _whole(self, (k * n, n))
+            if part is None
+            else self._parts.get(self, part, self.num_nodes)
+        )
+        out = sparse_product(pattern, pattern.values(self.weight), flat)  # [K*node, rest*f]
         out = out.to(x.dtype).reshape(k, n, -1, f).permute(2, 1, 0, 3)  # [rest, node, K, f]
         return out.reshape(*lead, n, k * f)
 
@@ -237,14 +326,21 @@ class NeighbourScale(nn.Module):
         self.register_buffer("col", torch.from_numpy(col))  # [E_K]
         for name, tensor in _transpose_pattern(crow, col, num_nodes).items():
             self.register_buffer(name, tensor, persistent=False)
+        self._parts = _PartPatterns()
         mean_degree = max(len(col) / num_nodes, 1.0)
         self.weight = nn.Parameter(torch.full((num_nodes,), 1.0 / mean_degree))  # [N], w_N
 
-    def forward(self) -> Tensor:
-        """The per-sensor scale, float32 ``[node]``."""
-        ones = torch.ones(len(self.col), device=self.weight.device)  # [E_K]: Ã^K ⊙ FFR is 0/1
-        w = self.weight.unsqueeze(1)  # [N, 1]
-        return _csr_matmul(self, ones, (self.num_nodes,) * 2, w).squeeze(1)
+    def forward(self, part: Part | None = None) -> Tensor:
+        """The per-sensor scale, float32 ``[node]`` (``[n_sub]`` for the sensors of ``part``,
+        exact on its core)."""
+        w: Tensor
+        if part is None:
+            pattern, w = _whole(self, (self.num_nodes,) * 2), self.weight
+        else:
+            pattern = self._parts.get(self, part, self.num_nodes)
+            w = self.weight.index_select(0, part.nodes)
+        ones = torch.ones(len(pattern.col), device=w.device)  # [E_K]: Ã^K ⊙ FFR is 0/1
+        return sparse_product(pattern, ones, w.unsqueeze(1)).squeeze(1)
 
     def penalty(self) -> Tensor:
         """λ2's term: the squared L2 norm of ``w_N`` (a scalar)."""

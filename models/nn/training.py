@@ -20,6 +20,14 @@ early stopping watches the validation loss only and the best-validation weights 
 restored at the end. Without a validation panel all epochs run and the last weights are
 kept (no early stopping, no plateau schedule).
 
+Subgraphs: with ``parts`` (a :class:`~models.nn.subgraphs.Partition`), each step trains
+one part on a batch of windows: the inputs of the part's sensors (core and halo) are
+gathered, ``module.forward_part(x, part)`` forecasts its core, and the loss is taken on
+the core only; ``module.global_offset(x)`` (the frozen part of the forecast that reads
+every sensor, or None) is computed once per batch of windows on the whole graph and
+added. An epoch visits every part with every window; its cost is one pass over the
+graph plus the halos, and a step's memory is one part's. Validation runs by part too.
+
 Devices: ``device="auto"`` picks CUDA when present. The panel is held as one tensor
 ``[time, node]`` (plus the mask and the time features) and batches are gathered by
 indexing it, which on a 2-core CPU is faster than a ``DataLoader`` with workers. On CUDA
@@ -51,6 +59,7 @@ from models.forecasters.base import window_origins
 from models.nn.devices import resolve_device
 from models.nn.inputs import InputSpec, PanelTensors, Scaler, checked_origins
 from models.nn.loop import BatchLoss, LoopSettings, MixedPrecision, train_loop
+from models.nn.subgraphs import Partition
 from models.panel import SensorPanel
 
 LrSchedule = Literal["plateau", "cosine", "none"]
@@ -60,6 +69,9 @@ LossKind = Literal["mse", "mae", "huber"]
 _DEVICE_RESIDENT_BYTES = 2 * 1024**3
 # A validation loss is an improvement when it is lower by more than this share of the best.
 _REL_GAIN = 1e-7
+# predict_network's batches hold at most this many (window x sensor) rows: 256 windows
+# up to 1,000 sensors, fewer above, so that a 20,000-sensor network predicts in bounded memory.
+_PREDICT_ROWS = 256 * 1000
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,7 @@ def fit_network(
     spec: InputSpec,
     config: TrainConfig,
     extra_loss: Callable[[nn.Module], Tensor] | None = None,
+    parts: Partition | None = None,
 ) -> TrainHistory:
     """Train ``module`` in place on every window of ``train``; return the history.
 
@@ -201,6 +214,8 @@ def fit_network(
         inside each panel: input ``window`` steps and ``horizon`` target steps.
     scaler : fitted on the training part (:meth:`Scaler.fit`).
     extra_loss : added to every batch loss (e.g. weight regularisers).
+    parts : train by subgraph (module docstring); the module then has ``forward_part``
+        and ``global_offset``.
 
     Raises
     ------
@@ -248,6 +263,25 @@ def fit_network(
             loss = loss + extra_loss(module)
         return BatchLoss(loss, total, n_obs)
 
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def order() -> Tensor:
+        return torch.randperm(len(train_origins), generator=generator).to(place.index_device)
+
+    steps_per_batch = config.batch_size
+    if parts is not None:
+        by_part = _PartSteps(module, parts, place, precision, window, horizon, spec, config)
+        order = by_part.order_for(len(train_origins), generator)
+
+        def batch_loss(rows: Tensor) -> BatchLoss:
+            total, n_obs = by_part.step(train_data, train_origins, int(rows[0]))
+            loss = total / n_obs.clamp(min=1)
+            if extra_loss is not None:
+                loss = loss + extra_loss(module)
+            return BatchLoss(loss, total, n_obs)
+
+        steps_per_batch = 1  # one (batch of windows, part) per step
+
     valid_score: Callable[[], float] | None = None
     if valid_data is not None:
         held = place.hold(valid_data)
@@ -258,10 +292,14 @@ def fit_network(
             module.eval()
             total = torch.zeros((), device=device)
             count = torch.zeros((), device=device)
-            step = max(config.batch_size, 256)
+            step = max(config.batch_size, 256) if parts is None else config.batch_size
             with torch.no_grad():
                 for start in range(0, len(valid_origins), step):
-                    part, n_obs = masked_sum(held, valid_origins[start : start + step])
+                    chunk = valid_origins[start : start + step]
+                    if parts is None:
+                        part, n_obs = masked_sum(held, chunk)
+                    else:
+                        part, n_obs = by_part.whole_batch(held, chunk)
                     total += part
                     count += n_obs
             return float((total / count.clamp(min=1)).item())
@@ -272,14 +310,9 @@ def fit_network(
     optimizer = torch.optim.AdamW(
         module.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    generator = torch.Generator().manual_seed(config.seed)
-
-    def order() -> Tensor:
-        return torch.randperm(len(train_origins), generator=generator).to(place.index_device)
-
     settings = LoopSettings(
         epochs=config.epochs,
-        batch_size=config.batch_size,
+        batch_size=steps_per_batch,
         seed=config.seed,
         patience=config.patience,
         rel_gain=_REL_GAIN,
@@ -323,9 +356,11 @@ def predict_network(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Forecasts of ``module`` at ``origins`` of ``panel``: float32 ``[n, horizon, node]``,
-    on the original scale (float32 arithmetic, no autocast)."""
+    on the original scale (float32 arithmetic, no autocast); at most ``batch_size``
+    windows at a time, fewer on large networks (``_PREDICT_ROWS``)."""
     origins = checked_origins(origins, window, panel.n_time)
     data = PanelTensors.build(panel, scaler, spec)
+    batch_size = max(1, min(batch_size, _PREDICT_ROWS // max(panel.n_nodes, 1)))
     module.eval()
     chunks: list[np.ndarray] = []
     with torch.no_grad():
@@ -339,3 +374,83 @@ def predict_network(
     if not chunks:
         return np.empty((0, 0, panel.n_nodes), dtype=np.float32)  # [0, horizon?, node]
     return scaler.inverse(np.concatenate(chunks, axis=0))  # [n, horizon, node]
+
+
+class _PartSteps:
+    """The steps of an epoch trained by subgraph: each is (a batch of windows, a part).
+
+    The parts of one batch of windows are visited one after the other (in a fresh order),
+    so that the module's global offset is computed once per batch of windows.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        parts: Partition,
+        place: _Placement,
+        precision: MixedPrecision,
+        window: int,
+        horizon: int,
+        spec: InputSpec,
+        config: TrainConfig,
+    ) -> None:
+        for name in ("forward_part", "global_offset"):
+            if not callable(getattr(module, name, None)):
+                raise TypeError(f"{type(module).__name__} cannot train by subgraph: no {name}")
+        self.module, self.place, self.precision = module, place, precision
+        # Index tensors where the data live (gathering) and where the module runs; built
+        # once, as the module keeps per-part patterns.
+        self.parts = parts.to(place.index_device)
+        self.module_parts = parts.to(place.device)
+        self.window, self.horizon, self.spec, self.config = window, horizon, spec, config
+        self.batches: list[Tensor] = []
+        self._offset: tuple[int, Tensor | None] | None = None
+
+    def order_for(self, n_windows: int, generator: torch.Generator) -> Callable[[], Tensor]:
+        """The loop's ``order``: a fresh list of step numbers ``batch * n_parts + part``."""
+        n_parts = len(self.parts.parts)
+
+        def order() -> Tensor:
+            windows = torch.randperm(n_windows, generator=generator)
+            self.batches = list(windows.split(self.config.batch_size))
+            self._offset = None
+            steps = [
+                b * n_parts + p
+                for b in range(len(self.batches))
+                for p in torch.randperm(n_parts, generator=generator).tolist()
+            ]
+            return torch.tensor(steps, dtype=torch.long)
+
+        return order
+
+    def step(self, data: PanelTensors, origins: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """Summed loss and observed targets of one training step."""
+        batch, part = divmod(step, len(self.parts.parts))
+        chunk = origins[self.batches[batch].to(origins.device)]
+        if self._offset is None or self._offset[0] != batch:
+            self._offset = (batch, self._global(data, chunk))
+        return self._part_loss(data, chunk, part, self._offset[1])
+
+    def whole_batch(self, data: PanelTensors, origins: Tensor) -> tuple[Tensor, Tensor]:
+        """Summed loss and observed targets of the windows at ``origins`` over every part."""
+        offset = self._global(data, origins)
+        sums = [self._part_loss(data, origins, p, offset) for p in range(len(self.parts.parts))]
+        return sum(s[0] for s in sums), sum(s[1] for s in sums)  # type: ignore[return-value]
+
+    def _global(self, data: PanelTensors, origins: Tensor) -> Tensor | None:
+        with torch.no_grad(), self.precision.autocast():
+            x = self.place.batch(data.inputs(origins, self.window, self.spec))
+            offset: Tensor | None = self.module.global_offset(x)  # type: ignore[operator]
+        return offset
+
+    def _part_loss(
+        self, data: PanelTensors, origins: Tensor, index: int, offset: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        part, on_module = self.parts.parts[index], self.module_parts.parts[index]
+        x = self.place.batch(data.inputs(origins, self.window, self.spec, part.nodes))
+        y, m = (self.place.batch(t) for t in data.targets(origins, self.horizon, part.core_ids))
+        with self.precision.autocast():
+            pred = self.module.forward_part(x, on_module)  # type: ignore[operator]
+        if offset is not None:
+            pred = pred + offset.index_select(-1, on_module.core_ids)
+        return _loss_terms(pred, y, m, self.config.loss).sum(), m.sum()

@@ -41,6 +41,7 @@ from models.anomaly.interval import ForecastIntervalDetector
 from pipeline.alerts.config import AlertingConfig, AlertingError
 from pipeline.alerts.lifecycle import AlertEvent, AlertManager
 from pipeline.alerts.restore import replay_start_ms, stored_forecasts, stored_readings
+from pipeline.service.liveness import DETECTOR as SENSOR_DOWN
 
 if TYPE_CHECKING:
     from pipeline.service.hooks import AlertRestore, TickContext
@@ -203,7 +204,8 @@ class ServiceAlerts:
         self._reset()
         if source.last_closed is None:
             return
-        stored_open = source.store.open_alerts()
+        # Sensor-down alerts are the service's own (pipeline.service.liveness), not replayed.
+        stored_open = [r for r in source.store.open_alerts() if r.detector != SENSOR_DOWN]
         since_ms = replay_start_ms(source.last_closed, stored_open, self.freq, self.config)
         ticks_ms = source.store.closed_ticks(since_ms)
         if len(ticks_ms) == 0:

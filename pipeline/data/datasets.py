@@ -26,28 +26,28 @@ Specs
     A wide CSV (see :mod:`pipeline.data.readers` for every rule) with an optional adjacency
     (``adjacency=``: square matrix CSV or edge list ``src,dst[,weight]``).
 ``simulated`` / ``simulated:sensors=2000,days=7,seed=1``
-    The built-in simulator (:func:`pipeline.data.simulate.simulate_network`); options are
+    The built-in simulator (:func:`pipeline.data.simulate_spec.simulate_spec`); options are
     ``sensors, days, hours, seed, freq`` (minutes), ``incidents, faults`` (per day per
-    100 sensors). ``hours`` replaces ``days``.
+    100 sensors), ``hours`` (replaces ``days``) and the regimes' ``kind, coupling,
+    service, gaps, graph, noise, start, regime`` (e.g. ``simulated:regime=metro``).
 
-Files are read from ``data_dir`` (default: the ``ROADCAST_DATA_DIR`` setting). Pickles
-are only ever read from that local directory: never point it at files you do not trust.
+Files are read from ``data_dir`` (default: the ``ROADCAST_DATA_DIR`` setting). DCRNN's
+pickles are read by a restricted unpickler (:mod:`pipeline.data.dcrnn_pickle`) that
+never runs code named by the file.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from models.panel import LabeledEvent, SensorPanel
+from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.readers import (
     DatasetError,
@@ -59,7 +59,8 @@ from pipeline.data.readers import (
     require_file,
     to_regular_grid,
 )
-from pipeline.data.simulate import SimulationError, simulate_network
+from pipeline.data.simulate import SimulationError
+from pipeline.data.simulate_spec import simulate_spec
 
 __all__ = [
     "DATASETS",
@@ -84,10 +85,12 @@ _NAB = "https://raw.githubusercontent.com/numenta/NAB/master"
 class RemoteFile:
     """One file of a data set: where it goes under the data directory, where it comes from.
 
-    ``sha256`` is checked after a download when known (the hashes here are those of
-    the copies in the project's shared data); ``url`` None means a manual download.
-    ``alternatives`` are other paths that serve the same purpose (the file counts as
-    present when one of them exists).
+    A download is kept only when its digest matches: ``sha256`` (those here are of the
+    copies in the project's shared data), else ``md5`` when that is the only digest
+    published for the file; a file with neither is downloaded only with a sha256 the
+    user gives (``roadcast data fetch --sha256 PATH=HEX``). ``url`` None means a manual
+    download. ``alternatives`` are other paths that serve the same purpose (the file
+    counts as present when one of them exists).
     """
 
     path: str
@@ -95,6 +98,7 @@ class RemoteFile:
     sha256: str | None = None
     required: bool = True
     alternatives: tuple[str, ...] = ()
+    md5: str | None = None
 
     def present_in(self, root: Path) -> bool:
         """True when the file, or one of its alternatives, exists under ``root``."""
@@ -134,7 +138,12 @@ def _nab_files() -> tuple[RemoteFile, ...]:
             f"{_NAB}/labels/combined_windows.json",
             alternatives=("nab/realTraffic_windows.json",),
         ),
-        RemoteFile("nab/LICENSE.txt", f"{_NAB}/LICENSE.txt", required=False),
+        RemoteFile(
+            "nab/LICENSE.txt",
+            f"{_NAB}/LICENSE.txt",
+            "0a0b4d0b10cb1f7ed9ab2993ef93defc03447e6eba9daca1315dd32dae4877e3",
+            required=False,
+        ),
     )
 
 
@@ -191,7 +200,13 @@ DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
             description="PEMS-BAY: 325 Bay Area sensors, 5 min, 2017-01..05, DCRNN format",
             files=(
                 RemoteFile("pems-bay/pems-bay.h5"),
-                RemoteFile("pems-bay/adj_mx_bay.pkl", f"{_DCRNN}/adj_mx_bay.pkl"),
+                # No sha256 of this file is published; Zenodo records 4263971 and
+                # 5146275 both list this MD5 for it.
+                RemoteFile(
+                    "pems-bay/adj_mx_bay.pkl",
+                    f"{_DCRNN}/adj_mx_bay.pkl",
+                    md5="55d25daceac847312b7748c59ded6f77",
+                ),
                 RemoteFile(
                     "pems-bay/graph_sensor_locations_bay.csv",
                     f"{_DCRNN}/graph_sensor_locations_pems_bay.csv",
@@ -222,16 +237,6 @@ DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
     }
 )
 
-_SIM_OPTIONS: dict[str, tuple[str, Callable[[str], float]]] = {
-    "sensors": ("sensors", int),
-    "days": ("days", float),
-    "hours": ("days", lambda v: float(v) / 24.0),
-    "seed": ("seed", int),
-    "freq": ("freq_minutes", int),
-    "incidents": ("incidents_per_day", float),
-    "faults": ("faults_per_day", float),
-}
-
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``"name:argument"`` into ``(name, argument)``; the argument may be empty."""
@@ -253,7 +258,12 @@ def dataset_dir(data_dir: Path | None = None) -> Path:
 
 
 def load_dataset(
-    spec: str, *, data_dir: Path | None = None, adjacency: Path | None = None
+    spec: str,
+    *,
+    data_dir: Path | None = None,
+    adjacency: Path | None = None,
+    index_col: str | None = None,
+    no_index: bool = False,
 ) -> SensorPanel:
     """Load a data set as a :class:`SensorPanel` (see the module doc for the specs).
 
@@ -263,6 +273,8 @@ def load_dataset(
         ``csv:PATH``, ``simulated`` or ``simulated:key=value,...``.
     data_dir : where the files are; defaults to ``ROADCAST_DATA_DIR``.
     adjacency : for ``csv:PATH`` only, a matrix or edge-list CSV.
+    index_col, no_index : for ``csv:PATH`` only, the time or row-index column by name, or
+        none at all (every column a sensor).
 
     Raises
     ------
@@ -273,12 +285,16 @@ def load_dataset(
     name, arg = parse_spec(spec)
     if adjacency is not None and name != "csv":
         raise DatasetError(f"--adjacency is only for csv:PATH; {name} has its own graph")
+    if (index_col is not None or no_index) and name != "csv":
+        raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
     if name == "simulated":
         return _simulated(arg)
     if name == "csv":
         if not arg:
             raise DatasetError("csv needs a path: csv:PATH, e.g. csv:data/speeds.csv")
-        return load_csv(Path(arg).expanduser(), adjacency=adjacency)
+        return load_csv(
+            Path(arg).expanduser(), adjacency=adjacency, index_col=index_col, no_index=no_index
+        )
     root = dataset_dir(data_dir)
     if name == "los-loop":
         return load_los_loop(root)
@@ -351,24 +367,13 @@ def load_dcrnn(name: str, root: Path) -> SensorPanel:
 def _dcrnn_adjacency(path: Path, ids: tuple[str, ...]) -> np.ndarray:
     """DCRNN's pickled (sensor_ids, sensor_id_to_ind, adj_mx), reordered to ``ids``.
 
-    A pickle can run code: only files from the local data directory are read here.
+    Read by :func:`~pipeline.data.dcrnn_pickle.read_adjacency_pickle`, which never
+    runs code named by the file.
     """
-    with path.open("rb") as f:
-        try:
-            content = pickle.load(f)
-        except UnicodeDecodeError:  # written by Python 2
-            f.seek(0)
-            content = pickle.load(f, encoding="latin1")
-        except (pickle.UnpicklingError, EOFError) as exc:
-            raise DatasetError(f"{path}: not a DCRNN adjacency pickle ({exc})") from None
     try:
-        _, id_to_ind, adj = content
-        id_to_ind = {str(k): int(v) for k, v in id_to_ind.items()}
-        adj = np.asarray(adj, dtype=np.float64)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise DatasetError(
-            f"{path}: expected (sensor_ids, sensor_id_to_ind, adj_mx) as DCRNN writes ({exc})"
-        ) from None
+        _, id_to_ind, adj = read_adjacency_pickle(path)
+    except AdjacencyPickleError as exc:
+        raise DatasetError(f"{path}: not a DCRNN adjacency pickle: {exc}") from None
     missing = [s for s in ids if s not in id_to_ind]
     if missing:
         raise DatasetError(f"{path}: sensors {missing[:5]} of the speed table are not in it")
@@ -425,10 +430,18 @@ def _nab_windows(root: Path, rel: Path) -> list[tuple[pd.Timestamp, pd.Timestamp
     return out
 
 
-def load_csv(path: Path, *, adjacency: Path | None = None) -> SensorPanel:
-    """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency."""
+def load_csv(
+    path: Path,
+    *,
+    adjacency: Path | None = None,
+    index_col: str | None = None,
+    no_index: bool = False,
+) -> SensorPanel:
+    """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency;
+    ``index_col`` names the time or row-index column, ``no_index`` reads every column as a
+    sensor."""
     require_file(path, "check the path given after csv:")
-    timestamps, values, ids = read_wide_csv(path)
+    timestamps, values, ids = read_wide_csv(path, index_col=index_col, no_index=no_index)
     graph = None
     if adjacency is not None:
         adjacency = Path(adjacency).expanduser()
@@ -438,21 +451,7 @@ def load_csv(path: Path, *, adjacency: Path | None = None) -> SensorPanel:
 
 
 def _simulated(options: str) -> SensorPanel:
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in options.split(","))):
-        key, sep, raw = item.partition("=")
-        key = key.strip().lower()
-        if not sep or key not in _SIM_OPTIONS:
-            allowed = ", ".join(_SIM_OPTIONS)
-            raise DatasetError(
-                f"simulated option {item!r} not understood; use key=value with keys {allowed}"
-            )
-        target, convert = _SIM_OPTIONS[key]
-        try:
-            kwargs[target] = convert(raw.strip())
-        except ValueError:
-            raise DatasetError(f"simulated option {key}={raw!r}: not a number") from None
     try:
-        return simulate_network(**kwargs)
+        return simulate_spec(options)
     except SimulationError as exc:
         raise DatasetError(f"simulated: {exc}") from None

@@ -1,19 +1,23 @@
 """Download a public data set into the data directory and check its sha256.
 
-Each file is written to a temporary name and only renamed into place once its sha256
-matches (when known), so an interrupted or tampered download never looks like data.
-Files already present with the right checksum are not downloaded again. When a file
-cannot be downloaded (no network, no URL), :class:`FetchError` lists exactly which
+Each file is written to a temporary name and only renamed into place once its digest
+matches, so an interrupted or tampered download never looks like data. Every download is
+checked: against the sha256 in :data:`~pipeline.data.datasets.DATASETS`, else the MD5
+its host publishes, else a sha256 the user supplies (``sha256={path: hex}``, the
+``--sha256 PATH=HEX`` option); a file with none of them is not downloaded. Files
+already present with the right checksum are not downloaded again. When a file cannot be
+downloaded (no network, no URL, no checksum), :class:`FetchError` lists exactly which
 files to put where.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +41,47 @@ class Fetched:
     detail: str = ""
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def sha256_of(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest (``sha256`` or ``md5``) of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def parse_sha256_options(items: Sequence[str], dataset: str) -> dict[str, str]:
+    """``["PATH=HEX", ...]`` -> ``{PATH: hex}`` for files of ``dataset``.
+
+    Raises
+    ------
+    DatasetError
+        For an item that is not ``PATH=HEX`` with 64 hex digits, or a path that is not
+        one of the data set's files.
+    """
+    info = DATASETS.get(dataset)
+    paths = [f.path for f in info.files] if info is not None else []
+    out: dict[str, str] = {}
+    for item in items:
+        path, sep, digest = item.partition("=")
+        digest = digest.strip().lower()
+        if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise DatasetError(f"--sha256 {item!r}: expected PATH=HEX with 64 hex digits")
+        if path.strip() not in paths:
+            raise DatasetError(f"--sha256 {item!r}: {dataset} has no file {path!r}; it has {paths}")
+        out[path.strip()] = digest
+    return out
+
+
+def _expected(remote: RemoteFile, supplied: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(algorithm, hex)`` a download of ``remote`` must match, None when none is known."""
+    if remote.path in supplied:
+        return "sha256", supplied[remote.path]
+    if remote.sha256:
+        return "sha256", remote.sha256
+    if remote.md5:
+        return "md5", remote.md5
+    return None
 
 
 def fetch_dataset(
@@ -53,6 +91,7 @@ def fetch_dataset(
     mirror: str | None = None,
     timeout: float = 30.0,
     progress: Callable[[Fetched], None] | None = None,
+    sha256: Mapping[str, str] | None = None,
 ) -> list[Fetched]:
     """Download the files of ``dataset`` into ``data_dir`` (default ``ROADCAST_DATA_DIR``).
 
@@ -64,6 +103,8 @@ def fetch_dataset(
         ``mirror + "/" + file.path`` (for a local or company mirror).
     timeout : seconds per connection attempt.
     progress : called once per file as it is handled.
+    sha256 : ``{path: hex}`` digests the user vouches for, for files that have no
+        published checksum (or to accept another version of one).
 
     Returns
     -------
@@ -86,7 +127,7 @@ def fetch_dataset(
             # One refused or unresolvable host is enough: do not wait out every timeout.
             result = Fetched(remote, root / remote.path, "failed", f"not tried: {unreachable}")
         else:
-            result = _fetch_one(remote, root, mirror, timeout)
+            result = _fetch_one(remote, root, mirror, timeout, dict(sha256 or {}))
             if result.detail.startswith(_UNREACHABLE):
                 unreachable = result.detail
         results.append(result)
@@ -104,15 +145,25 @@ def fetch_dataset(
     return results
 
 
-def _fetch_one(remote: RemoteFile, root: Path, mirror: str | None, timeout: float) -> Fetched:
+def _fetch_one(
+    remote: RemoteFile, root: Path, mirror: str | None, timeout: float, supplied: dict[str, str]
+) -> Fetched:
     target = root / remote.path
-    if target.is_file() and (remote.sha256 is None or sha256_of(target) == remote.sha256):
+    expected = _expected(remote, supplied)
+    if target.is_file() and (expected is None or sha256_of(target, expected[0]) == expected[1]):
         return Fetched(remote, target, "present")
     if not target.is_file() and remote.present_in(root):
         return Fetched(remote, target, "present", "an equivalent file is there")
     url = f"{mirror.rstrip('/')}/{remote.path}" if mirror else remote.url
     if url is None:
         return Fetched(remote, target, "failed", "no public URL: manual download")
+    if expected is None:
+        return Fetched(
+            remote,
+            target,
+            "failed",
+            f"no published checksum: pass --sha256 {remote.path}=HEX from a copy you trust",
+        )
     partial = target.with_name(target.name + ".part")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
@@ -130,17 +181,17 @@ def _fetch_one(remote: RemoteFile, root: Path, mirror: str | None, timeout: floa
         if isinstance(reason, FileNotFoundError):  # a file:// mirror without that file
             return Fetched(remote, target, "failed", f"download failed: not found at {url}")
         return Fetched(remote, target, "failed", f"{_UNREACHABLE}: {reason}")
-    if remote.sha256 is not None:
-        got = sha256_of(partial)
-        if got != remote.sha256:
-            partial.unlink(missing_ok=True)
-            _remove_empty(created)
-            return Fetched(
-                remote,
-                target,
-                "failed",
-                f"sha256 mismatch: got {got[:12]}..., expected {remote.sha256[:12]}...",
-            )
+    algorithm, want = expected
+    got = sha256_of(partial, algorithm)
+    if got != want:
+        partial.unlink(missing_ok=True)
+        _remove_empty(created)
+        return Fetched(
+            remote,
+            target,
+            "failed",
+            f"{algorithm} mismatch: got {got[:12]}..., expected {want[:12]}...",
+        )
     partial.replace(target)
     return Fetched(remote, target, "downloaded")
 

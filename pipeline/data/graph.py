@@ -1,4 +1,4 @@
-"""RoadGraph: the sensor network as a sparse directed graph.
+"""RoadGraph: the sensor network as a sparse directed graph, built and validated from files.
 
 Edge convention (torch-geometric, as ``models.panel.GraphLike``): ``edge_index[0]`` is
 the source sensor j, ``edge_index[1]`` the target sensor i, so a message passes j -> i
@@ -6,9 +6,10 @@ and ``(A x)_i = sum_j A[i, j] x_j``. An adjacency matrix is therefore read as
 ``A[i, j] != 0`` <=> link j -> i; for a symmetric matrix (``los-loop``) the direction
 does not matter.
 
-Everything is sparse: k-hop neighbourhoods are sparse boolean matrix products and the
-free-flow reachability (FFR) of TGC-LSTM comes from a Dijkstra that is cut off at the
-reachable distance and run over chunks of source sensors, so no N x N dense array is
+The graph reaches the models as a ``torch_geometric.data.Data`` (:meth:`RoadGraph.to_pyg`;
+:meth:`RoadGraph.from_pyg` reads one back). k-hop neighbourhoods and the free-flow
+reachability (FFR) of TGC-LSTM are computed sparsely by :mod:`models.graph` (scipy sparse
+products and a Dijkstra cut off at the reachable distance), so no N x N dense array is
 ever allocated (a 20,000-sensor network needs megabytes, not gigabytes).
 
 Road distances: a link's length is its ``distance_km`` when given, else the haversine
@@ -20,47 +21,34 @@ rule: a pair is reachable when ``hops * default_link_km <= minutes / 60 * free_f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
-from scipy.sparse.csgraph import dijkstra
 
-DEFAULT_FREE_FLOW_KMH = 100.0
-"""Free-flow speed used when ``hops(..., minutes=m)`` gets no speed (about 62 mph)."""
+from models.graph import (
+    DEFAULT_FREE_FLOW_KMH,
+    DEFAULT_LINK_KM,
+    GraphError,
+    budget_km,
+    check_hops,
+    distances_within,
+    haversine_km,
+    hop_pairs,
+    pairs_of,
+)
 
-DEFAULT_LINK_KM = 1.0
-"""Assumed length of every link of a graph without distances or coordinates (the median
-haversine link of ``los-loop`` is about 1.7 km; 1 km keeps the hop rule simple)."""
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
-EARTH_RADIUS_KM = 6371.0088
-
-# Dijkstra returns a dense [n_sources, N] block per call: bounding the block to this
-# many cells (32 MB of float64) and sources is what keeps FFR sparse on large networks.
-_DIJKSTRA_BLOCK_CELLS = 4_000_000
-_DIJKSTRA_BLOCK_SOURCES = 256
-
-# scipy's csgraph drops explicit zeros (no edge); co-located sensors still need a link.
-_MIN_LINK_KM = 1e-9
-# Distances are compared with this slack (1 mm) so that sums of link lengths that equal
-# the budget on paper, or zero-length links, are not lost to float rounding.
-_SLACK_KM = 1e-6
-
-
-class GraphError(ValueError):
-    """Invalid graph input; the message says what to fix."""
-
-
-def haversine_km(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike) -> np.ndarray:
-    """Great-circle distance in km between points given in degrees (broadcasting).
-
-    Examples
-    --------
-    >>> round(float(haversine_km(34.0, -118.0, 34.0, -118.01)), 3)
-    0.922
-    """
-    p1, l1, p2, l2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lat1, lon1, lat2, lon2))
-    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin((l2 - l1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+__all__ = [
+    "DEFAULT_FREE_FLOW_KMH",
+    "DEFAULT_LINK_KM",
+    "GraphError",
+    "RoadGraph",
+    "haversine_km",
+]
 
 
 class RoadGraph:
@@ -314,15 +302,10 @@ class RoadGraph:
         numpy.ndarray
             int64 ``[2, E_k]``, row 0 the source j, row 1 the target i (read-only).
         """
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
-            raise GraphError(f"k must be an integer >= 0, got {k!r}")
-        max_km = self._budget_km(minutes, free_flow_kmh)
-        key = (int(k), max_km)
+        key = (check_hops(k), budget_km(minutes, free_flow_kmh))
         if key not in self._hops_cache:
-            support = self._support(int(k))
-            if max_km is not None:
-                support = support.multiply(self._reachable(max_km)).tocsr()
-            self._hops_cache[key] = _frozen(_pairs(support))
+            pairs = hop_pairs(self._edge_index, self._n, key[0], self.link_km(), key[1])
+            self._hops_cache[key] = _frozen(pairs)
         return self._hops_cache[key]
 
     def free_flow_reachability(
@@ -330,9 +313,9 @@ class RoadGraph:
     ) -> np.ndarray:
         """int64 ``[2, E]`` pairs (j, i) with a road path j -> i of at most
         ``minutes / 60 * free_flow_kmh`` km (self loops included), sorted by (target, source)."""
-        max_km = self._budget_km(minutes, free_flow_kmh)
+        max_km = budget_km(minutes, free_flow_kmh)
         assert max_km is not None
-        return _pairs(self._reachable(max_km))
+        return pairs_of(distances_within(self._edge_index, self._n, self.link_km(), max_km))
 
     def road_distances(self, max_km: float) -> tuple[np.ndarray, np.ndarray]:
         """Shortest road distance of every pair (j, i) that is within ``max_km``.
@@ -344,76 +327,49 @@ class RoadGraph:
         """
         if not (np.isfinite(max_km) and max_km >= 0):
             raise GraphError(f"max_km must be a finite distance >= 0, got {max_km}")
-        dist = self._distances_within(float(max_km))
-        return _pairs(dist), dist.data.copy()
+        dist = distances_within(self._edge_index, self._n, self.link_km(), float(max_km))
+        return pairs_of(dist), dist.data.copy()
 
-    # ------------------------------------------------------------------ internals
-    def _budget_km(self, minutes: float | None, free_flow_kmh: float | None) -> float | None:
-        if minutes is None:
-            if free_flow_kmh is not None:
-                raise GraphError("free_flow_kmh needs minutes: pass hops(k, minutes=..., ...)")
-            return None
-        speed = DEFAULT_FREE_FLOW_KMH if free_flow_kmh is None else float(free_flow_kmh)
-        if not (np.isfinite(minutes) and minutes >= 0):
-            raise GraphError(f"minutes must be a finite number >= 0, got {minutes}")
-        if not (np.isfinite(speed) and speed > 0):
-            raise GraphError(f"free_flow_kmh must be a positive speed, got {free_flow_kmh}")
-        return float(minutes) / 60.0 * speed
+    # ------------------------------------------------------------------ torch-geometric
+    def to_pyg(self) -> Data:
+        """The graph as a ``torch_geometric.data.Data``: ``edge_index`` int64 ``[2, E]``
+        (source, target), ``edge_weight`` float32 ``[E]``, ``num_nodes``, and, when known,
+        ``edge_km`` float64 ``[E]`` (link lengths) and ``pos`` float64 ``[node, 2]``
+        (latitude, longitude). :meth:`from_pyg` is its inverse."""
+        import torch
+        from torch_geometric.data import Data
 
-    def _support(self, k: int) -> sp.csr_array:
-        """Boolean pattern of (A + I)^k, rows = target i, cols = source j."""
-        step = self.adjacency(weighted=False) + sp.eye_array(
-            self._n, dtype=np.float32, format="csr"
+        data = Data(
+            edge_index=torch.from_numpy(self._edge_index.copy()),
+            edge_weight=torch.from_numpy(self._edge_weight.copy()),
+            num_nodes=self._n,
         )
-        step.data[:] = 1.0
-        result = sp.eye_array(self._n, dtype=np.float32, format="csr")
-        for _ in range(k):
-            result = result @ step
-            result.data[:] = 1.0  # clamp: only the pattern matters, and it keeps values small
-        result = sp.csr_array(result)
-        result.sort_indices()
-        return result
+        if self._has_distances and self._distance_km is not None:
+            data.edge_km = torch.from_numpy(self._distance_km.copy())
+        if self._coords is not None:
+            data.pos = torch.from_numpy(self._coords.copy())
+        return data
 
-    def _reachable(self, max_km: float) -> sp.csr_array:
-        """Pattern of pairs within ``max_km``, rows = target i, cols = source j."""
-        reach = self._distances_within(max_km)
-        reach.data[:] = 1.0
-        return reach
+    @classmethod
+    def from_pyg(cls, data: Data, *, default_link_km: float = DEFAULT_LINK_KM) -> RoadGraph:
+        """A graph from a ``torch_geometric.data.Data`` with ``edge_index`` and
+        ``num_nodes`` (optional ``edge_weight``, ``edge_km``, ``pos``), validated like
+        any other input: self loops dropped, duplicate links refused."""
+        if getattr(data, "edge_index", None) is None or data.num_nodes is None:
+            raise GraphError("a torch-geometric graph needs edge_index and num_nodes")
 
-    def _distances_within(self, max_km: float) -> sp.csr_array:
-        """Shortest distances <= ``max_km`` as a sparse matrix D[i, j] (j -> i)."""
-        n = self._n
-        # csgraph reads graph[u, v] as an edge u -> v, i.e. [source, target].
-        lengths = np.maximum(self.link_km(), _MIN_LINK_KM)
-        graph = sp.csr_array((lengths, (self._edge_index[0], self._edge_index[1])), shape=(n, n))
-        block = max(1, min(_DIJKSTRA_BLOCK_SOURCES, _DIJKSTRA_BLOCK_CELLS // max(n, 1)))
-        rows: list[np.ndarray] = []
-        cols: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
-        for start in range(0, n, block):
-            sources = np.arange(start, min(n, start + block))
-            limit = max_km + _SLACK_KM
-            dist = dijkstra(graph, directed=True, indices=sources, limit=limit)  # [chunk, N]
-            r, c = np.nonzero(dist <= limit)
-            rows.append(sources[r])
-            cols.append(c)
-            vals.append(dist[r, c])
-            del dist
-        src = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        dst = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        km = np.concatenate(vals) if vals else np.zeros(0)
-        # A zero distance (self pair) must survive as a stored entry, hence explicit coo build.
-        out = sp.coo_array((km, (dst, src)), shape=(n, n)).tocsr()
-        out.sort_indices()
-        return out
+        def array(name: str) -> np.ndarray | None:
+            value = getattr(data, name, None)
+            return None if value is None else value.detach().cpu().numpy()
 
-
-def _pairs(matrix: sp.csr_array) -> np.ndarray:
-    """Stored entries of a [target, source] CSR matrix as int64 [2, E] (source, target)."""
-    csr = sp.csr_array(matrix)
-    csr.sort_indices()
-    target = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
-    return np.stack([csr.indices.astype(np.int64), target])  # [2, E]
+        return cls(
+            int(data.num_nodes),
+            array("edge_index"),  # type: ignore[arg-type]
+            array("edge_weight"),
+            distance_km=array("edge_km"),
+            coords=array("pos"),
+            default_link_km=default_link_km,
+        )
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -15,8 +15,11 @@ Rules (each one tested):
   it, skipped steps become missing rows (mask False), never filled. Otherwise the file
   is irregular: rejected by default, or with ``irregular="resample"`` each reading goes
   to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB).
-* **No timestamp column**: a first column named ``""``/``index`` holding integers is a
-  row index and dropped; rows are then placed on ``start + k * freq``.
+* **No timestamp column**: a first column counting rows (whole numbers going up by one,
+  whatever its name: ``step``, ``index``, ``""``...) is a row index and dropped, as is a
+  first column named ``""``/``index`` holding integers; rows are then placed on
+  ``start + k * freq``. ``index_col=NAME`` names the time or index column (any
+  position); ``no_index=True`` reads every column as a sensor.
 """
 
 from __future__ import annotations
@@ -69,11 +72,14 @@ def require_file(path: Path, hint: str) -> Path:
     return path
 
 
-def read_table(path: Path, *, drop_first: bool | None = None) -> Table:
+def read_table(
+    path: Path, *, drop_first: bool | None = None, index_col: str | None = None
+) -> Table:
     """Read a wide CSV with one header line into a :class:`Table`.
 
     ``drop_first`` says whether the first column is a time or index column (True), a
-    sensor (False) or to decide by its name and content (None, see the module doc).
+    sensor (False) or to decide by its name and content (None, see the module doc);
+    ``index_col`` names that column wherever it is (it is then moved first and dropped).
     """
     header, lines = _scan(path)
     if not lines.size:
@@ -92,6 +98,19 @@ def read_table(path: Path, *, drop_first: bool | None = None) -> Table:
             f"{path}: could not align rows ({len(raw)} vs {len(lines)}); "
             "check quoting and line endings"
         )
+    if index_col is not None:
+        names = [h.strip() for h in header]
+        if index_col.strip() not in names:
+            shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+            raise DatasetError(
+                f"{path}: --index-col {index_col!r} is not a column of the header ({shown})"
+            )
+        k = names.index(index_col.strip())
+        order = [k, *(j for j in range(len(header)) if j != k)]
+        header = [header[j] for j in order]
+        raw = raw.iloc[:, order]
+        raw.columns = [f"c{j}" for j in range(len(header))]
+        drop_first = True
     first_name = header[0].strip()
     if drop_first is None:
         drop_first = _is_time_or_index(first_name, raw.iloc[:, 0])
@@ -152,10 +171,21 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     numeric = pd.to_numeric(column.str.strip(), errors="coerce")
     if lowered in INDEX_NAMES and numeric.notna().all():
         return True
+    if is_row_counter(numeric):
+        return True
     if numeric.notna().any():
         return False  # numbers are readings (pandas would also read them as epoch times)
     parsed = pd.to_datetime(column.str.strip(), errors="coerce", utc=True, format="mixed")
     return bool(parsed.notna().all())
+
+
+def is_row_counter(numeric: pd.Series) -> bool:
+    """True for a column of whole numbers that go up by one from row to row (a row index
+    or step counter such as 0, 1, 2, ...: not readings)."""
+    values = numeric.to_numpy(dtype=np.float64)
+    if len(values) < 2 or not np.isfinite(values).all():
+        return False
+    return bool(np.all(values == np.round(values)) and np.all(np.diff(values) == 1))
 
 
 def _numeric(
@@ -278,13 +308,18 @@ def read_wide_csv(
     freq: pd.Timedelta | str = DEFAULT_FREQ,
     irregular: Literal["error", "resample"] = "error",
     has_time: bool | None = None,
+    index_col: str | None = None,
+    no_index: bool = False,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...]]:
     """Read a wide CSV (optional time column, one column per sensor) onto a regular grid.
 
     Returns ``(timestamps, values [time, sensor] float64 with NaN, sensor ids)``.
-    Without a time column, row k is at ``start + k * freq``.
+    Without a time column, row k is at ``start + k * freq``. ``index_col`` names the time
+    or index column; ``no_index`` reads every column as a sensor.
     """
-    table = read_table(path, drop_first=has_time)
+    if index_col is not None and no_index:
+        raise DatasetError("--index-col and --no-index contradict each other; give one")
+    table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
     if table.first is not None and _is_time_column(table):
         times = parse_times(path, table.first, table.lines, table.first_name or "")
         grid, values = to_regular_grid(
@@ -351,8 +386,24 @@ def read_adjacency_csv(
         raise DatasetError(f"{path}: {exc}") from None
     raise DatasetError(
         f"{path}: expected a {n} x {n} matrix (one row and column per sensor) or an edge "
-        f"list src,dst[,weight]; got {rows} rows x {cols} columns"
+        f"list src,dst[,weight]; got {rows} rows x {cols} columns{_size_hint(n, rows, cols, ids)}"
     )
+
+
+def _size_hint(n: int, rows: int, cols: int, ids: Sequence[str]) -> str:
+    """The likely cause of an adjacency one sensor larger or smaller than the data."""
+    if cols == n - 1 and rows in (n - 1, n):
+        return (
+            f". The data has one column more than the adjacency: its first column "
+            f"({ids[0]!r}) is probably a row index or time column read as a sensor; pass "
+            f"--index-col {ids[0]}"
+        )
+    if cols == n + 1 and rows in (n + 1, n + 2):
+        return (
+            ". The adjacency has one sensor more than the data: was the data's first "
+            "column taken for a row index? Pass --no-index"
+        )
+    return ""
 
 
 def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None) -> RoadGraph:
@@ -366,9 +417,11 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
             body = raw.iloc[1:]
         if sorted(header) != sorted(ids):
             unknown = sorted(set(header) - set(ids))[:5]
+            absent = sorted(set(ids) - set(header))[:5]
             raise DatasetError(
-                f"{path}: the matrix header does not list the data's sensors "
-                f"(unknown: {unknown}); use the same ids as the data columns"
+                f"{path}: the matrix header does not list the data's sensors (unknown: "
+                f"{unknown}; in the data but not the adjacency: {absent}); use the same ids "
+                "as the data columns"
             )
         position = {s: k for k, s in enumerate(header)}
         order = np.array([position[s] for s in ids])

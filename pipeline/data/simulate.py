@@ -30,6 +30,7 @@ Same arguments, same panel: every random draw comes from one seeded generator.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,11 @@ from scipy.signal import lfilter
 from scipy.spatial import cKDTree
 
 from models.panel import LabeledEvent, SensorPanel
+from pipeline.data import simulate_regimes as regimes
 from pipeline.data.graph import RoadGraph, haversine_km
+
+Kind = Literal["speed", "counts"]
+GraphKind = Literal["road", "plain", "random"]
 
 LA_BOX = ((33.75, 34.30), (-118.65, -117.85))
 """(latitude range, longitude range) where corridors start."""
@@ -64,6 +69,11 @@ def simulate_network(
     dropout: float = 0.001,
     noise_mph: float = 1.5,
     name: str = "simulated",
+    kind: Kind = "speed",
+    coupling: float = 0.0,
+    service_hours: tuple[float, float] | None = None,
+    gaps: float = 0.0,
+    graph: GraphKind = "road",
 ) -> SensorPanel:
     """Simulate speeds (mph) of ``sensors`` freeway sensors for ``days`` days.
 
@@ -80,6 +90,15 @@ def simulate_network(
     dropout : share of isolated readings dropped (missing, not labelled).
     noise_mph : standard deviation of the sensor noise (AR(1) in time).
     name : the panel's name.
+    kind : ``"speed"`` (mph) or ``"counts"`` (passenger counts per step with a strong
+        daily cycle, :func:`pipeline.data.simulate_regimes.passenger_counts`).
+    coupling : strength in [0, 1] of a disturbance that travels along the graph
+        (:func:`~pipeline.data.simulate_regimes.coupled_field`); 0 adds none.
+    service_hours : ``(first, last)`` clock hours kept; the night rows are cut and the
+        rest laid on a regular grid, so days abut (as in a CSV of service hours).
+    gaps : share of days with a network-wide outage of 2-8 hours (missing readings).
+    graph : ``"road"`` (links with lengths), ``"plain"`` (the same links, 0/1, no lengths
+        or coordinates) or ``"random"`` (as many links at random: no information).
 
     Returns
     -------
@@ -105,22 +124,57 @@ def simulate_network(
     timestamps = pd.date_range(t0, periods=n_time, freq=f"{freq_minutes}min", tz="UTC")
     ids = tuple(f"s{k:05d}" for k in range(sensors))
 
+    _check_regime(kind, coupling, service_hours, gaps, graph)
     net = _network(sensors, corridor_length, rng)
+    field = (
+        regimes.coupled_field(
+            net.graph, n_time, coupling, rng, sd=0.25 if kind == "counts" else 4.0
+        )
+        if coupling > 0
+        else None
+    )
     speed, free_flow = _speeds(net, timestamps, rng)  # [time, node]
-    events = list(_incidents(net, speed, free_flow, timestamps, ids, incidents_per_day, days, rng))
-    speed = _noise(speed, noise_mph, rng)
-    mask = np.ones(speed.shape, dtype=bool)  # [time, node]
-    events += _faults(speed, mask, timestamps, ids, faults_per_day, days, rng)
-    mask &= rng.random(speed.shape, dtype=np.float32) >= dropout
-    speed[~mask] = np.nan
+    if kind == "speed":
+        events = list(
+            _incidents(net, speed, free_flow, timestamps, ids, incidents_per_day, days, rng)
+        )
+    if kind == "counts":
+        # Incidents (disruptions) empty the stations they reach: the share of free flow
+        # they leave scales the counts.
+        level = np.broadcast_to(free_flow, speed.shape).copy()  # [time, node]
+        events = list(
+            _incidents(net, level, free_flow, timestamps, ids, incidents_per_day, days, rng)
+        )
+        level /= free_flow[None, :]
+        values = regimes.passenger_counts(net.corridor, timestamps, level, field, rng)
+    else:
+        if field is not None:
+            speed -= np.abs(field)  # disturbances slow traffic
+        values = _noise(speed, noise_mph, rng)
+    del speed
+    mask = np.ones(values.shape, dtype=bool)  # [time, node]
+    events += _faults(values, mask, timestamps, ids, faults_per_day, days, rng)
+    mask &= rng.random(values.shape, dtype=np.float32) >= dropout
+    if gaps > 0:
+        regimes.outage_gaps(mask, timestamps, gaps, rng)
+    values[~mask] = np.nan
+    if service_hours is not None:
+        values, mask, timestamps, events = regimes.cut_service_hours(
+            values, mask, timestamps, events, service_hours
+        )
+    road = net.graph
+    if graph == "random":
+        road = regimes.random_graph(net.graph, rng)
+    elif graph == "plain":
+        road = regimes.plain_graph(net.graph)
     events.sort(key=lambda e: (e.start, e.kind, e.sensors))
     return SensorPanel(
-        values=speed,
+        values=values,
         mask=mask,
         timestamps=timestamps,
         sensor_ids=ids,
-        graph=net.graph,
-        coords=net.coords,
+        graph=road,
+        coords=net.coords if graph == "road" else None,
         events=tuple(events),
         name=name,
     )
@@ -424,3 +478,26 @@ def _check(
             raise SimulationError(f"{name} must be >= 0, got {value!r}")
     if not (0.0 <= dropout < 1.0):
         raise SimulationError(f"dropout must be a share in [0, 1), got {dropout!r}")
+
+
+def _check_regime(
+    kind: str,
+    coupling: float,
+    service_hours: tuple[float, float] | None,
+    gaps: float,
+    graph: str,
+) -> None:
+    if kind not in ("speed", "counts"):
+        raise SimulationError(f"kind must be 'speed' or 'counts', got {kind!r}")
+    if graph not in ("road", "plain", "random"):
+        raise SimulationError(f"graph must be 'road', 'plain' or 'random', got {graph!r}")
+    if not (math.isfinite(coupling) and 0.0 <= coupling <= 1.0):
+        raise SimulationError(f"coupling must be in [0, 1], got {coupling!r}")
+    if not (math.isfinite(gaps) and 0.0 <= gaps <= 1.0):
+        raise SimulationError(f"gaps must be a share of days in [0, 1], got {gaps!r}")
+    if service_hours is not None:
+        first, last = service_hours
+        if not 0.0 <= first < last <= 24.0:
+            raise SimulationError(
+                f"service hours must be FIRST-LAST with 0 <= FIRST < LAST <= 24, got {first}-{last}"
+            )

@@ -5,6 +5,12 @@ restart is a fresh, empty broker on the same port, which is exactly what tests o
 reconnection need. It speaks the Kafka protocol, so the same kafka-python clients
 work against it and against a real cluster.
 
+Group joins: Tansu 0.6 has no setting like Apache Kafka's
+``group.initial.rebalance.delay.ms``; it answers a new member's JoinGroup after half the
+member's session timeout, so the consumers' ``session_timeout_ms``
+(:mod:`pipeline.kafka.clients`) bounds how fast a service starts
+(:mod:`pipeline.service.joining`).
+
 No orphan brokers: the process runs in its own process group (the whole group is
 killed on stop), it is stopped at interpreter exit, a SIGTERM to this process becomes
 a normal exit (so context managers and ``atexit`` run) when nobody else handles

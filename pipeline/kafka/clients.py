@@ -26,7 +26,15 @@ it is the slow one.
 Any default can be overridden per call with keyword arguments (kafka-python's names).
 kafka-python 3.0 has no ``NoBrokersAvailable``: an unreachable bootstrap raises
 ``kafka.errors.KafkaTimeoutError`` after ``bootstrap_timeout_ms``; the factories here
-turn it into :class:`KafkaUnavailable`, which names the servers and the setting to fix.
+turn it (and any other error of connection setup, e.g. a failed SASL login) into
+:class:`KafkaUnavailable`, which names the servers, the likely cause and the setting
+to fix.
+
+Deadlines: kafka-python bounds the TCP connect and the SASL exchange, not the TLS
+handshake, which hangs against a plaintext listener. With SSL or SASL_SSL the
+factories pass an ``ssl_context`` from :func:`pipeline.kafka.security.tls_context`,
+whose handshakes fail after the connection timeout
+(``min(bootstrap_timeout_ms, socket_connection_setup_timeout_ms)``) with the cause.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from pipeline.kafka.security import ConnectFailures, DeadlineTLSContext, tls_context
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,6 +64,8 @@ PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
 ADMIN_DEFAULTS: Final[dict[str, Any]] = {}
 # How long a factory waits for the first broker before giving up.
 BOOTSTRAP_TIMEOUT_MS: Final = 10_000
+# kafka-python's default deadline for setting up one connection.
+CONNECTION_SETUP_TIMEOUT_MS: Final = 10_000
 
 
 class KafkaUnavailable(ConnectionError):
@@ -87,15 +98,33 @@ def _config(settings: Settings, defaults: dict[str, Any], overrides: dict[str, A
     config = {"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **settings.kafka_config()}
     config.update(defaults)
     config.update(overrides)
+    if config["security_protocol"] in ("SSL", "SASL_SSL") and "ssl_context" not in config:
+        setup_ms = config.get("socket_connection_setup_timeout_ms", CONNECTION_SETUP_TIMEOUT_MS)
+        timeout_ms = min(config["bootstrap_timeout_ms"], setup_ms)
+        config["ssl_context"] = tls_context(settings, timeout_ms / 1000)
     return config
 
 
-def _unavailable(settings: Settings, exc: Exception) -> KafkaUnavailable:
-    return KafkaUnavailable(
-        f"no Kafka broker answered at {settings.bootstrap_servers} ({exc}); start one "
-        "with `roadcast broker` or set ROADCAST_BOOTSTRAP_SERVERS (and the security "
-        "settings) to a reachable cluster"
-    )
+def _build(settings: Settings, config: dict[str, Any], build: Any, *args: Any) -> Any:
+    """``build(*args, **config)``; a failed connection setup becomes :class:`KafkaUnavailable`."""
+    from kafka.errors import KafkaError
+
+    context = config.get("ssl_context")
+    failures = ConnectFailures(context if isinstance(context, DeadlineTLSContext) else None)
+    try:
+        with failures:
+            return build(*args, **config)
+    except KafkaError as exc:
+        cause = failures.cause(config, exc)
+        if cause is None:
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {settings.bootstrap_servers} "
+                f"({type(exc).__name__}: {exc}); start one with `roadcast broker` or set "
+                "ROADCAST_BOOTSTRAP_SERVERS (and the security settings) to a reachable cluster"
+            ) from exc
+        raise KafkaUnavailable(
+            f"cannot connect to Kafka at {settings.bootstrap_servers}: {cause}"
+        ) from exc
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
@@ -104,15 +133,17 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     Raises
     ------
     KafkaUnavailable
-        When no broker answers within ``bootstrap_timeout_ms``.
+        When no broker answers within ``bootstrap_timeout_ms`` or the connection setup
+        fails (TLS, SASL); the message names the likely cause.
+    SettingsError
+        When the TLS files of the settings cannot be loaded.
     """
     from kafka import KafkaProducer
-    from kafka.errors import KafkaTimeoutError
 
-    try:
-        return KafkaProducer(**_config(settings, PRODUCER_DEFAULTS, overrides))
-    except KafkaTimeoutError as exc:
-        raise _unavailable(settings, exc) from exc
+    producer: KafkaProducer = _build(
+        settings, _config(settings, PRODUCER_DEFAULTS, overrides), KafkaProducer
+    )
+    return producer
 
 
 def make_consumer(
@@ -137,17 +168,17 @@ def make_consumer(
     Raises
     ------
     KafkaUnavailable
-        When no broker answers within ``bootstrap_timeout_ms``.
+        When no broker answers within ``bootstrap_timeout_ms`` or the connection setup
+        fails (TLS, SASL); the message names the likely cause.
+    SettingsError
+        When the TLS files of the settings cannot be loaded.
     """
     from kafka import KafkaConsumer
-    from kafka.errors import KafkaTimeoutError
 
     group = settings.consumer_group if group_id is None else (group_id or None)
     config = _config(settings, CONSUMER_DEFAULTS, {"group_id": group, **overrides})
-    try:
-        return KafkaConsumer(*topics, **config)
-    except KafkaTimeoutError as exc:
-        raise _unavailable(settings, exc) from exc
+    consumer: KafkaConsumer = _build(settings, config, KafkaConsumer, *topics)
+    return consumer
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
@@ -156,15 +187,17 @@ def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
     Raises
     ------
     KafkaUnavailable
-        When no broker answers within ``bootstrap_timeout_ms``.
+        When no broker answers within ``bootstrap_timeout_ms`` or the connection setup
+        fails (TLS, SASL); the message names the likely cause.
+    SettingsError
+        When the TLS files of the settings cannot be loaded.
     """
     from kafka import KafkaAdminClient
-    from kafka.errors import KafkaTimeoutError
 
-    try:
-        return KafkaAdminClient(**_config(settings, ADMIN_DEFAULTS, overrides))
-    except KafkaTimeoutError as exc:
-        raise _unavailable(settings, exc) from exc
+    admin: KafkaAdminClient = _build(
+        settings, _config(settings, ADMIN_DEFAULTS, overrides), KafkaAdminClient
+    )
+    return admin
 
 
 def ensure_topics(

@@ -17,6 +17,12 @@ gains partitions is picked up.
 it (one bulk write per partition, about 1 us a record instead of 20-35 us through
 ``send()``), and through ``send()`` otherwise. Either way the records end up in the
 same batches with the same bytes, and :meth:`Outbox.flush` checks every future.
+
+Dead letters go through :meth:`Outbox.send_dead_letter`, which keeps each one within the
+producer's ``max_request_size`` (:func:`pipeline.kafka.dead_letters.fit_dead_letter`) and
+remembers where it came from: when the broker refuses a dead letter itself (too large,
+invalid record), :class:`PublishError` names its source records so that the replay sends
+them minimal, and then not at all (reported), instead of failing the same batch forever.
 """
 
 from __future__ import annotations
@@ -25,31 +31,40 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipeline.kafka.dead_letters import Headers, fit_dead_letter
+
 if TYPE_CHECKING:
     from kafka import KafkaProducer
 
 log = logging.getLogger("roadcast.outbox")
 
+# Where a dead letter came from: (topic, partition, offset) of the original record.
+Source = tuple[str, int, int]
+
 
 class PublishError(RuntimeError):
-    """The broker did not acknowledge a batch's output; the batch will be replayed."""
+    """The broker did not acknowledge a batch's output; the batch will be replayed.
 
-
-def dead_letter_headers(
-    reason: str, detail: str, topic: str, partition: int, offset: int
-) -> list[tuple[str, bytes]]:
-    """Kafka headers of a dead letter: why it failed and where it came from.
-
-    ``error`` is the machine-readable reason (``bad_json``, ``unknown_sensor``...),
-    ``error.message`` the human explanation, ``source.*`` the original position.
+    ``unsendable`` lists the sources of dead letters the broker refused for what they
+    are (too large, invalid), when those were the batch's only failures.
     """
-    return [
-        ("error", reason.encode()),
-        ("error.message", detail[:1000].encode("utf-8", "replace")),
-        ("source.topic", topic.encode()),
-        ("source.partition", str(partition).encode()),
-        ("source.offset", str(offset).encode()),
-    ]
+
+    def __init__(self, message: str, unsendable: Sequence[Source] = ()) -> None:
+        super().__init__(message)
+        self.unsendable = tuple(unsendable)
+
+
+def _record_errors() -> tuple[type[Exception], ...]:
+    """Errors about one record rather than the broker: retrying the same bytes fails again."""
+    from kafka import errors
+
+    return (
+        errors.MessageSizeTooLargeError,
+        errors.RecordListTooLargeError,
+        errors.InvalidRecordError,
+        errors.CorruptRecordError,
+        errors.InvalidTimestampError,
+    )
 
 
 def _picker(indices: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
@@ -70,13 +85,19 @@ class Outbox:
     ----------
     producer : the producer (bytes keys and values, no serializers).
     bulk : use the bulk path of :meth:`send_many` when kafka-python supports it.
+    max_message_bytes : the largest record to send (default: the producer's
+        ``max_request_size``); dead letters are cut to fit it.
     """
 
-    def __init__(self, producer: KafkaProducer, *, bulk: bool = True) -> None:
+    def __init__(
+        self, producer: KafkaProducer, *, bulk: bool = True, max_message_bytes: int | None = None
+    ) -> None:
         from pipeline.kafka.record_batches import BulkAppender, supported
 
         self.producer = producer
+        self.max_message_bytes = int(max_message_bytes or producer.config["max_request_size"])
         self._futures: list[Any] = []  # of this batch, checked after the flush
+        self._letters: list[tuple[Any, Source]] = []  # dead letters of this batch
         self._partitions: dict[str, list[int]] = {}
         self._keyed: dict[str, tuple[int, dict[bytes, int]]] = {}  # (partition count, cache)
         self._tps: dict[tuple[str, int], Any] = {}  # TopicPartition objects, made once
@@ -129,6 +150,42 @@ class Outbox:
             raise PublishError(f"could not send to {topic}: {exc}") from exc
         self._futures.append(future)
 
+    def send_dead_letter(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        source: Source,
+        *,
+        minimal: bool = False,
+    ) -> bool:
+        """Queue a dead letter of the record at ``source``, cut to fit if need be.
+
+        Returns False, and logs it, when the producer refuses even its minimal form;
+        raises :class:`PublishError` when the broker is away.
+        """
+        from kafka.errors import KafkaError
+
+        letter = fit_dead_letter(key, value, headers, self.max_message_bytes, minimal=minimal)
+        about_the_record: tuple[type[Exception], ...] = (*_record_errors(), ValueError, TypeError)
+        try:
+            partition = None if letter.key is None else self._partition(topic, letter.key)
+            future = self.producer.send(
+                topic, key=letter.key, value=letter.value, headers=letter.headers,
+                partition=partition,
+            )  # fmt: skip
+        except about_the_record as exc:
+            if not minimal:
+                return self.send_dead_letter(topic, key, value, headers, source, minimal=True)
+            report_unsendable(source, value, exc)
+            return False
+        except KafkaError as exc:
+            raise PublishError(f"could not send to {topic}: {exc}") from exc
+        self._futures.append(future)
+        self._letters.append((future, source))
+        return True
+
     def send_many(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
         """Queue keyed records (non-empty bytes keys and values), in order per partition.
 
@@ -180,6 +237,7 @@ class Outbox:
         from kafka.errors import KafkaError
 
         futures, self._futures = self._futures, []
+        letters, self._letters = self._letters, []
         try:
             self.producer.flush(timeout=timeout_s)
         except KafkaError as exc:
@@ -189,7 +247,19 @@ class Outbox:
         failed = [f for f in {id(f): f for f in futures}.values() if not f.succeeded()]
         if failed:
             reason = failed[0].exception or "not acknowledged"
-            raise PublishError(f"{len(failed)} sends of this batch failed: {reason!r}")
+            refused = {
+                id(f): source
+                for f, source in letters
+                if not f.succeeded() and isinstance(f.exception, _record_errors())
+            }
+            unsendable = list(refused.values()) if len(refused) == len(failed) else []
+            raise PublishError(f"{len(failed)} sends of this batch failed: {reason!r}", unsendable)
+
+    def abort(self) -> None:
+        """Close the producer, dropping what it has not sent yet (a failed batch's output)."""
+        self._futures.clear()
+        self._letters.clear()
+        self.close(0.0)
 
     def close(self, timeout_s: float) -> None:
         """Close the producer; a producer broken by a lost broker may fail to: ignore it."""
@@ -205,3 +275,17 @@ class Outbox:
             if sender is not None:
                 sender.force_close()
             self.producer._closed = True
+
+
+def report_unsendable(source: Source, value: bytes | None, error: object) -> None:
+    """Log a dead letter that could not be sent at all: where its original is, and its hash."""
+    import hashlib
+
+    topic, partition, offset = source
+    fields = {
+        "source_topic": topic, "source_partition": partition, "source_offset": offset,
+        "size": None if value is None else len(value),
+        "sha256": None if value is None else hashlib.sha256(value).hexdigest(),
+        "error": repr(error),
+    }  # fmt: skip
+    log.error("dead_letter_unsendable", extra={"fields": fields})

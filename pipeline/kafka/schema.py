@@ -18,7 +18,13 @@ Rules, the same for every message:
   Encoders always write ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``.
 - Numbers are JSON numbers: ``NaN``, ``Infinity`` and values that overflow a float are
   rejected (``non_finite``); ``true``/``false`` are not numbers (``bad_type``). A
-  missing reading is *not sent*; ``null`` is not a value.
+  missing reading is *not sent*; ``null`` is not a value. A reading's value must fit
+  the models' dtype, float32 (``|value| <= FLOAT32_MAX``, else ``value_out_of_range``):
+  a larger double would become ``inf`` in the models.
+- Timestamps lie in ``[TS_MIN, TS_MAX)`` (years 1700 to 2249, UTC; else
+  ``timestamp_out_of_range``): well inside what nanosecond clocks (pandas, numpy
+  ``datetime64[ns]``, years 1677 to 2262) can hold, with room for a model's window
+  before a tick and its horizon after it.
 - Sensor ids are strings. Integers are accepted and converted (``7781`` -> ``"7781"``)
   because the public ids (METR-LA, PeMS) are numeric and many producers send them as
   numbers; encoders always write strings. Whether a sensor is *known* is the service's
@@ -54,6 +60,11 @@ SCHEMA_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1 << 20
 MAX_SENSOR_ID_CHARS: Final = 200
 MAX_TIMESTAMP_CHARS: Final = 64
+# The largest finite float32: a reading's value is stored and forecast as float32.
+FLOAT32_MAX: Final = 3.4028234663852886e38
+# The supported time range (UTC): see the module docstring.
+TS_MIN: Final = datetime(1700, 1, 1, tzinfo=UTC)
+TS_MAX: Final = datetime(2250, 1, 1, tzinfo=UTC)
 
 REASONS: Final = frozenset(
     {
@@ -67,7 +78,9 @@ REASONS: Final = frozenset(
         "bad_version",  # "v" is not 1
         "non_finite",  # NaN, Infinity, or a number that overflows a float
         "no_timezone",  # a timestamp without a timezone
-        "bad_timestamp",  # not an ISO-8601 timestamp, or out of range
+        "bad_timestamp",  # not an ISO-8601 timestamp
+        "timestamp_out_of_range",  # before TS_MIN or from TS_MAX on (UTC)
+        "value_out_of_range",  # a reading's value does not fit float32
         "bad_sensor",  # empty, too long, or padded with whitespace
         "bad_value",  # well-typed but inconsistent (lengths, order, enum, range)
     }
@@ -269,6 +282,16 @@ def _number(value: Any, field: str) -> float:
     _fail("bad_type", f"{field} must be a number, got {_json_type(value)}")
 
 
+def _value(value: Any, field: str) -> float:
+    """A reading's value: a finite number that float32 holds."""
+    if type(value) is float and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+        return value  # the common case, in one comparison (NaN fails it)
+    number = _number(value, field)
+    if not -FLOAT32_MAX <= number <= FLOAT32_MAX:
+        _fail("value_out_of_range", f"{field} {number:g} does not fit float32 (|x| <= 3.4e38)")
+    return number
+
+
 def _optional_number(value: Any, field: str) -> float | None:
     return None if value is None else _number(value, field)
 
@@ -302,8 +325,8 @@ def parse_timestamp(value: Any, field: str = "ts") -> datetime:
     Raises
     ------
     SchemaError
-        ``bad_type`` (not a string), ``bad_timestamp`` (not ISO-8601 or out of
-        range) or ``no_timezone``.
+        ``bad_type`` (not a string), ``bad_timestamp`` (not ISO-8601),
+        ``no_timezone`` or ``timestamp_out_of_range`` (outside ``[TS_MIN, TS_MAX)``).
     """
     if type(value) is not str:
         _fail("bad_type", f"{field} must be an ISO-8601 string, got {_json_type(value)}")
@@ -318,10 +341,18 @@ def parse_timestamp(value: Any, field: str = "ts") -> datetime:
         _fail("no_timezone", f"{field} {value!r} has no timezone; append Z for UTC")
     if offset:
         try:
-            return ts.astimezone(UTC)
+            ts = ts.astimezone(UTC)
         except OverflowError:
-            _fail("bad_timestamp", f"{field} {value!r} is out of range in UTC")
-    return ts if ts.tzinfo is UTC else ts.replace(tzinfo=UTC)
+            _fail("timestamp_out_of_range", f"{field} {value!r} is out of range in UTC")
+    elif ts.tzinfo is not UTC:
+        ts = ts.replace(tzinfo=UTC)
+    if not TS_MIN <= ts < TS_MAX:
+        _fail(
+            "timestamp_out_of_range",
+            f"{field} {value!r} is outside the supported range "
+            f"{TS_MIN.year}-01-01 to {TS_MAX.year}-01-01 (UTC)",
+        )
+    return ts
 
 
 def format_timestamp(ts: datetime) -> str:
@@ -345,6 +376,13 @@ def format_timestamp(ts: datetime) -> str:
     # datetime(...) drops subclass extras (pandas nanoseconds) that fromisoformat rejects.
     plain = datetime(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond)
     return plain.isoformat() + "Z"
+
+
+def _wire_timestamp(ts: datetime) -> str:
+    """:func:`format_timestamp`, refusing what :func:`parse_timestamp` would refuse."""
+    text = format_timestamp(ts)
+    parse_timestamp(text)
+    return text
 
 
 def _numbers(value: Any, field: str, length: int) -> tuple[float, ...]:
@@ -394,14 +432,14 @@ def decode_readings(raw: bytes | bytearray | memoryview | str | None) -> list[Re
             )
         readings = []
         for sensor, value in values.items():
-            if type(value) is not float or not math.isfinite(value):
-                value = _number(value, f"values[{sensor[:40]!r}]")
+            if type(value) is not float or not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                value = _value(value, f"values[{sensor[:40]!r}]")
             readings.append(Reading(_sensor(sensor, "values key"), ts, value))
         return readings
     if obj.keys() != _READING_KEYS:
         _check_keys(obj, _READING_KEYS, _NONE, "reading")
     return [
-        Reading(_sensor(obj["sensor"]), parse_timestamp(obj["ts"]), _number(obj["value"], "value"))
+        Reading(_sensor(obj["sensor"]), parse_timestamp(obj["ts"]), _value(obj["value"], "value"))
     ]
 
 
@@ -421,8 +459,8 @@ def encode_reading(reading: Reading) -> bytes:
     wire = {
         "v": SCHEMA_VERSION,
         "sensor": _sensor(reading.sensor),
-        "ts": format_timestamp(reading.ts),
-        "value": _number(_plain(reading.value), "value"),
+        "ts": _wire_timestamp(reading.ts),
+        "value": _value(_plain(reading.value), "value"),
     }
     return _dump(wire)
 
@@ -440,8 +478,8 @@ def encode_readings_batch(ts: datetime, values: Mapping[str, float]) -> bytes:
         key = _sensor(sensor, "values key")
         if key in wire_values:
             _fail("duplicate_key", f"sensor {key!r} appears twice (as a string and a number?)")
-        wire_values[key] = _number(_plain(value), f"values[{key!r}]")
-    return _dump({"v": SCHEMA_VERSION, "ts": format_timestamp(ts), "values": wire_values})
+        wire_values[key] = _value(_plain(value), f"values[{key!r}]")
+    return _dump({"v": SCHEMA_VERSION, "ts": _wire_timestamp(ts), "values": wire_values})
 
 
 def _plain(value: Any) -> Any:

@@ -12,19 +12,32 @@ Rules (the service's documented semantics)
   the Unix epoch, so 5-minute ticks sit on :00, :05, ...). A reading belongs to the
   tick at or before its timestamp (floored): an off-grid reading at 10:03 is the
   sensor's value for the 10:00 step.
-* **Watermark.** ``max event time seen - allowed_lateness``, moved forward (never
-  back) by :meth:`TickAssembler.advance`, once per poll batch (micro-batch
+* **Event time and watermark.** The network's event time is the newest time that more
+  than ``quorum`` (default half) of the up sensors have reached with on-time readings
+  (:meth:`SensorLiveness.event_time`, a robust quantile): a sensor whose clock runs
+  ahead, or one reading stamped in the future but within ``max_clock_skew``, moves
+  nothing. The watermark is that event time ``- allowed_lateness``, moved forward
+  (never back) by :meth:`TickAssembler.advance`, once per poll batch (micro-batch
   semantics: the readings of one batch are judged against the watermark the previous
-  batch left). The caller may cap the event time with ``limit_ns``: the service
-  passes the smallest newest-event-time among the Kafka partitions that still have a
-  backlog, so that one partition read ahead of the others (Kafka returns partitions
-  in chunks) does not make the others' readings late. Partitions that have caught up
-  do not hold the watermark back (idleness, as in Flink and Kafka Streams).
-* **Closing.** Ticks close in time order. An open tick closes when every sensor has
-  reported (``complete``) or when the watermark has passed its instant
-  (``watermark``), but never before an earlier open tick. A tick nobody reported
-  for does not exist: no forecast is issued for it, and it stands in the rolling
-  window as a row of missing values.
+  batch left). The caller may cap the event time with ``limit_ns``: the service passes
+  the smallest newest-event-time among the Kafka partitions that still have a backlog,
+  so that one partition read ahead of the others (Kafka returns partitions in chunks)
+  does not make the others' readings late. Partitions that have caught up do not hold
+  the watermark back (idleness, as in Flink and Kafka Streams).
+* **Closing.** Ticks close in time order, never before an earlier open tick. An open
+  tick closes when
+  (1) every up sensor has reported (``complete``); or
+  (2) the watermark has passed its instant (``watermark``); or
+  (3) ``grace_s`` seconds of processing time have passed since its first reading, more
+  than ``quorum`` of the up sensors have reported it and no partition has a backlog
+  (``grace``): a sensor that skips one tick delays it by the grace, not by a whole
+  tick, and a catching-up service never closes a tick before its readings are read.
+  A tick nobody reported for does not exist: no forecast is issued for it, and it
+  stands in the rolling window as a row of missing values.
+* **Down sensors.** A sensor without a reading in ``down_after`` closed ticks in a row
+  is down (:mod:`pipeline.service.liveness`): it no longer holds ticks open nor counts
+  in the quorum. It is back when a closed tick holds a reading of it, or a late reading
+  of it arrives. Each change is reported (:meth:`TickAssembler.take_changes`).
 * **Missing sensors.** NaN in ``values`` and False in ``mask``; never zero.
 * **Duplicates.** The same sensor and tick again with the same value (float32
   equality) is counted as ``duplicate`` and changes nothing. With a different value
@@ -40,17 +53,22 @@ Rules (the service's documented semantics)
   value is a ``duplicate``. Readings older than the first tick the service ever saw
   follow the same rule (they are late).
 * **Future readings.** A reading stamped more than ``max_clock_skew`` after the wall
-  clock is rejected as ``future``: a sensor with a broken clock must not drag the
-  watermark forward and close every open tick. (Replayed historical data is always
-  in the past, so this never fires on replays.)
+  clock is rejected as ``future``. One within the skew is kept: it opens its tick,
+  which waits like any other (the quorum keeps it from closing on grace alone).
+  (Replayed historical data is always in the past, so this never fires on replays.)
 * **Rolling window.** The last ``window`` closed ticks are kept (bounded memory).
   :meth:`TickAssembler.advance` returns the ticks it closed together with a
   :class:`~models.panel.SensorPanel` spanning them and the ``window - 1`` ticks
   before, so every closed tick can be forecast with one ``predict_batch`` call per
   model. Rows before the service's first tick are missing values (NaN, mask False),
   which the models fill like any other gap, so the first tick is forecast too.
-* **Restart.** :meth:`TickAssembler.restore` rebuilds the window and the open ticks
-  from stored readings, so a restarted service forecasts at once (no cold start).
+* **Restart.** :meth:`TickAssembler.restore` rebuilds the window, the open ticks and
+  the sensors' state from stored readings, so a restarted service forecasts at once
+  (no cold start).
+* **Clocks.** Event time comes from the readings; the wall clock (``now_ns``, for the
+  future rule) and the processing clock (``now_s``, monotonic seconds, for the grace)
+  are parameters of :meth:`TickAssembler.add` and :meth:`TickAssembler.advance`, so
+  tests drive them.
 """
 
 from __future__ import annotations
@@ -63,131 +81,35 @@ import numpy as np
 import pandas as pd
 
 from models.panel import SensorPanel
+from pipeline.service.liveness import SensorChange, SensorLiveness
+from pipeline.service.ticks import (
+    COMPLETE,
+    CONFLICT,
+    DUPLICATE,
+    FUTURE,
+    GRACE,
+    LATE,
+    NEW,
+    STATUS_NAMES,
+    WATERMARK,
+    AddResult,
+    AssemblerConfig,
+    ClosedRun,
+    ClosedTick,
+)
 
-# Status codes of one reading after :meth:`TickAssembler.add`.
-NEW = 0
-DUPLICATE = 1
-CONFLICT = 2
-LATE = 3
-FUTURE = 4
-STATUS_NAMES = ("new", "duplicate", "conflict", "late", "future")
-
-_ZERO = pd.Timedelta(0)
-_ONE_HOUR = pd.Timedelta("1h")
-_EPOCH = pd.Timestamp(0, tz="UTC")
-
-
-@dataclass(frozen=True)
-class AssemblerConfig:
-    """How readings become ticks.
-
-    Attributes
-    ----------
-    freq : the grid step (e.g. ``Timedelta('5min')``); a whole number of milliseconds.
-    allowed_lateness : how far behind the newest event time a reading may arrive and
-        still be part of its tick.
-    window : rolling window length in ticks (the largest input window of the models).
-    max_clock_skew : how far after the wall clock a timestamp may lie before the
-        reading is rejected as ``future``; None disables the check.
-    origin : the instant of tick 0.
-    """
-
-    freq: pd.Timedelta
-    allowed_lateness: pd.Timedelta = _ZERO
-    window: int = 12
-    max_clock_skew: pd.Timedelta | None = _ONE_HOUR
-    origin: pd.Timestamp = _EPOCH
-
-    def __post_init__(self) -> None:
-        freq = pd.Timedelta(self.freq)
-        if freq <= pd.Timedelta(0) or freq.value % 1_000_000:
-            raise ValueError(f"tick frequency must be a positive whole number of ms, got {freq}")
-        lateness = pd.Timedelta(self.allowed_lateness)
-        if lateness < pd.Timedelta(0):
-            raise ValueError(f"allowed lateness must be >= 0, got {lateness}")
-        if self.window < 1:
-            raise ValueError(f"window must be at least 1 tick, got {self.window}")
-        origin = pd.Timestamp(self.origin)
-        origin = origin.tz_localize("UTC") if origin.tz is None else origin.tz_convert("UTC")
-        object.__setattr__(self, "freq", freq)
-        object.__setattr__(self, "allowed_lateness", lateness)
-        object.__setattr__(self, "origin", origin)
-        if self.max_clock_skew is not None:
-            object.__setattr__(self, "max_clock_skew", pd.Timedelta(self.max_clock_skew))
-
-    def tick_of(self, ts_ns: np.ndarray) -> np.ndarray:
-        """Tick index of each timestamp (ns since the epoch), floored onto the grid."""
-        return (np.asarray(ts_ns, dtype=np.int64) - self.origin.value) // self.freq.value
-
-    def tick_ns(self, tick: int | np.ndarray) -> np.ndarray:
-        """The instant of tick(s) ``tick`` in ns since the epoch."""
-        return self.origin.value + np.asarray(tick, dtype=np.int64) * self.freq.value
+__all__ = [
+    "CONFLICT", "DUPLICATE", "FUTURE", "LATE", "NEW", "STATUS_NAMES", "AddResult",
+    "AssemblerConfig", "ClosedRun", "ClosedTick", "SensorChange", "TickAssembler",
+]  # fmt: skip
 
 
 @dataclass
 class _OpenTick:
     values: np.ndarray  # [node] float32, NaN until reported
     seen: np.ndarray  # [node] bool
+    first_seen_s: float  # processing clock at its first reading
     last_record_ms: int = -1  # newest Kafka record timestamp among its readings
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.seen.all())
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """What :meth:`TickAssembler.add` did with each reading (arrays in input order).
-
-    ``status`` int8 ``[n]`` holds ``NEW``/``DUPLICATE``/``CONFLICT``/``LATE``/``FUTURE``;
-    ``ticks`` int64 ``[n]`` the tick of each reading; ``values`` the float32 value kept.
-    """
-
-    status: np.ndarray
-    ticks: np.ndarray
-    values: np.ndarray
-
-    def count(self, code: int) -> int:
-        return int(np.count_nonzero(self.status == code))
-
-    def counts(self) -> dict[str, int]:
-        """``{status name: how many}`` for the counters."""
-        codes = np.bincount(self.status.astype(np.int64), minlength=len(STATUS_NAMES))
-        return {name: int(codes[i]) for i, name in enumerate(STATUS_NAMES)}
-
-
-@dataclass(frozen=True)
-class ClosedTick:
-    """One tick that has just become final."""
-
-    tick: int
-    ts: pd.Timestamp
-    position: int  # its row in the run's panel
-    values: np.ndarray  # [node] float32, NaN where missing
-    mask: np.ndarray  # [node] bool
-    reason: str  # "complete" or "watermark"
-    last_record_ms: int  # newest Kafka record timestamp of its readings (-1: unknown)
-
-    @property
-    def observed(self) -> int:
-        return int(self.mask.sum())
-
-
-@dataclass(frozen=True)
-class ClosedRun:
-    """Consecutive closed ticks with the window before them, ready for ``predict_batch``.
-
-    ``panel`` covers the ``window - 1`` ticks before the first closed tick through
-    the last one; ``ticks[i].position`` is the origin index of tick ``i``. Rows before
-    the service's first tick are missing values.
-    """
-
-    panel: SensorPanel
-    ticks: tuple[ClosedTick, ...]
-
-    @property
-    def origins(self) -> np.ndarray:
-        return np.array([t.position for t in self.ticks], dtype=np.int64)
 
 
 @dataclass
@@ -222,6 +144,7 @@ class TickAssembler:
         self.last_closed: int | None = None
         self.max_ts_ns: int | None = None
         self._watermark_ns: int | None = None
+        self.liveness = SensorLiveness(self.n_nodes, config.down_after)
 
     # ------------------------------------------------------------------ state
     @property
@@ -232,6 +155,26 @@ class TickAssembler:
     @property
     def open_ticks(self) -> list[int]:
         return sorted(self._open)
+
+    @property
+    def down(self) -> np.ndarray:
+        """bool ``[node]``: the sensors that are down (they hold no tick open)."""
+        return self.liveness.down.copy()
+
+    def take_changes(self) -> list[SensorChange]:
+        """Sensors that went down or came back since the last call."""
+        return self.liveness.take_changes()
+
+    def grace_deadline(self) -> float | None:
+        """Processing-clock time at which the earliest open tick may close on grace
+        (backlog aside); None when it cannot (no open tick, no grace, no quorum)."""
+        grace = self.config.grace_s
+        if grace is None or not self._open:
+            return None
+        first = self._open[min(self._open)]
+        if not self.liveness.quorum_met(first.seen, self.config.quorum):
+            return None
+        return first.first_seen_s + grace
 
     def window_panel(self) -> SensorPanel | None:
         """The last ``window`` closed ticks as a panel (None before the first close)."""
@@ -249,6 +192,7 @@ class TickAssembler:
         record_ms: np.ndarray | None = None,
         *,
         now_ns: int | None = None,
+        now_s: float | None = None,
     ) -> AddResult:
         """Add a batch of readings; returns what happened to each.
 
@@ -259,6 +203,7 @@ class TickAssembler:
         values : float ``[n]`` finite readings (validation happens before).
         record_ms : int64 ``[n]`` Kafka record timestamps (ms), for the latency measure.
         now_ns : wall clock for the ``future`` rule (default: ``time.time_ns()``).
+        now_s : processing clock, seconds, for the grace (default: ``time.monotonic()``).
         """
         cols = np.asarray(cols, dtype=np.int64)
         ts_ns = np.asarray(ts_ns, dtype=np.int64)
@@ -293,12 +238,16 @@ class TickAssembler:
             late |= self.config.tick_ns(ticks) < watermark
         late &= status != FUTURE
         if late.any():
-            self._add_late(np.nonzero(late)[0], cols, ticks, vals, status)
+            late_idx = np.nonzero(late)[0]
+            self._add_late(late_idx, cols, ticks, vals, status)
+            self.liveness.reported(cols[late_idx], ticks[late_idx])
 
         on_time = np.nonzero(status == NEW)[0]
         on_time = on_time[~late[on_time]]
         if len(on_time):
-            self._add_on_time(on_time, cols, ticks, vals, rec, status)
+            arrived_s = time.monotonic() if now_s is None else now_s
+            self._add_on_time(on_time, cols, ticks, vals, rec, status, arrived_s)
+            self.liveness.saw(cols[on_time], ts_ns[on_time])
             newest = int(ts_ns[on_time].max())
             self.max_ts_ns = newest if self.max_ts_ns is None else max(self.max_ts_ns, newest)
             if self.first_tick is None:
@@ -313,6 +262,7 @@ class TickAssembler:
         vals: np.ndarray,
         rec: np.ndarray,
         status: np.ndarray,
+        now_s: float,
     ) -> None:
         # Sort by (tick, column, arrival) so that the previous occurrence of each
         # (tick, column) slot is the neighbour: sequential semantics, vectorised.
@@ -330,6 +280,7 @@ class TickAssembler:
                 open_tick = _OpenTick(
                     values=np.full(self.n_nodes, np.nan, np.float32),  # [node]
                     seen=np.zeros(self.n_nodes, bool),  # [node]
+                    first_seen_s=now_s,
                 )
                 self._open[tick] = open_tick
             gc, gv, gsame = c[lo:hi], v[lo:hi], same_slot[lo:hi]
@@ -369,73 +320,101 @@ class TickAssembler:
                 self._hist_mask[row, col] = True
 
     # ---------------------------------------------------------------- advance
-    def advance(self, limit_ns: int | None = None) -> list[ClosedRun]:
+    def advance(
+        self, limit_ns: int | None = None, *, now_s: float | None = None, backlog: bool = False
+    ) -> list[ClosedRun]:
         """Move the watermark, close every tick that is ready; returns them grouped in runs.
 
         Parameters
         ----------
         limit_ns : cap on the event time the watermark may reach (ns), e.g. the newest
             event time of the slowest source with a backlog; None: no cap.
+        now_s : processing clock, seconds, for the grace (default: ``time.monotonic()``).
+        backlog : readings are still waiting to be read: no tick closes on grace.
 
         Usually one run. Ticks separated by more than a window of empty ticks start a
         new run, so that a long gap never builds a long panel of NaN.
         """
-        if self.max_ts_ns is not None:
-            event_time = self.max_ts_ns if limit_ns is None else min(self.max_ts_ns, limit_ns)
+        event_time = self.liveness.event_time(self.config.quorum)
+        if event_time is not None:
+            if limit_ns is not None:
+                event_time = min(event_time, limit_ns)
             candidate = event_time - self.config.allowed_lateness.value
             if self._watermark_ns is None or candidate > self._watermark_ns:
                 self._watermark_ns = candidate
-        watermark = self._watermark_ns
-        ready: list[tuple[int, str]] = []
-        for tick in sorted(self._open):
-            if self._open[tick].complete:
-                ready.append((tick, "complete"))
-            elif watermark is not None and int(self.config.tick_ns(tick)) < watermark:
-                ready.append((tick, "watermark"))
-            else:
-                break
-        if not ready:
-            return []
-        window = self.config.window
+        now = time.monotonic() if now_s is None else now_s
         runs: list[ClosedRun] = []
         segment: _Segment | None = None
-        for tick, reason in ready:
-            gap = 0 if self.last_closed is None else tick - self.last_closed - 1
-            if segment is None or gap >= window:
-                if segment is not None:
-                    runs.append(self._finish(segment))
-                self._shift(gap + 1)
-                segment = _Segment(start_tick=tick - window + 1)
-                segment.rows_values.extend(self._hist_values[:-1])
-                segment.rows_mask.extend(self._hist_mask[:-1])
-            else:
-                for _ in range(gap):
-                    segment.rows_values.append(np.full(self.n_nodes, np.nan, np.float32))
-                    segment.rows_mask.append(np.zeros(self.n_nodes, bool))
-                self._shift(gap + 1)
-            open_tick = self._open.pop(tick)
-            self._hist_values[-1] = open_tick.values
-            self._hist_mask[-1] = open_tick.seen
-            self.last_closed = tick
-            if self.first_tick is None or tick < self.first_tick:
-                self.first_tick = tick
-            position = len(segment.rows_values)
-            segment.rows_values.append(open_tick.values)
-            segment.rows_mask.append(open_tick.seen.copy())
-            segment.ticks.append(
-                ClosedTick(
-                    tick=tick,
-                    ts=pd.Timestamp(int(self.config.tick_ns(tick)), tz="UTC"),
-                    position=position,
-                    values=open_tick.values,
-                    mask=open_tick.seen,
-                    reason=reason,
-                    last_record_ms=open_tick.last_record_ms,
-                )
-            )
-        assert segment is not None
-        runs.append(self._finish(segment))
+        while self._open:
+            tick = min(self._open)
+            reason = self._ready(tick, now, backlog)
+            if reason is None:
+                break
+            segment = self._close(tick, reason, segment, runs)
+        if segment is not None:
+            runs.append(self._finish(segment))
         return runs
+
+    def _ready(self, tick: int, now_s: float, backlog: bool) -> str | None:
+        """Why the open tick ``tick`` may close now (None: it may not)."""
+        open_tick = self._open[tick]
+        up = self.liveness.up
+        if bool((open_tick.seen | ~up).all()):
+            return COMPLETE
+        watermark = self._watermark_ns
+        if watermark is not None and int(self.config.tick_ns(tick)) < watermark:
+            return WATERMARK
+        grace = self.config.grace_s
+        if (
+            grace is not None
+            and not backlog
+            and now_s - open_tick.first_seen_s >= grace
+            and self.liveness.quorum_met(open_tick.seen, self.config.quorum)
+        ):
+            return GRACE
+        return None
+
+    def _close(
+        self, tick: int, reason: str, segment: _Segment | None, runs: list[ClosedRun]
+    ) -> _Segment:
+        """Close ``tick`` into ``segment`` (a new one after a long gap; the finished one
+        goes to ``runs``); the sensors' state sees it."""
+        window = self.config.window
+        gap = 0 if self.last_closed is None else tick - self.last_closed - 1
+        if segment is None or gap >= window:
+            if segment is not None:
+                runs.append(self._finish(segment))
+            self._shift(gap + 1)
+            segment = _Segment(start_tick=tick - window + 1)
+            segment.rows_values.extend(self._hist_values[:-1])
+            segment.rows_mask.extend(self._hist_mask[:-1])
+        else:
+            for _ in range(gap):
+                segment.rows_values.append(np.full(self.n_nodes, np.nan, np.float32))
+                segment.rows_mask.append(np.zeros(self.n_nodes, bool))
+            self._shift(gap + 1)
+        open_tick = self._open.pop(tick)
+        self._hist_values[-1] = open_tick.values
+        self._hist_mask[-1] = open_tick.seen
+        self.last_closed = tick
+        if self.first_tick is None or tick < self.first_tick:
+            self.first_tick = tick
+        position = len(segment.rows_values)
+        segment.rows_values.append(open_tick.values)
+        segment.rows_mask.append(open_tick.seen.copy())
+        segment.ticks.append(
+            ClosedTick(
+                tick=tick,
+                ts=self.config.tick_time(tick),
+                position=position,
+                values=open_tick.values,
+                mask=open_tick.seen,
+                reason=reason,
+                last_record_ms=open_tick.last_record_ms,
+            )
+        )
+        self.liveness.closed(tick, open_tick.seen)
+        return segment
 
     def _shift(self, steps: int) -> None:
         """Move the window ``steps`` ticks forward, filling new rows as missing."""
@@ -470,13 +449,18 @@ class TickAssembler:
         ticks: np.ndarray,
         values: np.ndarray,
         record_ms: np.ndarray | None = None,
+        down_since: dict[int, int] | None = None,
+        now_s: float | None = None,
     ) -> None:
         """Rebuild state from stored readings (window rows and open ticks).
 
         ``cols``/``ticks``/``values`` are the stored readings of the last ``window``
         closed ticks (corrections applied) and of every open tick (tick after
         ``last_closed``). Older readings are ignored. Counters are not touched: these
-        readings were counted when they first arrived.
+        readings were counted when they first arrived. ``down_since`` holds the down
+        sensors (column -> first tick of the silence); the missed ticks of the others
+        are counted again over the window's ticks. Restored open ticks start their
+        grace at ``now_s`` (default: ``time.monotonic()``).
         """
         if self._open or self.last_closed is not None or self.max_ts_ns is not None:
             raise RuntimeError("restore() must be called on a fresh assembler")
@@ -498,11 +482,19 @@ class TickAssembler:
             pending = ticks > last_closed
         else:
             pending = np.ones(len(ticks), bool)
+        if last_closed is not None:
+            oldest = last_closed - self.config.window + 1
+            for row in np.flatnonzero(self._hist_mask.any(axis=1)).tolist():
+                self.liveness.closed(oldest + row, self._hist_mask[row])
+        self.liveness.restore(dict(down_since or {}))
+        self.liveness.saw(cols, self.config.tick_ns(ticks))
+        now = time.monotonic() if now_s is None else now_s
         for tick in np.unique(ticks[pending]):
             sel = pending & (ticks == tick)
             open_tick = _OpenTick(
                 values=np.full(self.n_nodes, np.nan, np.float32),  # [node]
                 seen=np.zeros(self.n_nodes, bool),  # [node]
+                first_seen_s=now,
                 last_record_ms=int(rec[sel].max()),
             )
             open_tick.values[cols[sel]] = vals[sel]

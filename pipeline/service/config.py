@@ -12,6 +12,8 @@ import pandas as pd
 _FIVE_MIN = pd.Timedelta("5min")
 _TWO_MIN = pd.Timedelta("2min")
 _ONE_HOUR = pd.Timedelta("1h")
+_GRACE = pd.Timedelta("2s")
+_ZERO = pd.Timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,13 @@ class ServiceConfig:
     allowed_lateness : how long after the newest event time a reading may arrive
         and still join its tick (see :mod:`pipeline.service.assembler`).
     max_clock_skew : readings stamped further than this after the wall clock are
-        dead-lettered (``future_timestamp``); None disables the check.
+        dead-lettered (``future_timestamp``); positive, or None to disable the check.
+    grace : a tick closes this long (processing time) after its first reading once more
+        than half of the up sensors have reported it, unless a partition has a backlog
+        (see :mod:`pipeline.service.assembler`); None: ticks wait for every up sensor or
+        the watermark.
+    down_after : a sensor without a reading in this many closed ticks in a row is down:
+        it holds no tick open and an alert fires until it reports again; None: never.
     only : load only these model names from the model directory (all when empty).
     poll_records : at most this many records per poll batch.
     poll_timeout_ms : how long one poll waits for records.
@@ -39,6 +47,9 @@ class ServiceConfig:
         wait for the slowest thread, which on a busy machine is a descheduled one.
     bulk_publish : queue a tick's forecasts through :mod:`pipeline.kafka.record_batches`
         (where kafka-python supports it) rather than one ``send()`` per record.
+    reload_every_s : how often the model directory's ``serving.json`` is checked for a new
+        serving set to swap in (hot reload, see :mod:`pipeline.registry.watch`); None: the
+        models are loaded once, at start.
     tune_gc : after warm-up, freeze the objects that live for the whole run (models,
         modules) out of the garbage collector and collect the young generation less
         often (see :mod:`pipeline.service.runtime`): a tick allocates thousands of
@@ -49,6 +60,8 @@ class ServiceConfig:
     tick: pd.Timedelta = _FIVE_MIN
     allowed_lateness: pd.Timedelta = _TWO_MIN
     max_clock_skew: pd.Timedelta | None = _ONE_HOUR
+    grace: pd.Timedelta | None = _GRACE
+    down_after: int | None = 3
     only: tuple[str, ...] = ()
     poll_records: int = 1000
     poll_timeout_ms: int = 100
@@ -60,6 +73,7 @@ class ServiceConfig:
     torch_threads: int | None = 1
     bulk_publish: bool = True
     tune_gc: bool = True
+    reload_every_s: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.poll_records < 1:
@@ -68,5 +82,21 @@ class ServiceConfig:
             raise ValueError(f"flush_timeout_s must be > 0, got {self.flush_timeout_s}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
-        object.__setattr__(self, "tick", pd.Timedelta(self.tick))
-        object.__setattr__(self, "allowed_lateness", pd.Timedelta(self.allowed_lateness))
+        if self.reload_every_s is not None and not self.reload_every_s > 0:
+            raise ValueError(f"reload_every_s must be > 0 or None, got {self.reload_every_s}")
+        if self.poll_timeout_ms < 0:
+            raise ValueError(f"poll_timeout_ms must be >= 0, got {self.poll_timeout_ms}")
+        for name in ("tick", "allowed_lateness", "max_clock_skew", "grace"):
+            value = getattr(self, name)
+            if value is None and name in ("max_clock_skew", "grace"):
+                continue
+            try:
+                value = pd.Timedelta(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a duration such as 5min, got {value!r}") from None
+            if value < _ZERO or (value == _ZERO and name != "allowed_lateness"):
+                floor = ">= 0" if name == "allowed_lateness" else "positive"
+                raise ValueError(f"{name} must be {floor}, got {value.total_seconds():g} s")
+            object.__setattr__(self, name, value)
+        if self.down_after is not None and self.down_after < 1:
+            raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")

@@ -3,18 +3,23 @@
 :class:`ReadingDecoder` decodes each record (:func:`pipeline.kafka.schema.decode_readings`),
 maps its sensors to the assembler's columns and collects the valid readings of a poll batch
 in :class:`DecodedReadings`. A record that breaks the schema, or names a sensor that no
-loaded model knows, goes whole to the dead-letter topic with the reason in its headers.
+loaded model knows, goes whole to the dead-letter topic with the reason in its headers;
+so does one that fails in any other way here (``processing_error``): no record stops the
+service. Dead letters stay within the broker's limits
+(:meth:`pipeline.kafka.outbox.Outbox.send_dead_letter`); one the broker refused is sent
+minimal on the replay, and then only reported (:attr:`ReadingDecoder.refused`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipeline.kafka.outbox import Outbox, dead_letter_headers
+from pipeline.kafka.dead_letters import dead_letter_headers
+from pipeline.kafka.outbox import Outbox, Source, report_unsendable
 from pipeline.kafka.schema import SchemaError, decode_readings
 
 if TYPE_CHECKING:
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 # Dead-letter reasons the service adds to the schema's (pipeline.kafka.schema.REASONS).
 UNKNOWN_SENSOR = "unknown_sensor"
 FUTURE_TIMESTAMP = "future_timestamp"
+PROCESSING_ERROR = "processing_error"  # the service failed on the record: see error.message
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -55,6 +61,9 @@ class ReadingDecoder:
         self.column = column
         self.dlq_topic = dlq_topic
         self._ts_cache: dict[datetime, int] = {}
+        # Source records whose dead letter the broker refused -> times refused. Once:
+        # the replay sends it minimal; twice: it is reported and not sent again.
+        self.refused: dict[Source, int] = {}
 
     def decode(
         self,
@@ -66,27 +75,30 @@ class ReadingDecoder:
     ) -> None:
         """Append the readings of ``record`` to ``decoded``, or dead-letter it."""
         counts["consumed"] += 1
+        column = self.column
         try:
             readings = decode_readings(record.value)
+            rows = [(column[r.sensor], self._ns(r.ts), r.value) for r in readings]
         except SchemaError as exc:
             self.dead_letter(outbox, record, exc.reason, exc.detail, counts)
             return
-        column = self.column
-        unknown = next((r.sensor for r in readings if r.sensor not in column), None)
-        if unknown is not None:
+        except KeyError as exc:  # the column lookup: a sensor no loaded model knows
             detail = (
-                f"sensor {unknown[:80]!r} is not in the loaded model bundles; retrain with it "
-                "or send it to another topic"
+                f"sensor {str(exc.args[0])[:80]!r} is not in the loaded model bundles; "
+                "retrain with it or send it to another topic"
             )
             self.dead_letter(outbox, record, UNKNOWN_SENSOR, detail, counts)
+            return
+        except Exception as exc:  # a record must not stop the service, whatever it holds
+            self.dead_letter(outbox, record, PROCESSING_ERROR, describe_error(exc), counts)
             return
         index = len(decoded.messages)
         decoded.messages.append(record)
         decoded.partition.append(tp)
-        for reading in readings:
-            decoded.cols.append(column[reading.sensor])
-            decoded.ts_ns.append(self._ns(reading.ts))
-            decoded.values.append(reading.value)
+        for col, ts_ns, value in rows:
+            decoded.cols.append(col)
+            decoded.ts_ns.append(ts_ns)
+            decoded.values.append(value)
             decoded.record_ms.append(record.timestamp)
             decoded.owner.append(index)
 
@@ -98,11 +110,29 @@ class ReadingDecoder:
         detail: str,
         counts: Counter[str],
     ) -> None:
-        """Send ``record`` as it came to the dead-letter topic, with the reason in headers."""
-        headers = dead_letter_headers(reason, detail, record.topic, record.partition, record.offset)
-        outbox.send(self.dlq_topic, record.key, record.value, headers)
+        """Send ``record`` as it came to the dead-letter topic, with the reason in headers
+        (cut to the broker's limit; minimal, or only reported, once the broker refused it)."""
+        source = (record.topic, record.partition, record.offset)
+        refused = self.refused.get(source, 0) if self.refused else 0
+        headers = dead_letter_headers(reason, detail, *source)
         counts["dead_lettered"] += 1
         counts[f"dead_lettered.{reason}"] += 1
+        if refused >= 2:
+            report_unsendable(source, record.value, "refused by the broker twice")
+            counts["dead_letters_unsent"] += 1
+            return
+        sent = outbox.send_dead_letter(
+            self.dlq_topic, record.key, record.value, headers, source, minimal=refused == 1
+        )
+        if not sent:
+            counts["dead_letters_unsent"] += 1
+
+    def note_refused(self, sources: Sequence[Source]) -> None:
+        """Remember dead letters the broker refused (see :attr:`refused`)."""
+        if len(self.refused) > 10_000:  # bounded: old entries are long committed
+            self.refused.clear()
+        for source in sources:
+            self.refused[source] = self.refused.get(source, 0) + 1
 
     def _ns(self, ts: datetime) -> int:
         """ns since the epoch, exact (a float timestamp would round); cached per instant."""
@@ -113,3 +143,8 @@ class ReadingDecoder:
             cached = (ts - _EPOCH) // _ONE_US * 1000
             self._ts_cache[ts] = cached
         return cached
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of an unexpected error, for a dead letter's ``error.message``."""
+    return f"the service failed on this record: {type(exc).__name__}: {exc}"

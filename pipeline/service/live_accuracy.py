@@ -75,6 +75,11 @@ class LiveScorer:
         for old in [t for t in ring if t < tick - horizon]:
             del ring[old]
 
+    def adopt(self, other: LiveScorer, model: str) -> None:
+        """Hold the forecasts ``other`` holds for ``model`` (a scorer replaced by this one
+        at a hot reload, for a model whose horizon and sensors did not change)."""
+        self._issued[model] = other._issued[model]
+
     def targeted(self, model: str, tick: int) -> Targeted:
         """The forecasts of ``model`` still held whose target is ``tick``."""
         ring = self._issued[model]

@@ -1,10 +1,10 @@
 """The forecasting service's Kafka loop, and :func:`serve` (``roadcast serve``).
 
-:class:`ForecastService` is a :class:`pipeline.service.processor.PollProcessor` driven by
-a consumer group with manual commits: poll, process, flush, store, commit; it adopts new
-partition assignments, recovers from a batch the broker did not take, re-creates missing
-topics while idle and logs its counters. ``docs/service.md`` describes the data flow and
-the delivery guarantees.
+:class:`ForecastService` is a :class:`pipeline.service.batches.BatchHandler` (one batch
+with Kafka around it, and what happens when it fails) driven by a consumer group with
+manual commits: it polls, hands each batch over, adopts new partition assignments, swaps
+models in (hot reload), re-creates missing topics while idle, reports its health, lag
+and counters. ``docs/service.md`` describes the data flow and the delivery guarantees.
 """
 
 from __future__ import annotations
@@ -12,19 +12,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.forecasters.base import Forecaster
-from pipeline.kafka.outbox import Outbox, PublishError
+from pipeline.kafka.dead_letters import topic_max_message_bytes
+from pipeline.service.batches import BatchHandler, _highwater
 from pipeline.service.config import ServiceConfig
+from pipeline.service.health import Endpoints, Health, broker_check, start_endpoints, store_check
 from pipeline.service.hooks import AlertHook, RestorableAlertHook
+from pipeline.service.joining import GroupJoin
 from pipeline.service.latency import percentiles
-from pipeline.service.partitions import RebalanceListener
-from pipeline.service.processor import PollProcessor, PollReport
+from pipeline.service.model_set import Versioned
+from pipeline.service.partitions import PartitionTracker
 from pipeline.service.runtime import (
     install_signal_handlers,
     restore_signal_handlers,
@@ -33,7 +36,6 @@ from pipeline.service.runtime import (
     tune_gc,
     untrack_gc,
 )
-from pipeline.service.store_rows import Batch
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,24 +43,20 @@ if TYPE_CHECKING:
     from kafka.consumer.fetcher import ConsumerRecord
 
     from pipeline.alerts.config import AlertingConfig
+    from pipeline.registry.watch import ServingWatcher
+    from pipeline.service.metrics import ServiceMetrics
 
 log = logging.getLogger("roadcast.service")
 
-# The service's producer. Every batch ends with a flush, so records need not linger to be
-# batched: a long linger keeps kafka-python's network thread idle (and off the GIL) while
-# the batch's forecasts are encoded and queued, then the flush sends them in a few large
-# requests (measurements in docs/decisions.md). ``max_block_ms``: how long a send may wait
-# for metadata (a topic a fresh broker lacks) before the batch is abandoned and replayed.
-PRODUCER_CONFIG: dict[str, int] = {"linger_ms": 1000, "batch_size": 1 << 20, "max_block_ms": 10_000}
 # Counters shown in the periodic "stats" log line.
 _STATS = (
     "consumed", "valid", "dead_lettered", "late", "duplicate", "conflict", "ticks_closed",
-    "forecasts_published", "alerts_published", "redelivered",
+    "forecasts_published", "alerts_published", "redelivered", "recoveries", "batch_retries",
 )  # fmt: skip
 
 
-class ForecastService(PollProcessor):
-    """The service: a :class:`PollProcessor` fed by a Kafka consumer; :meth:`run` is the loop.
+class ForecastService(BatchHandler):
+    """The service: a :class:`BatchHandler` fed by a Kafka consumer; :meth:`run` is the loop.
 
     Parameters
     ----------
@@ -66,6 +64,13 @@ class ForecastService(PollProcessor):
     config : tick grid, lateness, batching.
     models : ``{name: model}`` to forecast with (see :func:`pipeline.model_dir.load_bundles`).
     alert_hook : optional detector pipeline called for every closed tick.
+    versions : each model's version (see :class:`PollProcessor`).
+    watcher : the model directory's serving set, polled between batches: a new set is
+        swapped in at a tick boundary (hot reload, :meth:`reload`); None: never.
+    metrics : the Prometheus metrics to keep up to date (None: none).
+    health : the liveness and readiness the loop reports (:mod:`pipeline.service.health`).
+    joining : the consumer group join started before the models loaded (:func:`serve`);
+        None: :meth:`run` starts it.
     """
 
     def __init__(
@@ -75,53 +80,40 @@ class ForecastService(PollProcessor):
         models: Mapping[str, Forecaster],
         *,
         alert_hook: AlertHook | None = None,
+        versions: Mapping[str, Versioned] | None = None,
+        watcher: ServingWatcher | None = None,
+        metrics: ServiceMetrics | None = None,
+        health: Health | None = None,
+        joining: GroupJoin | None = None,
     ) -> None:
-        super().__init__(settings, config, models, alert_hook=alert_hook)
+        super().__init__(
+            settings, config, models, alert_hook=alert_hook, versions=versions,
+            metrics=metrics, health=health,
+        )  # fmt: skip
+        self.joining = joining
+        if joining is not None:  # its rebalance listener updates this tracker
+            self.partitions = joining.partitions
+        self.watcher = watcher
         self._logged_stage_s: dict[str, float] = {}
         self._logged_ticks = 0
 
-    def handle(
-        self,
-        records: Mapping[TopicPartition, Sequence[ConsumerRecord]],
-        outbox: Outbox,
-        consumer: KafkaConsumer,
-    ) -> PollReport:
-        """One poll batch end to end: process, flush, store, commit.
-
-        Raises
-        ------
-        PublishError
-            When the broker did not take the batch's output: nothing was stored or
-            committed, the caller recovers (:meth:`recover`).
-        """
-        report, batch = self.process(records, outbox, highwater=_highwater(consumer))
-        with self._timed("flush"):
-            outbox.flush(self.config.flush_timeout_s)
-        with self._timed("store"):
-            self.finish(report, batch, flushed_at_ms=time.time_ns() // 1_000_000)
-        for tp, part in records.items():
-            if part:
-                self.partitions.pending_commit[tp] = part[-1].offset + 1
-        with self._timed("commit"):
-            self.commit(consumer)
-        return report
-
-    def commit(self, consumer: KafkaConsumer) -> None:
-        """Commit the stored-but-uncommitted offsets (a failure is retried next batch)."""
-        pending = self.partitions.pending_commit
-        if not pending:
-            return
-        from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata
-
-        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in pending.items()}
-        try:
-            consumer.commit(offsets)
-        except KafkaError as exc:
-            # The store already holds the batch: a redelivery is skipped, nothing is lost.
-            log.warning("commit_failed", extra={"fields": {"error": str(exc)}})
-            return
-        pending.clear()
+    def reload(self) -> bool:
+        """Swap in the serving set the watcher has loaded, if any: between batches, so at
+        a tick boundary with everything before it stored, and never while a failed batch
+        waits for its replay. True when the models were swapped."""
+        if self.watcher is None or self._unsettled or self._failures:
+            return False
+        loaded = self.watcher.poll()
+        if loaded is None:
+            return False
+        reason = self.swap_models(loaded.models, loaded.versions)
+        if reason is not None:
+            self.watcher.refused(reason)
+            self._count("model_swaps_refused")
+            return False
+        self.watcher.swapped(loaded)
+        self._count("model_swaps")
+        return True
 
     def run(
         self, *, stop: threading.Event | None = None, handle_signals: bool = True
@@ -135,10 +127,15 @@ class ForecastService(PollProcessor):
         """
         from kafka.errors import KafkaError
 
-        from pipeline.kafka.clients import ensure_topics, make_consumer
+        from pipeline.kafka.clients import ensure_topics
 
         stop = stop or threading.Event()
         previous = install_signal_handlers(stop) if handle_signals else {}
+        # The group join (seconds) runs while the models warm up (pipeline/service/joining.py).
+        joining = self.joining or GroupJoin(
+            self.settings, self.partitions, self.config.poll_records, stop
+        )
+        self.joining = None
         consumer = None
         outbox = None
         gc_hook = None
@@ -149,21 +146,17 @@ class ForecastService(PollProcessor):
                 tune_gc()
             gc_hook = track_gc(self.stage_s)  # after the start-up collection: pauses while serving
             ensure_topics(self.settings)
-            consumer = make_consumer(
-                self.settings,
-                group_id=self.settings.consumer_group,
-                max_poll_records=self.config.poll_records,
-            )
-            consumer.subscribe(
-                [self.settings.topic_readings],
-                listener=RebalanceListener(self.partitions, consumer),
-            )
+            self.max_message_bytes = topic_max_message_bytes(self.settings, self.settings.topic_dlq)
+            consumer, pending = joining.result()
             outbox = self._new_outbox()
+            self._add_checks(consumer)
             self._log_started()
             last_stats = last_check = time.monotonic()
             while not stop.is_set():
+                self.health.beat()
                 try:
-                    records = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+                    records = pending or consumer.poll(timeout_ms=self.poll_timeout_ms())
+                    pending = {}
                 except KafkaError as exc:  # the client reconnects by itself: wait and retry
                     log.warning("poll_failed", extra={"fields": {"error": str(exc)}})
                     stop.wait(1.0)
@@ -171,20 +164,22 @@ class ForecastService(PollProcessor):
                 if self.partitions.changed and not self._adopt(consumer, records):
                     stop.wait(1.0)
                     continue
+                if self.metrics is not None:
+                    with self._timed("metrics"):
+                        self.metrics.record_lag(self._lags(consumer))
                 now = time.monotonic()
-                if records:
-                    try:
-                        self.handle(records, outbox, consumer)
-                    except PublishError as exc:
-                        log.error("publish_failed", extra={"fields": {"error": str(exc)}})
-                        outbox = self.recover(consumer, outbox, stop)
-                elif now - last_check >= self.config.topic_check_every_s:
+                if records or self.grace_due(_highwater(consumer)):  # a tick's grace is over
+                    outbox = self.handle_safely(records, outbox, consumer, stop)
+                    self.reload()
+                elif not self.reload() and now - last_check >= self.config.topic_check_every_s:
                     last_check = now
                     self._check_topics()
                 if now - last_stats >= self.config.stats_every_s:
                     last_stats = now
                     self._log_stats()
         finally:
+            self.health.stopping = True
+            joining.cancel()  # when it did not hand its consumer over
             if gc_hook is not None:
                 untrack_gc(gc_hook)
             if consumer is not None:
@@ -193,6 +188,8 @@ class ForecastService(PollProcessor):
             if outbox is not None:
                 outbox.close(self.config.flush_timeout_s)
             restore_signal_handlers(previous)
+            if self.watcher is not None:
+                self.watcher.close()
             self._log_stats()
             log.info("stopped", extra={"fields": {"counters": dict(self.counters)}})
             self.store.close()
@@ -221,46 +218,6 @@ class ForecastService(PollProcessor):
                     consumer.seek(tp, part[0].offset)
             return False
 
-    def _new_outbox(self) -> Outbox:
-        from pipeline.kafka.clients import make_producer
-
-        return Outbox(
-            make_producer(self.settings, **PRODUCER_CONFIG), bulk=self.config.bulk_publish
-        )
-
-    def recover(self, consumer: KafkaConsumer, outbox: Outbox, stop: threading.Event) -> Outbox:
-        """Forget a batch the broker did not take: state from the store, the consumer back
-        to the stored offsets, missing topics re-created, a new producer (the old one may
-        hold a dead broker's producer id). Returns the new outbox."""
-        from kafka.errors import KafkaError
-
-        from pipeline.kafka.clients import KafkaUnavailable
-
-        outbox.close(1.0)
-        self.partitions.pending_commit.clear()
-        self.restore()
-        for tp in consumer.assignment():
-            offset = self.partitions.next_offset.get(self.partitions.key(tp))
-            if offset is None:  # nothing of it stored yet: where the group left it
-                try:
-                    offset = consumer.committed(tp, timeout_ms=5000)
-                except KafkaError:  # broker away: replay it all (at least once)
-                    offset = None
-            if offset is not None:
-                consumer.seek(tp, offset)
-            else:
-                consumer.seek_to_beginning(tp)
-        self.store.write(Batch(counters={"recoveries": 1}))
-        self.counters["recoveries"] += 1
-        while True:
-            self._check_topics()
-            try:
-                return self._new_outbox()
-            except KafkaUnavailable as exc:
-                log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
-                if stop.wait(1.0):
-                    raise
-
     def _describe_topic(self, topic: str) -> str:
         """``topic@<topic id>``: a re-created topic (fresh broker) gets another key.
 
@@ -276,20 +233,32 @@ class ForecastService(PollProcessor):
         topic_id = described[0].get("topic_id") if described else None
         return f"{topic}@{topic_id}" if topic_id else topic
 
-    def _check_topics(self) -> None:
-        from kafka.errors import KafkaError
+    def _add_checks(self, consumer: KafkaConsumer) -> None:
+        """The readiness checks of ``/readyz`` (:class:`pipeline.service.health.Health`)."""
 
-        from pipeline.kafka.clients import KafkaUnavailable, ensure_topics
+        def group() -> str | None:
+            if not self.partitions.assigned:
+                return f"no partition of {self.settings.topic_readings} assigned yet"
+            return "adopting a new assignment" if self.partitions.changed else None
 
-        try:
-            created = ensure_topics(self.settings)
-        except (KafkaError, KafkaUnavailable, OSError) as exc:
-            log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
-            return
-        if created:
-            self.store.write(Batch(counters={"topics_recreated": len(created)}))
-            self.counters["topics_recreated"] += len(created)
-            log.warning("topics_recreated", extra={"fields": {"topics": created}})
+        self.health.add_check("models", lambda: None if self.models else "no model loaded")
+        self.health.add_check("group", group)
+        self.health.add_check("broker", broker_check(self.settings))
+        self.health.add_check(
+            "store", store_check(self.settings.store_path, lambda: self._store_error)
+        )
+
+    def _lags(self, consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+        """Records not yet processed per assigned partition, from the consumer's last
+        known high watermarks (no broker round trip); partitions without one are left out."""
+        lags = {}
+        highwater = _highwater(consumer)
+        for tp in list(self.partitions.assigned):
+            high = highwater(tp)
+            if high is not None:
+                position = self.partitions.position.get(tp, 0)
+                lags[(tp.topic, tp.partition)] = max(0, high - position)
+        return lags
 
     def _log_started(self) -> None:
         fields = {
@@ -313,6 +282,7 @@ class ForecastService(PollProcessor):
         for name, value in percentiles(self.latencies).items():
             fields[f"latency_{name}_ms"] = None if np.isnan(value) else round(value, 1)
         fields["open_ticks"] = len(self.assembler.open_ticks)
+        fields["sensors_down"] = int(self.assembler.down.sum())
         ticks = self.counters.get("ticks_closed", 0) - self._logged_ticks
         if ticks > 0:  # where the time of a tick went since the last stats line
             fields["ms_per_tick"] = {
@@ -324,18 +294,6 @@ class ForecastService(PollProcessor):
         log.info("stats", extra={"fields": fields})
 
 
-def _highwater(consumer: KafkaConsumer) -> Callable[[TopicPartition], int | None]:
-    """The consumer's last known high watermark of a partition (None when unknown)."""
-
-    def highwater(tp: TopicPartition) -> int | None:
-        try:
-            return consumer.highwater(tp)
-        except Exception:  # no longer assigned (a rebalance in between): unknown
-            return None
-
-    return highwater
-
-
 def serve(
     settings: Settings,
     config: ServiceConfig,
@@ -344,6 +302,8 @@ def serve(
     stop: threading.Event | None = None,
     alert_hook: AlertHook | None = None,
     alerting: AlertingConfig | None = None,
+    endpoints: Endpoints | None = None,
+    joining: GroupJoin | None = None,
 ) -> dict[str, int]:
     """Load the bundles and run the service until stopped (``roadcast serve``).
 
@@ -356,25 +316,57 @@ def serve(
     alert_hook : your own anomaly detectors, called per closed tick.
     alerting : the built-in detectors and alert rules (:mod:`pipeline.alerts.build`; what
         ``roadcast serve`` uses, on by default there); None: none of them.
+    endpoints : ``/metrics``, ``/healthz``, ``/readyz`` already serving (the caller closes
+        them); None: started here when ``settings.metrics_enabled``.
+    joining : the group join, started as early as the caller could (with ``stop``); None:
+        started here, before the bundles load.
+
+    Raises
+    ------
+    pipeline.service.health.EndpointError
+        When the endpoints cannot listen on ``ROADCAST_METRICS_HOST:PORT``.
     """
-    from pipeline.model_dir import load_bundles, union_sensors
+    from pipeline.model_dir import union_sensors
+    from pipeline.registry.watch import ServingWatcher, load_serving
 
     if alert_hook is not None and alerting is not None and alerting.enabled:
         raise ValueError("pass either alert_hook or alerting, not both")
     stop = stop or threading.Event()
+    own = endpoints is None and settings.metrics_enabled
+    if own:  # first: a taken port fails at once, and /healthz answers during start-up
+        endpoints = start_endpoints(settings)
     # Before the slow part (loading torch and the bundles): a SIGTERM during start-up
     # must stop the service cleanly too, not kill it.
     previous = install_signal_handlers(stop)
+    # The group join takes seconds: it runs while the models load (joining.py).
+    joining = joining or GroupJoin(
+        settings, PartitionTracker(idle_s=config.partition_idle_s), config.poll_records, stop
+    )
     try:
         directory = model_dir or settings.model_dir
-        models = load_bundles(directory, only=config.only or None)
+        loaded = load_serving(directory, only=config.only or None)
+        models = loaded.models
         if alerting is not None:
             from pipeline.alerts.build import build_alerting
 
             alert_hook = build_alerting(
                 directory, models, union_sensors(dict(models)), config.tick, alerting
             )
-        service = ForecastService(settings, config, models, alert_hook=alert_hook)
+        watcher = None
+        if config.reload_every_s is not None:
+            watcher = ServingWatcher(
+                directory, loaded.ids(), only=config.only, every_s=config.reload_every_s
+            )
+        service = ForecastService(
+            settings, config, models, alert_hook=alert_hook, versions=loaded.versions,
+            watcher=watcher,
+            metrics=endpoints.metrics if endpoints is not None else None,
+            health=endpoints.health if endpoints is not None else None,
+            joining=joining,
+        )  # fmt: skip
         return service.run(stop=stop, handle_signals=False)
     finally:
+        joining.cancel()
         restore_signal_handlers(previous)
+        if own and endpoints is not None:
+            endpoints.close()

@@ -19,6 +19,10 @@
   enough alone: the high watermark is only as fresh as the last fetch (records on
   their way look "caught up"), and a service working through a backlog may not get
   to a partition's buffered records for many seconds;
+* whether the service has a **backlog** (:meth:`PartitionTracker.backlog`): some
+  partition's position is behind its high watermark, or its high watermark is not
+  known yet. Ticks never close on the processing-time grace then: their readings may
+  be waiting in the backlog;
 * offsets processed but **not yet committed** (a failed commit): committed again on
   the next batch or when the partition is revoked.
 
@@ -92,13 +96,23 @@ class PartitionTracker:
         limit: int | None = None
         for tp in self.assigned:
             quiet = now - self.last_seen.get(tp, now) >= self.idle_s
-            hw, position = highwater(tp), self.position.get(tp)
-            caught_up = hw is not None and (position or 0) >= hw
-            if quiet and caught_up:
+            if quiet and self._caught_up(tp, highwater):
                 continue  # idle: its next records will be newer than what we have
             newest = self.max_event_ns.get(tp, NO_EVENT_TIME)
             limit = newest if limit is None else min(limit, newest)
         return limit
+
+    def backlog(self, highwater: Callable[[TopicPartition], int | None]) -> bool:
+        """Whether an assigned (or delivering) partition has records not processed yet:
+        its position is behind its high watermark, or that is not known yet."""
+        partitions = self.assigned | set(self.position)
+        return not all(self._caught_up(tp, highwater) for tp in partitions)
+
+    def _caught_up(
+        self, tp: TopicPartition, highwater: Callable[[TopicPartition], int | None]
+    ) -> bool:
+        hw = highwater(tp)
+        return hw is not None and (self.position.get(tp) or 0) >= hw
 
     def adopt(
         self,

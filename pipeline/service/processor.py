@@ -2,78 +2,50 @@
 
 :class:`PollProcessor` turns one poll batch (records per partition) into forecasts,
 alerts and dead letters sent to an :class:`pipeline.kafka.outbox.Outbox`, and a
-:class:`pipeline.service.store_rows.Batch` for the store; it rebuilds its state (window,
-open ticks, recent forecasts, the alert hook's state) from the store when it starts and
-when the loop (:mod:`pipeline.service.loop`) recovers. The data flow and the delivery
+:class:`pipeline.service.store_rows.Batch` for the store. Its state (window, open ticks,
+recent forecasts, the alert hook's state), and how it is rebuilt from the store, is
+:class:`pipeline.service.state.ServiceState`'s. The data flow and the delivery
 guarantees are described in ``docs/service.md``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from models.forecasters.base import Forecast, Forecaster
-from models.panel import SensorPanel
-from pipeline.alerts.lifecycle import AlertEvent
-from pipeline.kafka.forecast_wire import ForecastEncoder
+from models.forecasters.base import Forecast
 from pipeline.kafka.outbox import Outbox
-from pipeline.kafka.schema import SchemaError, encode_alert
 from pipeline.service.assembler import (
     CONFLICT,
     DUPLICATE,
     FUTURE,
     LATE,
     NEW,
-    AssemblerConfig,
     ClosedRun,
     ClosedTick,
-    TickAssembler,
 )
-from pipeline.service.config import ServiceConfig
-from pipeline.service.decoding import FUTURE_TIMESTAMP, DecodedReadings, ReadingDecoder
-from pipeline.service.hooks import AlertHook, AlertRestore, RestorableAlertHook, TickContext
-from pipeline.service.live_accuracy import LiveScorer
-from pipeline.service.partitions import PartitionTracker
-from pipeline.service.store import Store
+from pipeline.service.decoding import FUTURE_TIMESTAMP, DecodedReadings
+from pipeline.service.hooks import TickContext
+from pipeline.service.liveness import DOWN_KEY, write_down_state
+from pipeline.service.state import ServiceState
 from pipeline.service.store_rows import (
     AccuracyRows,
-    AlertRow,
     Batch,
-    ForecastRows,
     ReadingRows,
     TickRow,
 )
-from pipeline.settings import Settings
 
 if TYPE_CHECKING:
     from kafka import TopicPartition
     from kafka.consumer.fetcher import ConsumerRecord
 
 log = logging.getLogger("roadcast.service")
-
-# The Kafka header of an alert record that names its incident (pipeline.alerts.hook).
-GROUP_HEADER = "group"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class _Model:
-    name: str
-    model: Forecaster
-    cols: np.ndarray | None  # assembler column of each model sensor; None: same order
-    store_sensors: np.ndarray  # int64 [model node]
-    encoder: ForecastEncoder
 
 
 @dataclass
@@ -86,145 +58,11 @@ class PollReport:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-class PollProcessor:
-    """The service's state and its per-batch logic (no Kafka clients: records in,
-    an outbox and a store batch out); :class:`pipeline.service.loop.ForecastService`
-    drives it from a consumer.
-
-    Parameters
-    ----------
-    settings : bootstrap servers, topics, consumer group, store path.
-    config : tick grid, lateness, batching.
-    models : ``{name: model}`` to forecast with (see :func:`pipeline.model_dir.load_bundles`).
-    alert_hook : optional detector pipeline called for every closed tick.
+class PollProcessor(ServiceState):
+    """The service's per-batch logic on :class:`ServiceState` (no Kafka clients: records
+    in, an outbox and a store batch out); :class:`pipeline.service.loop.ForecastService`
+    drives it from a consumer. Parameters: as :class:`ServiceState`.
     """
-
-    def __init__(
-        self,
-        settings: Settings,
-        config: ServiceConfig,
-        models: Mapping[str, Forecaster],
-        *,
-        alert_hook: AlertHook | None = None,
-    ) -> None:
-        from pipeline.model_dir import union_sensors
-
-        if not models:
-            raise ValueError("the service needs at least one model; train some with roadcast train")
-        self.settings = settings
-        self.config = config
-        self.alert_hook = alert_hook
-        self.sensor_ids = union_sensors(dict(models))
-        self.column = {s: i for i, s in enumerate(self.sensor_ids)}
-        self.window = max(m.window for m in models.values())
-        self.freq_ms = int(config.tick.value // 1_000_000)
-        self.asm_config = AssemblerConfig(
-            freq=config.tick,
-            allowed_lateness=config.allowed_lateness,
-            window=self.window,
-            max_clock_skew=config.max_clock_skew,
-        )
-        self.store = Store(settings.store_path, durable=config.durable)
-        self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
-        self.models: list[_Model] = []
-        for name, model in models.items():
-            cols = np.array([self.column[s] for s in model.sensor_ids], dtype=np.int64)
-            same = len(cols) == len(self.sensor_ids) and bool((cols == np.arange(len(cols))).all())
-            encoder = ForecastEncoder(model.sensor_ids)
-            self.models.append(
-                _Model(name, model, None if same else cols, self.store_ids[cols], encoder)
-            )
-        self.counters: Counter[str] = Counter(self.store.counters())
-        self.latencies: deque[float] = deque(maxlen=10_000)
-        # Seconds spent per stage (decode, assemble, predict.<model>, encode, send, flush,
-        # store...) since start: where a tick's time goes, for the logs and benchmarks.
-        self.stage_s: dict[str, float] = {}
-        self.partitions = PartitionTracker(idle_s=config.partition_idle_s)
-        self.decoder = ReadingDecoder(self.column, settings.topic_dlq)
-        self.restore()
-
-    # ----------------------------------------------------------------- state
-    def restore(self) -> None:
-        """Rebuild the assembler, the live scorer and a restorable alert hook's state
-        from the store (no cold start)."""
-        self.assembler = TickAssembler(self.sensor_ids, self.asm_config)
-        self.scorer = LiveScorer({m.name: m.model.horizon for m in self.models})
-        state = self.store.state()
-        tick_ms = state.get("tick_ms")
-        if tick_ms is not None and int(tick_ms) != self.freq_ms:
-            raise ValueError(
-                f"the store {self.settings.store_path} was written with ticks of {tick_ms} ms, "
-                f"not {self.freq_ms} ms; pass --tick {pd.Timedelta(int(tick_ms), 'ms')} or "
-                "use another --store"
-            )
-        if state.get("max_ts_ns") is None:
-            self._restore_alerts(None)
-            return  # a new store
-        last_closed = _int_or_none(state.get("last_closed"))
-        since_ms = 0
-        if last_closed is not None:
-            since_ms = int(self.asm_config.tick_ns(last_closed - self.window + 1)) // 1_000_000
-        rows = self.store.readings_since(since_ms)
-        col_of_store = {int(sid): col for col, sid in enumerate(self.store_ids)}
-        cols = np.array([col_of_store.get(int(s), -1) for s in rows.sensors], dtype=np.int64)
-        keep = cols >= 0  # sensors of bundles no longer loaded are left out
-        self.assembler.restore(
-            first_tick=_int_or_none(state.get("first_tick")),
-            last_closed=last_closed,
-            max_ts_ns=_int_or_none(state.get("max_ts_ns")),
-            watermark_ns=_int_or_none(state.get("watermark_ns")),
-            cols=cols[keep],
-            ticks=self.asm_config.tick_of(rows.ts_ms[keep] * 1_000_000),
-            values=rows.values[keep],
-            record_ms=rows.arrived_ms[keep],
-        )
-        if last_closed is not None:
-            for m in self.models:
-                first_ms = (
-                    int(self.asm_config.tick_ns(last_closed - m.model.horizon + 1)) // 1_000_000
-                )
-                issued, means, lows, highs = self.store.recent_forecasts(
-                    m.name, first_ms, m.store_sensors, m.model.horizon
-                )
-                for k, ms in enumerate(issued.tolist()):
-                    self.scorer.record(
-                        m.name,
-                        int(self.asm_config.tick_of(ms * 1_000_000)),
-                        means[k],
-                        None if lows is None else lows[k],
-                        None if highs is None else highs[k],
-                    )
-        log.info(
-            "restored",
-            extra={
-                "fields": {
-                    "last_closed": _iso(self.asm_config, last_closed),
-                    "open_ticks": len(self.assembler.open_ticks),
-                    "readings": int(keep.sum()),
-                }
-            },
-        )
-        self._restore_alerts(last_closed)
-
-    def _restore_alerts(self, last_closed: int | None) -> None:
-        """Rebuild a restorable alert hook's state from the store (see the hook's docs)."""
-        if not isinstance(self.alert_hook, RestorableAlertHook):
-            return
-        stamp = None
-        if last_closed is not None:
-            stamp = pd.Timestamp(int(self.asm_config.tick_ns(last_closed)), tz="UTC")
-        started = time.perf_counter()
-        self.alert_hook.restore(AlertRestore(self.store, self.sensor_ids, self.store_ids, stamp))
-        seconds = round(time.perf_counter() - started, 3)
-        log.info("alerts_state_restored", extra={"fields": {"seconds": seconds}})
-
-    @contextmanager
-    def _timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + time.perf_counter() - start
 
     # ----------------------------------------------------------------- batch
     def process(
@@ -263,15 +101,17 @@ class PollProcessor:
                 for record in fresh:
                     self.decoder.decode(tp, record, decoded, outbox, report.counts)
         with self._timed("assemble"):
-            newest = self._assemble(decoded, outbox, batch, report.counts, now_ns)
-            now = time.monotonic()
+            now = self.clock()
+            newest = self._assemble(decoded, outbox, batch, report.counts, now_ns, now)
             for tp, records in batches.items():
                 if records:
                     self.partitions.observe(tp, records[-1].offset + 1, newest.get(tp), now)
-            limit = self.partitions.limit_ns(now, highwater or (lambda tp: None))
-            runs = self.assembler.advance(limit)
+            known = highwater or (lambda tp: None)
+            limit = self.partitions.limit_ns(now, known)
+            runs = self.assembler.advance(limit, now_s=now, backlog=self.partitions.backlog(known))
         for run in runs:
             self._forecast_run(run, outbox, batch, report)
+        self._sensor_changes(outbox, batch, report.counts)
         batch.state.update(
             tick_ms=self.freq_ms,
             first_tick=self.assembler.first_tick,
@@ -288,6 +128,7 @@ class PollProcessor:
         batch: Batch,
         counts: Counter[str],
         now_ns: int | None,
+        now_s: float,
     ) -> dict[Any, int]:
         """Add the readings to the assembler; returns the newest event time per partition."""
         if not decoded.cols:
@@ -297,7 +138,7 @@ class PollProcessor:
         rec_ms = np.asarray(decoded.record_ms, dtype=np.int64)
         owner = np.asarray(decoded.owner, dtype=np.int64)
         values = np.asarray(decoded.values, dtype=np.float64)
-        result = self.assembler.add(cols, ts_ns, values, rec_ms, now_ns=now_ns)
+        result = self.assembler.add(cols, ts_ns, values, rec_ms, now_ns=now_ns, now_s=now_s)
         status = result.status
         future = np.unique(owner[status == FUTURE])
         for index in future.tolist():
@@ -334,6 +175,38 @@ class PollProcessor:
                 newest[tp] = int(ts_ns[mine].max())
         return newest
 
+    def grace_due(self, highwater: Callable[[TopicPartition], int | None]) -> bool:
+        """Whether the earliest open tick may close on grace now (no backlog): the loop
+        then processes an empty batch rather than wait for the next reading."""
+        deadline = self.assembler.grace_deadline()
+        return (
+            deadline is not None
+            and self.clock() >= deadline
+            and not self.partitions.backlog(highwater)
+        )
+
+    def poll_timeout_ms(self) -> int:
+        """How long the next poll may wait: ``poll_timeout_ms``, or less when a tick's
+        grace ends sooner."""
+        wait = self.config.poll_timeout_ms
+        deadline = self.assembler.grace_deadline()
+        if deadline is not None:
+            left = deadline - self.clock()
+            if left > 0:
+                wait = min(wait, int(np.ceil(left * 1000)))
+        return wait
+
+    def _sensor_changes(self, outbox: Outbox, batch: Batch, counts: Counter[str]) -> None:
+        """Publish and store an alert for every sensor that went down or came back, and
+        the down sensors in the store's state."""
+        changes = self.assembler.take_changes()
+        self.publisher.sensor_changes(
+            outbox, batch, counts, changes, self.sensor_ids, self.asm_config
+        )
+        if changes:
+            down = self.assembler.liveness.down_since()
+            batch.state[DOWN_KEY] = write_down_state(down, self.sensor_ids, self.asm_config)
+
     def _forecast_run(
         self, run: ClosedRun, outbox: Outbox, batch: Batch, report: PollReport
     ) -> None:
@@ -357,7 +230,6 @@ class PollProcessor:
         for k, tick in enumerate(run.ticks):
             with self._timed("score"):
                 self._score(tick, batch)
-            issued_ms = int(tick.ts.value // 1_000_000)
             issued: dict[str, Forecast] = {}
             for m in self.models:
                 if m.name not in predictions:
@@ -366,22 +238,10 @@ class PollProcessor:
                 mean = all_mean[k]
                 lower = None if all_lower is None else all_lower[k]
                 upper = None if all_upper is None else all_upper[k]
-                with self._timed("encode"):
-                    encoded = m.encoder.encode_rows(m.name, tick.ts, freq, mean, lower, upper)
-                with self._timed("send"):
-                    outbox.send_many(self.settings.topic_forecasts, encoded.messages)
-                batch.forecasts.append(
-                    ForecastRows(
-                        m.name,
-                        issued_ms,
-                        m.store_sensors[encoded.columns],
-                        encoded.yhat,
-                        encoded.lo,
-                        encoded.hi,
-                    )
-                )
-                report.counts["forecasts_published"] += len(encoded.messages)
-                report.counts["forecasts_nonfinite"] += len(encoded.skipped)
+                self.publisher.forecast(
+                    outbox, batch, report.counts, m.name, m.encoder, m.store_sensors,
+                    tick.ts, freq, mean, lower, upper,
+                )  # fmt: skip
                 self.scorer.record(m.name, tick.tick, mean, lower, upper)
                 if self.alert_hook is not None:
                     targets = pd.date_range(tick.ts + freq, periods=len(mean), freq=freq)
@@ -430,27 +290,14 @@ class PollProcessor:
             issued=issued,
             targeted={m.name: self.scorer.targeted(m.name, tick.tick) for m in self.models},
         )
-        for item in self.alert_hook(context):
-            alert, group = (
-                (item.message, item.group_key) if isinstance(item, AlertEvent) else (item, None)
-            )
-            try:
-                payload = encode_alert(alert)
-            except SchemaError as exc:  # a detector bug must not stop the forecasts
-                report.counts["alerts_invalid"] += 1
-                log.error("alert_invalid", extra={"fields": {"error": str(exc)}})
-                continue
-            headers = [(GROUP_HEADER, group.encode())] if group else None
-            outbox.send(self.settings.topic_alerts, alert.sensor.encode(), payload, headers)
-            ts_ms = (alert.ts - _EPOCH) // timedelta(milliseconds=1)
-            batch.alerts.append(
-                AlertRow(
-                    alert.alert_id, alert.status, alert.dedup_key, alert.severity, alert.sensor,
-                    ts_ms, alert.detector, alert.score, payload.decode(), group,
-                )
-            )  # fmt: skip
-            report.counts["alerts_published"] += 1
-            report.counts[f"alerts_published.{alert.status}"] += 1
+        try:
+            items = list(self.alert_hook(context))
+        except Exception as exc:  # like a broken model: the forecasts go on without it
+            report.counts["alert_hook_errors"] += 1
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("alert_hook_failed", extra={"fields": {"error": error}})
+            return
+        self.publisher.alerts(outbox, batch, report.counts, items)
 
     def finish(self, report: PollReport, batch: Batch, *, flushed_at_ms: int) -> None:
         """After the flush: the ticks' latencies, then the batch into the store (atomic)."""
@@ -463,36 +310,16 @@ class PollProcessor:
             ts_ms = int(tick.ts.value // 1_000_000)
             batch.ticks.append(TickRow(ts_ms, tick.observed, tick.reason, flushed_at_ms, latency))
         batch.counters.update(report.counts)
+        batch.versions.extend(self.version_rows)
         self.store.write(batch)
+        self.version_rows.clear()
         self.counters.update(report.counts)
         self.partitions.stored(batch.offsets)
-
-    def warm_up(self) -> None:
-        """One forecast per model on an empty window before the first tick, so the first
-        tick does not pay one-time costs (lazy imports, first torch calls, caches)."""
-        started = time.perf_counter()
-        empty = np.full((self.window, len(self.sensor_ids)), np.nan, np.float32)  # [time, node]
-        stamps = pd.date_range("2000-01-01", periods=self.window, freq=self.config.tick, tz="UTC")
-        panel = SensorPanel(empty, np.zeros(empty.shape, bool), stamps, self.sensor_ids)
-        origin = np.array([self.window - 1], dtype=np.int64)
-        for m in self.models:
-            try:
-                own = panel if m.cols is None else panel.select(m.model.sensor_ids)
-                m.model.predict_batch(own, origin)
-            except Exception as exc:  # reported again, per tick, if it persists
-                log.warning(
-                    "warm_up_failed", extra={"fields": {"model": m.name, "error": repr(exc)}}
+        if self.metrics is not None:
+            with self._timed("metrics"):
+                self.metrics.record_batch(
+                    report.counts,
+                    batch,
+                    sensors_down=int(self.assembler.down.sum()),
+                    open_ticks=len(self.assembler.open_ticks),
                 )
-        log.info(
-            "warmed_up", extra={"fields": {"seconds": round(time.perf_counter() - started, 3)}}
-        )
-
-
-def _int_or_none(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def _iso(config: AssemblerConfig, tick: int | None) -> str | None:
-    if tick is None:
-        return None
-    return pd.Timestamp(int(config.tick_ns(tick)), tz="UTC").isoformat()

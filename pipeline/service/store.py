@@ -37,6 +37,11 @@ names and ISO times for people and reports):
     :mod:`pipeline.alerts.lifecycle`); the wire message carries it in the Kafka header
     ``group``. Stores written before the column existed gain it when a service opens
     them (NULL for their old rows).
+``model_versions(model, since_ms, version, label, run_id, loaded_ms)``
+    Which version of each model forecast from which tick on: a row when the service
+    starts with a version the store has not seen for that model, and one per hot
+    reload (the version forecasting tick ``ts`` is the row with the largest
+    ``since_ms <= ts``).
 ``counters(name, value)``, ``offsets(topic, partition, next_offset)``, ``state(key, value)``
     Service counters, the next offset to read per partition (written with the data of
     the batch, so a restarted service recognises redelivered records), and scalars such
@@ -59,7 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.service.store_rows import AlertRow, Batch, ReadingRows, TickRow
+from pipeline.service.store_rows import AlertRow, Batch, ReadingRows, TickRow, VersionRow
 
 SCHEMA_VERSION = 1
 
@@ -95,6 +100,9 @@ CREATE TABLE IF NOT EXISTS offsets(
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY(topic, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_versions(
+    model TEXT NOT NULL, since_ms INTEGER NOT NULL, version TEXT NOT NULL, label TEXT NOT NULL,
+    run_id TEXT NOT NULL, loaded_ms INTEGER NOT NULL, PRIMARY KEY(model, since_ms)) WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS readings_v AS
     SELECT strftime('%Y-%m-%dT%H:%M:%fZ', r.ts / 1000.0, 'unixepoch') AS ts, s.name AS sensor,
            COALESCE(c.value, r.value) AS value, c.value IS NOT NULL AS corrected
@@ -138,8 +146,10 @@ class Store:
                 raise StoreError(
                     f"no store at {self.path}; start `roadcast serve` first or pass --store"
                 )
+            # A URI, because only a URI opens read-only; as_uri() percent-encodes the
+            # path, so '#', '%' and '?' in it stay part of the file name.
             self._db = sqlite3.connect(
-                f"file:{self.path}?mode=ro",
+                f"{self.path.resolve().as_uri()}?mode=ro",
                 uri=True,
                 isolation_level=None,
                 timeout=30,
@@ -301,6 +311,14 @@ class Store:
             if batch.state:
                 db.executemany(
                     "INSERT OR REPLACE INTO state VALUES(?,?)", list(batch.state.items())
+                )
+            if batch.versions:
+                db.executemany(
+                    "INSERT OR REPLACE INTO model_versions VALUES(?,?,?,?,?,?)",
+                    [
+                        (v.model, v.since_ms, v.version, v.label, v.run_id, v.loaded_ms)
+                        for v in batch.versions
+                    ],
                 )
 
     def forget_offsets(self, topic: str | None = None) -> None:
@@ -492,6 +510,29 @@ class Store:
         ).fetchall()
         return [AlertRow(*r) for r in rows]
 
+    def model_versions(self) -> list[VersionRow]:
+        """Every model version the service forecast with, by model, oldest first (empty
+        for a store written before the table existed)."""
+        try:
+            rows = self._db.execute(
+                "SELECT model, version, label, run_id, since_ms, loaded_ms FROM model_versions "
+                "ORDER BY model, since_ms"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a read-only view of an older store
+            return []
+        return [VersionRow(*r) for r in rows]
+
+    def accuracy_sums(self, model: str, first_ms: int, last_ms: int) -> pd.DataFrame:
+        """Error sums of ``model`` per step over targets ``first_ms..last_ms`` (inclusive):
+        columns ``step, n, sum_abs, sum_sq`` (steps with no scored value are absent)."""
+        rows = self._db.execute(
+            "SELECT a.step, SUM(a.n), SUM(a.sum_abs), SUM(a.sum_sq) FROM accuracy a "
+            "JOIN models m ON m.id = a.model WHERE m.name = ? AND a.target BETWEEN ? AND ? "
+            "GROUP BY a.step ORDER BY a.step",
+            (model, int(first_ms), int(last_ms)),
+        ).fetchall()
+        return pd.DataFrame(rows, columns=["step", "n", "sum_abs", "sum_sq"])
+
     def closed_ticks(self, since_ms: int) -> np.ndarray:
         """Times (ms) of the closed ticks at or after ``since_ms``, ascending, int64 ``[n]``."""
         rows = self._db.execute("SELECT ts FROM ticks WHERE ts >= ? ORDER BY ts", (since_ms,))
@@ -506,6 +547,7 @@ class Store:
 
 _TABLES = frozenset(
     {"readings", "corrections", "ticks", "forecasts", "accuracy", "alerts", "sensors", "models"}
+    | {"model_versions"}
 )
 
 

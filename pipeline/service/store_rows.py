@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.kafka.schema import AlertMessage
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,28 @@ class AlertRow:
     payload: str
     group_key: str | None = None
 
+    @classmethod
+    def of(cls, alert: AlertMessage, payload: bytes, group_key: str | None = None) -> AlertRow:
+        """The row of ``alert``, encoded as ``payload``."""
+        ts_ms = (alert.ts - _EPOCH) // timedelta(milliseconds=1)
+        return cls(
+            alert.alert_id, alert.status, alert.dedup_key, alert.severity, alert.sensor,
+            ts_ms, alert.detector, alert.score, payload.decode(), group_key,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """A model version the service forecasts with from tick ``since_ms`` on (hot reload:
+    :mod:`pipeline.service.model_set`); ``loaded_ms`` is when it was swapped in."""
+
+    model: str
+    version: str
+    label: str
+    run_id: str
+    since_ms: int
+    loaded_ms: int
+
 
 @dataclass
 class Batch:
@@ -121,6 +149,7 @@ class Batch:
     counters: dict[str, int] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    versions: list[VersionRow] = field(default_factory=list)
 
     def count(self, name: str, amount: int = 1) -> None:
         if amount:

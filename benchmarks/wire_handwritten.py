@@ -1,19 +1,12 @@
-"""Decimal text of many floats at once: rows of a float array as JSON arrays, in numpy.
+"""The hand-written decimal formatter roadcast used before orjson: the baseline of
+``benchmarks/wire.py``, kept so that the side-by-side measurement can be repeated.
 
-The service writes about 45,000 numbers a tick into its forecast messages (6 models x
-207 sensors x 12 steps x mean, lower, upper). Python's float formatting (``repr``,
-``json.dumps``, numpy's ``astype(str)``) costs 0.4-0.6 us a number, 20-25 ms a tick.
-:func:`json_rows` formats them with integer arithmetic on whole arrays instead, about
-20x faster, and returns one buffer with the offsets of each row.
-
-The text is each value rounded to :data:`SIGNIFICANT` significant digits, written in
-plain positional notation with trailing zeros dropped (``55.1``, ``0.00001``, ``-3.0``,
-``1234567.0``): valid JSON numbers that any parser reads, the decimal nearest the
-value at that precision (float32, the models' output type, carries about 7.2 digits,
-so the published value is within half a unit in the 7th digit of the model's number).
-Magnitudes of 1e14 and above, or below 1e-15, do not fit the integer arithmetic; the
-rows holding them are written with Python's ``repr`` instead (the same digits rule
-does not apply to them: they are written exactly).
+:func:`json_rows` writes the rows of a float array as JSON arrays with integer
+arithmetic on whole arrays (each value rounded to :data:`SIGNIFICANT` significant
+digits, plain positional notation). ``orjson.dumps`` of the float32 array does the same
+job faster and writes the shortest decimal that reads back to the same float32, so the
+service encodes with orjson (:mod:`pipeline.kafka.forecast_wire`); see
+``docs/decisions.md``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,76 @@
+"""How the command line shows errors: one line, the traceback only under ``--debug``.
+
+:class:`RoadcastGroup` is the ``roadcast`` command group: an exception that escapes a
+command is printed as ``error: <message>`` (exit status 1) instead of a traceback,
+unless ``roadcast --debug`` (or ``ROADCAST_DEBUG=1``) asked for tracebacks.
+:func:`quiet_prefect_tracebacks` does the same for the flows a command runs: Prefect
+logs a failed task's traceback to the console, which repeats the one-line error in
+60-odd lines; without ``--debug`` the console shows Prefect's one-line state messages
+only (the Prefect server still receives the full log).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+DEBUG_ENV = "ROADCAST_DEBUG"
+_state = {"debug": False}
+
+
+def debug_enabled() -> bool:
+    """True when ``--debug`` was given or ``ROADCAST_DEBUG`` is set to a true value."""
+    env = os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return _state["debug"] or env
+
+
+def set_debug(value: bool) -> None:
+    """Record the global ``--debug`` option (called by the app's callback)."""
+    _state["debug"] = value
+
+
+def describe(exc: BaseException) -> str:
+    """One line (or the message's own lines) for an error that reached the command line."""
+    ours = type(exc).__module__.split(".")[0] in ("pipeline", "models", "flows")
+    if ours or isinstance(exc, ValueError | OSError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc} (unexpected; `roadcast --debug ...` shows the traceback)"
+
+
+class RoadcastGroup(TyperGroup):
+    """The command group: errors that escape a command become one ``error:`` line."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context, typed as its vendored click base
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            typer.echo(f"error: {describe(exc)}", err=True)
+            raise typer.Exit(1) from None
+
+
+class _NoTraceback(logging.Filter):
+    """Drops the traceback of Prefect's (and its task queue's) records, keeps the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.startswith(("prefect", "docket")):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_prefect_tracebacks() -> None:
+    """Unless debugging, keep tracebacks out of Prefect's console log (call after
+    importing prefect, which configures its handlers on the root logger)."""
+    if debug_enabled():
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())

@@ -1,0 +1,125 @@
+"""``roadcast models``: the model registry: list the versions, promote, roll back.
+
+A running ``roadcast serve`` on the same model directory swaps the new serving set in
+at a tick boundary within a second or so (``pipeline.registry.watch``); no restart.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="The model registry: every trained version of each model, and which ones serve.",
+    no_args_is_help=True,
+)
+
+_MODELS_HELP = (
+    "Model directory (a `roadcast train` output or its bundles/; default ROADCAST_MODEL_DIR)."
+)
+
+
+def _folder(models: str | None) -> str:
+    from pipeline.settings import load_settings
+
+    return str(load_settings(model_dir=models).model_dir)
+
+
+@app.command("list")
+def list_versions(
+    models: str = typer.Option(None, "--models", help=_MODELS_HELP),
+) -> None:
+    """Every version of every model, with its label, run, validation score and role."""
+    from flows.reporting.text import print_table
+    from pipeline.model_dir import bundles_dir, read_serving
+    from pipeline.registry.versions import list_versions as versions_in
+    from pipeline.registry.versions import validation_pooled
+
+    root = bundles_dir(_folder(models))
+    serving = read_serving(root)
+    found = versions_in(root)
+    if not found:
+        typer.echo(
+            f"no registered versions in {root}"
+            + ("" if serving else "; `roadcast models promote MODEL` registers its bundles")
+        )
+        return
+    served = serving.models if serving else {}
+    champion = (serving.champion or {}).get("champion") if serving else None
+    rows = []
+    for v in found:
+        pooled = validation_pooled(v.path)
+        rmse = pooled[max(pooled)].get("rmse") if pooled else None
+        role = ""
+        if served.get(v.model) == v.version:
+            role = "champion" if v.model == champion else "serving"
+        rows.append([v.model, v.version, v.label, v.run_id[:8], v.created_at, rmse, role])
+    columns = ["model", "version", "label", "run", "created (UTC)", "valid RMSE", "role"]
+    print_table(f"model versions in {root}", columns, rows)
+    if serving is not None:
+        typer.echo(
+            f"serving since {serving.promoted_at} ({serving.reason}); "
+            f"{len(serving.history)} earlier set(s) to roll back to"
+        )
+
+
+def promote(
+    refs: list[str] = typer.Argument(  # noqa: B008 (typer's way of declaring it)
+        ...,
+        help="MODEL (its newest version) or MODEL@VERSION (a version id, a unique prefix "
+        "of one, or a label).",
+    ),
+    champion: str = typer.Option(
+        None, "--champion", help="Record this served model as the champion."
+    ),
+    only: bool = typer.Option(
+        False, "--only", help="Serve exactly these models (default: replace only their versions)."
+    ),
+    models: str = typer.Option(None, "--models", help=_MODELS_HELP),
+) -> None:
+    """Serve the given versions; a running service swaps them in at a tick boundary."""
+    import time
+
+    from pipeline.model_dir import Champion
+    from pipeline.registry.serving import promote as promote_versions
+    from pipeline.registry.versions import RegistryError
+
+    chosen: dict[str, str | None] = {}
+    for ref in refs:
+        model, _, version = ref.partition("@")
+        if not model:
+            raise typer.BadParameter(f"{ref!r}: expected MODEL or MODEL@VERSION")
+        chosen[model] = version or None
+    record = None
+    if champion is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record = Champion(champion, (), {}, "chosen by hand (roadcast models promote)", "", stamp)
+    try:
+        serving = promote_versions(
+            _folder(models), chosen, champion=record, replace=only, reason="roadcast models promote"
+        )
+    except RegistryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if champion is not None and champion not in serving.models:
+        typer.echo(f"warning: champion {champion!r} is not served", err=True)
+    typer.echo("serving " + ", ".join(f"{m}@{v}" for m, v in serving.models.items()))
+
+
+def rollback(
+    steps: int = typer.Option(1, "--steps", min=1, help="How many promotions to undo."),
+    models: str = typer.Option(None, "--models", help=_MODELS_HELP),
+) -> None:
+    """Serve the set that served before the last promotion (or --steps ago) again."""
+    from pipeline.registry.serving import rollback as roll_back
+    from pipeline.registry.versions import RegistryError
+
+    try:
+        serving = roll_back(_folder(models), steps)
+    except RegistryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("serving " + ", ".join(f"{m}@{v}" for m, v in serving.models.items()))
+
+
+app.command("promote")(promote)
+app.command("rollback")(rollback)

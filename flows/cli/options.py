@@ -1,0 +1,39 @@
+"""Option values the command line parses itself, with errors that name the option."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def parse_duration(
+    text: str, option: str, *, allow_zero: bool = False, allow_off: bool = False
+) -> pd.Timedelta | None:
+    """``text`` (``5min``, ``90s``, ``1h``; ``off`` when ``allow_off``) as a duration.
+
+    Raises
+    ------
+    typer.BadParameter
+        Naming ``option`` and what it accepts, for text that is not a duration, a
+        negative one, or zero unless ``allow_zero``.
+    """
+    import pandas as pd
+
+    value = text.strip()
+    if allow_off and value.lower() == "off":
+        return None
+    accepted = "a duration such as 5min, 90s or 1h" + (" (or off)" if allow_off else "")
+    try:
+        duration = pd.Timedelta(value)
+    except (ValueError, TypeError):
+        raise typer.BadParameter(f"{text!r} is not {accepted}", param_hint=option) from None
+    if pd.isna(duration):
+        raise typer.BadParameter(f"{text!r} is not {accepted}", param_hint=option)
+    if duration < pd.Timedelta(0) or (duration == pd.Timedelta(0) and not allow_zero):
+        least = "zero or more" if allow_zero else "more than zero"
+        raise typer.BadParameter(f"{text!r}: must be {least}", param_hint=option)
+    return duration

@@ -1,0 +1,73 @@
+"""``roadcast tail TOPIC``: print a topic's records, one clear line each
+(:mod:`flows.tail` says what each record is)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def tail(
+    topic: str = typer.Argument(
+        ..., help="A topic name, or a role: readings, forecasts, alerts, dlq."
+    ),
+    bootstrap: str = typer.Option(
+        None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
+    ),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="Start at the oldest record (default: new ones only)."
+    ),
+    limit: int = typer.Option(None, "--max", help="Stop after N records."),
+    timeout: float = typer.Option(
+        None, "--timeout", help="Stop after S seconds without a record (default: Ctrl-C)."
+    ),
+) -> None:
+    """Print the records of a topic, one clear line each (readings, forecasts v1/v2, alerts,
+    dead letters). Reads without a consumer group: nothing is committed."""
+    import time
+
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+
+    from flows.tail import describe
+    from pipeline.kafka.clients import make_consumer
+    from pipeline.settings import load_settings
+
+    settings = load_settings(bootstrap_servers=bootstrap)
+    name = settings.topics.get(topic, topic)
+    role = next((r for r, t in settings.topics.items() if t == name), None)
+    consumer = make_consumer(settings, group_id="")
+    seen = 0
+    try:
+        try:
+            partitions = consumer.partitions_for_topic(name)
+        except KafkaError as exc:
+            raise ValueError(f"cannot read topic {name!r}: {exc}") from None
+        if not partitions:
+            known = ", ".join(sorted(consumer.topics())) or "none"
+            raise ValueError(f"no topic {name!r} on {settings.bootstrap_servers} (topics: {known})")
+        tps = [TopicPartition(name, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning()
+        else:
+            consumer.seek_to_end()
+        quiet_since = time.monotonic()
+        while limit is None or seen < limit:
+            batches = consumer.poll(timeout_ms=500)
+            if not batches:
+                if timeout is not None and time.monotonic() - quiet_since > timeout:
+                    break
+                continue
+            quiet_since = time.monotonic()
+            for tp, records in sorted(batches.items(), key=lambda kv: kv[0].partition):
+                for record in records:
+                    headers = [(k, bytes(v or b"")) for k, v in record.headers or ()]
+                    line = describe(role, record.value, headers)
+                    typer.echo(f"{tp.partition}@{record.offset} {line}")
+                    seen += 1
+                    if limit is not None and seen >= limit:
+                        return
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()

@@ -1,0 +1,114 @@
+"""NAB's score table of result files written by ``roadcast detect`` (``--score``).
+
+For every category with result files under ``OUT/<detector>/`` the labelled windows are
+read from the data directory (``<category>_windows.json`` beside the category folders,
+as in ``../shared/data/nab``, or NAB's own ``../labels/combined_windows.json``), and the
+files are scored by NAB's rules (:mod:`models.anomaly.nab_score`) on every profile:
+
+* **NAB threshold**: the threshold optimised on that category's files alone, as NAB's
+  optimiser does (and as the published per-category tables were made);
+* **fixed threshold** (when the detector has one, e.g. the ensemble's ``1 - A``): chosen
+  before the data was seen, the honest number;
+* a category without windows (artificialNoAnomaly) reports its false-positive rows at
+  the fixed threshold: NAB cannot normalise a score there.
+
+The last row scores all categories found together with one threshold, as NAB scores its
+whole corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flows.detect import DetectRunError
+from models.anomaly.nab_score import (
+    PROFILES,
+    LabeledFile,
+    NabFormatError,
+    labeled_files,
+    nab_score,
+    read_result_scores,
+    read_windows,
+    score_at,
+    sweep,
+)
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    """NAB's numbers of one category (or ``"all"``)."""
+
+    category: str
+    files: int
+    windows: int
+    nab_threshold: dict[str, float]  # per profile, threshold optimised on this category
+    fixed_threshold: dict[str, float]  # per profile, at the detector's own threshold
+    false_positives: int | None  # rows detected at the fixed threshold, when it is known
+
+
+def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type: ignore[type-arg]
+    """The windows of ``category``'s files, from ``<category>_windows.json`` or NAB's
+    ``labels/combined_windows.json``."""
+    own = nab_dir / f"{category}_windows.json"
+    combined = nab_dir.parent / "labels" / "combined_windows.json"
+    path = own if own.is_file() else combined
+    if not path.is_file():
+        raise DetectRunError(
+            f"no windows for {category}: neither {own} nor {combined} exists; --score needs "
+            "NAB's label windows"
+        )
+    windows = read_windows(path)
+    return {k: v for k, v in windows.items() if k.startswith(f"{category}/")}
+
+
+def _score(
+    files: list[LabeledFile], scores: list[np.ndarray], threshold: float | None
+) -> tuple[dict[str, float], dict[str, float], int | None]:
+    sweeps = [sweep(f) for f in files]
+    windows = sum(s.n_windows for s in sweeps)
+    best: dict[str, float] = {}
+    fixed: dict[str, float] = {}
+    fps = None
+    for profile, cost in PROFILES.items():
+        if windows:
+            result = nab_score(sweeps, scores, profile)
+            best[profile] = round(result.score, 2)
+        if threshold is not None:
+            rows = score_at(sweeps, scores, cost, threshold)
+            fps = sum(r.fp for r in rows)
+            if windows:
+                null = -cost.fn * windows
+                raw = sum(r.score for r in rows)
+                fixed[profile] = round(100 * (raw - null) / (cost.tp * windows - null), 2)
+    return best, fixed, fps
+
+
+def score_results(
+    nab_dir: str | Path, out_dir: str | Path, detector: str, threshold: float | None
+) -> list[CategoryScore]:
+    """NAB's table of ``OUT/<detector>/<category>/`` for every category found there."""
+    root = Path(out_dir) / detector
+    categories = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not categories:
+        raise DetectRunError(f"no result files under {root}; run roadcast detect first")
+    rows: list[CategoryScore] = []
+    all_files: list[LabeledFile] = []
+    all_scores: list[np.ndarray] = []
+    for category in categories:
+        try:
+            files = labeled_files(Path(nab_dir), category_windows(Path(nab_dir), category))
+            scores = [read_result_scores(root, detector, f) for f in files]
+        except NabFormatError as exc:
+            raise DetectRunError(str(exc)) from None
+        best, fixed, fps = _score(files, scores, threshold)
+        windows = sum(len(f.windows) for f in files)
+        rows.append(CategoryScore(category, len(files), windows, best, fixed, fps))
+        all_files += files
+        all_scores += scores
+    best, fixed, fps = _score(all_files, all_scores, threshold)
+    windows = sum(len(f.windows) for f in all_files)
+    rows.append(CategoryScore("all", len(all_files), windows, best, fixed, fps))
+    return rows

@@ -1,0 +1,129 @@
+"""One line per record of a roadcast topic, whatever it holds (``roadcast tail``).
+
+Readings, forecasts in either wire (v1 per sensor, v2 frames, see
+:mod:`pipeline.kafka.frames`), alerts and dead letters are recognised by the topic's
+role in the settings, else by their headers and fields. A record that is none of them
+is one line saying why, never the end of the command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from pipeline.kafka.frames import WIRE_HEADER, header_version, read_frame
+from pipeline.kafka.schema import SchemaError, decode_alert, decode_forecast, decode_readings
+
+Headers = Sequence[tuple[str, bytes]]
+ROLES = ("readings", "forecasts", "alerts", "dlq")
+_SHOWN = 3  # numbers shown per forecast line
+
+
+def _numbers(values: Sequence[float]) -> str:
+    shown = " ".join(f"{v:.4g}" for v in values[:_SHOWN])
+    return f"[{shown}{' ...' if len(values) > _SHOWN else ''}]"
+
+
+def describe_readings(value: bytes | None, headers: Headers) -> str:
+    readings = decode_readings(value)
+    if len(readings) == 1:
+        r = readings[0]
+        return f"reading {r.sensor} {r.ts.isoformat()} {r.value:g}"
+    if not readings:
+        return "readings: an empty batch (no sensor reported)"
+    first = readings[0]
+    sample = ", ".join(f"{r.sensor}={r.value:g}" for r in readings[:_SHOWN])
+    return f"readings {first.ts.isoformat()}: {len(readings)} sensors ({sample}, ...)"
+
+
+def describe_forecast(value: bytes | None, headers: Headers) -> str:
+    version = header_version(headers)
+    if version is None and value is not None and not bytes(value[:1]).lstrip().startswith(b"{"):
+        version = 2  # a frame without its header: the frame says its version
+    if version is None:
+        f = decode_forecast(value)
+        bounds = "" if f.lo is None or f.hi is None else f" lo {_numbers(f.lo)} hi {_numbers(f.hi)}"
+        return (
+            f"forecast v1 {f.model} sensor {f.sensor} issued {f.issued_at.isoformat()} "
+            f"{len(f.yhat)} steps yhat {_numbers(f.yhat)}{bounds}"
+        )
+    frame = read_frame(value or b"")
+    count = len(frame.sensors)
+    published = len(frame.messages())
+    step1 = frame.mean[:, 0]
+    finite = step1[np.isfinite(step1)]
+    mean = f"{float(finite.mean()):.4g}" if len(finite) else "none"
+    intervals = "with intervals" if frame.lower is not None else "no intervals"
+    return (
+        f"forecast v2 {frame.model} issued {frame.issued_at}: sensors {frame.first}-"
+        f"{frame.first + count - 1} of {frame.total}, {frame.mean.shape[1]} steps of "
+        f"{frame.step_ms / 60000:g} min, {intervals}; {published} published "
+        f"({count - published} without a finite forecast); step 1 mean {mean}"
+    )
+
+
+def describe_alert(value: bytes | None, headers: Headers) -> str:
+    a = decode_alert(value)
+    score = f"score {a.score:.3g}"
+    reason = f": {a.reason}" if a.reason else ""
+    return (
+        f"alert {a.status} {a.severity} {a.sensor} {a.detector} at {a.ts.isoformat()} "
+        f"{score}{reason}"
+    )
+
+
+def describe_dead_letter(value: bytes | None, headers: Headers) -> str:
+    fields = {k: bytes(v or b"").decode("utf-8", "replace") for k, v in headers}
+    if "error" not in fields:
+        raise SchemaError("missing_field", "no error header: not a dead letter")
+    source = (
+        f"{fields.get('source.topic', '?')}[{fields.get('source.partition', '?')}]"
+        f"@{fields.get('source.offset', '?')}"
+    )
+    size = "no value" if value is None else f"{len(value)} bytes"
+    return (
+        f"dead letter {fields['error']} from {source}: {fields.get('error.message', '')} ({size})"
+    )
+
+
+DESCRIBE: dict[str, Callable[[bytes | None, Headers], str]] = {
+    "readings": describe_readings,
+    "forecasts": describe_forecast,
+    "alerts": describe_alert,
+    "dlq": describe_dead_letter,
+}
+
+
+def guess_role(value: bytes | None, headers: Headers) -> str | None:
+    """The role of a record on a topic the settings do not name, from its content."""
+    names = {k for k, _ in headers}
+    if WIRE_HEADER in names:
+        return "forecasts"
+    if "error" in names and "source.topic" in names:
+        return "dlq"
+    try:
+        obj = json.loads(value or b"")
+    except ValueError:
+        return "forecasts" if value else None  # a frame without its header, or nothing
+    if not isinstance(obj, dict):
+        return None
+    if "alert_id" in obj:
+        return "alerts"
+    if "model" in obj:
+        return "forecasts"
+    if "value" in obj or "values" in obj:
+        return "readings"
+    return None
+
+
+def describe(role: str | None, value: bytes | None, headers: Headers) -> str:
+    """One line for one record; a record that does not decode is described, not raised."""
+    kind = role or guess_role(value, headers)
+    if kind is None:
+        return f"unrecognised record ({0 if value is None else len(value)} bytes)"
+    try:
+        return DESCRIBE[kind](value, headers)
+    except SchemaError as exc:
+        return f"invalid {kind} record: {exc}"

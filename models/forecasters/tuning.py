@@ -1,0 +1,300 @@
+"""``roadcast train --tune BUDGET``: search each model's settings on the validation part.
+
+Optuna's TPE sampler proposes settings from the model's search space
+(:func:`search_space`); a trial fits the model on the training part, early-stopped on the
+validation part as usual, and its objective is the validation RMSE pooled over the full
+horizon. While it trains, every epoch's validation loss is reported to Optuna
+(:func:`models.nn.loop.observe_epochs`) and the median pruner stops trials whose curve is
+worse than the median of the earlier trials at the same epoch. The test part is never
+read. The best settings become the model's overrides for the seeds of the comparison.
+
+A budget is a number of trials per model (``30``) or a wall-clock time for the whole
+search (``20m``, ``90s``, ``1h``), shared equally by the tuned models.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from models.forecasters.evaluation import part_origins
+from models.forecasters.factory import build_model, is_stochastic
+from models.nn.loop import observe_epochs
+from models.panel import Split
+
+if TYPE_CHECKING:
+    import optuna
+
+    from models.forecasters.comparison import TrainPlan
+
+Log = Callable[[str], None]
+# A trial needs this many validation windows (x the horizon) for a usable score.
+MIN_VALID_WINDOWS_PER_STEP = 2
+WINDOWS = (6, 12, 24)
+
+
+class TuningError(ValueError):
+    """Tuning cannot run or found nothing; the message names the setting to change."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much searching: ``trials`` per model, or ``seconds`` for the whole search."""
+
+    trials: int | None = None
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.trials} trials" if self.trials is not None else f"{self.seconds:g} s"
+
+
+def parse_budget(text: str) -> Budget:
+    """``"30"`` -> 30 trials per model; ``"20m"``, ``"90s"``, ``"1.5h"`` -> a time budget.
+
+    Raises
+    ------
+    TuningError
+        For text that is neither, or a budget too small for one trial.
+    """
+    raw = str(text).strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h)?", raw)
+    if not match:
+        raise TuningError(
+            f"--tune {text!r}: give a number of trials per model (e.g. 30) or a time "
+            "(e.g. 20m, 90s, 1h)"
+        )
+    number, unit = float(match.group(1)), match.group(2)
+    if unit is None:
+        if number != int(number) or number < 1:
+            raise TuningError(f"--tune {text!r}: a trial budget must be a whole number >= 1")
+        return Budget(trials=int(number))
+    seconds = number * {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[unit]
+    if seconds < 1.0:
+        raise TuningError(f"--tune {text!r}: a budget of {seconds:g} s is too small for one trial")
+    return Budget(seconds=seconds)
+
+
+def tunable(name: str) -> bool:
+    """Whether ``name`` has settings to search (the baselines have none)."""
+    return name in ("ar", "lstm", "gru", "tgclstm")
+
+
+def search_space(name: str, trial: optuna.Trial) -> dict[str, Any]:
+    """The settings of one trial for model ``name`` (constructor keywords of the model;
+    ``train`` holds ``TrainConfig`` fields)."""
+    if name == "ar":
+        return {
+            "max_lag": trial.suggest_categorical("max_lag", [6, 12, 24, 36]),
+            "ic": trial.suggest_categorical("ic", ["aic", "bic"]),
+        }
+    params: dict[str, Any] = {
+        "window": trial.suggest_categorical("window", list(WINDOWS)),
+        "hidden": trial.suggest_categorical("hidden", [32, 64, 128, 256]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.7, step=0.1),
+        "skip": trial.suggest_categorical("skip", ["linear", "last", "none"]),
+        "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)},
+    }
+    if name == "tgclstm":
+        params["hops"] = trial.suggest_int("hops", 1, 3)
+        params["graph_hidden"] = trial.suggest_categorical("graph_hidden", [8, 16, 32])
+        params["graph_dropout"] = trial.suggest_float("graph_dropout", 0.0, 0.5, step=0.1)
+    return params
+
+
+def check_validation(split: Split, plan: TrainPlan) -> None:
+    """Refuse a validation part with fewer windows than a trial needs (before any fit)."""
+    need = MIN_VALID_WINDOWS_PER_STEP * plan.horizon
+    windows = len(
+        part_origins(
+            split.train.n_time + split.valid.n_time,
+            start=split.train.n_time,
+            stop=None,
+            window=max(WINDOWS),
+            horizon=plan.horizon,
+            inputs_inside=0,
+        )
+    )
+    if windows < need:
+        raise TuningError(
+            f"--tune needs at least {need} validation windows of {plan.horizon} targets; the "
+            f"validation part has {split.valid.n_time} steps ({windows} windows): raise "
+            f"--valid (now {plan.valid:g}), use more data or a shorter --horizon"
+        )
+
+
+def run_trial(name: str, trial: optuna.Trial, split: Split, plan: TrainPlan) -> float:
+    """Fit ``name`` with the trial's settings; its validation RMSE over the full horizon.
+
+    Every validated epoch is reported to the trial as the next step of one curve, also
+    across the stages of a fit that trains in several (TGC-LSTM's LSTM, then its graph
+    path: both restart their epoch count); a pruned trial raises ``optuna.TrialPruned``.
+    """
+    import optuna
+
+    params: dict[str, Any] = {
+        k: float(f"{v:.6g}") if isinstance(v, float) else v
+        for k, v in search_space(name, trial).items()
+    }
+    steps = itertools.count(1)
+
+    def observe(epoch: int, score: float) -> None:
+        step = next(steps)
+        trial.report(score, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (step {step} of the trial)")
+
+    model = build_model(
+        name,
+        horizon=plan.horizon,
+        seed=0,
+        device=plan.device,
+        epochs=plan.epochs,
+        progress=False,
+        **{"window": plan.window, **params},
+    )
+    with observe_epochs(observe):
+        model.fit(split.train, valid=split.valid)
+    metrics = getattr(model, "valid_metrics", None)
+    if not metrics:
+        raise TuningError(f"{name}: the validation part holds no complete window")
+    return float(metrics["pooled"][str(plan.horizon)]["rmse"])
+
+
+@dataclass
+class TuneResult:
+    """What the search found for one model."""
+
+    name: str
+    params: dict[str, Any]
+    best_rmse: float
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        states = [t["state"] for t in self.trials]
+        return {
+            "params": self.params,
+            "best_valid_rmse": self.best_rmse,
+            "trials": len(self.trials),
+            "completed": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED"),
+            "seconds": self.seconds,
+            "objective": "validation RMSE pooled over the full horizon",
+            "history": self.trials,
+        }
+
+
+TrialRunner = Callable[[str, "optuna.Trial", Split, "TrainPlan"], float]
+
+
+def tune_model(
+    name: str,
+    split: Split,
+    plan: TrainPlan,
+    budget: Budget,
+    *,
+    seconds: float | None = None,
+    run: TrialRunner = run_trial,
+    log: Log = print,
+) -> TuneResult:
+    """Search ``name``'s settings within ``budget`` (``seconds`` overrides its time share).
+
+    ``run`` fits one trial (the train flow passes a Prefect task). Deterministic models
+    are searched with one trial per setting, neural ones with seed 0.
+
+    Raises
+    ------
+    TuningError
+        When no trial finished within the budget.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=0)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    limit = seconds if seconds is not None else budget.seconds
+    trials = budget.trials if budget.trials is not None else 10_000
+    if not is_stochastic(name):
+        trials = min(trials, 8)  # AR's space has 8 points
+    started = time.monotonic()
+    for _ in range(trials):
+        if limit is not None and time.monotonic() - started >= limit:
+            break
+        trial = study.ask()
+        try:
+            value = run(name, trial, split, plan)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        except (ValueError, RuntimeError) as exc:  # a setting that cannot fit this data
+            log(f"  {name} trial {trial.number} failed: {exc}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        study.tell(trial, value)
+        log(f"  {name} trial {trial.number}: valid RMSE {value:.4f} {trial.params}")
+    history = [
+        {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
+        for t in study.trials
+    ]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise TuningError(
+            f"no trial of {name} finished within --tune {budget} ({len(study.trials)} started, "
+            "all pruned or failed); give a larger budget"
+        )
+    best = study.best_trial
+    params = _settings(name, best)
+    value = best.value if best.value is not None else math.nan
+    return TuneResult(name, params, float(value), history, seconds=time.monotonic() - started)
+
+
+def _settings(name: str, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The model keywords of a finished trial (its parameters, ``lr`` under ``train``)."""
+    params = {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in trial.params.items()}
+    lr = params.pop("lr", None)
+    return {**params, **({"train": {"lr": lr}} if lr is not None else {})}
+
+
+def tuned_plan(plan: TrainPlan, results: dict[str, TuneResult]) -> TrainPlan:
+    """``plan`` with each tuned model's settings as its overrides."""
+    overrides = {n: dict(v) for n, v in plan.overrides.items()}
+    for name, result in results.items():
+        overrides[name] = {**overrides.get(name, {}), **result.params}
+    return replace(plan, overrides=overrides)
+
+
+def time_shares(budget: Budget, names: list[str]) -> float | None:
+    """Seconds per tuned model under a time budget (None for a trial budget)."""
+    if budget.seconds is None or not names:
+        return None
+    share = budget.seconds / len(names)
+    return share if math.isfinite(share) else None
+
+
+def tune_models(
+    split: Split,
+    plan: TrainPlan,
+    budget: Budget,
+    *,
+    tuner: Callable[..., TuneResult] | None = None,
+    log: Log = print,
+) -> dict[str, TuneResult]:
+    """Tune every tunable model of ``plan`` (after checking the validation part);
+    ``tuner`` replaces :func:`tune_model` (the train flow runs each as a Prefect task)."""
+    names = [n for n in plan.models if tunable(n)]
+    if not names:
+        return {}
+    check_validation(split, plan)
+    share = time_shares(budget, names)
+    run = tuner or tune_model
+    results = {}
+    for name in names:
+        log(f"tuning {name} ({budget if share is None else f'{share:.0f} s'})")
+        results[name] = run(name, split, plan, budget, seconds=share, log=log)
+    return results

@@ -1,0 +1,391 @@
+"""Where alerts are delivered: Prometheus Alertmanager (API v2) and signed webhooks.
+
+A receiver turns alerts into one HTTP request with a deadline and says what came of it
+(:class:`Outcome`):
+
+``accepted``
+    a 2xx answer.
+``rejected``
+    a 4xx other than 408 and 429, or a redirect: the receiver will not take these
+    alerts however often they are sent; ``detail`` holds its reason (the answer's body).
+``retry``
+    a 5xx, 408 or 429 (``Retry-After`` honoured), a timeout or a connection error.
+
+:mod:`pipeline.alerts.delivery` decides what happens next. Receivers are named by
+scheme, host and port only: a webhook's path or query often holds a token, and a URL's
+user info a password, so neither reaches a log.
+
+Alertmanager
+------------
+Each alert becomes a postable alert of Alertmanager's API v2 (``POST /api/v2/alerts``):
+labels ``alertname`` (:data:`ALERTNAME`), ``sensor``, ``detector``, ``severity`` and
+``incident`` (the group key, when there is one) identify it; annotations carry the
+summary, the description (the detector's reason, observed and expected values), the
+score and ``alert_id``; ``startsAt`` is the episode's ``first_seen``. A resolved alert
+gets ``endsAt`` = its resolution time. A firing one gets ``endsAt`` four resend intervals
+ahead and is re-sent every interval while it fires (:meth:`AlertmanagerReceiver.resend`),
+as Prometheus does (``--rules.alert.resend-delay``, ``ValidUntil = 4 x resend``): an
+Alertmanager that restarted learns it again, and one that stops hearing of it (roadcast
+gone) resolves it by itself instead of paging forever. When an alert's labels change
+(severity rising to ``critical``) the old label set is resolved in the same request.
+
+Webhooks
+--------
+One alert per request, signed as `Standard Webhooks <https://www.standardwebhooks.com>`_
+specify: ``webhook-id`` (also sent as ``Idempotency-Key``) is the same for every delivery
+of one alert record, ``webhook-timestamp`` is the time of the attempt, and
+``webhook-signature`` is ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`` with
+the secret ``ROADCAST_WEBHOOK_SECRET``; receivers verify it with any Standard Webhooks
+library. The body is ``{"type": "roadcast.alert.<status>", "timestamp": <ts>, "data":
+<the alert's wire form plus "incident">}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Literal, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import SecretStr
+from standardwebhooks import Webhook
+
+from pipeline.kafka.schema import AlertMessage, encode_alert, format_timestamp
+
+ALERTNAME: Final = "RoadcastAnomaly"
+USER_AGENT: Final = "roadcast-alert-delivery"
+# Alerts per Alertmanager request: a backlog drains in few requests, each one small
+# (about 175 KB).
+ALERTMANAGER_BATCH: Final = 256
+# Resent alerts stay valid for this many resend intervals (Prometheus: 4).
+VALID_FOR_RESENDS: Final = 4
+# The part of an answer's body kept as the reason of a rejection.
+MAX_REASON_CHARS: Final = 500
+
+Kind = Literal["accepted", "rejected", "retry"]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An alert to deliver: the message of ``roadcast.alerts`` and its incident key."""
+
+    message: AlertMessage
+    incident: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of one request (see the module docstring)."""
+
+    kind: Kind
+    detail: str = ""
+    status: int | None = None
+    retry_after_s: float | None = None
+
+
+class Receiver(Protocol):
+    """A place alerts go to; :mod:`pipeline.alerts.delivery` drives one per thread."""
+
+    name: str
+    max_batch: int
+
+    def deliver(self, batch: Sequence[Pending]) -> Outcome:
+        """Send ``batch`` (at most ``max_batch`` alerts, in order) in one request."""
+        ...
+
+    def due(self) -> float:
+        """Seconds until :meth:`resend` has work (``inf``: never)."""
+        ...
+
+    def resend(self) -> Outcome | None:
+        """Re-send what the receiver must keep hearing about (None: nothing to send)."""
+        ...
+
+    def restore(self, firing: Iterable[Pending]) -> None:
+        """Take the alerts firing before the first record this process delivers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def safe_name(kind: str, url: str) -> str:
+    """``"<kind> <scheme>://<host>[:<port>]"``: a receiver's name without secrets."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{kind} {parts.scheme}://{parts.hostname}{port}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def classify(status: int, reason: str, headers: Mapping[str, str]) -> Outcome:
+    """An HTTP answer as an :class:`Outcome`."""
+    if 200 <= status < 300:
+        return Outcome("accepted", status=status)
+    if status in (408, 429) or status >= 500:
+        return Outcome(
+            "retry",
+            f"HTTP {status}: {reason}",
+            status,
+            _retry_after(headers.get("retry-after")),
+        )
+    if 300 <= status < 400:
+        where = headers.get("location", "?")
+        reason = f"redirected to {where}; set the receiver's URL to the final address"
+    return Outcome("rejected", f"HTTP {status}: {reason}", status)
+
+
+def post(
+    client: httpx.Client, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+) -> Outcome:
+    """POST ``body`` and classify the answer; the whole exchange has ``timeout_s``.
+
+    httpx's timeouts bound each network operation; the answer's body is read in chunks
+    against the overall deadline, so a receiver that trickles its answer is cut off too.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        with client.stream(
+            "POST", url, content=body, headers=dict(headers), timeout=timeout_s
+        ) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= 4 * MAX_REASON_CHARS or time.monotonic() > deadline:
+                    break
+            text = b"".join(chunks).decode("utf-8", "replace").strip().strip('"')
+            reason = " ".join(text.split())[:MAX_REASON_CHARS] or response.reason_phrase
+            return classify(response.status_code, reason, response.headers)
+    except httpx.TimeoutException as exc:
+        return Outcome("retry", f"no answer within {timeout_s:g} s ({type(exc).__name__})")
+    except httpx.HTTPError as exc:  # connection refused or reset, DNS, protocol errors
+        return Outcome("retry", f"{type(exc).__name__}: {exc}")
+
+
+class _Client:
+    """An HTTP client opened on first use and again after :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._client: httpx.Client | None = None
+
+    def get(self) -> httpx.Client:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.Client(headers={"User-Agent": USER_AGENT})
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+class AlertmanagerReceiver:
+    """One Alertmanager (every replica of an HA cluster is its own receiver, as with
+    Prometheus). ``url`` is its base address (``http://host:9093``) or the full
+    ``.../api/v2/alerts``. Keeps the alerts it has told Alertmanager are firing, to
+    re-send them every ``resend_interval_s``."""
+
+    max_batch = ALERTMANAGER_BATCH
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 10.0,
+        resend_interval_s: float = 60.0,
+        generator_url: str = "roadcast://alerts/{alert_id}",
+    ) -> None:
+        base = url.rstrip("/")
+        self.url = base if base.endswith("/api/v2/alerts") else f"{base}/api/v2/alerts"
+        self.name = safe_name("alertmanager", url)
+        self.timeout_s = timeout_s
+        self.resend_interval_s = resend_interval_s
+        self.generator_url = generator_url
+        self.firing: dict[str, Pending] = {}  # dedup_key -> the latest firing alert
+        self._next_resend = time.monotonic() + resend_interval_s
+        self._client = _Client()
+
+    # --- payloads ---------------------------------------------------------------------
+
+    @staticmethod
+    def labels(pending: Pending) -> dict[str, str]:
+        """The labels that identify an alert in Alertmanager."""
+        m = pending.message
+        labels = {
+            "alertname": ALERTNAME,
+            "sensor": m.sensor,
+            "detector": m.detector,
+            "severity": m.severity,
+        }
+        if pending.incident:
+            labels["incident"] = pending.incident
+        return labels
+
+    def payload(self, pending: Pending, ends_at: datetime) -> dict[str, Any]:
+        """The postable alert of ``pending``, ending at ``ends_at``."""
+        m = pending.message
+        seen = f"{m.observed:.6g}" if m.observed is not None else "no reading"
+        values = f"Observed {seen}"
+        if m.expected is not None:
+            values += f", expected {m.expected:.6g}"
+        if m.lo is not None and m.hi is not None:
+            values += f" (interval {m.lo:.6g} to {m.hi:.6g})"
+        values += f" at {format_timestamp(m.ts)}."
+        description = f"{m.reason.rstrip('.')}. {values}" if m.reason else values
+        annotations = {
+            "summary": f"{m.detector} anomaly on sensor {m.sensor} (score {m.score:.6g})",
+            "description": description,
+            "alert_id": m.alert_id,
+            "score": f"{m.score:.6g}",
+            "observed": _number(m.observed),
+            "expected": _number(m.expected),
+            "lower": _number(m.lo),
+            "upper": _number(m.hi),
+            "last_seen": format_timestamp(m.last_seen),
+        }
+        link = {
+            k: quote(v, safe="")
+            for k, v in (("sensor", m.sensor), ("detector", m.detector), ("alert_id", m.alert_id))
+        }
+        return {
+            "labels": self.labels(pending),
+            "annotations": {k: v for k, v in annotations.items() if v},
+            "startsAt": format_timestamp(m.first_seen),
+            "endsAt": format_timestamp(max(ends_at, m.first_seen)),
+            "generatorURL": self.generator_url.format(**link),
+        }
+
+    def _valid_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=VALID_FOR_RESENDS * self.resend_interval_s)
+
+    # --- requests ---------------------------------------------------------------------
+
+    def deliver(self, batch: Sequence[Pending]) -> Outcome:
+        """Send ``batch`` in order; the firing set follows what Alertmanager took."""
+        now = datetime.now(UTC)
+        alerts = []
+        for pending in batch:
+            m = pending.message
+            before = self.firing.get(m.dedup_key)
+            if before is not None and self.labels(before) != self.labels(pending):
+                alerts.append(self.payload(before, now))  # the old label set ends now
+            ends = m.ts if m.status == "resolved" else self._valid_until(now)
+            alerts.append(self.payload(pending, ends))
+        outcome = self._post(alerts)
+        if outcome.kind != "retry":
+            for pending in batch:
+                key = pending.message.dedup_key
+                if pending.message.status == "resolved":
+                    self.firing.pop(key, None)
+                elif outcome.kind == "accepted":
+                    self.firing[key] = pending
+        return outcome
+
+    def due(self) -> float:
+        """Seconds until the next resend (0: now)."""
+        return max(0.0, self._next_resend - time.monotonic())
+
+    def resend(self) -> Outcome | None:
+        """Re-send every firing alert with a fresh ``endsAt`` (None: none is firing)."""
+        self._next_resend = time.monotonic() + self.resend_interval_s
+        now = datetime.now(UTC)
+        alerts = [self.payload(p, self._valid_until(now)) for p in self.firing.values()]
+        if not alerts:
+            return None
+        outcome = Outcome("accepted")
+        for start in range(0, len(alerts), self.max_batch):
+            outcome = self._post(alerts[start : start + self.max_batch])
+            if outcome.kind != "accepted":
+                break
+        return outcome
+
+    def restore(self, firing: Iterable[Pending]) -> None:
+        """Start from these firing alerts (read back from Kafka); they are re-sent now."""
+        self.firing = {p.message.dedup_key: p for p in firing}
+        self._next_resend = time.monotonic()
+
+    def _post(self, alerts: list[dict[str, Any]]) -> Outcome:
+        body = json.dumps(alerts, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        return post(self._client.get(), self.url, body, headers, self.timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def idempotency_key(message: AlertMessage) -> str:
+    """The same for every delivery of one alert record (``msg_`` + 32 hex digits)."""
+    text = f"{message.alert_id}|{message.status}|{format_timestamp(message.ts)}"
+    return "msg_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class WebhookReceiver:
+    """A generic webhook: one signed POST per alert (see the module docstring)."""
+
+    max_batch = 1
+
+    def __init__(self, url: str, secret: SecretStr, *, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.name = safe_name("webhook", url)
+        self.timeout_s = timeout_s
+        self._webhook = Webhook(secret.get_secret_value())
+        self._client = _Client()
+
+    @staticmethod
+    def body(pending: Pending) -> str:
+        m = pending.message
+        data = json.loads(encode_alert(m))
+        data["incident"] = pending.incident
+        doc = {"type": f"roadcast.alert.{m.status}", "timestamp": data["ts"], "data": data}
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+    def deliver(self, batch: Sequence[Pending]) -> Outcome:
+        (pending,) = batch
+        body = self.body(pending)
+        key = idempotency_key(pending.message)
+        now = datetime.now(UTC)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": key,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._webhook.sign(key, now, body),
+            "Idempotency-Key": key,
+        }
+        return post(self._client.get(), self.url, body.encode(), headers, self.timeout_s)
+
+    def due(self) -> float:
+        return float("inf")
+
+    def resend(self) -> Outcome | None:
+        return None
+
+    def restore(self, firing: Iterable[Pending]) -> None:
+        """Webhooks get each record once; nothing to re-send."""
+
+    def close(self) -> None:
+        self._client.close()

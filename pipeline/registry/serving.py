@@ -1,0 +1,287 @@
+"""The serving set: which version of each model ``roadcast serve`` and the flows use.
+
+``<bundles>/serving.json`` (:class:`pipeline.model_dir.Serving`) names one version per
+model, the champion promoted with them, and the sets served before (newest first, the
+last :data:`HISTORY` kept). It is the single switch of the registry: a new set is
+written to a temporary file, flushed and renamed over the old one, after every
+version it names was verified (manifest checksums) and found to forecast one sensor
+network. A service watching the file (:mod:`pipeline.registry.watch`) therefore sees
+the old set or the new one, never a half-written bundle nor a mix.
+
+* :func:`promote` -- serve chosen versions (the train flow promotes its run's; by hand:
+  ``roadcast models promote``);
+* :func:`rollback` -- serve the set before the current one again;
+* :func:`ensure_registry` -- a folder of unversioned bundles (``<bundles>/<model>``,
+  what ``roadcast train`` wrote before versions existed) becomes versions and a
+  serving set of exactly those bundles, so nothing served changes.
+
+``<bundles>/<model>`` is then a symbolic link to the served version of each model, so
+that a path such as ``OUT/bundles/ar`` (``roadcast evaluate``) keeps naming the model
+being served; nothing reads the links to decide what to serve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.model_dir import (
+    CHAMPION_FILE,
+    CONFIG,
+    VERSIONS,
+    Champion,
+    Serving,
+    bundles_dir,
+    discover_bundles,
+    read_champion,
+    read_network,
+    read_serving,
+    version_path,
+    write_serving,
+)
+from pipeline.model_dir import promote as write_champion
+from pipeline.registry.versions import (
+    ModelVersion,
+    RegistryError,
+    describe,
+    find_version,
+    register,
+)
+
+log = logging.getLogger("roadcast.registry")
+
+HISTORY = 50
+IMPORTED = "imported"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def registry_root(models_dir: str | Path) -> Path:
+    """The bundles folder of ``models_dir`` (created when missing); refuses a single bundle."""
+    root = bundles_dir(models_dir)
+    if (root / CONFIG).is_file():
+        raise RegistryError(
+            f"{root} is one bundle, not a model directory; pass the folder that holds the "
+            "bundles (e.g. OUT/bundles)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def ensure_registry(models_dir: str | Path) -> Serving | None:
+    """The serving set of ``models_dir``, after moving unversioned bundles into the registry.
+
+    A folder without ``serving.json`` whose sub-directories are bundles gets each of
+    them registered (label ``imported``), a serving set of exactly those versions (with
+    the champion of ``champion.json``) and links in their place. None when the folder
+    holds no bundle at all.
+    """
+    root = registry_root(models_dir)
+    current = read_serving(root)
+    if current is not None:
+        return current
+    legacy = [p for p in discover_bundles(root) if not p.is_symlink()]
+    if not legacy:
+        return None
+    versions = {v.model: v for v in (register(root, p, label=IMPORTED, run_id="") for p in legacy)}
+    champion = read_champion(root)
+    serving = Serving(
+        models={m: v.version for m, v in versions.items()},
+        champion=None if champion is None else champion.to_dict(),
+        promoted_at=_now(),
+        reason=f"{IMPORTED} from unversioned bundles",
+    )
+    write_serving(root, serving)
+    for path in legacy:  # now copies: links to the versions take their place
+        aside = path.with_name(f".{path.name}.imported-{uuid.uuid4().hex[:8]}")
+        path.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    _link(root, serving)
+    log.info("registry_imported", extra={"fields": {"models": serving.models}})
+    return serving
+
+
+def _sensors(version: ModelVersion) -> frozenset[str]:
+    try:
+        return frozenset(json.loads((version.path / CONFIG).read_text())["sensor_ids"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"{version.path}/{CONFIG} is unreadable ({exc})") from None
+
+
+def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
+    """Refuse versions that do not verify or that forecast different sensor networks.
+
+    Raises
+    ------
+    RegistryError
+        Naming the version and what is wrong with it.
+    """
+    from models.bundle import BundleError, read_bundle
+
+    for version in versions.values():
+        try:
+            read_bundle(version.path)
+        except BundleError as exc:
+            raise RegistryError(
+                f"{version.model}@{version.version} is not promoted: {exc}"
+            ) from None
+    sensors = {name: _sensors(v) for name, v in versions.items()}
+    network = read_network(root)
+    expected = frozenset(network.sensor_ids) if network is not None else None
+    for name, own in sensors.items():
+        reference = expected if expected is not None else next(iter(sensors.values()))
+        if own != reference:
+            what = "network.json" if expected is not None else "the other models"
+            raise RegistryError(
+                f"{name}@{versions[name].version} forecasts {len(own)} sensors, not the "
+                f"{len(reference)} of {what} ({len(own ^ reference)} differ); a model "
+                "directory serves one sensor network"
+            )
+
+
+def promote(
+    models_dir: str | Path,
+    chosen: Mapping[str, str | None],
+    *,
+    champion: Champion | None = None,
+    replace: bool = False,
+    reason: str = "promoted by hand",
+) -> Serving:
+    """Serve the ``chosen`` versions (``{model: version ref or None for the newest}``).
+
+    With ``replace`` they become the whole serving set; otherwise they replace those
+    models' versions and the other served models stay. ``champion`` is recorded with
+    the set (``champion.json`` too); without it (and without ``replace``) the current
+    champion is kept while its model is still served. Returns the new set.
+
+    Raises
+    ------
+    RegistryError
+        An unknown or corrupt version, versions of different networks, or nothing to
+        serve.
+    """
+    root = registry_root(models_dir)
+    current = ensure_registry(root)
+    picked = {model: find_version(root, model, ref) for model, ref in chosen.items()}
+    served = {} if replace or current is None else dict(current.models)
+    served.update({model: v.version for model, v in picked.items()})
+    if not served:
+        raise RegistryError("nothing to serve: name at least one model")
+    versions = {m: _existing(root, m, v) for m, v in served.items()}
+    check_versions(root, versions)
+    record = champion.to_dict() if champion is not None else None
+    kept = current.champion if current is not None and not replace else None
+    if champion is None and kept is not None and kept.get("champion") in served:
+        record = kept
+    return _commit(root, current, served, record, reason)
+
+
+def rollback(models_dir: str | Path, steps: int = 1) -> Serving:
+    """Serve again the set that was served ``steps`` promotions ago; returns it.
+
+    The sets in between leave the history (their versions stay registered and can be
+    promoted again).
+
+    Raises
+    ------
+    RegistryError
+        When the history is shorter than ``steps`` or a version it names is gone.
+    """
+    if steps < 1:
+        raise RegistryError(f"steps must be at least 1, got {steps}")
+    root = registry_root(models_dir)
+    current = read_serving(root)
+    if current is None or len(current.history) < steps:
+        depth = 0 if current is None else len(current.history)
+        raise RegistryError(
+            f"cannot roll back {steps} step(s) in {root}: its history holds {depth} earlier "
+            "serving set(s) (see `roadcast models list`)"
+        )
+    target = Serving.from_dict(current.history[steps - 1])
+    versions = {m: _existing(root, m, v) for m, v in target.models.items()}
+    check_versions(root, versions)
+    serving = Serving(
+        models=dict(target.models),
+        champion=target.champion,
+        promoted_at=_now(),
+        reason=f"rollback to the set of {target.promoted_at}",
+        history=tuple(current.history[steps:]),
+    )
+    _publish(root, serving)
+    return serving
+
+
+def _existing(root: Path, model: str, version: str) -> ModelVersion:
+    path = version_path(root, model, version)
+    if not (path / CONFIG).is_file():
+        raise RegistryError(f"{model}@{version} is not in the registry ({path} is missing)")
+    return describe(path)
+
+
+def _commit(
+    root: Path,
+    current: Serving | None,
+    served: Mapping[str, str],
+    champion: dict[str, Any] | None,
+    reason: str,
+) -> Serving:
+    if current is not None and current.models == served and current.champion == champion:
+        return current  # promoted already (a retried task): no new history entry
+    history: tuple[dict[str, Any], ...] = ()
+    if current is not None:
+        history = (current.record(), *current.history)[:HISTORY]
+    serving = Serving(dict(sorted(served.items())), champion, _now(), reason, history)
+    _publish(root, serving)
+    return serving
+
+
+def _publish(root: Path, serving: Serving) -> None:
+    """``champion.json`` first, then the switch itself (``serving.json``), then the links."""
+    if serving.champion is not None:
+        write_champion(root, Champion(**_champion_fields(serving.champion)))
+    else:
+        (root / CHAMPION_FILE).unlink(missing_ok=True)
+    write_serving(root, serving)
+    _link(root, serving)
+    log.info(
+        "serving_set_promoted",
+        extra={"fields": {"models": serving.models, "reason": serving.reason}},
+    )
+
+
+def _champion_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "champion": str(record["champion"]),
+        "challengers": tuple(record.get("challengers", ())),
+        "scores": dict(record.get("scores", {})),
+        "metric": str(record.get("metric", "")),
+        "dataset": str(record.get("dataset", "")),
+        "promoted_at": str(record.get("promoted_at", "")),
+    }
+
+
+def _link(root: Path, serving: Serving) -> None:
+    """``<bundles>/<model>`` -> the served version of each model; stale links removed."""
+    try:
+        for entry in root.iterdir():
+            ours = entry.is_symlink() and Path(os.readlink(entry)).parts[:1] == (VERSIONS,)
+            if ours and entry.name not in serving.models:
+                entry.unlink()
+        for model, version in serving.models.items():
+            link = root / model
+            if link.exists() and not link.is_symlink():
+                continue  # a real folder someone put there: left alone, not served
+            tmp = root / f".{model}.link-{uuid.uuid4().hex[:8]}"
+            tmp.symlink_to(Path(VERSIONS) / model / version, target_is_directory=True)
+            os.replace(tmp, link)
+    except OSError as exc:  # a filesystem without links: only the convenience is lost
+        log.warning("registry_links_skipped", extra={"fields": {"error": str(exc)}})

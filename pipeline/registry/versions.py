@@ -1,0 +1,257 @@
+"""Model versions: bundles registered under their content hash, with a label and a run id.
+
+A version of a model is a bundle (:mod:`models.bundle`) kept in
+``<bundles>/versions/<model>/<version>/`` next to a ``version.json``::
+
+    {"model": "ar", "version": "3f2a9c1b7e4d", "sha256": "<64 hex>",
+     "label": "los-loop 2024-03-05", "run_id": "<Prefect flow run id or a uuid>",
+     "created_at": "2024-03-05T03:12:09Z"}
+
+``version`` is the first 12 hex digits of the sha256 of the bundle's ``manifest.json``,
+which holds the sha256 of every file: the same bundle always gets the same version and
+registering it twice keeps one copy. A version is written in a hidden staging folder
+and renamed into place, so a reader never sees half of one, and it is never modified
+afterwards (a new fit is a new version). Which version serves is
+:mod:`pipeline.registry.serving`'s job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.forecasters.base import Forecaster
+from pipeline.model_dir import CONFIG, VERSIONS, BundleDirError, discover_bundles
+
+VERSION_FILE = "version.json"
+MANIFEST = "manifest.json"
+VERSION_CHARS = 12
+
+
+class RegistryError(BundleDirError):
+    """A version cannot be found or served as asked; the message says why and what exists."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered (or, for an unversioned bundle, computed) version of a model."""
+
+    model: str
+    version: str
+    label: str
+    run_id: str
+    created_at: str
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "label": self.label,
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+        }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def content_hash(bundle: Path) -> str:
+    """The sha256 of the bundle's manifest (hex); raises ``RegistryError`` without one."""
+    try:
+        return hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise RegistryError(
+            f"{bundle} is not a model bundle ({MANIFEST}: {exc.strerror or exc})"
+        ) from None
+
+
+def describe(bundle: str | Path) -> ModelVersion:
+    """The version of the bundle at ``bundle``: its ``version.json``, or for a bundle
+    outside the registry its content hash with no label or run id."""
+    path = Path(bundle)
+    record_path = path / VERSION_FILE
+    if record_path.is_file():
+        try:
+            raw = json.loads(record_path.read_text())
+            return ModelVersion(
+                model=str(raw["model"]),
+                version=str(raw["version"]),
+                label=str(raw.get("label") or ""),
+                run_id=str(raw.get("run_id") or ""),
+                created_at=str(raw.get("created_at") or ""),
+                path=path,
+            )
+        except (ValueError, KeyError, TypeError):
+            pass  # described by its content below, like an unversioned bundle
+    try:
+        model = str(json.loads((path / CONFIG).read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"{path} is not a readable model bundle ({exc})") from None
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+    return ModelVersion(model, content_hash(path)[:VERSION_CHARS], "", "", created, path)
+
+
+def new_run_id() -> str:
+    """An id for a training run outside Prefect (a flow run passes its own id)."""
+    return str(uuid.uuid4())
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and ``root`` itself to disk."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def register(
+    bundles: str | Path,
+    source: Forecaster | str | Path,
+    *,
+    label: str = "",
+    run_id: str | None = None,
+) -> ModelVersion:
+    """Add a fitted model (or a bundle directory) to the registry in ``bundles``.
+
+    The bundle is written (or copied and verified) into a hidden staging folder, given
+    its ``version.json``, flushed to disk and renamed to ``versions/<model>/<version>``.
+    A bundle already registered keeps its first record. ``run_id`` None: a new id.
+    Returns the version.
+
+    Raises
+    ------
+    models.bundle.BundleError
+        When ``source`` is a bundle directory that does not verify.
+    """
+    from models.bundle import read_bundle
+
+    root = Path(bundles)
+    forecaster: Forecaster | None = None
+    origin = Path()
+    if isinstance(source, str | Path):
+        origin = Path(source)
+        model = read_bundle(origin).model  # verified before it is copied
+    else:
+        forecaster, model = source, source.name
+    parent = root / VERSIONS / model
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f".staging-{uuid.uuid4().hex}"
+    try:
+        if forecaster is None:
+            shutil.copytree(origin, staging, ignore=shutil.ignore_patterns(VERSION_FILE))
+            read_bundle(staging)  # the copy verifies too
+        else:
+            forecaster.save(staging)
+        digest = content_hash(staging)
+        short = digest[:VERSION_CHARS]
+        run = new_run_id() if run_id is None else run_id
+        version = ModelVersion(model, short, label, run, _now(), parent / short)
+        if version.path.is_dir():  # the same bundle, registered before
+            return describe(version.path)
+        record = {**version.to_dict(), "sha256": digest}
+        (staging / VERSION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        _fsync_tree(staging)
+        try:
+            os.rename(staging, version.path)
+        except OSError:
+            if version.path.is_dir():  # registered meanwhile by another process
+                return describe(version.path)
+            raise
+        _fsync_dir(parent)
+        return version
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def list_versions(bundles: str | Path, model: str | None = None) -> list[ModelVersion]:
+    """Every registered version (of ``model``, or of all models), oldest first per model."""
+    root = Path(bundles) / VERSIONS
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if model is not None and folder.name != model:
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") or not (path / CONFIG).is_file():
+                continue  # staging folders and leftovers are not versions
+            try:
+                out.append(describe(path))
+            except RegistryError:
+                continue
+    return sorted(out, key=lambda v: (v.model, v.created_at, v.version))
+
+
+def find_version(bundles: str | Path, model: str, ref: str | None = None) -> ModelVersion:
+    """Version ``ref`` of ``model`` (a version id, a unique prefix of one, or a label: the
+    newest with it); with ``ref`` None the newest version.
+
+    Raises
+    ------
+    RegistryError
+        Naming the versions there are when none (or several) match.
+    """
+    versions = list_versions(bundles, model)
+    if not versions:
+        raise RegistryError(
+            f"no registered version of {model!r} in {Path(bundles) / VERSIONS}; train one "
+            "with `roadcast train --out DIR` (see `roadcast models list`)"
+        )
+    if ref is None:
+        return versions[-1]
+    matches = [v for v in versions if v.version.startswith(ref)]
+    if not matches:
+        matches = [v for v in versions if v.label == ref][-1:]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(f"{v.version} ({v.label or 'no label'})" for v in versions[-5:])
+    what = "matches several versions" if matches else "matches no version"
+    raise RegistryError(f"{model}@{ref} {what}; the newest are {known}")
+
+
+def versions_of_run(bundles: str | Path, run_id: str) -> dict[str, ModelVersion]:
+    """The versions a training run registered, by model (the newest per model)."""
+    found: dict[str, ModelVersion] = {}
+    for version in list_versions(bundles):
+        if version.run_id == run_id:
+            found[version.model] = version
+    return found
+
+
+def validation_pooled(bundle: str | Path) -> dict[int, dict[str, float]]:
+    """The bundle's validation scores pooled over steps 1..h: ``{h: {"mae": ..., "rmse":
+    ...}}`` (empty when it was trained without a validation part)."""
+    try:
+        config = json.loads((Path(bundle) / CONFIG).read_text())
+        pooled = ((config.get("metrics") or {}).get("valid") or {}).get("pooled") or {}
+        return {
+            int(h): {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
+            for h, scores in pooled.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def served_versions(model_dir: str | Path) -> dict[str, ModelVersion]:
+    """The versions ``model_dir`` serves, by model, without loading the models."""
+    return {v.model: v for v in (describe(p) for p in discover_bundles(model_dir))}

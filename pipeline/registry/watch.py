@@ -1,0 +1,160 @@
+"""Hot reload: notice a new serving set and load it off the service's loop.
+
+:func:`load_serving` loads what a model directory serves, with each model's version.
+:class:`ServingWatcher` is what ``roadcast serve`` polls between batches: a ``stat`` of
+``serving.json`` at most every ``every_s`` seconds (cheap); when the file changed and
+names other versions than those running, one background thread loads and verifies
+them (:func:`load_serving`: manifest checksums, one network) while the loop goes on
+forecasting with the old models. :meth:`ServingWatcher.poll` hands the loaded set over
+once it is ready; the service swaps at a tick boundary. A set that fails to load is
+refused with a log line (``model_reload_refused``) naming why, and the old models keep
+serving; it is not retried until ``serving.json`` changes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.forecasters.base import Forecaster
+from pipeline.model_dir import (
+    SERVING_FILE,
+    Serving,
+    bundles_dir,
+    discover_bundles,
+    load_bundles,
+    read_serving,
+)
+from pipeline.registry.versions import ModelVersion, describe
+
+log = logging.getLogger("roadcast.registry")
+
+
+@dataclass(frozen=True)
+class LoadedSet:
+    """Loaded models (``{name: model}``), their versions, and the serving set they came
+    from (None for a folder of unversioned bundles)."""
+
+    models: dict[str, Forecaster]
+    versions: dict[str, ModelVersion]
+    serving: Serving | None
+
+    def ids(self) -> dict[str, str]:
+        """``{model: version id}``."""
+        return {name: v.version for name, v in self.versions.items()}
+
+
+def load_serving(model_dir: str | Path, *, only: Sequence[str] | None = None) -> LoadedSet:
+    """Load the models ``model_dir`` serves, with their versions.
+
+    Raises what :func:`pipeline.model_dir.load_bundles` raises (no bundle, a corrupt
+    one, different networks, a name of ``only`` not served).
+    """
+    serving = read_serving(model_dir) if not (Path(model_dir) / "config.json").is_file() else None
+    paths = discover_bundles(model_dir)
+    models = load_bundles(model_dir, only=only, paths=paths)
+    by_model = {}
+    for path in paths:
+        version = describe(path)
+        if version.model in models:
+            by_model[version.model] = version
+    return LoadedSet(models, {name: by_model[name] for name in models if name in by_model}, serving)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when ``serving.json`` is replaced: inode, size, mtime (None: absent)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class ServingWatcher:
+    """Watches a model directory's serving set for a service (see the module docstring).
+
+    Parameters
+    ----------
+    model_dir : the folder the service loaded its models from.
+    running : ``{model: version id}`` of the models the service runs now.
+    only : the service's ``--only`` model names (empty: every served model).
+    every_s : at most one ``stat`` of ``serving.json`` this often.
+    clock : monotonic seconds (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        running: Mapping[str, str],
+        *,
+        only: Sequence[str] = (),
+        every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.path = bundles_dir(model_dir) / SERVING_FILE
+        self.running = dict(running)
+        self.only = tuple(only)
+        self.every_s = every_s
+        self.clock = clock
+        self._seen = _signature(self.path)
+        self._checked = clock()
+        self._loading: Future[LoadedSet] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadcast-reload")
+
+    def poll(self) -> LoadedSet | None:
+        """A newly loaded serving set ready to swap in, or None (cheap when nothing changed)."""
+        if self._loading is not None:
+            if not self._loading.done():
+                return None
+            future, self._loading = self._loading, None
+            try:
+                loaded = future.result()
+            except Exception as exc:
+                self.refused(f"{type(exc).__name__}: {exc}")
+                return None
+            if loaded.ids() == self.running:
+                return None
+            return loaded
+        now = self.clock()
+        if now - self._checked < self.every_s:
+            return None
+        self._checked = now
+        seen = _signature(self.path)
+        if seen == self._seen or seen is None:
+            return None
+        self._seen = seen
+        try:
+            serving = read_serving(self.model_dir)
+        except Exception as exc:
+            self.refused(str(exc))
+            return None
+        if serving is None:
+            return None
+        wanted = {m: v for m, v in serving.models.items() if not self.only or m in self.only}
+        if wanted == self.running:
+            return None
+        fields = {"running": self.running, "serving": wanted, "reason": serving.reason}
+        log.info("model_reload_started", extra={"fields": fields})
+        self._loading = self._pool.submit(load_serving, self.model_dir, only=self.only or None)
+        return None
+
+    def swapped(self, loaded: LoadedSet) -> None:
+        """The service now runs ``loaded``."""
+        self.running = loaded.ids()
+
+    def refused(self, reason: str) -> None:
+        """Log that a serving set was not loaded; the running models keep serving."""
+        log.error(
+            "model_reload_refused",
+            extra={"fields": {"reason": reason, "running": self.running, "file": str(self.path)}},
+        )
+
+    def close(self) -> None:
+        """Stop the loading thread (a load in progress is abandoned)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

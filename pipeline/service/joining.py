@@ -1,0 +1,139 @@
+"""Joining the consumer group while the service starts (:class:`GroupJoin`).
+
+A group join takes seconds whatever the client does: the embedded Tansu broker answers
+a new member's JoinGroup after half its session timeout (3 s with the service's 6 s),
+Apache Kafka after ``group.initial.rebalance.delay.ms`` (3 s by default) for a group's
+first member. The service's other start-up work (importing torch, loading the bundles,
+restoring the store, warming the models up) takes about as long, so the two run side by
+side: a thread connects, subscribes and polls until the assignment arrives while the
+service loads; the loop then takes the consumer over (``benchmarks/startup.py``).
+
+The thread polls until it is assigned, not once: kafka-python 3.0 (3.0.12) carries on a
+join only while someone polls, and a join that completes between two polls is thrown
+away and started again (another 3 s). It completes with the SyncGroup answer a few ms
+after the JoinGroup answer, 3 s after the join began: polls of 100 ms or 1 s end right
+then. Polls of :data:`JOIN_POLL_MS` (not a divisor of 3 s) end 200 ms away from it; under
+heavy load a start may still join twice (docs/decisions.md, "Fast starts"). The consumer
+is not thread-safe: the loop uses it only after :meth:`GroupJoin.result` has joined the
+thread. Records the thread's last poll returned are handed over with it, for the loop's
+first batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pipeline.service.partitions import PartitionTracker, RebalanceListener
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+log = logging.getLogger("roadcast.service")
+
+# Poll timeout of the joining thread (see the module docstring); an idle topic keeps an
+# assignment waiting in the thread this long at most.
+JOIN_POLL_MS = 700
+
+Records = Mapping["TopicPartition", Sequence["ConsumerRecord"]]
+
+
+class GroupJoin:
+    """Connect, subscribe and join the consumer group in a thread (see the module docs).
+
+    Parameters
+    ----------
+    settings : connection, readings topic, consumer group.
+    partitions : the service's partition tracker (the rebalance listener updates it).
+    poll_records : ``max_poll_records`` of the consumer.
+    stop : stops the joining early (a SIGTERM during start-up).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: PartitionTracker,
+        poll_records: int,
+        stop: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.partitions = partitions
+        self.poll_records = poll_records
+        self._stop = stop
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._consumer: KafkaConsumer | None = None
+        self._records: dict[Any, list[Any]] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._join, name="roadcast-join", daemon=True)
+        self._thread.start()
+
+    def _join(self) -> None:
+        from pipeline.kafka.clients import ensure_topics, make_consumer
+
+        started = time.monotonic()
+        try:
+            ensure_topics(self.settings)
+            consumer = make_consumer(
+                self.settings,
+                group_id=self.settings.consumer_group,
+                max_poll_records=self.poll_records,
+            )
+            with self._lock:
+                self._consumer = consumer
+            consumer.subscribe(
+                [self.settings.topic_readings],
+                listener=RebalanceListener(self.partitions, consumer),
+            )
+            while not (self._stop.is_set() or self._cancel.is_set()):
+                for tp, records in consumer.poll(timeout_ms=JOIN_POLL_MS).items():
+                    self._records.setdefault(tp, []).extend(records)
+                if consumer.assignment():
+                    seconds = round(time.monotonic() - started, 3)
+                    fields = {"seconds": seconds, "partitions": len(consumer.assignment())}
+                    log.info("group_joined", extra={"fields": fields})
+                    return
+        except BaseException as exc:  # raised in the service's thread by result()
+            self._error = exc
+        finally:
+            if self._cancel.is_set():  # nobody will take the consumer over
+                self._close()
+
+    def result(self) -> tuple[KafkaConsumer, Records]:
+        """The subscribed consumer (now the caller's) and the records polled so far.
+
+        Raises
+        ------
+        pipeline.kafka.clients.KafkaUnavailable
+            When no broker answered (any error of the joining thread is raised here).
+        """
+        self._thread.join()
+        if self._error is not None:
+            self._close()
+            raise self._error
+        with self._lock:
+            consumer, self._consumer = self._consumer, None
+        assert consumer is not None
+        records, self._records = self._records, {}
+        return consumer, records
+
+    def cancel(self) -> None:
+        """Stop joining, without waiting (a bootstrap to an unreachable broker may take its
+        deadline): the consumer is closed, unless :meth:`result` handed it over."""
+        self._cancel.set()
+        if not self._thread.is_alive():
+            self._close()
+
+    def _close(self) -> None:
+        with self._lock:
+            consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception as exc:  # closing a consumer that never connected
+                log.debug("consumer_close_failed", extra={"fields": {"error": str(exc)}})

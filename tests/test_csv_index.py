@@ -1,0 +1,85 @@
+"""CSV input: row counters recognised as an index whatever their name, ``--index-col`` /
+``--no-index``, and errors that name the likely cause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.data.datasets import DatasetError, load_dataset
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def counts_csv(tmp_path: Path, first: str = "step") -> Path:
+    rows = [f"{first},a,b,c"] + [f"{k},{10 + k % 3},{20 + k % 5},{30 + k % 7}" for k in range(40)]
+    return write(tmp_path / "flow.csv", "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("first", ["step", "row", "Unnamed: 0", "k", ""])
+def test_a_first_column_counting_rows_is_an_index_whatever_its_name(tmp_path, first):
+    panel = load_dataset(f"csv:{counts_csv(tmp_path, first)}")
+    assert panel.sensor_ids == ("a", "b", "c") and panel.n_time == 40
+
+
+def test_readings_that_repeat_or_fall_are_not_an_index(tmp_path):
+    path = write(tmp_path / "x.csv", "a,b\n3,1\n3,2\n2,3\n")
+    assert load_dataset(f"csv:{path}").sensor_ids == ("a", "b")
+    floats = write(tmp_path / "f.csv", "a,b\n1.5,1\n2.5,2\n3.5,3\n")
+    assert load_dataset(f"csv:{floats}").sensor_ids == ("a", "b")
+    rising = write(tmp_path / "r.csv", "a,b\n1,1\n3,2\n5,3\n")  # readings that rise
+    assert load_dataset(f"csv:{rising}").sensor_ids == ("a", "b")
+
+
+def test_no_index_and_index_col_override_the_guess(tmp_path):
+    path = counts_csv(tmp_path)
+    assert load_dataset(f"csv:{path}", no_index=True).sensor_ids == ("step", "a", "b", "c")
+    named = load_dataset(f"csv:{path}", index_col="b")  # any column, by name
+    assert named.sensor_ids == ("step", "a", "c")
+    np.testing.assert_array_equal(named.values[:3, 0], [0, 1, 2])
+    stamped = write(
+        tmp_path / "t.csv",
+        "a,when\n1,2024-01-01 00:00\n2,2024-01-01 00:05\n3,2024-01-01 00:10\n",
+    )
+    panel = load_dataset(f"csv:{stamped}", index_col="when")
+    assert panel.sensor_ids == ("a",) and str(panel.timestamps[1]) == "2024-01-01 00:05:00+00:00"
+    with pytest.raises(DatasetError, match="--index-col 'nope' is not a column"):
+        load_dataset(f"csv:{path}", index_col="nope")
+    with pytest.raises(DatasetError, match="contradict"):
+        load_dataset(f"csv:{path}", index_col="step", no_index=True)
+    with pytest.raises(DatasetError, match="only for csv"):
+        load_dataset("simulated:sensors=3,hours=1", no_index=True)
+
+
+def test_an_adjacency_one_sensor_short_names_the_index_column(tmp_path):
+    rows = ["id,a,b,c,d,e"] + [",".join(str(k + j) for j in range(6)) for k in range(30)]
+    path = write(tmp_path / "wide.csv", "\n".join(rows) + "\n")
+    ring = np.roll(np.eye(5, dtype=int), 1, axis=1) + np.roll(np.eye(5, dtype=int), -1, axis=1)
+    adjacency = write(tmp_path / "adj.csv", "\n".join(",".join(map(str, r)) for r in ring))
+    assert load_dataset(f"csv:{path}", adjacency=adjacency).graph is not None
+    with pytest.raises(DatasetError, match=r"first column \('id'\).*--index-col id"):
+        load_dataset(f"csv:{path}", adjacency=adjacency, no_index=True)
+
+
+def test_adjacency_headers_name_the_sensors_on_either_side(tmp_path):
+    path = counts_csv(tmp_path)
+    header = write(tmp_path / "h.csv", "a,b,zz\n0,1,0\n1,0,1\n0,1,0\n")
+    with pytest.raises(
+        DatasetError, match=r"unknown: \['zz'\]; in the data but not the adjacency: \['c'\]"
+    ):
+        load_dataset(f"csv:{path}", adjacency=header)
+
+
+def test_cli_train_takes_index_options(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["train", "simulated", "--index-col", "x", "--no-index", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "contradict" in result.output

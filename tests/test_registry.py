@@ -1,0 +1,102 @@
+"""The model registry: versions named by content, a serving set changed only whole and
+verified, rollback, plain bundle folders moved in without changing what serves, and the
+``roadcast models`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.model_dir import read_champion, read_serving
+from pipeline.registry.serving import promote, rollback
+from pipeline.registry.versions import RegistryError, list_versions, register
+from pipeline.registry.watch import load_serving
+from tests.registry_support import make_registry
+from tests.service_support import HORIZON, make_world
+
+
+def test_plain_bundles_become_versions_without_changing_what_serves(tmp_path):
+    from pipeline.model_dir import Champion
+    from pipeline.model_dir import promote as write_champion
+
+    world = make_world(tmp_path / "bundles")
+    write_champion(world.bundles, Champion("ar", ("persistence",), {"ar": 1.0}, "m", "sim", "t"))
+    before = load_serving(world.bundles)
+    assert before.serving is None and set(before.ids()) == {"ar", "persistence"}
+    result = CliRunner().invoke(app, ["models", "promote", "ar", "--models", str(world.bundles)])
+    assert result.exit_code == 0, result.output
+    serving = read_serving(world.bundles)
+    assert serving is not None and serving.models == before.ids()  # the same bundles serve
+    assert serving.reason == "imported from unversioned bundles"
+    assert serving.champion is not None and serving.champion["champion"] == "ar"
+    for name in ("ar", "persistence"):
+        link = world.bundles / name
+        assert link.is_symlink() and (link / "version.json").is_file()
+    assert {v.label for v in list_versions(world.bundles)} == {"imported"}
+    after = load_serving(world.bundles)
+    assert after.ids() == before.ids() and after.serving == serving
+    assert read_champion(world.bundles) is not None
+
+
+def test_models_commands_list_promote_and_roll_back(tmp_path):
+    reg = make_registry(tmp_path, 5)
+    folder = ["--models", str(reg.bundles)]
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list", *folder], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert reg.a.version in listed.output and reg.b.version in listed.output
+    assert "serving" in listed.output and "0 earlier set(s)" in listed.output
+    promoted = runner.invoke(
+        app, ["models", "promote", f"ar@{reg.b.version[:5]}", "--champion", "ar", *folder]
+    )
+    assert promoted.exit_code == 0, promoted.output
+    assert f"ar@{reg.b.version}" in promoted.output
+    assert read_champion(reg.bundles).champion == "ar"
+    by_label = runner.invoke(app, ["models", "promote", "ar@first", *folder])
+    assert f"ar@{reg.a.version}" in by_label.output
+    back = runner.invoke(app, ["models", "rollback", "--steps", "2", *folder])
+    assert back.exit_code == 0 and f"ar@{reg.a.version}" in back.output
+    unknown = runner.invoke(app, ["models", "promote", "ar@nope", *folder])
+    assert unknown.exit_code == 1
+    assert "error: ar@nope matches no version; the newest are" in unknown.output
+    empty = runner.invoke(app, ["models", "rollback", *folder])
+    assert empty.exit_code == 1 and "history holds 0 earlier" in empty.output
+
+
+def test_the_serving_set_is_only_changed_whole_and_verified(tmp_path):
+    """Promotion refuses unknown, corrupt and foreign versions before touching
+    ``serving.json``; rollback walks the history back."""
+    from models.forecasters.ar import AutoRegressive
+
+    reg = make_registry(tmp_path, 5)
+    before = (reg.bundles / "serving.json").read_text()
+    with pytest.raises(RegistryError, match="matches no version"):
+        promote(reg.bundles, {"ar": "ffffff"})
+    small = AutoRegressive(window=3, horizon=HORIZON).fit(
+        reg.panel.slice(0, 150).select(reg.panel.sensor_ids[:3])
+    )
+    foreign = register(reg.bundles, small)
+    with pytest.raises(RegistryError, match=r"forecasts 3 sensors, not the 6 of network\.json"):
+        promote(reg.bundles, {"ar": foreign.version})
+    config = reg.b.path / "config.json"
+    config.write_text(config.read_text().replace('"window": 3', '"window": 4'))
+    with pytest.raises(RegistryError, match="sha256 differs"):
+        promote(reg.bundles, {"ar": reg.b.version})
+    assert (reg.bundles / "serving.json").read_text() == before
+    with pytest.raises(RegistryError, match="history holds 0"):
+        rollback(reg.bundles)
+    third = register(reg.bundles, AutoRegressive(window=3, horizon=HORIZON).fit(reg.panel))
+    promote(reg.bundles, {"ar": third.version[:6]})
+    assert read_serving(reg.bundles).models == {
+        "ar": third.version,
+        "persistence": read_serving(reg.bundles).models["persistence"],
+    }
+    assert (reg.bundles / "ar").resolve() == third.path.resolve()
+    assert json.loads((reg.bundles / "ar" / "version.json").read_text())["version"] == (
+        third.version
+    )
+    served = rollback(reg.bundles)
+    assert served.models["ar"] == reg.a.version and served.history == ()

@@ -1,0 +1,205 @@
+"""Settings and command-line options that must be refused, each with a one-line reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.cli.errors import RoadcastGroup
+from pipeline.settings import SettingsError, load_settings, unknown_variables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ROADCAST_* setting and no roadcast.toml from the developer's environment."""
+    for name in list(os.environ):
+        if name.startswith("ROADCAST_") and name not in ("ROADCAST_TEST_WAIT_S",):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("servers", "message"),
+    [
+        ("127.0.0.1:0", "port 0 of '127.0.0.1:0' is outside 1-65535"),
+        ("kafka:99999", "port 99999 of 'kafka:99999' is outside 1-65535"),
+        ("kafka:9092,kafka2", "HOST:PORT"),
+        ("kafka 1:9092", "HOST:PORT"),
+        (" , ", "at least one"),
+    ],
+)
+def test_bootstrap_ports_and_hosts(servers: str, message: str) -> None:
+    with pytest.raises(SettingsError, match="ROADCAST_BOOTSTRAP_SERVERS") as info:
+        load_settings(bootstrap_servers=servers)
+    assert message in str(info.value)
+    assert load_settings(bootstrap_servers="[::1]:65535,kafka:1").bootstrap_servers
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ROADCAST_TOPIC_READINGS", "", "topic name is empty"),
+        ("ROADCAST_TOPIC_DLQ", "dead letters", "not a legal topic name"),
+        ("ROADCAST_TOPIC_FORECASTS", "..", "not a legal topic name"),
+        ("ROADCAST_TOPIC_ALERTS", "a" * 250, "not a legal topic name"),
+        ("ROADCAST_CONSUMER_GROUP", " ", "consumer group name is empty"),
+        ("ROADCAST_TOPIC_DLQ", "roadcast.readings", "the four topics must differ"),
+    ],
+)
+def test_topic_and_group_names(monkeypatch, variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_misspelled_variable_is_reported_with_the_closest_name(monkeypatch) -> None:
+    monkeypatch.setenv("ROADCAST_TOPIC_READING", "x")
+    monkeypatch.setenv("ROADCAST_BOOTSTRAP_SERVER", "kafka:9092")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    assert (
+        "ROADCAST_TOPIC_READING: not a roadcast setting; did you mean ROADCAST_TOPIC_READINGS?"
+        in text
+    )
+    assert "did you mean ROADCAST_BOOTSTRAP_SERVERS?" in text
+    assert unknown_variables({"ROADCAST_CONFIG": "x", "ROADCAST_DEBUG": "1", "OTHER": "y"}) == []
+
+
+def test_toml_syntax_error_is_one_line_with_line_and_column(tmp_path, monkeypatch) -> None:
+    toml = tmp_path / "roadcast.toml"
+    toml.write_text('bootstrap_servers = "kafka:9092"\ntopic_readings = \n')
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "\n" not in text and "roadcast.toml: invalid TOML" in text
+    assert "line 2" in text and "column" in text
+    toml.write_text('topic_reading = "x"\n')
+    with pytest.raises(SettingsError, match="unknown setting 'topic_reading'; did you mean"):
+        load_settings()
+    monkeypatch.setenv("ROADCAST_CONFIG", str(tmp_path / "none.toml"))
+    with pytest.raises(SettingsError, match="ROADCAST_CONFIG: no such file"):
+        load_settings()
+
+
+def test_security_settings_that_cannot_work(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="needs ROADCAST_SASL_USERNAME"):
+        load_settings(security_protocol="SASL_SSL", sasl_username="user")
+    with pytest.raises(SettingsError, match="ROADCAST_SSL_CAFILE: no such file"):
+        load_settings(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem")
+    ok = load_settings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p")
+    assert ok.kafka_config()["sasl_plain_username"] == "u"
+
+
+def test_secrets_stay_out_of_errors() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(bootstrap_servers="x:0", sasl_password="hunter2-secret")
+    assert "hunter2" not in str(info.value)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_empty_topic_stops_a_replay_before_it_sends(monkeypatch) -> None:
+    monkeypatch.setenv("ROADCAST_TOPIC_READINGS", "")
+    result = CliRunner().invoke(app, ["replay", "simulated:sensors=3,hours=1"])
+    assert result.exit_code == 1
+    assert "ROADCAST_TOPIC_READINGS: the topic name is empty" in result.output
+
+
+def test_broken_toml_is_one_line_on_the_command_line(tmp_path) -> None:
+    (tmp_path / "roadcast.toml").write_text("[kafka\n")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "invalid TOML" in lines[0] and "line 1" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--tick", "abc"], "--tick"),
+        (["--tick", "0s"], "--tick"),
+        (["--allowed-lateness", "-1min"], "--allowed-lateness"),
+    ],
+)
+def test_duration_options_name_the_option(tmp_path, args: list[str], option: str) -> None:
+    result = CliRunner().invoke(app, ["serve", "--models", str(tmp_path), *args])
+    assert result.exit_code == 2
+    assert f"Invalid value for {option}" in " ".join(result.output.split())
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch) -> None:
+    from flows.cli import errors
+
+    monkeypatch.setitem(errors._state, "debug", False)
+    toy = typer.Typer(cls=RoadcastGroup)
+
+    @toy.callback()
+    def options(debug: bool = typer.Option(False, "--debug")) -> None:
+        errors.set_debug(debug)
+
+    @toy.command()
+    def boom() -> None:
+        raise KeyError("sensor")
+
+    quiet = CliRunner().invoke(toy, ["boom"])
+    assert quiet.exit_code == 1
+    assert quiet.output.strip().splitlines() == [
+        "error: KeyError: 'sensor' (unexpected; `roadcast --debug ...` shows the traceback)"
+    ]
+    loud = CliRunner().invoke(toy, ["--debug", "boom"])
+    assert isinstance(loud.exception, KeyError)
+
+
+def _write_panel_csv(path: Path, dead: str) -> None:
+    """Three sensors on a 5-minute grid; ``dead`` reports only in the last fifth."""
+    stamps = pd.date_range("2024-03-04", periods=400, freq="5min", tz="UTC")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            s: 50 + 5 * np.sin(np.arange(400) / 20 + k) + rng.normal(0, 1, 400)
+            for k, s in enumerate(["s1", "s2", "s3"])
+        },
+        index=stamps.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    frame.loc[frame.index[:320], dead] = np.nan
+    frame.index.name = "timestamp"
+    frame.to_csv(path)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_train_failure_in_a_prefect_task_is_one_line(prefect_server, tmp_path) -> None:
+    """``roadcast train`` on data with an all-missing sensor: the Prefect task fails, the
+    user sees its one-line reason naming the sensor, and a traceback only with --debug."""
+    data = tmp_path / "dead.csv"
+    _write_panel_csv(data, dead="s2")
+    env = {k: v for k, v in prefect_server.items() if not k.startswith("ROADCAST_")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "flows.cli", "train", f"csv:{data}", "--models",
+               "persistence", "--out", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    quiet = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert quiet.returncode == 1, quiet.stderr[-3000:]
+    assert "Traceback" not in quiet.stderr, quiet.stderr[-3000:]
+    errors = [line for line in quiet.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "s2" in errors[0] and "training part" in errors[0], errors
+    loud = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--debug", *command[3:]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert loud.returncode == 1 and "Traceback" in loud.stderr, loud.stderr[-3000:]

@@ -1,0 +1,84 @@
+"""``roadcast train`` on bad input: a clear one-line message naming the sensor or setting,
+no traceback, nothing written half-way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.train_models import train_models
+from models.forecasters.comparison import TrainPlan
+from models.panel import SensorPanel
+from pipeline.data.graph import RoadGraph
+
+PLAN = TrainPlan(models=("persistence", "ar"), window=6, horizon=3, seeds=1, progress=False)
+
+
+def panel(values: np.ndarray, graph: RoadGraph | None = None) -> SensorPanel:
+    stamps = pd.date_range("2024-03-01", periods=len(values), freq="5min", tz="UTC")
+    ids = [f"s{i}" for i in range(values.shape[1])]
+    return SensorPanel.from_values(values.astype(np.float32), stamps, ids, graph=graph)
+
+
+def readings(n: int = 300, nodes: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return 50 + np.sin(np.arange(n) / 20)[:, None] * 5 + rng.normal(0, 1, (n, nodes))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda v: v.__setitem__((slice(None), 2), np.nan), r"no reading .*\['s2'\]"),
+        (lambda v: v.__setitem__((slice(None), 1), 7.0), r"one constant value .*\['s1'\]"),
+        (lambda v: v.__setitem__((slice(0, 240), 3), np.nan), r"no reading in the training"),
+    ],
+)
+def test_sensors_no_model_can_learn_are_named(tmp_path: Path, change, message):
+    values = readings()
+    change(values)
+    with pytest.raises(ValueError, match=message):
+        train_models(panel(values), PLAN, tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sensor_without_a_link_is_named_for_graph_models(tmp_path: Path):
+    graph = RoadGraph.from_edges([0, 1, 1, 2], [1, 0, 2, 1], num_nodes=4)  # s3 has no link
+    plan = TrainPlan(models=("persistence", "tgclstm"), window=6, horizon=3, seeds=1, epochs=1)
+    lines: list[str] = []
+    document = train_models(panel(readings(), graph), plan, tmp_path / "out", log=lines.append)
+    assert any("no link in the graph" in line and "['s3']" in line for line in lines)
+    assert "tgclstm" in document["models"]  # a note, not a refusal: los-loop has such a sensor
+    bare = TrainPlan(models=("tgclstm",), window=6, horizon=3, seeds=1, epochs=1)
+    with pytest.raises(ValueError, match="needs a road graph"):
+        train_models(panel(readings()), bare, tmp_path / "none", log=lambda _: None)
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.integration
+def test_cli_names_the_sensor_and_writes_nothing(tmp_path: Path):
+    """``roadcast train`` as a user runs it (a process of its own, Prefect's temporary
+    server): one line naming the sensor, exit 1, no traceback, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    values = readings(200, 3)
+    values[:, 1] = 5.0
+    csv = tmp_path / "flow.csv"
+    frame = pd.DataFrame(values, columns=["a", "b", "c"])
+    frame.insert(0, "step", np.arange(len(frame)))  # a row counter: recognised as the index
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", f"csv:{csv}", "--models", "persistence",
+         "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output[-3000:]
+    assert "['b']" in output and "Traceback" not in output
+    assert not (out / "metrics.json").exists() and not (out / "bundles").exists()
