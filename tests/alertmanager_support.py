@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +16,9 @@ from typing import Any
 
 import httpx
 
-from tests.waiting import WAIT_S, wait_until
+from pipeline.kafka.broker import free_port
+from tests.processes import Daemon
+from tests.waiting import WAIT_S
 
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -29,12 +29,6 @@ def alertmanager_binary() -> str | None:
         if path := shutil.which(name):
             return path
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -144,54 +138,26 @@ receivers:
 """
 
 
-class Alertmanager:
+class Alertmanager(Daemon):
     """``prometheus-alertmanager`` on ``port`` (default: a free one) with its own config
     and storage under ``root``; notifications go to ``webhook``. Not started until
     :meth:`start`, so a test can point a client at it while it is down."""
 
+    name = "Alertmanager"
+
     def __init__(self, binary: str, root: Path, webhook: str, port: int | None = None) -> None:
-        self.binary = binary
-        self.root = root
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "alertmanager.log"
+        super().__init__(binary, root, port or free_port())
         self.config = root / "alertmanager.yml"
         self.config.write_text(CONFIG.format(webhook=webhook))
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Alertmanager:
-        args = [
-            self.binary,
+    def args(self) -> list[str]:
+        return [
             f"--config.file={self.config}",
             f"--storage.path={self.root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--cluster.listen-address=",
             "--log.level=warn",
         ]
-        with open(self.log, "ab") as sink:
-            self._proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-        wait_until(self._ready, what="Alertmanager to be ready", poll_s=0.2, details=self.tail)
-        return self
-
-    def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"Alertmanager exited: {self.tail()}")
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=WAIT_S).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.is_file() else ""
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
 
     # --- API v2 -----------------------------------------------------------------------
 

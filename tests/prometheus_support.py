@@ -5,7 +5,6 @@ evaluated every second; queried through its HTTP API."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,9 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.alertmanager_support import free_port
-from tests.waiting import WAIT_S, wait_until
+from pipeline.kafka.broker import free_port
+from tests.processes import Daemon
+from tests.waiting import WAIT_S
 
 
 def prometheus_binary() -> str | None:
@@ -27,18 +27,16 @@ def promtool_binary() -> str | None:
     return shutil.which("promtool")
 
 
-class Prometheus:
+class Prometheus(Daemon):
     """``prometheus`` scraping ``targets`` (``HOST:PORT``, job ``roadcast``) with the
     alert rules of ``rule_files``; files and data under ``root``."""
+
+    name = "Prometheus"
 
     def __init__(
         self, binary: str, root: Path, targets: list[str], rule_files: Sequence[Path] = ()
     ) -> None:
-        self.binary = binary
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "prometheus.log"
+        super().__init__(binary, root, free_port())
         self.config = root / "prometheus.yml"
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -48,46 +46,14 @@ class Prometheus:
             ],
         }
         self.config.write_text(yaml.safe_dump(config))
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Prometheus:
-        args = [
-            self.binary,
+    def args(self) -> list[str]:
+        return [
             f"--config.file={self.config}",
             f"--storage.tsdb.path={self.root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
         ]
-        with open(self.log, "ab") as sink:
-            self._proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-        wait_until(self._ready, what="Prometheus to be ready", poll_s=0.2, details=self.tail)
-        return self
-
-    def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"Prometheus exited: {self.tail()}")
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=WAIT_S).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.is_file() else ""
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-
-    def __enter__(self) -> Prometheus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- HTTP API ---------------------------------------------------------------------
 
