@@ -1,5 +1,5 @@
 """No record stops the service: one fault test per way a record (or a store, or a broker)
-used to stop or wedge it, against the real embedded broker.
+could stop or wedge it, against the real embedded broker.
 
 - a value float32 cannot hold, a timestamp outside the supported range: dead-lettered
   with their own reasons, the following readings forecast as usual;

@@ -235,8 +235,8 @@ def test_grace_closes_a_tick_a_sensor_skipped_but_never_during_a_backlog(world, 
 
 def test_the_loop_closes_the_last_tick_on_grace_without_new_readings(world, settings):
     """A sensor that never reports (and is never marked down): the last tick, with no
-    readings after it, used to stay open for good; now the loop closes it on the grace
-    without waiting for a reading."""
+    readings after it, is closed by the loop on the grace without waiting for a
+    reading."""
     config = ServiceConfig(
         allowed_lateness="0min", durable=False, poll_timeout_ms=50, grace="0.2s", down_after=None
     )
