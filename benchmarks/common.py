@@ -44,3 +44,45 @@ def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = 
     document = {"benchmark": name, "machine": machine(), **payload}
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=float) + "\n")
     return path
+
+
+def _fixed_work() -> None:
+    """A few milliseconds of numpy, pandas and interpreter work, the same every call."""
+    import numpy as np
+    import pandas as pd
+
+    values = np.arange(20_000, dtype=np.float32)
+    for i in range(100):
+        float((values * i).sum())
+        pd.Timestamp(1_700_000_000_000_000_000 + i, tz="UTC")
+
+
+def idle_penalty(idles_s: tuple[float, ...] = (0.5, 2.0), repeats: int = 5) -> dict[str, Any]:
+    """How much slower the same CPU work runs right after the process sat idle.
+
+    On a virtual machine whose host reclaims or evicts idle guest memory and caches, the
+    first work after a pause can take many times as long as back-to-back; any latency
+    measured after a wait (a tick closing on its grace) pays it. Returns the median ms
+    back to back (``hot_ms``), after each idle (``after_idle_ms``) and their ratios.
+    """
+    import statistics
+
+    def timed() -> float:
+        start = time.perf_counter()
+        _fixed_work()
+        return (time.perf_counter() - start) * 1000
+
+    timed()
+    hot = statistics.median(timed() for _ in range(repeats))
+    after: dict[str, float] = {}
+    for idle in idles_s:
+        runs = []
+        for _ in range(repeats):
+            time.sleep(idle)
+            runs.append(timed())
+        after[f"{idle:g}"] = round(statistics.median(runs), 2)
+    return {
+        "hot_ms": round(hot, 2),
+        "after_idle_ms": after,
+        "ratio": {k: round(v / hot, 1) for k, v in after.items()},
+    }

@@ -172,6 +172,24 @@ def test_incidents_close_after_the_group_window() -> None:
     assert soon.evaluate(tick(3, [0.1, 0.999]))[0].group_key == first  # 10 min later
 
 
+def test_a_sensor_between_two_incidents_joins_the_older() -> None:
+    neighbours = {"a": {"m"}, "m": {"a", "z"}, "z": {"m"}}
+    manager = AlertManager(["z", "m", "a"], AlertRules(for_=pd.Timedelta(0)), neighbours)
+    older = manager.evaluate(tick(0, [0.1, 0.1, 0.999]))[0].group_key  # a
+    newer = next(
+        e.group_key
+        for e in manager.evaluate(tick(1, [0.999, 0.1, 0.999]))
+        if e.message.sensor == "z"
+    )
+    assert older != newer
+    joined = [
+        e for e in manager.evaluate(tick(2, [0.999, 0.999, 0.999])) if e.message.sensor == "m"
+    ]
+    assert joined[0].group_key == older
+    assert manager.incident_sensors(older) == {"a", "m"}
+    assert manager.incident_sensors(newer) == {"z"}
+
+
 def test_neighbours_from_graph() -> None:
     from pipeline.data.graph import RoadGraph
 

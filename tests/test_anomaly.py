@@ -65,6 +65,38 @@ def test_pool_needs_min_count_drops_oldest_and_round_trips() -> None:
         ConformalPool.from_state({"x.data": np.zeros((1, 2))}, "x")
 
 
+def test_pool_stores_what_it_holds_and_scores_like_a_brute_force_ranking() -> None:
+    """Buffers grow with the statistics (a small calibration set is small to scan and
+    save); the p-values stay the plain conformal ranks through growth and wrap-around."""
+    rng = np.random.default_rng(3)
+    pool = ConformalPool(3, capacity=300, min_count=1)
+    pool.extend(rng.normal(size=(40, 3)))
+    assert pool.state("x")["x.data"].shape == (3, 64)
+    held: list[list[float]] = [list(c) for c in pool.state("x")["x.data"][:, :40]]
+    for _ in range(400):
+        stat = rng.normal(size=3)
+        stat[rng.random(3) < 0.2] = np.nan  # rows skip ticks at different rates
+        pool.append(stat)
+        for row, value in enumerate(stat):
+            if np.isfinite(value):
+                held[row] = (held[row] + [float(value)])[-300:]
+        probe = rng.normal(size=3) * 0.5
+        expected = [
+            (1 + sum(v >= a for v in h)) / (len(h) + 1) for h, a in zip(held, probe, strict=True)
+        ]
+        np.testing.assert_allclose(pool.pvalues(probe), expected)
+    assert pool.state("x")["x.data"].shape == (3, 300)
+    again = ConformalPool.from_state(pool.state("x"), "x")  # its tail scale is fresh
+    # Quantiles and the tail beyond the maximum, row by row, as numpy computes them.
+    for row, values in enumerate(np.sort(np.array(held), axis=1)):
+        k = min(int(np.ceil((len(values) + 1) * 0.9)), len(values)) - 1
+        assert pool.quantile(0.9)[row] == values[k]
+        far = np.zeros(3)
+        far[row] = 2 * values[-1] - np.quantile(values, 0.9)  # one tail scale beyond the max
+        assert again.pvalues(far)[row] == pytest.approx(np.exp(-1.0) / (len(values) + 1))
+    np.testing.assert_array_equal(again.pvalues(np.zeros(3)), pool.pvalues(np.zeros(3)))
+
+
 # --------------------------------------------------------------------------- combination
 
 

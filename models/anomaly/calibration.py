@@ -27,6 +27,8 @@ that keep learning while they stream (NAB's protocol), from every scored tick
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from models.anomaly.base import DetectorError
@@ -35,6 +37,9 @@ TAIL_QUANTILE = 0.9
 # The tail scale is re-estimated after this many appends (a quantile per row per tick
 # would dominate the cost of a large network); the maximum is kept exact.
 TAIL_REFRESH = 64
+# Ring buffers start this wide and double up to ``capacity`` as statistics arrive: a
+# pool calibrated on a few hundred validation steps scans and stores only those.
+FIRST_WIDTH = 64
 
 
 class ConformalPool:
@@ -56,7 +61,8 @@ class ConformalPool:
         self.n_rows = n_rows
         self.capacity = capacity
         self.min_count = min_count
-        self._data = np.full((n_rows, capacity), np.nan)  # [row, capacity], ring buffers
+        # [row, width <= capacity], ring buffers; every column past the width is NaN.
+        self._data = np.full((n_rows, min(capacity, FIRST_WIDTH)), np.nan)
         self._seen = np.zeros(n_rows, dtype=np.int64)  # [row], statistics ever appended
         self._max = np.full(n_rows, np.nan)  # [row]
         self._scale = np.full(n_rows, np.nan)  # [row], tail scale
@@ -67,14 +73,43 @@ class ConformalPool:
         """int64 ``[row]``: statistics currently held per row."""
         return np.minimum(self._seen, self.capacity)
 
+    def _grow(self, needed: int) -> None:
+        """Widen the buffers to hold ``needed`` statistics per row (at most ``capacity``)."""
+        width = self._data.shape[1]
+        needed = min(needed, self.capacity)
+        if needed <= width:
+            return
+        wider = min(self.capacity, max(needed, 2 * width))
+        pad = np.full((self.n_rows, wider - width), np.nan)
+        self._data = np.concatenate([self._data, pad], axis=1)
+
+    def _order_stats(self, rows: np.ndarray, ranks: Callable[[int], list[int]]) -> np.ndarray:
+        """``[len(rows), k]``: the ``ranks(n)``-th smallest statistics of each row of
+        ``rows`` holding ``n`` (rows grouped by ``n``; a partition, not a sort, per group)."""
+        counts = self.counts[rows]
+        out = np.empty((len(rows), len(ranks(1))))
+        for n in np.unique(counts).tolist():
+            same = counts == n
+            wanted = ranks(n)
+            part = np.partition(self._data[rows[same]], sorted(set(wanted)), axis=1)
+            out[same] = part[:, wanted]
+        return out
+
     def _refresh(self) -> None:
-        filled = self.counts > 0
+        filled = np.flatnonzero(self.counts > 0)
         self._max = np.full(self.n_rows, np.nan)
         self._scale = np.full(self.n_rows, np.nan)
-        if filled.any():
-            data = self._data[filled]
-            top = np.nanmax(data, axis=1)
-            q = np.nanquantile(data, TAIL_QUANTILE, axis=1)
+        if len(filled):
+
+            def ranks(n: int) -> list[int]:
+                below = int(np.floor(TAIL_QUANTILE * (n - 1)))
+                return [below, min(below + 1, n - 1), n - 1]
+
+            low, high, top = self._order_stats(filled, ranks).T
+            # np.quantile's default ("linear"), with numpy's own interpolation formula.
+            n = self.counts[filled]
+            t = TAIL_QUANTILE * (n - 1) - np.floor(TAIL_QUANTILE * (n - 1))
+            q = np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)
             self._max[filled] = top
             # A constant pool has no spread: any larger value is then far outside it.
             self._scale[filled] = np.maximum(top - q, 1e-9 * np.maximum(1.0, np.abs(top)))
@@ -85,6 +120,7 @@ class ConformalPool:
         stats = np.asarray(stats, dtype=np.float64)
         if stats.ndim != 2 or stats.shape[1] != self.n_rows:
             raise DetectorError(f"expected statistics [n, {self.n_rows}], got {stats.shape}")
+        self._grow(int((self._seen + np.isfinite(stats).sum(axis=0)).max()))
         for row in range(self.n_rows):
             col = stats[:, row]
             col = col[np.isfinite(col)][-self.capacity :]
@@ -104,6 +140,7 @@ class ConformalPool:
         rows = np.nonzero(np.isfinite(stat))[0]
         if not len(rows):
             return
+        self._grow(int(self._seen[rows].max()) + 1)
         self._data[rows, self._seen[rows] % self.capacity] = stat[rows]
         self._seen[rows] += 1
         self._since_refresh += 1
@@ -131,13 +168,14 @@ class ConformalPool:
         """float64 ``[row]``: the split-conformal ``ceil((n+1) level) / n`` quantile."""
         if not 0.0 < level < 1.0:
             raise DetectorError(f"level must be in (0, 1), got {level}")
-        n = self.counts
         out = np.full(self.n_rows, np.nan)
-        for row in np.nonzero(n >= self.min_count)[0]:
-            values = self._data[row]
-            values = np.sort(values[np.isfinite(values)])
-            k = min(int(np.ceil((n[row] + 1) * level)), int(n[row])) - 1
-            out[row] = values[max(k, 0)]
+        rows = np.flatnonzero(self.counts >= self.min_count)
+        if len(rows):
+
+            def rank(n: int) -> list[int]:
+                return [max(min(int(np.ceil((n + 1) * level)), n) - 1, 0)]
+
+            out[rows] = self._order_stats(rows, rank)[:, 0]
         return out
 
     # --- persistence ------------------------------------------------------------------
@@ -162,7 +200,13 @@ class ConformalPool:
                 f"saved detector lacks calibration array {exc}; it was written by another "
                 "version: fit and save it again"
             ) from None
-        if data.shape != (n_rows, capacity) or seen.shape != (n_rows,):
+        held = int(np.minimum(seen, capacity).max(initial=0))
+        if (
+            data.ndim != 2
+            or data.shape[0] != n_rows
+            or not held <= data.shape[1] <= capacity
+            or seen.shape != (n_rows,)
+        ):
             raise DetectorError(f"calibration arrays of {prefix!r} have inconsistent shapes")
         pool = cls(n_rows, capacity, min_count)
         pool._data = data.copy()

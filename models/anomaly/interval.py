@@ -405,22 +405,19 @@ class ForecastIntervalDetector(StreamingDetector):
         if not (score >= REASON_MIN_SCORE).any():
             return ()
         assert self.halfwidth is not None
-        outside = (stats > self.halfwidth) & available  # [horizon, node]
-        out = []
-        for i in range(self.n_nodes):
-            if score[i] < REASON_MIN_SCORE:
-                out.append("")
-                continue
+        outside = ((stats > self.halfwidth) & available).sum(axis=0).tolist()  # [node]
+        made = available.sum(axis=0).tolist()  # [node]
+        out = [""] * self.n_nodes
+        for i in np.flatnonzero(score >= REASON_MIN_SCORE).tolist():
             side = "above" if x[i] > expected[i] else "below"
             text = (
                 f"{x[i]:.4g} is {side} the {self.config.level:.0%} interval "
                 f"[{lower[i]:.4g}, {upper[i]:.4g}] (expected {expected[i]:.4g}); outside the "
-                f"intervals of {int(outside[:, i].sum())} of {int(available[:, i].sum())} "
-                f"forecasts made for it"
+                f"intervals of {outside[i]} of {made[i]} forecasts made for it"
             )
             if p_range is not None and np.isfinite(p_range[i]):
                 text += f", and outside the sensor's normal range (p={p_range[i]:.2g})"
-            out.append(text)
+            out[i] = text
         return tuple(out)
 
     # --- persistence ------------------------------------------------------------------

@@ -139,6 +139,7 @@ class _Incident:
     sensors: set[str]
     last_active: pd.Timestamp
     open_alerts: int = 0
+    seq: int = 0  # creation order: a sensor joins the oldest incident it may
 
 
 def neighbours_from_graph(graph: GraphLike, sensor_ids: Sequence[str]) -> dict[str, set[str]]:
@@ -179,8 +180,11 @@ class AlertManager:
             raise AlertError("sensor ids must be unique")
         self.rules = rules or AlertRules()
         self.neighbours = {k: set(v) for k, v in (neighbours or {}).items()}
+        self._col = {s: i for i, s in enumerate(self.sensor_ids)}
         self._alerts: dict[str, _Alert] = {}
-        self._incidents: list[_Incident] = []
+        self._incidents: dict[str, _Incident] = {}  # by key, oldest first
+        self._by_sensor: dict[str, set[str]] = {}  # sensor -> keys of its incidents
+        self._created = 0
         self._last_ts: dict[str, pd.Timestamp] = {}
 
     # --- public -----------------------------------------------------------------------
@@ -191,10 +195,8 @@ class AlertManager:
 
     def incident_sensors(self, group_key: str) -> set[str]:
         """Sensors of an open incident (empty once it closed)."""
-        for incident in self._incidents:
-            if incident.key == group_key:
-                return set(incident.sensors)
-        return set()
+        incident = self._incidents.get(group_key)
+        return set(incident.sensors) if incident is not None else set()
 
     def evaluate(self, detection: Detection) -> list[AlertEvent]:
         """Advance every sensor's condition by one tick; the messages to publish, in order.
@@ -229,7 +231,13 @@ class AlertManager:
         events: list[AlertEvent] = []
         score = np.asarray(detection.score, dtype=np.float64)
         observed = np.asarray(detection.observed, dtype=np.float64)
-        for i, sensor in enumerate(sensor_ids):
+        # A sensor without a condition and below the threshold has nothing to do.
+        holding = np.flatnonzero(np.isfinite(observed) & (score >= rules.threshold)).tolist()
+        tracked = [
+            self._col[a.sensor] for a in self._alerts.values() if a.detector == detection.detector
+        ]
+        for i in sorted(set(holding).union(tracked)):
+            sensor = sensor_ids[i]
             key = f"{sensor}:{detection.detector}"
             alert = self._alerts.get(key)
             if not math.isfinite(observed[i]):
@@ -270,11 +278,17 @@ class AlertManager:
                 events.append(self._event(key, alert, "resolved", detection, i, ts))
                 self._close(alert.group_key, ts)
                 del self._alerts[key]
-        self._incidents = [
-            inc
-            for inc in self._incidents
-            if inc.open_alerts > 0 or ts - inc.last_active <= rules.group_window
-        ]
+        window = rules.group_window
+        for key in [
+            k
+            for k, inc in self._incidents.items()
+            if inc.open_alerts <= 0 and ts - inc.last_active > window
+        ]:
+            for sensor in self._incidents.pop(key).sensors:
+                keys = self._by_sensor[sensor]
+                keys.discard(key)
+                if not keys:
+                    del self._by_sensor[sensor]
         return events
 
     def _severity(self, score: float) -> Severity:
@@ -293,27 +307,30 @@ class AlertManager:
     def _join(self, sensor: str, ts: pd.Timestamp) -> str:
         near = self.neighbours.get(sensor, set()) | {sensor}
         window = self.rules.group_window
-        for incident in self._incidents:  # oldest first
-            recent = incident.open_alerts > 0 or ts - incident.last_active <= window
-            if recent and incident.sensors & near:
+        keys = set().union(*(self._by_sensor.get(s, ()) for s in near))
+        for incident in sorted((self._incidents[k] for k in keys), key=lambda inc: inc.seq):
+            if incident.open_alerts > 0 or ts - incident.last_active <= window:
                 incident.sensors.add(sensor)
                 incident.open_alerts += 1
                 incident.last_active = ts
+                self._by_sensor.setdefault(sensor, set()).add(incident.key)
                 return incident.key
         key = f"incident:{sensor}@{format_timestamp(ts.to_pydatetime())}"
-        self._incidents.append(_Incident(key, {sensor}, ts, 1))
+        self._created += 1
+        self._incidents[key] = _Incident(key, {sensor}, ts, 1, self._created)
+        self._by_sensor.setdefault(sensor, set()).add(key)
         return key
 
     def _touch(self, group_key: str, ts: pd.Timestamp) -> None:
-        for incident in self._incidents:
-            if incident.key == group_key:
-                incident.last_active = ts
+        incident = self._incidents.get(group_key)
+        if incident is not None:
+            incident.last_active = ts
 
     def _close(self, group_key: str, ts: pd.Timestamp) -> None:
-        for incident in self._incidents:
-            if incident.key == group_key:
-                incident.open_alerts -= 1
-                incident.last_active = ts
+        incident = self._incidents.get(group_key)
+        if incident is not None:
+            incident.open_alerts -= 1
+            incident.last_active = ts
 
     def _event(
         self,
