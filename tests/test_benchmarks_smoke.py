@@ -48,7 +48,11 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
         all(_positive(r["csr_ms"]) and _positive(r["auto_ms"]) for r in d["kernels"])
         and all("error" not in r and _positive(r["peak_mb"]) for r in d["fits"])
     ),
-    "stream": lambda d: d["lost"] == 0 and _positive(d["service_per_s"]),
+    "stream": lambda d: (
+        d["lost"] == 0
+        and _positive(d["service_per_s"])
+        and all(_positive(v) for v in d["idle_penalty"]["ratio"].values())
+    ),
     "startup": lambda d: (
         all(_positive(r["first_forecast_s"]) and "group_joined" in r for r in d["runs"])
         and _positive(d["join_median_s"])
