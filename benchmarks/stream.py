@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:
                 gappy, models, missing_panel, missing_interval, hooks[2], config, args.settle
             )
     # The missing phase's ticks close after the machine sat idle for about the grace.
-    penalty = idle_penalty((grace_s or 2.0,), repeats=3 if args.quick else 5)
+    idle_s = grace_s or 2.0
+    penalty = idle_penalty((idle_s,), repeats=3 if args.quick else 5)
     latencies, lat_counters = complete.latencies, complete.counters
     from pipeline.service.latency import percentiles
 
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
             ["ticks not closed", len(gap["unclosed"]) + len(complete.unclosed), "0"],
             ["arrival spread p99 (ms, every sensor)", result["arrival_spread_ms"]["p99"], ""],
             [
-                f"same CPU work after {grace_s or 2.0:g} s idle / back to back",
+                f"same CPU work after {idle_s:g} s idle / back to back",
                 next(iter(penalty["ratio"].values())),
                 "",
             ],

@@ -107,8 +107,8 @@ class ConformalPool:
 
             low, high, top = self._order_stats(filled, ranks).T
             # np.quantile's default ("linear"), with numpy's own interpolation formula.
-            n = self.counts[filled]
-            t = TAIL_QUANTILE * (n - 1) - np.floor(TAIL_QUANTILE * (n - 1))
+            position = TAIL_QUANTILE * (self.counts[filled] - 1)
+            t = position - np.floor(position)
             q = np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)
             self._max[filled] = top
             # A constant pool has no spread: any larger value is then far outside it.
