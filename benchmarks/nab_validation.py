@@ -136,14 +136,15 @@ def _code_hash(member: str) -> str:
 
     if member not in _HASHES:
         digest = hashlib.sha256()
-        for name in ("base", "online", "calibration", member):
+        base = member.removesuffix("pot")  # a tail variant runs its base member's code
+        for name in ("base", "online", "calibration", base):
             try:
                 module = importlib.import_module(f"models.anomaly.{name}")
             except ImportError:
                 continue
             digest.update(Path(str(module.__file__)).read_bytes())
-        builder = detect.MEMBERS[member][1]
-        for function in (builder, detect.member_scores, detect.file_info, detect.rows_panel):
+        builders = dict.fromkeys((detect.MEMBERS[base][1], detect.MEMBERS[member][1]))
+        for function in (*builders, detect.member_scores, detect.file_info, detect.rows_panel):
             _code_digest(function.__code__, digest)
         _HASHES[member] = digest.hexdigest()[:12]
     return _HASHES[member]

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from models.anomaly.base import DetectorError, StreamingDetector
+from models.anomaly.calibration import Tail
 from models.anomaly.ensemble import AlarmRule, ensemble_series
 from models.panel import SensorPanel
 
@@ -105,13 +106,14 @@ class FileInfo:
     value_range: tuple[float, float] | None
 
 
-def _context(info: FileInfo) -> StreamingDetector:
+def _context(info: FileInfo, tail: Tail = "max") -> StreamingDetector:
     from models.anomaly.context import ContextConfig, ContextDetector
 
     # Block lengths of 1 row and of 1 % and 3.3 % of the probation (ARTime's time scale).
     probation = info.head.n_time
     scales = (1, max(1, probation // 100), max(1, probation // 30))
-    return ContextDetector(ContextConfig(window=8, scales=scales, memory=3000)).start(info.head)
+    config = ContextConfig(window=8, scales=scales, memory=3000, tail=tail)
+    return ContextDetector(config).start(info.head)
 
 
 def _extreme(info: FileInfo) -> StreamingDetector:
@@ -133,14 +135,14 @@ def _spectral(info: FileInfo) -> StreamingDetector:
     return SpectralDetector(SpectralConfig()).start(info.head)
 
 
-def _interval(info: FileInfo) -> StreamingDetector:
+def _interval(info: FileInfo, tail: Tail = "max") -> StreamingDetector:
     from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
     from models.forecasters.registry import model_class
 
     forecaster = model_class("persistence")(window=1, horizon=3)  # type: ignore[call-arg]
     forecaster.fit(info.head)
-    detector = ForecastIntervalDetector(forecaster, IntervalConfig(horizon=3, agreement="all"))
-    return detector.start(info.head)
+    config = IntervalConfig(horizon=3, agreement="all", tail=tail)
+    return ForecastIntervalDetector(forecaster, config).start(info.head)
 
 
 def _gan(info: FileInfo) -> StreamingDetector:
@@ -163,6 +165,14 @@ MEMBERS: dict[str, tuple[str, Callable[[FileInfo], StreamingDetector]]] = {
     "spectral": ("spectral-residual saliency of the latest reading, window 64", _spectral),
     "interval": ("persistence forecast residuals, 3 horizons that must all agree", _interval),
     "gan": ("BeatGAN-style reconstruction and critic score, trained on the probation", _gan),
+    "contextpot": (
+        "context novelty with a peaks-over-threshold tail",
+        lambda info: _context(info, "pot"),
+    ),
+    "intervalpot": (
+        "persistence forecast residuals with a peaks-over-threshold tail",
+        lambda info: _interval(info, "pot"),
+    ),
 }
 
 

@@ -97,6 +97,51 @@ def test_pool_stores_what_it_holds_and_scores_like_a_brute_force_ranking() -> No
     np.testing.assert_array_equal(again.pvalues(np.zeros(3)), pool.pvalues(np.zeros(3)))
 
 
+def test_pot_tail_is_not_hidden_by_anomalies_in_the_calibration() -> None:
+    """Five incident-sized residuals among 995 ordinary ones: the "max" tail cannot give a
+    sixth one a p-value below 6 / 1001; the peaks-over-threshold tail, read from the 90 %
+    and 95 % quantiles, can, and it equals the conformal rank below the 90 % quantile."""
+    rng = np.random.default_rng(5)
+    calibration = np.concatenate([np.abs(rng.normal(size=995)), np.full(5, 40.0)])[:, None]
+    plain, pot = ConformalPool(1, 2000), ConformalPool(1, 2000, tail="pot")
+    plain.extend(calibration)
+    pot.extend(calibration)
+    incident = np.array([40.0])
+    assert plain.pvalues(incident)[0] == pytest.approx(6 / 1001)
+    u, q95 = np.quantile(calibration[:, 0], [0.9, 0.95])
+    expected = 0.1 * 2.0 ** (-(40.0 - u) / (q95 - u))
+    assert pot.pvalues(incident)[0] == pytest.approx(expected)
+    assert expected < 1e-10
+    ordinary = np.array([np.quantile(calibration[:, 0], 0.5)])
+    assert pot.pvalues(ordinary)[0] == plain.pvalues(ordinary)[0]
+    # The tail setting travels with a saved pool; a bundle without it loads as "max".
+    again = ConformalPool.from_state(pot.state("p"), "p")
+    assert again.tail == "pot"
+    assert again.pvalues(incident)[0] == pot.pvalues(incident)[0]
+    old = plain.state("q")
+    old["q.shape"] = old["q.shape"][:3]
+    assert ConformalPool.from_state(old, "q").tail == "max"
+    with pytest.raises(DetectorError, match="tail must be one of max, pot"):
+        ConformalPool(1, tail="gev")  # type: ignore[arg-type]
+
+
+def test_pot_tail_of_discrete_statistics() -> None:
+    """Ties from the 90 % to the 95 % quantile: the tail runs through the 99 %; ties up to
+    the 99 %: the row keeps the "max" tail (no spread to extrapolate from)."""
+    stats = np.zeros((1000, 2))
+    stats[960:990, 0], stats[990:, 0] = 1.0, 5.0  # row 0: q90 = q95 = 0, q99 = 1.04
+    stats[995:, 1] = 1.0  # row 1: q99 = 0
+    pot, plain = ConformalPool(2, 2000, tail="pot"), ConformalPool(2, 2000)
+    pot.extend(stats)
+    plain.extend(stats)
+    q99 = np.quantile(stats[:, 0], 0.99)
+    p = pot.pvalues(np.array([5.0, 1.0]))
+    assert p[0] == pytest.approx(0.1 * 2.0 ** (-5.0 / (q99 / np.log2(10))))
+    assert p[1] == plain.pvalues(np.array([5.0, 1.0]))[1] == pytest.approx(6 / 1001)
+    beyond = np.array([0.0, 3.0])  # row 1 beyond its maximum: the "max" tail's extrapolation
+    np.testing.assert_array_equal(pot.pvalues(beyond)[1], plain.pvalues(beyond)[1])
+
+
 # --------------------------------------------------------------------------- combination
 
 

@@ -20,6 +20,21 @@ so a reading twice as far outside the normal range scores higher than one just o
 it (a light-tailed, exponential tail model; it only orders extreme values, it does not
 claim exact probabilities there).
 
+That is ``tail="max"``. Its p-values cannot fall below ``1 / (n + 1)`` while the pool
+holds one statistic as large, so anomalies in the calibration data (an incident in the
+validation weeks, or earlier alarms when calibrating online) hide later anomalies of the
+same size. ``tail="pot"`` (peaks over threshold, as SPOT: Siffer et al., "Anomaly detection
+in streams with extreme value theory", KDD 2017) reads the upper tail from the 90 % and
+95 % quantiles instead, which a few contaminating statistics barely move: above the 90 %
+quantile ``u`` the p-value is the exponential tail through both::
+
+    p = 0.1 * 2 ** (-(a - u) / (q95 - u))
+
+and below ``u`` the conformal rank as before. Discrete statistics may tie from ``u`` to
+``q95``: the tail then runs through ``q99``, and where that ties too, the row keeps the
+"max" tail. It is model-based above ``u``: valid when the tail is no heavier than
+exponential, too small (more alarms) when it is heavier.
+
 Pools are filled from validation data (:meth:`ConformalPool.extend`) and, for detectors
 that keep learning while they stream (NAB's protocol), from every scored tick
 (:meth:`ConformalPool.append`, first in first out beyond ``capacity``).
@@ -28,6 +43,7 @@ that keep learning while they stream (NAB's protocol), from every scored tick
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
@@ -40,6 +56,11 @@ TAIL_REFRESH = 64
 # Ring buffers start this wide and double up to ``capacity`` as statistics arrive: a
 # pool calibrated on a few hundred validation steps scans and stores only those.
 FIRST_WIDTH = 64
+# ``tail="pot"``: the exponential tail runs from the TAIL_QUANTILE through the first of
+# these quantiles, or the second when the first equals it (ties in discrete statistics).
+POT_QUANTILES = (0.95, 0.99)
+Tail = Literal["max", "pot"]
+TAILS: tuple[Tail, ...] = ("max", "pot")
 
 
 class ConformalPool:
@@ -50,22 +71,28 @@ class ConformalPool:
     n_rows : rows (e.g. sensors x horizons).
     capacity : statistics kept per row; older ones are dropped first.
     min_count : rows with fewer statistics give NaN p-values (not scored yet).
+    tail : beyond the pool, ``"max"`` or ``"pot"`` (module doc).
     """
 
-    def __init__(self, n_rows: int, capacity: int = 4096, min_count: int = 20) -> None:
+    def __init__(
+        self, n_rows: int, capacity: int = 4096, min_count: int = 20, tail: Tail = "max"
+    ) -> None:
         if n_rows < 1 or capacity < 2 or min_count < 1:
             raise DetectorError(
                 f"ConformalPool needs n_rows >= 1, capacity >= 2, min_count >= 1, "
                 f"got {n_rows}, {capacity}, {min_count}"
             )
+        check_tail(tail)
         self.n_rows = n_rows
         self.capacity = capacity
         self.min_count = min_count
+        self.tail = tail
         # [row, width <= capacity], ring buffers; every column past the width is NaN.
         self._data = np.full((n_rows, min(capacity, FIRST_WIDTH)), np.nan)
         self._seen = np.zeros(n_rows, dtype=np.int64)  # [row], statistics ever appended
-        self._max = np.full(n_rows, np.nan)  # [row]
+        self._anchor = np.full(n_rows, np.nan)  # [row]: the maximum, or q90 where _pot
         self._scale = np.full(n_rows, np.nan)  # [row], tail scale
+        self._pot = np.zeros(n_rows, dtype=bool)  # [row]: the peaks-over-threshold tail
         self._since_refresh = 0
 
     @property
@@ -97,22 +124,36 @@ class ConformalPool:
 
     def _refresh(self) -> None:
         filled = np.flatnonzero(self.counts > 0)
-        self._max = np.full(self.n_rows, np.nan)
+        self._anchor = np.full(self.n_rows, np.nan)
         self._scale = np.full(self.n_rows, np.nan)
+        self._pot = np.zeros(self.n_rows, dtype=bool)
         if len(filled):
+            levels = (TAIL_QUANTILE, *(POT_QUANTILES if self.tail == "pot" else ()))
 
             def ranks(n: int) -> list[int]:
-                below = int(np.floor(TAIL_QUANTILE * (n - 1)))
-                return [below, min(below + 1, n - 1), n - 1]
+                out = [n - 1]
+                for level in levels:
+                    below = int(np.floor(level * (n - 1)))
+                    out += [below, min(below + 1, n - 1)]
+                return out
 
-            low, high, top = self._order_stats(filled, ranks).T
-            # np.quantile's default ("linear"), with numpy's own interpolation formula.
-            position = TAIL_QUANTILE * (self.counts[filled] - 1)
-            t = position - np.floor(position)
-            q = np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)
-            self._max[filled] = top
+            stats = self._order_stats(filled, ranks)
+            n = self.counts[filled]
+            q = [
+                _quantile(stats[:, 1 + 2 * i], stats[:, 2 + 2 * i], level, n)
+                for i, level in enumerate(levels)
+            ]
+            anchor, spread = stats[:, 0], stats[:, 0] - q[0]  # the maximum, max - q90
+            tiny = 1e-9 * np.maximum(1.0, np.abs(q[0]))
+            if self.tail == "pot":
+                # Half-life of the exponential tail through q90 and q95 (or q99).
+                half = np.where(q[1] - q[0] > tiny, q[1] - q[0], (q[2] - q[0]) / np.log2(10))
+                pot = half > tiny  # else (ties up to q99) the "max" tail
+                anchor, spread = np.where(pot, q[0], anchor), np.where(pot, half, spread)
+                self._pot[filled] = pot
+            self._anchor[filled] = anchor
             # A constant pool has no spread: any larger value is then far outside it.
-            self._scale[filled] = np.maximum(top - q, 1e-9 * np.maximum(1.0, np.abs(top)))
+            self._scale[filled] = np.maximum(spread, 1e-9 * np.maximum(1.0, np.abs(anchor)))
         self._since_refresh = 0
 
     def extend(self, stats: np.ndarray) -> None:
@@ -144,10 +185,11 @@ class ConformalPool:
         self._data[rows, self._seen[rows] % self.capacity] = stat[rows]
         self._seen[rows] += 1
         self._since_refresh += 1
-        if self._since_refresh >= TAIL_REFRESH or np.isnan(self._max[rows]).any():
+        if self._since_refresh >= TAIL_REFRESH or np.isnan(self._anchor[rows]).any():
             self._refresh()
         else:
-            self._max[rows] = np.fmax(self._max[rows], stat[rows])
+            peak = rows[~self._pot[rows]]  # rows whose anchor is their maximum
+            self._anchor[peak] = np.fmax(self._anchor[peak], stat[peak])
 
     def pvalues(self, stat: np.ndarray) -> np.ndarray:
         """float64 ``[row]`` conformal p-values of ``stat`` ``[row]`` (NaN: not scored)."""
@@ -157,9 +199,14 @@ class ConformalPool:
         n = self.counts
         at_least = (self._data >= stat[:, None]).sum(axis=1)  # NaN compares False
         p = (1.0 + at_least) / (n + 1.0)
-        beyond = (at_least == 0) & np.isfinite(stat) & (n > 0)
+        scored = np.isfinite(stat) & (n > 0)
+        pot = scored & self._pot & (stat > self._anchor)
+        if pot.any():
+            excess = (stat[pot] - self._anchor[pot]) / self._scale[pot]
+            p[pot] = (1.0 - TAIL_QUANTILE) * np.exp2(-excess)
+        beyond = scored & ~self._pot & (at_least == 0)
         if beyond.any():
-            excess = (stat[beyond] - self._max[beyond]) / self._scale[beyond]
+            excess = (stat[beyond] - self._anchor[beyond]) / self._scale[beyond]
             p[beyond] *= np.exp(-np.maximum(excess, 0.0))
         p[~np.isfinite(stat) | (n < self.min_count)] = np.nan
         return p
@@ -185,14 +232,18 @@ class ConformalPool:
         return {
             f"{prefix}.data": self._data.copy(),
             f"{prefix}.seen": self._seen.copy(),
-            f"{prefix}.shape": np.array([self.n_rows, self.capacity, self.min_count]),
+            f"{prefix}.shape": np.array(
+                [self.n_rows, self.capacity, self.min_count, TAILS.index(self.tail)]
+            ),
         }
 
     @classmethod
     def from_state(cls, tensors: dict[str, np.ndarray], prefix: str) -> ConformalPool:
         """The pool saved by :meth:`state` under ``prefix``."""
         try:
-            n_rows, capacity, min_count = (int(x) for x in tensors[f"{prefix}.shape"])
+            shape = [int(x) for x in tensors[f"{prefix}.shape"]]
+            n_rows, capacity, min_count = shape[:3]
+            tail = shape[3] if len(shape) > 3 else 0  # written before the setting: "max"
             data = np.asarray(tensors[f"{prefix}.data"], dtype=np.float64)
             seen = np.asarray(tensors[f"{prefix}.seen"], dtype=np.int64)
         except KeyError as exc:
@@ -208,8 +259,25 @@ class ConformalPool:
             or seen.shape != (n_rows,)
         ):
             raise DetectorError(f"calibration arrays of {prefix!r} have inconsistent shapes")
-        pool = cls(n_rows, capacity, min_count)
+        if not 0 <= tail < len(TAILS):
+            raise DetectorError(f"calibration {prefix!r} has an unknown tail code {tail}")
+        pool = cls(n_rows, capacity, min_count, TAILS[tail])
         pool._data = data.copy()
         pool._seen = seen.copy()
         pool._refresh()
         return pool
+
+
+def check_tail(tail: str) -> Tail:
+    """``tail`` if it is one of :data:`TAILS`, else a DetectorError naming them."""
+    if tail not in TAILS:
+        raise DetectorError(f"tail must be one of {', '.join(TAILS)}, got {tail!r}")
+    return tail  # type: ignore[return-value]
+
+
+def _quantile(low: np.ndarray, high: np.ndarray, level: float, counts: np.ndarray) -> np.ndarray:
+    """np.quantile's default ("linear") between the order statistics ``low`` and ``high``
+    around ``level (n - 1)``, with numpy's own interpolation formula."""
+    position = level * (counts - 1)
+    t = position - np.floor(position)
+    return np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)

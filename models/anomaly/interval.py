@@ -53,7 +53,7 @@ from models.anomaly.base import (
     read_detector_bundle,
     save_detector_bundle,
 )
-from models.anomaly.calibration import ConformalPool
+from models.anomaly.calibration import ConformalPool, Tail, check_tail
 from models.forecasters.base import Forecast, Forecaster, target_windows, window_origins
 from models.panel import SensorPanel
 
@@ -71,6 +71,8 @@ class IntervalConfig:
     online : keep adding the stream's residuals to the calibration (NAB's protocol).
     capacity : calibration residuals kept per sensor and horizon.
     min_count : residuals needed before a sensor is scored.
+    tail : how residuals beyond the calibration are judged, ``"max"`` or ``"pot"``
+        (:mod:`models.anomaly.calibration`).
     feature : the feature judged when panels are ``[time, node, feature]``.
     """
 
@@ -81,6 +83,7 @@ class IntervalConfig:
     online: bool = False
     capacity: int = 4096
     min_count: int = 20
+    tail: Tail = "max"
     feature: int = 0
 
     def __post_init__(self) -> None:
@@ -90,6 +93,7 @@ class IntervalConfig:
             raise DetectorError(f"level must be in (0, 1), got {self.level}")
         if self.agreement not in ("all", "half"):
             raise DetectorError(f"agreement must be 'all' or 'half', got {self.agreement!r}")
+        check_tail(self.tail)
 
 
 def _values_2d(panel: SensorPanel, feature: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,9 +166,9 @@ class ForecastIntervalDetector(StreamingDetector):
 
     def _new_pools(self) -> None:
         c = self.config
-        self.residuals = ConformalPool(c.horizon * self.n_nodes, c.capacity, c.min_count)
-        self.upper_range = ConformalPool(self.n_nodes, c.capacity, c.min_count)
-        self.lower_range = ConformalPool(self.n_nodes, c.capacity, c.min_count)
+        self.residuals = ConformalPool(c.horizon * self.n_nodes, c.capacity, c.min_count, c.tail)
+        self.upper_range = ConformalPool(self.n_nodes, c.capacity, c.min_count, c.tail)
+        self.lower_range = ConformalPool(self.n_nodes, c.capacity, c.min_count, c.tail)
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Calibrate on ``valid`` (default: the last 20 % of ``panel``).

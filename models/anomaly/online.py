@@ -43,7 +43,7 @@ from models.anomaly.base import (
     read_detector_bundle,
     save_detector_bundle,
 )
-from models.anomaly.calibration import ConformalPool
+from models.anomaly.calibration import ConformalPool, Tail, check_tail
 from models.panel import SensorPanel
 
 
@@ -54,17 +54,21 @@ class OnlineConfig:
     capacity : statistics kept per sensor for the p-values (oldest dropped first).
     min_count : statistics needed before a sensor is scored.
     online : keep calibrating on the stream after ``fit`` (``start`` always does).
+    tail : how statistics beyond the calibration are judged, ``"max"`` or ``"pot"``
+        (:mod:`models.anomaly.calibration`).
     """
 
     capacity: int = 4096
     min_count: int = 20
     online: bool = True
+    tail: Tail = "max"
 
     def _check_calibration(self) -> None:
         if self.capacity < 2 or self.min_count < 1:
             raise DetectorError(
                 f"need capacity >= 2 and min_count >= 1, got {self.capacity}, {self.min_count}"
             )
+        check_tail(self.tail)
 
 
 def series_2d(panel: SensorPanel) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +136,8 @@ class OnlineDetector(StreamingDetector):
             raise DetectorError(f"the {self.name} detector needs at least one sensor")
         self.sensor_ids = tuple(sensor_ids)
         rows = self.n_stats * self.n_nodes
-        self.pool = ConformalPool(rows, self.config.capacity, self.config.min_count)
+        c = self.config
+        self.pool = ConformalPool(rows, c.capacity, c.min_count, c.tail)
         self._prepare(head)
 
     def _keep_fitted(self) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
 from models.forecasters.base import Forecaster
 from models.panel import SensorPanel
-from pipeline.alerts.config import AlertingError
+from pipeline.alerts.config import AlertingConfig, AlertingError
 
 DETECTORS_DIR = "detectors"
 NEIGHBOURS_FILE = "neighbours.json"
@@ -44,7 +45,8 @@ def calibrate_interval(
     ``train`` and ``valid`` must be the parts ``forecaster`` was trained and validated on
     (never test data). Returns the detector's directory.
     """
-    config = config or IntervalConfig(horizon=min(3, forecaster.horizon), capacity=1024)
+    if config is None:
+        config = replace(AlertingConfig().interval, horizon=min(3, forecaster.horizon))
     detector = ForecastIntervalDetector(forecaster, config, self_forecast=False)
     detector.fit(train.select(forecaster.sensor_ids), valid=valid.select(forecaster.sensor_ids))
     target = detectors_dir(model_dir) / "interval"
