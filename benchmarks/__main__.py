@@ -23,6 +23,7 @@ BENCHMARKS = (
     "wire",
     "scale",
     "anomaly",
+    "alert_rate",
     "alert_delivery",
     "fuzz",
     "hot_reload",

@@ -99,8 +99,8 @@ def test_pool_stores_what_it_holds_and_scores_like_a_brute_force_ranking() -> No
 
 def test_pot_tail_is_not_hidden_by_anomalies_in_the_calibration() -> None:
     """Five incident-sized residuals among 995 ordinary ones: the "max" tail cannot give a
-    sixth one a p-value below 6 / 1001; the peaks-over-threshold tail, read from the 90 %
-    and 95 % quantiles, can, and it equals the conformal rank below the 90 % quantile."""
+    sixth one a p-value below 6 / 1001; the peaks-over-threshold tail, read from the 90 %,
+    95 % and 97.5 % quantiles, can, and it equals the conformal rank below the 90 %."""
     rng = np.random.default_rng(5)
     calibration = np.concatenate([np.abs(rng.normal(size=995)), np.full(5, 40.0)])[:, None]
     plain, pot = ConformalPool(1, 2000), ConformalPool(1, 2000, tail="pot")
@@ -108,10 +108,15 @@ def test_pot_tail_is_not_hidden_by_anomalies_in_the_calibration() -> None:
     pot.extend(calibration)
     incident = np.array([40.0])
     assert plain.pvalues(incident)[0] == pytest.approx(6 / 1001)
-    u, q95 = np.quantile(calibration[:, 0], [0.9, 0.95])
-    expected = 0.1 * 2.0 ** (-(40.0 - u) / (q95 - u))
+    u, q95, q975 = np.quantile(calibration[:, 0], [0.9, 0.95, 0.975])
+    shape = float(np.clip(np.log2((q975 - q95) / (q95 - u)), 0.0, 1.0))  # Pickands
+    x = (40.0 - u) / (q95 - u)
+    if shape > 1e-6:
+        expected = 0.1 * (1 + (2**shape - 1) * x) ** (-1 / shape)
+    else:
+        expected = 0.1 * 2.0**-x
     assert pot.pvalues(incident)[0] == pytest.approx(expected)
-    assert expected < 1e-10
+    assert expected < 1e-6
     ordinary = np.array([np.quantile(calibration[:, 0], 0.5)])
     assert pot.pvalues(ordinary)[0] == plain.pvalues(ordinary)[0]
     # The tail setting travels with a saved pool; a bundle without it loads as "max".
@@ -125,21 +130,31 @@ def test_pot_tail_is_not_hidden_by_anomalies_in_the_calibration() -> None:
         ConformalPool(1, tail="gev")  # type: ignore[arg-type]
 
 
+def test_pot_tail_keeps_the_false_alarm_rate_of_a_heavy_tail() -> None:
+    """Residuals with a heavy (Student t, 3 degrees of freedom) tail: fresh draws from the
+    same distribution reach p <= 0.001 about 0.1 % of the time, as a p-value should; an
+    exponential tail through the same quantiles would raise several times as many."""
+    rng = np.random.default_rng(11)
+    pool = ConformalPool(1, 4096, tail="pot")
+    pool.extend(np.abs(rng.standard_t(3, size=(4000, 1))))
+    fresh = np.abs(rng.standard_t(3, size=200_000))
+    p = np.array([pool.pvalues(np.array([v]))[0] for v in fresh[fresh > 2.0]])
+    share = np.count_nonzero(p <= 1e-3) / len(fresh)
+    assert 0.0004 < share < 0.0025
+
+
 def test_pot_tail_of_discrete_statistics() -> None:
-    """Ties from the 90 % to the 95 % quantile: the tail runs through the 99 %; ties up to
-    the 99 %: the row keeps the "max" tail (no spread to extrapolate from)."""
+    """Integer statistics whose 90 %, 95 % or 97.5 % quantiles tie keep the "max" tail:
+    no spread to extrapolate from, so a value seen in the calibration is not an alarm."""
     stats = np.zeros((1000, 2))
-    stats[960:990, 0], stats[990:, 0] = 1.0, 5.0  # row 0: q90 = q95 = 0, q99 = 1.04
-    stats[995:, 1] = 1.0  # row 1: q99 = 0
+    stats[960:990, 0], stats[990:, 0] = 1.0, 5.0  # row 0: q90 = q95 = 0
+    stats[995:, 1] = 1.0  # row 1: ties up to q99
     pot, plain = ConformalPool(2, 2000, tail="pot"), ConformalPool(2, 2000)
     pot.extend(stats)
     plain.extend(stats)
-    q99 = np.quantile(stats[:, 0], 0.99)
-    p = pot.pvalues(np.array([5.0, 1.0]))
-    assert p[0] == pytest.approx(0.1 * 2.0 ** (-5.0 / (q99 / np.log2(10))))
-    assert p[1] == plain.pvalues(np.array([5.0, 1.0]))[1] == pytest.approx(6 / 1001)
-    beyond = np.array([0.0, 3.0])  # row 1 beyond its maximum: the "max" tail's extrapolation
-    np.testing.assert_array_equal(pot.pvalues(beyond)[1], plain.pvalues(beyond)[1])
+    for probe in ([5.0, 1.0], [1.0, 3.0], [9.0, 0.5]):
+        np.testing.assert_array_equal(pot.pvalues(np.array(probe)), plain.pvalues(np.array(probe)))
+    assert pot.pvalues(np.array([5.0, 1.0]))[0] == pytest.approx(11 / 1001)
 
 
 # --------------------------------------------------------------------------- combination

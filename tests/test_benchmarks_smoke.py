@@ -77,6 +77,11 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
         and len(d["nab"]["loco"]["ensemble"]["plain"]["per_category"]) == 5
         and all(_positive(r["test"]["alerts"]) for r in d["simulated_alerts"]["results"])
     ),
+    "alert_rate": lambda d: (
+        len(d["results"]) == 4
+        and sum(r["service_default"] for r in d["results"]) == 1
+        and all(0 <= r["share_at_or_below"] <= 1 for r in d["results"])
+    ),
     "alert_delivery": lambda d: (
         d["throughput"]["committed"]
         == d["throughput"]["alerts"]

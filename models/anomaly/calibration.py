@@ -24,16 +24,18 @@ That is ``tail="max"``. Its p-values cannot fall below ``1 / (n + 1)`` while the
 holds one statistic as large, so anomalies in the calibration data (an incident in the
 validation weeks, or earlier alarms when calibrating online) hide later anomalies of the
 same size. ``tail="pot"`` (peaks over threshold, as SPOT: Siffer et al., "Anomaly detection
-in streams with extreme value theory", KDD 2017) reads the upper tail from the 90 % and
-95 % quantiles instead, which a few contaminating statistics barely move: above the 90 %
-quantile ``u`` the p-value is the exponential tail through both::
+in streams with extreme value theory", KDD 2017) reads the upper tail from the 90 %, 95 %
+and 97.5 % quantiles instead, which a few contaminating statistics barely move: above the
+90 % quantile ``u`` the p-value is a generalised Pareto tail through the three
+(Pickands' estimator: shape ``k = log2((q97.5 - q95) / (q95 - u))``, kept in [0, 1])::
 
-    p = 0.1 * 2 ** (-(a - u) / (q95 - u))
+    p = 0.1 * (1 + (2**k - 1) * x) ** (-1 / k),   x = (a - u) / (q95 - u)
 
-and below ``u`` the conformal rank as before. Discrete statistics may tie from ``u`` to
-``q95``: the tail then runs through ``q99``, and where that ties too, the row keeps the
-"max" tail. It is model-based above ``u``: valid when the tail is no heavier than
-exponential, too small (more alarms) when it is heavier.
+(``0.1 * 2**-x`` at ``k = 0``), and below ``u`` the conformal rank as before. A heavy
+tail keeps its false-alarm rate (an exponential tail through q90 and q95 alone raised
+several times the nominal rate on real traffic residuals, ``benchmarks/alert_rate.py``).
+Rows whose quantiles tie (discrete statistics) keep the "max" tail. It is model-based
+above ``u``: valid as far as the tail is generalised Pareto.
 
 Pools are filled from validation data (:meth:`ConformalPool.extend`) and, for detectors
 that keep learning while they stream (NAB's protocol), from every scored tick
@@ -56,9 +58,11 @@ TAIL_REFRESH = 64
 # Ring buffers start this wide and double up to ``capacity`` as statistics arrive: a
 # pool calibrated on a few hundred validation steps scans and stores only those.
 FIRST_WIDTH = 64
-# ``tail="pot"``: the exponential tail runs from the TAIL_QUANTILE through the first of
-# these quantiles, or the second when the first equals it (ties in discrete statistics).
-POT_QUANTILES = (0.95, 0.99)
+# ``tail="pot"``: the generalised Pareto tail runs from the TAIL_QUANTILE through these.
+POT_QUANTILES = (0.95, 0.975)
+# The generalised Pareto shape is kept in [0, MAX_SHAPE]: no lighter than exponential, no
+# heavier than a tail whose mean is just infinite.
+MAX_SHAPE = 1.0
 Tail = Literal["max", "pot"]
 TAILS: tuple[Tail, ...] = ("max", "pot")
 
@@ -93,6 +97,7 @@ class ConformalPool:
         self._anchor = np.full(n_rows, np.nan)  # [row]: the maximum, or q90 where _pot
         self._scale = np.full(n_rows, np.nan)  # [row], tail scale
         self._pot = np.zeros(n_rows, dtype=bool)  # [row]: the peaks-over-threshold tail
+        self._shape = np.zeros(n_rows)  # [row]: its generalised Pareto shape
         self._since_refresh = 0
 
     @property
@@ -127,6 +132,7 @@ class ConformalPool:
         self._anchor = np.full(self.n_rows, np.nan)
         self._scale = np.full(self.n_rows, np.nan)
         self._pot = np.zeros(self.n_rows, dtype=bool)
+        self._shape = np.zeros(self.n_rows)
         if len(filled):
             levels = (TAIL_QUANTILE, *(POT_QUANTILES if self.tail == "pot" else ()))
 
@@ -144,12 +150,14 @@ class ConformalPool:
                 for i, level in enumerate(levels)
             ]
             anchor, spread = stats[:, 0], stats[:, 0] - q[0]  # the maximum, max - q90
-            tiny = 1e-9 * np.maximum(1.0, np.abs(q[0]))
             if self.tail == "pot":
-                # Half-life of the exponential tail through q90 and q95 (or q99).
-                half = np.where(q[1] - q[0] > tiny, q[1] - q[0], (q[2] - q[0]) / np.log2(10))
-                pot = half > tiny  # else (ties up to q99) the "max" tail
-                anchor, spread = np.where(pot, q[0], anchor), np.where(pot, half, spread)
+                # Pickands: the generalised Pareto tail through q90, q95 and q97.5.
+                tiny = 1e-9 * np.maximum(1.0, np.abs(q[0]))
+                d1, d2 = q[1] - q[0], q[2] - q[1]
+                pot = (d1 > tiny) & (d2 > tiny)  # else (tied quantiles) the "max" tail
+                shape = np.log2(np.where(pot, d2, 1.0) / np.where(pot, d1, 1.0))
+                self._shape[filled] = np.clip(shape, 0.0, MAX_SHAPE)
+                anchor, spread = np.where(pot, q[0], anchor), np.where(pot, d1, spread)
                 self._pot[filled] = pot
             self._anchor[filled] = anchor
             # A constant pool has no spread: any larger value is then far outside it.
@@ -202,8 +210,9 @@ class ConformalPool:
         scored = np.isfinite(stat) & (n > 0)
         pot = scored & self._pot & (stat > self._anchor)
         if pot.any():
-            excess = (stat[pot] - self._anchor[pot]) / self._scale[pot]
-            p[pot] = (1.0 - TAIL_QUANTILE) * np.exp2(-excess)
+            p[pot] = (1.0 - TAIL_QUANTILE) * _pareto_tail(
+                (stat[pot] - self._anchor[pot]) / self._scale[pot], self._shape[pot]
+            )
         beyond = scored & ~self._pot & (at_least == 0)
         if beyond.any():
             excess = (stat[beyond] - self._anchor[beyond]) / self._scale[beyond]
@@ -281,3 +290,13 @@ def _quantile(low: np.ndarray, high: np.ndarray, level: float, counts: np.ndarra
     position = level * (counts - 1)
     t = position - np.floor(position)
     return np.where(t >= 0.5, high - (high - low) * (1 - t), low + (high - low) * t)
+
+
+def _pareto_tail(excess: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """P(X > u + excess) / P(X > u) of a generalised Pareto tail whose 95 % quantile lies
+    one unit above its 90 % (``excess`` in that unit): ``2 ** -excess`` at shape 0."""
+    heavy = shape > 1e-6
+    k = np.where(heavy, shape, 1.0)
+    sigma = k / (np.exp2(k) - 1.0)  # the scale that puts q95 at u + 1
+    pareto = (1.0 + k * excess / sigma) ** (-1.0 / k)
+    return np.where(heavy, pareto, np.exp2(-excess))
