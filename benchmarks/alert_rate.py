@@ -17,15 +17,13 @@ sensor-days: what operators would be paged for. Each calibration tail
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import write_result
+from benchmarks.common import shared_data_dir, write_result
 from flows.reporting.text import print_table
 
 ALPHAS = (1e-3, 3e-4)
@@ -35,9 +33,7 @@ TAILS = ("pot", "max")
 def _panel(data: str, quick: bool) -> Any:
     from pipeline.data.datasets import load_dataset
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    use_shared = not os.environ.get("ROADCAST_DATA_DIR") and shared.is_dir()
-    panel = load_dataset(data, data_dir=shared if use_shared else None)
+    panel = load_dataset(data, data_dir=shared_data_dir())
     if quick:
         panel = panel.slice(0, min(panel.n_time, 600)).select(panel.sensor_ids[:20])
     return panel

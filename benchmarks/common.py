@@ -35,6 +35,15 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def shared_data_dir() -> Path | None:
+    """``../shared/data`` beside the repository when it exists and ``ROADCAST_DATA_DIR`` is
+    not set; else None (the data loaders then use that variable or their own default)."""
+    if os.environ.get("ROADCAST_DATA_DIR"):
+        return None
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
 def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = None) -> Path:
     """Write ``payload`` (plus machine facts) to ``benchmarks/results/<name>.json``, or
     under ``$ROADCAST_BENCH_RESULTS`` when set (smoke runs must not replace measured results)."""

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import write_result
+from benchmarks.common import shared_data_dir, write_result
 from flows.reporting.text import print_table
 from models.panel import SensorPanel
 from pipeline.drift import DriftConfig, judge
@@ -116,9 +114,7 @@ def run(data: str, names: tuple[str, ...]) -> dict[str, Any]:
     from pipeline.data.datasets import load_dataset
     from pipeline.data.simulate_regimes import regime_change
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    use_shared = not os.environ.get("ROADCAST_DATA_DIR") and shared.is_dir()
-    panel = load_dataset(data, data_dir=shared if use_shared else None)
+    panel = load_dataset(data, data_dir=shared_data_dir())
     plan = TrainPlan(models=names, window=12, horizon=12, seeds=1, progress=False)
     split = split_panel(panel, plan)
     n_train, n_valid = split.train.n_time, split.valid.n_time

@@ -20,11 +20,10 @@ is the LSTM fit of the same seed; ``--cache`` keeps and reuses them).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_result
+from benchmarks.common import shared_data_dir, write_result
 from flows.reporting.text import print_table
 from pipeline.data.published import LOS_LOOP
 
@@ -134,10 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     from pipeline.data.datasets import load_dataset
 
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    if data_dir is None and not os.environ.get("ROADCAST_DATA_DIR"):
-        shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-        data_dir = shared if shared.is_dir() else None
+    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
     panel = load_dataset("los-loop", data_dir=data_dir)
     plan = TrainPlan(
         models=parse_models(args.models),

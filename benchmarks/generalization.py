@@ -36,7 +36,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, write_result
+from benchmarks.common import RESULTS_DIR, shared_data_dir, write_result
 from benchmarks.suite_fits import SuiteFitter, Variant, parse_variant
 from flows.reporting.text import print_table
 
@@ -399,10 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"unknown network(s) {sorted(unknown)}; known: {[n.name for n in SUITE]}")
         suite = tuple(n for n in (*SUITE, *QUICK) if n.name in wanted)
-    data_dir = Path(args.data_dir) if args.data_dir else None
-    if data_dir is None and not os.environ.get("ROADCAST_DATA_DIR"):
-        shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-        data_dir = shared if shared.is_dir() else None
+    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
     candidates = CANDIDATES if args.candidates is None else args.candidates.split(";")
     try:
         variants = tuple(

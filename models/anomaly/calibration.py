@@ -297,6 +297,5 @@ def _pareto_tail(excess: np.ndarray, shape: np.ndarray) -> np.ndarray:
     one unit above its 90 % (``excess`` in that unit): ``2 ** -excess`` at shape 0."""
     heavy = shape > 1e-6
     k = np.where(heavy, shape, 1.0)
-    sigma = k / (np.exp2(k) - 1.0)  # the scale that puts q95 at u + 1
-    pareto = (1.0 + k * excess / sigma) ** (-1.0 / k)
+    pareto = (1.0 + (np.exp2(k) - 1.0) * excess) ** (-1.0 / k)
     return np.where(heavy, pareto, np.exp2(-excess))
