@@ -16,6 +16,9 @@ NAB's protocol, followed here
   train on (the interval detector's forecaster, the GAN); every detector also keeps
   calibrating online on the rows it has scored.
 * One setting for every file, fixed in code; a file's labels are never read here.
+* Readings must fit float32, the detectors' dtype. A series at a level where float32
+  cannot resolve its probationary spread (``1e12`` plus noise) is scored relative to its
+  first reading; no NAB file is.
 * **NAB's min/max convention** (``nab_range=True``, ``--nab-range``): NAB's base detector
   hands every detector the file's minimum and maximum before it starts (its published
   scores use that). Here only the detectors that scale their input use it (``gan``);
@@ -60,6 +63,10 @@ PROBATION_PERCENT = 0.15
 DEFAULT_RULE = AlarmRule((("context", 0.1), ("extreme", 0.01)))
 DEFAULT_REST_SHARE = 0.2
 DEFAULT_DETECTOR = "ensemble"
+# Detectors compute in float32: a reading must fit it, and a series whose spread float32
+# cannot cut into this many steps at its size is scored relative to its first reading.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_STEPS = 1000
 
 
 class DetectRunError(ValueError):
@@ -262,16 +269,30 @@ def check_detector(name: str) -> str:
 
 
 def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.ndarray:
+    """``values`` as float64, refused unless they fit float32, less :func:`_offset`."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) != len(timestamps):
         raise DetectRunError(f"{name}: need one value per timestamp, got {values.shape}")
     if not len(values):
         raise DetectRunError(f"{name}: no rows to score")
-    if np.isinf(values).any():
-        raise DetectRunError(
-            f"{name}: infinite values in rows {list(np.nonzero(np.isinf(values))[0][:5])}"
-        )
-    return values
+    huge = np.abs(values) > FLOAT32_MAX
+    if huge.any():
+        rows = [int(i) for i in np.nonzero(huge)[0][:5]]
+        raise DetectRunError(f"{name}: values in rows {rows} {_OUT_OF_RANGE}")
+    return values - _offset(values)
+
+
+def _offset(values: np.ndarray) -> float:
+    """0, or the first probationary reading when float32 (the detectors' dtype) cannot
+    resolve the probationary rows' spread at their size (``1e12`` plus noise): such a
+    series is scored relative to that reading. Never the case in NAB's corpus."""
+    head = values[: max(probation_rows(len(values)), 1)]
+    head = head[np.isfinite(head)]
+    if not len(head):
+        return 0.0
+    size = float(np.max(np.abs(head)))
+    coarse = float(np.spacing(np.float32(size))) * FLOAT32_STEPS > float(np.ptp(head))
+    return float(head[0]) if size > 2.0**24 and coarse else 0.0
 
 
 def score_rows(
@@ -322,33 +343,64 @@ def nab_data_files(nab_dir: str | Path) -> list[Path]:
     return files
 
 
+def skipped_files(nab_dir: str | Path) -> list[Path]:
+    """CSV paths up to three folders down ``nab_dir`` that :func:`nab_data_files` leaves
+    out: outside the ``<category>/<file>.csv`` layout, or not regular files (a dangling
+    link)."""
+    root = Path(nab_dir)
+    taken = set(nab_data_files(root))
+    found = (p for pattern in _SKIPPED_PATTERNS for p in root.glob(pattern))
+    return sorted(p for p in found if p not in taken and not p.is_dir())
+
+
+_SKIPPED_PATTERNS = ("*.csv", "*/*.csv", "*/*/*.csv", "*/*/*/*.csv")
+
+
 def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
     """A NAB data file as read (timestamp strings kept for output) and its parsed timestamps.
 
-    Empty values are missing readings (NaN); anything else that is not a number, or a
-    timestamp that does not parse, is refused naming the row.
+    Empty values (and pandas' missing markers: ``NaN``, ``null``, ...) are missing readings
+    (NaN); anything else that is not a finite float32 number, or a timestamp that does not
+    parse, is refused naming the row.
     """
     try:
         frame = pd.read_csv(path, dtype={"timestamp": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DetectRunError(f"{path}: not a NAB CSV file ({exc})") from None
+        reason = " ".join(str(exc).split())
+        raise DetectRunError(f"{path}: not a NAB CSV file ({reason})") from None
     if list(frame.columns[:2]) != ["timestamp", "value"]:
-        raise DetectRunError(f"{path}: expected NAB's header timestamp,value")
+        found = ",".join(str(c) for c in frame.columns[:3])
+        raise DetectRunError(f"{path}: expected NAB's header timestamp,value, found {found!r}")
+    flags = frame["value"].map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+    if flags.any():
+        _refuse_row(path, "value", frame["value"], flags, "is not a number")
     numbers = pd.to_numeric(frame["value"], errors="coerce")
     bad = numbers.isna() & frame["value"].notna()
     if bad.any():
-        row = int(np.nonzero(bad.to_numpy())[0][0])
-        raise DetectRunError(
-            f"{path}: value {frame['value'][row]!r} in data row {row + 1} is not a number"
-        )
+        _refuse_row(path, "value", frame["value"], bad.to_numpy(), "is not a number")
+    huge = ~(numbers.abs() <= FLOAT32_MAX) & numbers.notna()
+    if huge.any():
+        _refuse_row(path, "value", frame["value"], huge.to_numpy(), _OUT_OF_RANGE)
     frame["value"] = numbers.astype(np.float64)
-    stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
+    try:
+        stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
+    except (ValueError, TypeError) as exc:  # e.g. rows in different time zones
+        raise DetectRunError(f"{path}: timestamps do not parse as one series ({exc})") from None
     if stamps.isna().any():
-        row = int(np.nonzero(stamps.isna().to_numpy())[0][0])
-        raise DetectRunError(
-            f"{path}: timestamp {frame['timestamp'][row]!r} in data row {row + 1} does not parse"
+        _refuse_row(
+            path, "timestamp", frame["timestamp"], stamps.isna().to_numpy(), "does not parse"
         )
     return frame, pd.DatetimeIndex(stamps)
+
+
+_OUT_OF_RANGE = f"is infinite or does not fit float32 (|x| <= {FLOAT32_MAX:.3g})"
+
+
+def _refuse_row(path: Path, column: str, cells: pd.Series, bad: np.ndarray, why: str) -> None:
+    row = int(np.nonzero(bad)[0][0])
+    cell = cells.iloc[row]
+    shown = "an empty cell" if pd.isna(cell) else repr(cell) if isinstance(cell, str) else str(cell)
+    raise DetectRunError(f"{path}: {column} {shown} in data row {row + 1} {why}")
 
 
 def result_path(out_dir: str | Path, detector: str, data_file: Path) -> Path:
@@ -366,18 +418,33 @@ def detect_nab(
 ) -> list[Path]:
     """Write a NAB result file for every data file under ``nab_dir`` (see module doc)."""
     check_detector(detector)
-    written = []
-    for path in nab_data_files(nab_dir):
+    files = nab_data_files(nab_dir)
+    if progress is not None:
+        for path in skipped_files(nab_dir):
+            progress(f"skipped {path}: not a <category>/<file>.csv data file")
+    inputs = []
+    for path in files:  # every file is checked before any is scored
         frame, stamps = read_nab_rows(path)
-        key = f"{path.parent.name}/{path.name}"
         if not len(frame):
             raise DetectRunError(f"{path}: no data rows")
+        inputs.append((path, frame, stamps))
+    top = Path(out_dir) / detector
+    try:
+        top.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DetectRunError(f"--out {out_dir}: cannot create {top} ({exc.strerror})") from None
+    written = []
+    for path, frame, stamps in inputs:
+        key = f"{path.parent.name}/{path.name}"
         scores = score_rows(frame["value"].to_numpy(), stamps, detector, key, nab_range=nab_range)
         out = result_path(out_dir, detector, path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(
-            {"timestamp": frame["timestamp"], "value": frame["value"], "anomaly_score": scores}
-        ).to_csv(out, index=False)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(
+                {"timestamp": frame["timestamp"], "value": frame["value"], "anomaly_score": scores}
+            ).to_csv(out, index=False)
+        except OSError as exc:
+            raise DetectRunError(f"cannot write {out} ({exc.strerror})") from None
         written.append(out)
         if progress is not None:
             progress(f"{key}: {len(frame)} rows -> {out}")

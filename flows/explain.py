@@ -44,6 +44,18 @@ def load_tgclstm(bundle_dir: str | Path) -> TGCLSTM:
             f"bundle {bundle_dir} holds a {model.name!r} model; explain reads the learned graph "
             "weights of a 'tgclstm' bundle (train one with --models tgclstm)"
         )
+    n = len(model.sensor_ids)
+    coords = model.coords
+    if coords is not None and (coords.shape != (n, 2) or not np.isfinite(coords).all()):
+        raise BundleError(
+            f"bundle {bundle_dir}: config.json 'coords' must be {n} finite (latitude, "
+            f"longitude) pairs, got an array of shape {coords.shape}; retrain it"
+        )
+    if not np.isfinite(model.influence()["weight"]).all():
+        raise BundleError(
+            f"bundle {bundle_dir}: its graph weights are not finite (NaN or infinity); "
+            "retrain it or copy the bundle again"
+        )
     return model
 
 

@@ -51,7 +51,7 @@ class CategoryScore:
 
 def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type: ignore[type-arg]
     """The windows of ``category``'s files, from ``<category>_windows.json`` or NAB's
-    ``labels/combined_windows.json``."""
+    ``labels/combined_windows.json``, which must name every data file of the category."""
     own = nab_dir / f"{category}_windows.json"
     combined = nab_dir.parent / "labels" / "combined_windows.json"
     path = own if own.is_file() else combined
@@ -61,7 +61,19 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
             "NAB's label windows"
         )
     windows = read_windows(path)
-    return {k: v for k, v in windows.items() if k.startswith(f"{category}/")}
+    own_windows = {k: v for k, v in windows.items() if k.startswith(f"{category}/")}
+    unlabelled = sorted(
+        f"{category}/{p.name}"
+        for p in (nab_dir / category).glob("*.csv")
+        if p.is_file() and f"{category}/{p.name}" not in own_windows
+    )
+    if unlabelled:
+        raise DetectRunError(
+            f"{path} has no windows for {', '.join(unlabelled[:3])}"
+            f"{' and more' if len(unlabelled) > 3 else ''}; --score needs an entry for every "
+            'data file ("category/file.csv": [] when it has no anomaly)'
+        )
+    return own_windows
 
 
 def _score(

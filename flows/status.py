@@ -20,7 +20,8 @@ from rich.table import Table
 
 from pipeline.service.latency import LatencyHistogram, percentiles
 from pipeline.service.liveness import DOWN_KEY
-from pipeline.service.store import Store
+from pipeline.service.store import Store, StoreError
+from pipeline.service.store_reads import reading_store
 
 
 def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> dict[str, Any]:
@@ -30,8 +31,8 @@ def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> d
     ``last_ticks`` targets (all when None); ``sensors_down`` is ``[{"sensor", "since"}]``
     (ISO time of the first tick each one missed), longest silent first.
     """
-    with Store(store_path, readonly=True) as store:
-        down: dict[str, int] = json.loads(store.state().get(DOWN_KEY) or "{}")
+    with reading_store(store_path) as store:
+        down = _down_sensors(store)
         counters = store.counters()
         latencies = store.latencies_ms()
         accuracy = store.rolling_accuracy(last_ticks=last_ticks)
@@ -56,6 +57,17 @@ def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> d
             for sensor, ms in sorted(down.items(), key=lambda item: (item[1], item[0]))
         ],
     }
+
+
+def _down_sensors(store: Store) -> dict[str, int]:
+    """The service's record of silent sensors: ``{sensor: first missed tick (ms)}``."""
+    try:
+        down = json.loads(store.state().get(DOWN_KEY) or "{}")
+        if isinstance(down, dict) and all(isinstance(v, int) for v in down.values()):
+            return {str(k): v for k, v in down.items()}
+    except ValueError:
+        pass
+    raise StoreError(f"the store {store.path} holds an unreadable {DOWN_KEY!r} state")
 
 
 def print_status(

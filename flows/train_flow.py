@@ -38,7 +38,7 @@ from flows.fanout import dask_runner, fan_out, started
 from flows.io_tasks import IO_TASK, load_data
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.training import train_report
-from flows.train_models import serve_run, write_bundles
+from flows.train_models import check_out_dir, serve_run, write_bundles
 from models.forecasters.comparison import (
     FitRun,
     ModelResult,
@@ -102,10 +102,19 @@ def _tune_all(
 
 @task(name="split", cache_policy=NONE)
 def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
-    """The protocol's chronological split; refuses graph models on graphless data first."""
+    """The protocol's chronological split; refuses graph models on graphless data first,
+    and a validation part shorter than the horizon (no model could be scored there, so
+    the run would fail choosing its champion after writing the versions)."""
     for note in check_graphs(panel, plan):
         get_run_logger().warning(note)
-    return split_panel(panel, plan)
+    split = split_panel(panel, plan)
+    if split.valid.n_time < plan.horizon:
+        raise ValueError(
+            f"the validation part has {split.valid.n_time} steps, fewer than --horizon "
+            f"{plan.horizon}: no model can be scored there or chosen as champion; raise "
+            f"--valid (now {plan.valid}), use more data or a shorter --horizon"
+        )
+    return split
 
 
 @task(name="fit-model", task_run_name="fit-{name}", cache_policy=NONE)
@@ -283,6 +292,7 @@ def train_flow(
     budget = parse_budget(tune) if tune is not None else None
     settings = load_settings()
     folder = str(out or settings.model_dir)
+    check_out_dir(folder)
     runner = dask_runner(settings)  # an unreachable scheduler fails here, before any work
     panel = load_data(data, adjacency, data_dir, index_col, no_index)
     split = split_task(panel, plan)

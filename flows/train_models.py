@@ -9,6 +9,7 @@ then the outputs both share: bundles, ``metrics.json`` and ``network.json``
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def train_models(
         For a model that needs a road graph on a panel without one, or a panel too
         short for the split and windows.
     """
+    check_out_dir(out)
     for note in check_graphs(panel, plan):
         log(note)
     split = split_panel(panel, plan)
@@ -80,6 +82,30 @@ def train_models(
     if report:
         write_report(out, train_report(document, results, panel, plan, champion, out))
     return document
+
+
+def check_out_dir(out: str | Path) -> None:
+    """Refuse, before any training, an output folder that cannot be written: a file, a
+    path through a file, or a folder without write permission.
+
+    Raises
+    ------
+    ValueError
+        For an empty name (which would mean the current folder).
+    NotADirectoryError, PermissionError
+        Naming the folder given as ``--out``.
+    """
+    if not str(out).strip():
+        raise ValueError("--out is empty; name the output folder")
+    out = Path(out)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+    if not folder.is_dir():
+        where = "" if folder == out else f": {folder} is a file"
+        raise NotADirectoryError(f"--out {out} is not a folder{where}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: no permission to write in {folder}")
 
 
 def promote_champion(

@@ -36,6 +36,7 @@ WEIGHTS = "weights.safetensors"
 PARAMS = "params.json"
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("model", "sensor_ids", "window", "horizon")
+MAX_STEPS = 100_000  # window and horizon: a year of 5-minute steps is about 105k
 
 
 class BundleError(ValueError):
@@ -173,7 +174,7 @@ def save_bundle(
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError(
             f"{what} {path} is not valid JSON ({exc}); the bundle is corrupted: "
             "retrain it or copy it again"
@@ -186,8 +187,9 @@ def read_bundle(directory: str | Path) -> Bundle:
     Raises
     ------
     BundleError
-        No bundle there, a listed file missing, a sha256 mismatch (corrupted or edited
-        file), a bundle of another format version, or a config whose common keys
+        No bundle there, a listed file missing, a link or outside the folder, a sha256
+        mismatch (corrupted or edited file), unreadable weights, a bundle of another
+        format version, or a config whose common keys
         (``model``, ``sensor_ids``, ``window``, ``horizon``) have the wrong type (naming
         the field).
     """
@@ -200,7 +202,7 @@ def read_bundle(directory: str | Path) -> Bundle:
         )
     manifest = _read_json(manifest_path, "manifest")
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION or isinstance(version, bool):
         raise BundleError(
             f"bundle {directory} has format version {version!r}, this roadcast reads version "
             f"{FORMAT_VERSION}; retrain the model with this roadcast version (or load it with "
@@ -211,6 +213,11 @@ def read_bundle(directory: str | Path) -> Bundle:
         raise BundleError(f"manifest of {directory} lists no {CONFIG}; the bundle is corrupted")
     for name, digest in listed.items():
         path = directory / name
+        if not _plain_name(name) or path.is_symlink():
+            raise BundleError(
+                f"manifest of {directory} lists {name!r}, which is not a plain file of the "
+                "bundle (a path or a link); the bundle is corrupted or crafted: retrain it"
+            )
         if not path.is_file():
             raise BundleError(
                 f"bundle {directory} is missing {name}; copy the whole bundle directory again "
@@ -232,11 +239,23 @@ def read_bundle(directory: str | Path) -> Bundle:
     _check_config(directory, config)
     tensors: dict[str, np.ndarray] = {}
     if WEIGHTS in listed:
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        tensors = load_file(str(directory / WEIGHTS))
+        try:
+            tensors = load_file(str(directory / WEIGHTS))
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise BundleError(
+                f"bundle file {directory / WEIGHTS} is not a readable safetensors file "
+                f"({exc}); retrain the model or copy the bundle again"
+            ) from None
     params = _read_json(directory / PARAMS, "params") if PARAMS in listed else None
     return Bundle(directory=directory, config=config, tensors=tensors, params=params)
+
+
+def _plain_name(name: str) -> bool:
+    """A file name of the bundle folder itself: no separators, not hidden, not ``..``."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def _check_config(directory: Path, config: dict[str, Any]) -> None:
@@ -262,8 +281,8 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
         raise wrong("sensor_ids", "a list without duplicates")
     for key in ("window", "horizon"):
         value = config.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise wrong(key, "a non-negative integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_STEPS:
+            raise wrong(key, f"an integer from 0 to {MAX_STEPS}")
     level = config.get("level", 0.5)
     if not isinstance(level, int | float) or isinstance(level, bool) or not 0 < level < 1:
         raise wrong("level", "a number between 0 and 1")

@@ -168,7 +168,7 @@ def read_champion(models_dir: str | Path) -> Champion | None:
             dataset=str(raw.get("dataset", "")),
             promoted_at=str(raw.get("promoted_at", "")),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ChampionError(
             f"{path} is unreadable ({exc}); delete it or retrain with `roadcast train`"
         ) from None
@@ -206,7 +206,7 @@ def read_network(models_dir: str | Path) -> Network | None:
         if array is not None and array.shape != (len(ids), 2):
             return None
         return Network(dataset=str(raw.get("dataset", "")), sensor_ids=ids, coords=array)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None  # a map is optional: a bad file only costs the map
 
 
@@ -243,18 +243,32 @@ class Serving:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Serving:
-        """Parse a record; raises ``KeyError``, ``TypeError`` or ``ValueError`` when malformed."""
+        """Parse a record (and each of its history entries); raises ``KeyError``,
+        ``TypeError`` or ``ValueError`` when malformed.
+
+        Model names and version ids must be plain folder names: a record cannot name a
+        bundle outside ``versions/``.
+        """
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"a serving set must be an object, got {type(raw).__name__}")
         models = raw["models"]
         if not isinstance(models, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and v for k, v in models.items()
+            _plain_name(k) and _plain_name(v) for k, v in models.items()
         ):
-            raise ValueError("'models' must map model names to version ids")
+            raise ValueError("'models' must map model names to version ids (plain names)")
         champion = raw.get("champion")
-        if champion is not None and not isinstance(champion, dict):
-            raise TypeError("'champion' must be an object or null")
+        if champion is not None:
+            _check_champion_record(champion)
         history = raw.get("history") or []
         if not isinstance(history, list):
             raise TypeError("'history' must be a list")
+        for number, entry in enumerate(history, 1):
+            try:
+                if isinstance(entry, Mapping) and entry.get("history"):
+                    raise ValueError("it holds a history of its own")
+                cls.from_dict(entry)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"'history' entry {number}: {exc}") from None
         return cls(
             models=dict(models),
             champion=champion,
@@ -262,6 +276,39 @@ class Serving:
             reason=str(raw.get("reason", "")),
             history=tuple(history),
         )
+
+
+def _plain_name(name: object) -> bool:
+    """A non-empty folder name without separators that is not hidden, ``.`` or ``..``."""
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+    )
+
+
+def _check_champion_record(record: object) -> None:
+    """A :class:`Champion` as a dict: ``champion`` a model name, the rest of its types."""
+    if not isinstance(record, dict):
+        raise TypeError("'champion' must be an object or null")
+    if not isinstance(record.get("champion"), str) or not record["champion"]:
+        raise ValueError("'champion' must name the champion model")
+    if not isinstance(record.get("challengers", []), list):
+        raise TypeError("'champion.challengers' must be a list")
+    if not isinstance(record.get("scores", {}), dict):
+        raise TypeError("'champion.scores' must be an object")
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a key given twice (two versions of one model) is an error."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
 
 
 def version_path(models_dir: str | Path, model: str, version: str) -> Path:
@@ -279,13 +326,17 @@ def read_serving(models_dir: str | Path) -> Serving | None:
         When ``serving.json`` exists but cannot be read.
     """
     path = bundles_dir(models_dir) / SERVING_FILE
+    if path.exists() and not path.is_file():  # a folder, or a pipe that would block
+        raise BundleDirError(f"{path} cannot be read (not a regular file)")
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleDirError(f"{path} cannot be read ({exc})") from None
     try:
-        return Serving.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError) as exc:
+        return Serving.from_dict(json.loads(text, object_pairs_hook=_refuse_duplicates))
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BundleDirError(
             f"{path} is unreadable ({exc}); roll back with `roadcast models rollback` or "
             "promote a version with `roadcast models promote`"
@@ -344,8 +395,9 @@ def load_bundles(
     Raises
     ------
     BundleDirError
-        When there is no bundle, two bundles hold the same model name, a name in
-        ``only`` has no bundle, or the bundles are of different sensor networks
+        When there is no bundle, two bundles hold the same model name, a registry
+        version holds another model than the one it is filed under, a name in ``only``
+        has no bundle, or the bundles are of different sensor networks
         (:func:`check_one_network`).
     models.bundle.BundleError
         When a bundle is corrupt (checksum, version): the message says to retrain.
@@ -372,6 +424,11 @@ def load_bundles(
                 "with this version (roadcast train) or remove it"
             ) from exc
         name = model.name
+        if path.parent.parent.name == VERSIONS and path.parent.name != name:
+            raise BundleDirError(
+                f"bundle {path} holds a {name!r} model, not {path.parent.name!r}; a registry "
+                "version must be of the model it is filed under: roll back or promote another"
+            )
         if name in models:
             raise BundleDirError(
                 f"two bundles of model {name!r} in {model_dir}; keep one (the service "

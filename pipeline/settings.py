@@ -37,6 +37,12 @@ OTHER_VARIABLES = frozenset(
 )
 # Kafka's legal topic (and, here, group) names: 1-249 of these characters, not . or ..
 _KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# A bootstrap server: [SCHEME://]HOST:PORT, HOST a name, an IPv4 address or a bracketed
+# IPv6 one (the Kafka clients ignore the scheme).
+_SCHEME = re.compile(r"^[A-Za-z_]+://")
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+(%[\w.-]+)?\]|[\w.-]+")
+_BARE_IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[\w.-]+)?")
+_PORT = re.compile(r"\d+")
 
 
 class SettingsError(ValueError):
@@ -74,8 +80,8 @@ class Settings(BaseSettings):
     alertmanager_urls: str = ""
     webhook_urls: str = ""
     webhook_secret: SecretStr | None = None
-    alert_timeout_s: float = Field(10.0, gt=0)
-    alert_resend_interval_s: float = Field(60.0, gt=0)
+    alert_timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
+    alert_resend_interval_s: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
     alert_generator_url: str = "roadcast://alerts/{alert_id}"
     # Forecasts on Kafka (pipeline/kafka/forecast_wire.py): v1 a JSON record per sensor
     # and model, v2 one compact frame per model and tick (pipeline/kafka/frames.py)
@@ -84,7 +90,8 @@ class Settings(BaseSettings):
     # LocalCluster, unset for the train flow's sequential fits
     dask_address: str | None = None
     dask_fallback_local: bool = False  # an address that does not answer: use a LocalCluster
-    dask_timeout_s: float = Field(10.0, gt=0)  # deadline to reach the scheduler
+    # deadline to reach the scheduler
+    dask_timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
     # The service's HTTP endpoints (pipeline/service/health.py): /metrics for Prometheus,
     # /healthz and /readyz; 9478: in the exporters' range 9100-9999, unused by the compose
     # file's other services (docs/decisions.md, "Service metrics")
@@ -94,20 +101,23 @@ class Settings(BaseSettings):
     # Drift watcher (flows/drift_flow.py, pipeline/drift.py): live MAE over the last
     # window of ticks against the validation MAE and the ticks before it; the defaults
     # were chosen on validation data (benchmarks/drift.py, docs/decisions.md)
-    drift_ratio: float = Field(2.0, gt=1)
-    drift_baseline_ratio: float = Field(2.1, gt=1)
+    drift_ratio: float = Field(2.0, gt=1, allow_inf_nan=False)
+    drift_baseline_ratio: float = Field(2.1, gt=1, allow_inf_nan=False)
     drift_min_count: int = Field(500, ge=1)
     drift_window_ticks: int = Field(24, ge=1)
     drift_baseline_ticks: int = Field(72, ge=1)
-    drift_cooldown_h: float = Field(24.0, ge=0)  # no second event for the same version sooner
+    # no second event for the same version sooner
+    drift_cooldown_h: float = Field(24.0, ge=0, le=24 * 365, allow_inf_nan=False)
 
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers(cls, value: str) -> str:
         servers = [s.strip() for s in value.split(",") if s.strip()]
         for server in servers:
-            host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit() or any(c.isspace() for c in host):
+            host, sep, port = _SCHEME.sub("", server).rpartition(":")
+            if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port):
+                if _BARE_IPV6.fullmatch(host):  # Kafka clients would read it all as the host
+                    raise ValueError(f"write an IPv6 address in brackets, [ADDR]:PORT: {server!r}")
                 raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {server!r}")
             if not 1 <= int(port) <= 65535:
                 raise ValueError(f"port {int(port)} of {server!r} is outside 1-65535")
@@ -150,7 +160,11 @@ class Settings(BaseSettings):
         urls = [u.strip() for u in value.split(",") if u.strip()]
         for url in urls:
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                port_ok = parts.port != 0  # .port raises for one not a number in 0-65535
+            except ValueError:
+                port_ok = False
+            if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
                 raise ValueError(f"expected http(s)://HOST[:PORT][/PATH][,...], got {url!r}")
         return ",".join(urls)
 
@@ -173,7 +187,10 @@ class Settings(BaseSettings):
     @field_validator("alert_generator_url")
     @classmethod
     def _generator_url(cls, value: str) -> str:
-        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)]
+        fields = {f for f, _, _ in parsed if f is not None}
+        if any(spec or conv for f, spec, conv in parsed if f is not None):
+            raise ValueError(f"placeholders take no conversion or format spec, got {value!r}")
         if not fields <= {"sensor", "detector", "alert_id"}:
             raise ValueError(
                 f"placeholders may be {{sensor}}, {{detector}}, {{alert_id}}; got {sorted(fields)}"
@@ -209,6 +226,24 @@ class Settings(BaseSettings):
         if not host or any(c.isspace() or c in "/?#@" for c in host):
             raise ValueError(f"expected an address to listen on, e.g. 0.0.0.0, got {value!r}")
         return host
+
+    @field_validator(
+        "metrics_port", "alert_timeout_s", "alert_resend_interval_s", "dask_timeout_s",
+        "drift_ratio", "drift_baseline_ratio", "drift_min_count", "drift_window_ticks",
+        "drift_baseline_ticks", "drift_cooldown_h", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _not_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # a TOML true would otherwise count as 1
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+    @field_validator("data_dir", "model_dir", "store_path", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("the path is empty")
+        return value
 
     @field_validator("data_dir", "model_dir", "store_path")
     @classmethod
@@ -277,6 +312,8 @@ def _kafka_name(value: str, what: str) -> str:
         raise ValueError(
             f"{name!r} is not a legal {what} name (1-249 of A-Z a-z 0-9 . _ -, not . or ..)"
         )
+    if what == "topic" and name.startswith("__"):
+        raise ValueError(f"{name!r}: topic names starting with __ are Kafka's internal ones")
     return name
 
 
@@ -301,7 +338,7 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (and TOML file), with ``overrides`` on top.
 
-    Raises :class:`SettingsError` with one line per invalid field, each naming the
+    Raises :class:`SettingsError`: one line, or a line per invalid field, each naming the
     ``ROADCAST_`` variable to fix (and, for a misspelled variable or TOML key, the
     closest valid name); secret values are never echoed.
     """
@@ -321,4 +358,6 @@ def load_settings(**overrides: Any) -> Settings:
     else:
         if not lines:
             return settings
+    if len(lines) == 1:
+        raise SettingsError(f"invalid settings: {lines[0]}")
     raise SettingsError("invalid settings:\n  " + "\n  ".join(lines))

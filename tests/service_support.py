@@ -23,6 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 HORIZON = 3
 
 
+class RawHeaderKey(str):
+    """A header key that kafka-python's producer writes as the given raw bytes (a hostile
+    producer's way to put a key that is not UTF-8 on the wire, which kafka-python's
+    consumer cannot parse)."""
+
+    raw = b"\xff\xfe-not-utf8"
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+        return self.raw
+
+
 @dataclass(frozen=True)
 class TinyWorld:
     """A small simulated network, its bundles, and the part the tests stream."""

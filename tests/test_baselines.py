@@ -67,3 +67,19 @@ def test_multi_feature_panels_are_refused_with_the_fix():
     panel = SensorPanel.from_values(values, stamps, ["a", "b"])
     with pytest.raises(ValueError, match="select one feature"):
         Persistence().fit(panel)
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.3, 0.97])
+def test_last_observed_matches_the_window_fill(missing: float):
+    from models.forecasters.windows import fill_forward, gather, last_observed
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(80, 6)).astype(np.float32)
+    values[rng.random(values.shape) < missing] = np.nan
+    values[:, 2] = np.nan  # a sensor never observed
+    panel = panel_of(values)
+    fallback = np.arange(6, dtype=np.float64) + 100
+    origins = np.arange(9, 80)
+    windowed, mask = gather(panel, origins, 10)
+    expected = fill_forward(windowed, mask, fallback)[:, -1, :]
+    np.testing.assert_array_equal(last_observed(panel, origins, 10, fallback), expected)

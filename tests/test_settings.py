@@ -126,6 +126,14 @@ def test_broken_toml_is_one_line_on_the_command_line(tmp_path) -> None:
     assert len(lines) == 1 and "invalid TOML" in lines[0] and "line 1" in lines[0], lines
 
 
+def test_one_bad_variable_is_one_line_on_the_command_line(monkeypatch) -> None:
+    monkeypatch.setenv("ROADCAST_METRICS_PORT", "abc")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "ROADCAST_METRICS_PORT" in lines[0], lines
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [

@@ -44,6 +44,12 @@ def data_info(
     name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay, nab:CAT/FILE.csv, ..."),
     adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
+    index_col: str = typer.Option(
+        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+    ),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+    ),
 ) -> None:
     """Load a data set and print its shape, grid, graph and missing share."""
     from collections import Counter
@@ -60,6 +66,8 @@ def data_info(
             name,
             data_dir=Path(data_dir) if data_dir else None,
             adjacency=Path(adjacency) if adjacency else None,
+            index_col=index_col,
+            no_index=no_index,
         )
     except (DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -12,7 +12,9 @@ def deploy(
     write_yaml: str = typer.Option(
         None, "--write-yaml", help="Write the deployments as a prefect.yaml to this path."
     ),
-    limit: int = typer.Option(None, "--limit", help="With --serve: at most N flow runs at once."),
+    limit: int = typer.Option(
+        None, "--limit", min=1, help="With --serve: at most N flow runs at once."
+    ),
 ) -> None:
     """roadcast's Prefect deployments (train, forecast, report, replay): list, write or serve."""
     from rich.console import Console
@@ -21,8 +23,15 @@ def deploy(
     from flows.deploy import DEPLOYMENTS, DeployError, describe
 
     if write_yaml:
+        from pathlib import Path
+
         from flows.deploy import write_yaml as write
 
+        target = Path(write_yaml)
+        if (target.exists() and not target.is_file()) or any(p.is_file() for p in target.parents):
+            raise typer.BadParameter(
+                f"{write_yaml} cannot be written as a file", param_hint="--write-yaml"
+            )
         typer.echo(f"wrote {write(write_yaml)}")
     if serve:
         from flows.deploy import serve_deployments

@@ -17,12 +17,16 @@ def explain(
     out: str = typer.Option("explain-out", "--out", help="Directory for the CSV and the PNG."),
 ) -> None:
     """Which sensors influence each sensor, from a TGC-LSTM's learned graph weights."""
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
     from flows.explain import explain as run_explain
     from models.bundle import BundleError
 
+    if any(p.is_file() for p in (Path(out), *Path(out).parents)):
+        raise typer.BadParameter(f"{out} is a file, not a directory", param_hint="--out")
     try:
         result = run_explain(bundle, out=out, sensor=sensor, top=top)
     except (BundleError, ValueError) as exc:
@@ -95,6 +99,7 @@ def train(
     from rich.console import Console
 
     from flows.threads import limit_threads
+    from flows.train_models import check_out_dir
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
     from models.nn.devices import resolve_device
@@ -108,6 +113,9 @@ def train(
             parse_budget(tune)
         if index_col is not None and no_index:
             raise ValueError("--index-col and --no-index contradict each other; give one")
+        if threads is not None and threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        check_out_dir(out)
         plan = TrainPlan(
             models=parse_models(models),
             window=window,
@@ -119,7 +127,7 @@ def train(
             valid=valid,
             progress=progress,
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     import os
@@ -183,7 +191,9 @@ def evaluate(
     no_index: bool = typer.Option(
         False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
     ),
-    window: int = typer.Option(12, "--window", help="Protocol input window (scored windows)."),
+    window: int = typer.Option(
+        12, "--window", min=1, help="Protocol input window (scored windows)."
+    ),
     test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
     valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
     out: str = typer.Option(None, "--out", help="Write the metrics to this JSON file."),
@@ -198,6 +208,11 @@ def evaluate(
 
     from models.forecasters.comparison import evaluate_bundle
 
+    if out and (
+        (Path(out).exists() and not Path(out).is_file())
+        or any(p.is_file() for p in Path(out).parents)
+    ):
+        raise typer.BadParameter(f"{out} cannot be written as a JSON file", param_hint="--out")
     panel = _load_panel(data, adjacency, data_dir, index_col, no_index)
     try:
         result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window)

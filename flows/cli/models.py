@@ -19,9 +19,18 @@ _MODELS_HELP = (
 
 
 def _folder(models: str | None) -> str:
+    """The model directory (``--models`` or ROADCAST_MODEL_DIR); it must be a directory."""
     from pipeline.settings import load_settings
 
-    return str(load_settings(model_dir=models).model_dir)
+    folder = load_settings(model_dir=models).model_dir
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise typer.BadParameter(
+            f"model directory {folder} {what}; pass a `roadcast train` output (or its "
+            "bundles/) with --models or ROADCAST_MODEL_DIR",
+            param_hint="--models",
+        )
+    return str(folder)
 
 
 @app.command("list")
@@ -30,7 +39,7 @@ def list_versions(
 ) -> None:
     """Every version of every model, with its label, run, validation score and role."""
     from flows.reporting.text import print_table
-    from pipeline.model_dir import bundles_dir, read_serving
+    from pipeline.model_dir import SERVING_FILE, bundles_dir, read_serving, version_path
     from pipeline.registry.versions import list_versions as versions_in
     from pipeline.registry.versions import validation_pooled
 
@@ -60,6 +69,13 @@ def list_versions(
             f"serving since {serving.promoted_at} ({serving.reason}); "
             f"{len(serving.history)} earlier set(s) to roll back to"
         )
+        missing = [f"{m}@{v}" for m, v in served.items() if not version_path(root, m, v).is_dir()]
+        if missing:
+            typer.echo(
+                f"warning: {root / SERVING_FILE} serves {', '.join(missing)}, not in the "
+                "registry; promote a registered version or roll back",
+                err=True,
+            )
 
 
 def promote(
@@ -85,8 +101,8 @@ def promote(
 
     chosen: dict[str, str | None] = {}
     for ref in refs:
-        model, _, version = ref.partition("@")
-        if not model:
+        model, at, version = ref.partition("@")
+        if not model or (at and not version):
             raise typer.BadParameter(f"{ref!r}: expected MODEL or MODEL@VERSION")
         chosen[model] = version or None
     record = None
@@ -100,8 +116,6 @@ def promote(
     except RegistryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    if champion is not None and champion not in serving.models:
-        typer.echo(f"warning: champion {champion!r} is not served", err=True)
     typer.echo("serving " + ", ".join(f"{m}@{v}" for m, v in serving.models.items()))
 
 

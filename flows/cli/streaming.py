@@ -3,6 +3,8 @@ and ``demo`` (all of them together on one machine)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 
@@ -26,9 +28,9 @@ def replay(
         None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
     ),
     speedup: float = typer.Option(
-        0.0, "--speedup", help="0 = as fast as possible; X = X x real time."
+        0.0, "--speedup", min=0.0, help="0 = as fast as possible; X = X x real time."
     ),
-    limit: int = typer.Option(None, "--limit", help="Replay at most N time steps."),
+    limit: int = typer.Option(None, "--limit", min=0, help="Replay at most N time steps."),
     topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
     adjacency: str = typer.Option(None, "--adjacency", help="Adjacency file for csv:PATH data."),
 ) -> None:
@@ -42,9 +44,9 @@ def replay(
     from pipeline.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(bootstrap_servers=bootstrap)
+        settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
         panel = load_dataset(data, adjacency=Path(adjacency) if adjacency else None)
-        target = topic or settings.topic_readings
+        target = settings.topic_readings
         ensure_topics(settings, topics=[target])
         producer = make_producer(settings)
         try:
@@ -137,7 +139,7 @@ def serve(
         min=0,
         help="Ticks in a row without a reading before a sensor is down (0: never).",
     ),
-    poll_records: int = typer.Option(1000, "--poll-records", help="Records per poll batch."),
+    poll_records: int = typer.Option(1000, "--poll-records", min=1, help="Records per poll batch."),
     fast_store: bool = typer.Option(
         False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
     ),
@@ -163,8 +165,6 @@ def serve(
     import threading
     from pathlib import Path
 
-    import pandas as pd
-
     from flows.cli.options import parse_duration
     from pipeline.jsonlog import configure_logging
     from pipeline.service.config import ServiceConfig
@@ -180,12 +180,15 @@ def serve(
             model_dir=models,
             log_level=log_level,
         )
+        step = parse_duration(tick, "--tick")
+        if step is not None and step.value % 1_000_000:
+            raise typer.BadParameter(f"{tick!r}: must be whole milliseconds", param_hint="--tick")
         config = ServiceConfig(
-            tick=parse_duration(tick, "--tick"),
+            tick=step,
             allowed_lateness=parse_duration(
                 allowed_lateness, "--allowed-lateness", allow_zero=True
             ),
-            max_clock_skew=None if max_clock_skew == "off" else pd.Timedelta(max_clock_skew),
+            max_clock_skew=parse_duration(max_clock_skew, "--max-clock-skew", allow_off=True),
             only=tuple(n.strip() for n in (only or "").split(",") if n.strip()),
             poll_records=poll_records,
             durable=not fast_store,
@@ -257,7 +260,7 @@ def serve(
 def status(
     store: str = typer.Option(None, "--store", help="SQLite store (default: ROADCAST_STORE_PATH)."),
     last: int = typer.Option(
-        288, "--last", help="Rolling accuracy over the last N ticks (0: everything)."
+        288, "--last", min=0, help="Rolling accuracy over the last N ticks (0: everything)."
     ),
 ) -> None:
     """Counters, tick latency and live accuracy per model and horizon, from the store."""
@@ -289,12 +292,17 @@ def health(
 ) -> None:
     """Ask a running `roadcast serve` whether it is alive (or ready): exit 0 if it is, 1 if
     not (for systemd and Docker health checks)."""
+    import math
     import time
-
-    import httpx
 
     from pipeline.settings import SettingsError, load_settings
 
+    for option, value in (("--wait", wait), ("--timeout", timeout)):
+        if not math.isfinite(value):
+            raise typer.BadParameter(
+                f"{value}: must be a finite number of seconds", param_hint=option
+            )
+    given = url is not None
     if url is None:
         try:
             settings = load_settings()
@@ -305,19 +313,54 @@ def health(
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{f'[{host}]' if ':' in host else host}:{settings.metrics_port}"
     target = f"{url.rstrip('/')}/{'readyz' if ready else 'healthz'}"
+    _check_url(target, "--url" if given else "ROADCAST_METRICS_HOST")
     deadline = time.monotonic() + wait
     while True:
-        try:
-            answer = httpx.get(target, timeout=timeout)
-            said, ok = answer.text.strip(), answer.status_code == 200
-        except httpx.HTTPError as exc:
-            said, ok = f"no answer from {target}: {exc}", False
+        said, ok = _ask(target, timeout)
         if ok or time.monotonic() >= deadline:
             break
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     typer.echo(said, err=not ok)
     if not ok:
         raise typer.Exit(1)
+
+
+HEALTH_BODY_LIMIT = 4096  # bytes of an answer read (the service says "ok" or a reason)
+
+
+def _check_url(target: str, option: str) -> None:
+    """Refuse a URL that names no http(s) host, naming where it came from."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(target)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise typer.BadParameter(f"{target!r} is not a URL ({exc})", param_hint=option) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise typer.BadParameter(f"{target!r} is not an http(s) URL with a host", param_hint=option)
+
+
+def _ask(target: str, timeout: float) -> tuple[str, bool]:
+    """GET ``target`` within ``timeout`` seconds in all (a server that trickles bytes
+    cannot stretch it); returns the answer's text and whether it was 200."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    body = b""
+    try:
+        with httpx.stream("GET", target, timeout=timeout) as answer:
+            for chunk in answer.iter_bytes():
+                body += chunk
+                if len(body) >= HEALTH_BODY_LIMIT:
+                    break
+                if time.monotonic() > deadline:
+                    return f"no answer from {target}: timed out after {timeout:g} s", False
+            said = body[:HEALTH_BODY_LIMIT].decode("utf-8", "replace").strip()
+            return said, answer.status_code == 200
+    except httpx.HTTPError as exc:
+        return f"no answer from {target}: {exc}", False
 
 
 alerts_app = typer.Typer(
@@ -387,19 +430,18 @@ def deliver(
 def alerts(
     ctx: typer.Context,
     store: str = typer.Option(None, "--store", help="Store file (default: ROADCAST_STORE_PATH)."),
-    limit: int = typer.Option(20, "--limit", help="Most recent alert state changes shown."),
+    limit: int = typer.Option(20, "--limit", min=0, help="Most recent alert state changes shown."),
 ) -> None:
     """List the most recent alerts (firing / resolved) from the service's store."""
     if ctx.invoked_subcommand is not None:
         return
-    import json
     from pathlib import Path
 
-    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.service.store import Store, StoreError
+    from pipeline.service.store import StoreError
+    from pipeline.service.store_reads import reading_store
     from pipeline.settings import SettingsError, load_settings
 
     try:
@@ -409,7 +451,7 @@ def alerts(
                 f"error: no store at {path}; run the service first or pass --store", err=True
             )
             raise typer.Exit(1)
-        with Store(path, readonly=True) as db:
+        with reading_store(path) as db:
             rows = db.alerts(limit=limit)
     except (SettingsError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -418,11 +460,31 @@ def alerts(
     columns = ("time (UTC)", "status", "severity", "sensor", "detector", "score", "incident")
     for column in (*columns, "reason"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        reason = json.loads(row.payload).get("reason", "") if row.payload else ""
-        when = pd.Timestamp(row.ts_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
-        table.add_row(
-            when, row.status, row.severity, row.sensor, row.detector, f"{row.score:.4f}",
-            row.group_key or "", reason,
-        )  # fmt: skip
+    try:
+        cells = [_alert_cells(row) for row in rows]
+    except (ValueError, TypeError, OverflowError) as exc:
+        typer.echo(f"error: the store {path} holds an alert row it cannot show ({exc})", err=True)
+        raise typer.Exit(1) from None
+    for line in cells:
+        table.add_row(*line)
     Console().print(table)
+
+
+def _alert_cells(row: Any) -> list[str]:
+    """One stored alert change (a ``store_rows.AlertRow``) as the table's text cells."""
+    import pandas as pd
+
+    when = pd.Timestamp(int(row.ts_ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+    text = [str(v) for v in (row.status, row.severity, row.sensor, row.detector)]
+    return [when, *text, f"{float(row.score):.4f}", str(row.group_key or ""), _alert_reason(row)]
+
+
+def _alert_reason(row: Any) -> str:
+    """The ``reason`` of an alert's stored JSON payload ("" when it has none)."""
+    import json
+
+    try:
+        decoded = json.loads(row.payload) if row.payload else {}
+    except (ValueError, TypeError):
+        return ""
+    return str(decoded.get("reason", "")) if isinstance(decoded, dict) else ""

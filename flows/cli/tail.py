@@ -30,6 +30,7 @@ def tail(
 
     from flows.tail import describe
     from pipeline.kafka.clients import make_consumer
+    from pipeline.kafka.unreadable import UnreadableRecord, poll_readable
     from pipeline.settings import load_settings
 
     settings = load_settings(bootstrap_servers=bootstrap)
@@ -53,7 +54,7 @@ def tail(
             consumer.seek_to_end()
         quiet_since = time.monotonic()
         while limit is None or seen < limit:
-            batches = consumer.poll(timeout_ms=500)
+            batches = poll_readable(consumer, 500)
             if not batches:
                 if timeout is not None and time.monotonic() - quiet_since > timeout:
                     break
@@ -61,8 +62,11 @@ def tail(
             quiet_since = time.monotonic()
             for tp, records in sorted(batches.items(), key=lambda kv: kv[0].partition):
                 for record in records:
-                    headers = [(k, bytes(v or b"")) for k, v in record.headers or ()]
-                    line = describe(role, record.value, headers)
+                    if isinstance(record, UnreadableRecord):
+                        line = f"unreadable: {record.error}"
+                    else:
+                        headers = [(k, bytes(v or b"")) for k, v in record.headers or ()]
+                        line = describe(role, record.value, headers)
                     typer.echo(f"{tp.partition}@{record.offset} {line}")
                     seen += 1
                     if limit is not None and seen >= limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -33,6 +34,18 @@ DEFAULT_EPOCHS = 20
 
 class DemoError(RuntimeError):
     """The demo could not run to the end; the message says what failed and where to look."""
+
+
+def check_options(out: Path, *, max_ticks: int | None, speedup: float, epochs: int) -> None:
+    """Refuse demo options out of range, naming the option (nothing is written first)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a directory for the demo's outputs")
+    if max_ticks is not None and max_ticks < 1:
+        raise ValueError(f"--max-ticks must be 0 (all) or more, got {max_ticks}")
+    if not math.isfinite(speedup) or speedup < 0:
+        raise ValueError(f"--speedup must be 0 (as fast as possible) or more, got {speedup}")
+    if epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {epochs}")
 
 
 def run_demo(
@@ -72,12 +85,15 @@ def run_demo(
     ------
     DemoError
         When the service fails or does not consume everything in time.
+    ValueError
+        For options out of range (:func:`check_options`), before anything is written.
     """
     from pipeline.kafka.broker import EmbeddedBroker
     from pipeline.kafka.clients import ensure_topics
 
     started = time.monotonic()
     out = Path(out)
+    check_options(out, max_ticks=max_ticks, speedup=speedup, epochs=epochs)
     out.mkdir(parents=True, exist_ok=True)
     base = settings or load_settings()
     panel = choose_panel(data, data_dir=base.data_dir)

@@ -40,8 +40,12 @@ def compact_rows(
                 cells.append("")
                 continue
             mae, rmse = e["pooled"][h]["mae"], e["pooled"][h]["rmse"]
+            if mae is None or rmse is None:  # no target of this horizon was observed
+                cells.append("n/a")
+                continue
             sd_mae, sd_rmse = e["std"]["pooled"][h]["mae"], e["std"]["pooled"][h]["rmse"]
-            spread = f" (±{sd_mae:.2f} / ±{sd_rmse:.2f})" if e["seeds"] > 1 else ""
+            known = e["seeds"] > 1 and sd_mae is not None and sd_rmse is not None
+            spread = f" (±{sd_mae:.2f} / ±{sd_rmse:.2f})" if known else ""
             cells.append(f"{mae:.3f} / {rmse:.3f}{spread}")
         rows.append([name, *cells])
     published = FORECASTS.get(str(document.get("dataset"))) if reference else None

@@ -113,7 +113,7 @@ class ExtremeDetector(OnlineDetector):
     def _pvalues(self, stats: np.ndarray) -> np.ndarray:
         seen = np.minimum(self._count - 1, self.config.memory)  # readings before this tick
         extreme = stats > self.config.tolerance
-        p = np.where(extreme, np.minimum(1.0, 2.0 / (seen + 1.0)), 1.0)
+        p = np.where(extreme, np.minimum(1.0, 2.0 / np.maximum(seen + 1.0, 1.0)), 1.0)
         return np.where(np.isfinite(stats) & (seen >= self.config.min_count), p, np.nan)
 
     def _reason(self, i: int, x: float, p: float) -> str:

@@ -398,13 +398,34 @@ def read_nab_csv(path: str | Path) -> pd.DataFrame:
 def read_windows(path: str | Path) -> dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]:
     """NAB's ``combined_windows.json`` format: ``{"category/file.csv": [[start, end], ...]}``."""
     try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise NabFormatError(f"cannot read NAB windows {path}: {exc}") from None
-    return {
-        name: tuple((pd.Timestamp(a), pd.Timestamp(b)) for a, b in pairs)
-        for name, pairs in raw.items()
-    }
+    if not isinstance(raw, dict):
+        raise NabFormatError(
+            f'{path}: expected an object {{"category/file.csv": [[start, end], ...]}}'
+        )
+    return {str(name): _windows(path, name, pairs) for name, pairs in raw.items()}
+
+
+def _windows(
+    path: str | Path, name: str, pairs: object
+) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in pairs
+    ):
+        raise NabFormatError(
+            f"{path}: {name!r} must be a list of [start, end] timestamp strings, got {pairs!r:.80}"
+        )
+    out = []
+    for start, end in pairs:
+        try:
+            out.append((pd.Timestamp(start), pd.Timestamp(end)))
+        except (ValueError, OverflowError) as exc:
+            raise NabFormatError(f"{path}: {name!r} window [{start!r}, {end!r}]: {exc}") from None
+        if pd.isna(out[-1][0]) or pd.isna(out[-1][1]):
+            raise NabFormatError(f"{path}: {name!r} window [{start!r}, {end!r}] is not a time")
+    return tuple(out)
 
 
 def labeled_files(

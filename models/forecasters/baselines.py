@@ -29,7 +29,7 @@ from models.forecasters.base import (
     restore_forecaster,
 )
 from models.forecasters.evaluation import finish_fit
-from models.forecasters.windows import check_2d, check_origins, fill_forward, gather, training_means
+from models.forecasters.windows import check_2d, check_origins, last_observed, training_means
 from models.panel import SensorPanel
 
 
@@ -96,8 +96,7 @@ class Persistence(_Baseline):
     def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
         self.check_panel(panel)
         origins = check_origins(panel, origins, self.window)
-        values, mask = gather(panel, origins, self.window)
-        last = fill_forward(values, mask, self.fallback)[:, -1, :]  # [n, node]
+        last = last_observed(panel, origins, self.window, self.fallback)  # [n, node]
         mean = np.repeat(last[:, None, :], self.horizon, axis=1)  # [n, horizon, node]
         return self.with_intervals(origins, mean.astype(np.float32))
 
@@ -164,11 +163,11 @@ class Seasonal(_Baseline):
     def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
         self.check_panel(panel)
         origins = check_origins(panel, origins, self.window)
-        values, mask = gather(panel, origins, self.window)  # [n, period, node]
-        last = fill_forward(values, mask, self.fallback)[:, -1, :]  # [n, node]
-        # Target t+h maps to window position h-1 (the window starts at t-P+1).
-        seasonal = values[:, : self.horizon, :].astype(np.float64)  # [n, horizon, node]
-        seen = mask[:, : self.horizon, :]
+        last = last_observed(panel, origins, self.window, self.fallback)  # [n, node]
+        # Target t+h is the step one period earlier: t+h-P, window position h-1.
+        steps = origins[:, None] - self.window + 1 + np.arange(self.horizon)[None, :]
+        seasonal = panel.values[steps].astype(np.float64)  # [n, horizon, node]
+        seen = panel.mask[steps]
         mean = np.where(seen, seasonal, last[:, None, :])  # [n, horizon, node]
         return self.with_intervals(origins, mean.astype(np.float32))
 

@@ -66,6 +66,11 @@ class TrainPlan:
             raise ValueError(
                 f"--window and --horizon must be >= 1, got {self.window}, {self.horizon}"
             )
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        for option, share in (("--test", self.test), ("--valid", self.valid)):
+            if not 0.0 < share < 1.0:  # NaN fails too
+                raise ValueError(f"{option} must be a share between 0 and 1, got {share}")
 
 
 def parse_models(text: str) -> tuple[str, ...]:
@@ -139,7 +144,8 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
 
 def check_sensors(split: Split) -> None:
     """Refuse a sensor that the training part never observed, or observed at one constant
-    value: no model can learn it (name it so it can be fixed or dropped)."""
+    value: no model can learn it (name it so it can be fixed or dropped); and a
+    validation or test part without any reading, where no model can be scored."""
     train = split.train
     mask = train.mask.reshape(train.n_time, train.n_nodes, -1)  # [time, node, feature]
     seen = mask.sum(axis=(0, 2))  # [node]
@@ -158,12 +164,28 @@ def check_sensors(split: Split) -> None:
             f"{len(constant)} sensor(s) report one constant value in the whole training part, "
             f"e.g. {constant[:5]}; a stuck or dead sensor: drop it from the data"
         )
+    for name, part, option in (
+        ("validation", split.valid, "--valid"),
+        ("test", split.test, "--test"),
+    ):
+        if not part.mask.any():
+            raise ValueError(
+                f"the {name} part ({part.timestamps[0]} .. {part.timestamps[-1]}, "
+                f"{part.n_time} steps) has no reading, so no model can be scored there; "
+                f"give data there or change {option}"
+            )
 
 
 def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
-    """The protocol's chronological split of ``panel``; refuses sensors no model can learn
-    (:func:`check_sensors`)."""
+    """The protocol's chronological split of ``panel``; refuses a test part too short for
+    one window and sensors no model can learn (:func:`check_sensors`)."""
     split = chronological_split(panel, test=plan.test, valid=plan.valid)
+    if split.test.n_time < plan.window + plan.horizon:
+        raise ValueError(
+            f"the test part has {split.test.n_time} steps, fewer than --window {plan.window} "
+            f"+ --horizon {plan.horizon}: no test window fits; use a smaller --window or "
+            f"--horizon, a larger --test (now {plan.test}) or more data"
+        )
     check_sensors(split)
     return split
 

@@ -41,4 +41,18 @@ def load_model(directory: str | Path) -> Forecaster:
         cls = model_class(bundle.model)
     except ValueError as exc:
         raise BundleError(f"bundle {directory}: {exc}") from None
-    return cls.load(directory)
+    if bundle.config["horizon"] < 1:
+        raise BundleError(
+            f"bundle {directory}: {bundle.model} forecasts a horizon of {bundle.config['horizon']} "
+            "steps; a forecaster needs at least 1: retrain the model"
+        )
+    try:
+        return cls.load(directory)
+    except BundleError:
+        raise
+    except Exception as exc:  # fields its loader expects are missing, mistyped or too large
+        detail = " ".join(str(exc).split())[:500]
+        raise BundleError(
+            f"bundle {directory} cannot be rebuilt as a {bundle.model!r} model "
+            f"({type(exc).__name__}: {detail}); retrain it or copy the bundle again"
+        ) from None

@@ -54,9 +54,24 @@ def fill_forward(values: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> 
     return np.where(last >= 0, filled, np.broadcast_to(fallback, (n, window, nodes)))
 
 
-def last_observed(values: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """The last observed value of each window and sensor (else ``fallback``): ``[n, node]``."""
-    return fill_forward(values, mask, fallback)[:, -1, :]
+def last_observed(
+    panel: SensorPanel, origins: np.ndarray, window: int, fallback: np.ndarray
+) -> np.ndarray:
+    """The last observed value of each sensor in the windows ending at ``origins`` (else
+    ``fallback``): float64 ``[n, node]``, as ``fill_forward(...)[:, -1, :]`` gives it.
+
+    Only the (origin, sensor) pairs missing at the origin look back, so the cost is one
+    step per pair plus the window for the missing ones, not the whole window for all.
+    """
+    last = panel.values[origins].astype(np.float64)  # [n, node]
+    rows, cols = np.nonzero(~panel.mask[origins])
+    if len(rows):
+        steps = origins[rows, None] - np.arange(window)[None, :]  # [k, window], newest first
+        seen = panel.mask[steps, cols[:, None]]
+        newest = seen.argmax(axis=1)
+        found = panel.values[steps[np.arange(len(rows)), newest], cols]
+        last[rows, cols] = np.where(seen.any(axis=1), found, fallback[cols])
+    return last
 
 
 def training_means(panel: SensorPanel) -> np.ndarray:

@@ -28,7 +28,8 @@ def load_module_tensors(module: nn.Module, tensors: dict[str, np.ndarray]) -> No
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(
-            f"bundle weights do not fit the {type(module).__name__} architecture ({exc}); "
+            f"bundle weights do not fit the {type(module).__name__} architecture "
+            f"({' '.join(str(exc).split())[:300]}); "
             "retrain the bundle with this version"
         ) from None
 

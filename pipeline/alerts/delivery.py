@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from kafka import ConsumerRebalanceListener
 
@@ -49,6 +50,7 @@ from pipeline.alerts.receivers import (
     WebhookReceiver,
 )
 from pipeline.kafka.schema import SchemaError, decode_alert
+from pipeline.kafka.unreadable import poll_readable
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,8 +67,14 @@ def delivery_group(settings: Settings) -> str:
     return f"{settings.consumer_group}.alert-delivery"
 
 
-def _urls(value: str) -> list[str]:
-    return [u for u in value.split(",") if u]
+def _urls(value: str, variable: str) -> list[str]:
+    urls = [u for u in value.split(",") if u]
+    for url in urls:
+        try:
+            _ = urlsplit(url).port
+        except ValueError as exc:  # the URL itself may hold a token: name the setting only
+            raise DeliveryError(f"{variable}: a URL has a bad port ({exc})") from None
+    return urls
 
 
 def receivers_from_settings(settings: Settings) -> list[Receiver]:
@@ -84,9 +92,9 @@ def receivers_from_settings(settings: Settings) -> list[Receiver]:
             resend_interval_s=settings.alert_resend_interval_s,
             generator_url=settings.alert_generator_url,
         )
-        for url in _urls(settings.alertmanager_urls)
+        for url in _urls(settings.alertmanager_urls, "ROADCAST_ALERTMANAGER_URLS")
     ]
-    hooks = _urls(settings.webhook_urls)
+    hooks = _urls(settings.webhook_urls, "ROADCAST_WEBHOOK_URLS")
     if hooks and settings.webhook_secret is None:
         raise DeliveryError(
             "ROADCAST_WEBHOOK_URLS is set but ROADCAST_WEBHOOK_SECRET is not: webhooks are "
@@ -202,7 +210,7 @@ class AlertDelivery:
             last_stats = time.monotonic()
             while not stop.is_set():
                 try:
-                    records = consumer.poll(timeout_ms=self.config.poll_timeout_ms)
+                    records = poll_readable(consumer, self.config.poll_timeout_ms)
                 except KafkaError as exc:  # the client reconnects by itself
                     log.warning("alert_poll_failed", extra={"fields": {"error": str(exc)}})
                     stop.wait(1.0)
@@ -372,7 +380,7 @@ class AlertDelivery:
             reader.seek_to_beginning(*ends)
             progress = time.monotonic()
             while not stop.is_set() and any(reader.position(tp) < ends[tp] for tp in ends):
-                batch = reader.poll(timeout_ms=200)
+                batch = poll_readable(reader, 200)
                 if batch:
                     progress = time.monotonic()
                 elif time.monotonic() - progress > RESTORE_STALL_S:
@@ -387,7 +395,8 @@ class AlertDelivery:
                         except SchemaError:
                             continue  # logged when it was delivered
                         group = dict(record.headers or []).get("group") or b""
-                        latest[message.dedup_key] = Pending(message, bytes(group).decode())
+                        incident = bytes(group).decode("utf-8", "replace")
+                        latest[message.dedup_key] = Pending(message, incident)
         finally:
             reader.close()
         return [p for p in latest.values() if p.message.status == "firing"]

@@ -42,8 +42,12 @@ library. The body is ``{"type": "roadcast.alert.<status>", "timestamp": <ts>, "d
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,28 +164,57 @@ def post(
 ) -> Outcome:
     """POST ``body`` and classify the answer; the whole exchange has ``timeout_s``.
 
-    httpx's timeouts bound each network operation; the answer's body is read in chunks
-    against the overall deadline, so a receiver that trickles its answer is cut off too.
+    httpx's timeouts bound each network operation, not the exchange: a receiver that
+    trickles its answer's headers would hold the request for ever. A watchdog therefore
+    shuts the request's socket down at the deadline (the client opens one connection per
+    request, see :class:`_Client`); the body is also read against the deadline.
     """
     deadline = time.monotonic() + timeout_s
+    sockets: list[socket.socket] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("connect_tcp.complete") and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                sockets.append(sock)
+
+    def cut() -> None:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout_s, cut)
+    watchdog.daemon = True
+    watchdog.start()
+    late = f"no answer within {timeout_s:g} s"
     try:
         with client.stream(
-            "POST", url, content=body, headers=dict(headers), timeout=timeout_s
+            "POST",
+            url,
+            content=body,
+            headers=dict(headers),
+            timeout=timeout_s,
+            extensions={"trace": trace},
         ) as response:
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size >= 4 * MAX_REASON_CHARS or time.monotonic() > deadline:
-                    break
+            with contextlib.suppress(httpx.HTTPError):  # the status is in: keep what came
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size >= 4 * MAX_REASON_CHARS or time.monotonic() > deadline:
+                        break
             text = b"".join(chunks).decode("utf-8", "replace").strip().strip('"')
             reason = " ".join(text.split())[:MAX_REASON_CHARS] or response.reason_phrase
             return classify(response.status_code, reason, response.headers)
     except httpx.TimeoutException as exc:
-        return Outcome("retry", f"no answer within {timeout_s:g} s ({type(exc).__name__})")
+        return Outcome("retry", f"{late} ({type(exc).__name__})")
     except httpx.HTTPError as exc:  # connection refused or reset, DNS, protocol errors
+        if time.monotonic() >= deadline:
+            return Outcome("retry", f"{late} (cut off)")
         return Outcome("retry", f"{type(exc).__name__}: {exc}")
+    finally:
+        watchdog.cancel()
 
 
 class _Client:
@@ -192,7 +225,11 @@ class _Client:
 
     def get(self) -> httpx.Client:
         if self._client is None or self._client.is_closed:
-            self._client = httpx.Client(headers={"User-Agent": USER_AGENT})
+            # No kept-alive connections: each request's socket is its own, for post's watchdog.
+            self._client = httpx.Client(
+                headers={"User-Agent": USER_AGENT},
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
         return self._client
 
     def close(self) -> None:
@@ -269,7 +306,7 @@ class AlertmanagerReceiver:
             "last_seen": format_timestamp(m.last_seen),
         }
         link = {
-            k: quote(v, safe="")
+            k: quote(v, safe="", errors="replace")
             for k, v in (("sensor", m.sensor), ("detector", m.detector), ("alert_id", m.alert_id))
         }
         return {
@@ -338,10 +375,22 @@ class AlertmanagerReceiver:
         self._client.close()
 
 
+def _utf8(message: AlertMessage) -> AlertMessage:
+    """``message`` with any text UTF-8 cannot encode (a lone surrogate that a hostile
+    record's JSON escapes decode to) replaced by ``?``."""
+    fixed: dict[str, Any] = {
+        f.name: value.encode("utf-8", "replace").decode()
+        for f in dataclasses.fields(message)
+        if isinstance(value := getattr(message, f.name), str)
+        and value.encode("utf-8", "replace").decode() != value
+    }
+    return dataclasses.replace(message, **fixed) if fixed else message
+
+
 def idempotency_key(message: AlertMessage) -> str:
     """The same for every delivery of one alert record (``msg_`` + 32 hex digits)."""
     text = f"{message.alert_id}|{message.status}|{format_timestamp(message.ts)}"
-    return "msg_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    return "msg_" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class WebhookReceiver:
@@ -358,9 +407,9 @@ class WebhookReceiver:
 
     @staticmethod
     def body(pending: Pending) -> str:
-        m = pending.message
+        m = _utf8(pending.message)
         data = json.loads(encode_alert(m))
-        data["incident"] = pending.incident
+        data["incident"] = pending.incident.encode("utf-8", "replace").decode()
         doc = {"type": f"roadcast.alert.{m.status}", "timestamp": data["ts"], "data": data}
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 

@@ -13,6 +13,7 @@ files to put where.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 import urllib.error
@@ -119,6 +120,8 @@ def fetch_dataset(
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if info is None:
         raise DatasetError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise FetchError(f"--timeout must be a number of seconds > 0, got {timeout}")
     root = dataset_dir(data_dir)
     results = []
     unreachable: str | None = None

@@ -4,17 +4,22 @@ line and column to fix. Everything here raises :class:`DatasetError`.
 Rules (each one tested):
 
 * **Missing cells** (empty, ``nan``, ``na``, ``null``, ``none``, ``n/a``, any case) and
-  non-finite numbers stay missing: NaN in ``values``, False in ``mask``.
-* **Ragged rows, non-numeric cells, empty files** are rejected, naming the line (1 is
-  the header) and the column.
+  ``inf`` stay missing: NaN in ``values``, False in ``mask``.
+* **Ragged rows, non-numeric cells, empty files, numbers out of range** (``1e400``; in a
+  data file, beyond float32) are rejected, naming the line (1 is the header) and the
+  column; so is a file separated by ``;``, tab or ``|`` instead of commas.
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
   with an offset they are converted to UTC. Unsorted rows are sorted (row order in a
   timestamped file carries no information). Duplicate timestamps are rejected in a
   wide CSV (which reading is right is unknowable) and averaged when resampling.
+  Dates such as ``01/02/2024`` are read day-first or month-first, whichever puts the
+  rows closer together; timestamps outside 1678-2261 are rejected.
 * **Grid**: the step is the median spacing. When every spacing is a whole multiple of
   it, skipped steps become missing rows (mask False), never filled. Otherwise the file
   is irregular: rejected by default, or with ``irregular="resample"`` each reading goes
-  to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB).
+  to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB). A grid
+  over 100,000 steps and 100 times longer than the file (a mistyped timestamp) is
+  rejected.
 * **No timestamp column**: a first column counting rows (whole numbers going up by one,
   whatever its name: ``step``, ``index``, ``""``...) is a row index and dropped, as is a
   first column named ``""``/``index`` holding integers; rows are then placed on
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -41,6 +47,8 @@ INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
 SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
 DEFAULT_START = pd.Timestamp("2000-01-01", tz="UTC")
 DEFAULT_FREQ = pd.Timedelta("5min")
+MAX_GRID_PER_ROW = 100  # a grid this many times longer than the file is a wrong timestamp
+MAX_GRID_FREE = 100_000  # grid steps always allowed, however few rows
 
 
 class DatasetError(ValueError):
@@ -84,6 +92,12 @@ def read_table(
     header, lines = _scan(path)
     if not lines.size:
         raise DatasetError(f"{path}: the header has no data rows under it")
+    if _is_data_row(header):
+        shown = ",".join(h.strip() for h in header[:3]) + ("..." if len(header) > 3 else "")
+        raise DatasetError(
+            f"{path}: line 1 ({shown}) holds readings, not column names: the file has no "
+            "header; add a first line naming the columns (the sensor ids)"
+        )
     raw = pd.read_csv(
         path,
         dtype=str,
@@ -129,7 +143,12 @@ def read_table(
                 f"(columns {seen[name] + start + 1} and {k + start + 1})"
             )
         seen[name] = k
-    values = _numeric(path, raw.iloc[:, start:], columns, lines)
+    if drop_first and first_name in seen:
+        raise DatasetError(
+            f"{path}: {first_name!r} names both the time or index column and a sensor column; "
+            "rename one"
+        )
+    values = _numeric(path, raw.iloc[:, start:], columns, lines, time_hint=True)
     first = raw.iloc[:, 0] if drop_first else None
     return Table(columns, values, lines, first, first_name if drop_first else None)
 
@@ -139,6 +158,7 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
     lines: list[int] = []
+    second = ""  # the first data row, when it is a single field
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header: list[str] | None = None
@@ -154,6 +174,8 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
                         f"{path}: ragged row at line {reader.line_num}: {len(row)} fields, "
                         f"{first} has {len(header)}"
                     )
+                if not lines and len(row) == 1:
+                    second = row[0]
                 lines.append(reader.line_num)
         except csv.Error as exc:
             raise DatasetError(f"{path}: unreadable CSV at line {reader.line_num}: {exc}") from None
@@ -161,7 +183,38 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
             raise DatasetError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
     if header is None:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
+    if len(header) == 1 and (separator := _separator(header[0], second)):
+        raise DatasetError(
+            f"{path}: {first} has one field holding {separator!r}: the file seems separated by "
+            f"{separator!r}; save it comma-separated"
+        )
     return header, np.asarray(lines, dtype=np.int64)  # [row]
+
+
+def _is_data_row(fields: Sequence[str]) -> bool:
+    """True for a header that is a row of readings: a timestamp, then numbers (numbers
+    alone may be sensor ids, as in ``los_speed.csv``)."""
+    cells = [f.strip() for f in fields]
+    if len(cells) < 2 or not pd.isna(pd.to_numeric(cells[0], errors="coerce")):
+        return False
+    rest = pd.to_numeric(pd.Series(cells[1:], dtype=object), errors="coerce")
+    dated = re.search(r"\d[-/:.]\d", cells[0]) is not None and _is_date(cells[0])
+    return dated and bool(rest.notna().all())
+
+
+def _is_date(text: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return not pd.isna(pd.to_datetime(text, errors="coerce", utc=True))
+
+
+def _separator(header: str, row: str) -> str | None:
+    """The delimiter of a file that is not comma-separated: a character other than a comma
+    that splits its header and its first row (one field each to the CSV reader)."""
+    for character in (";", "\t", "|"):
+        if character in header and (not row or row.count(character) == header.count(character)):
+            return character
+    return None
 
 
 def _is_time_or_index(name: str, column: pd.Series) -> bool:
@@ -189,8 +242,15 @@ def is_row_counter(numeric: pd.Series) -> bool:
 
 
 def _numeric(
-    path: Path, cells: pd.DataFrame, columns: Sequence[str], lines: np.ndarray
+    path: Path,
+    cells: pd.DataFrame,
+    columns: Sequence[str],
+    lines: np.ndarray,
+    *,
+    time_hint: bool = False,
 ) -> np.ndarray:
+    """Cells as float64 (NaN where missing or infinite); ``time_hint`` says, for a value
+    that is a date, which option reads its column as the time column."""
     n_rows, n_cols = cells.shape
     text = pd.Series(cells.to_numpy(dtype=object).ravel()).str.strip()  # [row * column]
     missing = text.str.lower().isin(MISSING_TOKENS).to_numpy()
@@ -200,34 +260,74 @@ def _numeric(
     bad = np.isnan(number) & ~missing
     if bad.any():
         r, c = divmod(int(np.flatnonzero(bad)[0]), n_cols)
+        value = text.iloc[r * n_cols + c]
+        fix = "use a number or leave the cell empty for missing"
+        if time_hint and _is_date(value):
+            fix = f"a time column? pass --index-col {columns[c]}"
         raise DatasetError(
-            f"{path}: non-numeric value {text.iloc[r * n_cols + c]!r} at line {lines[r]}, "
-            f"column {columns[c]!r}; use a number or leave the cell empty for missing"
+            f"{path}: non-numeric value {value!r} at line {lines[r]}, column {columns[c]!r}; " + fix
+        )
+    infinite = np.isinf(number)
+    overflow = infinite & ~text.str.lower().str.lstrip("+-").isin(("inf", "infinity")).to_numpy()
+    if overflow.any():
+        r, c = divmod(int(np.flatnonzero(overflow)[0]), n_cols)
+        raise DatasetError(
+            f"{path}: value {text.iloc[r * n_cols + c]!r} at line {lines[r]}, column "
+            f"{columns[c]!r} is too large to be a number"
         )
     out = number.reshape(n_rows, n_cols)  # [row, column]
-    out[~np.isfinite(out)] = np.nan  # inf is not a reading either
+    out[infinite.reshape(n_rows, n_cols)] = np.nan  # inf is not a reading either
     return out
 
 
 def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> pd.DatetimeIndex:
     """Parse a timestamp column to UTC, naming the first line that does not parse."""
     text = column.astype(str).str.strip()
-    try:  # one inferred format is fast; fall back to per-value parsing to find the culprit
-        return pd.DatetimeIndex(pd.to_datetime(text, utc=True)).as_unit("ns")
-    except (ValueError, OverflowError):
-        pass
-    try:
-        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-    except (ValueError, OverflowError) as exc:
-        raise DatasetError(f"{path}: column {name!r} is not a timestamp column: {exc}") from None
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
+    parsed = _one_format(text, dayfirst=False)
+    if text.size and not re.match(r"\d{4}", text.iloc[0]):  # day and month may be swapped
+        swapped = _one_format(text, dayfirst=True)
+        if swapped is not None and (parsed is None or _span(swapped) < _span(parsed)):
+            parsed = swapped  # e.g. 13/01/2024: the reading whose times lie closer together
+    if parsed is None:  # fall back to per-value parsing, to find the culprit
+        try:
+            parsed = pd.DatetimeIndex(
+                pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+            )
+        except (ValueError, OverflowError) as exc:
+            raise DatasetError(
+                f"{path}: column {name!r} is not a timestamp column: {exc}"
+            ) from None
+        bad = parsed.isna()
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise DatasetError(
+                f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; "
+                "use ISO-8601, e.g. 2012-03-01 00:05:00"
+            )
+    outside = (parsed < pd.Timestamp.min.tz_localize("UTC")) | (
+        parsed > pd.Timestamp.max.tz_localize("UTC")
+    )
+    if outside.any():
+        r = int(np.flatnonzero(outside)[0])
         raise DatasetError(
-            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; "
-            "use ISO-8601, e.g. 2012-03-01 00:05:00"
+            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} is outside the years "
+            "1678-2261 that roadcast can hold"
         )
-    return pd.DatetimeIndex(parsed).as_unit("ns")
+    return parsed.as_unit("ns")
+
+
+def _one_format(text: pd.Series, *, dayfirst: bool) -> pd.DatetimeIndex | None:
+    """``text`` parsed with the one format pandas infers from its first value, or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+            return pd.DatetimeIndex(pd.to_datetime(text, utc=True, dayfirst=dayfirst))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _span(times: pd.DatetimeIndex) -> pd.Timedelta:
+    return times.max() - times.min()
 
 
 def to_regular_grid(
@@ -288,6 +388,14 @@ def to_regular_grid(
         origin = pd.Timestamp(t[0], tz="UTC").floor(freq).value
     cell = (t - origin) // step  # [row]
     n_cells = int(cell[-1]) + 1
+    if n_cells > max(MAX_GRID_PER_ROW * len(t), MAX_GRID_FREE):
+        k = int(np.argmax(diffs))
+        raise DatasetError(
+            f"{source}: line {lines[k + 1]} is {pd.Timedelta(int(diffs[k]), unit='ns')} after "
+            f"the previous row; on a grid of {pd.Timedelta(step, unit='ns')} the "
+            f"{len(t)} rows would span {n_cells} steps, almost all missing: check that "
+            "timestamp, or split the file at the gap"
+        )
     grid = pd.date_range(
         pd.Timestamp(origin, tz="UTC"), periods=n_cells, freq=pd.Timedelta(step, unit="ns")
     )
@@ -320,6 +428,13 @@ def read_wide_csv(
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
     table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
+    huge = np.abs(table.values) > np.finfo(np.float32).max  # NaN compares False
+    if huge.any():
+        r, c = np.argwhere(huge)[0]
+        raise DatasetError(
+            f"{path}: value {table.values[r, c]:g} at line {table.lines[r]}, column "
+            f"{table.columns[c]!r} is beyond the 32-bit range readings are kept in (3.4e38)"
+        )
     if table.first is not None and _is_time_column(table):
         times = parse_times(path, table.first, table.lines, table.first_name or "")
         grid, values = to_regular_grid(
@@ -354,7 +469,9 @@ def read_adjacency_csv(
     A file with 2-4 columns is read as an edge list when its first line is a
     ``src,dst`` header (``source``/``from`` also work) or when every entry of its first
     two columns is a sensor id; otherwise, when its shape fits, as a matrix. A header
-    line removes any doubt.
+    line removes any doubt. Weights and lengths must be finite and >= 0; an adjacency
+    without a link between two sensors, a link listed twice, or matrix row labels in
+    another order than its header are rejected.
     """
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the adjacency file is empty")
@@ -374,16 +491,24 @@ def read_adjacency_csv(
     known = set(ids)
     edge_shaped = 2 <= cols <= 4
     named = raw.iloc[0, 0].lower() in SRC_NAMES
-    ends_are_ids = edge_shaped and bool(raw.iloc[:, :2].isin(known).all().all())
+    ends = raw.iloc[:, :2].isin(known).to_numpy() if edge_shaped else np.zeros(1, dtype=bool)
+    graph = None
     try:
-        if edge_shaped and (named or ends_are_ids):
-            return _edge_list(path, raw, ids, coords)
-        if (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
-            return _matrix(path, raw, ids, coords)
-        if edge_shaped:
-            return _edge_list(path, raw, ids, coords)
+        if edge_shaped and (named or ends.all()):
+            graph = _edge_list(path, raw, ids, coords)
+        elif (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
+            graph = _matrix(path, raw, ids, coords)
+        elif ends.any():
+            graph = _edge_list(path, raw, ids, coords)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
+    if graph is not None:
+        if not graph.num_edges:
+            raise DatasetError(
+                f"{path}: the adjacency has no link between two different sensors (every "
+                "entry is zero or a self-loop); fix it or leave out --adjacency"
+            )
+        return graph
     raise DatasetError(
         f"{path}: expected a {n} x {n} matrix (one row and column per sensor) or an edge "
         f"list src,dst[,weight]; got {rows} rows x {cols} columns{_size_hint(n, rows, cols, ids)}"
@@ -415,6 +540,12 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
             header, body = header[1:], raw.iloc[1:, 1:]
         else:
             body = raw.iloc[1:]
+        twice = sorted({s for s in header if header.count(s) > 1})
+        if twice:
+            raise DatasetError(
+                f"{path}: sensor(s) {twice[:5]} appear twice in the matrix header; "
+                "list each sensor once"
+            )
         if sorted(header) != sorted(ids):
             unknown = sorted(set(header) - set(ids))[:5]
             absent = sorted(set(ids) - set(header))[:5]
@@ -423,17 +554,43 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
                 f"{unknown}; in the data but not the adjacency: {absent}); use the same ids "
                 "as the data columns"
             )
+        if raw.shape[1] == n + 1:
+            _check_row_labels(path, list(raw.iloc[1:, 0]), header)
         position = {s: k for k, s in enumerate(header)}
         order = np.array([position[s] for s in ids])
     lines = np.arange(len(raw) - len(body) + 1, len(raw) + 1)
-    names = [f"column {k + 1}" for k in range(n)]
-    matrix = _numeric(path, body, names, lines)
-    if np.isnan(matrix).any():
-        r, c = np.argwhere(np.isnan(matrix))[0]
-        raise DatasetError(f"{path}: empty adjacency entry at line {lines[r]}, column {c + 1}")
+    offset = raw.shape[1] - n
+    names = [str(k + offset + 1) for k in range(n)]
+    matrix = _weights(path, body, names, lines, "adjacency entry")
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
     return RoadGraph.from_adjacency(matrix, coords=coords)
+
+
+def _check_row_labels(path: Path, labels: list[str], header: list[str]) -> None:
+    """Refuse row labels (a matrix's first column) that name sensors in another order than
+    the header: which of the two orders is meant is unknowable. Row numbers pass."""
+    if labels == header or not set(labels) & set(header):
+        return
+    k = next(k for k, (a, b) in enumerate(zip(labels, header, strict=True)) if a != b)
+    raise DatasetError(
+        f"{path}: line {k + 2} is labelled {labels[k]!r} but column {k + 2} of the header "
+        f"is {header[k]!r}; list the rows in the order of the header"
+    )
+
+
+def _weights(
+    path: Path, cells: pd.DataFrame, names: Sequence[str], lines: np.ndarray, what: str
+) -> np.ndarray:
+    """Numeric ``cells`` that must be finite and >= 0 (adjacency weights, road lengths)."""
+    values = _numeric(path, cells, names, lines)
+    bad = ~(values >= 0)  # NaN (missing or not finite) and negative
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        text = str(cells.iloc[r, c])
+        why = "is missing" if text.lower() in MISSING_TOKENS else "is not a finite number >= 0"
+        raise DatasetError(f"{path}: {what} {text!r} at line {lines[r]}, column {names[c]!r} {why}")
+    return values
 
 
 def _edge_list(
@@ -457,14 +614,18 @@ def _edge_list(
                 "data; use the data's sensor ids"
             )
         ends.append(idx.to_numpy(dtype=np.int64))
+    seen: dict[tuple[int, int], int] = {}
+    for r, pair in enumerate(zip(ends[0].tolist(), ends[1].tolist(), strict=True)):
+        if pair in seen:
+            raise DatasetError(
+                f"{path}: duplicate link {body.iloc[r, 0]!r} -> {body.iloc[r, 1]!r} at lines "
+                f"{lines[seen[pair]]} and {lines[r]}; keep one line per link"
+            )
+        seen[pair] = r
     extra = {}
     for k in range(2, raw.shape[1]):
         key = "distance_km" if "dist" in names[k] else "weight"
-        vals = _numeric(path, body.iloc[:, [k]], [names[k]], lines)[:, 0]
-        if np.isnan(vals).any():
-            r = int(np.flatnonzero(np.isnan(vals))[0])
-            raise DatasetError(f"{path}: empty {names[k]} at line {lines[r]}")
-        extra[key] = vals
+        extra[key] = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k])[:, 0]
     return RoadGraph.from_edges(
         ends[0],
         ends[1],

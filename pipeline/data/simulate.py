@@ -50,6 +50,7 @@ LA_BOX = ((33.75, 34.30), (-118.65, -117.85))
 KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON_EQUATOR = 111.320
 KERNEL_KM = 2.0
+MAX_CELLS = 100_000_000  # readings (steps x sensors) one simulation may hold
 
 
 class SimulationError(ValueError):
@@ -469,6 +470,12 @@ def _check(
     whole("corridor_length", corridor_length)
     if not (math.isfinite(days) and days > 0):
         raise SimulationError(f"days must be > 0 (e.g. 0.125 for three hours), got {days!r}")
+    cells = days * 24 * 60 / freq_minutes * sensors
+    if cells > MAX_CELLS:
+        raise SimulationError(
+            f"{sensors} sensors x {days:g} days at {freq_minutes} min are {cells:.3g} readings; "
+            f"at most {MAX_CELLS:,} are simulated (fewer sensors or days, or a longer freq)"
+        )
     for name, value in (
         ("incidents_per_day", incidents_per_day),
         ("faults_per_day", faults_per_day),

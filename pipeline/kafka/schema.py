@@ -81,7 +81,7 @@ REASONS: Final = frozenset(
         "bad_timestamp",  # not an ISO-8601 timestamp
         "timestamp_out_of_range",  # before TS_MIN or from TS_MAX on (UTC)
         "value_out_of_range",  # a reading's value does not fit float32
-        "bad_sensor",  # empty, too long, or padded with whitespace
+        "bad_sensor",  # empty, too long, padded with whitespace, or not valid Unicode
         "bad_value",  # well-typed but inconsistent (lengths, order, enum, range)
     }
 )
@@ -299,8 +299,8 @@ def _optional_number(value: Any, field: str) -> float | None:
 def _sensor(value: Any, field: str = "sensor") -> str:
     kind = type(value)
     if kind is int:
-        return str(value)
-    if kind is not str:
+        value = str(value)
+    elif kind is not str:
         _fail("bad_type", f"{field} must be a string (or integer) id, got {_json_type(value)}")
     if not value or len(value) > MAX_SENSOR_ID_CHARS or value.strip() != value:
         _fail(
@@ -308,6 +308,11 @@ def _sensor(value: Any, field: str = "sensor") -> str:
             f"{field} {value[:40]!r} must be 1-{MAX_SENSOR_ID_CHARS} characters "
             "without surrounding whitespace",
         )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no text holds it
+            _fail("bad_sensor", f"{field} {value[:40]!r} is not valid Unicode")
     return value
 
 

@@ -83,7 +83,8 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
     A folder without ``serving.json`` whose sub-directories are bundles gets each of
     them registered (label ``imported``), a serving set of exactly those versions (with
     the champion of ``champion.json``) and links in their place. None when the folder
-    holds no bundle at all.
+    holds no bundle at all; a :class:`RegistryError` (nothing changed) when two of its
+    bundles hold the same model.
     """
     root = registry_root(models_dir)
     current = read_serving(root)
@@ -92,6 +93,15 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
     legacy = [p for p in discover_bundles(root) if not p.is_symlink()]
     if not legacy:
         return None
+    holders: dict[str, Path] = {}
+    for path in legacy:
+        model = describe(path).model
+        if model in holders:
+            raise RegistryError(
+                f"bundles {holders[model]} and {path} both hold model {model!r}; keep one "
+                "(a model directory serves one version per model) and try again"
+            )
+        holders[model] = path
     versions = {v.model: v for v in (register(root, p, label=IMPORTED, run_id="") for p in legacy)}
     champion = read_champion(root)
     serving = Serving(
@@ -113,12 +123,13 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
 def _sensors(version: ModelVersion) -> frozenset[str]:
     try:
         return frozenset(json.loads((version.path / CONFIG).read_text())["sensor_ids"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise RegistryError(f"{version.path}/{CONFIG} is unreadable ({exc})") from None
 
 
 def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
-    """Refuse versions that do not verify or that forecast different sensor networks.
+    """Refuse versions that do not verify, hold another model than their name, or
+    forecast different sensor networks.
 
     Raises
     ------
@@ -127,13 +138,17 @@ def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
     """
     from models.bundle import BundleError, read_bundle
 
-    for version in versions.values():
+    for name, version in versions.items():
         try:
-            read_bundle(version.path)
+            held = read_bundle(version.path).model
         except BundleError as exc:
             raise RegistryError(
                 f"{version.model}@{version.version} is not promoted: {exc}"
             ) from None
+        if held != name:
+            raise RegistryError(
+                f"{name}@{version.version} is not promoted: {version.path} holds a {held!r} model"
+            )
     sensors = {name: _sensors(v) for name, v in versions.items()}
     network = read_network(root)
     expected = frozenset(network.sensor_ids) if network is not None else None
@@ -166,8 +181,8 @@ def promote(
     Raises
     ------
     RegistryError
-        An unknown or corrupt version, versions of different networks, or nothing to
-        serve.
+        An unknown or corrupt version, versions of different networks, a champion that
+        would not be served, or nothing to serve.
     """
     root = registry_root(models_dir)
     current = ensure_registry(root)
@@ -176,6 +191,11 @@ def promote(
     served.update({model: v.version for model, v in picked.items()})
     if not served:
         raise RegistryError("nothing to serve: name at least one model")
+    if champion is not None and champion.champion not in served:
+        raise RegistryError(
+            f"champion {champion.champion!r} would not be served (serving {sorted(served)}); "
+            "name a served model, or promote it too"
+        )
     versions = {m: _existing(root, m, v) for m, v in served.items()}
     check_versions(root, versions)
     record = champion.to_dict() if champion is not None else None
@@ -245,12 +265,24 @@ def _commit(
 
 
 def _publish(root: Path, serving: Serving) -> None:
-    """``champion.json`` first, then the switch itself (``serving.json``), then the links."""
+    """``champion.json`` first, then the switch itself (``serving.json``), then the links.
+
+    When ``serving.json`` cannot be written, ``champion.json`` is put back as it was.
+    """
+    champion_path = root / CHAMPION_FILE
+    before = champion_path.read_bytes() if champion_path.is_file() else None
     if serving.champion is not None:
         write_champion(root, Champion(**_champion_fields(serving.champion)))
     else:
-        (root / CHAMPION_FILE).unlink(missing_ok=True)
-    write_serving(root, serving)
+        champion_path.unlink(missing_ok=True)
+    try:
+        write_serving(root, serving)
+    except BaseException:
+        if before is None:
+            champion_path.unlink(missing_ok=True)
+        else:
+            champion_path.write_bytes(before)
+        raise
     _link(root, serving)
     log.info(
         "serving_set_promoted",

@@ -75,29 +75,32 @@ def content_hash(bundle: Path) -> str:
 
 
 def describe(bundle: str | Path) -> ModelVersion:
-    """The version of the bundle at ``bundle``: its ``version.json``, or for a bundle
-    outside the registry its content hash with no label or run id."""
+    """The version of the bundle at ``bundle``: its ``version.json`` when that agrees with
+    the bundle (model name, content hash), else (a bundle outside the registry, or an
+    edited record) its content hash with no label or run id."""
     path = Path(bundle)
+    try:
+        model = str(json.loads((path / CONFIG).read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise RegistryError(f"{path} is not a readable model bundle ({exc})") from None
+    short = content_hash(path)[:VERSION_CHARS]
     record_path = path / VERSION_FILE
     if record_path.is_file():
         try:
             raw = json.loads(record_path.read_text())
-            return ModelVersion(
-                model=str(raw["model"]),
-                version=str(raw["version"]),
-                label=str(raw.get("label") or ""),
-                run_id=str(raw.get("run_id") or ""),
-                created_at=str(raw.get("created_at") or ""),
-                path=path,
-            )
-        except (ValueError, KeyError, TypeError):
+            if raw["model"] == model and raw["version"] == short:
+                return ModelVersion(
+                    model=model,
+                    version=short,
+                    label=str(raw.get("label") or ""),
+                    run_id=str(raw.get("run_id") or ""),
+                    created_at=str(raw.get("created_at") or ""),
+                    path=path,
+                )
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             pass  # described by its content below, like an unversioned bundle
-    try:
-        model = str(json.loads((path / CONFIG).read_text())["model"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RegistryError(f"{path} is not a readable model bundle ({exc})") from None
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
-    return ModelVersion(model, content_hash(path)[:VERSION_CHARS], "", "", created, path)
+    return ModelVersion(model, short, "", "", created, path)
 
 
 def new_run_id() -> str:
@@ -248,7 +251,7 @@ def validation_pooled(bundle: str | Path) -> dict[int, dict[str, float]]:
             int(h): {k: float(v) for k, v in scores.items() if isinstance(v, int | float)}
             for h, scores in pooled.items()
         }
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return {}
 
 

@@ -14,6 +14,11 @@ _TWO_MIN = pd.Timedelta("2min")
 _ONE_HOUR = pd.Timedelta("1h")
 _GRACE = pd.Timedelta("2s")
 _ZERO = pd.Timedelta(0)
+# The longest tick, lateness, skew or grace: event times are int64 nanoseconds (years
+# 1677-2262) and readings may lie anywhere in 1700-2249, so a watermark (event time minus
+# the lateness) or a forecast's targets (a tick plus its horizon) further out would
+# overflow the clock.
+MAX_DURATION = pd.Timedelta(days=3650)
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,15 @@ class ServiceConfig:
                 value = pd.Timedelta(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{name} must be a duration such as 5min, got {value!r}") from None
+            if pd.isna(value):
+                raise ValueError(f"{name} must be a duration such as 5min, got NaT")
             if value < _ZERO or (value == _ZERO and name != "allowed_lateness"):
                 floor = ">= 0" if name == "allowed_lateness" else "positive"
                 raise ValueError(f"{name} must be {floor}, got {value.total_seconds():g} s")
+            if value > MAX_DURATION:
+                raise ValueError(f"{name} must be at most {MAX_DURATION.days} days, got {value}")
             object.__setattr__(self, name, value)
+        if self.tick.value % 1_000_000:
+            raise ValueError(f"tick must be a whole number of milliseconds, got {self.tick}")
         if self.down_after is not None and self.down_after < 1:
             raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")

@@ -4,10 +4,11 @@
 maps its sensors to the assembler's columns and collects the valid readings of a poll batch
 in :class:`DecodedReadings`. A record that breaks the schema, or names a sensor that no
 loaded model knows, goes whole to the dead-letter topic with the reason in its headers;
-so does one that fails in any other way here (``processing_error``): no record stops the
-service. Dead letters stay within the broker's limits
-(:meth:`pipeline.kafka.outbox.Outbox.send_dead_letter`); one the broker refused is sent
-minimal on the replay, and then only reported (:attr:`ReadingDecoder.refused`).
+so does one that fails in any other way here (``processing_error``), and one the Kafka
+client could not parse (:class:`pipeline.kafka.unreadable.UnreadableRecord`, also
+``processing_error``): no record stops the service. Dead letters stay within the broker's
+limits (:meth:`pipeline.kafka.outbox.Outbox.send_dead_letter`); one the broker refused is
+sent minimal on the replay, and then only reported (:attr:`ReadingDecoder.refused`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.kafka.dead_letters import dead_letter_headers
 from pipeline.kafka.outbox import Outbox, Source, report_unsendable
 from pipeline.kafka.schema import SchemaError, decode_readings
+from pipeline.kafka.unreadable import UnreadableRecord
 
 if TYPE_CHECKING:
     from kafka import TopicPartition
@@ -75,6 +77,9 @@ class ReadingDecoder:
     ) -> None:
         """Append the readings of ``record`` to ``decoded``, or dead-letter it."""
         counts["consumed"] += 1
+        if isinstance(record, UnreadableRecord):
+            self.dead_letter(outbox, record, PROCESSING_ERROR, record.error, counts)
+            return
         column = self.column
         try:
             readings = decode_readings(record.value)

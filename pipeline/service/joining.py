@@ -75,6 +75,7 @@ class GroupJoin:
 
     def _join(self) -> None:
         from pipeline.kafka.clients import ensure_topics, make_consumer
+        from pipeline.kafka.unreadable import poll_readable
 
         started = time.monotonic()
         try:
@@ -91,7 +92,7 @@ class GroupJoin:
                 listener=RebalanceListener(self.partitions, consumer),
             )
             while not (self._stop.is_set() or self._cancel.is_set()):
-                for tp, records in consumer.poll(timeout_ms=JOIN_POLL_MS).items():
+                for tp, records in poll_readable(consumer, JOIN_POLL_MS).items():
                     self._records.setdefault(tp, []).extend(records)
                 if consumer.assignment():
                     seconds = round(time.monotonic() - started, 3)

@@ -128,6 +128,7 @@ class ForecastService(BatchHandler):
         from kafka.errors import KafkaError
 
         from pipeline.kafka.clients import ensure_topics
+        from pipeline.kafka.unreadable import poll_readable
 
         stop = stop or threading.Event()
         previous = install_signal_handlers(stop) if handle_signals else {}
@@ -155,7 +156,7 @@ class ForecastService(BatchHandler):
             while not stop.is_set():
                 self.health.beat()
                 try:
-                    records = pending or consumer.poll(timeout_ms=self.poll_timeout_ms())
+                    records = pending or poll_readable(consumer, self.poll_timeout_ms())
                     pending = {}
                 except KafkaError as exc:  # the client reconnects by itself: wait and retry
                     log.warning("poll_failed", extra={"fields": {"error": str(exc)}})

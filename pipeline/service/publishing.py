@@ -110,11 +110,8 @@ class Publisher:
             alert, group = (
                 (item.message, item.group_key) if isinstance(item, AlertEvent) else (item, None)
             )
-            try:
-                payload = encode_alert(alert)
-            except SchemaError as exc:
-                counts["alerts_invalid"] += 1
-                log.error("alert_invalid", extra={"fields": {"error": str(exc)}})
+            payload = _encoded(alert, counts)
+            if payload is None:
                 continue
             headers = [(GROUP_HEADER, group.encode())] if group else None
             outbox.send(self.topic_alerts, alert.sensor.encode(), payload, headers)
@@ -137,12 +134,16 @@ class Publisher:
         sensor_ids: Sequence[str],
         config: AssemblerConfig,
     ) -> None:
-        """Publish and store an alert for every sensor that went down or came back."""
+        """Publish and store an alert for every sensor that went down or came back (one
+        the schema refuses, e.g. a silence since a tick before 1700, is counted, logged
+        and left out, as in :meth:`alerts`)."""
         for change in changes:
             sensor = sensor_ids[change.col]
             down = change.down
             alert = sensor_alert(sensor, change, config)
-            payload = encode_alert(alert)
+            payload = _encoded(alert, counts)
+            if payload is None:
+                continue
             outbox.send(self.topic_alerts, sensor.encode(), payload)
             batch.alerts.append(AlertRow.of(alert, payload))
             counts["alerts_published"] += 1
@@ -153,3 +154,14 @@ class Publisher:
                 log.warning("sensor_down", extra=fields)
             else:
                 log.info("sensor_back", extra=fields)
+
+
+def _encoded(alert: AlertMessage, counts: Counter[str]) -> bytes | None:
+    """The alert's wire payload, or None (counted as ``alerts_invalid`` and logged) when
+    the schema refuses it."""
+    try:
+        return encode_alert(alert)
+    except SchemaError as exc:
+        counts["alerts_invalid"] += 1
+        log.error("alert_invalid", extra={"fields": {"error": str(exc)}})
+        return None

@@ -156,21 +156,45 @@ class Store:
                 check_same_thread=False,
             )
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-            self._add_missing_columns()
+            self._open(durable)
         self._lock = threading.Lock()
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
         # A read-only view of a store from before the column existed reads NULL for it.
         self._group_column = "group_key" if "group_key" in columns else "NULL"
         self._sensor_ids: dict[str, int] = {}
         self._model_ids: dict[str, int] = {}
+
+    def _open(self, durable: bool) -> None:
+        """Open (or create) the store for writing.
+
+        Raises
+        ------
+        StoreError
+            When the path cannot hold a store: a folder, a file that is not SQLite, a
+            folder that cannot be created, no permission.
+        """
+        if self.path.is_dir():
+            raise StoreError(f"the store path {self.path} is a folder; give a file path")
+        db = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            db.executescript(_SCHEMA)
+            self._check_version()
+            self._add_missing_columns()
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(
+                f"cannot use {self.path} as the store: {exc}; pass another --store "
+                "(ROADCAST_STORE_PATH)"
+            ) from None
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

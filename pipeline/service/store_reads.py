@@ -14,14 +14,19 @@ store the service is writing (WAL: readers never block it).
   protocol); a target the service never received is missing, and a sensor the model
   stored no forecast for is not scored either.
 * :func:`alerts_between` -- the alert state changes of a period.
+* :func:`reading_store` -- a store opened read-only after :func:`check_store` found it
+  a roadcast store of this schema; SQLite errors while reading it name the file.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,11 +35,67 @@ from models.forecasters.base import BatchForecast
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
-from pipeline.service.store import Store
+from pipeline.service.store import SCHEMA_VERSION, Store, StoreError
+
+CHECK_TIMEOUT_S = 5.0  # how long a reader waits for a writer's exclusive lock
 
 
 class StoreReadError(ValueError):
     """The store does not (yet) hold what was asked for; the message says why."""
+
+
+def check_store(path: str | Path) -> None:
+    """Refuse a file that is not a roadcast store of this schema version, without
+    writing to it.
+
+    Raises
+    ------
+    StoreError
+        Naming the file: missing, not SQLite, another program's database, another
+        schema version, or locked by a writer for longer than ``CHECK_TIMEOUT_S``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no store at {path}; start `roadcast serve` first or pass --store")
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=CHECK_TIMEOUT_S
+        )
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreError(
+                f"the store {path} is locked by a writer ({exc}); try again in a moment"
+            ) from None
+        raise StoreError(
+            f"{path} is not a roadcast store ({exc}); pass the store `roadcast serve` writes "
+            "(--store or ROADCAST_STORE_PATH)"
+        ) from None
+    if row is not None and row[0] != str(SCHEMA_VERSION):
+        raise StoreError(
+            f"{path} has store schema {row[0]!r}, this roadcast reads {SCHEMA_VERSION}; read "
+            "it with the roadcast version that wrote it"
+        )
+
+
+@contextmanager
+def reading_store(path: str | Path) -> Iterator[Store]:
+    """The store at ``path`` opened read-only after :func:`check_store`; an SQLite error
+    or a value of the wrong type while reading it becomes a :class:`StoreError` naming
+    the file."""
+    check_store(path)
+    try:
+        with Store(path, readonly=True) as store:
+            yield store
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path} ({exc}); is it a roadcast store?") from None
+    except StoreReadError:
+        raise
+    except (ValueError, TypeError) as exc:  # a value of the wrong type in a table
+        raise StoreError(f"the store {path} holds a value roadcast cannot read ({exc})") from None
 
 
 def tick_ms(store: Store) -> int:

@@ -63,10 +63,10 @@ class AssemblerConfig:
 
     def __post_init__(self) -> None:
         freq = pd.Timedelta(self.freq)
-        if freq <= _ZERO or freq.value % 1_000_000:
+        if pd.isna(freq) or freq <= _ZERO or freq.value % 1_000_000:
             raise ValueError(f"tick frequency must be a positive whole number of ms, got {freq}")
         lateness = pd.Timedelta(self.allowed_lateness)
-        if lateness < _ZERO:
+        if pd.isna(lateness) or lateness < _ZERO:
             raise ValueError(f"allowed lateness must be >= 0, got {lateness}")
         if self.window < 1:
             raise ValueError(f"window must be at least 1 tick, got {self.window}")
@@ -83,7 +83,7 @@ class AssemblerConfig:
         object.__setattr__(self, "origin", origin)
         if self.max_clock_skew is not None:
             skew = pd.Timedelta(self.max_clock_skew)
-            if skew <= _ZERO:
+            if pd.isna(skew) or skew <= _ZERO:
                 raise ValueError(f"max clock skew must be positive (or off), got {skew}")
             object.__setattr__(self, "max_clock_skew", skew)
 

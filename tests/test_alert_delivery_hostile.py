@@ -1,0 +1,299 @@
+"""Alert delivery against hostile receivers and records: every request ends by its
+deadline, a 4xx keeps its status however slowly it comes, text UTF-8 cannot encode does
+not sink a batch, a bad URL names its setting, and a record's undecodable header does
+not stop delivery from restoring the firing alerts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from pydantic import SecretStr
+from standardwebhooks import Webhook
+
+from pipeline.alerts.delivery import DeliveryError, delivery_group, receivers_from_settings
+from pipeline.alerts.receivers import AlertmanagerReceiver, Pending, Receiver, WebhookReceiver
+from pipeline.kafka.clients import make_consumer, make_producer
+from pipeline.kafka.schema import encode_alert
+from pipeline.settings import Settings, load_settings
+from tests.alertmanager_support import HttpRecorder
+from tests.delivery_support import (
+    SECRET,
+    am_receiver,
+    delivering,
+    delivery_settings,
+    make_alert,
+    new_sensor,
+    wait_all_committed,
+)
+from tests.waiting import WAIT_S, wait_until
+
+TIMEOUT_S = 1.0
+
+
+def _read_request(conn: socket.socket) -> None:
+    conn.settimeout(5.0)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A TCP server on a free local port that reads each request and then runs ``answer``
+    on the connection; yields its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                _read_request(conn)
+                answer(conn)
+            except OSError:
+                pass  # the client cut the exchange off
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        server.close()
+
+
+def _drip(first: bytes, each: bytes, every_s: float = 0.2, for_s: float = 15.0):
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(first)
+        end = time.monotonic() + for_s
+        while time.monotonic() < end:
+            conn.sendall(each)
+            time.sleep(every_s)
+
+    return answer
+
+
+def _silent(conn: socket.socket) -> None:
+    time.sleep(15.0)
+
+
+def _receivers(url: str) -> list[Receiver]:
+    return [
+        AlertmanagerReceiver(url, timeout_s=TIMEOUT_S),
+        WebhookReceiver(url, SecretStr(SECRET), timeout_s=TIMEOUT_S),
+    ]
+
+
+ANSWERS = {
+    "never answers": _silent,
+    "drips its headers": _drip(b"HTTP/1.1 200 OK\r\n", b"X-Drip: 1\r\n"),
+    "drips a 5xx body": _drip(b"HTTP/1.1 503 Busy\r\nContent-Length: 100000\r\n\r\n", b"x"),
+}
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+def test_a_request_ends_by_its_deadline(case) -> None:
+    with raw_server(ANSWERS[case]) as url:
+        for receiver in _receivers(url):
+            started = time.monotonic()
+            outcome = receiver.deliver([Pending(make_alert(new_sensor()), "i")])
+            took = time.monotonic() - started
+            receiver.close()
+            assert outcome.kind == "retry", outcome
+            assert took < TIMEOUT_S + 1.0, (
+                f"{receiver.name}: {took:.1f} s for a {TIMEOUT_S} s deadline"
+            )
+
+
+def test_a_4xx_that_drips_its_reason_is_still_rejected_with_it() -> None:
+    answer = _drip(b"HTTP/1.1 422 Unprocessable\r\nContent-Length: 100000\r\n\r\nbad label", b"!")
+    with raw_server(answer) as url:
+        for receiver in _receivers(url):
+            started = time.monotonic()
+            outcome = receiver.deliver([Pending(make_alert(new_sensor()), "i")])
+            receiver.close()
+            assert time.monotonic() - started < TIMEOUT_S + 1.0
+            assert outcome.kind == "rejected" and outcome.status == 422
+            assert "bad label" in outcome.detail
+
+
+# A record whose JSON escapes decode to a lone surrogate: text UTF-8 cannot encode.
+HOSTILE = {
+    "sensor": "s-\udc80bad",
+    "reason": "line one\nline two \udcff \u202e\u2603 " + "x" * 5000,
+    "alert_id": "s-1:interval@\ud800",
+}
+
+
+@pytest.mark.parametrize("field", HOSTILE)
+def test_text_utf8_cannot_encode_does_not_sink_the_batch(field) -> None:
+    good = make_alert(new_sensor())
+    bad = dataclasses.replace(make_alert(new_sensor()), **{field: HOSTILE[field]})
+    recorder = HttpRecorder()
+    try:
+        am = AlertmanagerReceiver(recorder.url, timeout_s=5.0)
+        outcome = am.deliver([Pending(good, "i"), Pending(bad, "i\udc80")])
+        assert outcome.kind == "accepted", outcome
+        (request,) = recorder.received()
+        sent = json.loads(request.body)
+        assert len(sent) == 2 and sent[0]["labels"]["sensor"] == good.sensor
+        hook = WebhookReceiver(recorder.url, SecretStr(SECRET), timeout_s=5.0)
+        assert hook.deliver([Pending(bad, "i\udc80")]).kind == "accepted"
+        signed = recorder.received()[-1]
+        doc = Webhook(SECRET).verify(signed.body, signed.headers)
+        assert doc["data"]["sensor"].startswith("s-")
+    finally:
+        recorder.close()
+
+
+ODD_SENSORS = {
+    "newline": "s-{}\nsecond line",
+    "unicode": "s-{} \u2603 \u202e \u00e9\u0301 \U0001f6a6",
+    "quotes and braces": 's-{} "quoted" {{curly}}, =~ \\',
+    "lone surrogate": "s-{}\udc80",
+    "long": "s-{}" + "x" * 180,
+}
+
+
+@pytest.mark.parametrize("case", ODD_SENSORS)
+def test_a_real_alertmanager_takes_odd_label_values(alertmanager, case) -> None:
+    sensor = ODD_SENSORS[case].format(new_sensor())
+    alert = dataclasses.replace(make_alert(sensor), reason="why\n" + "y" * 20_000)
+    receiver = AlertmanagerReceiver(alertmanager.url, timeout_s=5.0)
+    try:
+        outcome = receiver.deliver([Pending(alert, "incident \u2603\n")])
+    finally:
+        receiver.close()
+    assert outcome.kind == "accepted", outcome
+    stored = sensor.encode("utf-8", "replace").decode()
+    wait_until(
+        lambda: any(
+            a["labels"]["sensor"] in (sensor, stored, sensor.replace("\udc80", "\ufffd"))
+            for a in alertmanager.alerts(alertname="RoadcastAnomaly")
+        ),
+        what="the alert in Alertmanager",
+    )
+
+
+@pytest.mark.parametrize("variable", ["alertmanager_urls", "webhook_urls"])
+@pytest.mark.parametrize("url", ["http://am.example:99999", "http://am.example:port"])
+def test_a_url_with_a_bad_port_names_its_setting(variable, url) -> None:
+    # model_copy skips the settings' own checks, as a programmatic caller's settings may
+    settings = load_settings().model_copy(
+        update={variable: f"{url}/hook?token=s3cr3t", "webhook_secret": SecretStr(SECRET)}
+    )
+    with pytest.raises(DeliveryError, match=f"ROADCAST_{variable.upper()}") as err:
+        receivers_from_settings(settings)
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_an_undecodable_incident_header_does_not_stop_the_restore(kafka_settings) -> None:
+    """Run 1 delivers a firing alert whose ``group`` header is not UTF-8; run 2 reads the
+    firing alerts back from Kafka and must re-send it."""
+    settings = delivery_settings(kafka_settings, alert_resend_interval_s=1.0)
+    sensor = new_sensor()
+    producer = make_producer(settings)
+    try:
+        producer.send(
+            settings.topic_alerts,
+            key=sensor.encode(),
+            value=encode_alert(make_alert(sensor)),
+            headers=[("group", b"\xff\xfe incident")],
+        )
+        producer.flush(timeout=WAIT_S)
+    finally:
+        producer.close()
+    recorder = HttpRecorder()
+    try:
+        with delivering(settings, [am_receiver(recorder.url, settings)]):
+            wait_all_committed(settings)
+        first = len(recorder.received())
+        with delivering(settings, [am_receiver(recorder.url, settings)]):
+            wait_until(
+                lambda: any(sensor.encode() in r.body for r in recorder.received()[first:]),
+                what="the firing alert re-sent after the restart",
+            )
+    finally:
+        recorder.close()
+
+
+def test_an_alert_record_the_client_cannot_parse_does_not_stall_delivery(kafka_settings) -> None:
+    """A record on the alerts topic that kafka-python cannot parse (a header key that is not
+    UTF-8) made every later poll spin: delivery and the restore after a restart must move
+    past it and deliver the alert behind it."""
+    from tests.service_support import RawHeaderKey
+
+    settings = delivery_settings(kafka_settings, alert_resend_interval_s=1.0)
+    before, after = new_sensor(), new_sensor()
+    producer = make_producer(settings)
+    try:
+        for sensor, headers in (
+            (before, []),
+            (new_sensor(), [(RawHeaderKey("group"), b"x")]),
+            (after, []),
+        ):
+            value = encode_alert(make_alert(sensor))
+            producer.send(settings.topic_alerts, key=b"k", value=value, headers=headers)
+            producer.flush(timeout=WAIT_S)  # a batch each: only the poison's is unreadable
+    finally:
+        producer.close()
+    recorder = HttpRecorder()
+    try:
+        with delivering(settings, [am_receiver(recorder.url, settings)]) as delivery:
+            wait_until(
+                lambda: any(after.encode() in r.body for r in recorder.received()),
+                what="the alert behind the unreadable record delivered",
+            )
+            wait_until(lambda: _committed(settings) == 3, what="all three committed")
+            assert delivery.counters["undecodable"] == 1
+        first = len(recorder.received())
+        with delivering(settings, [am_receiver(recorder.url, settings)]):
+            wait_until(
+                lambda: any(after.encode() in r.body for r in recorder.received()[first:]),
+                what="the firing alert behind it re-sent after the restart",
+            )
+    finally:
+        recorder.close()
+
+
+def _committed(settings: Settings) -> int:
+    """The delivery group's committed offsets, summed over the alert topic's partitions."""
+    from kafka import TopicPartition
+
+    consumer = make_consumer(settings, group_id=delivery_group(settings))
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_alerts) or set()
+        tps = [TopicPartition(settings.topic_alerts, p) for p in parts]
+        return sum(consumer.committed(tp, timeout_ms=10_000) or 0 for tp in tps)
+    finally:
+        consumer.close()

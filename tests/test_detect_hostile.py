@@ -1,0 +1,233 @@
+"""`roadcast detect` and `--score` on hostile input: every file, directory and label file
+either gives defined scores in [0, 1] for every row or one error line naming the file."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.detect import DetectRunError, detect_nab, score_rows
+
+N = 300
+STAMPS = list(pd.date_range("2015-01-01", periods=N, freq="5min").strftime("%Y-%m-%d %H:%M:%S"))
+VALUES = [f"{v:.3f}" for v in 50 + np.random.default_rng(0).normal(0, 1, N)]
+
+
+def csv(stamps: list[str] = STAMPS, values: list[str] = VALUES, header: str = "timestamp,value"):
+    return header + "\n" + "".join(f"{t},{v}\n" for t, v in zip(stamps, values, strict=True))
+
+
+def with_value(row: int, cell: str) -> str:
+    values = list(VALUES)
+    values[row] = cell
+    return csv(values=values)
+
+
+def nab_dir(root: Path, text: str | bytes, name: str = "cat/f.csv") -> Path:
+    path = root / "nab" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return root / "nab"
+
+
+def one_line_error(root: Path, out: Path, *args: str) -> str:
+    result = CliRunner().invoke(
+        app, ["detect", "--nab-dir", str(root), "--out", str(out), "--detector", "extreme", *args]
+    )
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "unexpected;" not in lines[0], result.output
+    assert result.output.strip().endswith(lines[0]), result.output  # nothing after it
+    return lines[0]
+
+
+REFUSED = {
+    "inf": (with_value(200, "inf"), "value inf in data row 201 is infinite"),
+    "-inf": (with_value(200, "-inf"), "value -inf in data row 201 is infinite"),
+    "1e308": (with_value(200, "1e308"), "value 1e+308 in data row 201 is infinite or does not"),
+    "-1e308": (with_value(7, "-1e308"), "data row 8 is infinite or does not fit float32"),
+    "decimal comma": (with_value(51, "1,5"), "Expected 2 fields in line 53, saw 3)"),
+    "ragged row": (csv() + "2015-02-01 00:00:00,1,x,y\n", "not a NAB CSV file"),
+    "binary": (bytes(range(256)) * 10, "not a NAB CSV file"),
+    "latin-1": (csv().encode() + b"2015-02-01 00:00:00,caf\xe9\n", "not a NAB CSV file"),
+    "utf-16": (csv().encode("utf-16"), "not a NAB CSV file"),
+    "empty file": (b"", "not a NAB CSV file"),
+    "header only": ("timestamp,value\n", "no data rows"),
+    "word": (with_value(50, "abc"), "value 'abc' in data row 51 is not a number"),
+    "true/false": (csv(values=["True", "False"] * (N // 2)), "value True in data row 1 is not"),
+    "true/false/empty": (csv(values=["True", ""] * (N // 2)), "value True in data row 1 is not"),
+    "swapped columns": (
+        "value,timestamp\n" + "".join(f"{v},{t}\n" for t, v in zip(STAMPS, VALUES, strict=True)),
+        "expected NAB's header timestamp,value, found 'value,timestamp'",
+    ),
+    "semicolons": (csv().replace(",", ";"), "found 'timestamp;value'"),
+    "renamed": (csv(header="time,val"), "found 'time,val'"),
+    "bad timestamp": (
+        csv(stamps=[*STAMPS[:10], "yesterday", *STAMPS[11:]]),
+        "timestamp 'yesterday' in data row 11 does not parse",
+    ),
+    "empty timestamp": (
+        csv(stamps=[*STAMPS[:10], "", *STAMPS[11:]]),
+        "timestamp an empty cell in data row 11 does not parse",
+    ),
+    "mixed time zones": (
+        csv(stamps=[t + ("+02:00" if i % 2 else "+00:00") for i, t in enumerate(STAMPS)]),
+        "timestamps do not parse as one series",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_bad_file_is_one_error_line_naming_it_and_the_row(tmp_path, case) -> None:
+    text, message = REFUSED[case]
+    root = nab_dir(tmp_path, text)
+    line = one_line_error(root, tmp_path / "out")
+    assert str(root / "cat" / "f.csv") in line and message in line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.csv"))
+
+
+DEFINED = {
+    "constant": csv(values=["3.5"] * N),
+    "zeros": csv(values=["0"] * N),
+    "one row": csv(STAMPS[:1], VALUES[:1]),
+    "two rows": csv(STAMPS[:2], VALUES[:2]),
+    "shorter than probation": csv(STAMPS[:6], VALUES[:6]),
+    "all missing": csv(values=[""] * N),
+    "leading missing": csv(values=["NaN"] * 100 + VALUES[100:]),
+    "missing markers": csv(values=(["nan", "null", "NULL", "N/A", ""] * N)[:N]),
+    "huge with tiny variance": csv(values=[f"{1e12 + d:.4f}" for d in np.linspace(0, 1e-3, N)]),
+    "near float32 max": csv(values=[f"{3e38 * (1 - i / 1e4):.6e}" for i in range(N)]),
+    "decreasing timestamps": csv(stamps=STAMPS[::-1]),
+    "one timestamp repeated": csv(stamps=[STAMPS[0]] * N),
+    "Z suffix": csv(stamps=[t + "Z" for t in STAMPS]),
+    "extra columns": "timestamp,value,label\n"
+    + "".join(f"{t},{v},0\n" for t, v in zip(STAMPS, VALUES, strict=True)),
+    "BOM and CRLF": "\ufeff" + csv().replace("\n", "\r\n"),
+}
+
+
+@pytest.mark.parametrize("detector", ["ensemble", "extreme", "gaussian"])
+@pytest.mark.parametrize("case", DEFINED)
+def test_an_odd_but_readable_file_gets_defined_scores_and_no_warning(
+    tmp_path, case, detector
+) -> None:
+    root = nab_dir(tmp_path, DEFINED[case])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        (written,) = detect_nab(root, tmp_path / "out", detector)
+    assert written == tmp_path / "out" / detector / "cat" / f"{detector}_f.csv"
+    source = pd.read_csv(root / "cat" / "f.csv")
+    result = pd.read_csv(written)
+    assert len(result) == len(source)
+    assert result["anomaly_score"].notna().all() and result["anomaly_score"].between(0, 1).all()
+
+
+def test_every_file_is_checked_before_any_is_scored(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(), "a/good.csv")
+    nab_dir(tmp_path, with_value(3, "inf"), "b/bad.csv")
+    with pytest.raises(DetectRunError, match=r"bad\.csv: value inf in data row 4"):
+        detect_nab(root, tmp_path / "out", "extreme")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file"])
+def test_an_output_directory_that_cannot_be_made_is_refused_before_scoring(tmp_path, where) -> None:
+    root = nab_dir(tmp_path, csv())
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    out = blocker if where == "a file" else blocker / "sub"
+    line = one_line_error(root, out)
+    assert f"--out {out}: cannot create" in line
+
+
+def test_csv_files_outside_the_layout_are_reported_as_skipped(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(), "cat/f.csv")
+    nab_dir(tmp_path, csv(), "cat/deeper/g.csv")
+    nab_dir(tmp_path, csv(), "top.csv")
+    nab_dir(tmp_path, "just notes", "cat/notes.txt")
+    (root / "cat" / "gone.csv").symlink_to(tmp_path / "missing.csv")
+    said: list[str] = []
+    written = detect_nab(root, tmp_path / "out", "extreme", progress=said.append)
+    assert [p.name for p in written] == ["extreme_f.csv"]
+    skipped = [s for s in said if s.startswith("skipped")]
+    assert len(skipped) == 3
+    for name in ("cat/deeper/g.csv", "top.csv", "cat/gone.csv"):
+        assert any(str(root / name) in s for s in skipped), said
+
+
+@pytest.mark.parametrize("detector", ["extreme", "context", "interval"])
+def test_a_spike_on_a_huge_level_is_not_lost_to_float32(detector) -> None:
+    """1e12 plus noise: float32 steps 65536 apart there, so without care every reading
+    looks the same and the spike scores 0."""
+    values = 1e12 + np.random.default_rng(1).normal(0, 0.01, 400)
+    values[250] += 1.0
+    stamps = pd.date_range("2015-01-01", periods=400, freq="5min")
+    assert score_rows(values, stamps, detector)[250] >= 0.99
+
+
+def test_score_rows_names_out_of_range_rows_plainly() -> None:
+    values = np.r_[np.zeros(5), np.inf, 1e300]
+    stamps = pd.date_range("2015-01-01", periods=7, freq="5min")
+    with pytest.raises(DetectRunError, match=r"rows \[5, 6\] is infinite or does not fit"):
+        score_rows(values, stamps, "extreme")
+
+
+# --------------------------------------------------------------------------- --score labels
+
+STAMP_100, STAMP_110 = STAMPS[100], STAMPS[110]
+LABELS: dict[str, tuple[str | bytes, str]] = {
+    "malformed JSON": ('{"cat/f.csv": [[', "cannot read NAB windows"),
+    "latin-1 bytes": (b'{"cat/f.csv": [], "caf\xe9": []}', "cannot read NAB windows"),
+    "a list": ('[["a", "b"]]', 'expected an object {"category/file.csv"'),
+    "windows null": ('{"cat/f.csv": null}', "'cat/f.csv' must be a list of [start, end]"),
+    "windows a dict": ('{"cat/f.csv": {"a": 1}}', "must be a list of [start, end]"),
+    "a string": ('{"cat/f.csv": "2015"}', "must be a list of [start, end]"),
+    "three stamps": (
+        json.dumps({"cat/f.csv": [[STAMP_100, STAMP_110, STAMP_110]]}),
+        "must be a list of [start, end]",
+    ),
+    "numbers": ('{"cat/f.csv": [[5, 10]]}', "timestamp strings"),
+    "null stamp": (json.dumps({"cat/f.csv": [[None, STAMP_110]]}), "timestamp strings"),
+    "unparseable stamp": (
+        json.dumps({"cat/f.csv": [["yesterday", STAMP_110]]}),
+        "'cat/f.csv' window ['yesterday',",
+    ),
+    "year 99999": (json.dumps({"cat/f.csv": [["9999-01-01", "99999-01-01"]]}), "out of range"),
+    "NaT": (json.dumps({"cat/f.csv": [["NaT", STAMP_110]]}), "is not a time"),
+    "no entry for the file": (json.dumps({"cat/other.csv": []}), "has no windows for cat/f.csv"),
+    "an empty object": ("{}", "has no windows for cat/f.csv"),
+}
+
+
+@pytest.mark.parametrize("case", LABELS)
+def test_bad_label_windows_are_one_error_line_naming_the_file(tmp_path, case) -> None:
+    labels, message = LABELS[case]
+    root = nab_dir(tmp_path, csv())
+    path = root / "cat_windows.json"
+    path.write_bytes(labels if isinstance(labels, bytes) else labels.encode())
+    line = one_line_error(root, tmp_path / "out", "--score")
+    assert message in line
+    if case not in ("no entry for the file", "an empty object"):
+        assert str(path) in line
+
+
+def test_a_file_left_out_of_the_labels_is_not_silently_unscored(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(), "cat/f.csv")
+    nab_dir(tmp_path, csv(), "cat/g.csv")
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [[STAMP_100, STAMP_110]]}))
+    line = one_line_error(root, tmp_path / "out", "--score")
+    assert "has no windows for cat/g.csv" in line
+    (root / "cat_windows.json").write_text(
+        json.dumps({"cat/f.csv": [[STAMP_100, STAMP_110]], "cat/g.csv": []})
+    )
+    args = ["--nab-dir", str(root), "--out", str(tmp_path / "o"), "--detector", "extreme"]
+    result = CliRunner().invoke(app, ["detect", *args, "--score"])
+    assert result.exit_code == 0, result.output
+    assert "NAB scores of 'extreme'" in result.output
