@@ -344,16 +344,18 @@ def nab_data_files(nab_dir: str | Path) -> list[Path]:
 
 
 def skipped_files(nab_dir: str | Path) -> list[Path]:
-    """CSV paths up to three folders down ``nab_dir`` that :func:`nab_data_files` leaves
-    out: outside the ``<category>/<file>.csv`` layout, or not regular files (a dangling
-    link)."""
+    """CSV paths (``.csv`` in any case) up to three folders down ``nab_dir`` that
+    :func:`nab_data_files` leaves out: outside the ``<category>/<file>.csv`` layout, named
+    ``.CSV``, or not regular files (a dangling link)."""
     root = Path(nab_dir)
     taken = set(nab_data_files(root))
     found = (p for pattern in _SKIPPED_PATTERNS for p in root.glob(pattern))
-    return sorted(p for p in found if p not in taken and not p.is_dir())
+    return sorted(
+        p for p in found if p.suffix.lower() == ".csv" and p not in taken and not p.is_dir()
+    )
 
 
-_SKIPPED_PATTERNS = ("*.csv", "*/*.csv", "*/*/*.csv", "*/*/*/*.csv")
+_SKIPPED_PATTERNS = ("*", "*/*", "*/*/*", "*/*/*/*")
 
 
 def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:

@@ -151,14 +151,15 @@ def test_csv_files_outside_the_layout_are_reported_as_skipped(tmp_path) -> None:
     root = nab_dir(tmp_path, csv(), "cat/f.csv")
     nab_dir(tmp_path, csv(), "cat/deeper/g.csv")
     nab_dir(tmp_path, csv(), "top.csv")
+    nab_dir(tmp_path, csv(), "cat/upper.CSV")
     nab_dir(tmp_path, "just notes", "cat/notes.txt")
     (root / "cat" / "gone.csv").symlink_to(tmp_path / "missing.csv")
     said: list[str] = []
     written = detect_nab(root, tmp_path / "out", "extreme", progress=said.append)
     assert [p.name for p in written] == ["extreme_f.csv"]
     skipped = [s for s in said if s.startswith("skipped")]
-    assert len(skipped) == 3
-    for name in ("cat/deeper/g.csv", "top.csv", "cat/gone.csv"):
+    assert len(skipped) == 4
+    for name in ("cat/deeper/g.csv", "top.csv", "cat/gone.csv", "cat/upper.CSV"):
         assert any(str(root / name) in s for s in skipped), said
 
 
