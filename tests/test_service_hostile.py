@@ -264,8 +264,8 @@ def test_settings_that_cannot_work_are_one_line_naming_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as info:
         load_settings()
-    [line] = str(info.value).splitlines()[1:]
-    assert line.strip().startswith(f"{variable}:") and message in line, line
+    [line] = str(info.value).splitlines()
+    assert line.startswith(f"invalid settings: {variable}:") and message in line, line
 
 
 @pytest.mark.parametrize(
