@@ -66,9 +66,19 @@ def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> Se
 
 @task(name="forecast", cache_policy=NONE)
 def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str, Forecast]:
-    """Every model's forecast from the end of ``window`` (each on its own sensors)."""
+    """Every model's forecast from the end of ``window`` (each on its own sensors); a
+    model trained on another time step than the window's is refused."""
+    from models.bundle import step_text, steps_differ
+
     out = {}
     for name, model in models.items():
+        step_s = getattr(model, "step_s", None)
+        if step_s is not None and steps_differ(step_s, window.freq):
+            raise ValueError(
+                f"model {name!r} was trained on {step_text(step_s)} steps; the store's "
+                f"ticks are {step_text(window.freq.total_seconds())}: serve and forecast "
+                "with a model trained at the service's tick"
+            )
         own = window if window.sensor_ids == model.sensor_ids else window.select(model.sensor_ids)
         out[name] = model.predict(own)
     return out

@@ -3,7 +3,8 @@
 Layout (``FORMAT_VERSION`` 1)::
 
     config.json          model name, format_version, sensor ids, window, horizon,
-                         hyper-parameters, scaler, training-data fingerprint, metrics
+                         hyper-parameters, scaler, training-data fingerprint, metrics,
+                         step_s (the training data's time step in whole seconds)
     weights.safetensors  arrays (network weights), when the model has any
     params.json          plain JSON parameters (statsmodels fits), when it has any
     manifest.json        {"format_version": 1, "files": {name: sha256}}
@@ -14,17 +15,23 @@ place, so a crash leaves either the old bundle or the new one, never half of one
 equal) and the format version before it parses anything. Arrays are saved from CPU
 numpy, so a bundle trained on CUDA loads on a CPU-only machine; nothing here unpickles
 or calls ``torch.load``.
+
+``step_s`` is null (or absent, in bundles written before it was recorded) when the step
+is unknown; when it is known, ``roadcast evaluate`` refuses data of another step and
+``roadcast serve`` a ``--tick`` of another step (:func:`steps_differ`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import reprlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,7 @@ PARAMS = "params.json"
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("model", "sensor_ids", "window", "horizon")
 MAX_STEPS = 100_000  # window and horizon: a year of 5-minute steps is about 105k
+MAX_STEP_S = 3650 * 86_400  # step_s: ten years, the service's longest tick
 
 
 class BundleError(ValueError):
@@ -190,8 +198,8 @@ def read_bundle(directory: str | Path) -> Bundle:
         No bundle there, a listed file missing, a link or outside the folder, a sha256
         mismatch (corrupted or edited file), unreadable weights, a bundle of another
         format version, or a config whose common keys
-        (``model``, ``sensor_ids``, ``window``, ``horizon``) have the wrong type (naming
-        the field).
+        (``model``, ``sensor_ids``, ``window``, ``horizon``, ``level``, ``step_s``) have the
+        wrong type (naming the field).
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -286,6 +294,32 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
     level = config.get("level", 0.5)
     if not isinstance(level, int | float) or isinstance(level, bool) or not 0 < level < 1:
         raise wrong("level", "a number between 0 and 1")
+    step = config.get("step_s")
+    if step is not None and (
+        not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_STEP_S
+    ):
+        raise wrong("step_s", f"a whole number of seconds from 1 to {MAX_STEP_S} (or null)")
+
+
+def step_seconds(step: timedelta | None) -> int | None:
+    """A data step (``SensorPanel.freq``, a tick) in whole seconds; None when it is
+    unknown (None, NaT), not positive or not a whole number of seconds."""
+    seconds = float("nan") if step is None else step.total_seconds()
+    return int(seconds) if seconds > 0 and seconds.is_integer() else None
+
+
+def steps_differ(step_s: int, other: timedelta) -> bool:
+    """True when the step ``other`` is known (not NaT) and is not ``step_s`` seconds."""
+    seconds = other.total_seconds()  # NaN for NaT
+    return math.isfinite(seconds) and seconds != step_s
+
+
+def step_text(seconds: float) -> str:
+    """A step in words: ``300`` -> ``"5-minute"``, ``3600`` -> ``"1-hour"``."""
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.12g}-{unit}"
+    return f"{seconds:.12g}-second"
 
 
 def read_model_bundle(directory: str | Path, name: str) -> Bundle:

@@ -1,7 +1,7 @@
 """Alert delivery against hostile receivers and records: every request ends by its
-deadline, a 4xx keeps its status however slowly it comes, text UTF-8 cannot encode does
-not sink a batch, a bad URL names its setting, and a record's undecodable header does
-not stop delivery from restoring the firing alerts."""
+deadline, name resolution included, a 4xx keeps its status however slowly it comes, text
+UTF-8 cannot encode does not sink a batch, a bad URL names its setting, and a record's
+undecodable header does not stop delivery from restoring the firing alerts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import pytest
 from pydantic import SecretStr
@@ -145,6 +146,83 @@ def test_a_4xx_that_drips_its_reason_is_still_rejected_with_it() -> None:
             assert time.monotonic() - started < TIMEOUT_S + 1.0
             assert outcome.kind == "rejected" and outcome.status == 422
             assert "bad label" in outcome.detail
+
+
+BLACKHOLE = "blackhole.invalid"
+HANG_S = 30.0  # how long a lookup of BLACKHOLE hangs unless released
+
+
+@dataclass
+class Blackhole:
+    """Name resolution of :data:`BLACKHOLE` hangs until ``release`` is set, then gives
+    127.0.0.1; ``lookups`` counts its lookups."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    lookups: int = 0
+
+
+@pytest.fixture
+def blackhole(monkeypatch: pytest.MonkeyPatch) -> Iterator[Blackhole]:
+    hole = Blackhole()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == BLACKHOLE:
+            hole.lookups += 1
+            if not hole.release.wait(HANG_S):
+                raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        yield hole
+    finally:
+        hole.release.set()
+
+
+RECEIVERS: dict[str, Callable[[str], AlertmanagerReceiver | WebhookReceiver]] = {
+    "alertmanager": lambda url: AlertmanagerReceiver(url, timeout_s=0.5),
+    "webhook": lambda url: WebhookReceiver(url, SecretStr(SECRET), timeout_s=0.5),
+}
+
+
+@pytest.mark.parametrize("kind", RECEIVERS)
+def test_name_resolution_that_hangs_ends_by_the_deadline(blackhole: Blackhole, kind) -> None:
+    """The system resolver cannot be interrupted: a receiver whose DNS server does not
+    answer gets a retry by the deadline, does not pile up lookups, and delivers once the
+    name resolves again."""
+    recorder = HttpRecorder()
+    receiver = RECEIVERS[kind](f"http://{BLACKHOLE}:{recorder.server.server_port}")
+    batch = [Pending(make_alert(new_sensor()), "i")]
+    try:
+        started = time.monotonic()
+        outcome = receiver.deliver(batch)
+        took = time.monotonic() - started
+        assert took < 10.0, f"{took:.1f} s for a 0.5 s deadline (the lookup hangs {HANG_S} s)"
+        assert outcome.kind == "retry" and f"resolution of {BLACKHOLE}" in outcome.detail, outcome
+        assert blackhole.lookups == 1
+        # While that lookup hangs, the next request neither waits for it (it would wait
+        # for as long as this deadline) nor starts another one.
+        receiver.timeout_s = HANG_S
+        started = time.monotonic()
+        outcome = receiver.deliver(batch)
+        took = time.monotonic() - started
+        assert took < 10.0, f"{took:.1f} s with a lookup of the host pending"
+        assert outcome.kind == "retry" and "still pending" in outcome.detail, outcome
+        assert blackhole.lookups == 1
+        assert not recorder.received()
+        blackhole.release.set()
+        receiver.timeout_s = 5.0
+        wait_until(
+            lambda: receiver.deliver(batch).kind == "accepted",
+            what="delivery once the name resolves",
+        )
+        assert len(recorder.received()) == 1
+    finally:
+        blackhole.release.set()
+        receiver.close()
+        recorder.close()
 
 
 # A record whose JSON escapes decode to a lone surrogate: text UTF-8 cannot encode.

@@ -424,6 +424,24 @@ def test_a_late_reading_brings_a_down_sensor_back():
     assert not back.down and not asm.down.any()
 
 
+def test_a_late_reading_from_before_the_silence_does_not_bring_a_sensor_back():
+    asm = make(down_after=2, max_clock_skew=None)
+    add(asm, full_tick(0))
+    add(asm, full_tick(1))
+    for tick in (2, 3):
+        add(asm, [(0, tick, 1.0), (1, tick, 1.0)])
+    add(asm, [(0, 4, 1.0), (1, 4, 1.0)])
+    asm.advance()
+    (down,) = asm.take_changes()
+    assert down.down and down.col == 2 and down.tick == down.since + 1  # silent from step 2
+    res = add(asm, [(2, 1, 7.0)])  # tick 1 (before the silence) arrives late
+    assert list(res.status) == [LATE]
+    assert asm.take_changes() == [] and asm.down[2]
+    add(asm, [(2, 2, 7.0)])  # a tick of the silence: it reports again
+    (back,) = asm.take_changes()
+    assert not back.down and back.tick == down.since and not asm.down.any()
+
+
 def test_grace_closes_a_tick_whose_up_sensors_have_not_all_reported():
     asm = make(grace_s=2.0, max_clock_skew=None)
     add_at(asm, [(0, 0, 1.0), (1, 0, 2.0)], now_s=10.0)

@@ -38,6 +38,25 @@ def test_readings_that_repeat_or_fall_are_not_an_index(tmp_path):
     assert load_dataset(f"csv:{rising}").sensor_ids == ("a", "b")
 
 
+def test_a_counter_with_numbers_skipped_is_an_index_and_the_skipped_steps_are_missing(tmp_path):
+    kept = [k for k in range(40) if k not in (7, 8, 20)]  # rows dropped, as by dropna()
+    rows = ["step,a,b"] + [f"{k},{k},{100 + k}" for k in kept]
+    panel = load_dataset(f"csv:{write(tmp_path / 'flow.csv', chr(10).join(rows))}")
+    assert panel.sensor_ids == ("a", "b") and panel.n_time == 40
+    np.testing.assert_array_equal(np.flatnonzero(~panel.mask.any(axis=1)), [7, 8, 20])
+    np.testing.assert_array_equal(panel.values[kept, 0], kept)  # each row at its own step
+    rising = ["a,b"] + [f"{1000 + k * k},{k}" for k in range(30)]  # readings that rise
+    assert load_dataset(f"csv:{write(tmp_path / 'r.csv', chr(10).join(rising))}").n_nodes == 2
+    named = ["101,102"] + [f"{k},{k % 3}" for k in range(30)]  # a number names a sensor
+    assert load_dataset(f"csv:{write(tmp_path / 'n.csv', chr(10).join(named))}").n_nodes == 2
+
+
+def test_a_counter_that_jumps_far_ahead_is_refused_naming_the_line(tmp_path):
+    rows = ["step,a"] + [f"{k},{k}" for k in range(30)] + ["5000000,1", "5000001,2"]
+    with pytest.raises(DatasetError, match=r"line 32 counts 4999971 steps.*--no-index"):
+        load_dataset(f"csv:{write(tmp_path / 'far.csv', chr(10).join(rows))}")
+
+
 def test_no_index_and_index_col_override_the_guess(tmp_path):
     path = counts_csv(tmp_path)
     assert load_dataset(f"csv:{path}", no_index=True).sensor_ids == ("step", "a", "b", "c")

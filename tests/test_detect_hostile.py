@@ -129,6 +129,15 @@ def test_an_odd_but_readable_file_gets_defined_scores_and_no_warning(
     assert result["anomaly_score"].notna().all() and result["anomaly_score"].between(0, 1).all()
 
 
+@pytest.mark.parametrize("case", ["all missing", "leading missing", "huge with tiny variance"])
+def test_the_gan_scores_odd_files_without_a_warning(tmp_path, case) -> None:
+    root = nab_dir(tmp_path, DEFINED[case])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        (written,) = detect_nab(root, tmp_path / "out", "gan")
+    assert pd.read_csv(written)["anomaly_score"].between(0, 1).all()
+
+
 def test_every_file_is_checked_before_any_is_scored(tmp_path) -> None:
     root = nab_dir(tmp_path, csv(), "a/good.csv")
     nab_dir(tmp_path, with_value(3, "inf"), "b/bad.csv")

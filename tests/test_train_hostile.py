@@ -66,6 +66,10 @@ def swap_first_columns(path: Path) -> Path:
             lambda p: edit(p, 12, "2024-01-01 00:50:00", "9999-12-31 23:59:59"),
             r"timestamp '9999-12-31 23:59:59' at line 12 is outside the years",
         ),
+        (
+            lambda p: edit(p, 12, "2024-01-01 00:50:00", "2255-01-01 00:50:00"),
+            r"timestamp '2255-01-01 00:50:00' at line 12 is outside the years 1700-2249",
+        ),
         (lambda p: cell(p, 30, "1e400"), r"value '1e400' at line 30, column 'b' is too large"),
         (lambda p: cell(p, 30, "-1e400"), r"value '-1e400' at line 30, column 'b'"),
         (lambda p: cell(p, 30, "1e39"), r"value 1e\+39 at line 30, column 'b' is beyond"),
@@ -95,8 +99,8 @@ def swap_first_columns(path: Path) -> Path:
             r"column\? pass --index-col timestamp",
         ),
     ],
-    ids=["year-9999", "1e400", "-1e400", "1e39", "century-gap", "semicolons", "tabs", "ts-twice",
-         "no-header", "ts-not-first"],
+    ids=["year-9999", "year-2255", "1e400", "-1e400", "1e39", "century-gap", "semicolons",
+         "tabs", "ts-twice", "no-header", "ts-not-first"],
 )  # fmt: skip
 def test_hostile_wide_csv_is_refused_naming_the_place(tmp_path: Path, spoil, message: str):
     path = wide_csv(tmp_path / "data.csv")
@@ -286,6 +290,14 @@ def test_window_and_horizon_must_fit_the_test_part(tmp_path: Path, window: int, 
         assert "persistence" in document["models"]
         return
     with pytest.raises(ValueError, match=rf"test part has 60 steps, fewer than --window {window}"):
+        train_models(panel(readings()), plan, tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_validation_share_that_leaves_no_training_window_is_refused(tmp_path: Path):
+    """--valid 0.99 leaves a training part shorter than one window: refused, not fitted."""
+    plan = TrainPlan(models=("persistence", "ar"), window=12, horizon=3, seeds=1, valid=0.99)
+    with pytest.raises(ValueError, match=r"training part has \d+ steps, .*--valid \(now 0.99\)"):
         train_models(panel(readings()), plan, tmp_path / "out", log=lambda _: None)
     assert not (tmp_path / "out").exists()
 

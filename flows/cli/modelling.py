@@ -215,7 +215,7 @@ def evaluate(
         raise typer.BadParameter(f"{out} cannot be written as a JSON file", param_hint="--out")
     panel = _load_panel(data, adjacency, data_dir, index_col, no_index)
     try:
-        result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window)
+        result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window, data=data)
     except ValueError as exc:  # BundleError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

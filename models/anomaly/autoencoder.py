@@ -50,6 +50,7 @@ from models.anomaly.neural import (
     load_network_tensors,
     network_tensors,
     split_valid,
+    standardizer,
     train_network,
 )
 from models.nn.devices import resolve_device, seeded
@@ -190,11 +191,7 @@ class AutoencoderDetector(StreamingDetector):
         self.sensor_ids = tuple(panel.sensor_ids)
         values, mask = _as_3d(panel)
         self.n_features = values.shape[2]
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(np.where(mask, values, np.nan), axis=0)  # [node, feature]
-            std = np.nanstd(np.where(mask, values, np.nan), axis=0)
-        self.mean = np.nan_to_num(mean, nan=0.0)
-        self.std = np.where(np.isfinite(std) & (std > 1e-9), std, 1.0)
+        self.mean, self.std = standardizer(values, mask)  # [node, feature]
         device = resolve_device(c.device)
         with seeded(c.seed):
             self.module = LSTMAutoencoder(

@@ -54,6 +54,7 @@ from models.anomaly.neural import (
     load_network_tensors,
     network_tensors,
     split_valid,
+    standardizer,
 )
 from models.anomaly.online import series_2d
 from models.nn.devices import resolve_device, seeded
@@ -209,12 +210,8 @@ class GanDetector(StreamingDetector):
             self.offset = np.full(self.n_nodes, low)
             self.scale = np.full(self.n_nodes, high - low if high > low else 1.0)
             return
-        values, mask = series_2d(panel)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(np.where(mask, values, np.nan), axis=0)
-            std = np.nanstd(np.where(mask, values, np.nan), axis=0)
-        self.offset = np.nan_to_num(mean, nan=0.0).astype(np.float64)
-        self.scale = np.where(np.isfinite(std) & (std > 1e-9), std, 1.0).astype(np.float64)
+        mean, spread = standardizer(*series_2d(panel))
+        self.offset, self.scale = mean.astype(np.float64), spread.astype(np.float64)
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Train on ``panel``'s windows, calibrate on ``valid``'s (default: last 20 %)."""

@@ -9,6 +9,7 @@ keeping the best weights.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,15 @@ from models.panel import SensorPanel
 _PREFIX = "module."
 # Max global gradient norm of every detector network.
 _GRAD_CLIP = 1.0
+
+
+def standardizer(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread over time (axis 0) of the observed ``values``; a series with no
+    reading, or a constant one, gets mean 0 and spread 1 without a warning."""
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):
+        observed = np.where(mask, values, np.nan)
+        mean, std = np.nanmean(observed, axis=0), np.nanstd(observed, axis=0)
+    return np.nan_to_num(mean, nan=0.0), np.where(np.isfinite(std) & (std > 1e-9), std, 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -144,6 +144,7 @@ class ForecasterBase:
     sensor_ids: tuple[str, ...] = ()
     level: float = 0.9
     halfwidth: np.ndarray | None = None  # float32 [horizon, node], split-conformal
+    step_s: int | None = None  # the training data's time step in seconds (None: unknown)
 
     def check_panel(self, panel: SensorPanel) -> None:
         """Refuse a panel whose sensors differ from the ones this model was trained on."""
@@ -215,8 +216,9 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
     """The ``config.json`` keys every model records, plus ``extra`` (scaler, history...).
 
     Reads ``model.name``, ``sensor_ids``, ``window``, ``horizon``, ``level``,
-    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``fingerprint`` and
-    ``valid_metrics`` (set by ``models.forecasters.evaluation.finish_fit``).
+    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``fingerprint``,
+    ``step_s`` (the training data's step in seconds, or None) and ``valid_metrics`` (set
+    by ``models.forecasters.evaluation.finish_fit``).
     """
     if not model.sensor_ids:
         raise BundleError(f"{model.name}: call fit() before save()")
@@ -229,6 +231,7 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
         "level": float(model.level),
         "hyper": hyper,
         "fingerprint": getattr(model, "fingerprint", None),
+        "step_s": getattr(model, "step_s", None),
         "metrics": {"valid": getattr(model, "valid_metrics", None)},
         "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
         **extra,
@@ -246,4 +249,5 @@ def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
     halfwidth = config.get("halfwidth")
     model.halfwidth = None if halfwidth is None else np.asarray(halfwidth, dtype=np.float32)
     model.fingerprint = config.get("fingerprint")
+    model.step_s = config.get("step_s")  # None in bundles written before it was recorded
     model.valid_metrics = (config.get("metrics") or {}).get("valid")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.bundle import finite_or_none
+from models.bundle import BundleError, finite_or_none, step_text, steps_differ
 from models.forecasters.base import Forecaster
 from models.forecasters.claims import champion_claims, validation_champion
 from models.forecasters.evaluation import Backtest, backtest, validation_backtest
@@ -177,14 +177,20 @@ def check_sensors(split: Split) -> None:
 
 
 def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
-    """The protocol's chronological split of ``panel``; refuses a test part too short for
-    one window and sensors no model can learn (:func:`check_sensors`)."""
+    """The protocol's chronological split of ``panel``; refuses a training or test part too
+    short for one window and sensors no model can learn (:func:`check_sensors`)."""
     split = chronological_split(panel, test=plan.test, valid=plan.valid)
     if split.test.n_time < plan.window + plan.horizon:
         raise ValueError(
             f"the test part has {split.test.n_time} steps, fewer than --window {plan.window} "
             f"+ --horizon {plan.horizon}: no test window fits; use a smaller --window or "
             f"--horizon, a larger --test (now {plan.test}) or more data"
+        )
+    if split.train.n_time < plan.window + plan.horizon:
+        raise ValueError(
+            f"the training part has {split.train.n_time} steps, fewer than --window "
+            f"{plan.window} + --horizon {plan.horizon}: no training window fits; use a smaller "
+            f"--valid (now {plan.valid}) or --test (now {plan.test}), or more data"
         )
     check_sensors(split)
     return split
@@ -358,13 +364,28 @@ def evaluate_bundle(
     valid: float = 0.1,
     window: int = 12,
     horizons: Sequence[int] = DEFAULT_HORIZONS,
+    data: str | None = None,
 ) -> dict[str, Any]:
     """Score a saved bundle on the test part of ``panel`` exactly as ``train`` does.
 
     The panel's sensors are put in the bundle's order (extra sensors are dropped; a
-    sensor of the bundle that the panel lacks is an error).
+    sensor of the bundle that the panel lacks is an error). ``data`` names the panel in
+    errors (default: its name).
+
+    Raises
+    ------
+    BundleError
+        Besides a bundle that does not load, one trained on another time step than the
+        panel's (``step_s`` in its config).
     """
     model = load_model(bundle_dir)
+    step_s = getattr(model, "step_s", None)
+    if step_s is not None and steps_differ(step_s, panel.freq):
+        raise BundleError(
+            f"bundle {bundle_dir} was trained on {step_text(step_s)} steps; "
+            f"{data or panel.name or 'the data'} has {step_text(panel.freq.total_seconds())} "
+            "steps: resample the data or train a model on it"
+        )
     missing = [s for s in model.sensor_ids if s not in set(panel.sensor_ids)]
     if missing:
         raise ValueError(

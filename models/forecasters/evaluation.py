@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.bundle import step_seconds
 from models.forecasters.base import BatchForecast, Forecaster, ForecasterBase, target_windows
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel
@@ -167,9 +168,10 @@ def validation_backtest(
 
 
 def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | None) -> None:
-    """What every model does at the end of ``fit``: record the training fingerprint and,
-    with a validation part, the split-conformal half-widths and the validation metrics
-    (``model.fingerprint``, ``model.halfwidth``, ``model.valid_metrics``).
+    """What every model does at the end of ``fit``: record the training fingerprint and
+    time step and, with a validation part, the split-conformal half-widths and the
+    validation metrics (``model.fingerprint``, ``model.step_s``, ``model.halfwidth``,
+    ``model.valid_metrics``).
 
     A model with its own intervals (``PROBABILISTIC = True``) keeps them: only the
     metrics are recorded.
@@ -177,6 +179,7 @@ def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | N
     from models.forecasters.base import conformal_halfwidth
 
     model.fingerprint = train.fingerprint()  # type: ignore[attr-defined]
+    model.step_s = step_seconds(train.freq) if train.n_time > 1 else None
     model.valid_metrics = None  # type: ignore[attr-defined]
     if not model.PROBABILISTIC:
         model.halfwidth = None  # a refit must not keep the previous fit's intervals

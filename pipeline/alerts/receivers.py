@@ -11,6 +11,9 @@ A receiver turns alerts into one HTTP request with a deadline and says what came
 ``retry``
     a 5xx, 408 or 429 (``Retry-After`` honoured), a timeout or a connection error.
 
+The deadline covers name resolution too (:class:`_Resolver`): a host whose DNS server
+does not answer costs one deadline, not the system resolver's tens of seconds.
+
 :mod:`pipeline.alerts.delivery` decides what happens next. Receivers are named by
 scheme, host and port only: a webhook's path or query often holds a token, and a URL's
 user info a password, so neither reaches a log.
@@ -45,17 +48,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
+import httpcore
 import httpx
 from pydantic import SecretStr
 from standardwebhooks import Webhook
@@ -208,6 +214,8 @@ def post(
             reason = " ".join(text.split())[:MAX_REASON_CHARS] or response.reason_phrase
             return classify(response.status_code, reason, response.headers)
     except httpx.TimeoutException as exc:
+        if isinstance(exc.__cause__, _NameTimeout):
+            return Outcome("retry", str(exc))
         return Outcome("retry", f"{late} ({type(exc).__name__})")
     except httpx.HTTPError as exc:  # connection refused or reset, DNS, protocol errors
         if time.monotonic() >= deadline:
@@ -217,19 +225,106 @@ def post(
         watchdog.cancel()
 
 
+AddrInfo = list[tuple[Any, Any, int, str, tuple[Any, ...]]]
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class _NameTimeout(httpcore.ConnectTimeout):
+    """Name resolution did not end by the deadline."""
+
+
+class _Resolver(httpcore.SyncBackend):
+    """httpcore's network backend with name resolution bounded by the connect timeout.
+
+    ``getaddrinfo`` cannot be interrupted: it runs in a daemon thread, waited for until
+    the deadline and then abandoned. While an abandoned lookup of a host has not
+    returned, connecting to that host fails at once instead of starting another one.
+    IP literals connect directly.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stuck: dict[str, Future[AddrInfo]] = {}
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        if _is_ip(host):
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        errors: list[httpcore.ConnectError] = []
+        for *_, sockaddr in self._resolve(host, port, timeout):
+            numeric = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+            literal = socket.getnameinfo(sockaddr, numeric)[0]  # an IPv6 scope included
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise httpcore.ConnectTimeout("timed out")
+            try:
+                return super().connect_tcp(literal, port, left, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else httpcore.ConnectError(f"no address for {host}")
+
+    def _resolve(self, host: str, port: int, timeout: float | None) -> AddrInfo:
+        with self._lock:
+            stuck = self._stuck.pop(host, None)
+            if stuck is not None and not stuck.done():
+                self._stuck[host] = stuck
+                raise _NameTimeout(
+                    f"name resolution of {host} still pending (an earlier one got no answer)"
+                )
+            future: Future[AddrInfo] = Future()
+
+            def lookup() -> None:
+                try:
+                    future.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+            threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+        if not wait([future], timeout).done:
+            with self._lock:
+                self._stuck[host] = future
+            raise _NameTimeout(f"no answer within {timeout:g} s (name resolution of {host})")
+        try:
+            return future.result()
+        except OSError as exc:
+            raise httpcore.ConnectError(f"name resolution of {host}: {exc}") from exc
+
+
 class _Client:
-    """An HTTP client opened on first use and again after :meth:`close`."""
+    """An HTTP client opened on first use and again after :meth:`close`; its connections
+    resolve names with :class:`_Resolver`."""
 
     def __init__(self) -> None:
         self._client: httpx.Client | None = None
+        self._resolver = _Resolver()
 
     def get(self) -> httpx.Client:
         if self._client is None or self._client.is_closed:
             # No kept-alive connections: each request's socket is its own, for post's watchdog.
-            self._client = httpx.Client(
+            client = httpx.Client(
                 headers={"User-Agent": USER_AGENT},
                 limits=httpx.Limits(max_keepalive_connections=0),
             )
+            # httpx has no option for httpcore's network backend; set it on every transport
+            # (the proxies' from the environment included).
+            for transport in (client._transport, *client._mounts.values()):
+                if isinstance(transport, httpx.HTTPTransport):
+                    transport._pool._network_backend = self._resolver
+            self._client = client
         return self._client
 
     def close(self) -> None:

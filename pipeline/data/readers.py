@@ -13,18 +13,20 @@ Rules (each one tested):
   timestamped file carries no information). Duplicate timestamps are rejected in a
   wide CSV (which reading is right is unknowable) and averaged when resampling.
   Dates such as ``01/02/2024`` are read day-first or month-first, whichever puts the
-  rows closer together; timestamps outside 1678-2261 are rejected.
+  rows closer together; timestamps outside the wire's years 1700-2249 are rejected.
 * **Grid**: the step is the median spacing. When every spacing is a whole multiple of
   it, skipped steps become missing rows (mask False), never filled. Otherwise the file
   is irregular: rejected by default, or with ``irregular="resample"`` each reading goes
   to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB). A grid
   over 100,000 steps and 100 times longer than the file (a mistyped timestamp) is
   rejected.
-* **No timestamp column**: a first column counting rows (whole numbers going up by one,
-  whatever its name: ``step``, ``index``, ``""``...) is a row index and dropped, as is a
-  first column named ``""``/``index`` holding integers; rows are then placed on
-  ``start + k * freq``. ``index_col=NAME`` names the time or index column (any
-  position); ``no_index=True`` reads every column as a sensor.
+* **No timestamp column**: a first column of strictly increasing whole numbers that
+  mostly go up by one (a row counter, whatever its name: ``step``, ``index``, ``""``...,
+  unless the name is a number, which is a sensor id) is a row index and dropped, as is a
+  first column named ``""``/``index`` holding integers. Row k is then placed on
+  ``start + k * freq``, except that numbers the counter skips (rows dropped) become
+  missing rows. ``index_col=NAME`` names the time or
+  index column (any position); ``no_index=True`` reads every column as a sensor.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.graph import GraphError, RoadGraph
+from pipeline.kafka.schema import TS_MAX, TS_MIN
 
 MISSING_TOKENS = frozenset({"", "nan", "na", "null", "none", "n/a", "-nan"})
 TIME_NAMES = frozenset({"timestamp", "time", "datetime", "date", "ts", "date_time"})
@@ -224,8 +227,8 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     numeric = pd.to_numeric(column.str.strip(), errors="coerce")
     if lowered in INDEX_NAMES and numeric.notna().all():
         return True
-    if is_row_counter(numeric):
-        return True
+    if is_row_counter(numeric) and pd.isna(pd.to_numeric(lowered, errors="coerce")):
+        return True  # a header that is a number is a sensor id
     if numeric.notna().any():
         return False  # numbers are readings (pandas would also read them as epoch times)
     parsed = pd.to_datetime(column.str.strip(), errors="coerce", utc=True, format="mixed")
@@ -233,12 +236,37 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
 
 
 def is_row_counter(numeric: pd.Series) -> bool:
-    """True for a column of whole numbers that go up by one from row to row (a row index
-    or step counter such as 0, 1, 2, ...: not readings)."""
+    """True for a column of strictly increasing whole numbers that mostly go up by one: a
+    row index or step counter such as 0, 1, 2, 4, 5, ... (rows dropped), not readings."""
     values = numeric.to_numpy(dtype=np.float64)
-    if len(values) < 2 or not np.isfinite(values).all():
+    if len(values) < 2 or not np.isfinite(values).all() or np.abs(values).max() >= 2.0**53:
         return False
-    return bool(np.all(values == np.round(values)) and np.all(np.diff(values) == 1))
+    diffs = np.diff(values)
+    return bool(
+        np.all(values == np.round(values))
+        and np.all(diffs > 0)
+        and np.count_nonzero(diffs == 1) * 2 > len(diffs)
+    )
+
+
+def counter_steps(source: str, first: pd.Series, lines: np.ndarray) -> np.ndarray | None:
+    """The grid step of each row of a row counter with numbers skipped (each skipped
+    number a missing row), or None when the rows are consecutive."""
+    numeric = pd.to_numeric(first.str.strip(), errors="coerce")
+    if not is_row_counter(numeric):
+        return None
+    counts = numeric.to_numpy(dtype=np.float64).astype(np.int64)
+    steps = counts - counts[0]  # [row]
+    if steps[-1] + 1 == len(steps):
+        return None
+    if steps[-1] + 1 > max(MAX_GRID_PER_ROW * len(steps), MAX_GRID_FREE):
+        k = int(np.argmax(np.diff(steps)))
+        raise DatasetError(
+            f"{source}: line {lines[k + 1]} counts {steps[k + 1] - steps[k]} steps after the "
+            f"previous row; the {len(steps)} rows would span {steps[-1] + 1} steps, almost "
+            "all missing: check that row's index, or give --no-index"
+        )
+    return steps
 
 
 def _numeric(
@@ -304,14 +332,12 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
                 f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; "
                 "use ISO-8601, e.g. 2012-03-01 00:05:00"
             )
-    outside = (parsed < pd.Timestamp.min.tz_localize("UTC")) | (
-        parsed > pd.Timestamp.max.tz_localize("UTC")
-    )
+    outside = (parsed < pd.Timestamp(TS_MIN)) | (parsed >= pd.Timestamp(TS_MAX))
     if outside.any():
         r = int(np.flatnonzero(outside)[0])
         raise DatasetError(
             f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} is outside the years "
-            "1678-2261 that roadcast can hold"
+            f"{TS_MIN.year}-{TS_MAX.year - 1} that roadcast's readings and forecasts can carry"
         )
     return parsed.as_unit("ns")
 
@@ -443,8 +469,13 @@ def read_wide_csv(
         return grid, values, table.columns
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tz is None else t0.tz_convert("UTC")
-    grid = pd.date_range(t0, periods=len(table.values), freq=pd.Timedelta(freq))
-    return grid, table.values, table.columns
+    values = table.values
+    steps = None if table.first is None else counter_steps(str(path), table.first, table.lines)
+    if steps is not None:
+        values = np.full((int(steps[-1]) + 1, values.shape[1]), np.nan)  # [grid, sensor]
+        values[steps] = table.values
+    grid = pd.date_range(t0, periods=len(values), freq=pd.Timedelta(freq))
+    return grid, values, table.columns
 
 
 def _is_time_column(table: Table) -> bool:

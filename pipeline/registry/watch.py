@@ -8,7 +8,8 @@ them (:func:`load_serving`: manifest checksums, one network) while the loop goes
 forecasting with the old models. :meth:`ServingWatcher.poll` hands the loaded set over
 once it is ready; the service swaps at a tick boundary. A set that fails to load is
 refused with a log line (``model_reload_refused``) naming why, and the old models keep
-serving; it is not retried until ``serving.json`` changes again.
+serving; it is not retried until ``serving.json`` changes again. Given the service's
+tick, both refuse a bundle trained on another time step (:func:`check_tick`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from models.bundle import step_text, steps_differ
 from models.forecasters.base import Forecaster
 from pipeline.model_dir import (
     SERVING_FILE,
+    BundleDirError,
     Serving,
     bundles_dir,
     discover_bundles,
@@ -49,11 +54,18 @@ class LoadedSet:
         return {name: v.version for name, v in self.versions.items()}
 
 
-def load_serving(model_dir: str | Path, *, only: Sequence[str] | None = None) -> LoadedSet:
-    """Load the models ``model_dir`` serves, with their versions.
+def load_serving(
+    model_dir: str | Path,
+    *,
+    only: Sequence[str] | None = None,
+    tick: pd.Timedelta | None = None,
+) -> LoadedSet:
+    """Load the models ``model_dir`` serves, with their versions; with ``tick`` (the
+    service's), refuse a model trained on another time step (:func:`check_tick`).
 
     Raises what :func:`pipeline.model_dir.load_bundles` raises (no bundle, a corrupt
-    one, different networks, a name of ``only`` not served).
+    one, different networks, a name of ``only`` not served), and
+    :class:`~pipeline.model_dir.BundleDirError` for a model of another step.
     """
     serving = read_serving(model_dir) if not (Path(model_dir) / "config.json").is_file() else None
     paths = discover_bundles(model_dir)
@@ -63,7 +75,32 @@ def load_serving(model_dir: str | Path, *, only: Sequence[str] | None = None) ->
         version = describe(path)
         if version.model in models:
             by_model[version.model] = version
-    return LoadedSet(models, {name: by_model[name] for name in models if name in by_model}, serving)
+    loaded = LoadedSet(
+        models, {name: by_model[name] for name in models if name in by_model}, serving
+    )
+    if tick is not None:
+        check_tick(loaded, tick)
+    return loaded
+
+
+def check_tick(loaded: LoadedSet, tick: pd.Timedelta) -> None:
+    """Refuse a model whose bundle records another time step (``step_s``) than ``tick``;
+    a bundle that records none is served at any tick.
+
+    Raises
+    ------
+    BundleDirError
+        Naming the bundle, its step and the tick.
+    """
+    for name, model in loaded.models.items():
+        step_s = getattr(model, "step_s", None)
+        if step_s is not None and steps_differ(step_s, tick):
+            where = loaded.versions[name].path if name in loaded.versions else name
+            raise BundleDirError(
+                f"bundle {where} was trained on {step_text(step_s)} steps, but the service's "
+                f"tick is {step_text(tick.total_seconds())}: serve it with --tick {step_s}s "
+                "or serve a model trained on data at the tick"
+            )
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -85,6 +122,8 @@ class ServingWatcher:
     only : the service's ``--only`` model names (empty: every served model).
     every_s : at most one ``stat`` of ``serving.json`` this often.
     clock : monotonic seconds (tests pass their own).
+    tick : the service's tick: a set with a model of another step is refused (None: no
+        check).
     """
 
     def __init__(
@@ -95,6 +134,7 @@ class ServingWatcher:
         only: Sequence[str] = (),
         every_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        tick: pd.Timedelta | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.path = bundles_dir(model_dir) / SERVING_FILE
@@ -102,6 +142,7 @@ class ServingWatcher:
         self.only = tuple(only)
         self.every_s = every_s
         self.clock = clock
+        self.tick = tick
         self._seen = _signature(self.path)
         self._checked = clock()
         self._loading: Future[LoadedSet] | None = None
@@ -141,7 +182,9 @@ class ServingWatcher:
             return None
         fields = {"running": self.running, "serving": wanted, "reason": serving.reason}
         log.info("model_reload_started", extra={"fields": fields})
-        self._loading = self._pool.submit(load_serving, self.model_dir, only=self.only or None)
+        self._loading = self._pool.submit(
+            load_serving, self.model_dir, only=self.only or None, tick=self.tick
+        )
         return None
 
     def swapped(self, loaded: LoadedSet) -> None:

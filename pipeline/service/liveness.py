@@ -9,8 +9,9 @@
 * how many closed ticks in a row it has missed. After ``down_after`` such ticks it is
   **down**: it no longer holds ticks open and no longer counts in the quorum or the
   event time. A down sensor is **back** when a tick that holds one of its readings
-  closes, or when a late reading of it arrives (a reading for a tick ahead of the
-  network counts only once that tick closes).
+  closes, or when a late reading of it arrives for a tick of its silence (a reading for
+  a tick ahead of the network counts only once that tick closes; a late one from before
+  the silence, such as a buffer flushed by its gateway, does not bring it back).
 
 Each change is a :class:`SensorChange`; :func:`sensor_alert` turns it into an alert
 for the alerts topic (detector ``sensor_down``: ``firing`` when the sensor goes down,
@@ -73,10 +74,16 @@ class SensorLiveness:
         self.newest_ns[cols] = np.maximum(self.newest_ns[cols], ts_ns)
 
     def reported(self, cols: np.ndarray, ticks: np.ndarray) -> None:
-        """Late readings: their sensors are alive (a down one is back at ``ticks``)."""
+        """Late readings for ``ticks``: a sensor that reported for a tick of its current
+        silence is alive (a down one is back at that tick); a reading from before the
+        silence says nothing about now."""
         for col, tick in zip(cols.tolist(), ticks.tolist(), strict=True):
+            if self.missed[col] == 0 and not self.down[col]:
+                continue
+            if tick < self.first_missed[col]:
+                continue
             if self.down[col]:
-                self._back(col, max(tick, int(self.first_missed[col])))
+                self._back(col, tick)
             self.missed[col] = 0
 
     def closed(self, tick: int, seen: np.ndarray) -> None:

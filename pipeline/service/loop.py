@@ -345,7 +345,7 @@ def serve(
     )
     try:
         directory = model_dir or settings.model_dir
-        loaded = load_serving(directory, only=config.only or None)
+        loaded = load_serving(directory, only=config.only or None, tick=config.tick)
         models = loaded.models
         if alerting is not None:
             from pipeline.alerts.build import build_alerting
@@ -356,7 +356,11 @@ def serve(
         watcher = None
         if config.reload_every_s is not None:
             watcher = ServingWatcher(
-                directory, loaded.ids(), only=config.only, every_s=config.reload_every_s
+                directory,
+                loaded.ids(),
+                only=config.only,
+                every_s=config.reload_every_s,
+                tick=config.tick,
             )
         service = ForecastService(
             settings, config, models, alert_hook=alert_hook, versions=loaded.versions,
