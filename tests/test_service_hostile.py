@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -303,6 +304,7 @@ class _Outbox:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.letters: list[dict[str, Any]] = []
 
     def refresh(self) -> None:
         pass
@@ -316,6 +318,7 @@ class _Outbox:
 
     def send_dead_letter(self, topic, key, value, headers, source, *, minimal=False) -> bool:
         self.sent.append((topic, key, value))
+        self.letters.append(dict(headers))
         return True
 
 
@@ -355,6 +358,39 @@ def test_a_sensor_silent_since_a_tick_before_1700_does_not_fail_the_batch(tmp_pa
         processor.finish(report, batch, flushed_at_ms=0)
     assert processor.counters["alerts_invalid"] == 1
     assert processor.counters["valid"] == offset and processor.counters["ticks_closed"] >= 3
+
+
+def test_with_the_clock_check_off_a_reading_centuries_ahead_is_dead_lettered(tmp_path) -> None:
+    """``--max-clock-skew off``: a reading far ahead of the network used to open a tick of
+    its own, one per reading, without bound."""
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    from pipeline.model_dir import load_bundles
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.processor import PollProcessor
+    from pipeline.settings import Settings
+    from tests.service_support import make_world
+
+    world = make_world(tmp_path / "bundles")
+    settings = Settings(store_path=tmp_path / "store.sqlite")
+    config = ServiceConfig(max_clock_skew=None, durable=False)
+    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=lambda: 0.0)
+    sensors = list(processor.sensor_ids)
+    tp = TopicPartition(settings.topic_readings, 0)
+    stamps = ["2012-03-01T00:00:00Z"] * len(sensors) + ["2240-01-01T00:00:00Z"]
+    records = [
+        ConsumerRecord(tp.topic, 0, -1, k, 0, 0, b"k", _reading(s, ts, 50.0), [], None, -1, -1, -1)
+        for k, (s, ts) in enumerate(zip([*sensors, sensors[0]], stamps, strict=True))
+    ]
+    outbox = _Outbox()
+    report, batch = processor.process({tp: records}, outbox, now_ns=0)  # type: ignore[arg-type]
+    processor.finish(report, batch, flushed_at_ms=0)
+    assert processor.counters["valid"] == len(sensors)
+    (letter,) = outbox.letters
+    assert letter["error"] == b"future_timestamp"
+    assert b"ticks ahead of the oldest tick" in letter["error.message"]
+    assert processor.assembler.open_ticks == []
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,9 @@ Rules (the service's documented semantics)
   clock is rejected as ``future``. One within the skew is kept: it opens its tick,
   which waits like any other (the quorum keeps it from closing on grace alone).
   (Replayed historical data is always in the past, so this never fires on replays.)
+  Whatever the skew (``off`` included), a reading more than
+  :attr:`TickAssembler.max_ticks_ahead` ticks past the oldest tick still to close is
+  ``future`` too: open ticks hold at most ``MAX_OPEN_CELLS`` sensor cells.
 * **Rolling window.** The last ``window`` closed ticks are kept (bounded memory).
   :meth:`TickAssembler.advance` returns the ticks it closed together with a
   :class:`~models.panel.SensorPanel` spanning them and the ``window - 1`` ticks
@@ -102,6 +105,11 @@ __all__ = [
     "CONFLICT", "DUPLICATE", "FUTURE", "LATE", "NEW", "STATUS_NAMES", "AddResult",
     "AssemblerConfig", "ClosedRun", "ClosedTick", "SensorChange", "TickAssembler",
 ]  # fmt: skip
+
+
+# Open ticks hold at most this many sensor cells (float32 value + seen flag: about 250 MB):
+# with ``max_clock_skew`` off, readings far ahead of the network cannot exhaust memory.
+MAX_OPEN_CELLS = 50_000_000
 
 
 @dataclass
@@ -155,6 +163,21 @@ class TickAssembler:
     @property
     def open_ticks(self) -> list[int]:
         return sorted(self._open)
+
+    @property
+    def max_ticks_ahead(self) -> int:
+        """How many ticks past the oldest one it waits for the assembler holds open."""
+        return max(1, MAX_OPEN_CELLS // self.n_nodes)
+
+    def ahead_limit(self, ticks: np.ndarray) -> int:
+        """The last tick a reading may open, given the batch's ``ticks``: at most
+        :attr:`max_ticks_ahead` past the oldest tick still to close."""
+        oldest = [min(self._open)] if self._open else []
+        if self.last_closed is not None:
+            oldest.append(self.last_closed + 1)
+        elif len(ticks):
+            oldest.append(int(ticks.min()))
+        return min(oldest) + self.max_ticks_ahead if oldest else np.iinfo(np.int64).max
 
     @property
     def down(self) -> np.ndarray:
@@ -229,6 +252,7 @@ class TickAssembler:
         if skew is not None:
             now = time.time_ns() if now_ns is None else now_ns
             status[ts_ns > now + skew.value] = FUTURE
+        status[ticks > self.ahead_limit(ticks[status != FUTURE])] = FUTURE
 
         late = np.zeros(n, bool)  # [n]
         if self.last_closed is not None:

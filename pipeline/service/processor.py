@@ -11,6 +11,7 @@ guarantees are described in ``docs/service.md``.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,13 +139,19 @@ class PollProcessor(ServiceState):
         rec_ms = np.asarray(decoded.record_ms, dtype=np.int64)
         owner = np.asarray(decoded.owner, dtype=np.int64)
         values = np.asarray(decoded.values, dtype=np.float64)
+        now_ns = time.time_ns() if now_ns is None else now_ns
         result = self.assembler.add(cols, ts_ns, values, rec_ms, now_ns=now_ns, now_s=now_s)
         status = result.status
+        skew = self.config.max_clock_skew
+        clock = np.zeros(len(ts_ns), bool) if skew is None else ts_ns > now_ns + skew.value
         future = np.unique(owner[status == FUTURE])
+        clock_owners = set(owner[(status == FUTURE) & clock].tolist())
         for index in future.tolist():
             detail = (
-                f"timestamp more than {self.config.max_clock_skew} after this machine's clock; "
-                "fix the sensor's clock"
+                f"timestamp more than {skew} after this machine's clock; fix the sensor's clock"
+                if index in clock_owners
+                else f"timestamp more than {self.assembler.max_ticks_ahead} ticks ahead of the "
+                "oldest tick the service waits for; fix the sensor's clock"
             )
             self.decoder.dead_letter(
                 outbox, decoded.messages[index], FUTURE_TIMESTAMP, detail, counts
