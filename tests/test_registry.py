@@ -100,3 +100,47 @@ def test_the_serving_set_is_only_changed_whole_and_verified(tmp_path):
     )
     served = rollback(reg.bundles)
     assert served.models["ar"] == reg.a.version and served.history == ()
+
+
+def test_promotions_at_once_take_turns_and_keep_every_set_in_the_history(tmp_path, monkeypatch):
+    """Two promotions that both read serving.json before either wrote it: one set used to
+    vanish from the history. The publish is slowed down to widen that window."""
+    import threading
+    import time
+
+    import pipeline.registry.serving as serving
+
+    reg = make_registry(tmp_path, 5)
+    publish = serving._publish
+
+    def slow_publish(root, chosen):
+        time.sleep(0.5)
+        publish(root, chosen)
+
+    monkeypatch.setattr(serving, "_publish", slow_publish)
+    moves = [
+        lambda: promote(reg.bundles, {"ar": reg.b.version}),
+        lambda: promote(reg.bundles, {"persistence": None}, replace=True),
+    ]
+    threads = [threading.Thread(target=move) for move in moves]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = read_serving(reg.bundles)
+    assert final is not None and len(final.history) == 2
+    sets = [final.models, *(entry["models"] for entry in final.history)]
+    assert len({json.dumps(s, sort_keys=True) for s in sets}) == 3  # each set once
+
+
+def test_a_lock_held_too_long_is_a_one_line_error(tmp_path):
+    from pipeline.registry.serving import registry_root, serving_lock
+
+    reg = make_registry(tmp_path, 5)
+    root = registry_root(reg.bundles)
+    with (
+        serving_lock(root),
+        pytest.raises(RegistryError, match=r"held its lock for 0\.2 s"),
+        serving_lock(root, wait_s=0.2),
+    ):
+        pass

@@ -6,7 +6,9 @@ last :data:`HISTORY` kept). It is the single switch of the registry: a new set i
 written to a temporary file, flushed and renamed over the old one, after every
 version it names was verified (manifest checksums) and found to forecast one sensor
 network. A service watching the file (:mod:`pipeline.registry.watch`) therefore sees
-the old set or the new one, never a half-written bundle nor a mix.
+the old set or the new one, never a half-written bundle nor a mix. Promotions and
+rollbacks take turns (a lock file, :data:`LOCK_FILE`), so two at once cannot both build
+on the same set and drop one of them from the history.
 
 * :func:`promote` -- serve chosen versions (the train flow promotes its run's; by hand:
   ``roadcast models promote``);
@@ -22,13 +24,15 @@ being served; nothing reads the links to decide what to serve.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,9 @@ from pipeline.registry.versions import (
 log = logging.getLogger("roadcast.registry")
 
 HISTORY = 50
+# Held while a promotion or rollback reads and replaces serving.json.
+LOCK_FILE = ".serving.lock"
+LOCK_WAIT_S = 60.0
 IMPORTED = "imported"
 
 
@@ -185,6 +192,17 @@ def promote(
         would not be served, or nothing to serve.
     """
     root = registry_root(models_dir)
+    with serving_lock(root):
+        return _promote(root, chosen, champion, replace, reason)
+
+
+def _promote(
+    root: Path,
+    chosen: Mapping[str, str | None],
+    champion: Champion | None,
+    replace: bool,
+    reason: str,
+) -> Serving:
     current = ensure_registry(root)
     picked = {model: find_version(root, model, ref) for model, ref in chosen.items()}
     served = {} if replace or current is None else dict(current.models)
@@ -219,6 +237,11 @@ def rollback(models_dir: str | Path, steps: int = 1) -> Serving:
     if steps < 1:
         raise RegistryError(f"steps must be at least 1, got {steps}")
     root = registry_root(models_dir)
+    with serving_lock(root):
+        return _rollback(root, steps)
+
+
+def _rollback(root: Path, steps: int) -> Serving:
     current = read_serving(root)
     if current is None or len(current.history) < steps:
         depth = 0 if current is None else len(current.history)
@@ -238,6 +261,29 @@ def rollback(models_dir: str | Path, steps: int = 1) -> Serving:
     )
     _publish(root, serving)
     return serving
+
+
+@contextlib.contextmanager
+def serving_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the registry's lock (``flock`` on :data:`LOCK_FILE`); raises
+    :class:`RegistryError` when another holder keeps it longer than ``wait_s``."""
+    with open(root / LOCK_FILE, "a+b") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RegistryError(
+                        f"another promotion or rollback in {root} held its lock for "
+                        f"{wait_s:g} s; try again when it is done"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _existing(root: Path, model: str, version: str) -> ModelVersion:
