@@ -157,3 +157,38 @@ def test_rehashed_config_with_a_wrong_type_names_bundle_and_field(tmp_path: Path
     with pytest.raises(BundleError) as info:
         load_bundles(tmp_path)
     assert str(bundle) in str(info.value) and f"field {field!r}" in str(info.value)
+
+
+def test_network_weights_that_are_not_finite_are_refused_naming_the_weight(tmp_path: Path):
+    """A diverged fit or an edited file: every forecast would be NaN, served as 'no
+    forecast' for every sensor without a word."""
+    import hashlib
+
+    import pandas as pd
+    from safetensors.numpy import load_file, save_file
+
+    from models.forecasters.rnn import LSTMForecaster
+    from models.nn.training import TrainConfig
+    from models.panel import SensorPanel
+    from pipeline.model_dir import load_bundles
+
+    bundle = tmp_path / "bundles" / "lstm"
+    panel = SensorPanel.from_values(
+        np.sin(np.arange(160, dtype=np.float64) / 5).reshape(80, 2),
+        pd.date_range("2024-01-01", periods=80, freq="5min", tz="UTC"),
+        ("a", "b"),
+    )
+    LSTMForecaster(window=4, horizon=2, hidden=4, train=TrainConfig(epochs=1)).fit(panel).save(
+        bundle
+    )
+    load_bundles(tmp_path)  # loads before the edit
+    weights = bundle / "weights.safetensors"
+    arrays = load_file(str(weights))
+    name = sorted(arrays)[0]
+    arrays[name] = np.full_like(arrays[name], np.nan)
+    save_file(arrays, str(weights))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"]["weights.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=rf"{bundle}.*weight '{name}' holds NaN"):
+        load_bundles(tmp_path)

@@ -21,8 +21,15 @@ def load_module_tensors(module: nn.Module, tensors: dict[str, np.ndarray]) -> No
     Raises
     ------
     ValueError
-        When keys or shapes differ (a bundle from another architecture or version).
+        When keys or shapes differ (a bundle from another architecture or version), or
+        a weight is NaN or infinite (a diverged fit, or an edited file).
     """
+    for name, array in tensors.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise ValueError(
+                f"bundle weight {name!r} holds NaN or infinite values (a diverged fit or an "
+                "edited file); retrain the model"
+            )
     state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
     try:
         module.load_state_dict(state, strict=True)
