@@ -160,3 +160,18 @@ def test_the_forecast_flow_refuses_a_model_of_another_step(trained: Path) -> Non
     assert set(forecast_all.fn({"persistence": model}, panel_at("5min", 12))) == {"persistence"}
     with pytest.raises(ValueError, match="trained on 5-minute steps; the store's ticks are 15-"):
         forecast_all.fn({"persistence": model}, panel_at("15min", 12))
+
+
+def test_versions_of_different_steps_are_not_promoted_together(tmp_path) -> None:
+    from models.forecasters.ar import AutoRegressive
+    from pipeline.registry.versions import RegistryError
+
+    bundles = tmp_path / "bundles"
+    five = register(bundles, Persistence(window=3, horizon=2).fit(panel_at("5min", 60)))
+    hourly = register(bundles, AutoRegressive(window=3, horizon=2).fit(panel_at("1h", 60)))
+    promote(bundles, {"persistence": five.version}, replace=True)
+    with pytest.raises(
+        RegistryError, match=r"different time steps \(persistence@\w+: 5-minute, ar@\w+: 1-hour\)"
+    ):
+        promote(bundles, {"ar": hourly.version})
+    assert promote(bundles, {"ar": hourly.version}, replace=True).models == {"ar": hourly.version}

@@ -135,27 +135,37 @@ def _sensors(version: ModelVersion) -> frozenset[str]:
 
 
 def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
-    """Refuse versions that do not verify, hold another model than their name, or
-    forecast different sensor networks.
+    """Refuse versions that do not verify, hold another model than their name, were
+    trained on different time steps, or forecast different sensor networks.
 
     Raises
     ------
     RegistryError
         Naming the version and what is wrong with it.
     """
-    from models.bundle import BundleError, read_bundle
+    from models.bundle import BundleError, read_bundle, step_text
 
+    steps: dict[str, int] = {}
     for name, version in versions.items():
         try:
-            held = read_bundle(version.path).model
+            bundle = read_bundle(version.path)
         except BundleError as exc:
             raise RegistryError(
                 f"{version.model}@{version.version} is not promoted: {exc}"
             ) from None
-        if held != name:
+        if bundle.model != name:
             raise RegistryError(
-                f"{name}@{version.version} is not promoted: {version.path} holds a {held!r} model"
+                f"{name}@{version.version} is not promoted: {version.path} holds a "
+                f"{bundle.model!r} model"
             )
+        if bundle.config.get("step_s") is not None:
+            steps[name] = bundle.config["step_s"]
+    if len(set(steps.values())) > 1:
+        shown = ", ".join(f"{n}@{versions[n].version}: {step_text(s)}" for n, s in steps.items())
+        raise RegistryError(
+            f"these versions were trained on different time steps ({shown}); a model "
+            "directory serves one tick: promote versions trained at the same step"
+        )
     sensors = {name: _sensors(v) for name, v in versions.items()}
     network = read_network(root)
     expected = frozenset(network.sensor_ids) if network is not None else None
