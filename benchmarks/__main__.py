@@ -23,6 +23,7 @@ BENCHMARKS = (
     "wire",
     "scale",
     "anomaly",
+    "simulated_alerts",
     "alert_rate",
     "alert_delivery",
     "fuzz",

@@ -77,6 +77,9 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
         and len(d["nab"]["loco"]["ensemble"]["plain"]["per_category"]) == 5
         and all(_positive(r["test"]["alerts"]) for r in d["simulated_alerts"]["results"])
     ),
+    "simulated_alerts": lambda d: (
+        len(d["seeds"]) == 2 and all(_positive(r["alerts"]) for r in d["seeds"])
+    ),
     "alert_rate": lambda d: (
         len(d["results"]) == 4
         and sum(r["service_default"] for r in d["results"]) == 1
