@@ -28,11 +28,16 @@ deployment serves every environment.
 
 Prefect's embedded temporary server runs no schedules, so serving needs a real one
 (``prefect server start``); :func:`serve_deployments` refuses to start without
-``PREFECT_API_URL``.
+``PREFECT_API_URL``, or when that server does not answer its health check within
+:data:`HEALTH_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
 
 WORK_POOL = "roadcast-process"
 TIMEZONE = "UTC"
+HEALTH_TIMEOUT_S = 15.0  # the whole health check of the Prefect server, retries included
 YAML_HEADER = """\
 # roadcast's Prefect deployments, for `prefect deploy --all --prefect-file deploy/prefect.yaml`
 # (run it from the directory the worker should run flows in) and a worker of the process
@@ -254,10 +260,20 @@ def render_yaml(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> str:
 
 
 def write_yaml(path: str | Path, specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> Path:
-    """Write :func:`render_yaml` to ``path`` (parents created)."""
+    """Write :func:`render_yaml` to ``path`` (parents created), atomically: a failed write
+    leaves the file as it was."""
     path = Path(path)
+    text = render_yaml(specs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_yaml(specs))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -308,6 +324,41 @@ def api_url() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
+def check_server(url: str, timeout_s: float | None = None) -> None:
+    """Refuse a Prefect server that does not answer its health check in ``timeout_s``
+    (default :data:`HEALTH_TIMEOUT_S`, Prefect's own retries included).
+
+    Raises
+    ------
+    DeployError
+        Naming ``PREFECT_API_URL`` and what went wrong (refused, timed out, not Prefect).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    deadline = HEALTH_TIMEOUT_S if timeout_s is None else timeout_s
+
+    async def probe() -> Exception | None:
+        async with asyncio.timeout(deadline):
+            async with get_client(httpx_settings={"timeout": deadline}) as client:
+                return await client.api_healthcheck()
+
+    try:
+        error = run_coro_as_sync(probe())
+    except TimeoutError:
+        error = TimeoutError(f"no answer within {deadline:g} s")
+    except Exception as exc:  # an unusable URL fails before any request
+        error = exc
+    if error is not None:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        message = (
+            f"the Prefect server at PREFECT_API_URL={url} did not answer its health check "
+            f"({reason}); start it (`prefect server start`) or fix PREFECT_API_URL"
+        )
+        raise DeployError(re.sub(r"//[^/@\s]+@", "//", message))  # no user:password shown
+
+
 def serve_deployments(
     specs: Sequence[DeploymentSpec] = DEPLOYMENTS, *, limit: int | None = None
 ) -> None:
@@ -320,8 +371,8 @@ def serve_deployments(
     Raises
     ------
     DeployError
-        When ``PREFECT_API_URL`` is not set: the embedded temporary server would accept
-        the deployments but never schedule them.
+        When ``PREFECT_API_URL`` is not set (the embedded temporary server would accept
+        the deployments but never schedule them) or its server does not answer.
     """
     from prefect import serve
 
@@ -332,6 +383,7 @@ def serve_deployments(
             "schedules. Start a server (`prefect server start`) and set "
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
+    check_server(url)
     serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
 
 

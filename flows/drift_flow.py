@@ -57,11 +57,10 @@ def assess_task(store_path: str, models_dir: str, config: DriftConfig) -> list[V
     """Every served model and horizon judged on the store's latest ticks."""
     from pipeline.drift import assess, served_models
     from pipeline.registry.versions import served_versions
-    from pipeline.service.store import Store
-    from pipeline.service.store_reads import tick_ms
+    from pipeline.service.store_reads import reading_store, tick_ms
 
     versions = served_versions(models_dir)
-    with Store(store_path, readonly=True) as store:
+    with reading_store(store_path) as store:
         served = served_models(store, versions)
         return assess(store, served, config, tick_ms=tick_ms(store))
 

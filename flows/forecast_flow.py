@@ -57,10 +57,9 @@ def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
 @task(name="read-latest-window", **IO_TASK)
 def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> SensorPanel:
     """The newest ``window`` closed ticks of ``sensor_ids`` from the store."""
-    from pipeline.service.store import Store
-    from pipeline.service.store_reads import latest_window
+    from pipeline.service.store_reads import latest_window, reading_store
 
-    with Store(store_path, readonly=True) as store:
+    with reading_store(store_path) as store:
         return latest_window(store, sensor_ids, window)
 
 
@@ -201,6 +200,12 @@ def forecast_flow(
     window = read_window(
         str(settings.store_path), tuple(union), max(m.window for m in models.values())
     )
+    silent = int((~window.mask.any(axis=1)).sum())
+    if silent:
+        log.warning(
+            f"{silent} of the {window.n_time} ticks the models read have no reading (a store "
+            "younger than the window, or every sensor silent): the forecasts fill them in"
+        )
     forecasts = forecast_all(models, window)
     counts = (
         publish(forecasts, settings.bootstrap_servers)

@@ -2,9 +2,10 @@
 
 Only I/O is retried, and only when a retry can help: an ``OSError`` other than a missing
 file or a permission error (a network share or a disk that blinked, an unreachable
-broker), a busy SQLite file (``sqlite3.OperationalError``), or a Kafka error (a send
-the broker did not acknowledge). A data set that is not there, a malformed file or a
-programming error fails at once with its message, instead of after the retry delays.
+broker), a busy SQLite file (``sqlite3.OperationalError``, ``StoreBusyError``), or a
+Kafka error (a send the broker did not acknowledge). A data set that is not there, a
+malformed file or a programming error fails at once with its message, instead of after
+the retry delays.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ def is_transient(error: BaseException) -> bool:
     from kafka.errors import KafkaError
 
     from pipeline.kafka.outbox import PublishError
+    from pipeline.service.store_reads import StoreBusyError
 
     if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
         return False
-    return isinstance(error, OSError | sqlite3.OperationalError | KafkaError | PublishError)
+    return isinstance(
+        error, OSError | sqlite3.OperationalError | StoreBusyError | KafkaError | PublishError
+    )
 
 
 def transient_io_error(task: Any, task_run: Any, state: Any) -> bool:

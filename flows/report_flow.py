@@ -25,6 +25,9 @@ the store, at the ``horizon`` given.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,18 +110,37 @@ def read_model_info(models_dir: str) -> ModelInfo:
 
 @task(name="score-stored-forecasts", **IO_TASK)
 def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> Scored:
-    """Every model's stored forecasts of the period, scored, and the period's alerts."""
-    from pipeline.service.store import Store
-    from pipeline.service.store_reads import alerts_between, period_since, stored_backtest
+    """Every model's stored forecasts of the period, scored, and the period's alerts.
 
-    with Store(store_path, readonly=True) as store:
-        period = period_since(store, since)
+    Raises
+    ------
+    StoreReadError
+        When ``horizon`` is needed (a model the model directory does not describe) and
+        is longer than the period: no forecast of that model could be scored.
+    """
+    from pipeline.service.store_reads import (
+        StoreReadError,
+        alerts_between,
+        period_since,
+        reading_store,
+        stored_backtest,
+    )
+
+    with reading_store(store_path) as store:
+        period = period_since(store, parse_period(since))
         sensors = info.sensor_ids or tuple(store.sensor_names().values())
         names = sorted(store.model_names().values())
         if info.horizons:
             names = [n for n in info.horizons if n in names] + [
                 n for n in names if n not in info.horizons
             ]
+        undescribed = [n for n in names if n not in info.horizons]
+        if undescribed and horizon > period.ticks:
+            raise StoreReadError(
+                f"horizon={horizon} steps is longer than the report's period ({period.ticks} "
+                f"closed ticks, since={since!r}), so no forecast of {', '.join(undescribed)} "
+                "could be scored: pass the models' horizon, or models_dir with their bundles"
+            )
         panel = None
         backtests = {}
         for name in names:
@@ -132,6 +154,56 @@ def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> S
         alerts = alerts_between(store, period)
     first, last = period.bounds()
     return Scored(first, last, period.ticks, panel, backtests, alerts)
+
+
+def parse_period(since: str) -> pd.Timedelta | pd.Timestamp:
+    """``since`` as a duration or a time (:func:`~pipeline.service.store_reads.parse_since`),
+    refusing text that names no period: blank, ``nan``, a time pandas cannot hold.
+
+    Raises
+    ------
+    ValueError
+        Naming ``since`` and the forms it accepts.
+    """
+    from pipeline.service.store_reads import parse_since
+
+    duration, moment = "a duration ('24h', '7d')", "a time ('2024-03-05T00:00Z')"
+    value = parse_since(since)
+    if pd.isna(value):
+        raise ValueError(f"since={since!r} is neither {duration} nor {moment}")
+    if isinstance(value, pd.Timedelta) and value <= pd.Timedelta(0):
+        raise ValueError(f"since={since!r}: a duration must be more than zero")
+    if isinstance(value, pd.Timestamp):
+        try:
+            value = value.as_unit("ns")
+        except (OverflowError, ValueError):
+            raise ValueError(
+                f"since={since!r} is outside the years {pd.Timestamp.min.year + 1}-"
+                f"{pd.Timestamp.max.year - 1}; pass {duration} or {moment}"
+            ) from None
+    return value
+
+
+def check_options(since: str, horizon: int, out: str | None) -> None:
+    """Refuse options the report cannot use, before reading anything.
+
+    Raises
+    ------
+    ValueError
+        Naming the option: a ``since`` that is no period, a ``horizon`` below one step,
+        an ``out`` that is a file or lies under one.
+    """
+    parse_period(since)
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1 step, got {horizon}")
+    if out is not None:
+        folder = Path(out).expanduser()
+        if not str(out).strip() or any(
+            p.exists() and not p.is_dir() for p in (folder, *folder.parents)
+        ):
+            raise ValueError(
+                f"out={out!r} is blank, a file or under one; pass a folder (new or not)"
+            )
 
 
 def live_document(scored: Scored, *, dataset: str) -> dict[str, Any]:
@@ -233,14 +305,34 @@ def make_report(
 def write_outputs(
     out: str, report: Report, document: dict[str, Any], errors: pd.DataFrame
 ) -> dict[str, str]:
-    """Write the report, its metrics and the per-sensor errors to ``out``."""
-    folder = Path(out)
-    md, page = write_report(folder, report)
-    metrics = folder / "live_metrics.json"
-    metrics.write_text(json.dumps(document, indent=2) + "\n")
-    table = folder / "sensor_errors.csv"
-    errors.to_csv(table, index=False, float_format="%.6g")
-    return {"html": str(page), "markdown": str(md), "metrics": str(metrics), "sensors": str(table)}
+    """Write the report, its metrics and the per-sensor errors to ``out``.
+
+    Every file is written to a staging folder inside ``out`` first and moved in once all
+    are written, so a failed write leaves ``out`` as it was.
+    """
+    folder = Path(out).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
+    try:
+        write_report(staging, report)
+        (staging / "live_metrics.json").write_text(json.dumps(document, indent=2) + "\n")
+        errors.to_csv(staging / "sensor_errors.csv", index=False, float_format="%.6g")
+        # The page last: it links the rest.
+        written = sorted(
+            (p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "report.html"
+        )
+        for path in written:
+            target = folder / path.relative_to(staging)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {
+        "html": str(folder / "report.html"),
+        "markdown": str(folder / "report.md"),
+        "metrics": str(folder / "live_metrics.json"),
+        "sensors": str(folder / "sensor_errors.csv"),
+    }
 
 
 @flow(name="roadcast-report", log_prints=True)
@@ -267,9 +359,15 @@ def report_flow(
     """
     from pipeline.settings import load_settings
 
+    check_options(since, horizon, out)
     settings = load_settings(store_path=store, model_dir=models_dir)
     log = get_run_logger()
     info = read_model_info(str(settings.model_dir))
+    if not info.horizons:
+        log.warning(
+            f"no model bundles in {settings.model_dir}: every model in the store is scored at "
+            f"horizon={horizon}, with no champion or map"
+        )
     scored = score_store(str(settings.store_path), since, info, horizon)
     document = live_document(scored, dataset=info.dataset)
     report = make_report(

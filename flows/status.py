@@ -23,6 +23,9 @@ from pipeline.service.liveness import DOWN_KEY
 from pipeline.service.store import Store, StoreError
 from pipeline.service.store_reads import reading_store
 
+# SQLite integers are 64-bit; a count beyond any store's ticks means all of them.
+_MAX_TICKS = 2**62
+
 
 def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> dict[str, Any]:
     """Counters, latency and rolling accuracy as one JSON-ready dict.
@@ -31,6 +34,8 @@ def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> d
     ``last_ticks`` targets (all when None); ``sensors_down`` is ``[{"sensor", "since"}]``
     (ISO time of the first tick each one missed), longest silent first.
     """
+    if last_ticks is not None:
+        last_ticks = min(last_ticks, _MAX_TICKS)
     with reading_store(store_path) as store:
         down = _down_sensors(store)
         counters = store.counters()
@@ -93,9 +98,10 @@ def print_status(
     else:
         console.print("sensors down: none")
     lat = summary["latency_ms"]
+    quantiles = f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat["count"] else "none yet"
     latency = Table(
         title=f"tick latency (last reading -> forecasts published), {lat['count']:,} ticks: "
-        f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms"
+        + quantiles
     )
     latency.add_column("bucket")
     latency.add_column("ticks", justify="right")

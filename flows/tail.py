@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -127,3 +128,20 @@ def describe(role: str | None, value: bytes | None, headers: Headers) -> str:
         return DESCRIBE[kind](value, headers)
     except SchemaError as exc:
         return f"invalid {kind} record: {exc}"
+
+
+class Progress:
+    """Whether ``roadcast tail`` has read each partition to the end it last fetched, so
+    that ``--timeout`` never ends a read of records that are there but not fetched yet."""
+
+    def __init__(self, consumer: Any, partitions: Sequence[Any]) -> None:
+        self.consumer = consumer
+        self.partitions = list(partitions)
+
+    def caught_up(self) -> bool:
+        """Whether every partition has been read to its high watermark."""
+        for tp in self.partitions:
+            hw = self.consumer.highwater(tp)
+            if hw is None or self.consumer.position(tp) < hw:
+                return False
+        return True

@@ -41,12 +41,19 @@ class DriftConfig:
     baseline_ticks: int = 72
 
     def __post_init__(self) -> None:
-        if not (self.ratio > 1 and self.baseline_ratio > 1):
-            raise ValueError(
-                f"drift ratios must be above 1, got {self.ratio} and {self.baseline_ratio}"
-            )
-        if self.min_count < 1 or self.window_ticks < 1 or self.baseline_ticks < 1:
-            raise ValueError("drift min_count, window_ticks and baseline_ticks must be >= 1")
+        for name in ("ratio", "baseline_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 1):
+                raise ValueError(
+                    f"drift {name} must be a finite number above 1 "
+                    f"(ROADCAST_DRIFT_{name.upper()}), got {value}"
+                )
+        for name in ("min_count", "window_ticks", "baseline_ticks"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(
+                    f"drift {name} must be at least 1 (ROADCAST_DRIFT_{name.upper()}), got {value}"
+                )
 
 
 @dataclass(frozen=True)

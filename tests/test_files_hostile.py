@@ -448,6 +448,7 @@ def test_a_store_locked_by_a_writer_is_an_error_not_a_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pipeline.service.store_reads as store_reads
+    from flows.io_tasks import is_transient
 
     monkeypatch.setattr(store_reads, "CHECK_TIMEOUT_S", 0.2)
     path = tmp_path / "s.sqlite"
@@ -456,8 +457,15 @@ def test_a_store_locked_by_a_writer_is_an_error_not_a_wait(
     try:
         writer.execute("PRAGMA journal_mode=DELETE")
         writer.execute("BEGIN EXCLUSIVE")
-        with pytest.raises(StoreError, match="is locked by a writer"):
+        with pytest.raises(StoreError, match="is locked by a writer") as info:
             check_store(path)
+        assert is_transient(info.value)  # the flows' I/O tasks retry it
+        with (
+            pytest.raises(StoreError, match="is locked by a writer") as info,
+            store_reads.reading_store(path) as store,
+        ):
+            store.state()
+        assert is_transient(info.value)
     finally:
         writer.execute("ROLLBACK")
         writer.close()
@@ -682,7 +690,7 @@ def _nan_weights(bundle: Path) -> None:
     ("forge", "says"),
     [
         (lambda b: _edit_config(b, coords=[[1.0]]), "'coords' must be 6 finite"),
-        (_nan_weights, "graph weights are not finite"),
+        (_nan_weights, "holds NaN or infinite values"),
     ],
     ids=["coords-shape", "nan-weights"],
 )

@@ -22,17 +22,26 @@ def deploy(
 
     from flows.deploy import DEPLOYMENTS, DeployError, describe
 
-    if write_yaml:
+    if write_yaml is not None:
         from pathlib import Path
 
         from flows.deploy import write_yaml as write
 
         target = Path(write_yaml)
-        if (target.exists() and not target.is_file()) or any(p.is_file() for p in target.parents):
+        if not write_yaml.strip():
+            raise typer.BadParameter("a file path is needed", param_hint="--write-yaml")
+        try:
+            if (target.exists() and not target.is_file()) or any(
+                p.is_file() for p in target.parents
+            ):
+                raise typer.BadParameter(
+                    f"{write_yaml} cannot be written as a file", param_hint="--write-yaml"
+                )
+            typer.echo(f"wrote {write(write_yaml)}")
+        except OSError as exc:
             raise typer.BadParameter(
-                f"{write_yaml} cannot be written as a file", param_hint="--write-yaml"
-            )
-        typer.echo(f"wrote {write(write_yaml)}")
+                f"cannot write {write_yaml} ({exc.strerror or exc})", param_hint="--write-yaml"
+            ) from None
     if serve:
         from flows.deploy import serve_deployments
 
@@ -43,7 +52,7 @@ def deploy(
             raise typer.Exit(2) from None
         typer.echo("stopped serving; schedules stay active on the server")
         return
-    if write_yaml:
+    if write_yaml is not None:
         return
     rows = describe(DEPLOYMENTS)
     table = Table(title="roadcast deployments (serve: roadcast deploy --serve)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import typer
 
+BACKLOG_WAIT_S = 30.0  # how long --timeout waits, past S, for records known to be there
+
 
 def tail(
     topic: str = typer.Argument(
@@ -16,9 +18,13 @@ def tail(
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="Start at the oldest record (default: new ones only)."
     ),
-    limit: int = typer.Option(None, "--max", help="Stop after N records."),
+    limit: int = typer.Option(None, "--max", min=0, help="Stop after N records."),
     timeout: float = typer.Option(
-        None, "--timeout", help="Stop after S seconds without a record (default: Ctrl-C)."
+        None,
+        "--timeout",
+        min=0.0,
+        help="Stop after S seconds without a record once every partition is read to its "
+        "end (default: Ctrl-C).",
     ),
 ) -> None:
     """Print the records of a topic, one clear line each (readings, forecasts v1/v2, alerts,
@@ -28,7 +34,7 @@ def tail(
     from kafka import TopicPartition
     from kafka.errors import KafkaError
 
-    from flows.tail import describe
+    from flows.tail import Progress, describe
     from pipeline.kafka.clients import make_consumer
     from pipeline.kafka.unreadable import UnreadableRecord, poll_readable
     from pipeline.settings import load_settings
@@ -52,12 +58,21 @@ def tail(
             consumer.seek_to_beginning()
         else:
             consumer.seek_to_end()
+        progress = Progress(consumer, tps)
         quiet_since = time.monotonic()
         while limit is None or seen < limit:
             batches = poll_readable(consumer, 500)
             if not batches:
-                if timeout is not None and time.monotonic() - quiet_since > timeout:
+                quiet = time.monotonic() - quiet_since
+                if timeout is None or quiet <= timeout:
+                    continue
+                if progress.caught_up():
                     break
+                if quiet > timeout + BACKLOG_WAIT_S:
+                    raise ValueError(
+                        f"{name}: records left unread after {quiet:.0f} s without a fetch; "
+                        f"is the broker at {settings.bootstrap_servers} still up?"
+                    )
                 continue
             quiet_since = time.monotonic()
             for tp, records in sorted(batches.items(), key=lambda kv: kv[0].partition):

@@ -94,9 +94,9 @@ def run_demo(
     started = time.monotonic()
     out = Path(out)
     check_options(out, max_ticks=max_ticks, speedup=speedup, epochs=epochs)
-    out.mkdir(parents=True, exist_ok=True)
     base = settings or load_settings()
     panel = choose_panel(data, data_dir=base.data_dir)
+    out.mkdir(parents=True, exist_ok=True)
     log(f"data: {panel.name}: {panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}")
     train_started = time.monotonic()
     model_dir, names = ensure_bundles(
@@ -132,12 +132,13 @@ def run_demo(
             "--store", str(store_path), "--tick", str(panel.freq), "--fast-store",
         ]  # fmt: skip
         with open(service_log, "ab") as sink:
+            log_start = sink.tell()  # the log of an earlier run stays above it
             proc = subprocess.Popen(
                 args, env=_service_env(cfg), stdout=sink, stderr=subprocess.STDOUT
             )
         try:
             stream_started, produced = _stream(
-                cfg, proc, live, speedup, store_path, service_log, progress, log
+                cfg, proc, live, speedup, store_path, (service_log, log_start), progress, log
             )
             stream_s = time.monotonic() - stream_started
         finally:
@@ -168,19 +169,19 @@ def _stream(
     live: SensorPanel,
     speedup: float,
     store_path: Path,
-    service_log: Path,
+    service_log: tuple[Path, int],
     progress: bool,
     log: Log,
 ) -> tuple[float, int]:
-    """Replay ``live`` once the service has joined its group; wait until it consumed it."""
+    """Replay ``live`` once the service has joined its group (as its log says from the
+    offset ``service_log[1]`` on); wait until it consumed it."""
+    log_path, log_start = service_log
     _wait_for(
-        lambda: (
-            service_log.is_file() and '"event": "partitions_assigned"' in service_log.read_text()
-        ),
+        lambda: b'"event": "partitions_assigned"' in _read_from(log_path, log_start),
         120,
         "joining the consumer group",
         proc,
-        service_log,
+        log_path,
     )
     expected = int(live.mask.sum())
     log(f"replay: {live.n_time} ticks ({expected:,} readings) at {speedup:g}x real time")
@@ -212,7 +213,7 @@ def _stream(
                 )
                 time.sleep(1.0)
             view.update(live_table(snapshot(store_path), state.messages, expected, steps))
-    _wait_for(finished, deadline_s, "consuming every reading", proc, service_log)
+    _wait_for(finished, deadline_s, "consuming every reading", proc, log_path)
     thread.join(timeout=30)
     return stream_started, state.messages
 
@@ -293,6 +294,16 @@ def _wait_for(
         if time.monotonic() > deadline:
             raise DemoError(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")
         time.sleep(0.25)
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """The bytes of ``path`` from ``offset`` on (nothing when it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _consumed(store_path: Path) -> int:

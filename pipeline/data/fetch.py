@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, dataset_dir
 
@@ -100,8 +100,8 @@ def fetch_dataset(
     ----------
     dataset : a name from :data:`DATASETS` or a :class:`DatasetInfo`.
     data_dir : target directory; files go to ``data_dir / file.path``.
-    mirror : optional base URL replacing each file's origin: the file is fetched from
-        ``mirror + "/" + file.path`` (for a local or company mirror).
+    mirror : optional base URL (or local directory) replacing each file's origin: the
+        file is fetched from ``mirror + "/" + file.path`` (a local or company mirror).
     timeout : seconds per connection attempt.
     progress : called once per file as it is handled.
     sha256 : ``{path: hex}`` digests the user vouches for, for files that have no
@@ -115,7 +115,9 @@ def fetch_dataset(
     ------
     FetchError
         When a required file is still missing afterwards; the message lists each
-        missing file, its target path and where it comes from.
+        missing file, its target path and where it comes from. Also for a data
+        directory that is a file or cannot be written, and a ``mirror`` that is
+        neither a URL nor a directory.
     """
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if info is None:
@@ -123,6 +125,12 @@ def fetch_dataset(
     if not (math.isfinite(timeout) and timeout > 0):
         raise FetchError(f"--timeout must be a number of seconds > 0, got {timeout}")
     root = dataset_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise FetchError(
+            f"the data directory {root} is a file; pass --data-dir (or set "
+            "ROADCAST_DATA_DIR to) a directory"
+        )
+    base = _mirror_url(mirror)
     results = []
     unreachable: str | None = None
     for remote in info.files:
@@ -130,7 +138,7 @@ def fetch_dataset(
             # One refused or unresolvable host is enough: do not wait out every timeout.
             result = Fetched(remote, root / remote.path, "failed", f"not tried: {unreachable}")
         else:
-            result = _fetch_one(remote, root, mirror, timeout, dict(sha256 or {}))
+            result = _fetch_one(remote, root, base, timeout, dict(sha256 or {}))
             if result.detail.startswith(_UNREACHABLE):
                 unreachable = result.detail
         results.append(result)
@@ -146,6 +154,18 @@ def fetch_dataset(
             lines.append(f"  ({info.manual})")
         raise FetchError("\n".join(lines))
     return results
+
+
+def _mirror_url(mirror: str | None) -> str | None:
+    """``--mirror`` as a base URL: a URL as given, a local directory as ``file://``."""
+    if mirror is None or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", mirror):
+        return mirror
+    folder = Path(mirror).expanduser()
+    if not folder.is_dir():
+        raise FetchError(
+            f"--mirror {mirror!r} is neither a URL (https://..., file:///...) nor a directory"
+        )
+    return folder.resolve().as_uri()
 
 
 def _fetch_one(
@@ -170,33 +190,54 @@ def _fetch_one(
     partial = target.with_name(target.name + ".part")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out = partial.open("wb")
+        except OSError as exc:
+            raise FetchError(f"cannot write {partial} in the data directory: {exc}") from None
+        with out:
+            detail = _download(url, out, timeout)
+        if detail is not None:
+            return Fetched(remote, target, "failed", detail)
+        algorithm, want = expected
+        got = sha256_of(partial, algorithm)
+        if got != want:
+            return Fetched(
+                remote,
+                target,
+                "failed",
+                f"{algorithm} mismatch: got {got[:12]}..., expected {want[:12]}...",
+            )
+        partial.replace(target)
+        return Fetched(remote, target, "downloaded")
+    finally:
+        if partial.is_file():  # never left half-written (gone after a success)
+            partial.unlink()
+        if not target.is_file():
+            _remove_empty(created)
+
+
+def _download(url: str, out: BinaryIO, timeout: float) -> str | None:
+    """Copy ``url`` into ``out``; None on success, else why it failed (a network or
+    source problem; a local write error raises :class:`FetchError`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(_CHUNK):
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise FetchError(f"cannot write {out.name}: {exc}") from None
+    except FetchError:
+        raise
     except urllib.error.HTTPError as exc:  # the server answered: try the other files
-        partial.unlink(missing_ok=True)
-        _remove_empty(created)
-        return Fetched(remote, target, "failed", f"download failed: HTTP {exc.code} {exc.reason}")
+        return f"download failed: HTTP {exc.code} {exc.reason}"
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        partial.unlink(missing_ok=True)
-        _remove_empty(created)
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, FileNotFoundError):  # a file:// mirror without that file
-            return Fetched(remote, target, "failed", f"download failed: not found at {url}")
-        return Fetched(remote, target, "failed", f"{_UNREACHABLE}: {reason}")
-    algorithm, want = expected
-    got = sha256_of(partial, algorithm)
-    if got != want:
-        partial.unlink(missing_ok=True)
-        _remove_empty(created)
-        return Fetched(
-            remote,
-            target,
-            "failed",
-            f"{algorithm} mismatch: got {got[:12]}..., expected {want[:12]}...",
-        )
-    partial.replace(target)
-    return Fetched(remote, target, "downloaded")
+        if url.startswith("file:") and isinstance(reason, OSError):  # a local mirror
+            missing = isinstance(reason, FileNotFoundError)
+            return f"download failed: {'not found' if missing else reason.strerror} at {url}"
+        return f"{_UNREACHABLE}: {reason}"
+    return None
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -8,6 +8,7 @@ is absent from the stream, exactly as a real one would be, never a NaN on the wi
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -124,7 +125,8 @@ def replay(
     Raises
     ------
     ValueError
-        For a 3-D panel, a negative ``speedup`` or ``limit``.
+        For a 3-D panel, a negative ``speedup`` or ``limit``, or a ``speedup`` so small
+        that pacing the steps would wait longer than a timer can (nothing is sent then).
     ReplayError
         When the broker rejected or never acknowledged some messages; it says how many.
     """
@@ -143,6 +145,14 @@ def replay(
     keys = [s.encode() for s in panel.sensor_ids]
     sensors = panel.sensor_ids
     stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
+    if speedup > 0 and stamps:
+        paced_s = (stamps[-1] - stamps[0]).total_seconds() / speedup
+        if not paced_s <= threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"speedup {speedup:g} would pace {n_steps} steps over {paced_s:.3g} s, longer "
+                f"than a timer can wait ({threading.TIMEOUT_MAX:.3g} s); use a larger speedup "
+                "or 0 (as fast as possible)"
+            )
     failures = _Failures()
     sent = skipped = size = 0
     started = time.monotonic()

@@ -7,8 +7,8 @@ written to a temporary file, flushed and renamed over the old one, after every
 version it names was verified (manifest checksums) and found to forecast one sensor
 network. A service watching the file (:mod:`pipeline.registry.watch`) therefore sees
 the old set or the new one, never a half-written bundle nor a mix. Promotions and
-rollbacks take turns (a lock file, :data:`LOCK_FILE`), so two at once cannot both build
-on the same set and drop one of them from the history.
+rollbacks take turns (:func:`serving_lock`), so two at once cannot both build on the same
+set and drop one of them from the history.
 
 * :func:`promote` -- serve chosen versions (the train flow promotes its run's; by hand:
   ``roadcast models promote``);
@@ -62,9 +62,7 @@ from pipeline.registry.versions import (
 log = logging.getLogger("roadcast.registry")
 
 HISTORY = 50
-# Held while a promotion or rollback reads and replaces serving.json.
-LOCK_FILE = ".serving.lock"
-LOCK_WAIT_S = 60.0
+LOCK_WAIT_S = 60.0  # how long a promotion or rollback waits for another one
 IMPORTED = "imported"
 
 
@@ -275,9 +273,10 @@ def _rollback(root: Path, steps: int) -> Serving:
 
 @contextlib.contextmanager
 def serving_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Hold the registry's lock (``flock`` on :data:`LOCK_FILE`); raises
-    :class:`RegistryError` when another holder keeps it longer than ``wait_s``."""
-    with open(root / LOCK_FILE, "a+b") as handle:
+    """Hold the registry's lock (``flock`` on the ``root`` folder itself, so nothing is
+    written); raises :class:`RegistryError` when another holder keeps it over ``wait_s``."""
+    handle = os.open(root, os.O_RDONLY)
+    try:
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -290,10 +289,9 @@ def serving_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
                         f"{wait_s:g} s; try again when it is done"
                     ) from None
                 time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def _existing(root: Path, model: str, version: str) -> ModelVersion:

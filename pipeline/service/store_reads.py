@@ -38,6 +38,11 @@ from models.panel import SensorPanel
 from pipeline.service.store import SCHEMA_VERSION, Store, StoreError
 
 CHECK_TIMEOUT_S = 5.0  # how long a reader waits for a writer's exclusive lock
+BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # primary result codes
+
+
+class StoreBusyError(StoreError):
+    """A writer held the store longer than a reader waits; it may pass (flows retry it)."""
 
 
 class StoreReadError(ValueError):
@@ -66,8 +71,8 @@ def check_store(path: str | Path) -> None:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreError(
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES:
+            raise StoreBusyError(
                 f"the store {path} is locked by a writer ({exc}); try again in a moment"
             ) from None
         raise StoreError(
@@ -84,13 +89,17 @@ def check_store(path: str | Path) -> None:
 @contextmanager
 def reading_store(path: str | Path) -> Iterator[Store]:
     """The store at ``path`` opened read-only after :func:`check_store`; an SQLite error
-    or a value of the wrong type while reading it becomes a :class:`StoreError` naming
-    the file."""
+    or a value of the wrong type while reading it becomes a :class:`StoreError` naming the
+    file (:class:`StoreBusyError` for a file a writer holds)."""
     check_store(path)
     try:
         with Store(path, readonly=True) as store:
             yield store
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES:
+            raise StoreBusyError(
+                f"the store {path} is locked by a writer ({exc}); try again in a moment"
+            ) from None
         raise StoreError(f"cannot read the store {path} ({exc}); is it a roadcast store?") from None
     except StoreReadError:
         raise

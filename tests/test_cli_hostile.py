@@ -1,0 +1,195 @@
+"""Hostile inputs for ``roadcast replay``, ``data fetch``, ``demo`` and ``tail``.
+
+Every case must end in a one-line error that names the option, file or setting to fix
+(or do what was asked), never a traceback, a hang, records lost or shown wrongly, or a
+half-written output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.tail import Progress
+from pipeline.data.datasets import load_dataset
+from pipeline.kafka.replay import replay
+
+
+def _error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output, output
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- replay
+
+
+class _NoSend:
+    """A producer that must not be used."""
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a reading was sent")
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_replay_refuses_a_speedup_too_small_to_pace_before_sending(tmp_path: Path) -> None:
+    data = tmp_path / "two.csv"
+    data.write_text("time,a\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n")
+    panel = load_dataset(f"csv:{data}")
+    with pytest.raises(ValueError, match="speedup 1e-10 would pace 2 steps"):
+        replay(panel, _NoSend(), "t", speedup=1e-10, progress=False)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- data fetch
+
+
+def _mirror(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A mirror folder with small los-loop files and the --sha256 options accepting them."""
+    mirror = tmp_path / "mirror"
+    options = []
+    for name, text in (("los_speed.csv", "1,2\n3,4\n"), ("los_adj.csv", "0,1\n1,0\n")):
+        path = mirror / "los-loop" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        options += ["--sha256", f"los-loop/{name}={digest}"]
+    return mirror, options
+
+
+def test_fetch_takes_a_mirror_that_is_a_local_folder(tmp_path: Path) -> None:
+    mirror, sha = _mirror(tmp_path)
+    data = tmp_path / "data"
+    result = CliRunner().invoke(
+        app, ["data", "fetch", "los-loop", "--data-dir", str(data), "--mirror", str(mirror), *sha]
+    )
+    assert result.exit_code == 0, result.output
+    assert (data / "los-loop" / "los_speed.csv").read_text() == "1,2\n3,4\n"
+    assert not list(data.rglob("*.part"))
+
+
+def test_fetch_names_a_mirror_that_is_neither_url_nor_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["data", "fetch", "los-loop", "--data-dir", str(tmp_path / "d"), "--mirror", "nowhere"]
+    )
+    assert result.exit_code == 1
+    assert "--mirror 'nowhere'" in _error_line(result.output)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_fetch_into_a_data_dir_that_is_a_file_names_the_data_dir(
+    tmp_path: Path, below: str
+) -> None:
+    mirror, sha = _mirror(tmp_path)
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    data = file / below if below else file
+    result = CliRunner().invoke(
+        app, ["data", "fetch", "los-loop", "--data-dir", str(data), "--mirror", str(mirror), *sha]
+    )
+    assert result.exit_code == 1
+    assert "data directory" in _error_line(result.output)
+    assert file.read_text() == "not a folder"
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_writes_nothing_for_data_it_cannot_load(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["demo", "--data", "simulated:sensors=0", "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert "sensors" in _error_line(result.output)
+    assert not out.exists()
+
+
+@pytest.mark.integration
+def test_demo_waits_for_this_run_of_the_service_not_an_earlier_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that fails at start is reported as such, even when the service log of an
+    earlier run says that one joined its group; the demo's broker is stopped."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "service.log").write_text('{"event": "partitions_assigned"}\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("ROADCAST_METRICS_ENABLED", "true")
+        monkeypatch.setenv("ROADCAST_METRICS_PORT", str(taken.getsockname()[1]))
+        result = CliRunner().invoke(
+            app,
+            [
+                "demo", "--data", "simulated:sensors=1,days=3", "--out", str(out),
+                "--epochs", "1", "--max-ticks", "2", "--speedup", "0", "--no-progress",
+            ],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    line = _error_line(result.output)
+    assert "exited with code" in line and "while joining the consumer group" in line
+    assert "already in use" in (out / "service.log").read_text()
+
+
+# --------------------------------------------------------------------------- tail
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("option", ["--max", "--timeout"])
+def test_tail_refuses_negative_counts(kafka_settings, option: str) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["tail", kafka_settings.topic_readings, "--bootstrap", kafka_settings.bootstrap_servers,
+         option, "-1"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert option in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_tail_timeout_ends_on_an_empty_topic(kafka_settings, partitions: int) -> None:
+    from pipeline.kafka.clients import ensure_topics
+
+    topic = f"{kafka_settings.topic_readings}.empty{partitions}"
+    ensure_topics(kafka_settings, topics=[topic], partitions=partitions)
+    for start in ([], ["--from-beginning"]):
+        result = CliRunner().invoke(
+            app,
+            ["tail", topic, "--bootstrap", kafka_settings.bootstrap_servers, "--timeout", "1",
+             *start],
+        )  # fmt: skip
+        assert result.exit_code == 0 and result.output == "", result.output
+
+
+class _Consumer:
+    """What :class:`Progress` reads of a consumer: high watermarks and positions."""
+
+    def __init__(self, highwater: dict[int, int | None], position: dict[int, int]) -> None:
+        self.hw, self.pos = highwater, position
+
+    def highwater(self, tp: int) -> int | None:
+        return self.hw[tp]
+
+    def position(self, tp: int) -> int:
+        return self.pos[tp]
+
+
+def test_tail_timeout_waits_until_every_partition_is_read_to_its_end() -> None:
+    consumer = _Consumer({0: 5, 1: None}, {0: 5, 1: 0})
+    progress = Progress(consumer, [0, 1])
+    assert not progress.caught_up()  # partition 1 not fetched yet
+    consumer.hw[1] = 3
+    assert not progress.caught_up()  # fetched, three records not read yet
+    consumer.pos[1] = 3
+    assert progress.caught_up()
