@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -29,9 +30,22 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to ``sys.stderr`` as it is when a record comes, not
+    as it was when the handler was made (a replaced and closed stderr would fail)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
     """Send the ``roadcast`` loggers' records to stderr (or ``stream``) as JSON lines."""
-    handler = logging.StreamHandler(stream)
+    handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("roadcast")
     root.handlers[:] = [handler]

@@ -71,6 +71,21 @@ def test_json_logs_are_one_object_per_line():
     assert doc["event"] == "stats" and doc["consumed"] == 3 and doc["level"] == "info"
 
 
+def test_json_logs_follow_stderr_when_it_is_replaced(monkeypatch):
+    """Logs go to stderr as it is at each record: a command run in-process (typer's test
+    runner, an embedding program) closes the stderr it lent, and later records failed."""
+    from pipeline.jsonlog import configure_logging
+
+    lent = io.StringIO()
+    monkeypatch.setattr("sys.stderr", lent)
+    configure_logging("INFO")
+    lent.close()
+    now = io.StringIO()
+    monkeypatch.setattr("sys.stderr", now)
+    logging.getLogger("roadcast.service").info("after")
+    assert json.loads(now.getvalue())["event"] == "after"
+
+
 def test_status_summary_reads_the_store(tmp_path):
     from flows.status import print_status
     from pipeline.service.store import Store
