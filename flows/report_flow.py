@@ -127,7 +127,7 @@ def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> S
     )
 
     with reading_store(store_path) as store:
-        period = period_since(store, parse_period(since))
+        period = period_since(store, since)
         sensors = info.sensor_ids or tuple(store.sensor_names().values())
         names = sorted(store.model_names().values())
         if info.horizons:
@@ -156,34 +156,6 @@ def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> S
     return Scored(first, last, period.ticks, panel, backtests, alerts)
 
 
-def parse_period(since: str) -> pd.Timedelta | pd.Timestamp:
-    """``since`` as a duration or a time (:func:`~pipeline.service.store_reads.parse_since`),
-    refusing text that names no period: blank, ``nan``, a time pandas cannot hold.
-
-    Raises
-    ------
-    ValueError
-        Naming ``since`` and the forms it accepts.
-    """
-    from pipeline.service.store_reads import parse_since
-
-    duration, moment = "a duration ('24h', '7d')", "a time ('2024-03-05T00:00Z')"
-    value = parse_since(since)
-    if pd.isna(value):
-        raise ValueError(f"since={since!r} is neither {duration} nor {moment}")
-    if isinstance(value, pd.Timedelta) and value <= pd.Timedelta(0):
-        raise ValueError(f"since={since!r}: a duration must be more than zero")
-    if isinstance(value, pd.Timestamp):
-        try:
-            value = value.as_unit("ns")
-        except (OverflowError, ValueError):
-            raise ValueError(
-                f"since={since!r} is outside the years {pd.Timestamp.min.year + 1}-"
-                f"{pd.Timestamp.max.year - 1}; pass {duration} or {moment}"
-            ) from None
-    return value
-
-
 def check_options(since: str, horizon: int, out: str | None) -> None:
     """Refuse options the report cannot use, before reading anything.
 
@@ -193,7 +165,9 @@ def check_options(since: str, horizon: int, out: str | None) -> None:
         Naming the option: a ``since`` that is no period, a ``horizon`` below one step,
         an ``out`` that is a file or lies under one.
     """
-    parse_period(since)
+    from pipeline.service.store_reads import parse_since
+
+    parse_since(since)
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1 step, got {horizon}")
     if out is not None:

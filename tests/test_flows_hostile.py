@@ -225,7 +225,7 @@ def test_flows_name_a_store_that_is_not_a_roadcast_store(
         ({"since": ""}, r"since='' is neither a duration"),
         ({"since": "nan"}, r"since='nan' is neither a duration"),
         ({"since": "2999-01-01"}, r"since='2999-01-01' is outside the years"),
-        ({"since": "0h"}, r"since='0h': a duration must be more than zero"),
+        ({"since": "0h"}, r"since='0h': the duration must be positive"),
         ({"horizon": 0}, r"horizon must be at least 1 step, got 0"),
         ({"horizon": -1}, r"horizon must be at least 1 step, got -1"),
     ],

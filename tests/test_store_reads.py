@@ -80,8 +80,19 @@ def test_periods(store):
     with pytest.raises(ValueError, match="positive"):
         period_since(store, "-1h")
     assert parse_since("7d") == pd.Timedelta(days=7)
-    with pytest.raises(ValueError, match="neither a duration"):
-        parse_since("last week")
+    for text in ("last week", "", "  ", "nan", "NaT", "99999999d"):
+        with pytest.raises(ValueError, match="neither a duration"):
+            parse_since(text)
+    with pytest.raises(ValueError, match="outside the years"):
+        parse_since("2999-01-01")
+
+
+def test_a_folder_given_as_the_store_is_named_as_a_folder(tmp_path):
+    from pipeline.service.store import StoreError
+    from pipeline.service.store_reads import check_store
+
+    with pytest.raises(StoreError, match="is a folder, not a store"):
+        check_store(tmp_path)
 
 
 def test_an_empty_store_says_to_start_the_service(tmp_path):

@@ -24,7 +24,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +60,8 @@ def check_store(path: str | Path) -> None:
         schema version, or locked by a writer for longer than ``CHECK_TIMEOUT_S``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a store; pass the store file (--store)")
     if not path.is_file():
         raise StoreError(f"no store at {path}; start `roadcast serve` first or pass --store")
     try:
@@ -198,25 +200,36 @@ class Period:
 
 
 def parse_since(text: str) -> pd.Timedelta | pd.Timestamp:
-    """``"24h"``, ``"7d"``, ``"90min"`` -> a duration; an ISO time -> a timestamp.
+    """``"24h"``, ``"7d"``, ``"90min"`` -> a positive duration; an ISO time -> a timestamp.
 
     Raises
     ------
     ValueError
-        When ``text`` is neither (the message shows both forms).
+        When ``text`` is neither (blank and ``nan`` included), a duration is not positive
+        or a time is outside what pandas holds; the message shows both forms.
     """
+    duration, moment = "a duration ('24h', '7d')", "a time ('2024-03-05T00:00Z')"
     # pandas deprecates the lowercase day unit; people write "7d".
     normalised = re.sub(r"(?<=\d)\s*d(ays?)?\b", "D", text.strip())
+    value: pd.Timedelta | pd.Timestamp | None = None
     try:
-        return pd.Timedelta(normalised)
-    except ValueError:
-        pass
-    try:
-        return pd.Timestamp(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"since={text!r} is neither a duration ('24h', '7d') nor a time ('2024-03-05T00:00Z')"
-        ) from None
+        value = pd.Timedelta(normalised)
+    except (ValueError, OverflowError):
+        with suppress(ValueError, OverflowError):
+            value = pd.Timestamp(text.strip())
+    if value is None or pd.isna(value):
+        raise ValueError(f"since={text!r} is neither {duration} nor {moment}")
+    if isinstance(value, pd.Timedelta) and value <= pd.Timedelta(0):
+        raise ValueError(f"since={text!r}: the duration must be positive")
+    if isinstance(value, pd.Timestamp):
+        try:
+            value = value.as_unit("ns")
+        except (OverflowError, ValueError):
+            raise ValueError(
+                f"since={text!r} is outside the years {pd.Timestamp.min.year + 1}-"
+                f"{pd.Timestamp.max.year - 1}; pass {duration} or {moment}"
+            ) from None
+    return value
 
 
 def period_since(store: Store, since: pd.Timestamp | pd.Timedelta | str) -> Period:
