@@ -355,6 +355,11 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
     (sorted by model), else itself, or its direct children, or those of its ``bundles/``
     folder when it is a ``roadcast train`` output (sorted)."""
     root = Path(model_dir)
+    if root.exists() and not root.is_dir():
+        raise BundleDirError(
+            f"model directory {root} is a file, not a folder; pass the folder `roadcast "
+            "train --out DIR` wrote (DIR/bundles)"
+        )
     if not root.is_dir():
         raise BundleDirError(
             f"model directory {root} does not exist; train bundles with `roadcast train "

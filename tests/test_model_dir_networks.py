@@ -55,3 +55,12 @@ def test_serve_refuses_them_before_connecting(mixed: Path) -> None:
     )
     assert result.exit_code == 1
     assert "forecast different sensor networks" in " ".join(result.output.split())
+
+
+def test_a_model_directory_that_is_a_file_is_named_as_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "bundles"
+    path.write_text("not a folder")
+    with pytest.raises(BundleDirError, match="is a file, not a folder"):
+        load_bundles(path)
+    with pytest.raises(BundleDirError, match="does not exist"):
+        load_bundles(tmp_path / "missing")
