@@ -67,12 +67,11 @@ def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> Se
 def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str, Forecast]:
     """Every model's forecast from the end of ``window`` (each on its own sensors); a
     model trained on another time step than the window's is refused."""
-    from models.bundle import step_text, steps_differ
+    from models.bundle import other_step, step_text
 
     out = {}
     for name, model in models.items():
-        step_s = getattr(model, "step_s", None)
-        if step_s is not None and steps_differ(step_s, window.freq):
+        if (step_s := other_step(model, window.freq)) is not None:
             raise ValueError(
                 f"model {name!r} was trained on {step_text(step_s)} steps; the store's "
                 f"ticks are {step_text(window.freq.total_seconds())}: serve and forecast "

@@ -18,7 +18,7 @@ or calls ``torch.load``.
 
 ``step_s`` is null (or absent, in bundles written before it was recorded) when the step
 is unknown; when it is known, ``roadcast evaluate`` refuses data of another step and
-``roadcast serve`` a ``--tick`` of another step (:func:`steps_differ`).
+``roadcast serve`` a ``--tick`` of another step (:func:`other_step`).
 """
 
 from __future__ import annotations
@@ -308,10 +308,12 @@ def step_seconds(step: timedelta | None) -> int | None:
     return int(seconds) if seconds > 0 and seconds.is_integer() else None
 
 
-def steps_differ(step_s: int, other: timedelta) -> bool:
-    """True when the step ``other`` is known (not NaT) and is not ``step_s`` seconds."""
-    seconds = other.total_seconds()  # NaN for NaT
-    return math.isfinite(seconds) and seconds != step_s
+def other_step(model: object, step: timedelta) -> int | None:
+    """The time step ``model`` was trained on (its ``step_s``) when it is known and is not
+    ``step``; None when they agree or either is unknown (no ``step_s``, NaT)."""
+    step_s: int | None = getattr(model, "step_s", None)
+    seconds = step.total_seconds()  # NaN for NaT
+    return step_s if step_s is not None and math.isfinite(seconds) and seconds != step_s else None
 
 
 def step_text(seconds: float) -> str:

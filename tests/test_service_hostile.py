@@ -322,14 +322,8 @@ class _Outbox:
         return True
 
 
-def test_a_sensor_silent_since_a_tick_before_1700_does_not_fail_the_batch(tmp_path) -> None:
-    """A 7-minute grid floors a 1700-01-01T00:00Z reading into a tick of 1699; a sensor
-    silent since then went down with an alert the schema refuses (its first_seen is out
-    of range): the batch failed, and each retry dead-lettered a valid reading."""
-    import pandas as pd
-    from kafka import TopicPartition
-    from kafka.consumer.fetcher import ConsumerRecord
-
+def _processor(tmp_path: Path, **config: Any) -> Any:
+    """A service's poll processor over a small simulated network, without a broker."""
     from pipeline.model_dir import load_bundles
     from pipeline.service.config import ServiceConfig
     from pipeline.service.processor import PollProcessor
@@ -338,24 +332,44 @@ def test_a_sensor_silent_since_a_tick_before_1700_does_not_fail_the_batch(tmp_pa
 
     world = make_world(tmp_path / "bundles")
     settings = Settings(store_path=tmp_path / "store.sqlite")
-    config = ServiceConfig(tick="7min", allowed_lateness="0min", durable=False, down_after=2)
-    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=lambda: 0.0)
+    service = ServiceConfig(durable=False, **config)
+    return PollProcessor(settings, service, load_bundles(world.bundles), clock=lambda: 0.0)
+
+
+def _process(processor: Any, readings: list[tuple[str, str]], first: int = 0) -> _Outbox:
+    """Process ``(sensor, ts)`` readings (values 50, 51, ...) as one poll of partition 0,
+    at offsets from ``first``; returns what was sent."""
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    tp = TopicPartition(processor.settings.topic_readings, 0)
+    records = [
+        ConsumerRecord(
+            tp.topic, 0, -1, first + k, 0, 0, sensor.encode(), _reading(sensor, ts, 50.0 + k),
+            [], None, -1, -1, -1,
+        )
+        for k, (sensor, ts) in enumerate(readings)
+    ]  # fmt: skip
+    outbox = _Outbox()
+    report, batch = processor.process({tp: records}, outbox, now_ns=0)
+    processor.finish(report, batch, flushed_at_ms=0)
+    return outbox
+
+
+def test_a_sensor_silent_since_a_tick_before_1700_does_not_fail_the_batch(tmp_path) -> None:
+    """A 7-minute grid floors a 1700-01-01T00:00Z reading into a tick of 1699; a sensor
+    silent since then went down with an alert the schema refuses (its first_seen is out
+    of range): the batch failed, and each retry dead-lettered a valid reading."""
+    import pandas as pd
+
+    processor = _processor(tmp_path, tick="7min", allowed_lateness="0min", down_after=2)
     sensors = list(processor.sensor_ids)
-    tp = TopicPartition(settings.topic_readings, 0)
     offset = 0
     for k in range(5):
         ts = pd.Timestamp("1700-01-01T00:00Z") + k * pd.Timedelta("7min")
-        records = []
-        for i, sensor in enumerate(sensors[:-1]):  # the last sensor never reports
-            value = _reading(sensor, ts.isoformat().replace("+00:00", "Z"), 50.0 + i)
-            records.append(
-                ConsumerRecord(
-                    tp.topic, 0, -1, offset, 0, 0, sensor.encode(), value, [], None, -1, -1, -1
-                )
-            )
-            offset += 1
-        report, batch = processor.process({tp: records}, _Outbox(), now_ns=0)  # type: ignore[arg-type]
-        processor.finish(report, batch, flushed_at_ms=0)
+        stamp = ts.isoformat().replace("+00:00", "Z")
+        _process(processor, [(s, stamp) for s in sensors[:-1]], offset)  # the last never reports
+        offset += len(sensors) - 1
     assert processor.counters["alerts_invalid"] == 1
     assert processor.counters["valid"] == offset and processor.counters["ticks_closed"] >= 3
 
@@ -363,29 +377,10 @@ def test_a_sensor_silent_since_a_tick_before_1700_does_not_fail_the_batch(tmp_pa
 def test_with_the_clock_check_off_a_reading_centuries_ahead_is_dead_lettered(tmp_path) -> None:
     """``--max-clock-skew off``: a reading far ahead of the network used to open a tick of
     its own, one per reading, without bound."""
-    from kafka import TopicPartition
-    from kafka.consumer.fetcher import ConsumerRecord
-
-    from pipeline.model_dir import load_bundles
-    from pipeline.service.config import ServiceConfig
-    from pipeline.service.processor import PollProcessor
-    from pipeline.settings import Settings
-    from tests.service_support import make_world
-
-    world = make_world(tmp_path / "bundles")
-    settings = Settings(store_path=tmp_path / "store.sqlite")
-    config = ServiceConfig(max_clock_skew=None, durable=False)
-    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=lambda: 0.0)
+    processor = _processor(tmp_path, max_clock_skew=None)
     sensors = list(processor.sensor_ids)
-    tp = TopicPartition(settings.topic_readings, 0)
-    stamps = ["2012-03-01T00:00:00Z"] * len(sensors) + ["2240-01-01T00:00:00Z"]
-    records = [
-        ConsumerRecord(tp.topic, 0, -1, k, 0, 0, b"k", _reading(s, ts, 50.0), [], None, -1, -1, -1)
-        for k, (s, ts) in enumerate(zip([*sensors, sensors[0]], stamps, strict=True))
-    ]
-    outbox = _Outbox()
-    report, batch = processor.process({tp: records}, outbox, now_ns=0)  # type: ignore[arg-type]
-    processor.finish(report, batch, flushed_at_ms=0)
+    readings = [(s, "2012-03-01T00:00:00Z") for s in sensors]
+    outbox = _process(processor, [*readings, (sensors[0], "2240-01-01T00:00:00Z")])
     assert processor.counters["valid"] == len(sensors)
     (letter,) = outbox.letters
     assert letter["error"] == b"future_timestamp"

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.bundle import BundleError, finite_or_none, step_text, steps_differ
+from models.bundle import BundleError, finite_or_none, other_step, step_text
 from models.forecasters.base import Forecaster
 from models.forecasters.claims import champion_claims, validation_champion
 from models.forecasters.evaluation import Backtest, backtest, validation_backtest
@@ -379,8 +379,7 @@ def evaluate_bundle(
         panel's (``step_s`` in its config).
     """
     model = load_model(bundle_dir)
-    step_s = getattr(model, "step_s", None)
-    if step_s is not None and steps_differ(step_s, panel.freq):
+    if (step_s := other_step(model, panel.freq)) is not None:
         raise BundleError(
             f"bundle {bundle_dir} was trained on {step_text(step_s)} steps; "
             f"{data or panel.name or 'the data'} has {step_text(panel.freq.total_seconds())} "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.bundle import step_text, steps_differ
+from models.bundle import other_step, step_text
 from models.forecasters.base import Forecaster
 from pipeline.model_dir import (
     SERVING_FILE,
@@ -93,8 +93,7 @@ def check_tick(loaded: LoadedSet, tick: pd.Timedelta) -> None:
         Naming the bundle, its step and the tick.
     """
     for name, model in loaded.models.items():
-        step_s = getattr(model, "step_s", None)
-        if step_s is not None and steps_differ(step_s, tick):
+        if (step_s := other_step(model, tick)) is not None:
             where = loaded.versions[name].path if name in loaded.versions else name
             raise BundleDirError(
                 f"bundle {where} was trained on {step_text(step_s)} steps, but the service's "

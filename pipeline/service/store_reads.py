@@ -45,6 +45,14 @@ class StoreBusyError(StoreError):
     """A writer held the store longer than a reader waits; it may pass (flows retry it)."""
 
 
+def _raise_if_busy(path: str | Path, exc: sqlite3.Error) -> None:
+    """Raise :class:`StoreBusyError` when ``exc`` says a writer holds the file."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES:
+        raise StoreBusyError(
+            f"the store {path} is locked by a writer ({exc}); try again in a moment"
+        ) from None
+
+
 class StoreReadError(ValueError):
     """The store does not (yet) hold what was asked for; the message says why."""
 
@@ -73,10 +81,7 @@ def check_store(path: str | Path) -> None:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES:
-            raise StoreBusyError(
-                f"the store {path} is locked by a writer ({exc}); try again in a moment"
-            ) from None
+        _raise_if_busy(path, exc)
         raise StoreError(
             f"{path} is not a roadcast store ({exc}); pass the store `roadcast serve` writes "
             "(--store or ROADCAST_STORE_PATH)"
@@ -98,10 +103,7 @@ def reading_store(path: str | Path) -> Iterator[Store]:
         with Store(path, readonly=True) as store:
             yield store
     except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in BUSY_CODES:
-            raise StoreBusyError(
-                f"the store {path} is locked by a writer ({exc}); try again in a moment"
-            ) from None
+        _raise_if_busy(path, exc)
         raise StoreError(f"cannot read the store {path} ({exc}); is it a roadcast store?") from None
     except StoreReadError:
         raise
