@@ -17,7 +17,9 @@
    * ``auto``: what the layer uses (``models.nn.sparse_graph.sparse_product``).
 
    And the same product without weight gradients (inference): ``pyg-spmm`` and ``csr``
-   forward only.
+   forward only; and with constant entries and a gradient for ``x`` only (the neighbour
+   term in training): ``pyg-spmm`` (torch's backward transposes the CSR matrix) and
+   ``csr`` (a transposed pattern prepared once).
 
 2. **Training by subgraph** through the normal path,
    ``build_model("tgclstm", ...).fit(train, valid=...)`` (default configuration, one
@@ -124,6 +126,23 @@ def kernel_row(sensors: int, batch: int, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         for name, step in kernels.items():
             times[name].append(_median_ms(step, 1))
+    # The neighbour term's case: constant entries, a gradient for the dense side only.
+    ones = torch.ones(conv.num_edges)
+
+    def x_grad_only(product: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            x.grad = None
+            product().sum().backward()
+
+        return step
+
+    x_grad = {
+        "pyg-spmm": x_grad_only(lambda: spmm(_csr(conv.crow, conv.col, ones, shape), x)),
+        "csr": x_grad_only(lambda: _CSRMatmul.apply(ones, x, *pattern_args(pattern), *shape)),
+    }
+    for step in x_grad.values():
+        step()  # warm-up
+    x_grad_ms = {name: _median_ms(fn, repeats) for name, fn in x_grad.items()}
     with torch.no_grad():  # inference: no weight gradient
         infer = {
             "pyg-spmm": lambda: spmm(_csr(conv.crow, conv.col, weight, shape), x),
@@ -139,6 +158,7 @@ def kernel_row(sensors: int, batch: int, repeats: int) -> dict[str, Any]:
     }
     row |= {f"{name}_ms": statistics.median(t) for name, t in times.items()}
     row |= {f"infer_{name}_ms": ms for name, ms in infer_ms.items()}
+    row |= {f"xgrad_{name}_ms": ms for name, ms in x_grad_ms.items()}
     if "pyg-spmm" not in kernels:
         row["pyg-spmm_ms"] = f"skipped: dense gradient {dense_gb:.1f} GB"
     return row
@@ -276,8 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     path = write_result(args.name, payload)
     names = ["pyg-spmm", "csr", "pyg-scatter", "auto", "infer_pyg-spmm", "infer_csr"]
+    names += ["xgrad_pyg-spmm", "xgrad_csr"]
     print_table(
-        "graph convolution kernels, ms per forward + backward (infer_: forward, no gradient)",
+        "graph convolution kernels, ms per forward + backward (infer_: forward, no gradient;"
+        " xgrad_: constant entries, gradient of x only)",
         ["sensors", "edges", "columns", *names],
         [[r["sensors"], r["edges"], r["columns"], *(r[f"{n}_ms"] for n in names)] for r in kernels],
     )

@@ -9,9 +9,10 @@ peak memory (``VmHWM``, the kernel's high-water mark of resident memory) is its 
    seconds per epoch and peak memory. Bounded so that 20,000 sensors finish on a
    2-core machine: ``--train-days`` of training data (default 1 day, 265 windows),
    ``--valid-steps`` of validation, ``--epochs`` epochs (default 1; AR has none: its fit
-   counts as one), on CPU, each model's default batch size. A fit whose process passes
-   ``--memory-cap-gb`` (default 10 GB) is stopped and run again with batches of
-   ``--small-batch`` windows (default 8), recorded as ``bounded``.
+   counts as one), on the CPU (``--device cuda``: the neural fits on the GPU, peak GPU
+   memory from ``torch.cuda.max_memory_allocated``), each model's default batch size. A
+   fit whose process passes ``--memory-cap-gb`` (default 10 GB) is stopped and run again
+   with batches of ``--small-batch`` windows (default 8), recorded as ``bounded``.
 2. **Catch-up**: ``--backlog-ticks`` steps (at least ``--backlog-readings`` readings)
    are produced to the readings topic at full
    speed, then ``roadcast serve`` starts with the fitted bundles (alerts as served by
@@ -33,6 +34,7 @@ The service's side is :mod:`benchmarks.scale_service`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +74,16 @@ def fit_one(args: argparse.Namespace) -> None:
     valid = panel.slice(train_end, train_end + args.valid_steps)
     options: dict[str, Any] = {"window": WINDOW, "horizon": HORIZON}
     if default_train(args.fit) is not None:
-        options.update(device="cpu", epochs=args.epochs, progress=False, seed=0)
+        options.update(device=args.device, epochs=args.epochs, progress=False, seed=0)
         if args.batch_size:
             options["train"] = {"batch_size": args.batch_size}
     model = build_model(args.fit, **options)
+    on_cuda = args.device == "cuda" and default_train(args.fit) is not None
     before = rss_mb()
     started = time.perf_counter()
     model.fit(train, valid=valid)
+    if on_cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     history = getattr(model, "history", None)
     epochs = history.epochs_run if history is not None else 1
@@ -94,6 +100,12 @@ def fit_one(args: argparse.Namespace) -> None:
                 "s_per_epoch": round(seconds / max(epochs, 1), 3),
                 "rss_before_mb": round(before, 1),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
+                "device": args.device if default_train(args.fit) is not None else "cpu",
+                **(
+                    {"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+                    if on_cuda
+                    else {}
+                ),
             }
         )
     )
@@ -143,6 +155,7 @@ def fit_process(
         "--out", str(out), "--epochs", str(args.epochs), "--threads", str(args.threads),
         "--train-steps", str(int(args.train_days * STEPS_PER_DAY)),
         "--valid-steps", str(args.valid_steps), "--batch-size", str(batch_size or 0),
+        "--device", args.device,
     ]  # fmt: skip
     print(f"  fit {name} on {sensors} sensors (batch {batch_size or 'default'}) ...", flush=True)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -233,6 +246,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+@contextlib.contextmanager
+def _broker(tmp: Path, *, enabled: bool) -> Iterator[str]:
+    """The embedded broker's bootstrap address; none is started for training alone."""
+    if not enabled:
+        yield ""
+        return
+    from pipeline.kafka.broker import EmbeddedBroker
+
+    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+        yield broker.bootstrap
+
+
 def kept_runs(name: str, measuring: list[int]) -> list[dict[str, Any]]:
     """``--merge``: the runs of the written ``NAME.json`` at sizes not measured now, each
     with its bounds (``bounds``) and when it was measured (``measured_at``)."""
@@ -271,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settle-s", type=float, default=120.0, help="give up a phase after")
     parser.add_argument("--wire", default="v2", choices=("v1", "v2"), help="forecast wire")
     parser.add_argument("--no-service", action="store_true", help="training only")
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where the neural fits run"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few ticks")
     parser.add_argument("--name", default="scale", help="write benchmarks/results/NAME.json")
     parser.add_argument(
@@ -292,7 +320,6 @@ def main(argv: list[str] | None = None) -> None:
         args.train_days, args.backlog_ticks, args.latency_ticks = 0.5, 4, 4
         args.min_interval, args.backlog_readings = 0.5, 0
     from pipeline.jsonlog import configure_logging
-    from pipeline.kafka.broker import EmbeddedBroker
 
     configure_logging("ERROR")
     sizes = [int(s) for s in (args.sizes or ",".join(map(str, SIZES))).split(",") if s.strip()]
@@ -306,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
             "train_windows": int(args.train_days * STEPS_PER_DAY) - WINDOW - HORIZON + 1,
             "valid_steps": args.valid_steps,
             "epochs": args.epochs,
-            "device": "cpu",
+            "device": args.device,
             "threads": args.threads,
             "memory_cap_gb": args.memory_cap_gb,
             "small_batch": args.small_batch,
@@ -320,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     kept = kept_runs(args.name, sizes) if args.merge else []
     with tempfile.TemporaryDirectory(prefix="roadcast-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+        with _broker(tmp, enabled=not args.no_service) as bootstrap:
             result["runs"] = list(kept)
             for sensors in sizes:
                 print(f"{sensors} sensors", flush=True)
@@ -337,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not args.no_service and fitted:
                     try:
                         run["service"] = serve_run(
-                            sensors, days, backlog, bundles, tmp, broker.bootstrap, args
+                            sensors, days, backlog, bundles, tmp, bootstrap, args
                         )
                         run["service"]["models"] = fitted
                     except RuntimeError as exc:

@@ -1,7 +1,7 @@
 """TGC-LSTM speed and memory: against the plain LSTM, against the authors' dense layer,
 and on road networks of 200, 2,000 and 20,000 sensors.
 
-What is measured (one run, this machine, CPU unless a GPU is present)
+What is measured (one run, this machine; ``--device cuda`` on a GPU)
 --------------------------------------------------------------------
 1. ``los-loop`` (207 sensors, window 12, horizon 12, batch 64): seconds per training
    epoch (every window of the training part, forward + backward + AdamW step, batches
@@ -43,7 +43,13 @@ What is measured (one run, this machine, CPU unless a GPU is present)
    once the data and graph are built and freed heap memory is returned to the OS
    (``malloc_trim``); the reported number is that peak minus the resident size before the
    model was created: model, optimiser state and the activations of training batches.
-   The dense layer's weight memory ``K N² 4`` bytes is shown beside it.
+   On CUDA it is the peak of torch's device allocations over the same span
+   (``torch.cuda.max_memory_allocated``). The dense layer's weight memory ``K N² 4``
+   bytes is shown beside it.
+
+With ``--device cuda`` modules, panel tensors and window origins live on the GPU, in
+float32 (no autocast), and every timed span ends with ``torch.cuda.synchronize()``;
+results go to ``tgclstm_speed_cuda.json``.
 
 The shared 2-core machine makes timings noisy: every figure is the median of repeated
 measurements and the JSON records the machine.
@@ -206,13 +212,28 @@ def build(kind: str, panel: SensorPanel, config: TGCLSTMConfig, spec: InputSpec)
     )
 
 
+def _sync() -> None:
+    """Wait for queued CUDA work, so that a wall-clock time covers it (no-op on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        _sync()
         started = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def placed(
+    module: nn.Module, data: PanelTensors, origins: Tensor, device: torch.device
+) -> tuple[nn.Module, PanelTensors, Tensor]:
+    """The module, panel tensors and window origins on ``device``."""
+    return module.to(device), data.to(device), origins.to(device)
 
 
 def train_batch_fn(
@@ -262,7 +283,9 @@ def n_params(module: nn.Module) -> int:
 # --------------------------------------------------------------------------- sections
 
 
-def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, Any]]:
+def los_loop_section(
+    config: TGCLSTMConfig, *, quick: bool, device: torch.device
+) -> list[dict[str, Any]]:
     """Epoch and inference times of the four modules on los-loop."""
     from pipeline.data.datasets import load_dataset
 
@@ -276,10 +299,10 @@ def los_loop_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, An
     n_batches = 3 if quick else -(-len(origins) // 64)
     rows = []
     for kind in ("tgclstm", "tgclstm-layer", "tgclstm-shared", "lstm", "naive-dense"):
-        module = build(kind, train, config, spec)
-        step = train_batch_fn(module, data, origins, spec, 64)
+        module, on, at = placed(build(kind, train, config, spec), data, origins, device)
+        step = train_batch_fn(module, on, at, spec, 64)
         epoch = epoch_seconds(step, n_batches, repeats=1 if quick else 2)
-        single, per_window = inference_ms(module, data, origins, spec, repeats=2 if quick else 5)
+        single, per_window = inference_ms(module, on, at, spec, repeats=2 if quick else 5)
         rows.append(
             {
                 "model": kind,
@@ -302,7 +325,9 @@ def simulated_panel(sensors: int, days: float) -> SensorPanel:
     return simulate_network(sensors, days=days, seed=1)
 
 
-def large_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, Any]]:
+def large_section(
+    config: TGCLSTMConfig, *, quick: bool, device: torch.device
+) -> list[dict[str, Any]]:
     """Per-batch training time on the 2,000-sensor network; epoch = batch x batches."""
     sensors = 500 if quick else 2000
     panel = simulated_panel(sensors, days=7)
@@ -313,8 +338,8 @@ def large_section(config: TGCLSTMConfig, *, quick: bool) -> list[dict[str, Any]]
     epoch_batches = -(-len(origins) // 64)
     rows = []
     for kind in ("tgclstm", "naive-dense"):
-        module = build(kind, train, config, spec)
-        step = train_batch_fn(module, data, origins, spec, 64)
+        module, on, at = placed(build(kind, train, config, spec), data, origins, device)
+        step = train_batch_fn(module, on, at, spec, 64)
         step(0)
         per_batch = _median_seconds(lambda step=step: step(1), 1 if quick else 3)
         rows.append(
@@ -338,8 +363,11 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def scale_worker(sensors: int, kind: str, batch: int, repeats: int, threads: int) -> dict[str, Any]:
-    """Run in a fresh subprocess: batch time and peak memory of one model at one size."""
+def scale_worker(
+    sensors: int, kind: str, batch: int, repeats: int, threads: int, device: str = "cpu"
+) -> dict[str, Any]:
+    """Run in a fresh subprocess: batch time and peak memory of one model at one size
+    (on CUDA: the peak of torch's device allocations, ``torch.cuda.max_memory_allocated``)."""
     torch.set_num_threads(threads)
     config = TGCLSTMConfig()
     spec = config.inputs
@@ -354,12 +382,18 @@ def scale_worker(sensors: int, kind: str, batch: int, repeats: int, threads: int
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
-    module = build(kind, panel, config, spec)
+    on_cuda = device == "cuda"
+    if on_cuda:
+        data, origins = data.to(torch.device(device)), origins.to(device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() // 1024
+    else:
+        before = _status_kib("VmRSS")
+    module = build(kind, panel, config, spec).to(device)
     step = train_batch_fn(module, data, origins, spec, batch)
     step(0)
     per_batch = _median_seconds(lambda: step(1), repeats)
-    peak = _status_kib("VmHWM")
+    peak = torch.cuda.max_memory_allocated() // 1024 if on_cuda else _status_kib("VmHWM")
     return {
         "model": kind,
         "sensors": sensors,
@@ -373,7 +407,7 @@ def scale_worker(sensors: int, kind: str, batch: int, repeats: int, threads: int
 
 
 def scaling_section(
-    sizes: Sequence[int], *, batch: int, repeats: int, threads: int
+    sizes: Sequence[int], *, batch: int, repeats: int, threads: int, device: str
 ) -> list[dict[str, Any]]:
     """One subprocess per (size, model); the dense model only where its weights fit."""
     rows = []
@@ -403,6 +437,7 @@ def scaling_section(
                         "batch": batch,
                         "repeats": repeats,
                         "threads": threads,
+                        "device": device,
                     }
                 ),
             ]
@@ -437,8 +472,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=None, help="scaling sizes, e.g. 200,2000,20000")
     parser.add_argument("--scale-batch", type=int, default=8, help="batch size for scaling")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where the modules run"
+    )
+    parser.add_argument("--name", default=None, help="results name (default NAME[_cuda])")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is false")
     torch.set_num_threads(args.threads)
     if args.worker:
         options = json.loads(args.worker)
@@ -452,10 +493,15 @@ def main(argv: list[str] | None = None) -> None:
         else ([200, 2000] if args.quick else [200, 2000, 20000])
     )
     started = time.perf_counter()
-    los = los_loop_section(config, quick=args.quick)
-    large = large_section(config, quick=args.quick)
+    device = torch.device(args.device)
+    los = los_loop_section(config, quick=args.quick, device=device)
+    large = large_section(config, quick=args.quick, device=device)
     scaling = scaling_section(
-        sizes, batch=args.scale_batch, repeats=1 if args.quick else 3, threads=args.threads
+        sizes,
+        batch=args.scale_batch,
+        repeats=1 if args.quick else 3,
+        threads=args.threads,
+        device=args.device,
     )
 
     by = {r["model"]: r for r in los}
@@ -474,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     payload = {
         "quick": args.quick,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "config": {k: v for k, v in config.hyper().items()},
         "los_loop": los,
@@ -483,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         "seconds": time.perf_counter() - started,
     }
-    path = write_result(NAME, payload)
+    path = write_result(args.name or (NAME if args.device == "cpu" else f"{NAME}_cuda"), payload)
 
     print_table(
         "los-loop (207 sensors, window 12, batch 64)",

@@ -45,7 +45,10 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     ),
     "tgclstm_speed": lambda d: all(_positive(r["epoch_s"]) for r in d["los_loop"]),
     "graph_training": lambda d: (
-        all(_positive(r["csr_ms"]) and _positive(r["auto_ms"]) for r in d["kernels"])
+        all(
+            _positive(r["csr_ms"]) and _positive(r["auto_ms"]) and _positive(r["xgrad_csr_ms"])
+            for r in d["kernels"]
+        )
         and all("error" not in r and _positive(r["peak_mb"]) for r in d["fits"])
     ),
     "stream": lambda d: (

@@ -9,6 +9,8 @@ machine without a GPU and in CI (which has none). Run them with ``pytest -m gpu`
 from __future__ import annotations
 
 import json
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import models.nn.loop as loop
 import models.nn.training as engine
 from models.forecasters.base import Forecaster, window_origins
 from models.forecasters.factory import build_model
@@ -154,3 +157,55 @@ def test_pinned_memory_path_trains_like_the_device_resident_path(
     np.testing.assert_allclose(
         forecasts(pinned, panel), forecasts(resident, panel), rtol=RTOL, atol=ATOL
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("lstm", {}),
+        ("tgclstm", {}),
+        ("tgclstm", {"subgraph_nodes": 3, "graph_cell": "shared"}),  # by subgraph, 2+ parts
+    ],
+    ids=["lstm", "tgclstm", "tgclstm-subgraphs"],
+)
+def test_training_epochs_wait_for_the_gpu_once_not_per_batch(
+    name: str, overrides: dict[str, Any], panel: SensorPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA's sync debug mode flags every operation that makes the host wait for the
+    GPU. Inside the training epochs (about 50 batches each) only the epoch's loss is
+    read back; moving the model and data to the GPU and validating happen outside."""
+    epochs, batch_size = 2, 8
+    split = chronological_split(panel)
+    batches = -(-len(window_origins(split.train.n_time, WINDOW, HORIZON)) // batch_size)
+    model = build_model(
+        name,
+        window=WINDOW,
+        horizon=HORIZON,
+        seed=0,
+        device="cuda",
+        epochs=epochs,
+        progress=False,
+        train={"amp": True, "batch_size": batch_size, "patience": epochs},
+        **overrides,
+    )
+    real_epoch = loop._train_epoch
+
+    def watched_epoch(*args: Any, **kwargs: Any) -> float:
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            return real_epoch(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(loop, "_train_epoch", watched_epoch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(split.train, valid=split.valid)
+    syncs = Counter(
+        f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
+    )
+    assert model.history is not None
+    loops = len(model.history.train_loss)  # TGC-LSTM trains in two stages of ``epochs``
+    assert batches >= 40 and loops >= epochs
+    assert syncs.total() <= 2 * loops, f"{loops} epochs of {batches} batches: {dict(syncs)}"

@@ -10,12 +10,14 @@ weights of those edges gathered from the global ones).
 
 Which kernel multiplies (:func:`sparse_product`; measured side by side in
 ``benchmarks/graph_training.py``, decisions.md "Graph convolution kernel"):
-torch-geometric's ``spmm`` (a ``torch.sparse`` CSR product) wherever no gradient flows to
-the entries (inference, the neighbour term's 0/1 pattern); :class:`_CSRMatmul` where the
-per-edge weights are trained, because it was faster at every size measured: torch's
-backward through ``spmm`` writes a dense ``[rows, cols]`` gradient before masking it
-(1.6x slower at 2,000 sensors, 4.8 GB at 20,000), while ``_CSRMatmul``'s is a sampled
-product (SDDMM) on the pattern. PyG's own trainable-weight paths (``MessagePassing``,
+torch-geometric's ``spmm`` (a ``torch.sparse`` CSR product) wherever no gradient flows
+(inference); :class:`_CSRMatmul` in training, because it was faster at every size
+measured: torch's backward through ``spmm`` writes a dense ``[rows, cols]`` gradient
+before masking it (1.6x slower at 2,000 sensors, 4.8 GB at 20,000), while
+``_CSRMatmul``'s is a sampled product (SDDMM) on the pattern; and for the gradient of the
+dense side torch transposes the CSR matrix on every backward, which on CUDA makes the host
+wait for the GPU once per batch, while ``_CSRMatmul`` multiplies by a transposed pattern
+prepared once. PyG's own trainable-weight paths (``MessagePassing``,
 ``EdgeIndex.matmul``) gather and scatter per edge without the torch-sparse extension,
 5 to 20 times slower on CPU.
 """
@@ -153,7 +155,7 @@ def sparse_product(pattern: Pattern, values: Tensor, x: Tensor) -> Tensor:
     rows, cols = pattern.shape
     with torch.autocast(device_type=x.device.type, enabled=False):
         values, x = values.float(), x.float()
-        if not (values.requires_grad and torch.is_grad_enabled()):
+        if not ((values.requires_grad or x.requires_grad) and torch.is_grad_enabled()):
             from torch_geometric.utils import spmm
 
             return spmm(_csr(pattern.crow, pattern.col, values, pattern.shape), x)
@@ -210,6 +212,15 @@ class _PartPatterns:
             pattern = restrict(module.crow, module.col, num_nodes, part)
             self._cache[key] = (part, pattern)
         return self._cache[key][1]
+
+
+def prepare_parts(module: nn.Module, parts: Sequence[Part]) -> None:
+    """Build every graph layer's pattern of every part of ``parts`` now, on the layers'
+    device (a training loop then only looks them up: no host copies per step)."""
+    for layer in module.modules():
+        if isinstance(layer, SparseHopConv | NeighbourScale):
+            for part in parts:
+                layer._parts.get(layer, part, layer.num_nodes)
 
 
 class SparseHopConv(nn.Module):

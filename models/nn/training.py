@@ -59,6 +59,7 @@ from models.forecasters.base import window_origins
 from models.nn.devices import resolve_device
 from models.nn.inputs import InputSpec, PanelTensors, Scaler, checked_origins
 from models.nn.loop import BatchLoss, LoopSettings, MixedPrecision, train_loop
+from models.nn.sparse_graph import prepare_parts
 from models.nn.subgraphs import Partition
 from models.panel import SensorPanel
 
@@ -307,6 +308,8 @@ def fit_network(
         valid_score = valid_loss
 
     module.to(device)
+    if parts is not None:
+        prepare_parts(module, by_part.module_parts.parts)
     optimizer = torch.optim.AdamW(
         module.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -412,11 +415,13 @@ class _PartSteps:
 
         def order() -> Tensor:
             windows = torch.randperm(n_windows, generator=generator)
-            self.batches = list(windows.split(self.config.batch_size))
+            # One copy per epoch to where the window origins live, none per step.
+            on_index = windows.to(self.place.index_device)
+            self.batches = list(on_index.split(self.config.batch_size))
             self._offset = None
             steps = [
                 b * n_parts + p
-                for b in range(len(self.batches))
+                for b in range(-(-n_windows // self.config.batch_size))
                 for p in torch.randperm(n_parts, generator=generator).tolist()
             ]
             return torch.tensor(steps, dtype=torch.long)
@@ -426,7 +431,7 @@ class _PartSteps:
     def step(self, data: PanelTensors, origins: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """Summed loss and observed targets of one training step."""
         batch, part = divmod(step, len(self.parts.parts))
-        chunk = origins[self.batches[batch].to(origins.device)]
+        chunk = origins[self.batches[batch]]
         if self._offset is None or self._offset[0] != batch:
             self._offset = (batch, self._global(data, chunk))
         return self._part_loss(data, chunk, part, self._offset[1])
