@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +224,16 @@ def test_csv_timezone_offsets_become_utc(tmp_path):
     panel = load_dataset(f"csv:{path}")
     assert panel.timestamps[0] == pd.Timestamp("2024-01-01 00:00", tz="UTC")
     assert panel.freq == pd.Timedelta("10min")
+
+
+@pytest.mark.parametrize("zone", ["Z", "+02:00", " UTC"])
+def test_csv_mixing_times_with_and_without_a_zone_is_refused(tmp_path, zone):
+    """Which zone the bare times meant is a guess that may shift them by hours."""
+    path = write(tmp_path / "m.csv", f"time,a\n2024-01-01 00:00,1\n2024-01-01 00:10{zone},2\n")
+    with pytest.raises(DatasetError, match=r"mixes timestamps with a zone .* at line 3\) and "):
+        load_dataset(f"csv:{path}")
+    rows = f"time,a\n2024-01-01 00:00{zone},1\n2024-01-01 00:10{zone},2\n"
+    assert load_dataset(f"csv:{write(tmp_path / 's.csv', rows)}").n_time == 2
 
 
 def test_csv_unsorted_rows_are_sorted(tmp_path):
@@ -455,3 +467,43 @@ def test_cli_data_list_and_fetch_failure(tmp_path):
     assert fetch.exit_code == 1
     assert "put these files there by hand" in fetch.output
     assert "los_speed.csv" in fetch.output
+
+
+def test_fetch_gives_up_on_a_server_that_trickles(tmp_path):
+    """A server that sends a byte every 50 ms never trips the per-read timeout; the
+    download fails as too slow after ``timeout`` seconds instead of running for hours."""
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            while not stop.is_set():
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                stop.wait(0.05)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    info = DatasetInfo("set", "test", (RemoteFile("set/f.csv", sha256="0" * 64),), "MIT", "here")
+    try:
+        with pytest.raises(FetchError, match=r"download too slow: \d+ bytes in"):
+            fetch_dataset(
+                info,
+                data_dir=tmp_path,
+                mirror=f"http://127.0.0.1:{server.server_address[1]}",
+                timeout=1.0,
+            )
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "set").exists()  # no partial file, no empty folder

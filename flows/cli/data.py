@@ -103,7 +103,12 @@ def data_fetch(
     mirror: str = typer.Option(
         None, "--mirror", help="Base URL to fetch DATA_DIR-relative paths from instead."
     ),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds per connection attempt."),
+    timeout: float = typer.Option(
+        30.0,
+        "--timeout",
+        help="Seconds per connection attempt and per read; a file arriving slower than "
+        "1 KiB/s over this span fails.",
+    ),
     sha256: list[str] | None = typer.Option(  # noqa: B008 (Typer reads the default)
         None,
         "--sha256",

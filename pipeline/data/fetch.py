@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,9 @@ from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFi
 
 _CHUNK = 1 << 20
 _UNREACHABLE = "cannot reach the server"
+# A download must deliver at least this many bytes a second over every span of
+# ``timeout`` seconds: a server that trickles bytes never trips the per-read timeout.
+MIN_RATE = 1024
 
 
 class FetchError(DatasetError):
@@ -102,7 +106,8 @@ def fetch_dataset(
     data_dir : target directory; files go to ``data_dir / file.path``.
     mirror : optional base URL (or local directory) replacing each file's origin: the
         file is fetched from ``mirror + "/" + file.path`` (a local or company mirror).
-    timeout : seconds per connection attempt.
+    timeout : seconds per connection attempt and per read; a download that delivers
+        under :data:`MIN_RATE` bytes a second over ``timeout`` seconds fails as too slow.
     progress : called once per file as it is handled.
     sha256 : ``{path: hex}`` digests the user vouches for, for files that have no
         published checksum (or to accept another version of one).
@@ -222,11 +227,21 @@ def _download(url: str, out: BinaryIO, timeout: float) -> str | None:
     source problem; a local write error raises :class:`FetchError`)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
+            since, got = time.monotonic(), 0
+            while chunk := response.read1(_CHUNK):
                 try:
                     out.write(chunk)
                 except OSError as exc:
                     raise FetchError(f"cannot write {out.name}: {exc}") from None
+                got += len(chunk)
+                elapsed = time.monotonic() - since
+                if elapsed >= timeout:
+                    if got < MIN_RATE * elapsed:
+                        return (
+                            f"download too slow: {got} bytes in {elapsed:.1f} s, under "
+                            f"{MIN_RATE} bytes/s (--timeout {timeout:g} s)"
+                        )
+                    since, got = time.monotonic(), 0
     except FetchError:
         raise
     except urllib.error.HTTPError as exc:  # the server answered: try the other files

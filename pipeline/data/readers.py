@@ -9,9 +9,10 @@ Rules (each one tested):
   data file, beyond float32) are rejected, naming the line (1 is the header) and the
   column; so is a file separated by ``;``, tab or ``|`` instead of commas.
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
-  with an offset they are converted to UTC. Unsorted rows are sorted (row order in a
-  timestamped file carries no information). Duplicate timestamps are rejected in a
-  wide CSV (which reading is right is unknowable) and averaged when resampling.
+  with an offset they are converted to UTC; a column mixing both is rejected. Unsorted
+  rows are sorted (row order in a timestamped file carries no information). Duplicate
+  timestamps are rejected in a wide CSV (which reading is right is unknowable) and
+  averaged when resampling.
   Dates such as ``01/02/2024`` are read day-first or month-first, whichever puts the
   rows closer together; timestamps outside the wire's years 1700-2249 are rejected.
 * **Grid**: the step is the median spacing. When every spacing is a whole multiple of
@@ -308,9 +309,23 @@ def _numeric(
     return out
 
 
+# A time of day followed by a zone: Z, UTC/GMT or an offset such as +02, +0200, -05:30.
+_ZONED = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$")
+
+
 def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> pd.DatetimeIndex:
-    """Parse a timestamp column to UTC, naming the first line that does not parse."""
+    """Parse a timestamp column to UTC, naming the first line that does not parse, and
+    refusing a column that mixes times with and without a zone (which hour the ones
+    without meant is a guess)."""
     text = column.astype(str).str.strip()
+    zoned = text.str.contains(_ZONED)
+    if zoned.any() and not zoned.all():
+        z, n = int(np.flatnonzero(zoned)[0]), int(np.flatnonzero(~zoned)[0])
+        raise DatasetError(
+            f"{path}: column {name!r} mixes timestamps with a zone ({text.iloc[z]!r} at line "
+            f"{lines[z]}) and without one ({text.iloc[n]!r} at line {lines[n]}); give every "
+            "timestamp a zone, or none (then they are UTC)"
+        )
     parsed = _one_format(text, dayfirst=False)
     if text.size and not re.match(r"\d{4}", text.iloc[0]):  # day and month may be swapped
         swapped = _one_format(text, dayfirst=True)
