@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.anomaly.autoencoder import AutoencoderConfig, AutoencoderDetector
 from models.forecasters.ar import AutoRegressive
 from models.forecasters.baselines import Persistence
 from models.panel import SensorPanel
@@ -92,6 +93,21 @@ def test_saved_calibration_is_used_else_the_stream_calibrates(fitted, panel, tmp
     with pytest.raises(AlertingError, match="no saved autoencoder"):
         build_alerting(root, models, panel.sensor_ids, FREQ, AlertingConfig.parse("autoencoder"))
     assert detectors_dir(root) == root / "detectors"
+
+
+def test_a_saved_detector_of_another_time_step_is_refused(fitted, panel, tmp_path):
+    """Detectors count in ticks (a window of 6 readings is 30 minutes of 5-minute data):
+    one fitted on another step than the service's tick is refused, naming both."""
+    root, models = fitted
+    one_minute = pd.Timedelta("1min")
+    with pytest.raises(AlertingError, match=r"fitted on 5-minute steps.*tick is 1-minute"):
+        build_alerting(root, models, panel.sensor_ids, one_minute)
+    autoencoder = AutoencoderDetector(AutoencoderConfig(window=4, epochs=1, seed=0))
+    autoencoder.fit(panel.slice(0, 300)).save(detectors_dir(tmp_path) / "autoencoder")
+    only = AlertingConfig.parse("autoencoder")
+    assert build_alerting(tmp_path, models, panel.sensor_ids, FREQ, only) is not None
+    with pytest.raises(AlertingError, match=r"autoencoder was fitted on 5-minute steps"):
+        build_alerting(tmp_path, models, panel.sensor_ids, one_minute, only)
 
 
 def test_the_service_sensor_order_may_differ_from_the_detectors(fitted, panel):

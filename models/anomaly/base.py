@@ -122,6 +122,7 @@ class StreamingDetector(ABC):
 
     name: ClassVar[str]
     sensor_ids: tuple[str, ...]
+    step_s: int | None = None  # the step of the data it was fitted or started on, seconds
 
     @abstractmethod
     def start(self, head: SensorPanel) -> Self: ...
@@ -368,6 +369,7 @@ def save_detector_bundle(
         "sensor_ids": list(detector.sensor_ids),
         "window": window,
         "horizon": horizon,
+        "step_s": detector.step_s,
         "detector": settings,
         **extra,
     }

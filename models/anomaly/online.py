@@ -44,6 +44,7 @@ from models.anomaly.base import (
     save_detector_bundle,
 )
 from models.anomaly.calibration import ConformalPool, Tail, check_tail
+from models.bundle import step_seconds
 from models.panel import SensorPanel
 
 
@@ -146,6 +147,7 @@ class OnlineDetector(StreamingDetector):
 
     def start(self, head: SensorPanel) -> Self:
         """Empty memory for ``head``'s sensors; calibrate online on the stream."""
+        self.step_s = step_seconds(head.freq)
         self._begin(tuple(head.sensor_ids), head)
         self._online = True
         self._keep_fitted()
@@ -154,6 +156,7 @@ class OnlineDetector(StreamingDetector):
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Stream ``panel`` into the memory, then calibrate on ``valid`` (default: its
         last 20 %), whose rows also join the memory."""
+        self.step_s = step_seconds(panel.freq)
         if valid is None:
             cut = int(panel.n_time * 0.8)
             panel, valid = panel.slice(0, cut), panel.slice(cut, panel.n_time)

@@ -46,10 +46,13 @@ def detector_class(name: str) -> type[StreamingDetector]:
 
 def load_detector(directory: str | Path) -> StreamingDetector:
     """The detector saved in ``directory`` (an interval detector still needs ``attach``)."""
-    model = str(read_bundle(directory).config.get("model", ""))
+    config = read_bundle(directory).config
+    model = str(config.get("model", ""))
     if not model.startswith("detector:"):
         raise DetectorError(
             f"{directory} holds model {model!r}, not a detector; pass a directory written "
             "by a detector's save()"
         )
-    return detector_class(model.removeprefix("detector:")).load(directory)
+    detector = detector_class(model.removeprefix("detector:")).load(directory)
+    detector.step_s = config.get("step_s")  # None in bundles written before it was recorded
+    return detector

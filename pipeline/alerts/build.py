@@ -36,6 +36,7 @@ import pandas as pd
 
 from models.anomaly.base import StreamingDetector, empty_head
 from models.anomaly.interval import ForecastIntervalDetector
+from models.bundle import other_step, step_text
 from models.forecasters.base import Forecaster
 from pipeline.alerts.config import (
     AUTO,
@@ -97,7 +98,7 @@ def build_alerting(
                 f"it out of --detectors"
             )
         path = saved / name
-        probe = load_detector(path)
+        probe = _same_step(load_detector(path), path, freq)
         window = int(getattr(getattr(probe, "config", None), "window", 1) or 1)
         slots.append(
             DetectorSlot(
@@ -111,6 +112,17 @@ def build_alerting(
         )
     neighbours = read_neighbours(root, sensor_ids) if root is not None else {}
     return ServiceAlerts(slots, sensor_ids, freq, config, neighbours)
+
+
+def _same_step(detector: StreamingDetector, path: Path, freq: pd.Timedelta) -> StreamingDetector:
+    """``detector``, refused when it was fitted on data of another step than the ticks."""
+    if (step_s := other_step(detector, freq)) is not None:
+        raise AlertingError(
+            f"the saved detector in {path} was fitted on {step_text(step_s)} steps, but the "
+            f"service's tick is {step_text(freq.total_seconds())}: refit it on data of this "
+            "step, or serve with --tick matching it"
+        )
+    return detector
 
 
 def _columns(detector_sensors: Sequence[str], column: Mapping[str, int]) -> np.ndarray | None:
@@ -155,7 +167,7 @@ def _interval_slot(
             detector.self_forecast = False  # the service supplies the forecasts
             return detector
 
-        probe = load()
+        probe = _same_step(load(), path, freq)
         assert isinstance(probe, ForecastIntervalDetector)
         return DetectorSlot(
             name="interval",
