@@ -158,19 +158,43 @@ def emit_task(
     verdicts: list[Verdict], store: str, models_dir: str, cooldown_h: float
 ) -> dict[str, str]:
     """One event per drifted model (cooldown respected); returns ``{model: outcome}``."""
+    return emit_events(verdicts, store, models_dir, cooldown_h, get_run_logger())
+
+
+def emit_events(
+    verdicts: list[Verdict], store: str, models_dir: str, cooldown_h: float, logger: Any
+) -> dict[str, str]:
+    """:func:`emit_task`'s work. No event is sent unless ``drift.json`` can be written:
+    an event whose cooldown cannot be recorded would be sent again on every run.
+
+    Raises
+    ------
+    DriftEventError
+        ``drift.json`` cannot be written (the message names it and why).
+    """
     from pipeline.model_dir import bundles_dir, write_json
 
-    logger = get_run_logger()
     path = bundles_dir(models_dir) / STATE_FILE
     state = _read_state(path)
     drifted: dict[str, list[Verdict]] = {}
     for verdict in verdicts:
         if verdict.drifted:
             drifted.setdefault(verdict.model, []).append(verdict)
+    cooldown_s = cooldown_h * 3600.0
+    if any(
+        _due(state, m, found[0].version, cooldown_s, time.time()) for m, found in drifted.items()
+    ):
+        try:
+            write_json(path, state)
+        except OSError as exc:
+            raise DriftEventError(
+                f"cannot record drift events in {path} ({exc.strerror or exc}); no event "
+                "was sent: make the model directory writable for the drift flow"
+            ) from None
     outcome: dict[str, str] = {}
     for model, found in drifted.items():
         version, now = found[0].version, time.time()
-        if not _due(state, model, version, cooldown_h * 3600.0, now):
+        if not _due(state, model, version, cooldown_s, now):
             outcome[model] = "cooling down"
             continue
         reasons = "; ".join(f"{v.horizon} steps: {', '.join(v.reasons)}" for v in found)

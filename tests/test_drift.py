@@ -80,6 +80,27 @@ def test_an_unreachable_prefect_server_is_retried_with_backoff_and_logged():
     assert any(r.getMessage() == "drift_event_failed" for r in seen.records)
 
 
+def test_no_event_is_sent_when_its_cooldown_cannot_be_recorded(tmp_path):
+    """``drift.json`` cannot be written (here it is a folder): the event would be sent
+    again on every run, so none is sent and the error names the file. The API URL is a
+    closed port: reaching for Prefect would be another error."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.drift_flow import DriftEventError, emit_events
+    from pipeline.drift import Verdict
+
+    (tmp_path / "bundles" / "drift.json").mkdir(parents=True)
+    verdict = Verdict("ar", "abc123", 3, 9.0, 600, 2.0, None, 0, ("too high",))
+    logger = logging.getLogger("roadcast.drift")
+    with (
+        temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{_closed_port()}/api"}),
+        pytest.raises(DriftEventError, match=r"cannot record drift events in .*drift\.json"),
+    ):
+        emit_events([verdict], "store.sqlite", str(tmp_path), 24.0, logger)
+    quiet = Verdict("ar", "abc123", 3, 2.0, 600, 2.0, None, 0)
+    assert emit_events([quiet], "store.sqlite", str(tmp_path), 24.0, logger) == {}
+
+
 def test_the_service_never_talks_to_prefect():
     """The service, the registry and the drift rule import nothing of Prefect: only the
     watcher flow does, so Prefect being away cannot block forecasting."""
