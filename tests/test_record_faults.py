@@ -1,6 +1,7 @@
 """No record stops the service: one fault test per way a record (or a store, or a broker)
 could stop or wedge it, against the real embedded broker.
 
+- readings compressed by their producer with any of Kafka's codecs: read;
 - a value float32 cannot hold, a timestamp outside the supported range: dead-lettered
   with their own reasons, the following readings forecast as usual;
 - messages near or over 1 MiB: their dead letters fit the broker's limit, cut with
@@ -101,6 +102,24 @@ HOSTILE_READINGS = {
         ],
     ),
 }
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_readings_a_producer_compressed_are_read_with_every_kafka_codec(
+    codec, world, kafka_settings, tmp_path
+):
+    """Producers on a real cluster often compress (``compression.type``); a batch the
+    consumer could not decompress would stall its partition for good."""
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    producer = make_producer(settings, compression_type=codec)
+    sent = replay(world.live.slice(0, STEPS), producer, settings.topic_readings, progress=False)
+    producer.flush()
+    producer.close()
+    service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
+    counters = _serve_until_done(service, sent.messages)
+    assert counters["valid"] == sent.messages and counters["dead_lettered"] == 0
+    assert counters["recoveries"] == 0
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_READINGS))
