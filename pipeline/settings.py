@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    # Producers' compression.type (consumers read every codec whatever this is)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     # Local state
     data_dir: Path = DEFAULT_CACHE / "data"
     model_dir: Path = DEFAULT_CACHE / "models"

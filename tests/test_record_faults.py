@@ -108,11 +108,15 @@ HOSTILE_READINGS = {
 def test_readings_a_producer_compressed_are_read_with_every_kafka_codec(
     codec, world, kafka_settings, tmp_path
 ):
-    """Producers on a real cluster often compress (``compression.type``); a batch the
-    consumer could not decompress would stall its partition for good."""
-    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    """Producers on a real cluster often compress (``compression.type``); without the
+    codec's library the consumer could only dead-letter such a batch. The service's own
+    producer compresses with ``ROADCAST_COMPRESSION``."""
+    settings = kafka_settings.model_copy(
+        update={"store_path": tmp_path / "store.sqlite", "compression": codec}
+    )
     ensure_topics(settings)
-    producer = make_producer(settings, compression_type=codec)
+    producer = make_producer(settings)
+    assert producer.config["compression_type"] == codec
     sent = replay(world.live.slice(0, STEPS), producer, settings.topic_readings, progress=False)
     producer.flush()
     producer.close()
@@ -120,6 +124,8 @@ def test_readings_a_producer_compressed_are_read_with_every_kafka_codec(
     counters = _serve_until_done(service, sent.messages)
     assert counters["valid"] == sent.messages and counters["dead_lettered"] == 0
     assert counters["recoveries"] == 0
+    forecasts = read_topic(settings, settings.topic_forecasts)
+    assert len(forecasts) == len(world.models) * world.live.n_nodes * STEPS
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_READINGS))

@@ -126,12 +126,15 @@ def test_broken_toml_is_one_line_on_the_command_line(tmp_path) -> None:
     assert len(lines) == 1 and "invalid TOML" in lines[0] and "line 1" in lines[0], lines
 
 
-def test_one_bad_variable_is_one_line_on_the_command_line(monkeypatch) -> None:
-    monkeypatch.setenv("ROADCAST_METRICS_PORT", "abc")
+@pytest.mark.parametrize(
+    ("variable", "value"), [("ROADCAST_METRICS_PORT", "abc"), ("ROADCAST_COMPRESSION", "brotli")]
+)
+def test_one_bad_variable_is_one_line_on_the_command_line(monkeypatch, variable, value) -> None:
+    monkeypatch.setenv(variable, value)
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "ROADCAST_METRICS_PORT" in lines[0], lines
+    assert len(lines) == 1 and variable in lines[0], lines
 
 
 @pytest.mark.parametrize(

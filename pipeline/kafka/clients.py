@@ -128,7 +128,8 @@ def _build(settings: Settings, config: dict[str, Any], build: Any, *args: Any) -
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
-    """A ``KafkaProducer`` (bytes in, bytes out) with :data:`PRODUCER_DEFAULTS`.
+    """A ``KafkaProducer`` (bytes in, bytes out) with :data:`PRODUCER_DEFAULTS` and the
+    settings' ``compression`` (``compression_type``).
 
     Raises
     ------
@@ -140,8 +141,11 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
     """
     from kafka import KafkaProducer
 
+    defaults = dict(PRODUCER_DEFAULTS)
+    if settings.compression != "none":
+        defaults["compression_type"] = settings.compression
     producer: KafkaProducer = _build(
-        settings, _config(settings, PRODUCER_DEFAULTS, overrides), KafkaProducer
+        settings, _config(settings, defaults, overrides), KafkaProducer
     )
     return producer
 
