@@ -153,6 +153,10 @@ def test_timestamps_are_converted_to_utc(ts: str, expected: datetime) -> None:
         (reading_bytes(sensor=""), "bad_sensor"),
         (reading_bytes(sensor=" 7781"), "bad_sensor"),
         (reading_bytes(sensor="x" * 201), "bad_sensor"),
+        (reading_bytes(sensor="a\x00b"), "bad_sensor"),
+        (reading_bytes(sensor="a\nb"), "bad_sensor"),
+        (reading_bytes(sensor="77\u200b81"), "bad_sensor"),  # a zero-width space
+        (reading_bytes(sensor="a\u2028b"), "bad_sensor"),  # a line separator
         (reading_bytes(sensor=True), "bad_type"),
         (reading_bytes(sensor=7.5), "bad_type"),
         (reading_bytes(sensor=None), "bad_type"),
@@ -495,7 +499,9 @@ def test_mutated_valid_messages_never_crash(base: bytes, data: st.DataObject) ->
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 readable = st.floats(-FLOAT32_MAX, FLOAT32_MAX)  # what a reading may hold
-sensor_ids = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() == s)
+sensor_ids = st.text(
+    st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp")), min_size=1, max_size=20
+).filter(lambda s: s.strip() == s)
 aware = st.datetimes(
     min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=zones
 )

@@ -25,10 +25,12 @@ Rules, the same for every message:
   ``timestamp_out_of_range``): well inside what nanosecond clocks (pandas, numpy
   ``datetime64[ns]``, years 1677 to 2262) can hold, with room for a model's window
   before a tick and its horizon after it.
-- Sensor ids are strings. Integers are accepted and converted (``7781`` -> ``"7781"``)
-  because the public ids (METR-LA, PeMS) are numeric and many producers send them as
-  numbers; encoders always write strings. Whether a sensor is *known* is the service's
-  concern (it checks against its model bundles), not the schema's.
+- Sensor ids are strings of 1-200 characters, none of them a control, format
+  (zero-width) or line-separator character, without surrounding whitespace (else
+  ``bad_sensor``). Integers are accepted and converted (``7781`` -> ``"7781"``) because
+  the public ids (METR-LA, PeMS) are numeric and many producers send them as numbers;
+  encoders always write strings. Whether a sensor is *known* is the service's concern
+  (it checks against its model bundles), not the schema's.
 - v1 is closed: a field it does not define is rejected (``unknown_field``), so a typo
   never silently drops data; a new field means a new version.
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +62,9 @@ SCHEMA_VERSION: Final = 1
 # up front bounds the decoder's work.
 MAX_MESSAGE_BYTES: Final = 1 << 20
 MAX_SENSOR_ID_CHARS: Final = 200
+# Unicode categories no sensor id may hold: control (NUL, newline...), format (zero-width
+# space, BOM...) and line or paragraph separators. Spaces (NBSP too) are allowed inside.
+_INVISIBLE: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
 MAX_TIMESTAMP_CHARS: Final = 64
 # The largest finite float32: a reading's value is stored and forecast as float32.
 FLOAT32_MAX: Final = 3.4028234663852886e38
@@ -81,7 +87,7 @@ REASONS: Final = frozenset(
         "bad_timestamp",  # not an ISO-8601 timestamp
         "timestamp_out_of_range",  # before TS_MIN or from TS_MAX on (UTC)
         "value_out_of_range",  # a reading's value does not fit float32
-        "bad_sensor",  # empty, too long, padded with whitespace, or not valid Unicode
+        "bad_sensor",  # empty, too long, padded, not valid Unicode, or invisible characters
         "bad_value",  # well-typed but inconsistent (lengths, order, enum, range)
     }
 )
@@ -313,6 +319,8 @@ def _sensor(value: Any, field: str = "sensor") -> str:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no text holds it
             _fail("bad_sensor", f"{field} {value[:40]!r} is not valid Unicode")
+    if not value.isprintable() and any(unicodedata.category(c) in _INVISIBLE for c in value):
+        _fail("bad_sensor", f"{field} {value[:40]!r} holds a control or invisible character")
     return value
 
 
