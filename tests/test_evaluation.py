@@ -54,6 +54,8 @@ def test_backtest_refuses_other_sensors_and_empty_parts():
         backtest(model, panel.select(["s1", "s0"]), start=80)
     with pytest.raises(ValueError, match="no window of 12 inputs"):
         backtest(model, panel, start=110, inputs_inside=12)
+    with pytest.raises(ValueError, match="input window of 4 steps and 3 targets need 7 steps"):
+        backtest(model, panel.slice(0, 6), start=2, inputs_inside=0)
 
 
 def test_join_panels_checks_continuity_and_sensors():

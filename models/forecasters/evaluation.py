@@ -124,10 +124,16 @@ def backtest(
         inputs_inside=inputs_inside,
     )
     if len(origins) == 0:
+        end = stop if stop is not None else panel.n_time
+        if model.window + model.horizon > end:
+            raise ValueError(
+                f"{model.name}: its input window of {model.window} steps and {model.horizon} "
+                f"targets need {model.window + model.horizon} steps of data, there are {end}; "
+                "use more data or a smaller --window/--horizon"
+            )
         raise ValueError(
             f"{model.name}: no window of {inputs_inside} inputs + {model.horizon} targets fits "
-            f"in steps [{start}, {stop if stop is not None else panel.n_time}); use a longer "
-            "test part or a smaller --window/--horizon"
+            f"in steps [{start}, {end}); use a longer test part or a smaller --window/--horizon"
         )
     began = time.perf_counter()
     forecast = model.predict_batch(panel, origins)
