@@ -27,6 +27,7 @@ served (:mod:`pipeline.registry`; ``promote=False`` only registers them) -> repo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ from models.forecasters.comparison import (
     metrics_document,
     parse_models,
     split_panel,
+    unsupported,
 )
 from models.forecasters.factory import is_stochastic
 from models.forecasters.tuning import (
@@ -233,10 +235,24 @@ def report_task(
     return {"html": str(page), "markdown": str(md)}
 
 
+def _supported(plan: TrainPlan, split: Split) -> TrainPlan:
+    """``plan`` without the models ``split`` cannot support, each left out with a note."""
+    reasons = {name: why for name in plan.models if (why := unsupported(name, split, plan))}
+    for name, why in reasons.items():
+        print(f"left out {name}: {why}")
+    kept = tuple(name for name in plan.models if name not in reasons)
+    if not kept:
+        raise ValueError(
+            "no model can be trained on this data: "
+            + "; ".join(f"{name}: {why}" for name, why in reasons.items())
+        )
+    return replace(plan, models=kept)
+
+
 @flow(name="roadcast-train", log_prints=True)
 def train_flow(
     data: str = "los-loop",
-    models: Sequence[str] | str = DEFAULT_MODELS,
+    models: Sequence[str] | str | None = None,
     window: int = 12,
     horizon: int = 12,
     seeds: int = 3,
@@ -259,7 +275,9 @@ def train_flow(
     Parameters
     ----------
     data : a data set spec (``los-loop``, ``metr-la``, ``csv:PATH``, ``simulated:...``).
-    models : model names (a list, or ``"persistence,ar,lstm"``).
+    models : model names (a list, or ``"persistence,ar,lstm"``); None: :data:`DEFAULT_MODELS`
+        less those the data cannot support (a seasonal model on less than a day of data),
+        each named with the reason. A model asked for by name that cannot run is an error.
     window, horizon : input steps and forecast steps.
     seeds : fits per neural model (metrics averaged; the best-validation seed is kept).
     device : ``auto``, ``cpu`` or ``cuda``.
@@ -283,7 +301,11 @@ def train_flow(
     from pipeline.registry.versions import new_run_id
     from pipeline.settings import load_settings
 
-    names = parse_models(models) if isinstance(models, str) else tuple(dict.fromkeys(models))
+    names: tuple[str, ...]
+    if models is None:
+        names = DEFAULT_MODELS
+    else:
+        names = parse_models(models) if isinstance(models, str) else tuple(dict.fromkeys(models))
     plan = TrainPlan(
         models=names, window=window, horizon=horizon, seeds=seeds, epochs=epochs,
         device=device, test=test, valid=valid, progress=progress,
@@ -297,6 +319,8 @@ def train_flow(
     panel = load_data(data, adjacency, data_dir, index_col, no_index)
     split = split_task(panel, plan)
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")
+    if models is None:
+        plan = _supported(plan, split)
     tuned = {}
     with started(runner) as active:  # None: today's sequential fits
         if budget is not None:

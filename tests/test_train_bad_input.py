@@ -82,3 +82,17 @@ def test_cli_names_the_sensor_and_writes_nothing(tmp_path: Path):
     assert run.returncode == 1, output[-3000:]
     assert "['b']" in output and "Traceback" not in output
     assert not (out / "metrics.json").exists() and not (out / "bundles").exists()
+
+
+def test_unsupported_names_why_a_model_cannot_run_on_the_data():
+    from models.forecasters.comparison import unsupported
+    from models.panel import chronological_split
+
+    values = readings(400).astype(np.float32)
+    stamps = pd.date_range("2024-03-01", periods=400, freq="7min", tz="UTC")
+    odd = SensorPanel.from_values(values, stamps, [f"s{i}" for i in range(4)])
+    split = chronological_split(odd)
+    assert "a day is not a whole number of" in str(unsupported("seasonal", split, PLAN))
+    assert unsupported("ar", split, PLAN) is None
+    tiny = chronological_split(panel(readings(10)))
+    assert "6 inputs and 3 targets need 9 steps" in str(unsupported("lstm", tiny, PLAN))

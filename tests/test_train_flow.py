@@ -115,6 +115,19 @@ def test_report_and_artifacts(trained):
     assert "Model comparison" in _latest_artifact(KEYS["train_report"]).data
 
 
+def test_the_default_models_leave_out_those_the_data_cannot_support(prefect_harness, tmp_path):
+    """Half a day of 5-minute data holds no day for the seasonal model: by default it is
+    left out with its reason; asked for by name, it is an error."""
+    from flows.train_flow import train_flow
+
+    short = "simulated:sensors=3,days=0.5,seed=4,incidents=0,faults=0"
+    args = {"window": 6, "horizon": 6, "seeds": 1, "epochs": 1, "device": "cpu"}
+    result = train_flow(data=short, out=str(tmp_path / "default"), **args)
+    assert set(result["document"]["models"]) == {"persistence", "ar", "lstm", "gru"}
+    with pytest.raises(ValueError, match="seasonal: its input window of 288 steps"):
+        train_flow(data=short, models="seasonal,ar", out=str(tmp_path / "asked"), **args)
+
+
 def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
     import numpy as np
     import pandas as pd

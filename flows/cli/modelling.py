@@ -55,7 +55,10 @@ def train(
     data: str = typer.Argument(..., help="Data set: los-loop, metr-la, csv:PATH, simulated..."),
     adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
     models: str = typer.Option(
-        "persistence,seasonal,ar,lstm,gru", "--models", help="Comma-separated model names."
+        None,
+        "--models",
+        help="Comma-separated model names. Default: persistence,seasonal,ar,lstm,gru, "
+        "less those the data cannot support (each named).",
     ),
     window: int = typer.Option(12, "--window", help="Input steps (the protocol window)."),
     horizon: int = typer.Option(12, "--horizon", help="Steps forecast."),
@@ -117,7 +120,7 @@ def train(
             raise ValueError(f"--threads must be >= 1, got {threads}")
         check_out_dir(out)
         plan = TrainPlan(
-            models=parse_models(models),
+            models=TrainPlan.models if models is None else parse_models(models),
             window=window,
             horizon=horizon,
             seeds=seeds,
@@ -144,7 +147,7 @@ def train(
         with limit_threads(threads):
             result = train_flow(
                 data=data,
-                models=list(plan.models),
+                models=None if models is None else list(plan.models),
                 window=window,
                 horizon=horizon,
                 seeds=seeds,

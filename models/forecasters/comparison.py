@@ -26,6 +26,7 @@ import numpy as np
 
 from models.bundle import BundleError, finite_or_none, other_step, step_text
 from models.forecasters.base import Forecaster
+from models.forecasters.baselines import period_steps
 from models.forecasters.claims import champion_claims, validation_champion
 from models.forecasters.evaluation import Backtest, backtest, validation_backtest
 from models.forecasters.factory import build_model, is_stochastic
@@ -71,6 +72,29 @@ class TrainPlan:
         for option, share in (("--test", self.test), ("--valid", self.valid)):
             if not 0.0 < share < 1.0:  # NaN fails too
                 raise ValueError(f"{option} must be a share between 0 and 1, got {share}")
+
+
+def unsupported(name: str, split: Split, plan: TrainPlan) -> str | None:
+    """Why model ``name`` cannot be trained and scored on ``split`` (None: it can)."""
+    history = split.train.n_time + split.valid.n_time
+    if name == "seasonal":  # its input window is a period: a day or a week of steps
+        period = plan.overrides.get(name, {}).get("period")
+        try:
+            steps = period_steps(split.train.freq, period, split.train.n_time)
+        except ValueError as exc:
+            return str(exc)
+        if steps + plan.horizon > history:
+            return (
+                f"its period of {steps} steps and {plan.horizon} targets need "
+                f"{steps + plan.horizon} steps, the training and validation parts hold {history}"
+            )
+        return None
+    if plan.window + plan.horizon > split.train.n_time:
+        return (
+            f"{plan.window} inputs and {plan.horizon} targets need "
+            f"{plan.window + plan.horizon} steps, the training part holds {split.train.n_time}"
+        )
+    return None
 
 
 def parse_models(text: str) -> tuple[str, ...]:
