@@ -421,7 +421,7 @@ class _PartSteps:
             self._offset = None
             steps = [
                 b * n_parts + p
-                for b in range(-(-n_windows // self.config.batch_size))
+                for b in range(len(self.batches))
                 for p in torch.randperm(n_parts, generator=generator).tolist()
             ]
             return torch.tensor(steps, dtype=torch.long)
