@@ -236,6 +236,31 @@ def test_csv_mixing_times_with_and_without_a_zone_is_refused(tmp_path, zone):
     assert load_dataset(f"csv:{write(tmp_path / 's.csv', rows)}").n_time == 2
 
 
+@pytest.mark.parametrize("scale", [1, 1000, 10**6, 10**9])  # s, ms, us, ns
+def test_csv_unix_times_in_a_time_column_are_read_in_their_unit(tmp_path, scale):
+    rows = "".join(f"{(1704067200 + 300 * k) * scale},{k}\n" for k in range(3))
+    path = write(tmp_path / "e.csv", "epoch,a\n" + rows)
+    panel = load_dataset(f"csv:{path}")
+    assert panel.timestamps[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    assert panel.freq == pd.Timedelta("5min")
+
+
+@pytest.mark.parametrize("rows", ["0\n1\n2\n", "1704067200\n1704067500000\n"])
+def test_csv_time_numbers_that_are_no_unix_times_of_one_unit_are_refused(tmp_path, rows):
+    text = "time,a\n" + "".join(f"{r},1\n" for r in rows.split())
+    path = write(tmp_path / "n.csv", text)
+    with pytest.raises(DatasetError, match="not Unix times of one unit"):
+        load_dataset(f"csv:{path}")
+
+
+@pytest.mark.parametrize("name", ["a\u200b", "a\u0007b", "x" * 201])
+def test_csv_sensor_names_readings_could_not_carry_are_refused(tmp_path, name):
+    text = f"time,{name},b\n2024-01-01 00:00,1,2\n2024-01-01 00:05,3,4\n"
+    path = write(tmp_path / "h.csv", text)
+    with pytest.raises(DatasetError, match=r"\(column 2\) .*rename the column"):
+        load_dataset(f"csv:{path}")
+
+
 def test_csv_unsorted_rows_are_sorted(tmp_path):
     path = write(
         tmp_path / "u.csv",

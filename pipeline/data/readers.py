@@ -5,11 +5,14 @@ Rules (each one tested):
 
 * **Missing cells** (empty, ``nan``, ``na``, ``null``, ``none``, ``n/a``, any case) and
   ``inf`` stay missing: NaN in ``values``, False in ``mask``.
+* **Sensor names** that readings on Kafka could not carry (over 200 characters, control
+  or zero-width characters) are rejected, naming the column.
 * **Ragged rows, non-numeric cells, empty files, numbers out of range** (``1e400``; in a
   data file, beyond float32) are rejected, naming the line (1 is the header) and the
   column; so is a file separated by ``;``, tab or ``|`` instead of commas.
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
-  with an offset they are converted to UTC; a column mixing both is rejected. Unsorted
+  with an offset they are converted to UTC; a column mixing both is rejected. A time
+  column of numbers holds Unix times, in seconds, ms, us or ns by their size. Unsorted
   rows are sorted (row order in a timestamped file carries no information). Duplicate
   timestamps are rejected in a wide CSV (which reading is right is unknowable) and
   averaged when resampling.
@@ -43,10 +46,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.graph import GraphError, RoadGraph
-from pipeline.kafka.schema import TS_MAX, TS_MIN
+from pipeline.kafka.schema import TS_MAX, TS_MIN, sensor_id_problem
 
 MISSING_TOKENS = frozenset({"", "nan", "na", "null", "none", "n/a", "-nan"})
-TIME_NAMES = frozenset({"timestamp", "time", "datetime", "date", "ts", "date_time"})
+TIME_NAMES = frozenset(
+    {"timestamp", "time", "datetime", "date", "ts", "date_time", "epoch", "unix_time"}
+)
 INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
 SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
 DEFAULT_START = pd.Timestamp("2000-01-01", tz="UTC")
@@ -139,6 +144,11 @@ def read_table(
     for k, name in enumerate(columns):
         if not name:
             raise DatasetError(f"{path}: column {k + start + 1} has no name in the header")
+        if (problem := sensor_id_problem(name)) is not None:
+            raise DatasetError(
+                f"{path}: sensor {name[:40]!r} (column {k + start + 1}) {problem}: readings "
+                "on Kafka could not name it; rename the column"
+            )
     seen: dict[str, int] = {}
     for k, name in enumerate(columns):
         if name in seen:
@@ -318,6 +328,9 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
     refusing a column that mixes times with and without a zone (which hour the ones
     without meant is a guess)."""
     text = column.astype(str).str.strip()
+    numeric = pd.to_numeric(text, errors="coerce")
+    if text.size and numeric.notna().all():
+        return _check_range(path, _epoch_times(path, numeric, name), text, lines)
     zoned = text.str.contains(_ZONED)
     if zoned.any() and not zoned.all():
         z, n = int(np.flatnonzero(zoned)[0]), int(np.flatnonzero(~zoned)[0])
@@ -347,6 +360,33 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
                 f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; "
                 "use ISO-8601, e.g. 2012-03-01 00:05:00"
             )
+    return _check_range(path, parsed, text, lines)
+
+
+# Unix times by magnitude: seconds, milliseconds, microseconds, nanoseconds since 1970,
+# each from 1973 (1e8 s) on; smaller numbers are not taken for times.
+_EPOCH_UNITS = ((1e17, "ns"), (1e14, "us"), (1e11, "ms"), (1e8, "s"))
+
+
+def _epoch_times(path: Path, numeric: pd.Series, name: str) -> pd.DatetimeIndex:
+    """A time column of numbers read as Unix times, the unit told by their size."""
+    smallest, biggest = float(numeric.min()), float(numeric.max())
+    for size, unit in _EPOCH_UNITS:
+        if size <= smallest and biggest < size * 1e3:
+            try:
+                return pd.DatetimeIndex(pd.to_datetime(numeric, unit=unit, utc=True))
+            except (ValueError, OverflowError):
+                break  # beyond what nanosecond times hold
+    raise DatasetError(
+        f"{path}: column {name!r} holds numbers ({numeric.iloc[0]:g}, ...) that are not Unix "
+        "times of one unit (seconds, ms, us or ns since 1970, from 1973 on); write ISO-8601 "
+        "timestamps such as 2012-03-01 00:05:00"
+    )
+
+
+def _check_range(
+    path: Path, parsed: pd.DatetimeIndex, text: pd.Series, lines: np.ndarray
+) -> pd.DatetimeIndex:
     outside = (parsed < pd.Timestamp(TS_MIN)) | (parsed >= pd.Timestamp(TS_MAX))
     if outside.any():
         r = int(np.flatnonzero(outside)[0])

@@ -308,20 +308,23 @@ def _sensor(value: Any, field: str = "sensor") -> str:
         value = str(value)
     elif kind is not str:
         _fail("bad_type", f"{field} must be a string (or integer) id, got {_json_type(value)}")
+    if (problem := sensor_id_problem(value)) is not None:
+        _fail("bad_sensor", f"{field} {value[:40]!r} {problem}")
+    return value
+
+
+def sensor_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a sensor id on the wire (None: it can)."""
     if not value or len(value) > MAX_SENSOR_ID_CHARS or value.strip() != value:
-        _fail(
-            "bad_sensor",
-            f"{field} {value[:40]!r} must be 1-{MAX_SENSOR_ID_CHARS} characters "
-            "without surrounding whitespace",
-        )
+        return f"must be 1-{MAX_SENSOR_ID_CHARS} characters without surrounding whitespace"
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no text holds it
-            _fail("bad_sensor", f"{field} {value[:40]!r} is not valid Unicode")
+            return "is not valid Unicode"
     if not value.isprintable() and any(unicodedata.category(c) in _INVISIBLE for c in value):
-        _fail("bad_sensor", f"{field} {value[:40]!r} holds a control or invisible character")
-    return value
+        return "holds a control or invisible character"
+    return None
 
 
 def _text(value: Any, field: str, *, allow_empty: bool = False) -> str:
