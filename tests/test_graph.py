@@ -166,6 +166,7 @@ def test_zero_length_link_still_connects():
         ({"num_nodes": 2, "edge_index": [0, 1]}, r"\[2, E\]"),
         ({"num_nodes": 2, "edge_index": [[0], [1]], "edge_weight": [np.nan]}, "edge_weight"),
         ({"num_nodes": 2, "edge_index": [[0], [1]], "edge_weight": [1, 2]}, "2 entries"),
+        ({"num_nodes": 2, "edge_index": [[0], [1]], "edge_weight": [1e39]}, "within float32"),
         ({"num_nodes": 2, "edge_index": [[0], [1]], "distance_km": [-1]}, "distance_km"),
         ({"num_nodes": 2, "edge_index": [[0], [1]], "coords": [[0, 0]]}, "coords"),
         ({"num_nodes": 2, "edge_index": [[0], [1]], "coords": [[0, 0], [95, 0]]}, "latitude"),

@@ -42,6 +42,8 @@ from models.graph import (
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # link weights are kept as float32
+
 __all__ = [
     "DEFAULT_FREE_FLOW_KMH",
     "DEFAULT_LINK_KM",
@@ -386,10 +388,12 @@ def _edge_array(
     arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.shape != (n_edges,):
         raise GraphError(f"{name} has {arr.size} entries for {n_edges} links")
-    bad = ~np.isfinite(arr) | (arr < 0)
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr > _FLOAT32_MAX)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise GraphError(f"{name}[{k}] = {arr[k]}: must be finite and >= 0")
+        raise GraphError(
+            f"{name}[{k}] = {arr[k]}: must be finite, >= 0 and within float32 (3.4e38)"
+        )
     return arr
 
 
