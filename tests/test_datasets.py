@@ -245,6 +245,12 @@ def test_csv_unix_times_in_a_time_column_are_read_in_their_unit(tmp_path, scale)
     assert panel.freq == pd.Timedelta("5min")
 
 
+@pytest.mark.parametrize("stamps", [["20240101", "20240102"], ["202401010000", "202401010005"]])
+def test_csv_compact_dates_are_dates_not_unix_times(tmp_path, stamps):
+    path = write(tmp_path / "c.csv", "date,a\n" + "".join(f"{t},1\n" for t in stamps))
+    assert load_dataset(f"csv:{path}").timestamps[0] == pd.Timestamp("2024-01-01", tz="UTC")
+
+
 @pytest.mark.parametrize("rows", ["0\n1\n2\n", "1704067200\n1704067500000\n"])
 def test_csv_time_numbers_that_are_no_unix_times_of_one_unit_are_refused(tmp_path, rows):
     text = "time,a\n" + "".join(f"{r},1\n" for r in rows.split())

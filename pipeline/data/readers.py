@@ -12,7 +12,8 @@ Rules (each one tested):
   column; so is a file separated by ``;``, tab or ``|`` instead of commas.
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
   with an offset they are converted to UTC; a column mixing both is rejected. A time
-  column of numbers holds Unix times, in seconds, ms, us or ns by their size. Unsorted
+  column of numbers holds Unix times, in seconds, ms, us or ns by their size, unless
+  they are compact dates of 8, 12 or 14 digits (``20240101``, ``202401010005``). Unsorted
   rows are sorted (row order in a timestamped file carries no information). Duplicate
   timestamps are rejected in a wide CSV (which reading is right is unknowable) and
   averaged when resampling.
@@ -329,7 +330,8 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
     without meant is a guess)."""
     text = column.astype(str).str.strip()
     numeric = pd.to_numeric(text, errors="coerce")
-    if text.size and numeric.notna().all():
+    compact = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # 20240101, ...0000, ...000000
+    if text.size and numeric.notna().all() and not compact.all():
         return _check_range(path, _epoch_times(path, numeric, name), text, lines)
     zoned = text.str.contains(_ZONED)
     if zoned.any() and not zoned.all():
