@@ -501,8 +501,9 @@ def test_cli_data_list_and_fetch_failure(tmp_path):
 
 
 def test_fetch_gives_up_on_a_server_that_trickles(tmp_path):
-    """A server that sends a byte every 50 ms never trips the per-read timeout; the
-    download fails as too slow after ``timeout`` seconds instead of running for hours."""
+    """A server that sends a byte every 0.5 s never trips the per-read timeout; the
+    download fails as too slow after ``timeout`` seconds instead of running for hours.
+    The timeout leaves a busy machine seconds to answer the connection."""
     stop = threading.Event()
 
     class Trickle(BaseHTTPRequestHandler):
@@ -516,7 +517,7 @@ def test_fetch_gives_up_on_a_server_that_trickles(tmp_path):
                     self.wfile.flush()
                 except OSError:
                     return
-                stop.wait(0.05)
+                stop.wait(0.5)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -531,7 +532,7 @@ def test_fetch_gives_up_on_a_server_that_trickles(tmp_path):
                 info,
                 data_dir=tmp_path,
                 mirror=f"http://127.0.0.1:{server.server_address[1]}",
-                timeout=1.0,
+                timeout=5.0,
             )
     finally:
         stop.set()
