@@ -315,6 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.fit:
         fit_one(args)
         return
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: torch.cuda.is_available() is false")
     if args.quick:  # a smoke run: two small networks, half a day, few ticks
         args.sizes = args.sizes or "207,500"
         args.train_days, args.backlog_ticks, args.latency_ticks = 0.5, 4, 4
