@@ -73,12 +73,14 @@ def fit_one(args: argparse.Namespace) -> None:
     train = panel.slice(0, train_end)
     valid = panel.slice(train_end, train_end + args.valid_steps)
     options: dict[str, Any] = {"window": WINDOW, "horizon": HORIZON}
-    if default_train(args.fit) is not None:
+    neural = default_train(args.fit) is not None
+    device = args.device if neural else "cpu"
+    if neural:
         options.update(device=args.device, epochs=args.epochs, progress=False, seed=0)
         if args.batch_size:
             options["train"] = {"batch_size": args.batch_size}
     model = build_model(args.fit, **options)
-    on_cuda = args.device == "cuda" and default_train(args.fit) is not None
+    on_cuda = device == "cuda"
     before = rss_mb()
     started = time.perf_counter()
     model.fit(train, valid=valid)
@@ -100,7 +102,7 @@ def fit_one(args: argparse.Namespace) -> None:
                 "s_per_epoch": round(seconds / max(epochs, 1), 3),
                 "rss_before_mb": round(before, 1),
                 "peak_rss_mb": round(peak_rss_mb(), 1),
-                "device": args.device if default_train(args.fit) is not None else "cpu",
+                "device": device,
                 **(
                     {"peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
                     if on_cuda

@@ -180,10 +180,13 @@ def emit_events(
     for verdict in verdicts:
         if verdict.drifted:
             drifted.setdefault(verdict.model, []).append(verdict)
-    cooldown_s = cooldown_h * 3600.0
-    if any(
-        _due(state, m, found[0].version, cooldown_s, time.time()) for m, found in drifted.items()
-    ):
+    now = time.time()
+    due = {
+        m
+        for m, found in drifted.items()
+        if _due(state, m, found[0].version, cooldown_h * 3600.0, now)
+    }
+    if due:
         try:
             write_json(path, state)
         except OSError as exc:
@@ -193,8 +196,8 @@ def emit_events(
             ) from None
     outcome: dict[str, str] = {}
     for model, found in drifted.items():
-        version, now = found[0].version, time.time()
-        if not _due(state, model, version, cooldown_s, now):
+        version = found[0].version
+        if model not in due:
             outcome[model] = "cooling down"
             continue
         reasons = "; ".join(f"{v.horizon} steps: {', '.join(v.reasons)}" for v in found)

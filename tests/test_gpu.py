@@ -82,8 +82,16 @@ def pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield calls
 
 
-def fit_on_cuda(name: str, panel: SensorPanel, **overrides: Any) -> Forecaster:
-    """``name`` trained on CUDA with mixed precision (seed 0, a few epochs)."""
+def fit_on_cuda(
+    name: str,
+    panel: SensorPanel,
+    *,
+    epochs: int = EPOCHS,
+    train: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Forecaster:
+    """``name`` trained on CUDA with mixed precision (seed 0, a few epochs; ``train``
+    adds training settings)."""
     split = chronological_split(panel)
     model = build_model(
         name,
@@ -91,9 +99,9 @@ def fit_on_cuda(name: str, panel: SensorPanel, **overrides: Any) -> Forecaster:
         horizon=HORIZON,
         seed=0,
         device="cuda",
-        epochs=EPOCHS,
+        epochs=epochs,
         progress=False,
-        train={"amp": True},
+        train={"amp": True, **(train or {})},
         **overrides,
     )
     return model.fit(split.train, valid=split.valid)
@@ -177,17 +185,6 @@ def test_training_epochs_wait_for_the_gpu_once_not_per_batch(
     epochs, batch_size = 2, 8
     split = chronological_split(panel)
     batches = -(-len(window_origins(split.train.n_time, WINDOW, HORIZON)) // batch_size)
-    model = build_model(
-        name,
-        window=WINDOW,
-        horizon=HORIZON,
-        seed=0,
-        device="cuda",
-        epochs=epochs,
-        progress=False,
-        train={"amp": True, "batch_size": batch_size, "patience": epochs},
-        **overrides,
-    )
     real_epoch = loop._train_epoch
 
     def watched_epoch(*args: Any, **kwargs: Any) -> float:
@@ -201,7 +198,8 @@ def test_training_epochs_wait_for_the_gpu_once_not_per_batch(
     monkeypatch.setattr(loop, "_train_epoch", watched_epoch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(split.train, valid=split.valid)
+        train = {"batch_size": batch_size, "patience": epochs}
+        model = fit_on_cuda(name, panel, epochs=epochs, train=train, **overrides)
     syncs = Counter(
         f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
     )
