@@ -21,6 +21,10 @@ Choice rule on the validation run: the highest incident recall among settings wi
 single-sensor precision >= :data:`MIN_PRECISION`, then the shorter delay, then the higher
 precision (if none reaches it, the highest precision).
 
+``main`` also tries spatial corroboration, a rule the service does not use
+(:func:`corroboration_part`): a sensor fires too when its p-value and a graph neighbour's
+are both at most a pair p-value, chosen on the validation seeds.
+
 ``interval`` is the service's interval detector (:class:`pipeline.alerts.config.AlertingConfig`,
 peaks-over-threshold tail); ``interval-max`` the same with the conformal pool's ``"max"``
 tail, whose p-values cannot fall below ``1 / (n + 1)`` when the validation weeks hold
@@ -49,6 +53,7 @@ VALIDATION_SEEDS = (VALID_SEED, 12, 13)  # seeds_part's test seeds must avoid th
 SIZE = {False: (200, 21.0), True: (40, 6.0)}  # sensors, days (quick: a smoke run)
 MIN_PRECISION = 0.95
 PVALUES = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+CORROBORATE = (3e-3, 5e-3, 7e-3, 1e-2, 1.5e-2, 2e-2)  # pair p-values (corroboration_part)
 GOALS = {
     "precision_at_least": 0.95,
     "incident_recall_at_least": 0.95,
@@ -311,15 +316,14 @@ def print_simulated(sim: dict[str, Any]) -> None:
     )
 
 
-def seeds_part(seeds: Sequence[int], quick: bool) -> dict[str, Any]:
+def seeds_part(nets: Mapping[int, Network], quick: bool) -> dict[str, Any]:
     """The service's interval detector at its default alert p-value on more test seeds:
     nothing is chosen here (the p-value was chosen on the validation seed), so the spread
     across seeds says how far one test seed's figures can be trusted."""
     from pipeline.alerts.config import SERVICE_ALERT_P
 
     rows = []
-    for seed in seeds:
-        net = simulate(seed, quick, only_interval=True)
+    for seed, net in nets.items():
         found = episodes(net, net.scores["interval"], 1.0 - SERVICE_ALERT_P)
         match = match_events(found, net.events)
         rows.append(
@@ -349,29 +353,69 @@ def seeds_part(seeds: Sequence[int], quick: bool) -> dict[str, Any]:
     }
 
 
-def validation_curve(seeds: Sequence[int], quick: bool) -> list[dict[str, Any]]:
+def pooled_quality(
+    nets: Sequence[Network], scores: Sequence[np.ndarray], p: float
+) -> dict[str, Any]:
+    """Single-sensor precision and incident recall of ``scores`` fired at ``p``, pooled."""
+    matched = episodes_total = found = incidents = 0
+    for net, score in zip(nets, scores, strict=True):
+        match = match_events(episodes(net, score, 1.0 - p), net.events)
+        matched, episodes_total = matched + match.matched, episodes_total + match.episodes
+        found += match.found.get("incident", 0)
+        incidents += match.events.get("incident", 0)
+    return {
+        "precision_single": round(matched / episodes_total, 3) if episodes_total else None,
+        "incident_recall": round(found / incidents, 3) if incidents else None,
+        "incidents": incidents,
+        "alerts": episodes_total,
+    }
+
+
+def validation_curve(nets: Sequence[Network]) -> list[dict[str, Any]]:
     """Precision and incident recall of the interval detector at each alert p-value of
-    :data:`PVALUES`, pooled over the validation ``seeds``: the trade-off the default
+    :data:`PVALUES`, pooled over the validation ``nets``: the trade-off the default
     p-value is chosen on (:func:`choose_pooled`)."""
-    nets = [simulate(seed, quick, only_interval=True) for seed in seeds]
-    curve = []
-    for p in PVALUES:
-        matched = episodes_total = found = incidents = 0
-        for net in nets:
-            match = match_events(episodes(net, net.scores["interval"], 1.0 - p), net.events)
-            matched, episodes_total = matched + match.matched, episodes_total + match.episodes
-            found += match.found.get("incident", 0)
-            incidents += match.events.get("incident", 0)
-        curve.append(
-            {
-                "alert_pvalue": p,
-                "precision_single": round(matched / episodes_total, 3) if episodes_total else None,
-                "incident_recall": round(found / incidents, 3) if incidents else None,
-                "incidents": incidents,
-                "alerts": episodes_total,
-            }
-        )
-    return curve
+    scores = [net.scores["interval"] for net in nets]
+    return [{"alert_pvalue": p, **pooled_quality(nets, scores, p)} for p in PVALUES]
+
+
+def corroborated(net: Network, p_pair: float) -> np.ndarray:
+    """The interval detector's score (1 - p) where a sensor also fires when its p-value
+    and a graph neighbour's at the same tick are both at most ``p_pair``: that pair's
+    p-value (the larger of the two) is scaled so that ``p_pair`` lands on the service's
+    alert p-value."""
+    from pipeline.alerts.config import SERVICE_ALERT_P
+
+    p = 1.0 - net.scores["interval"]
+    column = {s: k for k, s in enumerate(net.test.sensor_ids)}
+    partner = np.ones_like(p)  # the smallest neighbour p-value per tick and sensor
+    for k, sensor in enumerate(net.test.sensor_ids):
+        linked = [column[n] for n in net.neighbours.get(sensor, ()) if n in column]
+        if linked:
+            partner[:, k] = p[:, linked].min(axis=1)
+    pair = np.maximum(p, partner) * (SERVICE_ALERT_P / p_pair)
+    return 1.0 - np.minimum(p, pair)
+
+
+def corroboration_part(valid: Sequence[Network], test: Sequence[Network]) -> dict[str, Any]:
+    """Spatial corroboration, a rule tried and not adopted (docs/results.md): its pair
+    p-value chosen on the ``valid`` networks by the choice rule, reported on ``test``."""
+    from pipeline.alerts.config import SERVICE_ALERT_P
+
+    curve = [
+        {
+            "alert_pvalue": b,
+            **pooled_quality(valid, [corroborated(n, b) for n in valid], SERVICE_ALERT_P),
+        }
+        for b in CORROBORATE
+    ]
+    chosen = choose_pooled(curve)
+    return {
+        "alert_pvalue": SERVICE_ALERT_P,
+        "validation_curve": [{"pair_pvalue": r.pop("alert_pvalue"), **r} for r in curve],
+        "pair_pvalue": chosen,
+        "test": pooled_quality(test, [corroborated(n, chosen) for n in test], SERVICE_ALERT_P),
+    }
 
 
 def choose_pooled(curve: Sequence[dict[str, Any]]) -> float:
@@ -398,12 +442,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = args.seeds or ([1, 2] if args.quick else [1, 2, 3, 4, 5, 6])
     if set(VALIDATION_SEEDS) & set(seeds):
         parser.error(f"seeds {VALIDATION_SEEDS} are validation seeds: test on other seeds")
-    curve = validation_curve(VALIDATION_SEEDS[:1] if args.quick else VALIDATION_SEEDS, args.quick)
+    valid = [
+        simulate(seed, args.quick, only_interval=True)
+        for seed in (VALIDATION_SEEDS[:1] if args.quick else VALIDATION_SEEDS)
+    ]
+    test = {seed: simulate(seed, args.quick, only_interval=True) for seed in seeds}
+    curve = validation_curve(valid)
     part = {
-        **seeds_part(seeds, args.quick),
+        **seeds_part(test, args.quick),
         "validation_seeds": list(VALIDATION_SEEDS),
         "validation_curve": curve,
         "validation_choice": choose_pooled(curve),
+        "corroboration": corroboration_part(valid, list(test.values())),
         "quick": args.quick,
     }
     print_table(
@@ -444,6 +494,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         ["seed", "precision (single)", "incident recall", "incidents", "median delay", "alerts"],
         rows,
     )
+    corr = part["corroboration"]
+    print_table(
+        f"not adopted: corroboration (also fire when a sensor and a graph neighbour both have "
+        f"p <= the pair p-value; chosen on the validation seeds: {corr['pair_pvalue']})",
+        ["pair p", "seeds", "precision (single)", "incident recall", "alerts"],
+        [
+            *(
+                [r["pair_pvalue"], "validation", r["precision_single"], r["incident_recall"],
+                 r["alerts"]]
+                for r in corr["validation_curve"]
+            ),
+            [corr["pair_pvalue"], "test", corr["test"]["precision_single"],
+             corr["test"]["incident_recall"], corr["test"]["alerts"]],
+        ],
+    )  # fmt: skip
     print(f"wrote {write_result(args.name, part)}")
 
 

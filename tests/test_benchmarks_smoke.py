@@ -81,7 +81,9 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
         and all(_positive(r["test"]["alerts"]) for r in d["simulated_alerts"]["results"])
     ),
     "simulated_alerts": lambda d: (
-        len(d["seeds"]) == 2 and all(_positive(r["alerts"]) for r in d["seeds"])
+        len(d["seeds"]) == 2
+        and all(_positive(r["alerts"]) for r in d["seeds"])
+        and _positive(d["corroboration"]["test"]["alerts"])
     ),
     "alert_rate": lambda d: (
         len(d["results"]) == 4
