@@ -25,6 +25,12 @@ Rules (each one tested):
   to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB). A grid
   over 100,000 steps and 100 times longer than the file (a mistyped timestamp) is
   rejected.
+* **Long format**: a header of three columns naming the time (see ``TIME_NAMES``), the
+  sensor (``SENSOR_NAMES``: ``sensor``, ``sensor_id``, ``station``, ``node``, ...) and
+  the value, in any order (optionally after a row-index column), holds one reading per
+  row: rows in any order, a sensor absent at a time is missing, and two readings of one
+  sensor at one time are rejected, naming both lines. Sensors are in order of first
+  appearance. ``index_col`` / ``no_index`` read the file as wide.
 * **No timestamp column**: a first column of strictly increasing whole numbers that
   mostly go up by one (a row counter, whatever its name: ``step``, ``index``, ``""``...,
   unless the name is a number, which is a sensor id) is a row index and dropped, as is a
@@ -55,6 +61,10 @@ TIME_NAMES = frozenset(
 )
 INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
 SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
+# A long-format file (one reading per row) names its columns time, sensor and value.
+SENSOR_NAMES = frozenset(
+    {"sensor", "sensor_id", "station", "station_id", "node", "node_id", "detector", "id"}
+)
 DEFAULT_START = pd.Timestamp("2000-01-01", tz="UTC")
 DEFAULT_FREQ = pd.Timedelta("5min")
 MAX_GRID_PER_ROW = 100  # a grid this many times longer than the file is a wrong timestamp
@@ -108,20 +118,7 @@ def read_table(
             f"{path}: line 1 ({shown}) holds readings, not column names: the file has no "
             "header; add a first line naming the columns (the sensor ids)"
         )
-    raw = pd.read_csv(
-        path,
-        dtype=str,
-        keep_default_na=False,
-        skip_blank_lines=True,
-        header=0,
-        names=[f"c{k}" for k in range(len(header))],
-        skipinitialspace=True,
-    )
-    if len(raw) != len(lines):  # the two parsers disagree (odd quoting): refuse to guess
-        raise DatasetError(
-            f"{path}: could not align rows ({len(raw)} vs {len(lines)}); "
-            "check quoting and line endings"
-        )
+    raw = _cells(path, header, lines)
     if index_col is not None:
         names = [h.strip() for h in header]
         if index_col.strip() not in names:
@@ -204,6 +201,77 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
             f"{separator!r}; save it comma-separated"
         )
     return header, np.asarray(lines, dtype=np.int64)  # [row]
+
+
+def _cells(path: Path, header: Sequence[str], lines: np.ndarray) -> pd.DataFrame:
+    """The data rows as strings, columns ``c0, c1, ...``, one row per entry of ``lines``."""
+    raw = pd.read_csv(
+        path,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=True,
+        header=0,
+        names=[f"c{k}" for k in range(len(header))],
+        skipinitialspace=True,
+    )
+    if len(raw) != len(lines):  # the two parsers disagree (odd quoting): refuse to guess
+        raise DatasetError(
+            f"{path}: could not align rows ({len(raw)} vs {len(lines)}); "
+            "check quoting and line endings"
+        )
+    return raw
+
+
+def _long_columns(header: Sequence[str]) -> tuple[int, int, int] | None:
+    """(time, sensor, value) column positions of a long-format header (three columns, or
+    four with a row index first), else None."""
+    names = [h.strip().lower() for h in header]
+    skip = 1 if len(names) == 4 and names[0] in INDEX_NAMES else 0
+    if len(names) - skip != 3:
+        return None
+    times = [k for k in range(skip, len(names)) if names[k] in TIME_NAMES]
+    sensors = [k for k in range(skip, len(names)) if names[k] in SENSOR_NAMES]
+    if len(times) != 1 or len(sensors) != 1:
+        return None
+    (value,) = set(range(skip, len(names))) - {times[0], sensors[0]}
+    return times[0], sensors[0], value
+
+
+def _long_table(
+    path: Path, header: list[str], lines: np.ndarray, where: tuple[int, int, int]
+) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...], np.ndarray]:
+    """A long-format file (one reading per row) as one row per timestamp: times (in order
+    of appearance), values ``[time, sensor]`` with NaN, sensor ids (in order of
+    appearance) and the line of each time's first row."""
+    raw = _cells(path, header, lines)
+    t, s, v = where
+    sensors = raw.iloc[:, s].str.strip()
+    for r, sensor in enumerate(sensors):
+        if not sensor:
+            raise DatasetError(f"{path}: line {lines[r]} has no sensor in column {header[s]!r}")
+        if (problem := sensor_id_problem(sensor)) is not None:
+            raise DatasetError(
+                f"{path}: sensor {sensor[:40]!r} at line {lines[r]} {problem}: readings on "
+                "Kafka could not name it"
+            )
+    times = parse_times(path, raw.iloc[:, t], lines, header[t].strip())
+    values = _numeric(path, raw.iloc[:, [v]], (header[v].strip(),), lines)[:, 0]  # [row]
+    sensor_code, ids = pd.factorize(sensors)
+    time_code, stamps = pd.factorize(times.asi8)
+    cell = time_code.astype(np.int64) * len(ids) + sensor_code  # [row]
+    order = np.argsort(cell, kind="stable")
+    twice = np.flatnonzero(np.diff(cell[order]) == 0)
+    if twice.size:
+        a, b = order[twice[0]], order[twice[0] + 1]
+        raise DatasetError(
+            f"{path}: sensor {sensors.iloc[a]!r} has two readings at {times[a]} (lines "
+            f"{lines[a]} and {lines[b]}); keep one reading per sensor and time"
+        )
+    wide = np.full((len(stamps), len(ids)), np.nan)  # [time, sensor]
+    wide[time_code, sensor_code] = values
+    first = np.zeros(len(stamps), dtype=np.int64)
+    first[time_code[::-1]] = lines[::-1]  # the first row of each time wins
+    return pd.DatetimeIndex(stamps, tz="UTC"), wide, tuple(str(i) for i in ids), first
 
 
 def _is_data_row(fields: Sequence[str]) -> bool:
@@ -447,9 +515,17 @@ def to_regular_grid(
     same = diffs == 0
     if same.any() and irregular == "error":
         k = int(np.flatnonzero(same)[0])
+        step = int(np.median(diffs[diffs > 0])) if (diffs > 0).any() else 0
+        hour = step and abs(int(lines[k + 1]) - int(lines[k])) * step == 3_600_000_000_000
+        hint = (
+            " (an hour of rows apart: local times repeating an hour when daylight saving "
+            "ends? give them their UTC offset, e.g. 2024-11-03T01:00:00-07:00)"
+            if hour
+            else ""
+        )
         raise DatasetError(
             f"{source}: duplicate timestamp {pd.Timestamp(t[k], tz='UTC')} at lines "
-            f"{lines[k]} and {lines[k + 1]}; keep one reading per time"
+            f"{lines[k]} and {lines[k + 1]}{hint}; keep one reading per time"
         )
     positive = diffs[diffs > 0]
     if not positive.size:
@@ -510,14 +586,17 @@ def read_wide_csv(
     """
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
-    table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
-    huge = np.abs(table.values) > np.finfo(np.float32).max  # NaN compares False
-    if huge.any():
-        r, c = np.argwhere(huge)[0]
-        raise DatasetError(
-            f"{path}: value {table.values[r, c]:g} at line {table.lines[r]}, column "
-            f"{table.columns[c]!r} is beyond the 32-bit range readings are kept in (3.4e38)"
+    header, lines = _scan(path)
+    where = None if index_col is not None or no_index else _long_columns(header)
+    if where is not None and lines.size:
+        times, wide, ids, first = _long_table(path, header, lines, where)
+        _check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
+        grid, values = to_regular_grid(
+            times, wide, source=str(path), lines=first, irregular=irregular
         )
+        return grid, values, ids
+    table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
+    _check_float32(path, table.values, table.lines, table.columns)
     if table.first is not None and _is_time_column(table):
         times = parse_times(path, table.first, table.lines, table.first_name or "")
         grid, values = to_regular_grid(
@@ -533,6 +612,18 @@ def read_wide_csv(
         values[steps] = table.values
     grid = pd.date_range(t0, periods=len(values), freq=pd.Timedelta(freq))
     return grid, values, table.columns
+
+
+def _check_float32(
+    path: Path, values: np.ndarray, lines: np.ndarray, columns: Sequence[str]
+) -> None:
+    huge = np.abs(values) > np.finfo(np.float32).max  # NaN compares False
+    if huge.any():
+        r, c = np.argwhere(huge)[0]
+        raise DatasetError(
+            f"{path}: value {values[r, c]:g} at line {lines[r]}, column "
+            f"{columns[c]!r} is beyond the 32-bit range readings are kept in (3.4e38)"
+        )
 
 
 def _is_time_column(table: Table) -> bool:
