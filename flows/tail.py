@@ -138,6 +138,10 @@ class Progress:
         self.consumer = consumer
         self.partitions = list(partitions)
 
+    def fetched(self) -> bool:
+        """Whether a fetch has told each partition's high watermark."""
+        return all(self.consumer.highwater(tp) is not None for tp in self.partitions)
+
     def caught_up(self) -> bool:
         """Whether every partition has been read to its high watermark."""
         for tp in self.partitions:

@@ -193,3 +193,59 @@ def test_tail_timeout_waits_until_every_partition_is_read_to_its_end() -> None:
     assert not progress.caught_up()  # fetched, three records not read yet
     consumer.pos[1] = 3
     assert progress.caught_up()
+
+
+@pytest.mark.integration
+def test_tail_without_from_beginning_prints_no_record_written_before_it_started(
+    kafka_settings,
+) -> None:
+    from pipeline.kafka.clients import ensure_topics, make_producer
+
+    topic = f"{kafka_settings.topic_readings}.old"
+    ensure_topics(kafka_settings, topics=[topic], partitions=1)
+    producer = make_producer(kafka_settings, linger_ms=200)
+    for k in range(20):  # one record batch: a broker may hand back all of it
+        producer.send(topic, key=b"s", value=b'{"old": %d}' % k)
+    producer.flush(30)
+    producer.close()
+    args = ["tail", topic, "--bootstrap", kafka_settings.bootstrap_servers, "--timeout", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and result.output == "", result.output
+    result = CliRunner().invoke(app, [*args, "--from-beginning"])
+    assert result.output.count("\n") == 20 and result.output.startswith("0@0 "), result.output
+
+
+@pytest.mark.integration
+def test_tail_without_from_beginning_prints_the_records_written_after_it_started(
+    kafka_settings,
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.kafka.clients import ensure_topics, make_producer
+
+    topic = f"{kafka_settings.topic_readings}.new"
+    ensure_topics(kafka_settings, topics=[topic], partitions=1)
+    producer = make_producer(kafka_settings, linger_ms=200)
+    for k in range(20):
+        producer.send(topic, key=b"s", value=b'{"old": %d}' % k)
+    producer.flush(30)
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "tail", topic, "--max", "3",
+         "--bootstrap", kafka_settings.bootstrap_servers],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        k = 0
+        while tail.poll() is None and k < 600:  # until it has seen three new records
+            producer.send(topic, key=b"s", value=b'{"new": %d}' % k)
+            producer.flush(30)
+            k += 1
+            time.sleep(0.2)
+        output, _ = tail.communicate(timeout=60)
+    finally:
+        tail.kill()
+        producer.close()
+    offsets = [int(line.split("@")[1].split()[0]) for line in output.splitlines()]
+    assert len(offsets) == 3 and min(offsets) >= 20, output  # none of the 20 old ones

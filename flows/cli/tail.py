@@ -54,11 +54,23 @@ def tail(
             raise ValueError(f"no topic {name!r} on {settings.bootstrap_servers} (topics: {known})")
         tps = [TopicPartition(name, p) for p in sorted(partitions)]
         consumer.assign(tps)
+        progress = Progress(consumer, tps)
         if from_beginning:
             consumer.seek_to_beginning()
         else:
             consumer.seek_to_end()
-        progress = Progress(consumer, tps)
+            # The end a broker lists may lie inside its last record batch (Tansu's does):
+            # the first fetch's high watermark is where new records start.
+            waited = time.monotonic()
+            while not progress.fetched():
+                poll_readable(consumer, 200)  # records before the end: not new
+                if time.monotonic() - waited > BACKLOG_WAIT_S:
+                    raise ValueError(
+                        f"{name}: no fetch answered in {BACKLOG_WAIT_S:.0f} s; is the broker "
+                        f"at {settings.bootstrap_servers} still up?"
+                    )
+            for tp in tps:
+                consumer.seek(tp, consumer.highwater(tp))
         quiet_since = time.monotonic()
         while limit is None or seen < limit:
             batches = poll_readable(consumer, 500)
