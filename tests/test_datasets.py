@@ -351,6 +351,24 @@ def test_adjacency_edge_list_with_and_without_header(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("column", "km"),
+    [("distance_m", 2.5), ("length (m)", 2.5), ("Distance_KM", 2500.0), ("miles", 4023.36)],
+)
+def test_edge_list_lengths_are_read_in_the_unit_their_column_names(tmp_path, column, km):
+    path = write(tmp_path / "e.csv", f"from,to,{column}\na,b,2500\n")
+    graph = read_adjacency_csv(path, IDS)
+    np.testing.assert_allclose(graph.distance_km, [km])
+    np.testing.assert_allclose(graph.edge_weight, [1.0])  # a length is not a weight
+
+
+@pytest.mark.parametrize("column", ["cost", "distance", "dist", "Length"])
+def test_edge_list_lengths_without_a_unit_are_refused(tmp_path, column):
+    path = write(tmp_path / "e.csv", f"from,to,{column}\na,b,2500\n")  # METR-LA's form
+    with pytest.raises(DatasetError, match=rf"(?i)column '{column}' looks like road lengths"):
+        read_adjacency_csv(path, IDS)
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("", "empty"),

@@ -643,7 +643,9 @@ def read_adjacency_csv(
     with a header row of sensor ids (and then an optional index column); a header
     reorders the matrix to ``sensor_ids``. Edge list: columns ``src,dst[,weight]
     [,distance_km]`` naming sensor ids, with or without that header; links are
-    directed ``src -> dst`` as written.
+    directed ``src -> dst`` as written. A column whose name ends in a unit (``km``,
+    ``m``, ``mi``...) holds road lengths in that unit; one named like a length without a
+    unit (``distance``, ``cost``) is refused.
 
     A file with 2-4 columns is read as an edge list when its first line is a
     ``src,dst`` header (``source``/``from`` also work) or when every entry of its first
@@ -803,8 +805,12 @@ def _edge_list(
         seen[pair] = r
     extra = {}
     for k in range(2, raw.shape[1]):
-        key = "distance_km" if "dist" in names[k] else "weight"
-        extra[key] = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k])[:, 0]
+        km = _km_per_unit(path, names[k])
+        key = "weight" if km is None else "distance_km"
+        if key in extra:
+            raise DatasetError(f"{path}: two {key.replace('_km', '')} columns; keep one")
+        cells = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k])[:, 0]
+        extra[key] = cells if km is None else cells * km
     return RoadGraph.from_edges(
         ends[0],
         ends[1],
@@ -813,6 +819,28 @@ def _edge_list(
         weight=extra.get("weight"),
         distance_km=extra.get("distance_km"),
     )
+
+
+# Road-length columns of an edge list: the unit, from the name's ending, in km.
+_UNITS = {"km": 1.0, "kilometers": 1.0, "kilometres": 1.0, "m": 1e-3, "meters": 1e-3,
+          "metres": 1e-3, "mi": 1.609344, "miles": 1.609344}  # fmt: skip
+_UNIT = re.compile(r"(?:^|[^a-z])(" + "|".join(_UNITS) + r")\)?$")
+_LENGTH_WORDS = ("dist", "length", "cost")
+
+
+def _km_per_unit(path: Path, name: str) -> float | None:
+    """Kilometres per unit of an edge-list column that holds road lengths, from its
+    name (``distance_km``, ``length (m)``, ``miles``...); None for a weight column."""
+    lowered = name.strip().lower()
+    if (unit := _UNIT.search(lowered)) is not None:
+        return _UNITS[unit.group(1)]
+    if any(word in lowered for word in _LENGTH_WORDS):
+        raise DatasetError(
+            f"{path}: column {name!r} looks like road lengths without a unit (METR-LA's "
+            "and PEMS-BAY's 'cost' is in metres); rename it distance_m, distance_km or "
+            "distance_mi, or weight if larger means a stronger link"
+        )
+    return None
 
 
 def read_coordinates(path: Path, sensor_ids: Sequence[str]) -> np.ndarray | None:
