@@ -486,6 +486,24 @@ def test_grace_never_fires_during_a_backlog():
     assert tick_steps(asm.advance(now_s=200.0)) == [(1, "grace", 2)]  # caught up
 
 
+@pytest.mark.parametrize(
+    ("produced_ms_before", "lead_s"),
+    [(300, 0.3), (0, 0.0), (-5_000, 0.0), (3_600_000, 0.5)],  # ahead; a clock hours behind
+)
+def test_the_grace_starts_when_the_first_reading_reached_kafka(produced_ms_before, lead_s):
+    """Batching in the producer and the fetch do not lengthen the grace; a producer clock
+    ahead cannot lengthen it, one behind shortens it by at most a quarter."""
+    asm = make(grace_s=2.0, max_clock_skew=None)
+    wall_ns = 1_700_000_000_000 * 1_000_000
+    record_ms = np.full(2, wall_ns // 1_000_000 - produced_ms_before, np.int64)
+    ts = np.array([ns(0), ns(0)], dtype=np.int64)
+    vals = np.array([1.0, 2.0], np.float32)
+    asm.add(np.array([0, 1]), ts, vals, record_ms, now_ns=wall_ns, now_s=10.0)
+    assert asm.grace_deadline() == pytest.approx(12.0 - lead_s)
+    assert asm.advance(now_s=11.99 - lead_s) == []
+    assert tick_steps(asm.advance(now_s=12.0 - lead_s)) == [(0, "grace", 2)]
+
+
 def test_restore_keeps_down_sensors_and_counts_missed_ticks_again():
     asm = make(window=4, down_after=2, max_clock_skew=None)
     for step in range(3):  # c misses ticks 0-2: down since tick 0

@@ -28,7 +28,10 @@ Rules (the service's documented semantics)
   tick closes when
   (1) every up sensor has reported (``complete``); or
   (2) the watermark has passed its instant (``watermark``); or
-  (3) ``grace_s`` seconds of processing time have passed since its first reading, more
+  (3) ``grace_s`` seconds of processing time have passed since its first reading (its
+  Kafka record timestamp, when known and no more than ``GRACE_LEAD_SHARE`` of the grace
+  before the service read it: a producer's batching and the fetch do not lengthen the
+  grace, a producer's clock far behind cannot shorten it by more than that), more
   than ``quorum`` of the up sensors have reported it and no partition has a backlog
   (``grace``): a sensor that skips one tick delays it by the grace, not by a whole
   tick, and a catching-up service never closes a tick before its readings are read.
@@ -110,6 +113,9 @@ __all__ = [
 # Open ticks hold at most this many sensor cells (float32 value + seen flag: about 250 MB):
 # with ``max_clock_skew`` off, readings far ahead of the network cannot exhaust memory.
 MAX_OPEN_CELLS = 50_000_000
+# A tick's grace starts at its first reading's Kafka timestamp, at most this share of the
+# grace before the service read it (the bound on what a skewed producer clock can take).
+GRACE_LEAD_SHARE = 0.25
 
 
 @dataclass
@@ -270,7 +276,8 @@ class TickAssembler:
         on_time = on_time[~late[on_time]]
         if len(on_time):
             arrived_s = time.monotonic() if now_s is None else now_s
-            self._add_on_time(on_time, cols, ticks, vals, rec, status, arrived_s)
+            wall_ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+            self._add_on_time(on_time, cols, ticks, vals, rec, status, arrived_s, wall_ms)
             self.liveness.saw(cols[on_time], ts_ns[on_time])
             newest = int(ts_ns[on_time].max())
             self.max_ts_ns = newest if self.max_ts_ns is None else max(self.max_ts_ns, newest)
@@ -287,6 +294,7 @@ class TickAssembler:
         rec: np.ndarray,
         status: np.ndarray,
         now_s: float,
+        wall_ms: int,
     ) -> None:
         # Sort by (tick, column, arrival) so that the previous occurrence of each
         # (tick, column) slot is the neighbour: sequential semantics, vectorised.
@@ -304,7 +312,7 @@ class TickAssembler:
                 open_tick = _OpenTick(
                     values=np.full(self.n_nodes, np.nan, np.float32),  # [node]
                     seen=np.zeros(self.n_nodes, bool),  # [node]
-                    first_seen_s=now_s,
+                    first_seen_s=now_s - self._lead_s(rec[order[lo:hi]], wall_ms),
                 )
                 self._open[tick] = open_tick
             gc, gv, gsame = c[lo:hi], v[lo:hi], same_slot[lo:hi]
@@ -318,6 +326,15 @@ class TickAssembler:
             open_tick.values[gc[keep]] = gv[keep]
             open_tick.seen[gc] = True
             open_tick.last_record_ms = max(open_tick.last_record_ms, int(rec[order[lo:hi]].max()))
+
+    def _lead_s(self, record_ms: np.ndarray, wall_ms: int) -> float:
+        """How long before now a new tick's first reading reached Kafka (its record
+        timestamp), at most :data:`GRACE_LEAD_SHARE` of the grace; 0 when unknown."""
+        known = record_ms[record_ms >= 0]
+        if self.config.grace_s is None or not known.size:
+            return 0.0
+        lead = (wall_ms - int(known.min())) / 1000.0
+        return min(max(lead, 0.0), GRACE_LEAD_SHARE * self.config.grace_s)
 
     def _add_late(
         self,
