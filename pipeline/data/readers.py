@@ -222,6 +222,16 @@ def _cells(path: Path, header: Sequence[str], lines: np.ndarray) -> pd.DataFrame
     return raw
 
 
+def _first_row(path: Path) -> list[str]:
+    """The first non-blank CSV row of ``path`` (empty when unreadable: the full read
+    reports why)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return next((row for row in csv.reader(f) if any(c.strip() for c in row)), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
 def _long_columns(header: Sequence[str]) -> tuple[int, int, int] | None:
     """(time, sensor, value) column positions of a long-format header (three columns, or
     four with a row index first), else None."""
@@ -586,9 +596,11 @@ def read_wide_csv(
     """
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
-    header, lines = _scan(path)
-    where = None if index_col is not None or no_index else _long_columns(header)
-    if where is not None and lines.size:
+    where = None if index_col is not None or no_index else _long_columns(_first_row(path))
+    if where is not None:
+        header, lines = _scan(path)
+        if not lines.size:
+            raise DatasetError(f"{path}: the header has no data rows under it")
         times, wide, ids, first = _long_table(path, header, lines, where)
         _check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
         grid, values = to_regular_grid(
