@@ -195,18 +195,25 @@ def test_tail_timeout_waits_until_every_partition_is_read_to_its_end() -> None:
     assert progress.caught_up()
 
 
+def _topic_with_old_records(kafka_settings, suffix: str) -> tuple[str, Any]:
+    """A one-partition topic holding 20 records in one batch (a broker may hand back all
+    of it), and the producer that wrote them."""
+    from pipeline.kafka.clients import ensure_topics, make_producer
+
+    topic = f"{kafka_settings.topic_readings}.{suffix}"
+    ensure_topics(kafka_settings, topics=[topic], partitions=1)
+    producer = make_producer(kafka_settings, linger_ms=200)
+    for k in range(20):
+        producer.send(topic, key=b"s", value=b'{"old": %d}' % k)
+    producer.flush(30)
+    return topic, producer
+
+
 @pytest.mark.integration
 def test_tail_without_from_beginning_prints_no_record_written_before_it_started(
     kafka_settings,
 ) -> None:
-    from pipeline.kafka.clients import ensure_topics, make_producer
-
-    topic = f"{kafka_settings.topic_readings}.old"
-    ensure_topics(kafka_settings, topics=[topic], partitions=1)
-    producer = make_producer(kafka_settings, linger_ms=200)
-    for k in range(20):  # one record batch: a broker may hand back all of it
-        producer.send(topic, key=b"s", value=b'{"old": %d}' % k)
-    producer.flush(30)
+    topic, producer = _topic_with_old_records(kafka_settings, "old")
     producer.close()
     args = ["tail", topic, "--bootstrap", kafka_settings.bootstrap_servers, "--timeout", "1"]
     result = CliRunner().invoke(app, args)
@@ -223,14 +230,7 @@ def test_tail_without_from_beginning_prints_the_records_written_after_it_started
     import sys
     import time
 
-    from pipeline.kafka.clients import ensure_topics, make_producer
-
-    topic = f"{kafka_settings.topic_readings}.new"
-    ensure_topics(kafka_settings, topics=[topic], partitions=1)
-    producer = make_producer(kafka_settings, linger_ms=200)
-    for k in range(20):
-        producer.send(topic, key=b"s", value=b'{"old": %d}' % k)
-    producer.flush(30)
+    topic, producer = _topic_with_old_records(kafka_settings, "new")
     tail = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "tail", topic, "--max", "3",
          "--bootstrap", kafka_settings.bootstrap_servers],

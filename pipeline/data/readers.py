@@ -140,13 +140,10 @@ def read_table(
     if not columns:
         raise DatasetError(f"{path}: no sensor columns after the {first_name!r} column")
     for k, name in enumerate(columns):
-        if not name:
-            raise DatasetError(f"{path}: column {k + start + 1} has no name in the header")
-        if (problem := sensor_id_problem(name)) is not None:
-            raise DatasetError(
-                f"{path}: sensor {name[:40]!r} (column {k + start + 1}) {problem}: readings "
-                "on Kafka could not name it; rename the column"
-            )
+        _check_sensor(
+            path, name, f"(column {k + start + 1})", "; rename the column",
+            empty=f"column {k + start + 1} has no name in the header",
+        )  # fmt: skip
     seen: dict[str, int] = {}
     for k, name in enumerate(columns):
         if name in seen:
@@ -203,6 +200,18 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
     return header, np.asarray(lines, dtype=np.int64)  # [row]
 
 
+def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) -> None:
+    """Refuse a sensor name that is empty (``empty`` says where) or that readings on
+    Kafka could not carry (``where`` it is, then ``fix``)."""
+    if not name:
+        raise DatasetError(f"{path}: {empty}")
+    if (problem := sensor_id_problem(name)) is not None:
+        raise DatasetError(
+            f"{path}: sensor {name[:40]!r} {where} {problem}: readings on Kafka could not "
+            f"name it{fix}"
+        )
+
+
 def _cells(path: Path, header: Sequence[str], lines: np.ndarray) -> pd.DataFrame:
     """The data rows as strings, columns ``c0, c1, ...``, one row per entry of ``lines``."""
     raw = pd.read_csv(
@@ -257,13 +266,10 @@ def _long_table(
     t, s, v = where
     sensors = raw.iloc[:, s].str.strip()
     for r, sensor in enumerate(sensors):
-        if not sensor:
-            raise DatasetError(f"{path}: line {lines[r]} has no sensor in column {header[s]!r}")
-        if (problem := sensor_id_problem(sensor)) is not None:
-            raise DatasetError(
-                f"{path}: sensor {sensor[:40]!r} at line {lines[r]} {problem}: readings on "
-                "Kafka could not name it"
-            )
+        _check_sensor(
+            path, sensor, f"at line {lines[r]}", "",
+            empty=f"line {lines[r]} has no sensor in column {header[s]!r}",
+        )  # fmt: skip
     times = parse_times(path, raw.iloc[:, t], lines, header[t].strip())
     values = _numeric(path, raw.iloc[:, [v]], (header[v].strip(),), lines)[:, 0]  # [row]
     sensor_code, ids = pd.factorize(sensors)
@@ -522,11 +528,12 @@ def to_regular_grid(
     if len(t) == 1:
         return pd.DatetimeIndex(times[:1]).as_unit("ns"), values.copy()
     diffs = np.diff(t)
+    positive = diffs[diffs > 0]
+    step = int(np.median(positive)) if positive.size else 0
     same = diffs == 0
     if same.any() and irregular == "error":
         k = int(np.flatnonzero(same)[0])
-        step = int(np.median(diffs[diffs > 0])) if (diffs > 0).any() else 0
-        hour = step and abs(int(lines[k + 1]) - int(lines[k])) * step == 3_600_000_000_000
+        hour = bool(step) and abs(int(lines[k + 1]) - int(lines[k])) * step == 3_600_000_000_000
         hint = (
             " (an hour of rows apart: local times repeating an hour when daylight saving "
             "ends? give them their UTC offset, e.g. 2024-11-03T01:00:00-07:00)"
@@ -537,10 +544,8 @@ def to_regular_grid(
             f"{source}: duplicate timestamp {pd.Timestamp(t[k], tz='UTC')} at lines "
             f"{lines[k]} and {lines[k + 1]}{hint}; keep one reading per time"
         )
-    positive = diffs[diffs > 0]
     if not positive.size:
         raise DatasetError(f"{source}: all rows have the same timestamp")
-    step = int(np.median(positive))
     if irregular == "error":
         off = diffs % step != 0
         if off.any():
