@@ -45,6 +45,7 @@ rule, published defaults).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,14 +385,28 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
     if huge.any():
         _refuse_row(path, "value", frame["value"], huge.to_numpy(), _OUT_OF_RANGE)
     frame["value"] = numbers.astype(np.float64)
-    try:
-        stamps = pd.to_datetime(frame["timestamp"], errors="coerce")
-    except (ValueError, TypeError) as exc:  # e.g. rows in different time zones
-        raise DetectRunError(f"{path}: timestamps do not parse as one series ({exc})") from None
-    if stamps.isna().any():
-        _refuse_row(
-            path, "timestamp", frame["timestamp"], stamps.isna().to_numpy(), "does not parse"
-        )
+    text = frame["timestamp"]
+    wordy = text.notna() & ~text.astype(str).str.contains(r"\d")  # 'now', 'today'
+    if wordy.any():
+        _refuse_row(path, "timestamp", text, wordy.to_numpy(), "is not a date and time")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+        try:
+            stamps = pd.to_datetime(text, errors="coerce")
+        except (ValueError, TypeError) as exc:
+            why = (
+                "UTC offsets differ between rows (daylight saving?); write them all in UTC"
+                if "utc=True" in str(exc)
+                else " ".join(str(exc).split())
+            )
+            raise DetectRunError(f"{path}: timestamps do not parse as one series: {why}") from None
+        if stamps.isna().any():
+            bad = stamps.isna().to_numpy()
+            mixed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+            if mixed.notna().all():
+                why = f"is in another format than data row 1 ({text.iloc[0]!r}); use one format"
+                _refuse_row(path, "timestamp", text, bad, why)
+            _refuse_row(path, "timestamp", text, bad, "does not parse")
     return frame, pd.DatetimeIndex(stamps)
 
 

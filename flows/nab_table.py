@@ -51,7 +51,8 @@ class CategoryScore:
 
 def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type: ignore[type-arg]
     """The windows of ``category``'s files, from ``<category>_windows.json`` or NAB's
-    ``labels/combined_windows.json``, which must name every data file of the category."""
+    ``labels/combined_windows.json``, which must name every data file of the category
+    and no other file of it."""
     own = nab_dir / f"{category}_windows.json"
     combined = nab_dir.parent / "labels" / "combined_windows.json"
     path = own if own.is_file() else combined
@@ -72,6 +73,14 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
             f"{path} has no windows for {', '.join(unlabelled[:3])}"
             f"{' and more' if len(unlabelled) > 3 else ''}; --score needs an entry for every "
             'data file ("category/file.csv": [] when it has no anomaly)'
+        )
+    ghosts = sorted(k for k in own_windows if not (nab_dir / k).is_file() or k.count("/") != 1)
+    if ghosts:
+        raise DetectRunError(
+            f"{path} has windows for {', '.join(ghosts[:3])}"
+            f"{' and more' if len(ghosts) > 3 else ''}, not a data file of "
+            f"{nab_dir / category}: the score would leave those windows out; restore the file "
+            "or drop its entry"
         )
     return own_windows
 

@@ -46,6 +46,7 @@ from models.forecasters.comparison import (
     TrainPlan,
     backtest_runs,
     check_graphs,
+    check_readings,
     fit_runs,
     metrics_document,
     parse_models,
@@ -107,7 +108,7 @@ def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
     """The protocol's chronological split; refuses graph models on graphless data first,
     and a validation part shorter than the horizon (no model could be scored there, so
     the run would fail choosing its champion after writing the versions)."""
-    for note in check_graphs(panel, plan):
+    for note in [*check_readings(panel), *check_graphs(panel, plan)]:
         get_run_logger().warning(note)
     split = split_panel(panel, plan)
     if split.valid.n_time < plan.horizon:

@@ -21,6 +21,7 @@ from models.forecasters.comparison import (
     ModelResult,
     TrainPlan,
     check_graphs,
+    check_readings,
     fit_seeds,
     metrics_document,
     split_panel,
@@ -59,7 +60,7 @@ def train_models(
         short for the split and windows.
     """
     check_out_dir(out)
-    for note in check_graphs(panel, plan):
+    for note in [*check_readings(panel), *check_graphs(panel, plan)]:
         log(note)
     split = split_panel(panel, plan)
     log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")

@@ -176,7 +176,7 @@ def test_errors_are_typed(tmp_path) -> None:
     cases = {
         "time,val\n2015-01-01 00:00:00,1\n": "timestamp,value",
         "timestamp,value\n2015-01-01 00:00:00,abc\n": "'abc' in data row 1 is not a number",
-        "timestamp,value\nyesterday,1\n": "'yesterday' in data row 1 does not parse",
+        "timestamp,value\nyesterday,1\n": "'yesterday' in data row 1 is not a date and time",
         "timestamp,value\n": "no data rows",
     }
     for i, (text, message) in enumerate(cases.items()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -51,6 +52,61 @@ def test_a_counter_with_numbers_skipped_is_an_index_and_the_skipped_steps_are_mi
     assert load_dataset(f"csv:{write(tmp_path / 'n.csv', chr(10).join(named))}").n_nodes == 2
 
 
+def wide(first: str, column: object, n: int = 40) -> str:
+    """A wide CSV whose first column ``first`` holds ``column``, then sensors a and b."""
+    head = f"{first},a,b" if first is not None else ",a,b"
+    rows = [f"{v},{k % 3},{5 + k % 4}" for k, v in enumerate(list(column)[:n])]
+    return "\n".join([head, *rows])
+
+
+@pytest.mark.parametrize(
+    ("first", "column", "step"),
+    [
+        ("t", [1709251200 + 300 * k for k in range(40)], "5min"),  # Unix seconds, any name
+        ("time_ms", [1709251200000 + 900_000 * k for k in range(40)], "15min"),
+        ("index", [1709251200 + 3600 * k for k in range(40)], "1h"),  # not a row counter
+        ("", [1709251200 + 3600 * k for k in range(40)], "1h"),
+        ("idx", [10 * k for k in range(40)], "5min"),  # a counter by tens: rows in order
+    ],
+)
+def test_unix_times_and_strided_counters_are_never_sensors(tmp_path, first, column, step):
+    panel = load_dataset(f"csv:{write(tmp_path / 'w.csv', wide(first, column))}")
+    assert panel.sensor_ids == ("a", "b") and panel.n_time == 40
+    assert panel.freq == pd.Timedelta(step)
+    if column[0] > 1e8:
+        assert str(panel.timestamps[0]) == "2024-03-01 00:00:00+00:00"
+
+
+def test_pandas_row_index_before_the_time_column_is_dropped(tmp_path):
+    rows = [",timestamp,a"] + [f"{k},2024-03-01 {k // 12:02d}:{5 * (k % 12):02d},{k % 4}"
+                                for k in range(30)]  # fmt: skip
+    path = write(tmp_path / "pd.csv", "\n".join(rows))
+    for options in ({}, {"index_col": "timestamp"}):
+        panel = load_dataset(f"csv:{path}", **options)
+        assert panel.sensor_ids == ("a",) and panel.freq == pd.Timedelta("5min")
+        assert str(panel.timestamps[-1]) == "2024-03-01 02:25:00+00:00"
+
+
+def test_comment_lines_and_a_spreadsheet_separator_line_are_skipped(tmp_path):
+    body = wide("step", range(40))
+    for preamble in ("# exported 2024-03-01\n# units: veh/h\n", "sep=,\n"):
+        panel = load_dataset(f"csv:{write(tmp_path / 'p.csv', preamble + body)}")
+        assert panel.sensor_ids == ("a", "b") and panel.n_time == 40
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('t,a\n2024-01-01 00:00,"50,25"\n2024-01-01 00:05,4\n', "a decimal comma or a thousands"),
+        ("t;a;b\n2024-01-01 00:00;50,2;3,1\n", "separated by ';'; save it comma-separated"),
+        ("time,road,value\n2024-01-01 00:00,r1,3\n", "Name the sensor column one of"),
+    ],
+)
+def test_foreign_number_formats_name_the_cause(tmp_path, text, message):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"csv:{write(tmp_path / 'f.csv', text)}")
+
+
 def test_a_counter_that_jumps_far_ahead_is_refused_naming_the_line(tmp_path):
     rows = ["step,a"] + [f"{k},{k}" for k in range(30)] + ["5000000,1", "5000001,2"]
     with pytest.raises(DatasetError, match=r"line 32 counts 4999971 steps.*--no-index"):
@@ -60,9 +116,8 @@ def test_a_counter_that_jumps_far_ahead_is_refused_naming_the_line(tmp_path):
 def test_no_index_and_index_col_override_the_guess(tmp_path):
     path = counts_csv(tmp_path)
     assert load_dataset(f"csv:{path}", no_index=True).sensor_ids == ("step", "a", "b", "c")
-    named = load_dataset(f"csv:{path}", index_col="b")  # any column, by name
-    assert named.sensor_ids == ("step", "a", "c")
-    np.testing.assert_array_equal(named.values[:3, 0], [0, 1, 2])
+    with pytest.raises(DatasetError, match=r"--index-col 'b' holds readings \(20, 21, 22"):
+        load_dataset(f"csv:{path}", index_col="b")  # a sensor is never dropped silently
     stamped = write(
         tmp_path / "t.csv",
         "a,when\n1,2024-01-01 00:00\n2,2024-01-01 00:05\n3,2024-01-01 00:10\n",
@@ -94,6 +149,32 @@ def test_adjacency_headers_name_the_sensors_on_either_side(tmp_path):
         DatasetError, match=r"unknown: \['zz'\]; in the data but not the adjacency: \['c'\]"
     ):
         load_dataset(f"csv:{path}", adjacency=header)
+
+
+def matrix_csv(path: Path, header: list[str] | None, n: int) -> Path:
+    ring = np.roll(np.eye(n, dtype=int), 1, axis=1) + np.roll(np.eye(n, dtype=int), -1, axis=1)
+    lines = ([",".join(header)] if header else []) + [",".join(map(str, r)) for r in ring]
+    return write(path, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "message"),
+    [
+        (["a", "b"], 2, r"in the data but not the adjacency: \['c'\]"),  # read as edges before
+        (["a", "b", "c", "d"], 4, r"unknown: \['d'\]"),  # hinted --no-index before
+        (None, 4, r"4 x 4 matrix of numbers for 3 sensors: one sensor more"),
+    ],
+)
+def test_a_matrix_of_another_size_names_what_differs(tmp_path, header, size, message):
+    adjacency = matrix_csv(tmp_path / "m.csv", header, size)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"csv:{counts_csv(tmp_path)}", adjacency=adjacency)
+
+
+def test_an_edge_list_whose_weights_are_all_zero_is_refused_like_a_zero_matrix(tmp_path):
+    edges = write(tmp_path / "e.csv", "from,to,weight\na,b,0\nb,c,0\n")
+    with pytest.raises(DatasetError, match="no link between two different sensors"):
+        load_dataset(f"csv:{counts_csv(tmp_path)}", adjacency=edges)
 
 
 def test_cli_train_takes_index_options(tmp_path):

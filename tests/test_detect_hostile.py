@@ -71,7 +71,19 @@ REFUSED = {
     "renamed": (csv(header="time,val"), "found 'time,val'"),
     "bad timestamp": (
         csv(stamps=[*STAMPS[:10], "yesterday", *STAMPS[11:]]),
-        "timestamp 'yesterday' in data row 11 does not parse",
+        "timestamp 'yesterday' in data row 11 is not a date and time",
+    ),
+    "now": (  # pandas reads it as the wall clock
+        csv(stamps=[*STAMPS[:10], "now", *STAMPS[11:]]),
+        "timestamp 'now' in data row 11 is not a date and time",
+    ),
+    "two formats": (
+        csv(stamps=["01/01/2015 00:00", *STAMPS[1:]]),
+        "timestamp '2015-01-01 00:05:00' in data row 2 is in another format than data row 1",
+    ),
+    "unparsable timestamp": (
+        csv(stamps=[*STAMPS[:10], "2015-13-45 00:00:00", *STAMPS[11:]]),
+        "timestamp '2015-13-45 00:00:00' in data row 11 does not parse",
     ),
     "empty timestamp": (
         csv(stamps=[*STAMPS[:10], "", *STAMPS[11:]]),
@@ -79,7 +91,7 @@ REFUSED = {
     ),
     "mixed time zones": (
         csv(stamps=[t + ("+02:00" if i % 2 else "+00:00") for i, t in enumerate(STAMPS)]),
-        "timestamps do not parse as one series",
+        "timestamps do not parse as one series: UTC offsets differ between rows",
     ),
 }
 
@@ -182,6 +194,18 @@ def test_a_spike_on_a_huge_level_is_not_lost_to_float32(detector) -> None:
     assert score_rows(values, stamps, detector)[250] >= 0.99
 
 
+@pytest.mark.parametrize("spike", [1e20, -1e30])
+def test_a_spike_near_float32_range_scores_high_with_the_gan(spike) -> None:
+    """The GAN's statistic of such a window overflowed float32 to inf, which calibrated
+    as 'nothing observed': score 0."""
+    values = 50 + np.random.default_rng(0).normal(0, 1, 400)
+    values[300] = spike
+    stamps = pd.date_range("2015-01-01", periods=400, freq="5min")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert score_rows(values, stamps, "gan")[300] >= 0.99
+
+
 def test_score_rows_names_out_of_range_rows_plainly() -> None:
     values = np.r_[np.zeros(5), np.inf, 1e300]
     stamps = pd.date_range("2015-01-01", periods=7, freq="5min")
@@ -213,6 +237,14 @@ LABELS: dict[str, tuple[str | bytes, str]] = {
     "NaT": (json.dumps({"cat/f.csv": [["NaT", STAMP_110]]}), "is not a time"),
     "no entry for the file": (json.dumps({"cat/other.csv": []}), "has no windows for cat/f.csv"),
     "an empty object": ("{}", "has no windows for cat/f.csv"),
+    "windows of a missing file": (
+        json.dumps({"cat/f.csv": [], "cat/ghost.csv": [[STAMP_100, STAMP_110]]}),
+        "has windows for cat/ghost.csv, not a data file of",
+    ),
+    "windows of a file outside the layout": (
+        json.dumps({"cat/f.csv": [], "cat/sub/g.csv": []}),
+        "has windows for cat/sub/g.csv, not a data file of",
+    ),
 }
 
 

@@ -569,6 +569,33 @@ def test_health_gives_up_on_a_server_that_trickles_its_answer(trickling_server: 
     assert time.monotonic() - started < 20  # a bound on the deadline, not a speed test
 
 
+@pytest.mark.parametrize("body", [b"", b"<html><body>Not Found</body></html>"])
+def test_health_names_the_status_of_an_answer_that_is_not_the_service(body: bytes) -> None:
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = CliRunner().invoke(app, ["health", "--url", url, "--timeout", "5"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1
+    assert f"HTTP 404 from {url}/healthz: not a roadcast health answer" in result.output
+    assert "<html>" not in result.output
+
+
 @pytest.mark.parametrize(
     "args", [["--wait", "inf"], ["--timeout", "inf"], ["--timeout", "nan"], ["--wait", "nan"]]
 )

@@ -149,6 +149,9 @@ def test_timestamps_are_converted_to_utc(ts: str, expected: datetime) -> None:
         (b'{"v":1,"ts":"2012-03-01T00:00:00Z","values":{"a":1,"b":-1e300}}', "value_out_of_range"),
         (b'{"v":1,"ts":"2300-01-01T00:00:00Z","values":{"a":1}}', "timestamp_out_of_range"),
         (reading_bytes(ts="2012-03-01T00:00:00Z" + " " * 100), "bad_timestamp"),
+        (reading_bytes(ts="2012-03-01T00:00:00\x00Z"), "bad_timestamp"),  # fromisoformat took it
+        (reading_bytes(ts="2012-03-01T00:00:00Z\x00"), "bad_timestamp"),
+        (reading_bytes(ts="2012-03-01T00:00:00\u0661Z"), "bad_timestamp"),
         (reading_bytes(ts=1330560000), "bad_type"),
         (reading_bytes(sensor=""), "bad_sensor"),
         (reading_bytes(sensor=" 7781"), "bad_sensor"),

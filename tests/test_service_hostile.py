@@ -388,6 +388,22 @@ def test_with_the_clock_check_off_a_reading_centuries_ahead_is_dead_lettered(tmp
     assert processor.assembler.open_ticks == []
 
 
+def test_a_batch_form_reading_of_no_sensor_alone_in_its_poll_is_counted_valid(tmp_path) -> None:
+    """``{"values": {}}`` (a tick where no sensor reported) is valid; alone in a poll it was
+    counted neither valid nor dead-lettered, breaking consumed = valid + dead-lettered."""
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    processor = _processor(tmp_path)
+    tp = TopicPartition(processor.settings.topic_readings, 0)
+    empty = b'{"v":1,"ts":"2012-03-01T00:00:00Z","values":{}}'
+    record = ConsumerRecord(tp.topic, 0, -1, 0, 0, 0, None, empty, [], None, -1, -1, -1)
+    outbox = _Outbox()
+    report, batch = processor.process({tp: [record]}, outbox, now_ns=0)
+    processor.finish(report, batch, flushed_at_ms=0)
+    assert processor.counters["valid"] == 1 and not outbox.letters
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows.train_models import train_models
-from models.forecasters.comparison import TrainPlan
+from models.forecasters.comparison import TrainPlan, check_graphs, check_readings
 from models.panel import SensorPanel
 from pipeline.data.graph import RoadGraph
 
@@ -55,6 +55,27 @@ def test_a_sensor_without_a_link_is_named_for_graph_models(tmp_path: Path):
     with pytest.raises(ValueError, match="needs a road graph"):
         train_models(panel(readings()), bare, tmp_path / "none", log=lambda _: None)
     assert not (tmp_path / "none").exists()
+
+
+def test_a_reading_far_beyond_the_rest_is_noted_naming_the_sensor():
+    values = readings()
+    assert check_readings(panel(values)) == []
+    values[100, 2] = 1e30
+    (note,) = check_readings(panel(values))
+    assert note.startswith("note: sensor 's2' has 1 reading(s) over 1000 times") and "1e+30" in note
+    assert "2024-03-01 08:20:00" in note
+
+
+def test_a_graph_in_separate_parts_is_noted():
+    plan = TrainPlan(models=("tgclstm",), window=6, horizon=3, seeds=1)
+    split = RoadGraph.from_edges([0, 1, 2, 3, 3, 4], [1, 0, 3, 2, 4, 3], num_nodes=5)
+    notes = check_graphs(panel(readings(nodes=5), split), plan)
+    assert notes == [
+        "note: the graph falls into 2 separate parts (3, 2 sensors): graph models pass "
+        "nothing between them (is a link missing from the adjacency?)"
+    ]
+    whole = RoadGraph.from_edges([0, 1, 2, 3], [1, 2, 3, 4], num_nodes=5)
+    assert check_graphs(panel(readings(nodes=5), whole), plan) == []
 
 
 @pytest.mark.integration

@@ -4,6 +4,7 @@ its errors, and the train flow running trials as Prefect tasks."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -117,6 +118,19 @@ def test_a_budget_in_which_no_trial_finishes_is_an_error():
 
     with pytest.raises(TuningError, match="no trial of lstm finished"):
         tune_model("lstm", split, PLAN, Budget(trials=2), run=pruned, log=lambda _: None)
+
+
+def test_a_time_budget_smaller_than_one_trial_is_an_error():
+    split = split_panel(toy_panel(), PLAN)
+
+    def slow(*_: object) -> float:
+        time.sleep(0.3)
+        return 1.0
+
+    with pytest.raises(TuningError, match=r"--tune 0.1 s: one trial of lstm took .* s, more"):
+        tune_model("lstm", split, PLAN, Budget(seconds=0.1), run=slow, log=lambda _: None)
+    found = tune_model("lstm", split, PLAN, Budget(seconds=2.0), run=slow, log=lambda _: None)
+    assert len(found.trials) >= 2
 
 
 def test_too_few_validation_windows_and_nothing_is_written(tmp_path: Path):

@@ -274,8 +274,8 @@ def detect(
     detector: str = typer.Option(
         "ensemble",
         "--detector",
-        help="ensemble, context, extreme, changepoint, spectral, interval, gan, gaussian or "
-        "likelihood (see flows/detect.py).",
+        help="ensemble, context, extreme, changepoint, spectral, interval, gan, contextpot, "
+        "intervalpot, gaussian or likelihood (see flows/detect.py).",
     ),
     nab_range: bool = typer.Option(
         False,

@@ -358,7 +358,11 @@ def _ask(target: str, timeout: float) -> tuple[str, bool]:
                 if time.monotonic() > deadline:
                     return f"no answer from {target}: timed out after {timeout:g} s", False
             said = body[:HEALTH_BODY_LIMIT].decode("utf-8", "replace").strip()
-            return said, answer.status_code == 200
+            if answer.status_code == 200:
+                return said, True
+            if not said.startswith("{"):  # not the service's JSON: say what answered
+                said = "not a roadcast health answer (is --url or --port right?)"
+            return f"HTTP {answer.status_code} from {target}: {said}", False
     except httpx.HTTPError as exc:
         return f"no answer from {target}: {exc}", False
 

@@ -166,7 +166,10 @@ class GanDetector(StreamingDetector):
         """Statistic ``[n]`` of scaled windows ``[n, window]`` (NaN: nothing observed)
         and each reconstruction's last value."""
         mse, feat, last = self._parts(windows)
-        return (mse + self.config.critic * feat).astype(np.float32).astype(np.float64), last
+        with np.errstate(over="ignore"):
+            total = mse + self.config.critic * feat
+        total = np.minimum(total, np.finfo(np.float32).max)  # a huge window is huge, not inf
+        return total.astype(np.float32).astype(np.float64), last
 
     def _parts(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Reconstruction MSE, critic feature distance and last reconstructed value ``[n]``."""

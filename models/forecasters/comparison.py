@@ -17,12 +17,15 @@ bundle the same way. The train flow runs each step as a Prefect task, and
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from models.bundle import BundleError, finite_or_none, other_step, step_text
 from models.forecasters.base import Forecaster
@@ -163,7 +166,54 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
                     "graph models see only their own readings there (is the adjacency missing "
                     "them?)"
                 )
+            notes.extend(_parts_note(edges, linked))
     return notes
+
+
+# Readings this many typical deviations (median absolute deviation) from their sensor's
+# median are noted as likely sentinels or unit errors (e.g. 1e30, -9999).
+OUTLIER_DEVIATIONS = 1000.0
+
+
+def check_readings(panel: SensorPanel) -> list[str]:
+    """Notes naming sensors with readings so far from the rest that they are likely
+    sentinels or unit errors: models train on them as they are, and one can ruin a fit."""
+    values = np.where(panel.mask, panel.values, np.nan).reshape(panel.n_time, panel.n_nodes, -1)
+    values = values[..., 0].astype(np.float64)  # [time, node]
+    notes = []
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing sensor
+        centre = np.nanmedian(values, axis=0)  # [node]
+        distance = np.abs(values - centre)  # [time, node]
+        scale = np.nanmedian(distance, axis=0)
+        scale = np.where(scale > 0, scale, np.nanmean(distance, axis=0))
+        far = distance > OUTLIER_DEVIATIONS * scale  # NaN compares False
+    for k in np.flatnonzero(far.any(axis=0)):
+        t = int(np.flatnonzero(far[:, k])[0])
+        notes.append(
+            f"note: sensor {panel.sensor_ids[k]!r} has {int(far[:, k].sum())} reading(s) over "
+            f"{OUTLIER_DEVIATIONS:g} times its typical deviation from its median, e.g. "
+            f"{values[t, k]:g} at {panel.timestamps[t]}: a sentinel or unit error? Models "
+            "train on them as they are; leave such cells empty to mark them missing"
+        )
+    return notes
+
+
+def _parts_note(edges: np.ndarray, linked: np.ndarray) -> list[str]:
+    """A note when the linked sensors (``edges`` int ``[2, E]``) fall into separate parts
+    of the graph."""
+    n = len(linked)
+    adjacency = sp.coo_array((np.ones(edges.shape[1]), (edges[1], edges[0])), shape=(n, n))
+    _, part = connected_components(adjacency, directed=True, connection="weak")
+    sizes = np.bincount(part[linked]) if linked.any() else np.zeros(0, dtype=np.int64)
+    sizes = np.sort(sizes[sizes > 0])[::-1]
+    if len(sizes) < 2:
+        return []
+    shown = ", ".join(map(str, sizes[:5].tolist())) + (", ..." if len(sizes) > 5 else "")
+    return [
+        f"note: the graph falls into {len(sizes)} separate parts ({shown} sensors): graph "
+        "models pass nothing between them (is a link missing from the adjacency?)"
+    ]
 
 
 def check_sensors(split: Split) -> None:

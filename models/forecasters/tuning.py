@@ -210,7 +210,8 @@ def tune_model(
     Raises
     ------
     TuningError
-        When no trial finished within the budget.
+        When no trial finished within the budget, or a time budget ran out before a
+        second trial finished (one trial's settings would be adopted untested).
     """
     import optuna
 
@@ -247,6 +248,13 @@ def tune_model(
         raise TuningError(
             f"no trial of {name} finished within --tune {budget} ({len(study.trials)} started, "
             "all pruned or failed); give a larger budget"
+        )
+    spent = time.monotonic() - started
+    if limit is not None and len(done) < 2 and spent > limit:
+        raise TuningError(
+            f"--tune {budget}: one trial of {name} took {spent:.1f} s, more than its "
+            f"{limit:.0f} s share, so nothing was compared; give at least "
+            f"{math.ceil(3 * spent)} s per tuned model, or a number of trials"
         )
     best = study.best_trial
     params = _settings(name, best)

@@ -32,12 +32,17 @@ Rules (each one tested):
   sensor at one time are rejected, naming both lines. Sensors are in order of first
   appearance. ``index_col`` / ``no_index`` read the file as wide.
 * **No timestamp column**: a first column of strictly increasing whole numbers that
-  mostly go up by one (a row counter, whatever its name: ``step``, ``index``, ``""``...,
-  unless the name is a number, which is a sensor id) is a row index and dropped, as is a
-  first column named ``""``/``index`` holding integers. Row k is then placed on
-  ``start + k * freq``, except that numbers the counter skips (rows dropped) become
-  missing rows. ``index_col=NAME`` names the time or
-  index column (any position); ``no_index=True`` reads every column as a sensor.
+  mostly go up by one, or by one constant step (from ``MIN_INDEX_ROWS`` rows on), is a
+  row index whatever its name (``step``, ``idx``, ``""``..., unless the name is a
+  number, which is a sensor id) and dropped, as is a first column named ``""``/``index``
+  holding integers; from 1e8 on they are Unix times. Row k is then placed on
+  ``start + k * freq``, except that numbers a counter that mostly goes up by one skips
+  (rows dropped) become missing rows. An
+  unnamed row counter before a time column (``DataFrame.to_csv()``'s index) is dropped.
+  ``index_col=NAME`` names the time or index column (any position; it must hold times or
+  increasing whole numbers); ``no_index=True`` reads every column as a sensor.
+* **Preamble**: comment lines (``#``) and a spreadsheet's ``sep=`` line before the header
+  are skipped.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ DEFAULT_START = pd.Timestamp("2000-01-01", tz="UTC")
 DEFAULT_FREQ = pd.Timedelta("5min")
 MAX_GRID_PER_ROW = 100  # a grid this many times longer than the file is a wrong timestamp
 MAX_GRID_FREE = 100_000  # grid steps always allowed, however few rows
+# Rows from which a first column of whole numbers rising by one constant step other than
+# one is an index rather than readings that happen to rise.
+MIN_INDEX_ROWS = 8
 
 
 class DatasetError(ValueError):
@@ -119,6 +127,9 @@ def read_table(
             "header; add a first line naming the columns (the sensor ids)"
         )
     raw = _cells(path, header, lines)
+    if drop_first is None and _row_index_before_time(header, raw, index_col):
+        header, raw = header[1:], raw.iloc[:, 1:]  # pandas' to_csv() row index, then times
+        raw.columns = [f"c{j}" for j in range(len(header))]
     if index_col is not None:
         names = [h.strip() for h in header]
         if index_col.strip() not in names:
@@ -127,6 +138,16 @@ def read_table(
                 f"{path}: --index-col {index_col!r} is not a column of the header ({shown})"
             )
         k = names.index(index_col.strip())
+        column = raw.iloc[:, k]
+        numeric = pd.to_numeric(column.str.strip(), errors="coerce")
+        if not (
+            names[k].lower() in TIME_NAMES or _increasing_integers(numeric) or _all_dates(column)
+        ):
+            shown = ", ".join(column.iloc[:3].str.strip())
+            raise DatasetError(
+                f"{path}: --index-col {index_col!r} holds readings ({shown}, ...), not "
+                "timestamps or a row index; name the time or row-number column"
+            )
         order = [k, *(j for j in range(len(header)) if j != k)]
         header = [header[j] for j in order]
         raw = raw.iloc[:, order]
@@ -162,22 +183,44 @@ def read_table(
     return Table(columns, values, lines, first, first_name if drop_first else None)
 
 
+def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: str | None) -> bool:
+    """True when the first column is an unnamed row counter (``DataFrame.to_csv()``'s
+    index) and another column holds the times: ``index_col``, else the second one."""
+    if len(header) < 3 or header[0].strip().lower() not in INDEX_NAMES:
+        return False
+    if not is_row_counter(pd.to_numeric(raw.iloc[:, 0].str.strip(), errors="coerce")):
+        return False
+    if index_col is not None:
+        return index_col.strip() != header[0].strip()
+    second = raw.iloc[:, 1]
+    return (
+        header[1].strip().lower() in TIME_NAMES
+        or _is_epoch(pd.to_numeric(second.str.strip(), errors="coerce"))
+        or (pd.to_numeric(second.str.strip(), errors="coerce").isna().all() and _all_dates(second))
+    )
+
+
 def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarray]:
     """Header fields and the line number of every data row; rejects ragged rows."""
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
     lines: list[int] = []
     second = ""  # the first data row, when it is a single field
+    preamble = _preamble(path)
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header: list[str] | None = None
         try:
             for row in reader:
+                if reader.line_num <= preamble:
+                    continue
                 if not row or (all(not cell.strip() for cell in row) and len(row) <= 1):
                     continue  # blank line
                 if header is None:
                     header = row
                     continue
+                if len(row) != len(header) and (separator := _one_field_separator(header)):
+                    raise DatasetError(_separated(path, first, separator))
                 if len(row) != len(header):
                     raise DatasetError(
                         f"{path}: ragged row at line {reader.line_num}: {len(row)} fields, "
@@ -193,11 +236,33 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
     if header is None:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
     if len(header) == 1 and (separator := _separator(header[0], second)):
-        raise DatasetError(
-            f"{path}: {first} has one field holding {separator!r}: the file seems separated by "
-            f"{separator!r}; save it comma-separated"
-        )
+        raise DatasetError(_separated(path, first, separator))
     return header, np.asarray(lines, dtype=np.int64)  # [row]
+
+
+def _one_field_separator(header: Sequence[str]) -> str | None:
+    """The delimiter of a header that is one field holding ``;``, tab or ``|``."""
+    return _separator(header[0], "") if len(header) == 1 else None
+
+
+def _separated(path: Path, first: str, separator: str) -> str:
+    return (
+        f"{path}: {first} has one field holding {separator!r}: the file seems separated by "
+        f"{separator!r}; save it comma-separated (with decimal points)"
+    )
+
+
+def _preamble(path: Path) -> int:
+    """Lines before the header that are not data: comments (``#``) and a spreadsheet's
+    ``sep=`` line."""
+    count = 0
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        for line in f:
+            text = line.strip()
+            if not (text.startswith("#") or re.fullmatch(r"sep=.", text, re.IGNORECASE)):
+                break
+            count += 1
+    return count
 
 
 def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) -> None:
@@ -219,6 +284,7 @@ def _cells(path: Path, header: Sequence[str], lines: np.ndarray) -> pd.DataFrame
         dtype=str,
         keep_default_na=False,
         skip_blank_lines=True,
+        skiprows=_preamble(path),
         header=0,
         names=[f"c{k}" for k in range(len(header))],
         skipinitialspace=True,
@@ -235,8 +301,11 @@ def _first_row(path: Path) -> list[str]:
     """The first non-blank CSV row of ``path`` (empty when unreadable: the full read
     reports why)."""
     try:
+        skip = _preamble(path)
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return next((row for row in csv.reader(f) if any(c.strip() for c in row)), [])
+            reader = csv.reader(f)
+            rows = (row for row in reader if reader.line_num > skip)
+            return next((row for row in rows if any(c.strip() for c in row)), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
 
@@ -323,26 +392,54 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     numeric = pd.to_numeric(column.str.strip(), errors="coerce")
     if lowered in INDEX_NAMES and numeric.notna().all():
         return True
-    if is_row_counter(numeric) and pd.isna(pd.to_numeric(lowered, errors="coerce")):
+    index = (
+        is_row_counter(numeric)
+        or _is_epoch(numeric)
+        or (len(numeric) >= MIN_INDEX_ROWS and _strided(numeric))
+    )
+    if index and pd.isna(pd.to_numeric(lowered, errors="coerce")):
         return True  # a header that is a number is a sensor id
     if numeric.notna().any():
         return False  # numbers are readings (pandas would also read them as epoch times)
+    return _all_dates(column)
+
+
+def _all_dates(column: pd.Series) -> bool:
     parsed = pd.to_datetime(column.str.strip(), errors="coerce", utc=True, format="mixed")
-    return bool(parsed.notna().all())
+    return bool(len(parsed) and parsed.notna().all())
+
+
+def _increasing_integers(numeric: pd.Series) -> bool:
+    """True for strictly increasing whole numbers: a row index, a step counter or Unix
+    times, never readings."""
+    values = numeric.to_numpy(dtype=np.float64)
+    return bool(
+        len(values) >= 2
+        and np.isfinite(values).all()
+        and np.abs(values).max() < 2.0**53
+        and np.all(values == np.round(values))
+        and np.all(np.diff(values) > 0)
+    )
+
+
+def _strided(numeric: pd.Series) -> bool:
+    """Increasing whole numbers with one constant step (0, 10, 20, ...): a counter."""
+    return _increasing_integers(numeric) and len(set(np.diff(numeric.to_numpy()).tolist())) == 1
+
+
+def _is_epoch(numeric: pd.Series) -> bool:
+    """Strictly increasing whole numbers from 1e8 on: Unix times (seconds since 1973 or
+    a finer unit), not a row counter."""
+    return _increasing_integers(numeric) and float(numeric.min()) >= _EPOCH_UNITS[-1][0]
 
 
 def is_row_counter(numeric: pd.Series) -> bool:
     """True for a column of strictly increasing whole numbers that mostly go up by one: a
     row index or step counter such as 0, 1, 2, 4, 5, ... (rows dropped), not readings."""
-    values = numeric.to_numpy(dtype=np.float64)
-    if len(values) < 2 or not np.isfinite(values).all() or np.abs(values).max() >= 2.0**53:
+    if not _increasing_integers(numeric) or _is_epoch(numeric):
         return False
-    diffs = np.diff(values)
-    return bool(
-        np.all(values == np.round(values))
-        and np.all(diffs > 0)
-        and np.count_nonzero(diffs == 1) * 2 > len(diffs)
-    )
+    diffs = np.diff(numeric.to_numpy(dtype=np.float64))
+    return bool(np.count_nonzero(diffs == 1) * 2 > len(diffs))
 
 
 def counter_steps(source: str, first: pd.Series, lines: np.ndarray) -> np.ndarray | None:
@@ -386,7 +483,9 @@ def _numeric(
         r, c = divmod(int(np.flatnonzero(bad)[0]), n_cols)
         value = text.iloc[r * n_cols + c]
         fix = "use a number or leave the cell empty for missing"
-        if time_hint and _is_date(value):
+        if re.fullmatch(r"[-+]?\d+(,\d+)+", value):
+            fix = "a decimal comma or a thousands separator? write numbers as 50.25 or 1050"
+        elif time_hint and _is_date(value):
             fix = f"a time column? pass --index-col {columns[c]}"
         raise DatasetError(
             f"{path}: non-numeric value {value!r} at line {lines[r]}, column {columns[c]!r}; " + fix
@@ -612,7 +711,10 @@ def read_wide_csv(
             times, wide, source=str(path), lines=first, irregular=irregular
         )
         return grid, values, ids
-    table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
+    try:
+        table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
+    except DatasetError as exc:
+        raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
     _check_float32(path, table.values, table.lines, table.columns)
     if table.first is not None and _is_time_column(table):
         times = parse_times(path, table.first, table.lines, table.first_name or "")
@@ -629,6 +731,19 @@ def read_wide_csv(
         values[steps] = table.values
     grid = pd.date_range(t0, periods=len(values), freq=pd.Timedelta(freq))
     return grid, values, table.columns
+
+
+def _long_hint(header: Sequence[str], error: str) -> str:
+    """For a file that looks long-format but whose sensor column has another name."""
+    names = [h.strip().lower() for h in header]
+    if "non-numeric value" not in error or not 3 <= len(names) <= 4:
+        return ""
+    if not set(names) & TIME_NAMES:
+        return ""
+    return (
+        ". One reading per row (time, sensor, value)? Name the sensor column one of "
+        f"{', '.join(sorted(SENSOR_NAMES))} and keep only those three columns"
+    )
 
 
 def _check_float32(
@@ -648,7 +763,8 @@ def _is_time_column(table: Table) -> bool:
     name = (table.first_name or "").lower()
     if name in TIME_NAMES:
         return True
-    return pd.to_numeric(table.first.str.strip(), errors="coerce").isna().any()
+    numeric = pd.to_numeric(table.first.str.strip(), errors="coerce")
+    return bool(numeric.isna().any()) or _is_epoch(numeric)
 
 
 def read_adjacency_csv(
@@ -676,7 +792,12 @@ def read_adjacency_csv(
     _scan(path, first="line 1")  # ragged rows: pandas would pad them silently
     try:
         raw = pd.read_csv(
-            path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True
+            path,
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            skipinitialspace=True,
+            skiprows=_preamble(path),
         )
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: ragged adjacency CSV: {_parser_detail(exc)}") from None
@@ -696,12 +817,14 @@ def read_adjacency_csv(
             graph = _edge_list(path, raw, ids, coords)
         elif (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
             graph = _matrix(path, raw, ids, coords)
+        elif (header := _matrix_header(raw, known)) is not None:
+            _check_header(path, header, ids)
         elif ends.any():
             graph = _edge_list(path, raw, ids, coords)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if graph is not None:
-        if not graph.num_edges:
+        if not np.count_nonzero(graph.edge_weight):
             raise DatasetError(
                 f"{path}: the adjacency has no link between two different sensors (every "
                 "entry is zero or a self-loop); fix it or leave out --adjacency"
@@ -738,20 +861,19 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
             header, body = header[1:], raw.iloc[1:, 1:]
         else:
             body = raw.iloc[1:]
+        if not set(header) & set(ids) and pd.to_numeric(pd.Series(header), "coerce").notna().all():
+            raise DatasetError(
+                f"{path}: a {len(raw)} x {raw.shape[1]} matrix of numbers for {n} sensors: one "
+                "sensor more than the data (was the data's first column taken for a row "
+                "index? pass --no-index), or give the matrix a header of sensor ids"
+            )
         twice = sorted({s for s in header if header.count(s) > 1})
         if twice:
             raise DatasetError(
                 f"{path}: sensor(s) {twice[:5]} appear twice in the matrix header; "
                 "list each sensor once"
             )
-        if sorted(header) != sorted(ids):
-            unknown = sorted(set(header) - set(ids))[:5]
-            absent = sorted(set(ids) - set(header))[:5]
-            raise DatasetError(
-                f"{path}: the matrix header does not list the data's sensors (unknown: "
-                f"{unknown}; in the data but not the adjacency: {absent}); use the same ids "
-                "as the data columns"
-            )
+        _check_header(path, header, ids)
         if raw.shape[1] == n + 1:
             _check_row_labels(path, list(raw.iloc[1:, 0]), header)
         position = {s: k for k, s in enumerate(header)}
@@ -763,6 +885,36 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
     return RoadGraph.from_adjacency(matrix, coords=coords)
+
+
+def _matrix_header(raw: pd.DataFrame, known: set[str]) -> list[str] | None:
+    """The sensor ids in a matrix's header row (after a corner cell when the rows are
+    labelled), or None when the first row is numbers or an edge list's."""
+    first = list(raw.iloc[0])
+    body = raw.iloc[1:]
+    if not len(body) or first[0].lower() in SRC_NAMES:
+        return None
+    if body.shape[1] >= 2 and body.iloc[:, :2].isin(known).to_numpy().all():
+        return None  # an edge list without a header
+    labelled = first[0].lower() in INDEX_NAMES or body.iloc[:, 0].isin(known).all()
+    names = first[1:] if labelled else first
+    numbers = pd.to_numeric(pd.Series(names, dtype=object), errors="coerce").notna()
+    if not names or (numbers.any() and sum(n in known for n in names) * 2 < len(names)):
+        return None
+    return names
+
+
+def _check_header(path: Path, header: Sequence[str], ids: Sequence[str]) -> None:
+    """Refuse a matrix header that does not list exactly the data's sensors, naming those
+    on either side."""
+    if sorted(header) != sorted(ids):
+        unknown = sorted(set(header) - set(ids))[:5]
+        absent = sorted(set(ids) - set(header))[:5]
+        raise DatasetError(
+            f"{path}: the matrix header does not list the data's sensors (unknown: "
+            f"{unknown}; in the data but not the adjacency: {absent}); use the same ids "
+            "as the data columns"
+        )
 
 
 def _check_row_labels(path: Path, labels: list[str], header: list[str]) -> None:
@@ -807,9 +959,10 @@ def _edge_list(
         idx = col.map(position)
         if idx.isna().any():
             r = int(np.flatnonzero(idx.isna().to_numpy())[0])
+            header = " (a header? name its columns from,to[,weight])" if lines[r] == 1 else ""
             raise DatasetError(
                 f"{path}: line {lines[r]} names sensor {col.iloc[r]!r}, which is not in the "
-                "data; use the data's sensor ids"
+                f"data; use the data's sensor ids{header}"
             )
         ends.append(idx.to_numpy(dtype=np.int64))
     seen: dict[tuple[int, int], int] = {}

@@ -348,6 +348,8 @@ def parse_timestamp(value: Any, field: str = "ts") -> datetime:
         _fail("bad_type", f"{field} must be an ISO-8601 string, got {_json_type(value)}")
     if len(value) > MAX_TIMESTAMP_CHARS:
         _fail("bad_timestamp", f"{field} is {len(value)} characters long")
+    if not (value.isascii() and value.isprintable()):  # fromisoformat lets NUL through
+        _fail("bad_timestamp", f"{field} {value!r} holds a control or non-ASCII character")
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:

@@ -132,7 +132,8 @@ class PollProcessor(ServiceState):
         now_s: float,
     ) -> dict[Any, int]:
         """Add the readings to the assembler; returns the newest event time per partition."""
-        if not decoded.cols:
+        if not decoded.cols:  # none, or only batch-form messages of no sensor (valid)
+            counts["valid"] += len(decoded.messages)
             return {}
         cols = np.asarray(decoded.cols, dtype=np.int64)
         ts_ns = np.asarray(decoded.ts_ns, dtype=np.int64)
