@@ -52,6 +52,7 @@ from models.forecasters.comparison import (
     parse_models,
     split_panel,
     unsupported,
+    validation_notes,
 )
 from models.forecasters.factory import is_stochastic
 from models.forecasters.tuning import (
@@ -117,6 +118,8 @@ def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
             f"{plan.horizon}: no model can be scored there or chosen as champion; raise "
             f"--valid (now {plan.valid}), use more data or a shorter --horizon"
         )
+    for note in validation_notes(split, plan):
+        get_run_logger().warning(note)
     return split
 
 

@@ -25,6 +25,7 @@ from models.forecasters.comparison import (
     fit_seeds,
     metrics_document,
     split_panel,
+    validation_notes,
 )
 from models.forecasters.tuning import Budget, tune_models, tuned_plan
 from models.panel import SensorPanel
@@ -64,6 +65,8 @@ def train_models(
         log(note)
     split = split_panel(panel, plan)
     log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
+    for note in validation_notes(split, plan):
+        log(note)
     tuned = tune_models(split, plan, tune, log=log) if tune is not None else {}
     plan = tuned_plan(plan, tuned)
     results: dict[str, ModelResult] = {}

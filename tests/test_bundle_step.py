@@ -97,6 +97,18 @@ def test_evaluate_refuses_data_of_another_step_in_one_line(trained, tmp_path):
     assert evaluate_bundle(trained, panel_at("5min"), window=6, horizons=(3, 6))["windows"] > 0
 
 
+def test_evaluate_names_the_sensors_it_does_not_score(trained, tmp_path):
+    panel = panel_at("5min")
+    csv = tmp_path / "wider.csv"
+    frame = pd.DataFrame(panel.values, columns=list(SENSORS))
+    frame["extra"] = frame["s0"] + 1.0
+    frame.insert(0, "timestamp", panel.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(csv, index=False)
+    result = CliRunner().invoke(app, ["evaluate", str(trained), f"csv:{csv}", "--window", "6"])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 sensor(s) of the data are not in the bundle, e.g. ['extra']" in result.output
+
+
 @pytest.mark.parametrize("value", ["300", 0, -300, 1.5, 300.0, True, [300], 10**12])
 def test_a_bad_step_is_refused_naming_bundle_and_field(tmp_path, value):
     bundle = tmp_path / "b"

@@ -116,6 +116,7 @@ DEFINED = {
     "missing markers": csv(values=(["nan", "null", "NULL", "N/A", ""] * N)[:N]),
     "huge with tiny variance": csv(values=[f"{1e12 + d:.4f}" for d in np.linspace(0, 1e-3, N)]),
     "near float32 max": csv(values=[f"{3e38 * (1 - i / 1e4):.6e}" for i in range(N)]),
+    "both ends of float32": csv(values=["3e38", "-3e38"] * (N // 2)),
     "decreasing timestamps": csv(stamps=STAMPS[::-1]),
     "one timestamp repeated": csv(stamps=[STAMPS[0]] * N),
     "Z suffix": csv(stamps=[t + "Z" for t in STAMPS]),
@@ -125,7 +126,7 @@ DEFINED = {
 }
 
 
-@pytest.mark.parametrize("detector", ["ensemble", "extreme", "gaussian"])
+@pytest.mark.parametrize("detector", ["ensemble", "extreme", "gaussian", "interval"])
 @pytest.mark.parametrize("case", DEFINED)
 def test_an_odd_but_readable_file_gets_defined_scores_and_no_warning(
     tmp_path, case, detector
@@ -258,6 +259,13 @@ def test_bad_label_windows_are_one_error_line_naming_the_file(tmp_path, case) ->
     assert message in line
     if case not in ("no entry for the file", "an empty object"):
         assert str(path) in line
+
+
+def test_windows_without_the_data_time_zone_say_so(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(stamps=[t + "+05:30" for t in STAMPS]))
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [[STAMP_100, STAMP_110]]}))
+    line = one_line_error(root, tmp_path / "out", "--score")
+    assert "does not start and end on data rows (the data's timestamps have a time zone" in line
 
 
 def test_a_file_left_out_of_the_labels_is_not_silently_unscored(tmp_path) -> None:

@@ -66,6 +66,16 @@ def test_a_reading_far_beyond_the_rest_is_noted_naming_the_sensor():
     assert "2024-03-01 08:20:00" in note
 
 
+def test_a_validation_part_of_few_windows_is_noted():
+    from models.forecasters.comparison import split_panel, validation_notes
+
+    plan = TrainPlan(models=("ar",), window=6, horizon=12, valid=0.1, test=0.4, seeds=1)
+    split = split_panel(panel(readings(200)), plan)  # validation part: 12 steps
+    (note,) = validation_notes(split, plan)
+    assert note.startswith("note: the validation part has 12 steps, 1 window(s) of --horizon 12")
+    assert validation_notes(split_panel(panel(readings(2000)), plan), plan) == []
+
+
 def test_a_graph_in_separate_parts_is_noted():
     plan = TrainPlan(models=("tgclstm",), window=6, horizon=3, seeds=1)
     split = RoadGraph.from_edges([0, 1, 2, 3, 3, 4], [1, 0, 3, 2, 4, 3], num_nodes=5)

@@ -222,6 +222,13 @@ def evaluate(
     except ValueError as exc:  # BundleError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if extra := result["sensors_not_scored"]:
+        typer.echo(
+            f"note: {len(extra)} sensor(s) of the data are not in the bundle, e.g. {extra[:5]}: "
+            "not scored"
+        )
+    if adjacency:
+        typer.echo("note: --adjacency is not used: a bundle carries the graph it was trained on")
     freq = panel.freq.total_seconds() / 60
     table = Table(title=f"{result['model']} on {data}: {result['windows']} test windows")
     for column in ("horizon", "pooled MAE", "pooled RMSE", "pooled MAPE %", "step RMSE"):

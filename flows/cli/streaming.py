@@ -288,7 +288,12 @@ def health(
     wait: float = typer.Option(
         0.0, "--wait", min=0.0, help="Ask again for up to this many seconds until it says yes."
     ),
-    timeout: float = typer.Option(2.0, "--timeout", min=0.1, help="Deadline of one request (s)."),
+    timeout: float = typer.Option(
+        5.0,
+        "--timeout",
+        min=0.1,
+        help="Deadline of one request (s); longer than the service's 2 s broker probe.",
+    ),
 ) -> None:
     """Ask a running `roadcast serve` whether it is alive (or ready): exit 0 if it is, 1 if
     not (for systemd and Docker health checks)."""

@@ -136,7 +136,9 @@ class ContextDetector(OnlineDetector):
             past = self._stamp[k]  # [node, memory]
             valid = (past >= 0) & (past <= tick - c.window * scale)
             enough = valid.sum(axis=1) >= c.window
-            distance = np.abs(self._memory[k] - context[:, None, :].astype(np.float32)).max(axis=2)
+            with np.errstate(over="ignore"):  # near float32's range: inf, as far as can be
+                here = context[:, None, :].astype(np.float32)
+                distance = np.abs(self._memory[k] - here).max(axis=2)
             nearest = np.where(valid, distance, np.inf).min(axis=1)  # [node]
             stats[k] = np.where(usable & enough, nearest, np.nan)
             slot = self._count[k] % c.memory  # [node]

@@ -362,16 +362,9 @@ class ForecastIntervalDetector(StreamingDetector):
                 self._refresh_width()
         if self.self_forecast:
             self._forecast_now(ts, x, mask)
-        return Detection(
-            self.name,
-            pd.Timestamp(ts),
-            score,
-            x.astype(np.float32),
-            expected.astype(np.float32),
-            lower.astype(np.float32),
-            upper.astype(np.float32),
-            reasons,
-        )
+        with np.errstate(over="ignore"):  # bounds beyond float32's range become inf
+            seen, middle, low, high = (b.astype(np.float32) for b in (x, expected, lower, upper))
+        return Detection(self.name, pd.Timestamp(ts), score, seen, middle, low, high, reasons)
 
     def _judged(self, values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The judged feature of a ``[node, feature]`` tick (``[node]`` ticks as given)."""

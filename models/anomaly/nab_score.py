@@ -157,9 +157,15 @@ def sweep(file: LabeledFile, probation_percent: float = PROBATION_PERCENT) -> Sw
     bounds: list[tuple[int, int]] = []
     for start, end in file.windows:
         if start not in first_row or end not in first_row:
+            zoned = file.timestamps.tz is not None
+            hint = ""
+            if zoned != (pd.Timestamp(start).tz is not None):
+                data_zone = "a time zone" if zoned else "no time zone"
+                hint = f" (the data's timestamps have {data_zone}, the window's not alike)"
             raise NabFormatError(
-                f"{file.name}: window [{start}, {end}] does not start and end on data rows; "
-                "NAB windows must use timestamps of the file (NAB's labeler aligns them)"
+                f"{file.name}: window [{start}, {end}] does not start and end on data "
+                f"rows{hint}; NAB windows must use timestamps of the file (NAB's labeler "
+                "aligns them)"
             )
         left, right = first_row[start], first_row[end]
         if right < left or (bounds and left <= bounds[-1][1]):

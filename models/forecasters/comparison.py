@@ -270,6 +270,23 @@ def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
     return split
 
 
+# Fewer validation windows than this make the champion's choice a note.
+FEW_VALID_WINDOWS = 10
+
+
+def validation_notes(split: Split, plan: TrainPlan) -> list[str]:
+    """A note when the validation part holds so few windows that the champion's choice
+    rests on a handful of forecasts."""
+    windows = split.valid.n_time - plan.horizon + 1
+    if not 0 < windows < FEW_VALID_WINDOWS:
+        return []
+    return [
+        f"note: the validation part has {split.valid.n_time} steps, {windows} window(s) of "
+        f"--horizon {plan.horizon}: the champion is chosen on them alone; raise --valid "
+        f"(now {plan.valid:g}) or use more data for a firmer choice"
+    ]
+
+
 def _device_of(model: Forecaster) -> str:
     device = getattr(model, "device", None)
     return str(getattr(device, "type", device) or "cpu")
@@ -442,8 +459,9 @@ def evaluate_bundle(
 ) -> dict[str, Any]:
     """Score a saved bundle on the test part of ``panel`` exactly as ``train`` does.
 
-    The panel's sensors are put in the bundle's order (extra sensors are dropped; a
-    sensor of the bundle that the panel lacks is an error). ``data`` names the panel in
+    The panel's sensors are put in the bundle's order (extra sensors are dropped and
+    listed as ``sensors_not_scored``; a sensor of the bundle that the panel lacks is an
+    error). ``data`` names the panel in
     errors (default: its name).
 
     Raises
@@ -465,6 +483,8 @@ def evaluate_bundle(
             f"the data lack {len(missing)} sensors of the bundle (e.g. {missing[:5]}); "
             "evaluate on the data set the bundle was trained on"
         )
+    known = set(model.sensor_ids)
+    not_scored = [s for s in panel.sensor_ids if s not in known]
     if panel.sensor_ids != model.sensor_ids:
         # Bundles carry what they need of the graph; prediction never reads panel.graph.
         panel = panel.select(list(model.sensor_ids))
@@ -486,6 +506,7 @@ def evaluate_bundle(
             "horizon": model.horizon,
             "split": split.sizes(),
             "windows": result.n_windows,
+            "sensors_not_scored": not_scored,
             "pooled": result.metrics["pooled"],
             "step": result.metrics["step"],
             "predict_ms_per_window": result.predict_ms_per_window,

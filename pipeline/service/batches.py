@@ -33,7 +33,7 @@ from models.forecasters.base import Forecaster
 from pipeline.kafka.dead_letters import BROKER_DEFAULT_MAX_MESSAGE_BYTES
 from pipeline.kafka.outbox import Outbox, PublishError
 from pipeline.service.config import ServiceConfig
-from pipeline.service.decoding import PROCESSING_ERROR, describe_error
+from pipeline.service.decoding import PROCESSING_ERROR, describe_error, record_error
 from pipeline.service.health import Health
 from pipeline.service.hooks import AlertHook
 from pipeline.service.model_set import Versioned
@@ -274,7 +274,7 @@ class BatchHandler(PollProcessor):
         key = self.partitions.key(tp)
         if self.partitions.fresh(tp, [record]):
             report.counts["consumed"] += 1
-            detail = describe_error(exc)
+            detail = record_error(exc)
             self.decoder.dead_letter(outbox, record, PROCESSING_ERROR, detail, report.counts)
         else:
             report.counts["redelivered"] += 1

@@ -95,7 +95,7 @@ class ReadingDecoder:
             self.dead_letter(outbox, record, UNKNOWN_SENSOR, detail, counts)
             return
         except Exception as exc:  # a record must not stop the service, whatever it holds
-            self.dead_letter(outbox, record, PROCESSING_ERROR, describe_error(exc), counts)
+            self.dead_letter(outbox, record, PROCESSING_ERROR, record_error(exc), counts)
             return
         index = len(decoded.messages)
         decoded.messages.append(record)
@@ -151,5 +151,10 @@ class ReadingDecoder:
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message`` of an unexpected error, for a dead letter's ``error.message``."""
-    return f"the service failed on this record: {type(exc).__name__}: {exc}"
+    """``Type: message`` of an unexpected error, for logs."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def record_error(exc: BaseException) -> str:
+    """A dead letter's ``error.message`` for a record the service failed on."""
+    return f"the service failed on this record: {describe_error(exc)}"
