@@ -3,7 +3,8 @@
 Readings, forecasts in either wire (v1 per sensor, v2 frames, see
 :mod:`pipeline.kafka.frames`), alerts and dead letters are recognised by the topic's
 role in the settings, else by their headers and fields. A record that is none of them
-is one line saying why, never the end of the command.
+is one line saying why, never the end of the command; control characters in a record
+are shown escaped, so that no record prints as more than one line.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.kafka.frames import WIRE_HEADER, header_version, read_frame
+from pipeline.kafka.frames import WIRE_HEADER, looks_like_frame, read_frame, wire_version
 from pipeline.kafka.schema import SchemaError, decode_alert, decode_forecast, decode_readings
 
 Headers = Sequence[tuple[str, bytes]]
 ROLES = ("readings", "forecasts", "alerts", "dlq")
 _SHOWN = 3  # numbers shown per forecast line
+_ERROR_CHARS = 200  # of an unexpected error's message
 
 
 def _numbers(values: Sequence[float]) -> str:
@@ -40,19 +42,16 @@ def describe_readings(value: bytes | None, headers: Headers) -> str:
 
 
 def describe_forecast(value: bytes | None, headers: Headers) -> str:
-    version = header_version(headers)
-    if version is None and value is not None and not bytes(value[:1]).lstrip().startswith(b"{"):
-        version = 2  # a frame without its header: the frame says its version
-    if version is None:
+    if wire_version(value, headers) is None:
         f = decode_forecast(value)
         bounds = "" if f.lo is None or f.hi is None else f" lo {_numbers(f.lo)} hi {_numbers(f.hi)}"
         return (
             f"forecast v1 {f.model} sensor {f.sensor} issued {f.issued_at.isoformat()} "
             f"{len(f.yhat)} steps yhat {_numbers(f.yhat)}{bounds}"
         )
-    frame = read_frame(value or b"")
+    frame = read_frame(value)
     count = len(frame.sensors)
-    published = len(frame.messages())
+    published = int(frame.published().sum())
     step1 = frame.mean[:, 0]
     finite = step1[np.isfinite(step1)]
     mean = f"{float(finite.mean()):.4g}" if len(finite) else "none"
@@ -104,10 +103,12 @@ def guess_role(value: bytes | None, headers: Headers) -> str | None:
         return "forecasts"
     if "error" in names and "source.topic" in names:
         return "dlq"
+    if looks_like_frame(value):
+        return "forecasts"  # a frame without its header
     try:
         obj = json.loads(value or b"")
-    except ValueError:
-        return "forecasts" if value else None  # a frame without its header, or nothing
+    except (ValueError, RecursionError):
+        return None
     if not isinstance(obj, dict):
         return None
     if "alert_id" in obj:
@@ -121,13 +122,26 @@ def guess_role(value: bytes | None, headers: Headers) -> str | None:
 
 def describe(role: str | None, value: bytes | None, headers: Headers) -> str:
     """One line for one record; a record that does not decode is described, not raised."""
-    kind = role or guess_role(value, headers)
-    if kind is None:
-        return f"unrecognised record ({0 if value is None else len(value)} bytes)"
+    kind = role
     try:
-        return DESCRIBE[kind](value, headers)
+        kind = role or guess_role(value, headers)
+        if kind is None:
+            line = f"unrecognised record ({0 if value is None else len(value)} bytes)"
+        else:
+            line = DESCRIBE[kind](value, headers)
     except SchemaError as exc:
-        return f"invalid {kind} record: {exc}"
+        line = f"invalid {kind} record: {exc}"
+    except Exception as exc:  # a decoder's own failure: this record's line, not tail's end
+        text = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+        line = f"undecodable {kind or 'unrecognised'} record: {text}"
+    return _one_line(line)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control and invisible characters escaped (``\\n``, ``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class Progress:

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -158,16 +165,11 @@ class Settings(BaseSettings):
 
     @field_validator("alertmanager_urls", "webhook_urls")
     @classmethod
-    def _urls(cls, value: str) -> str:
+    def _urls(cls, value: str, info: ValidationInfo) -> str:
         urls = [u.strip() for u in value.split(",") if u.strip()]
         for url in urls:
-            parts = urlsplit(url)
-            try:
-                port_ok = parts.port != 0  # .port raises for one not a number in 0-65535
-            except ValueError:
-                port_ok = False
-            if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-                raise ValueError(f"expected http(s)://HOST[:PORT][/PATH][,...], got {url!r}")
+            if problem := url_problem(url, alertmanager=info.field_name == "alertmanager_urls"):
+                raise ValueError(f"{problem}, got {shown_url(url)}")
         return ",".join(urls)
 
     @field_validator("webhook_secret")
@@ -363,3 +365,43 @@ def load_settings(**overrides: Any) -> Settings:
     if len(lines) == 1:
         raise SettingsError(f"invalid settings: {lines[0]}")
     raise SettingsError("invalid settings:\n  " + "\n  ".join(lines))
+
+
+def url_problem(url: str, *, alertmanager: bool = False) -> str | None:
+    """Why ``url`` cannot be an alert receiver's address, or None. The reason never
+    repeats the URL (its user info, path or query may hold a secret)."""
+    import httpx
+
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port != 0  # .port raises for one not a number in 0-65535
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        return "expected http(s)://HOST[:PORT][/PATH][,...]"
+    try:
+        httpx.Request("POST", url)
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        return f"not a usable URL ({type(exc).__name__}: {exc})"
+    path = parts.path.rstrip("/")
+    if alertmanager and "/api/" in f"{path}/" and not path.endswith("/api/v2/alerts"):
+        api = path[path.find("/api/") :] or "/api"
+        return (
+            f"give Alertmanager's address (http://HOST:9093) or its /api/v2/alerts, not "
+            f"{api!r}: roadcast speaks Alertmanager's API v2"
+        )
+    return None
+
+
+def shown_url(url: str) -> str:
+    """``scheme://host[:port]``, then ``/...`` when the URL goes on: a URL without the
+    parts that may hold a secret (user info, path, query)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ":?"
+    if not parts.scheme or not parts.hostname:
+        return "an address without scheme and host"
+    more = "/..." if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{more}"

@@ -326,3 +326,12 @@ def alertmanager(alertmanager_bin, am_notifications, tmp_path_factory):
     manager = Alertmanager(alertmanager_bin, root, f"{am_notifications.url}/am").start()
     yield manager
     manager.stop()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ROADCAST_* setting and no roadcast.toml from the developer's environment."""
+    for name in list(os.environ):
+        if name.startswith("ROADCAST_") and name != "ROADCAST_TEST_WAIT_S":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

@@ -19,10 +19,16 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from pipeline.alerts.delivery import DeliveryError, delivery_group, receivers_from_settings
-from pipeline.alerts.receivers import AlertmanagerReceiver, Pending, Receiver, WebhookReceiver
+from pipeline.alerts.receivers import (
+    AlertmanagerReceiver,
+    Pending,
+    Receiver,
+    WebhookReceiver,
+    classify,
+)
 from pipeline.kafka.clients import make_consumer, make_producer
 from pipeline.kafka.schema import encode_alert
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings, SettingsError, load_settings
 from tests.alertmanager_support import HttpRecorder
 from tests.delivery_support import (
     SECRET,
@@ -293,6 +299,59 @@ def test_a_url_with_a_bad_port_names_its_setting(variable, url) -> None:
     with pytest.raises(DeliveryError, match=f"ROADCAST_{variable.upper()}") as err:
         receivers_from_settings(settings)
     assert "s3cr3t" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "message"),
+    [
+        (
+            "alertmanager_urls",
+            "http://am.example:9093/api/v1/alerts",
+            "speaks Alertmanager's API v2",
+        ),
+        ("alertmanager_urls", "http://am.example:9093/api/v2", "not '/api/v2'"),
+        ("webhook_urls", "http://hooks.example/a\tb?token=s3cr3t", "not a usable URL (InvalidURL"),
+        ("webhook_urls", "http://xn--a.example/hook?token=s3cr3t", "not a usable URL"),
+        ("webhook_urls", "ftp://user:s3cr3t@hooks.example/x", "expected http(s)://HOST"),
+    ],
+)
+def test_an_address_no_request_could_reach_is_refused_without_its_secrets(
+    clean_env, monkeypatch, variable, url, message
+) -> None:
+    """Such URLs passed the settings and every alert was then refused and dropped (a 404
+    from a v1 path, an exception from httpx); the error repeated the whole URL."""
+    monkeypatch.setenv(f"ROADCAST_{variable.upper()}", url)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert message in str(err.value) and "s3cr3t" not in str(err.value)
+    kind = AlertmanagerReceiver if variable == "alertmanager_urls" else None
+    with pytest.raises(ValueError, match="receiver: ") as direct:
+        if kind is not None:
+            kind(url)
+        else:
+            WebhookReceiver(url, SecretStr(SECRET))
+    assert "s3cr3t" not in str(direct.value)
+    assert AlertmanagerReceiver("http://am.example/alertmanager").url.endswith(
+        "/alertmanager/api/v2/alerts"
+    )  # a route prefix stays allowed
+
+
+def test_receivers_on_one_host_keep_apart_in_the_counters() -> None:
+    settings = load_settings().model_copy(
+        update={
+            "webhook_urls": "http://h.example/a?token=1,http://h.example/b?token=2",
+            "webhook_secret": SecretStr(SECRET),
+        }
+    )
+    names = [r.name for r in receivers_from_settings(settings)]
+    assert names == ["webhook http://h.example", "webhook http://h.example #2"]
+
+
+def test_a_redirect_is_refused_without_the_secrets_of_its_location() -> None:
+    location = "https://user:pw@new.example:8443/hook/s3cr3t?token=abc"
+    outcome = classify(301, "Moved", {"location": location})
+    assert outcome.kind == "rejected" and "https://new.example:8443/..." in outcome.detail
+    assert "s3cr3t" not in outcome.detail and "abc" not in outcome.detail
 
 
 def test_an_undecodable_incident_header_does_not_stop_the_restore(kafka_settings) -> None:

@@ -127,6 +127,22 @@ def test_deploy_serve_names_a_prefect_server_that_refuses() -> None:
     assert "Traceback" not in result.output and "unexpected" not in result.output
 
 
+def test_train_names_a_prefect_server_that_refuses(tmp_path, monkeypatch) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        result = CliRunner().invoke(
+            app,
+            ["train", "simulated:sensors=3,days=1", "--models", "persistence", "--seeds", "1",
+             "--out", str(tmp_path / "out"), "--no-progress"],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"PREFECT_API_URL={url} did not answer its health check" in result.output
+    assert "unexpected" not in result.output and not (tmp_path / "out").exists()
+
+
 def test_deploy_serve_gives_up_on_a_server_that_never_answers(monkeypatch) -> None:
     import flows.deploy
 

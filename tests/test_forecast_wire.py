@@ -17,8 +17,10 @@ from hypothesis.extra.numpy import arrays
 from pipeline.kafka.forecast_wire import ForecastEncoder, json_arrays
 from pipeline.kafka.frames import (
     FRAME_HEADER_VALUE,
+    MAX_FRAME_BYTES,
     WIRE_HEADER,
     decode_forecast_frame,
+    looks_like_frame,
     read_frame,
 )
 from pipeline.kafka.schema import (
@@ -199,6 +201,120 @@ def test_records_that_are_not_forecasts_are_one_schema_error(raw, match):
 def test_inconsistent_frames_are_refused(changes, match):
     with pytest.raises(SchemaError, match=match):
         decode_forecast_frame(_frame_dict(**changes), HEADERS)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("forecast-frame/\u00b2".encode(), "at most 6 ASCII digits"),  # "²".isdigit()
+        (b"forecast-frame/" + b"9" * 5000, "at most 6 ASCII digits"),  # int() refuses it
+    ],
+)
+def test_a_version_header_is_ascii_digits_of_bounded_length(value, match):
+    with pytest.raises(SchemaError, match=match) as err:
+        decode_forecast_frame(_frame_dict(), [(WIRE_HEADER, value)])
+    assert err.value.reason == "bad_version"
+
+
+def test_conflicting_version_headers_are_refused_naming_both():
+    newer = (WIRE_HEADER, b"forecast-frame/3")
+    with pytest.raises(SchemaError, match="'forecast-frame/2' and 'forecast-frame/3'") as err:
+        decode_forecast_frame(_frame_dict(), [*HEADERS, newer])
+    assert err.value.reason == "bad_version"
+    assert len(decode_forecast_frame(_frame_dict(), HEADERS * 2)) == 4  # the same one twice
+
+
+def _inverted() -> bytes:
+    lower = np.zeros((4, 3), "<f4")
+    lower[2, 1] = 99.0
+    return lower.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "match"),
+    [
+        ({"step_ms": 10**15}, "timestamp_out_of_range", "not before 2250-01-01"),
+        ({"step_ms": 2**62}, "timestamp_out_of_range", "not before 2250-01-01"),
+        ({"step_ms": 10**13}, "timestamp_out_of_range", "not before 2250-01-01"),
+        ({"issued_at": "2249-12-31T23:45:00Z"}, "timestamp_out_of_range", "x 300000 ms"),
+        ({"issued_at": "yesterday"}, "bad_timestamp", "issued_at 'yesterday'"),
+        ({"lo": _inverted()}, "bad_value", "sensor '3': lo must not exceed hi"),
+        ({"sensors": ["a", "b", "a", "c"]}, "bad_value", "'a' appears more than once"),
+        ({"sensors": ["a", "", "c", "d"]}, "bad_sensor", r"sensors\[1\] '' must be 1-200"),
+        ({"sensors": ["a", "b\n\x1b[2J", "c", "d"]}, "bad_sensor", "control or invisible"),
+        ({"sensors": ["a", " b", "c", "d"]}, "bad_sensor", "surrounding whitespace"),
+        ({"model": ""}, "bad_value", "model must not be empty"),
+        ({"first": 2**62, "total": 2**63 - 1}, "bad_value", "the limit is 1000000"),
+        ({"first": -1}, "bad_value", "sensors -1..2 lie outside its network of 4"),
+        ({"first": 1, "total": 4}, "bad_value", "sensors 1..4 lie outside its network of 4"),
+    ],
+)
+def test_frames_follow_the_v1_rules(changes, reason, match):
+    with pytest.raises(SchemaError, match=match) as err:
+        decode_forecast_frame(_frame_dict(**changes), HEADERS)
+    assert err.value.reason == reason
+
+
+def test_the_last_target_may_fall_just_before_the_supported_range_ends():
+    messages = decode_forecast_frame(_frame_dict(issued_at="2249-12-31T23:44:00Z"), HEADERS)
+    assert messages[0].targets[-1].isoformat() == "2249-12-31T23:59:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "match"),
+    [
+        (b"\x82\xa1v\x02\xa5model" + b"\x91" * 100_000 + b"\xc0", "bad_json", "too deeply"),
+        (None, "bad_type", "empty message"),
+        (b"", "bad_json", "not a forecast frame"),
+    ],
+)
+def test_hostile_frame_bytes_are_one_schema_error(raw, reason, match):
+    with pytest.raises(SchemaError, match=match) as err:
+        decode_forecast_frame(raw, HEADERS)
+    assert err.value.reason == reason
+
+
+def test_a_frame_over_the_size_limit_is_refused_before_decoding():
+    horizon = MAX_FRAME_BYTES // 4
+    raw = _frame_dict(
+        sensors=["a"],
+        total=1,
+        horizon=horizon,
+        step_ms=1,
+        yhat=bytes(4 * horizon),
+        lo=None,
+        hi=None,
+    )
+    with pytest.raises(
+        SchemaError, match=f"{len(raw)} bytes, the limit is {MAX_FRAME_BYTES}"
+    ) as err:
+        decode_forecast_frame(raw, HEADERS)
+    assert err.value.reason == "too_large"
+
+
+def test_the_largest_frames_the_service_writes_are_read():
+    ids = tuple(f"{700_000 + i}" for i in range(20_000))
+    for horizon, frames in ((12, 1), (48, 2)):  # a topic that takes 1 GiB records
+        mean = np.full((horizon, len(ids)), 50.0, np.float32)
+        encoded = ForecastEncoder(ids, "v2").encode_rows(
+            "ar", T0, FREQ, mean, mean - 1, mean + 1, max_bytes=1 << 30
+        )
+        assert len(encoded.records) == frames
+        assert all(len(value) <= MAX_FRAME_BYTES for _, value in encoded.records)
+        assert sum(len(read_frame(value).sensors) for _, value in encoded.records) == 20_000
+
+
+def test_v1_and_frames_are_told_apart_by_their_first_byte():
+    v1 = ForecastEncoder(SENSORS).encode_rows("ar", T0, FREQ, *_forecast()).records[0][1]
+    assert looks_like_frame(_frame_dict()) and not looks_like_frame(v1)
+    assert decode_forecast_frame(b" \n" + v1) == [decode_forecast(v1)]
+    for raw in (b"\xef\xbb\xbf" + v1, b"[1, 2]"):  # JSON that v1 refuses: v1's error
+        assert not looks_like_frame(raw)
+        with pytest.raises(SchemaError) as v1_error:
+            decode_forecast(raw)
+        with pytest.raises(SchemaError) as err:
+            decode_forecast_frame(raw)
+        assert str(err.value) == str(v1_error.value) and "MessagePack" not in str(err.value)
 
 
 @given(

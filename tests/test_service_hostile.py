@@ -18,7 +18,6 @@ setting gave a traceback or was silently accepted).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -224,15 +223,6 @@ def test_serve_options_are_refused_naming_the_option(tmp_path, args, option) -> 
 
 
 # --------------------------------------------------------------------------- settings
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ROADCAST_* setting and no roadcast.toml from the developer's environment."""
-    for name in list(os.environ):
-        if name.startswith("ROADCAST_") and name != "ROADCAST_TEST_WAIT_S":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +19,7 @@ from pipeline.settings import SettingsError, load_settings, unknown_variables
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ROADCAST_* setting and no roadcast.toml from the developer's environment."""
-    for name in list(os.environ):
-        if name.startswith("ROADCAST_") and name not in ("ROADCAST_TEST_WAIT_S",):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.mark.parametrize(

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 import pandas as pd
+import pytest
 
+from flows import tail
 from flows.tail import describe, guess_role
 from pipeline.kafka.dead_letters import dead_letter_headers
 from pipeline.kafka.forecast_wire import ForecastEncoder
-from pipeline.kafka.frames import FRAME_HEADER_VALUE, WIRE_HEADER
+from pipeline.kafka.frames import FRAME_HEADER_VALUE, WIRE_HEADER, ForecastFrame
 from pipeline.kafka.schema import AlertMessage, encode_alert, encode_readings_batch
 
 TS = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+HEADERS = [(WIRE_HEADER, FRAME_HEADER_VALUE)]
+V1 = (
+    b'{"v":1,"model":"ar","sensor":"a","issued_at":"2024-05-01T08:00:00Z",'
+    b'"targets":["2024-05-01T08:05:00Z"],"yhat":[50.0],"lo":null,"hi":null}'
+)
 
 
 def _alert() -> bytes:
@@ -60,3 +68,72 @@ def test_records_that_are_not_what_they_should_be_are_described():
     )
     assert describe(None, b"[1, 2]", []) == "unrecognised record (6 bytes)"
     assert describe(None, None, []) == "unrecognised record (0 bytes)"
+
+
+def _frame(**changes) -> bytes:
+    mean = np.array([[50.0, np.nan]], np.float32)
+    encoded = ForecastEncoder(("a", "b"), "v2").encode_rows(
+        "ar", pd.Timestamp(TS), pd.Timedelta("5min"), mean
+    )
+    frame = msgspec.msgpack.decode(encoded.records[0][1])
+    frame.update(changes)
+    return msgspec.msgpack.encode(frame)
+
+
+GOOD = (
+    "forecast v2 ar issued 2024-05-01T08:00:00Z: sensors 0-1 of 2, 1 steps of 5 min, "
+    "no intervals; 1 published (1 without a finite forecast); step 1 mean 50"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "line"),
+    [
+        (_frame(), [(WIRE_HEADER, "forecast-frame/\u00b2".encode())], "bad_version: header"),
+        (_frame(), [(WIRE_HEADER, b"forecast-frame/" + b"9" * 5000)], "bad_version: header"),
+        (_frame(), [*HEADERS, (WIRE_HEADER, b"forecast-frame/3")], "bad_version: conflicting"),
+        (_frame(step_ms=10**15), HEADERS, "timestamp_out_of_range"),
+        (_frame(step_ms=2**62), [], "timestamp_out_of_range"),
+        (_frame(issued_at="yesterday"), HEADERS, "bad_timestamp"),
+        (b"\x82\xa1v\x02\xa5model" + b"\x91" * 100_000 + b"\xc0", HEADERS, "bad_json"),
+        (None, HEADERS, "bad_type: empty message"),
+    ],
+)
+def test_hostile_forecast_records_are_one_invalid_line_each(value, headers, line):
+    assert describe("forecasts", value, headers).startswith(f"invalid forecasts record: {line}")
+    assert describe("forecasts", _frame(), HEADERS) == GOOD  # and the next record is shown
+
+
+def test_a_record_that_breaks_a_decoder_is_one_line_and_tail_goes_on(monkeypatch):
+    def broken(value, headers):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setitem(tail.DESCRIBE, "alerts", broken)
+    line = describe("alerts", b"{}", [])
+    assert line == "undecodable alerts record: RuntimeError: boom\\nsecond line"
+    assert describe(None, b"[" * 100_000, []) == "unrecognised record (100000 bytes)"
+
+
+def test_tail_counts_a_frame_without_building_its_messages(monkeypatch):
+    def unexpected(self):
+        raise AssertionError("messages() built")
+
+    monkeypatch.setattr(ForecastFrame, "messages", unexpected)
+    assert describe("forecasts", _frame(), HEADERS) == GOOD
+
+
+def test_v1_records_are_recognised_as_the_decoder_recognises_them():
+    expected = "forecast v1 ar sensor a issued 2024-05-01T08:00:00+00:00 1 steps yhat [50]"
+    assert describe("forecasts", b" \n" + V1, []) == expected
+    bom = describe("forecasts", b"\xef\xbb\xbf" + V1, [])
+    assert bom == "invalid forecasts record: bad_json: Expecting value at line 1 column 1"
+    array = describe("forecasts", b"[1, 2]", [])
+    assert array == "invalid forecasts record: bad_type: expected a JSON object, got array"
+
+
+def test_a_record_never_prints_as_more_than_one_line():
+    forged = "ar\n0@99 forged line\x1b[2J"
+    line = describe("forecasts", _frame(model=forged), HEADERS)
+    assert line == GOOD.replace(" ar ", " ar\\n0@99 forged line\\x1b[2J ")
+    v1 = describe("forecasts", V1.replace(b'"ar"', b'"ar\\nforged"'), [])
+    assert v1.startswith("forecast v1 ar\\nforged sensor a")

@@ -142,6 +142,14 @@ def train(
     if not os.environ.get("PREFECT_API_URL"):
         # The temporary server's usage telemetry only adds "database is locked" noise.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    else:
+        from flows.deploy import DeployError, api_url, check_server
+
+        try:
+            check_server(api_url() or os.environ["PREFECT_API_URL"])
+        except DeployError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
     quiet_prefect_tracebacks()
     try:
         with limit_threads(threads):

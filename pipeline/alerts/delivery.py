@@ -38,7 +38,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from kafka import ConsumerRebalanceListener
 
@@ -51,7 +50,7 @@ from pipeline.alerts.receivers import (
 )
 from pipeline.kafka.schema import SchemaError, decode_alert
 from pipeline.kafka.unreadable import poll_readable
-from pipeline.settings import Settings
+from pipeline.settings import Settings, shown_url, url_problem
 
 if TYPE_CHECKING:
     from kafka import KafkaConsumer, TopicPartition
@@ -70,10 +69,8 @@ def delivery_group(settings: Settings) -> str:
 def _urls(value: str, variable: str) -> list[str]:
     urls = [u for u in value.split(",") if u]
     for url in urls:
-        try:
-            _ = urlsplit(url).port
-        except ValueError as exc:  # the URL itself may hold a token: name the setting only
-            raise DeliveryError(f"{variable}: a URL has a bad port ({exc})") from None
+        if problem := url_problem(url, alertmanager="ALERTMANAGER" in variable):
+            raise DeliveryError(f"{variable}: {problem}, got {shown_url(url)}")
     return urls
 
 
@@ -105,6 +102,11 @@ def receivers_from_settings(settings: Settings) -> list[Receiver]:
         receivers.append(
             WebhookReceiver(url, settings.webhook_secret, timeout_s=settings.alert_timeout_s)
         )
+    named: Counter[str] = Counter()
+    for receiver in receivers:  # names hide paths: number those on one host apart
+        named[receiver.name] += 1
+        if named[receiver.name] > 1:
+            receiver.name = f"{receiver.name} #{named[receiver.name]}"
     return receivers
 
 

@@ -67,6 +67,7 @@ from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from pipeline.kafka.schema import AlertMessage, encode_alert, format_timestamp
+from pipeline.settings import shown_url, url_problem
 
 ALERTNAME: Final = "RoadcastAnomaly"
 USER_AGENT: Final = "roadcast-alert-delivery"
@@ -131,6 +132,12 @@ def safe_name(kind: str, url: str) -> str:
     return f"{kind} {parts.scheme}://{parts.hostname}{port}"
 
 
+def _check_url(url: str, kind: str) -> None:
+    """Refuse an address no request could go to (a ValueError that hides its secrets)."""
+    if problem := url_problem(url, alertmanager=kind == "alertmanager"):
+        raise ValueError(f"{kind} receiver: {problem}, got {shown_url(url)}")
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
     if not value:
@@ -160,7 +167,7 @@ def classify(status: int, reason: str, headers: Mapping[str, str]) -> Outcome:
             _retry_after(headers.get("retry-after")),
         )
     if 300 <= status < 400:
-        where = headers.get("location", "?")
+        where = shown_url(headers.get("location", ""))
         reason = f"redirected to {where}; set the receiver's URL to the final address"
     return Outcome("rejected", f"HTTP {status}: {reason}", status)
 
@@ -352,6 +359,7 @@ class AlertmanagerReceiver:
         resend_interval_s: float = 60.0,
         generator_url: str = "roadcast://alerts/{alert_id}",
     ) -> None:
+        _check_url(url, "alertmanager")
         base = url.rstrip("/")
         self.url = base if base.endswith("/api/v2/alerts") else f"{base}/api/v2/alerts"
         self.name = safe_name("alertmanager", url)
@@ -494,6 +502,7 @@ class WebhookReceiver:
     max_batch = 1
 
     def __init__(self, url: str, secret: SecretStr, *, timeout_s: float = 10.0) -> None:
+        _check_url(url, "webhook")
         self.url = url
         self.name = safe_name("webhook", url)
         self.timeout_s = timeout_s

@@ -22,8 +22,12 @@ A sensor with no publishable forecast (a non-finite value or an inverted interva
 NaN in all three arrays; decoding leaves it out, as v1 does not publish it. The record
 is keyed by the model name and carries the header ``roadcast-wire: forecast-frame/2``.
 A network too large for one record (the topic's ``max.message.bytes``, 1 MiB by
-default: about 7,000 sensors with intervals) is cut into several frames in sensor order,
-each with its own ``first``.
+default: about 7,000 sensors with intervals; never more than :data:`MAX_FRAME_BYTES`)
+is cut into several frames in sensor order, each with its own ``first``.
+
+A frame follows v1's rules (:mod:`pipeline.kafka.schema`): sensor ids valid and distinct,
+a non-empty model name, timestamps in ``[TS_MIN, TS_MAX)``, ``lo <= hi`` where both are
+finite; a frame that breaks one raises :class:`SchemaError` with v1's reason code.
 
 :func:`decode_forecast_frame` reads either wire (a v1 record is one sensor's forecast)
 and returns the same :class:`pipeline.kafka.schema.ForecastMessage` list as v1 would.
@@ -34,17 +38,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Final, TypeAlias
 
 import msgspec
 import numpy as np
 import orjson
 
 from pipeline.kafka.schema import (
+    TS_MAX,
     ForecastMessage,
     SchemaError,
     decode_forecast,
     parse_timestamp,
+    sensor_id_problem,
 )
 
 FRAME_VERSION: Final = 2
@@ -53,7 +59,16 @@ FRAME_KIND: Final = "forecast-frame"
 FRAME_HEADER_VALUE: Final = f"{FRAME_KIND}/{FRAME_VERSION}".encode()
 # What a frame adds to its arrays and ids: field names, model, timestamps, record overhead.
 _FRAME_OVERHEAD: Final = 1024
+# The largest frame read or written: 8x Kafka's default max.message.bytes, and 2.7x a
+# whole 20,000-sensor network in one frame (3.1 MB with both bounds, horizon 12).
+MAX_FRAME_BYTES: Final = 8 << 20
+# The largest network a frame may claim (50x the 20,000 sensors roadcast is sized for).
+MAX_NETWORK_SENSORS: Final = 1_000_000
+_MAX_VERSION_DIGITS: Final = 6
+_BOM: Final = b"\xef\xbb\xbf"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+Raw: TypeAlias = bytes | bytearray | memoryview
 
 
 class _Version(msgspec.Struct):
@@ -93,14 +108,19 @@ class ForecastFrame:
     lower: np.ndarray | None
     upper: np.ndarray | None
 
+    def published(self) -> np.ndarray:
+        """bool ``[sensor]``: whether each sensor has a forecast (all its values finite)."""
+        ok: np.ndarray = np.isfinite(self.mean).all(axis=1)
+        if self.lower is not None and self.upper is not None:
+            ok &= np.isfinite(self.lower).all(axis=1) & np.isfinite(self.upper).all(axis=1)
+        return ok
+
     def messages(self) -> list[ForecastMessage]:
         """One v1 message per published sensor, in the frame's order."""
         issued = parse_timestamp(self.issued_at, "issued_at")
         step = timedelta(milliseconds=self.step_ms)
         targets = tuple(issued + k * step for k in range(1, self.mean.shape[1] + 1))
-        ok = np.isfinite(self.mean).all(axis=1)
-        if self.lower is not None and self.upper is not None:
-            ok &= np.isfinite(self.lower).all(axis=1) & np.isfinite(self.upper).all(axis=1)
+        ok = self.published()
         means = _as_published(self.mean)
         lows = None if self.lower is None else _as_published(self.lower)
         highs = None if self.upper is None else _as_published(self.upper)
@@ -149,12 +169,13 @@ def encode_frames(
     model, issued_at, step_ms : as in the frame (``issued_at`` already formatted).
     sensor_ids : the model's sensors, the columns of the arrays.
     mean, lower, upper : float32 ``[horizon, node]``; NaN marks a sensor not published.
-    max_bytes : the largest record the topic takes; larger networks get several frames.
+    max_bytes : the largest record the topic takes; larger networks get several frames
+        (of at most :data:`MAX_FRAME_BYTES`, what readers take).
     """
     horizon, nodes = mean.shape
     rows = [np.ascontiguousarray(a.T, dtype="<f4") for a in (mean, lower, upper) if a is not None]
     bounded = len(rows) == 3
-    size = sensors_per_frame(sensor_ids, horizon, bounded, max_bytes)
+    size = sensors_per_frame(sensor_ids, horizon, bounded, min(max_bytes, MAX_FRAME_BYTES))
     frames = []
     for first in range(0, max(nodes, 1), size):
         cut = slice(first, min(first + size, nodes))
@@ -182,21 +203,28 @@ def header_version(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
     Raises
     ------
     SchemaError
-        ``bad_version`` for a header this reader does not understand or a newer version.
+        ``bad_version`` for a header this reader does not understand, a newer version,
+        or two ``roadcast-wire`` headers that differ.
     """
-    for name, value in headers or ():
-        if name != WIRE_HEADER:
-            continue
-        text = bytes(value or b"").decode("utf-8", "replace")
-        kind, _, number = text.partition("/")
-        if kind != FRAME_KIND or not number.isdigit():
-            raise SchemaError(
-                "bad_version",
-                f"header {WIRE_HEADER}={text[:40]!r}: expected {FRAME_KIND}/<version>",
-            )
-        _check_version(int(number))
-        return int(number)
-    return None
+    values = list(dict.fromkeys(bytes(v or b"") for k, v in headers or () if k == WIRE_HEADER))
+    texts = [v.decode("utf-8", "replace") for v in values]
+    if len(texts) > 1:
+        raise SchemaError(
+            "bad_version",
+            f"conflicting {WIRE_HEADER} headers {texts[0][:40]!r} and {texts[1][:40]!r}",
+        )
+    if not texts:
+        return None
+    kind, _, number = texts[0].partition("/")
+    digits = number.isascii() and number.isdigit() and len(number) <= _MAX_VERSION_DIGITS
+    if kind != FRAME_KIND or not digits:
+        raise SchemaError(
+            "bad_version",
+            f"header {WIRE_HEADER}={texts[0][:40]!r}: expected {FRAME_KIND}/<version>, "
+            f"a version of at most {_MAX_VERSION_DIGITS} ASCII digits",
+        )
+    _check_version(int(number))
+    return int(number)
 
 
 def _check_version(version: int) -> None:
@@ -209,36 +237,65 @@ def _check_version(version: int) -> None:
         )
 
 
-def read_frame(raw: bytes | bytearray | memoryview) -> ForecastFrame:
+def looks_like_frame(raw: Raw | None) -> bool:
+    """Whether a record's value is MessagePack (a frame) rather than JSON text (v1).
+
+    A frame is a MessagePack map, whose first byte is 0x80 or above; JSON text starts
+    with an ASCII byte (``{``, ``[``, whitespace...) or a UTF-8 byte order mark.
+    """
+    head = b"" if raw is None else bytes(raw[:3])
+    return bool(head) and head[0] >= 0x80 and head != _BOM
+
+
+def wire_version(raw: Raw | None, headers: Sequence[tuple[str, bytes]] | None) -> int | None:
+    """A forecast record's wire: None for v1 (JSON), else its frame version, from the
+    ``roadcast-wire`` header or, without one, from the bytes (:func:`looks_like_frame`).
+
+    Raises
+    ------
+    SchemaError
+        ``bad_version`` as :func:`header_version`.
+    """
+    version = header_version(headers)
+    if version is None and looks_like_frame(raw):
+        return FRAME_VERSION  # a frame whose header was lost: the frame says its version
+    return version
+
+
+def read_frame(raw: Raw | None) -> ForecastFrame:
     """Decode one v2 frame to arrays.
 
     Raises
     ------
     SchemaError
+        ``bad_type`` for no value, ``too_large`` beyond :data:`MAX_FRAME_BYTES`,
         ``bad_version`` for another version (naming both), ``bad_json`` for bytes that
-        are not a frame, ``bad_value`` for inconsistent fields or array sizes.
+        are not a frame, else v1's reason for what v1 refuses (``bad_sensor``,
+        ``bad_timestamp``, ``timestamp_out_of_range``, ``bad_value``...).
     """
+    if raw is None:
+        raise SchemaError("bad_type", "empty message (a tombstone?): expected a forecast frame")
+    if len(raw) > MAX_FRAME_BYTES:
+        raise SchemaError(
+            "too_large", f"forecast frame of {len(raw)} bytes, the limit is {MAX_FRAME_BYTES}"
+        )
     try:
         version = _VERSION.decode(raw).v
-    except msgspec.DecodeError as exc:
-        raise SchemaError("bad_json", f"not a forecast frame (MessagePack): {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise SchemaError("bad_json", f"not a forecast frame (MessagePack): {_why(exc)}") from None
     _check_version(version)
     try:
         frame = _DECODER.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise SchemaError("bad_value", f"forecast frame v{version}: {exc}") from None
-    count = len(frame.sensors)
-    if frame.horizon < 1 or frame.step_ms < 1 or count == 0:
-        raise SchemaError("bad_value", "forecast frame needs horizon, step_ms and sensors >= 1")
-    if not 0 <= frame.first <= frame.total - count:
-        raise SchemaError(
-            "bad_value",
-            f"forecast frame sensors {frame.first}..{frame.first + count - 1} lie outside "
-            f"its network of {frame.total}",
-        )
-    if (frame.lo is None) != (frame.hi is None):
-        raise SchemaError("bad_value", "lo and hi come together: both arrays or both nil")
-    arrays = [_array(b, name, count, frame.horizon) for name, b in _fields(frame)]
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise SchemaError("bad_value", f"forecast frame v{version}: {_why(exc)}") from None
+    _check_fields(frame)
+    arrays = [_array(b, name, len(frame.sensors), frame.horizon) for name, b in _fields(frame)]
+    lower, upper = (arrays[1], arrays[2]) if len(arrays) == 3 else (None, None)
+    if lower is not None and upper is not None:
+        inverted = np.flatnonzero((lower > upper).any(axis=1))  # NaN: not published
+        if len(inverted):
+            sensor = frame.sensors[inverted[0]]
+            raise SchemaError("bad_value", f"sensor {sensor!r}: lo must not exceed hi")
     return ForecastFrame(
         frame.model,
         frame.issued_at,
@@ -247,9 +304,51 @@ def read_frame(raw: bytes | bytearray | memoryview) -> ForecastFrame:
         frame.total,
         tuple(frame.sensors),
         arrays[0],
-        arrays[1] if len(arrays) == 3 else None,
-        arrays[2] if len(arrays) == 3 else None,
+        lower,
+        upper,
     )
+
+
+def _check_fields(frame: _Frame) -> None:
+    """v1's rules for the model, sensors and timestamps, and consistent numbering."""
+    count = len(frame.sensors)
+    if not frame.model:
+        raise SchemaError("bad_value", "model must not be empty")
+    if frame.horizon < 1 or frame.step_ms < 1 or count == 0:
+        raise SchemaError("bad_value", "forecast frame needs horizon, step_ms and sensors >= 1")
+    if frame.total > MAX_NETWORK_SENSORS:
+        raise SchemaError(
+            "bad_value",
+            f"forecast frame claims a network of {frame.total} sensors, the limit is "
+            f"{MAX_NETWORK_SENSORS}",
+        )
+    if not 0 <= frame.first <= frame.total - count:
+        raise SchemaError(
+            "bad_value",
+            f"forecast frame sensors {frame.first}..{frame.first + count - 1} lie outside "
+            f"its network of {frame.total}",
+        )
+    seen: set[str] = set()
+    for i, sensor in enumerate(frame.sensors):
+        if (problem := sensor_id_problem(sensor)) is not None:
+            raise SchemaError("bad_sensor", f"sensors[{i}] {sensor[:40]!r} {problem}")
+        if sensor in seen:
+            raise SchemaError("bad_value", f"sensor {sensor!r} appears more than once in the frame")
+        seen.add(sensor)
+    if (frame.lo is None) != (frame.hi is None):
+        raise SchemaError("bad_value", "lo and hi come together: both arrays or both nil")
+    issued = parse_timestamp(frame.issued_at, "issued_at")
+    room_us = (TS_MAX - issued) // timedelta(microseconds=1)
+    if frame.horizon * frame.step_ms * 1000 >= room_us:
+        raise SchemaError(
+            "timestamp_out_of_range",
+            f"the last target, issued_at + {frame.horizon} x {frame.step_ms} ms, is not "
+            f"before {TS_MAX.year}-01-01 (UTC)",
+        )
+
+
+def _why(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _fields(frame: _Frame) -> list[tuple[str, bytes]]:
@@ -296,7 +395,7 @@ def _show(ids: Sequence[str], index: int) -> str:
 
 
 def decode_forecast_frame(
-    raw: bytes | bytearray | memoryview,
+    raw: Raw | None,
     headers: Sequence[tuple[str, bytes]] | None = None,
     *,
     network: Sequence[str] | None = None,
@@ -318,9 +417,7 @@ def decode_forecast_frame(
         For any invalid record; ``bad_version`` names the record's version and this
         reader's.
     """
-    version = header_version(headers)
-    if version is None and not _looks_like_json(raw):
-        version = FRAME_VERSION  # a frame whose header was lost: the frame says its version
+    version = wire_version(raw, headers)
     if version is None:
         message = decode_forecast(raw)
         if network is not None and message.sensor not in set(network):
@@ -334,12 +431,3 @@ def decode_forecast_frame(
     if network is not None:
         check_network(frame, network)
     return frame.messages()
-
-
-def _looks_like_json(raw: bytes | bytearray | memoryview | None) -> bool:
-    """v1 records are JSON objects (``{`` after optional whitespace); frames are maps in
-    MessagePack, whose first byte is never ``{`` or whitespace."""
-    if raw is None:
-        return True  # a tombstone: the v1 decoder says what is wrong with it
-    head = bytes(raw[:64]).lstrip()
-    return not head or head[:1] == b"{"
