@@ -29,7 +29,7 @@ def replay_readings(
     limit: int | None,
 ) -> dict[str, Any]:
     """Send the panel's readings to Kafka; returns :meth:`ReplayStats.as_dict` + topic."""
-    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.clients import close_producer, ensure_topics, make_producer
     from pipeline.kafka.replay import replay
     from pipeline.settings import load_settings
 
@@ -40,7 +40,7 @@ def replay_readings(
     try:
         stats = replay(panel, producer, target, speedup=speedup, limit=limit, progress=False)
     finally:
-        producer.close()
+        close_producer(producer)
     return {"topic": target, "bootstrap": settings.bootstrap_servers, **stats.as_dict()}
 
 

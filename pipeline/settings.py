@@ -30,9 +30,9 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 ENV_PREFIX = "ROADCAST_"
@@ -50,6 +50,7 @@ _SCHEME = re.compile(r"^[A-Za-z_]+://")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+(%[\w.-]+)?\]|[\w.-]+")
 _BARE_IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[\w.-]+)?")
 _PORT = re.compile(r"\d+")
+SHOWN_CHARS = 40  # an echoed value is cut after this many characters
 
 
 class SettingsError(ValueError):
@@ -126,10 +127,12 @@ class Settings(BaseSettings):
             host, sep, port = _SCHEME.sub("", server).rpartition(":")
             if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port):
                 if _BARE_IPV6.fullmatch(host):  # Kafka clients would read it all as the host
-                    raise ValueError(f"write an IPv6 address in brackets, [ADDR]:PORT: {server!r}")
-                raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {server!r}")
+                    raise ValueError(
+                        f"write an IPv6 address in brackets, [ADDR]:PORT: {shown(server)}"
+                    )
+                raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {shown(server)}")
             if not 1 <= int(port) <= 65535:
-                raise ValueError(f"port {int(port)} of {server!r} is outside 1-65535")
+                raise ValueError(f"port {shown(int(port))} of {shown(server)} is outside 1-65535")
         if not servers:
             raise ValueError("at least one HOST:PORT is needed")
         return ",".join(servers)
@@ -157,8 +160,8 @@ class Settings(BaseSettings):
         if self.security_protocol.endswith("SSL"):
             for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
                 path = getattr(self, name)
-                if path is not None and not Path(path).expanduser().is_file():
-                    raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file {path}")
+                if path is not None and not _is_file(Path(path).expanduser()):
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file {shown(path)}")
             if self.ssl_keyfile is not None and self.ssl_certfile is None:
                 raise ValueError("ROADCAST_SSL_KEYFILE needs ROADCAST_SSL_CERTFILE")
         return self
@@ -194,10 +197,11 @@ class Settings(BaseSettings):
         parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)]
         fields = {f for f, _, _ in parsed if f is not None}
         if any(spec or conv for f, spec, conv in parsed if f is not None):
-            raise ValueError(f"placeholders take no conversion or format spec, got {value!r}")
+            raise ValueError(f"placeholders take no conversion or format spec, got {shown(value)}")
         if not fields <= {"sensor", "detector", "alert_id"}:
             raise ValueError(
-                f"placeholders may be {{sensor}}, {{detector}}, {{alert_id}}; got {sorted(fields)}"
+                "placeholders may be {sensor}, {detector}, {alert_id}; got "
+                + ", ".join(shown(f) for f in sorted(fields))
             )
         return value
 
@@ -212,7 +216,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value if "://" in value else f"tcp://{value}")
         if parts.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not parts.hostname:
             raise ValueError(
-                f"expected local or [tcp://]HOST:PORT of a Dask scheduler, got {value!r}"
+                f"expected local or [tcp://]HOST:PORT of a Dask scheduler, got {shown(value)}"
             )
         return value
 
@@ -220,7 +224,7 @@ class Settings(BaseSettings):
     @classmethod
     def _metrics_port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
-            raise ValueError(f"port {value} is outside 1-65535")
+            raise ValueError(f"port {shown(value)} is outside 1-65535")
         return value
 
     @field_validator("metrics_host")
@@ -228,7 +232,7 @@ class Settings(BaseSettings):
     def _metrics_host(cls, value: str) -> str:
         host = value.strip().removeprefix("[").removesuffix("]")
         if not host or any(c.isspace() or c in "/?#@" for c in host):
-            raise ValueError(f"expected an address to listen on, e.g. 0.0.0.0, got {value!r}")
+            raise ValueError(f"expected an address to listen on, e.g. 0.0.0.0, got {shown(value)}")
         return host
 
     @field_validator(
@@ -268,14 +272,7 @@ class Settings(BaseSettings):
         )
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file:
-            if not Path(toml_file).is_file():
-                raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file {toml_file}")
-            try:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
-            except tomllib.TOMLDecodeError as exc:
-                raise SettingsError(f"{toml_file}: invalid TOML: {exc}") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SettingsError(f"{toml_file}: cannot read it ({exc})") from None
+            sources.append(InitSettingsSource(settings_cls, read_toml(Path(toml_file))))
         return tuple(sources)
 
     def kafka_config(self) -> dict[str, Any]:
@@ -308,22 +305,60 @@ class Settings(BaseSettings):
         }
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """The table of a TOML settings file, which may start with a UTF-8 byte order mark."""
+    name = shown(path)
+    if not _is_file(path):
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file {name}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{name}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{name}: cannot read it ({exc})") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long, for one
+        return False
+
+
+def shown(value: object) -> str:
+    """``value`` for an error message, cut after ``SHOWN_CHARS`` characters with an
+    ellipsis; a string is quoted, anything else (a path, a number) is not."""
+    text = value if isinstance(value, str) else str(value)
+    cut = text[:SHOWN_CHARS] + ("..." if len(text) > SHOWN_CHARS else "")
+    return repr(cut) if isinstance(value, str) else cut
+
+
 def _kafka_name(value: str, what: str) -> str:
     name = value.strip()
     if not name:
         raise ValueError(f"the {what} name is empty")
     if not _KAFKA_NAME.fullmatch(name) or name in (".", ".."):
         raise ValueError(
-            f"{name!r} is not a legal {what} name (1-249 of A-Z a-z 0-9 . _ -, not . or ..)"
+            f"{shown(name)} is not a legal {what} name (1-249 of A-Z a-z 0-9 . _ -, not . or ..)"
         )
     if what == "topic" and name.startswith("__"):
-        raise ValueError(f"{name!r}: topic names starting with __ are Kafka's internal ones")
+        raise ValueError(f"{shown(name)}: topic names starting with __ are Kafka's internal ones")
     return name
 
 
 def _closest(name: str, candidates: list[str]) -> str:
     match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {match[0]}?" if match else ""
+
+
+def _setting_hint(key: str, fields: list[str]) -> str:
+    """The closest setting to an unknown key; a key spelled as its variable
+    (``ROADCAST_STORE_PATH``) gets the setting's own name."""
+    name = key.lower()
+    bare = name.removeprefix(ENV_PREFIX.lower())
+    if bare and bare != name:
+        return f"{_closest(bare, fields)} (a TOML key has no {ENV_PREFIX} prefix)"
+    return _closest(name, fields)
 
 
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
@@ -355,7 +390,7 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else ""
             if err["type"] == "extra_forbidden":
-                lines.append(f"unknown setting {field!r}{_closest(field, fields)}")
+                lines.append(f"unknown setting {shown(field)}{_setting_hint(field, fields)}")
             else:
                 message = str(err["msg"]).removeprefix("Value error, ")
                 lines.append(f"{ENV_PREFIX}{field.upper()}: {message}" if field else message)

@@ -142,6 +142,18 @@ def test_an_adjacency_one_sensor_short_names_the_index_column(tmp_path):
         load_dataset(f"csv:{path}", adjacency=adjacency, no_index=True)
 
 
+@pytest.mark.parametrize("sensors", [["a", "b"], ["a", "b", "c"]])
+def test_a_file_that_is_no_adjacency_says_so_without_a_size_hint(tmp_path, sensors):
+    rows = [",".join(sensors)] + [",".join(str(k + j) for j in range(len(sensors))) for k in (1, 5)]
+    data = write(tmp_path / "d.csv", "\n".join(rows) + "\n")
+    text = write(tmp_path / "hostname", "myhost\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"csv:{data}", adjacency=text)
+    message = str(info.value)
+    assert f"not an adjacency: expected a {len(sensors)} x {len(sensors)} matrix" in message
+    assert message.endswith("got 1 row x 1 column") and "row index" not in message
+
+
 def test_adjacency_headers_name_the_sensors_on_either_side(tmp_path):
     path = counts_csv(tmp_path)
     header = write(tmp_path / "h.csv", "a,b,zz\n0,1,0\n1,0,1\n0,1,0\n")

@@ -102,6 +102,19 @@ def test_bad_specs(spec, message, tmp_path):
         load_dataset(spec, data_dir=tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("simulated:sensors=5,sensors=6", r"key 'sensors' given twice \('sensors=5' and "),
+        ("simulated:seed=1, Seed = 2", r"key 'seed' given twice"),
+        ("simulated:days=1,hours=3", r"'days=1' and 'hours=3' set the same option"),
+    ],
+)
+def test_simulated_spec_refuses_a_repeated_key(spec, message):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(spec)
+
+
 def test_adjacency_only_for_csv(tmp_path):
     with pytest.raises(DatasetError, match="only for csv"):
         load_dataset("simulated", adjacency=tmp_path / "a.csv")
@@ -287,6 +300,22 @@ def test_csv_gaps_become_missing_rows(tmp_path):
     np.testing.assert_array_equal(panel.mask[:, 0], [True, True, False, False, True, True])
 
 
+def test_csv_irregular_rows_are_measured_against_a_step_of_the_file(tmp_path):
+    stamps = ["00:00", "00:05", "00:10", "00:17", "00:24"]  # gaps 5, 5, 7, 7: median 6
+    text = "timestamp,a\n" + "".join(f"2024-01-01 {s},1\n" for s in stamps)
+    path = write(tmp_path / "i.csv", text)
+    with pytest.raises(DatasetError, match=r"line 5 is 7min after .* of the step 5min;"):
+        load_dataset(f"csv:{path}")
+
+
+def test_csv_grid_step_is_a_spacing_of_the_file_when_the_gap_count_is_even(tmp_path):
+    stamps = ["00:00", "00:05", "00:10", "00:20", "00:30"]  # gaps 5, 5, 10, 10: median 7.5
+    text = "timestamp,a\n" + "".join(f"2024-01-01 {s},{k}\n" for k, s in enumerate(stamps))
+    panel = load_dataset(f"csv:{write(tmp_path / 'g.csv', text)}")
+    assert panel.freq == pd.Timedelta("5min")
+    np.testing.assert_array_equal(panel.mask[:, 0], [1, 1, 1, 0, 1, 0, 1])
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -300,7 +329,8 @@ def test_csv_gaps_become_missing_rows(tmp_path):
         (
             "timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n2024-01-01 00:10,3\n"
             "2024-01-01 00:17,3\n",
-            "irregular timestamps: line 5 is 0 days 00:07:00 after",
+            "irregular timestamps: line 5 is 7min after the previous row, not a multiple of "
+            "the step 5min",
         ),
         ("timestamp,a\n2024-01-01 00:00,1\nnot a time,2\n", "'not a time' at line 3"),
         ("a,a\n1,2\n", "sensor 'a' appears twice"),

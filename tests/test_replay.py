@@ -11,7 +11,7 @@ from kafka.errors import KafkaError
 
 from models.panel import SensorPanel
 from pipeline.kafka.broker import EmbeddedBroker
-from pipeline.kafka.clients import ensure_topics, make_consumer, make_producer
+from pipeline.kafka.clients import close_producer, ensure_topics, make_consumer, make_producer
 from pipeline.kafka.replay import ReplayError, ReplayStats, replay
 from pipeline.kafka.schema import Reading, decode_readings
 from pipeline.settings import Settings, load_settings
@@ -138,7 +138,11 @@ def test_replay_rejects_a_3d_panel() -> None:
 
 
 @pytest.mark.integration
-def test_replay_to_a_dead_broker_raises(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("speedup", "delivery_ms"),
+    [(0.0, 1500), (1e6, 30_000)],  # paced, sends outliving the flush: a flush per step times out
+)
+def test_replay_to_a_dead_broker_raises(tmp_path: Path, speedup: float, delivery_ms: int) -> None:
     with EmbeddedBroker(log_path=tmp_path / "b.log", startup_timeout_s=WAIT_S) as own:
         settings = load_settings(bootstrap_servers=own.bootstrap)
         ensure_topics(settings, topics=["doomed"], partitions=1)
@@ -146,7 +150,7 @@ def test_replay_to_a_dead_broker_raises(tmp_path: Path) -> None:
             settings,
             max_block_ms=1000,
             request_timeout_ms=500,
-            delivery_timeout_ms=1500,
+            delivery_timeout_ms=delivery_ms,
             reconnect_backoff_max_ms=200,
         )
 
@@ -161,6 +165,9 @@ def test_replay_to_a_dead_broker_raises(tmp_path: Path) -> None:
         own.stop()
         try:
             with pytest.raises(ReplayError, match="doomed"):
-                replay(small_panel(), producer, "doomed", progress=False, flush_timeout_s=3)
+                replay(
+                    small_panel(), producer, "doomed", speedup=speedup, progress=False,
+                    flush_timeout_s=3,
+                )  # fmt: skip
         finally:
-            producer.close(timeout=1)
+            close_producer(producer, 1.0)

@@ -180,6 +180,8 @@ def test_the_encoder_refuses_a_sensor_id_that_is_not_valid_unicode() -> None:
         ({"tick": "1.5ms"}, "tick must be a whole number of milliseconds"),
         ({"allowed_lateness": "100000 days"}, "allowed_lateness must be at most"),
         ({"tick": "4000 days"}, "tick must be at most"),
+        ({"grace": "300"}, "grace '300' has no unit"),  # pandas: 300 ns
+        ({"max_clock_skew": " 3600 "}, "max_clock_skew ' 3600 ' has no unit"),
     ],
 )
 def test_service_config_refuses_durations_the_clock_cannot_hold(fields, message) -> None:
@@ -210,6 +212,9 @@ def test_assembler_config_refuses_nat(name: str) -> None:
         (["--tick", "1ns"], "--tick"),
         (["--tick", "1.5ms"], "--tick"),
         (["--poll-records", "0"], "--poll-records"),
+        (["--grace", "300"], "--grace"),  # no unit: pandas would read 300 ns
+        (["--allowed-lateness", "120"], "--allowed-lateness"),
+        (["--tick", "300"], "--tick"),
     ],
 )
 def test_serve_options_are_refused_naming_the_option(tmp_path, args, option) -> None:

@@ -86,6 +86,41 @@ def test_toml_syntax_error_is_one_line_with_line_and_column(tmp_path, monkeypatc
         load_settings()
 
 
+def test_toml_with_a_byte_order_mark_is_read(tmp_path) -> None:
+    (tmp_path / "roadcast.toml").write_bytes(b'\xef\xbb\xbftopic_readings = "bom.readings"\n')
+    assert load_settings().topic_readings == "bom.readings"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("ROADCAST_STORE_PATH", "'ROADCAST_STORE_PATH'; did you mean store_path? (a TOML key"),
+        ("roadcast_topic_reading", "did you mean topic_readings? (a TOML key has no ROADCAST_"),
+    ],
+)
+def test_toml_key_spelled_as_its_variable_suggests_the_key(tmp_path, key, message) -> None:
+    (tmp_path / "roadcast.toml").write_text(f'{key} = "x"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_huge_values_are_cut_in_errors(tmp_path) -> None:
+    huge = "a" * 5_000_000
+    (tmp_path / "roadcast.toml").write_text(
+        f'topic_readings = "{huge}"\nmetrics_host = "{huge} b"\n{"k" * 1000} = 1\n'
+        f"metrics_port = {'9' * 1000}\n"
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    lines = str(info.value).splitlines()
+    assert len(lines) == 5 and all(len(line) < 200 for line in lines), lines
+    assert "'aaaaaaaaaa" in lines[1] and "a...' is not a legal topic name" in lines[1]
+    (tmp_path / "roadcast.toml").write_text(f'security_protocol = "SSL"\nssl_cafile = "{huge}"\n')
+    with pytest.raises(SettingsError, match=r"CAFILE: no such file a{40}\.\.\.$"):
+        load_settings()  # a name too long to look up is no such file, not an OSError
+
+
 def test_security_settings_that_cannot_work(tmp_path) -> None:
     with pytest.raises(SettingsError, match="needs ROADCAST_SASL_USERNAME"):
         load_settings(security_protocol="SASL_SSL", sasl_username="user")

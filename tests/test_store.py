@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -209,3 +211,56 @@ def test_store_paths_are_paths_not_uris(tmp_path, name):
     with pytest.raises(StoreError, match="no store"):
         Store(folder / name.replace(".sqlite", "-other.sqlite"), readonly=True)
     assert {p.name.removesuffix("-wal").removesuffix("-shm") for p in folder.iterdir()} == {name}
+
+
+def test_another_program_s_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "theirs.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t(x)")
+    with pytest.raises(StoreError, match=r"another program's SQLite database \(tables t\)"):
+        Store(path)
+    with sqlite3.connect(path) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master")]
+    assert tables == ["t"]
+
+
+def test_a_service_store_is_one_process_s_at_a_time(tmp_path):
+    """Two services on one store counted every reading twice (consumed 600 of 500)."""
+    path = tmp_path / "store.sqlite"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pipeline.service.store import Store; "
+         f"s = Store({str(path)!r}, exclusive=True); print('held', flush=True); "
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            StoreError, match=rf"in use by another roadcast serve \(pid {holder.pid}\)"
+        ):
+            Store(path, exclusive=True)
+        Store(path, readonly=True).close()  # readers (roadcast status) are welcome
+    finally:
+        holder.communicate("", timeout=60)
+    first = Store(path, exclusive=True)  # the holder is gone: free again
+    again = Store(path, exclusive=True)  # one process may open it twice (state rebuilds)
+    again.close()
+    first.close()
+
+
+def test_a_store_in_a_folder_sqlite_cannot_write_says_so(tmp_path, monkeypatch):
+    """A WAL store needs its -shm file even to be read; in a read-only folder (root
+    passes chmod, so the folder's refusal is simulated) SQLite says "unable to open
+    database file", which read as "not a roadcast store"."""
+    from pipeline.service import store_reads
+
+    Store(tmp_path / "s.sqlite").close()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(store_reads.sqlite3, "connect", refuse)
+    monkeypatch.setattr(store_reads.os, "access", lambda *args: False)
+    with pytest.raises(StoreError, match="its folder is not writable, and SQLite needs"):
+        store_reads.check_store(tmp_path / "s.sqlite")

@@ -23,10 +23,16 @@ def parse_duration(
     """
     import pandas as pd
 
+    from pipeline.service.config import unitless
+
     value = text.strip()
     if allow_off and value.lower() == "off":
         return None
     accepted = "a duration such as 5min, 90s or 1h" + (" (or off)" if allow_off else "")
+    if unitless(value):
+        raise typer.BadParameter(
+            f"{text!r} has no unit: write {value}s or {value}min", param_hint=option
+        )
     try:
         duration = pd.Timedelta(value)
     except (ValueError, TypeError):

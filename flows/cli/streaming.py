@@ -38,7 +38,12 @@ def replay(
     from pathlib import Path
 
     from pipeline.data.datasets import load_dataset
-    from pipeline.kafka.clients import KafkaUnavailable, ensure_topics, make_producer
+    from pipeline.kafka.clients import (
+        KafkaUnavailable,
+        close_producer,
+        ensure_topics,
+        make_producer,
+    )
     from pipeline.kafka.replay import ReplayError
     from pipeline.kafka.replay import replay as run_replay
     from pipeline.settings import SettingsError, load_settings
@@ -52,7 +57,7 @@ def replay(
         try:
             stats = run_replay(panel, producer, target, speedup=speedup, limit=limit)
         finally:
-            producer.close()
+            close_producer(producer)
     except (SettingsError, KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

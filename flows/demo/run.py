@@ -118,8 +118,13 @@ def run_demo(
     )
     live = panel.slice(first, last)
     store_path = out / "store.sqlite"
+    # A fresh broker: the old store's ticks would be "late"; an earlier run's summary and
+    # report would read as this run's.
+    earlier = ("summary.json", "report.md", "error_by_horizon.png")
     for stale in (store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm")):
-        stale.unlink(missing_ok=True)  # a fresh broker: the old store's ticks would be "late"
+        stale.unlink(missing_ok=True)
+    for name in earlier:
+        (out / name).unlink(missing_ok=True)
     service_log = out / "service.log"
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         cfg = base.model_copy(
@@ -239,7 +244,7 @@ class _Replay:
 def _start_replay(
     settings: Settings, panel: SensorPanel, speedup: float
 ) -> tuple[threading.Thread, _Replay]:
-    from pipeline.kafka.clients import make_producer
+    from pipeline.kafka.clients import close_producer, make_producer
     from pipeline.kafka.replay import replay
 
     state = _Replay()
@@ -254,7 +259,7 @@ def _start_replay(
         except BaseException as exc:
             state.error = exc
         finally:
-            producer.close()
+            close_producer(producer)
             state.done = True
 
     thread = threading.Thread(target=run, name="demo-replay", daemon=True)

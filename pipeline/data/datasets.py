@@ -18,7 +18,7 @@ Specs
     A Numenta Anomaly Benchmark series (``timestamp,value``, irregular steps) with its
     windows from ``nab/<category>_windows.json`` (or NAB's ``nab/combined_windows.json``)
     as ``LabeledEvent(kind="anomaly_window")``. Resampled onto a grid whose step is the
-    median spacing: reading at time t goes to cell ``t.floor(step)`` (so the grid index
+    lower median spacing: reading at time t goes to cell ``t.floor(step)`` (so the grid index
     of an original timestamp is ``panel.timestamps.get_indexer([t.floor(step)])``);
     readings sharing a cell are averaged; a cell without a reading is missing, never
     filled. The sensor id is the file's stem.

@@ -19,12 +19,13 @@ Rules (each one tested):
   averaged when resampling.
   Dates such as ``01/02/2024`` are read day-first or month-first, whichever puts the
   rows closer together; timestamps outside the wire's years 1700-2249 are rejected.
-* **Grid**: the step is the median spacing. When every spacing is a whole multiple of
-  it, skipped steps become missing rows (mask False), never filled. Otherwise the file
-  is irregular: rejected by default, or with ``irregular="resample"`` each reading goes
-  to the cell ``t.floor(step)`` and readings sharing a cell are averaged (NAB). A grid
-  over 100,000 steps and 100 times longer than the file (a mistyped timestamp) is
-  rejected.
+* **Grid**: the step is the lower median of the spacings between rows (a spacing that
+  occurs in the file). When every spacing is a whole multiple of it, skipped steps become
+  missing rows (mask False), never filled. Otherwise the file is irregular: rejected by
+  default, naming the first row off the step, or with ``irregular="resample"`` each
+  reading goes to the cell ``t.floor(step)`` and readings sharing a cell are averaged
+  (NAB). A grid over 100,000 steps and 100 times longer than the file (a mistyped
+  timestamp) is rejected.
 * **Long format**: a header of three columns naming the time (see ``TIME_NAMES``), the
   sensor (``SENSOR_NAMES``: ``sensor``, ``sensor_id``, ``station``, ``node``, ...) and
   the value, in any order (optionally after a row-index column), holds one reading per
@@ -627,8 +628,8 @@ def to_regular_grid(
     if len(t) == 1:
         return pd.DatetimeIndex(times[:1]).as_unit("ns"), values.copy()
     diffs = np.diff(t)
-    positive = diffs[diffs > 0]
-    step = int(np.median(positive)) if positive.size else 0
+    positive = np.sort(diffs[diffs > 0])
+    step = int(positive[(positive.size - 1) // 2]) if positive.size else 0  # lower median
     same = diffs == 0
     if same.any() and irregular == "error":
         k = int(np.flatnonzero(same)[0])
@@ -651,9 +652,8 @@ def to_regular_grid(
             k = int(np.flatnonzero(off)[0])
             raise DatasetError(
                 f"{source}: irregular timestamps: line {lines[k + 1]} is "
-                f"{pd.Timedelta(int(diffs[k]), unit='ns')} after the previous row, not a "
-                f"multiple of the step {pd.Timedelta(step, unit='ns')}; resample to a "
-                "regular grid first"
+                f"{_duration(int(diffs[k]))} after the previous row, not a multiple of the "
+                f"step {_duration(step)}; resample to a regular grid first"
             )
         origin = t[0]
     else:
@@ -664,10 +664,9 @@ def to_regular_grid(
     if n_cells > max(MAX_GRID_PER_ROW * len(t), MAX_GRID_FREE):
         k = int(np.argmax(diffs))
         raise DatasetError(
-            f"{source}: line {lines[k + 1]} is {pd.Timedelta(int(diffs[k]), unit='ns')} after "
-            f"the previous row; on a grid of {pd.Timedelta(step, unit='ns')} the "
-            f"{len(t)} rows would span {n_cells} steps, almost all missing: check that "
-            "timestamp, or split the file at the gap"
+            f"{source}: line {lines[k + 1]} is {_duration(int(diffs[k]))} after the previous "
+            f"row; on a grid of {_duration(step)} the {len(t)} rows would span {n_cells} "
+            "steps, almost all missing: check that timestamp, or split the file at the gap"
         )
     grid = pd.date_range(
         pd.Timestamp(origin, tz="UTC"), periods=n_cells, freq=pd.Timedelta(step, unit="ns")
@@ -680,6 +679,21 @@ def to_regular_grid(
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return grid, out
+
+
+_UNITS_NS = ((86_400_000_000_000, "d"), (3_600_000_000_000, "h"), (60_000_000_000, "min"))
+
+
+def _duration(ns: int) -> str:
+    """A positive duration in nanoseconds as ``7min``, ``1h30min`` or ``2.5s``."""
+    parts = []
+    for size, unit in _UNITS_NS:
+        count, ns = divmod(ns, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ns or not parts:
+        parts.append(f"{ns / 1e9:g}s")
+    return "".join(parts)
 
 
 def read_wide_csv(
@@ -830,14 +844,30 @@ def read_adjacency_csv(
                 "entry is zero or a self-loop); fix it or leave out --adjacency"
             )
         return graph
+    numbers = _square_of_numbers(raw)
     raise DatasetError(
-        f"{path}: expected a {n} x {n} matrix (one row and column per sensor) or an edge "
-        f"list src,dst[,weight]; got {rows} rows x {cols} columns{_size_hint(n, rows, cols, ids)}"
+        f"{path}: {'' if numbers else 'not an adjacency: '}expected a {n} x {n} matrix (one "
+        f"row and column per sensor) or an edge list src,dst[,weight]; got "
+        f"{_count(rows, 'row')} x {_count(cols, 'column')}"
+        + (_size_hint(n, rows, cols, ids) if numbers else "")
     )
 
 
+def _count(k: int, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
+
+
+def _square_of_numbers(raw: pd.DataFrame) -> bool:
+    """True when the last rows and columns of ``raw`` form a square of numbers (or missing
+    cells): a matrix, perhaps below a header row or beside a label column."""
+    k = min(raw.shape)
+    cells = pd.Series(raw.iloc[-k:, -k:].to_numpy().ravel(), dtype=str)
+    number = pd.to_numeric(cells, errors="coerce").notna()
+    return bool((number | cells.str.lower().isin(MISSING_TOKENS)).all())
+
+
 def _size_hint(n: int, rows: int, cols: int, ids: Sequence[str]) -> str:
-    """The likely cause of an adjacency one sensor larger or smaller than the data."""
+    """The likely cause of a matrix one sensor larger or smaller than the data."""
     if cols == n - 1 and rows in (n - 1, n):
         return (
             f". The data has one column more than the adjacency: its first column "

@@ -67,9 +67,11 @@ def simulate_spec(options: str) -> SensorPanel:
     Raises
     ------
     SimulationError
-        For an unknown key or regime, or a value that is not a number where one is needed.
+        For an unknown key or regime, a key given twice (``days`` and ``hours`` count
+        as one), or a value that is not a number where one is needed.
     """
     given: dict[str, Any] = {}
+    items: dict[str, tuple[str, str]] = {}  # target: the key and item that set it
     for item in filter(None, (p.strip() for p in options.split(","))):
         key, sep, raw = item.partition("=")
         key = key.strip().lower()
@@ -79,6 +81,14 @@ def simulate_spec(options: str) -> SensorPanel:
                 f"{', '.join(_SPEC_OPTIONS)}"
             )
         target, convert = _SPEC_OPTIONS[key]
+        if target in items:
+            first_key, first = items[target]
+            raise SimulationError(
+                f"key {key!r} given twice ({first!r} and {item!r}); give it once"
+                if first_key == key
+                else f"{first!r} and {item!r} set the same option; give one"
+            )
+        items[target] = key, item
         try:
             given[target] = convert(raw.strip())
         except ValueError as exc:

@@ -66,6 +66,9 @@ ADMIN_DEFAULTS: Final[dict[str, Any]] = {}
 BOOTSTRAP_TIMEOUT_MS: Final = 10_000
 # kafka-python's default deadline for setting up one connection.
 CONNECTION_SETUP_TIMEOUT_MS: Final = 10_000
+# How long closing a producer may wait for records in flight (kafka-python waits for ever
+# by default, e.g. for a broker that went away mid-replay): :func:`close_producer`.
+PRODUCER_CLOSE_TIMEOUT_S: Final = 10.0
 
 
 class KafkaUnavailable(ConnectionError):
@@ -268,3 +271,22 @@ def ensure_topics(
         return created
     finally:
         admin.close()
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float = PRODUCER_CLOSE_TIMEOUT_S) -> None:
+    """Close ``producer`` within ``timeout_s``, dropping what the broker has not
+    acknowledged by then (the caller has already reported it as failed).
+
+    kafka-python's ``close(timeout)`` raises when its flush times out and leaves the
+    producer open (its ``__del__`` then raises again); this closes it regardless.
+    """
+    from kafka.errors import KafkaError
+
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError:
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(timeout_s)
+        producer._closed = True  # type: ignore[attr-defined]  # no second try in __del__

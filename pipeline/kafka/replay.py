@@ -85,6 +85,19 @@ def _decimal_row(row: np.ndarray) -> list[float]:
     return row.astype(str).astype(np.float64).tolist()
 
 
+def _flush(producer: KafkaProducer, topic: str, sent: int, timeout_s: float) -> None:
+    """Wait for the broker's acknowledgements, a :class:`ReplayError` after ``timeout_s``."""
+    from kafka.errors import KafkaError
+
+    try:
+        producer.flush(timeout=timeout_s)
+    except KafkaError as exc:
+        raise ReplayError(
+            f"{topic!r}: the broker did not acknowledge all of {sent} messages within "
+            f"{timeout_s:.0f} s ({exc}); is it still running?"
+        ) from exc
+
+
 def replay(
     panel: SensorPanel,
     producer: KafkaProducer,
@@ -182,16 +195,10 @@ def replay(
                 size += len(payload)
             skipped += len(keys) - int(observed.sum())
             if speedup > 0:
-                producer.flush(timeout=flush_timeout_s)
+                _flush(producer, topic, sent, flush_timeout_s)
             if bar is not None and task is not None:
                 bar.update(task, advance=1, description=f"replay -> {topic} ({sent:,} msgs)")
-        try:
-            producer.flush(timeout=flush_timeout_s)
-        except KafkaError as exc:
-            raise ReplayError(
-                f"{topic!r}: the broker did not acknowledge all of {sent} messages within "
-                f"{flush_timeout_s:.0f} s ({exc})"
-            ) from exc
+        _flush(producer, topic, sent, flush_timeout_s)
     if failures.count:
         raise ReplayError(
             f"{failures.count} of {sent} messages to {topic!r} failed; first error: "

@@ -5,6 +5,7 @@ Connection, topics and the store path come from :class:`pipeline.settings.Settin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -95,6 +96,8 @@ class ServiceConfig:
             value = getattr(self, name)
             if value is None and name in ("max_clock_skew", "grace"):
                 continue
+            if unitless(value):
+                raise ValueError(f"{name} {value!r} has no unit: write {value}s or {value}min")
             try:
                 value = pd.Timedelta(value)
             except (TypeError, ValueError):
@@ -111,3 +114,12 @@ class ServiceConfig:
             raise ValueError(f"tick must be a whole number of milliseconds, got {self.tick}")
         if self.down_after is not None and self.down_after < 1:
             raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")
+
+
+def unitless(value: object) -> bool:
+    """True for text that is a non-zero number without a unit (``"300"``): pandas would
+    read it as nanoseconds, never what was meant."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    return re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", text) is not None and float(text) != 0

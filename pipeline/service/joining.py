@@ -39,6 +39,8 @@ log = logging.getLogger("roadcast.service")
 # Poll timeout of the joining thread (see the module docstring); an idle topic keeps an
 # assignment waiting in the thread this long at most.
 JOIN_POLL_MS = 700
+# How long a service that fails during start-up waits for the join to stop.
+CANCEL_WAIT_S = 5.0
 
 Records = Mapping["TopicPartition", Sequence["ConsumerRecord"]]
 
@@ -66,6 +68,7 @@ class GroupJoin:
         self.poll_records = poll_records
         self._stop = stop
         self._cancel = threading.Event()
+        self._give_up_at = 0.0
         self._lock = threading.Lock()
         self._consumer: KafkaConsumer | None = None
         self._records: dict[Any, list[Any]] = {}
@@ -91,10 +94,12 @@ class GroupJoin:
                 [self.settings.topic_readings],
                 listener=RebalanceListener(self.partitions, consumer),
             )
-            while not (self._stop.is_set() or self._cancel.is_set()):
+            while not (self._stop.is_set() or self._given_up()):
                 for tp, records in poll_readable(consumer, JOIN_POLL_MS).items():
                     self._records.setdefault(tp, []).extend(records)
                 if consumer.assignment():
+                    if self._cancel.is_set():
+                        return  # joined only to leave: closing sends LeaveGroup
                     seconds = round(time.monotonic() - started, 3)
                     fields = {"seconds": seconds, "partitions": len(consumer.assignment())}
                     log.info("group_joined", extra={"fields": fields})
@@ -123,12 +128,22 @@ class GroupJoin:
         records, self._records = self._records, {}
         return consumer, records
 
-    def cancel(self) -> None:
-        """Stop joining, without waiting (a bootstrap to an unreachable broker may take its
-        deadline): the consumer is closed, unless :meth:`result` handed it over."""
+    def cancel(self, wait_s: float = 0.0) -> None:
+        """Stop joining: the consumer is closed, unless :meth:`result` handed it over.
+
+        With ``wait_s``, a join under way is first completed (for at most that long) so
+        that closing leaves the group: a member that vanishes half-joined is kept by the
+        embedded broker until the rebalance timeout, and the group's next service waits
+        for it. Without it, nothing waits (a bootstrap to an unreachable broker may take
+        its deadline)."""
+        self._give_up_at = time.monotonic() + wait_s
         self._cancel.set()
+        self._thread.join(wait_s + JOIN_POLL_MS / 1000)
         if not self._thread.is_alive():
             self._close()
+
+    def _given_up(self) -> bool:
+        return self._cancel.is_set() and time.monotonic() >= self._give_up_at
 
     def _close(self) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from pipeline.service.batches import BatchHandler, _highwater
 from pipeline.service.config import ServiceConfig
 from pipeline.service.health import Endpoints, Health, broker_check, start_endpoints, store_check
 from pipeline.service.hooks import AlertHook, RestorableAlertHook
-from pipeline.service.joining import GroupJoin
+from pipeline.service.joining import CANCEL_WAIT_S, GroupJoin
 from pipeline.service.latency import percentiles
 from pipeline.service.model_set import Versioned
 from pipeline.service.partitions import PartitionTracker
@@ -371,7 +371,7 @@ def serve(
         )  # fmt: skip
         return service.run(stop=stop, handle_signals=False)
     finally:
-        joining.cancel()
+        joining.cancel(wait_s=CANCEL_WAIT_S)
         restore_signal_handlers(previous)
         if own and endpoints is not None:
             endpoints.close()

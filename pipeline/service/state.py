@@ -95,7 +95,7 @@ class ServiceState:
             grace_s=None if config.grace is None else config.grace.total_seconds(),
             down_after=config.down_after,
         )
-        self.store = Store(settings.store_path, durable=config.durable)
+        self.store = Store(settings.store_path, durable=config.durable, exclusive=True)
         self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
         self.publisher = Publisher(settings, self._timed)
         self.models: list[ModelSlot] = build_slots(

@@ -59,7 +59,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,58 @@ class StoreError(RuntimeError):
     """The store file is unusable (another schema version, or not a roadcast store)."""
 
 
+# Store locks this process holds: resolved path -> (lock file, stores open on it). A
+# service rebuilding its state in-process opens its store again while holding it.
+_HELD: dict[Path, tuple[IO[str], int]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _lock(path: Path) -> Path:
+    """Hold ``<path>.lock`` for this process (an advisory lock the OS drops with the
+    process), writing its pid in it; a :class:`StoreError` naming the holder when
+    another process has it. Returns the key to :func:`_unlock` with."""
+    import fcntl
+    import os
+
+    key = path.resolve()
+    with _HELD_LOCK:
+        if key in _HELD:
+            handle, count = _HELD[key]
+            _HELD[key] = (handle, count + 1)
+            return key
+        lock_path = path.with_name(path.name + ".lock")
+        try:
+            handle = lock_path.open("a+")
+        except OSError as exc:
+            raise StoreError(f"cannot use {path} as the store: {exc}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()[:20] or "?"
+            handle.close()
+            raise StoreError(
+                f"the store {path} is in use by another roadcast serve (pid {holder}); give "
+                "each service its own --store (ROADCAST_STORE_PATH)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _HELD[key] = (handle, 1)
+        return key
+
+
+def _unlock(key: Path) -> None:
+    with _HELD_LOCK:
+        handle, count = _HELD[key]
+        if count > 1:
+            _HELD[key] = (handle, count - 1)
+        else:
+            del _HELD[key]
+            handle.close()  # releases the lock
+
+
 class Store:
     """The SQLite store of one service (see the module docstring for the layout).
 
@@ -137,10 +189,21 @@ class Store:
         at-least-once promise needs it); False gives ``NORMAL`` (survives a process
         crash only), for benchmarks and throwaway demos.
     readonly : open for reading only (``roadcast status``, reports).
+    exclusive : the store of a running service: one process at a time (a lock file
+        ``<path>.lock`` naming its pid); a second service on it is refused, as two
+        services on one store would count every reading twice.
     """
 
-    def __init__(self, path: str | Path, *, durable: bool = True, readonly: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durable: bool = True,
+        readonly: bool = False,
+        exclusive: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self._held: Path | None = None
         if readonly:
             if not self.path.is_file():
                 raise StoreError(
@@ -157,6 +220,12 @@ class Store:
             )
         else:
             self._open(durable)
+        if exclusive:
+            try:
+                self._held = _lock(self.path)
+            except StoreError:
+                self._db.close()
+                raise
         self._lock = threading.Lock()
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
         # A read-only view of a store from before the column existed reads NULL for it.
@@ -181,6 +250,13 @@ class Store:
             db = self._db = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30, check_same_thread=False
             )
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if tables and "meta" not in tables:
+                shown = ", ".join(sorted(tables)[:5])
+                raise StoreError(
+                    f"{self.path} is another program's SQLite database (tables {shown}), "
+                    "not a roadcast store; pass another --store (ROADCAST_STORE_PATH)"
+                )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             db.executescript(_SCHEMA)
@@ -214,6 +290,9 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._held is not None:
+            _unlock(self._held)
+            self._held = None
 
     def __enter__(self) -> Store:
         return self

@@ -21,6 +21,7 @@ store the service is writing (WAL: readers never block it).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -82,6 +83,12 @@ def check_store(path: str | Path) -> None:
             db.close()
     except sqlite3.Error as exc:
         _raise_if_busy(path, exc)
+        if "unable to open" in str(exc) and not os.access(path.parent, os.W_OK):
+            raise StoreError(
+                f"cannot open the store {path}: its folder is not writable, and SQLite needs "
+                "to create the store's -shm file there even to read it; copy the store "
+                "(with its -wal file) to a writable folder"
+            ) from None
         raise StoreError(
             f"{path} is not a roadcast store ({exc}); pass the store `roadcast serve` writes "
             "(--store or ROADCAST_STORE_PATH)"
