@@ -162,6 +162,9 @@ def _big(c: _Context) -> float:
     return float(c.rng.uniform(38.54, 308))  # a decimal exponent float32 cannot hold
 
 
+_CONTROL = ["\x00", "\x1b", "\n", "\u200b"]  # fromisoformat let NUL through
+
+
 def _mixed_batch(c: _Context) -> bytes:
     return _valid_batch(c)[:-2] + _pick(c, [b',"s00019":"x"}}', b',"s00019":1e39}}'])
 
@@ -182,6 +185,8 @@ KINDS: dict[str, tuple[float, Callable[[_Context], bytes | None]]] = {
     "ts_out_of_range": (4.0, lambda c: _reading(c, ts=_pick(c, _OUT_OF_RANGE_TS))),
     "ts_malformed": (3.0, lambda c: _reading(c, ts=_pick(c, [*_MALFORMED_TS, _text(c, 20)]))),
     "ts_naive": (2.0, lambda c: _reading(c, ts=c.ts.replace(tzinfo=None).isoformat())),
+    "ts_control": (1.0, lambda c: _reading(c, ts=_iso(c.ts)[:-1] + _pick(c, _CONTROL) + "Z")),
+    "valid_empty_batch": (0.5, lambda c: _json({"v": 1, "ts": _iso(c.ts), "values": {}})),
     "ts_future": (2.0, lambda c: _reading(c, ts=_iso(datetime.now(UTC) + timedelta(days=2)))),
     "unknown_sensor": (3.0, lambda c: _reading(c, sensor=_pick(c, ["nope", "s99999", 773869]))),
     "bad_sensor": (2.0, lambda c: _reading(c, sensor=_pick(c, ["", " s00001", "x" * 300]))),

@@ -383,6 +383,23 @@ def test_with_the_clock_check_off_a_reading_centuries_ahead_is_dead_lettered(tmp
     assert processor.assembler.open_ticks == []
 
 
+def test_readings_of_sensors_no_model_knows_are_dead_lettered_and_named_once(
+    tmp_path, caplog
+) -> None:
+    """A producer naming sensors differently had every reading dead-lettered with only
+    info-level counters to show for it."""
+    from pipeline.service.decoding import UNKNOWN_LOGGED
+
+    processor = _processor(tmp_path)
+    strangers = [f"x{k}" for k in range(UNKNOWN_LOGGED + 5)]
+    with caplog.at_level("WARNING", logger="roadcast.service"):
+        outbox = _process(processor, [(s, "2012-03-01T00:00:00Z") for s in strangers * 2])
+    assert len(outbox.letters) == 2 * len(strangers)
+    named = [r.fields["sensor"] for r in caplog.records if r.getMessage() == "unknown_sensor"]
+    assert named == strangers[:UNKNOWN_LOGGED]
+    assert [r.getMessage() for r in caplog.records].count("unknown_sensors_many") == 1
+
+
 def test_a_batch_form_reading_of_no_sensor_alone_in_its_poll_is_counted_valid(tmp_path) -> None:
     """``{"values": {}}`` (a tick where no sensor reported) is valid; alone in a poll it was
     counted neither valid nor dead-lettered, breaking consumed = valid + dead-lettered."""

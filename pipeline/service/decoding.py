@@ -13,6 +13,7 @@ sent minimal on the replay, and then only reported (:attr:`ReadingDecoder.refuse
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ from pipeline.kafka.unreadable import UnreadableRecord
 if TYPE_CHECKING:
     from kafka import TopicPartition
     from kafka.consumer.fetcher import ConsumerRecord
+
+log = logging.getLogger("roadcast.service")
+
+# Unknown sensors logged by name (a warning each, the first time), then only counted.
+UNKNOWN_LOGGED = 20
 
 # Dead-letter reasons the service adds to the schema's (pipeline.kafka.schema.REASONS).
 UNKNOWN_SENSOR = "unknown_sensor"
@@ -66,6 +72,7 @@ class ReadingDecoder:
         # Source records whose dead letter the broker refused -> times refused. Once:
         # the replay sends it minimal; twice: it is reported and not sent again.
         self.refused: dict[Source, int] = {}
+        self._unknown: set[str] = set()
 
     def decode(
         self,
@@ -88,10 +95,12 @@ class ReadingDecoder:
             self.dead_letter(outbox, record, exc.reason, exc.detail, counts)
             return
         except KeyError as exc:  # the column lookup: a sensor no loaded model knows
+            sensor = str(exc.args[0])[:80]
             detail = (
-                f"sensor {str(exc.args[0])[:80]!r} is not in the loaded model bundles; "
-                "retrain with it or send it to another topic"
+                f"sensor {sensor!r} is not in the loaded model bundles; retrain with it or "
+                "send it to another topic"
             )
+            self._warn_unknown(sensor, detail)
             self.dead_letter(outbox, record, UNKNOWN_SENSOR, detail, counts)
             return
         except Exception as exc:  # a record must not stop the service, whatever it holds
@@ -106,6 +115,19 @@ class ReadingDecoder:
             decoded.values.append(value)
             decoded.record_ms.append(record.timestamp)
             decoded.owner.append(index)
+
+    def _warn_unknown(self, sensor: str, detail: str) -> None:
+        """A warning the first time a sensor no model knows sends a reading (a producer
+        that names sensors differently, or a network grown since training); the first
+        :data:`UNKNOWN_LOGGED` by name, then one line saying the rest are counted."""
+        if sensor in self._unknown or len(self._unknown) > UNKNOWN_LOGGED:
+            return
+        self._unknown.add(sensor)
+        if len(self._unknown) <= UNKNOWN_LOGGED:
+            log.warning("unknown_sensor", extra={"fields": {"sensor": sensor, "hint": detail}})
+        else:
+            more = "further unknown sensors are dead-lettered without a log line each"
+            log.warning("unknown_sensors_many", extra={"fields": {"hint": more}})
 
     def dead_letter(
         self,
