@@ -444,6 +444,15 @@ def test_status_and_alerts_name_a_store_that_is_not_one(
     assert says in line and str(path) in line
 
 
+def test_alerts_limit_beyond_what_sqlite_holds_is_refused_naming_the_option(tmp_path) -> None:
+    Store(tmp_path / "s.sqlite").close()
+    result = CliRunner().invoke(
+        app, ["alerts", "--store", str(tmp_path / "s.sqlite"), "--limit", str(2**63)]
+    )
+    assert result.exit_code == 2 and "--limit" in result.output
+    assert "unexpected" not in result.output
+
+
 def test_a_store_locked_by_a_writer_is_an_error_not_a_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,6 +102,28 @@ def test_the_serving_set_is_only_changed_whole_and_verified(tmp_path):
     assert served.models["ar"] == reg.a.version and served.history == ()
 
 
+def test_promoting_the_serving_set_again_rewrites_it_for_a_service_that_refused_it(tmp_path):
+    """A service refuses a set whose bundle is broken and keeps the old one; once the
+    bundle is repaired, promoting the same set again must reach it, and used to be a
+    no-op that left serving.json untouched (the service watches its stat)."""
+    from pipeline.registry.watch import _signature
+
+    reg = make_registry(tmp_path, 5)
+    path = reg.bundles / "serving.json"
+    before = _signature(path)
+    again = promote(reg.bundles, {"ar": reg.a.version})
+    assert _signature(path) != before
+    assert again.history == () and read_serving(reg.bundles).history == ()  # no new entry
+
+
+def test_a_serving_set_of_no_model_is_named(tmp_path):
+    from pipeline.model_dir import BundleDirError, discover_bundles
+
+    (tmp_path / "serving.json").write_text(json.dumps({"models": {}}))
+    with pytest.raises(BundleDirError, match=r"serving\.json serves no model"):
+        discover_bundles(tmp_path)
+
+
 def test_promotions_at_once_take_turns_and_keep_every_set_in_the_history(tmp_path, monkeypatch):
     """Two promotions that both read serving.json before either wrote it: one set used to
     vanish from the history. The publish is slowed down to widen that window."""

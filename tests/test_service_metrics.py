@@ -224,6 +224,63 @@ def test_a_taken_port_is_an_error_naming_the_port_and_the_setting():
         start_endpoints(local_settings(metrics_host="no-such-host.invalid"), port=0)
 
 
+def test_health_endpoints_take_get_and_head_only():
+    endpoints = start_endpoints(local_settings(), health=Health(60.0), port=0)
+    url = f"http://127.0.0.1:{endpoints.port}/healthz"
+    try:
+        assert httpx.post(url, timeout=WAIT_S).status_code == 405
+        head = httpx.head(url, timeout=WAIT_S)
+        assert head.status_code == 200 and head.content == b""
+        assert httpx.get(url, timeout=WAIT_S).json()["status"] == "starting"
+    finally:
+        endpoints.close()
+
+
+def test_an_idle_connection_is_closed(monkeypatch):
+    """Idle connections held a thread and a file descriptor each for ever: 243 of them
+    took a service under `ulimit -n 256` off its own /readyz."""
+    from pipeline.service import health as health_module
+
+    monkeypatch.setattr(health_module._QuietHandler, "timeout", 0.5)
+    endpoints = start_endpoints(local_settings(), health=Health(60.0), port=0)
+    try:
+        idle = socket.create_connection(("127.0.0.1", endpoints.port), timeout=WAIT_S)
+        with idle:
+            assert idle.recv(1) == b""  # the server closed it
+    finally:
+        endpoints.close()
+
+
+def test_connections_beyond_the_cap_are_closed_unanswered(monkeypatch):
+    from pipeline.service import health as health_module
+
+    monkeypatch.setattr(health_module, "MAX_CONNECTIONS", 2)
+    endpoints = start_endpoints(local_settings(), health=Health(60.0), port=0)
+    address = ("127.0.0.1", endpoints.port)
+    try:
+        held = [socket.create_connection(address, timeout=WAIT_S) for _ in range(2)]
+        with socket.create_connection(address, timeout=WAIT_S) as extra:
+            try:
+                extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                answer = extra.recv(64)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""
+        for conn in held:
+            conn.close()
+        url = f"http://{address[0]}:{address[1]}/healthz"
+
+        def answered() -> bool:
+            try:
+                return httpx.get(url, timeout=WAIT_S).is_success
+            except httpx.TransportError:  # closed unanswered: the slots not freed yet
+                return False
+
+        wait_until(answered, what="a freed slot")
+    finally:
+        endpoints.close()
+
+
 def test_roadcast_health_asks_the_endpoints_and_exits_0_or_1():
     from flows.cli import app
 

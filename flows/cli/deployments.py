@@ -13,7 +13,7 @@ def deploy(
         None, "--write-yaml", help="Write the deployments as a prefect.yaml to this path."
     ),
     limit: int = typer.Option(
-        None, "--limit", min=1, help="With --serve: at most N flow runs at once."
+        None, "--limit", min=1, max=10_000, help="With --serve: at most N flow runs at once."
     ),
 ) -> None:
     """roadcast's Prefect deployments (train, forecast, report, replay): list, write or serve."""

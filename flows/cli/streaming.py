@@ -444,7 +444,9 @@ def deliver(
 def alerts(
     ctx: typer.Context,
     store: str = typer.Option(None, "--store", help="Store file (default: ROADCAST_STORE_PATH)."),
-    limit: int = typer.Option(20, "--limit", min=0, help="Most recent alert state changes shown."),
+    limit: int = typer.Option(
+        20, "--limit", min=0, max=1_000_000_000, help="Most recent alert state changes shown."
+    ),
 ) -> None:
     """List the most recent alerts (firing / resolved) from the service's store."""
     if ctx.invoked_subcommand is not None:

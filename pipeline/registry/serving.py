@@ -309,7 +309,10 @@ def _commit(
     reason: str,
 ) -> Serving:
     if current is not None and current.models == served and current.champion == champion:
-        return current  # promoted already (a retried task): no new history entry
+        # Promoted already (a retried task): no new history entry, but the file is written
+        # again, so that a service that refused this set (a bundle since repaired) retries.
+        write_serving(root, current)
+        return current
     history: tuple[dict[str, Any], ...] = ()
     if current is not None:
         history = (current.record(), *current.history)[:HISTORY]

@@ -36,6 +36,12 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("roadcast.service")
 
+# A connection that sends nothing for this long is closed (an idle or trickling client
+# would otherwise hold a thread and a file descriptor for ever).
+CONNECTION_TIMEOUT_S = 10.0
+# Connections served at once; more are closed at once (probes need a handful).
+MAX_CONNECTIONS = 64
+
 # A check returns None when it passes, else why it fails (one line).
 Check = Callable[[], str | None]
 
@@ -263,13 +269,35 @@ def _server_class(host: str, port: int) -> type[ThreadingWSGIServer]:
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
 
     class Server(ThreadingWSGIServer):
+        """At most :data:`MAX_CONNECTIONS` at once: more are closed unanswered."""
+
         address_family = family
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
 
     return Server
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr (probes every few seconds would flood it)."""
+    """No access log on stderr (probes every few seconds would flood it); a connection
+    idle for :data:`CONNECTION_TIMEOUT_S` is closed."""
+
+    timeout = CONNECTION_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -282,12 +310,17 @@ def _app(metrics: ServiceMetrics, health: Health) -> Callable[..., Iterable[byte
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b"use GET\n"]
+        head = method == "HEAD"
         if path in ("/healthz", "/readyz"):
             ok, details = health.live() if path == "/healthz" else health.ready()
             body = json.dumps(details).encode()
             status = "200 OK" if ok else "503 Service Unavailable"
             start_response(status, [("Content-Type", "application/json")])
-            return [body]
+            return [] if head else [body]
         if path == "/":
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"roadcast serve: /metrics /healthz /readyz\n"]
