@@ -62,6 +62,8 @@ def test_models_commands_list_promote_and_roll_back(tmp_path):
     unknown = runner.invoke(app, ["models", "promote", "ar@nope", *folder])
     assert unknown.exit_code == 1
     assert "error: ar@nope matches no version; the newest are" in unknown.output
+    twice = runner.invoke(app, ["models", "promote", "ar", f"ar@{reg.b.version}", *folder])
+    assert twice.exit_code == 2 and "ar is named twice" in " ".join(twice.output.split())
     empty = runner.invoke(app, ["models", "rollback", *folder])
     assert empty.exit_code == 1 and "history holds 0 earlier" in empty.output
 

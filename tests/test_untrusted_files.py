@@ -128,6 +128,10 @@ def test_sha256_option_is_validated(tmp_path: Path) -> None:
         parse_sha256_options([f"{path}=abc"], "pems-bay")
     with pytest.raises(DatasetError, match="has no file"):
         parse_sha256_options([f"nope.pkl={'a' * 64}"], "pems-bay")
+    with pytest.raises(DatasetError, match="two digests"):  # the last one used to win
+        parse_sha256_options([f"{path}={'a' * 64}", f"{path}={'b' * 64}"], "pems-bay")
+    same = [f"{path}={'a' * 64}", f"{path}={'A' * 64}"]
+    assert parse_sha256_options(same, "pems-bay") == {path: "a" * 64}
     result = CliRunner().invoke(
         app, ["data", "fetch", "pems-bay", "--data-dir", str(tmp_path), "--sha256", "x=1"]
     )

@@ -104,6 +104,8 @@ def promote(
         model, at, version = ref.partition("@")
         if not model or (at and not version):
             raise typer.BadParameter(f"{ref!r}: expected MODEL or MODEL@VERSION")
+        if model in chosen:
+            raise typer.BadParameter(f"{ref!r}: {model} is named twice; give one version of it")
         chosen[model] = version or None
     record = None
     if champion is not None:

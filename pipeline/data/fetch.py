@@ -61,8 +61,8 @@ def parse_sha256_options(items: Sequence[str], dataset: str) -> dict[str, str]:
     Raises
     ------
     DatasetError
-        For an item that is not ``PATH=HEX`` with 64 hex digits, or a path that is not
-        one of the data set's files.
+        For an item that is not ``PATH=HEX`` with 64 hex digits, a path that is not
+        one of the data set's files, or two digests for one path.
     """
     info = DATASETS.get(dataset)
     paths = [f.path for f in info.files] if info is not None else []
@@ -74,6 +74,11 @@ def parse_sha256_options(items: Sequence[str], dataset: str) -> dict[str, str]:
             raise DatasetError(f"--sha256 {item!r}: expected PATH=HEX with 64 hex digits")
         if path.strip() not in paths:
             raise DatasetError(f"--sha256 {item!r}: {dataset} has no file {path!r}; it has {paths}")
+        if out.get(path.strip(), digest) != digest:
+            raise DatasetError(
+                f"--sha256 gives {path.strip()!r} two digests ({out[path.strip()][:12]}... and "
+                f"{digest[:12]}...); give the one you trust"
+            )
         out[path.strip()] = digest
     return out
 
