@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import pickle
+import socket
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -587,3 +593,103 @@ def test_fetch_gives_up_on_a_server_that_trickles(tmp_path):
         server.shutdown()
         server.server_close()
     assert not (tmp_path / "set").exists()  # no partial file, no empty folder
+
+
+def _raw_server(answer: Callable[[socket.socket], None]) -> tuple[str, Callable[[], None]]:
+    """A TCP server that hands each connection to ``answer``; returns its URL and a stop."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        server.close()
+
+    return f"http://127.0.0.1:{server.getsockname()[1]}", close
+
+
+def _fetch_from(url: str, tmp_path: Path, timeout: float = 3.0) -> str:
+    info = DatasetInfo("set", "test", (RemoteFile("set/f.csv", sha256="0" * 64),), "MIT", "here")
+    with pytest.raises(FetchError) as err:
+        fetch_dataset(info, data_dir=tmp_path, mirror=url, timeout=timeout)
+    assert not (tmp_path / "set" / "f.csv.part").exists()
+    return str(err.value)
+
+
+def _trickled_headers(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(600):  # a header byte every 0.5 s: each read is on time
+            conn.sendall(b"X")
+            time.sleep(0.5)
+    conn.close()
+
+
+def _ssh(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.recv(4096)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.0\r\n")
+    conn.close()
+
+
+def _endless(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+        block = b"x" * (1 << 20)
+        while True:
+            conn.sendall(block)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (_trickled_headers, "no answer within 3 s"),  # ran for hours before
+        (_ssh, "not an HTTP answer (BadStatusLine"),  # an "unexpected" error before
+        (_endless, "download stopped: over 4096 bytes"),  # filled the disk before
+    ],
+)
+def test_fetch_gives_up_on_servers_that_misbehave(tmp_path, monkeypatch, answer, message):
+    from pipeline.data import fetch
+
+    monkeypatch.setattr(fetch, "MAX_DOWNLOAD_BYTES", 4096)
+    url, close = _raw_server(answer)
+    try:
+        assert message in _fetch_from(url, tmp_path)
+    finally:
+        close()
+
+
+def test_fetch_never_writes_through_a_link_planted_as_its_temporary_file(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "set").mkdir(parents=True)
+    (mirror / "set" / "f.csv").write_text("a,b\n1,2\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    data = tmp_path / "data"
+    (data / "set").mkdir(parents=True)
+    (data / "set" / "f.csv.part").symlink_to(victim)
+    digest = hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    info = DatasetInfo("set", "test", (RemoteFile("set/f.csv", sha256=digest),), "MIT", "here")
+    fetch_dataset(info, data_dir=data, mirror=str(mirror), timeout=5.0)
+    assert victim.read_text() == "keep me"
+    assert not (data / "set" / "f.csv").is_symlink()
+    assert (data / "set" / "f.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_fetch_from_a_fifo_in_a_local_mirror_ends_by_the_timeout(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "set").mkdir(parents=True)
+    os.mkfifo(mirror / "set" / "f.csv")
+    assert "no answer within 1 s" in _fetch_from(str(mirror), tmp_path / "data", timeout=1.0)

@@ -204,8 +204,11 @@ def test_an_output_folder_that_is_a_file_is_refused_before_training(tmp_path: Pa
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--threads", "-2"], "--threads must be >= 1, got -2"),
-        (["--threads", "0"], "--threads must be >= 1, got 0"),
+        (["--threads", "-2"], "--threads must be 1-256, got -2"),
+        (["--threads", "0"], "--threads must be 1-256, got 0"),
+        (["--threads", "10000"], "--threads must be 1-256, got 10000"),
+        (["--label", "a\x1b[31mb"], "--label must be at most 200 printable characters"),
+        (["--label", "x" * 201], "--label must be at most 200 printable characters"),
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["--test", "nan"], "--test must be a share between 0 and 1, got nan"),
         (["--out", "{file}"], "is not a folder"),
@@ -236,7 +239,7 @@ def test_simulated_spec_too_large_is_refused(spec: str):
         load_dataset(spec)
 
 
-@pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan"), float("inf"), 1e10])
 def test_fetch_timeout_must_be_positive(tmp_path: Path, timeout: float):
     with pytest.raises(FetchError, match="--timeout must be a number of seconds > 0"):
         fetch_dataset("los-loop", data_dir=tmp_path, mirror="file:///nowhere", timeout=timeout)

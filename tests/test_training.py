@@ -256,8 +256,9 @@ def test_training_needs_a_complete_window():
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="unknown device"):
-        resolve_device("tpu")
+    for spec in ("tpu", "cudax", "cuda:abc", "cuda:-1"):  # torch raised RuntimeError there
+        with pytest.raises(ValueError, match="unknown device"):
+            resolve_device(spec)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
@@ -356,3 +357,11 @@ def test_loop_without_validation_runs_every_epoch_and_refuses_a_plateau_schedule
             device=torch.device("cpu"),
             scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer),
         )
+
+
+def test_a_cuda_index_beyond_the_machine_s_devices_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"'cuda:7': this machine has 1 CUDA device\(s\), 0-0"):
+        resolve_device("cuda:7")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")

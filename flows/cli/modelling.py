@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from models.panel import SensorPanel
 
 
+MAX_THREADS = 256
+MAX_LABEL_CHARS = 200
+
+
 def explain(
     bundle: str = typer.Argument(..., help="A tgclstm bundle directory (OUT/bundles/tgclstm)."),
     sensor: str = typer.Option(None, "--sensor", help="Explain this sensor id only."),
@@ -116,8 +120,13 @@ def train(
             parse_budget(tune)
         if index_col is not None and no_index:
             raise ValueError("--index-col and --no-index contradict each other; give one")
-        if threads is not None and threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"--threads must be 1-{MAX_THREADS}, got {threads}")
+        if label is not None and (len(label) > MAX_LABEL_CHARS or not label.isprintable()):
+            raise ValueError(
+                f"--label must be at most {MAX_LABEL_CHARS} printable characters (no control "
+                "characters or line breaks)"
+            )
         check_out_dir(out)
         plan = TrainPlan(
             models=TrainPlan.models if models is None else parse_models(models),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import torch
@@ -21,15 +22,21 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
-    if spec.startswith("cuda"):
+    match = re.fullmatch(r"cuda(?::(\d{1,4}))?", spec)
+    if match:
         if not torch.cuda.is_available():
             raise ValueError(
                 f"device {spec!r} requested but CUDA is not available (torch "
                 f"{torch.__version__}); use --device cpu or --device auto, or install a CUDA "
                 "build of torch"
             )
+        count = torch.cuda.device_count()
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise ValueError(
+                f"device {spec!r}: this machine has {count} CUDA device(s), 0-{count - 1}"
+            )
         return torch.device(spec)
-    raise ValueError(f"unknown device {spec!r}; use 'auto', 'cpu' or 'cuda'")
+    raise ValueError(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 @contextlib.contextmanager

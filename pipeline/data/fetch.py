@@ -8,20 +8,28 @@ its host publishes, else a sha256 the user supplies (``sha256={path: hex}``, the
 already present with the right checksum are not downloaded again. When a file cannot be
 downloaded (no network, no URL, no checksum), :class:`FetchError` lists exactly which
 files to put where.
+
+Every download has deadlines: the answer's headers (or a local file's opening) within
+``timeout``, then at least :data:`MIN_RATE` bytes a second, and at most
+:data:`MAX_DOWNLOAD_BYTES` in all; the temporary file is created anew, never through a
+link left in its place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import math
+import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, dataset_dir
 
@@ -30,6 +38,9 @@ _UNREACHABLE = "cannot reach the server"
 # A download must deliver at least this many bytes a second over every span of
 # ``timeout`` seconds: a server that trickles bytes never trips the per-read timeout.
 MIN_RATE = 1024
+# No data set file is near this; a server that never stops sending must not fill the disk.
+MAX_DOWNLOAD_BYTES = 1 << 30
+MAX_TIMEOUT_S = 86_400.0
 
 
 class FetchError(DatasetError):
@@ -132,8 +143,11 @@ def fetch_dataset(
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if info is None:
         raise DatasetError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise FetchError(f"--timeout must be a number of seconds > 0, got {timeout}")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
+        raise FetchError(
+            f"--timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT_S:g}, "
+            f"got {timeout}"
+        )
     root = dataset_dir(data_dir)
     if root.exists() and not root.is_dir():
         raise FetchError(
@@ -158,7 +172,8 @@ def fetch_dataset(
     if failed:
         lines = [f"could not fetch {info.name} into {root}; put these files there by hand:"]
         for r in failed:
-            origin = r.file.url or info.manual or info.source
+            mirrored = f"{base.rstrip('/')}/{r.file.path}" if base else None
+            origin = mirrored or r.file.url or info.manual or info.source
             lines.append(f"  {r.path}  <- {origin}  ({r.detail})")
         if info.manual:
             lines.append(f"  ({info.manual})")
@@ -202,7 +217,9 @@ def _fetch_one(
     try:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            out = partial.open("wb")
+            partial.unlink(missing_ok=True)  # a stale one, or a link planted in its place
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            out = os.fdopen(os.open(partial, flags, 0o644), "wb")
         except OSError as exc:
             raise FetchError(f"cannot write {partial} in the data directory: {exc}") from None
         with out:
@@ -218,7 +235,10 @@ def _fetch_one(
                 "failed",
                 f"{algorithm} mismatch: got {got[:12]}..., expected {want[:12]}...",
             )
-        partial.replace(target)
+        try:
+            partial.replace(target)
+        except OSError as exc:  # e.g. a folder where the file belongs
+            return Fetched(remote, target, "failed", f"cannot put it in place: {exc}")
         return Fetched(remote, target, "downloaded")
     finally:
         if partial.is_file():  # never left half-written (gone after a success)
@@ -231,14 +251,20 @@ def _download(url: str, out: BinaryIO, timeout: float) -> str | None:
     """Copy ``url`` into ``out``; None on success, else why it failed (a network or
     source problem; a local write error raises :class:`FetchError`)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            since, got = time.monotonic(), 0
+        with _open(url, timeout) as response:
+            size = response.headers.get("Content-Length") if response.headers else None
+            if size is not None and size.isdigit() and int(size) > MAX_DOWNLOAD_BYTES:
+                return f"download refused: {size} bytes, over {MAX_DOWNLOAD_BYTES} bytes"
+            since, got, total = time.monotonic(), 0, 0
             while chunk := response.read1(_CHUNK):
                 try:
                     out.write(chunk)
                 except OSError as exc:
                     raise FetchError(f"cannot write {out.name}: {exc}") from None
                 got += len(chunk)
+                total += len(chunk)
+                if total > MAX_DOWNLOAD_BYTES:
+                    return f"download stopped: over {MAX_DOWNLOAD_BYTES} bytes, no data set's size"
                 elapsed = time.monotonic() - since
                 if elapsed >= timeout:
                     if got < MIN_RATE * elapsed:
@@ -251,13 +277,40 @@ def _download(url: str, out: BinaryIO, timeout: float) -> str | None:
         raise
     except urllib.error.HTTPError as exc:  # the server answered: try the other files
         return f"download failed: HTTP {exc.code} {exc.reason}"
+    except http.client.IncompleteRead as exc:
+        return f"download cut short: {len(exc.partial)} bytes read, more expected"
+    except http.client.HTTPException as exc:  # an answer that is not HTTP
+        return f"download failed: not an HTTP answer ({type(exc).__name__}: {exc})"
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         if url.startswith("file:") and isinstance(reason, OSError):  # a local mirror
             missing = isinstance(reason, FileNotFoundError)
-            return f"download failed: {'not found' if missing else reason.strerror} at {url}"
+            why = "not found" if missing else reason.strerror or str(reason)
+            return f"download failed: {why} at {url}"
         return f"{_UNREACHABLE}: {reason}"
     return None
+
+
+def _open(url: str, timeout: float) -> Any:
+    """``urlopen(url)``, given up after ``timeout`` seconds in all: the per-read timeout
+    lets a server trickle its headers for hours, and opening a local FIFO never returns.
+    The abandoned opener is a daemon thread."""
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def opener() -> None:
+        try:
+            box["response"] = urllib.request.urlopen(url, timeout=timeout)
+        except BaseException as exc:
+            box["error"] = exc
+        done.set()
+
+    threading.Thread(target=opener, name="roadcast-fetch-open", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"no answer within {timeout:g} s (--timeout)")
+    if "error" in box:
+        raise box["error"]
+    return box["response"]
 
 
 def _remove_empty(folders: list[Path]) -> None:
