@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -10,7 +9,6 @@ import pickle
 import socket
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFi
 from pipeline.data.fetch import FetchError, fetch_dataset, sha256_of
 from pipeline.data.graph import RoadGraph
 from pipeline.data.readers import read_adjacency_csv
+from tests.http_support import raw_server
 
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: refused at once, no timeout to wait out
 
@@ -595,28 +594,6 @@ def test_fetch_gives_up_on_a_server_that_trickles(tmp_path):
     assert not (tmp_path / "set").exists()  # no partial file, no empty folder
 
 
-def _raw_server(answer: Callable[[socket.socket], None]) -> tuple[str, Callable[[], None]]:
-    """A TCP server that hands each connection to ``answer``; returns its URL and a stop."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-
-    def close() -> None:
-        stop.set()
-        server.close()
-
-    return f"http://127.0.0.1:{server.getsockname()[1]}", close
-
-
 def _fetch_from(url: str, tmp_path: Path, timeout: float = 3.0) -> str:
     info = DatasetInfo("set", "test", (RemoteFile("set/f.csv", sha256="0" * 64),), "MIT", "here")
     with pytest.raises(FetchError) as err:
@@ -626,30 +603,21 @@ def _fetch_from(url: str, tmp_path: Path, timeout: float = 3.0) -> str:
 
 
 def _trickled_headers(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.recv(4096)
-        conn.sendall(b"HTTP/1.1 200 OK\r\n")
-        for _ in range(600):  # a header byte every 0.5 s: each read is on time
-            conn.sendall(b"X")
-            time.sleep(0.5)
-    conn.close()
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(600):  # a header byte every 0.5 s: each read is on time
+        conn.sendall(b"X")
+        time.sleep(0.5)
 
 
 def _ssh(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.recv(4096)
-        conn.sendall(b"SSH-2.0-OpenSSH_9.0\r\n")
-    conn.close()
+    conn.sendall(b"SSH-2.0-OpenSSH_9.0\r\n")
 
 
 def _endless(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.recv(4096)
-        conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-        block = b"x" * (1 << 20)
-        while True:
-            conn.sendall(block)
-    conn.close()
+    conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    block = b"x" * (1 << 20)
+    while True:
+        conn.sendall(block)
 
 
 @pytest.mark.parametrize(
@@ -664,11 +632,8 @@ def test_fetch_gives_up_on_servers_that_misbehave(tmp_path, monkeypatch, answer,
     from pipeline.data import fetch
 
     monkeypatch.setattr(fetch, "MAX_DOWNLOAD_BYTES", 4096)
-    url, close = _raw_server(answer)
-    try:
+    with raw_server(answer) as url:
         assert message in _fetch_from(url, tmp_path)
-    finally:
-        close()
 
 
 def test_fetch_never_writes_through_a_link_planted_as_its_temporary_file(tmp_path):

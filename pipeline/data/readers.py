@@ -194,10 +194,11 @@ def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: 
     if index_col is not None:
         return index_col.strip() != header[0].strip()
     second = raw.iloc[:, 1]
+    numbers = pd.to_numeric(second.str.strip(), errors="coerce")
     return (
         header[1].strip().lower() in TIME_NAMES
-        or _is_epoch(pd.to_numeric(second.str.strip(), errors="coerce"))
-        or (pd.to_numeric(second.str.strip(), errors="coerce").isna().all() and _all_dates(second))
+        or _is_epoch(numbers)
+        or (numbers.isna().all() and _all_dates(second))
     )
 
 
