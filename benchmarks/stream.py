@@ -77,6 +77,7 @@ import pstats
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--settle", type=float, default=30.0, help="end a phase after this long without a close"
     )
+    parser.add_argument(
+        "--poll-records", type=int, default=None, help="the service's records per poll batch"
+    )
     parser.add_argument("--name", default="stream", help="write benchmarks/results/NAME.json")
     parser.add_argument("--profile", action="store_true", help="cProfile the throughput phase")
     parser.add_argument("--no-alerts", action="store_true", help="run the service without alerts")
@@ -326,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     latency_ticks = args.latency_ticks or (20 if args.quick else 100)
     missing_ticks = args.missing_ticks or (20 if args.quick else 100)
     interval = args.tick_interval or (0.5 if args.quick else 1.0)
-    config = ServiceConfig() if args.grace is None else ServiceConfig(grace=args.grace)
+    config = ServiceConfig(poll_records=args.poll_records or ServiceConfig.poll_records)
+    if args.grace is not None:
+        config = replace(config, grace=args.grace)
     grace_s = config.grace.total_seconds() if config.grace is not None else 0.0
     missing_interval = args.missing_interval or grace_s + 1.0
     names = ("persistence", "ar") if args.quick else tuple(MODELS)
@@ -363,7 +369,9 @@ def main(argv: list[str] | None = None) -> None:
                 wired = _wire_settings(thr, wire, tmp / f"throughput-{wire}.sqlite", index)
                 hook = hooks[0] if index == 0 else _alert_hooks(models, panel, bundles, 1)[0]
                 profiled = profile if index == 0 else None  # the first wire's profile
-                rate, counters = service_throughput(wired, models, produced_thr, profiled, hook)
+                rate, counters = service_throughput(
+                    wired, models, produced_thr, profiled, hook, config=config
+                )
                 by_wire[wire] = {"settings": wired, "rate": rate, "counters": counters}
             raw_rates.append(raw_consume(thr, produced_thr, group_suffix="raw-after"))
             raw_rate = sum(raw_rates) / len(raw_rates)
@@ -438,6 +446,7 @@ def main(argv: list[str] | None = None) -> None:
         "share_of_ceiling": round(service_rate / (rates["bulk"] * produced_thr / published), 4),
         "alerts": not args.no_alerts,
         "store": "synchronous=FULL (ServiceConfig.durable, the default)",
+        "poll_records": config.poll_records,
         "latency_ticks": len(latencies),
         "tick_interval_s": interval,
         "latency_ms": {k: round(v, 1) for k, v in lat_p.items()} | {"max": max(latencies)},

@@ -90,14 +90,16 @@ def service_throughput(
     profile: cProfile.Profile | None,
     alert_hook: Any = None,
     metrics: Any = None,
+    config: Any = None,
 ) -> tuple[float, dict[str, Any]]:
     """Readings/s of the service over the same messages, first batch to last
-    (``metrics``: a :class:`pipeline.service.metrics.ServiceMetrics` to keep up to date)."""
+    (``metrics``: a :class:`pipeline.service.metrics.ServiceMetrics` to keep up to date;
+    ``config``: the service's :class:`pipeline.service.config.ServiceConfig`)."""
     from pipeline.service.config import ServiceConfig
     from pipeline.service.loop import ForecastService
 
     service = ForecastService(
-        settings, ServiceConfig(), models, alert_hook=alert_hook, metrics=metrics
+        settings, config or ServiceConfig(), models, alert_hook=alert_hook, metrics=metrics
     )
     running = Running(service, profile)
     try:

@@ -50,8 +50,8 @@ def test_a_batch_updates_counters_latency_forecasts_and_the_last_tick(tmp_path):
          "alert_hook_errors": 1, "something_new": 5}
     )  # fmt: skip
     batch = Batch()
-    batch.forecasts.append(ForecastRows("ar", 0, np.arange(2), ["[1]", "[2]"]))
-    batch.forecasts.append(ForecastRows("ar", 1, np.arange(2), ["[1]", "[2]"]))
+    batch.forecasts.append(ForecastRows("ar", 0, np.arange(2), np.ones((2, 1), np.float32)))
+    batch.forecasts.append(ForecastRows("ar", 1, np.arange(2), np.ones((2, 1), np.float32)))
     batch.ticks += [
         TickRow(600_000, 2, "complete", 1_000, 20.0),
         TickRow(900_000, 2, "grace", 3_000, 2100.0),

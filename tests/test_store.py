@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from pipeline.service import store_reads
 from pipeline.service.store import Store, StoreError
 from pipeline.service.store_rows import (
     AccuracyRows,
@@ -92,9 +93,8 @@ def test_forecasts_roundtrip_and_score_against_actuals(store):
     s = store.sensor_keys(["a", "b"])
     store.write(Batch(state={"tick_ms": FREQ_MS}))
     # model "ar" issued at 0: a -> [10, 11], b -> [20, 21] (steps 1, 2)
-    fc = ForecastRows(
-        "ar", 0, s, ["[10.0,11.0]", "[20.0,21.0]"], ["[9,10]", "[19,20]"], ["[11,12]", "[21,22]"]
-    )
+    yhat = np.array([[10.0, 11.0], [20.0, 21.0]], np.float32)  # [sensor, step]
+    fc = ForecastRows("ar", 0, s, yhat, yhat - 1, yhat + 1)
     store.write(Batch(forecasts=[fc]))
     store.write(Batch(forecasts=[fc]))  # idempotent
     assert store.count("forecasts") == 2
@@ -127,20 +127,21 @@ def test_forecasts_roundtrip_and_score_against_actuals(store):
         view = db.execute(
             "SELECT model, sensor, step, target, yhat, lo FROM forecasts_v ORDER BY sensor, step"
         ).fetchall()
-    assert view[0] == ("ar", "a", 1, "1970-01-01T00:05:00.000Z", 10.0, 9)
+    assert view[0] == ("ar", "a", 1, "1970-01-01T00:05:00.000Z", 10.0, 9.0)
 
 
 def test_forecasts_without_intervals_and_from_arrays(store):
     s = store.sensor_keys(["a", "b"])
     mean = np.array([[1.5, np.nan], [2.5, 3.0]], np.float32)  # [horizon, node]
     rows = ForecastRows.from_arrays("m", 0, s, mean)
-    assert rows.yhat == ["[1.5,2.5]"] and rows.sensors.tolist() == [s[0]]  # b has a NaN
+    assert rows.yhat.tolist() == [[1.5, 2.5]] and rows.sensors.tolist() == [s[0]]  # b: NaN
     store.write(Batch(forecasts=[rows]))
     _, means, lo, hi = store.recent_forecasts("m", 0, s, 2)
     assert means[0, :, 0].tolist() == [1.5, 2.5] and np.isnan(means[0, :, 1]).all()
     assert lo is None and hi is None
     bounded = ForecastRows.from_arrays("m", 0, s[:1], mean[:, :1], mean[:, :1] - 1, mean[:, :1] + 1)
-    assert bounded.lo == ["[0.5,1.5]"] and bounded.hi == ["[2.5,3.5]"]
+    assert bounded.lo is not None and bounded.hi is not None
+    assert bounded.lo.tolist() == [[0.5, 1.5]] and bounded.hi.tolist() == [[2.5, 3.5]]
 
 
 def test_rolling_accuracy_over_last_ticks(store):
@@ -184,6 +185,147 @@ def test_readonly_and_version_errors(tmp_path):
         Store(path)
     with pytest.raises(ValueError, match="unknown table"):
         Store(tmp_path / "ok.sqlite").count("sqlite_master")
+
+
+def _schema_1_store(path) -> None:
+    """A store as schema 1 wrote it: a ``forecasts`` table row per sensor."""
+    with Store(path) as store:
+        s = store.sensor_keys(["a", "b"])
+        store.model_key("ar")
+        store.model_key("naive")
+        store.write(Batch(state={"tick_ms": FREQ_MS}))
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP VIEW forecasts; DROP TABLE forecast_blocks; "
+        "CREATE TABLE forecasts(model INTEGER NOT NULL, issued_at INTEGER NOT NULL, "
+        "sensor INTEGER NOT NULL, yhat TEXT NOT NULL, lo TEXT, hi TEXT, "
+        "PRIMARY KEY(model, issued_at, sensor)) WITHOUT ROWID; "
+        "UPDATE meta SET value='1' WHERE key='schema_version';"
+    )
+    db.executemany(
+        "INSERT INTO forecasts VALUES(?,?,?,?,?,?)",
+        [
+            (1, 0, int(s[0]), "[10.0,11.0]", "[9.0,10.0]", "[11.0,12.0]"),
+            (1, 0, int(s[1]), "[20.0,21.0]", "[19.0,20.0]", "[21.0,22.0]"),
+            (1, FREQ_MS, int(s[1]), "[30.0,31.0]", "[29.0,30.0]", "[31.0,32.0]"),
+            (2, 0, int(s[0]), "[5.0,5.0]", None, None),
+        ],
+    )
+    db.commit()
+    db.close()
+
+
+def test_a_schema_1_store_reads_and_is_upgraded_by_a_writer(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _schema_1_store(path)
+    expected = None
+    for readonly in (True, False):  # read as it is, then upgraded by a writer
+        with Store(path, readonly=readonly) as store:
+            ids = np.array(sorted(store.sensor_names()), np.int64)
+            issued, means, lo, hi = store.recent_forecasts("ar", 0, ids, 2)
+            assert issued.tolist() == [0, FREQ_MS] and lo is not None and hi is not None
+            np.testing.assert_array_equal(means[0], [[10.0, 20.0], [11.0, 21.0]])
+            assert np.isnan(means[1, :, 0]).all() and means[1, :, 1].tolist() == [30.0, 31.0]
+            np.testing.assert_array_equal(hi - lo, np.where(np.isnan(means), np.nan, 2.0))
+            _, naive, no_lo, _ = store.recent_forecasts("naive", 0, ids, 2)
+            assert naive[0, :, 0].tolist() == [5.0, 5.0] and no_lo is None
+            assert store.count("forecasts") == 4
+            rows = store._db.execute(
+                "SELECT model, issued_at, sensor, step, yhat, lo FROM forecast_steps "
+                "ORDER BY model, issued_at, sensor, step"
+            ).fetchall()
+            assert len(rows) == 8 and rows[0] == (1, 0, ids[0], 1, 10.0, 9.0)
+            expected = rows if expected is None else expected
+            assert rows == expected
+    db = sqlite3.connect(path)
+    kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'forecast%'"))
+    version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    db.close()
+    assert kinds["forecasts"] == "view" and kinds["forecast_blocks"] == "table"
+    assert version == "2"
+
+
+@pytest.mark.parametrize("command", ["status", "alerts"])
+def test_status_and_alerts_read_a_schema_1_store_without_upgrading_it(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    path = tmp_path / "old.sqlite"
+    _schema_1_store(path)
+    result = CliRunner().invoke(app, [command, "--store", str(path)])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+
+
+def test_upgrade_keeps_the_bounds_a_block_has_and_leaves_out_rows_that_are_no_json(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _schema_1_store(path)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE forecasts SET lo=NULL, hi=NULL WHERE issued_at=0 AND sensor=2")
+    db.execute("INSERT INTO forecasts VALUES(1, ?, 1, '[NaN,1]', NULL, NULL)", (2 * FREQ_MS,))
+    db.commit()
+    db.close()
+    for readonly in (True, False):
+        with Store(path, readonly=readonly) as store:
+            issued, _, lo, hi = store.recent_forecasts("ar", 0, np.array([1, 2]), 2)
+            assert issued.tolist() == [0, FREQ_MS] and lo is not None and hi is not None
+            assert lo[0, :, 0].tolist() == [9.0, 10.0] and np.isnan(lo[0, :, 1]).all()
+            assert hi[1, :, 1].tolist() == [31.0, 32.0]
+            view = store._db.execute(
+                "SELECT sensor, lo FROM forecasts WHERE model=1 AND issued_at=0 ORDER BY sensor"
+            ).fetchall()
+            assert view == [(1, "[9.0,10.0]"), (2, None)]
+
+
+def test_a_writer_refuses_a_newer_schema_without_writing_to_it(tmp_path):
+    path = tmp_path / "new.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT); "
+        "INSERT INTO meta VALUES('schema_version', '3'); CREATE TABLE forecasts3(x);"
+    )
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="has store schema 3, this roadcast writes 2"):
+        Store(path, exclusive=True)
+    assert path.read_bytes() == before
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not made WAL
+    check.close()
+
+
+@pytest.mark.parametrize(
+    ("sensors", "yhat", "message"),
+    [
+        ("[1,2]", "[[1.0,2.0],[3.0,4.0],[5.0,6.0]]", "3 arrays of shape \\(2,\\) for 2 sensors"),
+        ("[1,2]", "[1.0,2.0,3.0,4.0]", "for 2 sensors"),
+        ("[1.5,2.5]", "[[1.0],[2.0]]", "not a list of sensor ids"),
+        ("[1,1]", "[[1.0],[2.0]]", "names a sensor twice"),
+        ("[1,99999999999999999999]", "[[1.0],[2.0]]", "cannot read"),
+        ("[1,2]", "[[1.0],[2.0,3.0]]", "cannot read"),
+        ("[1,2]", "not json", "cannot read"),
+    ],
+)
+def test_a_forecast_block_that_does_not_fit_is_refused_naming_it(store, sensors, yhat, message):
+    s = store.sensor_keys(["a", "b"])
+    store.write(Batch(forecasts=[ForecastRows("ar", 0, s, np.ones((2, 2), np.float32))]))
+    store._db.execute("UPDATE forecast_blocks SET sensors=?, yhat=?", (sensors, yhat))
+    named = f"forecast of ar issued at 1970-01-01T00:00:00.*{message}"
+    with pytest.raises(StoreError, match=named):
+        store.recent_forecasts("ar", 0, s, 2)
+
+
+def test_a_store_path_that_is_no_regular_file_is_named_so(tmp_path):
+    link = tmp_path / "null.sqlite"
+    link.symlink_to("/dev/null")
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="is not a regular file"):
+            Store(link, readonly=readonly)
+    with pytest.raises(StoreError, match="is not a regular file"):
+        store_reads.check_store(link)
 
 
 def test_reader_sees_writes_while_writer_is_open(tmp_path):
@@ -253,8 +395,6 @@ def test_a_store_in_a_folder_sqlite_cannot_write_says_so(tmp_path, monkeypatch):
     """A WAL store needs its -shm file even to be read; in a read-only folder (root
     passes chmod, so the folder's refusal is simulated) SQLite says "unable to open
     database file", which read as "not a roadcast store"."""
-    from pipeline.service import store_reads
-
     Store(tmp_path / "s.sqlite").close()
 
     def refuse(*args: object, **kwargs: object) -> None:

@@ -13,8 +13,7 @@ one tick into the records to publish, in the deployment's wire
   same inputs: ``benchmarks/wire.py``, ``docs/decisions.md``).
 - **v2**: one compact frame per (model, tick), see :mod:`pipeline.kafka.frames`.
 
-Either way the JSON arrays of every published sensor are returned too: the store keeps
-them (``pipeline.service.store``). Forecasts travel as float32, the models' output type.
+Forecasts travel as float32, the models' output type.
 A sensor whose forecast (or interval) is not finite, or whose interval is inverted, is
 not published: the schema rejects both, and a made-up number would be worse than none.
 Its column is returned so the service can count it.
@@ -55,17 +54,13 @@ class EncodedForecast:
     """One model's forecast at one tick, ready to publish and to store.
 
     ``records`` are ``(key, value)`` bytes to publish, each with ``headers`` (None for
-    v1); ``columns`` int64 ``[m]`` the published sensors' columns; ``yhat``/``lo``/``hi``
-    their JSON arrays (``lo``/``hi`` None without intervals); ``skipped`` the columns
-    left out.
+    v1); ``columns`` int64 ``[m]`` the published sensors' columns; ``skipped`` the
+    columns left out.
     """
 
     records: list[tuple[bytes, bytes]]
     headers: list[tuple[str, bytes]] | None
     columns: np.ndarray
-    yhat: list[str]
-    lo: list[str] | None
-    hi: list[str] | None
     skipped: np.ndarray
 
 
@@ -79,11 +74,6 @@ def json_rows(block: np.ndarray) -> list[bytes]:
         return []
     # '[[a,b],[c,d]]': numbers never hold a bracket, so the rows split on '],['.
     return orjson.dumps(rows, option=_NUMPY)[2:-2].split(b"],[")
-
-
-def json_arrays(array: np.ndarray) -> list[str]:
-    """``[horizon, node]`` finite floats -> one JSON array (``"[55.1,54.9]"``) per node."""
-    return [f"[{row.decode()}]" for row in json_rows(np.asarray(array).T)]
 
 
 @lru_cache(maxsize=256)
@@ -145,7 +135,7 @@ class ForecastEncoder:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> EncodedForecast:
-        """The records of one model's forecast issued at one tick, and the rows to store.
+        """The records of one model's forecast issued at one tick.
 
         Parameters
         ----------
@@ -166,23 +156,19 @@ class ForecastEncoder:
         if bounds:
             finite &= np.isfinite(bounds[0]).all(axis=0) & np.isfinite(bounds[1]).all(axis=0)
             finite &= (bounds[0] <= bounds[1]).all(axis=0)  # the schema rejects lo > hi
+        columns = np.flatnonzero(finite)
+        skipped = np.flatnonzero(~finite)
         issued, targets = _stamps(
             int(pd.Timestamp(issued_at).value), int(pd.Timedelta(freq).value), horizon
         )
-        columns = np.flatnonzero(finite)
-        skipped = np.flatnonzero(~finite)
+        if self.wire == "v2":
+            records = self._frames(model, issued, freq, finite, mean, bounds, max_bytes)
+            headers = [(WIRE_HEADER, FRAME_HEADER_VALUE)]
+            return EncodedForecast(records, headers, columns, skipped)
         count = len(columns)
         # Mean, lower and upper of every published sensor in one pass: rows [0, count)
         # are the means, then the lower bounds, then the upper ones.
         rows = json_rows(np.concatenate([a[:, columns].T for a in (mean, *bounds)]))
-        arrays = [f"[{r.decode()}]" for r in rows]
-        yhat, lo, hi = arrays[:count], None, None
-        if bounds:
-            lo, hi = arrays[count : 2 * count], arrays[2 * count :]
-        if self.wire == "v2":
-            records = self._frames(model, issued, freq, finite, mean, bounds, max_bytes)
-            headers = [(WIRE_HEADER, FRAME_HEADER_VALUE)]
-            return EncodedForecast(records, headers, columns, yhat, lo, hi, skipped)
         model_json = json.dumps(model, ensure_ascii=False)
         head = f'{{"v":{SCHEMA_VERSION},"model":{model_json},"sensor":'.encode()
         mid = f',"issued_at":"{issued}","targets":[{targets}],"yhat":['.encode()
@@ -196,7 +182,7 @@ class ForecastEncoder:
             (keys[i], join((head, sensors[i], mid, rows[j], tails[j])))
             for j, i in enumerate(columns.tolist())
         ]
-        return EncodedForecast(records, None, columns, yhat, lo, hi, skipped)
+        return EncodedForecast(records, None, columns, skipped)
 
     def _frames(
         self,

@@ -84,15 +84,11 @@ class Publisher:
         with self.timed("send"):
             send_forecast(outbox, self.topic_forecasts, encoded)
         batch.forecasts.append(
-            ForecastRows(
-                name,
-                int(issued.value // 1_000_000),
-                store_sensors[encoded.columns],
-                encoded.yhat,
-                encoded.lo,
-                encoded.hi,
+            ForecastRows.from_arrays(
+                name, int(issued.value // 1_000_000), store_sensors, mean, lower, upper,
+                columns=encoded.columns,
             )
-        )
+        )  # fmt: skip
         counts["forecasts_published"] += len(encoded.columns)
         counts["forecast_records"] += len(encoded.records)
         counts["forecasts_nonfinite"] += len(encoded.skipped)

@@ -20,13 +20,17 @@ names and ISO times for people and reports):
 ``ticks(ts, observed, reason, closed_ms, latency_ms)``
     Every closed tick: how many sensors reported, why it closed, and the latency from
     its last reading's Kafka record timestamp to its forecasts being published.
-``forecasts(model, issued_at, sensor, yhat, lo, hi)``
-    One row per published forecast message, keyed by model, origin and sensor (an
-    upsert, so a forecast re-issued after a redelivery overwrites itself); ``yhat``,
-    ``lo`` and ``hi`` are the JSON arrays of the message, step 1 first. One row per
-    message rather than per target step is 12x fewer rows on the service's hot path;
-    the ``forecast_steps`` view expands them to one row per (model, issued_at, sensor,
-    step, target) for SQL joins with the actuals.
+``forecast_blocks(model, issued_at, sensors, yhat, lo, hi)``
+    One row per model and tick a forecast was published for, keyed by (model,
+    issued_at): a forecast re-issued for them (after a redelivery, or by the forecast
+    flow) replaces the earlier one whole.
+    ``sensors`` is the JSON array of the published sensors' ids, ``yhat``, ``lo`` and
+    ``hi`` JSON arrays holding one array per sensor, step 1 first (``lo``/``hi`` NULL
+    without intervals): one row and one JSON text per (model, tick) keeps the service's
+    hot path off per-sensor rows. The ``forecasts`` view shows them one row per
+    (model, issued_at, sensor) with that sensor's arrays, and ``forecast_steps`` one row
+    per (model, issued_at, sensor, step, target) for SQL joins with the actuals. Stores
+    of schema 1 (a table row per sensor) are converted when a service opens them.
 ``accuracy(model, step, target, n, sum_abs, sum_sq)``
     Error sums of every forecast scored when its target tick closed: rolling MAE/RMSE
     per model and horizon without re-joining millions of rows.
@@ -53,20 +57,30 @@ The row types that :meth:`Store.write` takes and the reads return are in
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from pipeline.service.store_rows import AlertRow, Batch, ReadingRows, TickRow, VersionRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = ("1", "2")  # schema 1 is read as it is, and upgraded by a writer
+
+log = logging.getLogger("roadcast.service")
+
+_BLOCKS_TABLE = """CREATE TABLE IF NOT EXISTS forecast_blocks(
+    model INTEGER NOT NULL, issued_at INTEGER NOT NULL, sensors TEXT NOT NULL,
+    yhat TEXT NOT NULL, lo TEXT, hi TEXT, UNIQUE(model, issued_at))"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -81,10 +95,7 @@ CREATE TABLE IF NOT EXISTS corrections(
 CREATE TABLE IF NOT EXISTS ticks(
     ts INTEGER PRIMARY KEY, observed INTEGER NOT NULL, reason TEXT NOT NULL,
     closed_ms INTEGER NOT NULL, latency_ms REAL);
-CREATE TABLE IF NOT EXISTS forecasts(
-    model INTEGER NOT NULL, issued_at INTEGER NOT NULL, sensor INTEGER NOT NULL,
-    yhat TEXT NOT NULL, lo TEXT, hi TEXT,
-    PRIMARY KEY(model, issued_at, sensor)) WITHOUT ROWID;
+{blocks};
 CREATE TABLE IF NOT EXISTS accuracy(
     model INTEGER NOT NULL, step INTEGER NOT NULL, target INTEGER NOT NULL,
     n INTEGER NOT NULL, sum_abs REAL NOT NULL, sum_sq REAL NOT NULL,
@@ -120,7 +131,7 @@ CREATE VIEW IF NOT EXISTS forecasts_v AS
            f.step, strftime('%Y-%m-%dT%H:%M:%fZ', f.target / 1000.0, 'unixepoch') AS target,
            f.yhat, f.lo, f.hi
     FROM forecast_steps f JOIN models m ON m.id = f.model JOIN sensors s ON s.id = f.sensor;
-"""
+""".replace("{blocks}", _BLOCKS_TABLE)
 
 
 class StoreError(RuntimeError):
@@ -138,7 +149,6 @@ def _lock(path: Path) -> Path:
     process), writing its pid in it; a :class:`StoreError` naming the holder when
     another process has it. Returns the key to :func:`_unlock` with."""
     import fcntl
-    import os
 
     key = path.resolve()
     with _HELD_LOCK:
@@ -204,11 +214,10 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self._held: Path | None = None
+        self._lock = threading.Lock()
         if readonly:
             if not self.path.is_file():
-                raise StoreError(
-                    f"no store at {self.path}; start `roadcast serve` first or pass --store"
-                )
+                raise StoreError(no_store_message(self.path))
             # A URI, because only a URI opens read-only; as_uri() percent-encodes the
             # path, so '#', '%' and '?' in it stay part of the file name.
             self._db = sqlite3.connect(
@@ -219,34 +228,36 @@ class Store:
                 check_same_thread=False,
             )
         else:
-            self._open(durable)
-        if exclusive:
-            try:
-                self._held = _lock(self.path)
-            except StoreError:
-                self._db.close()
-                raise
-        self._lock = threading.Lock()
+            self._open(durable, exclusive)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
         # A read-only view of a store from before the column existed reads NULL for it.
         self._group_column = "group_key" if "group_key" in columns else "NULL"
         self._sensor_ids: dict[str, int] = {}
         self._model_ids: dict[str, int] = {}
 
-    def _open(self, durable: bool) -> None:
-        """Open (or create) the store for writing.
+    def _open(self, durable: bool, exclusive: bool) -> None:
+        """Open (or create) the store for writing: the lock first (``exclusive``), then
+        the schema version, checked before anything is written.
 
         Raises
         ------
         StoreError
-            When the path cannot hold a store: a folder, a file that is not SQLite, a
-            folder that cannot be created, no permission.
+            When the path cannot hold a store: a folder, not a regular file, a file that is
+            not SQLite or another schema's, a folder that cannot be created, no permission.
         """
         if self.path.is_dir():
             raise StoreError(f"the store path {self.path} is a folder; give a file path")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"the store path {self.path} is not a regular file; give a file path")
         db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._held = _lock(self.path)
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                raise StoreError(
+                    f"the store {self.path} is read-only; give roadcast serve a writable file"
+                )
             db = self._db = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30, check_same_thread=False
             )
@@ -257,14 +268,28 @@ class Store:
                     f"{self.path} is another program's SQLite database (tables {shown}), "
                     "not a roadcast store; pass another --store (ROADCAST_STORE_PATH)"
                 )
+            version = self.schema() if tables else None
+            if version not in (None, "1", str(SCHEMA_VERSION)):
+                raise StoreError(
+                    f"{self.path} has store schema {version}, this roadcast writes "
+                    f"{SCHEMA_VERSION}; use another --store path or delete the file"
+                )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            if version == "1":
+                self._upgrade_from_1()
             db.executescript(_SCHEMA)
-            self._check_version()
+            db.execute(_FORECASTS_VIEW)
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
             self._add_missing_columns()
         except (sqlite3.Error, OSError, StoreError) as exc:
             if db is not None:
                 db.close()
+            if self._held is not None:
+                _unlock(self._held)
+                self._held = None
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(
@@ -272,15 +297,33 @@ class Store:
                 "(ROADCAST_STORE_PATH)"
             ) from None
 
-    def _check_version(self) -> None:
+    def schema(self) -> str | None:
+        """The store's schema version as written in it (None before the first write)."""
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
-            raise StoreError(
-                f"{self.path} has store schema {row[0]}, this roadcast writes {SCHEMA_VERSION}; "
-                "use another --store path or delete the file"
+        return None if row is None else str(row[0])
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 kept a ``forecasts`` table row per sensor: its rows become blocks (one
+        per model and tick) and the name a view, in one transaction (a crash leaves
+        schema 1 as it was). Rows that are not JSON are left out, and counted in the log."""
+        started = time.perf_counter()
+        with self._transaction() as db:
+            bad = db.execute(f"SELECT COUNT(*) FROM forecasts WHERE NOT ({_VALID_ROW})").fetchone()
+            db.execute(_BLOCKS_TABLE)
+            db.execute(
+                "INSERT OR REPLACE INTO forecast_blocks(model, issued_at, sensors, yhat, lo, hi) "
+                + _BLOCKS_OF_ROWS.format(where="")
             )
+            blocks = db.execute("SELECT COUNT(*) FROM forecast_blocks").fetchone()[0]
+            db.execute("DROP TABLE forecasts")
+            db.execute(_FORECASTS_VIEW)
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        fields = {
+            "store": str(self.path), "from": 1, "to": SCHEMA_VERSION, "blocks": int(blocks),
+            "rows_not_json": int(bad[0]), "seconds": round(time.perf_counter() - started, 2),
+            "hint": "the file keeps its size; `sqlite3 FILE VACUUM` (service stopped) shrinks it",
+        }  # fmt: skip
+        log.warning("store_upgraded", extra={"fields": fields})
 
     def _add_missing_columns(self) -> None:
         """Columns added after a store's schema version was fixed (old rows get NULL)."""
@@ -361,20 +404,16 @@ class Store:
                         for t in batch.ticks
                     ],
                 )
-            for fc in batch.forecasts:
-                none = [None] * len(fc.sensors)
+            blocks = [fc for fc in batch.forecasts if len(fc.sensors)]
+            if blocks:
                 db.executemany(
-                    "INSERT OR REPLACE INTO forecasts VALUES(?,?,?,?,?,?)",
-                    zip(
-                        [model_ids[fc.model]] * len(fc.sensors),
-                        [int(fc.issued_ms)] * len(fc.sensors),
-                        fc.sensors.tolist(),
-                        fc.yhat,
-                        none if fc.lo is None else fc.lo,
-                        none if fc.hi is None else fc.hi,
-                        strict=True,
-                    ),
-                )
+                    "INSERT OR REPLACE INTO forecast_blocks VALUES(?,?,?,?,?,?)",
+                    [
+                        (model_ids[fc.model], int(fc.issued_ms), _json(fc.sensors),
+                         _json(fc.yhat), _json(fc.lo), _json(fc.hi))
+                        for fc in blocks
+                    ],
+                )  # fmt: skip
             for acc in batch.accuracy:
                 mid = model_ids[acc.model]
                 db.executemany(
@@ -516,27 +555,43 @@ class Store:
         row = self._db.execute("SELECT id FROM models WHERE name=?", (model,)).fetchone()
         if row is None:
             return np.empty(0, np.int64), empty, None, None
-        rows = self._db.execute(
-            "SELECT issued_at, sensor, yhat, lo, hi FROM forecasts WHERE model=? AND issued_at>=?",
-            (int(row[0]), since_ms),
-        ).fetchall()
+        if self.schema() == "1":  # a read-only view of a schema-1 store
+            sql = _BLOCKS_OF_ROWS.format(where="AND model=? AND issued_at>=?")
+            rows = [r[1:] for r in self._db.execute(sql, (int(row[0]), since_ms))]
+        else:
+            rows = self._db.execute(
+                "SELECT issued_at, sensors, yhat, lo, hi FROM forecast_blocks "
+                "WHERE model=? AND issued_at>=? ORDER BY issued_at",
+                (int(row[0]), since_ms),
+            ).fetchall()
         if not rows:
             return np.empty(0, np.int64), empty, None, None
-        issued = np.unique(np.array([r[0] for r in rows], np.int64))
-        col_of = {int(s): i for i, s in enumerate(sensors)}
+        rows.sort(key=lambda r: r[0])
+        issued = np.array([r[0] for r in rows], np.int64)
+        sensors = np.asarray(sensors, np.int64)
+        order = np.argsort(sensors, kind="stable")
         shape = (len(issued), horizon, len(sensors))
         out = [np.full(shape, np.nan, np.float32) for _ in range(3)]  # [k, horizon, node] x3
         has_bounds = False
-        for issued_ms, sensor, *arrays in rows:
-            col = col_of.get(int(sensor))
-            if col is None:
+        for k, (issued_ms, ids_text, *texts) in enumerate(rows):
+            try:
+                ids, arrays = _parse_block(ids_text, texts)
+            except (ValueError, TypeError, OverflowError) as exc:
+                when = pd.Timestamp(int(issued_ms), unit="ms", tz="UTC").isoformat()
+                raise StoreError(
+                    f"the store {self.path} holds a forecast of {model} issued at {when} that "
+                    f"roadcast cannot read: {exc}"
+                ) from None
+            if not len(sensors) or not len(ids):
                 continue
-            k = int(np.searchsorted(issued, issued_ms))
-            for grid, text in zip(out, arrays, strict=True):
-                if text is not None:
-                    values = json.loads(text)[:horizon]
-                    grid[k, : len(values), col] = values
-            has_bounds = has_bounds or arrays[1] is not None
+            at = np.minimum(np.searchsorted(sensors, ids, sorter=order), len(sensors) - 1)
+            found = sensors[order[at]] == ids
+            cols = order[at[found]]
+            for grid, values in zip(out, arrays, strict=True):
+                if values is not None:
+                    steps = min(horizon, values.shape[1])
+                    grid[k, :steps, cols] = values[found, :steps]
+            has_bounds = has_bounds or arrays[1] is not None or arrays[2] is not None
         return issued, out[0], out[1] if has_bounds else None, out[2] if has_bounds else None
 
     def rolling_accuracy(self, *, last_ticks: int | None = None) -> pd.DataFrame:
@@ -577,16 +632,16 @@ class Store:
         if model is not None:
             where += " AND m.name = ?"
             params.append(model)
+        # Primary-key lookups of each target in readings and corrections (a join with
+        # their union could use no index: quadratic in the store's size).
         rows = self._db.execute(
-            "WITH actual AS ("
-            " SELECT ts, sensor, value FROM corrections UNION ALL"
-            " SELECT r.ts, r.sensor, r.value FROM readings r WHERE NOT EXISTS"
-            " (SELECT 1 FROM corrections c WHERE c.ts = r.ts AND c.sensor = r.sensor))"
-            " SELECT m.name, f.step, COUNT(*), AVG(ABS(f.yhat - a.value)),"
-            " AVG((f.yhat - a.value) * (f.yhat - a.value))"
+            "SELECT name, step, COUNT(*), AVG(ABS(yhat - value)),"
+            " AVG((yhat - value) * (yhat - value)) FROM ("
+            " SELECT m.name, f.step, f.yhat, COALESCE(c.value, r.value) AS value"
             " FROM forecast_steps f JOIN models m ON m.id = f.model"
-            " JOIN actual a ON a.ts = f.target AND a.sensor = f.sensor"
-            f" WHERE {where} GROUP BY m.name, f.step ORDER BY m.name, f.step",
+            " LEFT JOIN readings r ON r.ts = f.target AND r.sensor = f.sensor"
+            " LEFT JOIN corrections c ON c.ts = f.target AND c.sensor = f.sensor"
+            f" WHERE {where}) WHERE value IS NOT NULL GROUP BY name, step ORDER BY name, step",
             params,
         ).fetchall()
         frame = pd.DataFrame(rows, columns=["model", "step", "n", "mae", "mse"])
@@ -652,6 +707,75 @@ _TABLES = frozenset(
     {"readings", "corrections", "ticks", "forecasts", "accuracy", "alerts", "sensors", "models"}
     | {"model_versions"}
 )
+
+
+# ``->>``: a sensor's array as JSON text, SQL NULL where its bounds are null.
+_FORECASTS_VIEW = """CREATE VIEW IF NOT EXISTS forecasts AS
+    SELECT b.model, b.issued_at, s.value AS sensor, b.yhat ->> s.key AS yhat,
+           b.lo ->> s.key AS lo, b.hi ->> s.key AS hi
+    FROM forecast_blocks b, json_each(b.sensors) s"""
+
+_VALID_ROW = (
+    "json_valid(yhat) AND (lo IS NULL OR json_valid(lo)) AND (hi IS NULL OR json_valid(hi))"
+)
+
+# Schema 1's per-sensor rows of ``forecasts`` as blocks (model, issued_at, sensors, yhat,
+# lo, hi), a sensor without bounds as null in a block with them: the aggregates of a
+# group see its rows in one order, so they stay aligned.
+_BLOCKS_OF_ROWS = (
+    "SELECT model, issued_at, json_group_array(sensor), '[' || group_concat(yhat) || ']', "
+    "CASE WHEN count(lo) > 0 THEN '[' || group_concat(COALESCE(lo, 'null')) || ']' END, "
+    "CASE WHEN count(hi) > 0 THEN '[' || group_concat(COALESCE(hi, 'null')) || ']' END "
+    f"FROM forecasts WHERE {_VALID_ROW} {{where}} GROUP BY model, issued_at"
+)
+
+
+def _parse_block(
+    ids_text: str, texts: Sequence[str | None]
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """A stored block's sensor ids (int64 ``[m]``) and its ``yhat``/``lo``/``hi`` as
+    float32 ``[m, steps]`` (None when not stored; NaN for a sensor stored as null).
+
+    Raises ValueError (or TypeError, OverflowError) naming what does not fit."""
+    ids = np.asarray(orjson.loads(ids_text))
+    if ids.ndim != 1 or (len(ids) and ids.dtype.kind != "i"):
+        raise ValueError("its sensors are not a list of sensor ids")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("it names a sensor twice")
+    arrays: list[np.ndarray | None] = []
+    for text in texts:
+        if text is None:
+            arrays.append(None)
+            continue
+        rows = orjson.loads(text)
+        if isinstance(rows, list) and None in rows:  # a sensor without bounds
+            width = max((len(r) for r in rows if isinstance(r, list)), default=0)
+            rows = [[None] * width if r is None else r for r in rows]
+        values = np.asarray(rows, dtype=np.float64)
+        if len(ids) == 0 and values.size == 0:
+            values = values.reshape(0, 0)
+        if values.ndim != 2 or len(values) != len(ids):
+            raise ValueError(
+                f"it holds {len(values)} arrays of shape {values.shape[1:]} for {len(ids)} "
+                "sensors (one array of steps per sensor)"
+            )
+        with np.errstate(over="ignore"):  # beyond float32: inf, which is not a forecast
+            arrays.append(values.astype(np.float32))
+    return ids.astype(np.int64), arrays
+
+
+def no_store_message(path: Path) -> str:
+    """Why there is no store at ``path`` to read (missing, or not a regular file)."""
+    if path.exists():
+        return f"{path} is not a regular file; pass the store file roadcast serve writes"
+    return f"no store at {path}; start `roadcast serve` first or pass --store"
+
+
+def _json(array: np.ndarray | None) -> str | None:
+    """A numeric array as JSON text (float32 as the shortest decimal that reads back)."""
+    if array is None:
+        return None
+    return orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _reading_tuples(rows: ReadingRows) -> Iterable[tuple[Any, ...]]:

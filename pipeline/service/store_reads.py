@@ -36,7 +36,7 @@ from models.forecasters.base import BatchForecast
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
-from pipeline.service.store import SCHEMA_VERSION, Store, StoreError
+from pipeline.service.store import READABLE_SCHEMAS, Store, StoreError, no_store_message
 
 CHECK_TIMEOUT_S = 5.0  # how long a reader waits for a writer's exclusive lock
 BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # primary result codes
@@ -72,7 +72,7 @@ def check_store(path: str | Path) -> None:
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not a store; pass the store file (--store)")
     if not path.is_file():
-        raise StoreError(f"no store at {path}; start `roadcast serve` first or pass --store")
+        raise StoreError(no_store_message(path))
     try:
         db = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=CHECK_TIMEOUT_S
@@ -83,7 +83,8 @@ def check_store(path: str | Path) -> None:
             db.close()
     except sqlite3.Error as exc:
         _raise_if_busy(path, exc)
-        if "unable to open" in str(exc) and not os.access(path.parent, os.W_OK):
+        cannot = "unable to open" in str(exc) or "readonly" in str(exc)
+        if cannot and not os.access(path.parent, os.W_OK):
             raise StoreError(
                 f"cannot open the store {path}: its folder is not writable, and SQLite needs "
                 "to create the store's -shm file there even to read it; copy the store "
@@ -93,10 +94,10 @@ def check_store(path: str | Path) -> None:
             f"{path} is not a roadcast store ({exc}); pass the store `roadcast serve` writes "
             "(--store or ROADCAST_STORE_PATH)"
         ) from None
-    if row is not None and row[0] != str(SCHEMA_VERSION):
+    if row is not None and row[0] not in READABLE_SCHEMAS:
         raise StoreError(
-            f"{path} has store schema {row[0]!r}, this roadcast reads {SCHEMA_VERSION}; read "
-            "it with the roadcast version that wrote it"
+            f"{path} has store schema {row[0]!r}, this roadcast reads "
+            f"{' and '.join(READABLE_SCHEMAS)}; read it with the roadcast version that wrote it"
         )
 
 

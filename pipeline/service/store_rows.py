@@ -7,7 +7,6 @@ return the same row types. Times are integer milliseconds since the epoch (UTC).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,16 +23,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class ForecastRows:
     """One model's published forecasts at one tick.
 
-    ``sensors`` int64 ``[m]`` store ids; ``yhat``/``lo``/``hi`` one JSON array text per
-    sensor, step 1 first (``lo``/``hi`` None without intervals).
+    ``sensors`` int64 ``[m]`` store ids; ``yhat``/``lo``/``hi`` float32 ``[m, horizon]``,
+    finite, step 1 first (``lo``/``hi`` None without intervals).
     """
 
     model: str
     issued_ms: int
     sensors: np.ndarray
-    yhat: Sequence[str]
-    lo: Sequence[str] | None = None
-    hi: Sequence[str] | None = None
+    yhat: np.ndarray
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
 
     @classmethod
     def from_arrays(
@@ -44,20 +43,24 @@ class ForecastRows:
         mean: np.ndarray,
         lower: np.ndarray | None = None,
         upper: np.ndarray | None = None,
+        *,
+        columns: np.ndarray | None = None,
     ) -> ForecastRows:
-        """Rows from ``[horizon, node]`` arrays; sensors with a non-finite value are left
-        out (as the service leaves them out of what it publishes)."""
-        from pipeline.kafka.forecast_wire import json_arrays
+        """Rows from ``[horizon, node]`` arrays for the sensors ``columns`` (default:
+        those whose values are all finite, as the service publishes them)."""
+        bounds = (lower, upper) if lower is not None and upper is not None else None
+        if columns is None:
+            keep = np.isfinite(mean).all(axis=0)  # [node]
+            for bound in bounds or ():
+                keep &= np.isfinite(bound).all(axis=0)
+            columns = np.flatnonzero(keep)
 
-        keep = np.isfinite(mean).all(axis=0)  # [node]
-        bounds = [b for b in (lower, upper) if b is not None]
-        for bound in bounds:
-            keep &= np.isfinite(bound).all(axis=0)
-        cols = np.flatnonzero(keep)
-        lo = None if lower is None or upper is None else json_arrays(lower[:, cols])
-        hi = None if lower is None or upper is None else json_arrays(upper[:, cols])
-        sensors = np.asarray(sensors, dtype=np.int64)[cols]
-        return cls(model, int(issued_ms), sensors, json_arrays(mean[:, cols]), lo, hi)
+        def rows(array: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.asarray(array, np.float32)[:, columns].T)
+
+        sensors = np.asarray(sensors, dtype=np.int64)[columns]
+        lo, hi = (rows(bounds[0]), rows(bounds[1])) if bounds else (None, None)
+        return cls(model, int(issued_ms), sensors, rows(mean), lo, hi)
 
 
 @dataclass(frozen=True)
