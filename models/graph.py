@@ -4,9 +4,10 @@ A graph travels between the data plane and the models as a ``torch_geometric.dat
 (every graph's ``to_pyg()``): ``edge_index`` int64 ``[2, E]`` (row 0 the source sensor j, row 1
 the target i: a message passes j -> i), ``edge_weight`` float32 ``[E]``, ``num_nodes``,
 and optionally ``edge_km`` float64 ``[E]`` (the road length of each link) and ``pos``
-float64 ``[node, 2]`` (latitude, longitude). ``pipeline.data.graph.RoadGraph`` builds and
-validates one from files (``RoadGraph.to_pyg``); :class:`PyGGraph` reads any such ``Data``
-(a PyG data set, a PyTorch Geometric Temporal signal) as a :class:`models.panel.GraphLike`.
+float64 ``[node, 2]`` (latitude, longitude). ``pipeline.data.graph.RoadGraph`` builds
+one from files (``RoadGraph.to_pyg``); :class:`PyGGraph` reads any such ``Data`` (a PyG
+data set, a PyTorch Geometric Temporal signal) as a :class:`models.panel.GraphLike`. Both
+check their input through :func:`validate_links`.
 
 What TGC-LSTM asks of a graph is computed here, sparsely: the k-hop supports
 ``clamp((A + I)^k, 1)`` are scipy sparse boolean products, and the free-flow reachability
@@ -18,6 +19,7 @@ A link's length is ``edge_km`` when given, else the haversine distance of its se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +38,8 @@ DEFAULT_LINK_KM = 1.0
 haversine link of ``los-loop`` is about 1.7 km; 1 km keeps the hop rule simple)."""
 
 EARTH_RADIUS_KM = 6371.0088
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # link weights are kept as float32
 
 # Dijkstra returns a dense [n_sources, N] block per call: bounding the block to this
 # many cells (32 MB of float64) and sources is what keeps FFR sparse on large networks.
@@ -153,57 +157,186 @@ def _support(edge_index: np.ndarray, n: int, k: int) -> sp.csr_array:
     return result
 
 
+@dataclass(frozen=True, eq=False)
+class Links:
+    """Validated links: ``edge_index`` int64 ``[2, E]`` without self loops, sorted by
+    (target, source), ``edge_weight`` float32 ``[E]``, ``distance_km`` float64 ``[E]``
+    (given, else haversine of ``coords``, else None), ``coords`` float64 ``[node, 2]``."""
+
+    num_nodes: int
+    edge_index: np.ndarray
+    edge_weight: np.ndarray
+    distance_km: np.ndarray | None
+    coords: np.ndarray | None
+    default_link_km: float
+
+    def link_km(self) -> np.ndarray:
+        """float64 ``[E]`` the length every link counts with in FFR."""
+        if self.distance_km is not None:
+            return self.distance_km
+        return np.full(self.edge_index.shape[1], self.default_link_km)  # [E]
+
+
+def validate_links(
+    num_nodes: int,
+    edge_index: ArrayLike,
+    edge_weight: ArrayLike | None = None,
+    *,
+    distance_km: ArrayLike | None = None,
+    coords: ArrayLike | None = None,
+    default_link_km: float = DEFAULT_LINK_KM,
+    names: tuple[str, str, str] = ("edge_weight", "distance_km", "coords"),
+) -> Links:
+    """The one check of a graph's input (``RoadGraph`` and :class:`PyGGraph`): integer
+    links between existing nodes, no duplicates, finite non-negative float32 weights and
+    lengths, (latitude, longitude) coordinates; self loops are dropped. ``names`` are
+    what the errors call the weights, lengths and coordinates."""
+    try:
+        n = int(num_nodes)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0 or n != num_nodes:
+        raise GraphError(f"num_nodes must be an integer >= 0, got {num_nodes!r}")
+    if not (np.isfinite(default_link_km) and default_link_km > 0):
+        raise GraphError(f"default_link_km must be > 0, got {default_link_km}")
+    index = np.asarray(edge_index)
+    if index.size == 0:
+        index = np.zeros((2, 0), dtype=np.int64)  # [2, E]
+    if index.ndim != 2 or index.shape[0] != 2:
+        raise GraphError(f"edge_index must be [2, E], got shape {index.shape}")
+    numeric = np.issubdtype(index.dtype, np.integer) or np.issubdtype(index.dtype, np.floating)
+    if not numeric or not np.all(np.isfinite(index)) or np.any(index != np.round(index)):
+        raise GraphError("edge_index must hold integer node numbers")
+    n_edges = index.shape[1]
+    if n_edges and (index.min() < 0 or index.max() >= n):
+        bad = int(np.flatnonzero((index < 0).any(0) | (index >= n).any(0))[0])
+        raise GraphError(
+            f"link {bad} ({int(index[0, bad])} -> {int(index[1, bad])}) names a node outside "
+            f"0..{n - 1}; check num_nodes or the node numbering"
+        )
+    index = index.astype(np.int64)
+    weight = _edge_array(edge_weight, n_edges, names[0], default=1.0)
+    dist = None if distance_km is None else _edge_array(distance_km, n_edges, names[1])
+    xy = None if coords is None else check_coords(coords, n, names[2])
+
+    keep = index[0] != index[1]  # self loops are implicit in hops()
+    order = np.lexsort((index[0][keep], index[1][keep]))  # by (target, source)
+    index, weight = index[:, keep][:, order], weight[keep][order]
+    dist = None if dist is None else dist[keep][order]
+    dup = (np.diff(index[1]) == 0) & (np.diff(index[0]) == 0)
+    if dup.any():
+        k = int(np.flatnonzero(dup)[0])
+        raise GraphError(
+            f"duplicate link {index[0, k]} -> {index[1, k]}; merge duplicates first "
+            "(e.g. keep the largest weight)"
+        )
+    if dist is None and xy is not None:
+        dist = haversine_km(xy[index[0], 0], xy[index[0], 1], xy[index[1], 0], xy[index[1], 1])
+    return Links(
+        n,
+        index,
+        weight.astype(np.float32),
+        None if dist is None else dist.astype(np.float64),
+        xy,
+        float(default_link_km),
+    )
+
+
+def pyg_links(data: Data, *, default_link_km: float = DEFAULT_LINK_KM) -> Links:
+    """The links of a ``Data`` (``edge_index``, ``num_nodes``; optional ``edge_weight``,
+    else a 1-D ``edge_attr`` as PyTorch Geometric Temporal writes it, ``edge_km``,
+    ``pos``), through :func:`validate_links`. Tensors, arrays and lists are all read."""
+    index = _field(data, "edge_index")
+    if index is None or getattr(data, "num_nodes", None) is None:
+        raise GraphError("a torch-geometric graph needs edge_index and num_nodes")
+    weight, weight_name = _field(data, "edge_weight"), "edge_weight"
+    attr = _field(data, "edge_attr")
+    if weight is None and attr is not None and attr.ndim == 1:
+        weight, weight_name = attr, "edge_attr"
+    return validate_links(
+        data.num_nodes,
+        index,
+        weight,
+        distance_km=_field(data, "edge_km"),
+        coords=_field(data, "pos"),
+        default_link_km=default_link_km,
+        names=(weight_name, "edge_km", "pos"),
+    )
+
+
+def check_coords(coords: ArrayLike, n: int, name: str = "coords") -> np.ndarray:
+    """``coords`` as float64 ``[n, 2]`` (latitude, longitude) in degrees, or a GraphError."""
+    xy = np.asarray(coords, dtype=np.float64)
+    if xy.shape != (n, 2):
+        raise GraphError(
+            f"{name} must be [node, 2] (latitude, longitude) = [{n}, 2], got {xy.shape}"
+        )
+    bad = ~np.isfinite(xy).all(1) | (np.abs(xy[:, 0]) > 90) | (np.abs(xy[:, 1]) > 180)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise GraphError(
+            f"{name} of node {k} = ({xy[k, 0]}, {xy[k, 1]}) are not (latitude, longitude) "
+            "in degrees"
+        )
+    return xy
+
+
+def _edge_array(
+    values: ArrayLike | None, n_edges: int, name: str, *, default: float | None = None
+) -> np.ndarray:
+    if values is None:
+        return np.full(n_edges, default, dtype=np.float64)  # [E]
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    if arr.shape != (n_edges,):
+        raise GraphError(f"{name} has {arr.size} entries for {n_edges} links")
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr > _FLOAT32_MAX)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise GraphError(
+            f"{name}[{k}] = {arr[k]}: must be finite, >= 0 and within float32 (3.4e38)"
+        )
+    return arr
+
+
+def _field(data: Data, name: str) -> np.ndarray | None:
+    value = getattr(data, name, None)
+    if value is None:
+        return None
+    if hasattr(value, "detach"):  # a tensor; bfloat16 and half have no numpy twin
+        value = value.detach().cpu()
+        value = (value.double() if value.is_floating_point() else value).numpy()
+    return np.asarray(value)
+
+
 class PyGGraph:
     """A ``torch_geometric.data.Data`` read as a :class:`models.panel.GraphLike`.
 
     The links are ``data.edge_index`` (self loops dropped: they are implicit in
-    :meth:`hops`), weighted by ``data.edge_weight`` (1.0 when absent); their lengths are
-    ``data.edge_km``, else the haversine distance of ``data.pos``, else
-    ``default_link_km``.
+    :meth:`hops`), weighted by ``data.edge_weight`` (else a 1-D ``data.edge_attr``, else
+    1.0); their lengths are ``data.edge_km``, else the haversine distance of
+    ``data.pos``, else ``default_link_km``. Checked as ``RoadGraph`` checks its input
+    (:func:`pyg_links`).
     """
 
     def __init__(self, data: Data, *, default_link_km: float = DEFAULT_LINK_KM) -> None:
-        if data.edge_index is None or data.num_nodes is None:
-            raise GraphError("a graph needs edge_index and num_nodes")
-        index = data.edge_index.detach().cpu().numpy().astype(np.int64)
-        n = int(data.num_nodes)
-        if index.ndim != 2 or index.shape[0] != 2:
-            raise GraphError(f"edge_index must be [2, E], got shape {index.shape}")
-        if index.size and (index.min() < 0 or index.max() >= n):
-            raise GraphError(f"edge_index names a node outside 0..{n - 1}")
-        weight = _edge_values(data, "edge_weight", index.shape[1])
-        km = _edge_values(data, "edge_km", index.shape[1])
-        pos = getattr(data, "pos", None)
-        if km is None and pos is not None:
-            xy = pos.detach().cpu().double().numpy()
-            km = haversine_km(xy[index[0], 0], xy[index[0], 1], xy[index[1], 0], xy[index[1], 1])
-        keep = index[0] != index[1]
-        order = np.lexsort((index[0][keep], index[1][keep]))  # by (target, source)
-        self._n = n
-        self._edge_index = index[:, keep][:, order]
-        ones = np.ones(self._edge_index.shape[1], dtype=np.float32)
-        self._edge_weight = ones if weight is None else weight[keep][order].astype(np.float32)
-        self._link_km = (
-            np.full(self._edge_index.shape[1], float(default_link_km))
-            if km is None
-            else km[keep][order].astype(np.float64)
-        )
-        self.has_distances = km is not None
+        self._links = pyg_links(data, default_link_km=default_link_km)
+        self._link_km = self._links.link_km()
+        self.has_distances = self._links.distance_km is not None
         self._data = data
         self._hops: dict[tuple[int, float | None], np.ndarray] = {}
 
     @property
     def num_nodes(self) -> int:
-        return self._n
+        return self._links.num_nodes
 
     @property
     def edge_index(self) -> np.ndarray:
         """int64 ``[2, E]`` links without self loops, sorted by (target, source)."""
-        return self._edge_index
+        return self._links.edge_index
 
     @property
     def edge_weight(self) -> np.ndarray:
-        return self._edge_weight
+        return self._links.edge_weight
 
     def hops(
         self, k: int, *, minutes: float | None = None, free_flow_kmh: float | None = None
@@ -211,24 +344,14 @@ class PyGGraph:
         """As :meth:`models.panel.GraphLike.hops` (cached)."""
         key = (check_hops(k), budget_km(minutes, free_flow_kmh))
         if key not in self._hops:
-            self._hops[key] = hop_pairs(self._edge_index, self._n, key[0], self._link_km, key[1])
+            self._hops[key] = hop_pairs(
+                self.edge_index, self.num_nodes, key[0], self._link_km, key[1]
+            )
         return self._hops[key]
 
     def to_pyg(self) -> Data:
         """The ``Data`` this graph reads."""
         return self._data
-
-
-def _edge_values(data: Data, name: str, n_edges: int) -> np.ndarray | None:
-    values = getattr(data, name, None)
-    if values is None:
-        return None
-    arr = values.detach().cpu().double().numpy().ravel()
-    if arr.shape != (n_edges,):
-        raise GraphError(f"{name} has {arr.size} entries for {n_edges} links")
-    if not np.all(np.isfinite(arr)) or (arr < 0).any():
-        raise GraphError(f"{name} must be finite and >= 0")
-    return arr
 
 
 def as_graph(graph: Any) -> Any:

@@ -109,6 +109,23 @@ def test_evaluate_names_the_sensors_it_does_not_score(trained, tmp_path):
     assert "note: 1 sensor(s) of the data are not in the bundle, e.g. ['extra']" in result.output
 
 
+@pytest.mark.parametrize("silent", [("s0", "s1", "s2"), ("s1",)])
+def test_evaluate_says_what_the_test_part_holds_no_reading_of(trained, tmp_path, silent):
+    panel = panel_at("5min")
+    frame = pd.DataFrame(panel.values, columns=list(SENSORS))
+    frame.loc[len(frame) // 2 :, list(silent)] = np.nan  # nothing in the test part
+    frame.insert(0, "timestamp", panel.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    csv = tmp_path / "gappy.csv"
+    frame.to_csv(csv, index=False)
+    result = CliRunner().invoke(app, ["evaluate", str(trained), f"csv:{csv}", "--window", "6"])
+    if len(silent) == len(SENSORS):
+        assert result.exit_code == 1 and "holds no reading of the bundle's sensors" in result.output
+        assert "unexpected" not in result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert "note: 1 sensor(s) of the bundle have no reading in the test part" in result.output
+
+
 @pytest.mark.parametrize("value", ["300", 0, -300, 1.5, 300.0, True, [300], 10**12])
 def test_a_bad_step_is_refused_naming_bundle_and_field(tmp_path, value):
     bundle = tmp_path / "b"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, load_dataset
-from pipeline.data.fetch import FetchError, fetch_dataset, sha256_of
+from pipeline.data.fetch import FetchError, check_files, fetch_dataset, sha256_of
 from pipeline.data.graph import RoadGraph
 from pipeline.data.readers import read_adjacency_csv
 from tests.http_support import raw_server
@@ -55,6 +55,22 @@ def test_los_loop(shared_data):
     assert panel.coords.shape == (207, 2)
     assert np.all((panel.coords[:, 0] > 33.5) & (panel.coords[:, 0] < 34.5))
     assert graph.hops(1).shape[1] == 2626 + 207
+
+
+def test_data_info_says_when_a_file_is_not_the_published_one(shared_data, tmp_path):
+    info = DATASETS["los-loop"]
+    assert check_files(info, shared_data) == (3, [])
+    for remote in info.files:
+        if (shared_data / remote.path).is_file():
+            (tmp_path / remote.path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / remote.path).write_bytes((shared_data / remote.path).read_bytes())
+    speeds = tmp_path / "los-loop" / "los_speed.csv"
+    lines = speeds.read_text().splitlines(keepends=True)
+    speeds.write_text("".join(lines[:-1]))  # cut at a line: still a valid, shorter data set
+    checked, differ = check_files(info, tmp_path)
+    assert checked == 3 and len(differ) == 1 and "los_speed.csv" in differ[0]
+    result = CliRunner().invoke(app, ["data", "info", "los-loop", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0 and "not the published" in result.output
 
 
 def test_nab_series_and_windows(shared_data):

@@ -343,3 +343,22 @@ def test_serve_refuses_without_a_prefect_server(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert "PREFECT_API_URL is not set" in done.stderr and "prefect server start" in done.stderr
+
+
+def test_limit_without_serve_and_an_invalid_prefect_url_are_one_line_errors(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    limit = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "deploy", "--limit", "5"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert limit.returncode == 2 and "only applies with --serve" in limit.stderr
+    env.update(PREFECT_API_URL="http://[::1/api")
+    bad = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "deploy", "--serve"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    # Prefect prints its own lines about its plugins first; roadcast's is one line.
+    (line,) = [x for x in bad.stderr.splitlines() if x.startswith("error:")]
+    assert "Invalid IPv6 URL" in line and "PREFECT_*" in line

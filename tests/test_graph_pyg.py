@@ -123,3 +123,144 @@ def test_reads_a_one_step_signal_and_refuses_broken_ones():
     )
     with pytest.raises(ValueError, match="needs the panel's road graph"):
         to_signal(no_graph)
+
+
+def small_panel(graph: object) -> SensorPanel:
+    values = np.random.default_rng(0).normal(50, 5, (30, 3)).astype(np.float32)
+    timestamps = pd.date_range("2024-01-01", periods=30, freq="5min", tz="UTC")
+    return SensorPanel.from_values(values, timestamps, ["a", "b", "c"], graph=graph)
+
+
+def window_signal(series: np.ndarray, lags: int = 4, horizon: int = 1, **kw) -> StaticSignal:
+    """Stride-1 windows of ``series`` [node, time]: targets [node] for horizon 1."""
+    starts = range(series.shape[1] - lags - horizon + 1)
+    targets = [series[:, s + lags : s + lags + horizon] for s in starts]
+    return StaticSignal(
+        kw.get("edge_index", np.array([[0, 1], [1, 2]])),
+        kw.get("edge_weight"),
+        [series[:, s : s + lags] for s in starts],
+        [t[:, 0] for t in targets] if horizon == 1 else targets,
+    )
+
+
+def test_a_signal_without_edge_weight_gets_weights_of_one():
+    data = Data(edge_index=torch.tensor([[0, 1], [1, 2]]), num_nodes=3)
+    signal = to_signal(small_panel(data), window=4, horizon=3)
+    np.testing.assert_array_equal(signal.edge_weight, [1.0, 1.0])
+    series = small_panel(None).values.T
+    back = from_signal(window_signal(series))  # edge_weight None
+    np.testing.assert_array_equal(to_signal(back, window=2, horizon=1).edge_weight, [1.0, 1.0])
+
+
+def test_from_signal_checks_the_targets_against_the_features():
+    series = small_panel(None).values.T  # [3, 30]
+    good = window_signal(series, horizon=3)
+    np.testing.assert_allclose(from_signal(good).values, series.T)
+    ahead = StaticSignal(
+        good.edge_index, None, good.features, [series[:, s + 6] for s in range(len(good))]
+    )
+    with pytest.raises(ValueError, match="disagree"):
+        from_signal(ahead)
+    one = window_signal(series)
+    for bad in (np.full(3, 1e6, np.float32), np.zeros(5, np.float32), np.zeros((3, 2))):
+        targets = list(one.targets)
+        targets[2] = bad
+        with pytest.raises(ValueError, match=r"targets\[2\]"):
+            from_signal(StaticSignal(one.edge_index, None, one.features, targets))
+    gappy = series.copy()
+    gappy[1, 10] = np.nan  # missing in the features; the targets may still hold it
+    targets = [t.copy() for t in window_signal(gappy).targets]
+    targets[6][1] = series[1, 10]
+    panel = from_signal(StaticSignal(one.edge_index, None, window_signal(gappy).features, targets))
+    assert np.isnan(panel.values[10, 1]) and panel.mask.sum() == series.size - 1
+
+
+@pytest.mark.parametrize(
+    "edge_index", [[[0.7, 1.9], [1.2, 2.5]], [[True, False], [False, True]]], ids=["float", "bool"]
+)
+def test_edge_index_must_hold_integer_node_numbers(edge_index):
+    tensor = torch.tensor(edge_index)
+    message = "edge_index must hold integer node numbers"
+    with pytest.raises(GraphError, match=message):
+        small_panel(Data(edge_index=tensor, num_nodes=3))
+    with pytest.raises(GraphError, match=message):
+        RoadGraph.from_pyg(Data(edge_index=tensor, num_nodes=3))
+    with pytest.raises(GraphError, match=message):
+        RoadGraph(3, np.array(edge_index))
+    with pytest.raises(GraphError, match=message):
+        from_signal(window_signal(small_panel(None).values.T, edge_index=np.array(edge_index)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"edge_index": [[0, 0], [1, 1]], "edge_weight": [1.0, 5.0]}, "duplicate link"),
+        ({"edge_weight": torch.tensor([1e39], dtype=torch.float64)}, "within float32"),
+        ({"pos": [[np.nan, 0.0], [0.0, 0.0], [0.0, 0.0]]}, "not .latitude, longitude"),
+        ({"pos": [[500.0, 900.0], [0.0, 0.0], [0.0, 0.0]]}, "not .latitude, longitude"),
+        ({"pos": [[1.0, 1.0], [0.0, 0.0]]}, r"pos must be \[node, 2\]"),
+        ({"pos": [1.0, 1.0, 0.0]}, r"pos must be \[node, 2\]"),
+        ({"edge_weight": [1.0, 2.0]}, "edge_weight has 2 entries for 1 links"),
+        ({"edge_attr": torch.tensor([1.0, 2.0])}, "edge_attr has 2 entries for 1 links"),
+        ({"edge_attr": torch.tensor([-1.0])}, r"edge_attr\[0\] = -1.0"),
+        ({"edge_km": [np.inf]}, r"edge_km\[0\] = inf"),
+    ],
+)
+def test_pyg_graphs_are_validated_like_road_graphs(fields, message):
+    fields = {"edge_index": [[0], [2]], **fields}
+    data = Data(
+        num_nodes=3, **{k: v if torch.is_tensor(v) else torch.tensor(v) for k, v in fields.items()}
+    )
+    with pytest.raises(GraphError, match=message):
+        PyGGraph(data)
+    with pytest.raises(GraphError, match=message):
+        RoadGraph.from_pyg(data)
+
+
+def test_pyg_fields_may_be_numpy_arrays_or_lists():
+    data = Data(edge_index=np.array([[0], [2]]), edge_weight=[2.0], num_nodes=3)
+    for graph in (PyGGraph(data), RoadGraph.from_pyg(data), small_panel(data).graph):
+        np.testing.assert_array_equal(graph.edge_index, [[0], [2]])
+        np.testing.assert_array_equal(graph.edge_weight, [2.0])
+
+
+def test_edge_attr_of_a_snapshot_carries_the_weights():
+    graph = RoadGraph(3, [[0, 1], [1, 2]], [2.0, 3.0])
+    snapshot = to_signal(small_panel(graph), window=4, horizon=3)[0]
+    assert snapshot.edge_weight is None and snapshot.edge_attr is not None
+    np.testing.assert_array_equal(RoadGraph.from_pyg(snapshot).edge_weight, [2.0, 3.0])
+    np.testing.assert_array_equal(small_panel(snapshot).graph.edge_weight, [2.0, 3.0])
+    features = Data(edge_index=graph.to_pyg().edge_index, edge_attr=torch.ones(2, 4), num_nodes=3)
+    np.testing.assert_array_equal(PyGGraph(features).edge_weight, [1.0, 1.0])  # not weights
+
+
+def test_to_signal_exports_the_validated_graph():
+    data = Data(
+        edge_index=torch.tensor([[0, 0, 1], [0, 1, 1]]),
+        edge_weight=torch.tensor([1.0, 2.0, 3.0]),
+        num_nodes=3,
+    )
+    signal = to_signal(small_panel(data), window=4, horizon=3)
+    np.testing.assert_array_equal(signal.edge_index, [[0], [1]])
+    np.testing.assert_array_equal(signal.edge_weight, [2.0])
+
+
+def test_signal_options_are_checked():
+    series = small_panel(None).values.T
+    signal = window_signal(series)
+    for freq in ("-5min", "0min", "often", 5):
+        with pytest.raises(ValueError, match="freq"):
+            from_signal(signal, freq=freq)
+    stacked = StaticSignal(
+        signal.edge_index, None, [np.stack([f, f], 1) for f in signal.features], signal.targets
+    )
+    for feature, bad in ((5, stacked), (-1, stacked), (1.0, stacked), (3, signal)):
+        with pytest.raises(ValueError, match="feature"):
+            from_signal(bad, feature=feature)
+    np.testing.assert_allclose(from_signal(stacked, feature=1).values, series.T)
+    with pytest.raises(ValueError, match="features"):
+        from_signal(object())
+    panel = small_panel(RoadGraph(3, [[0], [1]]))
+    for option in ({"window": 2.5}, {"window": "4"}, {"horizon": True}, {"horizon": 0}):
+        with pytest.raises(ValueError, match=next(iter(option))):
+            to_signal(panel, **option)

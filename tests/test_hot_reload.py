@@ -245,8 +245,9 @@ def test_a_bad_serving_set_is_refused_and_the_old_models_keep_serving(broker, tm
     ]
     assert "corrupted (sha256 differs from the manifest)" in reasons[0], reasons[0]
     assert "forecasts 4 sensors, the running service 6" in reasons[1], reasons[1]
-    assert service.counters["model_swaps_refused"] == 1  # the network: refused by the service
-    assert _metric(service, "roadcast_model_swaps_total", result="refused") == 1
+    # The corrupt version (refused while loading) and the network (by the service).
+    assert service.counters["model_swaps_refused"] == 2
+    assert _metric(service, "roadcast_model_swaps_total", result="refused") == 2
     assert _metric(service, "roadcast_model_info", model="ar", version=fresh.version) == 1
     assert sorted(m.name for m in service.models) == ["ar", "persistence"]
     with Store(settings.store_path, readonly=True) as store:

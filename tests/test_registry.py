@@ -66,6 +66,8 @@ def test_models_commands_list_promote_and_roll_back(tmp_path):
     assert twice.exit_code == 2 and "ar is named twice" in " ".join(twice.output.split())
     empty = runner.invoke(app, ["models", "rollback", *folder])
     assert empty.exit_code == 1 and "history holds 0 earlier" in empty.output
+    one = runner.invoke(app, ["models", "list", "--models", str(reg.a.path)])
+    assert one.exit_code == 2 and "is one model bundle" in " ".join(one.output.split())
 
 
 def test_the_serving_set_is_only_changed_whole_and_verified(tmp_path):

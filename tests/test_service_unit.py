@@ -158,3 +158,27 @@ def test_a_partition_behind_its_high_watermark_or_not_fetched_yet_is_a_backlog()
     assert tracker.backlog({a: 100, b: 50}.get)  # b has 10 records to read
     assert tracker.backlog({a: 100}.get)  # b's end not known yet
     assert not tracker.backlog({a: 100, b: 40}.get)  # both read to their end
+
+
+def test_an_instance_holding_part_of_the_readings_topic_warns(caplog):
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from pipeline.service.loop import ForecastService
+    from pipeline.settings import Settings
+
+    settings = Settings(topic_readings="r", consumer_group="g")
+    consumer = SimpleNamespace(partitions_for_topic=lambda topic: {0, 1, 2})
+    caplog.set_level(logging.WARNING, logger="roadcast.service")
+    for mine, warned in (({0, 1, 2}, False), ({1}, True), (set(), False)):
+        caplog.clear()
+        tracker = SimpleNamespace(assigned={TopicPartition("r", p) for p in mine})
+        service = SimpleNamespace(settings=settings, partitions=tracker)
+        ForecastService._warn_if_partial(service, consumer)  # type: ignore[arg-type]
+        records = [r for r in caplog.records if r.getMessage() == "partial_assignment"]
+        assert bool(records) == warned
+        if warned:
+            fields = records[0].__dict__["fields"]
+            assert fields["assigned"] == [1] and fields["partitions"] == 3
+            assert "group g" in fields["hint"]

@@ -437,6 +437,16 @@ def test_explain_refuses_unknown_sensor_and_other_models(bundles, tmp_path):
         explain(tmp_path / "missing", out=tmp_path)
 
 
+def test_explain_refuses_a_model_whose_training_dropped_its_graph_path(bundles, tmp_path):
+    from flows.explain import influence_table, load_tgclstm
+
+    model = load_tgclstm(bundles / "xy")
+    for m in range(model.config.ensemble):
+        model.net.member(m).use_graph = False  # as a hybrid whose graph path was not kept
+    with pytest.raises(ValueError, match="dropped its graph path"):
+        influence_table(model)
+
+
 def test_explain_command_prints_the_table(bundles, tmp_path):
     from typer.testing import CliRunner
 
@@ -452,6 +462,8 @@ def test_explain_command_prints_the_table(bundles, tmp_path):
     assert (tmp_path / "influence.csv").is_file() and (tmp_path / "influence_map.png").is_file()
     bad = runner.invoke(app, ["explain", str(bundles / "lstm"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "tgclstm" in bad.output
+    empty = runner.invoke(app, ["explain", str(bundles / "xy"), "--out", " "])
+    assert empty.exit_code == 2 and "is empty" in empty.output
 
 
 # ---------------------------------------------------------------------- real data

@@ -127,3 +127,9 @@ def test_unsupported_names_why_a_model_cannot_run_on_the_data():
     assert unsupported("ar", split, PLAN) is None
     tiny = chronological_split(panel(readings(10)))
     assert "6 inputs and 3 targets need 9 steps" in str(unsupported("lstm", tiny, PLAN))
+
+
+def test_a_horizon_beyond_the_reported_ones_is_reported_too(tmp_path: Path):
+    plan = TrainPlan(models=("persistence",), window=6, horizon=15, seeds=1, progress=False)
+    document = train_models(panel(readings(600)), plan, tmp_path / "out", log=lambda _: None)
+    assert list(document["models"]["persistence"]["pooled"]) == ["3", "6", "9", "12", "15"]

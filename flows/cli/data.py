@@ -58,7 +58,8 @@ def data_info(
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.data.datasets import DatasetError, load_dataset
+    from pipeline.data.datasets import DATASETS, DatasetError, dataset_dir, load_dataset
+    from pipeline.data.fetch import check_files
     from pipeline.settings import SettingsError
 
     try:
@@ -93,6 +94,11 @@ def data_info(
     kinds = Counter(e.kind for e in panel.events)
     if kinds:
         table.add_row("events", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    info = DATASETS.get(name)
+    if info is not None:
+        checked, differ = check_files(info, dataset_dir(Path(data_dir) if data_dir else None))
+        if checked:
+            table.add_row("files", "\n".join(differ) or f"{checked} match the published digests")
     Console().print(table)
 
 

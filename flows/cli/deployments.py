@@ -22,6 +22,8 @@ def deploy(
 
     from flows.deploy import DEPLOYMENTS, DeployError, describe
 
+    if limit is not None and not serve:
+        raise typer.BadParameter("only applies with --serve", param_hint="--limit")
     if write_yaml is not None:
         from pathlib import Path
 

@@ -35,6 +35,16 @@ def set_debug(value: bool) -> None:
 
 def describe(exc: BaseException) -> str:
     """One line (or the message's own lines) for an error that reached the command line."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):  # e.g. Prefect's settings, read from the environment
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return (
+            f"invalid {exc.title}{f' {where}' if where else ''}: {first['msg']} "
+            f"({exc.error_count()} error(s)); check the PREFECT_* and ROADCAST_* environment "
+            "variables"
+        )
     ours = type(exc).__module__.split(".")[0] in ("pipeline", "models", "flows")
     if ours or isinstance(exc, ValueError | OSError):
         return str(exc) or type(exc).__name__

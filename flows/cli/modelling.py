@@ -29,6 +29,8 @@ def explain(
     from flows.explain import explain as run_explain
     from models.bundle import BundleError
 
+    if not out.strip():
+        raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
     if any(p.is_file() for p in (Path(out), *Path(out).parents)):
         raise typer.BadParameter(f"{out} is a file, not a directory", param_hint="--out")
     try:
@@ -244,6 +246,11 @@ def evaluate(
             f"note: {len(extra)} sensor(s) of the data are not in the bundle, e.g. {extra[:5]}: "
             "not scored"
         )
+    if silent := result["sensors_without_readings"]:
+        typer.echo(
+            f"note: {len(silent)} sensor(s) of the bundle have no reading in the test part, "
+            f"e.g. {silent[:5]}: not scored"
+        )
     if adjacency:
         typer.echo("note: --adjacency is not used: a bundle carries the graph it was trained on")
     freq = panel.freq.total_seconds() / 60
@@ -253,15 +260,20 @@ def evaluate(
     for h, m in result["pooled"].items():
         table.add_row(
             f"{h} ({int(h) * freq:g} min)",
-            f"{m['mae']:.4f}",
-            f"{m['rmse']:.4f}",
-            f"{m['mape']:.2f}" if m["mape"] is not None else "n/a",
-            f"{result['step'][h]['rmse']:.4f}",
+            _number(m["mae"], 4),
+            _number(m["rmse"], 4),
+            _number(m["mape"], 2),
+            _number(result["step"][h]["rmse"], 4),
         )
     Console().print(table)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _number(value: float | None, digits: int) -> str:
+    """A metric for the table; n/a where none could be computed (no value scored)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _load_panel(

@@ -39,11 +39,18 @@ def list_versions(
 ) -> None:
     """Every version of every model, with its label, run, validation score and role."""
     from flows.reporting.text import print_table
+    from models.bundle import MANIFEST
     from pipeline.model_dir import SERVING_FILE, bundles_dir, read_serving, version_path
     from pipeline.registry.versions import list_versions as versions_in
     from pipeline.registry.versions import validation_pooled
 
     root = bundles_dir(_folder(models))
+    if (root / MANIFEST).is_file():
+        raise typer.BadParameter(
+            f"{root} is one model bundle, not a model directory; pass the `roadcast train` "
+            "output (or its bundles/) that holds it",
+            param_hint="--models",
+        )
     serving = read_serving(root)
     found = versions_in(root)
     if not found:

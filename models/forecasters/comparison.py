@@ -339,7 +339,7 @@ def backtest_runs(
             panel,
             start=test_start,
             inputs_inside=plan.window,
-            horizons=[h for h in plan.horizons if h <= plan.horizon] or [plan.horizon],
+            horizons=report_horizons(plan.horizon, plan.horizons),
         )
         last = max(test.metrics["pooled"], key=int)
         log(
@@ -461,8 +461,9 @@ def evaluate_bundle(
 
     The panel's sensors are put in the bundle's order (extra sensors are dropped and
     listed as ``sensors_not_scored``; a sensor of the bundle that the panel lacks is an
-    error). ``data`` names the panel in
-    errors (default: its name).
+    error; one without a reading in the test part is listed as
+    ``sensors_without_readings``). ``data`` names the panel in errors (default: its
+    name).
 
     Raises
     ------
@@ -490,6 +491,13 @@ def evaluate_bundle(
         panel = panel.select(list(model.sensor_ids))
     split = chronological_split(panel, test=test, valid=valid)
     start = split.train.n_time + split.valid.n_time
+    observed = np.asarray(np.asarray(panel.mask[start:]).any(axis=0))  # [node]
+    if not observed.any():
+        raise ValueError(
+            f"the test part of {data or panel.name or 'the data'} (its last "
+            f"{panel.n_time - start} steps) holds no reading of the bundle's sensors; "
+            "nothing to score"
+        )
     result = backtest(
         model,
         panel,
@@ -507,6 +515,9 @@ def evaluate_bundle(
             "split": split.sizes(),
             "windows": result.n_windows,
             "sensors_not_scored": not_scored,
+            "sensors_without_readings": [
+                s for s, seen in zip(model.sensor_ids, observed, strict=True) if not seen
+            ],
             "pooled": result.metrics["pooled"],
             "step": result.metrics["step"],
             "predict_ms_per_window": result.predict_ms_per_window,

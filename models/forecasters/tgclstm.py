@@ -420,7 +420,12 @@ class TGCLSTM(NetworkForecaster):
         -------
         dict of ``[E]`` arrays: int64 ``hop`` (1..K), ``source`` (j), ``target`` (i) and
         float32 ``weight`` = ``W_gc^hop[i, j]``, how strongly sensor j feeds sensor i (the
-        members' mean with an ensemble).
+        mean of the ensemble's members that use their graph path).
+
+        Raises
+        ------
+        ValueError
+            When training dropped every member's graph path.
         """
         if self.net is None:
             raise RuntimeError(f"{self.name}: call fit() or load() before influence()")

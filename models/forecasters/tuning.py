@@ -36,6 +36,8 @@ Log = Callable[[str], None]
 # A trial needs this many validation windows (x the horizon) for a usable score.
 MIN_VALID_WINDOWS_PER_STEP = 2
 WINDOWS = (6, 12, 24)
+MAX_TRIALS = 10_000  # per model; beyond it a search of these few settings repeats itself
+MAX_BUDGET_S = 7 * 86_400.0
 
 
 class TuningError(ValueError):
@@ -70,12 +72,16 @@ def parse_budget(text: str) -> Budget:
         )
     number, unit = float(match.group(1)), match.group(2)
     if unit is None:
-        if number != int(number) or number < 1:
-            raise TuningError(f"--tune {text!r}: a trial budget must be a whole number >= 1")
+        if not number.is_integer() or not 1 <= number <= MAX_TRIALS:
+            raise TuningError(
+                f"--tune {text!r}: a trial budget must be a whole number from 1 to {MAX_TRIALS}"
+            )
         return Budget(trials=int(number))
     seconds = number * {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[unit]
     if seconds < 1.0:
         raise TuningError(f"--tune {text!r}: a budget of {seconds:g} s is too small for one trial")
+    if seconds > MAX_BUDGET_S:
+        raise TuningError(f"--tune {text!r}: a time budget may be at most {MAX_BUDGET_S / 3600:g}h")
     return Budget(seconds=seconds)
 
 

@@ -425,6 +425,21 @@ class TGCLSTMEnsemble(nn.Module):
         return self.member(0).form
 
     def graph_weights(self) -> Tensor:
-        """The members' mean graph-convolution weight per edge, ``[E]``."""
-        weights = [self.member(m).conv.weight.detach().float() for m in range(len(self.members))]
+        """The mean graph-convolution weight per edge, ``[E]``, of the members whose
+        forecasts use their graph path.
+
+        Raises
+        ------
+        ValueError
+            When no member does (training dropped every graph path: the weights are
+            their initial values and influence nothing).
+        """
+        members = [self.member(m) for m in range(len(self.members))]
+        weights = [m.conv.weight.detach().float() for m in members if m.use_graph]
+        if not weights:
+            raise ValueError(
+                "this TGC-LSTM's training dropped its graph path (the graph did not improve "
+                "its validation forecasts), so it forecasts as its LSTM stage and its graph "
+                "weights influence nothing; there is no learned influence to explain"
+            )
         return torch.stack(weights).mean(dim=0)

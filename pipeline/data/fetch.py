@@ -105,6 +105,26 @@ def _expected(remote: RemoteFile, supplied: Mapping[str, str]) -> tuple[str, str
     return None
 
 
+def check_files(info: DatasetInfo, root: Path) -> tuple[int, list[str]]:
+    """Compare the files of ``info`` under ``root`` that have a published digest with
+    it: ``(files checked, one line per file that differs)`` (a cut or edited copy reads
+    as a smaller or other data set without any error)."""
+    checked, differ = 0, []
+    for remote in info.files:
+        expected = _expected(remote, {})
+        path = root / remote.path
+        if expected is None or not path.is_file():
+            continue
+        algorithm, digest = expected
+        checked += 1
+        if sha256_of(path, algorithm) != digest.lower():
+            differ.append(
+                f"{remote.path}: its {algorithm} is not the published file's (cut short or "
+                f"edited?); `roadcast data fetch {info.name}` replaces it"
+            )
+    return checked, differ
+
+
 def fetch_dataset(
     dataset: str | DatasetInfo,
     *,

@@ -31,18 +31,20 @@ from models.graph import (
     DEFAULT_FREE_FLOW_KMH,
     DEFAULT_LINK_KM,
     GraphError,
+    Links,
     budget_km,
+    check_coords,
     check_hops,
     distances_within,
     haversine_km,
     hop_pairs,
     pairs_of,
+    pyg_links,
+    validate_links,
 )
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # link weights are kept as float32
 
 __all__ = [
     "DEFAULT_FREE_FLOW_KMH",
@@ -81,56 +83,26 @@ class RoadGraph:
         coords: ArrayLike | None = None,
         default_link_km: float = DEFAULT_LINK_KM,
     ) -> None:
-        n = int(num_nodes)
-        if n < 0:
-            raise GraphError(f"num_nodes must be >= 0, got {num_nodes}")
-        if not (np.isfinite(default_link_km) and default_link_km > 0):
-            raise GraphError(f"default_link_km must be > 0, got {default_link_km}")
-        index = np.asarray(edge_index)
-        if index.size == 0:
-            index = np.zeros((2, 0), dtype=np.int64)  # [2, E]
-        if index.ndim != 2 or index.shape[0] != 2:
-            raise GraphError(f"edge_index must be [2, E], got shape {index.shape}")
-        fractional = not np.issubdtype(index.dtype, np.integer) and (
-            not np.all(np.isfinite(index)) or np.any(index != np.round(index))
+        self._hold(
+            validate_links(
+                num_nodes,
+                edge_index,
+                edge_weight,
+                distance_km=distance_km,
+                coords=coords,
+                default_link_km=default_link_km,
+            )
         )
-        if fractional:
-            raise GraphError("edge_index must hold integer node numbers")
-        index = index.astype(np.int64)
-        n_edges = index.shape[1]
-        if n_edges and (index.min() < 0 or index.max() >= n):
-            bad = int(np.flatnonzero((index < 0).any(0) | (index >= n).any(0))[0])
-            raise GraphError(
-                f"link {bad} ({index[0, bad]} -> {index[1, bad]}) names a node outside "
-                f"0..{n - 1}; check num_nodes or the node numbering"
-            )
-        weight = _edge_array(edge_weight, n_edges, "edge_weight", default=1.0)
-        dist = None if distance_km is None else _edge_array(distance_km, n_edges, "distance_km")
-        xy = None if coords is None else _coords(coords, n)
 
-        keep = index[0] != index[1]  # self loops are implicit in hops()
-        index, weight = index[:, keep], weight[keep]
-        dist = None if dist is None else dist[keep]
-        order = np.lexsort((index[0], index[1]))  # by (target, source)
-        index, weight = index[:, order], weight[order]
-        dist = None if dist is None else dist[order]
-        dup = (np.diff(index[1]) == 0) & (np.diff(index[0]) == 0)
-        if dup.any():
-            k = int(np.flatnonzero(dup)[0])
-            raise GraphError(
-                f"duplicate link {index[0, k]} -> {index[1, k]}; merge duplicates first "
-                "(e.g. keep the largest weight)"
-            )
-        if dist is None and xy is not None:
-            dist = haversine_km(xy[index[0], 0], xy[index[0], 1], xy[index[1], 0], xy[index[1], 1])
-
-        self._n = n
-        self._has_distances = dist is not None
-        self._default_link_km = float(default_link_km)
-        self._edge_index = _frozen(index)
-        self._edge_weight = _frozen(weight.astype(np.float32))
-        self._distance_km = None if dist is None else _frozen(dist.astype(np.float64))
-        self._coords = None if xy is None else _frozen(xy)
+    def _hold(self, links: Links) -> None:
+        """Keep validated ``links``, read-only."""
+        self._n = links.num_nodes
+        self._has_distances = links.distance_km is not None
+        self._default_link_km = links.default_link_km
+        self._edge_index = _frozen(links.edge_index)
+        self._edge_weight = _frozen(links.edge_weight)
+        self._distance_km = None if links.distance_km is None else _frozen(links.distance_km)
+        self._coords = None if links.coords is None else _frozen(links.coords)
         self._hops_cache: dict[tuple[int, float | None], np.ndarray] = {}
 
     # ------------------------------------------------------------------ constructors
@@ -214,7 +186,7 @@ class RoadGraph:
         which is how a two-way influence (queues spill upstream, flow moves downstream)
         is usually modelled.
         """
-        xy = _coords(coords, len(np.asarray(coords)))
+        xy = check_coords(coords, len(np.asarray(coords)))
         s, d = np.asarray(src, dtype=np.int64).ravel(), np.asarray(dst, dtype=np.int64).ravel()
         w = None if weight is None else np.asarray(weight, dtype=np.float64).ravel()
         km = None if distance_km is None else np.asarray(distance_km, dtype=np.float64).ravel()
@@ -355,61 +327,18 @@ class RoadGraph:
     @classmethod
     def from_pyg(cls, data: Data, *, default_link_km: float = DEFAULT_LINK_KM) -> RoadGraph:
         """A graph from a ``torch_geometric.data.Data`` with ``edge_index`` and
-        ``num_nodes`` (optional ``edge_weight``, ``edge_km``, ``pos``), validated like
-        any other input: self loops dropped, duplicate links refused."""
-        if getattr(data, "edge_index", None) is None or data.num_nodes is None:
-            raise GraphError("a torch-geometric graph needs edge_index and num_nodes")
-
-        def array(name: str) -> np.ndarray | None:
-            value = getattr(data, name, None)
-            return None if value is None else value.detach().cpu().numpy()
-
-        return cls(
-            int(data.num_nodes),
-            array("edge_index"),  # type: ignore[arg-type]
-            array("edge_weight"),
-            distance_km=array("edge_km"),
-            coords=array("pos"),
-            default_link_km=default_link_km,
-        )
+        ``num_nodes`` (optional ``edge_weight``, else a 1-D ``edge_attr``, ``edge_km``,
+        ``pos``), validated like any other input: self loops dropped, duplicate links
+        refused."""
+        graph = cls.__new__(cls)
+        graph._hold(pyg_links(data, default_link_km=default_link_km))
+        return graph
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
     array = np.ascontiguousarray(array)
     array.setflags(write=False)
     return array
-
-
-def _edge_array(
-    values: ArrayLike | None, n_edges: int, name: str, *, default: float | None = None
-) -> np.ndarray:
-    if values is None:
-        return np.full(n_edges, default, dtype=np.float64)  # [E]
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    if arr.shape != (n_edges,):
-        raise GraphError(f"{name} has {arr.size} entries for {n_edges} links")
-    bad = ~np.isfinite(arr) | (arr < 0) | (arr > _FLOAT32_MAX)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise GraphError(
-            f"{name}[{k}] = {arr[k]}: must be finite, >= 0 and within float32 (3.4e38)"
-        )
-    return arr
-
-
-def _coords(coords: ArrayLike, n: int) -> np.ndarray:
-    xy = np.asarray(coords, dtype=np.float64)
-    if xy.shape != (n, 2):
-        raise GraphError(
-            f"coords must be [node, 2] (latitude, longitude) = [{n}, 2], got {xy.shape}"
-        )
-    bad = ~np.isfinite(xy).all(1) | (np.abs(xy[:, 0]) > 90) | (np.abs(xy[:, 1]) > 180)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise GraphError(
-            f"coords of node {k} = {tuple(xy[k])} are not (latitude, longitude) in degrees"
-        )
-    return xy
 
 
 def _square(matrix: ArrayLike | sp.spmatrix | sp.sparray, name: str) -> sp.coo_array:

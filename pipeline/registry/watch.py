@@ -146,6 +146,7 @@ class ServingWatcher:
         self._checked = clock()
         self._loading: Future[LoadedSet] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadcast-reload")
+        self.refusals = 0
 
     def poll(self) -> LoadedSet | None:
         """A newly loaded serving set ready to swap in, or None (cheap when nothing changed)."""
@@ -191,7 +192,9 @@ class ServingWatcher:
         self.running = loaded.ids()
 
     def refused(self, reason: str) -> None:
-        """Log that a serving set was not loaded; the running models keep serving."""
+        """Log that a serving set was not loaded (counted in :attr:`refusals`); the
+        running models keep serving."""
+        self.refusals += 1
         log.error(
             "model_reload_refused",
             extra={"fields": {"reason": reason, "running": self.running, "file": str(self.path)}},

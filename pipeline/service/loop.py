@@ -103,13 +103,14 @@ class ForecastService(BatchHandler):
         waits for its replay. True when the models were swapped."""
         if self.watcher is None or self._unsettled or self._failures:
             return False
+        refusals = self.watcher.refusals
         loaded = self.watcher.poll()
-        if loaded is None:
-            return False
-        reason = self.swap_models(loaded.models, loaded.versions)
-        if reason is not None:
+        if loaded is not None and (reason := self.swap_models(loaded.models, loaded.versions)):
             self.watcher.refused(reason)
+            loaded = None
+        if self.watcher.refusals > refusals:  # a set that did not load, or was not swapped in
             self._count("model_swaps_refused")
+        if loaded is None:
             return False
         self.watcher.swapped(loaded)
         self._count("model_swaps")
@@ -211,6 +212,7 @@ class ForecastService(BatchHandler):
             self.partitions.adopt(
                 consumer, self._describe_topic, self.store.offsets, time.monotonic()
             )
+            self._warn_if_partial(consumer)
             return True
         except (KafkaError, KafkaUnavailable) as exc:
             log.warning("assignment_deferred", extra={"fields": {"error": str(exc)}})
@@ -218,6 +220,23 @@ class ForecastService(BatchHandler):
                 if part and tp in consumer.assignment():
                     consumer.seek(tp, part[0].offset)
             return False
+
+    def _warn_if_partial(self, consumer: KafkaConsumer) -> None:
+        """Warn when this instance holds only some partitions of the readings topic:
+        another member of its group reads the rest, so this one forecasts from part of
+        the network and reports the other sensors down."""
+        topic = self.settings.topic_readings
+        every = consumer.partitions_for_topic(topic) or set()
+        mine = {tp.partition for tp in self.partitions.assigned if tp.topic == topic}
+        if mine and every - mine:
+            hint = (
+                f"another member of group {self.settings.consumer_group} reads the rest: "
+                "each instance then forecasts from part of the network and reports the "
+                "other sensors down; run one instance per group (see the README's "
+                "scaling section)"
+            )
+            fields = {"topic": topic, "assigned": sorted(mine), "partitions": len(every)}
+            log.warning("partial_assignment", extra={"fields": fields | {"hint": hint}})
 
     def _describe_topic(self, topic: str) -> str:
         """``topic@<topic id>``: a re-created topic (fresh broker) gets another key.
