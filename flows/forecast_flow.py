@@ -55,11 +55,15 @@ def load_models(models_dir: str) -> tuple[dict[str, Forecaster], str | None]:
 
 
 @task(name="read-latest-window", **IO_TASK)
-def read_window(store_path: str, sensor_ids: tuple[str, ...], window: int) -> SensorPanel:
-    """The newest ``window`` closed ticks of ``sensor_ids`` from the store."""
-    from pipeline.service.store_reads import latest_window, reading_store
+def read_window(
+    store_path: str, sensor_ids: tuple[str, ...], window: int, models_dir: str
+) -> SensorPanel:
+    """The newest ``window`` closed ticks of ``sensor_ids`` (the sensors of the models in
+    ``models_dir``, all of which the store must know) from the store."""
+    from pipeline.service.store_reads import latest_window, reading_store, require_sensors
 
     with reading_store(store_path) as store:
+        require_sensors(store, sensor_ids, models_dir)
         return latest_window(store, sensor_ids, window)
 
 
@@ -197,7 +201,10 @@ def forecast_flow(
     for model in models.values():
         union.update(dict.fromkeys(model.sensor_ids))
     window = read_window(
-        str(settings.store_path), tuple(union), max(m.window for m in models.values())
+        str(settings.store_path),
+        tuple(union),
+        max(m.window for m in models.values()),
+        str(settings.model_dir),
     )
     silent = int((~window.mask.any(axis=1)).sum())
     if silent:

@@ -123,10 +123,12 @@ def score_store(store_path: str, since: str, info: ModelInfo, horizon: int) -> S
         alerts_between,
         period_since,
         reading_store,
+        require_sensors,
         stored_backtest,
     )
 
     with reading_store(store_path) as store:
+        require_sensors(store, info.sensor_ids, "the model directory")
         period = period_since(store, since)
         sensors = info.sensor_ids or tuple(store.sensor_names().values())
         names = sorted(store.model_names().values())

@@ -179,10 +179,12 @@ def test_stop_is_idempotent_and_leaves_no_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_a_taken_fixed_port_names_the_fix() -> None:
+@pytest.mark.parametrize("listening", [True, False])
+def test_a_taken_fixed_port_names_the_fix(listening: bool) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        if listening:
+            sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(BrokerError, match="already in use"):
             EmbeddedBroker(port=port).start()
@@ -332,3 +334,44 @@ def test_replay_command_reports_an_unreachable_broker(monkeypatch) -> None:
     )
     assert result.exit_code == 1
     assert "roadcast broker" in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_replay_flushes_and_says_what_it_sent(kafka_settings, sig) -> None:
+    import re
+
+    from tests.service_support import read_topic
+
+    topic = kafka_settings.topic_readings
+    ensure_topics(kafka_settings, topics=[topic])
+    args = [
+        sys.executable, "-m", "flows.cli", "replay", "simulated:sensors=3,days=2",
+        "--bootstrap", kafka_settings.bootstrap_servers, "--topic", topic, "--speedup", "300",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
+    try:
+        wait_until(lambda: len(read_topic(kafka_settings, topic, settle_s=0)) >= 3, what="a step")
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    match = re.search(r"interrupted after ([\d,]+) readings .* ([\d,]+) acknowledged", err)
+    assert match is not None, err
+    sent = int(match.group(1).replace(",", ""))
+    assert sent == int(match.group(2).replace(",", "")) == len(read_topic(kafka_settings, topic))
+
+
+def test_broker_log_that_cannot_be_a_file_is_refused_naming_the_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    (tmp_path / "file").write_text("")
+    for log in (str(tmp_path), str(tmp_path / "file" / "b.log"), " "):
+        result = CliRunner().invoke(app, ["broker", "--log", log])
+        assert result.exit_code == 2 and "--log" in result.output

@@ -72,6 +72,50 @@ def test_demo_cli_reports_a_bad_data_spec(tmp_path: Path) -> None:
     assert "error:" in result.output
 
 
+def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path: Path) -> None:
+    from flows.demo.run import DEMO_MARKS
+
+    (tmp_path / "report.md").write_text("my notes\n")
+    (tmp_path / "store.sqlite").write_text("my data\n")
+    with pytest.raises(
+        ValueError, match=r"report\.md, store\.sqlite, which the demo would replace"
+    ):
+        run_demo(DATA, out=tmp_path, progress=False, log=lambda _: None)
+    assert (tmp_path / "report.md").read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "store.sqlite"]
+    (tmp_path / DEMO_MARKS[0]).write_text("")  # an earlier demo's output: checks pass
+    with pytest.raises(ValueError, match="--speedup"):
+        run_demo(DATA, out=tmp_path, speedup=-1, progress=False, log=lambda _: None)
+
+
+def test_demo_retrains_bundles_of_another_step_or_data_set(tmp_path: Path) -> None:
+    from flows.demo.setup import choose_panel, ensure_bundles
+    from models.panel import SensorPanel
+
+    five = choose_panel("simulated:sensors=4,days=3,seed=5")
+    kw = {"reuse": None, "models": ("persistence",), "epochs": 1, "device": "cpu"}
+    ensure_bundles(five, tmp_path, progress=False, log=lambda _: None, **kw)
+    fifteen = choose_panel("simulated:sensors=4,days=9,seed=5,freq=15")
+    other = SensorPanel.from_values(five.values, five.timestamps, five.sensor_ids, name="other")
+    for panel, why in (
+        (fifteen, "trained on 5-minute steps, the data has 15-minute steps"),
+        (five, "trained on 15-minute steps, the data has 5-minute steps"),
+        (other, "trained on 'simulated', the data is 'other'"),
+        (other, None),
+    ):
+        lines: list[str] = []
+        ensure_bundles(panel, tmp_path, progress=False, log=lines.append, **kw)
+        if why is None:
+            assert any("reusing ['persistence']" in line for line in lines), lines
+        else:
+            assert any(why in line and "training new ones" in line for line in lines), lines
+    with pytest.raises(ValueError, match="--data is empty"):
+        choose_panel(" ")
+    short = choose_panel("simulated:sensors=2,hours=2")
+    with pytest.raises(ValueError, match="the demo cannot train its models on simulated: the test"):
+        ensure_bundles(short, tmp_path / "short", progress=False, log=lambda _: None, **kw)
+
+
 def test_the_summary_says_plainly_whether_models_beat_persistence() -> None:
     from flows.demo.summary import persistence_verdict
 

@@ -235,6 +235,30 @@ def test_flows_name_a_store_that_is_not_a_roadcast_store(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("which", ["report", "forecast"])
+def test_flows_refuse_models_of_another_network_than_the_store_s(
+    which: str, bundles: Path, prefect_harness, tmp_path: Path
+) -> None:
+    from flows.forecast_flow import forecast_flow
+    from flows.report_flow import report_flow
+
+    store = filled_store(tmp_path / "s.sqlite")  # sensors a, b, c; the bundles have others
+    run = {
+        "report": lambda: report_flow(
+            store=str(store), models_dir=str(bundles), out=str(tmp_path / "o")
+        ),
+        "forecast": lambda: forecast_flow(
+            store=str(store), models_dir=str(bundles), publish_to_kafka=False
+        ),
+    }[which]
+    with pytest.raises(StoreReadError, match=r"forecast another network than the store's"):
+        run()
+    with Store(store, readonly=True) as reading:
+        assert sorted(reading.sensor_names().values()) == sorted(SENSORS)
+        assert reading.count("forecasts") == 0
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -242,6 +266,8 @@ def test_flows_name_a_store_that_is_not_a_roadcast_store(
         ({"since": "nan"}, r"since='nan' is neither a duration"),
         ({"since": "2999-01-01"}, r"since='2999-01-01' is outside the years"),
         ({"since": "0h"}, r"since='0h': the duration must be positive"),
+        ({"since": "24"}, r"since='24' has no unit: write 24h or 24d"),
+        ({"since": "1000000d"}, r"since='1000000d' is longer than a duration can be"),
         ({"horizon": 0}, r"horizon must be at least 1 step, got 0"),
         ({"horizon": -1}, r"horizon must be at least 1 step, got -1"),
     ],

@@ -80,9 +80,11 @@ def test_periods(store):
     with pytest.raises(ValueError, match="positive"):
         period_since(store, "-1h")
     assert parse_since("7d") == pd.Timedelta(days=7)
-    for text in ("last week", "", "  ", "nan", "NaT", "99999999d"):
+    for text in ("last week", "", "  ", "nan", "NaT"):
         with pytest.raises(ValueError, match="neither a duration"):
             parse_since(text)
+    with pytest.raises(ValueError, match="longer than a duration can be"):
+        parse_since("99999999d")
     with pytest.raises(ValueError, match="outside the years"):
         parse_since("2999-01-01")
 

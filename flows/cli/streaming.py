@@ -13,8 +13,16 @@ def broker(
     log: str = typer.Option(None, "--log", help="Broker log file (default: in the temp dir)."),
 ) -> None:
     """Run an embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
+    from pathlib import Path
+
     from pipeline.kafka.broker import BrokerError, serve_forever
 
+    if log is not None and (
+        not log.strip()
+        or Path(log).is_dir()
+        or any(p.exists() and not p.is_dir() for p in Path(log).parents)
+    ):
+        raise typer.BadParameter(f"{log!r} cannot be written as a log file", param_hint="--log")
     try:
         serve_forever(port, log_path=log)
     except BrokerError as exc:
@@ -35,6 +43,7 @@ def replay(
     adjacency: str = typer.Option(None, "--adjacency", help="Adjacency file for csv:PATH data."),
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
+    import signal
     from pathlib import Path
 
     from pipeline.data.datasets import load_dataset
@@ -44,10 +53,12 @@ def replay(
         ensure_topics,
         make_producer,
     )
-    from pipeline.kafka.replay import ReplayError
+    from pipeline.kafka.replay import ReplayError, ReplayInterrupted
     from pipeline.kafka.replay import replay as run_replay
     from pipeline.settings import SettingsError, load_settings
 
+    # SIGTERM (systemd, docker stop) stops a replay as Ctrl-C does: flushed and counted.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
         panel = load_dataset(data, adjacency=Path(adjacency) if adjacency else None)
@@ -58,9 +69,14 @@ def replay(
             stats = run_replay(panel, producer, target, speedup=speedup, limit=limit)
         finally:
             close_producer(producer)
+    except ReplayInterrupted as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(130) from None
     except (SettingsError, KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(
         f"{stats.messages:,} readings of {stats.sensors} sensors over {stats.steps} steps "
         f"-> {target} in {stats.seconds:.1f} s ({stats.rate:,.0f} msg/s); "

@@ -36,10 +36,26 @@ class DemoError(RuntimeError):
     """The demo could not run to the end; the message says what failed and where to look."""
 
 
+# What marks a folder as a demo's output (the first is written by this version), and
+# what a demo run replaces in it.
+DEMO_MARKS = (".roadcast-demo", "service.log", "broker.log")
+REPLACED = (
+    "store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "summary.json", "report.md",
+    "error_by_horizon.png",
+)  # fmt: skip
+
+
 def check_options(out: Path, *, max_ticks: int | None, speedup: float, epochs: int) -> None:
     """Refuse demo options out of range, naming the option (nothing is written first)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; pass a directory for the demo's outputs")
+    if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
+        raise ValueError(f"--out {out} is a file or under one; pass a directory for the outputs")
+    if out.is_dir() and not any((out / name).exists() for name in DEMO_MARKS):
+        theirs = sorted(name for name in REPLACED if (out / name).exists())
+        if theirs:
+            raise ValueError(
+                f"--out {out} holds {', '.join(theirs)}, which the demo would replace, and is "
+                "no demo's output; pass a new or empty folder (or an earlier demo's --out)"
+            )
     if max_ticks is not None and max_ticks < 1:
         raise ValueError(f"--max-ticks must be 0 (all) or more, got {max_ticks}")
     if not math.isfinite(speedup) or speedup < 0:
@@ -97,6 +113,7 @@ def run_demo(
     base = settings or load_settings()
     panel = choose_panel(data, data_dir=base.data_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
     log(f"data: {panel.name}: {panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}")
     train_started = time.monotonic()
     model_dir, names = ensure_bundles(
@@ -120,10 +137,7 @@ def run_demo(
     store_path = out / "store.sqlite"
     # A fresh broker: the old store's ticks would be "late"; an earlier run's summary and
     # report would read as this run's.
-    earlier = ("summary.json", "report.md", "error_by_horizon.png")
-    for stale in (store_path, Path(f"{store_path}-wal"), Path(f"{store_path}-shm")):
-        stale.unlink(missing_ok=True)
-    for name in earlier:
+    for name in REPLACED:
         (out / name).unlink(missing_ok=True)
     service_log = out / "service.log"
     with EmbeddedBroker(log_path=out / "broker.log") as broker:

@@ -6,8 +6,13 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.panel import SensorPanel, chronological_split
+
+if TYPE_CHECKING:
+    from models.forecasters.base import Forecaster
+    from pipeline.model_dir import Network
 
 Log = Callable[[str], None]
 
@@ -22,6 +27,11 @@ def choose_panel(data: str | SensorPanel | None, *, data_dir: Path | None = None
         return data
     from pipeline.data.datasets import load_dataset
 
+    if data is not None and not data.strip():
+        raise ValueError(
+            "--data is empty: name a data set (los-loop, simulated, csv:PATH) or leave the "
+            "option out for the default"
+        )
     if data:
         return load_dataset(data, data_dir=data_dir)
     try:
@@ -58,16 +68,17 @@ def ensure_bundles(
     from flows.threads import limit_threads
     from flows.train_models import train_models
     from models.forecasters.comparison import TrainPlan
-    from pipeline.model_dir import BundleDirError, load_bundles
+    from pipeline.model_dir import BundleDirError, load_bundles, read_network
 
     target = out / "bundles"
     candidate = reuse or target
     try:
         loaded = load_bundles(candidate)
-        if all(set(m.sensor_ids) == set(panel.sensor_ids) for m in loaded.values()):
+        why = _unfit(loaded, panel, None if reuse else read_network(candidate))
+        if why is None:
             log(f"models: reusing {sorted(loaded)} from {candidate}")
             return candidate, sorted(loaded)
-        log(f"models: the bundles in {candidate} are for other sensors; training new ones")
+        log(f"models: the bundles in {candidate} are {why}; training new ones")
     except (BundleDirError, ValueError) as exc:
         log(f"models: none usable in {candidate} ({str(exc).split(';')[0]}); training")
     plan = TrainPlan(models=models, seeds=1, epochs=epochs, device=device, progress=progress)
@@ -75,9 +86,34 @@ def ensure_bundles(
     # One thread: the models are small, and on busy shared cores a second thread
     # spin-waits (docs/decisions.md, "Flows: CPU threads and task order").
     with limit_threads(1):
-        train_models(panel, plan, out, report=False, log=log)
+        try:
+            train_models(panel, plan, out, report=False, log=log)
+        except ValueError as exc:  # its advice names `roadcast train`'s options
+            raise ValueError(
+                f"the demo cannot train its models on {panel.name}: {str(exc).split('; ')[0]}; "
+                "give it more data (more days or rows), or train with `roadcast train` and "
+                "pass the bundles with --models"
+            ) from None
     log(f"models: trained {list(models)} in {time.monotonic() - started:.0f} s -> {target}")
     return target, sorted(load_bundles(target))
+
+
+def _unfit(
+    models: dict[str, Forecaster], panel: SensorPanel, network: Network | None
+) -> str | None:
+    """Why bundles do not fit ``panel`` (other sensors, another time step, or, for the
+    demo's own bundles, another data set), None when they do."""
+    from models.bundle import other_step, step_text
+
+    if any(set(m.sensor_ids) != set(panel.sensor_ids) for m in models.values()):
+        return "for other sensors"
+    for model in models.values():
+        if (step_s := other_step(model, panel.freq)) is not None:
+            data_step = step_text(panel.freq.total_seconds())
+            return f"trained on {step_text(step_s)} steps, the data has {data_step} steps"
+    if network is not None and network.dataset and network.dataset != panel.name:
+        return f"trained on {network.dataset!r}, the data is {panel.name!r}"
+    return None
 
 
 def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
+
 from models.panel import SensorPanel
 from pipeline.data.simulate import SimulationError, simulate_network
 
@@ -34,20 +36,40 @@ REGIMES: dict[str, dict[str, Any]] = {
 
 def _hours(text: str) -> tuple[float, float]:
     first, sep, last = text.partition("-")
-    if not sep:
-        raise ValueError(f"service hours must be FIRST-LAST, e.g. 6-23, got {text!r}")
-    return float(first), float(last)
+    try:
+        if sep:
+            return float(first), float(last)
+    except ValueError:
+        pass
+    raise ValueError(f"service hours must be FIRST-LAST, e.g. 6-23, got {text!r}")
+
+
+def _seed(text: str) -> int:
+    seed = int(text)
+    if seed < 0:
+        raise ValueError("a seed must be a whole number >= 0")
+    return seed
+
+
+def _start(text: str) -> str:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, OverflowError):
+        stamp = pd.NaT
+    if pd.isna(stamp):
+        raise ValueError("not a time such as 2024-03-04")
+    return text
 
 
 _SPEC_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "sensors": ("sensors", int),
     "days": ("days", float),
     "hours": ("days", lambda v: float(v) / 24.0),
-    "seed": ("seed", int),
+    "seed": ("seed", _seed),
     "freq": ("freq_minutes", int),
     "incidents": ("incidents_per_day", float),
     "faults": ("faults_per_day", float),
-    "start": ("start", str),
+    "start": ("start", _start),
     "kind": ("kind", str),
     "coupling": ("coupling", float),
     "service": ("service_hours", _hours),
@@ -92,7 +114,9 @@ def simulate_spec(options: str) -> SensorPanel:
         try:
             given[target] = convert(raw.strip())
         except ValueError as exc:
-            detail = str(exc) if key == "service" else "not a number"
+            detail = str(exc) if key in ("service", "seed", "start") else "not a number"
+            if key == "seed" and "literal" in detail:
+                detail = "not a whole number"
             raise SimulationError(f"option {key}={raw.strip()!r}: {detail}") from None
     regime = str(given.pop("regime", "speed")).lower()
     if regime not in REGIMES:

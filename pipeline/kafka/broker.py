@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
@@ -71,6 +72,20 @@ def _port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """True when something listens on ``port`` or holds it bound (without listening):
+    the broker could not bind it."""
+    if _port_accepts(host, port):
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def kafka_responds(bootstrap: str, timeout_s: float = 2.0) -> bool:
@@ -261,7 +276,7 @@ class EmbeddedBroker:
             for attempt in range(attempts):
                 if not self._fixed_port:
                     self._port = free_port(self.host)
-                elif attempt == 0 and _port_accepts(self.host, self._port):
+                elif attempt == 0 and _port_taken(self.host, self._port):
                     raise BrokerError(
                         f"port {self._port} on {self.host} is already in use; stop what "
                         "listens there or choose another --port"

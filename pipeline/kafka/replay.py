@@ -28,6 +28,10 @@ class ReplayError(RuntimeError):
     """Messages could not be delivered to Kafka during a replay."""
 
 
+class ReplayInterrupted(ReplayError):
+    """The replay was interrupted (SIGINT); what it had sent was flushed and is counted."""
+
+
 @dataclass(frozen=True)
 class ReplayStats:
     """What a replay produced.
@@ -170,35 +174,45 @@ def replay(
     sent = skipped = size = 0
     started = time.monotonic()
     bar = _progress_bar(progress)
-    with bar if bar is not None else nullcontext():
-        task = bar.add_task(f"replay -> {topic}", total=n_steps) if bar is not None else None
-        for step in range(n_steps):
-            ts = stamps[step]
-            if speedup > 0:
-                due = started + (ts - stamps[0]).total_seconds() / speedup
-                if (wait := due - time.monotonic()) > 0:
-                    time.sleep(wait)
-            observed = panel.mask[step]
-            values = _decimal_row(panel.values[step])
-            for node in np.flatnonzero(observed).tolist():
-                payload = encode_reading(Reading(sensors[node], ts, values[node]))
-                try:
-                    future = producer.send(topic, key=keys[node], value=payload)
-                except KafkaError as exc:
-                    raise ReplayError(
-                        f"could not send to {topic!r} after {sent} messages: {exc}; is the "
-                        "broker reachable and does the topic exist (roadcast broker, "
-                        "ensure_topics)?"
-                    ) from exc
-                future.add_errback(failures)
-                sent += 1
-                size += len(payload)
-            skipped += len(keys) - int(observed.sum())
-            if speedup > 0:
-                _flush(producer, topic, sent, flush_timeout_s)
-            if bar is not None and task is not None:
-                bar.update(task, advance=1, description=f"replay -> {topic} ({sent:,} msgs)")
+    whole = whole_sent = 0  # steps sent whole, and the readings they hold
+    try:
+        with bar if bar is not None else nullcontext():
+            task = bar.add_task(f"replay -> {topic}", total=n_steps) if bar is not None else None
+            for step in range(n_steps):
+                ts = stamps[step]
+                if speedup > 0:
+                    due = started + (ts - stamps[0]).total_seconds() / speedup
+                    if (wait := due - time.monotonic()) > 0:
+                        time.sleep(wait)
+                observed = panel.mask[step]
+                values = _decimal_row(panel.values[step])
+                for node in np.flatnonzero(observed).tolist():
+                    payload = encode_reading(Reading(sensors[node], ts, values[node]))
+                    try:
+                        future = producer.send(topic, key=keys[node], value=payload)
+                    except KafkaError as exc:
+                        raise ReplayError(
+                            f"could not send to {topic!r} after {sent} messages: {exc}; is the "
+                            "broker reachable and does the topic exist (roadcast broker, "
+                            "ensure_topics)?"
+                        ) from exc
+                    future.add_errback(failures)
+                    sent += 1
+                    size += len(payload)
+                skipped += len(keys) - int(observed.sum())
+                whole, whole_sent = step + 1, sent
+                if speedup > 0:
+                    _flush(producer, topic, sent, flush_timeout_s)
+                if bar is not None and task is not None:
+                    bar.update(task, advance=1, description=f"replay -> {topic} ({sent:,} msgs)")
+            _flush(producer, topic, sent, flush_timeout_s)
+    except KeyboardInterrupt:
         _flush(producer, topic, sent, flush_timeout_s)
+        part = " and part of the next" if sent > whole_sent else ""
+        raise ReplayInterrupted(
+            f"interrupted after {sent:,} readings to {topic!r} ({whole} whole step(s){part} of "
+            f"{n_steps}); {sent - failures.count:,} acknowledged by the broker"
+        ) from None
     if failures.count:
         raise ReplayError(
             f"{failures.count} of {sent} messages to {topic!r} failed; first error: "

@@ -36,6 +36,7 @@ from models.forecasters.base import BatchForecast
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
+from pipeline.service.config import unitless
 from pipeline.service.store import READABLE_SCHEMAS, Store, StoreError, no_store_message
 
 CHECK_TIMEOUT_S = 5.0  # how long a reader waits for a writer's exclusive lock
@@ -181,6 +182,26 @@ def period_panel(
     )
 
 
+def require_sensors(store: Store, sensor_ids: Sequence[str], models: str) -> None:
+    """Refuse models of another network than the store's (the service registers every
+    sensor of its models in the store when it starts).
+
+    Raises
+    ------
+    StoreReadError
+        Naming how many sensors of the models in ``models`` the store lacks.
+    """
+    known = set(store.sensor_names().values())
+    missing = [s for s in sensor_ids if s not in known]
+    if missing:
+        raise StoreReadError(
+            f"the store {store.path} has no sensor {missing[0]!r} ({len(missing)} of the "
+            f"{len(sensor_ids)} sensors of the models in {models} missing): the models "
+            "forecast another network than the store's; pass that network's model "
+            "directory (models_dir / ROADCAST_MODEL_DIR) or store"
+        )
+
+
 def latest_window(store: Store, sensor_ids: Sequence[str], window: int) -> SensorPanel:
     """The newest ``window`` closed ticks of ``sensor_ids``: ``[window, node]``."""
     if window < 1:
@@ -221,10 +242,16 @@ def parse_since(text: str) -> pd.Timedelta | pd.Timestamp:
     duration, moment = "a duration ('24h', '7d')", "a time ('2024-03-05T00:00Z')"
     # pandas deprecates the lowercase day unit; people write "7d".
     normalised = re.sub(r"(?<=\d)\s*d(ays?)?\b", "D", text.strip())
+    if unitless(text):
+        raise ValueError(f"since={text!r} has no unit: write {text.strip()}h or {text.strip()}d")
     value: pd.Timedelta | pd.Timestamp | None = None
     try:
         value = pd.Timedelta(normalised)
-    except (ValueError, OverflowError):
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta):
+        raise ValueError(
+            f"since={text!r} is longer than a duration can be (about 292 years)"
+        ) from None
+    except ValueError:
         with suppress(ValueError, OverflowError):
             value = pd.Timestamp(text.strip())
     if value is None or pd.isna(value):
