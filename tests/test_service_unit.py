@@ -169,13 +169,12 @@ def test_an_instance_holding_part_of_the_readings_topic_warns(caplog):
     from pipeline.settings import Settings
 
     settings = Settings(topic_readings="r", consumer_group="g")
-    consumer = SimpleNamespace(partitions_for_topic=lambda topic: {0, 1, 2})
     caplog.set_level(logging.WARNING, logger="roadcast.service")
     for mine, warned in (({0, 1, 2}, False), ({1}, True), (set(), False)):
         caplog.clear()
         tracker = SimpleNamespace(assigned={TopicPartition("r", p) for p in mine})
-        service = SimpleNamespace(settings=settings, partitions=tracker)
-        ForecastService._warn_if_partial(service, consumer)  # type: ignore[arg-type]
+        service = SimpleNamespace(settings=settings, partitions=tracker, _partition_count={"r": 3})
+        ForecastService._warn_if_partial(service)  # type: ignore[arg-type]
         records = [r for r in caplog.records if r.getMessage() == "partial_assignment"]
         assert bool(records) == warned
         if warned:

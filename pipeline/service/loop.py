@@ -96,6 +96,7 @@ class ForecastService(BatchHandler):
         self.watcher = watcher
         self._logged_stage_s: dict[str, float] = {}
         self._logged_ticks = 0
+        self._partition_count: dict[str, int] = {}  # per topic, from _describe_topic
 
     def reload(self) -> bool:
         """Swap in the serving set the watcher has loaded, if any: between batches, so at
@@ -212,7 +213,7 @@ class ForecastService(BatchHandler):
             self.partitions.adopt(
                 consumer, self._describe_topic, self.store.offsets, time.monotonic()
             )
-            self._warn_if_partial(consumer)
+            self._warn_if_partial()
             return True
         except (KafkaError, KafkaUnavailable) as exc:
             log.warning("assignment_deferred", extra={"fields": {"error": str(exc)}})
@@ -221,21 +222,22 @@ class ForecastService(BatchHandler):
                     consumer.seek(tp, part[0].offset)
             return False
 
-    def _warn_if_partial(self, consumer: KafkaConsumer) -> None:
-        """Warn when this instance holds only some partitions of the readings topic:
-        another member of its group reads the rest, so this one forecasts from part of
-        the network and reports the other sensors down."""
+    def _warn_if_partial(self) -> None:
+        """Warn when this instance holds only some partitions of the readings topic (as
+        the broker described it while the assignment was adopted): another member of its
+        group reads the rest, so this one forecasts from part of the network and reports
+        the other sensors down."""
         topic = self.settings.topic_readings
-        every = consumer.partitions_for_topic(topic) or set()
         mine = {tp.partition for tp in self.partitions.assigned if tp.topic == topic}
-        if mine and every - mine:
+        every = self._partition_count.get(topic, 0)
+        if mine and len(mine) < every:
             hint = (
                 f"another member of group {self.settings.consumer_group} reads the rest: "
                 "each instance then forecasts from part of the network and reports the "
                 "other sensors down; run one instance per group (see the README's "
                 "scaling section)"
             )
-            fields = {"topic": topic, "assigned": sorted(mine), "partitions": len(every)}
+            fields = {"topic": topic, "assigned": sorted(mine), "partitions": every}
             log.warning("partial_assignment", extra={"fields": fields | {"hint": hint}})
 
     def _describe_topic(self, topic: str) -> str:
@@ -251,6 +253,7 @@ class ForecastService(BatchHandler):
         finally:
             admin.close()
         topic_id = described[0].get("topic_id") if described else None
+        self._partition_count[topic] = len(described[0].get("partitions") or []) if described else 0
         return f"{topic}@{topic_id}" if topic_id else topic
 
     def _add_checks(self, consumer: KafkaConsumer) -> None:
