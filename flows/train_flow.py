@@ -39,7 +39,7 @@ from flows.fanout import dask_runner, fan_out, started
 from flows.io_tasks import IO_TASK, load_data
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.training import train_report
-from flows.train_models import check_out_dir, serve_run, write_bundles
+from flows.train_models import calibrate_alerts, check_out_dir, serve_run, write_bundles
 from models.forecasters.comparison import (
     FitRun,
     ModelResult,
@@ -220,6 +220,13 @@ def promote_task(
     return champion
 
 
+@task(name="calibrate-alerts", cache_policy=NONE)
+def calibrate_task(bundles: Path, panel: SensorPanel, split: Split) -> None:
+    """The service's interval detector, calibrated on the served forecaster's validation
+    residuals and saved beside the bundles."""
+    calibrate_alerts(bundles, panel, split, log=get_run_logger().info)
+
+
 @task(name="write-report", **IO_TASK)
 def report_task(
     document: dict[str, Any],
@@ -338,6 +345,8 @@ def train_flow(
     run_id = str(flow_run.get_id() or new_run_id())
     bundles = write_bundles_task(results, document, panel, folder, run_id, label)
     champion = promote_task(document, bundles, run_id, promote)
+    if promote:
+        calibrate_task(bundles, panel, split)
     paths = report_task(document, results, panel, plan, champion.champion, folder)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")
     return {

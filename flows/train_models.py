@@ -28,7 +28,7 @@ from models.forecasters.comparison import (
     validation_notes,
 )
 from models.forecasters.tuning import Budget, tune_models, tuned_plan
-from models.panel import SensorPanel
+from models.panel import SensorPanel, Split
 from pipeline.model_dir import BUNDLES, Champion, ChampionError, choose_champion, write_network
 from pipeline.registry.versions import new_run_id
 
@@ -83,6 +83,8 @@ def train_models(
     except ChampionError as exc:
         log(f"no champion promoted: {exc}")
         champion = None
+    else:
+        calibrate_alerts(bundles, panel, split, log)
     if report:
         write_report(out, train_report(document, results, panel, plan, champion, out))
     return document
@@ -110,6 +112,24 @@ def check_out_dir(out: str | Path) -> None:
         raise NotADirectoryError(f"--out {out} is not a folder{where}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: no permission to write in {folder}")
+
+
+def calibrate_alerts(bundles: Path, panel: SensorPanel, split: Split, log: Log = print) -> None:
+    """Save the service's interval detector, calibrated on the served forecaster's
+    validation residuals (:func:`pipeline.alerts.saved.calibrate_served`). A failure is
+    logged, not raised: the models are served, and the service then calibrates on the
+    stream."""
+    from pipeline.alerts.saved import calibrate_served
+
+    try:
+        name, path = calibrate_served(bundles, panel, split.train, split.valid)
+    except Exception as exc:  # alerting must not cost the run its trained models
+        log(
+            f"alerts: no interval detector saved ({type(exc).__name__}: {exc}); the service "
+            "will calibrate it on the stream's first forecasts"
+        )
+        return
+    log(f"alerts: interval detector calibrated on {name}'s validation residuals -> {path}")
 
 
 def promote_champion(

@@ -264,3 +264,26 @@ def _iso(ts: pd.Timestamp) -> str:
 
     moment: datetime = ts.to_pydatetime()
     return format_timestamp(moment)
+
+
+def test_a_second_value_for_a_tick_is_warned_about_once(world, settings, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="roadcast.service")
+    config = ServiceConfig(allowed_lateness="0min", durable=False)
+    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=Clock())
+    sensors = list(processor.sensor_ids)
+    start = world.live.timestamps[0]
+    feed, outbox = Feed(settings), Outbox(make_producer(settings))
+    try:
+        feed.send(readings(sensors[:2], start, 50.0))
+        feed.send(readings(sensors[:2], start + pd.Timedelta("1min"), 51.0))  # finer than a tick
+        feed.send(readings(sensors[:2], start + pd.Timedelta("2min"), 52.0))
+        report = step(processor, outbox, feed.poll(), feed)
+    finally:
+        feed.close()
+        outbox.close(5)
+    assert report.counts["conflict"] == 4
+    warned = [r for r in caplog.records if r.getMessage() == "reading_conflict"]
+    assert len(warned) == 1 and warned[0].__dict__["fields"]["sensor"] in sensors[:2]
+    assert "--tick" in warned[0].__dict__["fields"]["hint"]

@@ -74,6 +74,10 @@ def test_a_validation_part_of_few_windows_is_noted():
     (note,) = validation_notes(split, plan)
     assert note.startswith("note: the validation part has 12 steps, 1 window(s) of --horizon 12")
     assert validation_notes(split_panel(panel(readings(2000)), plan), plan) == []
+    values = readings(2000)
+    values[1200:, 1] = np.nan  # s1 is silent through the test part (the last 40 %)
+    (silent,) = validation_notes(split_panel(panel(values), plan), plan)
+    assert silent.startswith("note: 1 sensor(s) have no reading in the test part, e.g. ['s1']")
 
 
 def test_a_graph_in_separate_parts_is_noted():

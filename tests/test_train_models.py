@@ -121,7 +121,8 @@ def test_report_has_table_and_embedded_plots(run):
 
 def test_evaluate_scores_a_bundle_like_train(run):
     out, document, panel = run
-    result = evaluate_bundle(out / "bundles" / "ar", panel, window=6, horizons=(3, 6))
+    result = evaluate_bundle(out / "bundles" / "ar", panel, horizons=(3, 6))  # the bundle's 6
+    assert result["window"] == 6 and result["windows"] == document["models"]["ar"]["windows"]
     assert result["pooled"]["6"]["rmse"] == pytest.approx(
         document["models"]["ar"]["pooled"]["6"]["rmse"]
     )
@@ -156,6 +157,17 @@ def test_bundles_dir_holds_the_champion_by_validation(run):
     assert read_network(out).sensor_ids == panel.sensor_ids
 
 
+def test_training_saves_the_service_s_interval_detector(run):
+    """Calibrated on the served forecaster's validation residuals: a service started on
+    the bundles alerts from its first tick, not after calibrating on the stream."""
+    from pipeline.alerts.saved import saved_interval_forecaster
+
+    out, _, panel = run
+    assert saved_interval_forecaster(out) == "ar"  # the service's default alert model
+    config = json.loads((out / "bundles" / "detectors" / "interval" / "config.json").read_text())
+    assert config["sensor_ids"] == list(panel.sensor_ids)
+
+
 @pytest.mark.integration
 def test_cli_train_and_evaluate(tmp_path: Path, prefect_harness):
     """``roadcast train`` runs the Prefect train flow (here against the test server)."""
@@ -186,6 +198,7 @@ def test_cli_train_and_evaluate(tmp_path: Path, prefect_harness):
     assert result.exit_code == 0, result.output
     assert (out / "metrics.json").is_file() and (out / "bundles" / "ar" / "config.json").is_file()
     assert (out / "bundles" / "champion.json").is_file() and "champion" in result.output
+    assert (out / "bundles" / "detectors" / "interval" / "config.json").is_file()
     scored = tmp_path / "eval.json"
     result = runner.invoke(
         app,

@@ -214,7 +214,11 @@ def evaluate(
         False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
     ),
     window: int = typer.Option(
-        12, "--window", min=1, help="Protocol input window (scored windows)."
+        None,
+        "--window",
+        min=1,
+        help="Protocol input window (scored windows); default: the bundle's input window, "
+        "which is train's --window unless --tune chose another.",
     ),
     test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
     valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),

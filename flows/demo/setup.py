@@ -122,12 +122,7 @@ def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:
     forecaster and sensors is saved already; and the road graph's neighbours for
     grouping. Returns the forecaster's name."""
     from pipeline.alerts.config import choose_forecaster
-    from pipeline.alerts.saved import (
-        calibrate_interval,
-        detectors_dir,
-        save_neighbours,
-        saved_interval_forecaster,
-    )
+    from pipeline.alerts.saved import calibrate_served, detectors_dir, saved_interval_forecaster
     from pipeline.model_dir import load_bundles
 
     models = load_bundles(model_dir)
@@ -141,8 +136,7 @@ def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:
             return name
     split = chronological_split(panel)
     started = time.monotonic()
-    path = calibrate_interval(model_dir, models[name], split.train, split.valid)
-    save_neighbours(model_dir, panel)
+    name, path = calibrate_served(model_dir, panel, split.train, split.valid)
     log(
         f"alerts: interval detector calibrated on {name}'s validation residuals in "
         f"{time.monotonic() - started:.1f} s -> {path}"

@@ -275,16 +275,25 @@ FEW_VALID_WINDOWS = 10
 
 
 def validation_notes(split: Split, plan: TrainPlan) -> list[str]:
-    """A note when the validation part holds so few windows that the champion's choice
-    rests on a handful of forecasts."""
+    """Notes on what the split leaves to choose and score with: a validation part of so
+    few windows that the champion's choice rests on a handful of forecasts, and sensors
+    without a reading in the test part (no model is scored on them)."""
+    notes = []
     windows = split.valid.n_time - plan.horizon + 1
-    if not 0 < windows < FEW_VALID_WINDOWS:
-        return []
-    return [
-        f"note: the validation part has {split.valid.n_time} steps, {windows} window(s) of "
-        f"--horizon {plan.horizon}: the champion is chosen on them alone; raise --valid "
-        f"(now {plan.valid:g}) or use more data for a firmer choice"
-    ]
+    if 0 < windows < FEW_VALID_WINDOWS:
+        notes.append(
+            f"note: the validation part has {split.valid.n_time} steps, {windows} window(s) "
+            f"of --horizon {plan.horizon}: the champion is chosen on them alone; raise "
+            f"--valid (now {plan.valid:g}) or use more data for a firmer choice"
+        )
+    observed = np.asarray(np.asarray(split.test.mask).any(axis=0))  # [node]
+    silent = [s for s, seen in zip(split.test.sensor_ids, observed, strict=True) if not seen]
+    if silent:
+        notes.append(
+            f"note: {len(silent)} sensor(s) have no reading in the test part, e.g. "
+            f"{silent[:5]}: no model is scored on them"
+        )
+    return notes
 
 
 def _device_of(model: Forecaster) -> str:
@@ -453,7 +462,7 @@ def evaluate_bundle(
     *,
     test: float = 0.2,
     valid: float = 0.1,
-    window: int = 12,
+    window: int | None = None,
     horizons: Sequence[int] = DEFAULT_HORIZONS,
     data: str | None = None,
 ) -> dict[str, Any]:
@@ -462,8 +471,8 @@ def evaluate_bundle(
     The panel's sensors are put in the bundle's order (extra sensors are dropped and
     listed as ``sensors_not_scored``; a sensor of the bundle that the panel lacks is an
     error; one without a reading in the test part is listed as
-    ``sensors_without_readings``). ``data`` names the panel in errors (default: its
-    name).
+    ``sensors_without_readings``). ``window`` is the protocol window (default: the
+    bundle's input window). ``data`` names the panel in errors (default: its name).
 
     Raises
     ------
@@ -472,6 +481,7 @@ def evaluate_bundle(
         panel's (``step_s`` in its config).
     """
     model = load_model(bundle_dir)
+    window = model.window if window is None else window
     if (step_s := other_step(model, panel.freq)) is not None:
         raise BundleError(
             f"bundle {bundle_dir} was trained on {step_text(step_s)} steps; "

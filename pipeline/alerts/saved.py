@@ -1,10 +1,11 @@
 """Detectors and sensor neighbours saved in the model directory (``<bundles>/detectors/``).
 
-``roadcast demo`` (and the tests) calibrate the interval detector offline on its
-forecaster's validation residuals (:func:`calibrate_interval`) and record the road
-graph's direct neighbours for incident grouping (:func:`save_neighbours`); the service
-reads both back when it builds its alerting (:func:`saved_forecaster`,
-:func:`read_neighbours`).
+``roadcast train`` (when it serves its models) and ``roadcast demo`` calibrate the
+interval detector offline on the served forecaster's validation residuals
+(:func:`calibrate_served`, :func:`calibrate_interval`) and record the road graph's direct
+neighbours for incident grouping (:func:`save_neighbours`); the service reads both back
+when it builds its alerting (:func:`saved_forecaster`, :func:`read_neighbours`). Without
+them it calibrates online, on the stream's first forecasts.
 """
 
 from __future__ import annotations
@@ -54,15 +55,33 @@ def calibrate_interval(
     return target
 
 
+def calibrate_served(
+    model_dir: str | Path, panel: SensorPanel, train: SensorPanel, valid: SensorPanel
+) -> tuple[str, Path]:
+    """Calibrate the interval detector on the served model the service alerts on by
+    default (:func:`pipeline.alerts.config.choose_forecaster`) over ``train``/``valid``,
+    the parts it was fitted and validated on, and save ``panel``'s neighbours. Returns the
+    forecaster's name and the detector's directory."""
+    from pipeline.alerts.config import choose_forecaster
+    from pipeline.model_dir import load_bundles
+
+    models = load_bundles(model_dir)
+    name = choose_forecaster(list(models))
+    path = calibrate_interval(model_dir, models[name], train, valid)
+    save_neighbours(model_dir, panel)
+    return name, path
+
+
 def save_neighbours(model_dir: str | Path, panel: SensorPanel) -> Path | None:
     """Write the road graph's direct neighbours of every sensor (for incident grouping);
-    None when ``panel`` has no graph."""
+    None (and an earlier network's file removed) when ``panel`` has no graph."""
     from pipeline.alerts.lifecycle import neighbours_from_graph
 
+    path = detectors_dir(model_dir) / NEIGHBOURS_FILE
     if panel.graph is None:
+        path.unlink(missing_ok=True)
         return None
     neighbours = neighbours_from_graph(panel.graph, list(panel.sensor_ids))
-    path = detectors_dir(model_dir) / NEIGHBOURS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({k: sorted(v) for k, v in neighbours.items()}) + "\n")
     return path

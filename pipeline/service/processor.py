@@ -160,7 +160,10 @@ class PollProcessor(ServiceState):
         counts["valid"] += len(decoded.messages) - len(future)
         counts["readings"] += int(np.count_nonzero(status != FUTURE))
         counts["duplicate"] += int(np.count_nonzero(status == DUPLICATE))
-        counts["conflict"] += int(np.count_nonzero(status == CONFLICT))
+        conflicts = status == CONFLICT
+        counts["conflict"] += int(np.count_nonzero(conflicts))
+        if conflicts.any() and not self._conflict_warned:
+            self._warn_conflict(int(cols[conflicts][0]), int(ts_ns[conflicts][0]))
         counts["late"] += int(np.count_nonzero(status == LATE))
         tick_ms = self.asm_config.tick_ns(result.ticks) // 1_000_000
         for rows, chosen in (
@@ -182,6 +185,25 @@ class PollProcessor(ServiceState):
             if mine.any():
                 newest[tp] = int(ts_ns[mine].max())
         return newest
+
+    _conflict_warned = False
+
+    def _warn_conflict(self, col: int, ts_ns: int) -> None:
+        """Say once that a sensor sent another value for a tick it had a reading of (the
+        later one replaces it): data finer than ``--tick``, or a producer re-sending
+        corrected values; counted as ``conflict`` from then on."""
+        self._conflict_warned = True
+        fields = {
+            "sensor": self.sensor_ids[col],
+            "tick": self.asm_config.tick_time(
+                int(self.asm_config.tick_of(np.array([ts_ns]))[0])
+            ).isoformat(),
+            "tick_s": self.config.tick.total_seconds(),
+            "hint": "a second value for one sensor and tick replaces the first; if the sensors "
+            "report more often than the tick, serve with their --tick (the models' step) or "
+            "aggregate the readings before producing them; further ones are only counted",
+        }
+        log.warning("reading_conflict", extra={"fields": fields})
 
     def grace_due(self, highwater: Callable[[TopicPartition], int | None]) -> bool:
         """Whether the earliest open tick may close on grace now (no backlog): the loop
