@@ -44,6 +44,7 @@ def replay(
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     import signal
+    import threading
     from pathlib import Path
 
     from pipeline.data.datasets import load_dataset
@@ -57,8 +58,10 @@ def replay(
     from pipeline.kafka.replay import replay as run_replay
     from pipeline.settings import SettingsError, load_settings
 
-    # SIGTERM (systemd, docker stop) stops a replay as Ctrl-C does: flushed and counted.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (systemd, docker stop) stops a replay as Ctrl-C does: flushed and counted
+    # (only the main thread may handle signals; a replay run from another keeps the default).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
         panel = load_dataset(data, adjacency=Path(adjacency) if adjacency else None)
@@ -76,7 +79,8 @@ def replay(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     typer.echo(
         f"{stats.messages:,} readings of {stats.sensors} sensors over {stats.steps} steps "
         f"-> {target} in {stats.seconds:.1f} s ({stats.rate:,.0f} msg/s); "
