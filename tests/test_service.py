@@ -263,3 +263,50 @@ def test_alert_hook_sees_every_tick_and_its_alerts_are_published_and_stored(
     assert [a.status for a in alerts] == ["firing", "resolved"]
     with Store(settings.store_path, readonly=True) as store:
         assert [a.status for a in store.alerts()] == ["resolved", "firing"]
+
+
+def test_a_backlog_after_a_quiet_spell_closes_no_tick_without_the_other_partitions(
+    world, kafka_settings, tmp_path
+):
+    """The service sat idle after joining (its partitions quiet longer than
+    ``partition_idle_s``); then one partition's readings of every step arrive before the
+    others'. The idle partitions hold the watermark at real-time pace, so no tick closes
+    without their sensors and none of their readings is late."""
+    import time
+
+    from pipeline.kafka.schema import Reading, encode_reading
+
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings, partitions=3)
+    config = ServiceConfig(allowed_lateness="0min", durable=False, partition_idle_s=0.5)
+    service = ForecastService(settings, config, load_bundles(world.bundles))
+    live, sensors = world.live.slice(0, 20), list(world.live.sensor_ids)
+    first, rest = sensors[:2], sensors[2:]
+    producer = make_producer(settings)
+
+    def send(names: list[str], partition_of: dict[str, int]) -> None:
+        for t, ts in enumerate(live.timestamps):
+            for name in names:
+                value = float(live.values[t, sensors.index(name)])
+                payload = encode_reading(Reading(name, ts.to_pydatetime(), value))
+                producer.send(
+                    settings.topic_readings, key=name.encode(), value=payload,
+                    partition=partition_of[name],
+                )  # fmt: skip
+        producer.flush(WAIT_S)
+
+    try:
+        with service_thread(service):
+            wait_until(lambda: len(service.partitions.assigned) == 3, what="the assignment")
+            time.sleep(3 * config.partition_idle_s)  # every partition idle now
+            send(first, dict.fromkeys(first, 0))
+            wait_until(lambda: service.counters["consumed"] >= 20 * len(first), what="p0")
+            send(rest, {name: 1 + i % 2 for i, name in enumerate(rest)})
+            wait_until(lambda: service.counters["ticks_closed"] >= 19, what="19 ticks")
+    # The last tick waits for the next one's readings (or its grace); the others are whole.
+    finally:
+        producer.close()
+    assert service.counters["late"] == 0
+    with Store(settings.store_path, readonly=True) as store:
+        observed = {t.observed for t in store.last_ticks(19)}
+    assert observed == {len(sensors)}

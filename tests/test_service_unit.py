@@ -139,9 +139,31 @@ def test_slowest_active_partition_caps_the_watermark_and_idle_ones_do_not():
     tracker.observe(b, 50, 1_500, now=2.0)
     tracker.observe(c, 9, 2_500, now=9.0)
     assert tracker.limit_ns(10.0, {a: 100, b: 50, c: 9}.get) == 2_500
-    assert tracker.limit_ns(20.0, {a: 100, b: 50, c: 9}.get) is None  # all idle: no cap
+    # all idle: event time may run on at real-time pace from where each went quiet
+    assert tracker.limit_ns(20.0, {a: 100, b: 50, c: 9}.get) == 2_500 + 11 * 10**9
     with pytest.raises(ValueError, match="idle_s"):
         PartitionTracker(idle_s=0)
+
+
+def test_a_backlog_after_a_quiet_spell_cannot_move_the_watermark_past_the_idle_partitions():
+    """A replay into a service that sat idle: the partition whose records come first,
+    hours of event time, leaves the others (quiet since the assignment, caught up with
+    their last fetch) at real-time pace from the oldest reading seen."""
+    from kafka import TopicPartition
+
+    from pipeline.service.partitions import PartitionTracker
+
+    hour = 3600 * 10**9
+    a, b = (TopicPartition("readings", p) for p in range(2))
+    tracker = PartitionTracker(idle_s=5.0)
+    tracker.assigned = {a, b}
+    tracker.last_seen = {a: 0.0, b: 0.0}  # adopted at 0 s
+    assert tracker.limit_ns(30.0, {a: 0, b: 0}.get) is None  # nothing seen anywhere yet
+    tracker.observe(a, 900, 10 * hour, now=30.0, min_event_ns=0)
+    assert tracker.limit_ns(30.0, {a: 900, b: 0}.get) == 0  # not 10 hours
+    assert tracker.limit_ns(32.0, {a: 900, b: 0}.get) == 2 * 10**9  # real-time pace
+    tracker.observe(b, 800, 10 * hour, now=31.0, min_event_ns=0)  # b's readings arrive
+    assert tracker.limit_ns(31.0, {a: 900, b: 800}.get) == 10 * hour
 
 
 def test_a_partition_behind_its_high_watermark_or_not_fetched_yet_is_a_backlog():

@@ -12,13 +12,18 @@
   (:meth:`PartitionTracker.limit_ns`): the slowest *active* partition holds the
   watermark back, so a partition read ahead of the others (Kafka hands out records
   partition by partition, a megabyte at a time) does not make their readings late.
-  A partition is *idle*, and no longer holds it back, when it delivered nothing for
-  ``idle_s`` seconds **and** has no backlog (its position has reached the high
-  watermark of its last fetch): otherwise a partition whose sensors all went quiet
-  would stop every tick from closing (Flink's ``withIdleness``). Neither test is
-  enough alone: the high watermark is only as fresh as the last fetch (records on
-  their way look "caught up"), and a service working through a backlog may not get
-  to a partition's buffered records for many seconds;
+  A partition is *idle* when it delivered nothing for ``idle_s`` seconds **and** has no
+  backlog (its position has reached the high watermark of its last fetch): otherwise
+  a partition whose sensors all went quiet would stop every tick from closing (Flink's
+  ``withIdleness``). Neither test is enough alone: the high watermark is only as fresh
+  as the last fetch (records on their way look "caught up"), and a service working
+  through a backlog may not get to a partition's buffered records for many seconds.
+  An idle partition still caps the watermark, at real-time pace: its newest event time
+  plus the wall time since it delivered it (before it delivered any: the oldest event
+  time the service has seen plus the wall time since then). Live, that is about now and
+  holds nothing back; when a backlog arrives after a quiet spell (a replay into a
+  service that sat idle), the partition whose records come first cannot move the
+  watermark hours ahead of the others';
 * whether the service has a **backlog** (:meth:`PartitionTracker.backlog`): some
   partition's position is behind its high watermark, or its high watermark is not
   known yet. Ticks never close on the processing-time grace then: their readings may
@@ -64,6 +69,8 @@ class PartitionTracker:
         self.position: dict[TopicPartition, int] = {}  # next offset this consumer gets
         self.last_seen: dict[TopicPartition, float] = {}  # monotonic time of the last record
         self.pending_commit: dict[TopicPartition, int] = {}
+        self.oldest_event_ns: int | None = None  # the oldest event time seen (any partition)
+        self.oldest_seen_at = 0.0  # when it was seen
 
     def key(self, tp: TopicPartition) -> tuple[str, int]:
         """The store's key of a partition: ``(topic@<id>, partition)``."""
@@ -75,14 +82,23 @@ class PartitionTracker:
         return [r for r in records if r.offset >= start] if start > 0 else list(records)
 
     def observe(
-        self, tp: TopicPartition, next_offset: int, max_event_ns: int | None, now: float
+        self,
+        tp: TopicPartition,
+        next_offset: int,
+        max_event_ns: int | None,
+        now: float,
+        min_event_ns: int | None = None,
     ) -> None:
-        """Record that ``tp`` delivered records up to ``next_offset`` at ``now`` (newest
-        event time ``max_event_ns``, None when none of them was a valid reading)."""
+        """Record that ``tp`` delivered records up to ``next_offset`` at ``now`` (event
+        times ``min_event_ns`` to ``max_event_ns``, None when none of them was a valid
+        reading)."""
         self.last_seen[tp] = now
         self.position[tp] = next_offset
         if max_event_ns is not None:
             self.max_event_ns[tp] = max(self.max_event_ns.get(tp, NO_EVENT_TIME), max_event_ns)
+        oldest = max_event_ns if min_event_ns is None else min_event_ns
+        if oldest is not None and (self.oldest_event_ns is None or oldest < self.oldest_event_ns):
+            self.oldest_event_ns, self.oldest_seen_at = oldest, now
 
     def stored(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """The store now holds everything below ``offsets``."""
@@ -90,16 +106,26 @@ class PartitionTracker:
 
     def limit_ns(self, now: float, highwater: Callable[[TopicPartition], int | None]) -> int | None:
         """Event-time cap for the watermark: the newest event time of the slowest active
-        partition (:data:`NO_EVENT_TIME` for one that has delivered no reading yet);
-        None when every partition is idle. ``highwater`` is the consumer's last known
+        partition (:data:`NO_EVENT_TIME` for one that has delivered no reading yet), and
+        of each idle one that plus the wall time it has been quiet (see the module
+        docstring); None when there is no cap. ``highwater`` is the consumer's last known
         high watermark of a partition (None before its first fetch)."""
         limit: int | None = None
         for tp in self.assigned:
-            quiet = now - self.last_seen.get(tp, now) >= self.idle_s
-            if quiet and self._caught_up(tp, highwater):
-                continue  # idle: its next records will be newer than what we have
-            newest = self.max_event_ns.get(tp, NO_EVENT_TIME)
-            limit = newest if limit is None else min(limit, newest)
+            quiet_s = now - self.last_seen.get(tp, now)
+            newest = self.max_event_ns.get(tp)
+            if quiet_s >= self.idle_s and self._caught_up(tp, highwater):
+                # Idle: event time may run on at real-time pace from its newest reading
+                # (from the oldest reading seen, when it has delivered none).
+                if newest is not None:
+                    cap = newest + int(quiet_s * 1e9)
+                elif self.oldest_event_ns is not None:
+                    cap = self.oldest_event_ns + int((now - self.oldest_seen_at) * 1e9)
+                else:
+                    continue  # nothing seen anywhere yet: no event time to hold
+            else:
+                cap = NO_EVENT_TIME if newest is None else newest
+            limit = cap if limit is None else min(limit, cap)
         return limit
 
     def backlog(self, highwater: Callable[[TopicPartition], int | None]) -> bool:

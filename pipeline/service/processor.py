@@ -103,10 +103,11 @@ class PollProcessor(ServiceState):
                     self.decoder.decode(tp, record, decoded, outbox, report.counts)
         with self._timed("assemble"):
             now = self.clock()
-            newest = self._assemble(decoded, outbox, batch, report.counts, now_ns, now)
+            spans = self._assemble(decoded, outbox, batch, report.counts, now_ns, now)
             for tp, records in batches.items():
                 if records:
-                    self.partitions.observe(tp, records[-1].offset + 1, newest.get(tp), now)
+                    oldest, latest = spans.get(tp, (None, None))
+                    self.partitions.observe(tp, records[-1].offset + 1, latest, now, oldest)
             known = highwater or (lambda tp: None)
             limit = self.partitions.limit_ns(now, known)
             runs = self.assembler.advance(limit, now_s=now, backlog=self.partitions.backlog(known))
@@ -130,8 +131,9 @@ class PollProcessor(ServiceState):
         counts: Counter[str],
         now_ns: int | None,
         now_s: float,
-    ) -> dict[Any, int]:
-        """Add the readings to the assembler; returns the newest event time per partition."""
+    ) -> dict[Any, tuple[int, int]]:
+        """Add the readings to the assembler; returns the oldest and newest event time of
+        the accepted readings per partition."""
         if not decoded.cols:  # none, or only batch-form messages of no sensor (valid)
             counts["valid"] += len(decoded.messages)
             return {}
@@ -175,7 +177,7 @@ class PollProcessor(ServiceState):
                 rows.append(
                     ReadingRows(sensors, tick_ms[chosen], result.values[chosen], rec_ms[chosen])
                 )
-        newest: dict[Any, int] = {}
+        spans: dict[Any, tuple[int, int]] = {}
         partitions = list(dict.fromkeys(decoded.partition))
         slot = {tp: i for i, tp in enumerate(partitions)}
         reading_part = np.asarray([slot[tp] for tp in decoded.partition], np.int64)[owner]  # [n]
@@ -183,8 +185,8 @@ class PollProcessor(ServiceState):
         for i, tp in enumerate(partitions):
             mine = accepted & (reading_part == i)
             if mine.any():
-                newest[tp] = int(ts_ns[mine].max())
-        return newest
+                spans[tp] = (int(ts_ns[mine].min()), int(ts_ns[mine].max()))
+        return spans
 
     _conflict_warned = False
 
