@@ -31,6 +31,7 @@ from models.forecasters.registry import load_model
 from pipeline.model_dir import BundleDirError, discover_bundles, read_serving
 from pipeline.service.store import Store, StoreError
 from pipeline.service.store_reads import check_store
+from tests.http_support import raw_server
 
 CONFIG = {"model": "persistence", "sensor_ids": ["a", "b"], "window": 3, "horizon": 2}
 PAYLOAD_MARK = "roadcast-hostile-payload-ran"
@@ -538,36 +539,17 @@ def test_values_of_the_wrong_type_in_a_store_name_the_store(
 
 @pytest.fixture
 def trickling_server() -> Iterator[str]:
-    """An HTTP server that answers 200 and then one byte every 0.1 s, forever."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
-    stop = threading.Event()
+    """An HTTP server that answers 200 and then one byte every 0.1 s, until the client
+    leaves."""
 
     def trickle(conn: socket.socket) -> None:
-        try:
-            conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-            while not stop.is_set():
-                conn.sendall(b"x")
-                time.sleep(0.1)
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        while True:  # ends with the OSError of a client that is gone
+            conn.sendall(b"x")
+            time.sleep(0.1)
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    server.close()
+    with raw_server(trickle) as url:
+        yield url
 
 
 def test_health_gives_up_on_a_server_that_trickles_its_answer(trickling_server: str) -> None:

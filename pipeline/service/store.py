@@ -561,7 +561,7 @@ class Store:
         else:
             rows = self._db.execute(
                 "SELECT issued_at, sensors, yhat, lo, hi FROM forecast_blocks "
-                "WHERE model=? AND issued_at>=? ORDER BY issued_at",
+                "WHERE model=? AND issued_at>=?",
                 (int(row[0]), since_ms),
             ).fetchall()
         if not rows:
