@@ -247,3 +247,64 @@ def test_broker_lost_mid_batch_the_batch_is_replayed_from_the_store(tmp_path):
         with Store(settings.store_path, readonly=True) as db:
             stored = {t.ts_ms for t in db.last_ticks(10_000)}
         assert {int(ts.value // 1_000_000) for ts in after.timestamps[:-1]} <= stored
+
+
+class _HandedOver:
+    """A join already done: hands the service ``consumer`` as :class:`GroupJoin` would."""
+
+    def __init__(self, consumer, partitions) -> None:
+        self.consumer, self.partitions = consumer, partitions
+
+    def result(self):
+        return self.consumer, {}
+
+    def cancel(self, wait_s: float = 0.0) -> None:
+        pass
+
+
+def test_a_rebalance_that_never_finishes_is_left_for_a_fresh_join(world, kafka_settings, tmp_path):
+    """kafka-python 3.0.12 drops a rebalance whose answers arrive between two polls when
+    a metadata change started it (the readings topic re-created with 4 partitions): the
+    consumer waits without partitions for good. The service gives the rebalance up after
+    ``rejoin_after_s``, joins with a new consumer and forecasts from all 4 partitions."""
+    from kafka.admin import NewTopic
+
+    from pipeline.service.joining import subscribed_consumer
+    from pipeline.service.partitions import PartitionTracker
+
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    partitions = PartitionTracker(idle_s=60)
+    consumer = subscribed_consumer(settings, partitions, 1000)
+    wait_until(lambda: consumer.poll(timeout_ms=100) is not None and partitions.assigned,
+               what="the first assignment")  # fmt: skip
+    admin = make_admin(settings)
+    try:
+        admin.delete_topics([settings.topic_readings])
+        admin.create_topics([NewTopic(settings.topic_readings, 4, 1)])
+    finally:
+        admin.close()
+    consumer.topics()  # fresh metadata: the partitions changed, a rebalance begins
+    wait_until(lambda: consumer.poll(timeout_ms=100) is not None and partitions.rebalancing_since,
+               what="the rebalance to begin")  # fmt: skip
+    time.sleep(5.0)  # no poll while the JoinGroup (3 s with Tansu) and SyncGroup answers come
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and partitions.rebalancing_since is not None:
+        consumer.poll(timeout_ms=100)
+    if partitions.rebalancing_since is None:
+        consumer.close()
+        pytest.skip("this kafka-python finished the rebalance itself: nothing to recover from")
+
+    config = ServiceConfig(allowed_lateness="0min", durable=False, rejoin_after_s=8.0)
+    service = ForecastService(
+        settings, config, load_bundles(world.bundles),
+        joining=_HandedOver(consumer, partitions),  # type: ignore[arg-type]
+    )  # fmt: skip
+    with service_thread(service):
+        wait_until(lambda: len(partitions.assigned) == 4, what="all 4 partitions after rejoining")
+        producer = make_producer(settings)
+        replay(world.live.slice(0, 10), producer, settings.topic_readings, progress=False)
+        producer.close()
+        wait_until(lambda: service.counters["ticks_closed"] >= 10, what="ticks after rejoining")
+    assert service.counters["group_rejoins"] == 1
+    assert service.counters["consumed"] == 10 * world.live.n_nodes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -164,6 +165,29 @@ def test_a_backlog_after_a_quiet_spell_cannot_move_the_watermark_past_the_idle_p
     assert tracker.limit_ns(32.0, {a: 900, b: 0}.get) == 2 * 10**9  # real-time pace
     tracker.observe(b, 800, 10 * hour, now=31.0, min_event_ns=0)  # b's readings arrive
     assert tracker.limit_ns(31.0, {a: 900, b: 800}.get) == 10 * hour
+
+
+def test_a_rebalance_is_stalled_only_while_nothing_at_all_was_assigned_since_the_revocation():
+    from kafka import TopicPartition
+
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.partitions import PartitionTracker, RebalanceListener
+
+    a = TopicPartition("readings", 0)
+    tracker = PartitionTracker(idle_s=5.0)
+    listener = RebalanceListener(tracker, consumer=None)  # type: ignore[arg-type]
+    assert not tracker.join_stalled(time.monotonic() + 1e6, 30.0)  # never revoked
+    listener.on_partitions_assigned({a})
+    listener.on_partitions_revoked({a})
+    revoked = tracker.rebalancing_since
+    assert revoked is not None
+    assert not tracker.join_stalled(revoked + 29.9, 30.0)
+    assert tracker.join_stalled(revoked + 30.0, 30.0)
+    listener.on_partitions_assigned(set())  # a member with no partition to read: joined
+    assert not tracker.join_stalled(revoked + 1e6, 30.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="rejoin_after_s"):
+            ServiceConfig(rejoin_after_s=bad)
 
 
 def test_a_partition_behind_its_high_watermark_or_not_fetched_yet_is_a_backlog():

@@ -11,7 +11,9 @@ broker and kafka-python 3.0 on a 2-core machine (``benchmarks/kafka_io.py``):
   a quiet topic otherwise adds up to half a second to every tick's latency.
   ``enable_auto_commit=False``: the service commits only after it has published and
   stored (at-least-once). ``auto_offset_reset="earliest"``: a new group reads what is
-  already there instead of silently skipping it.
+  already there instead of silently skipping it. ``allow_auto_create_topics=False``: a
+  topic a consumer asks for is not created with the broker's defaults (partitions,
+  retention); :func:`ensure_topics` creates the project's topics with their settings.
 - Producers: ``linger_ms=5`` and ``batch_size=256 KiB`` batch a replay's burst into
   fewer requests at the cost of at most 5 ms latency. kafka-python 3.0 already
   defaults to ``acks="all"`` with the idempotent producer, which we keep.
@@ -56,6 +58,7 @@ CONSUMER_DEFAULTS: Final[dict[str, Any]] = {
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",
     "max_poll_records": 500,
+    "allow_auto_create_topics": False,
 }
 PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
     "linger_ms": 5,

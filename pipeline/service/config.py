@@ -46,6 +46,11 @@ class ServiceConfig:
     durable : the store's ``synchronous=FULL`` (see :class:`pipeline.service.store.Store`).
     stats_every_s : how often a ``stats`` log line is written.
     topic_check_every_s : while idle, how often missing topics are re-created.
+    rejoin_after_s : a rebalance that has assigned nothing this long after it revoked the
+        partitions is given up: the consumer is replaced by a new one that joins the
+        group afresh (see :mod:`pipeline.service.partitions`). Keep it well above the time
+        a join takes (3 s with the embedded broker; with Apache Kafka, until every member
+        of the group has rejoined): each replacement starts a join again.
     partition_idle_s : a partition that delivered nothing for this long no longer holds
         the watermark back (see :mod:`pipeline.service.partitions`).
     torch_threads : intra-op threads of the neural models' forecasts (None: leave
@@ -76,6 +81,7 @@ class ServiceConfig:
     stats_every_s: float = 10.0
     topic_check_every_s: float = 5.0
     partition_idle_s: float = 5.0
+    rejoin_after_s: float = 30.0
     torch_threads: int | None = 1
     bulk_publish: bool = True
     tune_gc: bool = True
@@ -90,6 +96,8 @@ class ServiceConfig:
             raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
         if self.reload_every_s is not None and not self.reload_every_s > 0:
             raise ValueError(f"reload_every_s must be > 0 or None, got {self.reload_every_s}")
+        if not self.rejoin_after_s > 0:
+            raise ValueError(f"rejoin_after_s must be > 0, got {self.rejoin_after_s}")
         if self.poll_timeout_ms < 0:
             raise ValueError(f"poll_timeout_ms must be >= 0, got {self.poll_timeout_ms}")
         for name in ("tick", "allowed_lateness", "max_clock_skew", "grace"):

@@ -77,23 +77,15 @@ class GroupJoin:
         self._thread.start()
 
     def _join(self) -> None:
-        from pipeline.kafka.clients import ensure_topics, make_consumer
+        from pipeline.kafka.clients import ensure_topics
         from pipeline.kafka.unreadable import poll_readable
 
         started = time.monotonic()
         try:
             ensure_topics(self.settings)
-            consumer = make_consumer(
-                self.settings,
-                group_id=self.settings.consumer_group,
-                max_poll_records=self.poll_records,
-            )
+            consumer = subscribed_consumer(self.settings, self.partitions, self.poll_records)
             with self._lock:
                 self._consumer = consumer
-            consumer.subscribe(
-                [self.settings.topic_readings],
-                listener=RebalanceListener(self.partitions, consumer),
-            )
             while not (self._stop.is_set() or self._given_up()):
                 for tp, records in poll_readable(consumer, JOIN_POLL_MS).items():
                     self._records.setdefault(tp, []).extend(records)
@@ -153,3 +145,23 @@ class GroupJoin:
                 consumer.close()
             except Exception as exc:  # closing a consumer that never connected
                 log.debug("consumer_close_failed", extra={"fields": {"error": str(exc)}})
+
+
+def subscribed_consumer(
+    settings: Settings, partitions: PartitionTracker, poll_records: int
+) -> KafkaConsumer:
+    """A consumer of the readings topic in the service's group, its rebalance listener
+    updating ``partitions``; it joins the group on its first polls.
+
+    Raises
+    ------
+    pipeline.kafka.clients.KafkaUnavailable
+        When no broker answers.
+    """
+    from pipeline.kafka.clients import make_consumer
+
+    consumer = make_consumer(
+        settings, group_id=settings.consumer_group, max_poll_records=poll_records
+    )
+    consumer.subscribe([settings.topic_readings], listener=RebalanceListener(partitions, consumer))
+    return consumer

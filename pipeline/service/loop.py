@@ -22,9 +22,10 @@ from models.forecasters.base import Forecaster
 from pipeline.kafka.dead_letters import topic_max_message_bytes
 from pipeline.service.batches import BatchHandler, _highwater
 from pipeline.service.config import ServiceConfig
+from pipeline.service.decoding import describe_error
 from pipeline.service.health import Endpoints, Health, broker_check, start_endpoints, store_check
 from pipeline.service.hooks import AlertHook, RestorableAlertHook
-from pipeline.service.joining import CANCEL_WAIT_S, GroupJoin
+from pipeline.service.joining import CANCEL_WAIT_S, GroupJoin, subscribed_consumer
 from pipeline.service.latency import percentiles
 from pipeline.service.model_set import Versioned
 from pipeline.service.partitions import PartitionTracker
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from pipeline.service.metrics import ServiceMetrics
 
 log = logging.getLogger("roadcast.service")
+
+# How long a consumer replaced by a new one may take to leave the group.
+CLOSE_TIMEOUT_MS = 5000
 
 # Counters shown in the periodic "stats" log line.
 _STATS = (
@@ -167,6 +171,8 @@ class ForecastService(BatchHandler):
                 if self.partitions.changed and not self._adopt(consumer, records):
                     stop.wait(1.0)
                     continue
+                if self.partitions.join_stalled(time.monotonic(), self.config.rejoin_after_s):
+                    consumer = self._rejoin(consumer)
                 if self.metrics is not None:
                     with self._timed("metrics"):
                         self.metrics.record_lag(self._lags(consumer))
@@ -221,6 +227,29 @@ class ForecastService(BatchHandler):
                 if part and tp in consumer.assignment():
                     consumer.seek(tp, part[0].offset)
             return False
+
+    def _rejoin(self, consumer: KafkaConsumer) -> KafkaConsumer:
+        """A new consumer in place of one whose rebalance assigned nothing for
+        ``rejoin_after_s`` (:mod:`pipeline.service.partitions`); the old one leaves the
+        group. The old one is kept, and the clock restarted, when no broker answers."""
+        from pipeline.kafka.clients import KafkaUnavailable
+
+        waited = time.monotonic() - (self.partitions.rebalancing_since or time.monotonic())
+        self.partitions.rebalancing_since = time.monotonic()
+        try:
+            fresh = subscribed_consumer(self.settings, self.partitions, self.config.poll_records)
+        except KafkaUnavailable as exc:
+            log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
+            return consumer
+        try:
+            consumer.close(timeout_ms=CLOSE_TIMEOUT_MS)
+        except Exception as exc:  # the old member is dropped by the broker at its session end
+            log.warning("consumer_close_failed", extra={"fields": {"error": describe_error(exc)}})
+        self._count("group_rejoins")
+        hint = "the rebalance assigned nothing; a new consumer joins the group afresh"
+        fields = {"waited_s": round(waited, 1), "group": self.settings.consumer_group}
+        log.warning("group_rejoin", extra={"fields": fields | {"hint": hint}})
+        return fresh
 
     def _warn_if_partial(self) -> None:
         """Warn when this instance holds only some partitions of the readings topic (as

@@ -45,7 +45,7 @@ MAE_TICKS = 288
 # Service counters (pipeline.service.processor / loop) that are errors, by kind.
 _ERROR_KINDS = (
     "batch_retries", "recoveries", "batch_isolations", "alert_hook_errors", "alerts_invalid",
-    "dead_letters_unsent", "topics_recreated", "forecasts_nonfinite",
+    "dead_letters_unsent", "topics_recreated", "forecasts_nonfinite", "group_rejoins",
 )  # fmt: skip
 
 

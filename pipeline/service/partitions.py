@@ -35,11 +35,20 @@ kafka-python 3 runs rebalance callbacks on its network thread, where blocking ca
 are forbidden; :class:`RebalanceListener` therefore only records the change (and
 sends an asynchronous commit on revocation), and the service adopts a new assignment
 in its own loop (:meth:`PartitionTracker.adopt`).
+
+The tracker also notes when a rebalance began (partitions revoked) and has assigned
+nothing since (:meth:`PartitionTracker.join_stalled`). kafka-python 3.0.12 finishes a
+rebalance only inside a poll: when the JoinGroup and SyncGroup answers of a rebalance
+that a metadata change started (a topic re-created with other partitions, partitions
+added) arrive between two polls, the consumer no longer thinks it must rejoin, never
+applies the assignment it was sent, and waits without partitions for good. The
+service then replaces the consumer (``ServiceConfig.rejoin_after_s``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +80,12 @@ class PartitionTracker:
         self.pending_commit: dict[TopicPartition, int] = {}
         self.oldest_event_ns: int | None = None  # the oldest event time seen (any partition)
         self.oldest_seen_at = 0.0  # when it was seen
+        self.rebalancing_since: float | None = None  # monotonic time of an unfinished revocation
+
+    def join_stalled(self, now: float, after_s: float) -> bool:
+        """Whether partitions were revoked ``after_s`` or more seconds before ``now``
+        (monotonic) and no assignment, not even an empty one, has come since."""
+        return self.rebalancing_since is not None and now - self.rebalancing_since >= after_s
 
     def key(self, tp: TopicPartition) -> tuple[str, int]:
         """The store's key of a partition: ``(topic@<id>, partition)``."""
@@ -219,12 +234,14 @@ class RebalanceListener(ConsumerRebalanceListener):
                 self.tracker.pending_commit.pop(tp, None)
         self.tracker.assigned -= revoked
         self.tracker.forget(revoked)
+        self.tracker.rebalancing_since = time.monotonic()
         log.info("partitions_revoked", extra={"fields": {"partitions": names(revoked)}})
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = set(assigned)
         self.tracker.assigned = assigned
         self.tracker.changed = True
+        self.tracker.rebalancing_since = None
         log.info("partitions_assigned", extra={"fields": {"partitions": names(assigned)}})
 
 
