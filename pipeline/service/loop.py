@@ -171,12 +171,12 @@ class ForecastService(BatchHandler):
                 if self.partitions.changed and not self._adopt(consumer, records):
                     stop.wait(1.0)
                     continue
-                if self.partitions.join_stalled(time.monotonic(), self.config.rejoin_after_s):
-                    consumer = self._rejoin(consumer)
                 if self.metrics is not None:
                     with self._timed("metrics"):
                         self.metrics.record_lag(self._lags(consumer))
                 now = time.monotonic()
+                if self.partitions.join_stalled(now, self.config.rejoin_after_s):
+                    consumer = self._rejoin(consumer, now)
                 if records or self.grace_due(_highwater(consumer)):  # a tick's grace is over
                     outbox = self.handle_safely(records, outbox, consumer, stop)
                     self.reload()
@@ -228,14 +228,15 @@ class ForecastService(BatchHandler):
                     consumer.seek(tp, part[0].offset)
             return False
 
-    def _rejoin(self, consumer: KafkaConsumer) -> KafkaConsumer:
-        """A new consumer in place of one whose rebalance assigned nothing for
-        ``rejoin_after_s`` (:mod:`pipeline.service.partitions`); the old one leaves the
-        group. The old one is kept, and the clock restarted, when no broker answers."""
+    def _rejoin(self, consumer: KafkaConsumer, now: float) -> KafkaConsumer:
+        """A new consumer in place of one whose rebalance, under way since
+        ``partitions.rebalancing_since``, assigned nothing for ``rejoin_after_s``
+        (:mod:`pipeline.service.partitions`); the old one leaves the group. The old one is
+        kept, and the clock restarted, when no broker answers."""
         from pipeline.kafka.clients import KafkaUnavailable
 
-        waited = time.monotonic() - (self.partitions.rebalancing_since or time.monotonic())
-        self.partitions.rebalancing_since = time.monotonic()
+        waited = now - (self.partitions.rebalancing_since or now)
+        self.partitions.rebalancing_since = now
         try:
             fresh = subscribed_consumer(self.settings, self.partitions, self.config.poll_records)
         except KafkaUnavailable as exc:
