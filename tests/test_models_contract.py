@@ -244,3 +244,35 @@ def test_loading_a_bundle_as_another_model_is_refused(name, tmp_path: Path):
     other = next(cls for n, cls in MODELS.items() if n != name)
     with pytest.raises(BundleError, match=f"holds a '{name}' model"):
         other.load(tmp_path / "b")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_quantity_never_negative_in_training_is_never_forecast_negative(name, tmp_path: Path):
+    """Counts that drop to zero every night, falling steeply into it: a model may
+    extrapolate the fall below zero, the floor stops it. A sensor that went below zero in
+    training keeps no floor, and the floors survive a save and load."""
+    rng = np.random.default_rng(2)
+    t = np.arange(N_TIME)
+    counts = np.maximum(
+        0.0, 40 * np.sin(2 * np.pi * t / 24)[:, None] + rng.normal(0, 3, (N_TIME, N_NODES))
+    )
+    counts[:, 5] -= 20.0  # a quantity that may be negative
+    stamps = pd.date_range("2024-03-01", periods=N_TIME, freq="1h", tz="UTC")
+    panel = SensorPanel.from_values(
+        counts.astype(np.float32),
+        stamps,
+        [f"s{i}" for i in range(N_NODES)],
+        graph=make_graph(N_NODES),
+        name="counts",
+    )
+    split = chronological_split(panel)
+    model = build(name).fit(split.train, valid=split.valid)
+    np.testing.assert_array_equal(model.floor, [0, 0, 0, 0, 0, -np.inf])
+    model.save(tmp_path / "b")
+    loaded = load_model(tmp_path / "b")
+    np.testing.assert_array_equal(loaded.floor, model.floor)
+    origins = window_origins(panel.n_time, model.window, 0, targets=False)
+    for forecaster in (model, loaded):
+        batch = forecaster.predict_batch(panel, origins)
+        assert batch.mean[..., :5].min() >= 0.0 and batch.lower[..., :5].min() >= 0.0
+        assert (batch.lower <= batch.mean).all() and (batch.mean <= batch.upper).all()

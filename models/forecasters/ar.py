@@ -233,13 +233,13 @@ class AutoRegressive(ForecasterBase):
 
     def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
         origins = np.asarray(origins, dtype=np.int64)
-        mean = self.predict_mean(panel, origins)
+        mean = self.floored(self.predict_mean(panel, origins))
         half = self.ar_halfwidth[None]  # [1, horizon, node]
         return BatchForecast(
             self.name,
             origins,
             mean.astype(np.float32),
-            (mean - half).astype(np.float32),
+            self.floored(mean - half).astype(np.float32),
             (mean + half).astype(np.float32),
             level=self.level,
         )

@@ -100,6 +100,16 @@ def target_windows(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.
     return values[steps]
 
 
+def sensor_floor(values: np.ndarray) -> np.ndarray | None:
+    """Per-sensor lower bound of forecasts, float32 ``[node]``: 0.0 for a sensor whose
+    observed training values are all ``>= 0`` (speeds, counts, occupancy), ``-inf`` for
+    the others and for a sensor never observed. None when no sensor has a bound."""
+    flat = values.reshape(values.shape[0], values.shape[1], -1)  # [time, node, feature]
+    lowest = np.min(np.where(np.isnan(flat), np.inf, flat), axis=(0, 2), initial=np.inf)
+    floor = np.where(np.isfinite(lowest) & (lowest >= 0.0), 0.0, -np.inf).astype(np.float32)
+    return None if np.isneginf(floor).all() else floor
+
+
 def conformal_halfwidth(residuals: np.ndarray, level: float, *, min_count: int = 10) -> np.ndarray:
     """Split-conformal half-widths from validation residuals.
 
@@ -145,6 +155,7 @@ class ForecasterBase:
     level: float = 0.9
     halfwidth: np.ndarray | None = None  # float32 [horizon, node], split-conformal
     step_s: int | None = None  # the training data's time step in seconds (None: unknown)
+    floor: np.ndarray | None = None  # float32 [node], see sensor_floor (None: unbounded)
 
     def check_panel(self, panel: SensorPanel) -> None:
         """Refuse a panel whose sensors differ from the ones this model was trained on."""
@@ -199,12 +210,24 @@ class ForecasterBase:
         residuals = target_windows(valid.values, origins, self.horizon) - batch.mean
         self.halfwidth = conformal_halfwidth(residuals, self.level)
 
+    def floored(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (``[..., node]``) raised to each sensor's :attr:`floor`: a quantity
+        that was never negative in training is never forecast negative."""
+        return values if self.floor is None else np.maximum(values, self.floor)
+
     def with_intervals(self, origins: np.ndarray, mean: np.ndarray) -> BatchForecast:
-        """A :class:`BatchForecast` with the conformal interval around ``mean`` when calibrated."""
+        """A :class:`BatchForecast` of ``mean`` raised to the floor, with the conformal
+        interval around it when calibrated."""
+        mean = self.floored(mean)
         if self.halfwidth is None:
             return BatchForecast(self.name, origins, mean, level=self.level)
         return BatchForecast(
-            self.name, origins, mean, mean - self.halfwidth, mean + self.halfwidth, level=self.level
+            self.name,
+            origins,
+            mean,
+            self.floored(mean - self.halfwidth),
+            mean + self.halfwidth,
+            level=self.level,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -216,13 +239,14 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
     """The ``config.json`` keys every model records, plus ``extra`` (scaler, history...).
 
     Reads ``model.name``, ``sensor_ids``, ``window``, ``horizon``, ``level``,
-    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``fingerprint``,
+    ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``floor``, ``fingerprint``,
     ``step_s`` (the training data's step in seconds, or None) and ``valid_metrics`` (set
     by ``models.forecasters.evaluation.finish_fit``).
     """
     if not model.sensor_ids:
         raise BundleError(f"{model.name}: call fit() before save()")
     halfwidth = getattr(model, "halfwidth", None)
+    floor = getattr(model, "floor", None)
     config = {
         "model": model.name,
         "sensor_ids": list(model.sensor_ids),
@@ -234,6 +258,7 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
         "step_s": getattr(model, "step_s", None),
         "metrics": {"valid": getattr(model, "valid_metrics", None)},
         "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
+        "floor": None if floor is None else np.asarray(floor).tolist(),
         **extra,
     }
     # A diverged loss or an undefined metric must not make the bundle unwritable.
@@ -248,6 +273,12 @@ def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
     model.level = float(config.get("level", 0.9))
     halfwidth = config.get("halfwidth")
     model.halfwidth = None if halfwidth is None else np.asarray(halfwidth, dtype=np.float32)
+    floor = config.get("floor")  # None in bundles written before floors were recorded
+    model.floor = (
+        None
+        if floor is None
+        else np.array([-np.inf if f is None else f for f in floor], dtype=np.float32)
+    )
     model.fingerprint = config.get("fingerprint")
     model.step_s = config.get("step_s")  # None in bundles written before it was recorded
     model.valid_metrics = (config.get("metrics") or {}).get("valid")

@@ -174,18 +174,20 @@ def validation_backtest(
 
 
 def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | None) -> None:
-    """What every model does at the end of ``fit``: record the training fingerprint and
-    time step and, with a validation part, the split-conformal half-widths and the
-    validation metrics (``model.fingerprint``, ``model.step_s``, ``model.halfwidth``,
+    """What every model does at the end of ``fit``: record the training fingerprint, time
+    step and per-sensor floor (:func:`~models.forecasters.base.sensor_floor`) and, with a
+    validation part, the split-conformal half-widths and the validation metrics
+    (``model.fingerprint``, ``model.step_s``, ``model.floor``, ``model.halfwidth``,
     ``model.valid_metrics``).
 
     A model with its own intervals (``PROBABILISTIC = True``) keeps them: only the
     metrics are recorded.
     """
-    from models.forecasters.base import conformal_halfwidth
+    from models.forecasters.base import conformal_halfwidth, sensor_floor
 
     model.fingerprint = train.fingerprint()  # type: ignore[attr-defined]
     model.step_s = step_seconds(train.freq) if train.n_time > 1 else None
+    model.floor = sensor_floor(train.values)
     model.valid_metrics = None  # type: ignore[attr-defined]
     if not model.PROBABILISTIC:
         model.halfwidth = None  # a refit must not keep the previous fit's intervals
