@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     import optuna
     from prefect.task_runners import TaskRunner
 
-DEFAULT_MODELS = ("persistence", "seasonal", "ar", "lstm", "gru")
+DEFAULT_MODELS = ("persistence", "seasonal", "ar", "lstm", "gru", "tgclstm")
 
 
 def _tune_submit(
@@ -287,7 +287,8 @@ def train_flow(
     ----------
     data : a data set spec (``los-loop``, ``metr-la``, ``csv:PATH``, ``simulated:...``).
     models : model names (a list, or ``"persistence,ar,lstm"``); None: :data:`DEFAULT_MODELS`
-        less those the data cannot support (a seasonal model on less than a day of data),
+        less those the data cannot support (a seasonal model on less than a day of data,
+        TGC-LSTM without a road graph),
         each named with the reason. A model asked for by name that cannot run is an error.
     window, horizon : input steps and forecast steps.
     seeds : fits per neural model (metrics averaged; the best-validation seed is kept).

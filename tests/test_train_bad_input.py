@@ -129,6 +129,7 @@ def test_unsupported_names_why_a_model_cannot_run_on_the_data():
     split = chronological_split(odd)
     assert "a day is not a whole number of" in str(unsupported("seasonal", split, PLAN))
     assert unsupported("ar", split, PLAN) is None
+    assert "needs a road graph" in str(unsupported("tgclstm", split, PLAN))
     tiny = chronological_split(panel(readings(10)))
     assert "6 inputs and 3 targets need 9 steps" in str(unsupported("lstm", tiny, PLAN))
 

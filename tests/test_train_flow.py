@@ -123,7 +123,7 @@ def test_the_default_models_leave_out_those_the_data_cannot_support(prefect_harn
     short = "simulated:sensors=3,days=0.5,seed=4,incidents=0,faults=0"
     args = {"window": 6, "horizon": 6, "seeds": 1, "epochs": 1, "device": "cpu"}
     result = train_flow(data=short, out=str(tmp_path / "default"), **args)
-    assert set(result["document"]["models"]) == {"persistence", "ar", "lstm", "gru"}
+    assert set(result["document"]["models"]) == {"persistence", "ar", "lstm", "gru", "tgclstm"}
     with pytest.raises(ValueError, match="seasonal: its input window of 288 steps"):
         train_flow(data=short, models="seasonal,ar", out=str(tmp_path / "asked"), **args)
 

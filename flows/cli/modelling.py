@@ -63,7 +63,7 @@ def train(
     models: str = typer.Option(
         None,
         "--models",
-        help="Comma-separated model names. Default: persistence,seasonal,ar,lstm,gru, "
+        help="Comma-separated model names. Default: persistence,seasonal,ar,lstm,gru,tgclstm, "
         "less those the data cannot support (each named).",
     ),
     window: int = typer.Option(12, "--window", help="Input steps (the protocol window)."),

@@ -80,6 +80,8 @@ class TrainPlan:
 def unsupported(name: str, split: Split, plan: TrainPlan) -> str | None:
     """Why model ``name`` cannot be trained and scored on ``split`` (None: it can)."""
     history = split.train.n_time + split.valid.n_time
+    if MODELS[name].USES_GRAPH and split.train.graph is None:
+        return "it needs a road graph and the data have none (pass --adjacency PATH)"
     if name == "seasonal":  # its input window is a period: a day or a week of steps
         period = plan.overrides.get(name, {}).get("period")
         try:
