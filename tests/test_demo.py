@@ -86,6 +86,10 @@ def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path: Path) -> None:
     (tmp_path / DEMO_MARKS[0]).write_text("")  # an earlier demo's output: checks pass
     with pytest.raises(ValueError, match="--speedup"):
         run_demo(DATA, out=tmp_path, speedup=-1, progress=False, log=lambda _: None)
+    # a pace no timer can wait for is refused before training, not after it
+    with pytest.raises(ValueError, match="speedup 1e-09 would pace"):
+        run_demo(DATA, out=tmp_path, speedup=1e-9, progress=False, log=lambda _: None)
+    assert not (tmp_path / "bundles").exists()
 
 
 def test_demo_retrains_bundles_of_another_step_or_data_set(tmp_path: Path) -> None:

@@ -106,12 +106,15 @@ def run_demo(
     """
     from pipeline.kafka.broker import EmbeddedBroker
     from pipeline.kafka.clients import ensure_topics
+    from pipeline.kafka.replay import check_pace
 
     started = time.monotonic()
     out = Path(out)
     check_options(out, max_ticks=max_ticks, speedup=speedup, epochs=epochs)
     base = settings or load_settings()
     panel = choose_panel(data, data_dir=base.data_dir)
+    live = _live_part(panel, max_ticks)
+    check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
     log(f"data: {panel.name}: {panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}")
@@ -128,12 +131,6 @@ def run_demo(
     )
     ensure_detector(panel, model_dir, log=log)
     train_s = time.monotonic() - train_started
-    test_start = chronological_split(panel).test.timestamps[0]
-    first = max(0, int(panel.timestamps.get_loc(test_start)) - WARMUP_STEPS)
-    last = (
-        panel.n_time if max_ticks is None else min(panel.n_time, first + WARMUP_STEPS + max_ticks)
-    )
-    live = panel.slice(first, last)
     store_path = out / "store.sqlite"
     # A fresh broker: the old store's ticks would be "late"; an earlier run's summary and
     # report would read as this run's.
@@ -180,6 +177,17 @@ def run_demo(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(summary, out)
     return summary
+
+
+def _live_part(panel: SensorPanel, max_ticks: int | None) -> SensorPanel:
+    """What the demo replays: the test part (at most ``max_ticks`` steps of it) and the
+    ``WARMUP_STEPS`` before it."""
+    test_start = chronological_split(panel).test.timestamps[0]
+    first = max(0, int(panel.timestamps.get_loc(test_start)) - WARMUP_STEPS)
+    last = (
+        panel.n_time if max_ticks is None else min(panel.n_time, first + WARMUP_STEPS + max_ticks)
+    )
+    return panel.slice(first, last)
 
 
 def _stream(

@@ -102,6 +102,19 @@ def _flush(producer: KafkaProducer, topic: str, sent: int, timeout_s: float) -> 
         ) from exc
 
 
+def check_pace(span_s: float, n_steps: int, speedup: float) -> None:
+    """Refuse a ``speedup`` that would pace ``n_steps`` spanning ``span_s`` seconds of
+    data over longer than a timer can wait (0, as fast as possible, always passes)."""
+    if speedup > 0:
+        paced_s = span_s / speedup
+        if not paced_s <= threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"speedup {speedup:g} would pace {n_steps} steps over {paced_s:.3g} s, longer "
+                f"than a timer can wait ({threading.TIMEOUT_MAX:.3g} s); use a larger speedup "
+                "or 0 (as fast as possible)"
+            )
+
+
 def replay(
     panel: SensorPanel,
     producer: KafkaProducer,
@@ -162,14 +175,8 @@ def replay(
     keys = [s.encode() for s in panel.sensor_ids]
     sensors = panel.sensor_ids
     stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
-    if speedup > 0 and stamps:
-        paced_s = (stamps[-1] - stamps[0]).total_seconds() / speedup
-        if not paced_s <= threading.TIMEOUT_MAX:
-            raise ValueError(
-                f"speedup {speedup:g} would pace {n_steps} steps over {paced_s:.3g} s, longer "
-                f"than a timer can wait ({threading.TIMEOUT_MAX:.3g} s); use a larger speedup "
-                "or 0 (as fast as possible)"
-            )
+    if stamps:
+        check_pace((stamps[-1] - stamps[0]).total_seconds(), n_steps, speedup)
     failures = _Failures()
     sent = skipped = size = 0
     started = time.monotonic()
