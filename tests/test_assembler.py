@@ -570,6 +570,8 @@ def test_missed_ticks_before_a_restart_still_count():
         (["--max-clock-skew", "-1h"], "skew"),
         (["--grace", "0s"], "--grace"),
         (["--down-after", "-1"], "--down-after"),
+        (["--rejoin-after", "0s"], "--rejoin-after"),
+        (["--rejoin-after", "30"], "has no unit"),
     ],
 )
 def test_serve_refuses_a_negative_skew_and_a_bad_grace(tmp_path, args, message):

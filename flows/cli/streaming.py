@@ -165,6 +165,12 @@ def serve(
         help="Ticks in a row without a reading before a sensor is down (0: never).",
     ),
     poll_records: int = typer.Option(1000, "--poll-records", min=1, help="Records per poll batch."),
+    rejoin_after: str = typer.Option(
+        "30s",
+        "--rejoin-after",
+        help="Rejoin the group with a new consumer when a rebalance assigned nothing this long "
+        "(keep well above the group's join time).",
+    ),
     fast_store: bool = typer.Option(
         False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
     ),
@@ -189,6 +195,8 @@ def serve(
     alerts on roadcast.alerts (JSON logs)."""
     import threading
     from pathlib import Path
+
+    import pandas as pd
 
     from flows.cli.options import parse_duration
     from pipeline.jsonlog import configure_logging
@@ -219,6 +227,9 @@ def serve(
             durable=not fast_store,
             grace=parse_duration(grace, "--grace", allow_off=True),
             down_after=down_after or None,
+            rejoin_after_s=pd.Timedelta(
+                parse_duration(rejoin_after, "--rejoin-after")
+            ).total_seconds(),
         )
     except (SettingsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
