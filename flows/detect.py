@@ -87,15 +87,19 @@ def rest_rows(n_rows: int, share: float = DEFAULT_REST_SHARE) -> int:
 def rows_panel(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> SensorPanel:
     """NAB rows as a one-sensor panel on a regular grid of the file's median step.
 
-    NAB scores rows, not time: a detector sees consecutive rows as consecutive steps.
-    NaN values are missing readings (masked).
+    NAB scores rows, not time: a detector sees consecutive rows as consecutive steps (on
+    5-minute steps from 1970 when the file's grid would run past pandas' dates). NaN values
+    are missing readings (masked).
     """
     stamps = pd.DatetimeIndex(timestamps)
     step = pd.Series(stamps).diff().median() if len(stamps) > 1 else pd.Timedelta(minutes=5)
     if pd.isna(step) or step <= pd.Timedelta(0):
         step = pd.Timedelta(minutes=5)
     start = stamps[0] if stamps.tz is not None else stamps[0].tz_localize("UTC")
-    grid = pd.date_range(start, periods=len(values), freq=step)
+    try:
+        grid = pd.date_range(start, periods=len(values), freq=step)
+    except (OverflowError, pd.errors.OutOfBoundsDatetime):  # rows past 2262 or a huge step
+        grid = pd.date_range("1970-01-01", periods=len(values), freq="5min", tz="UTC")
     return SensorPanel.from_values(
         np.asarray(values, dtype=np.float32).reshape(-1, 1), grid, (name,), name=name
     )
@@ -286,9 +290,12 @@ def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.
 def _offset(values: np.ndarray) -> float:
     """0, or the first probationary reading when float32 (the detectors' dtype) cannot
     resolve the probationary rows' spread at their size (``1e12`` plus noise): such a
-    series is scored relative to that reading. Never the case in NAB's corpus."""
-    head = values[: max(probation_rows(len(values)), 1)]
-    head = head[np.isfinite(head)]
+    series is scored relative to that reading (the first readings when the probation has
+    none). Never the case in NAB's corpus."""
+    rows = max(probation_rows(len(values)), 1)
+    head = values[:rows][np.isfinite(values[:rows])]
+    if not len(head):  # no probationary reading: the first ones that exist
+        head = values[np.isfinite(values)][:rows]
     if not len(head):
         return 0.0
     size = float(np.max(np.abs(head)))
@@ -438,31 +445,52 @@ def detect_nab(
     files = nab_data_files(nab_dir)
     if progress is not None:
         for path in skipped_files(nab_dir):
-            progress(f"skipped {path}: not a <category>/<file>.csv data file")
+            progress(f"skipped {path}: {_skip_reason(path)}")
     inputs = []
     for path in files:  # every file is checked before any is scored
         frame, stamps = read_nab_rows(path)
         if not len(frame):
             raise DetectRunError(f"{path}: no data rows")
-        inputs.append((path, frame, stamps))
+        out = result_path(out_dir, detector, path)
+        if out.exists() and not out.is_file():
+            raise DetectRunError(f"cannot write {out}: it is a folder or not a regular file")
+        inputs.append((path, frame, stamps, out))
     top = Path(out_dir) / detector
     try:
         top.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DetectRunError(f"--out {out_dir}: cannot create {top} ({exc.strerror})") from None
-    written = []
-    for path, frame, stamps in inputs:
-        key = f"{path.parent.name}/{path.name}"
-        scores = score_rows(frame["value"].to_numpy(), stamps, detector, key, nab_range=nab_range)
-        out = result_path(out_dir, detector, path)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(
-                {"timestamp": frame["timestamp"], "value": frame["value"], "anomaly_score": scores}
-            ).to_csv(out, index=False)
-        except OSError as exc:
-            raise DetectRunError(f"cannot write {out} ({exc.strerror})") from None
-        written.append(out)
-        if progress is not None:
-            progress(f"{key}: {len(frame)} rows -> {out}")
-    return written
+    staged: list[tuple[Path, Path]] = []  # (temporary, final): moved once all are written
+    try:
+        for path, frame, stamps, out in inputs:
+            key = f"{path.parent.name}/{path.name}"
+            values = frame["value"].to_numpy()
+            scores = score_rows(values, stamps, detector, key, nab_range=nab_range)
+            temporary = out.with_name(f".{out.name}.partial")
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                staged.append((temporary, out))
+                pd.DataFrame(
+                    {"timestamp": frame["timestamp"], "value": values, "anomaly_score": scores}
+                ).to_csv(temporary, index=False)
+            except OSError as exc:
+                raise DetectRunError(f"cannot write {out} ({exc.strerror})") from None
+            if progress is not None:
+                progress(f"{key}: {len(frame)} rows -> {out}")
+        for temporary, out in staged:
+            temporary.replace(out)
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+    return [out for _, out in staged]
+
+
+def _skip_reason(path: Path) -> str:
+    """Why :func:`nab_data_files` leaves ``path`` out, and the fix."""
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing"
+    if path.exists() and not path.is_file():
+        return "not a regular file"
+    if path.suffix != ".csv":
+        return f"named {path.suffix}; rename it to {path.stem}.csv to score it"
+    return "not a <category>/<file>.csv data file"

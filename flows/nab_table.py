@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.detect import DetectRunError
+from flows.detect import DetectRunError, nab_data_files
 from models.anomaly.nab_score import (
     PROFILES,
     LabeledFile,
@@ -74,6 +74,12 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
             f"{' and more' if len(unlabelled) > 3 else ''}; --score needs an entry for every "
             'data file ("category/file.csv": [] when it has no anomaly)'
         )
+    renamed = sorted(k for k in own_windows if not k.endswith(".csv") and (nab_dir / k).is_file())
+    if renamed:
+        raise DetectRunError(
+            f"{path} labels {', '.join(renamed[:3])}, which roadcast detect does not read (only "
+            "<category>/<file>.csv): rename the file and its entry to .csv"
+        )
     ghosts = sorted(k for k in own_windows if not (nab_dir / k).is_file() or k.count("/") != 1)
     if ghosts:
         raise DetectRunError(
@@ -110,10 +116,11 @@ def _score(
 def score_results(
     nab_dir: str | Path, out_dir: str | Path, detector: str, threshold: float | None
 ) -> list[CategoryScore]:
-    """NAB's table of ``OUT/<detector>/<category>/`` for every category found there."""
+    """NAB's table of ``OUT/<detector>/<category>/`` for every category of ``nab_dir``
+    (a category left in ``OUT`` by an earlier run on other data is not scored)."""
     root = Path(out_dir) / detector
-    categories = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not categories:
+    categories = sorted({p.parent.name for p in nab_data_files(nab_dir)})  # not stale ones
+    if not root.is_dir():
         raise DetectRunError(f"no result files under {root}; run roadcast detect first")
     rows: list[CategoryScore] = []
     all_files: list[LabeledFile] = []

@@ -186,13 +186,73 @@ def test_csv_files_outside_the_layout_are_reported_as_skipped(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("detector", ["extreme", "context", "interval"])
-def test_a_spike_on_a_huge_level_is_not_lost_to_float32(detector) -> None:
+@pytest.mark.parametrize("probation", ["observed", "missing"])
+def test_a_spike_on_a_huge_level_is_not_lost_to_float32(detector, probation) -> None:
     """1e12 plus noise: float32 steps 65536 apart there, so without care every reading
-    looks the same and the spike scores 0."""
-    values = 1e12 + np.random.default_rng(1).normal(0, 0.01, 400)
-    values[250] += 1.0
+    looks the same and the spike scores 0; also when no probationary row was observed
+    (it then scores as the same series at level 0 does)."""
+    noise = np.random.default_rng(1).normal(0, 0.01, 400)
+    noise[250] += 1.0
+    if probation == "missing":
+        noise[:100] = np.nan
     stamps = pd.date_range("2015-01-01", periods=400, freq="5min")
-    assert score_rows(values, stamps, detector)[250] >= 0.99
+    spike = score_rows(1e12 + noise, stamps, detector)[250]
+    assert spike >= 0.98 and spike == pytest.approx(score_rows(noise, stamps, detector)[250])
+
+
+def test_timestamps_at_the_end_of_pandas_dates_get_defined_scores(tmp_path) -> None:
+    """Rows a few minutes before 2262-04-11 (and going backwards): the rows' regular grid
+    would run past pandas' last date; NAB scores rows, so they are scored anyway."""
+    last = pd.Timestamp("2262-04-11 23:00:00")
+    stamps = [str(last - pd.Timedelta(minutes=5 * k)) for k in range(N)]
+    root = nab_dir(tmp_path, csv(stamps=stamps))
+    (written,) = detect_nab(root, tmp_path / "out", "extreme")
+    assert len(pd.read_csv(written)) == N
+
+
+def test_a_failure_part_way_leaves_the_earlier_results_as_they_were(tmp_path) -> None:
+    """Results are written aside and moved into place once every file is scored: an output
+    path that cannot be written is found before scoring, and no file of the run is left."""
+    root = nab_dir(tmp_path, csv(), "a/f.csv")
+    nab_dir(tmp_path, csv(), "b/g.csv")
+    out = tmp_path / "out"
+    (earlier,) = [p for p in detect_nab(root, out, "extreme") if p.parent.name == "a"][:1]
+    earlier.write_text("an earlier run\n")
+    blocked = out / "extreme" / "b" / "extreme_g.csv"
+    blocked.unlink()
+    blocked.mkdir()
+    with pytest.raises(DetectRunError, match="extreme_g.csv: it is a folder"):
+        detect_nab(root, out, "extreme")
+    assert earlier.read_text() == "an earlier run\n"
+    assert not list(out.rglob("*.partial"))
+
+
+def test_score_reads_timestamps_as_detect_does_and_skips_stale_categories(tmp_path) -> None:
+    """Compact dates (20150101) parse as dates in both, and a category that an earlier
+    run left in --out but the data folder no longer has is not scored."""
+    days = list(pd.date_range("2015-01-01", periods=N, freq="D").strftime("%Y%m%d"))
+    root = nab_dir(tmp_path, csv(stamps=days), "cat/f.csv")
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [[days[100], days[110]]]}))
+    stale = tmp_path / "out" / "extreme" / "gone"
+    stale.mkdir(parents=True)
+    (stale / "extreme_old.csv").write_text("timestamp,value,anomaly_score\n")
+    args = ["--nab-dir", str(root), "--out", str(tmp_path / "out"), "--detector", "extreme"]
+    result = CliRunner().invoke(app, ["detect", *args, "--score"])
+    assert result.exit_code == 0, result.output
+    assert "gone" not in result.output and "NAB scores of 'extreme'" in result.output
+
+
+def test_a_labelled_upper_case_csv_is_named_with_the_fix(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(), "cat/f.csv")
+    nab_dir(tmp_path, csv(), "cat/g.CSV")
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [], "cat/g.CSV": []}))
+    result = CliRunner().invoke(
+        app,
+        ["detect", "--nab-dir", str(root), "--out", str(tmp_path / "o"), "--detector",
+         "extreme", "--score"],
+    )  # fmt: skip
+    assert "named .CSV; rename it to g.csv" in result.output
+    assert "rename the file and its entry to .csv" in result.output
 
 
 @pytest.mark.parametrize("spike", [1e20, -1e30])
@@ -242,6 +302,12 @@ LABELS: dict[str, tuple[str | bytes, str]] = {
         json.dumps({"cat/f.csv": [], "cat/ghost.csv": [[STAMP_100, STAMP_110]]}),
         "has windows for cat/ghost.csv, not a data file of",
     ),
+    "a key twice": (
+        '{"cat/f.csv": [["%s", "%s"]], "cat/f.csv": []}' % (STAMP_100, STAMP_110),
+        "'cat/f.csv' is listed twice",
+    ),
+    "nested too deeply": ('{"cat/f.csv": ' + "[" * 5000, "nested too deeply"),
+    "now": (json.dumps({"cat/f.csv": [["now", STAMP_110]]}), "['now', "),
     "windows of a file outside the layout": (
         json.dumps({"cat/f.csv": [], "cat/sub/g.csv": []}),
         "has windows for cat/sub/g.csv, not a data file of",

@@ -53,6 +53,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -393,7 +394,7 @@ def nab_score(
 
 def read_nab_csv(path: str | Path) -> pd.DataFrame:
     """A NAB data file (``timestamp,value``) with parsed timestamps, rows as in the file."""
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={"timestamp": str})  # as roadcast detect reads them
     missing = {"timestamp", "value"} - set(frame.columns)
     if missing:
         raise NabFormatError(f"{path}: missing NAB columns {sorted(missing)}")
@@ -404,14 +405,26 @@ def read_nab_csv(path: str | Path) -> pd.DataFrame:
 def read_windows(path: str | Path) -> dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]:
     """NAB's ``combined_windows.json`` format: ``{"category/file.csv": [[start, end], ...]}``."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise NabFormatError(f"cannot read NAB windows {path}: {exc}") from None
+    except RecursionError:
+        raise NabFormatError(f"cannot read NAB windows {path}: nested too deeply") from None
     if not isinstance(raw, dict):
         raise NabFormatError(
             f'{path}: expected an object {{"category/file.csv": [[start, end], ...]}}'
         )
     return {str(name): _windows(path, name, pairs) for name, pairs in raw.items()}
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's keys and values, refusing a key given twice (JSON keeps the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"{key!r} is listed twice")
+        out[key] = value
+    return out
 
 
 def _windows(
@@ -425,6 +438,8 @@ def _windows(
         )
     out = []
     for start, end in pairs:
+        if not all(any(c.isdigit() for c in t) for t in (start, end)):  # 'now': the clock's
+            raise NabFormatError(f"{path}: {name!r} window [{start!r}, {end!r}] is not a time")
         try:
             out.append((pd.Timestamp(start), pd.Timestamp(end)))
         except (ValueError, OverflowError) as exc:
