@@ -404,6 +404,44 @@ def test_adjacency_edge_list_with_and_without_header(tmp_path):
     assert read_adjacency_csv(dist, IDS).distance_km.tolist() == [2.5]
 
 
+def test_an_edge_list_weight_of_zero_is_no_link_as_in_a_matrix(tmp_path):
+    """A matrix melted to src,dst,weight lists every pair, most with weight 0."""
+    melted = "src,dst,weight\n" + "".join(
+        f"{a},{b},{1 if {a, b} == {'a', 'b'} else 0}\n" for a in IDS for b in IDS
+    )
+    graph = read_adjacency_csv(write(tmp_path / "melt.csv", melted), IDS)
+    assert pairs(graph) == {(0, 1), (1, 0)}
+
+
+def test_a_square_of_numeric_sensor_ids_without_a_header_is_ambiguous(tmp_path):
+    """Sensors named 0, 1, 2: a headerless 3 x 3 file of 0/1/2 is as much an edge list as
+    a matrix; the reader asks for a header rather than guess."""
+    ids = ("0", "1", "2")
+    path = write(tmp_path / "m.csv", "0,1,0\n1,0,1\n0,1,0\n")
+    with pytest.raises(DatasetError, match="add a header line"):
+        read_adjacency_csv(path, ids)
+    headed = write(tmp_path / "h.csv", "0,1,2\n0,2,0\n2,0,1\n0,1,0\n")
+    assert pairs(read_adjacency_csv(headed, ids)) == {(0, 1), (1, 0), (1, 2), (2, 1)}
+
+
+def test_a_time_of_day_without_a_date_is_refused(tmp_path):
+    """Pandas dates '06:00' today: a series across midnight would be reordered."""
+    rows = "".join(f"{h:02d}:{m:02d},{h + m / 60:.2f}\n" for h in range(24) for m in (0, 30))
+    path = write(tmp_path / "t.csv", "time,a\n" + rows)
+    with pytest.raises(DatasetError, match=r"'00:00' at line 2 has no date"):
+        load_dataset(f"csv:{path}")
+
+
+def test_a_long_format_sensor_column_of_readings_names_the_wide_reading(tmp_path):
+    stamps = pd.date_range("2024-01-01", periods=30, freq="5min")
+    rows = "".join(f"{t},{50 + k % 3 + 0.5},{60 + k % 4}\n" for k, t in enumerate(stamps))
+    path = write(tmp_path / "w.csv", "timestamp,station,speed\n" + rows)
+    with pytest.raises(DatasetError, match="pass --index-col timestamp to read the file as wide"):
+        load_dataset(f"csv:{path}")
+    panel = load_dataset(f"csv:{path}", index_col="timestamp")
+    assert panel.sensor_ids == ("station", "speed")
+
+
 @pytest.mark.parametrize(
     ("column", "km"),
     [("distance_m", 2.5), ("length (m)", 2.5), ("Distance_KM", 2500.0), ("miles", 4023.36)],

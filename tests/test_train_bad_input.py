@@ -138,3 +138,13 @@ def test_a_horizon_beyond_the_reported_ones_is_reported_too(tmp_path: Path):
     plan = TrainPlan(models=("persistence",), window=6, horizon=15, seeds=1, progress=False)
     document = train_models(panel(readings(600)), plan, tmp_path / "out", log=lambda _: None)
     assert list(document["models"]["persistence"]["pooled"]) == ["3", "6", "9", "12", "15"]
+
+
+def test_a_sensor_whose_readings_span_beyond_float32_errors_is_refused_naming_it(tmp_path: Path):
+    """Readings within float32 (+-3.3e38) whose differences are not: forecast errors
+    overflowed to inf and the message blamed the model."""
+    values = readings(200, 3)
+    values[:, 1] = np.where(np.arange(200) % 2, 3.3e38, -3.3e38)
+    with pytest.raises(ValueError, match=r"sensor 's1': readings span 6.6e\+38"):
+        train_models(panel(values), PLAN, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

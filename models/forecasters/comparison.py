@@ -177,11 +177,35 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
 OUTLIER_DEVIATIONS = 1000.0
 
 
+# A sensor's readings may span at most this much (a quarter of float32's range), so that
+# differences between forecasts and readings, and interval widths, stay finite.
+MAX_SPREAD = float(np.finfo(np.float32).max) / 4
+
+
 def check_readings(panel: SensorPanel) -> list[str]:
     """Notes naming sensors with readings so far from the rest that they are likely
-    sentinels or unit errors: models train on them as they are, and one can ruin a fit."""
+    sentinels or unit errors: models train on them as they are, and one can ruin a fit.
+
+    Raises
+    ------
+    ValueError
+        Naming a sensor whose readings span more than :data:`MAX_SPREAD`: forecast errors
+        and interval widths there overflow the 32-bit floats models compute in.
+    """
     values = np.where(panel.mask, panel.values, np.nan).reshape(panel.n_time, panel.n_nodes, -1)
     values = values[..., 0].astype(np.float64)  # [time, node]
+    observed = np.isfinite(values).any(axis=0)
+    spread = np.zeros(panel.n_nodes)
+    if observed.any():
+        spread[observed] = np.nanmax(values[:, observed], 0) - np.nanmin(values[:, observed], 0)
+    if (spread > MAX_SPREAD).any():
+        k = int(np.argmax(spread))
+        raise ValueError(
+            f"sensor {panel.sensor_ids[k]!r}: readings span {spread[k]:.3g} (from "
+            f"{np.nanmin(values[:, k]):.3g} to {np.nanmax(values[:, k]):.3g}), more than the "
+            f"{MAX_SPREAD:.3g} forecast errors can be computed over in 32-bit floats; check its "
+            "unit or leave the wrong cells empty"
+        )
     notes = []
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing sensor

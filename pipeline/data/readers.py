@@ -336,6 +336,15 @@ def _long_table(
     raw = _cells(path, header, lines)
     t, s, v = where
     sensors = raw.iloc[:, s].str.strip()
+    fractional = sensors.str.fullmatch(r"[-+]?\d*\.\d+([eE][-+]?\d+)?")
+    if fractional.any():  # readings, not ids: a wide file with a sensor of that name
+        r = int(np.flatnonzero(fractional)[0])
+        raise DatasetError(
+            f"{path}: read as long format (time, sensor, value) for its header, but column "
+            f"{header[s].strip()!r} holds {sensors.iloc[r]!r} at line {lines[r]}, a reading "
+            f"rather than a sensor id; if {header[s].strip()!r} is a sensor, pass --index-col "
+            f"{header[t].strip()} to read the file as wide"
+        )
     for r, sensor in enumerate(sensors):
         _check_sensor(
             path, sensor, f"at line {lines[r]}", "",
@@ -526,6 +535,13 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
             f"{lines[z]}) and without one ({text.iloc[n]!r} at line {lines[n]}); give every "
             "timestamp a zone, or none (then they are UTC)"
         )
+    clock = text.str.fullmatch(_CLOCK_ONLY)
+    if clock.any():  # pandas would date them today
+        r = int(np.flatnonzero(clock)[0])
+        raise DatasetError(
+            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} has no date; write the date "
+            "too, e.g. 2012-03-01 06:00"
+        )
     parsed = _one_format(text, dayfirst=False)
     if text.size and not re.match(r"\d{4}", text.iloc[0]):  # day and month may be swapped
         swapped = _one_format(text, dayfirst=True)
@@ -549,6 +565,9 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
             )
     return _check_range(path, parsed, text, lines)
 
+
+# A time of day without a date: 06:00, 6:00:30.5, 6:00 pm.
+_CLOCK_ONLY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([aApP][mM])?")
 
 # Unix times by magnitude: seconds, milliseconds, microseconds, nanoseconds since 1970,
 # each from 1973 (1e8 s) on; smaller numbers are not taken for times.
@@ -791,14 +810,16 @@ def read_adjacency_csv(
     with a header row of sensor ids (and then an optional index column); a header
     reorders the matrix to ``sensor_ids``. Edge list: columns ``src,dst[,weight]
     [,distance_km]`` naming sensor ids, with or without that header; links are
-    directed ``src -> dst`` as written. A column whose name ends in a unit (``km``,
+    directed ``src -> dst`` as written, and a weight of 0 is no link (as in a matrix). A
+    column whose name ends in a unit (``km``,
     ``m``, ``mi``...) holds road lengths in that unit; one named like a length without a
     unit (``distance``, ``cost``) is refused.
 
     A file with 2-4 columns is read as an edge list when its first line is a
     ``src,dst`` header (``source``/``from`` also work) or when every entry of its first
     two columns is a sensor id; otherwise, when its shape fits, as a matrix. A header
-    line removes any doubt. Weights and lengths must be finite and >= 0; an adjacency
+    line removes any doubt; an ``N x N`` file of ``N`` sensor ids without one (sensors
+    named ``0 .. N-1``, N <= 4) is refused as ambiguous. Weights and lengths must be finite and >= 0; an adjacency
     without a link between two sensors, a link listed twice, or matrix row labels in
     another order than its header are rejected.
     """
@@ -827,8 +848,15 @@ def read_adjacency_csv(
     named = raw.iloc[0, 0].lower() in SRC_NAMES
     ends = raw.iloc[:, :2].isin(known).to_numpy() if edge_shaped else np.zeros(1, dtype=bool)
     graph = None
+    id_header = rows == n + 1 and cols == n and sorted(raw.iloc[0]) == sorted(ids)
+    if edge_shaped and not named and ends.all() and rows == cols == n and _square_of_numbers(raw):
+        raise DatasetError(
+            f"{path}: {n} rows of {n} sensor ids read as well as an {n} x {n} matrix as an edge "
+            "list src,dst[,weight]; add a header line: the sensor ids for a matrix, or "
+            "src,dst,weight for an edge list"
+        )
     try:
-        if edge_shaped and (named or ends.all()):
+        if edge_shaped and (named or (ends.all() and not id_header)):
             graph = _edge_list(path, raw, ids, coords)
         elif (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
             graph = _matrix(path, raw, ids, coords)
@@ -1012,6 +1040,10 @@ def _edge_list(
             raise DatasetError(f"{path}: two {key.replace('_km', '')} columns; keep one")
         cells = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k])[:, 0]
         extra[key] = cells if km is None else cells * km
+    if "weight" in extra:  # weight 0 is no link, as in a matrix
+        linked = extra["weight"] != 0
+        ends = [e[linked] for e in ends]
+        extra = {key: cells[linked] for key, cells in extra.items()}
     return RoadGraph.from_edges(
         ends[0],
         ends[1],
