@@ -221,7 +221,7 @@ def test_a_failure_part_way_leaves_the_earlier_results_as_they_were(tmp_path) ->
     blocked = out / "extreme" / "b" / "extreme_g.csv"
     blocked.unlink()
     blocked.mkdir()
-    with pytest.raises(DetectRunError, match="extreme_g.csv: it is a folder"):
+    with pytest.raises(DetectRunError, match=r"extreme_g\.csv: it is a folder"):
         detect_nab(root, out, "extreme")
     assert earlier.read_text() == "an earlier run\n"
     assert not list(out.rglob("*.partial"))
@@ -303,7 +303,7 @@ LABELS: dict[str, tuple[str | bytes, str]] = {
         "has windows for cat/ghost.csv, not a data file of",
     ),
     "a key twice": (
-        '{"cat/f.csv": [["%s", "%s"]], "cat/f.csv": []}' % (STAMP_100, STAMP_110),
+        f'{{"cat/f.csv": [["{STAMP_100}", "{STAMP_110}"]], "cat/f.csv": []}}',
         "'cat/f.csv' is listed twice",
     ),
     "nested too deeply": ('{"cat/f.csv": ' + "[" * 5000, "nested too deeply"),

@@ -819,9 +819,9 @@ def read_adjacency_csv(
     ``src,dst`` header (``source``/``from`` also work) or when every entry of its first
     two columns is a sensor id; otherwise, when its shape fits, as a matrix. A header
     line removes any doubt; an ``N x N`` file of ``N`` sensor ids without one (sensors
-    named ``0 .. N-1``, N <= 4) is refused as ambiguous. Weights and lengths must be finite and >= 0; an adjacency
-    without a link between two sensors, a link listed twice, or matrix row labels in
-    another order than its header are rejected.
+    named ``0 .. N-1``, N <= 4) is refused as ambiguous. Weights and lengths must be
+    finite and >= 0; an adjacency without a link between two sensors, a link listed
+    twice, or matrix row labels in another order than its header are rejected.
     """
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the adjacency file is empty")
