@@ -413,7 +413,13 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
             if mixed.notna().all():
                 why = f"is in another format than data row 1 ({text.iloc[0]!r}); use one format"
                 _refuse_row(path, "timestamp", text, bad, why)
-            _refuse_row(path, "timestamp", text, bad, "does not parse")
+            epoch = text.astype(str).str.fullmatch(r"\d{9,}(\.\d*)?")
+            why = "does not parse" + (
+                "; NAB's timestamps are dates such as 2015-01-01 00:00:00, not Unix times"
+                if epoch.all()
+                else ""
+            )
+            _refuse_row(path, "timestamp", text, bad, why)
     return frame, pd.DatetimeIndex(stamps)
 
 

@@ -245,7 +245,8 @@ def chronological_split(panel: SensorPanel, *, test: float = 0.2, valid: float =
     n_valid = round(n_train_all * valid)
     n_train = n_train_all - n_valid
     if min(n_train, n_valid, panel.n_time - n_train_all) < 1:
-        raise ValueError(f"panel of {panel.n_time} steps is too short to split {test=}, {valid=}")
+        steps = f"{panel.n_time} step{'' if panel.n_time == 1 else 's'}"
+        raise ValueError(f"the data hold {steps}, too few to split {test=}, {valid=}")
     return Split(
         train=panel.slice(0, n_train),
         valid=panel.slice(n_train, n_train_all),

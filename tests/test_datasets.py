@@ -715,3 +715,14 @@ def test_fetch_from_a_fifo_in_a_local_mirror_ends_by_the_timeout(tmp_path):
     (mirror / "set").mkdir(parents=True)
     os.mkfifo(mirror / "set" / "f.csv")
     assert "no answer within 1 s" in _fetch_from(str(mirror), tmp_path / "data", timeout=1.0)
+
+
+def test_a_compressed_file_or_a_folder_is_named_as_such(tmp_path):
+    import gzip
+
+    packed = tmp_path / "speeds.csv.gz"
+    packed.write_bytes(gzip.compress(b"timestamp,a\n2024-01-01 00:00,1\n"))
+    with pytest.raises(DatasetError, match="gzip-compressed, not UTF-8 text; decompress"):
+        load_dataset(f"csv:{packed}")
+    with pytest.raises(DatasetError, match="is a folder, not a file"):
+        load_dataset(f"csv:{tmp_path}")

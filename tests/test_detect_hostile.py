@@ -53,6 +53,10 @@ REFUSED = {
     "-inf": (with_value(200, "-inf"), "value -inf in data row 201 is infinite"),
     "1e308": (with_value(200, "1e308"), "value 1e+308 in data row 201 is infinite or does not"),
     "-1e308": (with_value(7, "-1e308"), "data row 8 is infinite or does not fit float32"),
+    "unix times": (
+        csv(stamps=[str(1420070400 + 300 * k) for k in range(N)]),
+        "does not parse; NAB's timestamps are dates such as",
+    ),
     "decimal comma": (with_value(51, "1,5"), "Expected 2 fields in line 53, saw 3)"),
     "ragged row": (csv() + "2015-02-01 00:00:00,1,x,y\n", "not a NAB CSV file"),
     "binary": (bytes(range(256)) * 10, "not a NAB CSV file"),

@@ -104,9 +104,26 @@ class Table:
 
 def require_file(path: Path, hint: str) -> Path:
     """Return ``path`` when it is a file, else raise naming it and how to get it."""
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder, not a file: {hint}")
     if not path.is_file():
         raise DatasetError(f"missing file {path}: {hint}")
     return path
+
+
+# What a file that is not UTF-8 text often is, by its first bytes.
+_MAGIC = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive",
+          b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}  # fmt: skip
+
+
+def _not_text(path: Path, exc: UnicodeDecodeError) -> str:
+    """Why ``path`` is not read as UTF-8 text, naming a compressed or UTF-16 file."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    kind = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
+    if kind is not None:
+        return f"{kind}, not UTF-8 text; decompress or save it as UTF-8 CSV"
+    return f"not UTF-8 text ({exc.reason}); save it as UTF-8"
 
 
 def read_table(
@@ -234,7 +251,7 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
         except csv.Error as exc:
             raise DatasetError(f"{path}: unreadable CSV at line {reader.line_num}: {exc}") from None
         except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+            raise DatasetError(f"{path}: {_not_text(path, exc)}") from None
     if header is None:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
     if len(header) == 1 and (separator := _separator(header[0], second)):
