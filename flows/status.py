@@ -27,20 +27,24 @@ from pipeline.service.store_reads import reading_store
 _MAX_TICKS = 2**62
 
 
-def status_summary(store_path: str | Path, *, last_ticks: int | None = 288) -> dict[str, Any]:
+def status_summary(
+    store_path: str | Path, *, last_ticks: int | None = None, last: pd.Timedelta | None = None
+) -> dict[str, Any]:
     """Counters, latency and rolling accuracy as one JSON-ready dict.
 
     ``accuracy`` is ``{model: {step: {"n", "mae", "rmse"}}}`` over the last
-    ``last_ticks`` targets (all when None); ``sensors_down`` is ``[{"sensor", "since"}]``
-    (ISO time of the first tick each one missed), longest silent first.
+    ``last_ticks`` targets, or those within ``last`` of the newest tick (all when both
+    are None); ``sensors_down`` is ``[{"sensor", "since"}]`` (ISO time of the first tick
+    each one missed), longest silent first.
     """
     if last_ticks is not None:
         last_ticks = min(last_ticks, _MAX_TICKS)
+    last_ms = None if last is None else int(last.value // 1_000_000)
     with reading_store(store_path) as store:
         down = _down_sensors(store)
         counters = store.counters()
         latencies = store.latencies_ms()
-        accuracy = store.rolling_accuracy(last_ticks=last_ticks)
+        accuracy = store.rolling_accuracy(last_ticks=last_ticks, last_ms=last_ms)
         ticks = store.last_ticks(1)
     by_model: dict[str, dict[int, dict[str, float]]] = {}
     for row in accuracy.itertuples(index=False):
@@ -76,11 +80,15 @@ def _down_sensors(store: Store) -> dict[str, int]:
 
 
 def print_status(
-    store_path: str | Path, *, last_ticks: int | None = 288, console: Console | None = None
+    store_path: str | Path,
+    *,
+    last_ticks: int | None = None,
+    last: pd.Timedelta | None = None,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Print :func:`status_summary` as tables; returns it."""
     console = console or Console()
-    summary = status_summary(store_path, last_ticks=last_ticks)
+    summary = status_summary(store_path, last_ticks=last_ticks, last=last)
     counters = Table(title=f"roadcast service: {store_path}")
     counters.add_column("counter")
     counters.add_column("value", justify="right")

@@ -184,6 +184,15 @@ def test_status_takes_a_last_beyond_sqlite_integers_as_every_tick(tmp_path: Path
     assert "Overflow" not in result.output
 
 
+@pytest.mark.parametrize(("last", "code"), [("6h", 0), ("0", 0), ("90", 0), ("1 fortnight", 2)])
+def test_status_takes_a_span_or_a_tick_count_and_refuses_what_is_neither(
+    tmp_path: Path, last: str, code: int
+) -> None:
+    store = filled_store(tmp_path / "s.sqlite")
+    result = CliRunner().invoke(app, ["status", "--store", str(store), "--last", last])
+    assert result.exit_code == code, result.output
+
+
 def test_status_of_a_store_without_ticks_shows_no_nan_latency(tmp_path: Path) -> None:
     Store(tmp_path / "s.sqlite").close()
     result = CliRunner().invoke(app, ["status", "--store", str(tmp_path / "s.sqlite")])

@@ -162,6 +162,10 @@ def test_rolling_accuracy_over_last_ticks(store):
     assert last2.rmse.iloc[0] == pytest.approx(2.0)
     np.testing.assert_array_equal(store.latencies_ms(), [0.0, 1.0, 2.0, 3.0])
     assert [t.ts_ms for t in store.last_ticks(2)] == [2 * FREQ_MS, 3 * FREQ_MS]
+    # a span before the newest tick: two ticks' worth holds the same two targets
+    spanned = store.rolling_accuracy(last_ms=2 * FREQ_MS)
+    assert spanned.n.iloc[0] == 4 and spanned.mae.iloc[0] == pytest.approx(2.0)
+    assert store.rolling_accuracy(last_ms=2**70).n.iloc[0] == 8
 
 
 def test_alerts_are_keyed_by_id_and_status(store):

@@ -295,18 +295,29 @@ def serve(
 
 def status(
     store: str = typer.Option(None, "--store", help="SQLite store (default: ROADCAST_STORE_PATH)."),
-    last: int = typer.Option(
-        288, "--last", min=0, help="Rolling accuracy over the last N ticks (0: everything)."
+    last: str = typer.Option(
+        "1d",
+        "--last",
+        help="Rolling accuracy over this span before the newest tick (6h, 1d) or the last N "
+        "ticks (288; 0: everything).",
     ),
 ) -> None:
     """Counters, tick latency and live accuracy per model and horizon, from the store."""
+    from flows.cli.options import parse_duration
     from flows.status import print_status
     from pipeline.service.store import StoreError
     from pipeline.settings import SettingsError, load_settings
 
+    text = last.strip()
+    if text.lstrip("-").isdigit():
+        if int(text) < 0:
+            raise typer.BadParameter(f"{last!r} is negative", param_hint="--last")
+        ticks, span = int(text) or None, None
+    else:
+        ticks, span = None, parse_duration(text, "--last")
     try:
         settings = load_settings(store_path=store)
-        print_status(settings.store_path, last_ticks=last or None)
+        print_status(settings.store_path, last_ticks=ticks, last=span)
     except (SettingsError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

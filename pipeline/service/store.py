@@ -594,14 +594,21 @@ class Store:
             has_bounds = has_bounds or arrays[1] is not None or arrays[2] is not None
         return issued, out[0], out[1] if has_bounds else None, out[2] if has_bounds else None
 
-    def rolling_accuracy(self, *, last_ticks: int | None = None) -> pd.DataFrame:
-        """Live MAE and RMSE per model and step over the last ``last_ticks`` targets.
+    def rolling_accuracy(
+        self, *, last_ticks: int | None = None, last_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Live MAE and RMSE per model and step over the last ``last_ticks`` targets, or
+        the targets less than ``last_ms`` before the newest tick.
 
         Columns ``model, step, n, mae, rmse`` (step is 1-based), from the error sums
         the service wrote as each target tick closed (values as known at close).
         """
         since = -(2**62)
-        if last_ticks is not None:
+        if last_ms is not None:
+            newest = self._db.execute("SELECT MAX(ts) FROM ticks").fetchone()[0]
+            if newest is not None:
+                since = int(newest) - min(last_ms, 2**62) + 1
+        elif last_ticks is not None:
             row = self._db.execute(
                 "SELECT ts FROM ticks ORDER BY ts DESC LIMIT 1 OFFSET ?", (max(last_ticks - 1, 0),)
             ).fetchone()
