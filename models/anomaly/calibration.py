@@ -164,7 +164,9 @@ class ConformalPool:
                 d1, d2 = q[1] - q[0], q[2] - q[1]
                 pot = (d1 > tiny) & (d2 > tiny)  # else (tied quantiles) the "max" tail
                 own = _pickands(q[0], q[1], q[2], tiny, np.zeros(len(filled)))
-                shapes = [own] + [_pickands(*q[i : i + 3], tiny, own) for i in range(3, len(q), 3)]
+                shapes = [own] + [
+                    _pickands(q[i], q[i + 1], q[i + 2], tiny, own) for i in range(3, len(q), 3)
+                ]
                 self._shape[filled] = np.mean(shapes, axis=0)
                 anchor, spread = np.where(pot, q[0], anchor), np.where(pot, d1, spread)
                 self._pot[filled] = pot

@@ -199,10 +199,11 @@ def check_readings(panel: SensorPanel) -> list[str]:
     if observed.any():
         spread[observed] = np.nanmax(values[:, observed], 0) - np.nanmin(values[:, observed], 0)
     if (spread > MAX_SPREAD).any():
-        k = int(np.argmax(spread))
+        worst = int(np.argmax(spread))
+        low, high = np.nanmin(values[:, worst]), np.nanmax(values[:, worst])
         raise ValueError(
-            f"sensor {panel.sensor_ids[k]!r}: readings span {spread[k]:.3g} (from "
-            f"{np.nanmin(values[:, k]):.3g} to {np.nanmax(values[:, k]):.3g}), more than the "
+            f"sensor {panel.sensor_ids[worst]!r}: readings span {spread[worst]:.3g} (from "
+            f"{low:.3g} to {high:.3g}), more than the "
             f"{MAX_SPREAD:.3g} forecast errors can be computed over in 32-bit floats; check its "
             "unit or leave the wrong cells empty"
         )
