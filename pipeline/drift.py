@@ -29,6 +29,10 @@ from typing import Any
 from models.metrics import report_horizons
 from pipeline.service.store import Store
 
+# Counts and spans of ticks are bounded (about 95 years of 5-minute ticks): a window's start
+# in milliseconds must stay within SQLite's 64-bit integers.
+MAX_TICKS = 10**7
+
 
 @dataclass(frozen=True)
 class DriftConfig:
@@ -50,9 +54,10 @@ class DriftConfig:
                 )
         for name in ("min_count", "window_ticks", "baseline_ticks"):
             value = getattr(self, name)
-            if value < 1:
+            if not 1 <= value <= MAX_TICKS:
                 raise ValueError(
-                    f"drift {name} must be at least 1 (ROADCAST_DRIFT_{name.upper()}), got {value}"
+                    f"drift {name} must be from 1 to {MAX_TICKS:,} "
+                    f"(ROADCAST_DRIFT_{name.upper()}), got {value}"
                 )
 
 

@@ -388,6 +388,14 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
     return found
 
 
+def no_bundles(model_dir: str | Path) -> BundleDirError:
+    """The error for a models folder that holds no bundle."""
+    return BundleDirError(
+        f"no model bundles (directories with {CONFIG}) in {model_dir}; train some with "
+        "`roadcast train --out DIR` and pass --models DIR/bundles"
+    )
+
+
 def load_bundles(
     model_dir: str | Path,
     *,
@@ -417,10 +425,7 @@ def load_bundles(
 
     paths = discover_bundles(model_dir) if paths is None else list(paths)
     if not paths:
-        raise BundleDirError(
-            f"no model bundles (directories with {CONFIG}) in {model_dir}; train some with "
-            "`roadcast train --out DIR` and pass --models DIR/bundles"
-        )
+        raise no_bundles(model_dir)
     models: dict[str, Forecaster] = {}
     where: dict[str, Path] = {}
     for path in paths:

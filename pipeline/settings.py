@@ -113,9 +113,9 @@ class Settings(BaseSettings):
     # were chosen on validation data (benchmarks/drift.py, docs/decisions.md)
     drift_ratio: float = Field(2.0, gt=1, allow_inf_nan=False)
     drift_baseline_ratio: float = Field(2.1, gt=1, allow_inf_nan=False)
-    drift_min_count: int = Field(500, ge=1)
-    drift_window_ticks: int = Field(24, ge=1)
-    drift_baseline_ticks: int = Field(72, ge=1)
+    drift_min_count: int = Field(500, ge=1, le=10**7)
+    drift_window_ticks: int = Field(24, ge=1, le=10**7)
+    drift_baseline_ticks: int = Field(72, ge=1, le=10**7)
     # no second event for the same version sooner
     drift_cooldown_h: float = Field(24.0, ge=0, le=24 * 365, allow_inf_nan=False)
 

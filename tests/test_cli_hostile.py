@@ -249,3 +249,26 @@ def test_tail_without_from_beginning_prints_the_records_written_after_it_started
         producer.close()
     offsets = [int(line.split("@")[1].split()[0]) for line in output.splitlines()]
     assert len(offsets) == 3 and min(offsets) >= 20, output  # none of the 20 old ones
+
+
+def test_train_names_a_prefect_home_its_temporary_server_cannot_use(tmp_path: Path) -> None:
+    """A PREFECT_HOME under a file: Prefect's server failed after about 30 s with screens
+    of tracebacks; now one line before anything runs."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PREFECT_HOME": str(blocker / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train", "simulated:sensors=3,days=1",
+         "--models", "persistence", "--seeds", "1", "--out", str(out), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "PREFECT_HOME=" in errors[0] and "Traceback" not in result.stderr
+    assert not out.exists()

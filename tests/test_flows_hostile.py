@@ -209,7 +209,8 @@ def test_status_of_a_store_without_ticks_shows_no_nan_latency(tmp_path: Path) ->
         ({"ratio": float("inf")}, r"drift ratio must be a finite number above 1 .*got inf"),
         ({"ratio": float("nan")}, r"drift ratio must be .*ROADCAST_DRIFT_RATIO.*got nan"),
         ({"baseline_ratio": -2.0}, r"drift baseline_ratio must be .*got -2.0"),
-        ({"min_count": 0}, r"drift min_count must be at least 1 .*got 0"),
+        ({"min_count": 0}, r"drift min_count must be from 1 to 10,000,000 .*got 0"),
+        ({"window_ticks": 10**20}, r"drift window_ticks must be from 1 to .*DRIFT_WINDOW_TICKS"),
     ],
 )
 def test_drift_config_names_the_threshold_out_of_range(options: dict, message: str) -> None:

@@ -227,6 +227,38 @@ def test_serve_options_are_refused_naming_the_option(tmp_path, args, option) -> 
     assert option in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize("case", ["no bundles", "not a store"])
+def test_serve_refuses_an_empty_models_folder_or_a_foreign_store_before_joining(
+    tmp_path, monkeypatch, case
+) -> None:
+    """Checked before the consumer group join: a broker address where nothing listens
+    would otherwise be tried first, and a group's members rebalance for nothing."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    store = tmp_path / "store.sqlite"
+    if case == "not a store":
+        import numpy as np
+        import pandas as pd
+
+        from models.forecasters.baselines import Persistence
+        from models.panel import SensorPanel
+
+        stamps = pd.date_range("2024-01-01", periods=20, freq="5min", tz="UTC")
+        panel = SensorPanel.from_values(np.ones((20, 1), np.float32), stamps, ["a"])
+        Persistence(window=2, horizon=2).fit(panel).save(models / "persistence")
+        store.write_text("not SQLite")
+    monkeypatch.setenv("ROADCAST_METRICS_ENABLED", "false")
+    args = ["serve", "--models", str(models), "--store", str(store), "--bootstrap", "127.0.0.1:9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    expected = "no model bundles" if case == "no bundles" else str(store)
+    assert expected in result.output and "partitions" not in result.output
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -239,6 +271,7 @@ def test_serve_options_are_refused_naming_the_option(tmp_path, args, option) -> 
         ("ROADCAST_ALERT_RESEND_INTERVAL_S", "inf", "finite"),
         ("ROADCAST_DRIFT_COOLDOWN_H", "inf", "finite"),
         ("ROADCAST_DRIFT_RATIO", "inf", "finite"),
+        ("ROADCAST_DRIFT_WINDOW_TICKS", "1" + "0" * 20, "less than or equal to 10000000"),
         ("ROADCAST_BOOTSTRAP_SERVERS", "::1:9093", "IPv6 address in brackets"),
         ("ROADCAST_BOOTSTRAP_SERVERS", "host:²", "HOST:PORT"),
         ("ROADCAST_BOOTSTRAP_SERVERS", "ho/st:9092", "HOST:PORT"),

@@ -386,6 +386,10 @@ def test_a_service_store_is_one_process_s_at_a_time(tmp_path):
             StoreError, match=rf"in use by another roadcast serve \(pid {holder.pid}\)"
         ):
             Store(path, exclusive=True)
+        link = tmp_path / "link.sqlite"  # the same store under another name
+        link.symlink_to(path)
+        with pytest.raises(StoreError, match="in use by another roadcast serve"):
+            Store(link, exclusive=True)
         Store(path, readonly=True).close()  # readers (roadcast status) are welcome
     finally:
         holder.communicate("", timeout=60)
@@ -393,6 +397,13 @@ def test_a_service_store_is_one_process_s_at_a_time(tmp_path):
     again = Store(path, exclusive=True)  # one process may open it twice (state rebuilds)
     again.close()
     first.close()
+
+
+def test_a_loop_of_links_as_the_store_is_a_store_error(tmp_path):
+    (tmp_path / "a.sqlite").symlink_to(tmp_path / "b.sqlite")
+    (tmp_path / "b.sqlite").symlink_to(tmp_path / "a.sqlite")
+    with pytest.raises(StoreError, match=r"cannot use .*a\.sqlite as the store"):
+        Store(tmp_path / "a.sqlite", exclusive=True)
 
 
 def test_a_store_in_a_folder_sqlite_cannot_write_says_so(tmp_path, monkeypatch):

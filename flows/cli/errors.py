@@ -84,3 +84,25 @@ def quiet_prefect_tracebacks() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _NoTraceback) for f in handler.filters):
             handler.addFilter(_NoTraceback())
+
+
+def check_prefect_home() -> None:
+    """Refuse, in one line, a ``PREFECT_HOME`` where Prefect's temporary server could not
+    keep its database (it would fail after about 30 s with screens of tracebacks)."""
+    import tempfile
+
+    from prefect.settings import get_current_settings
+
+    home = get_current_settings().home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        typer.echo(
+            f"error: Prefect's temporary server cannot keep its database in PREFECT_HOME={home} "
+            f"({exc.strerror or exc}); set PREFECT_HOME to a writable folder, or PREFECT_API_URL "
+            "to a running Prefect server",
+            err=True,
+        )
+        raise typer.Exit(1) from None

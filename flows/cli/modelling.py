@@ -146,13 +146,14 @@ def train(
         raise typer.Exit(2) from None
     import os
 
-    from flows.cli.errors import quiet_prefect_tracebacks
+    from flows.cli.errors import check_prefect_home, quiet_prefect_tracebacks
     from flows.train_flow import train_flow
     from pipeline.settings import SettingsError
 
     if not os.environ.get("PREFECT_API_URL"):
         # The temporary server's usage telemetry only adds "database is locked" noise.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        check_prefect_home()
     else:
         from flows.deploy import DeployError, api_url, check_server
 

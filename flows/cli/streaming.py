@@ -3,6 +3,7 @@ and ``demo`` (all of them together on one machine)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,7 +14,6 @@ def broker(
     log: str = typer.Option(None, "--log", help="Broker log file (default: in the temp dir)."),
 ) -> None:
     """Run an embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
-    from pathlib import Path
 
     from pipeline.kafka.broker import BrokerError, serve_forever
 
@@ -45,7 +45,6 @@ def replay(
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     import signal
     import threading
-    from pathlib import Path
 
     from pipeline.data.datasets import load_dataset
     from pipeline.kafka.clients import (
@@ -108,7 +107,6 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
 ) -> None:
     """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
-    from pathlib import Path
 
     from flows.demo.console import print_summary
     from flows.demo.run import DemoError, run_demo
@@ -194,7 +192,6 @@ def serve(
     """Run the forecasting service: readings in, forecasts of every model out, anomaly
     alerts on roadcast.alerts (JSON logs)."""
     import threading
-    from pathlib import Path
 
     import pandas as pd
 
@@ -248,6 +245,7 @@ def serve(
             f"roadcast serve: metrics at {endpoints.url}/metrics, health at "
             f"{endpoints.url}/healthz and /readyz (ROADCAST_METRICS_PORT)"
         )
+    _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints)
     # The group join takes seconds: it runs while the rest (torch, the bundles) loads.
     stop = threading.Event()
     partitions = PartitionTracker(idle_s=config.partition_idle_s)
@@ -291,6 +289,26 @@ def serve(
             delivery.join(timeout=2 * settings.alert_timeout_s + 10.0)
         if endpoints is not None:
             endpoints.close()
+
+
+def _preflight(model_dir: Path, store: Path, endpoints: Any) -> None:
+    """Refuse, before joining the consumer group (whose members would rebalance twice for
+    a service that then exits), a models folder without bundles and an existing file that
+    is no roadcast store; the bundles themselves are checked as they load."""
+    from pipeline.model_dir import BundleDirError, discover_bundles, no_bundles
+    from pipeline.service.store import StoreError
+    from pipeline.service.store_reads import check_store
+
+    try:
+        if not discover_bundles(model_dir):
+            raise no_bundles(model_dir)
+        if store.is_dir() or (store.is_file() and store.stat().st_size > 0):  # new: created
+            check_store(store)
+    except (BundleDirError, StoreError) as exc:
+        if endpoints is not None:
+            endpoints.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def status(
@@ -493,7 +511,6 @@ def alerts(
     """List the most recent alerts (firing / resolved) from the service's store."""
     if ctx.invoked_subcommand is not None:
         return
-    from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table

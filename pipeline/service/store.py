@@ -147,16 +147,20 @@ _HELD_LOCK = threading.Lock()
 def _lock(path: Path) -> Path:
     """Hold ``<path>.lock`` for this process (an advisory lock the OS drops with the
     process), writing its pid in it; a :class:`StoreError` naming the holder when
-    another process has it. Returns the key to :func:`_unlock` with."""
+    another process has it. ``path`` is resolved first, so a symbolic link to a store in
+    use is refused too. Returns the key to :func:`_unlock` with."""
     import fcntl
 
-    key = path.resolve()
+    try:
+        key = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of symbolic links
+        raise StoreError(f"cannot use {path} as the store: {exc}") from None
     with _HELD_LOCK:
         if key in _HELD:
             handle, count = _HELD[key]
             _HELD[key] = (handle, count + 1)
             return key
-        lock_path = path.with_name(path.name + ".lock")
+        lock_path = key.with_name(key.name + ".lock")
         try:
             handle = lock_path.open("a+")
         except OSError as exc:
@@ -292,10 +296,13 @@ class Store:
                 self._held = None
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(
-                f"cannot use {self.path} as the store: {exc}; pass another --store "
-                "(ROADCAST_STORE_PATH)"
-            ) from None
+            fix = (
+                "another program holds a write lock on it; stop that program or pass another "
+                "--store (ROADCAST_STORE_PATH)"
+                if "locked" in str(exc)
+                else "pass another --store (ROADCAST_STORE_PATH)"
+            )
+            raise StoreError(f"cannot use {self.path} as the store: {exc}; {fix}") from None
 
     def schema(self) -> str | None:
         """The store's schema version as written in it (None before the first write)."""
