@@ -160,8 +160,8 @@ class Settings(BaseSettings):
         if self.security_protocol.endswith("SSL"):
             for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
                 path = getattr(self, name)
-                if path is not None and not _is_file(Path(path).expanduser()):
-                    raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file {shown(path)}")
+                if path is not None and (why := _not_a_file(Path(path).expanduser())):
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}: {why}")
             if self.ssl_keyfile is not None and self.ssl_certfile is None:
                 raise ValueError("ROADCAST_SSL_KEYFILE needs ROADCAST_SSL_CERTFILE")
         return self
@@ -308,8 +308,8 @@ class Settings(BaseSettings):
 def read_toml(path: Path) -> dict[str, Any]:
     """The table of a TOML settings file, which may start with a UTF-8 byte order mark."""
     name = shown(path)
-    if not _is_file(path):
-        raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file {name}")
+    if why := _not_a_file(path):
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: {why}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
@@ -318,11 +318,20 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{name}: cannot read it ({exc})") from None
 
 
-def _is_file(path: Path) -> bool:
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` is no file to read (``no such file NAME``, ``NAME is a folder, not a
+    file``, ...), or None when it is one."""
+    if not str(path).strip() or str(path) == ".":
+        return "empty; name a file"
+    name = shown(path)
     try:
-        return path.is_file()
+        if path.is_file():
+            return None
+        if path.is_dir():
+            return f"{name} is a folder, not a file"
+        return f"{name} is not a regular file" if path.exists() else f"no such file {name}"
     except OSError:  # a name too long, for one
-        return False
+        return f"no such file {name}"
 
 
 def shown(value: object) -> str:

@@ -726,3 +726,5 @@ def test_a_compressed_file_or_a_folder_is_named_as_such(tmp_path):
         load_dataset(f"csv:{packed}")
     with pytest.raises(DatasetError, match="is a folder, not a file"):
         load_dataset(f"csv:{tmp_path}")
+    with pytest.raises(DatasetError, match="is not a regular file"):
+        load_dataset("csv:/dev/null")

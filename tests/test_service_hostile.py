@@ -215,6 +215,7 @@ def test_assembler_config_refuses_nat(name: str) -> None:
         (["--grace", "300"], "--grace"),  # no unit: pandas would read 300 ns
         (["--allowed-lateness", "120"], "--allowed-lateness"),
         (["--tick", "300"], "--tick"),
+        (["--only", ","], "--only"),  # names nothing: it would have served every model
     ],
 )
 def test_serve_options_are_refused_naming_the_option(tmp_path, args, option) -> None:

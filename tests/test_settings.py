@@ -126,6 +126,10 @@ def test_security_settings_that_cannot_work(tmp_path) -> None:
         load_settings(security_protocol="SASL_SSL", sasl_username="user")
     with pytest.raises(SettingsError, match="ROADCAST_SSL_CAFILE: no such file"):
         load_settings(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem")
+    with pytest.raises(SettingsError, match=r"ROADCAST_SSL_CAFILE: .* is a folder, not a file"):
+        load_settings(security_protocol="SSL", ssl_cafile=tmp_path)
+    with pytest.raises(SettingsError, match="ROADCAST_SSL_CAFILE: empty; name a file"):
+        load_settings(security_protocol="SSL", ssl_cafile="")
     ok = load_settings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p")
     assert ok.kafka_config()["sasl_plain_username"] == "u"
 

@@ -219,7 +219,7 @@ def serve(
                 allowed_lateness, "--allowed-lateness", allow_zero=True
             ),
             max_clock_skew=parse_duration(max_clock_skew, "--max-clock-skew", allow_off=True),
-            only=tuple(n.strip() for n in (only or "").split(",") if n.strip()),
+            only=_model_names(only),
             poll_records=poll_records,
             durable=not fast_store,
             grace=parse_duration(grace, "--grace", allow_off=True),
@@ -289,6 +289,16 @@ def serve(
             delivery.join(timeout=2 * settings.alert_timeout_s + 10.0)
         if endpoints is not None:
             endpoints.close()
+
+
+def _model_names(only: str | None) -> tuple[str, ...]:
+    """``--only a,b`` as names; a list that names nothing is refused (it would serve all)."""
+    if only is None:
+        return ()
+    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    if not names:
+        raise typer.BadParameter(f"{only!r} names no model", param_hint="--only")
+    return names
 
 
 def _preflight(model_dir: Path, store: Path, endpoints: Any) -> None:

@@ -106,6 +106,8 @@ def require_file(path: Path, hint: str) -> Path:
     """Return ``path`` when it is a file, else raise naming it and how to get it."""
     if path.is_dir():
         raise DatasetError(f"{path} is a folder, not a file: {hint}")
+    if path.exists() and not path.is_file():
+        raise DatasetError(f"{path} is not a regular file (a device or a pipe): {hint}")
     if not path.is_file():
         raise DatasetError(f"missing file {path}: {hint}")
     return path

@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.kafka.security import ConnectFailures, DeadlineTLSContext, tls_context
-from pipeline.settings import Settings
+from pipeline.settings import Settings, shown
 
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -122,15 +122,16 @@ def _build(settings: Settings, config: dict[str, Any], build: Any, *args: Any) -
             return build(*args, **config)
     except KafkaError as exc:
         cause = failures.cause(config, exc)
+        servers = shown(settings.bootstrap_servers)
         if cause is None:
+            name, text = type(exc).__name__, str(exc)
+            detail = text if text.startswith(name) else f"{name}: {text}"
             raise KafkaUnavailable(
-                f"no Kafka broker answered at {settings.bootstrap_servers} "
-                f"({type(exc).__name__}: {exc}); start one with `roadcast broker` or set "
-                "ROADCAST_BOOTSTRAP_SERVERS (and the security settings) to a reachable cluster"
+                f"no Kafka broker answered at {servers} ({detail}); start one with "
+                "`roadcast broker` or set ROADCAST_BOOTSTRAP_SERVERS (and the security "
+                "settings) to a reachable cluster"
             ) from exc
-        raise KafkaUnavailable(
-            f"cannot connect to Kafka at {settings.bootstrap_servers}: {cause}"
-        ) from exc
+        raise KafkaUnavailable(f"cannot connect to Kafka at {servers}: {cause}") from exc
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
