@@ -602,6 +602,14 @@ def test_health_refuses_a_url_that_names_no_http_host(url: str) -> None:
     assert "Traceback" not in result.output
 
 
+def test_health_does_not_print_a_password_in_the_url() -> None:
+    result = CliRunner().invoke(
+        app, ["health", "--url", "http://ops:s3cret@127.0.0.1:9", "--timeout", "1"]
+    )
+    assert result.exit_code == 1 and "ops:***@127.0.0.1" in result.output
+    assert "s3cret" not in result.output
+
+
 # ------------------------------------------------------------------- deploy, demo, evaluate
 
 

@@ -216,6 +216,7 @@ def test_assembler_config_refuses_nat(name: str) -> None:
         (["--allowed-lateness", "120"], "--allowed-lateness"),
         (["--tick", "300"], "--tick"),
         (["--only", ","], "--only"),  # names nothing: it would have served every model
+        (["--allowed-lateness", "1000000d"], "too long"),
     ],
 )
 def test_serve_options_are_refused_naming_the_option(tmp_path, args, option) -> None:

@@ -35,6 +35,10 @@ def parse_duration(
         )
     try:
         duration = pd.Timedelta(value)
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta):
+        raise typer.BadParameter(
+            f"{text!r} is too long (durations end at about 292 years)", param_hint=option
+        ) from None
     except (ValueError, TypeError):
         raise typer.BadParameter(f"{text!r} is not {accepted}", param_hint=option) from None
     if pd.isna(duration):

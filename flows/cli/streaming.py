@@ -393,10 +393,10 @@ def health(
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{f'[{host}]' if ':' in host else host}:{settings.metrics_port}"
     target = f"{url.rstrip('/')}/{'readyz' if ready else 'healthz'}"
-    _check_url(target, "--url" if given else "ROADCAST_METRICS_HOST")
+    shown = _check_url(target, "--url" if given else "ROADCAST_METRICS_HOST")
     deadline = time.monotonic() + wait
     while True:
-        said, ok = _ask(target, timeout)
+        said, ok = _ask(target, timeout, shown)
         if ok or time.monotonic() >= deadline:
             break
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
@@ -408,8 +408,9 @@ def health(
 HEALTH_BODY_LIMIT = 4096  # bytes of an answer read (the service says "ok" or a reason)
 
 
-def _check_url(target: str, option: str) -> None:
-    """Refuse a URL that names no http(s) host, naming where it came from."""
+def _check_url(target: str, option: str) -> str:
+    """Refuse a URL that names no http(s) host, naming where it came from; returns the URL
+    to show (its password, if any, masked)."""
     import httpx
 
     try:
@@ -418,11 +419,17 @@ def _check_url(target: str, option: str) -> None:
         raise typer.BadParameter(f"{target!r} is not a URL ({exc})", param_hint=option) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise typer.BadParameter(f"{target!r} is not an http(s) URL with a host", param_hint=option)
+    return (
+        str(parsed.copy_with(username=parsed.username, password="***"))
+        if parsed.password
+        else target
+    )
 
 
-def _ask(target: str, timeout: float) -> tuple[str, bool]:
+def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
     """GET ``target`` within ``timeout`` seconds in all (a server that trickles bytes
-    cannot stretch it); returns the answer's text and whether it was 200."""
+    cannot stretch it); returns the answer's text (naming the URL as ``shown``) and
+    whether it was 200."""
     import time
 
     import httpx
@@ -436,15 +443,15 @@ def _ask(target: str, timeout: float) -> tuple[str, bool]:
                 if len(body) >= HEALTH_BODY_LIMIT:
                     break
                 if time.monotonic() > deadline:
-                    return f"no answer from {target}: timed out after {timeout:g} s", False
+                    return f"no answer from {shown}: timed out after {timeout:g} s", False
             said = body[:HEALTH_BODY_LIMIT].decode("utf-8", "replace").strip()
             if answer.status_code == 200:
                 return said, True
             if not said.startswith("{"):  # not the service's JSON: say what answered
                 said = "not a roadcast health answer (is --url or --port right?)"
-            return f"HTTP {answer.status_code} from {target}: {said}", False
+            return f"HTTP {answer.status_code} from {shown}: {said}", False
     except httpx.HTTPError as exc:
-        return f"no answer from {target}: {exc}", False
+        return f"no answer from {shown}: {str(exc).replace(target, shown)}", False
 
 
 alerts_app = typer.Typer(
