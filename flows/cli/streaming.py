@@ -245,11 +245,6 @@ def serve(
             f"roadcast serve: metrics at {endpoints.url}/metrics, health at "
             f"{endpoints.url}/healthz and /readyz (ROADCAST_METRICS_PORT)"
         )
-    _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints)
-    # The group join takes seconds: it runs while the rest (torch, the bundles) loads.
-    stop = threading.Event()
-    partitions = PartitionTracker(idle_s=config.partition_idle_s)
-    joining = GroupJoin(settings, partitions, config.poll_records, stop)
     try:
         from pipeline.alerts.config import AlertingConfig
 
@@ -259,11 +254,15 @@ def serve(
 
             receivers_from_settings(settings)  # a configuration that cannot work: say so now
     except (SettingsError, ValueError) as exc:
-        joining.cancel()
         if endpoints is not None:
             endpoints.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints)
+    # The group join takes seconds: it runs while the rest (torch, the bundles) loads.
+    stop = threading.Event()
+    partitions = PartitionTracker(idle_s=config.partition_idle_s)
+    joining = GroupJoin(settings, partitions, config.poll_records, stop)
     from models.bundle import BundleError
     from pipeline.kafka.clients import KafkaUnavailable
     from pipeline.model_dir import BundleDirError
