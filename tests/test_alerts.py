@@ -173,21 +173,39 @@ def test_incidents_close_after_the_group_window() -> None:
 
 
 def test_a_sensor_between_two_incidents_joins_the_older() -> None:
-    neighbours = {"a": {"m"}, "m": {"a", "z"}, "z": {"m"}}
-    manager = AlertManager(["z", "m", "a"], AlertRules(for_=pd.Timedelta(0)), neighbours)
-    older = manager.evaluate(tick(0, [0.1, 0.1, 0.999]))[0].group_key  # a
+    """A road a - x - m - y - z: a and z are four links apart, m two from each."""
+    chain = ["a", "x", "m", "y", "z"]
+    neighbours = {"a": {"x"}, "x": {"a", "m"}, "m": {"x", "y"}, "y": {"m", "z"}, "z": {"y"}}
+    manager = AlertManager(chain, AlertRules(for_=pd.Timedelta(0)), neighbours)
+    older = manager.evaluate(tick(0, [0.999, 0.1, 0.1, 0.1, 0.1]))[0].group_key  # a
     newer = next(
         e.group_key
-        for e in manager.evaluate(tick(1, [0.999, 0.1, 0.999]))
+        for e in manager.evaluate(tick(1, [0.999, 0.1, 0.1, 0.1, 0.999]))
         if e.message.sensor == "z"
     )
     assert older != newer
     joined = [
-        e for e in manager.evaluate(tick(2, [0.999, 0.999, 0.999])) if e.message.sensor == "m"
+        e
+        for e in manager.evaluate(tick(2, [0.999, 0.1, 0.999, 0.1, 0.999]))
+        if e.message.sensor == "m"
     ]
     assert joined[0].group_key == older
     assert manager.incident_sensors(older) == {"a", "m"}
     assert manager.incident_sensors(newer) == {"z"}
+
+
+def test_a_sensor_two_links_away_joins_across_one_that_did_not_fire() -> None:
+    """A congestion wave passes b without b's alert firing: a and c are one incident
+    (one page), a sensor three links away is not."""
+    neighbours = {"a": {"b"}, "b": {"a", "c"}, "c": {"b", "d"}, "d": {"c"}}
+    manager = AlertManager(["a", "b", "c", "d"], AlertRules(for_=pd.Timedelta(0)), neighbours)
+    first = manager.evaluate(tick(0, [0.999, 0.1, 0.1, 0.1]))[0].group_key
+    (second,) = manager.evaluate(tick(1, [0.999, 0.1, 0.999, 0.1]))
+    assert second.message.sensor == "c" and second.group_key == first
+    alone = AlertManager(["a", "b", "c", "d"], AlertRules(for_=pd.Timedelta(0)), neighbours)
+    first = alone.evaluate(tick(0, [0.999, 0.1, 0.1, 0.1]))[0].group_key
+    (far,) = alone.evaluate(tick(1, [0.999, 0.1, 0.1, 0.999]))
+    assert far.message.sensor == "d" and far.group_key != first
 
 
 def test_neighbours_from_graph() -> None:
