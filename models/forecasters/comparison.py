@@ -194,16 +194,14 @@ def check_readings(panel: SensorPanel) -> list[str]:
     """
     values = np.where(panel.mask, panel.values, np.nan).reshape(panel.n_time, panel.n_nodes, -1)
     values = values[..., 0].astype(np.float64)  # [time, node]
-    observed = np.isfinite(values).any(axis=0)
-    spread = np.zeros(panel.n_nodes)
-    if observed.any():
-        spread[observed] = np.nanmax(values[:, observed], 0) - np.nanmin(values[:, observed], 0)
+    low = np.min(np.where(np.isnan(values), np.inf, values), axis=0)  # [node]
+    high = np.max(np.where(np.isnan(values), -np.inf, values), axis=0)
+    spread = np.where(high >= low, high - low, 0.0)  # 0 for a sensor never observed
     if (spread > MAX_SPREAD).any():
         worst = int(np.argmax(spread))
-        low, high = np.nanmin(values[:, worst]), np.nanmax(values[:, worst])
         raise ValueError(
             f"sensor {panel.sensor_ids[worst]!r}: readings span {spread[worst]:.3g} (from "
-            f"{low:.3g} to {high:.3g}), more than the "
+            f"{low[worst]:.3g} to {high[worst]:.3g}), more than the "
             f"{MAX_SPREAD:.3g} forecast errors can be computed over in 32-bit floats; check its "
             "unit or leave the wrong cells empty"
         )
