@@ -371,11 +371,23 @@ def serve_deployments(
     Raises
     ------
     DeployError
-        When ``PREFECT_API_URL`` is not set (the embedded temporary server would accept
-        the deployments but never schedule them) or its server does not answer.
+        As :func:`require_server`.
     """
     from prefect import serve
 
+    require_server()
+    serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
+
+
+def require_server() -> str:
+    """The URL of the Prefect server that schedules deployments, checked to answer.
+
+    Raises
+    ------
+    DeployError
+        When ``PREFECT_API_URL`` is not set (the embedded temporary server would accept
+        deployments but never schedule them) or its server does not answer.
+    """
     url = api_url()
     if not url:
         raise DeployError(
@@ -384,7 +396,7 @@ def serve_deployments(
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     check_server(url)
-    serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
+    return url
 
 
 def describe(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> list[dict[str, str]]:

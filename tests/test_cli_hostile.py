@@ -272,3 +272,51 @@ def test_train_names_a_prefect_home_its_temporary_server_cannot_use(tmp_path: Pa
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "PREFECT_HOME=" in errors[0] and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def _roadcast(args: list[str], env: dict[str, str]) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    full = {**os.environ, **env}
+    full.pop("PREFECT_API_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        env=full, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train", "simulated:sensors=3,days=1", "--models", "persistence", "--no-progress"],
+     ["deploy", "--serve"]],
+)  # fmt: skip
+def test_invalid_prefect_settings_are_one_line_not_a_pydantic_dump(
+    tmp_path: Path, args: list[str]
+) -> None:
+    result = _roadcast([*args, "--out", str(tmp_path / "o")] if args[0] == "train" else args,
+                       {"PREFECT_LOGGING_LEVEL": "LOUD"})  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("error: invalid ") and "environment variables" in result.stderr
+
+
+def test_deploy_serve_without_a_server_writes_no_yaml(tmp_path: Path) -> None:
+    target = tmp_path / "prefect.yaml"
+    result = _roadcast(["deploy", "--serve", "--write-yaml", str(target)], {})
+    assert result.returncode == 2 and "PREFECT_API_URL is not set" in result.stderr
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["tail", "roadcast.readings", "--timeout", "inf"],
+     ["health", "--timeout", "nan"],
+     ["health", "--url", "http://127.0.0.1:99999"],
+     ["demo", "--out", " "]],
+)  # fmt: skip
+def test_options_out_of_range_are_refused_before_any_work(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert args[-2] in result.output

@@ -276,3 +276,9 @@ def test_nab_reference_detectors_reproduce_the_published_scores_per_category(sha
             values = [read_nab_csv(nab / f.name)["value"].to_numpy(dtype=float) for f in files]
             gaussian = nab_score(sweeps, [gaussian_scores(v) for v in values]).score
             assert gaussian == pytest.approx(published["windowedGaussian"], abs=0.051), category
+
+
+def test_windows_file_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    path = tmp_path / "w.json"
+    path.write_text('{"a/b.csv": [["2015-01-01 00:00:00", "2015-01-02 00:00:00"]]}', "utf-8-sig")
+    assert read_windows(path)["a/b.csv"][0][0] == pd.Timestamp("2015-01-01")

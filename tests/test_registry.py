@@ -61,7 +61,9 @@ def test_models_commands_list_promote_and_roll_back(tmp_path):
     assert back.exit_code == 0 and f"ar@{reg.a.version}" in back.output
     unknown = runner.invoke(app, ["models", "promote", "ar@nope", *folder])
     assert unknown.exit_code == 1
-    assert "error: ar@nope matches no version; the newest are" in unknown.output
+    assert "error: 'ar@nope' matches no version; the newest are" in unknown.output
+    escape = runner.invoke(app, ["models", "promote", "ar@\x1b]0;title\x07", *folder])
+    assert escape.exit_code == 1 and "\x1b" not in escape.output  # no terminal escapes echoed
     twice = runner.invoke(app, ["models", "promote", "ar", f"ar@{reg.b.version}", *folder])
     assert twice.exit_code == 2 and "ar is named twice" in " ".join(twice.output.split())
     empty = runner.invoke(app, ["models", "rollback", *folder])

@@ -24,6 +24,16 @@ def deploy(
 
     if limit is not None and not serve:
         raise typer.BadParameter("only applies with --serve", param_hint="--limit")
+    if serve:
+        from flows.cli.errors import load_prefect
+        from flows.deploy import require_server
+
+        load_prefect()
+        try:
+            require_server()
+        except DeployError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     if write_yaml is not None:
         from pathlib import Path
 
@@ -42,7 +52,9 @@ def deploy(
             typer.echo(f"wrote {write(write_yaml)}")
         except OSError as exc:
             raise typer.BadParameter(
-                f"cannot write {write_yaml} ({exc.strerror or exc})", param_hint="--write-yaml"
+                f"cannot write {write_yaml}: a new file in {target.parent} failed "
+                f"({exc.strerror or exc})",
+                param_hint="--write-yaml",
             ) from None
     if serve:
         from flows.deploy import serve_deployments

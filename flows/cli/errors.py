@@ -86,6 +86,32 @@ def quiet_prefect_tracebacks() -> None:
             handler.addFilter(_NoTraceback())
 
 
+def load_prefect() -> None:
+    """Import Prefect, turning invalid ``PREFECT_*`` settings into one ``error:`` line.
+
+    Prefect's import prints a pydantic dump of invalid settings and carries on; the dump is
+    held back here, and the settings' own error is shown by :func:`describe` instead.
+    """
+    import contextlib
+    import io
+    import sys
+
+    if "prefect" in sys.modules:
+        return
+    held = io.StringIO()
+    with contextlib.redirect_stderr(held):
+        import prefect.settings
+    try:
+        prefect.settings.get_current_settings()
+    except Exception as exc:
+        if debug_enabled():
+            sys.stderr.write(held.getvalue())
+            raise
+        typer.echo(f"error: {describe(exc)}", err=True)
+        raise typer.Exit(1) from None
+    sys.stderr.write(held.getvalue())
+
+
 def check_prefect_home() -> None:
     """Refuse, in one line, a ``PREFECT_HOME`` where Prefect's temporary server could not
     keep its database (it would fail after about 30 s with screens of tracebacks)."""

@@ -146,7 +146,9 @@ def train(
         raise typer.Exit(2) from None
     import os
 
-    from flows.cli.errors import check_prefect_home, quiet_prefect_tracebacks
+    from flows.cli.errors import check_prefect_home, load_prefect, quiet_prefect_tracebacks
+
+    load_prefect()
     from flows.train_flow import train_flow
     from pipeline.settings import SettingsError
 

@@ -47,3 +47,17 @@ def parse_duration(
         least = "zero or more" if allow_zero else "more than zero"
         raise typer.BadParameter(f"{text!r}: must be {least}", param_hint=option)
     return duration
+
+
+def check_finite(option: str, value: float | None) -> None:
+    """Refuse ``inf`` or ``nan`` seconds for ``option`` (None, the option's default, passes).
+
+    Raises
+    ------
+    typer.BadParameter
+        Naming ``option``.
+    """
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value}: must be a finite number of seconds", param_hint=option)

@@ -107,7 +107,11 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
 ) -> None:
     """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
+    from flows.cli.errors import load_prefect
 
+    if not out.strip():
+        raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
+    load_prefect()
     from flows.demo.console import print_summary
     from flows.demo.run import DemoError, run_demo
     from pipeline.data.datasets import DatasetError
@@ -371,16 +375,13 @@ def health(
 ) -> None:
     """Ask a running `roadcast serve` whether it is alive (or ready): exit 0 if it is, 1 if
     not (for systemd and Docker health checks)."""
-    import math
     import time
 
+    from flows.cli.options import check_finite
     from pipeline.settings import SettingsError, load_settings
 
-    for option, value in (("--wait", wait), ("--timeout", timeout)):
-        if not math.isfinite(value):
-            raise typer.BadParameter(
-                f"{value}: must be a finite number of seconds", param_hint=option
-            )
+    check_finite("--wait", wait)
+    check_finite("--timeout", timeout)
     given = url is not None
     if url is None:
         try:
@@ -418,6 +419,10 @@ def _check_url(target: str, option: str) -> str:
         raise typer.BadParameter(f"{target!r} is not a URL ({exc})", param_hint=option) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise typer.BadParameter(f"{target!r} is not an http(s) URL with a host", param_hint=option)
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise typer.BadParameter(
+            f"port {parsed.port} in {target!r} is outside 1-65535", param_hint=option
+        )
     return (
         str(parsed.copy_with(username=parsed.username, password="***"))
         if parsed.password

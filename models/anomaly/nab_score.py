@@ -405,7 +405,8 @@ def read_nab_csv(path: str | Path) -> pd.DataFrame:
 def read_windows(path: str | Path) -> dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]:
     """NAB's ``combined_windows.json`` format: ``{"category/file.csv": [[start, end], ...]}``."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not an error
+        raw = json.loads(text, object_pairs_hook=_unique_keys)
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise NabFormatError(f"cannot read NAB windows {path}: {exc}") from None
     except RecursionError:

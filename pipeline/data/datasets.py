@@ -38,7 +38,6 @@ never runs code named by the file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -416,18 +415,20 @@ def _nab_windows(root: Path, rel: Path) -> list[tuple[pd.Timestamp, pd.Timestamp
             f"missing NAB windows: neither {candidates[0]} nor {candidates[1]} exists; "
             "run `roadcast data fetch nab` or copy NAB's labels/combined_windows.json there"
         )
+    from models.anomaly.nab_score import NabFormatError, read_windows
+
     try:
-        windows = json.loads(found.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{found}: invalid JSON ({exc})") from None
+        windows = read_windows(found)
+    except NabFormatError as exc:
+        raise DatasetError(str(exc)) from None
     key = rel.as_posix()
     if key not in windows:
         raise DatasetError(f"{found}: no windows for {key!r}; is the file name right?")
-    out = []
-    for pair in windows[key]:
-        start, end = (pd.Timestamp(v, tz="UTC") for v in pair)
-        out.append((start, end))
-    return out
+    return [(_utc(start), _utc(end)) for start, end in windows[key]]
+
+
+def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def load_csv(

@@ -29,6 +29,7 @@ from typing import Any
 
 from models.forecasters.base import Forecaster
 from pipeline.model_dir import CONFIG, VERSIONS, BundleDirError, discover_bundles
+from pipeline.settings import shown
 
 VERSION_FILE = "version.json"
 MANIFEST = "manifest.json"
@@ -229,7 +230,7 @@ def find_version(bundles: str | Path, model: str, ref: str | None = None) -> Mod
         return matches[0]
     known = ", ".join(f"{v.version} ({v.label or 'no label'})" for v in versions[-5:])
     what = "matches several versions" if matches else "matches no version"
-    raise RegistryError(f"{model}@{ref} {what}; the newest are {known}")
+    raise RegistryError(f"{shown(f'{model}@{ref}')} {what}; the newest are {known}")
 
 
 def versions_of_run(bundles: str | Path, run_id: str) -> dict[str, ModelVersion]:
