@@ -31,8 +31,8 @@ def explain(
 
     if not out.strip():
         raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
-    if any(p.is_file() for p in (Path(out), *Path(out).parents)):
-        raise typer.BadParameter(f"{out} is a file, not a directory", param_hint="--out")
+    if any(p.exists() and not p.is_dir() for p in (Path(out), *Path(out).parents)):
+        raise typer.BadParameter(f"{out} is not a directory", param_hint="--out")
     try:
         result = run_explain(bundle, out=out, sensor=sensor, top=top)
     except (BundleError, ValueError) as exc:

@@ -342,10 +342,19 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
-        self._log_file.write(f"--- roadcast: starting {' '.join(args)}\n".encode())
-        self._log_file.flush()
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
+            self._log_file.write(f"--- roadcast: starting {' '.join(args)}\n".encode())
+            self._log_file.flush()
+        except OSError as exc:
+            if self._log_file is not None:
+                with contextlib.suppress(OSError):
+                    self._log_file.close()
+                self._log_file = None
+            raise BrokerError(
+                f"cannot write the broker log {self.log_path} ({exc.strerror or exc})"
+            ) from None
         in_main = threading.current_thread() is threading.main_thread()
         preexec = _die_with_parent(os.getpid()) if in_main and sys.platform == "linux" else None
         self._proc = subprocess.Popen(
