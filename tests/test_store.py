@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -390,6 +391,11 @@ def test_a_service_store_is_one_process_s_at_a_time(tmp_path):
         link.symlink_to(path)
         with pytest.raises(StoreError, match="in use by another roadcast serve"):
             Store(link, exclusive=True)
+        hard = tmp_path / "other-folder" / "hard.sqlite"  # another name of the same file
+        hard.parent.mkdir()
+        os.link(path, hard)
+        with pytest.raises(StoreError, match="through another name of the same file"):
+            Store(hard, exclusive=True)
         Store(path, readonly=True).close()  # readers (roadcast status) are welcome
     finally:
         holder.communicate("", timeout=60)

@@ -138,27 +138,32 @@ class StoreError(RuntimeError):
     """The store file is unusable (another schema version, or not a roadcast store)."""
 
 
-# Store locks this process holds: resolved path -> (lock file, stores open on it). A
-# service rebuilding its state in-process opens its store again while holding it.
-_HELD: dict[Path, tuple[IO[str], int]] = {}
+# Store locks this process holds: resolved path -> (lock file, store file, stores open on
+# it). A service rebuilding its state in-process opens its store again while holding it.
+_HELD: dict[Path, tuple[IO[str], int, int]] = {}
 _HELD_LOCK = threading.Lock()
 
 
 def _lock(path: Path) -> Path:
     """Hold ``<path>.lock`` for this process (an advisory lock the OS drops with the
-    process), writing its pid in it; a :class:`StoreError` naming the holder when
-    another process has it. ``path`` is resolved first, so a symbolic link to a store in
-    use is refused too. Returns the key to :func:`_unlock` with."""
+    process), writing its pid in it, and the store file itself (so a hard link to a store in
+    use is refused too); a :class:`StoreError` naming the holder when another process has
+    either. ``path`` is resolved first, so a symbolic link to a store in use is refused
+    too. Returns the key to :func:`_unlock` with."""
     import fcntl
 
     try:
         key = path.resolve()
     except (OSError, RuntimeError) as exc:  # a loop of symbolic links
         raise StoreError(f"cannot use {path} as the store: {exc}") from None
+    in_use = (
+        f"the store {path} is in use by another roadcast serve (pid {{}}); give each service "
+        "its own --store (ROADCAST_STORE_PATH)"
+    )
     with _HELD_LOCK:
         if key in _HELD:
-            handle, count = _HELD[key]
-            _HELD[key] = (handle, count + 1)
+            handle, store_fd, count = _HELD[key]
+            _HELD[key] = (handle, store_fd, count + 1)
             return key
         lock_path = key.with_name(key.name + ".lock")
         try:
@@ -171,26 +176,35 @@ def _lock(path: Path) -> Path:
             handle.seek(0)
             holder = handle.read().strip()[:20] or "?"
             handle.close()
-            raise StoreError(
-                f"the store {path} is in use by another roadcast serve (pid {holder}); give "
-                "each service its own --store (ROADCAST_STORE_PATH)"
-            ) from None
+            raise StoreError(in_use.format(holder)) from None
+        try:  # SQLite's own locks are fcntl byte ranges, independent of flock on Linux
+            store_fd = os.open(key, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            handle.close()
+            raise StoreError(f"cannot use {path} as the store: {exc}") from None
+        try:
+            fcntl.flock(store_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(store_fd)
+            handle.close()
+            raise StoreError(in_use.format("? through another name of the same file")) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        _HELD[key] = (handle, 1)
+        _HELD[key] = (handle, store_fd, 1)
         return key
 
 
 def _unlock(key: Path) -> None:
     with _HELD_LOCK:
-        handle, count = _HELD[key]
+        handle, store_fd, count = _HELD[key]
         if count > 1:
-            _HELD[key] = (handle, count - 1)
+            _HELD[key] = (handle, store_fd, count - 1)
         else:
             del _HELD[key]
-            handle.close()  # releases the lock
+            os.close(store_fd)  # releases the locks
+            handle.close()
 
 
 class Store:
