@@ -341,7 +341,16 @@ def check_server(url: str, timeout_s: float | None = None) -> None:
     async def probe() -> Exception | None:
         async with asyncio.timeout(deadline):
             async with get_client(httpx_settings={"timeout": deadline}) as client:
-                return await client.api_healthcheck()
+                failed = await client.api_healthcheck()
+                if failed is not None:
+                    return failed
+                try:  # any web server answers 200 to the health path; Prefect names its version
+                    version = await client.api_version()
+                except ValueError:
+                    version = None
+                if not isinstance(version, str):
+                    return ValueError("it is not a Prefect server (no version at /admin/version)")
+                return None
 
     try:
         error = run_coro_as_sync(probe())

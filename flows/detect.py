@@ -274,7 +274,8 @@ def check_detector(name: str) -> str:
 
 
 def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.ndarray:
-    """``values`` as float64, refused unless they fit float32, less :func:`_offset`."""
+    """``values`` as float64, refused unless they fit float32, less :func:`_offset`, in
+    units of :func:`_unit`."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) != len(timestamps):
         raise DetectRunError(f"{name}: need one value per timestamp, got {values.shape}")
@@ -284,23 +285,37 @@ def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.
     if huge.any():
         rows = [int(i) for i in np.nonzero(huge)[0][:5]]
         raise DetectRunError(f"{name}: values in rows {rows} {_OUT_OF_RANGE}")
-    return values - _offset(values)
+    values = values - _offset(values)
+    return values / _unit(values)
+
+
+def _head(values: np.ndarray) -> np.ndarray:
+    """The finite probationary readings (the first finite ones when the probation has none)."""
+    rows = max(probation_rows(len(values)), 1)
+    head = values[:rows][np.isfinite(values[:rows])]
+    return head if len(head) else values[np.isfinite(values)][:rows]
 
 
 def _offset(values: np.ndarray) -> float:
     """0, or the first probationary reading when float32 (the detectors' dtype) cannot
     resolve the probationary rows' spread at their size (``1e12`` plus noise): such a
-    series is scored relative to that reading (the first readings when the probation has
-    none). Never the case in NAB's corpus."""
-    rows = max(probation_rows(len(values)), 1)
-    head = values[:rows][np.isfinite(values[:rows])]
-    if not len(head):  # no probationary reading: the first ones that exist
-        head = values[np.isfinite(values)][:rows]
+    series is scored relative to that reading. Never the case in NAB's corpus."""
+    head = _head(values)
     if not len(head):
         return 0.0
     size = float(np.max(np.abs(head)))
     coarse = float(np.spacing(np.float32(size))) * FLOAT32_STEPS > float(np.ptp(head))
     return float(head[0]) if size > 2.0**24 and coarse else 0.0
+
+
+def _unit(values: np.ndarray) -> float:
+    """The power of two nearest the probationary readings' largest size (1 for none or
+    zeros). Dividing by a power of two is exact, so a series scores as it did in its own
+    unit, and the same in any other: the few absolute floors in the detectors (variances,
+    saliency) then meet readings of size about one, never 1e-20 or 1e20."""
+    head = _head(values)
+    size = float(np.max(np.abs(head))) if len(head) else 0.0
+    return 2.0 ** round(math.log2(size)) if size > 0.0 else 1.0
 
 
 def score_rows(

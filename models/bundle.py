@@ -209,7 +209,11 @@ def read_bundle(directory: str | Path) -> Bundle:
             "`roadcast train DATA --out DIR` and pass DIR/bundles/<model>"
         )
     manifest = _read_json(manifest_path, "manifest")
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        raise BundleError(
+            f"bundle {directory}: {MANIFEST} is not a JSON object (corrupted); retrain the model"
+        )
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise BundleError(
             f"bundle {directory} has format version {version!r}, this roadcast reads version "

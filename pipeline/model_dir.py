@@ -338,8 +338,8 @@ def read_serving(models_dir: str | Path) -> Serving | None:
         return Serving.from_dict(json.loads(text, object_pairs_hook=_refuse_duplicates))
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BundleDirError(
-            f"{path} is unreadable ({exc}); roll back with `roadcast models rollback` or "
-            "promote a version with `roadcast models promote`"
+            f"{path} is unreadable ({exc}); `roadcast models promote --only MODEL ...` "
+            "writes a new serving set (the rollback history is lost)"
         ) from None
 
 

@@ -311,11 +311,16 @@ def read_toml(path: Path) -> dict[str, Any]:
     if why := _not_a_file(path):
         raise SettingsError(f"{ENV_PREFIX}CONFIG: {why}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        table = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{name}: invalid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{name}: cannot read it ({exc})") from None
+    seen: dict[str, str] = {}
+    for key in table:  # settings' names ignore case, so one of these would silently win
+        if (other := seen.setdefault(key.lower(), key)) != key:
+            raise SettingsError(f"{name}: {shown(other)} and {shown(key)} name the same setting")
+    return table
 
 
 def _not_a_file(path: Path) -> str | None:

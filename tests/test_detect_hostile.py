@@ -204,6 +204,21 @@ def test_a_spike_on_a_huge_level_is_not_lost_to_float32(detector, probation) -> 
     assert spike >= 0.98 and spike == pytest.approx(score_rows(noise, stamps, detector)[250])
 
 
+@pytest.mark.parametrize("detector", ["ensemble", "changepoint", "spectral", "interval"])
+@pytest.mark.parametrize("unit", [2.0**-70, 2.0**60])
+def test_a_series_scores_the_same_in_any_unit(detector, unit) -> None:
+    """Readings of size 1e-21 (or 1e18) met the detectors' absolute floors: the changepoint
+    and spectral members were blind there. A power-of-two change of unit is exact, so the
+    scores must be identical."""
+    rng = np.random.default_rng(3)
+    values = 50 + np.sin(np.arange(600) / 20) * 5 + rng.normal(0, 0.5, 600)
+    values[400:420] += 15
+    stamps = pd.date_range("2015-01-01", periods=600, freq="5min")
+    own = score_rows(values, stamps, detector)
+    assert own[400:425].max() >= 0.9
+    np.testing.assert_array_equal(score_rows(values * unit, stamps, detector), own)
+
+
 def test_timestamps_at_the_end_of_pandas_dates_get_defined_scores(tmp_path) -> None:
     """Rows a few minutes before 2262-04-11 (and going backwards): the rows' regular grid
     would run past pandas' last date; NAB scores rows, so they are scored anyway."""

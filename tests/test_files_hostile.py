@@ -560,13 +560,21 @@ def test_health_gives_up_on_a_server_that_trickles_its_answer(trickling_server: 
     assert time.monotonic() - started < 20  # a bound on the deadline, not a speed test
 
 
-@pytest.mark.parametrize("body", [b"", b"<html><body>Not Found</body></html>"])
-def test_health_names_the_status_of_an_answer_that_is_not_the_service(body: bytes) -> None:
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(404, b""), (404, b"<html><body>Not Found</body></html>"),
+     (200, b"\x1b[2J\x1b]0;title\x07pwned\nline2"), (200, b'["status"]')],
+)  # fmt: skip
+def test_health_names_the_status_of_an_answer_that_is_not_the_service(
+    status: int, body: bytes
+) -> None:
+    """Whatever else answers on the port (even with 200) is not a healthy service, and
+    its body is not printed."""
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(404)
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -583,12 +591,27 @@ def test_health_names_the_status_of_an_answer_that_is_not_the_service(body: byte
         server.shutdown()
         server.server_close()
     assert result.exit_code == 1
-    assert f"HTTP 404 from {url}/healthz: not a roadcast health answer" in result.output
-    assert "<html>" not in result.output
+    assert f"HTTP {status} from {url}/healthz: not a roadcast health answer" in result.output
+    assert "<html>" not in result.output and "\x1b" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/?a=b", "http://127.0.0.1:9/x#frag"])
+def test_health_refuses_a_url_the_endpoint_path_cannot_follow(url: str) -> None:
+    result = CliRunner().invoke(app, ["health", "--url", url])
+    assert result.exit_code == 2 and "query or fragment" in result.output
 
 
 @pytest.mark.parametrize(
-    "args", [["--wait", "inf"], ["--timeout", "inf"], ["--timeout", "nan"], ["--wait", "nan"]]
+    "args",
+    [
+        ["--wait", "inf"],
+        ["--timeout", "inf"],
+        ["--timeout", "nan"],
+        ["--wait", "nan"],
+        ["--timeout", "1e10"],
+        ["--wait", "1e12"],
+    ],
 )
 def test_health_refuses_endless_durations(args: list[str]) -> None:
     result = CliRunner().invoke(app, ["health", "--url", "http://127.0.0.1:9", *args])

@@ -172,3 +172,25 @@ def test_a_lock_held_too_long_is_a_one_line_error(tmp_path):
         serving_lock(root, wait_s=0.2),
     ):
         pass
+
+
+def test_promote_only_keeps_a_served_champion_and_replaces_an_unreadable_set(tmp_path):
+    from pipeline.model_dir import SERVING_FILE
+
+    reg = make_registry(tmp_path, 5)
+    folder = ["--models", str(reg.bundles)]
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["models", "promote", "ar", "--champion", "ar", *folder]).exit_code == 0
+    )
+    only = runner.invoke(app, ["models", "promote", "ar", "--only", *folder])
+    assert only.exit_code == 0, only.output
+    assert read_champion(reg.bundles).champion == "ar"  # still served: still the champion
+    (reg.bundles / SERVING_FILE).write_text("[")
+    listed = runner.invoke(app, ["models", "list", *folder])
+    assert listed.exit_code == 1 and "promote --only" in listed.output
+    plain = runner.invoke(app, ["models", "promote", "ar", *folder])
+    assert plain.exit_code == 1  # keeping the other served models needs the set
+    again = runner.invoke(app, ["models", "promote", "ar", "--only", *folder])
+    assert again.exit_code == 0, again.output
+    assert read_serving(reg.bundles).models == {"ar": reg.b.version}

@@ -91,6 +91,12 @@ def test_toml_with_a_byte_order_mark_is_read(tmp_path) -> None:
     assert load_settings().topic_readings == "bom.readings"
 
 
+def test_toml_keys_that_differ_in_case_only_are_refused(tmp_path) -> None:
+    (tmp_path / "roadcast.toml").write_text('store_path = "/tmp/a"\nSTORE_PATH = "/tmp/b"\n')
+    with pytest.raises(SettingsError, match="'store_path' and 'STORE_PATH' name the same"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [

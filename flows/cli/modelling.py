@@ -229,7 +229,6 @@ def evaluate(
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
 ) -> None:
     """Score a saved bundle on the test part of a data set, as `roadcast train` does."""
-    import json
     from pathlib import Path
 
     from rich.console import Console
@@ -274,8 +273,14 @@ def evaluate(
         )
     Console().print(table)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        from pipeline.model_dir import write_json
+
+        try:
+            write_json(Path(out), result)
+        except OSError as exc:
+            typer.echo(f"error: --out: cannot write {out} ({exc.strerror or exc})", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"wrote {out}")
 
 
 def _number(value: float | None, digits: int) -> str:

@@ -364,12 +364,17 @@ def health(
         help="The service's endpoints (default http://127.0.0.1:ROADCAST_METRICS_PORT).",
     ),
     wait: float = typer.Option(
-        0.0, "--wait", min=0.0, help="Ask again for up to this many seconds until it says yes."
+        0.0,
+        "--wait",
+        min=0.0,
+        max=86400.0,
+        help="Ask again for up to this many seconds until it says yes.",
     ),
     timeout: float = typer.Option(
         5.0,
         "--timeout",
         min=0.1,
+        max=3600.0,
         help="Deadline of one request (s); longer than the service's 2 s broker probe.",
     ),
 ) -> None:
@@ -392,8 +397,9 @@ def health(
         host = settings.metrics_host
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{f'[{host}]' if ':' in host else host}:{settings.metrics_port}"
-    target = f"{url.rstrip('/')}/{'readyz' if ready else 'healthz'}"
-    shown = _check_url(target, "--url" if given else "ROADCAST_METRICS_HOST")
+    target, shown = _check_url(
+        url, "readyz" if ready else "healthz", "--url" if given else "ROADCAST_METRICS_HOST"
+    )
     deadline = time.monotonic() + wait
     while True:
         said, ok = _ask(target, timeout, shown)
@@ -405,35 +411,49 @@ def health(
         raise typer.Exit(1)
 
 
-HEALTH_BODY_LIMIT = 4096  # bytes of an answer read (the service says "ok" or a reason)
+HEALTH_BODY_LIMIT = 4096  # bytes of an answer read (the service's JSON is far shorter)
+HEALTH_LINE_CHARS = 300  # of that answer, printed
 
 
-def _check_url(target: str, option: str) -> str:
-    """Refuse a URL that names no http(s) host, naming where it came from; returns the URL
-    to show (its password, if any, masked)."""
+def _check_url(base: str, endpoint: str, option: str) -> tuple[str, str]:
+    """The URL of ``endpoint`` under ``base`` and that URL as shown (its password, if any,
+    masked); refuses, naming ``option``, a URL without an http(s) host, with a port out of
+    range, or with a query or fragment (the endpoint's path would land in them)."""
     import httpx
 
+    from pipeline.settings import shown, shown_url
+
     try:
-        parsed = httpx.URL(target)
+        display = shown_url(base)
+    except ValueError:
+        display = shown(base)
+    if "://" not in display:
+        display = shown(base)
+    try:
+        parsed = httpx.URL(base)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise typer.BadParameter(f"{target!r} is not a URL ({exc})", param_hint=option) from None
+        raise typer.BadParameter(f"{display} is not a URL ({exc})", param_hint=option) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise typer.BadParameter(f"{target!r} is not an http(s) URL with a host", param_hint=option)
+        raise typer.BadParameter(f"{display} is not an http(s) URL with a host", param_hint=option)
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise typer.BadParameter(f"port {parsed.port} is outside 1-65535", param_hint=option)
+    if parsed.query or parsed.fragment:
         raise typer.BadParameter(
-            f"port {parsed.port} in {target!r} is outside 1-65535", param_hint=option
+            f"{display} has a query or fragment; give the service's base URL",
+            param_hint=option,
         )
-    return (
-        str(parsed.copy_with(username=parsed.username, password="***"))
-        if parsed.password
-        else target
+    target = parsed.copy_with(path=f"{parsed.path.rstrip('/')}/{endpoint}")
+    masked = (
+        target.copy_with(username=parsed.username, password="***") if parsed.password else target
     )
+    return str(target), str(masked)
 
 
 def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
     """GET ``target`` within ``timeout`` seconds in all (a server that trickles bytes
-    cannot stretch it); returns the answer's text (naming the URL as ``shown``) and
-    whether it was 200."""
+    cannot stretch it); returns one line on the answer (naming the URL as ``shown``) and
+    whether it was the service's 200. Anything else that answers is not healthy."""
+    import json
     import time
 
     import httpx
@@ -448,14 +468,19 @@ def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
                     break
                 if time.monotonic() > deadline:
                     return f"no answer from {shown}: timed out after {timeout:g} s", False
-            said = body[:HEALTH_BODY_LIMIT].decode("utf-8", "replace").strip()
-            if answer.status_code == 200:
-                return said, True
-            if not said.startswith("{"):  # not the service's JSON: say what answered
-                said = "not a roadcast health answer (is --url or --port right?)"
-            return f"HTTP {answer.status_code} from {shown}: {said}", False
+            code = answer.status_code
     except httpx.HTTPError as exc:
         return f"no answer from {shown}: {str(exc).replace(target, shown)}", False
+    try:
+        details = json.loads(body[:HEALTH_BODY_LIMIT])
+    except ValueError:
+        details = None
+    if not (isinstance(details, dict) and isinstance(details.get("status"), str)):
+        return f"HTTP {code} from {shown}: not a roadcast health answer (is --url right?)", False
+    said = json.dumps(details, ensure_ascii=True)  # one line, control characters escaped
+    if len(said) > HEALTH_LINE_CHARS:
+        said = said[:HEALTH_LINE_CHARS] + "..."
+    return (said, True) if code == 200 else (f"HTTP {code} from {shown}: {said}", False)
 
 
 alerts_app = typer.Typer(

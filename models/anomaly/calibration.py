@@ -69,6 +69,9 @@ PICKANDS_FROM = (0.8, 0.85, TAIL_QUANTILE)
 # The generalised Pareto shape is kept in [0, MAX_SHAPE]: no lighter than exponential, no
 # heavier than a tail whose mean is just infinite.
 MAX_SHAPE = 1.0
+# Quantiles closer than this share of their size count as tied (no tail spread between
+# them): relative, so a series scored in any unit gets the same p-values.
+RELATIVE_TIE = 1e-9
 Tail = Literal["max", "pot"]
 TAILS: tuple[Tail, ...] = ("max", "pot")
 
@@ -160,7 +163,7 @@ class ConformalPool:
             anchor, spread = stats[:, 0], stats[:, 0] - q[0]  # the maximum, max - q90
             if self.tail == "pot":
                 # The generalised Pareto tail from q90, one unit = q95 - q90.
-                tiny = 1e-9 * np.maximum(1.0, np.abs(q[0]))
+                tiny = RELATIVE_TIE * np.abs(q[0])  # relative: the same at any unit
                 d1, d2 = q[1] - q[0], q[2] - q[1]
                 pot = (d1 > tiny) & (d2 > tiny)  # else (tied quantiles) the "max" tail
                 own = _pickands(q[0], q[1], q[2], tiny, np.zeros(len(filled)))
@@ -171,8 +174,10 @@ class ConformalPool:
                 anchor, spread = np.where(pot, q[0], anchor), np.where(pot, d1, spread)
                 self._pot[filled] = pot
             self._anchor[filled] = anchor
-            # A constant pool has no spread: any larger value is then far outside it.
-            self._scale[filled] = np.maximum(spread, 1e-9 * np.maximum(1.0, np.abs(anchor)))
+            # A constant pool has no spread: any larger value is then far outside it. The
+            # floor is relative to the anchor, so a series in any unit scores the same.
+            floor = np.maximum(RELATIVE_TIE * np.abs(anchor), np.finfo(np.float64).tiny)
+            self._scale[filled] = np.maximum(spread, floor)
         self._since_refresh = 0
 
     def extend(self, stats: np.ndarray) -> None:
@@ -220,14 +225,15 @@ class ConformalPool:
         p = (1.0 + at_least) / (n + 1.0)
         scored = np.isfinite(stat) & (n > 0)
         pot = scored & self._pot & (stat > self._anchor)
-        if pot.any():
-            p[pot] = (1.0 - TAIL_QUANTILE) * _pareto_tail(
-                (stat[pot] - self._anchor[pot]) / self._scale[pot], self._shape[pot]
-            )
-        beyond = scored & ~self._pot & (at_least == 0)
-        if beyond.any():
-            excess = (stat[beyond] - self._anchor[beyond]) / self._scale[beyond]
-            p[beyond] *= np.exp(-np.maximum(excess, 0.0))
+        with np.errstate(over="ignore"):  # far beyond a constant pool: p 0
+            if pot.any():
+                p[pot] = (1.0 - TAIL_QUANTILE) * _pareto_tail(
+                    (stat[pot] - self._anchor[pot]) / self._scale[pot], self._shape[pot]
+                )
+            beyond = scored & ~self._pot & (at_least == 0)
+            if beyond.any():
+                excess = (stat[beyond] - self._anchor[beyond]) / self._scale[beyond]
+                p[beyond] *= np.exp(-np.maximum(excess, 0.0))
         p[~np.isfinite(stat) | (n < self.min_count)] = np.nan
         return p
 

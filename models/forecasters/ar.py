@@ -287,5 +287,8 @@ class AutoRegressive(ForecasterBase):
             )
         )
         model.fill = np.asarray(params["fill"], dtype=np.float64)
+        numbers = [model.fill, *([f.const, *f.coef, f.sigma2] for f in model.fits)]
+        if not all(np.isfinite(np.asarray(n, dtype=np.float64)).all() for n in numbers):
+            raise BundleError(f"AR bundle {directory}: non-finite parameters; retrain it")
         model._stack()
         return model

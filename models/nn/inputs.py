@@ -36,6 +36,10 @@ from torch import Tensor
 
 from models.panel import SensorPanel
 
+# A sensor whose standard deviation is below this share of its mean level is constant.
+CONSTANT_SHARE = 1e-6
+MIN_STD = 1e-30  # float32 keeps about 1e-38 apart from zero; leave headroom
+
 
 @dataclass(frozen=True, eq=False)
 class Scaler:
@@ -64,7 +68,10 @@ class Scaler:
             count, 1
         )
         std = np.sqrt(var)
-        std = np.where((count > 1) & (std > 1e-6), std, 1.0)
+        # Relative to the level, so a network in any unit scales alike; below it a sensor
+        # only jitters in float32's last digits and counts as constant.
+        usable = (std > CONSTANT_SHARE * np.abs(mean)) & (std > MIN_STD)
+        std = np.where((count > 1) & usable, std, 1.0)
         mean = np.where(count > 0, mean, 0.0)
         return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
@@ -87,6 +94,8 @@ class Scaler:
         std = np.asarray(data["std"], dtype=np.float32)
         if mean.shape != std.shape or mean.ndim != 1:
             raise ValueError(f"scaler mean {mean.shape} and std {std.shape} must be [node]")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("scaler mean must be finite and std finite and above 0")
         return cls(mean=mean, std=std)
 
 

@@ -51,6 +51,9 @@ KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON_EQUATOR = 111.320
 KERNEL_KM = 2.0
 MAX_CELLS = 100_000_000  # readings (steps x sensors) one simulation may hold
+MAX_FREQ_MINUTES = 7 * 24 * 60  # the longest step: a week
+MAX_EVENTS_PER_DAY = 10_000.0  # incidents or faults, network-wide
+MAX_NOISE_MPH = 1_000.0  # reading noise's standard deviation, far beyond any road's speeds
 
 
 class SimulationError(ValueError):
@@ -468,6 +471,10 @@ def _check(
     whole("sensors", sensors)
     whole("freq_minutes", freq_minutes)
     whole("corridor_length", corridor_length)
+    if freq_minutes > MAX_FREQ_MINUTES:
+        raise SimulationError(
+            f"freq_minutes must be at most {MAX_FREQ_MINUTES} (a week), got {freq_minutes}"
+        )
     if not (math.isfinite(days) and days > 0):
         raise SimulationError(f"days must be > 0 (e.g. 0.125 for three hours), got {days!r}")
     cells = days * 24 * 60 / freq_minutes * sensors
@@ -476,13 +483,13 @@ def _check(
             f"{sensors} sensors x {days:g} days at {freq_minutes} min are {cells:.3g} readings; "
             f"at most {MAX_CELLS:,} are simulated (fewer sensors or days, or a longer freq)"
         )
-    for name, value in (
-        ("incidents_per_day", incidents_per_day),
-        ("faults_per_day", faults_per_day),
-        ("noise_mph", noise_mph),
+    for name, value, most in (
+        ("incidents_per_day", incidents_per_day, MAX_EVENTS_PER_DAY),
+        ("faults_per_day", faults_per_day, MAX_EVENTS_PER_DAY),
+        ("noise_mph", noise_mph, MAX_NOISE_MPH),
     ):
-        if not (math.isfinite(value) and value >= 0):
-            raise SimulationError(f"{name} must be >= 0, got {value!r}")
+        if not (math.isfinite(value) and 0 <= value <= most):
+            raise SimulationError(f"{name} must be in [0, {most:g}], got {value!r}")
     if not (0.0 <= dropout < 1.0):
         raise SimulationError(f"dropout must be a share in [0, 1), got {dropout!r}")
 

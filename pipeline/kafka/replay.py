@@ -166,7 +166,9 @@ def replay(
             "select one feature first"
         )
     if speedup < 0 or not np.isfinite(speedup):
-        raise ValueError(f"speedup must be 0 (as fast as possible) or > 0, got {speedup}")
+        raise ValueError(
+            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
+        )
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 steps, got {limit}")
     from kafka.errors import KafkaError

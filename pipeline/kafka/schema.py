@@ -228,7 +228,8 @@ def _load(raw: bytes | bytearray | memoryview | str | None) -> dict[str, Any]:
     except SchemaError:
         raise
     except json.JSONDecodeError as exc:
-        _fail("bad_json", f"{exc.msg} at line {exc.lineno} column {exc.colno}")
+        what = exc.msg.removesuffix(" at")  # "Invalid control character at"
+        _fail("bad_json", f"{what} at line {exc.lineno} column {exc.colno}")
     except RecursionError:
         _fail("bad_json", "nested too deeply")
     except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit

@@ -39,7 +39,9 @@ from typing import Any
 from pipeline.model_dir import (
     CHAMPION_FILE,
     CONFIG,
+    SERVING_FILE,
     VERSIONS,
+    BundleDirError,
     Champion,
     Serving,
     bundles_dir,
@@ -188,10 +190,10 @@ def promote(
 ) -> Serving:
     """Serve the ``chosen`` versions (``{model: version ref or None for the newest}``).
 
-    With ``replace`` they become the whole serving set; otherwise they replace those
-    models' versions and the other served models stay. ``champion`` is recorded with
-    the set (``champion.json`` too); without it (and without ``replace``) the current
-    champion is kept while its model is still served. Returns the new set.
+    With ``replace`` they become the whole serving set (also over an unreadable
+    ``serving.json``); otherwise they replace those models' versions and the other served
+    models stay. ``champion`` is recorded with the set (``champion.json`` too); without it
+    the current champion is kept while its model is still served. Returns the new set.
 
     Raises
     ------
@@ -211,7 +213,15 @@ def _promote(
     replace: bool,
     reason: str,
 ) -> Serving:
-    current = ensure_registry(root)
+    try:
+        current = ensure_registry(root)
+    except BundleDirError:
+        if not replace:
+            raise
+        current = None  # an unreadable serving.json: --only writes a whole new one
+        log.warning(
+            "warning: %s was unreadable; the new serving set replaces it", root / SERVING_FILE
+        )
     picked = {model: find_version(root, model, ref) for model, ref in chosen.items()}
     served = {} if replace or current is None else dict(current.models)
     served.update({model: v.version for model, v in picked.items()})
@@ -225,7 +235,7 @@ def _promote(
     versions = {m: _existing(root, m, v) for m, v in served.items()}
     check_versions(root, versions)
     record = champion.to_dict() if champion is not None else None
-    kept = current.champion if current is not None and not replace else None
+    kept = current.champion if current is not None else None
     if champion is None and kept is not None and kept.get("champion") in served:
         record = kept
     return _commit(root, current, served, record, reason)
