@@ -66,6 +66,17 @@ def test_scaler_is_masked_per_sensor_and_round_trips():
     np.testing.assert_allclose(scaler.inverse(scaler.transform(x)), x, rtol=1e-6)
 
 
+@pytest.mark.parametrize("unit", [1e-12, 1.0, 1e12])
+def test_scaler_standardises_a_network_in_any_unit(unit):
+    """An absolute floor on the standard deviation left sensors measured in small units
+    unscaled (inputs near 0 for the network); a corrupted saved scaler is refused."""
+    values = np.array([[1.0, 7.0, 5.0], [3.0, 7.0, 5.0], [5.0, 7.0, 5.0 + 1e-7]]) * unit
+    scaler = Scaler.fit(panel_from(values))
+    np.testing.assert_allclose(scaler.std, [np.sqrt(8 / 3) * unit, 1.0, 1.0], rtol=1e-5)
+    with pytest.raises(ValueError, match="std finite and above 0"):
+        Scaler.from_dict({"mean": [0.0], "std": [0.0]})
+
+
 def test_make_inputs_fills_inside_the_window_and_flags_it():
     values = np.array([[1.0], [np.nan], [3.0], [np.nan], [np.nan], [6.0]], dtype=np.float32)
     panel = panel_from(values)
