@@ -407,13 +407,27 @@ def load_settings(**overrides: Any) -> Settings:
                 lines.append(f"unknown setting {shown(field)}{_setting_hint(field, fields)}")
             else:
                 message = str(err["msg"]).removeprefix("Value error, ")
-                lines.append(f"{ENV_PREFIX}{field.upper()}: {message}" if field else message)
+                lines.append(f"{_source(field, overrides)}: {message}" if field else message)
     else:
         if not lines:
             return settings
     if len(lines) == 1:
         raise SettingsError(f"invalid settings: {lines[0]}")
     raise SettingsError("invalid settings:\n  " + "\n  ".join(lines))
+
+
+def _source(field: str, overrides: dict[str, Any]) -> str:
+    """Where the value of ``field`` came from, as the user would find it: the command line,
+    the ``ROADCAST_`` variable, or the TOML file's key."""
+    variable = f"{ENV_PREFIX}{field.upper()}"
+    if field in overrides:
+        return f"{field} (as given)"
+    if variable in os.environ:
+        return variable
+    toml = os.environ.get(f"{ENV_PREFIX}CONFIG") or (
+        "roadcast.toml" if Path("roadcast.toml").is_file() else None
+    )
+    return f"{field} in {shown(toml)}" if toml else variable
 
 
 def url_problem(url: str, *, alertmanager: bool = False) -> str | None:

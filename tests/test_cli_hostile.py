@@ -314,7 +314,8 @@ def test_deploy_serve_without_a_server_writes_no_yaml(tmp_path: Path) -> None:
     [["tail", "roadcast.readings", "--timeout", "inf"],
      ["health", "--timeout", "nan"],
      ["health", "--url", "http://127.0.0.1:99999"],
-     ["demo", "--out", " "]],
+     ["demo", "--out", " "],
+     ["demo", "--models", "/no/such/models"]],
 )  # fmt: skip
 def test_options_out_of_range_are_refused_before_any_work(args: list[str]) -> None:
     result = CliRunner().invoke(app, args)

@@ -128,7 +128,7 @@ def test_a_scheduler_that_does_not_answer_is_an_error_or_the_local_fallback(capl
     assert runner is not None and runner.address is None  # a local cluster, not the address
     assert "falling back to a local cluster" in caplog.text and address in caplog.text
     assert dask_runner(Settings()) is None
-    with pytest.raises(SettingsError, match=r"ROADCAST_DASK_ADDRESS: .*Dask scheduler"):
+    with pytest.raises(SettingsError, match=r"dask_address \(as given\): .*Dask scheduler"):
         load_settings(dask_address="http://example.org/dask")
 
 

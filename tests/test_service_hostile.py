@@ -553,9 +553,9 @@ def test_odd_keys_and_headers_and_payloads_are_served_or_dead_lettered(kafka_set
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("metrics_port = true\n", "ROADCAST_METRICS_PORT: expected a number, got true"),
-        ("alert_timeout_s = inf\n", "ROADCAST_ALERT_TIMEOUT_S: Input should be a finite number"),
-        ('store_path = ""\n', "ROADCAST_STORE_PATH: the path is empty"),
+        ("metrics_port = true\n", "metrics_port in 'roadcast.toml': expected a number, got true"),
+        ("alert_timeout_s = inf\n", "alert_timeout_s in 'roadcast.toml': Input should be a finite number"),
+        ('store_path = ""\n', "store_path in 'roadcast.toml': the path is empty"),
     ],
 )
 def test_toml_values_of_the_wrong_kind_are_refused(clean_env, tmp_path, toml, message) -> None:

@@ -111,6 +111,11 @@ def demo(
 
     if not out.strip():
         raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
+    if models and not Path(models).exists():  # a typo would otherwise cost a training
+        raise typer.BadParameter(
+            f"{models} does not exist; leave --models out to train quick models",
+            param_hint="--models",
+        )
     load_prefect()
     from flows.demo.console import print_summary
     from flows.demo.run import DemoError, run_demo
