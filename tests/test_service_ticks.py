@@ -153,6 +153,39 @@ def test_one_reading_55_minutes_ahead_leaves_the_ticks_alone(world, settings):
     assert processor.counters["ticks_closed"] == 6
 
 
+def test_a_late_reading_moves_no_partition_s_event_time(world, settings):
+    """One reading stamped a month back (counted late, stored as a correction) set the
+    oldest event time the idle partitions' watermark cap starts from: ticks then stopped
+    closing on the watermark."""
+    clock = Clock()
+    config = ServiceConfig(allowed_lateness="0min", durable=False)
+    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=clock)
+    sensors = list(processor.sensor_ids)
+    feed, outbox = Feed(settings), Outbox(make_producer(settings))
+    wall = pd.Timestamp.now(tz="UTC")
+    current = wall.floor(FREQ)
+    try:
+        for k in (3, 2, 1):
+            feed.send(readings(sensors, current - k * FREQ))
+        step(processor, outbox, feed.poll(), feed, wall)
+        tracker = processor.partitions
+        before = (tracker.oldest_event_ns, dict(tracker.max_event_ns))
+        clock.now += 1.0
+        feed.send([(sensors[0], current - pd.Timedelta("30D"), 1.0)])
+        late = step(processor, outbox, feed.poll(), feed, wall)
+        assert late.counts["late"] == 1
+        assert (tracker.oldest_event_ns, dict(tracker.max_event_ns)) == before
+        feed.send(readings(sensors[:2], current))  # a tick only two sensors report
+        for k in (1, 2):
+            feed.send(readings(sensors, current + k * FREQ))
+        clock.now += 3 * config.partition_idle_s
+        after = step(processor, outbox, feed.poll(), feed, wall)
+    finally:
+        feed.close()
+        outbox.close(5)
+    assert [t.ts for t in after.ticks][:2] == [current, current + FREQ]
+
+
 def test_a_silent_sensor_goes_down_with_an_alert_and_comes_back(world, settings):
     from rich.console import Console
 

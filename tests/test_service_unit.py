@@ -227,3 +227,22 @@ def test_an_instance_holding_part_of_the_readings_topic_warns(caplog):
             fields = records[0].__dict__["fields"]
             assert fields["assigned"] == [1] and fields["partitions"] == 3
             assert "group g" in fields["hint"]
+
+
+def test_junk_or_a_late_reading_on_a_partition_cannot_hold_the_watermark_for_good():
+    """A partition that delivers only invalid records (no event time) was never idle and
+    held the watermark at "no event time" for as long as the junk flowed; a partition's
+    first reading being a late one (1700) capped the watermark there."""
+    from kafka import TopicPartition
+
+    from pipeline.service.partitions import PartitionTracker
+
+    a, b = (TopicPartition("readings", p) for p in range(2))
+    tracker = PartitionTracker(idle_s=5.0)
+    tracker.assigned = {a, b}
+    tracker.last_seen = {a: 0.0, b: 0.0}
+    for second in range(0, 60, 1):  # a reads on; b receives junk every second
+        tracker.observe(a, 10 + second, (100 + second) * 10**9, now=float(second))
+        tracker.observe(b, 1 + second, None, now=float(second))
+    ends = {a: 69, b: 60}.get
+    assert tracker.limit_ns(59.0, ends) == 159 * 10**9  # b is idle: a alone holds it

@@ -113,6 +113,9 @@ __all__ = [
 # Open ticks hold at most this many sensor cells (float32 value + seen flag: about 250 MB):
 # with ``max_clock_skew`` off, readings far ahead of the network cannot exhaust memory.
 MAX_OPEN_CELLS = 50_000_000
+# ... and at most this many ticks (each costs about 0.5 kB beyond its cells): for a small
+# network the cell bound alone allowed millions.
+MAX_OPEN_TICKS = 50_000
 # A tick's grace starts at its first reading's Kafka timestamp, at most this share of the
 # grace before the service read it (the bound on what a skewed producer clock can take).
 GRACE_LEAD_SHARE = 0.25
@@ -173,7 +176,7 @@ class TickAssembler:
     @property
     def max_ticks_ahead(self) -> int:
         """How many ticks past the oldest one it waits for the assembler holds open."""
-        return max(1, MAX_OPEN_CELLS // self.n_nodes)
+        return max(1, min(MAX_OPEN_TICKS, MAX_OPEN_CELLS // self.n_nodes))
 
     def ahead_limit(self, ticks: np.ndarray) -> int:
         """The last tick a reading may open, given the batch's ``ticks``: at most

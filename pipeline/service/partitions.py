@@ -8,7 +8,8 @@
   are keyed ``topic@<topic id>``: a topic that was deleted and created again (a fresh
   embedded broker) has another id, so old offsets never hide its new records;
 * the **newest event time** seen, the position, and when the partition last
-  delivered a record, which give the event-time cap of the watermark
+  delivered a valid reading that was not late (invalid records and late readings say
+  nothing of how far it has got), which give the event-time cap of the watermark
   (:meth:`PartitionTracker.limit_ns`): the slowest *active* partition holds the
   watermark back, so a partition read ahead of the others (Kafka hands out records
   partition by partition, a megabyte at a time) does not make their readings late.
@@ -76,7 +77,8 @@ class PartitionTracker:
         self.next_offset: dict[tuple[str, int], int] = {}
         self.max_event_ns: dict[TopicPartition, int] = {}
         self.position: dict[TopicPartition, int] = {}  # next offset this consumer gets
-        self.last_seen: dict[TopicPartition, float] = {}  # monotonic time of the last record
+        # monotonic time of the last valid, timely reading
+        self.last_seen: dict[TopicPartition, float] = {}
         self.pending_commit: dict[TopicPartition, int] = {}
         self.oldest_event_ns: int | None = None  # the oldest event time seen (any partition)
         self.oldest_seen_at = 0.0  # when it was seen
@@ -105,9 +107,12 @@ class PartitionTracker:
         min_event_ns: int | None = None,
     ) -> None:
         """Record that ``tp`` delivered records up to ``next_offset`` at ``now`` (event
-        times ``min_event_ns`` to ``max_event_ns``, None when none of them was a valid
-        reading)."""
-        self.last_seen[tp] = now
+        times ``min_event_ns`` to ``max_event_ns`` of its readings that were neither
+        invalid nor late, None when there were none: the partition then made no progress,
+        and only such progress keeps it from counting as idle)."""
+        self.last_seen.setdefault(tp, now)  # active until it proves idle
+        if max_event_ns is not None:  # junk or late readings say nothing of its progress
+            self.last_seen[tp] = now
         self.position[tp] = next_offset
         if max_event_ns is not None:
             self.max_event_ns[tp] = max(self.max_event_ns.get(tp, NO_EVENT_TIME), max_event_ns)

@@ -133,7 +133,7 @@ class PollProcessor(ServiceState):
         now_s: float,
     ) -> dict[Any, tuple[int, int]]:
         """Add the readings to the assembler; returns the oldest and newest event time of
-        the accepted readings per partition."""
+        the accepted readings that are not late, per partition."""
         if not decoded.cols:  # none, or only batch-form messages of no sensor (valid)
             counts["valid"] += len(decoded.messages)
             return {}
@@ -181,9 +181,9 @@ class PollProcessor(ServiceState):
         partitions = list(dict.fromkeys(decoded.partition))
         slot = {tp: i for i, tp in enumerate(partitions)}
         reading_part = np.asarray([slot[tp] for tp in decoded.partition], np.int64)[owner]  # [n]
-        accepted = status != FUTURE
+        timely = (status != FUTURE) & (status != LATE)  # a late reading says nothing of now
         for i, tp in enumerate(partitions):
-            mine = accepted & (reading_part == i)
+            mine = timely & (reading_part == i)
             if mine.any():
                 spans[tp] = (int(ts_ns[mine].min()), int(ts_ns[mine].max()))
         return spans
