@@ -548,3 +548,21 @@ def test_forecast_round_trip_property(
         hi=hi if with_interval else None,
     )
     assert decode_forecast(encode_forecast(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [(b"", "empty value"),
+     (b'{"v":1,"sensor":"a","ts":"2024-01-01T00:00:00Z","value":' + b"1" * 5000 + b"}",
+      "a number with too many digits"),
+     (b'{"v":1,"model":"ar","sensor":"a","issued_at":"2024-01-01T00:00:00Z","targets":[],'
+      b'"yhat":[]}', "this is a roadcast forecast record: the wrong topic?")],
+)  # fmt: skip
+def test_dead_letter_reasons_say_what_the_record_is(raw: bytes, said: str) -> None:
+    with pytest.raises(SchemaError, match=said):
+        decode_readings(raw)
+
+
+def test_a_reading_after_a_byte_order_mark_is_read() -> None:
+    raw = b'\xef\xbb\xbf{"v":1,"sensor":"a","ts":"2024-01-01T00:00:00Z","value":1.5}'
+    assert decode_readings(raw)[0].value == 1.5

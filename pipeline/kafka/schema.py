@@ -210,6 +210,8 @@ def _load(raw: bytes | bytearray | memoryview | str | None) -> dict[str, Any]:
     """Bytes -> a JSON object with a valid version, or SchemaError."""
     if raw is None:
         _fail("bad_type", "empty message (a tombstone?): expected a JSON object")
+    if not len(raw):
+        _fail("bad_json", "empty value: expected a JSON object")
     if isinstance(raw, str):
         text = raw
         if len(text) > MAX_MESSAGE_BYTES:
@@ -224,7 +226,7 @@ def _load(raw: bytes | bytearray | memoryview | str | None) -> dict[str, Any]:
     else:
         _fail("bad_type", f"expected bytes, got {type(raw).__name__}")
     try:
-        obj = _DECODER.decode(text)
+        obj = _DECODER.decode(text.removeprefix("\ufeff"))  # a byte-order mark is harmless
     except SchemaError:
         raise
     except json.JSONDecodeError as exc:
@@ -232,8 +234,9 @@ def _load(raw: bytes | bytearray | memoryview | str | None) -> dict[str, Any]:
         _fail("bad_json", f"{what} at line {exc.lineno} column {exc.colno}")
     except RecursionError:
         _fail("bad_json", "nested too deeply")
-    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
-        _fail("bad_json", str(exc)[:120])
+    except ValueError as exc:  # an integer literal longer than Python's digit limit
+        digits = "digits" in str(exc)
+        _fail("bad_json", "a number with too many digits" if digits else str(exc)[:120])
     if type(obj) is not dict:
         _fail("bad_type", f"expected a JSON object, got {_json_type(obj)}")
     if "v" not in obj:
@@ -456,10 +459,19 @@ def decode_readings(raw: bytes | bytearray | memoryview | str | None) -> list[Re
             readings.append(Reading(_sensor(sensor, "values key"), ts, value))
         return readings
     if obj.keys() != _READING_KEYS:
-        _check_keys(obj, _READING_KEYS, _NONE, "reading")
+        _check_keys(obj, _READING_KEYS, _NONE, _what_reading(obj))
     return [
         Reading(_sensor(obj["sensor"]), parse_timestamp(obj["ts"]), _value(obj["value"], "value"))
     ]
+
+
+def _what_reading(obj: Mapping[str, Any]) -> str:
+    """``reading``, or what roadcast record a non-reading looks like (a producer writing
+    forecasts or alerts to the readings topic)."""
+    for kind, keys in (("forecast", _FORECAST_KEYS), ("alert", _ALERT_KEYS)):
+        if keys <= obj.keys():
+            return f"reading (this is a roadcast {kind} record: the wrong topic?)"
+    return "reading"
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
