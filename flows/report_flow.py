@@ -301,6 +301,10 @@ def write_outputs(
             target = folder / path.relative_to(staging)
             target.parent.mkdir(exist_ok=True)
             os.replace(path, target)
+        current = {folder / p.relative_to(staging) for p in written}
+        for old in (folder / "figures").glob("*.png"):  # an earlier report's, no longer linked
+            if old not in current:
+                old.unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {

@@ -172,3 +172,18 @@ def test_markdown_table_escapes_pipes_and_aligns_numbers():
     assert markdown_table(["a", "b"], [["x|y", "1"]]) == "| a | b |\n|---|---|\n| x\\|y | 1 |"
     right = markdown_table(["model", "MAE", "RMSE"], [["ar", "1.0", "2.0"]], numbers_right=True)
     assert right.splitlines()[1] == "|---|---:|---:|"
+
+
+def test_a_new_report_leaves_no_figure_of_an_earlier_one(tmp_path):
+    from flows.report_flow import write_outputs
+    from flows.reporting.build import Figure, Report
+    from flows.reporting.tables import Table
+
+    def report(*names: str) -> Report:
+        figures = [Figure(n, n, "", b"\x89PNG") for n in names]
+        return Report("r", [], "", Table("t", ["a"], [["1"]]), None, figures, [])
+
+    errors = pd.DataFrame({"sensor": ["a"]})
+    write_outputs.fn(str(tmp_path), report("old", "kept"), {}, errors)
+    write_outputs.fn(str(tmp_path), report("kept"), {}, errors)
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["kept.png"]
