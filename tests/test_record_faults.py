@@ -399,3 +399,18 @@ def test_store_and_broker_errors_are_systemic_a_row_the_store_refuses_is_not():
     assert not is_systemic(sqlite3.IntegrityError("NOT NULL constraint failed"))
     assert not is_systemic(ValueError("cannot convert float infinity"))
     assert not is_systemic(OverflowError("Python int too large to convert to C long"))
+
+
+def test_a_reading_keyed_other_than_by_its_sensor_is_kept_counted_and_warned_once(caplog):
+    from collections import Counter
+
+    from pipeline.service.decoding import DecodedReadings
+
+    decoder = ReadingDecoder({"a": 0, "b": 1}, "dlq")
+    counts: Counter[str] = Counter()
+    decoded = DecodedReadings()
+    value = b'{"v":1,"sensor":"a","ts":"2024-05-01T08:00:00Z","value":1.0}'
+    for offset, key in enumerate((b"a", b"b", b"b", None)):
+        decoder.decode(None, _record(offset, key, value), decoded, None, counts)  # type: ignore[arg-type]
+    assert len(decoded.messages) == 4 and counts["key_mismatch"] == 2
+    assert caplog.text.count("key_mismatch") == 1

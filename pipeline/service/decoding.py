@@ -73,6 +73,7 @@ class ReadingDecoder:
         # the replay sends it minimal; twice: it is reported and not sent again.
         self.refused: dict[Source, int] = {}
         self._unknown: set[str] = set()
+        self._key_warned = False
 
     def decode(
         self,
@@ -106,6 +107,12 @@ class ReadingDecoder:
         except Exception as exc:  # a record must not stop the service, whatever it holds
             self.dead_letter(outbox, record, PROCESSING_ERROR, record_error(exc), counts)
             return
+        if (
+            len(readings) == 1
+            and record.key is not None
+            and record.key != readings[0].sensor.encode()
+        ):
+            self._key_mismatch(record.key, readings[0].sensor, counts)
         index = len(decoded.messages)
         decoded.messages.append(record)
         decoded.partition.append(tp)
@@ -115,6 +122,22 @@ class ReadingDecoder:
             decoded.values.append(value)
             decoded.record_ms.append(record.timestamp)
             decoded.owner.append(index)
+
+    def _key_mismatch(self, key: bytes, sensor: str, counts: Counter[str]) -> None:
+        """Count a reading keyed other than by its sensor (kept: the reading is valid) and
+        say so once: Kafka orders a sensor's readings only when its key is the sensor, and
+        a second value for a tick is taken as the later one."""
+        counts["key_mismatch"] += 1
+        if not self._key_warned:
+            self._key_warned = True
+            hint = (
+                "key each reading by its sensor id: readings of one sensor under several keys "
+                "reach several partitions, and their order (which value of a tick wins) is lost"
+            )
+            log.warning(
+                "key_mismatch",
+                extra={"fields": {"key": repr(key[:80]), "sensor": sensor[:80], "hint": hint}},
+            )
 
     def _warn_unknown(self, sensor: str, detail: str) -> None:
         """A warning the first time a sensor no model knows sends a reading (a producer

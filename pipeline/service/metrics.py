@@ -80,6 +80,10 @@ class ServiceMetrics:
         self.conflict = counter(
             "readings_conflict", "Readings received twice with different values."
         )
+        self.key_mismatch = counter(
+            "readings_key_mismatch",
+            "Readings whose Kafka key is not their sensor (per-sensor order not kept).",
+        )
         self.dead_letters = counter(
             "dead_letters", "Records sent to the dead-letter topic, by reason.", ("reason",)
         )
@@ -227,6 +231,7 @@ _PLAIN = {
     "late": "late",
     "duplicate": "duplicate",
     "conflict": "conflict",
+    "key_mismatch": "key_mismatch",
 }
 # Hot reload (pipeline/registry/watch.py) -> the ``result`` label of model_swaps.
 _SWAPS = {"model_swaps": "swapped", "model_swaps_refused": "refused"}
