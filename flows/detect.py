@@ -275,7 +275,8 @@ def check_detector(name: str) -> str:
 
 def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.ndarray:
     """``values`` as float64, refused unless they fit float32, less :func:`_offset`, in
-    units of :func:`_unit`."""
+    units of :func:`_unit` (a reading that is then beyond float32's range, a million
+    million million... times the probation's size, is held at its edge)."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) != len(timestamps):
         raise DetectRunError(f"{name}: need one value per timestamp, got {values.shape}")
@@ -286,7 +287,9 @@ def _checked(values: np.ndarray, timestamps: pd.DatetimeIndex, name: str) -> np.
         rows = [int(i) for i in np.nonzero(huge)[0][:5]]
         raise DetectRunError(f"{name}: values in rows {rows} {_OUT_OF_RANGE}")
     values = values - _offset(values)
-    return values / _unit(values)
+    with np.errstate(over="ignore"):  # far beyond the probation's size: float32's edge
+        scaled = values / _unit(values)
+    return np.clip(scaled, -FLOAT32_MAX / 4, FLOAT32_MAX / 4)
 
 
 def _head(values: np.ndarray) -> np.ndarray:

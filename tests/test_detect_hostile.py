@@ -219,6 +219,19 @@ def test_a_series_scores_the_same_in_any_unit(detector, unit) -> None:
     np.testing.assert_array_equal(score_rows(values * unit, stamps, detector), own)
 
 
+@pytest.mark.parametrize("size", [1e-40, 1e-310])
+def test_readings_far_beyond_a_tiny_probation_are_scored_not_refused(size) -> None:
+    """In the probation's unit, ordinary readings after a probation of size 1e-310 are
+    beyond float32: they are held at its edge (and score high), not an error."""
+    values = np.abs(np.random.default_rng(0).normal(1, 0.1, 600)) * size
+    values[400:] = 1.0
+    stamps = pd.date_range("2015-01-01", periods=600, freq="5min")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = score_rows(values, stamps, "ensemble")
+    assert np.isfinite(scores).all() and scores[400:405].max() >= 0.9
+
+
 def test_timestamps_at_the_end_of_pandas_dates_get_defined_scores(tmp_path) -> None:
     """Rows a few minutes before 2262-04-11 (and going backwards): the rows' regular grid
     would run past pandas' last date; NAB scores rows, so they are scored anyway."""
