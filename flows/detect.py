@@ -18,7 +18,9 @@ NAB's protocol, followed here
 * One setting for every file, fixed in code; a file's labels are never read here.
 * Readings must fit float32, the detectors' dtype. A series at a level where float32
   cannot resolve its probationary spread (``1e12`` plus noise) is scored relative to its
-  first reading; no NAB file is.
+  first reading; no NAB file is. Every series is then divided by the power of two
+  nearest its probationary readings' size (exact: it scores as in its own unit, and the
+  same in any unit; ``docs/decisions.md``, "Units").
 * **NAB's min/max convention** (``nab_range=True``, ``--nab-range``): NAB's base detector
   hands every detector the file's minimum and maximum before it starts (its published
   scores use that). Here only the detectors that scale their input use it (``gan``);
