@@ -78,6 +78,10 @@ ALERTMANAGER_BATCH: Final = 256
 VALID_FOR_RESENDS: Final = 4
 # The part of an answer's body kept as the reason of a rejection.
 MAX_REASON_CHARS: Final = 500
+# Characters of a label value and of an annotation sent to Alertmanager: a request of
+# ALERTMANAGER_BATCH alerts then stays under a proxy's usual 1 MiB body limit.
+MAX_LABEL_CHARS: Final = 200
+MAX_ANNOTATION_CHARS: Final = 2000
 
 Kind = Literal["accepted", "rejected", "retry"]
 
@@ -343,6 +347,14 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
+def _printable(text: str, limit: int) -> str:
+    """``text`` with control and format characters escaped (a record's text reaches
+    notification templates and terminals) and cut to ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class AlertmanagerReceiver:
     """One Alertmanager (every replica of an HA cluster is its own receiver, as with
     Prometheus). ``url`` is its base address (``http://host:9093``) or the full
@@ -378,17 +390,21 @@ class AlertmanagerReceiver:
         m = pending.message
         labels = {
             "alertname": ALERTNAME,
-            "sensor": m.sensor,
-            "detector": m.detector,
+            "sensor": _printable(m.sensor, MAX_LABEL_CHARS),
+            "detector": _printable(m.detector, MAX_LABEL_CHARS),
             "severity": m.severity,
         }
         if pending.incident:
-            labels["incident"] = pending.incident
+            labels["incident"] = _printable(pending.incident, MAX_LABEL_CHARS)
         return labels
 
-    def payload(self, pending: Pending, ends_at: datetime) -> dict[str, Any]:
-        """The postable alert of ``pending``, ending at ``ends_at``."""
+    def payload(
+        self, pending: Pending, ends_at: datetime, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """The postable alert of ``pending``, ending at ``ends_at``; it starts no later
+        than ``now`` (default: the clock), whatever a producer's clock said."""
         m = pending.message
+        starts = min(m.first_seen, now or datetime.now(UTC))
         seen = f"{m.observed:.6g}" if m.observed is not None else "no reading"
         values = f"Observed {seen}"
         if m.expected is not None:
@@ -414,9 +430,11 @@ class AlertmanagerReceiver:
         }
         return {
             "labels": self.labels(pending),
-            "annotations": {k: v for k, v in annotations.items() if v},
-            "startsAt": format_timestamp(m.first_seen),
-            "endsAt": format_timestamp(max(ends_at, m.first_seen)),
+            "annotations": {
+                k: _printable(v, MAX_ANNOTATION_CHARS) for k, v in annotations.items() if v
+            },
+            "startsAt": format_timestamp(starts),
+            "endsAt": format_timestamp(max(ends_at, starts)),
             "generatorURL": self.generator_url.format(**link),
         }
 
@@ -429,13 +447,18 @@ class AlertmanagerReceiver:
         """Send ``batch`` in order; the firing set follows what Alertmanager took."""
         now = datetime.now(UTC)
         alerts = []
+        current: dict[str, Pending | None] = {}  # what the batch so far made of each key
         for pending in batch:
             m = pending.message
-            before = self.firing.get(m.dedup_key)
+            key = m.dedup_key
+            before = current[key] if key in current else self.firing.get(key)
             if before is not None and self.labels(before) != self.labels(pending):
-                alerts.append(self.payload(before, now))  # the old label set ends now
-            ends = m.ts if m.status == "resolved" else self._valid_until(now)
-            alerts.append(self.payload(pending, ends))
+                alerts.append(self.payload(before, now, now))  # the old label set ends now
+            # A resolution ends it now at the latest: one stamped ahead (a producer's
+            # clock) would keep it active in Alertmanager until then.
+            ends = min(m.ts, now) if m.status == "resolved" else self._valid_until(now)
+            alerts.append(self.payload(pending, ends, now))
+            current[key] = None if m.status == "resolved" else pending
         outcome = self._post(alerts)
         if outcome.kind != "retry":
             for pending in batch:
