@@ -203,6 +203,12 @@ class Settings(BaseSettings):
                 "placeholders may be {sensor}, {detector}, {alert_id}; got "
                 + ", ".join(shown(f) for f in sorted(fields))
             )
+        sample = value.format(sensor="s", detector="d", alert_id="a")
+        if not _ABSOLUTE_URI.fullmatch(sample):  # Alertmanager refuses every alert otherwise
+            raise ValueError(
+                "expected an absolute URI such as https://grafana.example/d/x?var-sensor="
+                f"{{sensor}} (a scheme, no spaces, %XX escapes only), got {shown(value)}"
+            )
         return value
 
     @field_validator("dask_address")
@@ -347,6 +353,10 @@ def shown(value: object) -> str:
     return repr(cut) if isinstance(value, str) else cut
 
 
+# RFC 3986's absolute URI, loosely: a scheme, then printable ASCII with valid escapes.
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?:[!#-$&-;=?-~]|%[0-9A-Fa-f]{2})+")
+
+
 def _kafka_name(value: str, what: str) -> str:
     name = value.strip()
     if not name:
@@ -448,10 +458,9 @@ def url_problem(url: str, *, alertmanager: bool = False) -> str | None:
         return f"not a usable URL ({type(exc).__name__}: {exc})"
     path = parts.path.rstrip("/")
     if alertmanager and "/api/" in f"{path}/" and not path.endswith("/api/v2/alerts"):
-        api = path[path.find("/api/") :] or "/api"
         return (
-            f"give Alertmanager's address (http://HOST:9093) or its /api/v2/alerts, not "
-            f"{api!r}: roadcast speaks Alertmanager's API v2"
+            "give Alertmanager's address (http://HOST:9093) or its /api/v2/alerts, not another "
+            "path under /api: roadcast speaks Alertmanager's API v2"
         )
     return None
 

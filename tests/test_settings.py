@@ -252,3 +252,12 @@ def test_train_failure_in_a_prefect_task_is_one_line(prefect_server, tmp_path) -
         text=True,
     )
     assert loud.returncode == 1 and "Traceback" in loud.stderr, loud.stderr[-3000:]
+
+
+@pytest.mark.parametrize("url", [":{alert_id}", "%zz{alert_id}", "http://x/a b{sensor}"])
+def test_a_generator_url_alertmanager_would_refuse_is_refused_at_start(url) -> None:
+    """Alertmanager answers 422 to an alert whose generatorURL is not a URI: every alert
+    was dropped, with a warning each batch."""
+    with pytest.raises(SettingsError, match="expected an absolute URI"):
+        load_settings(alert_generator_url=url)
+    assert load_settings(alert_generator_url="https://g.example/d?s={sensor}&x=%20")

@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("roadcast.alerts.delivery")
 # Reading the firing alerts back gives up when the log yields nothing for this long.
 RESTORE_STALL_S = 30.0
+# Deadline of one offset commit: a broker that is down must not hold a stop for the
+# client's default (30 s, then again on the way out).
+COMMIT_TIMEOUT_MS = 5000
 
 
 def delivery_group(settings: Settings) -> str:
@@ -192,9 +195,9 @@ class AlertDelivery:
         consumer = make_consumer(self.settings, group_id=self.group, max_poll_records=1000)
         self._start_over()
         halt = threading.Event()  # the lanes' own: a failure here must not stop the caller
-        self.lanes = [
-            Lane(r, self.config, self._done.put, halt, seed=i) for i, r in enumerate(self.receivers)
-        ]
+        # Unseeded: replicas (and a service beside a separate deliverer) must not retry in
+        # step with each other, which is what the jitter is for.
+        self.lanes = [Lane(r, self.config, self._done.put, halt) for r in self.receivers]
         for lane in self.lanes:
             lane.thread.start()
         log.info(
@@ -305,7 +308,7 @@ class AlertDelivery:
         if not offsets:
             return
         try:
-            consumer.commit(offsets)
+            consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:  # retried with the next batch; a restart re-delivers
             log.warning("alert_commit_failed", extra={"fields": {"error": str(exc)}})
             return
