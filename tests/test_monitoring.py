@@ -211,6 +211,26 @@ RULE_CASES = [
         "15m",
         [{"instance": "svc:9478", "model": "lstm", "severity": "warning"}],
     ),
+    (
+        "RoadcastAlertsRejected",
+        [series("roadcast_alert_deliveries_total", "0x10 3x10", receiver="am", result="rejected")],
+        "15m",
+        [{"instance": "svc:9478", "receiver": "am", "severity": "warning"}],
+    ),
+    (
+        "RoadcastAlertDeliveryStuck",  # alerts waiting, none delivered for half an hour
+        [series("roadcast_alert_delivery_backlog", "5x40", receiver="am"),
+         series("roadcast_alert_deliveries_total", "10x40", receiver="am", result="delivered")],
+        "35m",
+        [{"instance": "svc:9478", "receiver": "am", "severity": "warning"}],
+    ),
+    (
+        "RoadcastAlertDeliveryStuck",  # a backlog that drains is not stuck
+        [series("roadcast_alert_delivery_backlog", "5x40", receiver="am"),
+         series("roadcast_alert_deliveries_total", "0+10x40", receiver="am", result="delivered")],
+        "35m",
+        [],
+    ),
 ]  # fmt: skip
 
 

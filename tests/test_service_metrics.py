@@ -392,3 +392,23 @@ def test_a_running_service_exports_its_counters_and_is_ready(kafka_settings, tmp
     assert value(again, "roadcast_records_consumed_total") == 0
     assert value(again, "roadcast_last_tick_closed_timestamp_seconds") == newest.closed_ms / 1000
     assert json.loads(json.dumps(restarted.counters))["consumed"] == stats.messages
+
+
+def test_alert_delivery_counters_and_backlog_are_exported_per_receiver():
+    from prometheus_client import generate_latest
+
+    from pipeline.service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics(process=False)
+    empty = generate_latest(metrics.registry).decode()
+    assert "# TYPE roadcast_alert_deliveries_total counter" in empty  # named before any
+    metrics.alert_delivery(
+        lambda: {
+            "receivers": {"am:9093": {"delivered": 3, "rejected": 1}},
+            "backlog": {"am:9093": 2},
+        }
+    )
+    text = generate_latest(metrics.registry).decode()
+    assert 'roadcast_alert_deliveries_total{receiver="am:9093",result="delivered"} 3.0' in text
+    assert 'roadcast_alert_deliveries_total{receiver="am:9093",result="retries"} 0.0' in text
+    assert 'roadcast_alert_delivery_backlog{receiver="am:9093"} 2.0' in text

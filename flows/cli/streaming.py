@@ -282,7 +282,8 @@ def serve(
     if deliver_alerts:
         from pipeline.alerts.delivery import start_delivery_thread
 
-        delivery = start_delivery_thread(settings, stop)
+        metrics = endpoints.metrics if endpoints is not None else None
+        delivery = start_delivery_thread(settings, stop, metrics=metrics)
     try:
         run_service(
             settings, config, model_dir=Path(settings.model_dir), alerting=alerting, stop=stop,

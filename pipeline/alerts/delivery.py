@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.consumer.fetcher import ConsumerRecord
 
+    from pipeline.service.metrics import ServiceMetrics
+
 log = logging.getLogger("roadcast.alerts.delivery")
 # Reading the firing alerts back gives up when the log yields nothing for this long.
 RESTORE_STALL_S = 30.0
@@ -420,9 +422,13 @@ def run_supervised(delivery: AlertDelivery, stop: threading.Event, retry_s: floa
 
 
 def start_delivery_thread(
-    settings: Settings, stop: threading.Event, config: DeliveryConfig | None = None
+    settings: Settings,
+    stop: threading.Event,
+    config: DeliveryConfig | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> threading.Thread | None:
-    """Start delivery beside the service when receivers are configured (else None).
+    """Start delivery beside the service when receivers are configured (else None); its
+    counters and backlog per receiver go to ``metrics`` (the service's ``/metrics``).
 
     Raises
     ------
@@ -433,6 +439,8 @@ def start_delivery_thread(
     if not receivers:
         return None
     delivery = AlertDelivery(settings, receivers, config)
+    if metrics is not None:
+        metrics.alert_delivery(delivery.stats)
     thread = threading.Thread(
         target=run_supervised, args=(delivery, stop), name="roadcast-alert-delivery", daemon=True
     )

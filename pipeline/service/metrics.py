@@ -161,6 +161,10 @@ class ServiceMetrics:
         """Where ``roadcast_stage_seconds_total{stage}`` comes from (seconds per stage)."""
         self._sources.stages = source
 
+    def alert_delivery(self, source: Callable[[], Mapping[str, Any]]) -> None:
+        """Where the alert delivery metrics come from (:meth:`AlertDelivery.stats`)."""
+        self._sources.delivery = source
+
     # ------------------------------------------------------------------ updates
     def record_batch(
         self, counts: Mapping[str, int], batch: Batch, *, sensors_down: int, open_ticks: int
@@ -345,17 +349,21 @@ def _widen(values: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Sources(Collector):
-    """Metrics read when Prometheus scrapes: the loaded models and the stage times."""
+    """Metrics read when Prometheus scrapes: the loaded models, the stage times and the
+    alert delivery beside the service."""
 
     def __init__(self) -> None:
         self.models: Callable[[], Iterable[tuple[str, str]]] = tuple
         self.stages: Callable[[], Mapping[str, float]] = dict
+        self.delivery: Callable[[], Mapping[str, Any]] = dict
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families({}, ())
+        yield from _delivery_families({})
 
     def collect(self) -> Iterator[Metric]:
         yield from self._families(dict(self.stages()), list(self.models()))
+        yield from _delivery_families(self.delivery())
 
     @staticmethod
     def _families(
@@ -380,6 +388,35 @@ class _Sources(Collector):
         for name, seconds in sorted(stages.items()):
             stage.add_metric((name,), seconds)
         yield stage
+
+
+# Per-receiver counters of pipeline.alerts.lanes -> the ``result`` label.
+DELIVERY_RESULTS = ("delivered", "rejected", "retries", "resends", "resend_failures")
+
+
+def _delivery_families(stats: Mapping[str, Any]) -> Iterator[Metric]:
+    """``roadcast_alert_deliveries_total{receiver, result}`` and
+    ``roadcast_alert_delivery_backlog{receiver}`` from :meth:`AlertDelivery.stats`."""
+    from prometheus_client.core import CounterMetricFamily
+
+    done = CounterMetricFamily(
+        f"{PREFIX}_alert_deliveries",
+        "Alerts sent to each receiver, by result (delivered, rejected for good, retries, "
+        "resends of firing alerts, failed resends).",
+        labels=("receiver", "result"),
+    )
+    for receiver, counts in sorted(stats.get("receivers", {}).items()):
+        for result in DELIVERY_RESULTS:
+            done.add_metric((receiver, result), float(counts.get(result, 0)))
+    yield done
+    backlog = GaugeMetricFamily(
+        f"{PREFIX}_alert_delivery_backlog",
+        "Alerts waiting for a receiver (queued or in flight).",
+        labels=("receiver",),
+    )
+    for receiver, waiting in sorted(stats.get("backlog", {}).items()):
+        backlog.add_metric((receiver,), float(waiting))
+    yield backlog
 
 
 # The gauges of _State, and their help texts.
