@@ -422,3 +422,22 @@ def test_a_resolution_stamped_in_the_future_ends_the_alert_now(alertmanager) -> 
     finally:
         receiver.close()
     _nothing_active(alertmanager, sensor)
+
+
+def test_a_stop_cuts_a_request_to_a_receiver_that_never_answers() -> None:
+    """With ROADCAST_ALERT_TIMEOUT_S=60, a stop waited for the whole deadline (the
+    watchdog did not listen to it); systemd then killed the process."""
+    import httpx
+
+    from pipeline.alerts.receivers import post
+
+    silent = threading.Event()
+    stop = threading.Event()
+    with raw_server(lambda conn: silent.wait(120)) as url:
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        with httpx.Client() as client:
+            outcome = post(client, url, b"{}", {}, 60.0, stop)
+        assert outcome.kind == "retry"
+        assert time.monotonic() - started < 30  # a bound on the stop, not a speed test
+        silent.set()

@@ -92,6 +92,7 @@ class Lane:
         self.counters: Counter[str] = Counter()
         self._done = done
         self._stop = stop
+        receiver.abort_on(stop)  # a stop cuts the request in flight
         self._rng = random.Random(seed)
         self._cond = threading.Condition()
         self._queue: deque[Item] = deque()

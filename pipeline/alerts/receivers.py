@@ -80,6 +80,8 @@ VALID_FOR_RESENDS: Final = 4
 MAX_REASON_CHARS: Final = 500
 # Characters of a label value and of an annotation sent to Alertmanager: a request of
 # ALERTMANAGER_BATCH alerts then stays under a proxy's usual 1 MiB body limit.
+# How often a request in flight checks whether delivery is stopping.
+ABORT_CHECK_S: Final = 0.2
 MAX_LABEL_CHARS: Final = 200
 MAX_ANNOTATION_CHARS: Final = 2000
 
@@ -120,6 +122,10 @@ class Receiver(Protocol):
 
     def resend(self) -> Outcome | None:
         """Re-send what the receiver must keep hearing about (None: nothing to send)."""
+        ...
+
+    def abort_on(self, stop: threading.Event) -> None:
+        """Cut a request in flight as soon as ``stop`` is set."""
         ...
 
     def restore(self, firing: Iterable[Pending]) -> None:
@@ -177,14 +183,20 @@ def classify(status: int, reason: str, headers: Mapping[str, str]) -> Outcome:
 
 
 def post(
-    client: httpx.Client, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    abort: threading.Event | None = None,
 ) -> Outcome:
     """POST ``body`` and classify the answer; the whole exchange has ``timeout_s``.
 
     httpx's timeouts bound each network operation, not the exchange: a receiver that
     trickles its answer's headers would hold the request for ever. A watchdog therefore
-    shuts the request's socket down at the deadline (the client opens one connection per
-    request, see :class:`_Client`); the body is also read against the deadline.
+    shuts the request's socket down at the deadline, or as soon as ``abort`` is set (a
+    stop must not wait for a slow receiver); the client opens one connection per request
+    (:class:`_Client`). The body is also read against the deadline.
     """
     deadline = time.monotonic() + timeout_s
     sockets: list[socket.socket] = []
@@ -200,8 +212,17 @@ def post(
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    watchdog = threading.Timer(timeout_s, cut)
-    watchdog.daemon = True
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(
+            ABORT_CHECK_S if abort is not None else max(0.0, deadline - time.monotonic())
+        ):
+            if time.monotonic() >= deadline or (abort is not None and abort.is_set()):
+                cut()
+                return
+
+    watchdog = threading.Thread(target=watch, name="roadcast-post-watchdog", daemon=True)
     watchdog.start()
     late = f"no answer within {timeout_s:g} s"
     try:
@@ -233,7 +254,7 @@ def post(
             return Outcome("retry", f"{late} (cut off)")
         return Outcome("retry", f"{type(exc).__name__}: {exc}")
     finally:
-        watchdog.cancel()
+        finished.set()
 
 
 AddrInfo = list[tuple[Any, Any, int, str, tuple[Any, ...]]]
@@ -322,6 +343,7 @@ class _Client:
     def __init__(self) -> None:
         self._client: httpx.Client | None = None
         self._resolver = _Resolver()
+        self.abort: threading.Event | None = None  # set: cut the request in flight
 
     def get(self) -> httpx.Client:
         if self._client is None or self._client.is_closed:
@@ -495,7 +517,10 @@ class AlertmanagerReceiver:
     def _post(self, alerts: list[dict[str, Any]]) -> Outcome:
         body = json.dumps(alerts, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
-        return post(self._client.get(), self.url, body, headers, self.timeout_s)
+        return post(self._client.get(), self.url, body, headers, self.timeout_s, self._client.abort)
+
+    def abort_on(self, stop: threading.Event) -> None:
+        self._client.abort = stop
 
     def close(self) -> None:
         self._client.close()
@@ -552,7 +577,9 @@ class WebhookReceiver:
             "webhook-signature": self._webhook.sign(key, now, body),
             "Idempotency-Key": key,
         }
-        return post(self._client.get(), self.url, body.encode(), headers, self.timeout_s)
+        return post(
+            self._client.get(), self.url, body.encode(), headers, self.timeout_s, self._client.abort
+        )
 
     def due(self) -> float:
         return float("inf")
@@ -562,6 +589,9 @@ class WebhookReceiver:
 
     def restore(self, firing: Iterable[Pending]) -> None:
         """Webhooks get each record once; nothing to re-send."""
+
+    def abort_on(self, stop: threading.Event) -> None:
+        self._client.abort = stop
 
     def close(self) -> None:
         self._client.close()
