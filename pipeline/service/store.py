@@ -156,10 +156,13 @@ def _lock(path: Path) -> Path:
         key = path.resolve()
     except (OSError, RuntimeError) as exc:  # a loop of symbolic links
         raise StoreError(f"cannot use {path} as the store: {exc}") from None
-    in_use = (
-        f"the store {path} is in use by another roadcast serve (pid {{}}); give each service "
-        "its own --store (ROADCAST_STORE_PATH)"
-    )
+
+    def in_use(holder: str) -> str:
+        return (
+            f"the store {path} is in use by another roadcast serve (pid {holder}); give each "
+            "service its own --store (ROADCAST_STORE_PATH)"
+        )
+
     with _HELD_LOCK:
         if key in _HELD:
             handle, store_fd, count = _HELD[key]
@@ -176,7 +179,7 @@ def _lock(path: Path) -> Path:
             handle.seek(0)
             holder = handle.read().strip()[:20] or "?"
             handle.close()
-            raise StoreError(in_use.format(holder)) from None
+            raise StoreError(in_use(holder)) from None
         try:  # SQLite's own locks are fcntl byte ranges, independent of flock on Linux
             store_fd = os.open(key, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -187,7 +190,7 @@ def _lock(path: Path) -> Path:
         except OSError:
             os.close(store_fd)
             handle.close()
-            raise StoreError(in_use.format("? through another name of the same file")) from None
+            raise StoreError(in_use("? through another name of the same file")) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
