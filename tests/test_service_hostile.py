@@ -524,7 +524,7 @@ def test_odd_keys_and_headers_and_payloads_are_served_or_dead_lettered(kafka_set
         (sensor.encode(), good, [("", b"")], None),  # an empty header
         (b"\xff\xfe", None, [], "bad_type"),  # a tombstone
         (None, good.decode().encode("utf-16"), [], "not_utf8"),
-        (None, b"\xef\xbb\xbf" + good, [], "bad_json"),  # a UTF-8 byte order mark
+        (None, b"\xef\xbb\xbf" + good, [], None),  # a UTF-8 byte order mark: read
         (None, bytes.fromhex("84a17601a673656e736f72a3373733"), [], "not_utf8"),  # msgpack
         (None, _reading("not-in-any-bundle", ts, 1.0), [], "unknown_sensor"),
     ]
