@@ -273,9 +273,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = os.environ.get(f"{ENV_PREFIX}CONFIG") or (
-            "roadcast.toml" if Path("roadcast.toml").is_file() else None
-        )
+        toml_file = toml_path()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file:
             sources.append(InitSettingsSource(settings_cls, read_toml(Path(toml_file))))
@@ -434,10 +432,15 @@ def _source(field: str, overrides: dict[str, Any]) -> str:
         return f"{field} (as given)"
     if variable in os.environ:
         return variable
-    toml = os.environ.get(f"{ENV_PREFIX}CONFIG") or (
+    toml = toml_path()
+    return f"{field} in {shown(toml)}" if toml else variable
+
+
+def toml_path() -> str | None:
+    """The TOML settings file: ``ROADCAST_CONFIG``, else ``roadcast.toml`` here if present."""
+    return os.environ.get(f"{ENV_PREFIX}CONFIG") or (
         "roadcast.toml" if Path("roadcast.toml").is_file() else None
     )
-    return f"{field} in {shown(toml)}" if toml else variable
 
 
 def url_problem(url: str, *, alertmanager: bool = False) -> str | None:

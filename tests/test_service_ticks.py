@@ -116,15 +116,23 @@ def settings(kafka_settings, tmp_path: Path) -> Settings:
     return kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
 
 
+def _no_lateness(
+    world, settings: Settings
+) -> tuple[Clock, ServiceConfig, PollProcessor, Feed, Outbox]:
+    """A processor with no allowed lateness on a hand-moved clock, a feed into its
+    topic and an outbox."""
+    clock = Clock()
+    config = ServiceConfig(allowed_lateness="0min", durable=False)
+    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=clock)
+    return clock, config, processor, Feed(settings), Outbox(make_producer(settings))
+
+
 def test_one_reading_55_minutes_ahead_leaves_the_ticks_alone(world, settings):
     """Issue 11, case 4: with the other partitions idle, one reading 55 minutes ahead (in
     the 1-hour clock-skew allowance) moved the watermark to its time: the current tick
     closed with half of its sensors and every reading after it was late."""
-    clock = Clock()
-    config = ServiceConfig(allowed_lateness="0min", durable=False)
-    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=clock)
+    clock, config, processor, feed, outbox = _no_lateness(world, settings)
     sensors = list(processor.sensor_ids)
-    feed, outbox = Feed(settings), Outbox(make_producer(settings))
     wall = pd.Timestamp.now(tz="UTC")
     current = wall.floor(FREQ)
     try:
@@ -157,11 +165,8 @@ def test_a_late_reading_moves_no_partition_s_event_time(world, settings):
     """One reading stamped a month back (counted late, stored as a correction) set the
     oldest event time the idle partitions' watermark cap starts from: ticks then stopped
     closing on the watermark."""
-    clock = Clock()
-    config = ServiceConfig(allowed_lateness="0min", durable=False)
-    processor = PollProcessor(settings, config, load_bundles(world.bundles), clock=clock)
+    clock, config, processor, feed, outbox = _no_lateness(world, settings)
     sensors = list(processor.sensor_ids)
-    feed, outbox = Feed(settings), Outbox(make_producer(settings))
     wall = pd.Timestamp.now(tz="UTC")
     current = wall.floor(FREQ)
     try:

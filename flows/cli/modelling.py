@@ -26,11 +26,11 @@ def explain(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.cli.options import refuse_empty_out
     from flows.explain import explain as run_explain
     from models.bundle import BundleError
 
-    if not out.strip():
-        raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
+    refuse_empty_out(out)
     if any(p.exists() and not p.is_dir() for p in (Path(out), *Path(out).parents)):
         raise typer.BadParameter(f"{out} is not a directory", param_hint="--out")
     try:

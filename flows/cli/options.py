@@ -61,3 +61,9 @@ def check_finite(option: str, value: float | None) -> None:
 
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value}: must be a finite number of seconds", param_hint=option)
+
+
+def refuse_empty_out(out: str) -> None:
+    """Refuse an empty ``--out`` (it would mean the current folder)."""
+    if not out.strip():
+        raise typer.BadParameter("is empty; name the output folder", param_hint="--out")

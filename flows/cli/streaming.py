@@ -108,9 +108,9 @@ def demo(
 ) -> None:
     """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
     from flows.cli.errors import load_prefect
+    from flows.cli.options import refuse_empty_out
 
-    if not out.strip():
-        raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
+    refuse_empty_out(out)
     if models and not Path(models).exists():  # a typo would otherwise cost a training
         raise typer.BadParameter(
             f"{models} does not exist; leave --models out to train quick models",

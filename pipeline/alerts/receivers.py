@@ -78,10 +78,10 @@ ALERTMANAGER_BATCH: Final = 256
 VALID_FOR_RESENDS: Final = 4
 # The part of an answer's body kept as the reason of a rejection.
 MAX_REASON_CHARS: Final = 500
+# How often a request in flight checks its deadline and whether delivery is stopping.
+ABORT_CHECK_S: Final = 0.2
 # Characters of a label value and of an annotation sent to Alertmanager: a request of
 # ALERTMANAGER_BATCH alerts then stays under a proxy's usual 1 MiB body limit.
-# How often a request in flight checks whether delivery is stopping.
-ABORT_CHECK_S: Final = 0.2
 MAX_LABEL_CHARS: Final = 200
 MAX_ANNOTATION_CHARS: Final = 2000
 
@@ -215,9 +215,7 @@ def post(
     finished = threading.Event()
 
     def watch() -> None:
-        while not finished.wait(
-            ABORT_CHECK_S if abort is not None else max(0.0, deadline - time.monotonic())
-        ):
+        while not finished.wait(ABORT_CHECK_S):
             if time.monotonic() >= deadline or (abort is not None and abort.is_set()):
                 cut()
                 return
