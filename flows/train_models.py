@@ -156,13 +156,18 @@ def promote_champion(
 def serve_run(
     document: dict[str, Any], bundles: str | Path, run_id: str | None, champion: Champion | None
 ) -> dict[str, str]:
-    """Make the versions of run ``run_id`` (the newest when None) of ``document``'s models
-    the serving set, with ``champion``; returns ``{model: version}``."""
+    """Make the versions of ``document``'s models that its run wrote (``document["versions"]``,
+    else those registered under ``run_id``, else the newest) the serving set, with
+    ``champion``; returns ``{model: version}``."""
     from pipeline.registry.serving import promote
     from pipeline.registry.versions import versions_of_run
 
     ran = versions_of_run(bundles, run_id) if run_id is not None else {}
-    chosen = {name: ran[name].version if name in ran else None for name in document["models"]}
+    written = document.get("versions") or {}
+    chosen = {
+        name: written.get(name) or (ran[name].version if name in ran else None)
+        for name in document["models"]
+    }
     reason = f"train run {run_id}" if run_id is not None else "trained"
     return promote(bundles, chosen, champion=champion, replace=True, reason=reason).models
 
@@ -177,8 +182,9 @@ def write_bundles(
     label: str | None = None,
 ) -> Path:
     """A new version of each model (its best-validation seed) in the registry of
-    ``out/bundles`` (:mod:`pipeline.registry.versions`), ``out/metrics.json`` and
-    ``out/bundles/network.json`` (sensors and coordinates); returns the bundles folder.
+    ``out/bundles`` (:mod:`pipeline.registry.versions`), recorded in
+    ``document["versions"]``, ``out/metrics.json`` and ``out/bundles/network.json``
+    (sensors and coordinates); returns the bundles folder.
 
     Versions are registered atomically and served only once promoted
     (:func:`promote_champion`), so a service reading the folder never sees half of one.
@@ -191,8 +197,12 @@ def write_bundles(
     bundles = out / BUNDLES
     label = label or f"{document.get('dataset') or panel.name} {time.strftime('%Y-%m-%d')}"
     run_id = run_id or new_run_id()
-    for result in results.values():
-        register(bundles, result.best.model, label=label, run_id=run_id)
+    # The versions go into the document (and metrics.json): a bundle identical to one an
+    # earlier run registered keeps that run's record, so the run id cannot find it.
+    document["versions"] = {
+        name: register(bundles, result.best.model, label=label, run_id=run_id).version
+        for name, result in results.items()
+    }
     (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
     write_network(bundles, panel)
     return bundles
