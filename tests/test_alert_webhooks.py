@@ -218,3 +218,57 @@ def test_compose_routes_the_service_alerts_through_alertmanager():
     url = services["roadcast"]["environment"]["ROADCAST_ALERTMANAGER_URLS"]
     assert url == "http://alertmanager:9093"
     assert "9093:9093" in manager["ports"]
+
+
+def test_cli_alerts_deliver_serves_its_metrics(kafka_settings, tmp_path):
+    """A standalone `roadcast alerts deliver --metrics-port` exports what it delivered."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings = delivery_settings(kafka_settings)
+    hook = HttpRecorder()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "ROADCAST_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "ROADCAST_TOPIC_ALERTS": settings.topic_alerts,
+        "ROADCAST_CONSUMER_GROUP": settings.consumer_group,
+        "ROADCAST_WEBHOOK_SECRET": SECRET,
+        "ROADCAST_METRICS_HOST": "127.0.0.1",
+    }
+    command = [sys.executable, "-m", "flows.cli", "alerts", "deliver"]
+    command += ["--webhook", f"{hook.url}/hook", "--metrics-port", str(port)]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
+
+    def delivered() -> float | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "roadcast_alert_deliveries_total" and (
+                    sample.labels.get("result") == "delivered"
+                ):
+                    return sample.value
+        return None
+
+    try:
+        publish(settings, make_alert(new_sensor()))
+        wait_until(lambda: len(hook.received()) >= 1, what="the alert at the webhook")
+        wait_until(lambda: delivered() == 1.0, what="the delivered counter on /metrics")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=WAIT_S)
+        hook.close()
+    assert proc.returncode == 0, out.decode()[-2000:]

@@ -516,15 +516,27 @@ def deliver(
         None, "--group", help="The service's consumer group; delivery uses GROUP.alert-delivery."
     ),
     log_level: str = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+    metrics_port: int = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve the delivery metrics (roadcast_alert_deliveries_total, "
+        "roadcast_alert_delivery_backlog) at /metrics on this port of ROADCAST_METRICS_HOST "
+        "(0: a free one; default: none).",
+    ),
 ) -> None:
     """Deliver roadcast.alerts to Alertmanager (API v2) and signed webhooks until Ctrl-C.
 
     Each alert is committed once every receiver has taken it (pipeline/alerts/delivery.py)."""
+    import logging
     import threading
 
     from pipeline.alerts.delivery import AlertDelivery
     from pipeline.jsonlog import configure_logging
     from pipeline.kafka.clients import KafkaUnavailable
+    from pipeline.service.health import EndpointError, serve_metrics
+    from pipeline.service.metrics import delivery_registry
     from pipeline.service.runtime import install_signal_handlers, restore_signal_handlers
     from pipeline.settings import SettingsError, load_settings
 
@@ -541,6 +553,15 @@ def deliver(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_level)
+    server = None
+    if metrics_port is not None:
+        registry = delivery_registry(delivery.stats)
+        try:
+            server, url = serve_metrics(registry, settings.metrics_host, metrics_port)
+        except EndpointError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        logging.getLogger("roadcast.alerts").info("endpoints", extra={"fields": {"metrics": url}})
     stop = threading.Event()
     previous = install_signal_handlers(stop)
     try:
@@ -550,6 +571,9 @@ def deliver(
         raise typer.Exit(1) from None
     finally:
         restore_signal_handlers(previous)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 @alerts_app.callback(invoke_without_command=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from pipeline.service.metrics import ServiceMetrics
@@ -189,8 +189,7 @@ class Endpoints:
     @property
     def url(self) -> str:
         """``http://HOST:PORT`` (a wildcard address shown as this machine's name)."""
-        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return _base_url(self.host, self.port)
 
     def close(self) -> None:
         if self._server is not None:
@@ -220,19 +219,8 @@ def start_endpoints(
     health = health or Health()
     host = settings.metrics_host
     port = settings.metrics_port if port is None else port
-    app = _app(metrics, health)
-    try:
-        server_class = _server_class(host, port)
-        server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
-    except OSError as exc:
-        raise _bind_error(host, port, exc) from None
-    endpoints = Endpoints(metrics, health, host, int(server.server_port), server)
-    thread = threading.Thread(
-        target=server.serve_forever, name="roadcast-endpoints", kwargs={"poll_interval": 0.5}
-    )
-    thread.daemon = True
-    thread.start()
-    endpoints._thread = thread
+    server, thread = _serve(_app(metrics, health), host, port)
+    endpoints = Endpoints(metrics, health, host, int(server.server_port), server, thread)
     log.info(
         "endpoints",
         extra={
@@ -246,17 +234,68 @@ def start_endpoints(
     return endpoints
 
 
-def _bind_error(host: str, port: int, exc: OSError) -> EndpointError:
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> tuple[Any, str]:
+    """Serve ``registry`` at ``/metrics`` on ``host:port`` from a daemon thread (for a
+    process that is not the service: ``roadcast alerts deliver``). Returns the server
+    (``shutdown()`` stops it) and its metrics URL.
+
+    Raises
+    ------
+    EndpointError
+        When the address cannot be bound.
+    """
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: /metrics\n"]
+
+    server, _ = _serve(app, host, port, "--metrics-port")
+    return server, f"{_base_url(host, int(server.server_port))}/metrics"
+
+
+def _base_url(host: str, port: int) -> str:
+    """``http://HOST:PORT``, a wildcard address shown as this machine's name."""
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+
+
+def _serve(
+    app: Callable[..., Iterable[bytes]],
+    host: str,
+    port: int,
+    setting: str = "ROADCAST_METRICS_PORT",
+) -> tuple[Any, threading.Thread]:
+    """``app`` served on ``host:port`` from a daemon thread (``setting`` chose the port)."""
+    try:
+        server_class = _server_class(host, port)
+        server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+    except OSError as exc:
+        raise _bind_error(host, port, exc, setting) from None
+    thread = threading.Thread(
+        target=server.serve_forever, name="roadcast-endpoints", kwargs={"poll_interval": 0.5}
+    )
+    thread.daemon = True
+    thread.start()
+    return server, thread
+
+
+def _bind_error(
+    host: str, port: int, exc: OSError, setting: str = "ROADCAST_METRICS_PORT"
+) -> EndpointError:
     where = f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
+        off = " (or ROADCAST_METRICS_ENABLED=false)" if setting.startswith("ROADCAST") else ""
         return EndpointError(
             f"cannot serve metrics on {where}: port {port} is already in use; set "
-            "ROADCAST_METRICS_PORT to a free port (or ROADCAST_METRICS_ENABLED=false)"
+            f"{setting} to a free port{off}"
         )
     if exc.errno == errno.EACCES:
         return EndpointError(
             f"cannot serve metrics on {where}: permission denied for port {port}; set "
-            "ROADCAST_METRICS_PORT to a port above 1023"
+            f"{setting} to a port above 1023"
         )
     return EndpointError(
         f"cannot serve metrics on {where} ({exc.strerror or exc}); set ROADCAST_METRICS_HOST "

@@ -419,6 +419,25 @@ def _delivery_families(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield backlog
 
 
+def delivery_registry(source: Callable[[], Mapping[str, Any]]) -> CollectorRegistry:
+    """A registry of the alert delivery metrics alone, for a ``roadcast alerts deliver``
+    that runs apart from the service: the per-receiver families read from ``source``
+    (:meth:`AlertDelivery.stats`) at each scrape, and the process' own."""
+    from prometheus_client import ProcessCollector
+
+    class _Delivery(Collector):
+        def describe(self) -> Iterator[Metric]:
+            yield from _delivery_families({})
+
+        def collect(self) -> Iterator[Metric]:
+            yield from _delivery_families(source())
+
+    registry = CollectorRegistry()
+    registry.register(_Delivery())
+    ProcessCollector(registry=registry)
+    return registry
+
+
 # The gauges of _State, and their help texts.
 _STATE_DOCS = {
     "last_tick_closed_timestamp_seconds": "Wall-clock time the newest tick closed.",
