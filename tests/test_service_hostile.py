@@ -451,6 +451,42 @@ def test_a_batch_form_reading_of_no_sensor_alone_in_its_poll_is_counted_valid(tm
     assert processor.counters["valid"] == 1 and not outbox.letters
 
 
+def test_a_batch_form_record_with_bad_or_unknown_sensors_keeps_the_valid_readings(
+    tmp_path,
+) -> None:
+    """One sensor added to a producer's network (unknown to the models) or one bad value
+    in a batch-form record dead-lettered the whole record: every sensor lost the tick."""
+    import orjson
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    processor = _processor(tmp_path, max_clock_skew=None)  # 2012 is after now_ns=0
+    sensors = list(processor.sensor_ids)
+    tp = TopicPartition(processor.settings.topic_readings, 0)
+    values: dict[str, object] = {s: 50.0 for s in sensors}
+    values["new-sensor"] = 40.0
+    values[sensors[0]] = "n/a"
+    mixed = orjson.dumps({"v": 1, "ts": "2012-03-01T00:00:00Z", "values": values})
+    strangers = orjson.dumps({"v": 1, "ts": "2012-03-01T00:05:00Z", "values": {"y": 1.0}})
+    records = [
+        ConsumerRecord(tp.topic, 0, -1, k, 0, 0, None, raw, [], None, -1, -1, -1)
+        for k, raw in enumerate([mixed, strangers])
+    ]
+    outbox = _Outbox()
+    report, batch = processor.process({tp: records}, outbox, now_ns=0)
+    processor.finish(report, batch, flushed_at_ms=0)
+    counters = processor.counters
+    assert counters["consumed"] == 2 and counters["valid"] == 0
+    assert counters["dead_lettered"] == 2 and report.counts["readings"] == len(sensors) - 1
+    first, second = sorted(outbox.letters, key=lambda letter: letter["error"])
+    assert first["error"] == b"bad_type"
+    message = first["error.message"].decode()
+    assert sensors[0] in message and "1 more sensor of this record rejected" in message
+    assert f"its other {len(sensors) - 1} readings were used" in message
+    assert second["error"] == b"unknown_sensor" and b"'y'" in second["error.message"]
+    assert b"were used" not in second["error.message"]
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -4,7 +4,8 @@ Three messages travel on Kafka, each keyed by its sensor id so that a sensor sta
 
 - ``Reading`` ``{v, sensor, ts, value}`` on ``roadcast.readings``; the batch form
   ``{v, ts, values: {sensor: value, ...}}`` is accepted too and decodes to one
-  :class:`Reading` per sensor.
+  :class:`Reading` per sensor (:func:`decode_readings_partial` keeps the valid sensors
+  of a batch in which some are not).
 - ``Forecast`` ``{v, model, sensor, issued_at, targets[], yhat[], lo[], hi[]}`` on
   ``roadcast.forecasts`` (``lo``/``hi`` are ``null`` when the model gives no interval).
 - ``Alert`` ``{v, alert_id, dedup_key, status, severity, sensor, ts, observed, expected,
@@ -443,6 +444,24 @@ def decode_readings(raw: bytes | bytearray | memoryview | str | None) -> list[Re
         For anything else, with ``reason`` in :data:`REASONS`. No other exception
         escapes, whatever the bytes.
     """
+    readings, rejected = decode_readings_partial(raw)
+    if rejected:
+        raise rejected[0]
+    return readings
+
+
+def decode_readings_partial(
+    raw: bytes | bytearray | memoryview | str | None,
+) -> tuple[list[Reading], list[SchemaError]]:
+    """:func:`decode_readings`, except that a batch-form message's sensor with a bad id or
+    value comes back as an error beside the other sensors' readings instead of failing
+    the whole message (one bad sensor must not cost a network its tick).
+
+    Raises
+    ------
+    SchemaError
+        When the message as a whole is invalid (not JSON, its ``ts``, its fields...).
+    """
     obj = _load(raw)
     if "values" in obj:
         _check_keys(obj, _BATCH_KEYS, _NONE, "batch reading")
@@ -453,16 +472,21 @@ def decode_readings(raw: bytes | bytearray | memoryview | str | None) -> list[Re
                 "bad_type", f"values must be an object {{sensor: value}}, got {_json_type(values)}"
             )
         readings = []
+        rejected = []
         for sensor, value in values.items():
-            if type(value) is not float or not -FLOAT32_MAX <= value <= FLOAT32_MAX:
-                value = _value(value, f"values[{sensor[:40]!r}]")
-            readings.append(Reading(_sensor(sensor, "values key"), ts, value))
-        return readings
+            try:
+                if type(value) is not float or not -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                    value = _value(value, f"values[{sensor[:40]!r}]")
+                readings.append(Reading(_sensor(sensor, "values key"), ts, value))
+            except SchemaError as exc:
+                rejected.append(exc)
+        return readings, rejected
     if obj.keys() != _READING_KEYS:
         _check_keys(obj, _READING_KEYS, _NONE, _what_reading(obj))
-    return [
-        Reading(_sensor(obj["sensor"]), parse_timestamp(obj["ts"]), _value(obj["value"], "value"))
-    ]
+    reading = Reading(
+        _sensor(obj["sensor"]), parse_timestamp(obj["ts"]), _value(obj["value"], "value")
+    )
+    return [reading], []
 
 
 def _what_reading(obj: Mapping[str, Any]) -> str:

@@ -1,9 +1,11 @@
 """Records of the readings topic -> readings as columns for the tick assembler.
 
-:class:`ReadingDecoder` decodes each record (:func:`pipeline.kafka.schema.decode_readings`),
+:class:`ReadingDecoder` decodes each record (:func:`pipeline.kafka.schema.decode_readings_partial`),
 maps its sensors to the assembler's columns and collects the valid readings of a poll batch
 in :class:`DecodedReadings`. A record that breaks the schema, or names a sensor that no
-loaded model knows, goes whole to the dead-letter topic with the reason in its headers;
+loaded model knows, goes whole to the dead-letter topic with the reason in its headers
+(a batch-form record whose other sensors are valid and known goes there too, and those
+readings are used);
 so does one that fails in any other way here (``processing_error``), and one the Kafka
 client could not parse (:class:`pipeline.kafka.unreadable.UnreadableRecord`, also
 ``processing_error``): no record stops the service. Dead letters stay within the broker's
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.kafka.dead_letters import dead_letter_headers
 from pipeline.kafka.outbox import Outbox, Source, report_unsendable
-from pipeline.kafka.schema import SchemaError, decode_readings
+from pipeline.kafka.schema import SchemaError, decode_readings_partial
 from pipeline.kafka.unreadable import UnreadableRecord
 
 if TYPE_CHECKING:
@@ -33,6 +35,11 @@ log = logging.getLogger("roadcast.service")
 
 # Unknown sensors logged by name (a warning each, the first time), then only counted.
 UNKNOWN_LOGGED = 20
+
+UNKNOWN_HINT = (
+    "sensor {sensor!r} is not in the loaded model bundles; retrain with it or send it to "
+    "another topic"
+)
 
 # Dead-letter reasons the service adds to the schema's (pipeline.kafka.schema.REASONS).
 UNKNOWN_SENSOR = "unknown_sensor"
@@ -54,6 +61,9 @@ class DecodedReadings:
     owner: list[int] = field(default_factory=list)  # index in `messages` of each reading
     messages: list[Any] = field(default_factory=list)  # ConsumerRecord
     partition: list[Any] = field(default_factory=list)  # TopicPartition of each message
+    # Batch-form messages some of whose sensors were invalid or unknown: index in
+    # `messages` -> dead-letter (reason, detail). Their valid readings are used.
+    partial: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 class ReadingDecoder:
@@ -90,22 +100,24 @@ class ReadingDecoder:
             return
         column = self.column
         try:
-            readings = decode_readings(record.value)
-            rows = [(column[r.sensor], self._ns(r.ts), r.value) for r in readings]
+            readings, rejected = decode_readings_partial(record.value)
+            rows = []
+            unknown = []
+            for r in readings:
+                col = column.get(r.sensor)
+                if col is None:
+                    unknown.append(r.sensor)
+                else:
+                    rows.append((col, self._ns(r.ts), r.value))
         except SchemaError as exc:
             self.dead_letter(outbox, record, exc.reason, exc.detail, counts)
             return
-        except KeyError as exc:  # the column lookup: a sensor no loaded model knows
-            sensor = str(exc.args[0])[:80]
-            detail = (
-                f"sensor {sensor!r} is not in the loaded model bundles; retrain with it or "
-                "send it to another topic"
-            )
-            self._warn_unknown(sensor, detail)
-            self.dead_letter(outbox, record, UNKNOWN_SENSOR, detail, counts)
-            return
         except Exception as exc:  # a record must not stop the service, whatever it holds
             self.dead_letter(outbox, record, PROCESSING_ERROR, record_error(exc), counts)
+            return
+        problem = self._problem(rejected, unknown, used=len(rows)) if rejected or unknown else None
+        if problem is not None and not rows:
+            self.dead_letter(outbox, record, *problem, counts)
             return
         if (
             len(readings) == 1
@@ -114,6 +126,8 @@ class ReadingDecoder:
         ):
             self._key_mismatch(record.key, readings[0].sensor, counts)
         index = len(decoded.messages)
+        if problem is not None:  # dead-lettered once the assembler took its valid readings
+            decoded.partial[index] = problem
         decoded.messages.append(record)
         decoded.partition.append(tp)
         for col, ts_ns, value in rows:
@@ -122,6 +136,24 @@ class ReadingDecoder:
             decoded.values.append(value)
             decoded.record_ms.append(record.timestamp)
             decoded.owner.append(index)
+
+    def _problem(
+        self, rejected: Sequence[SchemaError], unknown: Sequence[str], *, used: int
+    ) -> tuple[str, str]:
+        """The dead-letter reason and detail of a record with invalid or unknown sensors;
+        ``used``: how many of its readings the service takes anyway (batch form)."""
+        for sensor in unknown:
+            self._warn_unknown(sensor[:80], UNKNOWN_HINT.format(sensor=sensor[:80]))
+        if rejected:
+            reason, detail = rejected[0].reason, rejected[0].detail
+        else:
+            reason, detail = UNKNOWN_SENSOR, UNKNOWN_HINT.format(sensor=unknown[0][:80])
+        more = len(rejected) + len(unknown) - 1
+        if more:
+            detail += f"; {more} more sensor{'s' if more > 1 else ''} of this record rejected"
+        if used:
+            detail += f"; its other {used} reading{'s' if used > 1 else ''} were used"
+        return reason, detail
 
     def _key_mismatch(self, key: bytes, sensor: str, counts: Counter[str]) -> None:
         """Count a reading keyed other than by its sensor (kept: the reading is valid) and

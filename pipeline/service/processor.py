@@ -148,6 +148,7 @@ class PollProcessor(ServiceState):
         skew = self.config.max_clock_skew
         clock = np.zeros(len(ts_ns), bool) if skew is None else ts_ns > now_ns + skew.value
         future = np.unique(owner[status == FUTURE])
+        future_set = set(future.tolist())
         clock_owners = set(owner[(status == FUTURE) & clock].tolist())
         for index in future.tolist():
             detail = (
@@ -159,7 +160,10 @@ class PollProcessor(ServiceState):
             self.decoder.dead_letter(
                 outbox, decoded.messages[index], FUTURE_TIMESTAMP, detail, counts
             )
-        counts["valid"] += len(decoded.messages) - len(future)
+        partial = {i: p for i, p in decoded.partial.items() if i not in future_set}
+        for index, (reason, detail) in partial.items():
+            self.decoder.dead_letter(outbox, decoded.messages[index], reason, detail, counts)
+        counts["valid"] += len(decoded.messages) - len(future) - len(partial)
         counts["readings"] += int(np.count_nonzero(status != FUTURE))
         counts["duplicate"] += int(np.count_nonzero(status == DUPLICATE))
         conflicts = status == CONFLICT
