@@ -101,14 +101,16 @@ class ReadingDecoder:
         column = self.column
         try:
             readings, rejected = decode_readings_partial(record.value)
-            rows = []
-            unknown = []
-            for r in readings:
-                col = column.get(r.sensor)
-                if col is None:
-                    unknown.append(r.sensor)
-                else:
-                    rows.append((col, self._ns(r.ts), r.value))
+            unknown: list[str] = []
+            try:
+                rows = [(column[r.sensor], self._ns(r.ts), r.value) for r in readings]
+            except KeyError:  # a sensor no loaded model knows: keep the others
+                rows = [
+                    (column[r.sensor], self._ns(r.ts), r.value)
+                    for r in readings
+                    if r.sensor in column
+                ]
+                unknown = [r.sensor for r in readings if r.sensor not in column]
         except SchemaError as exc:
             self.dead_letter(outbox, record, exc.reason, exc.detail, counts)
             return
