@@ -2,8 +2,9 @@
 
 load -> split -> (with ``tune``: one task per model searching its settings, one task per
 trial) -> one task per model fit (its seeds) -> one backtest task per model -> comparison
-(``metrics.json``) -> model versions registered -> champion chosen and the versions
-served (:mod:`pipeline.registry`; ``promote=False`` only registers them) -> report.
+(``metrics.json``) -> model versions registered -> report -> champion chosen and the
+versions served (:mod:`pipeline.registry`; ``promote=False`` only registers them): a run
+that fails before its end serves nothing new.
 
 * Each task wires one step of :mod:`models.forecasters.comparison` (the protocol),
   :mod:`flows.train_models` (bundles), :mod:`pipeline.model_dir` (the champion) or
@@ -345,10 +346,11 @@ def train_flow(
     document = compare_task(results, panel, split, plan, data, tuning)
     run_id = str(flow_run.get_id() or new_run_id())
     bundles = write_bundles_task(results, document, panel, folder, run_id, label)
+    # The report before the promotion: a run that fails on the way serves nothing new.
+    paths = report_task(document, results, panel, plan, choose_champion(document).champion, folder)
     champion = promote_task(document, bundles, run_id, promote)
     if promote:
         calibrate_task(bundles, panel, split)
-    paths = report_task(document, results, panel, plan, champion.champion, folder)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")
     return {
         "document": document,

@@ -226,3 +226,23 @@ def test_the_flow_registers_versions_under_its_run_and_serves_them(trained):
     )  # fmt: skip
     assert read_serving(out) == serving
     assert [v.label for v in list_versions(out / "bundles", "seasonal")] == ["candidate"]
+
+
+def test_a_run_whose_report_fails_serves_nothing_new(prefect_harness, tmp_path, monkeypatch):
+    """The report was written after the promotion: a report that failed (a figure that
+    could not be drawn) left the failed run's models serving."""
+    import flows.train_flow as train_module
+    from flows.train_flow import train_flow
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the report failed")
+
+    monkeypatch.setattr(train_module, "train_report", broken)
+    with pytest.raises(RuntimeError, match="the report failed"):
+        train_flow(
+            data=DATA, models=["persistence"], window=6, horizon=6, device="cpu",
+            out=str(tmp_path),
+        )  # fmt: skip
+    assert (tmp_path / "metrics.json").is_file()  # the versions are registered...
+    assert not (tmp_path / "bundles" / "serving.json").exists()  # ...and none serves
+    assert read_champion(tmp_path) is None
