@@ -40,7 +40,13 @@ from flows.fanout import dask_runner, fan_out, started
 from flows.io_tasks import IO_TASK, load_data
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.training import train_report
-from flows.train_models import calibrate_alerts, check_out_dir, serve_run, write_bundles
+from flows.train_models import (
+    calibrate_alerts,
+    check_out_dir,
+    check_same_network,
+    serve_run,
+    write_bundles,
+)
 from models.forecasters.comparison import (
     FitRun,
     ModelResult,
@@ -330,6 +336,7 @@ def train_flow(
     check_out_dir(folder)
     runner = dask_runner(settings)  # an unreachable scheduler fails here, before any work
     panel = load_data(data, adjacency, data_dir, index_col, no_index)
+    check_same_network(folder, panel)
     split = split_task(panel, plan)
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")
     if models is None:

@@ -114,6 +114,36 @@ def check_out_dir(out: str | Path) -> None:
         raise PermissionError(f"--out {out}: no permission to write in {folder}")
 
 
+def check_same_network(out: str | Path, panel: SensorPanel) -> None:
+    """Refuse, before any training, to register models of ``panel`` in a folder that holds
+    another network's: they would replace its serving set and its ``network.json``, and
+    no rollback could bring the earlier set back.
+
+    Raises
+    ------
+    ValueError
+        Naming both networks and what to do.
+    """
+    from pipeline.model_dir import bundles_dir, read_network
+
+    network = read_network(out)
+    if network is None or set(network.sensor_ids) == set(panel.sensor_ids):
+        return
+    held, given = set(network.sensor_ids), set(panel.sensor_ids)
+    only_held = sorted(held - given)
+    only_given = sorted(given - held)
+    differ = "; ".join(
+        f"{what}: {', '.join(repr(s[:40]) for s in ids[:3])}{' ...' if len(ids) > 3 else ''}"
+        for what, ids in (("only in the folder", only_held), ("only in the data", only_given))
+        if ids
+    )
+    raise ValueError(
+        f"--out {out} holds models of another network ({len(held)} sensors, this data "
+        f"{len(given)}; {differ}); train into another --out folder, or move "
+        f"{bundles_dir(out)} away to start its registry afresh"
+    )
+
+
 def calibrate_alerts(bundles: Path, panel: SensorPanel, split: Split, log: Log = print) -> None:
     """Save the service's interval detector, calibrated on the served forecaster's
     validation residuals (:func:`pipeline.alerts.saved.calibrate_served`). A failure is

@@ -214,6 +214,16 @@ def test_cli_train_and_evaluate(tmp_path: Path, prefect_harness):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(scored.read_text())["model"] == "ar"
+    # Another network into the same folder would replace what it serves: refused up front.
+    other = tmp_path / "other.csv"
+    _write_csv(other, toy_panel(300, 5))
+    serving = (out / "bundles" / "serving.json").read_text()
+    args = ["train", f"csv:{other}", "--models", "persistence", "--window", "6"]
+    result = runner.invoke(app, [*args, "--horizon", "3", "--out", str(out), "--no-progress"])
+    assert result.exit_code != 0
+    assert "holds models of another network (3 sensors, this data 5" in result.output
+    assert "only in the data: 's3', 's4'" in result.output
+    assert (out / "bundles" / "serving.json").read_text() == serving
 
 
 def test_cli_errors_are_clear(tmp_path: Path):
