@@ -194,3 +194,17 @@ def test_promote_only_keeps_a_served_champion_and_replaces_an_unreadable_set(tmp
     again = runner.invoke(app, ["models", "promote", "ar", "--only", *folder])
     assert again.exit_code == 0, again.output
     assert read_serving(reg.bundles).models == {"ar": reg.b.version}
+
+
+def test_promote_only_without_the_champion_says_the_set_has_none(tmp_path, caplog):
+    """``--only`` over a set whose champion it leaves out dropped the champion silently."""
+    reg = make_registry(tmp_path, 5)
+    folder = ["--models", str(reg.bundles)]
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["models", "promote", "ar", "--champion", "ar", *folder]).exit_code == 0
+    )
+    only = runner.invoke(app, ["models", "promote", "persistence", "--only", *folder])
+    assert only.exit_code == 0, only.output
+    assert "the champion 'ar' is no longer served" in caplog.text  # stderr, from the CLI
+    assert read_serving(reg.bundles).champion is None

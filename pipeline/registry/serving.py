@@ -236,8 +236,15 @@ def _promote(
     check_versions(root, versions)
     record = champion.to_dict() if champion is not None else None
     kept = current.champion if current is not None else None
-    if champion is None and kept is not None and kept.get("champion") in served:
-        record = kept
+    if champion is None and kept is not None:
+        if kept.get("champion") in served:
+            record = kept
+        else:
+            log.warning(
+                "warning: the champion %r is no longer served, so the new set has none; "
+                "record one with --champion MODEL",
+                kept.get("champion"),
+            )
     return _commit(root, current, served, record, reason)
 
 
