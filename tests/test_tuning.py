@@ -99,6 +99,16 @@ def test_tuning_searches_on_validation_and_the_plan_takes_its_settings():
     assert summary["completed"] == 3 and summary["objective"].startswith("validation RMSE")
 
 
+def test_ar_is_searched_over_its_whole_grid_each_point_once():
+    """TPE drew AR's 8 settings with repeats: 8 trials covered 5 of them."""
+    from models.forecasters.tuning import AR_GRID
+
+    split = split_panel(toy_panel(), PLAN)
+    result = tune_model("ar", split, PLAN, Budget(trials=100), log=lambda _: None)
+    tried = [(t["params"]["max_lag"], t["params"]["ic"]) for t in result.trials]
+    assert sorted(tried) == sorted((lag, ic) for lag in AR_GRID["max_lag"] for ic in AR_GRID["ic"])
+
+
 def test_a_tgclstm_trial_reports_both_training_stages_as_one_curve():
     """TGC-LSTM trains its LSTM path, then its graph path, each counting epochs from 1:
     the trial's curve goes on through the second stage, so pruning sees all of it."""

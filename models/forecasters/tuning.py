@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from models.forecasters.evaluation import part_origins
-from models.forecasters.factory import build_model, is_stochastic
+from models.forecasters.factory import build_model
 from models.nn.loop import observe_epochs
 from models.panel import Split
 
@@ -90,14 +90,15 @@ def tunable(name: str) -> bool:
     return name in ("ar", "lstm", "gru", "tgclstm")
 
 
+# AR's settings: a deterministic fit, so the search is this grid, each point once.
+AR_GRID: dict[str, list[Any]] = {"max_lag": [6, 12, 24, 36], "ic": ["aic", "bic"]}
+
+
 def search_space(name: str, trial: optuna.Trial) -> dict[str, Any]:
     """The settings of one trial for model ``name`` (constructor keywords of the model;
     ``train`` holds ``TrainConfig`` fields)."""
     if name == "ar":
-        return {
-            "max_lag": trial.suggest_categorical("max_lag", [6, 12, 24, 36]),
-            "ic": trial.suggest_categorical("ic", ["aic", "bic"]),
-        }
+        return {key: trial.suggest_categorical(key, values) for key, values in AR_GRID.items()}
     params: dict[str, Any] = {
         "window": trial.suggest_categorical("window", list(WINDOWS)),
         "hidden": trial.suggest_categorical("hidden", [32, 64, 128, 256]),
@@ -211,7 +212,7 @@ def tune_model(
     """Search ``name``'s settings within ``budget`` (``seconds`` overrides its time share).
 
     ``run`` fits one trial (the train flow passes a Prefect task). Deterministic models
-    are searched with one trial per setting, neural ones with seed 0.
+    are searched over their grid (each point queued once), neural ones with TPE and seed 0.
 
     Raises
     ------
@@ -225,10 +226,15 @@ def tune_model(
     sampler = optuna.samplers.TPESampler(seed=0)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
-    limit = seconds if seconds is not None else budget.seconds
     trials = budget.trials if budget.trials is not None else 10_000
-    if not is_stochastic(name):
-        trials = min(trials, 8)  # AR's space has 8 points
+    if name == "ar":  # deterministic: every point of its grid once (queued), none twice
+        grid = [
+            dict(zip(AR_GRID, point, strict=True)) for point in itertools.product(*AR_GRID.values())
+        ]
+        for point in grid:
+            study.enqueue_trial(point)
+        trials = min(trials, len(grid))
+    limit = seconds if seconds is not None else budget.seconds
     started = time.monotonic()
     for _ in range(trials):
         if limit is not None and time.monotonic() - started >= limit:
