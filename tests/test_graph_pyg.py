@@ -175,6 +175,23 @@ def test_from_signal_checks_the_targets_against_the_features():
     assert np.isnan(panel.values[10, 1]) and panel.mask.sum() == series.size - 1
 
 
+@pytest.mark.parametrize("huge", [np.inf, -np.inf, 1e39, 1e300])
+def test_a_signal_reading_float32_cannot_hold_is_refused_not_made_missing(huge):
+    """Such readings became NaN (missing) with only numpy's overflow warning to show."""
+    series = small_panel(None).values.T.astype(np.float64)
+    series[1, 12] = huge
+    with pytest.raises(ValueError, match=r"float32 cannot hold.* of node 1 at step 12"):
+        from_signal(window_signal(series))
+
+
+def test_signal_nodes_and_ids_are_checked():
+    series = small_panel(None).values.T
+    with pytest.raises(ValueError, match="no nodes"):
+        from_signal(window_signal(series[:0], edge_index=np.zeros((2, 0), np.int64)))
+    with pytest.raises(ValueError, match=r"sensor id .b.nx. holds a control"):
+        from_signal(window_signal(series), sensor_ids=["a", "b\nx", "c"])
+
+
 @pytest.mark.parametrize(
     "edge_index", [[[0.7, 1.9], [1.2, 2.5]], [[True, False], [False, True]]], ids=["float", "bool"]
 )

@@ -32,6 +32,7 @@ import pandas as pd
 
 from models.panel import SensorPanel
 from pipeline.data.graph import RoadGraph
+from pipeline.kafka.schema import FLOAT32_MAX, sensor_id_problem
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -160,7 +161,19 @@ def from_signal(
                 "be the steps right after features[s]"
             )
     n = values.shape[0]
+    if n == 0:
+        raise ValueError("signal has no nodes")
     ids = [f"n{i}" for i in range(n)] if sensor_ids is None else list(sensor_ids)
+    for sensor in ids:
+        if (problem := sensor_id_problem(str(sensor))) is not None:
+            raise ValueError(f"sensor id {str(sensor)[:40]!r} {problem}")
+    huge = np.isinf(values) | (np.abs(values) > FLOAT32_MAX)  # NaN is a missing reading
+    if huge.any():
+        node, step = (int(i[0]) for i in np.nonzero(huge))
+        raise ValueError(
+            f"signal holds {int(huge.sum())} reading(s) that float32 cannot hold, the first "
+            f"{values[node, step]:g} of node {node} at step {step}; a missing reading is NaN"
+        )
     weight = getattr(signal, "edge_weight", None)
     graph = RoadGraph(
         n, np.asarray(signal.edge_index), None if weight is None else np.asarray(weight)
