@@ -57,6 +57,7 @@ class ModelInfo:
     champion: str | None
     coords: np.ndarray | None  # float64 [node, 2], in ``sensor_ids`` order
     dataset: str
+    unusable: str = ""  # why the directory's bundles could not be read ("": none there)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ def read_model_info(models_dir: str) -> ModelInfo:
     folder = bundles_dir(models_dir)
     try:
         models = load_bundles(folder)
-    except BundleDirError:
-        return ModelInfo({}, (), None, None, "")
+    except BundleDirError as exc:
+        return ModelInfo({}, (), None, None, "", unusable=str(exc))
     union: dict[str, None] = {}
     for model in models.values():
         union.update(dict.fromkeys(model.sensor_ids))
@@ -345,8 +346,8 @@ def report_flow(
     info = read_model_info(str(settings.model_dir))
     if not info.horizons:
         log.warning(
-            f"no model bundles in {settings.model_dir}: every model in the store is scored at "
-            f"horizon={horizon}, with no champion or map"
+            f"no usable model bundles in {settings.model_dir} ({info.unusable}): every model "
+            f"in the store is scored at horizon={horizon}, with no champion or map"
         )
     scored = score_store(str(settings.store_path), since, info, horizon)
     document = live_document(scored, dataset=info.dataset)

@@ -379,7 +379,8 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
         if missing:
             raise BundleDirError(
                 f"{bundles_dir(root) / SERVING_FILE} names versions that do not exist "
-                f"({', '.join(missing[:3])}); roll back with `roadcast models rollback`"
+                f"({', '.join(missing[:3])}); serve existing ones with `roadcast models "
+                "promote MODEL` (`roadcast models list` shows them) or `roadcast models rollback`"
             )
         return paths
     found = sorted(p for p in root.iterdir() if (p / CONFIG).is_file())

@@ -208,3 +208,21 @@ def test_promote_only_without_the_champion_says_the_set_has_none(tmp_path, caplo
     assert only.exit_code == 0, only.output
     assert "the champion 'ar' is no longer served" in caplog.text  # stderr, from the CLI
     assert read_serving(reg.bundles).champion is None
+
+
+def test_a_report_over_a_serving_set_of_missing_versions_says_why(tmp_path):
+    """The report flow said only "no model bundles" for a serving set it could not load."""
+    import json
+
+    from flows.report_flow import read_model_info
+    from pipeline.model_dir import SERVING_FILE
+
+    reg = make_registry(tmp_path, 5)
+    path = reg.bundles / SERVING_FILE
+    serving = json.loads(path.read_text())
+    serving["models"]["ar"] = "f" * 12
+    path.write_text(json.dumps(serving))
+    info = read_model_info.fn(str(reg.bundles))
+    assert not info.horizons
+    assert "names versions that do not exist" in info.unusable
+    assert "roadcast models promote MODEL" in info.unusable
