@@ -232,6 +232,8 @@ def draw_influence_map(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from flows.reporting.plots import draw_literally
+
     pos, layout = _positions(model)
     edges = model.influence()
     links = (edges["hop"] == 1) & (edges["source"] != edges["target"])
@@ -314,6 +316,7 @@ def draw_influence_map(
         pad=0.01,
         label="sensor: total influence exerted on others",
     )
+    draw_literally(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -18,6 +18,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from flows.reporting.text import literal
 from pipeline.service.latency import LatencyHistogram, percentiles
 from pipeline.service.liveness import DOWN_KEY
 from pipeline.service.store import Store, StoreError
@@ -86,14 +87,14 @@ def print_status(
     last: pd.Timedelta | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Print :func:`status_summary` as tables; returns it."""
+    """Print :func:`status_summary` as tables (ids and names shown as written); returns it."""
     console = console or Console()
     summary = status_summary(store_path, last_ticks=last_ticks, last=last)
-    counters = Table(title=f"roadcast service: {store_path}")
+    counters = Table(title=literal(f"roadcast service: {store_path}", "table.title"))
     counters.add_column("counter")
     counters.add_column("value", justify="right")
     for name in sorted(summary["counters"]):
-        counters.add_row(name, f"{summary['counters'][name]:,}")
+        counters.add_row(literal(name), f"{summary['counters'][name]:,}")
     console.print(counters)
     down = summary["sensors_down"]
     if down:
@@ -101,7 +102,7 @@ def print_status(
         silent.add_column("sensor")
         silent.add_column("silent since (UTC)")
         for row in down:
-            silent.add_row(row["sensor"], row["since"])
+            silent.add_row(literal(row["sensor"]), row["since"])
         console.print(silent)
     else:
         console.print("sensors down: none")
@@ -127,6 +128,6 @@ def print_status(
         accuracy.add_column(f"h={step}", justify="right")
     for model, per in sorted(summary["accuracy"].items()):
         cells = [f"{per[s]['mae']:.3f} / {per[s]['rmse']:.3f}" if s in per else "-" for s in steps]
-        accuracy.add_row(model, *cells)
+        accuracy.add_row(literal(model), *cells)
     console.print(accuracy)
     return summary

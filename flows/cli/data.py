@@ -17,6 +17,7 @@ def data_list(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.reporting.text import literal
     from pipeline.data.datasets import DATASETS, dataset_dir
     from pipeline.settings import SettingsError
 
@@ -25,7 +26,7 @@ def data_list(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    table = Table(title=f"data sets (data directory: {root})")
+    table = Table(title=literal(f"data sets (data directory: {root})", "table.title"))
     for column in ("name", "here", "description", "licence"):
         table.add_column(column, overflow="fold")
     for info in DATASETS.values():
@@ -35,7 +36,8 @@ def data_list(
         else:
             found = sum(f.present_in(root) for f in required)
             here = "yes" if found == len(required) else f"{found}/{len(required)} files"
-        table.add_row(info.name, here, f"{info.description} ({info.source})", info.licence)
+        cells = (info.name, here, f"{info.description} ({info.source})", info.licence)
+        table.add_row(*map(literal, cells))
     Console().print(table)
 
 
@@ -58,6 +60,7 @@ def data_info(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.reporting.text import literal
     from pipeline.data.datasets import DATASETS, DatasetError, dataset_dir, load_dataset
     from pipeline.data.fetch import check_files
     from pipeline.settings import SettingsError
@@ -73,7 +76,7 @@ def data_info(
     except (DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    table = Table(title=panel.name or name, show_header=False)
+    table = Table(title=literal(panel.name or name, "table.title"), show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("sensors", f"{panel.n_nodes:,}")
@@ -93,12 +96,13 @@ def data_info(
     table.add_row("missing share", f"{panel.missing_share:.2%}")
     kinds = Counter(e.kind for e in panel.events)
     if kinds:
-        table.add_row("events", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        table.add_row("events", literal(", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))))
     info = DATASETS.get(name)
     if info is not None:
         checked, differ = check_files(info, dataset_dir(Path(data_dir) if data_dir else None))
         if checked:
-            table.add_row("files", "\n".join(differ) or f"{checked} match the published digests")
+            text = "\n".join(differ) or f"{checked} match the published digests"
+            table.add_row("files", literal(text))
     Console().print(table)
 
 

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from flows.reporting.text import literal
+
 if TYPE_CHECKING:
     from models.panel import SensorPanel
 
@@ -48,11 +50,11 @@ def explain(
     # The CSV has every column at full precision; the printed table stays narrow.
     drop = ["target", "share"] if sensor else ["rank", "share"]
     shown = shown.drop(columns=drop).rename(columns={"distance_km": "km"})
-    view = Table(title=f"learned influence: {what}")
+    view = Table(title=literal(f"learned influence: {what}", "table.title"))
     for column in shown.columns:
         view.add_column(column, justify="left" if column == "target" else "right", no_wrap=True)
     for row in shown.itertuples(index=False):
-        view.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        view.add_row(*(literal(f"{v:.3f}" if isinstance(v, float) else v) for v in row))
     Console().print(view)
     typer.echo(f"wrote {result.csv} ({len(table)} rows) and {result.png} ({result.layout})")
 
@@ -195,7 +197,7 @@ def train(
 
     columns, rows = compact_rows(result["document"], reference=True)
     print_table(f"{data}: test-part pooled MAE / RMSE (± std over seeds)", columns, rows)
-    console.print(f"champion (best validation score): {result['champion']}")
+    console.print(literal(f"champion (best validation score): {result['champion']}"))
     columns, rows = claims_rows(result["document"])
     if rows:
         print_table(
@@ -203,7 +205,9 @@ def train(
             columns,
             rows,
         )
-    console.print(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
+    console.print(
+        literal(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
+    )
 
 
 def evaluate(
@@ -260,7 +264,8 @@ def evaluate(
     if adjacency:
         typer.echo("note: --adjacency is not used: a bundle carries the graph it was trained on")
     freq = panel.freq.total_seconds() / 60
-    table = Table(title=f"{result['model']} on {data}: {result['windows']} test windows")
+    title = f"{result['model']} on {data}: {result['windows']} test windows"
+    table = Table(title=literal(title, "table.title"))
     for column in ("horizon", "pooled MAE", "pooled RMSE", "pooled MAPE %", "step RMSE"):
         table.add_column(column)
     for h, m in result["pooled"].items():

@@ -591,6 +591,7 @@ def alerts(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.reporting.text import literal
     from pipeline.service.store import StoreError
     from pipeline.service.store_reads import reading_store
     from pipeline.settings import SettingsError, load_settings
@@ -607,7 +608,7 @@ def alerts(
     except (SettingsError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    table = Table(title=f"latest {len(rows)} alert changes ({path})")
+    table = Table(title=literal(f"latest {len(rows)} alert changes ({path})", "table.title"))
     columns = ("time (UTC)", "status", "severity", "sensor", "detector", "score", "incident")
     for column in (*columns, "reason"):
         table.add_column(column, overflow="fold")
@@ -617,7 +618,7 @@ def alerts(
         typer.echo(f"error: the store {path} holds an alert row it cannot show ({exc})", err=True)
         raise typer.Exit(1) from None
     for line in cells:
-        table.add_row(*line)
+        table.add_row(*map(literal, line))
     Console().print(table)
 
 

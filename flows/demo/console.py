@@ -12,6 +12,8 @@ def live_table(
     latency and MAE per model at the lead ``steps``, from a store ``snapshot``."""
     from rich.table import Table
 
+    from flows.reporting.text import literal
+
     counters = (snapshot or {}).get("counters", {})
     latency = (snapshot or {}).get("latency_ms", {})
     table = Table(title="roadcast demo: live", show_edge=False)
@@ -32,7 +34,7 @@ def live_table(
         table.add_row("tick latency p50 / p99", f"{latency['p50']:.0f} / {latency['p99']:.0f} ms")
     for model, per in sorted((snapshot or {}).get("accuracy", {}).items()):
         cells = [f"h{s} {per[s]['mae']:.2f}" for s in steps if s in per]
-        table.add_row(f"MAE {model}", "  ".join(cells))
+        table.add_row(literal(f"MAE {model}"), "  ".join(cells))
     return table
 
 
@@ -42,11 +44,13 @@ def report_steps(horizon: int) -> tuple[int, ...]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The summary as a table (accuracy at the reported lead times)."""
+    """The summary as a table (accuracy at the reported lead times; names as written)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"roadcast demo: {summary['data']}")
+    from flows.reporting.text import literal
+
+    table = Table(title=literal(f"roadcast demo: {summary['data']}", "table.title"))
     table.add_column("")
     table.add_column("value", justify="right")
     for key in (
@@ -54,14 +58,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         "ticks", "forecasts_published", "alerts_published", "latency_ms", "wall_s",
     ):  # fmt: skip
         value = summary[key]
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+        table.add_row(key, literal(f"{value:,}" if isinstance(value, int) else value))
     for model, per in summary["accuracy"].items():
         cells = [
             f"{per[s]['minutes']:g}min {per[s]['mae']:.2f}/{per[s]['rmse']:.2f}"
             for s in per
             if int(s) in (1, 3, 6, 12)
         ]
-        table.add_row(f"{model} MAE/RMSE", "  ".join(cells))
+        table.add_row(literal(f"{model} MAE/RMSE"), "  ".join(cells))
     alerts = summary.get("alerts")
     if alerts:
         text = (

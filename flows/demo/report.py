@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.reporting.text import markdown_table
+from flows.reporting.plots import draw_literally
+from flows.reporting.text import markdown_table, markdown_text
 
 
 def write_report(summary: dict[str, Any], out: Path) -> Path:
@@ -27,6 +28,7 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    draw_literally(fig)
     fig.savefig(out / "error_by_horizon.png", dpi=110)
     plt.close(fig)
     latency = summary["latency_ms"]
@@ -42,7 +44,7 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
     ]
     header = ["produced", "valid", "dead-lettered", "lost", "ticks", "forecasts", "alerts"]
     lines = [
-        f"# roadcast demo: {summary['data']}",
+        f"# roadcast demo: {markdown_text(summary['data'])}",
         "",
         f"{summary['sensors']} sensors, ticks {summary['first_tick']} .. {summary['last_tick']}, "
         f"replayed at {summary['speedup']:g}x real time; models: {', '.join(summary['models'])}.",

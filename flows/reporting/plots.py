@@ -15,10 +15,21 @@ from models.forecasters.evaluation import Backtest
 from models.panel import SensorPanel
 
 
+def draw_literally(fig: Any) -> None:
+    """Draw every text of ``fig`` as written: titles, labels, legends and annotations
+    carry sensor ids and names (data), never to be read as mathtext (``$...$``) or TeX."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_usetex(False)
+        text.set_parse_math(False)
+
+
 def _png(fig: Any) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
+    draw_literally(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()

@@ -12,36 +12,37 @@ from pathlib import Path
 
 from flows.reporting.build import Report
 from flows.reporting.tables import Table
-from flows.reporting.text import markdown_table
+from flows.reporting.text import markdown_table, markdown_text
 
 
 def _table_md(table: Table) -> list[str]:
-    parts = [f"## {table.title}", "", markdown_table(table.columns, table.rows), ""]
+    parts = [f"## {markdown_text(table.title)}", "", markdown_table(table.columns, table.rows), ""]
     if table.note:
-        parts += [table.note, ""]
+        parts += [markdown_text(table.note), ""]
     return parts
 
 
 def render_markdown(report: Report, figure_files: Mapping[str, str] | None = None) -> str:
     """The report as Markdown; ``figure_files`` maps figure names to (relative) PNG paths.
 
-    Without ``figure_files`` the figures are listed by title only (artifact form).
+    Without ``figure_files`` the figures are listed by title only (artifact form). Every
+    text is escaped (:func:`markdown_text`): ids and file names render as written.
     """
-    parts = [f"# {report.title}", ""]
-    parts += [f"- **{k}**: {v}" for k, v in report.facts]
-    parts += ["", report.intro, ""]
+    parts = [f"# {markdown_text(report.title)}", ""]
+    parts += [f"- **{markdown_text(k)}**: {markdown_text(v)}" for k, v in report.facts]
+    parts += ["", markdown_text(report.intro), ""]
     parts += _table_md(report.comparison)
     if report.reference is not None:
         parts += _table_md(report.reference)
     for figure in report.figures:
-        parts += [f"## {figure.title}", ""]
+        parts += [f"## {markdown_text(figure.title)}", ""]
         if figure_files is not None and figure.name in figure_files:
             parts += [f"![{figure.name}]({figure_files[figure.name]})", ""]
-        parts += [figure.caption, ""]
+        parts += [markdown_text(figure.caption), ""]
     for table in report.tables:
         parts += _table_md(table)
     for note in report.notes:
-        parts += [f"_{note}_", ""]
+        parts += [f"_{markdown_text(note)}_", ""]
     parts += ["## What produced this report", ""]
     parts += [markdown_table(["what", "value"], [[k, v] for k, v in report.provenance]), ""]
     return "\n".join(parts)
@@ -161,7 +162,7 @@ def artifact_markdown(report: Report, html_path: str | Path | None) -> str:
     in the HTML page named here."""
     text = render_markdown(report)
     if html_path is not None:
-        text += f"\nFigures: open `{html_path}` (self-contained HTML).\n"
+        text += f"\nFigures: open {markdown_text(html_path)} (self-contained HTML).\n"
     return text
 
 
