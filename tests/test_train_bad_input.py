@@ -66,6 +66,18 @@ def test_a_reading_far_beyond_the_rest_is_noted_naming_the_sensor():
     assert "2024-03-01 08:20:00" in note
 
 
+def test_zeros_among_fractional_readings_are_noted_as_possible_missing_readings():
+    """METR-LA-style data (0 = no reading) trained and scored on the zeros, silently."""
+    values = readings()
+    values[::25, 1] = 0.0  # 4 % of s1's readings
+    (note,) = check_readings(panel(values))
+    assert note.startswith("note: 1 sensor(s) ('s1') read exactly 0 in 4.0% of their readings")
+    assert "METR-LA" in note
+    counts = np.round(np.abs(readings()))
+    counts[::25, :] = 0.0  # whole numbers: a count of 0 is a reading
+    assert check_readings(panel(counts)) == []
+
+
 def test_a_validation_part_of_few_windows_is_noted():
     from models.forecasters.comparison import split_panel, validation_notes
 

@@ -180,6 +180,9 @@ OUTLIER_DEVIATIONS = 1000.0
 # A sensor's readings may span at most this much (a quarter of float32's range), so that
 # differences between forecasts and readings, and interval widths, stay finite.
 MAX_SPREAD = float(np.finfo(np.float32).max) / 4
+# A sensor whose readings are not whole numbers yet are exactly 0 at least this often is
+# named: in METR-LA and PEMS-BAY 0 means "no reading". A note's trigger, not a fitted value.
+ZERO_SHARE_NOTED = 0.01
 
 
 def check_readings(panel: SensorPanel) -> list[str]:
@@ -221,7 +224,27 @@ def check_readings(panel: SensorPanel) -> list[str]:
             f"{values[t, k]:g} at {panel.timestamps[t]}: a sentinel or unit error? Models "
             "train on them as they are; leave such cells empty to mark them missing"
         )
-    return notes
+    return notes + _zeros_note(values, panel.sensor_ids)
+
+
+def _zeros_note(values: np.ndarray, sensor_ids: Sequence[str]) -> list[str]:
+    """A note naming sensors of fractional readings that are exactly 0 at least
+    :data:`ZERO_SHARE_NOTED` of the time (``values`` float64 ``[time, node]``, NaN missing)."""
+    observed = np.isfinite(values)
+    zeros = (values == 0).sum(axis=0)
+    share = zeros / np.maximum(observed.sum(axis=0), 1)
+    fractional = (observed & (values != np.round(values))).any(axis=0)
+    noted = np.flatnonzero(fractional & (share >= ZERO_SHARE_NOTED))
+    if not len(noted):
+        return []
+    shown = ", ".join(repr(sensor_ids[k]) for k in noted[:3]) + (", ..." if len(noted) > 3 else "")
+    pooled = zeros[noted].sum() / observed[:, noted].sum()
+    return [
+        f"note: {len(noted)} sensor(s) ({shown}) read exactly 0 in {pooled:.1%} of their "
+        "readings, while their other readings are not whole numbers: if 0 means 'no reading' "
+        "(as in METR-LA and PEMS-BAY), leave those cells empty; models train and are scored "
+        "on them as they are"
+    ]
 
 
 def _parts_note(edges: np.ndarray, linked: np.ndarray) -> list[str]:
