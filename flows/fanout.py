@@ -9,9 +9,11 @@ default), or side by side on a Dask cluster through prefect-dask's ``DaskTaskRun
   threads of this process (they see the flow's Prefect server and settings without
   configuration).
 - ``[tcp://]HOST:PORT``: an existing scheduler (``dask scheduler`` and ``dask worker``s
-  where roadcast is installed). It must answer within ``ROADCAST_DASK_TIMEOUT_S``
-  (default 10 s); when it does not, the run stops with an error that says so, or, with
-  ``ROADCAST_DASK_FALLBACK_LOCAL=true``, warns and uses a local cluster instead.
+  where roadcast is installed). It must answer as a scheduler within
+  ``ROADCAST_DASK_TIMEOUT_S`` (default 10 s; connection, handshake and answer together);
+  when it does not (silent, refused, another protocol), the run stops with an error that
+  says so, or, with ``ROADCAST_DASK_FALLBACK_LOCAL=true``, warns and uses a local cluster
+  instead.
 
 A neural fit on CUDA holds a slot of Prefect's ``gpu`` global concurrency limit inside
 its task (:mod:`flows.gpu`), wherever the task runs: fits on several Dask workers queue
@@ -20,21 +22,28 @@ for the GPU through the Prefect server as they do across flow runs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
     from prefect.tasks import Task
+    from prefect_dask import DaskTaskRunner
 
     from pipeline.settings import Settings
 
 log = logging.getLogger("roadcast.flows")
 
 LOCAL_WORKERS_MAX = 4
+# Beyond ROADCAST_DASK_TIMEOUT_S, how long a check or connection may take to give up
+GRACE_S = 2.0
 
 
 class FanoutError(RuntimeError):
@@ -53,25 +62,101 @@ def local_cluster_kwargs() -> dict[str, Any]:
 
 
 def check_scheduler(address: str, timeout_s: float) -> None:
-    """Connect to the Dask scheduler at ``address`` within ``timeout_s`` and disconnect.
+    """Ask the Dask scheduler at ``address`` who it is, all within ``timeout_s`` (plus
+    :data:`GRACE_S`): the connection, Dask's handshake and the answer.
 
     Raises
     ------
     FanoutError
-        When it does not answer in time or refuses the connection.
+        When it does not answer in time, refuses the connection, or is not a scheduler.
     """
-    from distributed import Client
+    if (problem := scheduler_problem(address, timeout_s)) is not None:
+        raise FanoutError(f"{problem[0]}; {problem[1]}")
 
+
+def scheduler_problem(address: str, timeout_s: float) -> tuple[str, str] | None:
+    """Why the Dask scheduler at ``address`` cannot be used, and what to do about it; None
+    when it answered as a scheduler within ``timeout_s``. Never raises (but for
+    ``KeyboardInterrupt`` and the like) and never takes much longer than ``timeout_s``:
+    the check runs in a daemon thread of its own, left behind should it overrun."""
+    from distributed.comm import CommClosedError, connect
+    from distributed.security import Security
+
+    async def identify() -> object:
+        args = Security().get_connection_args("client")
+        comm = await connect(address, timeout=timeout_s, **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    answer: Future[object] = Future()
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            # connect's own deadline, timeout_s, reports a refused connection first
+            checked = asyncio.wait_for(identify(), timeout_s + GRACE_S / 2)
+            answer.set_result(loop.run_until_complete(checked))
+        except Exception as exc:  # whatever the other end makes of it, reported below
+            answer.set_exception(exc)
+        finally:
+            loop.close()  # does not wait for a resolver thread that hangs
+
+    threading.Thread(target=run, name="roadcast-dask-check", daemon=True).start()
+    down = (
+        "start it (`dask scheduler`), fix ROADCAST_DASK_ADDRESS, or set "
+        f"ROADCAST_DASK_FALLBACK_LOCAL=true {_INSTEAD}"
+    )
+    wrong = (
+        "fix ROADCAST_DASK_ADDRESS (a `dask scheduler` listens on port 8786 unless told "
+        f"otherwise), or set ROADCAST_DASK_FALLBACK_LOCAL=true {_INSTEAD}"
+    )
+    silent = f"the Dask scheduler at {address} did not answer within {timeout_s:g} s"
     try:
-        client = Client(address, timeout=timeout_s, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise FanoutError(
-            f"the Dask scheduler at {address} did not answer within {timeout_s:g} s "
-            f"({type(exc).__name__}: {exc}); start it (`dask scheduler`), fix "
-            "ROADCAST_DASK_ADDRESS, or set ROADCAST_DASK_FALLBACK_LOCAL=true to train on a "
-            "local cluster instead"
-        ) from None
-    client.close()
+        reply = answer.result(timeout=timeout_s + GRACE_S)
+    except TimeoutError:  # before OSError: TimeoutError is one
+        return f"{silent} (ROADCAST_DASK_TIMEOUT_S)", down
+    except CommClosedError as exc:  # connected, then closed (connect's own failures are
+        # plain OSErrors): another protocol, or TLS where plain TCP was asked for
+        return f"{address} is not a Dask scheduler (it hung up: {_one_line(exc)})", wrong
+    except OSError as exc:  # refused, unreachable, unknown host: connect retried until now
+        why = exc.__cause__  # its last attempt's error
+        if why is None or isinstance(why, TimeoutError):
+            return f"{silent} (ROADCAST_DASK_TIMEOUT_S)", down
+        return f"{silent} ({_one_line(why)})", down
+    except MemoryError:  # another protocol's bytes read as a frame length
+        return f"{address} is not a Dask scheduler (it answered in another protocol)", wrong
+    except Exception as exc:  # struct.error, msgpack's errors, ...
+        return f"{address} is not a Dask scheduler (unreadable answer: {_one_line(exc)})", wrong
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind in ("Worker", "Nanny"):
+        return f"{address} is a Dask {str(kind).lower()}, not the scheduler", wrong
+    if not isinstance(kind, str):
+        return f"{address} is not a Dask scheduler (unexpected answer {_shown(reply)})", wrong
+    return None
+
+
+_INSTEAD = "to train on a local cluster instead"
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as ``Type: message`` on one line, without distributed's ``in <comm>:``."""
+    text = re.sub(r"^in <[^>]*>: ", "", " ".join(str(exc).split()))
+    if not re.match(r"\w+(Error|Exception): ", text):
+        kind = type(exc)
+        name = (
+            kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        )
+        text = f"{name}: {text}" if text else name
+    return _shown(text)
+
+
+def _shown(value: object) -> str:
+    """``value`` cut after 120 characters."""
+    text = str(value)
+    return text[:120] + ("..." if len(text) > 120 else "")
 
 
 def dask_runner(settings: Settings) -> TaskRunner | None:
@@ -80,7 +165,7 @@ def dask_runner(settings: Settings) -> TaskRunner | None:
     Raises
     ------
     FanoutError
-        When ``ROADCAST_DASK_ADDRESS`` does not answer and no fallback is allowed.
+        When ``ROADCAST_DASK_ADDRESS`` cannot be used and no fallback is allowed.
     """
     address = settings.dask_address
     if address is None:
@@ -88,27 +173,62 @@ def dask_runner(settings: Settings) -> TaskRunner | None:
     from prefect_dask import DaskTaskRunner
 
     if address != "local":
-        try:
-            check_scheduler(address, settings.dask_timeout_s)
-        except FanoutError as exc:
-            if not settings.dask_fallback_local:
-                raise
-            log.warning("%s; falling back to a local cluster", str(exc).split("; start it")[0])
-        else:
+        problem = scheduler_problem(address, settings.dask_timeout_s)
+        if problem is None:
             return DaskTaskRunner(
                 address=address, client_kwargs={"timeout": settings.dask_timeout_s}
             )
+        if not settings.dask_fallback_local:
+            raise FanoutError(f"{problem[0]}; {problem[1]}")
+        log.warning("%s; falling back to a local cluster", problem[0])
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs())
 
 
 @contextmanager
 def started(runner: TaskRunner | None) -> Iterator[TaskRunner | None]:
-    """``runner`` started for the block (its cluster, for ``local``) and shut down after."""
+    """``runner`` started for the block (its cluster, for ``local``) and shut down after.
+
+    A runner for an address connects its client here, within its ``timeout`` client
+    argument plus :data:`GRACE_S` (prefect-dask would connect at the first task, with no
+    deadline on Dask's handshake), or raises :class:`FanoutError`.
+    """
     if runner is None:
         yield None
         return
+    from prefect_dask import DaskTaskRunner
+
     with runner:
+        if isinstance(runner, DaskTaskRunner) and runner.address:
+            _connect(runner)
         yield runner
+
+
+def _connect(runner: DaskTaskRunner) -> None:
+    """Create ``runner``'s client in a daemon thread; give up after the deadline."""
+    address = runner.address
+    timeout_s = float(runner.client_kwargs.get("timeout", 10.0))
+    done: Future[None] = Future()
+
+    def run() -> None:
+        try:
+            runner.client  # noqa: B018 -- the property connects
+            done.set_result(None)
+        except Exception as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="roadcast-dask-client", daemon=True).start()
+    try:
+        done.result(timeout=timeout_s + GRACE_S)
+    except TimeoutError:
+        reason = f"did not finish connecting within {timeout_s:g} s (ROADCAST_DASK_TIMEOUT_S)"
+    except Exception as exc:
+        reason = f"refused the client ({_one_line(exc)})"
+    else:
+        return
+    raise FanoutError(
+        f"the Dask scheduler at {address} answered the check but {reason}; retry, fix "
+        f"ROADCAST_DASK_ADDRESS, or set ROADCAST_DASK_FALLBACK_LOCAL=true {_INSTEAD}"
+    ) from None
 
 
 def fan_out(

@@ -217,14 +217,22 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         value = value.strip()
-        if value == "local":
-            return value
-        parts = urlsplit(value if "://" in value else f"tcp://{value}")
-        if parts.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not parts.hostname:
-            raise ValueError(
-                f"expected local or [tcp://]HOST:PORT of a Dask scheduler, got {shown(value)}"
-            )
-        return value
+        if value.lower() == "local":
+            return "local"
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            scheme, rest = "tcp", value
+        host, colon, port = rest.rpartition(":")
+        expected = f"expected local or [tcp://]HOST:PORT of a Dask scheduler, got {shown(value)}"
+        if scheme.lower() not in ("tcp", "tls", "ws", "wss") or not _HOST.fullmatch(host):
+            if colon and _BARE_IPV6.fullmatch(host):  # Dask would misread it too
+                raise ValueError(f"write an IPv6 address in brackets, [ADDR]:PORT: {shown(value)}")
+            raise ValueError(expected)
+        if not (port.isascii() and _PORT.fullmatch(port)):
+            raise ValueError(f"{expected} (the port must be a number)")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {shown(int(port))} of {shown(value)} is outside 1-65535")
+        return f"{scheme.lower()}://{rest}" if sep else value
 
     @field_validator("metrics_port")
     @classmethod

@@ -14,6 +14,7 @@ from prefect import flow, task
 
 from flows.fanout import FanoutError, dask_runner, fan_out, local_cluster_kwargs, started
 from pipeline.settings import Settings, SettingsError, load_settings
+from tests.test_fanout_check import listening
 from tests.waiting import WAIT_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -132,15 +133,17 @@ def test_a_scheduler_that_does_not_answer_is_an_error_or_the_local_fallback(capl
         load_settings(dask_address="http://example.org/dask")
 
 
+@pytest.mark.parametrize("mode", ["closed", "silent"])
 def test_the_train_flow_stops_before_any_work_when_the_scheduler_is_down(
-    prefect_harness, tmp_path, monkeypatch
+    prefect_harness, tmp_path, monkeypatch, mode
 ):
     from flows.train_flow import train_flow
 
-    monkeypatch.setenv("ROADCAST_DASK_ADDRESS", f"127.0.0.1:{_closed_port()}")
-    monkeypatch.setenv("ROADCAST_DASK_TIMEOUT_S", "1")
-    with pytest.raises(FanoutError, match="did not answer"):
-        train_flow(data=DATA, models="ar", device="cpu", out=str(tmp_path))
+    with listening(mode) as port:  # silent: accepts and never answers (it used to hang)
+        monkeypatch.setenv("ROADCAST_DASK_ADDRESS", f"127.0.0.1:{port}")
+        monkeypatch.setenv("ROADCAST_DASK_TIMEOUT_S", "1")
+        with pytest.raises(FanoutError, match="did not answer within 1 s"):
+            train_flow(data=DATA, models="ar", device="cpu", out=str(tmp_path))
     assert not (tmp_path / "metrics.json").exists()
 
 
