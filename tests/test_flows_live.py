@@ -240,3 +240,8 @@ def test_report_flow_names_the_fix_for_an_empty_store(prefect_harness, tmp_path)
     Store(tmp_path / "empty.sqlite").close()
     with pytest.raises(StoreReadError, match="roadcast serve"):
         report_flow(store=str(tmp_path / "empty.sqlite"), models_dir=str(tmp_path))
+    from tests.registry_support import make_registry
+
+    models = make_registry(tmp_path / "models", 5).bundles  # with models: not "another network"
+    with pytest.raises(StoreReadError, match="holds no sensor yet"):
+        report_flow(store=str(tmp_path / "empty.sqlite"), models_dir=str(models))

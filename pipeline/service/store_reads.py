@@ -193,6 +193,11 @@ def require_sensors(store: Store, sensor_ids: Sequence[str], models: str) -> Non
     """
     known = set(store.sensor_names().values())
     missing = [s for s in sensor_ids if s not in known]
+    if missing and not known:
+        raise StoreReadError(
+            f"the store {store.path} holds no sensor yet: no service has run on it; start "
+            "`roadcast serve` with this store, or pass the store it writes"
+        )
     if missing:
         raise StoreReadError(
             f"the store {store.path} has no sensor {missing[0]!r} ({len(missing)} of the "
