@@ -129,7 +129,8 @@ def check_validation(split: Split, plan: TrainPlan) -> None:
     if windows < need:
         raise TuningError(
             f"--tune needs at least {need} validation windows of {plan.horizon} targets; the "
-            f"validation part has {split.valid.n_time} steps ({windows} windows): raise "
+            f"validation part has {split.valid.n_time} steps ({windows} window"
+            f"{'' if windows == 1 else 's'}): raise "
             f"--valid (now {plan.valid:g}), use more data or a shorter --horizon"
         )
 

@@ -175,8 +175,9 @@ def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
             what = "network.json" if expected is not None else "the other models"
             raise RegistryError(
                 f"{name}@{versions[name].version} forecasts {len(own)} sensors, not the "
-                f"{len(reference)} of {what} ({len(own ^ reference)} differ); a model "
-                "directory serves one sensor network"
+                f"{len(reference)} of {what} ({len(own - reference)} only in the model, "
+                f"{len(reference - own)} only in {what}); a model directory serves one sensor "
+                "network"
             )
 
 
