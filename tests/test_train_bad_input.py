@@ -78,6 +78,21 @@ def test_zeros_among_fractional_readings_are_noted_as_possible_missing_readings(
     assert check_readings(panel(counts)) == []
 
 
+def test_data_info_gives_the_notes_training_would(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    values = readings()
+    values[::25, 1] = 0.0
+    frame = pd.DataFrame(values, columns=[f"s{i}" for i in range(values.shape[1])])
+    frame.insert(0, "time", pd.date_range("2024-03-01", periods=len(frame), freq="5min", tz="UTC"))
+    frame.to_csv(tmp_path / "zeros.csv", index=False)
+    result = CliRunner().invoke(app, ["data", "info", f"csv:{tmp_path / 'zeros.csv'}"])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 sensor(s) ('s1') read exactly 0" in " ".join(result.output.split())
+
+
 def test_a_validation_part_of_few_windows_is_noted():
     from models.forecasters.comparison import split_panel, validation_notes
 

@@ -61,6 +61,7 @@ def data_info(
     from rich.table import Table
 
     from flows.reporting.text import literal
+    from models.forecasters.comparison import check_readings
     from pipeline.data.datasets import DATASETS, DatasetError, dataset_dir, load_dataset
     from pipeline.data.fetch import check_files
     from pipeline.settings import SettingsError
@@ -90,7 +91,11 @@ def data_info(
         table.add_row("graph", "none")
     else:
         known = getattr(graph, "has_distances", False)
-        lengths = "road lengths known" if known else "no distances: FFR counts hops"
+        lengths = (
+            "road lengths known"
+            if known
+            else "no distances: the free-flow reachability mask counts hops"
+        )
         table.add_row("graph edges", f"{graph.edge_index.shape[1]:,} directed links ({lengths})")
     table.add_row("coordinates", "yes" if panel.coords is not None else "no")
     table.add_row("missing share", f"{panel.missing_share:.2%}")
@@ -104,6 +109,12 @@ def data_info(
             text = "\n".join(differ) or f"{checked} match the published digests"
             table.add_row("files", literal(text))
     Console().print(table)
+    try:
+        notes = check_readings(panel)  # what `roadcast train` would say of these readings
+    except ValueError as exc:
+        notes = [f"note: `roadcast train` refuses these readings: {exc}"]
+    for note in notes:
+        typer.echo(note)
 
 
 @app.command("fetch")

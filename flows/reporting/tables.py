@@ -143,7 +143,7 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
         rows.append(row)
     note = (
         "Pooled over steps 1..h, original scale, missing targets not scored; MAPE skips "
-        "targets below 1 (stopped traffic, faulty zeros). 'scored' counts the targets "
+        "targets below 1 (zeros and near-zeros). 'scored' counts the targets "
         "at the longest horizon."
     )
     return Table(f"Model comparison ({what})", columns, rows, note, groups=groups)

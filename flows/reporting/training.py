@@ -55,7 +55,7 @@ def train_report(
         ("max epochs", "model default" if plan.epochs is None else str(plan.epochs)),
         ("test / validation share", f"{plan.test:g} / {plan.valid:g}"),
         ("output", str(out)),
-        ("champion chosen by", "lowest validation RMSE (pipeline.model_dir)"),
+        ("champion chosen by", "lowest validation RMSE, pooled over the horizon"),
         (
             "settings",
             "searched on the validation part (--tune)" if document.get("tuning") else "defaults",
