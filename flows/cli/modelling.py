@@ -65,8 +65,8 @@ def train(
     models: str = typer.Option(
         None,
         "--models",
-        help="Comma-separated model names. Default: persistence,seasonal,ar,lstm,gru,tgclstm, "
-        "less those the data cannot support (each named).",
+        help="Comma-separated model names. Default: persistence, seasonal, ar, lstm, gru, "
+        "tgclstm, less those the data cannot support (each named).",
     ),
     window: int = typer.Option(12, "--window", help="Input steps (the protocol window)."),
     horizon: int = typer.Option(12, "--horizon", help="Steps forecast."),
