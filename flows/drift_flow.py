@@ -61,8 +61,11 @@ def assess_task(store_path: str, models_dir: str, config: DriftConfig) -> list[V
 
     versions = served_versions(models_dir)
     with reading_store(store_path) as store:
-        served = served_models(store, versions)
-        return assess(store, served, config, tick_ms=tick_ms(store))
+        step = tick_ms(store)
+        served, notes = served_models(store, versions, tick_ms=step)
+        for note in notes:
+            get_run_logger().warning(note)
+        return assess(store, served, config, tick_ms=step)
 
 
 def drift_event(model: str, verdicts: list[Verdict], store: str, models_dir: str) -> Any:
@@ -143,14 +146,23 @@ def _due(state: dict[str, Any], model: str, version: str, cooldown_s: float, now
     return now - float(last.get("emitted_at_s", 0.0)) >= cooldown_s
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def _read_state(path: Path, logger: Any) -> dict[str, Any]:
+    """``drift.json``; an unreadable one is reported and read as empty (cooldowns lost)."""
     import json
 
     try:
         raw = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}
-    return raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError) as exc:
+        raw = exc
+    if isinstance(raw, dict):
+        return raw
+    logger.warning(
+        f"{path} is unreadable ({raw if isinstance(raw, Exception) else 'not an object'}): "
+        "the drift events' cooldowns start afresh, and it is rewritten when one is sent"
+    )
+    return {}
 
 
 @task(name="emit-drift-events")
@@ -175,7 +187,7 @@ def emit_events(
     from pipeline.model_dir import bundles_dir, write_json
 
     path = bundles_dir(models_dir) / STATE_FILE
-    state = _read_state(path)
+    state = _read_state(path, logger)
     drifted: dict[str, list[Verdict]] = {}
     for verdict in verdicts:
         if verdict.drifted:
@@ -261,7 +273,12 @@ def drift_flow(
     )  # fmt: skip
     events = emit_task(verdicts, store_path, folder, settings.drift_cooldown_h)
     failed = sorted(m for m, outcome in events.items() if outcome == "event not sent")
-    print(f"drift: {sum(v.drifted for v in verdicts)} of {len(verdicts)} judged; events {events}")
+    thin = sum(v.live_mae is None or v.count < config.min_count for v in verdicts)
+    print(
+        f"drift: {sum(v.drifted for v in verdicts)} of {len(verdicts)} (model, horizon) pairs "
+        f"drifted, {thin} with fewer than {config.min_count} live values to judge; "
+        f"events {events}"
+    )
     if failed:
         raise DriftEventError(
             f"the drift events of {failed} could not be sent to Prefect "

@@ -159,16 +159,45 @@ def assess(
     return verdicts
 
 
-def served_models(store: Store, versions: Mapping[str, Any]) -> list[Served]:
+def served_models(
+    store: Store, versions: Mapping[str, Any], *, tick_ms: int
+) -> tuple[list[Served], list[str]]:
     """:class:`Served` of each model of ``versions`` (``{model: ModelVersion}``), from the
-    tick the store says that version last started forecasting at (0 when it does not say)."""
-    from pipeline.registry.versions import validation_pooled
+    tick the store says that version last started forecasting at (0 for a store that
+    records no version of that model); and notes naming the versions left out because the
+    store records other versions of their model but not them (not serving yet: the
+    accuracy it holds is another version's).
 
-    since = {(row.model, row.version): row.since_ms for row in store.model_versions()}
-    out = []
+    Raises
+    ------
+    StoreReadError, ValueError
+        A version of another sensor network or time step than the store's.
+    """
+    from models.bundle import step_text
+    from pipeline.registry.versions import validation_pooled
+    from pipeline.service.store_reads import require_sensors
+
+    rows = store.model_versions()
+    since = {(row.model, row.version): row.since_ms for row in rows}
+    recorded = {row.model for row in rows}
+    out, notes = [], []
     for name, version in versions.items():
         config = json.loads((Path(version.path) / "config.json").read_text())
+        require_sensors(store, config.get("sensor_ids", ()), f"{name}@{version.version}")
+        step_s = config.get("step_s")
+        if step_s is not None and step_s * 1000 != tick_ms:
+            raise ValueError(
+                f"{name}@{version.version} was trained on {step_text(step_s)} steps; the "
+                f"store's ticks are {step_text(tick_ms / 1000)}: judge the models the store's "
+                "service serves (models_dir / ROADCAST_MODEL_DIR)"
+            )
+        if (name, version.version) not in since and name in recorded:
+            notes.append(
+                f"{name}@{version.version} has not forecast into this store yet (it records "
+                "other versions of it): not judged"
+            )
+            continue
         valid = {h: s["mae"] for h, s in validation_pooled(version.path).items() if "mae" in s}
         start = since.get((name, version.version), 0)
         out.append(Served(name, version.version, int(config["horizon"]), start, valid))
-    return out
+    return out, notes

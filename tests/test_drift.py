@@ -202,3 +202,39 @@ def test_a_regime_change_in_a_replay_emits_the_event_and_starts_a_train_run(
     assert labels == ["retrained on drift of ar", "retrained on drift of persistence"]
     assert all(run.parameters["data"] == "los-loop" for run in train_runs())
     assert Path(bundles / "drift.json").is_file()
+
+
+def test_only_versions_of_the_store_s_network_and_step_that_served_it_are_judged(tmp_path):
+    """Another network's models were judged on the store's accuracy rows of the same model
+    name (a drift event, a retrain), and a version that never served was judged on the
+    errors of the version before it."""
+    from pipeline.drift import served_models
+    from pipeline.registry.versions import served_versions
+    from pipeline.service.store import Store
+    from pipeline.service.store_reads import StoreReadError
+    from pipeline.service.store_rows import Batch, VersionRow
+    from tests.registry_support import make_registry
+
+    reg = make_registry(tmp_path, 5)
+    versions = served_versions(reg.bundles)  # ar@a and persistence
+    step_ms = 300_000
+    with Store(tmp_path / "store.sqlite") as store:
+        store.sensor_keys(list(reg.panel.sensor_ids))
+        served, notes = served_models(store, versions, tick_ms=step_ms)
+        assert {s.model for s in served} == {"ar", "persistence"} and not notes  # no record
+        other = reg.b.version  # the store records another version of ar than the served one
+        store.write(Batch(versions=[VersionRow("ar", other, "second", "run-b", 0, 0)]))
+        served, notes = served_models(store, versions, tick_ms=step_ms)
+        assert {s.model for s in served} == {"persistence"}
+        assert notes == [
+            f"ar@{reg.a.version} has not forecast into this store yet (it records other "
+            "versions of it): not judged"
+        ]
+        with pytest.raises(
+            ValueError, match="trained on 5-minute steps; the store's ticks are 1-minute"
+        ):
+            served_models(store, versions, tick_ms=60_000)
+    with Store(tmp_path / "other.sqlite") as store:
+        store.sensor_keys(["x0", "x1"])
+        with pytest.raises(StoreReadError, match="has no sensor"):
+            served_models(store, versions, tick_ms=step_ms)
