@@ -16,9 +16,9 @@ Every run (every five minutes when deployed):
 Where this helps: a service running only the champion (``roadcast serve --only``)
 while the flow forecasts the challengers in batch (shadow mode), or a deployment
 without the always-on service. Forecasts are keyed by (model, issue tick, step,
-sensor) in the store and by sensor on Kafka: when the service already forecast the
-same tick with the same bundle, the flow's copy is the same forecast again, and the
-store's upsert makes it a no-op.
+sensor) in the store and by sensor on Kafka: a model the store holds a forecast of at
+the same tick (the service's, or an earlier run's) is skipped, so no tick is published
+twice and no forecast is replaced by another version's.
 
 Loading bundles and reading the store are retried (I/O); forecasting is not; publishing
 is retried (a re-sent forecast has the same key, issue time and values).
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
@@ -65,6 +66,17 @@ def read_window(
     with reading_store(store_path) as store:
         require_sensors(store, sensor_ids, models_dir)
         return latest_window(store, sensor_ids, window)
+
+
+@task(name="already-forecast", **IO_TASK)
+def already_forecast(store_path: str, names: tuple[str, ...], issued_ms: int) -> list[str]:
+    """The models of ``names`` with a forecast issued at ``issued_ms`` in the store (by the
+    service, or an earlier run of this flow)."""
+    from pipeline.service.store_reads import reading_store
+
+    with reading_store(store_path) as store:
+        none = np.empty(0, np.int64)
+        return [n for n in names if issued_ms in store.recent_forecasts(n, issued_ms, none, 1)[0]]
 
 
 @task(name="forecast", cache_policy=NONE)
@@ -212,26 +224,40 @@ def forecast_flow(
             f"{silent} of the {window.n_time} ticks the models read have no reading (a store "
             "younger than the window, or every sensor silent): the forecasts fill them in"
         )
-    forecasts = forecast_all(models, window)
+    issued = window.timestamps[-1]
+    horizon = max(m.horizon for m in models.values())
+    if pd.Timestamp.now(tz="UTC") - issued > horizon * window.freq:
+        log.warning(
+            f"the store's newest closed tick, {issued.isoformat()}, is more than the "
+            f"forecasts' {horizon} steps old: every target is already past (is `roadcast "
+            "serve` running and fed?)"
+        )
+    done = already_forecast(str(settings.store_path), tuple(models), int(issued.value // 1_000_000))
+    if done:  # never a second copy on Kafka, never another version's in its place
+        log.info(f"already forecast at {issued.isoformat()}, skipped: {', '.join(done)}")
+    todo = {name: m for name, m in models.items() if name not in done}
+    forecasts = forecast_all(todo, window) if todo else {}
     counts = (
         publish(forecasts, settings.bootstrap_servers)
-        if publish_to_kafka
+        if publish_to_kafka and forecasts
         else {name: {"published": 0, "skipped": 0} for name in forecasts}
     )
-    rows = store_forecasts(str(settings.store_path), forecasts)
-    issued = next(iter(forecasts.values())).issued_at
-    publish_table(
-        KEYS["forecast_latest"],
-        summary_rows(forecasts, champion, counts),
-        description=f"Forecasts issued at {issued.isoformat()} from {Path(settings.model_dir)}",
-    )
+    rows = store_forecasts(str(settings.store_path), forecasts) if forecasts else 0
+    if forecasts:
+        publish_table(
+            KEYS["forecast_latest"],
+            summary_rows(forecasts, champion, counts),
+            description=f"Forecasts issued at {issued.isoformat()} from {Path(settings.model_dir)}",
+        )
     print(
         f"forecast issued at {issued.isoformat()} by {len(forecasts)} models "
-        f"(champion: {champion or 'none'}); {rows:,} forecasts stored"
+        f"(champion: {champion or 'none'}; already forecast: {', '.join(done) or 'none'}); "
+        f"{rows:,} forecasts stored"
     )
     return {
         "issued_at": issued.isoformat(),
         "champion": champion,
         "models": counts,
+        "already_forecast": done,
         "stored_rows": rows,
     }

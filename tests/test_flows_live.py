@@ -115,21 +115,22 @@ def test_forecast_flow_publishes_stores_and_records(live, prefect_harness, monke
     world, settings = live
     # Topics come from the settings (ROADCAST_* variables), as in a deployment.
     monkeypatch.setenv("ROADCAST_TOPIC_FORECASTS", settings.topic_forecasts)
-    with Store(settings.store_path, readonly=True) as store:
-        before = store.count("forecasts")
+    with Store(settings.store_path) as store:
         last_tick = store.last_ticks(1)[0].ts_ms
-    result = forecast_flow(
-        models_dir=str(world.bundles),
-        store=str(settings.store_path),
-        bootstrap=settings.bootstrap_servers,
-    )
+        # As if the service ran only the champion (`--only ar`) at the newest tick.
+        persistence = store.model_key("persistence")
+        with store._transaction() as db:
+            sql = "DELETE FROM forecast_blocks WHERE model=? AND issued_at=?"
+            db.execute(sql, (persistence, last_tick))
+        before = store.count("forecasts")
+    run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
+    result = forecast_flow(**run, bootstrap=settings.bootstrap_servers)
     assert result["champion"] == "ar"
     assert result["issued_at"] == pd.Timestamp(last_tick, unit="ms", tz="UTC").isoformat()
     sensors = world.live.n_nodes
-    expected = {"published": sensors, "skipped": 0}
-    assert result["models"] == {"ar": expected, "persistence": expected}
-    # published: one message per model and sensor, keyed by the sensor, next to the one
-    # the service published for the same tick
+    assert result["models"] == {"persistence": {"published": sensors, "skipped": 0}}
+    assert result["already_forecast"] == ["ar"]  # the service's forecast stays the only one
+    # published: one message per sensor, keyed by the sensor; ar's only by the service
     issued = datetime.fromtimestamp(last_tick / 1000, UTC)
     copies = Counter()
     for record in read_topic(settings, settings.topic_forecasts):
@@ -137,14 +138,19 @@ def test_forecast_flow_publishes_stores_and_records(live, prefect_harness, monke
         assert record.key == message.sensor.encode()
         if message.issued_at == issued:
             copies[(message.model, message.sensor)] += 1
-    assert copies == {(m, s): 2 for m in world.models for s in world.live.sensor_ids}
-    # stored: the same (model, tick) the service already forecast -> an idempotent upsert
+    expected_copies = {("persistence", s): 2 for s in world.live.sensor_ids}  # its + the flow's
+    expected_copies |= {("ar", s): 1 for s in world.live.sensor_ids}
+    assert copies == expected_copies
     with Store(settings.store_path, readonly=True) as store:
-        assert store.count("forecasts") == before
+        assert store.count("forecasts") == before + sensors
+    # run again at the same tick: nothing published twice, nothing replaced
+    again = forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    assert again["models"] == {} and again["already_forecast"] == ["ar", "persistence"]
+    assert again["stored_rows"] == 0
     artifact = _artifact(KEYS["forecast_latest"])
     table = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
-    assert [row["role"] for row in table] == ["champion", "challenger"]
-    assert table[0]["model"] == "ar" and table[0]["sensors"] == sensors
+    assert [row["role"] for row in table] == ["challenger"]  # the last run's: persistence
+    assert table[0]["model"] == "persistence" and table[0]["sensors"] == sensors
 
 
 def test_forecast_flow_stores_a_challenger_the_service_does_not_run(
@@ -171,9 +177,10 @@ def test_forecast_flow_stores_a_challenger_the_service_does_not_run(
     )
     assert result["champion"] is None  # no champion.json there: all are challengers
     sensors = world.live.n_nodes
-    assert result["stored_rows"] == 2 * sensors  # one row per model and sensor
+    assert result["already_forecast"] == ["ar"]  # the service's
+    assert result["stored_rows"] == sensors  # one row per sensor of the challenger
     with Store(settings.store_path, readonly=True) as store:
-        assert store.count("forecasts") == before + sensors  # ar's rows: upserts
+        assert store.count("forecasts") == before + sensors
         ids = {name: sid for sid, name in store.sensor_names().items()}
         keys = np.array([ids[s] for s in world.live.sensor_ids])
         issued, yhat, lo, _ = store.recent_forecasts("gru", 0, keys, HORIZON)
