@@ -380,12 +380,19 @@ def serve_deployments(
     Raises
     ------
     DeployError
-        As :func:`require_server`.
+        As :func:`require_server`, also when the server stops answering while serving.
     """
     from prefect import serve
 
     require_server()
-    serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
+    try:
+        serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
+    except Exception as exc:  # an ExceptionGroup of the runner's tasks, an httpx error...
+        try:
+            require_server()
+        except DeployError as gone:
+            raise DeployError(f"serving stopped: {gone}") from None
+        raise exc from None
 
 
 def require_server() -> str:

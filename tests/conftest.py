@@ -210,6 +210,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
 
     Yields the environment a subprocess needs to talk to it (``PREFECT_API_URL`` set).
     """
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-home")) as (env, _):
+        yield env
+
+
+@contextlib.contextmanager
+def running_prefect_server(home: Path):
+    """:func:`prefect_server`'s server in ``home``, for a test that owns it: yields its
+    environment and its process."""
     import socket
     import subprocess
     import sys
@@ -218,7 +226,6 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    home = tmp_path_factory.mktemp("prefect-home")
     env = dict(os.environ)
     for key in [k for k in env if k.startswith("PREFECT_")]:
         del env[key]  # the harness of other tests must not leak into this server
@@ -251,7 +258,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         wait_until(
             up, what="the Prefect server", poll_s=0.5, details=lambda: log.read_text()[-2000:]
         )
-        yield {**env, "PREFECT_API_URL": url}
+        yield {**env, "PREFECT_API_URL": url}, proc
     finally:
         proc.terminate()
         try:

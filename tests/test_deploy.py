@@ -333,6 +333,34 @@ def test_serve_stops_cleanly_on_sigint(prefect_server, tmp_path):
             proc.kill()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serve_ends_with_one_line_when_the_prefect_server_goes_away(tmp_path):
+    """A killed server ended serving with an ExceptionGroup as the error line."""
+    from tests.conftest import running_prefect_server
+
+    log = tmp_path / "serve.log"
+    (tmp_path / "home").mkdir()
+    with running_prefect_server(tmp_path / "home") as (env, server):
+        # Fewer client retries than Prefect's default 5 (with backoff: minutes), to be quick.
+        proc = _serve({**env, "PYTHONUNBUFFERED": "1", "PREFECT_CLIENT_MAX_RETRIES": "1"}, log)
+        try:
+            _wait(lambda: log.exists() and b"roadcast-forecast" in log.read_bytes(),
+                  "the serve banner", log)  # fmt: skip
+            server.kill()
+            server.wait()
+            try:
+                code = proc.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"still serving; log:\n{log.read_text()[-3000:]}") from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, log.read_text()[-3000:]
+    assert errors[0].startswith("error: serving stopped: the Prefect server at PREFECT_API_URL=")
+
+
 @pytest.mark.slow
 def test_serve_refuses_without_a_prefect_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
