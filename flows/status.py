@@ -29,14 +29,19 @@ _MAX_TICKS = 2**62
 
 
 def status_summary(
-    store_path: str | Path, *, last_ticks: int | None = None, last: pd.Timedelta | None = None
+    store_path: str | Path,
+    *,
+    last_ticks: int | None = None,
+    last: pd.Timedelta | None = None,
+    issued_from_ms: int | None = None,
 ) -> dict[str, Any]:
     """Counters, latency and rolling accuracy as one JSON-ready dict.
 
     ``accuracy`` is ``{model: {step: {"n", "mae", "rmse"}}}`` over the last
     ``last_ticks`` targets, or those within ``last`` of the newest tick (all when both
-    are None); ``sensors_down`` is ``[{"sensor", "since"}]`` (ISO time of the first tick
-    each one missed), longest silent first.
+    are None), of forecasts issued from ``issued_from_ms`` on (all when None);
+    ``sensors_down`` is ``[{"sensor", "since"}]`` (ISO time of the first tick each one
+    missed), longest silent first.
     """
     if last_ticks is not None:
         last_ticks = min(last_ticks, _MAX_TICKS)
@@ -45,7 +50,9 @@ def status_summary(
         down = _down_sensors(store)
         counters = store.counters()
         latencies = store.latencies_ms()
-        accuracy = store.rolling_accuracy(last_ticks=last_ticks, last_ms=last_ms)
+        accuracy = store.rolling_accuracy(
+            last_ticks=last_ticks, last_ms=last_ms, issued_from_ms=issued_from_ms
+        )
         ticks = store.last_ticks(1)
     by_model: dict[str, dict[int, dict[str, float]]] = {}
     for row in accuracy.itertuples(index=False):

@@ -167,6 +167,10 @@ def test_rolling_accuracy_over_last_ticks(store):
     spanned = store.rolling_accuracy(last_ms=2 * FREQ_MS)
     assert spanned.n.iloc[0] == 4 and spanned.mae.iloc[0] == pytest.approx(2.0)
     assert store.rolling_accuracy(last_ms=2**70).n.iloc[0] == 8
+    # only forecasts issued from tick 2 on (targets at step 1: ticks 3 and later)
+    store.write(Batch(state={"tick_ms": FREQ_MS}))
+    issued = store.rolling_accuracy(issued_from_ms=2 * FREQ_MS)
+    assert issued.n.iloc[0] == 2 and issued.mae.iloc[0] == pytest.approx(2.0)
 
 
 def test_alerts_are_keyed_by_id_and_status(store):

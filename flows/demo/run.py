@@ -167,7 +167,8 @@ def run_demo(
                 code = proc.wait(timeout=10)
         if code != 0:
             raise DemoError(f"the service exited with code {code} after SIGTERM; see {service_log}")
-    state = snapshot(store_path)
+    # Scored: the forecasts issued in the test part (the warm-up's windows fill up).
+    state = snapshot(store_path, issued_from=chronological_split(panel).test.timestamps[0])
     if state is None:
         raise DemoError(f"the service wrote no store at {store_path}; see {service_log}")
     summary = build_summary(

@@ -8,17 +8,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from models.panel import SensorPanel
 
 
-def snapshot(store_path: Path) -> dict[str, Any] | None:
-    """Counters, latency and accuracy from the service's store (None before it exists)."""
+def snapshot(store_path: Path, issued_from: pd.Timestamp | None = None) -> dict[str, Any] | None:
+    """Counters, latency and accuracy (of forecasts issued from ``issued_from`` on) from
+    the service's store (None before it exists)."""
     from flows.status import status_summary
 
     if not store_path.is_file():
         return None
+    since = None if issued_from is None else int(issued_from.value // 1_000_000)
     try:
-        return status_summary(store_path, last_ticks=None)
+        return status_summary(store_path, last_ticks=None, issued_from_ms=since)
     except Exception:  # the service may be creating its tables right now: next time
         return None
 

@@ -619,10 +619,15 @@ class Store:
         return issued, out[0], out[1] if has_bounds else None, out[2] if has_bounds else None
 
     def rolling_accuracy(
-        self, *, last_ticks: int | None = None, last_ms: int | None = None
+        self,
+        *,
+        last_ticks: int | None = None,
+        last_ms: int | None = None,
+        issued_from_ms: int | None = None,
     ) -> pd.DataFrame:
         """Live MAE and RMSE per model and step over the last ``last_ticks`` targets, or
-        the targets less than ``last_ms`` before the newest tick.
+        the targets less than ``last_ms`` before the newest tick; with ``issued_from_ms``
+        only of forecasts issued at or after it.
 
         Columns ``model, step, n, mae, rmse`` (step is 1-based), from the error sums
         the service wrote as each target tick closed (values as known at close).
@@ -638,11 +643,13 @@ class Store:
             ).fetchone()
             if row is not None:
                 since = int(row[0])
+        tick = int(self.state().get("tick_ms") or 0)
+        issued = -(2**62) if issued_from_ms is None else issued_from_ms
         rows = self._db.execute(
             "SELECT m.name, a.step, SUM(a.n), SUM(a.sum_abs), SUM(a.sum_sq) FROM accuracy a "
-            "JOIN models m ON m.id = a.model WHERE a.target >= ? GROUP BY m.name, a.step "
-            "ORDER BY m.name, a.step",
-            (since,),
+            "JOIN models m ON m.id = a.model WHERE a.target >= ? AND a.target - a.step * ? >= ? "
+            "GROUP BY m.name, a.step ORDER BY m.name, a.step",
+            (since, tick, issued),
         ).fetchall()
         frame = pd.DataFrame(rows, columns=["model", "step", "n", "sum_abs", "sum_sq"])
         n = frame["n"].where(frame["n"] > 0)
