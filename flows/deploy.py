@@ -387,12 +387,12 @@ def serve_deployments(
     require_server()
     try:
         serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
-    except Exception as exc:  # an ExceptionGroup of the runner's tasks, an httpx error...
+    except Exception:  # an ExceptionGroup of the runner's tasks, an httpx error...
         try:
             require_server()
         except DeployError as gone:
             raise DeployError(f"serving stopped: {gone}") from None
-        raise exc from None
+        raise
 
 
 def require_server() -> str:

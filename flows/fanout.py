@@ -27,10 +27,10 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 log = logging.getLogger("roadcast.flows")
+T = TypeVar("T")
 
 LOCAL_WORKERS_MAX = 4
 # Beyond ROADCAST_DASK_TIMEOUT_S, how long a check or connection may take to give up
@@ -91,20 +92,14 @@ def scheduler_problem(address: str, timeout_s: float) -> tuple[str, str] | None:
         finally:
             comm.abort()
 
-    answer: Future[object] = Future()
-
-    def run() -> None:
+    def run() -> object:
         loop = asyncio.new_event_loop()
         try:
             # connect's own deadline, timeout_s, reports a refused connection first
-            checked = asyncio.wait_for(identify(), timeout_s + GRACE_S / 2)
-            answer.set_result(loop.run_until_complete(checked))
-        except Exception as exc:  # whatever the other end makes of it, reported below
-            answer.set_exception(exc)
+            return loop.run_until_complete(asyncio.wait_for(identify(), timeout_s + GRACE_S / 2))
         finally:
             loop.close()  # does not wait for a resolver thread that hangs
 
-    threading.Thread(target=run, name="roadcast-dask-check", daemon=True).start()
     down = (
         "start it (`dask scheduler`), fix ROADCAST_DASK_ADDRESS, or set "
         f"ROADCAST_DASK_FALLBACK_LOCAL=true {_INSTEAD}"
@@ -115,7 +110,7 @@ def scheduler_problem(address: str, timeout_s: float) -> tuple[str, str] | None:
     )
     silent = f"the Dask scheduler at {address} did not answer within {timeout_s:g} s"
     try:
-        reply = answer.result(timeout=timeout_s + GRACE_S)
+        reply = _within(run, timeout_s + GRACE_S, "roadcast-dask-check")
     except TimeoutError:  # before OSError: TimeoutError is one
         return f"{silent} (ROADCAST_DASK_TIMEOUT_S)", down
     except CommClosedError as exc:  # connected, then closed (connect's own failures are
@@ -139,6 +134,21 @@ def scheduler_problem(address: str, timeout_s: float) -> tuple[str, str] | None:
 
 
 _INSTEAD = "to train on a local cluster instead"
+
+
+def _within(call: Callable[[], T], timeout_s: float, name: str) -> T:
+    """``call()`` in a daemon thread of its own: its result or its error, or TimeoutError
+    after ``timeout_s`` (the thread, which cannot be cancelled, is left behind)."""
+    outcome: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(call())
+        except Exception as exc:
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return outcome.result(timeout=timeout_s)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -207,18 +217,8 @@ def _connect(runner: DaskTaskRunner) -> None:
     """Create ``runner``'s client in a daemon thread; give up after the deadline."""
     address = runner.address
     timeout_s = float(runner.client_kwargs.get("timeout", 10.0))
-    done: Future[None] = Future()
-
-    def run() -> None:
-        try:
-            runner.client  # noqa: B018 -- the property connects
-            done.set_result(None)
-        except Exception as exc:
-            done.set_exception(exc)
-
-    threading.Thread(target=run, name="roadcast-dask-client", daemon=True).start()
     try:
-        done.result(timeout=timeout_s + GRACE_S)
+        _within(lambda: runner.client, timeout_s + GRACE_S, "roadcast-dask-client")
     except TimeoutError:
         reason = f"did not finish connecting within {timeout_s:g} s (ROADCAST_DASK_TIMEOUT_S)"
     except Exception as exc:

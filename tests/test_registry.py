@@ -174,15 +174,21 @@ def test_a_lock_held_too_long_is_a_one_line_error(tmp_path):
         pass
 
 
-def test_promote_only_keeps_a_served_champion_and_replaces_an_unreadable_set(tmp_path):
-    from pipeline.model_dir import SERVING_FILE
-
+def _ar_champion(tmp_path):
+    """A registry serving ar (the champion) and persistence; its --models option; a runner."""
     reg = make_registry(tmp_path, 5)
     folder = ["--models", str(reg.bundles)]
     runner = CliRunner()
     assert (
         runner.invoke(app, ["models", "promote", "ar", "--champion", "ar", *folder]).exit_code == 0
     )
+    return reg, folder, runner
+
+
+def test_promote_only_keeps_a_served_champion_and_replaces_an_unreadable_set(tmp_path):
+    from pipeline.model_dir import SERVING_FILE
+
+    reg, folder, runner = _ar_champion(tmp_path)
     only = runner.invoke(app, ["models", "promote", "ar", "--only", *folder])
     assert only.exit_code == 0, only.output
     assert read_champion(reg.bundles).champion == "ar"  # still served: still the champion
@@ -198,12 +204,7 @@ def test_promote_only_keeps_a_served_champion_and_replaces_an_unreadable_set(tmp
 
 def test_promote_only_without_the_champion_says_the_set_has_none(tmp_path, caplog):
     """``--only`` over a set whose champion it leaves out dropped the champion silently."""
-    reg = make_registry(tmp_path, 5)
-    folder = ["--models", str(reg.bundles)]
-    runner = CliRunner()
-    assert (
-        runner.invoke(app, ["models", "promote", "ar", "--champion", "ar", *folder]).exit_code == 0
-    )
+    reg, folder, runner = _ar_champion(tmp_path)
     only = runner.invoke(app, ["models", "promote", "persistence", "--only", *folder])
     assert only.exit_code == 0, only.output
     assert "the champion 'ar' is no longer served" in caplog.text  # stderr, from the CLI

@@ -643,13 +643,15 @@ class Store:
             ).fetchone()
             if row is not None:
                 since = int(row[0])
-        tick = int(self.state().get("tick_ms") or 0)
-        issued = -(2**62) if issued_from_ms is None else issued_from_ms
+        where, args = "a.target >= ?", [since]
+        if issued_from_ms is not None:  # issued = target - step x tick
+            where += " AND a.target - a.step * ? >= ?"
+            args += [int(self.state().get("tick_ms") or 0), issued_from_ms]
         rows = self._db.execute(
             "SELECT m.name, a.step, SUM(a.n), SUM(a.sum_abs), SUM(a.sum_sq) FROM accuracy a "
-            "JOIN models m ON m.id = a.model WHERE a.target >= ? AND a.target - a.step * ? >= ? "
-            "GROUP BY m.name, a.step ORDER BY m.name, a.step",
-            (since, tick, issued),
+            f"JOIN models m ON m.id = a.model WHERE {where} GROUP BY m.name, a.step "
+            "ORDER BY m.name, a.step",
+            args,
         ).fetchall()
         frame = pd.DataFrame(rows, columns=["model", "step", "n", "sum_abs", "sum_sq"])
         n = frame["n"].where(frame["n"] > 0)
