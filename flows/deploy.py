@@ -29,7 +29,9 @@ deployment serves every environment.
 Prefect's embedded temporary server runs no schedules, so serving needs a real one
 (``prefect server start``); :func:`serve_deployments` refuses to start without
 ``PREFECT_API_URL``, or when that server does not answer its health check within
-:data:`HEALTH_TIMEOUT_S`.
+:data:`HEALTH_TIMEOUT_S`. While serving, :class:`ServerWatch` checks it every
+:data:`WATCH_EVERY_S` and says in one line when it stops answering (scheduled runs do not
+start meanwhile; serving goes on) and when it answers again.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
 WORK_POOL = "roadcast-process"
 TIMEZONE = "UTC"
 HEALTH_TIMEOUT_S = 15.0  # the whole health check of the Prefect server, retries included
+WATCH_EVERY_S = 30.0  # while serving: how often the Prefect server's health is checked
 YAML_HEADER = """\
 # roadcast's Prefect deployments, for `prefect deploy --all --prefect-file deploy/prefect.yaml`
 # (run it from the directory the worker should run flows in) and a worker of the process
@@ -365,7 +371,12 @@ def check_server(url: str, timeout_s: float | None = None) -> None:
             f"the Prefect server at PREFECT_API_URL={url} did not answer its health check "
             f"({reason}); start it (`prefect server start`) or fix PREFECT_API_URL"
         )
-        raise DeployError(re.sub(r"//[^/@\s]+@", "//", message))  # no user:password shown
+        raise DeployError(_no_password(message))
+
+
+def _no_password(text: str) -> str:
+    """``text`` without the ``user:password@`` of a URL in it."""
+    return re.sub(r"//[^/@\s]+@", "//", text)
 
 
 def serve_deployments(
@@ -384,7 +395,9 @@ def serve_deployments(
     """
     from prefect import serve
 
-    require_server()
+    url = require_server()
+    watch = ServerWatch(url)
+    watch.start()
     try:
         serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
     except Exception:  # an ExceptionGroup of the runner's tasks, an httpx error...
@@ -393,6 +406,53 @@ def serve_deployments(
         except DeployError as gone:
             raise DeployError(f"serving stopped: {gone}") from None
         raise
+    finally:
+        watch.stop()
+
+
+class ServerWatch(threading.Thread):
+    """While serving: one line on ``say`` when the Prefect server at ``url`` stops
+    answering its health check (a hung or paused server: Prefect's runner waits on it
+    without a word, and no scheduled run starts), one when it answers again.
+
+    Parameters
+    ----------
+    url : the server's API URL.
+    every_s : seconds between checks; each check has :data:`HEALTH_TIMEOUT_S`.
+    say : where the lines go (standard error by default).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        every_s: float = WATCH_EVERY_S,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(name="roadcast-prefect-watch", daemon=True)
+        self.url, self.every_s = url, every_s
+        self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        down_since: float | None = None
+        while not self._stopped.wait(self.every_s):
+            try:
+                check_server(self.url)
+            except DeployError as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.say(f"warning: {exc}; no scheduled run starts until it answers")
+                continue
+            if down_since is not None:
+                away = time.monotonic() - down_since
+                self.say(
+                    f"the Prefect server at PREFECT_API_URL={_no_password(self.url)} answers "
+                    f"again (it did not for about {away:.0f} s)"
+                )
+                down_since = None
 
 
 def require_server() -> str:

@@ -361,6 +361,38 @@ def test_serve_ends_with_one_line_when_the_prefect_server_goes_away(tmp_path):
     assert errors[0].startswith("error: serving stopped: the Prefect server at PREFECT_API_URL=")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serving_says_when_the_prefect_server_hangs_and_when_it_answers_again(tmp_path):
+    """A paused server left serving waiting without a word, scheduled runs not started."""
+    from tests.conftest import running_prefect_server
+
+    log = tmp_path / "watch.log"
+    (tmp_path / "home").mkdir()
+    watch = "from flows.deploy import ServerWatch as W, api_url; W(api_url(), every_s=0.2).run()"
+    with running_prefect_server(tmp_path / "home") as (env, server):
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", watch], cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"},
+                stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            server.send_signal(signal.SIGSTOP)
+            try:
+                _wait(lambda: b"warning:" in log.read_bytes(), "the warning", log)
+            finally:
+                server.send_signal(signal.SIGCONT)
+            _wait(lambda: b"answers again" in log.read_bytes(), "the all-clear", log)
+        finally:
+            proc.kill()
+            proc.wait()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("warning: the Prefect server at PREFECT_API_URL="), lines
+    assert "no answer within" in lines[0] and "no scheduled run starts" in lines[0], lines
+    assert lines[1].startswith("the Prefect server at PREFECT_API_URL=http"), lines
+
+
 @pytest.mark.slow
 def test_serve_refuses_without_a_prefect_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
