@@ -148,3 +148,24 @@ def test_a_malformed_address_is_a_settings_error(monkeypatch, value, expected):
 )
 def test_a_valid_address_is_kept_or_normalised(value, expected):
     assert load_settings(dask_address=value).dask_address == expected
+
+
+def test_train_refuses_a_malformed_address_before_starting_prefect(monkeypatch, tmp_path):
+    """It was reported only after Prefect's temporary server had started (about 20 s)."""
+    from typer.testing import CliRunner
+
+    import flows.cli.errors
+    from flows.cli import app
+
+    def no_prefect() -> None:
+        raise AssertionError("Prefect was loaded before the settings were checked")
+
+    monkeypatch.setattr(flows.cli.errors, "load_prefect", no_prefect)
+    monkeypatch.setenv("ROADCAST_DASK_ADDRESS", "127.0.0.1:abc")
+    done = CliRunner().invoke(
+        app, ["train", "simulated:sensors=4,days=2", "--models", "persistence",
+              "--out", str(tmp_path / "models")],
+    )  # fmt: skip
+    assert done.exit_code == 1, done.output
+    assert "error: invalid settings: ROADCAST_DASK_ADDRESS" in done.output, done.output
+    assert not (tmp_path / "models").exists()

@@ -149,10 +149,15 @@ def train(
     import os
 
     from flows.cli.errors import check_prefect_home, load_prefect, quiet_prefect_tracebacks
+    from pipeline.settings import SettingsError, load_settings
 
+    try:  # before Prefect's server starts: a bad ROADCAST_* setting fails at once
+        load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     load_prefect()
     from flows.train_flow import train_flow
-    from pipeline.settings import SettingsError
 
     if not os.environ.get("PREFECT_API_URL"):
         # The temporary server's usage telemetry only adds "database is locked" noise.
