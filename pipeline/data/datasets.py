@@ -227,8 +227,8 @@ DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
         "simulated": DatasetInfo(
             name="simulated",
             description="Built-in road-network simulator (corridors around LA, peaks, "
-            "upstream congestion, labelled incidents and sensor faults); options "
-            "simulated:sensors=2000,days=7,seed=1",
+            "upstream congestion, labelled incidents and sensor faults); 200 sensors, "
+            "7 days, seed 0 unless told, e.g. simulated:sensors=2000,days=3,seed=1",
             files=(),
             licence="MIT (generated)",
             source="pipeline/data/simulate.py",
