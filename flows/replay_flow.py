@@ -10,7 +10,7 @@ failed halfway is better re-run by a person who knows why it failed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, task
 from prefect.cache_policies import NONE
@@ -18,6 +18,18 @@ from prefect.cache_policies import NONE
 from flows.artifacts import KEYS, publish_table
 from flows.io_tasks import load_data
 from models.panel import SensorPanel
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+
+def replay_settings(bootstrap: str | None, topic: str | None) -> Settings:
+    """The settings with ``bootstrap`` and ``topic`` (as the readings topic) checked."""
+    from pipeline.settings import load_settings
+
+    return load_settings(
+        bootstrap_servers=bootstrap, **({} if topic is None else {"topic_readings": topic})
+    )
 
 
 @task(name="replay-readings", cache_policy=NONE)
@@ -31,10 +43,9 @@ def replay_readings(
     """Send the panel's readings to Kafka; returns :meth:`ReplayStats.as_dict` + topic."""
     from pipeline.kafka.clients import close_producer, ensure_topics, make_producer
     from pipeline.kafka.replay import replay
-    from pipeline.settings import load_settings
 
-    settings = load_settings(bootstrap_servers=bootstrap)
-    target = topic or settings.topic_readings
+    settings = replay_settings(bootstrap, topic)
+    target = settings.topic_readings
     ensure_topics(settings, topics=[target])
     producer = make_producer(settings)
     try:
@@ -67,7 +78,11 @@ def replay_flow(
 
     Returns the replay statistics (messages, steps, rate, first and last timestamps).
     """
+    from pipeline.kafka.replay import check_replay
+
+    replay_settings(bootstrap, topic)  # a bad topic or address fails before loading data
     panel = load_data(data, adjacency, data_dir)
+    check_replay(panel, speedup, limit)
     stats = replay_readings(panel, bootstrap, topic, speedup, limit)
     publish_table(
         KEYS["replay"],

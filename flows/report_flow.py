@@ -46,6 +46,7 @@ from models.bundle import finite_or_none
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
+from pipeline.model_dir import BUNDLES, SERVING_FILE
 
 
 @dataclass(frozen=True)
@@ -174,13 +175,32 @@ def check_options(since: str, horizon: int, out: str | None) -> None:
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1 step, got {horizon}")
     if out is not None:
-        folder = Path(out).expanduser()
-        if not str(out).strip() or any(
-            p.exists() and not p.is_dir() for p in (folder, *folder.parents)
-        ):
-            raise ValueError(
-                f"out={out!r} is blank, a file or under one; pass a folder (new or not)"
-            )
+        check_out_folder(out)
+
+
+def check_out_folder(out: str, what: str = "out") -> None:
+    """Refuse a report folder that is blank, a file or under one, not writable, or a
+    models folder (the live report would replace its training report).
+
+    Raises
+    ------
+    ValueError
+        Naming ``out`` (as ``what``) and the cause.
+    """
+    shown = f"{what}={out!r}"
+    folder = Path(out).expanduser()
+    if not str(out).strip() or any(
+        p.exists() and not p.is_dir() for p in (folder, *folder.parents)
+    ):
+        raise ValueError(f"{shown} is blank, a file or under one; pass a folder (new or not)")
+    if folder.name == BUNDLES or (folder / BUNDLES).is_dir() or (folder / SERVING_FILE).exists():
+        raise ValueError(
+            f"{shown} holds trained models: the live report would replace their training "
+            "report; pass another folder"
+        )
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{shown}: no permission to write in {existing}")
 
 
 def live_document(scored: Scored, *, dataset: str) -> dict[str, Any]:
@@ -288,8 +308,13 @@ def write_outputs(
     are written, so a failed write leaves ``out`` as it was.
     """
     folder = Path(out).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".report-", dir=folder))
+    except PermissionError as exc:
+        raise PermissionError(
+            f"cannot write the report in {folder} ({exc.strerror or exc}); pass another out"
+        ) from None
     try:
         write_report(staging, report)
         (staging / "live_metrics.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -358,6 +383,7 @@ def report_flow(
     folder = out or str(
         Path(settings.store_path).parent / "reports" / scored.last.strftime("%Y-%m-%dT%H%MZ")
     )
+    check_out_folder(folder, "out" if out else "the report folder next to the store")
     paths = write_outputs(folder, report, document, sensor_errors(scored))
     publish_table(
         KEYS["live_accuracy"],

@@ -332,7 +332,7 @@ def train_flow(
     resolve_device(device)  # fail before loading anything when CUDA is asked for and absent
     budget = parse_budget(tune) if tune is not None else None
     settings = load_settings()
-    folder = str(out or settings.model_dir)
+    folder = str(settings.model_dir if out is None else out)
     check_out_dir(folder)
     runner = dask_runner(settings)  # an unreachable scheduler fails here, before any work
     panel = load_data(data, adjacency, data_dir, index_col, no_index)

@@ -419,6 +419,7 @@ STORES = {
     "empty": (_empty, "is not a roadcast store"),
     "other-schema": (_other_schema, "is not a roadcast store"),
     "newer-schema": (_newer, "has store schema '99'"),
+    "folder": (Path.mkdir, "is a folder, not a store"),
 }
 
 

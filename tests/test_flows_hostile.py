@@ -326,6 +326,26 @@ def test_report_flow_refuses_an_output_folder_that_is_a_file(
     assert (tmp_path / "taken").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("target", ["train output", "bundles"])
+def test_report_flow_refuses_to_write_over_a_models_folder(
+    target: str, bundles: Path, prefect_harness, tmp_path: Path
+) -> None:
+    """It replaced the training report (report.html, report.md, figures) without a word."""
+    import shutil
+
+    from flows.report_flow import report_flow
+
+    store = filled_store(tmp_path / "s.sqlite")
+    models = tmp_path / "models"
+    shutil.copytree(bundles, models / "bundles")
+    (models / "report.html").write_text("training report\n")
+    out = models if target == "train output" else models / "bundles"
+    with pytest.raises(ValueError, match=rf"out='{out}' holds trained models"):
+        report_flow(store=str(store), models_dir=str(models), out=str(out))
+    assert (models / "report.html").read_text() == "training report\n"
+    assert not (out / "live_metrics.json").exists()
+
+
 def test_report_flow_leaves_the_folder_as_it_was_when_a_write_fails(
     prefect_harness, tmp_path: Path, monkeypatch
 ) -> None:
@@ -348,3 +368,37 @@ def test_report_flow_leaves_the_folder_as_it_was_when_a_write_fails(
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(os.listdir(out)) == sorted({str(p).split(os.sep)[0] for p in before})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"topic": "bad topic!"}, r"topic_readings \(as given\): 'bad topic!' is not a legal"),
+        ({"topic": ""}, r"topic_readings \(as given\): the topic name is empty"),
+        ({"speedup": -1.0}, r"speedup must be a finite number"),
+        ({"speedup": float("nan")}, r"speedup must be a finite number"),
+        ({"limit": -5}, r"limit must be >= 0 steps"),
+    ],
+)
+def test_replay_flow_names_a_bad_parameter_before_it_connects(
+    options: dict, message: str, prefect_harness
+) -> None:
+    """A bad topic was sent to (or '' fell back to the default); the others were named
+    only after the connection to Kafka, or not at all when no broker answered."""
+    from flows.replay_flow import replay_flow
+    from pipeline.settings import SettingsError
+
+    with pytest.raises((ValueError, SettingsError), match=message):
+        replay_flow(data="simulated:sensors=3,days=1", bootstrap=f"127.0.0.1:{_free_port()}",
+                    **options)  # fmt: skip
+
+
+def test_a_damaged_store_is_named_damaged_not_foreign(tmp_path: Path) -> None:
+    """A roadcast store cut to half its size was called "not a roadcast store"."""
+    from pipeline.service.store_reads import check_store
+
+    store = filled_store(tmp_path / "store.sqlite", ticks=200, forecasts_of="ar")
+    whole = store.read_bytes()
+    store.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(StoreError, match=rf"the store {store} is damaged .*malformed.*backup"):
+        check_store(store)

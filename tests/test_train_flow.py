@@ -145,6 +145,9 @@ def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
     with pytest.raises(ValueError, match="needs a road graph"):
         train_flow(data=f"csv:{tmp_path / 'speeds.csv'}", models="tgclstm", out=str(tmp_path))
     assert not (tmp_path / "bundles").exists()
+    # an empty out trained into ROADCAST_MODEL_DIR's default and promoted there
+    with pytest.raises(ValueError, match="--out is empty"):
+        train_flow(data=DATA, models="persistence", out="")
 
 
 def test_gpu_slot_is_a_global_limit_that_serialises(no_gpu_limit):

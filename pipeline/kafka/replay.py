@@ -115,6 +115,33 @@ def check_pace(span_s: float, n_steps: int, speedup: float) -> None:
             )
 
 
+def check_replay(panel: SensorPanel, speedup: float, limit: int | None) -> list[datetime]:
+    """The timestamps of the steps :func:`replay` would send, after refusing what it
+    cannot do (before anything connects).
+
+    Raises
+    ------
+    ValueError
+        As :func:`replay`.
+    """
+    if panel.values.ndim != 2:
+        raise ValueError(
+            f"replay needs a [time, node] panel, got shape {panel.values.shape}; "
+            "select one feature first"
+        )
+    if speedup < 0 or not np.isfinite(speedup):
+        raise ValueError(
+            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
+        )
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 steps, got {limit}")
+    n_steps = panel.n_time if limit is None else min(limit, panel.n_time)
+    stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
+    if stamps:
+        check_pace((stamps[-1] - stamps[0]).total_seconds(), n_steps, speedup)
+    return stamps
+
+
 def replay(
     panel: SensorPanel,
     producer: KafkaProducer,
@@ -160,25 +187,12 @@ def replay(
     ReplayError
         When the broker rejected or never acknowledged some messages; it says how many.
     """
-    if panel.values.ndim != 2:
-        raise ValueError(
-            f"replay needs a [time, node] panel, got shape {panel.values.shape}; "
-            "select one feature first"
-        )
-    if speedup < 0 or not np.isfinite(speedup):
-        raise ValueError(
-            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
-        )
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0 steps, got {limit}")
+    stamps = check_replay(panel, speedup, limit)
     from kafka.errors import KafkaError
 
-    n_steps = panel.n_time if limit is None else min(limit, panel.n_time)
+    n_steps = len(stamps)
     keys = [s.encode() for s in panel.sensor_ids]
     sensors = panel.sensor_ids
-    stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
-    if stamps:
-        check_pace((stamps[-1] - stamps[0]).total_seconds(), n_steps, speedup)
     failures = _Failures()
     sent = skipped = size = 0
     started = time.monotonic()

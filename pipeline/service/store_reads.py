@@ -91,6 +91,11 @@ def check_store(path: str | Path) -> None:
                 "to create the store's -shm file there even to read it; copy the store "
                 "(with its -wal file) to a writable folder"
             ) from None
+        if "malformed" in str(exc):
+            raise StoreError(
+                f"the store {path} is damaged ({exc}): restore it from a backup, or move it "
+                "aside and `roadcast serve` starts a new one"
+            ) from None
         raise StoreError(
             f"{path} is not a roadcast store ({exc}); pass the store `roadcast serve` writes "
             "(--store or ROADCAST_STORE_PATH)"
