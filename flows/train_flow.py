@@ -317,7 +317,7 @@ def train_flow(
     from prefect.runtime import flow_run
 
     from models.nn.devices import resolve_device
-    from pipeline.registry.versions import new_run_id
+    from pipeline.registry.versions import check_label, new_run_id
     from pipeline.settings import load_settings
 
     names: tuple[str, ...]
@@ -330,6 +330,7 @@ def train_flow(
         device=device, test=test, valid=valid, progress=progress,
     )  # fmt: skip
     resolve_device(device)  # fail before loading anything when CUDA is asked for and absent
+    check_label(label)
     budget = parse_budget(tune) if tune is not None else None
     settings = load_settings()
     folder = str(settings.model_dir if out is None else out)

@@ -198,8 +198,8 @@ def read_bundle(directory: str | Path) -> Bundle:
         No bundle there, a listed file missing, a link or outside the folder, a sha256
         mismatch (corrupted or edited file), unreadable weights, a bundle of another
         format version, or a config whose common keys
-        (``model``, ``sensor_ids``, ``window``, ``horizon``, ``level``, ``step_s``) have the
-        wrong type (naming the field).
+        (``model``, ``sensor_ids``, ``window``, ``horizon``, ``level``, ``step_s``,
+        ``floor``) have the wrong type (naming the field).
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -303,6 +303,44 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
         not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_STEP_S
     ):
         raise wrong("step_s", f"a whole number of seconds from 1 to {MAX_STEP_S} (or null)")
+    if not _floor_fits(config.get("floor"), len(ids)):
+        raise wrong("floor", f"null or a list of {len(ids)} finite numbers or nulls (per sensor)")
+    if not _halfwidth_fits(config.get("halfwidth"), config["horizon"], len(ids)):
+        raise wrong(
+            "halfwidth",
+            f"null or {config['horizon']} lists (per step) of {len(ids)} finite numbers >= 0",
+        )
+
+
+def _floor_fits(floor: Any, sensors: int) -> bool:
+    """``floor`` is null or one finite number (or null: no floor) per sensor."""
+    if floor is None:
+        return True
+    return (
+        isinstance(floor, list)
+        and len(floor) == sensors
+        and all(f is None or _finite_number(f) for f in floor)
+    )
+
+
+def _halfwidth_fits(halfwidth: Any, horizon: int, sensors: int) -> bool:
+    """``halfwidth`` is null or one finite width >= 0 per step and sensor."""
+    if halfwidth is None:
+        return True
+    return (
+        isinstance(halfwidth, list)
+        and len(halfwidth) == horizon
+        and all(
+            isinstance(row, list)
+            and len(row) == sensors
+            and all(_finite_number(w) and w >= 0 for w in row)
+            for row in halfwidth
+        )
+    )
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def step_seconds(step: timedelta | None) -> int | None:

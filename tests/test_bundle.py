@@ -136,6 +136,15 @@ def rehash(directory: Path, **changes) -> None:
         ({"sensor_ids": ["a", "a"]}, "sensor_ids"),
         ({"model": 7}, "model"),
         ({"level": "0.9"}, "level"),
+        ({"floor": [float("nan"), 0.0]}, "floor"),
+        ({"floor": [0.0, float("inf")]}, "floor"),
+        ({"floor": [0.0]}, "floor"),
+        ({"floor": [0.0, True]}, "floor"),
+        ({"floor": 0.0}, "floor"),
+        ({"halfwidth": [[float("nan"), 1.0], [1.0, 1.0]]}, "halfwidth"),
+        ({"halfwidth": [[1.0, 1.0]]}, "halfwidth"),
+        ({"halfwidth": [[-1.0, 0.0], [0.0, 0.0]]}, "halfwidth"),
+        ({"halfwidth": 2.0}, "halfwidth"),
     ],
 )
 def test_rehashed_config_with_a_wrong_type_names_bundle_and_field(tmp_path: Path, changes, field):
@@ -157,6 +166,12 @@ def test_rehashed_config_with_a_wrong_type_names_bundle_and_field(tmp_path: Path
     with pytest.raises(BundleError) as info:
         load_bundles(tmp_path)
     assert str(bundle) in str(info.value) and f"field {field!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("floor", [None, [None, 0.0], [0, -5.5]])
+def test_a_floor_of_null_or_one_finite_number_or_null_per_sensor_loads(tmp_path: Path, floor):
+    save_bundle(tmp_path / "b", config={**CONFIG, "floor": floor})
+    assert read_bundle(tmp_path / "b").config["floor"] == floor
 
 
 def test_network_weights_that_are_not_finite_are_refused_naming_the_weight(tmp_path: Path):

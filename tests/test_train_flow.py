@@ -148,6 +148,10 @@ def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
     # an empty out trained into ROADCAST_MODEL_DIR's default and promoted there
     with pytest.raises(ValueError, match="--out is empty"):
         train_flow(data=DATA, models="persistence", out="")
+    # a label that cannot print on one line was refused only after training
+    with pytest.raises(ValueError, match="holds control characters"):
+        train_flow(data=DATA, models="persistence", out=str(tmp_path / "l"), label="a/b\nc")
+    assert not (tmp_path / "l").exists()
 
 
 def test_gpu_slot_is_a_global_limit_that_serialises(no_gpu_limit):

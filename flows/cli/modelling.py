@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 
 
 MAX_THREADS = 256
-MAX_LABEL_CHARS = 200
 
 
 def explain(
@@ -115,6 +114,7 @@ def train(
     from models.forecasters.tuning import parse_budget
     from models.nn.devices import resolve_device
     from pipeline.data.datasets import parse_spec
+    from pipeline.registry.versions import MAX_LABEL_CHARS, label_problem
 
     console = Console()
     try:
@@ -126,10 +126,9 @@ def train(
             raise ValueError("--index-col and --no-index contradict each other; give one")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
             raise ValueError(f"--threads must be 1-{MAX_THREADS}, got {threads}")
-        if label is not None and (len(label) > MAX_LABEL_CHARS or not label.isprintable()):
+        if label is not None and (problem := label_problem(label)) is not None:
             raise ValueError(
-                f"--label must be at most {MAX_LABEL_CHARS} printable characters (no control "
-                "characters or line breaks)"
+                f"--label {problem}; give at most {MAX_LABEL_CHARS} printable characters"
             )
         check_out_dir(out)
         plan = TrainPlan(

@@ -41,8 +41,7 @@ def list_versions(
     from flows.reporting.text import print_table
     from models.bundle import MANIFEST
     from pipeline.model_dir import SERVING_FILE, bundles_dir, read_serving, version_path
-    from pipeline.registry.versions import list_versions as versions_in
-    from pipeline.registry.versions import validation_pooled
+    from pipeline.registry.versions import scan_versions, validation_pooled, version_ref
 
     root = bundles_dir(_folder(models))
     if (root / MANIFEST).is_file():
@@ -52,14 +51,20 @@ def list_versions(
             param_hint="--models",
         )
     serving = read_serving(root)
-    found = versions_in(root)
+    found, broken = scan_versions(root)
+    served = serving.models if serving else {}
+    for bad in broken:
+        role = " (served)" if served.get(bad.model) == bad.version else ""
+        typer.echo(
+            f"warning: {version_ref(bad.model, bad.version)}{role} cannot be served: {bad.reason}",
+            err=True,
+        )
     if not found:
         typer.echo(
             f"no registered versions in {root}"
             + ("" if serving else "; `roadcast models promote MODEL` registers its bundles")
         )
         return
-    served = serving.models if serving else {}
     champion = (serving.champion or {}).get("champion") if serving else None
     rows = []
     for v in found:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -49,7 +48,6 @@ from pipeline.model_dir import (
     read_champion,
     read_network,
     read_serving,
-    version_path,
     write_serving,
 )
 from pipeline.model_dir import promote as write_champion
@@ -59,6 +57,8 @@ from pipeline.registry.versions import (
     describe,
     find_version,
     register,
+    registered,
+    version_ref,
 )
 
 log = logging.getLogger("roadcast.registry")
@@ -127,46 +127,41 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
     return serving
 
 
-def _sensors(version: ModelVersion) -> frozenset[str]:
-    try:
-        return frozenset(json.loads((version.path / CONFIG).read_text())["sensor_ids"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise RegistryError(f"{version.path}/{CONFIG} is unreadable ({exc})") from None
-
-
 def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
-    """Refuse versions that do not verify, hold another model than their name, were
-    trained on different time steps, or forecast different sensor networks.
+    """Refuse versions the flows and ``roadcast serve`` would refuse to load: bundles that
+    do not verify or rebuild, hold another model than their name, were trained on
+    different time steps, or forecast different sensor networks.
 
     Raises
     ------
     RegistryError
         Naming the version and what is wrong with it.
     """
-    from models.bundle import BundleError, read_bundle, step_text
+    from models.bundle import BundleError, step_text
+    from models.forecasters.registry import load_model
 
-    steps: dict[str, int] = {}
+    loaded = {}
     for name, version in versions.items():
+        ref = version_ref(name, version.version)
         try:
-            bundle = read_bundle(version.path)
-        except BundleError as exc:
+            model = load_model(version.path)
+        except (BundleError, OSError) as exc:
+            raise RegistryError(f"{ref} cannot be served: {exc}") from None
+        if model.name != name:
             raise RegistryError(
-                f"{version.model}@{version.version} is not promoted: {exc}"
-            ) from None
-        if bundle.model != name:
-            raise RegistryError(
-                f"{name}@{version.version} is not promoted: {version.path} holds a "
-                f"{bundle.model!r} model"
+                f"{ref} cannot be served: {version.path} holds a {model.name!r} model"
             )
-        if bundle.config.get("step_s") is not None:
-            steps[name] = bundle.config["step_s"]
+        loaded[name] = model
+    steps = {n: s for n, m in loaded.items() if (s := getattr(m, "step_s", None)) is not None}
     if len(set(steps.values())) > 1:
-        shown = ", ".join(f"{n}@{versions[n].version}: {step_text(s)}" for n, s in steps.items())
+        shown = ", ".join(
+            f"{version_ref(n, versions[n].version)}: {step_text(s)}" for n, s in steps.items()
+        )
         raise RegistryError(
             f"these versions were trained on different time steps ({shown}); a model "
             "directory serves one tick: promote versions trained at the same step"
         )
-    sensors = {name: _sensors(v) for name, v in versions.items()}
+    sensors = {name: frozenset(m.sensor_ids) for name, m in loaded.items()}
     network = read_network(root)
     expected = frozenset(network.sensor_ids) if network is not None else None
     for name, own in sensors.items():
@@ -174,10 +169,10 @@ def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
         if own != reference:
             what = "network.json" if expected is not None else "the other models"
             raise RegistryError(
-                f"{name}@{versions[name].version} forecasts {len(own)} sensors, not the "
-                f"{len(reference)} of {what} ({len(own - reference)} only in the model, "
-                f"{len(reference - own)} only in {what}); a model directory serves one sensor "
-                "network"
+                f"{version_ref(name, versions[name].version)} forecasts {len(own)} sensors, "
+                f"not the {len(reference)} of {what} ({len(own - reference)} only in the "
+                f"model, {len(reference - own)} only in {what}); a model directory serves one "
+                "sensor network"
             )
 
 
@@ -233,7 +228,7 @@ def _promote(
             f"champion {champion.champion!r} would not be served (serving {sorted(served)}); "
             "name a served model, or promote it too"
         )
-    versions = {m: _existing(root, m, v) for m, v in served.items()}
+    versions = {m: registered(root, m, v) for m, v in served.items()}
     check_versions(root, versions)
     record = champion.to_dict() if champion is not None else None
     kept = current.champion if current is not None else None
@@ -276,7 +271,7 @@ def _rollback(root: Path, steps: int) -> Serving:
             "serving set(s) (see `roadcast models list`)"
         )
     target = Serving.from_dict(current.history[steps - 1])
-    versions = {m: _existing(root, m, v) for m, v in target.models.items()}
+    versions = {m: registered(root, m, v) for m, v in target.models.items()}
     check_versions(root, versions)
     serving = Serving(
         models=dict(target.models),
@@ -310,13 +305,6 @@ def serving_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         yield
     finally:
         os.close(handle)  # releases the lock
-
-
-def _existing(root: Path, model: str, version: str) -> ModelVersion:
-    path = version_path(root, model, version)
-    if not (path / CONFIG).is_file():
-        raise RegistryError(f"{model}@{version} is not in the registry ({path} is missing)")
-    return describe(path)
 
 
 def _commit(

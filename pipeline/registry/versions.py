@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from models.forecasters.base import Forecaster
-from pipeline.model_dir import CONFIG, VERSIONS, BundleDirError, discover_bundles
+from pipeline.model_dir import CONFIG, VERSIONS, BundleDirError, discover_bundles, version_path
 from pipeline.settings import shown
 
 VERSION_FILE = "version.json"
 MANIFEST = "manifest.json"
 VERSION_CHARS = 12
+MAX_LABEL_CHARS = 200
 
 
 class RegistryError(BundleDirError):
@@ -61,8 +62,42 @@ class ModelVersion:
         }
 
 
+@dataclass(frozen=True)
+class BrokenVersion:
+    """A folder of ``versions/<model>/`` that is no usable version, and why."""
+
+    model: str
+    version: str  # the folder's name
+    reason: str
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def version_ref(model: str, version: str) -> str:
+    """``model@version`` for a message (quoted and cut when it is not plain text)."""
+    ref = f"{model}@{version}"
+    return ref if ref.isprintable() and len(ref) <= 100 else shown(ref)
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot label a version (too long, control characters), or None."""
+    if len(label) > MAX_LABEL_CHARS:
+        return f"is {len(label)} characters long, more than {MAX_LABEL_CHARS}"
+    if not label.isprintable():
+        return "holds control characters (line breaks, tabs...)"
+    return None
+
+
+def check_label(label: str | None) -> None:
+    """Refuse a version label that would not print on one line of ``roadcast models list``
+    (None, the default label, passes)."""
+    problem = None if label is None else label_problem(label)
+    if problem is not None:
+        raise RegistryError(
+            f"label {shown(label)} {problem}; give at most {MAX_LABEL_CHARS} printable characters"
+        )
 
 
 def content_hash(bundle: Path) -> str:
@@ -83,17 +118,18 @@ def describe(bundle: str | Path) -> ModelVersion:
     try:
         model = str(json.loads((path / CONFIG).read_text())["model"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise RegistryError(f"{path} is not a readable model bundle ({exc})") from None
+        raise RegistryError(f"{path} is not a readable model bundle ({CONFIG}: {exc})") from None
     short = content_hash(path)[:VERSION_CHARS]
     record_path = path / VERSION_FILE
     if record_path.is_file():
         try:
             raw = json.loads(record_path.read_text())
             if raw["model"] == model and raw["version"] == short:
+                label = str(raw.get("label") or "")
                 return ModelVersion(
                     model=model,
                     version=short,
-                    label=str(raw.get("label") or ""),
+                    label="" if label_problem(label) else label,
                     run_id=str(raw.get("run_id") or ""),
                     created_at=str(raw.get("created_at") or ""),
                     path=path,
@@ -147,6 +183,7 @@ def register(
     """
     from models.bundle import read_bundle
 
+    check_label(label)
     root = Path(bundles)
     forecaster: Forecaster | None = None
     origin = Path()
@@ -185,25 +222,75 @@ def register(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def list_versions(bundles: str | Path, model: str | None = None) -> list[ModelVersion]:
-    """Every registered version (of ``model``, or of all models), oldest first per model."""
+def registered(bundles: str | Path, model: str, version: str) -> ModelVersion:
+    """Version ``version`` of ``model`` as filed in the registry of ``bundles``.
+
+    Raises
+    ------
+    RegistryError
+        Naming the version when its folder is missing, unreadable, or holds content that
+        no longer hashes to ``version`` (edited after it was registered).
+    """
+    path = version_path(bundles, model, version)
+    if not path.is_dir():
+        raise RegistryError(
+            f"{version_ref(model, version)} is not in the registry ({path} is missing)"
+        )
+    try:
+        return _filed(path)
+    except RegistryError as exc:
+        raise RegistryError(f"{version_ref(model, version)} cannot be served: {exc}") from None
+
+
+def _filed(path: Path) -> ModelVersion:
+    """:func:`describe` of a registry folder, refusing content that is not its name's."""
+    found = describe(path)
+    if found.version != path.name:
+        raise RegistryError(
+            f"{path} now hashes to {found.version} (edited after it was registered); "
+            "promote another version or retrain"
+        )
+    return found
+
+
+def scan_versions(
+    bundles: str | Path, model: str | None = None
+) -> tuple[list[ModelVersion], list[BrokenVersion]]:
+    """The registered versions (of ``model``, or of all models), oldest first per model,
+    and the version folders that cannot be used (unreadable, or edited since)."""
     root = Path(bundles) / VERSIONS
     if not root.is_dir():
-        return []
-    out = []
+        return [], []
+    good, broken = [], []
     for folder in sorted(root.iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         if model is not None and folder.name != model:
             continue
-        for path in folder.iterdir():
-            if path.name.startswith(".") or not (path / CONFIG).is_file():
-                continue  # staging folders and leftovers are not versions
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.is_dir():
+                continue  # staging folders and stray files are not versions
             try:
-                out.append(describe(path))
-            except RegistryError:
-                continue
-    return sorted(out, key=lambda v: (v.model, v.created_at, v.version))
+                good.append(_filed(path))
+            except RegistryError as exc:
+                broken.append(BrokenVersion(folder.name, path.name, str(exc)))
+    return sorted(good, key=_registered_order), broken
+
+
+def _registered_order(version: ModelVersion) -> tuple[str, str, int, str]:
+    """Per model, oldest first: ``created_at`` has whole seconds, so the folder's mtime
+    (when its ``version.json`` was written) orders versions registered within one."""
+    try:
+        written = version.path.stat().st_mtime_ns
+    except OSError:
+        written = 0
+    return version.model, version.created_at, written, version.version
+
+
+def list_versions(bundles: str | Path, model: str | None = None) -> list[ModelVersion]:
+    """Every usable registered version (of ``model``, or of all models), oldest first per
+    model (:func:`scan_versions` also names the unusable ones)."""
+    return scan_versions(bundles, model)[0]
 
 
 def find_version(bundles: str | Path, model: str, ref: str | None = None) -> ModelVersion:
@@ -213,9 +300,22 @@ def find_version(bundles: str | Path, model: str, ref: str | None = None) -> Mod
     Raises
     ------
     RegistryError
-        Naming the versions there are when none (or several) match.
+        Naming the versions there are when none (or several) match, or what is wrong
+        with the one version folder ``ref`` names when it cannot be used.
     """
-    versions = list_versions(bundles, model)
+    versions, broken = scan_versions(bundles, model)
+    hits: list[ModelVersion] = []
+    unusable: list[BrokenVersion] = []
+    if ref is not None:
+        hits = [v for v in versions if v.version.startswith(ref)]
+        unusable = [b for b in broken if b.version.startswith(ref)]
+        if not hits and not unusable:
+            hits = [v for v in versions if v.label == ref][-1:]
+        if len(hits) == 1 and not unusable:
+            return hits[0]
+        if len(unusable) == 1 and not hits:
+            one = unusable[0]
+            raise RegistryError(f"{version_ref(model, one.version)} cannot be served: {one.reason}")
     if not versions:
         raise RegistryError(
             f"no registered version of {model!r} in {Path(bundles) / VERSIONS}; train one "
@@ -223,13 +323,8 @@ def find_version(bundles: str | Path, model: str, ref: str | None = None) -> Mod
         )
     if ref is None:
         return versions[-1]
-    matches = [v for v in versions if v.version.startswith(ref)]
-    if not matches:
-        matches = [v for v in versions if v.label == ref][-1:]
-    if len(matches) == 1:
-        return matches[0]
     known = ", ".join(f"{v.version} ({v.label or 'no label'})" for v in versions[-5:])
-    what = "matches several versions" if matches else "matches no version"
+    what = "matches several versions" if hits or unusable else "matches no version"
     raise RegistryError(f"{shown(f'{model}@{ref}')} {what}; the newest are {known}")
 
 
