@@ -115,8 +115,39 @@ def test_a_graph_in_separate_parts_is_noted():
         "note: the graph falls into 2 separate parts (3, 2 sensors): graph models pass "
         "nothing between them (is a link missing from the adjacency?)"
     ]
-    whole = RoadGraph.from_edges([0, 1, 2, 3], [1, 2, 3, 4], num_nodes=5)
-    assert check_graphs(panel(readings(nodes=5), whole), plan) == []
+    both_ways = RoadGraph.from_edges(
+        [0, 1, 2, 3, 1, 2, 3, 4], [1, 2, 3, 4, 0, 1, 2, 3], num_nodes=5
+    )
+    assert check_graphs(panel(readings(nodes=5), both_ways), plan) == []
+
+
+def test_a_graph_whose_links_all_run_one_way_is_noted():
+    """A pipe or road table listing each link once was read as one-way links silently."""
+    plan = TrainPlan(models=("tgclstm",), window=6, horizon=3, seeds=1)
+    chain = RoadGraph.from_edges([0, 1, 2, 3], [1, 2, 3, 4], num_nodes=5)
+    (note,) = check_graphs(panel(readings(nodes=5), chain), plan)
+    assert note.startswith("note: each of the graph's 4 links runs one way") and "both" in note
+    mixed = RoadGraph.from_edges([0, 1, 2, 3, 1], [1, 2, 3, 4, 0], num_nodes=5)
+    assert check_graphs(panel(readings(nodes=5), mixed), plan) == []
+
+
+def test_sensors_missing_many_readings_are_named_with_their_share():
+    values = readings(300, 4)
+    values[::4, 2] = np.nan  # 25 %
+    values[:20, 1] = np.nan  # 7 %: below the trigger
+    (note,) = check_readings(panel(values))
+    assert note.startswith("note: 1 sensor(s) miss at least 10% of their readings ('s2' 25%")
+
+
+def test_a_reading_repeated_for_hours_is_noted_as_a_possibly_frozen_sensor():
+    values = readings(300, 4)
+    values[100:140, 3] = values[99, 3]  # 41 readings of 5 minutes: over 3 hours
+    values[200:230, 0] = values[199, 0]  # 31: not enough
+    values[:, 1] = np.round(values[:, 1])
+    values[10:60, 1] = 0.0  # a run of zeros (whole numbers: no zeros note) is a quiet reading
+    (note,) = check_readings(panel(values))
+    assert note.startswith("note: 1 sensor(s) repeat the same reading for 36 steps or more")
+    assert "'s3' 41 steps" in note
 
 
 @pytest.mark.integration

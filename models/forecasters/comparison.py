@@ -169,6 +169,7 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
                     "them?)"
                 )
             notes.extend(_parts_note(edges, linked))
+            notes.extend(_one_way_note(edges))
     return notes
 
 
@@ -183,6 +184,12 @@ MAX_SPREAD = float(np.finfo(np.float32).max) / 4
 # A sensor whose readings are not whole numbers yet are exactly 0 at least this often is
 # named: in METR-LA and PEMS-BAY 0 means "no reading". A note's trigger, not a fitted value.
 ZERO_SHARE_NOTED = 0.01
+# A sensor missing at least this share of its readings is named (a note's trigger).
+MISSING_SHARE_NOTED = 0.10
+# The same non-zero reading this many steps in a row, and for at least STUCK_HOURS, is
+# noted as a sensor that may have frozen (a note's trigger, not a fitted value).
+STUCK_STEPS = 36
+STUCK_HOURS = 3.0
 
 
 def check_readings(panel: SensorPanel) -> list[str]:
@@ -224,7 +231,59 @@ def check_readings(panel: SensorPanel) -> list[str]:
             f"{values[t, k]:g} at {panel.timestamps[t]}: a sentinel or unit error? Models "
             "train on them as they are; leave such cells empty to mark them missing"
         )
-    return notes + _zeros_note(values, panel.sensor_ids)
+    return [
+        *notes,
+        *_zeros_note(values, panel.sensor_ids),
+        *_missing_note(values, panel.sensor_ids),
+        *_stuck_note(values, panel),
+    ]
+
+
+def _named(sensor_ids: Sequence[str], nodes: np.ndarray, detail: Sequence[str]) -> str:
+    """At most three of ``nodes`` by id, each with its ``detail``."""
+    shown = ", ".join(f"{sensor_ids[k]!r} {d}" for k, d in zip(nodes[:3], detail, strict=False))
+    return shown + (", ..." if len(nodes) > 3 else "")
+
+
+def _missing_note(values: np.ndarray, sensor_ids: Sequence[str]) -> list[str]:
+    """A note naming sensors that miss at least :data:`MISSING_SHARE_NOTED` of their
+    readings (``values`` float64 ``[time, node]``, NaN missing)."""
+    share = np.isnan(values).mean(axis=0)  # [node]
+    noted = np.flatnonzero(share >= MISSING_SHARE_NOTED)
+    noted = noted[np.argsort(-share[noted], kind="stable")]
+    if not len(noted):
+        return []
+    detail = [f"{share[k]:.0%}" for k in noted]
+    return [
+        f"note: {len(noted)} sensor(s) miss at least {MISSING_SHARE_NOTED:.0%} of their "
+        f"readings ({_named(sensor_ids, noted, detail)} missing): models skip missing cells "
+        "in training and scoring, so these sensors' scores rest on fewer readings"
+    ]
+
+
+def _stuck_note(values: np.ndarray, panel: SensorPanel) -> list[str]:
+    """A note naming sensors whose same non-zero reading repeats :data:`STUCK_STEPS`
+    steps in a row and for :data:`STUCK_HOURS` or more (a frozen sensor reports its last
+    value); ``values`` float64 ``[time, node]``, NaN missing."""
+    if panel.n_time < 2:
+        return []
+    step_h = panel.freq.total_seconds() / 3600.0 if panel.freq is not None else 0.0
+    need = max(STUCK_STEPS, int(np.ceil(STUCK_HOURS / step_h)) if step_h > 0 else 0)
+    same = (values[1:] == values[:-1]) & (values[1:] != 0)  # [time - 1, node]; NaN: False
+    # Longest run of True per column: positions since the last False, maximised.
+    index = np.arange(1, same.shape[0] + 1)[:, None]
+    last_break = np.maximum.accumulate(np.where(same, 0, index), axis=0)
+    longest = (index - last_break).max(axis=0) + 1  # readings in the run  [node]
+    noted = np.flatnonzero(longest >= need)
+    noted = noted[np.argsort(-longest[noted], kind="stable")]
+    if not len(noted):
+        return []
+    detail = [f"{longest[k]} steps" for k in noted]
+    return [
+        f"note: {len(noted)} sensor(s) repeat the same reading for {need} steps or more "
+        f"({_named(panel.sensor_ids, noted, detail)}): a frozen sensor, or a gap filled with the "
+        "last value, looks like this; leave such stretches empty if they are not readings"
+    ]
 
 
 def _zeros_note(values: np.ndarray, sensor_ids: Sequence[str]) -> list[str]:
@@ -244,6 +303,21 @@ def _zeros_note(values: np.ndarray, sensor_ids: Sequence[str]) -> list[str]:
         "readings, while their other readings are not whole numbers: if 0 means 'no reading' "
         "(as in METR-LA and PEMS-BAY), leave those cells empty; models train and are scored "
         "on them as they are"
+    ]
+
+
+def _one_way_note(edges: np.ndarray) -> list[str]:
+    """A note when no link of the graph (``edges`` int ``[2, E]``, source then target) is
+    listed in both directions."""
+    if edges.shape[1] == 0:
+        return []
+    pairs = set(zip(edges[0].tolist(), edges[1].tolist(), strict=True))
+    if any((target, source) in pairs for source, target in pairs):
+        return []
+    return [
+        f"note: each of the graph's {edges.shape[1]} links runs one way (none is listed in "
+        "both directions): graph models pass information from source to target only; if "
+        "links go both ways (pipes, two-way roads), list each in both directions"
     ]
 
 
