@@ -1,0 +1,38 @@
+"""The generated held-out networks read as ``roadcast train csv:`` reads them, with the
+notes a user of such data should get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.heldout_networks import main
+from models.forecasters.comparison import TrainPlan, check_graphs, check_readings
+from pipeline.data.datasets import load_dataset
+
+PLAN = TrainPlan(models=("tgclstm",), window=12, horizon=12, seeds=1)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("heldout")
+    main(["--out", str(out)])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "adjacency", "shape", "noted"),
+    [
+        ("water", "water_edges.csv", (5760, 60), ["runs one way"]),
+        ("highway", "highway_edges.csv", (7200, 150), ["repeat the same reading", "runs one way"]),
+        ("air", "air_adj.csv", (5760, 40), ["miss at least 10%"]),
+    ],
+)
+def test_a_generated_network_loads_with_its_notes(
+    folder: Path, name: str, adjacency: str, shape: tuple[int, int], noted: list[str]
+) -> None:
+    panel = load_dataset(f"csv:{folder / name}.csv", adjacency=str(folder / adjacency))
+    assert (panel.n_time, panel.n_nodes) == shape and panel.graph is not None
+    notes = " | ".join([*check_readings(panel), *check_graphs(panel, PLAN)])
+    assert all(text in notes for text in noted), notes
