@@ -255,6 +255,9 @@ class _HandedOver:
     def __init__(self, consumer, partitions) -> None:
         self.consumer, self.partitions = consumer, partitions
 
+    def joined(self) -> bool:
+        return True
+
     def result(self):
         return self.consumer, {}
 

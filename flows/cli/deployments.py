@@ -16,7 +16,7 @@ def deploy(
         None, "--limit", min=1, max=10_000, help="With --serve: at most N flow runs at once."
     ),
 ) -> None:
-    """roadcast's Prefect deployments (train, forecast, report, drift, replay): list, write or serve."""
+    """roadcast's deployments (train, forecast, report, drift, replay): list, write or serve."""
     from rich.console import Console
     from rich.table import Table
 

@@ -268,6 +268,15 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints)
+    from pipeline.service.store import StoreError, StoreLock
+
+    try:  # before the join: a second service on the store never touches the group
+        store_lock = StoreLock(settings.store_path)
+    except StoreError as exc:
+        if endpoints is not None:
+            endpoints.close()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     # The group join takes seconds: it runs while the rest (torch, the bundles) loads.
     stop = threading.Event()
     partitions = PartitionTracker(idle_s=config.partition_idle_s)
@@ -276,7 +285,6 @@ def serve(
     from pipeline.kafka.clients import KafkaUnavailable
     from pipeline.model_dir import BundleDirError
     from pipeline.service.loop import serve as run_service
-    from pipeline.service.store import StoreError
 
     delivery = None
     if deliver_alerts:
@@ -296,6 +304,7 @@ def serve(
         stop.set()
         if delivery is not None:
             delivery.join(timeout=2 * settings.alert_timeout_s + 10.0)
+        store_lock.release()
         if endpoints is not None:
             endpoints.close()
 
@@ -598,11 +607,6 @@ def alerts(
 
     try:
         path = Path(store) if store else load_settings().store_path
-        if not path.is_file():
-            typer.echo(
-                f"error: no store at {path}; run the service first or pass --store", err=True
-            )
-            raise typer.Exit(1)
         with reading_store(path) as db:
             rows = db.alerts(limit=limit)
     except (SettingsError, StoreError) as exc:

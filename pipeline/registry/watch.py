@@ -8,7 +8,9 @@ them (:func:`load_serving`: manifest checksums, one network) while the loop goes
 forecasting with the old models. :meth:`ServingWatcher.poll` hands the loaded set over
 once it is ready; the service swaps at a tick boundary. A set that fails to load is
 refused with a log line (``model_reload_refused``) naming why, and the old models keep
-serving; it is not retried until ``serving.json`` changes again. Given the service's
+serving; it is not retried until ``serving.json`` changes again. A model folder (or its
+``serving.json``) that disappears is logged once (``model_dir_missing``, the loaded
+models keep serving), and once when it is back (``model_dir_back``). Given the service's
 tick, both refuse a bundle trained on another time step (:func:`check_tick`).
 """
 
@@ -143,6 +145,8 @@ class ServingWatcher:
         self.clock = clock
         self.tick = tick
         self._seen = _signature(self.path)
+        self._versioned = self._seen is not None  # a serving.json to watch, not just a folder
+        self._missing: Path | None = None  # what was found missing at the last check
         self._checked = clock()
         self._loading: Future[LoadedSet] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roadcast-reload")
@@ -167,6 +171,8 @@ class ServingWatcher:
             return None
         self._checked = now
         seen = _signature(self.path)
+        if not self._present(seen):
+            return None
         if seen == self._seen or seen is None:
             return None
         self._seen = seen
@@ -186,6 +192,24 @@ class ServingWatcher:
             load_serving, self.model_dir, only=self.only or None, tick=self.tick
         )
         return None
+
+    def _present(self, seen: tuple[int, int, int] | None) -> bool:
+        """Whether the model folder (and its ``serving.json``, if it had one) is there;
+        logs once when it goes missing and once when it is back."""
+        if not self.model_dir.exists():
+            missing: Path | None = self.model_dir
+        else:
+            missing = self.path if self._versioned and seen is None else None
+        if missing == self._missing:
+            return missing is None
+        if missing is not None:
+            hint = "the loaded models keep serving; a serving set is loaded when it is back"
+            fields = {"path": str(missing), "running": self.running, "hint": hint}
+            log.warning("model_dir_missing", extra={"fields": fields})
+        else:
+            log.info("model_dir_back", extra={"fields": {"path": str(self._missing)}})
+        self._missing = missing
+        return missing is None
 
     def swapped(self, loaded: LoadedSet) -> None:
         """The service now runs ``loaded``."""

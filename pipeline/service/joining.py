@@ -41,6 +41,8 @@ log = logging.getLogger("roadcast.service")
 JOIN_POLL_MS = 700
 # How long a service that fails during start-up waits for the join to stop.
 CANCEL_WAIT_S = 5.0
+# How often :meth:`GroupJoin.joined` looks whether the join ended.
+JOINED_POLL_S = 0.1
 
 Records = Mapping["TopicPartition", Sequence["ConsumerRecord"]]
 
@@ -102,6 +104,14 @@ class GroupJoin:
             if self._cancel.is_set():  # nobody will take the consumer over
                 self._close()
 
+    def joined(self) -> bool:
+        """Wait until the join ends (joined, or failed: :meth:`result` says which);
+        False as soon as the service's stop is set, for a stop during start-up must not
+        wait for a broker that does not answer."""
+        while self._thread.is_alive() and not self._stop.wait(JOINED_POLL_S):
+            pass
+        return not self._stop.is_set()
+
     def result(self) -> tuple[KafkaConsumer, Records]:
         """The subscribed consumer (now the caller's) and the records polled so far.
 
@@ -127,10 +137,14 @@ class GroupJoin:
         that closing leaves the group: a member that vanishes half-joined is kept by the
         embedded broker until the rebalance timeout, and the group's next service waits
         for it. Without it, nothing waits (a bootstrap to an unreachable broker may take
-        its deadline)."""
-        self._give_up_at = time.monotonic() + wait_s
-        self._cancel.set()
-        self._thread.join(wait_s + JOIN_POLL_MS / 1000)
+        its deadline). Nor does anything wait while the thread is still connecting: it
+        closes the consumer it makes without joining."""
+        with self._lock:  # the thread sets its consumer under it: no join starts after this
+            connected = self._consumer is not None
+            self._give_up_at = time.monotonic() + (wait_s if connected else 0.0)
+            self._cancel.set()
+        if connected:
+            self._thread.join(wait_s + JOIN_POLL_MS / 1000)
         if not self._thread.is_alive():
             self._close()
 

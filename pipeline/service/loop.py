@@ -125,6 +125,8 @@ class ForecastService(BatchHandler):
         self, *, stop: threading.Event | None = None, handle_signals: bool = True
     ) -> dict[str, int]:
         """Consume until ``stop`` is set (or SIGTERM/SIGINT arrives); returns the counters.
+        A stop during start-up ends it at once (``stopped_before_start``), without waiting
+        for the group join or a broker.
 
         Raises
         ------
@@ -146,18 +148,24 @@ class ForecastService(BatchHandler):
         consumer = None
         outbox = None
         gc_hook = None
+        started = False
         try:
             set_torch_threads(self.config.torch_threads)
             self.warm_up()
             if self.config.tune_gc:
                 tune_gc()
             gc_hook = track_gc(self.stage_s)  # after the start-up collection: pauses while serving
+            if not joining.joined():
+                return dict(self.counters)
+            consumer, pending = joining.result()
             ensure_topics(self.settings)
             self.max_message_bytes = topic_max_message_bytes(self.settings, self.settings.topic_dlq)
-            consumer, pending = joining.result()
             outbox = self._new_outbox()
             self._add_checks(consumer)
+            if stop.is_set():
+                return dict(self.counters)
             self._log_started()
+            started = True
             last_stats = last_check = time.monotonic()
             while not stop.is_set():
                 self.health.beat()
@@ -199,8 +207,12 @@ class ForecastService(BatchHandler):
             restore_signal_handlers(previous)
             if self.watcher is not None:
                 self.watcher.close()
-            self._log_stats()
-            log.info("stopped", extra={"fields": {"counters": dict(self.counters)}})
+            if stop.is_set() and not started:
+                hint = "a stop was requested during start-up; nothing was consumed"
+                log.info("stopped_before_start", extra={"fields": {"hint": hint}})
+            else:
+                self._log_stats()
+                log.info("stopped", extra={"fields": {"counters": dict(self.counters)}})
             self.store.close()
         return dict(self.counters)
 
@@ -378,9 +390,12 @@ def serve(
     ------
     pipeline.service.health.EndpointError
         When the endpoints cannot listen on ``ROADCAST_METRICS_HOST:PORT``.
+    pipeline.service.store.StoreError
+        When another service holds the store (before the group join starts).
     """
     from pipeline.model_dir import union_sensors
     from pipeline.registry.watch import ServingWatcher, load_serving
+    from pipeline.service.store import StoreLock
 
     if alert_hook is not None and alerting is not None and alerting.enabled:
         raise ValueError("pass either alert_hook or alerting, not both")
@@ -388,6 +403,12 @@ def serve(
     own = endpoints is None and settings.metrics_enabled
     if own:  # first: a taken port fails at once, and /healthz answers during start-up
         endpoints = start_endpoints(settings)
+    try:  # before the join: a second service on the store never touches the group
+        store_lock = StoreLock(settings.store_path)
+    except BaseException:
+        if own and endpoints is not None:
+            endpoints.close()
+        raise
     # Before the slow part (loading torch and the bundles): a SIGTERM during start-up
     # must stop the service cleanly too, not kill it.
     previous = install_signal_handlers(stop)
@@ -425,5 +446,6 @@ def serve(
     finally:
         joining.cancel(wait_s=CANCEL_WAIT_S)
         restore_signal_handlers(previous)
+        store_lock.release()
         if own and endpoints is not None:
             endpoints.close()

@@ -210,6 +210,35 @@ def _unlock(key: Path) -> None:
             handle.close()
 
 
+class StoreLock:
+    """The lock a service's store holds (``Store(exclusive=True)``), taken before the
+    store is opened: ``roadcast serve`` takes it before it joins the consumer group, so
+    that a second service on the store is refused without the group rebalancing. The
+    store opened later in this process shares it; :meth:`release` when done.
+
+    Raises
+    ------
+    StoreError
+        When another process holds the store (naming its pid), or the lock cannot be made.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            raise StoreError(f"the store path {path} is a folder; give a file path")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use {path} as the store: {exc}") from None
+        self._key: Path | None = _lock(path)
+
+    def release(self) -> None:
+        """Give the lock up (once; a store still open on it keeps holding it)."""
+        if self._key is not None:
+            _unlock(self._key)
+            self._key = None
+
+
 class Store:
     """The SQLite store of one service (see the module docstring for the layout).
 
