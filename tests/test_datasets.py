@@ -385,12 +385,21 @@ def test_adjacency_matrix_without_header(tmp_path):
 
 
 def test_adjacency_matrix_header_reorders(tmp_path):
-    # Header in another order: row/col "c" first. Link from b to c: A[c, b] = 2.
+    # Header in another order: row/col "c" first. A row lists its links out: A[c, b] = 2
+    # is a link c -> b (DCRNN's adj_mx and networkx's matrices say the same).
     path = write(tmp_path / "m.csv", "c,a,b\n0,0,2\n0,0,0\n0,0,0\n")
     graph = read_adjacency_csv(path, IDS)
-    assert pairs(graph) == {(1, 2)}  # b -> c in IDS numbering
+    assert pairs(graph) == {(2, 1)}  # c -> b in IDS numbering
     indexed = write(tmp_path / "mi.csv", ",c,a,b\nc,0,0,2\na,0,0,0\nb,0,0,0\n")
-    assert pairs(read_adjacency_csv(indexed, IDS)) == {(1, 2)}
+    assert pairs(read_adjacency_csv(indexed, IDS)) == {(2, 1)}
+
+
+def test_a_directed_matrix_and_its_edge_list_give_the_same_links(tmp_path):
+    """The matrix was read transposed against the edge list and DCRNN's convention."""
+    matrix = write(tmp_path / "m.csv", "a,b,c\n0,0.9,0\n0,0,0.8\n0,0,0\n")
+    edges = write(tmp_path / "e.csv", "src,dst,weight\na,b,0.9\nb,c,0.8\n")
+    assert pairs(read_adjacency_csv(matrix, IDS)) == pairs(read_adjacency_csv(edges, IDS))
+    assert pairs(read_adjacency_csv(matrix, IDS)) == {(0, 1), (1, 2)}
 
 
 def test_adjacency_edge_list_with_and_without_header(tmp_path):

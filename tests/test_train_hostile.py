@@ -172,7 +172,7 @@ def test_matrix_row_labels_in_header_order_or_numbered_still_read(tmp_path: Path
         path = tmp_path / "adj.csv"
         path.write_text(text)
         graph = read_adjacency_csv(path, IDS)
-        assert {(int(s), int(t)) for s, t in graph.edge_index.T} == {(1, 2)}  # b -> c
+        assert {(int(s), int(t)) for s, t in graph.edge_index.T} == {(2, 1)}  # c -> b
 
 
 @pytest.mark.parametrize(

@@ -825,7 +825,8 @@ def read_adjacency_csv(
 ) -> RoadGraph:
     """A road graph over ``sensor_ids`` from a square matrix CSV or an edge list CSV.
 
-    Matrix: ``N x N`` numbers (``A[i, j]`` = link j -> i, diagonal dropped), optionally
+    Matrix: ``N x N`` numbers (``A[i, j]`` = link i -> j, as DCRNN's ``adj_mx`` and
+    networkx's matrices; diagonal dropped), optionally
     with a header row of sensor ids (and then an optional index column); a header
     reorders the matrix to ``sensor_ids``. Edge list: columns ``src,dst[,weight]
     [,distance_km]`` naming sensor ids, with or without that header; links are
@@ -962,7 +963,7 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
     matrix = _weights(path, body, names, lines, "adjacency entry")
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
-    return RoadGraph.from_adjacency(matrix, coords=coords)
+    return RoadGraph.from_adjacency(matrix.T, coords=coords)  # a row lists its links out
 
 
 def _matrix_header(raw: pd.DataFrame, known: set[str]) -> list[str] | None:
