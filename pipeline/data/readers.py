@@ -13,12 +13,17 @@ Rules (each one tested):
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
   with an offset they are converted to UTC; a column mixing both is rejected. A time
   column of numbers holds Unix times, in seconds, ms, us or ns by their size, unless
-  they are compact dates of 8, 12 or 14 digits (``20240101``, ``202401010005``). Unsorted
-  rows are sorted (row order in a timestamped file carries no information). Duplicate
-  timestamps are rejected in a wide CSV (which reading is right is unknowable) and
-  averaged when resampling.
-  Dates such as ``01/02/2024`` are read day-first or month-first, whichever puts the
-  rows closer together; timestamps outside the wire's years 1700-2249 are rejected.
+  they are compact dates of 8, 12 or 14 digits (``20240101``, ``202401010005``), or of
+  10 (``2024010100``, ``yyyymmddHH``) when read as Unix seconds they would lie in the
+  future. A first column of compact dates is the time column whatever its name, never a
+  row counter. An empty time cell is rejected, naming its line. A first column of dates
+  (``2024-03-01``) followed by one of times of day (``08:00``) is read as one timestamp.
+  Unsorted rows are sorted (row order in a timestamped file carries no information).
+  Duplicate timestamps are rejected in a wide CSV (which reading is right is unknowable)
+  and averaged when resampling.
+  Dotted dates (``01.02.2024``) are day-first; dates such as ``01/02/2024`` are read
+  day-first or month-first, whichever puts the rows closer together; timestamps outside
+  the wire's years 1700-2249 are rejected.
 * **Grid**: the step is the lower median of the spacings between rows (a spacing that
   occurs in the file). When every spacing is a whole multiple of it, skipped steps become
   missing rows (mask False), never filled. Otherwise the file is irregular: rejected by
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 import csv
 import re
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,6 +156,9 @@ def read_table(
     if drop_first is None and _row_index_before_time(header, raw, index_col):
         header, raw = header[1:], raw.iloc[:, 1:]  # pandas' to_csv() row index, then times
         raw.columns = [f"c{j}" for j in range(len(header))]
+    if drop_first is not False and _date_and_clock(header, raw, index_col):
+        header, raw = _join_date_and_clock(header, raw)
+        index_col, drop_first = None, True
     if index_col is not None:
         names = [h.strip() for h in header]
         if index_col.strip() not in names:
@@ -217,8 +226,42 @@ def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: 
     return (
         header[1].strip().lower() in TIME_NAMES
         or _is_epoch(numbers)
+        or _compact_dates(second) is not None
         or (numbers.isna().all() and _all_dates(second))
     )
+
+
+def _date_and_clock(header: Sequence[str], raw: pd.DataFrame, index_col: str | None) -> bool:
+    """True when the first two columns hold dates without a time of day and times of day
+    without a date (``2024-03-01``, ``08:00``), and ``index_col`` names neither or one."""
+    if len(header) < 3 or index_col not in (None, header[0].strip(), header[1].strip()):
+        return False
+    date, clock = raw.iloc[:, 0].str.strip(), raw.iloc[:, 1].str.strip()
+    date, clock = date[~_missing(date)], clock[~_missing(clock)]
+    return bool(
+        len(clock)
+        and clock.str.fullmatch(_CLOCK_ONLY).all()
+        and not date.str.contains(":").any()
+        and pd.to_numeric(date, errors="coerce").isna().all()
+        and _all_dates(date)
+    )
+
+
+def _join_date_and_clock(
+    header: Sequence[str], raw: pd.DataFrame
+) -> tuple[list[str], pd.DataFrame]:
+    """The first two columns (a date, a time of day) as one column of timestamps named
+    after both, empty where either cell is."""
+    date, clock = raw.iloc[:, 0].str.strip(), raw.iloc[:, 1].str.strip()
+    joined = (date + " " + clock).where(~(_missing(date) | _missing(clock)), "")
+    raw = pd.concat([joined, raw.iloc[:, 2:]], axis=1)
+    raw.columns = [f"c{j}" for j in range(raw.shape[1])]
+    return [f"{header[0].strip()} {header[1].strip()}", *header[2:]], raw
+
+
+def _missing(column: pd.Series) -> pd.Series:
+    """True for each cell that is empty or a missing token (``nan``, ``null``...)."""
+    return column.str.strip().str.lower().isin(MISSING_TOKENS)
 
 
 def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarray]:
@@ -416,15 +459,19 @@ def _separator(header: str, row: str) -> str | None:
 
 
 def _is_time_or_index(name: str, column: pd.Series) -> bool:
+    """True for a first column of times or a row index (see the module doc); times with
+    empty cells count, for :func:`parse_times` to name the empty one."""
     lowered = name.strip().lower()
     if lowered in TIME_NAMES:
         return True
     numeric = pd.to_numeric(column.str.strip(), errors="coerce")
     if lowered in INDEX_NAMES and numeric.notna().all():
         return True
+    present = ~_missing(column)
     index = (
         is_row_counter(numeric)
-        or _is_epoch(numeric)
+        or (present.any() and _is_epoch(numeric[present]))
+        or _compact_dates(column[present]) is not None
         or (len(numeric) >= MIN_INDEX_ROWS and _strided(numeric))
     )
     if index and pd.isna(pd.to_numeric(lowered, errors="coerce")):
@@ -435,7 +482,9 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
 
 
 def _all_dates(column: pd.Series) -> bool:
-    parsed = pd.to_datetime(column.str.strip(), errors="coerce", utc=True, format="mixed")
+    """True when every cell that is not missing parses as a date, and one does."""
+    text = column[~_missing(column)].str.strip()
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
     return bool(len(parsed) and parsed.notna().all())
 
 
@@ -515,6 +564,11 @@ def _numeric(
         fix = "use a number or leave the cell empty for missing"
         if re.fullmatch(r"[-+]?\d+(,\d+)+", value):
             fix = "a decimal comma or a thousands separator? write numbers as 50.25 or 1050"
+        elif time_hint and _CLOCK_ONLY.fullmatch(value):
+            fix = (
+                "a time of day in its own column: join the date and the time of day into one "
+                "first column, e.g. 2024-03-01 08:00"
+            )
         elif time_hint and _is_date(value):
             fix = f"a time column? pass --index-col {columns[c]}"
         raise DatasetError(
@@ -542,9 +596,18 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
     refusing a column that mixes times with and without a zone (which hour the ones
     without meant is a guess)."""
     text = column.astype(str).str.strip()
+    if (empty := _missing(text)).any():
+        r = int(np.flatnonzero(empty)[0])
+        held = f" (it holds {text.iloc[r]!r})" if text.iloc[r] else ""
+        raise DatasetError(
+            f"{path}: the time column {name!r} is empty at line {lines[r]}{held}; give every "
+            "row its timestamp, or delete the row"
+        )
+    if (compact := _compact_dates(text)) is not None:
+        return compact
     numeric = pd.to_numeric(text, errors="coerce")
-    compact = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # 20240101, ...0000, ...000000
-    if text.size and numeric.notna().all() and not compact.all():
+    shaped = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # a compact date, out of range
+    if text.size and numeric.notna().all() and not shaped.all():
         return _check_range(path, _epoch_times(path, numeric, name), text, lines)
     zoned = text.str.contains(_ZONED)
     if zoned.any() and not zoned.all():
@@ -561,15 +624,16 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
             f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} has no date; write the date "
             "too, e.g. 2012-03-01 06:00"
         )
-    parsed = _one_format(text, dayfirst=False)
-    if text.size and not re.match(r"\d{4}", text.iloc[0]):  # day and month may be swapped
+    dotted = bool(text.size) and re.match(r"\d{1,2}\.\d{1,2}\.\d", text.iloc[0]) is not None
+    parsed = _one_format(text, dayfirst=dotted)  # 01.03.2024 is 1 March
+    if text.size and not dotted and not re.match(r"\d{4}", text.iloc[0]):  # 01/03/2024
         swapped = _one_format(text, dayfirst=True)
         if swapped is not None and (parsed is None or _span(swapped) < _span(parsed)):
             parsed = swapped  # e.g. 13/01/2024: the reading whose times lie closer together
     if parsed is None:  # fall back to per-value parsing, to find the culprit
         try:
             parsed = pd.DatetimeIndex(
-                pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+                pd.to_datetime(text, errors="coerce", utc=True, format="mixed", dayfirst=dotted)
             )
         except (ValueError, OverflowError) as exc:
             raise DatasetError(
@@ -587,6 +651,28 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
 
 # A time of day without a date: 06:00, 6:00:30.5, 6:00 pm.
 _CLOCK_ONLY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*([aApP][mM])?")
+
+# Compact dates by their number of digits.
+_COMPACT = {8: "%Y%m%d", 10: "%Y%m%d%H", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}
+
+
+def _compact_dates(column: pd.Series) -> pd.DatetimeIndex | None:
+    """``column`` read as compact dates (``20240301``, ``2024030108``...: one width of
+    :data:`_COMPACT`, each a valid date within the wire's years), else None. Ten digits
+    count only when, read as Unix seconds, they would lie in the future."""
+    text = column.astype(str).str.strip()
+    width = len(text.iloc[0]) if text.size else 0
+    if width not in _COMPACT or not text.str.fullmatch(rf"\d{{{width}}}").all():
+        return None
+    parsed = pd.DatetimeIndex(
+        pd.to_datetime(text, format=_COMPACT[width], errors="coerce", utc=True)
+    )
+    if parsed.isna().any() or parsed.min() < TS_MIN or parsed.max() >= TS_MAX:
+        return None
+    if width == 10 and text.astype(np.int64).min() < time.time():
+        return None  # Unix seconds: 1712010100 is 2024-04-01, not 1712-01-01 00h
+    return parsed.as_unit("ns")
+
 
 # Unix times by magnitude: seconds, milliseconds, microseconds, nanoseconds since 1970,
 # each from 1973 (1e8 s) on; smaller numbers are not taken for times.
@@ -789,7 +875,7 @@ def read_wide_csv(
 def _long_hint(header: Sequence[str], error: str) -> str:
     """For a file that looks long-format but whose sensor column has another name."""
     names = [h.strip().lower() for h in header]
-    if "non-numeric value" not in error or not 3 <= len(names) <= 4:
+    if "non-numeric value" not in error or "time of day" in error or not 3 <= len(names) <= 4:
         return ""
     if not set(names) & TIME_NAMES:
         return ""
@@ -817,7 +903,9 @@ def _is_time_column(table: Table) -> bool:
     if name in TIME_NAMES:
         return True
     numeric = pd.to_numeric(table.first.str.strip(), errors="coerce")
-    return bool(numeric.isna().any()) or _is_epoch(numeric)
+    return (
+        bool(numeric.isna().any()) or _is_epoch(numeric) or _compact_dates(table.first) is not None
+    )
 
 
 def read_adjacency_csv(
