@@ -100,3 +100,22 @@ def test_a_long_file_saved_with_its_row_index_is_still_long(tmp_path: Path) -> N
     long_rows(readings(steps=6)).to_csv(tmp_path / "l.csv")  # pandas' default: index kept
     panel = load_dataset(f"csv:{tmp_path / 'l.csv'}")
     assert panel.sensor_ids == ("a", "b", "c") and panel.n_time == 6
+
+
+@pytest.mark.parametrize("name", ["detector_id", "station_name", "device", "site_id"])
+def test_common_names_of_the_sensor_column_are_long_format(tmp_path: Path, name: str) -> None:
+    """One station's export read as two sensors, one of them the constant station id."""
+    rows = long_rows(readings(sensors=("400001",)))
+    rows.columns = ["timestamp", name, "volume"]
+    rows.to_csv(tmp_path / "one.csv", index=False)
+    panel = load_dataset(f"csv:{tmp_path / 'one.csv'}")
+    assert panel.sensor_ids == ("400001",) and panel.n_time == 30
+
+
+def test_several_sensors_at_one_time_under_another_name_hint_long_format(tmp_path: Path) -> None:
+    """Numeric station ids under an unknown name: only 'duplicate timestamp' was said."""
+    rows = long_rows(readings(sensors=("400001", "400002")))
+    rows.columns = ["timestamp", "loop", "volume"]
+    rows.to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(DatasetError, match=r"duplicate timestamp .*One reading per row"):
+        load_dataset(f"csv:{tmp_path / 'two.csv'}")

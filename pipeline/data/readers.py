@@ -75,7 +75,23 @@ INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
 SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
 # A long-format file (one reading per row) names its columns time, sensor and value.
 SENSOR_NAMES = frozenset(
-    {"sensor", "sensor_id", "station", "station_id", "node", "node_id", "detector", "id"}
+    {
+        "sensor",
+        "sensor_id",
+        "sensor_name",
+        "station",
+        "station_id",
+        "station_name",
+        "node",
+        "node_id",
+        "detector",
+        "detector_id",
+        "device",
+        "device_id",
+        "site",
+        "site_id",
+        "id",
+    }
 )
 DEFAULT_START = pd.Timestamp("2000-01-01", tz="UTC")
 DEFAULT_FREQ = pd.Timedelta("5min")
@@ -857,9 +873,12 @@ def read_wide_csv(
     _check_float32(path, table.values, table.lines, table.columns)
     if table.first is not None and _is_time_column(table):
         times = parse_times(path, table.first, table.lines, table.first_name or "")
-        grid, values = to_regular_grid(
-            times, table.values, source=str(path), lines=table.lines, irregular=irregular
-        )
+        try:
+            grid, values = to_regular_grid(
+                times, table.values, source=str(path), lines=table.lines, irregular=irregular
+            )
+        except DatasetError as exc:  # several sensors' rows at one time: long format?
+            raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
         return grid, values, table.columns
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tz is None else t0.tz_convert("UTC")
@@ -875,7 +894,8 @@ def read_wide_csv(
 def _long_hint(header: Sequence[str], error: str) -> str:
     """For a file that looks long-format but whose sensor column has another name."""
     names = [h.strip().lower() for h in header]
-    if "non-numeric value" not in error or "time of day" in error or not 3 <= len(names) <= 4:
+    cause = "non-numeric value" in error or "duplicate timestamp" in error
+    if not cause or "time of day" in error or not 3 <= len(names) <= 4:
         return ""
     if not set(names) & TIME_NAMES:
         return ""
