@@ -413,6 +413,13 @@ def test_adjacency_edge_list_with_and_without_header(tmp_path):
     assert read_adjacency_csv(dist, IDS).distance_km.tolist() == [2.5]
 
 
+def test_an_edge_list_with_another_column_names_both_columns(tmp_path):
+    """``lanes`` beside ``weight`` was "two weight columns; keep one"."""
+    path = write(tmp_path / "e.csv", "src,dst,weight,lanes\na,b,0.3,2\nb,c,1,3\n")
+    with pytest.raises(DatasetError, match=r"columns 'weight' and 'lanes' would both be link"):
+        read_adjacency_csv(path, IDS)
+
+
 def test_an_edge_list_weight_of_zero_is_no_link_as_in_a_matrix(tmp_path):
     """A matrix melted to src,dst,weight lists every pair, most with weight 0."""
     melted = "src,dst,weight\n" + "".join(

@@ -1160,12 +1160,17 @@ def _edge_list(
                 f"{lines[seen[pair]]} and {lines[r]}; keep one line per link"
             )
         seen[pair] = r
-    extra = {}
+    extra, named = {}, {}
     for k in range(2, raw.shape[1]):
         km = _km_per_unit(path, names[k])
         key = "weight" if km is None else "distance_km"
         if key in extra:
-            raise DatasetError(f"{path}: two {key.replace('_km', '')} columns; keep one")
+            what = "link weights" if km is None else "road lengths"
+            raise DatasetError(
+                f"{path}: columns {named[key]!r} and {names[k]!r} would both be {what}; an edge "
+                "list holds src,dst[,weight][,distance_m]: drop the other columns"
+            )
+        named[key] = names[k]
         cells = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k])[:, 0]
         extra[key] = cells if km is None else cells * km
     if "weight" in extra:  # weight 0 is no link, as in a matrix
