@@ -1160,7 +1160,8 @@ def _edge_list(
                 f"{lines[seen[pair]]} and {lines[r]}; keep one line per link"
             )
         seen[pair] = r
-    extra, named = {}, {}
+    extra: dict[str, np.ndarray] = {}
+    named: dict[str, str] = {}
     for k in range(2, raw.shape[1]):
         km = _km_per_unit(path, names[k])
         key = "weight" if km is None else "distance_km"
