@@ -126,3 +126,15 @@ def test_a_time_of_day_column_elsewhere_says_to_join_it_with_the_date(tmp_path):
     message = str(info.value)
     assert "'08:00' at line 2, column 'time'" in message
     assert "time of day in its own column" in message and "--index-col" not in message
+
+
+@pytest.mark.parametrize("cell", ['"1 200"', "1'200"])
+def test_a_thousands_separator_is_named_as_such(tmp_path: Path, cell: str) -> None:
+    """The hint was "a time column? pass --index-col s1" and a long-format one."""
+    path = tmp_path / "t.csv"
+    path.write_text(f"timestamp,s1,s2\n2024-03-01 08:00,{cell},5\n2024-03-01 08:05,1300,6\n")
+    with pytest.raises(DatasetError) as error:
+        load_dataset(f"csv:{path}")
+    message = str(error.value)
+    assert "a thousands separator? write numbers without it" in message, message
+    assert "--index-col" not in message and "One reading per row" not in message, message

@@ -580,6 +580,8 @@ def _numeric(
         fix = "use a number or leave the cell empty for missing"
         if re.fullmatch(r"[-+]?\d+(,\d+)+", value):
             fix = "a decimal comma or a thousands separator? write numbers as 50.25 or 1050"
+        elif re.fullmatch(r"[-+]?\d{1,3}([ '\u00a0\u202f]\d{3})+([.,]\d+)?", value):
+            fix = "a thousands separator? write numbers without it, e.g. 1200"
         elif time_hint and _CLOCK_ONLY.fullmatch(value):
             fix = (
                 "a time of day in its own column: join the date and the time of day into one "
@@ -895,7 +897,8 @@ def _long_hint(header: Sequence[str], error: str) -> str:
     """For a file that looks long-format but whose sensor column has another name."""
     names = [h.strip().lower() for h in header]
     cause = "non-numeric value" in error or "duplicate timestamp" in error
-    if not cause or "time of day" in error or not 3 <= len(names) <= 4:
+    explained = any(why in error for why in ("time of day", "thousands", "decimal comma"))
+    if not cause or explained or not 3 <= len(names) <= 4:
         return ""
     if not set(names) & TIME_NAMES:
         return ""
