@@ -239,24 +239,29 @@ def check_readings(panel: SensorPanel) -> list[str]:
     ]
 
 
-def _named(sensor_ids: Sequence[str], nodes: np.ndarray, detail: Sequence[str]) -> str:
-    """At most three of ``nodes`` by id, each with its ``detail``."""
-    shown = ", ".join(f"{sensor_ids[k]!r} {d}" for k, d in zip(nodes[:3], detail, strict=False))
-    return shown + (", ..." if len(nodes) > 3 else "")
+def _worst(
+    sensor_ids: Sequence[str], measure: np.ndarray, at_least: float, unit: str
+) -> tuple[int, str] | None:
+    """How many sensors have ``measure[node] >= at_least``, and the worst three by id,
+    each with its measure formatted by ``unit`` (e.g. ``"{:.0%}"``); None when none."""
+    noted = np.flatnonzero(measure >= at_least)
+    if not len(noted):
+        return None
+    noted = noted[np.argsort(-measure[noted], kind="stable")]
+    shown = ", ".join(f"{sensor_ids[k]!r} {unit.format(measure[k])}" for k in noted[:3])
+    return len(noted), shown + (", ..." if len(noted) > 3 else "")
 
 
 def _missing_note(values: np.ndarray, sensor_ids: Sequence[str]) -> list[str]:
     """A note naming sensors that miss at least :data:`MISSING_SHARE_NOTED` of their
     readings (``values`` float64 ``[time, node]``, NaN missing)."""
-    share = np.isnan(values).mean(axis=0)  # [node]
-    noted = np.flatnonzero(share >= MISSING_SHARE_NOTED)
-    noted = noted[np.argsort(-share[noted], kind="stable")]
-    if not len(noted):
+    worst = _worst(sensor_ids, np.isnan(values).mean(axis=0), MISSING_SHARE_NOTED, "{:.0%}")
+    if worst is None:
         return []
-    detail = [f"{share[k]:.0%}" for k in noted]
+    count, shown = worst
     return [
-        f"note: {len(noted)} sensor(s) miss at least {MISSING_SHARE_NOTED:.0%} of their "
-        f"readings ({_named(sensor_ids, noted, detail)} missing): models skip missing cells "
+        f"note: {count} sensor(s) miss at least {MISSING_SHARE_NOTED:.0%} of their "
+        f"readings ({shown} missing): models skip missing cells "
         "in training and scoring, so these sensors' scores rest on fewer readings"
     ]
 
@@ -274,14 +279,13 @@ def _stuck_note(values: np.ndarray, panel: SensorPanel) -> list[str]:
     index = np.arange(1, same.shape[0] + 1)[:, None]
     last_break = np.maximum.accumulate(np.where(same, 0, index), axis=0)
     longest = (index - last_break).max(axis=0) + 1  # readings in the run  [node]
-    noted = np.flatnonzero(longest >= need)
-    noted = noted[np.argsort(-longest[noted], kind="stable")]
-    if not len(noted):
+    worst = _worst(panel.sensor_ids, longest, need, "{} steps")
+    if worst is None:
         return []
-    detail = [f"{longest[k]} steps" for k in noted]
+    count, shown = worst
     return [
-        f"note: {len(noted)} sensor(s) repeat the same reading for {need} steps or more "
-        f"({_named(panel.sensor_ids, noted, detail)}): a frozen sensor, or a gap filled with the "
+        f"note: {count} sensor(s) repeat the same reading for {need} steps or more "
+        f"({shown}): a frozen sensor, or a gap filled with the "
         "last value, looks like this; leave such stretches empty if they are not readings"
     ]
 

@@ -569,7 +569,7 @@ def _numeric(
     that is a date, which option reads its column as the time column."""
     n_rows, n_cols = cells.shape
     text = pd.Series(cells.to_numpy(dtype=object).ravel()).str.strip()  # [row * column]
-    missing = text.str.lower().isin(MISSING_TOKENS).to_numpy()
+    missing = _missing(text).to_numpy()
     number = pd.to_numeric(text.where(~missing, "nan"), errors="coerce").to_numpy(
         dtype=np.float64, copy=True
     )
