@@ -13,6 +13,10 @@ Schedules are cron strings in UTC: train weekly (Monday 03:00), forecast every f
 minutes, report daily (00:15, over the last 24 hours), watch for drift every fifteen
 minutes; replay has no schedule (a backfill is started by hand).
 
+:func:`customised` changes schedules and parameters from the command line (``roadcast
+deploy --cron train='0 4 * * *' --param train.data=csv:PATH``), checked against each
+flow's signature and types before anything is registered.
+
 Automations: the train deployment carries an event trigger (:class:`EventTriggerSpec`)
 on the drift watcher's event (``roadcast.model.drift``, :mod:`flows.drift_flow`), so a
 model whose live accuracy degraded is retrained without waiting for Monday. It is a
@@ -37,6 +41,7 @@ start meanwhile; serving goes on) and when it answers again.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import sys
@@ -44,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +216,95 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         tags=("roadcast", "replay"),
     ),
 )
+
+
+def _spec_named(specs: Sequence[DeploymentSpec], key: str, option: str) -> DeploymentSpec:
+    """The deployment ``key`` names: its flow's short name (``train``) or ``flow/name``."""
+    for spec in specs:
+        short = spec.entrypoint.rsplit(".", 2)[1].removesuffix("_flow")
+        if key in (short, f"roadcast-{short}/{spec.name}"):
+            return spec
+    names = ", ".join(spec.entrypoint.rsplit(".", 2)[1].removesuffix("_flow") for spec in specs)
+    raise DeployError(f"{option} {key!r}: no such deployment; choose one of {names}")
+
+
+def _cli_value(text: str) -> Any:
+    """A parameter value as typed: JSON when it parses (``3``, ``true``, ``["ar"]``),
+    else the text itself (``csv:/data/flow.csv``)."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def customised(
+    specs: Sequence[DeploymentSpec] = DEPLOYMENTS,
+    crons: Sequence[str] = (),
+    params: Sequence[str] = (),
+) -> tuple[DeploymentSpec, ...]:
+    """``specs`` with schedules and parameters changed from the command line.
+
+    ``crons``: ``DEPLOYMENT=CRON`` (UTC), or ``DEPLOYMENT=off`` for runs by hand only.
+    ``params``: ``DEPLOYMENT.PARAMETER=VALUE``, checked against the flow's signature and
+    types. ``DEPLOYMENT`` is a flow's short name (``train``) or ``roadcast-train/weekly``.
+
+    Raises
+    ------
+    DeployError
+        Naming the option, the deployment and what is wrong with it.
+    """
+    import logging
+
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    out = {spec.name + spec.entrypoint: spec for spec in specs}
+    for item in crons:
+        key, sep, cron = item.partition("=")
+        spec = _spec_named(list(out.values()), key.strip(), "--cron")
+        cron = cron.strip()
+        if not sep or not cron:
+            raise DeployError(f"--cron {item!r}: write DEPLOYMENT=CRON, e.g. train='0 4 * * *'")
+        if cron.lower() in ("off", "none"):
+            new_cron = None
+        else:
+            try:
+                new_cron = CronSchedule(cron=cron, timezone=TIMEZONE).cron
+            except ValidationError:
+                raise DeployError(
+                    f"--cron {key.strip()}: {cron!r} is not a cron string (five fields: "
+                    "minute hour day-of-month month day-of-week, e.g. '0 4 * * *'), nor off"
+                ) from None
+        out[spec.name + spec.entrypoint] = replace(spec, cron=new_cron)
+    for item in params:
+        target, sep, text = item.partition("=")
+        key, dot, name = target.strip().rpartition(".")
+        if not sep or not dot or not name:
+            raise DeployError(
+                f"--param {item!r}: write DEPLOYMENT.PARAMETER=VALUE, e.g. train.seeds=2"
+            )
+        spec = _spec_named(list(out.values()), key, "--param")
+        flow = load_flow(spec)
+        known = list(inspect.signature(flow.fn).parameters)
+        if name not in known:
+            raise DeployError(
+                f"--param {target.strip()}: {flow.name} has no parameter {name!r}; "
+                f"its parameters: {', '.join(known)}"
+            )
+        flows_log = logging.getLogger("prefect.flows")
+        quiet, flows_log.disabled = flows_log.disabled, True  # it logs what we raise
+        try:
+            value = flow.validate_parameters({name: _cli_value(text)})[name]
+        except Exception as exc:  # Prefect's ParameterTypeError
+            reason = str(exc).strip().splitlines()[-1].strip(" -")
+            raise DeployError(f"--param {target.strip()}={text!r}: {reason}") from None
+        finally:
+            flows_log.disabled = quiet
+        merged = {**spec.parameters, name: value}
+        out[spec.name + spec.entrypoint] = replace(spec, parameters=merged)
+    return tuple(out.values())
 
 
 def load_flow(spec: DeploymentSpec) -> Any:

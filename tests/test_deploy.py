@@ -18,7 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deploy import DEPLOYMENTS, TIMEZONE, WORK_POOL, describe, load_flow, prefect_yaml
+from flows.deploy import (
+    DEPLOYMENTS,
+    TIMEZONE,
+    WORK_POOL,
+    DeployError,
+    customised,
+    describe,
+    load_flow,
+    prefect_yaml,
+)
 from tests.processes import default_sigint
 from tests.waiting import WAIT_S, wait_until
 
@@ -204,13 +213,58 @@ def test_readme_production_section_covers_what_the_issue_asks():
         assert topic in text, topic
 
 
+def test_schedules_and_parameters_change_from_the_command_line():
+    specs = {s.name: s for s in customised(
+        crons=["train=0 4 * * *", "roadcast-forecast/every-5-minutes=off"],
+        params=["train.data=csv:/data/flow.csv", "train.seeds=2", 'train.models=["ar","lstm"]'],
+    )}  # fmt: skip
+    assert specs["weekly"].cron == "0 4 * * *" and specs["every-5-minutes"].cron is None
+    assert specs["weekly"].parameters["data"] == "csv:/data/flow.csv"
+    assert specs["weekly"].parameters["seeds"] == 2 and specs["weekly"].parameters["window"] == 12
+    assert specs["weekly"].parameters["models"] == ["ar", "lstm"]
+    assert specs["daily"] == next(s for s in DEPLOYMENTS if s.name == "daily")
+    rendered = {e["name"]: e for e in prefect_yaml(tuple(specs.values()))["deployments"]}
+    assert rendered["weekly"]["schedules"][0]["cron"] == "0 4 * * *"
+    assert rendered["every-5-minutes"]["schedules"] == []
+
+
+@pytest.mark.parametrize(
+    ("crons", "params", "message"),
+    [
+        (["tran=off"], [], "--cron 'tran': no such deployment; choose one of train, forecast"),
+        (["train=61 * * * *"], [], "--cron train: '61 * * * *' is not a cron string"),
+        (["train"], [], "write DEPLOYMENT=CRON"),
+        ([], ["seeds=2"], "write DEPLOYMENT.PARAMETER=VALUE"),
+        ([], ["train.seed=2"], "roadcast-train has no parameter 'seed'; its parameters: data,"),
+        ([], ["train.seeds=two"], "--param train.seeds='two': seeds: Input should be a valid"),
+    ],
+)
+def test_a_bad_schedule_or_parameter_is_named(crons, params, message):
+    with pytest.raises(DeployError) as raised:
+        customised(crons=crons, params=params)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_the_command_line_refuses_a_bad_schedule_in_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "deploy", "--cron", "drift=every minute"],
+        cwd=REPO, capture_output=True, text=True, timeout=WAIT_S,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --cron drift: 'every minute' is not a cron string (five fields: minute hour "
+        "day-of-month month day-of-week, e.g. '0 4 * * *'), nor off"
+    ]
+
+
 # --------------------------------------------------------------------- serving
 
 
-def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _serve(env: dict[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "deploy", "--serve"],
+            [sys.executable, "-m", "flows.cli", "deploy", "--serve", *options],
             cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
             preexec_fn=default_sigint,
         )  # fmt: skip
@@ -273,12 +327,16 @@ def test_serve_registers_runs_and_stops_on_sigterm(prefect_server, broker, tmp_p
 
     env = {**prefect_server, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "serve.log"
-    proc = _serve(env, log)
+    changes = ("--cron", "drift=off", "--cron", "report=30 1 * * *", "--param", "report.since=12h")
+    specs = customised(crons=["drift=off", "report=30 1 * * *"], params=["report.since=12h"])
+    proc = _serve(env, log, *changes)
     try:
-        wanted = {f"{load_flow(s).name}/{s.name}" for s in DEPLOYMENTS}
+        wanted = {f"{load_flow(s).name}/{s.name}" for s in specs}
         _wait(lambda: set(_deployments(env)) >= wanted, "the deployments", log)
         found = _deployments(env)
-        for spec in DEPLOYMENTS:
+        assert found["roadcast-drift/every-15-minutes"].schedules == []
+        assert found["roadcast-report/daily"].parameters == {"since": "12h"}
+        for spec in specs:
             deployment = found[f"{load_flow(spec).name}/{spec.name}"]
             crons = [s.schedule.cron for s in deployment.schedules]
             assert crons == ([spec.cron] if spec.cron else [])

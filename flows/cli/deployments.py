@@ -15,15 +15,31 @@ def deploy(
     limit: int = typer.Option(
         None, "--limit", min=1, max=10_000, help="With --serve: at most N flow runs at once."
     ),
+    cron: list[str] | None = typer.Option(  # noqa: B008 (Typer reads the default)
+        None,
+        "--cron",
+        help="DEPLOYMENT=CRON (UTC) or DEPLOYMENT=off, e.g. --cron train='0 4 * * *' (repeatable).",
+    ),
+    param: list[str] | None = typer.Option(  # noqa: B008 (Typer reads the default)
+        None,
+        "--param",
+        help="DEPLOYMENT.PARAMETER=VALUE, e.g. --param train.data=csv:/data/flow.csv "
+        "(repeatable; values are JSON when they parse).",
+    ),
 ) -> None:
     """roadcast's deployments (train, forecast, report, drift, replay): list, write or serve."""
     from rich.console import Console
     from rich.table import Table
 
-    from flows.deploy import DEPLOYMENTS, DeployError, describe
+    from flows.deploy import DeployError, customised, describe
 
     if limit is not None and not serve:
         raise typer.BadParameter("only applies with --serve", param_hint="--limit")
+    try:
+        specs = customised(crons=cron or (), params=param or ())
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if serve:
         from flows.cli.errors import load_prefect
         from flows.deploy import require_server
@@ -49,7 +65,7 @@ def deploy(
                 raise typer.BadParameter(
                     f"{write_yaml} cannot be written as a file", param_hint="--write-yaml"
                 )
-            typer.echo(f"wrote {write(write_yaml)}")
+            typer.echo(f"wrote {write(write_yaml, specs)}")
         except OSError as exc:
             raise typer.BadParameter(
                 f"cannot write {write_yaml}: a new file in {target.parent} failed "
@@ -60,7 +76,7 @@ def deploy(
         from flows.deploy import serve_deployments
 
         try:
-            serve_deployments(DEPLOYMENTS, limit=limit)
+            serve_deployments(specs, limit=limit)
         except DeployError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -68,7 +84,7 @@ def deploy(
         return
     if write_yaml is not None:
         return
-    rows = describe(DEPLOYMENTS)
+    rows = describe(specs)
     table = Table(title="roadcast deployments (serve: roadcast deploy --serve)")
     for column in rows[0]:
         table.add_column(column, overflow="fold")
