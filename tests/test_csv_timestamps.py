@@ -118,6 +118,28 @@ def test_a_date_and_its_time_of_day_in_two_columns_are_one_timestamp(tmp_path, h
         np.testing.assert_array_equal(panel.values[:, 1], 2 * np.arange(60))
 
 
+@pytest.mark.parametrize(
+    ("header", "first_hour"), [("Date,Hour", 0), ("date,HE", 1), ("Datum,Stunde", 0)]
+)
+def test_a_date_and_its_hour_in_two_columns_are_one_timestamp(tmp_path, header, first_hour):
+    """Hours 0-23, or 1-24 hour ending (read as the hour's start); was a sensor 'Hour' and
+    "duplicate timestamp"."""
+    rows = [f"{header},s1"] + [
+        f"{t:%Y-%m-%d},{t.hour + first_hour},{k}" for k, t in enumerate(HOURS)
+    ]
+    path = write(tmp_path / "hours.csv", "\n".join(rows) + "\n")
+    panel = load_dataset(f"csv:{path}")
+    assert panel.sensor_ids == ("s1",) and panel.freq == pd.Timedelta("1h")
+    assert panel.timestamps[0] == HOURS[0] and panel.timestamps[-1] == HOURS[-1]
+    np.testing.assert_array_equal(panel.values[:, 0], np.arange(len(HOURS)))
+
+
+def test_a_sensor_named_hour_is_still_a_sensor(tmp_path):
+    rows = ["date,hour,s1"] + [f"{t:%Y-%m-%d},{k * 7},{k}" for k, t in enumerate(DAYS[:10])]
+    panel = load_dataset(f"csv:{write(tmp_path / 'daily.csv', chr(10).join(rows) + chr(10))}")
+    assert panel.sensor_ids == ("hour", "s1") and panel.freq == pd.Timedelta("1D")
+
+
 def test_a_time_of_day_column_elsewhere_says_to_join_it_with_the_date(tmp_path):
     rows = ["date,s1,time,s2"] + [f"2024-03-01,{k},08:{k:02d},{k}" for k in range(10)]
     path = write(tmp_path / "split.csv", "\n".join(rows) + "\n")

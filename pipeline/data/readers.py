@@ -72,6 +72,11 @@ TIME_NAMES = frozenset(
     {"timestamp", "time", "datetime", "date", "ts", "date_time", "epoch", "unix_time"}
 )
 INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
+# A second column of whole hours under one of these names completes a date column.
+HOUR_NAMES = frozenset(
+    {"hour", "hours", "hr", "hod", "hour_of_day", "hour of day", "he", "hour ending",
+     "hour_ending", "stunde", "heure", "hora", "ora", "uur"}
+)  # fmt: skip
 SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
 # A long-format file (one reading per row) names its columns time, sensor and value.
 SENSOR_NAMES = frozenset(
@@ -249,14 +254,16 @@ def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: 
 
 def _date_and_clock(header: Sequence[str], raw: pd.DataFrame, index_col: str | None) -> bool:
     """True when the first two columns hold dates without a time of day and times of day
-    without a date (``2024-03-01``, ``08:00``), and ``index_col`` names neither or one."""
+    without a date (``2024-03-01``, ``08:00``; or whole hours ``0``-``23`` or ``1``-``24``
+    under a name such as ``hour``), and ``index_col`` names neither or one."""
     if len(header) < 3 or index_col not in (None, header[0].strip(), header[1].strip()):
         return False
     date, clock = raw.iloc[:, 0].str.strip(), raw.iloc[:, 1].str.strip()
     date, clock = date[~_missing(date)], clock[~_missing(clock)]
+    hours = _hours(header[1], clock)
     return bool(
         len(clock)
-        and clock.str.fullmatch(_CLOCK_ONLY).all()
+        and (hours is not None or clock.str.fullmatch(_CLOCK_ONLY).all())
         and not date.str.contains(":").any()
         and pd.to_numeric(date, errors="coerce").isna().all()
         and _all_dates(date)
@@ -269,10 +276,27 @@ def _join_date_and_clock(
     """The first two columns (a date, a time of day) as one column of timestamps named
     after both, empty where either cell is."""
     date, clock = raw.iloc[:, 0].str.strip(), raw.iloc[:, 1].str.strip()
-    joined = (date + " " + clock).where(~(_missing(date) | _missing(clock)), "")
+    gap = _missing(date) | _missing(clock)
+    hours = _hours(header[1], clock[~gap])
+    if hours is not None:  # hours 1-24 (hour ending) label each hour by its start
+        start = hours - 1 if hours.min() >= 1 and hours.max() == 24 else hours
+        clock = clock.copy()
+        clock[~gap] = start.map(lambda h: f"{h:02d}:00")
+    joined = (date + " " + clock).where(~gap, "")
     raw = pd.concat([joined, raw.iloc[:, 2:]], axis=1)
     raw.columns = [f"c{j}" for j in range(raw.shape[1])]
     return [f"{header[0].strip()} {header[1].strip()}", *header[2:]], raw
+
+
+def _hours(name: str, cells: pd.Series) -> pd.Series | None:
+    """Whole hours of the day (``0``-``23``, or ``1``-``24`` hour ending) under an hour
+    column's name (:data:`HOUR_NAMES`), else None."""
+    if name.strip().lower() not in HOUR_NAMES or not len(cells):
+        return None
+    if not cells.str.fullmatch(r"\d{1,2}").all():
+        return None
+    hours = cells.astype(int)
+    return hours if hours.max() <= 24 and (hours.max() < 24 or hours.min() >= 1) else None
 
 
 def _missing(column: pd.Series) -> pd.Series:
