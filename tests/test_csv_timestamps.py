@@ -160,3 +160,24 @@ def test_a_thousands_separator_is_named_as_such(tmp_path: Path, cell: str) -> No
     message = str(error.value)
     assert "a thousands separator? write numbers without it" in message, message
     assert "--index-col" not in message and "One reading per row" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("name", "cells", "step"),
+    [
+        ("date", [str(45352 + k) for k in range(10)], "1D"),  # was "not Unix times"
+        ("Day", [str(45352 + k) for k in range(10)], "1D"),  # was a row counter, 5 minutes
+        ("Date", [f"{45352 + k / 24:.6f}" for k in range(10)], "1h"),
+    ],
+)
+def test_spreadsheet_serial_days_are_dates(tmp_path, name, cells, step):
+    rows = [f"{name},s1"] + [f"{c},{k}" for k, c in enumerate(cells)]
+    panel = load_dataset(f"csv:{write(tmp_path / 'serial.csv', chr(10).join(rows) + chr(10))}")
+    assert panel.timestamps[0] == pd.Timestamp("2024-03-01", tz="UTC")
+    assert panel.freq == pd.Timedelta(step) and panel.sensor_ids == ("s1",)
+
+
+def test_a_sensor_of_large_numbers_is_not_a_date(tmp_path):
+    rows = ["flow,s1"] + [f"{45352 + (7 * k) % 5},{k}" for k in range(10)]
+    panel = load_dataset(f"csv:{write(tmp_path / 'flow.csv', chr(10).join(rows) + chr(10))}")
+    assert panel.sensor_ids == ("flow", "s1")

@@ -15,9 +15,12 @@ Rules (each one tested):
   column of numbers holds Unix times, in seconds, ms, us or ns by their size, unless
   they are compact dates of 8, 12 or 14 digits (``20240101``, ``202401010005``), or of
   10 (``2024010100``, ``yyyymmddHH``) when read as Unix seconds they would lie in the
-  future. A first column of compact dates is the time column whatever its name, never a
-  row counter. An empty time cell is rejected, naming its line. A first column of dates
-  (``2024-03-01``) followed by one of times of day (``08:00``) is read as one timestamp.
+  future, or spreadsheet serial days (``45352`` is 2024-03-01; 1970-2099) under a name
+  with ``date``, ``day`` or ``time`` in it. A first column of compact dates is the time
+  column whatever its name, never a row counter. An empty time cell is rejected, naming
+  its line. A first column of dates (``2024-03-01``) followed by one of times of day
+  (``08:00``) or of whole hours (``hour``: 0-23, or 1-24 hour ending, read as the hour's
+  start) is read as one timestamp.
   Unsorted rows are sorted (row order in a timestamped file carries no information).
   Duplicate timestamps are rejected in a wide CSV (which reading is right is unknowable)
   and averaged when resampling.
@@ -511,6 +514,7 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     index = (
         is_row_counter(numeric)
         or (present.any() and _is_epoch(numeric[present]))
+        or (present.any() and _excel_days(name, numeric[present]) is not None)
         or _compact_dates(column[present]) is not None
         or (len(numeric) >= MIN_INDEX_ROWS and _strided(numeric))
     )
@@ -650,6 +654,8 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
     numeric = pd.to_numeric(text, errors="coerce")
     shaped = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # a compact date, out of range
     if text.size and numeric.notna().all() and not shaped.all():
+        if (serial := _excel_days(name, numeric)) is not None:
+            return serial
         return _check_range(path, _epoch_times(path, numeric, name), text, lines)
     zoned = text.str.contains(_ZONED)
     if zoned.any() and not zoned.all():
@@ -714,6 +720,25 @@ def _compact_dates(column: pd.Series) -> pd.DatetimeIndex | None:
     if width == 10 and text.astype(np.int64).min() < time.time():
         return None  # Unix seconds: 1712010100 is 2024-04-01, not 1712-01-01 00h
     return parsed.as_unit("ns")
+
+
+# Spreadsheet serial days (1900 system: day 1 is 1900-01-01, counted from 1899-12-30 past
+# Lotus's leap day) from 1970 to 2099, under a date-like column name.
+_EXCEL_ORIGIN = pd.Timestamp("1899-12-30", tz="UTC")
+_EXCEL_DAYS = (25_569.0, 73_051.0)
+_DATE_WORDS = re.compile(r"date|day|time|datum|fecha|jour|tag", re.IGNORECASE)
+
+
+def _excel_days(name: str, numeric: pd.Series) -> pd.DatetimeIndex | None:
+    """A date-like column (:data:`_DATE_WORDS`) of numbers within :data:`_EXCEL_DAYS`
+    (``45352`` is 2024-03-01, ``45352.25`` six hours later), read as a spreadsheet's
+    serial days, else None."""
+    values = numeric.to_numpy(dtype=np.float64)
+    low, high = _EXCEL_DAYS
+    if not (len(values) and _DATE_WORDS.search(name) and np.all((values >= low) & (values < high))):
+        return None
+    seconds = pd.to_timedelta(np.round(values * 86_400.0), unit="s")  # 1/1440 is inexact
+    return pd.DatetimeIndex(_EXCEL_ORIGIN + seconds).as_unit("ns")
 
 
 # Unix times by magnitude: seconds, milliseconds, microseconds, nanoseconds since 1970,
@@ -951,7 +976,10 @@ def _is_time_column(table: Table) -> bool:
         return True
     numeric = pd.to_numeric(table.first.str.strip(), errors="coerce")
     return (
-        bool(numeric.isna().any()) or _is_epoch(numeric) or _compact_dates(table.first) is not None
+        bool(numeric.isna().any())
+        or _is_epoch(numeric)
+        or _compact_dates(table.first) is not None
+        or _excel_days(name, numeric) is not None
     )
 
 
