@@ -358,11 +358,15 @@ def score_rows(
 
 
 def nab_data_files(nab_dir: str | Path) -> list[Path]:
-    """Every ``<category>/<file>.csv`` under ``nab_dir``, sorted."""
+    """Every ``<category>/<file>.csv`` under ``nab_dir``, sorted; hidden names left out."""
     root = Path(nab_dir)
     if not root.is_dir():
         raise DetectRunError(f"{root} is not a directory; pass NAB's data directory")
-    files = sorted(p for p in root.glob("*/*.csv") if p.is_file())
+    files = sorted(
+        p
+        for p in root.glob("*/*.csv")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )  # hidden files (macOS's ._x.csv) are not data
     if not files:
         raise DetectRunError(
             f"no <category>/<file>.csv under {root}; pass NAB's data directory "
@@ -374,7 +378,7 @@ def nab_data_files(nab_dir: str | Path) -> list[Path]:
 def skipped_files(nab_dir: str | Path) -> list[Path]:
     """CSV paths (``.csv`` in any case) up to three folders down ``nab_dir`` that
     :func:`nab_data_files` leaves out: outside the ``<category>/<file>.csv`` layout, named
-    ``.CSV``, or not regular files (a dangling link)."""
+    ``.CSV``, hidden, or not regular files (a dangling link)."""
     root = Path(nab_dir)
     taken = set(nab_data_files(root))
     found = (p for pattern in _SKIPPED_PATTERNS for p in root.glob(pattern))
@@ -477,6 +481,12 @@ def detect_nab(
         frame, stamps = read_nab_rows(path)
         if not len(frame):
             raise DetectRunError(f"{path}: no data rows")
+        back = np.flatnonzero(stamps[1:] < stamps[:-1])
+        if progress is not None and len(back):
+            progress(
+                f"warning: {path}: data row {back[0] + 2} is earlier than the row before it; "
+                "scored in file order, as NAB streams rows (NAB's scorer needs time order)"
+            )
         out = result_path(out_dir, detector, path)
         if out.exists() and not out.is_file():
             raise DetectRunError(f"cannot write {out}: it is a folder or not a regular file")
@@ -517,6 +527,8 @@ def _skip_reason(path: Path) -> str:
         return "a link to nothing"
     if path.exists() and not path.is_file():
         return "not a regular file"
+    if path.name.startswith(".") or path.parent.name.startswith("."):
+        return "a hidden file (such as macOS's ._ files), not data"
     if path.suffix != ".csv":
         return f"named {path.suffix}; rename it to {path.stem}.csv to score it"
     return "not a <category>/<file>.csv data file"

@@ -65,8 +65,8 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
     own_windows = {k: v for k, v in windows.items() if k.startswith(f"{category}/")}
     unlabelled = sorted(
         f"{category}/{p.name}"
-        for p in (nab_dir / category).glob("*.csv")
-        if p.is_file() and f"{category}/{p.name}" not in own_windows
+        for p in nab_data_files(nab_dir)
+        if p.parent.name == category and f"{category}/{p.name}" not in own_windows
     )
     if unlabelled:
         raise DetectRunError(

@@ -379,3 +379,50 @@ def test_a_file_left_out_of_the_labels_is_not_silently_unscored(tmp_path) -> Non
     result = CliRunner().invoke(app, ["detect", *args, "--score"])
     assert result.exit_code == 0, result.output
     assert "NAB scores of 'extreme'" in result.output
+
+
+def test_hidden_files_are_skipped_not_read(tmp_path) -> None:
+    """macOS leaves ``._f.csv`` beside ``f.csv``; it stopped the whole run."""
+    root = nab_dir(tmp_path, csv(), "cat/f.csv")
+    nab_dir(tmp_path, b"\x00\x05\x16\x07Mac OS X", "cat/._f.csv")
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": []}))
+    result = CliRunner().invoke(
+        app, ["detect", "--nab-dir", str(root), "--out", str(tmp_path / "out"),
+              "--detector", "extreme", "--score"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"skipped {root / 'cat' / '._f.csv'}: a hidden file" in result.output
+    assert not (tmp_path / "out" / "extreme" / "cat" / "extreme_._f.csv").exists()
+
+
+def test_rows_out_of_time_order_are_named_and_not_scored_by_nab(tmp_path) -> None:
+    stamps = [*STAMPS[:100], *STAMPS[150:200], *STAMPS[100:150], *STAMPS[200:]]
+    root = nab_dir(tmp_path, csv(stamps=stamps))
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [[STAMPS[20], STAMPS[30]]]}))
+    said: list[str] = []
+    detect_nab(root, tmp_path / "out", "extreme", progress=said.append)
+    assert f"warning: {root / 'cat' / 'f.csv'}: data row 151 is earlier than" in said[0]
+    line = one_line_error(root, tmp_path / "out", "--score")
+    assert "cat/f.csv: data row 151 (2015-01-01 08:20:00) is earlier than the row before" in line
+
+
+@pytest.mark.parametrize("option", ["--nab-dir", "--out"])
+def test_an_empty_directory_option_is_refused(tmp_path, option) -> None:
+    """``--out ''`` wrote into the working directory, ``--out ' '`` into a folder ' '."""
+    root = nab_dir(tmp_path, csv())
+    args = {"--nab-dir": str(root), "--out": str(tmp_path / "out"), option: " "}
+    result = CliRunner().invoke(app, ["detect", *[x for kv in args.items() for x in kv]])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {option} is empty; name a directory"
+
+
+def test_the_score_table_is_whole_when_piped(capsys) -> None:
+    from flows.reporting.text import print_table
+
+    profiles = [f"{p} ({t})" for t in ("NAB threshold", "fixed 0.9") for p in ("standard", "low")]
+    rows = [["realAWSCloudwatch", 17, 14, -123.45, 12.5, 7.0, 8.0]]
+    print_table("NAB scores", ["category", "files", "windows", *profiles], rows)
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for text in ("realAWSCloudwatch", "standard (NAB threshold)", "low (fixed 0.9)", "-123.5"):
+        assert text in out, out

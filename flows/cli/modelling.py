@@ -346,6 +346,10 @@ def detect(
     """Score every NAB file in streaming order and write NAB result files."""
     from flows.detect import DEFAULT_RULE, DetectRunError, detect_nab
 
+    for option, value in (("--nab-dir", nab_dir), ("--out", out)):
+        if not value.strip():
+            typer.echo(f"error: {option} is empty; name a directory", err=True)
+            raise typer.Exit(1)
     try:
         written = detect_nab(nab_dir, out, detector, nab_range=nab_range, progress=typer.echo)
     except (DetectRunError, OSError, ValueError) as exc:

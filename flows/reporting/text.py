@@ -50,7 +50,7 @@ def literal(value: object, style: str = "") -> Text:
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows as a rich table on the terminal; floats get 4 significant digits; every
-    text is shown as written (:func:`literal`)."""
+    text is shown as written (:func:`literal`) and whole, however narrow the terminal."""
     from rich.console import Console
     from rich.table import Table
 
@@ -59,4 +59,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(literal(column))
     for row in rows:
         table.add_row(*(literal(f"{v:.4g}" if isinstance(v, float) else v) for v in row))
-    Console().print(table)
+    console = Console()
+    unbounded = console.options.update(max_width=100_000)
+    wide = console.measure(table, options=unbounded).maximum  # a pipe's 80 columns cut cells
+    (Console(width=wide) if wide > console.width else console).print(table)

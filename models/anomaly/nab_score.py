@@ -144,9 +144,17 @@ def sweep(file: LabeledFile, probation_percent: float = PROBATION_PERCENT) -> Sw
     ------
     NabFormatError
         When a window does not start and end on a row timestamp, or windows overlap or
-        are out of order: NAB would silently skip such windows.
+        are out of order: NAB would silently skip such windows; when the rows are not in
+        time order.
     """
     stamps = list(file.timestamps)
+    back = [i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1]]
+    if back:
+        raise NabFormatError(
+            f"{file.name}: data row {back[0] + 1} ({stamps[back[0]]}) is earlier than the row "
+            f"before it ({stamps[back[0] - 1]}); NAB scores windows over rows in time order: "
+            "sort the file's rows"
+        )
     first_row: dict[pd.Timestamp, int] = {}
     for i, stamp in enumerate(stamps):
         first_row.setdefault(stamp, i)
