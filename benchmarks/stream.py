@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     from models.forecasters.registry import MODELS
 
     steps = args.steps or (30 if args.quick else 150)
-    latency_ticks = args.latency_ticks or (20 if args.quick else 100)
-    missing_ticks = args.missing_ticks or (20 if args.quick else 100)
+    latency_ticks = args.latency_ticks or (10 if args.quick else 100)
+    missing_ticks = args.missing_ticks or (6 if args.quick else 100)
     interval = args.tick_interval or (0.5 if args.quick else 1.0)
     config = ServiceConfig(poll_records=args.poll_records or ServiceConfig.poll_records)
     if args.grace is not None:
