@@ -112,11 +112,12 @@ def _tune_all(
 
 
 @task(name="split", cache_policy=NONE)
-def split_task(panel: SensorPanel, plan: TrainPlan) -> Split:
-    """The protocol's chronological split; refuses graph models on graphless data first,
-    and a validation part shorter than the horizon (no model could be scored there, so
-    the run would fail choosing its champion after writing the versions)."""
-    for note in [*check_readings(panel), *check_graphs(panel, plan)]:
+def split_task(panel: SensorPanel, plan: TrainPlan, asked: bool = True) -> Split:
+    """The protocol's chronological split; refuses graph models on graphless data first
+    when the user ``asked`` for them, and a validation part shorter than the horizon (no
+    model could be scored there, so the run would fail choosing its champion after
+    writing the versions)."""
+    for note in [*check_readings(panel), *check_graphs(panel, plan, asked=asked)]:
         get_run_logger().warning(note)
     split = split_panel(panel, plan)
     if split.valid.n_time < plan.horizon:
@@ -338,7 +339,7 @@ def train_flow(
     runner = dask_runner(settings)  # an unreachable scheduler fails here, before any work
     panel = load_data(data, adjacency, data_dir, index_col, no_index)
     check_same_network(folder, panel)
-    split = split_task(panel, plan)
+    split = split_task(panel, plan, asked=models is not None)
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")
     if models is None:
         plan = _supported(plan, split)

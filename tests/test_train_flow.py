@@ -116,9 +116,13 @@ def test_report_and_artifacts(trained):
 
 
 def test_the_default_models_leave_out_those_the_data_cannot_support(prefect_harness, tmp_path):
-    """Half a day of 5-minute data holds no day for the seasonal model: by default it is
-    left out with its reason; asked for by name, it is an error."""
+    """Half a day of 5-minute data holds no day for the seasonal model, a CSV without an
+    adjacency no graph: by default such models are left out with their reason; asked for
+    by name, it is an error."""
+    import pandas as pd
+
     from flows.train_flow import train_flow
+    from pipeline.data.datasets import load_dataset
 
     short = "simulated:sensors=3,days=0.5,seed=4,incidents=0,faults=0"
     args = {"window": 6, "horizon": 6, "seeds": 1, "epochs": 1, "device": "cpu"}
@@ -126,6 +130,15 @@ def test_the_default_models_leave_out_those_the_data_cannot_support(prefect_harn
     assert set(result["document"]["models"]) == {"persistence", "ar", "lstm", "gru", "tgclstm"}
     with pytest.raises(ValueError, match="seasonal: its input window of 288 steps"):
         train_flow(data=short, models="seasonal,ar", out=str(tmp_path / "asked"), **args)
+    # a CSV without --adjacency: the graph model is left out (it was refused, so no default
+    # run of a user's CSV without a graph could train)
+    panel = load_dataset(short)
+    frame = pd.DataFrame(panel.values, columns=list(panel.sensor_ids))
+    frame.insert(0, "timestamp", panel.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame.to_csv(tmp_path / "graphless.csv", index=False)
+    csv = f"csv:{tmp_path / 'graphless.csv'}"
+    result = train_flow(data=csv, out=str(tmp_path / "graphless"), **args)
+    assert set(result["document"]["models"]) == {"persistence", "ar", "lstm", "gru"}
 
 
 def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):

@@ -142,8 +142,10 @@ class ModelResult:
         return min(self.runs, key=lambda r: (np.nan_to_num(r.valid_rmse, nan=np.inf), r.seed))
 
 
-def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
-    """Refuse, before fitting anything, a model that needs a road graph the data lack.
+def check_graphs(panel: SensorPanel, plan: TrainPlan, *, asked: bool = True) -> list[str]:
+    """Refuse, before fitting anything, a model that needs a road graph the data lack
+    (``asked``: the user named the models; a default list leaves it out later instead,
+    :func:`unsupported`).
 
     Returns notes to show the user: sensors with no link at all, whose graph convolution
     sees only themselves (often a sensor missing from the adjacency; los-loop has one).
@@ -153,6 +155,8 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan) -> list[str]:
         if not MODELS[name].USES_GRAPH:
             continue
         if panel.graph is None:
+            if not asked:
+                continue
             raise ValueError(
                 f"{name} needs a road graph and {panel.name or 'this data set'} has none; "
                 "pass --adjacency PATH or drop it from --models"
