@@ -321,3 +321,46 @@ def test_options_out_of_range_are_refused_before_any_work(args: list[str]) -> No
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert args[-2] in result.output
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_and_prefects_temporary_server(tmp_path):
+    """``kill`` (systemd, docker stop) ended the process and left the server it had
+    started listening, owned by PID 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.processes import default_sigint
+    from tests.waiting import wait_until
+
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "train", "simulated:sensors=3,days=4",
+         "--models", "lstm", "--tune", "30m", "--seeds", "1", "--threads", "1",
+         "--no-promote", "--no-progress", "--out", str(tmp_path / "out")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=default_sigint,
+    )  # fmt: skip
+    servers: list[psutil.Process] = []
+
+    def server_started() -> bool:
+        found = [
+            c for c in psutil.Process(proc.pid).children(recursive=True)
+            if "prefect.server.api.server:create_app" in " ".join(c.cmdline())
+        ]  # fmt: skip
+        servers.extend(found)
+        return bool(found)
+
+    try:
+        wait_until(server_started, what="Prefect's temporary server")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    gone, alive = psutil.wait_procs(servers, timeout=60)
+    assert not alive, (alive, err[-2000:])

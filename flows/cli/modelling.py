@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import TYPE_CHECKING
 
 import typer
@@ -171,6 +173,10 @@ def train(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
     quiet_prefect_tracebacks()
+    # SIGTERM stops a run as Ctrl-C does, so that Prefect's temporary server stops with it
+    # (the default handler ended the process and left the server running).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         with limit_threads(threads):
             result = train_flow(
@@ -196,6 +202,9 @@ def train(
     except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     from flows.reporting.tables import claims_rows, compact_rows
     from flows.reporting.text import print_table
 
