@@ -362,5 +362,5 @@ def test_sigterm_stops_training_and_prefects_temporary_server(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode != 0
-    gone, alive = psutil.wait_procs(servers, timeout=60)
+    _, alive = psutil.wait_procs(servers, timeout=60)
     assert not alive, (alive, err[-2000:])
