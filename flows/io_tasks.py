@@ -1,7 +1,8 @@
 """Prefect tasks that read data sets, and the retry rule every I/O task of roadcast uses.
 
 Only I/O is retried, and only when a retry can help: an ``OSError`` other than a missing
-file or a permission error (a network share or a disk that blinked, an unreachable
+file, a path in the way (a file where a folder should be, or the reverse) or a permission
+error (a network share or a disk that blinked, an unreachable
 broker), a busy SQLite file (``sqlite3.OperationalError``, ``StoreBusyError``), or a
 Kafka error (a send the broker did not acknowledge). A data set that is not there, a
 malformed file or a programming error fails at once with its message, instead of after
@@ -31,8 +32,15 @@ def is_transient(error: BaseException) -> bool:
     from pipeline.kafka.outbox import PublishError
     from pipeline.service.store_reads import StoreBusyError
 
-    if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
-        return False
+    if isinstance(
+        error,
+        FileNotFoundError
+        | FileExistsError
+        | PermissionError
+        | IsADirectoryError
+        | NotADirectoryError,
+    ):
+        return False  # a path that is wrong stays wrong
     return isinstance(
         error, OSError | sqlite3.OperationalError | StoreBusyError | KafkaError | PublishError
     )

@@ -92,13 +92,14 @@ def train_models(
 
 def check_out_dir(out: str | Path) -> None:
     """Refuse, before any training, an output folder that cannot be written: a file, a
-    path through a file, or a folder without write permission.
+    path through a file, a folder without write permission, or one where a file stands in
+    place of a folder the run writes, or the reverse (:data:`RUN_ENTRIES`).
 
     Raises
     ------
     ValueError
         For an empty name (which would mean the current folder).
-    NotADirectoryError, PermissionError
+    NotADirectoryError, PermissionError, FileExistsError
         Naming the folder given as ``--out``.
     """
     if not str(out).strip():
@@ -112,6 +113,24 @@ def check_out_dir(out: str | Path) -> None:
         raise NotADirectoryError(f"--out {out} is not a folder{where}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: no permission to write in {folder}")
+    for name, is_folder in RUN_ENTRIES.items():
+        entry = out / name
+        if entry.exists() and entry.is_dir() != is_folder:
+            kind, wanted = ("a file", "folder") if is_folder else ("a folder", "file")
+            raise FileExistsError(
+                f"--out {out}: {entry} is {kind} where the run writes its {wanted}; move it "
+                "or choose another --out"
+            )
+
+
+# What a run writes in its output folder: name -> whether it is a folder.
+RUN_ENTRIES = {
+    "bundles": True,
+    "figures": True,
+    "metrics.json": False,
+    "report.md": False,
+    "report.html": False,
+}
 
 
 def check_same_network(out: str | Path, panel: SensorPanel) -> None:

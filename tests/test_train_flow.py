@@ -158,6 +158,13 @@ def test_bad_parameters_fail_with_the_fix(prefect_harness, tmp_path):
     with pytest.raises(ValueError, match="needs a road graph"):
         train_flow(data=f"csv:{tmp_path / 'speeds.csv'}", models="tgclstm", out=str(tmp_path))
     assert not (tmp_path / "bundles").exists()
+    # a file where the report's folder goes failed after the versions were written, retried
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "figures").write_text("")
+    with pytest.raises(FileExistsError, match="figures is a file where the run writes its folder"):
+        train_flow(data=DATA, models="persistence", out=str(blocked))
+    assert sorted(p.name for p in blocked.iterdir()) == ["figures"]
     # an empty out trained into ROADCAST_MODEL_DIR's default and promoted there
     with pytest.raises(ValueError, match="--out is empty"):
         train_flow(data=DATA, models="persistence", out="")
