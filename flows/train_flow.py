@@ -101,7 +101,7 @@ def _tune_all(
         return tune_models(split, plan, budget, tuner=_tune_submit, log=print)
     names = [n for n in plan.models if tunable(n)]
     if not names:
-        return {}
+        return tune_models(split, plan, budget, log=print)  # says there is nothing to tune
     check_validation(split, plan)
     share = time_shares(budget, names)
     calls = {

@@ -24,6 +24,7 @@ from models.forecasters.tuning import (
     parse_budget,
     run_trial,
     tune_model,
+    tune_models,
     tuned_plan,
 )
 from models.nn.loop import observe_epochs
@@ -50,7 +51,7 @@ PLAN = TrainPlan(
 @pytest.mark.parametrize(
     ("text", "budget"),
     [("30", Budget(trials=30)), ("20m", Budget(seconds=1200.0)), ("90s", Budget(seconds=90.0)),
-     ("1.5h", Budget(seconds=5400.0)), (" 2 ", Budget(trials=2))],
+     ("1.5h", Budget(seconds=5400.0)), (" 2 ", Budget(trials=2)), ("1d", Budget(seconds=86400.0))],
 )  # fmt: skip
 def test_budgets_are_trials_or_time(text, budget):
     assert parse_budget(text) == budget
@@ -61,11 +62,18 @@ def test_budgets_are_trials_or_time(text, budget):
     [("0", "whole number from 1"), ("2.5", "whole number"), ("0s", "too small for one trial"),
      ("0.5s", "too small"), ("ten", "number of trials"), ("-3", "number of trials"),
      ("9" * 400, "from 1 to 10000"), ("99999999999999999999", "from 1 to 10000"),
-     ("9" * 400 + "s", "at most 168h"), ("200h", "at most 168h")],
+     ("9" * 400 + "s", "at most 168h"), ("200h", "at most 168h"), ("8d", "at most 168h")],
 )  # fmt: skip
 def test_bad_budgets_are_refused(text, message):
     with pytest.raises(TuningError, match=message):
         parse_budget(text)
+
+
+def test_a_budget_with_nothing_to_tune_says_so():
+    said: list[str] = []
+    plan = replace(PLAN, models=("persistence",))
+    assert tune_models(None, plan, Budget(trials=5), log=said.append) == {}  # type: ignore[arg-type]
+    assert said == ["note: --tune has nothing to search: persistence: no settings to tune"]
 
 
 def test_the_training_loop_reports_every_validated_epoch_and_can_be_stopped():

@@ -56,7 +56,8 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """``"30"`` -> 30 trials per model; ``"20m"``, ``"90s"``, ``"1.5h"`` -> a time budget.
+    """``"30"`` -> 30 trials per model; ``"20m"``, ``"90s"``, ``"1.5h"``, ``"1d"`` -> a time
+    budget.
 
     Raises
     ------
@@ -64,7 +65,7 @@ def parse_budget(text: str) -> Budget:
         For text that is neither, or a budget too small for one trial.
     """
     raw = str(text).strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h)?", raw)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?", raw)
     if not match:
         raise TuningError(
             f"--tune {text!r}: give a number of trials per model (e.g. 30) or a time "
@@ -77,7 +78,7 @@ def parse_budget(text: str) -> Budget:
                 f"--tune {text!r}: a trial budget must be a whole number from 1 to {MAX_TRIALS}"
             )
         return Budget(trials=int(number))
-    seconds = number * {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[unit]
+    seconds = number * {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}[unit]
     if seconds < 1.0:
         raise TuningError(f"--tune {text!r}: a budget of {seconds:g} s is too small for one trial")
     if seconds > MAX_BUDGET_S:
@@ -310,6 +311,7 @@ def tune_models(
     ``tuner`` replaces :func:`tune_model` (the train flow runs each as a Prefect task)."""
     names = [n for n in plan.models if tunable(n)]
     if not names:
+        log(f"note: --tune has nothing to search: {', '.join(plan.models)}: no settings to tune")
         return {}
     check_validation(split, plan)
     share = time_shares(budget, names)
