@@ -257,11 +257,12 @@ def customised(
     """
     import logging
 
-    from prefect.client.schemas.schedules import CronSchedule
     from pydantic import ValidationError
 
     out = {spec.name + spec.entrypoint: spec for spec in specs}
     for item in crons:
+        from prefect.client.schemas.schedules import CronSchedule
+
         key, sep, cron = item.partition("=")
         spec = _spec_named(list(out.values()), key.strip(), "--cron")
         cron = cron.strip()

@@ -35,16 +35,18 @@ def deploy(
 
     if limit is not None and not serve:
         raise typer.BadParameter("only applies with --serve", param_hint="--limit")
+    if cron or param or serve:
+        from flows.cli.errors import load_prefect
+
+        load_prefect()  # invalid PREFECT_* settings: one line, not a pydantic dump
     try:
         specs = customised(crons=cron or (), params=param or ())
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if serve:
-        from flows.cli.errors import load_prefect
         from flows.deploy import require_server
 
-        load_prefect()
         try:
             require_server()
         except DeployError as exc:
