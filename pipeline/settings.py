@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import difflib
+import ipaddress
 import os
 import re
 import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     Field,
@@ -50,6 +51,10 @@ _SCHEME = re.compile(r"^[A-Za-z_]+://")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+(%[\w.-]+)?\]|[\w.-]+")
 _BARE_IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[\w.-]+)?")
 _PORT = re.compile(r"\d+")
+# A host name: dot-separated labels of letters, digits, - and _ (compose service names),
+# neither starting nor ending with -; a final dot allowed.
+_LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 SHOWN_CHARS = 40  # an echoed value is cut after this many characters
 
 
@@ -451,12 +456,34 @@ def toml_path() -> str | None:
     )
 
 
+def _valid_host(host: str) -> bool:
+    """Whether ``host`` (a URL's host, IDNA-encoded, without brackets) is a hostname, an
+    IPv4 address or an IPv6 one. A name's last label is not all digits (``1.2.3``)."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(unquote(host))  # a zone id comes as %25 in a URL
+        except ValueError:
+            return False
+        return True
+    if _HOSTNAME.fullmatch(host) is None or len(host.rstrip(".")) > 253:
+        return False
+    if host.rstrip(".").rpartition(".")[2].isdigit():
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
+
+
 def url_problem(url: str, *, alertmanager: bool = False) -> str | None:
     """Why ``url`` cannot be an alert receiver's address, or None. The reason never
     repeats the URL (its user info, path or query may hold a secret)."""
     import httpx
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracketed host that is no IPv6 address
+        return "not a usable URL (the host in [] is not an IPv6 address)"
     try:
         port_ok = parts.port != 0  # .port raises for one not a number in 0-65535
     except ValueError:
@@ -464,9 +491,11 @@ def url_problem(url: str, *, alertmanager: bool = False) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         return "expected http(s)://HOST[:PORT][/PATH][,...]"
     try:
-        httpx.Request("POST", url)
+        host = httpx.Request("POST", url).url.raw_host.decode("ascii")
     except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
         return f"not a usable URL ({type(exc).__name__}: {exc})"
+    if not _valid_host(host):
+        return "the host is not a valid hostname, IPv4 address or [IPv6] address"
     path = parts.path.rstrip("/")
     if alertmanager and "/api/" in f"{path}/" and not path.endswith("/api/v2/alerts"):
         return (
@@ -479,7 +508,10 @@ def url_problem(url: str, *, alertmanager: bool = False) -> str | None:
 def shown_url(url: str) -> str:
     """``scheme://host[:port]``, then ``/...`` when the URL goes on: a URL without the
     parts that may hold a secret (user info, path, query)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an address that is not a URL"
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:

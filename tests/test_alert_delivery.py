@@ -168,14 +168,14 @@ def test_a_silence_set_in_alertmanager_stops_renotification(
         assert all(control in _sensors(n) for n in after)
 
 
-@pytest.mark.parametrize("fault", ["5xx", "slow", "4xx"])
+@pytest.mark.parametrize("fault", ["5xx", "slow", "4xx", "401"])
 def test_alertmanager_failing_loses_nothing(
     fault, alertmanager, kafka_settings, caplog: pytest.LogCaptureFixture
 ):
     """A proxy in front of the real Alertmanager fails the first request(s): with 503s,
-    by not answering within the timeout, or with a 400. Retried faults reach
-    Alertmanager; the rejected alert is logged once, never retried, and what follows it
-    is delivered."""
+    by not answering within the timeout, with a 400, or with 401s (a token rotated, then
+    fixed). Retried faults reach Alertmanager (a 401 logged once, not at each retry); the
+    rejected alert is logged once, never retried, and what follows it is delivered."""
     settings = delivery_settings(kafka_settings, alert_timeout_s=1.0)
     first, second = new_sensor(), new_sensor()
     gate = threading.Event()
@@ -192,6 +192,8 @@ def test_alertmanager_failing_loses_nothing(
             gate.wait(WAIT_S)  # longer than the client's timeout
         if fault == "4xx" and posts[0] == 1:
             return 400, {}, b'"bad alert: label sensor is invalid"'
+        if fault == "401" and posts[0] <= 3:
+            return 401, {}, b"invalid bearer token"
         return forward(request)
 
     proxy = HttpRecorder(respond)
@@ -216,6 +218,10 @@ def test_alertmanager_failing_loses_nothing(
             assert alertmanager.alerts(sensor=first)
             assert counts["retries"] >= 1
             assert not [r for r in caplog.records if r.getMessage() == "alert_delivery_rejected"]
+            blocked = [r for r in caplog.records if r.getMessage() == "alert_delivery_blocked"]
+            assert len(blocked) == (1 if fault == "401" else 0)
+            if fault == "401":
+                assert "invalid bearer token" in blocked[0].fields["reason"]  # type: ignore[attr-defined]
     finally:
         gate.set()
         proxy.close()

@@ -298,7 +298,7 @@ def test_receivers_on_one_host_keep_apart_in_the_counters() -> None:
 def test_a_redirect_is_refused_without_the_secrets_of_its_location() -> None:
     location = "https://user:pw@new.example:8443/hook/s3cr3t?token=abc"
     outcome = classify(301, "Moved", {"location": location})
-    assert outcome.kind == "rejected" and "https://new.example:8443/..." in outcome.detail
+    assert outcome.kind == "blocked" and "https://new.example:8443/..." in outcome.detail
     assert "s3cr3t" not in outcome.detail and "abc" not in outcome.detail
 
 

@@ -138,11 +138,14 @@ def test_answers_are_classified_as_prometheus_users_expect():
     for status in (500, 502, 503, 408, 429):
         assert classify(status, "busy", {}).kind == "retry"
     assert classify(429, "", {"retry-after": "7"}).retry_after_s == 7.0
-    for status in (400, 401, 404, 422):
+    for status in (400, 413, 422):  # this request refused: halved, an alert alone given up
         outcome = classify(status, "nope", {})
         assert outcome.kind == "rejected" and "nope" in outcome.detail
+    for status in (401, 403, 404, 405, 407):  # the receiver's address or credentials
+        outcome = classify(status, "nope", {})
+        assert outcome.kind == "blocked" and "nope" in outcome.detail
     redirect = classify(301, "", {"location": "https://am.example/api/v2/alerts"})
-    assert redirect.kind == "rejected" and "am.example" in redirect.detail
+    assert redirect.kind == "blocked" and "am.example" in redirect.detail
 
 
 def test_receiver_names_never_show_tokens_or_passwords():

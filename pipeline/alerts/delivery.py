@@ -7,11 +7,12 @@ thread and queue (:class:`pipeline.alerts.lanes.Lane`): it delivers in offset or
 a ``resolved`` never overtakes its ``firing``, and a receiver that is down or slow holds
 up nobody else.
 
-A record's offset is committed once **every** receiver has accepted it or rejected it
-for good (a 4xx: logged once with the receiver's reason, never retried). A 5xx, 408, 429,
-a timeout or a connection error is retried by that receiver alone, with exponential
-backoff and full jitter (:class:`~pipeline.alerts.lanes.DeliveryConfig`), until it goes
-through: the alert stays in Kafka meanwhile, and a restart re-delivers everything after
+A record's offset is committed once **every** receiver has accepted it or refused that
+alert alone for good (400, 413, 422 for the alert by itself: logged once with the
+receiver's reason; a batch so refused is halved to find it). A 5xx, 408, 429, a wrong
+address or credentials (401, 403, 404, a redirect: logged once), a timeout or a
+connection error is retried by that receiver alone, with exponential backoff and full
+jitter (:class:`~pipeline.alerts.lanes.DeliveryConfig`), until it goes through: the alert stays in Kafka meanwhile, and a restart re-delivers everything after
 the committed offset. Re-delivery is idempotent: Alertmanager identifies an alert by its
 labels, which a record always maps to the same way, and a webhook gets the same
 ``webhook-id``.

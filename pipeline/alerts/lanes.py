@@ -1,13 +1,25 @@
 """One receiver's lane of alert delivery: its queue, its thread, its retries.
 
 A :class:`Lane` takes the alerts of ``roadcast.alerts`` in offset order and hands them to
-its receiver in batches of at most ``receiver.max_batch``. An answer to retry (5xx, 408,
-429, timeout, connection error) is retried with exponential backoff and full jitter
-(:meth:`DeliveryConfig.backoff_s`) until it goes through, the partitions are reassigned
-or delivery stops; a rejection (4xx) is logged once with the receiver's reason. Either
-way, each alert is then reported ``done`` to :class:`pipeline.alerts.delivery.AlertDelivery`,
-which commits an offset once every lane has reported it. Between batches the lane lets
-its receiver re-send what it must (Alertmanager: the firing alerts).
+its receiver in batches of at most ``receiver.max_batch``. What comes of a request
+(:class:`pipeline.alerts.receivers.Outcome`):
+
+* ``retry`` (5xx, 408, 429, timeout, connection error) and ``blocked`` (401, 403, 404, a
+  redirect: the receiver's address or credentials are wrong) are retried with
+  exponential backoff and full jitter (:meth:`DeliveryConfig.backoff_s`) until the
+  receiver takes the request, the partitions are reassigned or delivery stops. A
+  ``blocked`` receiver is logged once with its reason (``alert_delivery_blocked``), not
+  at every retry; ``alert_delivery_unblocked`` when it answers again.
+* ``rejected`` (400, 413, 422: the request itself is refused): a batch of several alerts
+  is halved and the halves sent in turn, so that a request too large for a proxy passes
+  in smaller ones and an alert the receiver refuses is isolated. An alert refused alone
+  is given up, logged once with the receiver's reason (``alert_delivery_rejected``).
+
+Each alert is then reported ``done`` to :class:`pipeline.alerts.delivery.AlertDelivery`,
+which commits an offset once every lane has reported it. A stop or a reassignment
+leaves the rest not done: it is delivered again from the committed offset. Between
+batches the lane lets its receiver re-send what it must (Alertmanager: the firing
+alerts).
 """
 
 from __future__ import annotations
@@ -77,7 +89,8 @@ Done = Callable[[Item], None]
 
 
 class Lane:
-    """One receiver's queue and thread: in order, retried until accepted or rejected."""
+    """One receiver's queue and thread: in order, retried until accepted or rejected
+    (see the module docstring)."""
 
     def __init__(
         self,
@@ -99,6 +112,7 @@ class Lane:
         self._generation = 0
         self._restore: list[Pending] | None = None
         self._in_flight = 0
+        self._blocked: int | None = None  # the status of a blocked receiver, once logged
         self.thread = threading.Thread(
             target=self._run, name=f"roadcast-alerts {receiver.name}", daemon=True
         )
@@ -146,57 +160,108 @@ class Lane:
             self._in_flight = 0
 
     def _deliver(self, batch: list[Item], generation: int) -> None:
+        """Deliver ``batch`` in order, halving any part the receiver rejects."""
+        parts = [batch]  # a stack: the next part last
+        while parts:
+            part = parts.pop()
+            outcome = self._send(part, generation)
+            if outcome is None:
+                return  # not done: delivered again from the committed offset
+            if outcome.kind == "rejected" and len(part) > 1:
+                half = len(part) // 2
+                parts += [part[half:], part[:half]]
+                continue
+            self._finish(part, outcome)
+
+    def _send(self, part: list[Item], generation: int) -> Outcome | None:
+        """Send ``part`` until it is accepted or rejected; None on a stop or reassignment."""
         name = self.receiver.name
         attempt = 0
         while True:
             try:
-                outcome = self.receiver.deliver([item.pending for item in batch])
+                outcome = self.receiver.deliver([item.pending for item in part])
             except Exception as exc:  # a bug must not stop the lane: refuse these, go on
-                log.exception("alert_delivery_failed", extra={"fields": {"receiver": name}})
+                if len(part) == 1:  # a batch is halved down to the alert that fails
+                    log.exception("alert_delivery_failed", extra={"fields": {"receiver": name}})
                 outcome = Outcome("rejected", f"{type(exc).__name__}: {exc}")
-            if outcome.kind != "retry":
-                break
+            if outcome.kind in ("accepted", "rejected"):
+                if outcome.status is not None:  # the receiver answered (not a bug of ours)
+                    self._unblock()
+                return outcome
+            if self._stop.is_set():
+                return None  # the stop cut the request off: nothing to report
             attempt += 1
             self.counters["retries"] += 1
             wait = self.config.backoff_s(attempt, self._rng)
             if outcome.retry_after_s is not None:
                 wait = max(wait, min(outcome.retry_after_s, self.config.backoff_max_s))
-            log.warning(
-                "alert_delivery_retry",
-                extra={
-                    "fields": {
-                        "receiver": name,
-                        "attempt": attempt,
-                        "error": outcome.detail,
-                        "retry_in_s": round(wait, 2),
-                        "alerts": len(batch),
-                    }
-                },
-            )
+            if outcome.kind == "blocked":
+                self._block(outcome, len(part))
+            else:
+                log.warning(
+                    "alert_delivery_retry",
+                    extra={
+                        "fields": {
+                            "receiver": name,
+                            "attempt": attempt,
+                            "error": outcome.detail,
+                            "retry_in_s": round(wait, 2),
+                            "alerts": len(part),
+                        }
+                    },
+                )
             with self._cond:
                 self._cond.wait_for(
                     lambda: self._stop.is_set() or self._generation != generation, timeout=wait
                 )
                 if self._stop.is_set() or self._generation != generation:
-                    return  # not done: delivered again from the committed offset
+                    return None
+
+    def _finish(self, part: list[Item], outcome: Outcome) -> None:
+        """Count ``part`` delivered or given up (logged), and report it done."""
         if outcome.kind == "accepted":
-            self.counters["delivered"] += len(batch)
+            self.counters["delivered"] += len(part)
         else:
-            self.counters["rejected"] += len(batch)
+            self.counters["rejected"] += len(part)
             log.warning(
                 "alert_delivery_rejected",
                 extra={
                     "fields": {
-                        "receiver": name,
+                        "receiver": self.receiver.name,
                         "status": outcome.status,
                         "reason": outcome.detail,
-                        "alerts": [item.pending.message.alert_id for item in batch][:20],
-                        "count": len(batch),
+                        "alerts": [item.pending.message.alert_id for item in part][:20],
+                        "count": len(part),
                     }
                 },
             )
-        for item in batch:
+        for item in part:
             self._done(item)
+        self._in_flight = max(0, self._in_flight - len(part))
+
+    def _block(self, outcome: Outcome, alerts: int) -> None:
+        """Log once that the receiver refuses every request (again when its status changes)."""
+        if self._blocked == outcome.status:
+            return
+        self._blocked = outcome.status
+        log.warning(
+            "alert_delivery_blocked",
+            extra={
+                "fields": {
+                    "receiver": self.receiver.name,
+                    "status": outcome.status,
+                    "reason": outcome.detail,
+                    "alerts": alerts,
+                    "action": "retried with backoff until the receiver takes alerts again; "
+                    "check its URL and credentials",
+                }
+            },
+        )
+
+    def _unblock(self) -> None:
+        if self._blocked is not None:
+            self._blocked = None
+            log.info("alert_delivery_unblocked", extra={"fields": {"receiver": self.receiver.name}})
 
     def _resend(self) -> None:
         try:
@@ -204,10 +269,14 @@ class Lane:
         except Exception as exc:
             log.exception("alert_resend_failed", extra={"fields": {"receiver": self.receiver.name}})
             outcome = Outcome("retry", f"{type(exc).__name__}: {exc}")
-        if outcome is None:
-            return
+        if outcome is None or (outcome.kind != "accepted" and self._stop.is_set()):
+            return  # nothing to re-send, or the stop cut the request off
         if outcome.kind == "accepted":
+            self._unblock()
             self.counters["resends"] += 1
+        elif outcome.kind == "blocked":
+            self.counters["resend_failures"] += 1
+            self._block(outcome, 0)
         else:
             self.counters["resend_failures"] += 1
             log.warning(

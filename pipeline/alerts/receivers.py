@@ -6,10 +6,16 @@ A receiver turns alerts into one HTTP request with a deadline and says what came
 ``accepted``
     a 2xx answer.
 ``rejected``
-    a 4xx other than 408 and 429, or a redirect: the receiver will not take these
-    alerts however often they are sent; ``detail`` holds its reason (the answer's body).
+    400, 409, 412, 413 (too large) or 422: the receiver will not take *this request*;
+    ``detail`` holds its reason (the answer's body). A lane halves a request of several
+    alerts and sends the halves, until the alerts refused alone are isolated
+    (:mod:`pipeline.alerts.lanes`).
+``blocked``
+    any other 4xx (401, 403, 404, 405, 407, ...) or a redirect: the receiver refuses
+    every request until its configuration is fixed (a rotated token, a typo in a path).
+    Retried like ``retry``; a lane logs it once.
 ``retry``
-    a 5xx, 408 or 429 (``Retry-After`` honoured), a timeout or a connection error.
+    a 5xx, 408, 425 or 429 (``Retry-After`` honoured), a timeout or a connection error.
 
 The deadline covers name resolution too (:class:`_Resolver`): a host whose DNS server
 does not answer costs one deadline, not the system resolver's tens of seconds.
@@ -59,10 +65,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
 import httpx
+import orjson
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
@@ -71,8 +78,8 @@ from pipeline.settings import shown_url, url_problem
 
 ALERTNAME: Final = "RoadcastAnomaly"
 USER_AGENT: Final = "roadcast-alert-delivery"
-# Alerts per Alertmanager request: a backlog drains in few requests, each one small
-# (about 175 KB).
+# Alerts per Alertmanager request: a backlog drains in few requests (256 alerts of ASCII
+# ids and short reasons make about 180 KiB; a 413 halves a request until it passes).
 ALERTMANAGER_BATCH: Final = 256
 # Resent alerts stay valid for this many resend intervals (Prometheus: 4).
 VALID_FOR_RESENDS: Final = 4
@@ -80,12 +87,17 @@ VALID_FOR_RESENDS: Final = 4
 MAX_REASON_CHARS: Final = 500
 # How often a request in flight checks its deadline and whether delivery is stopping.
 ABORT_CHECK_S: Final = 0.2
-# Characters of a label value and of an annotation sent to Alertmanager: a request of
-# ALERTMANAGER_BATCH alerts then stays under a proxy's usual 1 MiB body limit.
+# Characters of a label value and of an annotation sent to Alertmanager: one alert then
+# stays far under any proxy's body limit.
 MAX_LABEL_CHARS: Final = 200
 MAX_ANNOTATION_CHARS: Final = 2000
 
-Kind = Literal["accepted", "rejected", "retry"]
+Kind = Literal["accepted", "rejected", "blocked", "retry"]
+# Answers that refuse the request itself (its content or its size), not the receiver's
+# address or credentials.
+REFUSED: Final = frozenset({400, 409, 412, 413, 422})
+# Answers to try again later.
+BUSY: Final = frozenset({408, 425, 429})
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,8 @@ class Receiver(Protocol):
     max_batch: int
 
     def deliver(self, batch: Sequence[Pending]) -> Outcome:
-        """Send ``batch`` (at most ``max_batch`` alerts, in order) in one request."""
+        """Send ``batch`` (at most ``max_batch`` alerts, in order) in one request. A
+        ``rejected`` batch of several alerts is sent again in halves by the lane."""
         ...
 
     def due(self) -> float:
@@ -165,21 +178,39 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def classify(status: int, reason: str, headers: Mapping[str, str]) -> Outcome:
-    """An HTTP answer as an :class:`Outcome`."""
+def _redirect_target(url: str, location: str) -> str:
+    """Where a redirect from ``url`` points, without secrets; a relative ``location``
+    resolved against ``url``."""
+    if not location:
+        return "nowhere (no Location)"
+    try:
+        target = urljoin(url, location)
+        relative = not urlsplit(location).netloc
+        known = bool(urlsplit(target).hostname)
+    except ValueError:
+        return "an address that is not a URL"
+    if not known:
+        return "a relative Location"
+    return shown_url(target) + (" (a relative Location)" if relative else "")
+
+
+def classify(status: int, reason: str, headers: Mapping[str, str], url: str = "") -> Outcome:
+    """An HTTP answer to a request to ``url`` as an :class:`Outcome`."""
     if 200 <= status < 300:
         return Outcome("accepted", status=status)
-    if status in (408, 429) or status >= 500:
+    if status in BUSY or status >= 500:
         return Outcome(
             "retry",
             f"HTTP {status}: {reason}",
             status,
             _retry_after(headers.get("retry-after")),
         )
+    if status in REFUSED:
+        return Outcome("rejected", f"HTTP {status}: {reason}", status)
     if 300 <= status < 400:
-        where = shown_url(headers.get("location", ""))
+        where = _redirect_target(url, headers.get("location", ""))
         reason = f"redirected to {where}; set the receiver's URL to the final address"
-    return Outcome("rejected", f"HTTP {status}: {reason}", status)
+    return Outcome("blocked", f"HTTP {status}: {reason}", status)
 
 
 def post(
@@ -242,7 +273,7 @@ def post(
                         break
             text = b"".join(chunks).decode("utf-8", "replace").strip().strip('"')
             reason = " ".join(text.split())[:MAX_REASON_CHARS] or response.reason_phrase
-            return classify(response.status_code, reason, response.headers)
+            return classify(response.status_code, reason, response.headers, url)
     except httpx.TimeoutException as exc:
         if isinstance(exc.__cause__, _NameTimeout):
             return Outcome("retry", str(exc))
@@ -480,7 +511,8 @@ class AlertmanagerReceiver:
             alerts.append(self.payload(pending, ends, now))
             current[key] = None if m.status == "resolved" else pending
         outcome = self._post(alerts)
-        if outcome.kind != "retry":
+        # A rejected request of several alerts is sent again in halves: no bookkeeping yet.
+        if outcome.kind == "accepted" or (outcome.kind == "rejected" and len(batch) == 1):
             for pending in batch:
                 key = pending.message.dedup_key
                 if pending.message.status == "resolved":
@@ -500,20 +532,34 @@ class AlertmanagerReceiver:
         alerts = [self.payload(p, self._valid_until(now)) for p in self.firing.values()]
         if not alerts:
             return None
-        outcome = Outcome("accepted")
-        for start in range(0, len(alerts), self.max_batch):
-            outcome = self._post(alerts[start : start + self.max_batch])
-            if outcome.kind != "accepted":
-                break
-        return outcome
+        return self._post_halving(alerts)
 
     def restore(self, firing: Iterable[Pending]) -> None:
         """Start from these firing alerts (read back from Kafka); they are re-sent now."""
         self.firing = {p.message.dedup_key: p for p in firing}
         self._next_resend = time.monotonic()
 
+    def _post_halving(self, alerts: list[dict[str, Any]]) -> Outcome:
+        """Post ``alerts`` in requests of at most ``max_batch``, halving a request that is
+        rejected (413: too large) until it passes or holds one alert, which is skipped.
+        Ends at the first answer to retry; else the last rejection, or accepted."""
+        parts = [alerts[i : i + self.max_batch] for i in range(0, len(alerts), self.max_batch)]
+        parts.reverse()  # a stack: the next part last
+        outcome = Outcome("accepted")
+        while parts:
+            part = parts.pop()
+            answer = self._post(part)
+            if answer.kind == "rejected" and len(part) > 1:
+                parts += [part[len(part) // 2 :], part[: len(part) // 2]]
+            elif answer.kind != "accepted":
+                outcome = answer
+                if answer.kind != "rejected":
+                    break
+        return outcome
+
     def _post(self, alerts: list[dict[str, Any]]) -> Outcome:
-        body = json.dumps(alerts, separators=(",", ":")).encode()
+        # UTF-8 as it is: escaping non-ASCII text (json.dumps' default) triples its size.
+        body = orjson.dumps(alerts)
         headers = {"Content-Type": "application/json"}
         return post(self._client.get(), self.url, body, headers, self.timeout_s, self._client.abort)
 
