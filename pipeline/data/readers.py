@@ -6,10 +6,13 @@ Rules (each one tested):
 * **Missing cells** (empty, ``nan``, ``na``, ``null``, ``none``, ``n/a``, any case) and
   ``inf`` stay missing: NaN in ``values``, False in ``mask``.
 * **Sensor names** that readings on Kafka could not carry (over 200 characters, control
-  or zero-width characters) are rejected, naming the column.
+  or zero-width characters) are rejected, naming the column; so are two names that are
+  one after Unicode NFC normalisation (``é`` composed and decomposed), naming both.
 * **Ragged rows, non-numeric cells, empty files, numbers out of range** (``1e400``; in a
   data file, beyond float32) are rejected, naming the line (1 is the header) and the
-  column; so is a file separated by ``;``, tab or ``|`` instead of commas.
+  column; so is a file separated by ``;``, tab or ``|`` instead of commas. A non-numeric
+  cell is hinted to be a time column (``--index-col``) only when it is a date as people
+  write one (ASCII, with ``-``, ``/``, ``:`` or ``.`` between digits, or a month's name).
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
   with an offset they are converted to UTC; a column mixing both is rejected. A time
   column of numbers holds Unix times, in seconds, ms, us or ns by their size, unless
@@ -44,14 +47,25 @@ Rules (each one tested):
   mostly go up by one, or by one constant step (from ``MIN_INDEX_ROWS`` rows on), is a
   row index whatever its name (``step``, ``idx``, ``""``..., unless the name is a
   number, which is a sensor id) and dropped, as is a first column named ``""``/``index``
-  holding integers; from 1e8 on they are Unix times. Row k is then placed on
+  holding whole numbers (decimals there are readings of a sensor of that name); from
+  1e8 on they are Unix times. Row k is then placed on
   ``start + k * freq``, except that numbers a counter that mostly goes up by one skips
   (rows dropped) become missing rows. An
   unnamed row counter before a time column (``DataFrame.to_csv()``'s index) is dropped.
   ``index_col=NAME`` names the time or index column (any position; it must hold times or
-  increasing whole numbers); ``no_index=True`` reads every column as a sensor.
+  increasing whole numbers); ``no_index=True`` reads every column as a sensor. Errors
+  that may come of a sensor taken for that column (a file of one column, a first sensor
+  named ``time``) say so and name ``--no-index``.
 * **Preamble**: comment lines (``#``) and a spreadsheet's ``sep=`` line before the header
-  are skipped.
+  are skipped; when the line after them holds readings and the last comment has as many
+  fields, the error says the header seems commented out.
+* **Adjacency** (:func:`read_adjacency_csv`): a first line that lists the sensor ids is
+  always a header, and then one row per sensor must follow. A weight beyond float32
+  (``1e308``) is rejected naming its line and column; one that is 0 in float32
+  (``1e-300``) is no link, as 0 is.
+* **Coordinates** (:func:`read_coordinates`): an empty file, a latitude or longitude
+  that is not a number of degrees, or a sensor listed twice with other coordinates is
+  rejected, naming the coordinates file and line (not the adjacency's).
 """
 
 from __future__ import annotations
@@ -59,6 +73,7 @@ from __future__ import annotations
 import csv
 import re
 import time
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,11 +186,7 @@ def read_table(
     if not lines.size:
         raise DatasetError(f"{path}: the header has no data rows under it")
     if _is_data_row(header):
-        shown = ",".join(h.strip() for h in header[:3]) + ("..." if len(header) > 3 else "")
-        raise DatasetError(
-            f"{path}: line 1 ({shown}) holds readings, not column names: the file has no "
-            "header; add a first line naming the columns (the sensor ids)"
-        )
+        raise DatasetError(_no_header(path, header))
     raw = _cells(path, header, lines)
     if drop_first is None and _row_index_before_time(header, raw, index_col):
         header, raw = header[1:], raw.iloc[:, 1:]  # pandas' to_csv() row index, then times
@@ -212,21 +223,24 @@ def read_table(
     start = 1 if drop_first else 0
     columns = tuple(h.strip() for h in header[start:])
     if not columns:
-        raise DatasetError(f"{path}: no sensor columns after the {first_name!r} column")
+        raise DatasetError(_no_sensors(path, header, raw.iloc[:, 0]))
     for k, name in enumerate(columns):
         _check_sensor(
             path, name, f"(column {k + start + 1})", "; rename the column",
             empty=f"column {k + start + 1} has no name in the header",
         )  # fmt: skip
-    seen: dict[str, int] = {}
-    for k, name in enumerate(columns):
-        if name in seen:
+    if (twins := _twins(columns)) is not None:
+        a, b = twins
+        if columns[a] == columns[b]:
             raise DatasetError(
-                f"{path}: sensor {name!r} appears twice in the header "
-                f"(columns {seen[name] + start + 1} and {k + start + 1})"
+                f"{path}: sensor {columns[a]!r} appears twice in the header "
+                f"(columns {a + start + 1} and {b + start + 1})"
             )
-        seen[name] = k
-    if drop_first and first_name in seen:
+        raise DatasetError(
+            f"{path}: sensors {columns[a]!a} (column {a + start + 1}) and "
+            f"{columns[b]!a} (column {b + start + 1}) are {_UNICODE_TWINS}"
+        )
+    if drop_first and _nfc(first_name) in {_nfc(c) for c in columns}:
         raise DatasetError(
             f"{path}: {first_name!r} names both the time or index column and a sensor column; "
             "rename one"
@@ -234,6 +248,54 @@ def read_table(
     values = _numeric(path, raw.iloc[:, start:], columns, lines, time_hint=True)
     first = raw.iloc[:, 0] if drop_first else None
     return Table(columns, values, lines, first, first_name if drop_first else None)
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+_UNICODE_TWINS = "one name in two Unicode forms (NFC and NFD); write both alike"
+
+
+def _twins(names: Sequence[str]) -> tuple[int, int] | None:
+    """Positions of the first two ``names`` that are one after Unicode NFC normalisation
+    (``é`` composed and decomposed look alike and would be two sensors), else None."""
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if (j := seen.setdefault(_nfc(name), k)) != k:
+            return j, k
+    return None
+
+
+def _no_header(path: Path, header: Sequence[str]) -> str:
+    """Why a first row of readings is no header: none was written, or it is commented out
+    (the comment above it has as many fields)."""
+    shown = ",".join(h.strip() for h in header[:3]) + ("..." if len(header) > 3 else "")
+    skip = _preamble(path)
+    line = next((k for k, _ in _numbered_rows(path, 1)), skip + 1)
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        last = ([""] + [text.strip() for _, text in zip(range(skip), f, strict=False)])[-1]
+    if last.startswith("#") and len(next(csv.reader([last[1:]]), [])) == len(header):
+        return (
+            f"{path}: line {line} ({shown}) holds readings and the header seems commented "
+            f"out: line {skip} ({last[:40]}) starts with '#'; remove the '#'"
+        )
+    return (
+        f"{path}: line {line} ({shown}) holds readings, not column names: the file has no "
+        "header; add a first line naming the columns (the sensor ids)"
+    )
+
+
+def _no_sensors(path: Path, header: Sequence[str], first: pd.Series) -> str:
+    """Why a file has no sensor columns: its only column was read as a row index (name
+    ``--no-index``), or it has a time column only."""
+    name = header[0].strip()
+    if len(header) == 1 and not _is_time_column(first, name):
+        return (
+            f"{path}: the file has only one column, {name!r}, and it was read as a row index "
+            "(its whole numbers number the rows); if it is a sensor, pass --no-index"
+        )
+    return f"{path}: no sensor columns after the {name!r} column"
 
 
 def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: str | None) -> bool:
@@ -359,6 +421,21 @@ def _separated(path: Path, first: str, separator: str) -> str:
     )
 
 
+def _numbered_rows(path: Path, limit: int | None = None) -> list[tuple[int, list[str]]]:
+    """Up to ``limit`` CSV rows of ``path`` after its preamble, each with its line number,
+    skipping blank lines as :func:`_scan` does (call that first: it names bad input)."""
+    skip = _preamble(path)
+    rows: list[tuple[int, list[str]]] = []
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if limit is not None and len(rows) >= limit:
+                break
+            if reader.line_num > skip and row and (any(c.strip() for c in row) or len(row) > 1):
+                rows.append((reader.line_num, row))
+    return rows
+
+
 def _preamble(path: Path) -> int:
     """Lines before the header that are not data: comments (``#``) and a spreadsheet's
     ``sep=`` line."""
@@ -458,6 +535,12 @@ def _long_table(
     times = parse_times(path, raw.iloc[:, t], lines, header[t].strip())
     values = _numeric(path, raw.iloc[:, [v]], (header[v].strip(),), lines)[:, 0]  # [row]
     sensor_code, ids = pd.factorize(sensors)
+    if (twins := _twins([str(i) for i in ids])) is not None:
+        a, b = (int(np.argmax(sensor_code == k)) for k in twins)
+        raise DatasetError(
+            f"{path}: sensors {sensors.iloc[a]!a} (line {lines[a]}) and {sensors.iloc[b]!a} "
+            f"(line {lines[b]}) are {_UNICODE_TWINS}"
+        )
     time_code, stamps = pd.factorize(times.asi8)
     cell = time_code.astype(np.int64) * len(ids) + sensor_code  # [row]
     order = np.argsort(cell, kind="stable")
@@ -492,6 +575,14 @@ def _is_date(text: str) -> bool:
         return not pd.isna(pd.to_datetime(text, errors="coerce", utc=True))
 
 
+def _written_date(text: str) -> bool:
+    """True for a date as people write one: printable ASCII with digits joined by ``-``,
+    ``/``, ``:`` or ``.``, or a month's name, that parses (``５５``, ``5 5`` or ``١٢٣``,
+    which dateutil would date, are not)."""
+    written = re.search(r"\d[-/:.]\d|[A-Za-z]{3}", text) is not None
+    return text.isascii() and text.isprintable() and written and _is_date(text)
+
+
 def _separator(header: str, row: str) -> str | None:
     """The delimiter of a file that is not comma-separated: a character other than a comma
     that splits its header and its first row (one field each to the CSV reader)."""
@@ -508,8 +599,8 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     if lowered in TIME_NAMES:
         return True
     numeric = pd.to_numeric(column.str.strip(), errors="coerce")
-    if lowered in INDEX_NAMES and numeric.notna().all():
-        return True
+    if lowered in INDEX_NAMES and _whole(numeric):
+        return True  # decimals there are readings of a sensor of that name
     present = ~_missing(column)
     index = (
         is_row_counter(numeric)
@@ -530,6 +621,17 @@ def _all_dates(column: pd.Series) -> bool:
     text = column[~_missing(column)].str.strip()
     parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
     return bool(len(parsed) and parsed.notna().all())
+
+
+def _whole(numeric: pd.Series) -> bool:
+    """True for a column of whole numbers (no cell missing)."""
+    values = numeric.to_numpy(dtype=np.float64)
+    return bool(len(values) and np.isfinite(values).all() and np.all(values == np.round(values)))
+
+
+def _ordered_whole(numeric: pd.Series) -> bool:
+    """True for whole numbers that never fall: times, perhaps in a wrong unit."""
+    return _whole(numeric) and bool(np.all(np.diff(numeric.to_numpy(dtype=np.float64)) >= 0))
 
 
 def _increasing_integers(numeric: pd.Series) -> bool:
@@ -615,7 +717,7 @@ def _numeric(
                 "a time of day in its own column: join the date and the time of day into one "
                 "first column, e.g. 2024-03-01 08:00"
             )
-        elif time_hint and _is_date(value):
+        elif time_hint and _written_date(value):
             fix = f"a time column? pass --index-col {columns[c]}"
         raise DatasetError(
             f"{path}: non-numeric value {value!r} at line {lines[r]}, column {columns[c]!r}; " + fix
@@ -637,10 +739,13 @@ def _numeric(
 _ZONED = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$")
 
 
-def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> pd.DatetimeIndex:
+def parse_times(
+    path: Path, column: pd.Series, lines: np.ndarray, name: str, *, sensor_hint: str = ""
+) -> pd.DatetimeIndex:
     """Parse a timestamp column to UTC, naming the first line that does not parse, and
     refusing a column that mixes times with and without a zone (which hour the ones
-    without meant is a guess)."""
+    without meant is a guess). ``sensor_hint`` ends the error for numbers that are no
+    times (how to read the column as a sensor)."""
     text = column.astype(str).str.strip()
     if (empty := _missing(text)).any():
         r = int(np.flatnonzero(empty)[0])
@@ -656,7 +761,8 @@ def parse_times(path: Path, column: pd.Series, lines: np.ndarray, name: str) -> 
     if text.size and numeric.notna().all() and not shaped.all():
         if (serial := _excel_days(name, numeric)) is not None:
             return serial
-        return _check_range(path, _epoch_times(path, numeric, name), text, lines)
+        epoch = _epoch_times(path, numeric, name, sensor_hint)
+        return _check_range(path, epoch, text, lines)
     zoned = text.str.contains(_ZONED)
     if zoned.any() and not zoned.all():
         z, n = int(np.flatnonzero(zoned)[0]), int(np.flatnonzero(~zoned)[0])
@@ -746,8 +852,9 @@ def _excel_days(name: str, numeric: pd.Series) -> pd.DatetimeIndex | None:
 _EPOCH_UNITS = ((1e17, "ns"), (1e14, "us"), (1e11, "ms"), (1e8, "s"))
 
 
-def _epoch_times(path: Path, numeric: pd.Series, name: str) -> pd.DatetimeIndex:
-    """A time column of numbers read as Unix times, the unit told by their size."""
+def _epoch_times(path: Path, numeric: pd.Series, name: str, hint: str) -> pd.DatetimeIndex:
+    """A time column of numbers read as Unix times, the unit told by their size; ``hint``
+    ends the error when the numbers look like readings (not whole, or not in order)."""
     smallest, biggest = float(numeric.min()), float(numeric.max())
     for size, unit in _EPOCH_UNITS:
         if size <= smallest and biggest < size * 1e3:
@@ -758,7 +865,7 @@ def _epoch_times(path: Path, numeric: pd.Series, name: str) -> pd.DatetimeIndex:
     raise DatasetError(
         f"{path}: column {name!r} holds numbers ({numeric.iloc[0]:g}, ...) that are not Unix "
         "times of one unit (seconds, ms, us or ns since 1970, from 1973 on); write ISO-8601 "
-        "timestamps such as 2012-03-01 00:05:00"
+        f"timestamps such as 2012-03-01 00:05:00{'' if _ordered_whole(numeric) else hint}"
     )
 
 
@@ -922,8 +1029,11 @@ def read_wide_csv(
     except DatasetError as exc:
         raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
     _check_float32(path, table.values, table.lines, table.columns)
-    if table.first is not None and _is_time_column(table):
-        times = parse_times(path, table.first, table.lines, table.first_name or "")
+    name = table.first_name or ""
+    if table.first is not None and _is_time_column(table.first, name):
+        guessed = index_col is None and has_time is None  # no option chose this column
+        sensor = f"; if {name!r} is a sensor, pass --no-index" if guessed else ""
+        times = parse_times(path, table.first, table.lines, name, sensor_hint=sensor)
         try:
             grid, values = to_regular_grid(
                 times, table.values, source=str(path), lines=table.lines, irregular=irregular
@@ -969,16 +1079,16 @@ def _check_float32(
         )
 
 
-def _is_time_column(table: Table) -> bool:
-    assert table.first is not None
-    name = (table.first_name or "").lower()
+def _is_time_column(first: pd.Series, name: str) -> bool:
+    """True when a dropped first column ``name`` holds times rather than a row index."""
+    name = name.lower()
     if name in TIME_NAMES:
         return True
-    numeric = pd.to_numeric(table.first.str.strip(), errors="coerce")
+    numeric = pd.to_numeric(first.str.strip(), errors="coerce")
     return (
         bool(numeric.isna().any())
         or _is_epoch(numeric)
-        or _compact_dates(table.first) is not None
+        or _compact_dates(first) is not None
         or _excel_days(name, numeric) is not None
     )
 
@@ -991,7 +1101,9 @@ def read_adjacency_csv(
     Matrix: ``N x N`` numbers (``A[i, j]`` = link i -> j, as DCRNN's ``adj_mx`` and
     networkx's matrices; diagonal dropped), optionally
     with a header row of sensor ids (and then an optional index column); a header
-    reorders the matrix to ``sensor_ids``. Edge list: columns ``src,dst[,weight]
+    reorders the matrix to ``sensor_ids``. A first line that lists the sensor ids (mostly
+    ids, each once, or mostly words) is always the header, and must be followed by one
+    row per sensor (``N`` rows). Edge list: columns ``src,dst[,weight]
     [,distance_km]`` naming sensor ids, with or without that header; links are
     directed ``src -> dst`` as written, and a weight of 0 is no link (as in a matrix). A
     column whose name ends in a unit (``km``,
@@ -1004,11 +1116,14 @@ def read_adjacency_csv(
     line removes any doubt; an ``N x N`` file of ``N`` sensor ids without one (sensors
     named ``0 .. N-1``, N <= 4) is refused as ambiguous. Weights and lengths must be
     finite and >= 0; an adjacency without a link between two sensors, a link listed
-    twice, or matrix row labels in another order than its header are rejected.
+    twice, or matrix row labels in another order than its header are rejected. Weights
+    are kept as float32: one beyond its range (``1e308``) is rejected naming its line and
+    column, and one that becomes 0 in it (below 1.4e-45, e.g. ``1e-300``) is no link, as
+    0 is.
     """
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the adjacency file is empty")
-    _scan(path, first="line 1")  # ragged rows: pandas would pad them silently
+    _, data_lines = _scan(path, first="line 1")  # ragged rows: pandas would pad them silently
     try:
         raw = pd.read_csv(
             path,
@@ -1025,6 +1140,9 @@ def read_adjacency_csv(
     raw = raw.apply(lambda col: col.str.strip())
     n = len(sensor_ids)
     rows, cols = raw.shape
+    head = next((k for k, _ in _numbered_rows(path, 1)), 1)
+    lines = np.concatenate([[head], data_lines]) if len(data_lines) + 1 == rows else None
+    lines = np.arange(1, rows + 1) if lines is None else lines  # [row] of raw: file lines
     ids = [str(s) for s in sensor_ids]
     known = set(ids)
     edge_shaped = 2 <= cols <= 4
@@ -1032,6 +1150,7 @@ def read_adjacency_csv(
     ends = raw.iloc[:, :2].isin(known).to_numpy() if edge_shaped else np.zeros(1, dtype=bool)
     graph = None
     id_header = rows == n + 1 and cols == n and sorted(raw.iloc[0]) == sorted(ids)
+    headed = cols in (n, n + 1) and _names_sensors(list(raw.iloc[0, cols - n :]), ids)
     if edge_shaped and not named and ends.all() and rows == cols == n and _square_of_numbers(raw):
         raise DatasetError(
             f"{path}: {n} rows of {n} sensor ids read as well as an {n} x {n} matrix as an edge "
@@ -1040,13 +1159,13 @@ def read_adjacency_csv(
         )
     try:
         if edge_shaped and (named or (ends.all() and not id_header)):
-            graph = _edge_list(path, raw, ids, coords)
-        elif (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
-            graph = _matrix(path, raw, ids, coords)
+            graph = _edge_list(path, raw, ids, coords, lines)
+        elif headed or (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
+            graph = _matrix(path, raw, ids, coords, lines, headed=headed)
         elif (header := _matrix_header(raw, known)) is not None:
             _check_header(path, header, ids)
         elif ends.any():
-            graph = _edge_list(path, raw, ids, coords)
+            graph = _edge_list(path, raw, ids, coords, lines)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if graph is not None:
@@ -1094,10 +1213,31 @@ def _size_hint(n: int, rows: int, cols: int, ids: Sequence[str]) -> str:
     return ""
 
 
-def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None) -> RoadGraph:
+def _names_sensors(cells: Sequence[str], ids: Sequence[str]) -> bool:
+    """True when a matrix's first line (past any corner cell) names its columns: its cells
+    are mostly sensor ids, each once (a row of weights repeats itself, as 0s), or mostly
+    words (numbers are weights, though they may be ids)."""
+    text = pd.Series(list(cells), dtype=object)
+    if text.is_unique and text.isin(set(ids)).sum() * 2 > len(text):
+        return True
+    words = pd.to_numeric(text, errors="coerce").isna() & ~text.str.lower().isin(MISSING_TOKENS)
+    return bool(words.sum() * 2 > len(text))
+
+
+def _matrix(
+    path: Path,
+    raw: pd.DataFrame,
+    ids: list[str],
+    coords: np.ndarray | None,
+    lines: np.ndarray,
+    *,
+    headed: bool = False,
+) -> RoadGraph:
+    """The graph of an adjacency matrix ``raw``, with a header row when ``headed`` or one
+    row more than sensors; ``lines`` are the file lines of its rows."""
     n = len(ids)
     body, order = raw, None
-    if len(raw) == n + 1:
+    if len(raw) == n + 1 or headed:
         header = list(raw.iloc[0])
         if raw.shape[1] == n + 1:
             header, body = header[1:], raw.iloc[1:, 1:]
@@ -1116,14 +1256,21 @@ def _matrix(path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | 
                 "list each sensor once"
             )
         _check_header(path, header, ids)
+        if len(body) != n:
+            raise DatasetError(
+                f"{path}: the matrix has a header of {n} sensor ids (line {lines[0]}) and "
+                f"{_count(len(body), 'row')} under it for {n} sensors"
+                f"{_rows_missing(list(raw.iloc[1:, 0]), header) if raw.shape[1] > n else ''}; "
+                "give one row per sensor, in the order of the header"
+            )
         if raw.shape[1] == n + 1:
-            _check_row_labels(path, list(raw.iloc[1:, 0]), header)
+            _check_row_labels(path, list(raw.iloc[1:, 0]), header, lines[1:])
         position = {s: k for k, s in enumerate(header)}
         order = np.array([position[s] for s in ids])
-    lines = np.arange(len(raw) - len(body) + 1, len(raw) + 1)
     offset = raw.shape[1] - n
     names = [str(k + offset + 1) for k in range(n)]
-    matrix = _weights(path, body, names, lines, "adjacency entry")
+    matrix = _weights(path, body, names, lines[len(raw) - len(body) :], "adjacency entry")
+    matrix[matrix.astype(np.float32) == 0] = 0.0  # 1e-300 is 0 as kept: no link
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
     return RoadGraph.from_adjacency(matrix.T, coords=coords)  # a row lists its links out
@@ -1159,41 +1306,56 @@ def _check_header(path: Path, header: Sequence[str], ids: Sequence[str]) -> None
         )
 
 
-def _check_row_labels(path: Path, labels: list[str], header: list[str]) -> None:
-    """Refuse row labels (a matrix's first column) that name sensors in another order than
-    the header: which of the two orders is meant is unknowable. Row numbers pass."""
+def _rows_missing(labels: Sequence[str], header: Sequence[str]) -> str:
+    """`` (no row for [...])`` naming the sensors of ``header`` that no row label names."""
+    absent = [s for s in header if s not in set(labels)]
+    return f" (no row for {absent[:5]})" if absent and set(labels) & set(header) else ""
+
+
+def _check_row_labels(path: Path, labels: list[str], header: list[str], lines: np.ndarray) -> None:
+    """Refuse row labels (a matrix's first column, at file ``lines``) that name sensors in
+    another order than the header: which of the two orders is meant is unknowable. Row
+    numbers pass."""
     if labels == header or not set(labels) & set(header):
         return
     k = next(k for k, (a, b) in enumerate(zip(labels, header, strict=True)) if a != b)
     raise DatasetError(
-        f"{path}: line {k + 2} is labelled {labels[k]!r} but column {k + 2} of the header "
+        f"{path}: line {lines[k]} is labelled {labels[k]!r} but column {k + 2} of the header "
         f"is {header[k]!r}; list the rows in the order of the header"
     )
 
 
 def _weights(
-    path: Path, cells: pd.DataFrame, names: Sequence[str], lines: np.ndarray, what: str
+    path: Path,
+    cells: pd.DataFrame,
+    names: Sequence[str],
+    lines: np.ndarray,
+    what: str,
+    scale: float = 1.0,
 ) -> np.ndarray:
-    """Numeric ``cells`` that must be finite and >= 0 (adjacency weights, road lengths)."""
-    values = _numeric(path, cells, names, lines)
-    bad = ~(values >= 0)  # NaN (missing or not finite) and negative
+    """Numeric ``cells`` times ``scale`` that must be finite, >= 0 and within float32
+    (adjacency weights, road lengths in km)."""
+    values = _numeric(path, cells, names, lines) * scale
+    bad = ~(values >= 0) | (values > np.finfo(np.float32).max)  # NaN, negative, too large
     if bad.any():
         r, c = np.argwhere(bad)[0]
         text = str(cells.iloc[r, c])
         why = "is missing" if text.lower() in MISSING_TOKENS else "is not a finite number >= 0"
+        if values[r, c] > 0:
+            why = "is beyond the 32-bit range graphs are kept in (3.4e38)"
         raise DatasetError(f"{path}: {what} {text!r} at line {lines[r]}, column {names[c]!r} {why}")
     return values
 
 
 def _edge_list(
-    path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None
+    path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None, lines: np.ndarray
 ) -> RoadGraph:
+    """The graph of an edge list ``raw`` whose rows are at file ``lines``."""
     names = ["src", "dst", "weight", "distance_km"][: raw.shape[1]]
-    body, first_line = raw, 1
+    body = raw
     if raw.iloc[0, 0].lower() in SRC_NAMES:
         names = [c.lower() for c in raw.iloc[0]]
-        body, first_line = raw.iloc[1:], 2
-    lines = np.arange(first_line, first_line + len(body))
+        body, lines = raw.iloc[1:], lines[1:]
     position = {s: k for k, s in enumerate(ids)}
     ends = []
     for k in (0, 1):
@@ -1201,7 +1363,9 @@ def _edge_list(
         idx = col.map(position)
         if idx.isna().any():
             r = int(np.flatnonzero(idx.isna().to_numpy())[0])
-            header = " (a header? name its columns from,to[,weight])" if lines[r] == 1 else ""
+            header = (
+                " (a header? name its columns from,to[,weight])" if r == 0 and body is raw else ""
+            )
             raise DatasetError(
                 f"{path}: line {lines[r]} names sensor {col.iloc[r]!r}, which is not in the "
                 f"data; use the data's sensor ids{header}"
@@ -1227,10 +1391,9 @@ def _edge_list(
                 "list holds src,dst[,weight][,distance_m]: drop the other columns"
             )
         named[key] = names[k]
-        cells = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k])[:, 0]
-        extra[key] = cells if km is None else cells * km
-    if "weight" in extra:  # weight 0 is no link, as in a matrix
-        linked = extra["weight"] != 0
+        extra[key] = _weights(path, body.iloc[:, [k]], [names[k]], lines, names[k], km or 1.0)[:, 0]
+    if "weight" in extra:  # weight 0 (as float32) is no link, as in a matrix
+        linked = extra["weight"].astype(np.float32) != 0
         ends = [e[linked] for e in ends]
         extra = {key: cells[linked] for key, cells in extra.items()}
     return RoadGraph.from_edges(
@@ -1265,31 +1428,66 @@ def _km_per_unit(path: Path, name: str) -> float | None:
     return None
 
 
+_COORDINATE_COLUMNS = ("sensor_id", "latitude", "longitude")
+
+
 def read_coordinates(path: Path, sensor_ids: Sequence[str]) -> np.ndarray | None:
     """float64 ``[node, 2]`` (lat, lon) for ``sensor_ids`` from a DCRNN locations CSV.
 
     Accepts ``index,sensor_id,latitude,longitude`` (METR-LA) and headerless
     ``sensor_id,latitude,longitude`` (PEMS-BAY). Returns None when a sensor is not
-    listed: partial coordinates would give wrong road distances.
+    listed: partial coordinates would give wrong road distances. An empty file, a
+    latitude or longitude that is not a number of degrees, and a sensor listed twice
+    with other coordinates are rejected, naming this file and the line.
     """
-    raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    head = [c.strip().lower() for c in raw.iloc[0]]
-    if "latitude" in head and "sensor_id" in head:
-        table = raw.iloc[1:]
-        sid, lat, lon = (head.index(c) for c in ("sensor_id", "latitude", "longitude"))
-    elif raw.shape[1] == 3:
-        table, sid, lat, lon = raw, 0, 1, 2
-    else:
+    if path.stat().st_size == 0:
         raise DatasetError(
-            f"{path}: expected columns sensor_id,latitude,longitude (with or without header)"
+            f"{path}: the coordinates file is empty; expected sensor_id,latitude,longitude rows"
         )
-    where = {
-        s.strip(): (float(a), float(b))
-        for s, a, b in zip(table.iloc[:, sid], table.iloc[:, lat], table.iloc[:, lon], strict=True)
-    }
+    _scan(path, first="line 1")  # ragged rows, not UTF-8 text
+    rows = _numbered_rows(path)
+    head = [c.strip().lower() for c in rows[0][1]]
+    headed = set(_COORDINATE_COLUMNS) <= set(head)
+    if not headed and len(head) != 3:
+        raise DatasetError(
+            f"{path}: line {rows[0][0]} has {_count(len(head), 'column')}; expected "
+            "sensor_id,latitude,longitude (with or without that header)"
+        )
+    columns = [head.index(c) for c in _COORDINATE_COLUMNS] if headed else [0, 1, 2]
+    if headed and len(rows) == 1:
+        raise DatasetError(f"{path}: no sensors under the header line {rows[0][0]}")
+    where: dict[str, tuple[float, float, int]] = {}
+    for line, row in rows[1:] if headed else rows:
+        sid, lat, lon = (row[k].strip() for k in columns)
+        point = (
+            _degrees(path, line, columns[1], lat, 90.0),
+            _degrees(path, line, columns[2], lon, 180.0),
+        )
+        seen = where.setdefault(sid, (*point, line))
+        if seen[:2] != point:
+            raise DatasetError(
+                f"{path}: sensor {sid!r} is listed twice with other coordinates (lines "
+                f"{seen[2]} and {line}); keep one line per sensor"
+            )
     if any(str(s) not in where for s in sensor_ids):
         return None
-    return np.array([where[str(s)] for s in sensor_ids], dtype=np.float64)  # [node, 2]
+    return np.array([where[str(s)][:2] for s in sensor_ids], dtype=np.float64)  # [node, 2]
+
+
+def _degrees(path: Path, line: int, column: int, text: str, limit: float) -> float:
+    """``text`` (a latitude within +-90 or a longitude within +-180, at ``line`` and 0-based
+    ``column`` of a coordinates file) as a float, else a DatasetError naming them."""
+    what = "latitude" if limit == 90.0 else "longitude"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not -limit <= value <= limit:  # NaN too
+        raise DatasetError(
+            f"{path}: {what} {text!r} at line {line}, column {column + 1} is not a number of "
+            f"degrees from {-limit:g} to {limit:g}"
+        )
+    return value
 
 
 def _parser_detail(exc: Exception) -> str:
