@@ -12,8 +12,9 @@ alert alone for good (400, 413, 422 for the alert by itself: logged once with th
 receiver's reason; a batch so refused is halved to find it). A 5xx, 408, 429, a wrong
 address or credentials (401, 403, 404, a redirect: logged once), a timeout or a
 connection error is retried by that receiver alone, with exponential backoff and full
-jitter (:class:`~pipeline.alerts.lanes.DeliveryConfig`), until it goes through: the alert stays in Kafka meanwhile, and a restart re-delivers everything after
-the committed offset. Re-delivery is idempotent: Alertmanager identifies an alert by its
+jitter (:class:`~pipeline.alerts.lanes.DeliveryConfig`), until it goes through: the
+alert stays in Kafka meanwhile, and a restart re-delivers everything after the committed
+offset. Re-delivery is idempotent: Alertmanager identifies an alert by its
 labels, which a record always maps to the same way, and a webhook gets the same
 ``webhook-id``.
 
