@@ -339,10 +339,12 @@ def explain(
     table = influence_table(model, sensor=sensor, top=top)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    csv = out / "influence.csv"
-    table.drop(columns=["target_i", "source_i"]).to_csv(csv, index=False, float_format="%.6g")
-    png = out / "influence_map.png"
+    csv, png = out / "influence.csv", out / "influence_map.png"
+    for path in (csv, png):  # both or neither: refuse a path in the way before writing
+        if path.exists() and not path.is_file():
+            raise IsADirectoryError(f"cannot write {path}: it is a folder; move it")
     layout = draw_influence_map(model, table, png, sensor=sensor)
+    table.drop(columns=["target_i", "source_i"]).to_csv(csv, index=False, float_format="%.6g")
     return Explanation(
         table=table.drop(columns=["target_i", "source_i"]), csv=csv, png=png, layout=layout
     )

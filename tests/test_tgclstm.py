@@ -435,6 +435,11 @@ def test_explain_refuses_unknown_sensor_and_other_models(bundles, tmp_path):
         explain(bundles / "lstm", out=tmp_path)
     with pytest.raises(BundleError, match="no model bundle"):
         explain(tmp_path / "missing", out=tmp_path)
+    blocked = tmp_path / "blocked"
+    (blocked / "influence_map.png").mkdir(parents=True)  # the table was written, then it failed
+    with pytest.raises(IsADirectoryError, match=r"influence_map\.png: it is a folder"):
+        explain(bundles / "xy", out=blocked)
+    assert not (blocked / "influence.csv").exists()
 
 
 def test_explain_refuses_a_model_whose_training_dropped_its_graph_path(bundles, tmp_path):
