@@ -60,8 +60,10 @@ Rules (the service's documented semantics)
   which waits like any other (the quorum keeps it from closing on grace alone).
   (Replayed historical data is always in the past, so this never fires on replays.)
   Whatever the skew (``off`` included), a reading more than
-  :attr:`TickAssembler.max_ticks_ahead` ticks past the oldest tick still to close is
-  ``future`` too: open ticks hold at most ``MAX_OPEN_CELLS`` sensor cells.
+  :attr:`TickAssembler.max_ticks_ahead` ticks past the time at least half of the up
+  sensors have sent (their newest timestamps, this batch's included: one sensor's clock
+  reset to 1970 or running far ahead moves it not) is ``future`` too, and so is one that
+  would open more than that many open ticks: they hold at most ``MAX_OPEN_CELLS`` cells.
 * **Rolling window.** The last ``window`` closed ticks are kept (bounded memory).
   :meth:`TickAssembler.advance` returns the ticks it closed together with a
   :class:`~models.panel.SensorPanel` spanning them and the ``window - 1`` ticks
@@ -87,7 +89,7 @@ import numpy as np
 import pandas as pd
 
 from models.panel import SensorPanel
-from pipeline.service.liveness import SensorChange, SensorLiveness
+from pipeline.service.liveness import NO_TIME, SensorChange, SensorLiveness
 from pipeline.service.ticks import (
     COMPLETE,
     CONFLICT,
@@ -162,6 +164,9 @@ class TickAssembler:
         self.max_ts_ns: int | None = None
         self._watermark_ns: int | None = None
         self.liveness = SensorLiveness(self.n_nodes, config.down_after)
+        # Each sensor's newest timestamp, future ones beyond the ahead limit included (not
+        # those past the wall clock's skew): what the ahead limit counts from.
+        self._claimed_ns = np.full(self.n_nodes, NO_TIME, np.int64)  # [node]
 
     # ------------------------------------------------------------------ state
     @property
@@ -175,18 +180,21 @@ class TickAssembler:
 
     @property
     def max_ticks_ahead(self) -> int:
-        """How many ticks past the oldest one it waits for the assembler holds open."""
+        """How many ticks past the sensors' time a reading may lie, and how many ticks the
+        assembler holds open at most."""
         return max(1, min(MAX_OPEN_TICKS, MAX_OPEN_CELLS // self.n_nodes))
 
-    def ahead_limit(self, ticks: np.ndarray) -> int:
-        """The last tick a reading may open, given the batch's ``ticks``: at most
-        :attr:`max_ticks_ahead` past the oldest tick still to close."""
-        oldest = [min(self._open)] if self._open else []
-        if self.last_closed is not None:
-            oldest.append(self.last_closed + 1)
-        elif len(ticks):
-            oldest.append(int(ticks.min()))
-        return min(oldest) + self.max_ticks_ahead if oldest else np.iinfo(np.int64).max
+    def ahead_limit(self) -> int:
+        """The last tick a reading may open: :attr:`max_ticks_ahead` past the time at
+        least half of the up sensors have sent (their newest timestamps, the current
+        batch's included), so neither one sensor's clock reset to the past nor one far
+        ahead can move it."""
+        claimed = self._claimed_ns[self.liveness.up & (self._claimed_ns != NO_TIME)]
+        if not len(claimed):
+            return int(np.iinfo(np.int64).max)
+        k = len(claimed) // 2  # ascending rank: at least half of them reached it
+        reference = int(np.partition(claimed, k)[k])
+        return int(self.config.tick_of(np.array(reference))) + self.max_ticks_ahead
 
     @property
     def down(self) -> np.ndarray:
@@ -261,7 +269,9 @@ class TickAssembler:
         if skew is not None:
             now = time.time_ns() if now_ns is None else now_ns
             status[ts_ns > now + skew.value] = FUTURE
-        status[ticks > self.ahead_limit(ticks[status != FUTURE])] = FUTURE
+        claim = np.nonzero(status != FUTURE)[0]
+        np.maximum.at(self._claimed_ns, cols[claim], ts_ns[claim])
+        status[ticks > self.ahead_limit()] = FUTURE
 
         late = np.zeros(n, bool)  # [n]
         if self.last_closed is not None:
@@ -277,6 +287,7 @@ class TickAssembler:
 
         on_time = np.nonzero(status == NEW)[0]
         on_time = on_time[~late[on_time]]
+        on_time = self._within_open_bound(on_time, ticks, status)
         if len(on_time):
             arrived_s = time.monotonic() if now_s is None else now_s
             wall_ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
@@ -287,6 +298,21 @@ class TickAssembler:
             if self.first_tick is None:
                 self.first_tick = int(ticks[on_time].min())
         return AddResult(status, ticks, vals)
+
+    def _within_open_bound(
+        self, idx: np.ndarray, ticks: np.ndarray, status: np.ndarray
+    ) -> np.ndarray:
+        """``idx`` less the readings that would open more than :attr:`max_ticks_ahead`
+        ticks (bounded memory); those are ``future`` (the newest new ticks go first)."""
+        new_ticks = np.unique(ticks[idx])  # ascending
+        if self._open:
+            new_ticks = new_ticks[~np.isin(new_ticks, np.fromiter(self._open, np.int64))]
+        room = max(0, self.max_ticks_ahead - len(self._open))
+        if len(new_ticks) <= room:
+            return idx
+        refused = np.isin(ticks[idx], new_ticks[room:])
+        status[idx[refused]] = FUTURE
+        return idx[~refused]
 
     def _add_on_time(
         self,
@@ -532,6 +558,7 @@ class TickAssembler:
                 self.liveness.closed(oldest + row, self._hist_mask[row])
         self.liveness.restore(dict(down_since or {}))
         self.liveness.saw(cols, self.config.tick_ns(ticks))
+        self._claimed_ns = self.liveness.newest_ns.copy()
         now = time.monotonic() if now_s is None else now_s
         for tick in np.unique(ticks[pending]):
             sel = pending & (ticks == tick)

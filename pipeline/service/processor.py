@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roadcast.service")
 
+# A Kafka record timestamp (set by the producer) older than this before the service read
+# the record, or after it, is not believed: the read time stands in for it (latency,
+# ``readings.arrived_ms``, the grace's start).
+MAX_RECORD_AGE_MS = 30 * 24 * 3600 * 1000
+
 
 @dataclass
 class PollReport:
@@ -139,10 +144,10 @@ class PollProcessor(ServiceState):
             return {}
         cols = np.asarray(decoded.cols, dtype=np.int64)
         ts_ns = np.asarray(decoded.ts_ns, dtype=np.int64)
-        rec_ms = np.asarray(decoded.record_ms, dtype=np.int64)
         owner = np.asarray(decoded.owner, dtype=np.int64)
         values = np.asarray(decoded.values, dtype=np.float64)
         now_ns = time.time_ns() if now_ns is None else now_ns
+        rec_ms = plausible_record_ms(np.asarray(decoded.record_ms, dtype=np.int64), now_ns)
         result = self.assembler.add(cols, ts_ns, values, rec_ms, now_ns=now_ns, now_s=now_s)
         status = result.status
         skew = self.config.max_clock_skew
@@ -155,7 +160,8 @@ class PollProcessor(ServiceState):
                 f"timestamp more than {skew} after this machine's clock; fix the sensor's clock"
                 if index in clock_owners
                 else f"timestamp more than {self.assembler.max_ticks_ahead} ticks ahead of the "
-                "oldest tick the service waits for; fix the sensor's clock"
+                "time most sensors have reached (or past the ticks the service can hold "
+                "open); fix the sensor's clock"
             )
             self.decoder.dead_letter(
                 outbox, decoded.messages[index], FUTURE_TIMESTAMP, detail, counts
@@ -340,7 +346,7 @@ class PollProcessor(ServiceState):
         for tick in report.ticks:
             latency = None
             if tick.last_record_ms >= 0:
-                latency = float(flushed_at_ms - tick.last_record_ms)
+                latency = float(max(0, flushed_at_ms - tick.last_record_ms))
                 report.latencies_ms.append(latency)
                 self.latencies.append(latency)
             ts_ms = int(tick.ts.value // 1_000_000)
@@ -359,3 +365,12 @@ class PollProcessor(ServiceState):
                     sensors_down=int(self.assembler.down.sum()),
                     open_ticks=len(self.assembler.open_ticks),
                 )
+
+
+def plausible_record_ms(record_ms: np.ndarray, read_ns: int) -> np.ndarray:
+    """int64 ``[n]`` Kafka record timestamps (ms), each one outside [read time -
+    :data:`MAX_RECORD_AGE_MS`, read time] (a producer's clock reset or far ahead)
+    replaced by the read time; -1 (unknown) is kept."""
+    read_ms = read_ns // 1_000_000
+    bad = (record_ms >= 0) & ((record_ms > read_ms) | (record_ms < read_ms - MAX_RECORD_AGE_MS))
+    return np.where(bad, read_ms, record_ms)

@@ -140,7 +140,7 @@ class ServiceState:
             self._restore_alerts(None)
             return  # a new store
         last_closed = _int_or_none(state.get("last_closed"))
-        since_ms = 0
+        since_ms = int(np.iinfo(np.int64).min)  # no tick closed: every stored reading
         if last_closed is not None:
             since_ms = int(self.asm_config.tick_ns(last_closed - self.window + 1)) // 1_000_000
         rows = self.store.readings_since(since_ms)
