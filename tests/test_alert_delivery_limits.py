@@ -93,6 +93,20 @@ def _sensors(n: int, **changes: Any) -> list[AlertMessage]:
     return [dataclasses.replace(make_alert(new_sensor()), **changes) for _ in range(n)]
 
 
+def deliver_all(refuse: Any, messages: list[AlertMessage]) -> tuple[Gate, Lane, list[Item]]:
+    """``messages`` through a lane to an Alertmanager answering as ``refuse`` says, until
+    every one is reported done."""
+    gate = Gate(refuse)
+    recorder = HttpRecorder(gate)
+    try:
+        with lane_of(AlertmanagerReceiver(recorder.url, timeout_s=5.0)) as (lane, done):
+            lane.put(items(messages))
+            wait_until(lambda: len(done) == len(messages), what="every alert done")
+    finally:
+        recorder.close()
+    return gate, lane, done
+
+
 # --------------------------------------------------------------------------- 413
 
 
@@ -111,14 +125,7 @@ def test_a_413_halves_the_request_and_gives_up_only_an_alert_too_large_alone(cap
     caplog.set_level(logging.INFO, logger=LOGGER)
     messages = _sensors(40, reason="é" * 1500)
     messages[17] = dataclasses.replace(messages[17], reason="far-too-big")
-    gate = Gate(_too_large)
-    recorder = HttpRecorder(gate)
-    try:
-        with lane_of(AlertmanagerReceiver(recorder.url, timeout_s=5.0)) as (lane, done):
-            lane.put(items(messages))
-            wait_until(lambda: len(done) == len(messages), what="every alert done")
-    finally:
-        recorder.close()
+    gate, lane, done = deliver_all(_too_large, messages)
     expected = [m.alert_id for i, m in enumerate(messages) if i != 17]
     assert gate.taken == expected  # each once, in order
     assert lane.counters["delivered"] == 39 and lane.counters["rejected"] == 1
@@ -178,14 +185,7 @@ def test_an_alert_the_receiver_refuses_is_isolated_and_the_rest_delivered(caplog
             return status, {}, b'{"code":400,"message":"bad alert: detector poison"}'
         return None
 
-    gate = Gate(refuse)
-    recorder = HttpRecorder(gate)
-    try:
-        with lane_of(AlertmanagerReceiver(recorder.url, timeout_s=5.0)) as (lane, done):
-            lane.put(items(messages))
-            wait_until(lambda: len(done) == len(messages), what="every alert done")
-    finally:
-        recorder.close()
+    gate, lane, _ = deliver_all(refuse, messages)
     assert gate.taken == [m.alert_id for i, m in enumerate(messages) if i not in (3, 7)]
     rejected = logged(caplog, "alert_delivery_rejected")
     assert [r["alerts"] for r in rejected] == [[messages[3].alert_id], [messages[7].alert_id]]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.alerts.receivers import Outcome, Pending, Receiver
+from pipeline.alerts.receivers import Outcome, Pending, Receiver, halving
 
 if TYPE_CHECKING:
     from kafka import TopicPartition
@@ -161,16 +161,9 @@ class Lane:
 
     def _deliver(self, batch: list[Item], generation: int) -> None:
         """Deliver ``batch`` in order, halving any part the receiver rejects."""
-        parts = [batch]  # a stack: the next part last
-        while parts:
-            part = parts.pop()
-            outcome = self._send(part, generation)
+        for part, outcome in halving(batch, lambda part: self._send(part, generation)):
             if outcome is None:
                 return  # not done: delivered again from the committed offset
-            if outcome.kind == "rejected" and len(part) > 1:
-                half = len(part) // 2
-                parts += [part[half:], part[:half]]
-                continue
             self._finish(part, outcome)
 
     def _send(self, part: list[Item], generation: int) -> Outcome | None:

@@ -59,12 +59,12 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
@@ -93,6 +93,7 @@ MAX_LABEL_CHARS: Final = 200
 MAX_ANNOTATION_CHARS: Final = 2000
 
 Kind = Literal["accepted", "rejected", "blocked", "retry"]
+T = TypeVar("T")
 # Answers that refuse the request itself (its content or its size), not the receiver's
 # address or credentials.
 REFUSED: Final = frozenset({400, 409, 412, 413, 422})
@@ -211,6 +212,23 @@ def classify(status: int, reason: str, headers: Mapping[str, str], url: str = ""
         where = _redirect_target(url, headers.get("location", ""))
         reason = f"redirected to {where}; set the receiver's URL to the final address"
     return Outcome("blocked", f"HTTP {status}: {reason}", status)
+
+
+def halving(
+    batch: list[T], send: Callable[[list[T]], Outcome | None]
+) -> Iterator[tuple[list[T], Outcome | None]]:
+    """Send ``batch`` in order through ``send``; a part ``rejected`` that holds several
+    items is sent again as two halves. Yields each part that was not split, with its
+    outcome (None from ``send``: stop; the caller decides)."""
+    parts = [batch]  # a stack: the next part last
+    while parts:
+        part = parts.pop()
+        outcome = send(part)
+        if outcome is not None and outcome.kind == "rejected" and len(part) > 1:
+            half = len(part) // 2
+            parts += [part[half:], part[:half]]
+            continue
+        yield part, outcome
 
 
 def post(
@@ -543,18 +561,13 @@ class AlertmanagerReceiver:
         """Post ``alerts`` in requests of at most ``max_batch``, halving a request that is
         rejected (413: too large) until it passes or holds one alert, which is skipped.
         Ends at the first answer to retry; else the last rejection, or accepted."""
-        parts = [alerts[i : i + self.max_batch] for i in range(0, len(alerts), self.max_batch)]
-        parts.reverse()  # a stack: the next part last
         outcome = Outcome("accepted")
-        while parts:
-            part = parts.pop()
-            answer = self._post(part)
-            if answer.kind == "rejected" and len(part) > 1:
-                parts += [part[len(part) // 2 :], part[: len(part) // 2]]
-            elif answer.kind != "accepted":
-                outcome = answer
-                if answer.kind != "rejected":
-                    break
+        for start in range(0, len(alerts), self.max_batch):
+            for _, answer in halving(alerts[start : start + self.max_batch], self._post):
+                if answer is not None and answer.kind != "accepted":
+                    outcome = answer
+                    if answer.kind != "rejected":
+                        return outcome
         return outcome
 
     def _post(self, alerts: list[dict[str, Any]]) -> Outcome:
