@@ -638,12 +638,10 @@ def _increasing_integers(numeric: pd.Series) -> bool:
     """True for strictly increasing whole numbers: a row index, a step counter or Unix
     times, never readings."""
     values = numeric.to_numpy(dtype=np.float64)
-    return bool(
+    return (
         len(values) >= 2
-        and np.isfinite(values).all()
-        and np.abs(values).max() < 2.0**53
-        and np.all(values == np.round(values))
-        and np.all(np.diff(values) > 0)
+        and _whole(numeric)
+        and bool(np.abs(values).max() < 2.0**53 and np.all(np.diff(values) > 0))
     )
 
 
