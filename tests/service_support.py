@@ -25,13 +25,21 @@ HORIZON = 3
 
 class RawHeaderKey(str):
     """A header key that kafka-python's producer writes as the given raw bytes (a hostile
-    producer's way to put a key that is not UTF-8 on the wire, which kafka-python's
-    consumer cannot parse)."""
+    producer's way to put a key that is not UTF-8 on the wire)."""
 
     raw = b"\xff\xfe-not-utf8"
 
     def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
         return self.raw
+
+
+class MiscountedHeaders(list):
+    """Headers that kafka-python's producer counts one more of than it writes: a record
+    whose lengths do not add up (its batch checksum is still right), which no Kafka client
+    can parse."""
+
+    def __len__(self) -> int:
+        return super().__len__() + 1
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 broke an invariant (a record stopped or stalled the loop, a reading was lost, a bad
 setting gave a traceback or was silently accepted).
 
-- a record the Kafka client cannot parse (a header key that is not UTF-8, a batch in a
-  codec it has no library for): kafka-python's next poll spun forever; now the service
+- a record the Kafka client cannot parse (lengths that do not add up, a batch in a codec
+  it has no library for): kafka-python's next poll spun forever; now the service
   dead-letters it by position and goes on, and ``roadcast tail`` prints it and goes on;
+- a header key that is not UTF-8 made kafka-python refuse its record and every record
+  batched after it; now it is read as the Java client reads it;
 - ``--max-clock-skew NaT`` dead-lettered every reading as ``future_timestamp``; NaT
   durations, ticks that are not whole milliseconds and lateness that overflows the
   nanosecond clock are refused up front, naming the option;
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 from pipeline.kafka.schema import REASONS, SchemaError, decode_readings, encode_reading
-from tests.service_support import RawHeaderKey
+from tests.service_support import MiscountedHeaders, RawHeaderKey
 
 
 def _reading(sensor: str, ts: str, value: float) -> bytes:
@@ -62,7 +64,7 @@ def test_poll_readable_accounts_for_every_offset_of_a_batch_with_an_unparsable_r
     topic = kafka_settings.topic_readings
     producer = make_producer(kafka_settings, linger_ms=1000)
     producer.send(topic, key=b"a", value=b"0")
-    producer.send(topic, key=b"a", value=b"1", headers=[(RawHeaderKey("k"), b"v")])
+    producer.send(topic, key=b"a", value=b"1", headers=MiscountedHeaders())
     producer.send(topic, key=b"a", value=b"2")  # same batch, after the poison
     producer.flush()
     producer.send(topic, key=b"a", value=b"3")  # a batch of its own
@@ -92,6 +94,40 @@ def test_poll_readable_accounts_for_every_offset_of_a_batch_with_an_unparsable_r
 
 
 @pytest.mark.integration
+def test_a_header_key_that_is_not_utf8_costs_no_reading_of_its_batch(kafka_settings, tmp_path):
+    """Readings batched with one whose header key is not UTF-8, that one included, are
+    served (the Java client reads such a key with U+FFFD); none is dead-lettered."""
+    from pipeline.kafka.clients import make_producer
+    from pipeline.model_dir import load_bundles
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.loop import ForecastService
+    from tests.service_support import service_thread
+    from tests.waiting import wait_until
+
+    world, settings, live, sensor, _ = _six_steps(kafka_settings, tmp_path)
+    steps = live.n_time
+    producer = make_producer(settings, linger_ms=5000)
+    produced = 0
+    for t, stamp in enumerate(live.timestamps):
+        ts = stamp.isoformat().replace("+00:00", "Z")
+        for i, name in enumerate(live.sensor_ids):
+            odd = [(RawHeaderKey("trace"), b"x")] if (t, name) == (2, sensor) else []
+            value = _reading(name, ts, float(live.values[t, i]))
+            producer.send(settings.topic_readings, key=name.encode(), value=value, headers=odd)
+            produced += 1
+    producer.flush()  # one linger: the readings after the odd header share its batch
+    producer.close()
+
+    config = ServiceConfig(allowed_lateness="0min", durable=False, poll_timeout_ms=50)
+    service = ForecastService(settings, config, load_bundles(world.bundles))
+    with service_thread(service):
+        wait_until(lambda: service.counters["consumed"] >= produced, what="every record")
+        wait_until(lambda: service.counters["ticks_closed"] >= steps, what=f"{steps} ticks")
+    assert service.counters["dead_lettered"] == 0
+    assert service.counters["valid"] == produced
+
+
+@pytest.mark.integration
 def test_a_record_the_client_cannot_parse_is_dead_lettered_and_serving_goes_on(
     kafka_settings, tmp_path
 ):
@@ -113,7 +149,7 @@ def test_a_record_the_client_cannot_parse_is_dead_lettered_and_serving_goes_on(
         settings.topic_readings,
         key=sensor.encode(),
         value=_reading(sensor, ts, 1.0),
-        headers=[(RawHeaderKey("trace"), b"x")],
+        headers=MiscountedHeaders([("trace", b"x")]),
     )
     producer.flush()  # the poison alone in its batch: the readings around it stay readable
     rest = replay(live.slice(steps // 2, steps), producer, settings.topic_readings, progress=False)
@@ -521,7 +557,7 @@ def test_tail_prints_a_record_the_client_cannot_parse_and_goes_on(kafka_settings
     producer = make_producer(kafka_settings)
     producer.send(topic, value=_reading("a", "2012-03-01T00:00:00Z", 1.0))
     producer.flush()
-    producer.send(topic, value=b"{}", headers=[(RawHeaderKey("k"), b"v")])
+    producer.send(topic, value=b"{}", headers=MiscountedHeaders())
     producer.flush()
     producer.send(topic, value=_reading("b", "2012-03-01T00:00:00Z", 2.0))
     producer.flush()

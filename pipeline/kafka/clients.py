@@ -186,6 +186,9 @@ def make_consumer(
     """
     from kafka import KafkaConsumer
 
+    from pipeline.kafka import header_keys
+
+    header_keys.install()
     group = settings.consumer_group if group_id is None else (group_id or None)
     config = _config(settings, CONSUMER_DEFAULTS, {"group_id": group, **overrides})
     consumer: KafkaConsumer = _build(settings, config, KafkaConsumer, *topics)

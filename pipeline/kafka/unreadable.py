@@ -1,11 +1,11 @@
 """Records the Kafka client cannot parse, and a poll that moves past them.
 
 kafka-python (3.0.12) parses a fetched record batch record by record. A record it cannot
-parse (a header key that is not UTF-8, a checksum that does not match, a batch that does
-not decompress or uses a codec whose library is not installed, as lz4 from a Java
-producer) makes ``poll()`` raise once; every later ``poll()`` then spins at full
-CPU on the broken batch and never returns. A hostile producer could stop the service
-with one record.
+parse (a record whose lengths do not add up, a checksum that does not match, a batch that
+does not decompress or uses a codec whose library is not installed; a header key that is
+not UTF-8 is read, see :mod:`pipeline.kafka.header_keys`) makes ``poll()`` raise once;
+every later ``poll()`` then spins at full CPU on the broken batch and never returns. A
+hostile producer could stop the service with one record.
 
 :func:`poll_readable` is ``consumer.poll`` that instead returns such a record as an
 :class:`UnreadableRecord` (its position and the error: its bytes cannot be had from this
