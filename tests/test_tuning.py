@@ -62,7 +62,8 @@ def test_budgets_are_trials_or_time(text, budget):
     [("0", "whole number from 1"), ("2.5", "whole number"), ("0s", "too small for one trial"),
      ("0.5s", "too small"), ("ten", "number of trials"), ("-3", "number of trials"),
      ("9" * 400, "from 1 to 10000"), ("99999999999999999999", "from 1 to 10000"),
-     ("9" * 400 + "s", "at most 168h"), ("200h", "at most 168h"), ("8d", "at most 168h")],
+     ("9" * 400 + "s", "at most 168h"), ("200h", "at most 168h"), ("8d", "at most 168h"),
+     ("1M", "M is ambiguous")],
 )  # fmt: skip
 def test_bad_budgets_are_refused(text, message):
     with pytest.raises(TuningError, match=message):

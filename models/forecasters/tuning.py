@@ -64,6 +64,8 @@ def parse_budget(text: str) -> Budget:
     TuningError
         For text that is neither, or a budget too small for one trial.
     """
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*M\s*", str(text)):
+        raise TuningError(f"--tune {text!r}: M is ambiguous; give minutes as m (e.g. 20m)")
     raw = str(text).strip().lower()
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?", raw)
     if not match:
