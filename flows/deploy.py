@@ -14,8 +14,9 @@ minutes, report daily (00:15, over the last 24 hours), watch for drift every fif
 minutes; replay has no schedule (a backfill is started by hand).
 
 :func:`customised` changes schedules and parameters from the command line (``roadcast
-deploy --cron train='0 4 * * *' --param train.data=csv:PATH``), checked against each
-flow's signature and types before anything is registered.
+deploy --cron train='0 4 * * *' --param train.data=csv:PATH``), checked before anything
+is registered: five-field crons that fire, parameters of each flow's signature and types,
+and values no run of the flow would refuse (:func:`check_values`).
 
 Automations: the train deployment carries an event trigger (:class:`EventTriggerSpec`)
 on the drift watcher's event (``roadcast.model.drift``, :mod:`flows.drift_flow`), so a
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import re
 import sys
@@ -271,6 +273,12 @@ def customised(
         if cron.lower() in ("off", "none"):
             new_cron = None
         else:
+            if not cron.startswith("@") and len(cron.split()) == 6:
+                raise DeployError(
+                    f"--cron {key.strip()}: {cron!r} has six fields; Prefect reads the sixth "
+                    "as seconds, so it would run every second: give five (minute hour "
+                    "day-of-month month day-of-week, e.g. '*/5 * * * *')"
+                )
             try:
                 new_cron = CronSchedule(cron=cron, timezone=TIMEZONE).cron
             except ValidationError:
@@ -278,6 +286,11 @@ def customised(
                     f"--cron {key.strip()}: {cron!r} is not a cron string (five fields: "
                     "minute hour day-of-month month day-of-week, e.g. '0 4 * * *'), nor off"
                 ) from None
+            if not fires(new_cron):
+                raise DeployError(
+                    f"--cron {key.strip()}: {cron!r} names no date that exists (such as 31 "
+                    "February), so it would never run; fix the day or month, or write off"
+                )
         out[spec.name + spec.entrypoint] = replace(spec, cron=new_cron)
     for item in params:
         target, sep, text = item.partition("=")
@@ -303,9 +316,98 @@ def customised(
             raise DeployError(f"--param {target.strip()}={text!r}: {reason}") from None
         finally:
             flows_log.disabled = quiet
+        if not _finite(value):  # JSON has no NaN: Prefect would register it as null
+            raise DeployError(f"--param {target.strip()}={text!r}: not a finite number")
         merged = {**spec.parameters, name: value}
+        try:
+            check_values(spec, merged)
+        except ValueError as exc:
+            raise DeployError(f"--param {target.strip()}={text!r}: {exc}") from None
         out[spec.name + spec.entrypoint] = replace(spec, parameters=merged)
     return tuple(out.values())
+
+
+def fires(cron: str) -> bool:
+    """Whether Prefect's scheduler finds a run time for ``cron`` (in :data:`TIMEZONE`)."""
+    from datetime import UTC, datetime
+
+    from prefect.server.schemas.schedules import CronSchedule
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    schedule = CronSchedule(cron=cron, timezone=TIMEZONE)
+    try:
+        return bool(run_coro_as_sync(schedule.get_dates(n=1, start=datetime.now(UTC))))
+    except Exception:  # croniter's CroniterBadDateError: no such date
+        return False
+
+
+def _finite(value: Any) -> bool:
+    """False when ``value`` is or holds a NaN or an infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def check_values(spec: DeploymentSpec, parameters: Mapping[str, Any]) -> None:
+    """Refuse values every run of ``spec``'s flow would refuse (the flows' own checks,
+    without I/O): a report period or horizon, drift thresholds, training settings.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and what it must be.
+    """
+    flow = load_flow(spec)
+    given = {
+        k: p.default
+        for k, p in inspect.signature(flow.fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    given.update(parameters)
+    check = _VALUE_CHECKS.get(spec.flow_function)
+    if check is not None:
+        check(given)
+
+
+def _train_values(p: Mapping[str, Any]) -> None:
+    from models.forecasters.comparison import TrainPlan, parse_models
+    from models.forecasters.tuning import parse_budget
+    from pipeline.registry.versions import check_label
+
+    models = p["models"]
+    names = parse_models(models) if isinstance(models, str) else models
+    TrainPlan(
+        models=TrainPlan.models if names is None else tuple(names),
+        window=p["window"], horizon=p["horizon"], seeds=p["seeds"], epochs=p["epochs"],
+        test=p["test"], valid=p["valid"],
+    )  # fmt: skip
+    check_label(p["label"])
+    if p["tune"] is not None:
+        parse_budget(p["tune"])
+
+
+def _report_values(p: Mapping[str, Any]) -> None:
+    from flows.report_flow import check_options
+
+    check_options(p["since"], p["horizon"], None)  # `out` is the worker's folder
+
+
+def _drift_values(p: Mapping[str, Any]) -> None:
+    from pipeline.drift import DriftConfig
+
+    keys = ("ratio", "baseline_ratio", "min_count")
+    DriftConfig(**{k: p[k] for k in keys if p[k] is not None})
+
+
+_VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "train_flow": _train_values,
+    "report_flow": _report_values,
+    "drift_flow": _drift_values,
+}
 
 
 def load_flow(spec: DeploymentSpec) -> Any:

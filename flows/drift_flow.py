@@ -54,12 +54,16 @@ class DriftEventError(RuntimeError):
 
 @task(name="assess-drift", **IO_TASK)
 def assess_task(store_path: str, models_dir: str, config: DriftConfig) -> list[Verdict]:
-    """Every served model and horizon judged on the store's latest ticks."""
+    """Every served model and horizon judged on the store's latest ticks; a model
+    directory without bundles is refused (a watch over nothing would always pass)."""
     from pipeline.drift import assess, served_models
+    from pipeline.model_dir import no_bundles
     from pipeline.registry.versions import served_versions
     from pipeline.service.store_reads import reading_store, tick_ms
 
     versions = served_versions(models_dir)
+    if not versions:
+        raise no_bundles(models_dir)
     with reading_store(store_path) as store:
         step = tick_ms(store)
         served, notes = served_models(store, versions, tick_ms=step)

@@ -274,7 +274,7 @@ def make_report(
         "Every forecast the models stored in this period is scored against the values the "
         "sensors reported (late corrections applied), on the original scale. A forecast "
         "counts when all its targets are closed ticks of the period; missing readings are "
-        "not scored. Errors at 15/30/45/60 minutes are pooled over steps 1..h, as in "
+        "not scored. The error at a horizon of h steps is pooled over steps 1..h, as in "
         "training, so live and backtest numbers can be compared."
     )
     provenance = [

@@ -126,7 +126,10 @@ def print_status(
         if count:
             latency.add_row(label, f"{count:,}", f"{running:,}")
     console.print(latency)
-    span = f"last {last_ticks} ticks" if last_ticks else "all ticks"
+    if last_ticks:
+        span = f"last {last_ticks} ticks"
+    else:
+        span = "all ticks" if last is None else f"last {_duration(last)}"
     accuracy = Table(title=f"live accuracy ({span}): MAE / RMSE by horizon step")
     accuracy.add_column("model")
     every = sorted({s for per in summary["accuracy"].values() for s in per})
@@ -138,3 +141,12 @@ def print_status(
         accuracy.add_row(literal(model), *cells)
     console.print(accuracy)
     return summary
+
+
+def _duration(span: pd.Timedelta) -> str:
+    """``1 day`` -> ``"1d"``, ``90 minutes`` -> ``"90min"``: the largest whole unit."""
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -30,7 +30,7 @@ def compact_rows(
     document's data set at the end (:mod:`pipeline.data.published`)."""
     freq = float(document.get("freq_minutes", 5.0))
     models = document["models"]
-    horizons = list(next(iter(models.values()))["pooled"]) if models else []
+    horizons = pooled_horizons(models)
     columns = ["model", *(horizon_label(h, freq) for h in horizons)]
     rows = []
     for name, e in document["models"].items():
@@ -58,6 +58,12 @@ def compact_rows(
             ]
         )
     return columns, rows
+
+
+def pooled_horizons(models: Mapping[str, Any]) -> list[str]:
+    """Every horizon (steps, the documents' keys) some model reports, shortest first:
+    models of different horizons share one table."""
+    return sorted({h for entry in models.values() for h in entry["pooled"]}, key=int)
 
 
 # A sensor needs at least this share of the median scored count to be called the best
@@ -100,7 +106,7 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
     """
     freq = float(document.get("freq_minutes", 5.0))
     models = document["models"]
-    horizons = list(next(iter(models.values()))["pooled"]) if models else []
+    horizons = pooled_horizons(models)
     columns = ["model"]
     for h in horizons:
         label = horizon_label(h, freq)
@@ -125,6 +131,9 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
         std = entry.get("std", {}).get("pooled", {})
         row = [name]
         for h in horizons:
+            if h not in entry["pooled"]:  # beyond this model's horizon
+                row += ["-", "-", "-"]
+                continue
             m = entry["pooled"][h]
             s = std.get(h, {})
             row += [
@@ -138,13 +147,14 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
                 row.append("n/a" if value is None else str(value))
             else:
                 row.append(format_number(value, 1 if key == "fit_seconds" else 3))
-        last = entry["pooled"][horizons[-1]] if horizons else {}
+        longest = max(entry["pooled"], key=int, default=None)
+        last = entry["pooled"][longest] if longest is not None else {}
         row.append(f"{int(last.get('count') or 0):,}")
         rows.append(row)
     note = (
         "Pooled over steps 1..h, original scale, missing targets not scored; MAPE skips "
         "targets below 1 (zeros and near-zeros). 'scored' counts the targets "
-        "at the longest horizon."
+        "at each model's longest horizon; '-': beyond a model's horizon."
     )
     return Table(f"Model comparison ({what})", columns, rows, note, groups=groups)
 

@@ -154,8 +154,12 @@ class ServiceMetrics:
 
     def loaded_models(self, source: Callable[[], Iterable[tuple[str, str]]]) -> None:
         """Where ``roadcast_model_info{model, version}`` comes from: ``(name, version)``
-        of every model the service forecasts with, read at each scrape."""
+        of every model the service forecasts with, read at each scrape. Each model's
+        ``roadcast_model_errors_total`` starts at 0, so that ``increase()`` sees its first
+        failure (a series born at 1 shows no increase)."""
         self._sources.models = source
+        for name, _ in source():
+            self._child(self.model_errors, name)
 
     def stage_seconds(self, source: Callable[[], Mapping[str, float]]) -> None:
         """Where ``roadcast_stage_seconds_total{stage}`` comes from (seconds per stage)."""
@@ -175,6 +179,7 @@ class ServiceMetrics:
                 self._count(name, value)
         for rows in batch.forecasts:
             self._child(self.forecasts, rows.model).inc(len(rows.sensors))
+            self._child(self.model_errors, rows.model)  # at 0: a model swapped in
         for tick in batch.ticks:
             if tick.latency_ms is not None:
                 self.latency.observe(tick.latency_ms / 1000)
