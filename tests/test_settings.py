@@ -189,6 +189,21 @@ def test_duration_options_name_the_option(tmp_path, args: list[str], option: str
     assert f"Invalid value for {option}" in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    ("text", "hours"), [("1d", 24), ("1d2h", 26), ("2 days", 48), ("1.5d", 36), ("90min", 1.5)]
+)
+def test_durations_in_days_are_read_without_pandas_deprecation(text: str, hours: float) -> None:
+    """pandas deprecates (and will drop) the lowercase day unit that people write."""
+    import warnings
+
+    from flows.cli.options import parse_duration
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        span = parse_duration(text, "--last")
+        assert span is not None and span.total_seconds() == hours * 3600
+
+
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch) -> None:
     from flows.cli import errors
 

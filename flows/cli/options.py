@@ -23,7 +23,7 @@ def parse_duration(
     """
     import pandas as pd
 
-    from pipeline.service.config import unitless
+    from pipeline.service.config import to_timedelta, unitless
 
     value = text.strip()
     if allow_off and value.lower() == "off":
@@ -34,7 +34,7 @@ def parse_duration(
             f"{text!r} has no unit: write {value}s or {value}min", param_hint=option
         )
     try:
-        duration = pd.Timedelta(value)
+        duration = to_timedelta(value)
     except (OverflowError, pd.errors.OutOfBoundsTimedelta):
         raise typer.BadParameter(
             f"{text!r} is too long (durations end at about 292 years)", param_hint=option

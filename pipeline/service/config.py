@@ -107,7 +107,7 @@ class ServiceConfig:
             if unitless(value):
                 raise ValueError(f"{name} {value!r} has no unit: write {value}s or {value}min")
             try:
-                value = pd.Timedelta(value)
+                value = to_timedelta(value)
             except (TypeError, ValueError):
                 raise ValueError(f"{name} must be a duration such as 5min, got {value!r}") from None
             if pd.isna(value):
@@ -122,6 +122,14 @@ class ServiceConfig:
             raise ValueError(f"tick must be a whole number of milliseconds, got {self.tick}")
         if self.down_after is not None and self.down_after < 1:
             raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")
+
+
+def to_timedelta(value: object) -> pd.Timedelta:
+    """``pd.Timedelta(value)``, with the lowercase day unit people write (``7d``,
+    ``1d2h``), which pandas deprecates, read as pandas's ``D``."""
+    if isinstance(value, str):
+        value = re.sub(r"(?<=\d)\s*d(?:ays?)?(?![a-z])", "D", value.strip())
+    return pd.Timedelta(value)
 
 
 def unitless(value: object) -> bool:

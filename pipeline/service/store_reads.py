@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -36,7 +35,7 @@ from models.forecasters.base import BatchForecast
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
-from pipeline.service.config import unitless
+from pipeline.service.config import to_timedelta, unitless
 from pipeline.service.store import READABLE_SCHEMAS, Store, StoreError, no_store_message
 
 CHECK_TIMEOUT_S = 5.0  # how long a reader waits for a writer's exclusive lock
@@ -250,13 +249,11 @@ def parse_since(text: str) -> pd.Timedelta | pd.Timestamp:
         or a time is outside what pandas holds; the message shows both forms.
     """
     duration, moment = "a duration ('24h', '7d')", "a time ('2024-03-05T00:00Z')"
-    # pandas deprecates the lowercase day unit; people write "7d".
-    normalised = re.sub(r"(?<=\d)\s*d(ays?)?\b", "D", text.strip())
     if unitless(text):
         raise ValueError(f"since={text!r} has no unit: write {text.strip()}h or {text.strip()}d")
     value: pd.Timedelta | pd.Timestamp | None = None
     try:
-        value = pd.Timedelta(normalised)
+        value = to_timedelta(text)
     except (OverflowError, pd.errors.OutOfBoundsTimedelta):
         raise ValueError(
             f"since={text!r} is longer than a duration can be (about 292 years)"
