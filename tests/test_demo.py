@@ -43,6 +43,8 @@ def test_demo_trains_streams_and_summarises_then_reuses_its_bundles(tmp_path: Pa
     assert summary["latency_ms"]["p50"] is not None
     assert "persistence" in summary["versus_persistence"]
     assert summary["versus_persistence"] in (tmp_path / "report.md").read_text()
+    assert summary["data"] == DATA  # the spec with its parameters
+    assert "replayed as fast as possible" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     report = (tmp_path / "report.md").read_text()
     assert "| ar |" in report and (tmp_path / "error_by_horizon.png").is_file()

@@ -9,6 +9,11 @@ from flows.reporting.plots import draw_literally
 from flows.reporting.text import markdown_table, markdown_text
 
 
+def pace(speedup: float) -> str:
+    """How fast a replay ran, in words."""
+    return "as fast as possible" if speedup == 0 else f"at {speedup:g}x real time"
+
+
 def write_report(summary: dict[str, Any], out: Path) -> Path:
     """``OUT/report.md`` and ``OUT/error_by_horizon.png`` from a demo summary."""
     import matplotlib
@@ -47,7 +52,7 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
         f"# roadcast demo: {markdown_text(summary['data'])}",
         "",
         f"{summary['sensors']} sensors, ticks {summary['first_tick']} .. {summary['last_tick']}, "
-        f"replayed at {summary['speedup']:g}x real time; models: {', '.join(summary['models'])}.",
+        f"replayed {pace(summary['speedup'])}; models: {', '.join(summary['models'])}.",
         "",
         markdown_table([*header, "latency p50 / p99"], [counts], numbers_right=True),
         "",

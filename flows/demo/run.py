@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.demo.console import live_table, report_steps
-from flows.demo.report import write_report
+from flows.demo.report import pace, write_report
 from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ensure_detector
 from flows.demo.summary import alert_summary, build_summary, snapshot
 from models.panel import SensorPanel, chronological_split
@@ -174,6 +174,8 @@ def run_demo(
     summary = build_summary(
         panel, live, names, state, produced, speedup, train_s, stream_s, started
     )
+    if isinstance(data, str):  # the spec as given: "simulated" alone drops its parameters
+        summary["data"] = data
     summary["alerts"] = alert_summary(store_path, live)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(summary, out)
@@ -212,7 +214,7 @@ def _stream(
         log_path,
     )
     expected = int(live.mask.sum())
-    log(f"replay: {live.n_time} ticks ({expected:,} readings) at {speedup:g}x real time")
+    log(f"replay: {live.n_time} ticks ({expected:,} readings) {pace(speedup)}")
     stream_started = time.monotonic()
     thread, state = _start_replay(cfg, live, speedup)
     steps = report_steps(12)
