@@ -364,3 +364,23 @@ def test_sigterm_stops_training_and_prefects_temporary_server(tmp_path):
     assert proc.returncode != 0
     _, alive = psutil.wait_procs(servers, timeout=60)
     assert not alive, (alive, err[-2000:])
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path: Path) -> None:
+    """`roadcast detect ... | head`: a reader gone away ends the command, with no error line."""
+    import subprocess
+    import sys
+
+    category = tmp_path / "nab" / "mine"
+    category.mkdir(parents=True)
+    rows = "".join(f"2024-03-01 {h:02d}:{m:02d}:00,{(h * 60 + m) % 7}\n" for h in range(24)
+                   for m in range(0, 60, 5))  # fmt: skip
+    (category / "a.csv").write_text("timestamp,value\n" + rows)
+    command = [sys.executable, "-m", "flows.cli", "detect", "--nab-dir", str(tmp_path / "nab"),
+               "--out", str(tmp_path / "out"), "--detector", "extreme"]  # fmt: skip
+    done = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert done.stdout is not None and done.stderr is not None
+    done.stdout.close()  # the reader stops before the first line
+    stderr = done.stderr.read().decode()
+    assert done.wait(timeout=300) == 1, stderr
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr, stderr

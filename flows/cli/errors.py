@@ -2,7 +2,9 @@
 
 :class:`RoadcastGroup` is the ``roadcast`` command group: an exception that escapes a
 command is printed as ``error: <message>`` (exit status 1) instead of a traceback,
-unless ``roadcast --debug`` (or ``ROADCAST_DEBUG=1``) asked for tracebacks.
+unless ``roadcast --debug`` (or ``ROADCAST_DEBUG=1``) asked for tracebacks. Output
+piped into a reader that stops early (``| head``) ends the command quietly with status 1,
+as rich's console does for the tables it prints.
 :func:`quiet_prefect_tracebacks` does the same for the flows a command runs: Prefect
 logs a failed task's traceback to the console, which repeats the one-line error in
 60-odd lines; without ``--debug`` the console shows Prefect's one-line state messages
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import typer
@@ -59,6 +62,10 @@ class RoadcastGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except BrokenPipeError:
+            # Nothing more can be shown; later flushes of stdout must not fail either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except Exception as exc:
             if debug_enabled():
                 raise

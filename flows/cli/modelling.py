@@ -199,6 +199,8 @@ def train(
                 label=label,
                 promote=promote,
             )
+    except BrokenPipeError:  # `| head`: the group ends quietly
+        raise
     except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -361,6 +363,8 @@ def detect(
             raise typer.Exit(1)
     try:
         written = detect_nab(nab_dir, out, detector, nab_range=nab_range, progress=typer.echo)
+    except BrokenPipeError:  # `| head`: the group ends quietly
+        raise
     except (DetectRunError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -373,6 +377,8 @@ def detect(
     threshold = DEFAULT_RULE.threshold if detector == "ensemble" else None
     try:
         rows = score_results(nab_dir, out, detector, threshold)
+    except BrokenPipeError:  # `| head`: the group ends quietly
+        raise
     except (DetectRunError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
