@@ -74,6 +74,8 @@ def test_fetch_takes_a_mirror_that_is_a_local_folder(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (data / "los-loop" / "los_speed.csv").read_text() == "1,2\n3,4\n"
     assert not list(data.rglob("*.part"))
+    [locations] = [line for line in result.output.splitlines() if "sensor_locations" in line]
+    assert "failed" in locations and "optional" in locations  # the mirror lacks it: no error
 
 
 def test_fetch_names_a_mirror_that_is_neither_url_nor_folder(tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ def data_fetch(
 
     def report(item: Fetched) -> None:
         detail = f" ({item.detail})" if item.detail else ""
-        typer.echo(f"{item.status:>10}  {item.path}{detail}")
+        optional = " (optional: the data set loads without it)" if not item.file.required else ""
+        typer.echo(f"{item.status:>10}  {item.path}{detail}{optional}")
 
     try:
         fetch_dataset(
