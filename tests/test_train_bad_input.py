@@ -131,6 +131,17 @@ def test_a_graph_whose_links_all_run_one_way_is_noted():
     assert check_graphs(panel(readings(nodes=5), mixed), plan) == []
 
 
+def test_a_graph_linking_every_pair_is_noted_as_a_likely_distance_matrix():
+    plan = TrainPlan(models=("tgclstm",), window=6, horizon=3, seeds=1)
+    src, dst = np.nonzero(1 - np.eye(4))
+    (note,) = check_graphs(
+        panel(readings(nodes=4), RoadGraph.from_edges(src, dst, num_nodes=4)), plan
+    )
+    assert note.startswith("note: every pair of the 4 sensors is linked") and "distances" in note
+    ring = RoadGraph.from_edges([0, 1, 2, 3, 1, 2, 3, 0], [1, 2, 3, 0, 0, 1, 2, 3], num_nodes=4)
+    assert check_graphs(panel(readings(nodes=4), ring), plan) == []
+
+
 def test_sensors_missing_many_readings_are_named_with_their_share():
     values = readings(300, 4)
     values[::4, 2] = np.nan  # 25 %

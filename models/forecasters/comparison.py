@@ -174,6 +174,7 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan, *, asked: bool = True) -> 
                 )
             notes.extend(_parts_note(edges, linked))
             notes.extend(_one_way_note(edges))
+            notes.extend(_complete_note(edges, panel.n_nodes))
     return notes
 
 
@@ -326,6 +327,22 @@ def _one_way_note(edges: np.ndarray) -> list[str]:
         f"note: each of the graph's {edges.shape[1]} links runs one way (none is listed in "
         "both directions): graph models pass information from source to target only; if "
         "links go both ways (pipes, two-way roads), list each in both directions"
+    ]
+
+
+def _complete_note(edges: np.ndarray, n: int) -> list[str]:
+    """A note when every pair of the ``n`` sensors is linked (``edges`` int ``[2, E]``):
+    most often a matrix of distances, where every entry is non-zero."""
+    if n < 3:
+        return []
+    pairs = {(s, t) for s, t in zip(edges[0].tolist(), edges[1].tolist(), strict=True) if s != t}
+    if len(pairs) < n * (n - 1):
+        return []
+    return [
+        f"note: every pair of the {n} sensors is linked: graph models then mix each sensor "
+        "with all others. An adjacency's entries are link weights, and every non-zero one "
+        "is a link: if this is a matrix of distances, give a thresholded similarity (such as "
+        "exp(-d^2 / s^2), small values set to 0) or an edge list of the road links"
     ]
 
 
