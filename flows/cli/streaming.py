@@ -4,9 +4,12 @@ and ``demo`` (all of them together on one machine)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def broker(
@@ -150,7 +153,12 @@ def serve(
         None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
     ),
     group: str = typer.Option(None, "--group", help="Consumer group (default: roadcast)."),
-    tick: str = typer.Option("5min", "--tick", help="The data's time step, e.g. 5min."),
+    tick: str = typer.Option(
+        None,
+        "--tick",
+        help="The data's time step, e.g. 15min (default: the step the models were trained on; "
+        "5min when they record none).",
+    ),
     allowed_lateness: str = typer.Option(
         "2min", "--allowed-lateness", help="How late a reading may arrive and still join its tick."
     ),
@@ -219,7 +227,12 @@ def serve(
             model_dir=models,
             log_level=log_level,
         )
-        step = parse_duration(tick, "--tick")
+        names = _model_names(only)
+        step = (
+            _models_step(Path(settings.model_dir), names)
+            if tick is None
+            else parse_duration(tick, "--tick")
+        )
         if step is not None and step.value % 1_000_000:
             raise typer.BadParameter(f"{tick!r}: must be whole milliseconds", param_hint="--tick")
         config = ServiceConfig(
@@ -228,7 +241,7 @@ def serve(
                 allowed_lateness, "--allowed-lateness", allow_zero=True
             ),
             max_clock_skew=parse_duration(max_clock_skew, "--max-clock-skew", allow_off=True),
-            only=_model_names(only),
+            only=names,
             poll_records=poll_records,
             durable=not fast_store,
             grace=parse_duration(grace, "--grace", allow_off=True),
@@ -317,6 +330,46 @@ def _model_names(only: str | None) -> tuple[str, ...]:
     if not names:
         raise typer.BadParameter(f"{only!r} names no model", param_hint="--only")
     return names
+
+
+def _models_step(model_dir: Path, only: tuple[str, ...]) -> pd.Timedelta:
+    """The time step the bundles to serve were trained on (their ``step_s``): the service's
+    tick when ``--tick`` is not given; 5 minutes when none records one or the folder holds
+    no readable bundle (the bundles' own checks report that as they load).
+
+    Raises
+    ------
+    ValueError
+        When the bundles record different steps, naming two of them.
+    """
+    import json
+
+    import pandas as pd
+
+    from models.bundle import step_text
+    from pipeline.model_dir import CONFIG, BundleDirError, discover_bundles
+
+    try:
+        paths = discover_bundles(model_dir)
+    except BundleDirError:
+        paths = []
+    steps: dict[int, str] = {}
+    for path in paths:
+        try:
+            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+            name, step_s = config.get("model"), config.get("step_s")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(step_s, int) and step_s > 0 and (not only or name in only):
+            steps.setdefault(step_s, str(name))
+    if len(steps) > 1:
+        (a, name_a), (b, name_b) = sorted(steps.items())[:2]
+        raise ValueError(
+            f"the models in {model_dir} were trained on different time steps ({name_a}: "
+            f"{step_text(a)} steps, {name_b}: {step_text(b)} steps); serve the models of one "
+            "step with --only"
+        )
+    return pd.Timedelta(seconds=next(iter(steps))) if steps else pd.Timedelta("5min")
 
 
 def _preflight(model_dir: Path, store: Path, endpoints: Any) -> None:

@@ -176,6 +176,9 @@ class PollProcessor(ServiceState):
         counts["conflict"] += int(np.count_nonzero(conflicts))
         if conflicts.any() and not self._conflict_warned:
             self._warn_conflict(int(cols[conflicts][0]), int(ts_ns[conflicts][0]))
+        kept = status != FUTURE
+        if (finer := self.cadence.readings(cols[kept], ts_ns[kept])) is not None:
+            log.warning("tick_mismatch", extra={"fields": finer})
         counts["late"] += int(np.count_nonzero(status == LATE))
         tick_ms = self.asm_config.tick_ns(result.ticks) // 1_000_000
         for rows, chosen in (
@@ -212,8 +215,9 @@ class PollProcessor(ServiceState):
             ).isoformat(),
             "tick_s": self.config.tick.total_seconds(),
             "hint": "a second value for one sensor and tick replaces the first; if the sensors "
-            "report more often than the tick, serve with their --tick (the models' step) or "
-            "aggregate the readings before producing them; further ones are only counted",
+            "report more often than the tick (--tick, the models' step), serve models trained "
+            "on their step or aggregate the readings before producing them; further ones are "
+            "only counted",
         }
         log.warning("reading_conflict", extra={"fields": fields})
 
@@ -294,6 +298,8 @@ class PollProcessor(ServiceState):
                 with self._timed("alerts"):
                     self._alerts(run, tick, issued, outbox, batch, report)
             report.ticks.append(tick)
+            if (coarser := self.cadence.closed(tick.tick)) is not None:
+                log.warning("tick_mismatch", extra={"fields": coarser})
             report.counts["ticks_closed"] += 1
             report.counts[f"ticks_closed.{tick.reason}"] += 1
 

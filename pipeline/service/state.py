@@ -23,6 +23,7 @@ import pandas as pd
 from models.forecasters.base import Forecaster
 from models.panel import SensorPanel
 from pipeline.service.assembler import AssemblerConfig, TickAssembler
+from pipeline.service.cadence import CadenceCheck
 from pipeline.service.config import ServiceConfig
 from pipeline.service.decoding import ReadingDecoder
 from pipeline.service.hooks import AlertHook, AlertRestore, RestorableAlertHook
@@ -95,6 +96,7 @@ class ServiceState:
             grace_s=None if config.grace is None else config.grace.total_seconds(),
             down_after=config.down_after,
         )
+        self.cadence = CadenceCheck(self.sensor_ids, self.asm_config)
         self.store = Store(settings.store_path, durable=config.durable, exclusive=True)
         self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
         self.publisher = Publisher(settings, self._timed)
