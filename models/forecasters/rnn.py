@@ -32,7 +32,7 @@ from models.forecasters.base import restore_forecaster
 from models.forecasters.network import NetworkForecaster
 from models.forecasters.windows import check_2d
 from models.nn.devices import seeded
-from models.nn.inputs import InputSpec, Scaler
+from models.nn.inputs import InputSpec, Scaler, weekend_inputs
 from models.nn.recurrent import CellKind
 from models.nn.rnn_net import NetworkRNN, SkipKind
 from models.nn.training import TrainConfig, TrainHistory, fit_network
@@ -57,8 +57,9 @@ class RecurrentForecaster(NetworkForecaster):
         dropout: float = 0.6,
         skip: SkipKind = "linear",
         time_of_day: bool = True,
-        day_of_week: bool = False,
+        day_of_week: bool | None = None,
         mask: bool = True,
+        weekend_shift: int | None = None,
         train: TrainConfig | None = None,
     ) -> None:
         if window < 1 or horizon < 1 or hidden < 1:
@@ -77,7 +78,10 @@ class RecurrentForecaster(NetworkForecaster):
         self.hidden = hidden
         self.dropout = dropout
         self.skip: SkipKind = skip
-        self.spec = InputSpec(time_of_day=time_of_day, day_of_week=day_of_week, mask=mask)
+        # The weekend flag (None: decided on the training part, see weekend_inputs).
+        self.weekend = (day_of_week, weekend_shift)
+        on, shift = (False, 0) if day_of_week is None else (day_of_week, weekend_shift or 0)
+        self.spec = InputSpec(time_of_day, on, mask, shift if on else 0)
         self.train = train if train is not None else self.DEFAULT_TRAIN
         self.sensor_ids = ()
         self.halfwidth = None
@@ -104,6 +108,8 @@ class RecurrentForecaster(NetworkForecaster):
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         check_2d(panel, self.name)
         self.sensor_ids = panel.sensor_ids
+        on, shift = weekend_inputs(*self.weekend, panel, self.horizon)
+        self.spec = replace(self.spec, day_of_week=on, weekend_shift=shift)
         self.scaler = Scaler.fit(panel)
         self.module = self._build(panel.n_nodes)
         self.history = fit_network(
@@ -136,6 +142,7 @@ class RecurrentForecaster(NetworkForecaster):
             "time_of_day": self.spec.time_of_day,
             "day_of_week": self.spec.day_of_week,
             "mask": self.spec.mask,
+            "weekend_shift": self.spec.weekend_shift,
         }
 
     def save(self, directory: str | Path) -> None:
@@ -149,7 +156,7 @@ class RecurrentForecaster(NetworkForecaster):
         bundle = read_model_bundle(directory, cls.name)
         config = bundle.config
         train = replace(TrainConfig.from_dict(config["train"]), device="auto")
-        model = cls(**config["hyper"], train=train)
+        model = cls(**{"weekend_shift": 0, **config["hyper"]}, train=train)  # 0: older bundles
         restore_forecaster(model, config)
         model.scaler = Scaler.from_dict(config["scaler"])
         module = model._build(len(model.sensor_ids))

@@ -30,7 +30,7 @@ from models.forecasters.network import NetworkForecaster
 from models.forecasters.rnn import RecurrentForecaster
 from models.forecasters.windows import check_2d
 from models.nn.devices import seeded
-from models.nn.inputs import InputSpec, Scaler
+from models.nn.inputs import InputSpec, Scaler, weekend_inputs
 from models.nn.subgraphs import Partition, partition
 from models.nn.tgclstm_net import FORMS, Form, SkipKind, TGCLSTMEnsemble, TGCLSTMNet
 from models.nn.training import TrainConfig, TrainHistory, fit_network
@@ -72,7 +72,10 @@ class TGCLSTMConfig:
     lambda_gc : λ1, weight of the L1 norm of the graph-convolution weights.
     lambda_nb : λ2, weight of the squared L2 norm of the neighbour weights.
     time_of_day, day_of_week, mask : input features besides the reading (see
-        ``models.nn.inputs.InputSpec``).
+        ``models.nn.inputs.InputSpec``); ``day_of_week`` None: decided on the training
+        part (:func:`models.nn.inputs.weekend_inputs`).
+    weekend_shift : the weekend flag read is that of the step this many steps ahead
+        (None: the horizon).
     ensemble : networks trained independently (seeds ``train.seed * ensemble + m``) whose
         forecasts are averaged; training and prediction cost grow with it.
     train : optimiser, epochs, early stopping, seed, device.
@@ -97,8 +100,9 @@ class TGCLSTMConfig:
     lambda_gc: float = 0.0
     lambda_nb: float = 0.0
     time_of_day: bool = True
-    day_of_week: bool = False
+    day_of_week: bool | None = None
     mask: bool = True
+    weekend_shift: int | None = None
     ensemble: int = 1
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -139,7 +143,9 @@ class TGCLSTMConfig:
     @property
     def inputs(self) -> InputSpec:
         """The input features the network sees."""
-        return InputSpec(time_of_day=self.time_of_day, day_of_week=self.day_of_week, mask=self.mask)
+        on = bool(self.day_of_week)
+        shift = (self.weekend_shift or 0) if on else 0
+        return InputSpec(self.time_of_day, on, self.mask, shift)
 
     def hyper(self) -> dict[str, Any]:
         """The model's hyper-parameters without the training options (``config.json``)."""
@@ -286,6 +292,9 @@ class TGCLSTM(NetworkForecaster):
         instead of training the same network again (a benchmark that fits both models).
         """
         check_2d(panel, self.name)
+        c = self.config
+        on, shift = weekend_inputs(c.day_of_week, c.weekend_shift, panel, c.horizon)
+        self.config = replace(c, day_of_week=on, weekend_shift=shift)
         if lstm is not None:
             self._check_first_stage(lstm, panel)
         hops, info = self.hop_lists(panel)
@@ -342,7 +351,7 @@ class TGCLSTM(NetworkForecaster):
         return {
             "window": cfg.window, "horizon": cfg.horizon, "hidden": cfg.hidden,
             "dropout": cfg.dropout, "skip": cfg.skip, "time_of_day": cfg.time_of_day,
-            "day_of_week": cfg.day_of_week, "mask": cfg.mask,
+            "day_of_week": cfg.day_of_week, "mask": cfg.mask, "weekend_shift": cfg.weekend_shift,
         }  # fmt: skip
 
     def _check_first_stage(self, lstm: RecurrentForecaster, panel: SensorPanel) -> None:
@@ -461,7 +470,8 @@ class TGCLSTM(NetworkForecaster):
         config = bundle.config
         try:
             train = replace(TrainConfig.from_dict(config["train"]), device="auto")
-            model = cls(TGCLSTMConfig(**config["hyper"], train=train))
+            hyper = {"weekend_shift": 0, **config["hyper"]}  # 0: older bundles
+            model = cls(TGCLSTMConfig(**hyper, train=train))
             restore_forecaster(model, config)
             model.scaler = Scaler.from_dict(config["scaler"])
             hops = TGCLSTMNet.hops_from_state(bundle.tensors, prefix="members.0.")

@@ -13,9 +13,14 @@ order (see :attr:`InputSpec.names`):
     the time of day of the step (UTC clock of the panel) on the unit circle, so that
     23:55 and 00:00 are neighbours.
 ``weekend`` (``day_of_week``)
-    1.0 on Saturday and Sunday. Traffic differs mainly between working days and
-    weekends; a cyclic weekday code would ask a week-long data set (los-loop) to
-    extrapolate to weekdays it never saw in training.
+    1.0 on Saturday and Sunday: of the step itself, or of the step ``weekend_shift``
+    steps later. Traffic differs mainly between working days and weekends; a cyclic
+    weekday code would ask a week-long data set (los-loop) to extrapolate to weekdays it
+    never saw in training. The forecasters read the flag of the window's last *target*
+    (``weekend_shift`` = the horizon): from a Sunday evening the network cannot otherwise
+    tell that twelve hours ahead is a Monday peak. They read it by default once their
+    training part holds :data:`MIN_WEEKENDS` weekends and weekends differ in it
+    (:func:`weekend_inputs`).
 ``mask`` (``mask``)
     1.0 where the reading was observed, 0.0 where it was filled.
 
@@ -26,6 +31,7 @@ a network-wide model may read them from node 0. Batches are gathered from
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +42,12 @@ from torch import Tensor
 
 from models.panel import SensorPanel
 
+# Weekends the training part must hold before the forecasters read the weekend flag by
+# default: with one, the flag marks a single stretch the network can only memorise.
+MIN_WEEKENDS = 2
+# Significance of the weekend difference that turns the flag on (a conventional level,
+# not fitted to any data set).
+WEEKEND_P = 0.01
 # A sensor whose standard deviation is below this share of its mean level is constant.
 CONSTANT_SHARE = 1e-6
 MIN_STD = 1e-30  # float32 keeps about 1e-38 apart from zero; leave headroom
@@ -106,6 +118,7 @@ class InputSpec:
     time_of_day: bool = True
     day_of_week: bool = True
     mask: bool = True
+    weekend_shift: int = 0  # the weekend flag is that of the step this many steps later
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -128,12 +141,73 @@ class InputSpec:
         """The features that are the same for every node (the calendar ones)."""
         return tuple(n for n in self.names if n in ("tod_sin", "tod_cos", "weekend"))
 
-    def to_dict(self) -> dict[str, bool]:
+    def to_dict(self) -> dict[str, bool | int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        return cls(**{k: bool(v) for k, v in data.items()})
+        flags = {k: bool(v) for k, v in data.items() if k != "weekend_shift"}
+        return cls(**flags, weekend_shift=int(data.get("weekend_shift", 0)))
+
+
+def weekends(timestamps: pd.DatetimeIndex) -> int:
+    """How many weekends (Saturday-Sunday pairs, or a part of one) ``timestamps`` touch."""
+    days = timestamps[timestamps.day_of_week >= 5].normalize()
+    return len(set((days - pd.to_timedelta(days.day_of_week - 5, unit="D")).asi8))
+
+
+def weekend_effect(panel: SensorPanel) -> bool:
+    """Whether weekends differ from working days in ``panel`` (a training part).
+
+    The network's mean standardised reading per day and hour of the day, weekend days
+    against working days: a Welch t-test per hour, significant at
+    :data:`WEEKEND_P` (Bonferroni over the hours). A weekend flag on data without such a
+    difference is a feature the network can only overfit.
+    """
+    from scipy.stats import ttest_ind
+
+    observed = np.where(panel.mask, panel.values, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # sensors or steps with no reading
+        z = (observed - np.nanmean(observed, axis=0)) / np.nanstd(observed, axis=0)
+        level = np.nanmean(np.where(np.isfinite(z), z, np.nan), axis=1)  # [time]
+    stamps = panel.timestamps
+    table = (
+        pd.DataFrame({"day": stamps.normalize(), "hour": stamps.hour, "level": level})
+        .groupby(["day", "hour"])["level"]
+        .mean()
+        .unstack()
+    )  # [day, hour]
+    weekend = table.index.day_of_week >= 5
+    if weekend.sum() < 2 or (~weekend).sum() < 2:
+        return False
+    hours = table.columns
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an hour too thin to test
+        p = ttest_ind(
+            table[weekend].to_numpy(), table[~weekend].to_numpy(), equal_var=False,
+            nan_policy="omit",
+        ).pvalue  # fmt: skip
+    return bool(np.any(np.asarray(p, dtype=float) < WEEKEND_P / len(hours)))
+
+
+def weekend_inputs(
+    day_of_week: bool | None, weekend_shift: int | None, training: SensorPanel, horizon: int
+) -> tuple[bool, int]:
+    """Whether a forecaster reads the weekend flag, and of which step ahead.
+
+    ``day_of_week`` None: when ``training`` (the training part) holds at least
+    :data:`MIN_WEEKENDS` weekends and weekends differ in it (:func:`weekend_effect`).
+    ``weekend_shift`` None: ``horizon`` (the flag of the last target); always 0 when the
+    flag is not read.
+    """
+    if day_of_week is None:
+        on = weekends(training.timestamps) >= MIN_WEEKENDS and weekend_effect(training)
+    else:
+        on = bool(day_of_week)
+    if not on:
+        return False, 0
+    return True, horizon if weekend_shift is None else int(weekend_shift)
 
 
 def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
@@ -148,7 +222,12 @@ def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
         phase = 2.0 * np.pi * seconds / 86400.0
         cols += [np.sin(phase), np.cos(phase)]
     if spec.day_of_week:
-        cols.append((timestamps.day_of_week.to_numpy() >= 5).astype(np.float64))
+        days = timestamps
+        if spec.weekend_shift:
+            if timestamps.freq is None:
+                raise ValueError("the weekend flag ahead needs timestamps with a freq")
+            days = timestamps.shift(spec.weekend_shift)
+        cols.append((days.day_of_week.to_numpy() >= 5).astype(np.float64))
     if not cols:
         return np.zeros((len(timestamps), 0), dtype=np.float32)  # [time, 0]
     return np.stack(cols, axis=1).astype(np.float32)  # [time, time_feature]
