@@ -82,9 +82,17 @@ def already_forecast(store_path: str, names: tuple[str, ...], issued_ms: int) ->
 @task(name="forecast", cache_policy=NONE)
 def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str, Forecast]:
     """Every model's forecast from the end of ``window`` (each on its own sensors); a
-    model trained on another time step than the window's is refused."""
-    from models.bundle import other_step, step_text
+    model trained on another time step or grid offset than the window's is refused."""
+    from models.bundle import (
+        grid_offset,
+        offset_text,
+        other_offset,
+        other_step,
+        step_seconds,
+        step_text,
+    )
 
+    offset_s = grid_offset(window.timestamps[-1], step_seconds(window.freq))
     out = {}
     for name, model in models.items():
         if (step_s := other_step(model, window.freq)) is not None:
@@ -92,6 +100,12 @@ def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str
                 f"model {name!r} was trained on {step_text(step_s)} steps; the store's "
                 f"ticks are {step_text(window.freq.total_seconds())}: serve and forecast "
                 "with a model trained at the service's tick"
+            )
+        if offset_s is not None and (trained := other_offset(model, offset_s)) is not None:
+            raise ValueError(
+                f"model {name!r} was trained on ticks at {offset_text(trained)} past the tick "
+                f"grid of 1970-01-01T00:00Z; the store's ticks lie at {offset_text(offset_s)}: "
+                "serve and forecast with a model trained on the service's grid"
             )
         own = window if window.sensor_ids == model.sensor_ids else window.select(model.sensor_ids)
         out[name] = model.predict(own)

@@ -4,7 +4,8 @@ Layout (``FORMAT_VERSION`` 1)::
 
     config.json          model name, format_version, sensor ids, window, horizon,
                          hyper-parameters, scaler, training-data fingerprint, metrics,
-                         step_s (the training data's time step in whole seconds)
+                         step_s (the training data's time step in whole seconds),
+                         offset_s (where its grid lies: first timestamp mod step_s)
     weights.safetensors  arrays (network weights), when the model has any
     params.json          plain JSON parameters (statsmodels fits), when it has any
     manifest.json        {"format_version": 1, "files": {name: sha256}}
@@ -18,7 +19,13 @@ or calls ``torch.load``.
 
 ``step_s`` is null (or absent, in bundles written before it was recorded) when the step
 is unknown; when it is known, ``roadcast evaluate`` refuses data of another step and
-``roadcast serve`` a ``--tick`` of another step (:func:`other_step`).
+``roadcast serve`` a ``--tick`` of another step (:func:`other_step`). ``offset_s`` places
+the grid: (first training timestamp - 1970-01-01T00:00Z) mod ``step_s``, in whole seconds
+(1800 for hourly data stamped at half past the hour in UTC); null when ``step_s`` is (and
+not read without one), and absent in bundles written before it was recorded, which read
+as 0 (:func:`recorded_offset`).
+``roadcast serve`` lays its ticks on that grid and refuses models of another offset
+(:func:`other_offset`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import reprlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +206,7 @@ def read_bundle(directory: str | Path) -> Bundle:
         mismatch (corrupted or edited file), unreadable weights, a bundle of another
         format version, or a config whose common keys
         (``model``, ``sensor_ids``, ``window``, ``horizon``, ``level``, ``step_s``,
-        ``floor``) have the wrong type (naming the field).
+        ``offset_s``, ``floor``) have the wrong type (naming the field).
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -303,6 +310,12 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
         not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_STEP_S
     ):
         raise wrong("step_s", f"a whole number of seconds from 1 to {MAX_STEP_S} (or null)")
+    offset = config.get("offset_s")  # without a step it means nothing, and is not read
+    top = MAX_STEP_S if step is None else step
+    if offset is not None and (
+        not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset < top
+    ):
+        raise wrong("offset_s", f"a whole number of seconds from 0 to {top - 1} (or null)")
     if not _floor_fits(config.get("floor"), len(ids)):
         raise wrong("floor", f"null or a list of {len(ids)} finite numbers or nulls (per sensor)")
     if not _halfwidth_fits(config.get("halfwidth"), config["horizon"], len(ids)):
@@ -356,6 +369,49 @@ def other_step(model: object, step: timedelta) -> int | None:
     step_s: int | None = getattr(model, "step_s", None)
     seconds = step.total_seconds()  # NaN for NaT
     return step_s if step_s is not None and math.isfinite(seconds) and seconds != step_s else None
+
+
+def grid_offset(first: datetime | None, step_s: int | None) -> int | None:
+    """Where the grid of ``step_s`` steps through ``first`` lies: (``first`` - the epoch)
+    mod ``step_s`` in whole seconds (a bundle's ``offset_s``); None when either is
+    unknown. A naive ``first`` is read as UTC."""
+    if first is None or step_s is None:
+        return None
+    if first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    return math.floor(first.timestamp()) % step_s
+
+
+def recorded_offset(config: dict[str, Any]) -> int | None:
+    """A bundle config's ``offset_s``: 0 when it records a step but no offset (written
+    before offsets were recorded), None when it records no step."""
+    if config.get("step_s") is None:
+        return None
+    return int(config.get("offset_s") or 0)
+
+
+def other_offset(model: object, offset_s: float) -> int | None:
+    """The grid offset ``model`` was trained on (its ``offset_s``) when it is known and is
+    not ``offset_s``; None when they agree or the model's is unknown."""
+    own: int | None = getattr(model, "offset_s", None)
+    return own if own is not None and own != offset_s else None
+
+
+def offset_text(seconds: float) -> str:
+    """A grid offset in words: ``1800`` -> ``"+30min"``, ``0`` -> ``"+0s"``, ``0.25`` ->
+    ``"+0.25s"``."""
+    if not seconds or not float(seconds).is_integer():
+        return f"+{seconds:g}s"
+    return "+" + _duration(int(seconds))
+
+
+def _duration(seconds: int) -> str:
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
 
 
 def step_text(seconds: float) -> str:

@@ -157,7 +157,8 @@ def serve(
         None,
         "--tick",
         help="The data's time step, e.g. 15min (default: the step the models were trained on; "
-        "5min when they record none).",
+        "5min when they record none). Ticks lie on the models' grid (30 minutes past the "
+        "hour for hourly data stamped at :30 UTC).",
     ),
     allowed_lateness: str = typer.Option(
         "2min", "--allowed-lateness", help="How late a reading may arrive and still join its tick."
@@ -193,8 +194,8 @@ def serve(
     detectors: str = typer.Option(
         "auto",
         "--detectors",
-        help="Anomaly alerts: auto (interval + saved detectors), none, or e.g. "
-        "interval,autoencoder (see pipeline/alerts/build.py).",
+        help="Anomaly alerts: auto (interval, plus detectors saved in MODELS/detectors), "
+        "interval, or none (see pipeline/alerts/build.py).",
     ),
     alert_model: str = typer.Option(
         None, "--alert-model", help="Model whose forecasts the interval detector judges."
@@ -228,15 +229,13 @@ def serve(
             log_level=log_level,
         )
         names = _model_names(only)
-        step = (
-            _models_step(Path(settings.model_dir), names)
-            if tick is None
-            else parse_duration(tick, "--tick")
-        )
+        given = None if tick is None else parse_duration(tick, "--tick")
+        step, offset = _models_grid(Path(settings.model_dir), names, given)
         if step is not None and step.value % 1_000_000:
             raise typer.BadParameter(f"{tick!r}: must be whole milliseconds", param_hint="--tick")
         config = ServiceConfig(
             tick=step,
+            tick_offset=offset,
             allowed_lateness=parse_duration(
                 allowed_lateness, "--allowed-lateness", allow_zero=True
             ),
@@ -332,44 +331,63 @@ def _model_names(only: str | None) -> tuple[str, ...]:
     return names
 
 
-def _models_step(model_dir: Path, only: tuple[str, ...]) -> pd.Timedelta:
-    """The time step the bundles to serve were trained on (their ``step_s``): the service's
-    tick when ``--tick`` is not given; 5 minutes when none records one or the folder holds
-    no readable bundle (the bundles' own checks report that as they load).
+def _models_grid(
+    model_dir: Path, only: tuple[str, ...], tick: pd.Timedelta | None = None
+) -> tuple[pd.Timedelta, pd.Timedelta]:
+    """The time step and grid offset the bundles to serve were trained on (their
+    ``step_s`` and ``offset_s``): the service's tick (``tick``, from ``--tick``, when
+    given) and where its ticks lie. 5 minutes at offset 0 when none records a step or the
+    folder holds no readable bundle (the bundles' own checks report that as they load);
+    offset 0 for bundles written before offsets were recorded, and for ``tick`` when no
+    bundle records it (those of another step are refused as they load).
 
     Raises
     ------
     ValueError
-        When the bundles record different steps, naming two of them.
+        When the bundles record different steps or offsets, naming two of them.
     """
     import json
 
     import pandas as pd
 
-    from models.bundle import step_text
+    from models.bundle import offset_text, recorded_offset, step_text
     from pipeline.model_dir import CONFIG, BundleDirError, discover_bundles
 
     try:
         paths = discover_bundles(model_dir)
     except BundleDirError:
         paths = []
-    steps: dict[int, str] = {}
+    grids: dict[tuple[int, int], str] = {}
     for path in paths:
         try:
             config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
             name, step_s = config.get("model"), config.get("step_s")
-        except (OSError, ValueError, AttributeError):
+            offset_s = recorded_offset(config)
+        except (OSError, ValueError, TypeError, AttributeError):
             continue
-        if isinstance(step_s, int) and step_s > 0 and (not only or name in only):
-            steps.setdefault(step_s, str(name))
+        if not isinstance(step_s, int) or offset_s is None or not 0 <= offset_s < step_s:
+            continue  # no step, or a config the bundle's own checks refuse as it loads
+        if (not only or name in only) and (tick is None or tick.total_seconds() == step_s):
+            grids.setdefault((step_s, offset_s), str(name))
+    steps = {step: name for (step, _), name in sorted(grids.items())}
     if len(steps) > 1:
-        (a, name_a), (b, name_b) = sorted(steps.items())[:2]
+        (a, name_a), (b, name_b) = list(steps.items())[:2]
         raise ValueError(
             f"the models in {model_dir} were trained on different time steps ({name_a}: "
             f"{step_text(a)} steps, {name_b}: {step_text(b)} steps); serve the models of one "
             "step with --only"
         )
-    return pd.Timedelta(seconds=next(iter(steps))) if steps else pd.Timedelta("5min")
+    if len(grids) > 1:
+        ((_, a), name_a), ((_, b), name_b) = sorted(grids.items())[:2]
+        raise ValueError(
+            f"the models in {model_dir} were trained on ticks at different offsets ({name_a}: "
+            f"{offset_text(a)}, {name_b}: {offset_text(b)} past the tick grid of "
+            "1970-01-01T00:00Z); serve the models of one grid with --only"
+        )
+    if not grids:
+        return (pd.Timedelta("5min") if tick is None else tick), pd.Timedelta(0)
+    step_s, offset_s = next(iter(grids))
+    return pd.Timedelta(seconds=step_s), pd.Timedelta(seconds=offset_s)
 
 
 def _preflight(model_dir: Path, store: Path, endpoints: Any) -> None:

@@ -53,7 +53,6 @@ from models.anomaly.neural import (
     standardizer,
     train_network,
 )
-from models.bundle import step_seconds
 from models.nn.devices import resolve_device, seeded
 from models.nn.recurrent import GatedCell, run_cell
 from models.panel import SensorPanel
@@ -182,7 +181,7 @@ class AutoencoderDetector(StreamingDetector):
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Train on ``panel``'s windows, calibrate on ``valid``'s (default: last 20 %)."""
-        self.step_s = step_seconds(panel.freq)
+        self.record_grid(panel)
         c = self.config
         panel, valid = split_valid(panel, valid)
         if panel.n_time < c.window + 1 or valid.n_time < c.window:

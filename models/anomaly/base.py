@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from models.bundle import Bundle, read_bundle, save_bundle
+from models.bundle import Bundle, grid_offset, read_bundle, save_bundle, step_seconds
 from models.panel import SensorPanel
 
 # Reasons are only worded where a sensor is at least this anomalous: wording every
@@ -123,6 +123,13 @@ class StreamingDetector(ABC):
     name: ClassVar[str]
     sensor_ids: tuple[str, ...]
     step_s: int | None = None  # the step of the data it was fitted or started on, seconds
+    offset_s: int | None = None  # that data's grid: first timestamp mod step_s, seconds
+
+    def record_grid(self, panel: SensorPanel) -> None:
+        """Record the time step and grid offset of ``panel`` (``step_s``, ``offset_s``)."""
+        self.step_s = step_seconds(panel.freq)
+        first = panel.timestamps[0] if panel.n_time else None
+        self.offset_s = grid_offset(first, self.step_s)
 
     @abstractmethod
     def start(self, head: SensorPanel) -> Self: ...
@@ -370,6 +377,7 @@ def save_detector_bundle(
         "window": window,
         "horizon": horizon,
         "step_s": detector.step_s,
+        "offset_s": detector.offset_s,
         "detector": settings,
         **extra,
     }

@@ -60,7 +60,6 @@ from models.anomaly.neural import (
     split_valid,
     train_network,
 )
-from models.bundle import step_seconds
 from models.nn.devices import resolve_device, seeded
 from models.panel import SensorPanel
 
@@ -250,7 +249,7 @@ class CorrelationDetector(StreamingDetector):
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Train the ConvLSTM on ``panel``, calibrate on ``valid`` (default: last 20 %)."""
-        self.step_s = step_seconds(panel.freq)
+        self.record_grid(panel)
         self._check_panel(panel)
         c = self.config
         panel, valid = split_valid(panel, valid)

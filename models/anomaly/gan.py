@@ -57,7 +57,6 @@ from models.anomaly.neural import (
     standardizer,
 )
 from models.anomaly.online import series_2d
-from models.bundle import step_seconds
 from models.nn.devices import resolve_device, seeded
 from models.nn.loop import BatchLoss, LoopSettings, train_loop
 from models.panel import SensorPanel
@@ -219,7 +218,7 @@ class GanDetector(StreamingDetector):
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Train on ``panel``'s windows, calibrate on ``valid``'s (default: last 20 %)."""
-        self.step_s = step_seconds(panel.freq)
+        self.record_grid(panel)
         c = self.config
         panel, valid = split_valid(panel, valid)
         if panel.n_time < c.window + 1 or valid.n_time < c.window:

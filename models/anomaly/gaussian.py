@@ -37,7 +37,6 @@ from models.anomaly.base import (
     save_detector_bundle,
 )
 from models.anomaly.likelihood import tail_probability
-from models.bundle import step_seconds
 from models.panel import SensorPanel
 
 # lower/upper are shown as mean -+ this many standard deviations (a 99 % normal interval)
@@ -115,14 +114,14 @@ class WindowedGaussianDetector(StreamingDetector):
     def start(self, head: SensorPanel) -> Self:
         """Begin with empty windows for ``head``'s sensors and learn from the stream only
         (NAB's protocol: ``head``'s rows are not learned from)."""
-        self.step_s = step_seconds(head.freq)
+        self.record_grid(head)
         self._begin(tuple(head.sensor_ids))
         self._fitted = self._snapshot()
         return self
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Fill the windows with the readings of ``panel`` (then ``valid``), in time order."""
-        self.step_s = step_seconds(panel.freq)
+        self.record_grid(panel)
         self._begin(tuple(panel.sensor_ids))
         for part in (panel, valid):
             if part is None:

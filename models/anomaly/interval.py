@@ -54,7 +54,6 @@ from models.anomaly.base import (
     save_detector_bundle,
 )
 from models.anomaly.calibration import ConformalPool, Tail, check_tail
-from models.bundle import step_seconds
 from models.forecasters.base import Forecast, Forecaster, target_windows, window_origins
 from models.panel import SensorPanel
 
@@ -178,7 +177,7 @@ class ForecastIntervalDetector(StreamingDetector):
         ``valid`` give the residual pools, and the values of ``panel`` and ``valid`` the
         normal range.
         """
-        self.step_s = step_seconds(panel.freq)
+        self.record_grid(panel)
         forecaster = self._check_forecaster()
         self.sensor_ids = tuple(panel.sensor_ids)
         if tuple(forecaster.sensor_ids) != self.sensor_ids:
@@ -244,7 +243,7 @@ class ForecastIntervalDetector(StreamingDetector):
         fitted on them). Sensors are not scored until their pools hold ``min_count``
         residuals.
         """
-        self.step_s = step_seconds(head.freq)
+        self.record_grid(head)
         self._check_forecaster()
         self.sensor_ids = tuple(head.sensor_ids)
         self.freq = head.freq

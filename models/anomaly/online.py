@@ -44,7 +44,6 @@ from models.anomaly.base import (
     save_detector_bundle,
 )
 from models.anomaly.calibration import ConformalPool, Tail, check_tail
-from models.bundle import step_seconds
 from models.panel import SensorPanel
 
 
@@ -147,7 +146,7 @@ class OnlineDetector(StreamingDetector):
 
     def start(self, head: SensorPanel) -> Self:
         """Empty memory for ``head``'s sensors; calibrate online on the stream."""
-        self.step_s = step_seconds(head.freq)
+        self.record_grid(head)
         self._begin(tuple(head.sensor_ids), head)
         self._online = True
         self._keep_fitted()
@@ -156,7 +155,7 @@ class OnlineDetector(StreamingDetector):
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         """Stream ``panel`` into the memory, then calibrate on ``valid`` (default: its
         last 20 %), whose rows also join the memory."""
-        self.step_s = step_seconds(panel.freq)
+        self.record_grid(panel)
         if valid is None:
             cut = int(panel.n_time * 0.8)
             panel, valid = panel.slice(0, cut), panel.slice(cut, panel.n_time)

@@ -19,7 +19,7 @@ from models.anomaly.gan import GanDetector
 from models.anomaly.gaussian import WindowedGaussianDetector
 from models.anomaly.interval import ForecastIntervalDetector
 from models.anomaly.spectral import SpectralDetector
-from models.bundle import read_bundle
+from models.bundle import read_bundle, recorded_offset
 
 DETECTORS: dict[str, type[StreamingDetector]] = {
     "interval": ForecastIntervalDetector,
@@ -55,4 +55,5 @@ def load_detector(directory: str | Path) -> StreamingDetector:
         )
     detector = detector_class(model.removeprefix("detector:")).load(directory)
     detector.step_s = config.get("step_s")  # None in bundles written before it was recorded
+    detector.offset_s = recorded_offset(config)
     return detector

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from models.bundle import BundleError, finite_or_none
+from models.bundle import BundleError, finite_or_none, recorded_offset
 from models.panel import SensorPanel
 
 
@@ -155,6 +155,7 @@ class ForecasterBase:
     level: float = 0.9
     halfwidth: np.ndarray | None = None  # float32 [horizon, node], split-conformal
     step_s: int | None = None  # the training data's time step in seconds (None: unknown)
+    offset_s: int | None = None  # its grid: first timestamp mod step_s, seconds (None: unknown)
     floor: np.ndarray | None = None  # float32 [node], see sensor_floor (None: unbounded)
 
     def check_panel(self, panel: SensorPanel) -> None:
@@ -240,7 +241,8 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
 
     Reads ``model.name``, ``sensor_ids``, ``window``, ``horizon``, ``level``,
     ``halfwidth`` (split-conformal, ``[horizon, node]`` or None), ``floor``, ``fingerprint``,
-    ``step_s`` (the training data's step in seconds, or None) and ``valid_metrics`` (set
+    ``step_s`` (the training data's step in seconds, or None), ``offset_s`` (its grid
+    offset in seconds, or None) and ``valid_metrics`` (set
     by ``models.forecasters.evaluation.finish_fit``).
     """
     if not model.sensor_ids:
@@ -256,6 +258,7 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
         "hyper": hyper,
         "fingerprint": getattr(model, "fingerprint", None),
         "step_s": getattr(model, "step_s", None),
+        "offset_s": getattr(model, "offset_s", None),
         "metrics": {"valid": getattr(model, "valid_metrics", None)},
         "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
         "floor": None if floor is None else np.asarray(floor).tolist(),
@@ -281,4 +284,5 @@ def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
     )
     model.fingerprint = config.get("fingerprint")
     model.step_s = config.get("step_s")  # None in bundles written before it was recorded
+    model.offset_s = recorded_offset(config)
     model.valid_metrics = (config.get("metrics") or {}).get("valid")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.bundle import step_seconds
+from models.bundle import grid_offset, step_seconds
 from models.forecasters.base import BatchForecast, Forecaster, ForecasterBase, target_windows
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel
@@ -175,10 +175,10 @@ def validation_backtest(
 
 def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | None) -> None:
     """What every model does at the end of ``fit``: record the training fingerprint, time
-    step and per-sensor floor (:func:`~models.forecasters.base.sensor_floor`) and, with a
-    validation part, the split-conformal half-widths and the validation metrics
-    (``model.fingerprint``, ``model.step_s``, ``model.floor``, ``model.halfwidth``,
-    ``model.valid_metrics``).
+    step and grid offset, per-sensor floor (:func:`~models.forecasters.base.sensor_floor`)
+    and, with a validation part, the split-conformal half-widths and the validation metrics
+    (``model.fingerprint``, ``model.step_s``, ``model.offset_s``, ``model.floor``,
+    ``model.halfwidth``, ``model.valid_metrics``).
 
     A model with its own intervals (``PROBABILISTIC = True``) keeps them: only the
     metrics are recorded.
@@ -187,6 +187,7 @@ def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | N
 
     model.fingerprint = train.fingerprint()  # type: ignore[attr-defined]
     model.step_s = step_seconds(train.freq) if train.n_time > 1 else None
+    model.offset_s = grid_offset(train.timestamps[0], model.step_s) if model.step_s else None
     model.floor = sensor_floor(train.values)
     model.valid_metrics = None  # type: ignore[attr-defined]
     if not model.PROBABILISTIC:

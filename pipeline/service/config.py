@@ -29,6 +29,9 @@ class ServiceConfig:
     Attributes
     ----------
     tick : the grid step of the data (the models' time step).
+    tick_offset : where the grid lies: tick ``k`` is the instant 1970-01-01T00:00Z +
+        ``tick_offset`` + ``k * tick`` (the models' ``offset_s``: 30min for hourly data
+        stamped at half past the hour in UTC). In [0, tick), whole milliseconds.
     allowed_lateness : how long after the newest event time a reading may arrive
         and still join its tick (see :mod:`pipeline.service.assembler`).
     max_clock_skew : readings stamped further than this after the wall clock are
@@ -69,6 +72,7 @@ class ServiceConfig:
     """
 
     tick: pd.Timedelta = _FIVE_MIN
+    tick_offset: pd.Timedelta = _ZERO
     allowed_lateness: pd.Timedelta = _TWO_MIN
     max_clock_skew: pd.Timedelta | None = _ONE_HOUR
     grace: pd.Timedelta | None = _GRACE
@@ -120,8 +124,27 @@ class ServiceConfig:
             object.__setattr__(self, name, value)
         if self.tick.value % 1_000_000:
             raise ValueError(f"tick must be a whole number of milliseconds, got {self.tick}")
+        self._check_offset()
         if self.down_after is not None and self.down_after < 1:
             raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")
+
+    def _check_offset(self) -> None:
+        """``tick_offset`` as a Timedelta in [0, tick), whole milliseconds."""
+        value = self.tick_offset
+        if unitless(value):
+            raise ValueError(f"tick_offset {value!r} has no unit: write {value}s or {value}min")
+        try:
+            offset = to_timedelta(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"tick_offset must be a duration such as 30min, got {value!r}"
+            ) from None
+        if pd.isna(offset) or not _ZERO <= offset < self.tick or offset.value % 1_000_000:
+            raise ValueError(
+                f"tick_offset must be whole milliseconds from 0 to less than the tick "
+                f"({self.tick}), got {value!r}"
+            )
+        object.__setattr__(self, "tick_offset", offset)
 
 
 def to_timedelta(value: object) -> pd.Timedelta:

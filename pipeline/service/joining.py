@@ -39,8 +39,11 @@ log = logging.getLogger("roadcast.service")
 # Poll timeout of the joining thread (see the module docstring); an idle topic keeps an
 # assignment waiting in the thread this long at most.
 JOIN_POLL_MS = 700
-# How long a service that fails during start-up waits for the join to stop.
+# How long a service that fails or stops during start-up waits for the join to stop.
 CANCEL_WAIT_S = 5.0
+# How long a join under way may take to finish when the service leaves the group
+# before it took the consumer over (a stop or a failure during start-up).
+LEAVE_WAIT_S = 5.0
 # How often :meth:`GroupJoin.joined` looks whether the join ended.
 JOINED_POLL_S = 0.1
 
@@ -70,7 +73,8 @@ class GroupJoin:
         self.poll_records = poll_records
         self._stop = stop
         self._cancel = threading.Event()
-        self._give_up_at = 0.0
+        self._leave_by: float | None = None
+        self._done = False
         self._lock = threading.Lock()
         self._consumer: KafkaConsumer | None = None
         self._records: dict[Any, list[Any]] = {}
@@ -83,16 +87,18 @@ class GroupJoin:
         from pipeline.kafka.unreadable import poll_readable
 
         started = time.monotonic()
+        joining = False  # a JoinGroup may be under way: leaving now would jam the group
         try:
             ensure_topics(self.settings)
             consumer = subscribed_consumer(self.settings, self.partitions, self.poll_records)
             with self._lock:
                 self._consumer = consumer
-            while not (self._stop.is_set() or self._given_up()):
+            while not (self._leaving() and (not joining or self._left_waiting())):
                 for tp, records in poll_readable(consumer, JOIN_POLL_MS).items():
                     self._records.setdefault(tp, []).extend(records)
+                joining = True
                 if consumer.assignment():
-                    if self._cancel.is_set():
+                    if self._leaving():
                         return  # joined only to leave: closing sends LeaveGroup
                     seconds = round(time.monotonic() - started, 3)
                     fields = {"seconds": seconds, "partitions": len(consumer.assignment())}
@@ -101,8 +107,30 @@ class GroupJoin:
         except BaseException as exc:  # raised in the service's thread by result()
             self._error = exc
         finally:
-            if self._cancel.is_set():  # nobody will take the consumer over
+            with self._lock:
+                self._done = True
+                leaving = self._leaving()
+            if leaving:  # nobody will take the consumer over
                 self._close()
+
+    def _leaving(self) -> bool:
+        """The service stopped or gave the join up: it will not take the consumer over."""
+        return self._stop.is_set() or self._cancel.is_set()
+
+    def _left_waiting(self) -> bool:
+        """Whether a join being left has waited long enough: at most :data:`LEAVE_WAIT_S`
+        from the first time it is asked (logged then), so that a member which vanishes
+        half-joined does not keep the group's next member waiting for it."""
+        now = time.monotonic()
+        if self._leave_by is None:
+            self._leave_by = now + LEAVE_WAIT_S
+            fields = {
+                "wait_s": LEAVE_WAIT_S,
+                "hint": "stopping during the group join: the join is finished first, then "
+                "the group left, so that the next service joins at once",
+            }
+            log.info("waiting_for_group", extra={"fields": fields})
+        return now >= self._leave_by
 
     def joined(self) -> bool:
         """Wait until the join ends (joined, or failed: :meth:`result` says which);
@@ -133,23 +161,21 @@ class GroupJoin:
     def cancel(self, wait_s: float = 0.0) -> None:
         """Stop joining: the consumer is closed, unless :meth:`result` handed it over.
 
-        With ``wait_s``, a join under way is first completed (for at most that long) so
-        that closing leaves the group: a member that vanishes half-joined is kept by the
-        embedded broker until the rebalance timeout, and the group's next service waits
-        for it. Without it, nothing waits (a bootstrap to an unreachable broker may take
-        its deadline). Nor does anything wait while the thread is still connecting: it
-        closes the consumer it makes without joining."""
-        with self._lock:  # the thread sets its consumer under it: no join starts after this
+        A join under way is first completed in the thread (for at most
+        :data:`LEAVE_WAIT_S`) so that closing leaves the group: a member that vanishes
+        half-joined is kept by the embedded broker until the broker restarts, and the
+        group's next service never joins. ``wait_s`` is how long the caller waits for
+        that; without it, nothing waits. Nor does anything wait while the thread is
+        still connecting (a bootstrap to an unreachable broker may take its deadline):
+        it closes the consumer it makes without joining."""
+        with self._lock:  # the thread sets its consumer and ends under it
             connected = self._consumer is not None
-            self._give_up_at = time.monotonic() + (wait_s if connected else 0.0)
             self._cancel.set()
-        if connected:
-            self._thread.join(wait_s + JOIN_POLL_MS / 1000)
-        if not self._thread.is_alive():
+            done = self._done
+        if done:  # it joined and ended before: it will not close the consumer
             self._close()
-
-    def _given_up(self) -> bool:
-        return self._cancel.is_set() and time.monotonic() >= self._give_up_at
+        elif connected and wait_s > 0:
+            self._thread.join(wait_s + 2 * JOIN_POLL_MS / 1000)  # its last poll, then close
 
     def _close(self) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ window and its alert detectors are fixed for its life, so a new set must
 * forecast exactly the running network's sensors (another network needs another
   service, or a restart);
 * need no longer window than the service keeps;
+* have been trained on ticks at the service's grid offset (:func:`offset_refusal`);
 * still hold every model whose forecasts an alert detector judges, with at least the
   detector's horizon and the sensors in the same order (the detector keeps the pending
   forecasts of the old version and goes on with the new one's).
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.bundle import offset_text, other_offset
 from models.forecasters.base import Forecaster
 from pipeline.kafka.forecast_wire import ForecastEncoder
 from pipeline.service.store_rows import VersionRow
@@ -79,21 +81,38 @@ def _listed(names: set[str]) -> str:
     return shown + (", ..." if len(names) > 3 else "")
 
 
+def offset_refusal(models: Mapping[str, Forecaster], offset_s: float) -> str | None:
+    """Why ``models`` cannot forecast ticks lying ``offset_s`` seconds past the epoch's
+    grid (the service's ``tick_offset``): the first one trained on ticks at another offset
+    (its bundle's ``offset_s``); None when all were (or record no offset)."""
+    for name, model in models.items():
+        if (own := other_offset(model, offset_s)) is not None:
+            return (
+                f"{name} was trained on ticks at {offset_text(own)} past the tick grid of "
+                f"1970-01-01T00:00Z (its offset_s), the service's ticks lie at "
+                f"{offset_text(offset_s)}"
+            )
+    return None
+
+
 def swap_refusal(
     running: Sequence[ModelSlot],
     sensor_ids: Sequence[str],
     window: int,
     models: Mapping[str, Forecaster],
     alert_forecasters: Mapping[str, int],
+    offset_s: float = 0.0,
 ) -> str | None:
     """Why ``models`` cannot replace ``running`` in a live service, or None.
 
-    ``sensor_ids`` and ``window`` are the service's network and rolling window;
-    ``alert_forecasters`` maps each model an alert detector judges to the horizon it
-    needs.
+    ``sensor_ids`` and ``window`` are the service's network and rolling window,
+    ``offset_s`` its grid offset (``ServiceConfig.tick_offset``); ``alert_forecasters``
+    maps each model an alert detector judges to the horizon it needs.
     """
     if not models:
         return "the new serving set has no model"
+    if (reason := offset_refusal(models, offset_s)) is not None:
+        return f"{reason}: restart the service to serve it"
     network = set(sensor_ids)
     for name, model in models.items():
         own = set(model.sensor_ids)

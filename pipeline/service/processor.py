@@ -121,6 +121,7 @@ class PollProcessor(ServiceState):
         self._sensor_changes(outbox, batch, report.counts)
         batch.state.update(
             tick_ms=self.freq_ms,
+            tick_offset_ms=self.offset_ms,
             first_tick=self.assembler.first_tick,
             last_closed=self.assembler.last_closed,
             max_ts_ns=self.assembler.max_ts_ns,

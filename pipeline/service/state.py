@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from models.bundle import offset_text
 from models.forecasters.base import Forecaster
 from models.panel import SensorPanel
 from pipeline.service.assembler import AssemblerConfig, TickAssembler
@@ -34,6 +35,7 @@ from pipeline.service.model_set import (
     Versioned,
     alert_forecasters,
     build_slots,
+    offset_refusal,
     swap_refusal,
     version_rows,
 )
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
     from pipeline.service.metrics import ServiceMetrics
 
 log = logging.getLogger("roadcast.service")
+
+OFFSET_KEY = "tick_offset_ms"  # the store's grid offset; absent (0) in older stores
 
 
 class ServiceState:
@@ -80,6 +84,9 @@ class ServiceState:
 
         if not models:
             raise ValueError("the service needs at least one model; train some with roadcast train")
+        offset_s = config.tick_offset.total_seconds()
+        if (reason := offset_refusal(models, offset_s)) is not None:
+            raise ValueError(f"{reason}: serve them with ServiceConfig(tick_offset=...)")
         self.settings = settings
         self.config = config
         self.alert_hook = alert_hook
@@ -88,8 +95,10 @@ class ServiceState:
         self.column = {s: i for i, s in enumerate(self.sensor_ids)}
         self.window = max(m.window for m in models.values())
         self.freq_ms = int(config.tick.value // 1_000_000)
+        self.offset_ms = int(config.tick_offset.value // 1_000_000)
         self.asm_config = AssemblerConfig(
             freq=config.tick,
+            origin=pd.Timestamp(0, tz="UTC") + config.tick_offset,
             allowed_lateness=config.allowed_lateness,
             window=self.window,
             max_clock_skew=config.max_clock_skew,
@@ -137,6 +146,14 @@ class ServiceState:
                 f"the store {self.settings.store_path} was written with ticks of {tick_ms} ms, "
                 f"not {self.freq_ms} ms; pass --tick {pd.Timedelta(int(tick_ms), 'ms')} or "
                 "use another --store"
+            )
+        stored_offset = int(state.get(OFFSET_KEY) or 0)
+        if tick_ms is not None and stored_offset != self.offset_ms:
+            raise ValueError(
+                f"the store {self.settings.store_path} was written with ticks at "
+                f"{offset_text(stored_offset / 1000)} past the tick grid of 1970-01-01T00:00Z, "
+                f"not {offset_text(self.offset_ms / 1000)}: serve models trained on that grid "
+                "(their offset_s) or use another --store"
             )
         if state.get("max_ts_ns") is None:
             self._restore_alerts(None)
@@ -219,7 +236,8 @@ class ServiceState:
         records which version forecasts from which tick (``model_versions``).
         """
         needs = alert_forecasters(self.alert_hook)
-        reason = swap_refusal(self.models, self.sensor_ids, self.window, models, needs)
+        offset_s = self.config.tick_offset.total_seconds()
+        reason = swap_refusal(self.models, self.sensor_ids, self.window, models, needs, offset_s)
         if reason is not None:
             return reason
         previous, old = self.models, {m.name: m.version for m in self.models}

@@ -1,0 +1,242 @@
+"""Ticks on the training data's grid: a bundle records where its grid lies (``offset_s``,
+the first training timestamp mod the step), and the service lays its ticks there, so a
+network stamped at half past the hour in UTC is served at :30, not pushed onto :00."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.anomaly.gaussian import WindowedGaussianDetector
+from models.anomaly.registry import load_detector
+from models.bundle import MANIFEST, BundleError, read_bundle
+from models.forecasters.ar import AutoRegressive
+from models.forecasters.baselines import Persistence
+from models.forecasters.registry import load_model
+from models.panel import SensorPanel
+from pipeline.model_dir import load_bundles
+from pipeline.service.config import ServiceConfig
+from pipeline.service.loop import ForecastService
+from pipeline.service.model_set import swap_refusal
+from pipeline.settings import Settings, load_settings
+from tests.service_support import (
+    REPO,
+    read_topic,
+    service_env,
+    service_thread,
+    start_service,
+    stop_service,
+    store_counters,
+)
+from tests.waiting import WAIT_S, wait_until
+
+SENSORS = tuple(f"s{i:02d}" for i in range(20))
+HALF_PAST = "2024-03-01T00:00+05:30"  # 2024-02-29T18:30Z: hourly ticks at :30 UTC
+
+
+def panel_from(start: str, n: int, freq: str = "1h") -> SensorPanel:
+    """``n`` steps of ``freq`` readings of 20 sensors from ``start``, in UTC."""
+    rng = np.random.default_rng(0)
+    t = np.arange(n)
+    values = 50 + 8 * np.sin(2 * np.pi * t / 24)[:, None] + rng.normal(0, 1, (n, len(SENSORS)))
+    stamps = pd.date_range(pd.Timestamp(start).tz_convert("UTC"), periods=n, freq=freq)
+    return SensorPanel.from_values(values.astype(np.float32), stamps, SENSORS, name="toy")
+
+
+def train(root: Path, start: str, *models: type) -> Path:
+    """Bundles of ``models`` (persistence and AR by default) trained on 10 days of hourly
+    data from ``start``."""
+    history = panel_from(start, 240)
+    for kind in models or (Persistence, AutoRegressive):
+        model = kind(window=3, horizon=2)
+        model.fit(history.slice(0, 200), valid=history.slice(200, 240))
+        model.save(root / model.name)
+    return root
+
+
+def edit_config(bundle: Path, **changes: object) -> None:
+    """Change ``config.json`` (a value of None removes the key) and re-hash the manifest."""
+    path = bundle / "config.json"
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path.write_text(json.dumps(config))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+# ------------------------------------------------------------------------ bundles
+
+
+@pytest.mark.parametrize(
+    ("start", "freq", "offset"),
+    [
+        (HALF_PAST, "1h", 1800),
+        ("2024-03-01T00:00Z", "1h", 0),
+        ("2024-03-01T00:00+05:30", "1D", 66_600),  # local midnight: 18:30Z
+        ("2024-03-01T00:07Z", "5min", 120),
+    ],
+)
+def test_a_bundle_records_its_grid_offset_and_loads_it(tmp_path, start, freq, offset):
+    model = Persistence(window=3, horizon=2).fit(panel_from(start, 60, freq))
+    model.save(tmp_path / "p")
+    assert read_bundle(tmp_path / "p").config["offset_s"] == offset
+    assert load_model(tmp_path / "p").offset_s == offset
+
+
+def test_an_old_bundle_without_an_offset_reads_as_offset_0(tmp_path):
+    train(tmp_path, HALF_PAST, Persistence)
+    edit_config(tmp_path / "persistence", offset_s=None)
+    assert load_model(tmp_path / "persistence").offset_s == 0
+    edit_config(tmp_path / "persistence", step_s=None)
+    assert load_model(tmp_path / "persistence").offset_s is None
+
+
+@pytest.mark.parametrize("value", [3600, -1, 1.5, "1800", True])
+def test_a_bad_offset_is_refused_naming_bundle_and_field(tmp_path, value):
+    train(tmp_path, HALF_PAST, Persistence)
+    edit_config(tmp_path / "persistence", offset_s=value)
+    with pytest.raises(BundleError, match=r"field 'offset_s' must be a whole number of seconds"):
+        read_bundle(tmp_path / "persistence")
+
+
+def test_a_saved_detector_records_its_grid_offset(tmp_path):
+    detector = WindowedGaussianDetector().fit(panel_from(HALF_PAST, 60))
+    detector.save(tmp_path / "gaussian")
+    assert read_bundle(tmp_path / "gaussian").config["offset_s"] == 1800
+    assert load_detector(tmp_path / "gaussian").offset_s == 1800
+
+
+# ------------------------------------------------------------------------ service
+
+
+def produce(settings: Settings, panel: SensorPanel) -> int:
+    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.replay import replay
+
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    try:
+        return replay(panel, producer, settings.topic_readings, progress=False).messages
+    finally:
+        producer.close()
+
+
+@pytest.mark.integration
+def test_a_network_stamped_at_half_past_is_served_on_its_own_grid(kafka_settings, tmp_path):
+    bundles = train(tmp_path / "bundles", HALF_PAST)
+    live = panel_from("2024-03-11T00:00+05:30", 8)  # after the training days, at :30 UTC
+    sent = produce(kafka_settings, live)
+    store, log = tmp_path / "store.sqlite", tmp_path / "serve.log"
+    proc = start_service(kafka_settings, bundles, store, log, "--detectors", "none")
+    try:
+        wait_until(
+            lambda: (
+                proc.poll() is not None
+                or store_counters(store).get("ticks_closed", 0) >= live.n_time - 1
+            ),
+            what="the ticks at half past to close",
+            details=lambda: log.read_text()[-3000:],
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        assert stop_service(proc) == 0, log.read_text()[-3000:]
+    counters = store_counters(store)
+    assert counters["valid"] == sent
+    assert counters.get("late", 0) == 0
+    forecasts = [
+        json.loads(r.value) for r in read_topic(kafka_settings, kafka_settings.topic_forecasts)
+    ]
+    assert {f["model"] for f in forecasts} == {"ar", "persistence"}
+    first = min(forecasts, key=lambda f: f["issued_at"])
+    assert first["issued_at"] == "2024-03-10T18:30:00Z"
+    assert first["targets"] == ["2024-03-10T19:30:00Z", "2024-03-10T20:30:00Z"]
+    assert all(f["issued_at"].endswith(":30:00Z") for f in forecasts)
+    with sqlite3.connect(store) as db:
+        state = dict(db.execute("SELECT key, value FROM state"))
+    assert state["tick_ms"] == 3_600_000 and state["tick_offset_ms"] == 1_800_000
+
+
+def run_serve(settings: Settings, bundles: Path, store: Path) -> subprocess.CompletedProcess[str]:
+    """``roadcast serve`` expected to refuse at start (killed, failing, if it serves)."""
+    args = [
+        sys.executable, "-m", "flows.cli", "serve", "--models", str(bundles),
+        "--store", str(store), "--detectors", "none",
+    ]  # fmt: skip
+    try:
+        return subprocess.run(
+            args, cwd=REPO, env=service_env(settings), capture_output=True, text=True,
+            timeout=WAIT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AssertionError("roadcast serve started instead of refusing") from None
+
+
+@pytest.mark.integration
+def test_models_of_different_offsets_are_refused_in_one_line(kafka_settings, tmp_path):
+    bundles = train(tmp_path / "bundles", "2024-03-01T00:00Z", Persistence)
+    train(bundles, HALF_PAST, AutoRegressive)
+    result = run_serve(kafka_settings, bundles, tmp_path / "s.sqlite")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"error: the models in {bundles} were trained on ticks at different offsets "
+        "(persistence: +0s, ar: +30min past the tick grid of 1970-01-01T00:00Z); serve the "
+        "models of one grid with --only\n"
+    )
+
+
+def test_a_service_refuses_models_of_another_offset_than_its_grid(tmp_path):
+    models = load_bundles(train(tmp_path / "bundles", HALF_PAST))
+    settings = load_settings(store_path=tmp_path / "s.sqlite")
+    with pytest.raises(ValueError, match=r"ar was trained on ticks at \+30min .* at \+0s"):
+        ForecastService(settings, ServiceConfig(tick="1h"), models)
+
+
+def test_a_hot_reload_of_another_offset_is_refused(tmp_path):
+    old = load_bundles(train(tmp_path / "old", "2024-03-01T00:00Z", Persistence))
+    new = load_bundles(train(tmp_path / "new", HALF_PAST, Persistence))
+    assert swap_refusal([], SENSORS, 3, old, {}, 0.0) is None
+    reason = swap_refusal([], SENSORS, 3, new, {}, 0.0)
+    assert reason == (
+        "persistence was trained on ticks at +30min past the tick grid of 1970-01-01T00:00Z "
+        "(its offset_s), the service's ticks lie at +0s: restart the service to serve it"
+    )
+
+
+@pytest.mark.integration
+def test_a_restart_at_another_offset_is_refused(kafka_settings, tmp_path):
+    store = tmp_path / "store.sqlite"
+    settings = kafka_settings.model_copy(update={"store_path": store})
+    half_past = load_bundles(train(tmp_path / "half", HALF_PAST, Persistence))
+    config = ServiceConfig(tick="1h", tick_offset="30min", allowed_lateness="0min")
+    service = ForecastService(settings, config, half_past)
+    live = panel_from("2024-03-11T00:00+05:30", 4)
+    produce(settings, live)
+    with service_thread(service):
+        wait_until(lambda: service.counters["ticks_closed"] >= 3, what="the ticks to close")
+    on_the_hour = train(tmp_path / "hour", "2024-03-01T00:00Z", Persistence)
+    result = run_serve(kafka_settings, on_the_hour, store)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] + "\n" == (  # after the JSON log of the group join
+        f"error: the store {store} was written with ticks at +30min past the tick grid of "
+        "1970-01-01T00:00Z, not +0s: serve models trained on that grid (their offset_s) or "
+        "use another --store\n"
+    )
+    with sqlite3.connect(store) as db:  # a store written before offsets were recorded: 0
+        db.execute("DELETE FROM state WHERE key = 'tick_offset_ms'")
+    ForecastService(settings, ServiceConfig(tick="1h"), load_bundles(on_the_hour)).store.close()
+    with pytest.raises(ValueError, match=r"written with ticks at \+0s .*, not \+30min"):
+        ForecastService(settings, config, half_past)
