@@ -145,6 +145,20 @@ def read_topic(settings: Settings, topic: str, *, settle_s: float = 0.5) -> list
         consumer.close()
 
 
+def produce_panel(settings: Settings, panel: SensorPanel) -> int:
+    """Replay ``panel``'s readings into the readings topic (created if missing); returns
+    how many records were sent."""
+    from pipeline.kafka.clients import ensure_topics, make_producer
+    from pipeline.kafka.replay import replay
+
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    try:
+        return replay(panel, producer, settings.topic_readings, progress=False).messages
+    finally:
+        producer.close()
+
+
 def store_counters(path: Path) -> dict[str, int]:
     """The service's counters, read from its store (empty before it exists)."""
     from pipeline.service.store import Store, StoreError
@@ -207,6 +221,46 @@ def start_service(
         return subprocess.Popen(
             args, cwd=REPO, env=service_env(settings), stdout=sink, stderr=subprocess.STDOUT
         )
+
+
+def serve_until_closed(
+    settings: Settings, bundles: Path, store: Path, log: Path, ticks: int, *extra: str
+) -> None:
+    """Run ``roadcast serve`` until ``ticks`` ticks have closed in ``store``, then stop it
+    (it must be running then, and exit 0)."""
+    proc = start_service(settings, bundles, store, log, *extra)
+    try:
+        wait_until(
+            lambda: (
+                proc.poll() is not None or store_counters(store).get("ticks_closed", 0) >= ticks
+            ),
+            what=f"{ticks} ticks to close",
+            details=lambda: log.read_text()[-3000:],
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        assert stop_service(proc) == 0, log.read_text()[-3000:]
+
+
+def edit_config(bundle: Path, **changes: object) -> None:
+    """Change a bundle's ``config.json`` (a value of None removes the key) and re-hash
+    the manifest, as an edited or older bundle would be."""
+    import hashlib
+    import json
+
+    from models.bundle import MANIFEST
+
+    path = bundle / "config.json"
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path.write_text(json.dumps(config))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 
 def wait_started(log: Path) -> None:

@@ -3,7 +3,6 @@ refuse data and ticks of another step, and bundles without it still load."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.train_models import train_models
-from models.bundle import MANIFEST, BundleError, read_bundle
+from models.bundle import BundleError, read_bundle
 from models.forecasters.baselines import Persistence
 from models.forecasters.comparison import TrainPlan, evaluate_bundle
 from models.forecasters.registry import load_model
@@ -24,6 +23,7 @@ from pipeline.model_dir import BundleDirError
 from pipeline.registry.serving import promote
 from pipeline.registry.versions import register
 from pipeline.registry.watch import ServingWatcher, load_serving
+from tests.service_support import edit_config
 from tests.waiting import wait_until
 
 SENSORS = ("s0", "s1", "s2")
@@ -35,21 +35,6 @@ def panel_at(freq: str, n: int = 240) -> SensorPanel:
     values = 50 + 8 * np.sin(2 * np.pi * t / 24)[:, None] + rng.normal(0, 1, (n, len(SENSORS)))
     stamps = pd.date_range("2024-03-01", periods=n, freq=freq, tz="UTC")
     return SensorPanel.from_values(values.astype(np.float32), stamps, SENSORS, name="toy")
-
-
-def edit_config(bundle: Path, **changes: object) -> None:
-    """Change ``config.json`` (a value of None removes the key) and re-hash the manifest."""
-    path = bundle / "config.json"
-    config = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    path.write_text(json.dumps(config))
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    manifest["files"]["config.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.fixture(scope="module")

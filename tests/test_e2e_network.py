@@ -15,18 +15,15 @@ from typer.testing import CliRunner
 from flows.cli import app
 from models.forecasters.baselines import Persistence
 from models.panel import SensorPanel
-from pipeline.kafka.clients import ensure_topics, make_producer
-from pipeline.kafka.replay import replay
 from pipeline.model_dir import load_bundles
 from pipeline.service.config import ServiceConfig
 from pipeline.service.loop import ForecastService
 from pipeline.service.store import Store
-from pipeline.settings import Settings
 from tests.service_support import (
+    produce_panel,
     read_topic,
+    serve_until_closed,
     service_thread,
-    start_service,
-    stop_service,
     store_counters,
 )
 from tests.waiting import wait_until
@@ -51,33 +48,12 @@ def bundles_at(root: Path, freq: str) -> Path:
     return root
 
 
-def produce(settings: Settings, panel: SensorPanel) -> int:
-    ensure_topics(settings)
-    producer = make_producer(settings)
-    try:
-        return replay(panel, producer, settings.topic_readings, progress=False).messages
-    finally:
-        producer.close()
-
-
 def test_serve_takes_its_tick_from_the_models(kafka_settings, tmp_path):
     bundles = bundles_at(tmp_path / "bundles", "1h")
     live = panel_at("1h", 6)
-    sent = produce(kafka_settings, live)
+    sent = produce_panel(kafka_settings, live)
     store, log = tmp_path / "store.sqlite", tmp_path / "serve.log"
-    proc = start_service(kafka_settings, bundles, store, log)  # no --tick
-    try:
-        wait_until(
-            lambda: (
-                proc.poll() is not None
-                or store_counters(store).get("ticks_closed", 0) >= live.n_time - 1
-            ),
-            what="the hourly ticks to close",
-            details=lambda: log.read_text()[-3000:],
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
-    finally:
-        assert stop_service(proc) == 0, log.read_text()[-3000:]
+    serve_until_closed(kafka_settings, bundles, store, log, live.n_time - 1)  # no --tick
     with Store(store, readonly=True) as db:
         assert db.state()["tick_ms"] == 3_600_000
     assert store_counters(store)["valid"] == sent
@@ -124,7 +100,7 @@ def test_readings_finer_than_the_models_step_are_named_once(
     live = panel_at("15min", 12)
     with service_thread(service):
         for k in range(live.n_time) if paced else [None]:
-            produce(settings, live if k is None else live.slice(k, k + 1))
+            produce_panel(settings, live if k is None else live.slice(k, k + 1))
             done = live.n_time if k is None else k + 1
             wait_until(
                 lambda done=done: service.counters["consumed"] >= done * len(SENSORS),
@@ -147,7 +123,7 @@ def test_readings_coarser_than_the_models_step_are_named_once(kafka_settings, tm
     config = ServiceConfig(tick=pd.Timedelta("15min"), allowed_lateness="0min", durable=False)
     service = ForecastService(settings, config, models)
     live = panel_at("1h", 10)
-    produce(settings, live)
+    produce_panel(settings, live)
     with service_thread(service):
         wait_until(
             lambda: service.counters["ticks_closed"] >= live.n_time - 1,
@@ -169,7 +145,7 @@ def test_a_steady_network_with_an_outage_is_not_a_mismatch(kafka_settings, tmp_p
     mask = live.mask.copy()
     mask[5:9] = False  # an hour without readings
     gappy = SensorPanel(live.values, mask, live.timestamps, live.sensor_ids)
-    sent = produce(settings, gappy)
+    sent = produce_panel(settings, gappy)
     with service_thread(service):
         wait_until(lambda: service.counters["consumed"] >= sent, what="the readings")
         wait_until(lambda: service.counters["ticks_closed"] >= 11, what="the ticks to close")

@@ -4,7 +4,6 @@ network stamped at half past the hour in UTC is served at :30, not pushed onto :
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from models.anomaly.gaussian import WindowedGaussianDetector
 from models.anomaly.registry import load_detector
-from models.bundle import MANIFEST, BundleError, read_bundle
+from models.bundle import BundleError, read_bundle
 from models.forecasters.ar import AutoRegressive
 from models.forecasters.baselines import Persistence
 from models.forecasters.registry import load_model
@@ -29,11 +28,12 @@ from pipeline.service.model_set import swap_refusal
 from pipeline.settings import Settings, load_settings
 from tests.service_support import (
     REPO,
+    edit_config,
+    produce_panel,
     read_topic,
+    serve_until_closed,
     service_env,
     service_thread,
-    start_service,
-    stop_service,
     store_counters,
 )
 from tests.waiting import WAIT_S, wait_until
@@ -60,21 +60,6 @@ def train(root: Path, start: str, *models: type) -> Path:
         model.fit(history.slice(0, 200), valid=history.slice(200, 240))
         model.save(root / model.name)
     return root
-
-
-def edit_config(bundle: Path, **changes: object) -> None:
-    """Change ``config.json`` (a value of None removes the key) and re-hash the manifest."""
-    path = bundle / "config.json"
-    config = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    path.write_text(json.dumps(config))
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    manifest["files"]["config.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 
 # ------------------------------------------------------------------------ bundles
@@ -122,37 +107,13 @@ def test_a_saved_detector_records_its_grid_offset(tmp_path):
 # ------------------------------------------------------------------------ service
 
 
-def produce(settings: Settings, panel: SensorPanel) -> int:
-    from pipeline.kafka.clients import ensure_topics, make_producer
-    from pipeline.kafka.replay import replay
-
-    ensure_topics(settings)
-    producer = make_producer(settings)
-    try:
-        return replay(panel, producer, settings.topic_readings, progress=False).messages
-    finally:
-        producer.close()
-
-
 @pytest.mark.integration
 def test_a_network_stamped_at_half_past_is_served_on_its_own_grid(kafka_settings, tmp_path):
     bundles = train(tmp_path / "bundles", HALF_PAST)
     live = panel_from("2024-03-11T00:00+05:30", 8)  # after the training days, at :30 UTC
-    sent = produce(kafka_settings, live)
+    sent = produce_panel(kafka_settings, live)
     store, log = tmp_path / "store.sqlite", tmp_path / "serve.log"
-    proc = start_service(kafka_settings, bundles, store, log, "--detectors", "none")
-    try:
-        wait_until(
-            lambda: (
-                proc.poll() is not None
-                or store_counters(store).get("ticks_closed", 0) >= live.n_time - 1
-            ),
-            what="the ticks at half past to close",
-            details=lambda: log.read_text()[-3000:],
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
-    finally:
-        assert stop_service(proc) == 0, log.read_text()[-3000:]
+    serve_until_closed(kafka_settings, bundles, store, log, live.n_time - 1, "--detectors", "none")
     counters = store_counters(store)
     assert counters["valid"] == sent
     assert counters.get("late", 0) == 0
@@ -223,7 +184,7 @@ def test_a_restart_at_another_offset_is_refused(kafka_settings, tmp_path):
     config = ServiceConfig(tick="1h", tick_offset="30min", allowed_lateness="0min")
     service = ForecastService(settings, config, half_past)
     live = panel_from("2024-03-11T00:00+05:30", 4)
-    produce(settings, live)
+    produce_panel(settings, live)
     with service_thread(service):
         wait_until(lambda: service.counters["ticks_closed"] >= 3, what="the ticks to close")
     on_the_hour = train(tmp_path / "hour", "2024-03-01T00:00Z", Persistence)

@@ -3,7 +3,6 @@ the training part holds two weekends (``models.nn.inputs.weekend_inputs``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.bundle import MANIFEST
 from models.forecasters.rnn import LSTMForecaster
 from models.forecasters.tgclstm import TGCLSTM, TGCLSTMConfig
 from models.nn.inputs import InputSpec, time_features, weekend_effect, weekend_inputs, weekends
 from models.nn.training import TrainConfig
 from models.panel import SensorPanel
 from pipeline.data.graph import RoadGraph
+from tests.service_support import edit_config
 
 TRAIN = TrainConfig(epochs=1, batch_size=32, seed=0, progress=False, device="cpu")
 
@@ -97,12 +96,7 @@ def test_a_bundle_written_before_the_flag_ahead_reads_the_step_s_own_flag(tmp_pa
     model = LSTMForecaster(window=6, horizon=4, hidden=8, day_of_week=True, weekend_shift=0,
                            train=TRAIN).fit(panel)  # fmt: skip
     model.save(tmp_path / "lstm")
-    config_path = tmp_path / "lstm" / "config.json"
-    config = json.loads(config_path.read_text())
-    del config["hyper"]["weekend_shift"]  # as older bundles were written
-    config_path.write_text(json.dumps(config))
-    manifest_path = tmp_path / "lstm" / MANIFEST
-    manifest = json.loads(manifest_path.read_text())
-    manifest["files"]["config.json"] = hashlib.sha256(config_path.read_bytes()).hexdigest()
-    manifest_path.write_text(json.dumps(manifest))
+    hyper = json.loads((tmp_path / "lstm" / "config.json").read_text())["hyper"]
+    del hyper["weekend_shift"]  # as older bundles were written
+    edit_config(tmp_path / "lstm", hyper=hyper)
     assert LSTMForecaster.load(tmp_path / "lstm").input_spec().weekend_shift == 0
