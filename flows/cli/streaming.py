@@ -279,7 +279,7 @@ def serve(
             endpoints.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints)
+    _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints, config)
     from pipeline.service.store import StoreError, StoreLock
 
     try:  # before the join: a second service on the store never touches the group
@@ -390,12 +390,14 @@ def _models_grid(
     return pd.Timedelta(seconds=step_s), pd.Timedelta(seconds=offset_s)
 
 
-def _preflight(model_dir: Path, store: Path, endpoints: Any) -> None:
+def _preflight(model_dir: Path, store: Path, endpoints: Any, config: Any) -> None:
     """Refuse, before joining the consumer group (whose members would rebalance twice for
-    a service that then exits), a models folder without bundles and an existing file that
-    is no roadcast store; the bundles themselves are checked as they load."""
+    a service that then exits), a models folder without bundles, an existing file that
+    is no roadcast store, and a store written at other ticks than ``config``'s (a
+    ``ServiceConfig``); the bundles themselves are checked as they load."""
     from pipeline.model_dir import BundleDirError, discover_bundles, no_bundles
-    from pipeline.service.store import StoreError
+    from pipeline.service.state import grid_problem
+    from pipeline.service.store import Store, StoreError
     from pipeline.service.store_reads import check_store
 
     try:
@@ -403,6 +405,13 @@ def _preflight(model_dir: Path, store: Path, endpoints: Any) -> None:
             raise no_bundles(model_dir)
         if store.is_dir() or (store.is_file() and store.stat().st_size > 0):  # new: created
             check_store(store)
+            with Store(store, readonly=True) as db:
+                state = db.state()
+            freq_ms, offset_ms = (
+                int(d.value // 1_000_000) for d in (config.tick, config.tick_offset)
+            )
+            if (problem := grid_problem(state, store, freq_ms, offset_ms)) is not None:
+                raise StoreError(problem)
     except (BundleDirError, StoreError) as exc:
         if endpoints is not None:
             endpoints.close()

@@ -53,6 +53,29 @@ log = logging.getLogger("roadcast.service")
 OFFSET_KEY = "tick_offset_ms"  # the store's grid offset; absent (0) in older stores
 
 
+def grid_problem(
+    state: Mapping[str, object], store: object, freq_ms: int, offset_ms: int
+) -> str | None:
+    """Why a store whose ``state`` table holds this cannot take ticks of ``freq_ms`` at
+    ``offset_ms`` past the epoch's grid; None when it can (a new store takes any)."""
+    tick_ms = state.get("tick_ms")
+    if tick_ms is None:
+        return None
+    if int(str(tick_ms)) != freq_ms:
+        return (
+            f"the store {store} was written with ticks of {tick_ms} ms, not {freq_ms} ms; "
+            f"pass --tick {pd.Timedelta(int(str(tick_ms)), 'ms')} or use another --store"
+        )
+    stored_offset = int(str(state.get(OFFSET_KEY) or 0))
+    if stored_offset != offset_ms:
+        return (
+            f"the store {store} was written with ticks at {offset_text(stored_offset / 1000)} "
+            f"past the tick grid of 1970-01-01T00:00Z, not {offset_text(offset_ms / 1000)}: "
+            "serve models trained on that grid (their offset_s) or use another --store"
+        )
+    return None
+
+
 class ServiceState:
     """The service's state between poll batches (see the module docstring).
 
@@ -107,19 +130,23 @@ class ServiceState:
         )
         self.cadence = CadenceCheck(self.sensor_ids, self.asm_config)
         self.store = Store(settings.store_path, durable=config.durable, exclusive=True)
-        self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
-        self.publisher = Publisher(settings, self._timed)
-        self.models: list[ModelSlot] = build_slots(
-            models, self.column, self.store_ids, self.publisher.encoder, versions
-        )
-        self.counters: Counter[str] = Counter(self.store.counters())
-        self.latencies: deque[float] = deque(maxlen=10_000)
-        # Seconds spent per stage (decode, assemble, predict.<model>, encode, send, flush,
-        # store...) since start: where a tick's time goes, for the logs and benchmarks.
-        self.stage_s: dict[str, float] = {}
-        self.partitions = PartitionTracker(idle_s=config.partition_idle_s)
-        self.decoder = ReadingDecoder(self.column, settings.topic_dlq)
-        self.restore()
+        try:  # a store that cannot be served is closed again, not left open
+            self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
+            self.publisher = Publisher(settings, self._timed)
+            self.models: list[ModelSlot] = build_slots(
+                models, self.column, self.store_ids, self.publisher.encoder, versions
+            )
+            self.counters: Counter[str] = Counter(self.store.counters())
+            self.latencies: deque[float] = deque(maxlen=10_000)
+            # Seconds spent per stage (decode, assemble, predict.<model>, encode, send,
+            # flush, store...) since start: where a tick's time goes, for logs and benchmarks.
+            self.stage_s: dict[str, float] = {}
+            self.partitions = PartitionTracker(idle_s=config.partition_idle_s)
+            self.decoder = ReadingDecoder(self.column, settings.topic_dlq)
+            self.restore()
+        except BaseException:
+            self.store.close()
+            raise
         # Model versions new to the store, written with the next stored batch.
         self.version_rows = self._version_rows(versions or {})
         self.metrics = metrics
@@ -140,21 +167,9 @@ class ServiceState:
         self.assembler = TickAssembler(self.sensor_ids, self.asm_config)
         self.scorer = LiveScorer({m.name: m.model.horizon for m in self.models})
         state = self.store.state()
-        tick_ms = state.get("tick_ms")
-        if tick_ms is not None and int(tick_ms) != self.freq_ms:
-            raise ValueError(
-                f"the store {self.settings.store_path} was written with ticks of {tick_ms} ms, "
-                f"not {self.freq_ms} ms; pass --tick {pd.Timedelta(int(tick_ms), 'ms')} or "
-                "use another --store"
-            )
-        stored_offset = int(state.get(OFFSET_KEY) or 0)
-        if tick_ms is not None and stored_offset != self.offset_ms:
-            raise ValueError(
-                f"the store {self.settings.store_path} was written with ticks at "
-                f"{offset_text(stored_offset / 1000)} past the tick grid of 1970-01-01T00:00Z, "
-                f"not {offset_text(self.offset_ms / 1000)}: serve models trained on that grid "
-                "(their offset_s) or use another --store"
-            )
+        problem = grid_problem(state, self.settings.store_path, self.freq_ms, self.offset_ms)
+        if problem is not None:
+            raise ValueError(problem)
         if state.get("max_ts_ns") is None:
             self._restore_alerts(None)
             return  # a new store
