@@ -104,7 +104,8 @@ class ServiceConfig:
             raise ValueError(f"rejoin_after_s must be > 0, got {self.rejoin_after_s}")
         if self.poll_timeout_ms < 0:
             raise ValueError(f"poll_timeout_ms must be >= 0, got {self.poll_timeout_ms}")
-        for name in ("tick", "allowed_lateness", "max_clock_skew", "grace"):
+        may_be_zero = ("allowed_lateness", "tick_offset")
+        for name in ("tick", "tick_offset", "allowed_lateness", "max_clock_skew", "grace"):
             value = getattr(self, name)
             if value is None and name in ("max_clock_skew", "grace"):
                 continue
@@ -116,35 +117,21 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be a duration such as 5min, got {value!r}") from None
             if pd.isna(value):
                 raise ValueError(f"{name} must be a duration such as 5min, got NaT")
-            if value < _ZERO or (value == _ZERO and name != "allowed_lateness"):
-                floor = ">= 0" if name == "allowed_lateness" else "positive"
+            if value < _ZERO or (value == _ZERO and name not in may_be_zero):
+                floor = ">= 0" if name in may_be_zero else "positive"
                 raise ValueError(f"{name} must be {floor}, got {value.total_seconds():g} s")
             if value > MAX_DURATION:
                 raise ValueError(f"{name} must be at most {MAX_DURATION.days} days, got {value}")
             object.__setattr__(self, name, value)
         if self.tick.value % 1_000_000:
             raise ValueError(f"tick must be a whole number of milliseconds, got {self.tick}")
-        self._check_offset()
-        if self.down_after is not None and self.down_after < 1:
-            raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")
-
-    def _check_offset(self) -> None:
-        """``tick_offset`` as a Timedelta in [0, tick), whole milliseconds."""
-        value = self.tick_offset
-        if unitless(value):
-            raise ValueError(f"tick_offset {value!r} has no unit: write {value}s or {value}min")
-        try:
-            offset = to_timedelta(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"tick_offset must be a duration such as 30min, got {value!r}"
-            ) from None
-        if pd.isna(offset) or not _ZERO <= offset < self.tick or offset.value % 1_000_000:
+        if self.tick_offset >= self.tick or self.tick_offset.value % 1_000_000:
             raise ValueError(
                 f"tick_offset must be whole milliseconds from 0 to less than the tick "
-                f"({self.tick}), got {value!r}"
+                f"({self.tick}), got {self.tick_offset}"
             )
-        object.__setattr__(self, "tick_offset", offset)
+        if self.down_after is not None and self.down_after < 1:
+            raise ValueError(f"down_after must be at least 1 tick (or None), got {self.down_after}")
 
 
 def to_timedelta(value: object) -> pd.Timedelta:
