@@ -1,4 +1,4 @@
-"""Three generated sensor networks unlike the simulator's, for checking ``roadcast train``
+"""Sensor networks generated unlike the simulator's, for checking ``roadcast train``
 on data nobody tuned it on (numpy/pandas only, fixed seeds). Written from a brief that
 named only the goals of issue 12 and the kinds of network already checked; no setting of
 roadcast was chosen on them. docs/results.md, "Networks generated outside the simulator",
@@ -14,7 +14,17 @@ air.csv        + air_adj.csv        40 PM2.5 sensors (ug/m3), 30 min, 120 days;
                                      square distance-weighted matrix with header,
                                      4 sensors with ~20 % empty cells
 
-Run: ``python -m benchmarks.heldout_networks --out DIR`` then, per network,
+Two more, made later by a probe of the weekend input (docs/decisions.md, "Weekend input"):
+
+hourly.csv     + hourly_adj.csv     40 speed sensors (mph), 1 h, four months, weekly
+                                     profile and holidays, at the 40 METR-LA locations
+                                     nearest its centre (needs
+                                     ``metr-la/graph_sensor_locations.csv`` under the
+                                     data folder, else skipped); Gaussian kernel matrix
+corridor.csv   + corridor_edges.csv 60 vehicle-count sensors, 15 min, 35 days, a
+                                     directed corridor, edge list src,dst,distance_mi
+
+Run: ``python -m benchmarks.heldout_networks --out DIR [--data DATA]`` then, per network,
 ``roadcast train csv:DIR/water.csv --adjacency DIR/water_edges.csv --seeds 2 --out ...``.
 """
 
@@ -25,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from models.graph import haversine_km
+from pipeline.data.datasets import dataset_dir
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -333,14 +346,110 @@ def make_air(out: Path) -> None:
     print(f"air: {x.shape}, {int((w > 0).sum())} nonzero, values {x.min():.1f}..{x.max():.1f}")
 
 
+# ---------------------------------------------------------------------------- d. hourly
+def bump(hour: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """A daily Gaussian bump at ``centre`` o'clock, ``width`` hours wide."""
+    dh = (hour - centre + 12) % 24 - 12
+    return np.exp(-0.5 * (dh / width) ** 2)
+
+
+def make_hourly(out: Path, locations: Path) -> None:
+    if not locations.is_file():
+        print(f"hourly: skipped, {locations} is missing")
+        return
+    rng = np.random.default_rng(101)
+    loc = pd.read_csv(locations)
+    centre = loc[["latitude", "longitude"]].median().to_numpy()
+    d0 = haversine_km(loc.latitude.to_numpy(), loc.longitude.to_numpy(), centre[0], centre[1])
+    n = 40
+    sub = loc.iloc[np.argsort(d0)[:n]].reset_index(drop=True)
+    ids = sub.sensor_id.astype(str).tolist()
+    lat, lon = sub.latitude.to_numpy(), sub.longitude.to_numpy()
+    d = haversine_km(lat[:, None], lon[:, None], lat[None], lon[None])
+    w = np.exp(-((d / d[np.triu_indices(n, 1)].std()) ** 2))
+    w[w < 0.1] = 0.0
+    times = pd.date_range("2024-09-02", "2024-12-31 23:00", freq="1h")
+    steps = len(times)
+    hod = times.hour.to_numpy().astype(float)
+    dow = times.day_of_week.to_numpy()
+    holidays = ["2024-09-02", "2024-10-14", "2024-11-11", "2024-11-28", "2024-11-29"]
+    holidays += ["2024-12-24", "2024-12-25", "2024-12-31"]
+    is_hol = np.isin(times.strftime("%Y-%m-%d"), holidays)
+    kind = np.where(is_hol | (dow == 6), 2, np.where(dow == 5, 1, 0))  # weekday, Sat, Sun
+    am, pm = rng.uniform(0.2, 1.0, n), rng.uniform(0.2, 1.0, n)
+    weekday = am[None] * bump(hod, 8, 1.3)[:, None] + pm[None] * bump(hod, 17.5, 1.6)[:, None]
+    weekday += (dow == 4)[:, None] * 0.25 * bump(hod, 15, 2.0)[:, None]  # Friday afternoon
+    weekday += (dow == 0)[:, None] * 0.15 * bump(hod, 8, 1.3)[:, None]  # Monday morning
+    saturday = 0.35 * bump(hod, 14, 3.0)[:, None] * np.ones((1, n))
+    sunday = 0.2 * bump(hod, 15, 3.0)[:, None] * np.ones((1, n))
+    profile = np.where(
+        (kind == 0)[:, None], weekday, np.where((kind == 1)[:, None], saturday, sunday)
+    )
+    season = 1 + 0.15 * np.arange(steps) / steps
+    # incidents diffuse over the kernel graph for hours
+    m = w / w.sum(1, keepdims=True)
+    z = np.zeros((steps, n))
+    shocks = (rng.random((steps, n)) < 0.004) * rng.uniform(0.5, 1.5, (steps, n))
+    for t in range(1, steps):
+        z[t] = 0.45 * z[t - 1] + 0.45 * (m @ z[t - 1]) + shocks[t] + rng.normal(0, 0.04, n)
+    noise = np.exp(rng.normal(0, 0.08, (steps, n)))
+    congestion = np.clip(profile * season[:, None] * noise + 0.6 * z, 0, 0.95)
+    free_flow = rng.uniform(58, 68, n)
+    speed = free_flow[None] * (1 - 0.75 * congestion) + rng.normal(0, 0.8, (steps, n))
+    frame = pd.DataFrame(np.round(speed, 2), columns=ids)
+    frame.insert(0, "timestamp", times.strftime("%Y-%m-%d %H:%M:%S"))
+    frame.to_csv(out / "hourly.csv", index=False)
+    pd.DataFrame(np.round(w, 6), columns=ids).to_csv(out / "hourly_adj.csv", index=False)
+    print(f"hourly: {speed.shape}, {int((w > 0).sum()) - n} edges, {is_hol.sum() // 24} holidays")
+
+
+# ---------------------------------------------------------------------------- e. corridor
+def make_corridor(out: Path) -> None:
+    rng = np.random.default_rng(202)
+    n = 60
+    times = pd.date_range("2024-05-06", periods=35 * 96, freq="15min")
+    steps = len(times)
+    h = times.hour.to_numpy() + times.minute.to_numpy() / 60
+    weekend = times.day_of_week.to_numpy() >= 5
+    workday = 0.02 + bump(h, 7.5, 1.0) + 0.7 * bump(h, 16.5, 1.5) + 0.25 * bump(h, 12, 2.5)
+    profile = np.where(weekend, 0.02 + 0.5 * bump(h, 13, 3.0), workday)
+    profile = np.where((h < 5) | (h >= 22), profile * 0.3, profile)
+    lag = rng.choice([1, 2], size=n, p=[0.6, 0.4])  # steps from one sensor to the next
+    retain = rng.uniform(0.75, 0.95, n)
+    ramp = rng.lognormal(np.log(2.0), 0.6, n)
+    ramp[0] = 14.0
+    surge = np.zeros(steps)  # platoons entering at the upstream end
+    for t in range(1, steps):
+        surge[t] = 0.85 * surge[t - 1] + rng.normal(0, 0.25)
+    ramp_noise = np.exp(rng.normal(0, 0.3, (steps, n)))
+    mu = np.zeros((steps, n))
+    mu[:, 0] = ramp[0] * profile * ramp_noise[:, 0] * np.exp(surge)
+    for i in range(1, n):
+        up = np.concatenate([np.full(lag[i], mu[0, i - 1]), mu[: -lag[i], i - 1]])
+        mu[:, i] = retain[i] * up + ramp[i] * profile * ramp_noise[:, i]
+    counts = rng.poisson(mu)
+    ids = [f"MP{2.0 + 0.9 * i:05.1f}" for i in range(n)]
+    frame = pd.DataFrame(counts, columns=ids)
+    frame.insert(0, "time", times.strftime("%Y-%m-%dT%H:%M"))
+    frame.to_csv(out / "corridor.csv", index=False)
+    miles = np.round(rng.uniform(0.6, 1.2, n - 1), 2)
+    edges = pd.DataFrame({"src": ids[:-1], "dst": ids[1:], "distance_mi": miles})
+    edges.to_csv(out / "corridor_edges.csv", index=False)
+    print(f"corridor: {counts.shape}, {(counts == 0).mean():.3f} zeros, mean {counts.mean():.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSV files")
-    out = parser.parse_args(argv).out
+    parser.add_argument("--data", type=Path, help="data folder (default: ROADCAST_DATA_DIR)")
+    args = parser.parse_args(argv)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     make_water(out)
     make_highway(out)
     make_air(out)
+    make_hourly(out, dataset_dir(args.data) / "metr-la" / "graph_sensor_locations.csv")
+    make_corridor(out)
 
 
 if __name__ == "__main__":

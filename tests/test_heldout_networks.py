@@ -9,15 +9,16 @@ import pytest
 
 from benchmarks.heldout_networks import main
 from models.forecasters.comparison import TrainPlan, check_graphs, check_readings
+from models.nn.inputs import weekend_inputs
 from pipeline.data.datasets import load_dataset
 
 PLAN = TrainPlan(models=("tgclstm",), window=12, horizon=12, seeds=1)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def folder(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     out = tmp_path_factory.mktemp("heldout")
-    main(["--out", str(out)])
+    main(["--out", str(out), "--data", str(shared_data)])
     return out
 
 
@@ -27,12 +28,26 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("water", "water_edges.csv", (5760, 60), ["runs one way"]),
         ("highway", "highway_edges.csv", (7200, 150), ["repeat the same reading", "runs one way"]),
         ("air", "air_adj.csv", (5760, 40), ["miss at least 10%"]),
+        ("hourly", "hourly_adj.csv", (2904, 40), []),
+        ("corridor", "corridor_edges.csv", (3360, 60), ["runs one way"]),
     ],
 )
 def test_a_generated_network_loads_with_its_notes(
     folder: Path, name: str, adjacency: str, shape: tuple[int, int], noted: list[str]
 ) -> None:
-    panel = load_dataset(f"csv:{folder / name}.csv", adjacency=str(folder / adjacency))
+    panel = load_dataset(f"csv:{folder / name}.csv", adjacency=folder / adjacency)
     assert (panel.n_time, panel.n_nodes) == shape and panel.graph is not None
     notes = " | ".join([*check_readings(panel), *check_graphs(panel, PLAN)])
     assert all(text in notes for text in noted), notes
+
+
+@pytest.mark.parametrize(
+    ("name", "reads_flag"), [("hourly", True), ("corridor", True), ("air", False)]
+)
+def test_the_weekend_input_is_read_where_weekends_differ(
+    folder: Path, name: str, reads_flag: bool
+) -> None:
+    """The networks the weekend input was found and checked on keep what it was chosen on."""
+    panel = load_dataset(f"csv:{folder / name}.csv")
+    training = panel.slice(0, int(0.7 * panel.n_time))
+    assert weekend_inputs(None, None, training, 12) == ((True, 12) if reads_flag else (False, 0))
