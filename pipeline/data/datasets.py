@@ -50,6 +50,7 @@ from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pick
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.readers import (
     DatasetError,
+    is_long_csv,
     parse_times,
     read_adjacency_csv,
     read_coordinates,
@@ -447,7 +448,11 @@ def load_csv(
     if adjacency is not None:
         adjacency = Path(adjacency).expanduser()
         require_file(adjacency, "check the --adjacency path")
-        graph = read_adjacency_csv(adjacency, ids)
+        long = is_long_csv(path, index_col=index_col, no_index=no_index)
+        order = (
+            f"in order of first appearance in the long-format {path.name} ({', '.join(ids[:3])}...)"
+        )
+        graph = read_adjacency_csv(adjacency, ids, unordered=order if long else None)
     return SensorPanel.from_values(values, timestamps, ids, graph=graph, name=path.stem)
 
 

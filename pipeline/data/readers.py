@@ -3,8 +3,10 @@ line and column to fix. Everything here raises :class:`DatasetError`.
 
 Rules (each one tested):
 
-* **Missing cells** (empty, ``nan``, ``na``, ``null``, ``none``, ``n/a``, any case) and
-  ``inf`` stay missing: NaN in ``values``, False in ``mask``.
+* **Missing cells** (empty, ``nan``, ``na``, ``null``, ``none``, ``n/a``, a
+  spreadsheet's ``#N/A``: pandas' default missing-value strings, any case) and ``inf``
+  stay missing: NaN in ``values``, False in ``mask``. A ``-`` or ``?`` is refused with a
+  hint to leave the cell empty.
 * **Sensor names** that readings on Kafka could not carry (over 200 characters, control
   or zero-width characters) are rejected, naming the column; so are two names that are
   one after Unicode NFC normalisation (``é`` composed and decomposed), naming both.
@@ -28,8 +30,8 @@ Rules (each one tested):
   Duplicate timestamps are rejected in a wide CSV (which reading is right is unknowable)
   and averaged when resampling.
   Dotted dates (``01.02.2024``) are day-first; dates such as ``01/02/2024`` are read
-  day-first or month-first, whichever puts the rows closer together; timestamps outside
-  the wire's years 1700-2249 are rejected.
+  day-first, month-first or year-first (``24-01-31``), whichever puts the rows closer
+  together; timestamps outside the wire's years 1700-2249 are rejected.
 * **Grid**: the step is the lower median of the spacings between rows (a spacing that
   occurs in the file). When every spacing is a whole multiple of it, skipped steps become
   missing rows (mask False), never filled. Otherwise the file is irregular: rejected by
@@ -56,11 +58,19 @@ Rules (each one tested):
   increasing whole numbers); ``no_index=True`` reads every column as a sensor. Errors
   that may come of a sensor taken for that column (a file of one column, a first sensor
   named ``time``) say so and name ``--no-index``.
-* **Preamble**: comment lines (``#``) and a spreadsheet's ``sep=`` line before the header
-  are skipped; when the line after them holds readings and the last comment has as many
-  fields, the error says the header seems commented out.
+* **Preamble and comments**: comment lines (``#``, blank lines between them) and a
+  spreadsheet's ``sep=`` line before the header are skipped; when the line after them
+  holds readings and the last comment has as many fields, the error says the header seems
+  commented out. Below the header a line starting with ``#`` is a comment too (read as a
+  blank line), unless it starts with a spreadsheet error value (``#N/A``, ``#DIV/0!``: a
+  row) or a sensor id may start with ``#`` (a long file's first column holds the sensors,
+  an adjacency names such a sensor). Rows of empty cells (``,,``) at the end of a file and
+  a last column with no name nor any value (a separator ending every line) are not read;
+  an empty row between rows is a missing step. A field spanning lines (a quote left open)
+  is refused naming the line it starts on.
 * **Adjacency** (:func:`read_adjacency_csv`): a first line that lists the sensor ids is
-  always a header, and then one row per sensor must follow. A weight beyond float32
+  always a header, and then one row per sensor must follow; a matrix for a long-format
+  file (sensors in order of first appearance) must have it. A weight beyond float32
   (``1e308``) is rejected naming its line and column; one that is 0 in float32
   (``1e-300``) is no link, as 0 is.
 * **Coordinates** (:func:`read_coordinates`): an empty file, a latitude or longitude
@@ -71,11 +81,12 @@ Rules (each one tested):
 from __future__ import annotations
 
 import csv
+import io
 import re
 import time
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -85,7 +96,14 @@ import pandas as pd
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.kafka.schema import TS_MAX, TS_MIN, sensor_id_problem
 
-MISSING_TOKENS = frozenset({"", "nan", "na", "null", "none", "n/a", "-nan"})
+# pandas' default missing-value strings (a spreadsheet's #N/A among them), in lower case.
+MISSING_TOKENS = frozenset(
+    {"", "nan", "na", "null", "none", "n/a", "-nan", "#n/a", "#na", "#n/a n/a", "<na>",
+     "-1.#ind", "1.#ind", "-1.#qnan", "1.#qnan"}
+)  # fmt: skip
+# A line that starts with "#" is a comment unless it starts with a spreadsheet's error
+# value, which is a cell of a row (#N/A is a missing reading, #DIV/0! a bad one).
+_COMMENT = re.compile(r"\s*#(?!N/A|NA\b|VALUE!|DIV/0!|REF!|NAME\?|NUM!|NULL!)", re.I)
 TIME_NAMES = frozenset(
     {"timestamp", "time", "datetime", "date", "ts", "date_time", "epoch", "unix_time"}
 )
@@ -188,6 +206,8 @@ def read_table(
     if _is_data_row(header):
         raise DatasetError(_no_header(path, header))
     raw = _cells(path, header, lines)
+    while len(header) > 1 and not header[-1].strip() and not _filled(raw.iloc[:, -1]).any():
+        header, raw = header[:-1], raw.iloc[:, :-1]  # a separator ending every line
     if drop_first is None and _row_index_before_time(header, raw, index_col):
         header, raw = header[1:], raw.iloc[:, 1:]  # pandas' to_csv() row index, then times
         raw.columns = [f"c{j}" for j in range(len(header))]
@@ -274,7 +294,8 @@ def _no_header(path: Path, header: Sequence[str]) -> str:
     skip = _preamble(path)
     line = next((k for k, _ in _numbered_rows(path, 1)), skip + 1)
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-        last = ([""] + [text.strip() for _, text in zip(range(skip), f, strict=False)])[-1]
+        above = [text.strip() for _, text in zip(range(skip), f, strict=False)]
+    last = ([""] + [text for text in above if text])[-1]
     if last.startswith("#") and len(next(csv.reader([last[1:]]), [])) == len(header):
         return (
             f"{path}: line {line} ({shown}) holds readings and the header seems commented "
@@ -369,35 +390,60 @@ def _missing(column: pd.Series) -> pd.Series:
     return column.str.strip().str.lower().isin(MISSING_TOKENS)
 
 
-def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarray]:
-    """Header fields and the line number of every data row; rejects ragged rows."""
+def _scan(
+    path: Path, *, first: str = "the header", comments: frozenset[int] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Header fields and the line number of every data row, skipping blank lines,
+    ``comments`` (default :func:`_comment_lines`) and rows of empty cells at the end (a
+    spreadsheet's ``,,,``); rejects ragged rows."""
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.count(0) * 4 > len(head) and not head.startswith(tuple(_MAGIC)):  # 'A\x00,\x00'
+        raise DatasetError(
+            f"{path}: mostly NUL bytes, not text: UTF-16 without a byte-order mark, or a "
+            "binary file? Save it as UTF-8 CSV"
+        )
     lines: list[int] = []
+    empty: list[tuple[int, int]] = []  # (line, fields) of empty rows not yet followed by data
     second = ""  # the first data row, when it is a single field
     preamble = _preamble(path)
+    comments = _comment_lines(path) if comments is None else comments
+    end, row = 0, []  # the last line of the previous row, the row
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(_blanked(f, comments))
         header: list[str] | None = None
         try:
             for row in reader:
+                start, end = end + 1, reader.line_num
                 if reader.line_num <= preamble:
                     continue
+                if end > start and _broken(row):  # one field over many lines
+                    raise DatasetError(_open_quote(path, start, f"line {end}"))
                 if not row or (all(not cell.strip() for cell in row) and len(row) <= 1):
                     continue  # blank line
                 if header is None:
                     header = row
                     continue
+                if all(not cell.strip() for cell in row):
+                    empty.append((reader.line_num, len(row)))
+                    continue  # data only if data follow
                 if len(row) != len(header) and (separator := _one_field_separator(header)):
                     raise DatasetError(_separated(path, first, separator))
-                if len(row) != len(header):
-                    raise DatasetError(
-                        f"{path}: ragged row at line {reader.line_num}: {len(row)} fields, "
-                        f"{first} has {len(header)}"
-                    )
                 if not lines and len(row) == 1:
                     second = row[0]
-                lines.append(reader.line_num)
+                empty.append((reader.line_num, len(row)))
+                for number, fields in empty:
+                    if fields != len(header):
+                        raise DatasetError(
+                            f"{path}: ragged row at line {number}: {fields} fields, "
+                            f"{first} has {len(header)}"
+                        )
+                    lines.append(number)
+                empty.clear()
+            if end and _broken(row):  # a quote open at the end of the last line
+                raise DatasetError(_open_quote(path, end, "the end of the file"))
         except csv.Error as exc:
             raise DatasetError(f"{path}: unreadable CSV at line {reader.line_num}: {exc}") from None
         except UnicodeDecodeError as exc:
@@ -407,6 +453,18 @@ def _scan(path: Path, *, first: str = "the header") -> tuple[list[str], np.ndarr
     if len(header) == 1 and (separator := _separator(header[0], second)):
         raise DatasetError(_separated(path, first, separator))
     return header, np.asarray(lines, dtype=np.int64)  # [row]
+
+
+def _broken(row: Sequence[str]) -> bool:
+    """True when a field of ``row`` holds a line break (a quoted field over many lines)."""
+    return any("\n" in cell or "\r" in cell for cell in row)
+
+
+def _open_quote(path: Path, start: int, to: str) -> str:
+    return (
+        f'{path}: line {start} to {to} is one quoted field (a quote mark (") left open?); '
+        "readings and sensor ids hold no line breaks"
+    )
 
 
 def _one_field_separator(header: Sequence[str]) -> str | None:
@@ -424,29 +482,55 @@ def _separated(path: Path, first: str, separator: str) -> str:
 def _numbered_rows(path: Path, limit: int | None = None) -> list[tuple[int, list[str]]]:
     """Up to ``limit`` CSV rows of ``path`` after its preamble, each with its line number,
     skipping blank lines as :func:`_scan` does (call that first: it names bad input)."""
-    skip = _preamble(path)
+    skip, comments = _preamble(path), _comment_lines(path)
     rows: list[tuple[int, list[str]]] = []
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(_blanked(f, comments))
         for row in reader:
             if limit is not None and len(rows) >= limit:
                 break
-            if reader.line_num > skip and row and (any(c.strip() for c in row) or len(row) > 1):
+            if reader.line_num > skip and any(c.strip() for c in row):
                 rows.append((reader.line_num, row))
     return rows
 
 
 def _preamble(path: Path) -> int:
-    """Lines before the header that are not data: comments (``#``) and a spreadsheet's
-    ``sep=`` line."""
+    """Lines before the header that are not data: comments (``#``), blank lines between
+    them and a spreadsheet's ``sep=`` line."""
     count = 0
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         for line in f:
             text = line.strip()
-            if not (text.startswith("#") or re.fullmatch(r"sep=.", text, re.IGNORECASE)):
+            if text and not (text.startswith("#") or re.fullmatch(r"sep=.", text, re.I)):
                 break
             count += 1
     return count
+
+
+def _comment_lines(path: Path, ids: Sequence[str] = ()) -> frozenset[int]:
+    """Numbers of the lines below the header that are comments (``#`` first), to be read
+    as blank lines; none when a sensor id may start with ``#``: one of ``ids`` does, or
+    a long-format file's first column holds the sensors."""
+    where = _long_columns(_first_row(path))
+    if any(str(s).startswith("#") for s in ids) or (where is not None and min(where) == where[1]):
+        return frozenset()
+    skip = _preamble(path)
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        return frozenset(k for k, line in enumerate(f, 1) if k > skip and _COMMENT.match(line))
+
+
+def _blanked(f: Iterable[str], comments: frozenset[int]) -> Iterator[str]:
+    """The lines of ``f`` with the lines numbered in ``comments`` made blank."""
+    for number, line in enumerate(f, 1):
+        yield "\n" if number in comments else line
+
+
+def _csv_source(path: Path, comments: frozenset[int]) -> Path | io.StringIO:
+    """``path`` for pandas to read, as text with ``comments`` blanked when there are any."""
+    if not comments:
+        return path
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        return io.StringIO("".join(_blanked(f, comments)), newline="")
 
 
 def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) -> None:
@@ -463,22 +547,38 @@ def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) ->
 
 def _cells(path: Path, header: Sequence[str], lines: np.ndarray) -> pd.DataFrame:
     """The data rows as strings, columns ``c0, c1, ...``, one row per entry of ``lines``."""
-    raw = pd.read_csv(
-        path,
-        dtype=str,
-        keep_default_na=False,
-        skip_blank_lines=True,
-        skiprows=_preamble(path),
-        header=0,
-        names=[f"c{k}" for k in range(len(header))],
-        skipinitialspace=True,
-    )
+    try:
+        raw = pd.read_csv(
+            _csv_source(path, _comment_lines(path)),
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=True,
+            skiprows=_preamble(path),
+            header=0,
+            names=[f"c{k}" for k in range(len(header))],
+            skipinitialspace=True,
+        )
+    except pd.errors.ParserError as exc:  # what the first read let through: refuse to guess
+        raise DatasetError(f"{path}: unreadable CSV: {_parser_detail(exc)}") from None
+    raw = _cut_empty_tail(raw, len(lines))
     if len(raw) != len(lines):  # the two parsers disagree (odd quoting): refuse to guess
         raise DatasetError(
             f"{path}: could not align rows ({len(raw)} vs {len(lines)}); "
             "check quoting and line endings"
         )
     return raw
+
+
+def _filled(column: pd.Series) -> pd.Series:
+    """True for each cell of ``column`` that is not empty or blank."""
+    return column.fillna("").str.strip().astype(bool)
+
+
+def _cut_empty_tail(raw: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """``raw`` without the rows past the first ``rows`` when all their cells are empty
+    (the rows of empty cells at the end that :func:`_scan` skips)."""
+    tail = raw.iloc[rows:]
+    return raw.iloc[:rows] if len(tail) and not tail.apply(_filled).any(axis=None) else raw
 
 
 def _first_row(path: Path) -> list[str]:
@@ -705,9 +805,13 @@ def _numeric(
     if bad.any():
         r, c = divmod(int(np.flatnonzero(bad)[0]), n_cols)
         value = text.iloc[r * n_cols + c]
-        fix = "use a number or leave the cell empty for missing"
+        fix = general = "use a number or leave the cell empty for missing"
         if re.fullmatch(r"[-+]?\d+(,\d+)+", value):
             fix = "a decimal comma or a thousands separator? write numbers as 50.25 or 1050"
+        elif re.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+,\d+", value):
+            fix = "a decimal comma after thousands separators? write numbers as 1050.25"
+        elif re.fullmatch(r"-+|\.+|\?+|[xX*]", value):
+            fix = "if it marks a missing reading, leave the cell empty (or write NaN)"
         elif re.fullmatch(r"[-+]?\d{1,3}([ '\u00a0\u202f]\d{3})+([.,]\d+)?", value):
             fix = "a thousands separator? write numbers without it, e.g. 1200"
         elif time_hint and _CLOCK_ONLY.fullmatch(value):
@@ -717,6 +821,8 @@ def _numeric(
             )
         elif time_hint and _written_date(value):
             fix = f"a time column? pass --index-col {columns[c]}"
+        if fix is general and bad.reshape(n_rows, n_cols)[:, c].all():
+            fix += f"; column {columns[c]!r} holds no number in any row"
         raise DatasetError(
             f"{path}: non-numeric value {value!r} at line {lines[r]}, column {columns[c]!r}; " + fix
         )
@@ -779,9 +885,10 @@ def parse_times(
     dotted = bool(text.size) and re.match(r"\d{1,2}\.\d{1,2}\.\d", text.iloc[0]) is not None
     parsed = _one_format(text, dayfirst=dotted)  # 01.03.2024 is 1 March
     if text.size and not dotted and not re.match(r"\d{4}", text.iloc[0]):  # 01/03/2024
-        swapped = _one_format(text, dayfirst=True)
-        if swapped is not None and (parsed is None or _span(swapped) < _span(parsed)):
-            parsed = swapped  # e.g. 13/01/2024: the reading whose times lie closer together
+        # 13/01/2024, 24-01-31 (two-digit year first): the reading whose times lie closer
+        for swapped in (_one_format(text, dayfirst=True), _one_format(text, yearfirst=True)):
+            if swapped is not None and (parsed is None or _span(swapped) < _span(parsed)):
+                parsed = swapped
     if parsed is None:  # fall back to per-value parsing, to find the culprit
         try:
             parsed = pd.DatetimeIndex(
@@ -880,12 +987,16 @@ def _check_range(
     return parsed.as_unit("ns")
 
 
-def _one_format(text: pd.Series, *, dayfirst: bool) -> pd.DatetimeIndex | None:
+def _one_format(
+    text: pd.Series, *, dayfirst: bool = False, yearfirst: bool = False
+) -> pd.DatetimeIndex | None:
     """``text`` parsed with the one format pandas infers from its first value, or None."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
-            return pd.DatetimeIndex(pd.to_datetime(text, utc=True, dayfirst=dayfirst))
+            return pd.DatetimeIndex(
+                pd.to_datetime(text, utc=True, dayfirst=dayfirst, yearfirst=yearfirst)
+            )
     except (ValueError, OverflowError):
         return None
 
@@ -1012,7 +1123,7 @@ def read_wide_csv(
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
     where = None if index_col is not None or no_index else _long_columns(_first_row(path))
-    if where is not None:
+    if where is not None:  # long format (is_long_csv)
         header, lines = _scan(path)
         if not lines.size:
             raise DatasetError(f"{path}: the header has no data rows under it")
@@ -1050,10 +1161,16 @@ def read_wide_csv(
     return grid, values, table.columns
 
 
+def is_long_csv(path: Path, *, index_col: str | None = None, no_index: bool = False) -> bool:
+    """True when :func:`read_wide_csv` reads ``path`` as long format (one reading per row),
+    its sensors in order of first appearance."""
+    return index_col is None and not no_index and _long_columns(_first_row(path)) is not None
+
+
 def _long_hint(header: Sequence[str], error: str) -> str:
     """For a file that looks long-format but whose sensor column has another name."""
     names = [h.strip().lower() for h in header]
-    cause = "non-numeric value" in error or "duplicate timestamp" in error
+    cause = "holds no number in any row" in error or "duplicate timestamp" in error
     explained = any(why in error for why in ("time of day", "thousands", "decimal comma"))
     if not cause or explained or not 3 <= len(names) <= 4:
         return ""
@@ -1092,7 +1209,11 @@ def _is_time_column(first: pd.Series, name: str) -> bool:
 
 
 def read_adjacency_csv(
-    path: Path, sensor_ids: Sequence[str], *, coords: np.ndarray | None = None
+    path: Path,
+    sensor_ids: Sequence[str],
+    *,
+    coords: np.ndarray | None = None,
+    unordered: str | None = None,
 ) -> RoadGraph:
     """A road graph over ``sensor_ids`` from a square matrix CSV or an edge list CSV.
 
@@ -1117,14 +1238,17 @@ def read_adjacency_csv(
     twice, or matrix row labels in another order than its header are rejected. Weights
     are kept as float32: one beyond its range (``1e308``) is rejected naming its line and
     column, and one that becomes 0 in it (below 1.4e-45, e.g. ``1e-300``) is no link, as
-    0 is.
+    0 is. ``unordered`` says why ``sensor_ids`` are in no order a user would write a matrix
+    in (a long-format file's order of first appearance): a matrix must then name them.
     """
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the adjacency file is empty")
-    _, data_lines = _scan(path, first="line 1")  # ragged rows: pandas would pad them silently
+    comments = _comment_lines(path, sensor_ids)
+    # ragged rows: pandas would pad them silently
+    _, data_lines = _scan(path, first="line 1", comments=comments)
     try:
         raw = pd.read_csv(
-            path,
+            _csv_source(path, comments),
             header=None,
             dtype=str,
             keep_default_na=False,
@@ -1135,7 +1259,9 @@ def read_adjacency_csv(
         raise DatasetError(f"{path}: ragged adjacency CSV: {_parser_detail(exc)}") from None
     except pd.errors.EmptyDataError:
         raise DatasetError(f"{path}: the adjacency file is empty") from None
-    raw = raw.apply(lambda col: col.str.strip())
+    raw = _cut_empty_tail(raw, len(data_lines) + 1).apply(lambda col: col.str.strip())
+    while raw.shape[1] > 2 and not _filled(raw.iloc[:, -1]).any():
+        raw = raw.iloc[:, :-1]  # a separator ending every line
     n = len(sensor_ids)
     rows, cols = raw.shape
     head = next((k for k, _ in _numbered_rows(path, 1)), 1)
@@ -1159,6 +1285,12 @@ def read_adjacency_csv(
         if edge_shaped and (named or (ends.all() and not id_header)):
             graph = _edge_list(path, raw, ids, coords, lines)
         elif headed or (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
+            if unordered is not None and not headed and len(raw) == len(ids):
+                raise DatasetError(
+                    f"{path}: a matrix without a header row, for sensors {unordered}; "
+                    "give the matrix a first line of sensor ids, or use an edge list "
+                    "src,dst[,weight]"
+                )
             graph = _matrix(path, raw, ids, coords, lines, headed=headed)
         elif (header := _matrix_header(raw, known)) is not None:
             _check_header(path, header, ids)
