@@ -49,6 +49,22 @@ def test_replay_refuses_a_speedup_too_small_to_pace_before_sending(tmp_path: Pat
         replay(panel, _NoSend(), "t", speedup=1e-10, progress=False)  # type: ignore[arg-type]
 
 
+def test_replay_takes_the_index_options_train_takes(tmp_path: Path, monkeypatch) -> None:
+    """``replay`` had no ``--index-col`` / ``--no-index``: a CSV that trains with one of
+    them could not be replayed ('No such option')."""
+    monkeypatch.setattr("pipeline.kafka.clients.BOOTSTRAP_TIMEOUT_MS", 300)
+    monkeypatch.setenv("ROADCAST_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # no broker: fails after
+    data = tmp_path / "one.csv"
+    data.write_text("level\n" + "".join(f"{k}\n" for k in range(12)))  # a sensor of counts
+    spec = f"csv:{data}"
+    result = CliRunner().invoke(app, ["replay", spec])
+    assert "pass --no-index" in _error_line(result.output)
+    result = CliRunner().invoke(app, ["replay", spec, "--no-index"])
+    assert result.exit_code == 1 and "roadcast broker" in _error_line(result.output)
+    result = CliRunner().invoke(app, ["replay", spec, "--index-col", "time"])
+    assert "--index-col 'time' is not a column of the header" in _error_line(result.output)
+
+
 # --------------------------------------------------------------------------- data fetch
 
 

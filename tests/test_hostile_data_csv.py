@@ -108,6 +108,27 @@ def test_an_empty_row_between_readings_is_still_a_missing_step(tmp_path):
     assert panel.n_time == 31 and not panel.mask[3].any()
 
 
+@pytest.mark.parametrize(
+    ("first", "options"),
+    [("step", {}), ("", {}), ("n", {"index_col": "n"})],
+)
+def test_an_empty_row_does_not_stop_a_row_counter(tmp_path, first, options):
+    """``,,`` between rows of a counted file made the counter fail its 'strictly increasing
+    whole numbers' test: 'step' was trained as a sensor, with an extra step of missing
+    readings that moved every later row; an unnamed counter was 'column 1 has no name',
+    and ``--index-col`` said the counter 'holds readings'. The counter places the rows,
+    so the empty row is not read; a number the counter skips is still a missing row."""
+    counts = [*range(10), *range(11, 30)]  # 10 skipped: a dropped row
+    rows = [f"{k},{CELLS[k]}" for k in counts]
+    rows[5:5] = [",,"]
+    rows[20:20] = [" , , "]
+    text = "\n".join([f"{first},a,b", *rows]) + "\n"
+    panel = load_dataset(f"csv:{write(tmp_path / 'c.csv', text)}", **options)
+    assert panel.sensor_ids == ("a", "b") and panel.n_time == 30
+    assert panel.mask[:, 0].tolist() == [k != 10 for k in range(30)]
+    assert panel.values[[4, 5, 9, 11, 29], 0].tolist() == [4.5, 5.5, 2.5, 4.5, 1.5]
+
+
 def test_a_separator_ending_every_line_is_no_column(tmp_path):
     """``timestamp,a,b,`` (a trailing separator) was 'column 4 has no name'; in a matrix it
     blamed sensor '007'."""
@@ -182,6 +203,83 @@ def test_two_digit_years_first_are_read_as_years(tmp_path, days):
     panel = load_dataset(f"csv:{write(tmp_path / 'y.csv', chr(10).join(rows))}")
     assert str(panel.timestamps[0]) == "2024-01-01 00:00:00+00:00"
     assert panel.freq == np.timedelta64(1, "D")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "cause"),
+    [
+        ("2024-03-01 08:{m:02d} PST", r"the zone name 'PST' is not read; write its UTC offset"),
+        ("2024-03-01 08:{m:02d} Europe/Berlin", r"2024-03-01 08:00\+01:00$"),
+        ("2024-07-01 08:{m:02d} Europe/Berlin", r"2024-07-01 08:00\+02:00$"),
+        ("2024-03-01 08:{m:02d}+01:00 CET", r"remove the zone name 'CET' after its UTC offset"),
+    ],
+)
+def test_a_zone_name_after_a_timestamp_is_named(tmp_path, stamp, cause):
+    """It was 'does not parse; use ISO-8601', which these are but for the zone name."""
+    rows = ["time,a"] + [f"{stamp.format(m=5 * k)},{k}" for k in range(4)]
+    with pytest.raises(DatasetError, match=rf"at line 2 does not parse; .*{cause}"):
+        load_dataset(f"csv:{write(tmp_path / 'z.csv', chr(10).join(rows))}")
+    when = [row.replace("time,", "when,") for row in rows]  # a name not known for times
+    with pytest.raises(DatasetError, match=rf"a time column\? the zone name|{cause}"):
+        load_dataset(f"csv:{write(tmp_path / 'w.csv', chr(10).join(when))}")
+
+
+def test_an_offset_after_utc_is_refused_not_reversed(tmp_path):
+    """``08:00 UTC+1`` was read as 09:00 UTC (dateutil's POSIX sign): silently two hours
+    off what was meant (07:00 UTC)."""
+    rows = ["time,a"] + [f"2024-03-01 08:{5 * k:02d} UTC+1,{k}" for k in range(4)]
+    with pytest.raises(DatasetError, match=r"line 2: an offset after UTC or GMT .*\(POSIX\)"):
+        load_dataset(f"csv:{write(tmp_path / 'u.csv', chr(10).join(rows))}")
+
+
+# ---------------------------------------------------------------- adjacency ids
+
+
+NFC, NFD = "\u00e9", "e\u0301"  # é composed, and decomposed
+
+
+@pytest.mark.parametrize(
+    ("adjacency", "line"),
+    [(f"src,dst\n{NFD},b\nb,{NFD}\n", 2), (f"# graph\n{NFD},b\n0,1\n1,0\n", 2)],
+)
+def test_an_id_in_another_unicode_form_is_named_as_such(tmp_path, adjacency, line):
+    """The matrix was 'unknown: ['é'] ... not in the adjacency: ['é']', the edge list
+    "names sensor 'é', which is not in the data": the same letter on both sides."""
+    data = write(tmp_path / "d.csv", "\n".join(stamped(f"{NFC},b", CELLS)))
+    with pytest.raises(
+        DatasetError,
+        match=rf"line {line} .*'e\\u0301' for the data's '\\xe9': one id in two Unicode forms "
+        r"\(NFD here, NFC in the data\)",
+    ):
+        load_dataset(f"csv:{data}", adjacency=write(tmp_path / "a.csv", adjacency))
+
+
+def test_numeric_ids_written_as_decimals_are_named_as_such(tmp_path):
+    """A header ``7.0,8.0,9.0`` for sensors 7, 8, 9 was 'one sensor more than the data
+    (... pass --no-index)'."""
+    data = write(tmp_path / "d.csv", "\n".join(stamped("7,8,9", [f"{c},1" for c in CELLS])))
+    matrix = write(tmp_path / "m.csv", "7.0,8.0,9.0\n0,1,0\n1,0,1\n0,1,0\n")
+    with pytest.raises(
+        DatasetError,
+        match=r"line 1 \(the matrix header\) has ids '7.0', '8.0', '9.0': the data's '7', '8', "
+        r"'9' written as decimals; write the ids as in the data's header",
+    ):
+        load_dataset(f"csv:{data}", adjacency=matrix)
+    edges = write(tmp_path / "e.csv", "src,dst\n7,8\n8.0,9\n")
+    with pytest.raises(DatasetError, match=r"line 3 has id '8.0': the data's '8' written as a"):
+        load_dataset(f"csv:{data}", adjacency=edges)
+    weights = write(tmp_path / "w.csv", "0.0,1.0,0.0\n0,1,0\n1,0,1\n0,1,0\n")  # 0, 1: ids?
+    with pytest.raises(DatasetError, match="one sensor more than the data"):
+        read_adjacency_csv(weights, ("0", "1", "2"))
+
+
+def test_an_edge_list_of_a_header_alone_lists_no_links(tmp_path):
+    """It was 'every entry is zero or a self-loop'."""
+    edges = write(tmp_path / "e.csv", "# links\nsrc,dst,weight\n")
+    with pytest.raises(
+        DatasetError, match=r"the edge list lists no links: line 2 is its header \(src,dst,weight"
+    ):
+        read_adjacency_csv(edges, IDS)
 
 
 # ---------------------------------------------------------------- long format and a matrix

@@ -150,7 +150,7 @@ def test_day_first_and_month_first_dates_read_in_order(tmp_path: Path, first: st
         ("0,0,0\n0,0,0\n0,0,0\n", r"no link between two different sensors"),
         ("1,0,0\n0,1,0\n0,0,1\n", r"no link between two different sensors"),
         ("src,dst\na,a\n", r"no link between two different sensors"),
-        ("src,dst\n", r"no link between two different sensors"),
+        ("src,dst\n", r"the edge list lists no links: line 1 is its header \(src,dst\)"),
         ("0,1\n1,0\n0,1\n", r"expected a 3 x 3 matrix .* got 3 rows x 2 columns"),
         ("0,1,0\n1,0,1\n", r"expected a 3 x 3 matrix .* got 2 rows x 3 columns"),
         ("0;1;0\n1;0;1\n0;1;0\n", r"line 1 has one field holding ';'"),

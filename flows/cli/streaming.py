@@ -44,6 +44,12 @@ def replay(
     limit: int = typer.Option(None, "--limit", min=0, help="Replay at most N time steps."),
     topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
     adjacency: str = typer.Option(None, "--adjacency", help="Adjacency file for csv:PATH data."),
+    index_col: str = typer.Option(
+        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+    ),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+    ),
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     import signal
@@ -66,7 +72,12 @@ def replay(
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
-        panel = load_dataset(data, adjacency=Path(adjacency) if adjacency else None)
+        panel = load_dataset(
+            data,
+            adjacency=Path(adjacency) if adjacency else None,
+            index_col=index_col,
+            no_index=no_index,
+        )
         target = settings.topic_readings
         ensure_topics(settings, topics=[target])
         producer = make_producer(settings)

@@ -16,7 +16,9 @@ Rules (each one tested):
   cell is hinted to be a time column (``--index-col``) only when it is a date as people
   write one (ASCII, with ``-``, ``/``, ``:`` or ``.`` between digits, or a month's name).
 * **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
-  with an offset they are converted to UTC; a column mixing both is rejected. A time
+  with an offset they are converted to UTC; a column mixing both is rejected, and so is
+  a zone name (``PST``, ``Europe/Berlin``: the error gives the offset to write) or an
+  offset after ``UTC``/``GMT`` (``UTC+1``, which dateutil reads as UTC-1). A time
   column of numbers holds Unix times, in seconds, ms, us or ns by their size, unless
   they are compact dates of 8, 12 or 14 digits (``20240101``, ``202401010005``), or of
   10 (``2024010100``, ``yyyymmddHH``) when read as Unix seconds they would lie in the
@@ -52,7 +54,9 @@ Rules (each one tested):
   holding whole numbers (decimals there are readings of a sensor of that name); from
   1e8 on they are Unix times. Row k is then placed on
   ``start + k * freq``, except that numbers a counter that mostly goes up by one skips
-  (rows dropped) become missing rows. An
+  (rows dropped) become missing rows. A row of empty cells (``,,``) between rows does not
+  stop a counter being one, and is not read: the counter places every row (it would
+  otherwise move each later row one step on). An
   unnamed row counter before a time column (``DataFrame.to_csv()``'s index) is dropped.
   ``index_col=NAME`` names the time or index column (any position; it must hold times or
   increasing whole numbers); ``no_index=True`` reads every column as a sensor. Errors
@@ -66,11 +70,14 @@ Rules (each one tested):
   row) or a sensor id may start with ``#`` (a long file's first column holds the sensors,
   an adjacency names such a sensor). Rows of empty cells (``,,``) at the end of a file and
   a last column with no name nor any value (a separator ending every line) are not read;
-  an empty row between rows is a missing step. A field spanning lines (a quote left open)
+  an empty row between rows is a missing step (not read below a row counter, see above;
+  an empty time cell is refused). A field spanning lines (a quote left open)
   is refused naming the line it starts on.
 * **Adjacency** (:func:`read_adjacency_csv`): a first line that lists the sensor ids is
   always a header, and then one row per sensor must follow; a matrix for a long-format
-  file (sensors in order of first appearance) must have it. A weight beyond float32
+  file (sensors in order of first appearance) must have it. An id that is a data
+  sensor's in another Unicode form or written as another number (``7.0`` for ``7``) is
+  refused as such, naming its line. A weight beyond float32
   (``1e308``) is rejected naming its line and column; one that is 0 in float32
   (``1e-300``) is no link, as 0 is.
 * **Coordinates** (:func:`read_coordinates`): an empty file, a latitude or longitude
@@ -89,6 +96,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -214,6 +222,7 @@ def read_table(
     if drop_first is not False and _date_and_clock(header, raw, index_col):
         header, raw = _join_date_and_clock(header, raw)
         index_col, drop_first = None, True
+    empty = ~raw.apply(_filled).any(axis=1).to_numpy()  # [row]: rows of empty cells
     if index_col is not None:
         names = [h.strip() for h in header]
         if index_col.strip() not in names:
@@ -223,11 +232,17 @@ def read_table(
             )
         k = names.index(index_col.strip())
         column = raw.iloc[:, k]
-        numeric = pd.to_numeric(column.str.strip(), errors="coerce")
+        numeric = pd.to_numeric(column[~empty].str.strip(), errors="coerce")
         if not (
             names[k].lower() in TIME_NAMES or _increasing_integers(numeric) or _all_dates(column)
         ):
             shown = ", ".join(column.iloc[:3].str.strip())
+            value, line = column[~empty].iloc[0].strip(), lines[~empty][0]
+            if (zone := _zone_name_fix(value)) is not None:
+                raise DatasetError(
+                    f"{path}: timestamp {value!r} at line {line} (--index-col {index_col!r}) "
+                    f"does not parse; {zone}"
+                )
             raise DatasetError(
                 f"{path}: --index-col {index_col!r} holds readings ({shown}, ...), not "
                 "timestamps or a row index; name the time or row-number column"
@@ -239,7 +254,9 @@ def read_table(
         drop_first = True
     first_name = header[0].strip()
     if drop_first is None:
-        drop_first = _is_time_or_index(first_name, raw.iloc[:, 0])
+        drop_first = _is_time_or_index(first_name, raw.iloc[~empty, 0])
+    if drop_first and empty.any() and not _is_time_column(raw.iloc[~empty, 0], first_name):
+        raw, lines = raw.iloc[~empty], lines[~empty]  # the row counter places every row
     start = 1 if drop_first else 0
     columns = tuple(h.strip() for h in header[start:])
     if not columns:
@@ -819,6 +836,8 @@ def _numeric(
                 "a time of day in its own column: join the date and the time of day into one "
                 "first column, e.g. 2024-03-01 08:00"
             )
+        elif time_hint and (zone := _zone_name_fix(value)) is not None:
+            fix = f"a time column? {zone}, and pass --index-col {columns[c]}"
         elif time_hint and _written_date(value):
             fix = f"a time column? pass --index-col {columns[c]}"
         if fix is general and bad.reshape(n_rows, n_cols)[:, c].all():
@@ -840,6 +859,7 @@ def _numeric(
 
 
 # A time of day followed by a zone: Z, UTC/GMT or an offset such as +02, +0200, -05:30.
+_UTC_PLUS = re.compile(r"\d\s*(?:UTC|GMT)\s*[+-]\s*\d", re.I)  # 08:00 UTC+1
 _ZONED = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$")
 
 
@@ -867,6 +887,13 @@ def parse_times(
             return serial
         epoch = _epoch_times(path, numeric, name, sensor_hint)
         return _check_range(path, epoch, text, lines)
+    if (prefixed := text.str.contains(_UTC_PLUS)).any():  # dateutil reads GMT+1 as UTC-1
+        r = int(np.flatnonzero(prefixed)[0])
+        raise DatasetError(
+            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]}: an offset after UTC or "
+            "GMT ('GMT+1') means UTC-1 to the date parser (POSIX) but UTC+1 to most people; "
+            "write the offset alone, e.g. 2024-01-01 08:00+01:00 for UTC+1"
+        )
     zoned = text.str.contains(_ZONED)
     if zoned.any() and not zoned.all():
         z, n = int(np.flatnonzero(zoned)[0]), int(np.flatnonzero(~zoned)[0])
@@ -901,11 +928,39 @@ def parse_times(
         bad = parsed.isna()
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
+            fix = _zone_name_fix(text.iloc[r]) or "use ISO-8601, e.g. 2012-03-01 00:05:00"
             raise DatasetError(
-                f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; "
-                "use ISO-8601, e.g. 2012-03-01 00:05:00"
+                f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; {fix}"
             )
     return _check_range(path, parsed, text, lines)
+
+
+# A zone name after a time: PST, CEST, Europe/Berlin (UTC, GMT and Z parse).
+_ZONE_NAME = re.compile(r"(?<=\d)\s*\(?([A-Z]{3,5}|[A-Z][A-Za-z_]+(?:/[A-Za-z0-9_+-]+)+)\)?$")
+
+
+def _zone_name_fix(text: str) -> str | None:
+    """For a timestamp ending in a zone name (which pandas does not read): the name as the
+    cause and its UTC offset (worked out for an IANA name such as ``Europe/Berlin``) as
+    the fix; None for any other timestamp."""
+    if (match := _ZONE_NAME.search(text)) is None:
+        return None
+    zone, local = match.group(1), text[: match.start()].strip()
+    try:
+        stamp = pd.Timestamp(local)
+    except (ValueError, TypeError, OverflowError):
+        return None  # not a timestamp before the name either
+    if stamp.tz is not None:
+        return f"remove the zone name {zone!r} after its UTC offset"
+    example = f"{local}+01:00 for UTC+1"
+    try:
+        stamp = stamp.tz_localize(ZoneInfo(zone), ambiguous="NaT")
+        if not pd.isna(stamp):
+            offset = stamp.strftime("%z")
+            example = f"{local}{offset[:3]}:{offset[3:]}"
+    except (ValueError, KeyError, ZoneInfoNotFoundError):  # PST, CEST: no IANA name
+        pass
+    return f"the zone name {zone!r} is not read; write its UTC offset instead, e.g. {example}"
 
 
 # A time of day without a date: 06:00, 6:00:30.5, 6:00 pm.
@@ -1293,7 +1348,7 @@ def read_adjacency_csv(
                 )
             graph = _matrix(path, raw, ids, coords, lines, headed=headed)
         elif (header := _matrix_header(raw, known)) is not None:
-            _check_header(path, header, ids)
+            _check_header(path, header, ids, int(lines[0]))
         elif ends.any():
             graph = _edge_list(path, raw, ids, coords, lines)
     except GraphError as exc:
@@ -1374,6 +1429,9 @@ def _matrix(
         else:
             body = raw.iloc[1:]
         if not set(header) & set(ids) and pd.to_numeric(pd.Series(header), "coerce").notna().all():
+            twins = [t for h in header if (t := _twin(h, ids)) is not None]
+            if sorted(twins) == sorted(ids):  # 7.0, 8.0 for the data's 7, 8
+                _check_header(path, header, ids, int(lines[0]))
             raise DatasetError(
                 f"{path}: a {len(raw)} x {raw.shape[1]} matrix of numbers for {n} sensors: one "
                 "sensor more than the data (was the data's first column taken for a row "
@@ -1385,7 +1443,7 @@ def _matrix(
                 f"{path}: sensor(s) {twice[:5]} appear twice in the matrix header; "
                 "list each sensor once"
             )
-        _check_header(path, header, ids)
+        _check_header(path, header, ids, int(lines[0]))
         if len(body) != n:
             raise DatasetError(
                 f"{path}: the matrix has a header of {n} sensor ids (line {lines[0]}) and "
@@ -1423,17 +1481,65 @@ def _matrix_header(raw: pd.DataFrame, known: set[str]) -> list[str] | None:
     return names
 
 
-def _check_header(path: Path, header: Sequence[str], ids: Sequence[str]) -> None:
-    """Refuse a matrix header that does not list exactly the data's sensors, naming those
-    on either side."""
+def _check_header(path: Path, header: Sequence[str], ids: Sequence[str], line: int) -> None:
+    """Refuse a matrix header (file ``line``) that does not list exactly the data's
+    sensors, naming those on either side, or the data's ids it writes otherwise."""
     if sorted(header) != sorted(ids):
+        absent = sorted(set(ids) - set(header))
+        twins = {h: t for h in header if h not in set(ids) and (t := _twin(h, absent))}
+        if twins:
+            raise DatasetError(
+                f"{path}: line {line} (the matrix header) {_written_otherwise(twins)}"
+            )
         unknown = sorted(set(header) - set(ids))[:5]
-        absent = sorted(set(ids) - set(header))[:5]
+        absent = absent[:5]
         raise DatasetError(
             f"{path}: the matrix header does not list the data's sensors (unknown: "
             f"{unknown}; in the data but not the adjacency: {absent}); use the same ids "
             "as the data columns"
         )
+
+
+def _twin(name: str, ids: Sequence[str]) -> str | None:
+    """The one id of ``ids`` that ``name`` (an adjacency's id, not one of them) writes
+    otherwise: in another Unicode form (``é`` composed or decomposed), or as the same
+    number (``7.0`` for ``7``); None when there is none or more than one."""
+    same = [s for s in ids if _nfc(s) == _nfc(name)]
+    if not same and (number := _number(name)) is not None:
+        same = [s for s in ids if _number(s) == number]
+    return same[0] if len(same) == 1 else None
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a number when it is written as one (``7``, ``7.0``, ``7e0``)."""
+    return float(text) if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text) else None
+
+
+def _form(text: str) -> str:
+    """The Unicode normalisation form ``text`` is written in."""
+    forms = [f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, text)]
+    return forms[0] if forms else "neither NFC nor NFD"
+
+
+def _written_otherwise(twins: dict[str, str]) -> str:
+    """What is wrong with adjacency ids that write the data's ``twins`` otherwise (see
+    :func:`_twin`), and the fix."""
+    pairs = list(twins.items())[:3]
+    name, twin = pairs[0]
+    if _nfc(name) == _nfc(twin):
+        return (
+            f"has {name!a} for the data's {twin!a}: one id in two Unicode forms ({_form(name)} "
+            f"here, {_form(twin)} in the data); write both alike"
+        )
+    more = ", ..." if len(twins) > 3 else ""
+    names = ", ".join(repr(h) for h, _ in pairs) + more
+    data = ", ".join(repr(t) for _, t in pairs) + more
+    one = len(twins) == 1
+    how = ("as a decimal" if one else "as decimals") if all("." in h for h, _ in pairs) else ""
+    return (
+        f"has {'id' if one else 'ids'} {names}: the data's {data} written "
+        f"{how or 'another way'}; write the ids as in the data's header"
+    )
 
 
 def _rows_missing(labels: Sequence[str], header: Sequence[str]) -> str:
@@ -1485,6 +1591,12 @@ def _edge_list(
     body = raw
     if raw.iloc[0, 0].lower() in SRC_NAMES:
         names = [c.lower() for c in raw.iloc[0]]
+        if len(raw) == 1:
+            raise DatasetError(
+                f"{path}: the edge list lists no links: line {lines[0]} is its header "
+                f"({','.join(raw.iloc[0])}) with no link under it; add one link per line, "
+                "src,dst[,weight], or leave out --adjacency"
+            )
         body, lines = raw.iloc[1:], lines[1:]
     position = {s: k for k, s in enumerate(ids)}
     ends = []
@@ -1496,6 +1608,10 @@ def _edge_list(
             header = (
                 " (a header? name its columns from,to[,weight])" if r == 0 and body is raw else ""
             )
+            if (twin := _twin(col.iloc[r], ids)) is not None:
+                raise DatasetError(
+                    f"{path}: line {lines[r]} {_written_otherwise({col.iloc[r]: twin})}"
+                )
             raise DatasetError(
                 f"{path}: line {lines[r]} names sensor {col.iloc[r]!r}, which is not in the "
                 f"data; use the data's sensor ids{header}"
