@@ -24,6 +24,14 @@ hourly.csv     + hourly_adj.csv     40 speed sensors (mph), 1 h, four months, we
 corridor.csv   + corridor_edges.csv 60 vehicle-count sensors, 15 min, 35 days, a
                                      directed corridor, edge list src,dst,distance_mi
 
+And one made to check what neither had: sensors of very different scales and growth.
+
+parking.csv    + parking_edges.csv  80 garages' occupied spaces, 10 min, 6 weeks,
+                                     capacities 50-3,000, office / retail / residential
+                                     profiles, demand growing 25 % over the weeks,
+                                     events spilling to nearby garages; edge list
+                                     from,to,km to each garage's 4 nearest
+
 Run: ``python -m benchmarks.heldout_networks --out DIR [--data DATA]`` then, per network,
 ``roadcast train csv:DIR/water.csv --adjacency DIR/water_edges.csv --seeds 2 --out ...``.
 """
@@ -438,6 +446,50 @@ def make_corridor(out: Path) -> None:
     print(f"corridor: {counts.shape}, {(counts == 0).mean():.3f} zeros, mean {counts.mean():.2f}")
 
 
+# ---------------------------------------------------------------------------- f. parking
+def make_parking(out: Path) -> None:
+    rng = np.random.default_rng(505)
+    n = 80
+    times = pd.date_range("2025-01-06", periods=42 * 144, freq="10min")
+    steps = len(times)
+    h = times.hour.to_numpy() + times.minute.to_numpy() / 60
+    dow = times.day_of_week.to_numpy()
+    pos = rng.uniform(0, 8, (n, 2))
+    kind = rng.choice(3, n, p=[0.5, 0.3, 0.2])  # office, retail, residential
+    capacity = np.round(np.exp(rng.uniform(np.log(50), np.log(3000), n)))
+    working = np.clip((h - 7.5) / 1.5, 0, 1) * np.clip((18.5 - h) / 1.5, 0, 1)
+    office = np.where(dow < 5, 0.1 + 0.8 * working, 0.05)
+    retail = 0.05 + np.where(dow >= 5, 0.9, 0.55) * bump(h, 14, 3.0)
+    retail += np.where(dow == 3, 0.2, 0) * bump(h, 19, 1.5)  # late opening on Thursdays
+    away = np.clip((h - 8) / 1.5, 0, 1) * np.clip((18 - h) / 1.5, 0, 1)
+    residential = 0.85 - 0.5 * away * (dow < 5)
+    profile = np.stack([office, retail, residential], 1)[:, kind]
+    growth = 1 + 0.25 * np.arange(steps) / steps  # a new business district fills up
+    d = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
+    w = np.exp(-(d**2))
+    np.fill_diagonal(w, 0)
+    m = row_normalise(w)
+    z = np.zeros((steps, n))
+    events = (rng.random((steps, n)) < 0.0008) * rng.uniform(0.2, 0.5, (steps, n))
+    for t in range(1, steps):
+        z[t] = 0.93 * z[t - 1] + 0.05 * (m @ z[t - 1]) + events[t] + 0.6 * (m @ events[t])
+    noise = np.exp(rng.normal(0, 0.05, (steps, n)))
+    share = np.clip(profile * growth[:, None] * noise + z, 0, 1)
+    occupied = np.round(share * capacity + rng.normal(0, 0.01, (steps, n)) * capacity)
+    occupied = np.clip(occupied, 0, capacity).astype(int)
+    ids = [f"G{i:03d}" for i in range(n)]
+    frame = pd.DataFrame(occupied, columns=ids)
+    frame.insert(0, "ts", times.strftime("%Y-%m-%d %H:%M"))
+    frame.to_csv(out / "parking.csv", index=False)
+    nearest = [
+        (ids[i], ids[j], round(float(d[i, j]), 3)) for i in range(n) for j in np.argsort(d[i])[1:5]
+    ]
+    pd.DataFrame(nearest, columns=["from", "to", "km"]).to_csv(
+        out / "parking_edges.csv", index=False
+    )
+    print(f"parking: {occupied.shape}, capacities {capacity.min():.0f}..{capacity.max():.0f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSV files")
@@ -450,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     make_air(out)
     make_hourly(out, dataset_dir(args.data) / "metr-la" / "graph_sensor_locations.csv")
     make_corridor(out)
+    make_parking(out)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
         ("air", "air_adj.csv", (5760, 40), ["miss at least 10%"]),
         ("hourly", "hourly_adj.csv", (2904, 40), []),
         ("corridor", "corridor_edges.csv", (3360, 60), ["runs one way"]),
+        ("parking", "parking_edges.csv", (6048, 80), []),
     ],
 )
 def test_a_generated_network_loads_with_its_notes(
@@ -42,7 +43,8 @@ def test_a_generated_network_loads_with_its_notes(
 
 
 @pytest.mark.parametrize(
-    ("name", "reads_flag"), [("hourly", True), ("corridor", True), ("air", False)]
+    ("name", "reads_flag"),
+    [("hourly", True), ("corridor", True), ("parking", True), ("air", False)],
 )
 def test_the_weekend_input_is_read_where_weekends_differ(
     folder: Path, name: str, reads_flag: bool
