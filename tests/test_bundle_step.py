@@ -189,3 +189,25 @@ def test_versions_of_different_steps_are_not_promoted_together(tmp_path) -> None
     ):
         promote(bundles, {"ar": hourly.version})
     assert promote(bundles, {"ar": hourly.version}, replace=True).models == {"ar": hourly.version}
+
+
+def test_versions_of_different_tick_grids_are_not_promoted_together(tmp_path) -> None:
+    from models.forecasters.ar import AutoRegressive
+    from pipeline.registry.versions import RegistryError
+
+    bundles = tmp_path / "bundles"
+    on_the_hour = panel_at("1h", 60)
+    half_past = SensorPanel.from_values(
+        on_the_hour.values,
+        on_the_hour.timestamps + pd.Timedelta("30min"),
+        on_the_hour.sensor_ids,
+        name="half-past",
+    )
+    hourly = register(bundles, Persistence(window=3, horizon=2).fit(on_the_hour))
+    shifted = register(bundles, AutoRegressive(window=3, horizon=2).fit(half_past))
+    promote(bundles, {"persistence": hourly.version}, replace=True)
+    with pytest.raises(
+        RegistryError, match=r"1970-01-01T00:00Z \(persistence@\w+: \+0s, ar@\w+: \+30min\)"
+    ):
+        promote(bundles, {"ar": shifted.version})
+    assert promote(bundles, {"ar": shifted.version}, replace=True).models == {"ar": shifted.version}

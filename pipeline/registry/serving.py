@@ -130,14 +130,14 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
 def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
     """Refuse versions the flows and ``roadcast serve`` would refuse to load: bundles that
     do not verify or rebuild, hold another model than their name, were trained on
-    different time steps, or forecast different sensor networks.
+    different time steps or tick grids, or forecast different sensor networks.
 
     Raises
     ------
     RegistryError
         Naming the version and what is wrong with it.
     """
-    from models.bundle import BundleError, step_text
+    from models.bundle import BundleError, offset_text, step_text
     from models.forecasters.registry import load_model
 
     loaded = {}
@@ -160,6 +160,16 @@ def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
         raise RegistryError(
             f"these versions were trained on different time steps ({shown}); a model "
             "directory serves one tick: promote versions trained at the same step"
+        )
+    offsets = {n: o for n, m in loaded.items() if (o := getattr(m, "offset_s", None)) is not None}
+    if len(set(offsets.values())) > 1:
+        shown = ", ".join(
+            f"{version_ref(n, versions[n].version)}: {offset_text(o)}" for n, o in offsets.items()
+        )
+        raise RegistryError(
+            f"these versions were trained on ticks at different offsets past the tick grid of "
+            f"1970-01-01T00:00Z ({shown}); a model directory serves one tick grid: promote "
+            "versions trained on data stamped alike"
         )
     sensors = {name: frozenset(m.sensor_ids) for name, m in loaded.items()}
     network = read_network(root)
