@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.reporting.text import literal
+from models.bundle import duration_text
 from pipeline.service.latency import LatencyHistogram, percentiles
 from pipeline.service.liveness import DOWN_KEY
 from pipeline.service.store import Store, StoreError
@@ -129,7 +130,7 @@ def print_status(
     if last_ticks:
         span = f"last {last_ticks} ticks"
     else:
-        span = "all ticks" if last is None else f"last {_duration(last)}"
+        span = "all ticks" if last is None else f"last {duration_text(last.total_seconds())}"
     accuracy = Table(title=f"live accuracy ({span}): MAE / RMSE by horizon step")
     accuracy.add_column("model")
     every = sorted({s for per in summary["accuracy"].values() for s in per})
@@ -141,12 +142,3 @@ def print_status(
         accuracy.add_row(literal(model), *cells)
     console.print(accuracy)
     return summary
-
-
-def _duration(span: pd.Timedelta) -> str:
-    """``1 day`` -> ``"1d"``, ``90 minutes`` -> ``"90min"``: the largest whole unit."""
-    seconds = span.total_seconds()
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"

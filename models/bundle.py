@@ -400,18 +400,21 @@ def other_offset(model: object, offset_s: float) -> int | None:
 def offset_text(seconds: float) -> str:
     """A grid offset in words: ``1800`` -> ``"+30min"``, ``0`` -> ``"+0s"``, ``0.25`` ->
     ``"+0.25s"``."""
-    if not seconds or not float(seconds).is_integer():
-        return f"+{seconds:g}s"
-    return "+" + _duration(int(seconds))
+    return "+" + duration_text(seconds)
 
 
-def _duration(seconds: int) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration in words, whole days, hours and minutes first: ``5400`` -> ``"1h30min"``,
+    ``900`` -> ``"15min"``, ``2.5`` -> ``"2.5s"``, ``0`` -> ``"0s"``."""
     parts = []
-    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60), ("s", 1)):
-        if seconds >= size:
-            parts.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(parts)
+    rest = abs(float(seconds))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count:.0f}{unit}")
+    if rest or not parts:
+        parts.append(f"{rest:g}s")
+    return ("-" if seconds < 0 else "") + "".join(parts)
 
 
 def step_text(seconds: float) -> str:

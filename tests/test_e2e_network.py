@@ -110,9 +110,9 @@ def test_readings_finer_than_the_models_step_are_named_once(
     assert counters["valid"] == live.n_time * len(SENSORS)
     assert counters["conflict"] + counters["late"] + counters["duplicate"] > 0
     [line] = _mismatches(caplog)
-    assert line["sensor"] in SENSORS and line["tick"] == "1 h"
+    assert line["sensor"] in SENSORS and line["tick"] == "1h"
     assert line["readings"] == ["2024-03-04T00:00:00Z", "2024-03-04T00:15:00Z"]
-    assert "15 min apart share one 1 h tick" in str(line["hint"])
+    assert "15min apart share one 1h tick" in str(line["hint"])
 
 
 def test_readings_coarser_than_the_models_step_are_named_once(kafka_settings, tmp_path, caplog):
@@ -130,7 +130,7 @@ def test_readings_coarser_than_the_models_step_are_named_once(kafka_settings, tm
             what="the hourly readings' ticks to close",
         )
     [line] = _mismatches(caplog)
-    assert line["every"] == "1 h" and line["tick"] == "15 min"
+    assert line["every"] == "1h" and line["tick"] == "15min"
     assert "the 3 ticks between hold no reading" in str(line["hint"])
 
 

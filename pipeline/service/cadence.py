@@ -19,20 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.bundle import duration_text
 from pipeline.service.liveness import NO_TIME
 from pipeline.service.ticks import AssemblerConfig
 
 # Closed ticks this many times in a row the same number of ticks apart: the readings'
 # step (an outage repeats no gap that often).
 COARSE_STREAK = 4
-
-
-def _span(seconds: float) -> str:
-    """``900`` -> ``"15 min"``, ``3600`` -> ``"1 h"``, ``90`` -> ``"90 s"``."""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} s"
 
 
 def _iso(ns: int) -> str:
@@ -51,7 +44,7 @@ class CadenceCheck:
     def __init__(self, sensor_ids: tuple[str, ...], config: AssemblerConfig) -> None:
         self.sensor_ids = sensor_ids
         self.config = config
-        self.step = _span(config.freq.total_seconds())
+        self.step = duration_text(config.freq.total_seconds())
         self._last_ns = np.full(len(sensor_ids), NO_TIME, np.int64)  # each sensor's last
         self._finer_said = self._coarser_said = False
         self._last_tick: int | None = None
@@ -80,7 +73,7 @@ class CadenceCheck:
         self._finer_said = True
         i = int(finer[0])
         earlier, later = sorted((int(prev[i]), int(t[i])))
-        apart = _span((later - earlier) / 1e9)
+        apart = duration_text((later - earlier) / 1e9)
         return {
             "sensor": self.sensor_ids[int(c[i])],
             "readings": [_iso(earlier), _iso(later)],
@@ -102,7 +95,7 @@ class CadenceCheck:
         if self._coarser_said or self._streak < COARSE_STREAK:
             return None
         self._coarser_said = True
-        every = _span(gap * self.config.freq.total_seconds())
+        every = duration_text(gap * self.config.freq.total_seconds())
         return {
             "every": every,
             "tick": self.step,
