@@ -21,7 +21,7 @@ from flows.cli import app
 from pipeline.data.datasets import DATASETS, DatasetError, DatasetInfo, RemoteFile, load_dataset
 from pipeline.data.fetch import FetchError, check_files, fetch_dataset, sha256_of
 from pipeline.data.graph import RoadGraph
-from pipeline.data.readers import read_adjacency_csv
+from pipeline.data.graph_csv import read_adjacency_csv
 from tests.http_support import raw_server
 
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: refused at once, no timeout to wait out

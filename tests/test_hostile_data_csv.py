@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.datasets import DatasetError, load_dataset
-from pipeline.data.readers import read_adjacency_csv
+from pipeline.data.graph_csv import read_adjacency_csv
 
 IDS = ("007", "7", "a")  # "007" and "7" are two sensors
 CHAIN = {(0, 1), (1, 0), (1, 2), (2, 1)}  # 007 - 7 - a

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.datasets import DatasetError, load_dataset
-from pipeline.data.readers import read_adjacency_csv, read_coordinates
+from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
 
 IDS = ("101", "102", "103", "104", "105")  # numbers, as los-loop's: they parse as weights
 RING = np.roll(np.eye(5), 1, axis=1) + np.roll(np.eye(5), -1, axis=1)  # [row, column]

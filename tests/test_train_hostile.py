@@ -16,7 +16,7 @@ from flows.train_models import train_models
 from models.forecasters.comparison import TrainPlan
 from pipeline.data.datasets import DatasetError, load_dataset
 from pipeline.data.fetch import FetchError, fetch_dataset
-from pipeline.data.readers import read_adjacency_csv
+from pipeline.data.graph_csv import read_adjacency_csv
 from tests.test_train_bad_input import PLAN, panel, readings
 
 IDS = ("a", "b", "c")

@@ -23,7 +23,8 @@ Specs
     readings sharing a cell are averaged; a cell without a reading is missing, never
     filled. The sensor id is the file's stem.
 ``csv:PATH``
-    A wide CSV (see :mod:`pipeline.data.readers` for every rule) with an optional adjacency
+    A wide CSV (rules in :mod:`pipeline.data.readers`, :mod:`~pipeline.data.timestamps`
+    and :mod:`~pipeline.data.graph_csv`) with an optional adjacency
     (``adjacency=``: square matrix CSV or edge list ``src,dst[,weight]``).
 ``simulated`` / ``simulated:sensors=2000,days=7,seed=1``
     The built-in simulator (:func:`pipeline.data.simulate_spec.simulate_spec`); options are
@@ -46,21 +47,14 @@ import numpy as np
 import pandas as pd
 
 from models.panel import LabeledEvent, SensorPanel
+from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
 from pipeline.data.graph import GraphError, RoadGraph
-from pipeline.data.readers import (
-    DatasetError,
-    is_long_csv,
-    parse_times,
-    read_adjacency_csv,
-    read_coordinates,
-    read_table,
-    read_wide_csv,
-    require_file,
-    to_regular_grid,
-)
+from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
+from pipeline.data.readers import is_long_csv, read_table, read_wide_csv, require_file
 from pipeline.data.simulate import SimulationError
 from pipeline.data.simulate_spec import simulate_spec
+from pipeline.data.timestamps import parse_times, to_regular_grid
 
 __all__ = [
     "DATASETS",
@@ -439,7 +433,8 @@ def load_csv(
     index_col: str | None = None,
     no_index: bool = False,
 ) -> SensorPanel:
-    """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency;
+    """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency
+    (:mod:`pipeline.data.graph_csv`);
     ``index_col`` names the time or row-index column, ``no_index`` reads every column as a
     sensor."""
     require_file(path, "check the path given after csv:")
