@@ -26,11 +26,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/roadcast demo $(DEMO_ARGS)
 
+# Test workers (pytest-xdist): one per core, at most 4 (each starts its own broker and
+# Prefect server); PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) $(if $(filter auto logical,$(PYTEST_WORKERS)),--maxprocesses 4)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m 'not slow' $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -39,8 +39,11 @@ WIDE = {"COLUMNS": "250"}
 
 
 def _shown(output: str, texts: list[str]) -> None:
+    """Each of ``texts`` appears in ``output`` as written (a table title may wrap a long
+    path over lines: spaces and line breaks are not compared)."""
+    flat = "".join(output.split())
     for text in texts:
-        assert text in output, f"{text!r} not shown as written in:\n{output}"
+        assert "".join(text.split()) in flat, f"{text!r} not shown as written in:\n{output}"
 
 
 # ------------------------------------------------------------------------ terminal
