@@ -376,6 +376,7 @@ def check_values(spec: DeploymentSpec, parameters: Mapping[str, Any]) -> None:
 def _train_values(p: Mapping[str, Any]) -> None:
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
+    from pipeline.data.timestamps import zone_info
     from pipeline.registry.versions import check_label
 
     models = p["models"]
@@ -388,6 +389,8 @@ def _train_values(p: Mapping[str, Any]) -> None:
     check_label(p["label"])
     if p["tune"] is not None:
         parse_budget(p["tune"])
+    if p["timezone"] is not None:
+        zone_info(p["timezone"])
 
 
 def _report_values(p: Mapping[str, Any]) -> None:

@@ -69,6 +69,7 @@ def load_data(
     data_dir: str | None,
     index_col: str | None = None,
     no_index: bool = False,
+    timezone: str | None = None,
 ) -> SensorPanel:
     """The data set ``data`` (a :func:`pipeline.data.datasets.load_dataset` spec)."""
     from pipeline.data.datasets import load_dataset
@@ -79,4 +80,5 @@ def load_data(
         adjacency=Path(adjacency) if adjacency else None,
         index_col=index_col,
         no_index=no_index,
+        timezone=timezone,
     )

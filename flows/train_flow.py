@@ -286,6 +286,7 @@ def train_flow(
     tune: str | None = None,
     index_col: str | None = None,
     no_index: bool = False,
+    timezone: str | None = None,
     label: str | None = None,
     promote: bool = True,
 ) -> dict[str, Any]:
@@ -309,6 +310,7 @@ def train_flow(
     tune : search each model's settings on the validation part first: trials per model
         (``"30"``) or a time for the whole search (``"20m"``); each trial is a task.
     index_col, no_index : for ``csv:PATH``, the time or row-index column, or none.
+    timezone : for ``csv:PATH``, the IANA time zone of timestamps without a UTC offset.
     label : the label of the new model versions (default: the data set and the date).
     promote : make the new versions the serving set (``serving.json``); False only
         registers them (``roadcast models promote`` serves them later).
@@ -337,7 +339,7 @@ def train_flow(
     folder = str(settings.model_dir if out is None else out)
     check_out_dir(folder)
     runner = dask_runner(settings)  # an unreachable scheduler fails here, before any work
-    panel = load_data(data, adjacency, data_dir, index_col, no_index)
+    panel = load_data(data, adjacency, data_dir, index_col, no_index, timezone)
     check_same_network(folder, panel)
     split = split_task(panel, plan, asked=models is not None)
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")

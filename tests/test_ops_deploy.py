@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
         ([], ["train.seeds=0"], "--param train.seeds='0': --seeds must be >= 1, got 0"),
         ([], ["train.test=1.5"], "--test must be a share between 0 and 1, got 1.5"),
         ([], ["train.tune=20x"], "--tune '20x'"),
+        ([], ["train.timezone=Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
     ],
 )
 def test_what_would_not_run_as_asked_is_refused(

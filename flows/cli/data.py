@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli.options import TIMEZONE_HELP
+
 app = typer.Typer(no_args_is_help=True, help="List, inspect and fetch data sets.")
 
 
@@ -52,6 +54,7 @@ def data_info(
     no_index: bool = typer.Option(
         False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
     ),
+    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
 ) -> None:
     """Load a data set and print its shape, grid, graph and missing share."""
     from collections import Counter
@@ -73,6 +76,7 @@ def data_info(
             adjacency=Path(adjacency) if adjacency else None,
             index_col=index_col,
             no_index=no_index,
+            timezone=timezone,
         )
     except (DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)

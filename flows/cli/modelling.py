@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from flows.cli.options import TIMEZONE_HELP
 from flows.reporting.text import literal
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def train(
     no_index: bool = typer.Option(
         False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
     ),
+    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
     label: str = typer.Option(
         None, "--label", help="Label of the new model versions (default: data set and date)."
     ),
@@ -196,6 +198,7 @@ def train(
                 tune=tune,
                 index_col=index_col,
                 no_index=no_index,
+                timezone=timezone,
                 label=label,
                 promote=promote,
             )
@@ -235,6 +238,7 @@ def evaluate(
     no_index: bool = typer.Option(
         False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
     ),
+    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
     window: int = typer.Option(
         None,
         "--window",
@@ -260,7 +264,7 @@ def evaluate(
         or any(p.is_file() for p in Path(out).parents)
     ):
         raise typer.BadParameter(f"{out} cannot be written as a JSON file", param_hint="--out")
-    panel = _load_panel(data, adjacency, data_dir, index_col, no_index)
+    panel = _load_panel(data, adjacency, data_dir, index_col, no_index, timezone)
     try:
         result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window, data=data)
     except ValueError as exc:  # BundleError included
@@ -314,6 +318,7 @@ def _load_panel(
     data_dir: str | None,
     index_col: str | None = None,
     no_index: bool = False,
+    timezone: str | None = None,
 ) -> SensorPanel:
     """``load_dataset``, its errors printed as CLI errors."""
     from pathlib import Path
@@ -328,6 +333,7 @@ def _load_panel(
             adjacency=Path(adjacency) if adjacency else None,
             index_col=index_col,
             no_index=no_index,
+            timezone=timezone,
         )
     except (DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -9,6 +9,11 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
+TIMEZONE_HELP = (
+    "csv:PATH: the IANA time zone (e.g. America/Los_Angeles) its timestamps without a UTC "
+    "offset were written in; default UTC."
+)
+
 
 def parse_duration(
     text: str, option: str, *, allow_zero: bool = False, allow_off: bool = False

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from flows.cli.options import TIMEZONE_HELP
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -50,6 +52,7 @@ def replay(
     no_index: bool = typer.Option(
         False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
     ),
+    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     import signal
@@ -77,6 +80,7 @@ def replay(
             adjacency=Path(adjacency) if adjacency else None,
             index_col=index_col,
             no_index=no_index,
+            timezone=timezone,
         )
         target = settings.topic_readings
         ensure_topics(settings, topics=[target])

@@ -54,7 +54,7 @@ from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
 from pipeline.data.readers import is_long_csv, read_table, read_wide_csv, require_file
 from pipeline.data.simulate import SimulationError
 from pipeline.data.simulate_spec import simulate_spec
-from pipeline.data.timestamps import parse_times, to_regular_grid
+from pipeline.data.timestamps import parse_times, to_regular_grid, zone_info
 
 __all__ = [
     "DATASETS",
@@ -258,6 +258,7 @@ def load_dataset(
     adjacency: Path | None = None,
     index_col: str | None = None,
     no_index: bool = False,
+    timezone: str | None = None,
 ) -> SensorPanel:
     """Load a data set as a :class:`SensorPanel` (see the module doc for the specs).
 
@@ -269,6 +270,8 @@ def load_dataset(
     adjacency : for ``csv:PATH`` only, a matrix or edge-list CSV.
     index_col, no_index : for ``csv:PATH`` only, the time or row-index column by name, or
         none at all (every column a sensor).
+    timezone : for ``csv:PATH`` only, the IANA time zone of timestamps written without a
+        UTC offset (local wall-clock times); default UTC.
 
     Raises
     ------
@@ -281,13 +284,19 @@ def load_dataset(
         raise DatasetError(f"--adjacency is only for csv:PATH; {name} has its own graph")
     if (index_col is not None or no_index) and name != "csv":
         raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
+    if timezone is not None and name != "csv":
+        raise DatasetError(f"--timezone is only for csv:PATH, not {name}")
     if name == "simulated":
         return _simulated(arg)
     if name == "csv":
         if not arg:
             raise DatasetError("csv needs a path: csv:PATH, e.g. csv:data/speeds.csv")
         return load_csv(
-            Path(arg).expanduser(), adjacency=adjacency, index_col=index_col, no_index=no_index
+            Path(arg).expanduser(),
+            adjacency=adjacency,
+            index_col=index_col,
+            no_index=no_index,
+            timezone=timezone,
         )
     root = dataset_dir(data_dir)
     if name == "los-loop":
@@ -432,13 +441,18 @@ def load_csv(
     adjacency: Path | None = None,
     index_col: str | None = None,
     no_index: bool = False,
+    timezone: str | None = None,
 ) -> SensorPanel:
     """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency
     (:mod:`pipeline.data.graph_csv`);
     ``index_col`` names the time or row-index column, ``no_index`` reads every column as a
-    sensor."""
+    sensor, ``timezone`` is where timestamps without a UTC offset were written."""
     require_file(path, "check the path given after csv:")
-    timestamps, values, ids = read_wide_csv(path, index_col=index_col, no_index=no_index)
+    if timezone is not None:
+        zone_info(timezone)  # an unknown zone is named before the file is read
+    timestamps, values, ids = read_wide_csv(
+        path, index_col=index_col, no_index=no_index, timezone=timezone
+    )
     graph = None
     if adjacency is not None:
         adjacency = Path(adjacency).expanduser()

@@ -596,7 +596,11 @@ def _long_columns(header: Sequence[str]) -> tuple[int, int, int] | None:
 
 
 def _long_table(
-    path: Path, header: list[str], lines: np.ndarray, where: tuple[int, int, int]
+    path: Path,
+    header: list[str],
+    lines: np.ndarray,
+    where: tuple[int, int, int],
+    timezone: str | None = None,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...], np.ndarray]:
     """A long-format file (one reading per row) as one row per timestamp: times (in order
     of appearance), values ``[time, sensor]`` with NaN, sensor ids (in order of
@@ -618,7 +622,7 @@ def _long_table(
             path, sensor, f"at line {lines[r]}", "",
             empty=f"line {lines[r]} has no sensor in column {header[s]!r}",
         )  # fmt: skip
-    times = parse_times(path, raw.iloc[:, t], lines, header[t].strip())
+    times = parse_times(path, raw.iloc[:, t], lines, header[t].strip(), timezone=timezone)
     values = numeric_cells(path, raw.iloc[:, [v]], (header[v].strip(),), lines)[:, 0]  # [row]
     sensor_code, ids = pd.factorize(sensors)
     if (twins := _twins([str(i) for i in ids])) is not None:
@@ -779,12 +783,14 @@ def read_wide_csv(
     has_time: bool | None = None,
     index_col: str | None = None,
     no_index: bool = False,
+    timezone: str | None = None,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...]]:
     """Read a wide CSV (optional time column, one column per sensor) onto a regular grid.
 
     Returns ``(timestamps, values [time, sensor] float64 with NaN, sensor ids)``.
     Without a time column, row k is at ``start + k * freq``. ``index_col`` names the time
-    or index column; ``no_index`` reads every column as a sensor.
+    or index column; ``no_index`` reads every column as a sensor; ``timezone`` (an IANA
+    name) is where timestamps without an offset were written (default UTC).
     """
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
@@ -793,7 +799,7 @@ def read_wide_csv(
         header, lines = scan(path)
         if not lines.size:
             raise DatasetError(f"{path}: the header has no data rows under it")
-        times, wide, ids, first = _long_table(path, header, lines, where)
+        times, wide, ids, first = _long_table(path, header, lines, where, timezone)
         _check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
         grid, values = to_regular_grid(
             times, wide, source=str(path), lines=first, irregular=irregular
@@ -808,7 +814,9 @@ def read_wide_csv(
     if table.first is not None and _is_time_column(table.first, name):
         guessed = index_col is None and has_time is None  # no option chose this column
         sensor = f"; if {name!r} is a sensor, pass --no-index" if guessed else ""
-        times = parse_times(path, table.first, table.lines, name, sensor_hint=sensor)
+        times = parse_times(
+            path, table.first, table.lines, name, sensor_hint=sensor, timezone=timezone
+        )
         try:
             grid, values = to_regular_grid(
                 times, table.values, source=str(path), lines=table.lines, irregular=irregular

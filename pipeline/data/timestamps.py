@@ -113,12 +113,20 @@ _ZONED = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|UTC|GMT|[+-]\d{2
 
 
 def parse_times(
-    path: Path, column: pd.Series, lines: np.ndarray, name: str, *, sensor_hint: str = ""
+    path: Path,
+    column: pd.Series,
+    lines: np.ndarray,
+    name: str,
+    *,
+    sensor_hint: str = "",
+    timezone: str | None = None,
 ) -> pd.DatetimeIndex:
     """Parse a timestamp column to UTC, naming the first line that does not parse, and
     refusing a column that mixes times with and without a zone (which hour the ones
-    without meant is a guess). ``sensor_hint`` ends the error for numbers that are no
-    times (how to read the column as a sensor)."""
+    without meant is a guess). Times without an offset are UTC, or wall-clock times in
+    ``timezone`` (an IANA name) when given; Unix times are UTC either way.
+    ``sensor_hint`` ends the error for numbers that are no times (how to read the column
+    as a sensor)."""
     text = column.astype(str).str.strip()
     if (empty := missing(text)).any():
         r = int(np.flatnonzero(empty)[0])
@@ -128,12 +136,12 @@ def parse_times(
             "row its timestamp, or delete the row"
         )
     if (compact := compact_dates(text)) is not None:
-        return compact
+        return local_times(path, compact, text, lines, timezone)
     numeric = pd.to_numeric(text, errors="coerce")
     shaped = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # a compact date, out of range
     if text.size and numeric.notna().all() and not shaped.all():
         if (serial := excel_days(name, numeric)) is not None:
-            return serial
+            return local_times(path, serial, text, lines, timezone)
         epoch = _epoch_times(path, numeric, name, sensor_hint)
         return _check_range(path, epoch, text, lines)
     if (prefixed := text.str.contains(_UTC_PLUS)).any():  # dateutil reads GMT+1 as UTC-1
@@ -181,7 +189,54 @@ def parse_times(
             raise DatasetError(
                 f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; {fix}"
             )
-    return _check_range(path, parsed, text, lines)
+    parsed = _check_range(path, parsed, text, lines)
+    return parsed if zoned.any() else local_times(path, parsed, text, lines, timezone)
+
+
+def zone_info(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (``Europe/Berlin``), refused naming the fix when unknown."""
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DatasetError(
+            f"unknown time zone {name!r}: give an IANA name such as America/Los_Angeles or "
+            "Europe/Berlin"
+        ) from None
+
+
+def local_times(
+    path: Path, times: pd.DatetimeIndex, text: pd.Series, lines: np.ndarray, timezone: str | None
+) -> pd.DatetimeIndex:
+    """``times`` (timestamps without an offset, parsed as UTC) read as wall-clock times in
+    ``timezone``, in UTC; unchanged when ``timezone`` is None. The hour that repeats when
+    daylight saving ends is told apart by the rows' order (first the summer hour; rows of
+    one time in a row, as in a long file, count once); a time
+    the clocks skip, or a repeated hour the order cannot tell apart, is refused naming its
+    line."""
+    if timezone is None:
+        return times
+    zone, wall = zone_info(timezone), times.tz_localize(None)
+    summer = np.ones(len(wall), bool)  # any answer for the repeated hour: only skips are NaT
+    skipped = wall.tz_localize(zone, ambiguous=summer, nonexistent="NaT").isna()
+    if skipped.any():
+        r = int(np.flatnonzero(skipped)[0])
+        raise DatasetError(
+            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not exist in "
+            f"{timezone}: the clocks skip that hour when daylight saving starts; check the "
+            "row, or write its UTC offset"
+        )
+    first = np.r_[True, wall.asi8[1:] != wall.asi8[:-1]]  # [row]: a long file's rows repeat
+    try:
+        local = wall[first].tz_localize(zone, ambiguous="infer")[np.cumsum(first) - 1]
+    except ValueError:
+        r = int(np.flatnonzero(wall.tz_localize(zone, ambiguous="NaT").isna())[0])
+        raise DatasetError(
+            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} lies in the hour "
+            f"{timezone} repeats when daylight saving ends, and the rows' order does not tell "
+            "which of the two it is (rows in time order, both hours listed); write the UTC "
+            "offsets of that hour's rows"
+        ) from None
+    return pd.DatetimeIndex(local.tz_convert("UTC")).as_unit("ns")
 
 
 # A zone name after a time: PST, CEST, Europe/Berlin (UTC, GMT and Z parse).
@@ -348,7 +403,8 @@ def to_regular_grid(
         hour = bool(step) and abs(int(lines[k + 1]) - int(lines[k])) * step == 3_600_000_000_000
         hint = (
             " (an hour of rows apart: local times repeating an hour when daylight saving "
-            "ends? give them their UTC offset, e.g. 2024-11-03T01:00:00-07:00)"
+            "ends? give them their UTC offset, e.g. 2024-11-03T01:00:00-07:00, or pass "
+            "--timezone with their zone, e.g. America/Los_Angeles)"
             if hour
             else ""
         )
