@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +152,12 @@ def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
                 f"{ref} cannot be served: {version.path} holds a {model.name!r} model"
             )
         loaded[name] = model
-    steps = {n: s for n, m in loaded.items() if (s := getattr(m, "step_s", None)) is not None}
-    if len(set(steps.values())) > 1:
-        shown = ", ".join(
-            f"{version_ref(n, versions[n].version)}: {step_text(s)}" for n, s in steps.items()
-        )
+    if (shown := _mixed(loaded, versions, "step_s", step_text)) is not None:
         raise RegistryError(
             f"these versions were trained on different time steps ({shown}); a model "
             "directory serves one tick: promote versions trained at the same step"
         )
-    offsets = {n: o for n, m in loaded.items() if (o := getattr(m, "offset_s", None)) is not None}
-    if len(set(offsets.values())) > 1:
-        shown = ", ".join(
-            f"{version_ref(n, versions[n].version)}: {offset_text(o)}" for n, o in offsets.items()
-        )
+    if (shown := _mixed(loaded, versions, "offset_s", offset_text)) is not None:
         raise RegistryError(
             f"these versions were trained on ticks at different offsets past the tick grid of "
             f"1970-01-01T00:00Z ({shown}); a model directory serves one tick grid: promote "
@@ -184,6 +176,21 @@ def check_versions(root: Path, versions: Mapping[str, ModelVersion]) -> None:
                 f"model, {len(reference - own)} only in {what}); a model directory serves one "
                 "sensor network"
             )
+
+
+def _mixed(
+    loaded: Mapping[str, Any],
+    versions: Mapping[str, ModelVersion],
+    attribute: str,
+    words: Callable[[float], str],
+) -> str | None:
+    """Each version's ``attribute`` in ``words`` (``ar@3f2a9c: 5-minute, ...``) when the
+    ``loaded`` models that record it differ in it; None when they agree."""
+    values = {n: v for n, m in loaded.items() if (v := getattr(m, attribute, None)) is not None}
+    if len(set(values.values())) <= 1:
+        return None
+    shown = [f"{version_ref(n, versions[n].version)}: {words(v)}" for n, v in values.items()]
+    return ", ".join(shown)
 
 
 def promote(
