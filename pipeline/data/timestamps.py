@@ -210,9 +210,8 @@ def local_times(
     """``times`` (timestamps without an offset, parsed as UTC) read as wall-clock times in
     ``timezone``, in UTC; unchanged when ``timezone`` is None. The hour that repeats when
     daylight saving ends is told apart by the rows' order (first the summer hour; rows of
-    one time in a row, as in a long file, count once); a time
-    the clocks skip, or a repeated hour the order cannot tell apart, is refused naming its
-    line."""
+    one time in a row, as in a long file, count once); a time the clocks skip, or a
+    repeated hour the order cannot tell apart, is refused naming its line."""
     if timezone is None:
         return times
     zone, wall = zone_info(timezone), times.tz_localize(None)
@@ -229,7 +228,8 @@ def local_times(
     try:
         local = wall[first].tz_localize(zone, ambiguous="infer")[np.cumsum(first) - 1]
     except ValueError:
-        r = int(np.flatnonzero(wall.tz_localize(zone, ambiguous="NaT").isna())[0])
+        repeated = np.flatnonzero(wall.tz_localize(zone, ambiguous="NaT").isna())
+        r = int(repeated[0]) if repeated.size else 0
         raise DatasetError(
             f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} lies in the hour "
             f"{timezone} repeats when daylight saving ends, and the rows' order does not tell "
