@@ -18,6 +18,8 @@ LA = "America/Los_Angeles"
 # Los Angeles) and the spring one (2024-03-10 02:00-02:59 never happens).
 AUTUMN = pd.date_range("2024-11-02T22:00", "2024-11-03T05:00", freq="30min", tz=LA)
 SPRING = pd.date_range("2024-03-09T22:00", "2024-03-10T05:00", freq="30min", tz=LA)
+# Hourly: the two 01:00 rows of 3 Nov are neighbours (a long file's, sensor by sensor).
+HOURLY = pd.date_range("2024-11-02T20:00", "2024-11-03T06:00", freq="1h", tz=LA)
 
 
 def local_csv(path: Path, stamps: pd.DatetimeIndex, *, long: bool = False) -> Path:
@@ -38,7 +40,7 @@ def local_csv(path: Path, stamps: pd.DatetimeIndex, *, long: bool = False) -> Pa
 
 
 @pytest.mark.parametrize("long", [False, True], ids=["wide", "long"])
-@pytest.mark.parametrize("stamps", [AUTUMN, SPRING], ids=["autumn", "spring"])
+@pytest.mark.parametrize("stamps", [AUTUMN, SPRING, HOURLY], ids=["autumn", "spring", "hourly"])
 def test_local_times_across_a_clock_change_land_on_a_regular_utc_grid(tmp_path, stamps, long):
     panel = load_dataset(f"csv:{local_csv(tmp_path / 'd.csv', stamps, long=long)}", timezone=LA)
     assert list(panel.timestamps) == list(stamps.tz_convert("UTC"))

@@ -622,7 +622,8 @@ def _long_table(
             path, sensor, f"at line {lines[r]}", "",
             empty=f"line {lines[r]} has no sensor in column {header[s]!r}",
         )  # fmt: skip
-    times = parse_times(path, raw.iloc[:, t], lines, header[t].strip(), timezone=timezone)
+    column = raw.iloc[:, t]
+    times = parse_times(path, column, lines, header[t].strip(), timezone=timezone, groups=sensors)
     values = numeric_cells(path, raw.iloc[:, [v]], (header[v].strip(),), lines)[:, 0]  # [row]
     sensor_code, ids = pd.factorize(sensors)
     if (twins := _twins([str(i) for i in ids])) is not None:

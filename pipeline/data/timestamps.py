@@ -120,11 +120,13 @@ def parse_times(
     *,
     sensor_hint: str = "",
     timezone: str | None = None,
+    groups: pd.Series | None = None,
 ) -> pd.DatetimeIndex:
     """Parse a timestamp column to UTC, naming the first line that does not parse, and
     refusing a column that mixes times with and without a zone (which hour the ones
     without meant is a guess). Times without an offset are UTC, or wall-clock times in
-    ``timezone`` (an IANA name) when given; Unix times are UTC either way.
+    ``timezone`` (an IANA name) when given, each of ``groups`` (a long file's sensor per
+    row) in its rows' order; Unix times are UTC either way.
     ``sensor_hint`` ends the error for numbers that are no times (how to read the column
     as a sensor)."""
     text = column.astype(str).str.strip()
@@ -136,12 +138,12 @@ def parse_times(
             "row its timestamp, or delete the row"
         )
     if (compact := compact_dates(text)) is not None:
-        return local_times(path, compact, text, lines, timezone)
+        return local_times(path, compact, text, lines, timezone, groups)
     numeric = pd.to_numeric(text, errors="coerce")
     shaped = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # a compact date, out of range
     if text.size and numeric.notna().all() and not shaped.all():
         if (serial := excel_days(name, numeric)) is not None:
-            return local_times(path, serial, text, lines, timezone)
+            return local_times(path, serial, text, lines, timezone, groups)
         epoch = _epoch_times(path, numeric, name, sensor_hint)
         return _check_range(path, epoch, text, lines)
     if (prefixed := text.str.contains(_UTC_PLUS)).any():  # dateutil reads GMT+1 as UTC-1
@@ -190,7 +192,7 @@ def parse_times(
                 f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; {fix}"
             )
     parsed = _check_range(path, parsed, text, lines)
-    return parsed if zoned.any() else local_times(path, parsed, text, lines, timezone)
+    return parsed if zoned.any() else local_times(path, parsed, text, lines, timezone, groups)
 
 
 def zone_info(name: str) -> ZoneInfo:
@@ -205,13 +207,19 @@ def zone_info(name: str) -> ZoneInfo:
 
 
 def local_times(
-    path: Path, times: pd.DatetimeIndex, text: pd.Series, lines: np.ndarray, timezone: str | None
+    path: Path,
+    times: pd.DatetimeIndex,
+    text: pd.Series,
+    lines: np.ndarray,
+    timezone: str | None,
+    groups: pd.Series | None = None,
 ) -> pd.DatetimeIndex:
     """``times`` (timestamps without an offset, parsed as UTC) read as wall-clock times in
     ``timezone``, in UTC; unchanged when ``timezone`` is None. The hour that repeats when
-    daylight saving ends is told apart by the rows' order (first the summer hour; rows of
-    one time in a row, as in a long file, count once); a time the clocks skip, or a
-    repeated hour the order cannot tell apart, is refused naming its line."""
+    daylight saving ends is told apart by the rows' order (first the summer hour), within
+    each of ``groups`` when given (a long file's sensors: one row per sensor and time); a
+    time the clocks skip, or a repeated hour the order cannot tell apart, is refused naming
+    its line."""
     if timezone is None:
         return times
     zone, wall = zone_info(timezone), times.tz_localize(None)
@@ -224,9 +232,12 @@ def local_times(
             f"{timezone}: the clocks skip that hour when daylight saving starts; check the "
             "row, or write its UTC offset"
         )
-    first = np.r_[True, wall.asi8[1:] != wall.asi8[:-1]]  # [row]: a long file's rows repeat
+    code = np.zeros(len(wall), np.int64) if groups is None else pd.factorize(groups)[0]
+    order = np.argsort(code, kind="stable")  # [row]: each group's rows, in file order
+    utc = np.empty(len(wall), np.int64)
     try:
-        local = wall[first].tz_localize(zone, ambiguous="infer")[np.cumsum(first) - 1]
+        for rows in np.split(order, np.flatnonzero(np.diff(code[order])) + 1):
+            utc[rows] = wall[rows].tz_localize(zone, ambiguous="infer").as_unit("ns").asi8
     except ValueError:
         repeated = np.flatnonzero(wall.tz_localize(zone, ambiguous="NaT").isna())
         r = int(repeated[0]) if repeated.size else 0
@@ -236,7 +247,7 @@ def local_times(
             "which of the two it is (rows in time order, both hours listed); write the UTC "
             "offsets of that hour's rows"
         ) from None
-    return pd.DatetimeIndex(local.tz_convert("UTC")).as_unit("ns")
+    return pd.DatetimeIndex(utc, tz="UTC")
 
 
 # A zone name after a time: PST, CEST, Europe/Berlin (UTC, GMT and Z parse).
