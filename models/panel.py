@@ -90,8 +90,6 @@ class SensorPanel:
     features : names of the feature axis when ``values`` is 3-D.
     events : labelled ground truth (incidents, anomaly windows), may be empty.
     name : the data set's name, for reports and bundles.
-    timezone : the IANA zone of the network's wall clock (``America/Los_Angeles``), where
-        calendar inputs (time of day, weekend) are read; None: UTC.
     """
 
     values: np.ndarray
@@ -103,7 +101,6 @@ class SensorPanel:
     features: tuple[str, ...] = ()
     events: tuple[LabeledEvent, ...] = field(default=())
     name: str = ""
-    timezone: str | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float32)

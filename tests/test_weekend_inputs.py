@@ -4,7 +4,6 @@ the training part holds two weekends (``models.nn.inputs.weekend_inputs``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,22 +69,11 @@ def test_the_flag_ahead_is_the_flag_of_the_step_that_many_steps_later() -> None:
     assert ahead.tolist() == [1, 1, 1, 0, 0, 0]
 
 
-def test_the_calendar_is_read_on_the_wall_clock_of_the_zone() -> None:
-    """Midnight UTC on Saturday 2024-03-09 is 16:00 on Friday in Los Angeles."""
-    stamps = pd.date_range("2024-03-09 00:00", periods=2, freq="8h", tz="UTC")
-    utc = time_features(stamps, InputSpec())
-    local = time_features(stamps, InputSpec(timezone="America/Los_Angeles"))
-    hours = np.rad2deg(np.arctan2(local[:, 0], local[:, 1])) % 360 / 15
-    np.testing.assert_allclose(hours, [16, 0], atol=1e-4)
-    assert utc[:, 2].tolist() == [1, 1] and local[:, 2].tolist() == [0, 1]
-    assert InputSpec.from_dict(InputSpec(timezone="Asia/Tokyo").to_dict()).timezone == "Asia/Tokyo"
-
-
 @pytest.mark.parametrize("days", [7, 20])
 def test_forecasters_decide_on_their_training_part_and_keep_it_in_the_bundle(
     tmp_path: Path, days: int
 ) -> None:
-    panel = replace(_panel(days), timezone="Asia/Tokyo")  # from Monday 09:00 there
+    panel = _panel(days)
     expected = (days >= 13, 4 if days >= 13 else 0)
     lstm = LSTMForecaster(window=6, horizon=4, hidden=8, train=TRAIN).fit(panel)
     tgc = TGCLSTM(TGCLSTMConfig(window=6, horizon=4, hidden=8, form="paper", train=TRAIN))
@@ -93,7 +81,6 @@ def test_forecasters_decide_on_their_training_part_and_keep_it_in_the_bundle(
     for model in (lstm, tgc):
         spec = model.input_spec()
         assert (spec.day_of_week, spec.weekend_shift) == expected, model.name
-        assert spec.timezone == "Asia/Tokyo", model.name
         model.save(tmp_path / model.name)
         again = type(model).load(tmp_path / model.name)
         assert again.input_spec() == spec

@@ -60,7 +60,6 @@ class RecurrentForecaster(NetworkForecaster):
         day_of_week: bool | None = None,
         mask: bool = True,
         weekend_shift: int | None = None,
-        timezone: str | None = None,
         train: TrainConfig | None = None,
     ) -> None:
         if window < 1 or horizon < 1 or hidden < 1:
@@ -82,7 +81,7 @@ class RecurrentForecaster(NetworkForecaster):
         # The weekend flag (None: decided on the training part, see weekend_inputs).
         self.weekend = (day_of_week, weekend_shift)
         on, shift = (False, 0) if day_of_week is None else (day_of_week, weekend_shift or 0)
-        self.spec = InputSpec(time_of_day, on, mask, shift if on else 0, timezone)
+        self.spec = InputSpec(time_of_day, on, mask, shift if on else 0)
         self.train = train if train is not None else self.DEFAULT_TRAIN
         self.sensor_ids = ()
         self.halfwidth = None
@@ -110,8 +109,7 @@ class RecurrentForecaster(NetworkForecaster):
         check_2d(panel, self.name)
         self.sensor_ids = panel.sensor_ids
         on, shift = weekend_inputs(*self.weekend, panel, self.horizon)
-        zone = self.spec.timezone or panel.timezone  # the calendar of the training data
-        self.spec = replace(self.spec, day_of_week=on, weekend_shift=shift, timezone=zone)
+        self.spec = replace(self.spec, day_of_week=on, weekend_shift=shift)
         self.scaler = Scaler.fit(panel)
         self.module = self._build(panel.n_nodes)
         self.history = fit_network(
@@ -145,7 +143,6 @@ class RecurrentForecaster(NetworkForecaster):
             "day_of_week": self.spec.day_of_week,
             "mask": self.spec.mask,
             "weekend_shift": self.spec.weekend_shift,
-            "timezone": self.spec.timezone,
         }
 
     def save(self, directory: str | Path) -> None:

@@ -76,8 +76,6 @@ class TGCLSTMConfig:
         part (:func:`models.nn.inputs.weekend_inputs`).
     weekend_shift : the weekend flag read is that of the step this many steps ahead
         (None: the horizon).
-    timezone : the IANA zone whose wall clock the calendar inputs read (None: the training
-        panel's, UTC when it names none).
     ensemble : networks trained independently (seeds ``train.seed * ensemble + m``) whose
         forecasts are averaged; training and prediction cost grow with it.
     train : optimiser, epochs, early stopping, seed, device.
@@ -105,7 +103,6 @@ class TGCLSTMConfig:
     day_of_week: bool | None = None
     mask: bool = True
     weekend_shift: int | None = None
-    timezone: str | None = None
     ensemble: int = 1
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -148,7 +145,7 @@ class TGCLSTMConfig:
         """The input features the network sees."""
         on = bool(self.day_of_week)
         shift = (self.weekend_shift or 0) if on else 0
-        return InputSpec(self.time_of_day, on, self.mask, shift, self.timezone)
+        return InputSpec(self.time_of_day, on, self.mask, shift)
 
     def hyper(self) -> dict[str, Any]:
         """The model's hyper-parameters without the training options (``config.json``)."""
@@ -297,8 +294,7 @@ class TGCLSTM(NetworkForecaster):
         check_2d(panel, self.name)
         c = self.config
         on, shift = weekend_inputs(c.day_of_week, c.weekend_shift, panel, c.horizon)
-        zone = c.timezone or panel.timezone  # the calendar of the training data
-        self.config = replace(c, day_of_week=on, weekend_shift=shift, timezone=zone)
+        self.config = replace(c, day_of_week=on, weekend_shift=shift)
         if lstm is not None:
             self._check_first_stage(lstm, panel)
         hops, info = self.hop_lists(panel)
@@ -356,7 +352,6 @@ class TGCLSTM(NetworkForecaster):
             "window": cfg.window, "horizon": cfg.horizon, "hidden": cfg.hidden,
             "dropout": cfg.dropout, "skip": cfg.skip, "time_of_day": cfg.time_of_day,
             "day_of_week": cfg.day_of_week, "mask": cfg.mask, "weekend_shift": cfg.weekend_shift,
-            "timezone": cfg.timezone,
         }  # fmt: skip
 
     def _check_first_stage(self, lstm: RecurrentForecaster, panel: SensorPanel) -> None:

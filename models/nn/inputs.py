@@ -119,7 +119,6 @@ class InputSpec:
     day_of_week: bool = True
     mask: bool = True
     weekend_shift: int = 0  # the weekend flag is that of the step this many steps later
-    timezone: str | None = None  # where the calendar is read (an IANA zone); None: UTC
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -142,14 +141,13 @@ class InputSpec:
         """The features that are the same for every node (the calendar ones)."""
         return tuple(n for n in self.names if n in ("tod_sin", "tod_cos", "weekend"))
 
-    def to_dict(self) -> dict[str, bool | int | str | None]:
+    def to_dict(self) -> dict[str, bool | int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        flags = {k: bool(v) for k, v in data.items() if k not in ("weekend_shift", "timezone")}
-        zone = data.get("timezone")
-        return cls(**flags, weekend_shift=int(data.get("weekend_shift", 0)), timezone=zone)
+        flags = {k: bool(v) for k, v in data.items() if k != "weekend_shift"}
+        return cls(**flags, weekend_shift=int(data.get("weekend_shift", 0)))
 
 
 def weekends(timestamps: pd.DatetimeIndex) -> int:
@@ -173,7 +171,7 @@ def weekend_effect(panel: SensorPanel) -> bool:
         warnings.simplefilter("ignore", RuntimeWarning)  # sensors or steps with no reading
         z = (observed - np.nanmean(observed, axis=0)) / np.nanstd(observed, axis=0)
         level = np.nanmean(np.where(np.isfinite(z), z, np.nan), axis=1)  # [time]
-    stamps = wall_clock(panel.timestamps, panel.timezone)
+    stamps = panel.timestamps
     table = (
         pd.DataFrame({"day": stamps.normalize(), "hour": stamps.hour, "level": level})
         .groupby(["day", "hour"])["level"]
@@ -204,8 +202,7 @@ def weekend_inputs(
     flag is not read.
     """
     if day_of_week is None:
-        local = wall_clock(training.timestamps, training.timezone)
-        on = weekends(local) >= MIN_WEEKENDS and weekend_effect(training)
+        on = weekends(training.timestamps) >= MIN_WEEKENDS and weekend_effect(training)
     else:
         on = bool(day_of_week)
     if not on:
@@ -213,19 +210,14 @@ def weekend_inputs(
     return True, horizon if weekend_shift is None else int(weekend_shift)
 
 
-def wall_clock(timestamps: pd.DatetimeIndex, timezone: str | None) -> pd.DatetimeIndex:
-    """``timestamps`` on the wall clock of ``timezone`` (unchanged for None: UTC)."""
-    return timestamps if timezone is None else timestamps.tz_convert(timezone)
-
-
 def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
-    """Calendar features of each step, read on the wall clock of ``spec.timezone``: float32
-    ``[time, len(spec.time_names)]``."""
+    """Calendar features of each step: float32 ``[time, len(spec.time_names)]``."""
     cols: list[np.ndarray] = []
     if spec.time_of_day:
-        local = wall_clock(timestamps, spec.timezone)
         seconds = (
-            local.hour.to_numpy() * 3600 + local.minute.to_numpy() * 60 + local.second.to_numpy()
+            timestamps.hour.to_numpy() * 3600
+            + timestamps.minute.to_numpy() * 60
+            + timestamps.second.to_numpy()
         )
         phase = 2.0 * np.pi * seconds / 86400.0
         cols += [np.sin(phase), np.cos(phase)]
@@ -235,7 +227,6 @@ def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
             if timestamps.freq is None:
                 raise ValueError("the weekend flag ahead needs timestamps with a freq")
             days = timestamps.shift(spec.weekend_shift)
-        days = wall_clock(days, spec.timezone)
         cols.append((days.day_of_week.to_numpy() >= 5).astype(np.float64))
     if not cols:
         return np.zeros((len(timestamps), 0), dtype=np.float32)  # [time, 0]

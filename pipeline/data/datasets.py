@@ -462,9 +462,7 @@ def load_csv(
             f"in order of first appearance in the long-format {path.name} ({', '.join(ids[:3])}...)"
         )
         graph = read_adjacency_csv(adjacency, ids, unordered=order if long else None)
-    return SensorPanel.from_values(
-        values, timestamps, ids, graph=graph, name=path.stem, timezone=timezone
-    )
+    return SensorPanel.from_values(values, timestamps, ids, graph=graph, name=path.stem)
 
 
 def _simulated(options: str) -> SensorPanel:
