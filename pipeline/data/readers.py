@@ -179,12 +179,13 @@ def read_table(
     sensor (False) or to decide by its name and content (None, see the module doc);
     ``index_col`` names that column wherever it is (it is then moved first and dropped).
     """
-    header, lines = scan(path)
+    comments = comment_lines(path)
+    header, lines = scan(path, comments=comments)
     if not lines.size:
         raise DatasetError(f"{path}: the header has no data rows under it")
     if _is_data_row(header):
         raise DatasetError(_no_header(path, header))
-    raw = _cells(path, header, lines)
+    raw = _cells(path, header, lines, comments)
     while len(header) > 1 and not header[-1].strip() and not filled(raw.iloc[:, -1]).any():
         header, raw = header[:-1], raw.iloc[:, :-1]  # a separator ending every line
     if drop_first is None and _row_index_before_time(header, raw, index_col):
@@ -528,11 +529,14 @@ def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) ->
         )
 
 
-def _cells(path: Path, header: Sequence[str], lines: np.ndarray) -> pd.DataFrame:
-    """The data rows as strings, columns ``c0, c1, ...``, one row per entry of ``lines``."""
+def _cells(
+    path: Path, header: Sequence[str], lines: np.ndarray, comments: frozenset[int]
+) -> pd.DataFrame:
+    """The data rows as strings, columns ``c0, c1, ...``, one row per entry of ``lines``
+    (``comments``: the comment lines :func:`scan` skipped)."""
     try:
         raw = pd.read_csv(
-            csv_source(path, comment_lines(path)),
+            csv_source(path, comments),
             dtype=str,
             keep_default_na=False,
             skip_blank_lines=True,
@@ -600,12 +604,13 @@ def _long_table(
     header: list[str],
     lines: np.ndarray,
     where: tuple[int, int, int],
+    comments: frozenset[int],
     timezone: str | None = None,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...], np.ndarray]:
     """A long-format file (one reading per row) as one row per timestamp: times (in order
     of appearance), values ``[time, sensor]`` with NaN, sensor ids (in order of
     appearance) and the line of each time's first row."""
-    raw = _cells(path, header, lines)
+    raw = _cells(path, header, lines, comments)
     t, s, v = where
     sensors = raw.iloc[:, s].str.strip()
     fractional = sensors.str.fullmatch(r"[-+]?\d*\.\d+([eE][-+]?\d+)?")
@@ -797,10 +802,11 @@ def read_wide_csv(
         raise DatasetError("--index-col and --no-index contradict each other; give one")
     where = None if index_col is not None or no_index else _long_columns(_first_row(path))
     if where is not None:  # long format (is_long_csv)
-        header, lines = scan(path)
+        comments = comment_lines(path)
+        header, lines = scan(path, comments=comments)
         if not lines.size:
             raise DatasetError(f"{path}: the header has no data rows under it")
-        times, wide, ids, first = _long_table(path, header, lines, where, timezone)
+        times, wide, ids, first = _long_table(path, header, lines, where, comments, timezone)
         _check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
         grid, values = to_regular_grid(
             times, wide, source=str(path), lines=first, irregular=irregular
