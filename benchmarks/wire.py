@@ -1,6 +1,7 @@
-"""Forecast encoding side by side: which library writes the numbers, which frame for v2.
+"""Wire encoding side by side: which library writes the numbers, which frame for v2,
+which parser reads the readings.
 
-Three comparisons on the same inputs, one model's forecast at one tick (horizon 12,
+Four comparisons on the same inputs, one model's forecast at one tick (horizon 12,
 mean and interval bounds, float32 like the models' output) for 207, 2,000 and 20,000
 sensors; each time is the best of ``--repeats`` rounds of ``--loops`` calls (ms per call):
 
@@ -15,6 +16,13 @@ sensors; each time is the best of ``--repeats`` rounds of ``--loops`` calls (ms 
 3. **the service's encoder** (:class:`pipeline.kafka.forecast_wire.ForecastEncoder`) in
    v1 and v2: encode time, records, bytes, and a consumer's decode to per-sensor
    forecasts (:func:`pipeline.kafka.frames.decode_forecast_frame`).
+
+4. **readings decode** (what the service does to every record it consumes): one tick of
+   single-reading messages and one batch-form message through
+   :func:`pipeline.kafka.schema.decode_readings_partial`, compact bytes (orjson, checked
+   by re-encoding) against the same bytes as a ``bytearray`` (the standard library's
+   parser that reports a repeated key), with ``orjson.loads`` and ``json.loads`` alone as
+   floors.
 
 ``python -m benchmarks.wire`` writes ``benchmarks/results/wire.json``.
 """
@@ -183,6 +191,32 @@ def service_encoder(
     return out
 
 
+def readings(sensors: int, loops: int, repeats: int) -> dict[str, Any]:
+    """Comparison 4: a tick's readings decoded, single messages and one batch message."""
+    from pipeline.kafka.schema import (
+        Reading,
+        decode_readings_partial,
+        encode_reading,
+        encode_readings_batch,
+    )
+
+    ids, mean, _, _ = forecast(sensors)
+    ts = ISSUED.to_pydatetime()
+    single = [encode_reading(Reading(s, ts, float(v))) for s, v in zip(ids, mean[0], strict=True)]
+    batch = [encode_readings_batch(ts, dict(zip(ids, mean[0].tolist(), strict=True)))]
+    out: dict[str, Any] = {}
+    for form, messages in (("single", single), ("batch", batch)):
+        copies = [bytearray(r) for r in messages]  # not bytes: the checked parser reads them
+        ways: dict[str, Callable[[], Any]] = {
+            "schema, compact bytes": lambda m=messages: [decode_readings_partial(r) for r in m],
+            "schema, checked parser": lambda m=copies: [decode_readings_partial(r) for r in m],
+            "orjson.loads alone": lambda m=messages: [orjson.loads(r) for r in m],
+            "json.loads alone": lambda m=messages: [json.loads(r) for r in m],
+        }
+        out[form] = {way: round(best_ms(fn, loops, repeats), 4) for way, fn in ways.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.wire", description=__doc__)
     parser.add_argument("--repeats", type=int, default=5, help="rounds; the best counts")
@@ -204,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             "numbers": numbers(block, loops, args.repeats),
             "frames": frames(ids, arrays, loops, args.repeats),
             "encoder": service_encoder(ids, arrays, loops, args.repeats),
+            "readings": readings(sensors, loops, args.repeats),
         }
     path = write_result("wire", result)
     runs = result["runs"]
@@ -239,6 +274,16 @@ def main(argv: list[str] | None = None) -> None:
             [n, wire, r["encode_ms"], r["records"], r["bytes"], r["decode_ms"]]
             for n in runs
             for wire, r in runs[n]["encoder"].items()
+        ],
+    )
+    print_table(
+        "a tick's readings decoded (ms per tick; x checked = the checked parser's time over this)",
+        ["sensors", "form", "way", "ms", "x checked"],
+        [
+            [n, form, way, ms, round(ways["schema, checked parser"] / ms, 2)]
+            for n in runs
+            for form, ways in runs[n]["readings"].items()
+            for way, ms in ways.items()
         ],
     )
     print(f"wrote {path}")
