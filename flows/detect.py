@@ -46,7 +46,9 @@ rule, published defaults).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,6 +72,8 @@ DEFAULT_DETECTOR = "ensemble"
 # cannot cut into this many steps at its size is scored relative to its first reading.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_STEPS = 1000
+# The longest file name (bytes) that common file systems (ext4, APFS, NTFS) accept.
+NAME_MAX = 255
 
 
 class DetectRunError(ValueError):
@@ -488,8 +492,7 @@ def detect_nab(
                 "scored in file order, as NAB streams rows (NAB's scorer needs time order)"
             )
         out = result_path(out_dir, detector, path)
-        if out.exists() and not out.is_file():
-            raise DetectRunError(f"cannot write {out}: it is a folder or not a regular file")
+        _check_result_path(out, path)
         inputs.append((path, frame, stamps, out))
     top = Path(out_dir) / detector
     try:
@@ -502,7 +505,7 @@ def detect_nab(
             key = f"{path.parent.name}/{path.name}"
             values = frame["value"].to_numpy()
             scores = score_rows(values, stamps, detector, key, nab_range=nab_range)
-            temporary = out.with_name(f".{out.name}.partial")
+            temporary = _staged_path(out)
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 staged.append((temporary, out))
@@ -517,8 +520,28 @@ def detect_nab(
             temporary.replace(out)
     finally:
         for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # clean-up must not hide the error being raised
+                temporary.unlink(missing_ok=True)
     return [out for _, out in staged]
+
+
+def _staged_path(out: Path) -> Path:
+    """Where ``out`` is written before every file of the run is scored."""
+    return out.with_name(f".{out.name}.partial")
+
+
+def _check_result_path(out: Path, data_file: Path) -> None:
+    """Refuse, before anything is scored, a result path that could not be written: a
+    folder in its place, a file in place of its category folder, or a name too long."""
+    if len(os.fsencode(_staged_path(out).name)) > NAME_MAX:
+        raise DetectRunError(
+            f"{data_file}: its result file name {out.name!r} is too long to write (over "
+            f"{NAME_MAX - len('..partial')} bytes); shorten the data file's name"
+        )
+    if out.parent.exists() and not out.parent.is_dir():
+        raise DetectRunError(f"cannot write {out}: {out.parent} is a file, not a folder")
+    if out.exists() and not out.is_file():
+        raise DetectRunError(f"cannot write {out}: it is a folder or not a regular file")
 
 
 def _skip_reason(path: Path) -> str:

@@ -10,7 +10,8 @@ files are scored by NAB's rules (:mod:`models.anomaly.nab_score`) on every profi
 * **fixed threshold** (when the detector has one, e.g. the ensemble's ``1 - A``): chosen
   before the data was seen, the honest number;
 * a category without windows (artificialNoAnomaly) reports its false-positive rows at
-  the fixed threshold: NAB cannot normalise a score there.
+  the fixed threshold: NAB cannot normalise a score there; nor where NAB's null detector
+  already scores perfectly (windows that hold every scorable row): ``n/a``.
 
 The last row scores all categories found together with one threshold, as NAB scores its
 whole corpus.
@@ -18,6 +19,7 @@ whole corpus.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from models.anomaly.nab_score import (
     PROFILES,
     LabeledFile,
     NabFormatError,
+    NabUndefinedError,
     labeled_files,
     nab_score,
     read_result_scores,
@@ -101,8 +104,8 @@ def _score(
     fps = None
     for profile, cost in PROFILES.items():
         if windows:
-            result = nab_score(sweeps, scores, profile)
-            best[profile] = round(result.score, 2)
+            with contextlib.suppress(NabUndefinedError):  # n/a: NAB cannot normalise
+                best[profile] = round(nab_score(sweeps, scores, profile).score, 2)
         if threshold is not None:
             rows = score_at(sweeps, scores, cost, threshold)
             fps = sum(r.fp for r in rows)

@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,10 @@ START_THRESHOLD = 1.1
 
 class NabFormatError(ValueError):
     """A NAB data, window or result file that cannot be scored as NAB would."""
+
+
+class NabUndefinedError(NabFormatError):
+    """A corpus whose normalised score is undefined: NAB's null detector scores perfectly."""
 
 
 @dataclass(frozen=True)
@@ -379,7 +385,7 @@ def nab_score(
     null = best_threshold(sweeps, [np.full(s.window.shape, 0.5) for s in sweeps], cost).score
     perfect = cost.tp * sum(s.n_windows for s in sweeps)
     if perfect == null:
-        raise NabFormatError("the corpus has no scorable window; NAB cannot normalise its score")
+        raise NabUndefinedError("the corpus has no scorable window; NAB cannot normalise its score")
     per_file = score_at(sweeps, scores, cost, best.threshold)
     return NabResult(
         profile=profile,
@@ -406,7 +412,9 @@ def read_nab_csv(path: str | Path) -> pd.DataFrame:
     missing = {"timestamp", "value"} - set(frame.columns)
     if missing:
         raise NabFormatError(f"{path}: missing NAB columns {sorted(missing)}")
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format"
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
     return frame
 
 
@@ -455,7 +463,25 @@ def _windows(
             raise NabFormatError(f"{path}: {name!r} window [{start!r}, {end!r}]: {exc}") from None
         if pd.isna(out[-1][0]) or pd.isna(out[-1][1]):
             raise NabFormatError(f"{path}: {name!r} window [{start!r}, {end!r}] is not a time")
+        if _day_month_ambiguous(start) or _day_month_ambiguous(end):
+            raise NabFormatError(
+                f"{path}: {name!r} window [{start!r}, {end!r}] reads as day/month or "
+                "month/day; write window times as YYYY-MM-DD HH:MM:SS, as NAB's labels do"
+            )
     return tuple(out)
+
+
+def _day_month_ambiguous(text: str) -> bool:
+    """Whether ``text`` (not year-first) names another day when read day first: a window
+    read month first could then silently fall on rows of a day-first data file."""
+    if re.match(r"\s*\d{4}", text):  # year first (ISO 8601): always year, month, day
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return bool(pd.Timestamp(text) != pd.to_datetime(text, dayfirst=True))
+        except (ValueError, OverflowError):
+            return True
 
 
 def labeled_files(

@@ -1,0 +1,151 @@
+"""`roadcast detect` and `--score` on hostile input, second probe: result paths that
+cannot be written, label windows that read as another day, categories NAB cannot
+normalise, and the detectors the first probe did not run."""
+
+from __future__ import annotations
+
+import errno
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import flows.detect
+from flows.cli import app
+from flows.detect import DetectRunError, detect_nab
+from flows.nab_table import score_results
+from models.anomaly.nab_score import read_windows
+from tests.conftest import _shared_data_dir, skip_locally_fail_in_ci
+from tests.test_detect_hostile import DEFINED, STAMPS, N, csv, nab_dir, one_line_error
+
+
+@pytest.fixture
+def no_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring fails the test: what it guards must be refused before any file is scored."""
+
+    def refuse(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("scored a file before refusing the run")
+
+    monkeypatch.setattr(flows.detect, "score_rows", refuse)
+
+
+def test_a_result_name_too_long_to_write_is_refused_before_scoring(tmp_path, no_scoring) -> None:
+    """A data file name of 250 bytes is legal; ``likelihood_`` + it is not."""
+    name = "x" * 246 + ".csv"
+    root = nab_dir(tmp_path, csv(), f"cat/{name}")
+    with pytest.raises(DetectRunError, match=r"is too long to write .* shorten the data file"):
+        detect_nab(root, tmp_path / "out", "likelihood")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_in_place_of_the_category_folder_is_refused_before_scoring(
+    tmp_path, no_scoring
+) -> None:
+    root = nab_dir(tmp_path, csv())
+    (tmp_path / "out" / "extreme").mkdir(parents=True)
+    (tmp_path / "out" / "extreme" / "cat").write_text("not a folder")
+    with pytest.raises(DetectRunError, match=r"extreme/cat is a file, not a folder"):
+        detect_nab(root, tmp_path / "out", "extreme")
+
+
+def test_a_write_failure_is_reported_even_when_clean_up_fails(tmp_path, monkeypatch) -> None:
+    root = nab_dir(tmp_path, csv())
+
+    def full(self: pd.DataFrame, path: Path, **kwargs: object) -> None:
+        Path(path).write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def stuck(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    monkeypatch.setattr(Path, "unlink", stuck)
+    with pytest.raises(DetectRunError, match=r"cannot write .*extreme_f\.csv \(No space left"):
+        detect_nab(root, tmp_path / "out", "extreme")
+
+
+DAYS = list(pd.date_range("2015-01-13", periods=N, freq="D").strftime("%d/%m/%Y"))
+
+
+def test_windows_that_read_as_another_day_are_refused(tmp_path) -> None:
+    """Day-first data (13/01/2015, ...) with a window written alike: '05/03/2015' read
+    month first is 3 May, also a row of the file, so the wrong window was scored."""
+    root = nab_dir(tmp_path, csv(stamps=DAYS))
+    labels = root / "cat_windows.json"
+    labels.write_text(json.dumps({"cat/f.csv": [["05/03/2015", "10/03/2015"]]}))
+    line = one_line_error(root, tmp_path / "out", "--score")
+    assert str(labels) in line and "write window times as YYYY-MM-DD HH:MM:SS" in line
+
+
+@pytest.mark.parametrize("stamp", ["13/03/2015", "2015-03-05", "2015-03-05 00:00:00.000000"])
+def test_windows_that_read_one_way_only_are_kept(tmp_path, stamp) -> None:
+    labels = tmp_path / "w.json"
+    labels.write_text(json.dumps({"cat/f.csv": [[stamp, stamp]]}))
+    ((start, _),) = read_windows(labels)["cat/f.csv"]
+    assert start == pd.Timestamp(stamp)
+
+
+def test_score_of_day_first_data_raises_no_warning(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(stamps=DAYS))
+    (root / "cat_windows.json").write_text(
+        json.dumps({"cat/f.csv": [["2015-03-05", "2015-03-10"]]})
+    )
+    detect_nab(root, tmp_path / "out", "extreme")
+    with warnings.catch_warnings(record=True) as said:  # pandas' Cython drops raised ones
+        warnings.simplefilter("always")
+        (cat, _) = score_results(root, tmp_path / "out", "extreme", None)
+    assert not [str(w.message) for w in said]
+    assert cat.windows == 1 and set(cat.nab_threshold) == {"standard", "reward_low_FP_rate",
+                                                           "reward_low_FN_rate"}  # fmt: skip
+
+
+def test_a_category_nab_cannot_normalise_reads_na_in_the_table(tmp_path) -> None:
+    """One row, labelled: NAB's null detector (constant 0.5) fires there and scores
+    perfectly, so the normalised score is undefined; it stopped the whole table with an
+    error that named no category."""
+    root = nab_dir(tmp_path, csv(STAMPS[:1], ["1.0"]), "short/f.csv")
+    nab_dir(tmp_path, csv(), "cat/g.csv")
+    (root / "short_windows.json").write_text(json.dumps({"short/f.csv": [[STAMPS[0]] * 2]}))
+    (root / "cat_windows.json").write_text(json.dumps({"cat/g.csv": [[STAMPS[100], STAMPS[110]]]}))
+    detect_nab(root, tmp_path / "out", "ensemble")
+    cat, short, total = score_results(root, tmp_path / "out", "ensemble", 0.9)
+    assert short.category == "short" and short.nab_threshold == {}
+    assert set(short.fixed_threshold) == set(cat.nab_threshold) == set(total.nab_threshold)
+    args = ["--nab-dir", str(root), "--out", str(tmp_path / "o"), "--detector", "extreme"]
+    result = CliRunner().invoke(app, ["detect", *args, "--score"])
+    assert result.exit_code == 0, result.output
+    assert "n/a" in result.output
+
+
+# Detectors that tests/test_detect_hostile.py does not run on its odd files.
+ODD = ["constant", "zeros", "one row", "two rows", "shorter than probation", "all missing",
+       "leading missing", "both ends of float32", "one timestamp repeated"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "detector", ["context", "changepoint", "spectral", "contextpot", "intervalpot", "likelihood"]
+)
+@pytest.mark.parametrize("case", ODD)
+def test_every_detector_gives_odd_files_defined_scores(tmp_path, case, detector) -> None:
+    root = nab_dir(tmp_path, DEFINED[case])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        (written,) = detect_nab(root, tmp_path / "out", detector)
+    scores = pd.read_csv(written)["anomaly_score"]
+    assert len(scores) == len(pd.read_csv(root / "cat" / "f.csv"))
+    assert scores.notna().all() and scores.between(0, 1).all()
+
+
+def test_nab_label_windows_are_all_read() -> None:
+    """NAB's own windows (year first, with microseconds) pass the day/month check."""
+    nab = _shared_data_dir() / "nab"
+    paths = sorted(nab.glob("*_windows.json"))
+    if not paths:
+        skip_locally_fail_in_ci(f"NAB data not found in {nab}; set ROADCAST_DATA_DIR")
+    for path in paths:
+        windows = read_windows(path)
+        assert all(start <= end for pairs in windows.values() for start, end in pairs), path
