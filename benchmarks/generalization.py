@@ -17,7 +17,8 @@ validation parts only (:func:`choose_defaults`: the candidate with the lowest me
 validation RMSE relative to the best candidate per network, leave-one-network-out), and
 the held-out network's test part shows how that choice fared where it was not made.
 
-Written to ``benchmarks/results/generalization.json`` and ``generalization.png``: per
+Written to ``benchmarks/results/generalization.json`` and ``generalization.png`` (``--name``
+NAME: ``NAME.json``, ``NAME.png``): per
 network and horizon, each model's pooled test RMSE (mean ± std over seeds), relative to
 the best model there, its validation RMSE relative to the best, the paired test against
 the champion and the champion's regret, the candidates and the choice of defaults, and
@@ -388,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="networks trained side by side")
     parser.add_argument("--cache", default=None, help="keep and reuse neural fits here")
     parser.add_argument("--data-dir", default=None, help="default: ROADCAST_DATA_DIR")
+    parser.add_argument(
+        "--name", default="generalization", help="write benchmarks/results/NAME.json, NAME.png"
+    )
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error("--seeds must be >= 2: the goals compare models within the seed spread")
@@ -426,9 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     checks = print_tables(results, choices)
     out_dir = Path(os.environ.get("ROADCAST_BENCH_RESULTS") or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot(results, out_dir / "generalization.png")
+    plot(results, out_dir / f"{args.name}.png")
     write_result(
-        "generalization",
+        args.name,
         {
             "quick": args.quick,
             "command": "python -m benchmarks.generalization"
@@ -436,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
             + (f" --networks {args.networks}" if args.networks else "")
             + (f" --seeds {args.seeds}" if args.seeds != 2 else "")
             + (f" --epochs {args.epochs}" if args.epochs else "")
-            + (f" --candidates '{args.candidates}'" if args.candidates is not None else ""),
+            + (f" --candidates '{args.candidates}'" if args.candidates is not None else "")
+            + (f" --name {args.name}" if args.name != "generalization" else ""),
             "protocol": "roadcast train's: chronological 80/20 split, validation = last 10% of "
             "the training part (epochs, kept seed, champion), 12 input steps, test windows "
             "inside the test part, pooled RMSE over steps 1..h; TGC-LSTM's first stage is "
@@ -446,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
             "networks": results,
             "defaults": choices,
             "checks": checks,
-            "plot": "generalization.png",
+            "plot": f"{args.name}.png",
         },
     )
 
