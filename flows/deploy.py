@@ -62,6 +62,7 @@ WORK_POOL = "roadcast-process"
 TIMEZONE = "UTC"
 HEALTH_TIMEOUT_S = 15.0  # the whole health check of the Prefect server, retries included
 WATCH_EVERY_S = 30.0  # while serving: how often the Prefect server's health is checked
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")  # what models.nn.devices reads
 YAML_HEADER = """\
 # roadcast's Prefect deployments, for `prefect deploy --all --prefect-file deploy/prefect.yaml`
 # (run it from the directory the worker should run flows in) and a worker of the process
@@ -273,11 +274,13 @@ def customised(
         if cron.lower() in ("off", "none"):
             new_cron = None
         else:
-            if not cron.startswith("@") and len(cron.split()) == 6:
+            fields = len(cron.split())
+            if not cron.startswith("@") and fields in (6, 7):
                 raise DeployError(
-                    f"--cron {key.strip()}: {cron!r} has six fields; Prefect reads the sixth "
-                    "as seconds, so it would run every second: give five (minute hour "
-                    "day-of-month month day-of-week, e.g. '*/5 * * * *')"
+                    f"--cron {key.strip()}: {cron!r} has {('six', 'seven')[fields - 6]} "
+                    "fields; Prefect reads the sixth as seconds, so it would run every "
+                    "second: give five (minute hour day-of-month month day-of-week, e.g. "
+                    "'*/5 * * * *')"
                 )
             try:
                 new_cron = CronSchedule(cron=cron, timezone=TIMEZONE).cron
@@ -354,7 +357,8 @@ def _finite(value: Any) -> bool:
 
 def check_values(spec: DeploymentSpec, parameters: Mapping[str, Any]) -> None:
     """Refuse values every run of ``spec``'s flow would refuse (the flows' own checks,
-    without I/O): a report period or horizon, drift thresholds, training settings.
+    without I/O): a report period or horizon, drift thresholds, training settings and
+    data set, Kafka servers, a replay's pace and limit.
 
     Raises
     ------
@@ -376,6 +380,7 @@ def check_values(spec: DeploymentSpec, parameters: Mapping[str, Any]) -> None:
 def _train_values(p: Mapping[str, Any]) -> None:
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
+    from pipeline.data.datasets import parse_spec
     from pipeline.data.timestamps import zone_info
     from pipeline.registry.versions import check_label
 
@@ -387,6 +392,10 @@ def _train_values(p: Mapping[str, Any]) -> None:
         test=p["test"], valid=p["valid"],
     )  # fmt: skip
     check_label(p["label"])
+    parse_spec(p["data"])
+    device = p["device"]
+    if not _DEVICE.fullmatch(device.strip().lower()):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if p["tune"] is not None:
         parse_budget(p["tune"])
     if p["timezone"] is not None:
@@ -406,10 +415,38 @@ def _drift_values(p: Mapping[str, Any]) -> None:
     DriftConfig(**{k: p[k] for k in keys if p[k] is not None})
 
 
+def _bootstrap(servers: str | None) -> None:
+    """Refuse Kafka servers that are not ``HOST:PORT[,...]`` (None: the worker's setting)."""
+    from pipeline.settings import bootstrap_servers
+
+    if servers is not None:
+        bootstrap_servers(servers)
+
+
+def _forecast_values(p: Mapping[str, Any]) -> None:
+    _bootstrap(p["bootstrap"])
+
+
+def _replay_values(p: Mapping[str, Any]) -> None:
+    from pipeline.data.datasets import parse_spec
+
+    parse_spec(p["data"])
+    _bootstrap(p["bootstrap"])
+    speedup = p["speedup"]
+    if speedup < 0:
+        raise ValueError(
+            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
+        )
+    if p["limit"] is not None and p["limit"] < 0:
+        raise ValueError(f"limit must be >= 0 steps, got {p['limit']}")
+
+
 _VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "train_flow": _train_values,
     "report_flow": _report_values,
     "drift_flow": _drift_values,
+    "forecast_flow": _forecast_values,
+    "replay_flow": _replay_values,
 }
 
 

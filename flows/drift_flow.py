@@ -4,7 +4,8 @@ Prefect event that retrains.
 Every run (every 15 minutes when deployed):
 
 1. reads the serving set of the model directory (each model's version, its validation
-   MAE) and, from the service's store, since when each version forecasts;
+   MAE) and, from the service's store, since when each version forecasts (a store whose
+   newest tick is old, the service stopped, is judged all the same, with a warning);
 2. judges every model and horizon (:func:`pipeline.drift.assess`): the live MAE over the
    last ``ROADCAST_DRIFT_WINDOW_TICKS`` against the validation MAE
    (``ROADCAST_DRIFT_RATIO``) and against the ticks before (``..._BASELINE_RATIO``);
@@ -31,10 +32,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.artifacts import KEYS, publish_table
 from flows.io_tasks import IO_TASK
+from flows.report_flow import stale_note
 from pipeline.drift import DriftConfig, Verdict
 
 EVENT = "roadcast.model.drift"
@@ -67,6 +70,12 @@ def assess_task(store_path: str, models_dir: str, config: DriftConfig) -> list[V
     with reading_store(store_path) as store:
         step = tick_ms(store)
         served, notes = served_models(store, versions, tick_ms=step)
+        newest = store.last_ticks(1)
+        if newest:
+            last = pd.Timestamp(int(newest[-1].ts_ms), unit="ms", tz="UTC")
+            stale = stale_note(last, step / 60_000, pd.Timestamp.now(tz="UTC"))
+            if stale is not None:
+                notes = [*notes, f"{stale}; the verdicts judge those old ticks"]
         for note in notes:
             get_run_logger().warning(note)
         return assess(store, served, config, tick_ms=step)

@@ -16,6 +16,9 @@ Every run (daily when deployed):
    artifacts (``roadcast-live-accuracy``, ``roadcast-alerts``,
    ``roadcast-live-report``).
 
+A store whose newest closed tick is old (the service stopped, or no readings come) is
+reported all the same, with a warning in the log and the report (:func:`stale_note`).
+
 The champion (``champion.json``) picks the sensors plotted and colours the map; the
 model directory also gives each model's horizon and the sensors' coordinates
 (``network.json``). Without a model directory the report still scores every model in
@@ -47,6 +50,10 @@ from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
 from models.panel import SensorPanel
 from pipeline.model_dir import BUNDLES, SERVING_FILE
+
+# The store's newest closed tick, older than both, is stale: the report says so.
+STALE_AFTER = pd.Timedelta(hours=1)
+STALE_TICKS = 12
 
 
 @dataclass(frozen=True)
@@ -254,11 +261,25 @@ def sensor_errors(scored: Scored) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def stale_note(last: pd.Timestamp, freq_minutes: float, now: pd.Timestamp) -> str | None:
+    """What to say when the newest closed tick ``last`` is older, at ``now``, than
+    :data:`STALE_AFTER` and :data:`STALE_TICKS` ticks (None: it is recent)."""
+    age = now - last
+    if age <= max(STALE_AFTER, STALE_TICKS * pd.Timedelta(minutes=freq_minutes)):
+        return None
+    hours = age.total_seconds() / 3600
+    shown = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+    return (
+        f"the store's newest closed tick, {last:%Y-%m-%d %H:%M} UTC, is {shown} old: no "
+        "recent readings (is roadcast serve running and fed?)"
+    )
+
+
 def make_report(
     scored: Scored, info: ModelInfo, document: dict[str, Any], *, since: str, store_path: str,
-    models_dir: str,
+    models_dir: str, stale: str | None = None,
 ) -> Report:  # fmt: skip
-    """The live forecast report of ``scored``."""
+    """The live forecast report of ``scored``; ``stale``: :func:`stale_note`'s warning."""
     freq = float(document["freq_minutes"])
     what = f"live, {scored.first:%Y-%m-%d %H:%M} to {scored.last:%Y-%m-%d %H:%M} UTC"
     horizons = sorted({m["horizon"] for m in document["models"].values()})
@@ -270,6 +291,8 @@ def make_report(
         ("models", ", ".join(document["models"]) or "none in the store"),
         ("horizon", ", ".join(f"{h} steps ({horizon_label(h, freq)})" for h in horizons) or "-"),
     ]
+    if stale is not None:
+        facts.insert(2, ("stale", stale))
     intro = (
         "Every forecast the models stored in this period is scored against the values the "
         "sensors reported (late corrections applied), on the original scale. A forecast "
@@ -361,7 +384,8 @@ def report_flow(
         store.
     horizon : forecast steps of models the model directory does not describe.
 
-    Returns the written paths and the pooled RMSE per model at the longest horizon.
+    Returns the written paths, the pooled RMSE per model at the longest horizon, and
+    ``stale``: what the report says of a store whose newest tick is old (None: recent).
     """
     from pipeline.settings import load_settings
 
@@ -376,9 +400,12 @@ def report_flow(
         )
     scored = score_store(str(settings.store_path), since, info, horizon)
     document = live_document(scored, dataset=info.dataset)
+    stale = stale_note(scored.last, document["freq_minutes"], pd.Timestamp.now(tz="UTC"))
+    if stale is not None:
+        log.warning(stale)
     report = make_report(
         scored, info, document, since=since, store_path=str(settings.store_path),
-        models_dir=str(settings.model_dir),
+        models_dir=str(settings.model_dir), stale=stale,
     )  # fmt: skip
     folder = out or str(
         Path(settings.store_path).parent / "reports" / scored.last.strftime("%Y-%m-%dT%H%MZ")
@@ -411,4 +438,4 @@ def report_flow(
         for name, entry in document["models"].items()
         if str(entry["horizon"]) in entry["pooled"]
     }
-    return {**paths, "rmse": pooled, "ticks": scored.ticks}
+    return {**paths, "rmse": pooled, "ticks": scored.ticks, "stale": stale}

@@ -22,6 +22,7 @@ Headers = Sequence[tuple[str, bytes]]
 ROLES = ("readings", "forecasts", "alerts", "dlq")
 _SHOWN = 3  # numbers shown per forecast line
 _ERROR_CHARS = 200  # of an unexpected error's message
+_LINE_CHARS = 1000  # of a line: a record's long field (a model name...) is cut
 
 
 def _numbers(values: Sequence[float]) -> str:
@@ -138,10 +139,13 @@ def describe(role: str | None, value: bytes | None, headers: Headers) -> str:
 
 
 def _one_line(text: str) -> str:
-    """``text`` with control and invisible characters escaped (``\\n``, ``\\x1b``)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    """``text`` with control and invisible characters escaped (``\\n``, ``\\x1b``), cut
+    after :data:`_LINE_CHARS` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    if len(text) > _LINE_CHARS:
+        text = f"{text[:_LINE_CHARS]}... ({len(text) - _LINE_CHARS:,} more characters)"
+    return text
 
 
 class Progress:

@@ -127,20 +127,7 @@ class Settings(BaseSettings):
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers(cls, value: str) -> str:
-        servers = [s.strip() for s in value.split(",") if s.strip()]
-        for server in servers:
-            host, sep, port = _SCHEME.sub("", server).rpartition(":")
-            if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port):
-                if _BARE_IPV6.fullmatch(host):  # Kafka clients would read it all as the host
-                    raise ValueError(
-                        f"write an IPv6 address in brackets, [ADDR]:PORT: {shown(server)}"
-                    )
-                raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {shown(server)}")
-            if not 1 <= int(port) <= 65535:
-                raise ValueError(f"port {shown(int(port))} of {shown(server)} is outside 1-65535")
-        if not servers:
-            raise ValueError("at least one HOST:PORT is needed")
-        return ",".join(servers)
+        return bootstrap_servers(value)
 
     @field_validator("topic_readings", "topic_dlq", "topic_forecasts", "topic_alerts")
     @classmethod
@@ -520,3 +507,25 @@ def shown_url(url: str) -> str:
         return "an address without scheme and host"
     more = "/..." if parts.path.strip("/") or parts.query or parts.fragment else ""
     return f"{parts.scheme}://{parts.hostname}{port}{more}"
+
+
+def bootstrap_servers(value: str) -> str:
+    """``HOST:PORT[,HOST:PORT...]`` checked and normalised (no spaces, no empty items).
+
+    Raises
+    ------
+    ValueError
+        Naming the server that is not ``HOST:PORT`` or whose port is out of range.
+    """
+    servers = [s.strip() for s in value.split(",") if s.strip()]
+    for server in servers:
+        host, sep, port = _SCHEME.sub("", server).rpartition(":")
+        if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port):
+            if _BARE_IPV6.fullmatch(host):  # Kafka clients would read it all as the host
+                raise ValueError(f"write an IPv6 address in brackets, [ADDR]:PORT: {shown(server)}")
+            raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {shown(server)}")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {shown(int(port))} of {shown(server)} is outside 1-65535")
+    if not servers:
+        raise ValueError("at least one HOST:PORT is needed")
+    return ",".join(servers)

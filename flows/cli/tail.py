@@ -3,9 +3,53 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 BACKLOG_WAIT_S = 30.0  # how long --timeout waits, past S, for records known to be there
+# Following without --timeout: after this many quiet seconds, whether the broker still
+# answers (a request of at most BROKER_CHECK_TIMEOUT_MS) is checked, and said when not.
+BROKER_CHECK_S = 30.0
+BROKER_CHECK_TIMEOUT_MS = 10_000
+
+
+class BrokerWatch:
+    """While ``roadcast tail`` follows a quiet topic: one line on standard error when the
+    broker stops answering (the client retries without a word), one when it answers."""
+
+    def __init__(self, consumer: Any, partitions: list[Any], servers: str) -> None:
+        self.consumer, self.partitions, self.servers = consumer, partitions, servers
+        self.down_since: float | None = None
+
+    def check(self) -> None:
+        """Ask the broker for the partitions' ends, within the deadline."""
+        import time
+
+        from kafka.errors import KafkaError
+
+        try:
+            self.consumer.end_offsets(self.partitions, timeout_ms=BROKER_CHECK_TIMEOUT_MS)
+        except KafkaError as exc:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                typer.echo(
+                    f"warning: the broker at {self.servers} did not answer within "
+                    f"{BROKER_CHECK_TIMEOUT_MS / 1000:g} s ({type(exc).__name__}); tail goes "
+                    "on when it does (Ctrl-C to stop)",
+                    err=True,
+                )
+            return
+        self.answered()
+
+    def answered(self) -> None:
+        """The broker answered (a check, or records): say so if it did not before."""
+        import time
+
+        if self.down_since is not None:
+            away = time.monotonic() - self.down_since
+            self.down_since = None
+            typer.echo(f"the broker at {self.servers} answers again (after {away:.0f} s)", err=True)
 
 
 def tail(
@@ -28,7 +72,8 @@ def tail(
     ),
 ) -> None:
     """Print the records of a topic, one clear line each (readings, forecasts v1/v2, alerts,
-    dead letters). Reads without a consumer group: nothing is committed."""
+    dead letters). Reads without a consumer group: nothing is committed. Without --timeout
+    it follows until Ctrl-C, saying on standard error when the broker stops answering."""
     import time
 
     from kafka import TopicPartition
@@ -73,11 +118,16 @@ def tail(
                     )
             for tp in tps:
                 consumer.seek(tp, consumer.highwater(tp))
-        quiet_since = time.monotonic()
+        watch = BrokerWatch(consumer, tps, settings.bootstrap_servers)
+        quiet_since = checked = time.monotonic()
         while limit is None or seen < limit:
             batches = poll_readable(consumer, 500)
             if not batches:
-                quiet = time.monotonic() - quiet_since
+                now = time.monotonic()
+                quiet = now - quiet_since
+                if timeout is None and now - max(quiet_since, checked) > BROKER_CHECK_S:
+                    watch.check()
+                    checked = time.monotonic()
                 if timeout is None or quiet <= timeout:
                     continue
                 if progress.caught_up():
@@ -89,6 +139,7 @@ def tail(
                     )
                 continue
             quiet_since = time.monotonic()
+            watch.answered()
             for tp, records in sorted(batches.items(), key=lambda kv: kv[0].partition):
                 for record in records:
                     if isinstance(record, UnreadableRecord):

@@ -173,11 +173,13 @@ def encode_frames(
         (of at most :data:`MAX_FRAME_BYTES`, what readers take).
     """
     horizon, nodes = mean.shape
+    if nodes == 0:
+        return []  # no sensor: nothing to publish, as in v1 (a frame needs one)
     rows = [np.ascontiguousarray(a.T, dtype="<f4") for a in (mean, lower, upper) if a is not None]
     bounded = len(rows) == 3
     size = sensors_per_frame(sensor_ids, horizon, bounded, min(max_bytes, MAX_FRAME_BYTES))
     frames = []
-    for first in range(0, max(nodes, 1), size):
+    for first in range(0, nodes, size):
         cut = slice(first, min(first + size, nodes))
         parts = [r[cut].tobytes() for r in rows]
         frame = _Frame(
@@ -282,6 +284,12 @@ def read_frame(raw: Raw | None) -> ForecastFrame:
     try:
         version = _VERSION.decode(raw).v
     except (msgspec.DecodeError, RecursionError) as exc:
+        if _looks_like_json(raw):
+            raise SchemaError(
+                "bad_json",
+                f"not a forecast frame: the value is JSON text, not MessagePack (a v1 "
+                f"forecast sent with the header {WIRE_HEADER}: {FRAME_HEADER_VALUE.decode()}?)",
+            ) from None
         raise SchemaError("bad_json", f"not a forecast frame (MessagePack): {_why(exc)}") from None
     _check_version(version)
     try:
@@ -345,6 +353,12 @@ def _check_fields(frame: _Frame) -> None:
             f"the last target, issued_at + {frame.horizon} x {frame.step_ms} ms, is not "
             f"before {TS_MAX.year}-01-01 (UTC)",
         )
+
+
+def _looks_like_json(raw: Raw) -> bool:
+    """Whether ``raw`` starts as a JSON object or array does (after whitespace or a BOM)."""
+    head = bytes(raw[:64]).removeprefix(_BOM).lstrip(b" \t\r\n")
+    return head[:1] in (b"{", b"[")
 
 
 def _why(exc: Exception) -> str:
