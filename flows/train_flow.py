@@ -57,6 +57,7 @@ from models.forecasters.comparison import (
     fit_runs,
     metrics_document,
     parse_models,
+    refuse_unsupported,
     split_panel,
     unsupported,
     validation_notes,
@@ -345,6 +346,8 @@ def train_flow(
     print(f"{data}: {panel.n_nodes} sensors, split {split.sizes()}")
     if models is None:
         plan = _supported(plan, split)
+    else:
+        refuse_unsupported(split, plan)
     tuned = {}
     with started(runner) as active:  # None: today's sequential fits
         if budget is not None:

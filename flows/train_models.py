@@ -24,6 +24,7 @@ from models.forecasters.comparison import (
     check_readings,
     fit_seeds,
     metrics_document,
+    refuse_unsupported,
     split_panel,
     validation_notes,
 )
@@ -64,6 +65,7 @@ def train_models(
     for note in [*check_readings(panel), *check_graphs(panel, plan)]:
         log(note)
     split = split_panel(panel, plan)
+    refuse_unsupported(split, plan)
     log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
     for note in validation_notes(split, plan):
         log(note)

@@ -268,7 +268,7 @@ def evaluate(
     try:
         result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window, data=data)
     except ValueError as exc:  # BundleError included
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_unserved(bundle) or exc}", err=True)
         raise typer.Exit(1) from None
     if extra := result["sensors_not_scored"]:
         typer.echo(
@@ -305,6 +305,29 @@ def evaluate(
             typer.echo(f"error: --out: cannot write {out} ({exc.strerror or exc})", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"wrote {out}")
+
+
+def _unserved(bundle: str) -> str | None:
+    """The error for a ``bundle`` folder (``DIR/bundles/<model>``) without a bundle because
+    a ``--no-promote`` run only registered the model's versions; None otherwise."""
+    from pathlib import Path
+
+    from pipeline.registry.versions import MANIFEST, list_versions
+
+    path = Path(bundle)
+    if (path / MANIFEST).exists():
+        return None
+    try:
+        versions = list_versions(path.parent, path.name)
+    except (OSError, ValueError):
+        return None
+    if not versions:
+        return None
+    return (
+        f"no model bundle at {path}: {path.name} was registered but not served (a "
+        f"--no-promote run?); pass a version, e.g. the newest {versions[-1].path}, or serve "
+        f"it with `roadcast models promote {path.name} --models {path.parent}`"
+    )
 
 
 def _number(value: float | None, digits: int) -> str:

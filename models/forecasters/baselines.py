@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from models.bundle import read_model_bundle, save_bundle
+from models.bundle import read_model_bundle, save_bundle, step_text
 from models.forecasters.base import (
     BatchForecast,
     ForecasterBase,
@@ -113,8 +113,8 @@ def period_steps(freq: pd.Timedelta, period: str | int | None, train_steps: int)
     day = pd.Timedelta(days=1)
     if day % freq != pd.Timedelta(0):
         raise ValueError(
-            f"a day is not a whole number of {freq} steps; give the seasonal period in steps "
-            "(period=N)"
+            f"a day is not a whole number of {step_text(freq.total_seconds())} steps, so there "
+            "is no daily or weekly period; give the period in steps (period=N in Python)"
         )
     per_day = int(day // freq)
     if period is None:

@@ -38,6 +38,8 @@ from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel, Split, chronological_split
 
 Log = Callable[[str], None]
+# Fits per neural model at most: every seed's model is kept in memory until the run ends.
+MAX_SEEDS = 100
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class TrainPlan:
             raise ValueError("no model to train; pass e.g. --models persistence,ar,lstm")
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.seeds > MAX_SEEDS:
+            raise ValueError(
+                f"--seeds {self.seeds} is more than {MAX_SEEDS}: every seed is a full fit, "
+                "kept in memory until the run ends"
+            )
         if self.window < 1 or self.horizon < 1:
             raise ValueError(
                 f"--window and --horizon must be >= 1, got {self.window}, {self.horizon}"
@@ -88,10 +95,16 @@ def unsupported(name: str, split: Split, plan: TrainPlan) -> str | None:
             steps = period_steps(split.train.freq, period, split.train.n_time)
         except ValueError as exc:
             return str(exc)
+        if steps < plan.horizon:
+            return (
+                f"its period of {steps} steps is shorter than --horizon {plan.horizon}: the "
+                "reading one period before a target would lie after the forecast is made"
+            )
         if steps + plan.horizon > history:
             return (
-                f"its period of {steps} steps and {plan.horizon} targets need "
-                f"{steps + plan.horizon} steps, the training and validation parts hold {history}"
+                f"its input window of {steps} steps (its period) and {plan.horizon} targets "
+                f"need {steps + plan.horizon} steps, the training and validation parts hold "
+                f"{history}"
             )
         return None
     if plan.window + plan.horizon > split.train.n_time:
@@ -100,6 +113,19 @@ def unsupported(name: str, split: Split, plan: TrainPlan) -> str | None:
             f"{plan.window + plan.horizon} steps, the training part holds {split.train.n_time}"
         )
     return None
+
+
+def refuse_unsupported(split: Split, plan: TrainPlan) -> None:
+    """Refuse, before any fit, a model asked for by name that ``split`` cannot support.
+
+    Raises
+    ------
+    ValueError
+        Naming the first such model and why (:func:`unsupported`).
+    """
+    for name in plan.models:
+        if (why := unsupported(name, split, plan)) is not None:
+            raise ValueError(f"{name}: {why}; drop it from --models")
 
 
 def parse_models(text: str) -> tuple[str, ...]:
@@ -204,14 +230,16 @@ def check_readings(panel: SensorPanel) -> list[str]:
     Raises
     ------
     ValueError
-        Naming a sensor whose readings span more than :data:`MAX_SPREAD`: forecast errors
-        and interval widths there overflow the 32-bit floats models compute in.
+        Naming sensors without any reading or with one constant value, which no model can
+        learn, and a sensor whose readings span more than :data:`MAX_SPREAD`: forecast
+        errors and interval widths there overflow the 32-bit floats models compute in.
     """
     values = np.where(panel.mask, panel.values, np.nan).reshape(panel.n_time, panel.n_nodes, -1)
     values = values[..., 0].astype(np.float64)  # [time, node]
     low = np.min(np.where(np.isnan(values), np.inf, values), axis=0)  # [node]
     high = np.max(np.where(np.isnan(values), -np.inf, values), axis=0)
-    spread = np.where(high >= low, high - low, 0.0)  # 0 for a sensor never observed
+    _refuse_unlearnable(panel.sensor_ids, low, high)
+    spread = high - low
     if (spread > MAX_SPREAD).any():
         worst = int(np.argmax(spread))
         raise ValueError(
@@ -242,6 +270,25 @@ def check_readings(panel: SensorPanel) -> list[str]:
         *_missing_note(values, panel.sensor_ids),
         *_stuck_note(values, panel),
     ]
+
+
+def _refuse_unlearnable(sensor_ids: Sequence[str], low: np.ndarray, high: np.ndarray) -> None:
+    """Refuse sensors never observed (``low`` > ``high``) or observed at one value only,
+    given each sensor's lowest and highest reading: no model can learn them, whatever the
+    split (:func:`check_sensors` refuses the same in the training part)."""
+    empty = [sensor_ids[int(k)] for k in np.flatnonzero(low > high)]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} sensor(s) have no reading at all, e.g. {empty[:5]}; drop them "
+            "from the data"
+        )
+    constant = np.flatnonzero(low == high)
+    if len(constant):
+        shown = [sensor_ids[int(k)] for k in constant[:5]]
+        raise ValueError(
+            f"{len(constant)} sensor(s) report one constant value in all their readings, e.g. "
+            f"{shown} ({low[constant[0]]:g}); a stuck or dead sensor: drop it from the data"
+        )
 
 
 def _worst(
