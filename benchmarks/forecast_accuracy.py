@@ -42,8 +42,7 @@ def tgclstm_tests(results: dict[str, Any], window: int) -> dict[str, Any]:
         return {}
 
     def losses(name: str, h: str) -> Any:
-        runs = [(r.test.actual, r.test.forecast.mean) for r in results[name].runs]
-        return mean_window_losses(runs, int(h))
+        return mean_window_losses([r.scores.losses for r in results[name].runs], h)
 
     return {
         rival: {

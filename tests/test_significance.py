@@ -70,11 +70,41 @@ def test_champion_claims_test_each_model_and_give_the_regret():
     }
     champion = validation_champion({"good": [1.0, 2.0], "bad": [0.5], "twin": [3.0]})
     assert champion == "bad"  # validation decides, even when the test part disagrees
-    claims = champion_claims(backtests, rmse, champion, window=12)
+    losses = {
+        name: [{"3": window_losses(a, f, 3)} for a, f in runs] for name, runs in backtests.items()
+    }
+    claims = champion_claims(losses, rmse, champion, window=12)
     assert claims["significance"]["good"]["3"]["verdict"] == "ahead (p < 0.05)"
     assert "bad" not in claims["significance"]
     regret = claims["regret"]["3"]
     assert regret["best"] in ("good", "twin") and regret["regret"] > 1.5
     assert regret["regret"] == pytest.approx(rmse["bad"]["3"] / rmse[regret["best"]]["3"])
     assert validation_champion({"a": [float("nan")]}) is None
-    assert champion_claims(backtests, rmse, None, window=12)["significance"] == {}
+    assert champion_claims(losses, rmse, None, window=12)["significance"] == {}
+
+
+def test_only_the_kept_seed_keeps_its_test_arrays():
+    """Every seed's scores are kept; the forecasts and targets only for the kept seed, so
+    a run's memory does not grow with seeds x windows x sensors."""
+    from models.forecasters.comparison import FitRun, TrainPlan, backtest_runs, split_panel
+    from models.forecasters.factory import build_model
+    from pipeline.data.simulate import simulate_network
+
+    panel = simulate_network(6, 2.0, seed=3)
+    plan = TrainPlan(models=("persistence",), window=4, horizon=3, seeds=2, progress=False)
+    split = split_panel(panel, plan)
+    runs = []
+    for seed, valid_rmse in ((0, 2.0), (1, 1.0)):
+        model = build_model("persistence", window=4, horizon=3, seed=seed)
+        model.fit(split.train)
+        runs.append(FitRun(seed, model, valid_rmse, 0.0))
+    result = backtest_runs("persistence", runs, panel, split, plan, log=lambda _: None)
+    assert [r.test is not None for r in result.runs] == [False, True]
+    assert result.best.seed == 1 and result.backtest is result.runs[1].test
+    kept = result.runs[1]
+    assert kept.scores.metrics == kept.test.metrics
+    assert set(kept.scores.losses) == set(kept.test.metrics["pooled"])
+    np.testing.assert_array_equal(
+        kept.scores.losses["3"], window_losses(kept.test.actual, kept.test.forecast.mean, 3)
+    )
+    assert result.runs[0].scores.n_windows == kept.test.n_windows

@@ -65,7 +65,7 @@ def train_report(
         title=f"Forecast comparison: {document['dataset']}",
         what="test part",
         document=document,
-        backtests={name: r.best.test for name, r in results.items()},
+        backtests={name: r.backtest for name, r in results.items()},
         panel=panel,
         champion=champion,
         facts=facts,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from models.significance import diebold_mariano, window_losses
+from models.significance import diebold_mariano
 
 
 def validation_champion(valid_rmse: Mapping[str, Sequence[float]]) -> str | None:
@@ -31,16 +31,15 @@ def validation_champion(valid_rmse: Mapping[str, Sequence[float]]) -> str | None
     return ranked[0][1] if ranked else None
 
 
-def mean_window_losses(
-    backtests: Sequence[tuple[np.ndarray, np.ndarray]], steps: int
-) -> np.ndarray:
-    """Per-window loss over steps ``1..steps`` averaged over runs (``(actual, forecast)``
-    pairs of one model's seeds on the same windows): float64 ``[n]``."""
-    return np.mean([window_losses(a, f, steps) for a, f in backtests], axis=0)
+def mean_window_losses(runs: Sequence[Mapping[str, np.ndarray]], horizon: str) -> np.ndarray:
+    """Per-window loss over steps ``1..horizon`` averaged over runs (each run's
+    :func:`models.significance.window_losses` per horizon, one model's seeds on the same
+    windows): float64 ``[n]``."""
+    return np.mean([run[horizon] for run in runs], axis=0)
 
 
 def champion_claims(
-    backtests: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+    losses: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     test_rmse: Mapping[str, Mapping[str, float]],
     champion: str | None,
     *,
@@ -50,8 +49,8 @@ def champion_claims(
 
     Parameters
     ----------
-    backtests : per model, its seeds' ``(actual, forecast)`` ``[n, horizon, node]`` on the
-        same test windows.
+    losses : per model, its seeds' per-window losses per horizon (``"3"``...; at least
+        those of ``test_rmse``) on the same test windows.
     test_rmse : per model, its pooled test RMSE keyed by horizon (``"3"``, ``"12"``...).
     champion : the validation champion (None: nothing to compare with).
     window : the protocol's input window (windows this close share inputs).
@@ -59,16 +58,16 @@ def champion_claims(
     Returns ``{"champion", "significance": {model: {h: test}}, "regret": {h: {...}}}``.
     """
     out: dict[str, Any] = {"champion": champion, "significance": {}, "regret": {}}
-    if champion is None or champion not in backtests:
+    if champion is None or champion not in losses:
         return out
     horizons = list(test_rmse[champion])
-    reference = {h: mean_window_losses(backtests[champion], int(h)) for h in horizons}
-    for name, runs in backtests.items():
+    reference = {h: mean_window_losses(losses[champion], h) for h in horizons}
+    for name, runs in losses.items():
         if name == champion:
             continue
         out["significance"][name] = {
             h: diebold_mariano(
-                mean_window_losses(runs, int(h)), reference[h], lag=int(h) + window - 1
+                mean_window_losses(runs, h), reference[h], lag=int(h) + window - 1
             ).to_dict()
             for h in horizons
         }

@@ -36,6 +36,7 @@ from models.forecasters.factory import build_model, is_stochastic
 from models.forecasters.registry import MODELS, load_model
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel, Split, chronological_split
+from models.significance import window_losses
 
 Log = Callable[[str], None]
 # Fits per neural model at most: every seed's model is kept in memory until the run ends.
@@ -144,15 +145,53 @@ class FitRun:
     fit_seconds: float
 
 
+@dataclass(frozen=True)
+class TestScores:
+    """What the comparison keeps of every run's test backtest: the metrics and timings,
+    the error curve over all steps, and each window's loss per reported horizon (the
+    paired tests' input, :func:`models.significance.window_losses`)."""
+
+    metrics: dict[str, dict[str, dict[str, float]]]
+    curve: dict[str, list[float]]  # "mae" / "rmse" per step 1..horizon
+    losses: dict[str, np.ndarray]  # reported horizon -> float64 [n windows]
+    n_windows: int
+    predict_ms_per_window: float
+    predict_ms_single: float
+
+    @classmethod
+    def of(cls, test: Backtest) -> TestScores:
+        steps = range(1, test.actual.shape[1] + 1)
+        curve = score_batch(test.actual, test.forecast.mean, steps)["step"]
+        return cls(
+            metrics=test.metrics,
+            curve={key: [curve[str(s)][key] for s in steps] for key in ("mae", "rmse")},
+            losses={
+                h: window_losses(test.actual, test.forecast.mean, int(h))
+                for h in test.metrics["pooled"]
+            },
+            n_windows=test.n_windows,
+            predict_ms_per_window=test.predict_ms_per_window,
+            predict_ms_single=test.predict_ms_single,
+        )
+
+
 @dataclass
 class SeedRun:
-    """One fitted model (one seed) with its validation and test scores."""
+    """One fitted model (one seed) with its validation and test scores; ``test``, the
+    backtest's forecasts and targets, is kept for the kept seed only (the report's), so
+    that a run's memory does not grow with seeds x windows x sensors."""
 
     seed: int
     model: Forecaster
     valid_rmse: float
-    test: Backtest
+    scores: TestScores
     fit_seconds: float
+    test: Backtest | None = None
+
+
+def _kept_first(run: FitRun | SeedRun) -> tuple[float, int]:
+    """Order of runs by the kept-seed rule: lowest validation RMSE, then lowest seed."""
+    return float(np.nan_to_num(run.valid_rmse, nan=np.inf)), run.seed
 
 
 @dataclass
@@ -165,7 +204,14 @@ class ModelResult:
 
     @property
     def best(self) -> SeedRun:
-        return min(self.runs, key=lambda r: (np.nan_to_num(r.valid_rmse, nan=np.inf), r.seed))
+        return min(self.runs, key=_kept_first)
+
+    @property
+    def backtest(self) -> Backtest:
+        """The kept seed's test backtest."""
+        test = self.best.test
+        assert test is not None, "backtest_runs keeps the best run's backtest"
+        return test
 
 
 def check_graphs(panel: SensorPanel, plan: TrainPlan, *, asked: bool = True) -> list[str]:
@@ -535,6 +581,7 @@ def backtest_runs(
 ) -> ModelResult:
     """Backtest every fitted run on the test part of ``panel`` (T-GCN's windows)."""
     test_start = split.train.n_time + split.valid.n_time
+    kept = min(runs, key=_kept_first)
     scored: list[SeedRun] = []
     for run in runs:
         test = backtest(
@@ -548,7 +595,12 @@ def backtest_runs(
         log(
             f"  {name} seed {run.seed}: test RMSE@{last} {test.metrics['pooled'][last]['rmse']:.4f}"
         )
-        scored.append(SeedRun(run.seed, run.model, run.valid_rmse, test, run.fit_seconds))
+        scored.append(
+            SeedRun(
+                run.seed, run.model, run.valid_rmse, TestScores.of(test), run.fit_seconds,
+                test if run is kept else None,
+            )
+        )  # fmt: skip
     return ModelResult(name, scored, _device_of(scored[0].model))
 
 
@@ -570,7 +622,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(result: ModelResult) -> dict[str, Any]:
     """The ``metrics.json`` entry of one model: means over seeds, their std under ``std``
     (sample standard deviation, 0 for one seed), plus the error curve over all steps."""
-    metrics = [r.test.metrics for r in result.runs]
+    metrics = [r.scores.metrics for r in result.runs]
     out: dict[str, Any] = {}
     std: dict[str, Any] = {}
     for kind in ("pooled", "step"):
@@ -582,11 +634,6 @@ def summarise(result: ModelResult) -> dict[str, Any]:
                 out[kind][h][key] = mean
                 std[kind][h][key] = sd
             out[kind][h]["count"] = metrics[0][kind][h]["count"]
-    curves = [
-        score_batch(r.test.actual, r.test.forecast.mean, range(1, r.test.actual.shape[1] + 1))
-        for r in result.runs
-    ]
-    steps = [str(h) for h in range(1, result.runs[0].test.actual.shape[1] + 1)]
     fit_mean, fit_std = _mean_std([r.fit_seconds for r in result.runs])
     best = result.best
     return {
@@ -594,15 +641,17 @@ def summarise(result: ModelResult) -> dict[str, Any]:
         "seeds": len(result.runs),
         "std": std,
         "curve": {
-            key: [float(np.mean([c["step"][s][key] for c in curves])) for s in steps]
+            key: np.mean([r.scores.curve[key] for r in result.runs], axis=0).tolist()
             for key in ("mae", "rmse")
         },
         "fit_seconds": fit_mean,
         "fit_seconds_std": fit_std,
-        "predict_ms_per_window": _mean_std([r.test.predict_ms_per_window for r in result.runs])[0],
-        "predict_ms_single": _mean_std([r.test.predict_ms_single for r in result.runs])[0],
+        "predict_ms_per_window": _mean_std([r.scores.predict_ms_per_window for r in result.runs])[
+            0
+        ],
+        "predict_ms_single": _mean_std([r.scores.predict_ms_single for r in result.runs])[0],
         "device": result.device,
-        "windows": best.test.n_windows,
+        "windows": best.scores.n_windows,
         "valid_rmse": [r.valid_rmse for r in result.runs],
         "best_seed": best.seed,
         "epochs_run": [
@@ -628,10 +677,7 @@ def metrics_document(
     models = {name: summarise(result) for name, result in results.items()}
     champion = validation_champion({n: e["valid_rmse"] for n, e in models.items()})
     claims = champion_claims(
-        {
-            n: [(r.test.actual, r.test.forecast.mean) for r in res.runs]
-            for n, res in results.items()
-        },
+        {n: [r.scores.losses for r in res.runs] for n, res in results.items()},
         {n: {h: m["rmse"] for h, m in e["pooled"].items()} for n, e in models.items()},
         champion,
         window=plan.window,
