@@ -137,12 +137,12 @@ class BatchHandler(PollProcessor):
         self._store_error = None
         self._unstored.clear()
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, n: int = 1) -> None:
         """Count a failure now (stats, metrics) and in the store with the next stored batch."""
-        self.counters[name] += 1
-        self._unstored[name] += 1
+        self.counters[name] += n
+        self._unstored[name] += n
         if self.metrics is not None:
-            self.metrics.count(name)
+            self.metrics.count(name, n)
 
     def commit(self, consumer: KafkaConsumer) -> None:
         """Commit the stored-but-uncommitted offsets (a failure is retried next batch)."""
@@ -331,12 +331,14 @@ class BatchHandler(PollProcessor):
                     raise
 
     def _restore_until_it_works(self, stop: threading.Event) -> None:
-        """:meth:`restore`, retried with the backoff while the store fails (raises the
-        error when ``stop`` is set meanwhile)."""
+        """:meth:`restore` (from a store at the path again when its file was deleted or
+        replaced, :meth:`reopen_store`), retried with the backoff while the store fails
+        (raises the error when ``stop`` is set meanwhile)."""
         delay = RETRY_FIRST_S
         while True:
             try:
-                self.restore()
+                if not self.reopen_store():
+                    self.restore()
                 return
             except Exception as exc:
                 log.error("restore_failed", extra={"fields": {"error": describe_error(exc)}})
@@ -355,11 +357,8 @@ class BatchHandler(PollProcessor):
         except (KafkaError, KafkaUnavailable, OSError) as exc:
             log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
             return
-        if created:
-            self.store.write(Batch(counters={"topics_recreated": len(created)}))
-            self.counters["topics_recreated"] += len(created)
-            if self.metrics is not None:
-                self.metrics.count("topics_recreated", len(created))
+        if created:  # stored with the next batch: a store failure here must not stop the loop
+            self._count("topics_recreated", len(created))
             log.warning("topics_recreated", extra={"fields": {"topics": created}})
 
 

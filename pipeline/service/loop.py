@@ -310,7 +310,10 @@ class ForecastService(BatchHandler):
         self.health.add_check("group", group)
         self.health.add_check("broker", broker_check(self.settings))
         self.health.add_check(
-            "store", store_check(self.settings.store_path, lambda: self._store_error)
+            "store",
+            store_check(
+                self.settings.store_path, lambda: self.store.replaced() or self._store_error
+            ),
         )
 
     def _lags(self, consumer: KafkaConsumer) -> dict[tuple[str, int], int]:

@@ -41,7 +41,7 @@ from pipeline.service.model_set import (
 )
 from pipeline.service.partitions import PartitionTracker
 from pipeline.service.publishing import Publisher
-from pipeline.service.store import Store
+from pipeline.service.store import Store, StoreLock
 from pipeline.service.store_rows import VersionRow
 from pipeline.settings import Settings
 
@@ -148,7 +148,8 @@ class ServiceState:
             self.store.close()
             raise
         # Model versions new to the store, written with the next stored batch.
-        self.version_rows = self._version_rows(versions or {})
+        self.versions = dict(versions or {})
+        self.version_rows = self._version_rows(self.versions)
         self.metrics = metrics
         if metrics is not None:
             last = self.store.last_ticks(1)
@@ -206,6 +207,44 @@ class ServiceState:
         )
         self._restore_alerts(last_closed)
 
+    def reopen_store(self) -> bool:
+        """Open the store again when its file was deleted or replaced since it was opened
+        (an operator's ``rm`` or ``mv``): writes would otherwise go to a file nobody reads
+        again. The state is then restored (:meth:`restore`) from the new file, as are the
+        sensor and model ids and the stored offsets. True when it was reopened.
+
+        Raises
+        ------
+        pipeline.service.store.StoreError
+            When the path no longer holds a usable store (the old one stays closed).
+        """
+        reason = self.store.replaced()
+        if reason is None:
+            return False
+        lock = StoreLock(self.store.path)  # held while the connection changes
+        try:
+            self.store.close()  # first: it folds its write-ahead log into the old file
+            self.store = Store(self.store.path, durable=self.config.durable, exclusive=True)
+        finally:
+            lock.release()
+        self.store_ids = self.store.sensor_keys(list(self.sensor_ids))
+        self.models = build_slots(
+            {m.name: m.model for m in self.models},
+            self.column,
+            self.store_ids,
+            self.publisher.encoder,
+            self.versions,
+        )
+        keys = set(self.partitions.topic_keys.values())
+        self.partitions.next_offset = {
+            (key, part): offset for key in keys for part, offset in self.store.offsets(key).items()
+        }
+        hint = "what the old file held is not in the new one; the service goes on with this one"
+        log.error("store_replaced", extra={"fields": {"error": reason, "hint": hint}})
+        self.restore()
+        self.version_rows = self._version_rows(self.versions)
+        return True
+
     def _restore_scorer(self, last_closed: int | None, previous: Sequence[ModelSlot] = ()) -> None:
         """The live scorer with the forecasts still waiting for their targets: taken over
         from the scorer being replaced for ``previous`` models whose horizon and sensors
@@ -262,6 +301,7 @@ class ServiceState:
             )
             self._restore_scorer(self.assembler.last_closed, previous)
             self.version_rows.extend(self._version_rows(versions))
+            self.versions = dict(versions)
         new = {m.name: m.version for m in self.models}
         log.info("models_swapped", extra={"fields": {"from": old, "to": new}})
         return None

@@ -63,7 +63,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -138,6 +138,11 @@ class StoreError(RuntimeError):
     """The store file is unusable (another schema version, or not a roadcast store)."""
 
 
+class StoreReplaced(OSError):
+    """The store's path no longer names the file the store writes (deleted, moved or
+    replaced while open): a write would go to a file nobody will read again."""
+
+
 # Store locks this process holds: resolved path -> (lock file, store file, stores open on
 # it). A service rebuilding its state in-process opens its store again while holding it.
 _HELD: dict[Path, tuple[IO[str], int, int]] = {}
@@ -149,54 +154,95 @@ def _lock(path: Path) -> Path:
     process), writing its pid in it, and the store file itself (so a hard link to a store in
     use is refused too); a :class:`StoreError` naming the holder when another process has
     either. ``path`` is resolved first, so a symbolic link to a store in use is refused
-    too. Returns the key to :func:`_unlock` with."""
-    import fcntl
-
+    too. A lock this process holds on a file since deleted or replaced is taken again on
+    the file the name now gives. Returns the key to :func:`_unlock` with."""
     try:
         key = path.resolve()
     except (OSError, RuntimeError) as exc:  # a loop of symbolic links
         raise StoreError(f"cannot use {path} as the store: {exc}") from None
-
-    def in_use(holder: str) -> str:
-        return (
-            f"the store {path} is in use by another roadcast serve (pid {holder}); give each "
-            "service its own --store (ROADCAST_STORE_PATH)"
-        )
-
+    lock_path = key.with_name(key.name + ".lock")
     with _HELD_LOCK:
-        if key in _HELD:
-            handle, store_fd, count = _HELD[key]
-            _HELD[key] = (handle, store_fd, count + 1)
-            return key
-        lock_path = key.with_name(key.name + ".lock")
-        try:
-            handle = lock_path.open("a+")
-        except OSError as exc:
-            raise StoreError(f"cannot use {path} as the store: {exc}") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()[:20] or "?"
-            handle.close()
-            raise StoreError(in_use(holder)) from None
-        try:  # SQLite's own locks are fcntl byte ranges, independent of flock on Linux
-            store_fd = os.open(key, os.O_RDONLY | os.O_CREAT, 0o644)
-        except OSError as exc:
-            handle.close()
-            raise StoreError(f"cannot use {path} as the store: {exc}") from None
-        try:
-            fcntl.flock(store_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(store_fd)
-            handle.close()
-            raise StoreError(in_use("? through another name of the same file")) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        _HELD[key] = (handle, store_fd, 1)
+        handle, store_fd, count = _HELD.get(key, (None, -1, 0))
+        if handle is None or not _names(handle.fileno(), lock_path):
+            fresh = _lock_file(path, lock_path)
+            if handle is not None:
+                handle.close()
+            handle = fresh
+        if store_fd < 0 or not _names(store_fd, key):
+            try:
+                fresh_fd = _lock_store_file(path, key)
+            except StoreError:
+                if count == 0:
+                    handle.close()
+                raise
+            if store_fd >= 0:
+                os.close(store_fd)
+            store_fd = fresh_fd
+        _HELD[key] = (handle, store_fd, count + 1)
         return key
+
+
+def _in_use(path: Path, holder: str) -> str:
+    return (
+        f"the store {path} is in use by another roadcast serve (pid {holder}); give each "
+        "service its own --store (ROADCAST_STORE_PATH)"
+    )
+
+
+def _lock_file(path: Path, lock_path: Path) -> IO[str]:
+    """``lock_path`` locked, with this process' pid written in it."""
+    import fcntl
+
+    try:
+        handle = lock_path.open("a+")
+    except OSError as exc:
+        raise StoreError(f"cannot use {path} as the store: {exc}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()[:20] or "?"
+        handle.close()
+        raise StoreError(_in_use(path, holder)) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _lock_store_file(path: Path, key: Path) -> int:
+    """The store file ``key`` open (created when missing) and locked."""
+    import fcntl
+
+    try:  # SQLite's own locks are fcntl byte ranges, independent of flock on Linux
+        store_fd = os.open(key, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot use {path} as the store: {exc}") from None
+    try:
+        fcntl.flock(store_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(store_fd)
+        raise StoreError(_in_use(path, "? through another name of the same file")) from None
+    return store_fd
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _names(fd: int, path: Path) -> bool:
+    """Whether ``path`` names the file open as ``fd``."""
+    try:
+        st, opened = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _unlock(key: Path) -> None:
@@ -264,6 +310,8 @@ class Store:
     ) -> None:
         self.path = Path(path)
         self._held: Path | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file written
+        self._logs: dict[Path, tuple[int, int]] = {}  # its -wal and -shm files, likewise
         self._lock = threading.Lock()
         if readonly:
             if not self.path.is_file():
@@ -334,6 +382,8 @@ class Store:
                 "INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             self._add_missing_columns()
+            self._file = _identity(self.path)
+            self._logs = {p: i for p in self._log_paths() if (i := _identity(p)) is not None}
         except (sqlite3.Error, OSError, StoreError) as exc:
             if db is not None:
                 db.close()
@@ -384,8 +434,39 @@ class Store:
         if "group_key" not in columns:
             self._db.execute("ALTER TABLE alerts ADD COLUMN group_key TEXT")
 
+    def replaced(self) -> str | None:
+        """Why the store's path no longer names the file this store writes (deleted,
+        moved or replaced since it was opened), or None (also for a read-only store)."""
+        if self._file is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the store {self.path} was deleted while the service wrote to it"
+        except OSError as exc:
+            return f"the store {self.path} cannot be checked: {exc}"
+        if (st.st_dev, st.st_ino) != self._file:
+            return (
+                f"the store {self.path} was replaced by another file while the service wrote to it"
+            )
+        return None
+
+    def _log_paths(self) -> list[Path]:
+        return [self.path.with_name(self.path.name + end) for end in ("-wal", "-shm")]
+
     def close(self) -> None:
+        """Close the store. One whose file was deleted or replaced first folds its
+        write-ahead log into that file (a moved store stays whole), then removes the log
+        files it left at the path: SQLite would read them as the log of the file there."""
+        replaced = self.replaced() is not None
+        if replaced:
+            with self._lock, suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+        for path, identity in self._logs.items() if replaced else ():
+            if _identity(path) == identity:
+                with suppress(OSError):
+                    path.unlink()
         if self._held is not None:
             _unlock(self._held)
             self._held = None
@@ -431,7 +512,15 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def write(self, batch: Batch) -> None:
-        """Store everything of one poll batch in one transaction (all or nothing)."""
+        """Store everything of one poll batch in one transaction (all or nothing).
+
+        Raises
+        ------
+        StoreReplaced
+            When the store's file was deleted or replaced (nothing is written).
+        """
+        if (reason := self.replaced()) is not None:
+            raise StoreReplaced(reason)
         model_ids = {
             name: self.model_key(name)
             for name in {f.model for f in batch.forecasts} | {a.model for a in batch.accuracy}
