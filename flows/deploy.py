@@ -389,6 +389,7 @@ def _train_values(p: Mapping[str, Any]) -> None:
     TrainPlan(
         models=TrainPlan.models if names is None else tuple(names),
         window=p["window"], horizon=p["horizon"], seeds=p["seeds"], epochs=p["epochs"],
+        epoch_windows=p["epoch_windows"],
         test=p["test"], valid=p["valid"],
     )  # fmt: skip
     check_label(p["label"])

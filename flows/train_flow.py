@@ -278,6 +278,7 @@ def train_flow(
     seeds: int = 3,
     device: str = "auto",
     epochs: int | None = None,
+    epoch_windows: int | None = None,
     test: float = 0.2,
     valid: float = 0.1,
     out: str | None = None,
@@ -304,6 +305,8 @@ def train_flow(
     seeds : fits per neural model (metrics averaged; the best-validation seed is kept).
     device : ``auto``, ``cpu`` or ``cuda``.
     epochs : maximum epochs of neural models (None: each model's default).
+    epoch_windows : training windows per epoch of neural models at most, a fresh draw
+        each epoch (None: every window; for long histories on the CPU).
     test, valid : the test share of the data, the validation share of the training part.
     out : output folder; default ``ROADCAST_MODEL_DIR`` (bundles in ``out/bundles``).
     adjacency, data_dir : for ``csv:PATH`` data and the data directory.
@@ -331,7 +334,7 @@ def train_flow(
         names = parse_models(models) if isinstance(models, str) else tuple(dict.fromkeys(models))
     plan = TrainPlan(
         models=names, window=window, horizon=horizon, seeds=seeds, epochs=epochs,
-        device=device, test=test, valid=valid, progress=progress,
+        epoch_windows=epoch_windows, device=device, test=test, valid=valid, progress=progress,
     )  # fmt: skip
     resolve_device(device)  # fail before loading anything when CUDA is asked for and absent
     check_label(label)

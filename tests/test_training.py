@@ -130,6 +130,42 @@ def test_masked_loss_ignores_missing_targets():
     assert np.isfinite(history.train_loss).all()
 
 
+class Counting(Bias):
+    """:class:`Bias` that counts the windows its forward passes see."""
+
+    def __init__(self, horizon: int, nodes: int) -> None:
+        super().__init__(horizon, nodes)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(("cap", "expected"), [(None, 55), (100, 55), (20, 20)])
+def test_an_epoch_draws_at_most_epoch_windows_windows(cap, expected):
+    values = np.random.default_rng(0).normal(50, 5, (60, 3)).astype(np.float32)
+    panel = panel_from(values)  # 55 windows of 4 inputs + 2 targets
+    module = Counting(2, 3)
+    config = TrainConfig(epochs=3, batch_size=7, progress=False, device="cpu", epoch_windows=cap)
+    fit_network(
+        module, panel, None, window=4, horizon=2, scaler=Scaler.fit(panel), spec=InputSpec(),
+        config=config,
+    )  # fmt: skip
+    assert module.seen == 3 * expected
+
+
+def test_epoch_windows_reaches_the_neural_models_of_a_plan_only():
+    from models.forecasters.comparison import TrainPlan
+    from models.forecasters.factory import build_model
+
+    assert build_model("lstm", epoch_windows=5).train.epoch_windows == 5  # type: ignore[attr-defined]
+    assert build_model("lstm").train.epoch_windows is None  # type: ignore[attr-defined]
+    build_model("ar", epoch_windows=5)  # ignored, as epochs is
+    with pytest.raises(ValueError, match="--epoch-windows must be >= 1"):
+        TrainPlan(epoch_windows=0)
+
+
 def _valid_mse(module, valid, scaler, window, horizon):
     origins = window_origins(valid.n_time, window, horizon)
     pred = predict_network(
@@ -280,6 +316,8 @@ def test_train_config_rejects_bad_values():
         TrainConfig(lr_schedule="step")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="epoch_windows"):
+        TrainConfig(epoch_windows=0)
     assert TrainConfig.from_dict(TrainConfig(lr=0.5).to_dict()) == TrainConfig(lr=0.5)
 
 

@@ -74,6 +74,12 @@ def train(
     horizon: int = typer.Option(12, "--horizon", help="Steps forecast."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per neural model (metrics averaged)."),
     epochs: int = typer.Option(None, "--epochs", help="Max epochs (default: model's own)."),
+    epoch_windows: int = typer.Option(
+        None,
+        "--epoch-windows",
+        help="Training windows per epoch at most, drawn afresh each epoch (default: all; "
+        "shorter epochs for long histories on the CPU, at some cost in accuracy).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     test: float = typer.Option(0.2, "--test", help="Share of the data held out for testing."),
     valid: float = typer.Option(0.1, "--valid", help="Share of the training part for validation."),
@@ -141,6 +147,7 @@ def train(
             horizon=horizon,
             seeds=seeds,
             epochs=epochs,
+            epoch_windows=epoch_windows,
             device=device,
             test=test,
             valid=valid,
@@ -188,6 +195,7 @@ def train(
                 horizon=horizon,
                 seeds=seeds,
                 epochs=epochs,
+                epoch_windows=epoch_windows,
                 device=device,
                 test=test,
                 valid=valid,

@@ -52,6 +52,7 @@ class TrainPlan:
     horizon: int = 12
     seeds: int = 3
     epochs: int | None = None  # None: each model's default (early stopping decides)
+    epoch_windows: int | None = None  # training windows per epoch at most (None: all)
     device: str = "auto"
     test: float = 0.2
     valid: float = 0.1
@@ -80,6 +81,8 @@ class TrainPlan:
             )
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.epoch_windows is not None and self.epoch_windows < 1:
+            raise ValueError(f"--epoch-windows must be >= 1, got {self.epoch_windows}")
         for option, share in (("--test", self.test), ("--valid", self.valid)):
             if not 0.0 < share < 1.0:  # NaN fails too
                 raise ValueError(f"{option} must be a share between 0 and 1, got {share}")
@@ -553,6 +556,7 @@ def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list
             seed=seed,
             device=plan.device,
             epochs=plan.epochs,
+            epoch_windows=plan.epoch_windows,
             progress=plan.progress,
             **{"window": plan.window, **plan.overrides.get(name, {})},
         )

@@ -40,6 +40,7 @@ def build_model(
     device: str = "auto",
     epochs: int | None = None,
     progress: bool | None = None,
+    epoch_windows: int | None = None,
     train: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Forecaster:
@@ -48,8 +49,9 @@ def build_model(
     Parameters
     ----------
     window, horizon, level : passed to every model.
-    seed, device, epochs, progress : training options of neural models (ignored by
-        the others); ``epochs=None`` keeps the model's default.
+    seed, device, epochs, progress, epoch_windows : training options of neural models
+        (ignored by the others); ``epochs=None`` keeps the model's default,
+        ``epoch_windows=None`` trains every window each epoch.
     train : further ``TrainConfig`` fields for neural models, e.g. ``{"lr": 3e-3}``.
     overrides : other constructor keywords of that model (e.g. ``hidden=64``).
 
@@ -67,6 +69,8 @@ def build_model(
             changes["epochs"] = epochs
         if progress is not None:
             changes["progress"] = progress
+        if epoch_windows is not None:
+            changes["epoch_windows"] = epoch_windows
         kwargs["train"] = replace(base, **changes)
     elif train:
         raise ValueError(f"model {name!r} is not trained by gradient descent; drop {train}")

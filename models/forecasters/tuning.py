@@ -165,6 +165,7 @@ def run_trial(name: str, trial: optuna.Trial, split: Split, plan: TrainPlan) -> 
         seed=0,
         device=plan.device,
         epochs=plan.epochs,
+        epoch_windows=plan.epoch_windows,
         progress=False,
         **{"window": plan.window, **params},
     )

@@ -92,6 +92,10 @@ class TrainConfig:
     progress: bool = True
     amp: bool = True  # mixed precision, CUDA only
     loss: LossKind = "mse"
+    # At most this many training windows per epoch, a fresh random draw each epoch (None:
+    # every window): shorter epochs on long histories, at some cost in accuracy
+    # (docs/decisions.md, "Epochs of long histories").
+    epoch_windows: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -106,6 +110,8 @@ class TrainConfig:
             )
         if self.loss not in ("mse", "mae", "huber"):
             raise ValueError(f"loss must be mse, mae or huber, got {self.loss!r}")
+        if self.epoch_windows is not None and self.epoch_windows < 1:
+            raise ValueError(f"epoch_windows must be >= 1 or None, got {self.epoch_windows}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,13 +272,16 @@ def fit_network(
 
     generator = torch.Generator().manual_seed(config.seed)
 
+    drawn = len(train_origins) if config.epoch_windows is None else config.epoch_windows
+
     def order() -> Tensor:
-        return torch.randperm(len(train_origins), generator=generator).to(place.index_device)
+        windows = torch.randperm(len(train_origins), generator=generator)[:drawn]
+        return windows.to(place.index_device)
 
     steps_per_batch = config.batch_size
     if parts is not None:
         by_part = _PartSteps(module, parts, place, precision, window, horizon, spec, config)
-        order = by_part.order_for(len(train_origins), generator)
+        order = by_part.order_for(len(train_origins), generator, drawn)
 
         def batch_loss(rows: Tensor) -> BatchLoss:
             total, n_obs = by_part.step(train_data, train_origins, int(rows[0]))
@@ -409,12 +418,15 @@ class _PartSteps:
         self.batches: list[Tensor] = []
         self._offset: tuple[int, Tensor | None] | None = None
 
-    def order_for(self, n_windows: int, generator: torch.Generator) -> Callable[[], Tensor]:
-        """The loop's ``order``: a fresh list of step numbers ``batch * n_parts + part``."""
+    def order_for(
+        self, n_windows: int, generator: torch.Generator, drawn: int
+    ) -> Callable[[], Tensor]:
+        """The loop's ``order``: a fresh list of step numbers ``batch * n_parts + part``
+        over ``drawn`` of the ``n_windows`` windows."""
         n_parts = len(self.parts.parts)
 
         def order() -> Tensor:
-            windows = torch.randperm(n_windows, generator=generator)
+            windows = torch.randperm(n_windows, generator=generator)[:drawn]
             # One copy per epoch to where the window origins live, none per step.
             on_index = windows.to(self.place.index_device)
             self.batches = list(on_index.split(self.config.batch_size))
