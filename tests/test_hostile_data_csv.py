@@ -314,3 +314,16 @@ def test_utf16_without_a_byte_order_mark_is_named(tmp_path):
         DatasetError, match="mostly NUL bytes, not text: UTF-16 without a byte-order"
     ):
         load_dataset(f"csv:{path}")
+
+
+def test_a_labelled_matrix_missing_a_sensor_names_that_sensor_only(tmp_path):
+    """The empty corner cell of a labelled 3 x 3 matrix for 4 sensors was named as an
+    unknown sensor ''."""
+    data = write(tmp_path / "d.csv", "\n".join(stamped("s0,s1,s2,s3", [f"{c},1,2" for c in CELLS])))
+    matrix = write(tmp_path / "m.csv", ",s0,s1,s2\ns0,0,1,0\ns1,1,0,1\ns2,0,1,0\n")
+    with pytest.raises(
+        DatasetError,
+        match=r"does not list the data's sensors \(in the data but not the adjacency: "
+        r"\['s3'\]\); use the same ids",
+    ):
+        load_dataset(f"csv:{data}", adjacency=matrix)

@@ -206,8 +206,8 @@ def _matrix(
     body, order = raw, None
     if len(raw) == n + 1 or headed:
         header = list(raw.iloc[0])
-        if raw.shape[1] == n + 1:
-            header, body = header[1:], raw.iloc[1:, 1:]
+        if raw.shape[1] == n + 1 or (header and not str(header[0]).strip()):
+            header, body = header[1:], raw.iloc[1:, 1:]  # a corner cell (no id is empty)
         else:
             body = raw.iloc[1:]
         if not set(header) & set(ids) and pd.to_numeric(pd.Series(header), "coerce").notna().all():
@@ -274,11 +274,11 @@ def _check_header(path: Path, header: Sequence[str], ids: Sequence[str], line: i
                 f"{path}: line {line} (the matrix header) {_written_otherwise(twins)}"
             )
         unknown = sorted(set(header) - set(ids))[:5]
-        absent = absent[:5]
+        sides = [f"unknown: {unknown}"] if unknown else []
+        sides += [f"in the data but not the adjacency: {absent[:5]}"] if absent else []
         raise DatasetError(
-            f"{path}: the matrix header does not list the data's sensors (unknown: "
-            f"{unknown}; in the data but not the adjacency: {absent}); use the same ids "
-            "as the data columns"
+            f"{path}: the matrix header does not list the data's sensors ({'; '.join(sides)}); "
+            "use the same ids as the data columns"
         )
 
 
