@@ -435,6 +435,10 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
                 else " ".join(str(exc).split())
             )
             raise DetectRunError(f"{path}: timestamps do not parse as one series: {why}") from None
+        if stamps.isna().any():  # ISO 8601 with and without fractions, as str(datetime) writes
+            with contextlib.suppress(ValueError, TypeError):
+                iso = pd.to_datetime(text, errors="coerce", format="ISO8601")
+                stamps = iso if iso.notna().all() else stamps
         if stamps.isna().any():
             bad = stamps.isna().to_numpy()
             mixed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)

@@ -149,3 +149,17 @@ def test_nab_label_windows_are_all_read() -> None:
     for path in paths:
         windows = read_windows(path)
         assert all(start <= end for pairs in windows.values() for start, end in pairs), path
+
+
+def test_iso_times_with_and_without_fractions_are_one_format(tmp_path):
+    """``str(datetime)`` drops zero microseconds: ``00:00:00`` beside ``00:05:00.000001``
+    was refused as "another format"."""
+    from flows.detect import read_nab_rows
+
+    path = tmp_path / "f.csv"
+    path.write_text(
+        "timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00.000001,2\n"
+        "2024-01-01 00:10:00,3\n"
+    )
+    _, stamps = read_nab_rows(path)
+    assert list(stamps.second) == [0, 0, 0] and list(stamps.microsecond) == [0, 1, 0]
