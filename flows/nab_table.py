@@ -141,5 +141,6 @@ def score_results(
         all_scores += scores
     best, fixed, fps = _score(all_files, all_scores, threshold)
     windows = sum(len(f.windows) for f in all_files)
-    rows.append(CategoryScore("all", len(all_files), windows, best, fixed, fps))
+    total = "all" if "all" not in categories else "all categories"  # a folder may be "all"
+    rows.append(CategoryScore(total, len(all_files), windows, best, fixed, fps))
     return rows

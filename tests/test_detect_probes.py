@@ -163,3 +163,11 @@ def test_iso_times_with_and_without_fractions_are_one_format(tmp_path):
     )
     _, stamps = read_nab_rows(path)
     assert list(stamps.second) == [0, 0, 0] and list(stamps.microsecond) == [0, 1, 0]
+
+
+def test_a_category_folder_named_all_keeps_a_total_row_of_its_own(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(), "all/f.csv")
+    (root / "all_windows.json").write_text(json.dumps({"all/f.csv": [[STAMPS[100], STAMPS[110]]]}))
+    detect_nab(root, tmp_path / "out", "ensemble")
+    rows = score_results(root, tmp_path / "out", "ensemble", 0.9)
+    assert [r.category for r in rows] == ["all", "all categories"]
