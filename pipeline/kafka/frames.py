@@ -66,6 +66,9 @@ MAX_FRAME_BYTES: Final = 8 << 20
 MAX_NETWORK_SENSORS: Final = 1_000_000
 _MAX_VERSION_DIGITS: Final = 6
 _BOM: Final = b"\xef\xbb\xbf"
+# Sensor lists already checked (a frame's ids, in order), remembered up to this many.
+_CHECKED_LISTS: Final = 64
+_CHECKED: set[tuple[str, ...]] = set()
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 Raw: TypeAlias = bytes | bytearray | memoryview
@@ -336,13 +339,12 @@ def _check_fields(frame: _Frame) -> None:
             f"forecast frame sensors {frame.first}..{frame.first + count - 1} lie outside "
             f"its network of {frame.total}",
         )
-    seen: set[str] = set()
-    for i, sensor in enumerate(frame.sensors):
-        if (problem := sensor_id_problem(sensor)) is not None:
-            raise SchemaError("bad_sensor", f"sensors[{i}] {sensor[:40]!r} {problem}")
-        if sensor in seen:
-            raise SchemaError("bad_value", f"sensor {sensor!r} appears more than once in the frame")
-        seen.add(sensor)
+    sensors = tuple(frame.sensors)
+    if sensors not in _CHECKED:  # a model's frames repeat their sensors every tick
+        _check_sensors(sensors)
+        if len(_CHECKED) >= _CHECKED_LISTS:
+            _CHECKED.clear()
+        _CHECKED.add(sensors)
     if (frame.lo is None) != (frame.hi is None):
         raise SchemaError("bad_value", "lo and hi come together: both arrays or both nil")
     issued = parse_timestamp(frame.issued_at, "issued_at")
@@ -353,6 +355,17 @@ def _check_fields(frame: _Frame) -> None:
             f"the last target, issued_at + {frame.horizon} x {frame.step_ms} ms, is not "
             f"before {TS_MAX.year}-01-01 (UTC)",
         )
+
+
+def _check_sensors(sensors: tuple[str, ...]) -> None:
+    """Every id valid on the wire, none twice."""
+    seen: set[str] = set()
+    for i, sensor in enumerate(sensors):
+        if (problem := sensor_id_problem(sensor)) is not None:
+            raise SchemaError("bad_sensor", f"sensors[{i}] {sensor[:40]!r} {problem}")
+        if sensor in seen:
+            raise SchemaError("bad_value", f"sensor {sensor!r} appears more than once in the frame")
+        seen.add(sensor)
 
 
 def _looks_like_json(raw: Raw) -> bool:
