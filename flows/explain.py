@@ -14,6 +14,9 @@ learned weight, as the paper draws them.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,13 +341,23 @@ def explain(
     model = load_tgclstm(bundle_dir)
     table = influence_table(model, sensor=sensor, top=top)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     csv, png = out / "influence.csv", out / "influence_map.png"
     for path in (csv, png):  # both or neither: refuse a path in the way before writing
-        if path.exists() and not path.is_file():
+        if path.is_dir():
             raise IsADirectoryError(f"cannot write {path}: it is a folder; move it")
-    layout = draw_influence_map(model, table, png, sensor=sensor)
-    table.drop(columns=["target_i", "source_i"]).to_csv(csv, index=False, float_format="%.6g")
-    return Explanation(
-        table=table.drop(columns=["target_i", "source_i"]), csv=csv, png=png, layout=layout
-    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".explain-", dir=out))
+    except OSError as exc:
+        raise OSError(
+            f"cannot write into the output folder {out} ({exc.strerror or exc}); pass another --out"
+        ) from None
+    shown = table.drop(columns=["target_i", "source_i"])
+    try:  # both files are written aside, then moved in: never one half-written
+        layout = draw_influence_map(model, table, staging / png.name, sensor=sensor)
+        shown.to_csv(staging / csv.name, index=False, float_format="%.6g")
+        for path in (csv, png):
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Explanation(table=shown, csv=csv, png=png, layout=layout)

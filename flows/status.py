@@ -81,9 +81,13 @@ def _down_sensors(store: Store) -> dict[str, int]:
     """The service's record of silent sensors: ``{sensor: first missed tick (ms)}``."""
     try:
         down = json.loads(store.state().get(DOWN_KEY) or "{}")
-        if isinstance(down, dict) and all(isinstance(v, int) for v in down.values()):
+        if isinstance(down, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in down.values()
+        ):
+            for ms in down.values():  # each shown as a time: out of range is unreadable
+                pd.Timestamp(ms, unit="ms", tz="UTC")
             return {str(k): v for k, v in down.items()}
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     raise StoreError(f"the store {store.path} holds an unreadable {DOWN_KEY!r} state")
 

@@ -154,7 +154,7 @@ def data_fetch(
         typer.echo(f"{item.status:>10}  {item.path}{detail}{optional}")
 
     try:
-        fetch_dataset(
+        fetched = fetch_dataset(
             name,
             data_dir=Path(data_dir) if data_dir else None,
             mirror=mirror,
@@ -165,3 +165,5 @@ def data_fetch(
     except (FetchError, DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if not fetched:
+        typer.echo(f"{name} is built in (generated on the fly): nothing to fetch")

@@ -3,6 +3,8 @@ and ``demo`` (all of them together on one machine)."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,9 +131,10 @@ def demo(
     from flows.cli.options import refuse_empty_out
 
     refuse_empty_out(out)
-    if models and not Path(models).exists():  # a typo would otherwise cost a training
+    if models and not Path(models).is_dir():  # a typo would otherwise cost a training
+        what = "is a file, not a folder of bundles" if Path(models).exists() else "does not exist"
         raise typer.BadParameter(
-            f"{models} does not exist; leave --models out to train quick models",
+            f"{models} {what}; leave --models out to train quick models",
             param_hint="--models",
         )
     load_prefect()
@@ -450,7 +453,7 @@ def status(
     from pipeline.settings import SettingsError, load_settings
 
     text = last.strip()
-    if text.lstrip("-").isdigit():
+    if re.fullmatch(r"[+-]?[0-9]+", text, flags=re.ASCII):
         if int(text) < 0:
             raise typer.BadParameter(f"{last!r} is negative", param_hint="--last")
         ticks, span = int(text) or None, None
@@ -560,27 +563,57 @@ def _check_url(base: str, endpoint: str, option: str) -> tuple[str, str]:
 
 
 def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
-    """GET ``target`` within ``timeout`` seconds in all (a server that trickles bytes
-    cannot stretch it); returns one line on the answer (naming the URL as ``shown``) and
-    whether it was the service's 200. Anything else that answers is not healthy."""
+    """GET ``target`` within ``timeout`` seconds in all; returns one line on the answer
+    (naming the URL as ``shown``) and whether it was the service's 200. Anything else
+    that answers is not healthy.
+
+    httpx's timeout bounds each read, so a server that trickles its headers or body (or
+    a name lookup that hangs) could stretch the request for ever: it runs in a daemon
+    thread, and at the deadline its socket is shut down and the thread left behind.
+    """
     import json
-    import time
+    import socket
+    import threading
 
     import httpx
 
-    deadline = time.monotonic() + timeout
-    body = b""
-    try:
-        with httpx.stream("GET", target, timeout=timeout) as answer:
-            for chunk in answer.iter_bytes():
-                body += chunk
-                if len(body) >= HEALTH_BODY_LIMIT:
-                    break
-                if time.monotonic() > deadline:
-                    return f"no answer from {shown}: timed out after {timeout:g} s", False
-            code = answer.status_code
-    except httpx.HTTPError as exc:
-        return f"no answer from {shown}: {str(exc).replace(target, shown)}", False
+    sockets: list[socket.socket] = []
+    outcome: list[tuple[int, bytes] | Exception] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("connect_tcp.complete") and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                sockets.append(sock)
+
+    def get() -> None:
+        body = b""
+        try:
+            with (
+                httpx.Client(timeout=timeout) as client,
+                client.stream("GET", target, extensions={"trace": trace}) as answer,
+            ):
+                for chunk in answer.iter_bytes():
+                    body += chunk
+                    if len(body) >= HEALTH_BODY_LIMIT:
+                        break
+                outcome.append((answer.status_code, body))
+        except Exception as exc:  # raised again (or shown, for httpx's) by the caller
+            outcome.append(exc)
+
+    worker = threading.Thread(target=get, name="roadcast-health", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return f"no answer from {shown}: timed out after {timeout:g} s", False
+    if isinstance(outcome[0], httpx.HTTPError):
+        return f"no answer from {shown}: {str(outcome[0]).replace(target, shown)}", False
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    code, body = outcome[0]
     try:
         details = json.loads(body[:HEALTH_BODY_LIMIT])
     except ValueError:
@@ -701,7 +734,7 @@ def alerts(
     from pipeline.settings import SettingsError, load_settings
 
     try:
-        path = Path(store) if store else load_settings().store_path
+        path = load_settings(store_path=store).store_path
         with reading_store(path) as db:
             rows = db.alerts(limit=limit)
     except (SettingsError, StoreError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,21 +116,27 @@ def run_demo(
     panel = choose_panel(data, data_dir=base.data_dir)
     live = _live_part(panel, max_ticks)
     check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
     log(f"data: {panel.name}: {panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}")
     train_started = time.monotonic()
-    model_dir, names = ensure_bundles(
-        panel,
-        out,
-        reuse=Path(model_dir) if model_dir is not None else None,
-        models=models or demo_models(panel),
-        epochs=epochs,
-        device=base.device,
-        progress=progress,
-        log=log,
-    )
-    ensure_detector(panel, model_dir, log=log)
+    try:
+        model_dir, names = ensure_bundles(
+            panel,
+            out,
+            reuse=Path(model_dir) if model_dir is not None else None,
+            models=models or demo_models(panel),
+            epochs=epochs,
+            device=base.device,
+            progress=progress,
+            log=log,
+        )
+        ensure_detector(panel, model_dir, log=log)
+    except BaseException:
+        if created:  # nothing of a run that could not set up stays behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     train_s = time.monotonic() - train_started
     store_path = out / "store.sqlite"
     # A fresh broker: the old store's ticks would be "late"; an earlier run's summary and

@@ -11,6 +11,7 @@ import pandas as pd
 
 from models.panel import SensorPanel
 from pipeline.data.simulate import SimulationError, simulate_network
+from pipeline.kafka.schema import TS_MAX, TS_MIN
 
 # The start of a ``simulated`` spec: a Wednesday, so that the last 20 % of a week (the
 # test part of ``roadcast train`` and what the demo replays) falls on working days,
@@ -124,4 +125,12 @@ def simulate_spec(options: str) -> SensorPanel:
     kwargs: dict[str, Any] = {"start": SPEC_START, **REGIMES[regime], **given}
     if regime != "speed":
         kwargs.setdefault("name", f"simulated-{regime}")
-    return simulate_network(**kwargs)
+    panel = simulate_network(**kwargs)
+    first, last = panel.timestamps[0], panel.timestamps[-1]
+    if first < pd.Timestamp(TS_MIN) or last >= pd.Timestamp(TS_MAX):
+        raise SimulationError(
+            f"option start={kwargs['start']!r}: the readings would run from {first} to {last}, "
+            f"outside the years {TS_MIN.year}-{TS_MAX.year - 1} that roadcast's readings "
+            "and forecasts can carry"
+        )
+    return panel

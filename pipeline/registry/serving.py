@@ -288,6 +288,12 @@ def _rollback(root: Path, steps: int) -> Serving:
             "serving set(s) (see `roadcast models list`)"
         )
     target = Serving.from_dict(current.history[steps - 1])
+    if not target.models:
+        raise RegistryError(
+            f"cannot roll back {steps} step(s) in {root}: the serving set {steps} step(s) back "
+            f"in {root / SERVING_FILE} serves no model (edited by hand?); promote the versions "
+            "to serve instead"
+        )
     versions = {m: registered(root, m, v) for m, v in target.models.items()}
     check_versions(root, versions)
     serving = Serving(
