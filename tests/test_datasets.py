@@ -119,6 +119,8 @@ def test_simulated_spec_options():
         ("nab:", "nab needs a file"),
         ("nab:speed.csv", "nab:<category>/<file>.csv"),
         ("csv:", "csv needs a path"),
+        ("los-loop:x", "los-loop takes no argument, got 'los-loop:x'"),
+        ("METR-LA:foo", "metr-la takes no argument"),
     ],
 )
 def test_bad_specs(spec, message, tmp_path):

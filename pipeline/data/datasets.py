@@ -239,6 +239,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if name not in DATASETS and name != "csv":
         known = ", ".join([*DATASETS, "csv:PATH"])
         raise DatasetError(f"unknown data set {spec!r}; known: {known}")
+    if arg.strip() and name in ("los-loop", "metr-la", "pems-bay"):
+        raise DatasetError(f"{name} takes no argument, got {spec!r}; use {name}")
     return name, arg.strip()
 
 
