@@ -128,8 +128,9 @@ def _build(settings: Settings, config: dict[str, Any], build: Any, *args: Any) -
             detail = text if text.startswith(name) else f"{name}: {text}"
             raise KafkaUnavailable(
                 f"no Kafka broker answered at {servers} ({detail}); start one with "
-                "`roadcast broker` or set ROADCAST_BOOTSTRAP_SERVERS (and the security "
-                "settings) to a reachable cluster"
+                "`roadcast broker` and export the ROADCAST_BOOTSTRAP_SERVERS line it prints, "
+                "or set ROADCAST_BOOTSTRAP_SERVERS (and the security settings) to a reachable "
+                "cluster"
             ) from exc
         raise KafkaUnavailable(f"cannot connect to Kafka at {servers}: {cause}") from exc
 
