@@ -132,7 +132,7 @@ def ensure_detector(panel: SensorPanel, model_dir: Path, *, log: Log) -> str:
     if saved_interval_forecaster(model_dir) == name:
         sensors = json.loads(saved.read_text()).get("sensor_ids")
         if sensors == list(models[name].sensor_ids):
-            log(f"alerts: the interval detector on {name} saved with the bundles ({target})")
+            log(f"alerts: reusing the interval detector on {name} saved in {target}")
             return name
     split = chronological_split(panel)
     started = time.monotonic()
