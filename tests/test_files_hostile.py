@@ -515,6 +515,17 @@ def test_alerts_lists_a_stored_alert(tmp_path: Path) -> None:
     assert "spike" in result.output
 
 
+def test_alerts_on_a_narrow_terminal_keeps_each_alert_on_few_whole_lines(tmp_path: Path) -> None:
+    reason = "59.62 is above the 90% interval [34.49, 45.8] (expected 40.15)"
+    row = ALERT.format(ts=1_700_000_000_000, score=2.5, payload=f'\'{{"reason": "{reason}"}}\'')
+    path = _store_with(tmp_path / "s.sqlite", row)
+    result = CliRunner().invoke(app, ["alerts", "--store", str(path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "2023-11-14 22:13 UTC  firing  high  s1  det  2.5000" in lines
+    assert f"  {reason}" in lines and len(lines) <= 4
+
+
 @pytest.mark.parametrize(
     ("command", "statement", "says"),
     [

@@ -740,18 +740,32 @@ def alerts(
     except (SettingsError, StoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    table = Table(title=literal(f"latest {len(rows)} alert changes ({path})", "table.title"))
-    columns = ("time (UTC)", "status", "severity", "sensor", "detector", "score", "incident")
-    for column in (*columns, "reason"):
-        table.add_column(column, overflow="fold")
+    title = literal(f"latest {len(rows)} alert changes ({path})", "table.title")
     try:
         cells = [_alert_cells(row) for row in rows]
     except (ValueError, TypeError, OverflowError) as exc:
         typer.echo(f"error: the store {path} holds an alert row it cannot show ({exc})", err=True)
         raise typer.Exit(1) from None
+    console = Console()
+    if console.width < ALERTS_TABLE_COLUMNS:  # eight columns would fold each word apart
+        console.print(title)
+        for *head, incident, reason in cells:
+            console.print(literal("  ".join([f"{head[0]} UTC", *head[1:]]), "bold"))
+            for text in (incident, reason):
+                if text:
+                    console.print(literal(f"  {text}"))
+        return
+    table = Table(title=title)
+    columns = ("time (UTC)", "status", "severity", "sensor", "detector", "score", "incident")
+    for column in (*columns, "reason"):
+        table.add_column(column, overflow="fold")
     for line in cells:
         table.add_row(*map(literal, line))
-    Console().print(table)
+    console.print(table)
+
+
+# Narrower terminals get `roadcast alerts` as one block per alert instead of a table.
+ALERTS_TABLE_COLUMNS = 120
 
 
 def _alert_cells(row: Any) -> list[str]:
