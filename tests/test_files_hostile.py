@@ -521,9 +521,9 @@ def test_alerts_on_a_narrow_terminal_keeps_each_alert_on_few_whole_lines(tmp_pat
     path = _store_with(tmp_path / "s.sqlite", row)
     result = CliRunner().invoke(app, ["alerts", "--store", str(path)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert "2023-11-14 22:13 UTC  firing  high  s1  det  2.5000" in lines
-    assert f"  {reason}" in lines and len(lines) <= 4
+    lines = result.output.splitlines()  # the title above may wrap with the store's path
+    head = lines.index("2023-11-14 22:13 UTC  firing  high  s1  det  2.5000")
+    assert lines[head + 1 :] == [f"  {reason}"]
 
 
 @pytest.mark.parametrize(
