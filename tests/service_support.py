@@ -284,3 +284,16 @@ def stop_service(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> in
         raise AssertionError(
             f"the service did not exit within {WAIT_S:.0f} s of the signal"
         ) from None
+
+
+def store_with(path: Path, *statements: str) -> Path:
+    """A new service store at ``path`` with ``statements`` run on it (rows written by hand)."""
+    import sqlite3
+
+    from pipeline.service.store import Store
+
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        for statement in statements:
+            db.execute(statement)
+    return path

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.service.store import Store
 from tests.http_support import raw_server
+from tests.service_support import store_with
 
 
 def _error_line(output: str) -> str:
@@ -26,14 +25,6 @@ def _error_line(output: str) -> str:
     return lines[0]
 
 
-def _store_with(path: Path, *statements: str) -> Path:
-    Store(path).close()
-    with sqlite3.connect(path) as db:
-        for statement in statements:
-            db.execute(statement)
-    return path
-
-
 # ------------------------------------------------------------------------ status, alerts
 
 
@@ -41,7 +32,7 @@ def _store_with(path: Path, *statements: str) -> Path:
 def test_status_last_that_only_looks_like_a_count_names_the_option(
     tmp_path: Path, last: str
 ) -> None:
-    path = _store_with(tmp_path / "s.sqlite")
+    path = store_with(tmp_path / "s.sqlite")
     result = CliRunner().invoke(app, ["status", "--store", str(path), "--last", last])
     assert result.exit_code == 2, result.output
     assert "--last" in result.output and "invalid literal" not in result.output
@@ -49,7 +40,7 @@ def test_status_last_that_only_looks_like_a_count_names_the_option(
 
 def test_status_names_the_store_whose_down_sensor_time_is_out_of_range(tmp_path: Path) -> None:
     down = json.dumps({"s1": 10**17})
-    path = _store_with(tmp_path / "s.sqlite", f"INSERT INTO state VALUES('sensors_down', '{down}')")
+    path = store_with(tmp_path / "s.sqlite", f"INSERT INTO state VALUES('sensors_down', '{down}')")
     result = CliRunner().invoke(app, ["status", "--store", str(path)])
     assert result.exit_code == 1
     line = _error_line(result.output)
@@ -59,7 +50,7 @@ def test_status_names_the_store_whose_down_sensor_time_is_out_of_range(tmp_path:
 def test_alerts_refuses_an_empty_store_path_instead_of_reading_the_default(
     tmp_path: Path,
 ) -> None:
-    default = _store_with(tmp_path / "default.sqlite")
+    default = store_with(tmp_path / "default.sqlite")
     result = CliRunner().invoke(
         app, ["alerts", "--store", ""], env={"ROADCAST_STORE_PATH": str(default)}
     )

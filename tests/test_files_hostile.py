@@ -32,6 +32,7 @@ from pipeline.model_dir import BundleDirError, discover_bundles, read_serving
 from pipeline.service.store import Store, StoreError
 from pipeline.service.store_reads import check_store
 from tests.http_support import raw_server
+from tests.service_support import store_with
 
 CONFIG = {"model": "persistence", "sensor_ids": ["a", "b"], "window": 3, "horizon": 2}
 PAYLOAD_MARK = "roadcast-hostile-payload-ran"
@@ -492,14 +493,6 @@ def test_negative_counts_are_refused(tmp_path: Path, args: list[str]) -> None:
     assert result.exit_code == 2 and args[1] in result.output
 
 
-def _store_with(path: Path, *statements: str) -> Path:
-    Store(path).close()
-    with sqlite3.connect(path) as db:
-        for statement in statements:
-            db.execute(statement)
-    return path
-
-
 ALERT = (
     "INSERT INTO alerts VALUES('a', 'firing', 'd', 'high', 's1', {ts}, 'det', {score}, "
     "{payload}, NULL)"
@@ -508,7 +501,7 @@ ALERT = (
 
 def test_alerts_lists_a_stored_alert(tmp_path: Path) -> None:
     row = ALERT.format(ts=1_700_000_000_000, score=2.5, payload='\'{"reason": "spike"}\'')
-    path = _store_with(tmp_path / "s.sqlite", row)
+    path = store_with(tmp_path / "s.sqlite", row)
     result = CliRunner().invoke(app, ["alerts", "--store", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "2023-11-14 22:13" in result.output and "2.5000" in result.output
@@ -518,7 +511,7 @@ def test_alerts_lists_a_stored_alert(tmp_path: Path) -> None:
 def test_alerts_on_a_narrow_terminal_keeps_each_alert_on_few_whole_lines(tmp_path: Path) -> None:
     reason = "59.62 is above the 90% interval [34.49, 45.8] (expected 40.15)"
     row = ALERT.format(ts=1_700_000_000_000, score=2.5, payload=f'\'{{"reason": "{reason}"}}\'')
-    path = _store_with(tmp_path / "s.sqlite", row)
+    path = store_with(tmp_path / "s.sqlite", row)
     result = CliRunner().invoke(app, ["alerts", "--store", str(path)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()  # the title above may wrap with the store's path
@@ -539,7 +532,7 @@ def test_alerts_on_a_narrow_terminal_keeps_each_alert_on_few_whole_lines(tmp_pat
 def test_values_of_the_wrong_type_in_a_store_name_the_store(
     tmp_path: Path, command: str, statement: str, says: str
 ) -> None:
-    path = _store_with(tmp_path / "s.sqlite", statement)
+    path = store_with(tmp_path / "s.sqlite", statement)
     result = CliRunner().invoke(app, [command, "--store", str(path)])
     assert result.exit_code == 1
     line = _error_line(result.output)

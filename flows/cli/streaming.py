@@ -3,7 +3,6 @@ and ``demo`` (all of them together on one machine)."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -572,26 +571,21 @@ def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
     thread, and at the deadline its socket is shut down and the thread left behind.
     """
     import json
-    import socket
     import threading
 
     import httpx
 
-    sockets: list[socket.socket] = []
-    outcome: list[tuple[int, bytes] | Exception] = []
+    from pipeline.http_sockets import RequestSockets
 
-    def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith("connect_tcp.complete") and info.get("return_value") is not None:
-            sock = info["return_value"].get_extra_info("socket")
-            if isinstance(sock, socket.socket):
-                sockets.append(sock)
+    sockets = RequestSockets()
+    outcome: list[tuple[int, bytes] | Exception] = []
 
     def get() -> None:
         body = b""
         try:
             with (
                 httpx.Client(timeout=timeout) as client,
-                client.stream("GET", target, extensions={"trace": trace}) as answer,
+                client.stream("GET", target, extensions={"trace": sockets.trace}) as answer,
             ):
                 for chunk in answer.iter_bytes():
                     body += chunk
@@ -605,9 +599,7 @@ def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
     worker.start()
     worker.join(timeout)
     if not outcome:
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        sockets.cut()
         return f"no answer from {shown}: timed out after {timeout:g} s", False
     if isinstance(outcome[0], httpx.HTTPError):
         return f"no answer from {shown}: {str(outcome[0]).replace(target, shown)}", False

@@ -287,7 +287,7 @@ def check_readings(panel: SensorPanel) -> list[str]:
     values = values[..., 0].astype(np.float64)  # [time, node]
     low = np.min(np.where(np.isnan(values), np.inf, values), axis=0)  # [node]
     high = np.max(np.where(np.isnan(values), -np.inf, values), axis=0)
-    _refuse_unlearnable(panel.sensor_ids, low, high)
+    _refuse_unlearnable(panel.sensor_ids, low, high, "at all", "in all their readings")
     spread = high - low
     if (spread > MAX_SPREAD).any():
         worst = int(np.argmax(spread))
@@ -321,22 +321,24 @@ def check_readings(panel: SensorPanel) -> list[str]:
     ]
 
 
-def _refuse_unlearnable(sensor_ids: Sequence[str], low: np.ndarray, high: np.ndarray) -> None:
+def _refuse_unlearnable(
+    sensor_ids: Sequence[str], low: np.ndarray, high: np.ndarray, nowhere: str, always: str
+) -> None:
     """Refuse sensors never observed (``low`` > ``high``) or observed at one value only,
-    given each sensor's lowest and highest reading: no model can learn them, whatever the
-    split (:func:`check_sensors` refuses the same in the training part)."""
+    given each sensor's lowest and highest reading: no model can learn them. ``nowhere``
+    and ``always`` say where, in the two messages ("at all", "in all their readings")."""
     empty = [sensor_ids[int(k)] for k in np.flatnonzero(low > high)]
     if empty:
         raise ValueError(
-            f"{len(empty)} sensor(s) have no reading at all, e.g. {empty[:5]}; drop them "
+            f"{len(empty)} sensor(s) have no reading {nowhere}, e.g. {empty[:5]}; drop them "
             "from the data"
         )
     constant = np.flatnonzero(low == high)
     if len(constant):
         shown = [sensor_ids[int(k)] for k in constant[:5]]
         raise ValueError(
-            f"{len(constant)} sensor(s) report one constant value in all their readings, e.g. "
-            f"{shown} ({low[constant[0]]:g}); a stuck or dead sensor: drop it from the data"
+            f"{len(constant)} sensor(s) report one constant value {always}, e.g. {shown} "
+            f"({low[constant[0]]:g}); a stuck or dead sensor: drop it from the data"
         )
 
 
@@ -465,22 +467,12 @@ def check_sensors(split: Split) -> None:
     validation or test part without any reading, where no model can be scored."""
     train = split.train
     mask = train.mask.reshape(train.n_time, train.n_nodes, -1)  # [time, node, feature]
-    seen = mask.sum(axis=(0, 2))  # [node]
-    empty = [train.sensor_ids[k] for k in np.flatnonzero(seen == 0)]
-    if empty:
-        raise ValueError(
-            f"{len(empty)} sensor(s) have no reading in the training part, e.g. {empty[:5]}; "
-            "drop them from the data (or give more data)"
-        )
-    values = np.where(mask, train.values.reshape(mask.shape), np.nan)
-    with np.errstate(invalid="ignore"):
-        spread = np.nanmax(values, axis=(0, 2)) - np.nanmin(values, axis=(0, 2))
-    constant = [train.sensor_ids[k] for k in np.flatnonzero(spread == 0)]
-    if constant:
-        raise ValueError(
-            f"{len(constant)} sensor(s) report one constant value in the whole training part, "
-            f"e.g. {constant[:5]}; a stuck or dead sensor: drop it from the data"
-        )
+    values = train.values.reshape(mask.shape).astype(np.float64)
+    low = np.min(np.where(mask, values, np.inf), axis=(0, 2))  # [node]
+    high = np.max(np.where(mask, values, -np.inf), axis=(0, 2))
+    _refuse_unlearnable(
+        train.sensor_ids, low, high, "in the training part", "in the whole training part"
+    )
     for name, part, option in (
         ("validation", split.valid, "--valid"),
         ("test", split.test, "--test"),

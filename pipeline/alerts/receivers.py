@@ -73,6 +73,7 @@ import orjson
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from pipeline.http_sockets import RequestSockets
 from pipeline.kafka.schema import AlertMessage, encode_alert, format_timestamp
 from pipeline.settings import shown_url, url_problem
 
@@ -248,25 +249,13 @@ def post(
     (:class:`_Client`). The body is also read against the deadline.
     """
     deadline = time.monotonic() + timeout_s
-    sockets: list[socket.socket] = []
-
-    def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith("connect_tcp.complete") and info.get("return_value") is not None:
-            sock = info["return_value"].get_extra_info("socket")
-            if isinstance(sock, socket.socket):
-                sockets.append(sock)
-
-    def cut() -> None:
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
+    sockets = RequestSockets()
     finished = threading.Event()
 
     def watch() -> None:
         while not finished.wait(ABORT_CHECK_S):
             if time.monotonic() >= deadline or (abort is not None and abort.is_set()):
-                cut()
+                sockets.cut()
                 return
 
     watchdog = threading.Thread(target=watch, name="roadcast-post-watchdog", daemon=True)
@@ -279,7 +268,7 @@ def post(
             content=body,
             headers=dict(headers),
             timeout=timeout_s,
-            extensions={"trace": trace},
+            extensions={"trace": sockets.trace},
         ) as response:
             chunks: list[bytes] = []
             size = 0
