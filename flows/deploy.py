@@ -62,7 +62,6 @@ WORK_POOL = "roadcast-process"
 TIMEZONE = "UTC"
 HEALTH_TIMEOUT_S = 15.0  # the whole health check of the Prefect server, retries included
 WATCH_EVERY_S = 30.0  # while serving: how often the Prefect server's health is checked
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")  # what models.nn.devices reads
 YAML_HEADER = """\
 # roadcast's Prefect deployments, for `prefect deploy --all --prefect-file deploy/prefect.yaml`
 # (run it from the directory the worker should run flows in) and a worker of the process
@@ -380,6 +379,7 @@ def check_values(spec: DeploymentSpec, parameters: Mapping[str, Any]) -> None:
 def _train_values(p: Mapping[str, Any]) -> None:
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
+    from models.nn.devices import device_spec
     from pipeline.data.datasets import parse_spec
     from pipeline.data.timestamps import zone_info
     from pipeline.registry.versions import check_label
@@ -394,9 +394,7 @@ def _train_values(p: Mapping[str, Any]) -> None:
     )  # fmt: skip
     check_label(p["label"])
     parse_spec(p["data"])
-    device = p["device"]
-    if not _DEVICE.fullmatch(device.strip().lower()):
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    device_spec(p["device"])
     if p["tune"] is not None:
         parse_budget(p["tune"])
     if p["timezone"] is not None:

@@ -8,6 +8,24 @@ from collections.abc import Iterator
 
 import torch
 
+_SPEC = re.compile(r"auto|cpu|cuda(?::(\d{1,4}))?")
+
+
+def device_spec(spec: str) -> re.Match[str]:
+    """``spec`` as spelled right (``auto``, ``cpu``, ``cuda``, ``cuda:N``; case and
+    surrounding spaces ignored), whatever this machine has.
+
+    Raises
+    ------
+    ValueError
+        For any other spelling.
+    """
+    text = spec.strip().lower()
+    match = _SPEC.fullmatch(text)
+    if match is None:
+        raise ValueError(f"unknown device {text!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return match
+
 
 def resolve_device(spec: str) -> torch.device:
     """``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"`` / ``"cuda:N"``.
@@ -17,13 +35,13 @@ def resolve_device(spec: str) -> torch.device:
     ValueError
         For an unknown spec, or ``cuda`` on a machine without a usable CUDA device.
     """
-    spec = spec.strip().lower()
+    match = device_spec(spec)
+    spec = match.group(0)
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d{1,4}))?", spec)
-    if match:
+    if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(
                 f"device {spec!r} requested but CUDA is not available (torch "
@@ -35,8 +53,7 @@ def resolve_device(spec: str) -> torch.device:
             raise ValueError(
                 f"device {spec!r}: this machine has {count} CUDA device(s), 0-{count - 1}"
             )
-        return torch.device(spec)
-    raise ValueError(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return torch.device(spec)
 
 
 @contextlib.contextmanager
