@@ -428,16 +428,11 @@ def _forecast_values(p: Mapping[str, Any]) -> None:
 
 def _replay_values(p: Mapping[str, Any]) -> None:
     from pipeline.data.datasets import parse_spec
+    from pipeline.kafka.replay import check_speed_limit
 
     parse_spec(p["data"])
     _bootstrap(p["bootstrap"])
-    speedup = p["speedup"]
-    if speedup < 0:
-        raise ValueError(
-            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
-        )
-    if p["limit"] is not None and p["limit"] < 0:
-        raise ValueError(f"limit must be >= 0 steps, got {p['limit']}")
+    check_speed_limit(p["speedup"], p["limit"])
 
 
 _VALUE_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {

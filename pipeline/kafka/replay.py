@@ -115,6 +115,16 @@ def check_pace(span_s: float, n_steps: int, speedup: float) -> None:
             )
 
 
+def check_speed_limit(speedup: float, limit: int | None) -> None:
+    """Refuse a speed-up that is not a finite number >= 0, or a negative step limit."""
+    if speedup < 0 or not np.isfinite(speedup):
+        raise ValueError(
+            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
+        )
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 steps, got {limit}")
+
+
 def check_replay(panel: SensorPanel, speedup: float, limit: int | None) -> list[datetime]:
     """The timestamps of the steps :func:`replay` would send, after refusing what it
     cannot do (before anything connects).
@@ -129,12 +139,7 @@ def check_replay(panel: SensorPanel, speedup: float, limit: int | None) -> list[
             f"replay needs a [time, node] panel, got shape {panel.values.shape}; "
             "select one feature first"
         )
-    if speedup < 0 or not np.isfinite(speedup):
-        raise ValueError(
-            f"speedup must be a finite number: 0 (as fast as possible) or more, got {speedup}"
-        )
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0 steps, got {limit}")
+    check_speed_limit(speedup, limit)
     n_steps = panel.n_time if limit is None else min(limit, panel.n_time)
     stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
     if stamps:
