@@ -34,7 +34,6 @@ import torch
 from torch import Tensor, nn
 
 from models.anomaly.base import (
-    REASON_MIN_SCORE,
     Detection,
     DetectionBatch,
     DetectorError,
@@ -43,13 +42,14 @@ from models.anomaly.base import (
     describe_config,
     read_detector_bundle,
     save_detector_bundle,
+    word_reasons,
 )
 from models.anomaly.calibration import ConformalPool
 from models.anomaly.neural import (
     NetworkDetectorConfig,
     load_network_tensors,
     network_tensors,
-    split_valid,
+    split_windows,
     standardizer,
     train_network,
 )
@@ -183,12 +183,7 @@ class AutoencoderDetector(StreamingDetector):
         """Train on ``panel``'s windows, calibrate on ``valid``'s (default: last 20 %)."""
         self.record_grid(panel)
         c = self.config
-        panel, valid = split_valid(panel, valid)
-        if panel.n_time < c.window + 1 or valid.n_time < c.window:
-            raise DetectorError(
-                f"autoencoder needs more than {c.window} training and {c.window} validation "
-                f"steps, got {panel.n_time} and {valid.n_time}; use a shorter window"
-            )
+        panel, valid = split_windows(panel, valid, c.window, "autoencoder")
         self.sensor_ids = tuple(panel.sensor_ids)
         values, mask = _as_3d(panel)
         self.n_features = values.shape[2]
@@ -298,18 +293,14 @@ class AutoencoderDetector(StreamingDetector):
         expected = (recon[:, -1, f] * self.std[:, f] + self.mean[:, f]).astype(np.float32)
         if self.config.online:
             self.errors.append(stat)
-        reasons: tuple[str, ...] = ()
-        if (score >= REASON_MIN_SCORE).any():
-            reasons = tuple(
-                (
-                    f"the last {self.config.window} readings are reconstructed with error "
-                    f"{stat[i]:.3g} (std units), more than {1 - p[i]:.1%} of normal windows; "
-                    f"a normal window would end near {expected[i]:.4g}"
-                )
-                if score[i] >= REASON_MIN_SCORE
-                else ""
-                for i in range(self.n_nodes)
-            )
+        reasons = word_reasons(
+            score,
+            lambda i: (
+                f"the last {self.config.window} readings are reconstructed with error "
+                f"{stat[i]:.3g} (std units), more than {1 - p[i]:.1%} of normal windows; "
+                f"a normal window would end near {expected[i]:.4g}"
+            ),
+        )
         return Detection(
             self.name, pd.Timestamp(ts), score, observed, expected, None, None, reasons
         )

@@ -31,7 +31,7 @@ the detector with the smallest p-value.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -168,6 +168,15 @@ class StreamingDetector(ABC):
             for t in range(panel.n_time)
         ]
         return stack(out, panel.sensor_ids)
+
+
+def word_reasons(score: np.ndarray, reason: Callable[[int], str]) -> tuple[str, ...]:
+    """:attr:`Detection.reasons` of ``score`` ``[node]``: ``reason(i)`` for each sensor ``i``
+    with ``score[i] >= REASON_MIN_SCORE``, ``""`` for the others; ``()`` when none is."""
+    flagged = score >= REASON_MIN_SCORE
+    if not flagged.any():
+        return ()
+    return tuple(reason(i) if flagged[i] else "" for i in range(len(score)))
 
 
 def empty_head(

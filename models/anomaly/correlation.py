@@ -42,7 +42,6 @@ import torch
 from torch import Tensor, nn
 
 from models.anomaly.base import (
-    REASON_MIN_SCORE,
     Detection,
     DetectionBatch,
     DetectorError,
@@ -51,6 +50,7 @@ from models.anomaly.base import (
     describe_config,
     read_detector_bundle,
     save_detector_bundle,
+    word_reasons,
 )
 from models.anomaly.calibration import ConformalPool
 from models.anomaly.neural import (
@@ -399,12 +399,7 @@ class CorrelationDetector(StreamingDetector):
         self._matrices.append(current)
         while len(self._matrices) > span:
             self._matrices.popleft()
-        reasons: tuple[str, ...] = ()
-        if (score >= REASON_MIN_SCORE).any():
-            reasons = tuple(
-                self._reason(current[i], predicted[i]) if score[i] >= REASON_MIN_SCORE else ""
-                for i in range(self.n_nodes)
-            )
+        reasons = word_reasons(score, lambda i: self._reason(current[i], predicted[i]))
         return Detection(self.name, pd.Timestamp(ts), score, observed, None, None, None, reasons)
 
     def _reason(self, actual: np.ndarray, predicted: np.ndarray) -> str:

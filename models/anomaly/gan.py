@@ -38,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from models.anomaly.base import (
-    REASON_MIN_SCORE,
     Detection,
     DetectionBatch,
     DetectorError,
@@ -47,13 +46,14 @@ from models.anomaly.base import (
     describe_config,
     read_detector_bundle,
     save_detector_bundle,
+    word_reasons,
 )
 from models.anomaly.calibration import ConformalPool
 from models.anomaly.neural import (
     NetworkDetectorConfig,
     load_network_tensors,
     network_tensors,
-    split_valid,
+    split_windows,
     standardizer,
 )
 from models.anomaly.online import series_2d
@@ -220,12 +220,7 @@ class GanDetector(StreamingDetector):
         """Train on ``panel``'s windows, calibrate on ``valid``'s (default: last 20 %)."""
         self.record_grid(panel)
         c = self.config
-        panel, valid = split_valid(panel, valid)
-        if panel.n_time < c.window + 1 or valid.n_time < c.window:
-            raise DetectorError(
-                f"the GAN needs more than {c.window} training and {c.window} validation "
-                f"steps, got {panel.n_time} and {valid.n_time}; use a shorter window"
-            )
+        panel, valid = split_windows(panel, valid, c.window, "the GAN")
         self.sensor_ids = tuple(panel.sensor_ids)
         self._scaler(panel)
         device = resolve_device(c.device)
@@ -342,18 +337,14 @@ class GanDetector(StreamingDetector):
             p = self._scored(stat)
             score = np.where(np.isfinite(p), 1.0 - p, 0.0)
             expected = last * self.scale + self.offset
-        reasons: tuple[str, ...] = ()
-        if (score >= REASON_MIN_SCORE).any():
-            reasons = tuple(
-                (
-                    f"the last {self.config.window} readings are reconstructed and judged as "
-                    f"unlike normal windows (p={p[i]:.2g}); a normal window would end near "
-                    f"{expected[i]:.4g}"
-                )
-                if score[i] >= REASON_MIN_SCORE
-                else ""
-                for i in range(self.n_nodes)
-            )
+        reasons = word_reasons(
+            score,
+            lambda i: (
+                f"the last {self.config.window} readings are reconstructed and judged as "
+                f"unlike normal windows (p={p[i]:.2g}); a normal window would end near "
+                f"{expected[i]:.4g}"
+            ),
+        )
         return Detection(
             self.name,
             pd.Timestamp(ts),

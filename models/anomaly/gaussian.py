@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from models.anomaly.base import (
-    REASON_MIN_SCORE,
     Detection,
     DetectorError,
     StreamingDetector,
@@ -35,6 +34,7 @@ from models.anomaly.base import (
     empty_head,
     read_detector_bundle,
     save_detector_bundle,
+    word_reasons,
 )
 from models.anomaly.likelihood import tail_probability
 from models.panel import SensorPanel
@@ -195,14 +195,12 @@ class WindowedGaussianDetector(StreamingDetector):
         score, ready = self._score(x)
         expected = np.where(ready, self._mean, np.nan)
         width = Z_INTERVAL * self._std
-        reasons = tuple(
-            (
+        reasons = word_reasons(
+            score,  # 0 where not ready
+            lambda i: (
                 f"{x[i]:.4g} is {abs(x[i] - self._mean[i]) / self._std[i]:.1f} standard "
                 f"deviations from the recent mean {self._mean[i]:.4g}"
-            )
-            if ready[i] and score[i] >= REASON_MIN_SCORE
-            else ""
-            for i in range(self.n_nodes)
+            ),
         )
         detection = Detection(
             self.name,
@@ -212,7 +210,7 @@ class WindowedGaussianDetector(StreamingDetector):
             expected.astype(np.float32),
             (expected - width).astype(np.float32),
             (expected + width).astype(np.float32),
-            reasons if any(reasons) else (),
+            reasons,
         )
         self._learn(x)
         return detection

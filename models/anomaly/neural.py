@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.anomaly.base import DetectorError
 from models.nn.loop import BatchLoss, LoopSettings, train_loop
 from models.nn.weights import load_module_tensors, module_tensors
 from models.panel import SensorPanel
@@ -84,6 +85,20 @@ def split_valid(panel: SensorPanel, valid: SensorPanel | None) -> tuple[SensorPa
         return panel, valid
     cut = int(panel.n_time * 0.8)
     return panel.slice(0, cut), panel.slice(cut, panel.n_time)
+
+
+def split_windows(
+    panel: SensorPanel, valid: SensorPanel | None, window: int, who: str
+) -> tuple[SensorPanel, SensorPanel]:
+    """:func:`split_valid`, refused unless the training part has more than ``window`` steps
+    and the validation part at least ``window`` (``who`` names the detector in the error)."""
+    panel, valid = split_valid(panel, valid)
+    if panel.n_time < window + 1 or valid.n_time < window:
+        raise DetectorError(
+            f"{who} needs more than {window} training and {window} validation "
+            f"steps, got {panel.n_time} and {valid.n_time}; use a shorter window"
+        )
+    return panel, valid
 
 
 def train_network(

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from models.anomaly.base import (
-    REASON_MIN_SCORE,
     Detection,
     DetectorError,
     StreamingDetector,
@@ -42,6 +41,7 @@ from models.anomaly.base import (
     describe_config,
     read_detector_bundle,
     save_detector_bundle,
+    word_reasons,
 )
 from models.anomaly.calibration import ConformalPool, Tail, check_tail
 from models.panel import SensorPanel
@@ -198,12 +198,7 @@ class OnlineDetector(StreamingDetector):
         p = self._merge(p_all)
         scored = np.isfinite(p)
         score = np.where(scored, 1.0 - np.where(scored, p, 1.0), 0.0)
-        reasons: tuple[str, ...] = ()
-        if (score >= REASON_MIN_SCORE).any():
-            reasons = tuple(
-                self._reason(i, float(x[i]), float(p[i])) if score[i] >= REASON_MIN_SCORE else ""
-                for i in range(self.n_nodes)
-            )
+        reasons = word_reasons(score, lambda i: self._reason(i, float(x[i]), float(p[i])))
         return Detection(
             self.name,
             pd.Timestamp(ts),

@@ -57,6 +57,21 @@ class _Baseline(ForecasterBase):
         self.fingerprint: str | None = None
         self.valid_metrics: dict[str, Any] | None = None
 
+    def _fit_sensors(self, panel: SensorPanel, valid: SensorPanel | None) -> Self:
+        """Take ``panel``'s sensors and training means, then calibrate the intervals."""
+        self.sensor_ids = panel.sensor_ids
+        self.fallback = training_means(panel)
+        finish_fit(self, panel, valid)
+        return self
+
+    def _last_values(
+        self, panel: SensorPanel, origins: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The checked ``origins`` and the last observed value of each window ``[n, node]``."""
+        self.check_panel(panel)
+        origins = check_origins(panel, origins, self.window)
+        return origins, last_observed(panel, origins, self.window, self.fallback)
+
     def bundle_extra(self) -> dict[str, Any]:
         """Keys ``save`` adds to ``config.json`` besides the fallback (override to add)."""
         return {}
@@ -88,15 +103,10 @@ class Persistence(_Baseline):
 
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         check_2d(panel, self.name)
-        self.sensor_ids = panel.sensor_ids
-        self.fallback = training_means(panel)
-        finish_fit(self, panel, valid)
-        return self
+        return self._fit_sensors(panel, valid)
 
     def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
-        self.check_panel(panel)
-        origins = check_origins(panel, origins, self.window)
-        last = last_observed(panel, origins, self.window, self.fallback)  # [n, node]
+        origins, last = self._last_values(panel, origins)
         mean = np.repeat(last[:, None, :], self.horizon, axis=1)  # [n, horizon, node]
         return self.with_intervals(origins, mean.astype(np.float32))
 
@@ -155,15 +165,10 @@ class Seasonal(_Baseline):
                 "use a longer period or a shorter horizon"
             )
         self.window = steps
-        self.sensor_ids = panel.sensor_ids
-        self.fallback = training_means(panel)
-        finish_fit(self, panel, valid)
-        return self
+        return self._fit_sensors(panel, valid)
 
     def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
-        self.check_panel(panel)
-        origins = check_origins(panel, origins, self.window)
-        last = last_observed(panel, origins, self.window, self.fallback)  # [n, node]
+        origins, last = self._last_values(panel, origins)
         # Target t+h is the step one period earlier: t+h-P, window position h-1.
         steps = origins[:, None] - self.window + 1 + np.arange(self.horizon)[None, :]
         seasonal = panel.values[steps].astype(np.float64)  # [n, horizon, node]

@@ -32,14 +32,13 @@ from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.readers import (
     INDEX_NAMES,
     comment_lines,
-    csv_source,
     cut_empty_tail,
     nfc,
     numbered_rows,
     numeric_cells,
     parser_detail,
-    preamble,
     scan,
+    string_cells,
 )
 
 SRC_NAMES = frozenset({"src", "source", "from", "start", "upstream"})
@@ -84,14 +83,7 @@ def read_adjacency_csv(
     # ragged rows: pandas would pad them silently
     _, data_lines = scan(path, first="line 1", comments=comments)
     try:
-        raw = pd.read_csv(
-            csv_source(path, comments),
-            header=None,
-            dtype=str,
-            keep_default_na=False,
-            skipinitialspace=True,
-            skiprows=preamble(path),
-        )
+        raw = string_cells(path, comments, header=None)
     except pd.errors.ParserError as exc:
         raise DatasetError(f"{path}: ragged adjacency CSV: {parser_detail(exc)}") from None
     except pd.errors.EmptyDataError:

@@ -517,6 +517,23 @@ def csv_source(path: Path, comments: frozenset[int]) -> Path | io.StringIO:
         return io.StringIO("".join(_blanked(f, comments)), newline="")
 
 
+def string_cells(
+    path: Path, comments: frozenset[int], *, header: int | None, names: list[str] | None = None
+) -> pd.DataFrame:
+    """The cells of the CSV ``path`` below its :func:`preamble` as pandas reads them: strings
+    as written (no missing-value guessing), ``comments`` blanked, spaces after a separator
+    dropped. ``header`` and ``names`` are :func:`pandas.read_csv`'s."""
+    return pd.read_csv(
+        csv_source(path, comments),
+        dtype=str,
+        keep_default_na=False,
+        skiprows=preamble(path),
+        header=header,
+        names=names,
+        skipinitialspace=True,
+    )
+
+
 def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) -> None:
     """Refuse a sensor name that is empty (``empty`` says where) or that readings on
     Kafka could not carry (``where`` it is, then ``fix``)."""
@@ -535,16 +552,7 @@ def _cells(
     """The data rows as strings, columns ``c0, c1, ...``, one row per entry of ``lines``
     (``comments``: the comment lines :func:`scan` skipped)."""
     try:
-        raw = pd.read_csv(
-            csv_source(path, comments),
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=True,
-            skiprows=preamble(path),
-            header=0,
-            names=[f"c{k}" for k in range(len(header))],
-            skipinitialspace=True,
-        )
+        raw = string_cells(path, comments, header=0, names=[f"c{k}" for k in range(len(header))])
     except pd.errors.ParserError as exc:  # what the first read let through: refuse to guess
         raise DatasetError(f"{path}: unreadable CSV: {parser_detail(exc)}") from None
     raw = cut_empty_tail(raw, len(lines))
