@@ -11,13 +11,12 @@ the retry delays.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from models.panel import SensorPanel
+from flows.panels import read_panel
 
 RETRIES = 2
 RETRY_DELAY_S = 5
@@ -62,23 +61,5 @@ IO_TASK: dict[str, Any] = {
 }
 
 
-@task(name="load-data", **IO_TASK)
-def load_data(
-    data: str,
-    adjacency: str | None,
-    data_dir: str | None,
-    index_col: str | None = None,
-    no_index: bool = False,
-    timezone: str | None = None,
-) -> SensorPanel:
-    """The data set ``data`` (a :func:`pipeline.data.datasets.load_dataset` spec)."""
-    from pipeline.data.datasets import load_dataset
-
-    return load_dataset(
-        data,
-        data_dir=Path(data_dir) if data_dir else None,
-        adjacency=Path(adjacency) if adjacency else None,
-        index_col=index_col,
-        no_index=no_index,
-        timezone=timezone,
-    )
+# A data set by its spec and paths (:func:`flows.panels.read_panel`), read as an I/O task.
+load_data = task(name="load-data", **IO_TASK)(read_panel)

@@ -63,24 +63,15 @@ def data_info(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.cli.options import dataset_errors
+    from flows.panels import read_panel
     from flows.reporting.text import literal
     from models.forecasters.comparison import check_readings
-    from pipeline.data.datasets import DATASETS, DatasetError, dataset_dir, load_dataset
+    from pipeline.data.datasets import DATASETS, dataset_dir
     from pipeline.data.fetch import check_files
-    from pipeline.settings import SettingsError
 
-    try:
-        panel = load_dataset(
-            name,
-            data_dir=Path(data_dir) if data_dir else None,
-            adjacency=Path(adjacency) if adjacency else None,
-            index_col=index_col,
-            no_index=no_index,
-            timezone=timezone,
-        )
-    except (DatasetError, SettingsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    with dataset_errors():
+        panel = read_panel(name, adjacency, data_dir, index_col, no_index, timezone)
     table = Table(title=literal(panel.name or name, "table.title"), show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import TYPE_CHECKING
 
 import typer
 
 from flows.cli.options import TIMEZONE_HELP
 from flows.reporting.text import literal
-
-if TYPE_CHECKING:
-    from models.panel import SensorPanel
-
 
 MAX_THREADS = 256
 
@@ -265,6 +260,8 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.cli.options import dataset_errors
+    from flows.panels import read_panel
     from models.forecasters.comparison import evaluate_bundle
 
     if out and (
@@ -272,7 +269,8 @@ def evaluate(
         or any(p.is_file() for p in Path(out).parents)
     ):
         raise typer.BadParameter(f"{out} cannot be written as a JSON file", param_hint="--out")
-    panel = _load_panel(data, adjacency, data_dir, index_col, no_index, timezone)
+    with dataset_errors():
+        panel = read_panel(data, adjacency, data_dir, index_col, no_index, timezone)
     try:
         result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window, data=data)
     except ValueError as exc:  # BundleError included
@@ -341,34 +339,6 @@ def _unserved(bundle: str) -> str | None:
 def _number(value: float | None, digits: int) -> str:
     """A metric for the table; n/a where none could be computed (no value scored)."""
     return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _load_panel(
-    data: str,
-    adjacency: str | None,
-    data_dir: str | None,
-    index_col: str | None = None,
-    no_index: bool = False,
-    timezone: str | None = None,
-) -> SensorPanel:
-    """``load_dataset``, its errors printed as CLI errors."""
-    from pathlib import Path
-
-    from pipeline.data.datasets import DatasetError, load_dataset
-    from pipeline.settings import SettingsError
-
-    try:
-        return load_dataset(
-            data,
-            data_dir=Path(data_dir) if data_dir else None,
-            adjacency=Path(adjacency) if adjacency else None,
-            index_col=index_col,
-            no_index=no_index,
-            timezone=timezone,
-        )
-    except (DatasetError, SettingsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def detect(

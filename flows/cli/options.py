@@ -1,7 +1,10 @@
-"""Option values the command line parses itself, with errors that name the option."""
+"""Option values the command line parses itself, with errors that name the option, and
+the errors of the data sets its data options name."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
@@ -72,3 +75,17 @@ def refuse_empty_out(out: str) -> None:
     """Refuse an empty ``--out`` (it would mean the current folder)."""
     if not out.strip():
         raise typer.BadParameter("is empty; name the output folder", param_hint="--out")
+
+
+@contextmanager
+def dataset_errors() -> Iterator[None]:
+    """End the command on a data set's error (or a ``ROADCAST_*`` setting's) in the block:
+    one ``error:`` line, exit status 1."""
+    from pipeline.data.datasets import DatasetError
+    from pipeline.settings import SettingsError
+
+    try:
+        yield
+    except (DatasetError, SettingsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

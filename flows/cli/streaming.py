@@ -59,7 +59,7 @@ def replay(
     import signal
     import threading
 
-    from pipeline.data.datasets import load_dataset
+    from flows.panels import read_panel
     from pipeline.kafka.clients import (
         KafkaUnavailable,
         close_producer,
@@ -76,13 +76,7 @@ def replay(
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
-        panel = load_dataset(
-            data,
-            adjacency=Path(adjacency) if adjacency else None,
-            index_col=index_col,
-            no_index=no_index,
-            timezone=timezone,
-        )
+        panel = read_panel(data, adjacency, None, index_col, no_index, timezone)
         target = settings.topic_readings
         ensure_topics(settings, topics=[target])
         producer = make_producer(settings)
