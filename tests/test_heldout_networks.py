@@ -53,3 +53,23 @@ def test_the_weekend_input_is_read_where_weekends_differ(
     panel = load_dataset(f"csv:{folder / name}.csv")
     training = panel.slice(0, int(0.7 * panel.n_time))
     assert weekend_inputs(None, None, training, 12) == ((True, 12) if reads_flag else (False, 0))
+
+
+@pytest.mark.parametrize(
+    ("name", "adjacency", "shape", "noted"),
+    [
+        ("bikes", "bikes_edges.csv", (4032, 60), ["repeat the same reading"]),
+        ("feeders", "feeders_adj.csv", (4368, 50), []),
+    ],
+)
+def test_the_bikes_and_feeders_networks_load_with_their_notes(
+    tmp_path: Path, name: str, adjacency: str, shape: tuple[int, int], noted: list[str]
+) -> None:
+    from benchmarks.heldout_bikes_feeders import main as make
+
+    make(["--out", str(tmp_path)])
+    panel = load_dataset(f"csv:{tmp_path / name}.csv", adjacency=tmp_path / adjacency)
+    assert (panel.n_time, panel.n_nodes) == shape and panel.graph is not None
+    notes = " | ".join([*check_readings(panel), *check_graphs(panel, PLAN)])
+    assert all(text in notes for text in noted), notes
+    assert bool(notes) is bool(noted), notes

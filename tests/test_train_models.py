@@ -234,3 +234,28 @@ def test_cli_errors_are_clear(tmp_path: Path):
     assert result.exit_code == 2 and "unknown data set" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), "simulated"])
     assert result.exit_code == 1 and "no model bundle" in result.output
+
+
+def test_each_tgclstm_seed_says_whether_it_kept_its_graph_path(tmp_path: Path) -> None:
+    """metrics.json, the log and the report name each seed's graph path: the mean over
+    seeds may mix a graph model with a plain LSTM."""
+    from types import SimpleNamespace
+
+    from models.forecasters.comparison import graph_path
+    from pipeline.data.datasets import load_dataset
+
+    panel = load_dataset("simulated:sensors=5,days=3,seed=4")
+    plan = TrainPlan(models=("persistence", "tgclstm"), window=6, horizon=6, seeds=2, epochs=1,
+                     device="cpu", progress=False, horizons=(3, 6))  # fmt: skip
+    lines: list[str] = []
+    document = train_models(panel, plan, tmp_path, log=lines.append)
+    paths = document["models"]["tgclstm"]["graph_path"]
+    assert len(paths) == 2 and set(paths) <= {"kept", "dropped"}
+    assert "graph_path" not in document["models"]["persistence"]
+    fits = [line for line in lines if "tgclstm seed" in line and "valid RMSE" in line]
+    assert [line.rsplit("graph path ", 1)[1] for line in fits] == paths
+    assert "graph path per seed" in (tmp_path / "report.md").read_text()
+
+    ensemble = SimpleNamespace(graph_info={"graph_path_kept": [True, False, True]})
+    assert graph_path(ensemble) == "kept by 2 of 3 members"  # type: ignore[arg-type]
+    assert graph_path(SimpleNamespace()) is None  # type: ignore[arg-type]

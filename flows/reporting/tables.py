@@ -102,7 +102,8 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
     """MAE, RMSE and MAPE (%) per model at each reported horizon (pooled over steps 1..h).
 
     Neural models trained with several seeds show mean ± sample std; extra columns
-    (seeds, fit seconds, predict ms per window) appear when the document has them.
+    (seeds, fit seconds, predict ms per window, TGC-LSTM's graph path per seed) appear
+    when the document has them.
     """
     freq = float(document.get("freq_minutes", 5.0))
     models = document["models"]
@@ -117,6 +118,7 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
             ("seeds", "seeds"),
             ("fit_seconds", "fit s"),
             ("predict_ms_per_window", "predict ms/window"),
+            ("graph_path", "graph path per seed"),
         )
         if any(key in entry for entry in models.values())
     ]
@@ -145,6 +147,8 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
             value = entry.get(key)
             if key == "seeds":
                 row.append("n/a" if value is None else str(value))
+            elif key == "graph_path":
+                row.append(", ".join(p or "n/a" for p in value) if value else "")
             else:
                 row.append(format_number(value, 1 if key == "fit_seconds" else 3))
         longest = max(entry["pooled"], key=int, default=None)

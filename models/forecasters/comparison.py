@@ -388,8 +388,9 @@ def _stuck_note(values: np.ndarray, panel: SensorPanel) -> list[str]:
     count, shown = worst
     return [
         f"note: {count} sensor(s) repeat the same reading for {need} steps or more "
-        f"({shown}): a frozen sensor, or a gap filled with the "
-        "last value, looks like this; leave such stretches empty if they are not readings"
+        f"({shown}): a frozen sensor, or a gap filled with the last value, looks like "
+        "this (so does a reading held at a limit, such as a full car park, which is "
+        "real); leave such stretches empty if they are not readings"
     ]
 
 
@@ -536,6 +537,17 @@ def _device_of(model: Forecaster) -> str:
     return str(getattr(device, "type", device) or "cpu")
 
 
+def graph_path(model: Forecaster) -> str | None:
+    """Whether a two-stage TGC-LSTM kept its graph path (``"kept"``, ``"dropped"``, or
+    ``"kept by k of m members"`` for an ensemble); None for other models."""
+    kept = (getattr(model, "graph_info", None) or {}).get("graph_path_kept")
+    if not kept:
+        return None
+    if len(kept) == 1:
+        return "kept" if kept[0] else "dropped"
+    return f"kept by {sum(map(bool, kept))} of {len(kept)} members"
+
+
 def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list[FitRun]:
     """Fit ``name`` once per seed (once if deterministic) on the training part; score each
     on the validation part (pooled RMSE over the full horizon)."""
@@ -559,9 +571,10 @@ def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list
         valid_rmse = (
             float(valid.metrics["pooled"][str(plan.horizon)]["rmse"]) if valid else float("nan")
         )
+        path = graph_path(model)
         log(
             f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE@{plan.horizon} "
-            f"{valid_rmse:.4f}"
+            f"{valid_rmse:.4f}" + (f", graph path {path}" if path else "")
         )
         runs.append(FitRun(seed, model, valid_rmse, fit_seconds))
     return runs
@@ -617,7 +630,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(result: ModelResult) -> dict[str, Any]:
     """The ``metrics.json`` entry of one model: means over seeds, their std under ``std``
-    (sample standard deviation, 0 for one seed), plus the error curve over all steps."""
+    (sample standard deviation, 0 for one seed), plus the error curve over all steps and,
+    for TGC-LSTM, whether each seed kept its graph path (``graph_path``)."""
     metrics = [r.scores.metrics for r in result.runs]
     out: dict[str, Any] = {}
     std: dict[str, Any] = {}
@@ -632,6 +646,7 @@ def summarise(result: ModelResult) -> dict[str, Any]:
             out[kind][h]["count"] = metrics[0][kind][h]["count"]
     fit_mean, fit_std = _mean_std([r.fit_seconds for r in result.runs])
     best = result.best
+    paths = [graph_path(r.model) for r in result.runs]
     return {
         **out,
         "seeds": len(result.runs),
@@ -654,6 +669,7 @@ def summarise(result: ModelResult) -> dict[str, Any]:
             getattr(getattr(r.model, "history", None), "epochs_run", None) for r in result.runs
         ],
         "window": best.model.window,
+        **({"graph_path": paths} if any(paths) else {}),
     }
 
 

@@ -386,8 +386,9 @@ class TGCLSTM(NetworkForecaster):
     ) -> TrainHistory:
         """The hybrid in two stages: its LSTM path (and skip) alone, then the graph path
         on top of the frozen LSTM; the graph path is dropped (its head zeroed) unless it
-        lowered the validation loss, so on validation the result is never worse than the
-        LSTM stage. ``first``: the history of an LSTM path already trained (loaded with
+        lowered the validation loss, so its validation loss (the training loss, on scaled
+        values) is never above the LSTM stage's; its validation RMSE, another score, can
+        be a little above. ``first``: the history of an LSTM path already trained (loaded with
         :meth:`TGCLSTMNet.load_lstm`). Returns the history of both stages, one after the
         other."""
         if first is None:
