@@ -147,6 +147,40 @@ def test_produce_consume_commit_and_read_committed_offsets(kafka_settings) -> No
         again.close()
 
 
+def test_consumers_read_committed_transactions(kafka_settings) -> None:
+    """A producer writing in transactions (Kafka Connect, Flink) is read once its
+    transaction commits: the consumers read committed records only."""
+    from kafka import KafkaProducer, TopicPartition
+
+    topic = f"{kafka_settings.topic_readings}.txn"
+    ensure_topics(kafka_settings, topics=[topic], partitions=1)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_settings.bootstrap_servers, transactional_id="roadcast-test"
+    )
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for i in range(5):
+            producer.send(topic, key=b"s1", value=f"{i}".encode())
+        producer.commit_transaction()
+    finally:
+        producer.close(timeout=WAIT_S)
+    consumer = make_consumer(kafka_settings, group_id="")
+    assert consumer.config["isolation_level"] == "read_committed"
+    got: list[bytes] = []
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+
+        def read() -> bool:
+            got.extend(r.value for rs in consumer.poll(timeout_ms=200).values() for r in rs)
+            return len(got) >= 5
+
+        wait_until(read, what="the committed transaction's records", poll_s=0)
+    finally:
+        consumer.close()
+    assert got == [f"{i}".encode() for i in range(5)]
+
+
 @pytest.mark.integration
 def test_restart_gives_a_fresh_broker_on_the_same_port(tmp_path: Path) -> None:
     with EmbeddedBroker(log_path=tmp_path / "b.log", startup_timeout_s=WAIT_S) as own:
