@@ -167,6 +167,7 @@ def test_consumers_read_committed_transactions(kafka_settings) -> None:
         producer.close(timeout=WAIT_S)
     consumer = make_consumer(kafka_settings, group_id="")
     assert consumer.config["isolation_level"] == "read_committed"
+    assert consumer.config["client_id"] == "roadcast"  # not kafka-python-<version>
     got: list[bytes] = []
     try:
         consumer.assign([TopicPartition(topic, 0)])

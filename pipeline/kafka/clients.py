@@ -72,6 +72,9 @@ PRODUCER_DEFAULTS: Final[dict[str, Any]] = {
     "batch_size": 256 * 1024,
 }
 ADMIN_DEFAULTS: Final[dict[str, Any]] = {}
+# The name brokers log, quota and list (consumer groups' members) for every client here,
+# instead of kafka-python's "kafka-python-<version>".
+CLIENT_ID: Final = "roadcast"
 # How long a factory waits for the first broker before giving up.
 BOOTSTRAP_TIMEOUT_MS: Final = 10_000
 # kafka-python's default deadline for setting up one connection.
@@ -108,7 +111,11 @@ def _warn_if_slow_crc() -> None:
 
 def _config(settings: Settings, defaults: dict[str, Any], overrides: dict[str, Any]) -> dict:
     _warn_if_slow_crc()
-    config = {"bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS, **settings.kafka_config()}
+    config = {
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+        "client_id": CLIENT_ID,
+        **settings.kafka_config(),
+    }
     config.update(defaults)
     config.update(overrides)
     if config["security_protocol"] in ("SSL", "SASL_SSL") and "ssl_context" not in config:
