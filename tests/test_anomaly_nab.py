@@ -156,6 +156,7 @@ def test_cli_detect_and_score(nab_dir, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 2 result files" in result.output
     assert "synth" in result.output and "NAB scores of 'ensemble'" in result.output
+    assert "rest period" not in result.output  # the ensemble's rule is its own
     bad = runner.invoke(
         app, ["detect", "--nab-dir", str(nab_dir), "--out", str(tmp_path), "--detector", "x"]
     )

@@ -272,6 +272,7 @@ def test_score_reads_timestamps_as_detect_does_and_skips_stale_categories(tmp_pa
     result = CliRunner().invoke(app, ["detect", *args, "--score"])
     assert result.exit_code == 0, result.output
     assert "gone" not in result.output and "NAB scores of 'extreme'" in result.output
+    assert "without the ensemble's rest period" in " ".join(result.output.split())
 
 
 def test_a_labelled_upper_case_csv_is_named_with_the_fix(tmp_path) -> None:

@@ -73,3 +73,29 @@ def test_the_bikes_and_feeders_networks_load_with_their_notes(
     notes = " | ".join([*check_readings(panel), *check_graphs(panel, PLAN)])
     assert all(text in notes for text in noted), notes
     assert bool(notes) is bool(noted), notes
+
+
+def test_the_heldout_anomaly_categories_are_labelled_as_nab_labels_them(tmp_path: Path) -> None:
+    """Every file has its windows, each window holds its label, and no label lies in the
+    probation (NAB's first 15 %, at most 750 rows)."""
+    import json
+
+    import pandas as pd
+
+    from benchmarks.heldout_anomalies import main as make
+
+    make(["--out", str(tmp_path)])
+    categories = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert categories == ["machineTemperature", "serviceLatency", "taxiDemand"]
+    for category in categories:
+        windows = json.loads((tmp_path / f"{category}_windows.json").read_text())
+        labels = json.loads((tmp_path / f"{category}_labels.json").read_text())
+        files = sorted(f"{category}/{p.name}" for p in (tmp_path / category).glob("*.csv"))
+        assert sorted(windows) == files == sorted(labels)
+        for name in files:
+            stamps = pd.to_datetime(pd.read_csv(tmp_path / name)["timestamp"])
+            probation_end = stamps.iloc[min(750, int(0.15 * len(stamps)))]
+            for label in labels[name]:
+                at = pd.Timestamp(label)
+                assert at > probation_end, (name, label)
+                assert any(pd.Timestamp(a) <= at <= pd.Timestamp(b) for a, b in windows[name])

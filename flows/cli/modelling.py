@@ -403,3 +403,9 @@ def detect(
     print_table(
         f"NAB scores of {detector!r} (normalised, 100 = perfect, 0 = never fires)", columns, table
     )
+    if threshold is None:
+        typer.echo(
+            f"note: {detector!r} is scored as NAB scores any detector: its raw scores at the "
+            "threshold NAB optimises per category, without the ensemble's rest period; as a "
+            "member of the ensemble it fires under the ensemble's rule (docs/results.md)"
+        )
