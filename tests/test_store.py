@@ -429,3 +429,39 @@ def test_a_store_in_a_folder_sqlite_cannot_write_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(store_reads.os, "access", lambda *args: False)
     with pytest.raises(StoreError, match="its folder is not writable, and SQLite needs"):
         store_reads.check_store(tmp_path / "s.sqlite")
+
+
+def test_prune_deletes_the_past_a_span_at_a_time_and_keeps_open_alerts(store):
+    """Rows before the cutoff go (readings, corrections, ticks, forecasts, accuracy,
+    resolved alert episodes); at most ``span_ms`` past the oldest tick per call; a firing
+    alert stays whatever its age."""
+    s = store.sensor_keys(["a", "b"])
+    ticks = list(range(0, 20 * FREQ_MS, FREQ_MS))
+    for t in ticks:
+        yhat = np.full((2, 3), float(t), np.float32)
+        steps, targets, ones = np.array([1, 2]), np.array([t, t]), np.ones(2, np.int64)
+        store.write(
+            Batch(
+                readings=[readings(s, [t, t], [1.0, 2.0])],
+                corrections=[readings(s[:1], [t], [1.5])],
+                ticks=[TickRow(t, 2, "complete", t, None)],
+                forecasts=[ForecastRows("ar", t, s, yhat), ForecastRows("lstm", t, s, yhat)],
+                accuracy=[AccuracyRows("ar", steps, targets, ones, ones * 1.0, ones * 1.0)],
+            )
+        )
+    store.write(Batch(alerts=[
+        AlertRow("old", "firing", "a:x", "warning", "a", 0, "x", 0.9, "{}"),
+        AlertRow("old", "resolved", "a:x", "info", "a", FREQ_MS, "x", 0.1, "{}"),
+        AlertRow("open", "firing", "b:x", "warning", "b", 0, "x", 0.9, "{}"),
+    ]))  # fmt: skip
+    cutoff, removed = store.prune(10 * FREQ_MS, span_ms=4 * FREQ_MS)
+    assert cutoff == 4 * FREQ_MS  # a span past the oldest tick, not the whole way
+    assert removed == {"readings": 8, "corrections": 4, "ticks": 4, "forecast_blocks": 8,
+                       "accuracy": 8, "alerts": 2}  # fmt: skip
+    cutoff, removed = store.prune(10 * FREQ_MS, span_ms=100 * FREQ_MS)
+    assert cutoff == 10 * FREQ_MS and removed["ticks"] == 6 and removed["alerts"] == 0
+    assert store.closed_ticks(0).tolist() == ticks[10:]
+    assert sorted(set(store.readings_since(0).ts_ms.tolist())) == ticks[10:]
+    assert store.count("forecasts") == 2 * 10 * 2 and store.count("accuracy") == 2 * 10
+    assert [a.alert_id for a in store.open_alerts()] == ["open"]
+    assert {a.alert_id for a in store.alerts()} == {"open"}

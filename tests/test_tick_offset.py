@@ -208,3 +208,34 @@ def test_a_restart_at_another_offset_is_refused(kafka_settings, tmp_path):
         timeout=WAIT_S,
     )  # fmt: skip
     assert taken.returncode == 0, taken.stderr[-2000:]
+
+
+@pytest.mark.integration
+def test_the_store_keeps_its_retention_and_a_restart_restores_from_it(kafka_settings, tmp_path):
+    """``--retain 1d``: a day of event time before the newest closed tick stays in the
+    store (ticks, readings, forecasts); older rows are deleted as the service runs, and a
+    restarted service restores from what is left and goes on."""
+    bundles = train(tmp_path / "bundles", HALF_PAST)
+    live = panel_from("2024-03-11T00:00+05:30", 80)
+    produce_panel(kafka_settings, live.slice(0, 72))
+    store, log = tmp_path / "store.sqlite", tmp_path / "serve.log"
+    extra = ("--detectors", "none", "--retain", "1d", "--poll-records", "20")
+    serve_until_closed(kafka_settings, bundles, store, log, 72, *extra)  # every tick complete
+    assert "store_pruned" in log.read_text()
+    hour = 3_600_000
+
+    def stored() -> tuple[list[int], int, int]:
+        with sqlite3.connect(store) as db:
+            ticks = [t for (t,) in db.execute("SELECT ts FROM ticks ORDER BY ts")]
+            first_reading = db.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+            first_forecast = db.execute("SELECT MIN(issued_at) FROM forecast_blocks").fetchone()[0]
+        return ticks, first_reading, first_forecast
+
+    ticks, first_reading, first_forecast = stored()
+    assert ticks[-1] - ticks[0] == 24 * hour and len(ticks) == 25
+    assert first_reading >= ticks[0] and first_forecast >= ticks[0]
+    produce_panel(kafka_settings, live.slice(72, 80))
+    serve_until_closed(kafka_settings, bundles, store, log, 80, *extra)
+    ticks_after, _, _ = stored()
+    assert ticks_after[-1] == ticks[-1] + 8 * hour and len(ticks_after) == 25
+    assert store_counters(store)["ticks_closed"] == 80  # counted since the first tick

@@ -201,6 +201,12 @@ def serve(
     fast_store: bool = typer.Option(
         False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
     ),
+    retain: str = typer.Option(
+        "14d",
+        "--retain",
+        help="Event time the store keeps (readings, forecasts, accuracy, resolved alerts); "
+        "'off' keeps everything.",
+    ),
     log_level: str = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
     detectors: str = typer.Option(
         "auto",
@@ -254,6 +260,7 @@ def serve(
             only=names,
             poll_records=poll_records,
             durable=not fast_store,
+            retain=parse_duration(retain, "--retain", allow_off=True),
             grace=parse_duration(grace, "--grace", allow_off=True),
             down_after=down_after or None,
             rejoin_after_s=pd.Timedelta(

@@ -199,6 +199,11 @@ class ServiceAlerts:
 
     # --- restore ----------------------------------------------------------------------
 
+    @property
+    def history_ticks(self) -> int:
+        """Closed ticks before the newest that :meth:`restore` replays (at the least)."""
+        return self.config.history_ticks
+
     def restore(self, source: AlertRestore) -> None:
         """Re-derive the state from the store: replay the recent ticks without publishing."""
         self._reset()

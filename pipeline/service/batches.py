@@ -35,7 +35,7 @@ from pipeline.kafka.outbox import Outbox, PublishError
 from pipeline.service.config import ServiceConfig
 from pipeline.service.decoding import PROCESSING_ERROR, describe_error, record_error
 from pipeline.service.health import Health
-from pipeline.service.hooks import AlertHook
+from pipeline.service.hooks import AlertHook, RestorableAlertHook
 from pipeline.service.model_set import Versioned
 from pipeline.service.processor import PollProcessor, PollReport
 from pipeline.service.store_rows import Batch
@@ -63,6 +63,10 @@ RETRY_MAX_S = 30.0
 # /healthz reports the loop stalled when it has not beaten for the flush deadline plus
 # this margin: one batch may legitimately wait that long for the broker's acknowledgement.
 STALL_MARGIN_S = 30.0
+# The store is pruned at most once an hour of event time, a day of it at most per batch
+# (a store of months catches up a day per batch instead of stalling one batch).
+PRUNE_EVERY_MS = 3_600_000
+PRUNE_SPAN_MS = 86_400_000
 
 
 class BatchHandler(PollProcessor):
@@ -95,6 +99,7 @@ class BatchHandler(PollProcessor):
         self._unsettled = False  # a failed batch waits for its replay: no swap before it
         self._failures = 0  # batches failed in a row, for the backoff
         self._unstored: Counter[str] = Counter()  # see _count
+        self._pruned_ms = -(2**62)  # the last cutoff applied to the store
         # The dead-letter topic's max.message.bytes, read at start (ForecastService.run).
         self.max_message_bytes = BROKER_DEFAULT_MAX_MESSAGE_BYTES
 
@@ -124,7 +129,30 @@ class BatchHandler(PollProcessor):
         with self._timed("commit"):
             self.commit(consumer)
         self._unsettled = False
+        self.prune_store()
         return report
+
+    def prune_store(self) -> None:
+        """Delete what the store holds from before the retention (``config.retain``) of
+        event time, at most once an hour of it and a day of the store per call; never the
+        ticks a restart reads back. A failure is logged and retried with a later batch."""
+        retain, last = self.config.retain, self.assembler.last_closed
+        if retain is None or last is None:
+            return
+        hook = self.alert_hook
+        keep = max(self.window, hook.history_ticks if isinstance(hook, RestorableAlertHook) else 0)
+        keep_ms = max(int(retain.value // 1_000_000), keep * self.freq_ms)
+        cutoff = int(self.asm_config.tick_ns(last)) // 1_000_000 - keep_ms
+        if cutoff < self._pruned_ms + PRUNE_EVERY_MS:
+            return
+        try:
+            with self._timed("prune"):
+                self._pruned_ms, removed = self.store.prune(cutoff, span_ms=PRUNE_SPAN_MS)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("store_prune_failed", extra={"fields": {"error": describe_error(exc)}})
+            return
+        if any(removed.values()):
+            log.info("store_pruned", extra={"fields": {"before_ms": self._pruned_ms, **removed}})
 
     def _store(self, report: PollReport, batch: Batch) -> None:
         """:meth:`finish`, with the failure counters of the loop that are not stored yet."""

@@ -15,6 +15,7 @@ _TWO_MIN = pd.Timedelta("2min")
 _ONE_HOUR = pd.Timedelta("1h")
 _GRACE = pd.Timedelta("2s")
 _ZERO = pd.Timedelta(0)
+_RETAIN = pd.Timedelta(days=14)  # docs/decisions.md, "Store retention"
 # The longest tick, lateness, skew or grace: event times are int64 nanoseconds (years
 # 1677-2262) and readings may lie anywhere in 1700-2249, so a watermark (event time minus
 # the lateness) or a forecast's targets (a tick plus its horizon) further out would
@@ -64,6 +65,10 @@ class ServiceConfig:
     reload_every_s : how often the model directory's ``serving.json`` is checked for a new
         serving set to swap in (hot reload, see :mod:`pipeline.registry.watch`); None: the
         models are loaded once, at start.
+    retain : how much event time the store keeps: after each batch, at most once an
+        hour of event time, what lies further than this before the newest closed tick is
+        deleted (never the ticks a restart reads back: the models' window and the
+        alerts' history); None: the store keeps everything.
     tune_gc : after warm-up, freeze the objects that live for the whole run (models,
         modules) out of the garbage collector and collect the young generation less
         often (see :mod:`pipeline.service.runtime`): a tick allocates thousands of
@@ -90,6 +95,7 @@ class ServiceConfig:
     bulk_publish: bool = True
     tune_gc: bool = True
     reload_every_s: float | None = 1.0
+    retain: pd.Timedelta | None = _RETAIN
 
     def __post_init__(self) -> None:
         if self.poll_records < 1:
@@ -105,9 +111,16 @@ class ServiceConfig:
         if self.poll_timeout_ms < 0:
             raise ValueError(f"poll_timeout_ms must be >= 0, got {self.poll_timeout_ms}")
         may_be_zero = ("allowed_lateness", "tick_offset")
-        for name in ("tick", "tick_offset", "allowed_lateness", "max_clock_skew", "grace"):
+        for name in (
+            "tick",
+            "tick_offset",
+            "allowed_lateness",
+            "max_clock_skew",
+            "grace",
+            "retain",
+        ):
             value = getattr(self, name)
-            if value is None and name in ("max_clock_skew", "grace"):
+            if value is None and name in ("max_clock_skew", "grace", "retain"):
                 continue
             if unitless(value):
                 raise ValueError(f"{name} {value!r} has no unit: write {value}s or {value}min")

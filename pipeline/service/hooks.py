@@ -82,7 +82,10 @@ class AlertRestore:
 class RestorableAlertHook(AlertHook, Protocol):
     """An alert hook whose state the service rebuilds whenever it restores its own: at
     start-up and after a batch the broker did not take (the hook then sees that batch's
-    ticks again, from the state the store holds)."""
+    ticks again, from the state the store holds). ``history_ticks``: how many closed ticks
+    before the newest its restore reads back (the store's retention keeps them)."""
+
+    history_ticks: int
 
     def restore(self, source: AlertRestore) -> None: ...
 

@@ -605,6 +605,55 @@ class Store:
                     ],
                 )
 
+    def prune(self, before_ms: int, *, span_ms: int) -> tuple[int, dict[str, int]]:
+        """Delete what lies before ``before_ms`` (readings, corrections, ticks, forecasts,
+        accuracy, and alert episodes resolved before it), at most ``span_ms`` past the
+        oldest stored tick in one transaction, so that a store of years is pruned a step
+        at a time. Returns the cutoff applied and the rows deleted per table.
+
+        Raises
+        ------
+        StoreReplaced
+            When the store's file was deleted or replaced (nothing is deleted).
+        """
+        if (reason := self.replaced()) is not None:
+            raise StoreReplaced(reason)
+        db = self._db
+        oldest = db.execute("SELECT MIN(ts) FROM ticks").fetchone()[0]
+        models = [int(m) for (m,) in db.execute("SELECT id FROM models")]
+        for mid in models:
+            first = db.execute(
+                "SELECT MIN(issued_at) FROM forecast_blocks WHERE model=?", (mid,)
+            ).fetchone()[0]
+            if first is not None:
+                oldest = first if oldest is None else min(oldest, first)
+        if oldest is None:
+            return before_ms, {}
+        cutoff = min(before_ms, int(oldest) + span_ms)
+        removed: dict[str, int] = {}
+        with self._transaction() as db:
+            for table in ("readings", "corrections", "ticks"):
+                removed[table] = db.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,)).rowcount
+            removed["forecast_blocks"] = removed["accuracy"] = 0
+            for mid in models:
+                removed["forecast_blocks"] += db.execute(
+                    "DELETE FROM forecast_blocks WHERE model=? AND issued_at < ?", (mid, cutoff)
+                ).rowcount
+                last_step = db.execute(
+                    "SELECT MAX(step) FROM accuracy WHERE model=?", (mid,)
+                ).fetchone()[0]
+                for step in range(1, int(last_step or 0) + 1):
+                    removed["accuracy"] += db.execute(
+                        "DELETE FROM accuracy WHERE model=? AND step=? AND target < ?",
+                        (mid, step, cutoff),
+                    ).rowcount
+            removed["alerts"] = db.execute(
+                "DELETE FROM alerts WHERE alert_id IN (SELECT alert_id FROM alerts "
+                "GROUP BY alert_id HAVING MAX(ts) < ? AND MAX(status = 'resolved'))",
+                (cutoff,),
+            ).rowcount
+        return cutoff, removed
+
     def forget_offsets(self, topic: str | None = None) -> None:
         """Drop the stored offsets (of ``topic``): used when the broker lost its log."""
         with self._transaction() as db:
