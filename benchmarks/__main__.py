@@ -27,6 +27,7 @@ BENCHMARKS = (
     "alert_rate",
     "alert_delivery",
     "fuzz",
+    "soak",
     "hot_reload",
     "drift",
 )

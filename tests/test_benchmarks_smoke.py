@@ -100,6 +100,13 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "hot_reload": lambda d: (
         d["forecasts_stored"] == d["forecasts_expected"] and _positive(d["swap_ms"])
     ),
+    "soak": lambda d: (
+        d["counters"]["ticks_closed"] == d["ticks"] > 0
+        and d["counters"]["consumed"] == d["counters"]["valid"] == d["readings"] > 0
+        and 0 < d["store_span_days"] <= d["keep_days"] + 1 / 24
+        and all(d["invariants"].values())
+        and len(d["segments"]) >= 3
+    ),
     "drift": lambda d: (
         d["chosen"]["ratio"] > 1
         and all(
