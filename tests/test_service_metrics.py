@@ -412,3 +412,13 @@ def test_alert_delivery_counters_and_backlog_are_exported_per_receiver():
     assert 'roadcast_alert_deliveries_total{receiver="am:9093",result="delivered"} 3.0' in text
     assert 'roadcast_alert_deliveries_total{receiver="am:9093",result="retries"} 0.0' in text
     assert 'roadcast_alert_delivery_backlog{receiver="am:9093"} 2.0' in text
+
+
+def test_the_rows_the_retention_deletes_are_counted_per_table():
+    metrics = ServiceMetrics(process=False)
+    metrics.pruned_rows({"readings": 3, "ticks": 1, "alerts": 0})
+    metrics.pruned_rows({"readings": 2})
+    assert value(metrics, "roadcast_store_pruned_rows_total", table="readings") == 5
+    assert value(metrics, "roadcast_store_pruned_rows_total", table="ticks") == 1
+    metrics.count("store_prunes_failed")
+    assert value(metrics, "roadcast_errors_total", kind="store_prunes_failed") == 1

@@ -150,7 +150,10 @@ class BatchHandler(PollProcessor):
                 self._pruned_ms, removed = self.store.prune(cutoff, span_ms=PRUNE_SPAN_MS)
         except (sqlite3.Error, OSError) as exc:
             log.warning("store_prune_failed", extra={"fields": {"error": describe_error(exc)}})
+            self._count("store_prunes_failed")
             return
+        if self.metrics is not None:
+            self.metrics.pruned_rows(removed)
         if any(removed.values()):
             log.info("store_pruned", extra={"fields": {"before_ms": self._pruned_ms, **removed}})
 

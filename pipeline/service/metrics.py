@@ -46,6 +46,7 @@ MAE_TICKS = 288
 _ERROR_KINDS = (
     "batch_retries", "recoveries", "batch_isolations", "alert_hook_errors", "alerts_invalid",
     "dead_letters_unsent", "topics_recreated", "forecasts_nonfinite", "group_rejoins",
+    "store_prunes_failed",
 )  # fmt: skip
 
 
@@ -116,6 +117,9 @@ class ServiceMetrics:
             "consumer_lag_records",
             "Records of a partition not yet processed (high watermark - position).",
             ("topic", "partition"),
+        )
+        self.pruned = counter(
+            "store_pruned_rows", "Rows the store's retention deleted, by table.", ("table",)
         )
         self.sensors_down = gauge("sensors_down", "Sensors currently down.")
         self.open_ticks = gauge("open_ticks", "Ticks waiting to close.")
@@ -209,6 +213,11 @@ class ServiceMetrics:
             getattr(self, target).inc(value)
         elif head in _SWAPS:
             self.model_swaps.labels(_SWAPS[head]).inc(value)
+
+    def pruned_rows(self, removed: Mapping[str, int]) -> None:
+        """Rows one prune of the store deleted, per table."""
+        for table, rows in removed.items():
+            self._child(self.pruned, table).inc(rows)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once (``labels()`` takes a lock and checks
