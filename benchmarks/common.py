@@ -95,3 +95,12 @@ def idle_penalty(idles_s: tuple[float, ...] = (0.5, 2.0), repeats: int = 5) -> d
         "after_idle_ms": after,
         "ratio": {k: round(v / hot, 1) for k, v in after.items()},
     }
+
+
+def open_ticks(service: Any) -> int:
+    """Ticks open in a running service, read from another thread (-1 when its dict
+    changed while read: ask again)."""
+    try:
+        return len(service.assembler.open_ticks)
+    except RuntimeError:
+        return -1

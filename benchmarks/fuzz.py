@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import write_result
+from benchmarks.common import open_ticks, write_result
 from flows.reporting.text import print_table
 from pipeline.kafka.schema import FLOAT32_MAX, SchemaError, decode_readings
 
@@ -314,9 +314,9 @@ def run(n: int, seed: int) -> dict[str, Any]:
             thread.start()
             _wait(lambda: service.counters["consumed"] >= len(records) or not thread.is_alive())
             elapsed = time.perf_counter() - started
-            _wait(lambda: _open_ticks(service) == 0 or not thread.is_alive())
+            _wait(lambda: open_ticks(service) == 0 or not thread.is_alive())
             alive = thread.is_alive()
-            open_ticks = _open_ticks(service)
+            still_open = open_ticks(service)
             stop.set()
             thread.join()
             counters = dict(service.counters)
@@ -335,7 +335,7 @@ def run(n: int, seed: int) -> dict[str, Any]:
         "dead_letters_on_topic": len(letters) == dead - unsent
         and largest <= BROKER_DEFAULT_MAX_MESSAGE_BYTES,
         "alive": alive and not errors,
-        "every_tick_closed": open_ticks == 0,
+        "every_tick_closed": still_open == 0,
         "forecasts": forecasts == ticks * len(models) * len(sensors),
     }
     reasons = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("dead_lettered.")}
@@ -356,7 +356,7 @@ def run(n: int, seed: int) -> dict[str, Any]:
         "alive": alive and not errors,
         "errors": errors,
         "ticks_closed": ticks,
-        "open_ticks": open_ticks,
+        "open_ticks": still_open,
         "forecasts_published": counters.get("forecasts_published", 0),
         "forecasts_nonfinite": counters.get("forecasts_nonfinite", 0),
         "model_errors": sum(v for k, v in counters.items() if k.startswith("model_errors.")),
@@ -400,13 +400,6 @@ def _read_topic(settings: Any, topic: str) -> list[Any]:
                 return out
     finally:
         consumer.close()
-
-
-def _open_ticks(service: Any) -> int:
-    try:
-        return len(service.assembler.open_ticks)
-    except RuntimeError:  # changed while read: ask again
-        return -1
 
 
 def main(argv: list[str] | None = None) -> None:

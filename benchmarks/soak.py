@@ -48,7 +48,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from benchmarks.common import write_result
+from benchmarks.common import open_ticks, write_result
 from flows.reporting.text import print_table
 from pipeline.jsonlog import configure_logging
 from pipeline.service.loop import ForecastService
@@ -118,14 +118,6 @@ def store_rows(path: Path) -> dict[str, Any]:
     return rows
 
 
-def _open(service: ForecastService) -> int:
-    """Ticks open in the service (-1 when the dict changed while read: ask again)."""
-    try:
-        return len(service.assembler.open_ticks)
-    except RuntimeError:
-        return -1
-
-
 def table_bytes(path: Path) -> dict[str, int]:
     """Bytes of each table and index of the store (SQLite's ``dbstat``), largest first."""
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
@@ -150,7 +142,7 @@ def sample(service: ForecastService, started: float) -> dict[str, Any]:
         "wal_bytes": Path(f"{path}-wal").stat().st_size if Path(f"{path}-wal").exists() else 0,
         "rows": store_rows(path),
         "latencies_kept": len(service.latencies),
-        "open_ticks": _open(service),
+        "open_ticks": open_ticks(service),
         "stage_s": dict(service.stage_s),
     }
 
@@ -296,7 +288,7 @@ def run(plan: Plan) -> dict[str, Any]:
             thread.start()
             deadline = time.monotonic() + 60 * (2 + plan.soak_days)
             while thread.is_alive() and time.monotonic() < deadline:
-                if service.counters["ticks_closed"] >= expected_ticks and _open(service) == 0:
+                if service.counters["ticks_closed"] >= expected_ticks and open_ticks(service) == 0:
                     break
                 time.sleep(0.2)
             serve_s = time.perf_counter() - service.started
@@ -309,8 +301,7 @@ def run(plan: Plan) -> dict[str, Any]:
             stop.set()
             thread.join(120)
             counters = dict(service.counters)
-            floor_ms = max(service.window, getattr(hook, "history_ticks", 0)) * service.freq_ms
-    keep_ms = max(int(retain.total_seconds() * 1000), floor_ms)
+            keep_ms = service.kept_ms() or 0  # a retention is always set here
     rows = last["rows"]
     span_ms = rows["newest_ms"] - rows["oldest_ms"]
     first_ms = int(soak.timestamps[0].value // 1_000_000)

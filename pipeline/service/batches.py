@@ -132,16 +132,23 @@ class BatchHandler(PollProcessor):
         self.prune_store()
         return report
 
-    def prune_store(self) -> None:
-        """Delete what the store holds from before the retention (``config.retain``) of
-        event time, at most once an hour of it and a day of the store per call; never the
-        ticks a restart reads back. A failure is logged and retried with a later batch."""
-        retain, last = self.config.retain, self.assembler.last_closed
-        if retain is None or last is None:
-            return
+    def kept_ms(self) -> int | None:
+        """Event time the store keeps before the newest closed tick: the retention
+        (``config.retain``), never less than the ticks a restart reads back (the models'
+        window, a restorable alert hook's history); None: everything."""
+        if self.config.retain is None:
+            return None
         hook = self.alert_hook
-        keep = max(self.window, hook.history_ticks if isinstance(hook, RestorableAlertHook) else 0)
-        keep_ms = max(int(retain.value // 1_000_000), keep * self.freq_ms)
+        floor = max(self.window, hook.history_ticks if isinstance(hook, RestorableAlertHook) else 0)
+        return max(int(self.config.retain.value // 1_000_000), floor * self.freq_ms)
+
+    def prune_store(self) -> None:
+        """Delete what the store holds from before :meth:`kept_ms`, at most once an hour
+        of event time and a day of the store per call. A failure is logged and retried
+        with a later batch."""
+        keep_ms, last = self.kept_ms(), self.assembler.last_closed
+        if keep_ms is None or last is None:
+            return
         cutoff = int(self.asm_config.tick_ns(last)) // 1_000_000 - keep_ms
         if cutoff < self._pruned_ms + PRUNE_EVERY_MS:
             return
