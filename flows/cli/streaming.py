@@ -66,7 +66,7 @@ def replay(
         ensure_topics,
         make_producer,
     )
-    from pipeline.kafka.replay import ReplayError, ReplayInterrupted
+    from pipeline.kafka.replay import ReplayError, ReplayInterrupted, check_replay
     from pipeline.kafka.replay import replay as run_replay
     from pipeline.settings import SettingsError, load_settings
 
@@ -77,6 +77,7 @@ def replay(
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
         panel = read_panel(data, adjacency, None, index_col, no_index, timezone)
+        check_replay(panel, speedup, limit)  # before the topic is made or anything sent
         target = settings.topic_readings
         ensure_topics(settings, topics=[target])
         producer = make_producer(settings)

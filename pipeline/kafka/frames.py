@@ -35,7 +35,7 @@ and returns the same :class:`pipeline.kafka.schema.ForecastMessage` list as v1 w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final, TypeAlias
@@ -72,6 +72,7 @@ _CHECKED: set[tuple[str, ...]] = set()
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 Raw: TypeAlias = bytes | bytearray | memoryview
+Headers: TypeAlias = Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None]
 
 
 class _Version(msgspec.Struct):
@@ -202,8 +203,11 @@ def encode_frames(
     return frames
 
 
-def header_version(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
+def header_version(headers: Headers | None) -> int | None:
     """The frame version named by a record's ``roadcast-wire`` header (None: no header, v1).
+
+    ``headers`` as Kafka clients give them: ``(key, value)`` pairs or a mapping, each
+    value bytes (or None, or text).
 
     Raises
     ------
@@ -211,7 +215,8 @@ def header_version(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
         ``bad_version`` for a header this reader does not understand, a newer version,
         or two ``roadcast-wire`` headers that differ.
     """
-    values = list(dict.fromkeys(bytes(v or b"") for k, v in headers or () if k == WIRE_HEADER))
+    items = headers.items() if isinstance(headers, Mapping) else headers or ()
+    values = list(dict.fromkeys(_header_bytes(v) for k, v in items if k == WIRE_HEADER))
     texts = [v.decode("utf-8", "replace") for v in values]
     if len(texts) > 1:
         raise SchemaError(
@@ -230,6 +235,17 @@ def header_version(headers: Sequence[tuple[str, bytes]] | None) -> int | None:
         )
     _check_version(int(number))
     return int(number)
+
+
+def _header_bytes(value: object) -> bytes:
+    """A header value as bytes (None: empty; text: UTF-8), else ``bad_version``."""
+    if value is None or isinstance(value, str):
+        return (value or "").encode("utf-8", "replace")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise SchemaError(
+        "bad_version", f"header {WIRE_HEADER} is a {type(value).__name__}, expected bytes"
+    )
 
 
 def _check_version(version: int) -> None:
@@ -252,7 +268,7 @@ def looks_like_frame(raw: Raw | None) -> bool:
     return bool(head) and head[0] >= 0x80 and head != _BOM
 
 
-def wire_version(raw: Raw | None, headers: Sequence[tuple[str, bytes]] | None) -> int | None:
+def wire_version(raw: Raw | None, headers: Headers | None) -> int | None:
     """A forecast record's wire: None for v1 (JSON), else its frame version, from the
     ``roadcast-wire`` header or, without one, from the bytes (:func:`looks_like_frame`).
 
@@ -423,7 +439,7 @@ def _show(ids: Sequence[str], index: int) -> str:
 
 def decode_forecast_frame(
     raw: Raw | None,
-    headers: Sequence[tuple[str, bytes]] | None = None,
+    headers: Headers | None = None,
     *,
     network: Sequence[str] | None = None,
 ) -> list[ForecastMessage]:

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.panel import SensorPanel
-from pipeline.kafka.schema import Reading, encode_reading, format_timestamp
+from pipeline.kafka.schema import (
+    FLOAT32_MAX,
+    Reading,
+    SchemaError,
+    encode_reading,
+    format_timestamp,
+    parse_timestamp,
+    sensor_id_problem,
+)
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -85,8 +93,14 @@ class _Failures:
 
 
 def _decimal_row(row: np.ndarray) -> list[float]:
-    """float32 -> the float64 of its shortest decimal: 55.1 goes out as 55.1, not 55.0999984."""
-    return row.astype(str).astype(np.float64).tolist()
+    """float32 -> the float64 of its shortest decimal: 55.1 goes out as 55.1, not 55.0999984.
+
+    float32's largest magnitudes go out exactly: their shortest decimal (``3.4028235e38``)
+    lies past :data:`~pipeline.kafka.schema.FLOAT32_MAX`, which the schema refuses.
+    """
+    decimal = row.astype(str).astype(np.float64)
+    exact = row.astype(np.float64)
+    return np.where(np.abs(decimal) <= FLOAT32_MAX, decimal, exact).tolist()  # type: ignore[no-any-return]
 
 
 def _flush(producer: KafkaProducer, topic: str, sent: int, timeout_s: float) -> None:
@@ -142,9 +156,30 @@ def check_replay(panel: SensorPanel, speedup: float, limit: int | None) -> list[
     check_speed_limit(speedup, limit)
     n_steps = panel.n_time if limit is None else min(limit, panel.n_time)
     stamps: list[datetime] = [t.to_pydatetime() for t in panel.timestamps[:n_steps]]
+    check_wire(panel, stamps)
     if stamps:
         check_pace((stamps[-1] - stamps[0]).total_seconds(), n_steps, speedup)
     return stamps
+
+
+def check_wire(panel: SensorPanel, stamps: list[datetime]) -> None:
+    """Refuse a panel whose readings the schema would refuse (a sensor id or a timestamp
+    it cannot carry), before anything is sent rather than at the first such reading."""
+    name = panel.name if panel.name.isprintable() else repr(panel.name)
+    name = name or "the data set"
+    for sensor in panel.sensor_ids:
+        if (problem := sensor_id_problem(sensor)) is not None:
+            raise ValueError(
+                f"{name}: sensor {sensor[:40]!r} {problem}: readings on Kafka could not "
+                "name it; rename it in the data set (nothing was sent)"
+            )
+    for ts in (min(stamps), max(stamps)) if stamps else ():
+        try:
+            parse_timestamp(format_timestamp(ts))
+        except SchemaError as exc:
+            raise ValueError(
+                f"{name}: timestamp {ts} cannot be sent: {exc.detail} (nothing was sent)"
+            ) from None
 
 
 def replay(
@@ -187,8 +222,9 @@ def replay(
     Raises
     ------
     ValueError
-        For a 3-D panel, a negative ``speedup`` or ``limit``, or a ``speedup`` so small
-        that pacing the steps would wait longer than a timer can (nothing is sent then).
+        For a 3-D panel, a negative ``speedup`` or ``limit``, a ``speedup`` so small
+        that pacing the steps would wait longer than a timer can, or a sensor id or
+        timestamp the schema cannot carry (nothing is sent then).
     ReplayError
         When the broker rejected or never acknowledged some messages; it says how many.
     """
