@@ -52,6 +52,7 @@ MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("model", "sensor_ids", "window", "horizon")
 MAX_STEPS = 100_000  # window and horizon: a year of 5-minute steps is about 105k
 MAX_STEP_S = 3650 * 86_400  # step_s: ten years, the service's longest tick
+MAX_NAME_CHARS = 100  # a model name: a folder of the registry, a label on every forecast
 
 
 class BundleError(ValueError):
@@ -277,6 +278,19 @@ def _plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
+def model_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a model (a folder ``versions/<model>`` of the registry),
+    or None: it must be 1 to :data:`MAX_NAME_CHARS` printable characters, without
+    ``/`` or ``\\``, not starting with a dot."""
+    if not isinstance(name, str) or not name:
+        return "is empty" if name == "" else "is not a string"
+    if len(name) > MAX_NAME_CHARS:
+        return f"is {len(name)} characters long, more than {MAX_NAME_CHARS}"
+    if not _plain_name(name) or not name.isprintable():
+        return "is not a plain name (it holds / or \\, control characters, or starts with a dot)"
+    return None
+
+
 def _check_config(directory: Path, config: dict[str, Any]) -> None:
     """The keys every bundle records have the types their readers expect.
 
@@ -291,8 +305,8 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
             "(edited after training?); retrain the model or copy the bundle again"
         )
 
-    if not isinstance(config.get("model"), str) or not config["model"]:
-        raise wrong("model", "a model name")
+    if model_name_problem(config.get("model")) is not None:
+        raise wrong("model", f"a model name (a plain name of 1-{MAX_NAME_CHARS} characters)")
     ids = config.get("sensor_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(s, str) for s in ids):
         raise wrong("sensor_ids", "a non-empty list of sensor id strings")

@@ -255,7 +255,9 @@ class Serving:
         if not isinstance(models, dict) or not all(
             _plain_name(k) and _plain_name(v) for k, v in models.items()
         ):
-            raise ValueError("'models' must map model names to version ids (plain names)")
+            raise ValueError(
+                "'models' must map model names to version ids (plain names of 1-100 characters)"
+            )
         champion = raw.get("champion")
         if champion is not None:
             _check_champion_record(champion)
@@ -279,14 +281,11 @@ class Serving:
 
 
 def _plain_name(name: object) -> bool:
-    """A non-empty folder name without separators that is not hidden, ``.`` or ``..``."""
-    return (
-        isinstance(name, str)
-        and bool(name)
-        and not name.startswith(".")
-        and "/" not in name
-        and "\\" not in name
-    )
+    """A folder name of the registry: 1-100 printable characters without separators,
+    not hidden, ``.`` or ``..`` (:func:`models.bundle.model_name_problem`)."""
+    from models.bundle import model_name_problem
+
+    return model_name_problem(name) is None
 
 
 def _check_champion_record(record: object) -> None:

@@ -243,3 +243,154 @@ def test_tail_says_when_the_broker_stops_answering_and_when_it_answers_again(
     assert down.startswith(f"warning: the broker at {broker.bootstrap} did not answer within")
     assert down.endswith("tail goes on when it does (Ctrl-C to stop)")
     assert back.startswith(f"the broker at {broker.bootstrap} answers again (after ")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _rename_model(bundle: Path, model: str) -> None:
+    """Give ``bundle``'s config another model name and re-hash its manifest, as a crafted
+    or carelessly edited bundle would."""
+    import hashlib
+    import json
+
+    config = bundle / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model": model}))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(config.read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_bundle_whose_model_name_is_a_path_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """Its name became the folder ``versions/../../escape``: the import wrote the version
+    outside the registry, deleted the bundle and left a serving set it could not read."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.registry_support import make_registry
+
+    reg = make_registry(tmp_path / "reg", 5)
+    bundles = tmp_path / "legacy" / "bundles"
+    shutil.copytree(reg.a.path, bundles / "ar", ignore=shutil.ignore_patterns("version.json"))
+    _rename_model(bundles / "ar", "../../escape")
+    result = CliRunner().invoke(app, ["models", "promote", "ar", "--models", str(bundles)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "config.json field 'model' must be a model name" in result.output
+    assert "'../../escape'" in result.output
+    assert sorted(p.name for p in (tmp_path / "legacy").iterdir()) == ["bundles"]
+    assert (bundles / "ar" / "config.json").is_file() and not (bundles / "serving.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a" * 10_000], "model name 'aaaa"),
+        (["../ar"], "model name '../ar' is not a plain name"),
+        (["ar/x@first"], "model name 'ar/x' is not a plain name"),
+        (["ar", "--champion", "c" * 1_000], "model name 'cccc"),
+    ],
+)
+def test_promote_refuses_a_model_name_that_is_no_folder_name_in_one_short_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.registry_support import make_registry
+
+    bundles = make_registry(tmp_path, 5).bundles
+    before = (bundles / "serving.json").read_text()
+    result = CliRunner().invoke(
+        app, ["models", "promote", *args, "--models", str(bundles)], env={"COLUMNS": "400"}
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert message in result.output and len(result.output) < 2_000
+    assert (bundles / "serving.json").read_text() == before
+
+
+def test_a_serving_set_naming_an_overlong_model_is_called_unreadable(tmp_path: Path) -> None:
+    """It read as a set whose versions were then looked up on disk: ``[Errno 36] File name
+    too long`` from every command, naming no file to fix."""
+    import json
+
+    from pipeline.model_dir import BundleDirError, discover_bundles
+    from tests.registry_support import make_registry
+
+    bundles = make_registry(tmp_path, 5).bundles
+    path = bundles / "serving.json"
+    serving = json.loads(path.read_text())
+    serving["models"]["x" * 300] = "y" * 300
+    path.write_text(json.dumps(serving))
+    with pytest.raises(BundleDirError) as err:
+        discover_bundles(bundles)
+    assert str(err.value).startswith(f"{path} is unreadable ('models' must map model names")
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def test_a_client_trickling_its_request_is_cut_off_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One byte at a time, each within the idle timeout, held a thread and one of the
+    endpoints' slots for as long as the client liked: 64 such clients took /healthz off
+    the air, and an orchestrator would restart a service that forecast fine."""
+    import socket
+    import time
+
+    from pipeline.service import health as health_module
+    from pipeline.settings import Settings
+
+    monkeypatch.setattr(health_module, "CONNECTION_DEADLINE_S", 0.5, raising=False)
+    endpoints = health_module.start_endpoints(
+        Settings(metrics_host="127.0.0.1"), health=health_module.Health(60.0), port=0
+    )
+    request = b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 400
+    cut = False
+    try:
+        with socket.create_connection(("127.0.0.1", endpoints.port)) as conn:
+            for byte in request:  # 40 s and more at this pace: the deadline comes first
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    cut = True
+                    break
+                time.sleep(0.1)
+    finally:
+        endpoints.close()
+    assert cut, "the server still read a request trickled for 40 s"
+
+
+def test_clients_that_time_out_or_vanish_leave_no_traceback_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import struct
+
+    from pipeline.service import health as health_module
+    from pipeline.settings import Settings
+    from tests.waiting import WAIT_S
+
+    monkeypatch.setattr(health_module._QuietHandler, "timeout", 0.3)
+    endpoints = health_module.start_endpoints(
+        Settings(metrics_host="127.0.0.1"), health=health_module.Health(60.0), port=0
+    )
+    address = ("127.0.0.1", endpoints.port)
+    try:
+        with socket.create_connection(address, timeout=WAIT_S) as idle:
+            idle.sendall(b"GET /healthz HTTP/1.1\r\n")
+            assert idle.recv(1) == b""  # timed out and closed by the server
+        reset = socket.create_connection(address, timeout=WAIT_S)
+        reset.sendall(b"GET /healthz HTTP/1.1\r\n")
+        reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset.close()
+        import httpx
+
+        assert httpx.get(f"http://{address[0]}:{address[1]}/healthz", timeout=WAIT_S).is_success
+    finally:
+        endpoints.close()
+    assert "Traceback" not in capfd.readouterr().err

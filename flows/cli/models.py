@@ -107,18 +107,26 @@ def promote(
     """Serve the given versions; a running service swaps them in at a tick boundary."""
     import time
 
+    from models.bundle import model_name_problem
     from pipeline.model_dir import Champion
     from pipeline.registry.serving import promote as promote_versions
     from pipeline.registry.versions import RegistryError
+    from pipeline.settings import shown
 
     chosen: dict[str, str | None] = {}
     for ref in refs:
         model, at, version = ref.partition("@")
         if not model or (at and not version):
-            raise typer.BadParameter(f"{ref!r}: expected MODEL or MODEL@VERSION")
+            raise typer.BadParameter(f"{shown(ref)}: expected MODEL or MODEL@VERSION")
+        if (problem := model_name_problem(model)) is not None:
+            raise typer.BadParameter(f"model name {shown(model)} {problem}")
         if model in chosen:
-            raise typer.BadParameter(f"{ref!r}: {model} is named twice; give one version of it")
+            raise typer.BadParameter(
+                f"{shown(ref)}: {model} is named twice; give one version of it"
+            )
         chosen[model] = version or None
+    if champion is not None and (problem := model_name_problem(champion)) is not None:
+        raise typer.BadParameter(f"model name {shown(champion)} {problem}", param_hint="--champion")
     record = None
     if champion is not None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -60,6 +60,7 @@ from pipeline.registry.versions import (
     registered,
     version_ref,
 )
+from pipeline.settings import shown as shown_value
 
 log = logging.getLogger("roadcast.registry")
 
@@ -242,8 +243,8 @@ def _promote(
         raise RegistryError("nothing to serve: name at least one model")
     if champion is not None and champion.champion not in served:
         raise RegistryError(
-            f"champion {champion.champion!r} would not be served (serving {sorted(served)}); "
-            "name a served model, or promote it too"
+            f"champion {shown_value(champion.champion)} would not be served (serving "
+            f"{sorted(served)}); name a served model, or promote it too"
         )
     versions = {m: registered(root, m, v) for m, v in served.items()}
     check_versions(root, versions)

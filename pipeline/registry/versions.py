@@ -100,6 +100,15 @@ def check_label(label: str | None) -> None:
         )
 
 
+def check_model_name(model: str) -> None:
+    """Refuse a model name that cannot be a folder of ``versions/`` (a path such as
+    ``../x``, a name over :data:`models.bundle.MAX_NAME_CHARS` characters)."""
+    from models.bundle import model_name_problem
+
+    if (problem := model_name_problem(model)) is not None:
+        raise RegistryError(f"model name {shown(model)} {problem}")
+
+
 def content_hash(bundle: Path) -> str:
     """The sha256 of the bundle's manifest (hex); raises ``RegistryError`` without one."""
     try:
@@ -189,9 +198,10 @@ def register(
     origin = Path()
     if isinstance(source, str | Path):
         origin = Path(source)
-        model = read_bundle(origin).model  # verified before it is copied
+        model = read_bundle(origin).model  # verified (its name too) before it is copied
     else:
         forecaster, model = source, source.name
+    check_model_name(model)
     parent = root / VERSIONS / model
     parent.mkdir(parents=True, exist_ok=True)
     staging = parent / f".staging-{uuid.uuid4().hex}"
@@ -303,6 +313,7 @@ def find_version(bundles: str | Path, model: str, ref: str | None = None) -> Mod
         Naming the versions there are when none (or several) match, or what is wrong
         with the one version folder ``ref`` names when it cannot be used.
     """
+    check_model_name(model)
     versions, broken = scan_versions(bundles, model)
     hits: list[ModelVersion] = []
     unusable: list[BrokenVersion] = []
@@ -318,7 +329,7 @@ def find_version(bundles: str | Path, model: str, ref: str | None = None) -> Mod
             raise RegistryError(f"{version_ref(model, one.version)} cannot be served: {one.reason}")
     if not versions:
         raise RegistryError(
-            f"no registered version of {model!r} in {Path(bundles) / VERSIONS}; train one "
+            f"no registered version of {shown(model)} in {Path(bundles) / VERSIONS}; train one "
             "with `roadcast train --out DIR` (see `roadcast models list`)"
         )
     if ref is None:

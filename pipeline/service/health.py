@@ -15,11 +15,13 @@ settings); a taken port is an :class:`EndpointError` naming the port and the set
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,9 +38,11 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("roadcast.service")
 
-# A connection that sends nothing for this long is closed (an idle or trickling client
-# would otherwise hold a thread and a file descriptor for ever).
+# A connection that sends nothing for this long is closed, and one whose exchange is not
+# over this long after it was accepted is shut down (an idle client, or one trickling its
+# request a byte at a time, would otherwise hold a thread and a slot for ever).
 CONNECTION_TIMEOUT_S = 10.0
+CONNECTION_DEADLINE_S = 10.0
 # Connections served at once; more are closed at once (probes need a handful).
 MAX_CONNECTIONS = 64
 
@@ -329,14 +333,36 @@ def _server_class(host: str, port: int) -> type[ThreadingWSGIServer]:
             finally:
                 self.slots.release()
 
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            """One log line, no traceback on the service's stderr: a debug one for a
+            client that left or timed out, a warning for anything else."""
+            error = sys.exc_info()[1]
+            level = logging.DEBUG if isinstance(error, OSError) else logging.WARNING
+            log.log(level, "endpoint_request_failed %s: %r", client_address, error)
+
     return Server
 
 
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr (probes every few seconds would flood it); a connection
-    idle for :data:`CONNECTION_TIMEOUT_S` is closed."""
+    idle for :data:`CONNECTION_TIMEOUT_S` is closed, one not done
+    :data:`CONNECTION_DEADLINE_S` after it was accepted is shut down."""
 
     timeout = CONNECTION_TIMEOUT_S
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(CONNECTION_DEADLINE_S, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
