@@ -484,6 +484,7 @@ def detect_nab(
     if progress is not None:
         for path in skipped_files(nab_dir):
             progress(f"skipped {path}: {_skip_reason(path)}")
+    data = {p.resolve() for p in files}
     inputs = []
     for path in files:  # every file is checked before any is scored
         frame, stamps = read_nab_rows(path)
@@ -497,6 +498,11 @@ def detect_nab(
             )
         out = result_path(out_dir, detector, path)
         _check_result_path(out, path)
+        if out.resolve() in data:
+            raise DetectRunError(
+                f"cannot write {out}: it is a data file of --nab-dir {nab_dir} (--out {out_dir} "
+                "holds the data); choose an --out outside the data directory"
+            )
         inputs.append((path, frame, stamps, out))
     top = Path(out_dir) / detector
     try:

@@ -99,6 +99,7 @@ def _score(
 ) -> tuple[dict[str, float], dict[str, float], int | None]:
     sweeps = [sweep(f) for f in files]
     windows = sum(s.n_windows for s in sweeps)
+    missable = sum(len(np.unique(s.window[s.scorable & (s.window >= 0)])) for s in sweeps)
     best: dict[str, float] = {}
     fixed: dict[str, float] = {}
     fps = None
@@ -110,7 +111,7 @@ def _score(
             rows = score_at(sweeps, scores, cost, threshold)
             fps = sum(r.fp for r in rows)
             if windows:
-                null = -cost.fn * windows
+                null = -cost.fn * missable  # never firing: windows in the probation cost nothing
                 raw = sum(r.score for r in rows)
                 fixed[profile] = round(100 * (raw - null) / (cost.tp * windows - null), 2)
     return best, fixed, fps

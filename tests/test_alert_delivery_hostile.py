@@ -441,3 +441,39 @@ def test_a_stop_cuts_a_request_to_a_receiver_that_never_answers() -> None:
         assert outcome.kind == "retry"
         assert time.monotonic() - started < 30  # a bound on the stop, not a speed test
         silent.set()
+
+
+PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def test_a_proxy_setting_httpx_cannot_use_is_refused_at_start(clean_env, monkeypatch) -> None:
+    """``ALL_PROXY=ftp://...`` (or socks5:// without socksio) made httpx raise on every
+    request; the lane took that for a refused alert and dropped each one."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    for name in PROXIES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "ftp://proxy.example:21")
+    for make in RECEIVERS.values():
+        with pytest.raises(ValueError, match="fix or unset the proxy variables"):
+            make("http://am.example:9093")
+    result = CliRunner().invoke(
+        app, ["alerts", "deliver", "--alertmanager", "http://am.example:9093"]
+    )
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: cannot make an HTTP client") and "ALL_PROXY" in line
+
+
+def test_a_proxy_setting_that_breaks_later_is_retried_not_dropped(clean_env, monkeypatch) -> None:
+    for name in PROXIES:
+        monkeypatch.delenv(name, raising=False)
+    for make in RECEIVERS.values():
+        receiver = make("http://am.example:9093")
+        receiver.close()
+        monkeypatch.setenv("ALL_PROXY", "ftp://proxy.example:21")
+        outcome = receiver.deliver([Pending(make_alert(new_sensor()), "i")])
+        monkeypatch.delenv("ALL_PROXY")
+        assert outcome.kind == "retry" and "proxy variables" in outcome.detail, outcome

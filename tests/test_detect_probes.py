@@ -171,3 +171,30 @@ def test_a_category_folder_named_all_keeps_a_total_row_of_its_own(tmp_path) -> N
     detect_nab(root, tmp_path / "out", "ensemble")
     rows = score_results(root, tmp_path / "out", "ensemble", 0.9)
     assert [r.category for r in rows] == ["all", "all categories"]
+
+
+def test_a_window_inside_the_probation_does_not_score_a_silent_detector(tmp_path) -> None:
+    """NAB's null detector misses only windows with a scorable row; the fixed-threshold
+    column counted a window inside the probation as missed by it too, so a detector that
+    never fires scored 25 there (NAB: 0)."""
+    root = nab_dir(tmp_path, csv())
+    windows = {"cat/f.csv": [[STAMPS[10], STAMPS[20]], [STAMPS[200], STAMPS[210]]]}
+    (root / "cat_windows.json").write_text(json.dumps(windows))
+    (written,) = detect_nab(root, tmp_path / "out", "ensemble")
+    silent = pd.read_csv(written).assign(anomaly_score=0.0)
+    silent.to_csv(written, index=False)
+    for row in score_results(root, tmp_path / "out", "ensemble", 0.9):
+        assert row.windows == 2
+        assert set(row.fixed_threshold.values()) == set(row.nab_threshold.values()) == {0.0}
+
+
+def test_a_result_that_would_overwrite_a_data_file_is_refused(tmp_path, no_scoring) -> None:
+    """``--nab-dir out/extreme --out out``: the result of ``f.csv`` is ``extreme_f.csv``,
+    a data file beside it, which was overwritten without a word."""
+    out = nab_dir(tmp_path, csv(), "extreme/cat/f.csv")
+    nab_dir(tmp_path, csv(values=["7"] * N), "extreme/cat/extreme_f.csv")
+    data = out / "extreme"
+    before = (data / "cat" / "extreme_f.csv").read_bytes()
+    line = one_line_error(data, out)
+    assert "extreme_f.csv: it is a data file of --nab-dir" in line
+    assert (data / "cat" / "extreme_f.csv").read_bytes() == before

@@ -382,12 +382,19 @@ class _Client:
         self.abort: threading.Event | None = None  # set: cut the request in flight
 
     def get(self) -> httpx.Client:
+        """The client; a ValueError naming the proxy variables when httpx cannot make one."""
         if self._client is None or self._client.is_closed:
             # No kept-alive connections: each request's socket is its own, for post's watchdog.
-            client = httpx.Client(
-                headers={"User-Agent": USER_AGENT},
-                limits=httpx.Limits(max_keepalive_connections=0),
-            )
+            try:
+                client = httpx.Client(
+                    headers={"User-Agent": USER_AGENT},
+                    limits=httpx.Limits(max_keepalive_connections=0),
+                )
+            except (ImportError, ValueError) as exc:  # a proxy httpx cannot use
+                raise ValueError(
+                    f"cannot make an HTTP client ({exc}); fix or unset the proxy variables "
+                    "HTTP_PROXY, HTTPS_PROXY and ALL_PROXY"
+                ) from None
             # httpx has no option for httpcore's network backend; set it on every transport
             # (the proxies' from the environment included).
             for transport in (client._transport, *client._mounts.values()):
@@ -395,6 +402,14 @@ class _Client:
                     transport._pool._network_backend = self._resolver
             self._client = client
         return self._client
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Outcome:
+        """:func:`post` on this client; ``retry`` when no client can be made."""
+        try:
+            client = self.get()
+        except ValueError as exc:
+            return Outcome("retry", str(exc))
+        return post(client, url, body, headers, timeout_s, self.abort)
 
     def close(self) -> None:
         if self._client is not None:
@@ -439,6 +454,7 @@ class AlertmanagerReceiver:
         self.firing: dict[str, Pending] = {}  # dedup_key -> the latest firing alert
         self._next_resend = time.monotonic() + resend_interval_s
         self._client = _Client()
+        self._client.get()  # a proxy setting httpx cannot use: refused now, not per alert
 
     # --- payloads ---------------------------------------------------------------------
 
@@ -563,7 +579,7 @@ class AlertmanagerReceiver:
         # UTF-8 as it is: escaping non-ASCII text (json.dumps' default) triples its size.
         body = orjson.dumps(alerts)
         headers = {"Content-Type": "application/json"}
-        return post(self._client.get(), self.url, body, headers, self.timeout_s, self._client.abort)
+        return self._client.post(self.url, body, headers, self.timeout_s)
 
     def abort_on(self, stop: threading.Event) -> None:
         self._client.abort = stop
@@ -602,6 +618,7 @@ class WebhookReceiver:
         self.timeout_s = timeout_s
         self._webhook = Webhook(secret.get_secret_value())
         self._client = _Client()
+        self._client.get()  # a proxy setting httpx cannot use: refused now, not per alert
 
     @staticmethod
     def body(pending: Pending) -> str:
@@ -623,9 +640,7 @@ class WebhookReceiver:
             "webhook-signature": self._webhook.sign(key, now, body),
             "Idempotency-Key": key,
         }
-        return post(
-            self._client.get(), self.url, body.encode(), headers, self.timeout_s, self._client.abort
-        )
+        return self._client.post(self.url, body.encode(), headers, self.timeout_s)
 
     def due(self) -> float:
         return float("inf")
