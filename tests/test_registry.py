@@ -5,6 +5,7 @@ verified, rollback, plain bundle folders moved in without changing what serves, 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from pipeline.model_dir import read_champion, read_serving
 from pipeline.registry.serving import promote, rollback
-from pipeline.registry.versions import RegistryError, list_versions, register
+from pipeline.registry.versions import RegistryError, list_versions, register, scan_versions
 from pipeline.registry.watch import load_serving
 from tests.registry_support import make_registry
 from tests.service_support import HORIZON, make_world
@@ -227,3 +228,21 @@ def test_a_report_over_a_serving_set_of_missing_versions_says_why(tmp_path):
     assert not info.horizons
     assert "names versions that do not exist" in info.unusable
     assert "roadcast models promote MODEL" in info.unusable
+
+
+def test_a_version_or_model_folder_that_is_a_symbolic_link_is_not_served(tmp_path):
+    reg = make_registry(tmp_path, 5)
+    versions = reg.bundles / "versions"
+    outside = tmp_path / "outside"
+    shutil.move(str(versions / "ar" / reg.b.version), outside)
+    (versions / "ar" / reg.b.version).symlink_to(outside, target_is_directory=True)
+    (versions / "etc").symlink_to(tmp_path, target_is_directory=True)
+    good, broken = scan_versions(reg.bundles)
+    assert reg.b.version not in {v.version for v in good}
+    reasons = {(b.model, b.version): b.reason for b in broken}
+    assert set(reasons) == {("ar", reg.b.version), ("etc", "*")}
+    assert all("symbolic link" in r for r in reasons.values())
+    result = CliRunner().invoke(
+        app, ["models", "promote", f"ar@{reg.b.version}", "--models", str(reg.bundles)]
+    )
+    assert result.exit_code != 0 and "symbolic link" in result.output, result.output

@@ -263,11 +263,18 @@ def _filed(path: Path) -> ModelVersion:
     return found
 
 
+_LINKED = (
+    "is a symbolic link, not a folder the registry wrote (what it points to can change "
+    "after registration); register the bundle with `roadcast models promote` or `roadcast train`"
+)
+
+
 def scan_versions(
     bundles: str | Path, model: str | None = None
 ) -> tuple[list[ModelVersion], list[BrokenVersion]]:
     """The registered versions (of ``model``, or of all models), oldest first per model,
-    and the version folders that cannot be used (unreadable, or edited since)."""
+    and the version folders that cannot be used (unreadable, edited since, or symbolic
+    links: a registered version is a folder the registry wrote)."""
     root = Path(bundles) / VERSIONS
     if not root.is_dir():
         return [], []
@@ -277,9 +284,15 @@ def scan_versions(
             continue
         if model is not None and folder.name != model:
             continue
+        if folder.is_symlink():
+            broken.append(BrokenVersion(folder.name, "*", _LINKED))
+            continue
         for path in sorted(folder.iterdir()):
             if path.name.startswith(".") or not path.is_dir():
                 continue  # staging folders and stray files are not versions
+            if path.is_symlink():
+                broken.append(BrokenVersion(folder.name, path.name, _LINKED))
+                continue
             try:
                 good.append(_filed(path))
             except RegistryError as exc:
