@@ -44,6 +44,7 @@ from flows.train_models import (
     calibrate_alerts,
     check_out_dir,
     check_same_network,
+    output_lock,
     serve_run,
     write_bundles,
 )
@@ -362,12 +363,15 @@ def train_flow(
     tuning = {n: r.to_dict() for n, r in tuned.items()} or None
     document = compare_task(results, panel, split, plan, data, tuning)
     run_id = str(flow_run.get_id() or new_run_id())
-    bundles = write_bundles_task(results, document, panel, folder, run_id, label)
-    # The report before the promotion: a run that fails on the way serves nothing new.
-    paths = report_task(document, results, panel, plan, choose_champion(document).champion, folder)
-    champion = promote_task(document, bundles, run_id, promote)
-    if promote:
-        calibrate_task(bundles, panel, split)
+    with output_lock(folder):  # a second run into the folder writes after this one
+        check_same_network(folder, panel)
+        bundles = write_bundles_task(results, document, panel, folder, run_id, label)
+        # The report before the promotion: a run that fails on the way serves nothing new.
+        champ = choose_champion(document).champion
+        paths = report_task(document, results, panel, plan, champ, folder)
+        champion = promote_task(document, bundles, run_id, promote)
+        if promote:
+            calibrate_task(bundles, panel, split)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")
     return {
         "document": document,

@@ -8,9 +8,12 @@ then the outputs both share: bundles, ``metrics.json`` and ``network.json``
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +82,62 @@ def train_models(
         results, panel, split, plan, dataset, {n: r.to_dict() for n, r in tuned.items()}
     )
     run_id = new_run_id()
-    bundles = write_bundles(results, document, panel, out, run_id=run_id)
-    try:
-        champion: str | None = promote_champion(document, bundles, run_id=run_id)
-    except ChampionError as exc:
-        log(f"no champion promoted: {exc}")
-        champion = None
-    else:
-        calibrate_alerts(bundles, panel, split, log)
-    if report:
-        write_report(out, train_report(document, results, panel, plan, champion, out))
+    with output_lock(out, log=log):
+        check_same_network(out, panel)
+        bundles = write_bundles(results, document, panel, out, run_id=run_id)
+        try:
+            champion: str | None = promote_champion(document, bundles, run_id=run_id)
+        except ChampionError as exc:
+            log(f"no champion promoted: {exc}")
+            champion = None
+        else:
+            calibrate_alerts(bundles, panel, split, log)
+        if report:
+            write_report(out, train_report(document, results, panel, plan, champion, out))
     return document
+
+
+# How long a run waits for another run writing into the same output folder.
+OUT_LOCK_WAIT_S = 600.0
+
+
+@contextlib.contextmanager
+def output_lock(
+    out: str | Path, *, wait_s: float | None = None, log: Log = print
+) -> Iterator[None]:
+    """Hold the output folder ``out`` (created here; ``flock`` on the folder itself) while
+    a run writes its versions, ``metrics.json``, report and serving set, so that two runs
+    into one folder write one after the other and its files all come from one run.
+
+    Raises
+    ------
+    ValueError
+        When another run keeps writing there for over ``wait_s`` seconds (default
+        :data:`OUT_LOCK_WAIT_S`).
+    """
+    wait_s = OUT_LOCK_WAIT_S if wait_s is None else wait_s
+    Path(out).mkdir(parents=True, exist_ok=True)
+    handle = os.open(out, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + wait_s
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ValueError(
+                        f"--out {out}: another run has been writing its models there for over "
+                        f"{wait_s:g} s; train into another --out folder, or again once it is done"
+                    ) from None
+                if not waiting:
+                    log(f"--out {out}: another run is writing there; waiting for it to finish")
+                    waiting = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def check_out_dir(out: str | Path) -> None:

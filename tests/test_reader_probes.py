@@ -221,3 +221,91 @@ def test_sensor_names_alike_after_unicode_normalisation_are_duplicates(tmp_path)
     long = "timestamp,sensor,value\n2024-03-01 00:00,\u00e9,1\n2024-03-01 00:00,e\u0301,2\n"
     with pytest.raises(DatasetError, match=r"\(line 2\) and 'e\\u0301' \(line 3\) are one name"):
         load_dataset(f"csv:{write(tmp_path / 'l.csv', long)}")
+
+
+# ---------------------------------------------------------------- files that are no text
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (b"", "mostly NUL bytes"),  # a sparse file: NUL bytes without a line break
+        (b"\x1f\x8b\x08\x00" + b"\x01" * 4096, "gzip-compressed, not UTF-8 text"),
+        (b"time,a\n" + b"\x80,\x81\n" * 4096, r"not UTF-8 text \(invalid start byte\)"),
+    ],
+)
+def test_a_file_that_is_no_text_is_refused_from_its_first_bytes(tmp_path, head, message):
+    """A 2 GB file of NUL bytes was read whole as one line (a minute, 4.5 GB of memory)
+    before it was refused: the preamble was read before the first bytes were checked."""
+    from pipeline.data.readers import preamble
+
+    path = tmp_path / "big.csv"
+    with path.open("wb") as f:
+        f.write(head)
+        if not head:
+            f.truncate(64 * 1024 * 1024)  # sparse: no disk used
+    with pytest.raises(DatasetError, match=message):
+        preamble(path)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"csv:{path}")
+    data = write(tmp_path / "d.csv", stamped(",".join(IDS), [",".join("1" * 5)] * 3))
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"csv:{data}", adjacency=path)
+
+
+# ---------------------------------------------------------------- timestamps and rows
+
+
+@pytest.mark.parametrize(
+    ("stamps", "other"),
+    [
+        (["01/03/2024 00:00", "2024-03-01 00:05", "01/03/2024 00:10"], "'2024-03-01 00:05'"),
+        (["01/03/2024 00:00:00", "01/03/2024 00:05", "01/03/2024 00:10"], "'01/03/2024 00:05'"),
+    ],
+)
+def test_a_time_column_mixing_formats_with_a_day_or_month_date_is_refused(tmp_path, stamps, other):
+    """ISO and 01/03/2024 mixed were blamed on an irregular grid (01/03 read as 3 January);
+    mixed with and without seconds, 1 March was read silently as 3 January."""
+    rows = "".join(f"{stamp},{k}\n" for k, stamp in enumerate(stamps))
+    path = write(tmp_path / "m.csv", "time,a\n" + rows)
+    with pytest.raises(DatasetError, match=r"'01/03/2024 00:00(:00)?' at line 2 is written in"):
+        load_dataset(f"csv:{path}")
+    with pytest.raises(DatasetError, match=f"another format than {other} at line 3"):
+        load_dataset(f"csv:{path}")
+
+
+def test_a_line_of_units_under_the_header_is_named_as_such(tmp_path):
+    """It got "use a number or leave the cell empty for missing"."""
+    text = stamped("a,b", ["1,2", "3,4"]).replace("\n", "\n,mph,km/h\n", 1)
+    with pytest.raises(DatasetError, match=r"'mph' at line 2, column 'a'; a second header line"):
+        load_dataset(f"csv:{write(tmp_path / 'u.csv', text)}")
+    typo = stamped("a,b", ["mph,2", "3,4"])  # a word in one row of readings
+    with pytest.raises(DatasetError, match=r"'mph' at line 2, column 'a'; use a number"):
+        load_dataset(f"csv:{write(tmp_path / 't.csv', typo)}")
+
+
+# ---------------------------------------------------------------- simulated specs
+
+
+@pytest.mark.parametrize(
+    ("spec", "until"),
+    [
+        ("start=1650-01-01,sensors=2000,days=30", "1650-01-30 23:55"),
+        ("start=2249-12-30,days=3", "2250-01-01 23:55"),
+        ("start=2262-04-11 23:47:16.854775807", "2262-04-18 23:42"),  # pandas' last time
+        ("start=9999-12-31", "beyond the year 9999"),
+    ],
+)
+def test_a_simulated_spec_outside_the_wire_years_is_refused_before_simulating(
+    monkeypatch, spec, until
+):
+    """The check came after the simulation (seconds of work for a large spec), and a start
+    near pandas' last time failed in it with "Cannot generate range"."""
+    from pipeline.data import simulate_spec
+
+    def simulate(**kwargs: object) -> None:
+        raise AssertionError("simulated before the years were checked")
+
+    monkeypatch.setattr(simulate_spec, "simulate_network", simulate)
+    with pytest.raises(DatasetError, match=rf"simulated: option start=.* to {until} \(UTC\)"):
+        load_dataset(f"simulated:{spec}")

@@ -127,3 +127,50 @@ def test_the_flow_refuses_an_asked_model_before_tuning(prefect_harness, tmp_path
             tune="2", valid=0.2, out=str(tmp_path / "out"), device="cpu",
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_writes_its_models_only_while_no_other_run_writes_into_the_same_out(
+    tmp_path: Path, monkeypatch
+):
+    """Two trains into one --out interleaved their writing: metrics.json named one run's
+    versions and serving.json served the other's."""
+    import fcntl
+    import json
+    import os
+
+    from flows import train_models as module
+
+    values = readings(300, 3)
+    plan = TrainPlan(models=("persistence",), window=6, horizon=3, seeds=1, progress=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    other = os.open(out, os.O_RDONLY)  # another run, writing
+    fcntl.flock(other, fcntl.LOCK_EX)
+    monkeypatch.setattr(module, "OUT_LOCK_WAIT_S", 0.0)
+    try:
+        with pytest.raises(ValueError, match=rf"--out {out}: another run has been writing"):
+            train_models(panel(values), plan, out, report=False)
+    finally:
+        os.close(other)
+    assert list(out.iterdir()) == []
+    train_models(panel(values), plan, out, report=False)
+    written = json.loads((out / "metrics.json").read_text())["versions"]
+    served = json.loads((out / "bundles" / "serving.json").read_text())["models"]
+    assert written == served
+
+
+def test_a_time_budget_under_a_second_names_its_share_as_it_is():
+    """--tune 1s with three tuned models said a trial took longer than "its 0 s share"."""
+    import time
+
+    from models.forecasters.comparison import split_panel
+    from models.forecasters.tuning import Budget, TuningError, tune_model
+    from tests.test_tuning import PLAN, toy_panel
+
+    def slow(*_: object) -> float:
+        time.sleep(0.5)
+        return 1.0
+
+    split = split_panel(toy_panel(), PLAN)
+    with pytest.raises(TuningError, match=r"took .* s, more than its 0\.3 s share"):
+        tune_model("lstm", split, PLAN, Budget(seconds=1.0), seconds=0.3, run=slow, log=print)

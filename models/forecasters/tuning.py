@@ -270,7 +270,7 @@ def tune_model(
     if limit is not None and len(done) < 2 and spent > limit:
         raise TuningError(
             f"--tune {budget}: one trial of {name} took {spent:.1f} s, more than its "
-            f"{limit:.0f} s share, so nothing was compared; give at least "
+            f"{limit:.1f} s share, so nothing was compared; give at least "
             f"{math.ceil(3 * spent)} s per tuned model, or a number of trials"
         )
     best = study.best_trial

@@ -15,7 +15,9 @@ Rules (each one tested):
   one after Unicode NFC normalisation (``é`` composed and decomposed), naming both.
 * **Ragged rows, non-numeric cells, empty files, numbers out of range** (``1e400``; in a
   data file, beyond float32) are rejected, naming the line (1 is the header) and the
-  column; so is a file separated by ``;``, tab or ``|`` instead of commas. A non-numeric
+  column; so is a file separated by ``;``, tab or ``|`` instead of commas, and a line of
+  units under the header is named as such. A file whose first bytes are no UTF-8 text
+  (NUL bytes, compressed, binary) is refused before it is read by lines. A non-numeric
   cell is hinted to be a time column (``--index-col``) only when it is a date as people
   write one (ASCII, with ``-``, ``/``, ``:`` or ``.`` between digits, or a month's name).
 * **Timestamps** (parsed and put on a grid by :mod:`pipeline.data.timestamps`): A first
@@ -59,6 +61,7 @@ Rules (each one tested):
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -168,6 +171,23 @@ def _not_text(path: Path, exc: UnicodeDecodeError) -> str:
     if kind is not None:
         return f"{kind}, not UTF-8 text; decompress or save it as UTF-8 CSV"
     return f"not UTF-8 text ({exc.reason}); save it as UTF-8"
+
+
+def check_text(path: Path) -> None:
+    """Refuse a file whose first bytes are not UTF-8 text (NUL bytes, a compressed or
+    binary file, UTF-16) before anything reads it by lines: a file without a line break
+    would be read whole into memory (a 2 GB file of NUL bytes)."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head.count(0) * 4 > len(head) and not head.startswith(tuple(_MAGIC)):  # 'A\x00,\x00'
+        raise DatasetError(
+            f"{path}: mostly NUL bytes, not text: UTF-16 without a byte-order mark, or a "
+            "binary file? Save it as UTF-8 CSV"
+        )
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: {_not_text(path, exc)}") from None
 
 
 def read_table(
@@ -382,13 +402,6 @@ def scan(
     spreadsheet's ``,,,``); rejects ragged rows."""
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
-    with path.open("rb") as f:
-        head = f.read(4096)
-    if head.count(0) * 4 > len(head) and not head.startswith(tuple(_MAGIC)):  # 'A\x00,\x00'
-        raise DatasetError(
-            f"{path}: mostly NUL bytes, not text: UTF-16 without a byte-order mark, or a "
-            "binary file? Save it as UTF-8 CSV"
-        )
     lines: list[int] = []
     empty: list[tuple[int, int]] = []  # (line, fields) of empty rows not yet followed by data
     second = ""  # the first data row, when it is a single field
@@ -481,6 +494,7 @@ def numbered_rows(path: Path, limit: int | None = None) -> list[tuple[int, list[
 def preamble(path: Path) -> int:
     """Lines before the header that are not data: comments (``#``), blank lines between
     them and a spreadsheet's ``sep=`` line."""
+    check_text(path)
     count = 0
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         for line in f:
@@ -770,8 +784,11 @@ def numeric_cells(
             fix = f"a time column? {zone}, and pass --index-col {columns[c]}"
         elif time_hint and _written_date(value):
             fix = f"a time column? pass --index-col {columns[c]}"
-        if fix is general and bad.reshape(n_rows, n_cols)[:, c].all():
+        grid = bad.reshape(n_rows, n_cols)  # [row, column]
+        if fix is general and grid[:, c].all():
             fix += f"; column {columns[c]!r} holds no number in any row"
+        elif fix is general and r == 0 and _second_header(grid, absent.reshape(n_rows, n_cols)):
+            fix = "a second header line (units?) under the header: delete it"
         raise DatasetError(
             f"{path}: non-numeric value {value!r} at line {lines[r]}, column {columns[c]!r}; " + fix
         )
@@ -786,6 +803,13 @@ def numeric_cells(
     out = number.reshape(n_rows, n_cols)  # [row, column]
     out[infinite.reshape(n_rows, n_cols)] = np.nan  # inf is not a reading either
     return out
+
+
+def _second_header(bad: np.ndarray, absent: np.ndarray) -> bool:
+    """True when the first of the rows ``[row, column]`` holds no number (words, or empty
+    cells) and every row below it holds numbers only: units or descriptions under the
+    header."""
+    return len(bad) > 1 and not (~bad[0] & ~absent[0]).any() and not bad[1:].any()
 
 
 def read_wide_csv(

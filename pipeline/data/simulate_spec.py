@@ -4,13 +4,15 @@ suite use."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
 from models.panel import SensorPanel
-from pipeline.data.simulate import SimulationError, simulate_network
+from pipeline.data.simulate import MAX_CELLS, SimulationError, simulate_network
 from pipeline.kafka.schema import TS_MAX, TS_MIN
 
 # The start of a ``simulated`` spec: a Wednesday, so that the last 20 % of a week (the
@@ -125,12 +127,32 @@ def simulate_spec(options: str) -> SensorPanel:
     kwargs: dict[str, Any] = {"start": SPEC_START, **REGIMES[regime], **given}
     if regime != "speed":
         kwargs.setdefault("name", f"simulated-{regime}")
-    panel = simulate_network(**kwargs)
-    first, last = panel.timestamps[0], panel.timestamps[-1]
-    if first < pd.Timestamp(TS_MIN) or last >= pd.Timestamp(TS_MAX):
+    _check_years(kwargs)
+    return simulate_network(**kwargs)
+
+
+def _check_years(kwargs: dict[str, Any]) -> None:
+    """Refuse, before any simulating, readings that would fall outside the years the wire
+    carries (from ``start``, ``days`` and ``freq_minutes``); other bad values are left for
+    :func:`simulate_network` to name."""
+    days, freq = kwargs.get("days", 7.0), kwargs.get("freq_minutes", 5)
+    if not (isinstance(freq, int) and freq >= 1 and math.isfinite(days) and days > 0):
+        return
+    if days * 24 * 60 / freq * kwargs.get("sensors", 200) > MAX_CELLS:
+        return  # too many readings, whatever their years
+    start = pd.Timestamp(kwargs["start"])
+    first = (
+        start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+    ).to_pydatetime(warn=False)
+    steps = max(1, round(days * 24 * 60 / freq))
+    try:
+        last: datetime | None = first + timedelta(minutes=(steps - 1) * freq)
+    except OverflowError:  # beyond the year 9999
+        last = None
+    if first < TS_MIN or last is None or last >= TS_MAX:
+        until = f"{last:%Y-%m-%d %H:%M}" if last is not None else "beyond the year 9999"
         raise SimulationError(
-            f"option start={kwargs['start']!r}: the readings would run from {first} to {last}, "
-            f"outside the years {TS_MIN.year}-{TS_MAX.year - 1} that roadcast's readings "
-            "and forecasts can carry"
+            f"option start={kwargs['start']!r}: the readings would run from "
+            f"{first:%Y-%m-%d %H:%M} to {until} (UTC), outside the years "
+            f"{TS_MIN.year}-{TS_MAX.year - 1} that roadcast's readings and forecasts can carry"
         )
-    return panel

@@ -19,7 +19,8 @@ Rules (each one tested):
   information). Duplicate timestamps are rejected in a wide CSV (which reading is right
   is unknowable) and averaged when resampling. Dotted dates (``01.02.2024``) are
   day-first; dates such as ``01/02/2024`` are read day-first, month-first or year-first
-  (``24-01-31``), whichever puts the rows closer together; timestamps outside the wire's
+  (``24-01-31``), whichever puts the rows closer together; a column in several formats
+  with such a date is refused (which is the day is a guess); timestamps outside the wire's
   years 1700-2249 are rejected.
 * **Grid**: the step is the lower median of the spacings between rows (a spacing that
   occurs in the file). When every spacing is a whole multiple of it, skipped steps become
@@ -191,8 +192,33 @@ def parse_times(
             raise DatasetError(
                 f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not parse; {fix}"
             )
+        if (mixed := _mixed_formats(text)) is not None:
+            a, b = mixed
+            raise DatasetError(
+                f"{path}: timestamp {text.iloc[b]!r} at line {lines[b]} is written in another "
+                f"format than {text.iloc[a]!r} at line {lines[a]}, and its day and month could "
+                "be either way round; write every timestamp in one format, e.g. ISO-8601 "
+                "2012-03-01 00:05:00"
+            )
     parsed = _check_range(path, parsed, text, lines)
     return parsed if zoned.any() else local_times(path, parsed, text, lines, timezone, groups)
+
+
+# A date whose first two numbers could each be the day or the month: 01/03/2024, 1.3.24.
+_DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
+
+
+def _mixed_formats(text: pd.Series) -> tuple[int, int] | None:
+    """Rows ``(a, b)`` of a time column written in more than one format, ``b`` a date
+    whose day and month could be either way round (``01/03/2024``), ``a`` a row in
+    another format; None when there is no such date or one format throughout."""
+    shapes = text.str.replace(r"\d", "0", regex=True)  # 2024-03-01 -> 0000-00-00
+    ambiguous = np.flatnonzero(text.str.match(_DAY_OR_MONTH).to_numpy())
+    if not ambiguous.size:
+        return None
+    b = int(ambiguous[0])
+    other = np.flatnonzero((shapes != shapes.iloc[b]).to_numpy())
+    return (int(other[0]), b) if other.size else None
 
 
 def zone_info(name: str) -> ZoneInfo:
