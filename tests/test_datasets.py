@@ -527,6 +527,17 @@ def test_nab_resampling_rule_and_missing_windows(tmp_path):
     assert panel.events[0].end == pd.Timestamp("2020-01-01 00:10", tz="UTC")
 
 
+def test_a_nab_value_beyond_float32_is_refused_naming_its_line(tmp_path):
+    nab = tmp_path / "nab"
+    write(
+        nab / "cat" / "x.csv",
+        "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,1e39\n",
+    )
+    write(nab / "combined_windows.json", json.dumps({"cat/x.csv": []}))
+    with pytest.raises(DatasetError, match=r"value 1e\+39 at line 3, column 'value' is beyond"):
+        load_dataset("nab:cat/x.csv", data_dir=tmp_path)
+
+
 # ---------------------------------------------------------------- fetch
 
 

@@ -51,7 +51,13 @@ from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
-from pipeline.data.readers import is_long_csv, read_table, read_wide_csv, require_file
+from pipeline.data.readers import (
+    check_float32,
+    is_long_csv,
+    read_table,
+    read_wide_csv,
+    require_file,
+)
 from pipeline.data.simulate import SimulationError
 from pipeline.data.simulate_spec import simulate_spec
 from pipeline.data.timestamps import parse_times, to_regular_grid, zone_info
@@ -398,6 +404,7 @@ def load_nab(relative: str, root: Path) -> SensorPanel:
     table = read_table(path, drop_first=True)
     if table.columns != ("value",) or (table.first_name or "").lower() != "timestamp":
         raise DatasetError(f"{path}: expected the NAB header timestamp,value")
+    check_float32(path, table.values, table.lines, table.columns)
     times = parse_times(path, table.first, table.lines, "timestamp")  # type: ignore[arg-type]
     timestamps, values = to_regular_grid(
         times, table.values, source=str(path), lines=table.lines, irregular="resample"

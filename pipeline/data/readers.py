@@ -839,7 +839,7 @@ def read_wide_csv(
         if not lines.size:
             raise DatasetError(f"{path}: the header has no data rows under it")
         times, wide, ids, first = _long_table(path, header, lines, where, comments, timezone)
-        _check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
+        check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
         grid, values = to_regular_grid(
             times, wide, source=str(path), lines=first, irregular=irregular
         )
@@ -848,7 +848,7 @@ def read_wide_csv(
         table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
     except DatasetError as exc:
         raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
-    _check_float32(path, table.values, table.lines, table.columns)
+    check_float32(path, table.values, table.lines, table.columns)
     name = table.first_name or ""
     if table.first is not None and _is_time_column(table.first, name):
         guessed = index_col is None and has_time is None  # no option chose this column
@@ -895,9 +895,10 @@ def _long_hint(header: Sequence[str], error: str) -> str:
     )
 
 
-def _check_float32(
+def check_float32(
     path: Path, values: np.ndarray, lines: np.ndarray, columns: Sequence[str]
 ) -> None:
+    """Refuse a value beyond float32 (readings are kept as float32), naming its line."""
     huge = np.abs(values) > np.finfo(np.float32).max  # NaN compares False
     if huge.any():
         r, c = np.argwhere(huge)[0]
