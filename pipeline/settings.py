@@ -414,7 +414,7 @@ def load_settings(**overrides: Any) -> Settings:
             if err["type"] == "extra_forbidden":
                 lines.append(f"unknown setting {shown(field)}{_setting_hint(field, fields)}")
             else:
-                message = str(err["msg"]).removeprefix("Value error, ")
+                message = str(err["msg"]).removeprefix("Value error, ") + _unit(field)
                 lines.append(f"{_source(field, overrides)}: {message}" if field else message)
     else:
         if not lines:
@@ -422,6 +422,11 @@ def load_settings(**overrides: Any) -> Settings:
     if len(lines) == 1:
         raise SettingsError(f"invalid settings: {lines[0]}")
     raise SettingsError("invalid settings:\n  " + "\n  ".join(lines))
+
+
+def _unit(field: str) -> str:
+    """The unit a numeric setting is read in, named by its suffix (``_s``: seconds)."""
+    return " (the value is in seconds, e.g. 30)" if field.endswith("_s") else ""
 
 
 def _source(field: str, overrides: dict[str, Any]) -> str:

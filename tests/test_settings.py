@@ -276,3 +276,9 @@ def test_a_generator_url_alertmanager_would_refuse_is_refused_at_start(url) -> N
     with pytest.raises(SettingsError, match="expected an absolute URI"):
         load_settings(alert_generator_url=url)
     assert load_settings(alert_generator_url="https://g.example/d?s={sensor}&x=%20")
+
+
+def test_a_duration_setting_written_with_a_unit_is_told_it_is_in_seconds(monkeypatch) -> None:
+    monkeypatch.setenv("ROADCAST_ALERT_TIMEOUT_S", "5 minutes")
+    with pytest.raises(SettingsError, match=r"ROADCAST_ALERT_TIMEOUT_S: .*in seconds, e\.g\. 30"):
+        load_settings()
