@@ -66,6 +66,12 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
         )
     windows = read_windows(path)
     own_windows = {k: v for k, v in windows.items() if k.startswith(f"{category}/")}
+    foreign = sorted(k for k in windows if k not in own_windows) if path == own else []
+    if foreign:
+        raise DetectRunError(
+            f"{path} has windows under {', '.join(map(repr, foreign[:3]))}, which name no file "
+            f'of {category}: write each key as "{category}/<file>.csv" (or drop the entry)'
+        )
     unlabelled = sorted(
         f"{category}/{p.name}"
         for p in nab_data_files(nab_dir)

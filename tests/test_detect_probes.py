@@ -198,3 +198,15 @@ def test_a_result_that_would_overwrite_a_data_file_is_refused(tmp_path, no_scori
     line = one_line_error(data, out)
     assert "extreme_f.csv: it is a data file of --nab-dir" in line
     assert (data / "cat" / "extreme_f.csv").read_bytes() == before
+
+
+def test_windows_of_a_category_file_under_a_key_naming_no_file_of_it_are_refused(
+    tmp_path,
+) -> None:
+    """``./cat/f.csv`` beside ``cat/f.csv`` in ``cat_windows.json`` was left out silently."""
+    root = nab_dir(tmp_path, csv())
+    detect_nab(root, tmp_path / "out", "extreme")
+    windows = {"cat/f.csv": [], "./cat/f.csv": [[STAMPS[200], STAMPS[210]]]}
+    (root / "cat_windows.json").write_text(json.dumps(windows))
+    with pytest.raises(DetectRunError, match=r"has windows under '\./cat/f\.csv', which name no"):
+        score_results(root, tmp_path / "out", "extreme", 0.9)
