@@ -9,7 +9,6 @@ then the outputs both share: bundles, ``metrics.json`` and ``network.json``
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -33,6 +32,7 @@ from models.forecasters.comparison import (
 )
 from models.forecasters.tuning import Budget, tune_models, tuned_plan
 from models.panel import SensorPanel, Split
+from pipeline.folder_lock import folder_lock
 from pipeline.model_dir import BUNDLES, Champion, ChampionError, choose_champion, write_network
 from pipeline.registry.versions import new_run_id
 
@@ -117,27 +117,16 @@ def output_lock(
     """
     wait_s = OUT_LOCK_WAIT_S if wait_s is None else wait_s
     Path(out).mkdir(parents=True, exist_ok=True)
-    handle = os.open(out, os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + wait_s
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ValueError(
-                        f"--out {out}: another run has been writing its models there for over "
-                        f"{wait_s:g} s; train into another --out folder, or again once it is done"
-                    ) from None
-                if not waiting:
-                    log(f"--out {out}: another run is writing there; waiting for it to finish")
-                    waiting = True
-                time.sleep(0.2)
+
+    def waiting() -> None:
+        log(f"--out {out}: another run is writing there; waiting for it to finish")
+
+    busy = (
+        f"--out {out}: another run has been writing its models there for over {wait_s:g} s; "
+        "train into another --out folder, or again once it is done"
+    )
+    with folder_lock(out, wait_s, lambda: ValueError(busy), poll_s=0.2, on_wait=waiting):
         yield
-    finally:
-        os.close(handle)  # releases the lock
 
 
 def check_out_dir(out: str | Path) -> None:

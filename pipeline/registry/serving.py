@@ -25,7 +25,6 @@ being served; nothing reads the links to decide what to serve.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.folder_lock import folder_lock
 from pipeline.model_dir import (
     CHAMPION_FILE,
     CONFIG,
@@ -312,23 +312,12 @@ def _rollback(root: Path, steps: int) -> Serving:
 def serving_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
     """Hold the registry's lock (``flock`` on the ``root`` folder itself, so nothing is
     written); raises :class:`RegistryError` when another holder keeps it over ``wait_s``."""
-    handle = os.open(root, os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RegistryError(
-                        f"another promotion or rollback in {root} held its lock for "
-                        f"{wait_s:g} s; try again when it is done"
-                    ) from None
-                time.sleep(0.05)
+    busy = (
+        f"another promotion or rollback in {root} held its lock for {wait_s:g} s; try again "
+        "when it is done"
+    )
+    with folder_lock(root, wait_s, lambda: RegistryError(busy)):
         yield
-    finally:
-        os.close(handle)  # releases the lock
 
 
 def _commit(
