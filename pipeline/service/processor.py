@@ -156,9 +156,11 @@ class PollProcessor(ServiceState):
         future = np.unique(owner[status == FUTURE])
         future_set = set(future.tolist())
         clock_owners = set(owner[(status == FUTURE) & clock].tolist())
+        machine = pd.Timestamp(now_ns, tz="UTC").isoformat(timespec="seconds")
         for index in future.tolist():
             detail = (
-                f"timestamp more than {skew} after this machine's clock; fix the sensor's clock"
+                f"timestamp more than {skew} after this machine's clock ({machine}); fix the "
+                "sensor's clock, or this machine's if it is behind"
                 if index in clock_owners
                 else f"timestamp more than {self.assembler.max_ticks_ahead} ticks ahead of the "
                 "time most sensors have reached (or past the ticks the service can hold "

@@ -1,5 +1,5 @@
 """Process-wide tuning for a long-running service: the garbage collector, torch's thread
-count, and SIGTERM/SIGINT handlers that ask the loop to stop.
+count, and SIGTERM/SIGINT/SIGHUP handlers that ask the loop to stop.
 
 Each function changes interpreter state; the loop (:mod:`pipeline.service.loop`) calls
 them once at start-up and undoes what can be undone when it stops.
@@ -63,9 +63,20 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop a service cleanly: SIGTERM, SIGINT and SIGHUP (its terminal
+    closed, or an operator's ``kill -HUP``, whose default action would kill it mid-batch
+    without a word), unless SIGHUP is ignored (started with ``nohup``)."""
+    signals = [signal.SIGTERM, signal.SIGINT]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) != signal.SIG_IGN:
+        signals.append(hangup)
+    return signals
+
+
 def install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
-    """SIGTERM/SIGINT -> set ``stop`` (main thread only); returns the previous handlers
-    for :func:`restore_signal_handlers`."""
+    """:func:`stop_signals` -> set ``stop`` (main thread only); returns the previous
+    handlers for :func:`restore_signal_handlers`."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
@@ -73,7 +84,7 @@ def install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
         log.info("signal", extra={"fields": {"signal": signal.Signals(signum).name}})
         stop.set()
 
-    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    return {sig: signal.signal(sig, request_stop) for sig in stop_signals()}
 
 
 def restore_signal_handlers(previous: dict[int, Any]) -> None:

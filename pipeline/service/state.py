@@ -182,6 +182,8 @@ class ServiceState:
         col_of_store = {int(sid): col for col, sid in enumerate(self.store_ids)}
         cols = np.array([col_of_store.get(int(s), -1) for s in rows.sensors], dtype=np.int64)
         keep = cols >= 0  # sensors of bundles no longer loaded are left out
+        if len(keep) and not keep.any():
+            raise ValueError(self._other_network(rows.sensors))
         self.assembler.restore(
             first_tick=_int_or_none(state.get("first_tick")),
             last_closed=last_closed,
@@ -206,6 +208,18 @@ class ServiceState:
             },
         )
         self._restore_alerts(last_closed)
+
+    def _other_network(self, stored: np.ndarray) -> str:
+        """Why a store whose latest readings are all of sensors no served model knows
+        (``stored``, store ids) cannot be served: its ticks and watermark are another
+        network's, and this network's readings would be late or mixed in with them."""
+        names = self.store.sensor_names()
+        theirs = sorted({names.get(int(s), str(s)) for s in np.unique(stored)})
+        return (
+            f"the store {self.settings.store_path} holds the readings of another sensor "
+            f"network ({_few(theirs)}; the models serve {_few(list(self.sensor_ids))}): "
+            "give this service a store of its own (--store), or serve that network's models"
+        )
 
     def reopen_store(self) -> bool:
         """Open the store again when its file was deleted or replaced since it was opened
@@ -355,3 +369,9 @@ def _iso(config: AssemblerConfig, tick: int | None) -> str | None:
     if tick is None:
         return None
     return pd.Timestamp(int(config.tick_ns(tick)), tz="UTC").isoformat()
+
+
+def _few(names: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: a few names of a long list."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head} and {len(names) - shown} more"
