@@ -530,19 +530,35 @@ def runner_deployments(
                 limit=spec.concurrency.limit,
                 collision_strategy=ConcurrencyLimitStrategy(spec.concurrency.collision_strategy),
             )
-        out.append(
-            load_flow(spec).to_deployment(
-                name=spec.name,
-                description=spec.description,
-                schedules=[Cron(spec.cron, timezone=TIMEZONE)] if spec.cron else None,
-                parameters=dict(spec.parameters),
-                concurrency_limit=limit,
-                tags=list(spec.tags),
-                entrypoint_type=EntrypointType.MODULE_PATH,
-                triggers=[_deployment_trigger(t) for t in spec.triggers],
-            )
+        deployment = load_flow(spec).to_deployment(
+            name=spec.name,
+            description=spec.description,
+            schedules=[Cron(spec.cron, timezone=TIMEZONE)] if spec.cron else None,
+            parameters=dict(spec.parameters),
+            concurrency_limit=limit,
+            tags=list(spec.tags),
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            triggers=[_deployment_trigger(t) for t in spec.triggers],
         )
+        out.append(closed_schema(deployment))
     return out
+
+
+def closed_schema(deployment: RunnerDeployment) -> RunnerDeployment:
+    """``deployment`` with a parameter schema that refuses parameters its flow does not
+    take: the Prefect server then refuses such a run when it is created (the UI names the
+    parameter), where the run would otherwise crash in the engine with no reason given."""
+    from prefect.utilities.callables import ParameterSchema
+
+    class ClosedParameterSchema(ParameterSchema):
+        additionalProperties: bool = False
+
+    schema = deployment._parameter_openapi_schema
+    fields = schema.model_dump(exclude_unset=True)
+    deployment._parameter_openapi_schema = ClosedParameterSchema(
+        **fields, additionalProperties=False
+    )
+    return deployment
 
 
 def _deployment_trigger(spec: EventTriggerSpec) -> Any:

@@ -36,7 +36,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.artifacts import KEYS, publish_table
-from flows.io_tasks import IO_TASK
+from flows.io_tasks import IO_TASK, check_lengths
 from flows.report_flow import stale_note
 from pipeline.drift import DriftConfig, Verdict
 
@@ -262,6 +262,7 @@ def drift_flow(
     """
     from pipeline.settings import load_settings
 
+    check_lengths(store=store, models_dir=models_dir)
     settings = load_settings(store_path=store, model_dir=models_dir)
     config = DriftConfig(
         ratio=settings.drift_ratio if ratio is None else ratio,

@@ -35,7 +35,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_table
-from flows.io_tasks import IO_TASK
+from flows.io_tasks import IO_TASK, check_lengths
 from models.forecasters.base import Forecast, Forecaster
 from models.panel import SensorPanel
 from pipeline.model_dir import bundles_dir, read_champion
@@ -214,6 +214,7 @@ def forecast_flow(
     """
     from pipeline.settings import load_settings
 
+    check_lengths(models_dir=models_dir, store=store, bootstrap=bootstrap)
     settings = load_settings(model_dir=models_dir, store_path=store, bootstrap_servers=bootstrap)
     log = get_run_logger()
     models, champion = load_models(str(settings.model_dir))

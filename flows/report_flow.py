@@ -41,7 +41,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.artifacts import KEYS, publish_markdown, publish_table
-from flows.io_tasks import IO_TASK
+from flows.io_tasks import IO_TASK, check_lengths
 from flows.reporting.build import Report, build_report
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.tables import horizon_label, sensor_scores
@@ -174,10 +174,11 @@ def check_options(since: str, horizon: int, out: str | None) -> None:
     ------
     ValueError
         Naming the option: a ``since`` that is no period, a ``horizon`` below one step,
-        an ``out`` that is a file or lies under one.
+        an ``out`` that is a file or lies under one, a text longer than any path.
     """
     from pipeline.service.store_reads import parse_since
 
+    check_lengths(since=since, out=out)
     parse_since(since)
     if horizon < 1:
         raise ValueError(f"horizon must be at least 1 step, got {horizon}")
@@ -390,6 +391,7 @@ def report_flow(
     from pipeline.settings import load_settings
 
     check_options(since, horizon, out)
+    check_lengths(store=store, models_dir=models_dir)
     settings = load_settings(store_path=store, model_dir=models_dir)
     log = get_run_logger()
     info = read_model_info(str(settings.model_dir))
