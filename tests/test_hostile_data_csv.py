@@ -282,6 +282,19 @@ def test_an_edge_list_of_a_header_alone_lists_no_links(tmp_path):
         read_adjacency_csv(edges, IDS)
 
 
+def test_an_edge_list_whose_header_names_its_columns_in_other_words_is_read(tmp_path):
+    """``counter,neighbour,walk_m`` was read as a link from sensor 'counter'."""
+    a, b, c = IDS[:3]
+    edges = write(tmp_path / "e.csv", f"counter,neighbour,walk_m\n{a},{b},400\n{b},{c},1200\n")
+    graph = read_adjacency_csv(edges, IDS)
+    assert pairs(graph) == {(0, 1), (1, 2)}
+    assert graph.distance_km is not None
+    np.testing.assert_allclose(sorted(graph.distance_km), [0.4, 1.2])
+    typo = write(tmp_path / "t.csv", f"counter,neighbour,walk_m\n{a},{b},1\n{b},nobody,2\n")
+    with pytest.raises(DatasetError, match="line 3 names sensor 'nobody'"):
+        read_adjacency_csv(typo, IDS)
+
+
 # ---------------------------------------------------------------- long format and a matrix
 
 

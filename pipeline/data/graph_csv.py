@@ -66,7 +66,8 @@ def read_adjacency_csv(
     unit (``distance``, ``cost``) is refused.
 
     A file with 2-4 columns is read as an edge list when its first line is a
-    ``src,dst`` header (``source``/``from`` also work) or when every entry of its first
+    ``src,dst`` header (``source``/``from`` also work, or any two words above lines that
+    all link sensor ids: ``counter,neighbour,walk_m``) or when every entry of its first
     two columns is a sensor id; otherwise, when its shape fits, as a matrix. A header
     line removes any doubt; an ``N x N`` file of ``N`` sensor ids without one (sensors
     named ``0 .. N-1``, N <= 4) is refused as ambiguous. Weights and lengths must be
@@ -99,8 +100,10 @@ def read_adjacency_csv(
     ids = [str(s) for s in sensor_ids]
     known = set(ids)
     edge_shaped = 2 <= cols <= 4
-    named = raw.iloc[0, 0].lower() in SRC_NAMES
     ends = raw.iloc[:, :2].isin(known).to_numpy() if edge_shaped else np.zeros(1, dtype=bool)
+    named = raw.iloc[0, 0].lower() in SRC_NAMES or (
+        edge_shaped and rows > 1 and _column_names(raw.iloc[0, :2], ends)
+    )
     graph = None
     id_header = rows == n + 1 and cols == n and sorted(raw.iloc[0]) == sorted(ids)
     headed = cols in (n, n + 1) and _names_sensors(list(raw.iloc[0, cols - n :]), ids)
@@ -112,7 +115,7 @@ def read_adjacency_csv(
         )
     try:
         if edge_shaped and (named or (ends.all() and not id_header)):
-            graph = _edge_list(path, raw, ids, coords, lines)
+            graph = _edge_list(path, raw, ids, coords, lines, headed=named)
         elif headed or (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
             if unordered is not None and not headed and len(raw) == len(ids):
                 raise DatasetError(
@@ -124,7 +127,7 @@ def read_adjacency_csv(
         elif (header := _matrix_header(raw, known)) is not None:
             _check_header(path, header, ids, int(lines[0]))
         elif ends.any():
-            graph = _edge_list(path, raw, ids, coords, lines)
+            graph = _edge_list(path, raw, ids, coords, lines, headed=named)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if graph is not None:
@@ -357,13 +360,28 @@ def _weights(
     return values
 
 
+def _column_names(first: pd.Series, ends: np.ndarray) -> bool:
+    """True when an edge list's first row names its columns in the user's own words
+    (``counter,neighbour,walk_m``): its two ends are words, not sensor ids, and the later
+    rows name sensor ids (a later row naming none is then the error named)."""
+    words = pd.to_numeric(first, errors="coerce").isna().all()
+    return bool(words and not ends[0].any() and ends[1:].any())
+
+
 def _edge_list(
-    path: Path, raw: pd.DataFrame, ids: list[str], coords: np.ndarray | None, lines: np.ndarray
+    path: Path,
+    raw: pd.DataFrame,
+    ids: list[str],
+    coords: np.ndarray | None,
+    lines: np.ndarray,
+    *,
+    headed: bool,
 ) -> RoadGraph:
-    """The graph of an edge list ``raw`` whose rows are at file ``lines``."""
+    """The graph of an edge list ``raw`` whose rows are at file ``lines``, its first row
+    a header of column names when ``headed``."""
     names = ["src", "dst", "weight", "distance_km"][: raw.shape[1]]
     body = raw
-    if raw.iloc[0, 0].lower() in SRC_NAMES:
+    if headed:
         names = [c.lower() for c in raw.iloc[0]]
         if len(raw) == 1:
             raise DatasetError(
