@@ -157,7 +157,7 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
         rows.append(row)
     note = (
         "Pooled over steps 1..h, original scale, missing targets not scored; MAPE skips "
-        "targets below 1 (zeros and near-zeros). 'scored' counts the targets "
+        "targets within 1 of zero (|y| < 1: zeros and near-zeros). 'scored' counts the targets "
         "at each model's longest horizon; '-': beyond a model's horizon."
     )
     return Table(f"Model comparison ({what})", columns, rows, note, groups=groups)
