@@ -99,3 +99,31 @@ def test_the_heldout_anomaly_categories_are_labelled_as_nab_labels_them(tmp_path
                 at = pd.Timestamp(label)
                 assert at > probation_end, (name, label)
                 assert any(pd.Timestamp(a) <= at <= pd.Timestamp(b) for a, b in windows[name])
+
+
+def test_the_sparse_and_signed_networks_load_as_their_kinds(tmp_path: Path) -> None:
+    """Tiny versions: counts are whole, mostly zero and never negative; net power crosses
+    zero, and its offset timestamps run hourly through the change to summer time."""
+    import numpy as np
+
+    from benchmarks.heldout_sparse_signed import make_counters, make_substations
+
+    make_counters(tmp_path, n=12, weeks=3)
+    make_substations(tmp_path, n=10, weeks=4)
+    counters = load_dataset(
+        f"csv:{tmp_path / 'counters.csv'}", adjacency=tmp_path / "counters_knn.csv"
+    )
+    assert (counters.n_time, counters.n_nodes) == (3 * 7 * 96, 12)
+    assert counters.graph is not None and counters.graph.edge_index.shape[1] == 3 * 12
+    seen = counters.values[counters.mask]
+    assert (seen >= 0).all() and (seen == np.round(seen)).all() and (seen == 0).mean() > 0.4
+    assert not counters.mask.all()  # counters offline for days
+    grid = load_dataset(
+        f"csv:{tmp_path / 'substations.csv'}", adjacency=tmp_path / "grid_lines.csv"
+    )
+    assert (grid.n_time, grid.n_nodes) == (4 * 7 * 24, 10)  # 31 March: no gap, no repeat
+    assert grid.freq is not None and grid.freq.total_seconds() == 3600
+    net = grid.values[grid.mask]
+    assert (net < 0).any() and (net > 0).any()
+    notes = " | ".join([*check_readings(grid), *check_graphs(grid, PLAN)])
+    assert "runs one way" in notes, notes
