@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 
 def broker(
-    port: int = typer.Option(None, "--port", help="Port to listen on (default: a free one)."),
+    port: int = typer.Option(
+        None, "--port", min=0, max=65535, help="Port to listen on (default or 0: a free one)."
+    ),
     log: str = typer.Option(None, "--log", help="Broker log file (default: in the temp dir)."),
 ) -> None:
     """Run an embedded Kafka-compatible broker (Tansu, in memory) until Ctrl-C."""
@@ -30,7 +32,7 @@ def broker(
     ):
         raise typer.BadParameter(f"{log!r} cannot be written as a log file", param_hint="--log")
     try:
-        serve_forever(port, log_path=log)
+        serve_forever(port or None, log_path=log)
     except BrokerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -132,11 +134,18 @@ def demo(
             param_hint="--models",
         )
     load_prefect()
+    import signal
+    import threading
+
     from flows.demo.console import print_summary
     from flows.demo.run import DemoError, run_demo
     from pipeline.data.datasets import DatasetError
     from pipeline.kafka.broker import BrokerError
 
+    # SIGTERM (kill, docker stop) stops the demo as Ctrl-C does: its service and broker
+    # are stopped on the way out, and it says so.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
         summary = run_demo(
             data,
@@ -147,9 +156,15 @@ def demo(
             epochs=epochs,
             progress=progress,
         )
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted; the demo stopped, its service and broker with it", err=True)
+        raise typer.Exit(130) from None
     except (DemoError, BrokerError, DatasetError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     print_summary(summary)
     typer.echo(f"wrote {Path(out) / 'summary.json'} and {Path(out) / 'report.md'}")
     if summary["lost"]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.demo.console import live_table, report_steps
 from flows.demo.report import pace, write_report
@@ -21,6 +21,9 @@ from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ens
 from flows.demo.summary import alert_summary, build_summary, snapshot
 from models.panel import SensorPanel, chronological_split
 from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipeline.kafka.broker import EmbeddedBroker
 
 DEFAULT_OUT = Path("demo-out")
 DEFAULT_MAX_TICKS = 144  # half a day of 5-minute ticks
@@ -105,7 +108,7 @@ def run_demo(
     ValueError
         For options out of range (:func:`check_options`), before anything is written.
     """
-    from pipeline.kafka.broker import EmbeddedBroker
+    from pipeline.kafka.broker import EmbeddedBroker, dies_with_this_thread
     from pipeline.kafka.clients import ensure_topics
     from pipeline.kafka.replay import check_pace
 
@@ -156,12 +159,23 @@ def run_demo(
         ]  # fmt: skip
         with open(service_log, "ab") as sink:
             log_start = sink.tell()  # the log of an earlier run stays above it
-            proc = subprocess.Popen(
-                args, env=_service_env(cfg), stdout=sink, stderr=subprocess.STDOUT
+            proc = subprocess.Popen(  # killed by the kernel should this process die
+                args,
+                env=_service_env(cfg),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=dies_with_this_thread(),
             )
         try:
             stream_started, produced = _stream(
-                cfg, proc, live, speedup, store_path, (service_log, log_start), progress, log
+                cfg,
+                _Processes(proc, broker),
+                live,
+                speedup,
+                store_path,
+                (service_log, log_start),
+                progress,
+                log,
             )
             stream_s = time.monotonic() - stream_started
         finally:
@@ -200,9 +214,20 @@ def _live_part(panel: SensorPanel, max_ticks: int | None) -> SensorPanel:
     return panel.slice(first, last)
 
 
+@dataclass
+class _Processes:
+    """The service process and the broker it reads from: the demo stops when either ends."""
+
+    service: Any
+    broker: EmbeddedBroker
+
+    def ended(self) -> bool:
+        return self.service.poll() is not None or not self.broker.is_running()
+
+
 def _stream(
     cfg: Settings,
-    proc: Any,
+    procs: _Processes,
     live: SensorPanel,
     speedup: float,
     store_path: Path,
@@ -217,13 +242,37 @@ def _stream(
         lambda: b'"event": "partitions_assigned"' in _read_from(log_path, log_start),
         120,
         "joining the consumer group",
-        proc,
+        procs,
         log_path,
     )
     expected = int(live.mask.sum())
     log(f"replay: {live.n_time} ticks ({expected:,} readings) {pace(speedup)}")
     stream_started = time.monotonic()
     thread, state = _start_replay(cfg, live, speedup)
+    try:
+        _follow(procs, state, live, speedup, store_path, log_path, progress, stream_started)
+    finally:
+        if not state.done:  # given up on: its producer must not outlive the demo (at exit
+            # kafka-python would flush it into a dead broker and print a traceback)
+            from pipeline.kafka.clients import close_producer
+
+            close_producer(state.producer, timeout_s=1.0)
+    thread.join(timeout=30)
+    return stream_started, state.messages
+
+
+def _follow(
+    procs: _Processes,
+    state: _Replay,
+    live: SensorPanel,
+    speedup: float,
+    store_path: Path,
+    log_path: Path,
+    progress: bool,
+    stream_started: float,
+) -> None:
+    """Show progress until the service has consumed every reading the replay sent."""
+    expected = int(live.mask.sum())
     steps = report_steps(12)
 
     def finished() -> bool:
@@ -238,7 +287,7 @@ def _stream(
         with Live(live_table(None, 0, expected, steps), refresh_per_second=2) as view:
             end = time.monotonic() + deadline_s
             while not finished():
-                if proc.poll() is not None or time.monotonic() > end:
+                if procs.ended() or time.monotonic() > end:
                     break
                 view.update(
                     live_table(
@@ -250,9 +299,7 @@ def _stream(
                 )
                 time.sleep(1.0)
             view.update(live_table(snapshot(store_path), state.messages, expected, steps))
-    _wait_for(finished, deadline_s, "consuming every reading", proc, log_path)
-    thread.join(timeout=30)
-    return stream_started, state.messages
+    _wait_for(finished, deadline_s, "consuming every reading", procs, log_path)
 
 
 def _produced(state: _Replay, live: SensorPanel, started: float, speedup: float) -> int:
@@ -268,6 +315,7 @@ def _produced(state: _Replay, live: SensorPanel, started: float, speedup: float)
 class _Replay:
     """The replay thread's outcome."""
 
+    producer: Any
     messages: int = 0
     error: BaseException | None = None
     done: bool = False
@@ -279,10 +327,10 @@ def _start_replay(
     from pipeline.kafka.clients import close_producer, make_producer
     from pipeline.kafka.replay import replay
 
-    state = _Replay()
+    producer = make_producer(settings)
+    state = _Replay(producer)
 
     def run() -> None:
-        producer = make_producer(settings)
         try:
             stats = replay(
                 panel, producer, settings.topic_readings, speedup=speedup, progress=False
@@ -320,13 +368,15 @@ def _service_env(settings: Settings) -> dict[str, str]:
 
 
 def _wait_for(
-    condition: Callable[[], bool], timeout_s: float, what: str, proc: Any, log_path: Path
+    condition: Callable[[], bool], timeout_s: float, what: str, procs: _Processes, log_path: Path
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        if proc.poll() is not None:
+        if (code := procs.service.poll()) is not None:
+            raise DemoError(f"the service exited with code {code} while {what}; see {log_path}")
+        if not procs.broker.is_running():
             raise DemoError(
-                f"the service exited with code {proc.returncode} while {what}; see {log_path}"
+                f"the embedded broker stopped while {what}; see {procs.broker.log_path}"
             )
         if time.monotonic() > deadline:
             raise DemoError(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")

@@ -22,6 +22,7 @@ import http.client
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 import urllib.error
@@ -232,28 +233,40 @@ def _fetch_one(
             "failed",
             f"no published checksum: pass --sha256 {remote.path}=HEX from a copy you trust",
         )
-    partial = target.with_name(target.name + ".part")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    partial: Path | None = None
     try:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            partial.unlink(missing_ok=True)  # a stale one, or a link planted in its place
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            out = os.fdopen(os.open(partial, flags, 0o644), "wb")
+            # A name of its own (created anew, O_EXCL): a second fetch into the same
+            # folder at the same time neither deletes nor reads this one.
+            fd, name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".part", dir=target.parent
+            )
+            partial = Path(name)
+            out = os.fdopen(fd, "wb")
         except OSError as exc:
-            raise FetchError(f"cannot write {partial} in the data directory: {exc}") from None
+            raise FetchError(
+                f"cannot write a temporary file next to {target} in the data directory: {exc}"
+            ) from None
         with out:
-            detail = _download(url, out, timeout)
+            try:
+                detail, sent = _download(url, out, timeout)
+            except _WriteFailed as exc:
+                raise FetchError(
+                    f"cannot write {target} in the data directory (disk full?): {exc.__cause__}"
+                ) from None
         if detail is not None:
             return Fetched(remote, target, "failed", detail)
         algorithm, want = expected
         got = sha256_of(partial, algorithm)
         if got != want:
+            note = f"; {sent}" if sent else ""
             return Fetched(
                 remote,
                 target,
                 "failed",
-                f"{algorithm} mismatch: got {got[:12]}..., expected {want[:12]}...",
+                f"{algorithm} mismatch: got {got[:12]}..., expected {want[:12]}...{note}",
             )
         try:
             partial.replace(target)
@@ -261,54 +274,97 @@ def _fetch_one(
             return Fetched(remote, target, "failed", f"cannot put it in place: {exc}")
         return Fetched(remote, target, "downloaded")
     finally:
-        if partial.is_file():  # never left half-written (gone after a success)
+        if partial is not None and partial.is_file():  # never left half-written
             partial.unlink()
         if not target.is_file():
             _remove_empty(created)
 
 
-def _download(url: str, out: BinaryIO, timeout: float) -> str | None:
-    """Copy ``url`` into ``out``; None on success, else why it failed (a network or
-    source problem; a local write error raises :class:`FetchError`)."""
+def _download(url: str, out: BinaryIO, timeout: float) -> tuple[str | None, str]:
+    """Copy ``url`` into ``out``: (None on success, else why it failed (a network or
+    source problem; a local write error raises :class:`FetchError`), and what the answer
+    says it holds when that is not the file's bytes ("" otherwise))."""
     try:
-        with _open(url, timeout) as response:
-            size = response.headers.get("Content-Length") if response.headers else None
-            if size is not None and size.isdigit() and int(size) > MAX_DOWNLOAD_BYTES:
-                return f"download refused: {size} bytes, over {MAX_DOWNLOAD_BYTES} bytes"
-            since, got, total = time.monotonic(), 0, 0
-            while chunk := response.read1(_CHUNK):
-                try:
-                    out.write(chunk)
-                except OSError as exc:
-                    raise FetchError(f"cannot write {out.name}: {exc}") from None
-                got += len(chunk)
-                total += len(chunk)
-                if total > MAX_DOWNLOAD_BYTES:
-                    return f"download stopped: over {MAX_DOWNLOAD_BYTES} bytes, no data set's size"
-                elapsed = time.monotonic() - since
-                if elapsed >= timeout:
-                    if got < MIN_RATE * elapsed:
-                        return (
-                            f"download too slow: {got} bytes in {elapsed:.1f} s, under "
-                            f"{MIN_RATE} bytes/s (--timeout {timeout:g} s)"
-                        )
-                    since, got = time.monotonic(), 0
-    except FetchError:
-        raise
+        response = _open(url, timeout)
     except urllib.error.HTTPError as exc:  # the server answered: try the other files
-        return f"download failed: HTTP {exc.code} {exc.reason}"
-    except http.client.IncompleteRead as exc:
-        return f"download cut short: {len(exc.partial)} bytes read, more expected"
+        return f"download failed: HTTP {exc.code} {exc.reason}", ""
     except http.client.HTTPException as exc:  # an answer that is not HTTP
-        return f"download failed: not an HTTP answer ({type(exc).__name__}: {exc})"
+        return f"download failed: not an HTTP answer ({type(exc).__name__}: {exc})", ""
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         if url.startswith("file:") and isinstance(reason, OSError):  # a local mirror
             missing = isinstance(reason, FileNotFoundError)
             why = "not found" if missing else reason.strerror or str(reason)
-            return f"download failed: {why} at {url}"
-        return f"{_UNREACHABLE}: {reason}"
-    return None
+            return f"download failed: {why} at {url}", ""
+        return f"{_UNREACHABLE}: {reason}", ""
+    with response:
+        headers = response.headers
+        size = headers.get("Content-Length") if headers else None
+        size = int(size) if size is not None and size.isdigit() else None
+        if size is not None and size > MAX_DOWNLOAD_BYTES:
+            return f"download refused: {size} bytes, over {MAX_DOWNLOAD_BYTES} bytes", ""
+        try:
+            total = _copy(response, out, timeout)
+        except http.client.IncompleteRead as exc:
+            return f"download cut short: {len(exc.partial)} bytes read, more expected", ""
+        except _WriteFailed:
+            raise
+        except _Failed as exc:
+            return str(exc), ""
+        except (http.client.HTTPException, OSError, ValueError) as exc:  # reset, stalled
+            return f"download cut short after {out.tell()} bytes: {exc or type(exc).__name__}", ""
+        if size is not None and total < size and not _encoded(headers):
+            return f"download cut short: {total} of {size} bytes", ""
+        return None, _what_was_sent(headers)
+
+
+class _Failed(Exception):
+    """A download given up on; the message says why."""
+
+
+class _WriteFailed(Exception):
+    """The local copy could not be written (its cause is the ``OSError``)."""
+
+
+def _copy(response: Any, out: BinaryIO, timeout: float) -> int:
+    """Copy the body of ``response`` into ``out`` under the rate and size limits; the
+    number of bytes."""
+    since, got, total = time.monotonic(), 0, 0
+    while chunk := response.read1(_CHUNK):
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise _WriteFailed from exc
+        got += len(chunk)
+        total += len(chunk)
+        if total > MAX_DOWNLOAD_BYTES:
+            raise _Failed(f"download stopped: over {MAX_DOWNLOAD_BYTES} bytes, no data set's size")
+        elapsed = time.monotonic() - since
+        if elapsed >= timeout:
+            if got < MIN_RATE * elapsed:
+                raise _Failed(
+                    f"download too slow: {got} bytes in {elapsed:.1f} s, under "
+                    f"{MIN_RATE} bytes/s (--timeout {timeout:g} s)"
+                )
+            since, got = time.monotonic(), 0
+    return total
+
+
+def _encoded(headers: Any) -> str:
+    """The answer's content encoding other than identity ("" when none)."""
+    value = (headers.get("Content-Encoding") or "") if headers else ""
+    return "" if value.strip().lower() in ("", "identity") else value.strip()
+
+
+def _what_was_sent(headers: Any) -> str:
+    """What the answer's headers say it holds when a checksum differs: an encoded copy or
+    an HTML page (a server's error or login page sent with status 200)."""
+    if encoding := _encoded(headers):
+        return f"the server sent it {encoding}-encoded (decode it and pass the copy by hand)"
+    kind = (headers.get("Content-Type") or "") if headers else ""
+    if kind.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
+        return "the server sent an HTML page (an error or login page?), not the file"
+    return ""
 
 
 def _open(url: str, timeout: float) -> Any:

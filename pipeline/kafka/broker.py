@@ -145,6 +145,15 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     return preexec
 
 
+def dies_with_this_thread() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for a child process that must not outlive the calling thread (the
+    kernel SIGKILLs it); None off Linux or off the main thread, where the signal would
+    follow a thread that may end first."""
+    if threading.current_thread() is not threading.main_thread() or sys.platform != "linux":
+        return None
+    return _die_with_parent(os.getpid())
+
+
 # SIGTERM -> SystemExit is installed while at least one broker runs (see EmbeddedBroker).
 _sigterm_users: set[int] = set()
 _sigterm_previous: Any = None
@@ -355,8 +364,7 @@ class EmbeddedBroker:
             raise BrokerError(
                 f"cannot write the broker log {self.log_path} ({exc.strerror or exc})"
             ) from None
-        in_main = threading.current_thread() is threading.main_thread()
-        preexec = _die_with_parent(os.getpid()) if in_main and sys.platform == "linux" else None
+        preexec = dies_with_this_thread()
         self._proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
