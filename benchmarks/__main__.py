@@ -15,6 +15,7 @@ BENCHMARKS = (
     "kafka_io",
     "forecast_accuracy",
     "generalization",
+    "interval_hours",
     "tgclstm_speed",
     "graph_training",
     "stream",

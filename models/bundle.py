@@ -337,6 +337,9 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
             "halfwidth",
             f"null or {config['horizon']} lists (per step) of {len(ids)} finite numbers >= 0",
         )
+    if not _halfwidth_fits(config.get("hour_scale"), 24, len(ids)):
+        per_hour = f"null or 24 lists (per hour of the day) of {len(ids)} finite numbers >= 0"
+        raise wrong("hour_scale", per_hour)
 
 
 def _floor_fits(floor: Any, sensors: int) -> bool:
@@ -351,7 +354,7 @@ def _floor_fits(floor: Any, sensors: int) -> bool:
 
 
 def _halfwidth_fits(halfwidth: Any, horizon: int, sensors: int) -> bool:
-    """``halfwidth`` is null or one finite width >= 0 per step and sensor."""
+    """``halfwidth`` is null or one finite width >= 0 per step (or hour) and sensor."""
     if halfwidth is None:
         return True
     return (

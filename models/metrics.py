@@ -108,6 +108,34 @@ def score_batch(
     return {"pooled": pooled, "step": step}
 
 
+def interval_metrics(
+    actual: np.ndarray, lower: np.ndarray, upper: np.ndarray, hours: np.ndarray | None = None
+) -> dict[str, float]:
+    """How prediction intervals held, over every observed target of ``actual``
+    (``[n, horizon, node]``, NaN = not scored): ``coverage`` (the share inside
+    ``[lower, upper]``), ``width`` (mean ``upper - lower``) and, given the targets'
+    ``hours`` of the day (``[n, horizon]``), ``coverage_worst_hour``: the lowest coverage
+    of any hour holding at least 1 % of the targets."""
+    scored = np.isfinite(actual)
+    nan = float("nan")
+    if not scored.any():
+        return {"coverage": nan, "width": nan, "coverage_worst_hour": nan}
+    inside = (actual >= lower) & (actual <= upper)
+    out = {
+        "coverage": float(inside[scored].mean()),
+        "width": float(np.mean((upper - lower)[scored])),
+        "coverage_worst_hour": nan,
+    }
+    if hours is not None:
+        at = np.broadcast_to(hours[:, :, None], actual.shape)[scored]
+        hit = inside[scored]
+        counts = np.bincount(at, minlength=24)
+        shares = np.bincount(at, weights=hit, minlength=24) / np.maximum(counts, 1)
+        enough = counts >= 0.01 * hit.size
+        out["coverage_worst_hour"] = float(shares[enough].min()) if enough.any() else nan
+    return out
+
+
 def report_horizons(horizon: int, wanted: Sequence[int] = DEFAULT_HORIZONS) -> tuple[int, ...]:
     """The ``wanted`` horizons a ``horizon``-step model can report, plus ``horizon`` itself."""
     chosen = [h for h in wanted if h <= horizon]

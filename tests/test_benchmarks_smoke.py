@@ -43,6 +43,14 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
             for n in d["networks"].values()
         )
     ),
+    "interval_hours": lambda d: (
+        d["summary"]["pairs"] == 3
+        and all(
+            0.0 < m["by_hour"]["coverage"] <= 1.0 and _positive(m["ratio"])
+            for n in d["networks"].values()
+            for m in n.values()
+        )
+    ),
     "tgclstm_speed": lambda d: all(_positive(r["epoch_s"]) for r in d["los_loop"]),
     "graph_training": lambda d: (
         all(

@@ -145,6 +145,9 @@ def rehash(directory: Path, **changes) -> None:
         ({"halfwidth": [[1.0, 1.0]]}, "halfwidth"),
         ({"halfwidth": [[-1.0, 0.0], [0.0, 0.0]]}, "halfwidth"),
         ({"halfwidth": 2.0}, "halfwidth"),
+        ({"hour_scale": [[1.0, 1.0]] * 23}, "hour_scale"),
+        ({"hour_scale": [[1.0, float("inf")]] * 24}, "hour_scale"),
+        ({"hour_scale": [[1.0, -1.0]] * 24}, "hour_scale"),
     ],
 )
 def test_rehashed_config_with_a_wrong_type_names_bundle_and_field(tmp_path: Path, changes, field):

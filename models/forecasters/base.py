@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.bundle import BundleError, finite_or_none, recorded_offset
+from models.forecasters.intervals import scale_at, target_hours
 from models.panel import SensorPanel
 
 
@@ -110,18 +111,27 @@ def sensor_floor(values: np.ndarray) -> np.ndarray | None:
     return None if np.isneginf(floor).all() else floor
 
 
-def conformal_halfwidth(residuals: np.ndarray, level: float, *, min_count: int = 10) -> np.ndarray:
+def conformal_halfwidth(
+    residuals: np.ndarray,
+    level: float,
+    *,
+    min_count: int = 10,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
     """Split-conformal half-widths from validation residuals.
 
     ``residuals`` is ``[n, horizon, node]`` (NaN where the target was missing). Returns
     float32 ``[horizon, node]``: the ``ceil((n+1) level) / n`` empirical quantile of
-    ``|residual|`` per step and sensor. A sensor with fewer than ``min_count`` scored
-    residuals at a step takes the pooled quantile of that step, so intervals exist for
-    every sensor.
+    ``|residual|`` (divided by ``scale``, ``[n, horizon, node]``, when given: normalised
+    conformal, :mod:`models.forecasters.intervals`) per step and sensor. A sensor with
+    fewer than ``min_count`` scored residuals at a step takes the pooled quantile of that
+    step, so intervals exist for every sensor.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"interval level must be in (0, 1), got {level}")
     abs_res = np.abs(residuals.astype(np.float64))
+    if scale is not None:
+        abs_res = abs_res / scale
     count = np.isfinite(abs_res).sum(axis=0)  # [horizon, node]
     q = np.minimum(1.0, np.ceil((count + 1) * level) / np.maximum(count, 1))
     per_sensor = np.full(count.shape, np.nan)
@@ -154,6 +164,7 @@ class ForecasterBase:
     sensor_ids: tuple[str, ...] = ()
     level: float = 0.9
     halfwidth: np.ndarray | None = None  # float32 [horizon, node], split-conformal
+    hour_scale: np.ndarray | None = None  # float32 [24, node]: the width by hour of the day
     step_s: int | None = None  # the training data's time step in seconds (None: unknown)
     offset_s: int | None = None  # its grid: first timestamp mod step_s, seconds (None: unknown)
     floor: np.ndarray | None = None  # float32 [node], see sensor_floor (None: unbounded)
@@ -216,19 +227,22 @@ class ForecasterBase:
         that was never negative in training is never forecast negative."""
         return values if self.floor is None else np.maximum(values, self.floor)
 
-    def with_intervals(self, origins: np.ndarray, mean: np.ndarray) -> BatchForecast:
-        """A :class:`BatchForecast` of ``mean`` raised to the floor, with the conformal
-        interval around it when calibrated."""
+    def with_intervals(
+        self, origins: np.ndarray, mean: np.ndarray, panel: SensorPanel
+    ) -> BatchForecast:
+        """A :class:`BatchForecast` of ``mean`` (forecast from ``origins`` of ``panel``)
+        raised to the floor, with the conformal interval around it when calibrated, as wide
+        as :attr:`hour_scale` says at each target's hour."""
         mean = self.floored(mean)
         if self.halfwidth is None:
             return BatchForecast(self.name, origins, mean, level=self.level)
+        width = self.halfwidth
+        if self.hour_scale is not None and self.step_s:
+            step = pd.Timedelta(seconds=self.step_s)
+            hours = target_hours(panel.timestamps, origins, self.horizon, step)
+            width = width * scale_at(self.hour_scale, hours)
         return BatchForecast(
-            self.name,
-            origins,
-            mean,
-            self.floored(mean - self.halfwidth),
-            mean + self.halfwidth,
-            level=self.level,
+            self.name, origins, mean, self.floored(mean - width), mean + width, level=self.level
         )
 
     def describe(self) -> dict[str, Any]:
@@ -248,6 +262,7 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
     if not model.sensor_ids:
         raise BundleError(f"{model.name}: call fit() before save()")
     halfwidth = getattr(model, "halfwidth", None)
+    hour_scale = getattr(model, "hour_scale", None)
     floor = getattr(model, "floor", None)
     config = {
         "model": model.name,
@@ -261,6 +276,7 @@ def forecaster_config(model: Any, hyper: dict[str, Any], **extra: Any) -> dict[s
         "offset_s": getattr(model, "offset_s", None),
         "metrics": {"valid": getattr(model, "valid_metrics", None)},
         "halfwidth": None if halfwidth is None else np.asarray(halfwidth).tolist(),
+        "hour_scale": None if hour_scale is None else np.asarray(hour_scale).tolist(),
         "floor": None if floor is None else np.asarray(floor).tolist(),
         **extra,
     }
@@ -276,6 +292,8 @@ def restore_forecaster(model: Any, config: dict[str, Any]) -> None:
     model.level = float(config.get("level", 0.9))
     halfwidth = config.get("halfwidth")
     model.halfwidth = None if halfwidth is None else np.asarray(halfwidth, dtype=np.float32)
+    scale = config.get("hour_scale")  # None: one width at every hour (older bundles too)
+    model.hour_scale = None if scale is None else np.asarray(scale, dtype=np.float32)
     floor = config.get("floor")  # None in bundles written before floors were recorded
     model.floor = (
         None

@@ -108,7 +108,7 @@ class Persistence(_Baseline):
     def predict_batch(self, panel: SensorPanel, origins: np.ndarray) -> BatchForecast:
         origins, last = self._last_values(panel, origins)
         mean = np.repeat(last[:, None, :], self.horizon, axis=1)  # [n, horizon, node]
-        return self.with_intervals(origins, mean.astype(np.float32))
+        return self.with_intervals(origins, mean.astype(np.float32), panel)
 
 
 def period_steps(freq: pd.Timedelta, period: str | int | None, train_steps: int) -> int:
@@ -174,7 +174,7 @@ class Seasonal(_Baseline):
         seasonal = panel.values[steps].astype(np.float64)  # [n, horizon, node]
         seen = panel.mask[steps]
         mean = np.where(seen, seasonal, last[:, None, :])  # [n, horizon, node]
-        return self.with_intervals(origins, mean.astype(np.float32))
+        return self.with_intervals(origins, mean.astype(np.float32), panel)
 
     def describe(self) -> dict[str, Any]:
         return {"horizon": self.horizon, "level": self.level, "period": self.period}

@@ -24,7 +24,8 @@ import pandas as pd
 
 from models.bundle import grid_offset, step_seconds
 from models.forecasters.base import BatchForecast, Forecaster, ForecasterBase, target_windows
-from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
+from models.forecasters.intervals import cross_scale, hour_scale, scale_helps, target_hours
+from models.metrics import DEFAULT_HORIZONS, interval_metrics, report_horizons, score_batch
 from models.panel import SensorPanel
 
 
@@ -147,8 +148,17 @@ def backtest(
         model.predict(window)
         single.append((time.perf_counter() - began) * 1000.0)
     chosen = tuple(horizons) if horizons is not None else report_horizons(model.horizon)
+    metrics = score_batch(actual, forecast.mean, chosen)
+    if forecast.lower is not None and forecast.upper is not None:
+        hours = target_hours(panel.timestamps, origins, model.horizon, panel.freq)
+        for h in chosen:
+            metrics["pooled"][str(h)].update(
+                interval_metrics(
+                    actual[:, :h], forecast.lower[:, :h], forecast.upper[:, :h], hours[:, :h]
+                )
+            )
     return Backtest(
-        metrics=score_batch(actual, forecast.mean, chosen),
+        metrics=metrics,
         forecast=forecast,
         actual=actual,
         timestamps=panel.timestamps,
@@ -183,7 +193,7 @@ def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | N
     A model with its own intervals (``PROBABILISTIC = True``) keeps them: only the
     metrics are recorded.
     """
-    from models.forecasters.base import conformal_halfwidth, sensor_floor
+    from models.forecasters.base import sensor_floor
 
     model.fingerprint = train.fingerprint()  # type: ignore[attr-defined]
     model.step_s = step_seconds(train.freq) if train.n_time > 1 else None
@@ -191,15 +201,40 @@ def finish_fit(model: ForecasterBase, train: SensorPanel, valid: SensorPanel | N
     model.floor = sensor_floor(train.values)
     model.valid_metrics = None  # type: ignore[attr-defined]
     if not model.PROBABILISTIC:
-        model.halfwidth = None  # a refit must not keep the previous fit's intervals
+        model.halfwidth = model.hour_scale = None  # a refit must not keep earlier intervals
     if valid is None:
         return
     result = validation_backtest(model, train, valid)  # type: ignore[arg-type]
     if result is None:
         return
     if not model.PROBABILISTIC:
-        model.halfwidth = conformal_halfwidth(result.actual - result.forecast.mean, model.level)
+        step = pd.Timedelta(seconds=model.step_s) if model.step_s else None
+        model.halfwidth, model.hour_scale = calibrate_intervals(
+            result, step, model.horizon, model.level
+        )
     model.valid_metrics = result.metrics  # type: ignore[attr-defined]
+
+
+def calibrate_intervals(
+    result: Backtest, step: pd.Timedelta | None, horizon: int, level: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split-conformal half-widths ``[horizon, node]`` and their scale by hour of the day
+    ``[24, node]`` (None for a daily or coarser ``step``, or none known) from a validation
+    backtest (:mod:`models.forecasters.intervals`)."""
+    from models.forecasters.base import conformal_halfwidth
+
+    residuals = result.actual - result.forecast.mean
+    plain = conformal_halfwidth(residuals, level)
+    if step is None:
+        return plain, None
+    origins = result.forecast.origins
+    hours = target_hours(result.timestamps, origins, horizon, step)
+    issued = result.timestamps.as_unit("ns").asi8[origins]
+    scale = hour_scale(residuals, hours)
+    crossed = None if scale is None else cross_scale(residuals, hours, issued)
+    if scale is None or crossed is None or not scale_helps(residuals, hours, issued, level):
+        return plain, None
+    return conformal_halfwidth(residuals, level, scale=crossed), scale
 
 
 def pooled(metrics: dict[str, Any], horizon: int | str, key: str = "rmse") -> float:

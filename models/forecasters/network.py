@@ -58,7 +58,7 @@ class NetworkForecaster(ForecasterBase):
             spec=self.input_spec(),
             device=self.device,
         )
-        return self.with_intervals(origins, mean)
+        return self.with_intervals(origins, mean, panel)
 
     def finish_network_fit(
         self, panel: SensorPanel, valid: SensorPanel | None, device: str
