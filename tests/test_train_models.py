@@ -105,6 +105,19 @@ def test_bundles_keep_the_best_validation_seed(run):
     )
 
 
+def test_metrics_and_report_say_how_the_intervals_covered(run):
+    out, document, _ = run
+    for entry in document["models"].values():  # every model here has intervals
+        pooled = entry["pooled"]["6"]
+        assert 0.0 <= pooled["coverage"] <= 1.0 and pooled["width"] > 0
+        assert 0.0 <= pooled["coverage_worst_hour"] <= pooled["coverage"]
+        assert "coverage" in entry["std"]["pooled"]["6"]
+    md = (out / "report.md").read_text()
+    assert "| interval coverage |" in md and "lowest share of any hour" in md
+    ar = document["models"]["ar"]["pooled"]["6"]
+    assert f"{ar['coverage']:.3f} ({ar['coverage_worst_hour']:.3f})" in md
+
+
 def test_report_has_table_and_embedded_plots(run):
     out, _, _ = run
     md = (out / "report.md").read_text()

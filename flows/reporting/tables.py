@@ -98,6 +98,14 @@ def format_number(value: float | None, digits: int = 3, std: float | None = None
     return f"{value:.{digits}f}"
 
 
+def _coverage(metrics: Mapping[str, Any]) -> str:
+    """``0.893 (0.742)``: coverage and its lowest hour; ``n/a`` without intervals."""
+    value, worst = metrics.get("coverage"), metrics.get("coverage_worst_hour")
+    if value is None or value != value:  # NaN
+        return "n/a"
+    return f"{value:.3f}" + ("" if worst is None or worst != worst else f" ({worst:.3f})")
+
+
 def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
     """MAE, RMSE and MAPE (%) per model at each reported horizon (pooled over steps 1..h).
 
@@ -122,11 +130,13 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
         )
         if any(key in entry for entry in models.values())
     ]
-    columns += [title for _, title in extras] + ["scored"]
+    covered = any("coverage" in entry["pooled"].get(horizons[-1], {}) for entry in models.values())
+    columns += [title for _, title in extras] + (["interval coverage"] if covered else [])
+    columns += ["scored"]
     groups = (
         ("", 1),
         *((horizon_label(h, freq), 3) for h in horizons),
-        *(("", 1) for _ in range(len(extras) + 1)),
+        *(("", 1) for _ in range(len(extras) + covered + 1)),
     )
     rows = []
     for name, entry in models.items():
@@ -153,12 +163,20 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
                 row.append(format_number(value, 1 if key == "fit_seconds" else 3))
         longest = max(entry["pooled"], key=int, default=None)
         last = entry["pooled"][longest] if longest is not None else {}
+        if covered:
+            row.append(_coverage(last))
         row.append(f"{int(last.get('count') or 0):,}")
         rows.append(row)
     note = (
         "Pooled over steps 1..h, original scale, missing targets not scored; MAPE skips "
-        "targets within 1 of zero (|y| < 1: zeros and near-zeros). 'scored' counts the targets "
+        "targets within 1 of zero (zeros and near-zeros). 'scored' counts the targets "
         "at each model's longest horizon; '-': beyond a model's horizon."
+        + (
+            " 'interval coverage': the share of those targets inside the model's central "
+            "90 % interval, and in brackets the lowest share of any hour of the day."
+            if covered
+            else ""
+        )
     )
     return Table(f"Model comparison ({what})", columns, rows, note, groups=groups)
 

@@ -628,10 +628,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.nanmean(arr)), std
 
 
+# What a backtest reports of a model's prediction intervals (models.metrics.interval_metrics).
+INTERVAL_KEYS = ("coverage", "width", "coverage_worst_hour")
+
+
 def summarise(result: ModelResult) -> dict[str, Any]:
     """The ``metrics.json`` entry of one model: means over seeds, their std under ``std``
-    (sample standard deviation, 0 for one seed), plus the error curve over all steps and,
-    for TGC-LSTM, whether each seed kept its graph path (``graph_path``)."""
+    (sample standard deviation, 0 for one seed), the intervals' coverage and width where
+    the model has intervals, plus the error curve over all steps and, for TGC-LSTM, whether
+    each seed kept its graph path (``graph_path``)."""
     metrics = [r.scores.metrics for r in result.runs]
     out: dict[str, Any] = {}
     std: dict[str, Any] = {}
@@ -639,7 +644,8 @@ def summarise(result: ModelResult) -> dict[str, Any]:
         out[kind], std[kind] = {}, {}
         for h in metrics[0][kind]:
             out[kind][h], std[kind][h] = {}, {}
-            for key in ("mae", "rmse", "mape", "accuracy", "r2"):
+            interval = INTERVAL_KEYS if all(k in metrics[0][kind][h] for k in INTERVAL_KEYS) else ()
+            for key in ("mae", "rmse", "mape", "accuracy", "r2", *interval):
                 mean, sd = _mean_std([m[kind][h][key] for m in metrics])
                 out[kind][h][key] = mean
                 std[kind][h][key] = sd
