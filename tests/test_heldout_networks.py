@@ -127,3 +127,15 @@ def test_the_sparse_and_signed_networks_load_as_their_kinds(tmp_path: Path) -> N
     assert (net < 0).any() and (net > 0).any()
     notes = " | ".join([*check_readings(grid), *check_graphs(grid, PLAN)])
     assert "runs one way" in notes, notes
+
+
+def test_a_counter_that_stopped_counting_is_named_and_quiet_nights_are_not(tmp_path: Path) -> None:
+    """C131 reads 0 for four days; every counter reads 0 through its quiet nights."""
+    from benchmarks.heldout_sparse_signed import main as make
+
+    make(["--out", str(tmp_path)])
+    counters = load_dataset(f"csv:{tmp_path / 'counters.csv'}")
+    notes = [n for n in check_readings(counters) if "read 0 for" in n]
+    assert len(notes) == 1 and "1 sensor(s)" in notes[0] and "'C131'" in notes[0], notes
+    substations = load_dataset(f"csv:{tmp_path / 'substations.csv'}")
+    assert not [n for n in check_readings(substations) if "read 0 for" in n]

@@ -270,6 +270,8 @@ MISSING_SHARE_NOTED = 0.10
 # noted as a sensor that may have frozen (a note's trigger, not a fitted value).
 STUCK_STEPS = 36
 STUCK_HOURS = 3.0
+# Zeros in a row for over a day and this many times the network's median longest run.
+ZERO_RUN_TIMES = 3.0
 
 
 def check_readings(panel: SensorPanel) -> list[str]:
@@ -318,6 +320,7 @@ def check_readings(panel: SensorPanel) -> list[str]:
         *_zeros_note(values, panel.sensor_ids),
         *_missing_note(values, panel.sensor_ids),
         *_stuck_note(values, panel),
+        *_zero_run_note(values, panel),
     ]
 
 
@@ -378,10 +381,7 @@ def _stuck_note(values: np.ndarray, panel: SensorPanel) -> list[str]:
     step_h = panel.freq.total_seconds() / 3600.0 if panel.freq is not None else 0.0
     need = max(STUCK_STEPS, int(np.ceil(STUCK_HOURS / step_h)) if step_h > 0 else 0)
     same = (values[1:] == values[:-1]) & (values[1:] != 0)  # [time - 1, node]; NaN: False
-    # Longest run of True per column: positions since the last False, maximised.
-    index = np.arange(1, same.shape[0] + 1)[:, None]
-    last_break = np.maximum.accumulate(np.where(same, 0, index), axis=0)
-    longest = (index - last_break).max(axis=0) + 1  # readings in the run  [node]
+    longest = _longest_runs(same) + 1  # readings in the run  [node]
     worst = _worst(panel.sensor_ids, longest, need, "{} steps")
     if worst is None:
         return []
@@ -391,6 +391,36 @@ def _stuck_note(values: np.ndarray, panel: SensorPanel) -> list[str]:
         f"({shown}): a frozen sensor, or a gap filled with the last value, looks like "
         "this (so does a reading held at a limit, such as a full car park, which is "
         "real); leave such stretches empty if they are not readings"
+    ]
+
+
+def _longest_runs(flags: np.ndarray) -> np.ndarray:
+    """The longest run of True in each column of ``flags`` (``[time, node]``): int ``[node]``."""
+    index = np.arange(1, flags.shape[0] + 1)[:, None]
+    last_break = np.maximum.accumulate(np.where(flags, 0, index), axis=0)
+    return (index - last_break).max(axis=0, initial=0)
+
+
+def _zero_run_note(values: np.ndarray, panel: SensorPanel) -> list[str]:
+    """A note naming sensors whose readings are 0 for longer than a day and
+    :data:`ZERO_RUN_TIMES` times the network's typical longest run of zeros (a counter
+    that stopped counting; quiet nights of a counter are the typical run)."""
+    if panel.n_time < 2 or panel.freq is None:
+        return []
+    longest = _longest_runs(values == 0)  # NaN: not 0
+    if not longest.any():
+        return []
+    day = int(np.ceil(86_400.0 / panel.freq.total_seconds()))
+    need = max(day, int(ZERO_RUN_TIMES * np.median(longest)))
+    worst = _worst(panel.sensor_ids, longest, need, "{} steps")
+    if worst is None:
+        return []
+    count, shown = worst
+    return [
+        f"note: {count} sensor(s) read 0 for {need} steps or more in a row ({shown}), "
+        f"{ZERO_RUN_TIMES:g} times longer than the network's sensors typically do: a counter "
+        "that stopped counting reads like this; leave such stretches empty if they are not "
+        "readings"
     ]
 
 
