@@ -148,3 +148,182 @@ def test_readings_ahead_of_a_clock_set_back_name_this_machine_s_clock(
     message = dict(letter.headers)["error.message"].decode()
     machine = world.live.timestamps[0] - pd.Timedelta(hours=2)
     assert machine.isoformat(timespec="seconds") in message and "this machine's" in message
+
+
+class _Outbox:
+    """Just what a retry does with the outbox: drop what the failed batch queued."""
+
+    def abort(self) -> None:
+        pass
+
+
+def test_a_failing_store_transaction_names_the_store_and_cause_and_one_traceback(
+    world, tmp_path, caplog, monkeypatch
+):
+    """Another program holds a write transaction on the store: every retry logged the
+    whole traceback and neither the store nor the likely cause. ``batch_failed`` now
+    names both in one line, with the traceback only the first time the error comes (and
+    again for another error)."""
+    import logging
+    import sqlite3
+
+    from pipeline.service.processor import PollReport
+    from pipeline.service.store_rows import Batch
+    from pipeline.settings import load_settings
+
+    path = tmp_path / "store.sqlite"
+    service = ForecastService(load_settings(store_path=path), CONFIG, load_bundles(world.bundles))
+    monkeypatch.setattr(service, "recover", lambda consumer, outbox, stop: outbox)
+    monkeypatch.setattr(logging.getLogger("roadcast"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="roadcast.service")
+    stop = threading.Event()
+    stop.set()  # no backoff wait
+    locker = sqlite3.connect(path, isolation_level=None)
+    try:
+        service.store._db.execute("PRAGMA busy_timeout=0")
+        locker.execute("BEGIN IMMEDIATE")
+        for _ in range(3):
+            with pytest.raises(sqlite3.OperationalError, match="locked") as failed:
+                service._store(PollReport(), Batch())
+            service._retry(None, _Outbox(), stop, failed.value)
+        readiness = service._store_error
+        service._retry(None, _Outbox(), stop, sqlite3.OperationalError("database or disk is full"))
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+        service.store.close()
+    logged = [r for r in caplog.records if r.getMessage() == "batch_failed"]
+    fields = [r.fields for r in logged]  # type: ignore[attr-defined]
+    assert [f["store"] for f in fields] == [str(path)] * 4
+    assert all("another process holds a write transaction" in f["cause"] for f in fields[:3])
+    assert "disk (or quota) holding the store is full" in fields[3]["cause"]
+    assert [r.exc_info is not None for r in logged] == [True, False, False, True]
+    assert readiness is not None and "another process holds a write transaction" in readiness
+
+
+@pytest.mark.integration
+def test_a_batch_mostly_ahead_of_this_machine_s_clock_warns_once_and_is_counted(
+    world, kafka_settings, tmp_path, caplog, monkeypatch
+):
+    """This machine's clock set back two hours: every reading was dead-lettered as
+    ``future_timestamp`` while nothing said the clock may be this machine's. A batch
+    mostly refused so now logs ``clock_behind_suspected`` (this machine's time, the
+    readings' median), at most once per CLOCK_WARN_EVERY_S, and each such batch counts
+    in ``roadcast_errors_total{kind="clock_suspect_batches"}``."""
+    import logging
+
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    from pipeline.kafka.clients import make_producer
+    from pipeline.kafka.outbox import Outbox
+    from pipeline.kafka.schema import encode_readings_batch
+    from pipeline.service.metrics import ServiceMetrics
+
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    metrics = ServiceMetrics(process=False)
+    service = ForecastService(settings, CONFIG, load_bundles(world.bundles), metrics=metrics)
+    monkeypatch.setattr(logging.getLogger("roadcast"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="roadcast.service")
+    stamps = world.live.timestamps
+
+    def record(offset: int) -> ConsumerRecord:
+        value = encode_readings_batch(
+            stamps[offset].to_pydatetime(), {s: 50.0 for s in world.live.sensor_ids}
+        )
+        return ConsumerRecord(
+            topic=settings.topic_readings, partition=0, leader_epoch=-1, offset=offset,
+            timestamp=-1, timestamp_type=0, key=None, value=value, headers=[], checksum=None,
+            serialized_key_size=-1, serialized_value_size=-1, serialized_header_size=-1,
+        )  # fmt: skip
+
+    tp = TopicPartition(settings.topic_readings, 0)
+    behind_ns = stamps[0].value - 2 * 3_600_000_000_000
+    outbox = Outbox(make_producer(settings))
+    reports = []
+    try:
+        for first in (0, 3):  # two batches of 3 records of 4 sensors: 12 readings each
+            batch = {tp: [record(first + k) for k in range(3)]}
+            report, rows = service.process(batch, outbox, now_ns=behind_ns)
+            outbox.flush(60)
+            service.finish(report, rows, flushed_at_ms=behind_ns // 1_000_000)
+            reports.append(report)
+    finally:
+        outbox.close(60)
+        service.store.close()
+    assert [r.counts["dead_lettered"] for r in reports] == [3, 3]
+    assert [r.counts["clock_suspect_batches"] for r in reports] == [1, 1]
+    warned = [r for r in caplog.records if r.getMessage() == "clock_behind_suspected"]
+    assert len(warned) == 1, "rate-limited: one line for both batches"
+    fields = warned[0].fields  # type: ignore[attr-defined]
+    machine = (stamps[0] - pd.Timedelta(hours=2)).isoformat(timespec="seconds")
+    assert fields["machine_clock"] == machine
+    assert fields["readings_median"] == stamps[1].isoformat(timespec="seconds")
+    assert "this machine's clock" in fields["hint"]
+    sample = {"kind": "clock_suspect_batches"}
+    assert metrics.registry.get_sample_value("roadcast_errors_total", sample) == 2
+
+
+@pytest.mark.integration
+def test_a_store_of_another_network_is_refused_before_the_group_join(
+    world, kafka_settings, tmp_path
+):
+    """``roadcast serve`` on a store of another sensor network was refused only after it
+    had created the topics and joined the consumer group (every other member
+    rebalancing for a service that then exits). The pre-flight now refuses it: no topic
+    created, no join."""
+    from pipeline.kafka.clients import make_admin
+    from tests.service_support import start_service, store_with
+    from tests.waiting import WAIT_S
+
+    ts_ms = int(world.live.timestamps[5].value // 1_000_000)
+    tick_ms = int(world.live.timestamps.freq.nanos // 1_000_000)
+    store = store_with(
+        tmp_path / "store.sqlite",
+        "INSERT INTO sensors(id, name) VALUES (1, 'east-1'), (2, 'east-2')",
+        f"INSERT INTO readings VALUES ({ts_ms}, 1, 50.0, {ts_ms}), ({ts_ms}, 2, 51.0, {ts_ms})",
+        f"INSERT INTO state VALUES ('tick_ms', {tick_ms}), ('last_closed', {ts_ms // tick_ms}),"
+        f" ('max_ts_ns', {ts_ms * 1_000_000}), ('watermark_ns', {ts_ms * 1_000_000})",
+    )
+    log = tmp_path / "service.log"
+    proc = start_service(kafka_settings, world.bundles, store, log)
+    try:
+        code = proc.wait(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert "holds the readings of another sensor network (east-1, east-2" in text
+    assert "Traceback" not in text
+    for event in ("group_joined", "waiting_for_group", "partitions_assigned"):
+        assert f'"event": "{event}"' not in text, event
+    admin = make_admin(kafka_settings)
+    try:
+        assert kafka_settings.topic_readings not in admin.list_topics()  # never touched
+    finally:
+        admin.close()
+
+
+def test_a_read_only_store_is_refused_by_the_pre_flight(world, tmp_path, monkeypatch, capsys):
+    """A store file this service's user cannot write (as root, the OS would let it:
+    ``os.access`` stands in for another user) was refused only once the store opened,
+    after the group join; the pre-flight refuses it now."""
+    import os
+
+    import typer
+
+    from flows.cli.streaming import _preflight
+    from tests.service_support import store_with
+
+    store = store_with(tmp_path / "store.sqlite")
+    access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: access(p, mode) and not (p == store and mode & os.W_OK)
+    )
+    config = ServiceConfig(tick=world.live.timestamps.freq)
+    with pytest.raises(typer.Exit):
+        _preflight(world.bundles, store, None, config)
+    assert f"the store {store} is read-only" in capsys.readouterr().err

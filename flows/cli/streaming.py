@@ -427,30 +427,62 @@ def _models_grid(
 def _preflight(model_dir: Path, store: Path, endpoints: Any, config: Any) -> None:
     """Refuse, before joining the consumer group (whose members would rebalance twice for
     a service that then exits), a models folder without bundles, an existing file that
-    is no roadcast store, and a store written at other ticks than ``config``'s (a
-    ``ServiceConfig``); the bundles themselves are checked as they load."""
+    is no roadcast store, a store the service could not write (read-only), one written
+    at other ticks than ``config``'s (a ``ServiceConfig``) and one of another sensor
+    network; the bundles themselves are checked as they load (and the store again as
+    it opens)."""
     from pipeline.model_dir import BundleDirError, discover_bundles, no_bundles
-    from pipeline.service.state import grid_problem
-    from pipeline.service.store import Store, StoreError
+    from pipeline.service.state import grid_problem, network_problem
+    from pipeline.service.store import Store, StoreError, read_only_problem
     from pipeline.service.store_reads import check_store
 
     try:
-        if not discover_bundles(model_dir):
+        paths = discover_bundles(model_dir)
+        if not paths:
             raise no_bundles(model_dir)
+        if (problem := read_only_problem(store)) is not None:
+            raise StoreError(problem)
         if store.is_dir() or (store.is_file() and store.stat().st_size > 0):  # new: created
             check_store(store)
-            with Store(store, readonly=True) as db:
-                state = db.state()
             freq_ms, offset_ms = (
                 int(d.value // 1_000_000) for d in (config.tick, config.tick_offset)
             )
-            if (problem := grid_problem(state, store, freq_ms, offset_ms)) is not None:
+            sensors, window = _bundles_sensors(paths, config.only)
+            with Store(store, readonly=True) as db:
+                problem = grid_problem(db.state(), store, freq_ms, offset_ms)
+                if problem is None and sensors:
+                    problem = network_problem(
+                        db, store, sensors, freq_ms=freq_ms, offset_ms=offset_ms, window=window
+                    )
+            if problem is not None:
                 raise StoreError(problem)
     except (BundleDirError, StoreError) as exc:
         if endpoints is not None:
             endpoints.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _bundles_sensors(paths: list[Path], only: tuple[str, ...]) -> tuple[list[str], int]:
+    """The sensors of the bundles at ``paths`` (those named in ``only``, when given) and
+    their longest window, from their configs; ``([], 0)`` when one cannot be read (its
+    own checks refuse it as it loads)."""
+    import json
+
+    from pipeline.model_dir import CONFIG
+
+    sensors: dict[str, None] = {}
+    window = 0
+    for path in paths:
+        try:
+            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+            if only and config.get("model") not in only:
+                continue
+            sensors.update(dict.fromkeys(str(s) for s in config["sensor_ids"]))
+            window = max(window, int(config["window"]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return [], 0
+    return list(sensors), window
 
 
 def status(

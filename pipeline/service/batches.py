@@ -38,6 +38,7 @@ from pipeline.service.health import Health
 from pipeline.service.hooks import AlertHook, RestorableAlertHook
 from pipeline.service.model_set import Versioned
 from pipeline.service.processor import PollProcessor, PollReport
+from pipeline.service.store import StoreError, failure_hint
 from pipeline.service.store_rows import Batch
 from pipeline.settings import Settings
 
@@ -98,6 +99,7 @@ class BatchHandler(PollProcessor):
         self._store_error: str | None = None  # the last store transaction's failure
         self._unsettled = False  # a failed batch waits for its replay: no swap before it
         self._failures = 0  # batches failed in a row, for the backoff
+        self._traced_error: str | None = None  # the last failure logged with its traceback
         self._unstored: Counter[str] = Counter()  # see _count
         self._pruned_ms = -(2**62)  # the last cutoff applied to the store
         # The dead-letter topic's max.message.bytes, read at start (ForecastService.run).
@@ -170,7 +172,10 @@ class BatchHandler(PollProcessor):
         try:
             self.finish(report, batch, flushed_at_ms=time.time_ns() // 1_000_000)
         except (sqlite3.Error, OSError) as exc:
-            self._store_error = f"the last store transaction failed: {describe_error(exc)}"
+            hint = failure_hint(exc)
+            self._store_error = f"the last store transaction failed: {describe_error(exc)}" + (
+                f"; {hint}" if hint else ""
+            )
             raise
         self._store_error = None
         self._unstored.clear()
@@ -221,6 +226,7 @@ class BatchHandler(PollProcessor):
                 return self._retry(consumer, outbox, stop, exc)
             return self.isolate(records, outbox, consumer, stop, exc)
         self._failures = 0
+        self._traced_error = None
         return outbox
 
     def _retry(
@@ -230,15 +236,31 @@ class BatchHandler(PollProcessor):
         self._failures += 1
         delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self._failures - 1))
         self._count("batch_retries")
+        error = describe_error(exc)
+        fields: dict[str, object] = {"error": error, **self._store_fields(exc)}
+        fields |= {"retry_in_s": delay, "failures_in_a_row": self._failures}
+        # The traceback once per error (every time at debug level): a lasting outage
+        # repeats the error with every retry.
+        traced = error != self._traced_error or log.isEnabledFor(logging.DEBUG)
+        self._traced_error = error
         log.error(
             "batch_failed",
-            extra={"fields": {"error": describe_error(exc), "retry_in_s": delay}},
-            exc_info=not isinstance(exc, PublishError),
+            extra={"fields": fields},
+            exc_info=exc if traced and not isinstance(exc, PublishError) else None,
         )
         outbox.abort()
         self.health.expect_pause(delay)
         stop.wait(delay)
         return self.recover(consumer, outbox, stop)
+
+    def _store_fields(self, exc: BaseException) -> dict[str, str]:
+        """``store`` and, for the known SQLite and OS errors, ``cause`` (the likely cause
+        and what to do) of a failure that is the store's; nothing for others."""
+        hint = failure_hint(exc)
+        if hint is None and not isinstance(exc, sqlite3.Error | StoreError):
+            return {}
+        fields = {"store": str(self.settings.store_path)}
+        return fields | ({"cause": hint} if hint is not None else {})
 
     def isolate(
         self,
@@ -379,7 +401,8 @@ class BatchHandler(PollProcessor):
                     self.restore()
                 return
             except Exception as exc:
-                log.error("restore_failed", extra={"fields": {"error": describe_error(exc)}})
+                fields = {"error": describe_error(exc), **self._store_fields(exc)}
+                log.error("restore_failed", extra={"fields": fields})
                 self.health.expect_pause(delay)
                 if stop.wait(delay):
                     raise

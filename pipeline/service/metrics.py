@@ -46,7 +46,7 @@ MAE_TICKS = 288
 _ERROR_KINDS = (
     "batch_retries", "recoveries", "batch_isolations", "alert_hook_errors", "alerts_invalid",
     "dead_letters_unsent", "topics_recreated", "forecasts_nonfinite", "group_rejoins",
-    "store_prunes_failed",
+    "store_prunes_failed", "clock_suspect_batches",
 )  # fmt: skip
 
 

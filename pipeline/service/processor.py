@@ -52,6 +52,12 @@ log = logging.getLogger("roadcast.service")
 # the record, or after it, is not believed: the read time stands in for it (latency,
 # ``readings.arrived_ms``, the grace's start).
 MAX_RECORD_AGE_MS = 30 * 24 * 3600 * 1000
+# A batch of at least CLOCK_SUSPECT_MIN_READINGS readings of which at least half are more
+# than ``--max-clock-skew`` ahead of this machine's clock (``future_timestamp``) suggests
+# this machine's clock is behind: warned at most once per CLOCK_WARN_EVERY_S of
+# processing time, every such batch counted (``clock_suspect_batches``).
+CLOCK_SUSPECT_MIN_READINGS = 10
+CLOCK_WARN_EVERY_S = 10 * 60.0
 
 
 @dataclass
@@ -172,6 +178,7 @@ class PollProcessor(ServiceState):
         partial = {i: p for i, p in decoded.partial.items() if i not in future_set}
         for index, (reason, detail) in partial.items():
             self.decoder.dead_letter(outbox, decoded.messages[index], reason, detail, counts)
+        self._suspect_clock(ts_ns, (status == FUTURE) & clock, now_ns, now_s, counts)
         counts["valid"] += len(decoded.messages) - len(future) - len(partial)
         counts["readings"] += int(np.count_nonzero(status != FUTURE))
         counts["duplicate"] += int(np.count_nonzero(status == DUPLICATE))
@@ -205,6 +212,41 @@ class PollProcessor(ServiceState):
         return spans
 
     _conflict_warned = False
+    _clock_warned_s: float | None = None
+
+    def _suspect_clock(
+        self,
+        ts_ns: np.ndarray,
+        ahead: np.ndarray,
+        now_ns: int,
+        now_s: float,
+        counts: Counter[str],
+    ) -> None:
+        """Count, and warn at most once per :data:`CLOCK_WARN_EVERY_S`, a batch in which
+        most readings (``ts_ns``) were refused as ahead of this machine's clock (``ahead``,
+        bool ``[n]``): this machine's clock may be behind rather than every sensor's ahead.
+        Readiness is left alone: the sensors' clocks may be the ones at fault."""
+        refused = int(np.count_nonzero(ahead))
+        if len(ts_ns) < CLOCK_SUSPECT_MIN_READINGS or 2 * refused < len(ts_ns):
+            return
+        counts["clock_suspect_batches"] += 1
+        last = self._clock_warned_s
+        if last is not None and now_s - last < CLOCK_WARN_EVERY_S:
+            return
+        self._clock_warned_s = now_s
+        median_ns = int(np.median(ts_ns))
+        fields = {
+            "machine_clock": pd.Timestamp(now_ns, tz="UTC").isoformat(timespec="seconds"),
+            "readings_median": pd.Timestamp(median_ns, tz="UTC").isoformat(timespec="seconds"),
+            "refused": refused,
+            "readings": len(ts_ns),
+            "max_clock_skew": str(self.config.max_clock_skew),
+            "hint": "most readings of a batch are ahead of this machine's clock by more than "
+            "--max-clock-skew (dead-lettered as future_timestamp): check this machine's "
+            "clock (timedatectl, NTP) first, then the sensors'; warned at most every "
+            f"{CLOCK_WARN_EVERY_S / 60:.0f} minutes",
+        }
+        log.warning("clock_behind_suspected", extra={"fields": fields})
 
     def _warn_conflict(self, col: int, ts_ns: int) -> None:
         """Say once that a sensor sent another value for a tick it had a reading of (the

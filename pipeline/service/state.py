@@ -76,6 +76,38 @@ def grid_problem(
     return None
 
 
+def network_problem(
+    store: Store,
+    path: object,
+    sensor_ids: Sequence[str],
+    *,
+    freq_ms: int,
+    offset_ms: int,
+    window: int,
+) -> str | None:
+    """Why ``store`` (at ``path``), whose readings a restart reads back (``window`` ticks
+    of ``freq_ms`` at ``offset_ms`` up to its last closed one) are all of sensors other
+    than ``sensor_ids``, cannot be served: its ticks and watermark are another network's,
+    and this network's readings would be late or mixed in with them. None when it can."""
+    state = store.state()
+    if state.get("max_ts_ns") is None:
+        return None  # a new store
+    last_closed = _int_or_none(state.get("last_closed"))
+    since_ms = int(np.iinfo(np.int64).min)
+    if last_closed is not None:
+        since_ms = offset_ms + (last_closed - window + 1) * freq_ms
+    stored = np.unique(store.readings_since(since_ms).sensors)
+    names = store.sensor_names()
+    theirs = sorted({names.get(int(s), str(s)) for s in stored})
+    if not theirs or not set(theirs).isdisjoint(sensor_ids):
+        return None
+    return (
+        f"the store {path} holds the readings of another sensor network ({_few(theirs)}; "
+        f"the models serve {_few(list(sensor_ids))}): give this service a store of its own "
+        "(--store), or serve that network's models"
+    )
+
+
 class ServiceState:
     """The service's state between poll batches (see the module docstring).
 
@@ -183,7 +215,15 @@ class ServiceState:
         cols = np.array([col_of_store.get(int(s), -1) for s in rows.sensors], dtype=np.int64)
         keep = cols >= 0  # sensors of bundles no longer loaded are left out
         if len(keep) and not keep.any():
-            raise ValueError(self._other_network(rows.sensors))
+            problem = network_problem(
+                self.store,
+                self.settings.store_path,
+                self.sensor_ids,
+                freq_ms=self.freq_ms,
+                offset_ms=self.offset_ms,
+                window=self.window,
+            )
+            raise ValueError(problem or "the store holds no reading of the served sensors")
         self.assembler.restore(
             first_tick=_int_or_none(state.get("first_tick")),
             last_closed=last_closed,
@@ -208,18 +248,6 @@ class ServiceState:
             },
         )
         self._restore_alerts(last_closed)
-
-    def _other_network(self, stored: np.ndarray) -> str:
-        """Why a store whose latest readings are all of sensors no served model knows
-        (``stored``, store ids) cannot be served: its ticks and watermark are another
-        network's, and this network's readings would be late or mixed in with them."""
-        names = self.store.sensor_names()
-        theirs = sorted({names.get(int(s), str(s)) for s in np.unique(stored)})
-        return (
-            f"the store {self.settings.store_path} holds the readings of another sensor "
-            f"network ({_few(theirs)}; the models serve {_few(list(self.sensor_ids))}): "
-            "give this service a store of its own (--store), or serve that network's models"
-        )
 
     def reopen_store(self) -> bool:
         """Open the store again when its file was deleted or replaced since it was opened

@@ -57,6 +57,7 @@ The row types that :meth:`Store.write` takes and the reads return are in
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -71,7 +72,14 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from pipeline.service.store_rows import AlertRow, Batch, ReadingRows, TickRow, VersionRow
+from pipeline.service.store_rows import (
+    AlertRow,
+    Batch,
+    ForecastRows,
+    ReadingRows,
+    TickRow,
+    VersionRow,
+)
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = ("1", "2")  # schema 1 is read as it is, and upgraded by a writer
@@ -352,10 +360,8 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if exclusive:
                 self._held = _lock(self.path)
-            if self.path.exists() and not os.access(self.path, os.W_OK):
-                raise StoreError(
-                    f"the store {self.path} is read-only; give roadcast serve a writable file"
-                )
+            if (problem := read_only_problem(self.path)) is not None:
+                raise StoreError(problem)
             db = self._db = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30, check_same_thread=False
             )
@@ -604,6 +610,42 @@ class Store:
                         for v in batch.versions
                     ],
                 )
+
+    def add_forecasts(self, forecasts: Sequence[ForecastRows]) -> list[str]:
+        """Store each forecast whose model has none issued at the same tick, in one
+        transaction (a forecast already there stays as it is); returns the models stored.
+        Of two writers racing for a tick, only one stores a model's forecast.
+
+        Raises
+        ------
+        StoreReplaced
+            When the store's file was deleted or replaced (nothing is written).
+        """
+        if (reason := self.replaced()) is not None:
+            raise StoreReplaced(reason)
+        blocks = [fc for fc in forecasts if len(fc.sensors)]
+        model_ids = {fc.model: self.model_key(fc.model) for fc in blocks}
+        stored = []
+        with self._transaction() as db:
+            for fc in blocks:
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO forecast_blocks VALUES(?,?,?,?,?,?)",
+                    (model_ids[fc.model], int(fc.issued_ms), _json(fc.sensors),
+                     _json(fc.yhat), _json(fc.lo), _json(fc.hi)),
+                ).rowcount  # fmt: skip
+                if inserted:
+                    stored.append(fc.model)
+        return stored
+
+    def remove_forecasts(self, forecasts: Sequence[ForecastRows]) -> None:
+        """Delete these forecasts where the store still holds them as they are (same
+        model, tick and values: one another writer stored since stays)."""
+        model_ids = {fc.model: self.model_key(fc.model) for fc in forecasts}
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM forecast_blocks WHERE model=? AND issued_at=? AND yhat=?",
+                [(model_ids[fc.model], int(fc.issued_ms), _json(fc.yhat)) for fc in forecasts],
+            )
 
     def prune(self, before_ms: int, *, span_ms: int) -> tuple[int, dict[str, int]]:
         """Delete what lies before ``before_ms`` (readings, corrections, ticks, forecasts,
@@ -969,6 +1011,76 @@ def _parse_block(
         with np.errstate(over="ignore"):  # beyond float32: inf, which is not a forecast
             arrays.append(values.astype(np.float32))
     return ids.astype(np.int64), arrays
+
+
+# The likely cause of a store failure and what to do, by what SQLite or the OS says.
+_FAILURE_HINTS: tuple[tuple[tuple[str, ...], tuple[int, ...], str], ...] = (
+    (
+        ("database is locked", "database table is locked"),
+        (),
+        "another process holds a write transaction on the store (an open sqlite3 shell, a "
+        "backup or a report writing to it): end that transaction or stop that program",
+    ),
+    (
+        ("database or disk is full", "no space left"),
+        (errno.ENOSPC, errno.EDQUOT),
+        "the disk (or quota) holding the store is full: free space there, or keep less "
+        "with --retain",
+    ),
+    (
+        ("readonly database", "read-only file system", "permission denied"),
+        (errno.EACCES, errno.EPERM, errno.EROFS),
+        "the store file, its -wal/-shm files or its folder became read-only for this "
+        "service's user: make them writable again",
+    ),
+    (
+        ("malformed", "file is not a database"),
+        (),
+        "the store file is damaged: stop the service, then restore a backup or give it "
+        "another --store",
+    ),
+    (
+        ("disk i/o error", "unable to open database file"),
+        (errno.EIO,),
+        "the disk or file system holding the store failed (a network mount gone, a disk "
+        "error): check it and the system log",
+    ),
+)
+
+
+def failure_hint(exc: BaseException) -> str | None:
+    """The likely cause of a store failure ``exc`` and what to do, for the known SQLite
+    and OS errors; None for others (not the store's, or not known)."""
+    if isinstance(exc, StoreReplaced):
+        return "the file was deleted or replaced: the service opens a store at the path again"
+    if not isinstance(exc, sqlite3.Error | OSError):
+        return None
+    text = str(exc).lower()
+    code = exc.errno if isinstance(exc, OSError) else None
+    for needles, codes, hint in _FAILURE_HINTS:
+        if code in codes or any(n in text for n in needles):
+            return hint
+    return None
+
+
+def read_only_problem(path: Path) -> str | None:
+    """Why the service could not write the store at ``path``: the file, its -wal/-shm
+    files or (for those, created at the first write) its folder read-only; None when
+    it can (or there is nothing there yet to check)."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"the store {path} is read-only; give roadcast serve a writable file"
+    logs = [path.with_name(path.name + end) for end in ("-wal", "-shm")]
+    for log_file in logs:
+        if log_file.exists() and not os.access(log_file, os.W_OK):
+            return f"the store's log {log_file} is read-only; make it writable for roadcast serve"
+    folder = path.parent
+    missing = not all(p.exists() for p in logs)
+    if missing and folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"the store's folder {folder} is read-only (SQLite creates the store's -wal and "
+            "-shm files there); make it writable for roadcast serve or pass another --store"
+        )
+    return None
 
 
 def no_store_message(path: Path) -> str:
