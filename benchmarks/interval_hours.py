@@ -27,11 +27,10 @@ import pandas as pd
 
 from benchmarks.common import shared_data_dir, write_result
 from flows.reporting.text import print_table
-from models.forecasters.base import conformal_halfwidth
 from models.forecasters.comparison import TrainPlan, split_panel
 from models.forecasters.evaluation import backtest, calibrate_intervals, validation_backtest
 from models.forecasters.factory import build_model
-from models.forecasters.intervals import interval_score, scale_at, target_hours
+from models.forecasters.intervals import conformal_halfwidth, interval_score, scale_at, target_hours
 from models.metrics import interval_metrics
 from models.panel import SensorPanel
 from pipeline.data.datasets import load_dataset

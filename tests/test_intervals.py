@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from models.forecasters.base import conformal_halfwidth
 from models.forecasters.baselines import Persistence
 from models.forecasters.evaluation import backtest
-from models.forecasters.intervals import hour_scale, target_hours
+from models.forecasters.intervals import conformal_halfwidth, hour_scale, target_hours
 from models.forecasters.registry import load_model
 from models.metrics import interval_metrics
 from models.panel import SensorPanel

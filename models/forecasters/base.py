@@ -111,46 +111,6 @@ def sensor_floor(values: np.ndarray) -> np.ndarray | None:
     return None if np.isneginf(floor).all() else floor
 
 
-def conformal_halfwidth(
-    residuals: np.ndarray,
-    level: float,
-    *,
-    min_count: int = 10,
-    scale: np.ndarray | None = None,
-) -> np.ndarray:
-    """Split-conformal half-widths from validation residuals.
-
-    ``residuals`` is ``[n, horizon, node]`` (NaN where the target was missing). Returns
-    float32 ``[horizon, node]``: the ``ceil((n+1) level) / n`` empirical quantile of
-    ``|residual|`` (divided by ``scale``, ``[n, horizon, node]``, when given: normalised
-    conformal, :mod:`models.forecasters.intervals`) per step and sensor. A sensor with
-    fewer than ``min_count`` scored residuals at a step takes the pooled quantile of that
-    step, so intervals exist for every sensor.
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"interval level must be in (0, 1), got {level}")
-    abs_res = np.abs(residuals.astype(np.float64))
-    if scale is not None:
-        abs_res = abs_res / scale
-    count = np.isfinite(abs_res).sum(axis=0)  # [horizon, node]
-    q = np.minimum(1.0, np.ceil((count + 1) * level) / np.maximum(count, 1))
-    per_sensor = np.full(count.shape, np.nan)
-    for h in range(abs_res.shape[1]):
-        col = abs_res[:, h, :]
-        sorted_col = np.sort(col, axis=0)  # NaN sorts last
-        idx = np.clip(np.ceil(q[h] * count[h]).astype(int) - 1, 0, None)
-        ok = count[h] >= min_count
-        per_sensor[h, ok] = sorted_col[idx[ok], np.nonzero(ok)[0]]
-        pooled = col[np.isfinite(col)]
-        fallback = (
-            np.quantile(pooled, min(1.0, level * (1 + 1 / max(len(pooled), 1))))
-            if len(pooled)
-            else 0.0
-        )
-        per_sensor[h, ~ok] = fallback
-    return per_sensor.astype(np.float32)
-
-
 class ForecasterBase:
     """Shared behaviour for registered models. Subclasses set the class constants,
     implement ``fit``, ``predict_batch``, ``save`` and ``load``."""
@@ -212,15 +172,6 @@ class ForecasterBase:
             upper=pick(batch.upper),
             level=batch.level,
         )
-
-    def calibrate(self, valid: SensorPanel) -> None:
-        """Fit split-conformal half-widths on the validation part (never the test part)."""
-        origins = window_origins(valid.n_time, self.window, self.horizon)
-        if len(origins) == 0:
-            return
-        batch = self.predict_batch(valid, origins)
-        residuals = target_windows(valid.values, origins, self.horizon) - batch.mean
-        self.halfwidth = conformal_halfwidth(residuals, self.level)
 
     def floored(self, values: np.ndarray) -> np.ndarray:
         """``values`` (``[..., node]``) raised to each sensor's :attr:`floor`: a quantity

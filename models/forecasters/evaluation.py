@@ -24,7 +24,13 @@ import pandas as pd
 
 from models.bundle import grid_offset, step_seconds
 from models.forecasters.base import BatchForecast, Forecaster, ForecasterBase, target_windows
-from models.forecasters.intervals import cross_scale, hour_scale, scale_helps, target_hours
+from models.forecasters.intervals import (
+    conformal_halfwidth,
+    cross_scale,
+    hour_scale,
+    scale_helps,
+    target_hours,
+)
 from models.metrics import DEFAULT_HORIZONS, interval_metrics, report_horizons, score_batch
 from models.panel import SensorPanel
 
@@ -221,8 +227,6 @@ def calibrate_intervals(
     """Split-conformal half-widths ``[horizon, node]`` and their scale by hour of the day
     ``[24, node]`` (None for a daily or coarser ``step``, or none known) from a validation
     backtest (:mod:`models.forecasters.intervals`)."""
-    from models.forecasters.base import conformal_halfwidth
-
     residuals = result.actual - result.forecast.mean
     plain = conformal_halfwidth(residuals, level)
     if step is None:

@@ -1,6 +1,6 @@
 """Prediction intervals whose width follows the hour of the day.
 
-Split-conformal half-widths (:func:`models.forecasters.base.conformal_halfwidth`) are one
+Split-conformal half-widths (:func:`conformal_halfwidth`) are one
 width per step and sensor. Forecast errors are not: a commuter road's are largest at the
 rush hours, a substation's with rooftop solar around noon, and nearly nil at night, so one
 width over-covers the night and under-covers the peaks. Here the validation residuals set
@@ -46,6 +46,46 @@ def target_hours(
     issued = timestamps.as_unit("ns").asi8[np.asarray(origins, dtype=np.int64)]  # ns, UTC
     ahead = (np.arange(1, horizon + 1, dtype=np.int64) * int(step.value))[None, :]
     return ((issued[:, None] + ahead) // _HOUR_NS) % HOURS
+
+
+def conformal_halfwidth(
+    residuals: np.ndarray,
+    level: float,
+    *,
+    min_count: int = 10,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Split-conformal half-widths from validation residuals.
+
+    ``residuals`` is ``[n, horizon, node]`` (NaN where the target was missing). Returns
+    float32 ``[horizon, node]``: the ``ceil((n+1) level) / n`` empirical quantile of
+    ``|residual|`` (divided by ``scale``, ``[n, horizon, node]``, when given: normalised
+    conformal, :mod:`models.forecasters.intervals`) per step and sensor. A sensor with
+    fewer than ``min_count`` scored residuals at a step takes the pooled quantile of that
+    step, so intervals exist for every sensor.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"interval level must be in (0, 1), got {level}")
+    abs_res = np.abs(residuals.astype(np.float64))
+    if scale is not None:
+        abs_res = abs_res / scale
+    count = np.isfinite(abs_res).sum(axis=0)  # [horizon, node]
+    q = np.minimum(1.0, np.ceil((count + 1) * level) / np.maximum(count, 1))
+    per_sensor = np.full(count.shape, np.nan)
+    for h in range(abs_res.shape[1]):
+        col = abs_res[:, h, :]
+        sorted_col = np.sort(col, axis=0)  # NaN sorts last
+        idx = np.clip(np.ceil(q[h] * count[h]).astype(int) - 1, 0, None)
+        ok = count[h] >= min_count
+        per_sensor[h, ok] = sorted_col[idx[ok], np.nonzero(ok)[0]]
+        pooled = col[np.isfinite(col)]
+        fallback = (
+            np.quantile(pooled, min(1.0, level * (1 + 1 / max(len(pooled), 1))))
+            if len(pooled)
+            else 0.0
+        )
+        per_sensor[h, ~ok] = fallback
+    return per_sensor.astype(np.float32)
 
 
 def hour_scale(residuals: np.ndarray, hours: np.ndarray) -> np.ndarray | None:
@@ -116,8 +156,6 @@ def scale_helps(
     forecasts issued on even days score the odd days' better than one width per step and
     sensor fitted on the same rows, and the reverse, together by :data:`MIN_GAIN`.
     ``residuals`` ``[n, horizon, node]``, ``hours`` ``[n, horizon]``, ``issued_ns`` ``[n]``."""
-    from models.forecasters.base import conformal_halfwidth
-
     fold = (np.asarray(issued_ns) // _DAY_NS) % 2
     totals = {"plain": 0.0, "scaled": 0.0}
     for part in (0, 1):
