@@ -16,7 +16,8 @@ minutes; replay has no schedule (a backfill is started by hand).
 :func:`customised` changes schedules and parameters from the command line (``roadcast
 deploy --cron train='0 4 * * *' --param train.data=csv:PATH``), checked before anything
 is registered: five-field crons that fire, parameters of each flow's signature and types,
-and values no run of the flow would refuse (:func:`check_values`).
+finite numbers, whole numbers within 64 bits, and values no run of the flow would refuse
+(:func:`check_values`).
 
 Automations: the train deployment carries an event trigger (:class:`EventTriggerSpec`)
 on the drift watcher's event (``roadcast.model.drift``, :mod:`flows.drift_flow`), so a
@@ -320,6 +321,12 @@ def customised(
             flows_log.disabled = quiet
         if not _finite(value):  # JSON has no NaN: Prefect would register it as null
             raise DeployError(f"--param {target.strip()}={text!r}: not a finite number")
+        if not _bounded(value):
+            raise DeployError(
+                f"--param {target.strip()}={text!r}: a whole number beyond 64 bits, more "
+                "than any count a run can reach; a deployment takes whole numbers from "
+                f"{-(2**63):,} to {2**63 - 1:,}"
+            )
         merged = {**spec.parameters, name: value}
         try:
             check_values(spec, merged)
@@ -351,6 +358,18 @@ def _finite(value: Any) -> bool:
         return all(_finite(v) for v in value)
     if isinstance(value, dict):
         return all(_finite(v) for v in value.values())
+    return True
+
+
+def _bounded(value: Any) -> bool:
+    """False when ``value`` is or holds a whole number outside the 64 bits of a signed
+    integer (SQLite's, numpy's and torch's), which no count of a run reaches."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, list | tuple):
+        return all(_bounded(v) for v in value)
+    if isinstance(value, dict):
+        return all(_bounded(v) for v in value.values())
     return True
 
 

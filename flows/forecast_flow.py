@@ -6,28 +6,38 @@ Every run (every five minutes when deployed):
    is the champion; the others are challengers);
 2. reads the newest closed window of the service's store (:mod:`pipeline.service.store_reads`);
 3. forecasts it with every model;
-4. publishes every model's forecast to ``roadcast.forecasts`` through the service's
+4. stores the forecasts in the store (so the report flow scores them like the
+   service's own), each only if the store holds none of its model at that tick;
+5. publishes the forecasts it stored to ``roadcast.forecasts`` through the service's
    encoder, in the deployment's wire (``ROADCAST_FORECAST_WIRE``: v1 one record per
    sensor keyed by sensor id, v2 one frame per model);
-5. stores the forecasts in the store, so the report flow scores them like the
-   service's own;
 6. records a table artifact (``roadcast-forecast-latest``).
 
 Where this helps: a service running only the champion (``roadcast serve --only``)
 while the flow forecasts the challengers in batch (shadow mode), or a deployment
-without the always-on service. Forecasts are keyed by (model, issue tick, step,
-sensor) in the store and by sensor on Kafka: a model the store holds a forecast of at
-the same tick (the service's, or an earlier run's) is skipped, so no tick is published
-twice and no forecast is replaced by another version's.
+without the always-on service.
 
-Loading bundles and reading the store are retried (I/O); forecasting is not; publishing
-is retried (a re-sent forecast has the same key, issue time and values).
+Delivery: the store decides who publishes. Forecasts are keyed by (model, issue tick)
+in the store, and a run publishes only the forecasts it stored itself, in one
+transaction that skips a model the store already holds at that tick (the service's
+forecast, an earlier run's, or that of a run racing this one, a served and a ``prefect
+deploy`` deployment each having their own concurrency limit). So two runs never both
+publish a tick, and no stored forecast is replaced by another version's. Publishing is
+at least once: a publish that fails after its retries removes the forecasts this run
+stored (the run fails), so a later run at the same tick publishes them again, and a
+retried publish re-sends the records the broker took before it failed. A repeated
+record has the same key (the sensor), model and issue time, and the last copy holds
+the stored values: a consumer that needs each once keys on (model, sensor, issue time).
+A run killed between storing and publishing leaves its forecasts stored and unpublished.
+
+Loading bundles, reading and writing the store and publishing are retried (I/O);
+forecasting is not.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +49,10 @@ from flows.io_tasks import IO_TASK, check_lengths
 from models.forecasters.base import Forecast, Forecaster
 from models.panel import SensorPanel
 from pipeline.model_dir import bundles_dir, read_champion
+
+if TYPE_CHECKING:
+    from pipeline.service.store import Store
+    from pipeline.service.store_rows import ForecastRows
 
 
 @task(name="load-models", **IO_TASK)
@@ -141,28 +155,46 @@ def publish(forecasts: dict[str, Forecast], bootstrap: str | None) -> dict[str, 
     return counts
 
 
+def _rows(store: Store, forecasts: dict[str, Forecast]) -> list[ForecastRows]:
+    """``forecasts`` as the store's rows (one per sensor with a finite forecast, as the
+    service stores them)."""
+    from pipeline.service.store_rows import ForecastRows
+
+    return [
+        ForecastRows.from_arrays(
+            name,
+            int(fc.issued_at.value // 1_000_000),
+            store.sensor_keys(list(fc.sensor_ids)),
+            fc.mean,
+            fc.lower,
+            fc.upper,
+        )
+        for name, fc in forecasts.items()
+    ]
+
+
 @task(name="store-forecasts", **IO_TASK)
-def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> int:
-    """Upsert the forecasts into the store (one transaction); returns the rows written
-    (one per model and sensor with a finite forecast, as the service stores them)."""
+def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> dict[str, int]:
+    """Store the forecasts of the models the store holds none of at their issue time (one
+    transaction); returns ``{model: rows written}`` for those, the ones this run
+    publishes."""
     from pipeline.service.store import Store
-    from pipeline.service.store_rows import Batch, ForecastRows
 
     with Store(store_path) as store:
-        batch = Batch()
-        for name, fc in forecasts.items():
-            batch.forecasts.append(
-                ForecastRows.from_arrays(
-                    name,
-                    int(fc.issued_at.value // 1_000_000),
-                    store.sensor_keys(list(fc.sensor_ids)),
-                    fc.mean,
-                    fc.lower,
-                    fc.upper,
-                )
-            )
-        store.write(batch)
-    return sum(len(rows.sensors) for rows in batch.forecasts)
+        rows = _rows(store, forecasts)
+        stored = set(store.add_forecasts(rows))
+    # A model without a finite forecast has nothing to store and publishes nothing.
+    return {r.model: len(r.sensors) for r in rows if r.model in stored or not len(r.sensors)}
+
+
+@task(name="unstore-forecasts", **IO_TASK)
+def unstore_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> None:
+    """Remove ``forecasts`` from the store, where it still holds them as this run
+    stored them, so that a later run at the same tick publishes them again."""
+    from pipeline.service.store import Store
+
+    with Store(store_path) as store:
+        store.remove_forecasts(_rows(store, forecasts))
 
 
 def summary_rows(
@@ -247,17 +279,38 @@ def forecast_flow(
             f"forecasts' {horizon} steps old: every target is already past (is `roadcast "
             "serve` running and fed?)"
         )
-    done = already_forecast(str(settings.store_path), tuple(models), int(issued.value // 1_000_000))
-    if done:  # never a second copy on Kafka, never another version's in its place
-        log.info(f"already forecast at {issued.isoformat()}, skipped: {', '.join(done)}")
+    issued_ms = int(issued.value // 1_000_000)
+    done = already_forecast(str(settings.store_path), tuple(models), issued_ms)
     todo = {name: m for name, m in models.items() if name not in done}
-    forecasts = forecast_all(todo, window) if todo else {}
-    counts = (
-        publish(forecasts, settings.bootstrap_servers)
-        if publish_to_kafka and forecasts
-        else {name: {"published": 0, "skipped": 0} for name in forecasts}
-    )
-    rows = store_forecasts(str(settings.store_path), forecasts) if forecasts else 0
+    computed = forecast_all(todo, window) if todo else {}
+    # Storing claims the tick: a model another run (or the service) stored meanwhile
+    # is left to it, so no tick is published twice.
+    stored = store_forecasts(str(settings.store_path), computed) if computed else {}
+    done += [n for n in computed if n not in stored]
+    if done:
+        log.info(f"already forecast at {issued.isoformat()}, skipped: {', '.join(done)}")
+    forecasts = {n: fc for n, fc in computed.items() if n not in done}
+    counts = {name: {"published": 0, "skipped": 0} for name in forecasts}
+    if publish_to_kafka and forecasts:
+        try:
+            counts = publish(forecasts, settings.bootstrap_servers)
+        except Exception as exc:
+            mine = {n: fc for n, fc in forecasts.items() if stored[n]}
+            try:
+                if mine:
+                    unstore_forecasts(str(settings.store_path), mine)
+            except Exception as again:
+                raise RuntimeError(
+                    f"{exc}; and removing the forecasts of {', '.join(mine)} at "
+                    f"{issued.isoformat()} from the store failed ({again}): they stay "
+                    "stored and unpublished, and no later run publishes them"
+                ) from exc
+            log.warning(
+                f"publishing failed: the forecasts at {issued.isoformat()} are removed from "
+                "the store again, so that a later run at this tick publishes them"
+            )
+            raise
+    rows = sum(stored.values())
     if forecasts:
         publish_table(
             KEYS["forecast_latest"],

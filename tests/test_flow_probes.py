@@ -8,10 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from tests import test_flows_live
 from tests.test_flows_hostile import filled_store
 
+# The store a real service filled and the session broker, as this module's fixture.
+served_world = test_flows_live.live
 LONG = "z" * 100_000  # under the Prefect server's limit on a run's parameters (512 KiB)
 
 
@@ -105,3 +109,150 @@ def test_a_file_name_too_long_fails_at_once_not_after_the_retries(
             )
         )
     assert tasks and all(t.run_count <= 1 for t in tasks), [(t.name, t.run_count) for t in tasks]
+
+
+# --------------------------------------------------------------------------- delivery
+# The forecast flow against a store filled by the real service and the session broker.
+
+
+def _without_flow_forecast(settings: Any) -> int:
+    """The store's newest tick, with persistence's forecast of it deleted (as if the
+    service ran only the champion, ``--only ar``): the flow forecasts persistence."""
+    from pipeline.service.store import Store
+
+    with Store(settings.store_path) as store:
+        tick = store.last_ticks(1)[0].ts_ms
+        persistence = store.model_key("persistence")
+        with store._transaction() as db:
+            sql = "DELETE FROM forecast_blocks WHERE model=? AND issued_at=?"
+            db.execute(sql, (persistence, tick))
+    return tick
+
+
+def _copies(settings: Any, topic: str, tick_ms: int) -> dict[tuple[str, str], int]:
+    """How many records of each (model, sensor) issued at ``tick_ms`` are on ``topic``."""
+    from collections import Counter
+
+    from pipeline.kafka.schema import decode_forecast
+    from tests.service_support import read_topic
+
+    copies: Counter[tuple[str, str]] = Counter()
+    for record in read_topic(settings, topic):
+        message = decode_forecast(record.value)
+        if int(message.issued_at.timestamp() * 1000) == tick_ms:
+            copies[(message.model, message.sensor)] += 1
+    return dict(copies)
+
+
+def _stored(settings: Any, model: str, tick_ms: int) -> bool:
+    from pipeline.service.store import Store
+
+    with Store(settings.store_path, readonly=True) as store:
+        none = np.empty(0, np.int64)
+        return tick_ms in store.recent_forecasts(model, tick_ms, none, 1)[0]
+
+
+@pytest.mark.integration
+def test_two_runs_racing_for_one_tick_publish_it_once(
+    served_world: Any, prefect_harness: None, monkeypatch: pytest.MonkeyPatch, unique_topic: Any
+) -> None:
+    """Both runs checked the store before either stored (a served and a `prefect deploy`
+    deployment each have their own concurrency limit): both published the tick."""
+    import flows.forecast_flow as module
+
+    world, settings = served_world
+    topic = unique_topic("forecasts")
+    monkeypatch.setenv("ROADCAST_TOPIC_FORECASTS", topic)
+    tick = _without_flow_forecast(settings)
+    monkeypatch.setattr(module, "already_forecast", lambda *_: ["ar"])  # the service's only
+    run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
+    first = module.forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    second = module.forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    sensors = world.live.sensor_ids
+    assert first["models"] == {"persistence": {"published": len(sensors), "skipped": 0}}
+    assert second["models"] == {} and second["stored_rows"] == 0
+    assert second["already_forecast"] == ["ar", "persistence"]
+    assert _copies(settings, topic, tick) == {("persistence", s): 1 for s in sensors}
+
+
+@pytest.mark.integration
+def test_a_store_write_that_fails_publishes_nothing_and_the_next_run_publishes_once(
+    served_world: Any, prefect_harness: None, monkeypatch: pytest.MonkeyPatch, unique_topic: Any
+) -> None:
+    """The flow published, then the store write failed (a full disk): the run failed
+    with the forecasts on Kafka but not in the store, and the next run published them
+    again."""
+    import sqlite3
+
+    from flows.forecast_flow import forecast_flow
+    from pipeline.service.store import Store
+
+    world, settings = served_world
+    topic = unique_topic("forecasts")
+    monkeypatch.setenv("ROADCAST_TOPIC_FORECASTS", topic)
+    tick = _without_flow_forecast(settings)
+    opened = Store.__init__
+
+    def full_disk(self: Store, path: Any, **options: Any) -> None:
+        if not options.get("readonly"):
+            raise sqlite3.OperationalError("database or disk is full")
+        opened(self, path, **options)
+
+    run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "__init__", full_disk)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    assert _copies(settings, topic, tick) == {}
+    again = forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    sensors = world.live.sensor_ids
+    assert again["models"] == {"persistence": {"published": len(sensors), "skipped": 0}}
+    assert _copies(settings, topic, tick) == {("persistence", s): 1 for s in sensors}
+    assert _stored(settings, "persistence", tick)
+
+
+@pytest.mark.integration
+def test_a_publish_that_fails_leaves_the_tick_to_the_next_run(
+    served_world: Any, prefect_harness: None, monkeypatch: pytest.MonkeyPatch, unique_topic: Any
+) -> None:
+    """No broker: the forecasts this run stored are removed again, so the next run at the
+    tick stores and publishes them, instead of skipping them as already forecast."""
+    from flows.forecast_flow import forecast_flow
+    from pipeline.kafka.clients import KafkaUnavailable
+
+    world, settings = served_world
+    topic = unique_topic("forecasts")
+    monkeypatch.setenv("ROADCAST_TOPIC_FORECASTS", topic)
+    tick = _without_flow_forecast(settings)
+    run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
+    with pytest.raises(KafkaUnavailable):
+        forecast_flow(**run, bootstrap="127.0.0.1:1")
+    assert not _stored(settings, "persistence", tick)
+    assert _stored(settings, "ar", tick)  # the service's stays
+    again = forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    assert again["already_forecast"] == ["ar"] and _stored(settings, "persistence", tick)
+    sensors = world.live.sensor_ids
+    assert _copies(settings, topic, tick) == {("persistence", s): 1 for s in sensors}
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "train.epochs=99999999999999999999",
+        "train.window=9223372036854775808",
+        "train.epoch_windows=99999999999999999999",
+        "replay.limit=99999999999999999999",
+        "report.horizon=99999999999999999999",
+    ],
+)
+def test_a_whole_number_beyond_64_bits_is_refused_at_deploy_time(param: str) -> None:
+    """Registered as given: train.window failed every scheduled run, train.epochs was
+    shown rounded in the UI and no run could count that far."""
+    from flows.deploy import DeployError, customised
+
+    target = param.partition("=")[0]
+    with pytest.raises(DeployError) as refused:
+        customised(params=[param])
+    message = str(refused.value)
+    assert message.startswith(f"--param {target}=") and "\n" not in message
+    customised(params=[f"{target}=9223372036854775807"])  # the largest is taken
