@@ -517,6 +517,11 @@ class Store:
         return self._model_ids[name]
 
     # ------------------------------------------------------------------ writes
+    def _check_not_replaced(self) -> None:
+        """Raise :class:`StoreReplaced` when the store's file was deleted or replaced."""
+        if (reason := self.replaced()) is not None:
+            raise StoreReplaced(reason)
+
     def write(self, batch: Batch) -> None:
         """Store everything of one poll batch in one transaction (all or nothing).
 
@@ -525,8 +530,7 @@ class Store:
         StoreReplaced
             When the store's file was deleted or replaced (nothing is written).
         """
-        if (reason := self.replaced()) is not None:
-            raise StoreReplaced(reason)
+        self._check_not_replaced()
         model_ids = {
             name: self.model_key(name)
             for name in {f.model for f in batch.forecasts} | {a.model for a in batch.accuracy}
@@ -621,8 +625,7 @@ class Store:
         StoreReplaced
             When the store's file was deleted or replaced (nothing is written).
         """
-        if (reason := self.replaced()) is not None:
-            raise StoreReplaced(reason)
+        self._check_not_replaced()
         blocks = [fc for fc in forecasts if len(fc.sensors)]
         model_ids = {fc.model: self.model_key(fc.model) for fc in blocks}
         stored = []
@@ -658,8 +661,7 @@ class Store:
         StoreReplaced
             When the store's file was deleted or replaced (nothing is deleted).
         """
-        if (reason := self.replaced()) is not None:
-            raise StoreReplaced(reason)
+        self._check_not_replaced()
         db = self._db
         oldest = db.execute("SELECT MIN(ts) FROM ticks").fetchone()[0]
         models = [int(m) for (m,) in db.execute("SELECT id FROM models")]
