@@ -572,7 +572,9 @@ def closed_schema(deployment: RunnerDeployment) -> RunnerDeployment:
     class ClosedParameterSchema(ParameterSchema):
         additionalProperties: bool = False
 
-    schema = deployment._parameter_openapi_schema
+    schema = getattr(deployment, "_parameter_openapi_schema", None)
+    if not isinstance(schema, ParameterSchema):  # another Prefect: its schema as it is
+        return deployment
     fields = schema.model_dump(exclude_unset=True)
     deployment._parameter_openapi_schema = ClosedParameterSchema(
         **fields, additionalProperties=False
