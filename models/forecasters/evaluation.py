@@ -28,7 +28,6 @@ from models.forecasters.intervals import (
     conformal_halfwidth,
     cross_scale,
     hour_scale,
-    scale_helps,
     target_hours,
 )
 from models.metrics import DEFAULT_HORIZONS, interval_metrics, report_horizons, score_batch
@@ -235,8 +234,8 @@ def calibrate_intervals(
     hours = target_hours(result.timestamps, origins, horizon, step)
     issued = result.timestamps.as_unit("ns").asi8[origins]
     scale = hour_scale(residuals, hours)
-    crossed = None if scale is None else cross_scale(residuals, hours, issued)
-    if scale is None or crossed is None or not scale_helps(residuals, hours, issued, level):
+    crossed = None if scale is None else cross_scale(residuals, hours, issued, level)
+    if scale is None or crossed is None:
         return plain, None
     return conformal_halfwidth(residuals, level, scale=crossed), scale
 

@@ -20,7 +20,7 @@ look smaller than new ones, and the intervals would cover less than their level.
 Where the hour of the day says nothing about the errors (a network whose rows are not on
 the clock, errors as large at night as by day), a scale fitted on a few days only adds
 noise. So it is kept only when it earns its place on the validation part itself
-(:func:`scale_helps`): fitted on the even days and scored on the odd ones, and the
+(:func:`cross_scale`): fitted on the even days and scored on the odd ones, and the
 reverse, it must lower the interval score (Gneiting and Raftery 2007) by at least
 :data:`MIN_GAIN` against one width at every hour.
 """
@@ -134,43 +134,33 @@ def interval_score(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray, lev
 
 
 def cross_scale(
-    residuals: np.ndarray, hours: np.ndarray, issued_ns: np.ndarray
+    residuals: np.ndarray, hours: np.ndarray, issued_ns: np.ndarray, level: float
 ) -> np.ndarray | None:
     """``[n, horizon, node]``: each residual's scale fitted on the residuals of the
-    forecasts issued on days of the other parity; None when either half holds no scale."""
+    forecasts issued on days of the other parity, when that scale earns its place; None
+    when either half holds no scale or it does not.
+
+    Earning its place: fitted on the even days' residuals and scoring the odd days' (and
+    the reverse), widths scaled by hour must beat one width per step and sensor fitted on
+    the same rows, together by :data:`MIN_GAIN` of the interval score.
+    ``residuals`` ``[n, horizon, node]``, ``hours`` ``[n, horizon]``, ``issued_ns`` ``[n]``.
+    """
     fold = (np.asarray(issued_ns) // _DAY_NS) % 2
     out = np.ones(residuals.shape)
+    totals = {"plain": 0.0, "scaled": 0.0}
     for part in (0, 1):
         fit, held = fold == part, fold != part
         scale = hour_scale(residuals[fit], hours[fit]) if fit.any() and held.any() else None
         if scale is None:
             return None
         out[held] = scale_at(scale, hours[held])
-    return out
-
-
-def scale_helps(
-    residuals: np.ndarray, hours: np.ndarray, issued_ns: np.ndarray, level: float
-) -> bool:
-    """True when widths scaled by hour (:func:`hour_scale`) fitted on the residuals of the
-    forecasts issued on even days score the odd days' better than one width per step and
-    sensor fitted on the same rows, and the reverse, together by :data:`MIN_GAIN`.
-    ``residuals`` ``[n, horizon, node]``, ``hours`` ``[n, horizon]``, ``issued_ns`` ``[n]``."""
-    fold = (np.asarray(issued_ns) // _DAY_NS) % 2
-    totals = {"plain": 0.0, "scaled": 0.0}
-    for part in (0, 1):
-        fit, held = fold == part, fold != part
-        scale = hour_scale(residuals[fit], hours[fit]) if fit.any() and held.any() else None
-        if scale is None:
-            return False
         actual = residuals[held]  # the forecast is 0 in residual units
         plain = conformal_halfwidth(residuals[fit], level)
         width = conformal_halfwidth(residuals[fit], level, scale=scale_at(scale, hours[fit]))
-        scaled = width * scale_at(scale, hours[held])
-        for rule, half in (("plain", plain), ("scaled", scaled)):
+        for rule, half in (("plain", plain), ("scaled", width * out[held])):
             half = np.broadcast_to(half, actual.shape)
             score = interval_score(actual, -half, half, level)
             if not np.isfinite(score):
-                return False
+                return None
             totals[rule] += score
-    return totals["scaled"] < (1.0 - MIN_GAIN) * totals["plain"]
+    return out if totals["scaled"] < (1.0 - MIN_GAIN) * totals["plain"] else None
