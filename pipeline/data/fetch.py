@@ -307,8 +307,6 @@ def _download(url: str, out: BinaryIO, timeout: float) -> tuple[str | None, str]
             total = _copy(response, out, timeout)
         except http.client.IncompleteRead as exc:
             return f"download cut short: {len(exc.partial)} bytes read, more expected", ""
-        except _WriteFailed:
-            raise
         except _Failed as exc:
             return str(exc), ""
         except (http.client.HTTPException, OSError, ValueError) as exc:  # reset, stalled
