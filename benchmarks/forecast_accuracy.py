@@ -20,8 +20,11 @@ is the LSTM fit of the same seed; ``--cache`` keeps and reuses them).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.common import shared_data_dir, write_result
 from flows.reporting.text import print_table
@@ -34,25 +37,46 @@ TGCLSTM_GOALS = {"3": (4.90, 2.90), "12": (6.50, 3.70)}
 
 
 def tgclstm_tests(results: dict[str, Any], window: int) -> dict[str, Any]:
-    """TGC-LSTM's paired test against every other model, per goal horizon."""
-    from models.forecasters.claims import mean_window_losses
-    from models.significance import diebold_mariano
+    """TGC-LSTM's paired test against every other model, per goal horizon: Holm-adjusted
+    over these tests, and a verdict only where the seeds agree (as the report's claims)."""
+    from models.forecasters.claims import mean_window_losses, seeds_agree
+    from models.significance import diebold_mariano, holm_family
 
     if "tgclstm" not in results:
         return {}
 
-    def losses(name: str, h: str) -> Any:
-        return mean_window_losses([r.scores.losses for r in results[name].runs], h)
+    def runs(name: str) -> list[Any]:
+        return [r.scores.losses for r in results[name].runs]
 
-    return {
-        rival: {
-            h: diebold_mariano(
-                losses("tgclstm", h), losses(rival, h), lag=int(h) + window - 1
-            ).to_dict()
-            for h in TGCLSTM_GOALS
-        }
+    tests = {
+        (rival, h): replace(
+            diebold_mariano(
+                mean_window_losses(runs("tgclstm"), h),
+                mean_window_losses(runs(rival), h),
+                lag=int(h) + window - 1,
+            ),
+            seeds_agree=seeds_agree(runs("tgclstm"), runs(rival), h),
+        )
         for rival in results
         if rival != "tgclstm"
+        for h in TGCLSTM_GOALS
+    }
+    out: dict[str, Any] = {}
+    for (rival, h), test in holm_family(tests).items():
+        out.setdefault(rival, {})[h] = test.to_dict()
+    return out
+
+
+def window_losses(results: dict[str, Any]) -> dict[str, Any]:
+    """Every run's per-window test loss (``[seed][window]`` per horizon, NaN as null), so
+    a paired test can be recomputed from the JSON without refitting."""
+    return {
+        name: {
+            h: [[None if not np.isfinite(v) else round(float(v), 6) for v in run[h]] for run in per]
+            for h in per[0]
+        }
+        for name, result in results.items()
+        if (per := [r.scores.losses for r in result.runs])
     }
 
 
@@ -185,7 +209,14 @@ def main(argv: list[str] | None = None) -> None:
         "TGC-LSTM against each model (paired Diebold-Mariano test)",
         ["model", *(f"{h} steps" for h in TGCLSTM_GOALS)],
         [
-            [rival, *(f"{t['verdict']} (p = {t['p_value']:.3g})" for t in per.values())]
+            [
+                rival,
+                *(
+                    f"{t['verdict']} (p = {t['p_value']:.3g}, adjusted {t['p_value_adjusted']:.3g}"
+                    + (f"; {t['verdict_reason']})" if t["verdict_reason"] else ")")
+                    for t in per.values()
+                ),
+            ]
             for rival, per in tests.items()
         ],
     )
@@ -206,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             "the same seed (its fit seconds include it)",
             "metrics": document,
             "tgclstm_tests": tests,
+            "window_losses": window_losses(results),
             "reference": {
                 "source": LOS_LOOP.source,
                 "rows": {

@@ -187,3 +187,45 @@ def test_a_new_report_leaves_no_figure_of_an_earlier_one(tmp_path):
     write_outputs.fn(str(tmp_path), report("old", "kept"), {}, errors)
     write_outputs.fn(str(tmp_path), report("kept"), {}, errors)
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["kept.png"]
+
+
+def test_claims_table_shows_the_p_value_its_verdict_uses_and_why():
+    from flows.reporting.tables import claims_table
+
+    def test(p: float | None, adjusted: float | None, verdict: str, **extra) -> dict:
+        return {"p_value": p, "p_value_adjusted": adjusted, "verdict": verdict, **extra}
+
+    document = {
+        "champion": "lstm",
+        "freq_minutes": 5.0,
+        "significance": {
+            "ar": {
+                "3": test(0.02, 0.06, "no significant difference", verdict_reason=None),
+                "12": test(1e-4, 4e-4, "behind (p < 0.05)", verdict_reason=None),
+            },
+            "gru": {
+                "3": test(0.001, 0.004, "no significant difference",
+                          verdict_reason="seeds disagree"),
+                "12": test(None, float("nan"), "no significant difference",
+                           verdict_reason="too few windows (40 < 94)"),
+            },
+        },
+        "regret": {"3": {"regret": 1.0, "best": "lstm"}, "12": {"regret": 1.0, "best": "lstm"}},
+    }  # fmt: skip
+    table = claims_table(document)
+    assert table is not None
+    ar, gru = table.rows[0], table.rows[1]
+    assert ar[1:] == ["no significant difference (p = 0.06)", "champion ahead (p = 0.0004)"]
+    assert gru[1:] == [
+        "no significant difference (p = 0.004; seeds disagree)",
+        "n/a (too few windows (40 < 94))",
+    ]
+    assert "Holm-adjusted over every model and horizon" in table.note
+    assert "seeds disagree" in table.note
+    # a metrics.json written before the adjustment: its raw p-values, no Holm in the note
+    for tests in document["significance"].values():
+        for entry in tests.values():
+            del entry["p_value_adjusted"], entry["verdict_reason"]
+    old = claims_table(document)
+    assert old is not None and old.rows[0][1] == "no significant difference (p = 0.02)"
+    assert "Holm" not in old.note

@@ -222,7 +222,8 @@ def train(
     columns, rows = claims_rows(result["document"])
     if rows:
         print_table(
-            "against the champion (paired Diebold-Mariano test over the test windows)",
+            "against the champion (paired Diebold-Mariano test over the test windows; "
+            "p Holm-adjusted over the table)",
             columns,
             rows,
         )

@@ -303,7 +303,8 @@ def alerts_tables(alerts: Sequence[Any], *, latest: int = 30) -> list[Table]:
 
 def claims_rows(document: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Each model against the validation champion per horizon (the paired test's verdict
-    and p-value), then the champion's regret: for terminals and reports."""
+    and the p-value it uses: the Holm-adjusted one when the document has it), then the
+    champion's regret: for terminals and reports."""
     champion = document.get("champion")
     significance = document.get("significance") or {}
     regret = document.get("regret") or {}
@@ -317,9 +318,10 @@ def claims_rows(document: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
         cells = []
         for h in horizons:
             test = tests.get(h) or {}
-            p = test.get("p_value")
-            if p is None:
-                cells.append("n/a")
+            p = test.get("p_value_adjusted", test.get("p_value"))
+            reason = test.get("verdict_reason")
+            if p is None or not math.isfinite(p):
+                cells.append(f"n/a ({reason})" if reason else "n/a")
                 continue
             verdict = str(test.get("verdict", ""))
             if verdict.startswith("ahead"):
@@ -328,7 +330,7 @@ def claims_rows(document: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
                 text = "champion ahead"
             else:
                 text = "no significant difference"
-            cells.append(f"{text} (p = {p:.3g})")
+            cells.append(f"{text} (p = {p:.3g}{'; ' + reason if reason else ''})")
         rows.append([name, *cells])
     rows.append(
         [
@@ -354,8 +356,21 @@ def claims_table(document: Mapping[str, Any]) -> Table | None:
         "Per horizon, a Diebold-Mariano test of each model's per-window loss (squared error "
         "pooled over steps 1..h and sensors, mean over seeds) against the champion's over "
         "the same test windows, with a Newey-West variance whose lag covers the overlap of "
-        "windows; two-sided, 'ahead' or 'champion ahead' at p < 0.05. Regret: the "
+        "windows and the Harvey-Leybourne-Newbold small-sample correction; two-sided, "
+        f"'ahead' or 'champion ahead' at p < 0.05{_adjustment_note(document)}. Regret: the "
         "champion's test RMSE over the best model's (1 = validation chose the test's best).",
+    )
+
+
+def _adjustment_note(document: Mapping[str, Any]) -> str:
+    """How the claims table's p-values were adjusted ('' for documents before adjusting)."""
+    tests = [t for ts in (document.get("significance") or {}).values() for t in ts.values()]
+    if not any("p_value_adjusted" in t for t in tests):
+        return ""
+    return (
+        ", p Holm-adjusted over every model and horizon of this table (raw p-values in "
+        "metrics.json), and only when every seed of both models is on the same side "
+        "(else 'seeds disagree')"
     )
 
 

@@ -6,6 +6,16 @@
   (:mod:`models.significance`) of each model's per-window loss against the champion's,
   over the same test windows. A neural model's per-window loss is the mean over its seeds,
   as its reported metrics are.
+* **Family**: a report makes one test per model and horizon, and a reader scans them all
+  for an "ahead", so the verdicts use Holm-Bonferroni adjusted p-values over that whole
+  family (the chance of any false "ahead"/"behind" in the table is at most 5 %, whatever
+  the tests' dependence; horizons are strongly dependent, which Holm does not need).
+  ``metrics.json`` keeps the raw ``p_value`` and adds ``p_value_adjusted``.
+* **Seeds**: the test pairs seed-averaged losses, so it cannot see seeds that disagree.
+  A significant result counts only when every seed of the model has a mean test loss on
+  the same side of the champion's seed-averaged loss, and every seed of the champion on
+  the other side of the model's; otherwise the verdict is "no significant difference"
+  with ``verdict_reason`` "seeds disagree" (how a different seed could reverse it).
 * **Champion regret**: the champion's test RMSE over the best model's, per horizon (1.0
   when validation picked the model that is best on the test part).
 """
@@ -14,11 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from models.significance import diebold_mariano
+from models.significance import PairedTest, diebold_mariano, holm_family
 
 
 def validation_champion(valid_rmse: Mapping[str, Sequence[float]]) -> str | None:
@@ -38,6 +49,27 @@ def mean_window_losses(runs: Sequence[Mapping[str, np.ndarray]], horizon: str) -
     return np.mean([run[horizon] for run in runs], axis=0)
 
 
+def seeds_agree(
+    runs_a: Sequence[Mapping[str, np.ndarray]],
+    runs_b: Sequence[Mapping[str, np.ndarray]],
+    horizon: str,
+) -> bool:
+    """Whether every seed of a is on the side of b's seed-averaged mean loss that a's
+    seed average is on, and every seed of b on the other side of a's (over the windows
+    the paired test uses: those where both seed averages are defined)."""
+    a = np.array([run[horizon] for run in runs_a], dtype=np.float64)  # [seed, window]
+    b = np.array([run[horizon] for run in runs_b], dtype=np.float64)
+    kept = np.isfinite(a.mean(axis=0)) & np.isfinite(b.mean(axis=0))
+    if not kept.any():
+        return True
+    per_a, per_b = a[:, kept].mean(axis=1), b[:, kept].mean(axis=1)
+    side = np.sign(per_a.mean() - per_b.mean())
+    return bool(
+        np.all(np.sign(per_a - per_b.mean()) == side)
+        and np.all(np.sign(per_a.mean() - per_b) == side)
+    )
+
+
 def champion_claims(
     losses: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     test_rmse: Mapping[str, Mapping[str, float]],
@@ -55,22 +87,28 @@ def champion_claims(
     champion : the validation champion (None: nothing to compare with).
     window : the protocol's input window (windows this close share inputs).
 
-    Returns ``{"champion", "significance": {model: {h: test}}, "regret": {h: {...}}}``.
+    Returns ``{"champion", "significance": {model: {h: test}}, "regret": {h: {...}}}``;
+    the tests' p-values are Holm-adjusted over every model and horizon, and their
+    verdicts need the seeds to agree (see the module docstring).
     """
     out: dict[str, Any] = {"champion": champion, "significance": {}, "regret": {}}
     if champion is None or champion not in losses:
         return out
     horizons = list(test_rmse[champion])
     reference = {h: mean_window_losses(losses[champion], h) for h in horizons}
+    tests: dict[tuple[str, str], PairedTest] = {}
     for name, runs in losses.items():
         if name == champion:
             continue
-        out["significance"][name] = {
-            h: diebold_mariano(
+        for h in horizons:
+            test = diebold_mariano(
                 mean_window_losses(runs, h), reference[h], lag=int(h) + window - 1
-            ).to_dict()
-            for h in horizons
-        }
+            )
+            agree = seeds_agree(runs, losses[champion], h)
+            tests[name, h] = replace(test, seeds_agree=agree)
+    adjusted = holm_family(tests)
+    for (name, h), test in adjusted.items():
+        out["significance"].setdefault(name, {})[h] = test.to_dict()
     for h in horizons:
         scores = {
             n: float(r[h])
