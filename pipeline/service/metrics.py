@@ -27,13 +27,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pipeline.kafka.schema import REASONS, STATUSES
+from pipeline.service.decoding import FUTURE_TIMESTAMP, PROCESSING_ERROR, UNKNOWN_SENSOR
 from pipeline.service.store_rows import AccuracyRows, Batch, TickRow
+from pipeline.service.ticks import COMPLETE, GRACE, WATERMARK
 
 PREFIX = "roadcast"
+# No `<counter>_created` / `<histogram>_created` series (process-wide): Prometheus stores
+# each as one more series, typed gauge in the text format and carrying the counter's help
+# text, for a value (the counter's creation time) that process_start_time_seconds holds.
+disable_created_metrics()
 # Tick latency buckets (seconds): a complete tick is forecast within tens of ms, one
 # closed by the grace (2 s) just after it, one closed by the watermark minutes later.
 LATENCY_BUCKETS_S = (
@@ -47,6 +60,10 @@ _ERROR_KINDS = (
     "batch_retries", "recoveries", "batch_isolations", "alert_hook_errors", "alerts_invalid",
     "dead_letters_unsent", "topics_recreated", "forecasts_nonfinite", "group_rejoins",
     "store_prunes_failed", "clock_suspect_batches",
+)  # fmt: skip
+# The ``reason`` of a dead letter: the schema's, and the service's own.
+DEAD_LETTER_REASONS = (
+    *sorted(REASONS), UNKNOWN_SENSOR, FUTURE_TIMESTAMP, PROCESSING_ERROR,
 )  # fmt: skip
 
 
@@ -100,7 +117,9 @@ class ServiceMetrics:
             "ticks_closed", "Ticks closed, by the rule that closed them.", ("reason",)
         )
         self.model_errors = counter(
-            "model_errors", "Forecasts a model failed to make (per closed run).", ("model",)
+            "model_errors",
+            "Forecast runs (one or more closed ticks) a model raised on, by model.",
+            ("model",),
         )
         self.errors = counter("errors", "Failures the service recovered from, by kind.", ("kind",))
         self.model_swaps = counter(
@@ -122,10 +141,25 @@ class ServiceMetrics:
             "store_pruned_rows", "Rows the store's retention deleted, by table.", ("table",)
         )
         self.sensors_down = gauge("sensors_down", "Sensors currently down.")
+        build = gauge(
+            "build_info", "The roadcast version this service runs (value 1).", ("version",)
+        )
+        build.labels(roadcast_version()).set(1)
         self.open_ticks = gauge("open_ticks", "Ticks waiting to close.")
         self._accuracy = _Accuracy(mae_ticks)  # error sums kept in arrays, exported at scrapes
         reg.register(self._accuracy)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Each label value known in advance starts at 0: rate() and increase() see an
+        # event even when it is the first of its kind (a series born at 1 shows none).
+        for metric, values in (
+            (self.errors, _ERROR_KINDS),
+            (self.dead_letters, DEAD_LETTER_REASONS),
+            (self.ticks, (COMPLETE, GRACE, WATERMARK)),
+            (self.alerts, STATUSES),
+            (self.model_swaps, tuple(_SWAPS.values())),
+        ):
+            for value in values:
+                self._child(metric, value)
         self._lag_keys: set[tuple[str, str]] = set()
         self._sources = _Sources()
         reg.register(self._sources)
@@ -337,7 +371,9 @@ class _Accuracy(Collector):
             labels=labels,
         )
         scored = CounterMetricFamily(
-            f"{PREFIX}_forecast_scored", "Forecast values scored against readings.", labels=labels
+            f"{PREFIX}_forecast_scored",
+            "Forecast values scored against readings, by model and horizon (steps).",
+            labels=labels,
         )
         mae = GaugeMetricFamily(
             f"{PREFIX}_live_mae",
@@ -484,6 +520,17 @@ class _State(Collector):
             yield family
 
 
+def roadcast_version() -> str:
+    """The installed roadcast package's version (``unknown`` when run from a tree that is
+    not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("roadcast")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def store_bytes(path: Path) -> int:
     """Bytes of a SQLite database with its ``-wal`` and ``-shm`` files (0 when absent)."""
     total = 0
@@ -497,9 +544,9 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
     """Every series name ``registry`` can export, whether or not it has samples yet
     (``_total`` of counters, ``_bucket``/``_sum``/``_count`` of histograms...)."""
     suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
         "gauge": ("",),
         "info": ("_info",),
         "stateset": ("",),
