@@ -446,22 +446,29 @@ def _edge_list(
 
 # Road-length columns of an edge list: the unit, from the name's ending, in km.
 _UNITS = {"km": 1.0, "kilometers": 1.0, "kilometres": 1.0, "m": 1e-3, "meters": 1e-3,
-          "metres": 1e-3, "mi": 1.609344, "miles": 1.609344}  # fmt: skip
-_UNIT = re.compile(r"(?:^|[^a-z])(" + "|".join(_UNITS) + r")\)?$")
-_LENGTH_WORDS = ("dist", "length", "cost")
+          "metres": 1e-3, "mi": 1.609344, "miles": 1.609344, "ft": 3.048e-4,
+          "feet": 3.048e-4, "yd": 9.144e-4, "yards": 9.144e-4}  # fmt: skip
+_UNIT = re.compile(r"(?:^|[^a-z])(" + "|".join(_UNITS) + r")[)\]]?$")
+# Words of a column that holds lengths or travel costs (larger = farther), never weights.
+_LENGTH_WORDS = ("dist", "length", "cost", "spacing", "apart", "gap", "time", "meter", "metre",
+                 "mile", "feet", "foot")  # fmt: skip
 
 
 def _km_per_unit(path: Path, name: str) -> float | None:
     """Kilometres per unit of an edge-list column that holds road lengths, from its
-    name (``distance_km``, ``length (m)``, ``miles``...); None for a weight column."""
+    name (``distance_km``, ``length (m)``, ``Spacing [ft]``, ``miles``...); None for a
+    weight column. A name that reads as lengths or costs without a unit last
+    (``distance``, ``metres apart``, ``travel time (s)``) is refused: read as weights it
+    would make the farthest links the strongest."""
     lowered = name.strip().lower()
     if (unit := _UNIT.search(lowered)) is not None:
         return _UNITS[unit.group(1)]
     if any(word in lowered for word in _LENGTH_WORDS):
         raise DatasetError(
-            f"{path}: column {name!r} looks like road lengths without a unit (METR-LA's "
-            "and PEMS-BAY's 'cost' is in metres); rename it distance_m, distance_km or "
-            "distance_mi, or weight if larger means a stronger link"
+            f"{path}: column {name!r} looks like road lengths or travel costs, but its name "
+            "does not end in a unit (km, m, mi, ft, yd; METR-LA's and PEMS-BAY's 'cost' is in "
+            "metres); rename it distance_m, distance_km or distance_mi, or weight if larger "
+            "means a stronger link"
         )
     return None
 
