@@ -5,6 +5,7 @@ Tables are printed with :func:`flows.reporting.text.print_table`, as the CLI pri
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -104,3 +105,19 @@ def open_ticks(service: Any) -> int:
         return len(service.assembler.open_ticks)
     except RuntimeError:
         return -1
+
+
+def window_losses(results: dict[str, Any]) -> dict[str, Any]:
+    """Every run's per-window test loss (``[seed][window]`` per horizon, NaN as null), so
+    a paired test can be recomputed from the JSON without refitting."""
+    return {
+        name: {
+            h: [
+                [None if not math.isfinite(v) else round(float(v), 6) for v in run[h]]
+                for run in per
+            ]
+            for h in per[0]
+        }
+        for name, result in results.items()
+        if (per := [r.scores.losses for r in result.runs])
+    }

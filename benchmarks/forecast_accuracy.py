@@ -24,9 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmarks.common import shared_data_dir, write_result
+from benchmarks.common import shared_data_dir, window_losses, write_result
 from flows.reporting.text import print_table
 from pipeline.data.published import LOS_LOOP
 
@@ -65,19 +63,6 @@ def tgclstm_tests(results: dict[str, Any], window: int) -> dict[str, Any]:
     for (rival, h), test in holm_family(tests).items():
         out.setdefault(rival, {})[h] = test.to_dict()
     return out
-
-
-def window_losses(results: dict[str, Any]) -> dict[str, Any]:
-    """Every run's per-window test loss (``[seed][window]`` per horizon, NaN as null), so
-    a paired test can be recomputed from the JSON without refitting."""
-    return {
-        name: {
-            h: [[None if not np.isfinite(v) else round(float(v), 6) for v in run[h]] for run in per]
-            for h in per[0]
-        }
-        for name, result in results.items()
-        if (per := [r.scores.losses for r in result.runs])
-    }
 
 
 def _checks(models: dict[str, Any], tests: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, shared_data_dir, write_result
+from benchmarks.common import RESULTS_DIR, shared_data_dir, window_losses, write_result
 from benchmarks.suite_fits import SuiteFitter, Variant, parse_variant
 from flows.reporting.text import print_table
 
@@ -225,6 +225,9 @@ def run_network(
         network.name,
     )  # fmt: skip
     entry = summarise(document)
+    entry["window_losses"] = window_losses(
+        {v.model: results[v.name] for v in usable if v.is_default}
+    )
     entry["candidates"] = {
         **{
             name: candidate_entry(r)
