@@ -242,9 +242,12 @@ def _children(pid: int) -> dict[int, str]:
 
 
 @contextmanager
-def _streaming_demo(tmp_path: Path) -> Iterator[tuple[object, Path, dict[int, str]]]:
+def _streaming_demo(
+    tmp_path: Path, *, own_group: bool = False
+) -> Iterator[tuple[object, Path, dict[int, str]]]:
     """A ``roadcast demo`` process that is replaying (slowly) into its service: the
-    process, its output file and its broker and service processes."""
+    process, its output file and its broker and service processes (``own_group``: the
+    demo leads a process group of its own, as a terminal's foreground job does)."""
     import subprocess
     import sys
 
@@ -260,8 +263,9 @@ def _streaming_demo(tmp_path: Path) -> Iterator[tuple[object, Path, dict[int, st
     ]  # fmt: skip
     with output.open("wb") as sink:
         proc = subprocess.Popen(
-            args, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=default_sigint
-        )
+            args, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=default_sigint,
+            start_new_session=own_group,
+        )  # fmt: skip
     try:
 
         def replaying() -> bool:
@@ -310,6 +314,27 @@ def test_sigterm_while_streaming_stops_the_demo_with_one_line(tmp_path: Path) ->
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_demos_service_gracefully(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's foreground group: the service got
+    the terminal's SIGINT and then the demo's SIGTERM, a second signal, which stops a
+    service at once instead of gracefully."""
+    import signal
+
+    from tests.waiting import WAIT_S
+
+    with _streaming_demo(tmp_path, own_group=True) as (proc, output, children):
+        os.killpg(proc.pid, signal.SIGINT)  # type: ignore[attr-defined]
+        assert proc.wait(WAIT_S) == 130  # type: ignore[attr-defined]
+        _wait_gone(children)
+    log = (tmp_path / "out" / "service.log").read_text()
+    assert "second signal" not in log and '"event": "stopped' in log, log[-3000:]
+    assert output.read_text().splitlines()[-1] == (
+        "error: interrupted; the demo stopped, its service and broker with it"
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_killed_demo_leaves_no_service_behind(tmp_path: Path) -> None:
     with _streaming_demo(tmp_path) as (proc, _, children):
         proc.kill()  # type: ignore[attr-defined]
@@ -351,3 +376,27 @@ def test_broker_port_0_is_a_free_port_and_out_of_range_ports_name_the_option(
         result = CliRunner().invoke(app, ["broker", "--port", port])
         assert result.exit_code == 2 and "--port" in result.output, result.output
     assert asked == [None]
+
+
+class _ToFtp(_Quiet):
+    """Redirects every file to an FTP server (urllib follows ftp:// redirects)."""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", f"ftp://127.0.0.1:9/mirror{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_redirect_to_ftp_is_named_not_an_unreachable_server(tmp_path: Path) -> None:
+    """urllib follows a redirect to ftp://; its failure read "cannot reach the server"
+    (and the other files were not tried)."""
+    with _mirror(_ToFtp) as url:
+        text = _fetch_error(url, tmp_path / "data")
+    assert "cannot reach the server" not in text and "not tried" not in text, text
+    assert (
+        "(download failed: the server redirected (HTTP 302) to "
+        "'ftp://127.0.0.1:9/mirror/set/f.csv'; roadcast follows redirects to http:// and "
+        "https:// only, not ftp: download that URL by hand)"
+    ) in text, text
+    assert text.count("the server redirected") == 2  # the second file was tried too

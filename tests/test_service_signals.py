@@ -3,7 +3,9 @@ broker that disappears and comes back empty."""
 
 from __future__ import annotations
 
+import re
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -21,6 +23,7 @@ from pipeline.service.store import Store
 from pipeline.settings import load_settings
 from tests.service_support import (
     make_world,
+    produce_panel,
     read_topic,
     service_thread,
     start_service,
@@ -146,6 +149,59 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(world, kafka_settings
     counters = store_counters(store)
     assert counters["consumed"] == stats[0].messages
     assert counters.get("redelivered", 0) == 0
+
+
+def test_a_second_signal_stops_at_once_and_the_unstored_batch_is_redelivered(
+    world, kafka_settings, tmp_path
+):
+    """Another connection holds a write transaction on the store: the batch's write waits
+    in SQLite's busy wait (30 s, in C). The first SIGTERM is acknowledged at once and waits
+    for the batch; the second stops the process there, non-zero, with a line naming the
+    readings it did not commit. The next run gets them again: nothing is lost."""
+    settings = kafka_settings
+    ensure_topics(settings)
+    store, log = tmp_path / "store.sqlite", tmp_path / "first.log"
+    proc = start_service(settings, world.bundles, store, log)
+    holder = None
+    try:
+        wait_started(log)
+        holder = sqlite3.connect(store, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # held until the service has exited
+        produced = produce_panel(settings, world.live.slice(0, 10))
+        # Forecasts out: the batch was flushed, and its store write now waits for the lock.
+        wait_until(lambda: read_topic(settings, settings.topic_forecasts), what="forecasts")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: '"event": "signal"' in log.read_text(),
+            what="the first signal to be acknowledged",
+            details=lambda: log.read_text()[-3000:],
+        )
+        code = stop_service(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if holder is not None:
+            holder.close()  # rolls the transaction back
+    text = log.read_text()
+    assert code == 128 + signal.SIGTERM, text[-3000:]
+    found = re.search(r"second signal: stopping now; (\d+) readings will be redelivered", text)
+    assert found and 0 < int(found.group(1)) <= produced, text[-3000:]
+    assert '"event": "stopped"' not in text  # no commit, no flush: it stopped there
+
+    again = tmp_path / "second.log"
+    second = start_service(settings, world.bundles, store, again)
+    try:
+        wait_until(
+            lambda: store_counters(store).get("consumed", 0) >= produced,
+            what="the readings the first run did not store",
+            details=lambda: again.read_text()[-3000:],
+        )
+    finally:
+        assert stop_service(second) == 0, again.read_text()[-3000:]
+    assert store_counters(store)["consumed"] == produced
+    with Store(store, readonly=True) as db:
+        assert db.count("readings") == produced  # none lost
 
 
 def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_path):

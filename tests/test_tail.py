@@ -136,3 +136,65 @@ def test_a_record_never_prints_as_more_than_one_line():
     assert line == GOOD.replace(" ar ", " ar\\n0@99 forged line\\x1b[2J ")
     v1 = describe("forecasts", V1.replace(b'"ar"', b'"ar\\nforged"'), [])
     assert v1.startswith("forecast v1 ar\\nforged sensor a")
+
+
+# Following: the broker check every half second instead of every 30 s of quiet.
+_TAIL = "import flows.cli.tail as t; t.BROKER_CHECK_S = 0.5; from flows.cli import app; app()"
+
+
+@pytest.mark.integration
+def test_tail_says_in_one_line_when_its_topic_is_deleted_and_goes_on(
+    kafka_settings, unique_topic, tmp_path
+):
+    """Tansu lists a deleted topic's partition as ending at 0 while the client keeps its
+    metadata: tail said nothing, for ever."""
+    import signal
+    import subprocess
+    import sys
+
+    from kafka.admin import NewTopic
+
+    from pipeline.kafka.clients import make_admin, make_producer
+    from tests.processes import default_sigint
+    from tests.waiting import WAIT_S, wait_until
+
+    topic = unique_topic("deleted")
+    admin = make_admin(kafka_settings)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    producer = make_producer(kafka_settings)
+    try:
+        producer.send(topic, b"before").get(timeout=WAIT_S)
+    finally:
+        producer.close()
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    command = ["tail", topic, "--bootstrap", kafka_settings.bootstrap_servers, "--from-beginning"]
+    with out.open("w") as stdout, err.open("w") as stderr:
+        tail_proc = subprocess.Popen([sys.executable, "-c", _TAIL, *command], stdout=stdout,
+                                     stderr=stderr, preexec_fn=default_sigint)  # fmt: skip
+    try:
+        wait_until(lambda: "0@0 " in out.read_text(), what="the first record")
+        admin = make_admin(kafka_settings)
+        try:
+            admin.delete_topics([topic])
+        finally:
+            admin.close()
+        wait_until(lambda: "went back" in err.read_text(), what="the line", details=err.read_text)
+        assert tail_proc.poll() is None  # still following
+    finally:
+        tail_proc.send_signal(signal.SIGINT)
+        try:
+            tail_proc.wait(timeout=WAIT_S)
+        finally:
+            if tail_proc.poll() is None:
+                tail_proc.kill()
+                tail_proc.wait()
+    assert tail_proc.returncode == 0, err.read_text()
+    (line,) = err.read_text().splitlines()  # said once
+    assert line == (
+        f"warning: topic {topic!r} went back on {kafka_settings.bootstrap_servers} (0 ends at "
+        "0, read to 1): it was deleted, or deleted and created again, or the broker restarted "
+        "empty; tail goes on from the partitions' start (Ctrl-C to stop)"
+    )

@@ -16,7 +16,8 @@ BROKER_CHECK_TIMEOUT_MS = 10_000
 
 class BrokerWatch:
     """While ``roadcast tail`` follows a quiet topic: one line on standard error when the
-    broker stops answering (the client retries without a word), one when it answers."""
+    broker stops answering (the client retries without a word), one when it answers, and
+    one when the topic was deleted (:meth:`went_back`)."""
 
     def __init__(self, consumer: Any, partitions: list[Any], servers: str) -> None:
         self.consumer, self.partitions, self.servers = consumer, partitions, servers
@@ -25,11 +26,12 @@ class BrokerWatch:
     def check(self) -> None:
         """Ask the broker for the partitions' ends, within the deadline."""
         import time
+        from contextlib import suppress
 
         from kafka.errors import KafkaError
 
         try:
-            self.consumer.end_offsets(self.partitions, timeout_ms=BROKER_CHECK_TIMEOUT_MS)
+            ends = self.consumer.end_offsets(self.partitions, timeout_ms=BROKER_CHECK_TIMEOUT_MS)
         except KafkaError as exc:
             if self.down_since is None:
                 self.down_since = time.monotonic()
@@ -41,6 +43,32 @@ class BrokerWatch:
                 )
             return
         self.answered()
+        with suppress(KafkaError):  # no position within the deadline: the next check retries
+            self.went_back(ends)
+
+    def went_back(self, ends: dict[Any, int]) -> None:
+        """Say in one line when a partition's log now ends before what tail has read:
+        the topic was deleted (a deleted topic's partitions end at 0 on Tansu, while its
+        metadata lingers in the client for minutes), deleted and created again, or the
+        broker restarted empty. Tail then goes on, reading those partitions from their
+        start, as ``kafka-console-consumer`` keeps running when its topic goes away: an
+        operator following a topic through a broker's maintenance expects the follow to
+        survive it, and Ctrl-C is theirs to press."""
+        back = {}
+        for tp, end in ends.items():
+            position = self.consumer.position(tp, timeout_ms=BROKER_CHECK_TIMEOUT_MS)
+            if position is not None and end < position:
+                back[tp] = (end, position)
+        if not back:
+            return
+        shown = ", ".join(f"{tp.partition} ends at {e}, read to {p}" for tp, (e, p) in back.items())
+        typer.echo(
+            f"warning: topic {self.partitions[0].topic!r} went back on {self.servers} ({shown}): "
+            "it was deleted, or deleted and created again, or the broker restarted empty; "
+            "tail goes on from the partitions' start (Ctrl-C to stop)",
+            err=True,
+        )
+        self.consumer.seek_to_beginning(*back)
 
     def answered(self) -> None:
         """The broker answered (a check, or records): say so if it did not before."""

@@ -165,6 +165,9 @@ def run_demo(
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 preexec_fn=dies_with_this_thread(),
+                # A terminal's Ctrl-C reaches the demo alone: it sends the service one
+                # SIGTERM (a second would stop the service at once, runtime.py).
+                start_new_session=True,
             )
         try:
             stream_started, produced = _stream(

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -286,6 +287,9 @@ def _download(url: str, out: BinaryIO, timeout: float) -> tuple[str | None, str]
     says it holds when that is not the file's bytes ("" otherwise))."""
     try:
         response = _open(url, timeout)
+    except _Redirected as exc:
+        exc.close()
+        return f"download failed: {exc.reason}", ""
     except urllib.error.HTTPError as exc:  # the server answered: try the other files
         return f"download failed: HTTP {exc.code} {exc.reason}", ""
     except http.client.HTTPException as exc:  # an answer that is not HTTP
@@ -365,6 +369,32 @@ def _what_was_sent(headers: Any) -> str:
     return ""
 
 
+class _Redirected(urllib.error.HTTPError):
+    """A redirect to a URL that is not http(s) (urllib follows ftp:// ones, whose
+    failure would read as an unreachable server)."""
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http:// and https:// only; refuses the others by name."""
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme
+        if scheme.lower() not in ("http", "https"):
+            shown = newurl if len(newurl) <= 200 else newurl[:200] + "..."
+            why = (
+                f"the server redirected (HTTP {code}) to {shown!r}; roadcast follows "
+                f"redirects to http:// and https:// only, not {scheme or 'no scheme'}: "
+                "download that URL by hand"
+            )
+            raise _Redirected(req.full_url, code, why, headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
 def _open(url: str, timeout: float) -> Any:
     """``urlopen(url)``, given up after ``timeout`` seconds in all: the per-read timeout
     lets a server trickle its headers for hours, and opening a local FIFO never returns.
@@ -374,7 +404,7 @@ def _open(url: str, timeout: float) -> Any:
 
     def opener() -> None:
         try:
-            box["response"] = urllib.request.urlopen(url, timeout=timeout)
+            box["response"] = _OPENER.open(url, timeout=timeout)
         except BaseException as exc:
             box["error"] = exc
         done.set()

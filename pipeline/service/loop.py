@@ -30,6 +30,7 @@ from pipeline.service.latency import percentiles
 from pipeline.service.model_set import Versioned
 from pipeline.service.partitions import PartitionTracker
 from pipeline.service.runtime import (
+    count_uncommitted,
     install_signal_handlers,
     restore_signal_handlers,
     set_torch_threads,
@@ -101,6 +102,29 @@ class ForecastService(BatchHandler):
         self._logged_stage_s: dict[str, float] = {}
         self._logged_ticks = 0
         self._partition_count: dict[str, int] = {}  # per topic, from _describe_topic
+        # Per partition: the offset after the last record polled, and the last committed.
+        self._polled_to: dict[TopicPartition, int] = {}
+        self._committed_to: dict[TopicPartition, int] = {}
+
+    def uncommitted(self) -> int:
+        """Readings polled and not committed: what Kafka redelivers should the process
+        stop now (a second stop signal, :func:`pipeline.service.runtime.stop_now`).
+        Safe to call from another thread."""
+        polled, committed = dict(self._polled_to), dict(self._committed_to)
+        return sum(max(0, end - committed.get(tp, end)) for tp, end in polled.items())
+
+    def _note_polled(self, records: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        for tp, part in records.items():
+            if part:  # the first poll of a partition starts where the group committed
+                self._committed_to.setdefault(tp, part[0].offset)
+                self._polled_to[tp] = max(self._polled_to.get(tp, 0), part[-1].offset + 1)
+
+    def commit(self, consumer: KafkaConsumer) -> None:
+        """:meth:`BatchHandler.commit`, remembering what was committed (:meth:`uncommitted`)."""
+        pending = dict(self.partitions.pending_commit)
+        super().commit(consumer)
+        if pending and not self.partitions.pending_commit:
+            self._committed_to.update(pending)
 
     def reload(self) -> bool:
         """Swap in the serving set the watcher has loaded, if any: between batches, so at
@@ -140,6 +164,7 @@ class ForecastService(BatchHandler):
 
         stop = stop or threading.Event()
         previous = install_signal_handlers(stop) if handle_signals else {}
+        count_uncommitted(self.uncommitted)
         # The group join (seconds) runs while the models warm up (pipeline/service/joining.py).
         joining = self.joining or GroupJoin(
             self.settings, self.partitions, self.config.poll_records, stop
@@ -185,6 +210,7 @@ class ForecastService(BatchHandler):
                 now = time.monotonic()
                 if self.partitions.join_stalled(now, self.config.rejoin_after_s):
                     consumer = self._rejoin(consumer, now)
+                self._note_polled(records)
                 if records or self.grace_due(_highwater(consumer)):  # a tick's grace is over
                     outbox = self.handle_safely(records, outbox, consumer, stop)
                     self.reload()
@@ -205,6 +231,7 @@ class ForecastService(BatchHandler):
             if outbox is not None:
                 outbox.close(self.config.flush_timeout_s)
             restore_signal_handlers(previous)
+            count_uncommitted(None)
             if self.watcher is not None:
                 self.watcher.close()
             if stop.is_set() and not started:
