@@ -43,23 +43,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.heldout_sparse_signed import bump, smooth_ar
+
 TEST_SHARE = 0.2  # ``roadcast train``'s default: the last 20 % of rows are the test part
-
-
-def bump(hour: np.ndarray | float, centre: float, width: float) -> np.ndarray:
-    """A daily Gaussian bump at ``centre`` o'clock, ``width`` hours wide."""
-    dh = (np.asarray(hour) - centre + 12) % 24 - 12
-    return np.exp(-0.5 * (dh / width) ** 2)
-
-
-def smooth_ar(rng: np.random.Generator, steps: int, k: int, phi: float) -> np.ndarray:
-    """``[steps, k]`` AR(1) series of unit stationary sd."""
-    e = rng.normal(0, np.sqrt(1 - phi**2), (steps, k))
-    x = np.zeros((steps, k))
-    x[0] = rng.normal(0, 1, k)
-    for t in range(1, steps):
-        x[t] = phi * x[t - 1] + e[t]
-    return x
 
 
 def test_start(steps: int) -> int:
