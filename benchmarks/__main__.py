@@ -16,6 +16,7 @@ BENCHMARKS = (
     "forecast_accuracy",
     "generalization",
     "interval_hours",
+    "level_shift",
     "tgclstm_speed",
     "graph_training",
     "stream",

@@ -51,6 +51,16 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
             for m in n.values()
         )
     ),
+    "level_shift": lambda d: (
+        d["choice"]["chosen"] in d["choice"]["summary"]
+        and all(
+            v == 1.0
+            for n in d["networks"].values()
+            for m in n["models"].values()
+            for part in m["ratio"]["off"].values()
+            for v in part.values()
+        )
+    ),
     "tgclstm_speed": lambda d: all(_positive(r["epoch_s"]) for r in d["los_loop"]),
     "graph_training": lambda d: (
         all(
