@@ -33,14 +33,11 @@ import numpy as np
 
 from benchmarks.common import shared_data_dir, write_result
 from flows.reporting.text import print_table
+from models.forecasters.level import GATE_C, corrections
 
 HORIZONS = (3, 12)
 MODELS = ("persistence", "ar", "lstm")
 HALF_LIVES_H = (1.0, 6.0, 24.0)
-GATE_C = 3.0
-# A gated correction needs at least this many errors' worth of weight behind its mean.
-MIN_EFFECTIVE = 12.0
-MAX_RHO = 0.98
 COST_LIMIT = 1.01
 
 
@@ -137,64 +134,6 @@ def inject(panel: Any, shifts: list[Shift], reference: np.ndarray) -> Any:
 
 
 # --------------------------------------------------------------------------- correction
-def corrections(errors: np.ndarray, half_life: float, gate: str | None = None) -> np.ndarray:
-    """The correction ``[n, horizon, node]`` to add to forecasts at consecutive origins.
-
-    ``errors[j, k-1]`` is ``y - yhat`` of origin ``j`` at step ``k`` (NaN: missing); it is
-    observed from origin ``j + k`` on, so origin ``i``'s correction at step ``k`` is the
-    exponentially weighted mean (half-life ``half_life`` origins) of the step-k errors of
-    origins ``j <= i - k`` only. With ``gate``, it is applied only where that mean exceeds
-    ``GATE_C`` times its standard error (from at least ``MIN_EFFECTIVE`` errors' weight):
-    ``"iid"`` takes the errors as independent; ``"ar1"`` widens the standard error by
-    ``sqrt((1 + rho) / (1 - rho))``, ``rho`` the weighted lag-1 autocorrelation of the
-    errors (overlapping targets make neighbouring origins' errors alike).
-    """
-    n, horizon = errors.shape[:2]
-    decay = 0.5 ** (1.0 / half_life)
-    shape = errors.shape[1:]
-    w = np.zeros(shape)  # sum of weights
-    w2 = np.zeros(shape)  # sum of squared weights
-    s1 = np.zeros(shape)
-    s2 = np.zeros(shape)
-    wp = np.zeros(shape)  # weight of lag-1 pairs
-    sp = np.zeros(shape)
-    prev = np.full(shape, np.nan)
-    state = np.zeros(errors.shape)
-    for j in range(n):
-        e = errors[j]
-        seen = np.isfinite(e)
-        x = np.where(seen, e, 0.0)
-        paired = seen & np.isfinite(prev)
-        w, w2, s1, s2 = decay * w, decay**2 * w2, decay * s1, decay * s2
-        wp, sp = decay * wp, decay * sp
-        w += seen
-        w2 += seen
-        s1 += x
-        s2 += x * x
-        wp += paired
-        sp += np.where(paired, x * np.where(paired, prev, 0.0), 0.0)
-        prev = np.where(seen, e, prev)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(w > 0, s1 / w, 0.0)
-            if gate is None:
-                state[j] = mean
-                continue
-            var = np.maximum(np.where(w > 0, s2 / w, 0.0) - mean**2, 0.0)
-            effective = np.where(w2 > 0, w**2 / w2, 0.0)
-            se2 = np.where(effective > 0, var / effective, np.inf)
-            if gate == "ar1":
-                cov = np.where(wp > 0, sp / wp, 0.0) - mean**2
-                rho = np.clip(np.where(var > 0, cov / var, 0.0), 0.0, MAX_RHO)
-                se2 = se2 * (1.0 + rho) / (1.0 - rho)
-            on = (effective >= MIN_EFFECTIVE) & (mean**2 > GATE_C**2 * se2)
-            state[j] = np.where(on, mean, 0.0)
-    out = np.zeros(errors.shape)
-    for k in range(1, horizon + 1):
-        if n > k:
-            out[k:, k - 1] = state[: n - k, k - 1]
-    return out
-
-
 def apply_rule(errors: np.ndarray, rule: Rule, steps_per_hour: float) -> np.ndarray:
     """The correction of ``rule`` for ``errors`` (zeros for ``off``)."""
     if rule.half_life_h is None:

@@ -47,8 +47,8 @@ def test_changing_actuals_after_an_origin_never_changes_its_correction(gate: str
     if gate is None:
         moved = errors.copy()
         moved[200, 0] += 100.0  # target at 201: seen from origin 201 on
-        assert np.all(corrections(moved, 12.0)[201, 0] != base[201, 0])
-        np.testing.assert_array_equal(corrections(moved, 12.0)[200], base[200])
+        assert np.all(corrections(moved, 12.0, None)[201, 0] != base[201, 0])
+        np.testing.assert_array_equal(corrections(moved, 12.0, None)[200], base[200])
 
 
 def test_a_lasting_shift_is_corrected_and_a_quiet_sensor_is_left_alone_when_gated() -> None:

@@ -217,6 +217,12 @@ def serve(
     fast_store: bool = typer.Option(
         False, "--fast-store", help="synchronous=NORMAL: survives a crash, not a power cut."
     ),
+    level_half_life: str = typer.Option(
+        "6h",
+        "--level-half-life",
+        help="Follow a sensor whose level moved since training: add the recent mean of each "
+        "model's errors there (this half-life) where it stands out of their noise ('off').",
+    ),
     retain: str = typer.Option(
         "14d",
         "--retain",
@@ -277,6 +283,7 @@ def serve(
             poll_records=poll_records,
             durable=not fast_store,
             retain=parse_duration(retain, "--retain", allow_off=True),
+            level_half_life=parse_duration(level_half_life, "--level-half-life", allow_off=True),
             grace=parse_duration(grace, "--grace", allow_off=True),
             down_after=down_after or None,
             rejoin_after_s=pd.Timedelta(

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from models.forecasters.level import HALF_LIFE_H
+
 _FIVE_MIN = pd.Timedelta("5min")
 _TWO_MIN = pd.Timedelta("2min")
 _ONE_HOUR = pd.Timedelta("1h")
 _GRACE = pd.Timedelta("2s")
 _ZERO = pd.Timedelta(0)
 _RETAIN = pd.Timedelta(days=14)  # docs/decisions.md, "Store retention"
+_LEVEL = pd.Timedelta(hours=HALF_LIFE_H)
 # The longest tick, lateness, skew or grace: event times are int64 nanoseconds (years
 # 1677-2262) and readings may lie anywhere in 1700-2249, so a watermark (event time minus
 # the lateness) or a forecast's targets (a tick plus its horizon) further out would
@@ -69,6 +72,10 @@ class ServiceConfig:
         hour of event time, what lies further than this before the newest closed tick is
         deleted (never the ticks a restart reads back: the models' window and the
         alerts' history); None: the store keeps everything.
+    level_half_life : each model's forecasts follow a sensor whose level moved after
+        training: the recent mean of its errors at each step, with this half-life, is
+        added where it exceeds three of its standard errors
+        (:mod:`models.forecasters.level`); None: the models' forecasts as they are.
     tune_gc : after warm-up, freeze the objects that live for the whole run (models,
         modules) out of the garbage collector and collect the young generation less
         often (see :mod:`pipeline.service.runtime`): a tick allocates thousands of
@@ -96,6 +103,7 @@ class ServiceConfig:
     tune_gc: bool = True
     reload_every_s: float | None = 1.0
     retain: pd.Timedelta | None = _RETAIN
+    level_half_life: pd.Timedelta | None = _LEVEL
 
     def __post_init__(self) -> None:
         if self.poll_records < 1:
@@ -118,9 +126,10 @@ class ServiceConfig:
             "max_clock_skew",
             "grace",
             "retain",
+            "level_half_life",
         ):
             value = getattr(self, name)
-            if value is None and name in ("max_clock_skew", "grace", "retain"):
+            if value is None and name in ("max_clock_skew", "grace", "retain", "level_half_life"):
                 continue
             if unitless(value):
                 raise ValueError(f"{name} {value!r} has no unit: write {value}s or {value}min")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from models.bundle import offset_text
 from models.forecasters.base import Forecaster
+from models.forecasters.level import OnlineLevel
 from models.panel import SensorPanel
 from pipeline.service.assembler import AssemblerConfig, TickAssembler
 from pipeline.service.cadence import CadenceCheck
@@ -199,6 +200,7 @@ class ServiceState:
         from the store (no cold start)."""
         self.assembler = TickAssembler(self.sensor_ids, self.asm_config)
         self.scorer = LiveScorer({m.name: m.model.horizon for m in self.models})
+        self.levels = self._levels()
         state = self.store.state()
         problem = grid_problem(state, self.settings.store_path, self.freq_ms, self.offset_ms)
         if problem is not None:
@@ -293,6 +295,7 @@ class ServiceState:
         are unchanged (a hot reload), read back from the store for the others."""
         held, scorer = {m.name: m for m in previous}, self.scorer
         self.scorer = LiveScorer({m.name: m.model.horizon for m in self.models})
+        self.levels = self._levels(previous, self.levels)
         if last_closed is None:
             return
         for m in self.models:
@@ -313,6 +316,34 @@ class ServiceState:
                     None if lows is None else lows[k],
                     None if highs is None else highs[k],
                 )
+
+    def _levels(
+        self, previous: Sequence[ModelSlot] = (), held: Mapping[str, OnlineLevel] | None = None
+    ) -> dict[str, OnlineLevel]:
+        """Each model's online level correction (none when ``level_half_life`` is None):
+        taken over at a hot reload for a model whose version, horizon and sensors did not
+        change, new otherwise (it learns from the errors of that version's forecasts)."""
+        half_life = self.config.level_half_life
+        if half_life is None:
+            return {}
+        ticks = half_life / self.config.tick
+        old = {m.name: m for m in previous}
+        kept = held or {}
+        out: dict[str, OnlineLevel] = {}
+        for m in self.models:
+            prior = old.get(m.name)
+            level = kept.get(m.name)
+            if (
+                level is not None
+                and prior is not None
+                and prior.version == m.version
+                and prior.model.horizon == m.model.horizon
+                and np.array_equal(prior.store_sensors, m.store_sensors)
+            ):
+                out[m.name] = level
+            else:
+                out[m.name] = OnlineLevel(m.model.horizon, len(m.model.sensor_ids), ticks)
+        return out
 
     def _version_rows(self, versions: Mapping[str, Versioned]) -> list[VersionRow]:
         last = self.assembler.last_closed
