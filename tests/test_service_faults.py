@@ -174,7 +174,6 @@ def test_a_failing_store_transaction_names_the_store_and_cause_and_one_traceback
     path = tmp_path / "store.sqlite"
     service = ForecastService(load_settings(store_path=path), CONFIG, load_bundles(world.bundles))
     monkeypatch.setattr(service, "recover", lambda consumer, outbox, stop: outbox)
-    monkeypatch.setattr(logging.getLogger("roadcast"), "propagate", True)
     caplog.set_level(logging.INFO, logger="roadcast.service")
     stop = threading.Event()
     stop.set()  # no backoff wait
@@ -224,7 +223,6 @@ def test_a_batch_mostly_ahead_of_this_machine_s_clock_warns_once_and_is_counted(
     ensure_topics(settings)
     metrics = ServiceMetrics(process=False)
     service = ForecastService(settings, CONFIG, load_bundles(world.bundles), metrics=metrics)
-    monkeypatch.setattr(logging.getLogger("roadcast"), "propagate", True)
     caplog.set_level(logging.INFO, logger="roadcast.service")
     stamps = world.live.timestamps
 
