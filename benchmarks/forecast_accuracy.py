@@ -20,7 +20,6 @@ is the LSTM fit of the same seed; ``--cache`` keeps and reuses them).
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,8 @@ TGCLSTM_GOALS = {"3": (4.90, 2.90), "12": (6.50, 3.70)}
 def tgclstm_tests(results: dict[str, Any], window: int) -> dict[str, Any]:
     """TGC-LSTM's paired test against every other model, per goal horizon: Holm-adjusted
     over these tests, and a verdict only where the seeds agree (as the report's claims)."""
-    from models.forecasters.claims import mean_window_losses, seeds_agree
-    from models.significance import diebold_mariano, holm_family
+    from models.forecasters.claims import paired_test
+    from models.significance import holm_family
 
     if "tgclstm" not in results:
         return {}
@@ -47,14 +46,7 @@ def tgclstm_tests(results: dict[str, Any], window: int) -> dict[str, Any]:
         return [r.scores.losses for r in results[name].runs]
 
     tests = {
-        (rival, h): replace(
-            diebold_mariano(
-                mean_window_losses(runs("tgclstm"), h),
-                mean_window_losses(runs(rival), h),
-                lag=int(h) + window - 1,
-            ),
-            seeds_agree=seeds_agree(runs("tgclstm"), runs(rival), h),
-        )
+        (rival, h): paired_test(runs("tgclstm"), runs(rival), h, window)
         for rival in results
         if rival != "tgclstm"
         for h in TGCLSTM_GOALS

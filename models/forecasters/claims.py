@@ -70,6 +70,22 @@ def seeds_agree(
     )
 
 
+def paired_test(
+    runs_a: Sequence[Mapping[str, np.ndarray]],
+    runs_b: Sequence[Mapping[str, np.ndarray]],
+    horizon: str,
+    window: int,
+) -> PairedTest:
+    """Model a against model b at ``horizon`` (unadjusted): the Diebold-Mariano test of
+    their seed-averaged per-window losses, with whether their seeds agree."""
+    test = diebold_mariano(
+        mean_window_losses(runs_a, horizon),
+        mean_window_losses(runs_b, horizon),
+        lag=int(horizon) + window - 1,
+    )
+    return replace(test, seeds_agree=seeds_agree(runs_a, runs_b, horizon))
+
+
 def champion_claims(
     losses: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
     test_rmse: Mapping[str, Mapping[str, float]],
@@ -95,17 +111,12 @@ def champion_claims(
     if champion is None or champion not in losses:
         return out
     horizons = list(test_rmse[champion])
-    reference = {h: mean_window_losses(losses[champion], h) for h in horizons}
-    tests: dict[tuple[str, str], PairedTest] = {}
-    for name, runs in losses.items():
-        if name == champion:
-            continue
-        for h in horizons:
-            test = diebold_mariano(
-                mean_window_losses(runs, h), reference[h], lag=int(h) + window - 1
-            )
-            agree = seeds_agree(runs, losses[champion], h)
-            tests[name, h] = replace(test, seeds_agree=agree)
+    tests = {
+        (name, h): paired_test(runs, losses[champion], h, window)
+        for name, runs in losses.items()
+        if name != champion
+        for h in horizons
+    }
     adjusted = holm_family(tests)
     for (name, h), test in adjusted.items():
         out["significance"].setdefault(name, {})[h] = test.to_dict()
