@@ -123,6 +123,7 @@ def series(name: str, values: str, **extra: str) -> dict[str, str]:
 # expected); samples a minute apart, or ten for a week of them (promtool's sample limit).
 WEEK = 7 * 24 * 6  # ten-minute samples in 7 days
 AR1 = {"model": "ar", "horizon": "1"}
+CRITICAL = {"severity": "critical"}
 
 
 def week_then(step: int) -> str:
@@ -133,6 +134,9 @@ def week_then(step: int) -> str:
 RULE_CASES = [
     ("RoadcastDown", [series("up", "1x5 0x10")], "4m", []),
     ("RoadcastDown", [series("up", "1x5 0x10")], "9m", [labels(severity="critical")]),
+    # The target leaves discovery: its `up` goes stale 5 minutes after the last sample.
+    ("RoadcastDown", [series("up", "1x5 _x20")], "9m", []),
+    ("RoadcastDown", [series("up", "1x5 _x20")], "14m", [{"job": "roadcast", **CRITICAL}]),
     (
         "RoadcastNoTick",
         [
