@@ -356,7 +356,11 @@ def serve(
     finally:
         stop.set()
         if delivery is not None:
-            delivery.join(timeout=2 * settings.alert_timeout_s + 10.0)
+            from pipeline.service.runtime import exit_at_signal
+
+            abandoned = "alert deliveries in flight are abandoned; the next run delivers them"
+            with exit_at_signal(f"stop signal while waiting for alert deliveries: {abandoned}"):
+                delivery.join(timeout=2 * settings.alert_timeout_s + 10.0)
         store_lock.release()
         if endpoints is not None:
             endpoints.close()

@@ -23,8 +23,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 log = logging.getLogger("roadcast.service")
@@ -110,13 +110,39 @@ def stop_now(signum: int) -> None:
         f"second signal: stopping now; {shown} readings will be redelivered "
         "(polled, not committed: the next run reads them again)"
     )
-    fields = {"signal": signal.Signals(signum).name, "redelivered": readings, "message": message}
+    _exit_now(signum, message, redelivered=readings)
+
+
+def _exit_now(signum: int, message: str, **fields: Any) -> None:
+    """Log ``stopping_now`` with ``message``, flush the logs, ``os._exit(128 + signum)``."""
+    fields = {"signal": signal.Signals(signum).name, **fields, "message": message}
     log.error("stopping_now", extra={"fields": fields})
     handlers = logging.getLogger("roadcast").handlers + logging.getLogger().handlers
     for flush in [*(h.flush for h in handlers), sys.stdout.flush, sys.stderr.flush]:
         with suppress(Exception):  # a closed stream: the exit matters more than the line
             flush()
     os._exit(128 + signum)
+
+
+@contextmanager
+def exit_at_signal(message: str) -> Iterator[None]:
+    """While a stopped process waits for its last work (alert deliveries in flight): a
+    stop signal exits at once with one ``stopping_now`` line saying ``message`` (what is
+    abandoned), not a ``KeyboardInterrupt`` traceback. Main thread only; else a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if _stopping_now.acquire(blocking=False):
+            _exit_now(signum, message)
+
+    previous = {sig: signal.signal(sig, handler) for sig in stop_signals()}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _SignalWatch:
