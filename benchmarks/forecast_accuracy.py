@@ -1,6 +1,7 @@
 """Forecast accuracy on los-loop, beside the published numbers.
 
 ``python -m benchmarks.forecast_accuracy [--quick] [--seeds 3] [--out DIR] [--cache DIR]``
+``python -m benchmarks.forecast_accuracy --rescore``
 
 Runs the honest protocol of ``roadcast train`` (chronological 80/20 split; the last
 10 % of the training part is validation and chooses epochs and the kept seed; test
@@ -15,15 +16,25 @@ recurrent models against the published GRU row, 5.22 RMSE at 15 minutes; TGC-LST
 most 4.90 RMSE / 2.90 MAE at 15 minutes and 6.50 / 3.70 at 60, significantly ahead of
 LSTM and AR at both). The fits are :mod:`benchmarks.suite_fits`' (TGC-LSTM's first stage
 is the LSTM fit of the same seed; ``--cache`` keeps and reuses them).
+
+``--rescore`` fits nothing: it recomputes every paired test, verdict and check of the
+existing result file from the per-window losses it keeps, with the current
+:mod:`models.significance`, and rewrites those fields (with a ``rescored`` note).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import shared_data_dir, window_losses, write_result
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, shared_data_dir, window_losses, write_result
 from flows.reporting.text import print_table
 from pipeline.data.published import LOS_LOOP
 
@@ -33,28 +44,104 @@ PUBLISHED_GRU_RMSE_15 = LOS_LOOP.rows["GRU (published, A3T-GCN paper)"][3][0]
 TGCLSTM_GOALS = {"3": (4.90, 2.90), "12": (6.50, 3.70)}
 
 
-def tgclstm_tests(results: dict[str, Any], window: int) -> dict[str, Any]:
-    """TGC-LSTM's paired test against every other model, per goal horizon: Holm-adjusted
-    over these tests, and a verdict only where the seeds agree (as the report's claims)."""
+def tgclstm_tests(
+    losses: Mapping[str, Sequence[Mapping[str, np.ndarray]]], window: int
+) -> dict[str, Any]:
+    """TGC-LSTM's paired test against every other model, per goal horizon, from each
+    model's seeds' per-window losses: Holm-adjusted over these tests, and a verdict only
+    where the seeds agree (as the report's claims)."""
+    from models.bundle import finite_or_none
     from models.forecasters.claims import paired_test
     from models.significance import holm_family
 
-    if "tgclstm" not in results:
+    if "tgclstm" not in losses:
         return {}
-
-    def runs(name: str) -> list[Any]:
-        return [r.scores.losses for r in results[name].runs]
-
     tests = {
-        (rival, h): paired_test(runs("tgclstm"), runs(rival), h, window)
-        for rival in results
+        (rival, h): paired_test(losses["tgclstm"], losses[rival], h, window)
+        for rival in losses
         if rival != "tgclstm"
         for h in TGCLSTM_GOALS
     }
     out: dict[str, Any] = {}
     for (rival, h), test in holm_family(tests).items():
         out.setdefault(rival, {})[h] = test.to_dict()
+    result: dict[str, Any] = finite_or_none(out)
+    return result
+
+
+def _tgclstm_rows(tests: Mapping[str, Any]) -> list[list[str]]:
+    from models.significance import p_text
+
+    def cell(t: Mapping[str, Any]) -> str:
+        raw, adjusted = t["p_value"], t["p_value_adjusted"]
+        if raw is None or adjusted is None:
+            return f"{t['verdict']} ({t['verdict_reason']})"
+        why = f"; {t['verdict_reason']}" if t["verdict_reason"] else ""
+        return f"{t['verdict']} ({p_text(raw)}, adjusted {p_text(adjusted)[2:]}{why})"
+
+    return [[rival, *(cell(t) for t in per.values())] for rival, per in tests.items()]
+
+
+def stored_losses(document: Mapping[str, Any]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The per-window losses a result file keeps (``window_losses``: ``[seed][window]``
+    per model and horizon, null = NaN) as :func:`tgclstm_tests` takes them."""
+    out: dict[str, list[dict[str, np.ndarray]]] = {}
+    for name, per_horizon in document["window_losses"].items():
+        seeds = len(next(iter(per_horizon.values())))
+        out[name] = [
+            {
+                h: np.array([np.nan if v is None else v for v in runs[s]], dtype=np.float64)
+                for h, runs in per_horizon.items()
+            }
+            for s in range(seeds)
+        ]
     return out
+
+
+def rescore(path: Path) -> dict[str, Any]:
+    """Recompute the paired tests, verdicts and checks of the result file at ``path``
+    from its per-window losses (no refit) and rewrite them there; returns the document.
+    ``rescored`` records when, with what, and the TGC-LSTM p-values of the run itself
+    (kept across rescorings)."""
+    from models.bundle import finite_or_none
+    from models.forecasters.claims import champion_claims
+
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot rescore {path}: {exc}") from None
+    if not document.get("window_losses"):
+        raise SystemExit(
+            f"cannot rescore {path}: it keeps no per-window losses (run the benchmark again)"
+        )
+    metrics = document["metrics"]
+    losses = stored_losses(document)
+    original = (document.get("rescored") or {}).get("original_tgclstm_tests") or {
+        rival: {
+            h: {k: t.get(k) for k in ("p_value", "p_value_adjusted", "verdict")}
+            for h, t in per.items()
+        }
+        for rival, per in document.get("tgclstm_tests", {}).items()
+    }
+    test_rmse = {
+        name: {h: m["rmse"] for h, m in entry["pooled"].items()}
+        for name, entry in metrics["models"].items()
+    }
+    claims = champion_claims(losses, test_rmse, metrics.get("champion"), window=metrics["window"])
+    metrics["significance"] = finite_or_none(claims["significance"])
+    metrics["regret"] = finite_or_none(claims["regret"])
+    tests = tgclstm_tests(losses, metrics["window"])
+    document["tgclstm_tests"] = tests
+    document["checks"] = _checks(metrics["models"], tests)
+    document["rescored"] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m benchmarks.forecast_accuracy --rescore",
+        "what": "paired tests, verdicts and checks recomputed from window_losses with the "
+        "current models/significance.py (no refit); everything else is the original run's",
+        "original_tgclstm_tests": original,
+    }
+    path.write_text(json.dumps(document, indent=2, sort_keys=False, default=float) + "\n")
+    return document
 
 
 def _checks(models: dict[str, Any], tests: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -111,15 +198,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="default: ROADCAST_DATA_DIR")
     parser.add_argument("--out", default=None, help="keep bundles and the report here")
     parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="fit nothing: recompute the paired tests and checks of the existing result "
+        "file from its per-window losses and rewrite them",
+    )
+    parser.add_argument(
         "--cache",
         default=None,
         help="keep and reuse neural fits here (shared with benchmarks.generalization's "
         "los-loop network)",
     )
     args = parser.parse_args(argv)
+    if args.rescore:
+        path = Path(os.environ.get("ROADCAST_BENCH_RESULTS") or RESULTS_DIR)
+        document = rescore(path / "forecast_accuracy.json")
+        _print_tests(document["metrics"], document["tgclstm_tests"], document["checks"])
+        print(f"rewrote {path / 'forecast_accuracy.json'}")
+        return
 
     from benchmarks.suite_fits import SuiteFitter, Variant
-    from flows.reporting.tables import claims_rows, compact_rows
+    from flows.reporting.tables import compact_rows
     from flows.reporting.training import train_report
     from flows.threads import limit_threads
     from flows.train_models import promote_champion, write_bundles
@@ -152,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in plan.models
         }
     document = metrics_document(results, panel, split, plan, "los-loop")
-    tests = tgclstm_tests(results, plan.window)
+    tests = tgclstm_tests(
+        {n: [r.scores.losses for r in res.runs] for n, res in results.items()}, plan.window
+    )
     if args.out:
         out = Path(args.out)
         promote_champion(document, write_bundles(results, document, panel, out))
@@ -178,27 +279,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, e in document["models"].items()
         ],
     )
-    print_table(
-        "against the champion (paired Diebold-Mariano test over the test windows)",
-        *claims_rows(document),
-    )
-    print_table(
-        "TGC-LSTM against each model (paired Diebold-Mariano test)",
-        ["model", *(f"{h} steps" for h in TGCLSTM_GOALS)],
-        [
-            [
-                rival,
-                *(
-                    f"{t['verdict']} (p = {t['p_value']:.3g}, adjusted {t['p_value_adjusted']:.3g}"
-                    + (f"; {t['verdict_reason']})" if t["verdict_reason"] else ")")
-                    for t in per.values()
-                ),
-            ]
-            for rival, per in tests.items()
-        ],
-    )
     checks = _checks(document["models"], tests)
-    print_table("checks", ["check", "passed"], [[k, str(v)] for k, v in checks.items()])
+    _print_tests(document, tests, checks)
     write_result(
         "forecast_accuracy",
         {
@@ -225,6 +307,23 @@ def main(argv: list[str] | None = None) -> None:
             "checks": checks,
         },
     )
+
+
+def _print_tests(
+    metrics: Mapping[str, Any], tests: Mapping[str, Any], checks: Mapping[str, bool]
+) -> None:
+    from flows.reporting.tables import claims_rows
+
+    print_table(
+        "against the champion (paired Diebold-Mariano test over the test windows)",
+        *claims_rows(metrics),
+    )
+    print_table(
+        "TGC-LSTM against each model (paired Diebold-Mariano test)",
+        ["model", *(f"{h} steps" for h in TGCLSTM_GOALS)],
+        _tgclstm_rows(tests),
+    )
+    print_table("checks", ["check", "passed"], [[k, str(v)] for k, v in checks.items()])
 
 
 if __name__ == "__main__":

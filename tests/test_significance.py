@@ -1,12 +1,150 @@
-"""Paired tests over test windows (Diebold-Mariano, HAC) and the champion's claims."""
+"""Paired tests over test windows (Diebold-Mariano, EWC) and the champion's claims.
+
+``python -m tests.test_significance [--reps 2000]`` prints the size and power table of
+docs/decisions.md ("Paired tests"): the old rule, EWC with Lazarus et al.'s ``B`` and
+the rule of :mod:`models.significance` on simulated overlapping-window losses."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from models.forecasters.claims import champion_claims, validation_champion
-from models.significance import PairedTest, diebold_mariano, holm_family, window_losses
+from models.significance import (
+    PairedTest,
+    diebold_mariano,
+    ewc_degrees,
+    ewc_long_run_variance,
+    holm_family,
+    p_text,
+    window_losses,
+)
+
+WINDOW = 12  # los-loop's input window: lag 14 at 3 steps, 23 at 12
+
+
+def old_rule_p_values(d: np.ndarray, lag: int) -> np.ndarray:
+    """The rule before EWC, per row of ``d`` ``[rep, n]``: Newey-West (Bartlett) with
+    bandwidth ``2 * lag``, the Harvey-Leybourne-Newbold factor with ``k = 2 lag + 1``
+    and t(n - 1)."""
+    n = d.shape[1]
+    bandwidth = 2 * lag
+    k = bandwidth + 1
+    e = d - d.mean(axis=1, keepdims=True)
+    long_run = (e * e).sum(axis=1) / n
+    for j in range(1, bandwidth + 1):
+        long_run += 2 * (1 - j / (bandwidth + 1)) * (e[:, j:] * e[:, :-j]).sum(axis=1) / n
+    factor = np.sqrt(max(0.0, (n + 1 - 2 * k + k * (k - 1) / n) / n))
+    statistic = d.mean(axis=1) / np.sqrt(long_run / n) * factor
+    return np.asarray(2 * stats.t.sf(np.abs(statistic), n - 1))
+
+
+def ewc_p_values(d: np.ndarray, degrees: int) -> np.ndarray:
+    """EWC with ``degrees`` cosines and t(degrees), per row of ``d`` ``[rep, n]``."""
+    n = d.shape[1]
+    t = (np.arange(n) + 0.5) / n
+    basis = np.sqrt(2.0 / n) * np.cos(np.pi * np.outer(t, np.arange(1, degrees + 1)))
+    long_run = ((d @ basis) ** 2).mean(axis=1)
+    statistic = np.sqrt(n) * d.mean(axis=1) / np.sqrt(long_run)
+    return np.asarray(2 * stats.t.sf(np.abs(statistic), degrees))
+
+
+def module_p_values(d: np.ndarray, lag: int) -> np.ndarray:
+    """:func:`models.significance.diebold_mariano` per row (NaN: no verdict)."""
+    return np.array(
+        [diebold_mariano(row + 50.0, np.full(len(row), 50.0), lag).p_value for row in d]
+    )
+
+
+def moving_sum_differentials(n: int, lag: int, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """``[rep, n]`` equal-skill differentials with the overlap's own autocorrelation: a
+    moving sum of ``lag + 1`` white noise terms (triangular out to ``lag``)."""
+    noise = rng.normal(size=(reps, n + lag))
+    sums = np.cumsum(np.pad(noise, ((0, 0), (1, 0))), axis=1)
+    return np.asarray(sums[:, lag + 1 :] - sums[:, :n])
+
+
+def daily_cycle_differentials(
+    n: int, horizon: int, reps: int, rng: np.random.Generator, gap: float = 0.0, nodes: int = 3
+) -> np.ndarray:
+    """``[rep, n]`` differentials of :func:`window_losses` of two forecasts of a 5-minute
+    series with a daily cycle, from overlapping windows (``WINDOW`` inputs, ``horizon``
+    targets). Each model's error at a target is ``size * growth * (shared + own +
+    input)``: ``size`` follows the day (rush hours err 4 times more), ``growth`` rises
+    with the step, ``shared`` is noise both models miss, ``own`` an AR(1) per target
+    and model, ``input`` a mean of ``WINDOW`` shocks the window's inputs carried, so two
+    windows share errors up to ``horizon + WINDOW - 1`` apart. Model a's squared errors
+    are ``1 - gap`` times b's in expectation (0: equal skill)."""
+    out = np.empty((reps, n))
+    steps = n + WINDOW + horizon
+    targets = np.arange(n)[:, None] + WINDOW + np.arange(horizon)[None, :]  # [window, step]
+    growth = (1 + np.arange(horizon) / horizon)[None, :, None]
+    for r in range(reps):
+        phase = rng.uniform(0, 2 * np.pi)
+        cycle = np.sin(2 * np.pi * np.arange(steps) / 288 + phase)
+        size = (1 + 0.6 * cycle)[targets][..., None]
+        actual = np.repeat((50 + 10 * cycle)[targets][..., None], nodes, axis=2)
+        shared = 0.7 * rng.normal(size=(steps, nodes))[targets]
+        losses = []
+        for scale in (np.sqrt(1 - gap), 1.0):
+            own = np.zeros((steps, nodes))
+            shocks = rng.normal(size=(steps, nodes)) * np.sqrt(0.75)
+            for i in range(1, steps):
+                own[i] = 0.5 * own[i - 1] + shocks[i]
+            carried = np.cumsum(np.pad(rng.normal(size=(steps, nodes)), ((1, 0), (0, 0))), axis=0)
+            inputs = ((carried[WINDOW:] - carried[:-WINDOW]) / np.sqrt(WINDOW))[:n, None, :]
+            error = scale * size * growth * (shared + own[targets] + inputs)
+            losses.append(window_losses(actual, actual + error, horizon))
+        out[r] = losses[0] - losses[1]
+    return out
+
+
+def rejection_table(reps: int = 2000, seed: int = 0) -> list[str]:
+    """Rejection rates at a nominal 5 % of the old rule, EWC with Lazarus et al.'s
+    ``B = 0.4 n^(2/3)`` and the module's rule (its ``B`` in brackets; "-": no verdict):
+    size on equal-skill moving sums and daily-cycle losses, power on moving sums shifted
+    by 2.5 standard errors of their mean and on daily-cycle losses where a's MSE is 20 %
+    lower. Prints each row as it comes."""
+    rng = np.random.default_rng(seed)
+    rules: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+        "old": old_rule_p_values,
+        "LLSW B": lambda d, lag: ewc_p_values(d, int(0.4 * d.shape[1] ** (2 / 3))),
+        "this rule": module_p_values,
+    }
+    lines = [f"{'simulation':<28} {'lag':>3} {'n':>5}  " + "  ".join(f"{r:>9}" for r in rules)]
+    print(lines[0], flush=True)
+    for what in (
+        "size: moving sums",
+        "size: daily cycle",
+        "power: moving sums",
+        "power: daily cycle",
+    ):
+        for horizon in (3, 12):
+            lag = horizon + WINDOW - 1
+            for n in (100, 200, 380, 2000):
+                if what.endswith("moving sums"):
+                    d = moving_sum_differentials(n, lag, reps, rng)
+                    if what.startswith("power"):
+                        d = d + 2.5 * (lag + 1) / np.sqrt(n)
+                else:
+                    gap = 0.2 if what.startswith("power") else 0.0
+                    d = daily_cycle_differentials(n, horizon, reps, rng, gap=gap)
+                cells = []
+                for name, rule in rules.items():
+                    p = rule(d, lag)
+                    rate = "-" if np.isnan(p).all() else f"{np.mean(p < 0.05):.3f}"
+                    if name == "this rule":
+                        rate += f" ({ewc_degrees(n, lag)})"
+                    cells.append(f"{rate:>9}")
+                lines.append(f"{what:<28} {lag:>3} {n:>5}  " + "  ".join(cells))
+                print(lines[-1], flush=True)
+    return lines
 
 
 def ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
@@ -110,45 +248,53 @@ def test_only_the_kept_seed_keeps_its_test_arrays():
     assert result.runs[0].scores.n_windows == kept.test.n_windows
 
 
-def test_the_statistic_is_a_direct_newey_west_sum_with_the_hln_correction():
-    """Computed here from the definitions: Bartlett weights over twice the overlap lag,
-    autocovariances around the mean divided by n, HLN's factor for that many lags, t(n-1)."""
-    from scipy import stats
-
+def test_the_statistic_is_an_ewc_t_test_written_out():
+    """Computed here from the definitions (Lazarus, Lewis, Stock & Watson 2018): cosine
+    transforms of the differential, their mean square as the long-run variance, t with
+    B = floor(0.4 n / (lag + 1)) degrees of freedom."""
     rng = np.random.default_rng(7)
     n, lag = 120, 5
     d = ar1(n, 0.6, rng) + 0.4
-    bandwidth = 2 * lag
-    e = d - d.mean()
-    gamma = [e[k:] @ e[: n - k] / n for k in range(bandwidth + 1)]
-    long_run = gamma[0] + 2 * sum(
-        (1 - k / (bandwidth + 1)) * gamma[k] for k in range(1, bandwidth + 1)
-    )
-    k = bandwidth + 1
-    factor = np.sqrt((n + 1 - 2 * k + k * (k - 1) / n) / n)
-    assert factor**2 == pytest.approx((n - k) * (n - k + 1) / n**2, rel=1e-12)
-    statistic = d.mean() / np.sqrt(long_run / n) * factor
-    p_value = 2 * stats.t.sf(abs(statistic), df=n - 1)
+    degrees = (4 * n) // (10 * (lag + 1))
+    assert degrees == 8 == ewc_degrees(n, lag)
+    transforms = [
+        np.sqrt(2 / n) * sum(np.cos(np.pi * j * (t + 0.5) / n) * d[t] for t in range(n))
+        for j in range(1, degrees + 1)
+    ]
+    long_run = float(np.mean(np.square(transforms)))
+    assert ewc_long_run_variance(d, degrees) == pytest.approx(long_run, rel=1e-9)
+    statistic = np.sqrt(n) * d.mean() / np.sqrt(long_run)
+    p_value = 2 * stats.t.sf(abs(statistic), df=degrees)
 
     test = diebold_mariano(d + 1.0, np.ones(n), lag=lag)
-    assert test.lag == bandwidth and test.windows == n
-    assert test.hln_factor == pytest.approx(factor, rel=1e-12)
+    assert test.lag == lag and test.windows == n and test.df == degrees
     assert test.statistic == pytest.approx(statistic, rel=1e-9)
     assert test.p_value == pytest.approx(p_value, rel=1e-9)
-    assert test.to_dict()["hln_factor"] == pytest.approx(factor)
+    entry = test.to_dict()
+    assert entry["df"] == degrees and entry["method"] == "ewc" and entry["hac_lag"] == lag
+    assert entry["hln_factor"] == 1.0  # kept for old files; nothing scales the statistic
+    # short memory: Lazarus et al.'s 0.4 n^(2/3) caps the degrees of freedom
+    assert ewc_degrees(1000, 0) == 40 and ewc_degrees(1000, 23) == 16
 
 
-def test_overlapping_window_noise_keeps_near_nominal_size():
-    """Overlapping windows make a triangular autocorrelation out to the overlap lag (a
-    moving sum); a Bartlett kernel only that wide called about 17 % of these equal-skill
-    pairs significant at 5 %."""
+def test_equal_skill_overlapping_losses_are_called_significant_about_5_percent():
+    """Equal-skill differentials with the overlap of 12 inputs and 12 steps (lag 23, 380
+    windows as on los-loop): the rejection rate at 5 % is within three binomial standard
+    deviations of 5 %. The old Newey-West rule (bandwidth 2 * lag, HLN, t(n - 1))
+    rejects about 9 % of the same draws."""
     rng = np.random.default_rng(0)
-    lag, n = 23, 380
-    rejections = 0
-    for _ in range(200):
-        d = np.convolve(rng.normal(size=n + lag), np.ones(lag + 1), "valid")
-        rejections += diebold_mariano(d + 50.0, np.full(n, 50.0), lag=lag).p_value < 0.05
-    assert rejections <= 26  # about 10 % here; 5 % nominal
+    reps, lag, n = 2000, 23, 380
+    d = moving_sum_differentials(n, lag, reps, rng)
+    tolerance = 3 * np.sqrt(0.05 * 0.95 / reps)
+    rate = float(np.mean(module_p_values(d, lag) < 0.05))
+    assert abs(rate - 0.05) <= tolerance, rate
+    old = float(np.mean(old_rule_p_values(d, lag) < 0.05))
+    assert old > 0.05 + tolerance, old
+
+
+def test_p_text_never_prints_a_zero_p_value():
+    assert p_text(0.0) == "p < 1e-16" and p_text(1e-20) == "p < 1e-16"
+    assert p_text(0.01234) == "p = 0.0123" and p_text(0.5) == "p = 0.5"
 
 
 def test_degenerate_losses_give_a_defined_verdict():
@@ -171,7 +317,7 @@ def test_degenerate_losses_give_a_defined_verdict():
     # fewer windows than the lag needs: no verdict even on a clear gap (the lag was cut)
     few = diebold_mariano(a[:40], a[:40] + 1.0 + rng.normal(0, 0.1, 40), lag=23)
     assert np.isnan(few.p_value) and few.verdict == "no significant difference"
-    assert few.to_dict()["verdict_reason"] == "too few windows (40 < 94)"
+    assert few.to_dict()["verdict_reason"] == "too few windows (40 < 120)"
     # an overflowed forecast is an error, not a dropped window
     with pytest.raises(ValueError, match="2 window losses are infinite"):
         diebold_mariano(np.r_[np.inf, np.inf, a[2:]], b, lag=5)
@@ -245,3 +391,100 @@ def test_a_claim_needs_every_seed_on_its_side():
     split_champ = [{"3": base + 1.0}, {"3": base - 0.6}]
     claims = _claims({"champ": split_champ, "steady": steady})["significance"]
     assert claims["steady"]["3"]["verdict_reason"] == "seeds disagree"
+
+
+def test_a_zero_p_value_is_shown_as_below_double_precision():
+    from flows.reporting.tables import claims_rows
+
+    sure = {"p_value": 0.0, "p_value_adjusted": 0.0, "verdict": "behind (p < 0.05)"}
+    document = {
+        "champion": "a",
+        "significance": {"b": {"3": sure}},
+        "regret": {"3": {"regret": 1.0, "best": "a"}},
+    }
+    _, rows = claims_rows(document)
+    assert rows[0][1] == "champion ahead (p < 1e-16)"
+
+
+def _result_file(tmp_path: Path) -> Path:
+    """A forecast_accuracy.json as the benchmark writes it, with made-up losses: TGC-LSTM
+    (champion) 10 % below AR in every window, level with the LSTM."""
+    rng = np.random.default_rng(4)
+    n = 380
+    base = np.abs(moving_sum_differentials(n, 23, 1, rng)[0]) + 20.0
+    losses = {
+        "tgclstm": [base * 0.9 + rng.normal(0, 0.01, n) for _ in range(2)],
+        "lstm": [base * 0.9 + rng.normal(0, 0.3, n) for _ in range(2)],
+        "ar": [base],
+    }
+    stale = {"p_value": 0.5, "p_value_adjusted": 0.5, "verdict": "no significant difference"}
+    document = {
+        "benchmark": "forecast_accuracy",
+        "metrics": {
+            "window": 12,
+            "champion": "tgclstm",
+            "models": {
+                name: {"pooled": {h: {"rmse": float(np.sqrt(np.mean(runs))), "mae": 1.0}
+                                  for h in ("3", "12")}}
+                for name, runs in losses.items()
+            },
+            "significance": {}, "regret": {},
+        },
+        "tgclstm_tests": {"ar": {"3": stale, "12": stale}},
+        "window_losses": {
+            name: {h: [[None if i == 0 else round(float(v), 6) for i, v in enumerate(run)]
+                       for run in runs] for h in ("3", "12")}
+            for name, runs in losses.items()
+        },
+    }  # fmt: skip
+    path = tmp_path / "forecast_accuracy.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_rescore_recomputes_every_paired_test_from_the_stored_losses(tmp_path, monkeypatch, capsys):
+    from benchmarks.forecast_accuracy import main
+
+    path = _result_file(tmp_path)
+    monkeypatch.setenv("ROADCAST_BENCH_RESULTS", str(tmp_path))
+    main(["--rescore"])
+    document = json.loads(path.read_text())
+    tests = document["tgclstm_tests"]
+    assert set(tests) == {"lstm", "ar"} and set(tests["ar"]) == {"3", "12"}
+    ar = tests["ar"]["12"]
+    assert ar["verdict"] == "ahead (p < 0.05)" and ar["method"] == "ewc"
+    assert ar["windows"] == 379 and ar["hac_lag"] == 23 and ar["df"] == 6  # window 0 is null
+    assert tests["lstm"]["3"]["verdict"] == "no significant difference"
+    assert document["checks"]["tgclstm_significantly_ahead_of_ar_12"] is True
+    significance = document["metrics"]["significance"]
+    assert set(significance) == {"lstm", "ar"} and significance["ar"]["3"]["df"] == 10
+    assert significance["ar"]["3"]["verdict"] == "behind (p < 0.05)"  # against the champion
+    assert document["metrics"]["regret"]["3"]["best"] == "tgclstm"
+    note = document["rescored"]
+    assert note["command"] == "python -m benchmarks.forecast_accuracy --rescore"
+    assert note["original_tgclstm_tests"]["ar"]["3"]["p_value"] == 0.5
+    main(["--rescore"])  # again: the same tests, the run's own p-values still kept
+    again = json.loads(path.read_text())
+    assert again["tgclstm_tests"] == tests
+    assert again["rescored"]["original_tgclstm_tests"]["ar"]["3"]["p_value"] == 0.5
+    out = capsys.readouterr().out
+    assert "TGC-LSTM against each model" in out and "rewrote" in out
+
+
+def test_rescore_without_stored_losses_says_so(tmp_path):
+    from benchmarks.forecast_accuracy import rescore
+
+    path = tmp_path / "forecast_accuracy.json"
+    path.write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(SystemExit, match="keeps no per-window losses"):
+        rescore(path)
+    with pytest.raises(SystemExit, match="cannot rescore"):
+        rescore(tmp_path / "missing.json")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tests.test_significance")
+    parser.add_argument("--reps", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    options = parser.parse_args()
+    rejection_table(options.reps, options.seed)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from models.forecasters.evaluation import Backtest
 from models.metrics import error_metrics
+from models.significance import p_text
 from pipeline.data.published import FORECASTS
 
 
@@ -330,7 +331,7 @@ def claims_rows(document: Mapping[str, Any]) -> tuple[list[str], list[list[str]]
                 text = "champion ahead"
             else:
                 text = "no significant difference"
-            cells.append(f"{text} (p = {p:.3g}{'; ' + reason if reason else ''})")
+            cells.append(f"{text} ({p_text(p)}{'; ' + reason if reason else ''})")
         rows.append([name, *cells])
     rows.append(
         [
@@ -355,8 +356,8 @@ def claims_table(document: Mapping[str, Any]) -> Table | None:
         rows,
         "Per horizon, a Diebold-Mariano test of each model's per-window loss (squared error "
         "pooled over steps 1..h and sensors, mean over seeds) against the champion's over "
-        "the same test windows, with a Newey-West variance whose lag covers the overlap of "
-        "windows and the Harvey-Leybourne-Newbold small-sample correction; two-sided, "
+        "the same test windows, with an equal-weighted cosine variance (Lazarus et al. 2018) "
+        "whose degrees of freedom allow for the overlap of windows, against t; two-sided, "
         f"'ahead' or 'champion ahead' at p < 0.05{_adjustment_note(document)}. Regret: the "
         "champion's test RMSE over the best model's (1 = validation chose the test's best).",
     )
