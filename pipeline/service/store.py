@@ -731,22 +731,27 @@ class Store:
     def model_names(self) -> dict[int, str]:
         return {int(i): n for i, n in self._db.execute("SELECT id, name FROM models")}
 
-    def readings_since(self, since_ms: int, *, corrected: bool = True) -> ReadingRows:
-        """Readings with ``ts >= since_ms`` (corrections applied), ordered by time."""
+    def readings_since(
+        self, since_ms: int, *, corrected: bool = True, until_ms: int | None = None
+    ) -> ReadingRows:
+        """Readings with ``ts >= since_ms`` (and ``<= until_ms``; corrections applied),
+        ordered by time."""
+        until = np.iinfo(np.int64).max if until_ms is None else int(until_ms)
+        where = "WHERE r.ts >= ? AND r.ts <= ? "
         sql = (
             "SELECT r.sensor, r.ts, COALESCE(c.value, r.value), r.arrived_ms FROM readings r "
-            "LEFT JOIN corrections c ON c.ts = r.ts AND c.sensor = r.sensor WHERE r.ts >= ? "
+            "LEFT JOIN corrections c ON c.ts = r.ts AND c.sensor = r.sensor " + where
             if corrected
-            else "SELECT sensor, ts, value, arrived_ms FROM readings r WHERE r.ts >= ? "
+            else "SELECT sensor, ts, value, arrived_ms FROM readings r " + where
         )
-        rows = self._db.execute(sql + "ORDER BY r.ts, r.sensor", (since_ms,)).fetchall()
+        rows = self._db.execute(sql + "ORDER BY r.ts, r.sensor", (since_ms, until)).fetchall()
         if corrected:
             # A correction of a slot that was missing at close has no readings row.
             extra = self._db.execute(
                 "SELECT c.sensor, c.ts, c.value, c.arrived_ms FROM corrections c "
                 "LEFT JOIN readings r ON r.ts = c.ts AND r.sensor = c.sensor "
-                "WHERE c.ts >= ? AND r.ts IS NULL",
-                (since_ms,),
+                "WHERE c.ts >= ? AND c.ts <= ? AND r.ts IS NULL",
+                (since_ms, until),
             ).fetchall()
             rows += extra
         arr = np.array(rows, dtype=np.float64).reshape(-1, 4)  # [n, 4]
