@@ -235,7 +235,13 @@ def _steps_per_hour(panel: Any) -> float:
 
 
 def run_network(
-    network: Network, seeds: int, epochs: int | None, data_dir: Path | None, seed: int
+    network: Network,
+    seeds: int,
+    epochs: int | None,
+    data_dir: Path | None,
+    seed: int,
+    models_: tuple[str, ...] = MODELS,
+    rules: tuple[Rule, ...] = RULES,
 ) -> dict[str, Any]:
     """Train the models on ``network``'s training part, inject shifts into its test part
     and score every rule; a dict with the reason when the data are missing."""
@@ -248,7 +254,7 @@ def run_network(
     except DatasetError as exc:
         return {"skipped": str(exc).split(";")[0]}
     started = time.monotonic()
-    plan = TrainPlan(models=MODELS, seeds=seeds, epochs=epochs, device="cpu", progress=False)
+    plan = TrainPlan(models=models_, seeds=seeds, epochs=epochs, device="cpu", progress=False)
     with limit_threads(1):
         split = split_panel(panel, plan)
         first = split.train.n_time
@@ -258,15 +264,15 @@ def run_network(
         shifted = inject(panel, shifts, reference)
         per_hour = _steps_per_hour(panel)
         models: dict[str, Any] = {}
-        for name in MODELS:
+        for name in models_:
             runs = fit_runs(name, split, plan, log=lambda line: print(line, flush=True))
             per_seed = [
-                score_model(r.model, panel, shifted, shifts, first, test_start, per_hour)
+                score_model(r.model, panel, shifted, shifts, first, test_start, per_hour, rules)
                 for r in runs
             ]
             rmse_ = mean_scores(per_seed)
             models[name] = {"rmse": rmse_, "ratio": ratios(rmse_), "seeds": len(runs)}
-            print(f"  {network.name} {name}: scored {len(RULES)} rules", flush=True)
+            print(f"  {network.name} {name}: scored {len(rules)} rules", flush=True)
     return {
         "spec": network.spec,
         "what": network.what,
@@ -289,14 +295,14 @@ def run_network(
     }
 
 
-def choose_rule(results: dict[str, Any]) -> dict[str, Any]:
+def choose_rule(results: dict[str, Any], rules: tuple[Rule, ...] = RULES) -> dict[str, Any]:
     """The rule with the best mean gain (RMSE ratio on the shifted sensors after their
     step, over networks, models and horizons) among those whose worst cost (ratio on the
     unshifted test part, over the same) is at most ``COST_LIMIT``; ``chosen`` is None when
     no rule but ``off`` qualifies."""
     done = [r for r in results.values() if "models" in r]
     summary: dict[str, dict[str, float]] = {}
-    for rule in RULES:
+    for rule in rules:
         costs, gains = [], []
         for r in done:
             for m in r["models"].values():
@@ -319,8 +325,14 @@ def choose_rule(results: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- held-out
-def run_heldout(folder: Path, rule_name: str, epochs: int | None, seeds: int = 1) -> dict[str, Any]:
-    """Train persistence and the LSTM on the held-out ``recalibrated`` network and score
+def run_heldout(
+    folder: Path,
+    rule_name: str,
+    epochs: int | None,
+    seeds: int = 1,
+    models_: tuple[str, ...] = ("lstm",),
+) -> dict[str, Any]:
+    """Train persistence and ``models_`` on the held-out ``recalibrated`` network and score
     ``off`` and ``rule_name`` on its test part: all sensors, the changed sensors after
     their change, the work zone during it and the untouched sensors."""
     from benchmarks.heldout_shifts import make_recalibrated
@@ -330,11 +342,17 @@ def run_heldout(folder: Path, rule_name: str, epochs: int | None, seeds: int = 1
 
     folder.mkdir(parents=True, exist_ok=True)
     facts = make_recalibrated(folder)  # deterministic: the same file each time
-    panel = load_dataset(f"csv:{folder / 'recalibrated.csv'}")
+    panel = load_dataset(
+        f"csv:{folder / 'recalibrated.csv'}", adjacency=folder / "recalibrated_edges.csv"
+    )
     ids = list(panel.sensor_ids)
     rules = tuple(r for r in RULES if r.name in ("off", rule_name))
     plan = TrainPlan(
-        models=("persistence", "lstm"), seeds=seeds, epochs=epochs, device="cpu", progress=False
+        models=tuple(dict.fromkeys(("persistence", *models_))),
+        seeds=seeds,
+        epochs=epochs,
+        device="cpu",
+        progress=False,
     )
     changed = {ids.index(s): at for s, (at, _) in facts["level_steps"].items()}
     gain_id, gain_at, _ = facts["gain"]
@@ -384,7 +402,9 @@ def run_heldout(folder: Path, rule_name: str, epochs: int | None, seeds: int = 1
 
 
 # --------------------------------------------------------------------------- report
-def print_report(results: dict[str, Any], choice: dict[str, Any]) -> None:
+def print_report(
+    results: dict[str, Any], choice: dict[str, Any], rules: tuple[Rule, ...] = RULES
+) -> None:
     """The ratio table per network, model and rule, and the choice."""
     rows = []
     for net, r in results.items():
@@ -393,7 +413,7 @@ def print_report(results: dict[str, Any], choice: dict[str, Any]) -> None:
             continue
         for model, m in r["models"].items():
             off = m["rmse"]["off"]
-            for rule in RULES:
+            for rule in rules:
                 q = m["ratio"][rule.name]
                 cells = [
                     f"{q[p]['3']:.3f} / {q[p]['12']:.3f}"
@@ -416,7 +436,8 @@ def print_report(results: dict[str, Any], choice: dict[str, Any]) -> None:
             for n, s in choice["summary"].items()
         ],
     )
-    print(f"chosen: {choice['chosen']}")
+    fixed = " (fixed by --rule, not chosen here)" if choice.get("fixed_by") else ""
+    print(f"chosen: {choice['chosen']}{fixed}")
 
 
 def print_heldout(heldout: dict[str, Any]) -> None:
@@ -447,8 +468,18 @@ def main(argv: list[str] | None = None) -> None:
         "--heldout", default=None, help="folder of the held-out recalibrated network "
         "(generated there); applies the chosen rule to it once",
     )  # fmt: skip
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="models to train on every network"
+    )
+    parser.add_argument(
+        "--rule", default=None, choices=[r.name for r in RULES if r.half_life_h is not None],
+        help="measure this rule against off only, without choosing one (for models the "
+        "choice was not made on)",
+    )  # fmt: skip
     parser.add_argument("--name", default="level_shift")
     args = parser.parse_args(argv)
+    models_ = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    rules = RULES if args.rule is None else tuple(r for r in RULES if r.name in ("off", args.rule))
     networks: tuple[Network, ...] = QUICK if args.quick else NETWORKS
     if args.networks:
         wanted = set(args.networks.split(","))
@@ -459,13 +490,15 @@ def main(argv: list[str] | None = None) -> None:
     for k, network in enumerate(networks):
         print(f"{network.name}: {network.what}", flush=True)
         results[network.name] = run_network(
-            network, args.seeds, epochs, data_dir, args.shift_seed + k
+            network, args.seeds, epochs, data_dir, args.shift_seed + k, models_, rules
         )
-    choice = choose_rule(results)
-    print_report(results, choice)
+    choice = choose_rule(results, rules)
+    if args.rule is not None:  # measured, not chosen: the held-out part applies it as given
+        choice = {**choice, "chosen": args.rule, "fixed_by": "--rule"}
+    print_report(results, choice, rules)
     heldout = None
     if args.heldout and choice["chosen"]:
-        heldout = run_heldout(Path(args.heldout), choice["chosen"], epochs)
+        heldout = run_heldout(Path(args.heldout), choice["chosen"], epochs, models_=models_)
         print_heldout(heldout)
     write_result(
         args.name,
@@ -476,11 +509,14 @@ def main(argv: list[str] | None = None) -> None:
             + (f" --seeds {args.seeds}" if args.seeds != 2 else "")
             + (f" --epochs {args.epochs}" if args.epochs != 20 else "")
             + (f" --networks {args.networks}" if args.networks else "")
-            + (f" --heldout {args.heldout}" if args.heldout else ""),
+            + (f" --heldout {args.heldout}" if args.heldout else "")
+            + (f" --models {args.models}" if models_ != MODELS else "")
+            + (f" --rule {args.rule}" if args.rule else "")
+            + (f" --name {args.name}" if args.name != "level_shift" else ""),
             "protocol": "roadcast train's split (80/20, validation the last 10% of training), "
             "12 inputs, 12 steps, test windows with 12 inputs inside the test part; "
             "pooled RMSE over steps 1..h; corrections warm up on the validation part",
-            "rules": [r.__dict__ for r in RULES],
+            "rules": [r.__dict__ for r in rules],
             "gate_c": GATE_C,
             "networks": results,
             "choice": choice,
