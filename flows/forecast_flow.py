@@ -5,7 +5,13 @@ Every run (every five minutes when deployed):
 1. loads every bundle of the model directory and reads ``champion.json`` (which one
    is the champion; the others are challengers);
 2. reads the newest closed window of the service's store (:mod:`pipeline.service.store_reads`);
-3. forecasts it with every model;
+3. forecasts it with every model, each forecast then corrected for the sensors whose
+   level moved since training as ``roadcast serve`` corrects its own (``level_half_life``;
+   :mod:`models.forecasters.level`): each model's correction is rebuilt by replaying the
+   store's closed ticks up to the window's last one
+   (:func:`pipeline.service.level_replay.replay_levels`), so the flow and the service
+   publish the same forecasts, and in shadow mode the challengers are judged as the
+   champion is;
 4. stores the forecasts in the store (so the report flow scores them like the
    service's own), each only if the store holds none of its model at that tick;
 5. publishes the forecasts it stored to ``roadcast.forecasts`` through the service's
@@ -30,12 +36,14 @@ record has the same key (the sensor), model and issue time, and the last copy ho
 the stored values: a consumer that needs each once keys on (model, sensor, issue time).
 A run killed between storing and publishing leaves its forecasts stored and unpublished.
 
-Loading bundles, reading and writing the store and publishing are retried (I/O);
-forecasting is not.
+Loading bundles, reading and writing the store (the level replay included) and
+publishing are retried (I/O); forecasting is not. A model whose forecasts fail in the
+level replay is published uncorrected, with one warning.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,13 +54,45 @@ from prefect.cache_policies import NONE
 
 from flows.artifacts import KEYS, publish_table
 from flows.io_tasks import IO_TASK, check_lengths
+from models.bundle import duration_text
 from models.forecasters.base import Forecast, Forecaster
 from models.panel import SensorPanel
 from pipeline.model_dir import bundles_dir, read_champion
+from pipeline.service.config import ServiceConfig
 
 if TYPE_CHECKING:
     from pipeline.service.store import Store
     from pipeline.service.store_rows import ForecastRows
+
+
+# The service's default half-life of the level correction, as the flow parameter's text.
+LEVEL_HALF_LIFE = (
+    "off"
+    if ServiceConfig.level_half_life is None
+    else duration_text(ServiceConfig.level_half_life.total_seconds())
+)
+
+
+def parse_half_life(text: str) -> pd.Timedelta | None:
+    """``level_half_life`` (``6h``, ``30min``, ``off``) as ``roadcast serve
+    --level-half-life`` takes it; None for ``off``.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and what it accepts.
+    """
+    import typer
+
+    from flows.cli.options import parse_duration
+
+    try:
+        value = parse_duration(str(text), "level_half_life", allow_off=True)
+        return ServiceConfig(level_half_life=value).level_half_life
+    except typer.BadParameter as exc:
+        raise ValueError(f"level_half_life: {exc.message}") from None
+    except ValueError as exc:
+        raise ValueError(f"{exc} (level_half_life={text!r})") from None
 
 
 @task(name="load-models", **IO_TASK)
@@ -124,6 +164,67 @@ def forecast_all(models: dict[str, Forecaster], window: SensorPanel) -> dict[str
         own = window if window.sensor_ids == model.sensor_ids else window.select(model.sensor_ids)
         out[name] = model.predict(own)
     return out
+
+
+def level_corrected(
+    store: Store,
+    models: dict[str, Forecaster],
+    forecasts: dict[str, Forecast],
+    window: SensorPanel,
+    half_life: pd.Timedelta,
+) -> tuple[dict[str, Forecast], dict[str, str], int]:
+    """``forecasts`` (issued by ``models`` at the end of ``window``, read from ``store``)
+    corrected as the service corrects its own (:func:`models.forecasters.level.follow_level`),
+    each model's correction replayed from the store's closed ticks up to the window's
+    last one. Returns the forecasts, ``{model: error}`` of those left uncorrected because
+    their replay failed, and the number of ticks replayed."""
+    from dataclasses import replace
+
+    from models.forecasters.level import follow_level
+    from pipeline.service.level_replay import replay_levels
+
+    step_ms = int(window.freq.value // 1_000_000)
+    issued_ms = int(window.timestamps[-1].value // 1_000_000)
+    offset_ms = issued_ms % step_ms
+    last = (issued_ms - offset_ms) // step_ms
+    mine = {name: models[name] for name in forecasts}
+    replay = replay_levels(
+        store,
+        mine,
+        window.sensor_ids,
+        last_closed=last,
+        tick=window.freq,
+        offset=pd.Timedelta(offset_ms, "ms"),
+        half_life=half_life,
+        window=window.n_time,
+    )
+    out = dict(forecasts)
+    for name, fc in forecasts.items():
+        if name in replay.failed:
+            continue
+        mean, lower, upper = follow_level(
+            replay.levels[name], mine[name], last, fc.mean, fc.lower, fc.upper
+        )
+        out[name] = replace(fc, mean=mean, lower=lower, upper=upper)
+    return out, replay.failed, replay.ticks
+
+
+@task(name="follow-levels", **IO_TASK)
+def follow_levels(
+    store_path: str,
+    models: dict[str, Forecaster],
+    forecasts: dict[str, Forecast],
+    window: SensorPanel,
+    half_life: pd.Timedelta | None,
+) -> tuple[dict[str, Forecast], dict[str, str], int]:
+    """:func:`level_corrected` on the store at ``store_path``; ``forecasts`` as they are
+    when ``half_life`` is None (the correction off)."""
+    from pipeline.service.store_reads import reading_store
+
+    if half_life is None:
+        return dict(forecasts), {}, 0
+    with reading_store(store_path) as store:
+        return level_corrected(store, models, forecasts, window, half_life)
 
 
 @task(name="publish-forecasts", **IO_TASK)
@@ -230,6 +331,7 @@ def forecast_flow(
     store: str | None = None,
     bootstrap: str | None = None,
     publish_to_kafka: bool = True,
+    level_half_life: str = LEVEL_HALF_LIFE,
 ) -> dict[str, Any]:
     """Forecast the store's latest window with the champion and the challengers.
 
@@ -240,13 +342,21 @@ def forecast_flow(
     store : the service's SQLite store; default ``ROADCAST_STORE_PATH``.
     bootstrap : Kafka ``HOST:PORT[,...]``; default ``ROADCAST_BOOTSTRAP_SERVERS``.
     publish_to_kafka : False stores and reports without publishing (no broker needed).
+    level_half_life : the half-life of the correction that moves each forecast to a
+        sensor's level where it moved since training, as ``roadcast serve
+        --level-half-life`` takes it (``6h``, ``30min``; ``off``: the models' own
+        forecasts); the service's default. Give it the service's value: the flow then
+        publishes the forecasts the service would.
 
     Returns ``{"issued_at", "champion", "models": {name: {published, skipped}},
     "stored_rows"}``.
     """
     from pipeline.settings import load_settings
 
-    check_lengths(models_dir=models_dir, store=store, bootstrap=bootstrap)
+    check_lengths(
+        models_dir=models_dir, store=store, bootstrap=bootstrap, level_half_life=level_half_life
+    )
+    half_life = parse_half_life(level_half_life)
     settings = load_settings(model_dir=models_dir, store_path=store, bootstrap_servers=bootstrap)
     log = get_run_logger()
     models, champion = load_models(str(settings.model_dir))
@@ -283,6 +393,23 @@ def forecast_flow(
     done = already_forecast(str(settings.store_path), tuple(models), issued_ms)
     todo = {name: m for name, m in models.items() if name not in done}
     computed = forecast_all(todo, window) if todo else {}
+    if computed:
+        started = time.perf_counter()
+        computed, failed, ticks = follow_levels(
+            str(settings.store_path), todo, computed, window, half_life
+        )
+        for name, error in failed.items():
+            log.warning(
+                f"the level correction of {name} could not be rebuilt from the store ({error}): "
+                f"its forecasts at {issued.isoformat()} are the model's own (uncorrected)"
+            )
+        if half_life is not None:
+            seconds = time.perf_counter() - started
+            span = duration_text(half_life.total_seconds())
+            log.info(
+                f"level correction: {ticks} closed ticks replayed in {seconds:.2f} s "
+                f"(half-life {span})"
+            )
     # Storing claims the tick: a model another run (or the service) stored meanwhile
     # is left to it, so no tick is published twice.
     stored = store_forecasts(str(settings.store_path), computed) if computed else {}

@@ -20,7 +20,12 @@ where nothing shifted, 32 % better at 12 steps on recalibrated sensors.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.forecasters.base import Forecaster
 
 HALF_LIFE_H = 6.0
 GATE_C = 3.0
@@ -150,3 +155,27 @@ class OnlineLevel:
     def correction(self) -> np.ndarray:
         """What to add now to a forecast ``[horizon, node]`` (0 where the gate is shut)."""
         return self.state.correction()
+
+
+def follow_level(
+    level: OnlineLevel,
+    model: Forecaster,
+    tick: int,
+    mean: np.ndarray,
+    lower: np.ndarray | None,
+    upper: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The forecast ``model`` issued at ``tick`` (``[horizon, node]``) moved by ``level``'s
+    correction, its interval with it (kept above the model's floor); ``level`` holds the
+    model's own forecast, whose errors it learns from. The service's forecasts and the
+    forecast flow's are corrected by it."""
+    level.record(tick, mean)
+    shift = level.correction().astype(mean.dtype)
+    if not shift.any():
+        return mean, lower, upper
+    floored = getattr(model, "floored", lambda values: values)
+    return (
+        floored(mean + shift),
+        None if lower is None else floored(lower + shift),
+        None if upper is None else upper + shift,
+    )

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from models.forecasters.base import Forecast, Forecaster
-from models.forecasters.level import OnlineLevel
+from models.forecasters.base import Forecast
+from models.forecasters.level import follow_level
 from pipeline.kafka.outbox import Outbox
 from pipeline.service.assembler import (
     CONFLICT,
@@ -331,9 +331,7 @@ class PollProcessor(ServiceState):
                 lower = None if all_lower is None else all_lower[k]
                 upper = None if all_upper is None else all_upper[k]
                 if (level := self.levels.get(m.name)) is not None:
-                    mean, lower, upper = _follow_level(
-                        level, m.model, tick.tick, mean, lower, upper
-                    )
+                    mean, lower, upper = follow_level(level, m.model, tick.tick, mean, lower, upper)
                 self.publisher.forecast(
                     outbox, batch, report.counts, m.name, m.encoder, m.store_sensors,
                     tick.ts, freq, mean, lower, upper,
@@ -423,29 +421,6 @@ class PollProcessor(ServiceState):
                     sensors_down=int(self.assembler.down.sum()),
                     open_ticks=len(self.assembler.open_ticks),
                 )
-
-
-def _follow_level(
-    level: OnlineLevel,
-    model: Forecaster,
-    tick: int,
-    mean: np.ndarray,
-    lower: np.ndarray | None,
-    upper: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The forecast ``model`` issued at ``tick`` (``[horizon, node]``) moved by ``level``'s
-    correction, its interval with it (kept above the model's floor); ``level`` holds the
-    model's own forecast, whose errors it learns from."""
-    level.record(tick, mean)
-    shift = level.correction().astype(mean.dtype)
-    if not shift.any():
-        return mean, lower, upper
-    floored = getattr(model, "floored", lambda values: values)
-    return (
-        floored(mean + shift),
-        None if lower is None else floored(lower + shift),
-        None if upper is None else upper + shift,
-    )
 
 
 def plausible_record_ms(record_ms: np.ndarray, read_ns: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from pipeline.service.cadence import CadenceCheck
 from pipeline.service.config import ServiceConfig
 from pipeline.service.decoding import ReadingDecoder
 from pipeline.service.hooks import AlertHook, AlertRestore, RestorableAlertHook
+from pipeline.service.level_replay import replay_levels
 from pipeline.service.live_accuracy import LiveScorer
 from pipeline.service.liveness import DOWN_KEY, read_down_state
 from pipeline.service.model_set import (
@@ -52,11 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("roadcast.service")
 
 OFFSET_KEY = "tick_offset_ms"  # the store's grid offset; absent (0) in older stores
-# A restart rebuilds the level correction from this many half-lives of stored ticks:
-# the errors further back would weigh at most 2**-4 = 1/16 of its state.
-LEVEL_REPLAY_HALF_LIVES = 4
-# At most this many origins times sensors per predict_batch call of that replay.
-LEVEL_REPLAY_CELLS = 500_000
 
 
 def grid_problem(
@@ -354,93 +350,34 @@ class ServiceState:
 
     def _replay_levels(self, names: Sequence[str]) -> None:
         """Rebuild the empty level corrections of the models ``names`` from the store as
-        the live service built them: over the closed ticks of the last
-        :data:`LEVEL_REPLAY_HALF_LIVES` half-lives that the store holds, in order, each
-        tick's readings are observed and the model's own forecast issued at it (its
-        ``predict_batch`` on the stored readings, late ones included) is recorded. A
-        model that fails starts empty; one ``level_restored`` line tells what was done."""
+        the live service built them (:func:`pipeline.service.level_replay.replay_levels`).
+        A model that fails starts empty; one ``level_restored`` line tells what was done."""
         last, half_life = self.assembler.last_closed, self.config.level_half_life
         slots = [m for m in self.models if m.name in names]
         if last is None or half_life is None or not slots:
             return
         started = time.perf_counter()
-        half_life_ticks = half_life / self.config.tick
-        span = int(np.ceil(LEVEL_REPLAY_HALF_LIVES * half_life_ticks))
-        stored = self.store.closed_ticks(self._tick_ms(last - span + 1))
-        ticks = self.asm_config.tick_of(stored * 1_000_000)
-        ticks = ticks[ticks <= last]
-        per_call = max(1, LEVEL_REPLAY_CELLS // max(len(self.sensor_ids), 1))
-        failed: dict[str, str] = {}
-        start = 0
-        while start < len(ticks) and len(failed) < len(slots):
-            stop = int(np.searchsorted(ticks, ticks[start] + per_call))  # <= per_call ticks
-            going = [m for m in slots if m.name not in failed]
-            self._replay_chunk(ticks[start:stop], going, failed)
-            start = stop
-        for name, error in failed.items():
-            model = next(m.model for m in slots if m.name == name)
-            self.levels[name] = OnlineLevel(model.horizon, len(model.sensor_ids), half_life_ticks)
+        replay = replay_levels(
+            self.store,
+            {m.name: m.model for m in slots},
+            self.sensor_ids,
+            last_closed=last,
+            tick=self.config.tick,
+            offset=self.config.tick_offset,
+            half_life=half_life,
+            window=self.window,
+        )
+        self.levels.update(replay.levels)
+        for name, error in replay.failed.items():
             hint = "its level correction starts empty and learns from the coming ticks"
             fields = {"model": name, "error": error, "hint": hint}
             log.warning("level_replay_failed", extra={"fields": fields})
         restored = {
-            "models": [m.name for m in slots if m.name not in failed],
-            "ticks": len(ticks),
+            "models": [m.name for m in slots if m.name not in replay.failed],
+            "ticks": replay.ticks,
             "seconds": round(time.perf_counter() - started, 3),
         }
         log.info("level_restored", extra={"fields": restored})
-
-    def _replay_chunk(
-        self, ticks: np.ndarray, slots: Sequence[ModelSlot], failed: dict[str, str]
-    ) -> None:
-        """Fold the closed ``ticks`` (ascending) into the level corrections of ``slots``;
-        a model whose forecasts fail goes into ``failed`` (name: error)."""
-        first, last = int(ticks[0]) - self.window + 1, int(ticks[-1])
-        values, mask = self._stored_ticks(first, last, corrected=True)  # what the window saw
-        closed, seen = self._stored_ticks(int(ticks[0]), last, corrected=False)  # at close
-        stamps = pd.date_range(
-            pd.Timestamp(int(self.asm_config.tick_ns(first)), tz="UTC"),
-            periods=len(values),
-            freq=self.config.tick,
-        )
-        panel = SensorPanel(values, mask, stamps, self.sensor_ids)
-        origins = (ticks - first).astype(np.int64)
-        rows = (ticks - ticks[0]).tolist()
-        for m in slots:
-            own = panel if m.cols is None else panel.select(m.model.sensor_ids)
-            level = self.levels[m.name]
-            try:
-                mean = m.model.predict_batch(own, origins).mean  # [tick, horizon, node]
-                for k, (tick, row) in enumerate(zip(ticks.tolist(), rows, strict=True)):
-                    value, ok = closed[row], seen[row]
-                    if m.cols is not None:
-                        value, ok = value[m.cols], ok[m.cols]
-                    level.observe(tick, value, ok)
-                    level.record(tick, mean[k])
-            except Exception as exc:  # that model starts empty; the service goes on
-                failed[m.name] = f"{type(exc).__name__}: {exc}"
-
-    def _stored_ticks(
-        self, first: int, last: int, *, corrected: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The stored readings of the ticks ``first .. last`` of the served sensors:
-        float32 values ``[tick, node]`` (NaN where none) and the bool mask of those read."""
-        rows = self.store.readings_since(
-            self._tick_ms(first), corrected=corrected, until_ms=self._tick_ms(last)
-        )
-        column = np.full(int(self.store_ids.max(initial=0)) + 2, -1, np.int64)
-        column[self.store_ids] = np.arange(len(self.store_ids))
-        cols = column[np.clip(rows.sensors, -1, len(column) - 1)]  # another's id: -1
-        keep = cols >= 0
-        at = self.asm_config.tick_of(rows.ts_ms[keep] * 1_000_000) - first
-        values = np.full((last - first + 1, len(self.sensor_ids)), np.nan, np.float32)
-        mask = np.zeros(values.shape, bool)
-        values[at, cols[keep]] = rows.values[keep]
-        mask[at, cols[keep]] = True
-        return values, mask
-
-    def _tick_ms(self, tick: int) -> int:
-        return int(self.asm_config.tick_ns(tick)) // 1_000_000
 
     def _version_rows(self, versions: Mapping[str, Versioned]) -> list[VersionRow]:
         last = self.assembler.last_closed
