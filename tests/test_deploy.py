@@ -237,6 +237,11 @@ def test_schedules_and_parameters_change_from_the_command_line():
         ([], ["seeds=2"], "write DEPLOYMENT.PARAMETER=VALUE"),
         ([], ["train.seed=2"], "roadcast-train has no parameter 'seed'; its parameters: data,"),
         ([], ["train.seeds=two"], "--param train.seeds='two': seeds: Input should be a valid"),
+        (
+            [],
+            ["forecast.level_half_life=6 hrs."],
+            "--param forecast.level_half_life='6 hrs.': level_half_life: '6 hrs.' is not a",
+        ),
     ],
 )
 def test_a_bad_schedule_or_parameter_is_named(crons, params, message):
