@@ -242,3 +242,34 @@ def test_a_hot_reload_replays_a_new_version_and_keeps_an_unchanged_one(world, tm
     assert processor.levels["persistence"] is before["persistence"]
     assert processor.levels["ar"] is not before["ar"]
     _same_level(processor.levels["ar"], running)
+
+
+def test_a_long_replay_beats_the_liveness_between_chunks(world, tmp_path, monkeypatch) -> None:
+    """A hot reload's replay in chunks beats the loop's liveness after each chunk, so
+    /healthz does not call a large network's replay a stall; while the service starts
+    (no beat yet) the beats leave it "starting"."""
+    from pipeline.service import level_replay
+    from pipeline.service.health import Health
+
+    bundles, live = world
+    processor = _processor(bundles, tmp_path / "store.sqlite", some=False)
+    _feed(processor, live, range(80))
+    now = [0.0]
+    health = Health(stall_after_s=10.0, clock=lambda: now[0])
+    assert health.live() == (True, {"status": "starting"})
+    health.progress()
+    assert health.live() == (True, {"status": "starting"})  # a start-up replay: not a beat
+    health.beat()
+    beats: list[float] = []
+
+    def progress() -> None:
+        now[0] += 6.0  # each chunk takes 6 s: two of them without a beat would be a stall
+        health.progress()
+        beats.append(now[0])
+        assert health.live()[0]
+
+    processor.progress = progress
+    monkeypatch.setattr(level_replay, "LEVEL_REPLAY_CELLS", 6 * 10)  # 10 ticks a chunk
+    versions = {"ar": SimpleNamespace(version="v2", label="v2", run_id="")}
+    assert processor.swap_models(_models(bundles, some=False), versions) is None
+    assert len(beats) >= 7  # 79 closed ticks, 10 a chunk

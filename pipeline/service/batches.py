@@ -96,6 +96,7 @@ class BatchHandler(PollProcessor):
         )
         self.health = health or Health()
         self.health.stall_after_s = config.flush_timeout_s + STALL_MARGIN_S
+        self.progress = self.health.progress
         self._store_error: str | None = None  # the last store transaction's failure
         self._unsettled = False  # a failed batch waits for its replay: no swap before it
         self._failures = 0  # batches failed in a row, for the backoff

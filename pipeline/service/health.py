@@ -80,6 +80,12 @@ class Health:
         """The loop is alive (called once per loop iteration and per batch)."""
         self._beat = self.clock()
 
+    def progress(self) -> None:
+        """Long work of the loop (a level replay at a hot reload) moved on: a beat once the
+        loop has started, nothing while it starts (which is not a stall)."""
+        if self._beat is not None:
+            self._beat = self.clock()
+
     def expect_pause(self, seconds: float) -> None:
         """The loop will wait ``seconds`` on purpose (a retry's backoff): not a stall."""
         now = self.clock()

@@ -12,7 +12,7 @@ order, each tick's readings are observed and the model's own forecast issued at 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,7 @@ def replay_levels(
     offset: pd.Timedelta,
     half_life: pd.Timedelta,
     window: int | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> LevelReplay:
     """Each model's level correction after the closed tick ``last_closed`` (its forecast
     at that tick recorded), replayed from ``store``.
@@ -91,6 +92,7 @@ def replay_levels(
     window : the ticks of readings before each replayed one that the forecasts are given
         (the service's window, the longest of the models it serves); default: the
         longest window of ``models``.
+    progress : called after each chunk of ticks (the service's liveness beat).
 
     A model whose forecasts fail starts empty and is named in ``failed``; the others
     are unaffected.
@@ -137,6 +139,8 @@ def replay_levels(
             except Exception as exc:  # that model starts empty; the others go on
                 out.failed[name] = f"{type(exc).__name__}: {exc}"
         start = stop
+        if progress is not None:
+            progress()
     for name in out.failed:
         m = models[name]
         out.levels[name] = OnlineLevel(m.horizon, len(m.sensor_ids), half_life_ticks)

@@ -145,6 +145,9 @@ class ServiceState:
         if (reason := offset_refusal(models, offset_s)) is not None:
             raise ValueError(f"{reason}: serve them with ServiceConfig(tick_offset=...)")
         self.settings = settings
+        # Called while long work (the level replay) goes on: the subclass that reports
+        # the loop's liveness beats here.
+        self.progress: Callable[[], None] = lambda: None
         self.config = config
         self.alert_hook = alert_hook
         self.clock = clock
@@ -366,6 +369,7 @@ class ServiceState:
             offset=self.config.tick_offset,
             half_life=half_life,
             window=self.window,
+            progress=self.progress,
         )
         self.levels.update(replay.levels)
         for name, error in replay.failed.items():
