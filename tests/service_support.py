@@ -297,3 +297,45 @@ def store_with(path: Path, *statements: str) -> Path:
         for statement in statements:
             db.execute(statement)
     return path
+
+
+class MemoryOutbox:
+    """What a :class:`pipeline.service.processor.PollProcessor` sends, kept in memory:
+    ``sent`` as ``(topic, key, value)``, the dead letters' headers in ``letters``."""
+
+    max_message_bytes = 1 << 20
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.letters: list[dict[str, Any]] = []
+
+    def refresh(self) -> None:
+        pass
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers=None) -> None:
+        self.sent.append((topic, key, value))
+
+    def send_many(self, topic: str, messages) -> None:
+        for key, value in messages:
+            self.send(topic, key, value)
+
+    def send_dead_letter(self, topic, key, value, headers, source, *, minimal=False) -> bool:
+        self.sent.append((topic, key, value))
+        self.letters.append(dict(headers))
+        return True
+
+
+SHIFT_AT = 10  # the step of the streamed part from which sensor 0 of shifted_panel reads high
+
+
+def shifted_panel(steps: int = 460, train_end: int = 300) -> tuple[SensorPanel, int]:
+    """6 sensors reading 50 plus white noise, sensor 0 40 % high from step ``train_end +
+    SHIFT_AT`` on (a recalibration after training), and ``train_end``."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    values = (50.0 + rng.normal(0.0, 2.0, (steps, 6))).astype(np.float32)
+    values[train_end + SHIFT_AT :, 0] *= 1.4
+    stamps = pd.date_range("2024-03-04", periods=steps, freq="5min", tz="UTC")
+    return SensorPanel.from_values(values, stamps, [f"s{i}" for i in range(6)]), train_end

@@ -4,7 +4,6 @@ and a served model follows a sensor whose level moved after training."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from models.forecasters.level import OnlineLevel, corrections
@@ -14,7 +13,7 @@ from pipeline.model_dir import load_bundles
 from pipeline.service.config import ServiceConfig
 from pipeline.service.loop import ForecastService
 from pipeline.service.store import Store
-from tests.service_support import service_thread
+from tests.service_support import service_thread, shifted_panel
 from tests.waiting import wait_until
 
 
@@ -74,26 +73,17 @@ def _served_errors(settings, config, bundles, live) -> dict[str, float]:
     return out
 
 
-SHIFT_AT = 10
-
-
 def _noisy_world(root):
     """AR(3) fitted on 6 sensors reading 50 plus white noise (so it forecasts about 50
     whatever came before); the streamed part, in which sensor 0 reads 40 % high from
     step ``SHIFT_AT`` on."""
     from models.forecasters.ar import AutoRegressive
-    from models.panel import SensorPanel
 
-    rng = np.random.default_rng(5)
-    steps, train_end = 460, 300
-    values = (50.0 + rng.normal(0.0, 2.0, (steps, 6))).astype(np.float32)
-    values[train_end + SHIFT_AT :, 0] *= 1.4
-    stamps = pd.date_range("2024-03-04", periods=steps, freq="5min", tz="UTC")
-    panel = SensorPanel.from_values(values, stamps, [f"s{i}" for i in range(6)])
+    panel, train_end = shifted_panel()
     model = AutoRegressive(window=3, horizon=3)
     model.fit(panel.slice(0, train_end - 40), valid=panel.slice(train_end - 40, train_end))
     model.save(root / model.name)
-    return root, panel.slice(train_end, steps)
+    return root, panel.slice(train_end, panel.n_time)
 
 
 def test_a_served_model_follows_a_sensor_recalibrated_after_training(

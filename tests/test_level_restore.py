@@ -21,33 +21,10 @@ from pipeline.model_dir import load_bundles
 from pipeline.service.config import ServiceConfig
 from pipeline.service.processor import PollProcessor
 from pipeline.settings import Settings
+from tests.service_support import MemoryOutbox, shifted_panel
 
-SHIFT_AT = 10
 SILENT = (3, range(40, 44))  # sensor 3 sends nothing at these steps (a missed reading)
 GAP = 60  # no sensor reports this step: no tick closes for it
-
-
-class _Outbox:
-    """What the processor sends, kept in memory."""
-
-    max_message_bytes = 1 << 20
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
-
-    def refresh(self) -> None:
-        pass
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers=None) -> None:
-        self.sent.append((topic, key, value))
-
-    def send_many(self, topic: str, messages) -> None:
-        for key, value in messages:
-            self.send(topic, key, value)
-
-    def send_dead_letter(self, topic, key, value, headers, source, *, minimal=False) -> bool:
-        self.sent.append((topic, key, value))
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +35,7 @@ def world(tmp_path_factory) -> tuple[Path, SensorPanel]:
     from models.forecasters.baselines import Persistence
 
     root = tmp_path_factory.mktemp("bundles")
-    rng = np.random.default_rng(5)
-    steps, train_end = 460, 300
-    values = (50.0 + rng.normal(0.0, 2.0, (steps, 6))).astype(np.float32)
-    values[train_end + SHIFT_AT :, 0] *= 1.4
-    stamps = pd.date_range("2024-03-04", periods=steps, freq="5min", tz="UTC")
-    panel = SensorPanel.from_values(values, stamps, [f"s{i}" for i in range(6)])
+    panel, train_end = shifted_panel()
     train, valid = panel.slice(0, train_end - 40), panel.slice(train_end - 40, train_end)
     for model in (AutoRegressive(window=3, horizon=3), Persistence(window=4, horizon=3)):
         model.fit(train, valid=valid)
@@ -72,7 +44,7 @@ def world(tmp_path_factory) -> tuple[Path, SensorPanel]:
     some = AutoRegressive(window=2, horizon=4)
     some.fit(train.select(subset), valid=valid.select(subset))
     some.save(root.parent / "some" / some.name)
-    return root, panel.slice(train_end, steps)
+    return root, panel.slice(train_end, panel.n_time)
 
 
 def _models(bundles: Path, some: bool = True) -> dict[str, Any]:
@@ -87,14 +59,14 @@ def _processor(bundles: Path, store: Path, some: bool = True, **config: Any) -> 
     return PollProcessor(settings, service, _models(bundles, some), clock=lambda: 0.0)
 
 
-def _feed(processor: PollProcessor, live: SensorPanel, steps: range) -> _Outbox:
+def _feed(processor: PollProcessor, live: SensorPanel, steps: range) -> MemoryOutbox:
     """Each step's readings as one poll (one batch-form record), processed and stored;
     returns what was sent."""
     from kafka import TopicPartition
     from kafka.consumer.fetcher import ConsumerRecord
 
     tp = TopicPartition(processor.settings.topic_readings, 0)
-    outbox = _Outbox()
+    outbox = MemoryOutbox()
     for step in steps:
         if step == GAP:
             continue

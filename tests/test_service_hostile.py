@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from pipeline.kafka.schema import REASONS, SchemaError, decode_readings, encode_reading
-from tests.service_support import MiscountedHeaders, RawHeaderKey
+from tests.service_support import MemoryOutbox, MiscountedHeaders, RawHeaderKey
 
 
 def _reading(sensor: str, ts: str, value: float) -> bytes:
@@ -363,31 +363,6 @@ def test_a_store_path_that_cannot_hold_a_store_is_a_store_error(tmp_path) -> Non
 # --------------------------------------------------------------------------- service
 
 
-class _Outbox:
-    """What the processor sends, kept in memory."""
-
-    max_message_bytes = 1 << 20
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
-        self.letters: list[dict[str, Any]] = []
-
-    def refresh(self) -> None:
-        pass
-
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers=None) -> None:
-        self.sent.append((topic, key, value))
-
-    def send_many(self, topic: str, messages) -> None:
-        for key, value in messages:
-            self.send(topic, key, value)
-
-    def send_dead_letter(self, topic, key, value, headers, source, *, minimal=False) -> bool:
-        self.sent.append((topic, key, value))
-        self.letters.append(dict(headers))
-        return True
-
-
 def _processor(tmp_path: Path, **config: Any) -> Any:
     """A service's poll processor over a small simulated network, without a broker."""
     from pipeline.model_dir import load_bundles
@@ -402,7 +377,7 @@ def _processor(tmp_path: Path, **config: Any) -> Any:
     return PollProcessor(settings, service, load_bundles(world.bundles), clock=lambda: 0.0)
 
 
-def _process(processor: Any, readings: list[tuple[str, str]], first: int = 0) -> _Outbox:
+def _process(processor: Any, readings: list[tuple[str, str]], first: int = 0) -> MemoryOutbox:
     """Process ``(sensor, ts)`` readings (values 50, 51, ...) as one poll of partition 0,
     at offsets from ``first``; returns what was sent."""
     from kafka import TopicPartition
@@ -416,7 +391,7 @@ def _process(processor: Any, readings: list[tuple[str, str]], first: int = 0) ->
         )
         for k, (sensor, ts) in enumerate(readings)
     ]  # fmt: skip
-    outbox = _Outbox()
+    outbox = MemoryOutbox()
     report, batch = processor.process({tp: records}, outbox, now_ns=0)
     processor.finish(report, batch, flushed_at_ms=0)
     return outbox
@@ -481,7 +456,7 @@ def test_a_batch_form_reading_of_no_sensor_alone_in_its_poll_is_counted_valid(tm
     tp = TopicPartition(processor.settings.topic_readings, 0)
     empty = b'{"v":1,"ts":"2012-03-01T00:00:00Z","values":{}}'
     record = ConsumerRecord(tp.topic, 0, -1, 0, 0, 0, None, empty, [], None, -1, -1, -1)
-    outbox = _Outbox()
+    outbox = MemoryOutbox()
     report, batch = processor.process({tp: [record]}, outbox, now_ns=0)
     processor.finish(report, batch, flushed_at_ms=0)
     assert processor.counters["valid"] == 1 and not outbox.letters
@@ -508,7 +483,7 @@ def test_a_batch_form_record_with_bad_or_unknown_sensors_keeps_the_valid_reading
         ConsumerRecord(tp.topic, 0, -1, k, 0, 0, None, raw, [], None, -1, -1, -1)
         for k, raw in enumerate([mixed, strangers])
     ]
-    outbox = _Outbox()
+    outbox = MemoryOutbox()
     report, batch = processor.process({tp: records}, outbox, now_ns=0)
     processor.finish(report, batch, flushed_at_ms=0)
     counters = processor.counters
