@@ -425,7 +425,8 @@ def _readme_headlines() -> list[tuple[str, str]]:
     ]
     out += [("scale.json", text) for text in latency]
     ticks = sorted(runs[n]["latency_ticks"] for n in (2000, 8600, 20000))
-    out.append(("scale.json", f"{ticks[0]}-{ticks[-1]} paced ticks"))
+    span = str(ticks[0]) if ticks[0] == ticks[-1] else f"{ticks[0]}-{ticks[-1]}"
+    out.append(("scale.json", f"{span} paced ticks"))
     memory = ", ".join(f"{runs[n]['service_peak_rss_mb'] / 1000:.1f}" for n in (2000, 8600))
     out.append(("scale.json", f"{memory} and {runs[20000]['service_peak_rss_mb'] / 1000:.1f} GB"))
 
