@@ -471,10 +471,36 @@ def test_edge_list_lengths_are_read_in_the_unit_their_column_names(tmp_path, col
     np.testing.assert_allclose(graph.edge_weight, [1.0])  # a length is not a weight
 
 
-@pytest.mark.parametrize("column", ["cost", "distance", "dist", "Length"])
-def test_edge_list_lengths_without_a_unit_are_refused(tmp_path, column):
-    path = write(tmp_path / "e.csv", f"from,to,{column}\na,b,2500\n")  # METR-LA's form
-    with pytest.raises(DatasetError, match=rf"(?i)column '{column}' looks like road lengths"):
+@pytest.mark.parametrize(
+    ("column", "cells", "km", "unit"),
+    [
+        ("cost", "2500", 2.5, "metres"),  # METR-LA's and PEMS-BAY's form (DCRNN)
+        ("distance", "2500", 2.5, "metres"),
+        ("dist", "1.2", 1.2, "kilometres"),
+        ("Length", "0.4", 0.4, "kilometres"),
+        ("metres apart", "800", 0.8, None),  # a unit word inside the name: no guess
+    ],
+)
+def test_edge_list_lengths_without_a_unit_are_read_by_their_size_with_a_note(
+    tmp_path, column, cells, km, unit
+):
+    """A length column without a unit is read as metres when its median link is at least
+    METRES_FROM, else as km, and the graph carries a note saying so (roadcast train
+    prints it); it never becomes a weight."""
+    path = write(tmp_path / "e.csv", f"from,to,{column}\na,b,{cells}\nb,a,{cells}\n")
+    graph = read_adjacency_csv(path, IDS)
+    np.testing.assert_allclose(graph.distance_km, [km, km])
+    np.testing.assert_allclose(graph.edge_weight, [1.0, 1.0])
+    if unit is None:
+        assert graph.notes == ()
+    else:
+        (note,) = graph.notes
+        assert f"column '{column.lower()}' has no unit" in note and f"read as {unit}" in note
+
+
+def test_edge_list_travel_times_are_refused(tmp_path):
+    path = write(tmp_path / "e.csv", "from,to,travel time (s)\na,b,25\n")
+    with pytest.raises(DatasetError, match=r"column 'travel time \(s\)' looks like travel times"):
         read_adjacency_csv(path, IDS)
 
 

@@ -247,6 +247,7 @@ def check_graphs(panel: SensorPanel, plan: TrainPlan, *, asked: bool = True) -> 
                     "graph models see only their own readings there (is the adjacency missing "
                     "them?)"
                 )
+            notes.extend(getattr(panel.graph, "notes", ()))
             notes.extend(_parts_note(edges, linked))
             notes.extend(_one_way_note(edges))
             notes.extend(_complete_note(edges, panel.n_nodes))

@@ -69,6 +69,9 @@ class RoadGraph:
         by haversine when ``distance_km`` is omitted.
     default_link_km : link length assumed when there are neither distances nor coords.
 
+    ``notes``: what the file it was read from left to an assumption (shown by ``roadcast
+    train``), empty otherwise.
+
     Use :meth:`from_adjacency`, :meth:`from_edges` or :meth:`from_coordinates` rather
     than this constructor when the input is a matrix or separate arrays.
     """
@@ -104,6 +107,7 @@ class RoadGraph:
         self._distance_km = None if links.distance_km is None else _frozen(links.distance_km)
         self._coords = None if links.coords is None else _frozen(links.coords)
         self._hops_cache: dict[tuple[int, float | None], np.ndarray] = {}
+        self.notes: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -419,8 +419,12 @@ def _edge_list(
         seen[pair] = r
     extra: dict[str, np.ndarray] = {}
     named: dict[str, str] = {}
+    notes: list[str] = []
     for k in range(2, raw.shape[1]):
         km = _km_per_unit(path, names[k])
+        if km == _INFER:
+            km, note = _inferred_km(path, names[k], body.iloc[:, k])
+            notes.append(note)
         key = "weight" if km is None else "distance_km"
         if key in extra:
             what = "link weights" if km is None else "road lengths"
@@ -434,7 +438,7 @@ def _edge_list(
         linked = extra["weight"].astype(np.float32) != 0
         ends = [e[linked] for e in ends]
         extra = {key: cells[linked] for key, cells in extra.items()}
-    return RoadGraph.from_edges(
+    graph = RoadGraph.from_edges(
         ends[0],
         ends[1],
         num_nodes=len(ids),
@@ -442,6 +446,8 @@ def _edge_list(
         weight=extra.get("weight"),
         distance_km=extra.get("distance_km"),
     )
+    graph.notes = tuple(notes)
+    return graph
 
 
 # Road-length columns of an edge list: the unit, from the name's ending, in km.
@@ -449,28 +455,54 @@ _UNITS = {"km": 1.0, "kilometers": 1.0, "kilometres": 1.0, "m": 1e-3, "meters": 
           "metres": 1e-3, "mi": 1.609344, "miles": 1.609344, "ft": 3.048e-4,
           "feet": 3.048e-4, "yd": 9.144e-4, "yards": 9.144e-4}  # fmt: skip
 _UNIT = re.compile(r"(?:^|[^a-z])(" + "|".join(_UNITS) + r")[)\]]?$")
-# Words of a column that holds lengths or travel costs (larger = farther), never weights.
-_LENGTH_WORDS = ("dist", "length", "cost", "spacing", "apart", "gap", "time", "meter", "metre",
-                 "mile", "feet", "foot")  # fmt: skip
+# Unit words anywhere in a length column's name (``metres apart``), in km.
+_UNIT_WORDS = {"meter": 1e-3, "metre": 1e-3, "mile": 1.609344, "feet": 3.048e-4,
+               "foot": 3.048e-4}  # fmt: skip
+# Words of a column that holds lengths (larger = farther), never weights.
+_LENGTH_WORDS = ("dist", "length", "cost", "spacing", "apart", "gap")
+# A length column without a unit whose median link is at least this is read as metres
+# (DCRNN's ``cost``, as in METR-LA, PEMS-BAY and PeMSD4/8), below it as kilometres.
+METRES_FROM = 20.0
+_INFER = -1.0  # _km_per_unit: a length column without a unit (see _inferred_km)
 
 
 def _km_per_unit(path: Path, name: str) -> float | None:
     """Kilometres per unit of an edge-list column that holds road lengths, from its
-    name (``distance_km``, ``length (m)``, ``Spacing [ft]``, ``miles``...); None for a
-    weight column. A name that reads as lengths or costs without a unit last
-    (``distance``, ``metres apart``, ``travel time (s)``) is refused: read as weights it
-    would make the farthest links the strongest."""
+    name (``distance_km``, ``length (m)``, ``Spacing [ft]``, ``metres apart``...);
+    :data:`_INFER` for a length without a unit (``cost``, ``distance``); None for a
+    weight column. A travel time is refused: it is not a length, and read as a weight it
+    would make the slowest links the strongest."""
     lowered = name.strip().lower()
     if (unit := _UNIT.search(lowered)) is not None:
         return _UNITS[unit.group(1)]
-    if any(word in lowered for word in _LENGTH_WORDS):
+    for word, km in _UNIT_WORDS.items():
+        if word in lowered:
+            return km
+    if "time" in lowered:
         raise DatasetError(
-            f"{path}: column {name!r} looks like road lengths or travel costs, but its name "
-            "does not end in a unit (km, m, mi, ft, yd; METR-LA's and PEMS-BAY's 'cost' is in "
-            "metres); rename it distance_m, distance_km or distance_mi, or weight if larger "
-            "means a stronger link"
+            f"{path}: column {name!r} looks like travel times, which are not road lengths; "
+            "give lengths (distance_m, distance_km or distance_mi), or weights where larger "
+            "means a stronger link, in a column named weight"
         )
+    if any(word in lowered for word in _LENGTH_WORDS):
+        return _INFER
     return None
+
+
+def _inferred_km(path: Path, name: str, cells: pd.Series) -> tuple[float, str]:
+    """Kilometres per unit of a length column without a unit, from its median link
+    (:data:`METRES_FROM`), and the note that says what was assumed."""
+    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
+    positive = values[np.isfinite(values) & (values > 0)]
+    median = float(np.median(positive)) if len(positive) else 0.0
+    metres = median >= METRES_FROM
+    unit = "metres" if metres else "kilometres"
+    note = (
+        f"note: {path.name}: column {name!r} has no unit; its links (median {median:g}) are "
+        f"read as {unit} (DCRNN's 'cost' of METR-LA and PEMS-BAY is in metres); if that is "
+        "wrong, name the column distance_m, distance_km or distance_mi"
+    )
+    return (1e-3 if metres else 1.0), note
 
 
 _COORDINATE_COLUMNS = ("sensor_id", "latitude", "longitude")
