@@ -3,6 +3,8 @@ no traceback, nothing written half-way."""
 
 from __future__ import annotations
 
+import itertools
+
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +219,32 @@ def test_a_sensor_whose_readings_span_beyond_float32_errors_is_refused_naming_it
     with pytest.raises(ValueError, match=r"sensor 's1': readings span 6.6e\+38"):
         train_models(panel(values), PLAN, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_data_info_and_training_say_what_unit_a_unitless_length_column_was_read_in(tmp_path):
+    """DCRNN's ``from,to,cost`` (metres, no unit in the name) is read, and both ``roadcast
+    data info`` and the graph check of training say it was taken as metres."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from models.forecasters.comparison import check_graphs
+    from pipeline.data.datasets import load_dataset
+
+    values = readings()
+    ids = [f"s{i}" for i in range(values.shape[1])]
+    frame = pd.DataFrame(values, columns=ids)
+    frame.insert(0, "time", pd.date_range("2024-03-01", periods=len(frame), freq="5min", tz="UTC"))
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    links = "".join(f"{a},{b},1500\n{b},{a},1500\n" for a, b in itertools.pairwise(ids))
+    (tmp_path / "cost.csv").write_text("from,to,cost\n" + links)
+    said = "column 'cost' has no unit; its links (median 1500) are read as metres"
+    result = CliRunner().invoke(
+        app,
+        ["data", "info", f"csv:{tmp_path / 'd.csv'}", "--adjacency", str(tmp_path / "cost.csv")],
+    )
+    assert result.exit_code == 0, result.output
+    assert said in " ".join(result.output.split())
+    panel = load_dataset(f"csv:{tmp_path / 'd.csv'}", adjacency=tmp_path / "cost.csv")
+    np.testing.assert_allclose(panel.graph.distance_km, 1.5)
+    plan = TrainPlan(models=("tgclstm",), seeds=1)
+    assert any(said in note for note in check_graphs(panel, plan))

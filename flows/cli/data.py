@@ -108,6 +108,7 @@ def data_info(
         notes = check_readings(panel)  # what `roadcast train` would say of these readings
     except ValueError as exc:
         notes = [f"note: `roadcast train` refuses these readings: {exc}"]
+    notes += list(getattr(panel.graph, "notes", ()))
     for note in notes:
         typer.echo(note)
 
