@@ -4,7 +4,6 @@ no traceback, nothing written half-way."""
 from __future__ import annotations
 
 import itertools
-
 from pathlib import Path
 
 import numpy as np
