@@ -783,3 +783,49 @@ def test_a_compressed_file_or_a_folder_is_named_as_such(tmp_path):
         load_dataset(f"csv:{tmp_path}")
     with pytest.raises(DatasetError, match="is not a regular file"):
         load_dataset("csv:/dev/null")
+
+
+def _wide(path: Path, ids: list[str]) -> Path:
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2017-01-01", periods=50, freq="5min")
+    frame = pd.DataFrame(60 + rng.normal(size=(50, len(ids))), index=stamps, columns=ids)
+    frame.to_csv(path)  # the index unnamed, as pandas writes METR-LA's table
+    return path
+
+
+def test_adjacency_may_be_dcrnns_pickle_matched_by_sensor_id(tmp_path):
+    """``--adjacency adj_mx.pkl`` beside a CSV: the pickle's sensors (in its own order,
+    one more than the data) are matched to the data's by id; A[i, j] is a link i -> j."""
+    data = _wide(tmp_path / "speeds.csv", ["400001", "400017", "400030"])
+    order = ["400030", "999999", "400001", "400017"]
+    adj = np.zeros((4, 4))
+    adj[order.index("400001"), order.index("400017")] = 0.7  # 400001 -> 400017
+    adj[order.index("400017"), order.index("400030")] = 0.4
+    with open(tmp_path / "adj_mx.pkl", "wb") as out:
+        pickle.dump((order, {s: i for i, s in enumerate(order)}, adj), out, protocol=2)
+    panel = load_dataset(f"csv:{data}", adjacency=tmp_path / "adj_mx.pkl")
+    edges = {(int(s), int(t)) for s, t in np.asarray(panel.graph.edge_index).T}
+    assert edges == {(0, 1), (1, 2)}
+    np.testing.assert_allclose(sorted(panel.graph.edge_weight), [0.4, 0.7])
+
+
+def test_adjacency_pickle_without_a_sensor_of_the_data_is_named(tmp_path):
+    data = _wide(tmp_path / "speeds.csv", ["a", "b", "c"])
+    with open(tmp_path / "adj_mx.pkl", "wb") as out:
+        pickle.dump((["a", "b"], {"a": 0, "b": 1}, np.eye(2)), out, protocol=2)
+    with pytest.raises(DatasetError, match=r"adj_mx.pkl: sensors \['c'\] of the speed table"):
+        load_dataset(f"csv:{data}", adjacency=tmp_path / "adj_mx.pkl")
+
+
+def test_adjacency_may_be_a_numpy_matrix_in_the_data_order(tmp_path):
+    data = _wide(tmp_path / "speeds.csv", ["a", "b", "c"])
+    np.save(tmp_path / "adj.npy", np.array([[0, 1.0, 0], [0, 0, 2.0], [0, 0, 0]]))
+    panel = load_dataset(f"csv:{data}", adjacency=tmp_path / "adj.npy")
+    edges = {(int(s), int(t)) for s, t in np.asarray(panel.graph.edge_index).T}
+    assert edges == {(0, 1), (1, 2)}
+    np.save(tmp_path / "wrong.npy", np.eye(4))
+    with pytest.raises(DatasetError, match=r"expected a 3 x 3 matrix .* got shape \(4, 4\)"):
+        load_dataset(f"csv:{data}", adjacency=tmp_path / "wrong.npy")
+    (tmp_path / "junk.npy").write_text("a,b\n")
+    with pytest.raises(DatasetError, match=r"junk.npy: not a numpy matrix"):
+        load_dataset(f"csv:{data}", adjacency=tmp_path / "junk.npy")

@@ -46,7 +46,9 @@ def data_list(
 @app.command("info")
 def data_info(
     name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay, nab:CAT/FILE.csv, ..."),
-    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    adjacency: str = typer.Option(
+        None, "--adjacency", help="Adjacency of csv:PATH: CSV, adj_mx.pkl, .npy."
+    ),
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."

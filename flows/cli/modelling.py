@@ -58,7 +58,9 @@ def explain(
 
 def train(
     data: str = typer.Argument(..., help="Data set: los-loop, metr-la, csv:PATH, simulated..."),
-    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    adjacency: str = typer.Option(
+        None, "--adjacency", help="Adjacency of csv:PATH: CSV, adj_mx.pkl, .npy."
+    ),
     models: str = typer.Option(
         None,
         "--models",
@@ -235,7 +237,9 @@ def train(
 def evaluate(
     bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
     data: str = typer.Argument(..., help="The data set to score it on."),
-    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency CSV for csv:PATH."),
+    adjacency: str = typer.Option(
+        None, "--adjacency", help="Adjacency of csv:PATH: CSV, adj_mx.pkl, .npy."
+    ),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
     ),

@@ -466,12 +466,45 @@ def load_csv(
     if adjacency is not None:
         adjacency = Path(adjacency).expanduser()
         require_file(adjacency, "check the --adjacency path")
-        long = is_long_csv(path, index_col=index_col, no_index=no_index)
-        order = (
-            f"in order of first appearance in the long-format {path.name} ({', '.join(ids[:3])}...)"
-        )
-        graph = read_adjacency_csv(adjacency, ids, unordered=order if long else None)
+        if adjacency.suffix.lower() in BINARY_ADJACENCY:
+            graph = _binary_adjacency(adjacency, ids)
+        else:
+            long = is_long_csv(path, index_col=index_col, no_index=no_index)
+            order = (
+                f"in order of first appearance in the long-format {path.name} "
+                f"({', '.join(ids[:3])}...)"
+            )
+            graph = read_adjacency_csv(adjacency, ids, unordered=order if long else None)
     return SensorPanel.from_values(values, timestamps, ids, graph=graph, name=path.stem)
+
+
+# --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside) and a numpy matrix
+# (in the data's column order).
+BINARY_ADJACENCY = (".pkl", ".pickle", ".npy")
+
+
+def _binary_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
+    """The graph of ``--adjacency`` given as DCRNN's ``adj_mx.pkl`` (its sensors matched to
+    ``ids`` by name) or a ``.npy`` square matrix in the order of ``ids``; ``A[i, j]`` is
+    a link i -> j, as in a CSV matrix."""
+    if path.suffix.lower() == ".npy":
+        try:
+            adj = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: not a numpy matrix ({exc})") from None
+        if adj.ndim != 2 or adj.shape != (len(ids), len(ids)):
+            raise DatasetError(
+                f"{path}: expected a {len(ids)} x {len(ids)} matrix (one row and column per "
+                f"sensor of the data, in its column order), got shape {adj.shape}"
+            )
+        if not np.issubdtype(adj.dtype, np.number) or not np.isfinite(adj).all():
+            raise DatasetError(f"{path}: the matrix must hold finite numbers")
+    else:
+        adj = _dcrnn_adjacency(path, ids)
+    try:
+        return RoadGraph.from_adjacency(np.asarray(adj, dtype=np.float64).T)
+    except GraphError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
 
 
 def _simulated(options: str) -> SensorPanel:
