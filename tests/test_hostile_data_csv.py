@@ -340,3 +340,25 @@ def test_a_labelled_matrix_missing_a_sensor_names_that_sensor_only(tmp_path):
         r"\['s3'\]\); use the same ids",
     ):
         load_dataset(f"csv:{data}", adjacency=matrix)
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["2024-01-01 00:00:00", "2024-01-01 00:05:00", "2024-01-01 00:10:00"],
+        ["01/03/2024 08:00", "01/03/2024 08:15", "01/03/2024 08:30"],
+    ],
+)
+def test_a_file_of_one_row_per_sensor_is_refused_with_the_fix(tmp_path, stamps):
+    """Sensors as rows and times as columns: read as it stood, the times became sensors
+    and the sensors (ids 007, 08, 0009: a counter) were dropped as a row index."""
+    rows = [f"{s}," + ",".join(f"{50 + k}.5" for k in range(3)) for s in ("007", "08", "0009")]
+    path = write(tmp_path / "t.csv", "sensor," + ",".join(stamps) + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"3 of its 3 column names are times .* transpose it"):
+        load_dataset(f"csv:{path}")
+
+
+def test_sensor_ids_that_are_numbers_are_not_times(tmp_path):
+    rows = "\n".join(f"2024-01-01 00:{5 * k:02d}:00,1,2,3" for k in range(12))
+    path = write(tmp_path / "d.csv", "time,400001,20240101,717490\n" + rows + "\n")
+    assert load_dataset(f"csv:{path}").sensor_ids == ("400001", "20240101", "717490")

@@ -812,6 +812,23 @@ def _second_header(bad: np.ndarray, absent: np.ndarray) -> bool:
     return len(bad) > 1 and not (~bad[0] & ~absent[0]).any() and not bad[1:].any()
 
 
+# A column name that starts with a calendar date (2024-01-31, 2024/01/31, 31/01/2024).
+_DATE_NAME = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})")
+
+
+def _refuse_times_as_sensors(path: Path, columns: Sequence[str]) -> None:
+    """Refuse a file written one row per sensor (its column names are times): read as
+    it is, each time would become a sensor and each sensor a time step."""
+    dated = sum(bool(_DATE_NAME.match(c)) for c in columns)
+    if len(columns) >= 3 and dated >= 0.8 * len(columns):
+        raise DatasetError(
+            f"{path}: {dated} of its {len(columns)} column names are times (e.g. "
+            f"{columns[0]!r}): the file has one row per sensor; transpose it to one column "
+            "per sensor and one row per time (pandas: df.T.to_csv), or give it in long "
+            "format (time,sensor,value)"
+        )
+
+
 def read_wide_csv(
     path: Path,
     *,
@@ -849,6 +866,7 @@ def read_wide_csv(
     except DatasetError as exc:
         raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
     check_float32(path, table.values, table.lines, table.columns)
+    _refuse_times_as_sensors(path, table.columns)
     name = table.first_name or ""
     if table.first is not None and _is_time_column(table.first, name):
         guessed = index_col is None and has_time is None  # no option chose this column
