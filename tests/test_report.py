@@ -229,3 +229,28 @@ def test_claims_table_shows_the_p_value_its_verdict_uses_and_why():
     old = claims_table(document)
     assert old is not None and old.rows[0][1] == "no significant difference (p = 0.02)"
     assert "Holm" not in old.note
+
+
+def test_verdicts_about_a_one_seed_neural_fit_carry_a_caveat():
+    """A neural model fitted with one seed: its verdicts compare that fit, not the
+    method; the report's caption and `roadcast train` say so. Deterministic models and
+    several seeds need no caveat."""
+    from flows.reporting.tables import claims_table, one_seed_note
+
+    test = {"p_value": 0.001, "p_value_adjusted": 0.002, "verdict": "behind (p < 0.05)"}
+    document = {
+        "champion": "tgclstm",
+        "significance": {"lstm": {"3": test}, "ar": {"3": test}},
+        "regret": {"3": {"regret": 1.0, "best": "tgclstm"}},
+        "models": {"tgclstm": {"seeds": 1}, "lstm": {"seeds": 1}, "ar": {"seeds": 1}},
+    }
+    note = one_seed_note(document)
+    assert note is not None and "one seed of lstm, tgclstm:" in note
+    table = claims_table(document)
+    assert table is not None and "One seed of lstm, tgclstm" in table.note
+    for seeds in (2, 3):
+        several = {**document, "models": {n: {"seeds": seeds} for n in ("tgclstm", "lstm")}}
+        assert one_seed_note(several) is None
+    deterministic = {**document, "champion": "ar", "significance": {"persistence": {"3": test}}}
+    deterministic["models"] = {"ar": {"seeds": 1}, "persistence": {"seeds": 1}}
+    assert one_seed_note(deterministic) is None

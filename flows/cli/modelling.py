@@ -215,7 +215,7 @@ def train(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    from flows.reporting.tables import claims_rows, compact_rows
+    from flows.reporting.tables import claims_rows, compact_rows, one_seed_note
     from flows.reporting.text import print_table
 
     columns, rows = compact_rows(result["document"], reference=True)
@@ -229,6 +229,8 @@ def train(
             columns,
             rows,
         )
+        if (note := one_seed_note(result["document"])) is not None:
+            console.print(literal(note))
     console.print(
         literal(f"wrote {out}/metrics.json, {out}/report.md, {out}/report.html, {out}/bundles/")
     )

@@ -359,7 +359,30 @@ def claims_table(document: Mapping[str, Any]) -> Table | None:
         "the same test windows, with an equal-weighted cosine variance (Lazarus et al. 2018) "
         "whose degrees of freedom allow for the overlap of windows, against t; two-sided, "
         f"'ahead' or 'champion ahead' at p < 0.05{_adjustment_note(document)}. Regret: the "
-        "champion's test RMSE over the best model's (1 = validation chose the test's best).",
+        "champion's test RMSE over the best model's (1 = validation chose the test's best)."
+        + (f" {note[6:].capitalize()}." if (note := one_seed_note(document)) else ""),
+    )
+
+
+def one_seed_note(document: Mapping[str, Any]) -> str | None:
+    """A caveat when a neural model of the claims table was fitted with one seed: its
+    verdicts compare that fit on these test windows, not the method (None otherwise)."""
+    from models.forecasters.factory import is_stochastic
+    from models.forecasters.registry import MODELS
+
+    named = {*(document.get("significance") or {}), document.get("champion")}
+    models = document.get("models") or {}
+    single = sorted(
+        n
+        for n in named
+        if n in models and n in MODELS and is_stochastic(n) and models[n].get("seeds") == 1
+    )
+    if not single:
+        return None
+    return (
+        f"note: one seed of {', '.join(single)}: a verdict above compares that one fit on "
+        "these test windows; another seed can move a small difference either way (train "
+        "with --seeds 3 to see the spread)"
     )
 
 
