@@ -290,9 +290,24 @@ def test_an_edge_list_whose_header_names_its_columns_in_other_words_is_read(tmp_
     assert pairs(graph) == {(0, 1), (1, 2)}
     assert graph.distance_km is not None
     np.testing.assert_allclose(sorted(graph.distance_km), [0.4, 1.2])
-    typo = write(tmp_path / "t.csv", f"counter,neighbour,walk_m\n{a},{b},1\n{b},nobody,2\n")
-    with pytest.raises(DatasetError, match="line 3 names sensor 'nobody'"):
-        read_adjacency_csv(typo, IDS)
+    other = write(tmp_path / "t.csv", f"counter,neighbour,walk_m\n{a},{b},1\n{b},nobody,2\n")
+    graph = read_adjacency_csv(other, IDS)  # a sensor the data lacks: its link left out
+    assert pairs(graph) == {(0, 1)}
+    (note,) = graph.notes
+    assert "1 of its 2 links name 1 sensor(s) not in the data ('nobody'; first at line 3)" in note
+
+
+def test_an_edge_list_of_other_sensor_ids_is_refused_not_emptied(tmp_path):
+    """Links to sensors the data lacks are left out (with a note) only when most of the
+    file's sensors are the data's: ids of another form (positions 0, 1, 2 for named
+    sensors, or '007' for '7') are refused naming the first."""
+    a, b, _ = IDS[:3]
+    for text, message in (
+        ("from,to\n0,1\n1,2\n", "line 2 names sensor '0'"),
+        (f"from,to\n{a},{b}\n{b},x1\n{a},x2\n", "line 3 names sensor 'x1'"),
+    ):
+        with pytest.raises(DatasetError, match=message):
+            read_adjacency_csv(write(tmp_path / "e.csv", text), IDS)
 
 
 # ---------------------------------------------------------------- long format and a matrix

@@ -61,9 +61,11 @@ def read_adjacency_csv(
     row per sensor (``N`` rows). Edge list: columns ``src,dst[,weight]
     [,distance_km]`` naming sensor ids, with or without that header; links are
     directed ``src -> dst`` as written, and a weight of 0 is no link (as in a matrix). A
-    column whose name ends in a unit (``km``,
-    ``m``, ``mi``...) holds road lengths in that unit; one named like a length without a
-    unit (``distance``, ``cost``) is refused.
+    column whose name ends in a unit (``km``, ``m``, ``mi``...) holds road lengths in that
+    unit; one named like a length without a unit (``distance``, ``cost``) is read as
+    metres or km by its median link, with a note (``RoadGraph.notes``). A headed edge
+    list's links to sensors the data lacks are left out, with a note, when most of its
+    sensors are the data's.
 
     A file with 2-4 columns is read as an edge list when its first line is a
     ``src,dst`` header (``source``/``from`` also work, or any two words above lines that
@@ -360,6 +362,33 @@ def _weights(
     return values
 
 
+def _links_among(
+    path: Path, body: pd.DataFrame, lines: np.ndarray, ids: Sequence[str]
+) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The links of a headed edge list ``body`` (rows at file ``lines``) between sensors
+    of the data, and a note naming what was left out: a graph drawn for a larger network
+    than the data's. Nothing is left out (the caller names the first unknown sensor as
+    an error) when an unknown id is a spelling of a data sensor's (``007`` for ``7``) or
+    when at least half the file's sensors are unknown (the ids do not match at all)."""
+    known = set(ids)
+    unknown_ends = ~body.iloc[:, :2].isin(known).to_numpy()  # [row, 2]
+    if not unknown_ends.any():
+        return body, lines, []
+    names = pd.unique(body.iloc[:, :2].to_numpy().ravel())
+    unknown = [n for n in names if n not in known]
+    if 2 * len(unknown) >= len(names) or any(_twin(n, ids) is not None for n in unknown):
+        return body, lines, []
+    keep = ~unknown_ends.any(axis=1)
+    first = int(np.flatnonzero(~keep)[0])
+    shown = ", ".join(repr(n) for n in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+    note = (
+        f"note: {path.name}: {int((~keep).sum())} of its {len(keep)} links name "
+        f"{len(unknown)} sensor(s) not in the data ({shown}; first at line {lines[first]}): "
+        "left out, the graph keeps the links between the data's sensors"
+    )
+    return body[keep], lines[keep], [note]
+
+
 def _column_names(first: pd.Series, ends: np.ndarray) -> bool:
     """True when an edge list's first row names its columns in the user's own words
     (``counter,neighbour,walk_m``): its two ends are words, not sensor ids, and the later
@@ -391,6 +420,10 @@ def _edge_list(
             )
         body, lines = raw.iloc[1:], lines[1:]
     position = {s: k for k, s in enumerate(ids)}
+    notes: list[str] = []
+    if headed:
+        body, lines, left_out = _links_among(path, body, lines, ids)
+        notes += left_out
     ends = []
     for k in (0, 1):
         col = body.iloc[:, k]
@@ -419,7 +452,6 @@ def _edge_list(
         seen[pair] = r
     extra: dict[str, np.ndarray] = {}
     named: dict[str, str] = {}
-    notes: list[str] = []
     for k in range(2, raw.shape[1]):
         km = _km_per_unit(path, names[k])
         if km == _INFER:
