@@ -159,15 +159,24 @@ def test_an_edge_lists_lengths_are_read_in_the_unit_its_own_header_names(
     np.testing.assert_allclose(graph.edge_weight, [1.0])
 
 
-@pytest.mark.parametrize("column", ["metres apart", "Travel time (s)", "spacing"])
+@pytest.mark.parametrize(
+    ("column", "km"), [("metres apart", 2.5), ("spacing", 2.5), ("Travel time (s)", None)]
+)
 def test_lengths_or_costs_in_the_users_words_are_not_read_as_weights(
-    tmp_path: Path, column: str
+    tmp_path: Path, column: str, km: float | None
 ) -> None:
-    """Read as weights, the farthest links would be the strongest: refused, naming it."""
+    """Read as weights, the farthest links would be the strongest: a length in the user's
+    words is read as a length (a unit word in the name, else metres for a median link of
+    2,500), a travel time is refused naming it."""
     from pipeline.data.cells import DatasetError
     from pipeline.data.graph_csv import read_adjacency_csv
 
     path = tmp_path / "links.csv"
     path.write_text(f"Detector,Next detector,{column}\na,b,2500\n")
-    with pytest.raises(DatasetError, match=rf"(?i)column '{re.escape(column)}' looks like road"):
-        read_adjacency_csv(path, ["a", "b", "c"])
+    if km is None:
+        with pytest.raises(DatasetError, match=rf"(?i)column '{re.escape(column)}' looks like"):
+            read_adjacency_csv(path, ["a", "b", "c"])
+        return
+    graph = read_adjacency_csv(path, ["a", "b", "c"])
+    np.testing.assert_allclose(graph.distance_km, [km], rtol=1e-6)
+    np.testing.assert_allclose(graph.edge_weight, [1.0])
