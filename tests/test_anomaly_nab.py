@@ -157,6 +157,8 @@ def test_cli_detect_and_score(nab_dir, tmp_path) -> None:
     assert "wrote 2 result files" in result.output
     assert "synth" in result.output and "NAB scores of 'ensemble'" in result.output
     assert "rest period" not in result.output  # the ensemble's rule is its own
+    said = " ".join(result.output.split())  # which scores saw the category's labels
+    assert "optimised on each category's own labels (in-sample" in said
     bad = runner.invoke(
         app, ["detect", "--nab-dir", str(nab_dir), "--out", str(tmp_path), "--detector", "x"]
     )

@@ -416,3 +416,11 @@ def detect(
             "threshold NAB optimises per category, without the ensemble's rest period; as a "
             "member of the ensemble it fires under the ensemble's rule (docs/results.md)"
         )
+    else:
+        typer.echo(
+            "note: '(NAB threshold)' is NAB's convention, the threshold optimised on each "
+            "category's own labels (in-sample, as NAB's scoreboard is); '(fixed)' is the "
+            "shipped rule, chosen on NAB's six categories without these files' labels (for "
+            "those six categories it is in-sample too; leave-one-category-out figures: "
+            "docs/results.md)"
+        )
