@@ -56,6 +56,20 @@ def write_result(name: str, payload: dict[str, Any], results_dir: Path | None = 
     return path
 
 
+def write_losses(name: str, losses: dict[str, Any], results_dir: Path | None = None) -> Path:
+    """Write per-window losses (:func:`window_losses`, per network or model) to
+    ``<name>_losses.json.gz`` beside ``<name>.json``: compact and compressed, as indented
+    JSON they would make the result file megabytes."""
+    import gzip
+
+    out_dir = results_dir or Path(os.environ.get("ROADCAST_BENCH_RESULTS") or RESULTS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}_losses.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as out:
+        json.dump(losses, out, separators=(",", ":"), default=float)
+    return path
+
+
 def _fixed_work() -> None:
     """A few milliseconds of numpy, pandas and interpreter work, the same every call."""
     import numpy as np

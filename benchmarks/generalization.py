@@ -37,7 +37,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, shared_data_dir, window_losses, write_result
+from benchmarks.common import (
+    RESULTS_DIR,
+    shared_data_dir,
+    window_losses,
+    write_losses,
+    write_result,
+)
 from benchmarks.suite_fits import SuiteFitter, Variant, parse_variant
 from flows.reporting.text import print_table
 
@@ -434,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(os.environ.get("ROADCAST_BENCH_RESULTS") or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(results, out_dir / f"{args.name}.png")
+    losses = {net: r.pop("window_losses") for net, r in results.items() if "window_losses" in r}
+    write_losses(args.name, losses, out_dir)
     write_result(
         args.name,
         {
@@ -455,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
             "defaults": choices,
             "checks": checks,
             "plot": f"{args.name}.png",
+            "window_losses": f"{args.name}_losses.json.gz: per network, model and horizon, "
+            "each seed's per-window test loss (null: none), for paired tests without refitting",
         },
     )
 
