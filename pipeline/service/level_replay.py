@@ -21,10 +21,12 @@ import pandas as pd
 
 from models.forecasters.level import OnlineLevel
 from models.panel import SensorPanel
+from pipeline.service.ticks import AssemblerConfig
 
 if TYPE_CHECKING:
     from models.forecasters.base import Forecaster
     from pipeline.service.store import Store
+    from pipeline.service.store_rows import ReadingRows
 
 # The replay reaches back this many half-lives of stored ticks: the errors further back
 # would weigh at most 2**-4 = 1/16 of the state.
@@ -45,24 +47,6 @@ class LevelReplay:
     levels: dict[str, OnlineLevel] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     ticks: int = 0
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """The tick grid: tick ``t`` lies at ``offset_ms + t * freq_ms`` ms since the epoch."""
-
-    freq: pd.Timedelta
-    offset_ms: int
-
-    @property
-    def freq_ms(self) -> int:
-        return int(self.freq.value // 1_000_000)
-
-    def tick_ms(self, tick: int) -> int:
-        return self.offset_ms + tick * self.freq_ms
-
-    def tick_of(self, ms: np.ndarray) -> np.ndarray:
-        return (np.asarray(ms, dtype=np.int64) - self.offset_ms) // self.freq_ms
 
 
 def replay_levels(
@@ -97,7 +81,7 @@ def replay_levels(
     A model whose forecasts fail starts empty and is named in ``failed``; the others
     are unaffected.
     """
-    grid = _Grid(tick, int(offset.value // 1_000_000))
+    grid = AssemblerConfig(freq=tick, origin=pd.Timestamp(0, tz="UTC") + offset)
     half_life_ticks = half_life / tick
     out = LevelReplay(
         levels={
@@ -108,8 +92,8 @@ def replay_levels(
     if not models:
         return out
     span = int(np.ceil(LEVEL_REPLAY_HALF_LIVES * half_life_ticks))
-    stored = store.closed_ticks(grid.tick_ms(last_closed - span + 1))
-    ticks = grid.tick_of(stored)
+    stored = store.closed_ticks(_ms(grid, last_closed - span + 1))
+    ticks = grid.tick_of(stored * 1_000_000)
     ticks = ticks[ticks <= last_closed]
     out.ticks = len(ticks)
     column = {s: i for i, s in enumerate(sensor_ids)}
@@ -127,11 +111,9 @@ def replay_levels(
         going = {n: m for n, m in models.items() if n not in out.failed}
         chunk = ticks[start:stop]
         first, last = int(chunk[0]) - window + 1, int(chunk[-1])
-        values, mask = _stored_ticks(store, grid, store_ids, first, last, corrected=True)
-        closed, seen = _stored_ticks(store, grid, store_ids, int(chunk[0]), last, corrected=False)
-        stamps = pd.date_range(
-            pd.Timestamp(grid.tick_ms(first), unit="ms", tz="UTC"), periods=len(values), freq=tick
-        )
+        at_close, seen, values, mask = _stored_ticks(store, grid, store_ids, first, last)
+        closed, seen = at_close[window - 1 :], seen[window - 1 :]  # from chunk[0] on
+        stamps = pd.date_range(grid.tick_time(first), periods=len(values), freq=tick)
         panel = SensorPanel(values, mask, stamps, tuple(sensor_ids))
         for name, m in going.items():
             try:
@@ -190,21 +172,38 @@ def _replay_chunk(
         level.record(tick, mean[k])
 
 
+def _ms(grid: AssemblerConfig, tick: int) -> int:
+    return int(grid.tick_ns(tick)) // 1_000_000
+
+
 def _stored_ticks(
-    store: Store, grid: _Grid, store_ids: np.ndarray, first: int, last: int, *, corrected: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The stored readings of the ticks ``first .. last`` of the sensors ``store_ids``:
-    float32 values ``[tick, node]`` (NaN where none) and the bool mask of those read."""
-    rows = store.readings_since(
-        grid.tick_ms(first), corrected=corrected, until_ms=grid.tick_ms(last)
-    )
+    store: Store, grid: AssemblerConfig, store_ids: np.ndarray, first: int, last: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stored readings of the ticks ``first .. last`` of the sensors ``store_ids``,
+    float32 ``[tick, node]`` (NaN where none) with the bool mask of those read: as they
+    were when each tick closed, then with the late readings (corrections) applied."""
+    since, until = _ms(grid, first), _ms(grid, last)
+    shape = (last - first + 1, len(store_ids))
+    at_close, seen = _on_grid(store.readings_since(since, corrected=False, until_ms=until),
+                              grid, store_ids, first, shape)  # fmt: skip
+    late, arrived = _on_grid(store.corrections_since(since, until_ms=until), grid, store_ids,
+                             first, shape)  # fmt: skip
+    return at_close, seen, np.where(arrived, late, at_close), seen | arrived
+
+
+def _on_grid(
+    rows: ReadingRows, grid: AssemblerConfig, store_ids: np.ndarray, first: int,
+    shape: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``rows`` of the sensors ``store_ids`` as float32 values ``[tick, node]`` from tick
+    ``first`` (NaN where none) and the bool mask of those read."""
     column = np.full(int(store_ids.max(initial=0)) + 2, -1, np.int64)
     column[store_ids] = np.arange(len(store_ids))
     cols = column[np.clip(rows.sensors, -1, len(column) - 1)]  # another's id: -1
     keep = cols >= 0
-    at = grid.tick_of(rows.ts_ms[keep]) - first
-    values = np.full((last - first + 1, len(store_ids)), np.nan, np.float32)
-    mask = np.zeros(values.shape, bool)
+    at = grid.tick_of(rows.ts_ms[keep] * 1_000_000) - first
+    values = np.full(shape, np.nan, np.float32)
+    mask = np.zeros(shape, bool)
     values[at, cols[keep]] = rows.values[keep]
     mask[at, cols[keep]] = True
     return values, mask

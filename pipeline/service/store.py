@@ -754,13 +754,16 @@ class Store:
                 (since_ms, until),
             ).fetchall()
             rows += extra
-        arr = np.array(rows, dtype=np.float64).reshape(-1, 4)  # [n, 4]
-        return ReadingRows(
-            sensors=arr[:, 0].astype(np.int64),
-            ts_ms=arr[:, 1].astype(np.int64),
-            values=arr[:, 2].astype(np.float32),
-            arrived_ms=arr[:, 3].astype(np.int64),
-        )
+        return _reading_rows(rows)
+
+    def corrections_since(self, since_ms: int, *, until_ms: int) -> ReadingRows:
+        """Late readings (corrections) with ``since_ms <= ts <= until_ms``, by time."""
+        rows = self._db.execute(
+            "SELECT sensor, ts, value, arrived_ms FROM corrections WHERE ts >= ? AND ts <= ? "
+            "ORDER BY ts, sensor",
+            (since_ms, until_ms),
+        ).fetchall()
+        return _reading_rows(rows)
 
     def last_ticks(self, limit: int) -> list[TickRow]:
         rows = self._db.execute(
@@ -1111,4 +1114,15 @@ def _reading_tuples(rows: ReadingRows) -> Iterable[tuple[Any, ...]]:
         rows.values.astype(np.float64).tolist(),
         rows.arrived_ms.tolist(),
         strict=True,
+    )
+
+
+def _reading_rows(rows: list[Any]) -> ReadingRows:
+    """``(sensor, ts, value, arrived_ms)`` tuples as :class:`ReadingRows`."""
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 4)  # [n, 4]
+    return ReadingRows(
+        sensors=arr[:, 0].astype(np.int64),
+        ts_ms=arr[:, 1].astype(np.int64),
+        values=arr[:, 2].astype(np.float32),
+        arrived_ms=arr[:, 3].astype(np.int64),
     )
