@@ -90,6 +90,8 @@ class SensorPanel:
     features : names of the feature axis when ``values`` is 3-D.
     events : labelled ground truth (incidents, anomaly windows), may be empty.
     name : the data set's name, for reports and bundles.
+    notes : what the file it was read from left to an assumption (no header, no time
+        column), shown by ``roadcast data info`` and ``roadcast train``.
     """
 
     values: np.ndarray
@@ -101,6 +103,7 @@ class SensorPanel:
     features: tuple[str, ...] = ()
     events: tuple[LabeledEvent, ...] = field(default=())
     name: str = ""
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float32)

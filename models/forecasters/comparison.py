@@ -276,8 +276,9 @@ ZERO_RUN_TIMES = 3.0
 
 
 def check_readings(panel: SensorPanel) -> list[str]:
-    """Notes naming sensors with readings so far from the rest that they are likely
-    sentinels or unit errors: models train on them as they are, and one can ruin a fit.
+    """The panel's own notes (what its file left to an assumption), then notes naming
+    sensors with readings so far from the rest that they are likely sentinels or unit
+    errors: models train on them as they are, and one can ruin a fit.
 
     Raises
     ------
@@ -300,7 +301,7 @@ def check_readings(panel: SensorPanel) -> list[str]:
             f"{MAX_SPREAD:.3g} forecast errors can be computed over in 32-bit floats; check its "
             "unit or leave the wrong cells empty"
         )
-    notes = []
+    notes = list(panel.notes)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing sensor
         centre = np.nanmedian(values, axis=0)  # [node]

@@ -332,7 +332,7 @@ def load_los_loop(root: Path) -> SensorPanel:
     """The ``los-loop`` panel from ``root`` (see the module doc)."""
     speed = require_file(root / "los-loop" / "los_speed.csv", _hint("los-loop", root))
     adj = require_file(root / "los-loop" / "los_adj.csv", _hint("los-loop", root))
-    timestamps, values, ids = read_wide_csv(
+    timestamps, values, ids, _ = read_wide_csv(  # its time grid is known, not assumed
         speed, start=LOS_LOOP_START, freq=LOS_LOOP_FREQ, has_time=False
     )
     locations = root / "metr-la" / "graph_sensor_locations.csv"
@@ -459,7 +459,7 @@ def load_csv(
     require_file(path, "check the path given after csv:")
     if timezone is not None:
         zone_info(timezone)  # an unknown zone is named before the file is read
-    timestamps, values, ids = read_wide_csv(
+    timestamps, values, ids, notes = read_wide_csv(
         path, index_col=index_col, no_index=no_index, timezone=timezone
     )
     graph = None
@@ -475,7 +475,9 @@ def load_csv(
                 f"({', '.join(ids[:3])}...)"
             )
             graph = read_adjacency_csv(adjacency, ids, unordered=order if long else None)
-    return SensorPanel.from_values(values, timestamps, ids, graph=graph, name=path.stem)
+    return SensorPanel.from_values(
+        values, timestamps, ids, graph=graph, name=path.stem, notes=notes
+    )
 
 
 # --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside) and a numpy matrix

@@ -31,14 +31,20 @@ Rules (each one tested):
   row: rows in any order, a sensor absent at a time is missing, and two readings of one
   sensor at one time are rejected, naming both lines. Sensors are in order of first
   appearance. ``index_col`` / ``no_index`` read the file as wide.
+* **No header**: a first line of numbers mostly written as decimals (``59.127``,
+  ``6.2e+01``: ``np.savetxt``'s files, STGCN's ``V_228.csv``), or with one repeated, is
+  a row of readings: every line is read, the sensors are named by position
+  (``0`` to ``N-1``, the order a matrix without a header is read in) and the panel's
+  notes say so. Whole numbers written once each (``773869``, ``0,1,2``) are sensor ids.
+  A first line of a timestamp then numbers is refused (add a header).
 * **No timestamp column**: a first column of strictly increasing whole numbers that
   mostly go up by one, or by one constant step (from ``MIN_INDEX_ROWS`` rows on), is a
   row index whatever its name (``step``, ``idx``, ``""``..., unless the name is a
   number, which is a sensor id) and dropped, as is a first column named ``""``/``index``
   holding whole numbers (decimals there are readings of a sensor of that name); from
-  1e8 on they are Unix times. Row k is then placed on
-  ``start + k * freq``, except that numbers a counter that mostly goes up by one skips
-  (rows dropped) become missing rows. A row of empty cells (``,,``) between rows does not
+  1e8 on they are Unix times. Row k is then placed on ``start + k * freq`` (a note
+  says so), except that numbers a counter that mostly goes up by one skips (rows
+  dropped) become missing rows. A row of empty cells (``,,``) between rows does not
   stop a counter being one, and is not read: the counter places every row (it would
   otherwise move each later row one step on). An
   unnamed row counter before a time column (``DataFrame.to_csv()``'s index) is dropped.
@@ -74,6 +80,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from models.bundle import duration_text
 from pipeline.data.cells import DatasetError, filled, missing
 from pipeline.data.timestamps import (
     CLOCK_ONLY,
@@ -139,12 +146,14 @@ class Table:
         lines: np.ndarray,
         first: pd.Series | None,
         first_name: str | None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         self.columns = columns  # sensor columns
         self.values = values  # float64 [row, column], NaN where missing
         self.lines = lines  # int64 [row] line number of each row in the file
         self.first = first  # the first column (raw strings) when it is not a sensor
         self.first_name = first_name
+        self.notes = notes  # what the file left to an assumption
 
 
 def require_file(path: Path, hint: str) -> Path:
@@ -201,11 +210,19 @@ def read_table(
     """
     comments = comment_lines(path)
     header, lines = scan(path, comments=comments)
-    if not lines.size:
+    headerless = _headerless(header)
+    if not lines.size and not headerless:
         raise DatasetError(f"{path}: the header has no data rows under it")
     if _is_data_row(header):
         raise DatasetError(_no_header(path, header))
     raw = _cells(path, header, lines, comments)
+    notes: tuple[str, ...] = ()
+    if headerless:  # the first line is a row: sensors are named by position below
+        line = next((k for k, _ in numbered_rows(path, 1)), 1)
+        top = pd.DataFrame([[h.strip() for h in header]], columns=raw.columns)
+        raw = pd.concat([top, raw], ignore_index=True)
+        lines = np.concatenate([[line], lines]).astype(np.int64)
+        header = [f"column {k + 1}" for k in range(len(header))]
     while len(header) > 1 and not header[-1].strip() and not filled(raw.iloc[:, -1]).any():
         header, raw = header[:-1], raw.iloc[:, :-1]  # a separator ending every line
     if drop_first is None and _row_index_before_time(header, raw, index_col):
@@ -251,6 +268,16 @@ def read_table(
         raw, lines = raw.iloc[~empty], lines[~empty]  # the row counter places every row
     start = 1 if drop_first else 0
     columns = tuple(h.strip() for h in header[start:])
+    if headerless:
+        columns = tuple(str(k) for k in range(len(columns)))
+        shown = ", ".join(cell[:12] for cell in raw.iloc[0, start : start + 3])
+        notes = (
+            f"note: {path.name} has no header (line {lines[0]} holds readings: {shown}...); "
+            f"its {len(columns)} sensors are "
+            f"named by position, 0 to {len(columns) - 1}, the order an adjacency matrix "
+            "without a header is read in; give the file a first line of sensor ids to name "
+            "them",
+        )
     if not columns:
         raise DatasetError(_no_sensors(path, header, raw.iloc[:, 0]))
     for k, name in enumerate(columns):
@@ -276,7 +303,7 @@ def read_table(
         )
     values = numeric_cells(path, raw.iloc[:, start:], columns, lines, time_hint=True)
     first = raw.iloc[:, 0] if drop_first else None
-    return Table(columns, values, lines, first, first_name if drop_first else None)
+    return Table(columns, values, lines, first, first_name if drop_first else None, notes)
 
 
 def nfc(name: str) -> str:
@@ -676,6 +703,19 @@ def _long_table(
     return pd.DatetimeIndex(stamps, tz="UTC"), wide, tuple(str(i) for i in ids), first
 
 
+def _headerless(fields: Sequence[str]) -> bool:
+    """True for a first line of numbers that are readings, not sensor ids: most of them
+    written as decimals (``59.127``, ``6.2e+01``, ``-3``), or one repeated. Sensor ids
+    that are numbers are mostly whole numbers, each written once (``773869``), and such a
+    line stays the header."""
+    cells = [f.strip() for f in fields]
+    numbers = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce")
+    if not cells or numbers.isna().any():
+        return False
+    decimals = sum(not (c.isascii() and c.isdigit()) for c in cells)
+    return 2 * decimals > len(cells) or len(set(cells)) < len(cells)
+
+
 def _is_data_row(fields: Sequence[str]) -> bool:
     """True for a header that is a row of readings: a timestamp, then numbers (numbers
     alone may be sensor ids, as in ``los_speed.csv``)."""
@@ -839,10 +879,11 @@ def read_wide_csv(
     index_col: str | None = None,
     no_index: bool = False,
     timezone: str | None = None,
-) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...]]:
+) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """Read a wide CSV (optional time column, one column per sensor) onto a regular grid.
 
-    Returns ``(timestamps, values [time, sensor] float64 with NaN, sensor ids)``.
+    Returns ``(timestamps, values [time, sensor] float64 with NaN, sensor ids, notes)``;
+    the notes say what the file left to an assumption (no header, no time column).
     Without a time column, row k is at ``start + k * freq``. ``index_col`` names the time
     or index column; ``no_index`` reads every column as a sensor; ``timezone`` (an IANA
     name) is where timestamps without an offset were written (default UTC).
@@ -860,7 +901,7 @@ def read_wide_csv(
         grid, values = to_regular_grid(
             times, wide, source=str(path), lines=first, irregular=irregular
         )
-        return grid, values, ids
+        return grid, values, ids, ()
     try:
         table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
     except DatasetError as exc:
@@ -880,7 +921,7 @@ def read_wide_csv(
             )
         except DatasetError as exc:  # several sensors' rows at one time: long format?
             raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
-        return grid, values, table.columns
+        return grid, values, table.columns, table.notes
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tz is None else t0.tz_convert("UTC")
     values = table.values
@@ -888,8 +929,14 @@ def read_wide_csv(
     if steps is not None:
         values = np.full((int(steps[-1]) + 1, values.shape[1]), np.nan)  # [grid, sensor]
         values[steps] = table.values
-    grid = pd.date_range(t0, periods=len(values), freq=pd.Timedelta(freq))
-    return grid, values, table.columns
+    step = pd.Timedelta(freq)
+    grid = pd.date_range(t0, periods=len(values), freq=step)
+    untimed = (
+        f"note: {path.name} has no time column: row k is read as {t0:%Y-%m-%d %H:%M} UTC + "
+        f"k x {duration_text(step.total_seconds())}; what models learn of the hour of day "
+        "and weekday follows that assumed clock: add a time column if the rows have times"
+    )
+    return grid, values, table.columns, (*table.notes, untimed)
 
 
 def is_long_csv(path: Path, *, index_col: str | None = None, no_index: bool = False) -> bool:
