@@ -442,10 +442,10 @@ def _bootstrap(servers: str | None) -> None:
 
 
 def _forecast_values(p: Mapping[str, Any]) -> None:
-    from flows.forecast_flow import parse_half_life
+    from flows.forecast_flow import check_half_life
 
     _bootstrap(p["bootstrap"])
-    parse_half_life(p["level_half_life"])
+    check_half_life(p["level_half_life"])
 
 
 def _replay_values(p: Mapping[str, Any]) -> None:

@@ -65,12 +65,9 @@ if TYPE_CHECKING:
     from pipeline.service.store_rows import ForecastRows
 
 
-# The service's default half-life of the level correction, as the flow parameter's text.
-LEVEL_HALF_LIFE = (
-    "off"
-    if ServiceConfig.level_half_life is None
-    else duration_text(ServiceConfig.level_half_life.total_seconds())
-)
+# The flow parameter's default: the half-life the service writing the store corrects with
+# (recorded in its state), or the service's default where no service recorded one.
+LEVEL_HALF_LIFE = "service"
 
 
 def parse_half_life(text: str) -> pd.Timedelta | None:
@@ -93,6 +90,44 @@ def parse_half_life(text: str) -> pd.Timedelta | None:
         raise ValueError(f"level_half_life: {exc.message}") from None
     except ValueError as exc:
         raise ValueError(f"{exc} (level_half_life={text!r})") from None
+
+
+def check_half_life(text: str) -> None:
+    """Refuse a ``level_half_life`` parameter that is neither ``service`` nor a
+    half-life :func:`parse_half_life` takes (``ValueError`` naming it)."""
+    if str(text).strip().lower() != LEVEL_HALF_LIFE:
+        parse_half_life(text)
+
+
+def resolve_half_life(text: str, recorded: str | None) -> tuple[pd.Timedelta | None, str | None]:
+    """The half-life the flow corrects with, and a warning when it is not the one the
+    service recorded in the store (``recorded``; None: no service recorded one).
+    ``text`` ``service`` takes the recorded one, else the service's default."""
+    from pipeline.service.state import half_life_text
+
+    default = half_life_text(ServiceConfig.level_half_life)
+    if str(text).strip().lower() == LEVEL_HALF_LIFE:
+        return parse_half_life(recorded or default), None
+    value = parse_half_life(text)
+    if recorded is None or parse_half_life(recorded) == value:
+        return value, None
+    return value, (
+        f"level_half_life={text} is not the service's ({recorded}, as it recorded in the "
+        "store): the flow's forecasts differ from the ones the service publishes; leave "
+        "the parameter at 'service' to follow it"
+    )
+
+
+@task(name="service-half-life", **IO_TASK)
+def service_half_life(store_path: str) -> str | None:
+    """The level half-life the service writing the store at ``store_path`` corrects
+    with (None: no service recorded one)."""
+    from pipeline.service.state import LEVEL_KEY
+    from pipeline.service.store_reads import reading_store
+
+    with reading_store(store_path) as store:
+        value = store.state().get(LEVEL_KEY)
+    return None if value is None else str(value)
 
 
 @task(name="load-models", **IO_TASK)
@@ -345,8 +380,10 @@ def forecast_flow(
     level_half_life : the half-life of the correction that moves each forecast to a
         sensor's level where it moved since training, as ``roadcast serve
         --level-half-life`` takes it (``6h``, ``30min``; ``off``: the models' own
-        forecasts); the service's default. Give it the service's value: the flow then
-        publishes the forecasts the service would.
+        forecasts). ``service`` (the default): the one the service writing the store
+        recorded there, so the flow publishes the forecasts the service would (the
+        service's default where none is recorded); another value than the service's is
+        used, with a warning.
 
     Returns ``{"issued_at", "champion", "models": {name: {published, skipped}},
     "stored_rows"}``.
@@ -356,9 +393,14 @@ def forecast_flow(
     check_lengths(
         models_dir=models_dir, store=store, bootstrap=bootstrap, level_half_life=level_half_life
     )
-    half_life = parse_half_life(level_half_life)
+    check_half_life(level_half_life)
     settings = load_settings(model_dir=models_dir, store_path=store, bootstrap_servers=bootstrap)
     log = get_run_logger()
+    half_life, mismatch = resolve_half_life(
+        level_half_life, service_half_life(str(settings.store_path))
+    )
+    if mismatch:
+        log.warning(mismatch)
     models, champion = load_models(str(settings.model_dir))
     if champion is None:
         log.warning(

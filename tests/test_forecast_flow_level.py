@@ -101,14 +101,14 @@ def test_the_flow_forecasts_what_the_service_stored_after_a_level_shift(
     assert moved.min() > 5.0
 
 
-def _shadow(bundles: Path, live: SensorPanel, path: Path) -> int:
+def _shadow(bundles: Path, live: SensorPanel, path: Path, **options: Any) -> int:
     """A service running only the champion (persistence, ``--only persistence``) over the
     first :data:`STEPS` steps into the store at ``path``; returns its last closed tick (ms)."""
     from pipeline.model_dir import load_bundles
     from pipeline.service.config import ServiceConfig
     from pipeline.settings import Settings
 
-    config = ServiceConfig(allowed_lateness="0min", durable=False)
+    config = ServiceConfig(allowed_lateness="0min", durable=False, **options)
     champion = {"persistence": load_bundles(bundles)["persistence"]}
     processor = PollProcessor(Settings(store_path=path), config, champion, clock=lambda: 0.0)
     _feed(processor, live, range(STEPS))
@@ -169,3 +169,49 @@ def test_a_model_whose_replay_fails_is_published_uncorrected_with_one_warning(
     assert len(lines) == 1, lines
     assert "'ar'" in lines[0] or " ar " in lines[0]
     assert "MemoryError: no memory for the replay" in lines[0] and "uncorrected" in lines[0]
+
+
+def test_the_flow_corrects_with_the_half_life_the_service_recorded_in_the_store(
+    level_world, prefect_harness, tmp_path, caplog
+) -> None:
+    """A service run with ``--level-half-life 3h``: the flow at its default (``service``)
+    stores what a service serving AR with 3 h stored, without a warning; asked for 6 h it
+    uses 6 h and says the forecasts differ from the service's. (Four half-lives, what the
+    replay reads, cover the whole stream at both.)"""
+    from flows.forecast_flow import forecast_flow
+
+    bundles, live = level_world
+    _, both = _served(bundles, live, tmp_path / "both.sqlite", some=False, level_half_life="3h")
+    _, six = _served(bundles, live, tmp_path / "six.sqlite", some=False, level_half_life="6h")
+    ar = _models(bundles, some=False)["ar"]
+    for asked, expected, warned in (("service", both, False), ("6h", six, True)):
+        shadow = tmp_path / f"shadow-{asked}.sqlite"
+        last = _shadow(bundles, live, shadow, level_half_life="3h")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            forecast_flow(
+                models_dir=str(bundles), store=str(shadow), publish_to_kafka=False,
+                level_half_life=asked,
+            )  # fmt: skip
+        np.testing.assert_allclose(_flow_stored(shadow, ar, "ar", last), expected["ar"], rtol=1e-5)
+        lines = [r.getMessage() for r in caplog.records if "is not the service's" in r.getMessage()]
+        assert len(lines) == int(warned), lines
+    assert np.abs(both["ar"][0] - six["ar"][0]).max() > 0.1  # the two half-lives differ here
+
+
+def test_the_half_life_parameter_follows_the_store_or_names_what_is_wrong() -> None:
+    import pandas as pd
+    import pytest
+
+    from flows.forecast_flow import check_half_life, resolve_half_life
+    from pipeline.service.config import ServiceConfig
+
+    assert resolve_half_life("service", None) == (ServiceConfig.level_half_life, None)
+    assert resolve_half_life("service", "off") == (None, None)
+    assert resolve_half_life("service", "2h") == (pd.Timedelta("2h"), None)
+    assert resolve_half_life("120min", "2h") == (pd.Timedelta("2h"), None)
+    value, warning = resolve_half_life("off", "2h")
+    assert value is None and warning is not None and "(2h, as it recorded" in warning
+    check_half_life("service")
+    with pytest.raises(ValueError, match="level_half_life"):
+        check_half_life("soon")

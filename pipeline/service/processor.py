@@ -35,7 +35,7 @@ from pipeline.service.assembler import (
 from pipeline.service.decoding import FUTURE_TIMESTAMP, DecodedReadings
 from pipeline.service.hooks import TickContext
 from pipeline.service.liveness import DOWN_KEY, write_down_state
-from pipeline.service.state import ServiceState
+from pipeline.service.state import LEVEL_KEY, ServiceState, half_life_text
 from pipeline.service.store_rows import (
     AccuracyRows,
     Batch,
@@ -134,6 +134,7 @@ class PollProcessor(ServiceState):
             max_ts_ns=self.assembler.max_ts_ns,
             watermark_ns=self.assembler.watermark_ns,
         )
+        batch.state[LEVEL_KEY] = half_life_text(self.config.level_half_life)
         return report, batch
 
     def _assemble(

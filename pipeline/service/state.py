@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from models.bundle import offset_text
+from models.bundle import duration_text, offset_text
 from models.forecasters.base import Forecaster
 from models.forecasters.level import OnlineLevel
 from models.panel import SensorPanel
@@ -53,6 +53,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("roadcast.service")
 
 OFFSET_KEY = "tick_offset_ms"  # the store's grid offset; absent (0) in older stores
+# The service's level half-life (``6h``, ``off``), for the forecast flow to correct as it
+# does; absent in older stores.
+LEVEL_KEY = "level_half_life"
+
+
+def half_life_text(half_life: pd.Timedelta | None) -> str:
+    """A level half-life as ``roadcast serve --level-half-life`` takes it (``off``: none)."""
+    return "off" if half_life is None else duration_text(half_life.total_seconds())
 
 
 def grid_problem(
