@@ -310,27 +310,77 @@ def _rows(store: Store, forecasts: dict[str, Forecast]) -> list[ForecastRows]:
 
 
 @task(name="store-forecasts", **IO_TASK)
-def store_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> dict[str, int]:
+def store_forecasts(
+    store_path: str, forecasts: dict[str, Forecast], unpublished: bool = True
+) -> dict[str, int]:
     """Store the forecasts of the models the store holds none of at their issue time (one
-    transaction); returns ``{model: rows written}`` for those, the ones this run
-    publishes."""
+    transaction), listed as still to publish when ``unpublished``; returns ``{model: rows
+    written}`` for those, the ones this run publishes."""
     from pipeline.service.store import Store
 
     with Store(store_path) as store:
         rows = _rows(store, forecasts)
-        stored = set(store.add_forecasts(rows))
+        stored = set(store.add_forecasts(rows, unpublished=unpublished))
     # A model without a finite forecast has nothing to store and publishes nothing.
     return {r.model: len(r.sensors) for r in rows if r.model in stored or not len(r.sensors)}
 
 
-@task(name="unstore-forecasts", **IO_TASK)
-def unstore_forecasts(store_path: str, forecasts: dict[str, Forecast]) -> None:
-    """Remove ``forecasts`` from the store, where it still holds them as this run
-    stored them, so that a later run at the same tick publishes them again."""
+@task(name="unpublished-forecasts", **IO_TASK)
+def unpublished_forecasts(
+    store_path: str,
+) -> tuple[dict[int, dict[str, Forecast]], list[tuple[str, int]]]:
+    """The forecasts an earlier run stored and did not publish (it ended between the
+    two), per issue tick (ms), and those of the list the store no longer holds."""
+    from pipeline.service.store_reads import reading_store
+
+    out: dict[int, dict[str, Forecast]] = {}
+    gone: list[tuple[str, int]] = []
+    with reading_store(store_path) as store:
+        pending = store.unpublished_forecasts()
+        step = pd.Timedelta(int(store.state().get("tick_ms") or 0), "ms") if pending else None
+        for name, issued_ms in pending:
+            block = store.forecast_block(name, issued_ms)
+            ids, (mean, lower, upper) = block or ((), (None, None, None))
+            if mean is None or not step:  # pruned, or a store without its tick step
+                gone.append((name, issued_ms))
+                continue
+            issued = pd.Timestamp(issued_ms, unit="ms", tz="UTC")
+            out.setdefault(issued_ms, {})[name] = Forecast(
+                name, tuple(ids), issued,
+                pd.date_range(issued + step, periods=mean.shape[1], freq=step),
+                mean.T, None if lower is None else lower.T, None if upper is None else upper.T,
+            )  # fmt: skip
+    return out, gone
+
+
+@task(name="mark-published", **IO_TASK)
+def mark_published(store_path: str, forecasts: list[tuple[str, int]]) -> None:
+    """Take the forecasts ``(model, issued_ms)`` off the store's list of those to publish."""
     from pipeline.service.store import Store
 
     with Store(store_path) as store:
-        store.remove_forecasts(_rows(store, forecasts))
+        store.mark_published(forecasts)
+
+
+def publish_leftovers(store_path: str, bootstrap: str | None) -> int:
+    """Publish what earlier runs stored and did not publish, oldest tick first, each
+    tick taken off the list once Kafka acknowledged it; returns the forecasts published."""
+    leftovers, gone = unpublished_forecasts(store_path)
+    if gone:
+        mark_published(store_path, gone)
+    for issued_ms, forecasts in leftovers.items():
+        publish(forecasts, bootstrap)
+        mark_published(store_path, [(name, issued_ms) for name in forecasts])
+    if leftovers:
+        shown = ", ".join(
+            f"{name} at {pd.Timestamp(ms, unit='ms', tz='UTC').isoformat()}"
+            for ms, group in leftovers.items()
+            for name in group
+        )
+        get_run_logger().warning(
+            f"published the forecasts an earlier run stored but did not publish: {shown}"
+        )
+    return sum(len(group) for group in leftovers.values())
 
 
 def summary_rows(
@@ -401,6 +451,8 @@ def forecast_flow(
     )
     if mismatch:
         log.warning(mismatch)
+    if publish_to_kafka:
+        publish_leftovers(str(settings.store_path), settings.bootstrap_servers)
     models, champion = load_models(str(settings.model_dir))
     if champion is None:
         log.warning(
@@ -453,8 +505,14 @@ def forecast_flow(
                 f"(half-life {span})"
             )
     # Storing claims the tick: a model another run (or the service) stored meanwhile
-    # is left to it, so no tick is published twice.
-    stored = store_forecasts(str(settings.store_path), computed) if computed else {}
+    # is left to it, so no tick is published twice. The store lists what it claimed as
+    # still to publish until Kafka acknowledged it: a run that ends between the two
+    # leaves it to the next run (publish_leftovers), not to nobody.
+    stored = (
+        store_forecasts(str(settings.store_path), computed, unpublished=publish_to_kafka)
+        if computed
+        else {}
+    )
     done += [n for n in computed if n not in stored]
     if done:
         log.info(f"already forecast at {issued.isoformat()}, skipped: {', '.join(done)}")
@@ -463,22 +521,13 @@ def forecast_flow(
     if publish_to_kafka and forecasts:
         try:
             counts = publish(forecasts, settings.bootstrap_servers)
-        except Exception as exc:
-            mine = {n: fc for n, fc in forecasts.items() if stored[n]}
-            try:
-                if mine:
-                    unstore_forecasts(str(settings.store_path), mine)
-            except Exception as again:
-                raise RuntimeError(
-                    f"{exc}; and removing the forecasts of {', '.join(mine)} at "
-                    f"{issued.isoformat()} from the store failed ({again}): they stay "
-                    "stored and unpublished, and no later run publishes them"
-                ) from exc
+        except Exception:
             log.warning(
-                f"publishing failed: the forecasts at {issued.isoformat()} are removed from "
-                "the store again, so that a later run at this tick publishes them"
+                f"publishing failed: the forecasts at {issued.isoformat()} stay in the store "
+                "listed as unpublished, and the next run publishes them first"
             )
             raise
+        mark_published(str(settings.store_path), [(n, issued_ms) for n in forecasts])
     rows = sum(stored.values())
     if forecasts:
         publish_table(

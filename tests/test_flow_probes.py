@@ -212,13 +212,14 @@ def test_a_store_write_that_fails_publishes_nothing_and_the_next_run_publishes_o
 
 
 @pytest.mark.integration
-def test_a_publish_that_fails_leaves_the_tick_to_the_next_run(
+def test_a_publish_that_fails_leaves_the_forecasts_to_the_next_run(
     served_world: Any, prefect_harness: None, monkeypatch: pytest.MonkeyPatch, unique_topic: Any
 ) -> None:
-    """No broker: the forecasts this run stored are removed again, so the next run at the
-    tick stores and publishes them, instead of skipping them as already forecast."""
+    """No broker: the forecasts this run stored stay stored, listed as unpublished, and
+    the next run publishes them first, once."""
     from flows.forecast_flow import forecast_flow
     from pipeline.kafka.clients import KafkaUnavailable
+    from pipeline.service.store import Store
 
     world, settings = served_world
     topic = unique_topic("forecasts")
@@ -227,12 +228,64 @@ def test_a_publish_that_fails_leaves_the_tick_to_the_next_run(
     run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
     with pytest.raises(KafkaUnavailable):
         forecast_flow(**run, bootstrap="127.0.0.1:1")
-    assert not _stored(settings, "persistence", tick)
-    assert _stored(settings, "ar", tick)  # the service's stays
+    assert _stored(settings, "persistence", tick) and _stored(settings, "ar", tick)
+    with Store(settings.store_path, readonly=True) as store:
+        assert store.unpublished_forecasts() == [("persistence", tick)]
     again = forecast_flow(**run, bootstrap=settings.bootstrap_servers)
-    assert again["already_forecast"] == ["ar"] and _stored(settings, "persistence", tick)
+    assert again["already_forecast"] == ["ar", "persistence"]
     sensors = world.live.sensor_ids
     assert _copies(settings, topic, tick) == {("persistence", s): 1 for s in sensors}
+    with Store(settings.store_path, readonly=True) as store:
+        assert store.unpublished_forecasts() == []
+    forecast_flow(**run, bootstrap=settings.bootstrap_servers)  # nothing left to publish
+    assert _copies(settings, topic, tick) == {("persistence", s): 1 for s in sensors}
+
+
+@pytest.mark.integration
+def test_a_run_that_ends_between_storing_and_publishing_leaves_them_to_the_next_run(
+    served_world: Any, prefect_harness: None, monkeypatch: pytest.MonkeyPatch, unique_topic: Any
+) -> None:
+    """The run was killed after its store transaction (no exception handler ran): the
+    next run publishes what it stored, as it stored it, once."""
+    import flows.forecast_flow as module
+    from pipeline.service.store import Store
+
+    world, settings = served_world
+    topic = unique_topic("forecasts")
+    monkeypatch.setenv("ROADCAST_TOPIC_FORECASTS", topic)
+    tick = _without_flow_forecast(settings)
+    run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
+
+    def killed(*_: Any, **__: Any) -> None:
+        raise SystemExit("killed")  # what a SIGTERM's handler raises
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "publish", killed)
+        with pytest.raises(BaseException, match="killed"):
+            module.forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    assert _copies(settings, topic, tick) == {}
+    with Store(settings.store_path, readonly=True) as store:
+        assert store.unpublished_forecasts() == [("persistence", tick)]
+        names, (stored_mean, _, _) = store.forecast_block("persistence", tick)
+    module.forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    sensors = world.live.sensor_ids
+    assert _copies(settings, topic, tick) == {("persistence", s): 1 for s in sensors}
+    published = _published_means(settings, topic, tick)
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(published[name], stored_mean[k], rtol=1e-6)
+
+
+def _published_means(settings: Any, topic: str, tick_ms: int) -> dict[str, np.ndarray]:
+    """Each sensor's published mean forecast issued at ``tick_ms`` on ``topic``."""
+    from pipeline.kafka.schema import decode_forecast
+    from tests.service_support import read_topic
+
+    out = {}
+    for record in read_topic(settings, topic):
+        message = decode_forecast(record.value)
+        if int(message.issued_at.timestamp() * 1000) == tick_ms:
+            out[message.sensor] = np.asarray(message.yhat, np.float64)
+    return out
 
 
 @pytest.mark.parametrize(

@@ -456,8 +456,8 @@ def test_prune_deletes_the_past_a_span_at_a_time_and_keeps_open_alerts(store):
     ]))  # fmt: skip
     cutoff, removed = store.prune(10 * FREQ_MS, span_ms=4 * FREQ_MS)
     assert cutoff == 4 * FREQ_MS  # a span past the oldest tick, not the whole way
-    assert removed == {"readings": 8, "corrections": 4, "ticks": 4, "forecast_blocks": 8,
-                       "accuracy": 8, "alerts": 2}  # fmt: skip
+    assert removed == {"readings": 8, "corrections": 4, "ticks": 4, "unpublished": 0,
+                       "forecast_blocks": 8, "accuracy": 8, "alerts": 2}  # fmt: skip
     cutoff, removed = store.prune(10 * FREQ_MS, span_ms=100 * FREQ_MS)
     assert cutoff == 10 * FREQ_MS and removed["ticks"] == 6 and removed["alerts"] == 0
     assert store.closed_ticks(0).tolist() == ticks[10:]

@@ -31,6 +31,10 @@ names and ISO times for people and reports):
     (model, issued_at, sensor) with that sensor's arrays, and ``forecast_steps`` one row
     per (model, issued_at, sensor, step, target) for SQL joins with the actuals. Stores
     of schema 1 (a table row per sensor) are converted when a service opens them.
+``unpublished(model, issued_at)``
+    The forecasts the forecast flow stored and has not published yet (its outbox):
+    stored with the forecasts in one transaction, taken off once Kafka acknowledged
+    them, and published first by the next run when a run ended between the two.
 ``accuracy(model, step, target, n, sum_abs, sum_sq)``
     Error sums of every forecast scored when its target tick closed: rolling MAE/RMSE
     per model and horizon without re-joining millions of rows.
@@ -119,6 +123,9 @@ CREATE TABLE IF NOT EXISTS offsets(
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY(topic, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unpublished(
+    model INTEGER NOT NULL, issued_at INTEGER NOT NULL,
+    PRIMARY KEY(model, issued_at)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS model_versions(
     model TEXT NOT NULL, since_ms INTEGER NOT NULL, version TEXT NOT NULL, label TEXT NOT NULL,
     run_id TEXT NOT NULL, loaded_ms INTEGER NOT NULL, PRIMARY KEY(model, since_ms)) WITHOUT ROWID;
@@ -615,10 +622,14 @@ class Store:
                     ],
                 )
 
-    def add_forecasts(self, forecasts: Sequence[ForecastRows]) -> list[str]:
+    def add_forecasts(
+        self, forecasts: Sequence[ForecastRows], *, unpublished: bool = False
+    ) -> list[str]:
         """Store each forecast whose model has none issued at the same tick, in one
         transaction (a forecast already there stays as it is); returns the models stored.
-        Of two writers racing for a tick, only one stores a model's forecast.
+        Of two writers racing for a tick, only one stores a model's forecast. With
+        ``unpublished`` the stored ones are also listed as still to publish (the forecast
+        flow's outbox, :meth:`unpublished_forecasts`) until :meth:`mark_published`.
 
         Raises
         ------
@@ -638,17 +649,64 @@ class Store:
                 ).rowcount  # fmt: skip
                 if inserted:
                     stored.append(fc.model)
+                    if unpublished:
+                        db.execute(
+                            "INSERT OR IGNORE INTO unpublished VALUES(?,?)",
+                            (model_ids[fc.model], int(fc.issued_ms)),
+                        )
         return stored
 
-    def remove_forecasts(self, forecasts: Sequence[ForecastRows]) -> None:
-        """Delete these forecasts where the store still holds them as they are (same
-        model, tick and values: one another writer stored since stays)."""
-        model_ids = {fc.model: self.model_key(fc.model) for fc in forecasts}
+    def unpublished_forecasts(self) -> list[tuple[str, int]]:
+        """``(model, issued_ms)`` of every forecast stored as still to publish, oldest
+        first (none in a store that predates the list)."""
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+        if "unpublished" not in tables:
+            return []
+        rows = self._db.execute(
+            "SELECT m.name, u.issued_at FROM unpublished u JOIN models m ON m.id = u.model "
+            "ORDER BY u.issued_at, m.name"
+        )
+        return [(str(name), int(issued)) for name, issued in rows]
+
+    def mark_published(self, forecasts: Sequence[tuple[str, int]]) -> None:
+        """Take the forecasts ``(model, issued_ms)`` off the list of those still to
+        publish (one transaction)."""
         with self._transaction() as db:
             db.executemany(
-                "DELETE FROM forecast_blocks WHERE model=? AND issued_at=? AND yhat=?",
-                [(model_ids[fc.model], int(fc.issued_ms), _json(fc.yhat)) for fc in forecasts],
+                "DELETE FROM unpublished WHERE model=(SELECT id FROM models WHERE name=?) "
+                "AND issued_at=?",
+                [(model, int(issued_ms)) for model, issued_ms in forecasts],
             )
+
+    def forecast_block(
+        self, model: str, issued_ms: int
+    ) -> tuple[list[str], list[np.ndarray | None]] | None:
+        """The stored forecast of ``model`` issued at ``issued_ms``: its sensors' names
+        and its ``yhat``/``lo``/``hi`` float32 ``[sensor, step]`` (None when not stored);
+        None when the store holds no such forecast.
+
+        Raises
+        ------
+        StoreError
+            When the stored forecast cannot be read.
+        """
+        row = self._db.execute(
+            "SELECT b.sensors, b.yhat, b.lo, b.hi FROM forecast_blocks b "
+            "JOIN models m ON m.id = b.model WHERE m.name=? AND b.issued_at=?",
+            (model, int(issued_ms)),
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            ids, arrays = _parse_block(row[0], row[1:])
+        except (ValueError, TypeError, OverflowError) as exc:
+            when = pd.Timestamp(int(issued_ms), unit="ms", tz="UTC").isoformat()
+            raise StoreError(
+                f"the store {self.path} holds a forecast of {model} issued at {when} that "
+                f"roadcast cannot read: {exc}"
+            ) from None
+        names = self.sensor_names()
+        return [names[int(i)] for i in ids], arrays
 
     def prune(self, before_ms: int, *, span_ms: int) -> tuple[int, dict[str, int]]:
         """Delete what lies before ``before_ms`` (readings, corrections, ticks, forecasts,
@@ -678,6 +736,9 @@ class Store:
         with self._transaction() as db:
             for table in ("readings", "corrections", "ticks"):
                 removed[table] = db.execute(f"DELETE FROM {table} WHERE ts < ?", (cutoff,)).rowcount
+            removed["unpublished"] = db.execute(
+                "DELETE FROM unpublished WHERE issued_at < ?", (cutoff,)
+            ).rowcount
             removed["forecast_blocks"] = removed["accuracy"] = 0
             for mid in models:
                 removed["forecast_blocks"] += db.execute(
