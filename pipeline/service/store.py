@@ -697,16 +697,23 @@ class Store:
         ).fetchone()
         if row is None:
             return None
+        ids, arrays = self._block(model, issued_ms, row[0], row[1:])
+        names = self.sensor_names()
+        return [names[int(i)] for i in ids], arrays
+
+    def _block(
+        self, model: str, issued_ms: int, ids_text: str, texts: Sequence[str | None]
+    ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """:func:`_parse_block` of the forecast of ``model`` issued at ``issued_ms``; a
+        block it cannot read is a :class:`StoreError` naming them."""
         try:
-            ids, arrays = _parse_block(row[0], row[1:])
+            return _parse_block(ids_text, texts)
         except (ValueError, TypeError, OverflowError) as exc:
             when = pd.Timestamp(int(issued_ms), unit="ms", tz="UTC").isoformat()
             raise StoreError(
                 f"the store {self.path} holds a forecast of {model} issued at {when} that "
                 f"roadcast cannot read: {exc}"
             ) from None
-        names = self.sensor_names()
-        return [names[int(i)] for i in ids], arrays
 
     def prune(self, before_ms: int, *, span_ms: int) -> tuple[int, dict[str, int]]:
         """Delete what lies before ``before_ms`` (readings, corrections, ticks, forecasts,
@@ -878,14 +885,7 @@ class Store:
         out = [np.full(shape, np.nan, np.float32) for _ in range(3)]  # [k, horizon, node] x3
         has_bounds = False
         for k, (issued_ms, ids_text, *texts) in enumerate(rows):
-            try:
-                ids, arrays = _parse_block(ids_text, texts)
-            except (ValueError, TypeError, OverflowError) as exc:
-                when = pd.Timestamp(int(issued_ms), unit="ms", tz="UTC").isoformat()
-                raise StoreError(
-                    f"the store {self.path} holds a forecast of {model} issued at {when} that "
-                    f"roadcast cannot read: {exc}"
-                ) from None
+            ids, arrays = self._block(model, issued_ms, ids_text, texts)
             if not len(sensors) or not len(ids):
                 continue
             at = np.minimum(np.searchsorted(sensors, ids, sorter=order), len(sensors) - 1)
