@@ -49,6 +49,7 @@ import pandas as pd
 from models.panel import LabeledEvent, SensorPanel
 from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
+from pipeline.data.distance_kernel import matrix_graph
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
 from pipeline.data.readers import (
@@ -504,7 +505,7 @@ def _binary_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
     else:
         adj = _dcrnn_adjacency(path, ids)
     try:
-        return RoadGraph.from_adjacency(np.asarray(adj, dtype=np.float64).T)
+        return matrix_graph(np.asarray(adj, dtype=np.float64), path.name)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
 

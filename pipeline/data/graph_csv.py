@@ -12,6 +12,13 @@ Rules (each one tested):
   refused as such, naming its line. A weight beyond float32
   (``1e308``) is rejected naming its line and column; one that is 0 in float32
   (``1e-300``) is no link, as 0 is.
+* **Distance matrix** (:mod:`pipeline.data.distance_kernel`): a matrix of 3 or more
+  sensors with a zero diagonal, at least 90 % of its other entries above 0 and a median
+  above 1 (STGCN's PeMSD7 ``W_228.csv``) holds road distances, not weights: its links are
+  DCRNN's ``gen_adj_mx`` kernel ``exp(-(d / sigma)^2)`` (sigma the std of the entries),
+  those under 0.1 dropped, with their lengths (metres when the median distance to the
+  nearest sensor is >= 20, else km) and a note saying so. 0/1 and [0, 1] weights,
+  matrices with 1s on the diagonal and dense counts are read as weights.
 * **Coordinates** (:func:`read_coordinates`): an empty file, a latitude or longitude
   that is not a number of degrees, or a sensor listed twice with other coordinates is
   rejected, naming the coordinates file and line (not the adjacency's).
@@ -28,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.cells import MISSING_TOKENS, DatasetError, filled
+from pipeline.data.distance_kernel import matrix_graph, unit_by_median
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.readers import (
     INDEX_NAMES,
@@ -79,6 +87,8 @@ def read_adjacency_csv(
     column, and one that becomes 0 in it (below 1.4e-45, e.g. ``1e-300``) is no link, as
     0 is. ``unordered`` says why ``sensor_ids`` are in no order a user would write a matrix
     in (a long-format file's order of first appearance): a matrix must then name them.
+    A matrix of road distances becomes DCRNN's thresholded Gaussian kernel graph, with a
+    note (:func:`~pipeline.data.distance_kernel.matrix_graph`).
     """
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the adjacency file is empty")
@@ -240,7 +250,7 @@ def _matrix(
     matrix[matrix.astype(np.float32) == 0] = 0.0  # 1e-300 is 0 as kept: no link
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
-    return RoadGraph.from_adjacency(matrix.T, coords=coords)  # a row lists its links out
+    return matrix_graph(matrix, path.name, coords=coords)  # a row lists its links out
 
 
 def _matrix_header(raw: pd.DataFrame, known: set[str]) -> list[str] | None:
@@ -492,9 +502,6 @@ _UNIT_WORDS = {"meter": 1e-3, "metre": 1e-3, "mile": 1.609344, "feet": 3.048e-4,
                "foot": 3.048e-4}  # fmt: skip
 # Words of a column that holds lengths (larger = farther), never weights.
 _LENGTH_WORDS = ("dist", "length", "cost", "spacing", "apart", "gap")
-# A length column without a unit whose median link is at least this is read as metres
-# (DCRNN's ``cost``, as in METR-LA, PEMS-BAY and PeMSD4/8), below it as kilometres.
-METRES_FROM = 20.0
 _INFER = -1.0  # _km_per_unit: a length column without a unit (see _inferred_km)
 
 
@@ -523,18 +530,16 @@ def _km_per_unit(path: Path, name: str) -> float | None:
 
 def _inferred_km(path: Path, name: str, cells: pd.Series) -> tuple[float, str]:
     """Kilometres per unit of a length column without a unit, from its median link
-    (:data:`METRES_FROM`), and the note that says what was assumed."""
-    values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64)
-    positive = values[np.isfinite(values) & (values > 0)]
-    median = float(np.median(positive)) if len(positive) else 0.0
-    metres = median >= METRES_FROM
-    unit = "metres" if metres else "kilometres"
+    (:func:`~pipeline.data.distance_kernel.unit_by_median`), and the note that says what
+    was assumed."""
+    km, median = unit_by_median(pd.to_numeric(cells, errors="coerce").to_numpy(np.float64))
+    unit = "metres" if km < 1 else "kilometres"
     note = (
         f"note: {path.name}: column {name!r} has no unit; its links (median {median:g}) are "
         f"read as {unit} (DCRNN's 'cost' of METR-LA and PEMS-BAY is in metres); if that is "
         "wrong, name the column distance_m, distance_km or distance_mi"
     )
-    return (1e-3 if metres else 1.0), note
+    return km, note
 
 
 _COORDINATE_COLUMNS = ("sensor_id", "latitude", "longitude")
