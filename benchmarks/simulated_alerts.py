@@ -29,14 +29,24 @@ are both at most a pair p-value, chosen on the validation seeds.
 peaks-over-threshold tail); ``interval-max`` the same with the conformal pool's ``"max"``
 tail, whose p-values cannot fall below ``1 / (n + 1)`` when the validation weeks hold
 incidents of the same size (:mod:`models.anomaly.calibration`).
+
+The forecast-based detectors (``interval``, ``interval-max``) judge the forecasts the
+service publishes: each model's own forecast moved by its online level correction
+(:func:`models.forecasters.level.follow_level`, half-life ``--level-half-life``, by default
+the service's, :attr:`pipeline.service.config.ServiceConfig.level_half_life`; ``off``: the
+models' own forecasts), tick by tick in the order of
+:class:`pipeline.service.processor.PollProcessor` (:func:`served_scores`). The
+correction starts at the validation part, as a service started when training ended.
+Given two or more half-lives, ``main`` compares them side by side (:func:`level_part`);
+the choices are made on the validation seed with the same setting as the test seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +56,10 @@ from flows.reporting.text import print_table
 from models.anomaly.base import Detection, DetectionBatch, StreamingDetector
 from models.anomaly.ensemble import AlarmRule, merged_pvalues
 from models.anomaly.events import MATCH_GRACE, Episode, EventMatch, match_events
+from models.anomaly.interval import ForecastIntervalDetector
+from models.forecasters.level import OnlineLevel, follow_level
 from models.panel import LabeledEvent, SensorPanel
+from pipeline.service.config import ServiceConfig
 
 VALID_SEED, TEST_SEED = 11, 7
 VALIDATION_SEEDS = (VALID_SEED, 12, 13)  # seeds_part's test seeds must avoid them
@@ -54,6 +67,13 @@ SIZE = {False: (200, 21.0), True: (40, 6.0)}  # sensors, days (quick: a smoke ru
 MIN_PRECISION = 0.95
 PVALUES = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
 CORROBORATE = (3e-3, 5e-3, 7e-3, 1e-2, 1.5e-2, 2e-2)  # pair p-values (corroboration_part)
+SERVICE_LEVEL = ServiceConfig.level_half_life  # the service's level correction (None: off)
+# The rule fixed before the level comparison was run (docs/results.md): the service's
+# detectors judge the models' own forecasts if, with the correction on, the detector set
+# loses more than this incident recall or single-sensor precision, or its median delay
+# grows by DELAY_LOSS_STEPS or more, against off.
+RECALL_LOSS = PRECISION_LOSS = 0.02
+DELAY_LOSS_STEPS = 1.0
 GOALS = {
     "precision_at_least": 0.95,
     "incident_recall_at_least": 0.95,
@@ -69,7 +89,10 @@ class Network:
     events: list[LabeledEvent]
     neighbours: dict[str, set[str]]
     scores: dict[str, np.ndarray]  # detector -> float64 scores [time, node] of the test part
-    seconds: dict[str, float]  # detector -> seconds per tick of all sensors, streaming
+    # detector -> seconds per tick of all sensors, streaming (a corrected one: per tick its
+    # correction followed, from the validation part on)
+    seconds: dict[str, float]
+    moved: dict[str, float] = field(default_factory=dict)  # forecast-based detector -> share
 
 
 def _detectors(quick: bool) -> dict[str, StreamingDetector]:
@@ -90,12 +113,28 @@ def _detectors(quick: bool) -> dict[str, StreamingDetector]:
     return detectors
 
 
-def simulate(seed: int, quick: bool, only_interval: bool = False) -> Network:
+def simulate(
+    seed: int,
+    quick: bool,
+    only_interval: bool = False,
+    level: pd.Timedelta | None = SERVICE_LEVEL,
+) -> Network:
     """Simulate, fit every detector (only the service's, ``interval``, with
-    ``only_interval``) on the training part, score the test part."""
+    ``only_interval``) on the training part, score the test part; the forecast-based
+    detectors judge forecasts corrected with half-life ``level`` (None: off)."""
+    return simulate_levels(seed, quick, {"": level}, only_interval)[""]
+
+
+def simulate_levels(
+    seed: int,
+    quick: bool,
+    levels: Mapping[str, pd.Timedelta | None],
+    only_interval: bool = False,
+) -> dict[str, Network]:
+    """:func:`simulate` for each level correction of ``levels`` (label -> half-life),
+    fitting once: only the forecast-based detectors' scores differ between them."""
     import torch
 
-    from models.anomaly.interval import ForecastIntervalDetector
     from models.forecasters.registry import model_class
     from models.panel import chronological_split
     from pipeline.alerts.config import AlertingConfig
@@ -108,31 +147,114 @@ def simulate(seed: int, quick: bool, only_interval: bool = False) -> Network:
     # test third holds enough of them for precision and recall to mean something.
     panel = simulate_network(sensors, days, seed=seed, incidents_per_day=3.0, faults_per_day=1.0)
     split = chronological_split(panel, test=1 / 3, valid=0.2)
+    served_from = split.train.n_time  # the service starts when training ended
+    test_from = served_from + split.valid.n_time
     start = split.test.timestamps[0]
     events = [e for e in panel.events if e.start >= start]
     assert panel.graph is not None
-    scores: dict[str, np.ndarray] = {}
-    seconds: dict[str, float] = {}  # per test tick, streaming
     forecaster = model_class("ar")(window=12, horizon=3)  # type: ignore[call-arg]
     forecaster.fit(split.train, valid=split.valid)
     service = AlertingConfig().interval  # the service's interval detector
-    detectors: dict[str, StreamingDetector] = {
-        "interval": ForecastIntervalDetector(forecaster, service),
-        "interval-max": ForecastIntervalDetector(forecaster, replace(service, tail="max")),
+    judged: dict[str, ForecastIntervalDetector] = {
+        "interval": ForecastIntervalDetector(forecaster, service, self_forecast=False),
+        "interval-max": ForecastIntervalDetector(
+            forecaster, replace(service, tail="max"), self_forecast=False
+        ),
     }
     if only_interval:
-        detectors = {"interval": detectors["interval"]}
-    else:
-        detectors.update(_detectors(quick))
-    for name, detector in detectors.items():
+        judged = {"interval": judged["interval"]}
+    others = {} if only_interval else _detectors(quick)
+    scores: dict[str, dict[str, np.ndarray]] = {label: {} for label in levels}
+    seconds: dict[str, dict[str, float]] = {label: {} for label in levels}
+    moved: dict[str, dict[str, float]] = {label: {} for label in levels}
+    for name, interval in judged.items():
+        interval.fit(split.train, valid=split.valid)
+        for label, half_life in levels.items():
+            started = time.perf_counter()
+            scores[label][name], moved[label][name] = served_scores(
+                interval, panel, test_from, half_life, level_from=served_from
+            )
+            ticks = panel.n_time - (test_from if half_life is None else served_from)
+            seconds[label][name] = (time.perf_counter() - started) / ticks
+    for name, detector in others.items():
         detector.fit(split.train, valid=split.valid)
         started = time.perf_counter()
         batch: DetectionBatch = detector.score_panel(split.test)  # tick by tick, as served
-        seconds[name] = (time.perf_counter() - started) / split.test.n_time
-        scores[name] = batch.score.astype(np.float64)
-    return Network(
-        split.test, events, neighbours_from_graph(panel.graph, panel.sensor_ids), scores, seconds
+        elapsed = (time.perf_counter() - started) / split.test.n_time
+        for label in levels:
+            scores[label][name] = batch.score.astype(np.float64)
+            seconds[label][name] = elapsed
+    neighbours = neighbours_from_graph(panel.graph, panel.sensor_ids)
+    return {
+        label: Network(split.test, events, neighbours, scores[label], seconds[label], moved[label])
+        for label in levels
+    }
+
+
+def served_scores(
+    detector: ForecastIntervalDetector,
+    panel: SensorPanel,
+    start: int,
+    half_life: pd.Timedelta | None,
+    *,
+    level_from: int | None = None,
+    forecasts_from: int | None = None,
+) -> tuple[np.ndarray, float]:
+    """float64 scores ``[time, node]`` of ``panel``'s ticks from ``start`` on, judged as
+    the service judges them, and the share of the values of the forecasts the detector
+    was given that the correction moved.
+
+    Per tick, in :class:`pipeline.service.processor.PollProcessor`'s order (``_score``,
+    then ``_forecast_run`` and its alert hook): the model's level correction folds in the
+    errors of the forecasts targeting the tick, the model's forecast issued at the tick is
+    moved by it (:func:`models.forecasters.level.follow_level`), the detector scores the
+    tick, then observes the moved forecast. ``half_life`` None: the model's own forecasts.
+
+    The correction starts empty at ``level_from`` (default ``start``), as a service
+    started there; the detector is given the forecasts issued from ``forecasts_from`` on
+    (default: once a window of ticks from ``start`` is full, as
+    :meth:`models.anomaly.base.StreamingDetector.score_panel` of a self-forecasting
+    detector forecasts).
+    """
+    forecaster = detector.forecaster
+    if forecaster is None:
+        raise ValueError("the interval detector has no forecaster; attach one first")
+    window = max(forecaster.window, 1)
+    level_from = start if level_from is None or half_life is None else level_from
+    forecasts_from = start + window - 1 if forecasts_from is None else forecasts_from
+    first = min(level_from, start)
+    issued_from = max(min(level_from, forecasts_from), window - 1)
+    origins = np.arange(issued_from, panel.n_time, dtype=np.int64)
+    means = forecaster.predict_batch(panel, origins).mean  # [origin, horizon, node]
+    level = (
+        None
+        if half_life is None
+        else OnlineLevel(forecaster.horizon, detector.n_nodes, half_life / panel.freq)
     )
+    detector.reset()
+    scores = np.zeros((panel.n_time - start, detector.n_nodes))
+    given = moved = 0
+    own, detector.self_forecast = detector.self_forecast, False  # given the forecasts
+    try:
+        for t in range(first, panel.n_time):
+            values, mask = panel.values[t], panel.mask[t]
+            live = level if t >= level_from else None  # the service runs from level_from
+            if live is not None:
+                live.observe(t, values, mask)
+            mean = own_mean = means[t - issued_from] if t >= issued_from else None
+            if live is not None and own_mean is not None:
+                mean = follow_level(live, forecaster, t, own_mean, None, None)[0]
+            if t < start:
+                continue
+            scores[t - start] = detector.update(panel.timestamps[t], values, mask).score
+            if mean is not None and own_mean is not None and t >= forecasts_from:
+                detector.observe_forecast(mean)
+                h = detector.config.horizon
+                given += mean[:h].size
+                moved += int(np.count_nonzero(mean[:h] != own_mean[:h]))
+    finally:
+        detector.self_forecast = own
+    return scores, moved / given if given else 0.0
 
 
 def episodes(net: Network, score: np.ndarray, threshold: float) -> list[Episode]:
@@ -225,9 +347,15 @@ def choose_ensemble(net: Network, members: Iterable[str]) -> tuple[AlarmRule, di
     return current[1], current[2]
 
 
-def simulated_part(quick: bool) -> dict[str, Any]:
-    """Choose on the validation seed, report on the test seed (module doc)."""
-    valid, test = simulate(VALID_SEED, quick), simulate(TEST_SEED, quick)
+def simulated_part(quick: bool, level: pd.Timedelta | None = SERVICE_LEVEL) -> dict[str, Any]:
+    """Choose on the validation seed, report on the test seed (module doc), the
+    forecast-based detectors judging forecasts corrected with half-life ``level``."""
+    valid, test = simulate(VALID_SEED, quick, level=level), simulate(TEST_SEED, quick, level=level)
+    return {**detector_rows(valid, test, quick), "level_half_life": level_text(level)}
+
+
+def detector_rows(valid: Network, test: Network, quick: bool) -> dict[str, Any]:
+    """Each detector's and the ensemble's choice on ``valid``, reported on ``test``."""
     rows = []
     for name, score in valid.scores.items():
         p, chosen = choose_threshold(valid, score)
@@ -239,6 +367,7 @@ def simulated_part(quick: bool) -> dict[str, Any]:
                 "validation": chosen,
                 "test": reported,
                 "ms_per_tick": round(1000 * test.seconds[name], 2),
+                **({"forecasts_moved": round(test.moved[name], 5)} if name in test.moved else {}),
             }
         )
     rule, chosen = choose_ensemble(valid, valid.scores)
@@ -278,6 +407,170 @@ def simulated_part(quick: bool) -> dict[str, Any]:
         "goals": GOALS,
         "results": rows,
     }
+
+
+def level_text(half_life: pd.Timedelta | None) -> str:
+    """A half-life as ``--level-half-life`` takes it (``6h``; ``off``: no correction)."""
+    from models.bundle import duration_text
+
+    return "off" if half_life is None else duration_text(half_life.total_seconds())
+
+
+def parse_level(text: str) -> pd.Timedelta | None:
+    """``6h``, ``30min`` or ``off`` as ``roadcast serve --level-half-life`` takes it."""
+    import typer
+
+    from flows.cli.options import parse_duration
+
+    try:
+        value = parse_duration(text, "--level-half-life", allow_off=True)
+        return ServiceConfig(level_half_life=value).level_half_life
+    except typer.BadParameter as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def level_loss(off: Mapping[str, Any], on: Mapping[str, Any]) -> list[str]:
+    """What the correction costs a detector set by the rule fixed before the comparison
+    (:data:`RECALL_LOSS`, :data:`PRECISION_LOSS`, :data:`DELAY_LOSS_STEPS`): one line per
+    breach of ``on`` against ``off`` (each a :func:`quality`-like dict); empty: none."""
+    out = []
+    for key, limit in (("incident_recall", RECALL_LOSS), ("precision_single", PRECISION_LOSS)):
+        before, after = off.get(key), on.get(key)
+        if before is not None and (after is None or before - after > limit + 1e-9):
+            out.append(f"{key} {before} -> {after} (loses more than {limit})")
+    before, after = off.get("median_delay_steps"), on.get("median_delay_steps")
+    if before is not None and (after is None or after - before >= DELAY_LOSS_STEPS):
+        out.append(f"median_delay_steps {before} -> {after} (a step or more later)")
+    return out
+
+
+def level_part(
+    quick: bool,
+    levels: Mapping[str, pd.Timedelta | None],
+    seeds: Sequence[int],
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Each setting of the level correction (label -> half-life) side by side, on the
+    same simulated networks: every detector chosen on the validation seed and reported on
+    the test seed (:func:`detector_rows`); the service's interval detector at its default
+    alert p-value on the test ``seeds`` (:func:`seeds_part`); and the rule fixed before
+    the run (:func:`level_loss`) applied to the ensemble and to the service's detector
+    set (``interval`` alone, unless an autoencoder is saved)."""
+    started = time.perf_counter()
+    progress(f"seeds {VALID_SEED} and {TEST_SEED}: every detector")
+    valid = simulate_levels(VALID_SEED, quick, levels)
+    test = simulate_levels(TEST_SEED, quick, levels)
+    detectors = {label: detector_rows(valid[label], test[label], quick) for label in levels}
+    nets: dict[str, dict[int, Network]] = {label: {} for label in levels}
+    for seed in seeds:
+        progress(f"seed {seed}: the service's interval detector")
+        for label, net in simulate_levels(seed, quick, levels, only_interval=True).items():
+            nets[label][seed] = net
+    by_seed = {label: seeds_part(nets[label], quick) for label in levels}
+    labels = list(levels)
+    base = next((label for label in labels if levels[label] is None), labels[0])
+    decision: dict[str, Any] = {"against": base}
+    for label in labels:
+        if label == base:
+            continue
+
+        def row(name: str, lab: str) -> dict[str, Any]:
+            return next(r for r in detectors[lab]["results"] if r["detector"] == name)["test"]
+
+        checks = {
+            "ensemble": level_loss(row("ensemble", base), row("ensemble", label)),
+            "interval": level_loss(row("interval", base), row("interval", label)),
+            "interval_seeds_pooled": level_loss(by_seed[base]["pooled"], by_seed[label]["pooled"]),
+        }
+        decision[label] = {
+            "breaches": checks,
+            "detectors_judge_own_forecasts": any(checks.values()),
+        }
+    return {
+        "levels": {label: level_text(h) for label, h in levels.items()},
+        "service_level": level_text(SERVICE_LEVEL),
+        "rule": (
+            f"with the correction on, the detector set loses more than {RECALL_LOSS} incident "
+            f"recall or more than {PRECISION_LOSS} single-sensor precision, or its median "
+            f"delay grows by {DELAY_LOSS_STEPS:g} step or more, against off: then the "
+            "service's detectors judge the models' own forecasts"
+        ),
+        "detectors": detectors,
+        "seeds": by_seed,
+        "seeds_forecasts_moved": {
+            label: {seed: round(net.moved["interval"], 5) for seed, net in nets[label].items()}
+            for label in levels
+        },
+        "decision": decision,
+        "quick": quick,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def print_levels(part: dict[str, Any]) -> None:
+    """The detectors under each setting side by side, then the seeds' pooled figures."""
+    labels = list(part["levels"])
+    metrics = (
+        ("precision_single", "precision (single)"),
+        ("precision_multi", "precision (multi)"),
+        ("incident_recall", "incident recall"),
+        ("fault_recall", "fault recall"),
+        ("median_delay_steps", "median delay (steps)"),
+        ("alerts", "alerts"),
+    )
+    first = part["detectors"][labels[0]]
+    n = first["network"]
+    rows = []
+    for k, r in enumerate(first["results"]):
+        per = [part["detectors"][label]["results"][k] for label in labels]
+        rows.append(
+            [
+                r["detector"],
+                " / ".join(str(x["alert_pvalue"]) for x in per),
+                *(" / ".join(str(x["test"][key]) for x in per) for key, _ in metrics),
+            ]
+        )
+    print_table(
+        f"alerts with the level correction {' / '.join(labels)}: test seed {n['test_seed']} "
+        f"({n['sensors']} sensors, {n['test_steps']} test steps; chosen on seed "
+        f"{n['validation_seed']} with the same setting)",
+        ["detector", "alert p", *(title for _, title in metrics)],
+        rows,
+    )
+    seeds = [r["seed"] for r in part["seeds"][labels[0]]["seeds"]]
+    pooled = [part["seeds"][label]["pooled"] for label in labels]
+    print_table(
+        f"the service's interval detector at p {part['seeds'][labels[0]]['alert_pvalue']} "
+        f"on test seeds {seeds}, pooled",
+        ["level", "precision (single)", "incident recall", "fault recall", "median delay",
+         "alerts"],
+        [
+            [label, p["precision_single"], p["incident_recall"], p.get("fault_recall"),
+             p.get("median_delay_steps"), p["alerts"]]
+            for label, p in zip(labels, pooled, strict=True)
+        ],
+    )  # fmt: skip
+    for label in labels:
+        moved = {
+            r["detector"]: r["forecasts_moved"]
+            for r in part["detectors"][label]["results"]
+            if "forecasts_moved" in r
+        }
+        seeds_moved = part["seeds_forecasts_moved"][label]
+        print(
+            f"{label}: share of judged forecast values the correction moved: test seed "
+            f"{moved}; seeds {seeds_moved}"
+        )
+    for label, verdict in part["decision"].items():
+        if label == "against":
+            continue
+        breaches = [f"{k}: {'; '.join(v)}" for k, v in verdict["breaches"].items() if v]
+        print(
+            f"rule ({label} against {part['decision']['against']}): "
+            + ("; ".join(breaches) if breaches else "no breach")
+        )
 
 
 def print_simulated(sim: dict[str, Any]) -> None:
@@ -323,6 +616,8 @@ def seeds_part(nets: Mapping[int, Network], quick: bool) -> dict[str, Any]:
     from pipeline.alerts.config import SERVICE_ALERT_P
 
     rows = []
+    delays: list[float] = []  # steps, every found event of every seed
+    faults = faults_found = 0
     for seed, net in nets.items():
         found = episodes(net, net.scores["interval"], 1.0 - SERVICE_ALERT_P)
         match = match_events(found, net.events)
@@ -334,6 +629,10 @@ def seeds_part(nets: Mapping[int, Network], quick: bool) -> dict[str, Any]:
                 "episodes_matched": match.matched,
             }
         )
+        step = net.test.freq / pd.Timedelta(minutes=1)
+        delays.extend(d / step for d in match.delays_min)
+        faults += match.events.get("fault", 0)
+        faults_found += match.found.get("fault", 0)
     incidents = sum(r["events"].get("incident", 0) for r in rows)
     found_total = sum(r["incidents_found"] for r in rows)
     episodes_total = sum(r["alerts"] for r in rows)
@@ -349,6 +648,8 @@ def seeds_part(nets: Mapping[int, Network], quick: bool) -> dict[str, Any]:
             "incidents": incidents,
             "precision_single": round(matched / episodes_total, 3) if episodes_total else None,
             "alerts": episodes_total,
+            "fault_recall": round(faults_found / faults, 3) if faults else None,
+            "median_delay_steps": round(float(np.median(delays)), 2) if delays else None,
         },
     }
 
@@ -430,23 +731,45 @@ def choose_pooled(curve: Sequence[dict[str, Any]]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m benchmarks.simulated_alerts [--seeds 1 2 3]``: :func:`seeds_part`
-    (``python -m benchmarks.anomaly`` runs the comparison of every detector on seed 7)."""
+    """``python -m benchmarks.simulated_alerts [--seeds 1 2 3] [--level-half-life 6h]``:
+    :func:`seeds_part` (``python -m benchmarks.anomaly`` runs the comparison of every
+    detector on seed 7); ``--level-half-life off 6h``: :func:`level_part`."""
     from benchmarks.common import write_result
 
     parser = argparse.ArgumentParser(description=seeds_part.__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", help="test seeds (default 1-6)")
     parser.add_argument("--quick", action="store_true", help="a smoke run (40 sensors, 6 days)")
-    parser.add_argument("--name", default="simulated_alerts")
+    parser.add_argument(
+        "--level-half-life",
+        type=parse_level,
+        nargs="+",
+        default=[SERVICE_LEVEL],
+        metavar="HALF_LIFE",
+        help="the level correction of the forecasts the forecast-based detectors judge, as "
+        f"roadcast serve --level-half-life takes it (default {level_text(SERVICE_LEVEL)}, the "
+        "service's; off: the models' own); two or more: every detector under each, side by "
+        "side (default --name simulated_alerts_level)",
+    )
+    parser.add_argument("--name", help="the result's name (default simulated_alerts)")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([1, 2] if args.quick else [1, 2, 3, 4, 5, 6])
     if set(VALIDATION_SEEDS) & set(seeds):
         parser.error(f"seeds {VALIDATION_SEEDS} are validation seeds: test on other seeds")
+    levels = {level_text(h): h for h in args.level_half_life}
+    if len(levels) < len(args.level_half_life):
+        parser.error("--level-half-life: each half-life at most once")
+    if len(levels) > 1:
+        compared = level_part(args.quick, levels, seeds)
+        print_levels(compared)
+        print(f"{compared['seconds']:.0f} s")
+        print(f"wrote {write_result(args.name or 'simulated_alerts_level', compared)}")
+        return
+    (level,) = levels.values()
     valid = [
-        simulate(seed, args.quick, only_interval=True)
+        simulate(seed, args.quick, only_interval=True, level=level)
         for seed in (VALIDATION_SEEDS[:1] if args.quick else VALIDATION_SEEDS)
     ]
-    test = {seed: simulate(seed, args.quick, only_interval=True) for seed in seeds}
+    test = {seed: simulate(seed, args.quick, only_interval=True, level=level) for seed in seeds}
     curve = validation_curve(valid)
     part = {
         **seeds_part(test, args.quick),
@@ -454,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "validation_curve": curve,
         "validation_choice": choose_pooled(curve),
         "corroboration": corroboration_part(valid, list(test.values())),
+        "level_half_life": level_text(level),
         "quick": args.quick,
     }
     print_table(
@@ -509,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> None:
              corr["test"]["incident_recall"], corr["test"]["alerts"]],
         ],
     )  # fmt: skip
-    print(f"wrote {write_result(args.name, part)}")
+    print(f"wrote {write_result(args.name or 'simulated_alerts', part)}")
 
 
 if __name__ == "__main__":
