@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +323,39 @@ class MemoryOutbox:
         self.sent.append((topic, key, value))
         self.letters.append(dict(headers))
         return True
+
+
+def feed_steps(
+    processor: Any,
+    live: SensorPanel,
+    steps: Iterable[int],
+    *,
+    silent: Callable[[int, int], bool] = lambda step, col: False,
+) -> MemoryOutbox:
+    """Each step of ``live`` as one poll of one batch-form record (the sensors for which
+    ``silent(step, column)`` is true left out), processed by a
+    :class:`pipeline.service.processor.PollProcessor` a minute after its time and stored;
+    returns what was sent."""
+    import json
+
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    tp = TopicPartition(processor.settings.topic_readings, 0)
+    outbox = MemoryOutbox()
+    for step in steps:
+        values = {
+            sensor: float(live.values[step, col])
+            for col, sensor in enumerate(live.sensor_ids)
+            if not silent(step, col)
+        }
+        ts = live.timestamps[step].isoformat().replace("+00:00", "Z")
+        raw = json.dumps({"v": 1, "ts": ts, "values": values}).encode()
+        record = ConsumerRecord(tp.topic, 0, -1, step, 0, 0, None, raw, [], None, -1, -1, -1)
+        now_ns = int(live.timestamps[step].value) + 60_000_000_000
+        report, batch = processor.process({tp: [record]}, outbox, now_ns=now_ns)
+        processor.finish(report, batch, flushed_at_ms=0)
+    return outbox
 
 
 SHIFT_AT = 10  # the step of the streamed part from which sensor 0 of shifted_panel reads high

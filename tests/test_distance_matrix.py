@@ -32,6 +32,16 @@ def write_matrix(path: Path, matrix: np.ndarray, *, header: bool = True) -> Path
     return path
 
 
+def write_readings(path: Path, steps: int) -> Path:
+    """A wide CSV of ``steps`` 5-minute readings of the sensors ``IDS``."""
+    stamps = pd.date_range("2024-03-01", periods=steps, freq="5min", tz="UTC")
+    values = 50 + np.random.default_rng(0).normal(0, 1, (steps, len(IDS)))
+    frame = pd.DataFrame(values, columns=IDS)
+    frame.insert(0, "time", stamps)
+    frame.to_csv(path, index=False)
+    return path
+
+
 def links(graph: RoadGraph) -> set[tuple[int, int]]:
     src, dst = np.asarray(graph.edge_index)
     return set(zip(src.tolist(), dst.tolist(), strict=True))
@@ -157,11 +167,7 @@ def test_data_info_and_training_say_the_matrix_was_read_as_distances(tmp_path):
 
     from flows.cli import app
 
-    stamps = pd.date_range("2024-03-01", periods=300, freq="5min", tz="UTC")
-    values = 50 + np.random.default_rng(0).normal(0, 1, (300, len(IDS)))
-    frame = pd.DataFrame(values, columns=IDS)
-    frame.insert(0, "time", stamps)
-    frame.to_csv(tmp_path / "V.csv", index=False)
+    write_readings(tmp_path / "V.csv", 300)
     write_matrix(tmp_path / "W.csv", METRES, header=False)
     said = "is read as road distances in metres"
     result = CliRunner().invoke(
@@ -177,11 +183,7 @@ def test_data_info_and_training_say_the_matrix_was_read_as_distances(tmp_path):
 
 def test_a_numpy_adjacency_of_distances_is_read_as_the_csv_is(tmp_path):
     """``--adjacency W.npy`` (the data's column order) goes through the same rule."""
-    stamps = pd.date_range("2024-03-01", periods=50, freq="5min", tz="UTC")
-    values = 50 + np.random.default_rng(1).normal(0, 1, (50, len(IDS)))
-    frame = pd.DataFrame(values, columns=IDS)
-    frame.insert(0, "time", stamps)
-    frame.to_csv(tmp_path / "V.csv", index=False)
+    write_readings(tmp_path / "V.csv", 50)
     np.save(tmp_path / "W.npy", METRES)
     graph = load_dataset(f"csv:{tmp_path / 'V.csv'}", adjacency=tmp_path / "W.npy").graph
     assert graph is not None and links(graph) == GROUP_LINKS

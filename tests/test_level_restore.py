@@ -5,7 +5,6 @@ processor is driven directly)."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ from pipeline.model_dir import load_bundles
 from pipeline.service.config import ServiceConfig
 from pipeline.service.processor import PollProcessor
 from pipeline.settings import Settings
-from tests.service_support import MemoryOutbox, shifted_panel
+from tests.service_support import MemoryOutbox, feed_steps, shifted_panel
 
 SILENT = (3, range(40, 44))  # sensor 3 sends nothing at these steps (a missed reading)
 GAP = 60  # no sensor reports this step: no tick closes for it
@@ -60,28 +59,12 @@ def _processor(bundles: Path, store: Path, some: bool = True, **config: Any) -> 
 
 
 def _feed(processor: PollProcessor, live: SensorPanel, steps: range) -> MemoryOutbox:
-    """Each step's readings as one poll (one batch-form record), processed and stored;
-    returns what was sent."""
-    from kafka import TopicPartition
-    from kafka.consumer.fetcher import ConsumerRecord
-
-    tp = TopicPartition(processor.settings.topic_readings, 0)
-    outbox = MemoryOutbox()
-    for step in steps:
-        if step == GAP:
-            continue
-        values = {
-            sensor: float(live.values[step, col])
-            for col, sensor in enumerate(live.sensor_ids)
-            if not (col == SILENT[0] and step in SILENT[1])
-        }
-        ts = live.timestamps[step].isoformat().replace("+00:00", "Z")
-        raw = json.dumps({"v": 1, "ts": ts, "values": values}).encode()
-        record = ConsumerRecord(tp.topic, 0, -1, step, 0, 0, None, raw, [], None, -1, -1, -1)
-        now_ns = int(live.timestamps[step].value) + 60_000_000_000
-        report, batch = processor.process({tp: [record]}, outbox, now_ns=now_ns)
-        processor.finish(report, batch, flushed_at_ms=0)
-    return outbox
+    """Each step's readings as one poll (one batch-form record), processed and stored,
+    without step ``GAP`` and the ``SILENT`` sensor's silent steps; returns what was sent."""
+    kept = (step for step in steps if step != GAP)
+    return feed_steps(
+        processor, live, kept, silent=lambda step, col: col == SILENT[0] and step in SILENT[1]
+    )
 
 
 def _same_level(got: OnlineLevel, want: OnlineLevel) -> None:

@@ -4,7 +4,6 @@ is the benchmark's earlier protocol, and the rule fixed for the comparison."""
 
 from __future__ import annotations
 
-import json
 from copy import deepcopy
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from pipeline.alerts.hook import DetectorSlot, ServiceAlerts
 from pipeline.service.config import ServiceConfig
 from pipeline.service.processor import PollProcessor
 from pipeline.settings import Settings
-from tests.service_support import SHIFT_AT, MemoryOutbox, shifted_panel
+from tests.service_support import SHIFT_AT, feed_steps, shifted_panel
 
 WINDOW = 3  # AR(3): the service's first forecast has WINDOW - 1 missing ticks before it
 
@@ -57,25 +56,13 @@ def _served(
     world, tmp_path: Path, half_life: pd.Timedelta | None
 ) -> dict[pd.Timestamp, np.ndarray]:
     """The scores the service's alert hook gave each closed tick of the streamed part."""
-    from kafka import TopicPartition
-    from kafka.consumer.fetcher import ConsumerRecord
-
     model, detector, live = world
     slot = DetectorSlot("interval", lambda: deepcopy(detector), None, "ar", 3, "test")
     hook = Recording([slot], live.sensor_ids, live.freq, AlertingConfig())
     config = ServiceConfig(allowed_lateness="0min", durable=False, level_half_life=half_life)
     settings = Settings(store_path=tmp_path / f"{half_life}.sqlite")
     processor = PollProcessor(settings, config, {"ar": model}, alert_hook=hook, clock=lambda: 0.0)
-    tp = TopicPartition(settings.topic_readings, 0)
-    outbox = MemoryOutbox()
-    for step in range(live.n_time):
-        values = {s: float(live.values[step, c]) for c, s in enumerate(live.sensor_ids)}
-        ts = live.timestamps[step].isoformat().replace("+00:00", "Z")
-        raw = json.dumps({"v": 1, "ts": ts, "values": values}).encode()
-        record = ConsumerRecord(tp.topic, 0, -1, step, 0, 0, None, raw, [], None, -1, -1, -1)
-        now_ns = int(live.timestamps[step].value) + 60_000_000_000
-        report, batch = processor.process({tp: [record]}, outbox, now_ns=now_ns)
-        processor.finish(report, batch, flushed_at_ms=0)
+    feed_steps(processor, live, range(live.n_time))
     processor.store.close()
     return hook.scores
 
