@@ -341,7 +341,7 @@ def unpublished_forecasts(
         for name, issued_ms in pending:
             block = store.forecast_block(name, issued_ms)
             ids, (mean, lower, upper) = block or ((), (None, None, None))
-            if mean is None or not step:  # pruned, or a store without its tick step
+            if mean is None or not step:  # pruned (a store without its tick step has none)
                 gone.append((name, issued_ms))
                 continue
             issued = pd.Timestamp(issued_ms, unit="ms", tz="UTC")
@@ -366,21 +366,29 @@ def publish_leftovers(store_path: str, bootstrap: str | None) -> int:
     """Publish what earlier runs stored and did not publish, oldest tick first, each
     tick taken off the list once Kafka acknowledged it; returns the forecasts published."""
     leftovers, gone = unpublished_forecasts(store_path)
+    log = get_run_logger()
     if gone:
         mark_published(store_path, gone)
+        log.warning(
+            "not published, the store no longer holds them (pruned past its retention): "
+            f"the forecasts an earlier run left unpublished, {_listed(gone)}"
+        )
     for issued_ms, forecasts in leftovers.items():
         publish(forecasts, bootstrap)
         mark_published(store_path, [(name, issued_ms) for name in forecasts])
     if leftovers:
-        shown = ", ".join(
-            f"{name} at {pd.Timestamp(ms, unit='ms', tz='UTC').isoformat()}"
-            for ms, group in leftovers.items()
-            for name in group
-        )
-        get_run_logger().warning(
-            f"published the forecasts an earlier run stored but did not publish: {shown}"
-        )
+        done = [(name, ms) for ms, group in leftovers.items() for name in group]
+        log.warning(f"published the forecasts an earlier run stored but did not: {_listed(done)}")
     return sum(len(group) for group in leftovers.values())
+
+
+def _listed(forecasts: list[tuple[str, int]]) -> str:
+    """``model at issue time, ...`` of ``(model, issued_ms)`` pairs, the first five."""
+    shown = ", ".join(
+        f"{name} at {pd.Timestamp(ms, unit='ms', tz='UTC').isoformat()}"
+        for name, ms in forecasts[:5]
+    )
+    return shown + (f" and {len(forecasts) - 5} more" if len(forecasts) > 5 else "")
 
 
 def summary_rows(

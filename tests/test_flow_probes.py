@@ -275,6 +275,35 @@ def test_a_run_that_ends_between_storing_and_publishing_leaves_them_to_the_next_
         np.testing.assert_allclose(published[name], stored_mean[k], rtol=1e-6)
 
 
+@pytest.mark.integration
+def test_a_listed_forecast_the_store_pruned_is_named_once_and_taken_off_the_list(
+    served_world: Any,
+    prefect_harness: None,
+    monkeypatch: pytest.MonkeyPatch,
+    unique_topic: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from flows.forecast_flow import forecast_flow
+    from pipeline.service.store import Store
+
+    world, settings = served_world
+    monkeypatch.setenv("ROADCAST_TOPIC_FORECASTS", unique_topic("forecasts"))
+    tick = _without_flow_forecast(settings)
+    with Store(settings.store_path) as store:  # listed, its block since pruned
+        key = store.model_key("persistence")
+    with Store(settings.store_path) as store, store._transaction() as db:
+        db.execute("INSERT INTO unpublished VALUES(?, ?)", (key, tick - 1))
+    run = {"models_dir": str(world.bundles), "store": str(settings.store_path)}
+    with caplog.at_level(logging.WARNING):
+        forecast_flow(**run, bootstrap=settings.bootstrap_servers)
+    lines = [r.getMessage() for r in caplog.records if "no longer holds them" in r.getMessage()]
+    assert len(lines) == 1 and "persistence at " in lines[0], lines
+    with Store(settings.store_path, readonly=True) as store:
+        assert store.unpublished_forecasts() == []
+
+
 def _published_means(settings: Any, topic: str, tick_ms: int) -> dict[str, np.ndarray]:
     """Each sensor's published mean forecast issued at ``tick_ms`` on ``topic``."""
     from pipeline.kafka.schema import decode_forecast
