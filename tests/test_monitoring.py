@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -333,10 +334,19 @@ def test_a_real_prometheus_scrapes_a_real_service(
             assert prom.value("roadcast_store_size_bytes") > 0
             assert prom.value("time() - roadcast_last_tick_closed_timestamp_seconds") >= 0
 
-            # Every alert rule was evaluated on the real series without an error.
+            # Every alert rule was evaluated on the real series without an error: each
+            # evaluated after the scrapes above (one before the first scrape of the service
+            # saw no `up` series, and RoadcastDown's `absent(up)` was pending then).
+            scraped_at = pd.Timestamp.now(tz="UTC")
+
             def evaluated() -> list[dict[str, Any]]:
                 found = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
-                done = [r for r in found if r.get("lastEvaluation", "").startswith("20")]
+                done = [
+                    r
+                    for r in found
+                    if r.get("lastEvaluation", "").startswith("20")
+                    and pd.Timestamp(r["lastEvaluation"]) > scraped_at
+                ]
                 return found if len(done) == len(found) == len(rules()) else []
 
             for rule in wait_until(evaluated, what="every rule evaluated", poll_s=0.5):
