@@ -116,64 +116,58 @@ def joined(cells: list[dict[str, float]], key: str, spec: str) -> str:
 COVERAGE_NOISE = 0.005  # about the Monte-Carlo noise of a mean coverage over 14 networks
 
 
-def own_by_hour_verdict(scored: list[dict[str, Any]]) -> dict[str, bool]:
-    """The rule fixed before the run for adopting the hour scale on a model's own interval,
-    over the networks where it was scored: C1 a lower interval score than the own on
+def own_verdict(
+    scored: list[dict[str, Any]], rule: str, noise: float = 0.0, worst_hour: bool = False
+) -> dict[str, bool]:
+    """A rule fixed before its run for replacing a model's own interval with ``rule``,
+    over the networks where both were scored: C1 a lower interval score than the own on
     strictly more than half; C2 a geometric-mean ratio below 1; C3 a mean coverage no
-    further from the level than the own's plus :data:`COVERAGE_NOISE`; C4 a mean
-    lowest-hour coverage at least the own's. ``wins`` is all four."""
-    ratios = [s["vs_own"]["own_by_hour"] for s in scored]
+    further from the level than the own's plus ``noise``; with ``worst_hour``, C4 a mean
+    lowest-hour coverage at least the own's. ``wins`` is all of them."""
+    ratios = [s["vs_own"][rule] for s in scored]
     gmean = geometric_mean(ratios)
-    cover = {r: float(np.mean([s[r]["coverage"] for s in scored])) for r in ("own", "own_by_hour")}
-    worst = {
-        r: float(np.nanmean([s[r]["coverage_worst_hour"] for s in scored]))
-        for r in ("own", "own_by_hour")
-    }
+    cover = {r: float(np.mean([s[r]["coverage"] for s in scored])) for r in ("own", rule)}
     verdict = {
         "C1": 2 * sum(r < 1.0 for r in ratios) > len(ratios),
         "C2": gmean is not None and gmean < 1.0,
-        "C3": abs(cover["own_by_hour"] - LEVEL) <= abs(cover["own"] - LEVEL) + COVERAGE_NOISE,
-        "C4": worst["own_by_hour"] >= worst["own"],
+        "C3": abs(cover[rule] - LEVEL) <= abs(cover["own"] - LEVEL) + noise,
     }
+    if worst_hour:
+        worst = {
+            r: float(np.nanmean([s[r]["coverage_worst_hour"] for s in scored]))
+            for r in ("own", rule)
+        }
+        verdict["C4"] = worst[rule] >= worst["own"]
     return {**verdict, "wins": all(verdict.values())}
 
 
 def own_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per model with its own interval: the deployed conformal rule (by hour) against it
-    over the networks, and whether it wins by the rule fixed before the run: a lower
-    interval score on a majority of networks, a geometric-mean ratio below 1, and a mean
-    coverage no further from the level (``conformal_wins``); and the own interval scaled
-    by hour against it, by :func:`own_by_hour_verdict` (``own_by_hour_wins``)."""
+    over the networks, and whether it wins by :func:`own_verdict` (C1-C3,
+    ``conformal_wins``); and the own interval scaled by hour against it, by C1-C4 with
+    :data:`COVERAGE_NOISE` (``own_by_hour_wins``)."""
     out: dict[str, Any] = {}
     rules = ("own", "own_by_hour", "plain", "by_hour")
     models = {m for net in results.values() for m, s in net.items() if "vs_own" in s}
     for name in sorted(models):
         scored = [net[name] for net in results.values() if "vs_own" in net.get(name, {})]
         ratios = [s["vs_own"]["by_hour"] for s in scored]
-        coverage = {
-            rule: round(float(np.mean([s[rule]["coverage"] for s in scored])), 4) for rule in rules
-        }
-        better = sum(r < 1.0 for r in ratios)
-        gmean = geometric_mean(ratios)
-        conformal_wins = (
-            2 * better > len(ratios)
-            and gmean is not None
-            and gmean < 1.0
-            and abs(coverage["by_hour"] - LEVEL) <= abs(coverage["own"] - LEVEL)
-        )
         own_ratios = [s["vs_own"]["own_by_hour"] for s in scored]
-        verdict = own_by_hour_verdict(scored)
+        verdict = own_verdict(scored, "own_by_hour", COVERAGE_NOISE, worst_hour=True)
         out[name] = {
             "networks": len(ratios),
-            "better": better,
-            "geometric_mean_ratio": gmean,
+            "better": sum(r < 1.0 for r in ratios),
+            "geometric_mean_ratio": geometric_mean(ratios),
             "geometric_mean_ratio_plain": geometric_mean([s["vs_own"]["plain"] for s in scored]),
-            "mean_coverage": coverage,
+            "mean_coverage": {
+                rule: round(float(np.mean([s[rule]["coverage"] for s in scored])), 4)
+                for rule in rules
+            },
             "mean_worst_hour": {
                 rule: round(float(np.nanmean([s[rule]["coverage_worst_hour"] for s in scored])), 4)
                 for rule in rules
             },
-            "conformal_wins": conformal_wins,
+            "conformal_wins": own_verdict(scored, "by_hour")["wins"],
             "own_by_hour": {
                 "better": sum(r < 1.0 for r in own_ratios),
                 "geometric_mean_ratio": geometric_mean(own_ratios),

@@ -60,6 +60,7 @@ from models.anomaly.interval import ForecastIntervalDetector
 from models.forecasters.level import OnlineLevel, follow_level
 from models.panel import LabeledEvent, SensorPanel
 from pipeline.service.config import ServiceConfig
+from pipeline.service.state import half_life_text
 
 VALID_SEED, TEST_SEED = 11, 7
 VALIDATION_SEEDS = (VALID_SEED, 12, 13)  # seeds_part's test seeds must avoid them
@@ -351,7 +352,7 @@ def simulated_part(quick: bool, level: pd.Timedelta | None = SERVICE_LEVEL) -> d
     """Choose on the validation seed, report on the test seed (module doc), the
     forecast-based detectors judging forecasts corrected with half-life ``level``."""
     valid, test = simulate(VALID_SEED, quick, level=level), simulate(TEST_SEED, quick, level=level)
-    return {**detector_rows(valid, test, quick), "level_half_life": level_text(level)}
+    return {**detector_rows(valid, test, quick), "level_half_life": half_life_text(level)}
 
 
 def detector_rows(valid: Network, test: Network, quick: bool) -> dict[str, Any]:
@@ -407,13 +408,6 @@ def detector_rows(valid: Network, test: Network, quick: bool) -> dict[str, Any]:
         "goals": GOALS,
         "results": rows,
     }
-
-
-def level_text(half_life: pd.Timedelta | None) -> str:
-    """A half-life as ``--level-half-life`` takes it (``6h``; ``off``: no correction)."""
-    from models.bundle import duration_text
-
-    return "off" if half_life is None else duration_text(half_life.total_seconds())
 
 
 def parse_level(text: str) -> pd.Timedelta | None:
@@ -489,8 +483,8 @@ def level_part(
             "detectors_judge_own_forecasts": any(checks.values()),
         }
     return {
-        "levels": {label: level_text(h) for label, h in levels.items()},
-        "service_level": level_text(SERVICE_LEVEL),
+        "levels": {label: half_life_text(h) for label, h in levels.items()},
+        "service_level": half_life_text(SERVICE_LEVEL),
         "rule": (
             f"with the correction on, the detector set loses more than {RECALL_LOSS} incident "
             f"recall or more than {PRECISION_LOSS} single-sensor precision, or its median "
@@ -746,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[SERVICE_LEVEL],
         metavar="HALF_LIFE",
         help="the level correction of the forecasts the forecast-based detectors judge, as "
-        f"roadcast serve --level-half-life takes it (default {level_text(SERVICE_LEVEL)}, the "
+        f"roadcast serve --level-half-life takes it (default {half_life_text(SERVICE_LEVEL)}, the "
         "service's; off: the models' own); two or more: every detector under each, side by "
         "side (default --name simulated_alerts_level)",
     )
@@ -755,7 +749,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = args.seeds or ([1, 2] if args.quick else [1, 2, 3, 4, 5, 6])
     if set(VALIDATION_SEEDS) & set(seeds):
         parser.error(f"seeds {VALIDATION_SEEDS} are validation seeds: test on other seeds")
-    levels = {level_text(h): h for h in args.level_half_life}
+    levels = {half_life_text(h): h for h in args.level_half_life}
     if len(levels) < len(args.level_half_life):
         parser.error("--level-half-life: each half-life at most once")
     if len(levels) > 1:
@@ -777,7 +771,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "validation_curve": curve,
         "validation_choice": choose_pooled(curve),
         "corroboration": corroboration_part(valid, list(test.values())),
-        "level_half_life": level_text(level),
+        "level_half_life": half_life_text(level),
         "quick": args.quick,
     }
     print_table(
