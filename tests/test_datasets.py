@@ -141,8 +141,8 @@ def test_simulated_spec_refuses_a_repeated_key(spec, message):
         load_dataset(spec)
 
 
-def test_adjacency_only_for_csv(tmp_path):
-    with pytest.raises(DatasetError, match="only for csv"):
+def test_adjacency_only_for_files(tmp_path):
+    with pytest.raises(DatasetError, match="only for a file's data"):
         load_dataset("simulated", adjacency=tmp_path / "a.csv")
 
 

@@ -57,9 +57,11 @@ def explain(
 
 
 def train(
-    data: str = typer.Argument(..., help="Data set: los-loop, metr-la, csv:PATH, simulated..."),
+    data: str = typer.Argument(
+        ..., help="Data set: los-loop, metr-la, csv:PATH, npz:PATH, h5:PATH, simulated..."
+    ),
     adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency of csv:PATH: CSV, adj_mx.pkl, .npy."
+        None, "--adjacency", help="Adjacency of csv:, npz: or h5: data: CSV, adj_mx.pkl, .npy."
     ),
     models: str = typer.Option(
         None,
@@ -240,7 +242,7 @@ def evaluate(
     bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
     data: str = typer.Argument(..., help="The data set to score it on."),
     adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency of csv:PATH: CSV, adj_mx.pkl, .npy."
+        None, "--adjacency", help="Adjacency of csv:, npz: or h5: data: CSV, adj_mx.pkl, .npy."
     ),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."

@@ -39,7 +39,9 @@ def broker(
 
 
 def replay(
-    data: str = typer.Argument(..., help="Dataset spec: los-loop, simulated, csv:PATH, ..."),
+    data: str = typer.Argument(
+        ..., help="Dataset spec: los-loop, simulated, csv:PATH, npz:PATH, h5:PATH, ..."
+    ),
     bootstrap: str = typer.Option(
         None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."
     ),
@@ -48,7 +50,9 @@ def replay(
     ),
     limit: int = typer.Option(None, "--limit", min=0, help="Replay at most N time steps."),
     topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
-    adjacency: str = typer.Option(None, "--adjacency", help="Adjacency file for csv:PATH data."),
+    adjacency: str = typer.Option(
+        None, "--adjacency", help="Adjacency file for csv:, npz: or h5: data."
+    ),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
     ),

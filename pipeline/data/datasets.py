@@ -26,6 +26,12 @@ Specs
     A wide CSV (rules in :mod:`pipeline.data.readers`, :mod:`~pipeline.data.timestamps`
     and :mod:`~pipeline.data.graph_csv`) with an optional adjacency
     (``adjacency=``: square matrix CSV or edge list ``src,dst[,weight]``).
+``npz:PATH`` / ``h5:PATH``
+    The field's array files (:mod:`pipeline.data.arrays`): ASTGCN's and STSGCN's
+    PeMSD3/4/7/8 ``.npz`` (``[time, sensor, feature]``), any ``[time, sensor]`` array,
+    and pandas HDF5 tables (DCRNN, LargeST), with options after the path
+    (``npz:PEMS04.npz,feature=0,start=2018-01-01,freq=5``) and an optional adjacency as
+    for ``csv:PATH``.
 ``simulated`` / ``simulated:sensors=2000,days=7,seed=1``
     The built-in simulator (:func:`pipeline.data.simulate_spec.simulate_spec`); options are
     ``sensors, days, hours, seed, freq`` (minutes), ``incidents, faults`` (per day per
@@ -47,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from models.panel import LabeledEvent, SensorPanel
+from pipeline.data.arrays import read_h5, read_h5_frame, read_npz, split_options
 from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
 from pipeline.data.distance_kernel import matrix_graph
@@ -239,12 +246,16 @@ DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
 )
 
 
+# Data specs naming a file of the user's (``kind:PATH``), which may take ``--adjacency``.
+FILE_KINDS = ("csv", "npz", "h5")
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``"name:argument"`` into ``(name, argument)``; the argument may be empty."""
     name, _, arg = spec.strip().partition(":")
     name = name.strip().lower()
-    if name not in DATASETS and name != "csv":
-        known = ", ".join([*DATASETS, "csv:PATH"])
+    if name not in DATASETS and name not in FILE_KINDS:
+        known = ", ".join([*DATASETS, *(f"{kind}:PATH" for kind in FILE_KINDS)])
         raise DatasetError(f"unknown data set {spec!r}; known: {known}")
     if arg.strip() and name in ("los-loop", "metr-la", "pems-bay"):
         raise DatasetError(f"{name} takes no argument, got {spec!r}; use {name}")
@@ -274,9 +285,11 @@ def load_dataset(
     Parameters
     ----------
     spec : ``los-loop``, ``metr-la``, ``pems-bay``, ``nab:<category>/<file>.csv``,
-        ``csv:PATH``, ``simulated`` or ``simulated:key=value,...``.
+        ``csv:PATH``, ``npz:PATH[,option=value...]``, ``h5:PATH[,...]``, ``simulated`` or
+        ``simulated:key=value,...``.
     data_dir : where the files are; defaults to ``ROADCAST_DATA_DIR``.
-    adjacency : for ``csv:PATH`` only, a matrix or edge-list CSV.
+    adjacency : for ``csv:PATH``, ``npz:PATH`` and ``h5:PATH`` only: a matrix or edge-list
+        CSV, DCRNN's ``adj_mx.pkl`` or a ``.npy`` matrix.
     index_col, no_index : for ``csv:PATH`` only, the time or row-index column by name, or
         none at all (every column a sensor).
     timezone : for ``csv:PATH`` only, the IANA time zone of timestamps written without a
@@ -289,14 +302,19 @@ def load_dataset(
         invalid content (naming the line and column).
     """
     name, arg = parse_spec(spec)
-    if adjacency is not None and name != "csv":
-        raise DatasetError(f"--adjacency is only for csv:PATH; {name} has its own graph")
+    if adjacency is not None and name not in FILE_KINDS:
+        raise DatasetError(
+            f"--adjacency is only for a file's data (csv:PATH, npz:PATH, h5:PATH); {name} "
+            "has its own graph"
+        )
     if (index_col is not None or no_index) and name != "csv":
         raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
     if timezone is not None and name != "csv":
         raise DatasetError(f"--timezone is only for csv:PATH, not {name}")
     if name == "simulated":
         return _simulated(arg)
+    if name in ("npz", "h5"):
+        return load_array_file(name, arg, adjacency=adjacency)
     if name == "csv":
         if not arg:
             raise DatasetError("csv needs a path: csv:PATH, e.g. csv:data/speeds.csv")
@@ -353,12 +371,7 @@ def load_dcrnn(name: str, root: Path) -> SensorPanel:
     folder = root / name
     h5 = require_file(folder / files[0], _hint(name, root))
     pkl = require_file(folder / files[1], _hint(name, root))
-    try:
-        frame = pd.read_hdf(h5)
-    except ImportError as exc:
-        raise DatasetError(f"reading {h5} needs pytables: pip install tables ({exc})") from None
-    except (ValueError, KeyError, OSError) as exc:
-        raise DatasetError(f"{h5}: not a pandas HDF5 table ({exc})") from None
+    frame = read_h5_frame(h5)
     if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
         raise DatasetError(f"{h5}: expected a DataFrame with a DatetimeIndex (DCRNN format)")
     ids = tuple(str(c) for c in frame.columns)
@@ -463,22 +476,37 @@ def load_csv(
     timestamps, values, ids, notes = read_wide_csv(
         path, index_col=index_col, no_index=no_index, timezone=timezone
     )
-    graph = None
-    if adjacency is not None:
-        adjacency = Path(adjacency).expanduser()
-        require_file(adjacency, "check the --adjacency path")
-        if adjacency.suffix.lower() in BINARY_ADJACENCY:
-            graph = _binary_adjacency(adjacency, ids)
-        else:
-            long = is_long_csv(path, index_col=index_col, no_index=no_index)
-            order = (
-                f"in order of first appearance in the long-format {path.name} "
-                f"({', '.join(ids[:3])}...)"
-            )
-            graph = read_adjacency_csv(adjacency, ids, unordered=order if long else None)
+    long = is_long_csv(path, index_col=index_col, no_index=no_index)
+    order = f"in order of first appearance in the long-format {path.name} ({', '.join(ids[:3])}...)"
+    graph = _adjacency(adjacency, ids, unordered=order if long else None)
     return SensorPanel.from_values(
         values, timestamps, ids, graph=graph, name=path.stem, notes=notes
     )
+
+
+def load_array_file(kind: str, arg: str, *, adjacency: Path | None = None) -> SensorPanel:
+    """``npz:PATH[,options]`` or ``h5:PATH[,options]`` (:mod:`pipeline.data.arrays`) with
+    an optional adjacency, read as for ``csv:PATH``."""
+    path, options = split_options(kind, arg)
+    read = read_npz if kind == "npz" else read_h5
+    timestamps, values, ids, notes = read(path, options)
+    graph = _adjacency(adjacency, ids)
+    return SensorPanel.from_values(
+        values, timestamps, ids, graph=graph, name=path.stem, notes=notes
+    )
+
+
+def _adjacency(
+    adjacency: Path | None, ids: tuple[str, ...], *, unordered: str | None = None
+) -> RoadGraph | None:
+    """The graph of ``--adjacency`` over the data's sensors ``ids``, if one is given."""
+    if adjacency is None:
+        return None
+    adjacency = Path(adjacency).expanduser()
+    require_file(adjacency, "check the --adjacency path")
+    if adjacency.suffix.lower() in BINARY_ADJACENCY:
+        return _binary_adjacency(adjacency, ids)
+    return read_adjacency_csv(adjacency, ids, unordered=unordered)
 
 
 # --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside) and a numpy matrix

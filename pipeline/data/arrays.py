@@ -1,0 +1,299 @@
+"""Readings from the field's array files: NumPy ``.npz`` / ``.npy`` and pandas HDF5.
+
+``npz:PATH`` reads the arrays ASTGCN, STSGCN and most graph-forecasting code publish
+PeMSD3/4/7/8 in (``data``: ``[time, sensor, feature]``, PeMSD4's and PeMSD8's features
+flow, occupancy, speed), and any ``[time, sensor]`` or ``[time]`` array; ``h5:PATH`` a
+pandas HDF5 table of one column per sensor (DCRNN's METR-LA and PEMS-BAY, LargeST).
+Options follow the path, comma-separated (``npz:PEMS04.npz,feature=2,start=2018-01-01``):
+
+* ``key``: the array (npz; default ``data``, or the file's only array) or the HDF5 key
+  (default: the file's only one);
+* ``feature``: which entry of a 3-D array's last axis (default 0, with a note);
+* ``start``, ``freq``: the clock of a file without timestamps (every npz; an HDF5 table
+  without a DatetimeIndex): step k is at ``start + k * freq``, ``freq`` in minutes
+  (default 2000-01-01 UTC and 5 minutes, with a note saying so);
+* ``zeros=missing``: an exact 0 is no reading (DCRNN writes it so); by default 0 is a
+  reading (training notes sensors whose fractional readings are often exactly 0).
+
+Sensors of an npz are named ``0`` to ``N-1`` (the order an edge list of indices such as
+PeMSD4's ``from,to,cost`` refers to). NaN and inf are missing readings, a value beyond
+float32 is refused naming the sensor and step. An npz is read without unpickling (a
+pickled array is refused); an HDF5 file is read by pandas and PyTables, which unpickle
+some of what the file holds, so read only HDF5 files you trust.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from models.bundle import duration_text
+from pipeline.data.cells import DatasetError
+from pipeline.data.readers import DEFAULT_FREQ, DEFAULT_START, require_file
+from pipeline.data.timestamps import to_regular_grid
+
+OPTIONS = {
+    "npz": ("key", "feature", "start", "freq", "zeros"),
+    "h5": ("key", "start", "freq", "zeros"),
+}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_OPTION = re.compile(r"^(.*),([A-Za-z_]+)=([^,]*)$", re.S)
+
+
+class ArrayReadings(NamedTuple):
+    """What :func:`read_npz` and :func:`read_h5` return: ``values`` is ``[time, sensor]``
+    float64 with NaN for missing readings."""
+
+    timestamps: pd.DatetimeIndex
+    values: np.ndarray
+    ids: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def split_options(kind: str, arg: str) -> tuple[Path, dict[str, str]]:
+    """``PATH[,name=value...]`` -> the path and the options, each checked by name."""
+    options: dict[str, str] = {}
+    rest = arg
+    while (m := _OPTION.match(rest)) and not Path(rest).expanduser().is_file():
+        rest, name, value = m.group(1), m.group(2).lower(), m.group(3).strip()
+        if name not in OPTIONS[kind]:
+            known = ", ".join(OPTIONS[kind])
+            raise DatasetError(f"{kind}:{arg}: unknown option {name!r}; known: {known}")
+        if name in options:
+            raise DatasetError(f"{kind}:{arg}: option {name!r} given twice")
+        options[name] = value
+    if not rest.strip():
+        raise DatasetError(f"{kind} needs a path: {kind}:PATH, e.g. {kind}:data/PEMS04.{kind}")
+    if options.get("zeros", "missing") not in ("missing", "keep"):
+        raise DatasetError(f"{kind}:{arg}: zeros={options['zeros']!r}; use zeros=missing or keep")
+    return Path(rest.strip()).expanduser(), options
+
+
+def read_npz(path: Path, options: dict[str, str]) -> ArrayReadings:
+    """The readings of an ``.npz`` archive or ``.npy`` array (see the module doc)."""
+    require_file(path, "check the path given after npz:")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetError(
+                f"{path}: holds pickled Python objects, which are not read (they can run "
+                "code); save the readings as a numeric array (np.savez(path, data=array))"
+            ) from None
+        raise DatasetError(f"{path}: not a NumPy .npz or .npy file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: not a NumPy .npz or .npy file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        array, name = loaded, path.name
+    else:
+        with loaded:
+            array, name = _npz_array(path, loaded, options.get("key"))
+    notes: list[str] = []
+    values = _as_panel(path, name, array, options.get("feature"), notes)
+    values = _float_readings(path, values, options)
+    timestamps = _assumed_clock(path, len(values), options, notes)
+    if len(values) < values.shape[1]:
+        notes.append(
+            f"note: {path.name}: {name} has fewer steps ({len(values)}) than sensors "
+            f"({values.shape[1]}); it is read as [time, sensor]: if it is [sensor, time], "
+            "transpose it"
+        )
+    ids = tuple(str(i) for i in range(values.shape[1]))
+    return ArrayReadings(timestamps, values, ids, tuple(notes))
+
+
+def _npz_array(
+    path: Path, archive: np.lib.npyio.NpzFile, key: str | None
+) -> tuple[np.ndarray, str]:
+    names = list(archive.files)
+    if key is None:
+        if "data" in names:
+            key = "data"
+        elif len(names) == 1:
+            key = names[0]
+        else:
+            listed = ", ".join(names[:10]) or "none"
+            raise DatasetError(
+                f"{path}: holds {len(names)} arrays ({listed}) and none is named 'data'; "
+                f"choose one with npz:{path},key=NAME"
+            )
+    if key not in names:
+        listed = ", ".join(names[:10]) or "none"
+        raise DatasetError(f"{path}: no array named {key!r}; it holds {listed}")
+    try:
+        return archive[key], f"array {key!r}"
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetError(
+                f"{path}: array {key!r} holds pickled Python objects, which are not read "
+                "(they can run code); save the readings as a numeric array"
+            ) from None
+        raise DatasetError(f"{path}: array {key!r} cannot be read ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: array {key!r} cannot be read ({exc})") from None
+
+
+def _as_panel(
+    path: Path, name: str, array: np.ndarray, feature: str | None, notes: list[str]
+) -> np.ndarray:
+    """``array`` as ``[time, sensor]``: a 3-D array's ``feature`` taken."""
+    if array.dtype.kind not in "biuf":
+        raise DatasetError(
+            f"{path}: {name} holds {array.dtype} values, not numbers; save the readings as "
+            "a numeric array"
+        )
+    if array.ndim == 3:
+        count = array.shape[2]
+        index = 0 if feature is None else _feature_index(path, feature, count)
+        if feature is None and count > 1:
+            notes.append(
+                f"note: {path.name}: {name} is [time, sensor, feature] with {count} features "
+                "per sensor; feature 0 is read (in PeMSD4 and PeMSD8: flow, then occupancy, "
+                f"speed); choose another with npz:{path},feature=K"
+            )
+        return array[:, :, index]
+    if feature is not None:
+        raise DatasetError(
+            f"{path}: feature={feature} is for a [time, sensor, feature] array; {name} has "
+            f"shape {array.shape}"
+        )
+    if array.ndim == 2:
+        return array
+    if array.ndim == 1:
+        return array[:, None]
+    raise DatasetError(
+        f"{path}: {name} has shape {array.shape}; expected [time, sensor] or "
+        "[time, sensor, feature]"
+    )
+
+
+def _feature_index(path: Path, feature: str, count: int) -> int:
+    try:
+        index = int(feature)
+    except ValueError:
+        raise DatasetError(f"{path}: feature={feature!r} is not a whole number") from None
+    if not 0 <= index < count:
+        raise DatasetError(
+            f"{path}: feature={index} is out of range; the array has {count} features "
+            f"(0 to {count - 1})"
+        )
+    return index
+
+
+def _float_readings(path: Path, values: np.ndarray, options: dict[str, str]) -> np.ndarray:
+    """``values`` as float64 with NaN for missing; beyond float32 is refused."""
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise DatasetError(f"{path}: no readings (shape {values.shape})")
+    out = np.array(values, dtype=np.float64)
+    big = np.isfinite(out) & (np.abs(out) > _FLOAT32_MAX)
+    if big.any():
+        step, sensor = (int(i) for i in np.argwhere(big)[0])
+        raise DatasetError(
+            f"{path}: value {out[step, sensor]:.3g} at step {step}, sensor {sensor} is beyond "
+            f"the 32-bit range readings are kept in ({_FLOAT32_MAX:.2g})"
+        )
+    out[np.isinf(out)] = np.nan
+    if options.get("zeros") == "missing":
+        out[out == 0] = np.nan
+    return out
+
+
+def _assumed_clock(
+    path: Path, steps: int, options: dict[str, str], notes: list[str]
+) -> pd.DatetimeIndex:
+    """Step k at ``start + k * freq`` from the options, with a note of what was assumed."""
+    try:
+        start = pd.Timestamp(options.get("start", DEFAULT_START))
+    except (ValueError, TypeError):
+        raise DatasetError(
+            f"{path}: start={options['start']!r} is not a date; write one such as 2018-01-01"
+        ) from None
+    start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+    text = options.get("freq")
+    if text is None:
+        step = pd.Timedelta(DEFAULT_FREQ)
+    else:
+        try:
+            step = pd.Timedelta(minutes=float(text))
+        except ValueError:
+            raise DatasetError(f"{path}: freq={text!r} is not a number of minutes") from None
+        if not step > pd.Timedelta(0):
+            raise DatasetError(f"{path}: freq={text!r} must be a positive number of minutes")
+    if "start" not in options or "freq" not in options:
+        notes.append(
+            f"note: {path.name} has no timestamps: step k is read as {start:%Y-%m-%d %H:%M} "
+            f"UTC + k x {duration_text(step.total_seconds())}; what models learn of the hour "
+            "of day and weekday follows that assumed clock: give the real one with "
+            ",start=DATE,freq=MINUTES"
+        )
+    return pd.date_range(start, periods=steps, freq=step)
+
+
+def read_h5(path: Path, options: dict[str, str]) -> ArrayReadings:
+    """The readings of a pandas HDF5 table, one column per sensor (see the module doc)."""
+    require_file(path, "check the path given after h5:")
+    frame = read_h5_frame(path, options.get("key"))
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame(name=str(frame.name) if frame.name is not None else path.stem)
+    ids = tuple(str(c) for c in frame.columns)
+    if len(set(ids)) != len(ids):
+        twice = next(i for i in ids if ids.count(i) > 1)
+        raise DatasetError(f"{path}: sensor {twice!r} is a column twice")
+    try:
+        values = frame.to_numpy(dtype=np.float64, copy=True)
+    except (ValueError, TypeError):
+        bad = next(
+            (str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])), "?"
+        )
+        raise DatasetError(f"{path}: column {bad!r} holds values that are not numbers") from None
+    notes: list[str] = []
+    values = _float_readings(path, values, options)
+    if isinstance(frame.index, pd.DatetimeIndex):
+        if "start" in options or "freq" in options:
+            raise DatasetError(
+                f"{path}: its rows have timestamps; start= and freq= are for files without"
+            )
+        index = frame.index
+        times = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        timestamps, values = to_regular_grid(times, values, source=str(path))
+    else:
+        timestamps = _assumed_clock(path, len(values), options, notes)
+    return ArrayReadings(timestamps, values, ids, tuple(notes))
+
+
+def read_h5_frame(path: Path, key: str | None = None) -> pd.DataFrame | pd.Series:
+    """The pandas object stored in ``path`` under ``key`` (default: its only one)."""
+    try:
+        import tables
+    except ImportError as exc:
+        raise DatasetError(f"reading {path} needs pytables: pip install tables ({exc})") from None
+    if not tables.is_hdf5_file(str(path)):
+        raise DatasetError(f"{path}: not an HDF5 file (pandas' to_hdf writes one)")
+    try:
+        with pd.HDFStore(path, mode="r") as store:
+            keys = store.keys()
+            if key is None and len(keys) > 1:
+                raise DatasetError(
+                    f"{path}: holds {len(keys)} tables ({', '.join(keys[:10])}); choose one "
+                    f"with h5:{path},key=NAME"
+                )
+            if key is not None and f"/{key.lstrip('/')}" not in keys:
+                raise DatasetError(
+                    f"{path}: no table {key!r}; it holds {', '.join(keys[:10]) or 'none'}"
+                )
+            frame = store.get(key if key is not None else keys[0]) if keys else None
+    except DatasetError:
+        raise
+    except Exception as exc:  # PyTables raises its own, HDF5's and pandas' errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DatasetError(
+            f"{path}: not a pandas HDF5 table ({type(exc).__name__}: {first})"
+        ) from None
+    if not isinstance(frame, pd.DataFrame | pd.Series):
+        raise DatasetError(f"{path}: holds no pandas table (written by pandas' to_hdf)")
+    return frame

@@ -1,0 +1,189 @@
+"""The field's array files as data: ASTGCN's PeMSD4-style ``.npz`` (``[time, sensor,
+feature]``, sensors by index, an edge list ``from,to,cost``), any ``[time, sensor]``
+array, and pandas HDF5 tables (DCRNN, LargeST). What the file leaves to an assumption is
+noted; what cannot be read is one line naming the file and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline.data.cells import DatasetError
+from pipeline.data.datasets import load_dataset
+
+
+def readings(n_time: int = 400, n: int = 4, features: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    day = np.sin(np.arange(n_time) / 288 * 2 * np.pi)[:, None, None]
+    return (100 + 40 * day + rng.normal(0, 3, (n_time, n, features))).astype(np.float32)
+
+
+def pems_like(tmp_path: Path, **arrays: np.ndarray) -> Path:
+    path = tmp_path / "PEMS04.npz"
+    np.savez(path, **(arrays or {"data": readings()}))
+    return path
+
+
+def chain_edges(tmp_path: Path, n: int = 4) -> Path:
+    """PeMSD4's form: ``from,to,cost`` between sensor indices, cost in metres."""
+    rows = [f"{i},{i + 1},{800 + 10 * i}" for i in range(n - 1)]
+    rows += [f"{i + 1},{i},{800 + 10 * i}" for i in range(n - 1)]
+    path = tmp_path / "PEMS04.csv"
+    path.write_text("from,to,cost\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_pems_npz_reads_feature_0_of_sensors_by_index_with_notes(tmp_path):
+    data = readings()
+    panel = load_dataset(f"npz:{pems_like(tmp_path, data=data)}", adjacency=chain_edges(tmp_path))
+    assert panel.sensor_ids == ("0", "1", "2", "3") and panel.n_time == 400
+    np.testing.assert_array_equal(panel.values, data[:, :, 0])
+    assert panel.graph is not None and panel.graph.num_edges == 6
+    notes = " ".join(panel.notes)
+    assert "3 features per sensor; feature 0 is read" in notes
+    assert "has no timestamps: step k is read as 2000-01-01 00:00 UTC + k x 5min" in notes
+
+
+def test_options_choose_the_feature_and_the_clock(tmp_path):
+    data = readings()
+    path = pems_like(tmp_path, data=data)
+    panel = load_dataset(f"npz:{path},feature=2,start=2018-01-01,freq=15")
+    np.testing.assert_array_equal(panel.values, data[:, :, 2])
+    assert panel.timestamps[0] == pd.Timestamp("2018-01-01", tz="UTC")
+    assert panel.freq == pd.Timedelta("15min") and panel.notes == ()
+
+
+def test_two_dimensional_one_dimensional_and_npy_arrays(tmp_path):
+    flat = readings()[:, :, 0]
+    np.savez(tmp_path / "flow.npz", flow=flat)  # one array, whatever its name
+    assert load_dataset(f"npz:{tmp_path / 'flow.npz'}").n_nodes == 4
+    np.save(tmp_path / "flow.npy", flat)
+    assert load_dataset(f"npz:{tmp_path / 'flow.npy'}").n_nodes == 4
+    np.save(tmp_path / "one.npy", flat[:, 0])
+    assert load_dataset(f"npz:{tmp_path / 'one.npy'}").sensor_ids == ("0",)
+
+
+def test_missing_and_zero_readings(tmp_path):
+    data = readings()[:, :, 0].astype(np.float64)
+    data[3, 1], data[4, 2], data[5, 3] = np.nan, np.inf, 0.0
+    np.savez(tmp_path / "d.npz", data=data)
+    panel = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    assert not panel.mask[3, 1] and not panel.mask[4, 2] and panel.mask[5, 3]
+    zeros = load_dataset(f"npz:{tmp_path / 'd.npz'},zeros=missing")
+    assert not zeros.mask[5, 3] and zeros.mask[6, 3]
+
+
+TWO = {"data": np.ones((50, 2))}
+THREE = {"data": np.ones((50, 2, 3))}
+
+
+@pytest.mark.parametrize(
+    ("arrays", "option", "message"),
+    [
+        ({"a": np.ones((50, 2)), "b": np.ones((50, 2))}, "",
+         "holds 2 arrays (a, b) and none is named 'data'"),
+        (TWO, ",key=speed", "no array named 'speed'; it holds data"),
+        (THREE, ",feature=3", "feature=3 is out of range; the array has 3 features (0 to 2)"),
+        (THREE, ",feature=x", "feature='x' is not a whole number"),
+        (TWO, ",feature=1", "feature=1 is for a [time, sensor, feature] array"),
+        ({"data": np.ones((5, 2, 3, 4))}, "", "has shape (5, 2, 3, 4); expected [time, sensor]"),
+        ({"data": np.array(["a", "b"])}, "", "holds <U1 values, not numbers"),
+        ({"data": np.full((50, 2), 1e300)}, "",
+         "value 1e+300 at step 0, sensor 0 is beyond the 32-bit range"),
+        ({"data": np.ones((0, 2))}, "", "no readings (shape (0, 2))"),
+        (TWO, ",freq=0", "freq='0' must be a positive number of minutes"),
+        (TWO, ",start=soon", "start='soon' is not a date"),
+        (TWO, ",colour=red", "unknown option 'colour'; known: key, feature"),
+        (TWO, ",zeros=maybe", "zeros='maybe'; use zeros=missing or keep"),
+    ],
+)  # fmt: skip
+def test_what_an_npz_cannot_give_is_one_line_naming_the_fix(tmp_path, arrays, option, message):
+    path = pems_like(tmp_path, **arrays)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"npz:{path}{option}")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pickled_objects_and_files_that_are_no_npz_are_refused_unread(tmp_path):
+    np.savez(tmp_path / "obj.npz", data=np.array([{"code": "run"}], dtype=object))
+    with pytest.raises(DatasetError, match="holds pickled Python objects, which are not read"):
+        load_dataset(f"npz:{tmp_path / 'obj.npz'}")
+    (tmp_path / "fake.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(DatasetError, match=r"fake.npz: not a NumPy .npz or .npy file"):
+        load_dataset(f"npz:{tmp_path / 'fake.npz'}")
+    with pytest.raises(DatasetError, match="missing file"):
+        load_dataset(f"npz:{tmp_path / 'absent.npz'}")
+
+
+def test_fewer_steps_than_sensors_is_noted_as_a_possible_transpose(tmp_path):
+    np.save(tmp_path / "wide.npy", np.ones((3, 10)))
+    panel = load_dataset(f"npz:{tmp_path / 'wide.npy'}")
+    assert any("fewer steps (3) than sensors (10)" in note for note in panel.notes)
+
+
+def dcrnn_frame(n_time: int = 300, n: int = 3) -> pd.DataFrame:
+    times = pd.date_range("2019-01-01", periods=n_time, freq="5min")
+    values = readings(n_time, n, 1)[:, :, 0].astype(np.float64)
+    return pd.DataFrame(values, index=times, columns=[f"77{i}" for i in range(n)])
+
+
+def test_an_hdf5_table_keeps_its_times_and_sensor_ids(tmp_path):
+    frame = dcrnn_frame()
+    frame.iloc[4, 1] = 0.0
+    frame.to_hdf(tmp_path / "speed.h5", key="df")
+    panel = load_dataset(f"h5:{tmp_path / 'speed.h5'}")
+    assert panel.sensor_ids == ("770", "771", "772") and panel.notes == ()
+    assert panel.timestamps[0] == pd.Timestamp("2019-01-01", tz="UTC") and panel.mask[4, 1]
+    assert not load_dataset(f"h5:{tmp_path / 'speed.h5'},zeros=missing").mask[4, 1]
+
+
+def test_hdf5_keys_clock_and_bad_files(tmp_path):
+    frame = dcrnn_frame()
+    path = tmp_path / "two.h5"
+    frame.to_hdf(path, key="speed")
+    frame.to_hdf(path, key="flow")
+    with pytest.raises(DatasetError, match=r"holds 2 tables \(/flow, /speed\); choose one"):
+        load_dataset(f"h5:{path}")
+    assert load_dataset(f"h5:{path},key=flow").n_time == 300
+    with pytest.raises(DatasetError, match="start= and freq= are for files without"):
+        load_dataset(f"h5:{path},key=flow,freq=5")
+    frame.reset_index(drop=True).to_hdf(tmp_path / "untimed.h5", key="x")
+    untimed = load_dataset(f"h5:{tmp_path / 'untimed.h5'},start=2020-05-01,freq=5")
+    assert untimed.timestamps[0] == pd.Timestamp("2020-05-01", tz="UTC")
+    (tmp_path / "text.h5").write_text("time,a\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"h5:{tmp_path / 'text.h5'}")
+    assert "not an HDF5 file" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_spec_lists_the_file_kinds_and_graphs_stay_for_files(tmp_path):
+    with pytest.raises(DatasetError, match="csv:PATH, npz:PATH, h5:PATH"):
+        load_dataset("parquet:x.parquet")
+    with pytest.raises(DatasetError, match=r"--adjacency is only for a file's data \(csv:PATH"):
+        load_dataset("simulated", adjacency=chain_edges(tmp_path))
+    with pytest.raises(DatasetError, match="--timezone is only for csv:PATH, not npz"):
+        load_dataset(f"npz:{pems_like(tmp_path)}", timezone="Europe/Paris")
+
+
+def test_data_info_and_train_read_a_pems_npz(tmp_path, prefect_harness):
+    data = pems_like(tmp_path, data=readings(600))
+    edges = chain_edges(tmp_path)
+    info = CliRunner().invoke(app, ["data", "info", f"npz:{data}", "--adjacency", str(edges)])
+    assert info.exit_code == 0, info.output
+    assert "feature 0 is read" in " ".join(info.output.split())
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        ["train", f"npz:{data},start=2018-01-01,freq=5", "--adjacency", str(edges),
+         "--models", "persistence,ar", "--window", "6", "--horizon", "3",
+         "--out", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"persistence", "ar"}
