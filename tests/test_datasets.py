@@ -772,13 +772,12 @@ def test_fetch_from_a_fifo_in_a_local_mirror_ends_by_the_timeout(tmp_path):
     assert "no answer within 1 s" in _fetch_from(str(mirror), tmp_path / "data", timeout=1.0)
 
 
-def test_a_compressed_file_or_a_folder_is_named_as_such(tmp_path):
+def test_a_compressed_file_is_read_and_a_folder_is_named_as_such(tmp_path):
     import gzip
 
     packed = tmp_path / "speeds.csv.gz"
-    packed.write_bytes(gzip.compress(b"timestamp,a\n2024-01-01 00:00,1\n"))
-    with pytest.raises(DatasetError, match="gzip-compressed, not UTF-8 text; decompress"):
-        load_dataset(f"csv:{packed}")
+    packed.write_bytes(gzip.compress(b"timestamp,a\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n"))
+    assert load_dataset(f"csv:{packed}").values[:, 0].tolist() == [1, 2]
     with pytest.raises(DatasetError, match="is a folder, not a file"):
         load_dataset(f"csv:{tmp_path}")
     with pytest.raises(DatasetError, match="is not a regular file"):

@@ -230,7 +230,7 @@ def test_sensor_names_alike_after_unicode_normalisation_are_duplicates(tmp_path)
     ("head", "message"),
     [
         (b"", "mostly NUL bytes"),  # a sparse file: NUL bytes without a line break
-        (b"\x1f\x8b\x08\x00" + b"\x01" * 4096, "gzip-compressed, not UTF-8 text"),
+        (b"\x1f\x8b\x08\x00" + b"\x01" * 4096, "gzip-compressed but cannot be unpacked"),
         (b"time,a\n" + b"\x80,\x81\n" * 4096, r"not UTF-8 text \(invalid start byte\)"),
     ],
 )

@@ -17,7 +17,8 @@ Rules (each one tested):
   data file, beyond float32) are rejected, naming the line (1 is the header) and the
   column; so is a file separated by ``;``, tab or ``|`` instead of commas, and a line of
   units under the header is named as such. A file whose first bytes are no UTF-8 text
-  (NUL bytes, compressed, binary) is refused before it is read by lines. A non-numeric
+  (NUL bytes, a zip archive, binary) is refused before it is read by lines; a
+  gzip-compressed file is read unpacked (:mod:`pipeline.data.text_file`). A non-numeric
   cell is hinted to be a time column (``--index-col``) only when it is a date as people
   write one (ASCII, with ``-``, ``/``, ``:`` or ``.`` between digits, or a month's name).
 * **Timestamps** (parsed and put on a grid by :mod:`pipeline.data.timestamps`): A first
@@ -67,7 +68,6 @@ Rules (each one tested):
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
@@ -82,6 +82,7 @@ import pandas as pd
 
 from models.bundle import duration_text
 from pipeline.data.cells import DatasetError, filled, missing
+from pipeline.data.text_file import check_text, is_gzip, not_text, open_text
 from pipeline.data.timestamps import (
     CLOCK_ONLY,
     compact_dates,
@@ -165,38 +166,6 @@ def require_file(path: Path, hint: str) -> Path:
     if not path.is_file():
         raise DatasetError(f"missing file {path}: {hint}")
     return path
-
-
-# What a file that is not UTF-8 text often is, by its first bytes.
-_MAGIC = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive",
-          b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}  # fmt: skip
-
-
-def _not_text(path: Path, exc: UnicodeDecodeError) -> str:
-    """Why ``path`` is not read as UTF-8 text, naming a compressed or UTF-16 file."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    kind = next((what for magic, what in _MAGIC.items() if head.startswith(magic)), None)
-    if kind is not None:
-        return f"{kind}, not UTF-8 text; decompress or save it as UTF-8 CSV"
-    return f"not UTF-8 text ({exc.reason}); save it as UTF-8"
-
-
-def check_text(path: Path) -> None:
-    """Refuse a file whose first bytes are not UTF-8 text (NUL bytes, a compressed or
-    binary file, UTF-16) before anything reads it by lines: a file without a line break
-    would be read whole into memory (a 2 GB file of NUL bytes)."""
-    with path.open("rb") as f:
-        head = f.read(4096)
-    if head.count(0) * 4 > len(head) and not head.startswith(tuple(_MAGIC)):  # 'A\x00,\x00'
-        raise DatasetError(
-            f"{path}: mostly NUL bytes, not text: UTF-16 without a byte-order mark, or a "
-            "binary file? Save it as UTF-8 CSV"
-        )
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: {_not_text(path, exc)}") from None
 
 
 def read_table(
@@ -329,7 +298,7 @@ def _no_header(path: Path, header: Sequence[str]) -> str:
     shown = ",".join(h.strip() for h in header[:3]) + ("..." if len(header) > 3 else "")
     skip = preamble(path)
     line = next((k for k, _ in numbered_rows(path, 1)), skip + 1)
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+    with open_text(path, errors="replace") as f:
         above = [text.strip() for _, text in zip(range(skip), f, strict=False)]
     last = ([""] + [text for text in above if text])[-1]
     if last.startswith("#") and len(next(csv.reader([last[1:]]), [])) == len(header):
@@ -435,7 +404,7 @@ def scan(
     skip = preamble(path)
     comments = comment_lines(path) if comments is None else comments
     end, row = 0, []  # the last line of the previous row, the row
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with open_text(path) as f:
         reader = csv.reader(_blanked(f, comments))
         header: list[str] | None = None
         try:
@@ -471,7 +440,7 @@ def scan(
         except csv.Error as exc:
             raise DatasetError(f"{path}: unreadable CSV at line {reader.line_num}: {exc}") from None
         except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}: {_not_text(path, exc)}") from None
+            raise DatasetError(f"{path}: {not_text(path, exc)}") from None
     if header is None:
         raise DatasetError(f"{path}: the file is empty; expected a header line and data rows")
     if len(header) == 1 and (separator := _separator(header[0], second)):
@@ -508,7 +477,7 @@ def numbered_rows(path: Path, limit: int | None = None) -> list[tuple[int, list[
     skipping blank lines as :func:`scan` does (call that first: it names bad input)."""
     skip, comments = preamble(path), comment_lines(path)
     rows: list[tuple[int, list[str]]] = []
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+    with open_text(path, errors="replace") as f:
         reader = csv.reader(_blanked(f, comments))
         for row in reader:
             if limit is not None and len(rows) >= limit:
@@ -523,7 +492,7 @@ def preamble(path: Path) -> int:
     them and a spreadsheet's ``sep=`` line."""
     check_text(path)
     count = 0
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+    with open_text(path, errors="replace") as f:
         for line in f:
             text = line.strip()
             if text and not (text.startswith("#") or re.fullmatch(r"sep=.", text, re.I)):
@@ -540,7 +509,7 @@ def comment_lines(path: Path, ids: Sequence[str] = ()) -> frozenset[int]:
     if any(str(s).startswith("#") for s in ids) or (where is not None and min(where) == where[1]):
         return frozenset()
     skip = preamble(path)
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+    with open_text(path, errors="replace") as f:
         return frozenset(k for k, line in enumerate(f, 1) if k > skip and _COMMENT.match(line))
 
 
@@ -552,9 +521,9 @@ def _blanked(f: Iterable[str], comments: frozenset[int]) -> Iterator[str]:
 
 def csv_source(path: Path, comments: frozenset[int]) -> Path | io.StringIO:
     """``path`` for pandas to read, as text with ``comments`` blanked when there are any."""
-    if not comments:
+    if not comments and not is_gzip(path):
         return path
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with open_text(path) as f:
         return io.StringIO("".join(_blanked(f, comments)), newline="")
 
 
@@ -625,7 +594,7 @@ def _first_row(path: Path) -> list[str]:
     reports why)."""
     try:
         skip = preamble(path)
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with open_text(path) as f:
             reader = csv.reader(f)
             rows = (row for row in reader if reader.line_num > skip)
             return next((row for row in rows if any(c.strip() for c in row)), [])
