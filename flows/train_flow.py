@@ -310,7 +310,8 @@ def train_flow(
         each epoch (None: every window; for long histories on the CPU).
     test, valid : the test share of the data, the validation share of the training part.
     out : output folder; default ``ROADCAST_MODEL_DIR`` (bundles in ``out/bundles``).
-    adjacency, data_dir : for ``csv:``, ``npz:`` or ``h5:`` data, and the data directory.
+    adjacency, data_dir : for a file's data (``csv:``, ``npz:``, ``h5:``, ``parquet:``), and
+        the data directory.
     progress : progress bars (off in deployments: logs are the UI there).
     tune : search each model's settings on the validation part first: trials per model
         (``"30"``) or a time for the whole search (``"20m"``); each trial is a task.

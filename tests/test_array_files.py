@@ -1,7 +1,8 @@
-"""The field's array files as data: ASTGCN's PeMSD4-style ``.npz`` (``[time, sensor,
-feature]``, sensors by index, an edge list ``from,to,cost``), any ``[time, sensor]``
-array, and pandas HDF5 tables (DCRNN, LargeST). What the file leaves to an assumption is
-noted; what cannot be read is one line naming the file and the fix."""
+"""The field's array and table files as data: ASTGCN's PeMSD4-style ``.npz`` (``[time,
+sensor, feature]``, sensors by index, an edge list ``from,to,cost``), any ``[time,
+sensor]`` array, pandas HDF5 tables (DCRNN, LargeST) and Parquet tables. What the file
+leaves to an assumption is noted; what cannot be read is one line naming the file and the
+fix."""
 
 from __future__ import annotations
 
@@ -163,8 +164,8 @@ def test_hdf5_keys_clock_and_bad_files(tmp_path):
 
 
 def test_the_spec_lists_the_file_kinds_and_graphs_stay_for_files(tmp_path):
-    with pytest.raises(DatasetError, match="csv:PATH, npz:PATH, h5:PATH"):
-        load_dataset("parquet:x.parquet")
+    with pytest.raises(DatasetError, match="csv:PATH, npz:PATH, h5:PATH, parquet:PATH"):
+        load_dataset("feather:x.feather")
     with pytest.raises(DatasetError, match=r"--adjacency is only for a file's data \(csv:PATH"):
         load_dataset("simulated", adjacency=chain_edges(tmp_path))
     with pytest.raises(DatasetError, match="--timezone is only for csv:PATH, not npz"):
@@ -187,3 +188,39 @@ def test_data_info_and_train_read_a_pems_npz(tmp_path, prefect_harness):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"persistence", "ar"}
+
+
+def sensor_table(n_time: int = 300) -> pd.DataFrame:
+    times = pd.date_range("2024-03-01", periods=n_time, freq="5min")
+    values = readings(n_time, 3, 1)[:, :, 0].astype(np.float64)
+    return pd.DataFrame(values, index=times, columns=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("form", ["index", "typed column", "iso text column"])
+def test_a_parquet_table_takes_its_time_from_the_index_or_one_column(tmp_path, form):
+    frame = sensor_table()
+    if form != "index":
+        frame = frame.reset_index(names="time")
+    if form == "iso text column":
+        frame["time"] = frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    frame.to_parquet(tmp_path / "t.parquet")
+    panel = load_dataset(f"parquet:{tmp_path / 't.parquet'}")
+    assert panel.sensor_ids == ("a", "b", "c") and panel.notes == ()
+    assert panel.timestamps[0] == pd.Timestamp("2024-03-01", tz="UTC")
+    np.testing.assert_allclose(panel.values, sensor_table().to_numpy(), rtol=1e-6)
+
+
+def test_a_parquet_table_without_times_long_or_with_text_is_named(tmp_path):
+    frame = sensor_table()
+    frame.reset_index(drop=True).to_parquet(tmp_path / "bare.parquet")
+    bare = load_dataset(f"parquet:{tmp_path / 'bare.parquet'}")
+    assert any("has no timestamps" in note for note in bare.notes)
+    frame.reset_index(names="time").melt(id_vars="time", var_name="sensor").to_parquet(
+        tmp_path / "long.parquet"
+    )
+    with pytest.raises(DatasetError, match=r"column 'sensor' holds text: .* pivot it"):
+        load_dataset(f"parquet:{tmp_path / 'long.parquet'}")
+    (tmp_path / "csv.parquet").write_text("time,a\n2024-03-01,1\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"parquet:{tmp_path / 'csv.parquet'}")
+    assert "not a Parquet table" in str(info.value) and "\n" not in str(info.value)

@@ -47,7 +47,9 @@ def data_list(
 def data_info(
     name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay, nab:CAT/FILE.csv, ..."),
     adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency of csv:, npz: or h5: data: CSV, adj_mx.pkl, .npy."
+        None,
+        "--adjacency",
+        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy.",
     ),
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
     index_col: str = typer.Option(

@@ -61,7 +61,9 @@ def train(
         ..., help="Data set: los-loop, metr-la, csv:PATH, npz:PATH, h5:PATH, simulated..."
     ),
     adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency of csv:, npz: or h5: data: CSV, adj_mx.pkl, .npy."
+        None,
+        "--adjacency",
+        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy.",
     ),
     models: str = typer.Option(
         None,
@@ -242,7 +244,9 @@ def evaluate(
     bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
     data: str = typer.Argument(..., help="The data set to score it on."),
     adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency of csv:, npz: or h5: data: CSV, adj_mx.pkl, .npy."
+        None,
+        "--adjacency",
+        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy.",
     ),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."

@@ -51,7 +51,7 @@ def replay(
     limit: int = typer.Option(None, "--limit", min=0, help="Replay at most N time steps."),
     topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
     adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency file for csv:, npz: or h5: data."
+        None, "--adjacency", help="Adjacency file for csv:, npz:, h5: or parquet: data."
     ),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."

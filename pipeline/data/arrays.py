@@ -1,9 +1,12 @@
-"""Readings from the field's array files: NumPy ``.npz`` / ``.npy`` and pandas HDF5.
+"""Readings from the field's array and table files: NumPy ``.npz`` / ``.npy``, pandas
+HDF5 and Parquet.
 
 ``npz:PATH`` reads the arrays ASTGCN, STSGCN and most graph-forecasting code publish
 PeMSD3/4/7/8 in (``data``: ``[time, sensor, feature]``, PeMSD4's and PeMSD8's features
 flow, occupancy, speed), and any ``[time, sensor]`` or ``[time]`` array; ``h5:PATH`` a
-pandas HDF5 table of one column per sensor (DCRNN's METR-LA and PEMS-BAY, LargeST).
+pandas HDF5 table of one column per sensor (DCRNN's METR-LA and PEMS-BAY, LargeST);
+``parquet:PATH`` a Parquet table of one column per sensor, its time the DatetimeIndex
+pandas wrote or its one column of timestamps (typed, or ISO-8601 text first).
 Options follow the path, comma-separated (``npz:PEMS04.npz,feature=2,start=2018-01-01``):
 
 * ``key``: the array (npz; default ``data``, or the file's only array) or the HDF5 key
@@ -40,6 +43,7 @@ from pipeline.data.timestamps import to_regular_grid
 OPTIONS = {
     "npz": ("key", "feature", "start", "freq", "zeros"),
     "h5": ("key", "start", "freq", "zeros"),
+    "parquet": ("start", "freq", "zeros"),
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _OPTION = re.compile(r"^(.*),([A-Za-z_]+)=([^,]*)$", re.S)
@@ -237,7 +241,61 @@ def _assumed_clock(
 def read_h5(path: Path, options: dict[str, str]) -> ArrayReadings:
     """The readings of a pandas HDF5 table, one column per sensor (see the module doc)."""
     require_file(path, "check the path given after h5:")
-    frame = read_h5_frame(path, options.get("key"))
+    return frame_readings(path, read_h5_frame(path, options.get("key")), options)
+
+
+def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
+    """The readings of a Parquet table, one column per sensor; the time is its
+    DatetimeIndex or its one column of timestamps (see the module doc)."""
+    require_file(path, "check the path given after parquet:")
+    import pyarrow
+
+    try:
+        frame = pd.read_parquet(path)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(f"{path}: not a Parquet table ({first})") from None
+    if isinstance(frame.index, pd.DatetimeIndex):
+        return frame_readings(path, frame, options)
+    stamped = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if len(stamped) > 1:
+        shown = ", ".join(repr(str(c)) for c in stamped[:5])
+        raise DatasetError(f"{path}: {len(stamped)} columns hold timestamps ({shown}); keep one")
+    if not stamped and len(frame.columns) and _iso_times(frame[frame.columns[0]]):
+        stamped = [frame.columns[0]]
+    text = [
+        str(c)
+        for c in frame.columns
+        if c not in stamped and not pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    if text and stamped:
+        raise DatasetError(
+            f"{path}: column {text[0]!r} holds text: if the table has one row per reading "
+            "(time, sensor, value), pivot it to one column per sensor "
+            "(df.pivot(index=TIME, columns=SENSOR, values=VALUE))"
+        )
+    if stamped:
+        times = pd.to_datetime(frame[stamped[0]], utc=True, format="ISO8601")
+        frame = frame.drop(columns=stamped[0]).set_axis(pd.DatetimeIndex(times), axis=0)
+    return frame_readings(path, frame, options)
+
+
+def _iso_times(column: pd.Series) -> bool:
+    """True when ``column`` is text that reads entirely as ISO-8601 timestamps."""
+    if pd.api.types.is_numeric_dtype(column) or not len(column):
+        return False
+    try:
+        pd.to_datetime(column, format="ISO8601", utc=True)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def frame_readings(
+    path: Path, frame: pd.DataFrame | pd.Series, options: dict[str, str]
+) -> ArrayReadings:
+    """A table of one column per sensor as readings: its DatetimeIndex put on a regular
+    grid, or the assumed clock of ``options`` when it has none."""
     if isinstance(frame, pd.Series):
         frame = frame.to_frame(name=str(frame.name) if frame.name is not None else path.stem)
     ids = tuple(str(c) for c in frame.columns)
@@ -259,6 +317,8 @@ def read_h5(path: Path, options: dict[str, str]) -> ArrayReadings:
                 f"{path}: its rows have timestamps; start= and freq= are for files without"
             )
         index = frame.index
+        if index.hasnans:
+            raise DatasetError(f"{path}: a row has no timestamp (NaT); drop or fill it")
         times = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
         timestamps, values = to_regular_grid(times, values, source=str(path))
     else:

@@ -26,10 +26,10 @@ Specs
     A wide CSV (rules in :mod:`pipeline.data.readers`, :mod:`~pipeline.data.timestamps`
     and :mod:`~pipeline.data.graph_csv`) with an optional adjacency
     (``adjacency=``: square matrix CSV or edge list ``src,dst[,weight]``).
-``npz:PATH`` / ``h5:PATH``
-    The field's array files (:mod:`pipeline.data.arrays`): ASTGCN's and STSGCN's
-    PeMSD3/4/7/8 ``.npz`` (``[time, sensor, feature]``), any ``[time, sensor]`` array,
-    and pandas HDF5 tables (DCRNN, LargeST), with options after the path
+``npz:PATH`` / ``h5:PATH`` / ``parquet:PATH``
+    The field's array and table files (:mod:`pipeline.data.arrays`): ASTGCN's and
+    STSGCN's PeMSD3/4/7/8 ``.npz`` (``[time, sensor, feature]``), any ``[time, sensor]``
+    array, pandas HDF5 tables (DCRNN, LargeST) and Parquet tables, with options after the path
     (``npz:PEMS04.npz,feature=0,start=2018-01-01,freq=5``) and an optional adjacency as
     for ``csv:PATH``.
 ``simulated`` / ``simulated:sensors=2000,days=7,seed=1``
@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from models.panel import LabeledEvent, SensorPanel
-from pipeline.data.arrays import read_h5, read_h5_frame, read_npz, split_options
+from pipeline.data.arrays import read_h5, read_h5_frame, read_npz, read_parquet, split_options
 from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
 from pipeline.data.distance_kernel import matrix_graph
@@ -247,7 +247,7 @@ DATASETS: MappingProxyType[str, DatasetInfo] = MappingProxyType(
 
 
 # Data specs naming a file of the user's (``kind:PATH``), which may take ``--adjacency``.
-FILE_KINDS = ("csv", "npz", "h5")
+FILE_KINDS = ("csv", "npz", "h5", "parquet")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -285,11 +285,12 @@ def load_dataset(
     Parameters
     ----------
     spec : ``los-loop``, ``metr-la``, ``pems-bay``, ``nab:<category>/<file>.csv``,
-        ``csv:PATH``, ``npz:PATH[,option=value...]``, ``h5:PATH[,...]``, ``simulated`` or
+        ``csv:PATH``, ``npz:PATH[,option=value...]``, ``h5:PATH[,...]``,
+        ``parquet:PATH[,...]``, ``simulated`` or
         ``simulated:key=value,...``.
     data_dir : where the files are; defaults to ``ROADCAST_DATA_DIR``.
-    adjacency : for ``csv:PATH``, ``npz:PATH`` and ``h5:PATH`` only: a matrix or edge-list
-        CSV, DCRNN's ``adj_mx.pkl`` or a ``.npy`` matrix.
+    adjacency : for a file's data (``csv:``, ``npz:``, ``h5:``, ``parquet:``) only: a
+        matrix or edge-list CSV, DCRNN's ``adj_mx.pkl`` or a ``.npy`` matrix.
     index_col, no_index : for ``csv:PATH`` only, the time or row-index column by name, or
         none at all (every column a sensor).
     timezone : for ``csv:PATH`` only, the IANA time zone of timestamps written without a
@@ -303,9 +304,9 @@ def load_dataset(
     """
     name, arg = parse_spec(spec)
     if adjacency is not None and name not in FILE_KINDS:
+        files = ", ".join(f"{kind}:PATH" for kind in FILE_KINDS)
         raise DatasetError(
-            f"--adjacency is only for a file's data (csv:PATH, npz:PATH, h5:PATH); {name} "
-            "has its own graph"
+            f"--adjacency is only for a file's data ({files}); {name} has its own graph"
         )
     if (index_col is not None or no_index) and name != "csv":
         raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
@@ -313,7 +314,7 @@ def load_dataset(
         raise DatasetError(f"--timezone is only for csv:PATH, not {name}")
     if name == "simulated":
         return _simulated(arg)
-    if name in ("npz", "h5"):
+    if name in ("npz", "h5", "parquet"):
         return load_array_file(name, arg, adjacency=adjacency)
     if name == "csv":
         if not arg:
@@ -485,10 +486,10 @@ def load_csv(
 
 
 def load_array_file(kind: str, arg: str, *, adjacency: Path | None = None) -> SensorPanel:
-    """``npz:PATH[,options]`` or ``h5:PATH[,options]`` (:mod:`pipeline.data.arrays`) with
+    """``npz:``, ``h5:`` or ``parquet:PATH[,options]`` (:mod:`pipeline.data.arrays`) with
     an optional adjacency, read as for ``csv:PATH``."""
     path, options = split_options(kind, arg)
-    read = read_npz if kind == "npz" else read_h5
+    read = {"npz": read_npz, "h5": read_h5, "parquet": read_parquet}[kind]
     timestamps, values, ids, notes = read(path, options)
     graph = _adjacency(adjacency, ids)
     return SensorPanel.from_values(
