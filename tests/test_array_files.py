@@ -224,3 +224,47 @@ def test_a_parquet_table_without_times_long_or_with_text_is_named(tmp_path):
     with pytest.raises(DatasetError) as info:
         load_dataset(f"parquet:{tmp_path / 'csv.parquet'}")
     assert "not a Parquet table" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_npz_adjacency_sparse_or_dense_links_sensors_by_index(tmp_path):
+    import scipy.sparse
+
+    data = pems_like(tmp_path)
+    rows, cols = np.array([0, 1, 2, 1, 3]), np.array([1, 2, 3, 1, 2])  # 1 -> 1: dropped
+    sparse = scipy.sparse.coo_matrix((np.array([1.0, 0.5, 2.0, 9.0, 0.0]), (rows, cols)), (4, 4))
+    scipy.sparse.save_npz(tmp_path / "adj_sparse.npz", sparse.tocsr())
+    graph = load_dataset(f"npz:{data}", adjacency=tmp_path / "adj_sparse.npz").graph
+    assert graph is not None and graph.num_edges == 3  # the 0 entry is no link
+    dense = np.zeros((4, 4))
+    dense[0, 1] = dense[1, 0] = 1.0
+    np.savez(tmp_path / "adj_dense.npz", adj_mx=dense, ids=np.arange(4))
+    graph = load_dataset(f"npz:{data}", adjacency=tmp_path / "adj_dense.npz").graph
+    assert graph is not None and graph.num_edges == 2
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"a": np.eye(4), "b": np.eye(4)}, "holds 2 arrays (a, b); expected one matrix"),
+        ({"adj": np.eye(3)}, "expected a 4 x 4 matrix"),
+        ({"adj": np.array([{"x": 1}], dtype=object)}, "array 'adj' cannot be read"),
+    ],
+)
+def test_an_npz_adjacency_that_cannot_serve_is_named(tmp_path, arrays, message):
+    np.savez(tmp_path / "adj.npz", **arrays)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"npz:{pems_like(tmp_path)}", adjacency=tmp_path / "adj.npz")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_sparse_adjacency_of_another_size_or_with_negative_weights_is_named(tmp_path):
+    import scipy.sparse
+
+    data = pems_like(tmp_path)
+    scipy.sparse.save_npz(tmp_path / "small.npz", scipy.sparse.eye(3, format="csr"))
+    with pytest.raises(DatasetError, match=r"expected a 4 x 4 matrix .* got shape \(3, 3\)"):
+        load_dataset(f"npz:{data}", adjacency=tmp_path / "small.npz")
+    signed = scipy.sparse.csr_matrix(np.array([[0, -1.0, 0, 0]] + [[0] * 4] * 3))
+    scipy.sparse.save_npz(tmp_path / "signed.npz", signed)
+    with pytest.raises(DatasetError, match="must hold finite weights >= 0"):
+        load_dataset(f"npz:{data}", adjacency=tmp_path / "signed.npz")

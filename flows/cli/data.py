@@ -49,7 +49,7 @@ def data_info(
     adjacency: str = typer.Option(
         None,
         "--adjacency",
-        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy.",
+        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
     ),
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
     index_col: str = typer.Option(

@@ -63,7 +63,7 @@ def train(
     adjacency: str = typer.Option(
         None,
         "--adjacency",
-        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy.",
+        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
     ),
     models: str = typer.Option(
         None,
@@ -246,7 +246,7 @@ def evaluate(
     adjacency: str = typer.Option(
         None,
         "--adjacency",
-        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy.",
+        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
     ),
     index_col: str = typer.Option(
         None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."

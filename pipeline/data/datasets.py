@@ -45,6 +45,7 @@ never runs code named by the file.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -510,20 +511,34 @@ def _adjacency(
     return read_adjacency_csv(adjacency, ids, unordered=unordered)
 
 
-# --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside) and a numpy matrix
-# (in the data's column order).
-BINARY_ADJACENCY = (".pkl", ".pickle", ".npy")
+# --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside), a numpy matrix
+# and a numpy archive (a scipy sparse matrix or one dense matrix), in the data's order.
+BINARY_ADJACENCY = (".pkl", ".pickle", ".npy", ".npz")
+# Names a dense matrix goes by in an ``.npz`` of several arrays.
+_MATRIX_KEYS = ("adj", "adj_mx", "adjacency", "A", "W")
 
 
 def _binary_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
     """The graph of ``--adjacency`` given as DCRNN's ``adj_mx.pkl`` (its sensors matched to
-    ``ids`` by name) or a ``.npy`` square matrix in the order of ``ids``; ``A[i, j]`` is
-    a link i -> j, as in a CSV matrix."""
-    if path.suffix.lower() == ".npy":
+    ``ids`` by name), a ``.npy`` square matrix, or an ``.npz`` holding a scipy sparse matrix
+    (``scipy.sparse.save_npz``) or one square matrix, in the order of ``ids``; ``A[i, j]``
+    is a link i -> j, as in a CSV matrix. Nothing is unpickled but DCRNN's pickle, by its
+    restricted reader."""
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        adj = _dcrnn_adjacency(path, ids)
+    else:
         try:
-            adj = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+            loaded = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DatasetError(f"{path}: not a numpy matrix ({exc})") from None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                if {"format", "shape"} <= set(loaded.files):
+                    return _sparse_adjacency(path, ids)
+                adj = _archived_matrix(path, loaded)
+        else:
+            adj = loaded
         if adj.ndim != 2 or adj.shape != (len(ids), len(ids)):
             raise DatasetError(
                 f"{path}: expected a {len(ids)} x {len(ids)} matrix (one row and column per "
@@ -531,10 +546,52 @@ def _binary_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
             )
         if not np.issubdtype(adj.dtype, np.number) or not np.isfinite(adj).all():
             raise DatasetError(f"{path}: the matrix must hold finite numbers")
-    else:
-        adj = _dcrnn_adjacency(path, ids)
     try:
         return matrix_graph(np.asarray(adj, dtype=np.float64), path.name)
+    except GraphError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
+
+
+def _archived_matrix(path: Path, archive: np.lib.npyio.NpzFile) -> np.ndarray:
+    """The one matrix of an ``.npz`` archive: its only array, or the one named as a matrix."""
+    names = list(archive.files)
+    named = [k for k in _MATRIX_KEYS if k in names]
+    if len(names) != 1 and len(named) != 1:
+        listed = ", ".join(names[:10]) or "none"
+        raise DatasetError(
+            f"{path}: holds {len(names)} arrays ({listed}); expected one matrix, or one named "
+            f"{', '.join(_MATRIX_KEYS)}"
+        )
+    key = names[0] if len(names) == 1 else named[0]
+    try:
+        return archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: array {key!r} cannot be read ({exc})") from None
+
+
+def _sparse_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
+    """A scipy sparse matrix (``save_npz``) as links ``row -> column`` weighted by its
+    entries, the diagonal and explicit zeros dropped (no dense copy: a large network's
+    matrix would not fit)."""
+    import scipy.sparse
+
+    try:
+        matrix = scipy.sparse.load_npz(path).tocoo()
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: not a scipy sparse matrix ({exc})") from None
+    if matrix.shape != (len(ids), len(ids)):
+        raise DatasetError(
+            f"{path}: expected a {len(ids)} x {len(ids)} matrix (one row and column per "
+            f"sensor of the data, in its column order), got shape {matrix.shape}"
+        )
+    weights = np.asarray(matrix.data, dtype=np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise DatasetError(f"{path}: the matrix must hold finite weights >= 0")
+    keep = (matrix.row != matrix.col) & (weights != 0)
+    try:
+        return RoadGraph.from_edges(
+            matrix.row[keep], matrix.col[keep], num_nodes=len(ids), weight=weights[keep]
+        )
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
 
