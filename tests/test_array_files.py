@@ -7,6 +7,7 @@ fix."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,12 @@ def test_pickled_objects_and_files_that_are_no_npz_are_refused_unread(tmp_path):
     np.savez(tmp_path / "obj.npz", data=np.array([{"code": "run"}], dtype=object))
     with pytest.raises(DatasetError, match="holds pickled Python objects, which are not read"):
         load_dataset(f"npz:{tmp_path / 'obj.npz'}")
+    np.save(tmp_path / "obj.npy", np.array([{"code": "run"}], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetError, match="the file holds pickled Python objects"):
+        load_dataset(f"npz:{tmp_path / 'obj.npy'}")
+    (tmp_path / "pickle.npy").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(DatasetError, match=r"no .npy or .npz header; pickles are not read"):
+        load_dataset(f"npz:{tmp_path / 'pickle.npy'}")
     (tmp_path / "fake.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(DatasetError, match=r"fake.npz: not a NumPy .npz or .npy file"):
         load_dataset(f"npz:{tmp_path / 'fake.npz'}")
@@ -247,7 +254,7 @@ def test_an_npz_adjacency_sparse_or_dense_links_sensors_by_index(tmp_path):
     [
         ({"a": np.eye(4), "b": np.eye(4)}, "holds 2 arrays (a, b); expected one matrix"),
         ({"adj": np.eye(3)}, "expected a 4 x 4 matrix"),
-        ({"adj": np.array([{"x": 1}], dtype=object)}, "array 'adj' cannot be read"),
+        ({"adj": np.array([{"x": 1}], dtype=object)}, "array 'adj' holds pickled Python objects"),
     ],
 )
 def test_an_npz_adjacency_that_cannot_serve_is_named(tmp_path, arrays, message):

@@ -27,8 +27,10 @@ some of what the file holds, so read only HDF5 files you trust.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -81,17 +83,8 @@ def split_options(kind: str, arg: str) -> tuple[Path, dict[str, str]]:
 def read_npz(path: Path, options: dict[str, str]) -> ArrayReadings:
     """The readings of an ``.npz`` archive or ``.npy`` array (see the module doc)."""
     require_file(path, "check the path given after npz:")
-    try:
+    with numpy_errors(path, "not a NumPy .npz or .npy file"):
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DatasetError(
-                f"{path}: holds pickled Python objects, which are not read (they can run "
-                "code); save the readings as a numeric array (np.savez(path, data=array))"
-            ) from None
-        raise DatasetError(f"{path}: not a NumPy .npz or .npy file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path}: not a NumPy .npz or .npy file ({exc})") from None
     if isinstance(loaded, np.ndarray):
         array, name = loaded, path.name
     else:
@@ -129,17 +122,36 @@ def _npz_array(
     if key not in names:
         listed = ", ".join(names[:10]) or "none"
         raise DatasetError(f"{path}: no array named {key!r}; it holds {listed}")
-    try:
+    with numpy_errors(path, f"array {key!r} cannot be read", f"array {key!r}"):
         return archive[key], f"array {key!r}"
+
+
+@contextlib.contextmanager
+def numpy_errors(path: Path, unreadable: str, subject: str = "the file") -> Iterator[None]:
+    """NumPy's errors reading ``path`` as one line: ``unreadable`` and the reason, or
+    ``subject`` named as holding pickled objects (``allow_pickle=False`` refused them)."""
+    try:
+        yield
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if not _numpy_header(path):  # NumPy tried it as a pickle, and did not load it
             raise DatasetError(
-                f"{path}: array {key!r} holds pickled Python objects, which are not read "
-                "(they can run code); save the readings as a numeric array"
+                f"{path}: {unreadable} (no .npy or .npz header; pickles are not read)"
             ) from None
-        raise DatasetError(f"{path}: array {key!r} cannot be read ({exc})") from None
+        if "pickle" in str(exc).lower():  # an object array
+            raise DatasetError(
+                f"{path}: {subject} holds pickled Python objects, which are not read (they can "
+                "run code); save the values as a numeric array (np.savez(path, data=array))"
+            ) from None
+        raise DatasetError(f"{path}: {unreadable} ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path}: array {key!r} cannot be read ({exc})") from None
+        raise DatasetError(f"{path}: {unreadable} ({exc})") from None
+
+
+def _numpy_header(path: Path) -> bool:
+    """True when ``path`` starts as a ``.npy`` file or a zip archive (an ``.npz``) does."""
+    with path.open("rb") as f:
+        head = f.read(6)
+    return head == b"\x93NUMPY" or head.startswith(b"PK\x03\x04")
 
 
 def _as_panel(

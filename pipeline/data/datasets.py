@@ -54,7 +54,14 @@ import numpy as np
 import pandas as pd
 
 from models.panel import LabeledEvent, SensorPanel
-from pipeline.data.arrays import read_h5, read_h5_frame, read_npz, read_parquet, split_options
+from pipeline.data.arrays import (
+    numpy_errors,
+    read_h5,
+    read_h5_frame,
+    read_npz,
+    read_parquet,
+    split_options,
+)
 from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
 from pipeline.data.distance_kernel import matrix_graph
@@ -528,10 +535,8 @@ def _binary_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
     if suffix not in (".npy", ".npz"):
         adj = _dcrnn_adjacency(path, ids)
     else:
-        try:
+        with numpy_errors(path, "not a numpy matrix"):
             loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DatasetError(f"{path}: not a numpy matrix ({exc})") from None
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
                 if {"format", "shape"} <= set(loaded.files):
@@ -563,10 +568,8 @@ def _archived_matrix(path: Path, archive: np.lib.npyio.NpzFile) -> np.ndarray:
             f"{', '.join(_MATRIX_KEYS)}"
         )
     key = names[0] if len(names) == 1 else named[0]
-    try:
+    with numpy_errors(path, f"array {key!r} cannot be read", f"array {key!r}"):
         return archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path}: array {key!r} cannot be read ({exc})") from None
 
 
 def _sparse_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
