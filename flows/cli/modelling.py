@@ -58,7 +58,8 @@ def explain(
 
 def train(
     data: str = typer.Argument(
-        ..., help="Data set: los-loop, metr-la, csv:PATH, npz:PATH, h5:PATH, simulated..."
+        ...,
+        help="Data set: los-loop, metr-la, csv:PATH, npz:PATH, h5:PATH, parquet:PATH, simulated...",
     ),
     adjacency: str = typer.Option(
         None,

@@ -40,7 +40,8 @@ def broker(
 
 def replay(
     data: str = typer.Argument(
-        ..., help="Dataset spec: los-loop, simulated, csv:PATH, npz:PATH, h5:PATH, ..."
+        ...,
+        help="Dataset spec: los-loop, simulated, csv:PATH, npz:PATH, h5:PATH, parquet:PATH, ...",
     ),
     bootstrap: str = typer.Option(
         None, "--bootstrap", help="HOST:PORT[,...] (default: ROADCAST_BOOTSTRAP_SERVERS)."

@@ -441,8 +441,8 @@ def _zeros_note(values: np.ndarray, sensor_ids: Sequence[str]) -> list[str]:
     return [
         f"note: {len(noted)} sensor(s) ({shown}) read exactly 0 in {pooled:.1%} of their "
         "readings, while their other readings are not whole numbers: if 0 means 'no reading' "
-        "(as in METR-LA and PEMS-BAY), leave those cells empty (in an npz: or h5: data spec, "
-        "add ,zeros=missing); models train and are scored on them as they are"
+        "(as in METR-LA and PEMS-BAY), leave those cells empty (in an npz:, h5: or parquet: "
+        "data spec, add ,zeros=missing); models train and are scored on them as they are"
     ]
 
 

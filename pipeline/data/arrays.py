@@ -12,8 +12,8 @@ Options follow the path, comma-separated (``npz:PEMS04.npz,feature=2,start=2018-
 * ``key``: the array (npz; default ``data``, or the file's only array) or the HDF5 key
   (default: the file's only one);
 * ``feature``: which entry of a 3-D array's last axis (default 0, with a note);
-* ``start``, ``freq``: the clock of a file without timestamps (every npz; an HDF5 table
-  without a DatetimeIndex): step k is at ``start + k * freq``, ``freq`` in minutes
+* ``start``, ``freq``: the clock of a file without timestamps (every npz; an HDF5 or
+  Parquet table without them): step k is at ``start + k * freq``, ``freq`` in minutes
   (default 2000-01-01 UTC and 5 minutes, with a note saying so);
 * ``zeros=missing``: an exact 0 is no reading (DCRNN writes it so); by default 0 is a
   reading (training notes sensors whose fractional readings are often exactly 0).
@@ -52,8 +52,8 @@ _OPTION = re.compile(r"^(.*),([A-Za-z_]+)=([^,]*)$", re.S)
 
 
 class ArrayReadings(NamedTuple):
-    """What :func:`read_npz` and :func:`read_h5` return: ``values`` is ``[time, sensor]``
-    float64 with NaN for missing readings."""
+    """What the readers here return: ``values`` is ``[time, sensor]`` float64 with NaN for
+    missing readings."""
 
     timestamps: pd.DatetimeIndex
     values: np.ndarray
@@ -201,16 +201,20 @@ def _feature_index(path: Path, feature: str, count: int) -> int:
     return index
 
 
-def _float_readings(path: Path, values: np.ndarray, options: dict[str, str]) -> np.ndarray:
-    """``values`` as float64 with NaN for missing; beyond float32 is refused."""
+def _float_readings(
+    path: Path, values: np.ndarray, options: dict[str, str], ids: tuple[str, ...] | None = None
+) -> np.ndarray:
+    """``values`` as float64 with NaN for missing; beyond float32 is refused, naming the
+    step and the sensor (``ids``, else its index)."""
     if values.shape[0] == 0 or values.shape[1] == 0:
         raise DatasetError(f"{path}: no readings (shape {values.shape})")
     out = np.array(values, dtype=np.float64)
     big = np.isfinite(out) & (np.abs(out) > _FLOAT32_MAX)
     if big.any():
-        step, sensor = (int(i) for i in np.argwhere(big)[0])
+        step, col = (int(i) for i in np.argwhere(big)[0])
+        sensor = col if ids is None else repr(ids[col])
         raise DatasetError(
-            f"{path}: value {out[step, sensor]:.3g} at step {step}, sensor {sensor} is beyond "
+            f"{path}: value {out[step, col]:.3g} at step {step}, sensor {sensor} is beyond "
             f"the 32-bit range readings are kept in ({_FLOAT32_MAX:.2g})"
         )
     out[np.isinf(out)] = np.nan
@@ -322,7 +326,7 @@ def frame_readings(
         )
         raise DatasetError(f"{path}: column {bad!r} holds values that are not numbers") from None
     notes: list[str] = []
-    values = _float_readings(path, values, options)
+    values = _float_readings(path, values, options, ids)
     if isinstance(frame.index, pd.DatetimeIndex):
         if "start" in options or "freq" in options:
             raise DatasetError(

@@ -298,7 +298,7 @@ def load_dataset(
         ``simulated:key=value,...``.
     data_dir : where the files are; defaults to ``ROADCAST_DATA_DIR``.
     adjacency : for a file's data (``csv:``, ``npz:``, ``h5:``, ``parquet:``) only: a
-        matrix or edge-list CSV, DCRNN's ``adj_mx.pkl`` or a ``.npy`` matrix.
+        matrix or edge-list CSV, DCRNN's ``adj_mx.pkl``, a ``.npy`` matrix or an ``.npz``.
     index_col, no_index : for ``csv:PATH`` only, the time or row-index column by name, or
         none at all (every column a sensor).
     timezone : for ``csv:PATH`` only, the IANA time zone of timestamps written without a
