@@ -273,5 +273,5 @@ def test_a_sparse_adjacency_of_another_size_or_with_negative_weights_is_named(tm
         load_dataset(f"npz:{data}", adjacency=tmp_path / "small.npz")
     signed = scipy.sparse.csr_matrix(np.array([[0, -1.0, 0, 0]] + [[0] * 4] * 3))
     scipy.sparse.save_npz(tmp_path / "signed.npz", signed)
-    with pytest.raises(DatasetError, match="must hold finite weights >= 0"):
+    with pytest.raises(DatasetError, match="must hold finite entries >= 0"):
         load_dataset(f"npz:{data}", adjacency=tmp_path / "signed.npz")

@@ -14,7 +14,7 @@ from models.forecasters.comparison import TrainPlan, check_graphs
 from pipeline.data.cells import DatasetError
 from pipeline.data.datasets import load_dataset
 from pipeline.data.distance_kernel import distance_kernel, matrix_graph
-from pipeline.data.graph import RoadGraph
+from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.graph_csv import read_adjacency_csv
 
 # Six sensors on a road (metres): two groups, 0-3 and 4-5, 7.5 km apart.
@@ -189,3 +189,88 @@ def test_a_numpy_adjacency_of_distances_is_read_as_the_csv_is(tmp_path):
     assert graph is not None and links(graph) == GROUP_LINKS
     (note,) = graph.notes
     assert note.startswith("note: W.npy: a 6 x 6 matrix with a zero diagonal")
+
+
+# ------------------------------------------------- the user says what a matrix holds
+
+
+def test_an_od_count_matrix_read_as_distances_is_read_as_weights_when_told(tmp_path):
+    counts = np.random.default_rng(1).integers(5, 200, (6, 6)).astype(float)
+    np.fill_diagonal(counts, 0)  # trips within a station not counted
+    path = write_matrix(tmp_path / "od.csv", counts)
+    data = write_readings(tmp_path / "v.csv", 40)
+    guessed = load_dataset(f"csv:{data}", adjacency=path).graph
+    assert guessed is not None and "add ,kind=weights to the --adjacency path" in guessed.notes[0]
+    told = load_dataset(f"csv:{data}", adjacency=Path(f"{path},kind=weights")).graph
+    assert told is not None and told.notes == () and told.num_edges == 30
+    assert by_link(told, told.edge_weight)[(0, 1)] == counts[0, 1]
+
+
+def test_a_sparse_distance_matrix_is_read_as_roads_when_told(tmp_path):
+    roads = np.zeros((6, 6))
+    for i in range(5):  # a chain of roads, 0 elsewhere: no road
+        roads[i, i + 1] = roads[i + 1, i] = 400.0 + 100 * i
+    path = write_matrix(tmp_path / "W.csv", roads)
+    assert links(read_adjacency_csv(path, IDS)) == {tuple(e) for e in np.argwhere(roads > 0)}
+    graph = read_adjacency_csv(path, IDS, kind="distances")
+    assert links(graph) == {tuple(e) for e in np.argwhere(roads > 0)}  # no road stays none
+    assert set(by_link(graph, graph.edge_weight).values()) == {1.0}  # as src,dst,cost reads
+    assert by_link(graph, graph.distance_km)[(0, 1)] == pytest.approx(0.4)
+    assert "road lengths in metres (kind=distances; median 600)" in graph.notes[0]
+    with pytest.raises(DatasetError, match="no entry above 0 off its diagonal: no road"):
+        read_adjacency_csv(
+            write_matrix(tmp_path / "Z.csv", np.zeros((6, 6))), IDS, kind="distances"
+        )
+
+
+def test_a_dense_matrix_told_to_be_distances_is_the_kernel_graph_as_guessed(tmp_path):
+    path = write_matrix(tmp_path / "W.csv", METRES)
+    told, guessed = read_adjacency_csv(path, IDS, kind="distances"), read_adjacency_csv(path, IDS)
+    assert links(told) == links(guessed) == GROUP_LINKS
+    np.testing.assert_allclose(told.edge_weight, guessed.edge_weight)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        (",kind=lengths", "kind='lengths'; use kind=weights or kind=distances"),
+        (",colour=red", "unknown option 'colour'; known: kind"),
+        (",kind=distances,kind=weights", "option 'kind' given twice"),
+    ],
+)
+def test_a_bad_adjacency_option_is_one_line(tmp_path, suffix, message):
+    path = write_matrix(tmp_path / "W.csv", METRES)
+    data = write_readings(tmp_path / "v.csv", 40)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"csv:{data}", adjacency=Path(f"{path}{suffix}"))
+
+
+def test_kind_is_refused_for_an_edge_list_and_negative_distances(tmp_path):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("src,dst,weight\ns0,s1,1\ns1,s0,1\n")
+    with pytest.raises(DatasetError, match="kind=distances is for a square matrix; an edge list"):
+        read_adjacency_csv(edges, IDS, kind="distances")
+    signed = METRES.copy()
+    signed[0, 1] = -5.0
+    with pytest.raises(GraphError, match="kind=distances: every entry must be a finite distance"):
+        matrix_graph(signed, "W", kind="distances")
+
+
+def test_a_sparse_npz_of_distances_and_a_path_with_a_comma(tmp_path):
+    import scipy.sparse
+
+    data = write_readings(tmp_path / "v.csv", 40)
+    roads = np.zeros((6, 6))
+    roads[0, 1] = roads[1, 0] = 500.0
+    roads[4, 5] = roads[5, 4] = 700.0
+    scipy.sparse.save_npz(tmp_path / "roads.npz", scipy.sparse.csr_matrix(roads))
+    told = Path(f"{tmp_path / 'roads.npz'},kind=distances")
+    graph = load_dataset(f"csv:{data}", adjacency=told).graph
+    assert graph is not None and links(graph) == {(0, 1), (1, 0), (4, 5), (5, 4)}
+    assert "the 6 x 6 sparse matrix is read as road lengths" in graph.notes[0]
+    assert by_link(graph, graph.distance_km)[(4, 5)] == pytest.approx(0.7)
+    scipy.sparse.save_npz(tmp_path / "dense.npz", scipy.sparse.csr_matrix(METRES))
+    dense = load_dataset(f"csv:{data}", adjacency=tmp_path / "dense.npz").graph
+    assert dense is not None and links(dense) == GROUP_LINKS  # stored sparse, read by the rules
+    odd = write_matrix(tmp_path / "a,kind=b.csv", METRES)  # a file that exists keeps its commas
+    assert links(load_dataset(f"csv:{data}", adjacency=odd).graph) == GROUP_LINKS

@@ -70,6 +70,7 @@ def zipped() -> bytes:
         (gzip.compress(zipped()), "gzip-compressed, and inside: a zip archive"),
         (gzip.compress(b""), "the file is empty"),
     ],
+    ids=["truncated", "nul-bytes", "latin-1", "zip-inside", "empty"],
 )  # fmt: skip
 def test_a_stream_that_is_no_csv_is_one_line(tmp_path, content, message):
     path = tmp_path / "speeds.csv.gz"

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,23 +61,30 @@ class ArrayReadings(NamedTuple):
     notes: tuple[str, ...]
 
 
-def split_options(kind: str, arg: str) -> tuple[Path, dict[str, str]]:
-    """``PATH[,name=value...]`` -> the path and the options, each checked by name."""
+def split_options(arg: str, allowed: Sequence[str], label: str) -> tuple[str, dict[str, str]]:
+    """``PATH[,name=value...]`` -> the path and the options, whose names must be in
+    ``allowed`` (a path that exists as written keeps its commas); ``label`` names the
+    argument in errors."""
     options: dict[str, str] = {}
     rest = arg
     while (m := _OPTION.match(rest)) and not Path(rest).expanduser().is_file():
         rest, name, value = m.group(1), m.group(2).lower(), m.group(3).strip()
-        if name not in OPTIONS[kind]:
-            known = ", ".join(OPTIONS[kind])
-            raise DatasetError(f"{kind}:{arg}: unknown option {name!r}; known: {known}")
+        if name not in allowed:
+            raise DatasetError(f"{label}: unknown option {name!r}; known: {', '.join(allowed)}")
         if name in options:
-            raise DatasetError(f"{kind}:{arg}: option {name!r} given twice")
+            raise DatasetError(f"{label}: option {name!r} given twice")
         options[name] = value
-    if not rest.strip():
+    return rest.strip(), options
+
+
+def file_spec(kind: str, arg: str) -> tuple[Path, dict[str, str]]:
+    """``kind:PATH[,name=value...]`` -> the path and the options of a data file."""
+    rest, options = split_options(arg, OPTIONS[kind], f"{kind}:{arg}")
+    if not rest:
         raise DatasetError(f"{kind} needs a path: {kind}:PATH, e.g. {kind}:data/PEMS04.{kind}")
     if options.get("zeros", "missing") not in ("missing", "keep"):
         raise DatasetError(f"{kind}:{arg}: zeros={options['zeros']!r}; use zeros=missing or keep")
-    return Path(rest.strip()).expanduser(), options
+    return Path(rest).expanduser(), options
 
 
 def read_npz(path: Path, options: dict[str, str]) -> ArrayReadings:

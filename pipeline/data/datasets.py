@@ -49,12 +49,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
 from models.panel import LabeledEvent, SensorPanel
 from pipeline.data.arrays import (
+    file_spec,
     numpy_errors,
     read_h5,
     read_h5_frame,
@@ -64,7 +66,14 @@ from pipeline.data.arrays import (
 )
 from pipeline.data.cells import DatasetError
 from pipeline.data.dcrnn_pickle import AdjacencyPickleError, read_adjacency_pickle
-from pipeline.data.distance_kernel import matrix_graph
+from pipeline.data.distance_kernel import (
+    DISTANCE_SHARE,
+    KINDS,
+    AdjacencyKind,
+    kernel_graph,
+    matrix_graph,
+    road_links,
+)
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
 from pipeline.data.readers import (
@@ -496,7 +505,7 @@ def load_csv(
 def load_array_file(kind: str, arg: str, *, adjacency: Path | None = None) -> SensorPanel:
     """``npz:``, ``h5:`` or ``parquet:PATH[,options]`` (:mod:`pipeline.data.arrays`) with
     an optional adjacency, read as for ``csv:PATH``."""
-    path, options = split_options(kind, arg)
+    path, options = file_spec(kind, arg)
     read = {"npz": read_npz, "h5": read_h5, "parquet": read_parquet}[kind]
     timestamps, values, ids, notes = read(path, options)
     graph = _adjacency(adjacency, ids)
@@ -508,14 +517,20 @@ def load_array_file(kind: str, arg: str, *, adjacency: Path | None = None) -> Se
 def _adjacency(
     adjacency: Path | None, ids: tuple[str, ...], *, unordered: str | None = None
 ) -> RoadGraph | None:
-    """The graph of ``--adjacency`` over the data's sensors ``ids``, if one is given."""
+    """The graph of ``--adjacency PATH[,kind=weights|distances]`` over the data's sensors
+    ``ids``, if one is given; ``kind`` says what a matrix's entries are."""
     if adjacency is None:
         return None
-    adjacency = Path(adjacency).expanduser()
-    require_file(adjacency, "check the --adjacency path")
-    if adjacency.suffix.lower() in BINARY_ADJACENCY:
-        return _binary_adjacency(adjacency, ids)
-    return read_adjacency_csv(adjacency, ids, unordered=unordered)
+    text, options = split_options(str(adjacency), ("kind",), f"--adjacency {adjacency}")
+    kind = options.get("kind", "auto")
+    if kind not in KINDS:
+        raise DatasetError(
+            f"--adjacency {adjacency}: kind={kind!r}; use kind=weights or kind=distances"
+        )
+    path = require_file(Path(text).expanduser(), "check the --adjacency path")
+    if path.suffix.lower() in BINARY_ADJACENCY:
+        return _binary_adjacency(path, ids, kind=cast(AdjacencyKind, kind))
+    return read_adjacency_csv(path, ids, unordered=unordered, kind=cast(AdjacencyKind, kind))
 
 
 # --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside), a numpy matrix
@@ -525,34 +540,37 @@ BINARY_ADJACENCY = (".pkl", ".pickle", ".npy", ".npz")
 _MATRIX_KEYS = ("adj", "adj_mx", "adjacency", "A", "W")
 
 
-def _binary_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
+def _binary_adjacency(
+    path: Path, ids: tuple[str, ...], *, kind: AdjacencyKind = "auto"
+) -> RoadGraph:
     """The graph of ``--adjacency`` given as DCRNN's ``adj_mx.pkl`` (its sensors matched to
     ``ids`` by name), a ``.npy`` square matrix, or an ``.npz`` holding a scipy sparse matrix
     (``scipy.sparse.save_npz``) or one square matrix, in the order of ``ids``; ``A[i, j]``
     is a link i -> j, as in a CSV matrix. Nothing is unpickled but DCRNN's pickle, by its
     restricted reader."""
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".npz"):
-        adj = _dcrnn_adjacency(path, ids)
-    else:
-        with numpy_errors(path, "not a numpy matrix"):
-            loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                if {"format", "shape"} <= set(loaded.files):
-                    return _sparse_adjacency(path, ids)
-                adj = _archived_matrix(path, loaded)
-        else:
-            adj = loaded
-        if adj.ndim != 2 or adj.shape != (len(ids), len(ids)):
-            raise DatasetError(
-                f"{path}: expected a {len(ids)} x {len(ids)} matrix (one row and column per "
-                f"sensor of the data, in its column order), got shape {adj.shape}"
-            )
-        if not np.issubdtype(adj.dtype, np.number) or not np.isfinite(adj).all():
-            raise DatasetError(f"{path}: the matrix must hold finite numbers")
+    if path.suffix.lower() not in (".npy", ".npz"):
+        return _binary_dense(path, _dcrnn_adjacency(path, ids), len(ids), kind)
+    with numpy_errors(path, "not a numpy matrix"):
+        loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return _binary_dense(path, loaded, len(ids), kind)
+    with loaded:
+        if {"format", "shape"} <= set(loaded.files):
+            return _sparse_adjacency(path, ids, kind)
+        return _binary_dense(path, _archived_matrix(path, loaded), len(ids), kind)
+
+
+def _binary_dense(path: Path, adj: np.ndarray, n: int, kind: AdjacencyKind) -> RoadGraph:
+    """The graph of the square matrix ``adj`` of ``path``, checked to be ``n x n`` numbers."""
+    if adj.ndim != 2 or adj.shape != (n, n):
+        raise DatasetError(
+            f"{path}: expected a {n} x {n} matrix (one row and column per "
+            f"sensor of the data, in its column order), got shape {adj.shape}"
+        )
+    if not np.issubdtype(adj.dtype, np.number) or not np.isfinite(adj).all():
+        raise DatasetError(f"{path}: the matrix must hold finite numbers")
     try:
-        return matrix_graph(np.asarray(adj, dtype=np.float64), path.name)
+        return matrix_graph(np.asarray(adj, dtype=np.float64), path.name, kind=kind)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
 
@@ -572,29 +590,36 @@ def _archived_matrix(path: Path, archive: np.lib.npyio.NpzFile) -> np.ndarray:
         return archive[key]
 
 
-def _sparse_adjacency(path: Path, ids: tuple[str, ...]) -> RoadGraph:
-    """A scipy sparse matrix (``save_npz``) as links ``row -> column`` weighted by its
-    entries, the diagonal and explicit zeros dropped (no dense copy: a large network's
-    matrix would not fit)."""
+def _sparse_adjacency(path: Path, ids: tuple[str, ...], kind: AdjacencyKind) -> RoadGraph:
+    """A scipy sparse matrix (``save_npz``) as links ``row -> column``: its entries above 0
+    off the diagonal, weights, or with ``kind=distances`` road lengths (links of weight 1,
+    as an edge list ``src,dst,cost``); without a dense copy, which a large network's matrix would
+    not fit in (a matrix stored sparse but dense is read as a dense one, by the rules)."""
     import scipy.sparse
 
     try:
         matrix = scipy.sparse.load_npz(path).tocoo()
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a scipy sparse matrix ({exc})") from None
-    if matrix.shape != (len(ids), len(ids)):
+    n = len(ids)
+    if matrix.shape != (n, n):
         raise DatasetError(
-            f"{path}: expected a {len(ids)} x {len(ids)} matrix (one row and column per "
+            f"{path}: expected a {n} x {n} matrix (one row and column per "
             f"sensor of the data, in its column order), got shape {matrix.shape}"
         )
-    weights = np.asarray(matrix.data, dtype=np.float64)
-    if not np.isfinite(weights).all() or (weights < 0).any():
-        raise DatasetError(f"{path}: the matrix must hold finite weights >= 0")
-    keep = (matrix.row != matrix.col) & (weights != 0)
+    values = np.asarray(matrix.data, dtype=np.float64)
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise DatasetError(f"{path}: the matrix must hold finite entries >= 0")
+    off = matrix.row != matrix.col
+    if kind == "auto" and np.count_nonzero(off) >= DISTANCE_SHARE * n * (n - 1):
+        return _binary_dense(path, matrix.toarray(), n, kind)
+    keep = off & (values != 0)
+    src, dst, values = matrix.row[keep], matrix.col[keep], values[keep]
     try:
-        return RoadGraph.from_edges(
-            matrix.row[keep], matrix.col[keep], num_nodes=len(ids), weight=weights[keep]
-        )
+        if kind == "distances":
+            what = f"the {n} x {n} sparse matrix"
+            return kernel_graph(road_links(src, dst, values, n, path.name, what), n)
+        return RoadGraph.from_edges(src, dst, num_nodes=n, weight=values)
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
 

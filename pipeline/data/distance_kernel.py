@@ -26,14 +26,15 @@ A matrix is read as distances when (each rule keeps a weight matrix out):
   ways, and ``d / sigma`` is then 2: the kernel would always drop the link).
 
 A dense matrix of weights above 1 with an empty diagonal (an origin-destination count
-matrix) passes these rules; the note says what to give instead. A distance matrix with
-0 for "no road" (mostly 0s) or in km with a median pair under 1 km does not, and is read
-as weights, as before.
+matrix) passes these rules, and a distance matrix with 0 for "no road" (mostly 0s) or in
+km with a median pair under 1 km does not: the user says which with
+``--adjacency PATH,kind=weights`` or ``kind=distances`` (:data:`KINDS`), and the note of
+a matrix read as distances says how.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -69,77 +70,135 @@ def looks_like_distances(matrix: np.ndarray) -> bool:
     return bool(np.mean(off > 0) >= DISTANCE_SHARE and np.median(off) > 1)
 
 
-class DistanceKernel(NamedTuple):
-    """The links of a distance matrix: ``weights[i, j]`` is link i -> j (0: no link),
-    ``distance_km[i, j]`` its length, ``note`` what was assumed."""
+# What ``--adjacency PATH,kind=...`` says a matrix holds; ``auto`` decides by the rules above.
+AdjacencyKind = Literal["auto", "weights", "distances"]
+KINDS: tuple[AdjacencyKind, ...] = ("auto", "weights", "distances")
 
-    weights: np.ndarray
+
+class DistanceKernel(NamedTuple):
+    """The links of a matrix of distances: ``src[e] -> dst[e]`` with kernel weight
+    ``weight[e]`` and length ``distance_km[e]``; ``note`` says what was assumed."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    weight: np.ndarray
     distance_km: np.ndarray
     note: str
 
 
-def distance_kernel(matrix: np.ndarray, source: str) -> DistanceKernel | None:
-    """The kernel graph of ``matrix`` (``[N, N]``, ``A[i, j]`` = i -> j, finite, >= 0)
-    when it is a matrix of distances, else None; ``source`` names it in the note.
+def distance_kernel(
+    matrix: np.ndarray, source: str, *, forced: bool = False
+) -> DistanceKernel | None:
+    """The graph of ``matrix`` (``[N, N]``, ``A[i, j]`` = i -> j, finite, >= 0) when it is
+    a matrix of distances (``forced``: the user said so), else None; ``source`` names it in
+    the note.
 
-    The unit is the edge-list rule (:func:`unit_by_median`) applied to the links between
-    neighbours: each sensor's distance to its nearest other sensor.
+    A dense matrix's links are DCRNN's kernel: a 0 off the diagonal is two sensors at one
+    place (``w = 1``) and ``sigma`` the std of all its entries (DCRNN's full ``dist_mx``).
+    A matrix that is not dense (only when ``forced``) lists roads, 0 for none: each is a
+    link of weight 1 and its length, as an edge list ``src,dst,cost`` is read
+    (:func:`road_links`; the kernel over the lengths of adjacent segments alone would drop
+    nearly every one).
     """
     a = np.asarray(matrix, dtype=np.float64)
-    if not looks_like_distances(a):
+    if not forced and not looks_like_distances(a):
         return None
     n = len(a)
     off = ~np.eye(n, dtype=bool)
-    sigma = float(a.std())
-    weights = np.exp(-np.square(a / sigma))
-    weights[(weights < KERNEL_CUT) | ~off] = 0.0
+    if not (n > 1 and np.mean(a[off] > 0) >= DISTANCE_SHARE):
+        src, dst = np.nonzero(off & (a > 0))
+        return road_links(src, dst, a[src, dst], n, source, f"the {n} x {n} matrix")
+    src, dst = np.nonzero(off)
+    d = a[src, dst]
+    sigma = float(a.std())  # > 0: a zero diagonal and most other entries above 0
+    w = np.exp(-np.square(d / sigma))
+    keep = w >= KERNEL_CUT
     nearest = np.where(a > 0, a, np.inf).min(axis=1)
-    km_per_unit, median = unit_by_median(nearest)
+    km_per_unit, median = unit_by_median(nearest[np.isfinite(nearest)])
     metres = km_per_unit < 1
-    unit = "metres" if metres else "kilometres"
 
     def length(x: float) -> str:
         return f"{x:,.0f} m" if metres else f"{x:,.4g} km"
 
-    kept = int(np.count_nonzero(weights))
-    cut = sigma * np.sqrt(np.log(1 / KERNEL_CUT))
-    same = int(np.count_nonzero(a[off] == 0))
-    others = "every other entry" if same == 0 else f"all but {same} other entries"
+    if forced:
+        what = f"the {n} x {n} matrix (kind=distances)"
+    else:
+        same = int(np.count_nonzero(a[off] == 0))
+        others = "every other entry" if same == 0 else f"all but {same} other entries"
+        what = f"a {n} x {n} matrix with a zero diagonal and {others} above 0"
+    cut = length(sigma * np.sqrt(np.log(1 / KERNEL_CUT)))
     note = (
-        f"note: {source}: a {n} x {n} matrix with a zero diagonal and {others} above 0 is "
-        f"read as road distances in {unit} (median distance to the nearest sensor "
+        f"note: {source}: {what} is read as road distances in "
+        f"{'metres' if metres else 'kilometres'} (median distance to the nearest sensor "
         f"{length(median)}), not link weights: links are DCRNN's kernel exp(-(d / sigma)^2) "
         f"with sigma = {length(sigma)} (std of the entries), those under {KERNEL_CUT:g} "
-        f"(d > {length(cut)}) dropped: {kept} of the {n * (n - 1)} pairs are linked. If "
-        "these are not distances, give weights (0 for no link, at most 1) or an edge list "
-        "src,dst,weight"
+        f"(d > {cut}) dropped: {int(keep.sum())} of the {n * (n - 1)} pairs are linked."
     )
-    return DistanceKernel(weights, a * km_per_unit, note)
+    if not forced:
+        note += (
+            " If these are not distances, add ,kind=weights to the --adjacency path (or give "
+            "an edge list src,dst,weight)"
+        )
+    return DistanceKernel(src[keep], dst[keep], w[keep], d[keep] * km_per_unit, note)
 
 
-def matrix_graph(matrix: np.ndarray, source: str, *, coords: np.ndarray | None = None) -> RoadGraph:
+def road_links(
+    src: np.ndarray, dst: np.ndarray, distance: np.ndarray, n: int, source: str, what: str
+) -> DistanceKernel:
+    """Roads ``src[e] -> dst[e]`` of length ``distance[e]`` (> 0; unit by the median road,
+    :func:`unit_by_median`) as links of weight 1, with the note."""
+    d = np.asarray(distance, dtype=np.float64)
+    if not len(d):
+        raise GraphError(f"{what} has no entry above 0 off its diagonal: no road to link")
+    km_per_unit, median = unit_by_median(d)
+    unit = "metres" if km_per_unit < 1 else "kilometres"
+    note = (
+        f"note: {source}: {what} is read as road lengths in {unit} (kind=distances; median "
+        f"{median:,.4g}): each entry above 0 off the diagonal is a road of weight 1, 0 is no "
+        f"road, as an edge list src,dst,cost is read: {len(d)} links of the {n * (n - 1)} "
+        "pairs"
+    )
+    return DistanceKernel(src, dst, np.ones_like(d), d * km_per_unit, note)
+
+
+def matrix_graph(
+    matrix: np.ndarray,
+    source: str,
+    *,
+    coords: np.ndarray | None = None,
+    kind: AdjacencyKind = "auto",
+) -> RoadGraph:
     """The graph of an adjacency ``matrix`` (``A[i, j]`` = link i -> j, as DCRNN's
     ``adj_mx``): its entries as weights, or the :func:`distance_kernel` graph with its
-    note in ``RoadGraph.notes`` when they are distances. Raises GraphError when the
-    kernel keeps no link."""
+    note in ``RoadGraph.notes`` when they are distances (``kind``: what the user says they
+    are, ``auto`` by the module's rules). Raises GraphError when the kernel keeps no link."""
     a = np.asarray(matrix, dtype=np.float64)
-    kernel = distance_kernel(a, source) if np.isfinite(a).all() and (a >= 0).all() else None
+    usable = bool(np.isfinite(a).all() and (a >= 0).all())
+    if kind == "distances" and not usable:
+        raise GraphError("kind=distances: every entry must be a finite distance >= 0")
+    kernel = None
+    if kind != "weights" and usable:
+        kernel = distance_kernel(a, source, forced=kind == "distances")
     if kernel is None:
         return RoadGraph.from_adjacency(a.T, coords=coords)  # from_adjacency: A[i, j] = j -> i
-    src, dst = np.nonzero(kernel.weights)
-    if not len(src):
+    return kernel_graph(kernel, len(a), coords=coords)
+
+
+def kernel_graph(kernel: DistanceKernel, n: int, *, coords: np.ndarray | None = None) -> RoadGraph:
+    """The road graph of ``kernel``'s links over ``n`` sensors, its note in ``notes``."""
+    if not len(kernel.src):
         raise GraphError(
-            f"read as road distances, every pair of the {len(a)} sensors is farther apart than "
+            f"read as road distances, every pair of the {n} sensors is farther apart than "
             "DCRNN's kernel keeps (exp(-(d / sigma)^2) >= 0.1, sigma = the std of the "
-            "entries), so no link is left; give weights (0 for no link) or an edge list "
+            "distances), so no link is left; give weights (0 for no link) or an edge list "
             "src,dst,weight"
         )
     graph = RoadGraph.from_edges(
-        src,
-        dst,
-        num_nodes=len(a),
-        weight=kernel.weights[src, dst],
-        distance_km=kernel.distance_km[src, dst],
+        kernel.src,
+        kernel.dst,
+        num_nodes=n,
+        weight=kernel.weight,
+        distance_km=kernel.distance_km,
         coords=coords,
     )
     graph.notes = (kernel.note,)

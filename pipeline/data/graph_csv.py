@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.cells import MISSING_TOKENS, DatasetError, filled
-from pipeline.data.distance_kernel import matrix_graph, unit_by_median
+from pipeline.data.distance_kernel import AdjacencyKind, matrix_graph, unit_by_median
 from pipeline.data.graph import GraphError, RoadGraph
 from pipeline.data.readers import (
     INDEX_NAMES,
@@ -58,6 +58,7 @@ def read_adjacency_csv(
     *,
     coords: np.ndarray | None = None,
     unordered: str | None = None,
+    kind: AdjacencyKind = "auto",
 ) -> RoadGraph:
     """A road graph over ``sensor_ids`` from a square matrix CSV or an edge list CSV.
 
@@ -88,7 +89,8 @@ def read_adjacency_csv(
     0 is. ``unordered`` says why ``sensor_ids`` are in no order a user would write a matrix
     in (a long-format file's order of first appearance): a matrix must then name them.
     A matrix of road distances becomes DCRNN's thresholded Gaussian kernel graph, with a
-    note (:func:`~pipeline.data.distance_kernel.matrix_graph`).
+    note (:func:`~pipeline.data.distance_kernel.matrix_graph`); ``kind`` says what a
+    matrix's entries are instead of those rules, and is refused for an edge list.
     """
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: the adjacency file is empty")
@@ -125,8 +127,14 @@ def read_adjacency_csv(
             "list src,dst[,weight]; add a header line: the sensor ids for a matrix, or "
             "src,dst,weight for an edge list"
         )
+    as_edges = edge_shaped and (named or (ends.all() and not id_header))
+    if kind != "auto" and as_edges:
+        raise DatasetError(
+            f"{path}: kind={kind} is for a square matrix; an edge list says what its columns "
+            "hold by their names (weight, distance_m, distance_km, cost)"
+        )
     try:
-        if edge_shaped and (named or (ends.all() and not id_header)):
+        if as_edges:
             graph = _edge_list(path, raw, ids, coords, lines, headed=named)
         elif headed or (cols == n and rows in (n, n + 1)) or (cols == n + 1 and rows == n + 1):
             if unordered is not None and not headed and len(raw) == len(ids):
@@ -135,7 +143,7 @@ def read_adjacency_csv(
                     "give the matrix a first line of sensor ids, or use an edge list "
                     "src,dst[,weight]"
                 )
-            graph = _matrix(path, raw, ids, coords, lines, headed=headed)
+            graph = _matrix(path, raw, ids, coords, lines, headed=headed, kind=kind)
         elif (header := _matrix_header(raw, known)) is not None:
             _check_header(path, header, ids, int(lines[0]))
         elif ends.any():
@@ -206,9 +214,11 @@ def _matrix(
     lines: np.ndarray,
     *,
     headed: bool = False,
+    kind: AdjacencyKind = "auto",
 ) -> RoadGraph:
     """The graph of an adjacency matrix ``raw``, with a header row when ``headed`` or one
-    row more than sensors; ``lines`` are the file lines of its rows."""
+    row more than sensors; ``lines`` are the file lines of its rows; ``kind`` what its
+    entries are (:func:`~pipeline.data.distance_kernel.matrix_graph`)."""
     n = len(ids)
     body, order = raw, None
     if len(raw) == n + 1 or headed:
@@ -250,7 +260,7 @@ def _matrix(
     matrix[matrix.astype(np.float32) == 0] = 0.0  # 1e-300 is 0 as kept: no link
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
-    return matrix_graph(matrix, path.name, coords=coords)  # a row lists its links out
+    return matrix_graph(matrix, path.name, coords=coords, kind=kind)  # a row lists links out
 
 
 def _matrix_header(raw: pd.DataFrame, known: set[str]) -> list[str] | None:
