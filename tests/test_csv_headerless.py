@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from pipeline.data.cells import DatasetError
 from pipeline.data.datasets import load_dataset
 
 
@@ -94,3 +95,24 @@ def test_data_info_shows_the_notes(tmp_path):
     result = CliRunner().invoke(app, ["data", "info", f"csv:{path}"])
     assert result.exit_code == 0, result.output
     assert "V.csv has no header" in result.output and "no time column" in result.output
+
+
+def test_the_user_says_whether_the_first_line_is_a_header(tmp_path):
+    rows = ["12,7,3"] + [f"{k % 7},{k % 5},{k % 3}" for k in range(30)]  # ids or counts?
+    path = write(tmp_path / "counts.csv", rows)
+    assert load_dataset(f"csv:{path}").sensor_ids == ("12", "7", "3")  # ids, by the rules
+    told = load_dataset(f"csv:{path},header=none")
+    assert told.sensor_ids == ("0", "1", "2") and told.n_time == 31
+    np.testing.assert_array_equal(told.values[0], [12, 7, 3])
+    readings = tmp_path / "V.csv"
+    np.savetxt(readings, speeds(), delimiter=",", fmt="%.3f")
+    named = load_dataset(f"csv:{readings},header=first")  # decimals named as sensors
+    assert named.n_time == 39 and named.sensor_ids[0] == f"{speeds()[0, 0]:.3f}"
+    stamps = [f"2024-03-01 00:{k * 5:02d}" for k in range(6)]
+    stamped = write(tmp_path / "t.csv", [f"{t},{k},{k + 1}" for k, t in enumerate(stamps)])
+    with pytest.raises(DatasetError, match=r"or read it as it is with csv:PATH,header=none"):
+        load_dataset(f"csv:{stamped}")
+    panel = load_dataset(f"csv:{stamped},header=none")
+    assert panel.sensor_ids == ("0", "1") and panel.n_time == 6
+    with pytest.raises(DatasetError, match="header='maybe'; use header=none"):
+        load_dataset(f"csv:{path},header=maybe")

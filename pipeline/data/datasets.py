@@ -334,14 +334,22 @@ def load_dataset(
     if name in ("npz", "h5", "parquet"):
         return load_array_file(name, arg, adjacency=adjacency)
     if name == "csv":
-        if not arg:
+        text, options = split_options(arg, ("header",), f"csv:{arg}")
+        if not text:
             raise DatasetError("csv needs a path: csv:PATH, e.g. csv:data/speeds.csv")
+        header = options.get("header")
+        if header not in (None, "none", "first"):
+            raise DatasetError(
+                f"csv:{arg}: header={header!r}; use header=none (the first line holds "
+                "readings) or header=first (it names the sensors)"
+            )
         return load_csv(
-            Path(arg).expanduser(),
+            Path(text).expanduser(),
             adjacency=adjacency,
             index_col=index_col,
             no_index=no_index,
             timezone=timezone,
+            has_header=None if header is None else header == "first",
         )
     root = dataset_dir(data_dir)
     if name == "los-loop":
@@ -483,18 +491,20 @@ def load_csv(
     index_col: str | None = None,
     no_index: bool = False,
     timezone: str | None = None,
+    has_header: bool | None = None,
 ) -> SensorPanel:
     """A wide CSV panel (rules in :mod:`pipeline.data.readers`) with an optional adjacency
     (:mod:`pipeline.data.graph_csv`);
     ``index_col`` names the time or row-index column, ``no_index`` reads every column as a
-    sensor, ``timezone`` is where timestamps without a UTC offset were written."""
+    sensor, ``timezone`` is where timestamps without a UTC offset were written,
+    ``has_header`` whether the first line names the sensors (None: by its content)."""
     require_file(path, "check the path given after csv:")
     if timezone is not None:
         zone_info(timezone)  # an unknown zone is named before the file is read
     timestamps, values, ids, notes = read_wide_csv(
-        path, index_col=index_col, no_index=no_index, timezone=timezone
+        path, index_col=index_col, no_index=no_index, timezone=timezone, has_header=has_header
     )
-    long = is_long_csv(path, index_col=index_col, no_index=no_index)
+    long = has_header is not False and is_long_csv(path, index_col=index_col, no_index=no_index)
     order = f"in order of first appearance in the long-format {path.name} ({', '.join(ids[:3])}...)"
     graph = _adjacency(adjacency, ids, unordered=order if long else None)
     return SensorPanel.from_values(

@@ -37,7 +37,8 @@ Rules (each one tested):
   a row of readings: every line is read, the sensors are named by position
   (``0`` to ``N-1``, the order a matrix without a header is read in) and the panel's
   notes say so. Whole numbers written once each (``773869``, ``0,1,2``) are sensor ids.
-  A first line of a timestamp then numbers is refused (add a header).
+  A first line of a timestamp then numbers is refused (add a header). ``csv:PATH,
+  header=none`` (or ``header=first``) says which it is instead of these rules.
 * **No timestamp column**: a first column of strictly increasing whole numbers that
   mostly go up by one, or by one constant step (from ``MIN_INDEX_ROWS`` rows on), is a
   row index whatever its name (``step``, ``idx``, ``""``..., unless the name is a
@@ -169,20 +170,25 @@ def require_file(path: Path, hint: str) -> Path:
 
 
 def read_table(
-    path: Path, *, drop_first: bool | None = None, index_col: str | None = None
+    path: Path,
+    *,
+    drop_first: bool | None = None,
+    index_col: str | None = None,
+    has_header: bool | None = None,
 ) -> Table:
     """Read a wide CSV with one header line into a :class:`Table`.
 
     ``drop_first`` says whether the first column is a time or index column (True), a
     sensor (False) or to decide by its name and content (None, see the module doc);
-    ``index_col`` names that column wherever it is (it is then moved first and dropped).
+    ``index_col`` names that column wherever it is (it is then moved first and dropped);
+    ``has_header`` whether the first line is a header (None: decide by its content).
     """
     comments = comment_lines(path)
     header, lines = scan(path, comments=comments)
-    headerless = _headerless(header)
+    headerless = _headerless(header) if has_header is None else not has_header
     if not lines.size and not headerless:
         raise DatasetError(f"{path}: the header has no data rows under it")
-    if _is_data_row(header):
+    if has_header is None and _is_data_row(header):
         raise DatasetError(_no_header(path, header))
     raw = _cells(path, header, lines, comments)
     notes: tuple[str, ...] = ()
@@ -308,7 +314,8 @@ def _no_header(path: Path, header: Sequence[str]) -> str:
         )
     return (
         f"{path}: line {line} ({shown}) holds readings, not column names: the file has no "
-        "header; add a first line naming the columns (the sensor ids)"
+        "header; add a first line naming the columns (the sensor ids), or read it as it is "
+        "with csv:PATH,header=none (sensors named by position)"
     )
 
 
@@ -848,6 +855,7 @@ def read_wide_csv(
     index_col: str | None = None,
     no_index: bool = False,
     timezone: str | None = None,
+    has_header: bool | None = None,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """Read a wide CSV (optional time column, one column per sensor) onto a regular grid.
 
@@ -855,11 +863,13 @@ def read_wide_csv(
     the notes say what the file left to an assumption (no header, no time column).
     Without a time column, row k is at ``start + k * freq``. ``index_col`` names the time
     or index column; ``no_index`` reads every column as a sensor; ``timezone`` (an IANA
-    name) is where timestamps without an offset were written (default UTC).
+    name) is where timestamps without an offset were written (default UTC); ``has_header``
+    whether the first line is a header of sensor ids (None: decide by its content).
     """
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
-    where = None if index_col is not None or no_index else _long_columns(_first_row(path))
+    fixed = index_col is not None or no_index or has_header is False
+    where = None if fixed else _long_columns(_first_row(path))
     if where is not None:  # long format (is_long_csv)
         comments = comment_lines(path)
         header, lines = scan(path, comments=comments)
@@ -872,7 +882,12 @@ def read_wide_csv(
         )
         return grid, values, ids, ()
     try:
-        table = read_table(path, drop_first=False if no_index else has_time, index_col=index_col)
+        table = read_table(
+            path,
+            drop_first=False if no_index else has_time,
+            index_col=index_col,
+            has_header=has_header,
+        )
     except DatasetError as exc:
         raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
     check_float32(path, table.values, table.lines, table.columns)
