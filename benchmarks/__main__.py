@@ -12,6 +12,7 @@ import time
 
 BENCHMARKS = (
     "data_scale",
+    "data_formats",
     "kafka_io",
     "forecast_accuracy",
     "generalization",

@@ -30,6 +30,9 @@ def _positive(value: Any) -> bool:
 
 CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "data_scale": lambda d: all(_positive(n["hops3_ffr_pairs"]) for n in d["networks"]),
+    "data_formats": lambda d: all(
+        r["same_readings_as_csv"] and _positive(r["median_s"]) for r in d["formats"]
+    ),
     "kafka_io": lambda d: all(_positive(r["median_per_s"]) for r in d["results"]),
     "forecast_accuracy": lambda d: (
         {"ar", "lstm", "tgclstm"} <= set(d["metrics"]["models"])
