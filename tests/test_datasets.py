@@ -646,6 +646,7 @@ def test_cli_data_list_and_fetch_failure(tmp_path):
     assert listing.exit_code == 0, listing.output
     for name in DATASETS:
         assert name in listing.output
+    assert "csv:PATH, npz:PATH, h5:PATH or parquet:PATH" in " ".join(listing.output.split())
     fetch = runner.invoke(
         app,
         [

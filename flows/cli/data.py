@@ -40,7 +40,14 @@ def data_list(
             here = "yes" if found == len(required) else f"{found}/{len(required)} files"
         cells = (info.name, here, f"{info.description} ({info.source})", info.licence)
         table.add_row(*map(literal, cells))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(
+        literal(
+            "your own network: csv:PATH, npz:PATH, h5:PATH or parquet:PATH, with --adjacency "
+            "(the README's 'Data sets' lists each one's options)"
+        )
+    )
 
 
 @app.command("info")
