@@ -399,7 +399,7 @@ def _train_values(p: Mapping[str, Any]) -> None:
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
     from models.nn.devices import device_spec
-    from pipeline.data.datasets import parse_spec
+    from pipeline.data.datasets import check_spec
     from pipeline.data.timestamps import zone_info
     from pipeline.registry.versions import check_label
 
@@ -412,7 +412,7 @@ def _train_values(p: Mapping[str, Any]) -> None:
         test=p["test"], valid=p["valid"],
     )  # fmt: skip
     check_label(p["label"])
-    parse_spec(p["data"])
+    check_spec(p["data"], p["adjacency"])
     device_spec(p["device"])
     if p["tune"] is not None:
         parse_budget(p["tune"])
@@ -449,10 +449,10 @@ def _forecast_values(p: Mapping[str, Any]) -> None:
 
 
 def _replay_values(p: Mapping[str, Any]) -> None:
-    from pipeline.data.datasets import parse_spec
+    from pipeline.data.datasets import check_spec
     from pipeline.kafka.replay import check_speed_limit
 
-    parse_spec(p["data"])
+    check_spec(p["data"], p["adjacency"])
     _bootstrap(p["bootstrap"])
     check_speed_limit(p["speedup"], p["limit"])
 

@@ -102,7 +102,7 @@ THREE = {"data": np.ones((50, 2, 3))}
         (TWO, ",freq=0", "freq='0' must be a positive number of minutes"),
         (TWO, ",start=soon", "start='soon' is not a date"),
         (TWO, ",colour=red", "unknown option 'colour'; known: key, feature"),
-        (TWO, ",zeros=maybe", "zeros='maybe'; use zeros=missing or keep"),
+        (TWO, ",zeros=maybe", "zeros='maybe'; use zeros=missing or zeros=keep"),
     ],
 )  # fmt: skip
 def test_what_an_npz_cannot_give_is_one_line_naming_the_fix(tmp_path, arrays, option, message):

@@ -95,6 +95,13 @@ def test_a_short_line_is_not_cut() -> None:
         ([], ["replay.limit=-3"], "limit must be >= 0 steps, got -3"),
         ([], ["replay.data=nosuch:x"], "unknown data set 'nosuch:x'"),
         ([], ['train.data=""'], "unknown data set ''"),
+        (
+            [],
+            ["train.data=npz:/data/PEMS04.npz,feature=1,zero=missing"],
+            "unknown option 'zero'; known: key, feature, start, freq, zeros",
+        ),
+        ([], ["replay.data=csv:/data/flow.csv,header=maybe"], "header='maybe'; use header=none"),
+        ([], ["train.adjacency=/data/od.csv,kind=counts"], "kind='counts'; use kind=weights"),
         ([], ["train.device=quantum"], "unknown device 'quantum'; use 'auto', 'cpu', 'cuda'"),
     ],
 )
@@ -117,7 +124,8 @@ def test_deploy_takes_values_the_workers_may_run() -> None:
                 "replay.limit=0",
                 "replay.data=simulated:sensors=3,hours=1",
                 "train.device=cuda:1",  # the worker's GPUs, not this machine's
-                "train.data=csv:/data/flow.csv",
+                "train.data=npz:/data/PEMS04.npz,feature=2,start=2018-01-01,freq=5",
+                "train.adjacency=/data/PEMS04.csv,kind=distances",
             ]
         )
     }

@@ -125,13 +125,13 @@ def train(
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
     from models.nn.devices import resolve_device
-    from pipeline.data.datasets import parse_spec
+    from pipeline.data.datasets import check_spec
     from pipeline.registry.versions import MAX_LABEL_CHARS, label_problem
 
     console = Console()
     try:
         resolve_device(device)
-        parse_spec(data)  # an unknown data set fails here, before Prefect starts
+        check_spec(data, adjacency)  # a bad data spec fails here, before Prefect starts
         if tune is not None:
             parse_budget(tune)
         if index_col is not None and no_index:

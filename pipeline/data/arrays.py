@@ -42,11 +42,20 @@ from pipeline.data.cells import DatasetError
 from pipeline.data.readers import DEFAULT_FREQ, DEFAULT_START, require_file
 from pipeline.data.timestamps import to_regular_grid
 
+# The options of each ``kind:PATH[,name=value...]`` data spec, and the values of those
+# that take a word.
 OPTIONS = {
+    "csv": ("header",),
     "npz": ("key", "feature", "start", "freq", "zeros"),
     "h5": ("key", "start", "freq", "zeros"),
     "parquet": ("start", "freq", "zeros"),
 }
+_WORDS = {
+    "zeros": ("missing", "keep"),  # an exact 0 is no reading / a reading
+    "header": ("none", "first"),  # the first line holds readings / names the sensors
+}
+_EXAMPLE = {"csv": "data/speeds.csv", "npz": "data/PEMS04.npz", "h5": "data/pems-bay.h5",
+            "parquet": "data/flow.parquet"}  # fmt: skip
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _OPTION = re.compile(r"^(.*),([A-Za-z_]+)=([^,]*)$", re.S)
 
@@ -78,12 +87,15 @@ def split_options(arg: str, allowed: Sequence[str], label: str) -> tuple[str, di
 
 
 def file_spec(kind: str, arg: str) -> tuple[Path, dict[str, str]]:
-    """``kind:PATH[,name=value...]`` -> the path and the options of a data file."""
+    """``kind:PATH[,name=value...]`` -> the path and the options of a data file, their
+    names and words checked (no file is read)."""
     rest, options = split_options(arg, OPTIONS[kind], f"{kind}:{arg}")
     if not rest:
-        raise DatasetError(f"{kind} needs a path: {kind}:PATH, e.g. {kind}:data/PEMS04.{kind}")
-    if options.get("zeros", "missing") not in ("missing", "keep"):
-        raise DatasetError(f"{kind}:{arg}: zeros={options['zeros']!r}; use zeros=missing or keep")
+        raise DatasetError(f"{kind} needs a path: {kind}:PATH, e.g. {kind}:{_EXAMPLE[kind]}")
+    for name, words in _WORDS.items():
+        if name in options and options[name] not in words:
+            allowed = " or ".join(f"{name}={w}" for w in words)
+            raise DatasetError(f"{kind}:{arg}: {name}={options[name]!r}; use {allowed}")
     return Path(rest).expanduser(), options
 
 

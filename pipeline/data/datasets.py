@@ -334,17 +334,10 @@ def load_dataset(
     if name in ("npz", "h5", "parquet"):
         return load_array_file(name, arg, adjacency=adjacency)
     if name == "csv":
-        text, options = split_options(arg, ("header",), f"csv:{arg}")
-        if not text:
-            raise DatasetError("csv needs a path: csv:PATH, e.g. csv:data/speeds.csv")
+        path, options = file_spec("csv", arg)
         header = options.get("header")
-        if header not in (None, "none", "first"):
-            raise DatasetError(
-                f"csv:{arg}: header={header!r}; use header=none (the first line holds "
-                "readings) or header=first (it names the sensors)"
-            )
         return load_csv(
-            Path(text).expanduser(),
+            path,
             adjacency=adjacency,
             index_col=index_col,
             no_index=no_index,
@@ -531,16 +524,31 @@ def _adjacency(
     ``ids``, if one is given; ``kind`` says what a matrix's entries are."""
     if adjacency is None:
         return None
-    text, options = split_options(str(adjacency), ("kind",), f"--adjacency {adjacency}")
-    kind = options.get("kind", "auto")
-    if kind not in KINDS:
-        raise DatasetError(
-            f"--adjacency {adjacency}: kind={kind!r}; use kind=weights or kind=distances"
-        )
+    text, kind = adjacency_spec(str(adjacency))
     path = require_file(Path(text).expanduser(), "check the --adjacency path")
     if path.suffix.lower() in BINARY_ADJACENCY:
-        return _binary_adjacency(path, ids, kind=cast(AdjacencyKind, kind))
-    return read_adjacency_csv(path, ids, unordered=unordered, kind=cast(AdjacencyKind, kind))
+        return _binary_adjacency(path, ids, kind=kind)
+    return read_adjacency_csv(path, ids, unordered=unordered, kind=kind)
+
+
+def adjacency_spec(text: str) -> tuple[str, AdjacencyKind]:
+    """``PATH[,kind=weights|distances]`` -> the path and what its matrix holds (``auto``:
+    the rules decide); no file is read."""
+    path, options = split_options(text, ("kind",), f"--adjacency {text}")
+    kind = options.get("kind", "auto")
+    if kind not in KINDS:
+        raise DatasetError(f"--adjacency {text}: kind={kind!r}; use kind=weights or kind=distances")
+    return path, cast(AdjacencyKind, kind)
+
+
+def check_spec(spec: str, adjacency: str | None = None) -> None:
+    """Refuse a data spec, or an adjacency, whose name or options are wrong, without
+    reading any file (a deployment checks its parameters where the files are not)."""
+    name, arg = parse_spec(spec)
+    if name in FILE_KINDS:
+        file_spec(name, arg)
+    if adjacency:
+        adjacency_spec(adjacency)
 
 
 # --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside), a numpy matrix
