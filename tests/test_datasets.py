@@ -829,3 +829,15 @@ def test_adjacency_may_be_a_numpy_matrix_in_the_data_order(tmp_path):
     (tmp_path / "junk.npy").write_text("a,b\n")
     with pytest.raises(DatasetError, match=r"junk.npy: not a numpy matrix"):
         load_dataset(f"csv:{data}", adjacency=tmp_path / "junk.npy")
+
+
+def test_a_dcrnn_network_of_ones_own_reads_as_h5_with_its_pickle(tmp_path):
+    """``h5:PATH,zeros=missing --adjacency adj_mx.pkl`` reads what ``metr-la`` reads, from
+    files anywhere (a DCRNN-format network that is not one of the named data sets)."""
+    write_dcrnn(tmp_path, "metr-la", "metr-la.h5", "adj_mx.pkl")
+    folder = tmp_path / "metr-la"
+    named = load_dataset("metr-la", data_dir=tmp_path)
+    own = load_dataset(f"h5:{folder / 'metr-la.h5'},zeros=missing", adjacency=folder / "adj_mx.pkl")
+    assert own.sensor_ids == named.sensor_ids and own.timestamps.equals(named.timestamps)
+    np.testing.assert_array_equal(own.mask, named.mask)
+    assert pairs(own.graph) == pairs(named.graph) == {(0, 1)}
