@@ -275,3 +275,24 @@ def test_a_sparse_adjacency_of_another_size_or_with_negative_weights_is_named(tm
     scipy.sparse.save_npz(tmp_path / "signed.npz", signed)
     with pytest.raises(DatasetError, match="must hold finite entries >= 0"):
         load_dataset(f"npz:{data}", adjacency=tmp_path / "signed.npz")
+
+
+@pytest.mark.parametrize("suffix", ["h5", "parquet"])
+def test_a_table_s_times_are_checked_and_named_by_row(tmp_path, suffix):
+    def written(name: str, frame: pd.DataFrame) -> str:
+        path = tmp_path / f"{name}.{suffix}"
+        frame.to_hdf(path, key="x") if suffix == "h5" else frame.to_parquet(path)
+        return f"{suffix}:{path}"
+
+    frame = sensor_table(100)
+    shuffled = load_dataset(written("shuffled", frame.sample(frac=1, random_state=0)))
+    np.testing.assert_allclose(shuffled.values, frame.to_numpy(), rtol=1e-6)  # put in order
+    local = load_dataset(written("local", frame.tz_localize("America/Los_Angeles")))
+    assert local.timestamps[0] == pd.Timestamp("2024-03-01 08:00", tz="UTC")
+    with pytest.raises(DatasetError, match=r"duplicate timestamp .* at rows 0 and 100"):
+        load_dataset(written("twice", pd.concat([frame, frame.iloc[:1]])))
+    jitter = frame.index + pd.to_timedelta(np.r_[0, 17, np.zeros(98)], unit="s")
+    with pytest.raises(DatasetError, match="irregular timestamps: row 1 is"):
+        load_dataset(written("jitter", frame.set_axis(jitter)))
+    with pytest.raises(DatasetError, match=r"a row has no timestamp \(NaT\)"):
+        load_dataset(written("nat", frame.set_axis(frame.index.insert(3, pd.NaT)[:100])))

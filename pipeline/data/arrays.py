@@ -355,7 +355,10 @@ def frame_readings(
         if index.hasnans:
             raise DatasetError(f"{path}: a row has no timestamp (NaT); drop or fill it")
         times = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-        timestamps, values = to_regular_grid(times, values, source=str(path))
+        rows = np.arange(len(times))
+        timestamps, values = to_regular_grid(
+            times, values, source=str(path), lines=rows, line="row"
+        )
     else:
         timestamps = _assumed_clock(path, len(values), options, notes)
     return ArrayReadings(timestamps, values, ids, tuple(notes))

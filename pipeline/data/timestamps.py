@@ -408,6 +408,7 @@ def to_regular_grid(
     source: str,
     lines: np.ndarray | None = None,
     irregular: Literal["error", "resample"] = "error",
+    line: str = "line",
 ) -> tuple[pd.DatetimeIndex, np.ndarray]:
     """Place rows stamped ``times`` (UTC) on a regular grid; see the module doc for rules.
 
@@ -418,6 +419,7 @@ def to_regular_grid(
     source : what to name in errors (a path).
     lines : file line of each row, for errors.
     irregular : "error" rejects irregular spacing; "resample" averages into cells.
+    line : what ``lines`` number in errors (``"row"`` for a table's rows from 0).
 
     Returns
     -------
@@ -446,7 +448,7 @@ def to_regular_grid(
             else ""
         )
         raise DatasetError(
-            f"{source}: duplicate timestamp {pd.Timestamp(t[k], tz='UTC')} at lines "
+            f"{source}: duplicate timestamp {pd.Timestamp(t[k], tz='UTC')} at {line}s "
             f"{lines[k]} and {lines[k + 1]}{hint}; keep one reading per time"
         )
     if not positive.size:
@@ -457,7 +459,7 @@ def to_regular_grid(
             k = int(np.flatnonzero(off)[0])
             apart, every = duration_text(diffs[k] / 1e9), duration_text(step / 1e9)
             raise DatasetError(
-                f"{source}: irregular timestamps: line {lines[k + 1]} is {apart} after the "
+                f"{source}: irregular timestamps: {line} {lines[k + 1]} is {apart} after the "
                 f"previous row, not a multiple of the step {every}; resample to a regular grid "
                 "first"
             )
@@ -471,7 +473,7 @@ def to_regular_grid(
         k = int(np.argmax(diffs))
         apart, every = duration_text(diffs[k] / 1e9), duration_text(step / 1e9)
         raise DatasetError(
-            f"{source}: line {lines[k + 1]} is {apart} after the previous "
+            f"{source}: {line} {lines[k + 1]} is {apart} after the previous "
             f"row; on a grid of {every} the {len(t)} rows would span {n_cells} "
             "steps, almost all missing: check that timestamp, or split the file at the gap"
         )
