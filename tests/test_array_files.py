@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,14 @@ def test_a_table_s_times_are_checked_and_named_by_row(tmp_path, suffix):
         load_dataset(written("jitter", frame.set_axis(jitter)))
     with pytest.raises(DatasetError, match=r"a row has no timestamp \(NaT\)"):
         load_dataset(written("nat", frame.set_axis(frame.index.insert(3, pd.NaT)[:100])))
+
+
+@pytest.mark.parametrize(
+    ("kind", "module", "extra"), [("parquet", "pyarrow", "parquet"), ("h5", "tables", "hdf5")]
+)
+def test_a_missing_optional_reader_names_its_install(tmp_path, monkeypatch, kind, module, extra):
+    path = tmp_path / f"flow.{kind}"
+    path.write_bytes(b"anything")
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(DatasetError, match=rf"needs .*: pip install 'roadcast\[{extra}\]'"):
+        load_dataset(f"{kind}:{path}")

@@ -283,7 +283,12 @@ def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
     """The readings of a Parquet table, one column per sensor; the time is its
     DatetimeIndex or its one column of timestamps (see the module doc)."""
     require_file(path, "check the path given after parquet:")
-    import pyarrow
+    try:
+        import pyarrow
+    except ImportError as exc:
+        raise DatasetError(
+            f"reading {path} needs pyarrow: pip install 'roadcast[parquet]' ({exc})"
+        ) from None
 
     try:
         frame = pd.read_parquet(path)
@@ -369,7 +374,9 @@ def read_h5_frame(path: Path, key: str | None = None) -> pd.DataFrame | pd.Serie
     try:
         import tables
     except ImportError as exc:
-        raise DatasetError(f"reading {path} needs pytables: pip install tables ({exc})") from None
+        raise DatasetError(
+            f"reading {path} needs pytables: pip install 'roadcast[hdf5]' ({exc})"
+        ) from None
     if not tables.is_hdf5_file(str(path)):
         raise DatasetError(f"{path}: not an HDF5 file (pandas' to_hdf writes one)")
     try:
