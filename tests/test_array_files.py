@@ -218,20 +218,47 @@ def test_a_parquet_table_takes_its_time_from_the_index_or_one_column(tmp_path, f
     np.testing.assert_allclose(panel.values, sensor_table().to_numpy(), rtol=1e-6)
 
 
-def test_a_parquet_table_without_times_long_or_with_text_is_named(tmp_path):
+def test_a_parquet_table_without_times_or_with_text_is_named(tmp_path):
     frame = sensor_table()
     frame.reset_index(drop=True).to_parquet(tmp_path / "bare.parquet")
     bare = load_dataset(f"parquet:{tmp_path / 'bare.parquet'}")
     assert any("has no timestamps" in note for note in bare.notes)
-    frame.reset_index(names="time").melt(id_vars="time", var_name="sensor").to_parquet(
-        tmp_path / "long.parquet"
-    )
-    with pytest.raises(DatasetError, match=r"column 'sensor' holds text: .* pivot it"):
-        load_dataset(f"parquet:{tmp_path / 'long.parquet'}")
+    labelled = frame.reset_index(names="time").assign(road="I-5", lane="1")
+    labelled.to_parquet(tmp_path / "labelled.parquet")
+    with pytest.raises(DatasetError, match="column 'road' holds text, not readings"):
+        load_dataset(f"parquet:{tmp_path / 'labelled.parquet'}")
     (tmp_path / "csv.parquet").write_text("time,a\n2024-03-01,1\n")
     with pytest.raises(DatasetError) as info:
         load_dataset(f"parquet:{tmp_path / 'csv.parquet'}")
     assert "not a Parquet table" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("sensor", ["sensor", "station_id", "detector name"])
+def test_a_long_parquet_table_reads_as_the_wide_one(tmp_path, sensor):
+    frame = sensor_table()
+    long = frame.reset_index(names="time").melt(id_vars="time", var_name=sensor, value_name="v")
+    if sensor == "station_id":
+        long[sensor] = long[sensor].map({"a": 7, "b": 8, "c": 9})  # whole-number ids
+    long.sample(frac=1, random_state=0).to_parquet(tmp_path / "long.parquet")  # any order
+    panel = load_dataset(f"parquet:{tmp_path / 'long.parquet'}")
+    wide = frame.rename(columns={"a": "7", "b": "8", "c": "9"}) if sensor == "station_id" else frame
+    assert sorted(panel.sensor_ids) == sorted(wide.columns)
+    order = [panel.sensor_ids.index(c) for c in wide.columns]
+    np.testing.assert_allclose(panel.values[:, order], wide.to_numpy(), rtol=1e-6)
+    assert panel.timestamps[0] == pd.Timestamp("2024-03-01", tz="UTC")
+
+
+def test_a_long_parquet_table_refuses_two_readings_and_ids_kafka_cannot_carry(tmp_path):
+    long = sensor_table(20).reset_index(names="time").melt(id_vars="time", var_name="sensor")
+    pd.concat([long, long.iloc[[3]]], ignore_index=True).to_parquet(tmp_path / "twice.parquet")
+    with pytest.raises(DatasetError, match=r"sensor 'a' has two readings at .* \(rows 3 and 60\)"):
+        load_dataset(f"parquet:{tmp_path / 'twice.parquet'}")
+    long.assign(sensor=[None, *long["sensor"][1:]]).to_parquet(tmp_path / "none.parquet")
+    with pytest.raises(DatasetError, match="row 0 has no sensor"):
+        load_dataset(f"parquet:{tmp_path / 'none.parquet'}")
+    long.assign(sensor="bad\x00id").iloc[:1].to_parquet(tmp_path / "nul.parquet")
+    with pytest.raises(DatasetError, match="holds a control or invisible character"):
+        load_dataset(f"parquet:{tmp_path / 'nul.parquet'}")
 
 
 def test_an_npz_adjacency_sparse_or_dense_links_sensors_by_index(tmp_path):

@@ -6,7 +6,9 @@ PeMSD3/4/7/8 in (``data``: ``[time, sensor, feature]``, PeMSD4's and PeMSD8's fe
 flow, occupancy, speed), and any ``[time, sensor]`` or ``[time]`` array; ``h5:PATH`` a
 pandas HDF5 table of one column per sensor (DCRNN's METR-LA and PEMS-BAY, LargeST);
 ``parquet:PATH`` a Parquet table of one column per sensor, its time the DatetimeIndex
-pandas wrote or its one column of timestamps (typed, or ISO-8601 text first).
+pandas wrote or its one column of timestamps (typed, or ISO-8601 text first), or of one
+row per reading (time, sensor, value; the sensor column named as the CSV reader's long
+format names it, or the one of text).
 Options follow the path, comma-separated (``npz:PEMS04.npz,feature=2,start=2018-01-01``):
 
 * ``key``: the array (npz; default ``data``, or the file's only array) or the HDF5 key
@@ -39,8 +41,15 @@ import pandas as pd
 
 from models.bundle import duration_text
 from pipeline.data.cells import DatasetError
-from pipeline.data.readers import DEFAULT_FREQ, DEFAULT_START, require_file
+from pipeline.data.readers import (
+    DEFAULT_FREQ,
+    DEFAULT_START,
+    SENSOR_NAMES,
+    pivot_long,
+    require_file,
+)
 from pipeline.data.timestamps import to_regular_grid
+from pipeline.kafka.schema import sensor_id_problem
 
 # The options of each ``kind:PATH[,name=value...]`` data spec, and the values of those
 # that take a word.
@@ -308,16 +317,52 @@ def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
         for c in frame.columns
         if c not in stamped and not pd.api.types.is_numeric_dtype(frame[c])
     ]
-    if text and stamped:
-        raise DatasetError(
-            f"{path}: column {text[0]!r} holds text: if the table has one row per reading "
-            "(time, sensor, value), pivot it to one column per sensor "
-            "(df.pivot(index=TIME, columns=SENSOR, values=VALUE))"
-        )
     if stamped:
-        times = pd.to_datetime(frame[stamped[0]], utc=True, format="ISO8601")
-        frame = frame.drop(columns=stamped[0]).set_axis(pd.DatetimeIndex(times), axis=0)
+        times = pd.DatetimeIndex(pd.to_datetime(frame[stamped[0]], utc=True, format="ISO8601"))
+        frame = frame.drop(columns=stamped[0])
+        if (sensor := _sensor_column(frame)) is not None:
+            wide, rows = _pivot_long(path, frame, times, sensor)
+            return frame_readings(path, wide, options, rows=rows)
+        if text:
+            raise DatasetError(
+                f"{path}: column {text[0]!r} holds text, not readings: a table of one row per "
+                "reading has three columns (time, sensor, value); one of one column per "
+                "sensor holds numbers"
+            )
+        frame = frame.set_axis(times, axis=0)
     return frame_readings(path, frame, options)
+
+
+def _sensor_column(frame: pd.DataFrame) -> str | None:
+    """The sensor column of a long table (``frame`` less its time column: two columns,
+    one named as a sensor or holding text, the other numbers), else None."""
+    if len(frame.columns) != 2:
+        return None
+    named = [c for c in frame.columns if str(c).strip().lower() in SENSOR_NAMES]
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    chosen = named or text
+    if len(chosen) != 1:
+        return None
+    other = next(c for c in frame.columns if c != chosen[0])
+    return chosen[0] if pd.api.types.is_numeric_dtype(frame[other]) else None
+
+
+def _pivot_long(
+    path: Path, frame: pd.DataFrame, times: pd.DatetimeIndex, sensor: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A long table (one reading per row) as one column per sensor (in order of first
+    appearance) and one row per time, with the table row of each time's first reading."""
+    value = next(c for c in frame.columns if c != sensor)
+    if times.hasnans:
+        raise DatasetError(f"{path}: row {int(np.argmax(times.isna()))} has no timestamp (NaT)")
+    if frame[sensor].isna().any():
+        raise DatasetError(f"{path}: row {int(np.argmax(frame[sensor].isna()))} has no sensor")
+    ids = frame[sensor].astype(str)
+    sensor_code, names = pd.factorize(ids)
+    values = frame[value].to_numpy(dtype=np.float64)
+    rows = np.arange(len(frame))
+    stamps, wide, first = pivot_long(path, ids, sensor_code, len(names), times, values, rows, "row")
+    return pd.DataFrame(wide, index=stamps, columns=[str(n) for n in names]), first
 
 
 def _iso_times(column: pd.Series) -> bool:
@@ -332,16 +377,26 @@ def _iso_times(column: pd.Series) -> bool:
 
 
 def frame_readings(
-    path: Path, frame: pd.DataFrame | pd.Series, options: dict[str, str]
+    path: Path,
+    frame: pd.DataFrame | pd.Series,
+    options: dict[str, str],
+    *,
+    rows: np.ndarray | None = None,
 ) -> ArrayReadings:
     """A table of one column per sensor as readings: its DatetimeIndex put on a regular
-    grid, or the assumed clock of ``options`` when it has none."""
+    grid, or the assumed clock of ``options`` when it has none; ``rows`` are the table
+    rows errors name (default: the frame's)."""
     if isinstance(frame, pd.Series):
         frame = frame.to_frame(name=str(frame.name) if frame.name is not None else path.stem)
     ids = tuple(str(c) for c in frame.columns)
     if len(set(ids)) != len(ids):
         twice = next(i for i in ids if ids.count(i) > 1)
         raise DatasetError(f"{path}: sensor {twice!r} is a column twice")
+    for sensor in ids:
+        if (problem := sensor_id_problem(sensor)) is not None:
+            raise DatasetError(
+                f"{path}: sensor {sensor[:40]!r} {problem}: readings on Kafka could not name it"
+            )
     try:
         values = frame.to_numpy(dtype=np.float64, copy=True)
     except (ValueError, TypeError):
@@ -360,7 +415,7 @@ def frame_readings(
         if index.hasnans:
             raise DatasetError(f"{path}: a row has no timestamp (NaT); drop or fill it")
         times = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-        rows = np.arange(len(times))
+        rows = np.arange(len(times)) if rows is None else rows
         timestamps, values = to_regular_grid(
             times, values, source=str(path), lines=rows, line="row"
         )

@@ -662,21 +662,39 @@ def _long_table(
             f"{path}: sensors {sensors.iloc[a]!a} (line {lines[a]}) and {sensors.iloc[b]!a} "
             f"(line {lines[b]}) are {_UNICODE_TWINS}"
         )
-    time_code, stamps = pd.factorize(times.asi8)
-    cell = time_code.astype(np.int64) * len(ids) + sensor_code  # [row]
+    stamps, wide, first = pivot_long(path, sensors, sensor_code, len(ids), times, values, lines)
+    return stamps, wide, tuple(str(i) for i in ids), first
+
+
+def pivot_long(
+    path: Path,
+    sensors: pd.Series,
+    sensor_code: np.ndarray,
+    n_sensors: int,
+    times: pd.DatetimeIndex,
+    values: np.ndarray,
+    lines: np.ndarray,
+    line: str = "line",
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """Readings of one row each (``sensors``, numbered ``sensor_code``, at ``times``) as
+    ``[time, sensor]`` with NaN, times in order of appearance, and the line (or ``line``:
+    ``"row"``) of each time's first reading; two readings of a sensor at a time are
+    refused, naming both."""
+    time_code, stamps = pd.factorize(times)
+    cell = time_code.astype(np.int64) * n_sensors + sensor_code  # [row]
     order = np.argsort(cell, kind="stable")
     twice = np.flatnonzero(np.diff(cell[order]) == 0)
     if twice.size:
         a, b = order[twice[0]], order[twice[0] + 1]
         raise DatasetError(
-            f"{path}: sensor {sensors.iloc[a]!r} has two readings at {times[a]} (lines "
+            f"{path}: sensor {sensors.iloc[a]!r} has two readings at {times[a]} ({line}s "
             f"{lines[a]} and {lines[b]}); keep one reading per sensor and time"
         )
-    wide = np.full((len(stamps), len(ids)), np.nan)  # [time, sensor]
+    wide = np.full((len(stamps), n_sensors), np.nan)  # [time, sensor]
     wide[time_code, sensor_code] = values
     first = np.zeros(len(stamps), dtype=np.int64)
     first[time_code[::-1]] = lines[::-1]  # the first row of each time wins
-    return pd.DatetimeIndex(stamps, tz="UTC"), wide, tuple(str(i) for i in ids), first
+    return pd.DatetimeIndex(stamps), wide, first
 
 
 def _headerless(fields: Sequence[str]) -> bool:
