@@ -316,7 +316,8 @@ def train_flow(
     tune : search each model's settings on the validation part first: trials per model
         (``"30"``) or a time for the whole search (``"20m"``); each trial is a task.
     index_col, no_index : for ``csv:PATH``, the time or row-index column, or none.
-    timezone : for ``csv:PATH``, the IANA time zone of timestamps without a UTC offset.
+    timezone : for ``csv:``, ``h5:`` and ``parquet:`` data, the IANA time zone of
+        timestamps without a UTC offset.
     label : the label of the new model versions (default: the data set and the date).
     promote : make the new versions the serving set (``serving.json``); False only
         registers them (``roadcast models promote`` serves them later).

@@ -176,7 +176,8 @@ def test_the_spec_lists_the_file_kinds_and_graphs_stay_for_files(tmp_path):
         load_dataset("feather:x.feather")
     with pytest.raises(DatasetError, match=r"--adjacency is only for a file's data \(csv:PATH"):
         load_dataset("simulated", adjacency=chain_edges(tmp_path))
-    with pytest.raises(DatasetError, match="--timezone is only for csv:PATH, not npz"):
+    only = r"--timezone is only for timestamps in a file \(csv:, h5:, parquet:\), not npz"
+    with pytest.raises(DatasetError, match=only):
         load_dataset(f"npz:{pems_like(tmp_path)}", timezone="Europe/Paris")
 
 
@@ -335,3 +336,20 @@ def test_a_missing_optional_reader_names_its_install(tmp_path, monkeypatch, kind
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(DatasetError, match=rf"needs .*: pip install 'roadcast\[{extra}\]'"):
         load_dataset(f"{kind}:{path}")
+
+
+@pytest.mark.parametrize("suffix", ["h5", "parquet"])
+def test_a_table_s_local_times_read_in_their_zone(tmp_path, suffix):
+    """Naive times are UTC unless --timezone names the zone they were written in; the
+    autumn's repeated hour is told apart by the rows' order."""
+    first = pd.date_range("2024-11-03 00:00", periods=24, freq="5min")  # to 01:55 PDT
+    again = pd.date_range("2024-11-03 01:00", periods=12, freq="5min")  # 01:00-01:55 PST
+    frame = pd.DataFrame({"a": np.arange(36.0)}, index=first.append(again))
+    path = tmp_path / f"local.{suffix}"
+    frame.to_hdf(path, key="x") if suffix == "h5" else frame.to_parquet(path)
+    with pytest.raises(DatasetError, match=r"duplicate timestamp .* at rows 12 and 24"):
+        load_dataset(f"{suffix}:{path}")
+    panel = load_dataset(f"{suffix}:{path}", timezone="America/Los_Angeles")
+    assert panel.timestamps[0] == pd.Timestamp("2024-11-03 07:00", tz="UTC")
+    assert panel.timestamps[-1] == pd.Timestamp("2024-11-03 09:55", tz="UTC")
+    assert panel.n_time == 36 and panel.mask.all()

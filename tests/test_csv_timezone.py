@@ -93,7 +93,8 @@ def test_an_unknown_zone_and_another_data_set_are_refused(tmp_path) -> None:
     path = local_csv(tmp_path / "d.csv", AUTUMN)
     with pytest.raises(DatasetError, match=r"unknown time zone 'Pacific Time': give an IANA"):
         load_dataset(f"csv:{path}", timezone="Pacific Time")
-    with pytest.raises(DatasetError, match=r"--timezone is only for csv:PATH, not simulated"):
+    only = r"--timezone is only for timestamps in a file \(csv:, h5:, parquet:\), not simulated"
+    with pytest.raises(DatasetError, match=only):
         load_dataset("simulated:sensors=5,days=1", timezone=LA)
 
 

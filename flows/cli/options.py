@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TIMEZONE_HELP = (
-    "csv:PATH: the IANA time zone (e.g. America/Los_Angeles) its timestamps without a UTC "
-    "offset were written in; default UTC."
+    "csv:, h5: or parquet: data: the IANA time zone (e.g. America/Los_Angeles) its "
+    "timestamps without a UTC offset were written in; default UTC."
 )
 
 

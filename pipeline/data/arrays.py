@@ -20,8 +20,10 @@ Options follow the path, comma-separated (``npz:PEMS04.npz,feature=2,start=2018-
 * ``zeros=missing``: an exact 0 is no reading (DCRNN writes it so); by default 0 is a
   reading (training notes sensors whose fractional readings are often exactly 0).
 
-Sensors of an npz are named ``0`` to ``N-1`` (the order an edge list of indices such as
-PeMSD4's ``from,to,cost`` refers to). NaN and inf are missing readings, a value beyond
+A table's timestamps without a zone are UTC, or wall-clock times in the zone
+``--timezone`` names (the autumn's repeated hour told apart by the rows' order, as in a
+CSV). Sensors of an npz are named ``0`` to ``N-1`` (the order an edge list of indices
+such as PeMSD4's ``from,to,cost`` refers to). NaN and inf are missing readings, a value beyond
 float32 is refused naming the sensor and step. An npz is read without unpickling (a
 pickled array is refused); an HDF5 file is read by pandas and PyTables, which unpickle
 some of what the file holds, so read only HDF5 files you trust.
@@ -48,7 +50,7 @@ from pipeline.data.readers import (
     pivot_long,
     require_file,
 )
-from pipeline.data.timestamps import to_regular_grid
+from pipeline.data.timestamps import local_times, to_regular_grid
 from pipeline.kafka.schema import sensor_id_problem
 
 # The options of each ``kind:PATH[,name=value...]`` data spec, and the values of those
@@ -282,15 +284,18 @@ def _assumed_clock(
     return pd.date_range(start, periods=steps, freq=step)
 
 
-def read_h5(path: Path, options: dict[str, str]) -> ArrayReadings:
-    """The readings of a pandas HDF5 table, one column per sensor (see the module doc)."""
+def read_h5(path: Path, options: dict[str, str], timezone: str | None = None) -> ArrayReadings:
+    """The readings of a pandas HDF5 table, one column per sensor (see the module doc);
+    ``timezone``: where its times without a zone were written (default UTC)."""
     require_file(path, "check the path given after h5:")
-    return frame_readings(path, read_h5_frame(path, options.get("key")), options)
+    frame = read_h5_frame(path, options.get("key"))
+    return frame_readings(path, frame, options, timezone=timezone)
 
 
-def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
-    """The readings of a Parquet table, one column per sensor; the time is its
-    DatetimeIndex or its one column of timestamps (see the module doc)."""
+def read_parquet(path: Path, options: dict[str, str], timezone: str | None = None) -> ArrayReadings:
+    """The readings of a Parquet table, one column per sensor or one row per reading; the
+    time is its DatetimeIndex or its one column of timestamps (see the module doc);
+    ``timezone``: where its times without a zone were written (default UTC)."""
     require_file(path, "check the path given after parquet:")
     try:
         import pyarrow
@@ -305,7 +310,7 @@ def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path}: not a Parquet table ({first})") from None
     if isinstance(frame.index, pd.DatetimeIndex):
-        return frame_readings(path, frame, options)
+        return frame_readings(path, frame, options, timezone=timezone)
     stamped = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
     if len(stamped) > 1:
         shown = ", ".join(repr(str(c)) for c in stamped[:5])
@@ -318,11 +323,11 @@ def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
         if c not in stamped and not pd.api.types.is_numeric_dtype(frame[c])
     ]
     if stamped:
-        times = pd.DatetimeIndex(pd.to_datetime(frame[stamped[0]], utc=True, format="ISO8601"))
+        times = _stamps(frame[stamped[0]])
         frame = frame.drop(columns=stamped[0])
         if (sensor := _sensor_column(frame)) is not None:
             wide, rows = _pivot_long(path, frame, times, sensor)
-            return frame_readings(path, wide, options, rows=rows)
+            return frame_readings(path, wide, options, rows=rows, timezone=timezone)
         if text:
             raise DatasetError(
                 f"{path}: column {text[0]!r} holds text, not readings: a table of one row per "
@@ -330,7 +335,7 @@ def read_parquet(path: Path, options: dict[str, str]) -> ArrayReadings:
                 "sensor holds numbers"
             )
         frame = frame.set_axis(times, axis=0)
-    return frame_readings(path, frame, options)
+    return frame_readings(path, frame, options, timezone=timezone)
 
 
 def _sensor_column(frame: pd.DataFrame) -> str | None:
@@ -365,6 +370,15 @@ def _pivot_long(
     return pd.DataFrame(wide, index=stamps, columns=[str(n) for n in names]), first
 
 
+def _stamps(column: pd.Series) -> pd.DatetimeIndex:
+    """A column of timestamps (typed, or ISO-8601 text) as an index: without a zone when
+    none is written, in UTC when they carry offsets (several offsets: converted)."""
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(column, format="ISO8601"))
+    except ValueError:  # offsets that differ (daylight saving): one zone, UTC
+        return pd.DatetimeIndex(pd.to_datetime(column, format="ISO8601", utc=True))
+
+
 def _iso_times(column: pd.Series) -> bool:
     """True when ``column`` is text that reads entirely as ISO-8601 timestamps."""
     if pd.api.types.is_numeric_dtype(column) or not len(column):
@@ -382,10 +396,12 @@ def frame_readings(
     options: dict[str, str],
     *,
     rows: np.ndarray | None = None,
+    timezone: str | None = None,
 ) -> ArrayReadings:
     """A table of one column per sensor as readings: its DatetimeIndex put on a regular
-    grid, or the assumed clock of ``options`` when it has none; ``rows`` are the table
-    rows errors name (default: the frame's)."""
+    grid (times without a zone read as UTC, or as wall-clock times in ``timezone``), or
+    the assumed clock of ``options`` when it has none; ``rows`` are the table rows errors
+    name (default: the frame's)."""
     if isinstance(frame, pd.Series):
         frame = frame.to_frame(name=str(frame.name) if frame.name is not None else path.stem)
     ids = tuple(str(c) for c in frame.columns)
@@ -414,8 +430,12 @@ def frame_readings(
         index = frame.index
         if index.hasnans:
             raise DatasetError(f"{path}: a row has no timestamp (NaT); drop or fill it")
-        times = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-        rows = np.arange(len(times)) if rows is None else rows
+        rows = np.arange(len(index)) if rows is None else rows
+        if index.tz is None:
+            text = pd.Series(index.astype(str))
+            times = local_times(path, index.tz_localize("UTC"), text, rows, timezone, line="row")
+        else:
+            times = index.tz_convert("UTC")
         timestamps, values = to_regular_grid(
             times, values, source=str(path), lines=rows, line="row"
         )

@@ -327,12 +327,14 @@ def load_dataset(
         )
     if (index_col is not None or no_index) and name != "csv":
         raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
-    if timezone is not None and name != "csv":
-        raise DatasetError(f"--timezone is only for csv:PATH, not {name}")
+    if timezone is not None and name not in ("csv", "h5", "parquet"):
+        raise DatasetError(
+            f"--timezone is only for timestamps in a file (csv:, h5:, parquet:), not {name}"
+        )
     if name == "simulated":
         return _simulated(arg)
     if name in ("npz", "h5", "parquet"):
-        return load_array_file(name, arg, adjacency=adjacency)
+        return load_array_file(name, arg, adjacency=adjacency, timezone=timezone)
     if name == "csv":
         path, options = file_spec("csv", arg)
         header = options.get("header")
@@ -505,12 +507,20 @@ def load_csv(
     )
 
 
-def load_array_file(kind: str, arg: str, *, adjacency: Path | None = None) -> SensorPanel:
+def load_array_file(
+    kind: str, arg: str, *, adjacency: Path | None = None, timezone: str | None = None
+) -> SensorPanel:
     """``npz:``, ``h5:`` or ``parquet:PATH[,options]`` (:mod:`pipeline.data.arrays`) with
-    an optional adjacency, read as for ``csv:PATH``."""
+    an optional adjacency, read as for ``csv:PATH``; ``timezone`` as for ``csv:PATH``
+    (tables only: an npz has no timestamps)."""
     path, options = file_spec(kind, arg)
-    read = {"npz": read_npz, "h5": read_h5, "parquet": read_parquet}[kind]
-    timestamps, values, ids, notes = read(path, options)
+    if timezone is not None:
+        zone_info(timezone)  # an unknown zone is named before the file is read
+    if kind == "npz":
+        timestamps, values, ids, notes = read_npz(path, options)
+    else:
+        read = read_h5 if kind == "h5" else read_parquet
+        timestamps, values, ids, notes = read(path, options, timezone)
     graph = _adjacency(adjacency, ids)
     return SensorPanel.from_values(
         values, timestamps, ids, graph=graph, name=path.stem, notes=notes

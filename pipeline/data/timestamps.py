@@ -239,13 +239,14 @@ def local_times(
     lines: np.ndarray,
     timezone: str | None,
     groups: pd.Series | None = None,
+    line: str = "line",
 ) -> pd.DatetimeIndex:
     """``times`` (timestamps without an offset, parsed as UTC) read as wall-clock times in
     ``timezone``, in UTC; unchanged when ``timezone`` is None. The hour that repeats when
     daylight saving ends is told apart by the rows' order (first the summer hour), within
     each of ``groups`` when given (a long file's sensors: one row per sensor and time); a
     time the clocks skip, or a repeated hour the order cannot tell apart, is refused naming
-    its line."""
+    its line (``lines``; ``line="row"`` for a table's rows)."""
     if timezone is None:
         return times
     zone, wall = zone_info(timezone), times.tz_localize(None)
@@ -254,7 +255,7 @@ def local_times(
     if skipped.any():
         r = int(np.flatnonzero(skipped)[0])
         raise DatasetError(
-            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} does not exist in "
+            f"{path}: timestamp {text.iloc[r]!r} at {line} {lines[r]} does not exist in "
             f"{timezone}: the clocks skip that hour when daylight saving starts; check the "
             "row, or write its UTC offset"
         )
@@ -268,7 +269,7 @@ def local_times(
         repeated = np.flatnonzero(wall.tz_localize(zone, ambiguous="NaT").isna())
         r = int(repeated[0]) if repeated.size else 0
         raise DatasetError(
-            f"{path}: timestamp {text.iloc[r]!r} at line {lines[r]} lies in the hour "
+            f"{path}: timestamp {text.iloc[r]!r} at {line} {lines[r]} lies in the hour "
             f"{timezone} repeats when daylight saving ends, and the rows' order does not tell "
             "which of the two it is (rows in time order, both hours listed); write the UTC "
             "offsets of that hour's rows"
