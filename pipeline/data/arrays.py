@@ -315,15 +315,17 @@ def read_parquet(path: Path, options: dict[str, str], timezone: str | None = Non
     if len(stamped) > 1:
         shown = ", ".join(repr(str(c)) for c in stamped[:5])
         raise DatasetError(f"{path}: {len(stamped)} columns hold timestamps ({shown}); keep one")
-    if not stamped and len(frame.columns) and _iso_times(frame[frame.columns[0]]):
-        stamped = [frame.columns[0]]
+    times = _stamps(frame[stamped[0]]) if stamped else None
+    leading = frame[frame.columns[0]] if len(frame.columns) else None
+    if times is None and leading is not None and not pd.api.types.is_numeric_dtype(leading):
+        with contextlib.suppress(ValueError, TypeError):  # text that is not all timestamps
+            times, stamped = _stamps(leading), [frame.columns[0]]
     text = [
         str(c)
         for c in frame.columns
         if c not in stamped and not pd.api.types.is_numeric_dtype(frame[c])
     ]
-    if stamped:
-        times = _stamps(frame[stamped[0]])
+    if times is not None:
         frame = frame.drop(columns=stamped[0])
         if (sensor := _sensor_column(frame)) is not None:
             wide, rows = _pivot_long(path, frame, times, sensor)
@@ -377,17 +379,6 @@ def _stamps(column: pd.Series) -> pd.DatetimeIndex:
         return pd.DatetimeIndex(pd.to_datetime(column, format="ISO8601"))
     except ValueError:  # offsets that differ (daylight saving): one zone, UTC
         return pd.DatetimeIndex(pd.to_datetime(column, format="ISO8601", utc=True))
-
-
-def _iso_times(column: pd.Series) -> bool:
-    """True when ``column`` is text that reads entirely as ISO-8601 timestamps."""
-    if pd.api.types.is_numeric_dtype(column) or not len(column):
-        return False
-    try:
-        pd.to_datetime(column, format="ISO8601", utc=True)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 def frame_readings(

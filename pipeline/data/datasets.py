@@ -588,13 +588,19 @@ def _binary_adjacency(
         return _binary_dense(path, _archived_matrix(path, loaded), len(ids), kind)
 
 
-def _binary_dense(path: Path, adj: np.ndarray, n: int, kind: AdjacencyKind) -> RoadGraph:
-    """The graph of the square matrix ``adj`` of ``path``, checked to be ``n x n`` numbers."""
-    if adj.ndim != 2 or adj.shape != (n, n):
+def _check_square(path: Path, shape: tuple[int, ...], n: int) -> None:
+    """Refuse a matrix of ``path`` whose ``shape`` is not ``n x n`` (one row and column
+    per sensor of the data)."""
+    if shape != (n, n):
         raise DatasetError(
             f"{path}: expected a {n} x {n} matrix (one row and column per "
-            f"sensor of the data, in its column order), got shape {adj.shape}"
+            f"sensor of the data, in its column order), got shape {shape}"
         )
+
+
+def _binary_dense(path: Path, adj: np.ndarray, n: int, kind: AdjacencyKind) -> RoadGraph:
+    """The graph of the square matrix ``adj`` of ``path``, checked to be ``n x n`` numbers."""
+    _check_square(path, adj.shape, n)
     if not np.issubdtype(adj.dtype, np.number) or not np.isfinite(adj).all():
         raise DatasetError(f"{path}: the matrix must hold finite numbers")
     try:
@@ -630,11 +636,7 @@ def _sparse_adjacency(path: Path, ids: tuple[str, ...], kind: AdjacencyKind) -> 
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a scipy sparse matrix ({exc})") from None
     n = len(ids)
-    if matrix.shape != (n, n):
-        raise DatasetError(
-            f"{path}: expected a {n} x {n} matrix (one row and column per "
-            f"sensor of the data, in its column order), got shape {matrix.shape}"
-        )
+    _check_square(path, matrix.shape, n)
     values = np.asarray(matrix.data, dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any():
         raise DatasetError(f"{path}: the matrix must hold finite entries >= 0")

@@ -61,13 +61,19 @@ def unit_by_median(lengths: np.ndarray) -> tuple[float, float]:
     return (1e-3 if median >= METRES_FROM else 1.0), median
 
 
+def is_dense(matrix: np.ndarray) -> bool:
+    """True when at least :data:`DISTANCE_SHARE` of the square ``matrix``'s off-diagonal
+    entries are > 0 (a distance matrix is dense, a road adjacency mostly 0s)."""
+    n = len(matrix)
+    return n > 1 and bool(np.mean(matrix[~np.eye(n, dtype=bool)] > 0) >= DISTANCE_SHARE)
+
+
 def looks_like_distances(matrix: np.ndarray) -> bool:
     """True when the square ``matrix`` is one of distances by the module's rules."""
     n = len(matrix)
-    if n < MIN_SENSORS or np.any(np.diagonal(matrix) != 0):
+    if n < MIN_SENSORS or np.any(np.diagonal(matrix) != 0) or not is_dense(matrix):
         return False
-    off = matrix[~np.eye(n, dtype=bool)]
-    return bool(np.mean(off > 0) >= DISTANCE_SHARE and np.median(off) > 1)
+    return bool(np.median(matrix[~np.eye(n, dtype=bool)]) > 1)
 
 
 # What ``--adjacency PATH,kind=...`` says a matrix holds; ``auto`` decides by the rules above.
@@ -105,7 +111,7 @@ def distance_kernel(
         return None
     n = len(a)
     off = ~np.eye(n, dtype=bool)
-    if not (n > 1 and np.mean(a[off] > 0) >= DISTANCE_SHARE):
+    if not is_dense(a):
         src, dst = np.nonzero(off & (a > 0))
         return road_links(src, dst, a[src, dst], n, source, f"the {n} x {n} matrix")
     src, dst = np.nonzero(off)
@@ -190,7 +196,7 @@ def kernel_graph(kernel: DistanceKernel, n: int, *, coords: np.ndarray | None = 
         raise GraphError(
             f"read as road distances, every pair of the {n} sensors is farther apart than "
             "DCRNN's kernel keeps (exp(-(d / sigma)^2) >= 0.1, sigma = the std of the "
-            "distances), so no link is left; give weights (0 for no link) or an edge list "
+            "entries), so no link is left; give weights (0 for no link) or an edge list "
             "src,dst,weight"
         )
     graph = RoadGraph.from_edges(
