@@ -61,6 +61,7 @@ from models.anomaly.base import DetectorError, StreamingDetector
 from models.anomaly.calibration import Tail
 from models.anomaly.ensemble import AlarmRule, ensemble_series
 from models.panel import SensorPanel
+from pipeline.settings import shown
 
 PROBATION_PERCENT = 0.15
 
@@ -408,7 +409,7 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
         raise DetectRunError(f"{path}: not a NAB CSV file ({reason})") from None
     if list(frame.columns[:2]) != ["timestamp", "value"]:
         found = ",".join(str(c) for c in frame.columns[:3])
-        raise DetectRunError(f"{path}: expected NAB's header timestamp,value, found {found!r}")
+        raise DetectRunError(f"{path}: expected NAB's header timestamp,value, found {shown(found)}")
     flags = frame["value"].map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
     if flags.any():
         _refuse_row(path, "value", frame["value"], flags, "is not a number")
@@ -461,8 +462,8 @@ _OUT_OF_RANGE = f"is infinite or does not fit float32 (|x| <= {FLOAT32_MAX:.3g})
 def _refuse_row(path: Path, column: str, cells: pd.Series, bad: np.ndarray, why: str) -> None:
     row = int(np.nonzero(bad)[0][0])
     cell = cells.iloc[row]
-    shown = "an empty cell" if pd.isna(cell) else repr(cell) if isinstance(cell, str) else str(cell)
-    raise DetectRunError(f"{path}: {column} {shown} in data row {row + 1} {why}")
+    text = "an empty cell" if pd.isna(cell) else shown(cell) if isinstance(cell, str) else str(cell)
+    raise DetectRunError(f"{path}: {column} {text} in data row {row + 1} {why}")
 
 
 def result_path(out_dir: str | Path, detector: str, data_file: Path) -> Path:
@@ -485,25 +486,21 @@ def detect_nab(
         for path in skipped_files(nab_dir):
             progress(f"skipped {path}: {_skip_reason(path)}")
     data = {p.resolve() for p in files}
-    inputs = []
+    inputs, refused = [], []
     for path in files:  # every file is checked before any is scored
-        frame, stamps = read_nab_rows(path)
-        if not len(frame):
-            raise DetectRunError(f"{path}: no data rows")
-        back = np.flatnonzero(stamps[1:] < stamps[:-1])
-        if progress is not None and len(back):
-            progress(
-                f"warning: {path}: data row {back[0] + 2} is earlier than the row before it; "
-                "scored in file order, as NAB streams rows (NAB's scorer needs time order)"
-            )
-        out = result_path(out_dir, detector, path)
-        _check_result_path(out, path)
-        if out.resolve() in data:
-            raise DetectRunError(
-                f"cannot write {out}: it is a data file of --nab-dir {nab_dir} (--out {out_dir} "
-                "holds the data); choose an --out outside the data directory"
-            )
-        inputs.append((path, frame, stamps, out))
+        try:
+            inputs.append(_checked_input(path, out_dir, detector, nab_dir, data, progress))
+        except DetectRunError as exc:
+            refused.append(str(exc))
+    if len(refused) == 1:
+        raise DetectRunError(refused[0])
+    if refused:
+        more = f"; and {len(refused) - 3} more" if len(refused) > 3 else ""
+        raise DetectRunError(
+            f"{len(refused)} of {len(files)} files cannot be scored, nothing written: "
+            + "; ".join(refused[:3])
+            + more
+        )
     top = Path(out_dir) / detector
     try:
         top.mkdir(parents=True, exist_ok=True)
@@ -533,6 +530,34 @@ def detect_nab(
             with contextlib.suppress(OSError):  # clean-up must not hide the error being raised
                 temporary.unlink(missing_ok=True)
     return [out for _, out in staged]
+
+
+def _checked_input(
+    path: Path,
+    out_dir: str | Path,
+    detector: str,
+    nab_dir: str | Path,
+    data: set[Path],
+    progress: Callable[[str], None] | None,
+) -> tuple[Path, pd.DataFrame, pd.DatetimeIndex, Path]:
+    """``path`` read and checked, with its result path; a DetectRunError if it cannot be."""
+    frame, stamps = read_nab_rows(path)
+    if not len(frame):
+        raise DetectRunError(f"{path}: no data rows")
+    back = np.flatnonzero(stamps[1:] < stamps[:-1])
+    if progress is not None and len(back):
+        progress(
+            f"warning: {path}: data row {back[0] + 2} is earlier than the row before it; "
+            "scored in file order, as NAB streams rows (NAB's scorer needs time order)"
+        )
+    out = result_path(out_dir, detector, path)
+    _check_result_path(out, path)
+    if out.resolve() in data:
+        raise DetectRunError(
+            f"cannot write {out}: it is a data file of --nab-dir {nab_dir} (--out {out_dir} "
+            "holds the data); choose an --out outside the data directory"
+        )
+    return path, frame, stamps, out
 
 
 def _staged_path(out: Path) -> Path:

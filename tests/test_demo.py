@@ -135,3 +135,33 @@ def test_the_summary_says_plainly_whether_models_beat_persistence() -> None:
     assert text.startswith("Not every model beats persistence: lstm at 2 step(s)")
     assert "quick training" in text
     assert "No persistence baseline" in persistence_verdict({"lstm": per(1.0)})
+
+
+def test_demo_reads_a_users_network_with_its_adjacency(tmp_path: Path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.demo.setup import choose_panel, ensure_bundles
+
+    net = choose_panel("simulated:sensors=4,days=3,seed=5")
+    frame = pd.DataFrame(net.values, index=net.timestamps, columns=list(net.sensor_ids))
+    frame.index.name = "time"
+    (tmp_path / "speeds.csv").write_text(frame.to_csv())
+    ring = [[int(abs(i - j) in (1, 3)) for j in range(4)] for i in range(4)]
+    (tmp_path / "adj.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in ring))
+    spec = f"csv:{tmp_path / 'speeds.csv'}"
+    plain = choose_panel(spec)
+    assert plain.graph is None
+    lines: list[str] = []
+    kw = {"reuse": None, "models": ("persistence",), "epochs": 1, "device": "cpu"}
+    ensure_bundles(plain, tmp_path / "a", progress=False, log=lines.append, **kw)
+    note = "no TGC-LSTM: speeds has no road graph (give one with --adjacency)"
+    assert any(note in line for line in lines), lines
+    graph = choose_panel(spec, reading={"adjacency": tmp_path / "adj.csv", "timezone": None})
+    assert graph.graph is not None and graph.n_nodes == 4
+    for args in (["--adjacency", "x.csv"], ["--timezone", "UTC", "--no-index"]):
+        result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "b"), *args])
+        assert result.exit_code == 1, result.output
+        assert "need --data" in result.output or "needs --data" in result.output
+    assert not (tmp_path / "b").exists()

@@ -109,6 +109,24 @@ def test_a_bad_file_is_one_error_line_naming_it_and_the_row(tmp_path, case) -> N
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.csv"))
 
 
+def test_every_bad_file_is_named_in_one_line_and_nothing_is_written(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(), "cat/good.csv")
+    bad = {f"cat/bad{k}.csv": with_value(10 + k, "abc") for k in range(5)}
+    for name, text in bad.items():
+        nab_dir(tmp_path, text, name)
+    line = one_line_error(root, tmp_path / "out")
+    assert "5 of 6 files cannot be scored, nothing written" in line
+    for k in range(3):
+        assert f"bad{k}.csv: value 'abc' in data row {11 + k} is not a number" in line
+    assert "; and 2 more" in line and "bad3.csv" not in line
+    assert not list((tmp_path / "out").rglob("*.csv"))
+
+
+def test_a_long_header_is_cut_in_the_error(tmp_path) -> None:
+    line = one_line_error(nab_dir(tmp_path, "x" * 5000 + "\n1\n"), tmp_path / "out")
+    assert "found 'xxxx" in line and "...'" in line and len(line) < 300
+
+
 DEFINED = {
     "constant": csv(values=["3.5"] * N),
     "zeros": csv(values=["0"] * N),

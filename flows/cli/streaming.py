@@ -125,6 +125,16 @@ def demo(
     epochs: int = typer.Option(
         20, "--epochs", help="At most N epochs of the neural models it trains."
     ),
+    adjacency: str = typer.Option(
+        None, "--adjacency", help="Adjacency file for csv:, npz:, h5: or parquet: data."
+    ),
+    index_col: str = typer.Option(
+        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+    ),
+    no_index: bool = typer.Option(
+        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+    ),
+    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
 ) -> None:
     """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
@@ -159,6 +169,12 @@ def demo(
             speedup=speedup,
             model_dir=Path(models) if models else None,
             epochs=epochs,
+            reading={
+                "adjacency": Path(adjacency) if adjacency else None,
+                "index_col": index_col,
+                "no_index": no_index,
+                "timezone": timezone,
+            },
             progress=progress,
         )
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,7 @@ def run_demo(
     models: tuple[str, ...] | None = None,
     epochs: int = DEFAULT_EPOCHS,
     settings: Settings | None = None,
+    reading: Mapping[str, Any] | None = None,
     progress: bool = True,
     log: Log = print,
 ) -> dict[str, Any]:
@@ -98,6 +99,8 @@ def run_demo(
         the validation part may stop them sooner).
     settings : topic names, consumer group, device (the bootstrap servers are the
         embedded broker's).
+    reading : how to read a file's ``data``: ``adjacency``, ``index_col``, ``no_index``,
+        ``timezone`` (as :func:`pipeline.data.datasets.load_dataset` takes them).
     progress : show live progress and training bars.
     log : where progress lines go.
 
@@ -116,7 +119,7 @@ def run_demo(
     out = Path(out)
     check_options(out, max_ticks=max_ticks, speedup=speedup, epochs=epochs)
     base = settings or load_settings()
-    panel = choose_panel(data, data_dir=base.data_dir)
+    panel = choose_panel(data, data_dir=base.data_dir, reading=reading)
     live = _live_part(panel, max_ticks)
     check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
     created = not out.exists()
@@ -279,7 +282,7 @@ def _follow(
     steps = report_steps(12)
 
     def finished() -> bool:
-        if state.error is not None:
+        if state.error is not None and procs.broker.is_running():  # else the broker's the cause
             raise DemoError(f"the replay failed: {state.error}") from state.error
         return state.done and _consumed(store_path) >= state.messages
 
@@ -375,12 +378,14 @@ def _wait_for(
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        if (code := procs.service.poll()) is not None:
-            raise DemoError(f"the service exited with code {code} while {what}; see {log_path}")
+        # The broker first: a service that lost its broker may exit too, but the cause is
+        # the broker's.
         if not procs.broker.is_running():
             raise DemoError(
                 f"the embedded broker stopped while {what}; see {procs.broker.log_path}"
             )
+        if (code := procs.service.poll()) is not None:
+            raise DemoError(f"the service exited with code {code} while {what}; see {log_path}")
         if time.monotonic() > deadline:
             raise DemoError(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")
         time.sleep(0.25)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from models.panel import SensorPanel, chronological_split
 
@@ -17,11 +17,18 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 
 
-def choose_panel(data: str | SensorPanel | None, *, data_dir: Path | None = None) -> SensorPanel:
+def choose_panel(
+    data: str | SensorPanel | None,
+    *,
+    data_dir: Path | None = None,
+    reading: Mapping[str, Any] | None = None,
+) -> SensorPanel:
     """The demo's data: ``data`` if given, else ``los-loop`` when it loads, else ``simulated``.
 
     Any failure to load ``los-loop`` (files absent, unreadable) falls back to the
     simulator, which always works offline; an explicit ``data`` spec never falls back.
+    ``reading``: :func:`pipeline.data.datasets.load_dataset`'s options for a file's data
+    (``adjacency``, ``index_col``, ``no_index``, ``timezone``); they need ``data``.
     """
     if isinstance(data, SensorPanel):
         return data
@@ -32,8 +39,13 @@ def choose_panel(data: str | SensorPanel | None, *, data_dir: Path | None = None
             "--data is empty: name a data set (los-loop, simulated, csv:PATH) or leave the "
             "option out for the default"
         )
+    given = {k: v for k, v in (reading or {}).items() if v}
+    if given and not data:
+        options = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        verb = "needs" if len(given) == 1 else "need"
+        raise ValueError(f"{options} {verb} --data (a file's data set, such as csv:PATH)")
     if data:
-        return load_dataset(data, data_dir=data_dir)
+        return load_dataset(data, data_dir=data_dir, **given)
     try:
         return load_dataset("los-loop", data_dir=data_dir)
     except Exception:  # any failure means: not available here, so simulate
@@ -81,6 +93,8 @@ def ensure_bundles(
         log(f"models: the bundles in {candidate} are {why}; training new ones")
     except (BundleDirError, ValueError) as exc:
         log(f"models: none usable in {candidate} ({str(exc).split(';')[0]}); training")
+    if "tgclstm" not in models and panel.graph is None:
+        log(f"models: no TGC-LSTM: {panel.name} has no road graph (give one with --adjacency)")
     plan = TrainPlan(models=models, seeds=1, epochs=epochs, device=device, progress=progress)
     started = time.monotonic()
     # One thread: the models are small, and on busy shared cores a second thread

@@ -183,9 +183,9 @@ def _size_hint(n: int, rows: int, cols: int, ids: Sequence[str]) -> str:
     """The likely cause of a matrix one sensor larger or smaller than the data."""
     if cols == n - 1 and rows in (n - 1, n):
         return (
-            f". The data has one column more than the adjacency: its first column "
-            f"({ids[0]!r}) is probably a row index or time column read as a sensor; pass "
-            f"--index-col {ids[0]}"
+            f". The data has one sensor more than the adjacency: if its first column "
+            f"({ids[0]!r}) is a row index or time column, pass --index-col {ids[0]}; "
+            "otherwise the adjacency lacks one of the data's sensors"
         )
     if cols == n + 1 and rows in (n + 1, n + 2):
         return (
