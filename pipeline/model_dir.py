@@ -181,6 +181,7 @@ class Network:
     dataset: str
     sensor_ids: tuple[str, ...]
     coords: np.ndarray | None  # float64 [node, 2] (latitude, longitude)
+    graph: bool | None = None  # whether the data had a road graph (None: not recorded)
 
 
 def write_network(models_dir: str | Path, panel: SensorPanel) -> Path:
@@ -188,7 +189,13 @@ def write_network(models_dir: str | Path, panel: SensorPanel) -> Path:
     coords = None if panel.coords is None else np.asarray(panel.coords).tolist()
     path = bundles_dir(models_dir) / NETWORK_FILE
     write_json(
-        path, {"dataset": panel.name, "sensor_ids": list(panel.sensor_ids), "coords": coords}
+        path,
+        {
+            "dataset": panel.name,
+            "sensor_ids": list(panel.sensor_ids),
+            "coords": coords,
+            "graph": panel.graph is not None,
+        },
     )
     return path
 
@@ -205,7 +212,13 @@ def read_network(models_dir: str | Path) -> Network | None:
         array = None if coords is None else np.asarray(coords, dtype=np.float64)
         if array is not None and array.shape != (len(ids), 2):
             return None
-        return Network(dataset=str(raw.get("dataset", "")), sensor_ids=ids, coords=array)
+        graph = raw.get("graph")
+        return Network(
+            dataset=str(raw.get("dataset", "")),
+            sensor_ids=ids,
+            coords=array,
+            graph=graph if isinstance(graph, bool) else None,
+        )
     except (ValueError, KeyError, TypeError, RecursionError):
         return None  # a map is optional: a bad file only costs the map
 

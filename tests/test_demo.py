@@ -160,6 +160,12 @@ def test_demo_reads_a_users_network_with_its_adjacency(tmp_path: Path) -> None:
     assert any(note in line for line in lines), lines
     graph = choose_panel(spec, reading={"adjacency": tmp_path / "adj.csv", "timezone": None})
     assert graph.graph is not None and graph.n_nodes == 4
+    again: list[str] = []  # the bundles trained without the graph are not reused with it
+    ensure_bundles(graph, tmp_path / "a", progress=False, log=again.append, **kw)
+    assert any("trained without a road graph, the data has one" in line for line in again)
+    twice: list[str] = []
+    ensure_bundles(graph, tmp_path / "a", progress=False, log=twice.append, **kw)
+    assert any("reusing ['persistence']" in line for line in twice), twice
     for args in (["--adjacency", "x.csv"], ["--timezone", "UTC", "--no-index"]):
         result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "b"), *args])
         assert result.exit_code == 1, result.output

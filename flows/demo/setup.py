@@ -116,7 +116,8 @@ def _unfit(
     models: dict[str, Forecaster], panel: SensorPanel, network: Network | None
 ) -> str | None:
     """Why bundles do not fit ``panel`` (other sensors, another time step, or, for the
-    demo's own bundles, another data set), None when they do."""
+    demo's own bundles, another data set or data that now has a road graph),
+    None when they do."""
     from models.bundle import other_step, step_text
 
     if any(set(m.sensor_ids) != set(panel.sensor_ids) for m in models.values()):
@@ -127,6 +128,8 @@ def _unfit(
             return f"trained on {step_text(step_s)} steps, the data has {data_step} steps"
     if network is not None and network.dataset and network.dataset != panel.name:
         return f"trained on {network.dataset!r}, the data is {panel.name!r}"
+    if network is not None and network.graph is False and panel.graph is not None:
+        return "trained without a road graph, the data has one"
     return None
 
 
