@@ -173,7 +173,7 @@ def matrix_csv(path: Path, header: list[str] | None, n: int) -> Path:
     ("header", "size", "message"),
     [
         (["a", "b"], 2, r"in the data but not the adjacency: \['c'\]"),  # read as edges before
-        (["a", "b", "c", "d"], 4, r"unknown: \['d'\]"),  # hinted --no-index before
+        (["a", "b", "c", "x", "y", "z"], 6, r"unknown: \['x', 'y', 'z'\]"),  # half unknown
         (None, 4, r"4 x 4 matrix of numbers for 3 sensors: one sensor more"),
     ],
 )
@@ -195,3 +195,43 @@ def test_cli_train_takes_index_options(tmp_path):
         app, ["train", "simulated", "--index-col", "x", "--no-index", "--out", str(tmp_path)]
     )
     assert result.exit_code == 2 and "contradict" in result.output
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_a_matrix_of_a_larger_network_keeps_the_data_sensors_links(tmp_path, labelled):
+    """A headed matrix over the data's sensors and others (most of them the data's), in
+    any order, is read as the data's rows and columns of it, with a note, as an edge
+    list's unknown links are left out."""
+    rng = np.random.default_rng(4)
+    header = ["d", "a", "e", "c", "b"]
+    weights = rng.integers(0, 3, (5, 5)) * (1 - np.eye(5, dtype=int))
+    rows = [",".join(([""] if labelled else []) + header)]
+    rows += [
+        ",".join(([header[i]] if labelled else []) + [str(w) for w in weights[i]]) for i in range(5)
+    ]
+    big = write(tmp_path / "big.csv", "\n".join(rows) + "\n")
+    graph = load_dataset(f"csv:{counts_csv(tmp_path)}", adjacency=big).graph
+    pick = [header.index(s) for s in ("a", "b", "c")]
+    small = weights[np.ix_(pick, pick)]
+    exact = write(
+        tmp_path / "small.csv", "a,b,c\n" + "".join(",".join(map(str, r)) + "\n" for r in small)
+    )
+    want = load_dataset(f"csv:{counts_csv(tmp_path)}", adjacency=exact).graph
+    assert np.array_equal(graph.edge_index, want.edge_index)
+    assert np.array_equal(graph.edge_weight, want.edge_weight)
+    assert any(
+        "a matrix of 5 sensors, 2 of them not in the data ('d', 'e')" in n for n in graph.notes
+    )
+
+
+def test_a_larger_matrix_with_rows_missing_or_out_of_order_is_refused(tmp_path):
+    data = counts_csv(tmp_path)
+    rows = ["0,1,0,0,0", "1,0,1,0,0", "0,1,0,1,0", "0,0,1,0,1"]
+    short = write(tmp_path / "short.csv", "a,b,c,d,e\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"a header of 5 sensor ids .* and 4 rows under it"):
+        load_dataset(f"csv:{data}", adjacency=short)
+    swapped = write(
+        tmp_path / "swapped.csv", ",a,b,c,d\nb,0,1,0,0\na,1,0,1,0\nc,0,1,0,1\nd,0,0,1,0\n"
+    )
+    with pytest.raises(DatasetError, match="line 2 is labelled 'b' but column 2 of the header"):
+        load_dataset(f"csv:{data}", adjacency=swapped)

@@ -73,8 +73,9 @@ def read_adjacency_csv(
     column whose name ends in a unit (``km``, ``m``, ``mi``...) holds road lengths in that
     unit; one named like a length without a unit (``distance``, ``cost``) is read as
     metres or km by its median link, with a note (``RoadGraph.notes``). A headed edge
-    list's links to sensors the data lacks are left out, with a note, when most of its
-    sensors are the data's.
+    list's links to sensors the data lacks, and a headed matrix's rows and columns of
+    them, are left out, with a note, when most of its sensors are the data's (a matrix's
+    header must then list every sensor of the data).
 
     A file with 2-4 columns is read as an edge list when its first line is a
     ``src,dst`` header (``source``/``from`` also work, or any two words above lines that
@@ -145,7 +146,10 @@ def read_adjacency_csv(
                 )
             graph = _matrix(path, raw, ids, coords, lines, headed=headed, kind=kind)
         elif (header := _matrix_header(raw, known)) is not None:
-            _check_header(path, header, ids, int(lines[0]))
+            larger = list(raw.iloc[0, 1:] if _row_labelled(raw) else raw.iloc[0])
+            if not _covers(larger, ids):
+                _check_header(path, header, ids, int(lines[0]))
+            graph = _larger_matrix(path, raw, larger, ids, coords, lines, kind)
         elif ends.any():
             graph = _edge_list(path, raw, ids, coords, lines, headed=named)
     except GraphError as exc:
@@ -261,6 +265,60 @@ def _matrix(
     if order is not None:
         matrix = matrix[np.ix_(order, order)]
     return matrix_graph(matrix, path.name, coords=coords, kind=kind)  # a row lists links out
+
+
+def _covers(header: Sequence[str], ids: Sequence[str]) -> bool:
+    """True when a matrix ``header`` lists every sensor of the data, each once, and more,
+    most of them the data's: the graph of a larger network than the data's."""
+    names = set(header)
+    return len(names) == len(header) and names > set(ids) and 2 * len(names - set(ids)) < len(names)
+
+
+def _row_labelled(raw: pd.DataFrame) -> bool:
+    """True when a headed matrix's first column labels its rows: a corner cell (empty or
+    an index name) above labels that the header names, in a square of cells."""
+    corner, labels = str(raw.iloc[0, 0]), raw.iloc[1:, 0]
+    named = not corner or corner.lower() in INDEX_NAMES or labels.isin(set(raw.iloc[0, 1:])).all()
+    return raw.shape[1] == len(raw) and bool(named)
+
+
+def _larger_matrix(
+    path: Path,
+    raw: pd.DataFrame,
+    header: list[str],
+    ids: list[str],
+    coords: np.ndarray | None,
+    lines: np.ndarray,
+    kind: AdjacencyKind,
+) -> RoadGraph:
+    """The graph among the data's sensors of a headed matrix ``raw`` over more sensors
+    (``header``, :func:`_covers`), with a note naming the sensors left out."""
+    m = len(header)
+    labelled = raw.shape[1] == m + 1
+    body = raw.iloc[1:, 1:] if labelled else raw.iloc[1:]
+    if len(body) != m:
+        raise DatasetError(
+            f"{path}: the matrix has a header of {m} sensor ids (line {lines[0]}) and "
+            f"{_count(len(body), 'row')} under it; give one row per sensor, in the order of "
+            "the header"
+        )
+    if labelled:
+        _check_row_labels(path, list(raw.iloc[1:, 0]), header, lines[1:])
+    names = [str(k + int(labelled) + 1) for k in range(m)]
+    matrix = _weights(path, body, names, lines[1:], "adjacency entry")
+    position = {s: k for k, s in enumerate(header)}
+    order = np.array([position[s] for s in ids])
+    sub = matrix[np.ix_(order, order)]
+    sub[sub.astype(np.float32) == 0] = 0.0  # 1e-300 is 0 as kept: no link
+    left = [s for s in header if s not in set(ids)]
+    shown = ", ".join(repr(s) for s in left[:3]) + (", ..." if len(left) > 3 else "")
+    graph = matrix_graph(sub, path.name, coords=coords, kind=kind)
+    graph.notes = (
+        *graph.notes,
+        f"note: {path.name}: a matrix of {m} sensors, {len(left)} of them not in the data "
+        f"({shown}): left out, the graph keeps the links between the data's sensors",
+    )
+    return graph
 
 
 def _matrix_header(raw: pd.DataFrame, known: set[str]) -> list[str] | None:
