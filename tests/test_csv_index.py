@@ -235,3 +235,10 @@ def test_a_larger_matrix_with_rows_missing_or_out_of_order_is_refused(tmp_path):
     )
     with pytest.raises(DatasetError, match="line 2 is labelled 'b' but column 2 of the header"):
         load_dataset(f"csv:{data}", adjacency=swapped)
+
+
+def test_a_matrix_of_words_names_the_data_sensors_it_lacks(tmp_path):
+    """A file of words only was 'sensor(s) ['x'] appear twice in the matrix header'."""
+    words = write(tmp_path / "words.csv", "x,x,x\nx,x,x\nx,x,x\nx,x,x\n")
+    with pytest.raises(DatasetError, match=r"unknown: \['x'\]; in the data but not the adj"):
+        load_dataset(f"csv:{counts_csv(tmp_path)}", adjacency=words)

@@ -241,7 +241,7 @@ def _matrix(
                 "index? pass --no-index), or give the matrix a header of sensor ids"
             )
         twice = sorted({s for s in header if header.count(s) > 1})
-        if twice:
+        if twice and set(header) & set(ids):  # else no header of the data's ids at all
             raise DatasetError(
                 f"{path}: sensor(s) {twice[:5]} appear twice in the matrix header; "
                 "list each sensor once"
