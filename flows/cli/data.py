@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli.options import TIMEZONE_HELP
+from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect and fetch data sets.")
 
@@ -53,19 +53,11 @@ def data_list(
 @app.command("info")
 def data_info(
     name: str = typer.Argument(..., help="los-loop, metr-la, pems-bay, nab:CAT/FILE.csv, ..."),
-    adjacency: str = typer.Option(
-        None,
-        "--adjacency",
-        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
-    ),
+    adjacency: str = ADJACENCY,
     data_dir: str = typer.Option(None, "--data-dir", help="Default: ROADCAST_DATA_DIR."),
-    index_col: str = typer.Option(
-        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
-    ),
-    no_index: bool = typer.Option(
-        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
-    ),
-    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
+    index_col: str = INDEX_COL,
+    no_index: bool = NO_INDEX,
+    timezone: str = TIMEZONE,
 ) -> None:
     """Load a data set and print its shape, grid, graph and missing share."""
     from collections import Counter

@@ -7,7 +7,7 @@ import threading
 
 import typer
 
-from flows.cli.options import TIMEZONE_HELP
+from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
 from flows.reporting.text import literal
 
 MAX_THREADS = 256
@@ -61,11 +61,7 @@ def train(
         ...,
         help="Data set: los-loop, metr-la, csv:PATH, npz:PATH, h5:PATH, parquet:PATH, simulated...",
     ),
-    adjacency: str = typer.Option(
-        None,
-        "--adjacency",
-        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
-    ),
+    adjacency: str = ADJACENCY,
     models: str = typer.Option(
         None,
         "--models",
@@ -97,13 +93,9 @@ def train(
         help="Search each model's settings on the validation part first (Optuna): trials "
         "per model (30) or a time for the whole search (20m, 90s, 1h).",
     ),
-    index_col: str = typer.Option(
-        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
-    ),
-    no_index: bool = typer.Option(
-        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
-    ),
-    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
+    index_col: str = INDEX_COL,
+    no_index: bool = NO_INDEX,
+    timezone: str = TIMEZONE,
     label: str = typer.Option(
         None, "--label", help="Label of the new model versions (default: data set and date)."
     ),
@@ -244,18 +236,10 @@ def train(
 def evaluate(
     bundle: str = typer.Argument(..., help="A bundle directory (e.g. OUT/bundles/ar)."),
     data: str = typer.Argument(..., help="The data set to score it on."),
-    adjacency: str = typer.Option(
-        None,
-        "--adjacency",
-        help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
-    ),
-    index_col: str = typer.Option(
-        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
-    ),
-    no_index: bool = typer.Option(
-        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
-    ),
-    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
+    adjacency: str = ADJACENCY,
+    index_col: str = INDEX_COL,
+    no_index: bool = NO_INDEX,
+    timezone: str = TIMEZONE,
     window: int = typer.Option(
         None,
         "--window",

@@ -16,6 +16,19 @@ TIMEZONE_HELP = (
     "csv:, h5: or parquet: data: the IANA time zone (e.g. America/Los_Angeles) its "
     "timestamps without a UTC offset were written in; default UTC."
 )
+# How a file's data set is read: the options of every command that takes a data spec.
+ADJACENCY = typer.Option(
+    None,
+    "--adjacency",
+    help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
+)
+INDEX_COL = typer.Option(
+    None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+)
+NO_INDEX = typer.Option(
+    False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+)
+TIMEZONE = typer.Option(None, "--timezone", help=TIMEZONE_HELP)
 
 
 def parse_duration(

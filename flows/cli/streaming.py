@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from flows.cli.options import TIMEZONE_HELP
+from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,16 +51,10 @@ def replay(
     ),
     limit: int = typer.Option(None, "--limit", min=0, help="Replay at most N time steps."),
     topic: str = typer.Option(None, "--topic", help="Default: the readings topic of the settings."),
-    adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency file for csv:, npz:, h5: or parquet: data."
-    ),
-    index_col: str = typer.Option(
-        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
-    ),
-    no_index: bool = typer.Option(
-        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
-    ),
-    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
+    adjacency: str = ADJACENCY,
+    index_col: str = INDEX_COL,
+    no_index: bool = NO_INDEX,
+    timezone: str = TIMEZONE,
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     import signal
@@ -125,16 +119,10 @@ def demo(
     epochs: int = typer.Option(
         20, "--epochs", help="At most N epochs of the neural models it trains."
     ),
-    adjacency: str = typer.Option(
-        None, "--adjacency", help="Adjacency file for csv:, npz:, h5: or parquet: data."
-    ),
-    index_col: str = typer.Option(
-        None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
-    ),
-    no_index: bool = typer.Option(
-        False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
-    ),
-    timezone: str = typer.Option(None, "--timezone", help=TIMEZONE_HELP),
+    adjacency: str = ADJACENCY,
+    index_col: str = INDEX_COL,
+    no_index: bool = NO_INDEX,
+    timezone: str = TIMEZONE,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress."),
 ) -> None:
     """The main job: broker, quick models, the service, a replay, OUT/summary.json + report."""
