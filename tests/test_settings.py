@@ -282,3 +282,28 @@ def test_a_duration_setting_written_with_a_unit_is_told_it_is_in_seconds(monkeyp
     monkeypatch.setenv("ROADCAST_ALERT_TIMEOUT_S", "5 minutes")
     with pytest.raises(SettingsError, match=r"ROADCAST_ALERT_TIMEOUT_S: .*in seconds, e\.g\. 30"):
         load_settings()
+
+
+@pytest.mark.parametrize(("path", "prefect"), [("/api/flow_runs/", True), ("/healthz", False)])
+def test_a_prefect_api_that_stops_answering_is_named_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, path: str, prefect: bool
+) -> None:
+    """A temporary Prefect server that died mid-run showed as "ConnectError: [Errno 111]
+    Connection refused (unexpected; ...)"."""
+    import httpx
+
+    from flows.cli.errors import describe
+    from pipeline.kafka.broker import free_port
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    port = free_port()  # nothing listens there
+    with pytest.raises(httpx.ConnectError) as info:
+        httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+    line = describe(info.value)
+    if prefect:
+        assert line.startswith(f"the Prefect API at http://127.0.0.1:{port} stopped answering")
+        assert "temporary Prefect server started for this command stopped" in line
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+        assert describe(info.value).endswith("check the server PREFECT_API_URL names")
+    else:
+        assert line.startswith("ConnectError:") and "unexpected" in line

@@ -48,10 +48,41 @@ def describe(exc: BaseException) -> str:
             f"({exc.error_count()} error(s)); check the PREFECT_* and ROADCAST_* environment "
             "variables"
         )
+    if (lost := _lost_prefect_api(exc)) is not None:
+        return lost
     ours = type(exc).__module__.split(".")[0] in ("pipeline", "models", "flows")
     if ours or isinstance(exc, ValueError | OSError):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc} (unexpected; `roadcast --debug ...` shows the traceback)"
+
+
+def _lost_prefect_api(exc: BaseException) -> str | None:
+    """One line for a Prefect API that stopped answering during a command (an ``httpx``
+    transport error on a request to ``.../api/...``), None for any other error."""
+    import httpx
+
+    if not isinstance(exc, httpx.TransportError):
+        return None
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error raised without its request
+        return None
+    if "/api" not in url.path:
+        return None
+    configured = bool(os.environ.get("PREFECT_API_URL"))
+    if not configured:
+        import prefect.settings
+
+        configured = bool(prefect.settings.get_current_settings().api.url)
+    where = f"{url.scheme}://{url.host}:{url.port}"
+    fix = (
+        "check the server PREFECT_API_URL names"
+        if configured
+        else "the temporary Prefect server started for this command stopped (ended by "
+        "another process, or its port taken); run the command again, or run `prefect "
+        "server start` and set PREFECT_API_URL"
+    )
+    return f"the Prefect API at {where} stopped answering ({type(exc).__name__}: {exc}); {fix}"
 
 
 class RoadcastGroup(TyperGroup):
