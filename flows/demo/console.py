@@ -48,6 +48,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from flows.reporting.tables import lead_label
     from flows.reporting.text import literal
 
     table = Table(title=literal(f"roadcast demo: {summary['data']}", "table.title"))
@@ -61,7 +62,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(key, literal(f"{value:,}" if isinstance(value, int) else value))
     for model, per in summary["accuracy"].items():
         cells = [
-            f"{per[s]['minutes']:g}min {per[s]['mae']:.2f}/{per[s]['rmse']:.2f}"
+            f"{lead_label(per[s]['minutes'])} {per[s]['mae']:.2f}/{per[s]['rmse']:.2f}"
             for s in per
             if int(s) in (1, 3, 6, 12)
         ]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.reporting.plots import draw_literally
+from flows.reporting.tables import lead_label
 from flows.reporting.text import markdown_table, markdown_text
 
 
@@ -69,7 +70,7 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
         ]
         for model, per in accuracy.items()
     ]  # fmt: skip
-    columns = ["model"] + [f"{lead_minutes[s]:g} min MAE / RMSE" for s in shown]
+    columns = ["model"] + [f"{lead_label(lead_minutes[s])} MAE / RMSE" for s in shown]
     lines.append(markdown_table(columns, rows, numbers_right=True))
     if summary.get("versus_persistence"):
         lines += ["", summary["versus_persistence"]]

@@ -19,7 +19,11 @@ from pipeline.data.published import FORECASTS
 
 def horizon_label(steps: int | str, freq_minutes: float) -> str:
     """``3`` steps of 5 minutes -> ``"15 min"``."""
-    minutes = int(steps) * freq_minutes
+    return lead_label(int(steps) * freq_minutes)
+
+
+def lead_label(minutes: float) -> str:
+    """A lead time: ``15`` -> ``"15 min"``, ``180`` -> ``"3 h"``."""
     return f"{minutes:g} min" if minutes < 120 else f"{minutes / 60:g} h"
 
 
