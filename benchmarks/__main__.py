@@ -26,6 +26,7 @@ BENCHMARKS = (
     "wire",
     "scale",
     "anomaly",
+    "detect_workers",
     "simulated_alerts",
     "alert_rate",
     "alert_delivery",

@@ -50,8 +50,10 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -478,8 +480,11 @@ def detect_nab(
     *,
     nab_range: bool = False,
     progress: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> list[Path]:
-    """Write a NAB result file for every data file under ``nab_dir`` (see module doc)."""
+    """Write a NAB result file for every data file under ``nab_dir`` (see module doc),
+    scoring up to ``workers`` files at once in processes of their own (default: one per
+    CPU this process may use; 1 scores them here, one after another)."""
     check_detector(detector)
     files = nab_data_files(nab_dir)
     if progress is not None:
@@ -507,11 +512,11 @@ def detect_nab(
     except OSError as exc:
         raise DetectRunError(f"--out {out_dir}: cannot create {top} ({exc.strerror})") from None
     staged: list[tuple[Path, Path]] = []  # (temporary, final): moved once all are written
+    scored = _scored(inputs, detector, nab_range, workers or len(os.sched_getaffinity(0)))
     try:
-        for path, frame, stamps, out in inputs:
+        for (path, frame, _, out), scores in zip(inputs, scored, strict=True):
             key = f"{path.parent.name}/{path.name}"
             values = frame["value"].to_numpy()
-            scores = score_rows(values, stamps, detector, key, nab_range=nab_range)
             temporary = _staged_path(out)
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -526,10 +531,47 @@ def detect_nab(
         for temporary, out in staged:
             temporary.replace(out)
     finally:
+        scored.close()  # an error above stops the files still being scored
         for temporary, _ in staged:
             with contextlib.suppress(OSError):  # clean-up must not hide the error being raised
                 temporary.unlink(missing_ok=True)
     return [out for _, out in staged]
+
+
+def _scored(
+    inputs: list[tuple[Path, pd.DataFrame, pd.DatetimeIndex, Path]],
+    detector: str,
+    nab_range: bool,
+    workers: int,
+) -> Generator[np.ndarray]:
+    """Each input's scores, in order: here, or in up to ``workers`` processes (each file
+    is independent; a process of one thread per file)."""
+    jobs = [
+        (frame["value"].to_numpy(), stamps, detector, f"{path.parent.name}/{path.name}")
+        for path, frame, stamps, _ in inputs
+    ]
+    if workers <= 1 or len(jobs) <= 1:
+        for values, stamps, name, key in jobs:
+            yield score_rows(values, stamps, name, key, nab_range=nab_range)
+        return
+    pool = ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_one_thread
+    )
+    try:
+        futures = [pool.submit(score_rows, *job, nab_range=nab_range) for job in jobs]
+        for future in futures:
+            yield future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _one_thread() -> None:
+    """A scoring process's numerical libraries use one thread: the files are the
+    parallelism, and more threads than cores only contend."""
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
 
 
 def _checked_input(

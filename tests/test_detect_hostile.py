@@ -445,3 +445,26 @@ def test_the_score_table_is_whole_when_piped(capsys) -> None:
     assert "…" not in out
     for text in ("realAWSCloudwatch", "standard (NAB threshold)", "low (fixed 0.9)", "-123.5"):
         assert text in out, out
+
+
+def test_files_scored_in_parallel_processes_match_one_by_one(tmp_path) -> None:
+    from benchmarks.detect_workers import same_results, simulated_corpus
+
+    simulated_corpus(tmp_path / "nab", files=3, rows=400)
+    lines: list[str] = []
+    serial = detect_nab(tmp_path / "nab", tmp_path / "one", workers=1)
+    parallel = detect_nab(tmp_path / "nab", tmp_path / "two", workers=2, progress=lines.append)
+    assert (
+        [p.name for p in serial]
+        == [p.name for p in parallel]
+        == [f"ensemble_s{k}.csv" for k in range(3)]
+    )
+    assert same_results(tmp_path / "one", tmp_path / "two")
+    assert [line.split(":")[0] for line in lines] == [f"sim/s{k}.csv" for k in range(3)]
+
+
+def test_workers_must_be_at_least_one(tmp_path) -> None:
+    result = CliRunner().invoke(
+        app, ["detect", "--nab-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"]
+    )
+    assert result.exit_code == 2 and "--workers" in result.output, result.output

@@ -358,6 +358,12 @@ def detect(
     score: bool = typer.Option(
         False, "--score", help="Print NAB's table for the categories found (needs label windows)."
     ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Files scored at once, each in a process (default: one per CPU; 1: one by one).",
+    ),
 ) -> None:
     """Score every NAB file in streaming order and write NAB result files."""
     from flows.detect import DEFAULT_RULE, DetectRunError, detect_nab
@@ -367,7 +373,9 @@ def detect(
             typer.echo(f"error: {option} is empty; name a directory", err=True)
             raise typer.Exit(1)
     try:
-        written = detect_nab(nab_dir, out, detector, nab_range=nab_range, progress=typer.echo)
+        written = detect_nab(
+            nab_dir, out, detector, nab_range=nab_range, progress=typer.echo, workers=workers
+        )
     except BrokenPipeError:  # `| head`: the group ends quietly
         raise
     except (DetectRunError, OSError, ValueError) as exc:
