@@ -557,12 +557,17 @@ def _scored(
     pool = ProcessPoolExecutor(
         min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_one_thread
     )
+    finished = False
     try:
         futures = [pool.submit(score_rows, *job, nab_range=nab_range) for job in jobs]
         for future in futures:
             yield future.result()
+        finished = True
     finally:
+        busy = [] if finished else list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        for process in busy:  # an error or Ctrl-C: stop the files still being scored
+            process.terminate()
 
 
 def _one_thread() -> None:

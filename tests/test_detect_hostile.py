@@ -468,3 +468,46 @@ def test_workers_must_be_at_least_one(tmp_path) -> None:
         app, ["detect", "--nab-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--workers", "0"]
     )
     assert result.exit_code == 2 and "--workers" in result.output, result.output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_scoring_says_so_and_leaves_nothing(tmp_path, workers) -> None:
+    """Interrupted while a long file was scored (one by one, or in processes that must not
+    outlive it): one line, status 130, no result or partial file, no process left."""
+    import signal
+    import subprocess
+    import sys
+
+    from benchmarks.detect_workers import simulated_corpus
+    from tests.processes import default_sigint
+    from tests.waiting import WAIT_S, wait_until
+
+    simulated_corpus(tmp_path / "nab", files=1, rows=300)  # sim/s0.csv: scored first
+    for name in ("t1", "t2"):  # long enough to be scored still when the signal comes
+        simulated_corpus(tmp_path / name, files=1, rows=40_000)
+        (tmp_path / name / "sim" / "s0.csv").rename(tmp_path / "nab" / "sim" / f"{name}.csv")
+    output = tmp_path / "out.txt"
+    args = [
+        sys.executable, "-m", "flows.cli", "detect", "--nab-dir", str(tmp_path / "nab"),
+        "--out", str(tmp_path / "out"), "--workers", workers,
+    ]  # fmt: skip
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            args, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=default_sigint
+        )
+    try:
+        wait_until(lambda: "sim/s0.csv: 300 rows" in output.read_text(), what="the first file")
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(WAIT_S) == 130, output.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert output.read_text().splitlines()[-1].startswith("error: interrupted before every file")
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        what="the scoring processes to end",
+    )

@@ -378,6 +378,11 @@ def detect(
         )
     except BrokenPipeError:  # `| head`: the group ends quietly
         raise
+    except KeyboardInterrupt:
+        typer.echo(
+            f"error: interrupted before every file was scored; nothing written to {out}", err=True
+        )
+        raise typer.Exit(130) from None
     except (DetectRunError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
