@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import os
 import shutil
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import write_result
-from flows.detect import detect_nab
+from flows.detect import detect_nab, usable_cpus
 from flows.reporting.text import print_table
 from pipeline.settings import load_settings
 
@@ -68,7 +67,7 @@ def measure(nab_dir: Path, workers: int, repeats: int) -> dict[str, Any]:
     serial, parallel = statistics.median(runs[1]), statistics.median(runs[workers])
     return {
         "files": len(written),
-        "cpus": len(os.sched_getaffinity(0)),
+        "cpus": usable_cpus(),
         "workers": workers,
         "repeats": repeats,
         "serial_s": serial,
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="4 simulated files, 1 run each")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each (default 2)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--workers", type=int, default=usable_cpus())
     parser.add_argument("--categories", default="realTraffic,realAdExchange")
     args = parser.parse_args(argv)
     workers = max(args.workers, 2)

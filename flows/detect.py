@@ -1,11 +1,12 @@
 """Run anomaly detectors over NAB data files in streaming order and write NAB result files.
 
-``roadcast detect --nab-dir DIR --out OUT [--detector NAME] [--nab-range] [--score]``
-reads every ``<category>/<file>.csv`` (``timestamp,value``) under ``DIR`` and writes
-``OUT/<detector>/<category>/<detector>_<file>.csv`` with ``timestamp,value,anomaly_score``,
-one row per original row: NAB's results layout, which NAB's own scorer reads. Detector
-names have no underscore (NAB splits result file names on them). ``--score`` prints
-NAB's table for the categories found (:mod:`flows.nab_table`).
+``roadcast detect --nab-dir DIR --out OUT [--detector NAME] [--nab-range] [--score]
+[--workers N]`` reads every ``<category>/<file>.csv`` (``timestamp,value``) under ``DIR``
+and writes ``OUT/<detector>/<category>/<detector>_<file>.csv`` with
+``timestamp,value,anomaly_score``, one row per original row: NAB's results layout, which
+NAB's own scorer reads. Files are scored in parallel processes (``--workers``, default
+one per CPU). Detector names have no underscore (NAB splits result file names on them).
+``--score`` prints NAB's table for the categories found (:mod:`flows.nab_table`).
 
 NAB's protocol, followed here
 -----------------------------
@@ -512,7 +513,7 @@ def detect_nab(
     except OSError as exc:
         raise DetectRunError(f"--out {out_dir}: cannot create {top} ({exc.strerror})") from None
     staged: list[tuple[Path, Path]] = []  # (temporary, final): moved once all are written
-    scored = _scored(inputs, detector, nab_range, workers or len(os.sched_getaffinity(0)))
+    scored = _scored(inputs, detector, nab_range, workers or usable_cpus())
     try:
         for (path, frame, _, out), scores in zip(inputs, scored, strict=True):
             key = f"{path.parent.name}/{path.name}"
@@ -568,6 +569,12 @@ def _scored(
         pool.shutdown(wait=False, cancel_futures=True)
         for process in busy:  # an error or Ctrl-C: stop the files still being scored
             process.terminate()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)  # not on macOS or Windows
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _one_thread() -> None:

@@ -291,11 +291,10 @@ def test_a_prefect_api_that_stops_answering_is_named_with_the_fix(
     """A temporary Prefect server that died mid-run showed as "ConnectError: [Errno 111]
     Connection refused (unexpected; ...)"."""
     import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.cli.errors import describe
     from pipeline.kafka.broker import free_port
-
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     port = free_port()  # nothing listens there
