@@ -479,7 +479,7 @@ def test_ctrl_c_stops_scoring_says_so_and_leaves_nothing(tmp_path, workers) -> N
     import sys
 
     from benchmarks.detect_workers import simulated_corpus
-    from tests.processes import default_sigint
+    from tests.processes import alive, children_of, default_sigint
     from tests.waiting import WAIT_S, wait_until
 
     simulated_corpus(tmp_path / "nab", files=1, rows=300)  # sim/s0.csv: scored first
@@ -497,9 +497,7 @@ def test_ctrl_c_stops_scoring_says_so_and_leaves_nothing(tmp_path, workers) -> N
         )
     try:
         wait_until(lambda: "sim/s0.csv: 300 rows" in output.read_text(), what="the first file")
-        children = subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
+        children = children_of(proc.pid)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(WAIT_S) == 130, output.read_text()
     finally:
@@ -508,6 +506,6 @@ def test_ctrl_c_stops_scoring_says_so_and_leaves_nothing(tmp_path, workers) -> N
     assert output.read_text().splitlines()[-1].startswith("error: interrupted before every file")
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     wait_until(
-        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children),
+        lambda: not any(alive(pid) for pid in children),
         what="the scoring processes to end",
     )

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.data.datasets import DatasetInfo, RemoteFile
 from pipeline.data.fetch import FetchError, fetch_dataset
+from tests.processes import alive, children_of
 
 BODY = b"a,b\n" + b"1,2\n" * 5000
 DIGEST = hashlib.sha256(BODY).hexdigest()
@@ -216,31 +217,6 @@ def test_a_full_disk_names_the_file_and_leaves_no_partial_download(tmp_path: Pat
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _children(pid: int) -> dict[int, str]:
-    """The live child processes of ``pid``: {pid: command line}."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid and _alive(int(entry.name)):
-            found[int(entry.name)] = command
-    return found
-
-
 @contextmanager
 def _streaming_demo(
     tmp_path: Path, *, own_group: bool = False
@@ -273,7 +249,7 @@ def _streaming_demo(
             return "replay:" in output.read_text()
 
         wait_until(replaying, what="the demo to replay", poll_s=0.2, details=output.read_text)
-        children.update(_children(proc.pid))
+        children.update(children_of(proc.pid))
         assert any("tansu" in c for c in children.values()), children
         assert any("serve" in c for c in children.values()), children
         yield proc, output, children
@@ -282,7 +258,7 @@ def _streaming_demo(
             proc.kill()
         proc.wait()
         for pid in children:  # a test that failed must not leave them running either
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, 9)
 
 
@@ -290,9 +266,9 @@ def _wait_gone(pids: dict[int, str]) -> None:
     from tests.waiting import wait_until
 
     wait_until(
-        lambda: not any(_alive(p) for p in pids),
+        lambda: not any(alive(p) for p in pids),
         what="the demo's broker and service to exit",
-        details=lambda: str({p: c for p, c in pids.items() if _alive(p)}),
+        details=lambda: str({p: c for p, c in pids.items() if alive(p)}),
     )
 
 
