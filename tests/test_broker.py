@@ -21,19 +21,10 @@ from pipeline.kafka.clients import (
     make_producer,
 )
 from pipeline.settings import load_settings
-from tests.processes import default_sigint
+from tests.processes import alive, default_sigint
 from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def wait_dead(pid: int, what: str) -> None:
