@@ -74,6 +74,13 @@ def test_empty_batch_is_an_empty_list() -> None:
     assert decode_readings(b'{"v":1,"ts":"2012-03-01T00:00:00Z","values":{}}') == []
 
 
+@pytest.mark.parametrize("ts", ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5+00:00"])
+def test_a_leap_second_is_refused_naming_it(ts: str) -> None:
+    with pytest.raises(SchemaError, match=r"leap second \(:60\).*:59\.999") as refused:
+        decode_readings(reading_bytes(ts=ts))
+    assert refused.value.reason == "bad_timestamp"
+
+
 def test_integer_sensor_ids_become_strings() -> None:
     [r] = decode_readings(reading_bytes(sensor=773869))
     assert r.sensor == "773869"
@@ -87,6 +94,7 @@ def test_integer_sensor_ids_become_strings() -> None:
         ("2012-03-01T02:05:00+02:00", datetime(2012, 3, 1, 0, 5, tzinfo=UTC)),
         ("2012-02-29T16:05:00-08:00", datetime(2012, 3, 1, 0, 5, tzinfo=UTC)),
         ("2012-03-01T00:05:00.250Z", datetime(2012, 3, 1, 0, 5, 0, 250000, tzinfo=UTC)),
+        ("2012-03-01t00:05:00z", datetime(2012, 3, 1, 0, 5, tzinfo=UTC)),  # RFC 3339 allows
     ],
 )
 def test_timestamps_are_converted_to_utc(ts: str, expected: datetime) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sqlite3
 import threading
 
 import pandas as pd
@@ -325,3 +326,29 @@ def test_a_read_only_store_is_refused_by_the_pre_flight(world, tmp_path, monkeyp
     with pytest.raises(typer.Exit):
         _preflight(world.bundles, store, None, config)
     assert f"the store {store} is read-only" in capsys.readouterr().err
+
+
+def test_a_damaged_store_is_refused_at_start_in_one_line_naming_it(world, kafka_settings, tmp_path):
+    """A store whose readings table is damaged: start-up restores from it and failed with
+    SQLite's bare ``database disk image is malformed`` (an "unexpected" error on the
+    command line); it now names the store and what to do."""
+    from pipeline.service.store import StoreError
+
+    path = tmp_path / "store.sqlite"
+    settings = kafka_settings.model_copy(update={"store_path": path})
+    ensure_topics(settings)
+    service = ForecastService(settings, CONFIG, load_bundles(world.bundles))
+    with service_thread(service):
+        produce_panel(settings, world.live)
+        wait_until(lambda: service.counters["ticks_closed"] >= 5, what="some ticks")
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        query = "SELECT rootpage FROM sqlite_master WHERE name = 'readings'"
+        (page,) = db.execute(query).fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    with path.open("r+b") as f:  # the readings table's first page: garbage
+        f.seek((page - 1) * size)
+        f.write(b"\xa5" * size)
+    with pytest.raises(StoreError, match="damaged") as refused:
+        ForecastService(settings, CONFIG, load_bundles(world.bundles))
+    assert str(path) in str(refused.value) and "malformed" in str(refused.value)

@@ -574,6 +574,8 @@ def test_odd_keys_and_headers_and_payloads_are_served_or_dead_lettered(kafka_set
         (None, b"\xef\xbb\xbf" + good, [], None),  # a UTF-8 byte order mark: read
         (None, bytes.fromhex("84a17601a673656e736f72a3373733"), [], "not_utf8"),  # msgpack
         (None, _reading("not-in-any-bundle", ts, 1.0), [], "unknown_sensor"),
+        (None, b"{", [("traceparent", b"00-abc-def-01"), ("producer", b"gw-7")], "bad_json"),
+        (None, b"[", [("h", b"\xff")] * 10_000, "bad_json"),  # too many to keep
     ]
     producer = make_producer(settings)
     first = replay(live.slice(0, steps // 2), producer, settings.topic_readings, progress=False)
@@ -595,6 +597,11 @@ def test_odd_keys_and_headers_and_payloads_are_served_or_dead_lettered(kafka_set
     assert counters["valid"] + counters["dead_lettered"] == produced
     letters = read_topic(settings, settings.topic_dlq)
     assert sorted(dict(r.headers)["error"].decode() for r in letters) == sorted(reasons)
+    traced, crowded = (next(r for r in letters if r.value == v) for v in (b"{", b"["))
+    assert traced.headers[:2] == [("traceparent", b"00-abc-def-01"), ("producer", b"gw-7")]
+    assert int(dict(traced.headers)["source.timestamp"]) > 0  # the original record's
+    assert dict(crowded.headers)["source.headers.dropped"] == b"10000"
+    assert len(crowded.headers) < 10
 
 
 @pytest.mark.parametrize(

@@ -248,6 +248,36 @@ def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_pa
         assert issued == {ts.to_pydatetime() for ts in second.timestamps}  # the new broker's
 
 
+def test_a_readings_topic_deleted_while_serving_is_read_from_the_start_when_it_returns(
+    world, kafka_settings, tmp_path
+):
+    """The readings topic is deleted under a running service, which creates it again. The
+    consumer's positions belong to the old log, and Tansu answers a fetch past the new
+    log's end with nothing: without a look at the topic's id, the new log's first
+    records (as many as the old log held) were never read, nor dead-lettered."""
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    config = ServiceConfig(allowed_lateness="0min", durable=False, topic_check_every_s=1.0)
+    service = ForecastService(settings, config, load_bundles(world.bundles))
+    first, second = world.live.slice(0, 10), world.live.slice(10, 20)
+    with service_thread(service):
+        produce_panel(settings, first)
+        wait_until(lambda: service.counters["consumed"] == first.n_time * first.n_nodes,
+                   what="the first 10 ticks consumed")  # fmt: skip
+        admin = make_admin(settings)
+        try:
+            admin.delete_topics([settings.topic_readings])
+        finally:
+            admin.close()
+        wait_until(lambda: service.counters["topics_recreated"] >= 1,
+                   what="the service to create the readings topic again")  # fmt: skip
+        produce_panel(settings, second)
+        wait_until(lambda: service.counters["consumed"] >= 20 * first.n_nodes,
+                   what="the new log's readings consumed")  # fmt: skip
+    assert service.counters["consumed"] == 20 * first.n_nodes
+    assert service.counters["dead_lettered"] == 0
+
+
 def test_broker_lost_mid_batch_the_batch_is_replayed_from_the_store(tmp_path):
     """The broker goes away while the service works through a backlog: the batch it
     cannot publish is neither stored nor committed; the service restores its state from
@@ -303,6 +333,33 @@ def test_broker_lost_mid_batch_the_batch_is_replayed_from_the_store(tmp_path):
         with Store(settings.store_path, readonly=True) as db:
             stored = {t.ts_ms for t in db.last_ticks(10_000)}
         assert {int(ts.value // 1_000_000) for ts in after.timestamps[:-1]} <= stored
+
+
+def test_a_replayed_batch_finds_no_reading_late(world, kafka_settings, tmp_path):
+    """A batch from a backlog spread over three partitions fails (the store is locked) and
+    is replayed once the lock goes. What the partitions had delivered before counts for
+    nothing, as in a restarted process: otherwise the partition read first no longer held
+    the watermark back while it was read again, and its readings were late, its sensors
+    reported down."""
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    produced = produce_panel(settings, world.live)
+    config = ServiceConfig(allowed_lateness="0min", durable=False, poll_records=100)
+    service = ForecastService(settings, config, load_bundles(world.bundles))
+    locker = sqlite3.connect(settings.store_path, isolation_level=None, timeout=WAIT_S)
+    locker.execute("BEGIN IMMEDIATE")  # the write lock: the first batch cannot be stored
+    try:
+        with service_thread(service):
+            wait_until(lambda: service.counters["batch_retries"] >= 1, what="a failed batch")
+            locker.execute("ROLLBACK")
+            wait_until(lambda: service.counters["consumed"] >= produced, what="every record")
+            wait_until(lambda: service.counters["ticks_closed"] >= world.live.n_time - 1,
+                       what="every tick closed")  # fmt: skip
+    finally:
+        locker.close()
+    assert service.counters["late"] == 0
+    with Store(settings.store_path, readonly=True) as db:
+        observed = Counter(t.observed for t in db.last_ticks(10_000))
+    assert set(observed) == {world.live.n_nodes}, observed
 
 
 class _HandedOver:

@@ -58,6 +58,11 @@ def test_dead_letter_headers_name_reason_and_source():
     headers = dict(dead_letter_headers("bad_json", "x" * 5000, "readings", 2, 41))
     assert headers["error"] == b"bad_json" and headers["source.offset"] == b"41"
     assert headers["source.partition"] == b"2" and len(headers["error.message"]) == 1000
+    kept = dead_letter_headers(
+        "bad_json", "", "readings", 2, 41, timestamp_ms=7, original=[("error", b"theirs")]
+    )
+    assert kept[0] == ("error", b"theirs") and dict(kept)["error"] == b"bad_json"
+    assert dict(kept)["source.timestamp"] == b"7"
 
 
 def test_json_logs_are_one_object_per_line():

@@ -1,7 +1,7 @@
 """Dead letters: records the service cannot use, copied to the dead-letter topic with why.
 
-A dead letter keeps the original key and value and says in its headers why it failed
-and where it came from (:func:`dead_letter_headers`). It never exceeds what the broker
+A dead letter keeps the original key, value and headers and says in headers of its own
+why it failed and where it came from (:func:`dead_letter_headers`). It never exceeds what the broker
 takes in one record: the topic's ``max.message.bytes``, which the service also gives
 its producer as ``max_request_size`` (:func:`topic_max_message_bytes`). When the
 original does not fit with its headers, :func:`fit_dead_letter` cuts the value (and, if
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -35,24 +36,45 @@ BROKER_DEFAULT_MAX_MESSAGE_BYTES: Final = 1_048_588
 # A key longer than this is dropped from a minimal dead letter (ids are short).
 _MINIMAL_KEY_BYTES: Final = 256
 _DETAIL_BYTES: Final = 1000
+# The original record's headers are kept up to this many bytes together.
+_ORIGINAL_HEADER_BYTES: Final = 16_384
 
 Headers = list[tuple[str, bytes]]
 
 
 def dead_letter_headers(
-    reason: str, detail: str, topic: str, partition: int, offset: int
+    reason: str,
+    detail: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    timestamp_ms: int | None = None,
+    original: Sequence[tuple[str, bytes | None]] = (),
 ) -> Headers:
-    """Kafka headers of a dead letter: why it failed and where it came from.
+    """Kafka headers of a dead letter: the original record's own headers (tracing ids,
+    the producer's), then why it failed and where it came from.
 
     ``error`` is the machine-readable reason (``bad_json``, ``unknown_sensor``...),
-    ``error.message`` the human explanation, ``source.*`` the original position.
+    ``error.message`` the human explanation, ``source.*`` the original position and
+    record timestamp (ms). Ours come last, so a reader that keeps the last header of a
+    name sees them. Original headers over ``_ORIGINAL_HEADER_BYTES`` together are left
+    out, and ``source.headers.dropped`` says how many.
     """
+    kept: Headers = [(k, v if v is not None else b"") for k, v in original]
+    extra: Headers = []
+    if sum(len(k) + len(v) for k, v in kept) > _ORIGINAL_HEADER_BYTES:
+        kept, extra = [], [("source.headers.dropped", str(len(original)).encode())]
+    if timestamp_ms is not None and timestamp_ms >= 0:
+        extra.append(("source.timestamp", str(timestamp_ms).encode()))
     return [
+        *kept,
         ("error", reason.encode()),
         ("error.message", detail[:_DETAIL_BYTES].encode("utf-8", "replace")),
         ("source.topic", topic.encode()),
         ("source.partition", str(partition).encode()),
         ("source.offset", str(offset).encode()),
+        *extra,
     ]
 
 

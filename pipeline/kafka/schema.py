@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -360,6 +361,20 @@ def _text(value: Any, field: str, *, allow_empty: bool = False) -> str:
     return value
 
 
+# Seconds written as 60 (RFC 3339's leap second), before a fraction and the offset.
+_LEAP_SECOND = re.compile(r"[Tt ]\d\d:\d\d:60(?:[.,]\d+)?(?:[Zz]|[+-]\d\d(?::?\d\d)?)?$")
+
+
+def _upper_rfc3339(value: str) -> str:
+    """RFC 3339's lowercase ``t`` separator and ``z`` zone, which it allows, as
+    ``fromisoformat`` reads them (upper case)."""
+    if value.endswith("z"):
+        value = value[:-1] + "Z"
+    if len(value) > 10 and value[10] == "t":
+        value = value[:10] + "T" + value[11:]
+    return value
+
+
 def parse_timestamp(value: Any, field: str = "ts") -> datetime:
     """An ISO-8601 string with a timezone -> an aware ``datetime`` in UTC.
 
@@ -376,8 +391,14 @@ def parse_timestamp(value: Any, field: str = "ts") -> datetime:
     if not (value.isascii() and value.isprintable()):  # fromisoformat lets NUL through
         _fail("bad_timestamp", f"{field} {value!r} holds a control or non-ASCII character")
     try:
-        ts = datetime.fromisoformat(value)
+        ts = datetime.fromisoformat(_upper_rfc3339(value))
     except ValueError:
+        if _LEAP_SECOND.search(value):
+            _fail(
+                "bad_timestamp",
+                f"{field} {value!r} is a leap second (:60), which roadcast does not "
+                "take; send it as :59.999 of that minute",
+            )
         _fail("bad_timestamp", f"{field} {value!r} is not ISO-8601")
     offset = ts.utcoffset()
     if offset is None:

@@ -362,6 +362,7 @@ class BatchHandler(PollProcessor):
         outbox.abort()  # what the failed batch queued: the replay sends it again
         self.partitions.pending_commit.clear()
         self._restore_until_it_works(stop)
+        rewound: dict[TopicPartition, int | None] = {}
         for tp in consumer.assignment():
             offset = self.partitions.next_offset.get(self.partitions.key(tp))
             if offset is None:  # nothing of it stored yet: where the group left it
@@ -373,6 +374,8 @@ class BatchHandler(PollProcessor):
                 consumer.seek(tp, offset)
             else:
                 consumer.seek_to_beginning(tp)
+            rewound[tp] = offset
+        self.partitions.rewound(rewound, time.monotonic())
         self._count("recoveries")
         self._unsettled = True
         return self._outbox_when_reachable(stop)

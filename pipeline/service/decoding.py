@@ -198,7 +198,9 @@ class ReadingDecoder:
         (cut to the broker's limit; minimal, or only reported, once the broker refused it)."""
         source = (record.topic, record.partition, record.offset)
         refused = self.refused.get(source, 0) if self.refused else 0
-        headers = dead_letter_headers(reason, detail, *source)
+        headers = dead_letter_headers(
+            reason, detail, *source, timestamp_ms=record.timestamp, original=record.headers or ()
+        )
         counts["dead_lettered"] += 1
         counts[f"dead_lettered.{reason}"] += 1
         if refused >= 2:

@@ -217,6 +217,7 @@ class ForecastService(BatchHandler):
                 elif not self.reload() and now - last_check >= self.config.topic_check_every_s:
                     last_check = now
                     self._check_topics()
+                    self._check_readings_topic(consumer)
                 if now - last_stats >= self.config.stats_every_s:
                     last_stats = now
                     self._log_stats()
@@ -308,6 +309,30 @@ class ForecastService(BatchHandler):
             )
             fields = {"topic": topic, "assigned": sorted(mine), "partitions": every}
             log.warning("partial_assignment", extra={"fields": fields | {"hint": hint}})
+
+    def _check_readings_topic(self, consumer: KafkaConsumer) -> None:
+        """Adopt the assignment again when the readings topic was deleted and created anew
+        since it was adopted (its id changed): the consumer's positions belong to the old
+        log, and a broker that answers a fetch past a log's end with nothing (Tansu) would
+        leave the new log's first records unread. No rebalance need follow a deletion, so
+        the loop looks while idle; :meth:`PartitionTracker.adopt` then reads the new log
+        from its start, and fresh metadata starts a rebalance if its partitions differ."""
+        from kafka.errors import KafkaError
+
+        from pipeline.kafka.clients import KafkaUnavailable
+
+        topic = self.settings.topic_readings
+        adopted = self.partitions.topic_keys.get(topic)
+        if adopted is None or self.partitions.changed:
+            return
+        try:
+            if self._describe_topic(topic) == adopted:
+                return
+            consumer.topics()  # fresh metadata: kafka-python rejoins if the partitions differ
+        except (KafkaError, KafkaUnavailable) as exc:
+            log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
+            return
+        self.partitions.changed = True
 
     def _describe_topic(self, topic: str) -> str:
         """``topic@<topic id>``: a re-created topic (fresh broker) gets another key.

@@ -211,6 +211,17 @@ class PartitionTracker:
         self.next_offset = next_offset
         self.changed = False
 
+    def rewound(self, positions: Mapping[TopicPartition, int | None], now: float) -> None:
+        """The consumer was moved back to ``positions`` (None: the log's start) to replay
+        a failed batch: what the partitions delivered since counts for nothing, as in a
+        restarted process, so a partition read ahead of its replay cannot let the
+        watermark pass the readings it delivers again."""
+        self.forget(positions)
+        for tp, offset in positions.items():
+            self.last_seen[tp] = now
+            if offset is not None:
+                self.position[tp] = offset
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
             self.last_seen.pop(tp, None)

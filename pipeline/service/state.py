@@ -11,6 +11,7 @@ tick boundary (:meth:`ServiceState.swap_models`, hot reload) and warms the model
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,7 +44,7 @@ from pipeline.service.model_set import (
 )
 from pipeline.service.partitions import PartitionTracker
 from pipeline.service.publishing import Publisher
-from pipeline.service.store import Store, StoreLock
+from pipeline.service.store import Store, StoreError, StoreLock, failure_hint
 from pipeline.service.store_rows import VersionRow
 from pipeline.settings import Settings
 
@@ -189,8 +190,10 @@ class ServiceState:
             self.partitions = PartitionTracker(idle_s=config.partition_idle_s)
             self.decoder = ReadingDecoder(self.column, settings.topic_dlq)
             self.restore()
-        except BaseException:
+        except BaseException as exc:
             self.store.close()
+            if isinstance(exc, sqlite3.Error) and (hint := failure_hint(exc)) is not None:
+                raise StoreError(f"the store {settings.store_path}: {exc}; {hint}") from exc
             raise
         # Model versions new to the store, written with the next stored batch.
         self.versions = dict(versions or {})
