@@ -226,7 +226,7 @@ def test_a_parquet_table_without_times_or_with_text_is_named(tmp_path):
     assert any("has no timestamps" in note for note in bare.notes)
     labelled = frame.reset_index(names="time").assign(road="I-5", lane="1")
     labelled.to_parquet(tmp_path / "labelled.parquet")
-    with pytest.raises(DatasetError, match="column 'road' holds text, not readings"):
+    with pytest.raises(DatasetError, match=r"column 'road' holds text \('I-5'\), not readings"):
         load_dataset(f"parquet:{tmp_path / 'labelled.parquet'}")
     (tmp_path / "csv.parquet").write_text("time,a\n2024-03-01,1\n")
     with pytest.raises(DatasetError) as info:

@@ -78,6 +78,8 @@ def replay(
     try:
         settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
         panel = read_panel(data, adjacency, None, index_col, no_index, timezone)
+        for note in panel.notes:  # what the file left to an assumption
+            typer.echo(note, err=True)
         check_replay(panel, speedup, limit)  # before the topic is made or anything sent
         target = settings.topic_readings
         ensure_topics(settings, topics=[target])

@@ -6,9 +6,11 @@ PeMSD3/4/7/8 in (``data``: ``[time, sensor, feature]``, PeMSD4's and PeMSD8's fe
 flow, occupancy, speed), and any ``[time, sensor]`` or ``[time]`` array; ``h5:PATH`` a
 pandas HDF5 table of one column per sensor (DCRNN's METR-LA and PEMS-BAY, LargeST);
 ``parquet:PATH`` a Parquet table of one column per sensor, its time the DatetimeIndex
-pandas wrote or its one column of timestamps (typed, or ISO-8601 text first), or of one
-row per reading (time, sensor, value; the sensor column named as the CSV reader's long
-format names it, or the one of text).
+pandas wrote or its one column of timestamps (typed, ISO-8601 text first, or Unix times
+as a CSV's: whole numbers under a time column's name, or first), or of one row per
+reading (time, sensor, value; the sensor column named as the CSV reader's long format
+names it, or the one of text when times repeat or it holds one name). Any other column
+of text, lists or structs is refused; decimals are read as numbers.
 Options follow the path, comma-separated (``npz:PEMS04.npz,feature=2,start=2018-01-01``):
 
 * ``key``: the array (npz; default ``data``, or the file's only array) or the HDF5 key
@@ -36,7 +38,7 @@ import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,11 +49,12 @@ from pipeline.data.readers import (
     DEFAULT_FREQ,
     DEFAULT_START,
     SENSOR_NAMES,
+    TIME_NAMES,
     pivot_long,
     require_file,
 )
-from pipeline.data.timestamps import local_times, to_regular_grid
-from pipeline.kafka.schema import sensor_id_problem
+from pipeline.data.timestamps import epoch_times, is_epoch, local_times, to_regular_grid
+from pipeline.kafka.schema import TS_MAX, TS_MIN, sensor_id_problem
 
 # The options of each ``kind:PATH[,name=value...]`` data spec, and the values of those
 # that take a word.
@@ -68,6 +71,9 @@ _WORDS = {
 _EXAMPLE = {"csv": "data/speeds.csv", "npz": "data/PEMS04.npz", "h5": "data/pems-bay.h5",
             "parquet": "data/flow.parquet"}  # fmt: skip
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Largest array an npz or npy file may declare: reading takes its size and a float64
+# copy of the readings besides (a few MB of zip can declare gigabytes of zeros).
+MAX_ARRAY_BYTES = 4 * 2**30
 _OPTION = re.compile(r"^(.*),([A-Za-z_]+)=([^,]*)$", re.S)
 
 
@@ -114,6 +120,9 @@ def read_npz(path: Path, options: dict[str, str]) -> ArrayReadings:
     """The readings of an ``.npz`` archive or ``.npy`` array (see the module doc)."""
     require_file(path, "check the path given after npz:")
     with numpy_errors(path, "not a NumPy .npz or .npy file"):
+        if _numpy_header(path) and not zipfile.is_zipfile(path):
+            with path.open("rb") as f:
+                _check_declared(path, "the array", f, path.stat().st_size)
         loaded = np.load(path, allow_pickle=False)
     if isinstance(loaded, np.ndarray):
         array, name = loaded, path.name
@@ -153,7 +162,36 @@ def _npz_array(
         listed = ", ".join(names[:10]) or "none"
         raise DatasetError(f"{path}: no array named {key!r}; it holds {listed}")
     with numpy_errors(path, f"array {key!r} cannot be read", f"array {key!r}"):
+        members = archive.zip
+        assert members is not None  # open until the archive is closed
+        stored = f"{key}.npy" if f"{key}.npy" in members.namelist() else key
+        member = members.getinfo(stored)
+        with members.open(member) as f:
+            _check_declared(path, f"array {key!r}", f, member.file_size)
         return archive[key], f"array {key!r}"
+
+
+def _check_declared(path: Path, name: str, f: IO[bytes], size: int) -> None:
+    """Refuse the ``.npy`` array opened as ``f`` (``size`` bytes, header included) when
+    its header declares more than ``size`` holds, or more than :data:`MAX_ARRAY_BYTES`,
+    before NumPy allocates it."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if dtype.kind != "O" and f.tell() + declared > size:
+        raise DatasetError(
+            f"{path}: {name} declares {declared} bytes (shape {shape}, {dtype}) but the file "
+            f"holds {max(size - f.tell(), 0)} after its header: not fully written (truncated?)"
+        )
+    if declared > MAX_ARRAY_BYTES:
+        raise DatasetError(
+            f"{path}: {name} declares {declared / 2**30:.1f} GiB (shape {shape}, {dtype}), "
+            f"more than the {MAX_ARRAY_BYTES // 2**30} GiB an array may hold here; save a "
+            "smaller one (fewer steps or sensors)"
+        )
 
 
 @contextlib.contextmanager
@@ -162,6 +200,8 @@ def numpy_errors(path: Path, unreadable: str, subject: str = "the file") -> Iter
     ``subject`` named as holding pickled objects (``allow_pickle=False`` refused them)."""
     try:
         yield
+    except DatasetError:
+        raise
     except ValueError as exc:
         if not _numpy_header(path):  # NumPy tried it as a pickle, and did not load it
             raise DatasetError(
@@ -264,16 +304,22 @@ def _assumed_clock(
             f"{path}: start={options['start']!r} is not a date; write one such as 2018-01-01"
         ) from None
     start = start.tz_localize("UTC") if start.tz is None else start.tz_convert("UTC")
+    years = f"the years {TS_MIN.year}-{TS_MAX.year - 1} that readings can carry"
+    if not TS_MIN <= start < TS_MAX:
+        raise DatasetError(f"{path}: start={options['start']!r} is outside {years}")
     text = options.get("freq")
-    if text is None:
-        step = pd.Timedelta(DEFAULT_FREQ)
-    else:
-        try:
-            step = pd.Timedelta(minutes=float(text))
-        except ValueError:
-            raise DatasetError(f"{path}: freq={text!r} is not a number of minutes") from None
-        if not step > pd.Timedelta(0):
-            raise DatasetError(f"{path}: freq={text!r} must be a positive number of minutes")
+    try:
+        minutes = DEFAULT_FREQ / pd.Timedelta(minutes=1) if text is None else float(text)
+    except ValueError:
+        raise DatasetError(f"{path}: freq={text!r} is not a number of minutes") from None
+    if not minutes > 0:
+        raise DatasetError(f"{path}: freq={text!r} must be a positive number of minutes")
+    if minutes * max(steps - 1, 1) >= (TS_MAX - start) / pd.Timedelta(minutes=1):
+        raise DatasetError(
+            f"{path}: start={start:%Y-%m-%d} and freq={minutes:g} (minutes) put the last "
+            f"of {steps} steps past {years}; check freq= and start="
+        )
+    step = pd.Timedelta(minutes=minutes)
     if "start" not in options or "freq" not in options:
         notes.append(
             f"note: {path.name} has no timestamps: step k is read as {start:%Y-%m-%d %H:%M} "
@@ -309,6 +355,9 @@ def read_parquet(path: Path, options: dict[str, str], timezone: str | None = Non
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path}: not a Parquet table ({first})") from None
+    for column in frame.columns:  # decimal128 columns arrive as Decimal objects
+        if frame[column].dtype == object and _inferred(frame[column]) == "decimal":
+            frame[column] = frame[column].astype(np.float64)
     if isinstance(frame.index, pd.DatetimeIndex):
         return frame_readings(path, frame, options, timezone=timezone)
     stamped = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
@@ -316,33 +365,71 @@ def read_parquet(path: Path, options: dict[str, str], timezone: str | None = Non
         shown = ", ".join(repr(str(c)) for c in stamped[:5])
         raise DatasetError(f"{path}: {len(stamped)} columns hold timestamps ({shown}); keep one")
     times = _stamps(frame[stamped[0]]) if stamped else None
+    if times is None and (epoch := _epoch_column(frame)) is not None:
+        times, stamped = epoch_times(path, frame[epoch], str(epoch), ""), [epoch]
     leading = frame[frame.columns[0]] if len(frame.columns) else None
     if times is None and leading is not None and not pd.api.types.is_numeric_dtype(leading):
         with contextlib.suppress(ValueError, TypeError):  # text that is not all timestamps
             times, stamped = _stamps(leading), [frame.columns[0]]
-    text = [
-        str(c)
-        for c in frame.columns
-        if c not in stamped and not pd.api.types.is_numeric_dtype(frame[c])
-    ]
     if times is not None:
         frame = frame.drop(columns=stamped[0])
-        if (sensor := _sensor_column(frame)) is not None:
+        if (sensor := _sensor_column(frame, times)) is not None:
             wide, rows = _pivot_long(path, frame, times, sensor)
             return frame_readings(path, wide, options, rows=rows, timezone=timezone)
-        if text:
-            raise DatasetError(
-                f"{path}: column {text[0]!r} holds text, not readings: a table of one row per "
-                "reading has three columns (time, sensor, value); one of one column per "
-                "sensor holds numbers"
-            )
+        for column in frame.columns:
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                raise DatasetError(
+                    f"{path}: column {str(column)!r} holds {_held(frame[column])}, not "
+                    "readings: a table of one row per reading has three columns (time, "
+                    "sensor, value); one of one column per sensor holds numbers"
+                )
         frame = frame.set_axis(times, axis=0)
     return frame_readings(path, frame, options, timezone=timezone)
 
 
-def _sensor_column(frame: pd.DataFrame) -> str | None:
-    """The sensor column of a long table (``frame`` less its time column: two columns,
-    one named as a sensor or holding text, the other numbers), else None."""
+def _epoch_column(frame: pd.DataFrame) -> str | None:
+    """The column of Unix times in a table without typed timestamps, as the CSV reader
+    finds it: numbers under a time column's name (:data:`TIME_NAMES`), or a first column
+    of them (:func:`is_epoch`); else None."""
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    named = [c for c in numeric if str(c).strip().lower() in TIME_NAMES]
+    if len(named) == 1:
+        return named[0]
+    first = frame.columns[0] if len(frame.columns) else None
+    if not named and first in numeric and frame[first].dtype != bool and is_epoch(frame[first]):
+        return first
+    return None
+
+
+def _held(column: pd.Series) -> str:
+    """What a column of no numbers holds, for errors: ``text ('ok')``, ``lists ([1. 2.])``."""
+    values = column.dropna()
+    if not len(values):
+        return "no values"
+    first = values.iloc[0]
+    kind = _inferred(values)
+    if isinstance(first, dict):
+        kind = "struct"
+    elif isinstance(first, list | tuple | np.ndarray):
+        kind = "list"
+    word = {"string": "text", "struct": "structs", "list": "lists"}.get(kind, kind)
+    shown = repr(first) if isinstance(first, str) else str(first).replace("\n", " ")
+    return f"{word} ({shown[:40]})"
+
+
+def _inferred(values: pd.Series) -> str:
+    """pandas' word for what ``values`` hold (``string``, ``decimal``...), a categorical's
+    categories looked through."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind == "categorical":
+        return pd.api.types.infer_dtype(values.cat.categories, skipna=True)
+    return kind
+
+
+def _sensor_column(frame: pd.DataFrame, times: pd.DatetimeIndex) -> str | None:
+    """The sensor column of a long table (``frame`` less its ``times``: two columns, the
+    other of numbers), else None: the one named as a sensor column (:data:`SENSOR_NAMES`),
+    or the one of text when the table is long (times repeat, or the text is one value)."""
     if len(frame.columns) != 2:
         return None
     named = [c for c in frame.columns if str(c).strip().lower() in SENSOR_NAMES]
@@ -350,8 +437,16 @@ def _sensor_column(frame: pd.DataFrame) -> str | None:
     chosen = named or text
     if len(chosen) != 1:
         return None
-    other = next(c for c in frame.columns if c != chosen[0])
-    return chosen[0] if pd.api.types.is_numeric_dtype(frame[other]) else None
+    sensor = chosen[0]
+    other = next(c for c in frame.columns if c != sensor)
+    if not pd.api.types.is_numeric_dtype(frame[other]):
+        return None
+    if named:
+        return sensor
+    ids = frame[sensor].dropna()
+    if _inferred(ids) != "string":  # lists, structs, bytes: no sensor names
+        return None
+    return sensor if times.nunique() < len(times) or ids.nunique() == 1 else None
 
 
 def _pivot_long(

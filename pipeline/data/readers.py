@@ -542,6 +542,7 @@ def string_cells(
     dropped. ``header`` and ``names`` are :func:`pandas.read_csv`'s."""
     return pd.read_csv(
         csv_source(path, comments),
+        compression=None,  # the content decides (text_file), never the file's name
         dtype=str,
         keep_default_na=False,
         skiprows=preamble(path),
@@ -631,10 +632,11 @@ def _long_table(
     where: tuple[int, int, int],
     comments: frozenset[int],
     timezone: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[pd.DatetimeIndex, np.ndarray, tuple[str, ...], np.ndarray]:
     """A long-format file (one reading per row) as one row per timestamp: times (in order
     of appearance), values ``[time, sensor]`` with NaN, sensor ids (in order of
-    appearance) and the line of each time's first row."""
+    appearance) and the line of each time's first row; ``notes`` gets what was assumed."""
     raw = _cells(path, header, lines, comments)
     t, s, v = where
     sensors = raw.iloc[:, s].str.strip()
@@ -653,7 +655,9 @@ def _long_table(
             empty=f"line {lines[r]} has no sensor in column {header[s]!r}",
         )  # fmt: skip
     column = raw.iloc[:, t]
-    times = parse_times(path, column, lines, header[t].strip(), timezone=timezone, groups=sensors)
+    times = parse_times(
+        path, column, lines, header[t].strip(), timezone=timezone, groups=sensors, notes=notes
+    )
     values = numeric_cells(path, raw.iloc[:, [v]], (header[v].strip(),), lines)[:, 0]  # [row]
     sensor_code, ids = pd.factorize(sensors)
     if (twins := _twins([str(i) for i in ids])) is not None:
@@ -893,12 +897,13 @@ def read_wide_csv(
         header, lines = scan(path, comments=comments)
         if not lines.size:
             raise DatasetError(f"{path}: the header has no data rows under it")
-        times, wide, ids, first = _long_table(path, header, lines, where, comments, timezone)
+        notes: list[str] = []
+        times, wide, ids, first = _long_table(path, header, lines, where, comments, timezone, notes)
         check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
         grid, values = to_regular_grid(
             times, wide, source=str(path), lines=first, irregular=irregular
         )
-        return grid, values, ids, ()
+        return grid, values, ids, tuple(notes)
     try:
         table = read_table(
             path,
@@ -914,16 +919,18 @@ def read_wide_csv(
     if table.first is not None and _is_time_column(table.first, name):
         guessed = index_col is None and has_time is None  # no option chose this column
         sensor = f"; if {name!r} is a sensor, pass --no-index" if guessed else ""
+        assumed = list(table.notes)
         times = parse_times(
-            path, table.first, table.lines, name, sensor_hint=sensor, timezone=timezone
-        )
+            path, table.first, table.lines, name, sensor_hint=sensor, timezone=timezone,
+            notes=assumed,
+        )  # fmt: skip
         try:
             grid, values = to_regular_grid(
                 times, table.values, source=str(path), lines=table.lines, irregular=irregular
             )
         except DatasetError as exc:  # several sensors' rows at one time: long format?
             raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
-        return grid, values, table.columns, table.notes
+        return grid, values, table.columns, tuple(assumed)
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tz is None else t0.tz_convert("UTC")
     values = table.values

@@ -1,7 +1,9 @@
 """A data file opened as UTF-8 text, plain or gzip-compressed (``speeds.csv.gz``, or a
-``.csv`` whose bytes are gzip's: the content decides, not the name), and refused with the
-reason when it is no text: NUL bytes, UTF-16 without a byte-order mark, a zip archive, a
-truncated or corrupt gzip stream, or one that unpacks to more than :data:`MAX_UNPACKED`.
+``.csv`` whose bytes are gzip's: the content decides, not the name, so a plain file named
+``.gz`` or ``.zip`` is read as plain text), and refused with the reason when it is no
+text: NUL bytes, UTF-16 without a byte-order mark, a zip archive or a bzip2, xz or zstd
+stream (by their first bytes), a truncated or corrupt gzip stream, or one that unpacks to
+more than :data:`MAX_UNPACKED`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import codecs
 import functools
 import gzip
+import re
 import zlib
 from pathlib import Path
 from typing import TextIO
@@ -20,9 +23,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 # can unpack to terabytes).
 MAX_UNPACKED = 16 * 2**30
 _HEAD = 4096
-# What a file that is not UTF-8 text often is, by its first bytes.
-_MAGIC = {GZIP_MAGIC: "gzip-compressed", b"PK\x03\x04": "a zip archive",
-          b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}  # fmt: skip
+# What a file that is not UTF-8 text often is, by its first bytes: compressed (refused
+# before reading, whatever its name) or UTF-16.
+_PACKED = {GZIP_MAGIC: "gzip-compressed", b"PK\x03\x04": "a zip archive",
+           b"\xfd7zXZ\x00": "xz-compressed", b"\x28\xb5\x2f\xfd": "zstd-compressed"}  # fmt: skip
+_BZIP2 = re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)")  # a block, or the end of an empty stream
+_MAGIC = {**_PACKED, b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
 
 
 def is_gzip(path: Path) -> bool:
@@ -52,6 +58,9 @@ def check_text(path: Path) -> None:
             f"{path}: mostly NUL bytes{packed}, not text: UTF-16 without a byte-order mark, "
             "or a binary file? Save it as UTF-8 CSV"
         )
+    if (kind := _packed(head)) is not None:
+        inside = "gzip-compressed, and inside: " if is_gzip(path) else ""
+        raise DatasetError(f"{path}: {inside}{kind}: decompress it first")
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError as exc:
@@ -67,6 +76,13 @@ def not_text(path: Path, exc: UnicodeDecodeError) -> str:
     if kind is not None:
         return f"{inside}{kind}, not UTF-8 text; decompress or save it as UTF-8 CSV"
     return f"{inside}not UTF-8 text ({exc.reason}); save it as UTF-8"
+
+
+def _packed(head: bytes) -> str | None:
+    """The compression the first bytes ``head`` show (``bzip2-compressed``), else None."""
+    if _BZIP2.match(head):
+        return "bzip2-compressed"
+    return next((kind for magic, kind in _PACKED.items() if head.startswith(magic)), None)
 
 
 @functools.lru_cache(maxsize=8)

@@ -19,7 +19,8 @@ Rules (each one tested):
   information). Duplicate timestamps are rejected in a wide CSV (which reading is right
   is unknowable) and averaged when resampling. Dotted dates (``01.02.2024``) are
   day-first; dates such as ``01/02/2024`` are read day-first, month-first or year-first
-  (``24-01-31``), whichever puts the rows closer together; a column in several formats
+  (``24-01-31``), whichever puts the rows closer together (month-first, with a note, when
+  both ways fit equally, as within one day); a column in several formats
   with such a date is refused (which is the day is a guess); timestamps outside the wire's
   years 1700-2249 are rejected.
 * **Grid**: the step is the lower median of the spacings between rows (a spacing that
@@ -122,6 +123,7 @@ def parse_times(
     sensor_hint: str = "",
     timezone: str | None = None,
     groups: pd.Series | None = None,
+    notes: list[str] | None = None,
 ) -> pd.DatetimeIndex:
     """Parse a timestamp column to UTC, naming the first line that does not parse, and
     refusing a column that mixes times with and without a zone (which hour the ones
@@ -129,7 +131,8 @@ def parse_times(
     ``timezone`` (an IANA name) when given, each of ``groups`` (a long file's sensor per
     row) in its rows' order; Unix times are UTC either way.
     ``sensor_hint`` ends the error for numbers that are no times (how to read the column
-    as a sensor)."""
+    as a sensor). Dates read month-first that fit day-first as well get a note in
+    ``notes`` (refused when None)."""
     text = column.astype(str).str.strip()
     if (empty := missing(text)).any():
         r = int(np.flatnonzero(empty)[0])
@@ -145,7 +148,7 @@ def parse_times(
     if text.size and numeric.notna().all() and not shaped.all():
         if (serial := excel_days(name, numeric)) is not None:
             return local_times(path, serial, text, lines, timezone, groups)
-        epoch = _epoch_times(path, numeric, name, sensor_hint)
+        epoch = epoch_times(path, numeric, name, sensor_hint)
         return _check_range(path, epoch, text, lines)
     if (prefixed := text.str.contains(_UTC_PLUS)).any():  # dateutil reads GMT+1 as UTC-1
         r = int(np.flatnonzero(prefixed)[0])
@@ -173,9 +176,17 @@ def parse_times(
     parsed = _one_format(text, dayfirst=dotted)  # 01.03.2024 is 1 March
     if text.size and not dotted and not re.match(r"\d{4}", text.iloc[0]):  # 01/03/2024
         # 13/01/2024, 24-01-31 (two-digit year first): the reading whose times lie closer
-        for swapped in (_one_format(text, dayfirst=True), _one_format(text, yearfirst=True)):
+        dayfirst = _one_format(text, dayfirst=True)
+        for swapped in (dayfirst, _one_format(text, yearfirst=True)):
             if swapped is not None and (parsed is None or _span(swapped) < _span(parsed)):
                 parsed = swapped
+        if (
+            parsed is not None
+            and dayfirst is not None
+            and _span(dayfirst) == _span(parsed)
+            and not dayfirst.equals(parsed)
+        ):
+            _ambiguous(path, text.iloc[0], parsed[0], dayfirst[0], notes)
     if parsed is None:  # fall back to per-value parsing, to find the culprit
         try:
             parsed = pd.DatetimeIndex(
@@ -202,6 +213,21 @@ def parse_times(
             )
     parsed = _check_range(path, parsed, text, lines)
     return parsed if zoned.any() else local_times(path, parsed, text, lines, timezone, groups)
+
+
+def _ambiguous(
+    path: Path, written: str, taken: pd.Timestamp, other: pd.Timestamp, notes: list[str] | None
+) -> None:
+    """Note (or, without ``notes``, refuse) dates whose day and month could be either
+    way round and fit equally well both ways: ``taken`` is read, ``other`` is not."""
+    text = (
+        f"dates such as {written!r} are read month-first ({taken:%d %B %Y}), though "
+        f"day-first ({other:%d %B %Y}) fits them as well; write ISO-8601 dates "
+        f"({taken:%Y-%m-%d} or {other:%Y-%m-%d}) to make them unambiguous"
+    )
+    if notes is None:
+        raise DatasetError(f"{path}: {text}")
+    notes.append(f"note: {path.name}: {text}")
 
 
 # A date whose first two numbers could each be the day or the month: 01/03/2024, 1.3.24.
@@ -354,7 +380,7 @@ def excel_days(name: str, numeric: pd.Series) -> pd.DatetimeIndex | None:
 _EPOCH_UNITS = ((1e17, "ns"), (1e14, "us"), (1e11, "ms"), (1e8, "s"))
 
 
-def _epoch_times(path: Path, numeric: pd.Series, name: str, hint: str) -> pd.DatetimeIndex:
+def epoch_times(path: Path, numeric: pd.Series, name: str, hint: str) -> pd.DatetimeIndex:
     """A time column of numbers read as Unix times, the unit told by their size; ``hint``
     ends the error when the numbers look like readings (not whole, or not in order)."""
     smallest, biggest = float(numeric.min()), float(numeric.max())
