@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flows.reporting.text import csv_safe
 from models.bundle import BundleError
 from models.forecasters.registry import load_model
 from models.forecasters.tgclstm import TGCLSTM
@@ -355,7 +356,7 @@ def explain(
     shown = table.drop(columns=["target_i", "source_i"])
     try:  # both files are written aside, then moved in: never one half-written
         layout = draw_influence_map(model, table, staging / png.name, sensor=sensor)
-        shown.to_csv(staging / csv.name, index=False, float_format="%.6g")
+        csv_safe(shown).to_csv(staging / csv.name, index=False, float_format="%.6g")
         for path in (csv, png):
             os.replace(staging / path.name, path)
     finally:

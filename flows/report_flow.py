@@ -45,6 +45,7 @@ from flows.io_tasks import IO_TASK, check_lengths
 from flows.reporting.build import Report, build_report
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.tables import horizon_label, sensor_scores
+from flows.reporting.text import csv_safe
 from models.bundle import finite_or_none
 from models.forecasters.evaluation import Backtest
 from models.metrics import report_horizons, score_batch
@@ -342,7 +343,7 @@ def write_outputs(
     try:
         write_report(staging, report)
         (staging / "live_metrics.json").write_text(json.dumps(document, indent=2) + "\n")
-        errors.to_csv(staging / "sensor_errors.csv", index=False, float_format="%.6g")
+        csv_safe(errors).to_csv(staging / "sensor_errors.csv", index=False, float_format="%.6g")
         # The page last: it links the rest.
         written = sorted(
             (p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "report.html"

@@ -15,7 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.reporting.text import markdown_table, markdown_text
+from flows.reporting.text import csv_safe, markdown_table, markdown_text
 
 # Rich markup (one that crashes, two that silently vanish) and an emoji code.
 RICH_HOSTILE = ["[/bold]", "[red]red[/red]", "[x](y)", ":smile:"]
@@ -228,7 +228,7 @@ def test_best_worst_plot_titles_a_mathtext_sensor_id_without_error() -> None:
 
 
 def test_influence_map_draws_a_mathtext_sensor_id_without_error(tmp_path: Path) -> None:
-    from flows.explain import draw_influence_map, influence_table
+    from flows.explain import draw_influence_map, explain, influence_table
     from models.forecasters.tgclstm import TGCLSTM
     from models.nn.training import TrainConfig
     from models.panel import SensorPanel
@@ -241,7 +241,7 @@ def test_influence_map_draws_a_mathtext_sensor_id_without_error(tmp_path: Path) 
     xy = np.stack([34 + 0.01 * np.cos(src), -118 + 0.01 * np.sin(src)], 1)
     graph = RoadGraph.from_coordinates(xy, src, (src + 1) % n, both_directions=True)
     stamps = pd.date_range("2024-01-01", periods=steps, freq="5min", tz="UTC")
-    ids = ["s0", BAD_MATH, "[/bold]", "$x$"]
+    ids = ["=HYPERLINK(1)", BAD_MATH, "[/bold]", "$x$"]
     panel = SensorPanel.from_values(values, stamps, ids, graph=graph, coords=xy)
     model = TGCLSTM(
         train=TrainConfig(epochs=1, progress=False, device="cpu"),
@@ -250,3 +250,16 @@ def test_influence_map_draws_a_mathtext_sensor_id_without_error(tmp_path: Path) 
     table = influence_table(model, sensor=BAD_MATH, top=3)
     draw_influence_map(model, table, tmp_path / "map.png", sensor=BAD_MATH)
     assert (tmp_path / "map.png").read_bytes().startswith(b"\x89PNG")
+    model.save(tmp_path / "bundle")
+    written = explain(tmp_path / "bundle", out=tmp_path / "out", top=3).csv.read_text()
+    assert "'=HYPERLINK(1)" in written and "\n=" not in written and ",=" not in written
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_shown_as_written() -> None:
+    frame = pd.DataFrame(
+        {"sensor": ["=1+1", "+cmd", "@sum", "-x", "-1.5", "\tx", "ok", None], "v": range(8)}
+    )
+    safe = csv_safe(frame)
+    assert list(safe["sensor"][:7]) == ["'=1+1", "'+cmd", "'@sum", "'-x", "-1.5", "'\tx", "ok"]
+    assert pd.isna(safe["sensor"][7]) and list(safe["v"]) == list(range(8))
+    assert frame["sensor"][0] == "=1+1"  # the caller's frame is left alone

@@ -1,6 +1,7 @@
 """Tables as text: :func:`markdown_table` for reports, :func:`print_table` for terminals,
 and the escaping that shows data (sensor ids, labels, file names) as written:
-:func:`markdown_text` in Markdown, :func:`literal` on Rich consoles."""
+:func:`markdown_text` in Markdown, :func:`literal` on Rich consoles, :func:`csv_safe` in
+CSV files a spreadsheet may open."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.text import Text
 
 # What has a meaning in (GitHub-flavoured) Markdown inline text and table cells: code,
 # emphasis, links and images, headings' closing #, cell borders, strikethrough, math.
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]#|~$])")
+# Text a spreadsheet runs as a formula (OWASP's CSV injection): a leading =, +, @, tab or
+# carriage return, or a - that does not start a number.
+_FORMULA = re.compile(r"[=+@\t\r]|-(?![\d.])")
 
 
 def markdown_text(value: object) -> str:
@@ -24,6 +29,20 @@ def markdown_text(value: object) -> str:
     references (a table row stays one line)."""
     escaped = html.escape(_MARKDOWN_SPECIALS.sub(r"\\\1", str(value)), quote=False)
     return escaped.replace("\r", "&#13;").replace("\n", "&#10;")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell a spreadsheet would run as a formula (``=cmd|x``)
+    prefixed by ``'``, which shows it as written; numbers and other text unchanged."""
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    out = frame.copy()
+    for column in out.columns:
+        if is_object_dtype(out[column]) or is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: f"'{v}" if isinstance(v, str) and _FORMULA.match(v) else v
+            )
+    return out
 
 
 def markdown_table(
