@@ -198,3 +198,34 @@ def test_replay_prints_the_readers_notes(tmp_path):
         app, ["replay", f"npz:{path}", "--bootstrap", "127.0.0.1:9", "--limit", "0"]
     )
     assert "has no timestamps" in result.stderr and result.exit_code != 0
+
+
+def binary_adjacency(tmp_path: Path, name: str, matrix: np.ndarray) -> Path:
+    import scipy.sparse
+
+    path = tmp_path / name
+    if name.endswith(".npz"):
+        scipy.sparse.save_npz(path, scipy.sparse.csr_matrix(matrix))
+    else:
+        np.save(path, matrix)
+    return path
+
+
+@pytest.mark.parametrize("name", ["zeros.npy", "empty.npz"])
+def test_a_binary_adjacency_without_links_is_refused_as_a_csv_one_is(tmp_path, name):
+    """An all-zero .npy or sparse .npz was read as "0 directed links" (the same matrix as
+    CSV was refused)."""
+    (tmp_path / "d.csv").write_text(GOOD_CSV)
+    path = binary_adjacency(tmp_path, name, np.eye(2))  # self-loops only
+    with pytest.raises(DatasetError, match="no link between two different sensors"):
+        load_dataset(f"csv:{tmp_path / 'd.csv'}", adjacency=path)
+
+
+def test_a_bool_adjacency_is_read_as_0_and_1_and_a_negative_entry_is_named(tmp_path):
+    (tmp_path / "d.csv").write_text(GOOD_CSV)
+    links = binary_adjacency(tmp_path, "bool.npy", np.array([[False, True], [True, False]]))
+    panel = load_dataset(f"csv:{tmp_path / 'd.csv'}", adjacency=links)
+    assert panel.graph is not None and panel.graph.num_edges == 2
+    negative = binary_adjacency(tmp_path, "neg.npy", np.array([[0.0, -1.0], [1.0, 0.0]]))
+    with pytest.raises(DatasetError, match=r"entry \[0, 1\] \(sensor 'a' -> 'b'\) is -1\.0"):
+        load_dataset(f"csv:{tmp_path / 'd.csv'}", adjacency=negative)

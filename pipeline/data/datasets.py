@@ -75,7 +75,7 @@ from pipeline.data.distance_kernel import (
     road_links,
 )
 from pipeline.data.graph import GraphError, RoadGraph
-from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates
+from pipeline.data.graph_csv import read_adjacency_csv, read_coordinates, require_links
 from pipeline.data.readers import (
     check_float32,
     is_long_csv,
@@ -537,7 +537,7 @@ def _adjacency(
     text, kind = adjacency_spec(str(adjacency))
     path = require_file(Path(text).expanduser(), "check the --adjacency path")
     if path.suffix.lower() in BINARY_ADJACENCY:
-        return _binary_adjacency(path, ids, kind=kind)
+        return require_links(path, _binary_adjacency(path, ids, kind=kind))
     return read_adjacency_csv(path, ids, unordered=unordered, kind=kind)
 
 
@@ -577,15 +577,15 @@ def _binary_adjacency(
     is a link i -> j, as in a CSV matrix. Nothing is unpickled but DCRNN's pickle, by its
     restricted reader."""
     if path.suffix.lower() not in (".npy", ".npz"):
-        return _binary_dense(path, _dcrnn_adjacency(path, ids), len(ids), kind)
+        return _binary_dense(path, _dcrnn_adjacency(path, ids), ids, kind)
     with numpy_errors(path, "not a numpy matrix"):
         loaded = np.load(path, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        return _binary_dense(path, loaded, len(ids), kind)
+        return _binary_dense(path, loaded, ids, kind)
     with loaded:
         if {"format", "shape"} <= set(loaded.files):
             return _sparse_adjacency(path, ids, kind)
-        return _binary_dense(path, _archived_matrix(path, loaded), len(ids), kind)
+        return _binary_dense(path, _archived_matrix(path, loaded), ids, kind)
 
 
 def _check_square(path: Path, shape: tuple[int, ...], n: int) -> None:
@@ -598,11 +598,21 @@ def _check_square(path: Path, shape: tuple[int, ...], n: int) -> None:
         )
 
 
-def _binary_dense(path: Path, adj: np.ndarray, n: int, kind: AdjacencyKind) -> RoadGraph:
-    """The graph of the square matrix ``adj`` of ``path``, checked to be ``n x n`` numbers."""
-    _check_square(path, adj.shape, n)
-    if not np.issubdtype(adj.dtype, np.number) or not np.isfinite(adj).all():
-        raise DatasetError(f"{path}: the matrix must hold finite numbers")
+def _binary_dense(
+    path: Path, adj: np.ndarray, ids: tuple[str, ...], kind: AdjacencyKind
+) -> RoadGraph:
+    """The graph of the square matrix ``adj`` of ``path``, checked to be one row and
+    column per sensor of ``ids`` of finite numbers >= 0 (True / False read as 1 / 0)."""
+    _check_square(path, adj.shape, len(ids))
+    if adj.dtype.kind not in "biuf":
+        raise DatasetError(f"{path}: the matrix holds {adj.dtype} values; it must hold numbers")
+    bad = ~np.isfinite(adj) | (adj < 0)
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise DatasetError(
+            f"{path}: entry [{i}, {j}] (sensor {ids[i]!r} -> {ids[j]!r}) is {adj[i, j]}; "
+            "the matrix must hold finite numbers >= 0"
+        )
     try:
         return matrix_graph(np.asarray(adj, dtype=np.float64), path.name, kind=kind)
     except GraphError as exc:
@@ -642,7 +652,7 @@ def _sparse_adjacency(path: Path, ids: tuple[str, ...], kind: AdjacencyKind) -> 
         raise DatasetError(f"{path}: the matrix must hold finite entries >= 0")
     off = matrix.row != matrix.col
     if kind == "auto" and np.count_nonzero(off) >= DISTANCE_SHARE * n * (n - 1):
-        return _binary_dense(path, matrix.toarray(), n, kind)
+        return _binary_dense(path, matrix.toarray(), ids, kind)
     keep = off & (values != 0)
     src, dst, values = matrix.row[keep], matrix.col[keep], values[keep]
     try:

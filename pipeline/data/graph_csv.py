@@ -155,12 +155,7 @@ def read_adjacency_csv(
     except GraphError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if graph is not None:
-        if not np.count_nonzero(graph.edge_weight):
-            raise DatasetError(
-                f"{path}: the adjacency has no link between two different sensors (every "
-                "entry is zero or a self-loop); fix it or leave out --adjacency"
-            )
-        return graph
+        return require_links(path, graph)
     numbers = _square_of_numbers(raw)
     raise DatasetError(
         f"{path}: {'' if numbers else 'not an adjacency: '}expected a {n} x {n} matrix (one "
@@ -168,6 +163,16 @@ def read_adjacency_csv(
         f"{_count(rows, 'row')} x {_count(cols, 'column')}"
         + (_size_hint(n, rows, cols, ids) if numbers else "")
     )
+
+
+def require_links(path: Path, graph: RoadGraph) -> RoadGraph:
+    """``graph`` of the adjacency file ``path``, refused when it links no two sensors."""
+    if not np.count_nonzero(graph.edge_weight):
+        raise DatasetError(
+            f"{path}: the adjacency has no link between two different sensors (every "
+            "entry is zero or a self-loop); fix it or leave out --adjacency"
+        )
+    return graph
 
 
 def _count(k: int, noun: str) -> str:
