@@ -229,3 +229,28 @@ def test_a_bool_adjacency_is_read_as_0_and_1_and_a_negative_entry_is_named(tmp_p
     negative = binary_adjacency(tmp_path, "neg.npy", np.array([[0.0, -1.0], [1.0, 0.0]]))
     with pytest.raises(DatasetError, match=r"entry \[0, 1\] \(sensor 'a' -> 'b'\) is -1\.0"):
         load_dataset(f"csv:{tmp_path / 'd.csv'}", adjacency=negative)
+
+
+def long_csv(tmp_path: Path, offsets: dict[str, pd.Timedelta], every: int = 1) -> str:
+    rows = ["time,sensor,value"]
+    for k, ts in enumerate(TIMES):
+        for sensor, offset in offsets.items():
+            if sensor == "a" or k % every == 0:
+                rows.append(f"{(ts + offset).isoformat()},{sensor},{50 + k % 7}")
+    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
+    return f"csv:{tmp_path / 'long.csv'}"
+
+
+@pytest.mark.parametrize("offset", [pd.Timedelta(minutes=2), pd.Timedelta(seconds=17)])
+def test_sensors_reporting_at_staggered_times_are_refused_naming_the_fix(tmp_path, offset):
+    """Each sensor every 5 minutes, one at :00 and one 2 minutes (or 17 s) later: read on a
+    1-minute grid, 80 % missing, horizons in minutes (or refused as irregular at 17 s)."""
+    zero = pd.Timedelta(0)
+    error = one_line_error(long_csv(tmp_path, {"a": zero, "b": offset}))
+    assert "each sensor reports every 5min, but at different times" in error
+    assert "floor each time to 5min" in error
+
+
+def test_sensors_reporting_at_different_rates_on_one_grid_are_read(tmp_path):
+    panel = load_dataset(long_csv(tmp_path, {"a": pd.Timedelta(0), "b": pd.Timedelta(0)}, 3))
+    assert panel.values.shape == (60, 2) and panel.timestamps.freq == pd.Timedelta("5min")

@@ -31,7 +31,10 @@ Rules (each one tested):
   the value, in any order (optionally after a row-index column), holds one reading per
   row: rows in any order, a sensor absent at a time is missing, and two readings of one
   sensor at one time are rejected, naming both lines. Sensors are in order of first
-  appearance. ``index_col`` / ``no_index`` read the file as wide.
+  appearance. Sensors that each report on one step but at different times (one at :00,
+  another at :02) are refused, saying how to align them: together they would fall on a
+  grid of a fraction of that step, on which every sensor is mostly missing.
+  ``index_col`` / ``no_index`` read the file as wide.
 * **No header**: a first line of numbers mostly written as decimals (``59.127``,
   ``6.2e+01``: ``np.savetxt``'s files, STGCN's ``V_228.csv``), or with one repeated, is
   a row of readings: every line is read, the sensors are named by position
@@ -684,6 +687,7 @@ def pivot_long(
     ``[time, sensor]`` with NaN, times in order of appearance, and the line (or ``line``:
     ``"row"``) of each time's first reading; two readings of a sensor at a time are
     refused, naming both."""
+    _check_staggered(path, times, sensor_code, sensors)
     time_code, stamps = pd.factorize(times)
     cell = time_code.astype(np.int64) * n_sensors + sensor_code  # [row]
     order = np.argsort(cell, kind="stable")
@@ -699,6 +703,40 @@ def pivot_long(
     first = np.zeros(len(stamps), dtype=np.int64)
     first[time_code[::-1]] = lines[::-1]  # the first row of each time wins
     return pd.DatetimeIndex(stamps), wide, first
+
+
+def _lower_median(spacings: np.ndarray) -> int:
+    positive = np.sort(spacings[spacings > 0])
+    return int(positive[(positive.size - 1) // 2]) if positive.size else 0
+
+
+def _check_staggered(
+    path: Path, times: pd.DatetimeIndex, sensor_code: np.ndarray, sensors: pd.Series
+) -> None:
+    """Refuse a long table whose sensors each report on a regular step but at different
+    times (one at :00, another at :02): together they fall on a grid of a fraction of
+    that step, on which every sensor is mostly missing."""
+    t = pd.DatetimeIndex(times).as_unit("ns").asi8
+    order = np.lexsort((t, sensor_code))
+    code, own_t = sensor_code[order], t[order]
+    same = code[1:] == code[:-1]
+    own = _lower_median(np.diff(own_t)[same])  # a sensor's own step
+    grid = _lower_median(np.diff(np.unique(t)))  # the step of all readings together
+    if not own or not grid or own < 2 * grid:
+        return
+    firsts = order[np.r_[True, ~same]]  # each sensor's first reading
+    phase, first = np.unique(t[firsts] % own, return_index=True)
+    if len(phase) < 2:
+        return
+    a, b = (firsts[k] for k in first[:2])
+    at = [f"{sensors.iloc[k]!r} at {pd.Timestamp(t[k], tz='UTC'):%H:%M:%S}" for k in (a, b)]
+    every, together = duration_text(own / 1e9), duration_text(grid / 1e9)
+    raise DatasetError(
+        f"{path}: each sensor reports every {every}, but at different times ({at[0]}, "
+        f"{at[1]}): together they fall on a {together} grid on which every sensor is mostly "
+        f"missing; put them on one grid first, e.g. floor each time to {every} "
+        f"(pandas: time.dt.floor('{own // 10**9}s'))"
+    )
 
 
 def _headerless(fields: Sequence[str]) -> bool:
