@@ -94,6 +94,23 @@ def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path: Path) -> None:
     assert not (tmp_path / "bundles").exists()
 
 
+def test_a_demo_into_the_folder_another_demo_is_running_in_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """A second demo on the same --out deleted the first one's live store and summary,
+    then both failed naming other causes. It is now refused before it writes anything."""
+    from flows.demo.run import DEMO_MARKS, DemoError
+    from pipeline.folder_lock import folder_lock
+
+    (tmp_path / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
+    (tmp_path / "summary.json").write_text("{}\n")  # the running demo's
+    running = folder_lock(tmp_path / DEMO_MARKS[0], 0.0, lambda: AssertionError("not free"))
+    with running, pytest.raises(DemoError, match=r"is in use by another roadcast demo"):
+        run_demo(DATA, out=tmp_path, progress=False, log=lambda _: None)
+    assert (tmp_path / "summary.json").read_text() == "{}\n"
+    assert not (tmp_path / "bundles").exists()
+
+
 def test_demo_retrains_bundles_of_another_step_or_data_set(tmp_path: Path) -> None:
     from flows.demo.setup import choose_panel, ensure_bundles
     from models.panel import SensorPanel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -20,6 +21,7 @@ from flows.demo.report import pace, write_report
 from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ensure_detector
 from flows.demo.summary import alert_summary, build_summary, snapshot
 from models.panel import SensorPanel, chronological_split
+from pipeline.folder_lock import folder_lock
 from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -115,98 +117,107 @@ def run_demo(
     from pipeline.kafka.clients import ensure_topics
     from pipeline.kafka.replay import check_pace
 
-    started = time.monotonic()
-    out = Path(out)
-    check_options(out, max_ticks=max_ticks, speedup=speedup, epochs=epochs)
-    base = settings or load_settings()
-    panel = choose_panel(data, data_dir=base.data_dir, reading=reading)
-    live = _live_part(panel, max_ticks)
-    check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
-    log(f"data: {panel.name}: {panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}")
-    train_started = time.monotonic()
-    try:
-        model_dir, names = ensure_bundles(
-            panel,
-            out,
-            reuse=Path(model_dir) if model_dir is not None else None,
-            models=models or demo_models(panel),
-            epochs=epochs,
-            device=base.device,
-            progress=progress,
-            log=log,
+    with contextlib.ExitStack() as held:  # this demo's hold on OUT, until it returns
+        started = time.monotonic()
+        out = Path(out)
+        check_options(out, max_ticks=max_ticks, speedup=speedup, epochs=epochs)
+        base = settings or load_settings()
+        panel = choose_panel(data, data_dir=base.data_dir, reading=reading)
+        live = _live_part(panel, max_ticks)
+        check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
+        busy = (
+            f"--out {out} is in use by another roadcast demo; give another --out, or run "
+            "again once it is done"
         )
-        ensure_detector(panel, model_dir, log=log)
-    except BaseException:
-        if created:  # nothing of a run that could not set up stays behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    train_s = time.monotonic() - train_started
-    store_path = out / "store.sqlite"
-    # A fresh broker: the old store's ticks would be "late"; an earlier run's summary and
-    # report would read as this run's.
-    for name in REPLACED:
-        (out / name).unlink(missing_ok=True)
-    service_log = out / "service.log"
-    with EmbeddedBroker(log_path=out / "broker.log") as broker:
-        cfg = base.model_copy(
-            update={"bootstrap_servers": broker.bootstrap, "store_path": store_path}
-        )
-        ensure_topics(cfg)
-        log(f"broker: {broker.bootstrap}; service log: {service_log}")
-        args = [
-            sys.executable, "-m", "flows.cli", "serve", "--models", str(model_dir),
-            "--store", str(store_path), "--tick", str(panel.freq), "--fast-store",
-        ]  # fmt: skip
-        with open(service_log, "ab") as sink:
-            log_start = sink.tell()  # the log of an earlier run stays above it
-            proc = subprocess.Popen(  # killed by the kernel should this process die
-                args,
-                env=_service_env(cfg),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                preexec_fn=dies_with_this_thread(),
-                # A terminal's Ctrl-C reaches the demo alone: it sends the service one
-                # SIGTERM (a second would stop the service at once, runtime.py).
-                start_new_session=True,
-            )
+        held.enter_context(folder_lock(out / DEMO_MARKS[0], 0.0, lambda: DemoError(busy)))
+        shape = f"{panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}"
+        log(f"data: {panel.name}: {shape}")
+        train_started = time.monotonic()
         try:
-            stream_started, produced = _stream(
-                cfg,
-                _Processes(proc, broker),
-                live,
-                speedup,
-                store_path,
-                (service_log, log_start),
-                progress,
-                log,
+            model_dir, names = ensure_bundles(
+                panel,
+                out,
+                reuse=Path(model_dir) if model_dir is not None else None,
+                models=models or demo_models(panel),
+                epochs=epochs,
+                device=base.device,
+                progress=progress,
+                log=log,
             )
-            stream_s = time.monotonic() - stream_started
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            ensure_detector(panel, model_dir, log=log)
+        except BaseException:
+            if created:  # nothing of a run that could not set up stays behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        train_s = time.monotonic() - train_started
+        store_path = out / "store.sqlite"
+        # A fresh broker: the old store's ticks would be "late"; an earlier run's summary and
+        # report would read as this run's.
+        for name in REPLACED:
+            (out / name).unlink(missing_ok=True)
+        service_log = out / "service.log"
+        with EmbeddedBroker(log_path=out / "broker.log") as broker:
+            cfg = base.model_copy(
+                update={"bootstrap_servers": broker.bootstrap, "store_path": store_path}
+            )
+            ensure_topics(cfg)
+            log(f"broker: {broker.bootstrap}; service log: {service_log}")
+            args = [
+                sys.executable, "-m", "flows.cli", "serve", "--models", str(model_dir),
+                "--store", str(store_path), "--tick", str(panel.freq), "--fast-store",
+            ]  # fmt: skip
+            with open(service_log, "ab") as sink:
+                log_start = sink.tell()  # the log of an earlier run stays above it
+                proc = subprocess.Popen(  # killed by the kernel should this process die
+                    args,
+                    env=_service_env(cfg),
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=dies_with_this_thread(),
+                    # A terminal's Ctrl-C reaches the demo alone: it sends the service one
+                    # SIGTERM (a second would stop the service at once, runtime.py).
+                    start_new_session=True,
+                )
             try:
-                code = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait(timeout=10)
-        if code != 0:
-            raise DemoError(f"the service exited with code {code} after SIGTERM; see {service_log}")
-    # Scored: the forecasts issued in the test part (the warm-up's windows fill up).
-    state = snapshot(store_path, issued_from=chronological_split(panel).test.timestamps[0])
-    if state is None:
-        raise DemoError(f"the service wrote no store at {store_path}; see {service_log}")
-    summary = build_summary(
-        panel, live, names, state, produced, speedup, train_s, stream_s, started
-    )
-    if isinstance(data, str):  # the spec as given: "simulated" alone drops its parameters
-        summary["data"] = data
-    summary["alerts"] = alert_summary(store_path, live)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_report(summary, out)
-    return summary
+                stream_started, produced = _stream(
+                    cfg,
+                    _Processes(proc, broker),
+                    live,
+                    speedup,
+                    store_path,
+                    (service_log, log_start),
+                    progress,
+                    log,
+                )
+                stream_s = time.monotonic() - stream_started
+            finally:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    code = proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    code = proc.wait(timeout=10)
+            if code != 0:
+                raise DemoError(
+                    f"the service exited with code {code} after SIGTERM; see {service_log}"
+                )
+        # Scored: the forecasts issued in the test part (the warm-up's windows fill up).
+        state = snapshot(store_path, issued_from=chronological_split(panel).test.timestamps[0])
+        if state is None:
+            raise DemoError(f"the service wrote no store at {store_path}; see {service_log}")
+        summary = build_summary(
+            panel, live, names, state, produced, speedup, train_s, stream_s, started
+        )
+        if isinstance(data, str):  # the spec as given: "simulated" alone drops its parameters
+            summary["data"] = data
+        summary["alerts"] = alert_summary(store_path, live)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_report(summary, out)
+        return summary
 
 
 def _live_part(panel: SensorPanel, max_ticks: int | None) -> SensorPanel:
