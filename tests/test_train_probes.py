@@ -174,3 +174,49 @@ def test_a_time_budget_under_a_second_names_its_share_as_it_is():
     split = split_panel(toy_panel(), PLAN)
     with pytest.raises(TuningError, match=r"took .* s, more than its 0\.3 s share"):
         tune_model("lstm", split, PLAN, Budget(seconds=1.0), seconds=0.3, run=slow, log=print)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_terminal_ctrl_c_ends_a_training_at_once_naming_what_was_kept(tmp_path: Path):
+    """A terminal's Ctrl-C reaches the whole process group: it killed Prefect's temporary
+    server too, and the command then retried against it for minutes before blaming the
+    server. The server now runs in a session of its own: the run is recorded as crashed,
+    and the command says it was interrupted and what the output folder keeps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.processes import alive, children_of
+    from tests.waiting import WAIT_S, wait_until
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    args = [
+        sys.executable, "-m", "flows.cli", "train", "simulated:sensors=6,days=4", "--models",
+        "lstm", "--seeds", "1", "--epochs", "100000", "--out", str(tmp_path), "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # a group of its own, as a terminal gives a command
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("fit-lstm" in line for line in lines), what="the LSTM's fit")
+        server = [pid for pid, cmd in children_of(proc.pid).items() if "uvicorn" in cmd]
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = proc.wait(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=WAIT_S)
+    text = "".join(lines)
+    assert code == 130, text[-3000:]
+    assert "interrupted before the run finished" in text and "stopped answering" not in text
+    assert server and not any(alive(pid) for pid in server)  # stopped with the command
+    assert not (tmp_path / "bundles").exists()

@@ -150,6 +150,30 @@ def load_prefect() -> None:
     sys.stderr.write(held.getvalue())
 
 
+def shield_temporary_server() -> None:
+    """Start Prefect's temporary server (no ``PREFECT_API_URL``) in a session of its own,
+    as the demo starts its broker and service: a terminal's Ctrl-C then reaches this
+    command alone, which records its run as crashed on a server still answering and stops
+    it, instead of retrying for minutes against a server the same Ctrl-C killed. The
+    server still dies with this process (Linux), and Prefect stops it at exit."""
+    import subprocess
+    import types
+
+    from prefect.server.api import server
+
+    from pipeline.kafka.broker import dies_with_this_thread
+
+    if isinstance(server.subprocess, types.SimpleNamespace):
+        return
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        kwargs.update(start_new_session=True, preexec_fn=dies_with_this_thread())
+        return subprocess.Popen(*args, **kwargs)
+
+    shielded = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen})
+    server.subprocess = shielded  # type: ignore[assignment]  # only the server's own module
+
+
 def check_prefect_home() -> None:
     """Refuse, in one line, a ``PREFECT_HOME`` where Prefect's temporary server could not
     keep its database (it would fail after about 30 s with screens of tracebacks)."""

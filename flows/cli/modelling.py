@@ -152,7 +152,12 @@ def train(
         raise typer.Exit(2) from None
     import os
 
-    from flows.cli.errors import check_prefect_home, load_prefect, quiet_prefect_tracebacks
+    from flows.cli.errors import (
+        check_prefect_home,
+        load_prefect,
+        quiet_prefect_tracebacks,
+        shield_temporary_server,
+    )
     from pipeline.settings import SettingsError, load_settings
 
     try:  # before Prefect's server starts: a bad ROADCAST_* setting fails at once
@@ -167,6 +172,7 @@ def train(
         # The temporary server's usage telemetry only adds "database is locked" noise.
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         check_prefect_home()
+        shield_temporary_server()
     else:
         from flows.deploy import DeployError, api_url, check_server
 
@@ -206,6 +212,14 @@ def train(
             )
     except BrokenPipeError:  # `| head`: the group ends quietly
         raise
+    except KeyboardInterrupt:
+        where = out or "the model directory"
+        typer.echo(
+            f"error: interrupted before the run finished; {where} keeps what earlier runs "
+            "wrote (`roadcast models list` shows any version this run registered)",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
