@@ -111,6 +111,26 @@ def test_a_demo_into_the_folder_another_demo_is_running_in_is_refused_at_once(
     assert not (tmp_path / "bundles").exists()
 
 
+def test_a_service_that_cannot_start_is_named_with_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo said only "the service exited with code 1 while joining the consumer
+    group"; the cause (here its metrics port taken) was in the service's log alone."""
+    import socket
+
+    from flows.demo.run import DemoError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("ROADCAST_METRICS_ENABLED", "true")
+        monkeypatch.setenv("ROADCAST_METRICS_HOST", "127.0.0.1")
+        monkeypatch.setenv("ROADCAST_METRICS_PORT", str(port))
+        with pytest.raises(DemoError, match=rf"while joining the consumer group: .*{port}"):
+            run_demo(DATA, out=tmp_path, max_ticks=5, speedup=0, progress=False, log=print)
+
+
 def test_demo_retrains_bundles_of_another_step_or_data_set(tmp_path: Path) -> None:
     from flows.demo.setup import choose_panel, ensure_bundles
     from models.panel import SensorPanel

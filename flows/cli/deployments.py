@@ -75,8 +75,10 @@ def deploy(
                 param_hint="--write-yaml",
             ) from None
     if serve:
+        from flows.cli.errors import quiet_prefect_tracebacks
         from flows.deploy import serve_deployments
 
+        quiet_prefect_tracebacks()  # the runner's own (a lost server's websocket) included
         try:
             serve_deployments(specs, limit=limit)
         except DeployError as exc:

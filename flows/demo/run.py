@@ -260,14 +260,14 @@ def _stream(
         120,
         "joining the consumer group",
         procs,
-        log_path,
+        service_log,
     )
     expected = int(live.mask.sum())
     log(f"replay: {live.n_time} ticks ({expected:,} readings) {pace(speedup)}")
     stream_started = time.monotonic()
     thread, state = _start_replay(cfg, live, speedup)
     try:
-        _follow(procs, state, live, speedup, store_path, log_path, progress, stream_started)
+        _follow(procs, state, live, speedup, store_path, service_log, progress, stream_started)
     finally:
         if not state.done:  # given up on: its producer must not outlive the demo (at exit
             # kafka-python would flush it into a dead broker and print a traceback)
@@ -284,7 +284,7 @@ def _follow(
     live: SensorPanel,
     speedup: float,
     store_path: Path,
-    log_path: Path,
+    service_log: tuple[Path, int],
     progress: bool,
     stream_started: float,
 ) -> None:
@@ -316,7 +316,7 @@ def _follow(
                 )
                 time.sleep(1.0)
             view.update(live_table(snapshot(store_path), state.messages, expected, steps))
-    _wait_for(finished, deadline_s, "consuming every reading", procs, log_path)
+    _wait_for(finished, deadline_s, "consuming every reading", procs, service_log)
 
 
 def _produced(state: _Replay, live: SensorPanel, started: float, speedup: float) -> int:
@@ -385,8 +385,16 @@ def _service_env(settings: Settings) -> dict[str, str]:
 
 
 def _wait_for(
-    condition: Callable[[], bool], timeout_s: float, what: str, procs: _Processes, log_path: Path
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    procs: _Processes,
+    service_log: tuple[Path, int],
 ) -> None:
+    """Wait until ``condition``; a broker or service that stopped, or the time running
+    out, is a :class:`DemoError` naming ``what`` and the service's own last error line
+    (its log ``service_log[0]`` from the offset ``service_log[1]`` on)."""
+    log_path, log_start = service_log
     deadline = time.monotonic() + timeout_s
     while not condition():
         # The broker first: a service that lost its broker may exit too, but the cause is
@@ -396,10 +404,23 @@ def _wait_for(
                 f"the embedded broker stopped while {what}; see {procs.broker.log_path}"
             )
         if (code := procs.service.poll()) is not None:
-            raise DemoError(f"the service exited with code {code} while {what}; see {log_path}")
+            said = _last_error(_read_from(log_path, log_start))
+            raise DemoError(
+                f"the service exited with code {code} while {what}"
+                + (f": {said}" if said else "")
+                + f"; see {log_path}"
+            )
         if time.monotonic() > deadline:
             raise DemoError(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")
         time.sleep(0.25)
+
+
+def _last_error(log: bytes) -> str | None:
+    """The last ``error: ...`` line a command wrote to ``log``, without the prefix."""
+    lines = [
+        line for line in log.decode(errors="replace").splitlines() if line.startswith("error: ")
+    ]
+    return lines[-1].removeprefix("error: ").strip() if lines else None
 
 
 def _read_from(path: Path, offset: int) -> bytes:
