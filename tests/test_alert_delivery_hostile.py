@@ -477,3 +477,45 @@ def test_a_proxy_setting_that_breaks_later_is_retried_not_dropped(clean_env, mon
         outcome = receiver.deliver([Pending(make_alert(new_sensor()), "i")])
         monkeypatch.delenv("ALL_PROXY")
         assert outcome.kind == "retry" and "proxy variables" in outcome.detail, outcome
+
+
+@pytest.mark.integration
+def test_a_broker_that_stops_answering_is_said_once_and_its_return_too(
+    kafka_settings, tmp_path, caplog
+) -> None:
+    """Delivery waited without a word while its broker was gone (kafka-python retries
+    quietly, and a quiet alert topic looks the same)."""
+    import os
+    import signal
+
+    from pipeline.kafka.broker import EmbeddedBroker, free_port
+    from tests.delivery_support import FAST
+
+    broker = EmbeddedBroker(
+        free_port(), log_path=tmp_path / "broker.log", handle_sigterm=False,
+        startup_timeout_s=WAIT_S,
+    )  # fmt: skip
+    config = dataclasses.replace(FAST, broker_check_s=0.5)
+    with broker:
+        settings = delivery_settings(kafka_settings.model_copy(
+            update={"bootstrap_servers": broker.bootstrap}
+        ))  # fmt: skip
+        recorder = HttpRecorder()
+        receivers = [am_receiver(recorder.url, settings)]
+        events = lambda: [r.getMessage() for r in caplog.records]  # noqa: E731
+        try:
+            with (
+                caplog.at_level("INFO", logger="roadcast.alerts.delivery"),
+                delivering(settings, receivers, config) as d,
+            ):
+                wait_until(lambda: d._generation > 0, what="partitions to ask about")
+                os.killpg(broker.pid, signal.SIGSTOP)
+                try:
+                    wait_until(lambda: "alert_broker_unreachable" in events(),
+                               what="the lost broker named")  # fmt: skip
+                finally:
+                    os.killpg(broker.pid, signal.SIGCONT)
+                wait_until(lambda: "alert_broker_back" in events(), what="its return")
+        finally:
+            recorder.close()
+    assert events().count("alert_broker_unreachable") == 1, events()

@@ -66,6 +66,8 @@ RESTORE_STALL_S = 30.0
 # Deadline of one offset commit: a broker that is down must not hold a stop for the
 # client's default (30 s, then again on the way out).
 COMMIT_TIMEOUT_MS = 5000
+# The deadline of a broker check (AlertDelivery._watch_broker).
+BROKER_CHECK_MS = 5000
 
 
 def delivery_group(settings: Settings) -> str:
@@ -217,6 +219,10 @@ class AlertDelivery:
         try:
             consumer.subscribe([self.settings.topic_alerts], listener=_Listener(self._changed))
             last_stats = time.monotonic()
+            watch = threading.Thread(
+                target=self._watch_broker, args=(halt,), name="alert-broker-watch", daemon=True
+            )
+            watch.start()
             while not stop.is_set():
                 try:
                     records = poll_readable(consumer, self.config.poll_timeout_ms)
@@ -248,6 +254,26 @@ class AlertDelivery:
                 receiver.close()
             log.info("alert_delivery_stopped", extra={"fields": self.stats()})
         return self.stats()
+
+    def _watch_broker(self, halt: threading.Event) -> None:
+        """Until ``halt``: log once when the broker stops answering a metadata request
+        within its deadline, once when it answers again. kafka-python retries without a
+        word (its poll may block inside a group rejoin meanwhile), and a quiet alert topic
+        looks the same."""
+        from pipeline.service.health import broker_check
+
+        check = broker_check(self.settings, BROKER_CHECK_MS / 1000)
+        lost = False
+        while not halt.wait(self.config.broker_check_s):
+            problem = check()
+            if problem is not None and not lost:
+                hint = "delivery goes on when it answers; alerts wait in their topic"
+                fields = {"error": problem, "hint": hint}
+                log.warning("alert_broker_unreachable", extra={"fields": fields})
+            elif problem is None and lost:
+                servers = self.settings.bootstrap_servers
+                log.info("alert_broker_back", extra={"fields": {"servers": servers}})
+            lost = problem is not None
 
     # --- records ----------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class DeliveryConfig:
     max_backlog : alerts a receiver may have queued before the consumer pauses.
     poll_timeout_ms : the longest the consumer waits for new alerts.
     stats_every_s : how often the counters are logged.
+    broker_check_s : how often the broker is asked whether it answers (one line when it
+        stops, one when it is back).
     """
 
     backoff_initial_s: float = 1.0
@@ -61,12 +63,18 @@ class DeliveryConfig:
     max_backlog: int = 10_000
     poll_timeout_ms: int = 500
     stats_every_s: float = 60.0
+    broker_check_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise DeliveryError("need 0 < backoff_initial_s <= backoff_max_s")
-        if self.max_backlog < 1 or self.poll_timeout_ms < 1 or self.stats_every_s <= 0:
-            raise DeliveryError("max_backlog, poll_timeout_ms and stats_every_s must be > 0")
+        if (
+            min(self.max_backlog, self.poll_timeout_ms) < 1
+            or min(self.stats_every_s, self.broker_check_s) <= 0
+        ):
+            raise DeliveryError(
+                "max_backlog, poll_timeout_ms, stats_every_s and broker_check_s must be > 0"
+            )
 
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
         """The wait before retry ``attempt`` (1, 2, ...): uniform in [0, min(max, initial
