@@ -92,6 +92,8 @@ def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="speedup 1e-09 would pace"):
         run_demo(DATA, out=tmp_path, speedup=1e-9, progress=False, log=lambda _: None)
     assert not (tmp_path / "bundles").exists()
+    with pytest.raises(ValueError, match=r"--out /proc/roadcast-demo: cannot create it"):
+        run_demo(DATA, out=Path("/proc/roadcast-demo"), progress=False, log=lambda _: None)
 
 
 def test_a_demo_into_the_folder_another_demo_is_running_in_is_refused_at_once(

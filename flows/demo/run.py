@@ -126,7 +126,13 @@ def run_demo(
         live = _live_part(panel, max_ticks)
         check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
         created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"--out {out}: cannot create it ({exc.strerror or exc}); pass a folder this "
+                "user can write"
+            ) from None
         (out / DEMO_MARKS[0]).write_text("written by roadcast demo\n")
         busy = (
             f"--out {out} is in use by another roadcast demo; give another --out, or run "
