@@ -66,8 +66,8 @@ RESTORE_STALL_S = 30.0
 # Deadline of one offset commit: a broker that is down must not hold a stop for the
 # client's default (30 s, then again on the way out).
 COMMIT_TIMEOUT_MS = 5000
-# The deadline of a broker check (AlertDelivery._watch_broker).
-BROKER_CHECK_MS = 5000
+# The deadline of a broker check (AlertDelivery._watch_broker), seconds.
+BROKER_CHECK_TIMEOUT_S = 5.0
 
 
 def delivery_group(settings: Settings) -> str:
@@ -219,10 +219,9 @@ class AlertDelivery:
         try:
             consumer.subscribe([self.settings.topic_alerts], listener=_Listener(self._changed))
             last_stats = time.monotonic()
-            watch = threading.Thread(
+            threading.Thread(
                 target=self._watch_broker, args=(halt,), name="alert-broker-watch", daemon=True
-            )
-            watch.start()
+            ).start()
             while not stop.is_set():
                 try:
                     records = poll_readable(consumer, self.config.poll_timeout_ms)
@@ -262,7 +261,7 @@ class AlertDelivery:
         looks the same."""
         from pipeline.service.health import broker_check
 
-        check = broker_check(self.settings, BROKER_CHECK_MS / 1000)
+        check = broker_check(self.settings, BROKER_CHECK_TIMEOUT_S)
         lost = False
         while not halt.wait(self.config.broker_check_s):
             problem = check()

@@ -92,6 +92,7 @@ from pipeline.data.timestamps import (
     compact_dates,
     counter_steps,
     excel_days,
+    grid_step,
     increasing_integers,
     is_epoch,
     is_row_counter,
@@ -705,11 +706,6 @@ def pivot_long(
     return pd.DatetimeIndex(stamps), wide, first
 
 
-def _lower_median(spacings: np.ndarray) -> int:
-    positive = np.sort(spacings[spacings > 0])
-    return int(positive[(positive.size - 1) // 2]) if positive.size else 0
-
-
 def _check_staggered(
     path: Path, times: pd.DatetimeIndex, sensor_code: np.ndarray, sensors: pd.Series
 ) -> None:
@@ -720,8 +716,8 @@ def _check_staggered(
     order = np.lexsort((t, sensor_code))
     code, own_t = sensor_code[order], t[order]
     same = code[1:] == code[:-1]
-    own = _lower_median(np.diff(own_t)[same])  # a sensor's own step
-    grid = _lower_median(np.diff(np.unique(t)))  # the step of all readings together
+    own = grid_step(np.diff(own_t)[same])  # a sensor's own step
+    grid = grid_step(np.diff(np.unique(t)))  # the step of all readings together
     if not own or not grid or own < 2 * grid:
         return
     firsts = order[np.r_[True, ~same]]  # each sensor's first reading

@@ -428,6 +428,13 @@ def _span(times: pd.DatetimeIndex) -> pd.Timedelta:
     return times.max() - times.min()
 
 
+def grid_step(spacings: np.ndarray) -> int:
+    """The grid step of rows ``spacings`` apart: the lower median of those above 0 (0 when
+    none is)."""
+    positive = np.sort(spacings[spacings > 0])
+    return int(positive[(positive.size - 1) // 2]) if positive.size else 0
+
+
 def to_regular_grid(
     times: pd.DatetimeIndex,
     values: np.ndarray,
@@ -461,8 +468,7 @@ def to_regular_grid(
     if len(t) == 1:
         return pd.DatetimeIndex(times[:1]).as_unit("ns"), values.copy()
     diffs = np.diff(t)
-    positive = np.sort(diffs[diffs > 0])
-    step = int(positive[(positive.size - 1) // 2]) if positive.size else 0  # lower median
+    step = grid_step(diffs)
     same = diffs == 0
     if same.any() and irregular == "error":
         k = int(np.flatnonzero(same)[0])
@@ -478,7 +484,7 @@ def to_regular_grid(
             f"{source}: duplicate timestamp {pd.Timestamp(t[k], tz='UTC')} at {line}s "
             f"{lines[k]} and {lines[k + 1]}{hint}; keep one reading per time"
         )
-    if not positive.size:
+    if not step:
         raise DatasetError(f"{source}: all rows have the same timestamp")
     if irregular == "error":
         off = diffs % step != 0
