@@ -25,6 +25,27 @@ def _error_line(output: str) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["models", "list", "--models", "{tmp}/missing"], "Invalid value for --models"),
+        (["evaluate", "bundle", "csv:data.csv", "--out", "{tmp}"], "Invalid value for --out"),
+        (["train", "--no-such-option"], "No such option: --no-such-option"),
+        (["evaluate"], "Missing argument 'bundle'"),
+    ],
+    ids=["bad-value", "bad-value-in-body", "unknown-option", "missing-argument"],
+)
+def test_a_usage_error_is_one_error_line_with_status_2(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert says in line and "--help`)" in line, line
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 # ------------------------------------------------------------------------ status, alerts
 
 

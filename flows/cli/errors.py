@@ -1,7 +1,8 @@
 """How the command line shows errors: one line, the traceback only under ``--debug``.
 
 :class:`RoadcastGroup` is the ``roadcast`` command group: an exception that escapes a
-command is printed as ``error: <message>`` (exit status 1) instead of a traceback,
+command is printed as ``error: <message>`` (exit status 1; 2 for a usage error such as
+an invalid option value, which Typer would show in a box) instead of a traceback,
 unless ``roadcast --debug`` (or ``ROADCAST_DEBUG=1``) asked for tracebacks. Output
 piped into a reader that stops early (``| head``) ends the command quietly with status 1,
 as rich's console does for the tables it prints.
@@ -20,6 +21,11 @@ from typing import Any
 
 import typer
 from typer.core import TyperGroup
+
+try:  # the click Typer vendors (0.23 and later) raises the usage errors of its parser
+    from typer._click.exceptions import UsageError
+except ImportError:
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 DEBUG_ENV = "ROADCAST_DEBUG"
 _state = {"debug": False}
@@ -86,11 +92,19 @@ def _lost_prefect_api(exc: BaseException) -> str | None:
 
 
 class RoadcastGroup(TyperGroup):
-    """The command group: errors that escape a command become one ``error:`` line."""
+    """The command group: errors that escape a command become one ``error:`` line (a usage
+    error, such as an invalid option value, too, with exit status 2)."""
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context, typed as its vendored click base
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            if debug_enabled():
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = exc.format_message().rstrip(".")
+            typer.echo(f"error: {message} (see `{where} --help`)", err=True)
+            raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except BrokenPipeError:
