@@ -63,6 +63,7 @@ import pandas as pd
 from models.anomaly.base import DetectorError, StreamingDetector
 from models.anomaly.calibration import Tail
 from models.anomaly.ensemble import AlarmRule, ensemble_series
+from models.anomaly.nab_score import day_or_month
 from models.panel import SensorPanel
 from pipeline.settings import shown
 
@@ -431,7 +432,12 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
         try:
-            stamps = pd.to_datetime(text, errors="coerce")
+            stamps = day_or_month(text)
+        except ValueError as exc:
+            raise DetectRunError(f"{path}: {exc}") from None
+        try:
+            if stamps is None:
+                stamps = pd.to_datetime(text, errors="coerce")
         except (ValueError, TypeError) as exc:
             why = (
                 "UTC offsets differ between rows (daylight saving?); write them all in UTC"
@@ -598,6 +604,10 @@ def _checked_input(
     frame, stamps = read_nab_rows(path)
     if not len(frame):
         raise DetectRunError(f"{path}: no data rows")
+    if progress is not None and frame["value"].isna().all():
+        progress(
+            f"warning: {path}: no readings (every value is missing); its anomaly scores are all 0"
+        )
     back = np.flatnonzero(stamps[1:] < stamps[:-1])
     if progress is not None and len(back):
         progress(

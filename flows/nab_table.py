@@ -123,21 +123,32 @@ def _score(
     return best, fixed, fps
 
 
+def labelled_categories(nab_dir: str | Path) -> dict[str, list[LabeledFile]]:
+    """Every category of ``nab_dir`` (sorted) with its files and their windows, checked:
+    ``roadcast detect --score`` calls it before scoring anything."""
+    categories = sorted({p.parent.name for p in nab_data_files(nab_dir)})  # not stale ones
+    try:
+        return {
+            c: labeled_files(Path(nab_dir), category_windows(Path(nab_dir), c)) for c in categories
+        }
+    except NabFormatError as exc:
+        raise DetectRunError(str(exc)) from None
+
+
 def score_results(
     nab_dir: str | Path, out_dir: str | Path, detector: str, threshold: float | None
 ) -> list[CategoryScore]:
     """NAB's table of ``OUT/<detector>/<category>/`` for every category of ``nab_dir``
     (a category left in ``OUT`` by an earlier run on other data is not scored)."""
     root = Path(out_dir) / detector
-    categories = sorted({p.parent.name for p in nab_data_files(nab_dir)})  # not stale ones
+    labelled = labelled_categories(nab_dir)
     if not root.is_dir():
         raise DetectRunError(f"no result files under {root}; run roadcast detect first")
     rows: list[CategoryScore] = []
     all_files: list[LabeledFile] = []
     all_scores: list[np.ndarray] = []
-    for category in categories:
+    for category, files in labelled.items():
         try:
-            files = labeled_files(Path(nab_dir), category_windows(Path(nab_dir), category))
             scores = [read_result_scores(root, detector, f) for f in files]
         except NabFormatError as exc:
             raise DetectRunError(str(exc)) from None
@@ -148,6 +159,6 @@ def score_results(
         all_scores += scores
     best, fixed, fps = _score(all_files, all_scores, threshold)
     windows = sum(len(f.windows) for f in all_files)
-    total = "all" if "all" not in categories else "all categories"  # a folder may be "all"
+    total = "all" if "all" not in labelled else "all categories"  # a folder may be "all"
     rows.append(CategoryScore(total, len(all_files), windows, best, fixed, fps))
     return rows

@@ -297,12 +297,10 @@ def test_a_labelled_upper_case_csv_is_named_with_the_fix(tmp_path) -> None:
     root = nab_dir(tmp_path, csv(), "cat/f.csv")
     nab_dir(tmp_path, csv(), "cat/g.CSV")
     (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [], "cat/g.CSV": []}))
-    result = CliRunner().invoke(
-        app,
-        ["detect", "--nab-dir", str(root), "--out", str(tmp_path / "o"), "--detector",
-         "extreme", "--score"],
-    )  # fmt: skip
+    args = ["--nab-dir", str(root), "--out", str(tmp_path / "o"), "--detector", "extreme"]
+    result = CliRunner().invoke(app, ["detect", *args])
     assert "named .CSV; rename it to g.csv" in result.output
+    result = CliRunner().invoke(app, ["detect", *args, "--score"])
     assert "rename the file and its entry to .csv" in result.output
 
 
@@ -376,6 +374,43 @@ def test_bad_label_windows_are_one_error_line_naming_the_file(tmp_path, case) ->
     assert message in line
     if case not in ("no entry for the file", "an empty object"):
         assert str(path) in line
+    assert not (tmp_path / "out").exists()  # checked before any file is scored
+
+
+def day_first(start: str, freq: str) -> list[str]:
+    return list(pd.date_range(start, periods=N, freq=freq).strftime("%d/%m/%Y %H:%M"))
+
+
+@pytest.mark.parametrize(
+    ("start", "freq", "window"),
+    [("2015-09-01", "5min", "2015-09-01 20:00:00"), ("2015-09-01", "1h", "2015-09-12 06:00:00")],
+    ids=["days-up-to-12", "past-day-12"],
+)
+def test_day_first_dates_are_read_the_way_the_rows_fit(tmp_path, start, freq, window) -> None:
+    """01/09/2015 was read as 9 January (pandas takes month-first from the first row);
+    past the 12th the error blamed 'another format'."""
+    root = nab_dir(tmp_path, csv(stamps=day_first(start, freq)))
+    end = str(pd.Timestamp(window) + 10 * pd.Timedelta(freq))
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": [[window, end]]}))
+    args = ["--nab-dir", str(root), "--out", str(tmp_path / "out"), "--detector", "extreme"]
+    result = CliRunner().invoke(app, ["detect", *args, "--score"])
+    assert result.exit_code == 0, result.output
+    assert "NAB scores of 'extreme'" in result.output
+
+
+def test_dates_that_fit_day_first_and_month_first_equally_are_refused(tmp_path) -> None:
+    root = nab_dir(
+        tmp_path, csv(stamps=["01/02/2015 00:00", "02/01/2015 00:00"], values=["1", "2"])
+    )
+    line = one_line_error(root, tmp_path / "out")
+    assert "read as day/month and as month/day equally well; write ISO-8601" in line
+
+
+def test_a_file_without_readings_is_warned_about(tmp_path) -> None:
+    root = nab_dir(tmp_path, csv(values=[""] * N))
+    said: list[str] = []
+    detect_nab(root, tmp_path / "out", "extreme", progress=said.append)
+    assert f"warning: {root / 'cat' / 'f.csv'}: no readings (every value is missing)" in said[0]
 
 
 def test_windows_without_the_data_time_zone_say_so(tmp_path) -> None:

@@ -387,6 +387,10 @@ def detect(
             typer.echo(f"error: {option} is empty; name a directory", err=True)
             raise typer.Exit(1)
     try:
+        if score:  # the windows are checked before anything is scored
+            from flows.nab_table import labelled_categories
+
+            labelled_categories(nab_dir)
         written = detect_nab(
             nab_dir, out, detector, nab_range=nab_range, progress=typer.echo, workers=workers
         )

@@ -414,8 +414,44 @@ def read_nab_csv(path: str | Path) -> pd.DataFrame:
         raise NabFormatError(f"{path}: missing NAB columns {sorted(missing)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format"
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+        try:
+            stamps = day_or_month(frame["timestamp"])
+        except ValueError as exc:
+            raise NabFormatError(f"{path}: {exc}") from None
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"]) if stamps is None else stamps
     return frame
+
+
+# A first timestamp whose day and month could be either way round: 01/09/2015, 1.9.15.
+_DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
+
+
+def day_or_month(text: pd.Series) -> pd.Series | None:
+    """Timestamps whose first one could be day-first or month-first (``01/09/2015``), read
+    the way that parses every row and puts the rows closer together, as the data reader
+    does (pandas takes month-first from the first row alone); None for other timestamps
+    or when neither way parses every row.
+
+    Raises ValueError when both ways parse every row and fit equally well."""
+    if not len(text) or not _DAY_OR_MONTH.match(str(text.iloc[0])):
+        return None
+    readings = []
+    for dayfirst in (False, True):
+        try:
+            readings.append(pd.to_datetime(text, dayfirst=dayfirst))
+        except (ValueError, TypeError, OverflowError):
+            continue
+    if not readings:
+        return None
+    if len(readings) == 1 or readings[0].equals(readings[1]):
+        return readings[0]
+    month, day = ((r.max() - r.min()) for r in readings)
+    if month == day:
+        raise ValueError(
+            f"timestamps such as {str(text.iloc[0])!r} read as day/month and as month/day "
+            "equally well; write ISO-8601 dates (2015-09-01 00:00:00)"
+        )
+    return readings[0] if month < day else readings[1]
 
 
 def read_windows(path: str | Path) -> dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]:
