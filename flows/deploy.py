@@ -5,9 +5,9 @@ written to ``deploy/prefect.yaml``.
 concurrency. ``roadcast deploy --write-yaml deploy/prefect.yaml`` renders it as a
 ``prefect.yaml`` for ``prefect deploy --all`` and a process work pool (a test checks that
 the committed file still equals the rendering), and ``roadcast deploy --serve`` builds
-the same deployments with ``Flow.to_deployment`` and serves them from one process
-(:func:`prefect.serve`, ``pause_on_shutdown=False``) against the Prefect server named by
-``PREFECT_API_URL``.
+the same deployments with ``Flow.to_deployment`` and serves them from one process (a
+:class:`prefect.runner.Runner`, ``pause_on_shutdown=False``) against the Prefect server
+named by ``PREFECT_API_URL``.
 
 Schedules are cron strings in UTC: train weekly (Monday 03:00), forecast every five
 minutes, report daily (00:15, over the last 24 hours), watch for drift every fifteen
@@ -38,31 +38,41 @@ Prefect's embedded temporary server runs no schedules, so serving needs a real o
 :data:`HEALTH_TIMEOUT_S`. While serving, :class:`ServerWatch` checks it every
 :data:`WATCH_EVERY_S` and says in one line when it stops answering (scheduled runs do not
 start meanwhile; serving goes on) and when it answers again.
+
+Stopping: the first SIGINT (Ctrl-C) or SIGTERM cancels the flow runs in flight, as a
+Prefect worker does (each run's process stopped, the run Cancelled on the server, so a
+deployment's concurrency slot is free for the next run), within :data:`STOP_TIMEOUT_S`;
+a second signal, or that deadline, kills them at once and records them Crashed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner import Runner
 
 WORK_POOL = "roadcast-process"
 TIMEZONE = "UTC"
 HEALTH_TIMEOUT_S = 15.0  # the whole health check of the Prefect server, retries included
 WATCH_EVERY_S = 30.0  # while serving: how often the Prefect server's health is checked
+STOP_TIMEOUT_S = 60.0  # on SIGINT/SIGTERM: cancelling the runs in flight, then stopping
+KILL_REPORT_TIMEOUT_S = 10.0  # stopping at once: recording the killed runs as Crashed
 YAML_HEADER = """\
 # roadcast's Prefect deployments, for `prefect deploy --all --prefect-file deploy/prefect.yaml`
 # (run it from the directory the worker should run flows in) and a worker of the process
@@ -655,22 +665,23 @@ def serve_deployments(
 ) -> None:
     """Serve ``specs`` from this process until SIGTERM or SIGINT (then return).
 
-    Flow runs execute in subprocesses of this one; schedules stay active when it
-    stops (``pause_on_shutdown=False``), so a restarted server process picks up where
-    this one left off.
+    Flow runs execute in subprocesses of this one. A signal cancels the runs in flight
+    before returning (:func:`_serve`); schedules stay active when it stops
+    (``pause_on_shutdown=False``), so a restarted server process picks up where this one
+    left off.
 
     Raises
     ------
     DeployError
         As :func:`require_server`, also when the server stops answering while serving.
     """
-    from prefect import serve
-
     url = require_server()
     watch = ServerWatch(url)
     watch.start()
     try:
-        serve(*runner_deployments(specs), pause_on_shutdown=False, limit=limit)
+        asyncio.run(_serve(runner_deployments(specs), limit))
+    except KeyboardInterrupt:  # Ctrl-C before serving began, or a third one
+        pass
     except Exception:  # an ExceptionGroup of the runner's tasks, an httpx error...
         try:
             require_server()
@@ -679,6 +690,128 @@ def serve_deployments(
         raise
     finally:
         watch.stop()
+
+
+async def _serve(deployments: Sequence[RunnerDeployment], limit: int | None) -> None:
+    """Serve ``deployments`` with a Prefect runner until SIGINT or SIGTERM.
+
+    The first signal stops the runner with ``Runner.astop``, which cancels the flow runs
+    in flight (their processes stopped, the runs Cancelled on the server), within
+    :data:`STOP_TIMEOUT_S`. A second signal, or that deadline, kills what is left
+    (:func:`_kill_in_flight`); a signal after that is no longer caught.
+    """
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=False, limit=limit)
+    for deployment in deployments:
+        await runner.aadd_deployment(deployment)
+    names = "".join(f"\n  {d.flow_name}/{d.name}" for d in deployments)
+    print(f"serving {len(deployments)} deployment(s) (Ctrl-C stops):{names}", flush=True)
+    serving = asyncio.create_task(runner.start())
+    await asyncio.sleep(0)  # start() sets its own SIGTERM handler first: ours replace it
+    with _StopSignals() as stop:
+        await asyncio.wait([serving, stop.asked], return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            _say(
+                f"stopping: cancelling {len(_in_flight(runner))} flow run(s) in flight "
+                "(Ctrl-C again stops at once)"
+            )
+            try:
+                async with stop.deadline(STOP_TIMEOUT_S):
+                    if runner.started:
+                        await runner.astop()
+                    else:
+                        serving.cancel()
+                    await asyncio.wait([serving])
+            except TimeoutError:
+                await _kill_in_flight(runner)
+                serving.cancel()
+                await asyncio.wait([serving], timeout=KILL_REPORT_TIMEOUT_S)
+    if serving.done() and not serving.cancelled() and (error := serving.exception()):
+        raise error
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM, caught while serving: the first sets :attr:`asked`, the second
+    ends the current :meth:`deadline` at once and restores the default handlers."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.asked: asyncio.Future[None] = self._loop.create_future()
+        self._now = False
+        self._timeout: asyncio.Timeout | None = None
+
+    def __enter__(self) -> _StopSignals:
+        for sig in self.SIGNALS:
+            self._loop.add_signal_handler(sig, self._caught)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in self.SIGNALS:
+            self._loop.remove_signal_handler(sig)
+
+    def _caught(self) -> None:
+        if not self.asked.done():
+            self.asked.set_result(None)
+            return
+        self.__exit__()
+        self._now = True
+        if self._timeout is not None:
+            self._timeout.reschedule(self._loop.time())
+
+    @contextlib.asynccontextmanager
+    async def deadline(self, seconds: float) -> AsyncIterator[None]:
+        """``asyncio.timeout(seconds)``, which a second signal ends at once."""
+        async with asyncio.timeout(0 if self._now else seconds) as self._timeout:
+            try:
+                yield
+            finally:
+                self._timeout = None
+
+
+def _in_flight(runner: Runner) -> dict[Any, Any]:
+    """The flow runs ``runner`` executes: {flow run id: its process handle}."""
+    processes = getattr(runner, "_process_manager", None)  # Prefect lists them nowhere else
+    if processes is None:  # a Prefect that keeps them elsewhere: astop() alone cancels them
+        return {}
+    handles = {run_id: processes.get(run_id) for run_id in processes.flow_run_ids()}
+    return {run_id: handle for run_id, handle in handles.items() if handle is not None}
+
+
+async def _kill_in_flight(runner: Runner) -> None:
+    """Kill the processes of ``runner``'s runs in flight (SIGKILL) and record the runs
+    Crashed, within :data:`KILL_REPORT_TIMEOUT_S` (a run already final stays as it is)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import Abort
+    from prefect.states import Crashed
+    from prefect.utilities.engine import propose_state
+
+    runs = _in_flight(runner)
+    for handle in runs.values():
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            handle.hard_kill()
+    if not runs:
+        return
+    _say(f"stopping at once: killed {len(runs)} flow run(s), recording them as crashed")
+    crashed = "roadcast deploy --serve was stopped at once and killed this run"
+
+    async def record(client: Any, run_id: Any) -> None:
+        # Abort (a BaseException): the run is final already; an Exception: no server
+        with contextlib.suppress(Abort, Exception):
+            await propose_state(client, Crashed(message=crashed), flow_run_id=run_id)
+
+    try:
+        async with asyncio.timeout(KILL_REPORT_TIMEOUT_S):
+            async with get_client(httpx_settings={"timeout": KILL_REPORT_TIMEOUT_S}) as client:
+                await asyncio.gather(*(record(client, run_id) for run_id in runs))
+    except TimeoutError:
+        _say(f"the Prefect server did not record them within {KILL_REPORT_TIMEOUT_S:g} s")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class ServerWatch(threading.Thread):

@@ -2,11 +2,12 @@
 names real flows; the compose file, Dockerfile and systemd unit hold together (Docker
 is not run here: they are checked as files); ``roadcast deploy --serve`` registers the
 deployments with their schedules on a real Prefect server, runs a flow run, and stops
-cleanly on SIGTERM and SIGINT."""
+cleanly on SIGTERM and SIGINT, cancelling the flow runs in flight."""
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import inspect
 import os
 import signal
@@ -28,7 +29,7 @@ from flows.deploy import (
     load_flow,
     prefect_yaml,
 )
-from tests.processes import default_sigint
+from tests.processes import alive, children_of, default_sigint
 from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,12 +267,16 @@ def test_the_command_line_refuses_a_bad_schedule_in_one_line():
 # --------------------------------------------------------------------- serving
 
 
-def _serve(env: dict[str, str], log: Path, *options: str) -> subprocess.Popen[bytes]:
+def _serve(
+    env: dict[str, str], log: Path, *options: str, session: bool = False
+) -> subprocess.Popen[bytes]:
+    """``roadcast deploy --serve``; ``session``: in a process group of its own, which a
+    terminal's Ctrl-C reaches as a whole (``os.killpg``)."""
     with open(log, "ab") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "deploy", "--serve", *options],
             cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT,
-            preexec_fn=default_sigint,
+            preexec_fn=default_sigint, start_new_session=session,
         )  # fmt: skip
 
 
@@ -394,6 +399,73 @@ def test_serve_stops_cleanly_on_sigint(prefect_server, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signals",
+    [("ctrl-c",), ("SIGTERM",), ("ctrl-c", "ctrl-c")],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
+)
+def test_stopping_serve_ends_the_flow_runs_in_flight(prefect_server, broker, tmp_path, signals):
+    """A run in flight when Ctrl-C stopped serving stayed Running on the server for good
+    (Prefect's ``serve`` left on KeyboardInterrupt without cancelling it), so the
+    deployment's concurrency limit held back every later run. ``ctrl-c`` is SIGINT to the
+    process group, as a terminal sends it; SIGTERM goes to the serving process alone."""
+    from prefect.states import StateType
+
+    env = {**prefect_server, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "serve.log"
+    proc = _serve(env, log, session=True)
+    try:
+        _wait(lambda: "roadcast-replay/backfill" in _deployments(env), "the deployments", log)
+        with _client(env) as client:
+            deployment = client.read_deployment_by_name("roadcast-replay/backfill")
+            run = client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters={  # real time: one step of readings, then five minutes to the next
+                    "data": "simulated:sensors=3,hours=1",
+                    "speedup": 1.0,
+                    "bootstrap": broker.bootstrap,
+                    "topic": f"t.stop.{tmp_path.name}",
+                },
+            )
+
+        def state() -> StateType:
+            with _client(env) as client:
+                found = client.read_flow_run(run.id).state
+            assert found is not None
+            return found.type
+
+        _wait(lambda: state() == StateType.RUNNING, "the run to be running", log)
+        engines = [pid for pid, cmd in children_of(proc.pid).items() if "prefect.engine" in cmd]
+        assert len(engines) == 1, children_of(proc.pid)
+
+        def caught() -> bool:  # the first signal is being handled, or serving stopped
+            return b"stopping:" in log.read_bytes() or proc.poll() is not None
+
+        for i, sig in enumerate(signals):
+            if i:
+                _wait(caught, "the first signal to be caught", log)
+                if proc.poll() is not None:
+                    break
+            if sig == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(getattr(signal, sig))
+        try:
+            code = proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still serving; log:\n{log.read_text()[-3000:]}") from None
+        assert code == 0, log.read_text()[-3000:]
+        ended = (StateType.CANCELLED, StateType.CRASHED)
+        _wait(lambda: state() in ended, "the run to be cancelled or crashed", log)
+        _wait(lambda: not alive(engines[0]), "the run's process to end", log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group after a failure
+        proc.wait()
 
 
 @pytest.mark.integration
