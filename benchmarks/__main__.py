@@ -13,6 +13,7 @@ import time
 BENCHMARKS = (
     "data_scale",
     "data_formats",
+    "data_memory",
     "kafka_io",
     "forecast_accuracy",
     "generalization",

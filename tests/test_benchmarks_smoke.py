@@ -33,6 +33,10 @@ CHECKS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "data_formats": lambda d: all(
         r["same_readings_as_csv"] and _positive(r["median_s"]) for r in d["formats"]
     ),
+    "data_memory": lambda d: (
+        len(d["loads"]) == 2
+        and all(_positive(r["peak_mb"]) and r["shape"][0] > 0 for r in d["loads"])
+    ),
     "detect_workers": lambda d: d["files"] == 4 and d["same_results"] and _positive(d["speedup"]),
     "kafka_io": lambda d: all(_positive(r["median_per_s"]) for r in d["results"]),
     "forecast_accuracy": lambda d: (

@@ -499,6 +499,7 @@ def load_csv(
     timestamps, values, ids, notes = read_wide_csv(
         path, index_col=index_col, no_index=no_index, timezone=timezone, has_header=has_header
     )
+    values = values.astype(np.float32)  # what the panel keeps; frees the float64 copy
     long = has_header is not False and is_long_csv(path, index_col=index_col, no_index=no_index)
     order = f"in order of first appearance in the long-format {path.name} ({', '.join(ids[:3])}...)"
     graph = _adjacency(adjacency, ids, unordered=order if long else None)

@@ -1,7 +1,9 @@
 """Readers that turn a sensor CSV (wide or long format) into readings on a regular time grid,
-with errors that name the line and column to fix. Everything here raises
-:class:`~pipeline.data.cells.DatasetError`. Parsing timestamps and the grid are
-:mod:`pipeline.data.timestamps`'s job, adjacency and coordinates files
+with errors that name the line and column to fix. A wide file is read a block of rows at a
+time (:data:`BLOCK_CELLS` cells): what is held is its float array and one block's text,
+never every cell as a string, so a file of GBs loads in about its array's memory.
+Everything here raises :class:`~pipeline.data.cells.DatasetError`. Parsing timestamps and
+the grid are :mod:`pipeline.data.timestamps`'s job, adjacency and coordinates files
 :mod:`pipeline.data.graph_csv`'s; each module lists its rules.
 
 Rules (each one tested):
@@ -72,14 +74,16 @@ Rules (each one tested):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
 import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -194,23 +198,33 @@ def read_table(
         raise DatasetError(f"{path}: the header has no data rows under it")
     if has_header is None and _is_data_row(header):
         raise DatasetError(_no_header(path, header))
-    raw = _cells(path, header, lines, comments)
-    notes: tuple[str, ...] = ()
+    top = [h.strip() for h in header] if headerless else None
     if headerless:  # the first line is a row: sensors are named by position below
         line = next((k for k, _ in numbered_rows(path, 1)), 1)
-        top = pd.DataFrame([[h.strip() for h in header]], columns=raw.columns)
-        raw = pd.concat([top, raw], ignore_index=True)
         lines = np.concatenate([[line], lines]).astype(np.int64)
         header = [f"column {k + 1}" for k in range(len(header))]
-    while len(header) > 1 and not header[-1].strip() and not filled(raw.iloc[:, -1]).any():
-        header, raw = header[:-1], raw.iloc[:, :-1]  # a separator ending every line
-    if drop_first is None and _row_index_before_time(header, raw, index_col):
-        header, raw = header[1:], raw.iloc[:, 1:]  # pandas' to_csv() row index, then times
-        raw.columns = [f"c{j}" for j in range(len(header))]
-    if drop_first is not False and _date_and_clock(header, raw, index_col):
-        header, raw = _join_date_and_clock(header, raw)
+    names = [h.strip() for h in header]
+    wanted = None if index_col is None else index_col.strip()
+    given = names.index(wanted) if wanted in names else 0
+    # Read as text the columns that may hold times or a row index, the rest as numbers.
+    cells = _wide_cells(path, len(header), lines, comments, {0, 1, 2, given}, top)
+    text = dict(cells.text)  # position in the file -> cells as text
+    cols = list(range(len(header)))  # the table's columns, by position in the file
+    while len(header) > 1 and not header[-1].strip() and not cells.column_filled[cols[-1]]:
+        header, cols = header[:-1], cols[:-1]  # a separator ending every line
+    if drop_first is None and _row_index_before_time(
+        header, [text[k] for k in cols[:2]], index_col
+    ):
+        header, cols = header[1:], cols[1:]  # pandas' to_csv() row index, then times
+    if drop_first is not False and _date_and_clock(header, [text[k] for k in cols[:2]], index_col):
+        header, text[cols[0]] = _join_date_and_clock(header, text[cols[0]], text[cols[1]])
+        cols = [cols[0], *cols[2:]]
         index_col, drop_first = None, True
-    empty = ~raw.apply(filled).any(axis=1).to_numpy()  # [row]: rows of empty cells
+    filled_rows = cells.row_filled.copy()
+    for k in cols:
+        if k in text:
+            filled_rows |= filled(text[k]).to_numpy(dtype=bool)
+    empty = ~filled_rows  # [row]: rows of empty cells
     if index_col is not None:
         names = [h.strip() for h in header]
         if index_col.strip() not in names:
@@ -219,7 +233,7 @@ def read_table(
                 f"{path}: --index-col {index_col!r} is not a column of the header ({shown})"
             )
         k = names.index(index_col.strip())
-        column = raw.iloc[:, k]
+        column = text[cols[k]]
         numeric = pd.to_numeric(column[~empty].str.strip(), errors="coerce")
         if not (
             names[k].lower() in TIME_NAMES or increasing_integers(numeric) or _all_dates(column)
@@ -236,20 +250,23 @@ def read_table(
                 "timestamps or a row index; name the time or row-number column"
             )
         order = [k, *(j for j in range(len(header)) if j != k)]
-        header = [header[j] for j in order]
-        raw = raw.iloc[:, order]
-        raw.columns = [f"c{j}" for j in range(len(header))]
+        header, cols = [header[j] for j in order], [cols[j] for j in order]
         drop_first = True
     first_name = header[0].strip()
+    first_column = text[cols[0]]
     if drop_first is None:
-        drop_first = _is_time_or_index(first_name, raw.iloc[~empty, 0])
-    if drop_first and empty.any() and not _is_time_column(raw.iloc[~empty, 0], first_name):
-        raw, lines = raw.iloc[~empty], lines[~empty]  # the row counter places every row
+        drop_first = _is_time_or_index(first_name, first_column[~empty])
+    rows = None  # the table's rows, by position among the file's (None: all)
+    if drop_first and empty.any() and not _is_time_column(first_column[~empty], first_name):
+        rows = np.flatnonzero(~empty)  # the row counter places every row
+        first_column = first_column[~empty]
     start = 1 if drop_first else 0
     columns = tuple(h.strip() for h in header[start:])
-    if headerless:
+    table_lines = lines if rows is None else lines[rows]
+    notes: tuple[str, ...] = ()
+    if top is not None:
         columns = tuple(str(k) for k in range(len(columns)))
-        shown = ", ".join(cell[:12] for cell in raw.iloc[0, start : start + 3])
+        shown = ", ".join(top[k][:12] for k in cols[start : start + 3])
         notes = (
             f"note: {path.name} has no header (line {lines[0]} holds readings: {shown}...); "
             f"its {len(columns)} sensors are "
@@ -258,7 +275,7 @@ def read_table(
             "them",
         )
     if not columns:
-        raise DatasetError(_no_sensors(path, header, raw.iloc[:, 0]))
+        raise DatasetError(_no_sensors(path, header, first_column))
     for k, name in enumerate(columns):
         _check_sensor(
             path, name, f"(column {k + start + 1})", "; rename the column",
@@ -280,9 +297,9 @@ def read_table(
             f"{path}: {first_name!r} names both the time or index column and a sensor column; "
             "rename one"
         )
-    values = numeric_cells(path, raw.iloc[:, start:], columns, lines, time_hint=True)
-    first = raw.iloc[:, 0] if drop_first else None
-    return Table(columns, values, lines, first, first_name if drop_first else None, notes)
+    values = cells.numbers.select(path, columns, lines, cols[start:], rows, time_hint=True)
+    first = first_column if drop_first else None
+    return Table(columns, values, table_lines, first, first_name if drop_first else None, notes)
 
 
 def nfc(name: str) -> str:
@@ -335,16 +352,19 @@ def _no_sensors(path: Path, header: Sequence[str], first: pd.Series) -> str:
     return f"{path}: no sensor columns after the {name!r} column"
 
 
-def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: str | None) -> bool:
+def _row_index_before_time(
+    header: Sequence[str], lead: Sequence[pd.Series], index_col: str | None
+) -> bool:
     """True when the first column is an unnamed row counter (``DataFrame.to_csv()``'s
-    index) and another column holds the times: ``index_col``, else the second one."""
+    index) and another column holds the times: ``index_col``, else the second one
+    (``lead``: the first two columns as text)."""
     if len(header) < 3 or header[0].strip().lower() not in INDEX_NAMES:
         return False
-    if not is_row_counter(pd.to_numeric(raw.iloc[:, 0].str.strip(), errors="coerce")):
+    if not is_row_counter(pd.to_numeric(lead[0].str.strip(), errors="coerce")):
         return False
     if index_col is not None:
         return index_col.strip() != header[0].strip()
-    second = raw.iloc[:, 1]
+    second = lead[1]
     numbers = pd.to_numeric(second.str.strip(), errors="coerce")
     return (
         header[1].strip().lower() in TIME_NAMES
@@ -354,13 +374,15 @@ def _row_index_before_time(header: Sequence[str], raw: pd.DataFrame, index_col: 
     )
 
 
-def _date_and_clock(header: Sequence[str], raw: pd.DataFrame, index_col: str | None) -> bool:
-    """True when the first two columns hold dates without a time of day and times of day
-    without a date (``2024-03-01``, ``08:00``; or whole hours ``0``-``23`` or ``1``-``24``
-    under a name such as ``hour``), and ``index_col`` names neither or one."""
+def _date_and_clock(
+    header: Sequence[str], lead: Sequence[pd.Series], index_col: str | None
+) -> bool:
+    """True when the first two columns (``lead``, as text) hold dates without a time of
+    day and times of day without a date (``2024-03-01``, ``08:00``; or whole hours ``0``-``23``
+    or ``1``-``24`` under a name such as ``hour``), and ``index_col`` names neither or one."""
     if len(header) < 3 or index_col not in (None, header[0].strip(), header[1].strip()):
         return False
-    date, clock = raw.iloc[:, 0].str.strip(), raw.iloc[:, 1].str.strip()
+    date, clock = lead[0].str.strip(), lead[1].str.strip()
     date, clock = date[~missing(date)], clock[~missing(clock)]
     hours = _hours(header[1], clock)
     return bool(
@@ -373,11 +395,11 @@ def _date_and_clock(header: Sequence[str], raw: pd.DataFrame, index_col: str | N
 
 
 def _join_date_and_clock(
-    header: Sequence[str], raw: pd.DataFrame
-) -> tuple[list[str], pd.DataFrame]:
-    """The first two columns (a date, a time of day) as one column of timestamps named
-    after both, empty where either cell is."""
-    date, clock = raw.iloc[:, 0].str.strip(), raw.iloc[:, 1].str.strip()
+    header: Sequence[str], date: pd.Series, clock: pd.Series
+) -> tuple[list[str], pd.Series]:
+    """The header and the cells of a column of dates and one of times of day joined into
+    one column of timestamps named after both, empty where either cell is."""
+    date, clock = date.str.strip(), clock.str.strip()
     gap = missing(date) | missing(clock)
     hours = _hours(header[1], clock[~gap])
     if hours is not None:  # hours 1-24 (hour ending) label each hour by its start
@@ -385,9 +407,7 @@ def _join_date_and_clock(
         clock = clock.copy()
         clock[~gap] = start.map(lambda h: f"{h:02d}:00")
     joined = (date + " " + clock).where(~gap, "")
-    raw = pd.concat([joined, raw.iloc[:, 2:]], axis=1)
-    raw.columns = [f"c{j}" for j in range(raw.shape[1])]
-    return [f"{header[0].strip()} {header[1].strip()}", *header[2:]], raw
+    return [f"{header[0].strip()} {header[1].strip()}", *header[2:]], joined
 
 
 def _hours(name: str, cells: pd.Series) -> pd.Series | None:
@@ -530,12 +550,51 @@ def _blanked(f: Iterable[str], comments: frozenset[int]) -> Iterator[str]:
         yield "\n" if number in comments else line
 
 
-def csv_source(path: Path, comments: frozenset[int]) -> Path | io.StringIO:
-    """``path`` for pandas to read, as text with ``comments`` blanked when there are any."""
+class _LineStream(io.TextIOBase):
+    """Lines of text as a stream that pandas reads a piece at a time."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines, self._rest = iter(lines), ""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        limit = -1 if size is None else size  # below 0: all that is left
+        parts, length = [self._rest], len(self._rest)
+        while limit < 0 or length < limit:
+            if (line := next(self._lines, None)) is None:
+                break
+            parts.append(line)
+            length += len(line)
+        text = "".join(parts)
+        cut = len(text) if limit < 0 else limit
+        self._rest = text[cut:]
+        return text[:cut]
+
+
+@contextlib.contextmanager
+def csv_source(path: Path, comments: frozenset[int]) -> Iterator[Path | io.TextIOBase]:
+    """``path`` for pandas to read, as a stream of its text (unpacked, ``comments``
+    blanked) when it is gzip-compressed or has comments."""
     if not comments and not is_gzip(path):
-        return path
+        yield path
+        return
     with open_text(path) as f:
-        return io.StringIO("".join(_blanked(f, comments)), newline="")
+        yield _LineStream(_blanked(f, comments))
+
+
+def _string_options(path: Path, header: int | None, names: list[str] | None) -> dict[str, Any]:
+    """:func:`pandas.read_csv`'s options to read cells as written (see :func:`string_cells`)."""
+    return {
+        "compression": None,  # the content decides (text_file), never the file's name
+        "dtype": str,
+        "keep_default_na": False,
+        "skiprows": preamble(path),
+        "header": header,
+        "names": names,
+        "skipinitialspace": True,
+    }
 
 
 def string_cells(
@@ -544,16 +603,24 @@ def string_cells(
     """The cells of the CSV ``path`` below its :func:`preamble` as pandas reads them: strings
     as written (no missing-value guessing), ``comments`` blanked, spaces after a separator
     dropped. ``header`` and ``names`` are :func:`pandas.read_csv`'s."""
-    return pd.read_csv(
-        csv_source(path, comments),
-        compression=None,  # the content decides (text_file), never the file's name
-        dtype=str,
-        keep_default_na=False,
-        skiprows=preamble(path),
-        header=header,
-        names=names,
-        skipinitialspace=True,
-    )
+    with csv_source(path, comments) as source:
+        return pd.read_csv(source, **_string_options(path, header, names))
+
+
+def string_blocks(
+    path: Path, comments: frozenset[int], *, rows: int, names: list[str], text: Iterable[str]
+) -> Iterator[pd.DataFrame]:
+    """The data rows of the CSV ``path`` as :func:`string_cells` reads them (the header
+    replaced by ``names``), ``rows`` at a time; the columns not named in ``text`` hold
+    Python strings (``object``: read as numbers, never kept)."""
+    options = _string_options(path, 0, names) | {
+        "dtype": dict.fromkeys(names, object) | dict.fromkeys(text, str)
+    }
+    with (
+        csv_source(path, comments) as source,
+        pd.read_csv(source, chunksize=rows, **options) as reader,
+    ):
+        yield from reader
 
 
 def _check_sensor(path: Path, name: str, where: str, fix: str, *, empty: str) -> None:
@@ -578,12 +645,89 @@ def _cells(
     except pd.errors.ParserError as exc:  # what the first read let through: refuse to guess
         raise DatasetError(f"{path}: unreadable CSV: {parser_detail(exc)}") from None
     raw = cut_empty_tail(raw, len(lines))
-    if len(raw) != len(lines):  # the two parsers disagree (odd quoting): refuse to guess
-        raise DatasetError(
-            f"{path}: could not align rows ({len(raw)} vs {len(lines)}); "
-            "check quoting and line endings"
-        )
+    _check_aligned(path, len(raw), len(lines))
     return raw
+
+
+def _check_aligned(path: Path, read: int, rows: int) -> None:
+    if read != rows:  # the two parsers disagree (odd quoting): refuse to guess
+        raise DatasetError(
+            f"{path}: could not align rows ({read} vs {rows}); check quoting and line endings"
+        )
+
+
+# Cells read as text at a time: a block's strings take tens of MB, never a whole file's.
+BLOCK_CELLS = 1 << 18
+
+
+def _block_rows(n_cols: int) -> int:
+    return max(BLOCK_CELLS // max(n_cols, 1), 1)
+
+
+@dataclass
+class WideCells:
+    """A wide file's data rows: its columns that may hold times or a row index as text
+    (``text``, by position), every column's numbers, and where a cell is not blank."""
+
+    text: dict[int, pd.Series]  # position -> the column's cells as written
+    numbers: Numbers
+    row_filled: np.ndarray  # bool [row]: a cell of a column not in ``text`` is not blank
+    column_filled: np.ndarray  # bool [column]: a cell is not blank
+
+
+def _wide_cells(
+    path: Path,
+    n_cols: int,
+    lines: np.ndarray,
+    comments: frozenset[int],
+    text_columns: Iterable[int],
+    top: list[str] | None = None,
+) -> WideCells:
+    """The data rows of the wide CSV ``path`` (one per entry of ``lines``, the first of
+    them ``top`` when given: a first line of readings), read a block of rows at a time so
+    that only one block's strings are held; the columns ``text_columns`` are kept as
+    text."""
+    keep = sorted(k for k in set(text_columns) if k < n_cols)
+    other = np.ones(n_cols, dtype=bool)  # [column]: not kept as text
+    other[keep] = False
+    numbers = Numbers(len(lines), n_cols)
+    row_filled = np.zeros(len(lines), dtype=bool)
+    column_filled = np.zeros(n_cols, dtype=bool)
+    kept: list[pd.DataFrame] = []
+    names = [f"c{k}" for k in range(n_cols)]
+    rows = len(lines) - (top is not None)  # rows below the header
+    read = 0  # rows pandas read below the header
+    tail_filled = False  # a row past ``rows`` holds a cell (see cut_empty_tail)
+
+    def add(block: pd.DataFrame) -> None:
+        at = numbers.rows
+        cells = numbers.add(block)  # [row, column]
+        row_filled[at : numbers.rows] = cells[:, other].any(axis=1)
+        column_filled[:] |= cells.any(axis=0)
+        kept.append(block.iloc[:, keep])
+
+    if top is not None:
+        add(pd.DataFrame([top], columns=names))
+    try:
+        as_text = [names[k] for k in keep]
+        for block in string_blocks(
+            path, comments, rows=_block_rows(n_cols), names=names, text=as_text
+        ):
+            fit = block.iloc[: max(rows - read, 0)]
+            if len(fit):
+                add(fit)
+            if len(fit) < len(block) and not tail_filled:
+                tail_filled = bool(block.iloc[len(fit) :].apply(filled).any(axis=None))
+            read += len(block)
+    except pd.errors.ParserError as exc:  # what the first read let through: refuse to guess
+        raise DatasetError(f"{path}: unreadable CSV: {parser_detail(exc)}") from None
+    if read > rows and not tail_filled:
+        read = rows  # rows of empty cells at the end, which scan skips
+    _check_aligned(path, read, rows)
+    frame = pd.concat(kept, ignore_index=True)
+    return WideCells(
+        {k: frame.iloc[:, j] for j, k in enumerate(keep)}, numbers, row_filled, column_filled
+    )
 
 
 def parser_detail(exc: Exception) -> str:
@@ -818,6 +962,128 @@ def _strided(numeric: pd.Series) -> bool:
     return increasing_integers(numeric) and len(set(np.diff(numeric.to_numpy()).tolist())) == 1
 
 
+class Numbers:
+    """Cells read as float64 a block of rows at a time (NaN where missing or no number),
+    remembering what an error names: the first cell of each column that is no number or
+    too large, and how many cells of each column are no number."""
+
+    def __init__(self, n_rows: int, n_cols: int) -> None:
+        self.values = np.empty((n_rows, n_cols))  # [row, column]; inf as written
+        self.rows = 0  # rows added
+        self.bad_first = np.full(n_cols, -1)  # [column]: first row holding no number (-1: none)
+        self.bad_count = np.zeros(n_cols, dtype=np.int64)  # [column]
+        self.huge_first = np.full(n_cols, -1)  # [column]: first row beyond float64 (1e400)
+        self.text: dict[tuple[int, int], str] = {}  # (row, column) -> those first cells
+
+    def add(self, block: pd.DataFrame) -> np.ndarray:
+        """Read the next rows of cells (strings); returns which are not blank [row, column]."""
+        n_rows, n_cols = block.shape
+        cells = block.to_numpy(dtype=object).ravel()  # [row * column]
+        number = pd.to_numeric(cells, errors="coerce").astype(np.float64)
+        nan = np.flatnonzero(np.isnan(number))  # no number as written: spaces around one?
+        text = pd.Series(cells[nan], dtype=object).str.strip()  # [nan]
+        number[nan] = pd.to_numeric(text.to_numpy(), errors="coerce")
+        zero = np.flatnonzero(number == 0)  # "-0" read as a whole number loses its sign
+        signed = pd.Series(cells[zero], dtype=object).str.strip().str.startswith("-")
+        number[zero[signed.to_numpy(dtype=bool)]] = -0.0
+        left = np.isnan(number[nan])  # [nan]: missing, or no number
+        bad = np.zeros(number.shape, dtype=bool)
+        bad[nan[left]] = ~missing(text[left]).to_numpy(dtype=bool)
+        filled = np.ones(number.shape, dtype=bool)
+        filled[nan] = (text.notna() & (text != "")).to_numpy(dtype=bool)
+        inf = np.flatnonzero(np.isinf(number))  # written inf, or beyond float64
+        written = pd.Series(cells[inf], dtype=object).str.strip().str.lower().str.lstrip("+-")
+        huge = np.zeros(number.shape, dtype=bool)
+        huge[inf] = ~written.isin(("inf", "infinity")).to_numpy(dtype=bool)
+        for where, first in ((bad, self.bad_first), (huge, self.huge_first)):
+            grid = where.reshape(n_rows, n_cols)
+            new = np.flatnonzero(grid.any(axis=0) & (first < 0))  # [column]
+            for c, r in zip(new.tolist(), grid[:, new].argmax(axis=0).tolist(), strict=True):
+                first[c] = self.rows + r
+                self.text[self.rows + r, c] = str(cells[r * n_cols + c]).strip()
+        self.bad_count += bad.reshape(n_rows, n_cols).sum(axis=0)
+        self.values[self.rows : self.rows + n_rows] = number.reshape(n_rows, n_cols)
+        self.rows += n_rows
+        return filled.reshape(n_rows, n_cols)
+
+    def select(
+        self,
+        path: Path,
+        columns: Sequence[str],
+        lines: np.ndarray,
+        cols: Sequence[int],
+        rows: np.ndarray | None = None,
+        *,
+        time_hint: bool = False,
+    ) -> np.ndarray:
+        """The values ``[row, column]`` of ``rows`` (positions; None: all) and ``cols``
+        (named ``columns``), NaN where missing or infinite; refuses a cell that is no
+        number or too large, naming its line (``lines``: one per row added) and column.
+        ``time_hint`` says, for a value that is a date, which option reads its column as
+        the time column."""
+        at = np.asarray(cols, dtype=np.int64)
+        n_rows = self.rows if rows is None else len(rows)
+        if (bad := _first_cell(self.bad_first[at])) is not None:
+            r, c = bad
+            value = self.text[r, at[c]]
+            fix = general = "use a number or leave the cell empty for missing"
+            if re.fullmatch(r"[-+]?\d+(,\d+)+", value):
+                fix = "a decimal comma or a thousands separator? write numbers as 50.25 or 1050"
+            elif re.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+,\d+", value):
+                fix = "a decimal comma after thousands separators? write numbers as 1050.25"
+            elif re.fullmatch(r"-+|\.+|\?+|[xX*]", value):
+                fix = "if it marks a missing reading, leave the cell empty (or write NaN)"
+            elif re.fullmatch(r"[-+]?\d{1,3}([ '\u00a0\u202f]\d{3})+([.,]\d+)?", value):
+                fix = "a thousands separator? write numbers without it, e.g. 1200"
+            elif time_hint and CLOCK_ONLY.fullmatch(value):
+                fix = (
+                    "a time of day in its own column: join the date and the time of day into "
+                    "one first column, e.g. 2024-03-01 08:00"
+                )
+            elif time_hint and (zone := zone_name_fix(value)) is not None:
+                fix = f"a time column? {zone}, and pass --index-col {columns[c]}"
+            elif time_hint and _written_date(value):
+                fix = f"a time column? pass --index-col {columns[c]}"
+            first_row = 0 if rows is None else int(rows[0])
+            if fix is general and self.bad_count[at[c]] == n_rows:
+                fix += f"; column {columns[c]!r} holds no number in any row"
+            elif fix is general and r == first_row and self._second_header(at, r, n_rows):
+                fix = "a second header line (units?) under the header: delete it"
+            raise DatasetError(
+                f"{path}: non-numeric value {value!r} at line {lines[r]}, column "
+                f"{columns[c]!r}; " + fix
+            )
+        if (huge := _first_cell(self.huge_first[at])) is not None:
+            r, c = huge
+            raise DatasetError(
+                f"{path}: value {self.text[r, at[c]]!r} at line {lines[r]}, column "
+                f"{columns[c]!r} is too large to be a number"
+            )
+        if rows is None and len(at) and (np.diff(at) == 1).all():
+            values = self.values[: self.rows, at[0] : at[-1] + 1]  # a view: no copy
+        else:
+            values = self.values[np.ix_(np.arange(self.rows) if rows is None else rows, at)]
+        values[np.isinf(values)] = np.nan  # inf is not a reading either
+        return values
+
+    def _second_header(self, cols: np.ndarray, row: int, n_rows: int) -> bool:
+        """True when ``row``, the first of ``n_rows``, holds no number in ``cols`` (words,
+        or empty cells) and every row below it holds numbers only: units or descriptions
+        under the header."""
+        below = self.bad_count[cols] - (self.bad_first[cols] == row)  # [column]
+        return n_rows > 1 and bool(np.isnan(self.values[row, cols]).all()) and not below.any()
+
+
+def _first_cell(first: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first cell, row by row, of those whose columns' first rows are
+    ``first`` (-1: none), else None."""
+    rows = first[first >= 0]
+    if not rows.size:
+        return None
+    row = int(rows.min())
+    return row, int(np.flatnonzero(first == row)[0])
+
+
 def numeric_cells(
     path: Path,
     cells: pd.DataFrame,
@@ -829,59 +1095,11 @@ def numeric_cells(
     """Cells as float64 (NaN where missing or infinite); ``time_hint`` says, for a value
     that is a date, which option reads its column as the time column."""
     n_rows, n_cols = cells.shape
-    text = pd.Series(cells.to_numpy(dtype=object).ravel()).str.strip()  # [row * column]
-    absent = missing(text).to_numpy()
-    number = pd.to_numeric(text.where(~absent, "nan"), errors="coerce").to_numpy(
-        dtype=np.float64, copy=True
-    )
-    bad = np.isnan(number) & ~absent
-    if bad.any():
-        r, c = divmod(int(np.flatnonzero(bad)[0]), n_cols)
-        value = text.iloc[r * n_cols + c]
-        fix = general = "use a number or leave the cell empty for missing"
-        if re.fullmatch(r"[-+]?\d+(,\d+)+", value):
-            fix = "a decimal comma or a thousands separator? write numbers as 50.25 or 1050"
-        elif re.fullmatch(r"[-+]?\d{1,3}(\.\d{3})+,\d+", value):
-            fix = "a decimal comma after thousands separators? write numbers as 1050.25"
-        elif re.fullmatch(r"-+|\.+|\?+|[xX*]", value):
-            fix = "if it marks a missing reading, leave the cell empty (or write NaN)"
-        elif re.fullmatch(r"[-+]?\d{1,3}([ '\u00a0\u202f]\d{3})+([.,]\d+)?", value):
-            fix = "a thousands separator? write numbers without it, e.g. 1200"
-        elif time_hint and CLOCK_ONLY.fullmatch(value):
-            fix = (
-                "a time of day in its own column: join the date and the time of day into one "
-                "first column, e.g. 2024-03-01 08:00"
-            )
-        elif time_hint and (zone := zone_name_fix(value)) is not None:
-            fix = f"a time column? {zone}, and pass --index-col {columns[c]}"
-        elif time_hint and _written_date(value):
-            fix = f"a time column? pass --index-col {columns[c]}"
-        grid = bad.reshape(n_rows, n_cols)  # [row, column]
-        if fix is general and grid[:, c].all():
-            fix += f"; column {columns[c]!r} holds no number in any row"
-        elif fix is general and r == 0 and _second_header(grid, absent.reshape(n_rows, n_cols)):
-            fix = "a second header line (units?) under the header: delete it"
-        raise DatasetError(
-            f"{path}: non-numeric value {value!r} at line {lines[r]}, column {columns[c]!r}; " + fix
-        )
-    infinite = np.isinf(number)
-    overflow = infinite & ~text.str.lower().str.lstrip("+-").isin(("inf", "infinity")).to_numpy()
-    if overflow.any():
-        r, c = divmod(int(np.flatnonzero(overflow)[0]), n_cols)
-        raise DatasetError(
-            f"{path}: value {text.iloc[r * n_cols + c]!r} at line {lines[r]}, column "
-            f"{columns[c]!r} is too large to be a number"
-        )
-    out = number.reshape(n_rows, n_cols)  # [row, column]
-    out[infinite.reshape(n_rows, n_cols)] = np.nan  # inf is not a reading either
-    return out
-
-
-def _second_header(bad: np.ndarray, absent: np.ndarray) -> bool:
-    """True when the first of the rows ``[row, column]`` holds no number (words, or empty
-    cells) and every row below it holds numbers only: units or descriptions under the
-    header."""
-    return len(bad) > 1 and not (~bad[0] & ~absent[0]).any() and not bad[1:].any()
+    numbers = Numbers(n_rows, n_cols)
+    step = _block_rows(n_cols)
+    for start in range(0, n_rows if n_cols else 0, step):
+        numbers.add(cells.iloc[start : start + step])
+    return numbers.select(path, columns, lines, range(n_cols), time_hint=time_hint)
 
 
 # A column name that starts with a calendar date (2024-01-31, 2024/01/31, 31/01/2024).
@@ -935,7 +1153,7 @@ def read_wide_csv(
         times, wide, ids, first = _long_table(path, header, lines, where, comments, timezone, notes)
         check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
         grid, values = to_regular_grid(
-            times, wide, source=str(path), lines=first, irregular=irregular
+            times, wide, source=str(path), lines=first, irregular=irregular, copy=False
         )
         return grid, values, ids, tuple(notes)
     try:
@@ -960,7 +1178,12 @@ def read_wide_csv(
         )  # fmt: skip
         try:
             grid, values = to_regular_grid(
-                times, table.values, source=str(path), lines=table.lines, irregular=irregular
+                times,
+                table.values,
+                source=str(path),
+                lines=table.lines,
+                irregular=irregular,
+                copy=False,
             )
         except DatasetError as exc:  # several sensors' rows at one time: long format?
             raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
@@ -1007,7 +1230,8 @@ def check_float32(
     path: Path, values: np.ndarray, lines: np.ndarray, columns: Sequence[str]
 ) -> None:
     """Refuse a value beyond float32 (readings are kept as float32), naming its line."""
-    huge = np.abs(values) > np.finfo(np.float32).max  # NaN compares False
+    top = np.finfo(np.float32).max
+    huge = (values > top) | (values < -top)  # NaN compares False
     if huge.any():
         r, c = np.argwhere(huge)[0]
         raise DatasetError(

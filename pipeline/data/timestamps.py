@@ -443,6 +443,7 @@ def to_regular_grid(
     lines: np.ndarray | None = None,
     irregular: Literal["error", "resample"] = "error",
     line: str = "line",
+    copy: bool = True,
 ) -> tuple[pd.DatetimeIndex, np.ndarray]:
     """Place rows stamped ``times`` (UTC) on a regular grid; see the module doc for rules.
 
@@ -454,6 +455,7 @@ def to_regular_grid(
     lines : file line of each row, for errors.
     irregular : "error" rejects irregular spacing; "resample" averages into cells.
     line : what ``lines`` number in errors (``"row"`` for a table's rows from 0).
+    copy : False lets ``values`` be changed and returned when its rows are the grid's.
 
     Returns
     -------
@@ -464,9 +466,9 @@ def to_regular_grid(
     times = pd.DatetimeIndex(times).as_unit("ns")
     order = np.argsort(times.asi8, kind="stable")
     t = times.asi8[order]
-    values, lines = values[order], lines[order]
+    lines = lines[order]
     if len(t) == 1:
-        return pd.DatetimeIndex(times[:1]).as_unit("ns"), values.copy()
+        return pd.DatetimeIndex(times[:1]).as_unit("ns"), values[order]
     diffs = np.diff(t)
     step = grid_step(diffs)
     same = diffs == 0
@@ -513,6 +515,9 @@ def to_regular_grid(
     grid = pd.date_range(
         pd.Timestamp(origin, tz="UTC"), periods=n_cells, freq=pd.Timedelta(step, unit="ns")
     )
+    if (np.diff(cell) > 0).all():  # a row per cell at most: no average to take
+        return grid, _place(values, order, cell, n_cells, copy=copy)
+    values = values[order]
     total = np.zeros((n_cells, values.shape[1]))  # [grid, node]
     count = np.zeros((n_cells, values.shape[1]))
     seen = np.isfinite(values)
@@ -521,3 +526,27 @@ def to_regular_grid(
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return grid, out
+
+
+_BLOCK_CELLS = 1 << 18  # cells moved at a time, so that no copy of a whole panel is made
+
+
+def _place(
+    values: np.ndarray, order: np.ndarray, cell: np.ndarray, n_cells: int, *, copy: bool
+) -> np.ndarray:
+    """Row ``order[k]`` of ``values`` in grid cell ``cell[k]`` (each cell at most once), NaN
+    elsewhere and for infinite readings, -0.0 as 0.0 (as a mean of one reading), float64.
+    Without ``copy``, ``values`` itself when it is float64 and its rows are the grid's."""
+    rows = max(_BLOCK_CELLS // max(values.shape[1], 1), 1)
+    reuse = not copy and values.dtype == np.float64 and n_cells == len(order)
+    if not reuse or (np.diff(order) != 1).any():
+        out = np.full((n_cells, values.shape[1]), np.nan)  # [grid, node]
+        for k in range(0, len(order), rows):
+            out[cell[k : k + rows]] = values[order[k : k + rows]]
+    else:
+        out = values
+    for k in range(0, n_cells, rows):
+        block = out[k : k + rows]
+        block[~np.isfinite(block)] = np.nan
+        block += 0.0
+    return out
