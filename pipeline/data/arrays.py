@@ -519,7 +519,9 @@ def frame_readings(
         rows = np.arange(len(index)) if rows is None else rows
         if index.tz is None:
             text = pd.Series(index.astype(str))
-            times = local_times(path, index.tz_localize("UTC"), text, rows, timezone, line="row")
+            times = local_times(
+                path, index.tz_localize("UTC"), text, rows, timezone, line="row", notes=notes
+            )
         else:
             times = index.tz_convert("UTC")
         timestamps, values = to_regular_grid(

@@ -44,21 +44,29 @@ Rules (each one tested):
   notes say so. Whole numbers written once each (``773869``, ``0,1,2``) are sensor ids.
   A first line of a timestamp then numbers is refused (add a header). ``csv:PATH,
   header=none`` (or ``header=first``) says which it is instead of these rules.
-* **No timestamp column**: a first column of strictly increasing whole numbers that
-  mostly go up by one, or by one constant step (from ``MIN_INDEX_ROWS`` rows on), is a
-  row index whatever its name (``step``, ``idx``, ``""``..., unless the name is a
-  number, which is a sensor id) and dropped, as is a first column named ``""``/``index``
-  holding whole numbers (decimals there are readings of a sensor of that name); from
-  1e8 on they are Unix times. Row k is then placed on ``start + k * freq`` (a note
-  says so), except that numbers a counter that mostly goes up by one skips (rows
-  dropped) become missing rows. A row of empty cells (``,,``) between rows does not
-  stop a counter being one, and is not read: the counter places every row (it would
-  otherwise move each later row one step on). An
-  unnamed row counter before a time column (``DataFrame.to_csv()``'s index) is dropped.
-  ``index_col=NAME`` names the time or index column (any position; it must hold times or
-  increasing whole numbers); ``no_index=True`` reads every column as a sensor. Errors
-  that may come of a sensor taken for that column (a file of one column, a first sensor
-  named ``time``) say so and name ``--no-index``.
+* **No timestamp column**: a first column of strictly increasing whole numbers that mostly
+  go up by one, or by one constant step (from ``MIN_INDEX_ROWS`` rows on), is a row index
+  whatever its name (``step``, ``idx``, ``""``..., unless the name is a number, which is a
+  sensor id) and dropped, as is a first column named ``""``/``index`` holding whole
+  numbers (decimals there are readings of a sensor of that name); from 1e8 on they are
+  Unix times. Row k is then placed on ``start + k * freq`` (a note says so, and names the
+  column dropped unless its name is a counter's), except that numbers a counter that
+  mostly goes up by one skips (rows dropped) become missing rows. A row of empty cells
+  (``,,``) between rows does not stop a counter being one, and is not read: the counter
+  places every row (it would otherwise move each later row one step on). An unnamed row
+  counter before a time column (``DataFrame.to_csv()``'s index) is dropped. A first column
+  that is almost a row counter is refused, naming the line of its first flaw (a number
+  repeated, a fall, an empty cell; or counting down), never read as a sensor: whole
+  numbers of which more than half the steps are +1 (or -1) under a counter's name
+  (``COUNTER_NAMES``: ``step``, ``idx``, ``row``, ``t``...), or 90 % (``NEAR_COUNTER``)
+  under any name; so is one of spreadsheet serial days (strictly increasing, not all
+  whole, a whole number of seconds apart) under a name without ``date``/``day``/``time``.
+  Readings that are whole numbers (counts) are none of these. ``index_col=NAME`` names the
+  time or index column (any position; it must hold times, increasing whole numbers, or
+  numbers that are times by their size: serial days or Unix times; a near row counter's
+  flaw is named); ``no_index=True`` reads every column as a sensor. Errors that may come
+  of a sensor taken for that column (a file of one column, a first sensor named ``time``)
+  say so and name ``--no-index``.
 * **Preamble and comments**: comment lines (``#``, blank lines between them) and a
   spreadsheet's ``sep=`` line before the header are skipped; when the line after them
   holds readings and the last comment has as many fields, the error says the header seems
@@ -114,6 +122,12 @@ TIME_NAMES = frozenset(
     {"timestamp", "time", "datetime", "date", "ts", "date_time", "epoch", "unix_time"}
 )
 INDEX_NAMES = frozenset({"", "index", "unnamed: 0"})
+# Names of a row counter: a first column under one of them that mostly counts by one but
+# repeats, falls or has an empty cell is refused, not read as a sensor.
+COUNTER_NAMES = INDEX_NAMES | frozenset(
+    {"step", "steps", "idx", "row", "rows", "row_id", "rownum", "row_number", "n", "no",
+     "nr", "num", "i", "k", "t", "tick", "seq", "sequence", "sample", "record", "counter"}
+)  # fmt: skip
 # A second column of whole hours under one of these names completes a date column.
 HOUR_NAMES = frozenset(
     {"hour", "hours", "hr", "hod", "hour_of_day", "hour of day", "he", "hour ending",
@@ -144,6 +158,9 @@ DEFAULT_FREQ = pd.Timedelta("5min")
 # Rows from which a first column of whole numbers rising by one constant step other than
 # one is an index rather than readings that happen to rise.
 MIN_INDEX_ROWS = 8
+# The share of steps of +1 (or -1) from which whole numbers under any name are a row
+# counter, refused when it has a flaw (a repeat, a fall, an empty cell).
+NEAR_COUNTER = 0.9
 
 
 class Table:
@@ -157,6 +174,7 @@ class Table:
         first: pd.Series | None,
         first_name: str | None,
         notes: tuple[str, ...] = (),
+        named_times: bool = False,
     ) -> None:
         self.columns = columns  # sensor columns
         self.values = values  # float64 [row, column], NaN where missing
@@ -164,6 +182,7 @@ class Table:
         self.first = first  # the first column (raw strings) when it is not a sensor
         self.first_name = first_name
         self.notes = notes  # what the file left to an assumption
+        self.named_times = named_times  # ``first``: numbers that index_col names as times
 
 
 def require_file(path: Path, hint: str) -> Path:
@@ -225,6 +244,7 @@ def read_table(
         if k in text:
             filled_rows |= filled(text[k]).to_numpy(dtype=bool)
     empty = ~filled_rows  # [row]: rows of empty cells
+    named_times = False  # index_col names numbers that are times by their size
     if index_col is not None:
         names = [h.strip() for h in header]
         if index_col.strip() not in names:
@@ -235,8 +255,12 @@ def read_table(
         k = names.index(index_col.strip())
         column = text[cols[k]]
         numeric = pd.to_numeric(column[~empty].str.strip(), errors="coerce")
+        named_times = not increasing_integers(numeric) and _numeric_times(numeric)
         if not (
-            names[k].lower() in TIME_NAMES or increasing_integers(numeric) or _all_dates(column)
+            names[k].lower() in TIME_NAMES
+            or increasing_integers(numeric)
+            or named_times
+            or _all_dates(column)
         ):
             shown = ", ".join(column.iloc[:3].str.strip())
             value, line = column[~empty].iloc[0].strip(), lines[~empty][0]
@@ -244,6 +268,12 @@ def read_table(
                 raise DatasetError(
                     f"{path}: timestamp {value!r} at line {line} (--index-col {index_col!r}) "
                     f"does not parse; {zone}"
+                )
+            near = _counts_by_one(column[~empty], share=NEAR_COUNTER)
+            if near and (flaw := _counter_flaw(column[~empty], lines[~empty])):
+                raise DatasetError(
+                    f"{path}: --index-col {index_col!r} is no row counter: it {flaw}; number "
+                    "the rows once each, in order (0, 1, 2, ...), or name the time column"
                 )
             raise DatasetError(
                 f"{path}: --index-col {index_col!r} holds readings ({shown}, ...), not "
@@ -256,6 +286,8 @@ def read_table(
     first_column = text[cols[0]]
     if drop_first is None:
         drop_first = _is_time_or_index(first_name, first_column[~empty])
+        if not drop_first and top is None:
+            _refuse_near_index(path, first_name, first_column[~empty], lines[~empty])
     rows = None  # the table's rows, by position among the file's (None: all)
     if drop_first and empty.any() and not _is_time_column(first_column[~empty], first_name):
         rows = np.flatnonzero(~empty)  # the row counter places every row
@@ -299,7 +331,8 @@ def read_table(
         )
     values = cells.numbers.select(path, columns, lines, cols[start:], rows, time_hint=True)
     first = first_column if drop_first else None
-    return Table(columns, values, table_lines, first, first_name if drop_first else None, notes)
+    kept = first_name if drop_first else None
+    return Table(columns, values, table_lines, first, kept, notes, named_times)
 
 
 def nfc(name: str) -> str:
@@ -950,6 +983,85 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     return _all_dates(column)
 
 
+def _numeric_times(numeric: pd.Series) -> bool:
+    """True for numbers (none missing) that are times by their size alone, read so when
+    the user names their column (``--index-col``): spreadsheet serial days or Unix times."""
+    if not len(numeric) or numeric.isna().any():
+        return False
+    return excel_days("", numeric, named=True) is not None or float(numeric.min()) >= 1e8
+
+
+def _counts_by_one(column: pd.Series, *, share: float) -> bool:
+    """True when the cells that are not missing are whole numbers (``MIN_INDEX_ROWS`` or
+    more) and more than ``share`` of the steps between them are +1 (or all of that share
+    -1): a row counter, perhaps with a flaw."""
+    present = ~missing(column)
+    numeric = pd.to_numeric(column[present].str.strip(), errors="coerce")
+    if len(numeric) < MIN_INDEX_ROWS or not whole(numeric):
+        return False
+    diffs = np.diff(numeric.to_numpy(dtype=np.float64))
+    return bool(
+        max(np.count_nonzero(diffs == 1), np.count_nonzero(diffs == -1)) > share * len(diffs)
+    )
+
+
+def _counter_flaw(column: pd.Series, lines: np.ndarray) -> str | None:
+    """What keeps a column of whole numbers that mostly count by one from being a row
+    counter (``repeats 9 at lines 11 and 12``): it counts down, or its first cell that is
+    empty, repeats or falls; None when there is none."""
+    present = ~missing(column).to_numpy(dtype=bool)
+    rows = np.flatnonzero(present)  # [present]
+    values = pd.to_numeric(column[present].str.strip()).to_numpy(dtype=np.float64)
+    diffs = np.diff(values)
+    if np.count_nonzero(diffs == -1) > np.count_nonzero(diffs == 1):
+        return f"counts down from {values[0]:.0f} at line {lines[rows[0]]} (rows newest first?)"
+    fall = np.flatnonzero(diffs <= 0)
+    gap = np.flatnonzero(~present)
+    if gap.size and (not fall.size or gap[0] < rows[fall[0] + 1]):
+        return f"is empty at line {lines[gap[0]]}"
+    if not fall.size:
+        return None
+    k = int(fall[0])
+    a, b = lines[rows[k]], lines[rows[k + 1]]
+    if diffs[k] == 0:
+        return f"repeats {values[k]:.0f} at lines {a} and {b}"
+    return f"falls from {values[k]:.0f} to {values[k + 1]:.0f} at lines {a} and {b}"
+
+
+def _refuse_near_index(path: Path, name: str, column: pd.Series, lines: np.ndarray) -> None:
+    """Refuse a first column read as a sensor that is almost a row counter (see the
+    module doc) or that holds spreadsheet serial days under a name that does not say so:
+    read as a sensor, it would be a wrong one."""
+    if not pd.isna(pd.to_numeric(name, errors="coerce")):
+        return  # a header that is a number is a sensor id
+    share = 0.5 if name.lower() in COUNTER_NAMES else NEAR_COUNTER
+    if _counts_by_one(column, share=share) and (flaw := _counter_flaw(column, lines)):
+        raise DatasetError(
+            f"{path}: column {name!r} looks like a row counter but {flaw}; fix it, or pass "
+            "--no-index to read it as a sensor"
+        )
+    if (days := _serial_days(column)) is not None:
+        raise DatasetError(
+            f"{path}: column {name!r} holds numbers that look like spreadsheet serial days "
+            f"({column.iloc[0].strip()} is {days[0]:%Y-%m-%d %H:%M}); "
+            f"to read them as times pass --index-col {name} (or name the column 'date'), "
+            "or pass --no-index to read it as a sensor"
+        )
+
+
+def _serial_days(column: pd.Series) -> pd.DatetimeIndex | None:
+    """``column`` read as spreadsheet serial days when it holds strictly increasing numbers,
+    not all whole, within their years and each a whole number of seconds after the
+    previous one (times, not readings), else None."""
+    numeric = pd.to_numeric(column.str.strip(), errors="coerce")
+    if len(numeric) < MIN_INDEX_ROWS or whole(numeric) or numeric.isna().any():
+        return None
+    seconds = np.diff(numeric.to_numpy(dtype=np.float64)) * 86_400.0
+    if not (np.all(seconds >= 0.5) and np.all(np.abs(seconds - np.round(seconds)) < 0.1)):
+        return None
+    return excel_days("", numeric, named=True)
+
+
 def _all_dates(column: pd.Series) -> bool:
     """True when every cell that is not missing parses as a date, and one does."""
     text = column[~missing(column)].str.strip()
@@ -1168,13 +1280,13 @@ def read_wide_csv(
     check_float32(path, table.values, table.lines, table.columns)
     _refuse_times_as_sensors(path, table.columns)
     name = table.first_name or ""
-    if table.first is not None and _is_time_column(table.first, name):
-        guessed = index_col is None and has_time is None  # no option chose this column
+    guessed = index_col is None and has_time is None  # no option chose the first column
+    if table.first is not None and (table.named_times or _is_time_column(table.first, name)):
         sensor = f"; if {name!r} is a sensor, pass --no-index" if guessed else ""
         assumed = list(table.notes)
         times = parse_times(
             path, table.first, table.lines, name, sensor_hint=sensor, timezone=timezone,
-            notes=assumed,
+            notes=assumed, named=table.named_times,
         )  # fmt: skip
         try:
             grid, values = to_regular_grid(
@@ -1202,7 +1314,14 @@ def read_wide_csv(
         f"k x {duration_text(step.total_seconds())}; what models learn of the hour of day "
         "and weekday follows that assumed clock: add a time column if the rows have times"
     )
-    return grid, values, table.columns, (*table.notes, untimed)
+    dropped: tuple[str, ...] = ()
+    if table.first is not None and guessed and name.lower() not in COUNTER_NAMES:
+        shown = ", ".join(table.first.iloc[:3].str.strip())
+        dropped = (
+            f"note: {path.name}: its first column {name!r} ({shown}, ...) is read as a row "
+            "counter, not a sensor; if it is a sensor, pass --no-index",
+        )
+    return grid, values, table.columns, (*table.notes, untimed, *dropped)
 
 
 def is_long_csv(path: Path, *, index_col: str | None = None, no_index: bool = False) -> bool:

@@ -6,23 +6,26 @@ and rows placed on a grid (:func:`to_regular_grid`; a row counter's rows:
 
 Rules (each one tested):
 
-* **Timestamps** (first column, when it parses as dates) without a timezone are UTC;
-  with an offset they are converted to UTC; a column mixing both is rejected, and so is
-  a zone name (``PST``, ``Europe/Berlin``: the error gives the offset to write) or an
-  offset after ``UTC``/``GMT`` (``UTC+1``, which dateutil reads as UTC-1). A time column
-  of numbers holds Unix times, in seconds, ms, us or ns by their size, unless they are
+* **Timestamps** (first column, when it parses as dates) without a timezone are UTC; with
+  an offset they are converted to UTC; a column mixing both is rejected, and so is a zone
+  name (``PST``, ``Europe/Berlin``: the error gives the offset to write) or an offset
+  after ``UTC``/``GMT`` (``UTC+1``, which dateutil reads as UTC-1). A time column of
+  numbers holds Unix times, in seconds, ms, us or ns by their size, unless they are
   compact dates of 8, 12 or 14 digits (``20240101``, ``202401010005``), or of 10
-  (``2024010100``, ``yyyymmddHH``) when read as Unix seconds they would lie in the
-  future, or spreadsheet serial days (``45352`` is 2024-03-01; 1970-2099) under a name
-  with ``date``, ``day`` or ``time`` in it. An empty time cell is rejected, naming its
-  line. Unsorted rows are sorted (row order in a timestamped file carries no
-  information). Duplicate timestamps are rejected in a wide CSV (which reading is right
-  is unknowable) and averaged when resampling. Dotted dates (``01.02.2024``) are
-  day-first; dates such as ``01/02/2024`` are read day-first, month-first or year-first
-  (``24-01-31``), whichever puts the rows closer together (month-first, with a note, when
-  both ways fit equally, as within one day); a column in several formats
-  with such a date is refused (which is the day is a guess); timestamps outside the wire's
-  years 1700-2249 are rejected.
+  (``2024010100``, ``yyyymmddHH``) when read as Unix seconds they would lie in the future,
+  or spreadsheet serial days (``45352`` is 2024-03-01; 1970-2099) under a name with
+  ``date``, ``day`` or ``time`` in it, or under any name the user gave as the time column
+  (``--index-col``). An empty time cell is rejected, naming its line. Unsorted rows are
+  sorted (row order in a timestamped file carries no information). Duplicate timestamps
+  are rejected in a wide CSV (which reading is right is unknowable) and averaged when
+  resampling. Dotted dates (``01.02.2024``) are day-first; dates such as ``01/02/2024``
+  are read day-first, month-first or year-first (``24-01-31``), whichever puts the rows
+  closer together (month-first, with a note, when both ways fit equally, as within one
+  day); a column in several formats with such a date is refused (which is the day is a
+  guess); timestamps outside the wire's years 1700-2249 are rejected. Times without an
+  offset and without ``timezone`` whose rows skip exactly the wall-clock hour 02:00-02:59
+  of a Sunday get a note (local times over the spring clock change? pass ``--timezone``);
+  a real outage may last an hour too, so it is no error.
 * **Grid**: the step is the lower median of the spacings between rows (a spacing that
   occurs in the file). When every spacing is a whole multiple of it, skipped steps become
   missing rows (mask False), never filled. Otherwise the file is irregular: rejected by
@@ -124,6 +127,7 @@ def parse_times(
     timezone: str | None = None,
     groups: pd.Series | None = None,
     notes: list[str] | None = None,
+    named: bool = False,
 ) -> pd.DatetimeIndex:
     """Parse a timestamp column to UTC, naming the first line that does not parse, and
     refusing a column that mixes times with and without a zone (which hour the ones
@@ -132,7 +136,8 @@ def parse_times(
     row) in its rows' order; Unix times are UTC either way.
     ``sensor_hint`` ends the error for numbers that are no times (how to read the column
     as a sensor). Dates read month-first that fit day-first as well get a note in
-    ``notes`` (refused when None)."""
+    ``notes`` (refused when None), as does an hour skipped as by a spring clock change.
+    ``named``: the user named the column as the time column (serial days under any name)."""
     text = column.astype(str).str.strip()
     if (empty := missing(text)).any():
         r = int(np.flatnonzero(empty)[0])
@@ -142,12 +147,12 @@ def parse_times(
             "row its timestamp, or delete the row"
         )
     if (compact := compact_dates(text)) is not None:
-        return local_times(path, compact, text, lines, timezone, groups)
+        return local_times(path, compact, text, lines, timezone, groups, notes=notes)
     numeric = pd.to_numeric(text, errors="coerce")
     shaped = text.str.fullmatch(r"\d{8}|\d{12}|\d{14}")  # a compact date, out of range
     if text.size and numeric.notna().all() and not shaped.all():
-        if (serial := excel_days(name, numeric)) is not None:
-            return local_times(path, serial, text, lines, timezone, groups)
+        if (serial := excel_days(name, numeric, named=named)) is not None:
+            return local_times(path, serial, text, lines, timezone, groups, notes=notes)
         epoch = epoch_times(path, numeric, name, sensor_hint)
         return _check_range(path, epoch, text, lines)
     if (prefixed := text.str.contains(_UTC_PLUS)).any():  # dateutil reads GMT+1 as UTC-1
@@ -212,7 +217,9 @@ def parse_times(
                 "2012-03-01 00:05:00"
             )
     parsed = _check_range(path, parsed, text, lines)
-    return parsed if zoned.any() else local_times(path, parsed, text, lines, timezone, groups)
+    if zoned.any():
+        return parsed
+    return local_times(path, parsed, text, lines, timezone, groups, notes=notes)
 
 
 def _ambiguous(
@@ -266,14 +273,24 @@ def local_times(
     timezone: str | None,
     groups: pd.Series | None = None,
     line: str = "line",
+    *,
+    notes: list[str] | None = None,
 ) -> pd.DatetimeIndex:
     """``times`` (timestamps without an offset, parsed as UTC) read as wall-clock times in
-    ``timezone``, in UTC; unchanged when ``timezone`` is None. The hour that repeats when
-    daylight saving ends is told apart by the rows' order (first the summer hour), within
-    each of ``groups`` when given (a long file's sensors: one row per sensor and time); a
-    time the clocks skip, or a repeated hour the order cannot tell apart, is refused naming
-    its line (``lines``; ``line="row"`` for a table's rows)."""
+    ``timezone``, in UTC; unchanged when ``timezone`` is None (then a note in ``notes``
+    when the rows skip a Sunday's 02:00-02:59: :func:`spring_gap`). The hour that repeats
+    when daylight saving ends is told apart by the rows' order (first the summer hour),
+    within each of ``groups`` when given (a long file's sensors: one row per sensor and
+    time); a time the clocks skip, or a repeated hour the order cannot tell apart, is
+    refused naming its line (``lines``; ``line="row"`` for a table's rows)."""
     if timezone is None:
+        if notes is not None and (gap := spring_gap(times)) is not None:
+            first, last = gap
+            span = f"{first:%Y-%m-%d %H:%M}" + (f" to {last:%H:%M}" if last > first else "")
+            notes.append(
+                f"note: {path.name}: no rows from {span} (a spring clock change? if the times "
+                "are local wall-clock times, pass --timezone ZONE)"
+            )
         return times
     zone, wall = zone_info(timezone), times.tz_localize(None)
     summer = np.ones(len(wall), bool)  # any answer for the repeated hour: only skips are NaT
@@ -301,6 +318,26 @@ def local_times(
             "offsets of that hour's rows"
         ) from None
     return pd.DatetimeIndex(utc, tz="UTC")
+
+
+_HOUR = 3_600_000_000_000  # ns
+
+
+def spring_gap(times: pd.DatetimeIndex) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The first and last grid step of the first wall-clock hour 02:00-02:59 of a Sunday
+    that ``times`` (read as UTC, on a grid step that divides an hour) skip exactly, with
+    rows one step before it and at 03:00: what local times show when the clocks go from
+    02:00 to 03:00 in spring. None when there is no such hour."""
+    t = np.unique(pd.DatetimeIndex(times).as_unit("ns").asi8)
+    diffs = np.diff(t)
+    step = grid_step(diffs)
+    if not step or _HOUR % step:
+        return None
+    for k in np.flatnonzero(diffs == _HOUR + step).tolist():
+        after = pd.Timestamp(t[k + 1], tz="UTC")
+        if after.day_of_week == 6 and after == after.normalize() + pd.Timedelta(hours=3):
+            return after - pd.Timedelta(_HOUR), after - pd.Timedelta(step)
+    return None
 
 
 # A zone name after a time: PST, CEST, Europe/Berlin (UTC, GMT and Z parse).
@@ -363,13 +400,14 @@ _EXCEL_DAYS = (25_569.0, 73_051.0)
 _DATE_WORDS = re.compile(r"date|day|time|datum|fecha|jour|tag", re.IGNORECASE)
 
 
-def excel_days(name: str, numeric: pd.Series) -> pd.DatetimeIndex | None:
-    """A date-like column (:data:`_DATE_WORDS`) of numbers within :data:`_EXCEL_DAYS`
-    (``45352`` is 2024-03-01, ``45352.25`` six hours later), read as a spreadsheet's
-    serial days, else None."""
+def excel_days(name: str, numeric: pd.Series, *, named: bool = False) -> pd.DatetimeIndex | None:
+    """A date-like column (:data:`_DATE_WORDS`; any name when ``named``: the user named
+    it as the time column) of numbers within :data:`_EXCEL_DAYS` (``45352`` is 2024-03-01,
+    ``45352.25`` six hours later), read as a spreadsheet's serial days, else None."""
     values = numeric.to_numpy(dtype=np.float64)
     low, high = _EXCEL_DAYS
-    if not (len(values) and _DATE_WORDS.search(name) and np.all((values >= low) & (values < high))):
+    dated = named or _DATE_WORDS.search(name) is not None
+    if not (len(values) and dated and np.all((values >= low) & (values < high))):
         return None
     seconds = pd.to_timedelta(np.round(values * 86_400.0), unit="s")  # 1/1440 is inexact
     return pd.DatetimeIndex(_EXCEL_ORIGIN + seconds).as_unit("ns")
