@@ -292,14 +292,14 @@ def run(plan: Plan) -> dict[str, Any]:
                     break
                 time.sleep(0.2)
             serve_s = time.perf_counter() - service.started
+            alive = thread.is_alive()
+            stop.set()
+            thread.join(120)  # the last batch is pruned before the loop sees the stop
             last = sample(service, service.started)
             tables = table_bytes(Path(settings.store_path))
             sampled = service.samples[-1]["ticks_closed"] if service.samples else 0
             if last["ticks_closed"] - sampled >= plan.segment // 2:  # a last, partial segment
                 service.samples.append(last)
-            alive = thread.is_alive()
-            stop.set()
-            thread.join(120)
             counters = dict(service.counters)
             keep_ms = service.kept_ms() or 0  # a retention is always set here
     rows = last["rows"]
