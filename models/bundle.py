@@ -211,6 +211,12 @@ def read_bundle(directory: str | Path) -> Bundle:
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
+    if directory.is_symlink() and not directory.exists():
+        raise BundleError(
+            f"{directory} links to {os.readlink(directory)}, which does not exist (a deleted "
+            "version?); `roadcast models list` shows the versions there are, `roadcast models "
+            "promote` or `rollback` links another"
+        )
     if not manifest_path.is_file():
         raise BundleError(
             f"no model bundle at {directory} ({MANIFEST} missing); train one with "

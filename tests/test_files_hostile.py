@@ -111,6 +111,14 @@ def test_a_manifest_naming_a_path_or_a_link_is_refused(tmp_path: Path, forge: Ca
         read_bundle(bundle)
 
 
+def test_a_bundle_link_to_a_deleted_version_says_so(tmp_path: Path) -> None:
+    link = tmp_path / "bundles" / "ar"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "versions" / "ar" / "v1")
+    with pytest.raises(BundleError, match=r"links to .*versions/ar/v1, which does not exist"):
+        read_bundle(link)
+
+
 def test_a_manifest_version_of_true_is_not_version_1(tmp_path: Path) -> None:
     save_bundle(tmp_path / "b", config=CONFIG)
     manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
