@@ -136,12 +136,19 @@ def labelled_categories(nab_dir: str | Path) -> dict[str, list[LabeledFile]]:
 
 
 def score_results(
-    nab_dir: str | Path, out_dir: str | Path, detector: str, threshold: float | None
+    nab_dir: str | Path,
+    out_dir: str | Path,
+    detector: str,
+    threshold: float | None,
+    *,
+    labelled: dict[str, list[LabeledFile]] | None = None,
 ) -> list[CategoryScore]:
     """NAB's table of ``OUT/<detector>/<category>/`` for every category of ``nab_dir``
-    (a category left in ``OUT`` by an earlier run on other data is not scored)."""
+    (a category left in ``OUT`` by an earlier run on other data is not scored);
+    ``labelled``: :func:`labelled_categories` of ``nab_dir`` when already read."""
     root = Path(out_dir) / detector
-    labelled = labelled_categories(nab_dir)
+    if labelled is None:
+        labelled = labelled_categories(nab_dir)
     if not root.is_dir():
         raise DetectRunError(f"no result files under {root}; run roadcast detect first")
     rows: list[CategoryScore] = []

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import readers
+from pipeline.data import timestamps
 from pipeline.data.cells import DatasetError
 from pipeline.data.datasets import load_dataset
 
@@ -36,7 +36,7 @@ def speeds(seed: int = 0) -> pd.DataFrame:
 @pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip-with-comment"])
 def test_loading_a_wide_csv_holds_a_small_multiple_of_its_panel(tmp_path, monkeypatch, packed):
     # Blocks small next to the file, as they are next to a file of GBs.
-    monkeypatch.setattr(readers, "BLOCK_CELLS", 4096, raising=False)
+    monkeypatch.setattr(timestamps, "BLOCK_CELLS", 4096)
     frame = speeds()
     text = frame.to_csv()
     if packed:  # read through a stream with the comment blanked, pieces at a time
@@ -83,5 +83,5 @@ def test_a_bad_cell_is_named_alike_whatever_block_it_falls_in(
     whole = _error(path)
     assert re.search(expected, whole), whole
     for block in (1, 12 * 7):  # one row, seven rows at a time
-        monkeypatch.setattr(readers, "BLOCK_CELLS", block, raising=False)
+        monkeypatch.setattr(timestamps, "BLOCK_CELLS", block)
         assert _error(path) == whole

@@ -386,11 +386,11 @@ def detect(
         if not value.strip():
             typer.echo(f"error: {option} is empty; name a directory", err=True)
             raise typer.Exit(1)
-    try:
-        if score:  # the windows are checked before anything is scored
-            from flows.nab_table import labelled_categories
+    from flows.nab_table import labelled_categories, score_results
 
-            labelled_categories(nab_dir)
+    try:
+        # The windows are checked before anything is scored.
+        labelled = labelled_categories(nab_dir) if score else None
         written = detect_nab(
             nab_dir, out, detector, nab_range=nab_range, progress=typer.echo, workers=workers
         )
@@ -407,12 +407,11 @@ def detect(
     typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")
     if not score:
         return
-    from flows.nab_table import score_results
     from flows.reporting.text import print_table
 
     threshold = DEFAULT_RULE.threshold if detector == "ensemble" else None
     try:
-        rows = score_results(nab_dir, out, detector, threshold)
+        rows = score_results(nab_dir, out, detector, threshold, labelled=labelled)
     except BrokenPipeError:  # `| head`: the group ends quietly
         raise
     except (DetectRunError, OSError, ValueError) as exc:

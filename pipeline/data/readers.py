@@ -1,7 +1,8 @@
 """Readers that turn a sensor CSV (wide or long format) into readings on a regular time grid,
 with errors that name the line and column to fix. A wide file is read a block of rows at a
-time (:data:`BLOCK_CELLS` cells): what is held is its float array and one block's text,
-never every cell as a string, so a file of GBs loads in about its array's memory.
+time (:data:`~pipeline.data.timestamps.BLOCK_CELLS` cells): what is held is its float
+array and one block's text, never every cell as a string, so a file of GBs loads in about
+its array's memory.
 Everything here raises :class:`~pipeline.data.cells.DatasetError`. Parsing timestamps and
 the grid are :mod:`pipeline.data.timestamps`'s job, adjacency and coordinates files
 :mod:`pipeline.data.graph_csv`'s; each module lists its rules.
@@ -101,6 +102,7 @@ from pipeline.data.cells import DatasetError, filled, missing
 from pipeline.data.text_file import check_text, is_gzip, not_text, open_text
 from pipeline.data.timestamps import (
     CLOCK_ONLY,
+    block_rows,
     compact_dates,
     counter_steps,
     excel_days,
@@ -109,6 +111,7 @@ from pipeline.data.timestamps import (
     is_epoch,
     is_row_counter,
     parse_times,
+    times_by_size,
     to_regular_grid,
     whole,
     zone_name_fix,
@@ -255,7 +258,7 @@ def read_table(
         k = names.index(index_col.strip())
         column = text[cols[k]]
         numeric = pd.to_numeric(column[~empty].str.strip(), errors="coerce")
-        named_times = not increasing_integers(numeric) and _numeric_times(numeric)
+        named_times = not increasing_integers(numeric) and times_by_size(numeric)
         if not (
             names[k].lower() in TIME_NAMES
             or increasing_integers(numeric)
@@ -689,14 +692,6 @@ def _check_aligned(path: Path, read: int, rows: int) -> None:
         )
 
 
-# Cells read as text at a time: a block's strings take tens of MB, never a whole file's.
-BLOCK_CELLS = 1 << 18
-
-
-def _block_rows(n_cols: int) -> int:
-    return max(BLOCK_CELLS // max(n_cols, 1), 1)
-
-
 @dataclass
 class WideCells:
     """A wide file's data rows: its columns that may hold times or a row index as text
@@ -744,7 +739,7 @@ def _wide_cells(
     try:
         as_text = [names[k] for k in keep]
         for block in string_blocks(
-            path, comments, rows=_block_rows(n_cols), names=names, text=as_text
+            path, comments, rows=block_rows(n_cols), names=names, text=as_text
         ):
             fit = block.iloc[: max(rows - read, 0)]
             if len(fit):
@@ -983,14 +978,6 @@ def _is_time_or_index(name: str, column: pd.Series) -> bool:
     return _all_dates(column)
 
 
-def _numeric_times(numeric: pd.Series) -> bool:
-    """True for numbers (none missing) that are times by their size alone, read so when
-    the user names their column (``--index-col``): spreadsheet serial days or Unix times."""
-    if not len(numeric) or numeric.isna().any():
-        return False
-    return excel_days("", numeric, named=True) is not None or float(numeric.min()) >= 1e8
-
-
 def _counts_by_one(column: pd.Series, *, share: float) -> bool:
     """True when the cells that are not missing are whole numbers (``MIN_INDEX_ROWS`` or
     more) and more than ``share`` of the steps between them are +1 (or all of that share
@@ -1208,7 +1195,7 @@ def numeric_cells(
     that is a date, which option reads its column as the time column."""
     n_rows, n_cols = cells.shape
     numbers = Numbers(n_rows, n_cols)
-    step = _block_rows(n_cols)
+    step = block_rows(n_cols)
     for start in range(0, n_rows if n_cols else 0, step):
         numbers.add(cells.iloc[start : start + step])
     return numbers.select(path, columns, lines, range(n_cols), time_hint=time_hint)

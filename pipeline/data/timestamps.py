@@ -77,6 +77,17 @@ def increasing_integers(numeric: pd.Series) -> bool:
     )
 
 
+def times_by_size(numeric: pd.Series) -> bool:
+    """True for numbers (none missing) that are times by their size alone, read so when
+    the user names their column (``--index-col``): spreadsheet serial days or Unix times."""
+    if not len(numeric) or numeric.isna().any():
+        return False
+    return (
+        excel_days("", numeric, named=True) is not None
+        or float(numeric.min()) >= _EPOCH_UNITS[-1][0]
+    )
+
+
 def is_epoch(numeric: pd.Series) -> bool:
     """Strictly increasing whole numbers from 1e8 on: Unix times (seconds since 1973 or
     a finer unit), not a row counter."""
@@ -566,7 +577,14 @@ def to_regular_grid(
     return grid, out
 
 
-_BLOCK_CELLS = 1 << 18  # cells moved at a time, so that no copy of a whole panel is made
+# Cells read or moved at a time (a wide CSV's text, a panel's rows placed on the grid):
+# a block takes tens of MB, never a copy of a whole file or panel.
+BLOCK_CELLS = 1 << 18
+
+
+def block_rows(n_cols: int) -> int:
+    """Rows of ``n_cols`` cells in one block of :data:`BLOCK_CELLS` (at least one)."""
+    return max(BLOCK_CELLS // max(n_cols, 1), 1)
 
 
 def _place(
@@ -575,7 +593,7 @@ def _place(
     """Row ``order[k]`` of ``values`` in grid cell ``cell[k]`` (each cell at most once), NaN
     elsewhere and for infinite readings, -0.0 as 0.0 (as a mean of one reading), float64.
     Without ``copy``, ``values`` itself when it is float64 and its rows are the grid's."""
-    rows = max(_BLOCK_CELLS // max(values.shape[1], 1), 1)
+    rows = block_rows(values.shape[1])
     reuse = not copy and values.dtype == np.float64 and n_cells == len(order)
     if not reuse or (np.diff(order) != 1).any():
         out = np.full((n_cells, values.shape[1]), np.nan)  # [grid, node]
