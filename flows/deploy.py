@@ -712,8 +712,9 @@ async def _serve(deployments: Sequence[RunnerDeployment], limit: int | None) -> 
     with _StopSignals() as stop:
         await asyncio.wait([serving, stop.asked], return_when=asyncio.FIRST_COMPLETED)
         if not serving.done():
+            asked = set(_in_flight(runner))
             _say(
-                f"stopping: cancelling {len(_in_flight(runner))} flow run(s) in flight "
+                f"stopping: cancelling {len(asked)} flow run(s) in flight "
                 "(Ctrl-C again stops at once)"
             )
             try:
@@ -724,7 +725,7 @@ async def _serve(deployments: Sequence[RunnerDeployment], limit: int | None) -> 
                         serving.cancel()
                     await asyncio.wait([serving])
             except TimeoutError:
-                await _kill_in_flight(runner)
+                await _kill_in_flight(runner, asked)
                 serving.cancel()
                 await asyncio.wait([serving], timeout=KILL_REPORT_TIMEOUT_S)
     if serving.done() and not serving.cancelled() and (error := serving.exception()):
@@ -780,21 +781,25 @@ def _in_flight(runner: Runner) -> dict[Any, Any]:
     return {run_id: handle for run_id, handle in handles.items() if handle is not None}
 
 
-async def _kill_in_flight(runner: Runner) -> None:
-    """Kill the processes of ``runner``'s runs in flight (SIGKILL) and record the runs
-    Crashed, within :data:`KILL_REPORT_TIMEOUT_S` (a run already final stays as it is)."""
+async def _kill_in_flight(runner: Runner, asked: set[Any]) -> None:
+    """Kill the processes of ``runner``'s runs in flight (SIGKILL) and record them, and the
+    runs ``asked`` to cancel, Crashed within :data:`KILL_REPORT_TIMEOUT_S`.
+
+    A run in ``asked`` whose process the cancelling already stopped may not be marked
+    Cancelled yet; a run already final stays as it is."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import Abort
     from prefect.states import Crashed
     from prefect.utilities.engine import propose_state
 
-    runs = _in_flight(runner)
-    for handle in runs.values():
+    killed = _in_flight(runner)
+    for handle in killed.values():
         with contextlib.suppress(OSError):  # it exited meanwhile
             handle.hard_kill()
+    runs = asked | set(killed)
     if not runs:
         return
-    _say(f"stopping at once: killed {len(runs)} flow run(s), recording them as crashed")
+    _say(f"stopping at once: killed {len(killed)} flow run(s), recording {len(runs)} as crashed")
     crashed = "roadcast deploy --serve was stopped at once and killed this run"
 
     async def record(client: Any, run_id: Any) -> None:

@@ -557,3 +557,33 @@ def test_limit_without_serve_and_an_invalid_prefect_url_are_one_line_errors(tmp_
     # Prefect prints its own lines about its plugins first; roadcast's is one line.
     (line,) = [x for x in bad.stderr.splitlines() if x.startswith("error:")]
     assert "Invalid IPv6 URL" in line and "PREFECT_*" in line
+
+
+@pytest.mark.integration
+def test_a_forced_stop_records_runs_whose_cancelling_it_cut_short(prefect_harness):
+    """A second Ctrl-C between the cancelling's kill and its "Cancelled" left the run
+    Running on the server for good: its process had ended, so nothing was left to kill
+    and the run was not recorded. Runs asked to cancel are recorded Crashed; a run that
+    is final already keeps its state."""
+    import asyncio
+
+    from prefect import flow, get_client
+    from prefect.runner import Runner
+    from prefect.states import Completed, Running, StateType
+
+    from flows.deploy import _kill_in_flight
+
+    @flow
+    def cut_short() -> None: ...
+
+    async def scenario() -> tuple[StateType, StateType]:
+        async with get_client() as client:
+            left, done = [await client.create_flow_run(cut_short) for _ in range(2)]
+            await client.set_flow_run_state(left.id, Running())
+            await client.set_flow_run_state(done.id, Completed())
+            await _kill_in_flight(Runner(pause_on_shutdown=False), {left.id, done.id})
+            states = [(await client.read_flow_run(run.id)).state for run in (left, done)]
+        assert all(states)
+        return states[0].type, states[1].type
+
+    assert asyncio.run(scenario()) == (StateType.CRASHED, StateType.COMPLETED)
