@@ -152,6 +152,48 @@ def test_an_hdf5_table_keeps_its_times_and_sensor_ids(tmp_path):
     assert not load_dataset(f"h5:{tmp_path / 'speed.h5'},zeros=missing").mask[4, 1]
 
 
+class _Marker:
+    """Unpickling it creates the file ``path``: proof that a pickle's code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("where", ["object column", "attribute"])
+def test_an_hdf5_file_runs_no_code_from_its_pickles(tmp_path, where):
+    """An ``object`` column (pickled by to_hdf) or a pickled node attribute ran its code
+    as the file was read: any callable a crafted file named was called."""
+    import tables
+
+    ran = tmp_path / "ran"
+    frame = dcrnn_frame()
+    path = tmp_path / "crafted.h5"
+    if where == "object column":
+        frame = frame.astype(object)
+        frame.iloc[0, 0] = _Marker(ran)
+    frame.to_hdf(path, key="df")
+    if where == "attribute":
+        with tables.open_file(path, "a") as handle:
+            handle.root.df._v_attrs.note = _Marker(ran)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(f"h5:{path}")
+    assert not ran.exists()
+    assert "refused without running it" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_hdf5_index_keeps_the_pickles_pandas_writes(tmp_path):
+    """pandas pickles an index's freq and time zone into the file: those are read."""
+    frame = dcrnn_frame().tz_localize("America/Los_Angeles")
+    frame.to_hdf(tmp_path / "fixed.h5", key="df")
+    frame.to_hdf(tmp_path / "table.h5", key="df", format="table")
+    for name in ("fixed.h5", "table.h5"):
+        panel = load_dataset(f"h5:{tmp_path / name}")
+        assert panel.timestamps[0] == pd.Timestamp("2019-01-01 08:00", tz="UTC")
+
+
 def test_hdf5_keys_clock_and_bad_files(tmp_path):
     frame = dcrnn_frame()
     path = tmp_path / "two.h5"

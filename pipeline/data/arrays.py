@@ -27,8 +27,9 @@ A table's timestamps without a zone are UTC, or wall-clock times in the zone
 CSV). Sensors of an npz are named ``0`` to ``N-1`` (the order an edge list of indices
 such as PeMSD4's ``from,to,cost`` refers to). NaN and inf are missing readings, a value beyond
 float32 is refused naming the sensor and step. An npz is read without unpickling (a
-pickled array is refused); an HDF5 file is read by pandas and PyTables, which unpickle
-some of what the file holds, so read only HDF5 files you trust.
+pickled array is refused); in an HDF5 file, the pickles pandas writes itself (an index's
+``freq`` and ``tz``) are read, any other is refused before anything it names is called
+(:mod:`pipeline.data.h5_pickles`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import pandas as pd
 
 from models.bundle import duration_text
 from pipeline.data.cells import DatasetError
+from pipeline.data.h5_pickles import safe_unpickling
 from pipeline.data.readers import (
     DEFAULT_FREQ,
     DEFAULT_START,
@@ -543,7 +545,7 @@ def read_h5_frame(path: Path, key: str | None = None) -> pd.DataFrame | pd.Serie
     if not tables.is_hdf5_file(str(path)):
         raise DatasetError(f"{path}: not an HDF5 file (pandas' to_hdf writes one)")
     try:
-        with pd.HDFStore(path, mode="r") as store:
+        with safe_unpickling() as refused, pd.HDFStore(path, mode="r") as store:
             keys = store.keys()
             if key is None and len(keys) > 1:
                 raise DatasetError(
@@ -558,10 +560,21 @@ def read_h5_frame(path: Path, key: str | None = None) -> pd.DataFrame | pd.Serie
     except DatasetError:
         raise
     except Exception as exc:  # PyTables raises its own, HDF5's and pandas' errors
+        if refused:
+            raise _pickled(path, refused) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DatasetError(
             f"{path}: not a pandas HDF5 table ({type(exc).__name__}: {first})"
         ) from None
+    if refused:
+        raise _pickled(path, refused)
     if not isinstance(frame, pd.DataFrame | pd.Series):
         raise DatasetError(f"{path}: holds no pandas table (written by pandas' to_hdf)")
     return frame
+
+
+def _pickled(path: Path, refused: list[str]) -> DatasetError:
+    return DatasetError(
+        f"{path}: holds a pickled Python object that {refused[0]}, refused without running "
+        "it; write the readings as numbers (or as parquet)"
+    )
