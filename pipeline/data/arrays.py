@@ -55,7 +55,13 @@ from pipeline.data.readers import (
     pivot_long,
     require_file,
 )
-from pipeline.data.timestamps import epoch_times, is_epoch, local_times, to_regular_grid
+from pipeline.data.timestamps import (
+    block_rows,
+    epoch_times,
+    is_epoch,
+    local_times,
+    to_regular_grid,
+)
 from pipeline.kafka.schema import TS_MAX, TS_MIN, sensor_id_problem
 
 # The options of each ``kind:PATH[,name=value...]`` data spec, and the values of those
@@ -80,7 +86,7 @@ _OPTION = re.compile(r"^(.*),([A-Za-z_]+)=([^,]*)$", re.S)
 
 
 class ArrayReadings(NamedTuple):
-    """What the readers here return: ``values`` is ``[time, sensor]`` float64 with NaN for
+    """What the readers here return: ``values`` is ``[time, sensor]`` float32 with NaN for
     missing readings."""
 
     timestamps: pd.DatetimeIndex
@@ -124,7 +130,7 @@ def read_npz(path: Path, options: dict[str, str]) -> ArrayReadings:
     with numpy_errors(path, "not a NumPy .npz or .npy file"):
         if _numpy_header(path) and not zipfile.is_zipfile(path):
             with path.open("rb") as f:
-                _check_declared(path, "the array", f, path.stat().st_size)
+                declared_shape(path, "the array", f, path.stat().st_size)
         loaded = np.load(path, allow_pickle=False)
     if isinstance(loaded, np.ndarray):
         array, name = loaded, path.name
@@ -169,21 +175,23 @@ def _npz_array(
         stored = f"{key}.npy" if f"{key}.npy" in members.namelist() else key
         member = members.getinfo(stored)
         with members.open(member) as f:
-            _check_declared(path, f"array {key!r}", f, member.file_size)
+            declared_shape(path, f"array {key!r}", f, member.file_size)
         return archive[key], f"array {key!r}"
 
 
-def _check_declared(path: Path, name: str, f: IO[bytes], size: int) -> None:
-    """Refuse the ``.npy`` array opened as ``f`` (``size`` bytes, header included) when
-    its header declares more than ``size`` holds, or more than :data:`MAX_ARRAY_BYTES`,
-    before NumPy allocates it."""
+def declared_shape(path: Path, name: str, f: IO[bytes], size: int) -> tuple[int, ...]:
+    """The shape the header of the ``.npy`` array opened as ``f`` (``size`` bytes, header
+    included) declares; refused when it declares more than ``size`` holds, or more than
+    :data:`MAX_ARRAY_BYTES`, before NumPy allocates it."""
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         shape, _, dtype = np.lib.format.read_array_header_1_0(f)
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.kind == "O":
+        raise _pickled_objects(path, name)
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if dtype.kind != "O" and f.tell() + declared > size:
+    if f.tell() + declared > size:
         raise DatasetError(
             f"{path}: {name} declares {declared} bytes (shape {shape}, {dtype}) but the file "
             f"holds {max(size - f.tell(), 0)} after its header: not fully written (truncated?)"
@@ -194,6 +202,24 @@ def _check_declared(path: Path, name: str, f: IO[bytes], size: int) -> None:
             f"more than the {MAX_ARRAY_BYTES // 2**30} GiB an array may hold here; save a "
             "smaller one (fewer steps or sensors)"
         )
+    return tuple(shape)
+
+
+def npy_shapes(path: Path, unreadable: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every array of the ``.npy`` or ``.npz`` file ``path`` (``""`` for a
+    ``.npy``) from their headers, each checked by :func:`declared_shape`, nothing loaded;
+    ``unreadable`` says what the file is not when it is neither."""
+    with numpy_errors(path, unreadable):
+        if not zipfile.is_zipfile(path):
+            with path.open("rb") as f:
+                return {"": declared_shape(path, "the array", f, path.stat().st_size)}
+        shapes = {}
+        with zipfile.ZipFile(path) as members:
+            for member in members.infolist():
+                key = member.filename.removesuffix(".npy")
+                with members.open(member) as f:
+                    shapes[key] = declared_shape(path, f"array {key!r}", f, member.file_size)
+        return shapes
 
 
 @contextlib.contextmanager
@@ -210,13 +236,17 @@ def numpy_errors(path: Path, unreadable: str, subject: str = "the file") -> Iter
                 f"{path}: {unreadable} (no .npy or .npz header; pickles are not read)"
             ) from None
         if "pickle" in str(exc).lower():  # an object array
-            raise DatasetError(
-                f"{path}: {subject} holds pickled Python objects, which are not read (they can "
-                "run code); save the values as a numeric array (np.savez(path, data=array))"
-            ) from None
+            raise _pickled_objects(path, subject) from None
         raise DatasetError(f"{path}: {unreadable} ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: {unreadable} ({exc})") from None
+
+
+def _pickled_objects(path: Path, subject: str) -> DatasetError:
+    return DatasetError(
+        f"{path}: {subject} holds pickled Python objects, which are not read (they can "
+        "run code); save the values as a numeric array (np.savez(path, data=array))"
+    )
 
 
 def _numpy_header(path: Path) -> bool:
@@ -276,22 +306,27 @@ def _feature_index(path: Path, feature: str, count: int) -> int:
 def _float_readings(
     path: Path, values: np.ndarray, options: dict[str, str], ids: tuple[str, ...] | None = None
 ) -> np.ndarray:
-    """``values`` as float64 with NaN for missing; beyond float32 is refused, naming the
-    step and the sensor (``ids``, else its index)."""
+    """``values`` as float32 with NaN for missing, converted a block of rows at a time (no
+    whole float64 copy); beyond float32 is refused, naming the step and the sensor
+    (``ids``, else its index)."""
     if values.shape[0] == 0 or values.shape[1] == 0:
         raise DatasetError(f"{path}: no readings (shape {values.shape})")
-    out = np.array(values, dtype=np.float64)
-    big = np.isfinite(out) & (np.abs(out) > _FLOAT32_MAX)
-    if big.any():
-        step, col = (int(i) for i in np.argwhere(big)[0])
-        sensor = col if ids is None else repr(ids[col])
-        raise DatasetError(
-            f"{path}: value {out[step, col]:.3g} at step {step}, sensor {sensor} is beyond "
-            f"the 32-bit range readings are kept in ({_FLOAT32_MAX:.2g})"
-        )
-    out[np.isinf(out)] = np.nan
-    if options.get("zeros") == "missing":
-        out[out == 0] = np.nan
+    out = np.empty(values.shape, dtype=np.float32)
+    rows = block_rows(values.shape[1])
+    for start in range(0, len(values), rows):
+        block = np.array(values[start : start + rows], dtype=np.float64)
+        big = np.isfinite(block) & (np.abs(block) > _FLOAT32_MAX)
+        if big.any():
+            step, col = (int(i) for i in np.argwhere(big)[0])
+            sensor = col if ids is None else repr(ids[col])
+            raise DatasetError(
+                f"{path}: value {block[step, col]:.3g} at step {start + step}, sensor {sensor} "
+                f"is beyond the 32-bit range readings are kept in ({_FLOAT32_MAX:.2g})"
+            )
+        block[np.isinf(block)] = np.nan
+        if options.get("zeros") == "missing":
+            block[block == 0] = np.nan
+        out[start : start + rows] = block
     return out
 
 

@@ -57,6 +57,7 @@ import pandas as pd
 from models.panel import LabeledEvent, SensorPanel
 from pipeline.data.arrays import (
     file_spec,
+    npy_shapes,
     numpy_errors,
     read_h5,
     read_h5_frame,
@@ -579,14 +580,24 @@ def _binary_adjacency(
     restricted reader."""
     if path.suffix.lower() not in (".npy", ".npz"):
         return _binary_dense(path, _dcrnn_adjacency(path, ids), ids, kind)
+    shapes = npy_shapes(path, "not a numpy matrix")  # checked before anything is allocated
+    n = len(ids)
+    if "" in shapes:
+        _check_square(path, shapes[""], n)
+    elif {"format", "shape"} <= set(shapes):
+        for key, shape in shapes.items():
+            if (count := int(np.prod(shape, dtype=object))) > n * n + n + 1:
+                raise DatasetError(
+                    f"{path}: array {key!r} holds {count} values, more than a sparse "
+                    f"{n} x {n} matrix (one row and column per sensor of the data) can"
+                )
+        return _sparse_adjacency(path, ids, kind)
     with numpy_errors(path, "not a numpy matrix"):
         loaded = np.load(path, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         return _binary_dense(path, loaded, ids, kind)
     with loaded:
-        if {"format", "shape"} <= set(loaded.files):
-            return _sparse_adjacency(path, ids, kind)
-        return _binary_dense(path, _archived_matrix(path, loaded), ids, kind)
+        return _binary_dense(path, _archived_matrix(path, loaded, shapes, n), ids, kind)
 
 
 def _check_square(path: Path, shape: tuple[int, ...], n: int) -> None:
@@ -620,8 +631,11 @@ def _binary_dense(
         raise DatasetError(f"{path}: {exc}") from None
 
 
-def _archived_matrix(path: Path, archive: np.lib.npyio.NpzFile) -> np.ndarray:
-    """The one matrix of an ``.npz`` archive: its only array, or the one named as a matrix."""
+def _archived_matrix(
+    path: Path, archive: np.lib.npyio.NpzFile, shapes: dict[str, tuple[int, ...]], n: int
+) -> np.ndarray:
+    """The one matrix of an ``.npz`` archive: its only array, or the one named as a matrix,
+    its declared shape (``shapes``) checked to be ``n x n`` before it is read."""
     names = list(archive.files)
     named = [k for k in _MATRIX_KEYS if k in names]
     if len(names) != 1 and len(named) != 1:
@@ -631,6 +645,7 @@ def _archived_matrix(path: Path, archive: np.lib.npyio.NpzFile) -> np.ndarray:
             f"{', '.join(_MATRIX_KEYS)}"
         )
     key = names[0] if len(names) == 1 else named[0]
+    _check_square(path, shapes[key], n)
     with numpy_errors(path, f"array {key!r} cannot be read", f"array {key!r}"):
         return archive[key]
 
