@@ -294,6 +294,18 @@ def test_a_parquet_table_without_times_or_with_text_is_named(tmp_path):
     assert "not a Parquet table" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_parquet_table_with_unreadable_pandas_metadata_is_named(tmp_path):
+    """Valid JSON of the wrong shape as pandas' metadata ended in an unexpected TypeError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(sensor_table())
+    metadata = {b"pandas": b'{"index_columns": ["nope"], "columns": 5}'}
+    pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "meta.parquet")
+    with pytest.raises(DatasetError, match=r"meta\.parquet: the table's pandas metadata cannot"):
+        load_dataset(f"parquet:{tmp_path / 'meta.parquet'}")
+
+
 @pytest.mark.parametrize("sensor", ["sensor", "station_id", "detector name"])
 def test_a_long_parquet_table_reads_as_the_wide_one(tmp_path, sensor):
     frame = sensor_table()

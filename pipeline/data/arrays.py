@@ -392,6 +392,11 @@ def read_parquet(path: Path, options: dict[str, str], timezone: str | None = Non
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path}: not a Parquet table ({first})") from None
+    except (TypeError, KeyError, IndexError, AttributeError) as exc:  # pandas' own metadata
+        raise DatasetError(
+            f"{path}: the table's pandas metadata cannot be read ({type(exc).__name__}: {exc}); "
+            "write the file again (pandas' to_parquet), or without that metadata"
+        ) from None
     for column in frame.columns:  # decimal128 columns arrive as Decimal objects
         if frame[column].dtype == object and _inferred(frame[column]) == "decimal":
             frame[column] = frame[column].astype(np.float64)
