@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     from flows.reporting.tables import compact_rows
     from flows.reporting.training import train_report
     from flows.threads import limit_threads
-    from flows.train_models import promote_champion, write_bundles
+    from flows.train_models import METRICS, promote_champion, write_bundles
     from models.forecasters.comparison import (
         TrainPlan,
         backtest_runs,
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         split_panel,
     )
     from pipeline.data.datasets import load_dataset
+    from pipeline.model_dir import write_json
 
     data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
     panel = load_dataset("los-loop", data_dir=data_dir)
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         out = Path(args.out)
         promote_champion(document, write_bundles(results, document, panel, out))
+        write_json(out / METRICS, document)
         from flows.reporting.render import write_report
 
         write_report(out, train_report(document, results, panel, plan, document["champion"], out))

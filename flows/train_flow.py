@@ -41,11 +41,15 @@ from flows.io_tasks import IO_TASK, load_data
 from flows.reporting.render import artifact_markdown, comparison_records, write_report
 from flows.reporting.training import train_report
 from flows.train_models import (
+    METRICS,
     calibrate_alerts,
     check_out_dir,
     check_same_network,
+    deferred_stop,
     output_lock,
+    publish_run,
     serve_run,
+    staged_run,
     write_bundles,
 )
 from models.forecasters.comparison import (
@@ -77,7 +81,7 @@ from models.forecasters.tuning import (
     tuned_plan,
 )
 from models.panel import SensorPanel, Split
-from pipeline.model_dir import Champion, choose_champion
+from pipeline.model_dir import Champion, choose_champion, write_json
 
 if TYPE_CHECKING:
     import optuna
@@ -201,10 +205,13 @@ def compare_task(
 @task(name="write-bundles", **IO_TASK)
 def write_bundles_task(
     results: dict[str, ModelResult], document: dict[str, Any], panel: SensorPanel, out: str,
-    run_id: str, label: str | None,
+    run_id: str, label: str | None, stage: Path,
 ) -> Path:  # fmt: skip
-    """A registered version per model (atomically), ``metrics.json`` and ``network.json``."""
-    return write_bundles(results, document, panel, out, run_id=run_id, label=label)
+    """A registered version per model (atomically) and ``network.json``; ``metrics.json``
+    in ``stage``."""
+    bundles = write_bundles(results, document, panel, out, run_id=run_id, label=label)
+    write_json(stage / METRICS, document)
+    return bundles
 
 
 @task(name="promote-champion", **IO_TASK)
@@ -245,10 +252,12 @@ def report_task(
     plan: TrainPlan,
     champion: str,
     out: str,
+    stage: Path,
 ) -> dict[str, str]:
-    """``report.html``, ``report.md`` and ``figures/`` in ``out``, plus the artifacts."""
+    """``report.html``, ``report.md`` and ``figures/`` in ``stage``, plus the artifacts;
+    returns where they will be in ``out`` once published."""
     report = train_report(document, results, panel, plan, champion, out)
-    md, page = write_report(out, report)
+    md, page = (Path(out) / p.relative_to(stage) for p in write_report(stage, report))
     publish_table(
         KEYS["train_comparison"], comparison_records(report), description=report.comparison.title
     )
@@ -365,13 +374,17 @@ def train_flow(
     tuning = {n: r.to_dict() for n, r in tuned.items()} or None
     document = compare_task(results, panel, split, plan, data, tuning)
     run_id = str(flow_run.get_id() or new_run_id())
-    with output_lock(folder):  # a second run into the folder writes after this one
+    # A second run into the folder writes after this one; this one's metrics.json and
+    # report are staged and published with its promotion: one that fails or is stopped
+    # on the way serves nothing new and leaves the folder's files as they were.
+    with output_lock(folder), staged_run(folder) as stage:
         check_same_network(folder, panel)
-        bundles = write_bundles_task(results, document, panel, folder, run_id, label)
-        # The report before the promotion: a run that fails on the way serves nothing new.
+        bundles = write_bundles_task(results, document, panel, folder, run_id, label, stage)
         champ = choose_champion(document).champion
-        paths = report_task(document, results, panel, plan, champ, folder)
-        champion = promote_task(document, bundles, run_id, promote)
+        paths = report_task(document, results, panel, plan, champ, folder, stage)
+        with deferred_stop():
+            champion = promote_task(document, bundles, run_id, promote)
+            publish_run(stage, folder)
         if promote:
             calibrate_task(bundles, panel, split)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")

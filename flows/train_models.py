@@ -2,15 +2,20 @@
 
 The same steps as the train flow (:mod:`flows.train_flow`, behind ``roadcast train``),
 for the demo and the benchmarks: the protocol of :mod:`models.forecasters.comparison`,
-then the outputs both share: bundles, ``metrics.json`` and ``network.json``
-(:func:`write_bundles`), the champion (:func:`promote_champion`) and the report.
+then the outputs both share: bundles and ``network.json`` (:func:`write_bundles`),
+``metrics.json`` and the report, staged (:func:`staged_run`) and published together with
+the champion's promotion (:func:`publish_run`), so an output folder's files all come from
+one run, even when a run is stopped on the way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import shutil
+import signal
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +38,14 @@ from models.forecasters.comparison import (
 from models.forecasters.tuning import Budget, tune_models, tuned_plan
 from models.panel import SensorPanel, Split
 from pipeline.folder_lock import folder_lock
-from pipeline.model_dir import BUNDLES, Champion, ChampionError, choose_champion, write_network
+from pipeline.model_dir import (
+    BUNDLES,
+    Champion,
+    ChampionError,
+    choose_champion,
+    write_json,
+    write_network,
+)
 from pipeline.registry.versions import new_run_id
 
 
@@ -82,19 +94,72 @@ def train_models(
         results, panel, split, plan, dataset, {n: r.to_dict() for n, r in tuned.items()}
     )
     run_id = new_run_id()
-    with output_lock(out, log=log):
+    with output_lock(out, log=log), staged_run(out) as stage:
         check_same_network(out, panel)
         bundles = write_bundles(results, document, panel, out, run_id=run_id)
+        write_json(stage / METRICS, document)
         try:
-            champion: str | None = promote_champion(document, bundles, run_id=run_id)
+            champion: str | None = choose_champion(document).champion
         except ChampionError as exc:
             log(f"no champion promoted: {exc}")
             champion = None
-        else:
-            calibrate_alerts(bundles, panel, split, log)
         if report:
-            write_report(out, train_report(document, results, panel, plan, champion, out))
+            write_report(stage, train_report(document, results, panel, plan, champion, out))
+        with deferred_stop():
+            with contextlib.suppress(ChampionError):  # logged above; served all the same
+                promote_champion(document, bundles, run_id=run_id)
+            publish_run(stage, out)
+        if champion is not None:
+            calibrate_alerts(bundles, panel, split, log)
     return document
+
+
+METRICS = "metrics.json"
+STAGE_PREFIX = ".run-"
+
+
+@contextlib.contextmanager
+def staged_run(out: str | Path) -> Iterator[Path]:
+    """A staging folder in ``out`` for the run's ``metrics.json`` and report, removed on
+    leaving (with the stages of runs killed before they published: the caller holds
+    :func:`output_lock`, so no other run is using them)."""
+    out = Path(out)
+    for stale in out.glob(f"{STAGE_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def publish_run(stage: Path, out: str | Path) -> None:
+    """Move every file of ``stage`` to the same place in ``out`` (renames, no copies)."""
+    for path in sorted(stage.rglob("*")):
+        if path.is_file():
+            target = Path(out) / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+
+@contextlib.contextmanager
+def deferred_stop() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while inside, then delivered: a run stopped while it
+    promotes and publishes stops after, not between the two (main thread only; elsewhere
+    a signal cannot arrive as an exception)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {stop: signal.signal(stop, lambda sig, _: caught.append(sig)) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
 
 
 # How long a run waits for another run writing into the same output folder.
@@ -271,8 +336,8 @@ def write_bundles(
 ) -> Path:
     """A new version of each model (its best-validation seed) in the registry of
     ``out/bundles`` (:mod:`pipeline.registry.versions`), recorded in
-    ``document["versions"]``, ``out/metrics.json`` and ``out/bundles/network.json``
-    (sensors and coordinates); returns the bundles folder.
+    ``document["versions"]``, and ``out/bundles/network.json`` (sensors and coordinates);
+    returns the bundles folder.
 
     Versions are registered atomically and served only once promoted
     (:func:`promote_champion`), so a service reading the folder never sees half of one.
@@ -291,6 +356,5 @@ def write_bundles(
         name: register(bundles, result.best.model, label=label, run_id=run_id).version
         for name, result in results.items()
     }
-    (out / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
     write_network(bundles, panel)
     return bundles

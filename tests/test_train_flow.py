@@ -260,6 +260,7 @@ def test_a_run_whose_report_fails_serves_nothing_new(prefect_harness, tmp_path, 
     could not be drawn) left the failed run's models serving."""
     import flows.train_flow as train_module
     from flows.train_flow import train_flow
+    from pipeline.registry.versions import list_versions
 
     def broken(*args, **kwargs):
         raise RuntimeError("the report failed")
@@ -270,6 +271,8 @@ def test_a_run_whose_report_fails_serves_nothing_new(prefect_harness, tmp_path, 
             data=DATA, models=["persistence"], window=6, horizon=6, device="cpu",
             out=str(tmp_path),
         )  # fmt: skip
-    assert (tmp_path / "metrics.json").is_file()  # the versions are registered...
+    assert list_versions(tmp_path / "bundles", "persistence")  # the version is registered...
     assert not (tmp_path / "bundles" / "serving.json").exists()  # ...and none serves
     assert read_champion(tmp_path) is None
+    assert not (tmp_path / "metrics.json").exists()  # nor is the failed run's record shown
+    assert [p.name for p in tmp_path.iterdir()] == ["bundles"]  # no stage left behind

@@ -272,3 +272,61 @@ def test_each_tgclstm_seed_says_whether_it_kept_its_graph_path(tmp_path: Path) -
     ensemble = SimpleNamespace(graph_info={"graph_path_kept": [True, False, True]})
     assert graph_path(ensemble) == "kept by 2 of 3 members"  # type: ignore[arg-type]
     assert graph_path(SimpleNamespace()) is None  # type: ignore[arg-type]
+
+
+def _quick_plan() -> TrainPlan:
+    return TrainPlan(
+        models=("persistence", "ar"), window=6, horizon=6, seeds=1, device="cpu",
+        progress=False, horizons=(3, 6),
+    )  # fmt: skip
+
+
+def _folder(out: Path) -> tuple[dict, str, str | None]:
+    """What a reader of ``out`` sees: metrics.json's versions, the report, the served set."""
+    from pipeline.model_dir import read_serving
+
+    serving = read_serving(out / "bundles")
+    versions = json.loads((out / "metrics.json").read_text())["versions"]
+    return versions, (out / "report.md").read_text(), serving and serving.models
+
+
+def test_a_run_stopped_while_it_promotes_publishes_all_its_files_first(tmp_path, monkeypatch):
+    """Ctrl-C in the last steps of a run replaced metrics.json while serving.json and the
+    report stayed the earlier run's. A stop during the promotion is held back until the
+    run's files are all in place, then delivered."""
+    import os
+    import signal
+
+    import flows.train_models as train_module
+
+    promote = train_module.promote_champion
+
+    def stopped_while_promoting(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once, were it not held back
+        return promote(*args, **kwargs)
+
+    train_models(toy_panel(), _quick_plan(), tmp_path, log=lambda _: None)
+    earlier = _folder(tmp_path)
+    monkeypatch.setattr(train_module, "promote_champion", stopped_while_promoting)
+    with pytest.raises(KeyboardInterrupt):
+        train_models(toy_panel(n=500), _quick_plan(), tmp_path, log=lambda _: None)
+    versions, report, served = _folder(tmp_path)
+    assert versions != earlier[0] and served == versions and report != earlier[1]
+    assert not list(tmp_path.glob(".run-*"))
+
+
+def test_a_run_stopped_before_it_promotes_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    """A run stopped while it drew its report left its metrics.json beside the earlier
+    run's report and serving set."""
+    import flows.train_models as train_module
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    train_models(toy_panel(), _quick_plan(), tmp_path, log=lambda _: None)
+    earlier = _folder(tmp_path)
+    monkeypatch.setattr(train_module, "write_report", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_models(toy_panel(n=500), _quick_plan(), tmp_path, log=lambda _: None)
+    assert _folder(tmp_path) == earlier
+    assert not list(tmp_path.glob(".run-*"))
