@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from flows.demo.console import live_table, report_steps
 from flows.demo.report import pace, write_report
 from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ensure_detector
@@ -40,6 +42,10 @@ DEFAULT_EPOCHS = 20
 
 class DemoError(RuntimeError):
     """The demo could not run to the end; the message says what failed and where to look."""
+
+
+class DemoTimeout(DemoError):
+    """A step of the demo did not happen in the time it was given."""
 
 
 # What marks a folder as a demo's output (the first is written by this version), and
@@ -281,7 +287,40 @@ def _stream(
 
             close_producer(state.producer, timeout_s=1.0)
     thread.join(timeout=30)
+    if not _last_tick_closed(live, store_path, procs, service_log):
+        log(
+            f"note: {CLOSE_WAIT_S:g} s after the last reading, the service still held ticks "
+            "open (too few sensors reported them for the grace to close them): they are "
+            "not forecast"
+        )
     return stream_started, state.messages
+
+
+# How long the demo waits, once every reading is consumed, for the service to close the
+# last tick (the grace closes a tick a reading short 2 s after its first reading).
+CLOSE_WAIT_S = 30.0
+
+
+def _last_tick_closed(
+    live: SensorPanel, store_path: Path, procs: _Processes, service_log: tuple[Path, int]
+) -> bool:
+    """Wait up to :data:`CLOSE_WAIT_S` for the service to close the last tick of ``live``
+    that holds a reading; whether it did."""
+    ticks = np.flatnonzero(live.mask.any(axis=1))
+    if not len(ticks):
+        return True
+    last_ms = int(live.timestamps[ticks[-1]].value // 1_000_000)
+    try:
+        _wait_for(
+            lambda: _closed_ms(store_path) >= last_ms,
+            CLOSE_WAIT_S,
+            "closing the last tick",
+            procs,
+            service_log,
+        )
+    except DemoTimeout:
+        return False
+    return True
 
 
 def _follow(
@@ -417,7 +456,7 @@ def _wait_for(
                 + f"; see {log_path}"
             )
         if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")
+            raise DemoTimeout(f"timed out after {timeout_s:.0f} s {what}; see {log_path}")
         time.sleep(0.25)
 
 
@@ -437,6 +476,18 @@ def _read_from(path: Path, offset: int) -> bytes:
             return f.read()
     except FileNotFoundError:
         return b""
+
+
+def _closed_ms(store_path: Path) -> int:
+    """The newest closed tick's time in the store (ms since the epoch; -1: none yet)."""
+    from pipeline.service.store import Store
+
+    try:
+        with Store(store_path, readonly=True) as store:
+            ticks = store.last_ticks(1)
+    except Exception:  # not created yet, or being written: next time
+        return -1
+    return int(ticks[-1].ts_ms) if ticks else -1
 
 
 def _consumed(store_path: Path) -> int:
