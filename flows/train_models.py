@@ -206,6 +206,22 @@ def check_out_dir(out: str | Path) -> None:
     NotADirectoryError, PermissionError, FileExistsError
         Naming the folder given as ``--out``.
     """
+    out = check_writable(out)
+    for name, is_folder in RUN_ENTRIES.items():
+        entry = out / name
+        if entry.exists() and entry.is_dir() != is_folder:
+            kind, wanted = ("a file", "folder") if is_folder else ("a folder", "file")
+            raise FileExistsError(
+                f"--out {out}: {entry} is {kind} where the run writes its {wanted}; move it "
+                "or choose another --out"
+            )
+
+
+def check_writable(out: str | Path) -> Path:
+    """``out`` as a path, refused (see :func:`check_out_dir`) unless it is a folder, or can
+    be made one, where files can be written: its first existing folder is tried by making
+    and removing a folder in it (a file system such as /proc refuses what permissions allow).
+    """
     if not str(out).strip():
         raise ValueError("--out is empty; name the output folder")
     out = Path(out)
@@ -215,16 +231,17 @@ def check_out_dir(out: str | Path) -> None:
     if not folder.is_dir():
         where = "" if folder == out else f": {folder} is a file"
         raise NotADirectoryError(f"--out {out} is not a folder{where}")
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise PermissionError(f"--out {out}: {folder} is on a read-only file system")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {out}: no permission to write in {folder}")
-    for name, is_folder in RUN_ENTRIES.items():
-        entry = out / name
-        if entry.exists() and entry.is_dir() != is_folder:
-            kind, wanted = ("a file", "folder") if is_folder else ("a folder", "file")
-            raise FileExistsError(
-                f"--out {out}: {entry} is {kind} where the run writes its {wanted}; move it "
-                "or choose another --out"
-            )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".roadcast-try-", dir=folder))
+    except OSError as exc:
+        raise PermissionError(
+            f"--out {out}: cannot write in {folder} ({exc.strerror or exc})"
+        ) from None
+    return out
 
 
 # What a run writes in its output folder: name -> whether it is a folder.

@@ -323,3 +323,17 @@ def test_an_output_folder_without_write_permission_is_refused(tmp_path: Path, mo
     with pytest.raises(PermissionError, match=rf"--out {tmp_path}/run: no permission to write"):
         train_models(panel(readings()), PLAN, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_on_a_file_system_that_refuses_folders_is_refused_first() -> None:
+    """/proc lets root "write" by its permissions but makes no folder: the run trained
+    every model, then failed with a bare "No such file or directory" naming no option."""
+    from flows.demo.run import check_options
+
+    said: list[str] = []
+    with pytest.raises(PermissionError, match=r"--out /proc/roadcast-out: cannot write in /proc"):
+        train_models(panel(readings()), PLAN, "/proc/roadcast-out", log=said.append)
+    assert said == []  # refused before the data was even described
+    with pytest.raises(ValueError, match=r"--out /proc/roadcast-out: cannot write in /proc"):
+        check_options(Path("/proc/roadcast-out"), max_ticks=1, speedup=0.0, epochs=1)

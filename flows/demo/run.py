@@ -22,6 +22,7 @@ from flows.demo.console import live_table, report_steps
 from flows.demo.report import pace, write_report
 from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ensure_detector
 from flows.demo.summary import alert_summary, build_summary, snapshot
+from flows.train_models import check_writable
 from models.panel import SensorPanel, chronological_split
 from pipeline.folder_lock import folder_lock
 from pipeline.settings import Settings, load_settings
@@ -61,6 +62,10 @@ def check_options(out: Path, *, max_ticks: int | None, speedup: float, epochs: i
     """Refuse demo options out of range, naming the option (nothing is written first)."""
     if any(p.exists() and not p.is_dir() for p in (out, *out.parents)):
         raise ValueError(f"--out {out} is a file or under one; pass a directory for the outputs")
+    try:
+        check_writable(out)
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
     if out.is_dir() and not any((out / name).exists() for name in DEMO_MARKS):
         theirs = sorted(name for name in REPLACED if (out / name).exists())
         if theirs:
