@@ -785,6 +785,16 @@ def test_a_compressed_file_is_read_and_a_folder_is_named_as_such(tmp_path):
         load_dataset("csv:/dev/null")
 
 
+def test_a_link_to_no_file_is_named_as_a_link(tmp_path):
+    """A symbolic link loop, or a link to a file that is gone, was a "missing file"."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "gone").symlink_to(tmp_path / "removed.csv")
+    for name in ("a", "gone"):
+        with pytest.raises(DatasetError, match=f"{name} is a symbolic link that leads to no file"):
+            load_dataset(f"csv:{tmp_path / name}")
+
+
 def _wide(path: Path, ids: list[str]) -> Path:
     rng = np.random.default_rng(0)
     stamps = pd.date_range("2017-01-01", periods=50, freq="5min")

@@ -247,6 +247,10 @@ def test_cli_errors_are_clear(tmp_path: Path):
     assert result.exit_code == 2 and "unknown data set" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), "simulated"])
     assert result.exit_code == 1 and "no model bundle" in result.output
+    for command in (["train", "simulated", "--out", str(tmp_path)], ["data", "info", "simulated"]):
+        # an unset variable (--adjacency "$ADJ") went on without the graph, unsaid
+        result = runner.invoke(app, [*command, "--adjacency", " "])
+        assert result.exit_code == 2 and "'--adjacency': is empty" in result.output
 
 
 def test_each_tgclstm_seed_says_whether_it_kept_its_graph_path(tmp_path: Path) -> None:

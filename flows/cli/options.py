@@ -5,22 +5,35 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeline.settings import Settings
+
 TIMEZONE_HELP = (
     "csv:, h5: or parquet: data: the IANA time zone (e.g. America/Los_Angeles) its "
     "timestamps without a UTC offset were written in; default UTC."
 )
+
+
 # How a file's data set is read: the options of every command that takes a data spec.
+def _named_file(value: str | None) -> str | None:
+    """An option naming a file may be left out, not given empty (``--adjacency "$UNSET"``
+    would otherwise go on without the file, unsaid)."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("is empty; name the file, or leave the option out")
+    return value
+
+
 ADJACENCY = typer.Option(
     None,
     "--adjacency",
     help="Adjacency of csv:, npz:, h5: or parquet: data: CSV, adj_mx.pkl, .npy, .npz.",
+    callback=_named_file,
 )
 INDEX_COL = typer.Option(
     None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
@@ -31,8 +44,34 @@ NO_INDEX = typer.Option(
 TIMEZONE = typer.Option(None, "--timezone", help=TIMEZONE_HELP)
 
 
+# The settings commands take options for, and those options (the same in every command).
+SETTING_OPTIONS = {
+    "bootstrap_servers": "--bootstrap",
+    "topic_readings": "--topic",
+    "consumer_group": "--group",
+    "store_path": "--store",
+    "model_dir": "--models",
+    "log_level": "--log-level",
+    "alertmanager_urls": "--alertmanager",
+    "webhook_urls": "--webhook",
+}
+
+
+def option_settings(**overrides: Any) -> Settings:
+    """:func:`pipeline.settings.load_settings` with ``overrides`` from a command's options,
+    whose errors name the option (``--bootstrap``) rather than the setting."""
+    from pipeline.settings import load_settings
+
+    return load_settings(SETTING_OPTIONS, **overrides)
+
+
 def parse_duration(
-    text: str, option: str, *, allow_zero: bool = False, allow_off: bool = False
+    text: str,
+    option: str,
+    *,
+    allow_zero: bool = False,
+    allow_off: bool = False,
+    most_days: int | None = None,
 ) -> pd.Timedelta | None:
     """``text`` (``5min``, ``90s``, ``1h``; ``off`` when ``allow_off``) as a duration.
 
@@ -40,7 +79,7 @@ def parse_duration(
     ------
     typer.BadParameter
         Naming ``option`` and what it accepts, for text that is not a duration, a
-        negative one, or zero unless ``allow_zero``.
+        negative one, zero unless ``allow_zero``, or one over ``most_days`` days.
     """
     import pandas as pd
 
@@ -67,6 +106,8 @@ def parse_duration(
     if duration < pd.Timedelta(0) or (duration == pd.Timedelta(0) and not allow_zero):
         least = "zero or more" if allow_zero else "more than zero"
         raise typer.BadParameter(f"{text!r}: must be {least}", param_hint=option)
+    if most_days is not None and duration > pd.Timedelta(days=most_days):
+        raise typer.BadParameter(f"{text!r}: must be at most {most_days} days", param_hint=option)
     return duration
 
 
@@ -92,8 +133,8 @@ def refuse_empty_out(out: str) -> None:
 
 @contextmanager
 def dataset_errors() -> Iterator[None]:
-    """End the command on a data set's error (or a ``ROADCAST_*`` setting's) in the block:
-    one ``error:`` line, exit status 1."""
+    """End the command on a data set's error (exit status 1) or a ``ROADCAST_*`` setting's
+    (2) in the block, in one ``error:`` line."""
     from pipeline.data.datasets import DatasetError
     from pipeline.settings import SettingsError
 
@@ -101,4 +142,4 @@ def dataset_errors() -> Iterator[None]:
         yield
     except (DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None

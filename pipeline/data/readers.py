@@ -195,6 +195,13 @@ def require_file(path: Path, hint: str) -> Path:
     if path.exists() and not path.is_file():
         raise DatasetError(f"{path} is not a regular file (a device or a pipe): {hint}")
     if not path.is_file():
+        if path.is_symlink():  # a loop, or a link to nothing
+            try:
+                path.stat()
+            except OSError as exc:
+                raise DatasetError(
+                    f"{path} is a symbolic link that leads to no file ({exc.strerror}): {hint}"
+                ) from None
         raise DatasetError(f"missing file {path}: {hint}")
     return path
 
