@@ -47,6 +47,26 @@ def test_crafted_adjacency_pickle_never_runs_its_payload(tmp_path: Path) -> None
     assert not marker.exists()
 
 
+class _HugeArray:
+    """Unpickles as ``numpy.ndarray(shape, "f8")``: memory asked for, not given by the file."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __reduce__(self):
+        return (np.ndarray, (self.shape, "f8"))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_an_adjacency_pickle_cannot_ask_for_any_memory(tmp_path: Path, protocol: int) -> None:
+    """``numpy.ndarray`` is allowed (DCRNN's arrays need it): a 150-byte pickle asking for
+    a 200,000 x 200,000 matrix ended in an unexpected MemoryError (298 GiB)."""
+    path = tmp_path / "adj.pkl"
+    path.write_bytes(pickle.dumps((["a"], {"a": 0}, _HugeArray((200_000, 200_000))), protocol))
+    with pytest.raises(AdjacencyPickleError, match=r"shape \(200000, 200000\) \(298\.0 GiB\)"):
+        read_adjacency_pickle(path)
+
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_adjacency_pickle_of_any_protocol(tmp_path: Path, protocol: int) -> None:
     adj = np.array([[1.0, 0.5], [0.0, 1.0]], dtype=np.float32)

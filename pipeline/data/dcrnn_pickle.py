@@ -6,8 +6,8 @@ so :class:`AdjacencyUnpickler` resolves only those that format needs: numpy's ar
 rebuilders (``_reconstruct``, and ``_frombuffer`` for protocol 5) under their numpy 1
 and numpy 2 module names, ``ndarray``, ``dtype``, and ``_codecs.encode`` restricted to
 latin-1 (protocol 2 writes bytes with it). Any other name is refused before anything
-is called. The result is then checked for that exact
-shape.
+is called; an array larger than an array may be here is refused before it is allocated.
+The result is then checked for that exact shape.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.data.arrays import MAX_ARRAY_BYTES
 
 try:  # numpy 2
     from numpy._core.multiarray import _reconstruct
@@ -43,12 +45,37 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return codecs.encode(text, "latin1")
 
 
+def _bounded(shape: Any, dtype: Any) -> None:
+    """Refuse an array the pickle asks for that is larger than an array may be here
+    (:data:`~pipeline.data.arrays.MAX_ARRAY_BYTES`), before it is allocated."""
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = int(np.prod([int(n) for n in dims], dtype=object)) * np.dtype(dtype).itemsize
+    if size > MAX_ARRAY_BYTES:
+        raise AdjacencyPickleError(
+            f"it asks for an array of shape {dims} ({size / 2**30:.1f} GiB), more than the "
+            f"{MAX_ARRAY_BYTES // 2**30} GiB an array may hold here"
+        )
+
+
+def _new_array(shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+    """``numpy.ndarray(shape, dtype, ...)``, bounded by :func:`_bounded`."""
+    _bounded(shape, dtype)
+    return np.ndarray(shape, dtype, *args, **kwargs)
+
+
+def _rebuilt(cls: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct``, bounded by :func:`_bounded` (``numpy.ndarray`` as the
+    pickle names it resolves to :func:`_new_array`)."""
+    _bounded(shape, dtype)
+    return _reconstruct(np.ndarray if cls is _new_array else cls, shape, dtype)
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5
+    ("numpy.core.multiarray", "_reconstruct"): _rebuilt,
+    ("numpy._core.multiarray", "_reconstruct"): _rebuilt,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5: the buffer's own size
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _new_array,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
@@ -91,6 +118,8 @@ def read_adjacency_pickle(path: Path) -> tuple[list[str], dict[str, int], np.nda
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as exc:
         raise AdjacencyPickleError(f"not a readable pickle ({exc})") from None
+    except MemoryError:
+        raise AdjacencyPickleError("it asks for more memory than this machine has") from None
     return _check(content)
 
 
