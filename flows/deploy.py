@@ -252,6 +252,21 @@ def _cli_value(text: str) -> Any:
         return text
 
 
+def _validated(flow: Any, name: str, raw: Any, text: str) -> Any:
+    """``flow``'s parameter ``name`` from ``raw`` (the value as JSON read it), else from
+    ``text`` itself: ``tune=30`` is the text "30" to a parameter that takes text."""
+    try:
+        return flow.validate_parameters({name: raw})[name]
+    except Exception:
+        if raw == text:
+            raise
+        try:
+            return flow.validate_parameters({name: text})[name]
+        except Exception:
+            pass
+        raise
+
+
 def customised(
     specs: Sequence[DeploymentSpec] = DEPLOYMENTS,
     crons: Sequence[str] = (),
@@ -322,13 +337,16 @@ def customised(
             )
         flows_log = logging.getLogger("prefect.flows")
         quiet, flows_log.disabled = flows_log.disabled, True  # it logs what we raise
+        raw = _cli_value(text)
         try:
-            value = flow.validate_parameters({name: _cli_value(text)})[name]
+            value = _validated(flow, name, raw, text)
         except Exception as exc:  # Prefect's ParameterTypeError
             reason = str(exc).strip().splitlines()[-1].strip(" -")
             raise DeployError(f"--param {target.strip()}={text!r}: {reason}") from None
         finally:
             flows_log.disabled = quiet
+        if isinstance(raw, bool) and not isinstance(value, bool):
+            raise DeployError(f"--param {target.strip()}={text!r}: {text} is not a number")
         if not _finite(value):  # JSON has no NaN: Prefect would register it as null
             raise DeployError(f"--param {target.strip()}={text!r}: not a finite number")
         if not _bounded(value):
@@ -422,6 +440,8 @@ def _train_values(p: Mapping[str, Any]) -> None:
         test=p["test"], valid=p["valid"],
     )  # fmt: skip
     check_label(p["label"])
+    if p["out"] is not None and not str(p["out"]).strip():
+        raise ValueError("out is empty; name the output folder (or leave it to the default)")
     check_spec(p["data"], p["adjacency"])
     device_spec(p["device"])
     if p["tune"] is not None:

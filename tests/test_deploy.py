@@ -217,12 +217,16 @@ def test_readme_production_section_covers_what_the_issue_asks():
 def test_schedules_and_parameters_change_from_the_command_line():
     specs = {s.name: s for s in customised(
         crons=["train=0 4 * * *", "roadcast-forecast/every-5-minutes=off"],
-        params=["train.data=csv:/data/flow.csv", "train.seeds=2", 'train.models=["ar","lstm"]'],
+        params=[
+            "train.data=csv:/data/flow.csv", "train.seeds=2", 'train.models=["ar","lstm"]',
+            "train.tune=30",  # thirty trials, as `roadcast train --tune 30`: it was refused
+        ],
     )}  # fmt: skip
     assert specs["weekly"].cron == "0 4 * * *" and specs["every-5-minutes"].cron is None
     assert specs["weekly"].parameters["data"] == "csv:/data/flow.csv"
     assert specs["weekly"].parameters["seeds"] == 2 and specs["weekly"].parameters["window"] == 12
     assert specs["weekly"].parameters["models"] == ["ar", "lstm"]
+    assert specs["weekly"].parameters["tune"] == "30"
     assert specs["daily"] == next(s for s in DEPLOYMENTS if s.name == "daily")
     rendered = {e["name"]: e for e in prefect_yaml(tuple(specs.values()))["deployments"]}
     assert rendered["weekly"]["schedules"][0]["cron"] == "0 4 * * *"
@@ -238,6 +242,10 @@ def test_schedules_and_parameters_change_from_the_command_line():
         ([], ["seeds=2"], "write DEPLOYMENT.PARAMETER=VALUE"),
         ([], ["train.seed=2"], "roadcast-train has no parameter 'seed'; its parameters: data,"),
         ([], ["train.seeds=two"], "--param train.seeds='two': seeds: Input should be a valid"),
+        # values every run refuses were taken, or a true taken for 1
+        ([], ["train.seeds=true"], "--param train.seeds='true': true is not a number"),
+        ([], ['train.out=""'], "out is empty; name the output folder"),
+        ([], ["train.data=simulated:sensors=0"], "sensors must be a whole number >= 1, got 0"),
         (
             [],
             ["forecast.level_half_life=6 hrs."],

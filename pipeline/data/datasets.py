@@ -85,7 +85,7 @@ from pipeline.data.readers import (
     require_file,
 )
 from pipeline.data.simulate import SimulationError
-from pipeline.data.simulate_spec import simulate_spec
+from pipeline.data.simulate_spec import check_simulated, simulate_spec
 from pipeline.data.timestamps import parse_times, to_regular_grid, zone_info
 
 __all__ = [
@@ -559,6 +559,11 @@ def check_spec(spec: str, adjacency: str | None = None) -> None:
     name, arg = parse_spec(spec)
     if name in FILE_KINDS:
         file_spec(name, arg)
+    if name == "simulated":
+        try:
+            check_simulated(arg)
+        except SimulationError as exc:
+            raise DatasetError(f"simulated: {exc}") from None
     if adjacency:
         adjacency_spec(adjacency)
 

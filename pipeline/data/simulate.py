@@ -29,8 +29,9 @@ Same arguments, same panel: every random draw comes from one seeded generator.
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -452,6 +453,18 @@ def _faults(
             )
         )
     return events
+
+
+def check_simulation(**kwargs: Any) -> None:
+    """Refuse :func:`simulate_network` arguments it would refuse, without simulating."""
+    given = inspect.signature(simulate_network).bind(**kwargs)
+    given.apply_defaults()
+    a = given.arguments
+    _check(
+        a["sensors"], a["days"], a["freq_minutes"], a["corridor_length"],
+        a["incidents_per_day"], a["faults_per_day"], a["dropout"], a["noise_mph"],
+    )  # fmt: skip
+    _check_regime(a["kind"], a["coupling"], a["service_hours"], a["gaps"], a["graph"])
 
 
 def _check(

@@ -12,7 +12,12 @@ from typing import Any
 import pandas as pd
 
 from models.panel import SensorPanel
-from pipeline.data.simulate import MAX_CELLS, SimulationError, simulate_network
+from pipeline.data.simulate import (
+    MAX_CELLS,
+    SimulationError,
+    check_simulation,
+    simulate_network,
+)
 from pipeline.kafka.schema import TS_MAX, TS_MIN
 
 # The start of a ``simulated`` spec: a Wednesday, so that the last 20 % of a week (the
@@ -95,6 +100,17 @@ def simulate_spec(options: str) -> SensorPanel:
         For an unknown key or regime, a key given twice (``days`` and ``hours`` count
         as one), or a value that is not a number where one is needed.
     """
+    return simulate_network(**spec_arguments(options))
+
+
+def check_simulated(options: str) -> None:
+    """Refuse a ``simulated:`` spec :func:`simulate_spec` would refuse, without simulating."""
+    check_simulation(**spec_arguments(options))
+
+
+def spec_arguments(options: str) -> dict[str, Any]:
+    """:func:`simulate_network`'s arguments for the spec ``options`` (see
+    :func:`simulate_spec`), its years checked."""
     given: dict[str, Any] = {}
     items: dict[str, tuple[str, str]] = {}  # target: the key and item that set it
     for item in filter(None, (p.strip() for p in options.split(","))):
@@ -128,7 +144,7 @@ def simulate_spec(options: str) -> SensorPanel:
     if regime != "speed":
         kwargs.setdefault("name", f"simulated-{regime}")
     _check_years(kwargs)
-    return simulate_network(**kwargs)
+    return kwargs
 
 
 def _check_years(kwargs: dict[str, Any]) -> None:
