@@ -58,7 +58,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -699,7 +699,8 @@ def serve_deployments(
     watch = ServerWatch(url)
     watch.start()
     try:
-        asyncio.run(_serve(runner_deployments(specs), limit))
+        with quiet_flow_runs():
+            asyncio.run(_serve(runner_deployments(specs), limit))
     except KeyboardInterrupt:  # Ctrl-C before serving began, or a third one
         pass
     except Exception:  # an ExceptionGroup of the runner's tasks, an httpx error...
@@ -710,6 +711,40 @@ def serve_deployments(
         raise
     finally:
         watch.stop()
+
+
+@contextlib.contextmanager
+def quiet_flow_runs() -> Iterator[None]:
+    """Unless debugging, the flow runs started inside log to the console without
+    tracebacks, as roadcast's commands do (the server's log of each run keeps them): they
+    read Prefect's logging config, with :class:`flows.cli.errors.NoTraceback` on its
+    console handler, from a file named by ``PREFECT_LOGGING_CONFIG_PATH`` (unless that is
+    set already)."""
+    import yaml
+    from prefect.settings import get_current_settings
+
+    from flows.cli.errors import debug_enabled
+
+    aliases = ("PREFECT_LOGGING_CONFIG_PATH", "PREFECT_LOGGING_SETTINGS_PATH")
+    if debug_enabled() or any(os.environ.get(name) for name in aliases):
+        yield
+        return
+    base = get_current_settings().logging.config_path
+    if not base.is_file():
+        import prefect.logging
+
+        base = Path(prefect.logging.__file__).parent / "logging.yml"
+    config = yaml.safe_load(base.read_text())
+    config.setdefault("filters", {})["no_traceback"] = {"()": "flows.cli.errors.NoTraceback"}
+    config["handlers"]["console"].setdefault("filters", []).append("no_traceback")
+    with tempfile.TemporaryDirectory(prefix="roadcast-logging-") as folder:
+        path = Path(folder) / "logging.yml"
+        path.write_text(yaml.safe_dump(config))
+        os.environ[aliases[0]] = str(path)
+        try:
+            yield
+        finally:
+            del os.environ[aliases[0]]
 
 
 async def _serve(deployments: Sequence[RunnerDeployment], limit: int | None) -> None:

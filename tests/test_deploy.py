@@ -595,3 +595,30 @@ def test_a_forced_stop_records_runs_whose_cancelling_it_cut_short(prefect_harnes
         return states[0].type, states[1].type
 
     assert asyncio.run(scenario()) == (StateType.CRASHED, StateType.COMPLETED)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_flow_runs_of_serve_log_one_line_per_error_unless_debugging(monkeypatch, debug):
+    """A flow run that failed on bad input printed two full tracebacks in `deploy --serve`'s
+    output: its process logs as roadcast's commands do (the traceback with --debug)."""
+    from flows.deploy import quiet_flow_runs
+
+    monkeypatch.delenv("PREFECT_LOGGING_CONFIG_PATH", raising=False)
+    monkeypatch.delenv("PREFECT_LOGGING_SETTINGS_PATH", raising=False)
+    monkeypatch.setenv("ROADCAST_DEBUG", "1" if debug else "0")
+    code = (
+        "import logging\n"
+        "from prefect.logging.configuration import setup_logging\n"
+        "setup_logging()  # as the engine of a flow run does\n"
+        "try:\n    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('prefect.flow_engine').exception('the run failed')\n"
+    )
+    with quiet_flow_runs():
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S,
+            env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        )  # fmt: skip
+    assert run.returncode == 0 and "the run failed" in run.stderr
+    assert ("Traceback" in run.stderr) == debug, run.stderr
+    assert "PREFECT_LOGGING_CONFIG_PATH" not in os.environ  # only for the runs inside

@@ -118,7 +118,7 @@ class RoadcastGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
-class _NoTraceback(logging.Filter):
+class NoTraceback(logging.Filter):
     """Drops the traceback of Prefect's (and its task queue's) records, keeps the line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -134,8 +134,8 @@ def quiet_prefect_tracebacks() -> None:
     if debug_enabled():
         return
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _NoTraceback) for f in handler.filters):
-            handler.addFilter(_NoTraceback())
+        if not any(isinstance(f, NoTraceback) for f in handler.filters):
+            handler.addFilter(NoTraceback())
 
 
 def load_prefect() -> None:
