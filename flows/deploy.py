@@ -426,7 +426,7 @@ def check_values(spec: DeploymentSpec, parameters: Mapping[str, Any]) -> None:
 def _train_values(p: Mapping[str, Any]) -> None:
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
-    from models.nn.devices import device_spec
+    from models.nn.device_names import device_spec
     from pipeline.data.datasets import check_spec
     from pipeline.data.timestamps import zone_info
     from pipeline.registry.versions import check_label

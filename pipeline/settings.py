@@ -17,6 +17,7 @@ import os
 import re
 import string
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -35,6 +36,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from models.nn.device_names import device_spec
 
 ENV_PREFIX = "ROADCAST_"
 DEFAULT_CACHE = Path.home() / ".cache" / "roadcast"
@@ -89,14 +92,23 @@ class Settings(BaseSettings):
     data_dir: Path = DEFAULT_CACHE / "data"
     model_dir: Path = DEFAULT_CACHE / "models"
     store_path: Path = DEFAULT_CACHE / "roadcast.sqlite"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (models.nn.device_names)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Alert delivery (pipeline/alerts/delivery.py): off while no URL is set
     alertmanager_urls: str = ""
     webhook_urls: str = ""
     webhook_secret: SecretStr | None = None
     alert_timeout_s: float = Field(10.0, gt=0, le=3600, allow_inf_nan=False)
-    alert_resend_interval_s: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False)
+    alert_resend_interval_s: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        allow_inf_nan=False,
+        description="Seconds between resends of a firing alert to Alertmanager (valid for 4 "
+        "intervals). At least 1 s: each resend is a request per firing alert, and "
+        "Alertmanager's own timers (group_wait, group_interval) count in seconds, so shorter "
+        "intervals (a typo of ms for s) only flood it.",
+    )
     alert_generator_url: str = "roadcast://alerts/{alert_id}"
     # Forecasts on Kafka (pipeline/kafka/forecast_wire.py): v1 a JSON record per sensor
     # and model, v2 one compact frame per model and tick (pipeline/kafka/frames.py)
@@ -123,6 +135,11 @@ class Settings(BaseSettings):
     drift_baseline_ticks: int = Field(72, ge=1, le=10**7)
     # no second event for the same version sooner
     drift_cooldown_h: float = Field(24.0, ge=0, le=24 * 365, allow_inf_nan=False)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return device_spec(value).group(0)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -318,6 +335,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         table = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{name}: invalid TOML: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested past Python's recursion limit
+        raise SettingsError(f"{name}: invalid TOML: nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{name}: cannot read it ({exc})") from None
     seen: dict[str, str] = {}
@@ -396,12 +415,14 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     return lines
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(given_as: Mapping[str, str] | None = None, /, **overrides: Any) -> Settings:
     """Settings from the environment (and TOML file), with ``overrides`` on top.
 
     Raises :class:`SettingsError`: one line, or a line per invalid field, each naming the
-    ``ROADCAST_`` variable to fix (and, for a misspelled variable or TOML key, the
-    closest valid name); secret values are never echoed.
+    ``ROADCAST_`` variable to fix, the TOML key, or for an override what ``given_as``
+    calls it (a command's option, ``{"bootstrap_servers": "--bootstrap"}``), else
+    ``FIELD (as given)``; for a misspelled variable or TOML key, the closest valid name.
+    Secret values are never echoed.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     lines = unknown_variables()
@@ -415,7 +436,8 @@ def load_settings(**overrides: Any) -> Settings:
                 lines.append(f"unknown setting {shown(field)}{_setting_hint(field, fields)}")
             else:
                 message = str(err["msg"]).removeprefix("Value error, ") + _unit(field)
-                lines.append(f"{_source(field, overrides)}: {message}" if field else message)
+                where = _source(field, overrides, given_as or {})
+                lines.append(f"{where}: {message}" if field else message)
     else:
         if not lines:
             return settings
@@ -429,12 +451,12 @@ def _unit(field: str) -> str:
     return " (the value is in seconds, e.g. 30)" if field.endswith("_s") else ""
 
 
-def _source(field: str, overrides: dict[str, Any]) -> str:
-    """Where the value of ``field`` came from, as the user would find it: the command line,
-    the ``ROADCAST_`` variable, or the TOML file's key."""
+def _source(field: str, overrides: dict[str, Any], given_as: Mapping[str, str]) -> str:
+    """Where the value of ``field`` came from, as the user would find it: the command line
+    (the option ``given_as`` names), the ``ROADCAST_`` variable, or the TOML file's key."""
     variable = f"{ENV_PREFIX}{field.upper()}"
     if field in overrides:
-        return f"{field} (as given)"
+        return given_as.get(field) or f"{field} (as given)"
     if variable in os.environ:
         return variable
     toml = toml_path()
@@ -480,8 +502,12 @@ def url_problem(url: str, *, alertmanager: bool = False) -> str | None:
         port_ok = parts.port != 0  # .port raises for one not a number in 0-65535
     except ValueError:
         port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         return "expected http(s)://HOST[:PORT][/PATH][,...]"
+    if not port_ok:
+        if (port := _url_port(parts.netloc)) is not None:
+            return f"port {port} is outside 1-65535"
+        return "expected http(s)://HOST[:PORT][/PATH][,...] (the port must be a number)"
     try:
         host = httpx.Request("POST", url).url.raw_host.decode("ascii")
     except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
@@ -505,13 +531,21 @@ def shown_url(url: str) -> str:
     except ValueError:
         return "an address that is not a URL"
     try:
-        port = f":{parts.port}" if parts.port else ""
+        port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
-        port = ":?"
+        port = f":{_url_port(parts.netloc) or '?'}"
     if not parts.scheme or not parts.hostname:
         return "an address without scheme and host"
     more = "/..." if parts.path.strip("/") or parts.query or parts.fragment else ""
     return f"{parts.scheme}://{parts.hostname}{port}{more}"
+
+
+def _url_port(netloc: str) -> str | None:
+    """The port of a URL's ``netloc`` as written and cut as :func:`shown` cuts it; None
+    unless it is digits."""
+    host_port = netloc.rpartition("@")[2].rpartition("]")[2]  # past user info, [IPv6]
+    port = host_port.rpartition(":")[2] if ":" in host_port else ""
+    return shown(port)[1:-1] if port.isascii() and port.isdigit() else None
 
 
 def bootstrap_servers(value: str) -> str:

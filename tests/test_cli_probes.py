@@ -46,6 +46,28 @@ def test_a_usage_error_is_one_error_line_with_status_2(
     assert len(result.output.strip().splitlines()) == 1, result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "debug", "says"),
+    [
+        (["status"], "maybe", "Invalid value for '--debug' (env var: 'ROADCAST_DEBUG')"),
+        (["--bogus", "status"], None, "No such option: --bogus"),
+        (["--debug=maybe", "status"], None, "Option '--debug' does not take a value"),
+    ],
+    ids=["bad-ROADCAST_DEBUG", "unknown-option", "value-for-a-flag"],
+)
+def test_a_usage_error_of_the_group_is_one_error_line_with_status_2(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], debug: str | None, says: str
+) -> None:
+    """The group's own options were refused in click's boxed usage block."""
+    if debug is not None:
+        monkeypatch.setenv("ROADCAST_DEBUG", debug)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert says in line and "--help`)" in line, line
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 # ------------------------------------------------------------------------ status, alerts
 
 
@@ -75,8 +97,8 @@ def test_alerts_refuses_an_empty_store_path_instead_of_reading_the_default(
     result = CliRunner().invoke(
         app, ["alerts", "--store", ""], env={"ROADCAST_STORE_PATH": str(default)}
     )
-    assert result.exit_code == 1
-    assert "the path is empty" in _error_line(result.output)
+    assert result.exit_code == 2
+    assert "--store: the path is empty" in _error_line(result.output)
 
 
 # ---------------------------------------------------------------------------- health
@@ -176,6 +198,21 @@ def test_rollback_refuses_a_set_that_serves_nothing(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ data
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nab", "--timeout", "0"], "Invalid value for --timeout: must be a number of seconds"),
+        (["nab", "--timeout", "nan"], "Invalid value for --timeout: must be a number of seconds"),
+        (["nosuch"], "Invalid value for NAME: unknown data set 'nosuch'"),
+    ],
+)
+def test_fetch_with_an_invalid_value_is_a_usage_error(tmp_path: Path, args, message) -> None:
+    """These exited 1, where `train` exits 2 for an invalid option value."""
+    result = CliRunner().invoke(app, ["data", "fetch", *args, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_fetch_of_a_built_in_data_set_says_there_is_nothing_to_fetch(tmp_path: Path) -> None:

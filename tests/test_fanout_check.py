@@ -166,6 +166,6 @@ def test_train_refuses_a_malformed_address_before_starting_prefect(monkeypatch, 
         app, ["train", "simulated:sensors=4,days=2", "--models", "persistence",
               "--out", str(tmp_path / "models")],
     )  # fmt: skip
-    assert done.exit_code == 1, done.output
+    assert done.exit_code == 2, done.output
     assert "error: invalid settings: ROADCAST_DASK_ADDRESS" in done.output, done.output
     assert not (tmp_path / "models").exists()

@@ -686,7 +686,7 @@ def test_demo_refuses_options_out_of_range_before_writing(
 ) -> None:
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "--no-progress", *args])
-    assert result.exit_code == 1 and says in _error_line(result.output)
+    assert result.exit_code == 2 and says in _error_line(result.output)  # as `train`'s
     assert not out.exists()
 
 
@@ -694,7 +694,7 @@ def test_demo_refuses_an_output_folder_that_is_a_file(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     out.write_text("x")
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "--no-progress"])
-    assert result.exit_code == 1 and "is a file" in _error_line(result.output)
+    assert result.exit_code == 2 and "is a file" in _error_line(result.output)
 
 
 @pytest.mark.parametrize(

@@ -328,6 +328,33 @@ def test_a_read_only_store_is_refused_by_the_pre_flight(world, tmp_path, monkeyp
     assert f"the store {store} is read-only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("case", ["text counter", "not a file"])
+def test_a_store_the_service_cannot_read_back_is_refused_by_the_pre_flight(
+    world, tmp_path, capsys, case
+):
+    """A counter stored as text failed after the group join with a bare ``invalid literal
+    for int()``; /dev/null as the store was refused only after the join."""
+    from pathlib import Path
+
+    import typer
+
+    from flows.cli.streaming import _preflight
+    from tests.service_support import store_with
+
+    if case == "text counter":
+        store = store_with(
+            tmp_path / "store.sqlite", "INSERT OR REPLACE INTO counters VALUES('consumed', 'lots')"
+        )
+        says = f"the store {store} holds a value roadcast cannot read (invalid literal"
+    else:
+        store, says = Path("/dev/null"), "/dev/null is not a regular file"
+    config = ServiceConfig(tick=world.live.timestamps.freq)
+    with pytest.raises(typer.Exit) as refused:
+        _preflight(world.bundles, store, None, config)
+    assert refused.value.exit_code == 1
+    assert says in capsys.readouterr().err
+
+
 def test_a_damaged_store_is_refused_at_start_in_one_line_naming_it(world, kafka_settings, tmp_path):
     """A store whose readings table is damaged: start-up restores from it and failed with
     SQLite's bare ``database disk image is malformed`` (an "unexpected" error on the

@@ -59,10 +59,28 @@ def test_dead_letter_headers_name_reason_and_source():
     assert headers["error"] == b"bad_json" and headers["source.offset"] == b"41"
     assert headers["source.partition"] == b"2" and len(headers["error.message"]) == 1000
     kept = dead_letter_headers(
-        "bad_json", "", "readings", 2, 41, timestamp_ms=7, original=[("error", b"theirs")]
+        "bad_json", "", "readings", 2, 41, timestamp_ms=7, original=[("trace", b"t1")]
     )
-    assert kept[0] == ("error", b"theirs") and dict(kept)["error"] == b"bad_json"
+    assert kept[0] == ("trace", b"t1") and dict(kept)["error"] == b"bad_json"
     assert dict(kept)["source.timestamp"] == b"7"
+
+
+def test_a_producer_header_named_like_a_dead_letter_s_own_is_kept_under_original():
+    """A record sent with its own ``error: all_good`` came out of the dead-letter topic
+    with two ``error`` headers, the producer's first: a forged reason for a reader that
+    takes the first."""
+    theirs = [("error", b"all_good"), ("error.message", b"fine"), ("source.offset", b"999"),
+              ("truncated", b"no"), ("errors", b"kept"), ("original.error", b"x")]  # fmt: skip
+    headers = dead_letter_headers("bad_json", "Expecting value", "readings", 2, 41, original=theirs)
+    names = [k for k, _ in headers]
+    for ours in ("error", "error.message", "source.offset", "truncated"):
+        assert names.count(ours) <= 1, names
+    assert dict(headers)["error"] == b"bad_json" and dict(headers)["source.offset"] == b"41"
+    assert headers[:6] == [
+        ("original.error", b"all_good"), ("original.error.message", b"fine"),
+        ("original.source.offset", b"999"), ("original.truncated", b"no"),
+        ("errors", b"kept"), ("original.error", b"x"),
+    ]  # fmt: skip
 
 
 def test_json_logs_are_one_object_per_line():

@@ -86,6 +86,15 @@ def test_toml_syntax_error_is_one_line_with_line_and_column(tmp_path, monkeypatc
         load_settings()
 
 
+def test_toml_nested_too_deeply_is_invalid_toml_naming_the_file(tmp_path, monkeypatch) -> None:
+    """Python's TOML parser recurses per level: 2000 nested arrays were a RecursionError."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text(f"x = {'[' * 2000}{']' * 2000}\n")
+    monkeypatch.setenv("ROADCAST_CONFIG", deep.name)  # the test runs in tmp_path
+    with pytest.raises(SettingsError, match=r"^deep\.toml: invalid TOML: nested too deeply$"):
+        load_settings()
+
+
 def test_toml_with_a_byte_order_mark_is_read(tmp_path) -> None:
     (tmp_path / "roadcast.toml").write_bytes(b'\xef\xbb\xbftopic_readings = "bom.readings"\n')
     assert load_settings().topic_readings == "bom.readings"
@@ -152,14 +161,14 @@ def test_secrets_stay_out_of_errors() -> None:
 def test_empty_topic_stops_a_replay_before_it_sends(monkeypatch) -> None:
     monkeypatch.setenv("ROADCAST_TOPIC_READINGS", "")
     result = CliRunner().invoke(app, ["replay", "simulated:sensors=3,hours=1"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "ROADCAST_TOPIC_READINGS: the topic name is empty" in result.output
 
 
 def test_broken_toml_is_one_line_on_the_command_line(tmp_path) -> None:
     (tmp_path / "roadcast.toml").write_text("[kafka\n")
     result = CliRunner().invoke(app, ["status"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "invalid TOML" in lines[0] and "line 1" in lines[0], lines
 
@@ -170,9 +179,43 @@ def test_broken_toml_is_one_line_on_the_command_line(tmp_path) -> None:
 def test_one_bad_variable_is_one_line_on_the_command_line(monkeypatch, variable, value) -> None:
     monkeypatch.setenv(variable, value)
     result = CliRunner().invoke(app, ["status"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "says"),
+    [
+        (["replay", "simulated", "--bootstrap", "host:notaport"], {}, "--bootstrap: expected"),
+        (["replay", "simulated", "--topic", "bad topic!"], {}, "--topic: 'bad topic!' is not"),
+        (["replay", "simulated", "--speedup", "inf"], {}, "--speedup: inf: must be a finite"),
+        (["tail", "readings", "--bootstrap", ":9092"], {}, "--bootstrap: expected HOST:PORT"),
+        (["tail", "readings"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (["status"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (["alerts"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (["models", "list"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (["serve", "--group", "bad group!"], {}, "--group: 'bad group!' is not a legal"),
+        (["alerts", "deliver"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (["data", "list"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (["data", "fetch", "nab"], {"ROADCAST_METRICS_PORT": "abc"}, "ROADCAST_METRICS_PORT: "),
+        (
+            ["alerts", "deliver", "--alertmanager", "http://127.0.0.1:99999"],
+            {},
+            "--alertmanager: port 99999 is outside 1-65535, got http://127.0.0.1:99999",
+        ),
+    ],
+)
+def test_an_invalid_setting_exits_2_from_every_command(monkeypatch, args, environ, says) -> None:
+    """replay, tail, status, alerts and models exited 1 where serve and alerts deliver
+    exited 2, for the same option or variable; an option's error named the setting
+    (``bootstrap_servers (as given)``) instead of the option."""
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
 
 
 @pytest.mark.parametrize(
@@ -181,9 +224,12 @@ def test_one_bad_variable_is_one_line_on_the_command_line(monkeypatch, variable,
         (["--tick", "abc"], "--tick"),
         (["--tick", "0s"], "--tick"),
         (["--allowed-lateness", "-1min"], "--allowed-lateness"),
+        (["--allowed-lateness", "100000d"], "--allowed-lateness"),
+        (["--retain", "4000 days"], "--retain"),
     ],
 )
 def test_duration_options_name_the_option(tmp_path, args: list[str], option: str) -> None:
+    """A duration over the service's cap was named by its field (allowed_lateness)."""
     result = CliRunner().invoke(app, ["serve", "--models", str(tmp_path), *args])
     assert result.exit_code == 2
     assert f"Invalid value for {option}" in " ".join(result.output.split())
@@ -309,3 +355,14 @@ def test_a_prefect_api_that_stops_answering_is_named_with_the_fix(
         assert describe(info.value).endswith("check the server PREFECT_API_URL names")
     else:
         assert line.startswith("ConnectError:") and "unexpected" in line
+
+
+@pytest.mark.parametrize("device", ["cuda:0", " CUDA ", "cpu"])
+def test_the_device_setting_takes_what_device_takes(monkeypatch, device):
+    """ROADCAST_DEVICE=cuda:0 was refused by every command (even `data list`), while
+    --device cuda:0 was taken."""
+    monkeypatch.setenv("ROADCAST_DEVICE", device)
+    assert load_settings().device == device.strip().lower()
+    monkeypatch.setenv("ROADCAST_DEVICE", "mps")
+    with pytest.raises(SettingsError, match="ROADCAST_DEVICE: unknown device 'mps'"):
+        load_settings()

@@ -97,6 +97,41 @@ def test_a_folder_given_as_the_store_is_named_as_a_folder(tmp_path):
         check_store(tmp_path)
 
 
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_a_store_this_user_may_not_read_is_named_with_permission_denied(tmp_path, locked):
+    """A store file of mode 000 was "not a roadcast store", one in a folder of mode 000 a
+    raw ``[Errno 13]``. As root, the test drops the capabilities that bypass the mode."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any file; setpriv, to drop that capability, is missing")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    path = folder / "s.sqlite"
+    Store(path).close()
+    locked_path = path if locked == "file" else folder
+    locked_path.chmod(0)
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "flows.cli", "status", "--store", str(path)],
+            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+    finally:
+        locked_path.chmod(0o700)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: cannot read the store {path}: permission denied (on the file or a folder "
+        "above it); run roadcast as a user who may read it"
+    ], done.stderr
+
+
 def test_an_empty_store_says_to_start_the_service(tmp_path):
     with Store(tmp_path / "e.sqlite") as empty, pytest.raises(StoreReadError, match="serve"):
         latest_window(empty, SENSORS, 3)

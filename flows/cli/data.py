@@ -27,7 +27,7 @@ def data_list(
         root = dataset_dir(Path(data_dir) if data_dir else None)
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     table = Table(title=literal(f"data sets (data directory: {root})", "table.title"))
     for column in ("name", "here", "description", "licence"):
         table.add_column(column, overflow="fold")
@@ -139,9 +139,22 @@ def data_fetch(
     """Download a public data set into the data directory and check its checksums."""
     from pathlib import Path
 
-    from pipeline.data.datasets import DatasetError
-    from pipeline.data.fetch import Fetched, FetchError, fetch_dataset, parse_sha256_options
+    from pipeline.data.datasets import DATASETS, DatasetError
+    from pipeline.data.fetch import (
+        Fetched,
+        FetchError,
+        fetch_dataset,
+        parse_sha256_options,
+        timeout_problem,
+    )
     from pipeline.settings import SettingsError
+
+    if name not in DATASETS:
+        raise typer.BadParameter(
+            f"unknown data set {name!r}; known: {', '.join(DATASETS)}", param_hint="NAME"
+        )
+    if (problem := timeout_problem(timeout)) is not None:
+        raise typer.BadParameter(problem, param_hint="--timeout")
 
     def report(item: Fetched) -> None:
         detail = f" ({item.detail})" if item.detail else ""
@@ -159,6 +172,6 @@ def data_fetch(
         )
     except (FetchError, DatasetError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
     if not fetched:
         typer.echo(f"{name} is built in (generated on the fly): nothing to fetch")

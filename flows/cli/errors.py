@@ -2,7 +2,8 @@
 
 :class:`RoadcastGroup` is the ``roadcast`` command group: an exception that escapes a
 command is printed as ``error: <message>`` (exit status 1; 2 for a usage error such as
-an invalid option value, which Typer would show in a box) instead of a traceback,
+an invalid option value, which Typer would show in a box, and for an invalid setting
+from an option, a ``ROADCAST_*`` variable or the settings file) instead of a traceback,
 unless ``roadcast --debug`` (or ``ROADCAST_DEBUG=1``) asked for tracebacks. Output
 piped into a reader that stops early (``| head``) ends the command quietly with status 1,
 as rich's console does for the tables it prints.
@@ -17,15 +18,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 try:  # the click Typer vendors (0.23 and later) raises the usage errors of its parser
-    from typer._click.exceptions import UsageError
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:
-    from click.exceptions import UsageError  # type: ignore[assignment]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 DEBUG_ENV = "ROADCAST_DEBUG"
 _state = {"debug": False}
@@ -93,7 +94,19 @@ def _lost_prefect_api(exc: BaseException) -> str | None:
 
 class RoadcastGroup(TyperGroup):
     """The command group: errors that escape a command become one ``error:`` line (a usage
-    error, such as an invalid option value, too, with exit status 2)."""
+    error, such as an invalid option value, or an invalid setting too, with exit status 2)."""
+
+    def make_context(self, info_name: str | None, args: list[str], *a: Any, **kw: Any) -> Any:
+        """The group's own options parsed (``--debug``, ``ROADCAST_DEBUG``); a usage error
+        in them is one line too."""
+        try:
+            return super().make_context(info_name, args, *a, **kw)
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            if debug_enabled():
+                raise
+            _usage_exit(exc, info_name or "roadcast")
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context, typed as its vendored click base
         try:
@@ -101,10 +114,7 @@ class RoadcastGroup(TyperGroup):
         except UsageError as exc:
             if debug_enabled():
                 raise
-            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            message = exc.format_message().rstrip(".")
-            typer.echo(f"error: {message} (see `{where} --help`)", err=True)
-            raise typer.Exit(2) from None
+            _usage_exit(exc, ctx.command_path)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except BrokenPipeError:
@@ -114,8 +124,20 @@ class RoadcastGroup(TyperGroup):
         except Exception as exc:
             if debug_enabled():
                 raise
+            from pipeline.settings import SettingsError
+
             typer.echo(f"error: {describe(exc)}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
+
+
+def _usage_exit(exc: UsageError, where: str) -> NoReturn:
+    """Show a usage error as one ``error:`` line pointing at the command's ``--help``
+    (``where``, unless the error names its own command) and end with status 2."""
+    if exc.ctx is not None:
+        where = exc.ctx.command_path
+    message = exc.format_message().rstrip(".")
+    typer.echo(f"error: {message} (see `{where} --help`)", err=True)
+    raise typer.Exit(2) from None
 
 
 class NoTraceback(logging.Filter):

@@ -164,7 +164,7 @@ def train(
         load_settings()
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     load_prefect()
     from flows.train_flow import train_flow
 

@@ -20,9 +20,9 @@ _MODELS_HELP = (
 
 def _folder(models: str | None) -> str:
     """The model directory (``--models`` or ROADCAST_MODEL_DIR); it must be a directory."""
-    from pipeline.settings import load_settings
+    from flows.cli.options import option_settings
 
-    folder = load_settings(model_dir=models).model_dir
+    folder = option_settings(model_dir=models).model_dir
     if not folder.is_dir():
         what = "is not a directory" if folder.exists() else "does not exist"
         raise typer.BadParameter(

@@ -57,9 +57,11 @@ def replay(
     timezone: str = TIMEZONE,
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
+    import math
     import signal
     import threading
 
+    from flows.cli.options import option_settings
     from flows.panels import read_panel
     from pipeline.kafka.clients import (
         KafkaUnavailable,
@@ -69,14 +71,17 @@ def replay(
     )
     from pipeline.kafka.replay import ReplayError, ReplayInterrupted, check_replay
     from pipeline.kafka.replay import replay as run_replay
-    from pipeline.settings import SettingsError, load_settings
 
+    if not math.isfinite(speedup):
+        raise typer.BadParameter(
+            f"{speedup}: must be a finite number (0: as fast as possible)", param_hint="--speedup"
+        )
+    settings = option_settings(bootstrap_servers=bootstrap, topic_readings=topic)
     # SIGTERM (systemd, docker stop) stops a replay as Ctrl-C does: flushed and counted
     # (only the main thread may handle signals; a replay run from another keeps the default).
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
     try:
-        settings = load_settings(bootstrap_servers=bootstrap, topic_readings=topic)
         panel = read_panel(data, adjacency, None, index_col, no_index, timezone)
         for note in panel.notes:  # what the file left to an assumption
             typer.echo(note, err=True)
@@ -91,7 +96,7 @@ def replay(
     except ReplayInterrupted as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(130) from None
-    except (SettingsError, KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
+    except (KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
@@ -138,6 +143,13 @@ def demo(
             f"{models} {what}; leave --models out to train quick models",
             param_hint="--models",
         )
+    from flows.demo.run import check_options
+
+    try:  # an invalid option value is a usage error, before Prefect loads
+        check_options(Path(out), max_ticks=max_ticks or None, speedup=speedup, epochs=epochs)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     load_prefect()
     import signal
     import threading
@@ -260,18 +272,19 @@ def serve(
     """Run the forecasting service: readings in, forecasts of every model out, anomaly
     alerts on roadcast.alerts (JSON logs)."""
     import threading
+    from functools import partial
 
     import pandas as pd
 
-    from flows.cli.options import parse_duration
+    from flows.cli.options import option_settings, parse_duration
     from pipeline.jsonlog import configure_logging
-    from pipeline.service.config import ServiceConfig
+    from pipeline.service.config import MAX_DURATION, ServiceConfig
     from pipeline.service.joining import GroupJoin
     from pipeline.service.partitions import PartitionTracker
-    from pipeline.settings import SettingsError, load_settings
+    from pipeline.settings import SettingsError
 
     try:
-        settings = load_settings(
+        settings = option_settings(
             bootstrap_servers=bootstrap,
             consumer_group=group,
             store_path=store,
@@ -279,23 +292,22 @@ def serve(
             log_level=log_level,
         )
         names = _model_names(only)
-        given = None if tick is None else parse_duration(tick, "--tick")
+        capped = partial(parse_duration, most_days=MAX_DURATION.days)  # as ServiceConfig
+        given = None if tick is None else capped(tick, "--tick")
         step, offset = _models_grid(Path(settings.model_dir), names, given)
         if step is not None and step.value % 1_000_000:
             raise typer.BadParameter(f"{tick!r}: must be whole milliseconds", param_hint="--tick")
         config = ServiceConfig(
             tick=step,
             tick_offset=offset,
-            allowed_lateness=parse_duration(
-                allowed_lateness, "--allowed-lateness", allow_zero=True
-            ),
-            max_clock_skew=parse_duration(max_clock_skew, "--max-clock-skew", allow_off=True),
+            allowed_lateness=capped(allowed_lateness, "--allowed-lateness", allow_zero=True),
+            max_clock_skew=capped(max_clock_skew, "--max-clock-skew", allow_off=True),
             only=names,
             poll_records=poll_records,
             durable=not fast_store,
-            retain=parse_duration(retain, "--retain", allow_off=True),
-            level_half_life=parse_duration(level_half_life, "--level-half-life", allow_off=True),
-            grace=parse_duration(grace, "--grace", allow_off=True),
+            retain=capped(retain, "--retain", allow_off=True),
+            level_half_life=capped(level_half_life, "--level-half-life", allow_off=True),
+            grace=capped(grace, "--grace", allow_off=True),
             down_after=down_after or None,
             rejoin_after_s=pd.Timedelta(
                 parse_duration(rejoin_after, "--rejoin-after")
@@ -448,15 +460,16 @@ def _models_grid(
 
 def _preflight(model_dir: Path, store: Path, endpoints: Any, config: Any) -> None:
     """Refuse, before joining the consumer group (whose members would rebalance twice for
-    a service that then exits), a models folder without bundles, an existing file that
-    is no roadcast store, a store the service could not write (read-only), one written
-    at other ticks than ``config``'s (a ``ServiceConfig``) and one of another sensor
+    a service that then exits), a models folder without bundles, anything at the store
+    path but an empty file (new) or a roadcast store, a store the service could not
+    read or write, one holding counters or offsets it cannot read back, one written at
+    other ticks than ``config``'s (a ``ServiceConfig``) and one of another sensor
     network; the bundles themselves are checked as they load (and the store again as
     it opens)."""
     from pipeline.model_dir import BundleDirError, discover_bundles, no_bundles
     from pipeline.service.state import grid_problem, network_problem
-    from pipeline.service.store import Store, StoreError, read_only_problem
-    from pipeline.service.store_reads import check_store
+    from pipeline.service.store import StoreError, read_only_problem
+    from pipeline.service.store_reads import reading_store
 
     try:
         paths = discover_bundles(model_dir)
@@ -464,13 +477,14 @@ def _preflight(model_dir: Path, store: Path, endpoints: Any, config: Any) -> Non
             raise no_bundles(model_dir)
         if (problem := read_only_problem(store)) is not None:
             raise StoreError(problem)
-        if store.is_dir() or (store.is_file() and store.stat().st_size > 0):  # new: created
-            check_store(store)
+        if store.exists() and not (store.is_file() and store.stat().st_size == 0):
             freq_ms, offset_ms = (
                 int(d.value // 1_000_000) for d in (config.tick, config.tick_offset)
             )
             sensors, window = _bundles_sensors(paths, config.only)
-            with Store(store, readonly=True) as db:
+            with reading_store(store) as db:
+                db.counters()  # both read back as the service starts
+                db.all_offsets()
                 problem = grid_problem(db.state(), store, freq_ms, offset_ms)
                 if problem is None and sensors:
                     problem = network_problem(
@@ -517,10 +531,9 @@ def status(
     ),
 ) -> None:
     """Counters, tick latency and live accuracy per model and horizon, from the store."""
-    from flows.cli.options import parse_duration
+    from flows.cli.options import option_settings, parse_duration
     from flows.status import print_status
     from pipeline.service.store import StoreError
-    from pipeline.settings import SettingsError, load_settings
 
     text = last.strip()
     if re.fullmatch(r"[+-]?[0-9]+", text, flags=re.ASCII):
@@ -529,10 +542,10 @@ def status(
         ticks, span = int(text) or None, None
     else:
         ticks, span = None, parse_duration(text, "--last")
+    settings = option_settings(store_path=store)
     try:
-        settings = load_settings(store_path=store)
         print_status(settings.store_path, last_ticks=ticks, last=span)
-    except (SettingsError, StoreError) as exc:
+    except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
@@ -732,16 +745,17 @@ def deliver(
     import logging
     import threading
 
+    from flows.cli.options import option_settings
     from pipeline.alerts.delivery import AlertDelivery
     from pipeline.jsonlog import configure_logging
     from pipeline.kafka.clients import KafkaUnavailable
     from pipeline.service.health import EndpointError, serve_metrics
     from pipeline.service.metrics import delivery_registry
     from pipeline.service.runtime import install_signal_handlers, restore_signal_handlers
-    from pipeline.settings import SettingsError, load_settings
+    from pipeline.settings import SettingsError
 
     try:
-        settings = load_settings(
+        settings = option_settings(
             bootstrap_servers=bootstrap,
             consumer_group=group,
             alertmanager_urls=alertmanager,
@@ -791,16 +805,16 @@ def alerts(
     from rich.console import Console
     from rich.table import Table
 
+    from flows.cli.options import option_settings
     from flows.reporting.text import literal
     from pipeline.service.store import StoreError
     from pipeline.service.store_reads import reading_store
-    from pipeline.settings import SettingsError, load_settings
 
+    path = option_settings(store_path=store).store_path
     try:
-        path = load_settings(store_path=store).store_path
         with reading_store(path) as db:
             rows = db.alerts(limit=limit)
-    except (SettingsError, StoreError) as exc:
+    except StoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     title = literal(f"latest {len(rows)} alert changes ({path})", "table.title")

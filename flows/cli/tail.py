@@ -107,14 +107,13 @@ def tail(
     from kafka import TopicPartition
     from kafka.errors import KafkaError
 
-    from flows.cli.options import check_finite
+    from flows.cli.options import check_finite, option_settings
     from flows.tail import Progress, describe
     from pipeline.kafka.clients import make_consumer
     from pipeline.kafka.unreadable import UnreadableRecord, poll_readable
-    from pipeline.settings import load_settings
 
     check_finite("--timeout", timeout)
-    settings = load_settings(bootstrap_servers=bootstrap)
+    settings = option_settings(bootstrap_servers=bootstrap)
     name = settings.topics.get(topic, topic)
     role = next((r for r, t in settings.topics.items() if t == name), None)
     consumer = make_consumer(settings, group_id="")

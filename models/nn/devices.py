@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 
 import torch
 
-_SPEC = re.compile(r"auto|cpu|cuda(?::(\d{1,4}))?")
-
-
-def device_spec(spec: str) -> re.Match[str]:
-    """``spec`` as spelled right (``auto``, ``cpu``, ``cuda``, ``cuda:N``; case and
-    surrounding spaces ignored), whatever this machine has.
-
-    Raises
-    ------
-    ValueError
-        For any other spelling.
-    """
-    text = spec.strip().lower()
-    match = _SPEC.fullmatch(text)
-    if match is None:
-        raise ValueError(f"unknown device {text!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return match
+from models.nn.device_names import device_spec
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -165,11 +165,8 @@ def fetch_dataset(
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if info is None:
         raise DatasetError(f"unknown data set {dataset!r}; known: {', '.join(DATASETS)}")
-    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S):
-        raise FetchError(
-            f"--timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT_S:g}, "
-            f"got {timeout}"
-        )
+    if (problem := timeout_problem(timeout)) is not None:
+        raise FetchError(f"--timeout {problem}")
     root = dataset_dir(data_dir)
     if root.exists() and not root.is_dir():
         raise FetchError(
@@ -279,6 +276,13 @@ def _fetch_one(
             partial.unlink()
         if not target.is_file():
             _remove_empty(created)
+
+
+def timeout_problem(timeout: float) -> str | None:
+    """What is wrong with ``timeout`` as ``--timeout`` (None: nothing)."""
+    if math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT_S:
+        return None
+    return f"must be a number of seconds > 0 and at most {MAX_TIMEOUT_S:g}, got {timeout}"
 
 
 def _download(url: str, out: BinaryIO, timeout: float) -> tuple[str | None, str]:

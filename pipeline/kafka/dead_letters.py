@@ -1,7 +1,8 @@
 """Dead letters: records the service cannot use, copied to the dead-letter topic with why.
 
 A dead letter keeps the original key, value and headers and says in headers of its own
-why it failed and where it came from (:func:`dead_letter_headers`). It never exceeds what the broker
+why it failed and where it came from (:func:`dead_letter_headers`); an original header
+named like one of those is kept as ``original.<name>``. It never exceeds what the broker
 takes in one record: the topic's ``max.message.bytes``, which the service also gives
 its producer as ``max_request_size`` (:func:`topic_max_message_bytes`). When the
 original does not fit with its headers, :func:`fit_dead_letter` cuts the value (and, if
@@ -38,6 +39,11 @@ _MINIMAL_KEY_BYTES: Final = 256
 _DETAIL_BYTES: Final = 1000
 # The original record's headers are kept up to this many bytes together.
 _ORIGINAL_HEADER_BYTES: Final = 16_384
+# Names of the headers a dead letter adds: ``error``, ``truncated`` and ``error.*`` /
+# ``source.*``; an original header of such a name gets ``ORIGINAL_PREFIX`` in front.
+_RESERVED: Final = ("error", "truncated")
+_RESERVED_PREFIXES: Final = ("error.", "source.")
+ORIGINAL_PREFIX: Final = "original."
 
 Headers = list[tuple[str, bytes]]
 
@@ -57,11 +63,13 @@ def dead_letter_headers(
 
     ``error`` is the machine-readable reason (``bad_json``, ``unknown_sensor``...),
     ``error.message`` the human explanation, ``source.*`` the original position and
-    record timestamp (ms). Ours come last, so a reader that keeps the last header of a
-    name sees them. Original headers over ``_ORIGINAL_HEADER_BYTES`` together are left
-    out, and ``source.headers.dropped`` says how many.
+    record timestamp (ms). An original header named like these (``error``, ``error.*``,
+    ``source.*``, ``truncated``) is kept as ``original.<name>``, so that each of these
+    names is roadcast's alone, whichever header of a name a reader takes. Original
+    headers over ``_ORIGINAL_HEADER_BYTES`` together are left out, and
+    ``source.headers.dropped`` says how many.
     """
-    kept: Headers = [(k, v if v is not None else b"") for k, v in original]
+    kept: Headers = [(_unreserved(k), v if v is not None else b"") for k, v in original]
     extra: Headers = []
     if sum(len(k) + len(v) for k, v in kept) > _ORIGINAL_HEADER_BYTES:
         kept, extra = [], [("source.headers.dropped", str(len(original)).encode())]
@@ -76,6 +84,12 @@ def dead_letter_headers(
         ("source.offset", str(offset).encode()),
         *extra,
     ]
+
+
+def _unreserved(name: str) -> str:
+    """``name``, or ``original.<name>`` when a dead letter's own headers use it."""
+    reserved = name in _RESERVED or name.startswith(_RESERVED_PREFIXES)
+    return ORIGINAL_PREFIX + name if reserved else name
 
 
 @dataclass(frozen=True)

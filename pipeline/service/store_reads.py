@@ -65,14 +65,22 @@ def check_store(path: str | Path) -> None:
     Raises
     ------
     StoreError
-        Naming the file: missing, not SQLite, another program's database, another
-        schema version, or locked by a writer for longer than ``CHECK_TIMEOUT_S``.
+        Naming the file: missing, not readable by this user, not SQLite, another
+        program's database, another schema version, or locked by a writer for longer
+        than ``CHECK_TIMEOUT_S``.
     """
     path = Path(path)
-    if path.is_dir():
-        raise StoreError(f"{path} is a folder, not a store; pass the store file (--store)")
-    if not path.is_file():
-        raise StoreError(no_store_message(path))
+    try:
+        if path.is_dir():
+            raise StoreError(f"{path} is a folder, not a store; pass the store file (--store)")
+        if not path.is_file():
+            raise StoreError(no_store_message(path))
+        path.open("rb").close()  # SQLite says "unable to open" alike for every cause
+    except PermissionError:
+        raise StoreError(
+            f"cannot read the store {path}: permission denied (on the file or a folder above "
+            "it); run roadcast as a user who may read it"
+        ) from None
     try:
         db = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=CHECK_TIMEOUT_S
