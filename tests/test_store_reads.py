@@ -132,6 +132,49 @@ def test_a_store_this_user_may_not_read_is_named_with_permission_denied(tmp_path
     ], done.stderr
 
 
+@pytest.mark.parametrize(
+    ("locked", "says"),
+    [
+        ("folder", "cannot reach the store {path}: permission denied on a folder above it"),
+        ("file", "the store {path} may not be read (permission denied)"),
+    ],
+)
+def test_serve_names_a_store_it_may_not_reach_or_read(tmp_path, locked, says):
+    """serve's pre-flight ended in a raw ``[Errno 13]`` for a store in a folder of mode
+    000, and called a store of mode 000 "read-only"."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any file; setpriv, to drop that capability, is missing")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    path = folder / "s.sqlite"
+    Store(path).close()
+    locked_path = path if locked == "file" else folder
+    locked_path.chmod(0)
+    code = (
+        "import sys, pathlib\n"
+        "from pipeline.service.store import read_only_problem\n"
+        "print(read_only_problem(pathlib.Path(sys.argv[1])))\n"
+    )
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(path)],
+            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        )  # fmt: skip
+    finally:
+        locked_path.chmod(0o700)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(says.format(path=path)), done.stdout
+
+
 def test_an_empty_store_says_to_start_the_service(tmp_path):
     with Store(tmp_path / "e.sqlite") as empty, pytest.raises(StoreReadError, match="serve"):
         latest_window(empty, SENSORS, 3)

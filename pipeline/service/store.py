@@ -1138,8 +1138,22 @@ def read_only_problem(path: Path) -> str | None:
     """Why the service could not write the store at ``path``: the file, its -wal/-shm
     files or (for those, created at the first write) its folder read-only; None when
     it can (or there is nothing there yet to check)."""
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"the store {path} is read-only; give roadcast serve a writable file"
+    try:
+        path.stat()
+    except PermissionError:
+        return (
+            f"cannot reach the store {path}: permission denied on a folder above it; run "
+            "roadcast serve as a user who may, or pass another --store"
+        )
+    except OSError:
+        pass  # nothing there yet: created at the first write
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        if os.access(path, os.R_OK):
+            return f"the store {path} is read-only; give roadcast serve a writable file"
+        return (
+            f"the store {path} may not be read (permission denied); give roadcast serve a "
+            "file it may read and write"
+        )
     logs = [path.with_name(path.name + end) for end in ("-wal", "-shm")]
     for log_file in logs:
         if log_file.exists() and not os.access(log_file, os.W_OK):
