@@ -97,10 +97,10 @@ def test_a_folder_given_as_the_store_is_named_as_a_folder(tmp_path):
         check_store(tmp_path)
 
 
-@pytest.mark.parametrize("locked", ["file", "folder"])
-def test_a_store_this_user_may_not_read_is_named_with_permission_denied(tmp_path, locked):
-    """A store file of mode 000 was "not a roadcast store", one in a folder of mode 000 a
-    raw ``[Errno 13]``. As root, the test drops the capabilities that bypass the mode."""
+def _as_a_user(tmp_path, locked: str, args: list[str]):
+    """Run ``python args`` on a store (``args`` end with it) whose file or folder
+    (``locked``) has mode 000, as a user for whom that mode holds: as root, without the
+    capabilities that bypass it. Returns the process and the store's path."""
     import os
     import shutil
     import subprocess
@@ -120,11 +120,19 @@ def test_a_store_this_user_may_not_read_is_named_with_permission_denied(tmp_path
     locked_path.chmod(0)
     try:
         done = subprocess.run(
-            [*prefix, sys.executable, "-m", "flows.cli", "status", "--store", str(path)],
+            [*prefix, sys.executable, *args, str(path)],
             capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
         )  # fmt: skip
     finally:
         locked_path.chmod(0o700)
+    return done, path
+
+
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_a_store_this_user_may_not_read_is_named_with_permission_denied(tmp_path, locked):
+    """A store file of mode 000 was "not a roadcast store", one in a folder of mode 000 a
+    raw ``[Errno 13]``."""
+    done, path = _as_a_user(tmp_path, locked, ["-m", "flows.cli", "status", "--store"])
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
         f"error: cannot read the store {path}: permission denied (on the file or a folder "
@@ -142,35 +150,12 @@ def test_a_store_this_user_may_not_read_is_named_with_permission_denied(tmp_path
 def test_serve_names_a_store_it_may_not_reach_or_read(tmp_path, locked, says):
     """serve's pre-flight ended in a raw ``[Errno 13]`` for a store in a folder of mode
     000, and called a store of mode 000 "read-only"."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("root reads any file; setpriv, to drop that capability, is missing")
-        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-    folder = tmp_path / "stores"
-    folder.mkdir()
-    path = folder / "s.sqlite"
-    Store(path).close()
-    locked_path = path if locked == "file" else folder
-    locked_path.chmod(0)
     code = (
         "import sys, pathlib\n"
         "from pipeline.service.store import read_only_problem\n"
         "print(read_only_problem(pathlib.Path(sys.argv[1])))\n"
     )
-    try:
-        done = subprocess.run(
-            [*prefix, sys.executable, "-c", code, str(path)],
-            capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
-        )  # fmt: skip
-    finally:
-        locked_path.chmod(0o700)
+    done, path = _as_a_user(tmp_path, locked, ["-c", code])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(says.format(path=path)), done.stdout
 
