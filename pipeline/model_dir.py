@@ -394,6 +394,13 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
                 f"({', '.join(missing[:3])}); serve existing ones with `roadcast models "
                 "promote MODEL` (`roadcast models list` shows them) or `roadcast models rollback`"
             )
+        linked = [str(p) for p in paths if p.is_symlink() or p.parent.is_symlink()]
+        if linked:
+            raise BundleDirError(
+                f"{bundles_dir(root) / SERVING_FILE} names versions that are symbolic links, "
+                f"not folders the registry wrote ({', '.join(linked[:3])}); promote "
+                "registered versions with `roadcast models promote MODEL@VERSION`"
+            )
         return paths
     found = sorted(p for p in root.iterdir() if (p / CONFIG).is_file())
     if not found and (root / "bundles").is_dir():

@@ -246,3 +246,24 @@ def test_a_version_or_model_folder_that_is_a_symbolic_link_is_not_served(tmp_pat
         app, ["models", "promote", f"ar@{reg.b.version}", "--models", str(reg.bundles)]
     )
     assert result.exit_code != 0 and "symbolic link" in result.output, result.output
+
+
+def test_a_rollback_to_or_a_serving_set_of_a_linked_version_is_refused(tmp_path):
+    """promote refused a version folder linked from outside, but a rollback to a set that
+    served it, and a service reading that set, took it."""
+    from pipeline.model_dir import BundleDirError, discover_bundles
+
+    reg = make_registry(tmp_path, 5)
+    promote(reg.bundles, {"ar": reg.b.version})  # served b, then a again: b is one back
+    promote(reg.bundles, {"ar": reg.a.version})
+    linked = reg.bundles / "versions" / "ar" / reg.b.version
+    shutil.move(str(linked), tmp_path / "outside")
+    linked.symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(RegistryError, match=r"cannot be served: .* is a symbolic link"):
+        rollback(reg.bundles)
+    assert read_serving(reg.bundles).models["ar"] == reg.a.version
+    serving = json.loads((reg.bundles / "serving.json").read_text())
+    serving["models"]["ar"] = reg.b.version  # as a hand edit, or an older roadcast, left it
+    (reg.bundles / "serving.json").write_text(json.dumps(serving))
+    with pytest.raises(BundleDirError, match="names versions that are symbolic links"):
+        discover_bundles(reg.bundles)

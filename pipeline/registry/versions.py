@@ -242,6 +242,8 @@ def registered(bundles: str | Path, model: str, version: str) -> ModelVersion:
         no longer hashes to ``version`` (edited after it was registered).
     """
     path = version_path(bundles, model, version)
+    if path.is_symlink() or path.parent.is_symlink():
+        raise RegistryError(f"{version_ref(model, version)} cannot be served: {path} {_LINKED}")
     if not path.is_dir():
         raise RegistryError(
             f"{version_ref(model, version)} is not in the registry ({path} is missing)"
