@@ -267,3 +267,14 @@ def test_a_rollback_to_or_a_serving_set_of_a_linked_version_is_refused(tmp_path)
     (reg.bundles / "serving.json").write_text(json.dumps(serving))
     with pytest.raises(BundleDirError, match="names versions that are symbolic links"):
         discover_bundles(reg.bundles)
+
+
+def test_a_promotion_after_serving_json_was_lost_keeps_what_the_links_serve(tmp_path):
+    """With serving.json deleted, a service served the linked versions, but promoting one
+    model served that model alone: the others were dropped, and the champion with them."""
+    reg = make_registry(tmp_path, 5)
+    (reg.bundles / "serving.json").unlink()
+    promote(reg.bundles, {"ar": reg.b.version})
+    serving = read_serving(reg.bundles)
+    assert serving.models == {"ar": reg.b.version, "persistence": serving.models["persistence"]}
+    assert serving.history[0]["reason"].startswith("recovered from the links")

@@ -100,7 +100,7 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
         return current
     legacy = [p for p in discover_bundles(root) if not p.is_symlink()]
     if not legacy:
-        return None
+        return _recovered(root)
     holders: dict[str, Path] = {}
     for path in legacy:
         model = describe(path).model
@@ -192,6 +192,36 @@ def _mixed(
         return None
     shown = [f"{version_ref(n, versions[n].version)}: {words(v)}" for n, v in values.items()]
     return ", ".join(shown)
+
+
+def _recovered(root: Path) -> Serving | None:
+    """The serving set the links ``<bundles>/<model>`` to registered versions still show
+    (what a service serves) when ``serving.json`` is gone, written back; None without links.
+    """
+    linked = {}
+    for entry in root.iterdir():
+        if entry.is_symlink():
+            parts = Path(os.readlink(entry)).parts
+            if len(parts) == 3 and parts[:2] == (VERSIONS, entry.name) and entry.is_dir():
+                linked[entry.name] = parts[2]
+    if not linked:
+        return None
+    champion = read_champion(root)
+    serving = Serving(
+        models=linked,
+        champion=None
+        if champion is None or champion.champion not in linked
+        else champion.to_dict(),
+        promoted_at=_now(),
+        reason=f"recovered from the links to the versions ({SERVING_FILE} was missing)",
+    )
+    write_serving(root, serving)
+    log.warning(
+        "warning: %s was missing; recovered the set its links serve: %s",
+        root / SERVING_FILE,
+        ", ".join(f"{m}@{v}" for m, v in sorted(linked.items())),
+    )
+    return serving
 
 
 def promote(
