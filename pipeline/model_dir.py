@@ -446,6 +446,8 @@ def load_bundles(
     paths = discover_bundles(model_dir) if paths is None else list(paths)
     if not paths:
         raise no_bundles(model_dir)
+    if only:  # a bundle left out is not loaded: a broken one must not stop the others
+        paths = [p for p in paths if (name := _filed_name(p)) is None or name in only]
     models: dict[str, Forecaster] = {}
     where: dict[str, Path] = {}
     for path in paths:
@@ -480,6 +482,18 @@ def load_bundles(
         models = {name: models[name] for name in only}
     check_one_network(models, where, model_dir)
     return models
+
+
+def _filed_name(path: Path) -> str | None:
+    """The model a bundle holds, as its registry folder or its config names it, without
+    loading it; None when neither says."""
+    if path.parent.parent.name == VERSIONS:
+        return path.parent.name
+    try:
+        name = json.loads((path / CONFIG).read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _network_text(sensors: set[str], other: set[str]) -> str:

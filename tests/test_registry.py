@@ -278,3 +278,14 @@ def test_a_promotion_after_serving_json_was_lost_keeps_what_the_links_serve(tmp_
     serving = read_serving(reg.bundles)
     assert serving.models == {"ar": reg.b.version, "persistence": serving.models["persistence"]}
     assert serving.history[0]["reason"].startswith("recovered from the links")
+
+
+def test_a_broken_bundle_left_out_with_only_does_not_stop_the_others(tmp_path):
+    """`serve --only ar` refused to start because the persistence bundle, which it was
+    told not to load, was corrupt: every bundle was loaded before `only` was applied."""
+    from pipeline.model_dir import discover_bundles, load_bundles
+
+    reg = make_registry(tmp_path, 5)
+    persistence = next(p for p in discover_bundles(reg.bundles) if p.parent.name == "persistence")
+    (persistence / "config.json").write_text('{"x": 1}')
+    assert list(load_bundles(reg.bundles, only=["ar"])) == ["ar"]
