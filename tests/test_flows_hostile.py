@@ -276,6 +276,8 @@ def test_flows_refuse_models_of_another_network_than_the_store_s(
         ({"since": "nan"}, r"since='nan' is neither a duration"),
         ({"since": "2999-01-01"}, r"since='2999-01-01' is outside the years"),
         ({"since": "0h"}, r"since='0h': the duration must be positive"),
+        # under the store's millisecond: taken, then called store damage as it was read
+        ({"since": "1ns"}, r"since='1ns': the duration must be at least 1 ms"),
         ({"since": "24"}, r"since='24' has no unit: write 24h or 24d"),
         ({"since": "1000000d"}, r"since='1000000d' is longer than a duration can be"),
         ({"horizon": 0}, r"horizon must be at least 1 step, got 0"),

@@ -273,6 +273,8 @@ def parse_since(text: str) -> pd.Timedelta | pd.Timestamp:
         raise ValueError(f"since={text!r} is neither {duration} nor {moment}")
     if isinstance(value, pd.Timedelta) and value <= pd.Timedelta(0):
         raise ValueError(f"since={text!r}: the duration must be positive")
+    if isinstance(value, pd.Timedelta) and value < pd.Timedelta(milliseconds=1):
+        raise ValueError(f"since={text!r}: the duration must be at least 1 ms (the store's unit)")
     if isinstance(value, pd.Timestamp):
         try:
             value = value.as_unit("ns")
