@@ -56,6 +56,7 @@ CHAMPION_FILE = "champion.json"
 NETWORK_FILE = "network.json"
 SERVING_FILE = "serving.json"
 VERSIONS = "versions"
+DETECTORS_DIR = "detectors"  # saved alert detectors (pipeline.alerts.saved)
 CONFIG = "config.json"
 
 

@@ -289,3 +289,18 @@ def test_a_broken_bundle_left_out_with_only_does_not_stop_the_others(tmp_path):
     persistence = next(p for p in discover_bundles(reg.bundles) if p.parent.name == "persistence")
     (persistence / "config.json").write_text('{"x": 1}')
     assert list(load_bundles(reg.bundles, only=["ar"])) == ["ar"]
+
+
+@pytest.mark.parametrize("inner", ["versions/ar", "detectors"])
+def test_a_folder_inside_a_model_directory_is_not_taken_for_one(tmp_path, inner):
+    """`promote --models DIR/bundles/versions/ar` took the versions for unversioned
+    bundles: it registered them again inside and deleted the served originals."""
+    reg = make_registry(tmp_path, 5)
+    folder = reg.bundles / inner
+    folder.mkdir(parents=True, exist_ok=True)
+    before = sorted(p.relative_to(reg.bundles) for p in reg.bundles.rglob("*"))
+    with pytest.raises(RegistryError, match=f"inside the model directory {reg.bundles}"):
+        promote(folder, {"ar": None})
+    assert sorted(p.relative_to(reg.bundles) for p in reg.bundles.rglob("*")) == before
+    result = CliRunner().invoke(app, ["models", "list", "--models", str(folder)])
+    assert result.exit_code == 2 and "inside the model directory" in result.output

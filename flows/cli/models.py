@@ -41,6 +41,7 @@ def list_versions(
     from flows.reporting.text import print_table
     from models.bundle import MANIFEST
     from pipeline.model_dir import SERVING_FILE, bundles_dir, read_serving, version_path
+    from pipeline.registry.serving import enclosing_registry
     from pipeline.registry.versions import scan_versions, validation_pooled, version_ref
 
     root = bundles_dir(_folder(models))
@@ -48,6 +49,11 @@ def list_versions(
         raise typer.BadParameter(
             f"{root} is one model bundle, not a model directory; pass the `roadcast train` "
             "output (or its bundles/) that holds it",
+            param_hint="--models",
+        )
+    if (registry := enclosing_registry(root)) is not None:
+        raise typer.BadParameter(
+            f"{root} is a folder inside the model directory {registry}; pass {registry}",
             param_hint="--models",
         )
     serving = read_serving(root)

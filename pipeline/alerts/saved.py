@@ -19,8 +19,8 @@ from models.anomaly.interval import ForecastIntervalDetector, IntervalConfig
 from models.forecasters.base import Forecaster
 from models.panel import SensorPanel
 from pipeline.alerts.config import AlertingConfig, AlertingError
+from pipeline.model_dir import DETECTORS_DIR
 
-DETECTORS_DIR = "detectors"
 NEIGHBOURS_FILE = "neighbours.json"
 
 

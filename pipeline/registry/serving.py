@@ -38,6 +38,7 @@ from pipeline.folder_lock import folder_lock
 from pipeline.model_dir import (
     CHAMPION_FILE,
     CONFIG,
+    DETECTORS_DIR,
     SERVING_FILE,
     VERSIONS,
     BundleDirError,
@@ -81,8 +82,24 @@ def registry_root(models_dir: str | Path) -> Path:
             f"{root} is one bundle, not a model directory; pass the folder that holds the "
             "bundles (e.g. OUT/bundles)"
         )
+    if (registry := enclosing_registry(root)) is not None:
+        raise RegistryError(
+            f"{root} is a folder inside the model directory {registry} (its versions or "
+            f"saved detectors), not one; pass {registry}"
+        )
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def enclosing_registry(folder: Path) -> Path | None:
+    """The model directory ``folder`` lies inside (under its ``versions/`` or
+    ``detectors/``), else None: treated as a directory of its own, its bundles would be
+    registered again and the originals removed."""
+    for inner in (folder, *folder.parents):
+        outer = inner.parent
+        if inner.name in (VERSIONS, DETECTORS_DIR) and (outer / SERVING_FILE).is_file():
+            return outer
+    return None
 
 
 def ensure_registry(models_dir: str | Path) -> Serving | None:
