@@ -384,8 +384,8 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
     if serving is not None:
         if not serving.models:
             raise BundleDirError(
-                f"{root / SERVING_FILE} serves no model (its models are empty); promote some "
-                "with `roadcast models promote MODEL@VERSION` or roll back"
+                f"{bundles_dir(root) / SERVING_FILE} serves no model (its models are empty); "
+                "promote some with `roadcast models promote MODEL@VERSION` or roll back"
             )
         paths = [version_path(root, m, v) for m, v in sorted(serving.models.items())]
         missing = [str(p) for p in paths if not p.is_dir()]

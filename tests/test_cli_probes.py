@@ -253,3 +253,17 @@ def test_demo_refuses_models_that_is_a_file_before_any_work(tmp_path: Path) -> N
     assert result.exit_code == 2
     assert "--models" in result.output and "is a file" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["explain", "no-bundle", "--top", "0"], "'--top'"),
+        (["evaluate", "no-bundle", "simulated", "--test", "nan"], "--test"),
+        (["evaluate", "no-bundle", "simulated", "--valid", "-1"], "--valid"),
+    ],
+)
+def test_explain_and_evaluate_options_out_of_range_are_usage_errors(args, option) -> None:
+    """These exited 1 (and explain's only after loading the bundle)."""
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and f"Invalid value for {option}" in result.output

@@ -304,3 +304,15 @@ def test_a_folder_inside_a_model_directory_is_not_taken_for_one(tmp_path, inner)
     assert sorted(p.relative_to(reg.bundles) for p in reg.bundles.rglob("*")) == before
     result = CliRunner().invoke(app, ["models", "list", "--models", str(folder)])
     assert result.exit_code == 2 and "inside the model directory" in result.output
+
+
+def test_an_empty_serving_set_names_the_file_that_holds_it(tmp_path):
+    """Given the train output folder, the message named OUT/serving.json, which does not
+    exist (the file is OUT/bundles/serving.json)."""
+    from pipeline.model_dir import BundleDirError, discover_bundles
+
+    reg = make_registry(tmp_path, 5)
+    serving = json.loads((reg.bundles / "serving.json").read_text())
+    (reg.bundles / "serving.json").write_text(json.dumps({**serving, "models": {}}))
+    with pytest.raises(BundleDirError, match=f"^{reg.bundles / 'serving.json'} serves no model"):
+        discover_bundles(reg.bundles.parent)

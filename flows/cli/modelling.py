@@ -16,7 +16,7 @@ MAX_THREADS = 256
 def explain(
     bundle: str = typer.Argument(..., help="A tgclstm bundle directory (OUT/bundles/tgclstm)."),
     sensor: str = typer.Option(None, "--sensor", help="Explain this sensor id only."),
-    top: int = typer.Option(10, "--top", help="Most influential sensors listed per sensor."),
+    top: int = typer.Option(10, "--top", min=1, help="Most influential sensors listed per sensor."),
     out: str = typer.Option("explain-out", "--out", help="Directory for the CSV and the PNG."),
 ) -> None:
     """Which sensors influence each sensor, from a TGC-LSTM's learned graph weights."""
@@ -281,6 +281,9 @@ def evaluate(
         or any(p.is_file() for p in Path(out).parents)
     ):
         raise typer.BadParameter(f"{out} cannot be written as a JSON file", param_hint="--out")
+    for option, share in (("--test", test), ("--valid", valid)):
+        if not 0 < share < 1:
+            raise typer.BadParameter(f"must be a share in (0, 1), got {share}", param_hint=option)
     with dataset_errors():
         panel = read_panel(data, adjacency, data_dir, index_col, no_index, timezone)
     try:
