@@ -463,10 +463,12 @@ def forecast_flow(
         publish_leftovers(str(settings.store_path), settings.bootstrap_servers)
     models, champion = load_models(str(settings.model_dir))
     if champion is None:
+        recorded = read_champion(bundles_dir(settings.model_dir))
         log.warning(
-            "no champion.json in %s: every model is a challenger (train with the train flow "
-            "to promote one)",
-            settings.model_dir,
+            "%s: every model is a challenger (train with the train flow to promote one)",
+            f"no champion.json in {settings.model_dir}"
+            if recorded is None
+            else f"the champion {recorded.champion!r} of champion.json is not served",
         )
     union: dict[str, None] = {}
     for model in models.values():

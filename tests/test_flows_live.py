@@ -154,14 +154,17 @@ def test_forecast_flow_publishes_stores_and_records(live, prefect_harness, monke
 
 
 def test_forecast_flow_stores_a_challenger_the_service_does_not_run(
-    live, prefect_harness, tmp_path
+    live, prefect_harness, tmp_path, caplog
 ):
     """Shadow mode: a model only the flow runs gets its forecasts into the store."""
+    import logging
     import shutil
 
     from flows.forecast_flow import forecast_flow
     from models.forecasters.factory import build_model
     from pipeline.data.simulate import simulate_network
+    from pipeline.model_dir import Champion
+    from pipeline.model_dir import promote as write_champion
 
     world, settings = live
     panel = simulate_network(sensors=6, days=1.5, seed=3, faults_per_day=0.0, dropout=0.0)
@@ -170,12 +173,18 @@ def test_forecast_flow_stores_a_challenger_the_service_does_not_run(
     folder = tmp_path / "bundles"
     gru.save(folder / "gru")
     shutil.copytree(world.bundles / "ar", folder / "ar")
+    # a champion.json of a model not served here: all are challengers, and the log says why
+    # (it said there was no champion.json)
+    unserved = Champion("lstm", ("ar",), {"lstm": 1.0}, "rmse", "simulated", "2024-01-01")
+    write_champion(folder, unserved)
     with Store(settings.store_path, readonly=True) as store:
         before = store.count("forecasts")
-    result = forecast_flow(
-        models_dir=str(folder), store=str(settings.store_path), publish_to_kafka=False
-    )
-    assert result["champion"] is None  # no champion.json there: all are challengers
+    with caplog.at_level(logging.WARNING):
+        result = forecast_flow(
+            models_dir=str(folder), store=str(settings.store_path), publish_to_kafka=False
+        )
+    assert result["champion"] is None
+    assert "the champion 'lstm' of champion.json is not served" in caplog.text
     sensors = world.live.n_nodes
     assert result["already_forecast"] == ["ar"]  # the service's
     assert result["stored_rows"] == sensors  # one row per sensor of the challenger
