@@ -110,6 +110,11 @@ def test_evaluate_names_the_versions_of_a_model_registered_but_not_served(tmp_pa
     assert "roadcast models promote persistence" in text
     missing = CliRunner().invoke(app, ["evaluate", str(bundles / "lstm"), f"csv:{data}"])
     assert missing.exit_code == 1 and "manifest.json missing" in missing.output
+    # a served model whose link leads nowhere was said to be "registered but not served"
+    (bundles / "persistence").symlink_to(tmp_path / "gone", target_is_directory=True)
+    dangling = CliRunner().invoke(app, ["evaluate", str(bundles / "persistence"), f"csv:{data}"])
+    text = " ".join(dangling.output.split())
+    assert dangling.exit_code == 1 and "links to" in text and "which does not exist" in text
 
 
 @pytest.mark.integration

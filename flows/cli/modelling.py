@@ -336,7 +336,7 @@ def _unserved(bundle: str) -> str | None:
     from pipeline.registry.versions import MANIFEST, list_versions
 
     path = Path(bundle)
-    if (path / MANIFEST).exists():
+    if (path / MANIFEST).exists() or path.is_symlink():  # a link: its reader names its target
         return None
     try:
         versions = list_versions(path.parent, path.name)
