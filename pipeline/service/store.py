@@ -1139,15 +1139,15 @@ def read_only_problem(path: Path) -> str | None:
     files or (for those, created at the first write) its folder read-only; None when
     it can (or there is nothing there yet to check)."""
     try:
-        path.stat()
+        exists = bool(path.stat())
     except PermissionError:
         return (
             f"cannot reach the store {path}: permission denied on a folder above it; run "
             "roadcast serve as a user who may, or pass another --store"
         )
     except OSError:
-        pass  # nothing there yet: created at the first write
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        exists = False  # nothing there yet: created at the first write
+    if exists and not os.access(path, os.R_OK | os.W_OK):
         if os.access(path, os.R_OK):
             return f"the store {path} is read-only; give roadcast serve a writable file"
         return (
