@@ -305,11 +305,7 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
     """
 
     def wrong(key: str, expected: str) -> BundleError:
-        got = reprlib.repr(config[key]) if key in config else "nothing"
-        return BundleError(
-            f"bundle {directory}: {CONFIG} field {key!r} must be {expected}, got {got} "
-            "(edited after training?); retrain the model or copy the bundle again"
-        )
+        return _wrong_field(directory, config, key, expected)
 
     if model_name_problem(config.get("model")) is not None:
         raise wrong("model", f"a model name (a plain name of 1-{MAX_NAME_CHARS} characters)")
@@ -346,6 +342,15 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
     if not _halfwidth_fits(config.get("hour_scale"), 24, len(ids)):
         per_hour = f"null or 24 lists (per hour of the day) of {len(ids)} finite numbers >= 0"
         raise wrong("hour_scale", per_hour)
+
+
+def _wrong_field(directory: Path, config: dict[str, Any], key: str, expected: str) -> BundleError:
+    """The error for a config field that is not what its readers expect."""
+    got = reprlib.repr(config[key]) if key in config else "nothing"
+    return BundleError(
+        f"bundle {directory}: {CONFIG} field {key!r} must be {expected}, got {got} "
+        "(edited after training?); retrain the model or copy the bundle again"
+    )
 
 
 def _floor_fits(floor: Any, sensors: int) -> bool:
@@ -456,6 +461,10 @@ def read_model_bundle(directory: str | Path, name: str) -> Bundle:
             f"bundle {directory} holds a {bundle.model!r} model, not {name!r}; load it with "
             "models.forecasters.registry.load_model(directory)"
         )
+    for key in ("window", "horizon"):  # 0 fits a detector's bundle, never a forecaster's
+        if bundle.config[key] < 1:
+            expected = f"an integer from 1 to {MAX_STEPS} for a forecaster"
+            raise _wrong_field(Path(directory), bundle.config, key, expected)
     return bundle
 
 

@@ -131,6 +131,8 @@ def rehash(directory: Path, **changes) -> None:
         ({"window": "12"}, "window"),
         ({"horizon": 1.5}, "horizon"),
         ({"horizon": -1}, "horizon"),
+        ({"window": 0}, "window"),
+        ({"horizon": 0}, "horizon"),
         ({"sensor_ids": "a,b"}, "sensor_ids"),
         ({"sensor_ids": ["a", 2]}, "sensor_ids"),
         ({"sensor_ids": ["a", "a"]}, "sensor_ids"),

@@ -200,7 +200,7 @@ def _params(bundle: Path, text: str) -> None:
         (_persistence, lambda b: _edit_config(b, hyper=[1, 2]), "cannot be rebuilt"),
         (_persistence, lambda b: _edit_config(b, hyper=None), "cannot be rebuilt"),
         (_persistence, lambda b: _edit_config(b, fallback="x"), "cannot be rebuilt"),
-        (_persistence, lambda b: _edit_config(b, horizon=0), "needs at least 1"),
+        (_persistence, lambda b: _edit_config(b, horizon=0), "from 1 to .* for a forecaster"),
         (_ar, lambda b: _params(b, "[]"), "cannot be rebuilt"),
     ],
     ids=["hyper-list", "hyper-missing", "fallback-text", "horizon-0", "params-list"],

@@ -41,11 +41,6 @@ def load_model(directory: str | Path) -> Forecaster:
         cls = model_class(bundle.model)
     except ValueError as exc:
         raise BundleError(f"bundle {directory}: {exc}") from None
-    if bundle.config["horizon"] < 1:
-        raise BundleError(
-            f"bundle {directory}: {bundle.model} forecasts a horizon of {bundle.config['horizon']} "
-            "steps; a forecaster needs at least 1: retrain the model"
-        )
     try:
         return cls.load(directory)
     except BundleError:
