@@ -75,7 +75,7 @@ def test_rollback_refuses_a_version_whose_content_no_longer_hashes_to_its_id(tmp
 @pytest.mark.parametrize(
     ("changes", "why"),
     [
-        ({"horizon": 0}, "horizon of 0 steps"),
+        ({"horizon": 0}, "field 'horizon' must be an integer from 1"),
         ({"floor": [float("nan")] * 6}, "field 'floor'"),
     ],
     ids=["horizon-0", "nan-floor"],
