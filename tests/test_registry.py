@@ -316,3 +316,25 @@ def test_an_empty_serving_set_names_the_file_that_holds_it(tmp_path):
     (reg.bundles / "serving.json").write_text(json.dumps({**serving, "models": {}}))
     with pytest.raises(BundleDirError, match=f"^{reg.bundles / 'serving.json'} serves no model"):
         discover_bundles(reg.bundles.parent)
+
+
+def test_a_prefix_of_several_versions_names_the_ones_it_matches(tmp_path):
+    from collections import defaultdict
+
+    from models.forecasters.baselines import Persistence
+    from pipeline.data.simulate import simulate_network
+    from pipeline.registry.versions import find_version
+
+    panel = simulate_network(sensors=2, days=1, seed=3, faults_per_day=0.0, dropout=0.0)
+    by_first: defaultdict[str, list[str]] = defaultdict(list)
+    for start in range(17):  # 17 ids over 16 hex digits: two share a first digit
+        fitted = Persistence(window=3, horizon=HORIZON).fit(panel.slice(start, start + 40))
+        version = register(tmp_path, fitted, label=f"fit{start}").version
+        by_first[version[0]].append(version)
+    first, shared = next((k, v) for k, v in by_first.items() if len(v) > 1)
+    with pytest.raises(RegistryError) as caught:
+        find_version(tmp_path, "persistence", first)
+    message = str(caught.value)
+    assert "matches several versions: " + ", ".join(sorted(shared)) in message
+    others = [v for k, vs in by_first.items() if k != first for v in vs]
+    assert not any(v in message for v in others)

@@ -349,9 +349,15 @@ def find_version(bundles: str | Path, model: str, ref: str | None = None) -> Mod
         )
     if ref is None:
         return versions[-1]
+    if hits or unusable:
+        matching = sorted([v.version for v in hits] + [b.version for b in unusable])
+        raise RegistryError(
+            f"{shown(f'{model}@{ref}')} matches several versions: {', '.join(matching[:5])}"
+            + (f" and {len(matching) - 5} more" if len(matching) > 5 else "")
+            + "; give more of the version id"
+        )
     known = ", ".join(f"{v.version} ({v.label or 'no label'})" for v in versions[-5:])
-    what = "matches several versions" if hits or unusable else "matches no version"
-    raise RegistryError(f"{shown(f'{model}@{ref}')} {what}; the newest are {known}")
+    raise RegistryError(f"{shown(f'{model}@{ref}')} matches no version; the newest are {known}")
 
 
 def versions_of_run(bundles: str | Path, run_id: str) -> dict[str, ModelVersion]:
