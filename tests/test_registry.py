@@ -338,3 +338,20 @@ def test_a_prefix_of_several_versions_names_the_ones_it_matches(tmp_path):
     assert "matches several versions: " + ", ".join(sorted(shared)) in message
     others = [v for k, vs in by_first.items() if k != first for v in vs]
     assert not any(v in message for v in others)
+
+
+def test_a_rollback_to_a_set_whose_champion_it_does_not_serve_drops_it_saying_so(tmp_path, caplog):
+    from pipeline.model_dir import Champion
+
+    reg = make_registry(tmp_path, 5)
+    champion = Champion("ar", ("persistence",), {"ar": 1.0}, "m", "sim", "t")
+    promote(reg.bundles, {"ar": reg.b.version}, champion=champion)
+    path = reg.bundles / "serving.json"
+    serving = json.loads(path.read_text())
+    serving["history"][0]["champion"] = {**serving["champion"], "champion": "lstm"}
+    path.write_text(json.dumps(serving))
+    with caplog.at_level("WARNING", logger="roadcast.registry"):
+        back = rollback(reg.bundles)
+    assert back.models["ar"] == reg.a.version and back.champion is None
+    assert read_champion(reg.bundles) is None
+    assert "names champion 'lstm', which it does not serve" in caplog.text

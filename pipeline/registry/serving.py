@@ -344,9 +344,17 @@ def _rollback(root: Path, steps: int) -> Serving:
         )
     versions = {m: registered(root, m, v) for m, v in target.models.items()}
     check_versions(root, versions)
+    champion = target.champion
+    if champion is not None and champion.get("champion") not in target.models:
+        log.warning(
+            "warning: the set rolled back to names champion %r, which it does not serve, so "
+            "it serves without one; record one with `roadcast models promote --champion MODEL`",
+            champion.get("champion"),
+        )
+        champion = None
     serving = Serving(
         models=dict(target.models),
-        champion=target.champion,
+        champion=champion,
         promoted_at=_now(),
         reason=f"rollback to the set of {target.promoted_at}",
         history=tuple(current.history[steps:]),
