@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -441,6 +442,83 @@ def test_a_stop_cuts_a_request_to_a_receiver_that_never_answers() -> None:
         assert outcome.kind == "retry"
         assert time.monotonic() - started < 30  # a bound on the stop, not a speed test
         silent.set()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files in ``folder``."""
+    import ipaddress
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("stage", ["handshake", "answer"])
+def test_a_stop_cuts_an_https_request_in_its_handshake_or_its_answer(tmp_path, stage) -> None:
+    """Over TLS the watchdog held a socket the TLS layer had detached: neither the deadline
+    nor a stop cut the request (a receiver trickling its answer held it for ever)."""
+    import ssl
+
+    import httpx
+
+    from pipeline.alerts.receivers import post
+
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    silent, stop = threading.Event(), threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        if stage == "answer":  # the handshake and the request, then a trickle of headers
+            with server_tls.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not silent.wait(0.2):
+                    tls.sendall(b"X-Wait: 1\r\n")
+        silent.wait(120)  # "handshake": no TLS answer at all
+
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: answer(server.accept()[0]), daemon=True).start()
+    url = f"https://127.0.0.1:{server.getsockname()[1]}/hook"
+    try:
+        threading.Timer(1.0, stop.set).start()
+        started = time.monotonic()
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as client:
+            outcome = post(client, url, b"{}", {}, 60.0, stop)
+        assert outcome.kind == "retry", outcome
+        assert time.monotonic() - started < 30  # a bound on the stop, not a speed test
+    finally:
+        silent.set()
+        server.close()
 
 
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")

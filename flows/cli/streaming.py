@@ -684,6 +684,8 @@ def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
     worker.join(timeout)
     if not outcome:
         sockets.cut()
+    sockets.close()
+    if not outcome:
         return f"no answer from {shown}: timed out after {timeout:g} s", False
     if isinstance(outcome[0], httpx.HTTPError):
         return f"no answer from {shown}: {str(outcome[0]).replace(target, shown)}", False

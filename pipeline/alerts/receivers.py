@@ -291,6 +291,7 @@ def post(
         return Outcome("retry", f"{type(exc).__name__}: {exc}")
     finally:
         finished.set()
+        sockets.close()
 
 
 AddrInfo = list[tuple[Any, Any, int, str, tuple[Any, ...]]]
