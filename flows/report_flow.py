@@ -67,6 +67,7 @@ class ModelInfo:
     coords: np.ndarray | None  # float64 [node, 2], in ``sensor_ids`` order
     dataset: str
     unusable: str = ""  # why the directory's bundles could not be read ("": none there)
+    champion_note: str = ""  # why champion.json's champion is not used ("": it is, or none)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ def read_model_info(models_dir: str) -> ModelInfo:
         union.update(dict.fromkeys(model.sensor_ids))
     sensors = tuple(union)
     champion = read_champion(folder)
+    name = None if champion is None else champion.champion
+    note = ""
+    if name is not None and name not in models:
+        note = f"names {name!r}, which has no bundle in {folder}"
+        name = None
     network = read_network(folder)
     coords = None
     if network is not None and network.coords is not None:
@@ -112,9 +118,10 @@ def read_model_info(models_dir: str) -> ModelInfo:
     return ModelInfo(
         horizons={name: m.horizon for name, m in models.items()},
         sensor_ids=sensors,
-        champion=None if champion is None else champion.champion,
+        champion=name,
         coords=coords,
         dataset=network.dataset if network is not None else "",
+        champion_note=note,
     )
 
 
@@ -295,6 +302,8 @@ def make_report(
     ]
     if stale is not None:
         facts.insert(2, ("stale", stale))
+    if info.champion_note:
+        facts.append(("champion.json", info.champion_note))
     intro = (
         "Every forecast the models stored in this period is scored against the values the "
         "sensors reported (late corrections applied), on the original scale. A forecast "
@@ -401,6 +410,8 @@ def report_flow(
             f"no usable model bundles in {settings.model_dir} ({info.unusable}): every model "
             f"in the store is scored at horizon={horizon}, with no champion or map"
         )
+    if info.champion_note:
+        log.warning(f"champion.json {info.champion_note}: the report shows no champion")
     scored = score_store(str(settings.store_path), since, info, horizon)
     document = live_document(scored, dataset=info.dataset)
     stale = stale_note(scored.last, document["freq_minutes"], pd.Timestamp.now(tz="UTC"))

@@ -93,3 +93,26 @@ def test_models_of_different_horizons_share_the_report(
     assert sorted(set(zip(errors.model, errors.horizon_steps, strict=True))) == [
         ("ar", 3), ("ar", 6), ("persistence", 3),
     ]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_champion_without_a_bundle_is_named_in_the_report_not_shown_as_champion(
+    world: tuple[Path, Path], prefect_harness, tmp_path: Path
+) -> None:
+    """The report said ``champion: lstm`` of a directory holding AR and persistence."""
+    import shutil
+
+    from flows.report_flow import report_flow
+    from pipeline.model_dir import Champion, promote
+
+    source, store = world
+    bundles = tmp_path / "bundles"
+    shutil.copytree(source, bundles)
+    promote(bundles, Champion("ar", ("persistence",), {"ar": 1.0}, "m", "sim", "t"))
+    path = bundles / "champion.json"
+    path.write_text(path.read_text().replace('"champion": "ar"', '"champion": "lstm"'))
+    out = tmp_path / "report"
+    report_flow(store=str(store), models_dir=str(bundles), out=str(out))
+    text = (out / "report.md").read_text()
+    assert "- **champion.json**: names 'lstm', which has no bundle in" in text
+    assert "- **champion**: none promoted" in text
