@@ -238,3 +238,16 @@ def test_only_versions_of_the_store_s_network_and_step_that_served_it_are_judged
         store.sensor_keys(["x0", "x1"])
         with pytest.raises(StoreReadError, match="has no sensor"):
             served_models(store, versions, tick_ms=step_ms)
+
+
+def test_a_served_version_whose_manifest_was_damaged_is_named_not_taken_for_a_new_one(tmp_path):
+    """Its content hash stood in for its id: the drift watch said it had not forecast into
+    the store yet and judged the other models only."""
+    from pipeline.registry.versions import RegistryError, served_versions
+    from tests.registry_support import make_registry
+
+    reg = make_registry(tmp_path, 5)
+    manifest = reg.a.path / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:20])
+    with pytest.raises(RegistryError, match=rf"{reg.a.path} now hashes to \w+ \(edited after"):
+        served_versions(reg.bundles)

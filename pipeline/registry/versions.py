@@ -384,5 +384,8 @@ def validation_pooled(bundle: str | Path) -> dict[int, dict[str, float]]:
 
 
 def served_versions(model_dir: str | Path) -> dict[str, ModelVersion]:
-    """The versions ``model_dir`` serves, by model, without loading the models."""
-    return {v.model: v for v in (describe(p) for p in discover_bundles(model_dir))}
+    """The versions ``model_dir`` serves, by model, without loading the models; a registry
+    version whose content no longer hashes to its id is a :class:`RegistryError`."""
+    paths = discover_bundles(model_dir)
+    found = (_filed(p) if p.parent.parent.name == VERSIONS else describe(p) for p in paths)
+    return {v.model: v for v in found}
