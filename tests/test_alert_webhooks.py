@@ -275,3 +275,30 @@ def test_cli_alerts_deliver_serves_its_metrics(kafka_settings, tmp_path):
         out, _ = proc.communicate(timeout=WAIT_S)
         hook.close()
     assert proc.returncode == 0, out.decode()[-2000:]
+
+
+def test_undelivered_alerts_are_counted_for_a_second_ctrl_c(kafka_settings, monkeypatch) -> None:
+    """A second Ctrl-C of `alerts deliver` spoke of readings (always 0 of them) while
+    alerts were left undelivered."""
+    import signal
+
+    from pydantic import SecretStr
+
+    from pipeline.alerts.receivers import WebhookReceiver
+    from pipeline.service import runtime
+
+    settings = delivery_settings(kafka_settings)
+    refused = WebhookReceiver("http://127.0.0.1:1/hook", SecretStr(SECRET), timeout_s=5.0)
+    with delivering(settings, [refused]) as delivery:
+        publish(settings, make_alert(new_sensor()))
+        publish(settings, make_alert(new_sensor()))
+        wait_until(lambda: delivery.undelivered() == 2, what="both alerts pending")
+        said: list[str] = []
+        monkeypatch.setattr(runtime, "_exit_now", lambda signum, message, **_: said.append(message))
+        runtime.count_uncommitted(delivery.undelivered, "undelivered alerts")
+        try:
+            runtime.stop_now(signal.SIGINT)
+        finally:
+            runtime.count_uncommitted(None)
+            runtime._stopping_now.release()
+    assert said and said[0].startswith("second signal: stopping now; 2 undelivered alerts will")

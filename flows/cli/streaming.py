@@ -753,7 +753,11 @@ def deliver(
     from pipeline.kafka.clients import KafkaUnavailable
     from pipeline.service.health import EndpointError, serve_metrics
     from pipeline.service.metrics import delivery_registry
-    from pipeline.service.runtime import install_signal_handlers, restore_signal_handlers
+    from pipeline.service.runtime import (
+        count_uncommitted,
+        install_signal_handlers,
+        restore_signal_handlers,
+    )
     from pipeline.settings import SettingsError
 
     try:
@@ -780,12 +784,14 @@ def deliver(
         logging.getLogger("roadcast.alerts").info("endpoints", extra={"fields": {"metrics": url}})
     stop = threading.Event()
     previous = install_signal_handlers(stop)
+    count_uncommitted(delivery.undelivered, "undelivered alerts")
     try:
         delivery.run(stop)
     except KafkaUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
+        count_uncommitted(None)
         restore_signal_handlers(previous)
         if server is not None:
             server.shutdown()

@@ -173,6 +173,10 @@ class AlertDelivery:
         self._left, self._commit_to, self._committed = {}, {}, {}
         self._paused = False
 
+    def undelivered(self) -> int:
+        """Alerts polled that some receiver has not taken yet (the next run delivers them)."""
+        return sum(len(left) for left in dict(self._left).values())
+
     def stats(self) -> dict[str, Any]:
         """The counters, per receiver and overall, and the committed offsets."""
         return {

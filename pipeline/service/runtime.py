@@ -85,14 +85,17 @@ def stop_signals() -> list[signal.Signals]:
     return signals
 
 
-# Readings polled and not committed, for the line of a second signal (set by the loop).
+# Records polled and not committed, for the line of a second signal (set by the loop),
+# and what they are.
 _uncommitted: list[Callable[[], int]] = []
+_uncommitted_what = ["readings"]
 _stopping_now = threading.Lock()
 
 
-def count_uncommitted(count: Callable[[], int] | None) -> None:
-    """What :func:`stop_now` reports as redelivered: ``count()`` readings (None: none)."""
+def count_uncommitted(count: Callable[[], int] | None, what: str = "readings") -> None:
+    """What :func:`stop_now` reports as redelivered: ``count()`` ``what`` (None: none)."""
     _uncommitted[:] = [] if count is None else [count]
+    _uncommitted_what[:] = [what]
 
 
 def stop_now(signum: int) -> None:
@@ -107,7 +110,7 @@ def stop_now(signum: int) -> None:
         readings = -1
     shown = "an unknown number of" if readings < 0 else str(readings)
     message = (
-        f"second signal: stopping now; {shown} readings will be redelivered "
+        f"second signal: stopping now; {shown} {_uncommitted_what[0]} will be redelivered "
         "(polled, not committed: the next run reads them again)"
     )
     _exit_now(signum, message, redelivered=readings)
