@@ -38,6 +38,7 @@ from tests.delivery_support import (
     delivery_settings,
     make_alert,
     new_sensor,
+    publish,
     wait_all_committed,
 )
 from tests.http_support import raw_server
@@ -408,6 +409,50 @@ def test_an_escalation_resolved_within_one_batch_leaves_nothing_active(alertmana
         receiver.close()
     _nothing_active(alertmanager, sensor)
     assert not receiver.firing
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "later-batch"])
+def test_a_firing_record_of_a_resolved_episode_pages_no_more(alertmanager, together) -> None:
+    """Replayed or out of order, it made the episode active again, re-sent for ever."""
+    sensor = new_sensor()
+    firing, resolved = make_alert(sensor, minute=1), make_alert(sensor, "resolved", minute=3)
+    stale = make_alert(sensor, minute=2)
+    receiver = AlertmanagerReceiver(alertmanager.url, timeout_s=5.0)
+    try:
+        batches = [[firing, resolved, stale]] if together else [[firing], [resolved], [stale]]
+        for batch in batches:
+            assert receiver.deliver([Pending(m) for m in batch]).kind == "accepted"
+    finally:
+        receiver.close()
+    _nothing_active(alertmanager, sensor)
+    assert not receiver.firing
+
+
+def test_a_restart_restores_no_firing_record_of_a_resolved_episode(kafka_settings) -> None:
+    """The restore read the latest record per key: a stale firing one after the
+    resolution was re-sent to Alertmanager as firing after every restart."""
+    settings = delivery_settings(kafka_settings)
+    sensor, other = new_sensor(), new_sensor()
+    publish(
+        settings,
+        make_alert(sensor, minute=1),
+        make_alert(sensor, "resolved", minute=3),
+        make_alert(sensor, minute=2),
+        make_alert(other),
+    )
+    from kafka import TopicPartition
+
+    from pipeline.alerts.delivery import AlertDelivery
+    from tests.delivery_support import FAST
+    from tests.service_support import read_topic
+
+    ends: dict[TopicPartition, int] = {}
+    for record in read_topic(settings, settings.topic_alerts, settle_s=0.1):
+        tp = TopicPartition(record.topic, record.partition)
+        ends[tp] = max(ends.get(tp, 0), record.offset + 1)
+    delivery = AlertDelivery(settings, [am_receiver("http://127.0.0.1:1", settings)], FAST)
+    restored = delivery._firing_before(ends, threading.Event())
+    assert [p.message.sensor for p in restored] == [other]
 
 
 def test_a_resolution_stamped_in_the_future_ends_the_alert_now(alertmanager) -> None:

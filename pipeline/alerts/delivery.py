@@ -406,13 +406,15 @@ class AlertDelivery:
         self, ends: Mapping[TopicPartition, int], stop: threading.Event
     ) -> list[Pending]:
         """The alerts firing just before ``ends`` (committed offsets): the topic is read
-        from its start; the latest message of each ``dedup_key`` says."""
+        from its start; the latest message of each ``dedup_key`` says, leaving out a firing
+        record of an episode (``alert_id``) resolved before it (stale)."""
         from pipeline.kafka.clients import make_consumer
 
         if not ends:
             return []
         reader = make_consumer(self.settings, group_id="")
         latest: dict[str, Pending] = {}
+        resolved: set[str] = set()
         try:
             reader.assign(list(ends))
             reader.seek_to_beginning(*ends)
@@ -432,6 +434,10 @@ class AlertDelivery:
                             message = decode_alert(record.value)
                         except SchemaError:
                             continue  # logged when it was delivered
+                        if message.status == "resolved":
+                            resolved.add(message.alert_id)
+                        elif message.alert_id in resolved:
+                            continue
                         group = dict(record.headers or []).get("group") or b""
                         incident = bytes(group).decode("utf-8", "replace")
                         latest[message.dedup_key] = Pending(message, incident)

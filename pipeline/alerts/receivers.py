@@ -59,6 +59,7 @@ import json
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ USER_AGENT: Final = "roadcast-alert-delivery"
 # Alerts per Alertmanager request: a backlog drains in few requests (256 alerts of ASCII
 # ids and short reasons make about 180 KiB; a 413 halves a request until it passes).
 ALERTMANAGER_BATCH: Final = 256
+# Resolved episodes an Alertmanager receiver remembers, to drop their stale firing records.
+MAX_RESOLVED_KEPT = 100_000
 # Resent alerts stay valid for this many resend intervals (Prometheus: 4).
 VALID_FOR_RESENDS: Final = 4
 # The part of an answer's body kept as the reason of a rejection.
@@ -453,6 +456,9 @@ class AlertmanagerReceiver:
         self.resend_interval_s = resend_interval_s
         self.generator_url = generator_url
         self.firing: dict[str, Pending] = {}  # dedup_key -> the latest firing alert
+        # Episodes (alert_id) it has resolved, newest last: a firing record of one of them
+        # arriving later (replayed, or out of order) is stale and would page again.
+        self.resolved: OrderedDict[str, None] = OrderedDict()
         self._next_resend = time.monotonic() + resend_interval_s
         self._client = _Client()
         self._client.get()  # a proxy setting httpx cannot use: refused now, not per alert
@@ -519,8 +525,12 @@ class AlertmanagerReceiver:
     # --- requests ---------------------------------------------------------------------
 
     def deliver(self, batch: Sequence[Pending]) -> Outcome:
-        """Send ``batch`` in order; the firing set follows what Alertmanager took."""
+        """Send ``batch`` in order; the firing set follows what Alertmanager took. A firing
+        alert of an episode already resolved is stale: taken, not sent."""
         now = datetime.now(UTC)
+        batch = self._current(batch)
+        if not batch:
+            return Outcome("accepted")
         alerts = []
         current: dict[str, Pending | None] = {}  # what the batch so far made of each key
         for pending in batch:
@@ -541,9 +551,29 @@ class AlertmanagerReceiver:
                 key = pending.message.dedup_key
                 if pending.message.status == "resolved":
                     self.firing.pop(key, None)
+                    self._resolved(pending.message.alert_id)
                 elif outcome.kind == "accepted":
                     self.firing[key] = pending
         return outcome
+
+    def _current(self, batch: Sequence[Pending]) -> list[Pending]:
+        """``batch`` without the firing alerts of episodes resolved before them."""
+        kept: list[Pending] = []
+        ended: set[str] = set()
+        for pending in batch:
+            m = pending.message
+            if m.status == "resolved":
+                ended.add(m.alert_id)
+            elif m.alert_id in ended or m.alert_id in self.resolved:
+                continue
+            kept.append(pending)
+        return kept
+
+    def _resolved(self, alert_id: str) -> None:
+        self.resolved[alert_id] = None
+        self.resolved.move_to_end(alert_id)
+        while len(self.resolved) > MAX_RESOLVED_KEPT:
+            self.resolved.popitem(last=False)
 
     def due(self) -> float:
         """Seconds until the next resend (0: now)."""
