@@ -48,8 +48,10 @@ rule, published defaults).
 from __future__ import annotations
 
 import contextlib
+import csv
 import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor
@@ -63,7 +65,6 @@ import pandas as pd
 from models.anomaly.base import DetectorError, StreamingDetector
 from models.anomaly.calibration import Tail
 from models.anomaly.ensemble import AlarmRule, ensemble_series
-from models.anomaly.nab_score import day_or_month
 from models.panel import SensorPanel
 from pipeline.settings import shown
 
@@ -404,10 +405,16 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
 
     Empty values (and pandas' missing markers: ``NaN``, ``null``, ...) are missing readings
     (NaN); anything else that is not a finite float32 number, or a timestamp that does not
-    parse, is refused naming the row.
+    parse, is refused naming the row. An empty field after every row's value (a trailing
+    comma) is read past; any other field beyond the header's is refused.
     """
     try:
-        frame = pd.read_csv(path, dtype={"timestamp": str})
+        with warnings.catch_warnings():
+            # pandas warns, and drops them, when data rows have fields beyond the header's.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype={"timestamp": str}, index_col=False)
+    except pd.errors.ParserWarning:
+        raise DetectRunError(f"{path}: {_extra_fields(path)}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())
         raise DetectRunError(f"{path}: not a NAB CSV file ({reason})") from None
@@ -468,6 +475,54 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
 _OUT_OF_RANGE = f"is infinite or does not fit float32 (|x| <= {FLOAT32_MAX:.3g})"
 
 
+def _extra_fields(path: Path) -> str:
+    """The first data row of ``path`` with fields beyond its header's (other than one
+    empty field), and the fix."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+        rows = (row for row in csv.reader(file) if row)  # pandas skips blank lines too
+        header = next(rows, [])
+        for number, row in enumerate(rows, 1):
+            if row[len(header) :] not in ([], [""]):
+                return (
+                    f"data row {number} has {len(row)} fields, the header "
+                    f"{shown(','.join(header))} has {len(header)}; remove the fields after "
+                    "the value"
+                )
+    return "data rows have more fields than the header; remove the fields after the value"
+
+
+# A first timestamp whose day and month could be either way round: 01/09/2015, 1.9.15.
+_DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
+
+
+def day_or_month(text: pd.Series) -> pd.Series | None:
+    """Timestamps whose first one could be day-first or month-first (``01/09/2015``), read
+    the way that parses every row and puts the rows closer together, as the data reader
+    does (pandas takes month-first from the first row alone); None for other timestamps
+    or when neither way parses every row.
+
+    Raises ValueError when both ways parse every row and fit equally well."""
+    if not len(text) or not _DAY_OR_MONTH.match(str(text.iloc[0])):
+        return None
+    readings = []
+    for dayfirst in (False, True):
+        try:
+            readings.append(pd.to_datetime(text, dayfirst=dayfirst))
+        except (ValueError, TypeError, OverflowError):
+            continue
+    if not readings:
+        return None
+    if len(readings) == 1 or readings[0].equals(readings[1]):
+        return readings[0]
+    month, day = ((r.max() - r.min()) for r in readings)
+    if month == day:
+        raise ValueError(
+            f"timestamps such as {str(text.iloc[0])!r} read as day/month and as month/day "
+            "equally well; write ISO-8601 dates (2015-09-01 00:00:00)"
+        )
+    return readings[0] if month < day else readings[1]
+
+
 def _refuse_row(path: Path, column: str, cells: pd.Series, bad: np.ndarray, why: str) -> None:
     row = int(np.nonzero(bad)[0][0])
     cell = cells.iloc[row]
@@ -488,10 +543,15 @@ def detect_nab(
     nab_range: bool = False,
     progress: Callable[[str], None] | None = None,
     workers: int | None = None,
+    check: Callable[[dict[Path, pd.DatetimeIndex]], None] | None = None,
 ) -> list[Path]:
     """Write a NAB result file for every data file under ``nab_dir`` (see module doc),
     scoring up to ``workers`` files at once in processes of their own (default: one per
-    CPU this process may use; 1 scores them here, one after another)."""
+    CPU this process may use; 1 scores them here, one after another).
+
+    ``check`` gets every data file's timestamps once all are read, before any is scored,
+    and may refuse the run (a DetectRunError). A run that fails or is interrupted leaves
+    ``out_dir`` as it was: results are moved into place once every file is scored."""
     check_detector(detector)
     files = nab_data_files(nab_dir)
     if progress is not None:
@@ -513,36 +573,54 @@ def detect_nab(
             + "; ".join(refused[:3])
             + more
         )
-    top = Path(out_dir) / detector
-    try:
-        top.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DetectRunError(f"--out {out_dir}: cannot create {top} ({exc.strerror})") from None
+    if check is not None:
+        check({path: stamps for path, _, stamps, _ in inputs})
+    made: list[Path] = []  # folders this run creates, parents first: removed if it fails
     staged: list[tuple[Path, Path]] = []  # (temporary, final): moved once all are written
-    scored = _scored(inputs, detector, nab_range, workers or usable_cpus())
+    done = False
     try:
-        for (path, frame, _, out), scores in zip(inputs, scored, strict=True):
-            key = f"{path.parent.name}/{path.name}"
-            values = frame["value"].to_numpy()
-            temporary = _staged_path(out)
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
+        _make_folders(Path(out_dir), [out.parent for *_, out in inputs], made)
+        scored = _scored(inputs, detector, nab_range, workers or usable_cpus())
+        try:
+            for (path, frame, _, out), scores in zip(inputs, scored, strict=True):
+                temporary = _staged_path(out)
                 staged.append((temporary, out))
-                pd.DataFrame(
-                    {"timestamp": frame["timestamp"], "value": values, "anomaly_score": scores}
-                ).to_csv(temporary, index=False)
-            except OSError as exc:
-                raise DetectRunError(f"cannot write {out} ({exc.strerror})") from None
-            if progress is not None:
-                progress(f"{key}: {len(frame)} rows -> {out}")
+                values = frame["value"].to_numpy()
+                try:
+                    pd.DataFrame(
+                        {"timestamp": frame["timestamp"], "value": values, "anomaly_score": scores}
+                    ).to_csv(temporary, index=False)
+                except OSError as exc:
+                    raise DetectRunError(f"cannot write {out} ({exc.strerror})") from None
+                if progress is not None:
+                    progress(f"{path.parent.name}/{path.name}: {len(frame)} rows scored")
+        finally:
+            scored.close()  # an error above stops the files still being scored
         for temporary, out in staged:
             temporary.replace(out)
+        done = True
     finally:
-        scored.close()  # an error above stops the files still being scored
-        for temporary, _ in staged:
-            with contextlib.suppress(OSError):  # clean-up must not hide the error being raised
-                temporary.unlink(missing_ok=True)
+        if not done:  # clean-up must not hide the error being raised
+            for temporary, _ in staged:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return [out for _, out in staged]
+
+
+def _make_folders(out_dir: Path, folders: list[Path], made: list[Path]) -> None:
+    """Create ``folders`` (and their parents), adding each one created to ``made``."""
+    for folder in dict.fromkeys(folders):
+        for missing in reversed([f for f in (folder, *folder.parents) if not f.exists()]):
+            try:
+                missing.mkdir()
+            except OSError as exc:
+                raise DetectRunError(
+                    f"--out {out_dir}: cannot create {missing} ({exc.strerror})"
+                ) from None
+            made.append(missing)
 
 
 def _scored(

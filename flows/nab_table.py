@@ -20,18 +20,21 @@ whole corpus.
 from __future__ import annotations
 
 import contextlib
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from flows.detect import DetectRunError, nab_data_files
+from flows.detect import DetectRunError, nab_data_files, read_nab_rows
 from models.anomaly.nab_score import (
     PROFILES,
     LabeledFile,
     NabFormatError,
     NabUndefinedError,
-    labeled_files,
+    Windows,
     nab_score,
     read_result_scores,
     read_windows,
@@ -52,12 +55,13 @@ class CategoryScore:
     false_positives: int | None  # rows detected at the fixed threshold, when it is known
 
 
-def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type: ignore[type-arg]
-    """The windows of ``category``'s files, from ``<category>_windows.json`` or NAB's
-    ``labels/combined_windows.json``, which must name every data file of the category
-    and no other file of it."""
+def category_windows(nab_dir: Path, category: str) -> dict[Path, Windows]:
+    """The windows of each data file of ``category``, keyed by its path, from
+    ``<category>_windows.json`` or NAB's ``labels/combined_windows.json``, which must name
+    every data file of the category and no other file of it (names compared in Unicode
+    NFC: macOS writes file names decomposed, NFD)."""
     own = nab_dir / f"{category}_windows.json"
-    combined = nab_dir.parent / "labels" / "combined_windows.json"
+    combined = nab_dir.resolve().parent / "labels" / "combined_windows.json"
     path = own if own.is_file() else combined
     if not path.is_file():
         raise DetectRunError(
@@ -65,18 +69,26 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
             "NAB's label windows"
         )
     windows = read_windows(path)
-    own_windows = {k: v for k, v in windows.items() if k.startswith(f"{category}/")}
+    own_windows = {k: v for k, v in windows.items() if _nfc(k).startswith(_nfc(f"{category}/"))}
     foreign = sorted(k for k in windows if k not in own_windows) if path == own else []
     if foreign:
         raise DetectRunError(
             f"{path} has windows under {', '.join(map(repr, foreign[:3]))}, which name no file "
             f'of {category}: write each key as "{category}/<file>.csv" (or drop the entry)'
         )
-    unlabelled = sorted(
-        f"{category}/{p.name}"
+    labelled = {_nfc(k): v for k, v in own_windows.items()}
+    if len(labelled) < len(own_windows):
+        twice = sorted(k for k, n in Counter(map(_nfc, own_windows)).items() if n > 1)
+        raise DetectRunError(
+            f"{path} lists {', '.join(map(repr, twice[:3]))} twice, in two Unicode forms "
+            "(NFC and NFD); keep one entry"
+        )
+    data = {
+        _nfc(f"{category}/{p.name}"): p
         for p in nab_data_files(nab_dir)
-        if p.parent.name == category and f"{category}/{p.name}" not in own_windows
-    )
+        if p.parent.name == category
+    }
+    unlabelled = sorted(f"{category}/{p.name}" for k, p in data.items() if k not in labelled)
     if unlabelled:
         raise DetectRunError(
             f"{path} has no windows for {', '.join(unlabelled[:3])}"
@@ -89,7 +101,7 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
             f"{path} labels {', '.join(renamed[:3])}, which roadcast detect does not read (only "
             "<category>/<file>.csv): rename the file and its entry to .csv"
         )
-    ghosts = sorted(k for k in own_windows if not (nab_dir / k).is_file() or k.count("/") != 1)
+    ghosts = sorted(k for k in own_windows if _nfc(k) not in data)
     if ghosts:
         raise DetectRunError(
             f"{path} has windows for {', '.join(ghosts[:3])}"
@@ -97,7 +109,11 @@ def category_windows(nab_dir: Path, category: str) -> dict[str, tuple]:  # type:
             f"{nab_dir / category}: the score would leave those windows out; restore the file "
             "or drop its entry"
         )
-    return own_windows
+    return {data[k]: v for k, v in sorted(labelled.items())}
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
 
 
 def _score(
@@ -123,16 +139,29 @@ def _score(
     return best, fixed, fps
 
 
-def labelled_categories(nab_dir: str | Path) -> dict[str, list[LabeledFile]]:
-    """Every category of ``nab_dir`` (sorted) with its files and their windows, checked:
-    ``roadcast detect --score`` calls it before scoring anything."""
-    categories = sorted({p.parent.name for p in nab_data_files(nab_dir)})  # not stale ones
-    try:
-        return {
-            c: labeled_files(Path(nab_dir), category_windows(Path(nab_dir), c)) for c in categories
-        }
-    except NabFormatError as exc:
-        raise DetectRunError(str(exc)) from None
+def labelled_categories(
+    nab_dir: str | Path, stamps: dict[Path, pd.DatetimeIndex] | None = None
+) -> dict[str, list[LabeledFile]]:
+    """Every category of ``nab_dir`` (sorted) with its files and their windows, checked as
+    NAB scores them: windows on data rows, sorted and disjoint, rows in time order.
+    ``stamps``: each data file's timestamps when already read (``roadcast detect --score``
+    checks them so, before scoring anything); else the files are read here."""
+    root = Path(nab_dir)
+    files = nab_data_files(root)
+    if stamps is None:
+        stamps = {p: read_nab_rows(p)[1] for p in files}
+    categories: dict[str, list[LabeledFile]] = {}
+    for category in sorted({p.parent.name for p in files}):  # not stale ones
+        categories[category] = [
+            LabeledFile(f"{category}/{p.name}", stamps[p], windows)
+            for p, windows in category_windows(root, category).items()
+        ]
+        try:
+            for file in categories[category]:
+                sweep(file)
+        except NabFormatError as exc:
+            raise DetectRunError(str(exc)) from None
+    return categories
 
 
 def score_results(

@@ -162,7 +162,7 @@ def test_cli_detect_and_score(nab_dir, tmp_path) -> None:
     bad = runner.invoke(
         app, ["detect", "--nab-dir", str(nab_dir), "--out", str(tmp_path), "--detector", "x"]
     )
-    assert bad.exit_code == 1 and "unknown detector" in bad.output
+    assert bad.exit_code == 2 and "unknown detector" in bad.output
     (nab_dir / "synth_windows.json").unlink()
     missing = runner.invoke(
         app, ["detect", "--nab-dir", str(nab_dir), "--out", str(out), "--score"]

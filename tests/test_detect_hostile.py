@@ -4,6 +4,7 @@ either gives defined scores in [0, 1] for every row or one error line naming the
 from __future__ import annotations
 
 import json
+import signal
 import warnings
 from pathlib import Path
 
@@ -59,6 +60,10 @@ REFUSED = {
     ),
     "decimal comma": (with_value(51, "1,5"), "Expected 2 fields in line 53, saw 3)"),
     "ragged row": (csv() + "2015-02-01 00:00:00,1,x,y\n", "not a NAB CSV file"),
+    "a field after the value": (
+        csv(values=[f"{v}," for v in VALUES[:20]] + [f"{VALUES[20]},x"] + VALUES[21:]),
+        "data row 21 has 3 fields, the header 'timestamp,value' has 2; remove the fields after",
+    ),
     "binary": (bytes(range(256)) * 10, "not a NAB CSV file"),
     "latin-1": (csv().encode() + b"2015-02-01 00:00:00,caf\xe9\n", "not a NAB CSV file"),
     "utf-16": (csv().encode("utf-16"), "not a NAB CSV file"),
@@ -145,6 +150,7 @@ DEFINED = {
     "extra columns": "timestamp,value,label\n"
     + "".join(f"{t},{v},0\n" for t, v in zip(STAMPS, VALUES, strict=True)),
     "BOM and CRLF": "\ufeff" + csv().replace("\n", "\r\n"),
+    "a trailing comma on every row": csv(values=[f"{v}," for v in VALUES]),
 }
 
 
@@ -460,14 +466,16 @@ def test_rows_out_of_time_order_are_named_and_not_scored_by_nab(tmp_path) -> Non
     assert "cat/f.csv: data row 151 (2015-01-01 08:20:00) is earlier than the row before" in line
 
 
+@pytest.mark.parametrize("value", ["", " "])
 @pytest.mark.parametrize("option", ["--nab-dir", "--out"])
-def test_an_empty_directory_option_is_refused(tmp_path, option) -> None:
+def test_an_empty_directory_option_is_a_usage_error(tmp_path, option, value) -> None:
     """``--out ''`` wrote into the working directory, ``--out ' '`` into a folder ' '."""
     root = nab_dir(tmp_path, csv())
-    args = {"--nab-dir": str(root), "--out": str(tmp_path / "out"), option: " "}
+    args = {"--nab-dir": str(root), "--out": str(tmp_path / "out"), option: value}
     result = CliRunner().invoke(app, ["detect", *[x for kv in args.items() for x in kv]])
-    assert result.exit_code == 1
-    assert result.output.strip() == f"error: {option} is empty; name a directory"
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: Invalid value for {option}: is empty; name a directory")
 
 
 def test_the_score_table_is_whole_when_piped(capsys) -> None:
@@ -505,11 +513,18 @@ def test_workers_must_be_at_least_one(tmp_path) -> None:
     assert result.exit_code == 2 and "--workers" in result.output, result.output
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_stops_scoring_says_so_and_leaves_nothing(tmp_path, workers) -> None:
+@pytest.mark.parametrize(
+    ("workers", "sig", "status"),
+    [("1", signal.SIGINT, 130), ("2", signal.SIGINT, 130), ("2", signal.SIGTERM, 143)],
+    ids=["ctrl-c-1", "ctrl-c-2", "sigterm-2"],
+)
+def test_ctrl_c_or_sigterm_stops_scoring_says_so_and_leaves_nothing(
+    tmp_path, workers, sig, status
+) -> None:
     """Interrupted while a long file was scored (one by one, or in processes that must not
-    outlive it): one line, status 130, no result or partial file, no process left."""
-    import signal
+    outlive it): one line, status 128 + the signal, no result, partial file or folder, no
+    process left. SIGTERM (a service manager's stop) killed the command, leaving its
+    scoring processes running and their partial files behind."""
     import subprocess
     import sys
 
@@ -533,13 +548,13 @@ def test_ctrl_c_stops_scoring_says_so_and_leaves_nothing(tmp_path, workers) -> N
     try:
         wait_until(lambda: "sim/s0.csv: 300 rows" in output.read_text(), what="the first file")
         children = children_of(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(WAIT_S) == 130, output.read_text()
+        proc.send_signal(sig)
+        assert proc.wait(WAIT_S) == status, output.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
     assert output.read_text().splitlines()[-1].startswith("error: interrupted before every file")
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert not (tmp_path / "out").exists()
     wait_until(
         lambda: not any(alive(pid) for pid in children),
         what="the scoring processes to end",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from flows.detect import DetectRunError, detect_nab
 from flows.nab_table import score_results
 from models.anomaly.nab_score import read_windows
 from tests.conftest import _shared_data_dir, skip_locally_fail_in_ci
-from tests.test_detect_hostile import DEFINED, STAMPS, N, csv, nab_dir, one_line_error
+from tests.test_detect_hostile import (
+    DEFINED,
+    STAMPS,
+    VALUES,
+    N,
+    csv,
+    nab_dir,
+    one_line_error,
+)
 
 
 @pytest.fixture
@@ -210,3 +219,183 @@ def test_windows_of_a_category_file_under_a_key_naming_no_file_of_it_are_refused
     (root / "cat_windows.json").write_text(json.dumps(windows))
     with pytest.raises(DetectRunError, match=r"has windows under '\./cat/f\.csv', which name no"):
         score_results(root, tmp_path / "out", "extreme", 0.9)
+
+
+# --------------------------------------------------------------------------- third probe
+
+
+def score_args(root: Path, out: Path) -> list[str]:
+    return ["detect", "--nab-dir", str(root), "--out", str(out), "--detector", "extreme", "--score"]
+
+
+def labelled(root: Path, windows: list[list[str]]) -> Path:
+    (root / "cat_windows.json").write_text(json.dumps({"cat/f.csv": windows}))
+    return root
+
+
+SCORED_AS_DETECTED = {
+    "fractions on some rows": csv(
+        stamps=[t + (".5" if i % 7 == 3 else "") for i, t in enumerate(STAMPS)]
+    ),
+    "T and space mixed": csv(
+        stamps=[t.replace(" ", "T") if i % 2 else t for i, t in enumerate(STAMPS)]
+    ),
+    "a trailing comma on every row": csv(values=[f"{v}," for v in VALUES]),
+}
+REFUSED_AS_DETECTED = {
+    "empty file": "",
+    "unix times": csv(stamps=[str(1420070400 + 300 * k) for k in range(N)]),
+    "latin-1 byte": csv() + "2015-02-01 00:00:00,caf\xe9\n",
+    "mixed UTC offsets": csv(
+        stamps=[t + ("+02:00" if i % 2 else "+00:00") for i, t in enumerate(STAMPS)]
+    ),
+    "repeated header": csv() + "timestamp,value\n",
+}
+
+
+@pytest.mark.parametrize("case", SCORED_AS_DETECTED)
+def test_score_reads_every_file_that_detect_reads(tmp_path, case) -> None:
+    """``--score`` read the data files again with a weaker reader of its own, which
+    refused these files with a raw pandas error."""
+    root = labelled(nab_dir(tmp_path, SCORED_AS_DETECTED[case]), [[STAMPS[200], STAMPS[210]]])
+    result = CliRunner().invoke(app, score_args(root, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "NAB scores of 'extreme'" in result.output
+
+
+@pytest.mark.parametrize("case", REFUSED_AS_DETECTED)
+def test_score_refuses_a_bad_file_with_the_error_detect_gives(tmp_path, case) -> None:
+    text = REFUSED_AS_DETECTED[case]
+    root = labelled(nab_dir(tmp_path, text.encode("latin-1")), [[STAMPS[200], STAMPS[210]]])
+    alone = one_line_error(root, tmp_path / "out")
+    assert one_line_error(root, tmp_path / "out", "--score") == alone
+    assert str(root / "cat" / "f.csv") in alone
+
+
+def test_a_trailing_comma_on_every_row_reads_the_values(tmp_path) -> None:
+    """pandas took the timestamps for an index: 'timestamp '0' does not parse'."""
+    root = nab_dir(tmp_path, csv(values=[f"{v}," for v in VALUES]))
+    (written,) = detect_nab(root, tmp_path / "out", "extreme")
+    result = pd.read_csv(written, dtype={"timestamp": str})
+    assert list(result["timestamp"]) == STAMPS
+    np.testing.assert_array_equal(result["value"], np.array(VALUES, dtype=float))
+
+
+Z = [t.replace(" ", "T") + "Z" for t in STAMPS]
+BAD_WINDOWS = {
+    "end off the data grid": (
+        STAMPS,
+        [[STAMPS[200], "2015-01-01 17:31:00"]],
+        "does not start and end on data rows",
+    ),
+    "reversed": (STAMPS, [[STAMPS[210], STAMPS[200]]], "windows must be sorted and disjoint"),
+    "overlapping": (
+        STAMPS,
+        [[STAMPS[100], STAMPS[150]], [STAMPS[140], STAMPS[160]]],
+        "windows must be sorted and disjoint",
+    ),
+    "Z window on naive data": (
+        STAMPS,
+        [[Z[200], Z[210]]],
+        "(the data's timestamps have no time zone, the window's not alike)",
+    ),
+    "naive window on Z data": (
+        Z,
+        [[STAMPS[200], STAMPS[210]]],
+        "(the data's timestamps have a time zone, the window's not alike)",
+    ),
+    "past the file's end": (
+        STAMPS,
+        [[STAMPS[290], "2015-01-02 01:00:00"]],
+        "does not start and end on data rows",
+    ),
+    "rows out of order": (
+        [*STAMPS[:100], *STAMPS[150:200], *STAMPS[100:150], *STAMPS[200:]],
+        [[STAMPS[20], STAMPS[30]]],
+        "cat/f.csv: data row 151 (2015-01-01 08:20:00) is earlier than the row before it",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_WINDOWS)
+def test_windows_nab_cannot_score_are_refused_before_scoring(tmp_path, no_scoring, case) -> None:
+    """These were found only by the scorer, after every file had been scored and written."""
+    stamps, windows, message = BAD_WINDOWS[case]
+    root = labelled(nab_dir(tmp_path, csv(stamps=stamps)), windows)
+    line = one_line_error(root, tmp_path / "out", "--score")
+    assert message in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--detector", "windowedGaussian"], "--detector"),
+        (["--out", ""], "--out"),
+        (["--nab-dir", ""], "--nab-dir"),
+    ],
+)
+def test_an_invalid_option_value_is_a_usage_error(tmp_path, args, option) -> None:
+    root = nab_dir(tmp_path, csv())
+    given = {"--nab-dir": str(root), "--out": str(tmp_path / "out"), args[0]: args[1]}
+    result = CliRunner().invoke(app, ["detect", *[x for kv in given.items() for x in kv]])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: Invalid value for {option}: ")
+
+
+def test_nab_s_own_layout_is_found_from_inside_its_data_folder(tmp_path, monkeypatch) -> None:
+    """``--nab-dir .`` inside NAB's ``data/``: ``Path('.').parent`` is ``.``, so
+    ``../labels/combined_windows.json`` was not found."""
+    data = nab_dir(tmp_path, csv())
+    data = data.rename(tmp_path / "data")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "combined_windows.json").write_text(
+        json.dumps({"cat/f.csv": [[STAMPS[200], STAMPS[210]]]})
+    )
+    monkeypatch.chdir(data)
+    result = CliRunner().invoke(app, score_args(Path("."), tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "NAB scores of 'extreme'" in result.output
+
+
+def test_a_file_name_in_another_unicode_form_than_its_label_is_matched(tmp_path) -> None:
+    """macOS writes file names decomposed (NFD), NAB's labels are composed (NFC): the
+    names look the same, yet the file 'had no windows'."""
+    name = "Straße_ü.csv"
+    root = nab_dir(tmp_path, csv(), f"cat/{unicodedata.normalize('NFD', name)}")
+    windows = {f"cat/{unicodedata.normalize('NFC', name)}": [[STAMPS[200], STAMPS[210]]]}
+    (root / "cat_windows.json").write_text(json.dumps(windows))
+    result = CliRunner().invoke(app, score_args(root, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "NAB scores of 'extreme'" in result.output
+
+
+def test_a_failed_run_leaves_the_output_folder_as_it_was(tmp_path, monkeypatch) -> None:
+    """A failure while scoring left the folders the run had made, and its progress named
+    result files that it then did not write."""
+    root = nab_dir(tmp_path, csv(), "a/f.csv")
+    out = tmp_path / "out"
+    (earlier,) = detect_nab(root, out, "extreme")
+    earlier.write_text("an earlier run\n")
+    before = sorted(out.rglob("*"))
+    nab_dir(tmp_path, csv(), "b/g.csv")
+    nab_dir(tmp_path, csv(), "c/h.csv")
+    scored: list[str] = []
+
+    def fail_on_the_third(values: np.ndarray, stamps: pd.DatetimeIndex, *args, **kwargs):
+        scored.append(args[1])
+        if len(scored) % 3 == 0:
+            raise KeyboardInterrupt
+        return np.zeros(len(values))
+
+    monkeypatch.setattr(flows.detect, "score_rows", fail_on_the_third)
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        detect_nab(root, out, "extreme", progress=said.append, workers=1)
+    assert sorted(out.rglob("*")) == before
+    assert earlier.read_text() == "an earlier run\n"
+    assert not [line for line in said if str(out) in line]
+    with pytest.raises(KeyboardInterrupt):
+        detect_nab(root, tmp_path / "new" / "out", "extreme", workers=1)
+    assert not (tmp_path / "new").exists()

@@ -15,7 +15,6 @@ from models.anomaly.nab_score import (
     LabeledFile,
     NabFormatError,
     best_threshold,
-    labeled_files,
     nab_score,
     probation_length,
     read_windows,
@@ -26,6 +25,21 @@ from models.anomaly.nab_score import (
 )
 
 UNIT = CostMatrix(tp=1.0, fp=1.0, fn=1.0)  # NAB's own unit tests use all-ones weights
+
+
+def labeled_files(nab: Path, category: str) -> list[LabeledFile]:
+    """The files of a NAB category with their windows, read as ``roadcast detect`` reads them."""
+    from flows.detect import read_nab_rows
+
+    windows = read_windows(nab / f"{category}_windows.json")
+    return [LabeledFile(n, read_nab_rows(nab / n)[1], w) for n, w in sorted(windows.items())]
+
+
+def nab_values(nab: Path, files: list[LabeledFile]) -> list[np.ndarray]:
+    """Each file's readings, read as ``roadcast detect`` reads them."""
+    from flows.detect import read_nab_rows
+
+    return [read_nab_rows(nab / f.name)[0]["value"].to_numpy(dtype=float) for f in files]
 
 
 def make_file(n: int, windows: list[tuple[int, int]], name: str = "cat/f.csv") -> LabeledFile:
@@ -220,7 +234,7 @@ def test_duplicate_timestamps_use_the_first_row_as_nab_does() -> None:
 @pytest.mark.slow
 def test_real_nab_windows_align_and_anchor_the_scale(shared_data) -> None:
     nab = shared_data / "nab"
-    files = labeled_files(nab, read_windows(nab / "realTraffic_windows.json"))
+    files = labeled_files(nab, "realTraffic")
     assert len(files) == 7
     sweeps = [sweep(f) for f in files]
     assert sum(s.n_windows for s in sweeps) == 14
@@ -244,15 +258,13 @@ def test_nab_reference_detectors_reproduce_the_published_realtraffic_scores(shar
     thresholds optimised on realTraffic alone, give the published 24.4 and 82.0."""
     from benchmarks.anomaly import nab_random_scores
     from models.anomaly.gaussian import gaussian_scores
-    from models.anomaly.nab_score import read_nab_csv
 
     nab = shared_data / "nab"
-    files = labeled_files(nab, read_windows(nab / "realTraffic_windows.json"))
+    files = labeled_files(nab, "realTraffic")
     sweeps = [sweep(f) for f in files]
     random_scores = [nab_random_scores(f.n_rows) for f in files]
     assert nab_score(sweeps, random_scores).score == pytest.approx(24.40, abs=0.005)
-    values = [read_nab_csv(nab / f.name)["value"].to_numpy(dtype=float) for f in files]
-    gaussian = [gaussian_scores(v) for v in values]
+    gaussian = [gaussian_scores(v) for v in nab_values(nab, files)]
     assert nab_score(sweeps, gaussian).score == pytest.approx(81.95, abs=0.005)
 
 
@@ -264,17 +276,16 @@ def test_nab_reference_detectors_reproduce_the_published_scores_per_category(sha
     35.5 and 56.05 here, 31.2 and 51.4 published; docs/results.md)."""
     from benchmarks.anomaly import nab_random_scores
     from models.anomaly.gaussian import gaussian_scores
-    from models.anomaly.nab_score import read_nab_csv
     from pipeline.data.published import NAB_CATEGORIES
 
     nab = shared_data / "nab"
     for category, published in NAB_CATEGORIES.items():
-        files = labeled_files(nab, read_windows(nab / f"{category}_windows.json"))
+        files = labeled_files(nab, category)
         sweeps = [sweep(f) for f in files]
         random = nab_score(sweeps, [nab_random_scores(f.n_rows) for f in files]).score
         assert random == pytest.approx(published["random"], abs=0.051), category
         if category in ("realAdExchange", "artificialWithAnomaly"):
-            values = [read_nab_csv(nab / f.name)["value"].to_numpy(dtype=float) for f in files]
+            values = nab_values(nab, files)
             gaussian = nab_score(sweeps, [gaussian_scores(v) for v in values]).score
             assert gaussian == pytest.approx(published["windowedGaussian"], abs=0.051), category
 

@@ -383,19 +383,45 @@ def detect(
     ),
 ) -> None:
     """Score every NAB file in streaming order and write NAB result files."""
-    from flows.detect import DEFAULT_RULE, DetectRunError, detect_nab
+    from pathlib import Path
+
+    import pandas as pd
+
+    from flows.detect import DEFAULT_RULE, DetectRunError, check_detector, detect_nab
+    from flows.nab_table import labelled_categories, score_results
+    from models.anomaly.nab_score import LabeledFile
 
     for option, value in (("--nab-dir", nab_dir), ("--out", out)):
         if not value.strip():
-            typer.echo(f"error: {option} is empty; name a directory", err=True)
-            raise typer.Exit(1)
-    from flows.nab_table import labelled_categories, score_results
-
+            raise typer.BadParameter("is empty; name a directory", param_hint=option)
     try:
-        # The windows are checked before anything is scored.
-        labelled = labelled_categories(nab_dir) if score else None
+        check_detector(detector)
+    except DetectRunError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--detector") from None
+    labelled: dict[str, list[LabeledFile]] = {}
+
+    def check_windows(stamps: dict[Path, pd.DatetimeIndex]) -> None:
+        labelled.update(labelled_categories(nab_dir, stamps))
+
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    # SIGTERM stops a run as Ctrl-C does: the scoring processes stopped, nothing written
+    # (only the main thread may handle signals).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
         written = detect_nab(
-            nab_dir, out, detector, nab_range=nab_range, progress=typer.echo, workers=workers
+            nab_dir,
+            out,
+            detector,
+            nab_range=nab_range,
+            progress=typer.echo,
+            workers=workers,
+            check=check_windows if score else None,  # windows refused before any scoring
         )
     except BrokenPipeError:  # `| head`: the group ends quietly
         raise
@@ -403,10 +429,13 @@ def detect(
         typer.echo(
             f"error: interrupted before every file was scored; nothing written to {out}", err=True
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT)) from None
     except (DetectRunError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")
     if not score:
         return

@@ -61,6 +61,8 @@ import numpy as np
 import pandas as pd
 
 PROBATION_PERCENT = 0.15
+# A file's labelled anomaly windows: (start, end) pairs.
+Windows = tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
 # NAB's runner starts the threshold sweep above every possible score: nothing detected.
 START_THRESHOLD = 1.1
 
@@ -117,7 +119,7 @@ class LabeledFile:
 
     name: str
     timestamps: pd.DatetimeIndex
-    windows: tuple[tuple[pd.Timestamp, pd.Timestamp], ...]
+    windows: Windows
 
     @property
     def n_rows(self) -> int:
@@ -406,55 +408,7 @@ def nab_score(
 # --- NAB files on disk -------------------------------------------------------------------
 
 
-def read_nab_csv(path: str | Path) -> pd.DataFrame:
-    """A NAB data file (``timestamp,value``) with parsed timestamps, rows as in the file."""
-    frame = pd.read_csv(path, dtype={"timestamp": str})  # as roadcast detect reads them
-    missing = {"timestamp", "value"} - set(frame.columns)
-    if missing:
-        raise NabFormatError(f"{path}: missing NAB columns {sorted(missing)}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "parsing dates in %d/%m/%Y format"
-        try:
-            stamps = day_or_month(frame["timestamp"])
-        except ValueError as exc:
-            raise NabFormatError(f"{path}: {exc}") from None
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"]) if stamps is None else stamps
-    return frame
-
-
-# A first timestamp whose day and month could be either way round: 01/09/2015, 1.9.15.
-_DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
-
-
-def day_or_month(text: pd.Series) -> pd.Series | None:
-    """Timestamps whose first one could be day-first or month-first (``01/09/2015``), read
-    the way that parses every row and puts the rows closer together, as the data reader
-    does (pandas takes month-first from the first row alone); None for other timestamps
-    or when neither way parses every row.
-
-    Raises ValueError when both ways parse every row and fit equally well."""
-    if not len(text) or not _DAY_OR_MONTH.match(str(text.iloc[0])):
-        return None
-    readings = []
-    for dayfirst in (False, True):
-        try:
-            readings.append(pd.to_datetime(text, dayfirst=dayfirst))
-        except (ValueError, TypeError, OverflowError):
-            continue
-    if not readings:
-        return None
-    if len(readings) == 1 or readings[0].equals(readings[1]):
-        return readings[0]
-    month, day = ((r.max() - r.min()) for r in readings)
-    if month == day:
-        raise ValueError(
-            f"timestamps such as {str(text.iloc[0])!r} read as day/month and as month/day "
-            "equally well; write ISO-8601 dates (2015-09-01 00:00:00)"
-        )
-    return readings[0] if month < day else readings[1]
-
-
-def read_windows(path: str | Path) -> dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]:
+def read_windows(path: str | Path) -> dict[str, Windows]:
     """NAB's ``combined_windows.json`` format: ``{"category/file.csv": [[start, end], ...]}``."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not an error
@@ -480,9 +434,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _windows(
-    path: str | Path, name: str, pairs: object
-) -> tuple[tuple[pd.Timestamp, pd.Timestamp], ...]:
+def _windows(path: str | Path, name: str, pairs: object) -> Windows:
     if not isinstance(pairs, list) or not all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in pairs
     ):
@@ -518,23 +470,6 @@ def _day_month_ambiguous(text: str) -> bool:
             return bool(pd.Timestamp(text) != pd.to_datetime(text, dayfirst=True))
         except (ValueError, OverflowError):
             return True
-
-
-def labeled_files(
-    data_dir: str | Path, windows: dict[str, tuple[tuple[pd.Timestamp, pd.Timestamp], ...]]
-) -> list[LabeledFile]:
-    """Every file named in ``windows`` that exists under ``data_dir``, in name order."""
-    root = Path(data_dir)
-    files = []
-    for name in sorted(windows):
-        path = root / name
-        if not path.is_file():
-            continue
-        stamps = pd.DatetimeIndex(read_nab_csv(path)["timestamp"])
-        files.append(LabeledFile(name, stamps, windows[name]))
-    if not files:
-        raise NabFormatError(f"none of the {len(windows)} labelled files exists under {root}")
-    return files
 
 
 def read_result_scores(results_dir: str | Path, detector: str, file: LabeledFile) -> np.ndarray:
