@@ -126,8 +126,6 @@ def train(
         check_spec(data, adjacency)  # a bad data spec fails here, before Prefect starts
         if tune is not None:
             parse_budget(tune)
-        if index_col is not None and no_index:
-            raise ValueError("--index-col and --no-index contradict each other; give one")
         if threads is not None and not 1 <= threads <= MAX_THREADS:
             raise ValueError(f"--threads must be 1-{MAX_THREADS}, got {threads}")
         if label is not None and (problem := label_problem(label)) is not None:

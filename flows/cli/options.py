@@ -29,6 +29,30 @@ def _named_file(value: str | None) -> str | None:
     return value
 
 
+def _one_index_option(ctx: typer.Context, value: Any) -> Any:
+    """Refuse ``--index-col`` with ``--no-index`` (each option's callback sees the other
+    once that one is parsed, so the second of them refuses)."""
+    from flows.cli.errors import UsageError
+
+    given = ctx.params.get("index_col") is not None or ctx.params.get("no_index")
+    if given and value not in (None, False):
+        raise UsageError("--index-col and --no-index contradict each other; give one", ctx=ctx)
+    return value
+
+
+def _zone(value: str | None) -> str | None:
+    """Refuse an unknown ``--timezone`` before anything runs (exit status 2)."""
+    from pipeline.data.cells import DatasetError
+    from pipeline.data.timestamps import zone_info
+
+    if value is not None:
+        try:
+            zone_info(value)
+        except DatasetError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 ADJACENCY = typer.Option(
     None,
     "--adjacency",
@@ -36,12 +60,18 @@ ADJACENCY = typer.Option(
     callback=_named_file,
 )
 INDEX_COL = typer.Option(
-    None, "--index-col", help="csv:PATH: the time or row-index column (not a sensor)."
+    None,
+    "--index-col",
+    help="csv:PATH: the time or row-index column (not a sensor).",
+    callback=_one_index_option,
 )
 NO_INDEX = typer.Option(
-    False, "--no-index", help="csv:PATH: every column is a sensor (no index column)."
+    False,
+    "--no-index",
+    help="csv:PATH: every column is a sensor (no index column).",
+    callback=_one_index_option,
 )
-TIMEZONE = typer.Option(None, "--timezone", help=TIMEZONE_HELP)
+TIMEZONE = typer.Option(None, "--timezone", help=TIMEZONE_HELP, callback=_zone)
 
 
 # The settings commands take options for, and those options (the same in every command).

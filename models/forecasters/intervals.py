@@ -97,8 +97,10 @@ def hour_scale(residuals: np.ndarray, hours: np.ndarray) -> np.ndarray | None:
     scored = np.isfinite(abs_res)
     if not scored.any() or len(np.unique(hours)) < 2:
         return None
-    # Each step and sensor in units of its own mean error: steps further ahead err more.
-    mean = np.nanmean(np.where(scored, abs_res, np.nan), axis=0, keepdims=True)  # [1, h, node]
+    # Each step and sensor in units of its own mean error: steps further ahead err more
+    # (a sensor with no scored residual, never read in the validation part, has none).
+    total_err = np.where(scored, abs_res, 0.0).sum(axis=0, keepdims=True)  # [1, h, node]
+    mean = total_err / np.maximum(scored.sum(axis=0, keepdims=True), 1)
     unit = np.where(scored & (mean > 0), abs_res / np.where(mean > 0, mean, 1.0), np.nan)
     n_nodes = residuals.shape[2]
     total = np.zeros((HOURS, n_nodes))

@@ -18,7 +18,7 @@ import itertools
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -97,13 +97,15 @@ def tunable(name: str) -> bool:
 AR_GRID: dict[str, list[Any]] = {"max_lag": [6, 12, 24, 36], "ic": ["aic", "bic"]}
 
 
-def search_space(name: str, trial: optuna.Trial) -> dict[str, Any]:
+def search_space(
+    name: str, trial: optuna.Trial, windows: Sequence[int] = WINDOWS
+) -> dict[str, Any]:
     """The settings of one trial for model ``name`` (constructor keywords of the model;
-    ``train`` holds ``TrainConfig`` fields)."""
+    ``train`` holds ``TrainConfig`` fields), its input window one of ``windows``."""
     if name == "ar":
         return {key: trial.suggest_categorical(key, values) for key, values in AR_GRID.items()}
     params: dict[str, Any] = {
-        "window": trial.suggest_categorical("window", list(WINDOWS)),
+        "window": trial.suggest_categorical("window", list(windows)),
         "hidden": trial.suggest_categorical("hidden", [32, 64, 128, 256]),
         "dropout": trial.suggest_float("dropout", 0.0, 0.7, step=0.1),
         "skip": trial.suggest_categorical("skip", ["linear", "last", "none"]),
@@ -116,19 +118,36 @@ def search_space(name: str, trial: optuna.Trial) -> dict[str, Any]:
     return params
 
 
-def check_validation(split: Split, plan: TrainPlan) -> None:
-    """Refuse a validation part with fewer windows than a trial needs (before any fit)."""
-    need = MIN_VALID_WINDOWS_PER_STEP * plan.horizon
-    windows = len(
-        part_origins(
-            split.train.n_time + split.valid.n_time,
-            start=split.train.n_time,
-            stop=None,
-            window=max(WINDOWS),
-            horizon=plan.horizon,
-            inputs_inside=0,
-        )
+def _valid_windows(split: Split, plan: TrainPlan, window: int) -> int:
+    """How many validation windows a trial with input ``window`` is scored on."""
+    origins = part_origins(
+        split.train.n_time + split.valid.n_time,
+        start=split.train.n_time,
+        stop=None,
+        window=window,
+        horizon=plan.horizon,
+        inputs_inside=0,
     )
+    return len(origins)
+
+
+def search_windows(split: Split, plan: TrainPlan) -> tuple[int, ...]:
+    """The input windows the neural models' trials try: :data:`WINDOWS` and ``--window``,
+    each only where the training part holds a window of it (``window + horizon`` steps)
+    and the validation part enough windows."""
+    need = MIN_VALID_WINDOWS_PER_STEP * plan.horizon
+    return tuple(
+        w
+        for w in sorted({*WINDOWS, plan.window})
+        if split.train.n_time >= w + plan.horizon and _valid_windows(split, plan, w) >= need
+    )
+
+
+def check_validation(split: Split, plan: TrainPlan) -> None:
+    """Refuse, before any fit, a validation part with fewer windows than a trial needs,
+    and a training part in which no searched window fits when a neural model is tuned."""
+    need = MIN_VALID_WINDOWS_PER_STEP * plan.horizon
+    windows = _valid_windows(split, plan, min(*WINDOWS, plan.window))
     if windows < need:
         raise TuningError(
             f"--tune needs at least {need} validation windows of {plan.horizon} targets; the "
@@ -136,6 +155,22 @@ def check_validation(split: Split, plan: TrainPlan) -> None:
             f"{'' if windows == 1 else 's'}): raise "
             f"--valid (now {plan.valid:g}), use more data or a shorter --horizon"
         )
+    if any(tunable(n) and n != "ar" for n in plan.models):
+        _check_windows(split, plan)
+
+
+def _check_windows(split: Split, plan: TrainPlan) -> tuple[int, ...]:
+    """:func:`search_windows`, refused naming the training part when it is empty."""
+    windows = search_windows(split, plan)
+    if not windows:
+        tried = ", ".join(str(w) for w in sorted({*WINDOWS, plan.window}))
+        raise TuningError(
+            f"--tune: no window searched ({tried}) fits the training part of "
+            f"{split.train.n_time} steps: a trial needs the window + --horizon {plan.horizon} "
+            f"steps there; use more data, a lower --valid (now {plan.valid:g}) or --test, or "
+            "a shorter --horizon"
+        )
+    return windows
 
 
 def run_trial(name: str, trial: optuna.Trial, split: Split, plan: TrainPlan) -> float:
@@ -147,9 +182,10 @@ def run_trial(name: str, trial: optuna.Trial, split: Split, plan: TrainPlan) -> 
     """
     import optuna
 
+    windows = WINDOWS if name == "ar" else _check_windows(split, plan)
     params: dict[str, Any] = {
         k: float(f"{v:.6g}") if isinstance(v, float) else v
-        for k, v in search_space(name, trial).items()
+        for k, v in search_space(name, trial, windows).items()
     }
     steps = itertools.count(1)
 
@@ -222,11 +258,15 @@ def tune_model(
     Raises
     ------
     TuningError
-        When no trial finished within the budget, or a time budget ran out before a
-        second trial finished (one trial's settings would be adopted untested).
+        Before any trial when no searched window fits the split; when no trial finished
+        within the budget (naming the failure every trial shared), or a time budget ran
+        out before a second trial finished (one trial's settings would be adopted
+        untested).
     """
     import optuna
 
+    if name != "ar":
+        _check_windows(split, plan)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=0)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
@@ -241,6 +281,7 @@ def tune_model(
         trials = min(trials, len(grid))
     limit = seconds if seconds is not None else budget.seconds
     started = time.monotonic()
+    failures: list[str] = []
     for _ in range(trials):
         if limit is not None and time.monotonic() - started >= limit:
             break
@@ -252,19 +293,25 @@ def tune_model(
             continue
         except (ValueError, RuntimeError) as exc:  # a setting that cannot fit this data
             log(f"  {name} trial {trial.number} failed: {exc}")
+            failures.append(str(exc))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
         study.tell(trial, value)
         log(f"  {name} trial {trial.number}: valid RMSE {value:.4f} {trial.params}")
+    state = optuna.trial.TrialState
+    ran = study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL))
     history = [
         {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params}
-        for t in study.trials
+        for t in ran
     ]
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in ran if t.state == state.COMPLETE]
+    if not done and failures and len(failures) == len(ran):
+        why = "" if len(set(failures)) == 1 else f" for {len(set(failures))} reasons, the first"
+        raise TuningError(f"every trial of {name} failed ({len(ran)}){why}: {failures[0]}")
     if not done:
         raise TuningError(
-            f"no trial of {name} finished within --tune {budget} ({len(study.trials)} started, "
-            "all pruned or failed); give a larger budget"
+            f"no trial of {name} finished within --tune {budget} ({len(ran)} started, "
+            f"{len(failures)} failed, the others pruned); give a larger budget"
         )
     spent = time.monotonic() - started
     if limit is not None and len(done) < 2 and spent > limit:

@@ -88,13 +88,15 @@ def receptive_field(hops: Sequence[np.ndarray], num_nodes: int) -> Tensor:
 
 
 def cut(edge_index: Tensor, num_nodes: int, n_parts: int, *, seed: int = 0) -> tuple[Tensor, str]:
-    """The part of every sensor (int64 ``[N]``, parts numbered from 0) and the method.
+    """The part of every sensor (int64 ``[N]``, parts numbered from 0 to k - 1, none
+    empty, k at most ``n_parts`` and ``num_nodes``) and the method.
 
     METIS (pymetis) on the undirected graph of ``edge_index``; reverse Cuthill-McKee runs,
     with a warning, when pymetis is not installed.
     """
     from torch_geometric.utils import remove_self_loops, to_scipy_sparse_matrix, to_undirected
 
+    n_parts = min(n_parts, num_nodes)  # METIS asked for more parts than nodes fails
     if n_parts <= 1 or num_nodes <= 1:
         return torch.zeros(num_nodes, dtype=torch.long), "one part"
     undirected = to_undirected(remove_self_loops(edge_index)[0], num_nodes=num_nodes)
@@ -119,7 +121,9 @@ def cut(edge_index: Tensor, num_nodes: int, n_parts: int, *, seed: int = 0) -> t
         pymetis.CSRAdjacency(adj_starts=starts, adjacent=adjacent),
         options=pymetis.Options(seed=seed),
     )
-    return torch.tensor(np.asarray(result.vertex_part), dtype=torch.long), "METIS"
+    # METIS may leave a part empty: number the parts it filled 0..k-1.
+    _, labels = np.unique(np.asarray(result.vertex_part), return_inverse=True)
+    return torch.from_numpy(labels.astype(np.int64)), "METIS"
 
 
 def partition(

@@ -84,7 +84,8 @@ def read_adjacency_csv(
     line removes any doubt; an ``N x N`` file of ``N`` sensor ids without one (sensors
     named ``0 .. N-1``, N <= 4) is refused as ambiguous. Weights and lengths must be
     finite and >= 0; an adjacency without a link between two sensors, a link listed
-    twice, or matrix row labels in another order than its header are rejected. Weights
+    twice, an edge list's empty ``src`` or ``dst`` cell, or matrix row labels in another
+    order than its header are rejected. Weights
     are kept as float32: one beyond its range (``1e308``) is rejected naming its line and
     column, and one that becomes 0 in it (below 1.4e-45, e.g. ``1e-300``) is no link, as
     0 is. ``unordered`` says why ``sensor_ids`` are in no order a user would write a matrix
@@ -502,6 +503,12 @@ def _edge_list(
                 "src,dst[,weight], or leave out --adjacency"
             )
         body, lines = raw.iloc[1:], lines[1:]
+    for k in (0, 1):
+        if (blank := np.flatnonzero((body.iloc[:, k] == "").to_numpy())).size:
+            raise DatasetError(
+                f"{path}: line {lines[blank[0]]}, column {names[k]!r} is empty: a link names "
+                "both its sensors, src,dst[,weight]; fill the cell or drop the line"
+            )
     position = {s: k for k, s in enumerate(ids)}
     notes: list[str] = []
     if headed:

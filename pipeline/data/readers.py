@@ -31,7 +31,8 @@ Rules (each one tested):
   as one timestamp.
 * **Long format**: a header of three columns naming the time (see ``TIME_NAMES``), the
   sensor (``SENSOR_NAMES``: ``sensor``, ``sensor_id``, ``station``, ``node``, ...) and
-  the value, in any order (optionally after a row-index column), holds one reading per
+  the value, in any order (optionally after a row-index column under a counter's name,
+  ``COUNTER_NAMES``), holds one reading per
   row: rows in any order, a sensor absent at a time is missing, and two readings of one
   sensor at one time are rejected, naming both lines. Sensors are in order of first
   appearance. Sensors that each report on one step but at different times (one at :00,
@@ -54,9 +55,14 @@ Rules (each one tested):
   column dropped unless its name is a counter's), except that numbers a counter that
   mostly goes up by one skips (rows dropped) become missing rows. A row of empty cells
   (``,,``) between rows does not stop a counter being one, and is not read: the counter
-  places every row (it would otherwise move each later row one step on). An unnamed row
-  counter before a time column (``DataFrame.to_csv()``'s index) is dropped. A first column
-  that is almost a row counter is refused, naming the line of its first flaw (a number
+  places every row (it would otherwise move each later row one step on). A row counter
+  beside the time column is dropped, also with ``index_col``: before it, an unnamed one
+  (``DataFrame.to_csv()``'s index), or whole numbers going up by exactly one every row
+  (``MIN_INDEX_ROWS`` or more) from 0 or 1 under any name that is no number, or from any
+  number under a counter's name; after it, where the sensors are, only such numbers under
+  a counter's name (a logger's ``RECORD``: Campbell Scientific's ``TIMESTAMP,RECORD,...``).
+  A note names one dropped under a name that is no counter's. A first column that is
+  almost a row counter is refused, naming the line of its first flaw (a number
   repeated, a fall, an empty cell; or counting down), never read as a sensor: whole
   numbers of which more than half the steps are +1 (or -1) under a counter's name
   (``COUNTER_NAMES``: ``step``, ``idx``, ``row``, ``t``...), or 90 % (``NEAR_COUNTER``)
@@ -235,16 +241,22 @@ def read_table(
     names = [h.strip() for h in header]
     wanted = None if index_col is None else index_col.strip()
     given = names.index(wanted) if wanted in names else 0
-    # Read as text the columns that may hold times or a row index, the rest as numbers.
-    cells = _wide_cells(path, len(header), lines, comments, {0, 1, 2, given}, top)
+    # Read as text the columns that may hold times or a row index (or count the rows
+    # beside the time column), the rest as numbers.
+    as_text = {0, 1, 2, max(given - 1, 0), given, given + 1}
+    cells = _wide_cells(path, len(header), lines, comments, as_text, top)
     text = dict(cells.text)  # position in the file -> cells as text
     cols = list(range(len(header)))  # the table's columns, by position in the file
     while len(header) > 1 and not header[-1].strip() and not cells.column_filled[cols[-1]]:
         header, cols = header[:-1], cols[:-1]  # a separator ending every line
-    if drop_first is None and _row_index_before_time(
-        header, [text[k] for k in cols[:2]], index_col
+    counters: list[tuple[str, pd.Series]] = []  # row counters dropped beside the times
+    if (
+        drop_first is None
+        and top is None
+        and _row_index_before_time(header, [text[k] for k in cols[:2]], index_col)
     ):
-        header, cols = header[1:], cols[1:]  # pandas' to_csv() row index, then times
+        counters.append((header[0].strip(), text[cols[0]]))
+        header, cols = header[1:], cols[1:]  # a row index (pandas' to_csv()), then times
     if drop_first is not False and _date_and_clock(header, [text[k] for k in cols[:2]], index_col):
         header, text[cols[0]] = _join_date_and_clock(header, text[cols[0]], text[cols[1]])
         cols = [cols[0], *cols[2:]]
@@ -289,7 +301,17 @@ def read_table(
                 f"{path}: --index-col {index_col!r} holds readings ({shown}, ...), not "
                 "timestamps or a row index; name the time or row-number column"
             )
-        order = [k, *(j for j in range(len(header)) if j != k)]
+        beside: set[int] = set()
+        if named_times or _is_time_column(column[~empty], names[k]):
+            beside = {
+                j
+                for j in (k - 1, k + 1)
+                if 0 <= j < len(header)
+                and cols[j] in text
+                and _counts_rows(names[j], text[cols[j]][~empty], after=j > k)
+            }
+        counters += [(names[j], text[cols[j]]) for j in sorted(beside)]
+        order = [k, *(j for j in range(len(header)) if j != k and j not in beside)]
         header, cols = [header[j] for j in order], [cols[j] for j in order]
         drop_first = True
     first_name = header[0].strip()
@@ -298,6 +320,17 @@ def read_table(
         drop_first = _is_time_or_index(first_name, first_column[~empty])
         if not drop_first and top is None:
             _refuse_near_index(path, first_name, first_column[~empty], lines[~empty])
+    if (
+        index_col is None
+        and drop_first
+        and top is None
+        and len(header) > 2
+        and cols[1] in text
+        and _is_time_column(first_column[~empty], first_name)
+        and _counts_rows(header[1], text[cols[1]][~empty], after=True)
+    ):  # a logger's record number after the time column (TOA5's TIMESTAMP,RECORD)
+        counters.append((header[1].strip(), text[cols[1]]))
+        header, cols = [header[0], *header[2:]], [cols[0], *cols[2:]]
     rows = None  # the table's rows, by position among the file's (None: all)
     if drop_first and empty.any() and not _is_time_column(first_column[~empty], first_name):
         rows = np.flatnonzero(~empty)  # the row counter places every row
@@ -305,7 +338,12 @@ def read_table(
     start = 1 if drop_first else 0
     columns = tuple(h.strip() for h in header[start:])
     table_lines = lines if rows is None else lines[rows]
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = tuple(
+        f"note: {path.name}: column {name!r} ({', '.join(counts.iloc[:3].str.strip())}, ...) "
+        "counts the rows beside the time column: it is read as a row counter, not a sensor"
+        for name, counts in counters
+        if name.lower() not in COUNTER_NAMES
+    )
     if top is not None:
         columns = tuple(str(k) for k in range(len(columns)))
         shown = ", ".join(top[k][:12] for k in cols[start : start + 3])
@@ -398,15 +436,20 @@ def _no_sensors(path: Path, header: Sequence[str], first: pd.Series) -> str:
 def _row_index_before_time(
     header: Sequence[str], lead: Sequence[pd.Series], index_col: str | None
 ) -> bool:
-    """True when the first column is an unnamed row counter (``DataFrame.to_csv()``'s
-    index) and another column holds the times: ``index_col``, else the second one
-    (``lead``: the first two columns as text)."""
-    if len(header) < 3 or header[0].strip().lower() not in INDEX_NAMES:
+    """True when the first column is a row counter and another column holds the times: an
+    unnamed counter (``DataFrame.to_csv()``'s index) before ``index_col``, else before
+    the second column; one under any name (:func:`_counts_rows`) before the second
+    column when ``index_col`` names none (``lead``: the first two columns as text)."""
+    name = header[0].strip()
+    if len(header) < 3:
         return False
-    if not is_row_counter(pd.to_numeric(lead[0].str.strip(), errors="coerce")):
+    if name.lower() in INDEX_NAMES:
+        if not is_row_counter(pd.to_numeric(lead[0].str.strip(), errors="coerce")):
+            return False
+        if index_col is not None:
+            return index_col.strip() != name
+    elif index_col is not None or not _counts_rows(name, lead[0]):
         return False
-    if index_col is not None:
-        return index_col.strip() != header[0].strip()
     second = lead[1]
     numbers = pd.to_numeric(second.str.strip(), errors="coerce")
     return (
@@ -415,6 +458,23 @@ def _row_index_before_time(
         or compact_dates(second) is not None
         or (numbers.isna().all() and _all_dates(second))
     )
+
+
+def _counts_rows(name: str, column: pd.Series, *, after: bool = False) -> bool:
+    """True for a column beside the time column that counts its rows: whole numbers, each
+    one more than the last, from 0 or 1 (from any number under a counter's name such as
+    a logger's ``RECORD``), ``MIN_INDEX_ROWS`` or more, under a name that is no number (a
+    sensor id); ``after`` the time column, where the sensors are, under a counter's name
+    only. Readings do not rise by exactly one every row; counts rise and fall."""
+    lowered = name.strip().lower()
+    counter = lowered in COUNTER_NAMES
+    if (after and not counter) or not pd.isna(pd.to_numeric(lowered, errors="coerce")):
+        return False
+    numeric = pd.to_numeric(column.str.strip(), errors="coerce")
+    if len(numeric) < MIN_INDEX_ROWS or not whole(numeric) or is_epoch(numeric):
+        return False
+    values = numeric.to_numpy(dtype=np.float64)
+    return bool(np.all(np.diff(values) == 1) and (values[0] in (0, 1) or counter))
 
 
 def _date_and_clock(
@@ -797,7 +857,7 @@ def _long_columns(header: Sequence[str]) -> tuple[int, int, int] | None:
     """(time, sensor, value) column positions of a long-format header (three columns, or
     four with a row index first), else None."""
     names = [h.strip().lower() for h in header]
-    skip = 1 if len(names) == 4 and names[0] in INDEX_NAMES else 0
+    skip = 1 if len(names) == 4 and names[0] in COUNTER_NAMES else 0
     if len(names) - skip != 3:
         return None
     times = [k for k in range(skip, len(names)) if names[k] in TIME_NAMES]

@@ -123,7 +123,8 @@ def from_signal(
     ``targets[s]`` (``[node]`` or ``[node, horizon]``) the steps after ``features[s]``:
     they must agree with the later snapshots where both hold a value, and the last
     snapshot's targets end the series. The grid starts at ``start`` (UTC) with step
-    ``freq``: the signal does not record time.
+    ``freq``: the signal does not record time. A link of weight 0 is no link, as in an
+    adjacency file, and a signal that links no two nodes is refused.
     """
     if not all(hasattr(signal, field) for field in ("edge_index", "features", "targets")):
         raise ValueError(
@@ -178,6 +179,14 @@ def from_signal(
     graph = RoadGraph(
         n, np.asarray(signal.edge_index), None if weight is None else np.asarray(weight)
     )
+    linked = graph.edge_weight != 0  # weight 0 is no link, as in an adjacency file
+    if not linked.any():
+        raise ValueError(
+            "signal links no two nodes: its edge_index is empty, or every link has weight "
+            "0 or is a self-loop; a static-graph temporal signal needs its graph"
+        )
+    if not linked.all():
+        graph = RoadGraph(n, graph.edge_index[:, linked], graph.edge_weight[linked])
     timestamps = pd.date_range(first_step, periods=values.shape[1], freq=step)
     return SensorPanel.from_values(values.T, timestamps, ids, graph=graph, name=name)
 
