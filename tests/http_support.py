@@ -1,11 +1,20 @@
-"""A raw TCP server for tests of clients facing receivers and mirrors that misbehave."""
+"""A raw TCP server for tests of clients facing receivers and mirrors that misbehave, and
+a self-signed certificate for TLS servers of tests."""
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 def read_request(conn: socket.socket) -> None:
@@ -62,3 +71,35 @@ def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
     finally:
         done.set()
         server.close()
+
+
+def write_certificate(folder: Path, *, ip: bool) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` (and 127.0.0.1 when ``ip``): (cert, key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    if ip:
+        names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"cert-{ip}.pem", folder / f"key-{ip}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -41,7 +40,7 @@ from tests.delivery_support import (
     publish,
     wait_all_committed,
 )
-from tests.http_support import raw_server
+from tests.http_support import raw_server, write_certificate
 from tests.waiting import WAIT_S, wait_until
 
 TIMEOUT_S = 1.0
@@ -489,44 +488,6 @@ def test_a_stop_cuts_a_request_to_a_receiver_that_never_answers() -> None:
         silent.set()
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files in ``folder``."""
-    import ipaddress
-    from datetime import timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize("stage", ["handshake", "answer"])
 def test_a_stop_cuts_an_https_request_in_its_handshake_or_its_answer(tmp_path, stage) -> None:
     """Over TLS the watchdog held a socket the TLS layer had detached: neither the deadline
@@ -537,7 +498,7 @@ def test_a_stop_cuts_an_https_request_in_its_handshake_or_its_answer(tmp_path, s
 
     from pipeline.alerts.receivers import post
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = write_certificate(tmp_path, ip=True)
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
     silent, stop = threading.Event(), threading.Event()

@@ -8,8 +8,6 @@ of hanging it, whatever the machine's speed.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import threading
@@ -18,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from pipeline.kafka.clients import KafkaUnavailable, make_admin, make_consumer, make_producer
 from pipeline.settings import SettingsError, load_settings
+from tests.http_support import write_certificate
 from tests.waiting import wait_until
 
 QUICK = {"bootstrap_timeout_ms": 2000}  # how long kafka-python retries; not a speed bound
@@ -44,38 +39,6 @@ def outcome(build: Callable[[], Any]) -> BaseException | Any:
     threading.Thread(target=run, daemon=True).start()
     wait_until(lambda: box, what="the client to be built or to fail")
     return box[0]
-
-
-def write_certificate(folder: Path, *, ip: bool) -> tuple[Path, Path]:
-    """A self-signed certificate for ``localhost`` (and 127.0.0.1 when ``ip``): (cert, key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    if ip:
-        names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / f"cert-{ip}.pem", folder / f"key-{ip}.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @pytest.fixture
