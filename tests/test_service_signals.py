@@ -424,3 +424,36 @@ def test_a_rebalance_that_never_finishes_is_left_for_a_fresh_join(world, kafka_s
         wait_until(lambda: service.counters["ticks_closed"] >= 10, what="ticks after rejoining")
     assert service.counters["group_rejoins"] == 1
     assert service.counters["consumed"] == 10 * world.live.n_nodes
+
+
+def test_a_readings_topic_recreated_with_more_partitions_is_read_whole(
+    world, kafka_settings, tmp_path
+):
+    """After the topic came back with 6 partitions, the rebalance (on the consumer's stale
+    metadata) assigned the old 3 to the group's only member, for good: readings sent to
+    the others were never read and their sensors' ticks never closed."""
+    from kafka.admin import NewTopic
+
+    settings = kafka_settings.model_copy(update={"store_path": tmp_path / "store.sqlite"})
+    ensure_topics(settings)
+    config = ServiceConfig(allowed_lateness="0min", durable=False)
+    service = ForecastService(settings, config, load_bundles(world.bundles))
+    with service_thread(service):
+        wait_until(lambda: service.partitions.assigned, what="the first assignment")
+        before = len(service.partitions.assigned)
+        admin = make_admin(settings)
+        try:
+            admin.delete_topics([settings.topic_readings])
+            admin.create_topics([NewTopic(settings.topic_readings, before + 3, 1)])
+        finally:
+            admin.close()
+        wait_until(
+            lambda: len(service.partitions.assigned) == before + 3,
+            what=f"all {before + 3} partitions of the re-created topic",
+            details=lambda: str(sorted(tp.partition for tp in service.partitions.assigned)),
+        )
+        producer = make_producer(settings)
+        replay(world.live.slice(0, 10), producer, settings.topic_readings, progress=False)
+        producer.close()
+        wait_until(lambda: service.counters["ticks_closed"] >= 10, what="ticks of every sensor")
+    assert service.counters["consumed"] == 10 * world.live.n_nodes

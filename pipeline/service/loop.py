@@ -102,6 +102,11 @@ class ForecastService(BatchHandler):
         self._logged_stage_s: dict[str, float] = {}
         self._logged_ticks = 0
         self._partition_count: dict[str, int] = {}  # per topic, from _describe_topic
+        # Partitions of the readings topic the consumer knew when its assignment was
+        # adopted, and since when the topic has had others (see _rejoin_if_stale).
+        self._known_partitions = 0
+        self._stale_since: float | None = None
+        self._same_assignment = False  # the next adoption follows no rebalance
         # Per partition: the offset after the last record polled, and the last committed.
         self._polled_to: dict[TopicPartition, int] = {}
         self._committed_to: dict[TopicPartition, int] = {}
@@ -217,7 +222,8 @@ class ForecastService(BatchHandler):
                 elif not self.reload() and now - last_check >= self.config.topic_check_every_s:
                     last_check = now
                     self._check_topics()
-                    self._check_readings_topic(consumer)
+                    if self._check_readings_topic(consumer):
+                        consumer = self._rejoin_if_stale(consumer, now)
                 if now - last_stats >= self.config.stats_every_s:
                     last_stats = now
                     self._log_stats()
@@ -259,6 +265,11 @@ class ForecastService(BatchHandler):
             self.partitions.adopt(
                 consumer, self._describe_topic, self.store.offsets, time.monotonic()
             )
+            if not self._same_assignment:  # what the consumer knew when it was assigned
+                topic = self.settings.topic_readings
+                self._known_partitions = _cached_partitions(consumer, topic)
+                self._stale_since = None
+            self._same_assignment = False
             self._warn_if_partial()
             return True
         except (KafkaError, KafkaUnavailable) as exc:
@@ -268,15 +279,44 @@ class ForecastService(BatchHandler):
                     consumer.seek(tp, part[0].offset)
             return False
 
-    def _rejoin(self, consumer: KafkaConsumer, now: float) -> KafkaConsumer:
-        """A new consumer in place of one whose rebalance, under way since
-        ``partitions.rebalancing_since``, assigned nothing for ``rejoin_after_s``
-        (:mod:`pipeline.service.partitions`); the old one leaves the group. The old one is
-        kept, and the clock restarted, when no broker answers."""
+    def _rejoin_if_stale(self, consumer: KafkaConsumer, now: float) -> KafkaConsumer:
+        """:meth:`_rejoin` when the assignment was adopted while the consumer knew other
+        partitions of the readings topic than it has had for ``rejoin_after_s`` (re-created
+        or grown): kafka-python 3.0.12 does not redo such an assignment, and a lone member
+        kept the old partitions for good."""
+        every = self._partition_count.get(self.settings.topic_readings, 0)
+        if not every or every == self._known_partitions:
+            self._stale_since = None
+            return consumer
+        if self._stale_since is None:
+            self._stale_since = now
+        if now - self._stale_since < self.config.rejoin_after_s:
+            return consumer
+        hint = (
+            f"the assignment was made when the group knew {self._known_partitions} partitions "
+            f"of {self.settings.topic_readings}, which has {every}; a new consumer joins afresh"
+        )
+        fresh = self._rejoin(consumer, now, since=self._stale_since, hint=hint)
+        self._stale_since = None if fresh is not consumer else now
+        return fresh
+
+    def _rejoin(
+        self,
+        consumer: KafkaConsumer,
+        now: float,
+        *,
+        since: float | None = None,
+        hint: str = "the rebalance assigned nothing; a new consumer joins the group afresh",
+    ) -> KafkaConsumer:
+        """A new consumer in place of one whose rebalance, under way since ``since``
+        (default ``partitions.rebalancing_since``), assigned nothing for ``rejoin_after_s``
+        (:mod:`pipeline.service.partitions`), or whose assignment is stale (``hint`` says
+        which); the old one leaves the group. The old one is kept, and the clock
+        restarted, when no broker answers."""
         from pipeline.kafka.clients import KafkaUnavailable
 
-        waited = now - (self.partitions.rebalancing_since or now)
-        self.partitions.rebalancing_since = now
+        waited = now - (since or self.partitions.rebalancing_since or now)
+        self.partitions.rebalancing_since = now if since is None else None
         try:
             fresh = subscribed_consumer(self.settings, self.partitions, self.config.poll_records)
         except KafkaUnavailable as exc:
@@ -287,7 +327,6 @@ class ForecastService(BatchHandler):
         except Exception as exc:  # the old member is dropped by the broker at its session end
             log.warning("consumer_close_failed", extra={"fields": {"error": describe_error(exc)}})
         self._count("group_rejoins")
-        hint = "the rebalance assigned nothing; a new consumer joins the group afresh"
         fields = {"waited_s": round(waited, 1), "group": self.settings.consumer_group}
         log.warning("group_rejoin", extra={"fields": fields | {"hint": hint}})
         return fresh
@@ -310,13 +349,14 @@ class ForecastService(BatchHandler):
             fields = {"topic": topic, "assigned": sorted(mine), "partitions": every}
             log.warning("partial_assignment", extra={"fields": fields | {"hint": hint}})
 
-    def _check_readings_topic(self, consumer: KafkaConsumer) -> None:
+    def _check_readings_topic(self, consumer: KafkaConsumer) -> bool:
         """Adopt the assignment again when the readings topic was deleted and created anew
         since it was adopted (its id changed): the consumer's positions belong to the old
         log, and a broker that answers a fetch past a log's end with nothing (Tansu) would
         leave the new log's first records unread. No rebalance need follow a deletion, so
         the loop looks while idle; :meth:`PartitionTracker.adopt` then reads the new log
-        from its start, and fresh metadata starts a rebalance if its partitions differ."""
+        from its start, and fresh metadata starts a rebalance if its partitions differ.
+        True when the topic is the one adopted (its partition count just described)."""
         from kafka.errors import KafkaError
 
         from pipeline.kafka.clients import KafkaUnavailable
@@ -324,15 +364,17 @@ class ForecastService(BatchHandler):
         topic = self.settings.topic_readings
         adopted = self.partitions.topic_keys.get(topic)
         if adopted is None or self.partitions.changed:
-            return
+            return False
         try:
             if self._describe_topic(topic) == adopted:
-                return
+                return True
             consumer.topics()  # fresh metadata: kafka-python rejoins if the partitions differ
         except (KafkaError, KafkaUnavailable) as exc:
             log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
-            return
+            return False
         self.partitions.changed = True
+        self._same_assignment = True  # adopted anew, not assigned anew
+        return False
 
     def _describe_topic(self, topic: str) -> str:
         """``topic@<topic id>``: a re-created topic (fresh broker) gets another key.
@@ -412,6 +454,15 @@ class ForecastService(BatchHandler):
         self._logged_stage_s = dict(self.stage_s)
         self._logged_ticks = self.counters.get("ticks_closed", 0)
         log.info("stats", extra={"fields": fields})
+
+
+def _cached_partitions(consumer: KafkaConsumer, topic: str) -> int:
+    """How many partitions of ``topic`` the consumer's metadata holds, without a broker
+    round trip (kafka-python's ``partitions_for_topic`` fetches, with no deadline, a topic
+    it does not hold)."""
+    cluster = getattr(consumer, "_cluster", None)
+    found = cluster.partitions_for_topic(topic) if cluster is not None else None
+    return len(found or ())
 
 
 def serve(
