@@ -137,3 +137,30 @@ def test_a_topic_recreated_while_the_store_refuses_writes_is_counted_with_the_ne
         assert service.store.counters()["topics_recreated"] == 4
     finally:
         service.store.close()
+
+
+def test_readiness_names_the_read_only_folder_and_only_while_the_store_needs_it(
+    tmp_path, monkeypatch
+):
+    """A read-only folder made /readyz say the store file was not writable, while the
+    service went on writing it (its -wal and -shm files already there)."""
+    import os
+
+    from pipeline.service.health import store_check
+
+    path = tmp_path / "store.sqlite"
+    real_access = os.access
+
+    def folder_read_only(target, mode, **kwargs):
+        if Path(target) == tmp_path and mode & os.W_OK:
+            return False
+        return real_access(target, mode, **kwargs)
+
+    check = store_check(path, lambda: None)
+    with Store(path, durable=False):  # open: its -wal and -shm files are there
+        monkeypatch.setattr(os, "access", folder_read_only)
+        assert check() is None
+    for end in ("-wal", "-shm"):
+        path.with_name(path.name + end).unlink(missing_ok=True)
+    said = check()
+    assert said is not None and said.startswith(f"the store's folder {tmp_path} is read-only")

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import socket
 import sys
 import threading
@@ -174,13 +173,13 @@ def broker_check(settings: Settings, timeout_s: float = 2.0) -> Check:
 
 
 def store_check(path: Path, last_error: Callable[[], str | None]) -> Check:
-    """A check that the store's folder is writable and its last transaction succeeded."""
+    """A check that the store can be written (the file, its -wal and -shm files, and its
+    folder while those are missing: :func:`pipeline.service.store.read_only_problem`)
+    and its last transaction succeeded."""
+    from pipeline.service.store import read_only_problem
 
     def check() -> str | None:
-        folder = path.parent if path.parent != Path() else Path.cwd()
-        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            return f"the store {path} is not writable"
-        return last_error()
+        return read_only_problem(path.absolute()) or last_error()
 
     return check
 
