@@ -105,8 +105,8 @@ class ForecastService(BatchHandler):
         # Partitions of the readings topic the consumer knew when its assignment was
         # adopted, and since when the topic has had others (see _rejoin_if_stale).
         self._known_partitions = 0
+        self._known_for = -1  # the assignment (PartitionTracker.assignments) it is of
         self._stale_since: float | None = None
-        self._same_assignment = False  # the next adoption follows no rebalance
         # Per partition: the offset after the last record polled, and the last committed.
         self._polled_to: dict[TopicPartition, int] = {}
         self._committed_to: dict[TopicPartition, int] = {}
@@ -265,11 +265,11 @@ class ForecastService(BatchHandler):
             self.partitions.adopt(
                 consumer, self._describe_topic, self.store.offsets, time.monotonic()
             )
-            if not self._same_assignment:  # what the consumer knew when it was assigned
+            if self._known_for != self.partitions.assignments:  # a new assignment
                 topic = self.settings.topic_readings
                 self._known_partitions = _cached_partitions(consumer, topic)
+                self._known_for = self.partitions.assignments
                 self._stale_since = None
-            self._same_assignment = False
             self._warn_if_partial()
             return True
         except (KafkaError, KafkaUnavailable) as exc:
@@ -373,7 +373,6 @@ class ForecastService(BatchHandler):
             log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
             return False
         self.partitions.changed = True
-        self._same_assignment = True  # adopted anew, not assigned anew
         return False
 
     def _describe_topic(self, topic: str) -> str:

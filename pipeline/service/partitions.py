@@ -83,6 +83,7 @@ class PartitionTracker:
         self.oldest_event_ns: int | None = None  # the oldest event time seen (any partition)
         self.oldest_seen_at = 0.0  # when it was seen
         self.rebalancing_since: float | None = None  # monotonic time of an unfinished revocation
+        self.assignments = 0  # assignments received from rebalances (a new one: +1)
 
     def join_stalled(self, now: float, after_s: float) -> bool:
         """Whether partitions were revoked ``after_s`` or more seconds before ``now``
@@ -258,6 +259,7 @@ class RebalanceListener(ConsumerRebalanceListener):
         self.tracker.assigned = assigned
         self.tracker.changed = True
         self.tracker.rebalancing_since = None
+        self.tracker.assignments += 1
         log.info("partitions_assigned", extra={"fields": {"partitions": names(assigned)}})
 
 
