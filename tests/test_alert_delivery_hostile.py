@@ -450,8 +450,25 @@ def test_a_restart_restores_no_firing_record_of_a_resolved_episode(kafka_setting
         tp = TopicPartition(record.topic, record.partition)
         ends[tp] = max(ends.get(tp, 0), record.offset + 1)
     delivery = AlertDelivery(settings, [am_receiver("http://127.0.0.1:1", settings)], FAST)
-    restored = delivery._firing_before(ends, threading.Event())
+    restored, resolved = delivery._firing_before(ends, threading.Event())
     assert [p.message.sensor for p in restored] == [other]
+    assert resolved == [make_alert(sensor).alert_id]
+
+
+def test_a_stale_firing_record_after_a_restart_pages_no_more(alertmanager, kafka_settings):
+    """The episode's resolution was committed by the run before: the new run did not
+    know it, sent the stale record as firing and re-sent it for ever."""
+    settings = delivery_settings(kafka_settings)
+    sensor = new_sensor()
+    publish(settings, make_alert(sensor, minute=1), make_alert(sensor, "resolved", minute=3))
+    with delivering(settings, [am_receiver(alertmanager.url, settings)]):
+        wait_all_committed(settings)
+    publish(settings, make_alert(sensor, minute=2))
+    with delivering(settings, [am_receiver(alertmanager.url, settings)]) as delivery:
+        wait_all_committed(settings)
+        (receiver,) = delivery.receivers
+        assert not receiver.firing  # type: ignore[attr-defined]
+    _nothing_active(alertmanager, sensor)
 
 
 def test_a_resolution_stamped_in_the_future_ends_the_alert_now(alertmanager) -> None:

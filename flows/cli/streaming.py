@@ -784,7 +784,9 @@ def deliver(
         logging.getLogger("roadcast.alerts").info("endpoints", extra={"fields": {"metrics": url}})
     stop = threading.Event()
     previous = install_signal_handlers(stop)
-    count_uncommitted(delivery.undelivered, "undelivered alerts")
+    count_uncommitted(
+        delivery.undelivered, "undelivered alerts (and any delivered but not yet committed)"
+    )
     try:
         delivery.run(stop)
     except KafkaUnavailable as exc:

@@ -45,6 +45,7 @@ from kafka import ConsumerRebalanceListener
 
 from pipeline.alerts.lanes import DeliveryConfig, DeliveryError, Item, Lane
 from pipeline.alerts.receivers import (
+    MAX_RESOLVED_KEPT,
     AlertmanagerReceiver,
     Pending,
     Receiver,
@@ -174,8 +175,11 @@ class AlertDelivery:
         self._paused = False
 
     def undelivered(self) -> int:
-        """Alerts polled that some receiver has not taken yet (the next run delivers them)."""
-        return sum(len(left) for left in dict(self._left).values())
+        """Alerts polled that some receiver has not taken yet (the next run delivers them,
+        and reads again those taken but not committed)."""
+        return sum(
+            sum(1 for n in dict(left).values() if n > 0) for left in dict(self._left).values()
+        )
 
     def stats(self) -> dict[str, Any]:
         """The counters, per receiver and overall, and the committed offsets."""
@@ -370,7 +374,9 @@ class AlertDelivery:
         assigned = set(consumer.assignment())
         try:
             committed = {tp: consumer.committed(tp, timeout_ms=10_000) for tp in assigned}
-            firing = self._firing_before({tp: o for tp, o in committed.items() if o}, stop)
+            firing, resolved = self._firing_before(
+                {tp: o for tp, o in committed.items() if o}, stop
+            )
         except KafkaError as exc:
             log.warning("alert_assignment_deferred", extra={"fields": {"error": str(exc)}})
             self._changed.set()
@@ -390,7 +396,7 @@ class AlertDelivery:
         self._committed = {tp: o for tp, o in committed.items() if o is not None}
         self._commit_to = dict(self._committed)
         for lane in self.lanes:
-            lane.reset(self._generation, firing)
+            lane.reset(self._generation, firing, resolved)
         log.info(
             "alert_partitions_assigned",
             extra={
@@ -404,17 +410,18 @@ class AlertDelivery:
 
     def _firing_before(
         self, ends: Mapping[TopicPartition, int], stop: threading.Event
-    ) -> list[Pending]:
-        """The alerts firing just before ``ends`` (committed offsets): the topic is read
-        from its start; the latest message of each ``dedup_key`` says, leaving out a firing
-        record of an episode (``alert_id``) resolved before it (stale)."""
+    ) -> tuple[list[Pending], list[str]]:
+        """The alerts firing just before ``ends`` (committed offsets), and the episodes
+        (``alert_id``) resolved before them, newest last: the topic is read from its
+        start; the latest message of each ``dedup_key`` says, leaving out a firing record
+        of an episode resolved before it (stale)."""
         from pipeline.kafka.clients import make_consumer
 
         if not ends:
-            return []
+            return [], []
         reader = make_consumer(self.settings, group_id="")
         latest: dict[str, Pending] = {}
-        resolved: set[str] = set()
+        resolved: dict[str, None] = {}  # in the order they were resolved
         try:
             reader.assign(list(ends))
             reader.seek_to_beginning(*ends)
@@ -435,7 +442,8 @@ class AlertDelivery:
                         except SchemaError:
                             continue  # logged when it was delivered
                         if message.status == "resolved":
-                            resolved.add(message.alert_id)
+                            resolved.pop(message.alert_id, None)
+                            resolved[message.alert_id] = None
                         elif message.alert_id in resolved:
                             continue
                         group = dict(record.headers or []).get("group") or b""
@@ -443,7 +451,8 @@ class AlertDelivery:
                         latest[message.dedup_key] = Pending(message, incident)
         finally:
             reader.close()
-        return [p for p in latest.values() if p.message.status == "firing"]
+        firing = [p for p in latest.values() if p.message.status == "firing"]
+        return firing, list(resolved)[-MAX_RESOLVED_KEPT:]
 
 
 def run_supervised(delivery: AlertDelivery, stop: threading.Event, retry_s: float = 5.0) -> None:

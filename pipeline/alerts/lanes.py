@@ -118,7 +118,7 @@ class Lane:
         self._cond = threading.Condition()
         self._queue: deque[Item] = deque()
         self._generation = 0
-        self._restore: list[Pending] | None = None
+        self._restore: tuple[list[Pending], Sequence[str]] | None = None
         self._in_flight = 0
         self._blocked: int | None = None  # the status of a blocked receiver, once logged
         self.thread = threading.Thread(
@@ -130,12 +130,13 @@ class Lane:
             self._queue.extend(items)
             self._cond.notify()
 
-    def reset(self, generation: int, firing: list[Pending]) -> None:
-        """Drop the queue (a new assignment); start again from ``firing``."""
+    def reset(self, generation: int, firing: list[Pending], resolved: Sequence[str] = ()) -> None:
+        """Drop the queue (a new assignment); start again from ``firing`` and the episodes
+        ``resolved`` before it."""
         with self._cond:
             self._queue.clear()
             self._generation = generation
-            self._restore = firing
+            self._restore = (firing, resolved)
             self._cond.notify()
 
     def wake(self) -> None:
@@ -152,7 +153,7 @@ class Lane:
                 if not self._queue and self._restore is None:
                     self._cond.wait(timeout=min(1.0, self.receiver.due()))
                 if self._restore is not None:  # before any item of the new assignment
-                    self.receiver.restore(self._restore)
+                    self.receiver.restore(*self._restore)
                     self._restore = None
                 batch: list[Item] = []
                 while self._queue and len(batch) < self.receiver.max_batch:

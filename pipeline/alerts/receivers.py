@@ -146,8 +146,9 @@ class Receiver(Protocol):
         """Cut a request in flight as soon as ``stop`` is set."""
         ...
 
-    def restore(self, firing: Iterable[Pending]) -> None:
-        """Take the alerts firing before the first record this process delivers."""
+    def restore(self, firing: Iterable[Pending], resolved: Iterable[str] = ()) -> None:
+        """Take the alerts firing before the first record this process delivers, and the
+        episodes resolved before it (newest last)."""
         ...
 
     def close(self) -> None: ...
@@ -588,9 +589,13 @@ class AlertmanagerReceiver:
             return None
         return self._post_halving(alerts)
 
-    def restore(self, firing: Iterable[Pending]) -> None:
-        """Start from these firing alerts (read back from Kafka); they are re-sent now."""
+    def restore(self, firing: Iterable[Pending], resolved: Iterable[str] = ()) -> None:
+        """Start from these firing alerts (read back from Kafka; they are re-sent now) and
+        the episodes resolved before them (their later firing records are stale)."""
         self.firing = {p.message.dedup_key: p for p in firing}
+        self.resolved = OrderedDict.fromkeys(resolved)
+        while len(self.resolved) > MAX_RESOLVED_KEPT:
+            self.resolved.popitem(last=False)
         self._next_resend = time.monotonic()
 
     def _post_halving(self, alerts: list[dict[str, Any]]) -> Outcome:
@@ -679,7 +684,7 @@ class WebhookReceiver:
     def resend(self) -> Outcome | None:
         return None
 
-    def restore(self, firing: Iterable[Pending]) -> None:
+    def restore(self, firing: Iterable[Pending], resolved: Iterable[str] = ()) -> None:
         """Webhooks get each record once; nothing to re-send."""
 
     def abort_on(self, stop: threading.Event) -> None:
