@@ -596,8 +596,14 @@ def detect_nab(
                     progress(f"{path.parent.name}/{path.name}: {len(frame)} rows scored")
         finally:
             scored.close()  # an error above stops the files still being scored
-        for temporary, out in staged:
-            temporary.replace(out)
+        for k, (temporary, out) in enumerate(staged):
+            try:
+                temporary.replace(out)
+            except OSError as exc:
+                raise DetectRunError(
+                    f"cannot write {out} ({exc.strerror}); {k} of {len(staged)} result files "
+                    "were already in place"
+                ) from None
         done = True
     finally:
         if not done:  # clean-up must not hide the error being raised

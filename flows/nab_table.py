@@ -20,6 +20,7 @@ whole corpus.
 from __future__ import annotations
 
 import contextlib
+import os
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def category_windows(nab_dir: Path, category: str) -> dict[Path, Windows]:
     every data file of the category and no other file of it (names compared in Unicode
     NFC: macOS writes file names decomposed, NFD)."""
     own = nab_dir / f"{category}_windows.json"
-    combined = nab_dir.resolve().parent / "labels" / "combined_windows.json"
+    combined = Path(os.path.abspath(nab_dir)).parent / "labels" / "combined_windows.json"
     path = own if own.is_file() else combined
     if not path.is_file():
         raise DetectRunError(
