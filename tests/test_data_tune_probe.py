@@ -75,7 +75,9 @@ def test_a_logger_record_number_after_the_time_column_is_an_index(tmp_path, star
     )
     for options in ({}, {"index_col": "TIMESTAMP"}):
         panel = load_dataset(f"csv:{path}", **options)
-        assert panel.sensor_ids == ("s1", "s2") and panel.notes == ()
+        assert panel.sensor_ids == ("s1", "s2")
+        (note,) = panel.notes  # said: where sensors sit, a counter's name alone decides
+        assert "column 'RECORD'" in note and "read as a row counter, not a sensor" in note
 
 
 def test_sensors_beside_the_time_column_stay_sensors(tmp_path):

@@ -61,9 +61,10 @@ Rules (each one tested):
   (``MIN_INDEX_ROWS`` or more) from 0 or 1 under any name that is no number, or from any
   number under a counter's name; after it, where the sensors are, only such numbers under
   a counter's name (a logger's ``RECORD``: Campbell Scientific's ``TIMESTAMP,RECORD,...``).
-  A note names one dropped under a name that is no counter's. A first column that is
-  almost a row counter is refused, naming the line of its first flaw (a number
-  repeated, a fall, an empty cell; or counting down), never read as a sensor: whole
+  A note names one dropped after the time column, or under a name that is no counter's.
+  A first column that is almost a row counter is refused, naming the line of its first
+  flaw (a number repeated, a fall, an empty cell; or counting down), never read as a
+  sensor: whole
   numbers of which more than half the steps are +1 (or -1) under a counter's name
   (``COUNTER_NAMES``: ``step``, ``idx``, ``row``, ``t``...), or 90 % (``NEAR_COUNTER``)
   under any name; so is one of spreadsheet serial days (strictly increasing, not all
@@ -249,13 +250,14 @@ def read_table(
     cols = list(range(len(header)))  # the table's columns, by position in the file
     while len(header) > 1 and not header[-1].strip() and not cells.column_filled[cols[-1]]:
         header, cols = header[:-1], cols[:-1]  # a separator ending every line
-    counters: list[tuple[str, pd.Series]] = []  # row counters dropped beside the times
+    # Row counters dropped beside the times: (name, cells, after the time column).
+    counters: list[tuple[str, pd.Series, bool]] = []
     if (
         drop_first is None
         and top is None
         and _row_index_before_time(header, [text[k] for k in cols[:2]], index_col)
     ):
-        counters.append((header[0].strip(), text[cols[0]]))
+        counters.append((header[0].strip(), text[cols[0]], False))
         header, cols = header[1:], cols[1:]  # a row index (pandas' to_csv()), then times
     if drop_first is not False and _date_and_clock(header, [text[k] for k in cols[:2]], index_col):
         header, text[cols[0]] = _join_date_and_clock(header, text[cols[0]], text[cols[1]])
@@ -310,7 +312,7 @@ def read_table(
                 and cols[j] in text
                 and _counts_rows(names[j], text[cols[j]][~empty], after=j > k)
             }
-        counters += [(names[j], text[cols[j]]) for j in sorted(beside)]
+        counters += [(names[j], text[cols[j]], j > k) for j in sorted(beside)]
         order = [k, *(j for j in range(len(header)) if j != k and j not in beside)]
         header, cols = [header[j] for j in order], [cols[j] for j in order]
         drop_first = True
@@ -329,7 +331,7 @@ def read_table(
         and _is_time_column(first_column[~empty], first_name)
         and _counts_rows(header[1], text[cols[1]][~empty], after=True)
     ):  # a logger's record number after the time column (TOA5's TIMESTAMP,RECORD)
-        counters.append((header[1].strip(), text[cols[1]]))
+        counters.append((header[1].strip(), text[cols[1]], True))
         header, cols = [header[0], *header[2:]], [cols[0], *cols[2:]]
     rows = None  # the table's rows, by position among the file's (None: all)
     if drop_first and empty.any() and not _is_time_column(first_column[~empty], first_name):
@@ -341,8 +343,8 @@ def read_table(
     notes: tuple[str, ...] = tuple(
         f"note: {path.name}: column {name!r} ({', '.join(counts.iloc[:3].str.strip())}, ...) "
         "counts the rows beside the time column: it is read as a row counter, not a sensor"
-        for name, counts in counters
-        if name.lower() not in COUNTER_NAMES
+        for name, counts, after in counters
+        if after or name.lower() not in COUNTER_NAMES  # where sensors sit, always said
     )
     if top is not None:
         columns = tuple(str(k) for k in range(len(columns)))
