@@ -104,7 +104,7 @@ class ForecastService(BatchHandler):
         self._partition_count: dict[str, int] = {}  # per topic, from _describe_topic
         # Partitions of the readings topic the consumer knew when its assignment was
         # adopted, and since when the topic has had others (see _rejoin_if_stale).
-        self._known_partitions = 0
+        self._known_partitions: int | None = 0  # None: this kafka-python does not say
         self._known_for = -1  # the assignment (PartitionTracker.assignments) it is of
         self._stale_since: float | None = None
         # Per partition: the offset after the last record polled, and the last committed.
@@ -285,7 +285,7 @@ class ForecastService(BatchHandler):
         or grown): kafka-python 3.0.12 does not redo such an assignment, and a lone member
         kept the old partitions for good."""
         every = self._partition_count.get(self.settings.topic_readings, 0)
-        if not every or every == self._known_partitions:
+        if not every or self._known_partitions in (None, every):
             self._stale_since = None
             return consumer
         if self._stale_since is None:
@@ -455,13 +455,14 @@ class ForecastService(BatchHandler):
         log.info("stats", extra={"fields": fields})
 
 
-def _cached_partitions(consumer: KafkaConsumer, topic: str) -> int:
+def _cached_partitions(consumer: KafkaConsumer, topic: str) -> int | None:
     """How many partitions of ``topic`` the consumer's metadata holds, without a broker
     round trip (kafka-python's ``partitions_for_topic`` fetches, with no deadline, a topic
-    it does not hold)."""
+    it does not hold); None when this kafka-python keeps its metadata elsewhere."""
     cluster = getattr(consumer, "_cluster", None)
-    found = cluster.partitions_for_topic(topic) if cluster is not None else None
-    return len(found or ())
+    if cluster is None or not hasattr(cluster, "partitions_for_topic"):
+        return None
+    return len(cluster.partitions_for_topic(topic) or ())
 
 
 def serve(
