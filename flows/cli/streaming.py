@@ -684,9 +684,9 @@ def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
     worker.join(timeout)
     if not outcome:
         sockets.cut()
-    sockets.close()
-    if not outcome:
+        sockets.close()
         return f"no answer from {shown}: timed out after {timeout:g} s", False
+    sockets.close()
     if isinstance(outcome[0], httpx.HTTPError):
         return f"no answer from {shown}: {str(outcome[0]).replace(target, shown)}", False
     if isinstance(outcome[0], Exception):

@@ -45,7 +45,6 @@ from kafka import ConsumerRebalanceListener
 
 from pipeline.alerts.lanes import DeliveryConfig, DeliveryError, Item, Lane
 from pipeline.alerts.receivers import (
-    MAX_RESOLVED_KEPT,
     AlertmanagerReceiver,
     Pending,
     Receiver,
@@ -452,7 +451,7 @@ class AlertDelivery:
         finally:
             reader.close()
         firing = [p for p in latest.values() if p.message.status == "firing"]
-        return firing, list(resolved)[-MAX_RESOLVED_KEPT:]
+        return firing, list(resolved)
 
 
 def run_supervised(delivery: AlertDelivery, stop: threading.Event, retry_s: float = 5.0) -> None:

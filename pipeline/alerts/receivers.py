@@ -593,9 +593,9 @@ class AlertmanagerReceiver:
         """Start from these firing alerts (read back from Kafka; they are re-sent now) and
         the episodes resolved before them (their later firing records are stale)."""
         self.firing = {p.message.dedup_key: p for p in firing}
-        self.resolved = OrderedDict.fromkeys(resolved)
-        while len(self.resolved) > MAX_RESOLVED_KEPT:
-            self.resolved.popitem(last=False)
+        self.resolved = OrderedDict()
+        for alert_id in resolved:
+            self._resolved(alert_id)
         self._next_resend = time.monotonic()
 
     def _post_halving(self, alerts: list[dict[str, Any]]) -> Outcome:
