@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pipeline.alerts.delivery import AlertDelivery, DeliveryConfig
+from pipeline.alerts.receivers import Pending
 from pipeline.kafka.schema import decode_alert
 from tests.alertmanager_support import HttpRecorder, Request
 from tests.delivery_support import (
@@ -96,6 +97,30 @@ def test_a_slow_webhook_holds_neither_alertmanager_nor_loses_the_alert(
         assert len({r.headers["webhook-id"] for r in hook.received()}) == 1
     finally:
         gate.set()
+        hook.close()
+
+
+@pytest.mark.parametrize("restored", [False, True], ids=["same-run", "after-restart"])
+def test_a_webhook_gets_no_firing_record_of_a_resolved_episode(kafka_settings, restored):
+    """Replayed or out of order, the stale firing record reached the webhook after the
+    resolution: a pager behind it opened an incident that nothing would close."""
+    sensor = new_sensor()
+    firing, resolved = make_alert(sensor, minute=1), make_alert(sensor, "resolved", minute=3)
+    stale = make_alert(sensor, minute=2)
+    hook = HttpRecorder()
+    receiver = webhook_receiver(hook.url, kafka_settings)
+    try:
+        sent = [firing, resolved]
+        if restored:
+            receiver.restore([], [resolved.alert_id])
+            sent = []
+        for message in [*sent, stale]:
+            assert receiver.deliver([Pending(message)]).kind == "accepted"
+        types = [json.loads(r.body)["type"] for r in hook.received()]
+        expected = ["roadcast.alert.firing", "roadcast.alert.resolved"] if not restored else []
+        assert types == expected
+    finally:
+        receiver.close()
         hook.close()
 
 

@@ -40,7 +40,8 @@ gone) resolves it by itself instead of paging forever. When an alert's labels ch
 
 Webhooks
 --------
-One alert per request, signed as `Standard Webhooks <https://www.standardwebhooks.com>`_
+One alert per request (a firing record of an episode already resolved is stale and
+not sent, as for Alertmanager), signed as `Standard Webhooks <https://www.standardwebhooks.com>`_
 specify: ``webhook-id`` (also sent as ``Idempotency-Key``) is the same for every delivery
 of one alert record, ``webhook-timestamp`` is the time of the attempt, and
 ``webhook-signature`` is ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`` with
@@ -83,7 +84,7 @@ USER_AGENT: Final = "roadcast-alert-delivery"
 # Alerts per Alertmanager request: a backlog drains in few requests (256 alerts of ASCII
 # ids and short reasons make about 180 KiB; a 413 halves a request until it passes).
 ALERTMANAGER_BATCH: Final = 256
-# Resolved episodes an Alertmanager receiver remembers, to drop their stale firing records.
+# Resolved episodes a receiver remembers, to drop their stale firing records.
 MAX_RESOLVED_KEPT = 100_000
 # Resent alerts stay valid for this many resend intervals (Prometheus: 4).
 VALID_FOR_RESENDS: Final = 4
@@ -433,6 +434,42 @@ def _printable(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class ResolvedEpisodes:
+    """Episodes (``alert_id``) a receiver has resolved, newest last, at most
+    :data:`MAX_RESOLVED_KEPT`: a firing record of one of them arriving later (replayed,
+    or out of order) is stale, and sent it would page again for an episode that ended."""
+
+    def __init__(self, alert_ids: Iterable[str] = ()) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        for alert_id in alert_ids:
+            self.add(alert_id)
+
+    def __contains__(self, alert_id: object) -> bool:
+        return alert_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, alert_id: str) -> None:
+        self._ids[alert_id] = None
+        self._ids.move_to_end(alert_id)
+        while len(self._ids) > MAX_RESOLVED_KEPT:
+            self._ids.popitem(last=False)
+
+    def current(self, batch: Sequence[Pending]) -> list[Pending]:
+        """``batch`` without the firing alerts of episodes resolved before them."""
+        kept: list[Pending] = []
+        ended: set[str] = set()
+        for pending in batch:
+            m = pending.message
+            if m.status == "resolved":
+                ended.add(m.alert_id)
+            elif m.alert_id in ended or m.alert_id in self._ids:
+                continue
+            kept.append(pending)
+        return kept
+
+
 class AlertmanagerReceiver:
     """One Alertmanager (every replica of an HA cluster is its own receiver, as with
     Prometheus). ``url`` is its base address (``http://host:9093``) or the full
@@ -457,9 +494,7 @@ class AlertmanagerReceiver:
         self.resend_interval_s = resend_interval_s
         self.generator_url = generator_url
         self.firing: dict[str, Pending] = {}  # dedup_key -> the latest firing alert
-        # Episodes (alert_id) it has resolved, newest last: a firing record of one of them
-        # arriving later (replayed, or out of order) is stale and would page again.
-        self.resolved: OrderedDict[str, None] = OrderedDict()
+        self.resolved = ResolvedEpisodes()
         self._next_resend = time.monotonic() + resend_interval_s
         self._client = _Client()
         self._client.get()  # a proxy setting httpx cannot use: refused now, not per alert
@@ -529,7 +564,7 @@ class AlertmanagerReceiver:
         """Send ``batch`` in order; the firing set follows what Alertmanager took. A firing
         alert of an episode already resolved is stale: taken, not sent."""
         now = datetime.now(UTC)
-        batch = self._current(batch)
+        batch = self.resolved.current(batch)
         if not batch:
             return Outcome("accepted")
         alerts = []
@@ -552,29 +587,10 @@ class AlertmanagerReceiver:
                 key = pending.message.dedup_key
                 if pending.message.status == "resolved":
                     self.firing.pop(key, None)
-                    self._resolved(pending.message.alert_id)
+                    self.resolved.add(pending.message.alert_id)
                 elif outcome.kind == "accepted":
                     self.firing[key] = pending
         return outcome
-
-    def _current(self, batch: Sequence[Pending]) -> list[Pending]:
-        """``batch`` without the firing alerts of episodes resolved before them."""
-        kept: list[Pending] = []
-        ended: set[str] = set()
-        for pending in batch:
-            m = pending.message
-            if m.status == "resolved":
-                ended.add(m.alert_id)
-            elif m.alert_id in ended or m.alert_id in self.resolved:
-                continue
-            kept.append(pending)
-        return kept
-
-    def _resolved(self, alert_id: str) -> None:
-        self.resolved[alert_id] = None
-        self.resolved.move_to_end(alert_id)
-        while len(self.resolved) > MAX_RESOLVED_KEPT:
-            self.resolved.popitem(last=False)
 
     def due(self) -> float:
         """Seconds until the next resend (0: now)."""
@@ -593,9 +609,7 @@ class AlertmanagerReceiver:
         """Start from these firing alerts (read back from Kafka; they are re-sent now) and
         the episodes resolved before them (their later firing records are stale)."""
         self.firing = {p.message.dedup_key: p for p in firing}
-        self.resolved = OrderedDict()
-        for alert_id in resolved:
-            self._resolved(alert_id)
+        self.resolved = ResolvedEpisodes(resolved)
         self._next_resend = time.monotonic()
 
     def _post_halving(self, alerts: list[dict[str, Any]]) -> Outcome:
@@ -653,6 +667,7 @@ class WebhookReceiver:
         self.name = safe_name("webhook", url)
         self.timeout_s = timeout_s
         self._webhook = Webhook(secret.get_secret_value())
+        self.resolved = ResolvedEpisodes()
         self._client = _Client()
         self._client.get()  # a proxy setting httpx cannot use: refused now, not per alert
 
@@ -665,7 +680,12 @@ class WebhookReceiver:
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
     def deliver(self, batch: Sequence[Pending]) -> Outcome:
-        (pending,) = batch
+        """Send the alert, signed; a firing alert of an episode already resolved is
+        stale: taken, not sent."""
+        current = self.resolved.current(batch)
+        if not current:
+            return Outcome("accepted")
+        (pending,) = current
         body = self.body(pending)
         key = idempotency_key(pending.message)
         now = datetime.now(UTC)
@@ -676,7 +696,10 @@ class WebhookReceiver:
             "webhook-signature": self._webhook.sign(key, now, body),
             "Idempotency-Key": key,
         }
-        return self._client.post(self.url, body.encode(), headers, self.timeout_s)
+        outcome = self._client.post(self.url, body.encode(), headers, self.timeout_s)
+        if pending.message.status == "resolved" and outcome.kind in ("accepted", "rejected"):
+            self.resolved.add(pending.message.alert_id)
+        return outcome
 
     def due(self) -> float:
         return float("inf")
@@ -685,7 +708,9 @@ class WebhookReceiver:
         return None
 
     def restore(self, firing: Iterable[Pending], resolved: Iterable[str] = ()) -> None:
-        """Webhooks get each record once; nothing to re-send."""
+        """Webhooks get each record once: nothing to re-send; ``resolved`` makes the
+        episodes' later firing records stale."""
+        self.resolved = ResolvedEpisodes(resolved)
 
     def abort_on(self, stop: threading.Event) -> None:
         self._client.abort = stop
