@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-
 import typer
 
 from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
+from flows.cli.signals import sigterm_as_interrupt
 from flows.reporting.text import literal
 
 MAX_THREADS = 256
@@ -182,48 +180,44 @@ def train(
     quiet_prefect_tracebacks()
     # SIGTERM stops a run as Ctrl-C does, so that Prefect's temporary server stops with it
     # (the default handler ended the process and left the server running).
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
-    try:
-        with limit_threads(threads):
-            result = train_flow(
-                data=data,
-                models=None if models is None else list(plan.models),
-                window=window,
-                horizon=horizon,
-                seeds=seeds,
-                epochs=epochs,
-                epoch_windows=epoch_windows,
-                device=device,
-                test=test,
-                valid=valid,
-                out=out,
-                adjacency=adjacency,
-                data_dir=data_dir,
-                progress=progress,
-                tune=tune,
-                index_col=index_col,
-                no_index=no_index,
-                timezone=timezone,
-                label=label,
-                promote=promote,
+    with sigterm_as_interrupt() as interruption:
+        try:
+            with limit_threads(threads):
+                result = train_flow(
+                    data=data,
+                    models=None if models is None else list(plan.models),
+                    window=window,
+                    horizon=horizon,
+                    seeds=seeds,
+                    epochs=epochs,
+                    epoch_windows=epoch_windows,
+                    device=device,
+                    test=test,
+                    valid=valid,
+                    out=out,
+                    adjacency=adjacency,
+                    data_dir=data_dir,
+                    progress=progress,
+                    tune=tune,
+                    index_col=index_col,
+                    no_index=no_index,
+                    timezone=timezone,
+                    label=label,
+                    promote=promote,
+                )
+        except BrokenPipeError:  # `| head`: the group ends quietly
+            raise
+        except KeyboardInterrupt:
+            where = out or "the model directory"
+            typer.echo(
+                f"error: interrupted before the run finished; {where} keeps what earlier runs "
+                "wrote (`roadcast models list` shows any version this run registered)",
+                err=True,
             )
-    except BrokenPipeError:  # `| head`: the group ends quietly
-        raise
-    except KeyboardInterrupt:
-        where = out or "the model directory"
-        typer.echo(
-            f"error: interrupted before the run finished; {where} keeps what earlier runs "
-            "wrote (`roadcast models list` shows any version this run registered)",
-            err=True,
-        )
-        raise typer.Exit(130) from None
-    except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            raise typer.Exit(interruption.exit_code) from None
+        except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
     from flows.reporting.tables import claims_rows, compact_rows, one_seed_note
     from flows.reporting.text import print_table
 
@@ -401,39 +395,29 @@ def detect(
     def check_windows(stamps: dict[Path, pd.DatetimeIndex]) -> None:
         labelled.update(labelled_categories(nab_dir, stamps))
 
-    stopped_by: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        stopped_by.append(signum)
-        raise KeyboardInterrupt
-
-    # SIGTERM stops a run as Ctrl-C does: the scoring processes stopped, nothing written
-    # (only the main thread may handle signals).
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stop) if main else None
-    try:
-        written = detect_nab(
-            nab_dir,
-            out,
-            detector,
-            nab_range=nab_range,
-            progress=typer.echo,
-            workers=workers,
-            check=check_windows if score else None,  # windows refused before any scoring
-        )
-    except BrokenPipeError:  # `| head`: the group ends quietly
-        raise
-    except KeyboardInterrupt:
-        typer.echo(
-            f"error: interrupted before every file was scored; nothing written to {out}", err=True
-        )
-        raise typer.Exit(128 + (stopped_by[0] if stopped_by else signal.SIGINT)) from None
-    except (DetectRunError, OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    # SIGTERM stops a run as Ctrl-C does: the scoring processes stopped, nothing written.
+    with sigterm_as_interrupt() as interruption:
+        try:
+            written = detect_nab(
+                nab_dir,
+                out,
+                detector,
+                nab_range=nab_range,
+                progress=typer.echo,
+                workers=workers,
+                check=check_windows if score else None,  # windows refused before any scoring
+            )
+        except BrokenPipeError:  # `| head`: the group ends quietly
+            raise
+        except KeyboardInterrupt:
+            typer.echo(
+                f"error: interrupted before every file was scored; nothing written to {out}",
+                err=True,
+            )
+            raise typer.Exit(interruption.exit_code) from None
+        except (DetectRunError, OSError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
     typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")
     if not score:
         return

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
+from flows.cli.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +59,6 @@ def replay(
 ) -> None:
     """Replay a data set into Kafka as JSON readings keyed by sensor id, in time order."""
     import math
-    import signal
-    import threading
 
     from flows.cli.options import option_settings
     from flows.panels import read_panel
@@ -77,31 +76,26 @@ def replay(
             f"{speedup}: must be a finite number (0: as fast as possible)", param_hint="--speedup"
         )
     settings = option_settings(bootstrap_servers=bootstrap, topic_readings=topic)
-    # SIGTERM (systemd, docker stop) stops a replay as Ctrl-C does: flushed and counted
-    # (only the main thread may handle signals; a replay run from another keeps the default).
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
-    try:
-        panel = read_panel(data, adjacency, None, index_col, no_index, timezone)
-        for note in panel.notes:  # what the file left to an assumption
-            typer.echo(note, err=True)
-        check_replay(panel, speedup, limit)  # before the topic is made or anything sent
-        target = settings.topic_readings
-        ensure_topics(settings, topics=[target])
-        producer = make_producer(settings)
+    # SIGTERM (systemd, docker stop) stops a replay as Ctrl-C does: flushed and counted.
+    with sigterm_as_interrupt() as interruption:
         try:
-            stats = run_replay(panel, producer, target, speedup=speedup, limit=limit)
-        finally:
-            close_producer(producer)
-    except ReplayInterrupted as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(130) from None
-    except (KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+            panel = read_panel(data, adjacency, None, index_col, no_index, timezone)
+            for note in panel.notes:  # what the file left to an assumption
+                typer.echo(note, err=True)
+            check_replay(panel, speedup, limit)  # before the topic is made or anything sent
+            target = settings.topic_readings
+            ensure_topics(settings, topics=[target])
+            producer = make_producer(settings)
+            try:
+                stats = run_replay(panel, producer, target, speedup=speedup, limit=limit)
+            finally:
+                close_producer(producer)
+        except ReplayInterrupted as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(interruption.exit_code) from None
+        except (KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
     typer.echo(
         f"{stats.messages:,} readings of {stats.sensors} sensors over {stats.steps} steps "
         f"-> {target} in {stats.seconds:.1f} s ({stats.rate:,.0f} msg/s); "
@@ -151,9 +145,6 @@ def demo(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     load_prefect()
-    import signal
-    import threading
-
     from flows.demo.console import print_summary
     from flows.demo.run import DemoError, run_demo
     from pipeline.data.datasets import DatasetError
@@ -161,33 +152,30 @@ def demo(
 
     # SIGTERM (kill, docker stop) stops the demo as Ctrl-C does: its service and broker
     # are stopped on the way out, and it says so.
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None
-    try:
-        summary = run_demo(
-            data,
-            out=Path(out),
-            max_ticks=max_ticks or None,
-            speedup=speedup,
-            model_dir=Path(models) if models else None,
-            epochs=epochs,
-            reading={
-                "adjacency": Path(adjacency) if adjacency else None,
-                "index_col": index_col,
-                "no_index": no_index,
-                "timezone": timezone,
-            },
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted; the demo stopped, its service and broker with it", err=True)
-        raise typer.Exit(130) from None
-    except (DemoError, BrokerError, DatasetError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt() as interruption:
+        try:
+            summary = run_demo(
+                data,
+                out=Path(out),
+                max_ticks=max_ticks or None,
+                speedup=speedup,
+                model_dir=Path(models) if models else None,
+                epochs=epochs,
+                reading={
+                    "adjacency": Path(adjacency) if adjacency else None,
+                    "index_col": index_col,
+                    "no_index": no_index,
+                    "timezone": timezone,
+                },
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            stopped = "the demo stopped, its service and broker with it"
+            typer.echo(f"error: interrupted; {stopped}", err=True)
+            raise typer.Exit(interruption.exit_code) from None
+        except (DemoError, BrokerError, DatasetError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
     print_summary(summary)
     typer.echo(f"wrote {Path(out) / 'summary.json'} and {Path(out) / 'report.md'}")
     if summary["lost"]:

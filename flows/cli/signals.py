@@ -1,0 +1,44 @@
+"""SIGTERM stops a command as Ctrl-C does, and its exit status says which one it was."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class Interruption:
+    """The signal that interrupted a block: SIGTERM once it came, else Ctrl-C's SIGINT
+    (which Python raises as :class:`KeyboardInterrupt` by itself)."""
+
+    signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[Interruption]:
+    """Inside the block SIGTERM (systemd, ``docker stop``, ``kill``) raises
+    :class:`KeyboardInterrupt` as Ctrl-C does, so a command cleans up the same way;
+    the yielded :class:`Interruption` names the signal. Only the main thread may handle
+    signals: elsewhere the handlers stay as they are."""
+    interruption = Interruption()
+    if threading.current_thread() is not threading.main_thread():
+        yield interruption
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        if interruption.signum is None:
+            interruption.signum = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield interruption
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
