@@ -44,10 +44,15 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
-    """Send the ``roadcast`` loggers' records to stderr (or ``stream``) as JSON lines."""
+    """Send the ``roadcast`` loggers' records, and Python warnings (a library's
+    ``RuntimeWarning``), to stderr (or ``stream``) as JSON lines."""
     handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("roadcast")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    warned = logging.getLogger("py.warnings")
+    warned.handlers[:] = [handler]
+    warned.propagate = False
+    logging.captureWarnings(True)

@@ -360,6 +360,7 @@ def test_a_locked_store_is_waited_out_with_a_backoff_and_nothing_is_lost(
         (b"k" * 400_000, b"x" * 1_000_000, "value"),
         (b"k" * 1_100_000, b"x" * 1_100_000, "key,value"),
         (None, None, None),  # a tombstone without a key: sent as an empty value
+        (b"k" * 1_500_000, None, "key"),  # a tombstone whose key goes: the same
         (None, b"x" * 1_048_500, "value"),
     ],
 )
@@ -381,6 +382,8 @@ def test_fit_dead_letter_fits_exactly_and_says_what_it_cut(key, value, cut):
         assert letter.value == value
     minimal = fit_dead_letter(key, value, headers, limit, minimal=True)
     assert minimal.value in (b"", None) and record_size(minimal.key, b"", minimal.headers) < 2000
+    for sent in (letter, minimal):  # kafka-python sends no record without key and value
+        assert sent.key is not None or sent.value is not None
 
 
 def test_the_topic_limit_falls_back_to_the_kafka_default_when_the_broker_keeps_none(

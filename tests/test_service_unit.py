@@ -95,6 +95,28 @@ def test_json_logs_are_one_object_per_line():
     assert doc["event"] == "stats" and doc["consumed"] == 3 and doc["level"] == "info"
 
 
+def test_a_library_warning_is_a_json_log_line_too():
+    """numpy's ``RuntimeWarning: overflow encountered in cast`` reached the service's
+    log as two raw lines among the JSON ones."""
+    import warnings
+
+    from pipeline.jsonlog import configure_logging
+
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.captureWarnings(False)  # an earlier test's capture, undone by pytest since
+        configure_logging("INFO", stream=stream)
+        try:
+            warnings.warn("overflow encountered in cast", RuntimeWarning, stacklevel=1)
+        finally:
+            logging.captureWarnings(False)
+    (line,) = stream.getvalue().splitlines()
+    doc = json.loads(line)
+    assert doc["logger"] == "py.warnings" and doc["level"] == "warning"
+    assert "RuntimeWarning: overflow encountered in cast" in doc["event"]
+
+
 def test_json_logs_follow_stderr_when_it_is_replaced(monkeypatch):
     """Logs go to stderr as it is at each record: a command run in-process (typer's test
     runner, an embedding program) closes the stderr it lent, and later records failed."""

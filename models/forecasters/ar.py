@@ -235,14 +235,15 @@ class AutoRegressive(ForecasterBase):
         origins = np.asarray(origins, dtype=np.int64)
         mean = self.floored(self.predict_mean(panel, origins))
         half = self.ar_halfwidth[None]  # [1, horizon, node]
-        return BatchForecast(
-            self.name,
-            origins,
-            mean.astype(np.float32),
-            self.floored(mean - half).astype(np.float32),
-            (mean + half).astype(np.float32),
-            level=self.level,
-        )
+        with np.errstate(over="ignore"):  # beyond float32: inf, which callers drop and count
+            return BatchForecast(
+                self.name,
+                origins,
+                mean.astype(np.float32),
+                self.floored(mean - half).astype(np.float32),
+                (mean + half).astype(np.float32),
+                level=self.level,
+            )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -12,8 +12,8 @@ need be, drops the key) and adds headers that say so:
 - ``source.value.size`` / ``source.value.sha256``: the whole original value, so that it
   can be found in the source topic and checked;
 - ``source.key.size`` / ``source.key.sha256``: the same for a dropped key;
-- ``source.value``: ``null`` when the original was a tombstone without a key (Kafka
-  clients send no record with neither).
+- ``source.value``: ``null`` when the original was a tombstone without a key, or one
+  whose key was dropped (Kafka clients send no record with neither).
 
 A *minimal* dead letter keeps only the headers (an empty value, the key when small): the
 service's fallback when a broker refused the full one (see :mod:`pipeline.kafka.outbox`).
@@ -142,6 +142,8 @@ def fit_dead_letter(
         extra += _describe(key, "key")
         cut.append("key")
         key = None
+        if value is None:  # a tombstone whose key went: a record needs one of the two
+            value, extra = b"", [*extra, ("source.value", b"null")]
     flag = ("truncated", b"key,value")  # the longest the flag header gets
     if value and (minimal or record_size(key, value, [*headers, *extra, flag]) > max_bytes):
         extra += _describe(value, "value")

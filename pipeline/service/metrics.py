@@ -103,7 +103,10 @@ class ServiceMetrics:
             "Readings whose Kafka key is not their sensor (per-sensor order not kept).",
         )
         self.dead_letters = counter(
-            "dead_letters", "Records sent to the dead-letter topic, by reason.", ("reason",)
+            "dead_letters",
+            "Records dead-lettered, by reason (those the broker never took are counted in "
+            'roadcast_errors_total{kind="dead_letters_unsent"} too).',
+            ("reason",),
         )
         self.forecasts = counter(
             "forecasts_published",
