@@ -77,6 +77,7 @@ def train_models(
         short for the split and windows.
     """
     check_out_dir(out)
+    check_same_network(out, panel)  # again under the lock, before anything is written
     for note in [*check_readings(panel), *check_graphs(panel, plan)]:
         log(note)
     split = split_panel(panel, plan)

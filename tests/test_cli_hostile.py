@@ -140,7 +140,7 @@ def test_demo_waits_for_this_run_of_the_service_not_an_earlier_log(
     earlier run says that one joined its group; the demo's broker is stopped."""
     out = tmp_path / "out"
     out.mkdir()
-    (out / "service.log").write_text('{"event": "partitions_assigned"}\n')
+    (out / "service.log").write_text('{"event": "started"}\n')
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -155,7 +155,7 @@ def test_demo_waits_for_this_run_of_the_service_not_an_earlier_log(
         )  # fmt: skip
     assert result.exit_code == 1, result.output
     line = _error_line(result.output)
-    assert "exited with code" in line and "while joining the consumer group" in line
+    assert "exited with code" in line and "while starting (joining the consumer group" in line
     assert "already in use" in (out / "service.log").read_text()
 
 

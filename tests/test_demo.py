@@ -148,7 +148,9 @@ def test_a_service_that_cannot_start_is_named_with_its_own_error(
         monkeypatch.setenv("ROADCAST_METRICS_ENABLED", "true")
         monkeypatch.setenv("ROADCAST_METRICS_HOST", "127.0.0.1")
         monkeypatch.setenv("ROADCAST_METRICS_PORT", str(port))
-        with pytest.raises(DemoError, match=rf"while joining the consumer group: .*{port}"):
+        with pytest.raises(
+            DemoError, match=rf"while starting \(joining the consumer group.*: .*{port}"
+        ):
             run_demo(DATA, out=tmp_path, max_ticks=5, speedup=0, progress=False, log=print)
 
 
@@ -178,6 +180,28 @@ def test_demo_retrains_bundles_of_another_step_or_data_set(tmp_path: Path) -> No
     short = choose_panel("simulated:sensors=2,hours=2")
     with pytest.raises(ValueError, match="the demo cannot train its models on simulated: the test"):
         ensure_bundles(short, tmp_path / "short", progress=False, log=lambda _: None, **kw)
+
+
+def test_demo_refuses_another_network_in_its_folder_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It trained every model first, then failed with a message cut mid-parenthesis
+    that advised more data."""
+    import flows.train_models
+    from flows.demo.setup import choose_panel, ensure_bundles
+
+    kw = {"reuse": None, "models": ("persistence",), "epochs": 1, "device": "cpu"}
+    first = choose_panel("simulated:sensors=4,days=3,seed=5")
+    ensure_bundles(first, tmp_path, progress=False, log=lambda _: None, **kw)
+    fitted: list[str] = []
+    monkeypatch.setattr(flows.train_models, "fit_seeds", lambda name, *a: fitted.append(name))
+    smaller = choose_panel("simulated:sensors=3,days=3,seed=5")
+    with pytest.raises(ValueError) as refused:
+        ensure_bundles(smaller, tmp_path, progress=False, log=lambda _: None, **kw)
+    message = str(refused.value)
+    assert message.startswith(f"--out {tmp_path} holds models of another network (4 sensors")
+    assert "more data" not in message and message.count("(") == message.count(")")
+    assert not fitted
 
 
 def test_the_summary_says_plainly_whether_models_beat_persistence() -> None:

@@ -23,6 +23,7 @@ from flows.demo.report import pace, write_report
 from flows.demo.setup import Log, choose_panel, demo_models, ensure_bundles, ensure_detector
 from flows.demo.summary import alert_summary, build_summary, snapshot
 from flows.train_models import check_writable
+from models.bundle import duration_text
 from models.panel import SensorPanel, chronological_split
 from pipeline.folder_lock import folder_lock
 from pipeline.settings import Settings, load_settings
@@ -150,7 +151,8 @@ def run_demo(
             "again once it is done"
         )
         held.enter_context(folder_lock(out / DEMO_MARKS[0], 0.0, lambda: DemoError(busy)))
-        shape = f"{panel.n_nodes} sensors x {panel.n_time} steps every {panel.freq}"
+        step = duration_text(panel.freq.total_seconds())
+        shape = f"{panel.n_nodes} sensors x {panel.n_time} steps every {step}"
         log(f"data: {panel.name}: {shape}")
         train_started = time.monotonic()
         try:
@@ -269,13 +271,14 @@ def _stream(
     progress: bool,
     log: Log,
 ) -> tuple[float, int]:
-    """Replay ``live`` once the service has joined its group (as its log says from the
-    offset ``service_log[1]`` on); wait until it consumed it."""
+    """Replay ``live`` once the service has started: joined its group and warmed up its
+    models (as its log says from the offset ``service_log[1]`` on), so that the tick
+    latencies are the service's, not its start-up's; wait until it consumed it."""
     log_path, log_start = service_log
     _wait_for(
-        lambda: b'"event": "partitions_assigned"' in _read_from(log_path, log_start),
-        120,
-        "joining the consumer group",
+        lambda: b'"event": "started"' in _read_from(log_path, log_start),
+        START_WAIT_S,
+        "starting (joining the consumer group, warming up the models)",
         procs,
         service_log,
     )
@@ -301,6 +304,8 @@ def _stream(
     return stream_started, state.messages
 
 
+# How long the demo waits for the service to start (a busy machine loads torch slowly).
+START_WAIT_S = 300.0
 # How long the demo waits, once every reading is consumed, for the service to close the
 # last tick (the grace closes a tick a reading short 2 s after its first reading).
 CLOSE_WAIT_S = 30.0

@@ -78,7 +78,7 @@ def ensure_bundles(
     bundles cover the panel's sensors, else quick ones trained into ``OUT/bundles``
     (one seed, ``epochs`` epochs). Returns the directory and the model names."""
     from flows.threads import limit_threads
-    from flows.train_models import train_models
+    from flows.train_models import check_same_network, train_models
     from models.forecasters.comparison import TrainPlan
     from pipeline.model_dir import BundleDirError, load_bundles, read_network
 
@@ -93,6 +93,7 @@ def ensure_bundles(
         log(f"models: the bundles in {candidate} are {why}; training new ones")
     except (BundleDirError, ValueError) as exc:
         log(f"models: none usable in {candidate} ({str(exc).split(';')[0]}); training")
+    check_same_network(out, panel)  # before minutes of training, as `roadcast train` does
     if "tgclstm" not in models and panel.graph is None:
         log(f"models: no TGC-LSTM: {panel.name} has no road graph (give one with --adjacency)")
     plan = TrainPlan(models=models, seeds=1, epochs=epochs, device=device, progress=progress)

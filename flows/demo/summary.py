@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from models.bundle import duration_text
 from models.panel import SensorPanel
 
 
@@ -60,7 +61,7 @@ def build_summary(
     return {
         "data": panel.name,
         "sensors": panel.n_nodes,
-        "frequency": str(panel.freq),
+        "frequency": duration_text(panel.freq.total_seconds()),
         "models": models,
         "first_tick": live.timestamps[0].isoformat(),
         "last_tick": live.timestamps[-1].isoformat(),

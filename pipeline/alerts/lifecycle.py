@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from models.anomaly.base import Detection
+from models.bundle import duration_text
 from models.panel import GraphLike
 from pipeline.kafka.schema import AlertMessage, Severity, format_timestamp
 
@@ -369,7 +370,8 @@ class AlertManager:
         first: datetime = alert.first_seen.to_pydatetime()
         reason = det.reasons[i] if det.reasons and i < len(det.reasons) else ""
         if status == "resolved" and not reason:
-            reason = f"score below {self.rules.clear:g} for {self.rules.resolve_after}"
+            quiet = duration_text(self.rules.resolve_after.total_seconds())
+            reason = f"score below {self.rules.clear:g} for {quiet}"
         score = min(1.0, max(0.0, float(det.score[i])))
         message = AlertMessage(
             alert_id=f"{key}@{format_timestamp(first)}",
