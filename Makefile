@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A pinned CPU build first, so that nothing pulls the multi-GB CUDA build by accident.
-# Override on a GPU machine, e.g. make test TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126'
+# A pinned torch first. Where pip's configured wheels hold the CPU build (this project's
+# CI machines) that is what installs; from plain PyPI on Linux torch==2.13.0 is the
+# multi-GB CUDA build: there use TORCH_SPEC='torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cpu' (CPU only) or .../whl/cu126 (a GPU machine).
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.roadcast-installed
 SHARED_DATA := $(abspath ../shared/data)
