@@ -103,7 +103,8 @@ def persistence_verdict(accuracy: dict[str, dict[str, dict[str, Any]]]) -> str:
     if not any(losing.values()):
         return (
             f"Every model ({', '.join(models)}) beats persistence (live RMSE) at every lead "
-            "past the first."
+            "past the first, on this replay with one training seed (no significance test: "
+            "`roadcast train` tests it on the test part)."
         )
     worse = "; ".join(
         f"{m} at {', '.join(str(s) for s in steps)} step(s)" for m, steps in losing.items() if steps
