@@ -127,7 +127,7 @@ def test_demo_writes_nothing_for_data_it_cannot_load(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["demo", "--data", "simulated:sensors=0", "--out", str(out), "--no-progress"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an invalid option value of the spec
     assert "sensors" in _error_line(result.output)
     assert not out.exists()
 

@@ -226,7 +226,7 @@ def test_fetch_of_a_built_in_data_set_says_there_is_nothing_to_fetch(tmp_path: P
 @pytest.mark.parametrize("start", ["1600-01-01", "2249-12-31T12:00"])
 def test_a_simulated_start_outside_the_wire_years_is_refused(start: str) -> None:
     result = CliRunner().invoke(app, ["data", "info", f"simulated:sensors=2,days=1,start={start}"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     line = _error_line(result.output)
     assert f"start={start!r}" in line and "1700-2249" in line
 

@@ -637,7 +637,7 @@ def test_cli_data_info_csv_and_errors(tmp_path):
     assert "frequency │ 15 min" in out and "missing share │ 25.00%" in out
     assert "2 directed links" in out
     bad = runner.invoke(app, ["data", "info", "nosuch"])
-    assert bad.exit_code == 1 and "unknown data set" in bad.output
+    assert bad.exit_code == 2 and "unknown data set" in bad.output
 
 
 def test_cli_data_list_and_fetch_failure(tmp_path):

@@ -89,7 +89,7 @@ def test_demo_cli_reports_a_bad_data_spec(tmp_path: Path) -> None:
     from flows.cli import app
 
     result = CliRunner().invoke(app, ["demo", "--data", "nosuchdata", "--out", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an invalid argument value
     assert "error:" in result.output
 
 

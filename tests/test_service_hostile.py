@@ -20,6 +20,7 @@ setting gave a traceback or was silently accepted).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,82 @@ def test_serve_refuses_an_empty_models_folder_or_a_foreign_store_before_joining(
     assert result.exit_code == 1, result.output
     expected = "no model bundles" if case == "no bundles" else str(store)
     assert expected in result.output and "partitions" not in result.output
+
+
+def _persistence_folder(models: Path) -> Path:
+    """A models folder with one persistence bundle of 5-minute steps."""
+    import numpy as np
+    import pandas as pd
+
+    from models.forecasters.baselines import Persistence
+    from models.panel import SensorPanel
+
+    stamps = pd.date_range("2024-01-01", periods=20, freq="5min", tz="UTC")
+    panel = SensorPanel.from_values(np.ones((20, 1), np.float32), stamps, ["a"])
+    Persistence(window=2, horizon=2).fit(panel).save(models / "persistence")
+    return models
+
+
+SERVE_OPTION_MISFITS = [
+    (["--only", "gru"], "--only: no bundle for model(s) ['gru']", "it has ['persistence']"),
+    (
+        ["--tick", "15min"],
+        "--tick: model 'persistence' was trained on 5-minute steps",
+        "--tick 300s",
+    ),
+    (["--alert-model", "gru"], "--alert-model 'gru' is not served", "['persistence']"),
+]
+
+
+@pytest.mark.parametrize(("args", "message", "names"), SERVE_OPTION_MISFITS)
+def test_serve_options_that_do_not_fit_the_bundles_are_refused_before_anything_starts(
+    tmp_path, monkeypatch, args, message, names
+) -> None:
+    """They were refused after the group join: the running members rebalanced twice,
+    and an empty store file and its lock were left behind."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    models = _persistence_folder(tmp_path / "models")
+    store = tmp_path / "store.sqlite"
+    monkeypatch.setenv("ROADCAST_METRICS_ENABLED", "false")
+    common = ["--models", str(models), "--store", str(store), "--bootstrap", "127.0.0.1:9"]
+    result = CliRunner().invoke(app, ["serve", *common, *args])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert message in text and names in text, text
+    assert not list(tmp_path.glob("store.sqlite*"))
+
+
+@pytest.mark.parametrize(("args", "message", "names"), SERVE_OPTION_MISFITS)
+def test_the_service_api_refuses_them_before_joining_too(
+    tmp_path, monkeypatch, args, message, names
+):
+    import pandas as pd
+
+    from pipeline.alerts.config import AlertingConfig
+    from pipeline.model_dir import BundleDirError
+    from pipeline.service import loop
+    from pipeline.service.config import ServiceConfig
+    from pipeline.settings import load_settings
+
+    option, value = args
+    config = ServiceConfig(
+        tick=pd.Timedelta(value) if option == "--tick" else pd.Timedelta("5min"),
+        only=(value,) if option == "--only" else (),
+    )
+    alerting = AlertingConfig(forecaster=value if option == "--alert-model" else None)
+    joined: list[object] = []
+    monkeypatch.setattr(loop, "GroupJoin", lambda *a: joined.append(a))
+    settings = load_settings(
+        bootstrap_servers="127.0.0.1:9", store_path=tmp_path / "s.sqlite", metrics_enabled=False
+    )
+    with pytest.raises(BundleDirError, match=re.escape(message)):
+        loop.serve(
+            settings, config, model_dir=_persistence_folder(tmp_path / "m"), alerting=alerting
+        )
+    assert not joined and not (tmp_path / "s.sqlite").exists()
 
 
 # --------------------------------------------------------------------------- settings

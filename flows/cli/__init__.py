@@ -16,8 +16,10 @@ import typer
 from flows.cli import data, deployments, modelling, models, streaming, tail
 from flows.cli.errors import DEBUG_ENV, RoadcastGroup, set_debug
 
+# Every app's help is click's plain layout (flows.cli.errors.HelpGroup says why).
 app = typer.Typer(
     cls=RoadcastGroup,
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     help="roadcast: streaming traffic and sensor forecasting on Kafka.",

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli.errors import HelpGroup, fail
 from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
 
-app = typer.Typer(no_args_is_help=True, help="List, inspect and fetch data sets.")
+app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="List, inspect and fetch data sets.",
+)
 
 
 @app.command("list")
@@ -26,8 +32,7 @@ def data_list(
     try:
         root = dataset_dir(Path(data_dir) if data_dir else None)
     except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc)
     table = Table(title=literal(f"data sets (data directory: {root})", "table.title"))
     for column in ("name", "here", "description", "licence"):
         table.add_column(column, overflow="fold")
@@ -109,8 +114,8 @@ def data_info(
     Console().print(table)
     try:
         notes = check_readings(panel)  # what `roadcast train` would say of these readings
-    except ValueError as exc:
-        notes = [f"note: `roadcast train` refuses these readings: {exc}"]
+    except ValueError as exc:  # the file's own notes still say what it left to assumptions
+        notes = [*panel.notes, f"note: `roadcast train` refuses these readings: {exc}"]
     notes += list(getattr(panel.graph, "notes", ()))
     for note in notes:
         typer.echo(note)
@@ -171,7 +176,6 @@ def data_fetch(
             sha256=parse_sha256_options(sha256 or [], name),
         )
     except (FetchError, DatasetError, SettingsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
+        fail(exc)
     if not fetched:
         typer.echo(f"{name} is built in (generated on the fly): nothing to fetch")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli.errors import fail
+
 
 def deploy(
     serve: bool = typer.Option(
@@ -42,16 +44,14 @@ def deploy(
     try:
         specs = customised(crons=cron or (), params=param or ())
     except DeployError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, 2)
     if serve:
         from flows.deploy import require_server
 
         try:
             require_server()
         except DeployError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc, 2)
     if write_yaml is not None:
         from pathlib import Path
 
@@ -82,8 +82,7 @@ def deploy(
         try:
             serve_deployments(specs, limit=limit)
         except DeployError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc, 2)
         typer.echo("stopped serving; schedules stay active on the server")
         return
     if write_yaml is not None:

@@ -1,16 +1,21 @@
 """How the command line shows errors: one line, the traceback only under ``--debug``.
 
 :class:`RoadcastGroup` is the ``roadcast`` command group: an exception that escapes a
-command is printed as ``error: <message>`` (exit status 1; 2 for a usage error such as
-an invalid option value, which Typer would show in a box, and for an invalid setting
-from an option, a ``ROADCAST_*`` variable or the settings file) instead of a traceback,
-unless ``roadcast --debug`` (or ``ROADCAST_DEBUG=1``) asked for tracebacks. Output
-piped into a reader that stops early (``| head``) ends the command quietly with status 1,
-as rich's console does for the tables it prints.
+command is printed as ``error: <message>`` (exit status :func:`exit_status`: 2 for a
+usage error such as an invalid option value, for an invalid setting from an option, a
+``ROADCAST_*`` variable or the settings file, and for an invalid data-set spec or
+option; 1 for any other error) instead of a traceback, unless ``roadcast --debug`` (or
+``ROADCAST_DEBUG=1``) asked for tracebacks; a command that catches an error itself ends
+through :func:`fail`, which does the same. A usage error is one line with ``--debug``
+too: its traceback would show the parser, not the cause. Output piped into a reader
+that stops early (``| head``) ends the command quietly with status 1, as rich's console
+does for the tables it prints.
 :func:`quiet_prefect_tracebacks` does the same for the flows a command runs: Prefect
 logs a failed task's traceback to the console, which repeats the one-line error in
 60-odd lines; without ``--debug`` the console shows Prefect's one-line state messages
 only (the Prefect server still receives the full log).
+:class:`HelpGroup` lays out ``--help`` as click's plain text, which wraps the help and
+never cuts an option's or a variable's name (Typer's rich table cut them at 80 columns).
 """
 
 from __future__ import annotations
@@ -92,9 +97,48 @@ def _lost_prefect_api(exc: BaseException) -> str | None:
     return f"the Prefect API at {where} stopped answering ({type(exc).__name__}: {exc}); {fix}"
 
 
-class RoadcastGroup(TyperGroup):
-    """The command group: errors that escape a command become one ``error:`` line (a usage
-    error, such as an invalid option value, or an invalid setting too, with exit status 2)."""
+def exit_status(exc: BaseException) -> int:
+    """2 for a usage error, an invalid setting, or an invalid data-set spec or option (an
+    argument's value, not a file's content); 1 for any other error."""
+    from pipeline.settings import SettingsError
+
+    if isinstance(exc, UsageError | SettingsError):
+        return 2
+    # Looked up, not imported (seconds): its errors exist only once it is loaded.
+    datasets = sys.modules.get("pipeline.data.datasets")
+    return 2 if datasets is not None and isinstance(exc, datasets.DatasetSpecError) else 1
+
+
+def fail(exc: BaseException, status: int | None = None, *, message: str | None = None) -> NoReturn:
+    """End the command on ``exc``, an error it caught: under ``--debug`` raised again, for
+    its traceback; else one ``error:`` line (``message``, default :func:`describe`'s) and
+    exit status ``status`` (default :func:`exit_status`'s)."""
+    if debug_enabled():
+        raise exc
+    typer.echo(f"error: {message or describe(exc)}", err=True)
+    raise typer.Exit(exit_status(exc) if status is None else status) from None
+
+
+class HelpGroup(TyperGroup):
+    """A command group whose ``--help`` lists each command with the first sentence of its
+    help, whole and wrapped (click cut it at the terminal's width with "..."). Its Typer
+    app sets ``rich_markup_mode=None``: click's plain layout."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # click's Context, HelpFormatter
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class RoadcastGroup(HelpGroup):
+    """The command group: errors that escape a command become one ``error:`` line (exit
+    status :func:`exit_status`), a usage error such as an invalid option value with
+    ``--debug`` too."""
 
     def make_context(self, info_name: str | None, args: list[str], *a: Any, **kw: Any) -> Any:
         """The group's own options parsed (``--debug``, ``ROADCAST_DEBUG``); a usage error
@@ -104,16 +148,12 @@ class RoadcastGroup(TyperGroup):
         except NoArgsIsHelpError:
             raise
         except UsageError as exc:
-            if debug_enabled():
-                raise
             _usage_exit(exc, info_name or "roadcast")
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context, typed as its vendored click base
         try:
             return super().invoke(ctx)
         except UsageError as exc:
-            if debug_enabled():
-                raise
             _usage_exit(exc, ctx.command_path)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
@@ -122,12 +162,7 @@ class RoadcastGroup(TyperGroup):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(1) from None
         except Exception as exc:
-            if debug_enabled():
-                raise
-            from pipeline.settings import SettingsError
-
-            typer.echo(f"error: {describe(exc)}", err=True)
-            raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
+            fail(exc)
 
 
 def _usage_exit(exc: UsageError, where: str) -> NoReturn:
@@ -180,9 +215,7 @@ def load_prefect() -> None:
     except Exception as exc:
         if debug_enabled():
             sys.stderr.write(held.getvalue())
-            raise
-        typer.echo(f"error: {describe(exc)}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc, 1)
     sys.stderr.write(held.getvalue())
 
 
@@ -223,10 +256,9 @@ def check_prefect_home() -> None:
         with tempfile.TemporaryFile(dir=home):
             pass
     except OSError as exc:
-        typer.echo(
-            f"error: Prefect's temporary server cannot keep its database in PREFECT_HOME={home} "
-            f"({exc.strerror or exc}); set PREFECT_HOME to a writable folder, or PREFECT_API_URL "
-            "to a running Prefect server",
-            err=True,
+        fail(
+            exc,
+            message=f"Prefect's temporary server cannot keep its database in PREFECT_HOME="
+            f"{home} ({exc.strerror or exc}); set PREFECT_HOME to a writable folder, or "
+            "PREFECT_API_URL to a running Prefect server",
         )
-        raise typer.Exit(1) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli.errors import fail
 from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
 from flows.cli.signals import sigterm_as_interrupt
 from flows.reporting.text import literal
@@ -33,8 +34,7 @@ def explain(
     try:
         result = run_explain(bundle, out=out, sensor=sensor, top=top)
     except (BundleError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     table = result.table
     shown = table if sensor else table.nlargest(top, "influence")
     what = (
@@ -115,13 +115,14 @@ def train(
     from models.forecasters.comparison import TrainPlan, parse_models
     from models.forecasters.tuning import parse_budget
     from models.nn.devices import resolve_device
-    from pipeline.data.datasets import check_spec
+    from pipeline.data.datasets import check_arguments
     from pipeline.registry.versions import MAX_LABEL_CHARS, label_problem
 
     console = Console()
     try:
         resolve_device(device)
-        check_spec(data, adjacency)  # a bad data spec fails here, before Prefect starts
+        # A bad data spec or reading option fails here, before Prefect starts.
+        check_arguments(data, adjacency, index_col=index_col, no_index=no_index, timezone=timezone)
         if tune is not None:
             parse_budget(tune)
         if threads is not None and not 1 <= threads <= MAX_THREADS:
@@ -144,8 +145,7 @@ def train(
             progress=progress,
         )
     except (ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, 2)
     import os
 
     from flows.cli.errors import (
@@ -159,8 +159,7 @@ def train(
     try:  # before Prefect's server starts: a bad ROADCAST_* setting fails at once
         load_settings()
     except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc)
     load_prefect()
     from flows.train_flow import train_flow
 
@@ -175,8 +174,7 @@ def train(
         try:
             check_server(api_url() or os.environ["PREFECT_API_URL"])
         except DeployError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc)
     quiet_prefect_tracebacks()
     # SIGTERM stops a run as Ctrl-C does, so that Prefect's temporary server stops with it
     # (the default handler ended the process and left the server running).
@@ -216,8 +214,7 @@ def train(
             )
             raise typer.Exit(interruption.exit_code) from None
         except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc)
     from flows.reporting.tables import claims_rows, compact_rows, one_seed_note
     from flows.reporting.text import print_table
 
@@ -281,8 +278,7 @@ def evaluate(
     try:
         result = evaluate_bundle(bundle, panel, test=test, valid=valid, window=window, data=data)
     except ValueError as exc:  # BundleError included
-        typer.echo(f"error: {_unserved(bundle) or exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc, message=_unserved(bundle))
     if extra := result["sensors_not_scored"]:
         typer.echo(
             f"note: {len(extra)} sensor(s) of the data are not in the bundle, e.g. {extra[:5]}: "
@@ -315,8 +311,7 @@ def evaluate(
         try:
             write_json(Path(out), result)
         except OSError as exc:
-            typer.echo(f"error: --out: cannot write {out} ({exc.strerror or exc})", err=True)
-            raise typer.Exit(1) from None
+            fail(exc, message=f"--out: cannot write {out} ({exc.strerror or exc})")
         typer.echo(f"wrote {out}")
 
 
@@ -416,8 +411,7 @@ def detect(
             )
             raise typer.Exit(interruption.exit_code) from None
         except (DetectRunError, OSError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc)
     typer.echo(f"wrote {len(written)} result files for detector {detector!r} under {out}")
     if not score:
         return
@@ -429,8 +423,7 @@ def detect(
     except BrokenPipeError:  # `| head`: the group ends quietly
         raise
     except (DetectRunError, OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     profiles = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
     columns = ["category", "files", "windows"] + [f"{p} (NAB threshold)" for p in profiles]
     if threshold is not None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import typer
 
+from flows.cli.errors import HelpGroup, fail
+
 app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="The model registry: every trained version of each model, and which ones serve.",
     no_args_is_help=True,
 )
@@ -142,8 +146,7 @@ def promote(
             _folder(models), chosen, champion=record, replace=only, reason="roadcast models promote"
         )
     except RegistryError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     typer.echo("serving " + ", ".join(f"{m}@{v}" for m, v in serving.models.items()))
 
 
@@ -158,8 +161,7 @@ def rollback(
     try:
         serving = roll_back(_folder(models), steps)
     except RegistryError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     typer.echo("serving " + ", ".join(f"{m}@{v}" for m, v in serving.models.items()))
 
 

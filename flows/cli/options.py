@@ -163,13 +163,14 @@ def refuse_empty_out(out: str) -> None:
 
 @contextmanager
 def dataset_errors() -> Iterator[None]:
-    """End the command on a data set's error (exit status 1) or a ``ROADCAST_*`` setting's
-    (2) in the block, in one ``error:`` line."""
+    """End the command on a data set's error or a ``ROADCAST_*`` setting's in the block
+    (:func:`~flows.cli.errors.fail`: exit status 2 for a wrong spec, option or setting, 1
+    for a file's)."""
+    from flows.cli.errors import fail
     from pipeline.data.datasets import DatasetError
     from pipeline.settings import SettingsError
 
     try:
         yield
     except (DatasetError, SettingsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
+        fail(exc)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from flows.cli.errors import HelpGroup, fail
 from flows.cli.options import ADJACENCY, INDEX_COL, NO_INDEX, TIMEZONE
 from flows.cli.signals import sigterm_as_interrupt
 
@@ -35,8 +36,7 @@ def broker(
     try:
         serve_forever(port or None, log_path=log)
     except BrokerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
 
 def replay(
@@ -94,8 +94,7 @@ def replay(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(interruption.exit_code) from None
         except (KafkaUnavailable, ReplayError, ValueError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc)
     typer.echo(
         f"{stats.messages:,} readings of {stats.sensors} sensors over {stats.steps} steps "
         f"-> {target} in {stats.seconds:.1f} s ({stats.rate:,.0f} msg/s); "
@@ -142,8 +141,7 @@ def demo(
     try:  # an invalid option value is a usage error, before Prefect loads
         check_options(Path(out), max_ticks=max_ticks or None, speedup=speedup, epochs=epochs)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, 2)
     load_prefect()
     from flows.demo.console import print_summary
     from flows.demo.run import DemoError, run_demo
@@ -174,8 +172,7 @@ def demo(
             typer.echo(f"error: interrupted; {stopped}", err=True)
             raise typer.Exit(interruption.exit_code) from None
         except (DemoError, BrokerError, DatasetError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc)
     print_summary(summary)
     typer.echo(f"wrote {Path(out) / 'summary.json'} and {Path(out) / 'report.md'}")
     if summary["lost"]:
@@ -302,8 +299,7 @@ def serve(
             ).total_seconds(),
         )
     except (SettingsError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, 2)
     configure_logging(settings.log_level)
     endpoints = None
     if settings.metrics_enabled:  # first: a taken port fails before anything connects
@@ -312,8 +308,7 @@ def serve(
         try:
             endpoints = start_endpoints(settings)
         except EndpointError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(exc)
         typer.echo(
             f"roadcast serve: metrics at {endpoints.url}/metrics, health at "
             f"{endpoints.url}/healthz and /readyz (ROADCAST_METRICS_PORT)"
@@ -322,6 +317,12 @@ def serve(
         from pipeline.alerts.config import AlertingConfig
 
         alerting = AlertingConfig.parse(detectors, alert_model)
+        from pipeline.model_dir import BundleDirError
+        from pipeline.registry.watch import option_problem
+
+        model_dir = Path(settings.model_dir)  # --only, --tick and --alert-model, before the join
+        if problem := option_problem(model_dir, config.only, config.tick, alerting.judged):
+            raise BundleDirError(problem)
         if deliver_alerts:
             from pipeline.alerts.delivery import receivers_from_settings
 
@@ -329,8 +330,7 @@ def serve(
     except (SettingsError, ValueError) as exc:
         if endpoints is not None:
             endpoints.close()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, 2)
     _preflight(Path(settings.model_dir), Path(settings.store_path), endpoints, config)
     from pipeline.service.store import StoreError, StoreLock
 
@@ -339,15 +339,13 @@ def serve(
     except StoreError as exc:
         if endpoints is not None:
             endpoints.close()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     # The group join takes seconds: it runs while the rest (torch, the bundles) loads.
     stop = threading.Event()
     partitions = PartitionTracker(idle_s=config.partition_idle_s)
     joining = GroupJoin(settings, partitions, config.poll_records, stop)
     from models.bundle import BundleError
     from pipeline.kafka.clients import KafkaUnavailable
-    from pipeline.model_dir import BundleDirError
     from pipeline.service.loop import serve as run_service
 
     delivery = None
@@ -362,8 +360,7 @@ def serve(
             endpoints=endpoints, joining=joining,
         )  # fmt: skip
     except (BundleDirError, BundleError, KafkaUnavailable, StoreError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     finally:
         stop.set()
         if delivery is not None:
@@ -483,8 +480,7 @@ def _preflight(model_dir: Path, store: Path, endpoints: Any, config: Any) -> Non
     except (BundleDirError, StoreError) as exc:
         if endpoints is not None:
             endpoints.close()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
 
 def _bundles_sensors(paths: list[Path], only: tuple[str, ...]) -> tuple[list[str], int]:
@@ -534,8 +530,7 @@ def status(
     try:
         print_status(settings.store_path, last_ticks=ticks, last=span)
     except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
 
 
 def health(
@@ -576,8 +571,7 @@ def health(
         try:
             settings = load_settings()
         except SettingsError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc)
         host = settings.metrics_host
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{f'[{host}]' if ':' in host else host}:{settings.metrics_port}"
@@ -693,6 +687,8 @@ def _ask(target: str, timeout: float, shown: str) -> tuple[str, bool]:
 
 
 alerts_app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="Alerts: `roadcast alerts` lists the latest from the store; `roadcast alerts "
     "deliver` sends roadcast.alerts to Alertmanager and webhooks.",
     no_args_is_help=False,
@@ -758,8 +754,7 @@ def deliver(
         )
         delivery = AlertDelivery(settings)
     except (SettingsError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, 2)
     configure_logging(settings.log_level)
     server = None
     if metrics_port is not None:
@@ -767,8 +762,7 @@ def deliver(
         try:
             server, url = serve_metrics(registry, settings.metrics_host, metrics_port)
         except EndpointError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            fail(exc, 2)
         logging.getLogger("roadcast.alerts").info("endpoints", extra={"fields": {"metrics": url}})
     stop = threading.Event()
     previous = install_signal_handlers(stop)
@@ -778,8 +772,7 @@ def deliver(
     try:
         delivery.run(stop)
     except KafkaUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     finally:
         count_uncommitted(None)
         restore_signal_handlers(previous)
@@ -813,14 +806,12 @@ def alerts(
         with reading_store(path) as db:
             rows = db.alerts(limit=limit)
     except StoreError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(exc)
     title = literal(f"latest {len(rows)} alert changes ({path})", "table.title")
     try:
         cells = [_alert_cells(row) for row in rows]
     except (ValueError, TypeError, OverflowError) as exc:
-        typer.echo(f"error: the store {path} holds an alert row it cannot show ({exc})", err=True)
-        raise typer.Exit(1) from None
+        fail(exc, message=f"the store {path} holds an alert row it cannot show ({exc})")
     console = Console()
     if console.width < ALERTS_TABLE_COLUMNS:  # eight columns would fold each word apart
         console.print(title)

@@ -81,6 +81,11 @@ class AlertingConfig:
     def enabled(self) -> bool:
         return self.detectors != (NONE,)
 
+    @property
+    def judged(self) -> str | None:
+        """The forecaster asked for, when the interval detector will judge one."""
+        return self.forecaster if {AUTO, "interval"} & set(self.detectors) else None
+
     @classmethod
     def parse(cls, detectors: str, forecaster: str | None = None) -> AlertingConfig:
         """From the CLI's comma-separated ``--detectors`` and ``--alert-model``."""

@@ -46,6 +46,8 @@ never runs code named by the file.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -92,11 +94,32 @@ __all__ = [
     "DATASETS",
     "DatasetError",
     "DatasetInfo",
+    "DatasetSpecError",
     "RemoteFile",
     "dataset_dir",
     "load_dataset",
     "parse_spec",
 ]
+
+
+class DatasetSpecError(DatasetError):
+    """A data-set spec, or an option given with it, is wrong (its name or value, not a
+    file's content); the command line's exit status 2."""
+
+
+@contextmanager
+def _spec_errors() -> Iterator[None]:
+    """Raise the :class:`DatasetError` of a spec's parsing in the block as a
+    :class:`DatasetSpecError`."""
+    try:
+        yield
+    except DatasetSpecError:
+        raise
+    except DatasetError as exc:
+        raise DatasetSpecError(str(exc)) from None
+    except SimulationError as exc:
+        raise DatasetSpecError(f"simulated: {exc}") from None
+
 
 LOS_LOOP_START = pd.Timestamp("2012-03-01 00:00", tz="UTC")
 LOS_LOOP_FREQ = pd.Timedelta("5min")
@@ -269,14 +292,20 @@ FILE_KINDS = ("csv", "npz", "h5", "parquet")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """Split ``"name:argument"`` into ``(name, argument)``; the argument may be empty."""
+    """Split ``"name:argument"`` into ``(name, argument)``; the argument may be empty.
+
+    Raises
+    ------
+    DatasetSpecError
+        An unknown name, or an argument for a data set that takes none.
+    """
     name, _, arg = spec.strip().partition(":")
     name = name.strip().lower()
     if name not in DATASETS and name not in FILE_KINDS:
         known = ", ".join([*DATASETS, *(f"{kind}:PATH" for kind in FILE_KINDS)])
-        raise DatasetError(f"unknown data set {spec!r}; known: {known}")
+        raise DatasetSpecError(f"unknown data set {spec!r}; known: {known}")
     if arg.strip() and name in ("los-loop", "metr-la", "pems-bay"):
-        raise DatasetError(f"{name} takes no argument, got {spec!r}; use {name}")
+        raise DatasetSpecError(f"{name} takes no argument, got {spec!r}; use {name}")
     return name, arg.strip()
 
 
@@ -316,22 +345,19 @@ def load_dataset(
 
     Raises
     ------
+    DatasetSpecError
+        Unknown spec, or a wrong option (:func:`check_arguments`).
     DatasetError
-        Unknown spec, missing file (naming the path and ``roadcast data fetch``), or
-        invalid content (naming the line and column).
+        Missing file (naming the path and ``roadcast data fetch``), or invalid content
+        (naming the line and column).
     """
-    name, arg = parse_spec(spec)
-    if adjacency is not None and name not in FILE_KINDS:
-        files = ", ".join(f"{kind}:PATH" for kind in FILE_KINDS)
-        raise DatasetError(
-            f"--adjacency is only for a file's data ({files}); {name} has its own graph"
-        )
-    if (index_col is not None or no_index) and name != "csv":
-        raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
-    if timezone is not None and name not in ("csv", "h5", "parquet"):
-        raise DatasetError(
-            f"--timezone is only for timestamps in a file (csv:, h5:, parquet:), not {name}"
-        )
+    name, arg = check_arguments(
+        spec,
+        None if adjacency is None else str(adjacency),
+        index_col=index_col,
+        no_index=no_index,
+        timezone=timezone,
+    )
     if name == "simulated":
         return _simulated(arg)
     if name in ("npz", "h5", "parquet"):
@@ -352,10 +378,6 @@ def load_dataset(
         return load_los_loop(root)
     if name in ("metr-la", "pems-bay"):
         return load_dcrnn(name, root)
-    if not arg:
-        raise DatasetError(
-            "nab needs a file: nab:<category>/<file>.csv, e.g. nab:realTraffic/speed_7578.csv"
-        )
     return load_nab(arg, root)
 
 
@@ -430,12 +452,7 @@ def _dcrnn_adjacency(path: Path, ids: tuple[str, ...]) -> np.ndarray:
 
 def load_nab(relative: str, root: Path) -> SensorPanel:
     """One NAB series ``<category>/<file>.csv`` with its anomaly windows."""
-    rel = Path(relative)
-    if len(rel.parts) != 2 or rel.suffix != ".csv":
-        raise DatasetError(
-            f"nab:{relative}: expected nab:<category>/<file>.csv, e.g. "
-            "nab:realTraffic/speed_7578.csv"
-        )
+    rel = nab_file(relative)
     path = require_file(root / "nab" / rel, _hint("nab", root))
     table = read_table(path, drop_first=True)
     if table.columns != ("value",) or (table.first_name or "").lower() != "timestamp":
@@ -453,6 +470,25 @@ def load_nab(relative: str, root: Path) -> SensorPanel:
     return SensorPanel.from_values(
         values, timestamps, (sensor,), events=events, name=f"nab:{rel.as_posix()}"
     )
+
+
+def nab_file(relative: str) -> Path:
+    """The ``<category>/<file>.csv`` of a ``nab:`` spec's argument ``relative``.
+
+    Raises
+    ------
+    DatasetSpecError
+        For an argument of another form.
+    """
+    example = "nab:realTraffic/speed_7578.csv"
+    if not relative:
+        raise DatasetSpecError(f"nab needs a file: nab:<category>/<file>.csv, e.g. {example}")
+    rel = Path(relative)
+    if len(rel.parts) != 2 or rel.suffix != ".csv":
+        raise DatasetSpecError(
+            f"nab:{relative}: expected nab:<category>/<file>.csv, e.g. {example}"
+        )
+    return rel
 
 
 def _nab_windows(root: Path, rel: Path) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -549,23 +585,70 @@ def adjacency_spec(text: str) -> tuple[str, AdjacencyKind]:
     path, options = split_options(text, ("kind",), f"--adjacency {text}")
     kind = options.get("kind", "auto")
     if kind not in KINDS:
-        raise DatasetError(f"--adjacency {text}: kind={kind!r}; use kind=weights or kind=distances")
+        raise DatasetSpecError(
+            f"--adjacency {text}: kind={kind!r}; use kind=weights or kind=distances"
+        )
     return path, cast(AdjacencyKind, kind)
 
 
-def check_spec(spec: str, adjacency: str | None = None) -> None:
-    """Refuse a data spec, or an adjacency, whose name or options are wrong, without
-    reading any file (a deployment checks its parameters where the files are not)."""
-    name, arg = parse_spec(spec)
-    if name in FILE_KINDS:
-        file_spec(name, arg)
-    if name == "simulated":
-        try:
+def check_spec(spec: str, adjacency: str | None = None) -> tuple[str, str]:
+    """The name and argument of a data spec (:func:`parse_spec`), its options and an
+    adjacency's checked without reading any file (a deployment checks its parameters
+    where the files are not).
+
+    Raises
+    ------
+    DatasetSpecError
+        Naming the wrong name, option or value.
+    """
+    with _spec_errors():
+        name, arg = parse_spec(spec)
+        if name in FILE_KINDS:
+            file_spec(name, arg)
+        if name == "simulated":
             check_simulated(arg)
-        except SimulationError as exc:
-            raise DatasetError(f"simulated: {exc}") from None
-    if adjacency:
-        adjacency_spec(adjacency)
+        if name == "nab":
+            nab_file(arg)
+        if adjacency:
+            adjacency_spec(adjacency)
+    return name, arg
+
+
+def check_arguments(
+    spec: str,
+    adjacency: str | None = None,
+    *,
+    index_col: str | None = None,
+    no_index: bool = False,
+    timezone: str | None = None,
+) -> tuple[str, str]:
+    """:func:`check_spec`, and the reading options :func:`load_dataset` takes with the
+    spec checked to apply to it.
+
+    Raises
+    ------
+    DatasetSpecError
+        Naming the wrong name, option or value, or an option that does not apply to
+        the data set.
+    """
+    name, arg = check_spec(spec, adjacency)
+    with _spec_errors():
+        if adjacency and name not in FILE_KINDS:
+            files = ", ".join(f"{kind}:PATH" for kind in FILE_KINDS)
+            raise DatasetError(
+                f"--adjacency is only for a file's data ({files}); {name} has its own graph"
+            )
+        if index_col is not None and no_index:
+            raise DatasetError("--index-col and --no-index contradict each other; give one")
+        if (index_col is not None or no_index) and name != "csv":
+            raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
+        if timezone is not None:
+            if name not in ("csv", "h5", "parquet"):
+                raise DatasetError(
+                    f"--timezone is only for timestamps in a file (csv:, h5:, parquet:), not {name}"
+                )
+            zone_info(timezone)
+    return name, arg
 
 
 # --adjacency files that are not CSV: DCRNN's pickle (sensor ids inside), a numpy matrix

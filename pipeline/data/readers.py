@@ -348,7 +348,7 @@ def read_table(
     )
     if top is not None:
         columns = tuple(str(k) for k in range(len(columns)))
-        shown = ", ".join(top[k][:12] for k in cols[start : start + 3])
+        shown = ", ".join(_shown_cell(top[k]) for k in cols[start : start + 3])
         notes = (
             f"note: {path.name} has no header (line {lines[0]} holds readings: {shown}...); "
             f"its {len(columns)} sensors are "
@@ -383,6 +383,19 @@ def read_table(
     first = first_column if drop_first else None
     kept = first_name if drop_first else None
     return Table(columns, values, table_lines, first, kept, notes, named_times)
+
+
+def _shown_cell(cell: str, most: int = 12) -> str:
+    """A cell as a note quotes it: whole up to ``most`` characters; else a number in the
+    shortest form that reads as the same float (``6.013000000000000256e+01``: ``60.13``),
+    other text cut, with "..."."""
+    if len(cell) <= most:
+        return cell
+    try:
+        number = float(cell)
+    except ValueError:
+        number = np.nan
+    return repr(number) if np.isfinite(number) else f"{cell[:most]}..."
 
 
 def nfc(name: str) -> str:
@@ -1275,8 +1288,9 @@ _DATE_NAME = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}
 
 
 def _refuse_times_as_sensors(path: Path, columns: Sequence[str]) -> None:
-    """Refuse a file written one row per sensor (its column names are times): read as
-    it is, each time would become a sensor and each sensor a time step."""
+    """Refuse a file written one row per sensor (``columns``, the header's names after
+    the first, are mostly times): read as it is, each time would become a sensor and each
+    sensor a time step, and sensor ids that are not numbers would be readings."""
     dated = sum(bool(_DATE_NAME.match(c)) for c in columns)
     if len(columns) >= 3 and dated >= 0.8 * len(columns):
         raise DatasetError(
@@ -1311,7 +1325,8 @@ def read_wide_csv(
     if index_col is not None and no_index:
         raise DatasetError("--index-col and --no-index contradict each other; give one")
     fixed = index_col is not None or no_index or has_header is False
-    where = None if fixed else _long_columns(_first_row(path))
+    first_row = [] if has_header is False else _first_row(path)
+    where = None if fixed else _long_columns(first_row)
     if where is not None:  # long format (is_long_csv)
         comments = comment_lines(path)
         header, lines = scan(path, comments=comments)
@@ -1324,6 +1339,7 @@ def read_wide_csv(
             times, wide, source=str(path), lines=first, irregular=irregular, copy=False
         )
         return grid, values, ids, tuple(notes)
+    _refuse_times_as_sensors(path, first_row[1:])  # before its cells are read as readings
     try:
         table = read_table(
             path,
@@ -1334,7 +1350,6 @@ def read_wide_csv(
     except DatasetError as exc:
         raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
     check_float32(path, table.values, table.lines, table.columns)
-    _refuse_times_as_sensors(path, table.columns)
     name = table.first_name or ""
     guessed = index_col is None and has_time is None  # no option chose the first column
     if table.first is not None and (table.named_times or _is_time_column(table.first, name)):

@@ -16,6 +16,7 @@ tick, both refuse a bundle trained on another time step (:func:`check_tick`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ import pandas as pd
 from models.bundle import other_step, step_text
 from models.forecasters.base import Forecaster
 from pipeline.model_dir import (
+    CONFIG,
     SERVING_FILE,
     BundleDirError,
     Serving,
@@ -102,6 +104,40 @@ def check_tick(loaded: LoadedSet, tick: pd.Timedelta) -> None:
                 f"tick is {step_text(tick.total_seconds())}: serve it with --tick {step_s}s "
                 "or serve a model trained on data at the tick"
             )
+
+
+def option_problem(
+    model_dir: str | Path,
+    only: Sequence[str],
+    tick: pd.Timedelta,
+    forecaster: str | None = None,
+) -> str | None:
+    """What is wrong with ``--only``, ``--tick`` and ``--alert-model`` for the bundles
+    ``model_dir`` serves, read from their configs without loading them (None: nothing,
+    or a bundle whose config is unreadable, which its own checks refuse as it loads):
+    ``roadcast serve`` asks before it joins the consumer group."""
+    steps: dict[str, int | None] = {}
+    try:
+        for path in discover_bundles(model_dir):
+            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+            step_s = config.get("step_s")
+            steps[str(config["model"])] = step_s if isinstance(step_s, int) else None
+    except (BundleDirError, OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    unknown = [name for name in only if name not in steps]
+    if unknown:
+        return f"--only: no bundle for model(s) {unknown} in {model_dir}; it has {sorted(steps)}"
+    served = [name for name in steps if not only or name in only]
+    for name in served:
+        if (step_s := steps[name]) is not None and step_s != tick.total_seconds():
+            return (
+                f"--tick: model {name!r} was trained on {step_text(step_s)} steps, but the "
+                f"service's tick is {step_text(tick.total_seconds())}: serve it with --tick "
+                f"{step_s}s or serve a model trained on data at the tick"
+            )
+    if forecaster is not None and forecaster not in served:
+        return f"--alert-model {forecaster!r} is not served; served models: {sorted(served)}"
+    return None
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

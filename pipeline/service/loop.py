@@ -498,14 +498,24 @@ def serve(
         When the endpoints cannot listen on ``ROADCAST_METRICS_HOST:PORT``.
     pipeline.service.store.StoreError
         When another service holds the store (before the group join starts).
+    pipeline.model_dir.BundleDirError
+        When ``config.only``, ``config.tick`` or ``alerting``'s forecaster do not fit the
+        bundles (before anything starts, when ``joining`` is None), or a bundle fails to
+        load.
     """
-    from pipeline.model_dir import union_sensors
-    from pipeline.registry.watch import ServingWatcher, load_serving
+    from pipeline.model_dir import BundleDirError, union_sensors
+    from pipeline.registry.watch import ServingWatcher, load_serving, option_problem
     from pipeline.service.store import StoreLock
 
     if alert_hook is not None and alerting is not None and alerting.enabled:
         raise ValueError("pass either alert_hook or alerting, not both")
     stop = stop or threading.Event()
+    directory = model_dir or settings.model_dir
+    forecaster = alerting.judged if alerting is not None else None
+    if joining is None and (  # refused before anything listens or joins the group
+        problem := option_problem(directory, config.only, config.tick, forecaster)
+    ):
+        raise BundleDirError(problem)
     own = endpoints is None and settings.metrics_enabled
     if own:  # first: a taken port fails at once, and /healthz answers during start-up
         endpoints = start_endpoints(settings)
@@ -523,7 +533,6 @@ def serve(
         settings, PartitionTracker(idle_s=config.partition_idle_s), config.poll_records, stop
     )
     try:
-        directory = model_dir or settings.model_dir
         loaded = load_serving(directory, only=config.only or None, tick=config.tick)
         models = loaded.models
         if alerting is not None:
