@@ -52,7 +52,8 @@ def test_the_weekend_input_is_read_where_weekends_differ(
     """The networks the weekend input was found and checked on keep what it was chosen on."""
     panel = load_dataset(f"csv:{folder / name}.csv")
     training = panel.slice(0, int(0.7 * panel.n_time))
-    assert weekend_inputs(None, None, training, 12) == ((True, 12) if reads_flag else (False, 0))
+    expected = (True, 12, (5, 6)) if reads_flag else (False, 0, (5, 6))
+    assert weekend_inputs(None, None, training, 12) == expected
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ and missing-value handling are :mod:`models.nn.inputs`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -32,7 +33,7 @@ from models.forecasters.base import restore_forecaster
 from models.forecasters.network import NetworkForecaster
 from models.forecasters.windows import check_2d
 from models.nn.devices import seeded
-from models.nn.inputs import InputSpec, Scaler, weekend_inputs
+from models.nn.inputs import SATURDAY_SUNDAY, InputSpec, Scaler, weekend_inputs
 from models.nn.recurrent import CellKind
 from models.nn.rnn_net import NetworkRNN, SkipKind
 from models.nn.training import TrainConfig, TrainHistory, fit_network
@@ -60,6 +61,7 @@ class RecurrentForecaster(NetworkForecaster):
         day_of_week: bool | None = None,
         mask: bool = True,
         weekend_shift: int | None = None,
+        rest_days: Sequence[int] | None = None,
         train: TrainConfig | None = None,
     ) -> None:
         if window < 1 or horizon < 1 or hidden < 1:
@@ -79,9 +81,10 @@ class RecurrentForecaster(NetworkForecaster):
         self.dropout = dropout
         self.skip: SkipKind = skip
         # The weekend flag (None: decided on the training part, see weekend_inputs).
-        self.weekend = (day_of_week, weekend_shift)
+        days = None if rest_days is None else tuple(int(d) for d in rest_days)
+        self.weekend = (day_of_week, weekend_shift, days)
         on, shift = (False, 0) if day_of_week is None else (day_of_week, weekend_shift or 0)
-        self.spec = InputSpec(time_of_day, on, mask, shift if on else 0)
+        self.spec = InputSpec(time_of_day, on, mask, shift if on else 0, days or SATURDAY_SUNDAY)
         self.train = train if train is not None else self.DEFAULT_TRAIN
         self.sensor_ids = ()
         self.halfwidth = None
@@ -108,8 +111,9 @@ class RecurrentForecaster(NetworkForecaster):
     def fit(self, panel: SensorPanel, *, valid: SensorPanel | None = None) -> Self:
         check_2d(panel, self.name)
         self.sensor_ids = panel.sensor_ids
-        on, shift = weekend_inputs(*self.weekend, panel, self.horizon)
-        self.spec = replace(self.spec, day_of_week=on, weekend_shift=shift)
+        wanted, shift, days = self.weekend
+        on, shift, days = weekend_inputs(wanted, shift, panel, self.horizon, days)
+        self.spec = replace(self.spec, day_of_week=on, weekend_shift=shift, rest_days=days)
         self.scaler = Scaler.fit(panel)
         self.module = self._build(panel.n_nodes)
         self.history = fit_network(
@@ -143,6 +147,7 @@ class RecurrentForecaster(NetworkForecaster):
             "day_of_week": self.spec.day_of_week,
             "mask": self.spec.mask,
             "weekend_shift": self.spec.weekend_shift,
+            "rest_days": list(self.spec.rest_days),
         }
 
     def save(self, directory: str | Path) -> None:

@@ -30,7 +30,7 @@ from models.forecasters.network import NetworkForecaster
 from models.forecasters.rnn import RecurrentForecaster
 from models.forecasters.windows import check_2d
 from models.nn.devices import seeded
-from models.nn.inputs import InputSpec, Scaler, weekend_inputs
+from models.nn.inputs import SATURDAY_SUNDAY, InputSpec, Scaler, weekend_inputs
 from models.nn.subgraphs import Partition, partition
 from models.nn.tgclstm_net import FORMS, Form, SkipKind, TGCLSTMEnsemble, TGCLSTMNet
 from models.nn.training import TrainConfig, TrainHistory, fit_network
@@ -76,6 +76,8 @@ class TGCLSTMConfig:
         part (:func:`models.nn.inputs.weekend_inputs`).
     weekend_shift : the weekend flag read is that of the step this many steps ahead
         (None: the horizon).
+    rest_days : the days of the week the weekend flag marks, Monday 0 (None: those the
+        training part shows, else Saturday and Sunday).
     ensemble : networks trained independently (seeds ``train.seed * ensemble + m``) whose
         forecasts are averaged; training and prediction cost grow with it.
     train : optimiser, epochs, early stopping, seed, device.
@@ -103,10 +105,13 @@ class TGCLSTMConfig:
     day_of_week: bool | None = None
     mask: bool = True
     weekend_shift: int | None = None
+    rest_days: tuple[int, ...] | None = None
     ensemble: int = 1
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.rest_days is not None:  # a JSON list as read from config.json
+            object.__setattr__(self, "rest_days", tuple(int(d) for d in self.rest_days))
         if self.ensemble < 1:
             raise ValueError(f"ensemble must be >= 1 member, got {self.ensemble}")
         if self.window < 1 or self.horizon < 1:
@@ -145,7 +150,7 @@ class TGCLSTMConfig:
         """The input features the network sees."""
         on = bool(self.day_of_week)
         shift = (self.weekend_shift or 0) if on else 0
-        return InputSpec(self.time_of_day, on, self.mask, shift)
+        return InputSpec(self.time_of_day, on, self.mask, shift, self.rest_days or SATURDAY_SUNDAY)
 
     def hyper(self) -> dict[str, Any]:
         """The model's hyper-parameters without the training options (``config.json``)."""
@@ -293,8 +298,10 @@ class TGCLSTM(NetworkForecaster):
         """
         check_2d(panel, self.name)
         c = self.config
-        on, shift = weekend_inputs(c.day_of_week, c.weekend_shift, panel, c.horizon)
-        self.config = replace(c, day_of_week=on, weekend_shift=shift)
+        on, shift, days = weekend_inputs(
+            c.day_of_week, c.weekend_shift, panel, c.horizon, c.rest_days
+        )
+        self.config = replace(c, day_of_week=on, weekend_shift=shift, rest_days=days)
         if lstm is not None:
             self._check_first_stage(lstm, panel)
         hops, info = self.hop_lists(panel)
@@ -352,6 +359,7 @@ class TGCLSTM(NetworkForecaster):
             "window": cfg.window, "horizon": cfg.horizon, "hidden": cfg.hidden,
             "dropout": cfg.dropout, "skip": cfg.skip, "time_of_day": cfg.time_of_day,
             "day_of_week": cfg.day_of_week, "mask": cfg.mask, "weekend_shift": cfg.weekend_shift,
+            "rest_days": None if cfg.rest_days is None else list(cfg.rest_days),
         }  # fmt: skip
 
     def _check_first_stage(self, lstm: RecurrentForecaster, panel: SensorPanel) -> None:

@@ -13,14 +13,15 @@ order (see :attr:`InputSpec.names`):
     the time of day of the step (UTC clock of the panel) on the unit circle, so that
     23:55 and 00:00 are neighbours.
 ``weekend`` (``day_of_week``)
-    1.0 on Saturday and Sunday: of the step itself, or of the step ``weekend_shift``
-    steps later. Traffic differs mainly between working days and weekends; a cyclic
-    weekday code would ask a week-long data set (los-loop) to extrapolate to weekdays it
-    never saw in training. The forecasters read the flag of the window's last *target*
-    (``weekend_shift`` = the horizon): from a Sunday evening the network cannot otherwise
-    tell that twelve hours ahead is a Monday peak. They read it by default once their
-    training part holds :data:`MIN_WEEKENDS` weekends and weekends differ in it
-    (:func:`weekend_inputs`).
+    1.0 on the network's rest days (``rest_days``: Saturday and Sunday, or the days its
+    training part shows, such as Friday and Saturday): of the step itself, or of the step
+    ``weekend_shift`` steps later. Traffic differs mainly between working days and
+    weekends; a cyclic weekday code would ask a week-long data set (los-loop) to
+    extrapolate to weekdays it never saw in training. The forecasters read the flag of
+    the window's last *target* (``weekend_shift`` = the horizon): from a Sunday evening
+    the network cannot otherwise tell that twelve hours ahead is a Monday peak. They read
+    it by default once their training part holds :data:`MIN_WEEKENDS` weekends and some
+    days of the week differ in it (:func:`weekend_inputs`, :func:`rest_days`).
 ``mask`` (``mask``)
     1.0 where the reading was observed, 0.0 where it was filled.
 
@@ -32,6 +33,7 @@ a network-wide model may read them from node 0. Batches are gathered from
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,6 +50,14 @@ MIN_WEEKENDS = 2
 # Significance of the weekend difference that turns the flag on (a conventional level,
 # not fitted to any data set).
 WEEKEND_P = 0.01
+# The usual weekend, tested first; then the other rest days a network may keep: one day
+# of the week, or two in a row (Friday-Saturday, Thursday-Friday, Sunday alone, ...).
+SATURDAY_SUNDAY: tuple[int, ...] = (5, 6)
+OTHER_REST_DAYS = tuple(
+    days
+    for days in [*((d,) for d in range(7)), *((d, (d + 1) % 7) for d in range(7))]
+    if days != SATURDAY_SUNDAY
+)
 # A sensor whose standard deviation is below this share of its mean level is constant.
 CONSTANT_SHARE = 1e-6
 MIN_STD = 1e-30  # float32 keeps about 1e-38 apart from zero; leave headroom
@@ -119,6 +129,7 @@ class InputSpec:
     day_of_week: bool = True
     mask: bool = True
     weekend_shift: int = 0  # the weekend flag is that of the step this many steps later
+    rest_days: tuple[int, ...] = SATURDAY_SUNDAY  # the days the flag marks (Monday: 0)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -141,13 +152,14 @@ class InputSpec:
         """The features that are the same for every node (the calendar ones)."""
         return tuple(n for n in self.names if n in ("tod_sin", "tod_cos", "weekend"))
 
-    def to_dict(self) -> dict[str, bool | int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
-        flags = {k: bool(v) for k, v in data.items() if k != "weekend_shift"}
-        return cls(**flags, weekend_shift=int(data.get("weekend_shift", 0)))
+        flags = {k: bool(v) for k, v in data.items() if k not in ("weekend_shift", "rest_days")}
+        days = tuple(int(d) for d in data.get("rest_days") or SATURDAY_SUNDAY)
+        return cls(**flags, weekend_shift=int(data.get("weekend_shift", 0)), rest_days=days)
 
 
 def weekends(timestamps: pd.DatetimeIndex) -> int:
@@ -156,58 +168,84 @@ def weekends(timestamps: pd.DatetimeIndex) -> int:
     return len(set((days - pd.to_timedelta(days.day_of_week - 5, unit="D")).asi8))
 
 
-def weekend_effect(panel: SensorPanel) -> bool:
-    """Whether weekends differ from working days in ``panel`` (a training part).
+def rest_days(panel: SensorPanel) -> tuple[int, ...] | None:
+    """The days of the week that differ from the others in ``panel`` (a training part),
+    Monday 0: Saturday and Sunday when they do; else the one day, or two days in a row,
+    that differ most, when they do; None when no day differs.
 
-    The network's mean standardised reading per day and hour of the day, weekend days
-    against working days: a Welch t-test per hour, significant at
-    :data:`WEEKEND_P` (Bonferroni over the hours). A weekend flag on data without such a
-    difference is a feature the network can only overfit.
+    The network's mean standardised reading per day and hour of the day, the candidate
+    days against the others: a Welch t-test per hour, significant at :data:`WEEKEND_P`,
+    Bonferroni over the hours (and over the :data:`OTHER_REST_DAYS` tried after Saturday
+    and Sunday). A flag on data without such a difference is a feature the network can
+    only overfit.
     """
-    from scipy.stats import ttest_ind
+    table = _day_hour_levels(panel)
+    hours = len(table.columns)
+    if _smallest_p(table, SATURDAY_SUNDAY) < WEEKEND_P / hours:
+        return SATURDAY_SUNDAY
+    tried = [(_smallest_p(table, days), days) for days in OTHER_REST_DAYS]
+    p, days = min(tried)
+    return days if p < WEEKEND_P / (hours * len(OTHER_REST_DAYS)) else None
 
+
+def _day_hour_levels(panel: SensorPanel) -> pd.DataFrame:
+    """The network's mean standardised reading per day (rows) and hour of the day."""
     observed = np.where(panel.mask, panel.values, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # sensors or steps with no reading
         z = (observed - np.nanmean(observed, axis=0)) / np.nanstd(observed, axis=0)
         level = np.nanmean(np.where(np.isfinite(z), z, np.nan), axis=1)  # [time]
     stamps = panel.timestamps
-    table = (
+    return (
         pd.DataFrame({"day": stamps.normalize(), "hour": stamps.hour, "level": level})
         .groupby(["day", "hour"])["level"]
         .mean()
         .unstack()
     )  # [day, hour]
-    weekend = table.index.day_of_week >= 5
-    if weekend.sum() < 2 or (~weekend).sum() < 2:
-        return False
-    hours = table.columns
+
+
+def _smallest_p(table: pd.DataFrame, days: tuple[int, ...]) -> float:
+    """The smallest p-value over the hours of a Welch t-test, ``days`` against the
+    others (1 when either side has fewer than two days)."""
+    from scipy.stats import ttest_ind
+
+    chosen = np.isin(table.index.day_of_week, days)
+    if chosen.sum() < 2 or (~chosen).sum() < 2:
+        return 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an hour too thin to test
         p = ttest_ind(
-            table[weekend].to_numpy(), table[~weekend].to_numpy(), equal_var=False,
+            table[chosen].to_numpy(), table[~chosen].to_numpy(), equal_var=False,
             nan_policy="omit",
         ).pvalue  # fmt: skip
-    return bool(np.any(np.asarray(p, dtype=float) < WEEKEND_P / len(hours)))
+    p = np.asarray(p, dtype=float)
+    return float(np.nanmin(p)) if np.isfinite(p).any() else 1.0
 
 
 def weekend_inputs(
-    day_of_week: bool | None, weekend_shift: int | None, training: SensorPanel, horizon: int
-) -> tuple[bool, int]:
-    """Whether a forecaster reads the weekend flag, and of which step ahead.
+    day_of_week: bool | None,
+    weekend_shift: int | None,
+    training: SensorPanel,
+    horizon: int,
+    days: Sequence[int] | None = None,
+) -> tuple[bool, int, tuple[int, ...]]:
+    """Whether a forecaster reads the weekend flag, of which step ahead, and which days
+    of the week it marks.
 
     ``day_of_week`` None: when ``training`` (the training part) holds at least
-    :data:`MIN_WEEKENDS` weekends and weekends differ in it (:func:`weekend_effect`).
+    :data:`MIN_WEEKENDS` weekends and some days differ in it (:func:`rest_days`).
     ``weekend_shift`` None: ``horizon`` (the flag of the last target); always 0 when the
-    flag is not read.
+    flag is not read. ``days`` None: the days that differ, Saturday and Sunday when none
+    does.
     """
-    if day_of_week is None:
-        on = weekends(training.timestamps) >= MIN_WEEKENDS and weekend_effect(training)
-    else:
-        on = bool(day_of_week)
+    found: tuple[int, ...] | None = None
+    if days is None and day_of_week is not False:
+        found = rest_days(training) if weekends(training.timestamps) >= MIN_WEEKENDS else None
+    chosen = tuple(int(d) for d in days) if days is not None else found or SATURDAY_SUNDAY
+    on = found is not None if day_of_week is None else bool(day_of_week)
     if not on:
-        return False, 0
-    return True, horizon if weekend_shift is None else int(weekend_shift)
+        return False, 0, SATURDAY_SUNDAY
+    return True, (horizon if weekend_shift is None else int(weekend_shift)), chosen
 
 
 def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
@@ -227,7 +265,7 @@ def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
             if timestamps.freq is None:
                 raise ValueError("the weekend flag ahead needs timestamps with a freq")
             days = timestamps.shift(spec.weekend_shift)
-        cols.append((days.day_of_week.to_numpy() >= 5).astype(np.float64))
+        cols.append(np.isin(days.day_of_week.to_numpy(), spec.rest_days).astype(np.float64))
     if not cols:
         return np.zeros((len(timestamps), 0), dtype=np.float32)  # [time, 0]
     return np.stack(cols, axis=1).astype(np.float32)  # [time, time_feature]
