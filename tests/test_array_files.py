@@ -466,3 +466,14 @@ def test_a_table_s_local_times_read_in_their_zone(tmp_path, suffix):
     assert panel.timestamps[0] == pd.Timestamp("2024-11-03 07:00", tz="UTC")
     assert panel.timestamps[-1] == pd.Timestamp("2024-11-03 09:55", tz="UTC")
     assert panel.n_time == 36 and panel.mask.all()
+
+
+def test_data_info_says_what_train_says_of_the_graph(tmp_path):
+    """Sensors without a link and a graph in separate parts were noted by `roadcast
+    train` only; `data info`, the way to check a file, said nothing."""
+    data = pems_like(tmp_path, data=readings(600))
+    edges = tmp_path / "edges.csv"
+    edges.write_text("from,to,cost\n0,1,800\n1,0,800\n")
+    info = CliRunner().invoke(app, ["data", "info", f"npz:{data}", "--adjacency", str(edges)])
+    assert info.exit_code == 0, info.output
+    assert "2 sensor(s) have no link in the graph, e.g. ['2', '3']" in info.output

@@ -116,7 +116,10 @@ def data_info(
         notes = check_readings(panel)  # what `roadcast train` would say of these readings
     except ValueError as exc:  # the file's own notes still say what it left to assumptions
         notes = [*panel.notes, f"note: `roadcast train` refuses these readings: {exc}"]
-    notes += list(getattr(panel.graph, "notes", ()))
+    if panel.graph is not None:  # what `roadcast train` says of the graph, too
+        from models.forecasters.comparison import TrainPlan, check_graphs
+
+        notes += check_graphs(panel, TrainPlan(models=("tgclstm",)))
     for note in notes:
         typer.echo(note)
 
