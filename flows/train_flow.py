@@ -382,11 +382,11 @@ def train_flow(
         bundles = write_bundles_task(results, document, panel, folder, run_id, label, stage)
         champ = choose_champion(document).champion
         paths = report_task(document, results, panel, plan, champ, folder, stage)
-        with deferred_stop():
+        with deferred_stop():  # the served set and its alert detector change together
             champion = promote_task(document, bundles, run_id, promote)
             publish_run(stage, folder)
-        if promote:
-            calibrate_task(bundles, panel, split)
+            if promote:
+                calibrate_task(bundles, panel, split)
     print(f"champion: {champion.champion} ({champion.metric}); report: {paths['html']}")
     return {
         "document": document,

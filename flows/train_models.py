@@ -106,12 +106,12 @@ def train_models(
             champion = None
         if report:
             write_report(stage, train_report(document, results, panel, plan, champion, out))
-        with deferred_stop():
+        with deferred_stop():  # the served set and its alert detector change together
             with contextlib.suppress(ChampionError):  # logged above; served all the same
                 promote_champion(document, bundles, run_id=run_id)
             publish_run(stage, out)
-        if champion is not None:
-            calibrate_alerts(bundles, panel, split, log)
+            if champion is not None:
+                calibrate_alerts(bundles, panel, split, log)
     return document
 
 
@@ -146,8 +146,9 @@ def publish_run(stage: Path, out: str | Path) -> None:
 @contextlib.contextmanager
 def deferred_stop() -> Iterator[None]:
     """SIGINT and SIGTERM held back while inside, then delivered: a run stopped while it
-    promotes and publishes stops after, not between the two (main thread only; elsewhere
-    a signal cannot arrive as an exception)."""
+    promotes, publishes and calibrates the served model's alert detector stops after,
+    not between them (main thread only; elsewhere a signal cannot arrive as an
+    exception)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

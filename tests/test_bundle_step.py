@@ -211,3 +211,28 @@ def test_versions_of_different_tick_grids_are_not_promoted_together(tmp_path) ->
     ):
         promote(bundles, {"ar": shifted.version})
     assert promote(bundles, {"ar": shifted.version}, replace=True).models == {"ar": shifted.version}
+
+
+def test_a_stop_during_promotion_still_calibrates_the_served_models_detector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped right after it promoted ended there: the new version served with
+    the alert detector calibrated on the version before it."""
+    import signal
+
+    import flows.train_models as tm
+
+    promote = tm.promote_champion
+
+    def promote_then_ctrl_c(*args: object, **kwargs: object) -> object:
+        served = promote(*args, **kwargs)  # type: ignore[arg-type]
+        signal.raise_signal(signal.SIGINT)  # held until the served set is complete
+        return served
+
+    monkeypatch.setattr(tm, "promote_champion", promote_then_ctrl_c)
+    plan = TrainPlan(models=("persistence",), window=6, horizon=6, seeds=1, progress=False)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        train_models(panel_at("5min"), plan, out, report=False, log=lambda _: None)
+    assert (out / "bundles" / "serving.json").is_file()
+    assert (out / "bundles" / "detectors" / "interval" / "config.json").is_file()
