@@ -693,10 +693,14 @@ def serve_deployments(
     Raises
     ------
     DeployError
-        As :func:`require_server`, also when the server stops answering while serving.
+        As :func:`require_server`, also when the server stops answering while serving,
+        or answers again after it did not (see :class:`ServerWatch`).
     """
     url = require_server()
-    watch = ServerWatch(url)
+    # After an outage Prefect's runner no longer cancels flow runs (its cancellation
+    # observer gave up) and the runs in flight lost their concurrency slots (the server
+    # ends their leases): serving stops as a signal stops it, to be started afresh.
+    watch = ServerWatch(url, on_back=lambda _: os.kill(os.getpid(), signal.SIGTERM))
     watch.start()
     try:
         with quiet_flow_runs():
@@ -711,6 +715,14 @@ def serve_deployments(
         raise
     finally:
         watch.stop()
+    if watch.away_s is not None:
+        raise DeployError(
+            f"serving stopped: the Prefect server at PREFECT_API_URL={_no_password(url)} did "
+            f"not answer for about {watch.away_s:.0f} s; after that Prefect's runner no "
+            "longer cancels flow runs and the runs in flight lost their concurrency slots, "
+            "so serving ends here: start it again (systemd's Restart= or Docker's restart "
+            "policy do)"
+        )
 
 
 @contextlib.contextmanager
@@ -884,6 +896,8 @@ class ServerWatch(threading.Thread):
     url : the server's API URL.
     every_s : seconds between checks; each check has :data:`HEALTH_TIMEOUT_S`.
     say : where the lines go (standard error by default).
+    on_back : called with the seconds it was away when the server answers again
+        (:attr:`away_s` keeps the last).
     """
 
     def __init__(
@@ -891,10 +905,13 @@ class ServerWatch(threading.Thread):
         url: str,
         every_s: float = WATCH_EVERY_S,
         say: Callable[[str], None] | None = None,
+        on_back: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(name="roadcast-prefect-watch", daemon=True)
         self.url, self.every_s = url, every_s
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.on_back = on_back
+        self.away_s: float | None = None
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -916,7 +933,9 @@ class ServerWatch(threading.Thread):
                     f"the Prefect server at PREFECT_API_URL={_no_password(self.url)} answers "
                     f"again (it did not for about {away:.0f} s)"
                 )
-                down_since = None
+                down_since, self.away_s = None, away
+                if self.on_back is not None:
+                    self.on_back(away)
 
 
 def require_server() -> str:

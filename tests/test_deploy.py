@@ -536,6 +536,34 @@ def test_serving_says_when_the_prefect_server_hangs_and_when_it_answers_again(tm
     assert lines[1].startswith("the Prefect server at PREFECT_API_URL=http"), lines
 
 
+def test_a_server_back_from_an_outage_is_reported_to_whoever_serves(monkeypatch):
+    """After an outage Prefect's runner stopped cancelling runs and the runs in flight
+    crashed on their lost concurrency leases, while serving went on as if nothing had
+    happened: the watch now says it to `serve_deployments`, which stops and says so."""
+    import flows.deploy
+    from flows.deploy import DeployError, ServerWatch
+
+    answers = iter([False, False])  # two checks unanswered, then answered
+
+    def check(url: str) -> None:
+        if not next(answers, True):
+            raise DeployError("no answer within 10 s")
+
+    monkeypatch.setattr(flows.deploy, "check_server", check)
+    lines: list[str] = []
+    backs: list[float] = []
+    watch = ServerWatch("http://127.0.0.1:9/api", every_s=0.01, say=lines.append,
+                        on_back=backs.append)  # fmt: skip
+    watch.start()
+    try:
+        wait_until(lambda: bool(backs), what="the server back")
+    finally:
+        watch.stop()
+        watch.join(WAIT_S)
+    assert watch.away_s == backs[0] >= 0
+    assert lines[0].startswith("warning: no answer within 10 s") and "answers again" in lines[1]
+
+
 @pytest.mark.slow
 def test_serve_refuses_without_a_prefect_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
