@@ -447,7 +447,7 @@ def load_bundles(
     paths = discover_bundles(model_dir) if paths is None else list(paths)
     if not paths:
         raise no_bundles(model_dir)
-    filed = {name for p in paths if (name := _filed_name(p)) is not None}
+    found = paths
     if only:  # a bundle left out is not loaded: a broken one must not stop the others
         paths = [p for p in paths if (name := _filed_name(p)) is None or name in only]
     models: dict[str, Forecaster] = {}
@@ -480,7 +480,7 @@ def load_bundles(
         if unknown:
             raise BundleDirError(
                 f"no bundle for model(s) {unknown} in {model_dir}; it has "
-                f"{sorted(filed | set(models))}"
+                f"{sorted({n for p in found if (n := _filed_name(p))} | set(models))}"
             )
         models = {name: models[name] for name in only}
     check_one_network(models, where, model_dir)

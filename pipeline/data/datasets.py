@@ -632,21 +632,21 @@ def check_arguments(
         the data set.
     """
     name, arg = check_spec(spec, adjacency)
-    with _spec_errors():
-        if adjacency and name not in FILE_KINDS:
-            files = ", ".join(f"{kind}:PATH" for kind in FILE_KINDS)
-            raise DatasetError(
-                f"--adjacency is only for a file's data ({files}); {name} has its own graph"
+    if adjacency and name not in FILE_KINDS:
+        files = ", ".join(f"{kind}:PATH" for kind in FILE_KINDS)
+        raise DatasetSpecError(
+            f"--adjacency is only for a file's data ({files}); {name} has its own graph"
+        )
+    if index_col is not None and no_index:
+        raise DatasetSpecError("--index-col and --no-index contradict each other; give one")
+    if (index_col is not None or no_index) and name != "csv":
+        raise DatasetSpecError(f"--index-col and --no-index are only for csv:PATH, not {name}")
+    if timezone is not None:
+        if name not in ("csv", "h5", "parquet"):
+            raise DatasetSpecError(
+                f"--timezone is only for timestamps in a file (csv:, h5:, parquet:), not {name}"
             )
-        if index_col is not None and no_index:
-            raise DatasetError("--index-col and --no-index contradict each other; give one")
-        if (index_col is not None or no_index) and name != "csv":
-            raise DatasetError(f"--index-col and --no-index are only for csv:PATH, not {name}")
-        if timezone is not None:
-            if name not in ("csv", "h5", "parquet"):
-                raise DatasetError(
-                    f"--timezone is only for timestamps in a file (csv:, h5:, parquet:), not {name}"
-                )
+        with _spec_errors():
             zone_info(timezone)
     return name, arg
 

@@ -99,11 +99,15 @@ def check_tick(loaded: LoadedSet, tick: pd.Timedelta) -> None:
     for name, model in loaded.models.items():
         if (step_s := other_step(model, tick)) is not None:
             where = loaded.versions[name].path if name in loaded.versions else name
-            raise BundleDirError(
-                f"bundle {where} was trained on {step_text(step_s)} steps, but the service's "
-                f"tick is {step_text(tick.total_seconds())}: serve it with --tick {step_s}s "
-                "or serve a model trained on data at the tick"
-            )
+            raise BundleDirError(f"bundle {where} {_other_step_text(step_s, tick)}")
+
+
+def _other_step_text(step_s: int, tick: pd.Timedelta) -> str:
+    return (
+        f"was trained on {step_text(step_s)} steps, but the service's tick is "
+        f"{step_text(tick.total_seconds())}: serve it with --tick {step_s}s or serve a "
+        "model trained on data at the tick"
+    )
 
 
 def option_problem(
@@ -130,11 +134,7 @@ def option_problem(
     served = [name for name in steps if not only or name in only]
     for name in served:
         if (step_s := steps[name]) is not None and step_s != tick.total_seconds():
-            return (
-                f"--tick: model {name!r} was trained on {step_text(step_s)} steps, but the "
-                f"service's tick is {step_text(tick.total_seconds())}: serve it with --tick "
-                f"{step_s}s or serve a model trained on data at the tick"
-            )
+            return f"--tick: model {name!r} {_other_step_text(step_s, tick)}"
     if forecaster is not None and forecaster not in served:
         return f"--alert-model {forecaster!r} is not served; served models: {sorted(served)}"
     return None
