@@ -135,3 +135,15 @@ def window_losses(results: dict[str, Any]) -> dict[str, Any]:
         for name, result in results.items()
         if (per := [r.scores.losses for r in result.runs])
     }
+
+
+def log_log_slope(sizes: list[int], costs: list[float]) -> float | None:
+    """The exponent of ``cost ~ size^slope`` (least squares on log-log) over the positive,
+    finite costs; None with fewer than 2 of them."""
+    import numpy as np
+
+    points = [(n, c) for n, c in zip(sizes, costs, strict=True) if c and math.isfinite(c) and c > 0]
+    if len(points) < 2:
+        return None
+    x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+    return float(np.polyfit(x, y, 1)[0])

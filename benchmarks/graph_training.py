@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch_geometric.nn import MessagePassing
 
-from benchmarks.common import write_result
+from benchmarks.common import log_log_slope, write_result
 from flows.reporting.text import print_table
 
 NAME = "graph_training"
@@ -247,12 +247,9 @@ def fit_section(
 
 
 def slope(rows: list[dict[str, Any]], key: str) -> float | None:
-    """Least-squares slope of log(cost) against log(sensors)."""
-    points = [(r["sensors"], r[key]) for r in rows if isinstance(r.get(key), float)]
-    if len(points) < 2:
-        return None
-    x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
-    return float(np.polyfit(x, y, 1)[0])
+    """The exponent of ``key ~ sensors^slope`` over the rows that measured it."""
+    measured = [r for r in rows if isinstance(r.get(key), float)]
+    return log_log_slope([r["sensors"] for r in measured], [r[key] for r in measured])
 
 
 def main(argv: list[str] | None = None) -> None:

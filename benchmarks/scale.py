@@ -46,9 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmarks.common import RESULTS_DIR, write_result
+from benchmarks.common import RESULTS_DIR, log_log_slope, write_result
 from benchmarks.scale_service import STEPS_PER_DAY, peak_rss_mb, rss_mb, serve_run, spec
 from flows.reporting.text import print_table
 
@@ -183,15 +181,6 @@ def fit_process(
 
 
 # --------------------------------------------------------------------------- fits and plot
-
-
-def slope(sizes: list[int], costs: list[float]) -> float | None:
-    """The exponent of ``cost ~ N^slope`` (least squares on log-log), None with < 2 points."""
-    points = [(n, c) for n, c in zip(sizes, costs, strict=True) if c and np.isfinite(c) and c > 0]
-    if len(points) < 2:
-        return None
-    x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
-    return round(float(np.polyfit(x, y, 1)[0]), 3)
 
 
 def series(result: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:
@@ -380,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
                 result["runs"].append(run)
                 result["runs"].sort(key=lambda r: r["sensors"])
                 result["slopes"] = {
-                    label: slope(*points) for label, points in series(result).items()
+                    label: None if (k := log_log_slope(*points)) is None else round(k, 3)
+                    for label, points in series(result).items()
                 }
                 write_result(args.name, result)  # what is measured so far survives a crash
     result["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]

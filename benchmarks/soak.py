@@ -52,6 +52,7 @@ from benchmarks.common import open_ticks, write_result
 from flows.reporting.text import print_table
 from pipeline.jsonlog import configure_logging
 from pipeline.service.loop import ForecastService
+from pipeline.service.metrics import store_bytes
 
 TICKS_PER_DAY = 288
 FLAT = 1.25  # a ratio within this is flat
@@ -94,13 +95,6 @@ class SampledService(ForecastService):
         sampled = self.samples[-1]["ticks_closed"] if self.samples else 0
         if closed // self.every > sampled // self.every:
             self.samples.append(sample(self, self.started))
-
-
-def store_bytes(path: Path) -> int:
-    """The store's file with its WAL and shared-memory files, in bytes."""
-    return sum(
-        p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()
-    )
 
 
 def store_rows(path: Path) -> dict[str, Any]:

@@ -45,16 +45,6 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def table_records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """``columns`` + ``rows`` as the list of dicts a table artifact takes."""
-    out = []
-    for row in rows:
-        if len(row) != len(columns):
-            raise ValueError(f"row of {len(row)} cells for {len(columns)} columns: {row!r}")
-        out.append({c: _cell(v) for c, v in zip(columns, row, strict=True)})
-    return out
-
-
 def publish_table(key: str, records: Sequence[Mapping[str, Any]], description: str) -> Any:
     """Create a table artifact under ``key`` (one version per call); returns its id."""
     from prefect.artifacts import create_table_artifact

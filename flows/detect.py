@@ -578,9 +578,16 @@ def detect_nab(
     made: list[Path] = []  # folders this run creates, parents first: removed if it fails
     staged: list[tuple[Path, Path]] = []  # (temporary, final): moved once all are written
     done = False
+    processes = min(workers or usable_cpus(), max(len(inputs), 1))
+    if progress is not None and inputs:
+        rows = sum(len(frame) for _, frame, _, _ in inputs)
+        progress(
+            f"scoring {len(inputs)} files ({rows:,} rows) with {detector!r} in {processes} "
+            f"process{'es' if processes > 1 else ''}; a line as each file is done"
+        )
     try:
         _make_folders(Path(out_dir), [out.parent for *_, out in inputs], made)
-        scored = _scored(inputs, detector, nab_range, workers or usable_cpus())
+        scored = _scored(inputs, detector, nab_range, processes)
         try:
             for (path, frame, _, out), scores in zip(inputs, scored, strict=True):
                 temporary = _staged_path(out)

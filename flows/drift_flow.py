@@ -153,10 +153,15 @@ def send_event(
 
 
 def _due(state: dict[str, Any], model: str, version: str, cooldown_s: float, now: float) -> bool:
+    """Whether ``model``'s ``version`` may send an event: none sent for it in ``state``
+    (an entry with no readable time counts as none), or the last one ``cooldown_s`` ago."""
     last = state.get(model)
     if not isinstance(last, dict) or last.get("version") != version:
         return True
-    return now - float(last.get("emitted_at_s", 0.0)) >= cooldown_s
+    emitted = last.get("emitted_at_s")
+    if isinstance(emitted, bool) or not isinstance(emitted, int | float):
+        return True
+    return not now - emitted < cooldown_s
 
 
 def _read_state(path: Path, logger: Any) -> dict[str, Any]:

@@ -62,19 +62,6 @@ def local_cluster_kwargs() -> dict[str, Any]:
     }
 
 
-def check_scheduler(address: str, timeout_s: float) -> None:
-    """Ask the Dask scheduler at ``address`` who it is, all within ``timeout_s`` (plus
-    :data:`GRACE_S`): the connection, Dask's handshake and the answer.
-
-    Raises
-    ------
-    FanoutError
-        When it does not answer in time, refuses the connection, or is not a scheduler.
-    """
-    if (problem := scheduler_problem(address, timeout_s)) is not None:
-        raise FanoutError(f"{problem[0]}; {problem[1]}")
-
-
 def scheduler_problem(address: str, timeout_s: float) -> tuple[str, str] | None:
     """Why the Dask scheduler at ``address`` cannot be used, and what to do about it; None
     when it answered as a scheduler within ``timeout_s``. Never raises (but for

@@ -19,7 +19,6 @@ from pipeline.kafka.frames import WIRE_HEADER, looks_like_frame, read_frame, wir
 from pipeline.kafka.schema import SchemaError, decode_alert, decode_forecast, decode_readings
 
 Headers = Sequence[tuple[str, bytes]]
-ROLES = ("readings", "forecasts", "alerts", "dlq")
 _SHOWN = 3  # numbers shown per forecast line
 _ERROR_CHARS = 200  # of an unexpected error's message
 _LINE_CHARS = 1000  # of a line: a record's long field (a model name...) is cut

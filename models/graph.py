@@ -1,13 +1,13 @@
-"""The road graph as the models see it: a torch-geometric ``Data``, and its neighbourhoods.
+"""The road graph as the models see it (PyG's `edge_index` form), and its neighbourhoods.
 
-A graph travels between the data plane and the models as a ``torch_geometric.data.Data``
-(every graph's ``to_pyg()``): ``edge_index`` int64 ``[2, E]`` (row 0 the source sensor j, row 1
-the target i: a message passes j -> i), ``edge_weight`` float32 ``[E]``, ``num_nodes``,
-and optionally ``edge_km`` float64 ``[E]`` (the road length of each link) and ``pos``
-float64 ``[node, 2]`` (latitude, longitude). ``pipeline.data.graph.RoadGraph`` builds
-one from files (``RoadGraph.to_pyg``); :class:`PyGGraph` reads any such ``Data`` (a PyG
-data set, a PyTorch Geometric Temporal signal) as a :class:`models.panel.GraphLike`. Both
-check their input through :func:`validate_links`.
+The models read a graph as a :class:`models.panel.GraphLike` in PyG's form, and any graph
+exports as a ``torch_geometric.data.Data`` (``to_pyg()``): ``edge_index`` int64 ``[2, E]``
+(row 0 the source sensor j, row 1 the target i: a message passes j -> i), ``edge_weight``
+float32 ``[E]``, ``num_nodes``, and optionally ``edge_km`` float64 ``[E]`` (the road length
+of each link) and ``pos`` float64 ``[node, 2]`` (latitude, longitude).
+``pipeline.data.graph.RoadGraph`` builds one from files; :class:`PyGGraph` reads any such
+``Data`` (a PyG data set, a PyTorch Geometric Temporal signal) as a GraphLike. Both check
+their input through :func:`validate_links`.
 
 What TGC-LSTM asks of a graph is computed here, sparsely: the k-hop supports
 ``clamp((A + I)^k, 1)`` are scipy sparse boolean products, and the free-flow reachability

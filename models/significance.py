@@ -76,7 +76,6 @@ class PairedTest:
     p_value: float
     lag: int  # how far apart windows share targets or inputs (h + window - 1)
     windows: int
-    hln_factor: float = float("nan")  # 1.0: the EWC test scales nothing (kept for old files)
     p_adjusted: float | None = None
     adjustment: str = "none"
     seeds_agree: bool = True
@@ -119,7 +118,6 @@ class PairedTest:
             "hac_lag": self.lag,
             "windows": self.windows,
             "verdict": self.verdict,
-            "hln_factor": self.hln_factor,
             "p_value_adjusted": self.verdict_p,
             "p_adjustment": self.adjustment,
             "verdict_p": "p_value" if self.p_adjusted is None else "p_value_adjusted",
@@ -223,16 +221,16 @@ def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lag: int) -> PairedT
     scale = max(float(np.abs(a[kept]).mean()), float(np.abs(b[kept]).mean()))
     tolerance = RELATIVE_TOLERANCE * scale
     if float(np.abs(d).max()) <= tolerance:  # identical forecasts, up to rounding
-        return PairedTest(mean, 0.0, 1.0, lag, n, 1.0, df=degrees)
+        return PairedTest(mean, 0.0, 1.0, lag, n, df=degrees)
     if float(np.ptp(d)) <= tolerance:  # the same gap in every window: a sure ordering
-        return PairedTest(mean, float(np.copysign(np.inf, mean)), 0.0, lag, n, 1.0, df=degrees)
+        return PairedTest(mean, float(np.copysign(np.inf, mean)), 0.0, lag, n, df=degrees)
     long_run = ewc_long_run_variance(d, degrees)
     if not (np.isfinite(long_run) and long_run > 0):
         why = f"the loss differential's variance is {long_run:g} (losses too large?)"
-        return PairedTest(mean, nan, nan, lag, n, 1.0, reason=why, df=degrees)
+        return PairedTest(mean, nan, nan, lag, n, reason=why, df=degrees)
     statistic = float(np.sqrt(n) * mean / np.sqrt(long_run))
     p_value = float(2.0 * stats.t.sf(abs(statistic), df=degrees))
-    return PairedTest(mean, statistic, p_value, lag, n, 1.0, df=degrees)
+    return PairedTest(mean, statistic, p_value, lag, n, df=degrees)
 
 
 def holm_family(tests: Mapping[K, PairedTest]) -> dict[K, PairedTest]:

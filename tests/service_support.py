@@ -13,11 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.panel import SensorPanel
 from pipeline.settings import Settings
 from tests.waiting import WAIT_S, wait_until
+
+if TYPE_CHECKING:
+    import prometheus_client
 
 REPO = Path(__file__).resolve().parents[1]
 HORIZON = 3
@@ -372,3 +375,21 @@ def shifted_panel(steps: int = 460, train_end: int = 300) -> tuple[SensorPanel, 
     values[train_end + SHIFT_AT :, 0] *= 1.4
     stamps = pd.date_range("2024-03-04", periods=steps, freq="5min", tz="UTC")
     return SensorPanel.from_values(values, stamps, [f"s{i}" for i in range(6)]), train_end
+
+
+def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
+    """Every series name ``registry`` can export, whether or not it has samples yet
+    (``_total`` of counters, ``_bucket``/``_sum``/``_count`` of histograms...)."""
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+        "gauge": ("",),
+        "info": ("_info",),
+        "stateset": ("",),
+        "unknown": ("",),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names

@@ -11,7 +11,6 @@ import pytest
 from models.anomaly.base import (
     Detection,
     DetectorError,
-    RepeatSuppressor,
     check_tick,
     combine,
     combine_scores,
@@ -197,15 +196,6 @@ def test_bonferroni_combination() -> None:
     assert one.reasons == ("a: big", "b: mid")
     with pytest.raises(DetectorError):
         combine([])
-
-
-def test_repeat_suppressor_keeps_onsets_only() -> None:
-    sup = RepeatSuppressor(1, window=3, factor=0.5)
-    out = [float(sup(np.array([s]))[0]) for s in (0.2, 0.99, 0.98, 0.995, 0.1, 0.1, 0.1, 0.1)]
-    assert out[1] == pytest.approx(0.99)  # onset
-    assert out[2] == pytest.approx(0.49)  # repeat within the window: halved
-    assert out[3] == pytest.approx(0.995)  # more anomalous than before: kept
-    assert out[-1] == pytest.approx(0.05)
 
 
 def test_check_tick_rejects_bad_input() -> None:

@@ -749,6 +749,28 @@ def test_fetch_gives_up_on_servers_that_misbehave(tmp_path, monkeypatch, answer,
         assert message in _fetch_from(url, tmp_path)
 
 
+def test_an_answer_that_comes_after_the_deadline_is_closed(tmp_path):
+    """The abandoned opener kept the late response (and its socket) open."""
+    closed = threading.Event()
+
+    def late(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(4):  # 2 s of headers, each read on time
+            conn.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.5)
+        conn.sendall(b"Content-Length: 5\r\n\r\n")
+        conn.settimeout(120)
+        if conn.recv(1) == b"":
+            closed.set()
+
+    info = DatasetInfo("set", "test", (RemoteFile("set/f.csv", sha256="0" * 64),), "MIT", "here")
+    with raw_server(late) as url:
+        with pytest.raises(FetchError, match="no answer within 1 s") as err:
+            fetch_dataset(info, data_dir=tmp_path, mirror=url, timeout=1.0)
+        assert closed.wait(120), "the late response was left open"
+    assert err.value is not None  # the error (and its frames) alive throughout
+
+
 def test_fetch_never_writes_through_a_link_planted_as_its_temporary_file(tmp_path):
     mirror = tmp_path / "mirror"
     (mirror / "set").mkdir(parents=True)

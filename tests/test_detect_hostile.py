@@ -209,6 +209,7 @@ def test_csv_files_outside_the_layout_are_reported_as_skipped(tmp_path) -> None:
     assert [p.name for p in written] == ["extreme_f.csv"]
     skipped = [s for s in said if s.startswith("skipped")]
     assert len(skipped) == 4
+    assert "scoring 1 files (" in said[len(skipped)] and "in 1 process;" in said[len(skipped)]
     for name in ("cat/deeper/g.csv", "top.csv", "cat/gone.csv", "cat/upper.CSV"):
         assert any(str(root / name) in s for s in skipped), said
 
@@ -503,7 +504,8 @@ def test_files_scored_in_parallel_processes_match_one_by_one(tmp_path) -> None:
         == [f"ensemble_s{k}.csv" for k in range(3)]
     )
     assert same_results(tmp_path / "one", tmp_path / "two")
-    assert [line.split(":")[0] for line in lines] == [f"sim/s{k}.csv" for k in range(3)]
+    assert lines[0].startswith("scoring 3 files (1,200 rows) with 'ensemble' in 2 processes")
+    assert [line.split(":")[0] for line in lines[1:]] == [f"sim/s{k}.csv" for k in range(3)]
 
 
 def test_workers_must_be_at_least_one(tmp_path) -> None:

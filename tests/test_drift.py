@@ -251,3 +251,13 @@ def test_a_served_version_whose_manifest_was_damaged_is_named_not_taken_for_a_ne
     manifest.write_bytes(manifest.read_bytes()[:20])
     with pytest.raises(RegistryError, match=rf"{reg.a.path} now hashes to \w+ \(edited after"):
         served_versions(reg.bundles)
+
+
+@pytest.mark.parametrize("emitted", [None, "yesterday", True, [1], float("nan")])
+def test_a_drift_state_entry_without_a_readable_time_lets_the_event_through(emitted) -> None:
+    from flows.drift_flow import _due
+
+    state = {"ar": {"version": "v1", "emitted_at_s": emitted}}
+    assert _due(state, "ar", "v1", 3600.0, 1e9)
+    assert not _due({"ar": {"version": "v1", "emitted_at_s": 1e9 - 60}}, "ar", "v1", 3600.0, 1e9)
+    assert _due({"ar": {"version": "v1", "emitted_at_s": 1e9 - 7200}}, "ar", "v1", 3600.0, 1e9)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from flows.fanout import FanoutError, check_scheduler, dask_runner, started
+from flows.fanout import FanoutError, dask_runner, scheduler_problem, started
 from pipeline.settings import Settings, SettingsError, load_settings
 
 HTTP_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
@@ -71,17 +71,14 @@ EXPECTED = {
 def test_a_bad_scheduler_is_one_line_error_or_the_local_fallback(mode, caplog):
     with listening(mode) as port:
         address = f"tcp://127.0.0.1:{port}"
+        settings = Settings(dask_address=address, dask_timeout_s=1)
         with pytest.raises(FanoutError, match=EXPECTED[mode]) as error:
-            check_scheduler(address, 1.0)
+            dask_runner(settings)
         message = str(error.value)
         assert "\n" not in message and address in message
         assert message.endswith(
             "ROADCAST_DASK_FALLBACK_LOCAL=true to train on a local cluster instead"
         )
-
-        settings = Settings(dask_address=address, dask_timeout_s=1)
-        with pytest.raises(FanoutError, match=EXPECTED[mode]):
-            dask_runner(settings)
         fallback = settings.model_copy(update={"dask_fallback_local": True})
         with caplog.at_level(logging.WARNING, logger="roadcast.flows"):
             runner = dask_runner(fallback)
@@ -94,13 +91,14 @@ def test_a_real_scheduler_passes_and_its_worker_is_named():
     from prefect_dask import DaskTaskRunner
 
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
-        check_scheduler(cluster.scheduler_address, 30.0)
+        assert scheduler_problem(cluster.scheduler_address, 30.0) is None
         runner = DaskTaskRunner(address=cluster.scheduler_address, client_kwargs={"timeout": 30})
         with started(runner):  # connects the client here
             assert runner.client.scheduler.address == cluster.scheduler_address
         worker = next(iter(cluster.scheduler_info["workers"]))
-        with pytest.raises(FanoutError, match=r"is a Dask worker, not the scheduler; fix ROADCAST"):
-            check_scheduler(worker, 30.0)
+        problem = scheduler_problem(worker, 30.0)
+        assert problem is not None and "is a Dask worker, not the scheduler" in problem[0]
+        assert problem[1].startswith("fix ROADCAST")
 
 
 def test_the_client_connection_after_the_check_has_a_deadline():

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.service.metrics import ServiceMetrics, exported_names
+from pipeline.service.metrics import ServiceMetrics
 from pipeline.settings import Settings
+from tests.service_support import exported_names
 from tests.waiting import WAIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[1]

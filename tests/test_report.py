@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.artifacts import KEYS, check_key, table_records
+from flows.artifacts import KEYS, check_key
 from flows.reporting.build import build_report
 from flows.reporting.render import comparison_records, render_html, render_markdown, write_report
 from flows.reporting.tables import (
@@ -163,9 +163,6 @@ def test_artifact_keys_are_stable_and_valid():
     for bad in ("Roadcast", "roadcast_live", "roadcast--x", "-x", ""):
         with pytest.raises(ValueError, match="lowercase"):
             check_key(bad)
-    assert table_records(["a", "b"], [[1, float("nan")]]) == [{"a": 1, "b": None}]
-    with pytest.raises(ValueError, match="2 columns"):
-        table_records(["a", "b"], [[1]])
 
 
 def test_markdown_table_escapes_pipes_and_aligns_numbers():

@@ -15,9 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.service.health import EndpointError, Health, start_endpoints
-from pipeline.service.metrics import ServiceMetrics, exported_names
+from pipeline.service.metrics import ServiceMetrics
 from pipeline.service.store_rows import AccuracyRows, Batch, ForecastRows, TickRow
 from pipeline.settings import Settings, SettingsError, load_settings
+from tests.service_support import exported_names
 from tests.waiting import WAIT_S, wait_until
 
 TICK_MS = 300_000

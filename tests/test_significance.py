@@ -272,7 +272,7 @@ def test_the_statistic_is_an_ewc_t_test_written_out():
     assert test.p_value == pytest.approx(p_value, rel=1e-9)
     entry = test.to_dict()
     assert entry["df"] == degrees and entry["method"] == "ewc" and entry["hac_lag"] == lag
-    assert entry["hln_factor"] == 1.0  # kept for old files; nothing scales the statistic
+    assert "hln_factor" not in entry  # the EWC test scales nothing
     # short memory: Lazarus et al.'s 0.4 n^(2/3) caps the degrees of freedom
     assert ewc_degrees(1000, 0) == 40 and ewc_degrees(1000, 23) == 16
 

@@ -86,8 +86,6 @@ def test_counters_add_offsets_overwrite_state_kept(store):
     assert store.counters() == {"consumed": 5, "valid": 2}
     assert store.offsets("t") == {0: 5, 1: 1}
     assert store.state() == {"k": 1}
-    store.forget_offsets("t")
-    assert store.offsets("t") == {}
 
 
 def test_forecasts_roundtrip_and_score_against_actuals(store):

@@ -10,7 +10,7 @@ from torch import nn
 
 from models.forecasters.base import window_origins
 from models.nn.devices import resolve_device, seeded
-from models.nn.inputs import InputSpec, Scaler, make_inputs
+from models.nn.inputs import InputSpec, PanelTensors, Scaler, checked_origins
 from models.nn.loop import BatchLoss, LoopSettings, train_loop
 from models.nn.training import TrainConfig, fit_network, predict_network
 from models.nn.weights import load_module_tensors, module_tensors
@@ -75,6 +75,15 @@ def test_scaler_standardises_a_network_in_any_unit(unit):
     np.testing.assert_allclose(scaler.std, [np.sqrt(8 / 3) * unit, 1.0, 1.0], rtol=1e-5)
     with pytest.raises(ValueError, match="std finite and above 0"):
         Scaler.from_dict({"mean": [0.0], "std": [0.0]})
+
+
+def make_inputs(
+    panel: SensorPanel, origins: np.ndarray, window: int, scaler: Scaler, spec: InputSpec
+) -> np.ndarray:
+    """The network's input for each origin: float32 ``[n, window, node, feature]``."""
+    origins = checked_origins(origins, window, panel.n_time)
+    tensors = PanelTensors.build(panel, scaler, spec)
+    return tensors.inputs(torch.from_numpy(origins), window, spec).numpy()
 
 
 def test_make_inputs_fills_inside_the_window_and_flags_it():

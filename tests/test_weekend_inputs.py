@@ -138,3 +138,14 @@ def test_a_bundle_written_before_the_flag_ahead_reads_the_step_s_own_flag(tmp_pa
     del hyper["weekend_shift"]  # as older bundles were written
     edit_config(tmp_path / "lstm", hyper=hyper)
     assert LSTMForecaster.load(tmp_path / "lstm").input_spec().weekend_shift == 0
+
+
+def test_rest_days_given_are_marked_when_they_differ_and_kept_when_they_do_not() -> None:
+    friday_saturday = _panel(27, rest=(4, 5))
+    assert weekend_inputs(None, None, friday_saturday, 12, (4, 5)) == (True, 12, (4, 5))
+    assert weekend_inputs(None, None, _panel(27, weekend=0), 12, (4, 5)) == (False, 0, (4, 5))
+    assert weekend_inputs(None, None, _panel(7, rest=(4, 5)), 12, (4, 5)) == (False, 0, (4, 5))
+    assert weekend_inputs(True, None, _panel(7), 6, (2,)) == (True, 6, (2,))
+    lstm = LSTMForecaster(window=6, horizon=4, hidden=8, rest_days=(4, 5), train=TRAIN)
+    spec = lstm.fit(friday_saturday).input_spec()
+    assert (spec.day_of_week, spec.rest_days) == (True, (4, 5))

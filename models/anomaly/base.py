@@ -318,38 +318,6 @@ def stack(detections: Sequence[Detection], sensor_ids: tuple[str, ...]) -> Detec
     )
 
 
-# ------------------------------------------------------------------------- post-processing
-
-
-class RepeatSuppressor:
-    """Keep only the onset of an anomalous episode at full score.
-
-    A score that does not exceed the highest score of the same sensor in the previous
-    ``window`` ticks is multiplied by ``factor``: the first tick of an episode (and any
-    tick that is more anomalous than what came just before) keeps its score, the rest of
-    the episode reports less, as an alert that already fired would. Streaming, per sensor.
-    """
-
-    def __init__(self, n_nodes: int, window: int = 6, factor: float = 0.5) -> None:
-        if window < 1 or not 0.0 <= factor <= 1.0:
-            raise DetectorError(f"need window >= 1 and factor in [0, 1], got {window}, {factor}")
-        self.window = window
-        self.factor = factor
-        self._recent = np.zeros((window, n_nodes))  # [window, node], ring buffer
-        self._pos = 0
-
-    def reset(self) -> None:
-        self._recent[:] = 0.0
-        self._pos = 0
-
-    def __call__(self, score: np.ndarray) -> np.ndarray:
-        score = np.asarray(score, dtype=np.float64)
-        repeat = score <= self._recent.max(axis=0)
-        self._recent[self._pos] = score
-        self._pos = (self._pos + 1) % self.window
-        return np.where(repeat, score * self.factor, score).astype(np.float32)
-
-
 def describe_config(config: Any) -> dict[str, Any]:
     """A frozen config dataclass as a JSON-ready dict (tuples become lists)."""
     from dataclasses import asdict

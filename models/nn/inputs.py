@@ -179,10 +179,10 @@ def rest_days(panel: SensorPanel) -> tuple[int, ...] | None:
     and Sunday). A flag on data without such a difference is a feature the network can
     only overfit.
     """
+    if _differ(panel, SATURDAY_SUNDAY):
+        return SATURDAY_SUNDAY
     table = _day_hour_levels(panel)
     hours = len(table.columns)
-    if _smallest_p(table, SATURDAY_SUNDAY) < WEEKEND_P / hours:
-        return SATURDAY_SUNDAY
     tried = [(_smallest_p(table, days), days) for days in OTHER_REST_DAYS]
     p, days = min(tried)
     return days if p < WEEKEND_P / (hours * len(OTHER_REST_DAYS)) else None
@@ -233,19 +233,28 @@ def weekend_inputs(
     of the week it marks.
 
     ``day_of_week`` None: when ``training`` (the training part) holds at least
-    :data:`MIN_WEEKENDS` weekends and some days differ in it (:func:`rest_days`).
-    ``weekend_shift`` None: ``horizon`` (the flag of the last target); always 0 when the
-    flag is not read. ``days`` None: the days that differ, Saturday and Sunday when none
-    does.
+    :data:`MIN_WEEKENDS` weekends and the days differ in it: ``days`` when given, else
+    those :func:`rest_days` finds. ``weekend_shift`` None: ``horizon`` (the flag of the last
+    target); always 0 when the flag is not read. The days: ``days`` when given, else those
+    that differ, Saturday and Sunday when none does.
     """
-    found: tuple[int, ...] | None = None
-    if days is None and day_of_week is not False:
-        found = rest_days(training) if weekends(training.timestamps) >= MIN_WEEKENDS else None
-    chosen = tuple(int(d) for d in days) if days is not None else found or SATURDAY_SUNDAY
-    on = found is not None if day_of_week is None else bool(day_of_week)
+    given = None if days is None else tuple(int(d) for d in days)
+    enough = weekends(training.timestamps) >= MIN_WEEKENDS
+    found = rest_days(training) if given is None and day_of_week is not False and enough else None
+    chosen = given or found or SATURDAY_SUNDAY
+    if day_of_week is not None:
+        on = bool(day_of_week)
+    else:
+        on = enough and (found is not None if given is None else _differ(training, given))
     if not on:
-        return False, 0, SATURDAY_SUNDAY
+        return False, 0, chosen
     return True, (horizon if weekend_shift is None else int(weekend_shift)), chosen
+
+
+def _differ(panel: SensorPanel, days: tuple[int, ...]) -> bool:
+    """Whether ``days`` differ from the other days of ``panel`` (:func:`rest_days`' test)."""
+    table = _day_hour_levels(panel)
+    return _smallest_p(table, days) < WEEKEND_P / len(table.columns)
 
 
 def time_features(timestamps: pd.DatetimeIndex, spec: InputSpec) -> np.ndarray:
@@ -382,16 +391,3 @@ def checked_origins(origins: np.ndarray, window: int, n_time: int) -> np.ndarray
             f"window fits the panel; got [{origins.min()}, {origins.max()}]"
         )
     return origins
-
-
-def make_inputs(
-    panel: SensorPanel, origins: np.ndarray, window: int, scaler: Scaler, spec: InputSpec
-) -> np.ndarray:
-    """The network's input for each origin: float32 ``[n, window, node, feature]``.
-
-    ``origins`` are indices of the last input step of each window in ``panel``.
-    Missing readings are filled as the module docstring says and flagged by ``mask``.
-    """
-    origins = checked_origins(origins, window, panel.n_time)
-    tensors = PanelTensors.build(panel, scaler, spec)
-    return tensors.inputs(torch.from_numpy(origins), window, spec).numpy()

@@ -402,20 +402,33 @@ _OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
 def _open(url: str, timeout: float) -> Any:
     """``urlopen(url)``, given up after ``timeout`` seconds in all: the per-read timeout
     lets a server trickle its headers for hours, and opening a local FIFO never returns.
-    The abandoned opener is a daemon thread."""
+    The abandoned opener is a daemon thread; a response it gets after that is closed."""
     done = threading.Event()
+    lock = threading.Lock()
     box: dict[str, Any] = {}
 
     def opener() -> None:
         try:
-            box["response"] = _OPENER.open(url, timeout=timeout)
+            response = _OPENER.open(url, timeout=timeout)
         except BaseException as exc:
             box["error"] = exc
+        else:
+            with lock:
+                abandoned = box.get("abandoned", False)
+                if not abandoned:
+                    box["response"] = response
+            if abandoned:
+                response.close()
         done.set()
 
     threading.Thread(target=opener, name="roadcast-fetch-open", daemon=True).start()
     if not done.wait(timeout):
-        raise TimeoutError(f"no answer within {timeout:g} s (--timeout)")
+        with lock:
+            if "response" not in box:
+                box["abandoned"] = True
+        if box.get("abandoned"):
+            raise TimeoutError(f"no answer within {timeout:g} s (--timeout)")
+        done.wait()
     if "error" in box:
         raise box["error"]
     return box["response"]

@@ -6,11 +6,13 @@ and ``(A x)_i = sum_j A[i, j] x_j``. An adjacency matrix is therefore read as
 ``A[i, j] != 0`` <=> link j -> i; for a symmetric matrix (``los-loop``) the direction
 does not matter.
 
-The graph reaches the models as a ``torch_geometric.data.Data`` (:meth:`RoadGraph.to_pyg`;
-:meth:`RoadGraph.from_pyg` reads one back). k-hop neighbourhoods and the free-flow
-reachability (FFR) of TGC-LSTM are computed sparsely by :mod:`models.graph` (scipy sparse
-products and a Dijkstra cut off at the reachable distance), so no N x N dense array is
-ever allocated (a 20,000-sensor network needs megabytes, not gigabytes).
+The models read it through ``models.panel.GraphLike`` (the links in PyG's
+``edge_index`` / ``edge_weight`` form); :meth:`RoadGraph.to_pyg` exports it as a
+``torch_geometric.data.Data`` and :meth:`RoadGraph.from_pyg` reads one back. k-hop
+neighbourhoods and the free-flow reachability (FFR) of TGC-LSTM are computed sparsely by
+:mod:`models.graph` (scipy sparse products and a Dijkstra cut off at the reachable
+distance), so no N x N dense array is ever allocated (a 20,000-sensor network needs
+megabytes, not gigabytes).
 
 Road distances: a link's length is its ``distance_km`` when given, else the haversine
 (great-circle) distance between the sensors' coordinates. When the graph has neither,

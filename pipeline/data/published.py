@@ -22,16 +22,6 @@ class PublishedForecasts:
     source: str
 
 
-@dataclass(frozen=True)
-class PublishedDetectors:
-    """Published NAB scores of anomaly detectors on one NAB category (standard profile)."""
-
-    dataset: str
-    standard: dict[str, float]
-    source: str
-    caveats: str = ""
-
-
 # T-GCN's chronological 80/20 protocol, 12 input steps of 5 minutes.
 LOS_LOOP = PublishedForecasts(
     dataset="los-loop",
@@ -51,28 +41,6 @@ LOS_LOOP = PublishedForecasts(
 
 # Published forecast results by data set name (``metrics.json``'s ``dataset``).
 FORECASTS: dict[str, PublishedForecasts] = {LOS_LOOP.dataset: LOS_LOOP}
-
-NAB_REALTRAFFIC = PublishedDetectors(
-    dataset="nab:realTraffic",
-    standard={
-        "contextOSE": 91.2,
-        "ARTime": 88.3,
-        "Numenta HTM": 83.2,
-        "windowedGaussian": 82.0,
-        "randomCutForest": 81.0,
-        "random": 24.4,
-    },
-    source=(
-        "data/README.md: NAB's own scorer, thresholds optimised on the 7 realTraffic files "
-        "alone (one threshold per detector and profile; normalised by the null detector, -14 "
-        "raw, and a perfect one, +14: 100 * (raw + 14) / 28 on the standard profile)"
-    ),
-    caveats=(
-        "randomCutForest's 81.0 is not in the data README's table and was not verified; "
-        "every published score uses NAB's look-ahead convention (each detector is given "
-        "the whole file's minimum and maximum before it starts)"
-    ),
-)
 
 # NAB's published detectors per category (standard profile), from ../shared/data/README.md.
 NAB_CATEGORIES: dict[str, dict[str, float]] = {

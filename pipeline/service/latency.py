@@ -44,7 +44,6 @@ class LatencyHistogram:
     bounds_ms: tuple[float, ...] = DEFAULT_BUCKETS_MS
     counts: list[int] = field(default_factory=list)
     total: int = 0
-    sum_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if list(self.bounds_ms) != sorted(set(self.bounds_ms)) or not self.bounds_ms:
@@ -60,7 +59,6 @@ class LatencyHistogram:
         for i, n in zip(*np.unique(index, return_counts=True), strict=True):
             self.counts[int(i)] += int(n)
         self.total += int(values.size)
-        self.sum_ms += float(values.sum())
 
     def rows(self) -> list[tuple[str, int, int]]:
         """``(bucket label, count, cumulative count)`` for printing."""

@@ -541,21 +541,3 @@ def store_bytes(path: Path) -> int:
         with contextlib.suppress(OSError):
             total += os.stat(f"{path}{suffix}").st_size
     return total
-
-
-def exported_names(registry: CollectorRegistry) -> set[str]:
-    """Every series name ``registry`` can export, whether or not it has samples yet
-    (``_total`` of counters, ``_bucket``/``_sum``/``_count`` of histograms...)."""
-    suffixes = {
-        "counter": ("_total",),
-        "histogram": ("_bucket", "_sum", "_count"),
-        "summary": ("", "_sum", "_count"),
-        "gauge": ("",),
-        "info": ("_info",),
-        "stateset": ("",),
-        "unknown": ("",),
-    }
-    names: set[str] = set()
-    for family in registry.collect():
-        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
-    return names

@@ -766,14 +766,6 @@ class Store:
             ).rowcount
         return cutoff, removed
 
-    def forget_offsets(self, topic: str | None = None) -> None:
-        """Drop the stored offsets (of ``topic``): used when the broker lost its log."""
-        with self._transaction() as db:
-            if topic is None:
-                db.execute("DELETE FROM offsets")
-            else:
-                db.execute("DELETE FROM offsets WHERE topic=?", (topic,))
-
     # ------------------------------------------------------------------- reads
     def state(self) -> dict[str, Any]:
         return dict(self._db.execute("SELECT key, value FROM state"))
