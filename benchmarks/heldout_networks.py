@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse.csgraph import minimum_spanning_tree, shortest_path
 
 from models.graph import haversine_km
 from pipeline.data.datasets import dataset_dir
@@ -65,15 +66,6 @@ def ar1(rng: np.random.Generator, n: int, k: int, phi: float, sd: float) -> np.n
     return x
 
 
-def shortest_paths(w: np.ndarray) -> np.ndarray:
-    """All-pairs shortest path lengths (Floyd-Warshall; w = inf where no link)."""
-    d = w.copy()
-    np.fill_diagonal(d, 0.0)
-    for k in range(len(d)):
-        d = np.minimum(d, d[:, [k]] + d[[k], :])
-    return d
-
-
 # ---------------------------------------------------------------------------- a. water
 def make_water(out: Path) -> None:
     rng = np.random.default_rng(20240601)
@@ -89,20 +81,8 @@ def make_water(out: Path) -> None:
     stations = np.array([0, 22, 42])  # the junction next to each pumping station
     pos[stations] = centres
     d = np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1))
-    # Prim's MST
-    in_tree = np.zeros(n, bool)
-    in_tree[0] = True
-    pipes = []
-    best = d[0].copy()
-    parent = np.zeros(n, int)
-    for _ in range(n - 1):
-        cand = np.where(in_tree, np.inf, best)
-        j = int(np.argmin(cand))
-        pipes.append((parent[j], j))
-        in_tree[j] = True
-        upd = d[j] < best
-        parent[upd & ~in_tree] = j
-        best = np.minimum(best, d[j])
+    tree = minimum_spanning_tree(d).tocoo()
+    pipes = [(min(i, j), max(i, j)) for i, j in zip(tree.row, tree.col, strict=True)]
     existing = {tuple(sorted(p)) for p in pipes}
     # loops: ~12 short extra pipes
     order = np.dstack(np.unravel_index(np.argsort(d, axis=None), d.shape))[0]
@@ -119,7 +99,7 @@ def make_water(out: Path) -> None:
     for i, j in pipes:
         length[i, j] = length[j, i] = max(d[i, j], 0.05)
         adj[i, j] = adj[j, i] = 1.0 / (0.2 + d[i, j])
-    sp = shortest_paths(length)
+    sp = shortest_path(np.where(np.isfinite(length), length, 0.0), directed=False)
     # hydraulic distance of each junction from its zone's station
     path_km = np.array([sp[stations[zone[i]], i] for i in range(n)])
 

@@ -1,5 +1,5 @@
-"""The hand-written decimal formatter roadcast used before orjson: the baseline of
-``benchmarks/wire.py``, kept so that the side-by-side measurement can be repeated.
+"""A hand-written vectorised decimal formatter: the baseline of ``benchmarks/wire.py``,
+so that the side-by-side measurement with orjson and msgspec can be repeated.
 
 :func:`json_rows` writes the rows of a float array as JSON arrays with integer
 arithmetic on whole arrays (each value rounded to :data:`SIGNIFICANT` significant

@@ -551,18 +551,10 @@ def render_yaml(specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> str:
 def write_yaml(path: str | Path, specs: Sequence[DeploymentSpec] = DEPLOYMENTS) -> Path:
     """Write :func:`render_yaml` to ``path`` (parents created), atomically: a failed write
     leaves the file as it was."""
+    from pipeline.model_dir import write_text_atomic
+
     path = Path(path)
-    text = render_yaml(specs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, render_yaml(specs))
     return path
 
 

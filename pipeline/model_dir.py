@@ -72,19 +72,29 @@ def bundles_dir(models_dir: str | Path) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write atomically: a reader never sees half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (parents created) atomically and durably: a reader never
+    sees half a file, and a failed write leaves the file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from a service of another user
         with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())  # a power cut must not leave an empty file behind
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def utc_now_text() -> str:
+    """The time now, UTC, as ``2024-03-04T08:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,7 @@ def choose_champion(document: Mapping[str, Any]) -> Champion:
         scores=scores,
         metric=f"validation RMSE pooled over steps 1..{document['horizon']} (kept seed)",
         dataset=str(document.get("dataset")),
-        promoted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        promoted_at=utc_now_text(),
     )
 
 

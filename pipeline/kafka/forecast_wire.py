@@ -8,9 +8,9 @@ one tick into the records to publish, in the deployment's wire
   format of :mod:`pipeline.kafka.schema` with the same key order. The parts every record
   of one (model, tick) shares are formatted once; the numbers of all sensors (mean,
   lower and upper bound) in one ``orjson.dumps`` of a float32 array: each value as the
-  shortest decimal that reads back to the same float32 (orjson, measured 18x faster than
-  the hand-written vectorised formatter it replaced and 3-5x faster than msgspec on the
-  same inputs: ``benchmarks/wire.py``, ``docs/decisions.md``).
+  shortest decimal that reads back to the same float32 (orjson, measured 7.8-10.7x faster
+  than a hand-written vectorised formatter and 2.8-5x faster than msgspec on the same
+  inputs: ``benchmarks/wire.py``, ``docs/decisions.md``).
 - **v2**: one compact frame per (model, tick), see :mod:`pipeline.kafka.frames`.
 
 Forecasts travel as float32, the models' output type.

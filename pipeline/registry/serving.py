@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -49,6 +48,7 @@ from pipeline.model_dir import (
     read_champion,
     read_network,
     read_serving,
+    utc_now_text,
     write_serving,
 )
 from pipeline.model_dir import promote as write_champion
@@ -68,10 +68,6 @@ log = logging.getLogger("roadcast.registry")
 HISTORY = 50
 LOCK_WAIT_S = 60.0  # how long a promotion or rollback waits for another one
 IMPORTED = "imported"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def registry_root(models_dir: str | Path) -> Path:
@@ -132,7 +128,7 @@ def ensure_registry(models_dir: str | Path) -> Serving | None:
     serving = Serving(
         models={m: v.version for m, v in versions.items()},
         champion=None if champion is None else champion.to_dict(),
-        promoted_at=_now(),
+        promoted_at=utc_now_text(),
         reason=f"{IMPORTED} from unversioned bundles",
     )
     write_serving(root, serving)
@@ -229,7 +225,7 @@ def _recovered(root: Path) -> Serving | None:
         champion=None
         if champion is None or champion.champion not in linked
         else champion.to_dict(),
-        promoted_at=_now(),
+        promoted_at=utc_now_text(),
         reason=f"recovered from the links to the versions ({SERVING_FILE} was missing)",
     )
     write_serving(root, serving)
@@ -355,7 +351,7 @@ def _rollback(root: Path, steps: int) -> Serving:
     serving = Serving(
         models=dict(target.models),
         champion=champion,
-        promoted_at=_now(),
+        promoted_at=utc_now_text(),
         reason=f"rollback to the set of {target.promoted_at}",
         history=tuple(current.history[steps:]),
     )
@@ -390,7 +386,7 @@ def _commit(
     history: tuple[dict[str, Any], ...] = ()
     if current is not None:
         history = (current.record(), *current.history)[:HISTORY]
-    serving = Serving(dict(sorted(served.items())), champion, _now(), reason, history)
+    serving = Serving(dict(sorted(served.items())), champion, utc_now_text(), reason, history)
     _publish(root, serving)
     return serving
 

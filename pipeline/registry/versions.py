@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from models.forecasters.base import Forecaster
-from pipeline.model_dir import CONFIG, VERSIONS, BundleDirError, discover_bundles, version_path
+from pipeline.model_dir import (
+    CONFIG,
+    VERSIONS,
+    BundleDirError,
+    discover_bundles,
+    utc_now_text,
+    version_path,
+)
 from pipeline.settings import shown
 
 VERSION_FILE = "version.json"
@@ -69,10 +76,6 @@ class BrokenVersion:
     model: str
     version: str  # the folder's name
     reason: str
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def version_ref(model: str, version: str) -> str:
@@ -214,7 +217,7 @@ def register(
         digest = content_hash(staging)
         short = digest[:VERSION_CHARS]
         run = new_run_id() if run_id is None else run_id
-        version = ModelVersion(model, short, label, run, _now(), parent / short)
+        version = ModelVersion(model, short, label, run, utc_now_text(), parent / short)
         if version.path.is_dir():  # the same bundle, registered before
             return describe(version.path)
         record = {**version.to_dict(), "sha256": digest}
