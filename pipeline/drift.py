@@ -28,21 +28,28 @@ from typing import Any
 
 from models.metrics import report_horizons
 from pipeline.service.store import Store
+from pipeline.settings import Settings
 
 # Counts and spans of ticks are bounded (about 95 years of 5-minute ticks): a window's start
 # in milliseconds must stay within SQLite's 64-bit integers.
 MAX_TICKS = 10**7
 
 
+def _default(name: str) -> Any:
+    """The default of ``ROADCAST_DRIFT_<NAME>``."""
+    return Settings.model_fields[f"drift_{name}"].default
+
+
 @dataclass(frozen=True)
 class DriftConfig:
-    """The drift rule's settings (``ROADCAST_DRIFT_*``; defaults in docs/decisions.md)."""
+    """The drift rule's settings (``ROADCAST_DRIFT_*``, whose defaults these are; chosen in
+    docs/decisions.md)."""
 
-    ratio: float = 2.0
-    baseline_ratio: float = 2.1
-    min_count: int = 500
-    window_ticks: int = 24
-    baseline_ticks: int = 72
+    ratio: float = _default("ratio")
+    baseline_ratio: float = _default("baseline_ratio")
+    min_count: int = _default("min_count")
+    window_ticks: int = _default("window_ticks")
+    baseline_ticks: int = _default("baseline_ticks")
 
     def __post_init__(self) -> None:
         for name in ("ratio", "baseline_ratio"):
