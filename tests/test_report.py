@@ -114,7 +114,12 @@ def test_report_sections_figures_and_escaping(world, tmp_path):
         coords=panel.coords, alerts=alerts, provenance=[("store", "/x")],
     )  # fmt: skip
     assert [f.name for f in report.figures] == ["error_by_horizon", "forecasts", "network_map"]
-    assert "erred least (RMSE 0.100) and most (RMSE 2.000)" in report.figures[1].caption
+    caption = report.figures[1].caption
+    steps = backtests["good"].forecast.mean.shape[1]
+    assert (
+        f"erred least and most over the whole horizon (RMSE pooled over its {steps} steps: "
+        "0.1 and 2)" in caption
+    )
     page = render_html(report)
     assert "Live &lt;report&gt;" in page and "toy &amp; co" in page
     assert not re.search(r"(src|href)=['\"]https?:", page)  # self-contained

@@ -143,7 +143,7 @@ def test_day_first_and_month_first_dates_read_in_order(tmp_path: Path, first: st
         ("0,inf,0\n1,0,1\n0,1,0\n", r"adjacency entry 'inf' at line 1, column '2' is not a finite"),
         ("0,1e400,0\n1,0,1\n0,1,0\n", r"value '1e400' at line 1, column '2' is too large"),
         ("0,1,0\n1,nan,1\n0,1,0\n", r"adjacency entry 'nan' at line 2, column '2' is missing"),
-        (",a,b,c\na,0,1,0\nb,1,0,-2\nc,0,1,0\n", r"entry '-2' at line 3, column '4' is not a"),
+        (",a,b,c\na,0,1,0\nb,1,0,-2\nc,0,1,0\n", r"entry '-2' at line 3, column 'c' is not a"),
         ("src,dst,weight\na,b,1\nb,c,inf\n", r"weight 'inf' at line 3, column 'weight' is not a"),
         ("src,dst,distance_km\na,b,-1\n", r"distance_km '-1' at line 2, column 'distance_km'"),
         ("src,dst\na,b\nb,c\na,b\n", r"duplicate link 'a' -> 'b' at lines 2 and 4"),
@@ -337,3 +337,37 @@ def test_an_output_folder_on_a_file_system_that_refuses_folders_is_refused_first
     assert said == []  # refused before the data was even described
     with pytest.raises(ValueError, match=r"--out /proc/roadcast-out: cannot write in /proc"):
         check_options(Path("/proc/roadcast-out"), max_ticks=1, speedup=0.0, epochs=1)
+
+
+def test_a_matrix_diagonal_is_left_out_with_a_note(tmp_path: Path):
+    """Self-loops in a matrix were dropped without a word (64 entries read as 52 links)."""
+    path = tmp_path / "adj.csv"
+    path.write_text("1,1,0\n1,1,1\n0,1,0\n")
+    graph = read_adjacency_csv(path, IDS)
+    assert graph.edge_index.shape[1] == 4
+    assert [n for n in graph.notes if "diagonal" in n] == [
+        "note: adj.csv: 2 non-zero entries on the diagonal (a sensor linked to itself) left "
+        "out: each sensor's own readings are always an input"
+    ]
+    for usual in ("0,1,0\n1,0,1\n0,1,0\n", "1,1,0\n1,1,1\n0,1,1\n"):  # none, or A + I
+        path.write_text(usual)
+        assert not [n for n in read_adjacency_csv(path, IDS).notes if "diagonal" in n]
+
+
+def test_errors_in_small_units_keep_their_digits_in_the_tables():
+    """Occupancy shares (0-1) printed as 0.006 / 0.008: one significant digit."""
+    from flows.reporting.tables import compact_rows, comparison_table, decimals
+
+    def entry(mae: float, rmse: float) -> dict:
+        score = {"mae": mae, "rmse": rmse, "mape": None}
+        return {"pooled": {"3": score}, "std": {"pooled": {"3": {"mae": 1e-5, "rmse": 2e-5}}},
+                "seeds": 2}  # fmt: skip
+
+    document = {"models": {"persistence": entry(0.00612, 0.00834), "ar": entry(0.00701, 0.0092)}}
+    assert compact_rows(document)[1][0] == [
+        "persistence",
+        "0.00612 / 0.00834 (±0.00001 / ±0.00002)",
+    ]
+    rows = comparison_table(document, what="test part").rows
+    assert rows[1][1:3] == ["0.00701 ± 0.00001", "0.00920 ± 0.00002"]
+    assert decimals([5.078, 6.7]) == 3 and decimals([106322.0]) == 3 and decimals([]) == 3

@@ -139,7 +139,9 @@ def build_report(
                     "Forecast against actual: best and worst sensor",
                     f"{focus}'s {lead}-ahead forecasts and its prediction interval against the "
                     f"actual values ({what}), for the sensors where {focus} erred least "
-                    f"(RMSE {scores.rmse[best]:.3f}) and most (RMSE {scores.rmse[worst]:.3f}).",
+                    f"and most over the whole horizon (RMSE pooled over its "
+                    f"{bt.forecast.mean.shape[1]} steps: {scores.rmse[best]:.4g} and "
+                    f"{scores.rmse[worst]:.4g}).",
                     plot_best_worst(
                         panel,
                         bt,

@@ -4,7 +4,7 @@ alerts; and the narrow comparison table that ``roadcast train`` prints."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,9 @@ def compact_rows(
     models = document["models"]
     horizons = pooled_horizons(models)
     columns = ["model", *(horizon_label(h, freq) for h in horizons)]
+    places = decimals(
+        e["pooled"][h].get(k) for e in models.values() for h in e["pooled"] for k in ("mae", "rmse")
+    )
     rows = []
     for name, e in document["models"].items():
         cells = []
@@ -50,8 +53,9 @@ def compact_rows(
                 continue
             sd_mae, sd_rmse = e["std"]["pooled"][h]["mae"], e["std"]["pooled"][h]["rmse"]
             known = e["seeds"] > 1 and sd_mae is not None and sd_rmse is not None
-            spread = f" (±{sd_mae:.2f} / ±{sd_rmse:.2f})" if known else ""
-            cells.append(f"{mae:.3f} / {rmse:.3f}{spread}")
+            sd = places if places > 3 else 2  # 2: the usual units
+            spread = f" (±{sd_mae:.{sd}f} / ±{sd_rmse:.{sd}f})" if known else ""
+            cells.append(f"{mae:.{places}f} / {rmse:.{places}f}{spread}")
         rows.append([name, *cells])
     published = FORECASTS.get(str(document.get("dataset"))) if reference else None
     for name, values in published.rows.items() if published is not None else ():
@@ -63,6 +67,16 @@ def compact_rows(
             ]
         )
     return columns, rows
+
+
+def decimals(values: Iterable[float | None], least: int = 3, most: int = 8) -> int:
+    """Decimal places that show the smallest positive of ``values`` with ``least``
+    significant digits, at least ``least`` places and at most ``most``: errors in small
+    units (occupancy shares, 0.006) are not printed as 0.006 or 0.000."""
+    positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not positive:
+        return least
+    return int(min(most, max(least, least - 1 - math.floor(math.log10(min(positive))))))
 
 
 def pooled_horizons(models: Mapping[str, Any]) -> list[str]:
@@ -143,6 +157,9 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
         *((horizon_label(h, freq), 3) for h in horizons),
         *(("", 1) for _ in range(len(extras) + covered + 1)),
     )
+    places = decimals(
+        e["pooled"][h].get(k) for e in models.values() for h in e["pooled"] for k in ("mae", "rmse")
+    )
     rows = []
     for name, entry in models.items():
         std = entry.get("std", {}).get("pooled", {})
@@ -154,8 +171,8 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
             m = entry["pooled"][h]
             s = std.get(h, {})
             row += [
-                format_number(m.get("mae"), std=s.get("mae")),
-                format_number(m.get("rmse"), std=s.get("rmse")),
+                format_number(m.get("mae"), places, std=s.get("mae")),
+                format_number(m.get("rmse"), places, std=s.get("rmse")),
                 format_number(m.get("mape"), 2, std=s.get("mape")),
             ]
         for key, _ in extras:

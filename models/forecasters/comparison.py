@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +37,9 @@ from models.forecasters.registry import MODELS, load_model
 from models.metrics import DEFAULT_HORIZONS, report_horizons, score_batch
 from models.panel import SensorPanel, Split, chronological_split
 from models.significance import window_losses
+
+if TYPE_CHECKING:
+    from models.nn.training import TrainHistory
 
 Log = Callable[[str], None]
 # Fits per neural model at most: every seed's model is kept in memory until the run ends.
@@ -540,6 +543,8 @@ def split_panel(panel: SensorPanel, plan: TrainPlan) -> Split:
 
 # Fewer validation windows than this make the champion's choice a note.
 FEW_VALID_WINDOWS = 10
+# A network whose best validation epoch was its first, of at least this many, is noted
+MIN_EPOCHS_FOR_NOTE = 5
 
 
 def validation_notes(split: Split, plan: TrainPlan) -> list[str]:
@@ -608,8 +613,23 @@ def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list
             f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE@{plan.horizon} "
             f"{valid_rmse:.4f}" + (f", graph path {path}" if path else "")
         )
+        if (note := first_epoch_note(name, seed, getattr(model, "history", None))) is not None:
+            log(note)
         runs.append(FitRun(seed, model, valid_rmse, fit_seconds))
     return runs
+
+
+def first_epoch_note(name: str, seed: int, history: TrainHistory | None) -> str | None:
+    """A note when a network kept its first epoch's weights because its validation loss
+    only rose after: the validation part unlike the training part (None otherwise)."""
+    if history is None or history.best_epoch != 1 or history.epochs_run < MIN_EPOCHS_FOR_NOTE:
+        return None
+    return (
+        f"  note: {name} seed {seed}: its validation loss was lowest after the first of "
+        f"{history.epochs_run} epochs and rose as it trained, so it keeps the first epoch's "
+        "weights: the validation part differs from the training part (a sensor whose level "
+        "moved?); compare the per-sensor errors of the validation and test parts"
+    )
 
 
 def backtest_runs(

@@ -186,7 +186,16 @@ def matrix_graph(
     if kind != "weights" and usable:
         kernel = distance_kernel(a, source, forced=kind == "distances")
     if kernel is None:
-        return RoadGraph.from_adjacency(a.T, coords=coords)  # from_adjacency: A[i, j] = j -> i
+        graph = RoadGraph.from_adjacency(a.T, coords=coords)  # from_adjacency: A[i, j] = j -> i
+        loops = int(np.count_nonzero(np.diagonal(a)))
+        if 0 < loops < len(a):  # a whole diagonal is the usual A + I, not worth a note
+            graph.notes = (
+                *graph.notes,
+                f"note: {source}: {loops} non-zero entr{'ies' if loops > 1 else 'y'} on the "
+                "diagonal (a sensor linked to itself) left out: each sensor's own readings "
+                "are always an input",
+            )
+        return graph
     return kernel_graph(kernel, len(a), coords=coords)
 
 

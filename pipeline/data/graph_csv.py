@@ -265,7 +265,7 @@ def _matrix(
         position = {s: k for k, s in enumerate(header)}
         order = np.array([position[s] for s in ids])
     offset = raw.shape[1] - n
-    names = [str(k + offset + 1) for k in range(n)]
+    names = header if order is not None else [str(k + offset + 1) for k in range(n)]
     matrix = _weights(path, body, names, lines[len(raw) - len(body) :], "adjacency entry")
     matrix[matrix.astype(np.float32) == 0] = 0.0  # 1e-300 is 0 as kept: no link
     if order is not None:
@@ -310,8 +310,7 @@ def _larger_matrix(
         )
     if labelled:
         _check_row_labels(path, list(raw.iloc[1:, 0]), header, lines[1:])
-    names = [str(k + int(labelled) + 1) for k in range(m)]
-    matrix = _weights(path, body, names, lines[1:], "adjacency entry")
+    matrix = _weights(path, body, header, lines[1:], "adjacency entry")
     position = {s: k for k, s in enumerate(header)}
     order = np.array([position[s] for s in ids])
     sub = matrix[np.ix_(order, order)]
