@@ -25,19 +25,28 @@ _LINE_CHARS = 1000  # of a line: a record's long field (a model name...) is cut
 
 
 def _numbers(values: Sequence[float]) -> str:
-    shown = " ".join(f"{v:.4g}" for v in values[:_SHOWN])
+    shown = " ".join(_number(v) for v in values[:_SHOWN])
     return f"[{shown}{' ...' if len(values) > _SHOWN else ''}]"
+
+
+def _number(value: float) -> str:
+    """The shortest decimal of ``value`` as the float32 the wire carries (``1000123.5``,
+    ``50``, ``1.2345679e+08``): different values never print alike."""
+    v = np.float32(value)
+    if v == 0 or not np.isfinite(v) or 1e-4 <= abs(v) < 1e16:
+        return np.format_float_positional(v, unique=True, trim="-")
+    return np.format_float_scientific(v, unique=True, trim="-")
 
 
 def describe_readings(value: bytes | None, headers: Headers) -> str:
     readings = decode_readings(value)
     if len(readings) == 1:
         r = readings[0]
-        return f"reading {r.sensor} {r.ts.isoformat()} {r.value:g}"
+        return f"reading {r.sensor} {r.ts.isoformat()} {float(r.value)!r}"
     if not readings:
         return "readings: an empty batch (no sensor reported)"
     first = readings[0]
-    sample = ", ".join(f"{r.sensor}={r.value:g}" for r in readings[:_SHOWN])
+    sample = ", ".join(f"{r.sensor}={float(r.value)!r}" for r in readings[:_SHOWN])
     return f"readings {first.ts.isoformat()}: {len(readings)} sensors ({sample}, ...)"
 
 

@@ -351,3 +351,17 @@ def test_registry_loads_any_saved_detector(interval_case, tmp_path) -> None:
         detector_class("gaussian").load(tmp_path / "d")
     with pytest.raises(DetectorError, match="not 'detector:interval'; load it with"):
         ForecastIntervalDetector.load(tmp_path / "f")
+
+
+def test_reason_numbers_keep_the_digits_that_tell_them_apart() -> None:
+    """An hourly meter's alert read "1e+06 is above the 90% interval [1e+06, 1e+06]"."""
+    from models.anomaly.base import distinct_text
+
+    assert distinct_text([1016000.0, 1009000.0, 1014000.0, 1012000.0]) == [
+        "1.016e+06", "1.009e+06", "1.014e+06", "1.012e+06",
+    ]  # fmt: skip
+    assert distinct_text([1000123.5, 1000121.0, 1000126.0, 1000124.0]) == [
+        "1000123.5", "1000121", "1000126", "1000124",
+    ]  # fmt: skip
+    assert distinct_text([59.62, 34.49, 45.8, 40.15]) == ["59.62", "34.49", "45.8", "40.15"]
+    assert distinct_text([12.0, 12.0]) == ["12", "12"]  # equal numbers stay equal

@@ -417,3 +417,31 @@ def test_a_reading_keyed_other_than_by_its_sensor_is_kept_counted_and_warned_onc
         decoder.decode(None, _record(offset, key, value), decoded, None, counts)  # type: ignore[arg-type]
     assert len(decoded.messages) == 4 and counts["key_mismatch"] == 2
     assert caplog.text.count("key_mismatch") == 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "known", "how"),
+    [
+        ("Zu\u0308rich Hbf", "Z\u00fcrich Hbf", "in another Unicode form"),
+        ("7.0", "7", "as another number"),
+    ],
+)
+def test_an_id_written_otherwise_is_named_as_such_in_its_dead_letter(sent, known, how):
+    """The dead letter said "sensor 'Zürich Hbf' is not in the loaded model bundles", the
+    very name the bundles list (NFD sent, NFC trained)."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from pipeline.kafka.schema import encode_readings_batch
+    from pipeline.service.decoding import DecodedReadings
+
+    decoder = ReadingDecoder({"a": 0, known: 1}, "dlq")
+    decoded, counts = DecodedReadings(), Counter()
+    batch = encode_readings_batch(datetime(2024, 5, 1, 8, tzinfo=UTC), {"a": 1.0, sent: 2.0})
+    decoder.decode(None, _record(0, None, batch), decoded, None, counts)  # type: ignore[arg-type]
+    reason, detail = decoded.partial[0]
+    assert reason == "unknown_sensor" and decoded.cols == [0]
+    assert detail.startswith(
+        f"sensor {sent!a} is not in the loaded model bundles, which have {known!a}: the same "
+        f"id written {how}; send the id as the bundles write it"
+    )

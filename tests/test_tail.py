@@ -198,3 +198,18 @@ def test_tail_says_in_one_line_when_its_topic_is_deleted_and_goes_on(
         "0, read to 1): it was deleted, or deleted and created again, or the broker restarted "
         "empty; tail goes on from the partitions' start (Ctrl-C to stop)"
     )
+
+
+def test_large_values_are_shown_with_the_digits_that_tell_them_apart():
+    """A meter's forecast printed as yhat [1e+06 1e+06] lo [1e+06 1e+06] hi [1e+06 1e+06]."""
+    record = (
+        b'{"v":1,"model":"ar","sensor":"meter","issued_at":"2024-11-05T22:00:00Z",'
+        b'"targets":["2024-11-05T22:15:00Z","2024-11-05T22:30:00Z"],'
+        b'"yhat":[1000123.5,1000131.2],"lo":[1000121.0,1000128.0],"hi":[1000126.0,1000134.0]}'
+    )
+    line = describe("forecasts", record, [])
+    assert line.endswith("yhat [1000123.5 1000131.2] lo [1000121 1000128] hi [1000126 1000134]"), (
+        line
+    )
+    reading = encode_readings_batch(TS, {"meter": 123456789.0})
+    assert describe(None, reading, []).endswith(" 123456789.0")  # as the record has it

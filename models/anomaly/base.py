@@ -194,6 +194,19 @@ def empty_head(
     )
 
 
+def distinct_text(values: Sequence[float], least: int = 4, most: int = 9) -> list[str]:
+    """``values`` with the fewest significant digits (``least`` to ``most``) that keep
+    different numbers different: a reading and the interval it left stay legible at any
+    magnitude (``1000123.5`` and ``1000131.2``, not ``1e+06`` twice)."""
+    numbers = [float(v) for v in values]
+    texts = [f"{v:.{least}g}" for v in numbers]
+    for digits in range(least, most + 1):
+        texts = [f"{v:.{digits}g}" for v in numbers]
+        if len(set(texts)) == len(set(numbers)):
+            break
+    return texts
+
+
 def check_tick(
     values: np.ndarray, mask: np.ndarray, n_nodes: int, n_features: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

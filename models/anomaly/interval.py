@@ -50,6 +50,7 @@ from models.anomaly.base import (
     StreamingDetector,
     check_tick,
     describe_config,
+    distinct_text,
     read_detector_bundle,
     save_detector_bundle,
 )
@@ -409,9 +410,10 @@ class ForecastIntervalDetector(StreamingDetector):
         out = [""] * self.n_nodes
         for i in np.flatnonzero(score >= REASON_MIN_SCORE).tolist():
             side = "above" if x[i] > expected[i] else "below"
+            value, low, high, middle = distinct_text([x[i], lower[i], upper[i], expected[i]])
             text = (
-                f"{x[i]:.4g} is {side} the {self.config.level:.0%} interval "
-                f"[{lower[i]:.4g}, {upper[i]:.4g}] (expected {expected[i]:.4g}); outside the "
+                f"{value} is {side} the {self.config.level:.0%} interval "
+                f"[{low}, {high}] (expected {middle}); outside the "
                 f"intervals of {outside[i]} of {made[i]} forecasts made for it"
             )
             if p_range is not None and np.isfinite(p_range[i]):

@@ -41,6 +41,7 @@ from pipeline.data.readers import (
     INDEX_NAMES,
     comment_lines,
     cut_empty_tail,
+    id_spelling,
     nfc,
     numbered_rows,
     numeric_cells,
@@ -366,15 +367,8 @@ def _twin(name: str, ids: Sequence[str]) -> str | None:
     """The one id of ``ids`` that ``name`` (an adjacency's id, not one of them) writes
     otherwise: in another Unicode form (``é`` composed or decomposed), or as the same
     number (``7.0`` for ``7``); None when there is none or more than one."""
-    same = [s for s in ids if nfc(s) == nfc(name)]
-    if not same and (number := _number(name)) is not None:
-        same = [s for s in ids if _number(s) == number]
+    same = [s for s in ids if id_spelling(s) == id_spelling(name)]
     return same[0] if len(same) == 1 else None
-
-
-def _number(text: str) -> float | None:
-    """``text`` as a number when it is written as one (``7``, ``7.0``, ``7e0``)."""
-    return float(text) if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text) else None
 
 
 def _form(text: str) -> str:

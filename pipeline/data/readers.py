@@ -402,6 +402,16 @@ def nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+_NUMBER_ID = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def id_spelling(name: str) -> str:
+    """What two spellings of one sensor id share: the id in Unicode NFC (``é`` composed or
+    decomposed), or the number it writes (``7.0``, ``7e0`` and ``7`` alike)."""
+    text = nfc(name)
+    return repr(float(text)) if _NUMBER_ID.fullmatch(text) else text
+
+
 _UNICODE_TWINS = "one name in two Unicode forms (NFC and NFD); write both alike"
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.readers import id_spelling, nfc
 from pipeline.kafka.dead_letters import dead_letter_headers
 from pipeline.kafka.outbox import Outbox, Source, report_unsendable
 from pipeline.kafka.schema import SchemaError, decode_readings_partial
@@ -84,6 +85,23 @@ class ReadingDecoder:
         self.refused: dict[Source, int] = {}
         self._unknown: set[str] = set()
         self._key_warned = False
+        self._spellings: dict[str, str | None] | None = None  # id_spelling -> the one id
+
+    def _hint(self, sensor: str) -> str:
+        """Why ``sensor`` is dead-lettered: unknown, or a known id written otherwise."""
+        if self._spellings is None:
+            self._spellings = {}
+            for known in self.column:
+                key = id_spelling(known)
+                self._spellings[key] = None if key in self._spellings else known
+        twin = self._spellings.get(id_spelling(sensor))
+        if twin is None:
+            return UNKNOWN_HINT.format(sensor=sensor[:80])
+        how = "in another Unicode form" if nfc(twin) == nfc(sensor) else "as another number"
+        return (
+            f"sensor {sensor[:80]!a} is not in the loaded model bundles, which have "
+            f"{twin[:80]!a}: the same id written {how}; send the id as the bundles write it"
+        )
 
     def decode(
         self,
@@ -145,11 +163,11 @@ class ReadingDecoder:
         """The dead-letter reason and detail of a record with invalid or unknown sensors;
         ``used``: how many of its readings the service takes anyway (batch form)."""
         for sensor in unknown:
-            self._warn_unknown(sensor[:80], UNKNOWN_HINT.format(sensor=sensor[:80]))
+            self._warn_unknown(sensor[:80], self._hint(sensor))
         if rejected:
             reason, detail = rejected[0].reason, rejected[0].detail
         else:
-            reason, detail = UNKNOWN_SENSOR, UNKNOWN_HINT.format(sensor=unknown[0][:80])
+            reason, detail = UNKNOWN_SENSOR, self._hint(unknown[0])
         more = len(rejected) + len(unknown) - 1
         if more:
             detail += f"; {more} more sensor{'s' if more > 1 else ''} of this record rejected"
