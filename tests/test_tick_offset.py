@@ -239,3 +239,14 @@ def test_the_store_keeps_its_retention_and_a_restart_restores_from_it(kafka_sett
     ticks_after, _, _ = stored()
     assert ticks_after[-1] == ticks[-1] + 8 * hour and len(ticks_after) == 25
     assert store_counters(store)["ticks_closed"] == 80  # counted since the first tick
+
+
+def test_a_store_of_another_tick_names_both_ticks_in_words():
+    """It said "pass --tick 0 days 00:15:00", which the bundles' step then refused."""
+    from pipeline.service.state import grid_problem
+
+    assert grid_problem({"tick_ms": 900_000}, "s.sqlite", 3_600_000, 0) == (
+        "the store s.sqlite was written with ticks of 15min, not 1h: serve models trained on "
+        "15min steps (with --tick 15min) or use another --store"
+    )
+    assert grid_problem({"tick_ms": 3_600_000}, "s.sqlite", 3_600_000, 0) is None

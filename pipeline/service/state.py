@@ -73,9 +73,11 @@ def grid_problem(
     if tick_ms is None:
         return None
     if int(str(tick_ms)) != freq_ms:
+        stored = duration_text(int(str(tick_ms)) / 1000)
         return (
-            f"the store {store} was written with ticks of {tick_ms} ms, not {freq_ms} ms; "
-            f"pass --tick {pd.Timedelta(int(str(tick_ms)), 'ms')} or use another --store"
+            f"the store {store} was written with ticks of {stored}, not "
+            f"{duration_text(freq_ms / 1000)}: serve models trained on {stored} steps (with "
+            f"--tick {stored}) or use another --store"
         )
     stored_offset = int(str(state.get(OFFSET_KEY) or 0))
     if stored_offset != offset_ms:
