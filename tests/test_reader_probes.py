@@ -85,7 +85,7 @@ def test_an_adjacency_weight_beyond_float32_names_its_line_and_column(tmp_path):
     huge = RING.copy()
     huge[2, 3] = 1e308
     path = write(tmp_path / "m.csv", "# a comment\n" + matrix(huge, list(IDS)))
-    with pytest.raises(DatasetError, match=r"'1e\+308' at line 5, column '4' is beyond the 32"):
+    with pytest.raises(DatasetError, match=r"'1e\+308' at line 5, column '104' is beyond the 32"):
         read_adjacency_csv(path, IDS)
     edges = write(tmp_path / "e.csv", "src,dst,weight\n101,102,1\n\n102,103,1e39\n")
     with pytest.raises(DatasetError, match=r"'1e39' at line 4, column 'weight' is beyond"):

@@ -371,3 +371,24 @@ def test_errors_in_small_units_keep_their_digits_in_the_tables():
     rows = comparison_table(document, what="test part").rows
     assert rows[1][1:3] == ["0.00701 ± 0.00001", "0.00920 ± 0.00002"]
     assert decimals([5.078, 6.7]) == 3 and decimals([106322.0]) == 3 and decimals([]) == 3
+
+
+def test_readings_whose_changes_float32_rounds_away_are_noted(tmp_path: Path):
+    """A meter at 1.2e8 counting up by about 1 lost its changes to float32 (2000 distinct
+    readings became 250), and the only note called a sensor at 1e6 +- 0.02 frozen."""
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2024-01-01", periods=400, freq="15min", tz="UTC")
+    table = pd.DataFrame(
+        {
+            "meter": 123456789 + np.cumsum(rng.uniform(0, 2, 400)),
+            "speed": 60 + rng.normal(0, 1, 400),
+            "watts": 1000 + rng.normal(0, 0.5, 400),
+        },
+        index=pd.Index(stamps, name="time"),
+    )
+    table.to_csv(tmp_path / "meters.csv", float_format="%.4f")
+    notes = [n for n in load_dataset(f"csv:{tmp_path / 'meters.csv'}").notes if "32-bit" in n]
+    assert len(notes) == 1 and notes[0].startswith("note: meters.csv: 1 sensor(s) change by")
+    assert "('meter': steps of about" in notes[0] and "kept to 8)" in notes[0]
+    table[["speed", "watts"]].to_csv(tmp_path / "plain.csv", float_format="%.4f")
+    assert not [n for n in load_dataset(f"csv:{tmp_path / 'plain.csv'}").notes if "32-bit" in n]

@@ -1345,6 +1345,7 @@ def read_wide_csv(
         notes: list[str] = []
         times, wide, ids, first = _long_table(path, header, lines, where, comments, timezone, notes)
         check_float32(path, wide, first, (header[where[2]].strip(),) * len(ids))
+        notes.extend(precision_notes(path, wide, ids))
         grid, values = to_regular_grid(
             times, wide, source=str(path), lines=first, irregular=irregular, copy=False
         )
@@ -1360,6 +1361,7 @@ def read_wide_csv(
     except DatasetError as exc:
         raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
     check_float32(path, table.values, table.lines, table.columns)
+    precision = precision_notes(path, table.values, table.columns)
     name = table.first_name or ""
     guessed = index_col is None and has_time is None  # no option chose the first column
     if table.first is not None and (table.named_times or _is_time_column(table.first, name)):
@@ -1380,7 +1382,7 @@ def read_wide_csv(
             )
         except DatasetError as exc:  # several sensors' rows at one time: long format?
             raise DatasetError(f"{exc}{_long_hint(_first_row(path), str(exc))}") from None
-        return grid, values, table.columns, tuple(assumed)
+        return grid, values, table.columns, (*assumed, *precision)
     t0 = pd.Timestamp(start)
     t0 = t0.tz_localize("UTC") if t0.tz is None else t0.tz_convert("UTC")
     values = table.values
@@ -1402,7 +1404,7 @@ def read_wide_csv(
             f"note: {path.name}: its first column {name!r} ({shown}, ...) is read as a row "
             "counter, not a sensor; if it is a sensor, pass --no-index",
         )
-    return grid, values, table.columns, (*table.notes, untimed, *dropped)
+    return grid, values, table.columns, (*table.notes, untimed, *dropped, *precision)
 
 
 def is_long_csv(path: Path, *, index_col: str | None = None, no_index: bool = False) -> bool:
@@ -1438,6 +1440,36 @@ def check_float32(
             f"{path}: value {values[r, c]:g} at line {lines[r]}, column "
             f"{columns[c]!r} is beyond the 32-bit range readings are kept in (3.4e38)"
         )
+
+
+# Readings rounded to float32 lose a sensor's changes when float32's spacing at its level
+# exceeds this share of its typical step-to-step change (on at most PRECISION_ROWS rows).
+PRECISION_SHARE = 0.1
+PRECISION_ROWS = 2000
+
+
+def precision_notes(path: Path, values: np.ndarray, columns: Sequence[str]) -> tuple[str, ...]:
+    """A note naming the sensors whose changes float32 (the precision readings are kept
+    in) rounds away: a meter at 1.2e8 counting up by 1, a level of 1e6 moving by 0.02."""
+    head = np.asarray(values[:PRECISION_ROWS], dtype=np.float64)  # [row, sensor]
+    if len(head) < 3:
+        return ()
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a sensor without readings
+        steps = np.abs(np.diff(head, axis=0))
+        change = np.nanmedian(np.where(steps > 0, steps, np.nan), axis=0)  # [sensor]
+        level = np.nanmedian(np.abs(head), axis=0)
+        spacing = np.spacing(np.nan_to_num(level).astype(np.float32)).astype(np.float64)
+        lost = np.flatnonzero(spacing > PRECISION_SHARE * change)
+    if not len(lost):
+        return ()
+    k = int(lost[0])
+    return (
+        f"note: {path.name}: {len(lost)} sensor(s) change by less than 32-bit floats, the "
+        f"precision readings are kept in, can tell apart at their level ({columns[k]!r}: "
+        f"steps of about {change[k]:.3g} at {level[k]:.4g}, kept to {spacing[k]:.3g}): "
+        "subtract an offset or change the unit before training",
+    )
 
 
 def _is_time_column(first: pd.Series, name: str) -> bool:
