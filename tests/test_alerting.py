@@ -220,3 +220,19 @@ def test_serve_rejects_an_unknown_detector_before_connecting(tmp_path: Path):
     )
     assert result.exit_code == 2
     assert "choose from interval, autoencoder" in result.output
+
+
+def test_the_rules_keep_their_number_of_ticks_at_longer_ticks(fitted, panel, tmp_path):
+    """At hourly ticks a firing alert was re-published at every tick (a repeat of 1 h) and
+    resolved after one clear tick."""
+    from pipeline.alerts.lifecycle import AlertRules
+
+    hourly = AlertRules().at_tick(pd.Timedelta("1h"))
+    assert (hourly.repeat_interval, hourly.resolve_after, hourly.group_window) == (
+        pd.Timedelta("12h"), pd.Timedelta("2h"), pd.Timedelta("6h"),
+    )  # fmt: skip
+    assert AlertRules().at_tick(FREQ) == AlertRules() == AlertRules().at_tick(pd.Timedelta("1min"))
+    _, models = fitted
+    hook = build_alerting(tmp_path, models, panel.sensor_ids, pd.Timedelta("15min"))
+    assert hook is not None and hook.config.rules.repeat_interval == pd.Timedelta("3h")
+    assert hook.manager.rules.resolve_after == pd.Timedelta("30min")

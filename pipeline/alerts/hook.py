@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,9 +89,9 @@ class ServiceAlerts:
         self.slots = list(slots)
         self.sensor_ids = tuple(sensor_ids)
         self.freq = pd.Timedelta(freq)
-        self.config = config
+        self.config = replace(config, rules=config.rules.at_tick(self.freq))
         self.neighbours = {k: list(v) for k, v in (neighbours or {}).items()}
-        self.manager = AlertManager(self.sensor_ids, config.rules, self.neighbours)
+        self.manager = AlertManager(self.sensor_ids, self.config.rules, self.neighbours)
         self._last: int | None = None  # index (ts // freq) of the last tick seen
         self._reset()
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -64,6 +64,10 @@ class AlertError(ValueError):
 
 # Alerts join an incident holding a sensor at most this many road-graph links away.
 GROUP_HOPS = 2
+
+
+# The tick of the simulated network the rules' durations were chosen on.
+RULES_TICK = pd.Timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,21 @@ class AlertRules:
     resolve_after: pd.Timedelta = field(default_factory=lambda: pd.Timedelta(minutes=10))
     critical: float = 0.99999
     group_window: pd.Timedelta = field(default_factory=lambda: pd.Timedelta(minutes=30))
+
+    def at_tick(self, tick: pd.Timedelta) -> AlertRules:
+        """These rules for ticks of ``tick``: their durations held to the same number of
+        ticks as at :data:`RULES_TICK`, the step they were chosen on, when ``tick`` is
+        longer (hourly ticks repeat a firing alert every 12 h, not every tick)."""
+        factor = pd.Timedelta(tick) / RULES_TICK
+        if factor <= 1:
+            return self
+        return replace(
+            self,
+            for_=self.for_ * factor,
+            repeat_interval=self.repeat_interval * factor,
+            resolve_after=self.resolve_after * factor,
+            group_window=self.group_window * factor,
+        )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
