@@ -236,3 +236,25 @@ def test_the_rules_keep_their_number_of_ticks_at_longer_ticks(fitted, panel, tmp
     hook = build_alerting(tmp_path, models, panel.sensor_ids, pd.Timedelta("15min"))
     assert hook is not None and hook.config.rules.repeat_interval == pd.Timedelta("3h")
     assert hook.manager.rules.resolve_after == pd.Timedelta("30min")
+
+
+def test_forecasts_issued_before_the_window_filled_are_not_judged(fitted, panel, tmp_path):
+    """A fresh service fired on its second tick, judging a forecast made from one reading."""
+    root, models = fitted
+    window = models["ar"].window
+    hook = build_alerting(root, models, panel.sensor_ids, FREQ)
+    assert hook is not None and hook.slots[0].warmup == window
+    wild = np.full((3, len(panel.sensor_ids)), 1e4, np.float32)  # far off every reading
+    fired = []
+    for t in range(360, 360 + window + 2):
+        issued = {"ar": wild if t < 360 + window - 1 else None}
+        fired += hook._step(panel.timestamps[t], panel.values[t], panel.mask[t], issued)
+    assert fired == []
+    warm = build_alerting(root, models, panel.sensor_ids, FREQ)
+    assert warm is not None
+    for t in range(360, 360 + window):  # the window fills, then a wild forecast
+        warm._step(panel.timestamps[t], panel.values[t], panel.mask[t], {"ar": None})
+    t = 360 + window
+    warm._step(panel.timestamps[t], panel.values[t], panel.mask[t], {"ar": wild})
+    judged = warm._step(panel.timestamps[t + 1], panel.values[t + 1], panel.mask[t + 1], {})
+    assert {e.message.status for e in judged} == {"firing"}

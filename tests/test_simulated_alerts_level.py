@@ -31,8 +31,8 @@ class Recording(ServiceAlerts):
         super().__init__(*args, **kwargs)
         self.scores: dict[pd.Timestamp, np.ndarray] = {}
 
-    def _run(self, slot, ts, values, mask, issued):
-        detection = super()._run(slot, ts, values, mask, issued)
+    def _run(self, slot, ts, values, mask, issued, seen):
+        detection = super()._run(slot, ts, values, mask, issued, seen)
         self.scores[pd.Timestamp(ts)] = detection.score.copy()
         return detection
 

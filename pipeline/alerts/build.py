@@ -176,6 +176,7 @@ def _interval_slot(
             forecaster=name,
             span=probe.config.horizon,
             calibration=f"validation residuals of {name} (saved in {path})",
+            warmup=forecaster.window,
         )
     interval = config.interval
     if forecaster.horizon < interval.horizon:
@@ -193,4 +194,5 @@ def _interval_slot(
         span=interval.horizon,
         calibration=f"online on the stream's residuals of {name} (scores after "
         f"{interval.min_count} ticks)",
+        warmup=forecaster.window,
     )

@@ -58,6 +58,8 @@ class DetectorSlot:
     forecaster : for the interval detector, whose forecasts it observes.
     span : missing ticks that still matter after a gap (horizon or window).
     calibration : how it was calibrated, for the logs.
+    warmup : ticks the forecaster's input window needs: the forecasts issued before the
+        hook has seen that many are not judged (made from a window of a reading or two).
     """
 
     name: str
@@ -67,6 +69,7 @@ class DetectorSlot:
     span: int
     calibration: str
     detector: StreamingDetector | None = None
+    warmup: int = 0
 
 
 class ServiceAlerts:
@@ -93,6 +96,7 @@ class ServiceAlerts:
         self.neighbours = {k: list(v) for k, v in (neighbours or {}).items()}
         self.manager = AlertManager(self.sensor_ids, self.config.rules, self.neighbours)
         self._last: int | None = None  # index (ts // freq) of the last tick seen
+        self._first: int | None = None  # index of the first tick seen
         self._reset()
 
     def describe(self) -> dict[str, Any]:
@@ -108,6 +112,7 @@ class ServiceAlerts:
             slot.detector = slot.make()
         self.manager = AlertManager(self.sensor_ids, self.config.rules, self.neighbours)
         self._last = None
+        self._first = None
 
     # --- per tick ---------------------------------------------------------------------
 
@@ -131,7 +136,9 @@ class ServiceAlerts:
             for back in range(min(gap, max(s.span for s in self.slots)), 0, -1):
                 self._skip(pd.Timestamp(ts) - back * self.freq)
         self._last = index
-        detections = [self._run(slot, ts, values, mask, issued) for slot in self.slots]
+        self._first = index if self._first is None else self._first
+        seen = index - self._first + 1
+        detections = [self._run(slot, ts, values, mask, issued, seen) for slot in self.slots]
         return self.manager.evaluate(combine(detections))
 
     def _run(
@@ -141,6 +148,7 @@ class ServiceAlerts:
         values: np.ndarray,
         mask: np.ndarray,
         issued: Mapping[str, np.ndarray | None],
+        seen: int,
     ) -> Detection:
         detector = slot.detector
         assert detector is not None
@@ -150,7 +158,7 @@ class ServiceAlerts:
         if isinstance(detector, ForecastIntervalDetector):
             mean = issued.get(slot.forecaster or "")
             horizon = detector.config.horizon
-            if mean is None or mean.shape[0] < horizon:  # the model failed at this tick
+            if mean is None or mean.shape[0] < horizon or seen < slot.warmup:
                 mean = np.full((horizon, detector.n_nodes), np.nan)  # [horizon, node]
             # Observed even when missing, so forecasts stay matched to their ticks.
             detector.observe_forecast(mean[:horizon])
@@ -215,6 +223,11 @@ class ServiceAlerts:
         ticks_ms = source.store.closed_ticks(since_ms)
         if len(ticks_ms) == 0:
             return
+        # The warm-up counts from the store's first tick, as it did when that tick was live.
+        first_ms = source.store.first_closed_tick()
+        self._first = (
+            int(ticks_ms[0] if first_ms is None else first_ms) * 1_000_000 // self.freq.value
+        )
         values, mask = stored_readings(source, len(self.sensor_ids), int(ticks_ms[0]), ticks_ms)
         forecasts = stored_forecasts(source, self._forecast_requests(), int(ticks_ms[0]), self.freq)
         for t, ms in enumerate(ticks_ms.tolist()):

@@ -1003,6 +1003,11 @@ class Store:
         ).fetchall()
         return pd.DataFrame(rows, columns=["step", "n", "sum_abs", "sum_sq"])
 
+    def first_closed_tick(self) -> int | None:
+        """Time (ms) of the oldest closed tick kept; None when there is none."""
+        first = self._db.execute("SELECT MIN(ts) FROM ticks").fetchone()[0]
+        return None if first is None else int(first)
+
     def closed_ticks(self, since_ms: int) -> np.ndarray:
         """Times (ms) of the closed ticks at or after ``since_ms``, ascending, int64 ``[n]``."""
         rows = self._db.execute("SELECT ts FROM ticks WHERE ts >= ? ORDER BY ts", (since_ms,))
