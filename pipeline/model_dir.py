@@ -419,6 +419,24 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
     return found
 
 
+def bundle_configs(model_dir: str | Path) -> dict[Path, dict[str, Any] | None]:
+    """Each bundle's ``config.json`` under ``model_dir`` (:func:`discover_bundles`), read
+    without loading the bundle; None for one that is unreadable or not a JSON object
+    (its own checks refuse it as it loads); empty when ``model_dir`` has no bundles."""
+    try:
+        paths = discover_bundles(model_dir)
+    except BundleDirError:
+        return {}
+    configs: dict[Path, dict[str, Any] | None] = {}
+    for path in paths:
+        try:
+            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+        configs[path] = config if isinstance(config, dict) else None
+    return configs
+
+
 def no_bundles(model_dir: str | Path) -> BundleDirError:
     """The error for a models folder that holds no bundle."""
     return BundleDirError(

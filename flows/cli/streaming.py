@@ -399,24 +399,20 @@ def _models_grid(
     ValueError
         When the bundles record different steps or offsets, naming two of them.
     """
-    import json
 
     import pandas as pd
 
     from models.bundle import offset_text, recorded_offset, step_text
-    from pipeline.model_dir import CONFIG, BundleDirError, discover_bundles
+    from pipeline.model_dir import bundle_configs
 
-    try:
-        paths = discover_bundles(model_dir)
-    except BundleDirError:
-        paths = []
     grids: dict[tuple[int, int], str] = {}
-    for path in paths:
+    for config in bundle_configs(model_dir).values():
+        if config is None:
+            continue
         try:
-            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
             name, step_s = config.get("model"), config.get("step_s")
             offset_s = recorded_offset(config)
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError):
             continue
         if not isinstance(step_s, int) or offset_s is None or not 0 <= offset_s < step_s:
             continue  # no step, or a config the bundle's own checks refuse as it loads

@@ -16,7 +16,6 @@ tick, both refuse a bundle trained on another time step (:func:`check_tick`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -30,10 +29,10 @@ import pandas as pd
 from models.bundle import other_step, step_text
 from models.forecasters.base import Forecaster
 from pipeline.model_dir import (
-    CONFIG,
     SERVING_FILE,
     BundleDirError,
     Serving,
+    bundle_configs,
     bundles_dir,
     discover_bundles,
     load_bundles,
@@ -120,14 +119,14 @@ def option_problem(
     ``model_dir`` serves, read from their configs without loading them (None: nothing,
     or a bundle whose config is unreadable, which its own checks refuse as it loads):
     ``roadcast serve`` asks before it joins the consumer group."""
-    steps: dict[str, int | None] = {}
-    try:
-        for path in discover_bundles(model_dir):
-            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-            step_s = config.get("step_s")
-            steps[str(config["model"])] = step_s if isinstance(step_s, int) else None
-    except (BundleDirError, OSError, ValueError, TypeError, KeyError, AttributeError):
+    configs = list(bundle_configs(model_dir).values())
+    if not configs or any(c is None or "model" not in c for c in configs):
         return None
+    steps: dict[str, int | None] = {
+        str(c["model"]): c["step_s"] if isinstance(c.get("step_s"), int) else None
+        for c in configs
+        if c is not None
+    }
     unknown = [name for name in only if name not in steps]
     if unknown:
         return f"--only: no bundle for model(s) {unknown} in {model_dir}; it has {sorted(steps)}"
