@@ -31,9 +31,10 @@ def _numbers(values: Sequence[float]) -> str:
 
 def _number(value: float) -> str:
     """The shortest decimal of ``value`` as the float32 the wire carries (``1000123.5``,
-    ``50``, ``1.2345679e+08``): different values never print alike."""
+    ``50``; ``1.2345679e+08`` from 1e8 on, where float32 keeps no more digits): different
+    values never print alike."""
     v = np.float32(value)
-    if v == 0 or not np.isfinite(v) or 1e-4 <= abs(v) < 1e16:
+    if v == 0 or not np.isfinite(v) or 1e-4 <= abs(v) < 1e8:
         return np.format_float_positional(v, unique=True, trim="-")
     return np.format_float_scientific(v, unique=True, trim="-")
 

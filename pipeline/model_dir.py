@@ -422,13 +422,10 @@ def discover_bundles(model_dir: str | Path) -> list[Path]:
 def bundle_configs(model_dir: str | Path) -> dict[Path, dict[str, Any] | None]:
     """Each bundle's ``config.json`` under ``model_dir`` (:func:`discover_bundles`), read
     without loading the bundle; None for one that is unreadable or not a JSON object
-    (its own checks refuse it as it loads); empty when ``model_dir`` has no bundles."""
-    try:
-        paths = discover_bundles(model_dir)
-    except BundleDirError:
-        return {}
+    (its own checks refuse it as it loads). Raises :class:`BundleDirError` as
+    :func:`discover_bundles` does."""
     configs: dict[Path, dict[str, Any] | None] = {}
-    for path in paths:
+    for path in discover_bundles(model_dir):
         try:
             config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -258,3 +258,19 @@ def test_forecasts_issued_before_the_window_filled_are_not_judged(fitted, panel,
     warm._step(panel.timestamps[t], panel.values[t], panel.mask[t], {"ar": wild})
     judged = warm._step(panel.timestamps[t + 1], panel.values[t + 1], panel.mask[t + 1], {})
     assert {e.message.status for e in judged} == {"firing"}
+
+
+def test_an_outage_longer_than_the_window_starts_the_warm_up_again(fitted, panel):
+    """After a gap the forecaster's window holds a reading or two again."""
+    root, models = fitted
+    window = models["ar"].window
+    hook = build_alerting(root, models, panel.sensor_ids, FREQ)
+    assert hook is not None
+    for t in range(360, 360 + window + 2):
+        hook._step(panel.timestamps[t], panel.values[t], panel.mask[t], {"ar": None})
+    wild = np.full((3, len(panel.sensor_ids)), 1e4, np.float32)
+    back = 360 + 3 * window  # more than a window of ticks missing
+    fired = hook._step(panel.timestamps[back], panel.values[back], panel.mask[back], {"ar": wild})
+    t = back + 1
+    fired += hook._step(panel.timestamps[t], panel.values[t], panel.mask[t], {})
+    assert fired == []

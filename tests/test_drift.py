@@ -259,5 +259,6 @@ def test_a_drift_state_entry_without_a_readable_time_lets_the_event_through(emit
 
     state = {"ar": {"version": "v1", "emitted_at_s": emitted}}
     assert _due(state, "ar", "v1", 3600.0, 1e9)
+    assert _due(state, "ar", "v1", 3600.0, 100.0)  # read as 0 or 1, it would be cooling down
     assert not _due({"ar": {"version": "v1", "emitted_at_s": 1e9 - 60}}, "ar", "v1", 3600.0, 1e9)
     assert _due({"ar": {"version": "v1", "emitted_at_s": 1e9 - 7200}}, "ar", "v1", 3600.0, 1e9)

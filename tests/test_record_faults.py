@@ -445,3 +445,11 @@ def test_an_id_written_otherwise_is_named_as_such_in_its_dead_letter(sent, known
         f"sensor {sent!a} is not in the loaded model bundles, which have {known!a}: the same "
         f"id written {how}; send the id as the bundles write it"
     )
+
+
+def test_long_numeric_ids_that_differ_are_not_spellings_of_one_another():
+    from pipeline.data.readers import id_spelling
+
+    assert id_spelling("12345678901234567890") != id_spelling("12345678901234567891")
+    assert id_spelling("7") == id_spelling("7.0") == id_spelling("007") == id_spelling("7e0")
+    assert id_spelling("Zu\u0308rich") == id_spelling("Z\u00fcrich") != id_spelling("Zurich")

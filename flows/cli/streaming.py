@@ -403,10 +403,14 @@ def _models_grid(
     import pandas as pd
 
     from models.bundle import offset_text, recorded_offset, step_text
-    from pipeline.model_dir import bundle_configs
+    from pipeline.model_dir import BundleDirError, bundle_configs
 
+    try:
+        configs = list(bundle_configs(model_dir).values())
+    except BundleDirError:
+        configs = []
     grids: dict[tuple[int, int], str] = {}
-    for config in bundle_configs(model_dir).values():
+    for config in configs:
         if config is None:
             continue
         try:

@@ -37,9 +37,7 @@ def compact_rows(
     models = document["models"]
     horizons = pooled_horizons(models)
     columns = ["model", *(horizon_label(h, freq) for h in horizons)]
-    places = decimals(
-        e["pooled"][h].get(k) for e in models.values() for h in e["pooled"] for k in ("mae", "rmse")
-    )
+    places = error_places(models)
     rows = []
     for name, e in document["models"].items():
         cells = []
@@ -69,10 +67,17 @@ def compact_rows(
     return columns, rows
 
 
+def error_places(models: Mapping[str, Any]) -> int:
+    """The decimal places of the MAE and RMSE cells of ``models`` (:func:`decimals`)."""
+    return decimals(
+        e["pooled"][h].get(k) for e in models.values() for h in e["pooled"] for k in ("mae", "rmse")
+    )
+
+
 def decimals(values: Iterable[float | None], least: int = 3, most: int = 8) -> int:
     """Decimal places that show the smallest positive of ``values`` with ``least``
-    significant digits, at least ``least`` places and at most ``most``: errors in small
-    units (occupancy shares, 0.006) are not printed as 0.006 or 0.000."""
+    significant digits, at least ``least`` places and at most ``most``: an error of
+    0.00612 prints as 0.00612, not 0.006."""
     positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     if not positive:
         return least
@@ -157,9 +162,7 @@ def comparison_table(document: Mapping[str, Any], *, what: str) -> Table:
         *((horizon_label(h, freq), 3) for h in horizons),
         *(("", 1) for _ in range(len(extras) + covered + 1)),
     )
-    places = decimals(
-        e["pooled"][h].get(k) for e in models.values() for h in e["pooled"] for k in ("mae", "rmse")
-    )
+    places = error_places(models)
     rows = []
     for name, entry in models.items():
         std = entry.get("std", {}).get("pooled", {})

@@ -613,8 +613,10 @@ def fit_runs(name: str, split: Split, plan: TrainPlan, log: Log = print) -> list
             f"  {name} seed {seed}: fit {fit_seconds:.1f}s, valid RMSE@{plan.horizon} "
             f"{valid_rmse:.4f}" + (f", graph path {path}" if path else "")
         )
-        if (note := first_epoch_note(name, seed, getattr(model, "history", None))) is not None:
-            log(note)
+        for history in getattr(model, "histories", None) or [getattr(model, "history", None)]:
+            if (note := first_epoch_note(name, seed, history)) is not None:
+                log(note)  # one note per fit
+                break
         runs.append(FitRun(seed, model, valid_rmse, fit_seconds))
     return runs
 

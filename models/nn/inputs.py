@@ -179,9 +179,9 @@ def rest_days(panel: SensorPanel) -> tuple[int, ...] | None:
     and Sunday). A flag on data without such a difference is a feature the network can
     only overfit.
     """
-    if _differ(panel, SATURDAY_SUNDAY):
-        return SATURDAY_SUNDAY
     table = _day_hour_levels(panel)
+    if _differ(table, SATURDAY_SUNDAY):
+        return SATURDAY_SUNDAY
     hours = len(table.columns)
     tried = [(_smallest_p(table, days), days) for days in OTHER_REST_DAYS]
     p, days = min(tried)
@@ -241,19 +241,21 @@ def weekend_inputs(
     given = None if days is None else tuple(int(d) for d in days)
     enough = weekends(training.timestamps) >= MIN_WEEKENDS
     found = rest_days(training) if given is None and day_of_week is not False and enough else None
-    chosen = given or found or SATURDAY_SUNDAY
+    chosen = given if given is not None else found or SATURDAY_SUNDAY
     if day_of_week is not None:
         on = bool(day_of_week)
     else:
-        on = enough and (found is not None if given is None else _differ(training, given))
+        on = enough and (
+            found is not None if given is None else _differ(_day_hour_levels(training), given)
+        )
     if not on:
         return False, 0, chosen
     return True, (horizon if weekend_shift is None else int(weekend_shift)), chosen
 
 
-def _differ(panel: SensorPanel, days: tuple[int, ...]) -> bool:
-    """Whether ``days`` differ from the other days of ``panel`` (:func:`rest_days`' test)."""
-    table = _day_hour_levels(panel)
+def _differ(table: pd.DataFrame, days: tuple[int, ...]) -> bool:
+    """Whether ``days`` differ from the other days in ``table`` (:func:`_day_hour_levels`),
+    by :func:`rest_days`' test."""
     return _smallest_p(table, days) < WEEKEND_P / len(table.columns)
 
 

@@ -133,6 +133,8 @@ class ServiceAlerts:
             if index <= self._last:
                 return []  # a tick seen already (a replay): the state already has it
             gap = index - self._last - 1
+            if gap >= max(s.warmup for s in self.slots):  # the input window emptied
+                self._first = index
             for back in range(min(gap, max(s.span for s in self.slots)), 0, -1):
                 self._skip(pd.Timestamp(ts) - back * self.freq)
         self._last = index

@@ -98,6 +98,7 @@ import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -409,7 +410,7 @@ def id_spelling(name: str) -> str:
     """What two spellings of one sensor id share: the id in Unicode NFC (``é`` composed or
     decomposed), or the number it writes (``7.0``, ``7e0`` and ``7`` alike)."""
     text = nfc(name)
-    return repr(float(text)) if _NUMBER_ID.fullmatch(text) else text
+    return str(Decimal(text).normalize()) if _NUMBER_ID.fullmatch(text) else text
 
 
 _UNICODE_TWINS = "one name in two Unicode forms (NFC and NFD); write both alike"
@@ -1442,9 +1443,7 @@ def check_float32(
         )
 
 
-# Readings rounded to float32 lose a sensor's changes when float32's spacing at its level
-# exceeds this share of its typical step-to-step change (on at most PRECISION_ROWS rows).
-PRECISION_SHARE = 0.1
+# Rows read to find a sensor's typical step-to-step change and level.
 PRECISION_ROWS = 2000
 
 
@@ -1460,7 +1459,7 @@ def precision_notes(path: Path, values: np.ndarray, columns: Sequence[str]) -> t
         change = np.nanmedian(np.where(steps > 0, steps, np.nan), axis=0)  # [sensor]
         level = np.nanmedian(np.abs(head), axis=0)
         spacing = np.spacing(np.nan_to_num(level).astype(np.float32)).astype(np.float64)
-        lost = np.flatnonzero(spacing > PRECISION_SHARE * change)
+        lost = np.flatnonzero(spacing >= change)
     if not len(lost):
         return ()
     k = int(lost[0])

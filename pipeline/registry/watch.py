@@ -119,14 +119,16 @@ def option_problem(
     ``model_dir`` serves, read from their configs without loading them (None: nothing,
     or a bundle whose config is unreadable, which its own checks refuse as it loads):
     ``roadcast serve`` asks before it joins the consumer group."""
-    configs = list(bundle_configs(model_dir).values())
-    if not configs or any(c is None or "model" not in c for c in configs):
+    try:
+        configs = list(bundle_configs(model_dir).values())
+    except BundleDirError:
         return None
-    steps: dict[str, int | None] = {
-        str(c["model"]): c["step_s"] if isinstance(c.get("step_s"), int) else None
-        for c in configs
-        if c is not None
-    }
+    steps: dict[str, int | None] = {}
+    for config in configs:
+        if config is None or "model" not in config:
+            return None
+        step_s = config.get("step_s")
+        steps[str(config["model"])] = step_s if isinstance(step_s, int) else None
     unknown = [name for name in only if name not in steps]
     if unknown:
         return f"--only: no bundle for model(s) {unknown} in {model_dir}; it has {sorted(steps)}"
