@@ -97,6 +97,7 @@ class ServiceAlerts:
         self.manager = AlertManager(self.sensor_ids, self.config.rules, self.neighbours)
         self._last: int | None = None  # index (ts // freq) of the last tick seen
         self._first: int | None = None  # index of the first tick seen
+        self._warmup = max(s.warmup for s in self.slots)  # a gap this long empties the window
         self._reset()
 
     def describe(self) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class ServiceAlerts:
             if index <= self._last:
                 return []  # a tick seen already (a replay): the state already has it
             gap = index - self._last - 1
-            if gap >= max(s.warmup for s in self.slots):  # the input window emptied
+            if gap >= self._warmup:
                 self._first = index
             for back in range(min(gap, max(s.span for s in self.slots)), 0, -1):
                 self._skip(pd.Timestamp(ts) - back * self.freq)

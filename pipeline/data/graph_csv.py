@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ from pipeline.data.readers import (
     numeric_cells,
     parser_detail,
     scan,
+    spelling_index,
     string_cells,
 )
 
@@ -239,7 +240,8 @@ def _matrix(
         else:
             body = raw.iloc[1:]
         if not set(header) & set(ids) and pd.to_numeric(pd.Series(header), "coerce").notna().all():
-            twins = [t for h in header if (t := _twin(h, ids)) is not None]
+            index = spelling_index(ids)
+            twins = [t for h in header if (t := _twin(h, index)) is not None]
             if sorted(twins) == sorted(ids):  # 7.0, 8.0 for the data's 7, 8
                 _check_header(path, header, ids, int(lines[0]))
             raise DatasetError(
@@ -349,7 +351,8 @@ def _check_header(path: Path, header: Sequence[str], ids: Sequence[str], line: i
     sensors, naming those on either side, or the data's ids it writes otherwise."""
     if sorted(header) != sorted(ids):
         absent = sorted(set(ids) - set(header))
-        twins = {h: t for h in header if h not in set(ids) and (t := _twin(h, absent))}
+        index = spelling_index(absent)
+        twins = {h: t for h in header if h not in set(ids) and (t := _twin(h, index))}
         if twins:
             raise DatasetError(
                 f"{path}: line {line} (the matrix header) {_written_otherwise(twins)}"
@@ -363,12 +366,12 @@ def _check_header(path: Path, header: Sequence[str], ids: Sequence[str], line: i
         )
 
 
-def _twin(name: str, ids: Sequence[str]) -> str | None:
-    """The one id of ``ids`` that ``name`` (an adjacency's id, not one of them) writes
-    otherwise: in another Unicode form (``é`` composed or decomposed), or as the same
-    number (``7.0`` for ``7``); None when there is none or more than one."""
-    same = [s for s in ids if id_spelling(s) == id_spelling(name)]
-    return same[0] if len(same) == 1 else None
+def _twin(name: str, index: Mapping[str, str | None]) -> str | None:
+    """The one id of ``index`` (:func:`spelling_index`) that ``name`` (an adjacency's id,
+    not one of them) writes otherwise: in another Unicode form (``é`` composed or
+    decomposed), or as the same number (``7.0`` for ``7``); None when there is none or
+    more than one."""
+    return index.get(id_spelling(name))
 
 
 def _form(text: str) -> str:
@@ -453,7 +456,8 @@ def _links_among(
         return body, lines, []
     names = pd.unique(body.iloc[:, :2].to_numpy().ravel())
     unknown = [n for n in names if n not in known]
-    if 2 * len(unknown) >= len(names) or any(_twin(n, ids) is not None for n in unknown):
+    index = spelling_index(ids)
+    if 2 * len(unknown) >= len(names) or any(_twin(n, index) is not None for n in unknown):
         return body, lines, []
     keep = ~unknown_ends.any(axis=1)
     first = int(np.flatnonzero(~keep)[0])
@@ -516,7 +520,7 @@ def _edge_list(
             header = (
                 " (a header? name its columns from,to[,weight])" if r == 0 and body is raw else ""
             )
-            if (twin := _twin(col.iloc[r], ids)) is not None:
+            if (twin := _twin(col.iloc[r], spelling_index(ids))) is not None:
                 raise DatasetError(
                     f"{path}: line {lines[r]} {_written_otherwise({col.iloc[r]: twin})}"
                 )

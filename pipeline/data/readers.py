@@ -413,6 +413,15 @@ def id_spelling(name: str) -> str:
     return str(Decimal(text).normalize()) if _NUMBER_ID.fullmatch(text) else text
 
 
+def spelling_index(ids: Iterable[str]) -> dict[str, str | None]:
+    """Each :func:`id_spelling` of ``ids`` -> the one id spelled so (None: several are)."""
+    index: dict[str, str | None] = {}
+    for known in ids:
+        key = id_spelling(known)
+        index[key] = None if key in index else known
+    return index
+
+
 _UNICODE_TWINS = "one name in two Unicode forms (NFC and NFD); write both alike"
 
 
@@ -1443,21 +1452,26 @@ def check_float32(
         )
 
 
-# Rows read to find a sensor's typical step-to-step change and level.
+# Rows read to find a sensor's typical step-to-step change and level, sensors at a time.
 PRECISION_ROWS = 2000
+PRECISION_SENSORS = 512
 
 
 def precision_notes(path: Path, values: np.ndarray, columns: Sequence[str]) -> tuple[str, ...]:
     """A note naming the sensors whose changes float32 (the precision readings are kept
     in) rounds away: a meter at 1.2e8 counting up by 1, a level of 1e6 moving by 0.02."""
-    head = np.asarray(values[:PRECISION_ROWS], dtype=np.float64)  # [row, sensor]
-    if len(head) < 3:
+    n_rows, n_sensors = values[:PRECISION_ROWS].shape
+    if n_rows < 3:
         return ()
+    change, level = np.empty(n_sensors), np.empty(n_sensors)  # [sensor]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a sensor without readings
-        steps = np.abs(np.diff(head, axis=0))
-        change = np.nanmedian(np.where(steps > 0, steps, np.nan), axis=0)  # [sensor]
-        level = np.nanmedian(np.abs(head), axis=0)
+        for start in range(0, n_sensors, PRECISION_SENSORS):  # bounded memory
+            cols = slice(start, start + PRECISION_SENSORS)
+            head = np.asarray(values[:PRECISION_ROWS, cols], dtype=np.float64)  # [row, sensor]
+            steps = np.abs(np.diff(head, axis=0))
+            change[cols] = np.nanmedian(np.where(steps > 0, steps, np.nan), axis=0)
+            level[cols] = np.nanmedian(np.abs(head), axis=0)
         spacing = np.spacing(np.nan_to_num(level).astype(np.float32)).astype(np.float64)
         lost = np.flatnonzero(spacing >= change)
     if not len(lost):

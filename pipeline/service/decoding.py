@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipeline.data.readers import id_spelling, nfc
+from pipeline.data.readers import id_spelling, nfc, spelling_index
 from pipeline.kafka.dead_letters import dead_letter_headers
 from pipeline.kafka.outbox import Outbox, Source, report_unsendable
 from pipeline.kafka.schema import SchemaError, decode_readings_partial
@@ -90,10 +90,7 @@ class ReadingDecoder:
     def _hint(self, sensor: str) -> str:
         """Why ``sensor`` is dead-lettered: unknown, or a known id written otherwise."""
         if self._spellings is None:
-            self._spellings = {}
-            for known in self.column:
-                key = id_spelling(known)
-                self._spellings[key] = None if key in self._spellings else known
+            self._spellings = spelling_index(self.column)
         twin = self._spellings.get(id_spelling(sensor))
         if twin is None:
             return UNKNOWN_HINT.format(sensor=sensor[:80])
