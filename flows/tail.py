@@ -140,7 +140,8 @@ def describe(role: str | None, value: bytes | None, headers: Headers) -> str:
         else:
             line = DESCRIBE[kind](value, headers)
     except SchemaError as exc:
-        line = f"invalid {kind} record: {exc}"
+        guessed = " (a guess from its content: the settings give this topic no role)"
+        line = f"invalid {kind} record{guessed if role is None else ''}: {exc}"
     except Exception as exc:  # a decoder's own failure: this record's line, not tail's end
         text = f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
         line = f"undecodable {kind or 'unrecognised'} record: {text}"

@@ -249,6 +249,14 @@ def test_interval_detection_says_why(interval_case) -> None:
     assert batch.observed[t, 0] > batch.upper[t, 0] > batch.expected[t, 0] > batch.lower[t, 0]
     assert "above the 90% interval" in batch.reasons[t][0]
     assert "of 3 forecasts" in batch.reasons[t][0]
+    # every reason names the side the reading is on, inside the interval included
+    sides = {"above": batch.observed > batch.upper, "below": batch.observed < batch.lower}
+    sides["inside"] = ~(sides["above"] | sides["below"])
+    texts = [(i, r[0]) for i, r in enumerate(batch.reasons) if r and r[0]]
+    assert any(" is inside the " in text for _, text in texts)
+    for i, text in texts:
+        side = text.split(" is ", 1)[1].split(" ", 1)[0]
+        assert sides[side][i, 0], text
 
 
 def test_interval_uses_forecasts_given_by_a_service(interval_case) -> None:

@@ -237,11 +237,15 @@ def test_broker_restart_reconnects_recreates_topics_and_carries_on(world, tmp_pa
                     admin.close()
 
             wait_until(topics_back, what="the service to re-create its topics")
+            wait_until(lambda: service.counters["topics_recreated"] >= 1,
+                       what="the service's topic check")  # fmt: skip
             producer = make_producer(settings)
             replay(second, producer, settings.topic_readings, progress=False)
             producer.close()
             wait_until(lambda: service.counters["ticks_closed"] >= 20, what="ticks after restart")
         assert service.counters["topics_recreated"] >= 1
+        # a new producer after the restart: the first batch did not fail on the old one
+        assert service.counters.get("recoveries", 0) == 0
         assert service.counters["consumed"] == first.n_time * first.n_nodes * 2
         forecasts = read_topic(settings, settings.topic_forecasts)
         issued = {decode_forecast(r.value).issued_at for r in forecasts}

@@ -68,6 +68,9 @@ def test_records_that_are_not_what_they_should_be_are_described():
     )
     assert describe(None, b"[1, 2]", []) == "unrecognised record (6 bytes)"
     assert describe(None, None, []) == "unrecognised record (0 bytes)"
+    # a role guessed from the content says so: a bad reading read as a frame
+    guessed = describe(None, b"\x81\xa1v\xff", [])
+    assert guessed.startswith("invalid forecasts record (a guess from its content"), guessed
 
 
 def _frame(**changes) -> bytes:

@@ -409,7 +409,7 @@ class ForecastIntervalDetector(StreamingDetector):
         made = available.sum(axis=0).tolist()  # [node]
         out = [""] * self.n_nodes
         for i in np.flatnonzero(score >= REASON_MIN_SCORE).tolist():
-            side = "above" if x[i] > expected[i] else "below"
+            side = "above" if x[i] > upper[i] else "below" if x[i] < lower[i] else "inside"
             value, low, high, middle = distinct_text([x[i], lower[i], upper[i], expected[i]])
             text = (
                 f"{value} is {side} the {self.config.level:.0%} interval "

@@ -412,7 +412,8 @@ class BatchHandler(PollProcessor):
                     raise
                 delay = min(RETRY_MAX_S, 2 * delay)
 
-    def _check_topics(self) -> None:
+    def _check_topics(self) -> bool:
+        """Create the service's topics that are missing; True when any was."""
         from kafka.errors import KafkaError
 
         from pipeline.kafka.clients import KafkaUnavailable, ensure_topics
@@ -421,10 +422,18 @@ class BatchHandler(PollProcessor):
             created = ensure_topics(self.settings)
         except (KafkaError, KafkaUnavailable, OSError) as exc:
             log.warning("broker_unreachable", extra={"fields": {"error": str(exc)}})
-            return
+            return False
         if created:  # stored with the next batch: a store failure here must not stop the loop
             self._count("topics_recreated", len(created))
             log.warning("topics_recreated", extra={"fields": {"topics": created}})
+        return bool(created)
+
+    def renew_producer(self, outbox: Outbox, stop: threading.Event) -> Outbox:
+        """A new producer between batches (nothing is pending then) once the broker has
+        lost the service's topics: a restarted broker lost the old producer's id too, and
+        the first batch sent with it would fail."""
+        outbox.abort()
+        return self._outbox_when_reachable(stop)
 
 
 def is_systemic(exc: BaseException) -> bool:

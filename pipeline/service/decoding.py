@@ -169,7 +169,7 @@ class ReadingDecoder:
         if more:
             detail += f"; {more} more sensor{'s' if more > 1 else ''} of this record rejected"
         if used:
-            detail += f"; its other {used} reading{'s' if used > 1 else ''} were used"
+            detail += f"; its other {used} reading{'s were' if used > 1 else ' was'} used"
         return reason, detail
 
     def _key_mismatch(self, key: bytes, sensor: str, counts: Counter[str]) -> None:

@@ -221,7 +221,8 @@ class ForecastService(BatchHandler):
                     self.reload()
                 elif not self.reload() and now - last_check >= self.config.topic_check_every_s:
                     last_check = now
-                    self._check_topics()
+                    if self._check_topics():
+                        outbox = self.renew_producer(outbox, stop)
                     if self._check_readings_topic(consumer):
                         consumer = self._rejoin_if_stale(consumer, now)
                 if now - last_stats >= self.config.stats_every_s:
@@ -334,17 +335,18 @@ class ForecastService(BatchHandler):
     def _warn_if_partial(self) -> None:
         """Warn when this instance holds only some partitions of the readings topic (as
         the broker described it while the assignment was adopted): another member of its
-        group reads the rest, so this one forecasts from part of the network and reports
-        the other sensors down."""
+        group reads the rest. A tick closes when most of the network has reported, so the
+        instance holding most sensors forecasts and reports the others down, and one
+        holding fewer closes no tick."""
         topic = self.settings.topic_readings
         mine = {tp.partition for tp in self.partitions.assigned if tp.topic == topic}
         every = self._partition_count.get(topic, 0)
         if mine and len(mine) < every:
             hint = (
                 f"another member of group {self.settings.consumer_group} reads the rest: "
-                "each instance then forecasts from part of the network and reports the "
-                "other sensors down; run one instance per group (see the README's "
-                "scaling section)"
+                "the instance holding most of the sensors reports the others down, one "
+                "holding fewer closes no tick and forecasts nothing; run one instance "
+                "per group (see the README's scaling section)"
             )
             fields = {"topic": topic, "assigned": sorted(mine), "partitions": every}
             log.warning("partial_assignment", extra={"fields": fields | {"hint": hint}})
