@@ -143,3 +143,38 @@ def test_a_hot_reload_keeps_the_correction_of_an_unchanged_version_only() -> Non
     assert after["gru"] is not held["gru"] and after["gru"].horizon == 6
     state.config = ServiceConfig(tick="5min", level_half_life=None)
     assert ServiceState._levels(state) == {}
+
+
+def test_a_fresh_start_waits_a_half_life_before_it_calls_a_change_a_shift() -> None:
+    """A fresh service's first errors were those of a congestion coming on (forecasts
+    made an hour before, in free flow): after 12 of them the gate opened and the next
+    forecasts were pulled down to 0 mph. A lasting change is still followed, once its
+    errors span about a half-life."""
+    from models.forecasters.level import LevelState
+
+    rng = np.random.default_rng(0)
+    state = LevelState((1, 1), half_life=72.0)
+    opened = []
+    for _ in range(150):
+        state.update(np.array([[-40.0 + rng.normal(0.0, 2.0)]]))
+        opened.append(bool(state.correction()[0, 0] != 0.0))
+    assert not any(opened[:60])  # within the first 5 hours: no shift yet
+    assert all(opened[80:])  # a change lasting beyond a half-life is followed
+
+
+def test_a_corrected_interval_keeps_its_forecast_above_the_floor() -> None:
+    """A large downward correction raised the forecast and its lower bound to the floor
+    but left the upper bound below it: lo > hi, and the forecast was dropped."""
+    from types import SimpleNamespace
+
+    from models.forecasters.level import LevelState, follow_level
+
+    level = OnlineLevel(horizon=2, nodes=3, half_life_ticks=4.0)
+    level.state = LevelState((2, 3), 4.0, gate=None)  # the plain mean: always applied
+    level.state.update(np.full((2, 3), -35.0))
+    model = SimpleNamespace(floored=lambda values: np.maximum(values, 0.0))
+    mean = np.full((2, 3), 26.0, dtype=np.float32)
+    lower, upper = mean - 4.3, mean + 4.3
+    got, lo, hi = follow_level(level, model, 0, mean, lower, upper)
+    assert lo is not None and hi is not None
+    assert np.all(lo <= got) and np.all(got <= hi) and np.all(lo >= 0.0)

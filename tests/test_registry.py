@@ -209,6 +209,7 @@ def test_promote_only_without_the_champion_says_the_set_has_none(tmp_path, caplo
     only = runner.invoke(app, ["models", "promote", "persistence", "--only", *folder])
     assert only.exit_code == 0, only.output
     assert "the champion 'ar' is no longer served" in caplog.text  # stderr, from the CLI
+    assert "no longer served: ar (not in the new set" in caplog.text
     assert read_serving(reg.bundles).champion is None
 
 

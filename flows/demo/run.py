@@ -29,6 +29,8 @@ from pipeline.folder_lock import folder_lock
 from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pipeline.kafka.broker import EmbeddedBroker
 
 DEFAULT_OUT = Path("demo-out")
@@ -136,6 +138,8 @@ def run_demo(
         base = settings or load_settings()
         panel = choose_panel(data, data_dir=base.data_dir, reading=reading)
         live = _live_part(panel, max_ticks)
+        # Scored: the forecasts issued in the test part (the warm-up's windows fill up).
+        scored_from = chronological_split(panel).test.timestamps[0]
         check_pace((live.timestamps[-1] - live.timestamps[0]).total_seconds(), live.n_time, speedup)
         created = not out.exists()
         try:
@@ -205,6 +209,7 @@ def run_demo(
                     cfg,
                     _Processes(proc, broker),
                     live,
+                    scored_from,
                     speedup,
                     store_path,
                     (service_log, log_start),
@@ -224,8 +229,7 @@ def run_demo(
                 raise DemoError(
                     f"the service exited with code {code} after SIGTERM; see {service_log}"
                 )
-        # Scored: the forecasts issued in the test part (the warm-up's windows fill up).
-        state = snapshot(store_path, issued_from=chronological_split(panel).test.timestamps[0])
+        state = snapshot(store_path, issued_from=scored_from)
         if state is None:
             raise DemoError(f"the service wrote no store at {store_path}; see {service_log}")
         summary = build_summary(
@@ -265,6 +269,7 @@ def _stream(
     cfg: Settings,
     procs: _Processes,
     live: SensorPanel,
+    scored_from: pd.Timestamp,
     speedup: float,
     store_path: Path,
     service_log: tuple[Path, int],
@@ -287,7 +292,10 @@ def _stream(
     stream_started = time.monotonic()
     thread, state = _start_replay(cfg, live, speedup)
     try:
-        _follow(procs, state, live, speedup, store_path, service_log, progress, stream_started)
+        _follow(
+            procs, state, live, scored_from, speedup, store_path, service_log, progress,
+            stream_started,
+        )  # fmt: skip
     finally:
         if not state.done:  # given up on: its producer must not outlive the demo (at exit
             # kafka-python would flush it into a dead broker and print a traceback)
@@ -337,13 +345,15 @@ def _follow(
     procs: _Processes,
     state: _Replay,
     live: SensorPanel,
+    scored_from: pd.Timestamp,
     speedup: float,
     store_path: Path,
     service_log: tuple[Path, int],
     progress: bool,
     stream_started: float,
 ) -> None:
-    """Show progress until the service has consumed every reading the replay sent."""
+    """Show progress until the service has consumed every reading the replay sent (the
+    accuracy, as in the summary, of the forecasts issued from ``scored_from`` on)."""
     expected = int(live.mask.sum())
     steps = report_steps(12)
 
@@ -363,14 +373,18 @@ def _follow(
                     break
                 view.update(
                     live_table(
-                        snapshot(store_path),
+                        snapshot(store_path, issued_from=scored_from),
                         _produced(state, live, stream_started, speedup),
                         expected,
                         steps,
                     )
                 )
                 time.sleep(1.0)
-            view.update(live_table(snapshot(store_path), state.messages, expected, steps))
+            view.update(
+                live_table(
+                    snapshot(store_path, issued_from=scored_from), state.messages, expected, steps
+                )
+            )
     _wait_for(finished, deadline_s, "consuming every reading", procs, service_log)
 
 

@@ -6,7 +6,9 @@ level. Here each sensor's forecast at step ``k`` is raised by the recent mean of
 step-``k`` errors ``y - yhat``: an exponentially weighted mean (half-life
 :data:`HALF_LIFE_H` hours) of the errors whose targets are already observed, applied
 only where it exceeds :data:`GATE_C` times its standard error. That standard error
-counts the errors' weight (at least :data:`MIN_EFFECTIVE` errors' worth) and is widened
+counts the errors' weight (at least one half-life's worth of errors, and at least
+:data:`MIN_EFFECTIVE`: a shift is a change that lasts, and the errors of a fresh start's
+first hour, a congestion coming on, cannot tell one from an incident) and is widened
 by ``sqrt((1 + rho) / (1 - rho))`` for their lag-1 autocorrelation ``rho``: step-``k``
 errors of neighbouring origins share ``k - 1`` targets, so taken as independent the
 gate would open on ordinary noise. Where nothing moved the gate stays shut and the
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 HALF_LIFE_H = 6.0
 GATE_C = 3.0
-MIN_EFFECTIVE = 12.0  # errors' worth of weight before the gate may open
+MIN_EFFECTIVE = 12.0  # errors' worth of weight before the gate may open, at the least
 MAX_RHO = 0.98
 
 
@@ -37,7 +39,8 @@ class LevelState:
     """Weighted moments of errors ``[..., node]`` arriving in order, one array per origin.
 
     ``half_life`` is in origins; ``gate`` is ``"ar1"`` (the rule above), ``"iid"`` (the
-    errors taken as independent) or None (the plain weighted mean, always applied).
+    errors taken as independent) or None (the plain weighted mean, always applied). A
+    gate opens only on at least ``max(MIN_EFFECTIVE, half_life)`` errors' effective weight.
     """
 
     def __init__(self, shape: tuple[int, ...], half_life: float, gate: str | None = "ar1"):
@@ -47,6 +50,7 @@ class LevelState:
             raise ValueError(f"gate must be 'ar1', 'iid' or None, got {gate!r}")
         self.decay = 0.5 ** (1.0 / half_life)
         self.gate = gate
+        self.min_effective = max(MIN_EFFECTIVE, half_life)
         self.w = np.zeros(shape)  # sum of weights
         self.w2 = np.zeros(shape)  # sum of squared weights
         self.s1 = np.zeros(shape)
@@ -90,7 +94,7 @@ class LevelState:
                 cov = np.where(self.wp > 0, self.sp / self.wp, 0.0) - mean**2
                 rho = np.clip(np.where(var > 0, cov / var, 0.0), 0.0, MAX_RHO)
                 se2 = se2 * (1.0 + rho) / (1.0 - rho)
-            on = (effective >= MIN_EFFECTIVE) & (mean**2 > GATE_C**2 * se2)
+            on = (effective >= self.min_effective) & (mean**2 > GATE_C**2 * se2)
         return np.where(on, mean, 0.0)
 
 
@@ -166,7 +170,8 @@ def follow_level(
     upper: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The forecast ``model`` issued at ``tick`` (``[horizon, node]``) moved by ``level``'s
-    correction, its interval with it (kept above the model's floor); ``level`` holds the
+    correction, its interval with it (all three kept above the model's floor, so the
+    interval still holds the forecast); ``level`` holds the
     model's own forecast, whose errors it learns from. The service's forecasts and the
     forecast flow's are corrected by it."""
     level.record(tick, mean)
@@ -177,5 +182,5 @@ def follow_level(
     return (
         floored(mean + shift),
         None if lower is None else floored(lower + shift),
-        None if upper is None else upper + shift,
+        None if upper is None else floored(upper + shift),
     )
