@@ -408,14 +408,19 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
     parse, is refused naming the row. An empty field after every row's value (a trailing
     comma) is read past; any other field beyond the header's is refused.
     """
+    from pipeline.data.text_file import is_gzip, not_text
+
+    packed = "gzip" if is_gzip(path) else "infer"
     try:
         with warnings.catch_warnings():
             # pandas warns, and drops them, when data rows have fields beyond the header's.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(path, dtype={"timestamp": str}, index_col=False)
+            frame = pd.read_csv(path, dtype={"timestamp": str}, index_col=False, compression=packed)
     except pd.errors.ParserWarning:
         raise DetectRunError(f"{path}: {_extra_fields(path)}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DetectRunError(f"{path}: {not_text(path, exc)}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         reason = " ".join(str(exc).split())
         raise DetectRunError(f"{path}: not a NAB CSV file ({reason})") from None
     if list(frame.columns[:2]) != ["timestamp", "value"]:
@@ -478,9 +483,22 @@ _OUT_OF_RANGE = f"is infinite or does not fit float32 (|x| <= {FLOAT32_MAX:.3g})
 def _extra_fields(path: Path) -> str:
     """The first data row of ``path`` with fields beyond its header's (other than one
     empty field), and the fix."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+    from pipeline.data.text_file import open_text
+
+    with open_text(path, errors="replace") as file:
         rows = (row for row in csv.reader(file) if row)  # pandas skips blank lines too
         header = next(rows, [])
+        if header and header[0].lstrip().startswith("#"):
+            return (
+                f"line 1 is a comment ({shown(header[0])}); a NAB file starts with its "
+                "header timestamp,value: delete the comment lines"
+            )
+        if len(header) == 1 and (separator := next((c for c in ";\t|" if c in header[0]), "")):
+            return (
+                f"the header {shown(header[0])} is one field holding {separator!r}: the file "
+                f"seems separated by {separator!r}; save it comma-separated, with decimal "
+                "points"
+            )
         for number, row in enumerate(rows, 1):
             if row[len(header) :] not in ([], [""]):
                 return (
@@ -493,34 +511,45 @@ def _extra_fields(path: Path) -> str:
 
 # A first timestamp whose day and month could be either way round: 01/09/2015, 1.9.15.
 _DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
+# A first timestamp of three short numbers, any of which could be the year: 15-09-01.
+_SHORT_YEAR = re.compile(r"\s*\d{1,2}[-/.]\d{1,2}[-/.]\d{2}(?!\d)")
 
 
 def day_or_month(text: pd.Series) -> pd.Series | None:
-    """Timestamps whose first one could be day-first or month-first (``01/09/2015``), read
-    the way that parses every row and puts the rows closer together, as the data reader
-    does (pandas takes month-first from the first row alone); None for other timestamps
-    or when neither way parses every row.
+    """Timestamps whose first one could be day-first or month-first (``01/09/2015``), or
+    year-first with a two-digit year (``15-09-01``), read the way that parses every row
+    and puts the rows closer together, as the data reader does (pandas takes one way from
+    the first row alone); None for other timestamps or when no way parses every row.
 
-    Raises ValueError when both ways parse every row and fit equally well."""
-    if not len(text) or not _DAY_OR_MONTH.match(str(text.iloc[0])):
+    Raises ValueError when two ways parse every row and fit equally well."""
+    first = str(text.iloc[0]) if len(text) else ""
+    short_year = _SHORT_YEAR.match(first) is not None
+    if not (short_year or _DAY_OR_MONTH.match(first)):
         return None
+    ways: list[dict[str, bool]] = [{"dayfirst": False}, {"dayfirst": True}]
     readings = []
-    for dayfirst in (False, True):
+    for way in ways + ([{"yearfirst": True}] if short_year else []):
         try:
-            readings.append(pd.to_datetime(text, dayfirst=dayfirst))
+            readings.append(pd.to_datetime(text, **way))
         except (ValueError, TypeError, OverflowError):
             continue
     if not readings:
         return None
-    if len(readings) == 1 or readings[0].equals(readings[1]):
-        return readings[0]
-    month, day = ((r.max() - r.min()) for r in readings)
-    if month == day:
+    spans = [r.max() - r.min() for r in readings]
+    shortest = min(spans)
+    best = readings[spans.index(shortest)]
+    ties = [r for r, s in zip(readings, spans, strict=True) if s == shortest]
+    rival = next((r for r in ties if not r.equals(best)), None)
+    if rival is not None:
+        a, b = best.iloc[0], rival.iloc[0]
+        if a.year == b.year:
+            why = "read as day/month and as month/day equally well"
+        else:
+            why = f"fit two readings equally well ({a:%Y-%m-%d} or {b:%Y-%m-%d})"
         raise ValueError(
-            f"timestamps such as {str(text.iloc[0])!r} read as day/month and as month/day "
-            "equally well; write ISO-8601 dates (2015-09-01 00:00:00)"
+            f"timestamps such as {first!r} {why}; write ISO-8601 dates (2015-09-01 00:00:00)"
         )
-    return readings[0] if month < day else readings[1]
+    return best
 
 
 def _refuse_row(path: Path, column: str, cells: pd.Series, bad: np.ndarray, why: str) -> None:

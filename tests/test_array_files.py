@@ -288,6 +288,13 @@ def test_a_parquet_table_without_times_or_with_text_is_named(tmp_path):
     labelled.to_parquet(tmp_path / "labelled.parquet")
     with pytest.raises(DatasetError, match=r"column 'road' holds text \('I-5'\), not readings"):
         load_dataset(f"parquet:{tmp_path / 'labelled.parquet'}")
+    flagged = frame.reset_index(names="time").assign(valid=np.arange(len(frame)) % 7 != 0)
+    flagged.to_parquet(tmp_path / "flagged.parquet")
+    with pytest.raises(DatasetError, match=r"column 'valid' holds true/false flags"):
+        load_dataset(f"parquet:{tmp_path / 'flagged.parquet'}")
+    np.savez(tmp_path / "flags.npz", data=np.ones((300, 3), dtype=bool))
+    with pytest.raises(DatasetError, match=r"holds true/false flags"):
+        load_dataset(f"npz:{tmp_path / 'flags.npz'}")
     (tmp_path / "csv.parquet").write_text("time,a\n2024-03-01,1\n")
     with pytest.raises(DatasetError) as info:
         load_dataset(f"parquet:{tmp_path / 'csv.parquet'}")

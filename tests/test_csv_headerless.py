@@ -65,6 +65,18 @@ def test_whole_numbers_written_once_each_stay_sensor_ids(tmp_path, header):
     assert not any("no header" in note for note in panel.notes)
 
 
+def test_whole_number_ids_that_could_be_a_row_of_counts_are_noted(tmp_path):
+    """A headerless file of counts lost its first row to sensor ids without a word."""
+    counts = np.random.default_rng(0).poisson(30, (300, 4))
+    counts[0] = [33, 36, 31, 20]  # distinct whole numbers: a header by the rule
+    rows = [",".join(str(v) for v in row) for row in counts]
+    panel = load_dataset(f"csv:{write(tmp_path / 'c.csv', rows)}")
+    assert panel.sensor_ids == ("33", "36", "31", "20") and panel.n_time == 299
+    (note,) = [n for n in panel.notes if "line 1 (33, 36, 31, ...)" in n]
+    assert "csv:c.csv,header=none" in note
+    assert load_dataset(f"csv:{tmp_path / 'c.csv'},header=none").n_time == 300
+
+
 def test_a_headerless_matrix_links_the_sensors_of_a_headerless_file_by_position(tmp_path):
     path = tmp_path / "V.csv"
     np.savetxt(path, speeds(n=6), delimiter=",", fmt="%.3f")

@@ -43,6 +43,22 @@ def test_ten_digit_unix_seconds_in_the_past_stay_unix_seconds(tmp_path):
     assert panel.freq == pd.Timedelta("1h")
 
 
+def test_numbers_that_would_be_unix_seconds_in_the_future_are_refused(tmp_path):
+    """yymmddHHMM stamps (2403010000: 1 March 2024) read as Unix seconds in 2046."""
+    path = stamped(tmp_path, "timestamp", [t.strftime("%y%m%d%H%M") for t in HOURS])
+    with pytest.raises(DatasetError, match=r"as Unix times \(s\) lie in the future.*yymmddHHMM"):
+        load_dataset(f"csv:{path}")
+
+
+def test_two_digit_years_first_within_one_day_are_noted(tmp_path):
+    """24-03-01 over one day fits 1 March 2024 as well as 24 March 2001: no word was said."""
+    path = stamped(tmp_path, "timestamp", [t.strftime("%y-%m-%d %H:%M") for t in HOURS[:24]])
+    (note,) = [n for n in load_dataset(f"csv:{path}").notes if "24-03-01" in n]
+    assert "fits them as well" in note and "2024-03-01" in note and "2001-03-24" in note
+    days = stamped(tmp_path, "timestamp", [t.strftime("%y-%m-%d %H:%M") for t in HOURS])
+    assert load_dataset(f"csv:{days}").timestamps[0] == HOURS[0]  # days apart: year first
+
+
 @pytest.mark.parametrize("first", ["day", "Day", "Datum", "Tag", "when"])
 def test_eight_digit_dates_are_dates_whatever_the_column_is_named(tmp_path, first):
     path = stamped(tmp_path, first, [t.strftime("%Y%m%d") for t in DAYS])

@@ -65,8 +65,17 @@ REFUSED = {
         "data row 21 has 3 fields, the header 'timestamp,value' has 2; remove the fields after",
     ),
     "binary": (bytes(range(256)) * 10, "not a NAB CSV file"),
-    "latin-1": (csv().encode() + b"2015-02-01 00:00:00,caf\xe9\n", "not a NAB CSV file"),
-    "utf-16": (csv().encode("utf-16"), "not a NAB CSV file"),
+    "latin-1": (csv().encode() + b"2015-02-01 00:00:00,caf\xe9\n", "not UTF-8 text"),
+    "utf-16": (csv().encode("utf-16"), "UTF-16 text, not UTF-8 text"),
+    "semicolons and decimal commas": (
+        "timestamp;value\n"
+        + "".join(f"{t};{v.replace('.', ',')}\n" for t, v in zip(STAMPS, VALUES, strict=True)),
+        "the file seems separated by ';'; save it comma-separated, with decimal points",
+    ),
+    "a comment line first": (
+        "# exported from logger X\n" + csv(),
+        "line 1 is a comment ('# exported from logger X'); a NAB file starts with its header",
+    ),
     "empty file": (b"", "not a NAB CSV file"),
     "header only": ("timestamp,value\n", "no data rows"),
     "word": (with_value(50, "abc"), "value 'abc' in data row 51 is not a number"),
@@ -177,6 +186,16 @@ def test_the_gan_scores_odd_files_without_a_warning(tmp_path, case) -> None:
         warnings.simplefilter("error", RuntimeWarning)
         (written,) = detect_nab(root, tmp_path / "out", "gan")
     assert pd.read_csv(written)["anomaly_score"].between(0, 1).all()
+
+
+def test_a_gzip_compressed_file_scores_as_the_plain_one(tmp_path) -> None:
+    import gzip
+
+    plain = nab_dir(tmp_path / "plain", csv())
+    packed = nab_dir(tmp_path / "packed", gzip.compress(csv().encode()))
+    (a,) = detect_nab(plain, tmp_path / "a", "extreme")
+    (b,) = detect_nab(packed, tmp_path / "b", "extreme")
+    assert a.read_bytes() == b.read_bytes()
 
 
 def test_every_file_is_checked_before_any_is_scored(tmp_path) -> None:
@@ -411,6 +430,19 @@ def test_dates_that_fit_day_first_and_month_first_equally_are_refused(tmp_path) 
     )
     line = one_line_error(root, tmp_path / "out")
     assert "read as day/month and as month/day equally well; write ISO-8601" in line
+
+
+def test_two_digit_years_first_are_read_as_the_rows_fit_or_refused(tmp_path) -> None:
+    """15-09-01 was read as 15 September 2001 (pandas' guess), the next days years apart."""
+    from flows.detect import read_nab_rows
+
+    stamps = list(pd.date_range("2015-09-01", periods=N, freq="1h").strftime("%y-%m-%d %H:%M"))
+    rows, times = read_nab_rows(nab_dir(tmp_path / "a", csv(stamps=stamps)) / "cat" / "f.csv")
+    assert rows["timestamp"].iloc[0] == stamps[0]
+    assert times[0] == pd.Timestamp("2015-09-01") and times[-1] - times[0] < pd.Timedelta("30D")
+    root = nab_dir(tmp_path / "b", csv(stamps=stamps[:24], values=VALUES[:24]))
+    line = one_line_error(root, tmp_path / "out")
+    assert "fit two readings equally well (2001-09-15 or 2015-09-01)" in line
 
 
 def test_a_file_without_readings_is_warned_about(tmp_path) -> None:

@@ -45,6 +45,13 @@ def test_sensors_no_model_can_learn_are_named(tmp_path: Path, change, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_one_row_of_data_is_too_short_not_a_stuck_network(tmp_path: Path):
+    """One row said every sensor was "stuck or dead: drop it"."""
+    with pytest.raises(ValueError, match="too few to split"):
+        train_models(panel(readings(1)), PLAN, tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sensor_without_a_link_is_named_for_graph_models(tmp_path: Path):
     graph = RoadGraph.from_edges([0, 1, 1, 2], [1, 0, 2, 1], num_nodes=4)  # s3 has no link
     plan = TrainPlan(models=("persistence", "tgclstm"), window=6, horizon=3, seeds=1, epochs=1)

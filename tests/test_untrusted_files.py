@@ -82,6 +82,7 @@ def test_adjacency_pickle_of_any_protocol(tmp_path: Path, protocol: int) -> None
     [
         ((["a"], {"a": 0}, np.zeros((2, 2))), "shape"),
         ((["a"], {"a": 5}, np.eye(1)), "row numbers"),
+        ((["a", "b"], {"a": 0, "b": 0}, np.eye(2)), "maps 'a' and 'b' to the same row 0"),
         ((["a"], {"a": 0}, np.array([["x"]], dtype=object)), "numeric"),
         ((["a"], {"a": 0}), "expected"),
     ],

@@ -260,7 +260,12 @@ def _as_panel(
     path: Path, name: str, array: np.ndarray, feature: str | None, notes: list[str]
 ) -> np.ndarray:
     """``array`` as ``[time, sensor]``: a 3-D array's ``feature`` taken."""
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind == "b":
+        raise DatasetError(
+            f"{path}: {name} holds true/false flags, not readings; save the readings as a "
+            "numeric array"
+        )
+    if array.dtype.kind not in "iuf":
         raise DatasetError(
             f"{path}: {name} holds {array.dtype} values, not numbers; save the readings as "
             "a numeric array"
@@ -541,6 +546,12 @@ def frame_readings(
             raise DatasetError(
                 f"{path}: sensor {sensor[:40]!r} {problem}: readings on Kafka could not name it"
             )
+    flags = [str(c) for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
+    if flags:
+        raise DatasetError(
+            f"{path}: column {flags[0]!r} holds true/false flags, not readings; drop it, or "
+            "save it as numbers if it is a sensor"
+        )
     try:
         values = frame.to_numpy(dtype=np.float64, copy=True)
     except (ValueError, TypeError):

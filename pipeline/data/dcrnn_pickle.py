@@ -141,6 +141,13 @@ def _check(content: Any) -> tuple[list[str], dict[str, int], np.ndarray]:
     mapping = {_text(k): v for k, v in id_to_ind.items()}
     if any(not 0 <= v < n for v in mapping.values()):
         raise AdjacencyPickleError(f"sensor_id_to_ind has row numbers outside 0..{n - 1}")
+    rows: dict[int, str] = {}
+    for sensor, row in mapping.items():
+        if (other := rows.setdefault(row, sensor)) != sensor:
+            raise AdjacencyPickleError(
+                f"sensor_id_to_ind maps {other!r} and {sensor!r} to the same row {row}; "
+                "each sensor needs its own row"
+            )
     return [_text(s) for s in ids], mapping, adj.astype(np.float64, copy=False)
 
 

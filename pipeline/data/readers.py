@@ -1022,6 +1022,28 @@ def _headerless(fields: Sequence[str]) -> bool:
     return 2 * decimals > len(cells) or len(set(cells)) < len(cells)
 
 
+def _ids_like_readings(
+    path: Path, ids: Sequence[str], values: np.ndarray, has_header: bool | None
+) -> list[str]:
+    """A note when a guessed header of whole numbers, in a file without times, could be a
+    row of readings: every id lies within its own column's readings (``33`` over counts
+    of 20-40), as no sensor id need."""
+    if has_header is not None or not ids or not all(i.isascii() and i.isdigit() for i in ids):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an empty column
+        low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    numbers = np.array([float(i) for i in ids])
+    if not np.all((low <= numbers) & (numbers <= high)):
+        return []
+    shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    return [
+        f"note: {path.name}: line 1 ({shown}) is read as the sensor ids, though each lies "
+        f"within its column's readings; if it is a row of readings, read the file as "
+        f"csv:{path.name},header=none"
+    ]
+
+
 def _is_data_row(fields: Sequence[str]) -> bool:
     """True for a header that is a row of readings: a timestamp, then numbers (numbers
     alone may be sensor ids, as in ``los_speed.csv``)."""
@@ -1407,7 +1429,7 @@ def read_wide_csv(
         f"k x {duration_text(step.total_seconds())}; what models learn of the hour of day "
         "and weekday follows that assumed clock: add a time column if the rows have times"
     )
-    dropped: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = (*_ids_like_readings(path, table.columns, values, has_header),)
     if table.first is not None and guessed and name.lower() not in COUNTER_NAMES:
         shown = ", ".join(table.first.iloc[:3].str.strip())
         dropped = (

@@ -192,17 +192,19 @@ def parse_times(
     parsed = _one_format(text, dayfirst=dotted)  # 01.03.2024 is 1 March
     if text.size and not dotted and not re.match(r"\d{4}", text.iloc[0]):  # 01/03/2024
         # 13/01/2024, 24-01-31 (two-digit year first): the reading whose times lie closer
+        # (of equal ones the first: pandas' own, then day-first, then year-first)
         dayfirst = _one_format(text, dayfirst=True)
-        for swapped in (dayfirst, _one_format(text, yearfirst=True)):
-            if swapped is not None and (parsed is None or _span(swapped) < _span(parsed)):
-                parsed = swapped
-        if (
-            parsed is not None
-            and dayfirst is not None
-            and _span(dayfirst) == _span(parsed)
-            and not dayfirst.equals(parsed)
-        ):
-            _ambiguous(path, text.iloc[0], parsed[0], dayfirst[0], notes)
+        readings = [
+            r for r in (parsed, dayfirst, _one_format(text, yearfirst=True)) if r is not None
+        ]
+        if readings:
+            parsed = min(readings, key=_span)
+            rival = next(
+                (r for r in readings if _span(r) == _span(parsed) and not r.equals(parsed)), None
+            )
+            if rival is not None:
+                both_ways = rival is dayfirst and _DAY_OR_MONTH.match(text.iloc[0]) is not None
+                _ambiguous(path, text.iloc[0], parsed[0], rival[0], notes, both_ways)
     if parsed is None:  # fall back to per-value parsing, to find the culprit
         try:
             parsed = pd.DatetimeIndex(
@@ -234,13 +236,22 @@ def parse_times(
 
 
 def _ambiguous(
-    path: Path, written: str, taken: pd.Timestamp, other: pd.Timestamp, notes: list[str] | None
+    path: Path,
+    written: str,
+    taken: pd.Timestamp,
+    other: pd.Timestamp,
+    notes: list[str] | None,
+    day_or_month: bool = True,
 ) -> None:
-    """Note (or, without ``notes``, refuse) dates whose day and month could be either
-    way round and fit equally well both ways: ``taken`` is read, ``other`` is not."""
+    """Note (or, without ``notes``, refuse) dates that fit equally well read two ways:
+    ``taken`` is read, ``other`` is not; ``day_or_month``: the two differ by the order of
+    day and month (else by which number is the year)."""
+    read, rival = f"{taken:%d %B %Y}", f"{other:%d %B %Y}"
+    if day_or_month:
+        read, rival = f"month-first ({read})", f"day-first ({rival})"
     text = (
-        f"dates such as {written!r} are read month-first ({taken:%d %B %Y}), though "
-        f"day-first ({other:%d %B %Y}) fits them as well; write ISO-8601 dates "
+        f"dates such as {written!r} are read {'' if day_or_month else 'as '}{read}, though "
+        f"{rival} fits them as well; write ISO-8601 dates "
         f"({taken:%Y-%m-%d} or {other:%Y-%m-%d}) to make them unambiguous"
     )
     if notes is None:
@@ -436,9 +447,17 @@ def epoch_times(path: Path, numeric: pd.Series, name: str, hint: str) -> pd.Date
     for size, unit in _EPOCH_UNITS:
         if size <= smallest and biggest < size * 1e3:
             try:
-                return pd.DatetimeIndex(pd.to_datetime(numeric, unit=unit, utc=True))
+                times = pd.DatetimeIndex(pd.to_datetime(numeric, unit=unit, utc=True))
             except (ValueError, OverflowError):
                 break  # beyond what nanosecond times hold
+            if times.max() > pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1):
+                raise DatasetError(
+                    f"{path}: column {name!r} holds numbers ({numeric.iloc[0]:.0f}, ...) that "
+                    f"as Unix times ({unit}) lie in the future (up to {times.max():%Y-%m-%d}); "
+                    "if they are dates without separators (yymmddHHMM), write ISO-8601 "
+                    "timestamps such as 2012-03-01 00:05:00"
+                )
+            return times
     raise DatasetError(
         f"{path}: column {name!r} holds numbers ({numeric.iloc[0]:g}, ...) that are not Unix "
         "times of one unit (seconds, ms, us or ns since 1970, from 1973 on); write ISO-8601 "
