@@ -425,6 +425,8 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
         raise DetectRunError(f"{path}: not a NAB CSV file ({reason})") from None
     if list(frame.columns[:2]) != ["timestamp", "value"]:
         found = ",".join(str(c) for c in frame.columns[:3])
+        if len(frame.columns) == 1 and (hint := _separated(found)):
+            raise DetectRunError(f"{path}: {hint}")
         raise DetectRunError(f"{path}: expected NAB's header timestamp,value, found {shown(found)}")
     flags = frame["value"].map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
     if flags.any():
@@ -480,6 +482,18 @@ def read_nab_rows(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
 _OUT_OF_RANGE = f"is infinite or does not fit float32 (|x| <= {FLOAT32_MAX:.3g})"
 
 
+def _separated(header: str) -> str:
+    """Why a header of one field holding ``;``, a tab or ``|`` is not NAB's, else ``""``."""
+    separator = next((c for c in ";\t|" if c in header), "")
+    if not separator:
+        return ""
+    points = ", with decimal points" if separator == ";" else ""
+    return (
+        f"the header {shown(header)} is one field holding {separator!r}: the file seems "
+        f"separated by {separator!r}; save it comma-separated{points}"
+    )
+
+
 def _extra_fields(path: Path) -> str:
     """The first data row of ``path`` with fields beyond its header's (other than one
     empty field), and the fix."""
@@ -493,12 +507,8 @@ def _extra_fields(path: Path) -> str:
                 f"line 1 is a comment ({shown(header[0])}); a NAB file starts with its "
                 "header timestamp,value: delete the comment lines"
             )
-        if len(header) == 1 and (separator := next((c for c in ";\t|" if c in header[0]), "")):
-            return (
-                f"the header {shown(header[0])} is one field holding {separator!r}: the file "
-                f"seems separated by {separator!r}; save it comma-separated, with decimal "
-                "points"
-            )
+        if len(header) == 1 and (hint := _separated(header[0])):
+            return hint
         for number, row in enumerate(rows, 1):
             if row[len(header) :] not in ([], [""]):
                 return (
@@ -511,8 +521,8 @@ def _extra_fields(path: Path) -> str:
 
 # A first timestamp whose day and month could be either way round: 01/09/2015, 1.9.15.
 _DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
-# A first timestamp of three short numbers, any of which could be the year: 15-09-01.
-_SHORT_YEAR = re.compile(r"\s*\d{1,2}[-/.]\d{1,2}[-/.]\d{2}(?!\d)")
+# A first timestamp that could be year-first with a two-digit year: 15-09-01.
+_SHORT_YEAR = re.compile(r"\s*\d{2}-\d{1,2}-\d{2}(?!\d)")
 
 
 def day_or_month(text: pd.Series) -> pd.Series | None:
@@ -522,30 +532,32 @@ def day_or_month(text: pd.Series) -> pd.Series | None:
     the first row alone); None for other timestamps or when no way parses every row.
 
     Raises ValueError when two ways parse every row and fit equally well."""
+    from pipeline.data.timestamps import closest_reading
+
     first = str(text.iloc[0]) if len(text) else ""
     short_year = _SHORT_YEAR.match(first) is not None
     if not (short_year or _DAY_OR_MONTH.match(first)):
         return None
     ways: list[dict[str, bool]] = [{"dayfirst": False}, {"dayfirst": True}]
-    readings = []
+    readings, yearfirst = [], None
     for way in ways + ([{"yearfirst": True}] if short_year else []):
         try:
-            readings.append(pd.to_datetime(text, **way))
+            reading = pd.to_datetime(text, **way)
         except (ValueError, TypeError, OverflowError):
             continue
+        readings.append(reading)
+        yearfirst = reading if "yearfirst" in way else yearfirst
     if not readings:
         return None
-    spans = [r.max() - r.min() for r in readings]
-    shortest = min(spans)
-    best = readings[spans.index(shortest)]
-    ties = [r for r, s in zip(readings, spans, strict=True) if s == shortest]
-    rival = next((r for r in ties if not r.equals(best)), None)
+    best, rival = closest_reading(readings)
     if rival is not None:
         a, b = best.iloc[0], rival.iloc[0]
-        if a.year == b.year:
-            why = "read as day/month and as month/day equally well"
-        else:
-            why = f"fit two readings equally well ({a:%Y-%m-%d} or {b:%Y-%m-%d})"
+        year_tie = any(r is yearfirst for r in (best, rival)) and yearfirst is not None
+        why = (
+            f"fit two readings equally well ({a:%Y-%m-%d} or {b:%Y-%m-%d})"
+            if year_tie
+            else "read as day/month and as month/day equally well"
+        )
         raise ValueError(
             f"timestamps such as {first!r} {why}; write ISO-8601 dates (2015-09-01 00:00:00)"
         )

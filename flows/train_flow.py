@@ -123,9 +123,9 @@ def split_task(panel: SensorPanel, plan: TrainPlan, asked: bool = True) -> Split
     when the user ``asked`` for them, and a validation part shorter than the horizon (no
     model could be scored there, so the run would fail choosing its champion after
     writing the versions)."""
+    split = split_panel(panel, plan)  # a panel too short says so before its sensors are judged
     for note in [*check_readings(panel), *check_graphs(panel, plan, asked=asked)]:
         get_run_logger().warning(note)
-    split = split_panel(panel, plan)
     if split.valid.n_time < plan.horizon:
         raise ValueError(
             f"the validation part has {split.valid.n_time} steps, fewer than --horizon "

@@ -78,9 +78,9 @@ def train_models(
     """
     check_out_dir(out)
     check_same_network(out, panel)  # again under the lock, before anything is written
+    split = split_panel(panel, plan)  # a panel too short says so before its sensors are judged
     for note in [*check_readings(panel), *check_graphs(panel, plan)]:
         log(note)
-    split = split_panel(panel, plan)
     refuse_unsupported(split, plan)
     log(f"{dataset or panel.name}: {panel.n_nodes} sensors, split {split.sizes()}")
     for note in validation_notes(split, plan):

@@ -73,8 +73,14 @@ def test_whole_number_ids_that_could_be_a_row_of_counts_are_noted(tmp_path):
     panel = load_dataset(f"csv:{write(tmp_path / 'c.csv', rows)}")
     assert panel.sensor_ids == ("33", "36", "31", "20") and panel.n_time == 299
     (note,) = [n for n in panel.notes if "line 1 (33, 36, 31, ...)" in n]
-    assert "csv:c.csv,header=none" in note
+    assert f"csv:{tmp_path / 'c.csv'},header=none" in note
     assert load_dataset(f"csv:{tmp_path / 'c.csv'},header=none").n_time == 300
+    counted = ["foo,33,36,31,20"] + [f"{k},{row}" for k, row in enumerate(rows[1:])]
+    notes = load_dataset(f"csv:{write(tmp_path / 'n.csv', counted)}").notes
+    assert any("as a row counter" in n for n in notes)
+    assert any("line 1 (33, 36, 31, ...)" in n for n in notes)  # beside the counter's note
+    positions = load_dataset(f"csv:{write(tmp_path / 'p.csv', ['1,2,3,4', *rows[1:]])}")
+    assert not any("line 1" in n for n in positions.notes)  # sensors numbered by position
 
 
 def test_a_headerless_matrix_links_the_sensors_of_a_headerless_file_by_position(tmp_path):

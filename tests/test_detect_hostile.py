@@ -85,7 +85,8 @@ REFUSED = {
         "value,timestamp\n" + "".join(f"{v},{t}\n" for t, v in zip(STAMPS, VALUES, strict=True)),
         "expected NAB's header timestamp,value, found 'value,timestamp'",
     ),
-    "semicolons": (csv().replace(",", ";"), "found 'timestamp;value'"),
+    "semicolons": (csv().replace(",", ";"), "the file seems separated by ';'"),
+    "tabs": (csv().replace(",", "\t"), "separated by '\\t'; save it comma-separated"),
     "renamed": (csv(header="time,val"), "found 'time,val'"),
     "bad timestamp": (
         csv(stamps=[*STAMPS[:10], "yesterday", *STAMPS[11:]]),

@@ -160,6 +160,12 @@ def test_a_fresh_start_waits_a_half_life_before_it_calls_a_change_a_shift() -> N
         opened.append(bool(state.correction()[0, 0] != 0.0))
     assert not any(opened[:60])  # within the first 5 hours: no shift yet
     assert all(opened[80:])  # a change lasting beyond a half-life is followed
+    # a sensor reporting every third tick (15 minutes on a 5-minute grid) is followed too
+    sparse = LevelState((1, 1), half_life=72.0)
+    for tick in range(150):
+        seen = tick % 3 == 0
+        sparse.update(np.array([[-40.0 + rng.normal(0.0, 2.0) if seen else np.nan]]))
+    assert sparse.correction()[0, 0] != 0.0
 
 
 def test_a_corrected_interval_keeps_its_forecast_above_the_floor() -> None:

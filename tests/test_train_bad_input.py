@@ -45,10 +45,13 @@ def test_sensors_no_model_can_learn_are_named(tmp_path: Path, change, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_one_row_of_data_is_too_short_not_a_stuck_network(tmp_path: Path):
-    """One row said every sensor was "stuck or dead: drop it"."""
-    with pytest.raises(ValueError, match="too few to split"):
-        train_models(panel(readings(1)), PLAN, tmp_path / "out", log=lambda _: None)
+@pytest.mark.parametrize(("rows", "message"), [(1, "too few to split"), (20, "no test window")])
+def test_data_too_short_say_so_not_that_sensors_are_stuck(tmp_path: Path, rows, message):
+    """One row (or a few repeating rows) said every sensor was "stuck or dead: drop it"."""
+    values = readings(rows)
+    values[:] = values[0]
+    with pytest.raises(ValueError, match=message):
+        train_models(panel(values), PLAN, tmp_path / "out", log=lambda _: None)
     assert not (tmp_path / "out").exists()
 
 

@@ -294,8 +294,7 @@ def check_readings(panel: SensorPanel) -> list[str]:
     values = values[..., 0].astype(np.float64)  # [time, node]
     low = np.min(np.where(np.isnan(values), np.inf, values), axis=0)  # [node]
     high = np.max(np.where(np.isnan(values), -np.inf, values), axis=0)
-    if panel.n_time > 1:  # one step is one value everywhere: the split says it is too short
-        _refuse_unlearnable(panel.sensor_ids, low, high, "at all", "in all their readings")
+    _refuse_unlearnable(panel.sensor_ids, low, high, "at all", "in all their readings")
     spread = high - low
     if (spread > MAX_SPREAD).any():
         worst = int(np.argmax(spread))

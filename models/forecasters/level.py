@@ -6,8 +6,8 @@ level. Here each sensor's forecast at step ``k`` is raised by the recent mean of
 step-``k`` errors ``y - yhat``: an exponentially weighted mean (half-life
 :data:`HALF_LIFE_H` hours) of the errors whose targets are already observed, applied
 only where it exceeds :data:`GATE_C` times its standard error. That standard error
-counts the errors' weight (at least one half-life's worth of errors, and at least
-:data:`MIN_EFFECTIVE`: a shift is a change that lasts, and the errors of a fresh start's
+counts the errors' weight (at least :data:`MIN_EFFECTIVE` errors' worth, gathered over
+at least one half-life: a shift is a change that lasts, and the errors of a fresh start's
 first hour, a congestion coming on, cannot tell one from an incident) and is widened
 by ``sqrt((1 + rho) / (1 - rho))`` for their lag-1 autocorrelation ``rho``: step-``k``
 errors of neighbouring origins share ``k - 1`` targets, so taken as independent the
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 HALF_LIFE_H = 6.0
 GATE_C = 3.0
-MIN_EFFECTIVE = 12.0  # errors' worth of weight before the gate may open, at the least
+MIN_EFFECTIVE = 12.0  # errors' worth of weight before the gate may open
 MAX_RHO = 0.98
 
 
@@ -40,7 +40,8 @@ class LevelState:
 
     ``half_life`` is in origins; ``gate`` is ``"ar1"`` (the rule above), ``"iid"`` (the
     errors taken as independent) or None (the plain weighted mean, always applied). A
-    gate opens only on at least ``max(MIN_EFFECTIVE, half_life)`` errors' effective weight.
+    gate opens only on :data:`MIN_EFFECTIVE` errors' effective weight gathered over at
+    least ``half_life`` origins since the cell's first error.
     """
 
     def __init__(self, shape: tuple[int, ...], half_life: float, gate: str | None = "ar1"):
@@ -50,7 +51,7 @@ class LevelState:
             raise ValueError(f"gate must be 'ar1', 'iid' or None, got {gate!r}")
         self.decay = 0.5 ** (1.0 / half_life)
         self.gate = gate
-        self.min_effective = max(MIN_EFFECTIVE, half_life)
+        self.half_life = half_life
         self.w = np.zeros(shape)  # sum of weights
         self.w2 = np.zeros(shape)  # sum of squared weights
         self.s1 = np.zeros(shape)
@@ -58,6 +59,7 @@ class LevelState:
         self.wp = np.zeros(shape)  # weight of lag-1 pairs
         self.sp = np.zeros(shape)
         self.prev = np.full(shape, np.nan)
+        self.age = np.zeros(shape)  # origins since the cell's first error (0: none yet)
 
     def update(self, errors: np.ndarray) -> None:
         """Fold in the next origin's errors (NaN: none: the weights still decay)."""
@@ -72,6 +74,7 @@ class LevelState:
         self.wp = d * self.wp + paired
         self.sp = d * self.sp + np.where(paired, x * np.where(paired, self.prev, 0.0), 0.0)
         self.prev = np.where(seen, errors, self.prev)
+        self.age = np.where((self.age > 0) | seen, self.age + 1, 0.0)
 
     def skip(self, origins: int) -> None:
         """As ``origins`` updates without errors: every weight decays, nothing is added."""
@@ -79,6 +82,7 @@ class LevelState:
             d = self.decay**origins
             self.w, self.w2 = d * self.w, d * d * self.w2
             self.s1, self.s2, self.wp, self.sp = d * self.s1, d * self.s2, d * self.wp, d * self.sp
+            self.age = np.where(self.age > 0, self.age + origins, 0.0)
 
     def correction(self) -> np.ndarray:
         """What to add to the next forecasts: the gated weighted mean (0 where shut)."""
@@ -94,7 +98,8 @@ class LevelState:
                 cov = np.where(self.wp > 0, self.sp / self.wp, 0.0) - mean**2
                 rho = np.clip(np.where(var > 0, cov / var, 0.0), 0.0, MAX_RHO)
                 se2 = se2 * (1.0 + rho) / (1.0 - rho)
-            on = (effective >= self.min_effective) & (mean**2 > GATE_C**2 * se2)
+            lasting = (effective >= MIN_EFFECTIVE) & (self.age >= self.half_life)
+            on = lasting & (mean**2 > GATE_C**2 * se2)
         return np.where(on, mean, 0.0)
 
 

@@ -1030,6 +1030,8 @@ def _ids_like_readings(
     of 20-40), as no sensor id need."""
     if has_header is not None or not ids or not all(i.isascii() and i.isdigit() for i in ids):
         return []
+    if sorted(int(i) for i in ids) in (list(range(len(ids))), list(range(1, len(ids) + 1))):
+        return []  # sensors numbered by position
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an empty column
         low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
@@ -1040,7 +1042,7 @@ def _ids_like_readings(
     return [
         f"note: {path.name}: line 1 ({shown}) is read as the sensor ids, though each lies "
         f"within its column's readings; if it is a row of readings, read the file as "
-        f"csv:{path.name},header=none"
+        f"csv:{path},header=none"
     ]
 
 
@@ -1433,6 +1435,7 @@ def read_wide_csv(
     if table.first is not None and guessed and name.lower() not in COUNTER_NAMES:
         shown = ", ".join(table.first.iloc[:3].str.strip())
         dropped = (
+            *dropped,
             f"note: {path.name}: its first column {name!r} ({shown}, ...) is read as a row "
             "counter, not a sensor; if it is a sensor, pass --no-index",
         )

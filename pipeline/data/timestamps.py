@@ -40,8 +40,9 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -198,10 +199,7 @@ def parse_times(
             r for r in (parsed, dayfirst, _one_format(text, yearfirst=True)) if r is not None
         ]
         if readings:
-            parsed = min(readings, key=_span)
-            rival = next(
-                (r for r in readings if _span(r) == _span(parsed) and not r.equals(parsed)), None
-            )
+            parsed, rival = closest_reading(readings)
             if rival is not None:
                 both_ways = rival is dayfirst and _DAY_OR_MONTH.match(text.iloc[0]) is not None
                 _ambiguous(path, text.iloc[0], parsed[0], rival[0], notes, both_ways)
@@ -451,11 +449,12 @@ def epoch_times(path: Path, numeric: pd.Series, name: str, hint: str) -> pd.Date
             except (ValueError, OverflowError):
                 break  # beyond what nanosecond times hold
             if times.max() > pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1):
+                compact = unit == "s" and (numeric.astype(np.int64) < 10**10).all()
+                why = "dates without separators (yymmddHHMM)?" if compact else "intended?"
                 raise DatasetError(
                     f"{path}: column {name!r} holds numbers ({numeric.iloc[0]:.0f}, ...) that "
-                    f"as Unix times ({unit}) lie in the future (up to {times.max():%Y-%m-%d}); "
-                    "if they are dates without separators (yymmddHHMM), write ISO-8601 "
-                    "timestamps such as 2012-03-01 00:05:00"
+                    f"as Unix times ({unit}) lie in the future (up to {times.max():%Y-%m-%d}): "
+                    f"{why} Write ISO-8601 timestamps such as 2012-03-01 00:05:00"
                 )
             return times
     raise DatasetError(
@@ -492,8 +491,21 @@ def _one_format(
         return None
 
 
-def _span(times: pd.DatetimeIndex) -> pd.Timedelta:
+def _span(times: pd.DatetimeIndex | pd.Series) -> pd.Timedelta:
     return times.max() - times.min()
+
+
+Reading = TypeVar("Reading", pd.DatetimeIndex, pd.Series)
+
+
+def closest_reading(readings: Sequence[Reading]) -> tuple[Reading, Reading | None]:
+    """Of one time column's readings (day-first, month-first, ...; the preferred first),
+    the one whose times lie closest together (the first of equals), and another reading
+    that fits as well (None when none does)."""
+    spans = [_span(r) for r in readings]
+    best = readings[spans.index(min(spans))]
+    ties = [r for r, span in zip(readings, spans, strict=True) if span == min(spans)]
+    return best, next((r for r in ties if not r.equals(best)), None)
 
 
 def grid_step(spacings: np.ndarray) -> int:

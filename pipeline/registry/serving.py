@@ -284,13 +284,6 @@ def _promote(
     served.update({model: v.version for model, v in picked.items()})
     if not served:
         raise RegistryError("nothing to serve: name at least one model")
-    dropped = sorted(set(current.models) - set(served)) if current is not None else []
-    if dropped:
-        log.warning(
-            "warning: no longer served: %s (not in the new set; their versions stay "
-            "registered, and `roadcast models promote MODEL` serves one again)",
-            ", ".join(dropped),
-        )
     if champion is not None and champion.champion not in served:
         raise RegistryError(
             f"champion {shown_value(champion.champion)} would not be served (serving "
@@ -309,7 +302,15 @@ def _promote(
                 "record one with --champion MODEL",
                 kept.get("champion"),
             )
-    return _commit(root, current, served, record, reason)
+    committed = _commit(root, current, served, record, reason)
+    dropped = sorted(set(current.models) - set(served)) if current is not None else []
+    if dropped:
+        log.warning(
+            "warning: no longer served: %s (not in the new set; their versions stay "
+            "registered, and `roadcast models promote MODEL` serves one again)",
+            ", ".join(dropped),
+        )
+    return committed
 
 
 def rollback(models_dir: str | Path, steps: int = 1) -> Serving:

@@ -335,18 +335,17 @@ class ForecastService(BatchHandler):
     def _warn_if_partial(self) -> None:
         """Warn when this instance holds only some partitions of the readings topic (as
         the broker described it while the assignment was adopted): another member of its
-        group reads the rest. A tick closes when most of the network has reported, so the
-        instance holding most sensors forecasts and reports the others down, and one
-        holding fewer closes no tick."""
+        group reads the rest, so this one forecasts from part of the network, publishes
+        forecasts for every sensor and reports the other sensors down."""
         topic = self.settings.topic_readings
         mine = {tp.partition for tp in self.partitions.assigned if tp.topic == topic}
         every = self._partition_count.get(topic, 0)
         if mine and len(mine) < every:
             hint = (
                 f"another member of group {self.settings.consumer_group} reads the rest: "
-                "the instance holding most of the sensors reports the others down, one "
-                "holding fewer closes no tick and forecasts nothing; run one instance "
-                "per group (see the README's scaling section)"
+                "each instance then forecasts from part of the network, publishes "
+                "forecasts for every sensor and reports the other sensors down; run one "
+                "instance per group (see the README's scaling section)"
             )
             fields = {"topic": topic, "assigned": sorted(mine), "partitions": every}
             log.warning("partial_assignment", extra={"fields": fields | {"hint": hint}})
