@@ -356,3 +356,32 @@ def test_a_rollback_to_a_set_whose_champion_it_does_not_serve_drops_it_saying_so
     assert back.models["ar"] == reg.a.version and back.champion is None
     assert read_champion(reg.bundles) is None
     assert "names champion 'lstm', which it does not serve" in caplog.text
+
+
+def test_a_killed_registration_is_swept_and_a_new_label_on_an_old_version_is_named(
+    tmp_path, caplog
+):
+    """A registration killed part-way left its staging folder for good; registering the
+    same bundle again under another label kept the old record without a word."""
+    import os
+    import time
+
+    from models.forecasters.baselines import Persistence
+    from pipeline.registry.versions import STALE_STAGING_S
+
+    reg = make_registry(tmp_path, 5)
+    parent = reg.bundles / "versions" / "ar"
+    stale, live = parent / ".staging-killed", parent / ".staging-writing"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    old = time.time() - STALE_STAGING_S - 60
+    os.utime(stale, (old, old))
+    again = register(reg.bundles, reg.a.path, label="another")
+    assert again.version == reg.a.version and again.label == "first"
+    assert not stale.exists() and live.exists()  # a recent one may be another process's
+    assert "registered before (label 'first'" in caplog.text and "'another'" in caplog.text
+    fresh = Persistence(window=3, horizon=HORIZON).fit(reg.panel.slice(0, 50))
+    caplog.clear()
+    register(reg.bundles, fresh, label="new")
+    assert "registered before" not in caplog.text

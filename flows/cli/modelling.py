@@ -205,7 +205,9 @@ def train(
                 )
         except BrokenPipeError:  # `| head`: the group ends quietly
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, ValueError, SettingsError, OSError) as exc:
+            if interruption.signum is None and not isinstance(exc, KeyboardInterrupt):
+                fail(exc)  # DatasetError, ChampionError included
             where = out or "the model directory"
             typer.echo(
                 f"error: interrupted before the run finished; {where} keeps what earlier runs "
@@ -213,8 +215,6 @@ def train(
                 err=True,
             )
             raise typer.Exit(interruption.exit_code) from None
-        except (ValueError, SettingsError, OSError) as exc:  # DatasetError, ChampionError included
-            fail(exc)
     from flows.reporting.tables import claims_rows, compact_rows, one_seed_note
     from flows.reporting.text import print_table
 

@@ -10,8 +10,9 @@ from types import FrameType
 
 
 class Interruption:
-    """The signal that interrupted a block: SIGTERM once it came, else Ctrl-C's SIGINT
-    (which Python raises as :class:`KeyboardInterrupt` by itself)."""
+    """The signal that interrupted a block (None: none came), SIGTERM or Ctrl-C's SIGINT.
+    A library may replace the :class:`KeyboardInterrupt` with an error of its own (Prefect
+    does while it sets a task up): ``signum`` still says that a signal came."""
 
     signum: int | None = None
 
@@ -37,8 +38,11 @@ def sigterm_as_interrupt() -> Iterator[Interruption]:
             interruption.signum = signum
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {
+        signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield interruption
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)

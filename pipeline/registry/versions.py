@@ -17,8 +17,10 @@ afterwards (a new fit is a new version). Which version serves is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -42,6 +44,11 @@ VERSION_FILE = "version.json"
 MANIFEST = "manifest.json"
 VERSION_CHARS = 12
 MAX_LABEL_CHARS = 200
+STAGING_PREFIX = ".staging-"
+# A staging folder untouched this long belongs to a registration killed part-way.
+STALE_STAGING_S = 3600.0
+
+log = logging.getLogger("roadcast.registry")
 
 
 class RegistryError(BundleDirError):
@@ -207,7 +214,8 @@ def register(
     check_model_name(model)
     parent = root / VERSIONS / model
     parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".staging-{uuid.uuid4().hex}"
+    _sweep_staging(parent)
+    staging = parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     try:
         if forecaster is None:
             shutil.copytree(origin, staging, ignore=shutil.ignore_patterns(VERSION_FILE))
@@ -219,7 +227,7 @@ def register(
         run = new_run_id() if run_id is None else run_id
         version = ModelVersion(model, short, label, run, utc_now_text(), parent / short)
         if version.path.is_dir():  # the same bundle, registered before
-            return describe(version.path)
+            return _registered_before(version.path, label)
         record = {**version.to_dict(), "sha256": digest}
         (staging / VERSION_FILE).write_text(json.dumps(record, indent=2) + "\n")
         _fsync_tree(staging)
@@ -227,12 +235,34 @@ def register(
             os.rename(staging, version.path)
         except OSError:
             if version.path.is_dir():  # registered meanwhile by another process
-                return describe(version.path)
+                return _registered_before(version.path, label)
             raise
         _fsync_dir(parent)
         return version
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _registered_before(path: Path, label: str) -> ModelVersion:
+    """The version at ``path``, registered before with its first record (a new ``label``
+    is not kept, and says so)."""
+    version = describe(path)
+    if label and label != version.label:
+        log.warning(
+            "warning: %s@%s was registered before (label %r, run %s); it keeps that record, "
+            "not the label %r",
+            version.model, version.version, version.label, version.run_id, label,
+        )  # fmt: skip
+    return version
+
+
+def _sweep_staging(parent: Path) -> None:
+    """Remove staging folders of registrations killed part-way (older than
+    :data:`STALE_STAGING_S`: a live one is being written by its process)."""
+    for stale in parent.glob(f"{STAGING_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def registered(bundles: str | Path, model: str, version: str) -> ModelVersion:
