@@ -521,8 +521,9 @@ def _extra_fields(path: Path) -> str:
 
 # A first timestamp whose day and month could be either way round: 01/09/2015, 1.9.15.
 _DAY_OR_MONTH = re.compile(r"\s*(0?[1-9]|1[0-2])[-/.](0?[1-9]|1[0-2])[-/.]\d")
-# A first timestamp that could be year-first with a two-digit year: 15-09-01.
-_SHORT_YEAR = re.compile(r"\s*\d{2}-\d{1,2}-\d{2}(?!\d)")
+# A first timestamp that could be year-first with a two-digit year: 15-09-01, 15/09/01
+# (the data reader's candidates too: :func:`pipeline.data.timestamps.parse_times`).
+_SHORT_YEAR = re.compile(r"\s*\d{1,2}[-/]\d{1,2}[-/]\d{2}(?!\d)")
 
 
 def day_or_month(text: pd.Series) -> pd.Series | None:

@@ -53,3 +53,15 @@ def test_train_interrupted_while_prefect_sets_a_task_up_says_interrupted(
     assert result.exit_code == 143, result.output
     assert "interrupted before the run finished" in result.output
     assert "Task run is not set" not in result.output
+
+
+def test_an_ignored_sigint_stays_ignored() -> None:
+    """A script's background job inherits SIGINT ignored: a Ctrl-C meant for the script
+    must not stop it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

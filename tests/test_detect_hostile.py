@@ -441,6 +441,9 @@ def test_two_digit_years_first_are_read_as_the_rows_fit_or_refused(tmp_path) -> 
     rows, times = read_nab_rows(nab_dir(tmp_path / "a", csv(stamps=stamps)) / "cat" / "f.csv")
     assert rows["timestamp"].iloc[0] == stamps[0]
     assert times[0] == pd.Timestamp("2015-09-01") and times[-1] - times[0] < pd.Timedelta("30D")
+    slashed = [s.replace("-", "/") for s in stamps]  # 15/09/01: read as the data reader does
+    _, times = read_nab_rows(nab_dir(tmp_path / "s", csv(stamps=slashed)) / "cat" / "f.csv")
+    assert times[0] == pd.Timestamp("2015-09-01") and times[-1] - times[0] < pd.Timedelta("30D")
     root = nab_dir(tmp_path / "b", csv(stamps=stamps[:24], values=VALUES[:24]))
     line = one_line_error(root, tmp_path / "out")
     assert "fit two readings equally well (2001-09-15 or 2015-09-01)" in line

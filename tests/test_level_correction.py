@@ -166,6 +166,13 @@ def test_a_fresh_start_waits_a_half_life_before_it_calls_a_change_a_shift() -> N
         seen = tick % 3 == 0
         sparse.update(np.array([[-40.0 + rng.normal(0.0, 2.0) if seen else np.nan]]))
     assert sparse.correction()[0, 0] != 0.0
+    # a sensor back after a long outage waits again, as at a fresh start
+    state.skip(1000)
+    back = []
+    for _ in range(150):
+        state.update(np.array([[-80.0 + rng.normal(0.0, 2.0)]]))
+        back.append(bool(state.correction()[0, 0] != 0.0))
+    assert not any(back[:60]) and all(back[80:])
 
 
 def test_a_corrected_interval_keeps_its_forecast_above_the_floor() -> None:

@@ -68,7 +68,7 @@ def _feed(processor: PollProcessor, live: SensorPanel, steps: range) -> MemoryOu
 
 
 def _same_level(got: OnlineLevel, want: OnlineLevel) -> None:
-    for name in ("w", "w2", "s1", "s2", "wp", "sp", "prev"):
+    for name in ("w", "w2", "s1", "s2", "wp", "sp", "prev", "age", "quiet"):
         np.testing.assert_allclose(getattr(got.state, name), getattr(want.state, name), rtol=1e-5)
     assert got._last == want._last
     assert sorted(got._issued) == sorted(want._issued)

@@ -38,9 +38,12 @@ def sigterm_as_interrupt() -> Iterator[Interruption]:
             interruption.signum = signum
         raise KeyboardInterrupt
 
-    previous = {
-        signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)
-    }
+    # SIGINT only where Python's default handler has it (a script's background job
+    # inherits it ignored, and stays deaf to a Ctrl-C meant for the script).
+    caught = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        caught.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, interrupt) for signum in caught}
     try:
         yield interruption
     finally:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 HALF_LIFE_H = 6.0
 GATE_C = 3.0
 MIN_EFFECTIVE = 12.0  # errors' worth of weight before the gate may open
+# A cell silent this many half-lives starts its wait afresh (below the service's replay
+# reach of four, so a service restored from its store decides as the running one did).
+RESTART_HALF_LIVES = 3.0
 MAX_RHO = 0.98
 
 
@@ -41,7 +44,8 @@ class LevelState:
     ``half_life`` is in origins; ``gate`` is ``"ar1"`` (the rule above), ``"iid"`` (the
     errors taken as independent) or None (the plain weighted mean, always applied). A
     gate opens only on :data:`MIN_EFFECTIVE` errors' effective weight gathered over at
-    least ``half_life`` origins since the cell's first error.
+    least ``half_life`` origins since the cell's first error (the first after a silence of
+    :data:`RESTART_HALF_LIVES`).
     """
 
     def __init__(self, shape: tuple[int, ...], half_life: float, gate: str | None = "ar1"):
@@ -60,6 +64,7 @@ class LevelState:
         self.sp = np.zeros(shape)
         self.prev = np.full(shape, np.nan)
         self.age = np.zeros(shape)  # origins since the cell's first error (0: none yet)
+        self.quiet = np.zeros(shape)  # origins since the cell's last error
 
     def update(self, errors: np.ndarray) -> None:
         """Fold in the next origin's errors (NaN: none: the weights still decay)."""
@@ -74,7 +79,9 @@ class LevelState:
         self.wp = d * self.wp + paired
         self.sp = d * self.sp + np.where(paired, x * np.where(paired, self.prev, 0.0), 0.0)
         self.prev = np.where(seen, errors, self.prev)
-        self.age = np.where((self.age > 0) | seen, self.age + 1, 0.0)
+        again = seen & (self.quiet >= RESTART_HALF_LIVES * self.half_life)
+        self.age = np.where(again, 1.0, np.where((self.age > 0) | seen, self.age + 1, 0.0))
+        self.quiet = np.where(seen, 0.0, self.quiet + 1)
 
     def skip(self, origins: int) -> None:
         """As ``origins`` updates without errors: every weight decays, nothing is added."""
@@ -83,6 +90,7 @@ class LevelState:
             self.w, self.w2 = d * self.w, d * d * self.w2
             self.s1, self.s2, self.wp, self.sp = d * self.s1, d * self.s2, d * self.wp, d * self.sp
             self.age = np.where(self.age > 0, self.age + origins, 0.0)
+            self.quiet = self.quiet + origins
 
     def correction(self) -> np.ndarray:
         """What to add to the next forecasts: the gated weighted mean (0 where shut)."""

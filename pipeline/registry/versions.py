@@ -219,6 +219,7 @@ def register(
     try:
         if forecaster is None:
             shutil.copytree(origin, staging, ignore=shutil.ignore_patterns(VERSION_FILE))
+            os.utime(staging)  # copytree gave it the source's age: the sweep reads it
             read_bundle(staging)  # the copy verifies too
         else:
             forecaster.save(staging)
